@@ -1,0 +1,410 @@
+"""The `govhost` command: parse arguments, call the control plane, print the result.
+
+Formatting for people (tables, progress) and for scripts (--json) lives here only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from controlplane import errors
+
+app = typer.Typer(help="govhost: consolidated county government web hosting.",
+                  no_args_is_help=True, add_completion=False)
+tenant_app = typer.Typer(help="Tenants (units) and their sites.", no_args_is_help=True)
+node_app = typer.Typer(help="Cluster nodes.", no_args_is_help=True)
+lab_app = typer.Typer(help="The lab cluster on this machine (namespaces + overlayfs + sshd).",
+                      no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(node_app, name="node")
+app.add_typer(lab_app, name="lab")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Ctx:
+    inventory: Path = Path("inventory")
+    debug: bool = False
+
+
+CTX = Ctx()
+
+
+@app.callback()
+def _global(
+    inventory: Path = typer.Option(Path("inventory"), "--inventory", "-i",
+                                   envvar="GOVHOST_INVENTORY",
+                                   help="Inventory directory (cluster.yaml, hosts.yaml, tenants/)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    CTX.inventory = inventory
+    CTX.debug = debug
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def _fail(exc: Exception, as_json: bool = False) -> None:
+    if CTX.debug:
+        raise exc
+    if as_json:
+        payload: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, errors.ManifestError):
+            payload["problems"] = [vars(p) for p in exc.problems]
+        _emit(payload)
+    elif isinstance(exc, errors.ManifestError):
+        err.print(f"[bold red]inventory refused[/]: {len(exc.problems)} problem(s); "
+                  "nothing was changed", highlight=False)
+        for p in exc.problems:
+            err.print(f"  {p}", highlight=False, markup=False)
+    else:
+        err.print(f"[bold red]error[/]: {exc}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _state():
+    from controlplane.state import open_state
+    return open_state(CTX.inventory)
+
+
+@app.command()
+def validate(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Load and check the whole inventory; list every problem found."""
+    from controlplane import inventory
+    try:
+        inv = inventory.load(CTX.inventory)
+        st = _state()
+        from controlplane.plan import compute_placement
+        compute_placement(inv, st.drained(), st.placements())
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    summary = {"valid": True, "tenants": len(inv.tenants), "nodes": len(inv.hosts.nodes),
+               "domain": inv.cluster.domain}
+    if as_json:
+        _emit(summary)
+    else:
+        out.print(f"[green]ok[/]: {summary['tenants']} tenants, {summary['nodes']} nodes, "
+                  f"domain {summary['domain']}")
+
+
+def _print_plan(plan) -> None:
+    t = Table(title="Nodes")
+    for col in ("node", "release now", "release after", "add", "change", "remove", "note"):
+        t.add_column(col)
+    for n in plan.nodes:
+        t.add_row(n.node, n.old_release or "-", n.new_release, str(len(n.added)),
+                  str(len(n.changed)), str(len(n.removed)),
+                  ("drained; " if n.drained else "") + ("" if n.needed else "no change"))
+    out.print(t)
+    if plan.tenants:
+        tt = Table(title="Tenants")
+        for col in ("tenant", "action", "replicas before", "replicas after", "nodes touched"):
+            tt.add_column(col)
+        shown = plan.tenants[:200]
+        for c in shown:
+            tt.add_row(c.tenant, c.action, ",".join(c.replicas_before) or "-",
+                       ",".join(c.replicas_after) or "-", ",".join(c.nodes) or "-")
+        out.print(tt)
+        if len(plan.tenants) > len(shown):
+            out.print(f"… and {len(plan.tenants) - len(shown)} more tenant changes (--json)")
+    out.print("[green]No changes.[/]" if plan.empty else
+              f"Plan: {sum(n.needed for n in plan.nodes)} node(s) get a new release, "
+              f"{len(plan.tenants)} tenant change(s).")
+
+
+@app.command()
+def plan(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show, per node and per tenant, what apply would add, change and remove."""
+    from controlplane.apply import prepare
+    try:
+        st = _state()
+        _, p = prepare(CTX.inventory, st)
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    _emit(p.to_json()) if as_json else _print_plan(p)
+
+
+@app.command()
+def apply(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Converge every node to the inventory: canary first, probed, rolled back on failure."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from controlplane import apply as apply_mod
+
+    def confirm(p) -> bool:
+        if yes or as_json:
+            return True
+        if not sys.stdin.isatty():
+            err.print("refusing to apply without confirmation: pass --yes")
+            return False
+        _print_plan(p)
+        return typer.confirm("Apply these changes?")
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                        console=err, disable=as_json or not err.is_terminal, transient=True)
+    task = progress.add_task("apply", total=None)
+
+    def say(node: str, step: str, outcome: str) -> None:
+        progress.update(task, description=f"{step} {node}: {outcome}")
+        if not err.is_terminal and not as_json:
+            err.print(f"  {node:>4} {step:<9} {outcome}", highlight=False)
+
+    try:
+        with progress:
+            result = apply_mod.apply(CTX.inventory, progress=say, confirm=confirm)
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        _emit(result.to_json())
+    else:
+        t = Table(title=f"apply run {result.run_id}: {result.result} in {result.seconds:.1f} s")
+        for col in ("node", "result", "release", "message"):
+            t.add_column(col)
+        style = {"applied": "green", "unchanged": "dim", "failed": "red", "unreachable": "red",
+                 "refused": "red", "skipped": "yellow"}
+        for n in result.nodes:
+            t.add_row(n.node, f"[{style.get(n.result, '')}]{n.result}[/]", n.release or "-",
+                      n.message[:300])
+        out.print(t)
+        if result.refused_tenants:
+            err.print(f"[red]refused tenant(s)[/]: {', '.join(result.refused_tenants)}; "
+                      "every node keeps serving its previous release")
+        if result.result == "unchanged":
+            out.print("No changes.")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json"),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="HTTP-probe every tenant on every node."),
+) -> None:
+    """Nodes and tenants: placement, applied release, reachable or not."""
+    from controlplane import apply as apply_mod
+    from controlplane import probes, remote
+    from controlplane.state import state_dir
+    try:
+        st = _state()
+        inv, p = apply_mod.prepare(CTX.inventory, st)
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    live = remote.node_status(inv.hosts, list(inv.hosts.nodes),
+                              state_dir(CTX.inventory) / "known_hosts")
+    applied = st.applied()
+    drained = st.drained()
+    nodes = []
+    for n in inv.hosts.nodes:
+        s = live[n.name]
+        want = p.releases[n.name].id
+        nodes.append({"node": n.name, "address": n.address, "roles": list(n.roles),
+                      "reachable": s.reachable, "nginx_running": s.nginx_running,
+                      "release_live": s.release, "release_applied":
+                      applied[n.name].release_id if n.name in applied else None,
+                      "release_desired": want, "in_sync": s.release == want,
+                      "drained": n.name in drained, "error": s.error,
+                      "replicas": sum(n.name in v for v in p.placement.values())})
+    results = {}
+    if probe:
+        targets = [(inv.site_host(t), n.name, n.address) for t in inv.tenants
+                   for n in inv.hosts.nodes if live[n.name].reachable]
+        for r in probes.probe_many(targets):
+            results[(r.host, r.node)] = r
+    tenants = []
+    for t in inv.tenants:
+        host = inv.site_host(t)
+        answers = {n.name: results[(host, n.name)].status for n in inv.hosts.nodes
+                   if (host, n.name) in results}
+        tenants.append({"tenant": t.name, "host": host, "kind": t.kind, "title": t.title,
+                        "replicas": list(p.placement[t.name]), "answers": answers,
+                        "up_everywhere": bool(answers) and len(answers) == len(inv.hosts.nodes)
+                        and all(v is not None and 200 <= v < 400 for v in answers.values())})
+    data = {"nodes": nodes, "tenants": tenants, "lock": apply_mod.lock_holder(CTX.inventory),
+            "last_runs": st.runs(3)}
+    if as_json:
+        _emit(data)
+        return
+    t = Table(title="Nodes")
+    for col in ("node", "address", "reachable", "nginx", "live release", "desired", "replicas",
+                "note"):
+        t.add_column(col)
+    for n in nodes:
+        t.add_row(n["node"], n["address"], "[green]yes[/]" if n["reachable"] else "[red]no[/]",
+                  "running" if n["nginx_running"] else "[red]stopped[/]",
+                  n["release_live"] or "-", n["release_desired"], str(n["replicas"]),
+                  ("drained " if n["drained"] else "") +
+                  ("" if n["in_sync"] else "[yellow]drift: run apply[/]"))
+    out.print(t)
+    tt = Table(title="Tenants")
+    for col in ("tenant", "host", "replicas", *[n.name for n in inv.hosts.nodes]):
+        tt.add_column(col)
+    for r in tenants:
+        cells = []
+        for n in inv.hosts.nodes:
+            code = r["answers"].get(n.name, "-") if probe else "?"
+            ok = isinstance(code, int) and 200 <= code < 400
+            cells.append(f"[green]{code}[/]" if ok else f"[red]{code}[/]")
+        tt.add_row(r["tenant"], r["host"], ",".join(r["replicas"]), *cells)
+    out.print(tt)
+    if data["lock"]:
+        out.print(f"apply lock held: {data['lock']}")
+
+
+@tenant_app.command("list")
+def tenant_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List every tenant with its kind, host name and replicas."""
+    from controlplane import apply as apply_mod
+    try:
+        inv, p = apply_mod.prepare(CTX.inventory, _state())
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    rows = [{"name": t.name, "title": t.title, "kind": t.kind, "host": inv.site_host(t),
+             "site": t.site.type, "replicas": list(p.placement[t.name]),
+             "aliases": list(t.aliases), "sections": [s.name for s in t.sections]}
+            for t in inv.tenants]
+    if as_json:
+        _emit(rows)
+        return
+    t = Table(title=f"{len(rows)} tenants")
+    for col in ("name", "title", "kind", "host", "site", "replicas", "sections"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r["title"], r["kind"], r["host"], r["site"],
+                  ",".join(r["replicas"]), ",".join(r["sections"]))
+    out.print(t)
+
+
+@tenant_app.command("show")
+def tenant_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show one tenant's manifest, host names and placement."""
+    from controlplane import apply as apply_mod
+    try:
+        inv, p = apply_mod.prepare(CTX.inventory, _state())
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    t = inv.tenant(name)
+    if t is None:
+        _fail(errors.GovhostError(f"no tenant named {name!r} in {CTX.inventory}/tenants"), as_json)
+        return
+    data = {"manifest": t.model_dump(mode="json"), "file": inv.sources[t.name],
+            "hosts": [inv.site_host(t), *t.aliases], "replicas": list(p.placement[t.name]),
+            "rate_limit": inv.rate_limit(t).model_dump()}
+    if as_json:
+        _emit(data)
+        return
+    out.print(f"[bold]{t.title}[/] ({t.name}, {t.kind}) — {data['file']}")
+    out.print(f"hosts:     {', '.join(data['hosts'])}")
+    out.print(f"site:      {t.site.type}")
+    out.print(f"replicas:  {', '.join(data['replicas'])}")
+    rl = data["rate_limit"]
+    out.print(f"rate:      {rl['requests_per_second']} r/s, burst {rl['burst']}")
+    out.print(f"contact:   {t.contact.name} <{t.contact.email}> {t.contact.phone}")
+    for s in t.sections:
+        out.print(f"section:   /{s.name}/ {s.title}")
+
+
+def _drain(name: str, drained: bool, as_json: bool) -> None:
+    from controlplane import inventory
+    try:
+        inv = inventory.load(CTX.inventory)
+        if name not in {n.name for n in inv.hosts.nodes}:
+            raise errors.GovhostError(f"no node named {name!r} in hosts.yaml")
+        st = _state()
+        if drained:
+            from controlplane.plan import compute_placement
+            # Refuse a drain the remaining nodes cannot absorb, before recording it.
+            compute_placement(inv, st.drained() | {name}, st.placements())
+        changed = st.set_drained(name, drained)
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    word = "drained" if drained else "undrained"
+    if as_json:
+        _emit({"node": name, "drained": drained, "changed": changed})
+    else:
+        out.print(f"{name} {word}" + ("" if changed else " already") +
+                  "; run `govhost apply` to move replicas" if changed else f"{name} already {word}")
+
+
+@node_app.command("drain")
+def node_drain(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Move every replica off NAME at the next apply (it keeps answering by proxying)."""
+    _drain(name, True, as_json)
+
+
+@node_app.command("undrain")
+def node_undrain(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Let NAME hold replicas again (new tenants; existing placements stay put)."""
+    _drain(name, False, as_json)
+
+
+@lab_app.command("up")
+def lab_up(nodes: int = typer.Option(3, "--nodes", "-n", help="How many nodes (n1..nN)."),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Start the lab nodes (idempotent: running nodes are left alone)."""
+    from controlplane import lab
+    try:
+        ns = lab.up(nodes)
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    _lab_print(ns, as_json)
+
+
+@lab_app.command("down")
+def lab_down(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Stop every lab node and remove its disk."""
+    from controlplane import lab
+    n = lab.down()
+    _emit({"stopped": n}) if as_json else out.print(f"lab down: {n} node(s) stopped")
+
+
+@lab_app.command("status")
+def lab_status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show the lab nodes and whether their sshd answers."""
+    from controlplane import lab
+    _lab_print(lab.nodes(), as_json)
+
+
+def _lab_print(ns, as_json: bool) -> None:
+    from controlplane import lab
+    if as_json:
+        _emit(lab.as_json(ns))
+        return
+    t = Table(title="Lab nodes")
+    for col in ("node", "address", "pid", "running", "ssh"):
+        t.add_column(col)
+    for n in ns:
+        t.add_row(n.name, n.address, str(n.pid or "-"), "yes" if n.running else "[red]no[/]",
+                  "open" if n.ssh_open else "[red]closed[/]")
+    out.print(t)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

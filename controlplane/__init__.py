@@ -1,0 +1,1 @@
+"""govhost control plane: pure core (load, validate, place, render, plan) and effectful shell."""

@@ -1,0 +1,189 @@
+"""Load and check a whole inventory directory: cluster.yaml, hosts.yaml, tenants/*.yaml.
+
+Loading is all-or-nothing: every file is read and every problem across all of them is
+collected into one ManifestError, so an operator fixes a batch of mistakes in one round and
+a refused inventory never reaches a node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from . import yamlsafe
+from .errors import ManifestError, Problem
+from .manifest import Cluster, Hosts, RateLimit, Tenant
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_TENANT_FILES = 20_000
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Everything the desired state is made of, already validated."""
+
+    root: Path
+    cluster: Cluster
+    hosts: Hosts
+    tenants: tuple[Tenant, ...]
+    sources: dict[str, str]  # tenant name -> file it came from
+
+    def replicas(self, tenant: Tenant) -> int:
+        return tenant.replicas if tenant.replicas is not None else self.cluster.defaults.replicas
+
+    def rate_limit(self, tenant: Tenant) -> RateLimit:
+        return tenant.rate_limit or self.cluster.defaults.rate_limit
+
+    def site_host(self, tenant: Tenant) -> str:
+        return f"{tenant.name}.{self.cluster.domain}"
+
+    def tenant(self, name: str) -> Tenant | None:
+        return next((t for t in self.tenants if t.name == name), None)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("static", "php", "proxy") and out.endswith("site"):
+            continue  # pydantic's discriminator tag, not a field the user wrote
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; see docs/manifest.md for the allowed fields)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "union_tag_invalid":
+        return f"{err.get('input')!r} is not a site type; allowed: static, php, proxy"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        return msg[len("Value error, "):]
+    inp = err.get("input")
+    if isinstance(inp, (str, int, float, bool)) or inp is None:
+        return f"{inp!r}: {msg}"
+    return msg
+
+
+def _parse(path: Path, rel: str, model: type[M], problems: list[Problem]) -> M | None:
+    try:
+        data = yamlsafe.load_file(path)
+    except yamlsafe.YamlRefused as exc:
+        problems.append(Problem(rel, "", str(exc)))
+        return None
+    except OSError as exc:
+        problems.append(Problem(rel, "", f"cannot read file ({exc.strerror})"))
+        return None
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else type(data).__name__
+        problems.append(Problem(rel, "", f"must be a YAML mapping of fields, found {kind}"))
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append(Problem(rel, _field(err["loc"]), _describe(err)))
+        return None
+
+
+def load(root: Path) -> Inventory:
+    """Load the inventory at ``root`` or raise ManifestError listing every problem."""
+    root = Path(root)
+    problems: list[Problem] = []
+    if not root.is_dir():
+        raise ManifestError([Problem(str(root), "", "inventory directory does not exist")])
+
+    def rel(p: Path) -> str:
+        try:
+            return str(p.relative_to(root.parent))
+        except ValueError:
+            return str(p)
+
+    cluster = _parse(root / "cluster.yaml", rel(root / "cluster.yaml"), Cluster, problems)
+    hosts = _parse(root / "hosts.yaml", rel(root / "hosts.yaml"), Hosts, problems)
+
+    tenant_dir = root / "tenants"
+    files = sorted(tenant_dir.glob("*.y*ml")) if tenant_dir.is_dir() else []
+    if len(files) > MAX_TENANT_FILES:
+        problems.append(Problem(rel(tenant_dir), "", f"more than {MAX_TENANT_FILES} tenant files"))
+        files = []
+    tenants: list[Tenant] = []
+    sources: dict[str, str] = {}
+    for path in files:
+        r = rel(path)
+        t = _parse(path, r, Tenant, problems)
+        if t is None:
+            continue
+        if path.stem != t.name:
+            problems.append(
+                Problem(r, "name", f"{t.name!r} does not match the file name; "
+                        f"save this manifest as tenants/{t.name}.yaml")
+            )
+            continue
+        tenants.append(t)
+        sources[t.name] = r
+
+    if cluster is not None and hosts is not None:
+        problems.extend(_cross_check(cluster, hosts, tenants, sources,
+                                     rel(root / "cluster.yaml"), rel(root / "hosts.yaml")))
+    if problems:
+        raise ManifestError(problems)
+    assert cluster is not None and hosts is not None
+    return Inventory(root, cluster, hosts, tuple(sorted(tenants, key=lambda t: t.name)), sources)
+
+
+def _cross_check(
+    cluster: Cluster, hosts: Hosts, tenants: list[Tenant], sources: dict[str, str],
+    cluster_file: str = "cluster.yaml", hosts_file: str = "hosts.yaml",
+) -> list[Problem]:
+    """Checks that need more than one file: names claimed twice, replicas vs. nodes."""
+    from .names import RESERVED_LABELS
+
+    problems: list[Problem] = []
+    claimed: dict[str, tuple[str, str]] = {}  # canonical host -> (file, field)
+    portal_names = {f"{h}.{cluster.domain}" for h in cluster.portal.hostnames}
+    if cluster.portal.serve_apex:
+        portal_names.add(cluster.domain)
+    for host in portal_names:
+        claimed[host] = (cluster_file, "portal")
+    web = len(hosts.web_nodes)
+    if web == 0:
+        problems.append(Problem(hosts_file, "nodes", "no node has the 'web' role"))
+
+    for t in tenants:
+        src = sources[t.name]
+        if t.name in RESERVED_LABELS:
+            problems.append(Problem(src, "name", f"{t.name!r} is reserved for county services; "
+                                    "choose another name"))
+        wanted = [(f"{t.name}.{cluster.domain}", "name")]
+        wanted += [(a, f"aliases[{i}]") for i, a in enumerate(t.aliases)]
+        for host, field in wanted:
+            if host in claimed:
+                other_file, other_field = claimed[host]
+                problems.append(Problem(src, field, f"{host!r} is already claimed by "
+                                        f"{other_file} ({other_field})"))
+            else:
+                claimed[host] = (src, field)
+        for i, alias in enumerate(t.aliases):
+            if alias.endswith("." + cluster.domain):
+                first = alias[: -len(cluster.domain) - 1]
+                if "." not in first and first in RESERVED_LABELS:
+                    problems.append(Problem(src, f"aliases[{i}]",
+                                            f"{alias!r} uses a reserved county name"))
+        replicas = t.replicas if t.replicas is not None else cluster.defaults.replicas
+        if web and replicas > web:
+            problems.append(Problem(src, "replicas", f"{replicas} replicas but only {web} web "
+                                    f"node(s) in hosts.yaml; allowed: 1-{web}"))
+        if t.site.type == "php":
+            problems.append(Problem(src, "site.type", "'php' sites are part of the schema but "
+                                    "not served yet by this version of govhost; allowed now: "
+                                    "static, proxy"))
+    return problems

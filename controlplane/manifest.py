@@ -1,0 +1,256 @@
+"""The manifest schema: cluster settings, hosts and one tenant per unit.
+
+The schema is the contract with the units and the operators. Every field is checked here so
+that nothing downstream (templates, playbooks, shell) ever sees a value outside a safe alphabet:
+names are DNS labels, host names are canonical ASCII, free text never reaches nginx or a shell
+and is still refused if it carries control or markup characters.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal, Union
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+from . import names
+
+_FORBIDDEN_TEXT = re.compile(r"[\x00-\x1f\x7f{};$`\\<>\"]")
+
+
+def _safe_text(value: str) -> str:
+    bad = _FORBIDDEN_TEXT.search(value)
+    if bad:
+        raise ValueError(
+            f"{value!r} contains {bad.group()!r}; text may not contain control characters or "
+            "any of { } ; $ ` \\ < > \""
+        )
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _label(value: str) -> str:
+    try:
+        return names.check_label(value)
+    except names.NameError_ as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _host(value: str) -> str:
+    try:
+        return names.canonical_host(value)
+    except names.NameError_ as exc:
+        raise ValueError(str(exc)) from None
+
+
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}$")
+_PHONE_RE = re.compile(r"^\+?[0-9][0-9 ()-]{2,30}$")
+
+
+def _email(value: str) -> str:
+    if not _EMAIL_RE.match(value):
+        raise ValueError(f"{value!r} is not an e-mail address (name@host.domain)")
+    return value
+
+
+def _phone(value: str) -> str:
+    if not _PHONE_RE.match(value):
+        raise ValueError(f"{value!r} is not a phone number (digits, spaces, + ( ) -)")
+    return value
+
+
+Text = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_safe_text)]
+Label = Annotated[StrictStr, AfterValidator(_label)]
+Host = Annotated[StrictStr, AfterValidator(_host)]
+Email = Annotated[StrictStr, AfterValidator(_email)]
+Phone = Annotated[StrictStr, AfterValidator(_phone)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class Contact(_Model):
+    name: Text
+    email: Email
+    phone: Phone
+
+
+class RateLimit(_Model):
+    """Requests per second per client address, with a burst allowance."""
+
+    requests_per_second: StrictInt = Field(ge=1, le=10_000)
+    burst: StrictInt = Field(default=0, ge=0, le=100_000)
+
+
+class StaticSite(_Model):
+    type: Literal["static"]
+
+
+class PhpSettings(_Model):
+    max_children: StrictInt = Field(default=5, ge=1, le=200)
+    memory_mb: StrictInt = Field(default=128, ge=16, le=4096)
+    upload_mb: StrictInt = Field(default=20, ge=1, le=2048)
+
+
+class PhpSite(_Model):
+    """PHP sites are part of the schema already; their pools arrive with tenant isolation."""
+
+    type: Literal["php"]
+    php: PhpSettings = PhpSettings()
+    database: StrictBool = False
+
+
+def _upstream(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{value!r}: upstream must start with http:// or https://")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: upstream may not carry user, query or fragment")
+    if parts.path not in ("", "/"):
+        raise ValueError(f"{value!r}: upstream must be scheme://host:port with no path")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{value!r}: port must be 1-65535") from None
+    host = parts.hostname or ""
+    if not names.is_ip_literal(host):
+        try:
+            host = names.canonical_host(host)
+        except names.NameError_ as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
+    elif ":" in host:
+        host = f"[{ipaddress.ip_address(host).compressed}]"
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}:{port or default}"
+
+
+Upstream = Annotated[StrictStr, AfterValidator(_upstream)]
+
+
+class ProxySite(_Model):
+    """A unit's own application published under its name through the platform."""
+
+    type: Literal["proxy"]
+    upstreams: list[Upstream] = Field(min_length=1, max_length=16)
+    timeout_seconds: StrictInt = Field(default=60, ge=1, le=600)
+    max_body_mb: StrictInt = Field(default=10, ge=1, le=2048)
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> "ProxySite":
+        if len({u.split(":", 1)[0] for u in self.upstreams}) > 1:
+            raise ValueError("all upstreams must use the same scheme")
+        return self
+
+
+Site = Annotated[Union[StaticSite, PhpSite, ProxySite], Field(discriminator="type")]
+
+
+class Section(_Model):
+    """A township's sub-unit or village, served at /<name>/ on the township's site."""
+
+    name: Label
+    title: Text
+
+
+class Tenant(_Model):
+    """One unit (department or township) and its site."""
+
+    name: Label
+    title: Text
+    kind: Literal["department", "township"]
+    contact: Contact
+    site: Site = StaticSite(type="static")
+    replicas: StrictInt | None = Field(default=None, ge=1, le=5)
+    aliases: list[Host] = Field(default_factory=list, max_length=20)
+    sections: list[Section] = Field(default_factory=list, max_length=200)
+    rate_limit: RateLimit | None = None
+
+    @model_validator(mode="after")
+    def _unique_sections(self) -> "Tenant":
+        seen: set[str] = set()
+        for s in self.sections:
+            if s.name in seen:
+                raise ValueError(f"section {s.name!r} is listed twice")
+            seen.add(s.name)
+        if len(set(self.aliases)) != len(self.aliases):
+            raise ValueError("an alias is listed twice (compared case-insensitively, as punycode)")
+        return self
+
+
+class Defaults(_Model):
+    replicas: StrictInt = Field(default=2, ge=1, le=5)
+    rate_limit: RateLimit = RateLimit(requests_per_second=20, burst=40)
+
+
+class Portal(_Model):
+    title: Text
+    hostnames: list[Label] = Field(default_factory=lambda: ["www"], max_length=5)
+    serve_apex: StrictBool = True
+
+
+class NginxSettings(_Model):
+    worker_connections: StrictInt = Field(default=4096, ge=256, le=65536)
+    client_max_body_size_mb: StrictInt = Field(default=20, ge=1, le=2048)
+    keepalive_timeout: StrictInt = Field(default=30, ge=0, le=600)
+
+
+class Cluster(_Model):
+    domain: Host
+    name: Text
+    portal: Portal
+    defaults: Defaults = Defaults()
+    nginx: NginxSettings = NginxSettings()
+    keep_releases: StrictInt = Field(default=5, ge=2, le=50)
+
+
+class SshSettings(_Model):
+    user: Annotated[StrictStr, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
+    port: StrictInt = Field(default=22, ge=1, le=65535)
+    key: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_./~-]{1,255}$")]
+
+
+def _ip(value: str) -> str:
+    try:
+        return ipaddress.ip_address(value).compressed
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+Role = Literal["web", "backup", "db", "monitoring"]
+
+
+class Node(_Model):
+    name: Label
+    address: Annotated[StrictStr, AfterValidator(_ip)]
+    roles: list[Role] = Field(default_factory=lambda: ["web"], min_length=1)
+    capacity: StrictInt = Field(default=2000, ge=1, le=100_000)
+
+
+class Hosts(_Model):
+    ssh: SshSettings
+    nodes: list[Node] = Field(min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Hosts":
+        for attr in ("name", "address"):
+            values = [getattr(n, attr) for n in self.nodes]
+            dup = sorted({v for v in values if values.count(v) > 1})
+            if dup:
+                raise ValueError(f"node {attr} listed twice: {', '.join(dup)}")
+        return self
+
+    @property
+    def web_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if "web" in n.roles]

@@ -1,0 +1,191 @@
+"""Connections to the nodes: ansible-runner for playbooks, plain OpenSSH for quick reads.
+
+Both share one OpenSSH ControlMaster socket per node, so the quick status read before an
+apply opens the connection that the playbooks then reuse.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from . import paths
+from .manifest import Hosts, Node
+
+CONTROL_DIR = Path(os.environ.get("GOVHOST_SSH_CONTROL_DIR", "/tmp/govhost-ssh"))
+
+
+def ssh_options(hosts: Hosts, known_hosts: Path) -> list[str]:
+    CONTROL_DIR.mkdir(mode=0o700, exist_ok=True)
+    return [
+        "-o", "BatchMode=yes",
+        "-o", "ConnectTimeout=5",
+        "-o", "ServerAliveInterval=5",
+        "-o", "ServerAliveCountMax=2",
+        "-o", "ControlMaster=auto",
+        "-o", "ControlPersist=120s",
+        "-o", f"ControlPath={CONTROL_DIR}/%C",
+        "-o", "StrictHostKeyChecking=accept-new",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "LogLevel=ERROR",
+    ]
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node: str
+    reachable: bool
+    release: str | None = None
+    nginx_running: bool = False
+    bootstrap: str | None = None
+    error: str = ""
+
+
+def _ssh_cmd(hosts: Hosts, node: Node, known_hosts: Path, command: str) -> list[str]:
+    key = os.path.expanduser(hosts.ssh.key)
+    return ["ssh", "-i", key, "-p", str(hosts.ssh.port), *ssh_options(hosts, known_hosts),
+            f"{hosts.ssh.user}@{node.address}", command]
+
+
+def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path) -> dict[str, NodeStatus]:
+    """Ask every node, in parallel, which release it runs (one SSH round trip each)."""
+
+    def ask(node: Node) -> NodeStatus:
+        cmd = _ssh_cmd(hosts, node, known_hosts,
+                       "if [ -x /usr/local/sbin/govhost-node ]; then /usr/local/sbin/govhost-node"
+                       " status; else echo '{\"release\": \"none\", \"nginx_running\": false,"
+                       " \"bootstrap\": \"none\"}'; fi")
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        except subprocess.TimeoutExpired:
+            return NodeStatus(node.name, False, error="ssh timed out")
+        if out.returncode != 0:
+            return NodeStatus(node.name, False, error=(out.stderr.strip() or
+                                                       f"ssh exit {out.returncode}")[-300:])
+        try:
+            data = json.loads(out.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return NodeStatus(node.name, False, error=f"unexpected answer {out.stdout[-200:]!r}")
+        rel = data.get("release")
+        boot = data.get("bootstrap")
+        return NodeStatus(node.name, True, None if rel in (None, "none") else rel,
+                          bool(data.get("nginx_running")), None if boot == "none" else boot)
+
+    if not nodes:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+        return {s.node: s for s in pool.map(ask, nodes)}
+
+
+@dataclass
+class HostResult:
+    host: str
+    ok: bool = False
+    unreachable: bool = False
+    changed: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        if self.unreachable:
+            return "unreachable: " + (self.errors[0] if self.errors else "")
+        return "; ".join(self.errors)
+
+
+def _event_error(res: Mapping[str, Any]) -> str:
+    for key in ("stderr", "msg", "module_stderr", "stdout"):
+        val = res.get(key)
+        if val:
+            return str(val).strip()
+    return "failed"
+
+
+def run_playbook(
+    playbook: str,
+    hosts: Hosts,
+    nodes: Sequence[Node],
+    hostvars: Mapping[str, Mapping[str, Any]],
+    work_dir: Path,
+    known_hosts: Path,
+    extravars: Mapping[str, Any] | None = None,
+    on_task: Callable[[str, str, str], None] | None = None,
+) -> dict[str, HostResult]:
+    """Run one playbook from playbooks/ on the given nodes; return a result per node."""
+    import ansible_runner  # imported here: it is slow to import and only apply needs it
+
+    inventory = {"all": {"hosts": {
+        n.name: {
+            "ansible_host": n.address,
+            "ansible_port": hosts.ssh.port,
+            "ansible_user": hosts.ssh.user,
+            "ansible_ssh_private_key_file": os.path.expanduser(hosts.ssh.key),
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "govhost_address": n.address,
+            **hostvars.get(n.name, {}),
+        } for n in nodes}}}
+    results = {n.name: HostResult(n.name) for n in nodes}
+    lock = threading.Lock()
+
+    def handler(event: Mapping[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        host = data.get("host")
+        kind = event.get("event", "")
+        if host in results:
+            with lock:
+                r = results[host]
+                res = data.get("res") or {}
+                if kind == "runner_on_unreachable":
+                    r.unreachable = True
+                    r.errors.append(_event_error(res))
+                elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+                    r.errors.append(f"{data.get('task', '')}: {_event_error(res)}")
+                elif kind == "runner_on_ok" and res.get("changed"):
+                    r.changed = True
+            if on_task and kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+                on_task(host, data.get("task", ""), kind[len("runner_on_"):])
+        return False  # do not keep event files: thousands of them slow the run down
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ssh_args = " ".join(ssh_options(hosts, known_hosts))
+    env = {
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_SSH_ARGS": ssh_args,
+        "ANSIBLE_ROLES_PATH": str(paths.PLAYBOOKS / "roles"),
+        "ANSIBLE_FORKS": str(max(5, len(nodes))),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+    }
+    runner = ansible_runner.run(
+        private_data_dir=str(work_dir),
+        playbook=str(paths.PLAYBOOKS / playbook),
+        inventory=inventory,
+        extravars=dict(extravars or {}),
+        envvars=env,
+        quiet=True,
+        event_handler=handler,
+        rotate_artifacts=3,
+    )
+    stats = runner.stats or {}
+    for name, r in results.items():
+        failed = name in (stats.get("failures") or {})
+        dark = name in (stats.get("dark") or {})
+        r.unreachable = r.unreachable or dark
+        ran = name in (stats.get("ok") or {}) or name in (stats.get("changed") or {})
+        r.ok = ran and not failed and not dark
+        if not r.ok and not r.errors:
+            r.errors.append("did not run (play stopped after an earlier failure)"
+                            if not failed and not dark else "failed")
+    return results
+
+
+def has_ssh() -> bool:
+    return shutil.which("ssh") is not None

@@ -1,0 +1,210 @@
+"""Render a complete nginx release for each node: pure, from inventory and placement.
+
+A release is a mapping of relative path -> bytes. Its id is a hash of its content, so an
+unchanged cluster renders the same id and apply has nothing to do. Decisions (is this node a
+replica, which upstreams) are made here; templates only hold markup. Every value that reaches
+an nginx template passes a final whitelist check, so a value that slipped past validation
+still cannot inject configuration.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Mapping
+
+import jinja2
+
+from . import paths
+from .inventory import Inventory
+from .manifest import Tenant
+
+_NGINX_SAFE = re.compile(r"^[A-Za-z0-9._:\-\[\]/ ,=>]*$")
+
+
+def _nginx_finalize(value: Any) -> Any:
+    text = "" if value is None else str(value)
+    if not _NGINX_SAFE.match(text):
+        raise ValueError(f"refusing to write {text!r} into an nginx config")
+    return text
+
+
+_loader = jinja2.FileSystemLoader(str(paths.TEMPLATES))
+_conf_env = jinja2.Environment(
+    loader=_loader, autoescape=False, finalize=_nginx_finalize, trim_blocks=True,
+    lstrip_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+)
+_html_env = jinja2.Environment(
+    loader=_loader, autoescape=True, undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+@dataclass(frozen=True)
+class Release:
+    """The complete configuration of one node."""
+
+    node: str
+    files: Mapping[str, bytes] = field(hash=False)
+
+    @cached_property
+    def digests(self) -> dict[str, str]:
+        return {p: hashlib.sha256(b).hexdigest() for p, b in self.files.items()}
+
+    @cached_property
+    def id(self) -> str:
+        h = hashlib.sha256()
+        for path in sorted(self.digests):
+            h.update(f"{path}\0{self.digests[path]}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def tenant_of(path: str) -> str | None:
+    """Which tenant a release file belongs to (None for shared files)."""
+    if path.startswith("vhosts/") and not path.startswith("vhosts/_"):
+        return path[len("vhosts/"):-len(".conf")]
+    if path.startswith("pages/") and not path.startswith("pages/_"):
+        return path.split("/")[1]
+    return None
+
+
+def _pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p *= 2
+    return p
+
+
+def hash_sizes(names: list[str]) -> tuple[int, int]:
+    """server_names_hash max_size and bucket_size for these names.
+
+    nginx stores each name in a bucket slot of pointer size + the name aligned to 8 bytes,
+    plus a terminating pointer; the bucket must hold the longest name, and a max_size well
+    above the number of names lets nginx find a size without warning.
+    """
+    longest = max((len(n) for n in names), default=16)
+    bucket = max(64, _pow2(8 + ((longest + 2 + 7) // 8) * 8 + 8))
+    max_size = max(1024, _pow2(len(names) * 4))
+    return max_size, bucket
+
+
+def _zone(rate: int) -> str:
+    return f"govhost_rl_{rate}"
+
+
+def render_cluster(inv: Inventory, placement: Mapping[str, tuple[str, ...]]) -> dict[str, Release]:
+    """Render the release of every node in hosts.yaml."""
+    return {n.name: render_node(inv, placement, n.name) for n in inv.hosts.nodes}
+
+
+def _server_names(inv: Inventory, t: Tenant) -> list[str]:
+    return [inv.site_host(t), *t.aliases]
+
+
+def _portal_names(inv: Inventory) -> list[str]:
+    names = [f"{h}.{inv.cluster.domain}" for h in inv.cluster.portal.hostnames]
+    if inv.cluster.portal.serve_apex:
+        names.append(inv.cluster.domain)
+    return names
+
+
+def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: str) -> Release:
+    nodes = {n.name: n for n in inv.hosts.nodes}
+    me = nodes[node]
+    listen = f"[{me.address}]:80" if ":" in me.address else f"{me.address}:80"
+    base = {
+        "node": node,
+        "listen": listen,
+        "log_root": paths.NODE_LOGS,
+        "pages_root": f"{paths.NODE_CURRENT}/pages",
+    }
+    files: dict[str, bytes] = {}
+    all_names: list[str] = _portal_names(inv) + [paths.PROBE_HOST]
+    rates: set[int] = set()
+
+    vhost = _conf_env.get_template("nginx/vhost.conf.j2")
+    for t in inv.tenants:
+        replicas = placement[t.name]
+        rl = inv.rate_limit(t)
+        rates.add(rl.requests_per_second)
+        names = _server_names(inv, t)
+        all_names.extend(names)
+        ctx: dict[str, Any] = {
+            **base,
+            "name": t.name,
+            "upstream_id": t.name.replace("-", "_"),
+            "server_names": names,
+            "replica": node in replicas,
+            "replica_nodes": list(replicas),
+            "replica_addresses": [nodes[r].address if ":" not in nodes[r].address
+                                  else f"[{nodes[r].address}]" for r in replicas],
+            "log_dir": f"{paths.NODE_LOGS}/tenants/{t.name}",
+            "rate_zone": _zone(rl.requests_per_second),
+            "burst": rl.burst,
+            "site_type": t.site.type,
+            "content_root": f"{paths.NODE_SITES}/{t.name}/current",
+            "sections": [s.name for s in t.sections],
+        }
+        if t.site.type == "proxy":
+            ctx["app_scheme"] = t.site.upstreams[0].split(":", 1)[0]
+            ctx["app_servers"] = [u.split("://", 1)[1] for u in t.site.upstreams]
+            ctx["timeout_seconds"] = t.site.timeout_seconds
+            ctx["max_body_mb"] = t.site.max_body_mb
+        files[f"vhosts/{t.name}.conf"] = vhost.render(ctx).encode()
+        if node in replicas and t.site.type == "static":
+            files.update(_tenant_pages(inv, t))
+
+    files["vhosts/_default.conf"] = _conf_env.get_template("nginx/default.conf.j2").render(
+        {**base, "probe_host": paths.PROBE_HOST}).encode()
+    files["vhosts/_portal.conf"] = _conf_env.get_template("nginx/portal.conf.j2").render(
+        {**base, "server_names": _portal_names(inv)}).encode()
+    files["pages/_portal/index.html"] = _portal_page(inv)
+    files["snippets/security.conf"] = _conf_env.get_template("nginx/security.conf.j2").render(
+        base).encode()
+    files["snippets/proxy_to_replicas.conf"] = _conf_env.get_template(
+        "nginx/proxy_to_replicas.conf.j2").render(base).encode()
+
+    max_size, bucket = hash_sizes(all_names)
+    rates.add(inv.cluster.defaults.rate_limit.requests_per_second)
+    files["nginx.conf"] = _conf_env.get_template("nginx/nginx.conf.j2").render({
+        **base,
+        "rlimit_nofile": 65536,
+        "pid_file": paths.NODE_PID,
+        "worker_connections": inv.cluster.nginx.worker_connections,
+        "keepalive_timeout": inv.cluster.nginx.keepalive_timeout,
+        "client_max_body_size_mb": inv.cluster.nginx.client_max_body_size_mb,
+        "names_hash_max_size": max_size,
+        "names_hash_bucket_size": bucket,
+        "node_addresses": sorted(n.address for n in inv.hosts.nodes),
+        "rate_zones": [{"name": _zone(r), "rate": r} for r in sorted(rates)],
+    }).encode()
+    # The node creates each tenant's log and content directories before `nginx -t`.
+    files["tenants.txt"] = "".join(f"{t.name}\n" for t in inv.tenants).encode()
+    return Release(node=node, files=files)
+
+
+def _page_ctx(inv: Inventory) -> dict[str, Any]:
+    return {"county": inv.cluster.name, "domain": inv.cluster.domain}
+
+
+def _tenant_pages(inv: Inventory, t: Tenant) -> dict[str, bytes]:
+    ctx = {**_page_ctx(inv), "title": t.title, "contact": t.contact, "sections": t.sections}
+    out = {f"pages/{t.name}/index.html":
+           _html_env.get_template("pages/placeholder.html.j2").render(ctx).encode()}
+    section = _html_env.get_template("pages/section.html.j2")
+    for s in t.sections:
+        out[f"pages/{t.name}/{s.name}/index.html"] = section.render({**ctx, "section": s}).encode()
+    return out
+
+
+def _portal_page(inv: Inventory) -> bytes:
+    def entry(t: Tenant) -> dict[str, Any]:
+        return {"host": inv.site_host(t), "title": t.title, "sections": t.sections}
+
+    return _html_env.get_template("pages/portal.html.j2").render({
+        **_page_ctx(inv),
+        "portal_title": inv.cluster.portal.title,
+        "departments": [entry(t) for t in inv.tenants if t.kind == "department"],
+        "townships": [entry(t) for t in inv.tenants if t.kind == "township"],
+    }).encode()

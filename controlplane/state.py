@@ -1,0 +1,167 @@
+"""The state store: what was applied where, placements, drained nodes, runs and the audit log.
+
+SQLite in WAL mode so a reader (status, exporter) never blocks an apply; every write is a
+single transaction, so a control plane killed mid-apply leaves either the old or the new
+record, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS placements (
+    tenant TEXT NOT NULL, position INTEGER NOT NULL, node TEXT NOT NULL,
+    PRIMARY KEY (tenant, position));
+CREATE TABLE IF NOT EXISTS drained (
+    node TEXT PRIMARY KEY, since REAL NOT NULL, actor TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS node_state (
+    node TEXT PRIMARY KEY, release_id TEXT NOT NULL, digests TEXT NOT NULL,
+    applied_at REAL NOT NULL, run_id INTEGER);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, started_at REAL NOT NULL,
+    finished_at REAL, result TEXT NOT NULL, pid INTEGER, actor TEXT, summary TEXT);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class AppliedNode:
+    release_id: str
+    digests: dict[str, str]
+    applied_at: float
+
+
+def actor() -> str:
+    """Who is acting: the login name behind sudo where there is one."""
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+
+
+class State:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # placements
+    def placements(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, list[str]] = {}
+        for tenant, node in self.db.execute(
+                "SELECT tenant, node FROM placements ORDER BY tenant, position"):
+            out.setdefault(tenant, []).append(node)
+        return {t: tuple(n) for t, n in out.items()}
+
+    def save_placements(self, placement: Mapping[str, Sequence[str]]) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM placements")
+            db.executemany(
+                "INSERT INTO placements (tenant, position, node) VALUES (?, ?, ?)",
+                [(t, i, n) for t, nodes in placement.items() for i, n in enumerate(nodes)])
+
+    # drained nodes
+    def drained(self) -> frozenset[str]:
+        return frozenset(r[0] for r in self.db.execute("SELECT node FROM drained"))
+
+    def set_drained(self, node: str, drained: bool) -> bool:
+        """Mark or unmark; returns whether anything changed."""
+        with self.tx() as db:
+            if drained:
+                cur = db.execute("INSERT OR IGNORE INTO drained VALUES (?, ?, ?)",
+                                 (node, time.time(), actor()))
+            else:
+                cur = db.execute("DELETE FROM drained WHERE node = ?", (node,))
+            changed = cur.rowcount > 0
+            if changed:
+                self._audit(db, "node.drain" if drained else "node.undrain", node, {})
+        return changed
+
+    # applied releases
+    def applied(self) -> dict[str, AppliedNode]:
+        return {node: AppliedNode(rid, json.loads(dig), at) for node, rid, dig, at in
+                self.db.execute("SELECT node, release_id, digests, applied_at FROM node_state")}
+
+    def record_applied(self, node: str, release_id: str, digests: Mapping[str, str],
+                       run_id: int) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO node_state VALUES (?, ?, ?, ?, ?)",
+                       (node, release_id, json.dumps(dict(digests), sort_keys=True),
+                        time.time(), run_id))
+
+    def forget_node(self, node: str) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM node_state WHERE node = ?", (node,))
+
+    # runs and audit
+    def start_run(self, kind: str) -> int:
+        with self.tx() as db:
+            cur = db.execute(
+                "INSERT INTO runs (kind, started_at, result, pid, actor) VALUES (?, ?, ?, ?, ?)",
+                (kind, time.time(), "running", os.getpid(), actor()))
+            return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, result: str, summary: Mapping[str, Any]) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE runs SET finished_at = ?, result = ?, summary = ? WHERE id = ?",
+                       (time.time(), result, json.dumps(summary, sort_keys=True), run_id))
+            self._audit(db, f"run.{result}", f"run {run_id}", summary)
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT id, kind, started_at, finished_at, result, pid, actor, summary FROM runs "
+            "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        keys = ("id", "kind", "started_at", "finished_at", "result", "pid", "actor", "summary")
+        out = []
+        for row in rows:
+            d = dict(zip(keys, row))
+            d["summary"] = json.loads(d["summary"]) if d["summary"] else None
+            out.append(d)
+        return out
+
+    def audit(self, action: str, target: str, detail: Mapping[str, Any]) -> None:
+        with self.tx() as db:
+            self._audit(db, action, target, detail)
+
+    def audit_log(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT ts, actor, action, target, detail FROM audit "
+                               "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [{"ts": ts, "actor": a, "action": ac, "target": t, "detail": json.loads(d)}
+                for ts, a, ac, t, d in rows]
+
+    @staticmethod
+    def _audit(db: sqlite3.Connection, action: str, target: str, detail: Mapping[str, Any]) -> None:
+        db.execute("INSERT INTO audit (ts, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                   (time.time(), actor(), action, target, json.dumps(detail, sort_keys=True)))
+
+
+def state_dir(inventory: Path) -> Path:
+    """Where state lives: GOVHOST_STATE_DIR, else <inventory>/.govhost (kept out of Git)."""
+    env = os.environ.get("GOVHOST_STATE_DIR")
+    return Path(env) if env else Path(inventory) / ".govhost"
+
+
+def open_state(inventory: Path) -> State:
+    return State(state_dir(inventory) / "state.db")

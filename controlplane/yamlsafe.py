@@ -1,0 +1,86 @@
+"""Loading of untrusted YAML: tenant manifests come from units, not from the county team.
+
+PyYAML's SafeLoader already refuses arbitrary Python tags; on top of that this loader refuses
+anchors and aliases (the "billion laughs" expansion), duplicate keys (which YAML silently
+resolves to the last one, hiding what a reviewer saw), deep nesting and oversized files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAX_BYTES = 64 * 1024
+MAX_DEPTH = 20
+
+
+class YamlRefused(ValueError):
+    """The document is not acceptable YAML for a manifest."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise YamlRefused(
+                f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not allowed"
+            )
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise YamlRefused(
+                f"line {event.start_mark.line + 1}: YAML anchors (&{event.anchor}) are not allowed"
+            )
+        depth = getattr(self, "_depth", 0)
+        if depth > MAX_DEPTH:
+            raise YamlRefused(f"line {event.start_mark.line + 1}: nesting deeper than {MAX_DEPTH}")
+        self._depth = depth + 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise YamlRefused(
+                    f"line {key_node.start_mark.line + 1}: keys must be strings, got {key!r}"
+                )
+            if key in seen:
+                raise YamlRefused(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def loads(text: str) -> Any:
+    """Parse one YAML document with the restrictions above."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise YamlRefused(f"file is larger than {MAX_BYTES // 1024} KiB")
+    try:
+        docs = list(yaml.load_all(text, Loader=_StrictLoader))
+    except YamlRefused:
+        raise
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise YamlRefused(f"{where}not valid YAML ({problem})") from None
+    except RecursionError:
+        raise YamlRefused("nesting too deep") from None
+    if len(docs) != 1:
+        raise YamlRefused(f"expected exactly one YAML document, found {len(docs)}")
+    return docs[0]
+
+
+def load_file(path: Path) -> Any:
+    """Read and parse a file, refusing oversized files before reading them whole."""
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise YamlRefused(f"file is {size} bytes, larger than {MAX_BYTES // 1024} KiB")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise YamlRefused(f"file is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return loads(text)
