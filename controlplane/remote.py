@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -131,11 +132,14 @@ def run_playbook(
         } for n in nodes}}}
     results = {n.name: HostResult(n.name) for n in nodes}
     lock = threading.Lock()
+    stats: dict[str, Any] = {}
 
     def handler(event: Mapping[str, Any]) -> bool:
         data = event.get("event_data") or {}
         host = data.get("host")
         kind = event.get("event", "")
+        if kind == "playbook_on_stats":
+            stats.update(data)
         if host in results:
             with lock:
                 r = results[host]
@@ -152,6 +156,10 @@ def run_playbook(
         return False  # do not keep event files: thousands of them slow the run down
 
     work_dir.mkdir(parents=True, exist_ok=True)
+    # ansible-playbook sits next to the Python running govhost (a venv's bin/).
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     ssh_args = " ".join(ssh_options(hosts, known_hosts))
     env = {
         "ANSIBLE_PIPELINING": "True",
@@ -164,7 +172,7 @@ def run_playbook(
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
     }
-    runner = ansible_runner.run(
+    ansible_runner.run(
         private_data_dir=str(work_dir),
         playbook=str(paths.PLAYBOOKS / playbook),
         inventory=inventory,
@@ -174,7 +182,6 @@ def run_playbook(
         event_handler=handler,
         rotate_artifacts=3,
     )
-    stats = runner.stats or {}
     for name, r in results.items():
         failed = name in (stats.get("failures") or {})
         dark = name in (stats.get("dark") or {})

@@ -160,7 +160,7 @@ class State:
 def state_dir(inventory: Path) -> Path:
     """Where state lives: GOVHOST_STATE_DIR, else <inventory>/.govhost (kept out of Git)."""
     env = os.environ.get("GOVHOST_STATE_DIR")
-    return Path(env) if env else Path(inventory) / ".govhost"
+    return (Path(env) if env else Path(inventory) / ".govhost").resolve()
 
 
 def open_state(inventory: Path) -> State:

@@ -1,0 +1,9 @@
+#!/bin/bash
+# The main job: set up, bring up a 3-node lab cluster and apply the example county.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+govhost lab up --nodes 3
+govhost apply --yes
+govhost status

@@ -1,0 +1,34 @@
+#!/bin/bash
+# Install everything govhost and its lab need on a fresh Debian machine (run as root).
+# Safe to rerun: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -q
+    apt-get install -y -q "${missing[@]}"
+fi
+
+# The lab nodes run their own nginx and sshd on 127.0.1.N; the host's own copies from the
+# packages above must not hold ports 80 and 22 on every address.
+if [ -d /run/systemd/system ]; then
+    systemctl disable --now nginx >/dev/null 2>&1 || true
+fi
+if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
+    nginx -s quit || true
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv --system-site-packages .venv
+fi
+.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING\|^DEPRECATION' || true
+.venv/bin/python -c 'import ansible_runner, jinja2, typer, pydantic, hypothesis' >/dev/null
+echo "setup: ok ($(.venv/bin/govhost --help >/dev/null && echo govhost ready))"
