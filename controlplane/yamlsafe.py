@@ -69,6 +69,8 @@ def loads(text: str) -> Any:
         raise YamlRefused(f"{where}not valid YAML ({problem})") from None
     except RecursionError:
         raise YamlRefused("nesting too deep") from None
+    if not docs:
+        return None
     if len(docs) != 1:
         raise YamlRefused(f"expected exactly one YAML document, found {len(docs)}")
     return docs[0]

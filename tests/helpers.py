@@ -1,0 +1,76 @@
+"""Builders shared by the tests: minimal manifests and generated counties."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+CLUSTER = {
+    "domain": "qingshui.gov.cn",
+    "name": "青水县人民政府",
+    "portal": {"title": "青水县人民政府门户网站"},
+}
+
+
+def hosts(n: int = 3, capacity: int = 5000) -> dict:
+    return {
+        "ssh": {"user": "root", "key": "/var/lib/govhost/lab/id_ed25519"},
+        "nodes": [{"name": f"n{i}", "address": f"127.0.1.{i}", "capacity": capacity}
+                  for i in range(1, n + 1)],
+    }
+
+
+def tenant(name: str, **extra) -> dict:
+    doc = {
+        "name": name,
+        "title": f"测试单位 {name}",
+        "kind": "department",
+        "contact": {"name": "王芳", "email": f"web@{name}.qingshui.gov.cn", "phone": "0571-1234"},
+    }
+    doc.update(extra)
+    return doc
+
+
+def write_inventory(root: Path, tenants: list[dict], nodes: int = 3, cluster: dict | None = None,
+                    host_doc: dict | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tenants").mkdir(exist_ok=True)
+    (root / "cluster.yaml").write_text(yaml.safe_dump(cluster or CLUSTER, allow_unicode=True))
+    (root / "hosts.yaml").write_text(yaml.safe_dump(host_doc or hosts(nodes)))
+    for t in tenants:
+        (root / "tenants" / f"{t['name']}.yaml").write_text(yaml.safe_dump(t, allow_unicode=True))
+    return root
+
+
+def generated_county(root: Path, count: int, nodes: int = 3) -> Path:
+    """A county with ``count`` units, some townships with sections, for scale tests."""
+    docs = []
+    for i in range(count):
+        extra = {}
+        if i % 10 == 0:
+            extra = {"kind": "township", "sections": [{"name": f"cun{j}", "title": f"第{j}村"}
+                                                      for j in range(3)]}
+        docs.append(tenant(f"unit{i:04d}", **extra))
+    return write_inventory(root, docs, nodes)
+
+
+def nginx_test(release_files: dict[str, bytes], dest: Path) -> subprocess.CompletedProcess:
+    """Write a release like govhost-node stage does and run the real `nginx -t` on it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, data in release_files.items():
+        p = dest / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    (dest / "release-id.conf").write_text(
+        'location = /release {\n    return 200 "0000000000000000";\n}\n')
+    for t in release_files["tenants.txt"].decode().split():
+        os.makedirs(f"/var/log/govhost/tenants/{t}", exist_ok=True)
+    return subprocess.run(["nginx", "-t", "-c", str(dest / "nginx.conf")],
+                          capture_output=True, text=True)
+
+
+def can_run_nginx() -> bool:
+    return os.geteuid() == 0 and shutil.which("nginx") is not None

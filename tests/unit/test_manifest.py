@@ -1,0 +1,148 @@
+"""Manifests: the example county loads; bad input is refused with file, field and reason."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controlplane import inventory, names
+from controlplane.errors import ManifestError
+from tests.helpers import tenant, write_inventory
+
+
+def refuse(root: Path) -> list[str]:
+    with pytest.raises(ManifestError) as exc:
+        inventory.load(root)
+    return [str(p) for p in exc.value.problems]
+
+
+def test_example_county_loads(inv_dir):
+    inv = inventory.load(inv_dir)
+    assert len(inv.tenants) >= 15
+    kinds = {t.kind for t in inv.tenants}
+    assert kinds == {"department", "township"}
+    with_sections = [t for t in inv.tenants if t.sections]
+    assert len(with_sections) >= 2
+    assert inv.site_host(inv.tenant("jiaoyu")) == "jiaoyu.qingshui.gov.cn"
+    # the Unicode alias is stored as punycode
+    assert inv.tenant("wenlv").aliases == [names.canonical_host("旅游.qingshui.gov.cn")]
+
+
+def test_every_problem_listed_with_file_and_field(tmp_path):
+    root = write_inventory(tmp_path / "inv", [
+        tenant("good"),
+        tenant("Bad", ),
+        {**tenant("extra"), "colour": "red"},
+        tenant("www"),
+        tenant("inj", aliases=["x.gov.cn; return 301 http://evil"]),
+        tenant("mail2", contact={"name": "a", "email": "not-an-email", "phone": "1234"}),
+    ])
+    # file name must match, so write Bad under its own name
+    problems = refuse(root)
+    text = "\n".join(problems)
+    assert "inv/tenants/Bad.yaml: name: 'Bad' must be written in lower case: 'bad'" in text
+    assert "inv/tenants/extra.yaml: colour: unknown field" in text
+    assert "inv/tenants/www.yaml: name: 'www' is reserved" in text
+    assert "inv/tenants/inj.yaml: aliases[0]: 'x.gov.cn; return 301 http://evil' is not a host name" in text
+    assert "inv/tenants/mail2.yaml: contact.email: 'not-an-email' is not an e-mail address" in text
+    assert not any("good.yaml" in p for p in problems)
+
+
+@pytest.mark.parametrize("spelling", [
+    "JIAOYU.qingshui.gov.cn", "jiaoyu.qingshui.gov.cn.", "Jiaoyu.QingShui.Gov.Cn.",
+])
+def test_same_name_in_another_spelling_is_refused(tmp_path, spelling):
+    root = write_inventory(tmp_path / "inv", [tenant("jiaoyu"), tenant("other", aliases=[spelling])])
+    assert any("other.yaml: aliases[0]: 'jiaoyu.qingshui.gov.cn' is already claimed by"
+               in p for p in refuse(root))
+
+
+def test_unicode_and_punycode_are_one_name(tmp_path):
+    puny = names.canonical_host("旅游.qingshui.gov.cn")
+    assert puny.startswith("xn--")
+    root = write_inventory(tmp_path / "inv", [
+        tenant("a", aliases=["旅游.qingshui.gov.cn"]),
+        tenant("b", aliases=[puny.upper()]),
+    ])
+    assert any("b.yaml: aliases[0]" in p and "already claimed" in p for p in refuse(root))
+
+
+@pytest.mark.parametrize("field,value,expect", [
+    ("title", "教育局 } server { listen 80", "contains '}'"),
+    ("title", "a\nb", "control characters"),
+    ("title", "${HOME}", "contains '$'"),
+    ("name", "jiao_yu", "not a DNS label"),
+    ("name", "-jiaoyu", "not a DNS label"),
+    ("name", "a" * 64, "not a DNS label"),
+    ("name", "xn--abc", "punycode"),
+    ("replicas", 0, "greater than or equal to 1"),
+    ("replicas", "2", "valid integer"),
+    ("kind", "company", "'department' or 'township'"),
+    ("aliases", ["*.qingshui.gov.cn"], "not a host name"),
+    ("aliases", ["a.gov.cn`id`"], "not a host name"),
+    ("aliases", ["localhost"], "needs a dot"),
+    ("site", {"type": "ftp"}, "not a site type"),
+    ("site", {"type": "proxy", "upstreams": ["http://10.0.0.5:8080/x;"]}, "no path"),
+    ("site", {"type": "proxy", "upstreams": ["file:///etc/passwd"]}, "http:// or https://"),
+    ("site", {"type": "php"}, "not served yet"),
+    ("rate_limit", {"requests_per_second": 0}, "greater than or equal to 1"),
+    ("sections", [{"name": "a b", "title": "x"}], "not a DNS label"),
+    ("sections", [{"name": "a", "title": "x"}, {"name": "a", "title": "y"}], "listed twice"),
+])
+def test_bad_values_are_refused(tmp_path, field, value, expect):
+    doc = tenant("t1")
+    doc[field] = value
+    if field == "name":
+        doc["name"] = value
+    root = write_inventory(tmp_path / "inv", [])
+    (root / "tenants" / "t1.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
+    problems = refuse(root)
+    assert any(expect in p for p in problems), problems
+    assert all(p.startswith("inv/tenants/t1.yaml") for p in problems)
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("- just\n- a list\n", "must be a YAML mapping"),
+    ("", "found empty"),
+    ("a: &x [1]\nb: *x\n", "anchors"),
+    ("name: a\nname: b\n", "duplicate key 'name'"),
+    ("name: [unclosed\n", "not valid YAML"),
+    ("!!python/object/apply:os.system ['id']\n", "not valid YAML"),
+    ("a: 1\n---\nb: 2\n", "exactly one YAML document"),
+    ("x: " + "[" * 50 + "]" * 50 + "\n", "nesting"),
+])
+def test_malicious_or_broken_yaml(tmp_path, text, expect):
+    root = write_inventory(tmp_path / "inv", [tenant("ok")])
+    (root / "tenants" / "evil.yaml").write_text(text)
+    problems = refuse(root)
+    assert any(p.startswith("inv/tenants/evil.yaml: ") and expect in p for p in problems), problems
+
+
+def test_billion_laughs_refused_quickly(tmp_path):
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ",".join([f"*a{i-1}"] * 9) + "]")
+    root = write_inventory(tmp_path / "inv", [])
+    (root / "tenants" / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    assert any("anchors" in p for p in refuse(root))
+
+
+def test_huge_file_refused(tmp_path):
+    root = write_inventory(tmp_path / "inv", [])
+    (root / "tenants" / "huge.yaml").write_text("title: " + "x" * 100_000 + "\n")
+    assert any("larger than 64 KiB" in p for p in refuse(root))
+
+
+def test_file_name_must_match_name(tmp_path):
+    root = write_inventory(tmp_path / "inv", [])
+    (root / "tenants" / "wrong.yaml").write_text(yaml.safe_dump(tenant("right")))
+    assert any("save this manifest as tenants/right.yaml" in p for p in refuse(root))
+
+
+def test_replicas_beyond_nodes_refused(tmp_path):
+    root = write_inventory(tmp_path / "inv", [tenant("a", replicas=4)], nodes=3)
+    assert any("replicas: 4 replicas but only 3 web node(s)" in p for p in refuse(root))
+
+
+def test_alias_of_portal_refused(tmp_path):
+    root = write_inventory(tmp_path / "inv", [tenant("a", aliases=["www.qingshui.gov.cn"])])
+    assert any("already claimed by" in p and "portal" in p for p in refuse(root))

@@ -1,0 +1,155 @@
+"""Rendering and planning: every node answers every tenant, real nginx -t accepts the output,
+and the plan of the applied state is empty."""
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from controlplane import inventory, render
+from controlplane.plan import make_plan
+from controlplane.state import AppliedNode
+from tests.helpers import can_run_nginx, generated_county, nginx_test, tenant, write_inventory
+
+
+def applied_from(plan):
+    return {n: AppliedNode(r.id, r.digests, 0.0) for n, r in plan.releases.items()}
+
+
+def test_every_node_has_every_tenant_replica_or_proxy(inv_dir):
+    inv = inventory.load(inv_dir)
+    plan = make_plan(inv, frozenset(), {}, {})
+    for node, rel in plan.releases.items():
+        for t in inv.tenants:
+            conf = rel.files[f"vhosts/{t.name}.conf"].decode()
+            assert f"server_name {t.name}.qingshui.gov.cn" in conf
+            if node in plan.placement[t.name]:
+                assert f"root /srv/govhost/sites/{t.name}/current;" in conf
+                assert f"pages/{t.name}/index.html" in rel.files
+            else:
+                assert f"proxy_pass http://govhost_t_{t.name};" in conf
+                for r in plan.placement[t.name]:
+                    addr = next(n.address for n in inv.hosts.nodes if n.name == r)
+                    assert f"server {addr}:80" in conf
+        assert b"return 444;" in rel.files["vhosts/_default.conf"]
+        assert b"server_tokens off;" in rel.files["nginx.conf"]
+
+
+def test_placeholder_and_sections(inv_dir):
+    inv = inventory.load(inv_dir)
+    plan = make_plan(inv, frozenset(), {}, {})
+    node = plan.placement["chahe"][0]
+    files = plan.releases[node].files
+    page = files["pages/chahe/index.html"].decode()
+    assert "茶河镇人民政府" in page and "胡建国" in page and 'href="/hexi/"' in page
+    assert "河西村" in files["pages/chahe/hexi/index.html"].decode()
+    assert "location /hexi/" in files["vhosts/chahe.conf"].decode()
+    portal = files["pages/_portal/index.html"].decode()
+    assert all(t.title in portal for t in inv.tenants)
+
+
+def test_plan_of_applied_state_is_empty_and_one_change_is_local(inv_dir):
+    inv = inventory.load(inv_dir)
+    first = make_plan(inv, frozenset(), {}, {})
+    assert not first.empty
+    again = make_plan(inv, frozenset(), first.placement, applied_from(first))
+    assert again.empty and again.tenants == ()
+    (inv_dir / "tenants" / "jiaoyu.yaml").write_text(
+        (inv_dir / "tenants" / "jiaoyu.yaml").read_text().replace("王芳", "王小芳"))
+    inv2 = inventory.load(inv_dir)
+    changed = make_plan(inv2, frozenset(), first.placement, applied_from(first))
+    assert [t.tenant for t in changed.tenants] == ["jiaoyu"]
+    assert {t.action for t in changed.tenants} == {"change"}
+    assert set(changed.tenants[0].nodes) == set(first.placement["jiaoyu"])
+
+
+def test_drain_plan_moves_replicas(inv_dir):
+    gongan = inv_dir / "tenants" / "gongan.yaml"
+    gongan.write_text(gongan.read_text().replace("replicas: 3", "replicas: 2"))
+    inv = inventory.load(inv_dir)
+    first = make_plan(inv, frozenset(), {}, {})
+    drained = make_plan(inv, frozenset({"n1"}), first.placement, applied_from(first))
+    assert all("n1" not in v for v in drained.placement.values())
+    assert {t.action for t in drained.tenants} <= {"move", "change"}
+
+
+def test_drain_refused_when_replicas_cannot_fit(inv_dir):
+    from controlplane.errors import PlacementError
+    inv = inventory.load(inv_dir)
+    with pytest.raises(PlacementError, match=r"gongan \(needs 3, got 2\)"):
+        make_plan(inv, frozenset({"n1"}), {}, {})
+
+
+def test_nginx_template_refuses_unsafe_values():
+    with pytest.raises(ValueError, match="refusing to write"):
+        render._nginx_finalize("a; include /etc/passwd")
+
+
+def test_hash_sizes_cover_long_names():
+    max_size, bucket = render.hash_sizes(["a" * 200 + ".qingshui.gov.cn"])
+    assert bucket >= 256 and max_size >= 1024
+
+
+needs_nginx = pytest.mark.skipif(not can_run_nginx(), reason="needs root and the nginx binary")
+
+
+@needs_nginx
+def test_nginx_accepts_example_county_without_warnings(inv_dir, tmp_path):
+    inv = inventory.load(inv_dir)
+    plan = make_plan(inv, frozenset(), {}, {})
+    for node, rel in plan.releases.items():
+        out = nginx_test(dict(rel.files), tmp_path / node)
+        assert out.returncode == 0, out.stderr
+        assert "[warn]" not in out.stderr, out.stderr
+
+
+@needs_nginx
+def test_nginx_silent_at_thousands_of_tenants(tmp_path):
+    inv = inventory.load(generated_county(tmp_path / "inv", 3000))
+    plan = make_plan(inv, frozenset(), {}, {})
+    out = nginx_test(dict(plan.releases["n1"].files), tmp_path / "n1")
+    assert out.returncode == 0, out.stderr
+    assert "[warn]" not in out.stderr, out.stderr
+
+
+labels = st.from_regex(r"[a-z][a-z0-9]{0,10}(-[a-z0-9]{1,5})?", fullmatch=True).filter(
+    lambda s: s not in {"www", "mail", "ns", "mx", "api", "ftp", "pop", "vpn", "cdn", "dns",
+                        "root", "acme", "admin", "smtp", "imap", "pop3", "ns1", "ns2", "ns3",
+                        "ns4", "sftp", "portal", "static", "backup", "govhost", "wpad"})
+titles = st.text(st.characters(blacklist_categories=("Cc", "Cs"),
+                               blacklist_characters='{};$`\\<>"'), min_size=1, max_size=40
+                 ).filter(lambda s: s.strip())
+tenant_docs = st.fixed_dictionaries({
+    "title": titles,
+    "kind": st.sampled_from(["department", "township"]),
+    "replicas": st.integers(1, 3),
+    "aliases": st.lists(st.from_regex(r"[a-z0-9]{1,12}\.example\.cn", fullmatch=True),
+                        max_size=2, unique=True),
+    "sections": st.lists(st.fixed_dictionaries({"name": labels, "title": titles}), max_size=3,
+                         unique_by=lambda s: s["name"]),
+    "rate_limit": st.fixed_dictionaries({"requests_per_second": st.integers(1, 500),
+                                         "burst": st.integers(0, 100)}),
+})
+
+
+@needs_nginx
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(labels, tenant_docs, min_size=1, max_size=8))
+def test_every_accepted_manifest_renders_config_nginx_accepts(tmp_path_factory, county):
+    root = tmp_path_factory.mktemp("inv")
+    seen_aliases: set[str] = set()
+    docs = []
+    for name, doc in county.items():
+        doc = {**doc, "aliases": [a for a in doc["aliases"] if a not in seen_aliases]}
+        seen_aliases.update(doc["aliases"])
+        docs.append(tenant(name, **doc))
+    try:
+        inv = inventory.load(write_inventory(root / "i", docs))
+    except Exception as exc:  # noqa: BLE001 - a refusal is allowed, a crash is not
+        from controlplane.errors import ManifestError
+        assert isinstance(exc, ManifestError)
+        return
+    plan = make_plan(inv, frozenset(), {}, {})
+    for node, rel in plan.releases.items():
+        out = nginx_test(dict(rel.files), root / "out" / node)
+        assert out.returncode == 0 and "[warn]" not in out.stderr, out.stderr
