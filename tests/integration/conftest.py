@@ -1,0 +1,52 @@
+"""The lab cluster, brought up once per session: real sshd, nginx and Ansible."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from controlplane import lab
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lab_possible() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    for tool in ("unshare", "nginx", "ssh", "curl"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (run scripts/setup.sh)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab_cluster():
+    why = lab_possible()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"lab tests cannot run in CI: {why}")
+        pytest.skip(why)
+    was_running = {n.name for n in lab.nodes() if n.running}
+    nodes = lab.up(3)
+    assert all(n.ssh_open for n in nodes[:3])
+    yield nodes
+    if not was_running:
+        lab.down()
+
+
+@pytest.fixture
+def county(lab_cluster, tmp_path):
+    """A private copy of the example inventory with its own state store."""
+    dest = tmp_path / "inventory"
+    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    return dest
+
+
+def govhost(inventory: Path, *args: str, check: bool = False, timeout: int = 600):
+    proc = subprocess.run(["govhost", "--inventory", str(inventory), *args],
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"govhost {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc

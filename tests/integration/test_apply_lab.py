@@ -1,0 +1,185 @@
+"""Apply on the real lab cluster: every tenant on every node, idempotence, refusal of a bad
+tenant, node and control-plane failures, drain and the apply lock."""
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from controlplane import inventory, lab, probes
+
+from .conftest import govhost
+
+NODES = {"n1": "127.0.1.1", "n2": "127.0.1.2", "n3": "127.0.1.3"}
+
+
+def apply_json(inv: Path, expect_rc: int | None = 0) -> dict:
+    proc = govhost(inv, "apply", "--yes", "--json")
+    data = json.loads(proc.stdout)
+    if expect_rc is not None:
+        assert proc.returncode == expect_rc, (proc.stdout, proc.stderr)
+    return data
+
+
+def live_release(address: str) -> str | None:
+    r = probes.probe("govhost-probe", "-", address, "/release")
+    return None if r.status != 200 else _body("govhost-probe", address, "/release").strip()
+
+
+def _body(host: str, address: str, path: str = "/") -> str:
+    out = subprocess.run(["curl", "-s", "--max-time", "5", "--resolve", f"{host}:80:{address}",
+                          f"http://{host}{path}"], capture_output=True, text=True)
+    return out.stdout
+
+
+def assert_every_tenant_everywhere(inv_dir: Path) -> None:
+    inv = inventory.load(inv_dir)
+    failures = []
+    for t in inv.tenants:
+        host = inv.site_host(t)
+        for node, address in NODES.items():
+            body = _body(host, address)
+            if t.title not in body:
+                failures.append(f"{host} on {node}: {body[:80]!r}")
+    assert not failures, failures
+
+
+def worker_pids(address: str) -> str:
+    out = subprocess.run(["ssh", "-i", str(lab.KEY), "-o", "StrictHostKeyChecking=no",
+                          "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                          f"root@{address}", "pgrep -x nginx | sort | tr '\\n' ' '"],
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.strip()
+
+
+def test_apply_example_county_then_nothing_changes(county):
+    first = apply_json(county)
+    assert first["result"] in ("changed", "unchanged")
+    assert_every_tenant_everywhere(county)
+    # sections, portal, unknown host, hidden files
+    assert "河西村" in _body("chahe.qingshui.gov.cn", "127.0.1.2", "/hexi/")
+    assert "青水县教育局" in _body("www.qingshui.gov.cn", "127.0.1.3")
+    unknown = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                              "Host: nobody.example.org", "http://127.0.1.1/"],
+                             capture_output=True, text=True)
+    assert unknown.stdout == "000"  # 444: connection closed without a response
+    assert probes.probe("jiaoyu.qingshui.gov.cn", "n1", "127.0.1.1", "/.env").status == 404
+
+    workers = {a: worker_pids(a) for a in NODES.values()}
+    second = apply_json(county)
+    assert second["result"] == "unchanged"
+    assert all(n["result"] == "unchanged" for n in second["nodes"])
+    assert {a: worker_pids(a) for a in NODES.values()} == workers  # no reload happened
+    plan = json.loads(govhost(county, "plan", "--json", check=True).stdout)
+    assert plan["changes"] is False
+
+
+def test_bad_tenant_refused_by_nginx_keeps_old_release(county):
+    apply_json(county)
+    before = {a: live_release(a) for a in NODES.values()}
+    (county / "tenants" / "shenpi.yaml").write_text(
+        "name: shenpi\ntitle: 青水县行政审批局\nkind: department\n"
+        "contact: {name: 李四, email: a@b.gov.cn, phone: '0571-1'}\n"
+        "site: {type: proxy, upstreams: ['http://no-such-host.invalid:8080']}\n")
+    proc = govhost(county, "apply", "--yes")
+    assert proc.returncode == 1
+    assert "shenpi" in proc.stderr and "tenants/shenpi.yaml" in proc.stdout
+    assert {a: live_release(a) for a in NODES.values()} == before
+    (county / "tenants" / "shenpi.yaml").unlink()
+    assert_every_tenant_everywhere(county)
+
+
+def test_invalid_manifest_refused_before_touching_nodes(county):
+    apply_json(county)
+    before = {a: live_release(a) for a in NODES.values()}
+    (county / "tenants" / "evil.yaml").write_text(
+        "name: evil\ntitle: x\nkind: department\n"
+        "contact: {name: a, email: a@b.gov.cn, phone: '1234'}\n"
+        "aliases: ['a.gov.cn; } server { listen 80']\n")
+    proc = govhost(county, "apply", "--yes")
+    assert proc.returncode == 1
+    assert "tenants/evil.yaml: aliases[0]" in proc.stderr
+    assert {a: live_release(a) for a in NODES.values()} == before
+
+
+def _start_apply(inv: Path) -> subprocess.Popen:
+    return subprocess.Popen(["govhost", "--inventory", str(inv), "apply", "--yes"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(proc: subprocess.Popen, word: str, timeout: float = 120) -> str:
+    deadline = time.time() + timeout
+    seen = ""
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+        if word in line:
+            return seen
+    raise AssertionError(f"apply never printed {word!r}:\n{seen}")
+
+
+def _change_title(inv: Path, name: str, suffix: str) -> None:
+    p = inv / "tenants" / f"{name}.yaml"
+    lines = p.read_text().splitlines()
+    lines = [f"{l}{suffix}" if l.startswith("title:") else l for l in lines]
+    p.write_text("\n".join(lines) + "\n")
+
+
+def test_node_down_mid_run_is_partial_and_next_apply_heals(county):
+    apply_json(county)
+    _change_title(county, "caizheng", "（新）")
+    proc = _start_apply(county)
+    _wait_for(proc, "stage")
+    lab.stop("n3")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert "n3" in out and ("unreachable" in out or "failed" in out)
+    inv = inventory.load(county)
+    host = inv.site_host(inv.tenant("caizheng"))
+    for address in ("127.0.1.1", "127.0.1.2"):
+        assert "青水县财政局（新）" in _body(host, address)
+    lab.up(3)
+    healed = apply_json(county)
+    assert healed["result"] == "changed"
+    assert_every_tenant_everywhere(county)
+
+
+def test_control_plane_killed_mid_apply_then_next_apply_converges(county):
+    apply_json(county)
+    _change_title(county, "nongye", "（更新）")
+    proc = _start_apply(county)
+    _wait_for(proc, "activate")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    result = apply_json(county)
+    assert result["result"] in ("changed", "unchanged")
+    assert_every_tenant_everywhere(county)
+    assert apply_json(county)["result"] == "unchanged"
+
+
+def test_drain_keeps_every_tenant_answering(county):
+    gongan = county / "tenants" / "gongan.yaml"
+    gongan.write_text(gongan.read_text().replace("replicas: 3", "replicas: 2"))
+    apply_json(county)
+    govhost(county, "node", "drain", "n1", check=True)
+    apply_json(county)
+    placement = json.loads(govhost(county, "plan", "--json", check=True).stdout)["placement"]
+    assert all("n1" not in nodes for nodes in placement.values())
+    assert_every_tenant_everywhere(county)
+    govhost(county, "node", "undrain", "n1", check=True)
+
+
+def test_two_applies_at_once_second_is_refused(county):
+    apply_json(county)
+    _change_title(county, "tongji", "（两次）")
+    first = _start_apply(county)
+    _wait_for(first, "stage")
+    second = govhost(county, "apply", "--yes")
+    assert second.returncode == 1
+    assert "lock" in second.stderr
+    first.communicate(timeout=300)
+    assert first.returncode == 0
