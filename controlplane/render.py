@@ -169,7 +169,8 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     rates.add(inv.cluster.defaults.rate_limit.requests_per_second)
     files["nginx.conf"] = _conf_env.get_template("nginx/nginx.conf.j2").render({
         **base,
-        "rlimit_nofile": 65536,
+        # two log files per tenant, two descriptors per proxied connection, some slack
+        "rlimit_nofile": 2 * len(inv.tenants) + 2 * inv.cluster.nginx.worker_connections + 1024,
         "pid_file": paths.NODE_PID,
         "worker_connections": inv.cluster.nginx.worker_connections,
         "keepalive_timeout": inv.cluster.nginx.keepalive_timeout,

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Benchmark apply at county scale on the lab cluster, side by side with its floor.
+
+With N generated tenants (default 1,000) on the 3 lab nodes it measures, in one run:
+  plan      pure load + place + render + plan (in process)
+  full      apply from one release to a completely new one (every vhost changed)
+  incr      apply after changing one tenant
+  floor     the same rendered files shipped to every node over plain SSH (tar | ssh),
+            `nginx -t` on them and a graceful reload, nodes in parallel
+and prints each in seconds and as a ratio to the floor. Then it reloads nginx under a bounded
+wrk load (loopback only) and reports 5xx responses, refused connections and keep-alive
+connections closed by the reload.
+
+Needs root and the lab: `govhost lab up --nodes 3` first. Usage: bench/apply_scale.py [N]
+"""
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from controlplane import apply as apply_mod  # noqa: E402
+from controlplane import inventory, lab  # noqa: E402
+from controlplane.plan import make_plan  # noqa: E402
+from controlplane.state import open_state  # noqa: E402
+from tests.helpers import generated_county  # noqa: E402
+
+WRK_LUA = r"""
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) s5 = 0; s4 = 0 end
+function response(status, headers, body)
+  if status >= 500 then s5 = s5 + 1 elseif status >= 400 then s4 = s4 + 1 end
+end
+function done(summary, latency, requests)
+  local t5, t4 = 0, 0
+  for _, t in ipairs(threads) do t5 = t5 + t:get("s5"); t4 = t4 + t:get("s4") end
+  io.write(string.format("GOVHOST 5xx=%d 4xx=%d\n", t5, t4))
+end
+"""
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def retitle(inv_dir: Path, name: str, suffix: str) -> None:
+    p = inv_dir / "tenants" / f"{name}.yaml"
+    p.write_text(re.sub(r"^title: (.*)$", lambda m: f"title: {m.group(1)}{suffix}",
+                        p.read_text(), count=1, flags=re.M))
+
+
+def floor(inv_dir: Path) -> float:
+    """Plain SSH: ship each node's rendered release as one tar stream, nginx -t, reload."""
+    inv = inventory.load(inv_dir)
+    st = open_state(inv_dir)
+    plan = make_plan(inv, st.drained(), st.placements(), st.applied())
+    st.close()
+    blobs = {}
+    for node, rel in plan.releases.items():
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+            for name, data in rel.files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        blobs[node] = buf.getvalue()
+    addresses = {n.name: n.address for n in inv.hosts.nodes}
+    script = ("set -e; ulimit -n $(ulimit -Hn); d=/tmp/govhost-floor; rm -rf $d; mkdir -p $d; tar -xz -C $d; "
+              "cp /etc/govhost/current/release-id.conf $d/; "
+              "nginx -t -q -c $d/nginx.conf; nginx -c /etc/govhost/current/nginx.conf -s reload")
+
+    def ship(node: str) -> None:
+        out = subprocess.run(["ssh", "-i", str(lab.KEY), "-o", "StrictHostKeyChecking=no",
+                        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                        "-o", "ControlMaster=no", "-o", "ControlPath=none",
+                        f"root@{addresses[node]}", script], input=blobs[node], check=False,
+                       capture_output=True)
+        if out.returncode:
+            raise RuntimeError(f"floor on {node}: {out.stderr.decode()[-500:]}")
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(len(blobs)) as pool:
+        list(pool.map(ship, blobs))
+    return time.perf_counter() - t
+
+
+def wrk_during_apply(inv_dir: Path, host: str, address: str, seconds: int = 12) -> dict:
+    lua = Path(tempfile.mkstemp(suffix=".lua")[1])
+    lua.write_text(WRK_LUA)
+    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--timeout", "5s", "-s", str(lua),
+           "-H", f"Host: {host}", f"http://{address}/"]
+    out: dict = {}
+
+    def run() -> None:
+        out["text"] = subprocess.run(cmd, capture_output=True, text=True).stdout
+
+    th = threading.Thread(target=run)
+    th.start()
+    reloads = 0
+    time.sleep(2)
+    for i in range(3):  # three applies, each a graceful reload of every node
+        retitle(inv_dir, "unit0001", f" r{i}")
+        res = apply_mod.apply(inv_dir)
+        reloads += sum(n.result == "applied" for n in res.nodes if n.node == "n1")
+        time.sleep(1)
+    th.join()
+    text = out.get("text", "")
+    m = re.search(r"GOVHOST 5xx=(\d+) 4xx=(\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    req = re.search(r"(\d+) requests in", text)
+    return {
+        "requests": int(req.group(1)) if req else 0,
+        "5xx": int(m.group(1)) if m else -1,
+        "4xx": int(m.group(2)) if m else -1,
+        "connect_errors": int(sock.group(1)) if sock else 0,
+        "keepalive_closed_read_errors": int(sock.group(2)) if sock else 0,
+        "write_errors": int(sock.group(3)) if sock else 0,
+        "timeouts": int(sock.group(4)) if sock else 0,
+        "reloads_on_target": reloads,
+    }
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    if not all(n.ssh_open for n in lab.up(3)[:3]):
+        sys.exit("lab nodes are not answering")
+    work = Path(tempfile.mkdtemp(prefix="govhost-bench-"))
+    inv_dir = generated_county(work / "inventory", count)
+    # the load target may take a lot of requests
+    (inv_dir / "tenants" / "unit0001.yaml").write_text(
+        (inv_dir / "tenants" / "unit0001.yaml").read_text() +
+        "rate_limit: {requests_per_second: 10000, burst: 100000}\n")
+    try:
+        inv = inventory.load(inv_dir)
+        plans = [timed(lambda: make_plan(inventory.load(inv_dir), frozenset(), {}, {}))[0]
+                 for _ in range(3)]
+        plan_s = min(plans)
+        warm = apply_mod.apply(inv_dir)     # brings the nodes onto this county
+        if not warm.ok:
+            sys.exit(f"warm-up apply failed: {warm.to_json()}")
+        # a new default rate limit changes every tenant's vhost: a completely new release
+        cl = inv_dir / "cluster.yaml"
+        cl.write_text(cl.read_text() +
+                      "defaults: {rate_limit: {requests_per_second: 25, burst: 50}}\n")
+        full_s, full = timed(lambda: apply_mod.apply(inv_dir))
+        retitle(inv_dir, "unit0007", "（改）")
+        incr_s, incr = timed(lambda: apply_mod.apply(inv_dir))
+        noop_s, noop = timed(lambda: apply_mod.apply(inv_dir))
+        floors = [floor(inv_dir) for _ in range(3)]
+        floor_s = statistics.median(floors)
+        print(f"tenants: {count}, nodes: 3, full apply result: {full.result}, "
+              f"incremental: {incr.result}, second: {noop.result}")
+        print(f"{'measure':<34}{'seconds':>9}{'x floor':>9}")
+        for name, s in [("plan (load+place+render+plan)", plan_s),
+                        ("full apply (every vhost changed)", full_s),
+                        ("incremental apply (one tenant)", incr_s),
+                        ("apply with no change", noop_s),
+                        ("floor: tar|ssh + nginx -t + reload", floor_s)]:
+            print(f"{name:<34}{s:>9.2f}{s / floor_s:>9.2f}")
+        load = wrk_during_apply(inv_dir, "unit0001.qingshui.gov.cn", "127.0.1.1")
+        print("reload under load (wrk -t2 -c32, 3 applies with reloads on every node):")
+        for k, v in load.items():
+            print(f"  {k:<30}{v}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
