@@ -15,13 +15,11 @@ Needs root and the lab: `govhost lab up --nodes 3` first. Usage: bench/apply_sca
 """
 from __future__ import annotations
 
-import io
 import re
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -70,15 +68,7 @@ def floor(inv_dir: Path) -> float:
     st = open_state(inv_dir)
     plan = make_plan(inv, st.drained(), st.placements(), st.applied())
     st.close()
-    blobs = {}
-    for node, rel in plan.releases.items():
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
-            for name, data in rel.files.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        blobs[node] = buf.getvalue()
+    blobs = {node: apply_mod.pack(rel) for node, rel in plan.releases.items()}
     addresses = {n.name: n.address for n in inv.hosts.nodes}
     script = ("set -e; ulimit -n $(ulimit -Hn); d=/tmp/govhost-floor; rm -rf $d; mkdir -p $d; tar -xz -C $d; "
               "cp /etc/govhost/current/release-id.conf $d/; "

@@ -123,12 +123,8 @@ def _tenants_in(message: str) -> list[str]:
     return sorted({m for m in _VHOST_IN_ERROR.findall(message) if not m.startswith("_")})
 
 
-def _archive(release: Release, dest: Path) -> Path:
-    """Pack a release as a deterministic tar.gz (the one transfer to the node)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    path = dest / f"{release.node}-{release.id}.tar.gz"
-    if path.exists():
-        return path
+def pack(release: Release) -> bytes:
+    """A release as a deterministic tar.gz: the one transfer to the node."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
         for name in sorted(release.files):
@@ -138,8 +134,17 @@ def _archive(release: Release, dest: Path) -> Path:
             info.mode = 0o644
             info.mtime = 0
             tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _archive(release: Release, dest: Path) -> Path:
+    """Write the packed release once per (node, release id) for the playbook to copy."""
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"{release.node}-{release.id}.tar.gz"
+    if path.exists():
+        return path
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(buf.getvalue())
+    tmp.write_bytes(pack(release))
     os.replace(tmp, path)
     return path
 

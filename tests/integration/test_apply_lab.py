@@ -76,32 +76,33 @@ def test_apply_example_county_then_nothing_changes(county):
     assert plan["changes"] is False
 
 
-def test_bad_tenant_refused_by_nginx_keeps_old_release(county):
+def refused_apply(county: Path, name: str, manifest: str) -> subprocess.CompletedProcess:
+    """Apply with one extra tenant manifest; the apply must fail and no node may change."""
     apply_json(county)
     before = {a: live_release(a) for a in NODES.values()}
-    (county / "tenants" / "shenpi.yaml").write_text(
-        "name: shenpi\ntitle: 青水县行政审批局\nkind: department\n"
-        "contact: {name: 李四, email: a@b.gov.cn, phone: '0571-1'}\n"
-        "site: {type: proxy, upstreams: ['http://no-such-host.invalid:8080']}\n")
+    (county / "tenants" / f"{name}.yaml").write_text(manifest)
     proc = govhost(county, "apply", "--yes")
     assert proc.returncode == 1
-    assert "shenpi" in proc.stderr and "tenants/shenpi.yaml" in proc.stdout
     assert {a: live_release(a) for a in NODES.values()} == before
+    return proc
+
+
+def test_bad_tenant_refused_by_nginx_keeps_old_release(county):
+    proc = refused_apply(county, "shenpi",
+                         "name: shenpi\ntitle: 青水县行政审批局\nkind: department\n"
+                         "contact: {name: 李四, email: a@b.gov.cn, phone: '0571-1'}\n"
+                         "site: {type: proxy, upstreams: ['http://no-such-host.invalid:8080']}\n")
+    assert "shenpi" in proc.stderr and "tenants/shenpi.yaml" in proc.stdout
     (county / "tenants" / "shenpi.yaml").unlink()
     assert_every_tenant_everywhere(county)
 
 
 def test_invalid_manifest_refused_before_touching_nodes(county):
-    apply_json(county)
-    before = {a: live_release(a) for a in NODES.values()}
-    (county / "tenants" / "evil.yaml").write_text(
-        "name: evil\ntitle: x\nkind: department\n"
-        "contact: {name: a, email: a@b.gov.cn, phone: '1234'}\n"
-        "aliases: ['a.gov.cn; } server { listen 80']\n")
-    proc = govhost(county, "apply", "--yes")
-    assert proc.returncode == 1
+    proc = refused_apply(county, "evil",
+                         "name: evil\ntitle: x\nkind: department\n"
+                         "contact: {name: a, email: a@b.gov.cn, phone: '1234'}\n"
+                         "aliases: ['a.gov.cn; } server { listen 80']\n")
     assert "tenants/evil.yaml: aliases[0]" in proc.stderr
-    assert {a: live_release(a) for a in NODES.values()} == before
 
 
 def _start_apply(inv: Path) -> subprocess.Popen:
