@@ -2,9 +2,10 @@
 
 Steps: take the exclusive lock; load and check the inventory (refused input touches nothing);
 place, render and plan; ask each node what it runs (drift and fresh nodes show up here);
-bootstrap nodes that need it; stage the new release on every node that needs one and
-`nginx -t` it there; only if every node accepted it, activate on a canary node and then on
-the rest, each probed and rolled back automatically on failure; record what each node runs.
+bootstrap nodes that need it; ship each node what changed in its release (one SSH stream);
+in one playbook run `nginx -t` it on every node and, only if every node accepted it,
+activate on a canary node and then on the rest, each probed and rolled back automatically
+on failure; record what each node runs.
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import os
 import re
 import tarfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from . import inventory as inventory_mod
 from . import paths, remote
@@ -123,36 +125,27 @@ def _tenants_in(message: str) -> list[str]:
     return sorted({m for m in _VHOST_IN_ERROR.findall(message) if not m.startswith("_")})
 
 
-def pack(release: Release) -> bytes:
-    """A release as a deterministic tar.gz: the one transfer to the node."""
+def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
+    """A release as a deterministic tar.gz: the one transfer to the node.
+
+    With `base` (the digests of a release the node already has) only the files that differ
+    travel; the node hard-links the rest from that release. The digest list of the whole
+    release always travels, and the node checks every file against it.
+    """
     buf = io.BytesIO()
+    digests = release.digests
+    listing = "".join(f"{digests[p]}  {p}\n" for p in sorted(digests)).encode()
+    members = [(".digests", listing)] + [
+        (name, release.files[name]) for name in sorted(release.files)
+        if base is None or base.get(name) != digests[name]]
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
-        for name in sorted(release.files):
-            data = release.files[name]
+        for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644
             info.mtime = 0
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
-
-
-def _archive(release: Release, dest: Path) -> Path:
-    """Write the packed release once per (node, release id) for the playbook to copy."""
-    dest.mkdir(parents=True, exist_ok=True)
-    path = dest / f"{release.node}-{release.id}.tar.gz"
-    if path.exists():
-        return path
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pack(release))
-    os.replace(tmp, path)
-    return path
-
-
-def _prune_archives(dest: Path, keep: int = 30) -> None:
-    files = sorted(dest.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for p in files[keep:]:
-        p.unlink(missing_ok=True)
 
 
 def prepare(inventory: Path, state: State) -> tuple[inventory_mod.Inventory, Plan]:
@@ -231,48 +224,28 @@ def _apply_locked(inventory: Path, state: State, say: Progress,
         to_stage = [n for n in to_stage if n not in outcomes]
         to_start = [n for n in to_start if n not in outcomes]
 
-        archives = sdir / "archives"
-        hostvars = {}
-        for name in to_stage + to_start:
-            rel = plan.releases[name]
-            hostvars[name] = {"govhost_release_id": rel.id,
-                              "govhost_archive": str(_archive(rel, archives)),
-                              "govhost_keep_releases": inv.cluster.keep_releases}
-        staged: list[str] = []
-        if to_stage:
-            say("*", "stage", f"{len(to_stage)} node(s)")
-            res = remote.run_playbook(
-                "stage.yml", inv.hosts, [nodes[n] for n in to_stage], hostvars, runner_dir,
-                known_hosts, on_task=lambda h, t, o: say(h, "stage", o))
-            refused: set[str] = set()
-            for name, r in res.items():
-                if r.ok:
-                    staged.append(name)
-                elif r.unreachable:
-                    outcomes[name] = NodeOutcome(name, "unreachable", None, r.message)
-                elif "nginx -t refused" not in r.message:
-                    outcomes[name] = NodeOutcome(name, "failed", None, "stage: " + r.message)
-                else:
-                    bad = _tenants_in(r.message)
-                    refused.update(bad)
-                    files = ", ".join(inv.sources.get(t, t) for t in bad)
-                    who = f" (tenant {', '.join(bad)}: {files})" if bad else ""
-                    outcomes[name] = NodeOutcome(name, "refused", None,
-                                                 f"nginx -t refused the release{who}: {r.message}")
-            if any(o.result == "refused" for o in outcomes.values()):
-                # A release nginx refuses on any node is a bad release: activate it nowhere.
-                result.refused_tenants = sorted(refused)
-                for name in staged:
-                    outcomes[name] = NodeOutcome(name, "skipped", None,
-                                                 "not activated: the release was refused "
-                                                 "on another node")
-                staged = []
-        _activate(inv, plan, state, nodes, staged + to_start, hostvars, runner_dir,
-                  known_hosts, outcomes, run_id, say)
+        targets = to_stage + to_start
+        if targets:
+            payloads = _payloads(plan, to_stage, to_start, live, applied, sdir / "payloads")
+            hostvars = {name: {"govhost_release_id": plan.releases[name].id,
+                               "govhost_keep_releases": inv.cluster.keep_releases,
+                               "govhost_stage_script": str(payloads[name])}
+                        for name in targets}
+            say("*", "stage", f"{len(targets)} node(s)")
+            _release(inv, plan, state, nodes, targets, hostvars, runner_dir, known_hosts,
+                     outcomes, result, say)
+            # A node that no longer had the base of its delta gets its whole release.
+            again = [n for n in targets if outcomes.get(n) and
+                     outcomes[n].result == "failed" and "base release" in outcomes[n].message]
+            if again:
+                full = _payloads(plan, again, [], live, {}, sdir / "payloads")
+                for n in again:
+                    hostvars[n]["govhost_stage_script"] = str(full[n])
+                    del outcomes[n]
+                _release(inv, plan, state, nodes, again, hostvars, runner_dir, known_hosts,
+                         outcomes, result, say)
         if any(o.result in ("applied", "unchanged") for o in outcomes.values()):
             state.save_placements(plan.placement)
-        if archives.exists():
-            _prune_archives(archives)
     finally:
         result.nodes = [outcomes.get(n) or NodeOutcome(n, "failed", None, "interrupted")
                         for n in sorted(nodes)]
@@ -281,31 +254,106 @@ def _apply_locked(inventory: Path, state: State, say: Progress,
     return result
 
 
-def _activate(inv, plan: Plan, state: State, nodes, targets: list[str], hostvars, runner_dir,
-              known_hosts, outcomes: dict[str, NodeOutcome], run_id: int, say: Progress) -> None:
-    """Canary first, then the rest. A canary that is merely unreachable does not stop the
-    rollout (the next node becomes the canary); a canary whose activation fails does."""
-    pending = list(targets)
+def _payloads(plan: Plan, to_stage: list[str], to_start: list[str], live, applied,
+              dest: Path) -> dict[str, Path]:
+    """Write, per node, the script the stage task runs there: the release archive appended to
+    a few lines of shell that feed it to `govhost-node receive` and then stage it. Only what
+    changed since the release the node runs travels, when the state store knows that
+    release's files; the whole release otherwise. Ansible's `script` sends it in one transfer
+    and needs no Python on the node."""
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def write(name: str) -> tuple[str, Path]:
+        rel = plan.releases[name]
+        rec, base = applied.get(name), live[name].release
+        head = f"#!/bin/sh\n# govhost release {rel.id} for node {name}\nset -e\n"
+        data = b""
+        if name in to_stage:
+            if base and rec is not None and rec.release_id == base:
+                data, receive = pack(rel, rec.digests), f"receive {rel.id} {base}"
+            else:
+                data, receive = pack(rel), f"receive {rel.id}"
+            # the archive starts right after the shell lines; 10 digits keep their length fixed
+            lines = f'tail -c +%010d "$0" | {_NODE_CMD} {receive}\nexec {_NODE_CMD} stage {rel.id}\n'
+            offset = len((head + lines % 0).encode()) + 1
+            head += lines % offset
+        else:
+            head += f"exec {_NODE_CMD} stage {rel.id}\n"
+        path = dest / f"{name}.sh"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(head.encode() + data)
+        os.replace(tmp, path)
+        return name, path
+
+    names = to_stage + to_start
+    with ThreadPoolExecutor(max_workers=min(4, len(names))) as pool:
+        return dict(pool.map(write, names))
+
+
+_NODE_CMD = "/usr/local/sbin/govhost-node"
+_BASE_MISSING = 4       # govhost-node receive: the base release is not on the node
+_NGINX_REFUSED = 3      # govhost-node stage: nginx -t refused the release
+_STAGE_TASK = "Stage the release"
+_ACTIVATE_TASK = "Activate the release, reload nginx and probe it"
+
+
+def _step(task: str) -> str:
+    return "stage" if task.startswith("Stage") else "activate"
+
+
+def _release(inv, plan: Plan, state: State, nodes, targets: list[str], hostvars, runner_dir,
+             known_hosts, outcomes: dict[str, NodeOutcome], result: ApplyResult,
+             say: Progress) -> None:
+    """One playbook run: `nginx -t` on every node; only if no node refused the release,
+    activate on a canary node and then on the rest, each probed and rolled back on failure.
+    A canary that is merely unreachable does not stop the rollout (the next node becomes the
+    canary, in a run of the activation alone); a canary whose activation fails does."""
+    pending, playbook = list(targets), "release.yml"
     while pending:
         res = remote.run_playbook(
-            "activate.yml", inv.hosts, [nodes[n] for n in pending], hostvars, runner_dir,
-            known_hosts, on_task=lambda h, t, o: say(h, "activate", o))
-        canary = pending[0]
-        for name, r in res.items():
-            rel = plan.releases[name]
-            if r.ok:
-                state.record_applied(name, rel.id, rel.digests, run_id)
+            playbook, inv.hosts, [nodes[n] for n in pending], hostvars, runner_dir,
+            known_hosts, on_task=lambda h, t, o: say(h, _step(t), o))
+        staged: list[str] = []
+        refused: set[str] = set()
+        for name in pending:
+            r = res[name]
+            if playbook == "activate.yml" or _STAGE_TASK in r.done:
+                staged.append(name)
+            elif r.unreachable:
+                outcomes[name] = NodeOutcome(name, "unreachable", None, r.message)
+            elif r.failed_rc == _NGINX_REFUSED or "nginx -t refused" in r.message:
+                bad = _tenants_in(r.message)
+                refused.update(bad)
+                files = ", ".join(inv.sources.get(t, t) for t in bad)
+                who = f" (tenant {', '.join(bad)}: {files})" if bad else ""
+                outcomes[name] = NodeOutcome(name, "refused", None,
+                                             f"nginx -t refused the release{who}: {r.message}")
+            else:
+                outcomes[name] = NodeOutcome(name, "failed", None, "stage: " + r.message)
+        if any(o.result == "refused" for o in outcomes.values()):
+            # A release nginx refuses on any node is a bad release: it activated nowhere.
+            result.refused_tenants = sorted(refused)
+            for name in staged:
+                outcomes[name] = NodeOutcome(name, "skipped", None, "not activated: the "
+                                             "release was refused on another node")
+            return
+        canary = staged[0] if staged else None
+        for name in staged:
+            r, rel = res[name], plan.releases[name]
+            if _ACTIVATE_TASK in r.done and r.ok:
+                state.record_applied(name, rel.id, rel.digests, result.run_id)
                 outcomes[name] = NodeOutcome(name, "applied", rel.id)
                 say(name, "done", "applied")
             elif r.unreachable:
                 outcomes[name] = NodeOutcome(name, "unreachable", None, r.message)
-            elif name == canary or r.errors and "did not run" not in r.errors[0]:
+            elif name == canary or r.errors:
                 outcomes[name] = NodeOutcome(name, "failed", None,
                                              f"{r.message} (rolled back to the previous release)")
             else:
                 outcomes[name] = NodeOutcome(name, "skipped", None,
                                              f"not activated: canary {canary} failed")
-        if res[canary].unreachable:
-            pending = [n for n in pending[1:] if outcomes[n].result == "skipped"]
+        if canary is not None and res[canary].unreachable:
+            pending = [n for n in staged[1:] if outcomes[n].result == "skipped"]
+            playbook = "activate.yml"
         else:
             pending = []

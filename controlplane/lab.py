@@ -124,6 +124,13 @@ def _start(i: int) -> None:
     os.chmod(ssh_dir, 0o700)
     (ssh_dir / "authorized_keys").write_text(KEY.with_suffix(".pub").read_text())
     os.chmod(ssh_dir / "authorized_keys", 0o600)
+    # A node is a fresh Debian machine: root gets Debian's stock shell files, not whatever
+    # the host's root added (bash reads .bashrc for every SSH command; a pyenv/cargo setup
+    # there costs ~100 ms per command, which no real node pays).
+    for dot in ("bashrc", "profile"):
+        stock = Path(f"/usr/share/base-files/dot.{dot}")
+        if stock.exists():
+            shutil.copyfile(stock, d / "upper" / "root" / f".{dot}")
     # A stale pid or nginx state from a node that was killed would confuse the node.
     log = open(d / "node.log", "ab")
     env = {**os.environ, "NODE": node_name(i), "D": str(d), "IP": node_address(i)}

@@ -91,6 +91,9 @@ class HostResult:
     unreachable: bool = False
     changed: bool = False
     errors: list[str] = field(default_factory=list)
+    # names of the tasks that completed on this host, and the failed task's return code
+    done: list[str] = field(default_factory=list)
+    failed_rc: int | None = None
 
     @property
     def message(self) -> str:
@@ -100,11 +103,10 @@ class HostResult:
 
 
 def _event_error(res: Mapping[str, Any]) -> str:
-    for key in ("stderr", "msg", "module_stderr", "stdout"):
-        val = res.get(key)
-        if val:
-            return str(val).strip()
-    return "failed"
+    # raw tasks run on a tty: their stderr arrives inside stdout
+    found = [str(res[k]).strip() for k in ("stderr", "module_stderr", "stdout")
+             if str(res.get(k) or "").strip()]
+    return "\n".join(found) or str(res.get("msg") or "failed").strip()
 
 
 def run_playbook(
@@ -149,8 +151,11 @@ def run_playbook(
                     r.errors.append(_event_error(res))
                 elif kind == "runner_on_failed" and not data.get("ignore_errors"):
                     r.errors.append(f"{data.get('task', '')}: {_event_error(res)}")
-                elif kind == "runner_on_ok" and res.get("changed"):
-                    r.changed = True
+                    if r.failed_rc is None and isinstance(res.get("rc"), int):
+                        r.failed_rc = res["rc"]
+                elif kind == "runner_on_ok":
+                    r.done.append(data.get("task", ""))
+                    r.changed = r.changed or bool(res.get("changed"))
             if on_task and kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
                 on_task(host, data.get("task", ""), kind[len("runner_on_"):])
         return False  # do not keep event files: thousands of them slow the run down

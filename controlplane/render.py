@@ -94,8 +94,11 @@ def _zone(rate: int) -> str:
 
 
 def render_cluster(inv: Inventory, placement: Mapping[str, tuple[str, ...]]) -> dict[str, Release]:
-    """Render the release of every node in hosts.yaml."""
-    return {n.name: render_node(inv, placement, n.name) for n in inv.hosts.nodes}
+    """Render the release of every node in hosts.yaml.
+
+    A tenant's pages are the same on each of its replicas, so they are rendered once."""
+    pages: dict[str, dict[str, bytes]] = {}
+    return {n.name: render_node(inv, placement, n.name, pages) for n in inv.hosts.nodes}
 
 
 def _server_names(inv: Inventory, t: Tenant) -> list[str]:
@@ -109,7 +112,8 @@ def _portal_names(inv: Inventory) -> list[str]:
     return names
 
 
-def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: str) -> Release:
+def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: str,
+                pages: dict[str, dict[str, bytes]] | None = None) -> Release:
     nodes = {n.name: n for n in inv.hosts.nodes}
     me = nodes[node]
     listen = f"[{me.address}]:80" if ":" in me.address else f"{me.address}:80"
@@ -153,7 +157,12 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
             ctx["max_body_mb"] = t.site.max_body_mb
         files[f"vhosts/{t.name}.conf"] = vhost.render(ctx).encode()
         if node in replicas and t.site.type == "static":
-            files.update(_tenant_pages(inv, t))
+            if pages is None:
+                files.update(_tenant_pages(inv, t))
+            else:
+                if t.name not in pages:
+                    pages[t.name] = _tenant_pages(inv, t)
+                files.update(pages[t.name])
 
     files["vhosts/_default.conf"] = _conf_env.get_template("nginx/default.conf.j2").render(
         {**base, "probe_host": paths.PROBE_HOST}).encode()
