@@ -232,18 +232,18 @@ def _apply_locked(inventory: Path, state: State, say: Progress,
                                "govhost_stage_script": str(payloads[name])}
                         for name in targets}
             say("*", "stage", f"{len(targets)} node(s)")
-            _release(inv, plan, state, nodes, targets, hostvars, runner_dir, known_hosts,
-                     outcomes, result, say)
-            # A node that no longer had the base of its delta gets its whole release.
-            again = [n for n in targets if outcomes.get(n) and
-                     outcomes[n].result == "failed" and "base release" in outcomes[n].message]
+            again = _release(inv, plan, state, nodes, targets, hostvars, runner_dir,
+                             known_hosts, outcomes, result, say)
             if again:
+                # These nodes lost (or changed) the base of their delta: send the whole release.
+                say("*", "stage", f"{len(again)} node(s), whole release")
                 full = _payloads(plan, again, [], live, {}, sdir / "payloads")
                 for n in again:
                     hostvars[n]["govhost_stage_script"] = str(full[n])
-                    del outcomes[n]
-                _release(inv, plan, state, nodes, again, hostvars, runner_dir, known_hosts,
-                         outcomes, result, say)
+                for n in _release(inv, plan, state, nodes, again, hostvars, runner_dir,
+                                  known_hosts, outcomes, result, say):
+                    outcomes[n] = NodeOutcome(n, "failed", None, "stage: the whole release "
+                                              "did not arrive intact; see the node's disk")
         if any(o.result in ("applied", "unchanged") for o in outcomes.values()):
             state.save_placements(plan.placement)
     finally:
@@ -291,7 +291,7 @@ def _payloads(plan: Plan, to_stage: list[str], to_start: list[str], live, applie
 
 
 _NODE_CMD = "/usr/local/sbin/govhost-node"
-_BASE_MISSING = 4       # govhost-node receive: the base release is not on the node
+_BASE_MISSING = 4       # govhost-node receive: the delta's base is gone or was modified
 _NGINX_REFUSED = 3      # govhost-node stage: nginx -t refused the release
 _STAGE_TASK = "Stage the release"
 _ACTIVATE_TASK = "Activate the release, reload nginx and probe it"
@@ -303,12 +303,14 @@ def _step(task: str) -> str:
 
 def _release(inv, plan: Plan, state: State, nodes, targets: list[str], hostvars, runner_dir,
              known_hosts, outcomes: dict[str, NodeOutcome], result: ApplyResult,
-             say: Progress) -> None:
+             say: Progress) -> list[str]:
     """One playbook run: `nginx -t` on every node; only if no node refused the release,
     activate on a canary node and then on the rest, each probed and rolled back on failure.
     A canary that is merely unreachable does not stop the rollout (the next node becomes the
-    canary, in a run of the activation alone); a canary whose activation fails does."""
+    canary, in a run of the activation alone); a canary whose activation fails does.
+    Returns the nodes that need their whole release: they had no usable base for the delta."""
     pending, playbook = list(targets), "release.yml"
+    resend: list[str] = []
     while pending:
         res = remote.run_playbook(
             playbook, inv.hosts, [nodes[n] for n in pending], hostvars, runner_dir,
@@ -319,6 +321,8 @@ def _release(inv, plan: Plan, state: State, nodes, targets: list[str], hostvars,
             r = res[name]
             if playbook == "activate.yml" or _STAGE_TASK in r.done:
                 staged.append(name)
+            elif r.failed_rc == _BASE_MISSING:
+                resend.append(name)
             elif r.unreachable:
                 outcomes[name] = NodeOutcome(name, "unreachable", None, r.message)
             elif r.failed_rc == _NGINX_REFUSED or "nginx -t refused" in r.message:
@@ -333,10 +337,10 @@ def _release(inv, plan: Plan, state: State, nodes, targets: list[str], hostvars,
         if any(o.result == "refused" for o in outcomes.values()):
             # A release nginx refuses on any node is a bad release: it activated nowhere.
             result.refused_tenants = sorted(refused)
-            for name in staged:
+            for name in staged + resend:
                 outcomes[name] = NodeOutcome(name, "skipped", None, "not activated: the "
                                              "release was refused on another node")
-            return
+            return []
         canary = staged[0] if staged else None
         for name in staged:
             r, rel = res[name], plan.releases[name]
@@ -357,3 +361,4 @@ def _release(inv, plan: Plan, state: State, nodes, targets: list[str], hostvars,
             playbook = "activate.yml"
         else:
             pending = []
+    return resend

@@ -34,10 +34,11 @@ _loader = jinja2.FileSystemLoader(str(paths.TEMPLATES))
 _conf_env = jinja2.Environment(
     loader=_loader, autoescape=False, finalize=_nginx_finalize, trim_blocks=True,
     lstrip_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+    auto_reload=False,  # templates do not change while govhost runs; skip a stat per render
 )
 _html_env = jinja2.Environment(
     loader=_loader, autoescape=True, undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
+    keep_trailing_newline=True, auto_reload=False,
 )
 
 
@@ -96,9 +97,10 @@ def _zone(rate: int) -> str:
 def render_cluster(inv: Inventory, placement: Mapping[str, tuple[str, ...]]) -> dict[str, Release]:
     """Render the release of every node in hosts.yaml.
 
-    A tenant's pages are the same on each of its replicas, so they are rendered once."""
-    pages: dict[str, dict[str, bytes]] = {}
-    return {n.name: render_node(inv, placement, n.name, pages) for n in inv.hosts.nodes}
+    A tenant's files depend only on whether a node holds one of its replicas (the node's
+    own address is in snippets/listen.conf), so each tenant is rendered at most twice."""
+    cache: dict[tuple[str, bool], dict[str, bytes]] = {}
+    return {n.name: render_node(inv, placement, n.name, cache) for n in inv.hosts.nodes}
 
 
 def _server_names(inv: Inventory, t: Tenant) -> list[str]:
@@ -113,7 +115,7 @@ def _portal_names(inv: Inventory) -> list[str]:
 
 
 def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: str,
-                pages: dict[str, dict[str, bytes]] | None = None) -> Release:
+                cache: dict[tuple[str, bool], dict[str, bytes]] | None = None) -> Release:
     nodes = {n.name: n for n in inv.hosts.nodes}
     me = nodes[node]
     listen = f"[{me.address}]:80" if ":" in me.address else f"{me.address}:80"
@@ -126,49 +128,27 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     files: dict[str, bytes] = {}
     all_names: list[str] = _portal_names(inv) + [paths.PROBE_HOST]
     rates: set[int] = set()
+    if cache is None:
+        cache = {}
 
-    vhost = _conf_env.get_template("nginx/vhost.conf.j2")
     for t in inv.tenants:
         replicas = placement[t.name]
-        rl = inv.rate_limit(t)
-        rates.add(rl.requests_per_second)
-        names = _server_names(inv, t)
-        all_names.extend(names)
-        ctx: dict[str, Any] = {
-            **base,
-            "name": t.name,
-            "upstream_id": t.name.replace("-", "_"),
-            "server_names": names,
-            "replica": node in replicas,
-            "replica_nodes": list(replicas),
-            "replica_addresses": [nodes[r].address if ":" not in nodes[r].address
-                                  else f"[{nodes[r].address}]" for r in replicas],
-            "log_dir": f"{paths.NODE_LOGS}/tenants/{t.name}",
-            "rate_zone": _zone(rl.requests_per_second),
-            "burst": rl.burst,
-            "site_type": t.site.type,
-            "content_root": f"{paths.NODE_SITES}/{t.name}/current",
-            "sections": [s.name for s in t.sections],
-        }
-        if t.site.type == "proxy":
-            ctx["app_scheme"] = t.site.upstreams[0].split(":", 1)[0]
-            ctx["app_servers"] = [u.split("://", 1)[1] for u in t.site.upstreams]
-            ctx["timeout_seconds"] = t.site.timeout_seconds
-            ctx["max_body_mb"] = t.site.max_body_mb
-        files[f"vhosts/{t.name}.conf"] = vhost.render(ctx).encode()
-        if node in replicas and t.site.type == "static":
-            if pages is None:
-                files.update(_tenant_pages(inv, t))
-            else:
-                if t.name not in pages:
-                    pages[t.name] = _tenant_pages(inv, t)
-                files.update(pages[t.name])
+        rates.add(inv.rate_limit(t).requests_per_second)
+        all_names.extend(_server_names(inv, t))
+        replica = node in replicas
+        key = (t.name, replica)
+        if key not in cache:
+            cache[key] = _tenant_files(inv, t, replicas, nodes, replica)
+        files.update(cache[key])
 
     files["vhosts/_default.conf"] = _conf_env.get_template("nginx/default.conf.j2").render(
         {**base, "probe_host": paths.PROBE_HOST}).encode()
     files["vhosts/_portal.conf"] = _conf_env.get_template("nginx/portal.conf.j2").render(
         {**base, "server_names": _portal_names(inv)}).encode()
-    files["pages/_portal/index.html"] = _portal_page(inv)
+    if ("_portal", True) not in cache:
+        cache[("_portal", True)] = {"pages/_portal/index.html": _portal_page(inv)}
+    files.update(cache[("_portal", True)])
+    files["snippets/listen.conf"] = f"listen {listen};\n".encode()
     files["snippets/security.conf"] = _conf_env.get_template("nginx/security.conf.j2").render(
         base).encode()
     files["snippets/proxy_to_replicas.conf"] = _conf_env.get_template(
@@ -192,6 +172,38 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     # The node creates each tenant's log and content directories before `nginx -t`.
     files["tenants.txt"] = "".join(f"{t.name}\n" for t in inv.tenants).encode()
     return Release(node=node, files=files)
+
+
+def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
+                  nodes: Mapping[str, Any], replica: bool) -> dict[str, bytes]:
+    """A tenant's vhost, and its pages where this node serves its content."""
+    rl = inv.rate_limit(t)
+    ctx: dict[str, Any] = {
+        "name": t.name,
+        "upstream_id": t.name.replace("-", "_"),
+        "server_names": _server_names(inv, t),
+        "replica": replica,
+        "replica_nodes": list(replicas),
+        "replica_addresses": [nodes[r].address if ":" not in nodes[r].address
+                              else f"[{nodes[r].address}]" for r in replicas],
+        "log_dir": f"{paths.NODE_LOGS}/tenants/{t.name}",
+        "pages_root": f"{paths.NODE_CURRENT}/pages",
+        "rate_zone": _zone(rl.requests_per_second),
+        "burst": rl.burst,
+        "site_type": t.site.type,
+        "content_root": f"{paths.NODE_SITES}/{t.name}/current",
+        "sections": [s.name for s in t.sections],
+    }
+    if t.site.type == "proxy":
+        ctx["app_scheme"] = t.site.upstreams[0].split(":", 1)[0]
+        ctx["app_servers"] = [u.split("://", 1)[1] for u in t.site.upstreams]
+        ctx["timeout_seconds"] = t.site.timeout_seconds
+        ctx["max_body_mb"] = t.site.max_body_mb
+    files = {f"vhosts/{t.name}.conf":
+             _conf_env.get_template("nginx/vhost.conf.j2").render(ctx).encode()}
+    if replica and t.site.type == "static":
+        files.update(_tenant_pages(inv, t))
+    return files
 
 
 def _page_ctx(inv: Inventory) -> dict[str, Any]:

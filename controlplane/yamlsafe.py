@@ -24,15 +24,19 @@ class YamlRefused(ValueError):
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+_STR = "tag:yaml.org,2002:str"
+
+
 class _StrictLoader(_Base):  # type: ignore[misc, valid-type]
     def construct_mapping(self, node, deep=False):  # type: ignore[override]
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, str):
+            if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR):
+                key = self.construct_object(key_node, deep=True)
                 raise YamlRefused(
                     f"line {key_node.start_mark.line + 1}: keys must be strings, got {key!r}"
                 )
+            key = key_node.value
             if key in seen:
                 raise YamlRefused(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
             seen.add(key)

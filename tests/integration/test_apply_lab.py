@@ -46,12 +46,17 @@ def assert_every_tenant_everywhere(inv_dir: Path) -> None:
     assert not failures, failures
 
 
-def worker_pids(address: str) -> str:
+def on_node(address: str, command: str) -> str:
     out = subprocess.run(["ssh", "-i", str(lab.KEY), "-o", "StrictHostKeyChecking=no",
                           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                          f"root@{address}", "pgrep -x nginx | sort | tr '\\n' ' '"],
+                          f"root@{address}", command],
                          capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, (command, out.stderr)
     return out.stdout.strip()
+
+
+def worker_pids(address: str) -> str:
+    return on_node(address, "pgrep -x nginx | sort | tr '\\n' ' '")
 
 
 def test_apply_example_county_then_nothing_changes(county):
@@ -74,6 +79,38 @@ def test_apply_example_county_then_nothing_changes(county):
     assert {a: worker_pids(a) for a in NODES.values()} == workers  # no reload happened
     plan = json.loads(govhost(county, "plan", "--json", check=True).stdout)
     assert plan["changes"] is False
+
+
+def test_one_changed_tenant_ships_only_its_files(county):
+    """Unchanged files of the new release are hard links to the previous one: the delta."""
+    apply_json(county)
+    _change_title(county, "weijian", "（改）")
+    result = apply_json(county)
+    assert result["result"] == "changed"
+    stat = ("cd /etc/govhost && p=$(cat previous) && c=$(basename $(readlink current)) && "
+            "stat -c %i releases/$p/{f} releases/$c/{f}")
+    for address in NODES.values():
+        same = on_node(address, stat.format(f="vhosts/jiaoyu.conf")).split()
+        assert same[0] == same[1]            # unchanged file: one inode in both releases
+    holders = json.loads(govhost(county, "plan", "--json", check=True).stdout)["placement"]
+    replica = NODES[holders["weijian"][0]]
+    changed = on_node(replica, stat.format(f="pages/weijian/index.html")).split()
+    assert changed[0] != changed[1]          # the changed page is a new file
+    assert "（改）" in _body("weijian.qingshui.gov.cn", replica)
+
+
+def test_modified_base_release_gets_the_whole_release(county):
+    """Someone edited a file of the live release on n2: the delta cannot be trusted there,
+    the node says so and gets the whole release; the edit does not survive."""
+    apply_json(county)
+    on_node("127.0.1.2", "echo '# edited by hand' >> /etc/govhost/current/vhosts/jiaoyu.conf")
+    _change_title(county, "shuili", "（新）")
+    result = apply_json(county)
+    assert result["result"] == "changed", result
+    assert all(n["result"] == "applied" for n in result["nodes"])
+    assert "edited by hand" not in on_node("127.0.1.2",
+                                           "cat /etc/govhost/current/vhosts/jiaoyu.conf")
+    assert "（新）" in _body("shuili.qingshui.gov.cn", "127.0.1.2")
 
 
 def refused_apply(county: Path, name: str, manifest: str) -> subprocess.CompletedProcess:

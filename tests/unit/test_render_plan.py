@@ -1,5 +1,7 @@
 """Rendering and planning: every node answers every tenant, real nginx -t accepts the output,
 and the plan of the applied state is empty."""
+import io
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controlplane import inventory, render
+from controlplane.apply import pack
 from controlplane.plan import make_plan
 from controlplane.state import AppliedNode
 from tests.helpers import can_run_nginx, generated_county, nginx_test, tenant, write_inventory
@@ -61,6 +64,43 @@ def test_plan_of_applied_state_is_empty_and_one_change_is_local(inv_dir):
     assert [t.tenant for t in changed.tenants] == ["jiaoyu"]
     assert {t.action for t in changed.tenants} == {"change"}
     assert set(changed.tenants[0].nodes) == set(first.placement["jiaoyu"])
+
+
+def _members(blob: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def test_delta_archive_carries_changed_files_and_the_whole_digest_list(inv_dir):
+    first = make_plan(inventory.load(inv_dir), frozenset(), {}, {})
+    (inv_dir / "tenants" / "jiaoyu.yaml").write_text(
+        (inv_dir / "tenants" / "jiaoyu.yaml").read_text().replace("王芳", "王小芳"))
+    second = make_plan(inventory.load(inv_dir), frozenset(), first.placement, {})
+    node = first.placement["jiaoyu"][0]
+    old, new = first.releases[node], second.releases[node]
+    delta = _members(pack(new, old.digests))
+    changed = {p for p in new.files if old.digests.get(p) != new.digests[p]}
+    assert changed and set(delta) == {".digests"} | changed
+    assert "pages/jiaoyu/index.html" in changed and "vhosts/jiaoyu.conf" not in changed
+    listing = dict(reversed(line.split("  ", 1)) for line in
+                   delta[".digests"].decode().splitlines())
+    assert listing == new.digests
+    full = _members(pack(new))
+    assert set(full) == {".digests"} | set(new.files)
+    assert all(full[p] == new.files[p] for p in new.files)
+    assert pack(new) == pack(new)   # deterministic: same release, same bytes
+
+
+def test_tenant_files_do_not_depend_on_the_node(inv_dir):
+    """Each tenant renders once per role; only snippets/listen.conf names the node."""
+    plan = make_plan(inventory.load(inv_dir), frozenset(), {}, {})
+    a, b = (plan.releases[n] for n in ("n1", "n2"))
+    both = [t for t, nodes in plan.placement.items() if {"n1", "n2"} <= set(nodes)]
+    assert both
+    for t in both:
+        assert a.files[f"vhosts/{t}.conf"] == b.files[f"vhosts/{t}.conf"]
+    assert a.files["snippets/listen.conf"] == b"listen 127.0.1.1:80;\n"
+    assert b.files["snippets/listen.conf"] == b"listen 127.0.1.2:80;\n"
 
 
 def test_drain_plan_moves_replicas(inv_dir):
