@@ -25,6 +25,9 @@ lab_app = typer.Typer(help="The lab cluster on this machine (namespaces + overla
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(node_app, name="node")
 app.add_typer(lab_app, name="lab")
+monitoring_app = typer.Typer(help="Prometheus configuration, alert rules and dashboards.",
+                             no_args_is_help=True)
+app.add_typer(monitoring_app, name="monitoring")
 
 out = Console()
 err = Console(stderr=True)
@@ -264,6 +267,70 @@ def status(
     out.print(tt)
     if data["lock"]:
         out.print(f"apply lock held: {data['lock']}")
+
+
+@app.command()
+def exporter(
+    listen: str = typer.Option("127.0.0.1:9270", help="address:port to serve /metrics on."),
+    interval: float = typer.Option(30.0, help="Seconds between probe rounds."),
+    workers: int = typer.Option(32, help="Concurrent probes."),
+) -> None:
+    """Serve Prometheus metrics: probes of every tenant on every node, apply state, lock."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import CollectorRegistry, make_wsgi_app
+
+    from controlplane.exporter import GovhostCollector, Prober
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        _fail(errors.GovhostError(f"--listen {listen!r}: expected address:port"))
+    try:
+        prober = Prober(CTX.inventory, interval, workers)
+        prober.probe_once()  # the first scrape already has data
+    except errors.GovhostError as exc:
+        _fail(exc)
+        return
+    registry = CollectorRegistry()
+    registry.register(GovhostCollector(CTX.inventory, prober))
+    prober.start()
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = make_server(host.strip("[]"), int(port), make_wsgi_app(registry),
+                         handler_class=Quiet)
+    err.print(f"govhost exporter on http://{listen}/metrics, probing every {interval:g} s",
+              highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        prober.stop()
+
+
+@monitoring_app.command("render")
+def monitoring_render(
+    out_dir: Path = typer.Option(Path("monitoring"), "--out", help="Directory to write to."),
+    exporter_address: str = typer.Option("127.0.0.1:9270", "--exporter",
+                                         help="Where Prometheus finds `govhost exporter`."),
+    scrape_interval: int = typer.Option(15, help="Seconds between scrapes."),
+) -> None:
+    """Write prometheus.yml for this cluster (exporter, node agents, node_exporter)."""
+    from controlplane import inventory as inventory_mod
+    from controlplane import monitoring
+    try:
+        inv = inventory_mod.load(CTX.inventory)
+    except errors.GovhostError as exc:
+        _fail(exc)
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "prometheus.yml"
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(monitoring.render(inv.hosts, exporter_address, scrape_interval))
+    os.replace(tmp, target)
+    out.print(f"wrote {target} ({len(inv.hosts.nodes)} nodes)", highlight=False)
 
 
 @tenant_app.command("list")

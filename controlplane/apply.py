@@ -193,7 +193,7 @@ def _apply_locked(inventory: Path, state: State, say: Progress,
             continue
         if st.bootstrap != boot_version:
             to_boot.append(name)
-        if st.release == rel.id and st.nginx_running:
+        if st.release == rel.id and st.nginx_running and st.agent_running:
             rec = applied.get(name)
             if rec is None or rec.release_id != rel.id:
                 state.record_applied(name, rel.id, rel.digests, 0)  # node already converged

@@ -16,20 +16,23 @@ class ProbeResult:
     status: int | None
     seconds: float
     error: str = ""
+    body: str = ""
 
     @property
     def up(self) -> bool:
         return self.status is not None and 200 <= self.status < 400
 
 
-def probe(host: str, node: str, address: str, path: str = "/", timeout: float = 5.0) -> ProbeResult:
+def probe(host: str, node: str, address: str, path: str = "/", timeout: float = 5.0,
+          keep_body: bool = False) -> ProbeResult:
     start = time.monotonic()
     conn = http.client.HTTPConnection(address, 80, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Host": host, "User-Agent": "govhost-probe"})
         resp = conn.getresponse()
-        resp.read()
-        return ProbeResult(host, node, address, resp.status, time.monotonic() - start)
+        data = resp.read()
+        return ProbeResult(host, node, address, resp.status, time.monotonic() - start,
+                           body=data[:4096].decode(errors="replace") if keep_body else "")
     except (OSError, http.client.HTTPException) as exc:
         return ProbeResult(host, node, address, None, time.monotonic() - start,
                            f"{type(exc).__name__}: {exc}")

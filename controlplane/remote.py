@@ -44,6 +44,7 @@ class NodeStatus:
     reachable: bool
     release: str | None = None
     nginx_running: bool = False
+    agent_running: bool = False
     bootstrap: str | None = None
     error: str = ""
 
@@ -76,7 +77,8 @@ def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path) -> dict[
         rel = data.get("release")
         boot = data.get("bootstrap")
         return NodeStatus(node.name, True, None if rel in (None, "none") else rel,
-                          bool(data.get("nginx_running")), None if boot == "none" else boot)
+                          bool(data.get("nginx_running")), bool(data.get("agent_running")),
+                          None if boot == "none" else boot)
 
     if not nodes:
         return {}

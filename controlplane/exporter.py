@@ -1,0 +1,232 @@
+"""The control plane's Prometheus exporter: probes on an interval, state on every scrape.
+
+Probing every tenant on every node is the expensive part, so it runs in its own thread on a
+fixed interval and a scrape only reads its latest results (a scrape never waits on the
+network). Everything else a scrape reports is read fresh: the state store (last apply, what
+each node runs, drained nodes) and the apply lock. A custom collector builds the metric
+families per scrape from that snapshot, so a removed tenant or node simply stops appearing
+instead of leaving a stale gauge behind. Labels are bounded: tenant, node, kind — never a URL.
+
+What only a node can see (requests, bytes, disk use per tenant; load, memory, disk) comes from
+govhost-agent on each node, scraped by Prometheus directly.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from . import inventory as inventory_mod
+from . import paths, probes
+from .apply import lock_holder
+from .plan import make_plan
+from .state import open_state
+
+AGENT_PORT = 9273
+NODE_EXPORTER_PORT = 9100
+
+
+@dataclass
+class Round:
+    """The results of one probe round."""
+
+    finished: float = 0.0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    tenants: dict[str, dict[str, probes.ProbeResult]] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    site_types: dict[str, str] = field(default_factory=dict)
+    nodes_up: dict[str, bool] = field(default_factory=dict)
+    live_release: dict[str, str | None] = field(default_factory=dict)
+    desired_release: dict[str, str] = field(default_factory=dict)
+    replicas: dict[str, int] = field(default_factory=dict)
+    error: str = ""
+
+
+class Prober(threading.Thread):
+    """Probes every tenant on every node once per interval (homepage through that node)."""
+
+    def __init__(self, inventory: Path, interval: float, workers: int = 32):
+        super().__init__(daemon=True, name="govhost-prober")
+        self.inventory = Path(inventory)
+        self.interval = interval
+        self.workers = workers
+        self.latest = Round()
+        self.rounds = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._inv_key: tuple | None = None
+        self._inv: inventory_mod.Inventory | None = None
+        self._desired_key: tuple | None = None
+        self._desired: tuple[dict[str, str], dict[str, int]] = ({}, {})
+
+    def _inventory(self) -> inventory_mod.Inventory:
+        """Reload the inventory only when one of its files changed."""
+        files = sorted(self.inventory.glob("*.yaml")) + sorted(
+            (self.inventory / "tenants").glob("*.yaml"))
+        key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        if key != self._inv_key or self._inv is None:
+            self._inv = inventory_mod.load(self.inventory)
+            self._inv_key = key
+        return self._inv
+
+    def _desired_releases(self, inv) -> tuple[dict[str, str], dict[str, int]]:
+        """What apply would put on each node now (rendered only when inputs changed)."""
+        st = open_state(self.inventory)
+        try:
+            placements, drained, applied = st.placements(), st.drained(), st.applied()
+        finally:
+            st.close()
+        key = (self._inv_key, tuple(sorted(placements.items())), tuple(sorted(drained)),
+               tuple(sorted((n, a.release_id) for n, a in applied.items())))
+        if key != self._desired_key:
+            plan = make_plan(inv, drained, placements, applied)
+            self._desired = ({n: r.id for n, r in plan.releases.items()},
+                             {t: len(v) for t, v in plan.placement.items()})
+            self._desired_key = key
+        return self._desired
+
+    def probe_once(self) -> Round:
+        t0, c0 = time.monotonic(), time.process_time()
+        rnd = Round()
+        try:
+            inv = self._inventory()
+            rnd.desired_release, rnd.replicas = self._desired_releases(inv)
+        except Exception as exc:  # a broken manifest must not stop monitoring of the rest
+            rnd.error = str(exc)
+            if self._inv is None:
+                self.latest = rnd
+                return rnd
+            inv = self._inv
+        nodes = list(inv.hosts.nodes)
+        targets = [(inv.site_host(t), n.name, n.address) for t in inv.tenants for n in nodes]
+        health = [(paths.PROBE_HOST, n.name, n.address) for n in nodes]
+        results = probes.probe_many(targets + health, workers=self.workers)
+        by_host = {inv.site_host(t): t for t in inv.tenants}
+        for r in results[:len(targets)]:
+            rnd.tenants.setdefault(by_host[r.host].name, {})[r.node] = r
+        for r in results[len(targets):]:
+            rnd.nodes_up[r.node] = r.up
+        for n in nodes:  # the release id each node serves, from its probe server
+            r = probes.probe(paths.PROBE_HOST, n.name, n.address, "/release", timeout=2,
+                             keep_body=True)
+            rnd.live_release[n.name] = r.body.strip() if r.up else None
+        rnd.kinds = {t.name: t.kind for t in inv.tenants}
+        rnd.site_types = {t.name: t.site.type for t in inv.tenants}
+        rnd.finished = time.time()
+        rnd.seconds = time.monotonic() - t0
+        rnd.cpu_seconds = time.process_time() - c0
+        self.latest = rnd
+        self.rounds += 1
+        return rnd
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.probe_once()
+            self._wake.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+
+class GovhostCollector(Collector):
+    def __init__(self, inventory: Path, prober: Prober):
+        self.inventory = Path(inventory)
+        self.prober = prober
+
+    def collect(self) -> Iterator:
+        rnd = self.prober.latest
+        yield from self._tenants(rnd)
+        yield from self._nodes(rnd)
+        yield from self._control_plane(rnd)
+
+    @staticmethod
+    def _tenants(rnd: Round) -> Iterator:
+        up = GaugeMetricFamily("govhost_tenant_up", "1 if the tenant's homepage answered "
+                               "2xx/3xx through this node in the last probe round.",
+                               labels=["tenant", "node", "kind"])
+        dur = GaugeMetricFamily("govhost_tenant_probe_duration_seconds",
+                                "Time the last homepage probe took through this node.",
+                                labels=["tenant", "node"])
+        code = GaugeMetricFamily("govhost_tenant_probe_status_code",
+                                 "HTTP status of the last homepage probe (0: no answer).",
+                                 labels=["tenant", "node"])
+        info = GaugeMetricFamily("govhost_tenant_info", "One series per tenant.",
+                                 labels=["tenant", "kind", "site_type"])
+        reps = GaugeMetricFamily("govhost_tenant_replicas",
+                                 "Nodes that hold the tenant's content.", labels=["tenant"])
+        for tenant, per_node in sorted(rnd.tenants.items()):
+            kind = rnd.kinds.get(tenant, "")
+            info.add_metric([tenant, kind, rnd.site_types.get(tenant, "")], 1)
+            if tenant in rnd.replicas:
+                reps.add_metric([tenant], rnd.replicas[tenant])
+            for node, r in sorted(per_node.items()):
+                up.add_metric([tenant, node, kind], 1 if r.up else 0)
+                dur.add_metric([tenant, node], r.seconds)
+                code.add_metric([tenant, node], r.status or 0)
+        yield from (up, dur, code, info, reps)
+
+    @staticmethod
+    def _nodes(rnd: Round) -> Iterator:
+        up = GaugeMetricFamily("govhost_node_up", "1 if the node's nginx answered its health "
+                               "probe in the last probe round.", labels=["node"])
+        drift = GaugeMetricFamily("govhost_node_drift", "1 if the release the node serves "
+                                  "differs from what apply would put there now.",
+                                  labels=["node"])
+        for node, ok in sorted(rnd.nodes_up.items()):
+            up.add_metric([node], 1 if ok else 0)
+            want = rnd.desired_release.get(node)
+            if want is not None:
+                drift.add_metric([node], 0 if rnd.live_release.get(node) == want else 1)
+        yield from (up, drift)
+
+    def _control_plane(self, rnd: Round) -> Iterator:
+        st = open_state(self.inventory)
+        try:
+            runs = [r for r in st.runs(20) if r["kind"] == "apply" and r["finished_at"]]
+            drained = st.drained()
+        finally:
+            st.close()
+        last = runs[0] if runs else None
+        when = GaugeMetricFamily("govhost_last_apply_timestamp_seconds",
+                                 "When the last apply finished (Unix time).")
+        ok = GaugeMetricFamily("govhost_last_apply_success", "1 if the last apply converged "
+                               "every node (changed or unchanged), else 0.")
+        took = GaugeMetricFamily("govhost_last_apply_duration_seconds",
+                                 "How long the last apply took.")
+        if last:
+            when.add_metric([], last["finished_at"])
+            ok.add_metric([], 1 if last["result"] in ("changed", "unchanged") else 0)
+            took.add_metric([], last["finished_at"] - last["started_at"])
+        yield from (when, ok, took)
+        yield GaugeMetricFamily("govhost_apply_lock_held", "1 while an apply holds the lock.",
+                                value=1 if lock_holder(self.inventory) else 0)
+        dr = GaugeMetricFamily("govhost_node_drained", "1 if the node is drained.",
+                               labels=["node"])
+        for node in sorted(rnd.nodes_up):
+            dr.add_metric([node], 1 if node in drained else 0)
+        yield dr
+        yield GaugeMetricFamily("govhost_probe_round_duration_seconds",
+                                "Wall time of the last probe round.", value=rnd.seconds)
+        yield GaugeMetricFamily("govhost_probe_round_cpu_seconds",
+                                "CPU time the exporter used in the last probe round.",
+                                value=rnd.cpu_seconds)
+        yield GaugeMetricFamily("govhost_probe_last_round_timestamp_seconds",
+                                "When the last probe round finished (Unix time).",
+                                value=rnd.finished)
+        yield GaugeMetricFamily("govhost_probe_interval_seconds", "The probe interval.",
+                                value=self.prober.interval)
+        yield GaugeMetricFamily("govhost_inventory_error", "1 if the inventory failed to "
+                                "load in the last round (monitoring keeps its last good copy).",
+                                value=1 if rnd.error else 0)
+        c = CounterMetricFamily("govhost_probe_rounds", "Probe rounds completed.")
+        c.add_metric([], self.prober.rounds)
+        yield c
