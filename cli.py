@@ -317,7 +317,8 @@ def monitoring_render(
                                          help="Where Prometheus finds `govhost exporter`."),
     scrape_interval: int = typer.Option(15, help="Seconds between scrapes."),
 ) -> None:
-    """Write prometheus.yml for this cluster (exporter, node agents, node_exporter)."""
+    """Write prometheus.yml for this cluster (exporter, node agents, node_exporter), the alert
+    rules it loads and the Grafana dashboards."""
     from controlplane import inventory as inventory_mod
     from controlplane import monitoring
     try:
@@ -325,12 +326,9 @@ def monitoring_render(
     except errors.GovhostError as exc:
         _fail(exc)
         return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "prometheus.yml"
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(monitoring.render(inv.hosts, exporter_address, scrape_interval))
-    os.replace(tmp, target)
-    out.print(f"wrote {target} ({len(inv.hosts.nodes)} nodes)", highlight=False)
+    written = monitoring.write(out_dir, inv.hosts, exporter_address, scrape_interval)
+    for path in written:
+        out.print(f"wrote {path}", highlight=False)
 
 
 @tenant_app.command("list")

@@ -1,12 +1,17 @@
 """Prometheus configuration for a cluster, rendered from hosts.yaml (pure)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import dashboards, paths
 from .exporter import AGENT_PORT, NODE_EXPORTER_PORT
 from .manifest import Hosts
+
+RULES = paths.REPO / "monitoring" / "rules"
 
 
 def _target(address: str, port: int) -> str:
@@ -40,3 +45,24 @@ def render(hosts: Hosts, exporter: str, interval_seconds: int = 15) -> str:
             "# or removing a node instead of editing this file.\n")
     return head + yaml.safe_dump(prometheus_config(hosts, exporter, interval_seconds),
                                  sort_keys=False, allow_unicode=True)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write(out_dir: Path, hosts: Hosts, exporter: str, interval_seconds: int = 15) -> list[Path]:
+    """prometheus.yml, the rules it loads (copied unless out_dir is the repo's monitoring/)
+    and the dashboards; each file replaced atomically."""
+    out_dir = Path(out_dir).resolve()
+    written = [_write(out_dir / "prometheus.yml", render(hosts, exporter, interval_seconds))]
+    if out_dir / "rules" != RULES:
+        for rule in sorted(RULES.glob("*.yml")):
+            written.append(_write(out_dir / "rules" / rule.name, rule.read_text("utf-8")))
+    for name, text in dashboards.render_all().items():
+        written.append(_write(out_dir / "dashboards" / name, text))
+    return written

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux)
+PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux prometheus prometheus-node-exporter)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -18,8 +18,10 @@ fi
 
 # The lab nodes run their own nginx and sshd on 127.0.1.N; the host's own copies from the
 # packages above must not hold ports 80 and 22 on every address.
+# Likewise Debian's prometheus (tests start their own) and node exporter (each lab node runs
+# one on its own address, port 9100).
 if [ -d /run/systemd/system ]; then
-    systemctl disable --now nginx >/dev/null 2>&1 || true
+    systemctl disable --now nginx prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
     nginx -s quit || true

@@ -1,0 +1,137 @@
+"""Monitoring without the lab: alert rules under promtool, the rendered Prometheus config,
+the dashboards in the repo, the exporter's output format, and the agent's log counting."""
+import importlib.machinery
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from controlplane import dashboards, inventory, monitoring, paths, probes
+from controlplane.exporter import GovhostCollector, Prober, Round
+
+MON = paths.REPO / "monitoring"
+
+
+def promtool(*args: str, cwd: Path | None = None, stdin: str | None = None):
+    if not shutil.which("promtool"):
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing in CI (scripts/setup.sh installs prometheus)")
+        pytest.skip("promtool is not installed (run scripts/setup.sh)")
+    return subprocess.run(["promtool", *args], cwd=cwd, input=stdin, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_alert_rules_are_valid_and_their_unit_tests_pass():
+    check = promtool("check", "rules", str(MON / "rules" / "govhost.yml"))
+    assert check.returncode == 0, check.stdout + check.stderr
+    test = promtool("test", "rules", "govhost_test.yml", cwd=MON / "tests")
+    assert test.returncode == 0, test.stdout + test.stderr
+    assert "SUCCESS" in test.stdout
+
+
+def test_every_alert_rule_has_a_unit_test():
+    rules = (MON / "rules" / "govhost.yml").read_text()
+    tests = (MON / "tests" / "govhost_test.yml").read_text()
+    names = [line.split(":", 1)[1].strip() for line in rules.splitlines()
+             if line.strip().startswith("- alert:")]
+    assert len(names) >= 10
+    assert [n for n in names if f"alertname: {n}" not in tests] == []
+
+
+def test_rendered_prometheus_config_is_valid(inv_dir, tmp_path):
+    inv = inventory.load(inv_dir)
+    written = monitoring.write(tmp_path / "mon", inv.hosts, "127.0.0.1:9270", 15)
+    assert (tmp_path / "mon" / "rules" / "govhost.yml") in written
+    check = promtool("check", "config", str(tmp_path / "mon" / "prometheus.yml"))
+    assert check.returncode == 0, check.stdout + check.stderr
+    text = (tmp_path / "mon" / "prometheus.yml").read_text()
+    for n in inv.hosts.nodes:
+        assert f"{n.address}:9273" in text and f"{n.address}:9100" in text
+
+
+def test_dashboards_in_the_repo_are_the_generated_ones():
+    for name, text in dashboards.render_all().items():
+        assert (MON / "dashboards" / name).read_text() == text, \
+            f"monitoring/dashboards/{name} is stale: run `govhost monitoring render`"
+        board = json.loads(text)
+        assert board["panels"] and all(p["targets"][0]["expr"] for p in board["panels"])
+    tenant = json.loads(dashboards.render_all()["govhost-tenant.json"])
+    assert any(v["name"] == "tenant" for v in tenant["templating"]["list"])
+
+
+def _round(inv) -> Round:
+    rnd = Round(finished=time.time(), seconds=0.5, cpu_seconds=0.1)
+    for t in inv.tenants:
+        rnd.kinds[t.name], rnd.site_types[t.name] = t.kind, t.site.type
+        rnd.replicas[t.name] = 2
+        for n in inv.hosts.nodes:
+            ok = not (t.name == "jiaoyu" and n.name == "n3")
+            rnd.tenants.setdefault(t.name, {})[n.name] = probes.ProbeResult(
+                inv.site_host(t), n.name, n.address, 200 if ok else None, 0.01)
+    rnd.nodes_up = {n.name: True for n in inv.hosts.nodes}
+    rnd.desired_release = {n.name: "a" * 16 for n in inv.hosts.nodes}
+    rnd.live_release = {"n1": "a" * 16, "n2": "a" * 16, "n3": "b" * 16}
+    return rnd
+
+
+def test_exporter_output_parses_and_passes_promtool(inv_dir):
+    inv = inventory.load(inv_dir)
+    prober = Prober(inv_dir, 30)
+    prober.latest = _round(inv)
+    registry = CollectorRegistry()
+    registry.register(GovhostCollector(inv_dir, prober))
+    text = generate_latest(registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    up = {(s.labels["tenant"], s.labels["node"]): s.value
+          for s in families["govhost_tenant_up"].samples}
+    assert len(up) == len(inv.tenants) * len(inv.hosts.nodes)
+    assert up[("jiaoyu", "n3")] == 0 and up[("jiaoyu", "n1")] == 1
+    drift = {s.labels["node"]: s.value for s in families["govhost_node_drift"].samples}
+    assert drift == {"n1": 0, "n2": 0, "n3": 1}
+    assert families["govhost_apply_lock_held"].samples[0].value == 0
+    check = promtool("check", "metrics", stdin=text)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _agent():
+    path = str(paths.PLAYBOOKS / "roles" / "node" / "files" / "govhost-agent")
+    loader = importlib.machinery.SourceFileLoader("govhost_agent", path)
+    spec = importlib.util.spec_from_loader("govhost_agent", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def _line(status: int, size: int, hop: str = "-", agent: str = "curl/7.88") -> str:
+    return (f'127.0.0.1 - - [22/Nov/2026:10:00:00 +0800] "GET / HTTP/1.1" {status} {size} '
+            f'"-" "{agent}" 0.001 jiaoyu.qingshui.gov.cn {hop}\n')
+
+
+def test_agent_counts_entry_requests_and_survives_rotation(tmp_path):
+    agent = _agent()
+    agent.LOGS = str(tmp_path)
+    log = tmp_path / "jiaoyu" / "access.log"
+    log.parent.mkdir()
+    log.write_text(_line(200, 100) + _line(404, 10) + _line(502, 0)
+                   + _line(200, 999, hop="1")                      # forwarded: counted elsewhere
+                   + _line(200, 999, agent="govhost-probe")        # our own probe
+                   + '127.0.0.1 - - [22/Nov/2026:10:00:00 +0800] "GET /half')  # still being written
+    c = agent.LogCounters()
+    c.refresh()
+    assert c.requests == {("jiaoyu", "2xx"): 1, ("jiaoyu", "4xx"): 1, ("jiaoyu", "5xx"): 1}
+    assert c.bytes["jiaoyu"] == 110
+    with log.open("a") as f:
+        f.write(' HTTP/1.1" 200 5 "-" "x" 0.001 jiaoyu.qingshui.gov.cn -\n')
+    c.refresh()
+    assert c.requests[("jiaoyu", "2xx")] == 2 and c.bytes["jiaoyu"] == 115
+    log.rename(log.with_suffix(".log.1"))                          # logrotate
+    log.write_text(_line(200, 1))
+    c.refresh()
+    assert c.requests[("jiaoyu", "2xx")] == 3 and c.bytes["jiaoyu"] == 116
