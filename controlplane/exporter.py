@@ -105,14 +105,12 @@ class Prober(threading.Thread):
             inv = self._inv
         nodes = list(inv.hosts.nodes)
         targets = [(inv.site_host(t), n.name, n.address) for t in inv.tenants for n in nodes]
-        health = [(paths.PROBE_HOST, n.name, n.address) for n in nodes]
-        results = probes.probe_many(targets + health, workers=self.workers)
         by_host = {inv.site_host(t): t for t in inv.tenants}
-        for r in results[:len(targets)]:
+        for r in probes.probe_many(targets, workers=self.workers):
             rnd.tenants.setdefault(by_host[r.host].name, {})[r.node] = r
-        for r in results[len(targets):]:
-            rnd.nodes_up[r.node] = r.up
-        for n in nodes:  # the release id each node serves, from its probe server
+        for n in nodes:  # the node's own health, and the release id it serves
+            rnd.nodes_up[n.name] = probes.probe(paths.PROBE_HOST, n.name, n.address,
+                                                "/health", timeout=2).up
             r = probes.probe(paths.PROBE_HOST, n.name, n.address, "/release", timeout=2,
                              keep_body=True)
             rnd.live_release[n.name] = r.body.strip() if r.up else None

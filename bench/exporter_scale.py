@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Benchmark the exporter at county scale on the lab: N generated tenants (default 1,000) on
+the 3 lab nodes. Prints, measured in one run: the wall time and CPU time of one probe round
+(every tenant's homepage through every node), the scrape time of the exporter and of one
+node agent, and the number of series each returns.
+
+Needs root and the lab: `govhost lab up --nodes 3` first. Usage: bench/exporter_scale.py [N]
+"""
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
+
+from controlplane import apply as apply_mod  # noqa: E402
+from controlplane import lab  # noqa: E402
+from controlplane.exporter import GovhostCollector, Prober  # noqa: E402
+from tests.helpers import generated_county  # noqa: E402
+
+
+def series(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    if not all(n.ssh_open for n in lab.up(3)[:3]):
+        sys.exit("lab nodes are not answering")
+    work = Path(tempfile.mkdtemp(prefix="govhost-bench-exporter-"))
+    try:
+        inv_dir = generated_county(work / "inventory", count)
+        res = apply_mod.apply(inv_dir)
+        if not res.ok:
+            sys.exit(f"apply failed: {res.to_json()}")
+        prober = Prober(inv_dir, 30, workers=32)
+        prober.probe_once()                      # warm: inventory loaded, desired rendered
+        rounds = [prober.probe_once() for _ in range(3)]
+        registry = CollectorRegistry()
+        registry.register(GovhostCollector(inv_dir, prober))
+        scrapes, text = [], ""
+        for _ in range(5):
+            t = time.perf_counter()
+            text = generate_latest(registry).decode()
+            scrapes.append(time.perf_counter() - t)
+        agent_times, agent_text = [], ""
+        for _ in range(5):
+            t = time.perf_counter()
+            with urllib.request.urlopen("http://127.0.1.1:9273/metrics", timeout=30) as r:
+                agent_text = r.read().decode()
+            agent_times.append(time.perf_counter() - t)
+        probes_per_round = count * 3
+        wall = statistics.median(r.seconds for r in rounds)
+        cpu = statistics.median(r.cpu_seconds for r in rounds)
+        up = sum(1 for per in rounds[-1].tenants.values() for r in per.values() if r.up)
+        print(f"tenants: {count}, nodes: 3, probes per round: {probes_per_round}, "
+              f"up in last round: {up}")
+        print(f"{'measure':<44}{'value':>12}")
+        for name, value in [
+            ("probe round wall time (s, median of 3)", f"{wall:.2f}"),
+            ("probe round CPU time of exporter (s)", f"{cpu:.2f}"),
+            ("CPU per probe (ms)", f"{1000 * cpu / probes_per_round:.3f}"),
+            ("CPU share at a 30 s interval", f"{cpu / 30:.1%}"),
+            ("exporter scrape (s, median of 5)", f"{statistics.median(scrapes):.3f}"),
+            ("exporter series", str(series(text))),
+            ("agent scrape on n1 (s, median of 5)", f"{statistics.median(agent_times):.3f}"),
+            ("agent series on n1", str(series(agent_text))),
+        ]:
+            print(f"{name:<44}{value:>12}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
