@@ -195,78 +195,98 @@ def apply(
 
 @app.command()
 def status(
+    tenant: Optional[str] = typer.Argument(None, help="Show one unit in detail."),
     as_json: bool = typer.Option(False, "--json"),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="HTTP-probe every tenant on every node."),
 ) -> None:
-    """Nodes and tenants: placement, applied release, reachable or not."""
-    from controlplane import apply as apply_mod
-    from controlplane import probes, remote
-    from controlplane.state import state_dir
+    """Nodes and tenants: placement, releases, reachability, traffic, and what is wrong."""
+    from controlplane import status as status_mod
     try:
-        st = _state()
-        inv, p = apply_mod.prepare(CTX.inventory, st)
+        data = status_mod.gather(CTX.inventory, probe, tenant)
     except errors.GovhostError as exc:
         _fail(exc, as_json)
         return
-    live = remote.node_status(inv.hosts, list(inv.hosts.nodes),
-                              state_dir(CTX.inventory) / "known_hosts")
-    applied = st.applied()
-    drained = st.drained()
-    nodes = []
-    for n in inv.hosts.nodes:
-        s = live[n.name]
-        want = p.releases[n.name].id
-        nodes.append({"node": n.name, "address": n.address, "roles": list(n.roles),
-                      "reachable": s.reachable, "nginx_running": s.nginx_running,
-                      "release_live": s.release, "release_applied":
-                      applied[n.name].release_id if n.name in applied else None,
-                      "release_desired": want, "in_sync": s.release == want,
-                      "drained": n.name in drained, "error": s.error,
-                      "replicas": sum(n.name in v for v in p.placement.values())})
-    results = {}
-    if probe:
-        targets = [(inv.site_host(t), n.name, n.address) for t in inv.tenants
-                   for n in inv.hosts.nodes if live[n.name].reachable]
-        for r in probes.probe_many(targets):
-            results[(r.host, r.node)] = r
-    tenants = []
-    for t in inv.tenants:
-        host = inv.site_host(t)
-        answers = {n.name: results[(host, n.name)].status for n in inv.hosts.nodes
-                   if (host, n.name) in results}
-        tenants.append({"tenant": t.name, "host": host, "kind": t.kind, "title": t.title,
-                        "replicas": list(p.placement[t.name]), "answers": answers,
-                        "up_everywhere": bool(answers) and len(answers) == len(inv.hosts.nodes)
-                        and all(v is not None and 200 <= v < 400 for v in answers.values())})
-    data = {"nodes": nodes, "tenants": tenants, "lock": apply_mod.lock_holder(CTX.inventory),
-            "last_runs": st.runs(3)}
     if as_json:
         _emit(data)
         return
+    if tenant is None:
+        _print_nodes(data["nodes"])
+        _print_tenants(data["tenants"], [n["node"] for n in data["nodes"]], probe)
+    else:
+        _print_tenant(data["tenants"][0], data["nodes"], probe)
+    _print_problems(data["problems"])
+    if data["lock"]:
+        out.print(f"apply lock held: {data['lock']}", highlight=False)
+
+
+def _print_nodes(nodes: list[dict]) -> None:
     t = Table(title="Nodes")
-    for col in ("node", "address", "reachable", "nginx", "live release", "desired", "replicas",
-                "note"):
+    for col in ("node", "address", "reachable", "nginx", "agent", "live release", "desired",
+                "replicas", "note"):
         t.add_column(col)
     for n in nodes:
         t.add_row(n["node"], n["address"], "[green]yes[/]" if n["reachable"] else "[red]no[/]",
                   "running" if n["nginx_running"] else "[red]stopped[/]",
+                  "running" if n["agent_running"] else "[yellow]down[/]",
                   n["release_live"] or "-", n["release_desired"], str(n["replicas"]),
                   ("drained " if n["drained"] else "") +
                   ("" if n["in_sync"] else "[yellow]drift: run apply[/]"))
     out.print(t)
+
+
+def _code_cell(code: Any, probe: bool) -> str:
+    if not probe:
+        return "?"
+    ok = isinstance(code, int) and 200 <= code < 400
+    return f"[green]{code}[/]" if ok else f"[red]{code if code is not None else 'none'}[/]"
+
+
+def _print_tenants(rows: list[dict], node_names: list[str], probe: bool) -> None:
     tt = Table(title="Tenants")
-    for col in ("tenant", "host", "replicas", *[n.name for n in inv.hosts.nodes]):
+    for col in ("tenant", "host", "replicas", *node_names, "requests", "5xx", "disk"):
         tt.add_column(col)
-    for r in tenants:
-        cells = []
-        for n in inv.hosts.nodes:
-            code = r["answers"].get(n.name, "-") if probe else "?"
-            ok = isinstance(code, int) and 200 <= code < 400
-            cells.append(f"[green]{code}[/]" if ok else f"[red]{code}[/]")
-        tt.add_row(r["tenant"], r["host"], ",".join(r["replicas"]), *cells)
+    for r in rows:
+        cells = [_code_cell(r["answers"].get(n, "-"), probe) for n in node_names]
+        tt.add_row(r["tenant"], r["host"], ",".join(r["replicas"]), *cells, str(r["requests"]),
+                   f"[red]{r['errors_5xx']}[/]" if r["errors_5xx"] else "0",
+                   _size(r["disk_bytes"]))
     out.print(tt)
-    if data["lock"]:
-        out.print(f"apply lock held: {data['lock']}")
+
+
+def _print_tenant(r: dict, nodes: list[dict], probe: bool) -> None:
+    out.print(f"[bold]{r['title']}[/] ({r['tenant']}, {r['kind']}, {r['site']} site)",
+              highlight=False)
+    out.print(f"  {r['host']}" + (f"  aliases: {', '.join(r['aliases'])}" if r["aliases"]
+                                  else ""), highlight=False)
+    out.print(f"  requests {r['requests']}, 5xx {r['errors_5xx']}, sent "
+              f"{_size(r['bytes_sent'])}, disk {_size(r['disk_bytes'])}", highlight=False)
+    t = Table(title="Through each node")
+    for col in ("node", "role", "answer", "ms"):
+        t.add_column(col)
+    for n in nodes:
+        role = "replica" if n["node"] in r["replicas"] else "proxy"
+        t.add_row(n["node"], role, _code_cell(r["answers"].get(n["node"], "-"), probe),
+                  str(r["latency_ms"].get(n["node"], "-")))
+    out.print(t)
+
+
+def _print_problems(problems: list[dict]) -> None:
+    if not problems:
+        out.print("[green]No problems.[/]")
+        return
+    colour = {"critical": "red", "warning": "yellow"}
+    out.print(f"[bold]{len(problems)} problem(s):[/]")
+    for p in problems:
+        c = colour.get(p["severity"], "white")
+        out.print(f"  [{c}]{p['severity']}[/] {p['where']}: {p['what']}", highlight=False)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 @app.command()
@@ -329,6 +349,32 @@ def monitoring_render(
     written = monitoring.write(out_dir, inv.hosts, exporter_address, scrape_interval)
     for path in written:
         out.print(f"wrote {path}", highlight=False)
+
+
+@monitoring_app.command("install")
+def monitoring_install(
+    listen: str = typer.Option("127.0.0.1:9270", help="address:port for the exporter."),
+    interval: float = typer.Option(30.0, help="Seconds between probe rounds."),
+    unit_dir: Path = typer.Option(Path("/etc/systemd/system"), help="Where to write the unit."),
+) -> None:
+    """Install `govhost exporter` as a systemd service on this (control) machine."""
+    from controlplane import remote
+    from controlplane.state import state_dir
+    exe = Path(sys.argv[0]).resolve()
+    inv = CTX.inventory.resolve()
+    ok, error, changed = remote.run_local_playbook(
+        "control.yml", state_dir(inv) / "runner-control",
+        {"govhost_bin": str(exe), "govhost_inventory": str(inv), "govhost_listen": listen,
+         "govhost_interval": interval, "govhost_unit_dir": str(unit_dir.resolve())})
+    if not ok:
+        _fail(errors.GovhostError(f"installing the exporter service failed: {error}"))
+    has_systemd = (Path("/run/systemd/system").exists()
+                   and unit_dir.resolve() == Path("/etc/systemd/system"))
+    out.print(("wrote " if changed else "unchanged: ") +
+              str(unit_dir.resolve() / "govhost-exporter.service") +
+              ("; enabled and started" if has_systemd else
+               "; this machine does not run systemd: start `govhost exporter` under its "
+               "supervisor instead"), highlight=False)
 
 
 @tenant_app.command("list")

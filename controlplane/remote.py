@@ -201,5 +201,36 @@ def run_playbook(
     return results
 
 
+def run_local_playbook(playbook: str, work_dir: Path, extravars: Mapping[str, Any]
+                       ) -> tuple[bool, str, bool]:
+    """Run a playbook on the control machine itself; returns (ok, error, changed)."""
+    import ansible_runner
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    errors_seen: list[str] = []
+    changed = []
+
+    def handler(event: Mapping[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        if event.get("event") == "runner_on_failed" and not data.get("ignore_errors"):
+            errors_seen.append(f"{data.get('task', '')}: {_event_error(data.get('res') or {})}")
+        if event.get("event") == "runner_on_ok" and (data.get("res") or {}).get("changed"):
+            changed.append(data.get("task", ""))
+        return False
+
+    bindir = os.path.dirname(sys.executable)
+    r = ansible_runner.run(
+        private_data_dir=str(work_dir), playbook=str(paths.PLAYBOOKS / playbook),
+        inventory={"all": {"hosts": {"localhost": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}},
+        extravars=dict(extravars), quiet=True, event_handler=handler,
+        envvars={"ANSIBLE_NOCOLOR": "True", "ANSIBLE_LOCALHOST_WARNING": "False",
+                 "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                 "PATH": bindir + os.pathsep + os.environ.get("PATH", "")},
+        rotate_artifacts=3)
+    ok = r.rc == 0 and not errors_seen
+    return ok, "; ".join(errors_seen) or ("" if ok else f"ansible exit {r.rc}"), bool(changed)
+
+
 def has_ssh() -> bool:
     return shutil.which("ssh") is not None

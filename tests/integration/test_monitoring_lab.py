@@ -183,6 +183,17 @@ def test_stopped_nginx_turns_that_nodes_series_to_zero_and_alerts_fire(exporter,
                                          "probe, or its agent cannot be scraped."}}]},
                     {"eval_time": "9m", "alertname": "GovhostSiteDownEverywhere",
                      "exp_alerts": []}]}]}
+        # `govhost status` tells the same story, highlighted as problems
+        st = json.loads(govhost(county, "status", "--json", check=True).stdout)
+        crit = [(p["where"], p["what"]) for p in st["problems"] if p["severity"] == "critical"]
+        assert ("n3", "nginx is not running; `govhost apply` starts it") in crit
+        warned = {p["where"] for p in st["problems"] if "fails through n3" in p["what"]}
+        assert warned == set(kinds)
+        one = json.loads(govhost(county, "status", "jiaoyu", "--json", check=True).stdout)
+        assert [t["tenant"] for t in one["tenants"]] == ["jiaoyu"]
+        assert one["tenants"][0]["answers"]["n3"] is None
+        assert one["tenants"][0]["answers"]["n1"] == 200
+
         test_file = tmp_path / "scraped_test.yml"
         test_file.write_text(json.dumps(case))  # JSON is YAML
         res = subprocess.run(["promtool", "test", "rules", str(test_file)],

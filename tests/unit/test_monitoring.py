@@ -135,3 +135,25 @@ def test_agent_counts_entry_requests_and_survives_rotation(tmp_path):
     log.write_text(_line(200, 1))
     c.refresh()
     assert c.requests[("jiaoyu", "2xx")] == 3 and c.bytes["jiaoyu"] == 116
+
+
+def test_status_of_an_unknown_tenant_is_refused_clearly(inv_dir):
+    proc = subprocess.run(["govhost", "--inventory", str(inv_dir), "status", "nosuch"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "no tenant named 'nosuch'" in proc.stderr
+
+
+def test_exporter_service_unit_is_written_by_the_playbook(inv_dir, tmp_path):
+    units = tmp_path / "units"
+    units.mkdir()
+    cmd = ["govhost", "--inventory", str(inv_dir), "monitoring", "install", "--interval", "15",
+           "--unit-dir", str(units)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    unit = (units / "govhost-exporter.service").read_text()
+    assert f"--inventory {inv_dir.resolve()} exporter --listen 127.0.0.1:9270 --interval 15" \
+        in unit
+    assert "Restart=always" in unit
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "unchanged" in again.stdout

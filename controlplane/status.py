@@ -1,0 +1,135 @@
+"""The cluster's health in one picture, for `govhost status` (the terminal twin of the
+dashboards): nodes, tenants, what each node's agent counted, and a list of what is wrong.
+
+Problems are computed here, not in the CLI, so that `--json` carries the same verdicts the
+table highlights.
+"""
+from __future__ import annotations
+
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from . import apply as apply_mod
+from . import probes, remote
+from .errors import GovhostError
+from .exporter import AGENT_PORT
+from .state import open_state, state_dir
+
+
+def agent_metrics(address: str, timeout: float = 3.0) -> dict[str, dict[str, float]] | None:
+    """Per tenant from a node's agent: requests (all classes), 5xx, bytes, disk; None if the
+    agent does not answer."""
+    host = f"[{address}]" if ":" in address else address
+    try:
+        with urllib.request.urlopen(f"http://{host}:{AGENT_PORT}/metrics",
+                                    timeout=timeout) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    out: dict[str, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            t = s.labels.get("tenant")
+            if t is None:
+                continue
+            d = out.setdefault(t, {"requests": 0.0, "errors_5xx": 0.0, "bytes": 0.0,
+                                   "disk_bytes": 0.0})
+            if s.name == "govhost_tenant_requests_total":
+                d["requests"] += s.value
+                if s.labels.get("code") == "5xx":
+                    d["errors_5xx"] += s.value
+            elif s.name == "govhost_tenant_response_bytes_total":
+                d["bytes"] += s.value
+            elif s.name == "govhost_tenant_disk_bytes":
+                d["disk_bytes"] = s.value
+    return out
+
+
+def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict[str, Any]:
+    st = open_state(inventory)
+    try:
+        inv, plan = apply_mod.prepare(inventory, st)
+        applied, drained, runs = st.applied(), st.drained(), st.runs(5)
+    finally:
+        st.close()
+    tenants = inv.tenants
+    if only is not None:
+        tenants = [t for t in inv.tenants if t.name == only]
+        if not tenants:
+            raise GovhostError(f"no tenant named {only!r}; `govhost tenant list` shows them")
+    live = remote.node_status(inv.hosts, list(inv.hosts.nodes),
+                              state_dir(inventory) / "known_hosts")
+    reachable = [n for n in inv.hosts.nodes if live[n.name].reachable]
+    with ThreadPoolExecutor(max(1, len(reachable))) as pool:
+        agents = dict(zip([n.name for n in reachable],
+                          pool.map(lambda n: agent_metrics(n.address), reachable)))
+    problems: list[dict[str, str]] = []
+
+    def problem(severity: str, where: str, what: str) -> None:
+        problems.append({"severity": severity, "where": where, "what": what})
+
+    nodes = []
+    for n in inv.hosts.nodes:
+        s = live[n.name]
+        want = plan.releases[n.name].id
+        row = {"node": n.name, "address": n.address, "roles": list(n.roles),
+               "reachable": s.reachable, "nginx_running": s.nginx_running,
+               "agent_running": s.agent_running and agents.get(n.name) is not None,
+               "release_live": s.release,
+               "release_applied": applied[n.name].release_id if n.name in applied else None,
+               "release_desired": want, "in_sync": s.release == want,
+               "drained": n.name in drained, "error": s.error,
+               "replicas": sum(n.name in v for v in plan.placement.values())}
+        nodes.append(row)
+        if not s.reachable:
+            problem("critical", n.name, f"unreachable over SSH: {s.error}")
+            continue
+        if not s.nginx_running:
+            problem("critical", n.name, "nginx is not running; `govhost apply` starts it")
+        if not row["agent_running"]:
+            problem("warning", n.name, "govhost-agent does not answer on port "
+                    f"{AGENT_PORT}; `govhost apply` starts it")
+        if not row["in_sync"]:
+            problem("warning", n.name, f"serves release {s.release or 'none'}, the inventory "
+                    f"renders {want}: run `govhost apply`")
+
+    results: dict[tuple[str, str], probes.ProbeResult] = {}
+    if probe:
+        targets = [(inv.site_host(t), n.name, n.address) for t in tenants for n in reachable]
+        for r in probes.probe_many(targets):
+            results[(r.host, r.node)] = r
+    rows = []
+    for t in tenants:
+        host = inv.site_host(t)
+        answers = {n.name: results[(host, n.name)] for n in inv.hosts.nodes
+                   if (host, n.name) in results}
+        counted = [a[t.name] for a in agents.values() if a and t.name in a]
+        row = {"tenant": t.name, "host": host, "kind": t.kind, "title": t.title,
+               "site": t.site.type, "aliases": list(t.aliases),
+               "replicas": list(plan.placement[t.name]),
+               "answers": {n: r.status for n, r in answers.items()},
+               "latency_ms": {n: round(r.seconds * 1000, 1) for n, r in answers.items()},
+               "requests": int(sum(c["requests"] for c in counted)),
+               "errors_5xx": int(sum(c["errors_5xx"] for c in counted)),
+               "bytes_sent": int(sum(c["bytes"] for c in counted)),
+               "disk_bytes": int(max((c["disk_bytes"] for c in counted), default=0))}
+        up = [n for n, r in answers.items() if r.up]
+        row["up_everywhere"] = probe and len(up) == len(inv.hosts.nodes)
+        rows.append(row)
+        if probe and answers and not up:
+            problem("critical", t.name, f"{host} answers on no node")
+        elif probe and answers and len(up) < len(answers):
+            down = ", ".join(f"{n} ({answers[n].status or answers[n].error or 'no answer'})"
+                             for n in sorted(answers) if n not in up)
+            problem("warning", t.name, f"{host} fails through {down}")
+
+    last = next((r for r in runs if r["kind"] == "apply" and r["finished_at"]), None)
+    if last and last["result"] not in ("changed", "unchanged"):
+        problem("warning", "apply", f"the last apply (run {last['id']}) ended {last['result']}")
+    lock = apply_mod.lock_holder(inventory)
+    return {"nodes": nodes, "tenants": rows, "problems": problems, "lock": lock,
+            "last_runs": runs[:3]}
