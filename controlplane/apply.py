@@ -193,7 +193,9 @@ def _apply_locked(inventory: Path, state: State, say: Progress,
             continue
         if st.bootstrap != boot_version:
             to_boot.append(name)
-        if st.release == rel.id and st.nginx_running and st.agent_running:
+        if st.release == rel.id and not st.intact:
+            to_stage.append(name)   # the live release was changed on the node: ship it whole
+        elif st.release == rel.id and st.nginx_running and st.agent_running:
             rec = applied.get(name)
             if rec is None or rec.release_id != rel.id:
                 state.record_applied(name, rel.id, rel.digests, 0)  # node already converged
@@ -269,7 +271,8 @@ def _payloads(plan: Plan, to_stage: list[str], to_start: list[str], live, applie
         head = f"#!/bin/sh\n# govhost release {rel.id} for node {name}\nset -e\n"
         data = b""
         if name in to_stage:
-            if base and rec is not None and rec.release_id == base:
+            if base and base != rel.id and live[name].intact and rec is not None \
+                    and rec.release_id == base:
                 data, receive = pack(rel, rec.digests), f"receive {rel.id} {base}"
             else:
                 data, receive = pack(rel), f"receive {rel.id}"

@@ -43,6 +43,7 @@ class NodeStatus:
     node: str
     reachable: bool
     release: str | None = None
+    intact: bool = True           # the live release's files match its digest list
     nginx_running: bool = False
     agent_running: bool = False
     bootstrap: str | None = None
@@ -77,8 +78,8 @@ def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path) -> dict[
         rel = data.get("release")
         boot = data.get("bootstrap")
         return NodeStatus(node.name, True, None if rel in (None, "none") else rel,
-                          bool(data.get("nginx_running")), bool(data.get("agent_running")),
-                          None if boot == "none" else boot)
+                          bool(data.get("intact", True)), bool(data.get("nginx_running")),
+                          bool(data.get("agent_running")), None if boot == "none" else boot)
 
     if not nodes:
         return {}

@@ -79,7 +79,7 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
         row = {"node": n.name, "address": n.address, "roles": list(n.roles),
                "reachable": s.reachable, "nginx_running": s.nginx_running,
                "agent_running": s.agent_running and agents.get(n.name) is not None,
-               "release_live": s.release,
+               "release_live": s.release, "release_intact": s.intact,
                "release_applied": applied[n.name].release_id if n.name in applied else None,
                "release_desired": want, "in_sync": s.release == want,
                "drained": n.name in drained, "error": s.error,
@@ -93,6 +93,9 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
         if not row["agent_running"]:
             problem("warning", n.name, "govhost-agent does not answer on port "
                     f"{AGENT_PORT}; `govhost apply` starts it")
+        if not s.intact:
+            problem("warning", n.name, f"files of the live release {s.release} were changed on "
+                    "the node; `govhost apply` ships it again")
         if not row["in_sync"]:
             problem("warning", n.name, f"serves release {s.release or 'none'}, the inventory "
                     f"renders {want}: run `govhost apply`")

@@ -100,10 +100,12 @@ def test_one_changed_tenant_ships_only_its_files(county):
 
 
 def test_modified_base_release_gets_the_whole_release(county):
-    """Someone edited a file of the live release on n2: the delta cannot be trusted there,
-    the node says so and gets the whole release; the edit does not survive."""
+    """Someone edited a file of the live release on n2: status reports it, the delta cannot
+    be trusted there, so the node gets the whole release; the edit does not survive."""
     apply_json(county)
     on_node("127.0.1.2", "echo '# edited by hand' >> /etc/govhost/current/vhosts/jiaoyu.conf")
+    st = json.loads(govhost(county, "status", "--no-probe", "--json", check=True).stdout)
+    assert [p["where"] for p in st["problems"] if "changed on the node" in p["what"]] == ["n2"]
     _change_title(county, "shuili", "（新）")
     result = apply_json(county)
     assert result["result"] == "changed", result
