@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,6 +26,9 @@ lab_app = typer.Typer(help="The lab cluster on this machine (namespaces + overla
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(node_app, name="node")
 app.add_typer(lab_app, name="lab")
+review_app = typer.Typer(help="Content releases waiting for review (tenants with "
+                          "`review: required`).", no_args_is_help=True)
+app.add_typer(review_app, name="review")
 monitoring_app = typer.Typer(help="Prometheus configuration, alert rules and dashboards.",
                              no_args_is_help=True)
 app.add_typer(monitoring_app, name="monitoring")
@@ -375,6 +379,152 @@ def monitoring_install(
               ("; enabled and started" if has_systemd else
                "; this machine does not run systemd: start `govhost exporter` under its "
                "supervisor instead"), highlight=False)
+
+
+def _say(msg: str) -> None:
+    err.print(f"  {msg}", highlight=False)
+
+
+@app.command()
+def publish(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Publish TENANT's upload area as a new content release on all its replicas."""
+    from controlplane import content
+    try:
+        res = content.publish(CTX.inventory, tenant, _say)
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        _emit(res)
+        return
+    out.print(f"{tenant}: release {res['release']} {res['status']} on {', '.join(res['nodes'])}"
+              f" — {res['files']} files, {_size(res['bytes'])}; added {len(res['added'])}, "
+              f"changed {len(res['changed'])}, removed {len(res['removed'])}", highlight=False)
+    if res["skipped"]:
+        out.print(f"[yellow]not published[/] (symlinks, special or hidden files): "
+                  f"{', '.join(res['skipped'][:10])}", highlight=False)
+
+
+@app.command()
+def rollback(tenant: str, release: Optional[str] = typer.Argument(None),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Make an earlier content release live again (default: the one before the live one)."""
+    from controlplane import content
+    try:
+        res = content.rollback(CTX.inventory, tenant, release, _say)
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        _emit(res)
+    else:
+        out.print(f"{tenant}: {res['live']} live again (was {res['was']})", highlight=False)
+
+
+@app.command()
+def releases(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """TENANT's content releases: size, files, who published, which is live."""
+    from controlplane import content
+    try:
+        rows = content.releases(CTX.inventory, tenant)
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        _emit(rows)
+        return
+    t = Table(title=f"{tenant}: content releases")
+    for col in ("release", "status", "files", "size", "published by", "at"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["id"], f"[green]{r['status']}[/]" if r["live"] else r["status"],
+                  str(r["files"]), _size(r["bytes"]), r["published_by"],
+                  time.strftime("%Y-%m-%d %H:%M", time.localtime(r["published_at"])))
+    out.print(t)
+
+
+@review_app.command("list")
+def review_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Releases waiting for a decision."""
+    from controlplane import content
+    rows = content.pending(CTX.inventory)
+    if as_json:
+        _emit(rows)
+        return
+    t = Table(title="Waiting for review")
+    for col in ("tenant", "release", "files", "size", "published by", "added", "changed",
+                "removed"):
+        t.add_column(col)
+    for r in rows:
+        c = r["changes"]
+        t.add_row(r["tenant"], r["release_id"], str(r["files"]), _size(r["bytes"]), r["actor"],
+                  str(len(c["added"])), str(len(c["changed"])), str(len(c["removed"])))
+    out.print(t)
+
+
+@review_app.command("show")
+def review_show(tenant: str, release: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """What a pending release changes: files added, changed, removed, with sizes."""
+    from controlplane import content
+    try:
+        r = content.review_show(CTX.inventory, tenant, release)
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        _emit(r)
+        return
+    out.print(f"{tenant} {release} ({r['status']}), published by {r['actor']}", highlight=False)
+    for kind, colour in (("added", "green"), ("changed", "yellow")):
+        for path, size in r["changes"][kind]:
+            out.print(f"  [{colour}]{kind:<8}[/] {path} ({_size(size)})", highlight=False)
+    for path in r["changes"]["removed"]:
+        out.print(f"  [red]removed [/] {path}", highlight=False)
+
+
+@review_app.command("approve")
+def review_approve(tenant: str, release: str) -> None:
+    """Make a pending release live."""
+    _decide(tenant, release, True)
+
+
+@review_app.command("reject")
+def review_reject(tenant: str, release: str) -> None:
+    """Discard a pending release; the live site stays as it is."""
+    _decide(tenant, release, False)
+
+
+def _decide(tenant: str, release: str, approve: bool) -> None:
+    from controlplane import content
+    try:
+        res = content.decide(CTX.inventory, tenant, release, approve, _say)
+    except errors.GovhostError as exc:
+        _fail(exc)
+        return
+    out.print(f"{tenant} {release}: {res['status']}", highlight=False)
+
+
+@tenant_app.command("remove")
+def tenant_remove(name: str, yes: bool = typer.Option(False, "--yes"),
+                  as_json: bool = typer.Option(False, "--json")) -> None:
+    """Archive and delete a removed tenant's data and accounts on every node (after its
+    manifest was deleted and applied)."""
+    from controlplane import content
+    if not yes and not typer.confirm(f"archive and delete {name}'s files and accounts?"):
+        raise typer.Exit(1)
+    try:
+        res = content.remove(CTX.inventory, name, _say)
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        _emit(res)
+    else:
+        for node, r in res["nodes"].items():
+            out.print(f"{node}: archived to {r['archive']}; accounts removed: "
+                      f"{', '.join(r['accounts']) or 'none'}", highlight=False)
+        if not res["nodes"]:
+            out.print(f"nothing of {name} was left on any node", highlight=False)
 
 
 @tenant_app.command("list")

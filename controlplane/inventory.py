@@ -37,6 +37,10 @@ class Inventory:
     def rate_limit(self, tenant: Tenant) -> RateLimit:
         return tenant.rate_limit or self.cluster.defaults.rate_limit
 
+    def quota_bytes(self, tenant: Tenant) -> int:
+        mb = tenant.quota_mb if tenant.quota_mb is not None else self.cluster.defaults.quota_mb
+        return mb * 1024 * 1024
+
     def site_host(self, tenant: Tenant) -> str:
         return f"{tenant.name}.{self.cluster.domain}"
 

@@ -7,6 +7,9 @@ and is still refused if it carries control or markup characters.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+
 import ipaddress
 import re
 from typing import Annotated, Literal, Union
@@ -157,11 +160,45 @@ class ProxySite(_Model):
 Site = Annotated[Union[StaticSite, PhpSite, ProxySite], Field(discriminator="type")]
 
 
+_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+              "ecdsa-sha2-nistp521", "ssh-rsa", "sk-ssh-ed25519@openssh.com",
+              "sk-ecdsa-sha2-nistp256@openssh.com")
+
+
+def _ssh_key(value: str) -> str:
+    """One OpenSSH public key: type, base64 blob, optional plain comment. No options (a
+    `command=` or `from=` prefix would be the tenant configuring sshd), no line breaks."""
+    parts = value.split(" ")
+    if not 2 <= len(parts) <= 3 or parts[0] not in _KEY_TYPES:
+        raise ValueError("expected '<type> <base64> [comment]' with type one of "
+                         + ", ".join(_KEY_TYPES[:3]) + ", …; key options are not allowed")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the key's second field is not base64") from None
+    n = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else 0
+    if blob[4:4 + n].decode(errors="replace") != parts[0]:
+        raise ValueError(f"the key data does not match its type {parts[0]}")
+    if len(parts) == 3 and not re.fullmatch(r"[A-Za-z0-9@._+-]{1,100}", parts[2]):
+        raise ValueError("the key comment may only hold letters, digits and @._+-")
+    return value
+
+
+SshKey = Annotated[StrictStr, Field(max_length=16_000), AfterValidator(_ssh_key)]
+
+
+class Sftp(_Model):
+    """Who may upload: public keys only (password login is off for every tenant account)."""
+
+    keys: list[SshKey] = Field(default_factory=list, max_length=20)
+
+
 class Section(_Model):
     """A township's sub-unit or village, served at /<name>/ on the township's site."""
 
     name: Label
     title: Text
+    sftp: Sftp | None = None
 
 
 class Tenant(_Model):
@@ -176,6 +213,9 @@ class Tenant(_Model):
     aliases: list[Host] = Field(default_factory=list, max_length=20)
     sections: list[Section] = Field(default_factory=list, max_length=200)
     rate_limit: RateLimit | None = None
+    sftp: Sftp = Sftp()
+    review: Literal["none", "required"] = "none"
+    quota_mb: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _unique_sections(self) -> "Tenant":
@@ -192,6 +232,8 @@ class Tenant(_Model):
 class Defaults(_Model):
     replicas: StrictInt = Field(default=2, ge=1, le=5)
     rate_limit: RateLimit = RateLimit(requests_per_second=20, burst=40)
+    quota_mb: StrictInt = Field(default=1024, ge=1, le=1_000_000)
+    keep_content_releases: StrictInt = Field(default=5, ge=2, le=100)
 
 
 class Portal(_Model):

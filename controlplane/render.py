@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import jinja2
 
-from . import paths
+from . import accounts, paths
 from .inventory import Inventory
 from .manifest import Tenant
 
@@ -171,6 +171,8 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     }).encode()
     # The node creates each tenant's log and content directories before `nginx -t`.
     files["tenants.txt"] = "".join(f"{t.name}\n" for t in inv.tenants).encode()
+    # The tenant accounts this node holds (its replicas), applied at activation.
+    files["tenants.json"] = accounts.node_spec(inv, placement, node)
     return Release(node=node, files=files)
 
 

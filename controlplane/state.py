@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -27,6 +28,11 @@ CREATE TABLE IF NOT EXISTS node_state (
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, started_at REAL NOT NULL,
     finished_at REAL, result TEXT NOT NULL, pid INTEGER, actor TEXT, summary TEXT);
+CREATE TABLE IF NOT EXISTS content_releases (
+    tenant TEXT NOT NULL, release_id TEXT NOT NULL, status TEXT NOT NULL,
+    published_at REAL NOT NULL, actor TEXT NOT NULL, files INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, nodes TEXT NOT NULL, changes TEXT NOT NULL, decided_by TEXT,
+    decided_at REAL, PRIMARY KEY (tenant, release_id));
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
@@ -42,7 +48,13 @@ class AppliedNode:
 
 def actor() -> str:
     """Who is acting: the login name behind sudo where there is one."""
-    return os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+    named = os.environ.get("SUDO_USER") or os.environ.get("USER")
+    if named:
+        return named
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 class State:
@@ -114,6 +126,50 @@ class State:
     def forget_node(self, node: str) -> None:
         with self.tx() as db:
             db.execute("DELETE FROM node_state WHERE node = ?", (node,))
+
+    # content releases (publish, review, rollback)
+    def add_content_release(self, tenant: str, release_id: str, status: str,
+                            summary: Mapping[str, Any], nodes: Sequence[str]) -> None:
+        changes = {k: summary.get(k, []) for k in ("added", "changed", "removed", "skipped")}
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO content_releases (tenant, release_id, status, "
+                       "published_at, actor, files, bytes, nodes, changes) VALUES "
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (tenant, release_id, status, summary.get("published_at", time.time()),
+                        summary.get("published_by", actor()), summary.get("files", 0),
+                        summary.get("bytes", 0), json.dumps(list(nodes)),
+                        json.dumps(changes, ensure_ascii=False)))
+            self._audit(db, f"content.{status}", f"{tenant}/{release_id}",
+                        {"files": summary.get("files"), "bytes": summary.get("bytes"),
+                         "nodes": list(nodes)})
+
+    def set_content_status(self, tenant: str, release_id: str, status: str,
+                           action: str | None = None) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE content_releases SET status = ?, decided_by = ?, decided_at = ? "
+                       "WHERE tenant = ? AND release_id = ?",
+                       (status, actor(), time.time(), tenant, release_id))
+            self._audit(db, f"content.{action or status}", f"{tenant}/{release_id}", {})
+
+    def content_releases(self, tenant: str | None = None,
+                         status: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT tenant, release_id, status, published_at, actor, files, bytes, nodes, "
+               "changes, decided_by, decided_at FROM content_releases")
+        where, args = [], []
+        if tenant:
+            where.append("tenant = ?")
+            args.append(tenant)
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        keys = ("tenant", "release_id", "status", "published_at", "actor", "files", "bytes",
+                "nodes", "changes", "decided_by", "decided_at")
+        rows = [dict(zip(keys, r)) for r in self.db.execute(sql + " ORDER BY release_id", args)]
+        for r in rows:
+            r["nodes"], r["changes"] = json.loads(r["nodes"]), json.loads(r["changes"])
+        return rows
 
     # runs and audit
     def start_run(self, kind: str) -> int:
