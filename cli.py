@@ -34,7 +34,7 @@ monitoring_app = typer.Typer(help="Prometheus configuration, alert rules and das
 app.add_typer(monitoring_app, name="monitoring")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for logs and grep
 
 
 class Ctx:
