@@ -8,6 +8,10 @@ from controlplane import inventory, names
 from controlplane.errors import ManifestError
 from tests.helpers import tenant, write_inventory
 
+# a real public key (its private half was thrown away)
+ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKGFpSySurMb9oTilH22GAEl5vvmZVRKQwoc+8UFba+7 "
+           "unit@test")
+
 
 def refuse(root: Path) -> list[str]:
     with pytest.raises(ManifestError) as exc:
@@ -66,6 +70,28 @@ def test_unicode_and_punycode_are_one_name(tmp_path):
     assert any("b.yaml: aliases[0]" in p and "already claimed" in p for p in refuse(root))
 
 
+def test_sftp_keys_review_and_quota_are_accepted(tmp_path):
+    doc = tenant("t1")
+    doc.update({"sftp": {"keys": [ED25519]}, "review": "required", "quota_mb": 200,
+                "sections": [{"name": "cun", "title": "村", "sftp": {"keys": [ED25519]}}]})
+    root = write_inventory(tmp_path / "inv", [doc])
+    inv = inventory.load(root)
+    t = inv.tenant("t1")
+    assert t.sftp.keys == [ED25519] and t.review == "required"
+    assert inv.quota_bytes(t) == 200 * 2**20
+    assert inv.quota_bytes(inventory.load(write_inventory(tmp_path / "i2", [tenant("t2")]))
+                           .tenant("t2")) == 1024 * 2**20
+
+
+def test_account_names_fit_linux_and_stay_unique():
+    from controlplane.accounts import user_name
+    assert user_name("jiaoyu") == "gh-jiaoyu"
+    assert user_name("chahe", "hexi") == "gh-chahe.hexi"
+    long_a, long_b = user_name("a" * 63), user_name("a" * 62 + "b")
+    assert len(long_a) <= 32 and len(long_b) <= 32 and long_a != long_b
+    assert len(user_name("x" * 40, "y" * 40)) <= 32
+
+
 @pytest.mark.parametrize("field,value,expect", [
     ("title", "教育局 } server { listen 80", "contains '}'"),
     ("title", "a\nb", "control characters"),
@@ -87,6 +113,16 @@ def test_unicode_and_punycode_are_one_name(tmp_path):
     ("rate_limit", {"requests_per_second": 0}, "greater than or equal to 1"),
     ("sections", [{"name": "a b", "title": "x"}], "not a DNS label"),
     ("sections", [{"name": "a", "title": "x"}, {"name": "a", "title": "y"}], "listed twice"),
+    ("sftp", {"keys": ['command="/bin/sh" ' + ED25519]}, "key options are not allowed"),
+    ("sftp", {"keys": [ED25519 + "\nssh-ed25519 AAAA evil"]}, "key options are not allowed"),
+    ("sftp", {"keys": ["ssh-ed25519 !!notbase64!!"]}, "not base64"),
+    ("sftp", {"keys": ["ssh-rsa " + ED25519.split()[1]]}, "does not match its type"),
+    ("sftp", {"keys": [" ".join(ED25519.split()[:2]) + " a;b"]}, "comment may only hold"),
+    ("sftp", {"password": "x"}, "sftp.password: unknown field"),
+    ("review", "maybe", "'none' or 'required'"),
+    ("quota_mb", 0, "greater than or equal to 1"),
+    ("sections", [{"name": "a", "title": "x", "sftp": {"keys": ["from=x " + ED25519]}}],
+     "key options are not allowed"),
 ])
 def test_bad_values_are_refused(tmp_path, field, value, expect):
     doc = tenant("t1")
