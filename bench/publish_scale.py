@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Benchmark content publishing on the lab: a 1,000-file site (default) of a tenant with 2
+replicas. Prints, measured in one run: publish time with every file new, with one file
+changed, and the disk used by K releases (default 10) of a site that changes 1 % of its files
+per release, next to what K full copies would take.
+
+Needs root and the lab: `govhost lab up --nodes 3` first.
+Usage: bench/publish_scale.py [FILES] [K]
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from controlplane import content, lab  # noqa: E402
+from controlplane import apply as apply_mod  # noqa: E402
+from controlplane import inventory  # noqa: E402
+
+TENANT = "jiaoyu"
+
+
+def ssh(address: str, command: str, data: bytes | None = None) -> str:
+    out = subprocess.run(["ssh", "-i", str(lab.KEY), "-o", "StrictHostKeyChecking=no",
+                          "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                          f"root@{address}", command], input=data, capture_output=True,
+                         check=True)
+    return out.stdout.decode()
+
+
+def put(address: str, files: dict[str, bytes]) -> None:
+    """Write files into the tenant's upload area as its SFTP upload would (owned by it)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    up = f"/srv/govhost/sites/{TENANT}/upload"
+    ssh(address, f"tar -x -C {up} && chown -R gh-{TENANT}:gh-{TENANT} {up}", buf.getvalue())
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    k = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+    if not all(n.ssh_open for n in lab.up(3)[:3]):
+        sys.exit("lab nodes are not answering")
+    work = Path(tempfile.mkdtemp(prefix="govhost-bench-publish-"))
+    try:
+        inv_dir = work / "inventory"
+        shutil.copytree(REPO / "inventory", inv_dir, ignore=shutil.ignore_patterns(".govhost"))
+        cl = inv_dir / "cluster.yaml"
+        doc = yaml.safe_load(cl.read_text())
+        doc.setdefault("defaults", {})["keep_content_releases"] = k   # keep all K
+        cl.write_text(yaml.safe_dump(doc, allow_unicode=True))
+        with (inv_dir / "tenants" / f"{TENANT}.yaml").open("a") as f:
+            f.write(f"quota_mb: 10000\n")
+        if not apply_mod.apply(inv_dir).ok:
+            sys.exit("apply failed")
+        inv = inventory.load(inv_dir)
+        placement = json.loads(subprocess.run(
+            [sys.executable, "-m", "cli", "--inventory", str(inv_dir), "plan", "--json"],
+            cwd=REPO, capture_output=True, check=True).stdout)["placement"][TENANT]
+        address = next(n.address for n in inv.hosts.nodes if n.name == placement[0])
+        up = f"/srv/govhost/sites/{TENANT}/upload"
+        ssh(address, f"find {up} -mindepth 1 -delete")
+        size = 8 * 1024   # 8 KiB pages: 1,000 files ≈ 8 MiB
+        site = {f"p/{i // 100:02d}/page{i:04d}.html": os.urandom(size // 2).hex().encode()
+                for i in range(count)}
+        put(address, site)
+        t = time.perf_counter()
+        full = content.publish(inv_dir, TENANT)
+        full_s = time.perf_counter() - t
+        one = next(iter(site))
+        put(address, {one: b"changed " + os.urandom(64).hex().encode()})
+        t = time.perf_counter()
+        incr = content.publish(inv_dir, TENANT)
+        incr_s = time.perf_counter() - t
+        rdir = f"/srv/govhost/sites/{TENANT}/releases"
+        one_release = int(ssh(address, f"du -sb {rdir}/{incr['release']} | cut -f1"))
+        names = list(site)
+        per = max(1, count // 100)
+        for r in range(k - 2):
+            put(address, {n: os.urandom(size // 2).hex().encode()
+                          for n in names[r * per:(r + 1) * per]})
+            content.publish(inv_dir, TENANT)
+        kept = int(ssh(address, f"ls {rdir} | wc -l"))
+        used = int(ssh(address, f"du -sb {rdir} | cut -f1"))
+        print(f"site: {count} files of {size} B, 2 replicas ({', '.join(placement)})")
+        print(f"{'measure':<52}{'value':>12}")
+        for name, value in [
+            ("publish, every file new (s)", f"{full_s:.2f}"),
+            ("publish, one file changed (s)", f"{incr_s:.2f}"),
+            ("ratio new / one changed", f"{full_s / incr_s:.1f}x"),
+            (f"files hard-linked in the one-change publish", str(incr["linked"])),
+            (f"releases kept after {k} publishes (keep limit)", str(kept)),
+            ("disk used by those releases (MiB)", f"{used / 2**20:.1f}"),
+            ("disk one full copy would take (MiB)", f"{one_release / 2**20:.1f}"),
+            (f"disk {kept} full copies would take (MiB)", f"{kept * one_release / 2**20:.1f}"),
+        ]:
+            print(f"{name:<52}{value:>12}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
