@@ -112,6 +112,13 @@ def main() -> None:
         ]:
             print(f"{name:<52}{value:>12}")
     finally:
+        # leave the lab's copy of the example tenant as it was: no content, empty upload area
+        for n in lab.nodes():
+            if n.ssh_open:
+                ssh(n.address, f"rm -rf /srv/govhost/sites/{TENANT}/current "
+                               f"/srv/govhost/sites/{TENANT}/releases/*; find "
+                               f"/srv/govhost/sites/{TENANT}/upload -mindepth 1 -delete "
+                               "2>/dev/null; true")
         shutil.rmtree(work, ignore_errors=True)
 
 

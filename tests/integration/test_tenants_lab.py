@@ -42,10 +42,15 @@ def tenants(lab_cluster, tmp_path_factory):
         "  - name: hexi\n", f"  - name: hexi\n    sftp: {{keys: ['{keys['hexi'][1]}']}}\n")
     assert "sftp" in text, "chahe.yaml changed shape; update this fixture"
     chahe.write_text(text + f"sftp: {{keys: ['{keys['chahe'][1]}']}}\n")
+    touched = ("jiaoyu", "weijian", "chahe")
+    for t in touched:
+        reset_content(t)
     apply_json(inv)
     placement = json.loads(govhost(inv, "plan", "--json", check=True).stdout)["placement"]
-    return {"inv": inv, "keys": {n: k[0] for n, k in keys.items()}, "placement": placement,
-            "root": root}
+    yield {"inv": inv, "keys": {n: k[0] for n, k in keys.items()}, "placement": placement,
+           "root": root}
+    for t in touched:
+        reset_content(t)
 
 
 def _primary(tn, tenant: str) -> str:
@@ -76,8 +81,17 @@ def upload(tn, tenant: str, files: dict[str, str], key: str | None = None) -> No
 
 def clean(tenant: str, address: str) -> None:
     """Empty a tenant's upload area on its node (state left by earlier runs on the lab)."""
-    on_node(address, f"find /srv/govhost/sites/{tenant}/upload -mindepth 1 -maxdepth 1 "
-                     "! -type d -delete; true")
+    on_node(address, f"find /srv/govhost/sites/{tenant}/upload -mindepth 1 ! -type d "
+                     "-delete 2>/dev/null; true")
+
+
+def reset_content(tenant: str) -> None:
+    """No published content and an empty upload area on every node: the placeholder shows
+    again, as other tests of the lab expect."""
+    for address in NODES.values():
+        clean(tenant, address)
+        on_node(address, f"rm -rf /srv/govhost/sites/{tenant}/current "
+                         f"/srv/govhost/sites/{tenant}/releases/*; true")
 
 
 def page(tenant: str, address: str, path: str = "/") -> tuple[int, str]:
