@@ -2,8 +2,10 @@
 
 `PANELS` is the single list of (dashboard, title, kind, PromQL); the JSON files in
 monitoring/dashboards/ are rendered from it and a test runs every query against a real
-Prometheus scraping the lab. Panels for certificates, backups and publishing are added by the
-issues that export those metrics, so no panel ever shows "no data" by design.
+Prometheus scraping the lab. Panels for certificates and backups are added by the issues that
+export those metrics, so no panel ever shows "no data" by design. Content freshness is a
+panel only for a tenant that has published (see `govhost status TENANT`); its alert rule
+covers the rest.
 """
 from __future__ import annotations
 
@@ -38,6 +40,11 @@ PANELS: list[tuple[str, str, str, str, str]] = [
     (OVERVIEW, "Node memory used", "timeseries", "govhost_node_memory_used_ratio", "percentunit"),
     (OVERVIEW, "Node disk used", "timeseries",
      "max by (node) (govhost_node_filesystem_used_ratio)", "percentunit"),
+    (OVERVIEW, "Sites using most CPU", "timeseries",
+     "topk(10, sum by (tenant) (rate(govhost_tenant_cpu_seconds_total[5m])))", "percentunit"),
+    (OVERVIEW, "Sites nearest their quota", "timeseries",
+     "topk(10, max by (tenant) (govhost_tenant_disk_bytes) / on (tenant) "
+     "max by (tenant) (govhost_tenant_quota_bytes))", "percentunit"),
     (OVERVIEW, "Probe round: wall and CPU seconds", "timeseries",
      "govhost_probe_round_duration_seconds or govhost_probe_round_cpu_seconds", "s"),
     (TENANT, "Up through each node", "stat", 'govhost_tenant_up{tenant="$tenant"}', "short"),
@@ -49,6 +56,13 @@ PANELS: list[tuple[str, str, str, str, str]] = [
      'sum(rate(govhost_tenant_response_bytes_total{tenant="$tenant"}[5m]))', "Bps"),
     (TENANT, "Disk used (largest replica)", "stat",
      'max(govhost_tenant_disk_bytes{tenant="$tenant"})', "bytes"),
+    (TENANT, "Quota used (largest replica)", "stat",
+     'max(govhost_tenant_disk_bytes{tenant="$tenant"}) / '
+     'max(govhost_tenant_quota_bytes{tenant="$tenant"})', "percentunit"),
+    (TENANT, "CPU used per node", "timeseries",
+     'rate(govhost_tenant_cpu_seconds_total{tenant="$tenant"}[5m])', "percentunit"),
+    (TENANT, "Memory per node", "timeseries",
+     'govhost_tenant_memory_bytes{tenant="$tenant"}', "bytes"),
     (TENANT, "Replicas", "stat", 'govhost_tenant_replicas{tenant="$tenant"}', "short"),
 ]
 

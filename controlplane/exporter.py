@@ -45,6 +45,7 @@ class Round:
     live_release: dict[str, str | None] = field(default_factory=dict)
     desired_release: dict[str, str] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)
+    quotas: dict[str, int] = field(default_factory=dict)
     error: str = ""
 
 
@@ -116,6 +117,7 @@ class Prober(threading.Thread):
             rnd.live_release[n.name] = r.body.strip() if r.up else None
         rnd.kinds = {t.name: t.kind for t in inv.tenants}
         rnd.site_types = {t.name: t.site.type for t in inv.tenants}
+        rnd.quotas = {t.name: inv.quota_bytes(t) for t in inv.tenants}
         rnd.finished = time.time()
         rnd.seconds = time.monotonic() - t0
         rnd.cpu_seconds = time.process_time() - c0
@@ -145,6 +147,26 @@ class GovhostCollector(Collector):
         yield from self._tenants(rnd)
         yield from self._nodes(rnd)
         yield from self._control_plane(rnd)
+        yield from self._content(rnd)
+
+    def _content(self, rnd: Round) -> Iterator:
+        """Quota from the inventory, content freshness from the publish record."""
+        st = open_state(self.inventory)
+        try:
+            published = st.last_published()
+        finally:
+            st.close()
+        quota = GaugeMetricFamily("govhost_tenant_quota_bytes", "The tenant's disk quota.",
+                                  labels=["tenant"])
+        for tenant, n in sorted(rnd.quotas.items()):
+            quota.add_metric([tenant], n)
+        last = GaugeMetricFamily("govhost_tenant_last_publish_timestamp_seconds",
+                                 "When content that went live was last published (Unix time).",
+                                 labels=["tenant"])
+        for tenant, when in sorted(published.items()):
+            if tenant in rnd.quotas:
+                last.add_metric([tenant], when)
+        yield from (quota, last)
 
     @staticmethod
     def _tenants(rnd: Round) -> Iterator:

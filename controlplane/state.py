@@ -171,6 +171,12 @@ class State:
             r["nodes"], r["changes"] = json.loads(r["nodes"]), json.loads(r["changes"])
         return rows
 
+    def last_published(self) -> dict[str, float]:
+        """Per tenant, when content that went live was last published (freshness)."""
+        return dict(self.db.execute(
+            "SELECT tenant, MAX(published_at) FROM content_releases "
+            "WHERE status NOT IN ('pending', 'rejected') GROUP BY tenant"))
+
     # runs and audit
     def start_run(self, kind: str) -> int:
         with self.tx() as db:

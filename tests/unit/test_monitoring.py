@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane import dashboards, inventory, monitoring, paths, probes
 from controlplane.exporter import GovhostCollector, Prober, Round
+from controlplane.state import open_state
 
 MON = paths.REPO / "monitoring"
 
@@ -75,6 +76,7 @@ def _round(inv) -> Round:
             ok = not (t.name == "jiaoyu" and n.name == "n3")
             rnd.tenants.setdefault(t.name, {})[n.name] = probes.ProbeResult(
                 inv.site_host(t), n.name, n.address, 200 if ok else None, 0.01)
+    rnd.quotas = {t.name: inv.quota_bytes(t) for t in inv.tenants}
     rnd.nodes_up = {n.name: True for n in inv.hosts.nodes}
     rnd.desired_release = {n.name: "a" * 16 for n in inv.hosts.nodes}
     rnd.live_release = {"n1": "a" * 16, "n2": "a" * 16, "n3": "b" * 16}
@@ -83,6 +85,12 @@ def _round(inv) -> Round:
 
 def test_exporter_output_parses_and_passes_promtool(inv_dir):
     inv = inventory.load(inv_dir)
+    st = open_state(inv_dir)
+    summary = {"published_at": 1_700_000_000.0, "files": 1, "bytes": 5}
+    st.add_content_release("jiaoyu", "20261122T100000-aaaaaa", "live", summary, ["n1"])
+    st.add_content_release("jiaoyu", "20261122T110000-bbbbbb", "pending",
+                           {**summary, "published_at": 1_800_000_000.0}, ["n1"])
+    st.close()
     prober = Prober(inv_dir, 30)
     prober.latest = _round(inv)
     registry = CollectorRegistry()
@@ -96,6 +104,11 @@ def test_exporter_output_parses_and_passes_promtool(inv_dir):
     drift = {s.labels["node"]: s.value for s in families["govhost_node_drift"].samples}
     assert drift == {"n1": 0, "n2": 0, "n3": 1}
     assert families["govhost_apply_lock_held"].samples[0].value == 0
+    quota = {s.labels["tenant"]: s.value for s in families["govhost_tenant_quota_bytes"].samples}
+    assert quota["jiaoyu"] == inv.quota_bytes(inv.tenant("jiaoyu")) and len(quota) == len(up) / 3
+    # a pending release is not live content: freshness is the live one's publish time
+    last = families["govhost_tenant_last_publish_timestamp_seconds"].samples
+    assert [(s.labels["tenant"], s.value) for s in last] == [("jiaoyu", 1_700_000_000.0)]
     check = promtool("check", "metrics", stdin=text)
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -135,6 +148,40 @@ def test_agent_counts_entry_requests_and_survives_rotation(tmp_path):
     log.write_text(_line(200, 1))
     c.refresh()
     assert c.requests[("jiaoyu", "2xx")] == 3 and c.bytes["jiaoyu"] == 116
+
+
+def test_agent_counts_cpu_and_memory_of_a_tenants_processes_past_their_end(tmp_path):
+    agent = _agent()
+    agent.SITES = str(tmp_path)
+    (tmp_path / "idle").mkdir()                       # a tenant held here with no processes
+    procs = agent.TenantProcesses()
+    uid = 64123                                       # an unused uid stands in for gh-jiaoyu
+    procs.tenant_of = lambda u: "jiaoyu" if u == uid else None
+    burn = subprocess.Popen(["python3", "-c", "import time\nt=time.process_time()\n"
+                             "while time.process_time() - t < 0.5: pass\ntime.sleep(30)"],
+                            user=uid, group=uid)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            procs.refresh()
+            with open(f"/proc/{burn.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[11]) + int(fields[12]) >= 0.5 * procs.tick - 1:
+                break
+            time.sleep(0.1)
+        procs.refresh()
+        during = procs.cpu["jiaoyu"] / procs.tick
+        assert 0.45 <= during < 5 and procs.rss["jiaoyu"] > 1_000_000
+        assert procs.procs["jiaoyu"] == 1
+    finally:
+        burn.kill()
+        burn.wait()
+    procs.refresh()
+    text = "\n".join(procs.lines())
+    assert procs.cpu["jiaoyu"] / procs.tick >= during     # a counter never goes back
+    assert procs.procs.get("jiaoyu", 0) == 0 and procs.rss.get("jiaoyu", 0) == 0
+    assert 'govhost_tenant_cpu_seconds_total{tenant="idle"} 0.00' in text
+    assert 'govhost_tenant_memory_bytes{tenant="idle"} 0' in text
 
 
 def test_status_of_an_unknown_tenant_is_refused_clearly(inv_dir):
