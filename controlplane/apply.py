@@ -125,6 +125,10 @@ def _tenants_in(message: str) -> list[str]:
     return sorted({m for m in _VHOST_IN_ERROR.findall(message) if not m.startswith("_")})
 
 
+# Release files only root may read on the node: they hold database passwords.
+PRIVATE_FILES = frozenset({"tenants.json", "databases.json"})
+
+
 def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
     """A release as a deterministic tar.gz: the one transfer to the node.
 
@@ -142,7 +146,7 @@ def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
-            info.mode = 0o644
+            info.mode = 0o600 if name in PRIVATE_FILES else 0o644
             info.mtime = 0
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
@@ -195,7 +199,8 @@ def _apply_locked(inventory: Path, state: State, say: Progress,
             to_boot.append(name)
         if st.release == rel.id and not st.intact:
             to_stage.append(name)   # the live release was changed on the node: ship it whole
-        elif st.release == rel.id and st.nginx_running and st.agent_running:
+        elif st.release == rel.id and st.nginx_running and st.agent_running \
+                and st.php_running is not False:
             rec = applied.get(name)
             if rec is None or rec.release_id != rel.id:
                 state.record_applied(name, rel.id, rel.digests, 0)  # node already converged

@@ -6,7 +6,7 @@ a refused inventory never reaches a node.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,9 +30,11 @@ class Inventory:
     hosts: Hosts
     tenants: tuple[Tenant, ...]
     sources: dict[str, str]  # tenant name -> file it came from
+    # The cluster secret (see secrets.py); loaded only when a tenant needs derived credentials.
+    secret: bytes = field(default=b"", repr=False)
 
     def replicas(self, tenant: Tenant) -> int:
-        return tenant.replicas if tenant.replicas is not None else self.cluster.defaults.replicas
+        return _replicas(tenant, self.cluster)
 
     def rate_limit(self, tenant: Tenant) -> RateLimit:
         return tenant.rate_limit or self.cluster.defaults.rate_limit
@@ -46,6 +48,13 @@ class Inventory:
 
     def tenant(self, name: str) -> Tenant | None:
         return next((t for t in self.tenants if t.name == name), None)
+
+
+def _replicas(tenant: Tenant, cluster: Cluster) -> int:
+    """PHP sites keep state on their node (sessions, files/), so one replica unless asked."""
+    if tenant.replicas is not None:
+        return tenant.replicas
+    return 1 if tenant.site.type == "php" else cluster.defaults.replicas
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -141,7 +150,12 @@ def load(root: Path) -> Inventory:
     if problems:
         raise ManifestError(problems)
     assert cluster is not None and hosts is not None
-    return Inventory(root, cluster, hosts, tuple(sorted(tenants, key=lambda t: t.name)), sources)
+    secret = b""
+    if any(t.site.type == "php" and t.site.database for t in tenants):
+        from . import secrets
+        secret = secrets.ensure(root)
+    return Inventory(root, cluster, hosts, tuple(sorted(tenants, key=lambda t: t.name)), sources,
+                     secret)
 
 
 def _cross_check(
@@ -182,12 +196,13 @@ def _cross_check(
                 if "." not in first and first in RESERVED_LABELS:
                     problems.append(Problem(src, f"aliases[{i}]",
                                             f"{alias!r} uses a reserved county name"))
-        replicas = t.replicas if t.replicas is not None else cluster.defaults.replicas
+        replicas = _replicas(t, cluster)
         if web and replicas > web:
             problems.append(Problem(src, "replicas", f"{replicas} replicas but only {web} web "
                                     f"node(s) in hosts.yaml; allowed: 1-{web}"))
-        if t.site.type == "php":
-            problems.append(Problem(src, "site.type", "'php' sites are part of the schema but "
-                                    "not served yet by this version of govhost; allowed now: "
-                                    "static, proxy"))
+        if t.site.type == "php" and t.site.database and not any(
+                "db" in n.roles for n in hosts.nodes):
+            problems.append(Problem(src, "site.database", "a database needs a node with the "
+                                    "'db' role in hosts.yaml; add the role or set "
+                                    "database: false"))
     return problems

@@ -102,13 +102,16 @@ class StaticSite(_Model):
 
 
 class PhpSettings(_Model):
+    """Limits of the tenant's PHP-FPM pool (workers start on demand, up to max_children)."""
+
     max_children: StrictInt = Field(default=5, ge=1, le=200)
     memory_mb: StrictInt = Field(default=128, ge=16, le=4096)
     upload_mb: StrictInt = Field(default=20, ge=1, le=2048)
+    timeout_seconds: StrictInt = Field(default=60, ge=1, le=600)
 
 
 class PhpSite(_Model):
-    """PHP sites are part of the schema already; their pools arrive with tenant isolation."""
+    """A PHP site: its own pool, its own user; `database: true` adds a MariaDB database."""
 
     type: Literal["php"]
     php: PhpSettings = PhpSettings()

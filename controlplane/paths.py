@@ -17,4 +17,7 @@ NODE_CURRENT = f"{NODE_CONF_ROOT}/current"
 NODE_SITES = "/srv/govhost/sites"         # <tenant>/current -> content release
 NODE_LOGS = "/var/log/govhost"            # tenants/<tenant>/{access,error}.log
 NODE_PID = "/run/govhost-nginx.pid"
+NGINX_USER = "www-data"                   # nginx workers; member of every tenant's group
+PHP_SOCKETS = "/run/govhost/php"          # <tenant>.sock, one PHP-FPM pool per PHP tenant
+PHP_FPM_PID = "/run/govhost-php-fpm.pid"
 PROBE_HOST = "govhost-probe"

@@ -48,6 +48,7 @@ class NodeStatus:
     agent_running: bool = False
     bootstrap: str | None = None
     error: str = ""
+    php_running: bool | None = None   # None: the live release has no PHP sites
 
 
 def _ssh_cmd(hosts: Hosts, node: Node, known_hosts: Path, command: str) -> list[str]:
@@ -77,9 +78,11 @@ def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path) -> dict[
             return NodeStatus(node.name, False, error=f"unexpected answer {out.stdout[-200:]!r}")
         rel = data.get("release")
         boot = data.get("bootstrap")
+        php = data.get("php_running")
         return NodeStatus(node.name, True, None if rel in (None, "none") else rel,
                           bool(data.get("intact", True)), bool(data.get("nginx_running")),
-                          bool(data.get("agent_running")), None if boot == "none" else boot)
+                          bool(data.get("agent_running")), None if boot == "none" else boot,
+                          php_running=None if php is None else bool(php))
 
     if not nodes:
         return {}
@@ -133,6 +136,7 @@ def run_playbook(
             "ansible_ssh_private_key_file": os.path.expanduser(hosts.ssh.key),
             "ansible_python_interpreter": "/usr/bin/python3",
             "govhost_address": n.address,
+            "govhost_roles": list(n.roles),
             **hostvars.get(n.name, {}),
         } for n in nodes}}}
     results = {n.name: HostResult(n.name) for n in nodes}

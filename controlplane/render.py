@@ -124,6 +124,7 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         "listen": listen,
         "log_root": paths.NODE_LOGS,
         "pages_root": f"{paths.NODE_CURRENT}/pages",
+        "nginx_user": paths.NGINX_USER,
     }
     files: dict[str, bytes] = {}
     all_names: list[str] = _portal_names(inv) + [paths.PROBE_HOST]
@@ -153,6 +154,11 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         base).encode()
     files["snippets/proxy_to_replicas.conf"] = _conf_env.get_template(
         "nginx/proxy_to_replicas.conf.j2").render(base).encode()
+    files["snippets/fastcgi.conf"] = _conf_env.get_template("nginx/fastcgi.conf.j2").render(
+        base).encode()
+    if any(name.startswith("php-fpm/") for name in files):
+        files["php-fpm.conf"] = _conf_env.get_template("php/php-fpm.conf.j2").render(
+            {**base, "pid_file": paths.PHP_FPM_PID}).encode()
 
     max_size, bucket = hash_sizes(all_names)
     rates.add(inv.cluster.defaults.rate_limit.requests_per_second)
@@ -173,6 +179,9 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     files["tenants.txt"] = "".join(f"{t.name}\n" for t in inv.tenants).encode()
     # The tenant accounts this node holds (its replicas), applied at activation.
     files["tenants.json"] = accounts.node_spec(inv, placement, node)
+    databases = accounts.databases_spec(inv, placement, node)
+    if databases is not None:
+        files["databases.json"] = databases
     return Release(node=node, files=files)
 
 
@@ -201,10 +210,21 @@ def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
         ctx["app_servers"] = [u.split("://", 1)[1] for u in t.site.upstreams]
         ctx["timeout_seconds"] = t.site.timeout_seconds
         ctx["max_body_mb"] = t.site.max_body_mb
+    home = f"{paths.NODE_SITES}/{t.name}"
+    if t.site.type == "php":
+        ctx.update(upload_mb=t.site.php.upload_mb, php_timeout=t.site.php.timeout_seconds,
+                   php_socket=f"{paths.PHP_SOCKETS}/{t.name}.sock", files_root=f"{home}/files")
     files = {f"vhosts/{t.name}.conf":
              _conf_env.get_template("nginx/vhost.conf.j2").render(ctx).encode()}
-    if replica and t.site.type == "static":
+    if replica and t.site.type in ("static", "php"):
         files.update(_tenant_pages(inv, t))
+    if replica and t.site.type == "php":
+        files[f"php-fpm/{t.name}.conf"] = _conf_env.get_template("php/pool.conf.j2").render({
+            "name": t.name, "user": accounts.user_name(t.name), "home": home,
+            "socket": ctx["php_socket"], "nginx_user": paths.NGINX_USER,
+            "max_children": t.site.php.max_children, "memory_mb": t.site.php.memory_mb,
+            "upload_mb": t.site.php.upload_mb, "timeout": t.site.php.timeout_seconds,
+        }).encode()
     return files
 
 

@@ -90,6 +90,10 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
             continue
         if not s.nginx_running:
             problem("critical", n.name, "nginx is not running; `govhost apply` starts it")
+        row["php_running"] = s.php_running
+        if s.php_running is False:
+            problem("critical", n.name, "PHP-FPM is not running, so its PHP sites fail; "
+                    "`govhost apply` starts it")
         if not row["agent_running"]:
             problem("warning", n.name, "govhost-agent does not answer on port "
                     f"{AGENT_PORT}; `govhost apply` starts it")

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux prometheus prometheus-node-exporter)
+PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux prometheus prometheus-node-exporter php-fpm php-mysql mariadb-server mariadb-client)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -19,9 +19,13 @@ fi
 # The lab nodes run their own nginx and sshd on 127.0.1.N; the host's own copies from the
 # packages above must not hold ports 80 and 22 on every address.
 # Likewise Debian's prometheus (tests start their own) and node exporter (each lab node runs
-# one on its own address, port 9100).
+# one on its own address, port 9100), PHP-FPM (nodes run one pool per PHP tenant) and MariaDB
+# (the lab's db node runs its own on its own address).
 if [ -d /run/systemd/system ]; then
-    systemctl disable --now nginx prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+    systemctl disable --now nginx prometheus prometheus-node-exporter mariadb >/dev/null 2>&1 || true
+    for unit in $(systemctl list-unit-files 'php*-fpm.service' --no-legend | cut -d' ' -f1); do
+        systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
 fi
 if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
     nginx -s quit || true
