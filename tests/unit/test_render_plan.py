@@ -169,6 +169,12 @@ tenant_docs = st.fixed_dictionaries({
                          unique_by=lambda s: s["name"]),
     "rate_limit": st.fixed_dictionaries({"requests_per_second": st.integers(1, 500),
                                          "burst": st.integers(0, 100)}),
+    "site": st.one_of(st.just({"type": "static"}), st.fixed_dictionaries({
+        "type": st.just("php"),
+        "php": st.fixed_dictionaries({"max_children": st.integers(1, 200),
+                                      "memory_mb": st.integers(16, 4096),
+                                      "upload_mb": st.integers(1, 2048),
+                                      "timeout_seconds": st.integers(1, 600)})})),
 })
 
 
