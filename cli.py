@@ -521,8 +521,12 @@ def tenant_remove(name: str, yes: bool = typer.Option(False, "--yes"),
         _emit(res)
     else:
         for node, r in res["nodes"].items():
-            out.print(f"{node}: archived to {r['archive']}; accounts removed: "
-                      f"{', '.join(r['accounts']) or 'none'}", highlight=False)
+            if "archive" in r:
+                out.print(f"{node}: archived to {r['archive']}; accounts removed: "
+                          f"{', '.join(r['accounts']) or 'none'}", highlight=False)
+            if "database" in r:
+                out.print(f"{node}: database {r['database']['removed']} dumped to "
+                          f"{r['database']['archive']} and dropped", highlight=False)
         if not res["nodes"]:
             out.print(f"nothing of {name} was left on any node", highlight=False)
 

@@ -28,6 +28,7 @@ from .manifest import Node
 from .state import State, actor, open_state, state_dir
 
 TOOL = "/usr/local/sbin/govhost-tenants"
+DB_TOOL = "/usr/local/sbin/govhost-db"
 ARCHIVE_DIR = "/var/lib/govhost/archive"
 _QUOTA = 5
 _BASE_GONE = 4
@@ -313,6 +314,19 @@ def remove(inventory: Path, tenant: str, say: Say = lambda _: None) -> dict[str,
                 if r.stdout.strip():
                     done[node.name] = json.loads(r.stdout)
                     say(f"{node.name}: archived to {done[node.name]['archive']}")
+            db = accounts.db_node(inv)
+            if db is not None:              # its database, if it had one: dumped, then dropped
+                cmd = (f"if [ -x {DB_TOOL} ]; then {DB_TOOL} remove {shlex.quote(tenant)} "
+                       f"{ARCHIVE_DIR}; fi")
+                r = subprocess.run(remote._ssh_cmd(inv.hosts, db, kh, cmd),
+                                   capture_output=True, text=True, timeout=600)
+                if r.returncode != 0:
+                    raise ContentError(f"removing the database of {tenant} on {db.name}: "
+                                       f"{r.stderr.strip()}")
+                out = json.loads(r.stdout) if r.stdout.strip() else {}
+                if out.get("removed"):
+                    done.setdefault(db.name, {})["database"] = out
+                    say(f"{db.name}: database {out['removed']} archived to {out['archive']}")
             state.audit("tenant.removed", tenant, {"nodes": done})
             return {"tenant": tenant, "nodes": done, "user": accounts.user_name(tenant)}
         finally:

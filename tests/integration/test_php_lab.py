@@ -181,3 +181,31 @@ def test_a_changed_pool_limit_is_live_after_apply_and_back_after_the_next(php, t
     assert _run(php, [])["memory_limit"] == "96M"          # php-fpm re-read its pools
     apply_json(php["inv"])
     assert _run(php, [])["memory_limit"] == "128M"
+
+
+def test_removed_php_tenant_keeps_its_database_in_the_archive(php):
+    inv = php["inv"]
+    _run(php, [])                                           # at least one row in visits
+    manifest = inv / "tenants" / "renshe.yaml"
+    kept = manifest.read_text()
+    manifest.unlink()
+    try:
+        apply_json(inv)
+        # the manifest is gone: its database user is dropped at once, the data is kept
+        users = on_node(NODES["n2"], "mariadb -N -e \"SELECT COUNT(*) FROM mysql.user "
+                                     "WHERE User='gh_renshe'\"")
+        assert users == "0"
+        res = json.loads(govhost(inv, "tenant", "remove", "renshe", "--yes", "--json",
+                                 check=True).stdout)
+        db = res["nodes"]["n2"]["database"]
+        assert db["removed"] == "gh_renshe"
+        dump = on_node(NODES["n2"], f"stat -c %a {db['archive']}; zcat {db['archive']} | "
+                                    "grep -c 'INSERT INTO `visits`'")
+        mode, inserts = dump.split()
+        assert mode == "600" and int(inserts) >= 1
+        assert on_node(NODES["n2"], "mariadb -N -e \"SHOW DATABASES LIKE 'gh_renshe'\"") == ""
+        # zhujian, on the same database server, is untouched
+        assert page("zhujian", NODES["n1"], "/")[1].startswith("zhujian ")
+    finally:
+        manifest.write_text(kept)
+        apply_json(inv)
