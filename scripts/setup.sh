@@ -30,6 +30,16 @@ fi
 if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
     nginx -s quit || true
 fi
+# Without systemd, a package's init script may have started the host's own MariaDB: the lab's
+# db node copies /var/lib/mysql from the host, which must not change under it. Stop it (and
+# the host's default PHP-FPM pool, which nothing uses).
+for pidfile in /run/mysqld/mysqld.pid /run/php/php*-fpm.pid; do
+    if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        pid=$(cat "$pidfile")
+        kill "$pid" || true
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+done
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
