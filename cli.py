@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -76,6 +76,18 @@ def _fail(exc: Exception, as_json: bool = False) -> None:
     else:
         err.print(f"[bold red]error[/]: {exc}", highlight=False)
     raise typer.Exit(1)
+
+
+T = TypeVar("T")
+
+
+def _call(fn: Callable[..., T], *args: Any, as_json: bool = False) -> T:
+    """One call into the control plane: its GovhostError becomes the CLI's error and exit 1."""
+    try:
+        return fn(*args)
+    except errors.GovhostError as exc:
+        _fail(exc, as_json)
+        raise   # not reached: _fail exits
 
 
 def _state():
@@ -205,11 +217,7 @@ def status(
 ) -> None:
     """Nodes and tenants: placement, releases, reachability, traffic, and what is wrong."""
     from controlplane import status as status_mod
-    try:
-        data = status_mod.gather(CTX.inventory, probe, tenant)
-    except errors.GovhostError as exc:
-        _fail(exc, as_json)
-        return
+    data = _call(status_mod.gather, CTX.inventory, probe, tenant, as_json=as_json)
     if as_json:
         _emit(data)
         return
@@ -345,11 +353,7 @@ def monitoring_render(
     rules it loads and the Grafana dashboards."""
     from controlplane import inventory as inventory_mod
     from controlplane import monitoring
-    try:
-        inv = inventory_mod.load(CTX.inventory)
-    except errors.GovhostError as exc:
-        _fail(exc)
-        return
+    inv = _call(inventory_mod.load, CTX.inventory)
     written = monitoring.write(out_dir, inv.hosts, exporter_address, scrape_interval)
     for path in written:
         out.print(f"wrote {path}", highlight=False)
@@ -389,11 +393,7 @@ def _say(msg: str) -> None:
 def publish(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Publish TENANT's upload area as a new content release on all its replicas."""
     from controlplane import content
-    try:
-        res = content.publish(CTX.inventory, tenant, _say)
-    except errors.GovhostError as exc:
-        _fail(exc, as_json)
-        return
+    res = _call(content.publish, CTX.inventory, tenant, _say, as_json=as_json)
     if as_json:
         _emit(res)
         return
@@ -410,11 +410,7 @@ def rollback(tenant: str, release: Optional[str] = typer.Argument(None),
              as_json: bool = typer.Option(False, "--json")) -> None:
     """Make an earlier content release live again (default: the one before the live one)."""
     from controlplane import content
-    try:
-        res = content.rollback(CTX.inventory, tenant, release, _say)
-    except errors.GovhostError as exc:
-        _fail(exc, as_json)
-        return
+    res = _call(content.rollback, CTX.inventory, tenant, release, _say, as_json=as_json)
     if as_json:
         _emit(res)
     else:
@@ -425,11 +421,7 @@ def rollback(tenant: str, release: Optional[str] = typer.Argument(None),
 def releases(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """TENANT's content releases: size, files, who published, which is live."""
     from controlplane import content
-    try:
-        rows = content.releases(CTX.inventory, tenant)
-    except errors.GovhostError as exc:
-        _fail(exc, as_json)
-        return
+    rows = _call(content.releases, CTX.inventory, tenant, as_json=as_json)
     if as_json:
         _emit(rows)
         return
@@ -466,11 +458,7 @@ def review_list(as_json: bool = typer.Option(False, "--json")) -> None:
 def review_show(tenant: str, release: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """What a pending release changes: files added, changed, removed, with sizes."""
     from controlplane import content
-    try:
-        r = content.review_show(CTX.inventory, tenant, release)
-    except errors.GovhostError as exc:
-        _fail(exc, as_json)
-        return
+    r = _call(content.review_show, CTX.inventory, tenant, release, as_json=as_json)
     if as_json:
         _emit(r)
         return
@@ -496,11 +484,7 @@ def review_reject(tenant: str, release: str) -> None:
 
 def _decide(tenant: str, release: str, approve: bool) -> None:
     from controlplane import content
-    try:
-        res = content.decide(CTX.inventory, tenant, release, approve, _say)
-    except errors.GovhostError as exc:
-        _fail(exc)
-        return
+    res = _call(content.decide, CTX.inventory, tenant, release, approve, _say)
     out.print(f"{tenant} {release}: {res['status']}", highlight=False)
 
 
@@ -512,11 +496,7 @@ def tenant_remove(name: str, yes: bool = typer.Option(False, "--yes"),
     from controlplane import content
     if not yes and not typer.confirm(f"archive and delete {name}'s files and accounts?"):
         raise typer.Exit(1)
-    try:
-        res = content.remove(CTX.inventory, name, _say)
-    except errors.GovhostError as exc:
-        _fail(exc, as_json)
-        return
+    res = _call(content.remove, CTX.inventory, name, _say, as_json=as_json)
     if as_json:
         _emit(res)
     else:
@@ -626,11 +606,7 @@ def lab_up(nodes: int = typer.Option(3, "--nodes", "-n", help="How many nodes (n
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Start the lab nodes (idempotent: running nodes are left alone)."""
     from controlplane import lab
-    try:
-        ns = lab.up(nodes)
-    except errors.GovhostError as exc:
-        _fail(exc, as_json)
-        return
+    ns = _call(lab.up, nodes, as_json=as_json)
     _lab_print(ns, as_json)
 
 

@@ -317,7 +317,7 @@ def remove(inventory: Path, tenant: str, say: Say = lambda _: None) -> dict[str,
             db = accounts.db_node(inv)
             if db is not None:              # its database, if it had one: dumped, then dropped
                 cmd = (f"if [ -x {DB_TOOL} ]; then {DB_TOOL} remove {shlex.quote(tenant)} "
-                       f"{ARCHIVE_DIR}; fi")
+                       f"{shlex.quote(accounts.db_name(tenant))} {ARCHIVE_DIR}; fi")
                 r = subprocess.run(remote._ssh_cmd(inv.hosts, db, kh, cmd),
                                    capture_output=True, text=True, timeout=600)
                 if r.returncode != 0:

@@ -144,18 +144,20 @@ class GovhostCollector(Collector):
 
     def collect(self) -> Iterator:
         rnd = self.prober.latest
-        yield from self._tenants(rnd)
-        yield from self._nodes(rnd)
-        yield from self._control_plane(rnd)
-        yield from self._content(rnd)
-
-    def _content(self, rnd: Round) -> Iterator:
-        """Quota from the inventory, content freshness from the publish record."""
-        st = open_state(self.inventory)
+        st = open_state(self.inventory)      # one read of the state store per scrape
         try:
-            published = st.last_published()
+            runs = [r for r in st.runs(20) if r["kind"] == "apply" and r["finished_at"]]
+            drained, published = st.drained(), st.last_published()
         finally:
             st.close()
+        yield from self._tenants(rnd)
+        yield from self._nodes(rnd)
+        yield from self._control_plane(rnd, runs, drained)
+        yield from self._content(rnd, published)
+
+    @staticmethod
+    def _content(rnd: Round, published: dict[str, float]) -> Iterator:
+        """Quota from the inventory, content freshness from the publish record."""
         quota = GaugeMetricFamily("govhost_tenant_quota_bytes", "The tenant's disk quota.",
                                   labels=["tenant"])
         for tenant, n in sorted(rnd.quotas.items()):
@@ -208,13 +210,7 @@ class GovhostCollector(Collector):
                 drift.add_metric([node], 0 if rnd.live_release.get(node) == want else 1)
         yield from (up, drift)
 
-    def _control_plane(self, rnd: Round) -> Iterator:
-        st = open_state(self.inventory)
-        try:
-            runs = [r for r in st.runs(20) if r["kind"] == "apply" and r["finished_at"]]
-            drained = st.drained()
-        finally:
-            st.close()
+    def _control_plane(self, rnd: Round, runs: list[dict], drained: frozenset[str]) -> Iterator:
         last = runs[0] if runs else None
         when = GaugeMetricFamily("govhost_last_apply_timestamp_seconds",
                                  "When the last apply finished (Unix time).")
