@@ -126,7 +126,7 @@ def _tenants_in(message: str) -> list[str]:
 
 
 # Release files only root may read on the node: they hold database passwords.
-PRIVATE_FILES = frozenset({"tenants.json", "databases.json"})
+PRIVATE_FILES = frozenset({"tenants.json", "databases.json", "backup.json", "backup.key"})
 
 
 def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:

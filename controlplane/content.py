@@ -166,12 +166,18 @@ def new_release_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def publish(inventory: Path, tenant: str, say: Say = lambda _: None) -> dict[str, Any]:
-    """Turn the upload area into a release on every replica; live now, or pending review."""
+def publish(inventory: Path, tenant: str, say: Say = lambda _: None,
+            source: str | None = None, by: str | None = None) -> dict[str, Any]:
+    """Turn the upload area into a release on every replica; live now, or pending review.
+
+    With `source` (a tree restored from a backup on the first replica) the release is built
+    from it instead and goes live without review: it is content that was live before, and
+    the restore itself can be rolled back like any publish."""
     with target(inventory, tenant) as tg:
         first, others = tg.replicas[0], tg.replicas[1:]
         rid = new_release_id()
-        r = _ssh(tg, first, "publish", tenant, rid, actor(), str(tg.quota_bytes))
+        r = _ssh(tg, first, "publish", tenant, rid, by or actor(), str(tg.quota_bytes),
+                 *([source] if source else []))
         if r.returncode == _QUOTA:
             tg.state.audit("content.refused", f"{tenant}/{rid}", {"reason": "quota"})
             raise ContentError(r.stderr.decode(errors="replace").strip().removeprefix(
@@ -193,7 +199,7 @@ def publish(inventory: Path, tenant: str, say: Say = lambda _: None) -> dict[str
                 _ssh(tg, node, "drop", tenant, rid)
             raise
         nodes = [n.name for n in tg.replicas]
-        if tg.review:
+        if tg.review and source is None:
             tg.state.add_content_release(tenant, rid, "pending", summary, nodes)
             say(f"{rid} waits for review: `govhost review approve {tenant} {rid}`")
             status = "pending"

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import yamlsafe
 from .errors import ManifestError, Problem
-from .manifest import Cluster, Hosts, RateLimit, Tenant
+from .manifest import Cluster, Hosts, Node, RateLimit, Tenant
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -32,6 +32,8 @@ class Inventory:
     sources: dict[str, str]  # tenant name -> file it came from
     # The cluster secret (see secrets.py); loaded only when a tenant needs derived credentials.
     secret: bytes = field(default=b"", repr=False)
+    # The nodes' SSH key to the backup repository; loaded only when a node has the backup role.
+    backup_key: bytes = field(default=b"", repr=False)
 
     def replicas(self, tenant: Tenant) -> int:
         return _replicas(tenant, self.cluster)
@@ -48,6 +50,31 @@ class Inventory:
 
     def tenant(self, name: str) -> Tenant | None:
         return next((t for t in self.tenants if t.name == name), None)
+
+    @property
+    def backup_node(self) -> Node | None:
+        return next((n for n in self.hosts.nodes if "backup" in n.roles), None)
+
+    def backup_policy(self, tenant: Tenant) -> BackupPolicy:
+        own, default = tenant.backup, self.cluster.backup
+        return BackupPolicy(
+            enabled=own.enabled and tenant.site.type != "proxy",
+            schedule=own.schedule or default.schedule,
+            keep_daily=default.keep_daily if own.keep_daily is None else own.keep_daily,
+            keep_weekly=default.keep_weekly if own.keep_weekly is None else own.keep_weekly,
+            keep_monthly=default.keep_monthly if own.keep_monthly is None else own.keep_monthly)
+
+
+@dataclass(frozen=True)
+class BackupPolicy:
+    """A tenant's effective backup policy (its manifest over the cluster's defaults). Proxy
+    sites keep their data in their own application: nothing of theirs is on the platform."""
+
+    enabled: bool
+    schedule: str
+    keep_daily: int
+    keep_weekly: int
+    keep_monthly: int
 
 
 def _replicas(tenant: Tenant, cluster: Cluster) -> int:
@@ -150,12 +177,15 @@ def load(root: Path) -> Inventory:
     if problems:
         raise ManifestError(problems)
     assert cluster is not None and hosts is not None
-    secret = b""
-    if any(t.site.type == "php" and t.site.database for t in tenants):
-        from . import secrets
+    from . import secrets
+    secret = backup_key = b""
+    backup = any("backup" in n.roles for n in hosts.nodes)
+    if backup or any(t.site.type == "php" and t.site.database for t in tenants):
         secret = secrets.ensure(root)
+    if backup:
+        backup_key = secrets.backup_key(root)
     return Inventory(root, cluster, hosts, tuple(sorted(tenants, key=lambda t: t.name)), sources,
-                     secret)
+                     secret, backup_key)
 
 
 def _cross_check(
@@ -175,6 +205,10 @@ def _cross_check(
     web = len(hosts.web_nodes)
     if web == 0:
         problems.append(Problem(hosts_file, "nodes", "no node has the 'web' role"))
+    backup_nodes = [n.name for n in hosts.nodes if "backup" in n.roles]
+    if len(backup_nodes) > 1:
+        problems.append(Problem(hosts_file, "nodes", "the 'backup' role is on "
+                                f"{', '.join(backup_nodes)}; one node holds the repository"))
 
     for t in tenants:
         src = sources[t.name]

@@ -204,6 +204,41 @@ class Section(_Model):
     sftp: Sftp | None = None
 
 
+_SCHEDULE_RE = re.compile(r"^(hourly|daily|weekly|([01][0-9]|2[0-3]):[0-5][0-9])$")
+
+
+def _schedule(value: str) -> str:
+    if not _SCHEDULE_RE.match(value):
+        raise ValueError(f"{value!r} is not a schedule; allowed: hourly, daily, weekly, or a "
+                         "time of day HH:MM (every day at that time)")
+    return value
+
+
+Schedule = Annotated[StrictStr, AfterValidator(_schedule)]
+_PATH_RE = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
+
+
+def _abs_path(value: str) -> str:
+    if not _PATH_RE.match(value) or any(p in (".", "..") for p in value.split("/")):
+        raise ValueError(f"{value!r} is not an absolute path of letters, digits and _.- "
+                         "(no . or .. parts)")
+    return value
+
+
+AbsPath = Annotated[StrictStr, Field(max_length=200), AfterValidator(_abs_path)]
+Keep = Annotated[StrictInt, Field(ge=0, le=3650)]
+
+
+class TenantBackup(_Model):
+    """A unit's own backup policy; anything left out comes from cluster.yaml's `backup`."""
+
+    enabled: StrictBool = True
+    schedule: Schedule | None = None
+    keep_daily: Keep | None = None
+    keep_weekly: Keep | None = None
+    keep_monthly: Keep | None = None
+
+
 class Tenant(_Model):
     """One unit (department or township) and its site."""
 
@@ -219,6 +254,7 @@ class Tenant(_Model):
     sftp: Sftp = Sftp()
     review: Literal["none", "required"] = "none"
     quota_mb: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
+    backup: TenantBackup = TenantBackup()
 
     @model_validator(mode="after")
     def _unique_sections(self) -> "Tenant":
@@ -251,21 +287,6 @@ class NginxSettings(_Model):
     keepalive_timeout: StrictInt = Field(default=30, ge=0, le=600)
 
 
-class Cluster(_Model):
-    domain: Host
-    name: Text
-    portal: Portal
-    defaults: Defaults = Defaults()
-    nginx: NginxSettings = NginxSettings()
-    keep_releases: StrictInt = Field(default=5, ge=2, le=50)
-
-
-class SshSettings(_Model):
-    user: Annotated[StrictStr, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
-    port: StrictInt = Field(default=22, ge=1, le=65535)
-    key: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_./~-]{1,255}$")]
-
-
 def _ip(value: str) -> str:
     try:
         return ipaddress.ip_address(value).compressed
@@ -273,12 +294,56 @@ def _ip(value: str) -> str:
         raise ValueError(f"{value!r} is not an IP address") from None
 
 
+IpAddress = Annotated[StrictStr, AfterValidator(_ip)]
+UserName = Annotated[StrictStr, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")]
+
+
+class Offsite(_Model):
+    """The second repository (the city's disaster-recovery center), reached over SFTP with
+    govhost's backup key and filled with `restic copy` on its own schedule."""
+
+    address: IpAddress
+    port: StrictInt = Field(default=22, ge=1, le=65535)
+    user: UserName = "govhost-backup"
+    path: AbsPath = "/srv/govhost/offsite/repo"
+    schedule: Schedule = "04:00"
+
+
+class BackupSettings(_Model):
+    """Cluster-wide backup defaults; the repository lives on the node with the backup role."""
+
+    schedule: Schedule = "02:30"
+    keep_daily: Keep = 7
+    keep_weekly: Keep = 4
+    keep_monthly: Keep = 6
+    path: AbsPath = "/srv/govhost/backup/repo"
+    verify_schedule: Schedule = "weekly"
+    verify_subset_percent: StrictInt = Field(default=5, ge=1, le=100)
+    offsite: Offsite | None = None
+
+
+class Cluster(_Model):
+    domain: Host
+    name: Text
+    portal: Portal
+    defaults: Defaults = Defaults()
+    nginx: NginxSettings = NginxSettings()
+    keep_releases: StrictInt = Field(default=5, ge=2, le=50)
+    backup: BackupSettings = BackupSettings()
+
+
+class SshSettings(_Model):
+    user: UserName = "root"
+    port: StrictInt = Field(default=22, ge=1, le=65535)
+    key: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_./~-]{1,255}$")]
+
+
 Role = Literal["web", "backup", "db", "monitoring"]
 
 
 class Node(_Model):
     name: Label
-    address: Annotated[StrictStr, AfterValidator(_ip)]
+    address: IpAddress
     roles: list[Role] = Field(default_factory=lambda: ["web"], min_length=1)
     capacity: StrictInt = Field(default=2000, ge=1, le=100_000)
 

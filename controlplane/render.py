@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import jinja2
 
-from . import accounts, paths
+from . import accounts, backup_plan, paths
 from .inventory import Inventory
 from .manifest import Tenant
 
@@ -182,6 +182,10 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     databases = accounts.databases_spec(inv, placement, node)
     if databases is not None:
         files["databases.json"] = databases
+    backup = backup_plan.node_spec(inv, placement, node)
+    if backup is not None:
+        files["backup.json"] = backup
+        files["backup.key"] = inv.backup_key
     return Release(node=node, files=files)
 
 

@@ -33,6 +33,15 @@ CREATE TABLE IF NOT EXISTS content_releases (
     published_at REAL NOT NULL, actor TEXT NOT NULL, files INTEGER NOT NULL,
     bytes INTEGER NOT NULL, nodes TEXT NOT NULL, changes TEXT NOT NULL, decided_by TEXT,
     decided_at REAL, PRIMARY KEY (tenant, release_id));
+CREATE TABLE IF NOT EXISTS backups (
+    run TEXT NOT NULL, tenant TEXT NOT NULL, kind TEXT NOT NULL, node TEXT NOT NULL,
+    snapshot TEXT, ok INTEGER NOT NULL, started_at REAL, finished_at REAL NOT NULL,
+    seconds REAL, files INTEGER, bytes INTEGER, bytes_added INTEGER, error TEXT,
+    PRIMARY KEY (run, tenant, kind));
+CREATE INDEX IF NOT EXISTS backups_tenant ON backups (tenant, finished_at);
+CREATE TABLE IF NOT EXISTS backup_checks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, tenant TEXT, ok INTEGER NOT NULL,
+    at REAL NOT NULL, seconds REAL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
@@ -176,6 +185,47 @@ class State:
         return dict(self.db.execute(
             "SELECT tenant, MAX(published_at) FROM content_releases "
             "WHERE status NOT IN ('pending', 'rejected') GROUP BY tenant"))
+
+    # the backup catalogue: snapshots made through govhost, verifies, drills, off-site copies
+    def record_backup(self, r: Mapping[str, Any]) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO backups (run, tenant, kind, node, snapshot, ok, "
+                       "started_at, finished_at, seconds, files, bytes, bytes_added, error) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (r["run"], r["tenant"], r["kind"], r["node"], r.get("snapshot"),
+                        int(bool(r["ok"])), r.get("started_at"), r["finished_at"],
+                        r.get("seconds"), r.get("files"), r.get("bytes"), r.get("bytes_added"),
+                        r.get("error") or ""))
+
+    def backups(self, tenant: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        keys = ("run", "tenant", "kind", "node", "snapshot", "ok", "started_at", "finished_at",
+                "seconds", "files", "bytes", "bytes_added", "error")
+        where, args = ("WHERE tenant = ?", [tenant]) if tenant else ("", [])
+        rows = self.db.execute(f"SELECT {', '.join(keys)} FROM backups {where} "
+                               "ORDER BY finished_at DESC LIMIT ?", (*args, limit)).fetchall()
+        return [dict(zip(keys, r), ok=bool(r[5])) for r in rows]
+
+    def last_backups(self) -> dict[tuple[str, str], float]:
+        """(tenant, kind) -> when its last successful backup through govhost finished."""
+        return {(t, k): ts for t, k, ts in self.db.execute(
+            "SELECT tenant, kind, MAX(finished_at) FROM backups WHERE ok = 1 "
+            "GROUP BY tenant, kind")}
+
+    def record_check(self, kind: str, tenant: str | None, ok: bool, seconds: float,
+                     detail: Mapping[str, Any]) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO backup_checks (kind, tenant, ok, at, seconds, detail) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (kind, tenant, int(ok), time.time(), seconds,
+                                                     json.dumps(detail, sort_keys=True)))
+            self._audit(db, f"backup.{kind}", tenant or "repository",
+                        {"ok": ok, "seconds": seconds})
+
+    def checks(self, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        where, args = ("WHERE kind = ?", [kind]) if kind else ("", [])
+        rows = self.db.execute(f"SELECT kind, tenant, ok, at, seconds, detail FROM backup_checks "
+                               f"{where} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [{"kind": k, "tenant": t, "ok": bool(ok), "at": at, "seconds": s,
+                 "detail": json.loads(d)} for k, t, ok, at, s, d in rows]
 
     # runs and audit
     def start_run(self, kind: str) -> int:
