@@ -331,6 +331,10 @@ def open_state_for(inventory: Path) -> Iterator[State]:
 def _choose(c: Cluster, tenant: str, snapshot: str | None,
             at: float | None) -> tuple[Mapping[str, Any], Mapping[str, Any] | None]:
     snaps = _snapshots(c, tenant)
+    if not snapshot:
+        # Safety snapshots taken before a restore hold what was being replaced (often the
+        # damage itself): chosen only by id, never as "the latest" or "as of".
+        snaps = [s for s in snaps if backup_plan.tags(s).get("reason") != "pre-restore"]
     files = backup_plan.of_kind(snaps, tenant, "files")
     chosen = backup_plan.pick(files, snapshot_id=snapshot, at=at)
     if chosen is None:

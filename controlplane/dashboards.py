@@ -45,6 +45,9 @@ PANELS: list[tuple[str, str, str, str, str]] = [
     (OVERVIEW, "Sites nearest their quota", "timeseries",
      "topk(10, max by (tenant) (govhost_tenant_disk_bytes) / on (tenant) "
      "max by (tenant) (govhost_tenant_quota_bytes))", "percentunit"),
+    (OVERVIEW, "Oldest last backups", "timeseries",
+     "topk(10, time() - max by (tenant, kind) (govhost_tenant_last_backup_timestamp_seconds))",
+     "s"),
     (OVERVIEW, "Probe round: wall and CPU seconds", "timeseries",
      "govhost_probe_round_duration_seconds or govhost_probe_round_cpu_seconds", "s"),
     (TENANT, "Up through each node", "stat", 'govhost_tenant_up{tenant="$tenant"}', "short"),
@@ -63,6 +66,9 @@ PANELS: list[tuple[str, str, str, str, str]] = [
      'rate(govhost_tenant_cpu_seconds_total{tenant="$tenant"}[5m])', "percentunit"),
     (TENANT, "Memory per node", "timeseries",
      'govhost_tenant_memory_bytes{tenant="$tenant"}', "bytes"),
+    (TENANT, "Since last successful backup", "stat",
+     'time() - max by (kind) (govhost_tenant_last_backup_timestamp_seconds{tenant="$tenant"})',
+     "s"),
     (TENANT, "Replicas", "stat", 'govhost_tenant_replicas{tenant="$tenant"}', "short"),
 ]
 
