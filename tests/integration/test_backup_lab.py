@@ -1,0 +1,250 @@
+"""Backups on the real lab: restic 0.14 with its repository on n1 over SFTP, real MariaDB on
+n2, real content releases. Each module run uses a repository of its own (the test county's
+state directory has its own secret, hence its own repository password)."""
+import json
+import secrets
+import shutil
+import time
+
+import pytest
+
+from controlplane import lab
+
+from .conftest import REPO, govhost
+from .test_apply_lab import NODES, apply_json, on_node
+from .test_tenants_lab import reset_content
+
+TENANT = "zhujian"          # PHP with a database: files on its replica, dump on the db node
+SYNTH = "archive-test"      # a tenant whose retention is checked on synthetic snapshots
+
+
+def _json(proc):
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"not JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+
+@pytest.fixture(scope="module")
+def county(lab_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("backup")
+    inv = root / "inventory"
+    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    tag = secrets.token_hex(4)
+    text = (inv / "cluster.yaml").read_text()
+    text = text.replace("offsite:\n", f"path: /srv/govhost/backup/t{tag}/repo\n  offsite:\n")
+    text = text.replace("path: /srv/govhost/offsite/repo", f"path: /srv/govhost/offsite/t{tag}")
+    (inv / "cluster.yaml").write_text(text)
+    (inv / "tenants" / f"{SYNTH}.yaml").write_text(
+        f"name: {SYNTH}\ntitle: 档案测试\nkind: department\n"
+        "contact: {name: 王芳, email: web@archive.qingshui.gov.cn, phone: '0571-1234'}\n"
+        "backup: {keep_daily: 3, keep_weekly: 2, keep_monthly: 2}\n")
+    reset_content(TENANT)
+    apply_json(inv)
+    placement = _json(govhost(inv, "plan", "--json", check=True))["placement"]
+    yield {"inv": inv, "home": NODES[placement[TENANT][0]], "db": NODES["n2"], "tag": tag,
+           "root": root}
+    on_node(NODES["n2"], "mariadb gh_zhujian -e 'DROP TABLE IF EXISTS t; "
+                         "DROP VIEW IF EXISTS broken'")
+    reset_content(TENANT)
+    for address in NODES.values():
+        on_node(address, f"rm -rf /srv/govhost/backup/t{tag} /srv/govhost/offsite/t{tag}")
+
+
+def _upload(node: str, files: dict[str, str]) -> None:
+    """Content as the unit's SFTP upload would leave it (SFTP itself: test_tenants_lab)."""
+    cmds = [f"cd /srv/govhost/sites/{TENANT}/upload && rm -rf ./*"]
+    for path, spec in files.items():
+        cmds.append(f"mkdir -p $(dirname {path})")
+        if spec.startswith("random:"):
+            cmds.append(f"head -c {int(spec[7:])} /dev/urandom > {path}")
+        else:
+            cmds.append(f"printf '%s' '{spec}' > {path}")
+    cmds.append(f"chown -R gh-{TENANT}:gh-{TENANT} .")
+    on_node(node, " && ".join(cmds))
+
+
+def _hashes(node: str, where: str) -> dict[str, str]:
+    out = on_node(node, f"cd /srv/govhost/sites/{TENANT}/{where}/ && find . -type f "
+                        "! -name .meta.json -print0 | sort -z | xargs -0 -r sha256sum")
+    return {line[66:]: line[:64] for line in out.splitlines()}
+
+
+def _rows(db_node: str) -> list[str]:
+    return on_node(db_node, "mariadb -N gh_zhujian -e 'SELECT id, v FROM t ORDER BY id'"
+                   ).splitlines()
+
+
+def _snaps(inv, kind: str, tenant: str = TENANT) -> list[dict]:
+    return [s for s in _json(govhost(inv, "backup", "list", tenant, "--json", check=True))
+            if s["kind"] == kind]
+
+
+def test_restore_after_loss_gives_back_identical_files_and_rows(county):
+    inv, home, db = county["inv"], county["home"], county["db"]
+    _upload(home, {"index.php": "<?php echo 1;", "docs/report.pdf": "random:300000",
+                   "docs/通知.txt": "关于开展检查的通知", "img/logo.png": "random:20000"})
+    assert govhost(inv, "publish", TENANT).returncode == 0
+    on_node(db, "mariadb gh_zhujian -e \"DROP TABLE IF EXISTS t; CREATE TABLE t "
+                "(id INT PRIMARY KEY, v VARCHAR(20)); INSERT INTO t VALUES (1,'a'),(2,'b'),"
+                "(3,'c'),(4,'d');\"")
+    live, upload, rows = _hashes(home, "current"), _hashes(home, "upload"), _rows(db)
+    assert len(live) == 5 and len(rows) == 4          # 4 files + .digests
+    run = _json(govhost(inv, "backup", "run", TENANT, "--json"))
+    assert run["failed"] == 0 and {(r["kind"], r["ok"]) for r in run["results"]} == \
+        {("files", True), ("db", True)}
+
+    # The loss: files deleted from the upload area and from the live release, rows deleted,
+    # a table added.
+    on_node(home, f"rm -rf /srv/govhost/sites/{TENANT}/upload/docs "
+                  f"/srv/govhost/sites/{TENANT}/current/docs/report.pdf")
+    on_node(db, "mariadb gh_zhujian -e 'DELETE FROM t WHERE id > 1; CREATE TABLE junk (x INT)'")
+    assert _hashes(home, "current") != live and _rows(db) == ["1\ta"]
+
+    res = _json(govhost(inv, "backup", "restore", TENANT, "--yes", "--json", timeout=900))
+    assert res["files_snapshot"].startswith(next(r["snapshot"] for r in run["results"]
+                                                 if r["kind"] == "files"))
+    assert _hashes(home, "current") == live            # byte-identical
+    assert _hashes(home, "upload") == upload
+    assert _rows(db) == rows
+    assert "junk" not in on_node(db, "mariadb -N gh_zhujian -e 'SHOW TABLES'")
+    # The restore is a content release like any other (rollback works) and made a safety
+    # snapshot of the damaged state first.
+    releases = _json(govhost(inv, "releases", TENANT, "--json", check=True))
+    assert any(r["published_by"].startswith("restore:") and r["source"] == "restore"
+               and r["status"] == "live" for r in releases)
+    assert len(res["pre_restore"]) == 2
+    reasons = {s["id"]: s["reason"] for s in _snaps(inv, "files")}
+    assert reasons[res["pre_restore"][0][:8]] == "pre-restore"
+    assert res["release"]
+
+
+def test_restore_as_of_a_time_between_two_snapshots_picks_the_earlier(county, tmp_path):
+    inv, home = county["inv"], county["home"]
+    _upload(home, {"index.php": "<?php echo 101;"})
+    assert govhost(inv, "publish", TENANT).returncode == 0
+    first = _json(govhost(inv, "backup", "run", TENANT, "--json"))
+    time.sleep(2)
+    between = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    time.sleep(2)
+    _upload(home, {"index.php": "<?php echo 202;"})
+    assert govhost(inv, "publish", TENANT).returncode == 0
+    second = _json(govhost(inv, "backup", "run", TENANT, "--json"))
+    assert first["failed"] == second["failed"] == 0
+    out = tmp_path / "restored"
+    res = _json(govhost(inv, "backup", "restore", TENANT, "--at", between, "--to", str(out),
+                        "--json"))
+    want = next(r["snapshot"] for r in first["results"] if r["kind"] == "files")
+    assert res["files_snapshot"].startswith(want)
+    site = out / "files" / "srv" / "govhost" / "sites" / TENANT
+    assert (site / "upload" / "index.php").read_text() == "<?php echo 101;"
+    assert "101" in (site / "current" / "index.php").read_text()
+    dump = (out / "database" / "gh_zhujian.sql").read_text()
+    assert "-- Dump completed" in dump and "CREATE TABLE `t`" in dump
+
+
+def test_a_failing_dump_makes_no_snapshot_and_fails_loudly(county):
+    inv, db = county["inv"], county["db"]
+    before = len(_snaps(inv, "db"))
+    # A view over a table that is gone: mariadb-dump stops with an error half-way.
+    on_node(db, "mariadb gh_zhujian -e 'CREATE TABLE gone (x INT); CREATE VIEW broken AS "
+                "SELECT x FROM gone; DROP TABLE gone'")
+    try:
+        proc = govhost(inv, "backup", "run", TENANT, "--json")
+        res = _json(proc)
+        assert proc.returncode == 1 and res["failed"] == 1
+        bad = next(r for r in res["results"] if r["kind"] == "db")
+        assert not bad["ok"] and "mariadb-dump" in bad["error"] and bad["snapshot"] is None
+        assert len(_snaps(inv, "db")) == before
+        status = json.loads(on_node(db, "/usr/local/sbin/govhost-backup status"))
+        assert "mariadb-dump" in status[TENANT]["db"]["last_error"]
+        metrics = on_node(db, "curl -s http://127.0.1.2:9273/metrics")
+        assert f'govhost_tenant_backup_failing{{tenant="{TENANT}",kind="db"}} 1' in metrics
+        history = _json(govhost(inv, "backup", "history", TENANT, "--json", check=True))
+        latest_db = next(b for b in history["backups"] if b["kind"] == "db")
+        assert latest_db["ok"] is False and "mariadb-dump" in latest_db["error"]
+    finally:
+        on_node(db, "mariadb gh_zhujian -e 'DROP VIEW IF EXISTS broken'")
+
+
+def test_drill_restores_into_scratch_and_records_the_rto(county):
+    inv = county["inv"]
+    assert govhost(inv, "backup", "run", TENANT, "--json").returncode == 0
+    res = _json(govhost(inv, "backup", "drill", TENANT, "--json"))
+    assert res["ok"], res
+    files, db = (next(p for p in res["parts"] if p["kind"] == k) for k in ("files", "db"))
+    assert files["files_checked"] >= 3 and files["mismatch_count"] == 0
+    assert db["restored_rows"] == db["recorded_rows"] and db["tables"] >= 1
+    assert res["rto_seconds"] > 0
+    checks = _json(govhost(inv, "backup", "history", "--json", check=True))["checks"]
+    assert checks[0]["kind"] == "drill" and checks[0]["ok"] and checks[0]["tenant"] == TENANT
+    # The scratch database is gone again.
+    assert "ghdrill_" not in on_node(county["db"], "mariadb -N -e 'SHOW DATABASES'")
+
+
+def test_retention_keeps_exactly_what_the_policy_says(county, tmp_path):
+    """Synthetic snapshots of SYNTH (keep 3 daily, 2 weekly, 2 monthly), made with restic's
+    --time on the control machine, then `govhost backup forget` on the backup node."""
+    inv = county["inv"]
+    from controlplane import backup
+    src = tmp_path / "synthetic"
+    src.mkdir()
+    days = ["2026-08-10", "2026-08-28", "2026-09-15", "2026-09-30", "2026-10-05", "2026-10-12",
+            "2026-10-20", "2026-10-24", "2026-10-26", "2026-10-28", "2026-10-29", "2026-10-30"]
+    with backup.cluster(inv) as c:
+        for i, day in enumerate(days):
+            (src / "page.html").write_text(f"version {i}")
+            r = backup._control_restic(c, "backup", "--host", "govhost", "--time",
+                                       f"{day} 12:00:00", "--tag", f"tenant={SYNTH}",
+                                       "--tag", "kind=files", str(src))
+            assert r.returncode == 0, r.stderr
+    res = _json(govhost(inv, "backup", "forget", "--json", check=True))
+    assert res["removed"] >= len(days) - 6
+    kept = sorted(s["time"][:10] for s in _snaps(inv, "files", SYNTH) if s["time"] < "2026-11")
+    # daily: 10-30, 10-29, 10-28; weekly (ISO weeks): 10-30 (week 44), 10-24 (week 43);
+    # monthly: 10-30 (October), 09-30 (September).
+    assert kept == ["2026-09-30", "2026-10-24", "2026-10-28", "2026-10-29", "2026-10-30"]
+
+
+def test_offsite_copy_and_a_corrupted_pack_is_found_by_verify(county):
+    inv, tag = county["inv"], county["tag"]
+    res = _json(govhost(inv, "backup", "copy", "--json", check=True, timeout=900))
+    assert res["copied"] >= 1 and res["snapshots"] >= res["copied"]
+    again = _json(govhost(inv, "backup", "copy", "--json", check=True, timeout=900))
+    assert again["copied"] == 0                       # only new snapshots travel
+    assert _json(govhost(inv, "backup", "verify", "--subset", "100", "--json"))["ok"]
+    repo = f"/srv/govhost/backup/t{tag}/repo"
+    pack = on_node(NODES["n1"], f"find {repo}/data -type f -size +1k | sort | head -n 1")
+    on_node(NODES["n1"], f"cp -p {pack} /root/pack.orig && printf 'garbage' | dd of={pack} "
+                         "bs=1 seek=200 conv=notrunc status=none")
+    try:
+        proc = govhost(inv, "backup", "verify", "--subset", "100", "--json")
+        res = _json(proc)
+        assert proc.returncode == 1 and not res["ok"] and res["problems"]
+    finally:
+        on_node(NODES["n1"], f"cp -p /root/pack.orig {pack} && rm /root/pack.orig")
+    assert _json(govhost(inv, "backup", "verify", "--subset", "100", "--json"))["ok"]
+
+
+def test_backup_node_down_fails_every_backup_and_records_no_success(county):
+    inv = county["inv"]
+    before = {(r["tenant"], r["kind"]): r["finished_at"] for r in _json(govhost(
+        inv, "backup", "history", "--json", "--limit", "1000", check=True))["backups"] if r["ok"]}
+    lab.stop("n1")
+    try:
+        proc = govhost(inv, "backup", "run", "--json", timeout=900)
+        res = _json(proc)
+        assert proc.returncode == 1
+        assert res["ok"] == 0 and res["failed"] == len(res["results"]) > 10
+        kinds = {r["kind"] for r in res["results"]}
+        assert kinds == {"files", "db", "control"}
+        assert all(r["snapshot"] is None for r in res["results"])
+        after = {(r["tenant"], r["kind"]): r["finished_at"] for r in _json(govhost(
+            inv, "backup", "history", "--json", "--limit", "1000", check=True))["backups"]
+            if r["ok"]}
+        assert after == before                         # nothing recorded as success
+        status = json.loads(on_node(NODES["n2"], "/usr/local/sbin/govhost-backup status"))
+        assert status[TENANT]["db"]["last_error"]
+    finally:
+        lab.up(3)
+        apply_json(inv)
