@@ -368,7 +368,8 @@ def monitoring_install(
     interval: float = typer.Option(30.0, help="Seconds between probe rounds."),
     unit_dir: Path = typer.Option(Path("/etc/systemd/system"), help="Where to write the unit."),
 ) -> None:
-    """Install `govhost exporter` as a systemd service on this (control) machine."""
+    """Install `govhost exporter` as a systemd service on this (control) machine, and the
+    daily timer that backs up the control plane's state."""
     from controlplane import remote
     from controlplane.state import state_dir
     exe = Path(sys.argv[0]).resolve()
@@ -651,6 +652,9 @@ def _when(ts: float | None) -> str:
 @backup_app.command("run")
 def backup_run(tenants: list[str] = typer.Argument(None, help="Tenants (all when none)."),
                jobs: int = typer.Option(2, "--jobs", help="Snapshots made at once per node."),
+               control_only: bool = typer.Option(False, "--control-only",
+                                                 help="Only the control plane's state store "
+                                                 "and inventory (its daily timer)."),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Back up now: files from each tenant's first replica, databases from the db node, and
     (for a full run) the control plane's own state. Exit 1 if anything failed."""
@@ -661,7 +665,8 @@ def backup_run(tenants: list[str] = typer.Argument(None, help="Tenants (all when
     total = None
     try:
         with backup.cluster(CTX.inventory) as c:
-            total = backup.expected_jobs(c, tenants or ()) + (0 if tenants else 1)
+            total = 1 if control_only else (
+                backup.expected_jobs(c, tenants or ()) + (0 if tenants else 1))
     except errors.GovhostError as exc:
         _fail(exc, as_json)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -676,7 +681,7 @@ def backup_run(tenants: list[str] = typer.Argument(None, help="Tenants (all when
 
     with progress:
         res = _call(lambda: backup.run(CTX.inventory, tenants or (), on_result=on_result,
-                                       jobs=jobs), as_json=as_json)
+                                       jobs=jobs, control_only=control_only), as_json=as_json)
     if as_json:
         _emit(res)
     else:

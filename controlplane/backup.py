@@ -120,7 +120,7 @@ def _json(r: subprocess.CompletedProcess) -> Any:
 
 def run(inventory: Path, tenants: Sequence[str] = (), *, tags: Sequence[str] = (),
         include_control: bool | None = None, on_result: OnResult = lambda _: None,
-        say: Say = lambda _: None, jobs: int = 2) -> dict[str, Any]:
+        say: Say = lambda _: None, jobs: int = 2, control_only: bool = False) -> dict[str, Any]:
     """Back up `tenants` (all when empty) from the nodes that hold them, in parallel per node;
     then, for a full run, the control plane's own state. Every result is recorded."""
     with _lock(Path(inventory), "run"), cluster(inventory) as c:
@@ -136,7 +136,7 @@ def run(inventory: Path, tenants: Sequence[str] = (), *, tags: Sequence[str] = (
         per_node: dict[str, set[str]] = {}
         for kind in (src.files, src.databases):
             for t, n in kind.items():
-                if not wanted or t in wanted:
+                if (not wanted or t in wanted) and not control_only:
                     per_node.setdefault(n, set()).add(t)
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid() % 10000:04d}"
         results: list[dict] = []
@@ -169,7 +169,7 @@ def run(inventory: Path, tenants: Sequence[str] = (), *, tags: Sequence[str] = (
                 running -= 1
             else:
                 record(msg)
-        if include_control if include_control is not None else not wanted:
+        if control_only or (include_control if include_control is not None else not wanted):
             record(control_backup(c, run_id, list(tags)))
         ok = sum(r["ok"] for r in results)
         summary = {"run": run_id, "ok": ok, "failed": len(results) - ok,
@@ -334,7 +334,9 @@ def _choose(c: Cluster, tenant: str, snapshot: str | None,
     if not snapshot:
         # Safety snapshots taken before a restore hold what was being replaced (often the
         # damage itself): chosen only by id, never as "the latest" or "as of".
-        snaps = [s for s in snaps if backup_plan.tags(s).get("reason") != "pre-restore"]
+        # Partial ones (restic could not read every file) likewise.
+        snaps = [s for s in snaps if backup_plan.tags(s).get("reason") != "pre-restore"
+                 and backup_plan.tags(s).get("partial") != "yes"]
     files = backup_plan.of_kind(snaps, tenant, "files")
     chosen = backup_plan.pick(files, snapshot_id=snapshot, at=at)
     if chosen is None:

@@ -202,5 +202,8 @@ def test_exporter_service_unit_is_written_by_the_playbook(inv_dir, tmp_path):
     assert f"--inventory {inv_dir.resolve()} exporter --listen 127.0.0.1:9270 --interval 15" \
         in unit
     assert "Restart=always" in unit
+    backup = (units / "govhost-backup-control.service").read_text()
+    assert f"--inventory {inv_dir.resolve()} backup run --control-only" in backup
+    assert "OnCalendar=daily" in (units / "govhost-backup-control.timer").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "unchanged" in again.stdout

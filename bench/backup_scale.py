@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Benchmark backups on the lab (real restic 0.14, repository on n1 over SFTP). Prints,
+measured in one run, for the example county and for N generated tenants (default 1,000):
+- the first backup and an incremental one after 1 % of the files changed (wall time);
+- restic's own floor: one `restic cat config` (opening the repository costs a key
+  derivation that restic calibrates to about half a second of CPU), times the snapshots;
+- the restore of one tenant (to a directory, and to the live site) and a drill;
+- the repository's size next to the raw size of what was backed up.
+
+Every tenant's content is written straight into its upload area on its first replica (what
+its SFTP upload would leave); the example county's is also published, so its live release is
+in the snapshot too. Needs root and the lab: `govhost lab up --nodes 3` first.
+Usage: bench/backup_scale.py [N] [FILES_PER_TENANT]
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from controlplane import backup, lab  # noqa: E402
+from tests.helpers import generated_county  # noqa: E402
+
+GEN = r'''
+import os, random, sys, json
+spec = json.loads(sys.argv[1])
+rnd = random.Random(spec["seed"])
+raw = 0
+for t in spec["tenants"]:
+    up = f"/srv/govhost/sites/{t}/upload"
+    for i in range(spec["files"]):
+        d = os.path.join(up, f"col{i % 4}")
+        os.makedirs(d, exist_ok=True)
+        # pages: text that repeats across units (same templates); attachments: random
+        if i % 5 == 4:
+            data = rnd.randbytes(spec["size"] * 4)
+        else:
+            data = (f"<html><body><h1>{t} {i}</h1>" + "通知公告 政务公开 " * (spec["size"] // 30)
+                    + "</body></html>").encode()
+        with open(os.path.join(d, f"f{i}.html" if i % 5 != 4 else f"a{i}.pdf"), "wb") as f:
+            f.write(data)
+        raw += len(data)
+    os.system(f"chown -R gh-{t}:gh-{t} {up}")
+print(raw)
+'''
+
+CHANGE = r'''
+import os, sys, json
+spec = json.loads(sys.argv[1])
+for path in spec["paths"]:
+    with open(path, "ab") as f:
+        f.write(b"<!-- changed -->")
+print(len(spec["paths"]))
+'''
+
+
+def ssh(address: str, command: str, timeout: float = 3600) -> str:
+    out = subprocess.run(["ssh", "-i", str(lab.KEY), "-o", "StrictHostKeyChecking=no",
+                          "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                          f"root@{address}", command], capture_output=True, text=True,
+                         timeout=timeout)
+    if out.returncode != 0:
+        raise SystemExit(f"{address}: {command[:80]}: {out.stderr}")
+    return out.stdout
+
+
+def govhost(inv: Path, *args: str, timeout: float = 7200) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / ".venv" / "bin" / "govhost"), "--inventory", str(inv),
+                           *args], capture_output=True, text=True, timeout=timeout)
+
+
+def timed(inv: Path, *args: str) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    p = govhost(inv, *args)
+    dt = time.perf_counter() - t0
+    try:
+        data = json.loads(p.stdout)
+    except ValueError:
+        raise SystemExit(f"govhost {' '.join(args)}: {p.stdout[-500:]}{p.stderr[-2000:]}")
+    return dt, data
+
+
+def addr(n: str) -> str:
+    return f"127.0.1.{n[1:]}"
+
+
+def use_own_repository(inv: Path, tag: str) -> None:
+    """A repository of this run's own (and the backup role on n1 for generated counties)."""
+    import yaml
+    doc = yaml.safe_load((inv / "cluster.yaml").read_text())
+    doc.setdefault("backup", {})["path"] = f"/srv/govhost/backup/bench{tag}/repo"
+    doc["backup"].pop("offsite", None)
+    (inv / "cluster.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
+    hosts = yaml.safe_load((inv / "hosts.yaml").read_text())
+    if not any("backup" in n.get("roles", []) for n in hosts["nodes"]):
+        hosts["nodes"][0]["roles"] = ["web", "backup"]
+        (inv / "hosts.yaml").write_text(yaml.safe_dump(hosts))
+
+
+def county_run(label: str, inv: Path, files: int, size: int, publish: bool) -> dict:
+    tag = secrets.token_hex(3)
+    use_own_repository(inv, tag)
+    t0 = time.perf_counter()
+    p = govhost(inv, "apply", "--yes", "--json")
+    if p.returncode != 0:
+        raise SystemExit(f"apply failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
+    apply_s = time.perf_counter() - t0
+    placement = json.loads(govhost(inv, "plan", "--json").stdout)["placement"]
+    static = [t for t in placement if "type: proxy" not in
+              (inv / "tenants" / f"{t}.yaml").read_text()]
+    by_node: dict[str, list[str]] = {}
+    for t in static:
+        by_node.setdefault(placement[t][0], []).append(t)
+    raw = 0
+    for n, ts in by_node.items():
+        ssh(addr(n), "rm -rf " + " ".join(f"/srv/govhost/sites/{t}/upload/*" for t in ts))
+        spec = json.dumps({"tenants": ts, "files": files, "size": size, "seed": n})
+        raw += int(ssh(addr(n), f"python3 -c {shlex_quote(GEN)} {shlex_quote(spec)}"))
+    if publish:
+        for t in static:
+            if govhost(inv, "publish", t).returncode != 0:
+                raise SystemExit(f"publish {t} failed")
+    first_s, first = timed(inv, "backup", "run", "--json")
+    # 1 % of the files change (appended to): every hundredth file of the county.
+    total_files = len(static) * files
+    changed = 0
+    k = 0
+    for n, ts in by_node.items():
+        paths = []
+        for t in ts:
+            for j in range(files):
+                if k % 100 == 0:
+                    name = f"f{j}.html" if j % 5 != 4 else f"a{j}.pdf"
+                    paths.append(f"/srv/govhost/sites/{t}/upload/col{j % 4}/{name}")
+                k += 1
+        spec = json.dumps({"paths": paths})
+        changed += int(ssh(addr(n), f"python3 -c {shlex_quote(CHANGE)} {shlex_quote(spec)}"))
+    incr_s, incr = timed(inv, "backup", "run", "--json")
+    # restic's floor: opening the repository once per snapshot.
+    with backup.cluster(inv) as c:
+        t1 = time.perf_counter()
+        for _ in range(3):
+            r = backup._control_restic(c, "cat", "config")
+            assert r.returncode == 0, r.stderr
+        open_s = (time.perf_counter() - t1) / 3
+    one = static[len(static) // 2]
+    out = Path(tempfile.mkdtemp(prefix="govhost-bench-restore-"))
+    shutil.rmtree(out)
+    restore_dir_s, _ = timed(inv, "backup", "restore", one, "--to", str(out), "--json")
+    shutil.rmtree(out, ignore_errors=True)
+    restore_live_s, live = timed(inv, "backup", "restore", one, "--yes", "--json",
+                                 "--no-safety-backup")
+    drill_s, drill = timed(inv, "backup", "drill", one, "--json")
+    repo_bytes = int(ssh("127.0.1.1", f"du -sb /srv/govhost/backup/bench{tag}/repo").split()[0])
+    snaps = len(first["results"])
+    res = {
+        "label": label, "tenants": len(static), "files": total_files, "raw_bytes": raw,
+        "apply_s": apply_s, "first_s": first_s, "first_failed": first["failed"],
+        "incremental_s": incr_s, "incremental_failed": incr["failed"], "changed_files": changed,
+        "snapshots_per_run": snaps, "open_repo_s": open_s,
+        "restore_dir_s": restore_dir_s, "restore_live_s": restore_live_s,
+        "drill_s": drill_s, "drill_ok": drill["ok"], "drill_rto_s": drill["rto_seconds"],
+        "repo_bytes": repo_bytes, "restored_tenant": one,
+        "added_first": sum(r.get("bytes_added") or 0 for r in first["results"]),
+        "added_incremental": sum(r.get("bytes_added") or 0 for r in incr["results"]),
+    }
+    ssh("127.0.1.1", f"rm -rf /srv/govhost/backup/bench{tag}")
+    return res
+
+
+def shlex_quote(s: str) -> str:
+    import shlex
+    return shlex.quote(s)
+
+
+def report(r: dict) -> None:
+    mib = 1024 * 1024
+    print(f"\n== {r['label']}: {r['tenants']} tenants, {r['files']} files, "
+          f"{r['raw_bytes'] / mib:.1f} MiB raw ==")
+    print(f"apply (accounts, config)          {r['apply_s']:8.1f} s")
+    print(f"first backup ({r['snapshots_per_run']} snapshots)      {r['first_s']:8.1f} s   "
+          f"failed {r['first_failed']}, {r['added_first'] / mib:.1f} MiB added")
+    print(f"incremental, {r['changed_files']} files changed  {r['incremental_s']:8.1f} s   "
+          f"failed {r['incremental_failed']}, {r['added_incremental'] / mib:.2f} MiB added; "
+          f"x first: {r['incremental_s'] / r['first_s']:.2f}")
+    floor = r["open_repo_s"] * r["snapshots_per_run"]
+    print(f"restic repository opens alone     {floor:8.1f} s   ({r['open_repo_s']:.2f} s each,"
+          f" serial; incremental / floor {r['incremental_s'] / floor:.2f})")
+    print(f"restore {r['restored_tenant']} to a directory   {r['restore_dir_s']:8.1f} s")
+    print(f"restore {r['restored_tenant']} to the live site {r['restore_live_s']:8.1f} s")
+    print(f"drill {r['restored_tenant']}                    {r['drill_s']:8.1f} s   "
+          f"ok {r['drill_ok']}, RTO {r['drill_rto_s']:.1f} s")
+    print(f"repository / raw                  {r['repo_bytes'] / mib:8.1f} MiB / "
+          f"{r['raw_bytes'] / mib:.1f} MiB = {r['repo_bytes'] / max(r['raw_bytes'], 1):.2f}")
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    files = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    if os.geteuid() != 0:
+        sys.exit("needs root (the lab)")
+    if not all(x.ssh_open for x in lab.up(3)[:3]):
+        sys.exit("lab nodes are not answering")
+    work = Path(tempfile.mkdtemp(prefix="govhost-bench-backup-"))
+    results = []
+    example = work / "example"
+    shutil.copytree(REPO / "inventory", example, ignore=shutil.ignore_patterns(".govhost"))
+    results.append(county_run("example county", example, files, 4096, publish=True))
+    report(results[-1])
+    if n:
+        gen = generated_county(work / "generated", n)
+        results.append(county_run(f"{n} generated tenants", gen, files, 4096, publish=False))
+        report(results[-1])
+    print("\n" + json.dumps(results))
+    # Put the example county back (other tests and the main job expect it).
+    govhost(REPO / "inventory", "apply", "--yes")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
