@@ -120,7 +120,7 @@ def _json(r: subprocess.CompletedProcess) -> Any:
 
 def run(inventory: Path, tenants: Sequence[str] = (), *, tags: Sequence[str] = (),
         include_control: bool | None = None, on_result: OnResult = lambda _: None,
-        say: Say = lambda _: None, jobs: int = 2, control_only: bool = False) -> dict[str, Any]:
+        jobs: int = 2, control_only: bool = False) -> dict[str, Any]:
     """Back up `tenants` (all when empty) from the nodes that hold them, in parallel per node;
     then, for a full run, the control plane's own state. Every result is recorded."""
     with _lock(Path(inventory), "run"), cluster(inventory) as c:
@@ -215,7 +215,8 @@ def _stream(c: Cluster, node: Node, args: list[str], record: OnResult, tenants: 
                 record({"event": "result", "tenant": t, "kind": kind, "node": node.name,
                         "run": run_id, "ok": False, "snapshot": None, "started_at": now,
                         "finished_at": now, "seconds": 0.0,
-                        "error": f"{node.name} did not report: {err or 'no answer'}"})
+                        "error": f"{node.name} did not report it: " + (
+                            err or "its config release does not list it; run `govhost apply`")})
 
 
 def _control_restic(c: Cluster, *args: str, timeout: float = 3600,
