@@ -21,7 +21,7 @@ from typing import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from . import inventory as inventory_mod
+from . import compliance, compliance_run, inventory as inventory_mod
 from . import paths, probes
 from .apply import lock_holder
 from .plan import make_plan
@@ -52,8 +52,10 @@ class Round:
 class Prober(threading.Thread):
     """Probes every tenant on every node once per interval (homepage through that node)."""
 
-    def __init__(self, inventory: Path, interval: float, workers: int = 32):
+    def __init__(self, inventory: Path, interval: float, workers: int = 32,
+                 record: bool = True):
         super().__init__(daemon=True, name="govhost-prober")
+        self.record = record          # keep each round in the state store (compliance)
         self.inventory = Path(inventory)
         self.interval = interval
         self.workers = workers
@@ -107,7 +109,8 @@ class Prober(threading.Thread):
         nodes = list(inv.hosts.nodes)
         targets = [(inv.site_host(t), n.name, n.address) for t in inv.tenants for n in nodes]
         by_host = {inv.site_host(t): t for t in inv.tenants}
-        for r in probes.probe_many(targets, workers=self.workers):
+        limit = inv.cluster.compliance.probe_timeout_seconds
+        for r in probes.probe_many(targets, workers=self.workers, timeout=limit):
             rnd.tenants.setdefault(by_host[r.host].name, {})[r.node] = r
         for n in nodes:  # the node's own health, and the release id it serves
             rnd.nodes_up[n.name] = probes.probe(paths.PROBE_HOST, n.name, n.address,
@@ -119,6 +122,17 @@ class Prober(threading.Thread):
         rnd.site_types = {t.name: t.site.type for t in inv.tenants}
         rnd.quotas = {t.name: inv.quota_bytes(t) for t in inv.tenants}
         rnd.finished = time.time()
+        if self.record:
+            # The inspections' rule: a probe fails unless the homepage loaded completely
+            # within the limit; through any node, so a failure on one node counts.
+            failed = {t: [{"node": n, "status": r.status, "seconds": round(r.seconds, 3),
+                           "error": r.error[:200]}
+                          for n, r in by_node.items() if not r.up or r.seconds > limit]
+                      for t, by_node in rnd.tenants.items()}
+            try:
+                compliance_run.record_round(self.inventory, rnd.finished, failed)
+            except Exception as exc:     # monitoring goes on without the record
+                rnd.error = f"recording the probe round failed: {exc}"
         rnd.seconds = time.monotonic() - t0
         rnd.cpu_seconds = time.process_time() - c0
         self.latest = rnd
@@ -148,12 +162,54 @@ class GovhostCollector(Collector):
         try:
             runs = [r for r in st.runs(20) if r["kind"] == "apply" and r["finished_at"]]
             drained, published = st.drained(), st.last_published()
+            checked = st.compliance()
+            week = compliance.week_of(time.time())
+            w0, _ = compliance.week_bounds(week)
+            probe_week = {t: st.probe_week(t, w0, time.time() + 1)[:2] for t in rnd.quotas}
         finally:
             st.close()
         yield from self._tenants(rnd)
         yield from self._nodes(rnd)
         yield from self._control_plane(rnd, runs, drained)
         yield from self._content(rnd, published)
+        yield from self._compliance(checked, probe_week)
+
+    @staticmethod
+    def _compliance(checked: dict, probe_week: dict) -> Iterator:
+        """The inspection indicators: this week's probe failures (continuous), and the
+        verdicts of the last `govhost compliance check`."""
+        ratio = GaugeMetricFamily("govhost_compliance_probe_failure_ratio",
+                                  "Share of this week's homepage probes that failed (the site "
+                                  "fails the week at 5 % by default).", labels=["tenant"])
+        probes_n = GaugeMetricFamily("govhost_compliance_probes", "Homepage probes this week.",
+                                     labels=["tenant"])
+        for t, (n, failed) in sorted(probe_week.items()):
+            probes_n.add_metric([t], n)
+            if n:
+                ratio.add_metric([t], failed / n)
+        ok = GaugeMetricFamily("govhost_compliance_indicator_ok", "1 if the unit passed the "
+                               "indicator at the last compliance check.",
+                               labels=["tenant", "indicator"])
+        broken = GaugeMetricFamily("govhost_compliance_broken_links", "Broken links found by "
+                                   "the last crawl.", labels=["tenant"])
+        stale = GaugeMetricFamily("govhost_compliance_stale_columns", "Columns stale, empty or "
+                                  "never updated at the last check.", labels=["tenant"])
+        home = GaugeMetricFamily("govhost_compliance_homepage_update_timestamp_seconds",
+                                 "When the homepage last changed (from the publish record).",
+                                 labels=["tenant"])
+        for t, rec in sorted(checked.items()):
+            v = rec["verdicts"]
+            for name, verdict in sorted(v.items()):
+                ok.add_metric([t, name], 1 if verdict["ok"] else 0)
+            if "links" in v:
+                broken.add_metric([t], len(v["links"]["evidence"]) if not v["links"]["ok"] else 0)
+            if "columns_fresh" in v:
+                stale.add_metric([t], sum(1 for r in v["columns_fresh"]["evidence"]
+                                          if isinstance(r, dict) and r.get("state") != "ok"))
+            ev = v.get("homepage_fresh", {}).get("evidence") or []
+            if ev and ev[0].get("last_update"):
+                home.add_metric([t], ev[0]["last_update"])
+        yield from (ratio, probes_n, ok, broken, stale, home)
 
     @staticmethod
     def _content(rnd: Round, published: dict[str, float]) -> Iterator:

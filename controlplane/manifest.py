@@ -239,6 +239,44 @@ class TenantBackup(_Model):
     keep_monthly: Keep | None = None
 
 
+ColumnCategory = Literal["news", "updates", "notices", "policy", "personnel", "plans"]
+_COLUMN_PATH = re.compile(r"^/([A-Za-z0-9_-]+/)+$")
+
+
+def _column_path(value: str) -> str:
+    if not _COLUMN_PATH.match(value):
+        raise ValueError(f"{value!r} is not a column path; use /name/ (letters, digits, _ -), "
+                         "nested as /a/b/, with the slashes at both ends")
+    return value
+
+
+class Column(_Model):
+    """A column (栏目) of the site: files under `path` are its content; how often it must be
+    updated comes from its category (cluster.yaml compliance.column_limits_days)."""
+
+    path: Annotated[StrictStr, Field(max_length=200), AfterValidator(_column_path)]
+    title: Text
+    category: ColumnCategory
+
+
+_SITE_CODE = re.compile(r"^[0-9A-Za-z]{10}$")
+
+
+def _site_code(value: str) -> str:
+    if not _SITE_CODE.match(value):
+        raise ValueError(f"{value!r} is not a site identification code (网站标识码): 10 letters "
+                         "or digits")
+    return value
+
+
+class Identity(_Model):
+    """What the homepage footer must show besides the organiser and contact."""
+
+    site_code: Annotated[StrictStr, AfterValidator(_site_code)]
+    icp: Text
+    psb: Text
+
+
 class Tenant(_Model):
     """One unit (department or township) and its site."""
 
@@ -255,6 +293,8 @@ class Tenant(_Model):
     review: Literal["none", "required"] = "none"
     quota_mb: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
     backup: TenantBackup = TenantBackup()
+    columns: list[Column] = Field(default_factory=list, max_length=100)
+    identity: Identity | None = None
 
     @model_validator(mode="after")
     def _unique_sections(self) -> "Tenant":
@@ -263,6 +303,9 @@ class Tenant(_Model):
             if s.name in seen:
                 raise ValueError(f"section {s.name!r} is listed twice")
             seen.add(s.name)
+        paths = [c.path for c in self.columns]
+        if len(set(paths)) != len(paths):
+            raise ValueError("a column path is listed twice")
         if len(set(self.aliases)) != len(self.aliases):
             raise ValueError("an alias is listed twice (compared case-insensitively, as punycode)")
         return self
@@ -322,6 +365,27 @@ class BackupSettings(_Model):
     offsite: Offsite | None = None
 
 
+Days = Annotated[StrictInt | float, Field(gt=0, le=3650)]
+
+
+def _column_limits() -> dict[str, float]:
+    return {"news": 14, "updates": 14, "notices": 182, "policy": 182, "personnel": 365,
+            "plans": 365}
+
+
+class Compliance(_Model):
+    """Thresholds of the national inspection indicators (these defaults are the inspections')."""
+
+    probe_timeout_seconds: float = Field(default=15, gt=0, le=120)
+    unreachable_week_ratio: float = Field(default=0.05, gt=0, lt=1)
+    homepage_stale_days: Days = 14
+    column_limits_days: dict[ColumnCategory, Days] = Field(default_factory=_column_limits)
+    crawl_max_pages: StrictInt = Field(default=200, ge=1, le=10_000)
+    crawl_max_seconds: float = Field(default=60, gt=0, le=3600)
+    check_external_links: StrictBool = True
+    log_retention_days: StrictInt = Field(default=180, ge=1, le=3650)
+
+
 class Cluster(_Model):
     domain: Host
     name: Text
@@ -330,6 +394,7 @@ class Cluster(_Model):
     nginx: NginxSettings = NginxSettings()
     keep_releases: StrictInt = Field(default=5, ge=2, le=50)
     backup: BackupSettings = BackupSettings()
+    compliance: Compliance = Compliance()
 
 
 class SshSettings(_Model):

@@ -40,8 +40,9 @@ def probe(host: str, node: str, address: str, path: str = "/", timeout: float = 
         conn.close()
 
 
-def probe_many(targets: Iterable[tuple[str, str, str]], workers: int = 32) -> list[ProbeResult]:
+def probe_many(targets: Iterable[tuple[str, str, str]], workers: int = 32,
+               timeout: float = 5.0) -> list[ProbeResult]:
     """Probe (host, node, address) triples concurrently; results in input order."""
     items = list(targets)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
-        return list(pool.map(lambda t: probe(*t), items))
+        return list(pool.map(lambda t: probe(*t, timeout=timeout), items))

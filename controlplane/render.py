@@ -182,11 +182,24 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     databases = accounts.databases_spec(inv, placement, node)
     if databases is not None:
         files["databases.json"] = databases
+    files["logrotate.conf"] = _logrotate(inv.cluster.compliance.log_retention_days)
     backup = backup_plan.node_spec(inv, placement, node)
     if backup is not None:
         files["backup.json"] = backup
         files["backup.key"] = inv.backup_key
     return Release(node=node, files=files)
+
+
+def _logrotate(days: int) -> bytes:
+    """Tenant logs kept `days` days (the network security law asks for six months),
+    compressed; nginx reopens its logs after each rotation."""
+    return (f"# Written by govhost: tenant logs rotated daily, compressed, kept {days} days.\n"
+            f"{paths.NODE_LOGS}/tenants/*/*.log {{\n"
+            f"    daily\n    rotate {days}\n    maxage {days}\n    compress\n"
+            "    delaycompress\n    dateext\n    missingok\n    notifempty\n"
+            "    sharedscripts\n    postrotate\n"
+            f"        [ -s {paths.NODE_PID} ] && kill -USR1 \"$(cat {paths.NODE_PID})\" || true\n"
+            "    endscript\n}\n").encode()
 
 
 def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],

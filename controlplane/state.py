@@ -42,6 +42,15 @@ CREATE INDEX IF NOT EXISTS backups_tenant ON backups (tenant, finished_at);
 CREATE TABLE IF NOT EXISTS backup_checks (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, tenant TEXT, ok INTEGER NOT NULL,
     at REAL NOT NULL, seconds REAL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS probe_hours (
+    tenant TEXT NOT NULL, hour REAL NOT NULL, probes INTEGER NOT NULL, failures INTEGER NOT NULL,
+    PRIMARY KEY (tenant, hour));
+CREATE TABLE IF NOT EXISTS probe_failures (
+    tenant TEXT NOT NULL, at REAL NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS probe_failures_tenant ON probe_failures (tenant, at);
+CREATE TABLE IF NOT EXISTS compliance (
+    week TEXT NOT NULL, tenant TEXT NOT NULL, checked_at REAL NOT NULL, verdicts TEXT NOT NULL,
+    PRIMARY KEY (week, tenant));
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
@@ -226,6 +235,55 @@ class State:
                                f"{where} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [{"kind": k, "tenant": t, "ok": bool(ok), "at": at, "seconds": s,
                  "detail": json.loads(d)} for k, t, ok, at, s, d in rows]
+
+    # compliance: probe counts per tenant and hour, failed probes, weekly verdicts
+    def record_probe_round(self, at: float, rounds: Mapping[str, list[dict[str, Any]]]) -> None:
+        """rounds: tenant -> the failed node probes of this round (empty list: all fine)."""
+        hour = at - at % 3600
+        with self.tx() as db:
+            db.executemany(
+                "INSERT INTO probe_hours (tenant, hour, probes, failures) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT (tenant, hour) DO UPDATE SET probes = probes + 1, "
+                "failures = failures + excluded.failures",
+                [(t, hour, 1 if failed else 0) for t, failed in rounds.items()])
+            db.executemany("INSERT INTO probe_failures (tenant, at, detail) VALUES (?, ?, ?)",
+                           [(t, at, json.dumps(f, sort_keys=True))
+                            for t, f in rounds.items() if f])
+            cutoff = at - 70 * 86400               # ten weeks are kept
+            db.execute("DELETE FROM probe_hours WHERE hour < ?", (cutoff,))
+            db.execute("DELETE FROM probe_failures WHERE at < ?", (cutoff,))
+
+    def probe_week(self, tenant: str, start: float, end: float
+                   ) -> tuple[int, int, list[dict[str, Any]]]:
+        probes, failures = self.db.execute(
+            "SELECT COALESCE(SUM(probes), 0), COALESCE(SUM(failures), 0) FROM probe_hours "
+            "WHERE tenant = ? AND hour >= ? AND hour < ?",
+            (tenant, start - start % 3600, end)).fetchone()
+        times = [{"at": at, "nodes": json.loads(d)} for at, d in self.db.execute(
+            "SELECT at, detail FROM probe_failures WHERE tenant = ? AND at >= ? AND at < ? "
+            "ORDER BY at", (tenant, start, end))]
+        return int(probes), int(failures), times
+
+    def record_compliance(self, week: str, at: float,
+                          verdicts: Mapping[str, Mapping[str, Any]]) -> None:
+        with self.tx() as db:
+            db.executemany("INSERT OR REPLACE INTO compliance (week, tenant, checked_at, "
+                           "verdicts) VALUES (?, ?, ?, ?)",
+                           [(week, t, at, json.dumps(v, ensure_ascii=False, sort_keys=True))
+                            for t, v in verdicts.items()])
+
+    def compliance(self, week: str | None = None) -> dict[str, dict[str, Any]]:
+        """tenant -> {checked_at, verdicts} of `week` (the latest week checked if None)."""
+        if week is None:
+            row = self.db.execute("SELECT week FROM compliance ORDER BY checked_at DESC "
+                                  "LIMIT 1").fetchone()
+            if row is None:
+                return {}
+            week = row[0]
+        return {t: {"week": week, "checked_at": at, "verdicts": json.loads(v)}
+                for t, at, v in self.db.execute(
+                    "SELECT tenant, checked_at, verdicts FROM compliance WHERE week = ?",
+                    (week,))}
 
     # runs and audit
     def start_run(self, kind: str) -> int:
