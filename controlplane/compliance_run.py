@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shlex
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -145,7 +146,7 @@ def _node_facts(inv, node: Node, known_hosts: Path) -> dict[str, Any]:
         "    except OSError:\n"
         "        pass\n"
         "print(json.dumps(out))\n")
-    cmd = f"python3 -c {json.dumps(script)}"
+    cmd = f"python3 -c {shlex.quote(script)}"
     r = subprocess.run(remote._ssh_cmd(inv.hosts, node, known_hosts, cmd), capture_output=True,
                        text=True, timeout=120)
     if r.returncode != 0:
@@ -209,6 +210,10 @@ def check(inventory: Path, tenants: list[str] | None = None, at: float | None = 
             live = facts.get(first, {}).get("files", {}).get(t.name, [])
             v["columns_fresh"] = rules.column_freshness(t.columns, releases, live, now,
                                                        rules.column_limits(c))
+            node_error = facts.get(first, {}).get("error")
+            if node_error and t.columns:
+                v["columns_fresh"] = Verdict("columns_fresh", False, f"cannot read the live "
+                                             f"files on {first}: {node_error}")
             site = inv.site_host(t)
             cr = crawl(site, entry, platform, c.crawl_max_pages, c.crawl_max_seconds,
                        c.check_external_links, timeout=c.probe_timeout_seconds)

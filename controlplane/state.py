@@ -275,8 +275,9 @@ class State:
     def compliance(self, week: str | None = None) -> dict[str, dict[str, Any]]:
         """tenant -> {checked_at, verdicts} of `week` (the latest week checked if None)."""
         if week is None:
-            row = self.db.execute("SELECT week FROM compliance ORDER BY checked_at DESC "
-                                  "LIMIT 1").fetchone()
+            row = self.db.execute("SELECT week FROM compliance WHERE checked_at <= ? "
+                                  "ORDER BY checked_at DESC LIMIT 1",
+                                  (time.time() + 60,)).fetchone()
             if row is None:
                 return {}
             week = row[0]

@@ -1,0 +1,204 @@
+"""Compliance checks on the real lab: probes through every node, a real crawl of published
+sites, the publish record for freshness, and the HTML report rendered by headless Chromium.
+All requests stay on loopback (external links are not fetched: check_external_links off)."""
+import csv
+import io
+import json
+import shutil
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, govhost
+from .test_apply_lab import NODES, apply_json, on_node
+from .test_tenants_lab import reset_content
+
+MODE = {"slowunit": "ok", "flakyunit": "ok"}
+FOOTER = ("<footer>主办单位：青水县教育局 联系电话：0571-6512-3301 网站标识码：3301000001 "
+          "浙ICP备12345678号-1 浙公网安备 33010602000001号</footer>")
+
+
+class App(BaseHTTPRequestHandler):
+    """Two units' own applications behind the platform: slow or failing on demand."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        unit = (self.headers.get("Host") or "").split(".")[0]
+        mode = MODE.get(unit, "ok")
+        if mode == "slow":
+            time.sleep(2.5)
+        code = 500 if mode == "down" else 200
+        body = f"<html><body>{unit}</body></html>".encode()
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _json(proc):
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"not JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+
+def _publish(inv, tenant, node, files: dict[str, str]) -> None:
+    cmds = [f"cd /srv/govhost/sites/{tenant}/upload && rm -rf ./*"]
+    for path, text in files.items():
+        cmds.append(f"mkdir -p $(dirname {path}) && cat > {path} <<'EOF'\n{text}\nEOF")
+    cmds.append(f"chown -R gh-{tenant}:gh-{tenant} .")
+    on_node(node, "\n".join(cmds))
+    proc = govhost(inv, "publish", tenant)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def county(lab_cluster, tmp_path_factory):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), App)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    root = tmp_path_factory.mktemp("compliance")
+    inv = root / "inventory"
+    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    with (inv / "cluster.yaml").open("a") as f:
+        f.write("compliance:\n  probe_timeout_seconds: 1\n  check_external_links: false\n")
+    for unit in MODE:
+        (inv / "tenants" / f"{unit}.yaml").write_text(
+            f"name: {unit}\ntitle: 测试单位{unit}\nkind: department\n"
+            f"contact: {{name: 李强, email: it@{unit}.qingshui.gov.cn, phone: '0571-6512-3399'}}\n"
+            f"site: {{type: proxy, upstreams: ['http://127.0.0.1:{port}']}}\n")
+    with (inv / "tenants" / "jiaoyu.yaml").open("a") as f:
+        f.write("identity: {site_code: '3301000001', icp: 浙ICP备12345678号-1, "
+                "psb: 浙公网安备 33010602000001号}\n"
+                "columns:\n"
+                "  - {path: /xwdt/, title: 新闻动态, category: news}\n"
+                "  - {path: /zcwj/, title: 政策文件, category: policy}\n"
+                "  - {path: /rsxx/, title: 人事信息, category: personnel}\n")
+    with (inv / "tenants" / "wenlv.yaml").open("a") as f:
+        f.write("identity: {site_code: '3301000009', icp: 浙ICP备12345678号-9, "
+                "psb: 浙公网安备 33010602000009号}\n")
+    for t in ("jiaoyu", "wenlv"):
+        reset_content(t)
+    apply_json(inv)
+    placement = _json(govhost(inv, "plan", "--json", check=True))["placement"]
+    first = {t: NODES[placement[t][0]] for t in ("jiaoyu", "wenlv")}
+    _publish(inv, "jiaoyu", first["jiaoyu"], {
+        "index.html": (f"<html><body><h1>青水县教育局</h1><a href='/xwdt/1.html'>新闻</a>"
+                       "<a href='/xwdt/missing.html'>旧新闻</a><img src='/img/none.png'>"
+                       "<a href='http://chahe.qingshui.gov.cn/'>茶河镇</a>"
+                       "<a href='http://example.com/'>外部</a>"
+                       f"<a href='/zcwj/2026-1.pdf'>政策</a>{FOOTER}</body></html>"),
+        "xwdt/1.html": ("<html><body><img src='/img/logo.png'>"
+                        "<a href='http://chahe.qingshui.gov.cn/nope.html'>茶河通知</a>"
+                        "<a href='/'>首页</a></body></html>"),
+        "img/logo.png": "png",
+        "zcwj/2026-1.pdf": "%PDF-1.4",
+    })
+    # wenlv shows everything but its site code
+    _publish(inv, "wenlv", first["wenlv"], {
+        "index.html": ("<html><body><footer>主办单位：青水县文化和旅游局 0571-6512-3309 "
+                       "浙ICP备12345678号-9 浙公网安备 33010602000009号</footer></body></html>")})
+    yield {"inv": inv, "root": root}
+    server.shutdown()
+    for t in ("jiaoyu", "wenlv"):
+        reset_content(t)
+
+
+def test_probes_fail_the_week_only_past_five_percent(county):
+    inv = county["inv"]
+    # 40 rounds: slowunit slower than the limit in 4 (10 %), flakyunit down in 1 (2.5 %).
+    MODE.update(slowunit="slow", flakyunit="down")
+    first = _json(govhost(inv, "compliance", "probe", "--rounds", "1", "--json", check=True))
+    MODE.update(flakyunit="ok")
+    govhost(inv, "compliance", "probe", "--rounds", "3", "--json", check=True)
+    MODE.update(slowunit="ok")
+    # Spaced out: back-to-back rounds would meet the sites' own rate limit (429 = failure).
+    rest = _json(govhost(inv, "compliance", "probe", "--rounds", "36", "--interval", "0.3",
+                         "--json", check=True))
+    assert first["failed_rounds"] == {"flakyunit": 1, "slowunit": 1}
+    assert rest["failed_rounds"] == {}
+    res = _json(govhost(inv, "compliance", "check", "slowunit", "flakyunit", "--json"))
+    slow, flaky = res["slowunit"]["reachable"], res["flakyunit"]["reachable"]
+    assert not slow["ok"] and "4 of 40 probes failed" in slow["summary"]
+    assert len(slow["evidence"]) == 4 and {n["node"] for n in slow["evidence"][0]["nodes"]} \
+        == set(NODES)
+    assert flaky["ok"] and "1 of 40" in flaky["summary"]
+    assert flaky["evidence"][0]["nodes"][0]["status"] == 500
+
+
+def test_broken_links_and_missing_image_are_reported_with_their_pages(county):
+    res = _json(govhost(county["inv"], "compliance", "check", "jiaoyu", "--json"))["jiaoyu"]
+    links = res["links"]
+    assert not links["ok"]
+    broken = {b["link"]: b for b in links["evidence"]}
+    assert set(broken) == {"http://jiaoyu.qingshui.gov.cn/xwdt/missing.html",
+                           "http://jiaoyu.qingshui.gov.cn/img/none.png",
+                           "http://chahe.qingshui.gov.cn/nope.html"}
+    assert broken["http://jiaoyu.qingshui.gov.cn/img/none.png"]["pages"] == \
+        ["http://jiaoyu.qingshui.gov.cn/"]
+    assert broken["http://chahe.qingshui.gov.cn/nope.html"]["pages"] == \
+        ["http://jiaoyu.qingshui.gov.cn/xwdt/1.html"]
+    assert broken["http://chahe.qingshui.gov.cn/nope.html"]["status"] == 404
+    assert res["footer"]["ok"], res["footer"]
+
+
+def test_a_homepage_without_the_site_code_fails_the_footer_check(county):
+    res = _json(govhost(county["inv"], "compliance", "check", "wenlv", "--json"))["wenlv"]
+    assert not res["footer"]["ok"] and res["footer"]["evidence"] == ["site code (网站标识码)"]
+
+
+def test_columns_older_than_their_limit_are_stale_with_their_last_update(county):
+    later = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() + 20 * 86400))
+    res = _json(govhost(county["inv"], "compliance", "check", "jiaoyu", "--at", later,
+                        "--json"))["jiaoyu"]
+    cols = {c["path"]: c for c in res["columns_fresh"]["evidence"]}
+    assert cols["/xwdt/"]["state"] == "stale" and 19.9 < cols["/xwdt/"]["age_days"] < 20.1
+    assert abs(cols["/xwdt/"]["last_update"] - time.time()) < 600
+    assert cols["/zcwj/"]["state"] == "ok"
+    assert cols["/rsxx/"]["state"] == "empty" and cols["/rsxx/"]["files"] == 0
+    assert not res["columns_fresh"]["ok"] and "新闻动态 (/xwdt/) stale" in \
+        res["columns_fresh"]["summary"]
+    assert not res["homepage_fresh"]["ok"]
+    now = _json(govhost(county["inv"], "compliance", "check", "jiaoyu", "--json"))["jiaoyu"]
+    assert now["homepage_fresh"]["ok"]
+
+
+def test_report_in_three_formats_and_rendered_by_chromium(county):
+    inv = county["inv"]
+    govhost(inv, "compliance", "check", "--json")
+    html = county["root"] / "report.html"
+    proc = govhost(inv, "compliance", "report", "--format", "html", "-o", str(html))
+    assert proc.returncode == 0, proc.stderr
+    text = html.read_text()
+    assert "青水县教育局" in text and "FAIL" in text and "xwdt/missing.html" in text
+    assert "<script" not in text                      # self-contained, nothing to run
+    rows = list(csv.DictReader(io.StringIO(govhost(inv, "compliance", "report", "--format",
+                                                   "csv", check=True).stdout)))
+    assert {r["tenant"] for r in rows} >= {"jiaoyu", "wenlv", "slowunit"}
+    wenlv = next(r for r in rows if r["tenant"] == "wenlv")
+    assert wenlv["footer"] == "FAIL" and "site code" in wenlv["why failed"]
+    data = _json(govhost(inv, "compliance", "report", "--format", "json", check=True))
+    assert data["units"]["jiaoyu"]["verdicts"]["links"]["ok"] is False
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed (scripts/setup.sh installs it)")
+    shot = REPO / "test-artifacts" / "compliance-report.png"
+    shot.parent.mkdir(exist_ok=True)
+    shot.unlink(missing_ok=True)
+    r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--hide-scrollbars", "--window-size=1400,2400",
+                        f"--screenshot={shot}", html.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000

@@ -1,0 +1,125 @@
+"""The inspection indicators as pure rules: weeks, probe share, homepage and column freshness
+from the publish record, footer marks, link extraction; and the report's refusals."""
+import pytest
+
+from controlplane import compliance as rules
+from controlplane.errors import ManifestError
+from controlplane import inventory
+from controlplane.manifest import Column, Tenant
+from tests.helpers import CLUSTER, tenant, write_inventory
+
+DAY = 86400.0
+NOW = 1_795_000_000.0
+
+
+def _release(at, added=(), changed=(), removed=(), status="live"):
+    return {"published_at": at, "status": status,
+            "changes": {"added": [[p, 1] for p in added], "changed": [[p, 1] for p in changed],
+                        "removed": list(removed), "skipped": []}}
+
+
+def _tenant(**extra):
+    return Tenant.model_validate(tenant("jiaoyu", **extra))
+
+
+def test_week_bounds_and_week_of_agree():
+    start, end = rules.week_bounds("2026-W47")
+    assert end - start == 7 * DAY or abs(end - start - 7 * DAY) <= 3600   # DST-safe
+    assert rules.week_of(start) == "2026-W47" and rules.week_of(end - 1) == "2026-W47"
+    for bad in ("2026-47", "2026-W54", "W47"):
+        with pytest.raises(ValueError):
+            rules.week_bounds(bad)
+
+
+@pytest.mark.parametrize("probes,failures,ok,risk", [
+    (2016, 0, True, False), (2016, 100, True, True), (2016, 101, False, False),
+    (100, 5, False, False), (100, 4, True, True), (0, 0, False, False)])
+def test_unreachable_fails_the_week_at_five_percent(probes, failures, ok, risk):
+    v = rules.reachability(probes, failures, [], 0.05)
+    assert (v.ok, v.at_risk) == (ok, risk)
+
+
+def test_homepage_freshness_comes_from_releases_that_changed_the_index():
+    releases = [_release(NOW - 30 * DAY, added=["index.html", "a.html"]),
+                _release(NOW - 5 * DAY, changed=["a.html"]),              # not the homepage
+                _release(NOW - 1 * DAY, changed=["index.html"], status="pending")]
+    v = rules.homepage_freshness(releases, NOW, 14)
+    assert not v.ok and "30.0 days ago" in v.summary
+    releases.append(_release(NOW - 3 * DAY, changed=["index.html"]))
+    assert rules.homepage_freshness(releases, NOW, 14).ok
+    assert not rules.homepage_freshness([], NOW, 14).ok
+
+
+def test_columns_stale_empty_and_fresh_with_their_last_update():
+    cols = [Column(path="/xwdt/", title="新闻动态", category="news"),
+            Column(path="/zcwj/", title="政策文件", category="policy"),
+            Column(path="/rsxx/", title="人事信息", category="personnel")]
+    releases = [_release(NOW - 20 * DAY, added=["xwdt/1.html", "zcwj/a.pdf"]),
+                _release(NOW - 2 * DAY, changed=["index.html"])]
+    live = ["index.html", "xwdt/1.html", "zcwj/a.pdf"]
+    v = rules.column_freshness(cols, releases, live, NOW, rules.column_limits(
+        inventory_compliance()))
+    states = {r["path"]: (r["state"], r["age_days"]) for r in v.evidence}
+    assert states == {"/xwdt/": ("stale", 20.0), "/zcwj/": ("ok", 20.0),
+                      "/rsxx/": ("empty", None)}
+    assert not v.ok and "新闻动态 (/xwdt/) stale, last update" in v.summary
+    # a removal is an update of the column too
+    releases.append(_release(NOW - DAY, removed=["xwdt/old.html"]))
+    v = rules.column_freshness(cols[:2], releases, live, NOW, rules.column_limits(
+        inventory_compliance()))
+    assert v.ok
+
+
+def inventory_compliance():
+    from controlplane.manifest import Compliance
+    return Compliance()
+
+
+def test_footer_needs_every_mark_outside_scripts():
+    t = _tenant(identity={"site_code": "3301000001", "icp": "浙ICP备12345678号",
+                          "psb": "浙公网安备 33010602000001号"})
+    good = ("<html><body><footer>主办单位：测试单位 jiaoyu 电话 0571-1234 网站标识码 3301000001 "
+            "浙ICP备12345678号 浙公网安备33010602000001号</footer></body></html>")
+    assert rules.footer(good, t).ok
+    v = rules.footer(good.replace("3301000001", ""), t)
+    assert not v.ok and v.evidence == ["site code (网站标识码)"]
+    hidden = good.replace("<footer>", "<script>var s='").replace("</footer>", "';</script>")
+    assert not rules.footer(hidden, t).ok
+    assert "no `identity`" in rules.footer(good, _tenant()).summary
+
+
+def test_page_links_resolve_and_skip_non_http():
+    html = ('<a href="/xwdt/1.html#top">n</a><img src="img/a.png"><a href="mailto:x@y">m</a>'
+            '<a href="https://other.qingshui.gov.cn/">o</a><script src="/s.js"></script>'
+            '<a href="javascript:void(0)">j</a><link href="/c.css" rel="stylesheet">')
+    assert rules.page_links(html, "http://jiaoyu.qingshui.gov.cn/a/") == [
+        "http://jiaoyu.qingshui.gov.cn/xwdt/1.html", "http://jiaoyu.qingshui.gov.cn/a/img/a.png",
+        "https://other.qingshui.gov.cn/", "http://jiaoyu.qingshui.gov.cn/s.js",
+        "http://jiaoyu.qingshui.gov.cn/c.css"]
+
+
+def test_logs_pass_on_rotation_long_enough():
+    assert rules.logs(NOW - 3 * DAY, 180, 180, NOW).ok
+    assert not rules.logs(NOW - 3 * DAY, 30, 180, NOW).ok
+    assert not rules.logs(None, None, 180, NOW).ok
+
+
+@pytest.mark.parametrize("field,value,expect", [
+    ("columns", [{"path": "xwdt", "title": "新闻", "category": "news"}], "not a column path"),
+    ("columns", [{"path": "/xwdt/", "title": "新闻", "category": "gossip"}], "news"),
+    ("identity", {"site_code": "33-01", "icp": "x", "psb": "y"}, "site identification code"),
+])
+def test_bad_columns_and_identity_are_refused_naming_the_field(tmp_path, field, value, expect):
+    root = write_inventory(tmp_path / "inv", [tenant("jiaoyu", **{field: value})])
+    with pytest.raises(ManifestError) as exc:
+        inventory.load(root)
+    assert "tenants/jiaoyu.yaml" in str(exc.value) and field in str(exc.value)
+    assert expect in str(exc.value)
+
+
+def test_thresholds_are_configurable(tmp_path):
+    root = write_inventory(tmp_path / "inv", [tenant("jiaoyu")], cluster={
+        **CLUSTER, "compliance": {"probe_timeout_seconds": 2, "column_limits_days": {"news": 7}}})
+    c = inventory.load(root).cluster.compliance
+    assert c.probe_timeout_seconds == 2 and rules.column_limits(c)["news"] == 7
+    assert rules.column_limits(c)["policy"] == 182
