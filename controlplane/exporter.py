@@ -165,7 +165,8 @@ class GovhostCollector(Collector):
             checked = st.compliance()
             week = compliance.week_of(time.time())
             w0, _ = compliance.week_bounds(week)
-            probe_week = {t: st.probe_week(t, w0, time.time() + 1)[:2] for t in rnd.quotas}
+            counts = st.probe_week_counts(w0, time.time() + 1)
+            probe_week = {t: counts.get(t, (0, 0)) for t in rnd.quotas}
         finally:
             st.close()
         yield from self._tenants(rnd)

@@ -264,6 +264,12 @@ class State:
             "ORDER BY at", (tenant, start, end))]
         return int(probes), int(failures), times
 
+    def probe_week_counts(self, start: float, end: float) -> dict[str, tuple[int, int]]:
+        """tenant -> (probes, failures) since `start`: one query for every tenant."""
+        return {t: (int(p), int(f)) for t, p, f in self.db.execute(
+            "SELECT tenant, SUM(probes), SUM(failures) FROM probe_hours WHERE hour >= ? "
+            "AND hour < ? GROUP BY tenant", (start - start % 3600, end))}
+
     def record_compliance(self, week: str, at: float,
                           verdicts: Mapping[str, Mapping[str, Any]]) -> None:
         with self.tx() as db:

@@ -123,3 +123,20 @@ def test_thresholds_are_configurable(tmp_path):
     c = inventory.load(root).cluster.compliance
     assert c.probe_timeout_seconds == 2 and rules.column_limits(c)["news"] == 7
     assert rules.column_limits(c)["policy"] == 182
+
+
+def test_probe_rounds_are_counted_per_week_in_the_state_store(tmp_path):
+    from controlplane.state import State
+    st = State(tmp_path / "state.db")
+    start, end = rules.week_bounds("2026-W47")
+    fail = [{"node": "n3", "status": None, "seconds": 15.0, "error": "timeout"}]
+    for i in range(20):
+        st.record_probe_round(start + i * 30, {"jiaoyu": fail if i < 2 else [], "chahe": []})
+    st.record_probe_round(end + 10, {"jiaoyu": fail})              # next week
+    assert st.probe_week_counts(start, end) == {"jiaoyu": (20, 2), "chahe": (20, 0)}
+    probes, failures, times = st.probe_week("jiaoyu", start, end)
+    assert (probes, failures) == (20, 2) and [t["at"] for t in times] == [start, start + 30]
+    assert times[0]["nodes"] == fail
+    v = rules.reachability(probes, failures, times, 0.05)
+    assert not v.ok and "2 of 20" in v.summary
+    st.close()
