@@ -123,18 +123,15 @@ def validate(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 def _print_plan(plan) -> None:
-    t = Table(title="Nodes")
-    for col in ("node", "release now", "release after", "add", "change", "remove", "note"):
-        t.add_column(col)
+    t = _table("Nodes", "node", "release now", "release after", "add", "change", "remove", "note")
     for n in plan.nodes:
         t.add_row(n.node, n.old_release or "-", n.new_release, str(len(n.added)),
                   str(len(n.changed)), str(len(n.removed)),
                   ("drained; " if n.drained else "") + ("" if n.needed else "no change"))
     out.print(t)
     if plan.tenants:
-        tt = Table(title="Tenants")
-        for col in ("tenant", "action", "replicas before", "replicas after", "nodes touched"):
-            tt.add_column(col)
+        tt = _table("Tenants",
+                    "tenant", "action", "replicas before", "replicas after", "nodes touched")
         shown = plan.tenants[:200]
         for c in shown:
             tt.add_row(c.tenant, c.action, ",".join(c.replicas_before) or "-",
@@ -197,9 +194,8 @@ def apply(
     if as_json:
         _emit(result.to_json())
     else:
-        t = Table(title=f"apply run {result.run_id}: {result.result} in {result.seconds:.1f} s")
-        for col in ("node", "result", "release", "message"):
-            t.add_column(col)
+        t = _table(f"apply run {result.run_id}: {result.result} in {result.seconds:.1f} s",
+                   "node", "result", "release", "message")
         style = {"applied": "green", "unchanged": "dim", "failed": "red", "unreachable": "red",
                  "refused": "red", "skipped": "yellow"}
         for n in result.nodes:
@@ -238,10 +234,8 @@ def status(
 
 
 def _print_nodes(nodes: list[dict]) -> None:
-    t = Table(title="Nodes")
-    for col in ("node", "address", "reachable", "nginx", "agent", "live release", "desired",
-                "replicas", "note"):
-        t.add_column(col)
+    t = _table("Nodes", "node", "address", "reachable", "nginx", "agent", "live release",
+               "desired", "replicas", "note")
     for n in nodes:
         t.add_row(n["node"], n["address"], "[green]yes[/]" if n["reachable"] else "[red]no[/]",
                   "running" if n["nginx_running"] else "[red]stopped[/]",
@@ -260,9 +254,7 @@ def _code_cell(code: Any, probe: bool) -> str:
 
 
 def _print_tenants(rows: list[dict], node_names: list[str], probe: bool) -> None:
-    tt = Table(title="Tenants")
-    for col in ("tenant", "host", "replicas", *node_names, "requests", "5xx", "disk"):
-        tt.add_column(col)
+    tt = _table("Tenants", "tenant", "host", "replicas", *node_names, "requests", "5xx", "disk")
     for r in rows:
         cells = [_code_cell(r["answers"].get(n, "-"), probe) for n in node_names]
         tt.add_row(r["tenant"], r["host"], ",".join(r["replicas"]), *cells, str(r["requests"]),
@@ -278,9 +270,7 @@ def _print_tenant(r: dict, nodes: list[dict], probe: bool) -> None:
                                   else ""), highlight=False)
     out.print(f"  requests {r['requests']}, 5xx {r['errors_5xx']}, sent "
               f"{_size(r['bytes_sent'])}, disk {_size(r['disk_bytes'])}", highlight=False)
-    t = Table(title="Through each node")
-    for col in ("node", "role", "answer", "ms"):
-        t.add_column(col)
+    t = _table("Through each node", "node", "role", "answer", "ms")
     for n in nodes:
         role = "replica" if n["node"] in r["replicas"] else "proxy"
         t.add_row(n["node"], role, _code_cell(r["answers"].get(n["node"], "-"), probe),
@@ -297,6 +287,13 @@ def _print_problems(problems: list[dict]) -> None:
     for p in problems:
         c = colour.get(p["severity"], "white")
         out.print(f"  [{c}]{p['severity']}[/] {p['where']}: {p['what']}", highlight=False)
+
+
+def _table(title: str, *columns: str) -> Table:
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col)
+    return t
 
 
 def _size(n: int) -> str:
@@ -432,9 +429,8 @@ def releases(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None
     if as_json:
         _emit(rows)
         return
-    t = Table(title=f"{tenant}: content releases")
-    for col in ("release", "status", "files", "size", "published by", "at"):
-        t.add_column(col)
+    t = _table(f"{tenant}: content releases",
+               "release", "status", "files", "size", "published by", "at")
     for r in rows:
         t.add_row(r["id"], f"[green]{r['status']}[/]" if r["live"] else r["status"],
                   str(r["files"]), _size(r["bytes"]), r["published_by"],
@@ -450,10 +446,8 @@ def review_list(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _emit(rows)
         return
-    t = Table(title="Waiting for review")
-    for col in ("tenant", "release", "files", "size", "published by", "added", "changed",
-                "removed"):
-        t.add_column(col)
+    t = _table("Waiting for review",
+               "tenant", "release", "files", "size", "published by", "added", "changed", "removed")
     for r in rows:
         c = r["changes"]
         t.add_row(r["tenant"], r["release_id"], str(r["files"]), _size(r["bytes"]), r["actor"],
@@ -534,9 +528,8 @@ def tenant_list(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _emit(rows)
         return
-    t = Table(title=f"{len(rows)} tenants")
-    for col in ("name", "title", "kind", "host", "site", "replicas", "sections"):
-        t.add_column(col)
+    t = _table(f"{len(rows)} tenants",
+               "name", "title", "kind", "host", "site", "replicas", "sections")
     for r in rows:
         t.add_row(r["name"], r["title"], r["kind"], r["host"], r["site"],
                   ",".join(r["replicas"]), ",".join(r["sections"]))
@@ -637,9 +630,7 @@ def _lab_print(ns, as_json: bool) -> None:
     if as_json:
         _emit(lab.as_json(ns))
         return
-    t = Table(title="Lab nodes")
-    for col in ("node", "address", "pid", "running", "ssh"):
-        t.add_column(col)
+    t = _table("Lab nodes", "node", "address", "pid", "running", "ssh")
     for n in ns:
         t.add_row(n.name, n.address, str(n.pid or "-"), "yes" if n.running else "[red]no[/]",
                   "open" if n.ssh_open else "[red]closed[/]")
@@ -665,16 +656,9 @@ def backup_run(tenants: list[str] = typer.Argument(None, help="Tenants (all when
 
     from controlplane import backup
 
-    total = None
-    try:
-        with backup.cluster(CTX.inventory) as c:
-            total = 1 if control_only else (
-                backup.expected_jobs(c, tenants or ()) + (0 if tenants else 1))
-    except errors.GovhostError as exc:
-        _fail(exc, as_json)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err, disable=as_json, transient=True)
-    task = progress.add_task("backup", total=total)
+    task = progress.add_task("backup", total=None)
 
     def on_result(r: dict) -> None:
         progress.update(task, advance=1, description=f"{r['tenant']} {r['kind']}")
@@ -683,14 +667,15 @@ def backup_run(tenants: list[str] = typer.Argument(None, help="Tenants (all when
                                    f"{r['error']}", highlight=False)
 
     with progress:
-        res = _call(lambda: backup.run(CTX.inventory, tenants or (), on_result=on_result,
-                                       jobs=jobs, control_only=control_only), as_json=as_json)
+        res = _call(lambda: backup.run(
+            CTX.inventory, tenants or (), on_result=on_result, jobs=jobs,
+            control_only=control_only, on_start=lambda n: progress.update(task, total=n)),
+            as_json=as_json)
     if as_json:
         _emit(res)
     else:
-        t = Table(title=f"backup run {res['run']}: {res['ok']} ok, {res['failed']} failed")
-        for col in ("tenant", "kind", "node", "result", "snapshot", "files", "added", "seconds"):
-            t.add_column(col)
+        t = _table(f"backup run {res['run']}: {res['ok']} ok, {res['failed']} failed",
+                   "tenant", "kind", "node", "result", "snapshot", "files", "added", "seconds")
         for r in res["results"]:
             t.add_row(r["tenant"], r["kind"], r["node"],
                       "[green]ok[/]" if r["ok"] else "[red]failed[/]",
@@ -715,9 +700,7 @@ def backup_list(tenant: Optional[str] = typer.Argument(None),
     if as_json:
         _emit(snaps)
         return
-    t = Table(title=f"{len(snaps)} snapshot(s)")
-    for col in ("id", "time", "tenant", "kind", "node", "run", "reason"):
-        t.add_column(col)
+    t = _table(f"{len(snaps)} snapshot(s)", "id", "time", "tenant", "kind", "node", "run", "reason")
     for s in snaps:
         t.add_row(s["id"], s["time"][:19].replace("T", " ") + " UTC", s["tenant"], s["kind"],
                   s["node"], s["run"], s["reason"])
@@ -733,9 +716,7 @@ def backup_status(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _emit(rows)
         return
-    t = Table(title="backups")
-    for col in ("tenant", "kind", "node", "last success", "age", "error"):
-        t.add_column(col)
+    t = _table("backups", "tenant", "kind", "node", "last success", "age", "error")
     now = time.time()
     for r in rows:
         age = (f"{(now - r['last_success']) / 3600:.1f} h" if r["last_success"] else
@@ -868,18 +849,15 @@ def backup_history(tenant: Optional[str] = typer.Argument(None),
     if as_json:
         _emit({"backups": rows, "checks": checks})
         return
-    t = Table(title="backups")
-    for col in ("finished", "tenant", "kind", "node", "result", "snapshot", "seconds", "added"):
-        t.add_column(col)
+    t = _table("backups",
+               "finished", "tenant", "kind", "node", "result", "snapshot", "seconds", "added")
     for r in rows:
         t.add_row(_when(r["finished_at"]), r["tenant"], r["kind"], r["node"],
                   "[green]ok[/]" if r["ok"] else f"[red]{r['error'][:60]}[/]",
                   (r["snapshot"] or "-")[:8], f"{r['seconds'] or 0:.1f}",
                   _size(r["bytes_added"] or 0))
     out.print(t)
-    t = Table(title="verifies, drills and off-site copies")
-    for col in ("at", "kind", "tenant", "result", "seconds"):
-        t.add_column(col)
+    t = _table("verifies, drills and off-site copies", "at", "kind", "tenant", "result", "seconds")
     for c in checks:
         t.add_row(_when(c["at"]), c["kind"], c["tenant"] or "-",
                   "[green]ok[/]" if c["ok"] else "[red]failed[/]", f"{c['seconds'] or 0:.1f}")
@@ -923,10 +901,7 @@ def compliance_check(tenants: list[str] = typer.Argument(None, help="Units (all 
         _emit(data)
     else:
         from controlplane import compliance as rules
-        t = Table(title="compliance")
-        t.add_column("unit")
-        for i in rules.INDICATORS:
-            t.add_column(i)
+        t = _table("compliance", "unit", *rules.INDICATORS)
         for name, vs in sorted(res.items()):
             t.add_row(name, *("[green]pass[/]" if vs[i].ok else "[red]FAIL[/]"
                               for i in rules.INDICATORS))
@@ -953,9 +928,8 @@ def compliance_probe(rounds: int = typer.Option(1, "--rounds", min=1, max=10_000
             _fail(errors.GovhostError(rnd.error), as_json)
         if rnd.error.startswith("recording"):
             _fail(errors.GovhostError(rnd.error), as_json)
-        limit = prober._inventory().cluster.compliance.probe_timeout_seconds
-        for t, by_node in rnd.tenants.items():
-            if any(not r.up or r.seconds > limit for r in by_node.values()):
+        for t, nodes in rnd.failed.items():
+            if nodes:
                 failed[t] = failed.get(t, 0) + 1
         if i + 1 < rounds and interval:
             time.sleep(interval)

@@ -27,7 +27,7 @@ from . import paths, remote
 from .errors import ApplyError, LockError
 from .plan import Plan, make_plan
 from .render import Release, tenant_of
-from .state import State, open_state, state_dir
+from .state import State, exclusive, open_state, state_dir
 
 Progress = Callable[[str, str, str], None]  # (node, step, outcome)
 
@@ -44,24 +44,17 @@ def bootstrap_version() -> str:
 
 @contextmanager
 def apply_lock(inventory: Path) -> Iterator[None]:
-    """Exclusive per-inventory lock; the kernel releases it if the process dies."""
-    d = state_dir(inventory)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / "apply.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            raise LockError(f"another govhost apply holds the lock ({holder}); "
-                            "wait for it to finish, then run apply again") from None
+    """Exclusive per-inventory lock, naming its holder for the run it refuses."""
+    def busy(fd: int) -> LockError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        return LockError(f"another govhost apply holds the lock ({holder}); "
+                         "wait for it to finish, then run apply again")
+
+    with exclusive(inventory, "apply", busy) as fd:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
                   0)
         yield
-    finally:
-        os.close(fd)
 
 
 def lock_holder(inventory: Path) -> str | None:

@@ -9,7 +9,6 @@ the inventory.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import queue
@@ -27,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from . import backup_plan, inventory as inventory_mod, remote, secrets
 from .errors import GovhostError
 from .manifest import Node
-from .state import State, actor, open_state, state_dir
+from .state import State, exclusive, open_state, state_dir
 
 TOOL = "/usr/local/sbin/govhost-backup"
 Say = Callable[[str], None]
@@ -76,21 +75,11 @@ def cluster(inventory: Path) -> Iterator[Cluster]:
         state.close()
 
 
-@contextmanager
-def _lock(inventory: Path, name: str) -> Iterator[None]:
+def _lock(inventory: Path, name: str):
     """One backup run (or restore of a tenant) at a time from this control machine."""
-    d = state_dir(inventory)
-    d.mkdir(parents=True, exist_ok=True)
-    fd = os.open(d / f"backup-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BackupError(f"another backup {name} is running from this machine; try again "
-                              "when it has finished") from None
-        yield
-    finally:
-        os.close(fd)
+    return exclusive(inventory, f"backup-{name}", lambda _: BackupError(
+        f"another backup {name} is running from this machine; try again when it has "
+        "finished"), mode=0o600)
 
 
 def _node(c: Cluster, node: Node, *args: str, timeout: float = 6 * 3600,
@@ -120,9 +109,11 @@ def _json(r: subprocess.CompletedProcess) -> Any:
 
 def run(inventory: Path, tenants: Sequence[str] = (), *, tags: Sequence[str] = (),
         include_control: bool | None = None, on_result: OnResult = lambda _: None,
-        jobs: int = 2, control_only: bool = False) -> dict[str, Any]:
+        on_start: Callable[[int], None] = lambda _: None, jobs: int = 2,
+        control_only: bool = False) -> dict[str, Any]:
     """Back up `tenants` (all when empty) from the nodes that hold them, in parallel per node;
-    then, for a full run, the control plane's own state. Every result is recorded."""
+    then, for a full run, the control plane's own state. Every result is recorded;
+    `on_start` first learns how many results there will be."""
     with _lock(Path(inventory), "run"), cluster(inventory) as c:
         src = c.sources
         unknown = [t for t in tenants if t not in c.placement or c.inv.tenant(t) is None]
@@ -134,10 +125,15 @@ def run(inventory: Path, tenants: Sequence[str] = (), *, tags: Sequence[str] = (
             raise BackupError(f"backups are off for {', '.join(off)} (proxy site, or "
                               "`backup: {enabled: false}` in its manifest)")
         per_node: dict[str, set[str]] = {}
+        expected = 0
         for kind in (src.files, src.databases):
             for t, n in kind.items():
                 if (not wanted or t in wanted) and not control_only:
                     per_node.setdefault(n, set()).add(t)
+                    expected += 1
+        with_control = control_only or (include_control if include_control is not None
+                                        else not wanted)
+        on_start(expected + with_control)
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid() % 10000:04d}"
         results: list[dict] = []
         arrived: queue.Queue = queue.Queue()
@@ -169,7 +165,7 @@ def run(inventory: Path, tenants: Sequence[str] = (), *, tags: Sequence[str] = (
                 running -= 1
             else:
                 record(msg)
-        if control_only or (include_control if include_control is not None else not wanted):
+        if with_control:
             record(control_backup(c, run_id, list(tags)))
         ok = sum(r["ok"] for r in results)
         summary = {"run": run_id, "ok": ok, "failed": len(results) - ok,
@@ -177,12 +173,6 @@ def run(inventory: Path, tenants: Sequence[str] = (), *, tags: Sequence[str] = (
         c.state.audit("backup.run", run_id, {"ok": ok, "failed": len(results) - ok,
                                              "tenants": sorted(wanted) or "all"})
         return summary
-
-
-def expected_jobs(c: Cluster, tenants: Sequence[str] = ()) -> int:
-    src, wanted = c.sources, set(tenants)
-    return sum(1 for kind in (src.files, src.databases) for t in kind
-               if not wanted or t in wanted)
 
 
 def _stream(c: Cluster, node: Node, args: list[str], record: OnResult, tenants: set[str],

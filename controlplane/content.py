@@ -9,9 +9,7 @@ an approval). Rollback and approval are symlink swaps. Every step is in the audi
 """
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import secrets
 import shlex
 import subprocess
@@ -25,7 +23,7 @@ from . import accounts, remote
 from .apply import prepare
 from .errors import GovhostError
 from .manifest import Node
-from .state import State, actor, open_state, state_dir
+from .state import State, actor, exclusive, open_state, state_dir
 
 TOOL = "/usr/local/sbin/govhost-tenants"
 DB_TOOL = "/usr/local/sbin/govhost-db"
@@ -53,20 +51,10 @@ class Target:
     state: State
 
 
-@contextmanager
-def _tenant_lock(inventory: Path, tenant: str) -> Iterator[None]:
-    d = state_dir(inventory)
-    d.mkdir(parents=True, exist_ok=True)
-    fd = os.open(d / f"content-{tenant}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ContentError(f"another publish, rollback or review of {tenant} is running; "
-                               "try again when it has finished") from None
-        yield
-    finally:
-        os.close(fd)
+def _tenant_lock(inventory: Path, tenant: str):
+    return exclusive(inventory, f"content-{tenant}", lambda _: ContentError(
+        f"another publish, rollback or review of {tenant} is running; try again when it has "
+        "finished"))
 
 
 @contextmanager

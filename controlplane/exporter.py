@@ -46,6 +46,8 @@ class Round:
     desired_release: dict[str, str] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)
     quotas: dict[str, int] = field(default_factory=dict)
+    # tenant -> its node probes that failed the compliance rule this round ([]: none)
+    failed: dict[str, list[dict]] = field(default_factory=dict)
     error: str = ""
 
 
@@ -122,15 +124,15 @@ class Prober(threading.Thread):
         rnd.site_types = {t.name: t.site.type for t in inv.tenants}
         rnd.quotas = {t.name: inv.quota_bytes(t) for t in inv.tenants}
         rnd.finished = time.time()
-        if self.record:
-            # The inspections' rule: a probe fails unless the homepage loaded completely
-            # within the limit; through any node, so a failure on one node counts.
-            failed = {t: [{"node": n, "status": r.status, "seconds": round(r.seconds, 3),
+        # The inspections' rule: a probe fails unless the homepage loaded completely within
+        # the limit; through any node, so a failure on one node counts.
+        rnd.failed = {t: [{"node": n, "status": r.status, "seconds": round(r.seconds, 3),
                            "error": r.error[:200]}
                           for n, r in by_node.items() if not r.up or r.seconds > limit]
                       for t, by_node in rnd.tenants.items()}
+        if self.record:
             try:
-                compliance_run.record_round(self.inventory, rnd.finished, failed)
+                compliance_run.record_round(self.inventory, rnd.finished, rnd.failed)
             except Exception as exc:     # monitoring goes on without the record
                 rnd.error = f"recording the probe round failed: {exc}"
         rnd.seconds = time.monotonic() - t0

@@ -57,20 +57,21 @@ def _host(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
-_EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}$")
-_PHONE_RE = re.compile(r"^\+?[0-9][0-9 ()-]{2,30}$")
+def _matching(pattern: str, what: str):
+    """A validator: the whole value matches `pattern`, else "'<value>' <what>"."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise ValueError(f"{value!r} {what}")
+        return value
+    return check
 
 
-def _email(value: str) -> str:
-    if not _EMAIL_RE.match(value):
-        raise ValueError(f"{value!r} is not an e-mail address (name@host.domain)")
-    return value
-
-
-def _phone(value: str) -> str:
-    if not _PHONE_RE.match(value):
-        raise ValueError(f"{value!r} is not a phone number (digits, spaces, + ( ) -)")
-    return value
+_email = _matching(r"^[A-Za-z0-9._%+-]{1,64}@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}$",
+                   "is not an e-mail address (name@host.domain)")
+_phone = _matching(r"^\+?[0-9][0-9 ()-]{2,30}$",
+                   "is not a phone number (digits, spaces, + ( ) -)")
 
 
 Text = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_safe_text)]
@@ -204,14 +205,9 @@ class Section(_Model):
     sftp: Sftp | None = None
 
 
-_SCHEDULE_RE = re.compile(r"^(hourly|daily|weekly|([01][0-9]|2[0-3]):[0-5][0-9])$")
-
-
-def _schedule(value: str) -> str:
-    if not _SCHEDULE_RE.match(value):
-        raise ValueError(f"{value!r} is not a schedule; allowed: hourly, daily, weekly, or a "
-                         "time of day HH:MM (every day at that time)")
-    return value
+_schedule = _matching(r"^(hourly|daily|weekly|([01][0-9]|2[0-3]):[0-5][0-9])$",
+                      "is not a schedule; allowed: hourly, daily, weekly, or a time of day "
+                      "HH:MM (every day at that time)")
 
 
 Schedule = Annotated[StrictStr, AfterValidator(_schedule)]
@@ -240,14 +236,9 @@ class TenantBackup(_Model):
 
 
 ColumnCategory = Literal["news", "updates", "notices", "policy", "personnel", "plans"]
-_COLUMN_PATH = re.compile(r"^/([A-Za-z0-9_-]+/)+$")
-
-
-def _column_path(value: str) -> str:
-    if not _COLUMN_PATH.match(value):
-        raise ValueError(f"{value!r} is not a column path; use /name/ (letters, digits, _ -), "
-                         "nested as /a/b/, with the slashes at both ends")
-    return value
+_column_path = _matching(r"^/([A-Za-z0-9_-]+/)+$",
+                         "is not a column path; use /name/ (letters, digits, _ -), nested as "
+                         "/a/b/, with the slashes at both ends")
 
 
 class Column(_Model):
@@ -259,14 +250,8 @@ class Column(_Model):
     category: ColumnCategory
 
 
-_SITE_CODE = re.compile(r"^[0-9A-Za-z]{10}$")
-
-
-def _site_code(value: str) -> str:
-    if not _SITE_CODE.match(value):
-        raise ValueError(f"{value!r} is not a site identification code (网站标识码): 10 letters "
-                         "or digits")
-    return value
+_site_code = _matching(r"^[0-9A-Za-z]{10}$",
+                       "is not a site identification code (网站标识码): 10 letters or digits")
 
 
 class Identity(_Model):

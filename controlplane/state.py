@@ -6,6 +6,7 @@ record, never half of one.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pwd
@@ -14,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS placements (
@@ -338,6 +339,24 @@ def state_dir(inventory: Path) -> Path:
     """Where state lives: GOVHOST_STATE_DIR, else <inventory>/.govhost (kept out of Git)."""
     env = os.environ.get("GOVHOST_STATE_DIR")
     return (Path(env) if env else Path(inventory) / ".govhost").resolve()
+
+
+@contextmanager
+def exclusive(inventory: Path, name: str, busy: Callable[[int], Exception],
+              mode: int = 0o644) -> Iterator[int]:
+    """An exclusive lock on `<state dir>/<name>.lock` held for the block (the kernel releases
+    it if the process dies). When another process holds it, raises `busy(fd)` at once."""
+    d = state_dir(inventory)
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / f"{name}.lock", os.O_RDWR | os.O_CREAT, mode)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy(fd) from None
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def open_state(inventory: Path) -> State:
