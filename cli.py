@@ -38,6 +38,14 @@ app.add_typer(backup_app, name="backup")
 compliance_app = typer.Typer(help="The national inspection indicators, checked for every unit.",
                              no_args_is_help=True)
 app.add_typer(compliance_app, name="compliance")
+cert_app = typer.Typer(help="HTTPS certificates: ACME, the county CA, imported ones; renewal.",
+                       no_args_is_help=True)
+app.add_typer(cert_app, name="cert")
+ca_app = typer.Typer(help="The county's internal CA.", no_args_is_help=True)
+cert_app.add_typer(ca_app, name="ca")
+services_app = typer.Typer(help="The lab's county services: Pebble (ACME CA) and BIND (DNS).",
+                           no_args_is_help=True)
+lab_app.add_typer(services_app, name="services")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for logs and grep
@@ -966,6 +974,170 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+
+
+
+# -- certificates -----------------------------------------------------------------------
+
+def _at_option(at: Optional[str]) -> Optional[float]:
+    if not at:
+        return None
+    from controlplane import backup_plan
+    try:
+        return backup_plan.parse_time(at)
+    except ValueError as exc:
+        _fail(errors.GovhostError(f"--at: {exc}"))
+        raise
+
+
+_STATE_STYLE = {"ok": "green", "due": "yellow", "missing": "yellow", "failing": "red",
+                "expired": "red", "import needed": "yellow", "obsolete": "dim",
+                "names changed": "yellow"}
+
+
+@cert_app.command("status")
+def cert_status(as_json: bool = typer.Option(False, "--json"),
+                at: Optional[str] = typer.Option(None, "--at", help="Judge as of this time.")
+                ) -> None:
+    """Every certificate: names, issuer, not-after, days left, state, last error."""
+    from controlplane import tls
+    rows = _call(tls.status, CTX.inventory, _at_option(at), as_json=as_json)
+    if as_json:
+        _emit(rows)
+        return
+    t = _table("certificates", "certificate", "issuer", "names", "units", "not after",
+               "days left", "renews", "state", "last error")
+    for r in rows:
+        names = ", ".join(r["names"][:3]) + (f" +{len(r['names']) - 3}" if len(r["names"]) > 3
+                                            else "")
+        style = _STATE_STYLE.get(r["state"], "")
+        t.add_row(r["lineage"], r["issuer"], names, str(len(r["units"])), _when(r["not_after"]),
+                  "-" if r["days_left"] is None else f"{r['days_left']:.0f}",
+                  _when(r["renew_at"]), f"[{style}]{r['state']}[/]" if style else r["state"],
+                  (r["last_error"][:90] + (f" (next try {_when(r['next_attempt'])})"
+                                           if r["next_attempt"] else "")) if r["last_error"]
+                  else "")
+    out.print(t)
+    if any(r["state"] in ("failing", "expired") for r in rows):
+        raise typer.Exit(1)
+
+
+def _cert_result(res: dict, as_json: bool) -> None:
+    if as_json:
+        _emit(res)
+    else:
+        t = _table("certificate run", "certificate", "issuer", "why", "result", "seconds")
+        for r in res["results"]:
+            t.add_row(r["lineage"], r["issuer"], r["reason"],
+                      "[green]issued[/]" if r["ok"] else f"[red]failed[/]: {r['error'][:120]}",
+                      f"{r['seconds']:.1f}")
+        for r in res["skipped"]:
+            t.add_row(r["lineage"], "", r["reason"], f"[yellow]not now[/]: {r['why']}", "")
+        out.print(t)
+        if not res["results"] and not res["skipped"]:
+            out.print("nothing is due")
+        if res["apply"]:
+            out.print(f"apply: {res['apply']['result']}")
+        out.print(f"ACME orders in the last 7 days: {res['orders_this_week']}")
+    if any(not r["ok"] for r in res["results"]) or (
+            res["apply"] and res["apply"]["result"] not in ("changed", "unchanged")):
+        raise typer.Exit(1)
+
+
+@cert_app.command("renew")
+def cert_renew(force: bool = typer.Option(False, "--force", help="Renew every certificate "
+                                          "now, due or not, ignoring backoff."),
+               at: Optional[str] = typer.Option(None, "--at", help="Decide what is due as of "
+                                                "this time (testing the schedule)."),
+               no_apply: bool = typer.Option(False, "--no-apply", help="Store new certificates "
+                                             "but do not ship them yet."),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Issue what is missing, renew what is due, then apply. Run by a timer."""
+    from controlplane import tls
+    res = _call(lambda: tls.renew(CTX.inventory, force=force, now=_at_option(at),
+                                  deploy=not no_apply, say=lambda m: None if as_json else
+                                  err.print(f"[dim]{m}[/]")), as_json=as_json)
+    _cert_result(res, as_json)
+
+
+@cert_app.command("issue")
+def cert_issue(unit: str = typer.Argument(..., help="Tenant name, or _portal."),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Issue a unit's certificate now (its whole lineage), then apply."""
+    from controlplane import tls
+    res = _call(lambda: tls.renew(CTX.inventory, units=[unit], force=True,
+                                  say=lambda m: None if as_json else err.print(f"[dim]{m}[/]")),
+                as_json=as_json)
+    _cert_result(res, as_json)
+
+
+@cert_app.command("import")
+def cert_import(unit: str = typer.Argument(..., help="Tenant name (issuer manual)."),
+                cert: Path = typer.Option(..., "--cert", help="PEM: the certificate, then its "
+                                          "intermediates."),
+                key: Path = typer.Option(..., "--key", help="PEM: its private key."),
+                root: list[Path] = typer.Option([], "--root", help="Also trust this root "
+                                                "(e.g. a CA not in the system store)."),
+                no_apply: bool = typer.Option(False, "--no-apply"),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Import a bought certificate after checking key, chain and names; then apply."""
+    from controlplane import tls
+    res = _call(lambda: tls.import_cert(CTX.inventory, unit, cert, key, root,
+                                        deploy=not no_apply), as_json=as_json)
+    if as_json:
+        _emit(res)
+    else:
+        out.print(f"[green]imported[/] {res['lineage']}: {', '.join(res['names'])}, valid "
+                  f"until {_when(res['not_after'])}"
+                  + (f"; apply: {res['apply']['result']}" if res["apply"] else ""))
+
+
+@ca_app.command("export")
+def cert_ca_export(output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                         help="Write here instead of stdout.")
+                   ) -> None:
+    """The county CA's root certificate (PEM), to install on the units' computers."""
+    from controlplane import tls
+    pem = _call(tls.ca_export, CTX.inventory)
+    if output:
+        output.write_bytes(pem)
+        err.print(f"wrote {output}")
+    else:
+        sys.stdout.write(pem.decode())
+
+
+@services_app.command("up")
+def services_up(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Start BIND (the county DNS, RFC 2136 updates) and Pebble (an ACME CA) for the lab."""
+    from controlplane import inventory, lab_services
+    inv = _call(inventory.load, CTX.inventory, as_json=as_json)
+    rows = _call(lab_services.up, inv.cluster.domain,
+                 [n.address for n in inv.hosts.web_nodes], as_json=as_json)
+    _services_print(rows, as_json)
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop the lab's county services."""
+    from controlplane import lab_services
+    out.print(f"stopped {lab_services.down()} service(s)")
+
+
+@services_app.command("status")
+def services_status(as_json: bool = typer.Option(False, "--json")) -> None:
+    from controlplane import lab_services
+    _services_print(lab_services.status(), as_json)
+
+
+def _services_print(rows, as_json: bool) -> None:
+    from dataclasses import asdict
+    if as_json:
+        _emit([asdict(r) for r in rows])
+        return
+    t = _table("lab services", "service", "address", "pid", "running")
+    for r in rows:
+        t.add_row(r.name, r.address, str(r.pid or "-"), "yes" if r.running else "[red]no[/]")
+    out.print(t)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ on failure; record what each node runs.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from . import inventory as inventory_mod
-from . import paths, remote
+from . import paths, remote, tls
 from .errors import ApplyError, LockError
 from .plan import Plan, make_plan
 from .render import Release, tenant_of
@@ -122,6 +123,11 @@ def _tenants_in(message: str) -> list[str]:
 PRIVATE_FILES = frozenset({"tenants.json", "databases.json", "backup.json", "backup.key"})
 
 
+def private(name: str) -> bool:
+    """Files only root may read on the node: credentials and TLS keys."""
+    return name in PRIVATE_FILES or (name.startswith("tls/") and name.endswith(".key"))
+
+
 def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
     """A release as a deterministic tar.gz: the one transfer to the node.
 
@@ -139,7 +145,7 @@ def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
-            info.mode = 0o600 if name in PRIVATE_FILES else 0o644
+            info.mode = 0o600 if private(name) else 0o644
             info.mtime = 0
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
@@ -147,6 +153,8 @@ def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
 
 def prepare(inventory: Path, state: State) -> tuple[inventory_mod.Inventory, Plan]:
     inv = inventory_mod.load(inventory)
+    certs, served_with = tls.deployable(inventory, inv, state)
+    inv = dataclasses.replace(inv, certificates=certs, served_with=served_with)
     plan = make_plan(inv, state.drained(), state.placements(), state.applied())
     return inv, plan
 

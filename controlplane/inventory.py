@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Mapping, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -34,6 +34,10 @@ class Inventory:
     secret: bytes = field(default=b"", repr=False)
     # The nodes' SSH key to the backup repository; loaded only when a node has the backup role.
     backup_key: bytes = field(default=b"", repr=False)
+    # Certificates to ship (lineage -> tls.Deployed) and the one each unit is served with
+    # (tenant name or `_portal` -> lineage); filled from the state directory by apply.
+    certificates: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    served_with: Mapping[str, str] = field(default_factory=dict)
 
     def replicas(self, tenant: Tenant) -> int:
         return _replicas(tenant, self.cluster)

@@ -262,6 +262,16 @@ class Identity(_Model):
     psb: Text
 
 
+IssuerName = Literal["acme", "internal", "manual", "none"]
+
+
+class TenantTls(_Model):
+    """A unit's own choice of issuer over the cluster's (e.g. `internal` for an intranet-only
+    site, `manual` for a certificate bought from a commercial CA)."""
+
+    issuer: IssuerName
+
+
 class Tenant(_Model):
     """One unit (department or township) and its site."""
 
@@ -280,6 +290,7 @@ class Tenant(_Model):
     backup: TenantBackup = TenantBackup()
     columns: list[Column] = Field(default_factory=list, max_length=100)
     identity: Identity | None = None
+    tls: TenantTls | None = None
 
     @model_validator(mode="after")
     def _unique_sections(self) -> "Tenant":
@@ -371,6 +382,83 @@ class Compliance(_Model):
     log_retention_days: StrictInt = Field(default=180, ge=1, le=3650)
 
 
+_tsig_name = _matching(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+                       "is not a TSIG key name (letters, digits, . _ -)")
+
+
+def _https_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname or any(c in value for c in " \"<>{}`"):
+        raise ValueError(f"{value!r} is not an https:// URL (an ACME directory is HTTPS)")
+    return value
+
+
+class Rfc2136(_Model):
+    """The county's DNS server, updated by RFC 2136 (TSIG-signed) for DNS-01 challenges.
+    The TSIG secret stays in a file on the control machine, never in the inventory."""
+
+    server: IpAddress
+    port: StrictInt = Field(default=53, ge=1, le=65535)
+    zone: Host
+    tsig_key_name: Annotated[StrictStr, AfterValidator(_tsig_name)]
+    tsig_algorithm: Literal["hmac-sha256", "hmac-sha512"] = "hmac-sha256"
+    tsig_secret_file: AbsPath
+    propagation_seconds: float = Field(default=0, ge=0, le=600)
+
+
+class AcmeSettings(_Model):
+    """Any ACME CA. Names under `dns.zone` are validated by DNS-01 (and the county gets one
+    wildcard certificate); other names by HTTP-01, answered by every web node."""
+
+    directory: Annotated[StrictStr, Field(max_length=300), AfterValidator(_https_url)]
+    contact: Email
+    # PEM bundle to trust for the ACME server's own HTTPS (a private CA such as the lab's);
+    # without it the system's trust store is used.
+    ca_bundle: AbsPath | None = None
+    # The CA's root for verifying what it issues, where it is not in the system store.
+    issued_root: AbsPath | None = None
+    challenge: Literal["http-01", "dns-01"] = "http-01"
+    dns: Rfc2136 | None = None
+    names_per_certificate: StrictInt = Field(default=100, ge=1, le=100)
+    new_certificates_per_week: StrictInt = Field(default=50, ge=1, le=10_000)
+    order_timeout_seconds: float = Field(default=180, ge=10, le=3600)
+
+    @model_validator(mode="after")
+    def _dns_needed(self) -> "AcmeSettings":
+        if self.challenge == "dns-01" and self.dns is None:
+            raise ValueError("challenge dns-01 needs `dns:` (the RFC 2136 server, zone and "
+                             "TSIG key)")
+        return self
+
+
+class InternalCa(_Model):
+    """The county CA govhost creates and keeps (intranet sites)."""
+
+    name: Text = "County Government Internal CA"
+    leaf_days: StrictInt = Field(default=397, ge=1, le=825)
+
+
+class TlsSettings(_Model):
+    """HTTPS for every site: which issuer, and when certificates are renewed."""
+
+    issuer: IssuerName = "none"
+    acme: AcmeSettings | None = None
+    internal: InternalCa = InternalCa()
+    renew_fraction: float = Field(default=2 / 3, gt=0.1, lt=0.95)
+    # Spread renewals: each certificate renews up to this share of its lifetime early.
+    renew_jitter_fraction: float = Field(default=0.05, ge=0, le=0.2)
+    retry_first_seconds: StrictInt = Field(default=600, ge=1, le=86_400)
+    retry_max_seconds: StrictInt = Field(default=86_400, ge=60, le=7 * 86_400)
+    hsts_max_age: StrictInt = Field(default=31_536_000, ge=0, le=63_072_000)
+    ocsp_stapling: StrictBool = True
+
+    @model_validator(mode="after")
+    def _acme_needed(self) -> "TlsSettings":
+        if self.issuer == "acme" and self.acme is None:
+            raise ValueError("issuer acme needs `acme:` (directory, contact)")
+        return self
+
+
 class Cluster(_Model):
     domain: Host
     name: Text
@@ -380,6 +468,7 @@ class Cluster(_Model):
     keep_releases: StrictInt = Field(default=5, ge=2, le=50)
     backup: BackupSettings = BackupSettings()
     compliance: Compliance = Compliance()
+    tls: TlsSettings = TlsSettings()
 
 
 class SshSettings(_Model):

@@ -21,3 +21,4 @@ NGINX_USER = "www-data"                   # nginx workers; member of every tenan
 PHP_SOCKETS = "/run/govhost/php"          # <tenant>.sock, one PHP-FPM pool per PHP tenant
 PHP_FPM_PID = "/run/govhost-php-fpm.pid"
 PROBE_HOST = "govhost-probe"
+NODE_ACME = "/var/lib/govhost/acme"       # .well-known/acme-challenge/<token> (HTTP-01)

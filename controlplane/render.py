@@ -19,6 +19,7 @@ import jinja2
 from . import accounts, backup_plan, paths
 from .inventory import Inventory
 from .manifest import Tenant
+from .tls_plan import PORTAL
 
 _NGINX_SAFE = re.compile(r"^[A-Za-z0-9._:\-\[\]/ ,=>]*$")
 
@@ -118,10 +119,12 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
                 cache: dict[tuple[str, bool], dict[str, bytes]] | None = None) -> Release:
     nodes = {n.name: n for n in inv.hosts.nodes}
     me = nodes[node]
-    listen = f"[{me.address}]:80" if ":" in me.address else f"{me.address}:80"
+    host = f"[{me.address}]" if ":" in me.address else me.address
+    listen, listen_tls = f"{host}:80", f"{host}:443"
     base = {
         "node": node,
         "listen": listen,
+        "listen_tls": listen_tls,
         "log_root": paths.NODE_LOGS,
         "pages_root": f"{paths.NODE_CURRENT}/pages",
         "nginx_user": paths.NGINX_USER,
@@ -142,14 +145,22 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
             cache[key] = _tenant_files(inv, t, replicas, nodes, replica)
         files.update(cache[key])
 
+    any_tls = bool(inv.served_with)
     files["vhosts/_default.conf"] = _conf_env.get_template("nginx/default.conf.j2").render(
-        {**base, "probe_host": paths.PROBE_HOST}).encode()
+        {**base, "probe_host": paths.PROBE_HOST, "tls": any_tls}).encode()
     files["vhosts/_portal.conf"] = _conf_env.get_template("nginx/portal.conf.j2").render(
-        {**base, "server_names": _portal_names(inv)}).encode()
+        {**base, "server_names": _portal_names(inv), "tls": _tls_ctx(inv, PORTAL)}).encode()
+    files.update(_tls_files(inv))
     if ("_portal", True) not in cache:
         cache[("_portal", True)] = {"pages/_portal/index.html": _portal_page(inv)}
     files.update(cache[("_portal", True)])
     files["snippets/listen.conf"] = f"listen {listen};\n".encode()
+    files["snippets/listen-tls.conf"] = f"listen {listen_tls} ssl http2;\n".encode()
+    files["snippets/acme-challenge.conf"] = _ACME_CHALLENGE
+    files["snippets/hsts.conf"] = _hsts(inv.cluster.tls.hsts_max_age)
+    files["snippets/ocsp.conf"] = _OCSP
+    files["snippets/tls.conf"] = _conf_env.get_template("nginx/tls.conf.j2").render(
+        base).encode()
     files["snippets/security.conf"] = _conf_env.get_template("nginx/security.conf.j2").render(
         base).encode()
     files["snippets/proxy_to_replicas.conf"] = _conf_env.get_template(
@@ -190,6 +201,42 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     return Release(node=node, files=files)
 
 
+_ACME_CHALLENGE = (
+    "# ACME HTTP-01 answers, written by `govhost-node challenge` on every node (any node may\n"
+    "# receive the CA's check). Plain files, never a tenant's.\n"
+    "location ^~ /.well-known/acme-challenge/ {\n"
+    f"    root {paths.NODE_ACME};\n"
+    "    default_type text/plain;\n    access_log off;\n    try_files $uri =404;\n}\n").encode()
+
+# Stapling only for certificates that name an OCSP responder; nginx fetches and caches it.
+_OCSP = b"ssl_stapling on;\nssl_stapling_verify on;\n"
+
+
+def _hsts(max_age: int) -> bytes:
+    if max_age <= 0:
+        return b"# HSTS disabled (cluster.yaml tls.hsts_max_age: 0)\n"
+    return f'add_header Strict-Transport-Security "max-age={max_age}" always;\n'.encode()
+
+
+def _tls_ctx(inv: Inventory, unit: str) -> dict[str, Any] | None:
+    cert = inv.served_with.get(unit)
+    if cert is None:
+        return None
+    return {"cert": cert, "stapling": inv.cluster.tls.ocsp_stapling
+            and inv.certificates[cert].ocsp}
+
+
+def _tls_files(inv: Inventory) -> dict[str, bytes]:
+    """Every certificate some unit is served with, with its key (mode 0600 on the node:
+    see apply.private). Every node serves every name, so every node gets them all."""
+    out: dict[str, bytes] = {}
+    for cert in sorted(set(inv.served_with.values())):
+        d = inv.certificates[cert]
+        out[f"tls/{cert}.crt"] = d.chain
+        out[f"tls/{cert}.key"] = d.key
+    return out
+
+
 def _logrotate(days: int) -> bytes:
     """Tenant logs kept `days` days (the network security law asks for six months),
     compressed; nginx reopens its logs after each rotation."""
@@ -221,6 +268,7 @@ def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
         "site_type": t.site.type,
         "content_root": f"{paths.NODE_SITES}/{t.name}/current",
         "sections": [s.name for s in t.sections],
+        "tls": _tls_ctx(inv, t.name),
     }
     if t.site.type == "proxy":
         ctx["app_scheme"] = t.site.upstreams[0].split(":", 1)[0]

@@ -52,6 +52,15 @@ CREATE INDEX IF NOT EXISTS probe_failures_tenant ON probe_failures (tenant, at);
 CREATE TABLE IF NOT EXISTS compliance (
     week TEXT NOT NULL, tenant TEXT NOT NULL, checked_at REAL NOT NULL, verdicts TEXT NOT NULL,
     PRIMARY KEY (week, tenant));
+CREATE TABLE IF NOT EXISTS certificates (
+    lineage TEXT PRIMARY KEY, issuer TEXT NOT NULL, names TEXT NOT NULL, units TEXT NOT NULL,
+    not_before REAL, not_after REAL, serial TEXT, fingerprint TEXT, ocsp INTEGER,
+    issued_at REAL, last_attempt REAL, last_error TEXT, failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL DEFAULT 0, failed_names TEXT NOT NULL DEFAULT '[]',
+    attempt_names TEXT NOT NULL DEFAULT '[]');
+CREATE TABLE IF NOT EXISTS cert_orders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, lineage TEXT NOT NULL,
+    issuer TEXT NOT NULL, names INTEGER NOT NULL, ok INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
@@ -294,6 +303,54 @@ class State:
                     (week,))}
 
     # runs and audit
+    _CERT_COLUMNS = ("lineage", "issuer", "names", "units", "not_before", "not_after", "serial",
+                     "fingerprint", "ocsp", "issued_at", "last_attempt", "last_error",
+                     "failures", "next_attempt", "failed_names", "attempt_names")
+
+    def certificates(self) -> dict[str, dict[str, Any]]:
+        rows = self.db.execute(f"SELECT {', '.join(self._CERT_COLUMNS)} FROM certificates")
+        out = {}
+        for row in rows:
+            rec = dict(zip(self._CERT_COLUMNS, row))
+            for k in ("names", "units", "failed_names", "attempt_names"):
+                rec[k] = json.loads(rec[k])
+            out[rec["lineage"]] = rec
+        return out
+
+    def save_certificate(self, lineage: str, **fields: Any) -> None:
+        """Create or update a lineage's record with `fields` (lists stored as JSON)."""
+        for k in ("names", "units", "failed_names", "attempt_names"):
+            if k in fields:
+                fields[k] = json.dumps(list(fields[k]))
+        unknown = set(fields) - set(self._CERT_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown certificate fields {sorted(unknown)}")
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO certificates (lineage, issuer, names, units) "
+                       "VALUES (?, ?, '[]', '[]')", (lineage, fields.get("issuer", "")))
+            if fields:
+                sets = ", ".join(f"{k} = ?" for k in fields)
+                db.execute(f"UPDATE certificates SET {sets} WHERE lineage = ?",
+                           (*fields.values(), lineage))
+
+    def forget_certificate(self, lineage: str) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM certificates WHERE lineage = ?", (lineage,))
+
+    def record_order(self, lineage: str, issuer: str, names: int, ok: bool, detail: str,
+                     at: float | None = None) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO cert_orders (at, lineage, issuer, names, ok, detail) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       (time.time() if at is None else at, lineage, issuer, names, int(ok),
+                        detail[:2000]))
+
+    def orders_since(self, since: float, issuer: str = "acme", ok_only: bool = True) -> int:
+        q = "SELECT COUNT(*) FROM cert_orders WHERE at >= ? AND issuer = ?"
+        if ok_only:
+            q += " AND ok = 1"
+        return self.db.execute(q, (since, issuer)).fetchone()[0]
+
     def start_run(self, kind: str) -> int:
         with self.tx() as db:
             cur = db.execute(

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux prometheus prometheus-node-exporter php-fpm php-mysql mariadb-server mariadb-client restic logrotate chromium fonts-wqy-microhei)
+PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux prometheus prometheus-node-exporter php-fpm php-mysql mariadb-server mariadb-client restic logrotate chromium fonts-wqy-microhei pebble bind9 bind9-dnsutils testssl.sh)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -22,7 +22,7 @@ fi
 # one on its own address, port 9100), PHP-FPM (nodes run one pool per PHP tenant) and MariaDB
 # (the lab's db node runs its own on its own address).
 if [ -d /run/systemd/system ]; then
-    systemctl disable --now nginx prometheus prometheus-node-exporter mariadb >/dev/null 2>&1 || true
+    systemctl disable --now nginx prometheus prometheus-node-exporter mariadb named >/dev/null 2>&1 || true
     for unit in $(systemctl list-unit-files 'php*-fpm.service' --no-legend | cut -d' ' -f1); do
         systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
@@ -33,7 +33,8 @@ fi
 # Without systemd, a package's init script may have started the host's own MariaDB: the lab's
 # db node copies /var/lib/mysql from the host, which must not change under it. Stop it (and
 # the host's default PHP-FPM pool, which nothing uses).
-for pidfile in /run/mysqld/mysqld.pid /run/php/php*-fpm.pid; do
+# The host's own BIND likewise (the lab runs its own on 127.0.0.1:1053).
+for pidfile in /run/mysqld/mysqld.pid /run/php/php*-fpm.pid /run/named/named.pid; do
     if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
         pid=$(cat "$pidfile")
         kill "$pid" || true
@@ -46,5 +47,5 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv --system-site-packages .venv
 fi
 .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING\|^DEPRECATION' || true
-.venv/bin/python -c 'import ansible_runner, jinja2, typer, pydantic, hypothesis' >/dev/null
+.venv/bin/python -c 'import ansible_runner, jinja2, typer, pydantic, hypothesis, acme, dns' >/dev/null
 echo "setup: ok ($(.venv/bin/govhost --help >/dev/null && echo govhost ready))"
