@@ -169,6 +169,7 @@ class GovhostCollector(Collector):
             w0, _ = compliance.week_bounds(week)
             counts = st.probe_week_counts(w0, time.time() + 1)
             probe_week = {t: counts.get(t, (0, 0)) for t in rnd.quotas}
+            certs = st.certificates()
         finally:
             st.close()
         yield from self._tenants(rnd)
@@ -176,6 +177,24 @@ class GovhostCollector(Collector):
         yield from self._control_plane(rnd, runs, drained)
         yield from self._content(rnd, published)
         yield from self._compliance(checked, probe_week)
+        yield from self._certificates(certs)
+
+    @staticmethod
+    def _certificates(certs: dict) -> Iterator:
+        """Days to expiry per name (from the store's record of each certificate) and
+        renewals failing in a row, for the expiry and renewal alerts."""
+        expiry = GaugeMetricFamily("govhost_certificate_not_after_timestamp_seconds",
+                                   "When the certificate serving this name expires.",
+                                   labels=["certificate", "name", "issuer"])
+        failing = GaugeMetricFamily("govhost_certificate_renewal_failures",
+                                    "Failed issue/renew attempts in a row (0 after a success).",
+                                    labels=["certificate", "issuer"])
+        for lid, rec in sorted(certs.items()):
+            failing.add_metric([lid, rec["issuer"]], rec["failures"] or 0)
+            if rec["not_after"]:
+                for name in rec["names"]:
+                    expiry.add_metric([lid, name, rec["issuer"]], rec["not_after"])
+        yield from (expiry, failing)
 
     @staticmethod
     def _compliance(checked: dict, probe_week: dict) -> Iterator:

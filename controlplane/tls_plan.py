@@ -149,7 +149,8 @@ def _pack(acme_units: list[Unit], previous: Mapping[str, str], limit: int
     pending: list[Unit] = []
     for u in acme_units:
         g = previous.get(u.key, "")
-        if g.startswith("acme-") and g[5:].isdigit() and size.get(g, 0) + len(u.names) <= limit:
+        fits = size.get(g, 0) == 0 or size[g] + len(u.names) <= limit
+        if g.startswith("acme-") and g[5:].isdigit() and fits:
             groups.setdefault(g, []).append(u)
             size[g] = size.get(g, 0) + len(u.names)
         else:
