@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,8 +64,17 @@ class Responders:
     log: list[str] = field(default_factory=list)
 
 
+_ACCOUNT_LOCK = threading.Lock()
+
+
 def account_key(path: Path) -> jose.JWKEC:
-    """The ACME account key (P-256), made once and kept 0600 in the state directory."""
+    """The ACME account key (P-256), made once and kept 0600 in the state directory.
+    Orders run in several threads; the first one makes the key."""
+    with _ACCOUNT_LOCK:
+        return _account_key(path)
+
+
+def _account_key(path: Path) -> jose.JWKEC:
     if not path.exists():
         key = ec.generate_private_key(ec.SECP256R1())
         data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -102,7 +112,9 @@ class AcmeClient:
         except errors.ConflictError as exc:   # the key already has an account: use it
             regr = messages.RegistrationResource(uri=exc.location, body=messages.Registration())
             self.net.account = regr
-        record.write_text(json.dumps({"directory": self.settings.directory, "uri": regr.uri}))
+        with _ACCOUNT_LOCK:
+            record.write_text(json.dumps({"directory": self.settings.directory,
+                                          "uri": regr.uri}))
 
     @property
     def has_ari(self) -> bool:

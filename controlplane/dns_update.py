@@ -62,7 +62,8 @@ class Updater:
             resp = dns.query.tcp(upd, self.cfg.server, port=self.cfg.port, timeout=10)
         except Exception as exc:
             raise DnsUpdateError(f"DNS update to {self.cfg.server}:{self.cfg.port} failed: "
-                                 f"{type(exc).__name__}: {exc}") from None
+                                 f"{type(exc).__name__}: {exc} (check the server address and "
+                                 f"the TSIG key {self.cfg.tsig_key_name})") from None
         if resp.rcode() != dns.rcode.NOERROR:
             raise DnsUpdateError(f"{self.cfg.server} refused the update of zone {self.cfg.zone}: "
                                  f"{dns.rcode.to_text(resp.rcode())} (check the TSIG key and "

@@ -90,17 +90,14 @@ def _facts(inventory: Path, lineage: str) -> tuple[tls_certs.CertInfo, bytes, by
 
 
 def _current_plan(inv: inventory_mod.Inventory, state: State) -> dict[str, tls_plan.Lineage]:
+    """The plan, with each unit kept in the lineage the store has it in (a unit with a
+    lineage of its own, after its names failed in a shared one, stays there)."""
     recs = state.certificates()
-    previous = {u: lid for lid, rec in recs.items() for u in rec["units"]}
-    isolate = set()
-    for rec in recs.values():
-        if rec["failed_names"] and len(rec["units"]) > 1:
-            failed = set(rec["failed_names"])
-            for u in tls_plan.units(inv):
-                if u.key in rec["units"] and failed & {n.lower() for n in u.names}:
-                    isolate.add(u.key)
-    return tls_plan.plan(tls_plan.units(inv), inv.cluster.tls, inv.cluster.domain, previous,
-                         isolate)
+    previous: dict[str, str] = {}
+    for lid in sorted(recs, key=lambda lid: lid.startswith("acme-u-")):
+        for u in recs[lid]["units"]:
+            previous[u] = lid
+    return tls_plan.plan(tls_plan.units(inv), inv.cluster.tls, inv.cluster.domain, previous)
 
 
 def deployable(inventory: Path, inv: inventory_mod.Inventory, state: State
@@ -307,7 +304,8 @@ def renew(inventory: Path, *, units: Iterable[str] = (), force: bool = False,
                                     "why": "manual: import a certificate with `govhost cert "
                                            "import`"})
                     continue
-                backing_off = (rec.get("next_attempt") or 0) > clock and \
+                # Backoff is about real attempts: wall time, even when --at moves the clock.
+                backing_off = (rec.get("next_attempt") or 0) > time.time() and \
                     set(rec.get("attempt_names") or []) == set(lin.names)
                 if backing_off and not force:
                     skipped.append({"lineage": lid, "reason": reason,
@@ -360,7 +358,12 @@ def renew(inventory: Path, *, units: Iterable[str] = (), force: bool = False,
                                     if k not in ("key", "chain", "facts")})
             # Units whose names failed in a shared certificate now get their own lineage:
             # the others in it are ordered again at once rather than at the next backoff.
-            if any(not r["ok"] and r["failed_names"] for r in results) and not force:
+            shared_failures = [r for r in results if not r["ok"] and r["failed_names"]
+                               and len(plan[r["lineage"]].units) > 1]
+            for r in shared_failures:
+                _isolate(state, inv, plan[r["lineage"]], r, tls.retry_first_seconds,
+                         tls.retry_max_seconds)
+            if shared_failures:
                 replan = _current_plan(inv, state)
                 again = [(lid, "names changed") for lid, lin in replan.items()
                          if lid in plan and set(lin.names) != set(plan[lid].names)
@@ -403,6 +406,7 @@ def _record(inventory: Path, state: State, lin: tls_plan.Lineage, rec: Mapping[s
         state.record_order(lin.id, "acme", len(lin.names), r["ok"],
                            r.get("error", "") or r["reason"])
     if r["ok"]:
+        _retain_if_narrower(inventory, lin)
         _write_bundle(inventory, lin.id, r["key"], r["chain"])
         f = r["facts"]
         state.save_certificate(lin.id, issuer=lin.issuer, names=lin.names, units=lin.units,
@@ -421,6 +425,34 @@ def _record(inventory: Path, state: State, lin: tls_plan.Lineage, rec: Mapping[s
                                failed_names=[n.lower() for n in r["failed_names"]],
                                attempt_names=lin.names)
         state.audit("cert.fail", lin.id, {"error": r["error"][:500], "failures": failures})
+
+
+def _retain_if_narrower(inventory: Path, lin: tls_plan.Lineage) -> None:
+    """A lineage re-issued without some names (a unit moved out of it) keeps its old
+    certificate under another name, so the units that moved go on being served with it
+    until their own certificate exists; `_prune` drops it once nothing uses it."""
+    got = _facts(inventory, lin.id)
+    if got is None or all(tls_plan.covers(lin.names, n) for n in got[0].names):
+        return
+    bundle_path(inventory, lin.id).replace(
+        bundle_path(inventory, f"{lin.id}.was-{got[0].serial[-12:]}"))
+
+
+def _isolate(state: State, inv: inventory_mod.Inventory, lin: tls_plan.Lineage,
+             r: Mapping[str, Any], first: int, maximum: int) -> None:
+    """Units whose names failed in a shared certificate get a lineage of their own that
+    carries the failure (error, backoff), so it shows in `cert status` and is retried on
+    its own schedule while the rest of the shared certificate is issued again."""
+    failed = {n.lower().removeprefix("*.") for n in r["failed_names"]}
+    for u in tls_plan.units(inv):
+        if u.key in lin.units and failed & {n.lower() for n in u.names}:
+            state.save_certificate(f"acme-u-{u.key}", issuer="acme", units=[u.key],
+                                   names=u.names, last_attempt=time.time(),
+                                   last_error=r["error"], failures=1,
+                                   next_attempt=time.time() + tls_plan.backoff_seconds(
+                                       1, first, maximum),
+                                   failed_names=sorted(failed & {n.lower() for n in u.names}),
+                                   attempt_names=u.names)
 
 
 def _prune(inventory: Path) -> None:

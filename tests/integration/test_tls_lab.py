@@ -1,0 +1,284 @@
+"""HTTPS on the real lab against real CAs: Pebble (Debian's package, default chaos on: 5 % of
+good nonces refused, validation delayed 0-15 s) with pebble-challtestsrv as its DNS for
+HTTP-01, and a second Pebble resolving through a real BIND that govhost updates by RFC 2136
+for DNS-01. Every check of what is served is a real TLS handshake with a node's nginx."""
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controlplane import lab_services, tls_certs
+
+from .conftest import REPO, govhost
+from .test_apply_lab import NODES as _NODES, on_node
+
+PEBBLE_A = "127.0.2.11"     # HTTP-01, DNS from challtestsrv
+PEBBLE_B = "127.0.2.12"     # DNS-01, DNS from BIND
+BIND_PORT = 1153
+TSIG = "govhost-acme"
+NODES = list(_NODES.items())
+
+
+@pytest.fixture(scope="module")
+def services(lab_cluster, tmp_path_factory):
+    base = tmp_path_factory.mktemp("tls-services")
+    dirs = [base / "challtestsrv", base / "pebble-a", base / "bind", base / "pebble-b"]
+    try:
+        dns_a = lab_services.challtestsrv_up(dirs[0], default_ipv4="127.0.1.1")
+        # Pebble reuses a valid authorization half of the time by default (as public CAs do
+        # for 30 days); the failure test needs every order validated afresh. The rest of
+        # its chaos stays on.
+        root_a = lab_services.pebble_up(dirs[1], PEBBLE_A, 14100, dns_a,
+                                        env={"PEBBLE_AUTHZREUSE": "0"})
+        secret = lab_services.bind_up("qingshui.gov.cn", ["127.0.1.1", "127.0.1.2"], dirs[2],
+                                      "127.0.0.1", BIND_PORT)
+        root_b = lab_services.pebble_up(dirs[3], PEBBLE_B, 14200, f"127.0.0.1:{BIND_PORT}",
+                                        env={"PEBBLE_AUTHZREUSE": "0"})
+        yield {"root_a": root_a, "root_b": root_b, "dirs": dirs, "secret": secret}
+    finally:
+        for d in dirs:
+            lab_services.stop_dir(d)
+
+
+def _county(tmp: Path, tls: dict, tenants: dict[str, dict] | None = None) -> Path:
+    dest = tmp / "inventory"
+    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    cluster = yaml.safe_load((dest / "cluster.yaml").read_text())
+    cluster["tls"] = tls
+    cluster.pop("backup", None)
+    # Pebble's validator keeps HTTP connections alive per host name: with nginx's 30 s, a
+    # check right after another would reuse a connection to the old address whatever DNS
+    # now says. Short keep-alive makes each check follow DNS, as a public CA's would.
+    cluster.setdefault("nginx", {})["keepalive_timeout"] = 1
+    (dest / "cluster.yaml").write_text(yaml.safe_dump(cluster, allow_unicode=True))
+    hosts = yaml.safe_load((dest / "hosts.yaml").read_text())
+    for n in hosts["nodes"]:
+        n["roles"] = [r for r in n["roles"] if r != "backup"]
+    (dest / "hosts.yaml").write_text(yaml.safe_dump(hosts))
+    for name, extra in (tenants or {}).items():
+        p = dest / "tenants" / f"{name}.yaml"
+        doc = yaml.safe_load(p.read_text())
+        doc.update(extra)
+        p.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    return dest
+
+
+def _json(proc):
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"not JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+
+def _hosts(inv: Path) -> list[str]:
+    names = ["www.qingshui.gov.cn", "qingshui.gov.cn"]
+    for p in sorted((inv / "tenants").glob("*.yaml")):
+        names.append(f"{p.stem}.qingshui.gov.cn")
+    return names
+
+
+def fetch(host: str, address: str, root: Path, path: str = "/") -> tuple[int, dict, str]:
+    """(status, headers, serial) of one HTTPS request to `address`, verified against `root`
+    for `host`, as a browser would."""
+    ctx = ssl.create_default_context(cafile=str(root))
+    with socket.create_connection((address, 443), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as s:
+            cert = s.getpeercert()
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+                      "User-Agent: govhost-test\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode(errors="replace").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
+    return int(head[0].split()[1]), headers, cert["serialNumber"].lower()
+
+
+@pytest.fixture(scope="module")
+def http01(services, tmp_path_factory):
+    """The example county with HTTP-01 SAN certificates of at most 10 names, one unit on the
+    county CA and one with a bought (imported) certificate."""
+    inv = _county(tmp_path_factory.mktemp("http01"), {
+        "issuer": "acme",
+        "acme": {"directory": f"https://{PEBBLE_A}:14100/dir",
+                 "contact": "webmaster@qingshui.gov.cn",
+                 "ca_bundle": str(services["dirs"][1] / "tls-ca.pem"),
+                 "challenge": "http-01", "names_per_certificate": 10}},
+        {"caizheng": {"tls": {"issuer": "internal"}}, "tongji": {"tls": {"issuer": "manual"}}})
+    # Names resolve to different nodes: any node must answer the CA's check.
+    for i, host in enumerate(_hosts(inv)):
+        lab_services.point(host, [NODES[i % 3][1]], mgmt=f"{lab_services.CHALLTEST_ADDRESS}:8055")
+    govhost(inv, "apply", "--yes", check=True)
+    first = govhost(inv, "cert", "renew", "--json", timeout=900)
+    return inv, _json(first), first
+
+
+def test_every_unit_answers_https_on_every_node_with_a_chain_to_pebbles_root(http01, services):
+    inv, res, proc = http01
+    acme = [r for r in res["results"] if r["issuer"] == "acme"]
+    assert acme and all(r["ok"] for r in acme), proc.stdout + proc.stderr
+    # 21 ACME names (portal, 17 tenants, 2 aliases) in groups of at most 10: 3 orders
+    assert len(acme) == res["orders_this_week"] == 3
+    assert res["apply"]["result"] == "changed"
+    rows = {r["lineage"]: r for r in _json(govhost(inv, "cert", "status", "--json"))}
+    assert rows["manual-tongji"]["state"] == "import needed"
+    assert all(r["state"] == "ok" for k, r in rows.items() if k != "manual-tongji")
+    assert all(len(r["names"]) <= 10 for r in rows.values())
+    internal_root = Path(inv / ".govhost/tls/ca/root.pem")
+    exported = govhost(inv, "cert", "ca", "export", check=True).stdout
+    assert exported == internal_root.read_text()
+    for host in _hosts(inv):
+        if host.startswith("tongji."):
+            continue
+        root = internal_root if host.startswith("caizheng.") else services["root_a"]
+        for node, address in NODES:
+            status, headers, _ = fetch(host, address, root)
+            assert status == 200, (host, node)
+            assert headers["strict-transport-security"] == "max-age=31536000"
+    # HTTP goes to HTTPS, except ACME checks; a name without a certificate is refused.
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+                        "--resolve", "jiaoyu.qingshui.gov.cn:80:127.0.1.2",
+                        "http://jiaoyu.qingshui.gov.cn/a?b=1"], capture_output=True, text=True)
+    assert r.stdout == "301 https://jiaoyu.qingshui.gov.cn/a?b=1"
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--resolve",
+                        "jiaoyu.qingshui.gov.cn:80:127.0.1.2",
+                        "http://jiaoyu.qingshui.gov.cn/.well-known/acme-challenge/none"],
+                       capture_output=True, text=True)
+    assert r.stdout == "404"
+    with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME|unrecognized name"):
+        fetch("unknown.example.cn", "127.0.1.1", services["root_a"])
+    # Keys: root-only 0600 in the release, outside every tenant's tree.
+    for _, address in NODES:
+        out = on_node(address, "stat -c '%a %U %n' /etc/govhost/current/tls/*.key")
+        lines = out.strip().splitlines()
+        assert lines and all(line.startswith("600 root /etc/govhost/releases/") or
+                             line.startswith("600 root /etc/govhost/current/") for line in lines)
+
+
+def test_served_tls_offers_nothing_older_than_tls12(http01):
+    out = Path(http01[0]).parent / "testssl.json"
+    r = subprocess.run(["testssl", "--protocols", "--quiet", "--color", "0", "--ip", "127.0.1.2",
+                        "--jsonfile", str(out), "https://jiaoyu.qingshui.gov.cn"],
+                       capture_output=True, text=True, timeout=300)
+    found = {f["id"]: f["finding"] for f in json.loads(out.read_text())}
+    assert all(found[p] == "not offered" for p in ("SSLv2", "SSLv3", "TLS1", "TLS1_1")), found
+    assert found["TLS1_2"].startswith("offered") and found["TLS1_3"].startswith("offered"), \
+        r.stdout
+
+
+def test_import_refuses_wrong_key_and_missing_names_then_serves_a_good_one(http01, tmp_path):
+    inv = http01[0]
+    now = time.time()
+    root, root_key = tls_certs.make_root("Test Commercial CA", now)
+    key = tls_certs.new_key()
+    names = ["tongji.qingshui.gov.cn"]
+    (tmp_path / "root.pem").write_bytes(root)
+    (tmp_path / "key.pem").write_bytes(key)
+    (tmp_path / "other.pem").write_bytes(tls_certs.new_key())
+    (tmp_path / "cert.pem").write_bytes(tls_certs.sign_leaf(root, root_key, key, names, now, 90))
+    (tmp_path / "wrong-names.pem").write_bytes(
+        tls_certs.sign_leaf(root, root_key, key, ["tj.qingshui.gov.cn"], now, 90))
+    base = ["cert", "import", "tongji", "--root", str(tmp_path / "root.pem")]
+    bad_key = govhost(inv, *base, "--cert", str(tmp_path / "cert.pem"),
+                      "--key", str(tmp_path / "other.pem"))
+    assert bad_key.returncode == 1 and "private key does not belong" in bad_key.stderr
+    bad_names = govhost(inv, *base, "--cert", str(tmp_path / "wrong-names.pem"),
+                        "--key", str(tmp_path / "key.pem"))
+    assert bad_names.returncode == 1 and "does not cover tongji.qingshui.gov.cn" in bad_names.stderr
+    no_root = govhost(inv, "cert", "import", "tongji", "--cert", str(tmp_path / "cert.pem"),
+                      "--key", str(tmp_path / "key.pem"))
+    assert no_root.returncode == 1 and "chain does not verify" in no_root.stderr
+    assert not (inv / ".govhost/tls/certs/manual-tongji.pem").exists()
+    ok = govhost(inv, *base, "--cert", str(tmp_path / "cert.pem"), "--key",
+                 str(tmp_path / "key.pem"), "--json", check=True)
+    assert _json(ok)["apply"]["result"] == "changed"
+    for _, address in NODES:
+        assert fetch("tongji.qingshui.gov.cn", address, tmp_path / "root.pem")[0] == 200
+    assert (inv / ".govhost/tls/certs/manual-tongji.pem").stat().st_mode & 0o777 == 0o600
+
+
+def test_renewal_close_to_expiry_replaces_certificates_without_dropping_requests(http01, services):
+    inv = http01[0]
+    hosts = [h for h in _hosts(inv) if not h.startswith(("tongji.", "caizheng."))]
+    before = {h: fetch(h, "127.0.1.1", services["root_a"])[2] for h in hosts}
+    stop, failures, served = threading.Event(), [], []
+
+    def load() -> None:
+        i = 0
+        deadline = time.time() + 900
+        while not stop.is_set() and time.time() < deadline and i < 20000:
+            h, (_, a) = hosts[i % len(hosts)], NODES[i % 3]
+            try:
+                served.append(fetch(h, a, services["root_a"])[0])
+            except (OSError, ssl.SSLError) as exc:
+                failures.append(f"{h}@{a}: {exc}")
+            i += 1
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        later = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 70 * 86400))
+        proc = govhost(inv, "cert", "renew", "--at", later, "--json", timeout=900)
+        time.sleep(2)
+    finally:
+        stop.set()
+        worker.join()
+    res = _json(proc)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {r["reason"] for r in res["results"]} == {"due"}
+    assert failures == [] and len(served) > 100 and set(served) == {200}
+    after = {h: fetch(h, "127.0.1.1", services["root_a"])[2] for h in hosts}
+    assert all(after[h] != before[h] for h in hosts)
+
+
+def test_dns01_through_bind_gives_the_county_one_wildcard(services, tmp_path):
+    inv = _county(tmp_path, {
+        "issuer": "acme",
+        "acme": {"directory": f"https://{PEBBLE_B}:14200/dir",
+                 "contact": "webmaster@qingshui.gov.cn",
+                 "ca_bundle": str(services["dirs"][3] / "tls-ca.pem"), "challenge": "dns-01",
+                 "dns": {"server": "127.0.0.1", "port": BIND_PORT, "zone": "qingshui.gov.cn",
+                         "tsig_key_name": TSIG, "tsig_secret_file": str(services["secret"])}}})
+    govhost(inv, "apply", "--yes", check=True)
+    res = _json(govhost(inv, "cert", "renew", "--json", timeout=900))
+    assert [(r["lineage"], r["ok"]) for r in res["results"]] == [("acme-wildcard", True)]
+    assert res["orders_this_week"] == 1
+    rows = _json(govhost(inv, "cert", "status", "--json"))
+    assert rows[0]["names"] == ["qingshui.gov.cn", "*.qingshui.gov.cn"]
+    assert len(rows[0]["serving"]) == 20
+    for host in _hosts(inv) + ["xn--zfvz1q.qingshui.gov.cn"]:
+        assert fetch(host, "127.0.1.3", services["root_b"])[0] == 200, host
+    txt = subprocess.run(["dig", "+short", "-p", str(BIND_PORT), "@127.0.0.1", "TXT",
+                          "_acme-challenge.qingshui.gov.cn"], capture_output=True, text=True)
+    assert txt.returncode == 0 and txt.stdout.strip() == ""      # answers withdrawn
+
+    # The challenge cannot be answered (the DNS server refuses govhost's updates): the old
+    # certificate keeps serving, the failure is recorded with a backoff, no tight retry.
+    before = fetch("jiaoyu.qingshui.gov.cn", "127.0.1.1", services["root_b"])[2]
+    good = services["secret"].read_text()
+    services["secret"].write_text("c29tZSBvdGhlciBzZWNyZXQgb2YgMzIgYnl0ZXMhISE=\n")
+    try:
+        failed = govhost(inv, "cert", "renew", "--force", "--json", timeout=900)
+        assert failed.returncode == 1
+        assert "DNS update to 127.0.0.1" in _json(failed)["results"][0]["error"]
+        row = _json(govhost(inv, "cert", "status", "--json"))[0]
+        assert row["state"] == "failing" and row["failures"] == 1
+        assert "TSIG key" in row["last_error"] and row["next_attempt"] > time.time()
+        for _, a in NODES:
+            assert fetch("jiaoyu.qingshui.gov.cn", a, services["root_b"])[2] == before
+        again = _json(govhost(inv, "cert", "renew", "--at", time.strftime(
+            "%Y-%m-%dT%H:%M", time.localtime(time.time() + 70 * 86400)), "--json"))
+        assert not again["results"] and "retry after" in again["skipped"][0]["why"]
+    finally:
+        services["secret"].write_text(good)
+    healed = govhost(inv, "cert", "renew", "--force", "--json", timeout=900)
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert fetch("jiaoyu.qingshui.gov.cn", "127.0.1.2", services["root_b"])[2] != before
+    assert _json(govhost(inv, "cert", "status", "--json"))[0]["state"] == "ok"
