@@ -52,12 +52,13 @@ def _port_open(address: str, port: int) -> bool:
 
 
 def _pid(d: Path) -> int | None:
+    """The service's pid if it runs (a zombie does not: nothing may reap it here)."""
     try:
         pid = int((d / "pid").read_text())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
         return None
+    return None if state in ("Z", "X") else pid
 
 
 def _spawn(d: Path, argv: list[str], env: dict[str, str], address: str, port: int,
@@ -84,9 +85,7 @@ def _stop(d: Path) -> bool:
         return False
     os.kill(pid, signal.SIGTERM)
     for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except OSError:
+        if _pid(d) is None:
             break
         time.sleep(0.05)
     else:
@@ -196,10 +195,13 @@ def challtestsrv_up(d: Path = SERVICES / "challtestsrv", address: str = CHALLTES
 
 
 def point(name: str, addresses: list[str], mgmt: str = f"{CHALLTEST_ADDRESS}:8055") -> None:
-    """Make challtestsrv answer `name` with `addresses`."""
-    req = urllib.request.Request(f"http://{mgmt}/add-a", method="POST",
-                                 data=json.dumps({"host": name, "addresses": addresses}).encode())
-    urllib.request.urlopen(req, timeout=5).read()
+    """Make challtestsrv answer `name` with `addresses` only (its add-a appends to what the
+    name had, so the old answers are cleared first)."""
+    for path, body in (("clear-a", {"host": name}),
+                       ("add-a", {"host": name, "addresses": addresses})):
+        req = urllib.request.Request(f"http://{mgmt}/{path}", method="POST",
+                                     data=json.dumps(body).encode())
+        urllib.request.urlopen(req, timeout=5).read()
 
 
 def up(zone: str, web: list[str]) -> list[Service]:

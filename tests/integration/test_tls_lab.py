@@ -53,10 +53,6 @@ def _county(tmp: Path, tls: dict, tenants: dict[str, dict] | None = None) -> Pat
     cluster = yaml.safe_load((dest / "cluster.yaml").read_text())
     cluster["tls"] = tls
     cluster.pop("backup", None)
-    # Pebble's validator keeps HTTP connections alive per host name: with nginx's 30 s, a
-    # check right after another would reuse a connection to the old address whatever DNS
-    # now says. Short keep-alive makes each check follow DNS, as a public CA's would.
-    cluster.setdefault("nginx", {})["keepalive_timeout"] = 1
     (dest / "cluster.yaml").write_text(yaml.safe_dump(cluster, allow_unicode=True))
     hosts = yaml.safe_load((dest / "hosts.yaml").read_text())
     for n in hosts["nodes"]:
@@ -282,3 +278,47 @@ def test_dns01_through_bind_gives_the_county_one_wildcard(services, tmp_path):
     assert healed.returncode == 0, healed.stdout + healed.stderr
     assert fetch("jiaoyu.qingshui.gov.cn", "127.0.1.2", services["root_b"])[2] != before
     assert _json(govhost(inv, "cert", "status", "--json"))[0]["state"] == "ok"
+
+
+def test_unreachable_http01_challenge_keeps_the_old_certificate_and_isolates_the_unit(
+        services, tmp_path):
+    """A unit whose name stops pointing at the nodes: its order fails, it keeps being served
+    with the certificate it had, it gets a lineage of its own with the failure and a backoff,
+    and the unit that shared its certificate is issued a new one at once without it."""
+    from tests.helpers import CLUSTER, tenant, write_inventory
+    inv = write_inventory(tmp_path / "inv", [tenant("aaa"), tenant("bbb")], cluster={
+        **CLUSTER, "tls": {"issuer": "acme", "acme": {
+            "directory": f"https://{PEBBLE_A}:14100/dir", "contact": "w@qingshui.gov.cn",
+            "ca_bundle": str(services["dirs"][1] / "tls-ca.pem")}}})
+    mgmt = f"{lab_services.CHALLTEST_ADDRESS}:8055"
+    for host in ("aaa", "bbb", "www"):
+        lab_services.point(f"{host}.qingshui.gov.cn", ["127.0.1.2"], mgmt=mgmt)
+    govhost(inv, "apply", "--yes", check=True)
+    govhost(inv, "cert", "renew", check=True, timeout=900)
+    root = services["root_a"]
+    before = {h: fetch(f"{h}.qingshui.gov.cn", "127.0.1.1", root)[2] for h in ("aaa", "bbb")}
+    lab_services.point("aaa.qingshui.gov.cn", ["127.0.1.99"], mgmt=mgmt)    # nobody there
+    try:
+        failed = govhost(inv, "cert", "issue", "aaa", "--json", timeout=900)
+        assert failed.returncode == 1, failed.stdout
+        res = _json(failed)
+        assert any(not r["ok"] and "aaa.qingshui.gov.cn" in r["error"] for r in res["results"])
+        assert any(r["ok"] and r["reason"] == "names changed" for r in res["results"])
+        rows = {r["lineage"]: r for r in _json(govhost(inv, "cert", "status", "--json"))}
+        mine = rows["acme-u-aaa"]
+        assert mine["state"] == "failing" and mine["failures"] == 1
+        assert "127.0.1.99" in mine["last_error"] and mine["next_attempt"] > time.time()
+        for _, a in NODES:
+            assert fetch("aaa.qingshui.gov.cn", a, root)[2] == before["aaa"]     # old one
+            assert fetch("bbb.qingshui.gov.cn", a, root)[2] != before["bbb"]     # re-issued
+        again = _json(govhost(inv, "cert", "renew", "--json", timeout=600))
+        assert not again["results"]
+        assert any(s["lineage"] == "acme-u-aaa" and "retry after" in s["why"]
+                   for s in again["skipped"])
+    finally:
+        lab_services.point("aaa.qingshui.gov.cn", ["127.0.1.2"], mgmt=mgmt)
+    healed = govhost(inv, "cert", "issue", "aaa", "--json", timeout=900)
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    for _, a in NODES:
+        assert fetch("aaa.qingshui.gov.cn", a, root)[2] != before["aaa"]
+    assert not list((inv / ".govhost/tls/certs").glob("*.was-*.pem"))     # old one pruned
