@@ -43,6 +43,9 @@ cert_app = typer.Typer(help="HTTPS certificates: ACME, the county CA, imported o
 app.add_typer(cert_app, name="cert")
 ca_app = typer.Typer(help="The county's internal CA.", no_args_is_help=True)
 cert_app.add_typer(ca_app, name="ca")
+dns_app = typer.Typer(help="The county DNS plan (A and AAAA records of every site name).",
+                      no_args_is_help=True)
+app.add_typer(dns_app, name="dns")
 services_app = typer.Typer(help="The lab's county services: Pebble (ACME CA) and BIND (DNS).",
                            no_args_is_help=True)
 lab_app.add_typer(services_app, name="services")
@@ -1138,6 +1141,20 @@ def _services_print(rows, as_json: bool) -> None:
     for r in rows:
         t.add_row(r.name, r.address, str(r.pid or "-"), "yes" if r.running else "[red]no[/]")
     out.print(t)
+
+
+
+@dns_app.command("plan")
+def dns_plan_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The records the county's DNS must hold: every name on every web node (A, and AAAA
+    where nodes have `address6`), as zone-file lines."""
+    from dataclasses import asdict
+    from controlplane import dns_plan, inventory
+    inv = _call(inventory.load, CTX.inventory, as_json=as_json)
+    if as_json:
+        _emit([asdict(r) for r in dns_plan.records(inv)])
+    else:
+        sys.stdout.write(dns_plan.zone_lines(inv))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ the cluster for a unit on the platform; links to other sites are fetched only wh
 """
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import shlex
+import ssl
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from . import compliance as rules, inventory as inventory_mod, probes, remote
+from . import compliance as rules, dns_plan, inventory as inventory_mod, probes, remote, tls
 from .compliance import Verdict
 from .errors import GovhostError
 from .manifest import Node
@@ -30,6 +32,24 @@ USER_AGENT = "govhost-compliance"
 
 class ComplianceError(GovhostError):
     pass
+
+
+class _PlatformHttps(http.client.HTTPSConnection):
+    """HTTPS to a node's address with the site's name as SNI (the name, not the address,
+    picks the certificate). The crawl checks that pages answer; whether the certificate is
+    valid is the https_ipv6 indicator's question, judged from the certificate store."""
+
+    _context = ssl.create_default_context()
+    _context.check_hostname = False
+    _context.verify_mode = ssl.CERT_NONE
+
+    def __init__(self, address: str, sni: str, timeout: float):
+        super().__init__(address, 443, timeout=timeout, context=self._context)
+        self._sni = sni
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._sni)
 
 
 def fetch(url: str, entry: Node | None, platform_hosts: set[str], timeout: float,
@@ -44,8 +64,9 @@ def fetch(url: str, entry: Node | None, platform_hosts: set[str], timeout: float
     if on_platform:
         if entry is None:
             return None, "", "no node answers"
-        conn: http.client.HTTPConnection = http.client.HTTPConnection(entry.address, 80,
-                                                                      timeout=timeout)
+        conn: http.client.HTTPConnection = (
+            _PlatformHttps(entry.address, host, timeout) if parts.scheme == "https"
+            else http.client.HTTPConnection(entry.address, 80, timeout=timeout))
     elif parts.scheme == "https":
         conn = http.client.HTTPSConnection(host, parts.port or 443, timeout=timeout)
     else:
@@ -64,11 +85,13 @@ def fetch(url: str, entry: Node | None, platform_hosts: set[str], timeout: float
 
 
 def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: int,
-          max_seconds: float, external: bool, timeout: float = 15) -> dict[str, Any]:
+          max_seconds: float, external: bool, timeout: float = 15,
+          scheme: str = "http") -> dict[str, Any]:
     """The homepage and, bounded, the site's pages: every link checked once, with the pages
-    it is on. Only pages of this site are followed."""
+    it is on. Only pages of this site are followed; a site on HTTPS is crawled over HTTPS
+    (its port 80 only redirects)."""
     start = time.monotonic()
-    home = f"http://{site}/"
+    home = f"{scheme}://{site}/"
     queue, seen_pages = [home], set()
     on_pages: dict[str, list[str]] = {}
     homepage = ""
@@ -181,6 +204,8 @@ def check(inventory: Path, tenants: list[str] | None = None, at: float | None = 
             raise ComplianceError(f"no tenant named {', '.join(sorted(unknown))}")
         c = inv.cluster.compliance
         placement = st.placements()
+        certs, served_with = tls.deployable(inventory, inv, st)
+        inv = dataclasses.replace(inv, certificates=certs, served_with=served_with)
         plan = make_plan(inv, st.drained(), placement, st.applied())
         kh = state_dir(inventory) / "known_hosts"
         facts: dict[str, dict] = {}
@@ -192,10 +217,11 @@ def check(inventory: Path, tenants: list[str] | None = None, at: float | None = 
         platform = {inv.site_host(t) for t in inv.tenants} | {a for t in inv.tenants
                                                              for a in t.aliases}
         platform |= {f"{h}.{inv.cluster.domain}" for h in inv.cluster.portal.hostnames}
-        listens_v6 = any(":" in n.address for n in inv.hosts.web_nodes)
-        serves_https = any(b"listen" in v and b"443" in v and b"ssl" in v
-                           for r in plan.releases.values() for k, v in r.files.items()
-                           if k.startswith("vhosts/"))
+        # From config (the lab cannot route IPv6): every web node has an IPv6 listener, and
+        # the DNS plan gives each of a unit's names an AAAA record.
+        web = inv.hosts.web_nodes
+        listens_v6 = bool(web) and all(n.address6 or ":" in n.address for n in web)
+        dns = dns_plan.records(inv)
         any_release = next(iter(plan.releases.values()))
         keep_days = rotation_days(any_release.files)
         results: dict[str, dict[str, Verdict]] = {}
@@ -215,11 +241,18 @@ def check(inventory: Path, tenants: list[str] | None = None, at: float | None = 
                 v["columns_fresh"] = Verdict("columns_fresh", False, f"cannot read the live "
                                              f"files on {first}: {node_error}")
             site = inv.site_host(t)
+            cert = certs.get(served_with.get(t.name, ""))
+            https = cert is not None
             cr = crawl(site, entry, platform, c.crawl_max_pages, c.crawl_max_seconds,
-                       c.check_external_links, timeout=c.probe_timeout_seconds)
+                       c.check_external_links, timeout=c.probe_timeout_seconds,
+                       scheme="https" if https else "http")
             v["links"] = rules.links(cr["broken"], cr["checked"], cr["pages"], cr["truncated"])
             v["footer"] = rules.footer(cr["homepage"], t)
-            v["https_ipv6"] = rules.https_ipv6(serves_https, listens_v6, aaaa=False)
+            # Valid: served with a certificate for all its names that has not expired (the
+            # chain was checked when it was issued or imported).
+            v["https_ipv6"] = rules.https_ipv6(
+                https and cert.not_after > now, listens_v6,
+                aaaa=dns_plan.has_aaaa(dns, [inv.site_host(t), *t.aliases]))
             oldest = [f["logs"].get(t.name) for f in facts.values() if f["logs"].get(t.name)]
             v["logs"] = rules.logs(min(oldest) if oldest else None, keep_days,
                                    c.log_retention_days, now)

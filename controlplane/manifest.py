@@ -480,9 +480,19 @@ class SshSettings(_Model):
 Role = Literal["web", "backup", "db", "monitoring"]
 
 
+def _ipv6(value: str) -> str:
+    try:
+        return ipaddress.IPv6Address(value).compressed
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv6 address") from None
+
+
 class Node(_Model):
     name: Label
     address: IpAddress
+    # The node's public IPv6 address, where it has one: nginx listens there too and the
+    # DNS plan gives every name an AAAA record for it.
+    address6: Annotated[StrictStr, AfterValidator(_ipv6)] | None = None
     roles: list[Role] = Field(default_factory=lambda: ["web"], min_length=1)
     capacity: StrictInt = Field(default=2000, ge=1, le=100_000)
 

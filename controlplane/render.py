@@ -121,10 +121,13 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     me = nodes[node]
     host = f"[{me.address}]" if ":" in me.address else me.address
     listen, listen_tls = f"{host}:80", f"{host}:443"
+    # A second listener on the node's IPv6 address, where it has one.
+    extra = [f"[{me.address6}]"] if me.address6 and me.address6 != me.address else []
     base = {
         "node": node,
         "listen": listen,
         "listen_tls": listen_tls,
+        "listen_extra": extra,
         "log_root": paths.NODE_LOGS,
         "pages_root": f"{paths.NODE_CURRENT}/pages",
         "nginx_user": paths.NGINX_USER,
@@ -154,8 +157,10 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     if ("_portal", True) not in cache:
         cache[("_portal", True)] = {"pages/_portal/index.html": _portal_page(inv)}
     files.update(cache[("_portal", True)])
-    files["snippets/listen.conf"] = f"listen {listen};\n".encode()
-    files["snippets/listen-tls.conf"] = f"listen {listen_tls} ssl http2;\n".encode()
+    files["snippets/listen.conf"] = "".join(
+        f"listen {h}:80;\n" for h in [host, *extra]).encode()
+    files["snippets/listen-tls.conf"] = "".join(
+        f"listen {h}:443 ssl http2;\n" for h in [host, *extra]).encode()
     files["snippets/acme-challenge.conf"] = _ACME_CHALLENGE
     files["snippets/hsts.conf"] = _hsts(inv.cluster.tls.hsts_max_age)
     files["snippets/ocsp.conf"] = _OCSP

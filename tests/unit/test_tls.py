@@ -186,3 +186,38 @@ def test_https_config_keys_0600_redirect_hsts_and_reject_unknown_sni_pass_nginx_
     assert modes["tls/internal-jiaoyu.key"] == 0o600 and modes["tls/internal-jiaoyu.crt"] == 0o644
     res = nginx_test(rel.files, tmp_path / "rel")
     assert res.returncode == 0, res.stderr
+
+
+def test_ipv6_listeners_and_aaaa_records_from_hosts_address6(tmp_path):
+    """IPv6 is judged from config (the lab cannot route it): a node with `address6` listens
+    there on 80 and 443 (checked by the real `nginx -t`, which binds, so ::1 here), and the
+    DNS plan gives every name an AAAA record for it."""
+    import dataclasses
+    from controlplane import compliance, dns_plan
+    from controlplane.tls import Deployed
+    from tests.helpers import hosts
+    doc = hosts(3)
+    doc["nodes"][0]["address6"] = "::1"
+    root = write_inventory(tmp_path / "inv", [tenant("jiaoyu")], host_doc=doc,
+                           cluster={**CLUSTER, "tls": {"issuer": "internal"}})
+    inv = inventory.load(root)
+    r, k, leaf = _ca_and_leaf(["jiaoyu.qingshui.gov.cn"])
+    inv = dataclasses.replace(inv, certificates={"internal-jiaoyu": Deployed(
+        ("jiaoyu.qingshui.gov.cn",), leaf + r, k, False, 0)},
+        served_with={"jiaoyu": "internal-jiaoyu"})
+    rel = make_plan(inv, frozenset(), {}, {}).releases["n1"]
+    assert rel.files["snippets/listen.conf"] == b"listen 127.0.1.1:80;\nlisten [::1]:80;\n"
+    assert b"listen [::1]:443 ssl http2;" in rel.files["snippets/listen-tls.conf"]
+    assert "listen [::1]:443 ssl default_server;" in rel.files["vhosts/_default.conf"].decode()
+    res = nginx_test(rel.files, tmp_path / "rel")
+    assert res.returncode == 0, res.stderr
+    plan = dns_plan.records(inv)
+    assert {(r.type, r.value) for r in plan if r.name == "jiaoyu.qingshui.gov.cn"} == \
+        {("A", "127.0.1.1"), ("A", "127.0.1.2"), ("A", "127.0.1.3"), ("AAAA", "::1")}
+    assert dns_plan.has_aaaa(plan, ["jiaoyu.qingshui.gov.cn", "www.qingshui.gov.cn"])
+    assert "jiaoyu                           300 IN AAAA ::1" in dns_plan.zone_lines(inv)
+    assert compliance.https_ipv6(True, True, True).ok
+    assert compliance.https_ipv6(True, False, True).evidence == ["an IPv6 listener on the nodes"]
+    with pytest.raises(ManifestError, match="is not an IPv6 address"):
+        doc["nodes"][1]["address6"] = "127.0.0.2"
+        inventory.load(write_inventory(tmp_path / "bad", [tenant("jiaoyu")], host_doc=doc))
