@@ -995,7 +995,7 @@ def _at_option(at: Optional[str]) -> Optional[float]:
 
 _STATE_STYLE = {"ok": "green", "due": "yellow", "missing": "yellow", "failing": "red",
                 "expired": "red", "import needed": "yellow", "obsolete": "dim",
-                "names changed": "yellow"}
+                "names changed": "yellow", "untrusted chain": "red"}
 
 
 @cert_app.command("status")

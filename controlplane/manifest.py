@@ -415,7 +415,7 @@ class AcmeSettings(_Model):
     # PEM bundle to trust for the ACME server's own HTTPS (a private CA such as the lab's);
     # without it the system's trust store is used.
     ca_bundle: AbsPath | None = None
-    # The CA's root for verifying what it issues, where it is not in the system store.
+    # The CA's root: a stored certificate whose chain stops verifying to it is issued again.
     issued_root: AbsPath | None = None
     challenge: Literal["http-01", "dns-01"] = "http-01"
     dns: Rfc2136 | None = None

@@ -127,6 +127,33 @@ def deployable(inventory: Path, inv: inventory_mod.Inventory, state: State
     return {k: v for k, v in stored.items() if k in used}, chosen
 
 
+def _untrusted(inv: inventory_mod.Inventory, lin: tls_plan.Lineage, chain: bytes,
+               now: float) -> bool:
+    """An ACME certificate whose chain no longer verifies to the CA's root (`acme.issued_root`,
+    where one is configured): e.g. a test CA that made a new root. It is issued again."""
+    acme = inv.cluster.tls.acme
+    if lin.issuer != "acme" or acme is None or acme.issued_root is None:
+        return False
+    roots = tls_certs.load_roots([acme.issued_root])
+    if not roots:
+        return False          # the root file is missing: nothing to judge against
+    name = next((n for n in lin.names if not n.startswith("*.")), None)
+    if name is None:
+        return False
+    leaf, *rest = tls_certs.split_pem(chain)
+    from cryptography import x509
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+    import datetime as dt
+    try:
+        PolicyBuilder().store(Store(roots)).time(
+            dt.datetime.fromtimestamp(min(now, leaf.not_valid_after_utc.timestamp() - 1),
+                                      dt.timezone.utc)
+        ).build_server_verifier(x509.DNSName(name)).verify(leaf, rest)
+    except VerificationError:
+        return True
+    return False
+
+
 def _lock(inventory: Path):
     return exclusive(inventory, "cert", lambda _: CertError(
         "another certificate run is going on from this machine; try again when it has "
@@ -157,6 +184,8 @@ def status(inventory: Path, now: float | None = None) -> list[dict[str, Any]]:
         cf = tls_plan.CertFacts(facts.names, facts.not_before, facts.not_after) if facts else None
         reason = tls_plan.renewal_reason(lin, cf, now, tls.renew_fraction,
                                          tls.renew_jitter_fraction) if lin else None
+        if lin is not None and reason is None and got and _untrusted(inv, lin, got[2], now):
+            reason = "untrusted chain"
         if lin is None:
             st = "obsolete"
         elif facts is None:
@@ -295,6 +324,8 @@ def renew(inventory: Path, *, units: Iterable[str] = (), force: bool = False,
                     if got else None
                 reason = tls_plan.renewal_reason(lin, cf, clock, tls.renew_fraction,
                                                  tls.renew_jitter_fraction)
+                if reason is None and got and _untrusted(inv, lin, got[2], clock):
+                    reason = "untrusted chain"
                 if force and reason is None:
                     reason = "forced"
                 if reason is None:

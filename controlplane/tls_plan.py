@@ -217,7 +217,8 @@ def backoff_seconds(failures: int, first: int, maximum: int) -> int:
     return min(maximum, first * 2 ** min(failures - 1, 30))
 
 
-URGENCY = {"expired": 0, "missing": 1, "names changed": 2, "renewal window (ARI)": 3, "due": 3}
+URGENCY = {"expired": 0, "missing": 1, "names changed": 2, "untrusted chain": 2,
+           "renewal window (ARI)": 3, "due": 3}
 
 
 def within_budget(wanted: Sequence[tuple[str, str]], used_this_week: int, per_week: int

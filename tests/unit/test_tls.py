@@ -221,3 +221,19 @@ def test_ipv6_listeners_and_aaaa_records_from_hosts_address6(tmp_path):
     with pytest.raises(ManifestError, match="is not an IPv6 address"):
         doc["nodes"][1]["address6"] = "127.0.0.2"
         inventory.load(write_inventory(tmp_path / "bad", [tenant("jiaoyu")], host_doc=doc))
+
+
+def test_a_chain_that_no_longer_verifies_to_the_cas_root_is_issued_again(tmp_path):
+    from controlplane import tls
+    names = ["jiaoyu.qingshui.gov.cn"]
+    root, key, leaf = _ca_and_leaf(names)
+    other, _, _ = _ca_and_leaf(names)
+    (tmp_path / "root.pem").write_bytes(root)
+    (tmp_path / "other.pem").write_bytes(other)
+    lin = tls_plan.Lineage("acme-001", "acme", tuple(names), ("jiaoyu",))
+    for path, expected in (("root.pem", False), ("other.pem", True)):
+        root_dir = write_inventory(tmp_path / f"inv-{path}", [tenant("jiaoyu")], cluster={
+            **CLUSTER, "tls": {"issuer": "acme", "acme": {
+                **ACME, "issued_root": str(tmp_path / path)}}})
+        inv = inventory.load(root_dir)
+        assert tls._untrusted(inv, lin, leaf + root, time.time()) is expected
