@@ -14,6 +14,7 @@ import json
 import shlex
 import ssl
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,8 @@ from .state import open_state, state_dir
 
 Say = Callable[[str], None]
 USER_AGENT = "govhost-compliance"
+CRAWL_SITES = 8            # sites crawled at once
+CRAWL_RATE_SHARE = 0.8     # of each site's own rate limit
 
 
 class ComplianceError(GovhostError):
@@ -84,13 +87,38 @@ def fetch(url: str, entry: Node | None, platform_hosts: set[str], timeout: float
         conn.close()
 
 
+class Pacer:
+    """At most `rate` requests a second, shared by threads. A site's nginx answers 429 past
+    its rate limit (per client and site); a crawl faster than that would report its own 429s
+    as broken links."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self.next = time.monotonic()
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self.lock:
+            now = time.monotonic()
+            at = max(now, self.next)
+            self.next = at + self.interval
+        if at > now:
+            time.sleep(at - now)
+
+
 def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: int,
           max_seconds: float, external: bool, timeout: float = 15,
-          scheme: str = "http") -> dict[str, Any]:
+          scheme: str = "http", rate: float | None = None) -> dict[str, Any]:
     """The homepage and, bounded, the site's pages: every link checked once, with the pages
     it is on. Only pages of this site are followed; a site on HTTPS is crawled over HTTPS
-    (its port 80 only redirects)."""
+    (its port 80 only redirects). Requests to the site itself keep under `rate` a second."""
     start = time.monotonic()
+    pacer = Pacer(rate) if rate else None
+
+    def paced(url: str) -> None:
+        if pacer is not None and urlsplit(url).hostname == site:
+            pacer.wait()
+
     home = f"{scheme}://{site}/"
     queue, seen_pages = [home], set()
     on_pages: dict[str, list[str]] = {}
@@ -104,6 +132,7 @@ def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: in
         if url in seen_pages:
             continue
         seen_pages.add(url)
+        paced(url)
         status, ctype, body = fetch(url, entry, platform_hosts, timeout, external, True)
         if url == home:
             homepage = body
@@ -119,6 +148,7 @@ def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: in
     checked: dict[str, tuple[int | None, str]] = {}
 
     def check(link: str) -> tuple[str, int | None, str]:
+        paced(link)
         status, _, err = fetch(link, entry, platform_hosts, timeout, external)
         return link, status, err
 
@@ -225,6 +255,19 @@ def check(inventory: Path, tenants: list[str] | None = None, at: float | None = 
         any_release = next(iter(plan.releases.values()))
         keep_days = rotation_days(any_release.files)
         results: dict[str, dict[str, Verdict]] = {}
+
+        def crawl_unit(t) -> dict[str, Any]:
+            say(f"{t.name}: crawling")
+            cert = certs.get(served_with.get(t.name, ""))
+            return crawl(inv.site_host(t), entry, platform, c.crawl_max_pages,
+                         c.crawl_max_seconds, c.check_external_links,
+                         timeout=c.probe_timeout_seconds,
+                         scheme="https" if cert is not None else "http",
+                         rate=CRAWL_RATE_SHARE * inv.rate_limit(t).requests_per_second)
+
+        # Rate limits are per site, so sites are crawled side by side, each at its own pace.
+        with ThreadPoolExecutor(max_workers=max(1, min(CRAWL_SITES, len(wanted)))) as pool:
+            crawls = dict(zip([t.name for t in wanted], pool.map(crawl_unit, wanted)))
         for t in wanted:
             say(f"{t.name}: checking")
             v: dict[str, Verdict] = {}
@@ -240,12 +283,9 @@ def check(inventory: Path, tenants: list[str] | None = None, at: float | None = 
             if node_error and t.columns:
                 v["columns_fresh"] = Verdict("columns_fresh", False, f"cannot read the live "
                                              f"files on {first}: {node_error}")
-            site = inv.site_host(t)
             cert = certs.get(served_with.get(t.name, ""))
             https = cert is not None
-            cr = crawl(site, entry, platform, c.crawl_max_pages, c.crawl_max_seconds,
-                       c.check_external_links, timeout=c.probe_timeout_seconds,
-                       scheme="https" if https else "http")
+            cr = crawls[t.name]
             v["links"] = rules.links(cr["broken"], cr["checked"], cr["pages"], cr["truncated"])
             v["footer"] = rules.footer(cr["homepage"], t)
             # Valid: served with a certificate for all its names that has not expired (the

@@ -140,3 +140,18 @@ def test_probe_rounds_are_counted_per_week_in_the_state_store(tmp_path):
     v = rules.reachability(probes, failures, times, 0.05)
     assert not v.ok and "2 of 20" in v.summary
     st.close()
+
+
+def test_the_crawl_pacer_spaces_requests_to_the_sites_rate_limit():
+    """Each request takes the next free slot `1/rate` after the previous one, whichever thread
+    asks, so a crawl never outruns the site's nginx limit (which would answer 429)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from controlplane.compliance_run import Pacer
+    pacer = Pacer(rate=200.0)
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: pacer.wait(), range(20)))
+    # 20 slots handed out, 5 ms apart: the next free one is at least 100 ms after the start
+    assert pacer.next >= t0 + 20 * pacer.interval
+    assert pacer.interval == 1 / 200.0
