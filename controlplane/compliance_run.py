@@ -12,7 +12,6 @@ import dataclasses
 import http.client
 import json
 import shlex
-import ssl
 import subprocess
 import threading
 import time
@@ -37,24 +36,6 @@ class ComplianceError(GovhostError):
     pass
 
 
-class _PlatformHttps(http.client.HTTPSConnection):
-    """HTTPS to a node's address with the site's name as SNI (the name, not the address,
-    picks the certificate). The crawl checks that pages answer; whether the certificate is
-    valid is the https_ipv6 indicator's question, judged from the certificate store."""
-
-    _context = ssl.create_default_context()
-    _context.check_hostname = False
-    _context.verify_mode = ssl.CERT_NONE
-
-    def __init__(self, address: str, sni: str, timeout: float):
-        super().__init__(address, 443, timeout=timeout, context=self._context)
-        self._sni = sni
-
-    def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._sni)
-
-
 def fetch(url: str, entry: Node | None, platform_hosts: set[str], timeout: float,
           external: bool, want_body: bool = False) -> tuple[int | None, str, str]:
     """(status, content type, body) of one URL: platform sites through `entry`."""
@@ -68,7 +49,7 @@ def fetch(url: str, entry: Node | None, platform_hosts: set[str], timeout: float
         if entry is None:
             return None, "", "no node answers"
         conn: http.client.HTTPConnection = (
-            _PlatformHttps(entry.address, host, timeout) if parts.scheme == "https"
+            probes.PlatformHttps(entry.address, host, timeout) if parts.scheme == "https"
             else http.client.HTTPConnection(entry.address, 80, timeout=timeout))
     elif parts.scheme == "https":
         conn = http.client.HTTPSConnection(host, parts.port or 443, timeout=timeout)

@@ -12,6 +12,8 @@ govhost-agent on each node, scraped by Prometheus directly.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import compliance, compliance_run, inventory as inventory_mod
-from . import paths, probes
+from . import paths, probes, tls
 from .apply import lock_holder
 from .plan import make_plan
 from .state import open_state
@@ -45,6 +47,7 @@ class Round:
     live_release: dict[str, str | None] = field(default_factory=dict)
     desired_release: dict[str, str] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)
+    https: frozenset[str] = frozenset()    # site hosts served over HTTPS (probed so)
     quotas: dict[str, int] = field(default_factory=dict)
     # tenant -> its node probes that failed the compliance rule this round ([]: none)
     failed: dict[str, list[dict]] = field(default_factory=dict)
@@ -68,7 +71,8 @@ class Prober(threading.Thread):
         self._inv_key: tuple | None = None
         self._inv: inventory_mod.Inventory | None = None
         self._desired_key: tuple | None = None
-        self._desired: tuple[dict[str, str], dict[str, int]] = ({}, {})
+        self._desired: tuple[dict[str, str], dict[str, int], frozenset[str]] = (
+            {}, {}, frozenset())
 
     def _inventory(self) -> inventory_mod.Inventory:
         """Reload the inventory only when one of its files changed."""
@@ -80,20 +84,32 @@ class Prober(threading.Thread):
             self._inv_key = key
         return self._inv
 
-    def _desired_releases(self, inv) -> tuple[dict[str, str], dict[str, int]]:
-        """What apply would put on each node now (rendered only when inputs changed)."""
+    def _desired_releases(self, inv
+                          ) -> tuple[dict[str, str], dict[str, int], frozenset[str]]:
+        """What apply would put on each node now, certificates included, and which sites
+        are served over HTTPS (rendered again only when an input changed)."""
         st = open_state(self.inventory)
         try:
             placements, drained, applied = st.placements(), st.drained(), st.applied()
+            cert_records = st.certificates()
+            certs_dir = tls.tls_dir(self.inventory) / "certs"
+            stored = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                           for p in sorted(certs_dir.glob("*.pem"))) if certs_dir.is_dir() else ()
+            key = (self._inv_key, tuple(sorted(placements.items())), tuple(sorted(drained)),
+                   tuple(sorted((n, a.release_id) for n, a in applied.items())), stored,
+                   json.dumps(cert_records, sort_keys=True, default=str))
+            if key != self._desired_key:
+                certs, served_with = tls.deployable(self.inventory, inv, st)
+                with_certs = dataclasses.replace(inv, certificates=certs,
+                                                 served_with=served_with)
+                plan = make_plan(with_certs, drained, placements, applied)
+                https = frozenset(inv.site_host(t) for t in inv.tenants
+                                  if t.name in served_with)
+                self._desired = ({n: r.id for n, r in plan.releases.items()},
+                                 {t: len(v) for t, v in plan.placement.items()}, https)
+                self._desired_key = key
         finally:
             st.close()
-        key = (self._inv_key, tuple(sorted(placements.items())), tuple(sorted(drained)),
-               tuple(sorted((n, a.release_id) for n, a in applied.items())))
-        if key != self._desired_key:
-            plan = make_plan(inv, drained, placements, applied)
-            self._desired = ({n: r.id for n, r in plan.releases.items()},
-                             {t: len(v) for t, v in plan.placement.items()})
-            self._desired_key = key
         return self._desired
 
     def probe_once(self) -> Round:
@@ -101,7 +117,7 @@ class Prober(threading.Thread):
         rnd = Round()
         try:
             inv = self._inventory()
-            rnd.desired_release, rnd.replicas = self._desired_releases(inv)
+            rnd.desired_release, rnd.replicas, rnd.https = self._desired_releases(inv)
         except Exception as exc:  # a broken manifest must not stop monitoring of the rest
             rnd.error = str(exc)
             if self._inv is None:
@@ -112,7 +128,8 @@ class Prober(threading.Thread):
         targets = [(inv.site_host(t), n.name, n.address) for t in inv.tenants for n in nodes]
         by_host = {inv.site_host(t): t for t in inv.tenants}
         limit = inv.cluster.compliance.probe_timeout_seconds
-        for r in probes.probe_many(targets, workers=self.workers, timeout=limit):
+        for r in probes.probe_many(targets, workers=self.workers, timeout=limit,
+                                   https=rnd.https):
             rnd.tenants.setdefault(by_host[r.host].name, {})[r.node] = r
         for n in nodes:  # the node's own health, and the release id it serves
             rnd.nodes_up[n.name] = probes.probe(paths.PROBE_HOST, n.name, n.address,
@@ -126,8 +143,8 @@ class Prober(threading.Thread):
         rnd.finished = time.time()
         # The inspections' rule: a probe fails unless the homepage loaded completely within
         # the limit; through any node, so a failure on one node counts.
-        rnd.failed = {t: [{"node": n, "status": r.status, "seconds": round(r.seconds, 3),
-                           "error": r.error[:200]}
+        rnd.failed = {t: [{"node": n, "scheme": r.scheme, "status": r.status,
+                           "seconds": round(r.seconds, 3), "error": r.error[:200]}
                           for n, r in by_node.items() if not r.up or r.seconds > limit]
                       for t, by_node in rnd.tenants.items()}
         if self.record:

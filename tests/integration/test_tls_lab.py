@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controlplane import lab_services, tls_certs
+from controlplane import lab_services, probes, tls_certs
+from controlplane.exporter import Prober
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES as _NODES, on_node
@@ -156,6 +157,41 @@ def test_every_unit_answers_https_on_every_node_with_a_chain_to_pebbles_root(htt
         lines = out.strip().splitlines()
         assert lines and all(line.startswith("600 root /etc/govhost/releases/") or
                              line.startswith("600 root /etc/govhost/current/") for line in lines)
+
+
+def test_homepage_probes_go_over_https_and_see_a_node_that_only_redirects(http01):
+    """The compliance veto's probes load the page a visitor loads: over HTTPS for a site
+    that has a certificate. A node whose HTTPS server for a site is gone still answers
+    port 80's redirect; only an HTTPS probe sees that the page no longer loads there."""
+    inv = http01[0]
+    prober = Prober(inv, 30, record=False)
+    rnd = prober.probe_once()
+    assert not rnd.error
+    # The exporter renders what apply renders, certificates included: no false drift.
+    assert rnd.live_release == rnd.desired_release
+    for tenant, per_node in rnd.tenants.items():
+        want = "http" if tenant == "tongji" else "https"   # tongji waits for its import
+        assert {(r.scheme, r.status) for r in per_node.values()} == {(want, 200)}, tenant
+    assert rnd.failed["jiaoyu"] == []
+    # Take jiaoyu's HTTPS server away on n2 only (a new file: release files are hard links).
+    on_node("127.0.1.2", "cd /etc/govhost/current/vhosts && python3 -c \"import sys; "
+            "a, b = open('jiaoyu.conf').read().split('include snippets/listen-tls.conf;'); "
+            "open('.j', 'w').write(a + 'include snippets/listen-tls.conf;' + "
+            "b.replace('server_name jiaoyu', 'server_name gone-jiaoyu'))\" && "
+            "mv .j jiaoyu.conf && nginx -t -q -c /etc/govhost/current/nginx.conf && "
+            "nginx -s reload -c /etc/govhost/current/nginx.conf")
+    try:
+        time.sleep(1)
+        rnd = prober.probe_once()
+        failed = rnd.failed["jiaoyu"]
+        assert [(f["node"], f["scheme"], f["status"]) for f in failed] == [("n2", "https", None)]
+        redirect = probes.probe("jiaoyu.qingshui.gov.cn", "n2", "127.0.1.2")
+        assert redirect.status == 301 and redirect.up      # what a port-80 probe would see
+        assert all(not f for t, f in rnd.failed.items() if t != "jiaoyu")
+    finally:
+        govhost(inv, "apply", "--yes", check=True)        # ships the changed release again
+    rnd = prober.probe_once()
+    assert rnd.failed["jiaoyu"] == [] and rnd.live_release == rnd.desired_release
 
 
 def test_served_tls_offers_nothing_older_than_tls12(http01):
