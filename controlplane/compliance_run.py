@@ -105,6 +105,7 @@ def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: in
     on_pages: dict[str, list[str]] = {}
     homepage = ""
     truncated = False
+    fetched: dict[str, tuple[int | None, str]] = {}   # pages already fetched: not again
     while queue:
         if len(seen_pages) >= max_pages or time.monotonic() - start > max_seconds:
             truncated = True
@@ -115,25 +116,26 @@ def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: in
         seen_pages.add(url)
         paced(url)
         status, ctype, body = fetch(url, entry, platform_hosts, timeout, external, True)
+        fetched[url] = (status, body if status is None else "")
         if url == home:
             homepage = body
             on_pages.setdefault(url, [])
             if status is None or not 200 <= status < 400:
                 break
-        if not body:
-            continue
+        if not body or status is None or not 200 <= status < 300:
+            continue        # an error page's links are not the site's
         for link in rules.page_links(body, url):
             on_pages.setdefault(link, []).append(url)
             if urlsplit(link).hostname == site and link not in seen_pages and _is_page(link):
                 queue.append(link)
-    checked: dict[str, tuple[int | None, str]] = {}
+    checked = {link: fetched[link] for link in on_pages if link in fetched and link != home}
 
     def check(link: str) -> tuple[str, int | None, str]:
         paced(link)
         status, _, err = fetch(link, entry, platform_hosts, timeout, external)
         return link, status, err
 
-    targets = [link for link in on_pages if link != home]
+    targets = [link for link in on_pages if link != home and link not in fetched]
     with ThreadPoolExecutor(max_workers=8) as pool:
         for link, status, err in pool.map(check, targets):
             checked[link] = (status, err)
@@ -144,8 +146,9 @@ def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: in
         if status is None or not 200 <= status < 400:
             broken.append({"link": link, "status": status, "error": err if status is None else "",
                            "pages": sorted(set(on_pages[link]))[:10]})
+    made = len(fetched) + sum(1 for link in targets if checked[link][1] != "skipped")
     return {"homepage": homepage, "broken": broken, "pages": len(seen_pages),
-            "checked": sum(1 for s, e in checked.values() if e != "skipped"),
+            "checked": sum(1 for s, e in checked.values() if e != "skipped"), "requests": made,
             "truncated": truncated, "seconds": round(time.monotonic() - start, 3)}
 
 
@@ -154,11 +157,10 @@ def _is_page(url: str) -> bool:
     return "." not in last or last.lower().endswith((".html", ".htm", ".shtml", ".php"))
 
 
-def _entry(nodes: list[Node]) -> Node | None:
-    for n in nodes:
-        if probes.probe("govhost-probe", n.name, n.address, "/health", timeout=3).up:
-            return n
-    return None
+def _entries(nodes: list[Node]) -> list[Node]:
+    """The web nodes that answer their health check: the crawl's ways in."""
+    return [n for n in nodes
+            if probes.probe("govhost-probe", n.name, n.address, "/health", timeout=3).up]
 
 
 def _node_facts(inv, node: Node, known_hosts: Path) -> dict[str, Any]:
@@ -224,7 +226,9 @@ def check(inventory: Path, tenants: list[str] | None = None, at: float | None = 
             for n, f in zip(inv.hosts.nodes, pool.map(lambda n: _node_facts(inv, n, kh),
                                                       inv.hosts.nodes)):
                 facts[n.name] = f
-        entry = _entry(list(inv.hosts.web_nodes))
+        # Sites take turns over the healthy nodes, so the crawl's load is spread like
+        # visitors' (every node serves every site).
+        entries = _entries(list(inv.hosts.web_nodes))
         platform = {inv.site_host(t) for t in inv.tenants} | {a for t in inv.tenants
                                                              for a in t.aliases}
         platform |= {f"{h}.{inv.cluster.domain}" for h in inv.cluster.portal.hostnames}
@@ -237,9 +241,11 @@ def check(inventory: Path, tenants: list[str] | None = None, at: float | None = 
         keep_days = rotation_days(any_release.files)
         results: dict[str, dict[str, Verdict]] = {}
 
-        def crawl_unit(t) -> dict[str, Any]:
+        def crawl_unit(i_t) -> dict[str, Any]:
+            i, t = i_t
             say(f"{t.name}: crawling")
             cert = certs.get(served_with.get(t.name, ""))
+            entry = entries[i % len(entries)] if entries else None
             return crawl(inv.site_host(t), entry, platform, c.crawl_max_pages,
                          c.crawl_max_seconds, c.check_external_links,
                          timeout=c.probe_timeout_seconds,
@@ -248,7 +254,7 @@ def check(inventory: Path, tenants: list[str] | None = None, at: float | None = 
 
         # Rate limits are per site, so sites are crawled side by side, each at its own pace.
         with ThreadPoolExecutor(max_workers=max(1, min(CRAWL_SITES, len(wanted)))) as pool:
-            crawls = dict(zip([t.name for t in wanted], pool.map(crawl_unit, wanted)))
+            crawls = dict(zip([t.name for t in wanted], pool.map(crawl_unit, enumerate(wanted))))
         for t in wanted:
             say(f"{t.name}: checking")
             v: dict[str, Verdict] = {}
