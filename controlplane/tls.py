@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ def bundle_path(inventory: Path, lineage: str) -> Path:
 def _write_private(path: Path, data: bytes) -> None:
     """Atomically replace `path` with `data`, mode 0600 from the first byte."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -221,15 +222,22 @@ def status(inventory: Path, now: float | None = None) -> list[dict[str, Any]]:
 
 # -- issuing ----------------------------------------------------------------------------
 
+_CA_LOCK = threading.Lock()
+
+
 def _internal_ca(inventory: Path, name: str, now: float) -> tuple[bytes, bytes]:
+    """The county CA, made on first use. Renewal signs several lineages at once; without the
+    lock two threads could each make a root, and leaves signed by the one overwritten would
+    verify to nothing. (Processes are kept apart by the certificate lock.)"""
     d = tls_dir(inventory) / "ca"
     cert, key = d / "root.pem", d / "root.key"
-    if not cert.exists():
-        root_pem, key_pem = tls_certs.make_root(name, now)
-        _write_private(key, key_pem)
-        _write_private(cert, root_pem)
-        cert.chmod(0o644)
-    return cert.read_bytes(), key.read_bytes()
+    with _CA_LOCK:
+        if not cert.exists():
+            root_pem, key_pem = tls_certs.make_root(name, now)
+            _write_private(key, key_pem)
+            _write_private(cert, root_pem)
+            cert.chmod(0o644)
+        return cert.read_bytes(), key.read_bytes()
 
 
 def ca_export(inventory: Path) -> bytes:

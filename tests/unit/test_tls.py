@@ -237,3 +237,18 @@ def test_a_chain_that_no_longer_verifies_to_the_cas_root_is_issued_again(tmp_pat
                 **ACME, "issued_root": str(tmp_path / path)}}})
         inv = inventory.load(root_dir)
         assert tls._untrusted(inv, lin, leaf + root, time.time()) is expected
+
+
+def test_lineages_signed_at_once_share_one_county_ca(tmp_path):
+    """Renewal signs internal lineages in parallel threads; the county CA is made once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from controlplane import tls
+    inv = write_inventory(tmp_path / "inv", [tenant("jiaoyu")])
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: tls._internal_ca(inv, "青水县 CA", time.time()), range(8)))
+    assert len(set(got)) == 1
+    root = tls_certs.split_pem(got[0][0])[0]
+    assert (inv / ".govhost/tls/ca/root.pem").read_bytes() == got[0][0]
+    assert tls_certs.info(root).names is not None
+    assert not list((inv / ".govhost/tls/ca").glob(".*.tmp"))
