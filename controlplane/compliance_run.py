@@ -28,7 +28,6 @@ from .state import open_state, state_dir
 
 Say = Callable[[str], None]
 USER_AGENT = "govhost-compliance"
-CRAWL_SITES = 8            # sites crawled at once
 CRAWL_RATE_SHARE = 0.8     # of each site's own rate limit
 
 
@@ -253,7 +252,8 @@ def check(inventory: Path, tenants: list[str] | None = None, at: float | None = 
                          rate=CRAWL_RATE_SHARE * inv.rate_limit(t).requests_per_second)
 
         # Rate limits are per site, so sites are crawled side by side, each at its own pace.
-        with ThreadPoolExecutor(max_workers=max(1, min(CRAWL_SITES, len(wanted)))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(c.crawl_sites_at_once,
+                                                    len(wanted)))) as pool:
             crawls = dict(zip([t.name for t in wanted], pool.map(crawl_unit, enumerate(wanted))))
         for t in wanted:
             say(f"{t.name}: checking")
