@@ -20,13 +20,11 @@ Usage: bench/compliance_scale.py [N] [PAGES]
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 import resource
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from controlplane import compliance_run, lab, status  # noqa: E402
 from controlplane.exporter import Prober  # noqa: E402
 from controlplane.manifest import Node  # noqa: E402
-from tests.helpers import generated_county  # noqa: E402
+from tests.helpers import generated_county, lab_ssh as ssh, upload  # noqa: E402
 
 NODES = {"n1": "127.0.1.1", "n2": "127.0.1.2", "n3": "127.0.1.3"}
 DOMAIN = "qingshui.gov.cn"
@@ -50,14 +48,6 @@ PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08
        b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N"
        b"\x00\x00\x00\x00IEND\xaeB`\x82")
 SAMPLE = 6
-
-
-def ssh(address: str, command: str, data: bytes | None = None) -> str:
-    out = subprocess.run(["ssh", "-i", str(lab.KEY), "-o", "StrictHostKeyChecking=no",
-                          "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                          f"root@{address}", command], input=data, capture_output=True,
-                         check=True, timeout=600)
-    return out.stdout.decode()
 
 
 def govhost(inv: Path, *args: str, ok_codes: tuple[int, ...] = (0,)) -> tuple[float, str]:
@@ -70,8 +60,11 @@ def govhost(inv: Path, *args: str, ok_codes: tuple[int, ...] = (0,)) -> tuple[fl
     return time.monotonic() - start, p.stdout
 
 
-def site(i: int, n: int, pages: int) -> dict[str, bytes]:
-    """A unit's site of `pages` HTML pages: homepage, three column indexes, articles."""
+def site(i: int, n: int, pages: int, run: str) -> dict[str, bytes]:
+    """A unit's site of `pages` HTML pages: homepage, three column indexes, articles. Every
+    page carries the run's token: the lab nodes keep the content of an earlier run, and a
+    publish that changes nothing would leave this run's fresh publish record without the
+    columns' updates."""
     unit = f"unit{i:04d}"
     nxt = f"https://unit{(i + 1) % n:04d}.{DOMAIN}/"
     articles = pages - 1 - len(COLUMNS)
@@ -80,6 +73,7 @@ def site(i: int, n: int, pages: int) -> dict[str, bytes]:
 
     def page(title: str, body: str) -> bytes:
         return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+                f"<meta name='generator' content='govhost bench {run}'>"
                 f"<link rel='stylesheet' href='/css/site.css'></head><body>"
                 f"<nav><a href='/'>首页</a> " + " ".join(
                     f"<a href='/{c}/'>{t}</a>" for c, t, _ in COLUMNS) + "</nav>"
@@ -113,19 +107,6 @@ def site(i: int, n: int, pages: int) -> dict[str, bytes]:
     files["img/logo.png"] = PNG
     files["css/site.css"] = b"body { font-family: sans-serif }\n"
     return files
-
-
-def upload(address: str, unit: str, files: dict[str, bytes]) -> None:
-    """Into the unit's upload area as its SFTP upload would leave it (owned by the unit)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    up = f"/srv/govhost/sites/{unit}/upload"
-    ssh(address, f"find {up} -mindepth 1 -delete && tar -x -C {up} && "
-                 f"chown -R gh-{unit}:gh-{unit} {up}", buf.getvalue())
 
 
 def nginx_cpu() -> dict[str, float]:
@@ -195,6 +176,7 @@ def main() -> None:
     if not all(x.ssh_open for x in lab.up(3)[:3]):
         sys.exit("lab nodes are not answering")
     work = Path(tempfile.mkdtemp(prefix="govhost-bench-compliance-"))
+    run = work.name.rsplit("-", 1)[-1]
     inv = generated_county(work / "inventory", n)
     doc = yaml.safe_load((inv / "cluster.yaml").read_text())
     doc["tls"] = {"issuer": "internal"}
@@ -219,8 +201,8 @@ def main() -> None:
 
     def publish(i: int) -> int:
         unit = f"unit{i:04d}"
-        files = site(i, n, pages)
-        upload(NODES[replicas[unit]], unit, files)
+        files = site(i, n, pages, run)
+        upload(NODES[replicas[unit]], unit, files, replace=True)
         govhost(inv, "publish", unit, "--json")
         return len(files)
 

@@ -9,13 +9,11 @@ Usage: bench/publish_scale.py [FILES] [K]
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -28,28 +26,13 @@ sys.path.insert(0, str(REPO))
 from controlplane import content, lab  # noqa: E402
 from controlplane import apply as apply_mod  # noqa: E402
 from controlplane import inventory  # noqa: E402
+from tests.helpers import lab_ssh as ssh, upload  # noqa: E402
 
 TENANT = "jiaoyu"
 
 
-def ssh(address: str, command: str, data: bytes | None = None) -> str:
-    out = subprocess.run(["ssh", "-i", str(lab.KEY), "-o", "StrictHostKeyChecking=no",
-                          "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                          f"root@{address}", command], input=data, capture_output=True,
-                         check=True)
-    return out.stdout.decode()
-
-
 def put(address: str, files: dict[str, bytes]) -> None:
-    """Write files into the tenant's upload area as its SFTP upload would (owned by it)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    up = f"/srv/govhost/sites/{TENANT}/upload"
-    ssh(address, f"tar -x -C {up} && chown -R gh-{TENANT}:gh-{TENANT} {up}", buf.getvalue())
+    upload(address, TENANT, files)
 
 
 def main() -> None:

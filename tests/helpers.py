@@ -1,9 +1,11 @@
 """Builders shared by the tests: minimal manifests and generated counties."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import yaml
@@ -74,3 +76,31 @@ def nginx_test(release_files: dict[str, bytes], dest: Path) -> subprocess.Comple
 
 def can_run_nginx() -> bool:
     return os.geteuid() == 0 and shutil.which("nginx") is not None
+
+
+LAB_KEY = "/var/lib/govhost/lab/id_ed25519"
+
+
+def lab_ssh(address: str, command: str, data: bytes | None = None) -> str:
+    """Run `command` as root on a lab node; its output (raises if it fails)."""
+    out = subprocess.run(["ssh", "-i", LAB_KEY, "-o", "StrictHostKeyChecking=no",
+                          "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                          f"root@{address}", command], input=data, capture_output=True,
+                         check=True, timeout=600)
+    return out.stdout.decode()
+
+
+def upload(address: str, tenant: str, files: dict[str, bytes], replace: bool = False) -> None:
+    """Write files into a tenant's upload area on a lab node as its SFTP upload would leave
+    them (owned by the tenant); with `replace`, what was there goes first."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    up = f"/srv/govhost/sites/{tenant}/upload"
+    clear = f"find {up} -mindepth 1 -delete && " if replace else ""
+    lab_ssh(address, f"{clear}tar -x -C {up} && chown -R gh-{tenant}:gh-{tenant} {up}",
+            buf.getvalue())
+

@@ -123,6 +123,11 @@ def test_thresholds_are_configurable(tmp_path):
     c = inventory.load(root).cluster.compliance
     assert c.probe_timeout_seconds == 2 and rules.column_limits(c)["news"] == 7
     assert rules.column_limits(c)["policy"] == 182
+    assert c.crawl_sites_at_once == 8
+    bad = write_inventory(tmp_path / "bad", [tenant("jiaoyu")], cluster={
+        **CLUSTER, "compliance": {"crawl_sites_at_once": 0}})
+    with pytest.raises(ManifestError, match=r"cluster\.yaml.*crawl_sites_at_once"):
+        inventory.load(bad)
 
 
 def test_probe_rounds_are_counted_per_week_in_the_state_store(tmp_path):
