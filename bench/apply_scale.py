@@ -75,11 +75,9 @@ def floor(inv_dir: Path) -> float:
               "nginx -t -q -c $d/nginx.conf; nginx -c /etc/govhost/current/nginx.conf -s reload")
 
     def ship(node: str) -> None:
-        out = subprocess.run(["ssh", "-i", str(lab.KEY), "-o", "StrictHostKeyChecking=no",
-                        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                        "-o", "ControlMaster=no", "-o", "ControlPath=none",
-                        f"root@{addresses[node]}", script], input=blobs[node], check=False,
-                       capture_output=True)
+        out = subprocess.run([*lab.ssh_argv(addresses[node], "-o", "ControlMaster=no",
+                                            "-o", "ControlPath=none"), script],
+                             input=blobs[node], check=False, capture_output=True)
         if out.returncode:
             raise RuntimeError(f"floor on {node}: {out.stderr.decode()[-500:]}")
 

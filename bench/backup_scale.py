@@ -64,9 +64,7 @@ print(len(spec["paths"]))
 
 
 def ssh(address: str, command: str, timeout: float = 3600) -> str:
-    out = subprocess.run(["ssh", "-i", str(lab.KEY), "-o", "StrictHostKeyChecking=no",
-                          "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                          f"root@{address}", command], capture_output=True, text=True,
+    out = subprocess.run([*lab.ssh_argv(address), command], capture_output=True, text=True,
                          timeout=timeout)
     if out.returncode != 0:
         raise SystemExit(f"{address}: {command[:80]}: {out.stderr}")

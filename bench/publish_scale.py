@@ -31,10 +31,6 @@ from tests.helpers import lab_ssh as ssh, upload  # noqa: E402
 TENANT = "jiaoyu"
 
 
-def put(address: str, files: dict[str, bytes]) -> None:
-    upload(address, TENANT, files)
-
-
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     k = int(sys.argv[2]) if len(sys.argv) > 2 else 10
@@ -57,17 +53,15 @@ def main() -> None:
             [sys.executable, "-m", "cli", "--inventory", str(inv_dir), "plan", "--json"],
             cwd=REPO, capture_output=True, check=True).stdout)["placement"][TENANT]
         address = next(n.address for n in inv.hosts.nodes if n.name == placement[0])
-        up = f"/srv/govhost/sites/{TENANT}/upload"
-        ssh(address, f"find {up} -mindepth 1 -delete")
         size = 8 * 1024   # 8 KiB pages: 1,000 files ≈ 8 MiB
         site = {f"p/{i // 100:02d}/page{i:04d}.html": os.urandom(size // 2).hex().encode()
                 for i in range(count)}
-        put(address, site)
+        upload(address, TENANT, site, replace=True)
         t = time.perf_counter()
         full = content.publish(inv_dir, TENANT)
         full_s = time.perf_counter() - t
         one = next(iter(site))
-        put(address, {one: b"changed " + os.urandom(64).hex().encode()})
+        upload(address, TENANT, {one: b"changed " + os.urandom(64).hex().encode()})
         t = time.perf_counter()
         incr = content.publish(inv_dir, TENANT)
         incr_s = time.perf_counter() - t
@@ -76,8 +70,8 @@ def main() -> None:
         names = list(site)
         per = max(1, count // 100)
         for r in range(k - 2):
-            put(address, {n: os.urandom(size // 2).hex().encode()
-                          for n in names[r * per:(r + 1) * per]})
+            upload(address, TENANT, {n: os.urandom(size // 2).hex().encode()
+                                     for n in names[r * per:(r + 1) * per]})
             content.publish(inv_dir, TENANT)
         kept = int(ssh(address, f"ls {rdir} | wc -l"))
         used = int(ssh(address, f"du -sb {rdir} | cut -f1"))

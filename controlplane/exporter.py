@@ -103,10 +103,9 @@ class Prober(threading.Thread):
                 with_certs = dataclasses.replace(inv, certificates=certs,
                                                  served_with=served_with)
                 plan = make_plan(with_certs, drained, placements, applied)
-                https = frozenset(inv.site_host(t) for t in inv.tenants
-                                  if t.name in served_with)
                 self._desired = ({n: r.id for n, r in plan.releases.items()},
-                                 {t: len(v) for t, v in plan.placement.items()}, https)
+                                 {t: len(v) for t, v in plan.placement.items()},
+                                 with_certs.https_hosts())
                 self._desired_key = key
         finally:
             st.close()

@@ -52,6 +52,11 @@ class Inventory:
     def site_host(self, tenant: Tenant) -> str:
         return f"{tenant.name}.{self.cluster.domain}"
 
+    def https_hosts(self) -> frozenset[str]:
+        """Site names served over HTTPS (a certificate covers the unit): their port 80 only
+        redirects, so probes and the crawl go to 443."""
+        return frozenset(self.site_host(t) for t in self.tenants if t.name in self.served_with)
+
     def tenant(self, name: str) -> Tenant | None:
         return next((t for t in self.tenants if t.name == name), None)
 

@@ -106,6 +106,14 @@ def _check_host() -> None:
             raise LabError(f"{tool} is not installed on this host; run scripts/setup.sh first")
 
 
+def ssh_argv(address: str, *options: str) -> list[str]:
+    """`ssh` as root to a lab node with the lab key, up to the remote command. Nodes get new
+    host keys every time they are made, so they are not remembered."""
+    return ["ssh", "-i", str(KEY), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", *options,
+            f"root@{address}"]
+
+
 def ensure_key() -> Path:
     LAB_ROOT.mkdir(parents=True, exist_ok=True)
     if not KEY.exists():

@@ -107,8 +107,7 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
     results: dict[tuple[str, str], probes.ProbeResult] = {}
     if probe:
         targets = [(inv.site_host(t), n.name, n.address) for t in tenants for n in reachable]
-        https = {inv.site_host(t) for t in tenants if t.name in inv.served_with}
-        for r in probes.probe_many(targets, https=https):
+        for r in probes.probe_many(targets, https=inv.https_hosts()):
             results[(r.host, r.node)] = r
     rows = []
     for t in tenants:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from controlplane import lab
+
 CLUSTER = {
     "domain": "qingshui.gov.cn",
     "name": "青水县人民政府",
@@ -78,14 +80,9 @@ def can_run_nginx() -> bool:
     return os.geteuid() == 0 and shutil.which("nginx") is not None
 
 
-LAB_KEY = "/var/lib/govhost/lab/id_ed25519"
-
-
 def lab_ssh(address: str, command: str, data: bytes | None = None) -> str:
     """Run `command` as root on a lab node; its output (raises if it fails)."""
-    out = subprocess.run(["ssh", "-i", LAB_KEY, "-o", "StrictHostKeyChecking=no",
-                          "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                          f"root@{address}", command], input=data, capture_output=True,
+    out = subprocess.run([*lab.ssh_argv(address), command], input=data, capture_output=True,
                          check=True, timeout=600)
     return out.stdout.decode()
 
@@ -103,4 +100,3 @@ def upload(address: str, tenant: str, files: dict[str, bytes], replace: bool = F
     clear = f"find {up} -mindepth 1 -delete && " if replace else ""
     lab_ssh(address, f"{clear}tar -x -C {up} && chown -R gh-{tenant}:gh-{tenant} {up}",
             buf.getvalue())
-

@@ -47,9 +47,7 @@ def assert_every_tenant_everywhere(inv_dir: Path) -> None:
 
 
 def on_node(address: str, command: str) -> str:
-    out = subprocess.run(["ssh", "-i", str(lab.KEY), "-o", "StrictHostKeyChecking=no",
-                          "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                          f"root@{address}", command],
+    out = subprocess.run([*lab.ssh_argv(address), command],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, (command, out.stderr)
     return out.stdout.strip()
