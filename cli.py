@@ -21,7 +21,7 @@ app = typer.Typer(help="govhost: consolidated county government web hosting.",
                   no_args_is_help=True, add_completion=False)
 tenant_app = typer.Typer(help="Tenants (units) and their sites.", no_args_is_help=True)
 node_app = typer.Typer(help="Cluster nodes.", no_args_is_help=True)
-lab_app = typer.Typer(help="The lab cluster on this machine (namespaces + overlayfs + sshd).",
+lab_app = typer.Typer(help="The lab cluster on this machine (systemd-nspawn machines on 127.0.1.N).",
                       no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(node_app, name="node")
@@ -614,16 +614,21 @@ def node_undrain(name: str, as_json: bool = typer.Option(False, "--json")) -> No
 
 @lab_app.command("up")
 def lab_up(nodes: int = typer.Option(3, "--nodes", "-n", help="How many nodes (n1..nN)."),
+           kind: str = typer.Option(None, "--kind", help="machine (systemd-nspawn, default) or "
+                                    "overlay (the host's root under an overlay; fast, no init)."),
+           image: str = typer.Option(None, "--image", help="Machine nodes: bare (a freshly "
+                                     "installed server, default) or warm (node packages "
+                                     "already installed)."),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Start the lab nodes (idempotent: running nodes are left alone)."""
     from controlplane import lab
-    ns = _call(lab.up, nodes, as_json=as_json)
+    ns = _call(lab.up, nodes, kind, image, as_json=as_json)
     _lab_print(ns, as_json)
 
 
 @lab_app.command("down")
 def lab_down(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Stop every lab node and remove its disk."""
+    """Stop every lab node and remove its disk (the cached images stay)."""
     from controlplane import lab
     n = lab.down()
     _emit({"stopped": n}) if as_json else out.print(f"lab down: {n} node(s) stopped")
@@ -636,14 +641,55 @@ def lab_status(as_json: bool = typer.Option(False, "--json")) -> None:
     _lab_print(lab.nodes(), as_json)
 
 
+@lab_app.command("stop")
+def lab_stop(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Cut a node's power (its disk is kept)."""
+    from controlplane import lab
+    stopped = _call(lab.stop, name, as_json=as_json)
+    _emit({"node": name, "stopped": stopped}) if as_json else \
+        out.print(f"{name}: {'stopped' if stopped else 'was not running'}")
+
+
+@lab_app.command("start")
+def lab_start(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Power a stopped node on again, from its own disk."""
+    from controlplane import lab
+    _lab_print([_call(lab.start, name, as_json=as_json)], as_json)
+
+
+@lab_app.command("reboot")
+def lab_reboot(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """`systemctl reboot` inside a machine node; waits until it answers SSH again."""
+    from controlplane import lab
+    _lab_print([_call(lab.reboot, name, as_json=as_json)], as_json)
+
+
+@lab_app.command("wipe")
+def lab_wipe(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """The node's disk dies: it comes back as a bare, freshly installed server on the same
+    address. `govhost node replace NAME` then brings it back to what it ran."""
+    from controlplane import lab
+    _lab_print([_call(lab.wipe, name, as_json=as_json)], as_json)
+
+
+@lab_app.command("image")
+def lab_image(image: str = typer.Argument("bare", help="bare or warm"),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """Build (once) and show the cached root filesystem machine nodes boot from."""
+    from controlplane import lab, lab_image as images
+    path = _call(images.ensure, lab.LAB_ROOT, image, err.print, as_json=as_json)
+    _emit({"image": image, "rootfs": str(path)}) if as_json else out.print(f"{image}: {path}")
+
+
 def _lab_print(ns, as_json: bool) -> None:
     from controlplane import lab
     if as_json:
         _emit(lab.as_json(ns))
         return
-    t = _table("Lab nodes", "node", "address", "pid", "running", "ssh")
+    t = _table("Lab nodes", "node", "address", "kind", "image", "boots", "pid", "running", "ssh")
     for n in ns:
-        t.add_row(n.name, n.address, str(n.pid or "-"), "yes" if n.running else "[red]no[/]",
+        t.add_row(n.name, n.address, n.kind, n.image or "-", str(n.boots or "-"),
+                  str(n.pid or "-"), "yes" if n.running else "[red]no[/]",
                   "open" if n.ssh_open else "[red]closed[/]")
     out.print(t)
 

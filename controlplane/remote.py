@@ -49,6 +49,7 @@ class NodeStatus:
     bootstrap: str | None = None
     error: str = ""
     php_running: bool | None = None   # None: the live release has no PHP sites
+    boot_time: float | None = None    # when the node last booted (its PID 1 started)
 
 
 def _ssh_cmd(hosts: Hosts, node: Node, known_hosts: Path, command: str) -> list[str]:
@@ -82,7 +83,8 @@ def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path) -> dict[
         return NodeStatus(node.name, True, None if rel in (None, "none") else rel,
                           bool(data.get("intact", True)), bool(data.get("nginx_running")),
                           bool(data.get("agent_running")), None if boot == "none" else boot,
-                          php_running=None if php is None else bool(php))
+                          php_running=None if php is None else bool(php),
+                          boot_time=float(data["boot_time"]) if data.get("boot_time") else None)
 
     if not nodes:
         return {}
