@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from . import inventory as inventory_mod
-from . import paths, remote, tls
+from . import content_sync, paths, remote, replicas, tls
 from .errors import ApplyError, LockError
 from .plan import Plan, make_plan
 from .render import Release, tenant_of
@@ -90,13 +90,17 @@ class ApplyResult:
     nodes: list[NodeOutcome] = field(default_factory=list)
     refused_tenants: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    content: list[dict[str, Any]] = field(default_factory=list)   # releases moved to replicas
+    kept_placement: list[str] = field(default_factory=list)  # units whose content couldn't move
+    stranded: dict[str, str] = field(default_factory=dict)   # unit -> live release no node has
 
     @property
     def result(self) -> str:
         kinds = {n.result for n in self.nodes}
         if "refused" in kinds:
             return "refused"
-        if kinds & {"failed", "unreachable", "skipped"}:
+        if kinds & {"failed", "unreachable", "skipped"} or self.kept_placement \
+                or self.stranded:
             return "partial" if kinds & {"applied", "unchanged"} else "failed"
         return "changed" if "applied" in kinds else "unchanged"
 
@@ -109,6 +113,8 @@ class ApplyResult:
             "run_id": self.run_id, "result": self.result, "seconds": round(self.seconds, 3),
             "nodes": [vars(n) for n in self.nodes], "refused_tenants": self.refused_tenants,
             "tenant_changes": len(self.plan.tenants),
+            "content": self.content, "kept_placement": self.kept_placement,
+            "stranded": self.stranded,
         }
 
 
@@ -159,6 +165,73 @@ def prepare(inventory: Path, state: State) -> tuple[inventory_mod.Inventory, Pla
     return inv, plan
 
 
+def _content_moves(inv, plan: Plan, state: State, held) -> replicas.ContentPlan:
+    live_content = {r["tenant"]: r["release_id"] for r in state.content_releases(status="live")}
+    return replicas.plan_moves(plan.placement, state.placements(), live_content, held,
+                               inv.cluster.defaults.keep_content_releases)
+
+
+def _classify(plan: Plan, live, applied, state: State,
+              outcomes: dict[str, NodeOutcome]) -> tuple[list[str], list[str]]:
+    """Which nodes need their release shipped (and staged), which only need nginx, PHP or
+    the agent started again; nodes already converged are recorded as unchanged."""
+    to_stage, to_start = [], []
+    for name in sorted(plan.releases):
+        if name in outcomes and outcomes[name].result != "unchanged":
+            continue
+        st, rel = live[name], plan.releases[name]
+        if st.release == rel.id and not st.intact:
+            to_stage.append(name)   # the live release was changed on the node: ship it whole
+        elif st.release == rel.id and st.nginx_running and st.agent_running \
+                and st.php_running is not False:
+            rec = applied.get(name)
+            if rec is None or rec.release_id != rel.id:
+                state.record_applied(name, rel.id, rel.digests, 0)  # node already converged
+            outcomes[name] = NodeOutcome(name, "unchanged", rel.id)
+        elif st.release == rel.id:
+            to_start.append(name)
+        else:
+            to_stage.append(name)
+    for name in to_stage + to_start:
+        outcomes.pop(name, None)
+    return to_stage, to_start
+
+
+def _follow_content(inv, plan: Plan, state: State, nodes, known_hosts: Path,
+                    moves: replicas.ContentPlan, held, outcomes: dict[str, NodeOutcome],
+                    result: "ApplyResult", say: Progress) -> Plan:
+    """Carry out the content moves; re-plan with the old placement of every unit whose
+    content could not reach a new replica. Returns the plan to ship."""
+    todo = [m for m in moves.moves if m.target not in outcomes and m.source not in outcomes]
+    link = content_sync.Link(inv.hosts, known_hosts, nodes)
+    done = content_sync.carry_out(link, todo, held, say) if todo else []
+    previous = state.placements()
+    keep_old: dict[str, tuple[str, ...]] = {}
+    for r in done:
+        result.content.append({"tenant": r.move.tenant, "from": r.move.source,
+                               "to": r.move.target, "releases": list(r.move.releases),
+                               "bytes": r.bytes, "ok": r.ok, "error": r.error})
+        if not r.ok and r.move.target not in previous.get(r.move.tenant, ()):
+            keep_old[r.move.tenant] = previous.get(r.move.tenant, ())
+    skipped = [m for m in moves.moves if m not in todo]
+    for m in skipped:
+        if m.target not in previous.get(m.tenant, ()):
+            keep_old[m.tenant] = previous.get(m.tenant, ())
+        result.content.append({"tenant": m.tenant, "from": m.source, "to": m.target,
+                               "releases": list(m.releases), "bytes": 0, "ok": False,
+                               "error": "node unreachable or not bootstrapped"})
+    for tenant, rid in sorted(moves.stranded.items()):
+        result.stranded[tenant] = rid
+    keep_old = {t: p for t, p in keep_old.items() if p}
+    if not keep_old:
+        return plan
+    result.kept_placement = sorted(keep_old)
+    for t in sorted(keep_old):
+        say("*", "content", f"{t}: keeps replicas {','.join(keep_old[t])} (content could not "
+            "follow)")
+    return make_plan(inv, state.drained(), state.placements(), state.applied(), pins=keep_old)
+
+
 def apply(
     inventory: Path,
     progress: Progress | None = None,
@@ -184,35 +257,22 @@ def _apply_locked(inventory: Path, state: State, say: Progress,
     nodes = {n.name: n for n in inv.hosts.nodes}
 
     # What does each node really run? Drift (or a rebuilt node) means it must be shipped again.
-    live = remote.node_status(inv.hosts, list(nodes.values()), known_hosts)
+    live = remote.node_status(inv.hosts, list(nodes.values()), known_hosts, content=True)
     applied = state.applied()
     boot_version = bootstrap_version()
     outcomes: dict[str, NodeOutcome] = {}
-    to_boot, to_stage, to_start = [], [], []
     for name in sorted(nodes):
-        st = live[name]
-        rel = plan.releases[name]
-        if not st.reachable:
-            outcomes[name] = NodeOutcome(name, "unreachable", None, st.error)
+        if not live[name].reachable:
+            outcomes[name] = NodeOutcome(name, "unreachable", None, live[name].error)
             say(name, "connect", "unreachable")
-            continue
-        if st.bootstrap != boot_version:
-            to_boot.append(name)
-        if st.release == rel.id and not st.intact:
-            to_stage.append(name)   # the live release was changed on the node: ship it whole
-        elif st.release == rel.id and st.nginx_running and st.agent_running \
-                and st.php_running is not False:
-            rec = applied.get(name)
-            if rec is None or rec.release_id != rel.id:
-                state.record_applied(name, rel.id, rel.digests, 0)  # node already converged
-            outcomes[name] = NodeOutcome(name, "unchanged", rel.id)
-        elif st.release == rel.id:
-            to_start.append(name)
-        else:
-            to_stage.append(name)
-
+    to_boot = [n for n in sorted(nodes) if n not in outcomes
+               and live[n].bootstrap != boot_version]
+    held = {n: {t: replicas.Holding.from_json(h) for t, h in live[n].content.items()}
+            for n in nodes if n not in outcomes and live[n].content is not None}
+    moves = _content_moves(inv, plan, state, held)
+    to_stage, to_start = _classify(plan, live, applied, state, outcomes)
     work = [n for n in sorted(nodes) if n in to_stage or n in to_start or n in to_boot]
-    if work and confirm is not None and not confirm(plan):
+    if (work or moves.moves) and confirm is not None and not confirm(plan):
         raise ApplyError("apply cancelled; nothing was changed")
 
     run_id = state.start_run("apply")
@@ -229,8 +289,18 @@ def _apply_locked(inventory: Path, state: State, say: Progress,
                     outcomes[name] = NodeOutcome(name, "unreachable" if r.unreachable else
                                                  "failed", None, "bootstrap: " + r.message)
                     say(name, "bootstrap", "failed")
-        to_stage = [n for n in to_stage if n not in outcomes]
-        to_start = [n for n in to_start if n not in outcomes]
+            # A node whose govhost could not list its content can now.
+            unknown = [n for n in to_boot if n not in held and n not in outcomes]
+            if unknown:
+                link = content_sync.Link(inv.hosts, known_hosts, nodes)
+                held.update(content_sync.holdings(link, unknown))
+                moves = _content_moves(inv, plan, state, held)
+        # Content follows its replicas: every new (or emptied) replica gets the unit's
+        # releases before any config release makes it serve the unit. A unit whose content
+        # cannot get there keeps its old placement.
+        plan = _follow_content(inv, plan, state, nodes, known_hosts, moves, held, outcomes,
+                               result, say)
+        to_stage, to_start = _classify(plan, live, applied, state, outcomes)
 
         targets = to_stage + to_start
         if targets:

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import accounts, remote
+from . import accounts, paths, remote
 from .apply import prepare
 from .errors import GovhostError
 from .manifest import Node
 from .state import State, actor, exclusive, open_state, state_dir
 
-TOOL = "/usr/local/sbin/govhost-tenants"
+TOOL = paths.NODE_TENANTS_TOOL
 DB_TOOL = "/usr/local/sbin/govhost-db"
 ARCHIVE_DIR = "/var/lib/govhost/archive"
 _QUOTA = 5

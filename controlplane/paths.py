@@ -22,3 +22,4 @@ PHP_SOCKETS = "/run/govhost/php"          # <tenant>.sock, one PHP-FPM pool per 
 PHP_FPM_PID = "/run/govhost-php-fpm.pid"
 PROBE_HOST = "govhost-probe"
 NODE_ACME = "/var/lib/govhost/acme"       # .well-known/acme-challenge/<token> (HTTP-01)
+NODE_TENANTS_TOOL = "/usr/local/sbin/govhost-tenants"   # accounts and content releases

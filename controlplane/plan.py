@@ -76,8 +76,14 @@ def make_plan(
     drained: frozenset[str],
     previous: Mapping[str, tuple[str, ...]],
     applied: Mapping[str, AppliedNode],
+    pins: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Plan:
+    """`pins`: units that keep the given replicas whatever placement would say now (their
+    content could not reach the new ones)."""
     placement = compute_placement(inv, drained, previous)
+    for tenant, nodes in (pins or {}).items():
+        if tenant in placement:
+            placement[tenant] = tuple(nodes)
     releases = render_cluster(inv, placement)
     node_changes = []
     touched: dict[str, set[str]] = {}

@@ -50,6 +50,7 @@ class NodeStatus:
     error: str = ""
     php_running: bool | None = None   # None: the live release has no PHP sites
     boot_time: float | None = None    # when the node last booted (its PID 1 started)
+    content: dict | None = None       # tenant -> its holdings on the node (when asked)
 
 
 def _ssh_cmd(hosts: Hosts, node: Node, known_hosts: Path, command: str) -> list[str]:
@@ -58,23 +59,33 @@ def _ssh_cmd(hosts: Hosts, node: Node, known_hosts: Path, command: str) -> list[
             f"{hosts.ssh.user}@{node.address}", command]
 
 
-def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path) -> dict[str, NodeStatus]:
-    """Ask every node, in parallel, which release it runs (one SSH round trip each)."""
+def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,
+                content: bool = False) -> dict[str, NodeStatus]:
+    """Ask every node, in parallel, which release it runs (one SSH round trip each); with
+    `content`, in the same round trip, what content each unit has there (`holdings`)."""
+    tenants_tool = paths.NODE_TENANTS_TOOL
+    # A bare node holds nothing ({}); one whose govhost predates `holdings` cannot say (null).
+    extra = (f"; if [ -x {tenants_tool} ]; then {tenants_tool} holdings 2>/dev/null "
+             f"|| echo null; else echo '{{}}'; fi" if content else "")
 
     def ask(node: Node) -> NodeStatus:
         cmd = _ssh_cmd(hosts, node, known_hosts,
                        "if [ -x /usr/local/sbin/govhost-node ]; then /usr/local/sbin/govhost-node"
                        " status; else echo '{\"release\": \"none\", \"nginx_running\": false,"
-                       " \"bootstrap\": \"none\"}'; fi")
+                       " \"bootstrap\": \"none\"}'; fi" + extra)
         try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except subprocess.TimeoutExpired:
             return NodeStatus(node.name, False, error="ssh timed out")
         if out.returncode != 0:
             return NodeStatus(node.name, False, error=(out.stderr.strip() or
                                                        f"ssh exit {out.returncode}")[-300:])
+        lines = out.stdout.strip().splitlines()
+        held = None
         try:
-            data = json.loads(out.stdout.strip().splitlines()[-1])
+            if content:
+                held = json.loads(lines.pop())
+            data = json.loads(lines[-1])
         except (ValueError, IndexError):
             return NodeStatus(node.name, False, error=f"unexpected answer {out.stdout[-200:]!r}")
         rel = data.get("release")
@@ -84,7 +95,8 @@ def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path) -> dict[
                           bool(data.get("intact", True)), bool(data.get("nginx_running")),
                           bool(data.get("agent_running")), None if boot == "none" else boot,
                           php_running=None if php is None else bool(php),
-                          boot_time=float(data["boot_time"]) if data.get("boot_time") else None)
+                          boot_time=float(data["boot_time"]) if data.get("boot_time") else None,
+                          content=held)
 
     if not nodes:
         return {}
