@@ -213,6 +213,7 @@ def apply(
             t.add_row(n.node, f"[{style.get(n.result, '')}]{n.result}[/]", n.release or "-",
                       n.message[:300])
         out.print(t)
+        _print_content_moves(result)
         if result.refused_tenants:
             err.print(f"[red]refused tenant(s)[/]: {', '.join(result.refused_tenants)}; "
                       "every node keeps serving its previous release")
@@ -220,6 +221,23 @@ def apply(
             out.print("No changes.")
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _print_content_moves(result) -> None:
+    """What content travelled to new replicas, and what could not."""
+    if result.content:
+        t = _table("content moved to replicas before they serve", "unit", "from", "to",
+                   "releases", "bytes", "result")
+        for m in result.content:
+            t.add_row(m["tenant"], m["from"], m["to"], str(len(m["releases"])),
+                      _size(m["bytes"]), "ok" if m["ok"] else f"[red]{m['error'][:120]}[/]")
+        out.print(t)
+    if result.kept_placement:
+        err.print(f"[yellow]kept the old replicas of[/] {', '.join(result.kept_placement)}: "
+                  "their content could not reach the new ones (see above); apply again later")
+    for tenant, rid in sorted(result.stranded.items()):
+        err.print(f"[red]{tenant}[/]: no node holds its live release {rid} intact; restore it "
+                  f"with `govhost backup restore {tenant}` (or `govhost node replace`)")
 
 
 @app.command()
@@ -610,6 +628,62 @@ def node_drain(name: str, as_json: bool = typer.Option(False, "--json")) -> None
 def node_undrain(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Let NAME hold replicas again (new tenants; existing placements stay put)."""
     _drain(name, False, as_json)
+
+
+def _node_life(fn, name: str, as_json: bool) -> None:
+    from controlplane import nodes as nodes_mod
+    say = (lambda msg: None) if as_json else (lambda msg: err.print(f"  {msg}", highlight=False))
+    res = _call(getattr(nodes_mod, fn), CTX.inventory, name, say, as_json=as_json)
+    if as_json:
+        _emit(res)
+    else:
+        if "apply" in res:
+            a = res["apply"]
+            t = _table(f"apply run {a['run_id']}: {a['result']} in {a['seconds']:.1f} s",
+                       "node", "result", "release", "message")
+            for n in a["nodes"]:
+                t.add_row(n["node"], n["result"], n["release"] or "-", n["message"][:300])
+            out.print(t)
+            moved = [m for m in a["content"] if m["ok"]]
+            if moved:
+                out.print(f"content copied from peers: {len(moved)} unit(s), "
+                          f"{sum(len(m['releases']) for m in moved)} release(s), "
+                          f"{_size(sum(m['bytes'] for m in moved))}")
+            for m in a["content"]:
+                if not m["ok"]:
+                    err.print(f"[red]{m['tenant']}[/]: content to {m['to']} failed: {m['error']}")
+        for r in res.get("restored", []):
+            what = ", ".join(k for k in ("php_files", "database", "release") if r.get(k))
+            out.print(f"restored {r['tenant']} ({what or r.get('what')}) from the backup"
+                      + (f": [red]{r['error']}[/]" if r.get("error") else ""))
+        if res.get("replicas") is not None:
+            out.print(f"{name} holds {len(res['replicas'])} replica(s)")
+        if res.get("next"):
+            out.print(f"next: {res['next']}")
+        out.print(f"{name}: {res['result']}")
+    if res["result"] not in ("replaced", "added", "drained", "forgotten"):
+        raise typer.Exit(1)
+
+
+@node_app.command("replace")
+def node_replace(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """NAME is a new machine on the same address (disk replaced, reinstalled): bootstrap it
+    and bring back everything it ran — config, accounts, content from peers, PHP files and
+    databases from the backup."""
+    _node_life("replace", name, as_json)
+
+
+@node_app.command("add")
+def node_add(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """A node newly listed in hosts.yaml joins: bootstrapped, then given replicas."""
+    _node_life("add", name, as_json)
+
+
+@node_app.command("remove")
+def node_remove(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Drain NAME and move its replicas (content first); once it is deleted from hosts.yaml,
+    run again to forget it."""
+    _node_life("remove", name, as_json)
 
 
 @lab_app.command("up")

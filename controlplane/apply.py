@@ -202,7 +202,8 @@ def _follow_content(inv, plan: Plan, state: State, nodes, known_hosts: Path,
                     result: "ApplyResult", say: Progress) -> Plan:
     """Carry out the content moves; re-plan with the old placement of every unit whose
     content could not reach a new replica. Returns the plan to ship."""
-    todo = [m for m in moves.moves if m.target not in outcomes and m.source not in outcomes]
+    down = {n for n, o in outcomes.items() if o.result in ("unreachable", "failed")}
+    todo = [m for m in moves.moves if m.target not in down and m.source not in down]
     link = content_sync.Link(inv.hosts, known_hosts, nodes)
     done = content_sync.carry_out(link, todo, held, say) if todo else []
     previous = state.placements()
@@ -290,7 +291,9 @@ def _apply_locked(inventory: Path, state: State, say: Progress,
                                                  "failed", None, "bootstrap: " + r.message)
                     say(name, "bootstrap", "failed")
             # A node whose govhost could not list its content can now.
-            unknown = [n for n in to_boot if n not in held and n not in outcomes]
+            unknown = [n for n in to_boot if n not in held
+                       and outcomes.get(n, NodeOutcome(n, "")).result not in ("unreachable",
+                                                                             "failed")]
             if unknown:
                 link = content_sync.Link(inv.hosts, known_hosts, nodes)
                 held.update(content_sync.holdings(link, unknown))

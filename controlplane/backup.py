@@ -377,6 +377,31 @@ def restore(inventory: Path, tenant: str, *, snapshot: str | None = None,
         return result
 
 
+def restore_replica(inventory: Path, tenant: str, node: str, *, database: bool,
+                    php_files: bool, say: Say = lambda _: None) -> dict[str, Any]:
+    """After a node was replaced: what only the backup still has of `tenant` on `node` —
+    its PHP `files/` (when no other replica has them) and its database (the db node) — from
+    the newest snapshots. Content releases come from peers, not from here."""
+    inventory = Path(inventory)
+    with _lock(inventory, f"restore-{tenant}"), cluster(inventory) as c:
+        files, db = _choose(c, tenant, None, None)
+        out: dict[str, Any] = {"tenant": tenant, "node": node}
+        if php_files:
+            r = _json(_node(c, c.nodes[node], "restore-files", tenant, files["id"],
+                            "--php-files"))
+            out["php_files"] = {"snapshot": files["short_id"], "time": files["time"],
+                                "restored": r.get("php_files") == "restored"}
+            say(f"{node}: {tenant} PHP files/ from snapshot {files['short_id']} of {files['time']}")
+        if database and db is not None:
+            d = _json(_node(c, c.nodes[node], "restore-db", tenant, db["id"]))
+            out["database"] = {"snapshot": db["short_id"], "time": db["time"],
+                               "rows": sum(d["rows"].values())}
+            say(f"{node}: {tenant} database from snapshot {db['short_id']} of {db['time']} "
+                f"({out['database']['rows']} rows)")
+        c.state.audit("node.restore", tenant, out)
+        return out
+
+
 def _run_nested(c: Cluster, tenant: str) -> list[str]:
     """A backup of one tenant inside a restore (the run lock is not needed: one tenant)."""
     src = c.sources

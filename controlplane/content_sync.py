@@ -102,8 +102,7 @@ def transfer(link: Link, tenant: str, src: str, dst: str, rid: str,
         while chunk := pack.stdout.read(1 << 16):     # counted as it passes through
             moved += len(chunk)
             recv.stdin.write(chunk)
-        recv.stdin.close()
-        _, rerr = recv.communicate(timeout=3600)
+        _, rerr = recv.communicate(timeout=3600)     # closes its stdin: end of the stream
         pack.wait(timeout=60)
         perr = pack.stderr.read()
         pack.stdout.close()

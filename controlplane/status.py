@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from . import apply as apply_mod
-from . import probes, remote
+from . import probes, remote, replicas
 from .errors import GovhostError
 from .exporter import AGENT_PORT
 from .state import open_state, state_dir
@@ -54,6 +54,8 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
     try:
         inv, plan = apply_mod.prepare(inventory, st)
         applied, drained, runs = st.applied(), st.drained(), st.runs(5)
+        live_content = {r["tenant"]: r["release_id"]
+                        for r in st.content_releases(status="live")}
     finally:
         st.close()
     tenants = inv.tenants
@@ -62,7 +64,7 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
         if not tenants:
             raise GovhostError(f"no tenant named {only!r}; `govhost tenant list` shows them")
     live = remote.node_status(inv.hosts, list(inv.hosts.nodes),
-                              state_dir(inventory) / "known_hosts")
+                              state_dir(inventory) / "known_hosts", content=True)
     reachable = [n for n in inv.hosts.nodes if live[n.name].reachable]
     with ThreadPoolExecutor(max(1, len(reachable))) as pool:
         agents = dict(zip([n.name for n in reachable],
@@ -82,7 +84,7 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
                "release_live": s.release, "release_intact": s.intact,
                "release_applied": applied[n.name].release_id if n.name in applied else None,
                "release_desired": want, "in_sync": s.release == want,
-               "drained": n.name in drained, "error": s.error,
+               "drained": n.name in drained, "error": s.error, "boot_time": s.boot_time,
                "replicas": sum(n.name in v for v in plan.placement.values())}
         nodes.append(row)
         if not s.reachable:
@@ -103,6 +105,26 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
         if not row["in_sync"]:
             problem("warning", n.name, f"serves release {s.release or 'none'}, the inventory "
                     f"renders {want}: run `govhost apply`")
+
+    # Replicas whose live content is not the unit's live release (missing, older, changed).
+    held = {n: {t: replicas.Holding.from_json(h) for t, h in live[n].content.items()}
+            for n in live if live[n].reachable and live[n].content is not None}
+    shown = {t.name for t in tenants}
+    drifted = [d for d in replicas.drift(plan.placement, live_content, held)
+               if d.tenant in shown]
+    for d in drifted:
+        h = held[d.node].get(d.tenant, replicas.Holding())
+        detail = {"missing": f"holds no content (the unit's live release is {d.want})",
+                  "older": f"serves older release {d.have}, the live one is {d.want}",
+                  "other": f"serves release {d.have}, the live one is {d.want}",
+                  "modified": "live release {} was changed on the node ({})".format(
+                      d.want, ", ".join(
+                          [f"changed: {', '.join(h.changed[:3])}"] * bool(h.changed)
+                          + [f"missing: {', '.join(h.missing[:3])}"] * bool(h.missing)
+                          + [f"added: {', '.join(h.added[:3])}"] * bool(h.added)))}[d.why]
+        problem("critical" if d.why in ("missing", "older", "other") else "warning",
+                f"{d.tenant}@{d.node}", f"content drift: {detail}; `govhost apply` copies "
+                "the live release from a replica that has it")
 
     results: dict[tuple[str, str], probes.ProbeResult] = {}
     if probe:
@@ -126,6 +148,9 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
                "disk_bytes": int(max((c["disk_bytes"] for c in counted), default=0))}
         up = [n for n, r in answers.items() if r.up]
         row["up_everywhere"] = probe and len(up) == len(inv.hosts.nodes)
+        row["content_live"] = live_content.get(t.name)
+        row["content_drift"] = [{"node": d.node, "have": d.have, "why": d.why}
+                                for d in drifted if d.tenant == t.name]
         rows.append(row)
         if probe and answers and not up:
             problem("critical", t.name, f"{host} answers on no node")

@@ -20,6 +20,12 @@ def lab_possible() -> str | None:
     return None
 
 
+def pytest_collection_modifyitems(items):
+    """Machine-node tests run last: they take the lab's addresses over from the overlay
+    nodes the other modules share."""
+    items.sort(key=lambda item: item.get_closest_marker("machines") is not None)
+
+
 @pytest.fixture(scope="session")
 def lab_cluster():
     why = lab_possible()
@@ -28,7 +34,11 @@ def lab_cluster():
             pytest.fail(f"lab tests cannot run in CI: {why}")
         pytest.skip(why)
     was_running = {n.name for n in lab.nodes() if n.running}
-    nodes = lab.up(3)
+    if any(n.running and n.kind != "overlay" for n in lab.nodes()):
+        lab.down()        # machine nodes left by a run of the machine tests
+        was_running = set()
+    # The fast mode: the host's root under an overlay. The machine tests use real machines.
+    nodes = lab.up(3, "overlay")
     assert all(n.ssh_open for n in nodes[:3])
     yield nodes
     if not was_running:

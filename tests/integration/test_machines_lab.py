@@ -1,0 +1,283 @@
+"""Real servers: bare Debian machines booted by systemd (systemd-nspawn), bootstrapped from
+nothing, rebooted, wiped and replaced, with content that follows its replicas.
+
+Every event runs under a content-continuity loop: paced requests for every published page
+through every node, counting each answer that is not the published page (a placeholder, a
+404, another release). Expected: 0. A node that is down does not answer at all; those are
+counted apart, as `unanswered`.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controlplane import lab
+
+from .conftest import REPO, govhost, lab_possible
+from .test_apply_lab import NODES, on_node
+
+pytestmark = pytest.mark.machines
+
+PAGES = {"index.html": "<html><body>教育局 首页 v1</body></html>",
+         **{f"news/{i:02d}.html": f"<p>新闻 {i} 正文</p>" for i in range(1, 17)},
+         "notice/a.html": "通知 A", "notice/b.html": "通知 B", "css/site.css": "body{}",
+         "about.html": "关于我们"}          # 21 files, as in the issue
+
+
+@pytest.fixture(scope="module")
+def machines():
+    why = lab_possible() or next((f"{t} is not installed (run scripts/setup.sh)" for t in
+                                  ("systemd-nspawn", "mmdebstrap") if not shutil.which(t)), None)
+    if why:
+        pytest.skip(why)
+    if any(n.running and n.kind != "machine" for n in lab.nodes()):
+        lab.down()          # the overlay lab of the other modules shares the addresses
+    # Freshly installed servers: every node starts from the bare image on an empty disk.
+    for n in lab.nodes():
+        if n.kind == "machine":
+            lab.wipe(n.name)
+    nodes = lab.up(3, "machine", "bare")
+    assert all(n.ssh_open and n.kind == "machine" for n in nodes[:3])
+    yield nodes
+    lab.down()
+
+
+@pytest.fixture(scope="module")
+def county(machines, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("machines") / "inventory"
+    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    return dest
+
+
+def apply(inv: Path, expect_rc: int | None = 0) -> dict:
+    proc = govhost(inv, "--debug", "apply", "--yes", "--json", timeout=1800)
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    data = json.loads(proc.stdout)
+    if expect_rc is not None:
+        assert proc.returncode == expect_rc, (proc.stdout[-3000:], proc.stderr[-3000:])
+    return data
+
+
+def placement(inv: Path, tenant: str) -> list[str]:
+    data = json.loads(govhost(inv, "tenant", "show", tenant, "--json", check=True).stdout)
+    return list(data.get("replicas") or data.get("placement") or [])
+
+
+def holdings(address: str, tenant: str) -> dict:
+    return json.loads(on_node(address, f"/usr/local/sbin/govhost-tenants holdings {tenant}"))[tenant]
+
+
+def publish(inv: Path, tenant: str, files: dict[str, str]) -> str:
+    first = NODES[placement(inv, tenant)[0]]
+    from tests.helpers import upload
+    upload(first, tenant, {k: v.encode() for k, v in files.items()}, replace=True)
+    out = json.loads(govhost(inv, "publish", tenant, "--json", check=True).stdout)
+    return out["release"]
+
+
+class Continuity(threading.Thread):
+    """Paced GETs of every page through every node until stopped (bounded in count); about
+    10 a second per node, under the example county's rate limit of 20."""
+
+    def __init__(self, host: str, pages: dict[str, str], pace: float = 0.1,
+                 limit: int = 30000):
+        super().__init__(daemon=True)
+        self.host, self.pages, self.pace, self.limit = host, pages, pace, limit
+        self.stop_at = threading.Event()
+        self.counts: Counter = Counter()
+        self.wrong: list[tuple[str, str, int, str]] = []
+        self.unanswered: Counter = Counter()
+
+    def run(self) -> None:
+        paths = ["/" if p == "index.html" else f"/{p}" for p in self.pages]
+        bodies = list(self.pages.values())
+        n = 0
+        while not self.stop_at.is_set() and n < self.limit:
+            for node, address in NODES.items():
+                i = n % len(paths)
+                n += 1
+                conn = http.client.HTTPConnection(address, 80, timeout=5)
+                try:
+                    conn.request("GET", paths[i], headers={"Host": self.host})
+                    r = conn.getresponse()
+                    body = r.read().decode(errors="replace")
+                    self.counts[node] += 1
+                    if r.status != 200 or body != bodies[i]:
+                        self.wrong.append((node, paths[i], r.status, body[:80]))
+                except OSError:
+                    self.unanswered[node] += 1
+                finally:
+                    conn.close()
+            time.sleep(self.pace)
+
+    def __enter__(self) -> "Continuity":
+        self.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        time.sleep(0.5)
+        self.stop_at.set()
+        self.join(30)
+
+
+def set_replicas(inv: Path, tenant: str, n: int) -> None:
+    path = inv / "tenants" / f"{tenant}.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["replicas"] = n
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+
+
+# ------------------------------------------------------------------ bootstrap from bare
+
+def test_bare_nodes_are_bootstrapped_and_serve_the_county(county):
+    for address in NODES.values():   # really bare: no nginx, no govhost
+        assert on_node(address, "command -v nginx || echo none") == "none"
+    first = apply(county)
+    assert {n["result"] for n in first["nodes"]} == {"applied"}
+    for name, address in NODES.items():
+        units = on_node(address, "systemctl is-enabled govhost-nginx govhost-agent "
+                        "govhost-node-exporter logrotate.timer").split()
+        assert units == ["enabled"] * 4, (name, units)
+        assert on_node(address, "systemctl is-active nginx prometheus-node-exporter || true"
+                       ).split() == ["inactive", "inactive"]
+        # nothing on the node listens on a wildcard address (the network is shared with the
+        # host and the other nodes; -p names only the node's own processes)
+        listening = on_node(address, "ss -Hltnp | grep users: | awk '{print $4}'").split()
+        assert f"{address}:80" in listening and f"{address}:22" in listening
+        assert not [a for a in listening if a.startswith(("0.0.0.0:", "*:", "[::]:"))
+                    and not a.endswith(":53")], (name, listening)
+        assert on_node(address, "systemctl is-system-running || true") in ("running",
+                                                                          "degraded")
+        assert not on_node(address, "systemctl --failed --no-legend --plain"), name
+    # the db node runs MariaDB from govhost, the others do not
+    assert on_node(NODES["n2"], "systemctl is-active mariadb") == "active"
+    assert on_node(NODES["n1"], "systemctl is-active mariadb || true") != "active"
+    # A second bootstrap changes nothing (Ansible's changed count is 0).
+    from controlplane import inventory, remote
+    from controlplane.apply import bootstrap_version
+    inv = inventory.load(county)
+    res = remote.run_playbook("bootstrap.yml", inv.hosts, list(inv.hosts.nodes), {},
+                              county / ".govhost" / "runner2",
+                              county / ".govhost" / "known_hosts",
+                              {"govhost_bootstrap_version": bootstrap_version()})
+    assert all(r.ok for r in res.values()), {n: r.errors for n, r in res.items()}
+    assert [n for n, r in res.items() if r.changed] == []
+    second = apply(county)
+    assert {n["result"] for n in second["nodes"]} == {"unchanged"}
+
+
+# ------------------------------------------------------------------ content follows replicas
+
+def test_raising_replicas_never_serves_a_placeholder(county):
+    rid = publish(county, "jiaoyu", PAGES)
+    before = placement(county, "jiaoyu")
+    assert len(before) == 2
+    new = next(n for n in NODES if n not in before)
+    set_replicas(county, "jiaoyu", 3)
+    with Continuity("jiaoyu.qingshui.gov.cn", PAGES) as loop:
+        res = apply(county)
+    assert loop.wrong == [], loop.wrong[:5]
+    assert sum(loop.counts.values()) > 100 and not loop.unanswered
+    moved = [m for m in res["content"] if m["to"] == new and m["tenant"] == "jiaoyu"]
+    assert moved and moved[0]["ok"] and rid in moved[0]["releases"]
+    h = holdings(NODES[new], "jiaoyu")
+    assert h["current"] == rid and h["intact"] and h["files"] == len(PAGES)
+    assert sorted(placement(county, "jiaoyu")) == ["n1", "n2", "n3"]
+
+
+def test_drift_is_reported_and_healed(county):
+    rid = holdings(NODES["n1"], "jiaoyu")["current"]
+    on_node(NODES["n3"], "f=/srv/govhost/sites/jiaoyu/current/about.html; "
+            "cp $f $f.x && echo defaced > $f.x && mv $f.x $f")
+    data = json.loads(govhost(county, "status", "--json", check=False).stdout)
+    drift = [p for p in data["problems"] if "jiaoyu" in p["where"] and "n3" in p["where"]]
+    assert drift and "changed" in drift[0]["what"], data["problems"]
+    with Continuity("jiaoyu.qingshui.gov.cn", {"about.html": "关于我们"}) as loop:
+        res = apply(county)
+    assert [m for m in res["content"] if m["to"] == "n3" and m["ok"]]
+    h = holdings(NODES["n3"], "jiaoyu")
+    assert h["current"] == rid and h["intact"]
+    # the defaced page was live on n3 until apply put it back: only n3 answered it
+    assert {w[0] for w in loop.wrong} <= {"n3"}
+
+
+def test_draining_a_replica_moves_content_first(county):
+    set_replicas(county, "jiaoyu", 2)
+    apply(county)
+    reps = placement(county, "jiaoyu")
+    victim = reps[0]
+    govhost(county, "node", "drain", victim, check=True)
+    with Continuity("jiaoyu.qingshui.gov.cn", PAGES) as loop:
+        apply(county)
+    govhost(county, "node", "undrain", victim, check=True)
+    assert loop.wrong == [], loop.wrong[:5]
+    after = placement(county, "jiaoyu")
+    assert victim not in after and len(after) == 2
+    for n in after:
+        assert holdings(NODES[n], "jiaoyu")["intact"]
+
+
+# ------------------------------------------------------------------ machine events
+
+def test_reboot_brings_every_service_back_without_apply(county):
+    st = json.loads(govhost(county, "status", "--json", check=True).stdout)
+    boot_before = {n["node"]: n.get("boot_time") for n in st["nodes"]}
+    timers = on_node(NODES["n2"], "systemctl list-timers --all --no-legend --plain")
+    assert "govhost-backup" in timers
+    with Continuity("jiaoyu.qingshui.gov.cn", PAGES) as loop:
+        lab.reboot("n2")          # the db node: MariaDB, PHP pools, agent, timers
+        deadline = time.time() + 60
+        while time.time() < deadline and on_node(
+                NODES["n2"], "systemctl is-active govhost-nginx || true") != "active":
+            time.sleep(0.5)
+        time.sleep(1)
+    assert loop.wrong == [], loop.wrong[:5]
+    for unit in ("govhost-nginx", "govhost-php-fpm", "govhost-agent", "govhost-node-exporter",
+                 "mariadb"):
+        assert on_node(NODES["n2"], f"systemctl is-active {unit} || true") == "active", unit
+    assert on_node(NODES["n2"], "systemctl list-timers --all --no-legend --plain") \
+        .count("govhost-backup") == timers.count("govhost-backup")
+    st = json.loads(govhost(county, "status", "--json", check=True).stdout)
+    n2 = next(n for n in st["nodes"] if n["node"] == "n2")
+    assert n2["boot_time"] and n2["boot_time"] > (boot_before["n2"] or 0)
+    assert not [p for p in st["problems"] if p["severity"] == "error"], st["problems"]
+    # PHP with its database answers on the db node after the reboot
+    conn = http.client.HTTPConnection(NODES["n2"], 80, timeout=10)
+    conn.request("GET", "/", headers={"Host": "renshe.qingshui.gov.cn"})
+    assert conn.getresponse().status == 200
+
+
+def test_wiped_node_is_replaced_with_everything_it_held(county):
+    victim = "n3"
+    before = {t: holdings(NODES[victim], t) for t in ("jiaoyu",)
+              if victim in placement(county, "jiaoyu")}
+    if not before:
+        # make sure the victim holds jiaoyu with a release kept for rollback
+        set_replicas(county, "jiaoyu", 3)
+        apply(county)
+    publish(county, "jiaoyu", {**PAGES, "about.html": "关于我们 v2"})
+    pages = {**PAGES, "about.html": "关于我们 v2"}
+    held = holdings(NODES[victim], "jiaoyu")
+    assert len(held["releases"]) >= 2
+    with Continuity("jiaoyu.qingshui.gov.cn", pages) as loop:
+        lab.wipe(victim)
+        assert on_node(NODES[victim], "command -v nginx || echo none") == "none"
+        proc = govhost(county, "node", "replace", victim, "--json", timeout=1800)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    out = json.loads(proc.stdout)
+    assert out["result"] == "replaced"
+    assert loop.wrong == [], loop.wrong[:5]
+    after = holdings(NODES[victim], "jiaoyu")
+    assert after["current"] == held["current"] and after["intact"]
+    assert set(held["releases"]) <= set(after["releases"])
+    assert on_node(NODES[victim], "systemctl is-active govhost-nginx govhost-agent").split() \
+        == ["active", "active"]
