@@ -27,7 +27,7 @@ from . import inventory as inventory_mod
 from . import content_sync, paths, remote, replicas, tls
 from .errors import ApplyError, LockError
 from .plan import Plan, make_plan
-from .render import Release, tenant_of
+from .render import Release, render_cluster, tenant_of
 from .state import State, exclusive, open_state, state_dir
 
 Progress = Callable[[str, str, str], None]  # (node, step, outcome)
@@ -163,6 +163,60 @@ def prepare(inventory: Path, state: State) -> tuple[inventory_mod.Inventory, Pla
     inv = dataclasses.replace(inv, certificates=certs, served_with=served_with)
     plan = make_plan(inv, state.drained(), state.placements(), state.applied())
     return inv, plan
+
+
+def _transition(inv, plan: Plan, state: State, nodes, live, runner_dir: Path,
+                known_hosts: Path, outcomes: dict[str, NodeOutcome], result: "ApplyResult",
+                say: Progress):
+    """A unit whose replicas change is never proxied to a node that does not serve it: while
+    some nodes run the old config and some the new, a request could otherwise bounce between
+    two nodes that each think the other holds the site (508). Two interim releases, each
+    rolled out everywhere before the next, make every step safe: (1) old and new replicas
+    both serve it, the others proxy to the old ones; (2) the same, proxying to the new ones;
+    then the final release. New replicas already hold the content (content follows first).
+    Returns the node statuses as they are after the interim releases."""
+    previous = state.placements()
+    moved = {t: tuple(ns) for t, ns in plan.placement.items()
+             if previous.get(t) and set(previous[t]) != set(ns)}
+    targets = [n for n in sorted(nodes) if live[n].reachable
+               and outcomes.get(n, NodeOutcome(n, "")).result not in ("unreachable", "failed")
+               and live[n].release is not None]
+    if not moved or not targets:
+        return live
+    serving = {**plan.placement,
+               **{t: tuple(dict.fromkeys((*previous[t], *ns))) for t, ns in moved.items()}}
+    say("*", "transition", f"{len(moved)} unit(s) change replicas: two interim releases")
+    for step, upstream in (("old", {**plan.placement, **{t: tuple(previous[t]) for t in moved}}),
+                           ("new", dict(plan.placement))):
+        interim = dataclasses.replace(plan, releases=render_cluster(inv, upstream, serving))
+        applied = state.applied()
+        payloads = _payloads(interim, targets, [], live, applied, Path(runner_dir).parent
+                             / "payloads")
+        hostvars = {n: {"govhost_release_id": interim.releases[n].id,
+                        "govhost_keep_releases": inv.cluster.keep_releases,
+                        "govhost_stage_script": str(payloads[n])} for n in targets}
+        got: dict[str, NodeOutcome] = {}
+        again = _release(inv, interim, state, nodes, targets, hostvars, runner_dir, known_hosts,
+                         got, result, say)
+        for n in again:         # no usable delta base: the whole interim release
+            full = _payloads(interim, [n], [], live, {}, Path(runner_dir).parent / "payloads")
+            hostvars[n]["govhost_stage_script"] = str(full[n])
+        if again:
+            _release(inv, interim, state, nodes, again, hostvars, runner_dir, known_hosts, got,
+                     result, say)
+        bad = {n: o for n, o in got.items() if o.result != "applied"}
+        if bad:
+            # Every node is on a working config (interim or old); stop the change here.
+            for n, o in bad.items():
+                outcomes[n] = NodeOutcome(n, o.result, None, f"interim release ({step} "
+                                          f"upstreams): {o.message}")
+            raise ApplyError("a placement change stopped half-way: " + "; ".join(
+                f"{n}: {o.message}" for n, o in bad.items()) + ". Every node serves every "
+                "unit; run apply again once the node is healthy")
+        live = {n: dataclasses.replace(live[n], release=interim.releases[n].id, intact=True,
+                                       nginx_running=True)
+                if n in targets else live[n] for n in live}
+    return live
 
 
 def _content_moves(inv, plan: Plan, state: State, held) -> replicas.ContentPlan:
@@ -304,6 +358,11 @@ def _apply_locked(inventory: Path, state: State, say: Progress,
         plan = _follow_content(inv, plan, state, nodes, known_hosts, moves, held, outcomes,
                                result, say)
         to_stage, to_start = _classify(plan, live, applied, state, outcomes)
+        if to_stage or to_start:
+            live = _transition(inv, plan, state, nodes, live, runner_dir, known_hosts, outcomes,
+                               result, say)
+            applied = state.applied()
+            to_stage, to_start = _classify(plan, live, applied, state, outcomes)
 
         targets = to_stage + to_start
         if targets:

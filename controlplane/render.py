@@ -95,13 +95,16 @@ def _zone(rate: int) -> str:
     return f"govhost_rl_{rate}"
 
 
-def render_cluster(inv: Inventory, placement: Mapping[str, tuple[str, ...]]) -> dict[str, Release]:
+def render_cluster(inv: Inventory, placement: Mapping[str, tuple[str, ...]],
+                   serving: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, Release]:
     """Render the release of every node in hosts.yaml.
 
     A tenant's files depend only on whether a node holds one of its replicas (the node's
-    own address is in snippets/listen.conf), so each tenant is rendered at most twice."""
+    own address is in snippets/listen.conf), so each tenant is rendered at most twice.
+    `serving` (a placement change under way): the nodes that serve a tenant from their own
+    disk, when more than the replicas other nodes proxy to (see apply's transition)."""
     cache: dict[tuple[str, bool], dict[str, bytes]] = {}
-    return {n.name: render_node(inv, placement, n.name, cache) for n in inv.hosts.nodes}
+    return {n.name: render_node(inv, placement, n.name, cache, serving) for n in inv.hosts.nodes}
 
 
 def _server_names(inv: Inventory, t: Tenant) -> list[str]:
@@ -116,7 +119,9 @@ def _portal_names(inv: Inventory) -> list[str]:
 
 
 def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: str,
-                cache: dict[tuple[str, bool], dict[str, bytes]] | None = None) -> Release:
+                cache: dict[tuple[str, bool], dict[str, bytes]] | None = None,
+                serving: Mapping[str, tuple[str, ...]] | None = None) -> Release:
+    serving = serving or placement
     nodes = {n.name: n for n in inv.hosts.nodes}
     me = nodes[node]
     host = f"[{me.address}]" if ":" in me.address else me.address
@@ -142,7 +147,7 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         replicas = placement[t.name]
         rates.add(inv.rate_limit(t).requests_per_second)
         all_names.extend(_server_names(inv, t))
-        replica = node in replicas
+        replica = node in serving.get(t.name, replicas)
         key = (t.name, replica)
         if key not in cache:
             cache[key] = _tenant_files(inv, t, replicas, nodes, replica)
@@ -194,7 +199,7 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     # The node creates each tenant's log and content directories before `nginx -t`.
     files["tenants.txt"] = "".join(f"{t.name}\n" for t in inv.tenants).encode()
     # The tenant accounts this node holds (its replicas), applied at activation.
-    files["tenants.json"] = accounts.node_spec(inv, placement, node)
+    files["tenants.json"] = accounts.node_spec(inv, serving, node)
     databases = accounts.databases_spec(inv, placement, node)
     if databases is not None:
         files["databases.json"] = databases

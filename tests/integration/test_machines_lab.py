@@ -212,6 +212,7 @@ def test_drift_is_reported_and_healed(county):
 
 def test_draining_a_replica_moves_content_first(county):
     set_replicas(county, "jiaoyu", 2)
+    set_replicas(county, "gongan", 2)       # 3 replicas cannot fit on 2 nodes
     apply(county)
     reps = placement(county, "jiaoyu")
     victim = reps[0]
@@ -268,13 +269,18 @@ def test_wiped_node_is_replaced_with_everything_it_held(county):
     pages = {**PAGES, "about.html": "关于我们 v2"}
     held = holdings(NODES[victim], "jiaoyu")
     assert len(held["releases"]) >= 2
+    govhost(county, "backup", "run", check=True, timeout=1200)   # what a county has nightly
+    php_only_here = [t for t in ("renshe", "zhujian") if placement(county, t) == [victim]]
     with Continuity("jiaoyu.qingshui.gov.cn", pages) as loop:
         lab.wipe(victim)
         assert on_node(NODES[victim], "command -v nginx || echo none") == "none"
         proc = govhost(county, "node", "replace", victim, "--json", timeout=1800)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     out = json.loads(proc.stdout)
-    assert out["result"] == "replaced"
+    assert out["result"] == "replaced", out
+    restored = {r["tenant"]: r for r in out["restored"]}
+    for t in php_only_here:      # PHP files/ of a unit with no other replica: from the backup
+        assert restored[t]["php_files"]["restored"], restored
     assert loop.wrong == [], loop.wrong[:5]
     after = holdings(NODES[victim], "jiaoyu")
     assert after["current"] == held["current"] and after["intact"]
