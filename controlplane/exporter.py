@@ -24,10 +24,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import compliance, compliance_run, inventory as inventory_mod
-from . import paths, probes, tls
+from . import paths, probes, remote, replicas, tls
 from .apply import lock_holder
 from .plan import make_plan
-from .state import open_state
+from .state import open_state, state_dir
 
 AGENT_PORT = 9273
 NODE_EXPORTER_PORT = 9100
@@ -51,6 +51,9 @@ class Round:
     quotas: dict[str, int] = field(default_factory=dict)
     # tenant -> its node probes that failed the compliance rule this round ([]: none)
     failed: dict[str, list[dict]] = field(default_factory=dict)
+    # (tenant, node) -> why its live content is not the unit's live release; every
+    # (tenant, replica) that was checked is listed, "none" when it is right
+    content_drift: dict[tuple[str, str], str] = field(default_factory=dict)
     error: str = ""
 
 
@@ -111,6 +114,26 @@ class Prober(threading.Thread):
             st.close()
         return self._desired
 
+    def _content_drift(self, inv) -> dict[tuple[str, str], str]:
+        """Ask every node what content it holds (one SSH round trip each; files re-hashed
+        only where they changed) and compare with each unit's live release."""
+        st = open_state(self.inventory)
+        try:
+            placements = st.placements()
+            live_content = {r["tenant"]: r["release_id"]
+                            for r in st.content_releases(status="live")}
+        finally:
+            st.close()
+        statuses = remote.node_status(inv.hosts, list(inv.hosts.nodes),
+                                      state_dir(self.inventory) / "known_hosts", content=True)
+        held = {n: {t: replicas.Holding.from_json(h) for t, h in s.content.items()}
+                for n, s in statuses.items() if s.reachable and s.content is not None}
+        out = {(t, n): "none" for t, ns in placements.items() if t in live_content
+               for n in ns if n in held}
+        for d in replicas.drift(placements, live_content, held):
+            out[(d.tenant, d.node)] = d.why
+        return out
+
     def probe_once(self) -> Round:
         t0, c0 = time.monotonic(), time.process_time()
         rnd = Round()
@@ -136,6 +159,10 @@ class Prober(threading.Thread):
             r = probes.probe(paths.PROBE_HOST, n.name, n.address, "/release", timeout=2,
                              keep_body=True)
             rnd.live_release[n.name] = r.body.strip() if r.up else None
+        try:
+            rnd.content_drift = self._content_drift(inv)
+        except Exception as exc:   # SSH trouble must not stop the HTTP probes' metrics
+            rnd.error = f"reading the nodes' content failed: {exc}"
         rnd.kinds = {t.name: t.kind for t in inv.tenants}
         rnd.site_types = {t.name: t.site.type for t in inv.tenants}
         rnd.quotas = {t.name: inv.quota_bytes(t) for t in inv.tenants}
@@ -297,6 +324,13 @@ class GovhostCollector(Collector):
         drift = GaugeMetricFamily("govhost_node_drift", "1 if the release the node serves "
                                   "differs from what apply would put there now.",
                                   labels=["node"])
+        content = GaugeMetricFamily(
+            "govhost_tenant_replica_drift", "1 if this replica's live content is not the "
+            "unit's live release (why: missing, older, other, modified); 0 if it is.",
+            labels=["tenant", "node", "why"])
+        for (tenant, node), why in sorted(rnd.content_drift.items()):
+            content.add_metric([tenant, node, why], 0 if why == "none" else 1)
+        yield content
         for node, ok in sorted(rnd.nodes_up.items()):
             up.add_metric([node], 1 if ok else 0)
             want = rnd.desired_release.get(node)

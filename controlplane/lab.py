@@ -276,7 +276,8 @@ def up(count: int, kind: str | None = None, image: str | None = None) -> list[La
     packages already there); a stopped node keeps its disk and boots from it again."""
     if not 1 <= count <= 20:
         raise LabError("--nodes must be between 1 and 20")
-    kind = kind or DEFAULT_KIND
+    # Without a kind, nodes that exist keep theirs (a stopped node comes back as it was).
+    kind = kind or next((n.kind for n in nodes()), None) or DEFAULT_KIND
     if kind not in KINDS:
         raise LabError(f"unknown lab kind {kind!r}; use one of {', '.join(KINDS)}")
     _check_host(kind)
