@@ -1,0 +1,115 @@
+"""Real servers, measured: bare machines to a serving county, and a node replacement.
+
+    python bench/node_lifecycle.py [UNITS] [FILES]      (default 300 units x 200 files)
+
+1. Bare to serving: three freshly installed machines (bare image, empty disks, the lab's
+   shared apt cache as it is), then `govhost apply` of the example county; seconds.
+2. Replacement: a generated county of UNITS units, each published with FILES files; n3's
+   disk is wiped and `govhost node replace n3` brings it back. Seconds and bytes moved, side
+   by side with the floor: plain `rsync -a` over SSH of the same node's content tree, from
+   a copy on the control machine, onto the wiped node.
+Takes over the lab (brings it down first). Network traffic stays on 127.0.1.N.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from controlplane import apply as apply_mod, content, lab, nodes  # noqa: E402
+from controlplane.state import open_state  # noqa: E402
+from tests.helpers import generated_county, lab_ssh, upload  # noqa: E402
+
+
+def fresh_lab() -> None:
+    lab.down()
+    lab.up(3, "machine", "bare")
+
+
+def bare_to_serving() -> float:
+    fresh_lab()
+    with tempfile.TemporaryDirectory() as tmp:
+        inv = Path(tmp) / "inventory"
+        shutil.copytree(ROOT / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+        t0 = time.monotonic()
+        res = apply_mod.apply(inv)
+        seconds = time.monotonic() - t0
+        assert res.ok, res.to_json()
+    return seconds
+
+
+def replacement(units: int, files: int) -> dict:
+    fresh_lab()
+    tmp = Path(tempfile.mkdtemp())
+    inv = generated_county(tmp / "inventory", units)
+    res = apply_mod.apply(inv)
+    assert res.ok, res.to_json()
+    st = open_state(inv)
+    placement = st.placements()
+    st.close()
+    t0 = time.monotonic()
+    for i in range(units):
+        name = f"unit{i:04d}"
+        first = lab.node_address(int(placement[name][0][1:]))
+        upload(first, name, {f"p/{j:03d}.html": (f"<p>{name} {j} " + "x" * 2000 + "</p>")
+                             .encode() for j in range(files)}, replace=True)
+        content.publish(inv, name)
+    publish_s = time.monotonic() - t0
+    held = [t for t, ns in placement.items() if "n3" in ns]
+    # the floor's source: n3's content tree as a peer would send it
+    floor_src = tmp / "sites"
+    floor_src.mkdir()
+    subprocess.run(f"{' '.join(lab.ssh_argv('127.0.1.3'))} 'tar -C /srv/govhost/sites -c .' "
+                   f"| tar -C {floor_src} -x", shell=True, check=True)
+    tree_bytes = int(subprocess.run(["du", "-sb", str(floor_src)], capture_output=True,
+                                    text=True).stdout.split()[0])
+
+    lab.wipe("n3")
+    t0 = time.monotonic()
+    out = nodes.replace(inv, "n3")
+    replace_s = time.monotonic() - t0
+    assert out["result"] == "replaced", out
+    moved = sum(m["bytes"] for m in out["apply"]["content"] if m["ok"])
+
+    lab.wipe("n3")
+    lab_ssh("127.0.1.3", "apt-get install -y -q rsync >/dev/null 2>&1 || "
+            "(apt-get update -q >/dev/null && apt-get install -y -q rsync >/dev/null)")
+    lab_ssh("127.0.1.3", "mkdir -p /srv/govhost/sites")
+    ssh = " ".join(lab.ssh_argv("127.0.1.3")[:-1])
+    t0 = time.monotonic()
+    subprocess.run(["rsync", "-a", "-H", "-e", ssh, f"{floor_src}/",
+                    "root@127.0.1.3:/srv/govhost/sites/"], check=True)
+    rsync_s = time.monotonic() - t0
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"units": units, "files": files, "held_by_n3": len(held), "publish_s": publish_s,
+            "replace_s": replace_s, "moved_bytes": moved, "tree_bytes": tree_bytes,
+            "rsync_s": rsync_s}
+
+
+def main() -> None:
+    units = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    files = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    if not shutil.which("rsync"):
+        sys.exit("rsync is not installed on this machine (apt-get install rsync)")
+    b = bare_to_serving()
+    print(f"bare -> serving the example county (bootstrap + first apply, 3 nodes): {b:.1f} s")
+    r = replacement(units, files)
+    print(f"county: {r['units']} units x {r['files']} files, published in "
+          f"{r['publish_s']:.1f} s; n3 holds {r['held_by_n3']} units")
+    print(f"node replace n3 (bootstrap, content from peers, config): {r['replace_s']:.1f} s, "
+          f"{r['moved_bytes'] / 2**20:.1f} MiB streamed")
+    print(f"floor: rsync -a of n3's content tree ({r['tree_bytes'] / 2**20:.1f} MiB): "
+          f"{r['rsync_s']:.1f} s")
+    print(f"ratio replace/rsync: {r['replace_s'] / r['rsync_s']:.1f}x "
+          "(replace also bootstraps the bare machine and applies its config)")
+    lab.down()
+
+
+if __name__ == "__main__":
+    main()
