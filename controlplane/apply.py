@@ -34,12 +34,15 @@ Progress = Callable[[str, str, str], None]  # (node, step, outcome)
 
 
 def bootstrap_version() -> str:
-    """A hash of the node role: nodes bootstrapped by an older govhost get bootstrapped again."""
+    """A hash of the node role and the node package: nodes bootstrapped by an older govhost
+    get bootstrapped again."""
     h = hashlib.sha256()
     role = paths.PLAYBOOKS / "roles" / "node"
     for p in sorted(role.rglob("*")):
         if p.is_file():
             h.update(p.relative_to(role).as_posix().encode() + b"\0" + p.read_bytes())
+    for p in sorted(paths.NODE_PACKAGE.glob("*.py")) + [paths.NODE_PACKAGE / "govhost-node"]:
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:12]
 
 

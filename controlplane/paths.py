@@ -10,6 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
 PLAYBOOKS = REPO / "playbooks"
+NODE_PACKAGE = REPO / "govhost_node"       # the node programs, copied to every node
 
 # On every node.
 NODE_CONF_ROOT = "/etc/govhost"            # releases/<id>/ and the `current` symlink

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """govhost-backup: restic backups of the tenants a node holds (run by govhost as root, and by
 the timers this script installs). Reads /etc/govhost/current/backup.json (from the config
 release); prints one JSON object per line.

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """govhost-tenants: tenant accounts and content releases on a node (run by govhost as root).
 
   converge SPEC.json         users, groups, directories, SFTP keys and the sshd snippet for the
@@ -739,8 +738,12 @@ COMMANDS = {"converge": converge, "publish": publish, "digests": digests, "pack"
             "receive": receive, "switch": switch, "releases": releases, "drop": drop,
             "prune": prune, "holdings": holdings, "remove": remove}
 
-if __name__ == "__main__":
+def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         die("usage: govhost-tenants " + "|".join(COMMANDS) + " ...", 2)
     os.umask(0o022)
     COMMANDS[sys.argv[1]](*sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

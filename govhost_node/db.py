@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """govhost-db: tenant databases on the node with the `db` role (run by govhost as root).
 
   converge SPEC.json     start MariaDB on the node's address if it is not running, then one
@@ -188,8 +187,12 @@ def status() -> None:
 
 COMMANDS = {"converge": converge, "remove": remove, "status": status}
 
-if __name__ == "__main__":
+def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         die("usage: govhost-db " + "|".join(COMMANDS) + " ...", 2)
     os.umask(0o022)
     COMMANDS[sys.argv[1]](*sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

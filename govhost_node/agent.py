@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """govhost-agent: what only a node can see, as Prometheus metrics on <node address>:9273.
 
 Read-only and small (standard library only, so a fresh node needs nothing extra):
