@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping
 from . import inventory as inventory_mod
 from . import content_sync, paths, remote, replicas, tls
 from .errors import ApplyError, LockError
-from .plan import Plan, make_plan
+from .plan import Plan, make_plan, share_for
 from .render import Release, render_cluster, tenant_of
 from .state import State, exclusive, open_state, state_dir
 
@@ -160,11 +160,17 @@ def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
     return buf.getvalue()
 
 
-def prepare(inventory: Path, state: State) -> tuple[inventory_mod.Inventory, Plan]:
+def prepare(inventory: Path, state: State, share_for_node: str | None = None
+            ) -> tuple[inventory_mod.Inventory, Plan]:
+    """Load, check and plan. `share_for_node`: a node that just joined gets its share of the
+    existing units' replicas (otherwise placement is sticky)."""
     inv = inventory_mod.load(inventory)
     certs, served_with = tls.deployable(inventory, inv, state)
     inv = dataclasses.replace(inv, certificates=certs, served_with=served_with)
-    plan = make_plan(inv, state.drained(), state.placements(), state.applied())
+    previous = state.placements()
+    if share_for_node:
+        previous = share_for(inv, state.drained(), previous, share_for_node)
+    plan = make_plan(inv, state.drained(), previous, state.applied())
     return inv, plan
 
 
@@ -287,29 +293,32 @@ def _follow_content(inv, plan: Plan, state: State, nodes, known_hosts: Path,
     for t in sorted(keep_old):
         say("*", "content", f"{t}: keeps replicas {','.join(keep_old[t])} (content could not "
             "follow)")
-    return make_plan(inv, state.drained(), state.placements(), state.applied(), pins=keep_old)
+    return make_plan(inv, state.drained(), plan.placement, state.applied(), pins=keep_old)
 
 
 def apply(
     inventory: Path,
     progress: Progress | None = None,
     confirm: Callable[[Plan], bool] | None = None,
+    share_for_node: str | None = None,
 ) -> ApplyResult:
-    """Converge all nodes. Raises ManifestError/PlacementError before anything is touched."""
+    """Converge all nodes. Raises ManifestError/PlacementError before anything is touched.
+    `share_for_node`: give that (new) node its share of the existing units' replicas."""
     started = time.monotonic()
     say = progress or (lambda node, step, outcome: None)
     inventory = Path(inventory)
     with apply_lock(inventory):
         state = open_state(inventory)
         try:
-            return _apply_locked(inventory, state, say, confirm, started)
+            return _apply_locked(inventory, state, say, confirm, started, share_for_node)
         finally:
             state.close()
 
 
 def _apply_locked(inventory: Path, state: State, say: Progress,
-                  confirm: Callable[[Plan], bool] | None, started: float) -> ApplyResult:
-    inv, plan = prepare(inventory, state)
+                  confirm: Callable[[Plan], bool] | None, started: float,
+                  share_for_node: str | None = None) -> ApplyResult:
+    inv, plan = prepare(inventory, state, share_for_node)
     sdir = state_dir(inventory)
     known_hosts = sdir / "known_hosts"
     nodes = {n.name: n for n in inv.hosts.nodes}

@@ -105,13 +105,13 @@ def _placements(inventory: Path) -> dict[str, tuple[str, ...]]:
 
 
 def add(inventory: Path, name: str, say: Say = lambda _: None) -> dict[str, Any]:
-    """Bootstrap the node listed in hosts.yaml and give it its share of replicas. Placement
-    is sticky, so existing units stay where they are; new units and raised replica counts
-    land on it by weight."""
+    """Bootstrap the node listed in hosts.yaml and give it its share of the replicas: the
+    units whose rendezvous ranking now puts it among their replicas move one replica there
+    (content first), the rest stay where they are."""
     inventory = Path(inventory)
     inv = inventory_mod.load(inventory)
     _node(inv, name)
-    result = apply_mod.apply(inventory, progress=_progress(say))
+    result = apply_mod.apply(inventory, progress=_progress(say), share_for_node=name)
     placement = _placements(inventory)
     return {"node": name, "apply": result.to_json(),
             "replicas": sorted(t for t, ns in placement.items() if name in ns),

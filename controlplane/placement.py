@@ -92,3 +92,28 @@ def place(
             "or lower replicas."
         )
     return {t: tuple(ns) for t, ns in result.items()}
+
+
+def rebalance_onto(
+    wants: Sequence[Want],
+    nodes: Sequence[NodeSlot],
+    previous: Mapping[str, Sequence[str]],
+    node: str,
+    drained: frozenset[str] = frozenset(),
+) -> dict[str, tuple[str, ...]]:
+    """`previous` with `node` (a node that just joined) given its share: every tenant whose
+    rendezvous ranking puts `node` among its first `replicas` nodes moves its lowest-ranked
+    replica there. Rendezvous hashing moves only those tenants (about replicas/N of them),
+    and no tenant loses a replica."""
+    usable = [n for n in nodes if n.name not in drained]
+    out = {t: tuple(ns) for t, ns in previous.items()}
+    for w in wants:
+        have = list(previous.get(w.tenant, ()))
+        if not have or node in have:
+            continue
+        order = ranking(w.tenant, usable)
+        if node not in order[:w.replicas]:
+            continue
+        worst = max(have, key=lambda n: order.index(n) if n in order else len(order))
+        out[w.tenant] = tuple(node if n == worst else n for n in have)
+    return out

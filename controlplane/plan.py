@@ -71,6 +71,14 @@ def compute_placement(inv: Inventory, drained: frozenset[str],
     return placement_mod.place(wants, slots, drained, previous)
 
 
+def share_for(inv: Inventory, drained: frozenset[str], previous: Mapping[str, tuple[str, ...]],
+              node: str) -> dict[str, tuple[str, ...]]:
+    """The placement to start from when `node` has just joined: its share of replicas."""
+    slots = [placement_mod.NodeSlot(n.name, n.capacity) for n in inv.hosts.web_nodes]
+    wants = [placement_mod.Want(t.name, inv.replicas(t)) for t in inv.tenants]
+    return placement_mod.rebalance_onto(wants, slots, previous, node, drained)
+
+
 def make_plan(
     inv: Inventory,
     drained: frozenset[str],

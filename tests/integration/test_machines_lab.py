@@ -88,9 +88,10 @@ class Continuity(threading.Thread):
     10 a second per node, under the example county's rate limit of 20."""
 
     def __init__(self, host: str, pages: dict[str, str], pace: float = 0.1,
-                 limit: int = 30000):
+                 limit: int = 30000, nodes: dict[str, str] | None = None):
         super().__init__(daemon=True)
         self.host, self.pages, self.pace, self.limit = host, pages, pace, limit
+        self.nodes = nodes or NODES
         self.stop_at = threading.Event()
         self.counts: Counter = Counter()
         self.wrong: list[tuple[str, str, int, str]] = []
@@ -101,7 +102,7 @@ class Continuity(threading.Thread):
         bodies = list(self.pages.values())
         n = 0
         while not self.stop_at.is_set() and n < self.limit:
-            for node, address in NODES.items():
+            for node, address in self.nodes.items():
                 i = n % len(paths)
                 n += 1
                 conn = http.client.HTTPConnection(address, 80, timeout=5)
@@ -287,3 +288,68 @@ def test_wiped_node_is_replaced_with_everything_it_held(county):
     assert set(held["releases"]) <= set(after["releases"])
     assert on_node(NODES[victim], "systemctl is-active govhost-nginx govhost-agent").split() \
         == ["active", "active"]
+
+
+def test_timers_run_and_their_failure_is_visible(county):
+    """Every backup timer govhost installs is listed where it belongs; starting its service
+    by hand makes a backup; a failing run shows in the journal and in the agent's metrics."""
+    import urllib.request
+    timers = on_node(NODES["n1"], "systemctl list-timers --all --no-legend --plain "
+                     "'govhost-backup-*'")
+    names = sorted({w[:-len(".timer")] for w in timers.split() if w.endswith(".timer")})
+    assert names, timers
+    run = next(n for n in names if "-run-" in n)
+    before = len(json.loads(govhost(county, "backup", "list", "--json", check=True).stdout))
+    on_node(NODES["n1"], f"systemctl start {run}.service")       # oneshot: waits for it
+    after = len(json.loads(govhost(county, "backup", "list", "--json", check=True).stdout))
+    assert after > before
+    assert on_node(NODES["n1"], f"systemctl show -p Result --value {run}.service") == "success"
+    # A broken restic: the run fails, systemd says so, the journal says why, metrics show it.
+    on_node(NODES["n1"], "chmod -x /usr/bin/restic")
+    try:
+        on_node(NODES["n1"], f"systemctl start {run}.service || true")
+        assert on_node(NODES["n1"], f"systemctl is-failed {run}.service || true") == "failed"
+        journal = on_node(NODES["n1"], f"journalctl -u {run}.service -n 50 --no-pager")
+        assert "govhost-backup" in journal and ("restic" in journal or "failed" in journal)
+        with urllib.request.urlopen(f"http://{NODES['n1']}:9273/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        failing = [line for line in metrics.splitlines()
+                   if line.startswith("govhost_tenant_backup_failing{") and line.endswith(" 1")]
+        assert failing, metrics[-2000:]
+    finally:
+        on_node(NODES["n1"], "chmod +x /usr/bin/restic")
+        on_node(NODES["n1"], f"systemctl reset-failed {run}.service || true")
+
+
+def test_a_fourth_node_joins_takes_its_share_and_leaves_again(county):
+    hosts = yaml.safe_load((county / "hosts.yaml").read_text())
+    hosts["nodes"].append({"name": "n4", "address": "127.0.1.4", "roles": ["web"],
+                           "capacity": 2000})
+    (county / "hosts.yaml").write_text(yaml.safe_dump(hosts))
+    lab.up(4)
+    four = {**NODES, "n4": "127.0.1.4"}
+    live = holdings(NODES["n1"], "jiaoyu")["current"] or holdings(NODES["n2"], "jiaoyu")["current"]
+    pages = {**PAGES, "about.html": "关于我们 v2"}
+    with Continuity("jiaoyu.qingshui.gov.cn", pages, nodes=four) as loop:
+        proc = govhost(county, "node", "add", "n4", "--json", timeout=1800)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    out = json.loads(proc.stdout)
+    assert out["result"] == "added" and out["replicas"], out
+    assert loop.wrong == [], loop.wrong[:5]
+    # every unit it now holds that was published has its live content there, intact
+    st = json.loads(govhost(county, "status", "--json", check=True).stdout)
+    assert not [p for p in st["problems"] if "drift" in p["what"]], st["problems"]
+    if "jiaoyu" in out["replicas"]:
+        assert holdings("127.0.1.4", "jiaoyu")["current"] == live
+
+    with Continuity("jiaoyu.qingshui.gov.cn", pages, nodes=four) as loop:
+        proc = govhost(county, "node", "remove", "n4", "--json", timeout=1800)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert json.loads(proc.stdout)["result"] == "drained"
+    assert loop.wrong == [], loop.wrong[:5]
+    hosts["nodes"] = [n for n in hosts["nodes"] if n["name"] != "n4"]
+    (county / "hosts.yaml").write_text(yaml.safe_dump(hosts))
+    proc = govhost(county, "node", "remove", "n4", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["result"] == "forgotten"
+    lab.stop("n4")
+    assert {n["result"] for n in apply(county)["nodes"]} <= {"unchanged", "applied"}
