@@ -228,6 +228,16 @@ def _transition(inv, plan: Plan, state: State, nodes, live, runner_dir: Path,
     return live
 
 
+def _without(placed: tuple[str, ...], target: str, previous: tuple[str, ...]
+             ) -> tuple[str, ...]:
+    """The replicas a unit keeps when its content could not reach `target`: the old ones if
+    `target` is new to it; if `target` was already a replica (a wiped node), the others, so
+    that it proxies instead of serving an empty site."""
+    if target not in previous:
+        return tuple(previous)
+    return tuple(n for n in placed if n != target)
+
+
 def _content_moves(inv, plan: Plan, state: State, held) -> replicas.ContentPlan:
     live_content = {r["tenant"]: r["release_id"] for r in state.content_releases(status="live")}
     return replicas.plan_moves(plan.placement, state.placements(), live_content, held,
@@ -275,12 +285,13 @@ def _follow_content(inv, plan: Plan, state: State, nodes, known_hosts: Path,
         result.content.append({"tenant": r.move.tenant, "from": r.move.source,
                                "to": r.move.target, "releases": list(r.move.releases),
                                "bytes": r.bytes, "ok": r.ok, "error": r.error})
-        if not r.ok and r.move.target not in previous.get(r.move.tenant, ()):
-            keep_old[r.move.tenant] = previous.get(r.move.tenant, ())
+        if not r.ok:
+            keep_old[r.move.tenant] = _without(plan.placement[r.move.tenant], r.move.target,
+                                               previous.get(r.move.tenant, ()))
     skipped = [m for m in moves.moves if m not in todo]
     for m in skipped:
-        if m.target not in previous.get(m.tenant, ()):
-            keep_old[m.tenant] = previous.get(m.tenant, ())
+        keep_old[m.tenant] = _without(plan.placement[m.tenant], m.target,
+                                      previous.get(m.tenant, ()))
         result.content.append({"tenant": m.tenant, "from": m.source, "to": m.target,
                                "releases": list(m.releases), "bytes": 0, "ok": False,
                                "error": "node unreachable or not bootstrapped"})
