@@ -263,11 +263,13 @@ def status(
 
 
 def _print_nodes(nodes: list[dict]) -> None:
-    t = _table("Nodes", "node", "address", "reachable", "nginx", "agent", "live release",
-               "desired", "replicas", "note")
+    t = _table("Nodes", "node", "address", "reachable", "booted", "nginx", "agent",
+               "live release", "desired", "replicas", "note")
     for n in nodes:
+        booted = time.strftime("%m-%d %H:%M", time.localtime(n["boot_time"])) \
+            if n.get("boot_time") else "-"
         t.add_row(n["node"], n["address"], "[green]yes[/]" if n["reachable"] else "[red]no[/]",
-                  "running" if n["nginx_running"] else "[red]stopped[/]",
+                  booted, "running" if n["nginx_running"] else "[red]stopped[/]",
                   "running" if n["agent_running"] else "[yellow]down[/]",
                   n["release_live"] or "-", n["release_desired"], str(n["replicas"]),
                   ("drained " if n["drained"] else "") +
