@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import accounts, paths, remote
+from . import accounts, content_sync, paths, remote
 from .apply import prepare
 from .errors import GovhostError
 from .manifest import Node
@@ -29,7 +29,6 @@ TOOL = paths.NODE_TENANTS_TOOL
 DB_TOOL = "/usr/local/sbin/govhost-db"
 ARCHIVE_DIR = "/var/lib/govhost/archive"
 _QUOTA = 5
-_BASE_GONE = 4
 
 Say = Callable[[str], None]
 
@@ -108,34 +107,14 @@ def _digests(tg: Target, node: Node, rid: str = "current") -> tuple[str | None, 
 
 
 def _copy(tg: Target, src: Node, dst: Node, rid: str, files: dict[str, str]) -> None:
-    """Stream to `dst` the files of release `rid` it lacks, from `src`."""
-    base, have = _digests(tg, dst)
-    for attempt in ("delta", "whole"):
-        need = [p for p, d in files.items() if attempt == "whole" or have.get(p) != d]
-        pack = subprocess.Popen(
-            remote._ssh_cmd(tg.hosts, src, tg.known_hosts,
-                            f"{TOOL} pack {shlex.quote(tg.tenant)} {shlex.quote(rid)}"),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        args = [tg.tenant, rid] + ([base] if base and attempt == "delta" else [])
-        recv = subprocess.Popen(
-            remote._ssh_cmd(tg.hosts, dst, tg.known_hosts,
-                            " ".join([TOOL, "receive", *(shlex.quote(a) for a in args)])),
-            stdin=pack.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        pack.stdout.close()
-        pack.stdin.write("".join(f"{p}\n" for p in need).encode())
-        pack.stdin.close()
-        _, rerr = recv.communicate(timeout=3600)
-        pack.wait(timeout=60)
-        perr = pack.stderr.read()
-        pack.stderr.close()
-        if pack.returncode != 0:
-            raise ContentError(f"reading release {rid} on {src.name}: "
-                               f"{perr.decode(errors='replace').strip()}")
-        if recv.returncode == 0:
-            return
-        if recv.returncode != _BASE_GONE or attempt == "whole":
-            raise ContentError(f"copying release {rid} to {dst.name}: "
-                               f"{rerr.decode(errors='replace').strip()}")
+    """Stream to `dst` the files of release `rid` it lacks, from `src` (delta against the
+    release `dst` has live)."""
+    base, _ = _digests(tg, dst)
+    link = content_sync.Link(tg.hosts, tg.known_hosts, {src.name: src, dst.name: dst})
+    try:
+        content_sync.transfer(link, tg.tenant, src.name, dst.name, rid, base)
+    except content_sync.SyncError as exc:
+        raise ContentError(str(exc)) from None
 
 
 def _go_live(tg: Target, rid: str, say: Say) -> None:
