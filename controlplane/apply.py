@@ -27,7 +27,7 @@ from . import inventory as inventory_mod
 from . import content_sync, paths, remote, replicas, tls
 from .errors import ApplyError, LockError
 from .plan import Plan, make_plan, share_for
-from .render import Release, render_cluster, tenant_of
+from .render import Release, render_cluster
 from .state import State, exclusive, open_state, state_dir
 
 Progress = Callable[[str, str, str], None]  # (node, step, outcome)
