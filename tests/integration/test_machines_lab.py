@@ -72,7 +72,8 @@ def placement(inv: Path, tenant: str) -> list[str]:
 
 
 def holdings(address: str, tenant: str) -> dict:
-    return json.loads(on_node(address, f"/usr/local/sbin/govhost-tenants holdings {tenant}"))[tenant]
+    out = json.loads(on_node(address, f"/usr/local/sbin/govhost-tenants holdings {tenant}"))
+    return out.get(tenant, {"current": None, "releases": []})
 
 
 def publish(inv: Path, tenant: str, files: dict[str, str]) -> str:
