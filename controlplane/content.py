@@ -300,6 +300,11 @@ def remove(inventory: Path, tenant: str, say: Say = lambda _: None) -> dict[str,
                 if out.get("removed"):
                     done.setdefault(db.name, {})["database"] = out
                     say(f"{db.name}: database {out['removed']} archived to {out['archive']}")
+            # Its releases are archived, not live anywhere: a unit added again under the same
+            # name starts without content (and nothing expects the old releases back).
+            for r in state.content_releases(tenant):
+                if r["status"] in ("live", "pending"):
+                    state.set_content_status(tenant, r["release_id"], "archived", "removed")
             state.audit("tenant.removed", tenant, {"nodes": done})
             return {"tenant": tenant, "nodes": done, "user": accounts.user_name(tenant)}
         finally:

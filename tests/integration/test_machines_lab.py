@@ -295,31 +295,35 @@ def test_timers_run_and_their_failure_is_visible(county):
     """Every backup timer govhost installs is listed where it belongs; starting its service
     by hand makes a backup; a failing run shows in the journal and in the agent's metrics."""
     import urllib.request
-    timers = on_node(NODES["n1"], "systemctl list-timers --all --no-legend --plain "
-                     "'govhost-backup-*'")
-    names = sorted({w[:-len(".timer")] for w in timers.split() if w.endswith(".timer")})
-    assert names, timers
-    run = next(n for n in names if "-run-" in n)
+    found = {}
+    for name, address in NODES.items():
+        listed = on_node(address, "systemctl list-timers --all --no-legend --plain "
+                         "'govhost-backup-*'")
+        found[name] = sorted({w[:-len(".timer")] for w in listed.split() if w.endswith(".timer")})
+    assert any(found.values()), found
+    # a node that backs up units' files runs a `run` timer; start its service by hand
+    node, run = next((n, t) for n, ts in found.items() for t in ts if "-run-" in t)
+    address = NODES[node]
     before = len(json.loads(govhost(county, "backup", "list", "--json", check=True).stdout))
-    on_node(NODES["n1"], f"systemctl start {run}.service")       # oneshot: waits for it
+    on_node(address, f"systemctl start {run}.service")       # oneshot: waits for it
     after = len(json.loads(govhost(county, "backup", "list", "--json", check=True).stdout))
     assert after > before
-    assert on_node(NODES["n1"], f"systemctl show -p Result --value {run}.service") == "success"
+    assert on_node(address, f"systemctl show -p Result --value {run}.service") == "success"
     # A broken restic: the run fails, systemd says so, the journal says why, metrics show it.
-    on_node(NODES["n1"], "chmod -x /usr/bin/restic")
+    on_node(address, "chmod -x /usr/bin/restic")
     try:
-        on_node(NODES["n1"], f"systemctl start {run}.service || true")
-        assert on_node(NODES["n1"], f"systemctl is-failed {run}.service || true") == "failed"
-        journal = on_node(NODES["n1"], f"journalctl -u {run}.service -n 50 --no-pager")
+        on_node(address, f"systemctl start {run}.service || true")
+        assert on_node(address, f"systemctl is-failed {run}.service || true") == "failed"
+        journal = on_node(address, f"journalctl -u {run}.service -n 50 --no-pager")
         assert "govhost-backup" in journal and ("restic" in journal or "failed" in journal)
-        with urllib.request.urlopen(f"http://{NODES['n1']}:9273/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"http://{address}:9273/metrics", timeout=5) as r:
             metrics = r.read().decode()
         failing = [line for line in metrics.splitlines()
                    if line.startswith("govhost_tenant_backup_failing{") and line.endswith(" 1")]
         assert failing, metrics[-2000:]
     finally:
-        on_node(NODES["n1"], "chmod +x /usr/bin/restic")
-        on_node(NODES["n1"], f"systemctl reset-failed {run}.service || true")
+        on_node(address, "chmod +x /usr/bin/restic")
+        on_node(address, f"systemctl reset-failed {run}.service || true")
 
 
 def test_a_fourth_node_joins_takes_its_share_and_leaves_again(county):
@@ -329,7 +333,7 @@ def test_a_fourth_node_joins_takes_its_share_and_leaves_again(county):
     (county / "hosts.yaml").write_text(yaml.safe_dump(hosts))
     lab.up(4)
     four = {**NODES, "n4": "127.0.1.4"}
-    live = holdings(NODES["n1"], "jiaoyu")["current"] or holdings(NODES["n2"], "jiaoyu")["current"]
+    live = holdings(NODES[placement(county, "jiaoyu")[0]], "jiaoyu")["current"]
     pages = {**PAGES, "about.html": "关于我们 v2"}
     with Continuity("jiaoyu.qingshui.gov.cn", pages, nodes=four) as loop:
         proc = govhost(county, "node", "add", "n4", "--json", timeout=1800)

@@ -1,7 +1,5 @@
 """Monitoring without the lab: alert rules under promtool, the rendered Prometheus config,
 the dashboards in the repo, the exporter's output format, and the agent's log counting."""
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
@@ -114,12 +112,8 @@ def test_exporter_output_parses_and_passes_promtool(inv_dir):
 
 
 def _agent():
-    path = str(paths.PLAYBOOKS / "roles" / "node" / "files" / "govhost-agent")
-    loader = importlib.machinery.SourceFileLoader("govhost_agent", path)
-    spec = importlib.util.spec_from_loader("govhost_agent", loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
+    from govhost_node import agent
+    return agent
 
 
 def _line(status: int, size: int, hop: str = "-", agent: str = "curl/7.88") -> str:
