@@ -322,7 +322,7 @@ def run(args: argparse.Namespace) -> None:
         return
     try:
         restic.ensure_init()
-    except BackupError as exc:
+    except (BackupError, OSError) as exc:   # OSError: restic missing or not executable
         for kind, e, _ in jobs:
             res = {"event": "result", "tenant": e["tenant"], "kind": kind, "ok": False,
                    "snapshot": None, "error": str(exc), "finished_at": time.time(), "seconds": 0.0,
