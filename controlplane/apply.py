@@ -187,9 +187,10 @@ def _transition(inv, plan: Plan, state: State, nodes, live, runner_dir: Path,
     previous = state.placements()
     moved = {t: tuple(ns) for t, ns in plan.placement.items()
              if previous.get(t) and set(previous[t]) != set(ns)}
+    # Every reachable node takes part, a node that joined in this run (no config yet) too:
+    # the interim releases may already send it traffic for units it now holds.
     targets = [n for n in sorted(nodes) if live[n].reachable
-               and outcomes.get(n, NodeOutcome(n, "")).result not in ("unreachable", "failed")
-               and live[n].release is not None]
+               and outcomes.get(n, NodeOutcome(n, "")).result not in ("unreachable", "failed")]
     if not moved or not targets:
         return live
     serving = {**plan.placement,

@@ -74,7 +74,9 @@ def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,
                        " status; else echo '{\"release\": \"none\", \"nginx_running\": false,"
                        " \"bootstrap\": \"none\"}'; fi" + extra)
         try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            # Hashing content that changed since the last check may take a while.
+            out = subprocess.run(cmd, capture_output=True, text=True,
+                                 timeout=300 if content else 20)
         except subprocess.TimeoutExpired:
             return NodeStatus(node.name, False, error="ssh timed out")
         if out.returncode != 0:

@@ -56,6 +56,7 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
         applied, drained, runs = st.applied(), st.drained(), st.runs(5)
         live_content = {r["tenant"]: r["release_id"]
                         for r in st.content_releases(status="live")}
+        in_force = st.placements()       # drift is judged where replicas are, not will be
     finally:
         st.close()
     tenants = inv.tenants
@@ -110,7 +111,7 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
     held = {n: {t: replicas.Holding.from_json(h) for t, h in live[n].content.items()}
             for n in live if live[n].reachable and live[n].content is not None}
     shown = {t.name for t in tenants}
-    drifted = [d for d in replicas.drift(plan.placement, live_content, held)
+    drifted = [d for d in replicas.drift(in_force, live_content, held)
                if d.tenant in shown]
     for d in drifted:
         h = held[d.node].get(d.tenant, replicas.Holding())

@@ -702,9 +702,10 @@ def holdings(*only: str) -> None:
     else:
         cache.update(fresh)
     os.makedirs(os.path.dirname(VERIFIED), exist_ok=True)
-    with open(VERIFIED + ".tmp", "w", encoding="utf-8") as f:
+    tmp = f"{VERIFIED}.{os.getpid()}.tmp"     # apply and the exporter may ask at once
+    with open(tmp, "w", encoding="utf-8") as f:
         json.dump(cache, f)
-    os.replace(VERIFIED + ".tmp", VERIFIED)
+    os.replace(tmp, VERIFIED)
     print(json.dumps(out, sort_keys=True))
 
 
