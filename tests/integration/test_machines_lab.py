@@ -358,3 +358,26 @@ def test_a_fourth_node_joins_takes_its_share_and_leaves_again(county):
     assert proc.returncode == 0 and json.loads(proc.stdout)["result"] == "forgotten"
     lab.stop("n4")
     assert {n["result"] for n in apply(county)["nodes"]} <= {"unchanged", "applied"}
+
+
+def test_a_replica_that_cannot_receive_its_content_keeps_the_old_placement(county):
+    pages = {"index.html": "统计局 首页", "a.html": "统计公报"}
+    rid = publish(county, "tongji", pages)
+    before = placement(county, "tongji")
+    new = next(n for n in NODES if n not in before)
+    # A file where the unit's directory must go: the copy to `new` fails.
+    on_node(NODES[new], "rm -rf /srv/govhost/sites/tongji && touch /srv/govhost/sites/tongji")
+    set_replicas(county, "tongji", 3)
+    try:
+        with Continuity("tongji.qingshui.gov.cn", pages) as loop:
+            res = apply(county, expect_rc=1)
+        assert res["result"] == "partial" and res["kept_placement"] == ["tongji"], res
+        failed = [m for m in res["content"] if m["tenant"] == "tongji"]
+        assert failed and not failed[0]["ok"] and failed[0]["to"] == new
+        assert placement(county, "tongji") == before
+        assert loop.wrong == [], loop.wrong[:5]
+    finally:
+        on_node(NODES[new], "rm -f /srv/govhost/sites/tongji")
+    res = apply(county)                  # the next run moves it
+    assert sorted(placement(county, "tongji")) == sorted(NODES)
+    assert holdings(NODES[new], "tongji")["current"] == rid
