@@ -346,8 +346,7 @@ def _apply_locked(inventory: Path, state: State, say: Progress,
             say(name, "connect", "unreachable")
     to_boot = [n for n in sorted(nodes) if n not in outcomes
                and live[n].bootstrap != boot_version]
-    held = {n: {t: replicas.Holding.from_json(h) for t, h in live[n].content.items()}
-            for n in nodes if n not in outcomes and live[n].content is not None}
+    held = replicas.holdings_of(live)
     moves = _content_moves(inv, plan, state, held)
     to_stage, to_start = _classify(plan, live, applied, state, outcomes)
     work = [n for n in sorted(nodes) if n in to_stage or n in to_start or n in to_boot]
@@ -373,8 +372,8 @@ def _apply_locked(inventory: Path, state: State, say: Progress,
                        and outcomes.get(n, NodeOutcome(n, "")).result not in ("unreachable",
                                                                              "failed")]
             if unknown:
-                link = content_sync.Link(inv.hosts, known_hosts, nodes)
-                held.update(content_sync.holdings(link, unknown))
+                held.update(replicas.holdings_of(remote.node_status(
+                    inv.hosts, [nodes[n] for n in unknown], known_hosts, content=True)))
                 moves = _content_moves(inv, plan, state, held)
         # Content follows its replicas: every new (or emptied) replica gets the unit's
         # releases before any config release makes it serve the unit. A unit whose content

@@ -1,8 +1,7 @@
 """Moving content releases between nodes so that content follows its replicas.
 
-Reads what every node holds (`govhost-tenants holdings`, one SSH call per node, files
-re-hashed only where their inode, size or mtime changed) and carries out the moves of
-`replicas.plan_moves`: each release streamed from a node that has it to the one that lacks
+Carries out the moves of `replicas.plan_moves` (what each node holds comes from
+`remote.node_status(..., content=True)`): each release streamed from a node that has it to the one that lacks
 it, through the control machine, only the files the target does not already have in a
 release it holds, verified there against the release's digest list; then the live one is
 switched to. The target does not serve the unit yet: its config release (which makes it a
@@ -10,7 +9,6 @@ replica) goes out only after every move of the run succeeded.
 """
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -50,30 +48,6 @@ class Link:
             raise SyncError(f"{args[0]} on {node}: "
                             f"{r.stderr.decode(errors='replace').strip() or r.returncode}")
         return r.stdout.decode()
-
-
-def holdings(link: Link, names: Sequence[str],
-             tenants: Sequence[str] = ()) -> dict[str, dict[str, Holding]]:
-    """What each reachable node holds; a node that cannot be asked is left out (and so is
-    neither judged nor used as a source). A bare node (no govhost yet) holds nothing."""
-    probe = (f"if [ -x {TOOL} ]; then {TOOL} holdings "
-             + " ".join(shlex.quote(t) for t in tenants) + "; else echo '{}'; fi")
-
-    def ask(node: str) -> tuple[str, dict[str, Holding] | None]:
-        cmd = remote._ssh_cmd(link.hosts, link.nodes[node], link.known_hosts, probe)
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            data = json.loads(r.stdout) if r.returncode == 0 else None
-        except (subprocess.TimeoutExpired, ValueError):
-            data = None
-        if data is None:
-            return node, None
-        return node, {t: Holding.from_json(h) for t, h in data.items()}
-
-    if not names:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
-        return {n: h for n, h in pool.map(ask, names) if h is not None}
 
 
 def _digests(link: Link, node: str, tenant: str, rid: str) -> dict[str, str]:

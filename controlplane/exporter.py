@@ -126,8 +126,7 @@ class Prober(threading.Thread):
             st.close()
         statuses = remote.node_status(inv.hosts, list(inv.hosts.nodes),
                                       state_dir(self.inventory) / "known_hosts", content=True)
-        held = {n: {t: replicas.Holding.from_json(h) for t, h in s.content.items()}
-                for n, s in statuses.items() if s.reachable and s.content is not None}
+        held = replicas.holdings_of(statuses)
         out = {(t, n): "none" for t, ns in placements.items() if t in live_content
                for n in ns if n in held}
         for d in replicas.drift(placements, live_content, held):

@@ -57,11 +57,7 @@ def replace(inventory: Path, name: str, say: Say = lambda _: None) -> dict[str, 
     inv = inventory_mod.load(inventory)
     node = _node(inv, name)
     forget_host_key(inventory, node.address, inv.hosts.ssh.port)
-    st = open_state(inventory)
-    try:
-        held_before = sorted(t for t, ns in st.placements().items() if name in ns)
-    finally:
-        st.close()
+    held_before = sorted(t for t, ns in _placements(inventory).items() if name in ns)
     say(f"{name}: was a replica of {len(held_before)} unit(s); bootstrapping it and "
         "copying their content from peers")
     result = apply_mod.apply(inventory, progress=_progress(say))
@@ -76,8 +72,7 @@ def replace(inventory: Path, name: str, say: Say = lambda _: None) -> dict[str, 
         r = backup.restore(inventory, tenant, with_db=False, safety_backup=False, say=say)
         out["restored"].append({"tenant": tenant, "what": "content", "from": "backup",
                                 "snapshot": r["files_snapshot"], "release": r.get("release")})
-    placement = compute_placement(inv, frozenset(), {t: tuple(ns) for t, ns in
-                                                     _placements(inventory).items()})
+    placement = _placements(inventory)        # what the apply just put in force
     for t in inv.tenants:
         php_here = t.site.type == "php" and placement.get(t.name) == (name,)
         db_here = bool(getattr(t.site, "database", False)) and "db" in node.roles

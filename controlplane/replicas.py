@@ -55,6 +55,14 @@ class ContentPlan:
     stranded: dict[str, str] = field(default_factory=dict)   # tenant -> its live release
 
 
+def holdings_of(statuses: Mapping[str, Any]) -> dict[str, dict[str, Holding]]:
+    """Per node, what each unit has there, from node statuses asked with content
+    (`remote.node_status(..., content=True)`). Nodes that did not answer, or could not say,
+    are left out: they are neither judged nor used as a source."""
+    return {n: {t: Holding.from_json(h) for t, h in s.content.items()}
+            for n, s in statuses.items() if s.reachable and s.content is not None}
+
+
 def drift(placement: Mapping[str, Sequence[str]], live: Mapping[str, str],
           holdings: Mapping[str, Mapping[str, Holding]]) -> list[Drift]:
     """Every (unit, replica) whose live content differs from the unit's live release. Nodes

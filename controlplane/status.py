@@ -108,8 +108,7 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
                     f"renders {want}: run `govhost apply`")
 
     # Replicas whose live content is not the unit's live release (missing, older, changed).
-    held = {n: {t: replicas.Holding.from_json(h) for t, h in live[n].content.items()}
-            for n in live if live[n].reachable and live[n].content is not None}
+    held = replicas.holdings_of(live)
     shown = {t.name for t in tenants}
     drifted = [d for d in replicas.drift(in_force, live_content, held)
                if d.tenant in shown]
