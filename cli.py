@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from controlplane import errors
+from controlplane.core import errors
 
 app = typer.Typer(help="govhost: consolidated county government web hosting.",
                   no_args_is_help=True, add_completion=False)
@@ -108,18 +108,18 @@ def _call(fn: Callable[..., T], *args: Any, as_json: bool = False) -> T:
 
 
 def _state():
-    from controlplane.state import open_state
+    from controlplane.core.state import open_state
     return open_state(CTX.inventory)
 
 
 @app.command()
 def validate(as_json: bool = typer.Option(False, "--json")) -> None:
     """Load and check the whole inventory; list every problem found."""
-    from controlplane import inventory
+    from controlplane.core import inventory
     try:
         inv = inventory.load(CTX.inventory)
         st = _state()
-        from controlplane.plan import compute_placement
+        from controlplane.sites.plan import compute_placement
         compute_placement(inv, st.drained(), st.placements())
     except errors.GovhostError as exc:
         _fail(exc, as_json)
@@ -158,7 +158,7 @@ def _print_plan(plan) -> None:
 @app.command()
 def plan(as_json: bool = typer.Option(False, "--json")) -> None:
     """Show, per node and per tenant, what apply would add, change and remove."""
-    from controlplane.apply import prepare
+    from controlplane.sites.apply import prepare
     try:
         st = _state()
         _, p = prepare(CTX.inventory, st)
@@ -176,7 +176,7 @@ def apply(
     """Converge every node to the inventory: canary first, probed, rolled back on failure."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from controlplane import apply as apply_mod
+    from controlplane.sites import apply as apply_mod
 
     def confirm(p) -> bool:
         if yes or as_json:
@@ -247,7 +247,7 @@ def status(
     probe: bool = typer.Option(True, "--probe/--no-probe", help="HTTP-probe every tenant on every node."),
 ) -> None:
     """Nodes and tenants: placement, releases, reachability, traffic, and what is wrong."""
-    from controlplane import status as status_mod
+    from controlplane.sites import status as status_mod
     data = _call(status_mod.gather, CTX.inventory, probe, tenant, as_json=as_json)
     if as_json:
         _emit(data)
@@ -346,7 +346,7 @@ def exporter(
 
     from prometheus_client import CollectorRegistry, make_wsgi_app
 
-    from controlplane.exporter import GovhostCollector, Prober
+    from controlplane.monitoring.exporter import GovhostCollector, Prober
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         _fail(errors.GovhostError(f"--listen {listen!r}: expected address:port"))
@@ -385,8 +385,8 @@ def monitoring_render(
 ) -> None:
     """Write prometheus.yml for this cluster (exporter, node agents, node_exporter), the alert
     rules it loads and the Grafana dashboards."""
-    from controlplane import inventory as inventory_mod
-    from controlplane import monitoring
+    from controlplane.core import inventory as inventory_mod
+    from controlplane.monitoring import prometheus as monitoring
     inv = _call(inventory_mod.load, CTX.inventory)
     written = monitoring.write(out_dir, inv.hosts, exporter_address, scrape_interval)
     for path in written:
@@ -401,8 +401,8 @@ def monitoring_install(
 ) -> None:
     """Install `govhost exporter` as a systemd service on this (control) machine, and the
     daily timer that backs up the control plane's state."""
-    from controlplane import remote
-    from controlplane.state import state_dir
+    from controlplane.core import remote
+    from controlplane.core.state import state_dir
     exe = Path(sys.argv[0]).resolve()
     inv = CTX.inventory.resolve()
     ok, error, changed = remote.run_local_playbook(
@@ -427,7 +427,7 @@ def _say(msg: str) -> None:
 @app.command()
 def publish(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Publish TENANT's upload area as a new content release on all its replicas."""
-    from controlplane import content
+    from controlplane.content import releases as content
     res = _call(content.publish, CTX.inventory, tenant, _say, as_json=as_json)
     if as_json:
         _emit(res)
@@ -444,7 +444,7 @@ def publish(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
 def rollback(tenant: str, release: Optional[str] = typer.Argument(None),
              as_json: bool = typer.Option(False, "--json")) -> None:
     """Make an earlier content release live again (default: the one before the live one)."""
-    from controlplane import content
+    from controlplane.content import releases as content
     res = _call(content.rollback, CTX.inventory, tenant, release, _say, as_json=as_json)
     if as_json:
         _emit(res)
@@ -455,7 +455,7 @@ def rollback(tenant: str, release: Optional[str] = typer.Argument(None),
 @app.command()
 def releases(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """TENANT's content releases: size, files, who published, which is live."""
-    from controlplane import content
+    from controlplane.content import releases as content
     rows = _call(content.releases, CTX.inventory, tenant, as_json=as_json)
     if as_json:
         _emit(rows)
@@ -472,7 +472,7 @@ def releases(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None
 @review_app.command("list")
 def review_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Releases waiting for a decision."""
-    from controlplane import content
+    from controlplane.content import releases as content
     rows = content.pending(CTX.inventory)
     if as_json:
         _emit(rows)
@@ -489,7 +489,7 @@ def review_list(as_json: bool = typer.Option(False, "--json")) -> None:
 @review_app.command("show")
 def review_show(tenant: str, release: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """What a pending release changes: files added, changed, removed, with sizes."""
-    from controlplane import content
+    from controlplane.content import releases as content
     r = _call(content.review_show, CTX.inventory, tenant, release, as_json=as_json)
     if as_json:
         _emit(r)
@@ -515,7 +515,7 @@ def review_reject(tenant: str, release: str) -> None:
 
 
 def _decide(tenant: str, release: str, approve: bool) -> None:
-    from controlplane import content
+    from controlplane.content import releases as content
     res = _call(content.decide, CTX.inventory, tenant, release, approve, _say)
     out.print(f"{tenant} {release}: {res['status']}", highlight=False)
 
@@ -525,7 +525,7 @@ def tenant_remove(name: str, yes: bool = typer.Option(False, "--yes"),
                   as_json: bool = typer.Option(False, "--json")) -> None:
     """Archive and delete a removed tenant's data and accounts on every node (after its
     manifest was deleted and applied)."""
-    from controlplane import content
+    from controlplane.content import releases as content
     if not yes and not typer.confirm(f"archive and delete {name}'s files and accounts?"):
         raise typer.Exit(1)
     res = _call(content.remove, CTX.inventory, name, _say, as_json=as_json)
@@ -546,7 +546,7 @@ def tenant_remove(name: str, yes: bool = typer.Option(False, "--yes"),
 @tenant_app.command("list")
 def tenant_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """List every tenant with its kind, host name and replicas."""
-    from controlplane import apply as apply_mod
+    from controlplane.sites import apply as apply_mod
     try:
         inv, p = apply_mod.prepare(CTX.inventory, _state())
     except errors.GovhostError as exc:
@@ -570,7 +570,7 @@ def tenant_list(as_json: bool = typer.Option(False, "--json")) -> None:
 @tenant_app.command("show")
 def tenant_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Show one tenant's manifest, host names and placement."""
-    from controlplane import apply as apply_mod
+    from controlplane.sites import apply as apply_mod
     try:
         inv, p = apply_mod.prepare(CTX.inventory, _state())
     except errors.GovhostError as exc:
@@ -598,14 +598,14 @@ def tenant_show(name: str, as_json: bool = typer.Option(False, "--json")) -> Non
 
 
 def _drain(name: str, drained: bool, as_json: bool) -> None:
-    from controlplane import inventory
+    from controlplane.core import inventory
     try:
         inv = inventory.load(CTX.inventory)
         if name not in {n.name for n in inv.hosts.nodes}:
             raise errors.GovhostError(f"no node named {name!r} in hosts.yaml")
         st = _state()
         if drained:
-            from controlplane.plan import compute_placement
+            from controlplane.sites.plan import compute_placement
             # Refuse a drain the remaining nodes cannot absorb, before recording it.
             compute_placement(inv, st.drained() | {name}, st.placements())
         changed = st.set_drained(name, drained)
@@ -633,7 +633,7 @@ def node_undrain(name: str, as_json: bool = typer.Option(False, "--json")) -> No
 
 
 def _node_life(fn, name: str, as_json: bool) -> None:
-    from controlplane import nodes as nodes_mod
+    from controlplane.nodes import lifecycle as nodes_mod
     say = (lambda msg: None) if as_json else (lambda msg: err.print(f"  {msg}", highlight=False))
     res = _call(getattr(nodes_mod, fn), CTX.inventory, name, say, as_json=as_json)
     if as_json:
@@ -697,7 +697,7 @@ def lab_up(nodes: int = typer.Option(3, "--nodes", "-n", help="How many nodes (n
                                      "already installed)."),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Start the lab nodes (idempotent: running nodes are left alone)."""
-    from controlplane import lab
+    from controlplane.lab import machines as lab
     ns = _call(lab.up, nodes, kind, image, as_json=as_json)
     _lab_print(ns, as_json)
 
@@ -705,7 +705,7 @@ def lab_up(nodes: int = typer.Option(3, "--nodes", "-n", help="How many nodes (n
 @lab_app.command("down")
 def lab_down(as_json: bool = typer.Option(False, "--json")) -> None:
     """Stop every lab node and remove its disk (the cached images stay)."""
-    from controlplane import lab
+    from controlplane.lab import machines as lab
     n = lab.down()
     _emit({"stopped": n}) if as_json else out.print(f"lab down: {n} node(s) stopped")
 
@@ -713,14 +713,14 @@ def lab_down(as_json: bool = typer.Option(False, "--json")) -> None:
 @lab_app.command("status")
 def lab_status(as_json: bool = typer.Option(False, "--json")) -> None:
     """Show the lab nodes and whether their sshd answers."""
-    from controlplane import lab
+    from controlplane.lab import machines as lab
     _lab_print(lab.nodes(), as_json)
 
 
 @lab_app.command("stop")
 def lab_stop(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Cut a node's power (its disk is kept)."""
-    from controlplane import lab
+    from controlplane.lab import machines as lab
     stopped = _call(lab.stop, name, as_json=as_json)
     _emit({"node": name, "stopped": stopped}) if as_json else \
         out.print(f"{name}: {'stopped' if stopped else 'was not running'}")
@@ -729,14 +729,14 @@ def lab_stop(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
 @lab_app.command("start")
 def lab_start(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Power a stopped node on again, from its own disk."""
-    from controlplane import lab
+    from controlplane.lab import machines as lab
     _lab_print([_call(lab.start, name, as_json=as_json)], as_json)
 
 
 @lab_app.command("reboot")
 def lab_reboot(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """`systemctl reboot` inside a machine node; waits until it answers SSH again."""
-    from controlplane import lab
+    from controlplane.lab import machines as lab
     _lab_print([_call(lab.reboot, name, as_json=as_json)], as_json)
 
 
@@ -744,7 +744,7 @@ def lab_reboot(name: str, as_json: bool = typer.Option(False, "--json")) -> None
 def lab_wipe(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """The node's disk dies: it comes back as a bare, freshly installed server on the same
     address. `govhost node replace NAME` then brings it back to what it ran."""
-    from controlplane import lab
+    from controlplane.lab import machines as lab
     _lab_print([_call(lab.wipe, name, as_json=as_json)], as_json)
 
 
@@ -752,13 +752,14 @@ def lab_wipe(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
 def lab_image(image: str = typer.Argument("bare", help="bare or warm"),
               as_json: bool = typer.Option(False, "--json")) -> None:
     """Build (once) and show the cached root filesystem machine nodes boot from."""
-    from controlplane import lab, lab_image as images
+    from controlplane.lab import machines as lab
+    from controlplane.lab import image as images
     path = _call(images.ensure, lab.LAB_ROOT, image, err.print, as_json=as_json)
     _emit({"image": image, "rootfs": str(path)}) if as_json else out.print(f"{image}: {path}")
 
 
 def _lab_print(ns, as_json: bool) -> None:
-    from controlplane import lab
+    from controlplane.lab import machines as lab
     if as_json:
         _emit(lab.as_json(ns))
         return
@@ -787,7 +788,7 @@ def backup_run(tenants: list[str] = typer.Argument(None, help="Tenants (all when
     (for a full run) the control plane's own state. Exit 1 if anything failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from controlplane import backup
+    from controlplane.backup import run as backup
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err, disable=as_json, transient=True)
@@ -827,7 +828,7 @@ def backup_run(tenants: list[str] = typer.Argument(None, help="Tenants (all when
 def backup_list(tenant: Optional[str] = typer.Argument(None),
                 as_json: bool = typer.Option(False, "--json")) -> None:
     """The snapshots in the repository (of TENANT), oldest first."""
-    from controlplane import backup
+    from controlplane.backup import run as backup
     snaps = [backup.describe(s) for s in _call(backup.snapshots, CTX.inventory, tenant,
                                                as_json=as_json)]
     if as_json:
@@ -844,7 +845,7 @@ def backup_list(tenant: Optional[str] = typer.Argument(None),
 def backup_status(as_json: bool = typer.Option(False, "--json")) -> None:
     """Per tenant: last successful backup and last error, as recorded on the nodes (timer
     runs included)."""
-    from controlplane import backup
+    from controlplane.backup import run as backup
     rows = _call(backup.status, CTX.inventory, as_json=as_json)
     if as_json:
         _emit(rows)
@@ -876,7 +877,8 @@ def backup_restore(
 ) -> None:
     """Restore TENANT: to the live site as a new content release (undo with `govhost
     rollback`), with its upload area and database, or --to a directory."""
-    from controlplane import backup, backup_plan
+    from controlplane.backup import run as backup
+    from controlplane.backup import plan as backup_plan
     if snapshot and at:
         _fail(errors.GovhostError("give --snapshot or --at, not both"), as_json)
     when = None
@@ -912,7 +914,7 @@ def backup_restore(
 def backup_drill(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Restore TENANT's latest snapshot into scratch space, compare file hashes and database
     row counts, and record the result and the time it took (the RTO)."""
-    from controlplane import backup
+    from controlplane.backup import run as backup
     res = _call(backup.drill, CTX.inventory, tenant, _say, as_json=as_json)
     if as_json:
         _emit(res)
@@ -929,7 +931,7 @@ def backup_verify(subset: Optional[int] = typer.Option(None, "--subset",
                                                        help="Percent of the data to read."),
                   as_json: bool = typer.Option(False, "--json")) -> None:
     """Check the repository's structure and read a random part of its data (restic check)."""
-    from controlplane import backup
+    from controlplane.backup import run as backup
     res = _call(backup.verify, CTX.inventory, subset, as_json=as_json)
     if as_json:
         _emit(res)
@@ -947,7 +949,7 @@ def backup_verify(subset: Optional[int] = typer.Option(None, "--subset",
 @backup_app.command("copy")
 def backup_copy(as_json: bool = typer.Option(False, "--json")) -> None:
     """Copy new snapshots to the off-site repository (cluster.yaml backup.offsite)."""
-    from controlplane import backup
+    from controlplane.backup import run as backup
     res = _call(backup.copy_offsite, CTX.inventory, as_json=as_json)
     if as_json:
         _emit(res)
@@ -960,7 +962,7 @@ def backup_copy(as_json: bool = typer.Option(False, "--json")) -> None:
 def backup_forget(no_prune: bool = typer.Option(False, "--no-prune"),
                   as_json: bool = typer.Option(False, "--json")) -> None:
     """Apply every tenant's retention policy (and prune what nothing uses any more)."""
-    from controlplane import backup
+    from controlplane.backup import run as backup
     res = _call(backup.forget, CTX.inventory, not no_prune, as_json=as_json)
     if as_json:
         _emit(res)
@@ -974,7 +976,7 @@ def backup_history(tenant: Optional[str] = typer.Argument(None),
                    limit: int = typer.Option(50, "--limit"),
                    as_json: bool = typer.Option(False, "--json")) -> None:
     """The catalogue in the state store: backups made through govhost, drills and verifies."""
-    from controlplane import backup
+    from controlplane.backup import run as backup
     with backup.open_state_for(CTX.inventory) as st:
         rows, checks = st.backups(tenant, limit), st.checks(limit=limit)
     if tenant:
@@ -1002,7 +1004,7 @@ def backup_key(as_json: bool = typer.Option(False, "--json")) -> None:
     """The repository passwords and the nodes' public key: keep the passwords in a sealed
     envelope off this machine (without them no restore is possible); install the public key
     for the off-site repository's account."""
-    from controlplane import backup
+    from controlplane.backup import run as backup
     res = _call(backup.key, CTX.inventory, as_json=as_json)
     if as_json:
         _emit(res)
@@ -1020,7 +1022,8 @@ def compliance_check(tenants: list[str] = typer.Argument(None, help="Units (all 
                      as_json: bool = typer.Option(False, "--json")) -> None:
     """Crawl and check every unit now (links, footer, freshness, probes, HTTPS/IPv6, logs);
     the results go to the state store for the report and the exporter."""
-    from controlplane import backup_plan, compliance_run
+    from controlplane.backup import plan as backup_plan
+    from controlplane.compliance import run as compliance_run
     when = None
     if at:
         try:
@@ -1033,7 +1036,7 @@ def compliance_check(tenants: list[str] = typer.Argument(None, help="Units (all 
     if as_json:
         _emit(data)
     else:
-        from controlplane import compliance as rules
+        from controlplane.compliance import rules
         t = _table("compliance", "unit", *rules.INDICATORS)
         for name, vs in sorted(res.items()):
             t.add_row(name, *("[green]pass[/]" if vs[i].ok else "[red]FAIL[/]"
@@ -1052,7 +1055,7 @@ def compliance_probe(rounds: int = typer.Option(1, "--rounds", min=1, max=10_000
                      interval: float = typer.Option(0.0, "--interval", min=0.0, max=3600.0),
                      as_json: bool = typer.Option(False, "--json")) -> None:
     """Run probe rounds now and record them (the exporter does this continuously)."""
-    from controlplane.exporter import Prober
+    from controlplane.monitoring.exporter import Prober
     prober = Prober(CTX.inventory, interval)
     failed: dict[str, int] = {}
     for i in range(rounds):
@@ -1080,7 +1083,7 @@ def compliance_report(week: Optional[str] = typer.Option(None, "--week", help="Y
                       fmt: str = typer.Option("html", "--format", help="html, json or csv."),
                       output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
     """The weekly report: one row per unit, pass/fail per indicator with the evidence."""
-    from controlplane import compliance_report as report
+    from controlplane.compliance import report
     try:
         text = report.render(CTX.inventory, week, fmt)
     except (errors.GovhostError, ValueError) as exc:
@@ -1107,7 +1110,7 @@ def main() -> None:
 def _at_option(at: Optional[str]) -> Optional[float]:
     if not at:
         return None
-    from controlplane import backup_plan
+    from controlplane.backup import plan as backup_plan
     try:
         return backup_plan.parse_time(at)
     except ValueError as exc:
@@ -1125,7 +1128,7 @@ def cert_status(as_json: bool = typer.Option(False, "--json"),
                 at: Optional[str] = typer.Option(None, "--at", help="Judge as of this time.")
                 ) -> None:
     """Every certificate: names, issuer, not-after, days left, state, last error."""
-    from controlplane import tls
+    from controlplane.tls import certificates as tls
     rows = _call(tls.status, CTX.inventory, _at_option(at), as_json=as_json)
     if as_json:
         _emit(rows)
@@ -1178,7 +1181,7 @@ def cert_renew(force: bool = typer.Option(False, "--force", help="Renew every ce
                                              "but do not ship them yet."),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Issue what is missing, renew what is due, then apply. Run by a timer."""
-    from controlplane import tls
+    from controlplane.tls import certificates as tls
     res = _call(lambda: tls.renew(CTX.inventory, force=force, now=_at_option(at),
                                   deploy=not no_apply, say=lambda m: None if as_json else
                                   err.print(f"[dim]{m}[/]")), as_json=as_json)
@@ -1189,7 +1192,7 @@ def cert_renew(force: bool = typer.Option(False, "--force", help="Renew every ce
 def cert_issue(unit: str = typer.Argument(..., help="Tenant name, or _portal."),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Issue a unit's certificate now (its whole lineage), then apply."""
-    from controlplane import tls
+    from controlplane.tls import certificates as tls
     res = _call(lambda: tls.renew(CTX.inventory, units=[unit], force=True,
                                   say=lambda m: None if as_json else err.print(f"[dim]{m}[/]")),
                 as_json=as_json)
@@ -1206,7 +1209,7 @@ def cert_import(unit: str = typer.Argument(..., help="Tenant name (issuer manual
                 no_apply: bool = typer.Option(False, "--no-apply"),
                 as_json: bool = typer.Option(False, "--json")) -> None:
     """Import a bought certificate after checking key, chain and names; then apply."""
-    from controlplane import tls
+    from controlplane.tls import certificates as tls
     res = _call(lambda: tls.import_cert(CTX.inventory, unit, cert, key, root,
                                         deploy=not no_apply), as_json=as_json)
     if as_json:
@@ -1222,7 +1225,7 @@ def cert_ca_export(output: Optional[Path] = typer.Option(None, "--output", "-o",
                                                          help="Write here instead of stdout.")
                    ) -> None:
     """The county CA's root certificate (PEM), to install on the units' computers."""
-    from controlplane import tls
+    from controlplane.tls import certificates as tls
     pem = _call(tls.ca_export, CTX.inventory)
     if output:
         output.write_bytes(pem)
@@ -1234,7 +1237,8 @@ def cert_ca_export(output: Optional[Path] = typer.Option(None, "--output", "-o",
 @services_app.command("up")
 def services_up(as_json: bool = typer.Option(False, "--json")) -> None:
     """Start BIND (the county DNS, RFC 2136 updates) and Pebble (an ACME CA) for the lab."""
-    from controlplane import inventory, lab_services
+    from controlplane.core import inventory
+    from controlplane.lab import services as lab_services
     inv = _call(inventory.load, CTX.inventory, as_json=as_json)
     rows = _call(lab_services.up, inv.cluster.domain,
                  [n.address for n in inv.hosts.web_nodes], as_json=as_json)
@@ -1244,13 +1248,13 @@ def services_up(as_json: bool = typer.Option(False, "--json")) -> None:
 @services_app.command("down")
 def services_down() -> None:
     """Stop the lab's county services."""
-    from controlplane import lab_services
+    from controlplane.lab import services as lab_services
     out.print(f"stopped {lab_services.down()} service(s)")
 
 
 @services_app.command("status")
 def services_status(as_json: bool = typer.Option(False, "--json")) -> None:
-    from controlplane import lab_services
+    from controlplane.lab import services as lab_services
     _services_print(lab_services.status(), as_json)
 
 
@@ -1271,7 +1275,8 @@ def dns_plan_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     """The records the county's DNS must hold: every name on every web node (A, and AAAA
     where nodes have `address6`), as zone-file lines."""
     from dataclasses import asdict
-    from controlplane import dns_plan, inventory
+    from controlplane.dns import plan as dns_plan
+    from controlplane.core import inventory
     inv = _call(inventory.load, CTX.inventory, as_json=as_json)
     if as_json:
         _emit([asdict(r) for r in dns_plan.records(inv)])

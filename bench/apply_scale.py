@@ -29,10 +29,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from controlplane import apply as apply_mod  # noqa: E402
-from controlplane import inventory, lab  # noqa: E402
-from controlplane.plan import make_plan  # noqa: E402
-from controlplane.state import open_state  # noqa: E402
+from controlplane.sites import apply as apply_mod  # noqa: E402
+from controlplane.core import inventory
+from controlplane.lab import machines as lab  # noqa: E402
+from controlplane.sites.plan import make_plan  # noqa: E402
+from controlplane.core.state import open_state  # noqa: E402
 from tests.helpers import generated_county  # noqa: E402
 
 WRK_LUA = r"""

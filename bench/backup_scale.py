@@ -27,7 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from controlplane import backup, lab  # noqa: E402
+from controlplane.backup import run as backup
+from controlplane.lab import machines as lab  # noqa: E402
 from tests.helpers import generated_county  # noqa: E402
 
 GEN = r'''

@@ -35,9 +35,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from controlplane import compliance_run, lab, status  # noqa: E402
-from controlplane.exporter import Prober  # noqa: E402
-from controlplane.manifest import Node  # noqa: E402
+from controlplane.compliance import run as compliance_run
+from controlplane.lab import machines as lab
+from controlplane.sites import status  # noqa: E402
+from controlplane.monitoring.exporter import Prober  # noqa: E402
+from controlplane.core.manifest import Node  # noqa: E402
 from tests.helpers import generated_county, lab_ssh as ssh, upload  # noqa: E402
 
 NODES = {"n1": "127.0.1.1", "n2": "127.0.1.2", "n3": "127.0.1.3"}

@@ -21,9 +21,9 @@ sys.path.insert(0, str(REPO))
 
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
-from controlplane import apply as apply_mod  # noqa: E402
-from controlplane import lab  # noqa: E402
-from controlplane.exporter import GovhostCollector, Prober  # noqa: E402
+from controlplane.sites import apply as apply_mod  # noqa: E402
+from controlplane.lab import machines as lab  # noqa: E402
+from controlplane.monitoring.exporter import GovhostCollector, Prober  # noqa: E402
 from tests.helpers import generated_county  # noqa: E402
 
 

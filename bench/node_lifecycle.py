@@ -22,8 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from controlplane import apply as apply_mod, content, lab, nodes  # noqa: E402
-from controlplane.state import open_state  # noqa: E402
+from controlplane.sites import apply as apply_mod
+from controlplane.content import releases as content
+from controlplane.lab import machines as lab
+from controlplane.nodes import lifecycle as nodes  # noqa: E402
+from controlplane.core.state import open_state  # noqa: E402
 from tests.helpers import generated_county, lab_ssh, upload  # noqa: E402
 
 

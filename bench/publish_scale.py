@@ -23,9 +23,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from controlplane import content, lab  # noqa: E402
-from controlplane import apply as apply_mod  # noqa: E402
-from controlplane import inventory  # noqa: E402
+from controlplane.content import releases as content
+from controlplane.lab import machines as lab  # noqa: E402
+from controlplane.sites import apply as apply_mod  # noqa: E402
+from controlplane.core import inventory  # noqa: E402
 from tests.helpers import lab_ssh as ssh, upload  # noqa: E402
 
 TENANT = "jiaoyu"

@@ -29,7 +29,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from controlplane import lab, lab_services  # noqa: E402
+from controlplane.lab import machines as lab
+from controlplane.lab import services as lab_services  # noqa: E402
 from tests.helpers import generated_county  # noqa: E402
 
 NODES = ["127.0.1.1", "127.0.1.2", "127.0.1.3"]

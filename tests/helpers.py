@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from controlplane import lab
+from controlplane.lab import machines as lab
 
 CLUSTER = {
     "domain": "qingshui.gov.cn",

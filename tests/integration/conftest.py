@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane import lab
+from controlplane.lab import machines as lab
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from controlplane import inventory, lab, probes
+from controlplane.core import inventory
+from controlplane.lab import machines as lab
+from controlplane.sites import probes
 
 from .conftest import govhost
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from controlplane import lab
+from controlplane.lab import machines as lab
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES, apply_json, on_node
@@ -186,7 +186,7 @@ def test_retention_keeps_exactly_what_the_policy_says(county, tmp_path):
     """Synthetic snapshots of SYNTH (keep 3 daily, 2 weekly, 2 monthly), made with restic's
     --time on the control machine, then `govhost backup forget` on the backup node."""
     inv = county["inv"]
-    from controlplane import backup
+    from controlplane.backup import run as backup
     src = tmp_path / "synthetic"
     src.mkdir()
     days = ["2026-08-10", "2026-08-28", "2026-09-15", "2026-09-30", "2026-10-05", "2026-10-12",

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controlplane import dashboards, inventory, monitoring, paths
+from controlplane.monitoring import dashboards
+from controlplane.core import inventory
+from controlplane.monitoring import prometheus as monitoring
+from controlplane.core import paths
 
 from .conftest import govhost
 from .test_apply_lab import NODES, apply_json, on_node

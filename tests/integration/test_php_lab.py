@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from controlplane import accounts
+from controlplane.core import accounts
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES, apply_json, on_node

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane import accounts
+from controlplane.core import accounts
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES, _body, apply_json, on_node

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controlplane import lab_services, probes, tls_certs
-from controlplane.exporter import Prober
+from controlplane.lab import services as lab_services
+from controlplane.sites import probes
+from controlplane.tls import certs as tls_certs
+from controlplane.monitoring.exporter import Prober
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES as _NODES, on_node

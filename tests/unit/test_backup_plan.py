@@ -8,10 +8,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from controlplane import backup_plan, inventory, secrets
-from controlplane.apply import pack
-from controlplane.errors import ManifestError
-from controlplane.plan import make_plan
+from controlplane.backup import plan as backup_plan
+from controlplane.core import inventory
+from controlplane.core import secrets
+from controlplane.sites.apply import pack
+from controlplane.core.errors import ManifestError
+from controlplane.sites.plan import make_plan
 from tests.helpers import CLUSTER, hosts, tenant, write_inventory
 
 
@@ -130,7 +132,7 @@ def test_no_backup_node_means_no_backup_config(tmp_path):
 
 
 def test_retention_of_all_zeros_keeps_the_latest():
-    from controlplane.inventory import BackupPolicy
+    from controlplane.core.inventory import BackupPolicy
     assert backup_plan.retention_args(BackupPolicy(True, "daily", 0, 0, 0)) == ["--keep-last", "1"]
 
 

@@ -2,10 +2,10 @@
 from the publish record, footer marks, link extraction; and the report's refusals."""
 import pytest
 
-from controlplane import compliance as rules
-from controlplane.errors import ManifestError
-from controlplane import inventory
-from controlplane.manifest import Column, Tenant
+from controlplane.compliance import rules
+from controlplane.core.errors import ManifestError
+from controlplane.core import inventory
+from controlplane.core.manifest import Column, Tenant
 from tests.helpers import CLUSTER, tenant, write_inventory
 
 DAY = 86400.0
@@ -71,7 +71,7 @@ def test_columns_stale_empty_and_fresh_with_their_last_update():
 
 
 def inventory_compliance():
-    from controlplane.manifest import Compliance
+    from controlplane.core.manifest import Compliance
     return Compliance()
 
 
@@ -131,7 +131,7 @@ def test_thresholds_are_configurable(tmp_path):
 
 
 def test_probe_rounds_are_counted_per_week_in_the_state_store(tmp_path):
-    from controlplane.state import State
+    from controlplane.core.state import State
     st = State(tmp_path / "state.db")
     start, end = rules.week_bounds("2026-W47")
     fail = [{"node": "n3", "status": None, "seconds": 15.0, "error": "timeout"}]
@@ -152,7 +152,7 @@ def test_the_crawl_pacer_spaces_requests_to_the_sites_rate_limit():
     asks, so a crawl never outruns the site's nginx limit (which would answer 429)."""
     import time
     from concurrent.futures import ThreadPoolExecutor
-    from controlplane.compliance_run import Pacer
+    from controlplane.compliance.run import Pacer
     pacer = Pacer(rate=200.0)
     t0 = time.monotonic()
     with ThreadPoolExecutor(4) as pool:

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controlplane import inventory, names
-from controlplane.errors import ManifestError
+from controlplane.core import inventory
+from controlplane.core import names
+from controlplane.core.errors import ManifestError
 from tests.helpers import tenant, write_inventory
 
 # a real public key (its private half was thrown away)
@@ -84,7 +85,7 @@ def test_sftp_keys_review_and_quota_are_accepted(tmp_path):
 
 
 def test_account_names_fit_linux_and_stay_unique():
-    from controlplane.accounts import user_name
+    from controlplane.core.accounts import user_name
     assert user_name("jiaoyu") == "gh-jiaoyu"
     assert user_name("chahe", "hexi") == "gh-chahe.hexi"
     long_a, long_b = user_name("a" * 63), user_name("a" * 62 + "b")

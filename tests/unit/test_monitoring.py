@@ -11,9 +11,13 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controlplane import dashboards, inventory, monitoring, paths, probes
-from controlplane.exporter import GovhostCollector, Prober, Round
-from controlplane.state import open_state
+from controlplane.monitoring import dashboards
+from controlplane.core import inventory
+from controlplane.monitoring import prometheus as monitoring
+from controlplane.core import paths
+from controlplane.sites import probes
+from controlplane.monitoring.exporter import GovhostCollector, Prober, Round
+from controlplane.core.state import open_state
 
 MON = paths.REPO / "monitoring"
 

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from controlplane import accounts, inventory, secrets
-from controlplane.apply import pack
-from controlplane.errors import ManifestError
-from controlplane.plan import make_plan
+from controlplane.core import accounts
+from controlplane.core import inventory
+from controlplane.core import secrets
+from controlplane.sites.apply import pack
+from controlplane.core.errors import ManifestError
+from controlplane.sites.plan import make_plan
 from tests.helpers import hosts, tenant, write_inventory
 
 

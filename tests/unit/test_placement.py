@@ -2,8 +2,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.errors import PlacementError
-from controlplane.placement import NodeSlot, Want, place
+from controlplane.core.errors import PlacementError
+from controlplane.core.placement import NodeSlot, Want, place
 
 import pytest
 

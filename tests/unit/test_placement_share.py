@@ -1,7 +1,7 @@
 """A node that joins gets its share of replicas, and only those move."""
 from hypothesis import given, settings, strategies as st
 
-from controlplane.placement import NodeSlot, Want, place, rebalance_onto
+from controlplane.core.placement import NodeSlot, Want, place, rebalance_onto
 
 
 @settings(max_examples=50, deadline=None)

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controlplane import inventory, render
-from controlplane.apply import pack
-from controlplane.plan import make_plan
-from controlplane.state import AppliedNode
+from controlplane.core import inventory
+from controlplane.sites import render
+from controlplane.sites.apply import pack
+from controlplane.sites.plan import make_plan
+from controlplane.core.state import AppliedNode
 from tests.helpers import can_run_nginx, generated_county, nginx_test, tenant, write_inventory
 
 
@@ -114,7 +115,7 @@ def test_drain_plan_moves_replicas(inv_dir):
 
 
 def test_drain_refused_when_replicas_cannot_fit(inv_dir):
-    from controlplane.errors import PlacementError
+    from controlplane.core.errors import PlacementError
     inv = inventory.load(inv_dir)
     with pytest.raises(PlacementError, match=r"gongan \(needs 3, got 2\)"):
         make_plan(inv, frozenset({"n1"}), {}, {})
@@ -192,7 +193,7 @@ def test_every_accepted_manifest_renders_config_nginx_accepts(tmp_path_factory, 
     try:
         inv = inventory.load(write_inventory(root / "i", docs))
     except Exception as exc:  # noqa: BLE001 - a refusal is allowed, a crash is not
-        from controlplane.errors import ManifestError
+        from controlplane.core.errors import ManifestError
         assert isinstance(exc, ManifestError)
         return
     plan = make_plan(inv, frozenset(), {}, {})

@@ -1,7 +1,7 @@
 """Content follows its replicas: the pure move plan and drift."""
 from hypothesis import given, strategies as st
 
-from controlplane.replicas import Holding, drift, plan_moves
+from controlplane.sites.replicas import Holding, drift, plan_moves
 
 L = "20261130T120000-aaaaaa"
 OLD = "20261129T120000-bbbbbb"

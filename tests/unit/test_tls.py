@@ -8,11 +8,13 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from controlplane import inventory, tls_certs, tls_plan
-from controlplane.apply import pack, private
-from controlplane.errors import ManifestError
-from controlplane.manifest import TlsSettings
-from controlplane.plan import make_plan
+from controlplane.core import inventory
+from controlplane.tls import certs as tls_certs
+from controlplane.tls import plan as tls_plan
+from controlplane.sites.apply import pack, private
+from controlplane.core.errors import ManifestError
+from controlplane.core.manifest import TlsSettings
+from controlplane.sites.plan import make_plan
 from tests.helpers import CLUSTER, nginx_test, tenant, write_inventory
 
 ACME = {"directory": "https://127.0.2.1:14000/dir", "contact": "web@qingshui.gov.cn"}
@@ -157,7 +159,7 @@ def test_manifest_refuses_bad_tls_settings_naming_file_and_field(tmp_path):
 
 def test_https_config_keys_0600_redirect_hsts_and_reject_unknown_sni_pass_nginx_t(tmp_path):
     import dataclasses
-    from controlplane.tls import Deployed
+    from controlplane.tls.certificates import Deployed
     root = write_inventory(tmp_path / "inv", [tenant("jiaoyu", aliases=["jyj.qingshui.gov.cn"]),
                                               tenant("plain", tls={"issuer": "none"})],
                            cluster={**CLUSTER, "tls": {"issuer": "internal"}})
@@ -193,8 +195,9 @@ def test_ipv6_listeners_and_aaaa_records_from_hosts_address6(tmp_path):
     there on 80 and 443 (checked by the real `nginx -t`, which binds, so ::1 here), and the
     DNS plan gives every name an AAAA record for it."""
     import dataclasses
-    from controlplane import compliance, dns_plan
-    from controlplane.tls import Deployed
+    from controlplane.compliance import rules as compliance
+    from controlplane.dns import plan as dns_plan
+    from controlplane.tls.certificates import Deployed
     from tests.helpers import hosts
     doc = hosts(3)
     doc["nodes"][0]["address6"] = "::1"
@@ -224,7 +227,7 @@ def test_ipv6_listeners_and_aaaa_records_from_hosts_address6(tmp_path):
 
 
 def test_a_chain_that_no_longer_verifies_to_the_cas_root_is_issued_again(tmp_path):
-    from controlplane import tls
+    from controlplane.tls import certificates as tls
     names = ["jiaoyu.qingshui.gov.cn"]
     root, key, leaf = _ca_and_leaf(names)
     other, _, _ = _ca_and_leaf(names)
@@ -243,7 +246,7 @@ def test_lineages_signed_at_once_share_one_county_ca(tmp_path):
     """Renewal signs internal lineages in parallel threads; the county CA is made once."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from controlplane import tls
+    from controlplane.tls import certificates as tls
     inv = write_inventory(tmp_path / "inv", [tenant("jiaoyu")])
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda _: tls._internal_ca(inv, "青水县 CA", time.time()), range(8)))

@@ -1,0 +1,268 @@
+"""The national inspection indicators for government websites, judged from data: pure functions.
+
+Each indicator gets what it needs as plain data (probe counts, the publish record, the live
+file list, a crawled page) and returns a verdict with its evidence, so the rules are tested
+without any server and the report shows why a unit passed or failed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from html.parser import HTMLParser
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urldefrag, urljoin, urlsplit
+
+from controlplane.core.manifest import Column, Compliance, Tenant
+
+INDICATORS = ("reachable", "homepage_fresh", "columns_fresh", "links", "footer", "https_ipv6",
+              "logs")
+TITLES = {"reachable": "站点可访问 Site reachable (veto)",
+          "homepage_fresh": "首页更新 Homepage updated",
+          "columns_fresh": "栏目更新 Columns updated",
+          "links": "链接可用 No broken links",
+          "footer": "页脚标识 Footer marks",
+          "https_ipv6": "HTTPS 与 IPv6",
+          "logs": "日志留存 Logs kept"}
+HOMEPAGES = ("index.html", "index.htm", "index.php")
+DAY = 86400.0
+
+
+@dataclass
+class Verdict:
+    indicator: str
+    ok: bool
+    summary: str
+    evidence: list[Any] = field(default_factory=list)
+    at_risk: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def column_limits(c: Compliance) -> dict[str, float]:
+    defaults = {"news": 14, "updates": 14, "notices": 182, "policy": 182, "personnel": 365,
+                "plans": 365}
+    return {**defaults, **c.column_limits_days}
+
+
+# ------------------------------------------------------------------ weeks
+
+def week_bounds(week: str) -> tuple[float, float]:
+    """'2026-W47' -> [Monday 00:00, next Monday 00:00) in local time, as epoch seconds."""
+    m = re.fullmatch(r"(\d{4})-W(\d{2})", week)
+    if not m:
+        raise ValueError(f"{week!r} is not a week; use YYYY-Www, e.g. 2026-W47")
+    try:
+        monday = date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
+    except ValueError:
+        raise ValueError(f"{week!r} is not a week of that year") from None
+    start = datetime(monday.year, monday.month, monday.day).astimezone()
+    return start.timestamp(), (start + timedelta(days=7)).timestamp()
+
+
+def week_of(ts: float) -> str:
+    y, w, _ = datetime.fromtimestamp(ts).isocalendar()
+    return f"{y}-W{w:02d}"
+
+
+# ------------------------------------------------------------------ indicators
+
+def reachability(probes: int, failures: int, failure_times: Sequence[Mapping[str, Any]],
+                 ratio: float) -> Verdict:
+    """Fails the week when failed probes reach `ratio` of the week's probes. At risk when
+    the failures so far are at least half of that."""
+    if probes == 0:
+        return Verdict("reachable", False, "no probes recorded this week: is `govhost "
+                       "exporter` running?")
+    share = failures / probes
+    ok = share < ratio
+    return Verdict("reachable", ok,
+                   f"{failures} of {probes} probes failed ({share:.1%}; fails at {ratio:.0%})",
+                   [dict(f) for f in failure_times][:100], at_risk=ok and share >= ratio / 2)
+
+
+def _went_live(releases: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted((r for r in releases if r["status"] not in ("pending", "rejected")),
+                  key=lambda r: r["published_at"])
+
+
+def _touched(r: Mapping[str, Any]) -> list[str]:
+    ch = r.get("changes") or {}
+    return ([p for p, _ in ch.get("added", [])] + [p for p, _ in ch.get("changed", [])]
+            + list(ch.get("removed", [])))
+
+
+def homepage_freshness(releases: Sequence[Mapping[str, Any]], now: float,
+                       stale_days: float) -> Verdict:
+    """The homepage's last update is the last live release that changed its index file."""
+    last = None
+    for r in _went_live(releases):
+        if any(p in HOMEPAGES for p in _touched(r)):
+            last = r["published_at"]
+    if last is None:
+        return Verdict("homepage_fresh", False, "the homepage was never published")
+    age = (now - last) / DAY
+    ok = age <= stale_days
+    return Verdict("homepage_fresh", ok, f"last updated {_day(last)}, {age:.1f} days ago "
+                   f"(limit {stale_days:g})", [{"last_update": last}],
+                   at_risk=ok and age > stale_days * 10 / 14)
+
+
+def column_freshness(columns: Sequence[Column], releases: Sequence[Mapping[str, Any]],
+                     live_files: Iterable[str], now: float,
+                     limits: Mapping[str, float]) -> Verdict:
+    """Each column's last update is the last live release that added, changed or removed a
+    file under its path; an empty column fails whatever its date."""
+    if not columns:
+        return Verdict("columns_fresh", True, "no columns declared in the manifest")
+    live = list(live_files)
+    went = _went_live(releases)
+    rows, stale = [], []
+    for c in columns:
+        prefix = c.path.lstrip("/")
+        last = None
+        for r in went:
+            if any(p.startswith(prefix) for p in _touched(r)):
+                last = r["published_at"]
+        files = sum(1 for p in live if p.startswith(prefix))
+        limit = limits[c.category]
+        age = (now - last) / DAY if last else None
+        state = ("empty" if files == 0 else "never updated" if last is None
+                 else "stale" if age > limit else "ok")
+        row = {"path": c.path, "title": c.title, "category": c.category, "files": files,
+               "last_update": last, "age_days": round(age, 1) if age is not None else None,
+               "limit_days": limit, "state": state}
+        rows.append(row)
+        if state != "ok":
+            stale.append(row)
+    if stale:
+        summary = "; ".join(
+            f"{r['title']} ({r['path']}) {r['state']}" +
+            (f", last update {_day(r['last_update'])}" if r["last_update"] else "")
+            for r in stale)
+        return Verdict("columns_fresh", False, summary, rows)
+    return Verdict("columns_fresh", True, f"{len(rows)} columns up to date", rows)
+
+
+def footer(html: str, tenant: Tenant) -> Verdict:
+    """The homepage must show the organiser, a contact, the site code, ICP and PSB numbers."""
+    text = _visible_text(html)
+    marks = {"organiser (主办单位)": [tenant.title],
+             "contact": [tenant.contact.phone, tenant.contact.email]}
+    if tenant.identity is None:
+        return Verdict("footer", False, "no `identity` (site_code, icp, psb) in the manifest")
+    marks["site code (网站标识码)"] = [tenant.identity.site_code]
+    marks["ICP record"] = [tenant.identity.icp]
+    marks["public-security record"] = [tenant.identity.psb]
+    missing = [name for name, options in marks.items()
+               if not any(_norm(o) in text for o in options)]
+    if missing:
+        return Verdict("footer", False, "missing on the homepage: " + ", ".join(missing),
+                       missing)
+    return Verdict("footer", True, "organiser, contact, site code, ICP and PSB shown")
+
+
+def links(broken: Sequence[Mapping[str, Any]], checked: int, pages: int,
+          truncated: bool) -> Verdict:
+    note = " (crawl stopped at its page or time limit)" if truncated else ""
+    if broken:
+        return Verdict("links", False, f"{len(broken)} broken of {checked} links on {pages} "
+                       f"pages{note}", list(broken))
+    return Verdict("links", True, f"{checked} links on {pages} pages all answer{note}")
+
+
+def https_ipv6(serves_https: bool, listens_ipv6: bool, aaaa: bool) -> Verdict:
+    missing = [name for name, ok in (("HTTPS with a valid certificate", serves_https),
+                                     ("an IPv6 listener on the nodes", listens_ipv6),
+                                     ("AAAA records in the county DNS plan", aaaa)) if not ok]
+    if missing:
+        return Verdict("https_ipv6", False, "missing: " + ", ".join(missing), missing)
+    return Verdict("https_ipv6", True, "HTTPS and IPv6")
+
+
+def logs(oldest: float | None, rotation_days: int | None, retention_days: int,
+         now: float) -> Verdict:
+    """Logs must be kept for retention_days: the rotation keeps at least that long. The
+    oldest log present is reported (a new site has only young logs, and passes)."""
+    oldest_txt = f"oldest log {_day(oldest)} ({(now - oldest) / DAY:.0f} days)" if oldest \
+        else "no log yet"
+    if rotation_days is None:
+        return Verdict("logs", False, f"no log rotation found on the node; {oldest_txt}")
+    ok = rotation_days >= retention_days
+    return Verdict("logs", ok, f"rotation keeps {rotation_days} days (needs {retention_days}); "
+                   f"{oldest_txt}", [{"oldest": oldest, "rotation_days": rotation_days}])
+
+
+def _day(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"\s+", "", s)
+
+
+# ------------------------------------------------------------------ HTML
+
+class _Page(HTMLParser):
+    ATTRS = {"a": "href", "img": "src", "link": "href", "script": "src", "iframe": "src",
+             "source": "src", "embed": "src", "area": "href"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.refs: list[str] = []
+        self.text: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        want = self.ATTRS.get(tag)
+        for k, v in attrs:
+            if k == want and v:
+                self.refs.append(v.strip())
+        if tag in ("script", "style"):
+            self._skip += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.text.append(data)
+
+
+def _visible_text(html: str) -> str:
+    p = _Page()
+    p.feed(html)
+    return _norm("".join(p.text))
+
+
+def page_links(html: str, base_url: str) -> list[str]:
+    """Absolute http(s) URLs a page refers to (links, images, scripts, attachments)."""
+    p = _Page()
+    p.feed(html)
+    out: list[str] = []
+    for ref in p.refs:
+        if ref.startswith(("mailto:", "tel:", "javascript:", "data:", "#")):
+            continue
+        url, _ = urldefrag(urljoin(base_url, ref))
+        if urlsplit(url).scheme in ("http", "https") and url not in out:
+            out.append(url)
+    return out
+
+
+def report_rows(results: Mapping[str, Mapping[str, Verdict]]) -> list[dict[str, Any]]:
+    """One row per unit: pass/fail per indicator (for CSV and the report's summary)."""
+    rows = []
+    for tenant, verdicts in sorted(results.items()):
+        row: dict[str, Any] = {"tenant": tenant}
+        for name in INDICATORS:
+            v = verdicts.get(name)
+            row[name] = "-" if v is None else ("pass" if v.ok else "FAIL")
+        row["passed"] = all(v.ok for v in verdicts.values())
+        rows.append(row)
+    return rows
+
+
+def now() -> float:
+    return datetime.now(timezone.utc).timestamp()

@@ -1,0 +1,305 @@
+"""Running the compliance checks: crawl each unit's site through the cluster's public entry,
+gather the publish record, probe history and node facts, judge them (compliance.py) and keep
+the results in the state store for the report and the exporter.
+
+Every request goes to a node's address with the site's Host header, so a check never leaves
+the cluster for a unit on the platform; links to other sites are fetched only when
+`compliance.check_external_links` is on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import shlex
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from controlplane.compliance import rules
+from controlplane.dns import plan as dns_plan
+from controlplane.core import inventory as inventory_mod
+from controlplane.sites import probes
+from controlplane.core import remote
+from controlplane.tls import certificates as tls
+from controlplane.compliance.rules import Verdict
+from controlplane.core.errors import GovhostError
+from controlplane.core.manifest import Node
+from controlplane.core.state import open_state, state_dir
+
+Say = Callable[[str], None]
+USER_AGENT = "govhost-compliance"
+CRAWL_RATE_SHARE = 0.8     # of each site's own rate limit
+
+
+class ComplianceError(GovhostError):
+    pass
+
+
+def fetch(url: str, entry: Node | None, platform_hosts: set[str], timeout: float,
+          external: bool, want_body: bool = False) -> tuple[int | None, str, str]:
+    """(status, content type, body) of one URL: platform sites through `entry`."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    on_platform = host in platform_hosts
+    if not on_platform and not external:
+        return None, "", "skipped"
+    if on_platform:
+        if entry is None:
+            return None, "", "no node answers"
+        conn: http.client.HTTPConnection = (
+            probes.PlatformHttps(entry.address, host, timeout) if parts.scheme == "https"
+            else http.client.HTTPConnection(entry.address, 80, timeout=timeout))
+    elif parts.scheme == "https":
+        conn = http.client.HTTPSConnection(host, parts.port or 443, timeout=timeout)
+    else:
+        conn = http.client.HTTPConnection(host, parts.port or 80, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": parts.netloc if not on_platform else host,
+                                           "User-Agent": USER_AGENT})
+        resp = conn.getresponse()
+        ctype = resp.getheader("Content-Type", "")
+        body = resp.read(2 * 1024 * 1024) if want_body and "html" in ctype else b""
+        return resp.status, ctype, body.decode(errors="replace")
+    except (OSError, http.client.HTTPException) as exc:
+        return None, "", f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+
+
+class Pacer:
+    """At most `rate` requests a second, shared by threads. A site's nginx answers 429 past
+    its rate limit (per client and site); a crawl faster than that would report its own 429s
+    as broken links."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self.next = time.monotonic()
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self.lock:
+            now = time.monotonic()
+            at = max(now, self.next)
+            self.next = at + self.interval
+        if at > now:
+            time.sleep(at - now)
+
+
+def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: int,
+          max_seconds: float, external: bool, timeout: float = 15,
+          scheme: str = "http", rate: float | None = None) -> dict[str, Any]:
+    """The homepage and, bounded, the site's pages: every link checked once, with the pages
+    it is on. Only pages of this site are followed; a site on HTTPS is crawled over HTTPS
+    (its port 80 only redirects). Requests to the site itself keep under `rate` a second."""
+    start = time.monotonic()
+    pacer = Pacer(rate) if rate else None
+
+    def paced(url: str) -> None:
+        if pacer is not None and urlsplit(url).hostname == site:
+            pacer.wait()
+
+    home = f"{scheme}://{site}/"
+    queue, seen_pages = [home], set()
+    on_pages: dict[str, list[str]] = {}
+    homepage = ""
+    truncated = False
+    fetched: dict[str, tuple[int | None, str]] = {}   # pages already fetched: not again
+    while queue:
+        if len(seen_pages) >= max_pages or time.monotonic() - start > max_seconds:
+            truncated = True
+            break
+        url = queue.pop(0)
+        if url in seen_pages:
+            continue
+        seen_pages.add(url)
+        paced(url)
+        status, ctype, body = fetch(url, entry, platform_hosts, timeout, external, True)
+        fetched[url] = (status, body if status is None else "")
+        if url == home:
+            homepage = body
+            on_pages.setdefault(url, [])
+            if status is None or not 200 <= status < 400:
+                break
+        if not body or status is None or not 200 <= status < 300:
+            continue        # an error page's links are not the site's
+        for link in rules.page_links(body, url):
+            on_pages.setdefault(link, []).append(url)
+            if urlsplit(link).hostname == site and link not in seen_pages and _is_page(link):
+                queue.append(link)
+    checked = {link: fetched[link] for link in on_pages if link in fetched and link != home}
+
+    def check(link: str) -> tuple[str, int | None, str]:
+        paced(link)
+        status, _, err = fetch(link, entry, platform_hosts, timeout, external)
+        return link, status, err
+
+    targets = [link for link in on_pages if link != home and link not in fetched]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for link, status, err in pool.map(check, targets):
+            checked[link] = (status, err)
+    broken = []
+    for link, (status, err) in sorted(checked.items()):
+        if err == "skipped":
+            continue
+        if status is None or not 200 <= status < 400:
+            broken.append({"link": link, "status": status, "error": err if status is None else "",
+                           "pages": sorted(set(on_pages[link]))[:10]})
+    made = len(fetched) + sum(1 for link in targets if checked[link][1] != "skipped")
+    return {"homepage": homepage, "broken": broken, "pages": len(seen_pages),
+            "checked": sum(1 for s, e in checked.values() if e != "skipped"), "requests": made,
+            "truncated": truncated, "seconds": round(time.monotonic() - start, 3)}
+
+
+def _is_page(url: str) -> bool:
+    last = urlsplit(url).path.rsplit("/", 1)[-1]
+    return "." not in last or last.lower().endswith((".html", ".htm", ".shtml", ".php"))
+
+
+def _entries(nodes: list[Node]) -> list[Node]:
+    """The web nodes that answer their health check: the crawl's ways in."""
+    return [n for n in nodes
+            if probes.probe("govhost-probe", n.name, n.address, "/health", timeout=3).up]
+
+
+def _node_facts(inv, node: Node, known_hosts: Path) -> dict[str, Any]:
+    """Per tenant: oldest access/error log present (rotated ones too), and the live files of
+    the tenants this node holds."""
+    script = (
+        "import json, os, sys\n"
+        "out = {'logs': {}, 'files': {}}\n"
+        "base = '/var/log/govhost/tenants'\n"
+        "for t in (os.listdir(base) if os.path.isdir(base) else []):\n"
+        "    ts = [os.stat(os.path.join(base, t, f)).st_mtime for f in os.listdir(os.path.join(base, t))]\n"
+        "    ts = [min(ts)] if ts else []\n"
+        "    out['logs'][t] = ts[0] if ts else None\n"
+        "sites = '/srv/govhost/sites'\n"
+        "for t in (os.listdir(sites) if os.path.isdir(sites) else []):\n"
+        "    d = os.path.join(sites, t, 'current', '.digests')\n"
+        "    try:\n"
+        "        out['files'][t] = [l.rstrip('\\n').split('  ', 1)[1] for l in open(d) if '  ' in l]\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print(json.dumps(out))\n")
+    cmd = f"python3 -c {shlex.quote(script)}"
+    r = subprocess.run(remote._ssh_cmd(inv.hosts, node, known_hosts, cmd), capture_output=True,
+                       text=True, timeout=120)
+    if r.returncode != 0:
+        return {"logs": {}, "files": {}, "error": r.stderr.strip()[-200:]}
+    return json.loads(r.stdout)
+
+
+def rotation_days(release_files: Mapping[str, bytes]) -> int | None:
+    text = release_files.get("logrotate.conf", b"").decode()
+    days = None
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:1] == ["maxage"]:
+            days = int(parts[1])
+    return days
+
+
+def check(inventory: Path, tenants: list[str] | None = None, at: float | None = None,
+          say: Say = lambda _: None) -> dict[str, dict[str, Verdict]]:
+    """Run every indicator for `tenants` (all when None) as of `at` (now); store the results."""
+    from controlplane.sites.plan import make_plan
+    inventory = Path(inventory)
+    inv = inventory_mod.load(inventory)
+    st = open_state(inventory)
+    try:
+        now = at or time.time()
+        week = rules.week_of(now)
+        w0, w1 = rules.week_bounds(week)
+        wanted = [t for t in inv.tenants if not tenants or t.name in tenants]
+        unknown = set(tenants or []) - {t.name for t in wanted}
+        if unknown:
+            raise ComplianceError(f"no tenant named {', '.join(sorted(unknown))}")
+        c = inv.cluster.compliance
+        placement = st.placements()
+        certs, served_with = tls.deployable(inventory, inv, st)
+        inv = dataclasses.replace(inv, certificates=certs, served_with=served_with)
+        plan = make_plan(inv, st.drained(), placement, st.applied())
+        kh = state_dir(inventory) / "known_hosts"
+        facts: dict[str, dict] = {}
+        with ThreadPoolExecutor(max_workers=len(inv.hosts.nodes)) as pool:
+            for n, f in zip(inv.hosts.nodes, pool.map(lambda n: _node_facts(inv, n, kh),
+                                                      inv.hosts.nodes)):
+                facts[n.name] = f
+        # Sites take turns over the healthy nodes, so the crawl's load is spread like
+        # visitors' (every node serves every site).
+        entries = _entries(list(inv.hosts.web_nodes))
+        platform = {inv.site_host(t) for t in inv.tenants} | {a for t in inv.tenants
+                                                             for a in t.aliases}
+        platform |= {f"{h}.{inv.cluster.domain}" for h in inv.cluster.portal.hostnames}
+        # From config (the lab cannot route IPv6): every web node has an IPv6 listener, and
+        # the DNS plan gives each of a unit's names an AAAA record.
+        web = inv.hosts.web_nodes
+        listens_v6 = bool(web) and all(n.address6 or ":" in n.address for n in web)
+        dns = dns_plan.records(inv)
+        any_release = next(iter(plan.releases.values()))
+        keep_days = rotation_days(any_release.files)
+        results: dict[str, dict[str, Verdict]] = {}
+
+        def crawl_unit(i_t) -> dict[str, Any]:
+            i, t = i_t
+            say(f"{t.name}: crawling")
+            cert = certs.get(served_with.get(t.name, ""))
+            entry = entries[i % len(entries)] if entries else None
+            return crawl(inv.site_host(t), entry, platform, c.crawl_max_pages,
+                         c.crawl_max_seconds, c.check_external_links,
+                         timeout=c.probe_timeout_seconds,
+                         scheme="https" if cert is not None else "http",
+                         rate=CRAWL_RATE_SHARE * inv.rate_limit(t).requests_per_second)
+
+        # Rate limits are per site, so sites are crawled side by side, each at its own pace.
+        with ThreadPoolExecutor(max_workers=max(1, min(c.crawl_sites_at_once,
+                                                    len(wanted)))) as pool:
+            crawls = dict(zip([t.name for t in wanted], pool.map(crawl_unit, enumerate(wanted))))
+        for t in wanted:
+            say(f"{t.name}: checking")
+            v: dict[str, Verdict] = {}
+            probes_n, failures, times = st.probe_week(t.name, w0, min(w1, now + 1))
+            v["reachable"] = rules.reachability(probes_n, failures, times, c.unreachable_week_ratio)
+            releases = st.content_releases(t.name)
+            v["homepage_fresh"] = rules.homepage_freshness(releases, now, c.homepage_stale_days)
+            first = (placement.get(t.name) or ("",))[0]
+            live = facts.get(first, {}).get("files", {}).get(t.name, [])
+            v["columns_fresh"] = rules.column_freshness(t.columns, releases, live, now,
+                                                       rules.column_limits(c))
+            node_error = facts.get(first, {}).get("error")
+            if node_error and t.columns:
+                v["columns_fresh"] = Verdict("columns_fresh", False, f"cannot read the live "
+                                             f"files on {first}: {node_error}")
+            cert = certs.get(served_with.get(t.name, ""))
+            https = cert is not None
+            cr = crawls[t.name]
+            v["links"] = rules.links(cr["broken"], cr["checked"], cr["pages"], cr["truncated"])
+            v["footer"] = rules.footer(cr["homepage"], t)
+            # Valid: served with a certificate for all its names that has not expired (the
+            # chain was checked when it was issued or imported).
+            v["https_ipv6"] = rules.https_ipv6(
+                https and cert.not_after > now, listens_v6,
+                aaaa=dns_plan.has_aaaa(dns, [inv.site_host(t), *t.aliases]))
+            oldest = [f["logs"].get(t.name) for f in facts.values() if f["logs"].get(t.name)]
+            v["logs"] = rules.logs(min(oldest) if oldest else None, keep_days,
+                                   c.log_retention_days, now)
+            results[t.name] = v
+        st.record_compliance(week, now, {t: {k: x.to_json() for k, x in v.items()}
+                                         for t, v in results.items()})
+        return results
+    finally:
+        st.close()
+
+
+def record_round(inventory: Path, at: float, rounds: Mapping[str, list[dict]]) -> None:
+    """One probe round per tenant: failed if any node did not load the homepage in time."""
+    st = open_state(inventory)
+    try:
+        st.record_probe_round(at, rounds)
+    finally:
+        st.close()

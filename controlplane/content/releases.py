@@ -1,0 +1,314 @@
+"""Tenant content: from the upload area to an immutable release live on every replica.
+
+A publish builds the release on the tenant's first replica (the node its SFTP account
+uploads to), from regular files only; unchanged files are hard links to the live release.
+The other replicas get only the files they lack, streamed from the first replica through
+the control machine, and check every file against the release's digest list. Only when
+every replica holds the release does it go live (or, for a tenant under review, wait for
+an approval). Rollback and approval are symlink swaps. Every step is in the audit log.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from controlplane.core import accounts
+from controlplane.sites import content_sync
+from controlplane.core import paths
+from controlplane.core import remote
+from controlplane.sites.apply import prepare
+from controlplane.core.errors import GovhostError
+from controlplane.core.manifest import Node
+from controlplane.core.state import State, actor, exclusive, open_state, state_dir
+
+TOOL = paths.NODE_TENANTS_TOOL
+DB_TOOL = "/usr/local/sbin/govhost-db"
+ARCHIVE_DIR = "/var/lib/govhost/archive"
+_QUOTA = 5
+
+Say = Callable[[str], None]
+
+
+class ContentError(GovhostError):
+    """A publish, rollback or review step could not be done; the live site is unchanged."""
+
+
+@dataclass
+class Target:
+    inventory: Path
+    tenant: str
+    replicas: list[Node]
+    hosts: Any
+    known_hosts: Path
+    quota_bytes: int
+    review: bool
+    keep: int
+    state: State
+
+
+def _tenant_lock(inventory: Path, tenant: str):
+    return exclusive(inventory, f"content-{tenant}", lambda _: ContentError(
+        f"another publish, rollback or review of {tenant} is running; try again when it has "
+        "finished"))
+
+
+@contextmanager
+def target(inventory: Path, tenant: str) -> Iterator[Target]:
+    inventory = Path(inventory)
+    with _tenant_lock(inventory, tenant):
+        state = open_state(inventory)
+        try:
+            inv, plan = prepare(inventory, state)
+            t = inv.tenant(tenant)
+            if t is None:
+                raise ContentError(f"no tenant named {tenant!r}; `govhost tenant list` shows them")
+            if t.site.type == "proxy":
+                raise ContentError(f"{tenant} is a proxy site: its content lives in its own "
+                                   "application, not on the platform")
+            applied = plan.placement[tenant]
+            saved = state.placements().get(tenant)
+            if not saved or tuple(saved) != tuple(applied):
+                raise ContentError(f"{tenant}'s replicas are not applied yet; run `govhost "
+                                   "apply` first")
+            by_name = {n.name: n for n in inv.hosts.nodes}
+            yield Target(inventory, tenant, [by_name[n] for n in applied], inv.hosts,
+                         state_dir(inventory) / "known_hosts", inv.quota_bytes(t),
+                         t.review == "required", inv.cluster.defaults.keep_content_releases,
+                         state)
+        finally:
+            state.close()
+
+
+def _ssh(tg: Target, node: Node, *args: str, data: bytes | None = None,
+         timeout: float = 600) -> subprocess.CompletedProcess:
+    cmd = " ".join([TOOL, *(shlex.quote(a) for a in args)])
+    return subprocess.run(remote._ssh_cmd(tg.hosts, node, tg.known_hosts, cmd), input=data,
+                          capture_output=True, timeout=timeout)
+
+
+def _ok(tg: Target, node: Node, *args: str, data: bytes | None = None) -> str:
+    r = _ssh(tg, node, *args, data=data)
+    if r.returncode != 0:
+        raise ContentError(f"{args[0]} on {node.name}: "
+                           f"{r.stderr.decode(errors='replace').strip() or r.returncode}")
+    return r.stdout.decode()
+
+
+def _digests(tg: Target, node: Node, rid: str = "current") -> tuple[str | None, dict[str, str]]:
+    text = _ok(tg, node, "digests", tg.tenant, rid)
+    if not text.strip():
+        return None, {}
+    first, *rest = text.splitlines()
+    return first, dict(reversed(line.split("  ", 1)) for line in rest)
+
+
+def _copy(tg: Target, src: Node, dst: Node, rid: str, files: dict[str, str]) -> None:
+    """Stream to `dst` the files of release `rid` it lacks, from `src` (delta against the
+    release `dst` has live)."""
+    base, _ = _digests(tg, dst)
+    link = content_sync.Link(tg.hosts, tg.known_hosts, {src.name: src, dst.name: dst})
+    try:
+        content_sync.transfer(link, tg.tenant, src.name, dst.name, rid, base)
+    except content_sync.SyncError as exc:
+        raise ContentError(str(exc)) from None
+
+
+def _go_live(tg: Target, rid: str, say: Say) -> None:
+    for node in tg.replicas:
+        _ok(tg, node, "switch", tg.tenant, rid)
+        say(f"{node.name}: {rid} live")
+    for r in tg.state.content_releases(tg.tenant, "live"):
+        if r["release_id"] != rid:
+            tg.state.set_content_status(tg.tenant, r["release_id"], "superseded", "superseded")
+    pending = [r["release_id"] for r in tg.state.content_releases(tg.tenant, "pending")]
+    for node in tg.replicas:
+        _ok(tg, node, "prune", tg.tenant, str(tg.keep), *pending)
+
+
+def new_release_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def publish(inventory: Path, tenant: str, say: Say = lambda _: None,
+            source: str | None = None, by: str | None = None) -> dict[str, Any]:
+    """Turn the upload area into a release on every replica; live now, or pending review.
+
+    With `source` (a tree restored from a backup on the first replica) the release is built
+    from it instead and goes live without review: it is content that was live before, and
+    the restore itself can be rolled back like any publish."""
+    with target(inventory, tenant) as tg:
+        first, others = tg.replicas[0], tg.replicas[1:]
+        rid = new_release_id()
+        r = _ssh(tg, first, "publish", tenant, rid, by or actor(), str(tg.quota_bytes),
+                 *([source] if source else []))
+        if r.returncode == _QUOTA:
+            tg.state.audit("content.refused", f"{tenant}/{rid}", {"reason": "quota"})
+            raise ContentError(r.stderr.decode(errors="replace").strip().removeprefix(
+                "govhost-tenants: ") + f" (quota {tg.quota_bytes // 2**20} MB; the live site "
+                "is unchanged)")
+        if r.returncode != 0:
+            raise ContentError(f"publish on {first.name}: "
+                               f"{r.stderr.decode(errors='replace').strip()}")
+        summary = json.loads(r.stdout)
+        say(f"{first.name}: built {rid} ({summary['files']} files, {summary['linked']} "
+            "unchanged and hard-linked)")
+        try:
+            _, files = _digests(tg, first, rid)
+            for node in others:
+                _copy(tg, first, node, rid, files)
+                say(f"{node.name}: received {rid}")
+        except Exception:
+            for node in tg.replicas:      # a release not on every replica goes nowhere
+                _ssh(tg, node, "drop", tenant, rid)
+            raise
+        nodes = [n.name for n in tg.replicas]
+        if tg.review and source is None:
+            tg.state.add_content_release(tenant, rid, "pending", summary, nodes)
+            say(f"{rid} waits for review: `govhost review approve {tenant} {rid}`")
+            status = "pending"
+        else:
+            tg.state.add_content_release(tenant, rid, "live", summary, nodes)
+            _go_live(tg, rid, say)
+            status = "live"
+        return {"tenant": tenant, "release": rid, "status": status, "nodes": nodes,
+                **{k: summary[k] for k in ("files", "bytes", "linked", "added", "changed",
+                                           "removed", "skipped")}}
+
+
+def releases(inventory: Path, tenant: str) -> list[dict[str, Any]]:
+    """The releases on the tenant's first replica, with what the state store knows."""
+    with target(inventory, tenant) as tg:
+        rows = json.loads(_ok(tg, tg.replicas[0], "releases", tenant))
+        known = {r["release_id"]: r for r in tg.state.content_releases(tenant)}
+        for row in rows:
+            rec = known.get(row["id"], {})
+            row["status"] = "live" if row["live"] else rec.get("status", "kept")
+        return rows
+
+
+def rollback(inventory: Path, tenant: str, release: str | None = None,
+             say: Say = lambda _: None) -> dict[str, Any]:
+    """Make an earlier release live again on every replica (default: the one before)."""
+    with target(inventory, tenant) as tg:
+        rows = json.loads(_ok(tg, tg.replicas[0], "releases", tenant))
+        live = next((r["id"] for r in rows if r["live"]), None)
+        pending = {r["release_id"] for r in tg.state.content_releases(tenant, "pending")}
+        if release is None:
+            older = [r["id"] for r in rows if live and r["id"] < live and r["id"] not in pending]
+            if not older:
+                raise ContentError(f"{tenant} has no release before {live or 'the live one'} "
+                                   "to roll back to")
+            release = older[-1]
+        if release not in {r["id"] for r in rows}:
+            raise ContentError(f"{tenant} has no release {release}; `govhost releases "
+                               f"{tenant}` lists them")
+        for node in tg.replicas:
+            if not _has(tg, node, release):
+                raise ContentError(f"release {release} is not on {node.name}; nothing changed")
+        for node in tg.replicas:
+            _ok(tg, node, "switch", tenant, release)
+            say(f"{node.name}: {release} live")
+        if live:
+            tg.state.set_content_status(tenant, live, "rolled-back", "rollback")
+        tg.state.set_content_status(tenant, release, "live", "rollback-target")
+        return {"tenant": tenant, "live": release, "was": live}
+
+
+def _has(tg: Target, node: Node, rid: str) -> bool:
+    return _ssh(tg, node, "digests", tg.tenant, rid).returncode == 0
+
+
+def pending(inventory: Path) -> list[dict[str, Any]]:
+    st = open_state(inventory)
+    try:
+        return st.content_releases(status="pending")
+    finally:
+        st.close()
+
+
+def review_show(inventory: Path, tenant: str, release: str) -> dict[str, Any]:
+    st = open_state(inventory)
+    try:
+        rows = [r for r in st.content_releases(tenant) if r["release_id"] == release]
+    finally:
+        st.close()
+    if not rows:
+        raise ContentError(f"no release {release} of {tenant} in review; `govhost review "
+                           "list` shows the pending ones")
+    return rows[0]
+
+
+def decide(inventory: Path, tenant: str, release: str, approve: bool,
+           say: Say = lambda _: None) -> dict[str, Any]:
+    with target(inventory, tenant) as tg:
+        rec = next((r for r in tg.state.content_releases(tenant, "pending")
+                    if r["release_id"] == release), None)
+        if rec is None:
+            raise ContentError(f"{tenant} has no release {release} waiting for review")
+        if approve:
+            tg.state.set_content_status(tenant, release, "live", "approved")
+            _go_live(tg, release, say)
+        else:
+            for node in tg.replicas:
+                _ok(tg, node, "drop", tenant, release)
+            tg.state.set_content_status(tenant, release, "rejected", "rejected")
+            say(f"{release} rejected; the live site is unchanged")
+        return {"tenant": tenant, "release": release,
+                "status": "live" if approve else "rejected"}
+
+
+def remove(inventory: Path, tenant: str, say: Say = lambda _: None) -> dict[str, Any]:
+    """Archive and delete what is left of a tenant whose manifest is gone and applied."""
+    inventory = Path(inventory)
+    with _tenant_lock(inventory, tenant):
+        state = open_state(inventory)
+        try:
+            inv, plan = prepare(inventory, state)
+            if inv.tenant(tenant) is not None:
+                raise ContentError(
+                    f"{tenant} is still in the inventory ({inv.sources[tenant]}): remove that "
+                    "file and run `govhost apply` (the site stops being served), then run "
+                    "`govhost tenant remove` to archive and delete its data")
+            if state.placements().get(tenant):
+                raise ContentError(f"{tenant} is still placed: run `govhost apply` first")
+            kh = state_dir(inventory) / "known_hosts"
+            done: dict[str, Any] = {}
+            for node in inv.hosts.nodes:
+                cmd = (f"if [ -d /srv/govhost/sites/{shlex.quote(tenant)} ]; then {TOOL} remove "
+                       f"{shlex.quote(tenant)} {ARCHIVE_DIR}; fi")
+                r = subprocess.run(remote._ssh_cmd(inv.hosts, node, kh, cmd),
+                                   capture_output=True, text=True, timeout=600)
+                if r.returncode != 0:
+                    raise ContentError(f"removing {tenant} on {node.name}: {r.stderr.strip()}")
+                if r.stdout.strip():
+                    done[node.name] = json.loads(r.stdout)
+                    say(f"{node.name}: archived to {done[node.name]['archive']}")
+            db = accounts.db_node(inv)
+            if db is not None:              # its database, if it had one: dumped, then dropped
+                cmd = (f"if [ -x {DB_TOOL} ]; then {DB_TOOL} remove {shlex.quote(tenant)} "
+                       f"{shlex.quote(accounts.db_name(tenant))} {ARCHIVE_DIR}; fi")
+                r = subprocess.run(remote._ssh_cmd(inv.hosts, db, kh, cmd),
+                                   capture_output=True, text=True, timeout=600)
+                if r.returncode != 0:
+                    raise ContentError(f"removing the database of {tenant} on {db.name}: "
+                                       f"{r.stderr.strip()}")
+                out = json.loads(r.stdout) if r.stdout.strip() else {}
+                if out.get("removed"):
+                    done.setdefault(db.name, {})["database"] = out
+                    say(f"{db.name}: database {out['removed']} archived to {out['archive']}")
+            # Its releases are archived, not live anywhere: a unit added again under the same
+            # name starts without content (and nothing expects the old releases back).
+            for r in state.content_releases(tenant):
+                if r["status"] in ("live", "pending"):
+                    state.set_content_status(tenant, r["release_id"], "archived", "removed")
+            state.audit("tenant.removed", tenant, {"nodes": done})
+            return {"tenant": tenant, "nodes": done, "user": accounts.user_name(tenant)}
+        finally:
+            state.close()

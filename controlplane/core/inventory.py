@@ -1,0 +1,251 @@
+"""Load and check a whole inventory directory: cluster.yaml, hosts.yaml, tenants/*.yaml.
+
+Loading is all-or-nothing: every file is read and every problem across all of them is
+collected into one ManifestError, so an operator fixes a batch of mistakes in one round and
+a refused inventory never reaches a node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from controlplane.core import yamlsafe
+from controlplane.core.errors import ManifestError, Problem
+from controlplane.core.manifest import Cluster, Hosts, Node, RateLimit, Tenant
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_TENANT_FILES = 20_000
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Everything the desired state is made of, already validated."""
+
+    root: Path
+    cluster: Cluster
+    hosts: Hosts
+    tenants: tuple[Tenant, ...]
+    sources: dict[str, str]  # tenant name -> file it came from
+    # The cluster secret (see secrets.py); loaded only when a tenant needs derived credentials.
+    secret: bytes = field(default=b"", repr=False)
+    # The nodes' SSH key to the backup repository; loaded only when a node has the backup role.
+    backup_key: bytes = field(default=b"", repr=False)
+    # Certificates to ship (lineage -> tls.Deployed) and the one each unit is served with
+    # (tenant name or `_portal` -> lineage); filled from the state directory by apply.
+    certificates: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    served_with: Mapping[str, str] = field(default_factory=dict)
+
+    def replicas(self, tenant: Tenant) -> int:
+        return _replicas(tenant, self.cluster)
+
+    def rate_limit(self, tenant: Tenant) -> RateLimit:
+        return tenant.rate_limit or self.cluster.defaults.rate_limit
+
+    def quota_bytes(self, tenant: Tenant) -> int:
+        mb = tenant.quota_mb if tenant.quota_mb is not None else self.cluster.defaults.quota_mb
+        return mb * 1024 * 1024
+
+    def site_host(self, tenant: Tenant) -> str:
+        return f"{tenant.name}.{self.cluster.domain}"
+
+    def https_hosts(self) -> frozenset[str]:
+        """Site names served over HTTPS (a certificate covers the unit): their port 80 only
+        redirects, so probes and the crawl go to 443."""
+        return frozenset(self.site_host(t) for t in self.tenants if t.name in self.served_with)
+
+    def tenant(self, name: str) -> Tenant | None:
+        return next((t for t in self.tenants if t.name == name), None)
+
+    @property
+    def backup_node(self) -> Node | None:
+        return next((n for n in self.hosts.nodes if "backup" in n.roles), None)
+
+    def backup_policy(self, tenant: Tenant) -> BackupPolicy:
+        own, default = tenant.backup, self.cluster.backup
+        return BackupPolicy(
+            enabled=own.enabled and tenant.site.type != "proxy",
+            schedule=own.schedule or default.schedule,
+            keep_daily=default.keep_daily if own.keep_daily is None else own.keep_daily,
+            keep_weekly=default.keep_weekly if own.keep_weekly is None else own.keep_weekly,
+            keep_monthly=default.keep_monthly if own.keep_monthly is None else own.keep_monthly)
+
+
+@dataclass(frozen=True)
+class BackupPolicy:
+    """A tenant's effective backup policy (its manifest over the cluster's defaults). Proxy
+    sites keep their data in their own application: nothing of theirs is on the platform."""
+
+    enabled: bool
+    schedule: str
+    keep_daily: int
+    keep_weekly: int
+    keep_monthly: int
+
+
+def _replicas(tenant: Tenant, cluster: Cluster) -> int:
+    """PHP sites keep state on their node (sessions, files/), so one replica unless asked."""
+    if tenant.replicas is not None:
+        return tenant.replicas
+    return 1 if tenant.site.type == "php" else cluster.defaults.replicas
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("static", "php", "proxy") and out.endswith("site"):
+            continue  # pydantic's discriminator tag, not a field the user wrote
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; see docs/manifest.md for the allowed fields)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "union_tag_invalid":
+        return f"{err.get('input')!r} is not a site type; allowed: static, php, proxy"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        return msg[len("Value error, "):]
+    inp = err.get("input")
+    if isinstance(inp, (str, int, float, bool)) or inp is None:
+        return f"{inp!r}: {msg}"
+    return msg
+
+
+def _parse(path: Path, rel: str, model: type[M], problems: list[Problem]) -> M | None:
+    try:
+        data = yamlsafe.load_file(path)
+    except yamlsafe.YamlRefused as exc:
+        problems.append(Problem(rel, "", str(exc)))
+        return None
+    except OSError as exc:
+        problems.append(Problem(rel, "", f"cannot read file ({exc.strerror})"))
+        return None
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else type(data).__name__
+        problems.append(Problem(rel, "", f"must be a YAML mapping of fields, found {kind}"))
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append(Problem(rel, _field(err["loc"]), _describe(err)))
+        return None
+
+
+def load(root: Path) -> Inventory:
+    """Load the inventory at ``root`` or raise ManifestError listing every problem."""
+    root = Path(root)
+    problems: list[Problem] = []
+    if not root.is_dir():
+        raise ManifestError([Problem(str(root), "", "inventory directory does not exist")])
+
+    def rel(p: Path) -> str:
+        try:
+            return str(p.relative_to(root.parent))
+        except ValueError:
+            return str(p)
+
+    cluster = _parse(root / "cluster.yaml", rel(root / "cluster.yaml"), Cluster, problems)
+    hosts = _parse(root / "hosts.yaml", rel(root / "hosts.yaml"), Hosts, problems)
+
+    tenant_dir = root / "tenants"
+    files = sorted(tenant_dir.glob("*.y*ml")) if tenant_dir.is_dir() else []
+    if len(files) > MAX_TENANT_FILES:
+        problems.append(Problem(rel(tenant_dir), "", f"more than {MAX_TENANT_FILES} tenant files"))
+        files = []
+    tenants: list[Tenant] = []
+    sources: dict[str, str] = {}
+    for path in files:
+        r = rel(path)
+        t = _parse(path, r, Tenant, problems)
+        if t is None:
+            continue
+        if path.stem != t.name:
+            problems.append(
+                Problem(r, "name", f"{t.name!r} does not match the file name; "
+                        f"save this manifest as tenants/{t.name}.yaml")
+            )
+            continue
+        tenants.append(t)
+        sources[t.name] = r
+
+    if cluster is not None and hosts is not None:
+        problems.extend(_cross_check(cluster, hosts, tenants, sources,
+                                     rel(root / "cluster.yaml"), rel(root / "hosts.yaml")))
+    if problems:
+        raise ManifestError(problems)
+    assert cluster is not None and hosts is not None
+    from controlplane.core import secrets
+    secret = backup_key = b""
+    backup = any("backup" in n.roles for n in hosts.nodes)
+    if backup or any(t.site.type == "php" and t.site.database for t in tenants):
+        secret = secrets.ensure(root)
+    if backup:
+        backup_key = secrets.backup_key(root)
+    return Inventory(root, cluster, hosts, tuple(sorted(tenants, key=lambda t: t.name)), sources,
+                     secret, backup_key)
+
+
+def _cross_check(
+    cluster: Cluster, hosts: Hosts, tenants: list[Tenant], sources: dict[str, str],
+    cluster_file: str = "cluster.yaml", hosts_file: str = "hosts.yaml",
+) -> list[Problem]:
+    """Checks that need more than one file: names claimed twice, replicas vs. nodes."""
+    from controlplane.core.names import RESERVED_LABELS
+
+    problems: list[Problem] = []
+    claimed: dict[str, tuple[str, str]] = {}  # canonical host -> (file, field)
+    portal_names = {f"{h}.{cluster.domain}" for h in cluster.portal.hostnames}
+    if cluster.portal.serve_apex:
+        portal_names.add(cluster.domain)
+    for host in portal_names:
+        claimed[host] = (cluster_file, "portal")
+    web = len(hosts.web_nodes)
+    if web == 0:
+        problems.append(Problem(hosts_file, "nodes", "no node has the 'web' role"))
+    backup_nodes = [n.name for n in hosts.nodes if "backup" in n.roles]
+    if len(backup_nodes) > 1:
+        problems.append(Problem(hosts_file, "nodes", "the 'backup' role is on "
+                                f"{', '.join(backup_nodes)}; one node holds the repository"))
+
+    for t in tenants:
+        src = sources[t.name]
+        if t.name in RESERVED_LABELS:
+            problems.append(Problem(src, "name", f"{t.name!r} is reserved for county services; "
+                                    "choose another name"))
+        wanted = [(f"{t.name}.{cluster.domain}", "name")]
+        wanted += [(a, f"aliases[{i}]") for i, a in enumerate(t.aliases)]
+        for host, field in wanted:
+            if host in claimed:
+                other_file, other_field = claimed[host]
+                problems.append(Problem(src, field, f"{host!r} is already claimed by "
+                                        f"{other_file} ({other_field})"))
+            else:
+                claimed[host] = (src, field)
+        for i, alias in enumerate(t.aliases):
+            if alias.endswith("." + cluster.domain):
+                first = alias[: -len(cluster.domain) - 1]
+                if "." not in first and first in RESERVED_LABELS:
+                    problems.append(Problem(src, f"aliases[{i}]",
+                                            f"{alias!r} uses a reserved county name"))
+        replicas = _replicas(t, cluster)
+        if web and replicas > web:
+            problems.append(Problem(src, "replicas", f"{replicas} replicas but only {web} web "
+                                    f"node(s) in hosts.yaml; allowed: 1-{web}"))
+        if t.site.type == "php" and t.site.database and not any(
+                "db" in n.roles for n in hosts.nodes):
+            problems.append(Problem(src, "site.database", "a database needs a node with the "
+                                    "'db' role in hosts.yaml; add the role or set "
+                                    "database: false"))
+    return problems

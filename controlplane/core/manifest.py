@@ -1,0 +1,518 @@
+"""The manifest schema: cluster settings, hosts and one tenant per unit.
+
+The schema is the contract with the units and the operators. Every field is checked here so
+that nothing downstream (templates, playbooks, shell) ever sees a value outside a safe alphabet:
+names are DNS labels, host names are canonical ASCII, free text never reaches nginx or a shell
+and is still refused if it carries control or markup characters.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+
+import ipaddress
+import re
+from typing import Annotated, Literal, Union
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+from controlplane.core import names
+
+_FORBIDDEN_TEXT = re.compile(r"[\x00-\x1f\x7f{};$`\\<>\"]")
+
+
+def _safe_text(value: str) -> str:
+    bad = _FORBIDDEN_TEXT.search(value)
+    if bad:
+        raise ValueError(
+            f"{value!r} contains {bad.group()!r}; text may not contain control characters or "
+            "any of { } ; $ ` \\ < > \""
+        )
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _label(value: str) -> str:
+    try:
+        return names.check_label(value)
+    except names.NameError_ as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _host(value: str) -> str:
+    try:
+        return names.canonical_host(value)
+    except names.NameError_ as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _matching(pattern: str, what: str):
+    """A validator: the whole value matches `pattern`, else "'<value>' <what>"."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise ValueError(f"{value!r} {what}")
+        return value
+    return check
+
+
+_email = _matching(r"^[A-Za-z0-9._%+-]{1,64}@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}$",
+                   "is not an e-mail address (name@host.domain)")
+_phone = _matching(r"^\+?[0-9][0-9 ()-]{2,30}$",
+                   "is not a phone number (digits, spaces, + ( ) -)")
+
+
+Text = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_safe_text)]
+Label = Annotated[StrictStr, AfterValidator(_label)]
+Host = Annotated[StrictStr, AfterValidator(_host)]
+Email = Annotated[StrictStr, AfterValidator(_email)]
+Phone = Annotated[StrictStr, AfterValidator(_phone)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class Contact(_Model):
+    name: Text
+    email: Email
+    phone: Phone
+
+
+class RateLimit(_Model):
+    """Requests per second per client address, with a burst allowance."""
+
+    requests_per_second: StrictInt = Field(ge=1, le=10_000)
+    burst: StrictInt = Field(default=0, ge=0, le=100_000)
+
+
+class StaticSite(_Model):
+    type: Literal["static"]
+
+
+class PhpSettings(_Model):
+    """Limits of the tenant's PHP-FPM pool (workers start on demand, up to max_children)."""
+
+    max_children: StrictInt = Field(default=5, ge=1, le=200)
+    memory_mb: StrictInt = Field(default=128, ge=16, le=4096)
+    upload_mb: StrictInt = Field(default=20, ge=1, le=2048)
+    timeout_seconds: StrictInt = Field(default=60, ge=1, le=600)
+
+
+class PhpSite(_Model):
+    """A PHP site: its own pool, its own user; `database: true` adds a MariaDB database."""
+
+    type: Literal["php"]
+    php: PhpSettings = PhpSettings()
+    database: StrictBool = False
+
+
+def _upstream(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{value!r}: upstream must start with http:// or https://")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: upstream may not carry user, query or fragment")
+    if parts.path not in ("", "/"):
+        raise ValueError(f"{value!r}: upstream must be scheme://host:port with no path")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{value!r}: port must be 1-65535") from None
+    host = parts.hostname or ""
+    if not names.is_ip_literal(host):
+        try:
+            host = names.canonical_host(host)
+        except names.NameError_ as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
+    elif ":" in host:
+        host = f"[{ipaddress.ip_address(host).compressed}]"
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}:{port or default}"
+
+
+Upstream = Annotated[StrictStr, AfterValidator(_upstream)]
+
+
+class ProxySite(_Model):
+    """A unit's own application published under its name through the platform."""
+
+    type: Literal["proxy"]
+    upstreams: list[Upstream] = Field(min_length=1, max_length=16)
+    timeout_seconds: StrictInt = Field(default=60, ge=1, le=600)
+    max_body_mb: StrictInt = Field(default=10, ge=1, le=2048)
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> "ProxySite":
+        if len({u.split(":", 1)[0] for u in self.upstreams}) > 1:
+            raise ValueError("all upstreams must use the same scheme")
+        return self
+
+
+Site = Annotated[Union[StaticSite, PhpSite, ProxySite], Field(discriminator="type")]
+
+
+_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+              "ecdsa-sha2-nistp521", "ssh-rsa", "sk-ssh-ed25519@openssh.com",
+              "sk-ecdsa-sha2-nistp256@openssh.com")
+
+
+def _ssh_key(value: str) -> str:
+    """One OpenSSH public key: type, base64 blob, optional plain comment. No options (a
+    `command=` or `from=` prefix would be the tenant configuring sshd), no line breaks."""
+    parts = value.split(" ")
+    if not 2 <= len(parts) <= 3 or parts[0] not in _KEY_TYPES:
+        raise ValueError("expected '<type> <base64> [comment]' with type one of "
+                         + ", ".join(_KEY_TYPES[:3]) + ", …; key options are not allowed")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the key's second field is not base64") from None
+    n = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else 0
+    if blob[4:4 + n].decode(errors="replace") != parts[0]:
+        raise ValueError(f"the key data does not match its type {parts[0]}")
+    if len(parts) == 3 and not re.fullmatch(r"[A-Za-z0-9@._+-]{1,100}", parts[2]):
+        raise ValueError("the key comment may only hold letters, digits and @._+-")
+    return value
+
+
+SshKey = Annotated[StrictStr, Field(max_length=16_000), AfterValidator(_ssh_key)]
+
+
+class Sftp(_Model):
+    """Who may upload: public keys only (password login is off for every tenant account)."""
+
+    keys: list[SshKey] = Field(default_factory=list, max_length=20)
+
+
+class Section(_Model):
+    """A township's sub-unit or village, served at /<name>/ on the township's site."""
+
+    name: Label
+    title: Text
+    sftp: Sftp | None = None
+
+
+_schedule = _matching(r"^(hourly|daily|weekly|([01][0-9]|2[0-3]):[0-5][0-9])$",
+                      "is not a schedule; allowed: hourly, daily, weekly, or a time of day "
+                      "HH:MM (every day at that time)")
+
+
+Schedule = Annotated[StrictStr, AfterValidator(_schedule)]
+_PATH_RE = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
+
+
+def _abs_path(value: str) -> str:
+    if not _PATH_RE.match(value) or any(p in (".", "..") for p in value.split("/")):
+        raise ValueError(f"{value!r} is not an absolute path of letters, digits and _.- "
+                         "(no . or .. parts)")
+    return value
+
+
+AbsPath = Annotated[StrictStr, Field(max_length=200), AfterValidator(_abs_path)]
+Keep = Annotated[StrictInt, Field(ge=0, le=3650)]
+
+
+class TenantBackup(_Model):
+    """A unit's own backup policy; anything left out comes from cluster.yaml's `backup`."""
+
+    enabled: StrictBool = True
+    schedule: Schedule | None = None
+    keep_daily: Keep | None = None
+    keep_weekly: Keep | None = None
+    keep_monthly: Keep | None = None
+
+
+ColumnCategory = Literal["news", "updates", "notices", "policy", "personnel", "plans"]
+_column_path = _matching(r"^/([A-Za-z0-9_-]+/)+$",
+                         "is not a column path; use /name/ (letters, digits, _ -), nested as "
+                         "/a/b/, with the slashes at both ends")
+
+
+class Column(_Model):
+    """A column (栏目) of the site: files under `path` are its content; how often it must be
+    updated comes from its category (cluster.yaml compliance.column_limits_days)."""
+
+    path: Annotated[StrictStr, Field(max_length=200), AfterValidator(_column_path)]
+    title: Text
+    category: ColumnCategory
+
+
+_site_code = _matching(r"^[0-9A-Za-z]{10}$",
+                       "is not a site identification code (网站标识码): 10 letters or digits")
+
+
+class Identity(_Model):
+    """What the homepage footer must show besides the organiser and contact."""
+
+    site_code: Annotated[StrictStr, AfterValidator(_site_code)]
+    icp: Text
+    psb: Text
+
+
+IssuerName = Literal["acme", "internal", "manual", "none"]
+
+
+class TenantTls(_Model):
+    """A unit's own choice of issuer over the cluster's (e.g. `internal` for an intranet-only
+    site, `manual` for a certificate bought from a commercial CA)."""
+
+    issuer: IssuerName
+
+
+class Tenant(_Model):
+    """One unit (department or township) and its site."""
+
+    name: Label
+    title: Text
+    kind: Literal["department", "township"]
+    contact: Contact
+    site: Site = StaticSite(type="static")
+    replicas: StrictInt | None = Field(default=None, ge=1, le=5)
+    aliases: list[Host] = Field(default_factory=list, max_length=20)
+    sections: list[Section] = Field(default_factory=list, max_length=200)
+    rate_limit: RateLimit | None = None
+    sftp: Sftp = Sftp()
+    review: Literal["none", "required"] = "none"
+    quota_mb: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
+    backup: TenantBackup = TenantBackup()
+    columns: list[Column] = Field(default_factory=list, max_length=100)
+    identity: Identity | None = None
+    tls: TenantTls | None = None
+
+    @model_validator(mode="after")
+    def _unique_sections(self) -> "Tenant":
+        seen: set[str] = set()
+        for s in self.sections:
+            if s.name in seen:
+                raise ValueError(f"section {s.name!r} is listed twice")
+            seen.add(s.name)
+        paths = [c.path for c in self.columns]
+        if len(set(paths)) != len(paths):
+            raise ValueError("a column path is listed twice")
+        if len(set(self.aliases)) != len(self.aliases):
+            raise ValueError("an alias is listed twice (compared case-insensitively, as punycode)")
+        return self
+
+
+class Defaults(_Model):
+    replicas: StrictInt = Field(default=2, ge=1, le=5)
+    rate_limit: RateLimit = RateLimit(requests_per_second=20, burst=40)
+    quota_mb: StrictInt = Field(default=1024, ge=1, le=1_000_000)
+    keep_content_releases: StrictInt = Field(default=5, ge=2, le=100)
+
+
+class Portal(_Model):
+    title: Text
+    hostnames: list[Label] = Field(default_factory=lambda: ["www"], max_length=5)
+    serve_apex: StrictBool = True
+
+
+class NginxSettings(_Model):
+    worker_connections: StrictInt = Field(default=4096, ge=256, le=65536)
+    client_max_body_size_mb: StrictInt = Field(default=20, ge=1, le=2048)
+    keepalive_timeout: StrictInt = Field(default=30, ge=0, le=600)
+
+
+def _ip(value: str) -> str:
+    try:
+        return ipaddress.ip_address(value).compressed
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+IpAddress = Annotated[StrictStr, AfterValidator(_ip)]
+UserName = Annotated[StrictStr, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")]
+
+
+class Offsite(_Model):
+    """The second repository (the city's disaster-recovery center), reached over SFTP with
+    govhost's backup key and filled with `restic copy` on its own schedule."""
+
+    address: IpAddress
+    port: StrictInt = Field(default=22, ge=1, le=65535)
+    user: UserName = "govhost-backup"
+    path: AbsPath = "/srv/govhost/offsite/repo"
+    schedule: Schedule = "04:00"
+
+
+class BackupSettings(_Model):
+    """Cluster-wide backup defaults; the repository lives on the node with the backup role."""
+
+    schedule: Schedule = "02:30"
+    keep_daily: Keep = 7
+    keep_weekly: Keep = 4
+    keep_monthly: Keep = 6
+    path: AbsPath = "/srv/govhost/backup/repo"
+    verify_schedule: Schedule = "weekly"
+    verify_subset_percent: StrictInt = Field(default=5, ge=1, le=100)
+    offsite: Offsite | None = None
+
+
+Days = Annotated[StrictInt | float, Field(gt=0, le=3650)]
+
+
+def _column_limits() -> dict[str, float]:
+    return {"news": 14, "updates": 14, "notices": 182, "policy": 182, "personnel": 365,
+            "plans": 365}
+
+
+class Compliance(_Model):
+    """Thresholds of the national inspection indicators (these defaults are the inspections')."""
+
+    probe_timeout_seconds: float = Field(default=15, gt=0, le=120)
+    unreachable_week_ratio: float = Field(default=0.05, gt=0, lt=1)
+    homepage_stale_days: Days = 14
+    column_limits_days: dict[ColumnCategory, Days] = Field(default_factory=_column_limits)
+    crawl_max_pages: StrictInt = Field(default=200, ge=1, le=10_000)
+    crawl_max_seconds: float = Field(default=60, gt=0, le=3600)
+    # Each site is crawled at 80 % of its own rate limit, so the crawl's speed is set by how
+    # many sites go at once (8: ~130 requests/s, under half a core of the control machine).
+    crawl_sites_at_once: StrictInt = Field(default=8, ge=1, le=64)
+    check_external_links: StrictBool = True
+    log_retention_days: StrictInt = Field(default=180, ge=1, le=3650)
+
+
+_tsig_name = _matching(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+                       "is not a TSIG key name (letters, digits, . _ -)")
+
+
+def _https_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname or any(c in value for c in " \"<>{}`"):
+        raise ValueError(f"{value!r} is not an https:// URL (an ACME directory is HTTPS)")
+    return value
+
+
+class Rfc2136(_Model):
+    """The county's DNS server, updated by RFC 2136 (TSIG-signed) for DNS-01 challenges.
+    The TSIG secret stays in a file on the control machine, never in the inventory."""
+
+    server: IpAddress
+    port: StrictInt = Field(default=53, ge=1, le=65535)
+    zone: Host
+    tsig_key_name: Annotated[StrictStr, AfterValidator(_tsig_name)]
+    tsig_algorithm: Literal["hmac-sha256", "hmac-sha512"] = "hmac-sha256"
+    tsig_secret_file: AbsPath
+    propagation_seconds: float = Field(default=0, ge=0, le=600)
+
+
+class AcmeSettings(_Model):
+    """Any ACME CA. Names under `dns.zone` are validated by DNS-01 (and the county gets one
+    wildcard certificate); other names by HTTP-01, answered by every web node."""
+
+    directory: Annotated[StrictStr, Field(max_length=300), AfterValidator(_https_url)]
+    contact: Email
+    # PEM bundle to trust for the ACME server's own HTTPS (a private CA such as the lab's);
+    # without it the system's trust store is used.
+    ca_bundle: AbsPath | None = None
+    # The CA's root: a stored certificate whose chain stops verifying to it is issued again.
+    issued_root: AbsPath | None = None
+    challenge: Literal["http-01", "dns-01"] = "http-01"
+    dns: Rfc2136 | None = None
+    names_per_certificate: StrictInt = Field(default=100, ge=1, le=100)
+    new_certificates_per_week: StrictInt = Field(default=50, ge=1, le=10_000)
+    order_timeout_seconds: float = Field(default=180, ge=10, le=3600)
+
+    @model_validator(mode="after")
+    def _dns_needed(self) -> "AcmeSettings":
+        if self.challenge == "dns-01" and self.dns is None:
+            raise ValueError("challenge dns-01 needs `dns:` (the RFC 2136 server, zone and "
+                             "TSIG key)")
+        return self
+
+
+class InternalCa(_Model):
+    """The county CA govhost creates and keeps (intranet sites)."""
+
+    name: Text = "County Government Internal CA"
+    leaf_days: StrictInt = Field(default=397, ge=1, le=825)
+
+
+class TlsSettings(_Model):
+    """HTTPS for every site: which issuer, and when certificates are renewed."""
+
+    issuer: IssuerName = "none"
+    acme: AcmeSettings | None = None
+    internal: InternalCa = InternalCa()
+    renew_fraction: float = Field(default=2 / 3, gt=0.1, lt=0.95)
+    # Spread renewals: each certificate renews up to this share of its lifetime early.
+    renew_jitter_fraction: float = Field(default=0.05, ge=0, le=0.2)
+    retry_first_seconds: StrictInt = Field(default=600, ge=1, le=86_400)
+    retry_max_seconds: StrictInt = Field(default=86_400, ge=60, le=7 * 86_400)
+    hsts_max_age: StrictInt = Field(default=31_536_000, ge=0, le=63_072_000)
+    ocsp_stapling: StrictBool = True
+
+    @model_validator(mode="after")
+    def _acme_needed(self) -> "TlsSettings":
+        if self.issuer == "acme" and self.acme is None:
+            raise ValueError("issuer acme needs `acme:` (directory, contact)")
+        return self
+
+
+class Cluster(_Model):
+    domain: Host
+    name: Text
+    portal: Portal
+    defaults: Defaults = Defaults()
+    nginx: NginxSettings = NginxSettings()
+    keep_releases: StrictInt = Field(default=5, ge=2, le=50)
+    backup: BackupSettings = BackupSettings()
+    compliance: Compliance = Compliance()
+    tls: TlsSettings = TlsSettings()
+
+
+class SshSettings(_Model):
+    user: UserName = "root"
+    port: StrictInt = Field(default=22, ge=1, le=65535)
+    key: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_./~-]{1,255}$")]
+
+
+Role = Literal["web", "backup", "db", "monitoring"]
+
+
+def _ipv6(value: str) -> str:
+    try:
+        return ipaddress.IPv6Address(value).compressed
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv6 address") from None
+
+
+class Node(_Model):
+    name: Label
+    address: IpAddress
+    # The node's public IPv6 address, where it has one: nginx listens there too and the
+    # DNS plan gives every name an AAAA record for it.
+    address6: Annotated[StrictStr, AfterValidator(_ipv6)] | None = None
+    roles: list[Role] = Field(default_factory=lambda: ["web"], min_length=1)
+    capacity: StrictInt = Field(default=2000, ge=1, le=100_000)
+
+
+class Hosts(_Model):
+    ssh: SshSettings
+    nodes: list[Node] = Field(min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Hosts":
+        for attr in ("name", "address"):
+            values = [getattr(n, attr) for n in self.nodes]
+            dup = sorted({v for v in values if values.count(v) > 1})
+            if dup:
+                raise ValueError(f"node {attr} listed twice: {', '.join(dup)}")
+        return self
+
+    @property
+    def web_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if "web" in n.roles]

@@ -1,0 +1,26 @@
+"""Where govhost's own files live (templates, playbooks) and the node-side layout.
+
+The node layout is a contract between the renderer (which writes absolute paths into nginx
+configs) and the playbooks (which create those directories), so it is defined once here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent
+TEMPLATES = REPO / "templates"
+PLAYBOOKS = REPO / "playbooks"
+NODE_PACKAGE = REPO / "govhost_node"       # the node programs, copied to every node
+
+# On every node.
+NODE_CONF_ROOT = "/etc/govhost"            # releases/<id>/ and the `current` symlink
+NODE_CURRENT = f"{NODE_CONF_ROOT}/current"
+NODE_SITES = "/srv/govhost/sites"         # <tenant>/current -> content release
+NODE_LOGS = "/var/log/govhost"            # tenants/<tenant>/{access,error}.log
+NODE_PID = "/run/govhost-nginx.pid"
+NGINX_USER = "www-data"                   # nginx workers; member of every tenant's group
+PHP_SOCKETS = "/run/govhost/php"          # <tenant>.sock, one PHP-FPM pool per PHP tenant
+PHP_FPM_PID = "/run/govhost-php-fpm.pid"
+PROBE_HOST = "govhost-probe"
+NODE_ACME = "/var/lib/govhost/acme"       # .well-known/acme-challenge/<token> (HTTP-01)
+NODE_TENANTS_TOOL = "/usr/local/sbin/govhost-tenants"   # accounts and content releases

@@ -1,0 +1,257 @@
+"""Connections to the nodes: ansible-runner for playbooks, plain OpenSSH for quick reads.
+
+Both share one OpenSSH ControlMaster socket per node, so the quick status read before an
+apply opens the connection that the playbooks then reuse.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from controlplane.core import paths
+from controlplane.core.manifest import Hosts, Node
+
+CONTROL_DIR = Path(os.environ.get("GOVHOST_SSH_CONTROL_DIR", "/tmp/govhost-ssh"))
+
+
+def ssh_options(hosts: Hosts, known_hosts: Path) -> list[str]:
+    CONTROL_DIR.mkdir(mode=0o700, exist_ok=True)
+    return [
+        "-o", "BatchMode=yes",
+        "-o", "ConnectTimeout=5",
+        "-o", "ServerAliveInterval=5",
+        "-o", "ServerAliveCountMax=2",
+        "-o", "ControlMaster=auto",
+        "-o", "ControlPersist=120s",
+        "-o", f"ControlPath={CONTROL_DIR}/%C",
+        "-o", "StrictHostKeyChecking=accept-new",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "LogLevel=ERROR",
+    ]
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node: str
+    reachable: bool
+    release: str | None = None
+    intact: bool = True           # the live release's files match its digest list
+    nginx_running: bool = False
+    agent_running: bool = False
+    bootstrap: str | None = None
+    error: str = ""
+    php_running: bool | None = None   # None: the live release has no PHP sites
+    boot_time: float | None = None    # when the node last booted (its PID 1 started)
+    content: dict | None = None       # tenant -> its holdings on the node (when asked)
+
+
+def _ssh_cmd(hosts: Hosts, node: Node, known_hosts: Path, command: str) -> list[str]:
+    key = os.path.expanduser(hosts.ssh.key)
+    return ["ssh", "-i", key, "-p", str(hosts.ssh.port), *ssh_options(hosts, known_hosts),
+            f"{hosts.ssh.user}@{node.address}", command]
+
+
+def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,
+                content: bool = False) -> dict[str, NodeStatus]:
+    """Ask every node, in parallel, which release it runs (one SSH round trip each); with
+    `content`, in the same round trip, what content each unit has there (`holdings`)."""
+    tenants_tool = paths.NODE_TENANTS_TOOL
+    # A bare node holds nothing ({}); one whose govhost predates `holdings` cannot say (null).
+    extra = (f"; if [ -x {tenants_tool} ]; then {tenants_tool} holdings 2>/dev/null "
+             f"|| echo null; else echo '{{}}'; fi" if content else "")
+
+    def ask(node: Node) -> NodeStatus:
+        cmd = _ssh_cmd(hosts, node, known_hosts,
+                       "if [ -x /usr/local/sbin/govhost-node ]; then /usr/local/sbin/govhost-node"
+                       " status; else echo '{\"release\": \"none\", \"nginx_running\": false,"
+                       " \"bootstrap\": \"none\"}'; fi" + extra)
+        try:
+            # Hashing content that changed since the last check may take a while.
+            out = subprocess.run(cmd, capture_output=True, text=True,
+                                 timeout=300 if content else 20)
+        except subprocess.TimeoutExpired:
+            return NodeStatus(node.name, False, error="ssh timed out")
+        if out.returncode != 0:
+            return NodeStatus(node.name, False, error=(out.stderr.strip() or
+                                                       f"ssh exit {out.returncode}")[-300:])
+        lines = out.stdout.strip().splitlines()
+        held = None
+        try:
+            if content:
+                held = json.loads(lines.pop())
+            data = json.loads(lines[-1])
+        except (ValueError, IndexError):
+            return NodeStatus(node.name, False, error=f"unexpected answer {out.stdout[-200:]!r}")
+        rel = data.get("release")
+        boot = data.get("bootstrap")
+        php = data.get("php_running")
+        return NodeStatus(node.name, True, None if rel in (None, "none") else rel,
+                          bool(data.get("intact", True)), bool(data.get("nginx_running")),
+                          bool(data.get("agent_running")), None if boot == "none" else boot,
+                          php_running=None if php is None else bool(php),
+                          boot_time=float(data["boot_time"]) if data.get("boot_time") else None,
+                          content=held)
+
+    if not nodes:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+        return {s.node: s for s in pool.map(ask, nodes)}
+
+
+@dataclass
+class HostResult:
+    host: str
+    ok: bool = False
+    unreachable: bool = False
+    changed: bool = False
+    errors: list[str] = field(default_factory=list)
+    # names of the tasks that completed on this host, and the failed task's return code
+    done: list[str] = field(default_factory=list)
+    failed_rc: int | None = None
+
+    @property
+    def message(self) -> str:
+        if self.unreachable:
+            return "unreachable: " + (self.errors[0] if self.errors else "")
+        return "; ".join(self.errors)
+
+
+def _event_error(res: Mapping[str, Any]) -> str:
+    # raw tasks run on a tty: their stderr arrives inside stdout
+    found = [str(res[k]).strip() for k in ("stderr", "module_stderr", "stdout")
+             if str(res.get(k) or "").strip()]
+    return "\n".join(found) or str(res.get("msg") or "failed").strip()
+
+
+def run_playbook(
+    playbook: str,
+    hosts: Hosts,
+    nodes: Sequence[Node],
+    hostvars: Mapping[str, Mapping[str, Any]],
+    work_dir: Path,
+    known_hosts: Path,
+    extravars: Mapping[str, Any] | None = None,
+    on_task: Callable[[str, str, str], None] | None = None,
+) -> dict[str, HostResult]:
+    """Run one playbook from playbooks/ on the given nodes; return a result per node."""
+    import ansible_runner  # imported here: it is slow to import and only apply needs it
+
+    inventory = {"all": {"hosts": {
+        n.name: {
+            "ansible_host": n.address,
+            "ansible_port": hosts.ssh.port,
+            "ansible_user": hosts.ssh.user,
+            "ansible_ssh_private_key_file": os.path.expanduser(hosts.ssh.key),
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "govhost_address": n.address,
+            "govhost_roles": list(n.roles),
+            **hostvars.get(n.name, {}),
+        } for n in nodes}}}
+    results = {n.name: HostResult(n.name) for n in nodes}
+    lock = threading.Lock()
+    stats: dict[str, Any] = {}
+
+    def handler(event: Mapping[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        host = data.get("host")
+        kind = event.get("event", "")
+        if kind == "playbook_on_stats":
+            stats.update(data)
+        if host in results:
+            with lock:
+                r = results[host]
+                res = data.get("res") or {}
+                if kind == "runner_on_unreachable":
+                    r.unreachable = True
+                    r.errors.append(_event_error(res))
+                elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+                    r.errors.append(f"{data.get('task', '')}: {_event_error(res)}")
+                    if r.failed_rc is None and isinstance(res.get("rc"), int):
+                        r.failed_rc = res["rc"]
+                elif kind == "runner_on_ok":
+                    r.done.append(data.get("task", ""))
+                    r.changed = r.changed or bool(res.get("changed"))
+            if on_task and kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+                on_task(host, data.get("task", ""), kind[len("runner_on_"):])
+        return False  # do not keep event files: thousands of them slow the run down
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    # ansible-playbook sits next to the Python running govhost (a venv's bin/).
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    ssh_args = " ".join(ssh_options(hosts, known_hosts))
+    env = {
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_SSH_ARGS": ssh_args,
+        "ANSIBLE_ROLES_PATH": str(paths.PLAYBOOKS / "roles"),
+        "ANSIBLE_FORKS": str(max(5, len(nodes))),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+    }
+    ansible_runner.run(
+        private_data_dir=str(work_dir),
+        playbook=str(paths.PLAYBOOKS / playbook),
+        inventory=inventory,
+        extravars=dict(extravars or {}),
+        envvars=env,
+        quiet=True,
+        event_handler=handler,
+        rotate_artifacts=3,
+    )
+    for name, r in results.items():
+        failed = name in (stats.get("failures") or {})
+        dark = name in (stats.get("dark") or {})
+        r.unreachable = r.unreachable or dark
+        ran = name in (stats.get("ok") or {}) or name in (stats.get("changed") or {})
+        r.ok = ran and not failed and not dark
+        if not r.ok and not r.errors:
+            r.errors.append("did not run (play stopped after an earlier failure)"
+                            if not failed and not dark else "failed")
+    return results
+
+
+def run_local_playbook(playbook: str, work_dir: Path, extravars: Mapping[str, Any]
+                       ) -> tuple[bool, str, bool]:
+    """Run a playbook on the control machine itself; returns (ok, error, changed)."""
+    import ansible_runner
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    errors_seen: list[str] = []
+    changed = []
+
+    def handler(event: Mapping[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        if event.get("event") == "runner_on_failed" and not data.get("ignore_errors"):
+            errors_seen.append(f"{data.get('task', '')}: {_event_error(data.get('res') or {})}")
+        if event.get("event") == "runner_on_ok" and (data.get("res") or {}).get("changed"):
+            changed.append(data.get("task", ""))
+        return False
+
+    bindir = os.path.dirname(sys.executable)
+    r = ansible_runner.run(
+        private_data_dir=str(work_dir), playbook=str(paths.PLAYBOOKS / playbook),
+        inventory={"all": {"hosts": {"localhost": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}},
+        extravars=dict(extravars), quiet=True, event_handler=handler,
+        envvars={"ANSIBLE_NOCOLOR": "True", "ANSIBLE_LOCALHOST_WARNING": "False",
+                 "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                 "PATH": bindir + os.pathsep + os.environ.get("PATH", "")},
+        rotate_artifacts=3)
+    ok = r.rc == 0 and not errors_seen
+    return ok, "; ".join(errors_seen) or ("" if ok else f"ansible exit {r.rc}"), bool(changed)
+
+
+def has_ssh() -> bool:
+    return shutil.which("ssh") is not None

@@ -1,0 +1,412 @@
+"""The lab cluster: real Debian machines on one host, for running every feature for real.
+
+Two kinds of node, both on 127.0.1.N and reached by Ansible over real SSH, so the production
+playbooks run unchanged:
+- `machine` (the default): a Debian root filesystem built by mmdebstrap (see lab_image),
+  booted by `systemd-nspawn --boot` with systemd as PID 1 on its own copy-on-write layer over
+  the cached image. It shares the host's network and nothing of the host's files. A supervisor
+  restarts it when it reboots (exit status 133, as `systemd-nspawn@.service` does); anything
+  else it exits with is a power-off. Its disk (the upper layer) can be wiped on its own.
+- `overlay` (the old fast mode): the host's own root filesystem under an overlay, sshd as
+  PID 1, no init system; it borrows the host's packages, so host packages must not change
+  while it runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from controlplane.lab import image as lab_image
+from controlplane.core.errors import LabError
+
+LAB_ROOT = Path(os.environ.get("GOVHOST_LAB_ROOT", "/var/lib/govhost/lab"))
+KEY = LAB_ROOT / "id_ed25519"
+APT_CACHE = LAB_ROOT / "apt-archives"
+KINDS = ("machine", "overlay")
+DEFAULT_KIND = os.environ.get("GOVHOST_LAB_KIND", "machine")
+DEFAULT_IMAGE = os.environ.get("GOVHOST_LAB_IMAGE", "bare")
+REBOOT_STATUS = 133        # systemd-nspawn's exit status when the machine asked to reboot
+
+_START = r"""
+set -e
+hostname "$NODE"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$D/upper,workdir=$D/work" "$D/root"
+mount -t proc proc "$D/root/proc"
+mount --rbind /dev "$D/root/dev"
+mount --rbind /sys "$D/root/sys"
+mount -t tmpfs tmpfs "$D/root/run"
+mount -t tmpfs tmpfs "$D/root/tmp"
+mkdir -p "$D/root/run/sshd"
+exec chroot "$D/root" /usr/sbin/sshd -D -e -o "ListenAddress=$IP" -o PidFile=/run/sshd.pid \
+    -o PasswordAuthentication=no -o UseDNS=no
+"""
+
+# The machine's supervisor, in its own mount namespace so that its overlay mount goes away
+# with it. A reboot makes systemd-nspawn exit with 133: boot again, like a real machine.
+_MACHINE = r"""
+mount -t overlay overlay -o "lowerdir=$IMAGE,upperdir=$D/upper,workdir=$D/work" "$D/root" || exit 1
+while :; do
+    date +%s > "$D/boots/$(date +%s%N)"
+    systemd-nspawn -D "$D/root" --boot --machine="$NODE" --hostname="$NODE" \
+        --register=no --keep-unit -q --console=passive \
+        --bind="$CACHE:/var/cache/apt/archives" </dev/null
+    rc=$?
+    echo "node $NODE: systemd-nspawn exited with status $rc at $(date -Is)"
+    [ "$rc" -eq 133 ] || exit "$rc"
+done
+"""
+
+
+@dataclass(frozen=True)
+class LabNode:
+    name: str
+    address: str
+    dir: str
+    pid: int | None          # the node's supervisor (machine) or sshd (overlay)
+    running: bool
+    ssh_open: bool
+    kind: str = "machine"
+    image: str = ""          # machine nodes: the image its disk was made from (bare, warm)
+    boots: int = 0           # machine nodes: how many times it has booted on this disk
+
+
+def node_name(i: int) -> str:
+    return f"n{i}"
+
+
+def node_address(i: int) -> str:
+    return f"127.0.1.{i}"
+
+
+def _index(name: str) -> int:
+    if not (name.startswith("n") and name[1:].isdigit()):
+        raise LabError(f"no lab node named {name!r}; lab nodes are n1, n2, …")
+    return int(name[1:])
+
+
+def _node_dir(i: int) -> Path:
+    return LAB_ROOT / "nodes" / node_name(i)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int | None, name: str = "") -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    line = _cmdline(pid)
+    return "sshd" in line or (bool(name) and f"govhost-lab-{name}" in line)
+
+
+def _port_open(address: str, port: int = 22) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _read(d: Path, what: str) -> str:
+    try:
+        return (d / what).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _read_pid(d: Path) -> int | None:
+    try:
+        return int(_read(d, "pid"))
+    except ValueError:
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(k) for k in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _child_of(pid: int) -> int | None:
+    kids = _children(pid)
+    return kids[0] if kids else None
+
+
+def _check_host(kind: str) -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (namespaces and overlay mounts); run as root")
+    tools = ("unshare", "ssh-keygen", "systemd-nspawn", "mmdebstrap") if kind == "machine" \
+        else ("unshare", "sshd", "ssh-keygen", "nginx")
+    for tool in tools:
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            raise LabError(f"{tool} is not installed on this host; run scripts/setup.sh first")
+
+
+def ssh_argv(address: str, *options: str) -> list[str]:
+    """`ssh` as root to a lab node with the lab key, up to the remote command. Nodes get new
+    host keys every time they are made, so they are not remembered."""
+    return ["ssh", "-i", str(KEY), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", *options,
+            f"root@{address}"]
+
+
+def ensure_key() -> Path:
+    LAB_ROOT.mkdir(parents=True, exist_ok=True)
+    if not KEY.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "govhost-lab",
+                        "-f", str(KEY)], check=True)
+    return KEY
+
+
+def _authorize(home: Path) -> None:
+    """The operator's key in root's authorized_keys of a node's disk (never the host's)."""
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(ssh_dir, 0o700)
+    (ssh_dir / "authorized_keys").write_text(KEY.with_suffix(".pub").read_text())
+    os.chmod(ssh_dir / "authorized_keys", 0o600)
+
+
+def _start_overlay(i: int) -> subprocess.Popen:
+    d = _node_dir(i)
+    for sub in ("upper", "work", "root"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    (d / "kind").write_text("overlay\n")
+    _authorize(d / "upper" / "root")
+    # A node is a fresh Debian machine: root gets Debian's stock shell files, not whatever
+    # the host's root added (bash reads .bashrc for every SSH command; a pyenv/cargo setup
+    # there costs ~100 ms per command, which no real node pays).
+    for dot in ("bashrc", "profile"):
+        stock = Path(f"/usr/share/base-files/dot.{dot}")
+        if stock.exists():
+            shutil.copyfile(stock, d / "upper" / "root" / f".{dot}")
+    log = open(d / "node.log", "ab")
+    env = {**os.environ, "NODE": node_name(i), "D": str(d), "IP": node_address(i)}
+    return subprocess.Popen(
+        ["unshare", "--mount", "--pid", "--uts", "--fork", "--propagation", "private",
+         "sh", "-c", _START],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
+
+
+def _start_machine(i: int, image: str) -> subprocess.Popen:
+    d, name = _node_dir(i), node_name(i)
+    rootfs = lab_image.ensure(LAB_ROOT, image)
+    for sub in ("upper", "work", "root", "boots"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    upper = d / "upper"
+    if not (upper / "etc" / "ssh" / "sshd_config.d" / "lab.conf").exists():
+        # A freshly installed server: its own host keys, sshd on its own address, the
+        # operator's key for root. Nothing else of the host.
+        conf = upper / "etc" / "ssh" / "sshd_config.d"
+        conf.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-A", "-f", str(upper)], check=True,
+                       capture_output=True)
+        (conf / "lab.conf").write_text(f"ListenAddress {node_address(i)}\n"
+                                       "PasswordAuthentication no\nUseDNS no\n")
+        _authorize(upper / "root")
+        (d / "image").write_text(image + "\n")
+    (d / "kind").write_text("machine\n")
+    (APT_CACHE / "partial").mkdir(parents=True, exist_ok=True)
+    log = open(d / "node.log", "ab")
+    env = {**os.environ, "NODE": name, "D": str(d), "IMAGE": str(rootfs),
+           "CACHE": str(APT_CACHE)}
+    return subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", _MACHINE,
+         f"govhost-lab-{name}"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
+
+
+def _wait_ssh(i: int, proc: subprocess.Popen, kind: str, timeout: float) -> None:
+    d = _node_dir(i)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            tail = (d / "node.log").read_text(errors="replace")[-800:]
+            raise LabError(f"lab node {node_name(i)} failed to start:\n{tail}")
+        pid = proc.pid if kind == "machine" else _child_of(proc.pid)
+        if pid and _port_open(node_address(i)):
+            (d / "pid").write_text(f"{pid}\n")
+            return
+        time.sleep(0.1)
+    raise LabError(f"lab node {node_name(i)}: sshd did not listen on {node_address(i)}:22 "
+                   f"in {timeout:.0f} s; see {d / 'node.log'}")
+
+
+def nodes() -> list[LabNode]:
+    out = []
+    base = LAB_ROOT / "nodes"
+    if not base.is_dir():
+        return out
+    for d in sorted(base.iterdir(), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else 0):
+        if not (d.name.startswith("n") and d.name[1:].isdigit()):
+            continue
+        i = int(d.name[1:])
+        pid = _read_pid(d)
+        alive = _alive(pid, d.name)
+        boots = len(list((d / "boots").iterdir())) if (d / "boots").is_dir() else 0
+        out.append(LabNode(d.name, node_address(i), str(d), pid if alive else None, alive,
+                           alive and _port_open(node_address(i)),
+                           _read(d, "kind") or "overlay", _read(d, "image"), boots))
+    return out
+
+
+def up(count: int, kind: str | None = None, image: str | None = None) -> list[LabNode]:
+    """Start nodes n1..n<count>; nodes already running are left alone (safe to rerun).
+
+    Machine nodes boot from `image` (bare: a freshly installed server; warm: the node
+    packages already there); a stopped node keeps its disk and boots from it again."""
+    if not 1 <= count <= 20:
+        raise LabError("--nodes must be between 1 and 20")
+    # Without a kind, nodes that exist keep theirs (a stopped node comes back as it was).
+    kind = kind or next((n.kind for n in nodes()), None) or DEFAULT_KIND
+    if kind not in KINDS:
+        raise LabError(f"unknown lab kind {kind!r}; use one of {', '.join(KINDS)}")
+    _check_host(kind)
+    ensure_key()
+    other = [n.name for n in nodes() if n.running and n.kind != kind]
+    if other:
+        raise LabError(f"lab nodes {', '.join(other)} run as another kind; "
+                       "run `govhost lab down` first")
+    started = []
+    for i in range(1, count + 1):
+        if not _alive(_read_pid(_node_dir(i)), node_name(i)):
+            started.append((i, _launch(i, kind, image)))
+    for i, proc in started:
+        _wait_ssh(i, proc, kind, 120 if kind == "machine" else 15)
+    return nodes()
+
+
+def _launch(i: int, kind: str, image: str | None) -> subprocess.Popen:
+    if kind == "overlay":
+        return _start_overlay(i)
+    d = _node_dir(i)
+    return _start_machine(i, _read(d, "image") or image or DEFAULT_IMAGE)
+
+
+def start(name: str) -> LabNode:
+    """Power a stopped node on again; its disk is as it was."""
+    i = _index(name)
+    d = _node_dir(i)
+    if not d.is_dir():
+        raise LabError(f"lab node {name} does not exist; `govhost lab up` makes it")
+    kind = _read(d, "kind") or "overlay"
+    if not _alive(_read_pid(d), name):
+        _wait_ssh(i, _launch(i, kind, None), kind, 120 if kind == "machine" else 15)
+    return next(n for n in nodes() if n.name == name)
+
+
+def _wait_gone(pids: list[int], seconds: float = 10) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and any(_exists(p) for p in pids):
+        time.sleep(0.05)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:   # a zombie has stopped too
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop(name: str) -> bool:
+    """Stop one node as if its machine lost power; its disk is kept."""
+    for n in nodes():
+        if n.name != name or not n.pid:
+            continue
+        if n.kind == "machine":
+            # supervisor (sh) -> systemd-nspawn -> the machine's PID 1. Killing PID 1 ends
+            # every process of the machine; the supervisor goes first so it does not boot again.
+            nspawn = [c for c in _children(n.pid) if "systemd-nspawn" in _cmdline(c)]
+            inits = [k for c in nspawn for k in _children(c)]
+            os.kill(n.pid, signal.SIGKILL)
+            for pid in inits:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            _wait_gone([n.pid, *nspawn, *inits])
+        else:
+            os.kill(n.pid, signal.SIGKILL)
+            _wait_gone([n.pid], 2.5)
+        return True
+    return False
+
+
+def reboot(name: str, timeout: float = 120) -> LabNode:
+    """`systemctl reboot` inside a machine node; returns once it answers SSH again."""
+    node = next((n for n in nodes() if n.name == name), None)
+    if node is None or not node.running or node.kind != "machine":
+        raise LabError(f"{name} is not a running machine node")
+    boots = node.boots
+    subprocess.run(ssh_argv(node.address, "-o", "ConnectTimeout=5") + ["systemctl reboot"],
+                   capture_output=True, timeout=30)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        now = next(n for n in nodes() if n.name == name)
+        if now.boots > boots and now.ssh_open:
+            return now
+        if not now.running:
+            raise LabError(f"{name} powered off instead of rebooting; see {now.dir}/node.log")
+        time.sleep(0.2)
+    raise LabError(f"{name} did not come back from its reboot in {timeout:.0f} s")
+
+
+def wipe(name: str, image: str = "bare") -> LabNode:
+    """The node's disk dies and it comes back as a freshly installed server (same address,
+    same operator key, nothing else): what a replaced machine looks like to govhost."""
+    i = _index(name)
+    d = _node_dir(i)
+    if (_read(d, "kind") or "machine") != "machine":
+        raise LabError("only machine nodes can be wiped; `govhost lab up --kind machine`")
+    stop(name)
+    for sub in ("upper", "work", "boots", "image", "pid"):
+        p = d / sub
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    ensure_key()
+    _wait_ssh(i, _start_machine(i, image), "machine", 120)
+    return next(n for n in nodes() if n.name == name)
+
+
+def down() -> int:
+    """Stop every node and remove the lab's disks; returns how many nodes were running.
+    The images and the apt cache stay, so the next `lab up` is quick."""
+    stopped = 0
+    for n in nodes():
+        if n.pid and stop(n.name):
+            stopped += 1
+    base = LAB_ROOT / "nodes"
+    if base.exists():
+        time.sleep(0.2)
+        shutil.rmtree(base, ignore_errors=True)
+    return stopped
+
+
+def as_json(ns: list[LabNode]) -> list[dict]:
+    return [asdict(n) for n in ns]
+
+
+def dumps(ns: list[LabNode]) -> str:
+    return json.dumps(as_json(ns), indent=2)

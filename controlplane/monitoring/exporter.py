@@ -1,0 +1,381 @@
+"""The control plane's Prometheus exporter: probes on an interval, state on every scrape.
+
+Probing every tenant on every node is the expensive part, so it runs in its own thread on a
+fixed interval and a scrape only reads its latest results (a scrape never waits on the
+network). Everything else a scrape reports is read fresh: the state store (last apply, what
+each node runs, drained nodes) and the apply lock. A custom collector builds the metric
+families per scrape from that snapshot, so a removed tenant or node simply stops appearing
+instead of leaving a stale gauge behind. Labels are bounded: tenant, node, kind — never a URL.
+
+What only a node can see (requests, bytes, disk use per tenant; load, memory, disk) comes from
+govhost-agent on each node, scraped by Prometheus directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from controlplane.compliance import rules as compliance
+from controlplane.compliance import run as compliance_run
+from controlplane.core import inventory as inventory_mod
+from controlplane.core import paths
+from controlplane.sites import probes
+from controlplane.core import remote
+from controlplane.sites import replicas
+from controlplane.tls import certificates as tls
+from controlplane.sites.apply import lock_holder
+from controlplane.sites.plan import make_plan
+from controlplane.core.state import open_state, state_dir
+
+AGENT_PORT = 9273
+NODE_EXPORTER_PORT = 9100
+
+
+@dataclass
+class Round:
+    """The results of one probe round."""
+
+    finished: float = 0.0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    tenants: dict[str, dict[str, probes.ProbeResult]] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    site_types: dict[str, str] = field(default_factory=dict)
+    nodes_up: dict[str, bool] = field(default_factory=dict)
+    live_release: dict[str, str | None] = field(default_factory=dict)
+    desired_release: dict[str, str] = field(default_factory=dict)
+    replicas: dict[str, int] = field(default_factory=dict)
+    https: frozenset[str] = frozenset()    # site hosts served over HTTPS (probed so)
+    quotas: dict[str, int] = field(default_factory=dict)
+    # tenant -> its node probes that failed the compliance rule this round ([]: none)
+    failed: dict[str, list[dict]] = field(default_factory=dict)
+    # (tenant, node) -> why its live content is not the unit's live release; every
+    # (tenant, replica) that was checked is listed, "none" when it is right
+    content_drift: dict[tuple[str, str], str] = field(default_factory=dict)
+    error: str = ""
+
+
+class Prober(threading.Thread):
+    """Probes every tenant on every node once per interval (homepage through that node)."""
+
+    def __init__(self, inventory: Path, interval: float, workers: int = 32,
+                 record: bool = True):
+        super().__init__(daemon=True, name="govhost-prober")
+        self.record = record          # keep each round in the state store (compliance)
+        self.inventory = Path(inventory)
+        self.interval = interval
+        self.workers = workers
+        self.latest = Round()
+        self.rounds = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._inv_key: tuple | None = None
+        self._inv: inventory_mod.Inventory | None = None
+        self._desired_key: tuple | None = None
+        self._desired: tuple[dict[str, str], dict[str, int], frozenset[str]] = (
+            {}, {}, frozenset())
+
+    def _inventory(self) -> inventory_mod.Inventory:
+        """Reload the inventory only when one of its files changed."""
+        files = sorted(self.inventory.glob("*.yaml")) + sorted(
+            (self.inventory / "tenants").glob("*.yaml"))
+        key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        if key != self._inv_key or self._inv is None:
+            self._inv = inventory_mod.load(self.inventory)
+            self._inv_key = key
+        return self._inv
+
+    def _desired_releases(self, inv
+                          ) -> tuple[dict[str, str], dict[str, int], frozenset[str]]:
+        """What apply would put on each node now, certificates included, and which sites
+        are served over HTTPS (rendered again only when an input changed)."""
+        st = open_state(self.inventory)
+        try:
+            placements, drained, applied = st.placements(), st.drained(), st.applied()
+            cert_records = st.certificates()
+            certs_dir = tls.tls_dir(self.inventory) / "certs"
+            stored = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                           for p in sorted(certs_dir.glob("*.pem"))) if certs_dir.is_dir() else ()
+            key = (self._inv_key, tuple(sorted(placements.items())), tuple(sorted(drained)),
+                   tuple(sorted((n, a.release_id) for n, a in applied.items())), stored,
+                   json.dumps(cert_records, sort_keys=True, default=str))
+            if key != self._desired_key:
+                certs, served_with = tls.deployable(self.inventory, inv, st)
+                with_certs = dataclasses.replace(inv, certificates=certs,
+                                                 served_with=served_with)
+                plan = make_plan(with_certs, drained, placements, applied)
+                self._desired = ({n: r.id for n, r in plan.releases.items()},
+                                 {t: len(v) for t, v in plan.placement.items()},
+                                 with_certs.https_hosts())
+                self._desired_key = key
+        finally:
+            st.close()
+        return self._desired
+
+    def _content_drift(self, inv) -> dict[tuple[str, str], str]:
+        """Ask every node what content it holds (one SSH round trip each; files re-hashed
+        only where they changed) and compare with each unit's live release."""
+        st = open_state(self.inventory)
+        try:
+            placements = st.placements()
+            live_content = {r["tenant"]: r["release_id"]
+                            for r in st.content_releases(status="live")}
+        finally:
+            st.close()
+        statuses = remote.node_status(inv.hosts, list(inv.hosts.nodes),
+                                      state_dir(self.inventory) / "known_hosts", content=True)
+        held = replicas.holdings_of(statuses)
+        out = {(t, n): "none" for t, ns in placements.items() if t in live_content
+               for n in ns if n in held}
+        for d in replicas.drift(placements, live_content, held):
+            out[(d.tenant, d.node)] = d.why
+        return out
+
+    def probe_once(self) -> Round:
+        t0, c0 = time.monotonic(), time.process_time()
+        rnd = Round()
+        try:
+            inv = self._inventory()
+            rnd.desired_release, rnd.replicas, rnd.https = self._desired_releases(inv)
+        except Exception as exc:  # a broken manifest must not stop monitoring of the rest
+            rnd.error = str(exc)
+            if self._inv is None:
+                self.latest = rnd
+                return rnd
+            inv = self._inv
+        nodes = list(inv.hosts.nodes)
+        targets = [(inv.site_host(t), n.name, n.address) for t in inv.tenants for n in nodes]
+        by_host = {inv.site_host(t): t for t in inv.tenants}
+        limit = inv.cluster.compliance.probe_timeout_seconds
+        for r in probes.probe_many(targets, workers=self.workers, timeout=limit,
+                                   https=rnd.https):
+            rnd.tenants.setdefault(by_host[r.host].name, {})[r.node] = r
+        for n in nodes:  # the node's own health, and the release id it serves
+            rnd.nodes_up[n.name] = probes.probe(paths.PROBE_HOST, n.name, n.address,
+                                                "/health", timeout=2).up
+            r = probes.probe(paths.PROBE_HOST, n.name, n.address, "/release", timeout=2,
+                             keep_body=True)
+            rnd.live_release[n.name] = r.body.strip() if r.up else None
+        try:
+            rnd.content_drift = self._content_drift(inv)
+        except Exception as exc:   # SSH trouble must not stop the HTTP probes' metrics
+            rnd.error = f"reading the nodes' content failed: {exc}"
+        rnd.kinds = {t.name: t.kind for t in inv.tenants}
+        rnd.site_types = {t.name: t.site.type for t in inv.tenants}
+        rnd.quotas = {t.name: inv.quota_bytes(t) for t in inv.tenants}
+        rnd.finished = time.time()
+        # The inspections' rule: a probe fails unless the homepage loaded completely within
+        # the limit; through any node, so a failure on one node counts.
+        rnd.failed = {t: [{"node": n, "scheme": r.scheme, "status": r.status,
+                           "seconds": round(r.seconds, 3), "error": r.error[:200]}
+                          for n, r in by_node.items() if not r.up or r.seconds > limit]
+                      for t, by_node in rnd.tenants.items()}
+        if self.record:
+            try:
+                compliance_run.record_round(self.inventory, rnd.finished, rnd.failed)
+            except Exception as exc:     # monitoring goes on without the record
+                rnd.error = f"recording the probe round failed: {exc}"
+        rnd.seconds = time.monotonic() - t0
+        rnd.cpu_seconds = time.process_time() - c0
+        self.latest = rnd
+        self.rounds += 1
+        return rnd
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.probe_once()
+            self._wake.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+
+class GovhostCollector(Collector):
+    def __init__(self, inventory: Path, prober: Prober):
+        self.inventory = Path(inventory)
+        self.prober = prober
+
+    def collect(self) -> Iterator:
+        rnd = self.prober.latest
+        st = open_state(self.inventory)      # one read of the state store per scrape
+        try:
+            runs = [r for r in st.runs(20) if r["kind"] == "apply" and r["finished_at"]]
+            drained, published = st.drained(), st.last_published()
+            checked = st.compliance()
+            week = compliance.week_of(time.time())
+            w0, _ = compliance.week_bounds(week)
+            counts = st.probe_week_counts(w0, time.time() + 1)
+            probe_week = {t: counts.get(t, (0, 0)) for t in rnd.quotas}
+            certs = st.certificates()
+        finally:
+            st.close()
+        yield from self._tenants(rnd)
+        yield from self._nodes(rnd)
+        yield from self._control_plane(rnd, runs, drained)
+        yield from self._content(rnd, published)
+        yield from self._compliance(checked, probe_week)
+        yield from self._certificates(certs)
+
+    @staticmethod
+    def _certificates(certs: dict) -> Iterator:
+        """Days to expiry per name (from the store's record of each certificate) and
+        renewals failing in a row, for the expiry and renewal alerts."""
+        expiry = GaugeMetricFamily("govhost_certificate_not_after_timestamp_seconds",
+                                   "When the certificate serving this name expires.",
+                                   labels=["certificate", "name", "issuer"])
+        failing = GaugeMetricFamily("govhost_certificate_renewal_failures",
+                                    "Failed issue/renew attempts in a row (0 after a success).",
+                                    labels=["certificate", "issuer"])
+        for lid, rec in sorted(certs.items()):
+            failing.add_metric([lid, rec["issuer"]], rec["failures"] or 0)
+            if rec["not_after"]:
+                for name in rec["names"]:
+                    expiry.add_metric([lid, name, rec["issuer"]], rec["not_after"])
+        yield from (expiry, failing)
+
+    @staticmethod
+    def _compliance(checked: dict, probe_week: dict) -> Iterator:
+        """The inspection indicators: this week's probe failures (continuous), and the
+        verdicts of the last `govhost compliance check`."""
+        ratio = GaugeMetricFamily("govhost_compliance_probe_failure_ratio",
+                                  "Share of this week's homepage probes that failed (the site "
+                                  "fails the week at 5 % by default).", labels=["tenant"])
+        probes_n = GaugeMetricFamily("govhost_compliance_probes", "Homepage probes this week.",
+                                     labels=["tenant"])
+        for t, (n, failed) in sorted(probe_week.items()):
+            probes_n.add_metric([t], n)
+            if n:
+                ratio.add_metric([t], failed / n)
+        ok = GaugeMetricFamily("govhost_compliance_indicator_ok", "1 if the unit passed the "
+                               "indicator at the last compliance check.",
+                               labels=["tenant", "indicator"])
+        broken = GaugeMetricFamily("govhost_compliance_broken_links", "Broken links found by "
+                                   "the last crawl.", labels=["tenant"])
+        stale = GaugeMetricFamily("govhost_compliance_stale_columns", "Columns stale, empty or "
+                                  "never updated at the last check.", labels=["tenant"])
+        home = GaugeMetricFamily("govhost_compliance_homepage_update_timestamp_seconds",
+                                 "When the homepage last changed (from the publish record).",
+                                 labels=["tenant"])
+        for t, rec in sorted(checked.items()):
+            v = rec["verdicts"]
+            for name, verdict in sorted(v.items()):
+                ok.add_metric([t, name], 1 if verdict["ok"] else 0)
+            if "links" in v:
+                broken.add_metric([t], len(v["links"]["evidence"]) if not v["links"]["ok"] else 0)
+            if "columns_fresh" in v:
+                stale.add_metric([t], sum(1 for r in v["columns_fresh"]["evidence"]
+                                          if isinstance(r, dict) and r.get("state") != "ok"))
+            ev = v.get("homepage_fresh", {}).get("evidence") or []
+            if ev and ev[0].get("last_update"):
+                home.add_metric([t], ev[0]["last_update"])
+        yield from (ratio, probes_n, ok, broken, stale, home)
+
+    @staticmethod
+    def _content(rnd: Round, published: dict[str, float]) -> Iterator:
+        """Quota from the inventory, content freshness from the publish record."""
+        quota = GaugeMetricFamily("govhost_tenant_quota_bytes", "The tenant's disk quota.",
+                                  labels=["tenant"])
+        for tenant, n in sorted(rnd.quotas.items()):
+            quota.add_metric([tenant], n)
+        last = GaugeMetricFamily("govhost_tenant_last_publish_timestamp_seconds",
+                                 "When content that went live was last published (Unix time).",
+                                 labels=["tenant"])
+        for tenant, when in sorted(published.items()):
+            if tenant in rnd.quotas:
+                last.add_metric([tenant], when)
+        yield from (quota, last)
+
+    @staticmethod
+    def _tenants(rnd: Round) -> Iterator:
+        up = GaugeMetricFamily("govhost_tenant_up", "1 if the tenant's homepage answered "
+                               "2xx/3xx through this node in the last probe round.",
+                               labels=["tenant", "node", "kind"])
+        dur = GaugeMetricFamily("govhost_tenant_probe_duration_seconds",
+                                "Time the last homepage probe took through this node.",
+                                labels=["tenant", "node"])
+        code = GaugeMetricFamily("govhost_tenant_probe_status_code",
+                                 "HTTP status of the last homepage probe (0: no answer).",
+                                 labels=["tenant", "node"])
+        info = GaugeMetricFamily("govhost_tenant_info", "One series per tenant.",
+                                 labels=["tenant", "kind", "site_type"])
+        reps = GaugeMetricFamily("govhost_tenant_replicas",
+                                 "Nodes that hold the tenant's content.", labels=["tenant"])
+        for tenant, per_node in sorted(rnd.tenants.items()):
+            kind = rnd.kinds.get(tenant, "")
+            info.add_metric([tenant, kind, rnd.site_types.get(tenant, "")], 1)
+            if tenant in rnd.replicas:
+                reps.add_metric([tenant], rnd.replicas[tenant])
+            for node, r in sorted(per_node.items()):
+                up.add_metric([tenant, node, kind], 1 if r.up else 0)
+                dur.add_metric([tenant, node], r.seconds)
+                code.add_metric([tenant, node], r.status or 0)
+        yield from (up, dur, code, info, reps)
+
+    @staticmethod
+    def _nodes(rnd: Round) -> Iterator:
+        up = GaugeMetricFamily("govhost_node_up", "1 if the node's nginx answered its health "
+                               "probe in the last probe round.", labels=["node"])
+        drift = GaugeMetricFamily("govhost_node_drift", "1 if the release the node serves "
+                                  "differs from what apply would put there now.",
+                                  labels=["node"])
+        content = GaugeMetricFamily(
+            "govhost_tenant_replica_drift", "1 if this replica's live content is not the "
+            "unit's live release (why: missing, older, other, modified); 0 if it is.",
+            labels=["tenant", "node", "why"])
+        for (tenant, node), why in sorted(rnd.content_drift.items()):
+            content.add_metric([tenant, node, why], 0 if why == "none" else 1)
+        yield content
+        for node, ok in sorted(rnd.nodes_up.items()):
+            up.add_metric([node], 1 if ok else 0)
+            want = rnd.desired_release.get(node)
+            if want is not None:
+                drift.add_metric([node], 0 if rnd.live_release.get(node) == want else 1)
+        yield from (up, drift)
+
+    def _control_plane(self, rnd: Round, runs: list[dict], drained: frozenset[str]) -> Iterator:
+        last = runs[0] if runs else None
+        when = GaugeMetricFamily("govhost_last_apply_timestamp_seconds",
+                                 "When the last apply finished (Unix time).")
+        ok = GaugeMetricFamily("govhost_last_apply_success", "1 if the last apply converged "
+                               "every node (changed or unchanged), else 0.")
+        took = GaugeMetricFamily("govhost_last_apply_duration_seconds",
+                                 "How long the last apply took.")
+        if last:
+            when.add_metric([], last["finished_at"])
+            ok.add_metric([], 1 if last["result"] in ("changed", "unchanged") else 0)
+            took.add_metric([], last["finished_at"] - last["started_at"])
+        yield from (when, ok, took)
+        yield GaugeMetricFamily("govhost_apply_lock_held", "1 while an apply holds the lock.",
+                                value=1 if lock_holder(self.inventory) else 0)
+        dr = GaugeMetricFamily("govhost_node_drained", "1 if the node is drained.",
+                               labels=["node"])
+        for node in sorted(rnd.nodes_up):
+            dr.add_metric([node], 1 if node in drained else 0)
+        yield dr
+        yield GaugeMetricFamily("govhost_probe_round_duration_seconds",
+                                "Wall time of the last probe round.", value=rnd.seconds)
+        yield GaugeMetricFamily("govhost_probe_round_cpu_seconds",
+                                "CPU time the exporter used in the last probe round.",
+                                value=rnd.cpu_seconds)
+        yield GaugeMetricFamily("govhost_probe_last_round_timestamp_seconds",
+                                "When the last probe round finished (Unix time).",
+                                value=rnd.finished)
+        yield GaugeMetricFamily("govhost_probe_interval_seconds", "The probe interval.",
+                                value=self.prober.interval)
+        yield GaugeMetricFamily("govhost_inventory_error", "1 if the inventory failed to "
+                                "load in the last round (monitoring keeps its last good copy).",
+                                value=1 if rnd.error else 0)
+        c = CounterMetricFamily("govhost_probe_rounds", "Probe rounds completed.")
+        c.add_metric([], self.prober.rounds)
+        yield c

@@ -1,0 +1,142 @@
+"""A node's life after the first apply: replaced when its disk died, added, removed.
+
+Each is an apply with a little before and after, so the same guarantees hold: content
+reaches a new replica before any node sends it traffic, config releases go canary first.
+- replace: the machine at the node's address is new (its SSH host key too). Forget the old
+  key, then apply: bootstrap from bare, every content release the node held copied from a
+  peer, its config release, its accounts. What no peer has — PHP `files/` of a unit with no
+  other replica, the databases of the db node, content with no intact copy left — comes
+  from the newest backup.
+- add: a node listed in hosts.yaml joins: bootstrapped, then given its share of replicas.
+- remove: drained (its replicas moved with their content), then forgotten once it is gone
+  from hosts.yaml.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any, Callable
+
+from controlplane.sites import apply as apply_mod
+from controlplane.backup import run as backup
+from controlplane.core import inventory as inventory_mod
+from controlplane.core.errors import GovhostError
+from controlplane.sites.plan import compute_placement
+from controlplane.core.state import open_state, state_dir
+
+Say = Callable[[str], None]
+
+
+class NodeError(GovhostError):
+    """A node could not be replaced, added or removed as asked."""
+
+
+def _node(inv, name: str):
+    node = next((n for n in inv.hosts.nodes if n.name == name), None)
+    if node is None:
+        raise NodeError(f"no node named {name!r} in hosts.yaml; list it there (name, address, "
+                        "roles, capacity) first")
+    return node
+
+
+def forget_host_key(inventory: Path, address: str, port: int) -> bool:
+    """The replaced machine has a new SSH host key; the old one would be refused."""
+    known = state_dir(inventory) / "known_hosts"
+    if not known.exists():
+        return False
+    host = address if port == 22 else f"[{address}]:{port}"
+    r = subprocess.run(["ssh-keygen", "-R", host, "-f", str(known)], capture_output=True)
+    return r.returncode == 0
+
+
+def _progress(say: Say) -> apply_mod.Progress:
+    return lambda node, step, outcome: say(f"{node} {step}: {outcome}")
+
+
+def replace(inventory: Path, name: str, say: Say = lambda _: None) -> dict[str, Any]:
+    inventory = Path(inventory)
+    inv = inventory_mod.load(inventory)
+    node = _node(inv, name)
+    forget_host_key(inventory, node.address, inv.hosts.ssh.port)
+    held_before = sorted(t for t, ns in _placements(inventory).items() if name in ns)
+    say(f"{name}: was a replica of {len(held_before)} unit(s); bootstrapping it and "
+        "copying their content from peers")
+    result = apply_mod.apply(inventory, progress=_progress(say))
+    out: dict[str, Any] = {"node": name, "apply": result.to_json(), "restored": []}
+    if result.nodes and next(n for n in result.nodes if n.node == name).result not in (
+            "applied", "unchanged"):
+        out["result"] = "failed"
+        return out
+    # What peers could not give: from the newest backup.
+    for tenant in sorted(result.stranded):
+        say(f"{tenant}: no intact copy on any node; restoring its content from the backup")
+        r = backup.restore(inventory, tenant, with_db=False, safety_backup=False, say=say)
+        out["restored"].append({"tenant": tenant, "what": "content", "from": "backup",
+                                "snapshot": r["files_snapshot"], "release": r.get("release")})
+    placement = _placements(inventory)        # what the apply just put in force
+    for t in inv.tenants:
+        php_here = t.site.type == "php" and placement.get(t.name) == (name,)
+        db_here = bool(getattr(t.site, "database", False)) and "db" in node.roles
+        if not (php_here or db_here):
+            continue
+        try:
+            r = backup.restore_replica(inventory, t.name, name, database=db_here,
+                                       php_files=php_here, say=say)
+        except GovhostError as exc:
+            out["restored"].append({"tenant": t.name, "what": "php files/database",
+                                    "from": "backup", "error": str(exc)})
+            continue
+        out["restored"].append({"tenant": t.name, "from": "backup", **r})
+    out["result"] = "replaced" if result.ok and not any("error" in r for r in out["restored"]) \
+        else "partial"
+    return out
+
+
+def _placements(inventory: Path) -> dict[str, tuple[str, ...]]:
+    st = open_state(inventory)
+    try:
+        return st.placements()
+    finally:
+        st.close()
+
+
+def add(inventory: Path, name: str, say: Say = lambda _: None) -> dict[str, Any]:
+    """Bootstrap the node listed in hosts.yaml and give it its share of the replicas: the
+    units whose rendezvous ranking now puts it among their replicas move one replica there
+    (content first), the rest stay where they are."""
+    inventory = Path(inventory)
+    inv = inventory_mod.load(inventory)
+    _node(inv, name)
+    result = apply_mod.apply(inventory, progress=_progress(say), share_for_node=name)
+    placement = _placements(inventory)
+    return {"node": name, "apply": result.to_json(),
+            "replicas": sorted(t for t, ns in placement.items() if name in ns),
+            "result": "added" if result.ok else "partial"}
+
+
+def remove(inventory: Path, name: str, say: Say = lambda _: None) -> dict[str, Any]:
+    """Drain the node and move its replicas (content first) with an apply. When the node is
+    no longer in hosts.yaml, forget it in the state store."""
+    inventory = Path(inventory)
+    inv = inventory_mod.load(inventory)
+    st = open_state(inventory)
+    try:
+        listed = any(n.name == name for n in inv.hosts.nodes)
+        if not listed:
+            if any(name in ns for ns in st.placements().values()):
+                raise NodeError(f"{name} still holds replicas; put it back in hosts.yaml and "
+                                f"run `govhost node remove {name}` to drain it first")
+            st.forget_node(name)
+            st.set_drained(name, False)
+            return {"node": name, "result": "forgotten"}
+        compute_placement(inv, st.drained() | {name}, st.placements())   # refuses if too full
+        st.set_drained(name, True)
+    finally:
+        st.close()
+    say(f"{name}: drained; moving its replicas")
+    result = apply_mod.apply(inventory, progress=_progress(say))
+    left = sorted(t for t, ns in _placements(inventory).items() if name in ns)
+    return {"node": name, "apply": result.to_json(), "replicas_left": left,
+            "result": "drained" if result.ok and not left else "partial",
+            "next": f"delete {name} from hosts.yaml, then `govhost node remove {name}` again "
+                    "to forget it" if not left else "apply again once the other nodes are up"}

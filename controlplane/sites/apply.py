@@ -1,0 +1,532 @@
+"""Apply: converge every node to its rendered release, canary first, rolling back on failure.
+
+Steps: take the exclusive lock; load and check the inventory (refused input touches nothing);
+place, render and plan; ask each node what it runs (drift and fresh nodes show up here);
+bootstrap nodes that need it; ship each node what changed in its release (one SSH stream);
+in one playbook run `nginx -t` it on every node and, only if every node accepted it,
+activate on a canary node and then on the rest, each probed and rolled back automatically
+on failure; record what each node runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import io
+import os
+import re
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from controlplane.core import inventory as inventory_mod
+from controlplane.sites import content_sync
+from controlplane.core import paths
+from controlplane.core import remote
+from controlplane.sites import replicas
+from controlplane.tls import certificates as tls
+from controlplane.core.errors import ApplyError, LockError
+from controlplane.sites.plan import Plan, make_plan, share_for
+from controlplane.sites.render import Release, render_cluster
+from controlplane.core.state import State, exclusive, open_state, state_dir
+
+Progress = Callable[[str, str, str], None]  # (node, step, outcome)
+
+
+def bootstrap_version() -> str:
+    """A hash of the node role and the node package: nodes bootstrapped by an older govhost
+    get bootstrapped again."""
+    h = hashlib.sha256()
+    role = paths.PLAYBOOKS / "roles" / "node"
+    for p in sorted(role.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(role).as_posix().encode() + b"\0" + p.read_bytes())
+    for p in sorted(paths.NODE_PACKAGE.glob("*.py")) + [paths.NODE_PACKAGE / "govhost-node"]:
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+@contextmanager
+def apply_lock(inventory: Path) -> Iterator[None]:
+    """Exclusive per-inventory lock, naming its holder for the run it refuses."""
+    def busy(fd: int) -> LockError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        return LockError(f"another govhost apply holds the lock ({holder}); "
+                         "wait for it to finish, then run apply again")
+
+    with exclusive(inventory, "apply", busy) as fd:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+                  0)
+        yield
+
+
+def lock_holder(inventory: Path) -> str | None:
+    """Who holds the apply lock right now, or None."""
+    path = state_dir(inventory) / "apply.lock"
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class NodeOutcome:
+    node: str
+    result: str               # unchanged | applied | failed | unreachable | refused | skipped
+    release: str | None = None
+    message: str = ""
+
+
+@dataclass
+class ApplyResult:
+    run_id: int
+    plan: Plan
+    nodes: list[NodeOutcome] = field(default_factory=list)
+    refused_tenants: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    content: list[dict[str, Any]] = field(default_factory=list)   # releases moved to replicas
+    kept_placement: list[str] = field(default_factory=list)  # units whose content couldn't move
+    stranded: dict[str, str] = field(default_factory=dict)   # unit -> live release no node has
+
+    @property
+    def result(self) -> str:
+        kinds = {n.result for n in self.nodes}
+        if "refused" in kinds:
+            return "refused"
+        if kinds & {"failed", "unreachable", "skipped"} or self.kept_placement \
+                or self.stranded:
+            return "partial" if kinds & {"applied", "unchanged"} else "failed"
+        return "changed" if "applied" in kinds else "unchanged"
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("changed", "unchanged")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "result": self.result, "seconds": round(self.seconds, 3),
+            "nodes": [vars(n) for n in self.nodes], "refused_tenants": self.refused_tenants,
+            "tenant_changes": len(self.plan.tenants),
+            "content": self.content, "kept_placement": self.kept_placement,
+            "stranded": self.stranded,
+        }
+
+
+_VHOST_IN_ERROR = re.compile(r"/vhosts/([a-z0-9-]+)\.conf")
+
+
+def _tenants_in(message: str) -> list[str]:
+    return sorted({m for m in _VHOST_IN_ERROR.findall(message) if not m.startswith("_")})
+
+
+# Release files only root may read on the node: they hold database passwords.
+PRIVATE_FILES = frozenset({"tenants.json", "databases.json", "backup.json", "backup.key"})
+
+
+def private(name: str) -> bool:
+    """Files only root may read on the node: credentials and TLS keys."""
+    return name in PRIVATE_FILES or (name.startswith("tls/") and name.endswith(".key"))
+
+
+def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
+    """A release as a deterministic tar.gz: the one transfer to the node.
+
+    With `base` (the digests of a release the node already has) only the files that differ
+    travel; the node hard-links the rest from that release. The digest list of the whole
+    release always travels, and the node checks every file against it.
+    """
+    buf = io.BytesIO()
+    digests = release.digests
+    listing = "".join(f"{digests[p]}  {p}\n" for p in sorted(digests)).encode()
+    members = [(".digests", listing)] + [
+        (name, release.files[name]) for name in sorted(release.files)
+        if base is None or base.get(name) != digests[name]]
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o600 if private(name) else 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def prepare(inventory: Path, state: State, share_for_node: str | None = None
+            ) -> tuple[inventory_mod.Inventory, Plan]:
+    """Load, check and plan. `share_for_node`: a node that just joined gets its share of the
+    existing units' replicas (otherwise placement is sticky)."""
+    inv = inventory_mod.load(inventory)
+    certs, served_with = tls.deployable(inventory, inv, state)
+    inv = dataclasses.replace(inv, certificates=certs, served_with=served_with)
+    previous = state.placements()
+    if share_for_node:
+        previous = share_for(inv, state.drained(), previous, share_for_node)
+    plan = make_plan(inv, state.drained(), previous, state.applied())
+    return inv, plan
+
+
+def _transition(inv, plan: Plan, state: State, nodes, live, runner_dir: Path,
+                known_hosts: Path, outcomes: dict[str, NodeOutcome], result: "ApplyResult",
+                say: Progress):
+    """A unit whose replicas change is never proxied to a node that does not serve it: while
+    some nodes run the old config and some the new, a request could otherwise bounce between
+    two nodes that each think the other holds the site (508). Two interim releases, each
+    rolled out everywhere before the next, make every step safe: (1) old and new replicas
+    both serve it, the others proxy to the old ones; (2) the same, proxying to the new ones;
+    then the final release. New replicas already hold the content (content follows first).
+    Returns the node statuses as they are after the interim releases."""
+    previous = state.placements()
+    moved = {t: tuple(ns) for t, ns in plan.placement.items()
+             if previous.get(t) and set(previous[t]) != set(ns)}
+    # Every reachable node takes part, a node that joined in this run (no config yet) too:
+    # the interim releases may already send it traffic for units it now holds.
+    targets = [n for n in sorted(nodes) if live[n].reachable
+               and outcomes.get(n, NodeOutcome(n, "")).result not in ("unreachable", "failed")]
+    if not moved or not targets:
+        return live
+    serving = {**plan.placement,
+               **{t: tuple(dict.fromkeys((*previous[t], *ns))) for t, ns in moved.items()}}
+    say("*", "transition", f"{len(moved)} unit(s) change replicas: two interim releases")
+    for step, upstream in (("old", {**plan.placement, **{t: tuple(previous[t]) for t in moved}}),
+                           ("new", dict(plan.placement))):
+        interim = dataclasses.replace(plan, releases=render_cluster(inv, upstream, serving))
+        applied = state.applied()
+        payloads = _payloads(interim, targets, [], live, applied, Path(runner_dir).parent
+                             / "payloads")
+        hostvars = {n: {"govhost_release_id": interim.releases[n].id,
+                        "govhost_keep_releases": inv.cluster.keep_releases,
+                        "govhost_stage_script": str(payloads[n])} for n in targets}
+        got: dict[str, NodeOutcome] = {}
+        again = _release(inv, interim, state, nodes, targets, hostvars, runner_dir, known_hosts,
+                         got, result, say)
+        for n in again:         # no usable delta base: the whole interim release
+            full = _payloads(interim, [n], [], live, {}, Path(runner_dir).parent / "payloads")
+            hostvars[n]["govhost_stage_script"] = str(full[n])
+        if again:
+            _release(inv, interim, state, nodes, again, hostvars, runner_dir, known_hosts, got,
+                     result, say)
+        bad = {n: o for n, o in got.items() if o.result != "applied"}
+        if bad:
+            # Every node is on a working config (interim or old); stop the change here.
+            for n, o in bad.items():
+                outcomes[n] = NodeOutcome(n, o.result, None, f"interim release ({step} "
+                                          f"upstreams): {o.message}")
+            raise ApplyError("a placement change stopped half-way: " + "; ".join(
+                f"{n}: {o.message}" for n, o in bad.items()) + ". Every node serves every "
+                "unit; run apply again once the node is healthy")
+        live = {n: dataclasses.replace(live[n], release=interim.releases[n].id, intact=True,
+                                       nginx_running=True)
+                if n in targets else live[n] for n in live}
+    return live
+
+
+def _without(placed: tuple[str, ...], target: str, previous: tuple[str, ...]
+             ) -> tuple[str, ...]:
+    """The replicas a unit keeps when its content could not reach `target`: the old ones if
+    `target` is new to it; if `target` was already a replica (a wiped node), the others, so
+    that it proxies instead of serving an empty site."""
+    if target not in previous:
+        return tuple(previous)
+    return tuple(n for n in placed if n != target)
+
+
+def _content_moves(inv, plan: Plan, state: State, held) -> replicas.ContentPlan:
+    live_content = {r["tenant"]: r["release_id"] for r in state.content_releases(status="live")}
+    return replicas.plan_moves(plan.placement, state.placements(), live_content, held,
+                               inv.cluster.defaults.keep_content_releases)
+
+
+def _classify(plan: Plan, live, applied, state: State,
+              outcomes: dict[str, NodeOutcome]) -> tuple[list[str], list[str]]:
+    """Which nodes need their release shipped (and staged), which only need nginx, PHP or
+    the agent started again; nodes already converged are recorded as unchanged."""
+    to_stage, to_start = [], []
+    for name in sorted(plan.releases):
+        if name in outcomes and outcomes[name].result != "unchanged":
+            continue
+        st, rel = live[name], plan.releases[name]
+        if st.release == rel.id and not st.intact:
+            to_stage.append(name)   # the live release was changed on the node: ship it whole
+        elif st.release == rel.id and st.nginx_running and st.agent_running \
+                and st.php_running is not False:
+            rec = applied.get(name)
+            if rec is None or rec.release_id != rel.id:
+                state.record_applied(name, rel.id, rel.digests, 0)  # node already converged
+            outcomes[name] = NodeOutcome(name, "unchanged", rel.id)
+        elif st.release == rel.id:
+            to_start.append(name)
+        else:
+            to_stage.append(name)
+    for name in to_stage + to_start:
+        outcomes.pop(name, None)
+    return to_stage, to_start
+
+
+def _follow_content(inv, plan: Plan, state: State, nodes, known_hosts: Path,
+                    moves: replicas.ContentPlan, held, outcomes: dict[str, NodeOutcome],
+                    result: "ApplyResult", say: Progress) -> Plan:
+    """Carry out the content moves; re-plan with the old placement of every unit whose
+    content could not reach a new replica. Returns the plan to ship."""
+    down = {n for n, o in outcomes.items() if o.result in ("unreachable", "failed")}
+    todo = [m for m in moves.moves if m.target not in down and m.source not in down]
+    link = content_sync.Link(inv.hosts, known_hosts, nodes)
+    done = content_sync.carry_out(link, todo, held, say) if todo else []
+    previous = state.placements()
+    keep_old: dict[str, tuple[str, ...]] = {}
+    for r in done:
+        result.content.append({"tenant": r.move.tenant, "from": r.move.source,
+                               "to": r.move.target, "releases": list(r.move.releases),
+                               "bytes": r.bytes, "ok": r.ok, "error": r.error})
+        if not r.ok:
+            keep_old[r.move.tenant] = _without(plan.placement[r.move.tenant], r.move.target,
+                                               previous.get(r.move.tenant, ()))
+    skipped = [m for m in moves.moves if m not in todo]
+    for m in skipped:
+        keep_old[m.tenant] = _without(plan.placement[m.tenant], m.target,
+                                      previous.get(m.tenant, ()))
+        result.content.append({"tenant": m.tenant, "from": m.source, "to": m.target,
+                               "releases": list(m.releases), "bytes": 0, "ok": False,
+                               "error": "node unreachable or not bootstrapped"})
+    for tenant, rid in sorted(moves.stranded.items()):
+        result.stranded[tenant] = rid
+    keep_old = {t: p for t, p in keep_old.items() if p}
+    if not keep_old:
+        return plan
+    result.kept_placement = sorted(keep_old)
+    for t in sorted(keep_old):
+        say("*", "content", f"{t}: keeps replicas {','.join(keep_old[t])} (content could not "
+            "follow)")
+    return make_plan(inv, state.drained(), plan.placement, state.applied(), pins=keep_old)
+
+
+def apply(
+    inventory: Path,
+    progress: Progress | None = None,
+    confirm: Callable[[Plan], bool] | None = None,
+    share_for_node: str | None = None,
+) -> ApplyResult:
+    """Converge all nodes. Raises ManifestError/PlacementError before anything is touched.
+    `share_for_node`: give that (new) node its share of the existing units' replicas."""
+    started = time.monotonic()
+    say = progress or (lambda node, step, outcome: None)
+    inventory = Path(inventory)
+    with apply_lock(inventory):
+        state = open_state(inventory)
+        try:
+            return _apply_locked(inventory, state, say, confirm, started, share_for_node)
+        finally:
+            state.close()
+
+
+def _apply_locked(inventory: Path, state: State, say: Progress,
+                  confirm: Callable[[Plan], bool] | None, started: float,
+                  share_for_node: str | None = None) -> ApplyResult:
+    inv, plan = prepare(inventory, state, share_for_node)
+    sdir = state_dir(inventory)
+    known_hosts = sdir / "known_hosts"
+    nodes = {n.name: n for n in inv.hosts.nodes}
+
+    # What does each node really run? Drift (or a rebuilt node) means it must be shipped again.
+    live = remote.node_status(inv.hosts, list(nodes.values()), known_hosts, content=True)
+    applied = state.applied()
+    boot_version = bootstrap_version()
+    outcomes: dict[str, NodeOutcome] = {}
+    for name in sorted(nodes):
+        if not live[name].reachable:
+            outcomes[name] = NodeOutcome(name, "unreachable", None, live[name].error)
+            say(name, "connect", "unreachable")
+    to_boot = [n for n in sorted(nodes) if n not in outcomes
+               and live[n].bootstrap != boot_version]
+    held = replicas.holdings_of(live)
+    moves = _content_moves(inv, plan, state, held)
+    to_stage, to_start = _classify(plan, live, applied, state, outcomes)
+    work = [n for n in sorted(nodes) if n in to_stage or n in to_start or n in to_boot]
+    if (work or moves.moves) and confirm is not None and not confirm(plan):
+        raise ApplyError("apply cancelled; nothing was changed")
+
+    run_id = state.start_run("apply")
+    result = ApplyResult(run_id, plan)
+    runner_dir = sdir / "runner"
+    try:
+        if to_boot:
+            boot = remote.run_playbook(
+                "bootstrap.yml", inv.hosts, [nodes[n] for n in to_boot], {}, runner_dir,
+                known_hosts, {"govhost_bootstrap_version": boot_version},
+                on_task=lambda h, t, o: say(h, "bootstrap", o))
+            for name, r in boot.items():
+                if not r.ok:
+                    outcomes[name] = NodeOutcome(name, "unreachable" if r.unreachable else
+                                                 "failed", None, "bootstrap: " + r.message)
+                    say(name, "bootstrap", "failed")
+            # A node whose govhost could not list its content can now.
+            unknown = [n for n in to_boot if n not in held
+                       and outcomes.get(n, NodeOutcome(n, "")).result not in ("unreachable",
+                                                                             "failed")]
+            if unknown:
+                held.update(replicas.holdings_of(remote.node_status(
+                    inv.hosts, [nodes[n] for n in unknown], known_hosts, content=True)))
+                moves = _content_moves(inv, plan, state, held)
+        # Content follows its replicas: every new (or emptied) replica gets the unit's
+        # releases before any config release makes it serve the unit. A unit whose content
+        # cannot get there keeps its old placement.
+        plan = _follow_content(inv, plan, state, nodes, known_hosts, moves, held, outcomes,
+                               result, say)
+        to_stage, to_start = _classify(plan, live, applied, state, outcomes)
+        if to_stage or to_start:
+            live = _transition(inv, plan, state, nodes, live, runner_dir, known_hosts, outcomes,
+                               result, say)
+            applied = state.applied()
+            to_stage, to_start = _classify(plan, live, applied, state, outcomes)
+
+        targets = to_stage + to_start
+        if targets:
+            payloads = _payloads(plan, to_stage, to_start, live, applied, sdir / "payloads")
+            hostvars = {name: {"govhost_release_id": plan.releases[name].id,
+                               "govhost_keep_releases": inv.cluster.keep_releases,
+                               "govhost_stage_script": str(payloads[name])}
+                        for name in targets}
+            say("*", "stage", f"{len(targets)} node(s)")
+            again = _release(inv, plan, state, nodes, targets, hostvars, runner_dir,
+                             known_hosts, outcomes, result, say)
+            if again:
+                # These nodes lost (or changed) the base of their delta: send the whole release.
+                say("*", "stage", f"{len(again)} node(s), whole release")
+                full = _payloads(plan, again, [], live, {}, sdir / "payloads")
+                for n in again:
+                    hostvars[n]["govhost_stage_script"] = str(full[n])
+                for n in _release(inv, plan, state, nodes, again, hostvars, runner_dir,
+                                  known_hosts, outcomes, result, say):
+                    outcomes[n] = NodeOutcome(n, "failed", None, "stage: the whole release "
+                                              "did not arrive intact; see the node's disk")
+        if any(o.result in ("applied", "unchanged") for o in outcomes.values()):
+            state.save_placements(plan.placement)
+    finally:
+        result.nodes = [outcomes.get(n) or NodeOutcome(n, "failed", None, "interrupted")
+                        for n in sorted(nodes)]
+        result.seconds = time.monotonic() - started
+        state.finish_run(run_id, result.result, result.to_json())
+    return result
+
+
+def _payloads(plan: Plan, to_stage: list[str], to_start: list[str], live, applied,
+              dest: Path) -> dict[str, Path]:
+    """Write, per node, the script the stage task runs there: the release archive appended to
+    a few lines of shell that feed it to `govhost-node receive` and then stage it. Only what
+    changed since the release the node runs travels, when the state store knows that
+    release's files; the whole release otherwise. Ansible's `script` sends it in one transfer
+    and needs no Python on the node."""
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def write(name: str) -> tuple[str, Path]:
+        rel = plan.releases[name]
+        rec, base = applied.get(name), live[name].release
+        head = f"#!/bin/sh\n# govhost release {rel.id} for node {name}\nset -e\n"
+        data = b""
+        if name in to_stage:
+            if base and base != rel.id and live[name].intact and rec is not None \
+                    and rec.release_id == base:
+                data, receive = pack(rel, rec.digests), f"receive {rel.id} {base}"
+            else:
+                data, receive = pack(rel), f"receive {rel.id}"
+            # the archive starts right after the shell lines; 10 digits keep their length fixed
+            lines = f'tail -c +%010d "$0" | {_NODE_CMD} {receive}\nexec {_NODE_CMD} stage {rel.id}\n'
+            offset = len((head + lines % 0).encode()) + 1
+            head += lines % offset
+        else:
+            head += f"exec {_NODE_CMD} stage {rel.id}\n"
+        path = dest / f"{name}.sh"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(head.encode() + data)
+        os.replace(tmp, path)
+        return name, path
+
+    names = to_stage + to_start
+    with ThreadPoolExecutor(max_workers=min(4, len(names))) as pool:
+        return dict(pool.map(write, names))
+
+
+_NODE_CMD = "/usr/local/sbin/govhost-node"
+_BASE_MISSING = 4       # govhost-node receive: the delta's base is gone or was modified
+_NGINX_REFUSED = 3      # govhost-node stage: nginx -t refused the release
+_STAGE_TASK = "Stage the release"
+_ACTIVATE_TASK = "Activate the release, reload nginx and probe it"
+
+
+def _step(task: str) -> str:
+    return "stage" if task.startswith("Stage") else "activate"
+
+
+def _release(inv, plan: Plan, state: State, nodes, targets: list[str], hostvars, runner_dir,
+             known_hosts, outcomes: dict[str, NodeOutcome], result: ApplyResult,
+             say: Progress) -> list[str]:
+    """One playbook run: `nginx -t` on every node; only if no node refused the release,
+    activate on a canary node and then on the rest, each probed and rolled back on failure.
+    A canary that is merely unreachable does not stop the rollout (the next node becomes the
+    canary, in a run of the activation alone); a canary whose activation fails does.
+    Returns the nodes that need their whole release: they had no usable base for the delta."""
+    pending, playbook = list(targets), "release.yml"
+    resend: list[str] = []
+    while pending:
+        res = remote.run_playbook(
+            playbook, inv.hosts, [nodes[n] for n in pending], hostvars, runner_dir,
+            known_hosts, on_task=lambda h, t, o: say(h, _step(t), o))
+        staged: list[str] = []
+        refused: set[str] = set()
+        for name in pending:
+            r = res[name]
+            if playbook == "activate.yml" or _STAGE_TASK in r.done:
+                staged.append(name)
+            elif r.failed_rc == _BASE_MISSING:
+                resend.append(name)
+            elif r.unreachable:
+                outcomes[name] = NodeOutcome(name, "unreachable", None, r.message)
+            elif r.failed_rc == _NGINX_REFUSED or "nginx -t refused" in r.message:
+                bad = _tenants_in(r.message)
+                refused.update(bad)
+                files = ", ".join(inv.sources.get(t, t) for t in bad)
+                who = f" (tenant {', '.join(bad)}: {files})" if bad else ""
+                outcomes[name] = NodeOutcome(name, "refused", None,
+                                             f"nginx -t refused the release{who}: {r.message}")
+            else:
+                outcomes[name] = NodeOutcome(name, "failed", None, "stage: " + r.message)
+        if any(o.result == "refused" for o in outcomes.values()):
+            # A release nginx refuses on any node is a bad release: it activated nowhere.
+            result.refused_tenants = sorted(refused)
+            for name in staged + resend:
+                outcomes[name] = NodeOutcome(name, "skipped", None, "not activated: the "
+                                             "release was refused on another node")
+            return []
+        canary = staged[0] if staged else None
+        for name in staged:
+            r, rel = res[name], plan.releases[name]
+            if _ACTIVATE_TASK in r.done and r.ok:
+                state.record_applied(name, rel.id, rel.digests, result.run_id)
+                outcomes[name] = NodeOutcome(name, "applied", rel.id)
+                say(name, "done", "applied")
+            elif r.unreachable:
+                outcomes[name] = NodeOutcome(name, "unreachable", None, r.message)
+            elif name == canary or r.errors:
+                outcomes[name] = NodeOutcome(name, "failed", None,
+                                             f"{r.message} (rolled back to the previous release)")
+            else:
+                outcomes[name] = NodeOutcome(name, "skipped", None,
+                                             f"not activated: canary {canary} failed")
+        if canary is not None and res[canary].unreachable:
+            pending = [n for n in staged[1:] if outcomes[n].result == "skipped"]
+            playbook = "activate.yml"
+        else:
+            pending = []
+    return resend

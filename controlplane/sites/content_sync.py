@@ -1,0 +1,133 @@
+"""Moving content releases between nodes so that content follows its replicas.
+
+Carries out the moves of `replicas.plan_moves` (what each node holds comes from
+`remote.node_status(..., content=True)`): each release streamed from a node that has it to the one that lacks
+it, through the control machine, only the files the target does not already have in a
+release it holds, verified there against the release's digest list; then the live one is
+switched to. The target does not serve the unit yet: its config release (which makes it a
+replica) goes out only after every move of the run succeeded.
+"""
+from __future__ import annotations
+
+import shlex
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from controlplane.core import paths
+from controlplane.core import remote
+from controlplane.core.errors import GovhostError
+from controlplane.core.manifest import Hosts, Node
+from controlplane.sites.replicas import Holding, Move
+
+TOOL = paths.NODE_TENANTS_TOOL
+BASE_GONE = 4
+
+
+class SyncError(GovhostError):
+    """A content release could not be copied to a node; its old placement stays."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """How to run the node tool on the nodes of one cluster."""
+    hosts: Hosts
+    known_hosts: Path
+    nodes: Mapping[str, Node]
+
+    def argv(self, node: str, *args: str) -> list[str]:
+        cmd = " ".join([TOOL, *(shlex.quote(a) for a in args)])
+        return remote._ssh_cmd(self.hosts, self.nodes[node], self.known_hosts, cmd)
+
+    def run(self, node: str, *args: str, data: bytes | None = None,
+            timeout: float = 600) -> str:
+        r = subprocess.run(self.argv(node, *args), input=data, capture_output=True,
+                           timeout=timeout)
+        if r.returncode != 0:
+            raise SyncError(f"{args[0]} on {node}: "
+                            f"{r.stderr.decode(errors='replace').strip() or r.returncode}")
+        return r.stdout.decode()
+
+
+def _digests(link: Link, node: str, tenant: str, rid: str) -> dict[str, str]:
+    text = link.run(node, "digests", tenant, rid)
+    rest = text.splitlines()[1:]
+    return dict(reversed(line.split("  ", 1)) for line in rest)
+
+
+def transfer(link: Link, tenant: str, src: str, dst: str, rid: str,
+             base: str | None) -> int:
+    """Copy release `rid` of `tenant` from `src` to `dst`: with `base` (a release `dst`
+    holds) only the files that differ travel and the rest are hard-linked there. Returns
+    the bytes streamed."""
+    files = _digests(link, src, tenant, rid)
+    have = _digests(link, dst, tenant, base) if base else {}
+    for attempt in ("delta", "whole") if base else ("whole",):
+        need = [p for p, d in files.items() if attempt == "whole" or have.get(p) != d]
+        pack = subprocess.Popen(link.argv(src, "pack", tenant, rid), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        args = [tenant, rid] + ([base] if base and attempt == "delta" else [])
+        recv = subprocess.Popen(link.argv(dst, "receive", *args), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        pack.stdin.write("".join(f"{p}\n" for p in need).encode())
+        pack.stdin.close()
+        moved = 0
+        while chunk := pack.stdout.read(1 << 16):     # counted as it passes through
+            moved += len(chunk)
+            recv.stdin.write(chunk)
+        _, rerr = recv.communicate(timeout=3600)     # closes its stdin: end of the stream
+        pack.wait(timeout=60)
+        perr = pack.stderr.read()
+        pack.stdout.close()
+        pack.stderr.close()
+        if pack.returncode != 0:
+            raise SyncError(f"reading release {rid} of {tenant} on {src}: "
+                            f"{perr.decode(errors='replace').strip()}")
+        if recv.returncode == 0:
+            return moved
+        if recv.returncode != BASE_GONE or attempt == "whole":
+            raise SyncError(f"copying release {rid} of {tenant} to {dst}: "
+                            f"{rerr.decode(errors='replace').strip()}")
+    raise SyncError("unreachable")
+
+
+@dataclass
+class MoveResult:
+    move: Move
+    ok: bool
+    bytes: int = 0
+    error: str = ""
+
+
+def carry_out(link: Link, moves: Sequence[Move], holdings_now: Mapping[str, Mapping[str, Holding]],
+              say: Callable[[str, str, str], None] = lambda *_: None,
+              workers: int = 4) -> list[MoveResult]:
+    """Do the moves (a few at a time; each unit's releases in order, each the delta base of
+    the next), then switch the target to the live release."""
+
+    def one(m: Move) -> MoveResult:
+        held = holdings_now.get(m.target, {}).get(m.tenant, Holding())
+        base = max((r for r in held.releases if r <= m.releases[0]), default=None) \
+            if held.releases else None
+        total = 0
+        try:
+            for rid in m.releases:
+                if rid in held.releases and rid != m.live:
+                    base = rid
+                    continue
+                total += transfer(link, m.tenant, m.source, m.target, rid,
+                                  base if base != rid or held.intact else None)
+                base = rid
+            link.run(m.target, "switch", m.tenant, m.live)
+        except (SyncError, subprocess.TimeoutExpired, OSError) as exc:
+            say(m.target, "content", f"{m.tenant} failed")
+            return MoveResult(m, False, total, str(exc))
+        say(m.target, "content", f"{m.tenant} {m.live} from {m.source}")
+        return MoveResult(m, True, total)
+
+    if not moves:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(moves)))) as pool:
+        return list(pool.map(one, moves))

@@ -1,0 +1,331 @@
+"""Render a complete nginx release for each node: pure, from inventory and placement.
+
+A release is a mapping of relative path -> bytes. Its id is a hash of its content, so an
+unchanged cluster renders the same id and apply has nothing to do. Decisions (is this node a
+replica, which upstreams) are made here; templates only hold markup. Every value that reaches
+an nginx template passes a final whitelist check, so a value that slipped past validation
+still cannot inject configuration.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Mapping
+
+import jinja2
+
+from controlplane.core import accounts
+from controlplane.backup import plan as backup_plan
+from controlplane.core import paths
+from controlplane.core.inventory import Inventory
+from controlplane.core.manifest import Tenant
+from controlplane.tls.plan import PORTAL
+
+_NGINX_SAFE = re.compile(r"^[A-Za-z0-9._:\-\[\]/ ,=>]*$")
+
+
+def _nginx_finalize(value: Any) -> Any:
+    text = "" if value is None else str(value)
+    if not _NGINX_SAFE.match(text):
+        raise ValueError(f"refusing to write {text!r} into an nginx config")
+    return text
+
+
+_loader = jinja2.FileSystemLoader(str(paths.TEMPLATES))
+_conf_env = jinja2.Environment(
+    loader=_loader, autoescape=False, finalize=_nginx_finalize, trim_blocks=True,
+    lstrip_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+    auto_reload=False,  # templates do not change while govhost runs; skip a stat per render
+)
+_html_env = jinja2.Environment(
+    loader=_loader, autoescape=True, undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True, auto_reload=False,
+)
+
+
+@dataclass(frozen=True)
+class Release:
+    """The complete configuration of one node."""
+
+    node: str
+    files: Mapping[str, bytes] = field(hash=False)
+
+    @cached_property
+    def digests(self) -> dict[str, str]:
+        return {p: hashlib.sha256(b).hexdigest() for p, b in self.files.items()}
+
+    @cached_property
+    def id(self) -> str:
+        h = hashlib.sha256()
+        for path in sorted(self.digests):
+            h.update(f"{path}\0{self.digests[path]}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def tenant_of(path: str) -> str | None:
+    """Which tenant a release file belongs to (None for shared files)."""
+    if path.startswith("vhosts/") and not path.startswith("vhosts/_"):
+        return path[len("vhosts/"):-len(".conf")]
+    if path.startswith("pages/") and not path.startswith("pages/_"):
+        return path.split("/")[1]
+    return None
+
+
+def _pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p *= 2
+    return p
+
+
+def hash_sizes(names: list[str]) -> tuple[int, int]:
+    """server_names_hash max_size and bucket_size for these names.
+
+    nginx stores each name in a bucket slot of pointer size + the name aligned to 8 bytes,
+    plus a terminating pointer; the bucket must hold the longest name, and a max_size well
+    above the number of names lets nginx find a size without warning.
+    """
+    longest = max((len(n) for n in names), default=16)
+    bucket = max(64, _pow2(8 + ((longest + 2 + 7) // 8) * 8 + 8))
+    max_size = max(1024, _pow2(len(names) * 4))
+    return max_size, bucket
+
+
+def _zone(rate: int) -> str:
+    return f"govhost_rl_{rate}"
+
+
+def render_cluster(inv: Inventory, placement: Mapping[str, tuple[str, ...]],
+                   serving: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, Release]:
+    """Render the release of every node in hosts.yaml.
+
+    A tenant's files depend only on whether a node holds one of its replicas (the node's
+    own address is in snippets/listen.conf), so each tenant is rendered at most twice.
+    `serving` (a placement change under way): the nodes that serve a tenant from their own
+    disk, when more than the replicas other nodes proxy to (see apply's transition)."""
+    cache: dict[tuple[str, bool], dict[str, bytes]] = {}
+    return {n.name: render_node(inv, placement, n.name, cache, serving) for n in inv.hosts.nodes}
+
+
+def _server_names(inv: Inventory, t: Tenant) -> list[str]:
+    return [inv.site_host(t), *t.aliases]
+
+
+def _portal_names(inv: Inventory) -> list[str]:
+    names = [f"{h}.{inv.cluster.domain}" for h in inv.cluster.portal.hostnames]
+    if inv.cluster.portal.serve_apex:
+        names.append(inv.cluster.domain)
+    return names
+
+
+def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: str,
+                cache: dict[tuple[str, bool], dict[str, bytes]] | None = None,
+                serving: Mapping[str, tuple[str, ...]] | None = None) -> Release:
+    serving = serving or placement
+    nodes = {n.name: n for n in inv.hosts.nodes}
+    me = nodes[node]
+    host = f"[{me.address}]" if ":" in me.address else me.address
+    listen, listen_tls = f"{host}:80", f"{host}:443"
+    # A second listener on the node's IPv6 address, where it has one.
+    extra = [f"[{me.address6}]"] if me.address6 and me.address6 != me.address else []
+    base = {
+        "node": node,
+        "listen": listen,
+        "listen_tls": listen_tls,
+        "listen_extra": extra,
+        "log_root": paths.NODE_LOGS,
+        "pages_root": f"{paths.NODE_CURRENT}/pages",
+        "nginx_user": paths.NGINX_USER,
+    }
+    files: dict[str, bytes] = {}
+    all_names: list[str] = _portal_names(inv) + [paths.PROBE_HOST]
+    rates: set[int] = set()
+    if cache is None:
+        cache = {}
+
+    for t in inv.tenants:
+        replicas = placement[t.name]
+        rates.add(inv.rate_limit(t).requests_per_second)
+        all_names.extend(_server_names(inv, t))
+        replica = node in serving.get(t.name, replicas)
+        key = (t.name, replica)
+        if key not in cache:
+            cache[key] = _tenant_files(inv, t, replicas, nodes, replica)
+        files.update(cache[key])
+
+    any_tls = bool(inv.served_with)
+    files["vhosts/_default.conf"] = _conf_env.get_template("nginx/default.conf.j2").render(
+        {**base, "probe_host": paths.PROBE_HOST, "tls": any_tls}).encode()
+    files["vhosts/_portal.conf"] = _conf_env.get_template("nginx/portal.conf.j2").render(
+        {**base, "server_names": _portal_names(inv), "tls": _tls_ctx(inv, PORTAL)}).encode()
+    files.update(_tls_files(inv))
+    if ("_portal", True) not in cache:
+        cache[("_portal", True)] = {"pages/_portal/index.html": _portal_page(inv)}
+    files.update(cache[("_portal", True)])
+    files["snippets/listen.conf"] = "".join(
+        f"listen {h}:80;\n" for h in [host, *extra]).encode()
+    files["snippets/listen-tls.conf"] = "".join(
+        f"listen {h}:443 ssl http2;\n" for h in [host, *extra]).encode()
+    files["snippets/acme-challenge.conf"] = _ACME_CHALLENGE
+    files["snippets/hsts.conf"] = _hsts(inv.cluster.tls.hsts_max_age)
+    files["snippets/ocsp.conf"] = _OCSP
+    files["snippets/tls.conf"] = _conf_env.get_template("nginx/tls.conf.j2").render(
+        base).encode()
+    files["snippets/security.conf"] = _conf_env.get_template("nginx/security.conf.j2").render(
+        base).encode()
+    files["snippets/proxy_to_replicas.conf"] = _conf_env.get_template(
+        "nginx/proxy_to_replicas.conf.j2").render(base).encode()
+    files["snippets/fastcgi.conf"] = _conf_env.get_template("nginx/fastcgi.conf.j2").render(
+        base).encode()
+    if any(name.startswith("php-fpm/") for name in files):
+        files["php-fpm.conf"] = _conf_env.get_template("php/php-fpm.conf.j2").render(
+            {**base, "pid_file": paths.PHP_FPM_PID}).encode()
+
+    max_size, bucket = hash_sizes(all_names)
+    rates.add(inv.cluster.defaults.rate_limit.requests_per_second)
+    files["nginx.conf"] = _conf_env.get_template("nginx/nginx.conf.j2").render({
+        **base,
+        # two log files per tenant, two descriptors per proxied connection, some slack
+        "rlimit_nofile": 2 * len(inv.tenants) + 2 * inv.cluster.nginx.worker_connections + 1024,
+        "pid_file": paths.NODE_PID,
+        "worker_connections": inv.cluster.nginx.worker_connections,
+        "keepalive_timeout": inv.cluster.nginx.keepalive_timeout,
+        "client_max_body_size_mb": inv.cluster.nginx.client_max_body_size_mb,
+        "names_hash_max_size": max_size,
+        "names_hash_bucket_size": bucket,
+        "node_addresses": sorted(n.address for n in inv.hosts.nodes),
+        "rate_zones": [{"name": _zone(r), "rate": r} for r in sorted(rates)],
+    }).encode()
+    # The node creates each tenant's log and content directories before `nginx -t`.
+    files["tenants.txt"] = "".join(f"{t.name}\n" for t in inv.tenants).encode()
+    # The tenant accounts this node holds (its replicas), applied at activation.
+    files["tenants.json"] = accounts.node_spec(inv, serving, node)
+    databases = accounts.databases_spec(inv, placement, node)
+    if databases is not None:
+        files["databases.json"] = databases
+    files["logrotate.conf"] = _logrotate(inv.cluster.compliance.log_retention_days)
+    backup = backup_plan.node_spec(inv, placement, node)
+    if backup is not None:
+        files["backup.json"] = backup
+        files["backup.key"] = inv.backup_key
+    return Release(node=node, files=files)
+
+
+_ACME_CHALLENGE = (
+    "# ACME HTTP-01 answers, written by `govhost-node challenge` on every node (any node may\n"
+    "# receive the CA's check). Plain files, never a tenant's.\n"
+    "location ^~ /.well-known/acme-challenge/ {\n"
+    f"    root {paths.NODE_ACME};\n"
+    "    default_type text/plain;\n    access_log off;\n    try_files $uri =404;\n}\n").encode()
+
+# Stapling only for certificates that name an OCSP responder; nginx fetches and caches it.
+_OCSP = b"ssl_stapling on;\nssl_stapling_verify on;\n"
+
+
+def _hsts(max_age: int) -> bytes:
+    if max_age <= 0:
+        return b"# HSTS disabled (cluster.yaml tls.hsts_max_age: 0)\n"
+    return f'add_header Strict-Transport-Security "max-age={max_age}" always;\n'.encode()
+
+
+def _tls_ctx(inv: Inventory, unit: str) -> dict[str, Any] | None:
+    cert = inv.served_with.get(unit)
+    if cert is None:
+        return None
+    return {"cert": cert, "stapling": inv.cluster.tls.ocsp_stapling
+            and inv.certificates[cert].ocsp}
+
+
+def _tls_files(inv: Inventory) -> dict[str, bytes]:
+    """Every certificate some unit is served with, with its key (mode 0600 on the node:
+    see apply.private). Every node serves every name, so every node gets them all."""
+    out: dict[str, bytes] = {}
+    for cert in sorted(set(inv.served_with.values())):
+        d = inv.certificates[cert]
+        out[f"tls/{cert}.crt"] = d.chain
+        out[f"tls/{cert}.key"] = d.key
+    return out
+
+
+def _logrotate(days: int) -> bytes:
+    """Tenant logs kept `days` days (the network security law asks for six months),
+    compressed; nginx reopens its logs after each rotation."""
+    return (f"# Written by govhost: tenant logs rotated daily, compressed, kept {days} days.\n"
+            f"{paths.NODE_LOGS}/tenants/*/*.log {{\n"
+            f"    daily\n    rotate {days}\n    maxage {days}\n    compress\n"
+            "    delaycompress\n    dateext\n    missingok\n    notifempty\n"
+            "    sharedscripts\n    postrotate\n"
+            f"        [ -s {paths.NODE_PID} ] && kill -USR1 \"$(cat {paths.NODE_PID})\" || true\n"
+            "    endscript\n}\n").encode()
+
+
+def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
+                  nodes: Mapping[str, Any], replica: bool) -> dict[str, bytes]:
+    """A tenant's vhost, and its pages where this node serves its content."""
+    rl = inv.rate_limit(t)
+    ctx: dict[str, Any] = {
+        "name": t.name,
+        "upstream_id": t.name.replace("-", "_"),
+        "server_names": _server_names(inv, t),
+        "replica": replica,
+        "replica_nodes": list(replicas),
+        "replica_addresses": [nodes[r].address if ":" not in nodes[r].address
+                              else f"[{nodes[r].address}]" for r in replicas],
+        "log_dir": f"{paths.NODE_LOGS}/tenants/{t.name}",
+        "pages_root": f"{paths.NODE_CURRENT}/pages",
+        "rate_zone": _zone(rl.requests_per_second),
+        "burst": rl.burst,
+        "site_type": t.site.type,
+        "content_root": f"{paths.NODE_SITES}/{t.name}/current",
+        "sections": [s.name for s in t.sections],
+        "tls": _tls_ctx(inv, t.name),
+    }
+    if t.site.type == "proxy":
+        ctx["app_scheme"] = t.site.upstreams[0].split(":", 1)[0]
+        ctx["app_servers"] = [u.split("://", 1)[1] for u in t.site.upstreams]
+        ctx["timeout_seconds"] = t.site.timeout_seconds
+        ctx["max_body_mb"] = t.site.max_body_mb
+    home = f"{paths.NODE_SITES}/{t.name}"
+    if t.site.type == "php":
+        ctx.update(upload_mb=t.site.php.upload_mb, php_timeout=t.site.php.timeout_seconds,
+                   php_socket=f"{paths.PHP_SOCKETS}/{t.name}.sock", files_root=f"{home}/files")
+    files = {f"vhosts/{t.name}.conf":
+             _conf_env.get_template("nginx/vhost.conf.j2").render(ctx).encode()}
+    if replica and t.site.type in ("static", "php"):
+        files.update(_tenant_pages(inv, t))
+    if replica and t.site.type == "php":
+        files[f"php-fpm/{t.name}.conf"] = _conf_env.get_template("php/pool.conf.j2").render({
+            "name": t.name, "user": accounts.user_name(t.name), "home": home,
+            "socket": ctx["php_socket"], "nginx_user": paths.NGINX_USER,
+            "max_children": t.site.php.max_children, "memory_mb": t.site.php.memory_mb,
+            "upload_mb": t.site.php.upload_mb, "timeout": t.site.php.timeout_seconds,
+        }).encode()
+    return files
+
+
+def _page_ctx(inv: Inventory) -> dict[str, Any]:
+    return {"county": inv.cluster.name, "domain": inv.cluster.domain}
+
+
+def _tenant_pages(inv: Inventory, t: Tenant) -> dict[str, bytes]:
+    ctx = {**_page_ctx(inv), "title": t.title, "contact": t.contact, "sections": t.sections}
+    out = {f"pages/{t.name}/index.html":
+           _html_env.get_template("pages/placeholder.html.j2").render(ctx).encode()}
+    section = _html_env.get_template("pages/section.html.j2")
+    for s in t.sections:
+        out[f"pages/{t.name}/{s.name}/index.html"] = section.render({**ctx, "section": s}).encode()
+    return out
+
+
+def _portal_page(inv: Inventory) -> bytes:
+    def entry(t: Tenant) -> dict[str, Any]:
+        return {"host": inv.site_host(t), "title": t.title, "sections": t.sections}
+
+    return _html_env.get_template("pages/portal.html.j2").render({
+        **_page_ctx(inv),
+        "portal_title": inv.cluster.portal.title,
+        "departments": [entry(t) for t in inv.tenants if t.kind == "department"],
+        "townships": [entry(t) for t in inv.tenants if t.kind == "township"],
+    }).encode()

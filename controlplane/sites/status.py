@@ -1,0 +1,169 @@
+"""The cluster's health in one picture, for `govhost status` (the terminal twin of the
+dashboards): nodes, tenants, what each node's agent counted, and a list of what is wrong.
+
+Problems are computed here, not in the CLI, so that `--json` carries the same verdicts the
+table highlights.
+"""
+from __future__ import annotations
+
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from controlplane.sites import apply as apply_mod
+from controlplane.sites import probes
+from controlplane.core import remote
+from controlplane.sites import replicas
+from controlplane.core.errors import GovhostError
+from controlplane.monitoring.exporter import AGENT_PORT
+from controlplane.core.state import open_state, state_dir
+
+
+def agent_metrics(address: str, timeout: float = 3.0) -> dict[str, dict[str, float]] | None:
+    """Per tenant from a node's agent: requests (all classes), 5xx, bytes, disk; None if the
+    agent does not answer."""
+    host = f"[{address}]" if ":" in address else address
+    try:
+        with urllib.request.urlopen(f"http://{host}:{AGENT_PORT}/metrics",
+                                    timeout=timeout) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    out: dict[str, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            t = s.labels.get("tenant")
+            if t is None:
+                continue
+            d = out.setdefault(t, {"requests": 0.0, "errors_5xx": 0.0, "bytes": 0.0,
+                                   "disk_bytes": 0.0})
+            if s.name == "govhost_tenant_requests_total":
+                d["requests"] += s.value
+                if s.labels.get("code") == "5xx":
+                    d["errors_5xx"] += s.value
+            elif s.name == "govhost_tenant_response_bytes_total":
+                d["bytes"] += s.value
+            elif s.name == "govhost_tenant_disk_bytes":
+                d["disk_bytes"] = s.value
+    return out
+
+
+def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict[str, Any]:
+    st = open_state(inventory)
+    try:
+        inv, plan = apply_mod.prepare(inventory, st)
+        applied, drained, runs = st.applied(), st.drained(), st.runs(5)
+        live_content = {r["tenant"]: r["release_id"]
+                        for r in st.content_releases(status="live")}
+        in_force = st.placements()       # drift is judged where replicas are, not will be
+    finally:
+        st.close()
+    tenants = inv.tenants
+    if only is not None:
+        tenants = [t for t in inv.tenants if t.name == only]
+        if not tenants:
+            raise GovhostError(f"no tenant named {only!r}; `govhost tenant list` shows them")
+    live = remote.node_status(inv.hosts, list(inv.hosts.nodes),
+                              state_dir(inventory) / "known_hosts", content=True)
+    reachable = [n for n in inv.hosts.nodes if live[n.name].reachable]
+    with ThreadPoolExecutor(max(1, len(reachable))) as pool:
+        agents = dict(zip([n.name for n in reachable],
+                          pool.map(lambda n: agent_metrics(n.address), reachable)))
+    problems: list[dict[str, str]] = []
+
+    def problem(severity: str, where: str, what: str) -> None:
+        problems.append({"severity": severity, "where": where, "what": what})
+
+    nodes = []
+    for n in inv.hosts.nodes:
+        s = live[n.name]
+        want = plan.releases[n.name].id
+        row = {"node": n.name, "address": n.address, "roles": list(n.roles),
+               "reachable": s.reachable, "nginx_running": s.nginx_running,
+               "agent_running": s.agent_running and agents.get(n.name) is not None,
+               "release_live": s.release, "release_intact": s.intact,
+               "release_applied": applied[n.name].release_id if n.name in applied else None,
+               "release_desired": want, "in_sync": s.release == want,
+               "drained": n.name in drained, "error": s.error, "boot_time": s.boot_time,
+               "replicas": sum(n.name in v for v in plan.placement.values())}
+        nodes.append(row)
+        if not s.reachable:
+            problem("critical", n.name, f"unreachable over SSH: {s.error}")
+            continue
+        if not s.nginx_running:
+            problem("critical", n.name, "nginx is not running; `govhost apply` starts it")
+        row["php_running"] = s.php_running
+        if s.php_running is False:
+            problem("critical", n.name, "PHP-FPM is not running, so its PHP sites fail; "
+                    "`govhost apply` starts it")
+        if not row["agent_running"]:
+            problem("warning", n.name, "govhost-agent does not answer on port "
+                    f"{AGENT_PORT}; `govhost apply` starts it")
+        if not s.intact:
+            problem("warning", n.name, f"files of the live release {s.release} were changed on "
+                    "the node; `govhost apply` ships it again")
+        if not row["in_sync"]:
+            problem("warning", n.name, f"serves release {s.release or 'none'}, the inventory "
+                    f"renders {want}: run `govhost apply`")
+
+    # Replicas whose live content is not the unit's live release (missing, older, changed).
+    held = replicas.holdings_of(live)
+    shown = {t.name for t in tenants}
+    drifted = [d for d in replicas.drift(in_force, live_content, held)
+               if d.tenant in shown]
+    for d in drifted:
+        h = held[d.node].get(d.tenant, replicas.Holding())
+        detail = {"missing": f"holds no content (the unit's live release is {d.want})",
+                  "older": f"serves older release {d.have}, the live one is {d.want}",
+                  "other": f"serves release {d.have}, the live one is {d.want}",
+                  "modified": "live release {} was changed on the node ({})".format(
+                      d.want, ", ".join(
+                          [f"changed: {', '.join(h.changed[:3])}"] * bool(h.changed)
+                          + [f"missing: {', '.join(h.missing[:3])}"] * bool(h.missing)
+                          + [f"added: {', '.join(h.added[:3])}"] * bool(h.added)))}[d.why]
+        problem("critical" if d.why in ("missing", "older", "other") else "warning",
+                f"{d.tenant}@{d.node}", f"content drift: {detail}; `govhost apply` copies "
+                "the live release from a replica that has it")
+
+    results: dict[tuple[str, str], probes.ProbeResult] = {}
+    if probe:
+        targets = [(inv.site_host(t), n.name, n.address) for t in tenants for n in reachable]
+        for r in probes.probe_many(targets, https=inv.https_hosts()):
+            results[(r.host, r.node)] = r
+    rows = []
+    for t in tenants:
+        host = inv.site_host(t)
+        answers = {n.name: results[(host, n.name)] for n in inv.hosts.nodes
+                   if (host, n.name) in results}
+        counted = [a[t.name] for a in agents.values() if a and t.name in a]
+        row = {"tenant": t.name, "host": host, "kind": t.kind, "title": t.title,
+               "site": t.site.type, "aliases": list(t.aliases),
+               "replicas": list(plan.placement[t.name]),
+               "answers": {n: r.status for n, r in answers.items()},
+               "latency_ms": {n: round(r.seconds * 1000, 1) for n, r in answers.items()},
+               "requests": int(sum(c["requests"] for c in counted)),
+               "errors_5xx": int(sum(c["errors_5xx"] for c in counted)),
+               "bytes_sent": int(sum(c["bytes"] for c in counted)),
+               "disk_bytes": int(max((c["disk_bytes"] for c in counted), default=0))}
+        up = [n for n, r in answers.items() if r.up]
+        row["up_everywhere"] = probe and len(up) == len(inv.hosts.nodes)
+        row["content_live"] = live_content.get(t.name)
+        row["content_drift"] = [{"node": d.node, "have": d.have, "why": d.why}
+                                for d in drifted if d.tenant == t.name]
+        rows.append(row)
+        if probe and answers and not up:
+            problem("critical", t.name, f"{host} answers on no node")
+        elif probe and answers and len(up) < len(answers):
+            down = ", ".join(f"{n} ({answers[n].status or answers[n].error or 'no answer'})"
+                             for n in sorted(answers) if n not in up)
+            problem("warning", t.name, f"{host} fails through {down}")
+
+    last = next((r for r in runs if r["kind"] == "apply" and r["finished_at"]), None)
+    if last and last["result"] not in ("changed", "unchanged"):
+        problem("warning", "apply", f"the last apply (run {last['id']}) ended {last['result']}")
+    lock = apply_mod.lock_holder(inventory)
+    return {"nodes": nodes, "tenants": rows, "problems": problems, "lock": lock,
+            "last_runs": runs[:3]}
