@@ -29,11 +29,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from controlplane.sites import apply as apply_mod  # noqa: E402
 from controlplane.core import inventory
+from controlplane.core.county import County
 from controlplane.lab import machines as lab  # noqa: E402
+from controlplane.sites import apply as apply_mod  # noqa: E402
 from controlplane.sites.plan import make_plan  # noqa: E402
-from controlplane.core.state import open_state  # noqa: E402
 from tests.helpers import generated_county  # noqa: E402
 
 WRK_LUA = r"""
@@ -66,7 +66,7 @@ def retitle(inv_dir: Path, name: str, suffix: str) -> None:
 def floor(inv_dir: Path) -> float:
     """Plain SSH: ship each node's rendered release as one tar stream, nginx -t, reload."""
     inv = inventory.load(inv_dir)
-    st = open_state(inv_dir)
+    st = County(inv_dir).open_state()
     plan = make_plan(inv, st.drained(), st.placements(), st.applied())
     st.close()
     blobs = {node: apply_mod.pack(rel) for node, rel in plan.releases.items()}
@@ -104,7 +104,7 @@ def wrk_during_apply(inv_dir: Path, host: str, address: str, seconds: int = 12) 
     time.sleep(2)
     for i in range(3):  # three applies, each a graceful reload of every node
         retitle(inv_dir, "unit0001", f" r{i}")
-        res = apply_mod.apply(inv_dir)
+        res = apply_mod.apply(County(inv_dir))
         reloads += sum(n.result == "applied" for n in res.nodes if n.node == "n1")
         time.sleep(1)
     th.join()
@@ -135,11 +135,10 @@ def main() -> None:
         (inv_dir / "tenants" / "unit0001.yaml").read_text() +
         "rate_limit: {requests_per_second: 10000, burst: 100000}\n")
     try:
-        inv = inventory.load(inv_dir)
         plans = [timed(lambda: make_plan(inventory.load(inv_dir), frozenset(), {}, {}))[0]
                  for _ in range(3)]
         plan_s = min(plans)
-        warm = apply_mod.apply(inv_dir)     # brings the nodes onto this county
+        warm = apply_mod.apply(County(inv_dir))     # brings the nodes onto this county
         if not warm.ok:
             sys.exit(f"warm-up apply failed: {warm.to_json()}")
         # a new default rate limit changes every tenant's vhost: a completely new release
@@ -149,14 +148,14 @@ def main() -> None:
         for i in range(3):
             cl.write_text(base + f"defaults: {{rate_limit: {{requests_per_second: {25 + i}, "
                           "burst: 50}}\n")
-            s, full = timed(lambda: apply_mod.apply(inv_dir))
+            s, full = timed(lambda: apply_mod.apply(County(inv_dir)))
             fulls.append(s)
         for i in range(3):
             retitle(inv_dir, "unit0007", f"（改{i}）")
-            s, incr = timed(lambda: apply_mod.apply(inv_dir))
+            s, incr = timed(lambda: apply_mod.apply(County(inv_dir)))
             incrs.append(s)
         full_s, incr_s = statistics.median(fulls), statistics.median(incrs)
-        noop_s, noop = timed(lambda: apply_mod.apply(inv_dir))
+        noop_s, noop = timed(lambda: apply_mod.apply(County(inv_dir)))
         floors = [floor(inv_dir) for _ in range(3)]
         floor_s = statistics.median(floors)
         print(f"tenants: {count}, nodes: 3, full apply result: {full.result}, "

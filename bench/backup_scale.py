@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from controlplane.backup import run as backup
+from controlplane.core.county import County
 from controlplane.lab import machines as lab  # noqa: E402
 from tests.helpers import generated_county  # noqa: E402
 
@@ -145,7 +146,7 @@ def county_run(label: str, inv: Path, files: int, size: int, publish: bool) -> d
         changed += int(ssh(addr(n), f"python3 -c {shlex_quote(CHANGE)} {shlex_quote(spec)}"))
     incr_s, incr = timed(inv, "backup", "run", "--json")
     # restic's floor: opening the repository once per snapshot.
-    with backup.cluster(inv) as c:
+    with backup.cluster(County(inv)) as c:
         t1 = time.perf_counter()
         for _ in range(3):
             r = backup._control_restic(c, "cat", "config")

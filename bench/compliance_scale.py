@@ -36,11 +36,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from controlplane.compliance import run as compliance_run
-from controlplane.lab import machines as lab
-from controlplane.sites import status  # noqa: E402
-from controlplane.monitoring.exporter import Prober  # noqa: E402
+from controlplane.core.county import County
 from controlplane.core.manifest import Node  # noqa: E402
-from tests.helpers import generated_county, lab_ssh as ssh, upload  # noqa: E402
+from controlplane.lab import machines as lab
+from controlplane.monitoring.exporter import Prober  # noqa: E402
+from controlplane.sites import status  # noqa: E402
+from tests.helpers import generated_county, upload  # noqa: E402
+from tests.helpers import lab_ssh as ssh
 
 NODES = {"n1": "127.0.1.1", "n2": "127.0.1.2", "n3": "127.0.1.3"}
 DOMAIN = "qingshui.gov.cn"
@@ -241,7 +243,7 @@ def main() -> None:
         check_county(inv, n, at_once)
 
     # Probe load: the exporter's round, every homepage through every node.
-    prober = Prober(inv, 30, record=False)
+    prober = Prober(County(inv), 30, record=False)
     prober.probe_once()
     rounds = 3
     c0 = nginx_cpu()

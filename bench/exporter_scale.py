@@ -21,9 +21,10 @@ sys.path.insert(0, str(REPO))
 
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
-from controlplane.sites import apply as apply_mod  # noqa: E402
+from controlplane.core.county import County  # noqa: E402
 from controlplane.lab import machines as lab  # noqa: E402
 from controlplane.monitoring.exporter import GovhostCollector, Prober  # noqa: E402
+from controlplane.sites import apply as apply_mod  # noqa: E402
 from tests.helpers import generated_county  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="govhost-bench-exporter-"))
     try:
         inv_dir = generated_county(work / "inventory", count)
-        res = apply_mod.apply(inv_dir)
+        res = apply_mod.apply(County(inv_dir))
         if not res.ok:
             sys.exit(f"apply failed: {res.to_json()}")
         prober = Prober(inv_dir, 30, workers=32)

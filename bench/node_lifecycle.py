@@ -22,11 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from controlplane.sites import apply as apply_mod
 from controlplane.content import releases as content
+from controlplane.core.county import County
 from controlplane.lab import machines as lab
 from controlplane.nodes import lifecycle as nodes  # noqa: E402
-from controlplane.core.state import open_state  # noqa: E402
+from controlplane.sites import apply as apply_mod
 from tests.helpers import generated_county, lab_ssh, upload  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def bare_to_serving() -> float:
         inv = Path(tmp) / "inventory"
         shutil.copytree(ROOT / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
         t0 = time.monotonic()
-        res = apply_mod.apply(inv)
+        res = apply_mod.apply(County(inv))
         seconds = time.monotonic() - t0
         assert res.ok, res.to_json()
     return seconds
@@ -51,9 +51,9 @@ def replacement(units: int, files: int) -> dict:
     fresh_lab()
     tmp = Path(tempfile.mkdtemp())
     inv = generated_county(tmp / "inventory", units)
-    res = apply_mod.apply(inv)
+    res = apply_mod.apply(County(inv))
     assert res.ok, res.to_json()
-    st = open_state(inv)
+    st = County(inv).open_state()
     placement = st.placements()
     st.close()
     t0 = time.monotonic()
@@ -62,7 +62,7 @@ def replacement(units: int, files: int) -> dict:
         first = lab.node_address(int(placement[name][0][1:]))
         upload(first, name, {f"p/{j:03d}.html": (f"<p>{name} {j} " + "x" * 2000 + "</p>")
                              .encode() for j in range(files)}, replace=True)
-        content.publish(inv, name)
+        content.publish(County(inv), name)
     publish_s = time.monotonic() - t0
     held = [t for t, ns in placement.items() if "n3" in ns]
     # the floor's source: n3's content tree as a peer would send it
@@ -75,7 +75,7 @@ def replacement(units: int, files: int) -> dict:
 
     lab.wipe("n3")
     t0 = time.monotonic()
-    out = nodes.replace(inv, "n3")
+    out = nodes.replace(County(inv), "n3")
     replace_s = time.monotonic() - t0
     assert out["result"] == "replaced", out
     moved = sum(m["bytes"] for m in out["apply"]["content"] if m["ok"])

@@ -24,10 +24,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from controlplane.content import releases as content
+from controlplane.core import inventory  # noqa: E402
+from controlplane.core.county import County  # noqa: E402
 from controlplane.lab import machines as lab  # noqa: E402
 from controlplane.sites import apply as apply_mod  # noqa: E402
-from controlplane.core import inventory  # noqa: E402
-from tests.helpers import lab_ssh as ssh, upload  # noqa: E402
+from tests.helpers import lab_ssh as ssh  # noqa: E402
+from tests.helpers import upload
 
 TENANT = "jiaoyu"
 
@@ -46,8 +48,8 @@ def main() -> None:
         doc.setdefault("defaults", {})["keep_content_releases"] = k   # keep all K
         cl.write_text(yaml.safe_dump(doc, allow_unicode=True))
         with (inv_dir / "tenants" / f"{TENANT}.yaml").open("a") as f:
-            f.write(f"quota_mb: 10000\n")
-        if not apply_mod.apply(inv_dir).ok:
+            f.write("quota_mb: 10000\n")
+        if not apply_mod.apply(County(inv_dir)).ok:
             sys.exit("apply failed")
         inv = inventory.load(inv_dir)
         placement = json.loads(subprocess.run(
@@ -59,12 +61,12 @@ def main() -> None:
                 for i in range(count)}
         upload(address, TENANT, site, replace=True)
         t = time.perf_counter()
-        full = content.publish(inv_dir, TENANT)
+        content.publish(County(inv_dir), TENANT)
         full_s = time.perf_counter() - t
         one = next(iter(site))
         upload(address, TENANT, {one: b"changed " + os.urandom(64).hex().encode()})
         t = time.perf_counter()
-        incr = content.publish(inv_dir, TENANT)
+        incr = content.publish(County(inv_dir), TENANT)
         incr_s = time.perf_counter() - t
         rdir = f"/srv/govhost/sites/{TENANT}/releases"
         one_release = int(ssh(address, f"du -sb {rdir}/{incr['release']} | cut -f1"))
@@ -73,7 +75,7 @@ def main() -> None:
         for r in range(k - 2):
             upload(address, TENANT, {n: os.urandom(size // 2).hex().encode()
                                      for n in names[r * per:(r + 1) * per]})
-            content.publish(inv_dir, TENANT)
+            content.publish(County(inv_dir), TENANT)
         kept = int(ssh(address, f"ls {rdir} | wc -l"))
         used = int(ssh(address, f"du -sb {rdir} | cut -f1"))
         print(f"site: {count} files of {size} B, 2 replicas ({', '.join(placement)})")
@@ -82,7 +84,7 @@ def main() -> None:
             ("publish, every file new (s)", f"{full_s:.2f}"),
             ("publish, one file changed (s)", f"{incr_s:.2f}"),
             ("ratio new / one changed", f"{full_s / incr_s:.1f}x"),
-            (f"files hard-linked in the one-change publish", str(incr["linked"])),
+            ("files hard-linked in the one-change publish", str(incr["linked"])),
             (f"releases kept after {k} publishes (keep limit)", str(kept)),
             ("disk used by those releases (MiB)", f"{used / 2**20:.1f}"),
             ("disk one full copy would take (MiB)", f"{one_release / 2**20:.1f}"),

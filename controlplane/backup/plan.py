@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
-from controlplane.core import accounts
-from controlplane.core import paths
-from controlplane.core import secrets
+from controlplane.core import accounts, paths, secrets
 from controlplane.core.inventory import BackupPolicy, Inventory
 
 BACKUP_USER = "govhost-backup"

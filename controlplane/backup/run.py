@@ -25,14 +25,18 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from controlplane.backup import plan as backup_plan
 from controlplane.core import inventory as inventory_mod
-from controlplane.core import remote
-from controlplane.core import secrets
+from controlplane.core import remote, secrets
+from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Node
-from controlplane.core.state import State, exclusive, open_state, state_dir
+from controlplane.core.state import State
 
 TOOL = "/usr/local/sbin/govhost-backup"
 Say = Callable[[str], None]
+# Makes a restored tree live as a content release: `content.releases.publish`, handed in by
+# the command. Backups sit below content (apply renders their node config), so a live
+# restore is given the way up rather than importing it.
+Publish = Callable[..., dict[str, Any]]
 OnResult = Callable[[dict], None]
 
 
@@ -42,7 +46,7 @@ class BackupError(GovhostError):
 
 @dataclass
 class Cluster:
-    inventory: Path
+    county: County
     inv: inventory_mod.Inventory
     placement: dict[str, tuple[str, ...]]
     nodes: dict[str, Node]
@@ -61,26 +65,25 @@ class Cluster:
 
 
 @contextmanager
-def cluster(inventory: Path) -> Iterator[Cluster]:
-    inventory = Path(inventory)
-    inv = inventory_mod.load(inventory)
+def cluster(county: County) -> Iterator[Cluster]:
+    inv = county.inv
     if inv.backup_node is None:
         raise BackupError("no node has the 'backup' role in hosts.yaml; give one node the role "
                           "and run `govhost apply` (the repository lives there)")
-    state = open_state(inventory)
+    state = county.open_state()
     try:
         placement = state.placements()
         if not placement:
             raise BackupError("nothing is applied yet; run `govhost apply` first")
-        yield Cluster(inventory, inv, placement, {n.name: n for n in inv.hosts.nodes},
-                      state_dir(inventory) / "known_hosts", state)
+        yield Cluster(county, inv, placement, {n.name: n for n in inv.hosts.nodes},
+                      county.known_hosts, state)
     finally:
         state.close()
 
 
-def _lock(inventory: Path, name: str):
+def _lock(county: County, name: str):
     """One backup run (or restore of a tenant) at a time from this control machine."""
-    return exclusive(inventory, f"backup-{name}", lambda _: BackupError(
+    return county.exclusive(f"backup-{name}", lambda _: BackupError(
         f"another backup {name} is running from this machine; try again when it has "
         "finished"), mode=0o600)
 
@@ -110,14 +113,14 @@ def _json(r: subprocess.CompletedProcess) -> Any:
 
 # ------------------------------------------------------------------ backing up
 
-def run(inventory: Path, tenants: Sequence[str] = (), *, tags: Sequence[str] = (),
+def run(county: County, tenants: Sequence[str] = (), *, tags: Sequence[str] = (),
         include_control: bool | None = None, on_result: OnResult = lambda _: None,
         on_start: Callable[[int], None] = lambda _: None, jobs: int = 2,
         control_only: bool = False) -> dict[str, Any]:
     """Back up `tenants` (all when empty) from the nodes that hold them, in parallel per node;
     then, for a full run, the control plane's own state. Every result is recorded;
     `on_start` first learns how many results there will be."""
-    with _lock(Path(inventory), "run"), cluster(inventory) as c:
+    with _lock(county, "run"), cluster(county) as c:
         src = c.sources
         unknown = [t for t in tenants if t not in c.placement or c.inv.tenant(t) is None]
         if unknown:
@@ -216,7 +219,7 @@ def _control_restic(c: Cluster, *args: str, timeout: float = 3600,
                     stdout: Any = subprocess.PIPE) -> subprocess.CompletedProcess:
     """restic on the control machine, to the repository on the backup node over SFTP."""
     node = c.backup_node
-    key = state_dir(c.inventory) / secrets.BACKUP_KEY_FILE
+    key = c.county.state_dir / secrets.BACKUP_KEY_FILE
     ssh = " ".join(["ssh", "-i", str(key), "-p", str(c.inv.hosts.ssh.port),
                     "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
                     "-o", "StrictHostKeyChecking=accept-new",
@@ -225,7 +228,7 @@ def _control_restic(c: Cluster, *args: str, timeout: float = 3600,
     url = backup_plan.repository_url(backup_plan.BACKUP_USER, node.address,
                                      c.inv.cluster.backup.path)
     env = dict(os.environ, RESTIC_PASSWORD=backup_plan.password(c.inv),
-               RESTIC_CACHE_DIR=str(state_dir(c.inventory) / "restic-cache"))
+               RESTIC_CACHE_DIR=str(c.county.state_dir / "restic-cache"))
     if shutil.which("restic") is None:
         raise BackupError("restic is not installed on this machine (apt-get install restic)")
     try:
@@ -239,7 +242,7 @@ def control_backup(c: Cluster, run_id: str, tags: list[str]) -> dict[str, Any]:
     """The state store (SQLite online backup: consistent while applies run) and the
     inventory, as one snapshot of kind `control`. The cluster secret and the backup key are
     not in it: a repository must never hold its own key."""
-    work = state_dir(c.inventory) / "backup-work"
+    work = c.county.state_dir / "backup-work"
     shutil.rmtree(work, ignore_errors=True)
     (work / "inventory").mkdir(parents=True, mode=0o700)
     t0 = time.time()
@@ -253,9 +256,9 @@ def control_backup(c: Cluster, run_id: str, tags: list[str]) -> dict[str, Any]:
         src.close()
         dst.close()
         for name in ("cluster.yaml", "hosts.yaml"):
-            shutil.copy2(c.inventory / name, work / "inventory" / name)
-        if (c.inventory / "tenants").is_dir():
-            shutil.copytree(c.inventory / "tenants", work / "inventory" / "tenants")
+            shutil.copy2(c.county.root / name, work / "inventory" / name)
+        if (c.county.root / "tenants").is_dir():
+            shutil.copytree(c.county.root / "tenants", work / "inventory" / "tenants")
         args = ["backup", "--json", "--host", "govhost", "--tag", "govhost", "--tag",
                 "kind=control", "--tag", f"run={run_id}"]
         for t in tags:
@@ -286,9 +289,9 @@ def control_backup(c: Cluster, run_id: str, tags: list[str]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ listing
 
-def snapshots(inventory: Path, tenant: str | None = None) -> list[dict[str, Any]]:
+def snapshots(county: County, tenant: str | None = None) -> list[dict[str, Any]]:
     """The repository's snapshots (of `tenant`), oldest first, as the backup node sees them."""
-    with cluster(inventory) as c:
+    with cluster(county) as c:
         return _snapshots(c, tenant)
 
 
@@ -306,14 +309,14 @@ def describe(s: Mapping[str, Any]) -> dict[str, Any]:
             "reason": tags.get("reason", "")}
 
 
-def catalogue(inventory: Path, tenant: str | None = None, limit: int = 200) -> list[dict]:
-    with open_state_for(inventory) as st:
+def catalogue(county: County, tenant: str | None = None, limit: int = 200) -> list[dict]:
+    with open_state_for(county) as st:
         return st.backups(tenant, limit)
 
 
 @contextmanager
-def open_state_for(inventory: Path) -> Iterator[State]:
-    st = open_state(inventory)
+def open_state_for(county: County) -> Iterator[State]:
+    st = county.open_state()
     try:
         yield st
     finally:
@@ -347,14 +350,15 @@ def _choose(c: Cluster, tenant: str, snapshot: str | None,
     return chosen, db
 
 
-def restore(inventory: Path, tenant: str, *, snapshot: str | None = None,
+def restore(county: County, tenant: str, *, snapshot: str | None = None,
             at: float | None = None, to: Path | None = None, with_db: bool = True,
-            safety_backup: bool = True, say: Say = lambda _: None) -> dict[str, Any]:
+            safety_backup: bool = True, say: Say = lambda _: None,
+            publish: Publish | None = None) -> dict[str, Any]:
     """Restore `tenant` from a snapshot: to a directory on this machine, or to the live site
     as a new content release (which `govhost rollback` can undo), its upload area and its
-    database too. A live restore first backs up what is there now, so it loses nothing."""
-    inventory = Path(inventory)
-    with _lock(inventory, f"restore-{tenant}"), cluster(inventory) as c:
+    database too. A live restore first backs up what is there now, so it loses nothing;
+    it needs `publish` (see Publish)."""
+    with _lock(county, f"restore-{tenant}"), cluster(county) as c:
         t = c.inv.tenant(tenant)
         if t is None or tenant not in c.placement:
             raise BackupError(f"no applied tenant named {tenant!r}")
@@ -366,6 +370,8 @@ def restore(inventory: Path, tenant: str, *, snapshot: str | None = None,
         result: dict[str, Any] = {"tenant": tenant, "files_snapshot": chosen["id"],
                                   "files_time": chosen["time"],
                                   "db_snapshot": db["id"] if db and with_db else None}
+        if to is None and publish is None:
+            raise BackupError("a restore to the live site needs a way to publish it")
         if to is not None:
             result.update(_restore_to_dir(c, tenant, chosen, db if with_db else None, Path(to)))
         else:
@@ -373,20 +379,20 @@ def restore(inventory: Path, tenant: str, *, snapshot: str | None = None,
                 say("backing up what is live now, so this restore can be undone")
                 pre = _run_nested(c, tenant)
                 result["pre_restore"] = pre
-            result.update(_restore_live(c, tenant, chosen, db if with_db else None, say))
+            result.update(_restore_live(c, tenant, chosen, db if with_db else None, say,
+                                        publish))
         result["seconds"] = round(time.time() - t0, 3)
         c.state.audit("backup.restore", tenant, {k: v for k, v in result.items()
                                                  if k != "rows"})
         return result
 
 
-def restore_replica(inventory: Path, tenant: str, node: str, *, database: bool,
+def restore_replica(county: County, tenant: str, node: str, *, database: bool,
                     php_files: bool, say: Say = lambda _: None) -> dict[str, Any]:
     """After a node was replaced: what only the backup still has of `tenant` on `node` —
     its PHP `files/` (when no other replica has them) and its database (the db node) — from
     the newest snapshots. Content releases come from peers, not from here."""
-    inventory = Path(inventory)
-    with _lock(inventory, f"restore-{tenant}"), cluster(inventory) as c:
+    with _lock(county, f"restore-{tenant}"), cluster(county) as c:
         files, db = _choose(c, tenant, None, None)
         out: dict[str, Any] = {"tenant": tenant, "node": node}
         if php_files:
@@ -431,16 +437,16 @@ def _run_nested(c: Cluster, tenant: str) -> list[str]:
 
 
 def _restore_live(c: Cluster, tenant: str, files: Mapping[str, Any],
-                  db: Mapping[str, Any] | None, say: Say) -> dict[str, Any]:
-    from controlplane.content import releases as content
+                  db: Mapping[str, Any] | None, say: Say, publish: Publish
+                  ) -> dict[str, Any]:
     first = c.nodes[c.placement[tenant][0]]
     out = _json(_node(c, first, "restore-files", tenant, files["id"], "--upload"))
     say(f"{first.name}: snapshot restored in {out['seconds']:.1f} s; upload area restored "
         f"(the previous one is kept in {out['upload_before']})")
     res: dict[str, Any] = {"restore_dir": out["dir"]}
     if out.get("release_dir"):
-        pub = content.publish(c.inventory, tenant, say, source=out["release_dir"],
-                              by=f"restore:{files['short_id']}")
+        pub = publish(c.county, tenant, say, source=out["release_dir"],
+                      by=f"restore:{files['short_id']}")
         res["release"] = pub["release"]
         res["files"] = pub["files"]
     else:
@@ -486,10 +492,10 @@ def _restore_to_dir(c: Cluster, tenant: str, files: Mapping[str, Any],
 
 # ------------------------------------------------------------------ proving
 
-def drill(inventory: Path, tenant: str, say: Say = lambda _: None) -> dict[str, Any]:
+def drill(county: County, tenant: str, say: Say = lambda _: None) -> dict[str, Any]:
     """Restore the latest snapshot into scratch space, check it against its source, time it
     (the RTO of this tenant) and record the outcome."""
-    with cluster(inventory) as c:
+    with cluster(county) as c:
         if c.inv.tenant(tenant) is None or tenant not in c.sources.files:
             raise BackupError(f"no applied tenant with backups named {tenant!r}")
         chosen, db = _choose(c, tenant, None, None)
@@ -521,9 +527,9 @@ def drill(inventory: Path, tenant: str, say: Say = lambda _: None) -> dict[str, 
         return result
 
 
-def verify(inventory: Path, subset: int | None = None) -> dict[str, Any]:
+def verify(county: County, subset: int | None = None) -> dict[str, Any]:
     """restic check with a read of a random subset of the data, on the backup node."""
-    with cluster(inventory) as c:
+    with cluster(county) as c:
         args = ["verify"] + (["--subset", str(subset)] if subset else [])
         r = _node(c, c.backup_node, *args, check=False)
         try:
@@ -534,8 +540,8 @@ def verify(inventory: Path, subset: int | None = None) -> dict[str, Any]:
         return result
 
 
-def copy_offsite(inventory: Path) -> dict[str, Any]:
-    with cluster(inventory) as c:
+def copy_offsite(county: County) -> dict[str, Any]:
+    with cluster(county) as c:
         t0 = time.time()
         r = _node(c, c.backup_node, "copy", check=False)
         ok = r.returncode == 0
@@ -546,17 +552,17 @@ def copy_offsite(inventory: Path) -> dict[str, Any]:
         return result
 
 
-def forget(inventory: Path, prune: bool = True) -> dict[str, Any]:
-    with cluster(inventory) as c:
+def forget(county: County, prune: bool = True) -> dict[str, Any]:
+    with cluster(county) as c:
         result = _json(_node(c, c.backup_node, "forget", *(["--prune"] if prune else [])))
         c.state.audit("backup.forget", "repository", result)
         return result
 
 
-def key(inventory: Path) -> dict[str, str]:
+def key(county: County) -> dict[str, str]:
     """What an operator keeps in a sealed envelope: without the passwords no restore is
     possible, and the public key goes onto the off-site repository's account."""
-    inv = inventory_mod.load(Path(inventory))
+    inv = county.inv
     if inv.backup_node is None:
         raise BackupError("no node has the 'backup' role in hosts.yaml")
     out = {"repository": backup_plan.repository_url(backup_plan.BACKUP_USER,
@@ -571,10 +577,10 @@ def key(inventory: Path) -> dict[str, str]:
     return out
 
 
-def status(inventory: Path) -> list[dict[str, Any]]:
+def status(county: County) -> list[dict[str, Any]]:
     """Per tenant and kind: the last success and the last error, as the nodes recorded them
     (timers included), with the node that backs it up."""
-    with cluster(inventory) as c:
+    with cluster(county) as c:
         src = c.sources
         wanted = {(t, "files"): n for t, n in src.files.items()}
         wanted.update({(t, "db"): n for t, n in src.databases.items()})

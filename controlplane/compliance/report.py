@@ -6,26 +6,24 @@ import csv
 import io
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from controlplane.compliance import rules
-from controlplane.core import inventory as inventory_mod
 from controlplane.core import paths
+from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
-from controlplane.core.state import open_state
 
 
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "never"
 
 
-def load(inventory: Path, week: str | None) -> tuple[str, dict[str, dict[str, Any]]]:
+def load(county: County, week: str | None) -> tuple[str, dict[str, dict[str, Any]]]:
     if week is not None:
         rules.week_bounds(week)                     # refuses a malformed week
-    st = open_state(Path(inventory))
+    st = county.open_state()
     try:
         checked = st.compliance(week)
     finally:
@@ -36,9 +34,9 @@ def load(inventory: Path, week: str | None) -> tuple[str, dict[str, dict[str, An
     return next(iter(checked.values()))["week"], checked
 
 
-def render(inventory: Path, week: str | None, fmt: str) -> str:
-    week, checked = load(inventory, week)
-    inv = inventory_mod.load(Path(inventory))
+def render(county: County, week: str | None, fmt: str) -> str:
+    week, checked = load(county, week)
+    inv = county.inv
     titles = {t.name: t.title for t in inv.tenants}
     rows = []
     for t, rec in sorted(checked.items()):

@@ -21,15 +21,14 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from controlplane.compliance import rules
-from controlplane.dns import plan as dns_plan
-from controlplane.core import inventory as inventory_mod
-from controlplane.sites import probes
-from controlplane.core import remote
-from controlplane.tls import certificates as tls
 from controlplane.compliance.rules import Verdict
+from controlplane.core import remote
+from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Node
-from controlplane.core.state import open_state, state_dir
+from controlplane.dns import plan as dns_plan
+from controlplane.sites import probes
+from controlplane.tls import store as tls_store
 
 Say = Callable[[str], None]
 USER_AGENT = "govhost-compliance"
@@ -204,13 +203,12 @@ def rotation_days(release_files: Mapping[str, bytes]) -> int | None:
     return days
 
 
-def check(inventory: Path, tenants: list[str] | None = None, at: float | None = None,
+def check(county: County, tenants: list[str] | None = None, at: float | None = None,
           say: Say = lambda _: None) -> dict[str, dict[str, Verdict]]:
     """Run every indicator for `tenants` (all when None) as of `at` (now); store the results."""
     from controlplane.sites.plan import make_plan
-    inventory = Path(inventory)
-    inv = inventory_mod.load(inventory)
-    st = open_state(inventory)
+    inv = county.inv
+    st = county.open_state()
     try:
         now = at or time.time()
         week = rules.week_of(now)
@@ -221,10 +219,10 @@ def check(inventory: Path, tenants: list[str] | None = None, at: float | None = 
             raise ComplianceError(f"no tenant named {', '.join(sorted(unknown))}")
         c = inv.cluster.compliance
         placement = st.placements()
-        certs, served_with = tls.deployable(inventory, inv, st)
+        certs, served_with = tls_store.deployable(inv, county.certs, st)
         inv = dataclasses.replace(inv, certificates=certs, served_with=served_with)
         plan = make_plan(inv, st.drained(), placement, st.applied())
-        kh = state_dir(inventory) / "known_hosts"
+        kh = county.known_hosts
         facts: dict[str, dict] = {}
         with ThreadPoolExecutor(max_workers=len(inv.hosts.nodes)) as pool:
             for n, f in zip(inv.hosts.nodes, pool.map(lambda n: _node_facts(inv, n, kh),
@@ -296,9 +294,9 @@ def check(inventory: Path, tenants: list[str] | None = None, at: float | None = 
         st.close()
 
 
-def record_round(inventory: Path, at: float, rounds: Mapping[str, list[dict]]) -> None:
+def record_round(county: County, at: float, rounds: Mapping[str, list[dict]]) -> None:
     """One probe round per tenant: failed if any node did not load the homepage in time."""
-    st = open_state(inventory)
+    st = county.open_state()
     try:
         st.record_probe_round(at, rounds)
     finally:

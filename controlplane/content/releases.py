@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from controlplane.core import accounts
-from controlplane.sites import content_sync
-from controlplane.core import paths
-from controlplane.core import remote
-from controlplane.sites.apply import prepare
+from controlplane.core import accounts, paths, remote
+from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Node
-from controlplane.core.state import State, actor, exclusive, open_state, state_dir
+from controlplane.core.state import State, actor
+from controlplane.sites import content_sync
+from controlplane.sites.apply import prepare
 
 TOOL = paths.NODE_TENANTS_TOOL
 DB_TOOL = "/usr/local/sbin/govhost-db"
@@ -42,7 +41,7 @@ class ContentError(GovhostError):
 
 @dataclass
 class Target:
-    inventory: Path
+    county: County
     tenant: str
     replicas: list[Node]
     hosts: Any
@@ -53,19 +52,18 @@ class Target:
     state: State
 
 
-def _tenant_lock(inventory: Path, tenant: str):
-    return exclusive(inventory, f"content-{tenant}", lambda _: ContentError(
+def _tenant_lock(county: County, tenant: str):
+    return county.exclusive(f"content-{tenant}", lambda _: ContentError(
         f"another publish, rollback or review of {tenant} is running; try again when it has "
         "finished"))
 
 
 @contextmanager
-def target(inventory: Path, tenant: str) -> Iterator[Target]:
-    inventory = Path(inventory)
-    with _tenant_lock(inventory, tenant):
-        state = open_state(inventory)
+def target(county: County, tenant: str) -> Iterator[Target]:
+    with _tenant_lock(county, tenant):
+        state = county.open_state()
         try:
-            inv, plan = prepare(inventory, state)
+            inv, plan = prepare(county, state)
             t = inv.tenant(tenant)
             if t is None:
                 raise ContentError(f"no tenant named {tenant!r}; `govhost tenant list` shows them")
@@ -78,8 +76,8 @@ def target(inventory: Path, tenant: str) -> Iterator[Target]:
                 raise ContentError(f"{tenant}'s replicas are not applied yet; run `govhost "
                                    "apply` first")
             by_name = {n.name: n for n in inv.hosts.nodes}
-            yield Target(inventory, tenant, [by_name[n] for n in applied], inv.hosts,
-                         state_dir(inventory) / "known_hosts", inv.quota_bytes(t),
+            yield Target(county, tenant, [by_name[n] for n in applied], inv.hosts,
+                         county.known_hosts, inv.quota_bytes(t),
                          t.review == "required", inv.cluster.defaults.keep_content_releases,
                          state)
         finally:
@@ -136,14 +134,14 @@ def new_release_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def publish(inventory: Path, tenant: str, say: Say = lambda _: None,
+def publish(county: County, tenant: str, say: Say = lambda _: None,
             source: str | None = None, by: str | None = None) -> dict[str, Any]:
     """Turn the upload area into a release on every replica; live now, or pending review.
 
     With `source` (a tree restored from a backup on the first replica) the release is built
     from it instead and goes live without review: it is content that was live before, and
     the restore itself can be rolled back like any publish."""
-    with target(inventory, tenant) as tg:
+    with target(county, tenant) as tg:
         first, others = tg.replicas[0], tg.replicas[1:]
         rid = new_release_id()
         r = _ssh(tg, first, "publish", tenant, rid, by or actor(), str(tg.quota_bytes),
@@ -182,9 +180,9 @@ def publish(inventory: Path, tenant: str, say: Say = lambda _: None,
                                            "removed", "skipped")}}
 
 
-def releases(inventory: Path, tenant: str) -> list[dict[str, Any]]:
+def releases(county: County, tenant: str) -> list[dict[str, Any]]:
     """The releases on the tenant's first replica, with what the state store knows."""
-    with target(inventory, tenant) as tg:
+    with target(county, tenant) as tg:
         rows = json.loads(_ok(tg, tg.replicas[0], "releases", tenant))
         known = {r["release_id"]: r for r in tg.state.content_releases(tenant)}
         for row in rows:
@@ -193,10 +191,10 @@ def releases(inventory: Path, tenant: str) -> list[dict[str, Any]]:
         return rows
 
 
-def rollback(inventory: Path, tenant: str, release: str | None = None,
+def rollback(county: County, tenant: str, release: str | None = None,
              say: Say = lambda _: None) -> dict[str, Any]:
     """Make an earlier release live again on every replica (default: the one before)."""
-    with target(inventory, tenant) as tg:
+    with target(county, tenant) as tg:
         rows = json.loads(_ok(tg, tg.replicas[0], "releases", tenant))
         live = next((r["id"] for r in rows if r["live"]), None)
         pending = {r["release_id"] for r in tg.state.content_releases(tenant, "pending")}
@@ -225,16 +223,16 @@ def _has(tg: Target, node: Node, rid: str) -> bool:
     return _ssh(tg, node, "digests", tg.tenant, rid).returncode == 0
 
 
-def pending(inventory: Path) -> list[dict[str, Any]]:
-    st = open_state(inventory)
+def pending(county: County) -> list[dict[str, Any]]:
+    st = county.open_state()
     try:
         return st.content_releases(status="pending")
     finally:
         st.close()
 
 
-def review_show(inventory: Path, tenant: str, release: str) -> dict[str, Any]:
-    st = open_state(inventory)
+def review_show(county: County, tenant: str, release: str) -> dict[str, Any]:
+    st = county.open_state()
     try:
         rows = [r for r in st.content_releases(tenant) if r["release_id"] == release]
     finally:
@@ -245,9 +243,9 @@ def review_show(inventory: Path, tenant: str, release: str) -> dict[str, Any]:
     return rows[0]
 
 
-def decide(inventory: Path, tenant: str, release: str, approve: bool,
+def decide(county: County, tenant: str, release: str, approve: bool,
            say: Say = lambda _: None) -> dict[str, Any]:
-    with target(inventory, tenant) as tg:
+    with target(county, tenant) as tg:
         rec = next((r for r in tg.state.content_releases(tenant, "pending")
                     if r["release_id"] == release), None)
         if rec is None:
@@ -264,13 +262,12 @@ def decide(inventory: Path, tenant: str, release: str, approve: bool,
                 "status": "live" if approve else "rejected"}
 
 
-def remove(inventory: Path, tenant: str, say: Say = lambda _: None) -> dict[str, Any]:
+def remove(county: County, tenant: str, say: Say = lambda _: None) -> dict[str, Any]:
     """Archive and delete what is left of a tenant whose manifest is gone and applied."""
-    inventory = Path(inventory)
-    with _tenant_lock(inventory, tenant):
-        state = open_state(inventory)
+    with _tenant_lock(county, tenant):
+        state = county.open_state()
         try:
-            inv, plan = prepare(inventory, state)
+            inv, plan = prepare(county, state)
             if inv.tenant(tenant) is not None:
                 raise ContentError(
                     f"{tenant} is still in the inventory ({inv.sources[tenant]}): remove that "
@@ -278,7 +275,7 @@ def remove(inventory: Path, tenant: str, say: Say = lambda _: None) -> dict[str,
                     "`govhost tenant remove` to archive and delete its data")
             if state.placements().get(tenant):
                 raise ContentError(f"{tenant} is still placed: run `govhost apply` first")
-            kh = state_dir(inventory) / "known_hosts"
+            kh = county.known_hosts
             done: dict[str, Any] = {}
             for node in inv.hosts.nodes:
                 cmd = (f"if [ -d /srv/govhost/sites/{shlex.quote(tenant)} ]; then {TOOL} remove "

@@ -11,8 +11,7 @@ import ipaddress
 import json
 from typing import Any, Iterable, Mapping
 
-from controlplane.core import paths
-from controlplane.core import secrets
+from controlplane.core import paths, secrets
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Node, Tenant
 

@@ -12,9 +12,10 @@ from typing import Any, Mapping, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from controlplane.core import yamlsafe
+from controlplane.core import secrets, yamlsafe
 from controlplane.core.errors import ManifestError, Problem
 from controlplane.core.manifest import Cluster, Hosts, Node, RateLimit, Tenant
+from controlplane.core.state import state_dir
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -143,8 +144,9 @@ def _parse(path: Path, rel: str, model: type[M], problems: list[Problem]) -> M |
         return None
 
 
-def load(root: Path) -> Inventory:
-    """Load the inventory at ``root`` or raise ManifestError listing every problem."""
+def load(root: Path, state: Path | None = None) -> Inventory:
+    """Load the inventory at ``root`` or raise ManifestError listing every problem. The
+    secrets it needs come from the state directory `state` (default: the inventory's)."""
     root = Path(root)
     problems: list[Problem] = []
     if not root.is_dir():
@@ -186,13 +188,13 @@ def load(root: Path) -> Inventory:
     if problems:
         raise ManifestError(problems)
     assert cluster is not None and hosts is not None
-    from controlplane.core import secrets
+    state = state if state is not None else state_dir(root)
     secret = backup_key = b""
     backup = any("backup" in n.roles for n in hosts.nodes)
     if backup or any(t.site.type == "php" and t.site.database for t in tenants):
-        secret = secrets.ensure(root)
+        secret = secrets.ensure(state)
     if backup:
-        backup_key = secrets.backup_key(root)
+        backup_key = secrets.backup_key(state)
     return Inventory(root, cluster, hosts, tuple(sorted(tenants, key=lambda t: t.name)), sources,
                      secret, backup_key)
 
@@ -226,13 +228,13 @@ def _cross_check(
                                     "choose another name"))
         wanted = [(f"{t.name}.{cluster.domain}", "name")]
         wanted += [(a, f"aliases[{i}]") for i, a in enumerate(t.aliases)]
-        for host, field in wanted:
+        for host, where in wanted:
             if host in claimed:
                 other_file, other_field = claimed[host]
-                problems.append(Problem(src, field, f"{host!r} is already claimed by "
+                problems.append(Problem(src, where, f"{host!r} is already claimed by "
                                         f"{other_file} ({other_field})"))
             else:
-                claimed[host] = (src, field)
+                claimed[host] = (src, where)
         for i, alias in enumerate(t.aliases):
             if alias.endswith("." + cluster.domain):
                 first = alias[: -len(cluster.domain) - 1]

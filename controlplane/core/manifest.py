@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-
 import ipaddress
 import re
 from typing import Annotated, Literal, Union

@@ -24,3 +24,5 @@ PHP_FPM_PID = "/run/govhost-php-fpm.pid"
 PROBE_HOST = "govhost-probe"
 NODE_ACME = "/var/lib/govhost/acme"       # .well-known/acme-challenge/<token> (HTTP-01)
 NODE_TENANTS_TOOL = "/usr/local/sbin/govhost-tenants"   # accounts and content releases
+AGENT_PORT = 9273                          # govhost-agent: per-unit traffic and resources
+NODE_EXPORTER_PORT = 9100                  # prometheus-node-exporter, on the node's address

@@ -13,19 +13,14 @@ import os
 import secrets as _random
 from pathlib import Path
 
-from controlplane.core.state import state_dir
-
 SECRET_FILE = "secret"
 BACKUP_KEY_FILE = "backup_ed25519"
 
 
-def secret_path(inventory: Path) -> Path:
-    return state_dir(inventory) / SECRET_FILE
-
-
-def ensure(inventory: Path) -> bytes:
-    """The cluster secret, created on first use. Two first uses at once agree on one file."""
-    path = secret_path(inventory)
+def ensure(state: Path) -> bytes:
+    """The cluster secret in the state directory `state`, created on first use. Two first
+    uses at once agree on one file."""
+    path = state / SECRET_FILE
     _create_once(path, lambda: _random.token_hex(32) + "\n")
     value = _read(path)
     if len(value) < 32:
@@ -34,7 +29,7 @@ def ensure(inventory: Path) -> bytes:
     return value
 
 
-def backup_key(inventory: Path) -> bytes:
+def backup_key(state: Path) -> bytes:
     """The SSH key with which nodes reach the backup repository (OpenSSH private key).
 
     A key of its own, not derived: OpenSSH's private-key format carries a random check word,
@@ -47,7 +42,7 @@ def backup_key(inventory: Path) -> bytes:
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption()).decode()
 
-    path = state_dir(inventory) / BACKUP_KEY_FILE
+    path = state / BACKUP_KEY_FILE
     _create_once(path, make)
     return _read(path) + b"\n"
 

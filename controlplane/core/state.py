@@ -399,11 +399,11 @@ def state_dir(inventory: Path) -> Path:
 
 
 @contextmanager
-def exclusive(inventory: Path, name: str, busy: Callable[[int], Exception],
+def exclusive(d: Path, name: str, busy: Callable[[int], Exception],
               mode: int = 0o644) -> Iterator[int]:
-    """An exclusive lock on `<state dir>/<name>.lock` held for the block (the kernel releases
-    it if the process dies). When another process holds it, raises `busy(fd)` at once."""
-    d = state_dir(inventory)
+    """An exclusive lock on `<d>/<name>.lock` (d: the state directory) held for the block
+    (the kernel releases it if the process dies). When another process holds it, raises
+    `busy(fd)` at once."""
     d.mkdir(parents=True, exist_ok=True)
     fd = os.open(d / f"{name}.lock", os.O_RDWR | os.O_CREAT, mode)
     try:
@@ -414,7 +414,3 @@ def exclusive(inventory: Path, name: str, busy: Callable[[int], Exception],
         yield fd
     finally:
         os.close(fd)
-
-
-def open_state(inventory: Path) -> State:
-    return State(state_dir(inventory) / "state.db")

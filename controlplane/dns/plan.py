@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from controlplane.core.inventory import Inventory
-from controlplane.tls.plan import in_zone, units
+from controlplane.core.units import in_zone, units
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from controlplane.lab import image as lab_image
 from controlplane.core.errors import LabError
+from controlplane.lab import image as lab_image
 
 LAB_ROOT = Path(os.environ.get("GOVHOST_LAB_ROOT", "/var/lib/govhost/lab"))
 KEY = LAB_ROOT / "id_ed25519"

@@ -21,9 +21,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from controlplane.tls import certs as tls_certs
 from controlplane.core.errors import LabError
 from controlplane.lab.machines import LAB_ROOT
+from controlplane.tls import certs as tls_certs
 
 SERVICES = LAB_ROOT / "services"
 PEBBLE_ADDRESS = "127.0.2.1"

@@ -17,7 +17,6 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -26,17 +25,12 @@ from prometheus_client.registry import Collector
 from controlplane.compliance import rules as compliance
 from controlplane.compliance import run as compliance_run
 from controlplane.core import inventory as inventory_mod
-from controlplane.core import paths
-from controlplane.sites import probes
-from controlplane.core import remote
-from controlplane.sites import replicas
-from controlplane.tls import certificates as tls
+from controlplane.core import paths, remote
+from controlplane.core.county import County
+from controlplane.sites import probes, replicas
 from controlplane.sites.apply import lock_holder
 from controlplane.sites.plan import make_plan
-from controlplane.core.state import open_state, state_dir
-
-AGENT_PORT = 9273
-NODE_EXPORTER_PORT = 9100
+from controlplane.tls import store as tls_store
 
 
 @dataclass
@@ -66,11 +60,11 @@ class Round:
 class Prober(threading.Thread):
     """Probes every tenant on every node once per interval (homepage through that node)."""
 
-    def __init__(self, inventory: Path, interval: float, workers: int = 32,
+    def __init__(self, county: County, interval: float, workers: int = 32,
                  record: bool = True):
         super().__init__(daemon=True, name="govhost-prober")
         self.record = record          # keep each round in the state store (compliance)
-        self.inventory = Path(inventory)
+        self.county = county
         self.interval = interval
         self.workers = workers
         self.latest = Round()
@@ -85,11 +79,12 @@ class Prober(threading.Thread):
 
     def _inventory(self) -> inventory_mod.Inventory:
         """Reload the inventory only when one of its files changed."""
-        files = sorted(self.inventory.glob("*.yaml")) + sorted(
-            (self.inventory / "tenants").glob("*.yaml"))
+        root = self.county.root
+        files = sorted(root.glob("*.yaml")) + sorted((root / "tenants").glob("*.yaml"))
         key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
         if key != self._inv_key or self._inv is None:
-            self._inv = inventory_mod.load(self.inventory)
+            self.county = self.county.reloaded()
+            self._inv = self.county.inv
             self._inv_key = key
         return self._inv
 
@@ -97,18 +92,18 @@ class Prober(threading.Thread):
                           ) -> tuple[dict[str, str], dict[str, int], frozenset[str]]:
         """What apply would put on each node now, certificates included, and which sites
         are served over HTTPS (rendered again only when an input changed)."""
-        st = open_state(self.inventory)
+        st = self.county.open_state()
         try:
             placements, drained, applied = st.placements(), st.drained(), st.applied()
             cert_records = st.certificates()
-            certs_dir = tls.tls_dir(self.inventory) / "certs"
+            certs_dir = self.county.certs.certs_dir
             stored = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
                            for p in sorted(certs_dir.glob("*.pem"))) if certs_dir.is_dir() else ()
             key = (self._inv_key, tuple(sorted(placements.items())), tuple(sorted(drained)),
                    tuple(sorted((n, a.release_id) for n, a in applied.items())), stored,
                    json.dumps(cert_records, sort_keys=True, default=str))
             if key != self._desired_key:
-                certs, served_with = tls.deployable(self.inventory, inv, st)
+                certs, served_with = tls_store.deployable(inv, self.county.certs, st)
                 with_certs = dataclasses.replace(inv, certificates=certs,
                                                  served_with=served_with)
                 plan = make_plan(with_certs, drained, placements, applied)
@@ -123,7 +118,7 @@ class Prober(threading.Thread):
     def _content_drift(self, inv) -> dict[tuple[str, str], str]:
         """Ask every node what content it holds (one SSH round trip each; files re-hashed
         only where they changed) and compare with each unit's live release."""
-        st = open_state(self.inventory)
+        st = self.county.open_state()
         try:
             placements = st.placements()
             live_content = {r["tenant"]: r["release_id"]
@@ -131,7 +126,7 @@ class Prober(threading.Thread):
         finally:
             st.close()
         statuses = remote.node_status(inv.hosts, list(inv.hosts.nodes),
-                                      state_dir(self.inventory) / "known_hosts", content=True)
+                                      self.county.known_hosts, content=True)
         held = replicas.holdings_of(statuses)
         out = {(t, n): "none" for t, ns in placements.items() if t in live_content
                for n in ns if n in held}
@@ -180,7 +175,7 @@ class Prober(threading.Thread):
                       for t, by_node in rnd.tenants.items()}
         if self.record:
             try:
-                compliance_run.record_round(self.inventory, rnd.finished, rnd.failed)
+                compliance_run.record_round(self.county, rnd.finished, rnd.failed)
             except Exception as exc:     # monitoring goes on without the record
                 rnd.error = f"recording the probe round failed: {exc}"
         rnd.seconds = time.monotonic() - t0
@@ -202,13 +197,13 @@ class Prober(threading.Thread):
 
 
 class GovhostCollector(Collector):
-    def __init__(self, inventory: Path, prober: Prober):
-        self.inventory = Path(inventory)
+    def __init__(self, county: County, prober: Prober):
+        self.county = county
         self.prober = prober
 
     def collect(self) -> Iterator:
         rnd = self.prober.latest
-        st = open_state(self.inventory)      # one read of the state store per scrape
+        st = self.county.open_state()      # one read of the state store per scrape
         try:
             runs = [r for r in st.runs(20) if r["kind"] == "apply" and r["finished_at"]]
             drained, published = st.drained(), st.last_published()
@@ -357,7 +352,7 @@ class GovhostCollector(Collector):
             took.add_metric([], last["finished_at"] - last["started_at"])
         yield from (when, ok, took)
         yield GaugeMetricFamily("govhost_apply_lock_held", "1 while an apply holds the lock.",
-                                value=1 if lock_holder(self.inventory) else 0)
+                                value=1 if lock_holder(self.county) else 0)
         dr = GaugeMetricFamily("govhost_node_drained", "1 if the node is drained.",
                                labels=["node"])
         for node in sorted(rnd.nodes_up):

@@ -7,10 +7,10 @@ from typing import Any
 
 import yaml
 
-from controlplane.monitoring import dashboards
 from controlplane.core import paths
-from controlplane.monitoring.exporter import AGENT_PORT, NODE_EXPORTER_PORT
 from controlplane.core.manifest import Hosts
+from controlplane.core.paths import AGENT_PORT, NODE_EXPORTER_PORT
+from controlplane.monitoring import dashboards
 
 RULES = paths.REPO / "monitoring" / "rules"
 

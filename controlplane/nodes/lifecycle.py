@@ -14,15 +14,14 @@ reaches a new replica before any node sends it traffic, config releases go canar
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 from typing import Any, Callable
 
-from controlplane.sites import apply as apply_mod
 from controlplane.backup import run as backup
-from controlplane.core import inventory as inventory_mod
+from controlplane.content import releases as content
+from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
+from controlplane.sites import apply as apply_mod
 from controlplane.sites.plan import compute_placement
-from controlplane.core.state import open_state, state_dir
 
 Say = Callable[[str], None]
 
@@ -39,9 +38,9 @@ def _node(inv, name: str):
     return node
 
 
-def forget_host_key(inventory: Path, address: str, port: int) -> bool:
+def forget_host_key(county: County, address: str, port: int) -> bool:
     """The replaced machine has a new SSH host key; the old one would be refused."""
-    known = state_dir(inventory) / "known_hosts"
+    known = county.known_hosts
     if not known.exists():
         return False
     host = address if port == 22 else f"[{address}]:{port}"
@@ -53,15 +52,14 @@ def _progress(say: Say) -> apply_mod.Progress:
     return lambda node, step, outcome: say(f"{node} {step}: {outcome}")
 
 
-def replace(inventory: Path, name: str, say: Say = lambda _: None) -> dict[str, Any]:
-    inventory = Path(inventory)
-    inv = inventory_mod.load(inventory)
+def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, Any]:
+    inv = county.inv
     node = _node(inv, name)
-    forget_host_key(inventory, node.address, inv.hosts.ssh.port)
-    held_before = sorted(t for t, ns in _placements(inventory).items() if name in ns)
+    forget_host_key(county, node.address, inv.hosts.ssh.port)
+    held_before = sorted(t for t, ns in _placements(county).items() if name in ns)
     say(f"{name}: was a replica of {len(held_before)} unit(s); bootstrapping it and "
         "copying their content from peers")
-    result = apply_mod.apply(inventory, progress=_progress(say))
+    result = apply_mod.apply(county, progress=_progress(say))
     out: dict[str, Any] = {"node": name, "apply": result.to_json(), "restored": []}
     if result.nodes and next(n for n in result.nodes if n.node == name).result not in (
             "applied", "unchanged"):
@@ -70,17 +68,18 @@ def replace(inventory: Path, name: str, say: Say = lambda _: None) -> dict[str, 
     # What peers could not give: from the newest backup.
     for tenant in sorted(result.stranded):
         say(f"{tenant}: no intact copy on any node; restoring its content from the backup")
-        r = backup.restore(inventory, tenant, with_db=False, safety_backup=False, say=say)
+        r = backup.restore(county, tenant, with_db=False, safety_backup=False, say=say,
+                           publish=content.publish)
         out["restored"].append({"tenant": tenant, "what": "content", "from": "backup",
                                 "snapshot": r["files_snapshot"], "release": r.get("release")})
-    placement = _placements(inventory)        # what the apply just put in force
+    placement = _placements(county)        # what the apply just put in force
     for t in inv.tenants:
         php_here = t.site.type == "php" and placement.get(t.name) == (name,)
         db_here = bool(getattr(t.site, "database", False)) and "db" in node.roles
         if not (php_here or db_here):
             continue
         try:
-            r = backup.restore_replica(inventory, t.name, name, database=db_here,
+            r = backup.restore_replica(county, t.name, name, database=db_here,
                                        php_files=php_here, say=say)
         except GovhostError as exc:
             out["restored"].append({"tenant": t.name, "what": "php files/database",
@@ -92,34 +91,32 @@ def replace(inventory: Path, name: str, say: Say = lambda _: None) -> dict[str, 
     return out
 
 
-def _placements(inventory: Path) -> dict[str, tuple[str, ...]]:
-    st = open_state(inventory)
+def _placements(county: County) -> dict[str, tuple[str, ...]]:
+    st = county.open_state()
     try:
         return st.placements()
     finally:
         st.close()
 
 
-def add(inventory: Path, name: str, say: Say = lambda _: None) -> dict[str, Any]:
+def add(county: County, name: str, say: Say = lambda _: None) -> dict[str, Any]:
     """Bootstrap the node listed in hosts.yaml and give it its share of the replicas: the
     units whose rendezvous ranking now puts it among their replicas move one replica there
     (content first), the rest stay where they are."""
-    inventory = Path(inventory)
-    inv = inventory_mod.load(inventory)
+    inv = county.inv
     _node(inv, name)
-    result = apply_mod.apply(inventory, progress=_progress(say), share_for_node=name)
-    placement = _placements(inventory)
+    result = apply_mod.apply(county, progress=_progress(say), share_for_node=name)
+    placement = _placements(county)
     return {"node": name, "apply": result.to_json(),
             "replicas": sorted(t for t, ns in placement.items() if name in ns),
             "result": "added" if result.ok else "partial"}
 
 
-def remove(inventory: Path, name: str, say: Say = lambda _: None) -> dict[str, Any]:
+def remove(county: County, name: str, say: Say = lambda _: None) -> dict[str, Any]:
     """Drain the node and move its replicas (content first) with an apply. When the node is
     no longer in hosts.yaml, forget it in the state store."""
-    inventory = Path(inventory)
-    inv = inventory_mod.load(inventory)
-    st = open_state(inventory)
+    inv = county.inv
+    st = county.open_state()
     try:
         listed = any(n.name == name for n in inv.hosts.nodes)
         if not listed:
@@ -134,8 +131,8 @@ def remove(inventory: Path, name: str, say: Say = lambda _: None) -> dict[str, A
     finally:
         st.close()
     say(f"{name}: drained; moving its replicas")
-    result = apply_mod.apply(inventory, progress=_progress(say))
-    left = sorted(t for t, ns in _placements(inventory).items() if name in ns)
+    result = apply_mod.apply(county, progress=_progress(say))
+    left = sorted(t for t, ns in _placements(county).items() if name in ns)
     return {"node": name, "apply": result.to_json(), "replicas_left": left,
             "result": "drained" if result.ok and not left else "partial",
             "next": f"delete {name} from hosts.yaml, then `govhost node remove {name}` again "

@@ -23,16 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from controlplane.core import inventory as inventory_mod
-from controlplane.sites import content_sync
-from controlplane.core import paths
-from controlplane.core import remote
-from controlplane.sites import replicas
-from controlplane.tls import certificates as tls
+from controlplane.core import paths, remote
+from controlplane.core.county import County
 from controlplane.core.errors import ApplyError, LockError
+from controlplane.core.inventory import Inventory
+from controlplane.core.state import State
+from controlplane.sites import content_sync, replicas
 from controlplane.sites.plan import Plan, make_plan, share_for
 from controlplane.sites.render import Release, render_cluster
-from controlplane.core.state import State, exclusive, open_state, state_dir
+from controlplane.tls import store as tls_store
 
 Progress = Callable[[str, str, str], None]  # (node, step, outcome)
 
@@ -51,23 +50,23 @@ def bootstrap_version() -> str:
 
 
 @contextmanager
-def apply_lock(inventory: Path) -> Iterator[None]:
+def apply_lock(county: County) -> Iterator[None]:
     """Exclusive per-inventory lock, naming its holder for the run it refuses."""
     def busy(fd: int) -> LockError:
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
         return LockError(f"another govhost apply holds the lock ({holder}); "
                          "wait for it to finish, then run apply again")
 
-    with exclusive(inventory, "apply", busy) as fd:
+    with county.exclusive("apply", busy) as fd:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
                   0)
         yield
 
 
-def lock_holder(inventory: Path) -> str | None:
+def lock_holder(county: County) -> str | None:
     """Who holds the apply lock right now, or None."""
-    path = state_dir(inventory) / "apply.lock"
+    path = county.state_dir / "apply.lock"
     if not path.exists():
         return None
     fd = os.open(path, os.O_RDONLY)
@@ -164,12 +163,12 @@ def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
     return buf.getvalue()
 
 
-def prepare(inventory: Path, state: State, share_for_node: str | None = None
-            ) -> tuple[inventory_mod.Inventory, Plan]:
+def prepare(county: County, state: State, share_for_node: str | None = None
+            ) -> tuple[Inventory, Plan]:
     """Load, check and plan. `share_for_node`: a node that just joined gets its share of the
     existing units' replicas (otherwise placement is sticky)."""
-    inv = inventory_mod.load(inventory)
-    certs, served_with = tls.deployable(inventory, inv, state)
+    inv = county.inv
+    certs, served_with = tls_store.deployable(inv, county.certs, state)
     inv = dataclasses.replace(inv, certificates=certs, served_with=served_with)
     previous = state.placements()
     if share_for_node:
@@ -313,7 +312,7 @@ def _follow_content(inv, plan: Plan, state: State, nodes, known_hosts: Path,
 
 
 def apply(
-    inventory: Path,
+    county: County,
     progress: Progress | None = None,
     confirm: Callable[[Plan], bool] | None = None,
     share_for_node: str | None = None,
@@ -322,21 +321,20 @@ def apply(
     `share_for_node`: give that (new) node its share of the existing units' replicas."""
     started = time.monotonic()
     say = progress or (lambda node, step, outcome: None)
-    inventory = Path(inventory)
-    with apply_lock(inventory):
-        state = open_state(inventory)
+    with apply_lock(county):
+        state = county.open_state()
         try:
-            return _apply_locked(inventory, state, say, confirm, started, share_for_node)
+            return _apply_locked(county, state, say, confirm, started, share_for_node)
         finally:
             state.close()
 
 
-def _apply_locked(inventory: Path, state: State, say: Progress,
+def _apply_locked(county: County, state: State, say: Progress,
                   confirm: Callable[[Plan], bool] | None, started: float,
                   share_for_node: str | None = None) -> ApplyResult:
-    inv, plan = prepare(inventory, state, share_for_node)
-    sdir = state_dir(inventory)
-    known_hosts = sdir / "known_hosts"
+    inv, plan = prepare(county, state, share_for_node)
+    sdir = county.state_dir
+    known_hosts = county.known_hosts
     nodes = {n.name: n for n in inv.hosts.nodes}
 
     # What does each node really run? Drift (or a rebuilt node) means it must be shipped again.

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from controlplane.core import paths
-from controlplane.core import remote
+from controlplane.core import paths, remote
 from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Hosts, Node
 from controlplane.sites.replicas import Holding, Move

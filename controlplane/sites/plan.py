@@ -11,8 +11,8 @@ from typing import Any, Mapping
 
 from controlplane.core import placement as placement_mod
 from controlplane.core.inventory import Inventory
-from controlplane.sites.render import Release, render_cluster, tenant_of
 from controlplane.core.state import AppliedNode
+from controlplane.sites.render import Release, render_cluster, tenant_of
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,11 @@ from typing import Any, Mapping
 
 import jinja2
 
-from controlplane.core import accounts
 from controlplane.backup import plan as backup_plan
-from controlplane.core import paths
+from controlplane.core import accounts, paths
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Tenant
-from controlplane.tls.plan import PORTAL
+from controlplane.core.units import PORTAL
 
 _NGINX_SAFE = re.compile(r"^[A-Za-z0-9._:\-\[\]/ ,=>]*$")
 

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from controlplane.sites import apply as apply_mod
-from controlplane.sites import probes
 from controlplane.core import remote
-from controlplane.sites import replicas
+from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
-from controlplane.monitoring.exporter import AGENT_PORT
-from controlplane.core.state import open_state, state_dir
+from controlplane.core.paths import AGENT_PORT
+from controlplane.sites import apply as apply_mod
+from controlplane.sites import probes, replicas
 
 
 def agent_metrics(address: str, timeout: float = 3.0) -> dict[str, dict[str, float]] | None:
@@ -51,10 +49,10 @@ def agent_metrics(address: str, timeout: float = 3.0) -> dict[str, dict[str, flo
     return out
 
 
-def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict[str, Any]:
-    st = open_state(inventory)
+def gather(county: County, probe: bool = True, only: str | None = None) -> dict[str, Any]:
+    st = county.open_state()
     try:
-        inv, plan = apply_mod.prepare(inventory, st)
+        inv, plan = apply_mod.prepare(county, st)
         applied, drained, runs = st.applied(), st.drained(), st.runs(5)
         live_content = {r["tenant"]: r["release_id"]
                         for r in st.content_releases(status="live")}
@@ -67,7 +65,7 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
         if not tenants:
             raise GovhostError(f"no tenant named {only!r}; `govhost tenant list` shows them")
     live = remote.node_status(inv.hosts, list(inv.hosts.nodes),
-                              state_dir(inventory) / "known_hosts", content=True)
+                              county.known_hosts, content=True)
     reachable = [n for n in inv.hosts.nodes if live[n.name].reachable]
     with ThreadPoolExecutor(max(1, len(reachable))) as pool:
         agents = dict(zip([n.name for n in reachable],
@@ -164,6 +162,6 @@ def gather(inventory: Path, probe: bool = True, only: str | None = None) -> dict
     last = next((r for r in runs if r["kind"] == "apply" and r["finished_at"]), None)
     if last and last["result"] not in ("changed", "unchanged"):
         problem("warning", "apply", f"the last apply (run {last['id']}) ended {last['result']}")
-    lock = apply_mod.lock_holder(inventory)
+    lock = apply_mod.lock_holder(county)
     return {"nodes": nodes, "tenants": rows, "problems": problems, "lock": lock,
             "last_runs": runs[:3]}

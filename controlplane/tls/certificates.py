@@ -9,125 +9,35 @@ simply leaves the old one in place.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from controlplane.core import inventory as inventory_mod
 from controlplane.core import remote
+from controlplane.core.certstore import write_private
+from controlplane.core.county import County
+from controlplane.core.errors import GovhostError
+from controlplane.core.state import State
+from controlplane.core.units import units as site_units
 from controlplane.tls import certs as tls_certs
 from controlplane.tls import plan as tls_plan
-from controlplane.core.errors import GovhostError
-from controlplane.core.state import State, exclusive, open_state, state_dir
+from controlplane.tls import store
 
 Say = Callable[[str], None]
+# Ships the store's certificates to the nodes and returns the run's result (`.result`,
+# `.nodes`): `sites.apply.apply`, handed in by the command. Issuing sits below apply (apply
+# reads the store), so it is given the way up rather than importing it.
+Deploy = Callable[[County], Any]
 NODE_TOOL = "/usr/local/sbin/govhost-node"
 WEEK = 7 * 86400
 
 
 class CertError(GovhostError):
     """A certificate could not be issued, imported or found."""
-
-
-@dataclass(frozen=True)
-class Deployed:
-    names: tuple[str, ...]
-    chain: bytes
-    key: bytes
-    ocsp: bool
-    not_after: float
-
-
-def tls_dir(inventory: Path) -> Path:
-    return state_dir(inventory) / "tls"
-
-
-def bundle_path(inventory: Path, lineage: str) -> Path:
-    return tls_dir(inventory) / "certs" / f"{lineage}.pem"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Atomically replace `path` with `data`, mode 0600 from the first byte."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
-def _write_bundle(inventory: Path, lineage: str, key: bytes, chain: bytes) -> None:
-    _write_private(bundle_path(inventory, lineage), key.strip() + b"\n" + chain.strip() + b"\n")
-
-
-def _read_bundle(inventory: Path, lineage: str) -> tuple[bytes, bytes] | None:
-    path = bundle_path(inventory, lineage)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    marker = b"-----BEGIN CERTIFICATE-----"
-    at = data.find(marker)
-    if at < 0:
-        return None
-    return data[:at], data[at:]
-
-
-def _facts(inventory: Path, lineage: str) -> tuple[tls_certs.CertInfo, bytes, bytes] | None:
-    pair = _read_bundle(inventory, lineage)
-    if pair is None:
-        return None
-    key, chain = pair
-    try:
-        leaf = tls_certs.split_pem(chain)[0]
-    except (tls_certs.CertProblem, IndexError):
-        return None
-    return tls_certs.info(leaf), key, chain
-
-
-def _current_plan(inv: inventory_mod.Inventory, state: State) -> dict[str, tls_plan.Lineage]:
-    """The plan, with each unit kept in the lineage the store has it in (a unit with a
-    lineage of its own, after its names failed in a shared one, stays there)."""
-    recs = state.certificates()
-    previous: dict[str, str] = {}
-    for lid in sorted(recs, key=lambda lid: lid.startswith("acme-u-")):
-        for u in recs[lid]["units"]:
-            previous[u] = lid
-    return tls_plan.plan(tls_plan.units(inv), inv.cluster.tls, inv.cluster.domain, previous)
-
-
-def deployable(inventory: Path, inv: inventory_mod.Inventory, state: State
-               ) -> tuple[dict[str, Deployed], dict[str, str]]:
-    """The certificates to ship and which one each unit (tenant or `_portal`) is served
-    with: its planned lineage's, else any stored certificate covering all its names (so a
-    unit moving between lineages keeps HTTPS meanwhile). Units with none stay on HTTP."""
-    plan = _current_plan(inv, state)
-    stored: dict[str, Deployed] = {}
-    d = tls_dir(inventory) / "certs"
-    for path in sorted(d.glob("*.pem")) if d.is_dir() else []:
-        got = _facts(inventory, path.stem)
-        if got is not None:
-            facts, key, chain = got
-            stored[path.stem] = Deployed(facts.names, chain, key, facts.ocsp_url is not None,
-                                         facts.not_after)
-    planned_for = {u: lid for lid, lin in plan.items() for u in lin.units}
-    chosen: dict[str, str] = {}
-    for u in tls_plan.units(inv):
-        if u.issuer == "none":
-            continue
-        cid = tls_plan.certificate_for(u.names, {k: v.names for k, v in stored.items()},
-                                       planned_for.get(u.key))
-        if cid is not None:
-            chosen[u.key] = cid
-    used = set(chosen.values())
-    return {k: v for k, v in stored.items() if k in used}, chosen
 
 
 def _untrusted(inv: inventory_mod.Inventory, lin: tls_plan.Lineage, chain: bytes,
@@ -144,9 +54,10 @@ def _untrusted(inv: inventory_mod.Inventory, lin: tls_plan.Lineage, chain: bytes
     if name is None:
         return False
     leaf, *rest = tls_certs.split_pem(chain)
+    import datetime as dt
+
     from cryptography import x509
     from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
-    import datetime as dt
     try:
         PolicyBuilder().store(Store(roots)).time(
             dt.datetime.fromtimestamp(min(now, leaf.not_valid_after_utc.timestamp() - 1),
@@ -157,24 +68,23 @@ def _untrusted(inv: inventory_mod.Inventory, lin: tls_plan.Lineage, chain: bytes
     return False
 
 
-def _lock(inventory: Path):
-    return exclusive(inventory, "cert", lambda _: CertError(
+def _lock(county: County):
+    return county.exclusive("cert", lambda _: CertError(
         "another certificate run is going on from this machine; try again when it has "
         "finished"), mode=0o600)
 
 
 # -- status -----------------------------------------------------------------------------
 
-def status(inventory: Path, now: float | None = None) -> list[dict[str, Any]]:
+def status(county: County, now: float | None = None) -> list[dict[str, Any]]:
     """One row per lineage: names, issuer, expiry, days left, state, last error."""
-    inventory = Path(inventory)
     now = time.time() if now is None else now
-    inv = inventory_mod.load(inventory)
-    state = open_state(inventory)
+    inv = county.inv
+    state = county.open_state()
     try:
-        plan = _current_plan(inv, state)
+        plan = store.current_plan(inv, state)
         recs = state.certificates()
-        _, chosen = deployable(inventory, inv, state)
+        _, chosen = store.deployable(inv, county.certs, state)
     finally:
         state.close()
     tls = inv.cluster.tls
@@ -182,7 +92,7 @@ def status(inventory: Path, now: float | None = None) -> list[dict[str, Any]]:
     for lid in sorted(set(plan) | set(recs)):
         lin = plan.get(lid)
         rec = recs.get(lid, {})
-        got = _facts(inventory, lid)
+        got = store.facts(county.certs, lid)
         facts = got[0] if got else None
         cf = tls_plan.CertFacts(facts.names, facts.not_before, facts.not_after) if facts else None
         reason = tls_plan.renewal_reason(lin, cf, now, tls.renew_fraction,
@@ -227,35 +137,34 @@ def status(inventory: Path, now: float | None = None) -> list[dict[str, Any]]:
 _CA_LOCK = threading.Lock()
 
 
-def _internal_ca(inventory: Path, name: str, now: float) -> tuple[bytes, bytes]:
+def _internal_ca(county: County, name: str, now: float) -> tuple[bytes, bytes]:
     """The county CA, made on first use. Renewal signs several lineages at once; without the
     lock two threads could each make a root, and leaves signed by the one overwritten would
     verify to nothing. (Processes are kept apart by the certificate lock.)"""
-    d = tls_dir(inventory) / "ca"
+    d = county.certs.ca_dir
     cert, key = d / "root.pem", d / "root.key"
     with _CA_LOCK:
         if not cert.exists():
             root_pem, key_pem = tls_certs.make_root(name, now)
-            _write_private(key, key_pem)
-            _write_private(cert, root_pem)
+            write_private(key, key_pem)
+            write_private(cert, root_pem)
             cert.chmod(0o644)
         return cert.read_bytes(), key.read_bytes()
 
 
-def ca_export(inventory: Path) -> bytes:
+def ca_export(county: County) -> bytes:
     """The county CA's root certificate, for installing on the units' computers."""
-    inventory = Path(inventory)
-    inv = inventory_mod.load(inventory)
-    with _lock(inventory):
-        return _internal_ca(inventory, inv.cluster.tls.internal.name, time.time())[0]
+    inv = county.inv
+    with _lock(county):
+        return _internal_ca(county, inv.cluster.tls.internal.name, time.time())[0]
 
 
 class _Nodes:
     """HTTP-01 answers on every web node: any node may receive the CA's request."""
 
-    def __init__(self, inventory: Path, inv: inventory_mod.Inventory):
-        self.inv = inv
-        self.known_hosts = state_dir(inventory) / "known_hosts"
+    def __init__(self, county: County):
+        self.inv = county.inv
+        self.known_hosts = county.known_hosts
 
     def _run(self, action: str, lines: str) -> None:
         nodes = self.inv.hosts.web_nodes
@@ -281,13 +190,13 @@ class _Nodes:
         self._run("remove", "".join(f"{t}\n" for t in tokens))
 
 
-def _acme_issue(inventory: Path, inv: inventory_mod.Inventory, lineage: tls_plan.Lineage,
+def _acme_issue(county: County, inv: inventory_mod.Inventory, lineage: tls_plan.Lineage,
                 key: bytes) -> bytes:
-    from controlplane.tls import acme as acme_issue
     from controlplane.dns import update as dns_update
+    from controlplane.tls import acme as acme_issue
     acme = inv.cluster.tls.acme
     assert acme is not None
-    nodes = _Nodes(inventory, inv)
+    nodes = _Nodes(county)
     answers = acme_issue.Responders(nodes.put, nodes.remove)
     if acme.dns is not None:
         try:
@@ -297,32 +206,31 @@ def _acme_issue(inventory: Path, inv: inventory_mod.Inventory, lineage: tls_plan
         answers.publish_dns, answers.withdraw_dns = updater.publish, updater.withdraw
         answers.dns_wait = acme.dns.propagation_seconds
     try:
-        client = acme_issue.AcmeClient(acme, tls_dir(inventory) / "acme-account.pem")
+        client = acme_issue.AcmeClient(acme, county.certs.acme_account)
         return client.issue(lineage.names, key, answers)
     except (CertError, dns_update.DnsUpdateError) as exc:
         raise acme_issue.AcmeFailure(str(exc)) from None
 
 
-def renew(inventory: Path, *, units: Iterable[str] = (), force: bool = False,
-          now: float | None = None, deploy: bool = True, workers: int = 4,
+def renew(county: County, *, units: Iterable[str] = (), force: bool = False,
+          now: float | None = None, deploy: Deploy | None = None, workers: int = 4,
           say: Say = lambda _: None) -> dict[str, Any]:
     """Issue what is missing and renew what is due (all of it with `force`), then ship the
     new certificates with an apply. `units` limits the run to the lineages of those units."""
     from controlplane.tls import acme as acme_issue
-    inventory = Path(inventory)
     clock = now if now is not None else time.time()
-    inv = inventory_mod.load(inventory)
+    inv = county.inv
     wanted_units = set(units)
-    known = {u.key for u in tls_plan.units(inv)}
+    known = {u.key for u in site_units(inv)}
     unknown = wanted_units - known
     if unknown:
         raise CertError(f"no such unit: {', '.join(sorted(unknown))} (tenants are named by "
                         "their manifest's `name`; the portal is `_portal`)")
     tls = inv.cluster.tls
-    with _lock(inventory):
-        state = open_state(inventory)
+    with _lock(county):
+        state = county.open_state()
         try:
-            plan = _current_plan(inv, state)
+            plan = store.current_plan(inv, state)
             recs = state.certificates()
             todo: list[tuple[str, str]] = []
             skipped: list[dict[str, Any]] = []
@@ -330,7 +238,7 @@ def renew(inventory: Path, *, units: Iterable[str] = (), force: bool = False,
                 if wanted_units and not wanted_units & set(lin.units):
                     continue
                 rec = recs.get(lid, {})
-                got = _facts(inventory, lid)
+                got = store.facts(county.certs, lid)
                 cf = tls_plan.CertFacts(got[0].names, got[0].not_before, got[0].not_after) \
                     if got else None
                 reason = tls_plan.renewal_reason(lin, cf, clock, tls.renew_fraction,
@@ -373,12 +281,12 @@ def renew(inventory: Path, *, units: Iterable[str] = (), force: bool = False,
                 started = time.time()
                 try:
                     if lin.issuer == "internal":
-                        root, root_key = _internal_ca(inventory, tls.internal.name, time.time())
+                        root, root_key = _internal_ca(county, tls.internal.name, time.time())
                         chain = tls_certs.sign_leaf(root, root_key, key, lin.names, time.time(),
                                                     tls.internal.leaf_days) + root
                     else:
                         say(f"{lid}: ordering {len(lin.names)} names ({reason})")
-                        chain = _acme_issue(inventory, inv, lin, key)
+                        chain = _acme_issue(county, inv, lin, key)
                     facts = tls_certs.info(tls_certs.split_pem(chain)[0])
                     missing = [n for n in lin.names if not tls_plan.covers(facts.names, n)]
                     if missing:
@@ -393,7 +301,7 @@ def renew(inventory: Path, *, units: Iterable[str] = (), force: bool = False,
 
             with ThreadPoolExecutor(max_workers=max(1, min(workers, len(run) or 1))) as pool:
                 for r in pool.map(one, run):
-                    _record(inventory, state, plan[r["lineage"]], recs.get(r["lineage"], {}), r,
+                    _record(county, state, plan[r["lineage"]], recs.get(r["lineage"], {}), r,
                             tls.retry_first_seconds, tls.retry_max_seconds)
                     say(f"{r['lineage']}: {'issued' if r['ok'] else 'FAILED ' + r['error']}")
                     results.append({k: v for k, v in r.items()
@@ -406,7 +314,7 @@ def renew(inventory: Path, *, units: Iterable[str] = (), force: bool = False,
                 _isolate(state, inv, plan[r["lineage"]], r, tls.retry_first_seconds,
                          tls.retry_max_seconds)
             if shared_failures:
-                replan = _current_plan(inv, state)
+                replan = store.current_plan(inv, state)
                 again = [(lid, "names changed") for lid, lin in replan.items()
                          if lid in plan and set(lin.names) != set(plan[lid].names)
                          and lin.issuer == "acme"]
@@ -414,7 +322,7 @@ def renew(inventory: Path, *, units: Iterable[str] = (), force: bool = False,
                     plan = replan
                     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(again)))) as pool:
                         for r in pool.map(one, again):
-                            _record(inventory, state, plan[r["lineage"]],
+                            _record(county, state, plan[r["lineage"]],
                                     state.certificates().get(r["lineage"], {}), r,
                                     tls.retry_first_seconds, tls.retry_max_seconds)
                             results.append({k: v for k, v in r.items()
@@ -423,33 +331,32 @@ def renew(inventory: Path, *, units: Iterable[str] = (), force: bool = False,
             state.close()
     issued = [r for r in results if r["ok"]]
     applied = None
-    if issued and deploy:
-        from controlplane.sites import apply as apply_mod
-        res = apply_mod.apply(inventory)
+    if issued and deploy is not None:
+        res = deploy(county)
         applied = {"result": res.result, "nodes": {o.node: o.result for o in res.nodes}}
         if res.result in ("changed", "unchanged"):
-            _prune(inventory)
+            _prune(county)
     return {"results": results, "skipped": skipped, "apply": applied,
-            "orders_this_week": _orders_week(inventory, clock)}
+            "orders_this_week": _orders_week(county, clock)}
 
 
-def _orders_week(inventory: Path, now: float) -> int:
-    state = open_state(inventory)
+def _orders_week(county: County, now: float) -> int:
+    state = county.open_state()
     try:
         return state.orders_since(now - WEEK)
     finally:
         state.close()
 
 
-def _record(inventory: Path, state: State, lin: tls_plan.Lineage, rec: Mapping[str, Any],
+def _record(county: County, state: State, lin: tls_plan.Lineage, rec: Mapping[str, Any],
             r: Mapping[str, Any], first: int, maximum: int) -> None:
     now = time.time()
     if r["issuer"] == "acme":
         state.record_order(lin.id, "acme", len(lin.names), r["ok"],
                            r.get("error", "") or r["reason"])
     if r["ok"]:
-        _retain_if_narrower(inventory, lin)
-        _write_bundle(inventory, lin.id, r["key"], r["chain"])
+        _retain_if_narrower(county, lin)
+        county.certs.write(lin.id, r["key"], r["chain"])
         f = r["facts"]
         state.save_certificate(lin.id, issuer=lin.issuer, names=lin.names, units=lin.units,
                                not_before=f.not_before, not_after=f.not_after, serial=f.serial,
@@ -469,15 +376,15 @@ def _record(inventory: Path, state: State, lin: tls_plan.Lineage, rec: Mapping[s
         state.audit("cert.fail", lin.id, {"error": r["error"][:500], "failures": failures})
 
 
-def _retain_if_narrower(inventory: Path, lin: tls_plan.Lineage) -> None:
+def _retain_if_narrower(county: County, lin: tls_plan.Lineage) -> None:
     """A lineage re-issued without some names (a unit moved out of it) keeps its old
     certificate under another name, so the units that moved go on being served with it
     until their own certificate exists; `_prune` drops it once nothing uses it."""
-    got = _facts(inventory, lin.id)
+    got = store.facts(county.certs, lin.id)
     if got is None or all(tls_plan.covers(lin.names, n) for n in got[0].names):
         return
-    bundle_path(inventory, lin.id).replace(
-        bundle_path(inventory, f"{lin.id}.was-{got[0].serial[-12:]}"))
+    county.certs.bundle_path(lin.id).replace(
+        county.certs.bundle_path(f"{lin.id}.was-{got[0].serial[-12:]}"))
 
 
 def _isolate(state: State, inv: inventory_mod.Inventory, lin: tls_plan.Lineage,
@@ -486,7 +393,7 @@ def _isolate(state: State, inv: inventory_mod.Inventory, lin: tls_plan.Lineage,
     carries the failure (error, backoff), so it shows in `cert status` and is retried on
     its own schedule while the rest of the shared certificate is issued again."""
     failed = {n.lower().removeprefix("*.") for n in r["failed_names"]}
-    for u in tls_plan.units(inv):
+    for u in site_units(inv):
         if u.key in lin.units and failed & {n.lower() for n in u.names}:
             state.save_certificate(f"acme-u-{u.key}", issuer="acme", units=[u.key],
                                    names=u.names, last_attempt=time.time(),
@@ -497,19 +404,19 @@ def _isolate(state: State, inv: inventory_mod.Inventory, lin: tls_plan.Lineage,
                                    attempt_names=u.names)
 
 
-def _prune(inventory: Path) -> None:
+def _prune(county: County) -> None:
     """Drop lineages no unit is planned for or served with (after an apply shipped the
     config that no longer uses them)."""
-    inv = inventory_mod.load(inventory)
-    with _lock(inventory):
-        state = open_state(inventory)
+    inv = county.inv
+    with _lock(county):
+        state = county.open_state()
         try:
-            plan = _current_plan(inv, state)
-            _, chosen = deployable(inventory, inv, state)
+            plan = store.current_plan(inv, state)
+            _, chosen = store.deployable(inv, county.certs, state)
             keep = set(plan) | set(chosen.values())
             for lid in set(state.certificates()) - keep:
                 state.forget_certificate(lid)
-            d = tls_dir(inventory) / "certs"
+            d = county.certs.certs_dir
             for path in d.glob("*.pem") if d.is_dir() else []:
                 if path.stem not in keep:
                     path.unlink()
@@ -519,13 +426,12 @@ def _prune(inventory: Path) -> None:
 
 # -- import -----------------------------------------------------------------------------
 
-def import_cert(inventory: Path, unit: str, cert_file: Path, key_file: Path,
-                roots: Iterable[Path] = (), deploy: bool = True) -> dict[str, Any]:
+def import_cert(county: County, unit: str, cert_file: Path, key_file: Path,
+                roots: Iterable[Path] = (), deploy: Deploy | None = None) -> dict[str, Any]:
     """A bought certificate for a unit whose issuer is `manual`: refused unless the key is
     its key, the chain verifies to a trusted root and it covers every name of the unit."""
-    inventory = Path(inventory)
-    inv = inventory_mod.load(inventory)
-    by_key = {u.key: u for u in tls_plan.units(inv)}
+    inv = county.inv
+    by_key = {u.key: u for u in site_units(inv)}
     if unit not in by_key:
         raise CertError(f"no such unit {unit!r}")
     u = by_key[unit]
@@ -545,18 +451,17 @@ def import_cert(inventory: Path, unit: str, cert_file: Path, key_file: Path,
         raise CertError(f"refused {cert_file}: it expired on "
                         f"{time.strftime('%Y-%m-%d', time.gmtime(facts.not_after))}")
     lid = f"manual-{unit}"
-    with _lock(inventory):
-        state = open_state(inventory)
+    with _lock(county):
+        state = county.open_state()
         try:
-            _record(inventory, state, tls_plan.Lineage(lid, "manual", u.names, (unit,)), {},
+            _record(county, state, tls_plan.Lineage(lid, "manual", u.names, (unit,)), {},
                     {"ok": True, "issuer": "manual", "reason": "import", "key": key,
                      "chain": chain, "facts": facts}, 1, 1)
         finally:
             state.close()
     applied = None
-    if deploy:
-        from controlplane.sites import apply as apply_mod
-        res = apply_mod.apply(inventory)
+    if deploy is not None:
+        res = deploy(county)
         applied = {"result": res.result, "nodes": {o.node: o.result for o in res.nodes}}
     return {"lineage": lid, "names": list(facts.names), "not_after": facts.not_after,
             "issuer": facts.issuer, "apply": applied}

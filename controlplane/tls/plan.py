@@ -14,19 +14,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import AcmeSettings, TlsSettings
-
-PORTAL = "_portal"
-
-
-@dataclass(frozen=True)
-class Unit:
-    """What gets one server block: a tenant, or the portal."""
-
-    key: str
-    issuer: str
-    names: tuple[str, ...]
+from controlplane.core.units import Unit, in_zone
 
 
 @dataclass(frozen=True)
@@ -46,18 +35,6 @@ class CertFacts:
     not_after: float
 
 
-def units(inv: Inventory) -> list[Unit]:
-    default = inv.cluster.tls.issuer
-    portal = [f"{h}.{inv.cluster.domain}" for h in inv.cluster.portal.hostnames]
-    if inv.cluster.portal.serve_apex:
-        portal.append(inv.cluster.domain)
-    out = [Unit(PORTAL, default, tuple(portal))]
-    for t in inv.tenants:
-        issuer = t.tls.issuer if t.tls is not None else default
-        out.append(Unit(t.name, issuer, (inv.site_host(t), *t.aliases)))
-    return out
-
-
 def covers(cert_names: Iterable[str], name: str) -> bool:
     """Does a certificate for `cert_names` cover `name` (a wildcard covers one label)?"""
     name = name.lower()
@@ -68,11 +45,6 @@ def covers(cert_names: Iterable[str], name: str) -> bool:
         if c.startswith("*.") and "." in name and name.split(".", 1)[1] == c[2:]:
             return True
     return False
-
-
-def in_zone(name: str, zone: str) -> bool:
-    name, zone = name.lower().rstrip("."), zone.lower().rstrip(".")
-    return name == zone or name.endswith("." + zone)
 
 
 def challenge_for(name: str, acme: AcmeSettings) -> str:

@@ -6,8 +6,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from controlplane.core import inventory
 from controlplane.lab import machines as lab
 from controlplane.sites import probes

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from controlplane.core.county import County
 from controlplane.lab import machines as lab
 
 from .conftest import REPO, govhost
@@ -191,7 +192,7 @@ def test_retention_keeps_exactly_what_the_policy_says(county, tmp_path):
     src.mkdir()
     days = ["2026-08-10", "2026-08-28", "2026-09-15", "2026-09-30", "2026-10-05", "2026-10-12",
             "2026-10-20", "2026-10-24", "2026-10-26", "2026-10-28", "2026-10-29", "2026-10-30"]
-    with backup.cluster(inv) as c:
+    with backup.cluster(County(inv)) as c:
         for i, day in enumerate(days):
             (src / "page.html").write_text(f"version {i}")
             r = backup._control_restic(c, "backup", "--host", "govhost", "--time",

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from controlplane.core.county import County
 from controlplane.lab import machines as lab
 
 from .conftest import REPO, govhost, lab_possible
@@ -73,8 +74,7 @@ def placement(inv: Path, tenant: str) -> list[str]:
 
 def applied_placement(inv: Path, tenant: str) -> list[str]:
     """The replicas in force (saved by the last apply), not the ones the manifest asks for."""
-    from controlplane.core.state import open_state
-    st = open_state(inv)
+    st = County(inv).open_state()
     try:
         return list(st.placements().get(tenant, ()))
     finally:
@@ -174,8 +174,7 @@ def test_bare_nodes_are_bootstrapped_and_serve_the_county(county):
     assert on_node(NODES["n2"], "systemctl is-active mariadb") == "active"
     assert on_node(NODES["n1"], "systemctl is-active mariadb || true") != "active"
     # A second bootstrap changes nothing (Ansible's changed count is 0).
-    from controlplane.core import inventory
-    from controlplane.core import remote
+    from controlplane.core import inventory, remote
     from controlplane.sites.apply import bootstrap_version
     inv = inventory.load(county)
     res = remote.run_playbook("bootstrap.yml", inv.hosts, list(inv.hosts.nodes), {},

@@ -8,15 +8,13 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from controlplane.core import inventory, paths
 from controlplane.monitoring import dashboards
-from controlplane.core import inventory
 from controlplane.monitoring import prometheus as monitoring
-from controlplane.core import paths
 
 from .conftest import govhost
 from .test_apply_lab import NODES, apply_json, on_node

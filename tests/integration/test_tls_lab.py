@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from controlplane.core.county import County
 from controlplane.lab import services as lab_services
+from controlplane.monitoring.exporter import Prober
 from controlplane.sites import probes
 from controlplane.tls import certs as tls_certs
-from controlplane.monitoring.exporter import Prober
 
 from .conftest import REPO, govhost
-from .test_apply_lab import NODES as _NODES, on_node
+from .test_apply_lab import NODES as _NODES
+from .test_apply_lab import on_node
 
 PEBBLE_A = "127.0.2.11"     # HTTP-01, DNS from challtestsrv
 PEBBLE_B = "127.0.2.12"     # DNS-01, DNS from BIND
@@ -166,7 +168,7 @@ def test_homepage_probes_go_over_https_and_see_a_node_that_only_redirects(http01
     that has a certificate. A node whose HTTPS server for a site is gone still answers
     port 80's redirect; only an HTTPS probe sees that the page no longer loads there."""
     inv = http01[0]
-    prober = Prober(inv, 30, record=False)
+    prober = Prober(County(inv), 30, record=False)
     rnd = prober.probe_once()
     assert not rnd.error
     # The exporter renders what apply renders, certificates included: no false drift.

@@ -6,13 +6,13 @@ import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controlplane.backup import plan as backup_plan
-from controlplane.core import inventory
-from controlplane.core import secrets
-from controlplane.sites.apply import pack
+from controlplane.core import inventory, secrets
 from controlplane.core.errors import ManifestError
+from controlplane.sites.apply import pack
 from controlplane.sites.plan import make_plan
 from tests.helpers import CLUSTER, hosts, tenant, write_inventory
 

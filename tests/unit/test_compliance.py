@@ -3,8 +3,8 @@ from the publish record, footer marks, link extraction; and the report's refusal
 import pytest
 
 from controlplane.compliance import rules
-from controlplane.core.errors import ManifestError
 from controlplane.core import inventory
+from controlplane.core.errors import ManifestError
 from controlplane.core.manifest import Column, Tenant
 from tests.helpers import CLUSTER, tenant, write_inventory
 
@@ -152,6 +152,7 @@ def test_the_crawl_pacer_spaces_requests_to_the_sites_rate_limit():
     asks, so a crawl never outruns the site's nginx limit (which would answer 429)."""
     import time
     from concurrent.futures import ThreadPoolExecutor
+
     from controlplane.compliance.run import Pacer
     pacer = Pacer(rate=200.0)
     t0 = time.monotonic()

@@ -4,8 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controlplane.core import inventory
-from controlplane.core import names
+from controlplane.core import inventory, names
 from controlplane.core.errors import ManifestError
 from tests.helpers import tenant, write_inventory
 

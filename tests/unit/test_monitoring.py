@@ -11,13 +11,12 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from controlplane.core import inventory, paths
+from controlplane.core.county import County
 from controlplane.monitoring import dashboards
-from controlplane.core import inventory
 from controlplane.monitoring import prometheus as monitoring
-from controlplane.core import paths
-from controlplane.sites import probes
 from controlplane.monitoring.exporter import GovhostCollector, Prober, Round
-from controlplane.core.state import open_state
+from controlplane.sites import probes
 
 MON = paths.REPO / "monitoring"
 
@@ -87,16 +86,16 @@ def _round(inv) -> Round:
 
 def test_exporter_output_parses_and_passes_promtool(inv_dir):
     inv = inventory.load(inv_dir)
-    st = open_state(inv_dir)
+    st = County(inv_dir).open_state()
     summary = {"published_at": 1_700_000_000.0, "files": 1, "bytes": 5}
     st.add_content_release("jiaoyu", "20261122T100000-aaaaaa", "live", summary, ["n1"])
     st.add_content_release("jiaoyu", "20261122T110000-bbbbbb", "pending",
                            {**summary, "published_at": 1_800_000_000.0}, ["n1"])
     st.close()
-    prober = Prober(inv_dir, 30)
+    prober = Prober(County(inv_dir), 30)
     prober.latest = _round(inv)
     registry = CollectorRegistry()
-    registry.register(GovhostCollector(inv_dir, prober))
+    registry.register(GovhostCollector(County(inv_dir), prober))
     text = generate_latest(registry).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     up = {(s.labels["tenant"], s.labels["node"]): s.value

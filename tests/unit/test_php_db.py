@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.core import accounts
-from controlplane.core import inventory
-from controlplane.core import secrets
-from controlplane.sites.apply import pack
+from controlplane.core import accounts, inventory, secrets
 from controlplane.core.errors import ManifestError
+from controlplane.sites.apply import pack
 from controlplane.sites.plan import make_plan
 from tests.helpers import hosts, tenant, write_inventory
 
@@ -117,14 +115,13 @@ def test_long_names_fit_mariadb_and_stay_unique():
 
 
 def test_secret_file_is_private_created_once_and_refused_when_readable(tmp_path):
-    inv = tmp_path / "inv"
-    inv.mkdir()
-    first = secrets.ensure(inv)
-    path = secrets.secret_path(inv)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and secrets.ensure(inv) == first
+    state = tmp_path / "state"
+    first = secrets.ensure(state)
+    path = state / secrets.SECRET_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and secrets.ensure(state) == first
     path.chmod(0o644)
     with pytest.raises(PermissionError, match="chmod 600"):
-        secrets.ensure(inv)
+        secrets.ensure(state)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not any(Path("/usr/sbin").glob("php-fpm*")),

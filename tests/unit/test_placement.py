@@ -1,11 +1,10 @@
 """Placement: distinct nodes, capacity and drains respected, deterministic, sticky, minimal moves."""
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.core.errors import PlacementError
 from controlplane.core.placement import NodeSlot, Want, place
-
-import pytest
 
 node_sets = st.lists(st.integers(1, 9), min_size=1, max_size=6, unique=True).map(
     lambda ids: [NodeSlot(f"n{i}", 10_000) for i in sorted(ids)])

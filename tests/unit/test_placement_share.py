@@ -1,5 +1,6 @@
 """A node that joins gets its share of replicas, and only those move."""
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controlplane.core.placement import NodeSlot, Want, place, rebalance_onto
 

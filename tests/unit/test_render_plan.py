@@ -2,17 +2,16 @@
 and the plan of the applied state is empty."""
 import io
 import tarfile
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controlplane.core import inventory
+from controlplane.core.state import AppliedNode
 from controlplane.sites import render
 from controlplane.sites.apply import pack
 from controlplane.sites.plan import make_plan
-from controlplane.core.state import AppliedNode
 from tests.helpers import can_run_nginx, generated_county, nginx_test, tenant, write_inventory
 
 

@@ -1,5 +1,6 @@
 """Content follows its replicas: the pure move plan and drift."""
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controlplane.sites.replicas import Holding, drift, plan_moves
 

@@ -6,15 +6,17 @@ import time
 
 import pytest
 import yaml
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controlplane.core import inventory
-from controlplane.tls import certs as tls_certs
-from controlplane.tls import plan as tls_plan
-from controlplane.sites.apply import pack, private
+from controlplane.core.county import County
 from controlplane.core.errors import ManifestError
 from controlplane.core.manifest import TlsSettings
+from controlplane.sites.apply import pack, private
 from controlplane.sites.plan import make_plan
+from controlplane.tls import certs as tls_certs
+from controlplane.tls import plan as tls_plan
 from tests.helpers import CLUSTER, nginx_test, tenant, write_inventory
 
 ACME = {"directory": "https://127.0.2.1:14000/dir", "contact": "web@qingshui.gov.cn"}
@@ -159,7 +161,8 @@ def test_manifest_refuses_bad_tls_settings_naming_file_and_field(tmp_path):
 
 def test_https_config_keys_0600_redirect_hsts_and_reject_unknown_sni_pass_nginx_t(tmp_path):
     import dataclasses
-    from controlplane.tls.certificates import Deployed
+
+    from controlplane.tls.store import Deployed
     root = write_inventory(tmp_path / "inv", [tenant("jiaoyu", aliases=["jyj.qingshui.gov.cn"]),
                                               tenant("plain", tls={"issuer": "none"})],
                            cluster={**CLUSTER, "tls": {"issuer": "internal"}})
@@ -195,9 +198,10 @@ def test_ipv6_listeners_and_aaaa_records_from_hosts_address6(tmp_path):
     there on 80 and 443 (checked by the real `nginx -t`, which binds, so ::1 here), and the
     DNS plan gives every name an AAAA record for it."""
     import dataclasses
+
     from controlplane.compliance import rules as compliance
     from controlplane.dns import plan as dns_plan
-    from controlplane.tls.certificates import Deployed
+    from controlplane.tls.store import Deployed
     from tests.helpers import hosts
     doc = hosts(3)
     doc["nodes"][0]["address6"] = "::1"
@@ -249,7 +253,7 @@ def test_lineages_signed_at_once_share_one_county_ca(tmp_path):
     from controlplane.tls import certificates as tls
     inv = write_inventory(tmp_path / "inv", [tenant("jiaoyu")])
     with ThreadPoolExecutor(8) as pool:
-        got = list(pool.map(lambda _: tls._internal_ca(inv, "青水县 CA", time.time()), range(8)))
+        got = list(pool.map(lambda _: tls._internal_ca(County(inv), "青水县 CA", time.time()), range(8)))
     assert len(set(got)) == 1
     root = tls_certs.split_pem(got[0][0])[0]
     assert (inv / ".govhost/tls/ca/root.pem").read_bytes() == got[0][0]

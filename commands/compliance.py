@@ -1,0 +1,98 @@
+"""`govhost` commands: The national inspection indicators."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from commands.output import call, county, emit, err, fail, out, table
+from controlplane.core import errors
+
+app = typer.Typer()
+compliance_app = typer.Typer(help="The national inspection indicators, checked for every unit.",
+                             no_args_is_help=True)
+app.add_typer(compliance_app, name="compliance")
+
+
+@compliance_app.command("check")
+def compliance_check(tenants: list[str] = typer.Argument(None, help="Units (all when none)."),
+                     at: Optional[str] = typer.Option(None, "--at", help="Judge as of this "
+                                                      "time (e.g. a week's end)."),
+                     as_json: bool = typer.Option(False, "--json")) -> None:
+    """Crawl and check every unit now (links, footer, freshness, probes, HTTPS/IPv6, logs);
+    the results go to the state store for the report and the exporter."""
+    from controlplane.backup import plan as backup_plan
+    from controlplane.compliance import run as compliance_run
+    at_time = None
+    if at:
+        try:
+            at_time = backup_plan.parse_time(at)
+        except ValueError as exc:
+            fail(errors.GovhostError(str(exc)), as_json)
+    res = call(lambda: compliance_run.check(county(), tenants or None, at_time,
+                                             say=lambda m: None), as_json=as_json)
+    data = {t: {k: v.to_json() for k, v in vs.items()} for t, vs in res.items()}
+    if as_json:
+        emit(data)
+    else:
+        from controlplane.compliance import rules
+        t = table("compliance", "unit", *rules.INDICATORS)
+        for name, vs in sorted(res.items()):
+            t.add_row(name, *("[green]pass[/]" if vs[i].ok else "[red]FAIL[/]"
+                              for i in rules.INDICATORS))
+        out.print(t)
+        for name, vs in sorted(res.items()):
+            for i in rules.INDICATORS:
+                if not vs[i].ok:
+                    err.print(f"{name} {i}: {vs[i].summary}", highlight=False, markup=False)
+    if not all(v.ok for vs in res.values() for v in vs.values()):
+        raise typer.Exit(1)
+
+
+@compliance_app.command("probe")
+def compliance_probe(rounds: int = typer.Option(1, "--rounds", min=1, max=10_000),
+                     interval: float = typer.Option(0.0, "--interval", min=0.0, max=3600.0),
+                     as_json: bool = typer.Option(False, "--json")) -> None:
+    """Run probe rounds now and record them (the exporter does this continuously)."""
+    from controlplane.monitoring.exporter import Prober
+    prober = Prober(county(), interval)
+    failed: dict[str, int] = {}
+    for i in range(rounds):
+        rnd = prober.probe_once()
+        if rnd.error and not rnd.tenants:
+            fail(errors.GovhostError(rnd.error), as_json)
+        if rnd.error.startswith("recording"):
+            fail(errors.GovhostError(rnd.error), as_json)
+        for t, nodes in rnd.failed.items():
+            if nodes:
+                failed[t] = failed.get(t, 0) + 1
+        if i + 1 < rounds and interval:
+            time.sleep(interval)
+    res = {"rounds": rounds, "failed_rounds": dict(sorted(failed.items()))}
+    if as_json:
+        emit(res)
+    else:
+        out.print(f"{rounds} round(s) recorded; units with failed probes: "
+                  + (", ".join(f"{t} ({n})" for t, n in sorted(failed.items())) or "none"))
+
+
+@compliance_app.command("report")
+def compliance_report(week: Optional[str] = typer.Option(None, "--week", help="YYYY-Www "
+                                                         "(the last week checked if none)."),
+                      fmt: str = typer.Option("html", "--format", help="html, json or csv."),
+                      output: Optional[Path] = typer.Option(None, "--output", "-o")) -> None:
+    """The weekly report: one row per unit, pass/fail per indicator with the evidence."""
+    from controlplane.compliance import report
+    try:
+        text = report.render(county(), week, fmt)
+    except (errors.GovhostError, ValueError) as exc:
+        fail(errors.GovhostError(str(exc)))
+        return
+    if output:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}", highlight=False)
+    else:
+        sys.stdout.write(text)

@@ -1,0 +1,110 @@
+"""`govhost` commands: Content releases: publish, rollback, review."""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import typer
+
+from commands.output import call, county, emit, human_size, note, out, table
+
+app = typer.Typer()
+review_app = typer.Typer(help="Content releases waiting for review (tenants with "
+                          "`review: required`).", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@app.command()
+def publish(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Publish TENANT's upload area as a new content release on all its replicas."""
+    from controlplane.content import releases as content
+    res = call(content.publish, county(), tenant, note, as_json=as_json)
+    if as_json:
+        emit(res)
+        return
+    out.print(f"{tenant}: release {res['release']} {res['status']} on {', '.join(res['nodes'])}"
+              f" — {res['files']} files, {human_size(res['bytes'])}; added {len(res['added'])}, "
+              f"changed {len(res['changed'])}, removed {len(res['removed'])}", highlight=False)
+    if res["skipped"]:
+        out.print(f"[yellow]not published[/] (symlinks, special or hidden files): "
+                  f"{', '.join(res['skipped'][:10])}", highlight=False)
+
+
+@app.command()
+def rollback(tenant: str, release: Optional[str] = typer.Argument(None),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Make an earlier content release live again (default: the one before the live one)."""
+    from controlplane.content import releases as content
+    res = call(content.rollback, county(), tenant, release, note, as_json=as_json)
+    if as_json:
+        emit(res)
+    else:
+        out.print(f"{tenant}: {res['live']} live again (was {res['was']})", highlight=False)
+
+
+@app.command()
+def releases(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """TENANT's content releases: size, files, who published, which is live."""
+    from controlplane.content import releases as content
+    rows = call(content.releases, county(), tenant, as_json=as_json)
+    if as_json:
+        emit(rows)
+        return
+    t = table(f"{tenant}: content releases",
+               "release", "status", "files", "size", "published by", "at")
+    for r in rows:
+        t.add_row(r["id"], f"[green]{r['status']}[/]" if r["live"] else r["status"],
+                  str(r["files"]), human_size(r["bytes"]), r["published_by"],
+                  time.strftime("%Y-%m-%d %H:%M", time.localtime(r["published_at"])))
+    out.print(t)
+
+
+@review_app.command("list")
+def review_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Releases waiting for a decision."""
+    from controlplane.content import releases as content
+    rows = content.pending(county())
+    if as_json:
+        emit(rows)
+        return
+    t = table("Waiting for review",
+               "tenant", "release", "files", "size", "published by", "added", "changed", "removed")
+    for r in rows:
+        c = r["changes"]
+        t.add_row(r["tenant"], r["release_id"], str(r["files"]), human_size(r["bytes"]), r["actor"],
+                  str(len(c["added"])), str(len(c["changed"])), str(len(c["removed"])))
+    out.print(t)
+
+
+@review_app.command("show")
+def review_show(tenant: str, release: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """What a pending release changes: files added, changed, removed, with sizes."""
+    from controlplane.content import releases as content
+    r = call(content.review_show, county(), tenant, release, as_json=as_json)
+    if as_json:
+        emit(r)
+        return
+    out.print(f"{tenant} {release} ({r['status']}), published by {r['actor']}", highlight=False)
+    for kind, colour in (("added", "green"), ("changed", "yellow")):
+        for path, size in r["changes"][kind]:
+            out.print(f"  [{colour}]{kind:<8}[/] {path} ({human_size(size)})", highlight=False)
+    for path in r["changes"]["removed"]:
+        out.print(f"  [red]removed [/] {path}", highlight=False)
+
+
+@review_app.command("approve")
+def review_approve(tenant: str, release: str) -> None:
+    """Make a pending release live."""
+    _decide(tenant, release, True)
+
+
+@review_app.command("reject")
+def review_reject(tenant: str, release: str) -> None:
+    """Discard a pending release; the live site stays as it is."""
+    _decide(tenant, release, False)
+
+
+def _decide(tenant: str, release: str, approve: bool) -> None:
+    from controlplane.content import releases as content
+    res = call(content.decide, county(), tenant, release, approve, note)
+    out.print(f"{tenant} {release}: {res['status']}", highlight=False)

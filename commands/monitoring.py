@@ -1,0 +1,99 @@
+"""`govhost` commands: Monitoring: the exporter and the Prometheus configuration."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from commands.output import call, county, err, fail, out
+from controlplane.core import errors
+
+app = typer.Typer()
+monitoring_app = typer.Typer(help="Prometheus configuration, alert rules and dashboards.",
+                             no_args_is_help=True)
+app.add_typer(monitoring_app, name="monitoring")
+
+
+@app.command()
+def exporter(
+    listen: str = typer.Option("127.0.0.1:9270", help="address:port to serve /metrics on."),
+    interval: float = typer.Option(30.0, help="Seconds between probe rounds."),
+    workers: int = typer.Option(32, help="Concurrent probes."),
+) -> None:
+    """Serve Prometheus metrics: probes of every tenant on every node, apply state, lock."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import CollectorRegistry, make_wsgi_app
+
+    from controlplane.monitoring.exporter import GovhostCollector, Prober
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        fail(errors.GovhostError(f"--listen {listen!r}: expected address:port"))
+    try:
+        prober = Prober(county(), interval, workers)
+        prober.probe_once()  # the first scrape already has data
+    except errors.GovhostError as exc:
+        fail(exc)
+        return
+    registry = CollectorRegistry()
+    registry.register(GovhostCollector(county(), prober))
+    prober.start()
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = make_server(host.strip("[]"), int(port), make_wsgi_app(registry),
+                         handler_class=Quiet)
+    err.print(f"govhost exporter on http://{listen}/metrics, probing every {interval:g} s",
+              highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        prober.stop()
+
+
+@monitoring_app.command("render")
+def monitoring_render(
+    out_dir: Path = typer.Option(Path("monitoring"), "--out", help="Directory to write to."),
+    exporter_address: str = typer.Option("127.0.0.1:9270", "--exporter",
+                                         help="Where Prometheus finds `govhost exporter`."),
+    scrape_interval: int = typer.Option(15, help="Seconds between scrapes."),
+) -> None:
+    """Write prometheus.yml for this cluster (exporter, node agents, node_exporter), the alert
+    rules it loads and the Grafana dashboards."""
+    from controlplane.monitoring import prometheus as monitoring
+    inv = call(lambda: county().inv)
+    written = monitoring.write(out_dir, inv.hosts, exporter_address, scrape_interval)
+    for path in written:
+        out.print(f"wrote {path}", highlight=False)
+
+
+@monitoring_app.command("install")
+def monitoring_install(
+    listen: str = typer.Option("127.0.0.1:9270", help="address:port for the exporter."),
+    interval: float = typer.Option(30.0, help="Seconds between probe rounds."),
+    unit_dir: Path = typer.Option(Path("/etc/systemd/system"), help="Where to write the unit."),
+) -> None:
+    """Install `govhost exporter` as a systemd service on this (control) machine, and the
+    daily timer that backs up the control plane's state."""
+    from controlplane.core import remote
+    exe = Path(sys.argv[0]).resolve()
+    inv = county().root.resolve()
+    ok, error, changed = remote.run_local_playbook(
+        "control.yml", county().state_dir / "runner-control",
+        {"govhost_bin": str(exe), "govhost_inventory": str(inv), "govhost_listen": listen,
+         "govhost_interval": interval, "govhost_unit_dir": str(unit_dir.resolve())})
+    if not ok:
+        fail(errors.GovhostError(f"installing the exporter service failed: {error}"))
+    has_systemd = (Path("/run/systemd/system").exists()
+                   and unit_dir.resolve() == Path("/etc/systemd/system"))
+    out.print(("wrote " if changed else "unchanged: ") +
+              str(unit_dir.resolve() / "govhost-exporter.service") +
+              ("; enabled and started" if has_systemd else
+               "; this machine does not run systemd: start `govhost exporter` under its "
+               "supervisor instead"), highlight=False)

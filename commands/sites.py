@@ -1,0 +1,299 @@
+"""`govhost` commands: Sites: validate, plan, apply, status; the tenants."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Optional
+
+import typer
+
+from commands.output import call, county, emit, err, fail, human_size, note, out, table
+from controlplane.core import errors
+
+app = typer.Typer()
+tenant_app = typer.Typer(help="Tenants (units) and their sites.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+
+
+@app.command()
+def validate(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Load and check the whole inventory; list every problem found."""
+    try:
+        inv = county().inv
+        st = county().open_state()
+        from controlplane.sites.plan import compute_placement
+        compute_placement(inv, st.drained(), st.placements())
+    except errors.GovhostError as exc:
+        fail(exc, as_json)
+        return
+    summary = {"valid": True, "tenants": len(inv.tenants), "nodes": len(inv.hosts.nodes),
+               "domain": inv.cluster.domain}
+    if as_json:
+        emit(summary)
+    else:
+        out.print(f"[green]ok[/]: {summary['tenants']} tenants, {summary['nodes']} nodes, "
+                  f"domain {summary['domain']}")
+
+
+def _print_plan(plan) -> None:
+    t = table("Nodes", "node", "release now", "release after", "add", "change", "remove", "note")
+    for n in plan.nodes:
+        t.add_row(n.node, n.old_release or "-", n.new_release, str(len(n.added)),
+                  str(len(n.changed)), str(len(n.removed)),
+                  ("drained; " if n.drained else "") + ("" if n.needed else "no change"))
+    out.print(t)
+    if plan.tenants:
+        tt = table("Tenants",
+                    "tenant", "action", "replicas before", "replicas after", "nodes touched")
+        shown = plan.tenants[:200]
+        for c in shown:
+            tt.add_row(c.tenant, c.action, ",".join(c.replicas_before) or "-",
+                       ",".join(c.replicas_after) or "-", ",".join(c.nodes) or "-")
+        out.print(tt)
+        if len(plan.tenants) > len(shown):
+            out.print(f"… and {len(plan.tenants) - len(shown)} more tenant changes (--json)")
+    out.print("[green]No changes.[/]" if plan.empty else
+              f"Plan: {sum(n.needed for n in plan.nodes)} node(s) get a new release, "
+              f"{len(plan.tenants)} tenant change(s).")
+
+
+@app.command()
+def plan(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show, per node and per tenant, what apply would add, change and remove."""
+    from controlplane.sites.apply import prepare
+    try:
+        st = county().open_state()
+        _, p = prepare(county(), st)
+    except errors.GovhostError as exc:
+        fail(exc, as_json)
+        return
+    emit(p.to_json()) if as_json else _print_plan(p)
+
+
+@app.command()
+def apply(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Converge every node to the inventory: canary first, probed, rolled back on failure."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from controlplane.sites import apply as apply_mod
+
+    def confirm(p) -> bool:
+        if yes or as_json:
+            return True
+        if not sys.stdin.isatty():
+            err.print("refusing to apply without confirmation: pass --yes")
+            return False
+        _print_plan(p)
+        return typer.confirm("Apply these changes?")
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                        console=err, disable=as_json or not err.is_terminal, transient=True)
+    task = progress.add_task("apply", total=None)
+
+    def say(node: str, step: str, outcome: str) -> None:
+        progress.update(task, description=f"{step} {node}: {outcome}")
+        if not err.is_terminal and not as_json:
+            err.print(f"  {node:>4} {step:<9} {outcome}", highlight=False)
+
+    try:
+        with progress:
+            result = apply_mod.apply(county(), progress=say, confirm=confirm)
+    except errors.GovhostError as exc:
+        fail(exc, as_json)
+        return
+    if as_json:
+        emit(result.to_json())
+    else:
+        t = table(f"apply run {result.run_id}: {result.result} in {result.seconds:.1f} s",
+                   "node", "result", "release", "message")
+        style = {"applied": "green", "unchanged": "dim", "failed": "red", "unreachable": "red",
+                 "refused": "red", "skipped": "yellow"}
+        for n in result.nodes:
+            t.add_row(n.node, f"[{style.get(n.result, '')}]{n.result}[/]", n.release or "-",
+                      n.message[:300])
+        out.print(t)
+        _print_content_moves(result)
+        if result.refused_tenants:
+            err.print(f"[red]refused tenant(s)[/]: {', '.join(result.refused_tenants)}; "
+                      "every node keeps serving its previous release")
+        if result.result == "unchanged":
+            out.print("No changes.")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _print_content_moves(result) -> None:
+    """What content travelled to new replicas, and what could not."""
+    if result.content:
+        t = table("content moved to replicas before they serve", "unit", "from", "to",
+                   "releases", "bytes", "result")
+        for m in result.content:
+            t.add_row(m["tenant"], m["from"], m["to"], str(len(m["releases"])),
+                      human_size(m["bytes"]), "ok" if m["ok"] else f"[red]{m['error'][:120]}[/]")
+        out.print(t)
+    if result.kept_placement:
+        err.print(f"[yellow]kept the old replicas of[/] {', '.join(result.kept_placement)}: "
+                  "their content could not reach the new ones (see above); apply again later")
+    for tenant, rid in sorted(result.stranded.items()):
+        err.print(f"[red]{tenant}[/]: no node holds its live release {rid} intact; restore it "
+                  f"with `govhost backup restore {tenant}` (or `govhost node replace`)")
+
+
+@app.command()
+def status(
+    tenant: Optional[str] = typer.Argument(None, help="Show one unit in detail."),
+    as_json: bool = typer.Option(False, "--json"),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="HTTP-probe every tenant on every node."),
+) -> None:
+    """Nodes and tenants: placement, releases, reachability, traffic, and what is wrong."""
+    from controlplane.sites import status as status_mod
+    data = call(status_mod.gather, county(), probe, tenant, as_json=as_json)
+    if as_json:
+        emit(data)
+        return
+    if tenant is None:
+        _print_nodes(data["nodes"])
+        _print_tenants(data["tenants"], [n["node"] for n in data["nodes"]], probe)
+    else:
+        _print_tenant(data["tenants"][0], data["nodes"], probe)
+    _print_problems(data["problems"])
+    if data["lock"]:
+        out.print(f"apply lock held: {data['lock']}", highlight=False)
+
+
+def _print_nodes(nodes: list[dict]) -> None:
+    t = table("Nodes", "node", "address", "reachable", "booted", "nginx", "agent",
+               "live release", "desired", "replicas", "note")
+    for n in nodes:
+        booted = time.strftime("%m-%d %H:%M", time.localtime(n["boot_time"])) \
+            if n.get("boot_time") else "-"
+        t.add_row(n["node"], n["address"], "[green]yes[/]" if n["reachable"] else "[red]no[/]",
+                  booted, "running" if n["nginx_running"] else "[red]stopped[/]",
+                  "running" if n["agent_running"] else "[yellow]down[/]",
+                  n["release_live"] or "-", n["release_desired"], str(n["replicas"]),
+                  ("drained " if n["drained"] else "") +
+                  ("" if n["in_sync"] else "[yellow]drift: run apply[/]"))
+    out.print(t)
+
+
+def _code_cell(code: Any, probe: bool) -> str:
+    if not probe:
+        return "?"
+    ok = isinstance(code, int) and 200 <= code < 400
+    return f"[green]{code}[/]" if ok else f"[red]{code if code is not None else 'none'}[/]"
+
+
+def _print_tenants(rows: list[dict], node_names: list[str], probe: bool) -> None:
+    tt = table("Tenants", "tenant", "host", "replicas", *node_names, "requests", "5xx", "disk")
+    for r in rows:
+        cells = [_code_cell(r["answers"].get(n, "-"), probe) for n in node_names]
+        tt.add_row(r["tenant"], r["host"], ",".join(r["replicas"]), *cells, str(r["requests"]),
+                   f"[red]{r['errors_5xx']}[/]" if r["errors_5xx"] else "0",
+                   human_size(r["disk_bytes"]))
+    out.print(tt)
+
+
+def _print_tenant(r: dict, nodes: list[dict], probe: bool) -> None:
+    out.print(f"[bold]{r['title']}[/] ({r['tenant']}, {r['kind']}, {r['site']} site)",
+              highlight=False)
+    out.print(f"  {r['host']}" + (f"  aliases: {', '.join(r['aliases'])}" if r["aliases"]
+                                  else ""), highlight=False)
+    out.print(f"  requests {r['requests']}, 5xx {r['errors_5xx']}, sent "
+              f"{human_size(r['bytes_sent'])}, disk {human_size(r['disk_bytes'])}", highlight=False)
+    t = table("Through each node", "node", "role", "answer", "ms")
+    for n in nodes:
+        role = "replica" if n["node"] in r["replicas"] else "proxy"
+        t.add_row(n["node"], role, _code_cell(r["answers"].get(n["node"], "-"), probe),
+                  str(r["latency_ms"].get(n["node"], "-")))
+    out.print(t)
+
+
+def _print_problems(problems: list[dict]) -> None:
+    if not problems:
+        out.print("[green]No problems.[/]")
+        return
+    colour = {"critical": "red", "warning": "yellow"}
+    out.print(f"[bold]{len(problems)} problem(s):[/]")
+    for p in problems:
+        c = colour.get(p["severity"], "white")
+        out.print(f"  [{c}]{p['severity']}[/] {p['where']}: {p['what']}", highlight=False)
+
+
+@tenant_app.command("remove")
+def tenant_remove(name: str, yes: bool = typer.Option(False, "--yes"),
+                  as_json: bool = typer.Option(False, "--json")) -> None:
+    """Archive and delete a removed tenant's data and accounts on every node (after its
+    manifest was deleted and applied)."""
+    from controlplane.content import releases as content
+    if not yes and not typer.confirm(f"archive and delete {name}'s files and accounts?"):
+        raise typer.Exit(1)
+    res = call(content.remove, county(), name, note, as_json=as_json)
+    if as_json:
+        emit(res)
+    else:
+        for node, r in res["nodes"].items():
+            if "archive" in r:
+                out.print(f"{node}: archived to {r['archive']}; accounts removed: "
+                          f"{', '.join(r['accounts']) or 'none'}", highlight=False)
+            if "database" in r:
+                out.print(f"{node}: database {r['database']['removed']} dumped to "
+                          f"{r['database']['archive']} and dropped", highlight=False)
+        if not res["nodes"]:
+            out.print(f"nothing of {name} was left on any node", highlight=False)
+
+
+@tenant_app.command("list")
+def tenant_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List every tenant with its kind, host name and replicas."""
+    from controlplane.sites import apply as apply_mod
+    try:
+        inv, p = apply_mod.prepare(county(), county().open_state())
+    except errors.GovhostError as exc:
+        fail(exc, as_json)
+        return
+    rows = [{"name": t.name, "title": t.title, "kind": t.kind, "host": inv.site_host(t),
+             "site": t.site.type, "replicas": list(p.placement[t.name]),
+             "aliases": list(t.aliases), "sections": [s.name for s in t.sections]}
+            for t in inv.tenants]
+    if as_json:
+        emit(rows)
+        return
+    t = table(f"{len(rows)} tenants",
+               "name", "title", "kind", "host", "site", "replicas", "sections")
+    for r in rows:
+        t.add_row(r["name"], r["title"], r["kind"], r["host"], r["site"],
+                  ",".join(r["replicas"]), ",".join(r["sections"]))
+    out.print(t)
+
+
+@tenant_app.command("show")
+def tenant_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show one tenant's manifest, host names and placement."""
+    from controlplane.sites import apply as apply_mod
+    try:
+        inv, p = apply_mod.prepare(county(), county().open_state())
+    except errors.GovhostError as exc:
+        fail(exc, as_json)
+        return
+    t = inv.tenant(name)
+    if t is None:
+        fail(errors.GovhostError(f"no tenant named {name!r} in {county().root}/tenants"), as_json)
+        return
+    data = {"manifest": t.model_dump(mode="json"), "file": inv.sources[t.name],
+            "hosts": [inv.site_host(t), *t.aliases], "replicas": list(p.placement[t.name]),
+            "rate_limit": inv.rate_limit(t).model_dump()}
+    if as_json:
+        emit(data)
+        return
+    out.print(f"[bold]{t.title}[/] ({t.name}, {t.kind}) — {data['file']}")
+    out.print(f"hosts:     {', '.join(data['hosts'])}")
+    out.print(f"site:      {t.site.type}")
+    out.print(f"replicas:  {', '.join(data['replicas'])}")
+    rl = data["rate_limit"]
+    out.print(f"rate:      {rl['requests_per_second']} r/s, burst {rl['burst']}")
+    out.print(f"contact:   {t.contact.name} <{t.contact.email}> {t.contact.phone}")
+    for s in t.sections:
+        out.print(f"section:   /{s.name}/ {s.title}")

@@ -1,0 +1,66 @@
+"""The certificate store on the control machine: files only, no X.509 knowledge.
+
+`<state dir>/tls/certs/<lineage>.pem` holds a lineage's key and chain in one file, written
+atomically with mode 0600 from the first byte, so a reader never sees a key without its
+certificate; `ca/` holds the county CA, `acme-account.pem` the ACME account key. What the
+certificates mean (names, expiry, trust) is the TLS capability's business; this module only
+keeps the bytes, so the core can hand the store to every capability that needs it.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+_CERT_MARKER = b"-----BEGIN CERTIFICATE-----"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Atomically replace `path` with `data`, mode 0600 from the first byte."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+class CertStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.root / "certs"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.root / "ca"
+
+    @property
+    def acme_account(self) -> Path:
+        return self.root / "acme-account.pem"
+
+    def bundle_path(self, lineage: str) -> Path:
+        return self.certs_dir / f"{lineage}.pem"
+
+    def lineages(self) -> list[str]:
+        """Every lineage with a bundle in the store, sorted."""
+        d = self.certs_dir
+        return [p.stem for p in sorted(d.glob("*.pem"))] if d.is_dir() else []
+
+    def write(self, lineage: str, key: bytes, chain: bytes) -> None:
+        write_private(self.bundle_path(lineage), key.strip() + b"\n" + chain.strip() + b"\n")
+
+    def read(self, lineage: str) -> tuple[bytes, bytes] | None:
+        """(key, chain) of a lineage, or None when it has no usable bundle."""
+        try:
+            data = self.bundle_path(lineage).read_bytes()
+        except FileNotFoundError:
+            return None
+        at = data.find(_CERT_MARKER)
+        if at < 0:
+            return None
+        return data[:at], data[at:]

@@ -1,0 +1,72 @@
+"""The county as the shell works with it: loaded once at the edge, passed down.
+
+A command (or the exporter) makes one `County` from the inventory directory and hands it to
+every layer below. It knows where the state lives (worked out once), loads and validates the
+manifests on first use (once), reads the cluster secret and the backup key with them (once),
+and points at the certificate store. The pure core never sees it: it takes the plain values
+(`county.inv`, a placement, certificates) the shell picks out of it.
+
+The manifests are loaded lazily so that a command that needs only the state (a lock check, the
+CA export) does not refuse to run over a manifest being edited, and so that the lock of a
+command is taken before its inventory is read, as an operator would expect.
+"""
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Iterator
+
+from controlplane.core import inventory as inventory_mod
+from controlplane.core.certstore import CertStore
+from controlplane.core.state import State, exclusive, state_dir
+
+
+class County:
+    def __init__(self, root: Path | str, state: Path | None = None):
+        self.root = Path(root)
+        self.state_dir = state if state is not None else state_dir(self.root)
+
+    def __repr__(self) -> str:
+        return f"County({str(self.root)!r}, state in {str(self.state_dir)!r})"
+
+    @cached_property
+    def inv(self) -> inventory_mod.Inventory:
+        """The validated manifests, with the secrets they need; raises ManifestError."""
+        return inventory_mod.load(self.root, self.state_dir)
+
+    def reloaded(self) -> "County":
+        """The same county with its manifests read again (the exporter, after an edit)."""
+        return County(self.root, self.state_dir)
+
+    @property
+    def known_hosts(self) -> Path:
+        """The nodes' SSH host keys, learnt on first contact."""
+        return self.state_dir / "known_hosts"
+
+    @cached_property
+    def certs(self) -> CertStore:
+        return CertStore(self.state_dir / "tls")
+
+    def open_state(self) -> State:
+        """A connection to the state store. One per unit of work and thread (SQLite's rule);
+        the caller closes it."""
+        return State(self.state_dir / "state.db")
+
+    @contextmanager
+    def state(self) -> Iterator[State]:
+        st = self.open_state()
+        try:
+            yield st
+        finally:
+            st.close()
+
+    def exclusive(self, name: str, busy: Callable[[int], Exception],
+                  mode: int = 0o644) -> AbstractContextManager[int]:
+        """An exclusive lock `<state dir>/<name>.lock`, see state.exclusive."""
+        return exclusive(self.state_dir, name, busy, mode)
+
+
+def at(root: Path | str) -> County:
+    """The county whose inventory is at `root` (GOVHOST_STATE_DIR may move its state)."""
+    return County(Path(root))

@@ -1,0 +1,38 @@
+"""The sites the county serves and the names each answers to: every tenant, and the portal.
+
+Shared by what names those sites (certificates, DNS records, server blocks), so it lives in
+the core rather than in any one of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controlplane.core.inventory import Inventory
+
+PORTAL = "_portal"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What gets one server block: a tenant, or the portal."""
+
+    key: str
+    issuer: str
+    names: tuple[str, ...]
+
+
+def units(inv: Inventory) -> list[Unit]:
+    default = inv.cluster.tls.issuer
+    portal = [f"{h}.{inv.cluster.domain}" for h in inv.cluster.portal.hostnames]
+    if inv.cluster.portal.serve_apex:
+        portal.append(inv.cluster.domain)
+    out = [Unit(PORTAL, default, tuple(portal))]
+    for t in inv.tenants:
+        issuer = t.tls.issuer if t.tls is not None else default
+        out.append(Unit(t.name, issuer, (inv.site_host(t), *t.aliases)))
+    return out
+
+
+def in_zone(name: str, zone: str) -> bool:
+    name, zone = name.lower().rstrip("."), zone.lower().rstrip(".")
+    return name == zone or name.endswith("." + zone)
