@@ -1,1 +1,4 @@
-"""govhost control plane: pure core (load, validate, place, render, plan) and effectful shell."""
+"""The govhost control plane: a shared core and one subpackage per capability.
+
+See docs/architecture.md for the layers and where each change belongs.
+"""

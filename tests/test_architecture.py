@@ -82,3 +82,10 @@ def test_layers_and_pure_parts_hold():
     r = subprocess.run([exe, "--no-cache"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "0 broken" in r.stdout
+
+
+def test_ruff_finds_no_unused_import_or_unsorted_imports():
+    exe = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    r = subprocess.run([exe, "check", "--no-cache", "."], cwd=REPO, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

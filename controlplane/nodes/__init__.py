@@ -1,0 +1,4 @@
+"""A node's life after its first apply: replace, add, remove (drain first).
+
+Shell: `lifecycle`, built from `sites.apply`, `backup.run` and `content.releases`.
+"""
