@@ -8,7 +8,19 @@ from typing import Optional
 
 import typer
 
-from commands.output import call, county, emit, err, fail, human_size, note, out, table, when
+from commands.output import (
+    at_option,
+    call,
+    county,
+    emit,
+    err,
+    fail,
+    human_size,
+    note,
+    out,
+    table,
+    when,
+)
 from controlplane.core import errors
 
 app = typer.Typer()
@@ -49,7 +61,7 @@ def backup_run(tenants: list[str] = typer.Argument(None, help="Tenants (all when
         emit(res)
     else:
         t = table(f"backup run {res['run']}: {res['ok']} ok, {res['failed']} failed",
-                   "tenant", "kind", "node", "result", "snapshot", "files", "added", "seconds")
+                  "tenant", "kind", "node", "result", "snapshot", "files", "added", "seconds")
         for r in res["results"]:
             t.add_row(r["tenant"], r["kind"], r["node"],
                       "[green]ok[/]" if r["ok"] else "[red]failed[/]",
@@ -70,7 +82,7 @@ def backup_list(tenant: Optional[str] = typer.Argument(None),
     """The snapshots in the repository (of TENANT), oldest first."""
     from controlplane.backup import run as backup
     snaps = [backup.describe(s) for s in call(backup.snapshots, county(), tenant,
-                                               as_json=as_json)]
+                                              as_json=as_json)]
     if as_json:
         emit(snaps)
         return
@@ -117,26 +129,20 @@ def backup_restore(
 ) -> None:
     """Restore TENANT: to the live site as a new content release (undo with `govhost
     rollback`), with its upload area and database, or --to a directory."""
-    from controlplane.backup import plan as backup_plan
     from controlplane.backup import run as backup
     if snapshot and at:
         fail(errors.GovhostError("give --snapshot or --at, not both"), as_json)
-    at_time = None
-    if at:
-        try:
-            at_time = backup_plan.parse_time(at)
-        except ValueError as exc:
-            fail(errors.GovhostError(str(exc)), as_json)
+    at_time = at_option(at, as_json)
     if to is None and not (yes or as_json):
         if not sys.stdin.isatty():
             fail(errors.GovhostError("a live restore replaces the site, its upload area and "
-                                      "its database: pass --yes"), as_json)
+                                     "its database: pass --yes"), as_json)
         if not typer.confirm(f"Replace {tenant}'s live site, upload area and database?"):
             raise typer.Exit(1)
     from controlplane.content import releases as content
     res = call(lambda: backup.restore(county(), tenant, snapshot=snapshot, at=at_time, to=to,
-                                       with_db=not no_db, safety_backup=not no_safety_backup,
-                                       say=note, publish=content.publish), as_json=as_json)
+                                      with_db=not no_db, safety_backup=not no_safety_backup,
+                                      say=note, publish=content.publish), as_json=as_json)
     if as_json:
         emit(res)
     elif to is not None:
@@ -226,7 +232,7 @@ def backup_history(tenant: Optional[str] = typer.Argument(None),
         emit({"backups": rows, "checks": checks})
         return
     t = table("backups",
-               "finished", "tenant", "kind", "node", "result", "snapshot", "seconds", "added")
+              "finished", "tenant", "kind", "node", "result", "snapshot", "seconds", "added")
     for r in rows:
         t.add_row(when(r["finished_at"]), r["tenant"], r["kind"], r["node"],
                   "[green]ok[/]" if r["ok"] else f"[red]{r['error'][:60]}[/]",

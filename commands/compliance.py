@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from commands.output import call, county, emit, err, fail, out, table
+from commands.output import at_option, call, county, emit, err, fail, out, table
 from controlplane.core import errors
 
 app = typer.Typer()
@@ -24,16 +24,10 @@ def compliance_check(tenants: list[str] = typer.Argument(None, help="Units (all 
                      as_json: bool = typer.Option(False, "--json")) -> None:
     """Crawl and check every unit now (links, footer, freshness, probes, HTTPS/IPv6, logs);
     the results go to the state store for the report and the exporter."""
-    from controlplane.backup import plan as backup_plan
     from controlplane.compliance import run as compliance_run
-    at_time = None
-    if at:
-        try:
-            at_time = backup_plan.parse_time(at)
-        except ValueError as exc:
-            fail(errors.GovhostError(str(exc)), as_json)
+    at_time = at_option(at, as_json)
     res = call(lambda: compliance_run.check(county(), tenants or None, at_time,
-                                             say=lambda m: None), as_json=as_json)
+                                            say=lambda m: None), as_json=as_json)
     data = {t: {k: v.to_json() for k, v in vs.items()} for t, vs in res.items()}
     if as_json:
         emit(data)

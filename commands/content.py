@@ -10,7 +10,7 @@ from commands.output import call, county, emit, human_size, note, out, table
 
 app = typer.Typer()
 review_app = typer.Typer(help="Content releases waiting for review (tenants with "
-                          "`review: required`).", no_args_is_help=True)
+                         "`review: required`).", no_args_is_help=True)
 app.add_typer(review_app, name="review")
 
 
@@ -51,7 +51,7 @@ def releases(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None
         emit(rows)
         return
     t = table(f"{tenant}: content releases",
-               "release", "status", "files", "size", "published by", "at")
+              "release", "status", "files", "size", "published by", "at")
     for r in rows:
         t.add_row(r["id"], f"[green]{r['status']}[/]" if r["live"] else r["status"],
                   str(r["files"]), human_size(r["bytes"]), r["published_by"],
@@ -68,7 +68,7 @@ def review_list(as_json: bool = typer.Option(False, "--json")) -> None:
         emit(rows)
         return
     t = table("Waiting for review",
-               "tenant", "release", "files", "size", "published by", "added", "changed", "removed")
+              "tenant", "release", "files", "size", "published by", "added", "changed", "removed")
     for r in rows:
         c = r["changes"]
         t.add_row(r["tenant"], r["release_id"], str(r["files"]), human_size(r["bytes"]), r["actor"],

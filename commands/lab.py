@@ -103,7 +103,7 @@ def services_up(as_json: bool = typer.Option(False, "--json")) -> None:
     from controlplane.lab import services as lab_services
     inv = call(lambda: county().inv, as_json=as_json)
     rows = call(lab_services.up, inv.cluster.domain,
-                 [n.address for n in inv.hosts.web_nodes], as_json=as_json)
+                [n.address for n in inv.hosts.web_nodes], as_json=as_json)
     _services_print(rows, as_json)
 
 

@@ -55,7 +55,7 @@ def _node_life(fn, name: str, as_json: bool) -> None:
         if "apply" in res:
             a = res["apply"]
             t = table(f"apply run {a['run_id']}: {a['result']} in {a['seconds']:.1f} s",
-                       "node", "result", "release", "message")
+                      "node", "result", "release", "message")
             for n in a["nodes"]:
                 t.add_row(n["node"], n["result"], n["release"] or "-", n["message"][:300])
             out.print(t)

@@ -95,3 +95,16 @@ def note(msg: str) -> None:
 
 def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def at_option(at: str | None, as_json: bool = False) -> float | None:
+    """An `--at` option (2026-11-22T14:30, 2026-11-22 14:30:00+08:00; local time when no zone
+    is given) as a timestamp; a time that does not parse is the command's error."""
+    if not at:
+        return None
+    from controlplane.backup.plan import parse_time
+    try:
+        return parse_time(at)
+    except ValueError as exc:
+        fail(errors.GovhostError(f"--at: {exc}"), as_json)
+        raise   # not reached: fail exits

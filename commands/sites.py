@@ -44,7 +44,7 @@ def _print_plan(plan) -> None:
     out.print(t)
     if plan.tenants:
         tt = table("Tenants",
-                    "tenant", "action", "replicas before", "replicas after", "nodes touched")
+                   "tenant", "action", "replicas before", "replicas after", "nodes touched")
         shown = plan.tenants[:200]
         for c in shown:
             tt.add_row(c.tenant, c.action, ",".join(c.replicas_before) or "-",
@@ -108,7 +108,7 @@ def apply(
         emit(result.to_json())
     else:
         t = table(f"apply run {result.run_id}: {result.result} in {result.seconds:.1f} s",
-                   "node", "result", "release", "message")
+                  "node", "result", "release", "message")
         style = {"applied": "green", "unchanged": "dim", "failed": "red", "unreachable": "red",
                  "refused": "red", "skipped": "yellow"}
         for n in result.nodes:
@@ -129,7 +129,7 @@ def _print_content_moves(result) -> None:
     """What content travelled to new replicas, and what could not."""
     if result.content:
         t = table("content moved to replicas before they serve", "unit", "from", "to",
-                   "releases", "bytes", "result")
+                  "releases", "bytes", "result")
         for m in result.content:
             t.add_row(m["tenant"], m["from"], m["to"], str(len(m["releases"])),
                       human_size(m["bytes"]), "ok" if m["ok"] else f"[red]{m['error'][:120]}[/]")
@@ -166,7 +166,7 @@ def status(
 
 def _print_nodes(nodes: list[dict]) -> None:
     t = table("Nodes", "node", "address", "reachable", "booted", "nginx", "agent",
-               "live release", "desired", "replicas", "note")
+              "live release", "desired", "replicas", "note")
     for n in nodes:
         booted = time.strftime("%m-%d %H:%M", time.localtime(n["boot_time"])) \
             if n.get("boot_time") else "-"
@@ -262,7 +262,7 @@ def tenant_list(as_json: bool = typer.Option(False, "--json")) -> None:
         emit(rows)
         return
     t = table(f"{len(rows)} tenants",
-               "name", "title", "kind", "host", "site", "replicas", "sections")
+              "name", "title", "kind", "host", "site", "replicas", "sections")
     for r in rows:
         t.add_row(r["name"], r["title"], r["kind"], r["host"], r["site"],
                   ",".join(r["replicas"]), ",".join(r["sections"]))

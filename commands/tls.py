@@ -7,8 +7,7 @@ from typing import Optional
 
 import typer
 
-from commands.output import call, county, emit, err, fail, out, table, when
-from controlplane.core import errors
+from commands.output import at_option, call, county, emit, err, out, table, when
 
 app = typer.Typer()
 cert_app = typer.Typer(help="HTTPS certificates: ACME, the county CA, imported ones; renewal.",
@@ -23,29 +22,18 @@ _STATE_STYLE = {"ok": "green", "due": "yellow", "missing": "yellow", "failing": 
                 "names changed": "yellow", "untrusted chain": "red"}
 
 
-def _at_option(at: Optional[str]) -> Optional[float]:
-    if not at:
-        return None
-    from controlplane.backup import plan as backup_plan
-    try:
-        return backup_plan.parse_time(at)
-    except ValueError as exc:
-        fail(errors.GovhostError(f"--at: {exc}"))
-        raise
-
-
 @cert_app.command("status")
 def cert_status(as_json: bool = typer.Option(False, "--json"),
                 at: Optional[str] = typer.Option(None, "--at", help="Judge as of this time.")
                 ) -> None:
     """Every certificate: names, issuer, not-after, days left, state, last error."""
     from controlplane.tls import certificates as tls
-    rows = call(tls.status, county(), _at_option(at), as_json=as_json)
+    rows = call(tls.status, county(), at_option(at, as_json), as_json=as_json)
     if as_json:
         emit(rows)
         return
     t = table("certificates", "certificate", "issuer", "names", "units", "not after",
-               "days left", "renews", "state", "last error")
+              "days left", "renews", "state", "last error")
     for r in rows:
         names = ", ".join(r["names"][:3]) + (f" +{len(r['names']) - 3}" if len(r["names"]) > 3
                                             else "")
@@ -94,10 +82,10 @@ def cert_renew(force: bool = typer.Option(False, "--force", help="Renew every ce
     """Issue what is missing, renew what is due, then apply. Run by a timer."""
     from controlplane.sites import apply as apply_mod
     from controlplane.tls import certificates as tls
-    res = call(lambda: tls.renew(county(), force=force, now=_at_option(at),
-                                  deploy=None if no_apply else apply_mod.apply,
-                                  say=lambda m: None if as_json else
-                                  err.print(f"[dim]{m}[/]")), as_json=as_json)
+    res = call(lambda: tls.renew(county(), force=force, now=at_option(at, as_json),
+                                 deploy=None if no_apply else apply_mod.apply,
+                                 say=lambda m: None if as_json else
+                                 err.print(f"[dim]{m}[/]")), as_json=as_json)
     _cert_result(res, as_json)
 
 
@@ -108,8 +96,8 @@ def cert_issue(unit: str = typer.Argument(..., help="Tenant name, or _portal."),
     from controlplane.sites import apply as apply_mod
     from controlplane.tls import certificates as tls
     res = call(lambda: tls.renew(county(), units=[unit], force=True, deploy=apply_mod.apply,
-                                  say=lambda m: None if as_json else err.print(f"[dim]{m}[/]")),
-                as_json=as_json)
+                                 say=lambda m: None if as_json else err.print(f"[dim]{m}[/]")),
+               as_json=as_json)
     _cert_result(res, as_json)
 
 
