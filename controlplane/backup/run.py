@@ -25,13 +25,13 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from controlplane.backup import plan as backup_plan
 from controlplane.core import inventory as inventory_mod
-from controlplane.core import remote, secrets
+from controlplane.core import paths, remote, secrets
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Node
 from controlplane.core.state import State
 
-TOOL = "/usr/local/sbin/govhost-backup"
+TOOL = paths.NODE_BACKUP_TOOL
 Say = Callable[[str], None]
 # Makes a restored tree live as a content release: `content.releases.publish`, handed in by
 # the command. Backups sit below content (apply renders their node config), so a live

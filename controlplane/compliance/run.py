@@ -1,5 +1,5 @@
 """Running the compliance checks: crawl each unit's site through the cluster's public entry,
-gather the publish record, probe history and node facts, judge them (compliance.py) and keep
+gather the publish record, probe history and node facts, judge them (rules.py) and keep
 the results in the state store for the report and the exporter.
 
 Every request goes to a node's address with the site's Host header, so a check never leaves

@@ -28,7 +28,7 @@ from controlplane.sites import content_sync
 from controlplane.sites.apply import prepare
 
 TOOL = paths.NODE_TENANTS_TOOL
-DB_TOOL = "/usr/local/sbin/govhost-db"
+DB_TOOL = paths.NODE_DB_TOOL
 ARCHIVE_DIR = "/var/lib/govhost/archive"
 _QUOTA = 5
 

@@ -65,8 +65,3 @@ class County:
                   mode: int = 0o644) -> AbstractContextManager[int]:
         """An exclusive lock `<state dir>/<name>.lock`, see state.exclusive."""
         return exclusive(self.state_dir, name, busy, mode)
-
-
-def at(root: Path | str) -> County:
-    """The county whose inventory is at `root` (GOVHOST_STATE_DIR may move its state)."""
-    return County(Path(root))

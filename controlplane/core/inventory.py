@@ -35,8 +35,9 @@ class Inventory:
     secret: bytes = field(default=b"", repr=False)
     # The nodes' SSH key to the backup repository; loaded only when a node has the backup role.
     backup_key: bytes = field(default=b"", repr=False)
-    # Certificates to ship (lineage -> tls.Deployed) and the one each unit is served with
-    # (tenant name or `_portal` -> lineage); filled from the state directory by apply.
+    # Certificates to ship (lineage -> tls.store.Deployed) and the one each unit is served
+    # with (tenant name or `_portal` -> lineage); filled from the certificate store by
+    # sites.apply.prepare.
     certificates: Mapping[str, Any] = field(default_factory=dict, repr=False)
     served_with: Mapping[str, str] = field(default_factory=dict)
 

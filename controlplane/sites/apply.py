@@ -456,7 +456,7 @@ def _payloads(plan: Plan, to_stage: list[str], to_start: list[str], live, applie
         return dict(pool.map(write, names))
 
 
-_NODE_CMD = "/usr/local/sbin/govhost-node"
+_NODE_CMD = paths.NODE_TOOL
 _BASE_MISSING = 4       # govhost-node receive: the delta's base is gone or was modified
 _NGINX_REFUSED = 3      # govhost-node stage: nginx -t refused the release
 _STAGE_TASK = "Stage the release"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from controlplane.core import inventory as inventory_mod
-from controlplane.core import remote
+from controlplane.core import paths, remote
 from controlplane.core.certstore import write_private
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
@@ -32,7 +32,6 @@ Say = Callable[[str], None]
 # `.nodes`): `sites.apply.apply`, handed in by the command. Issuing sits below apply (apply
 # reads the store), so it is given the way up rather than importing it.
 Deploy = Callable[[County], Any]
-NODE_TOOL = "/usr/local/sbin/govhost-node"
 WEEK = 7 * 86400
 
 
@@ -171,7 +170,7 @@ class _Nodes:
 
         def one(node) -> str:
             cmd = remote._ssh_cmd(self.inv.hosts, node, self.known_hosts,
-                                  f"{NODE_TOOL} challenge {action}")
+                                  f"{paths.NODE_TOOL} challenge {action}")
             try:
                 r = subprocess.run(cmd, input=lines, capture_output=True, text=True, timeout=60)
             except subprocess.TimeoutExpired:
