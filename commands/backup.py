@@ -223,8 +223,7 @@ def backup_history(tenant: Optional[str] = typer.Argument(None),
                    limit: int = typer.Option(50, "--limit"),
                    as_json: bool = typer.Option(False, "--json")) -> None:
     """The catalogue in the state store: backups made through govhost, drills and verifies."""
-    from controlplane.backup import run as backup
-    with backup.open_state_for(county()) as st:
+    with county().state() as st:
         rows, checks = st.backups(tenant, limit), st.checks(limit=limit)
     if tenant:
         checks = [c for c in checks if c["tenant"] in (tenant, None)]

@@ -310,17 +310,8 @@ def describe(s: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def catalogue(county: County, tenant: str | None = None, limit: int = 200) -> list[dict]:
-    with open_state_for(county) as st:
+    with county.state() as st:
         return st.backups(tenant, limit)
-
-
-@contextmanager
-def open_state_for(county: County) -> Iterator[State]:
-    st = county.open_state()
-    try:
-        yield st
-    finally:
-        st.close()
 
 
 # ------------------------------------------------------------------ restoring

@@ -55,6 +55,7 @@ class County:
 
     @contextmanager
     def state(self) -> Iterator[State]:
+        """`open_state()` for one block, closed at its end."""
         st = self.open_state()
         try:
             yield st
