@@ -176,6 +176,21 @@ def _restic_error(r: subprocess.CompletedProcess) -> str:
     return f"restic exit {r.returncode} ({meaning}): {_last_line(r.stderr.decode(errors='replace'))}"
 
 
+def restic_summary(stdout: bytes) -> dict:
+    """The summary message of `restic backup --json` (empty if restic printed none): its
+    progress lines and anything that is not JSON are skipped. The control machine's backup
+    of its own state reads restic the same way."""
+    summary: dict = {}
+    for line in stdout.decode(errors="replace").splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if msg.get("message_type") == "summary":
+            summary = msg
+    return summary
+
+
 def _backup(restic: Restic, paths: list[str], tags: list[str], excludes: list[str] = ()) -> dict:
     """restic backup with JSON progress; the summary, or BackupError for any exit but 0."""
     args = ["backup", "--json", "--host", "govhost", "--one-file-system"]
@@ -184,14 +199,7 @@ def _backup(restic: Restic, paths: list[str], tags: list[str], excludes: list[st
     for e in excludes:
         args += ["--exclude", e]
     r = restic.run(*args, *paths)
-    summary = {}
-    for line in r.stdout.decode(errors="replace").splitlines():
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if msg.get("message_type") == "summary":
-            summary = msg
+    summary = restic_summary(r.stdout)
     if r.returncode != 0:
         err = _restic_error(r)
         if summary.get("snapshot_id"):

@@ -30,6 +30,7 @@ from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Node
 from controlplane.core.state import State
+from govhost_node.backup import restic_summary
 
 TOOL = paths.NODE_BACKUP_TOOL
 Say = Callable[[str], None]
@@ -264,14 +265,7 @@ def control_backup(c: Cluster, run_id: str, tags: list[str]) -> dict[str, Any]:
         for t in tags:
             args += ["--tag", t]
         r = _control_restic(c, *args, str(work))
-        summary = {}
-        for line in r.stdout.decode(errors="replace").splitlines():
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if msg.get("message_type") == "summary":
-                summary = msg
+        summary = restic_summary(r.stdout)
         if r.returncode != 0 or not summary.get("snapshot_id"):
             raise BackupError(f"restic exit {r.returncode}: {_tail(r.stderr.decode(errors='replace'))}")
         res.update(ok=True, snapshot=summary["snapshot_id"], error="",
