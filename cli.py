@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from commands import backup, compliance, content, dns, lab, monitoring, nodes, sites, tls
+from commands import backup, compliance, content, dns, lab, monitoring, nodes, sites, tls, wording
 from commands.output import CTX, err
 
 app = typer.Typer(help="govhost: consolidated county government web hosting.",
@@ -30,7 +30,7 @@ def _global(
 
 
 # The order of the groups is the order of `govhost --help`.
-for group in (sites, content, monitoring, nodes, lab, backup, compliance, tls, dns):
+for group in (sites, content, monitoring, nodes, lab, backup, compliance, wording, tls, dns):
     app.add_typer(group.app)
 
 

@@ -90,6 +90,25 @@ def review_show(tenant: str, release: str, as_json: bool = typer.Option(False, "
             out.print(f"  [{colour}]{kind:<8}[/] {path} ({human_size(size)})", highlight=False)
     for path in r["changes"]["removed"]:
         out.print(f"  [red]removed [/] {path}", highlight=False)
+    show_wording(r["wording"])
+
+
+def show_wording(found: list[dict]) -> None:
+    """Wording findings with the word highlighted in its context (what a reviewer reads
+    before approving)."""
+    from rich.markup import escape
+    if not found:
+        return
+    colour = {"block": "bold red", "review": "bold yellow", "note": "cyan"}
+    out.print(f"wording findings ({len(found)}):", highlight=False)
+    for f in found:
+        c = colour.get(f["severity"], "bold")
+        right = f" → {escape(f['right'])}" if f.get("right") else ""
+        note = f" ({escape(f['note'])})" if f.get("note") else ""
+        out.print(f"  [{c}]{f['severity']:<6}[/] {escape(f['file'])} {f['where']} {f['line']}: "
+                  f"…{escape(f['before'])}[{c} reverse]{escape(f['found'])}[/]"
+                  f"{escape(f['after'])}… [{c}]{escape(f['word'])}{right}[/]{note}",
+                  highlight=False)
 
 
 @review_app.command("approve")

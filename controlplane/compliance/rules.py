@@ -16,14 +16,15 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 from controlplane.core.manifest import Column, Compliance, Tenant
 
 INDICATORS = ("reachable", "homepage_fresh", "columns_fresh", "links", "footer", "https_ipv6",
-              "logs")
+              "logs", "wording")
 TITLES = {"reachable": "站点可访问 Site reachable (veto)",
           "homepage_fresh": "首页更新 Homepage updated",
           "columns_fresh": "栏目更新 Columns updated",
           "links": "链接可用 No broken links",
           "footer": "页脚标识 Footer marks",
           "https_ipv6": "HTTPS 与 IPv6",
-          "logs": "日志留存 Logs kept"}
+          "logs": "日志留存 Logs kept",
+          "wording": "错敏词 Wording"}
 HOMEPAGES = ("index.html", "index.htm", "index.php")
 DAY = 86400.0
 
@@ -192,6 +193,27 @@ def logs(oldest: float | None, rotation_days: int | None, retention_days: int,
     ok = rotation_days >= retention_days
     return Verdict("logs", ok, f"rotation keeps {rotation_days} days (needs {retention_days}); "
                    f"{oldest_txt}", [{"oldest": oldest, "rotation_days": rotation_days}])
+
+
+def wording(checked: Mapping[str, Any] | None, lists: bool) -> Verdict:
+    """The live release against the county's word lists: a `block` or `review` word on the
+    live site is a serious wording error (严重表述错误) until it is corrected; notes are not."""
+    if not lists:
+        return Verdict("wording", True, "the county keeps no word lists (inventory/wording/)")
+    if checked is None or checked.get("release") is None:
+        return Verdict("wording", True, "nothing published yet")
+    if checked.get("error"):
+        return Verdict("wording", False, f"could not check the live site: {checked['error']}")
+    found = checked["findings"]
+    serious = [f for f in found if f["severity"] in ("block", "review")]
+    if serious:
+        words = sorted({f["word"] for f in serious})
+        return Verdict("wording", False, f"{len(serious)} wording error(s) on the live site "
+                       f"({', '.join(words[:5])}{'…' if len(words) > 5 else ''}): correct the "
+                       "pages and publish again", serious[:50])
+    notes = len(found)
+    return Verdict("wording", True, "no wording errors" + (f" ({notes} notes)" if notes else ""),
+                   found[:50])
 
 
 def _day(ts: float | None) -> str:

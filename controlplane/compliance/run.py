@@ -29,6 +29,7 @@ from controlplane.core.manifest import Node
 from controlplane.dns import plan as dns_plan
 from controlplane.sites import probes
 from controlplane.tls import store as tls_store
+from controlplane.wording import check as wording_check
 
 Say = Callable[[str], None]
 USER_AGENT = "govhost-compliance"
@@ -254,6 +255,8 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
                          scheme="https" if cert is not None else "http",
                          rate=CRAWL_RATE_SHARE * inv.rate_limit(t).requests_per_second)
 
+        # The live county against the word lists (only files not yet read under them).
+        worded = wording_check.check_live(county)["units"] if inv.wording else {}
         # Rate limits are per site, so sites are crawled side by side, each at its own pace.
         with ThreadPoolExecutor(max_workers=max(1, min(c.crawl_sites_at_once,
                                                     len(wanted)))) as pool:
@@ -286,6 +289,7 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
             oldest = [f["logs"].get(t.name) for f in facts.values() if f["logs"].get(t.name)]
             v["logs"] = rules.logs(min(oldest) if oldest else None, keep_days,
                                    c.log_retention_days, now)
+            v["wording"] = rules.wording(worded.get(t.name), bool(inv.wording))
             results[t.name] = v
         st.record_compliance(week, now, {t: {k: x.to_json() for k, x in v.items()}
                                          for t, v in results.items()})

@@ -26,6 +26,7 @@ from controlplane.core.manifest import Node
 from controlplane.core.state import State, actor
 from controlplane.sites import content_sync
 from controlplane.sites.apply import prepare
+from controlplane.wording import check as wording_check
 
 TOOL = paths.NODE_TENANTS_TOOL
 DB_TOOL = paths.NODE_DB_TOOL
@@ -130,6 +131,31 @@ def _go_live(tg: Target, rid: str, say: Say) -> None:
         _ok(tg, node, "prune", tg.tenant, str(tg.keep), *pending)
 
 
+def _wording(tg: Target, first: Node, rid: str, files: dict[str, str], restore: bool,
+             say: Say) -> list[dict[str, Any]]:
+    """The county's word lists over the files the release changed; a `block` finding
+    refuses it (a restore of content that was live before is let through, with the findings
+    recorded)."""
+    ls = wording_check.lists(tg.county.inv)
+    if ls is None:
+        return []
+    link = content_sync.Link(tg.hosts, tg.known_hosts, {first.name: first})
+    try:
+        found, _ = wording_check.scan(link, first.name, tg.tenant, rid, files, ls, tg.state)
+    except content_sync.SyncError as exc:
+        raise ContentError(f"the wording check could not read the release: {exc}") from None
+    n = wording_check.counts(found)
+    block = [f for f in found if f["severity"] == "block"]
+    if block and not restore:
+        tg.state.audit("content.refused", f"{tg.tenant}/{rid}",
+                       {"reason": "wording", "findings": block[:50]})
+        raise ContentError(wording_check.refusal(tg.tenant, block))
+    if found:
+        say(f"wording: {n['block']} block, {n['review']} for the reviewer, {n['note']} notes "
+            f"(`govhost review show {tg.tenant} {rid}`)")
+    return found
+
+
 def new_release_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
@@ -159,6 +185,7 @@ def publish(county: County, tenant: str, say: Say = lambda _: None,
             "unchanged and hard-linked)")
         try:
             _, files = _digests(tg, first, rid)
+            found = _wording(tg, first, rid, files, restore=source is not None, say=say)
             for node in others:
                 _copy(tg, first, node, rid, files)
                 say(f"{node.name}: received {rid}")
@@ -176,6 +203,7 @@ def publish(county: County, tenant: str, say: Say = lambda _: None,
             _go_live(tg, rid, say)
             status = "live"
         return {"tenant": tenant, "release": rid, "status": status, "nodes": nodes,
+                "wording": wording_check.counts(found),
                 **{k: summary[k] for k in ("files", "bytes", "linked", "added", "changed",
                                            "removed", "skipped")}}
 
@@ -235,12 +263,13 @@ def review_show(county: County, tenant: str, release: str) -> dict[str, Any]:
     st = county.open_state()
     try:
         rows = [r for r in st.content_releases(tenant) if r["release_id"] == release]
+        checked = st.wording(tenant, release).get((tenant, release))
     finally:
         st.close()
     if not rows:
         raise ContentError(f"no release {release} of {tenant} in review; `govhost review "
                            "list` shows the pending ones")
-    return rows[0]
+    return {**rows[0], "wording": checked["findings"] if checked else []}
 
 
 def decide(county: County, tenant: str, release: str, approve: bool,

@@ -16,6 +16,7 @@ from controlplane.core import secrets, yamlsafe
 from controlplane.core.errors import ManifestError, Problem
 from controlplane.core.manifest import Cluster, Hosts, Node, RateLimit, Tenant
 from controlplane.core.state import state_dir
+from controlplane.core.wordlists import WordList
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,6 +41,8 @@ class Inventory:
     # sites.apply.prepare.
     certificates: Mapping[str, Any] = field(default_factory=dict, repr=False)
     served_with: Mapping[str, str] = field(default_factory=dict)
+    # The county's word lists (inventory/wording/*.yaml), by the file they came from.
+    wording: Mapping[str, WordList] = field(default_factory=dict)
 
     def replicas(self, tenant: Tenant) -> int:
         return _replicas(tenant, self.cluster)
@@ -183,6 +186,13 @@ def load(root: Path, state: Path | None = None) -> Inventory:
         tenants.append(t)
         sources[t.name] = r
 
+    wording: dict[str, WordList] = {}
+    word_dir = root / "wording"
+    for path in sorted(word_dir.glob("*.y*ml")) if word_dir.is_dir() else []:
+        w = _parse(path, rel(path), WordList, problems)
+        if w is not None:
+            wording[rel(path)] = w
+
     if cluster is not None and hosts is not None:
         problems.extend(_cross_check(cluster, hosts, tenants, sources,
                                      rel(root / "cluster.yaml"), rel(root / "hosts.yaml")))
@@ -197,7 +207,7 @@ def load(root: Path, state: Path | None = None) -> Inventory:
     if backup:
         backup_key = secrets.backup_key(state)
     return Inventory(root, cluster, hosts, tuple(sorted(tenants, key=lambda t: t.name)), sources,
-                     secret, backup_key)
+                     secret, backup_key, wording=wording)
 
 
 def _cross_check(

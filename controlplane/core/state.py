@@ -34,6 +34,12 @@ CREATE TABLE IF NOT EXISTS content_releases (
     published_at REAL NOT NULL, actor TEXT NOT NULL, files INTEGER NOT NULL,
     bytes INTEGER NOT NULL, nodes TEXT NOT NULL, changes TEXT NOT NULL, decided_by TEXT,
     decided_at REAL, PRIMARY KEY (tenant, release_id));
+CREATE TABLE IF NOT EXISTS wording_files (
+    digest TEXT NOT NULL, lists TEXT NOT NULL, findings TEXT NOT NULL,
+    PRIMARY KEY (digest, lists));
+CREATE TABLE IF NOT EXISTS wording_releases (
+    tenant TEXT NOT NULL, release_id TEXT NOT NULL, lists TEXT NOT NULL, checked_at REAL NOT NULL,
+    files INTEGER NOT NULL, findings TEXT NOT NULL, PRIMARY KEY (tenant, release_id));
 CREATE TABLE IF NOT EXISTS backups (
     run TEXT NOT NULL, tenant TEXT NOT NULL, kind TEXT NOT NULL, node TEXT NOT NULL,
     snapshot TEXT, ok INTEGER NOT NULL, started_at REAL, finished_at REAL NOT NULL,
@@ -204,6 +210,44 @@ class State:
         return dict(self.db.execute(
             "SELECT tenant, MAX(published_at) FROM content_releases "
             "WHERE status NOT IN ('pending', 'rejected') GROUP BY tenant"))
+
+    # wording checks: findings per file content under one version of the lists (so a file is
+    # read once per list change), and per release (what the reviewer and compliance see)
+    def wording_cached(self, lists: str, digests: Sequence[str]) -> dict[str, list]:
+        out: dict[str, list] = {}
+        wanted = list(dict.fromkeys(digests))
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for d, f in self.db.execute(f"SELECT digest, findings FROM wording_files WHERE "
+                                        f"lists = ? AND digest IN ({marks})", [lists, *chunk]):
+                out[d] = json.loads(f)
+        return out
+
+    def wording_cache(self, lists: str, found: Mapping[str, list]) -> None:
+        with self.tx() as db:
+            db.executemany("INSERT OR REPLACE INTO wording_files VALUES (?, ?, ?)",
+                           [(d, lists, json.dumps(f, ensure_ascii=False))
+                            for d, f in found.items()])
+            db.execute("DELETE FROM wording_files WHERE lists != ?", (lists,))
+
+    def record_wording(self, tenant: str, release_id: str, lists: str, files: int,
+                       findings: Sequence[Mapping[str, Any]]) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO wording_releases VALUES (?, ?, ?, ?, ?, ?)",
+                       (tenant, release_id, lists, time.time(), files,
+                        json.dumps(list(findings), ensure_ascii=False)))
+
+    def wording(self, tenant: str | None = None,
+                release_id: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+        sql, args = ("SELECT tenant, release_id, lists, checked_at, files, findings "
+                     "FROM wording_releases"), []
+        if tenant:
+            sql += " WHERE tenant = ?" + (" AND release_id = ?" if release_id else "")
+            args = [tenant] + ([release_id] if release_id else [])
+        return {(t, r): {"tenant": t, "release": r, "lists": ls, "checked_at": at,
+                         "files": n, "findings": json.loads(f)}
+                for t, r, ls, at, n, f in self.db.execute(sql, args)}
 
     # the backup catalogue: snapshots made through govhost, verifies, drills, off-site copies
     def record_backup(self, r: Mapping[str, Any]) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import tarfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from controlplane.core import paths, remote
 from controlplane.core.errors import GovhostError
@@ -48,6 +50,43 @@ class Link:
             raise SyncError(f"{args[0]} on {node}: "
                             f"{r.stderr.decode(errors='replace').strip() or r.returncode}")
         return r.stdout.decode()
+
+    def files(self, node: str, tenant: str, rid: str,
+              names: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        """The named files of a release on `node`, streamed (read by the wording check and
+        the search index; nothing is written on the control machine)."""
+        if not names:
+            return
+        proc = subprocess.Popen(self.argv(node, "pack", tenant, rid), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdin and proc.stdout and proc.stderr
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, names), daemon=True)
+        feeder.start()
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|gz") as tar:
+                for member in tar:
+                    f = tar.extractfile(member) if member.isreg() else None
+                    if f is not None and not member.name.startswith("."):
+                        yield member.name, f.read()
+        except tarfile.TarError as exc:
+            proc.kill()
+            raise SyncError(f"reading {tenant}/{rid} from {node}: "
+                            f"{proc.stderr.read().decode(errors='replace').strip() or exc}")
+        finally:
+            feeder.join(timeout=60)
+            proc.stdout.close()
+            err = proc.stderr.read().decode(errors="replace").strip()
+            if proc.wait(timeout=60) != 0 and err:
+                raise SyncError(f"reading {tenant}/{rid} from {node}: {err}")
+
+
+def _feed(pipe, names: Sequence[str]) -> None:
+    try:
+        pipe.write("".join(n + "\n" for n in names).encode())
+    except BrokenPipeError:
+        pass
+    finally:
+        pipe.close()
 
 
 def _digests(link: Link, node: str, tenant: str, rid: str) -> dict[str, str]:

@@ -1,0 +1,171 @@
+"""Find the county's words in a text, the way a reader would see them.
+
+Normalised before matching, on both sides: full-width letters and digits read as half-width,
+upper case as lower case, and everything that is not a letter or digit (spaces, punctuation,
+line breaks, markup boundaries) is skipped, so `国 家，工商总局` and `ＡＢＣ` are still found.
+Lists that ask for it are also matched against the text converted from traditional to
+simplified characters (OpenCC). One Aho–Corasick automaton per normalisation finds every
+word in one pass, however many words the lists hold; positions are mapped back to the
+original text for the line and the context.
+
+Skipping separators means a word can be found across a sentence boundary (`…青水。县长…`);
+for the short words where that matters, an entry's `except_in` lists the forms that are right.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Mapping
+
+import ahocorasick
+
+from controlplane.core.pagetext import Page
+from controlplane.core.wordlists import WordList
+
+_RUN = re.compile(r"[^\W_]+")
+# Full-width ASCII (！ to ～) to ASCII, and the ideographic space to a space: the evasions
+# people type; everything else NFKC would fold is handled per character below.
+_WIDE = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+CONTEXT = 20
+
+
+@dataclass(frozen=True)
+class Rule:
+    word: str
+    right: str | None
+    severity: str
+    note: str | None
+    source: str                 # the list file it came from
+    traditional: bool
+
+
+@dataclass(frozen=True)
+class Hit:
+    start: int                  # offsets into the original text
+    end: int
+    rule: Rule
+
+
+@lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+    return opencc.OpenCC("t2s")
+
+
+def _fold(text: str) -> str:
+    """Width and case folded, the same length as `text` (so offsets still match)."""
+    t = text.translate(_WIDE)
+    if unicodedata.is_normalized("NFKC", t):
+        low = t.lower()
+        if len(low) == len(t):
+            return low
+    out = []
+    for ch in t:
+        n = ch if ch.isascii() else unicodedata.normalize("NFKC", ch)
+        n = n.lower()
+        out.append(n if len(n) == 1 else ch)
+    return "".join(out)
+
+
+def _simplified(text: str) -> str:
+    conv = _t2s().convert(text)
+    if len(conv) == len(text):
+        return conv
+    return "".join(c if len(c := _t2s().convert(ch)) == 1 else ch for ch in text)
+
+
+def normalise(text: str, traditional: bool = False) -> tuple[str, list[int], list[int]]:
+    """The text with separators removed, and where each of its runs of letters starts in the
+    normalised text and in the original (to map a match back)."""
+    folded = _fold(text)
+    if traditional:
+        folded = _simplified(folded)
+    parts, norm_at, orig_at = [], [], []
+    n = 0
+    for m in _RUN.finditer(folded):
+        parts.append(m.group())
+        norm_at.append(n)
+        orig_at.append(m.start())
+        n += m.end() - m.start()
+    return "".join(parts), norm_at, orig_at
+
+
+def _orig(pos: int, norm_at: list[int], orig_at: list[int]) -> int:
+    i = bisect.bisect_right(norm_at, pos) - 1
+    return orig_at[i] + (pos - norm_at[i])
+
+
+def _key(word: str, traditional: bool) -> str:
+    return normalise(word, traditional)[0]
+
+
+class Matcher:
+    """The county's lists, compiled once and used for every file."""
+
+    def __init__(self, lists: Mapping[str, WordList]):
+        self.rules: list[Rule] = []
+        self._auto: dict[bool, ahocorasick.Automaton] = {}
+        staged: dict[bool, dict[str, list[tuple[str, int]]]] = {False: {}, True: {}}
+        for source, wl in sorted(lists.items()):
+            for e in wl.entries:
+                rule = Rule(e.word, e.right, e.severity or wl.severity, e.note, source,
+                            wl.traditional)
+                idx = len(self.rules)
+                self.rules.append(rule)
+                key = _key(e.word, wl.traditional)
+                staged[wl.traditional].setdefault(key, []).append(("word", idx))
+                for ok in e.except_in:
+                    staged[wl.traditional].setdefault(_key(ok, wl.traditional), []).append(
+                        ("except", idx))
+        for trad, words in staged.items():
+            if not words:
+                continue
+            a = ahocorasick.Automaton()
+            for key, values in words.items():
+                if key:
+                    a.add_word(key, (len(key), tuple(values)))
+            a.make_automaton()
+            self._auto[trad] = a
+
+    def find(self, text: str) -> list[Hit]:
+        hits: list[Hit] = []
+        for trad, auto in self._auto.items():
+            norm, norm_at, orig_at = normalise(text, trad)
+            if not norm:
+                continue
+            words: list[tuple[int, int, int]] = []
+            excepts: dict[int, list[tuple[int, int]]] = {}
+            for end, (length, values) in auto.iter(norm):
+                start = end - length + 1
+                for what, idx in values:
+                    if what == "word":
+                        words.append((start, end + 1, idx))
+                    else:
+                        excepts.setdefault(idx, []).append((start, end + 1))
+            for start, end, idx in words:
+                if any(s <= start and end <= e for s, e in excepts.get(idx, ())):
+                    continue
+                o_start = _orig(start, norm_at, orig_at)
+                o_end = _orig(end - 1, norm_at, orig_at) + 1
+                hits.append(Hit(o_start, o_end, self.rules[idx]))
+        hits.sort(key=lambda h: (h.start, h.end, h.rule.word))
+        return hits
+
+
+def findings(matcher: Matcher, page: Page) -> list[dict]:
+    """A page's findings as the state store keeps them and people read them: where, what was
+    found (as written on the page), the right form, and the text around it."""
+    text = page.text()
+    out = []
+    for h in matcher.find(text):
+        before = text[max(0, h.start - CONTEXT):h.start]
+        after = text[h.end:h.end + CONTEXT]
+        r = h.rule
+        out.append({"line": page.line_of(h.start), "where": page.where, "word": r.word,
+                    "found": text[h.start:h.end], "right": r.right, "severity": r.severity,
+                    "note": r.note, "list": r.source,
+                    "before": " ".join(before.split()), "after": " ".join(after.split())})
+    return out
