@@ -11,7 +11,19 @@ from pathlib import Path
 
 import typer
 
-from commands import backup, compliance, content, dns, lab, monitoring, nodes, sites, tls, wording
+from commands import (
+    backup,
+    compliance,
+    content,
+    dns,
+    lab,
+    monitoring,
+    nodes,
+    search,
+    sites,
+    tls,
+    wording,
+)
 from commands.output import CTX, err
 
 app = typer.Typer(help="govhost: consolidated county government web hosting.",
@@ -30,7 +42,8 @@ def _global(
 
 
 # The order of the groups is the order of `govhost --help`.
-for group in (sites, content, monitoring, nodes, lab, backup, compliance, wording, tls, dns):
+for group in (sites, content, monitoring, nodes, lab, backup, compliance, wording, search, tls,
+              dns):
     app.add_typer(group.app)
 
 

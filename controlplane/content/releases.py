@@ -24,6 +24,7 @@ from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Node
 from controlplane.core.state import State, actor
+from controlplane.search import index as search_index
 from controlplane.sites import content_sync
 from controlplane.sites.apply import prepare
 from controlplane.wording import check as wording_check
@@ -156,6 +157,16 @@ def _wording(tg: Target, first: Node, rid: str, files: dict[str, str], restore: 
     return found
 
 
+def _reindex(county: County, tenant: str, say: Say) -> None:
+    """The county search follows what is live; a node it cannot reach is caught up by the
+    next sync, and the publish itself stands."""
+    try:
+        res = search_index.sync(county, [tenant])
+        say(f"search: {res['indexed']} page(s) indexed on {len(res['nodes'])} node(s)")
+    except (search_index.SearchError, content_sync.SyncError) as exc:
+        say(f"search index not updated: {exc}")
+
+
 def new_release_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
@@ -201,6 +212,7 @@ def publish(county: County, tenant: str, say: Say = lambda _: None,
         else:
             tg.state.add_content_release(tenant, rid, "live", summary, nodes)
             _go_live(tg, rid, say)
+            _reindex(county, tenant, say)
             status = "live"
         return {"tenant": tenant, "release": rid, "status": status, "nodes": nodes,
                 "wording": wording_check.counts(found),
@@ -244,6 +256,7 @@ def rollback(county: County, tenant: str, release: str | None = None,
         if live:
             tg.state.set_content_status(tenant, live, "rolled-back", "rollback")
         tg.state.set_content_status(tenant, release, "live", "rollback-target")
+        _reindex(county, tenant, say)
         return {"tenant": tenant, "live": release, "was": live}
 
 
@@ -282,6 +295,7 @@ def decide(county: County, tenant: str, release: str, approve: bool,
         if approve:
             tg.state.set_content_status(tenant, release, "live", "approved")
             _go_live(tg, release, say)
+            _reindex(county, tenant, say)
         else:
             for node in tg.replicas:
                 _ok(tg, node, "drop", tenant, release)
@@ -335,6 +349,10 @@ def remove(county: County, tenant: str, say: Say = lambda _: None) -> dict[str, 
                 if r["status"] in ("live", "pending"):
                     state.set_content_status(tenant, r["release_id"], "archived", "removed")
             state.audit("tenant.removed", tenant, {"nodes": done})
+            try:            # its pages leave the county search with it
+                search_index.sync(county, None)
+            except (search_index.SearchError, content_sync.SyncError) as exc:
+                say(f"search index not updated: {exc}")
             return {"tenant": tenant, "nodes": done, "user": accounts.user_name(tenant)}
         finally:
             state.close()

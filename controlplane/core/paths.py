@@ -27,5 +27,7 @@ NODE_TENANTS_TOOL = "/usr/local/sbin/govhost-tenants"   # accounts and content r
 NODE_TOOL = "/usr/local/sbin/govhost-node"              # receive, stage, activate; challenges
 NODE_DB_TOOL = "/usr/local/sbin/govhost-db"             # tenant databases (the db node)
 NODE_BACKUP_TOOL = "/usr/local/sbin/govhost-backup"     # restic on the node
+NODE_SEARCH_TOOL = "/usr/local/sbin/govhost-search"     # the county search's index and server
 AGENT_PORT = 9273                          # govhost-agent: per-unit traffic and resources
 NODE_EXPORTER_PORT = 9100                  # prometheus-node-exporter, on the node's address
+SEARCH_PORT = 9275                         # govhost-search, behind nginx's /search

@@ -92,6 +92,18 @@ def hash_sizes(names: list[str]) -> tuple[int, int]:
     return max_size, bucket
 
 
+_SEARCH = """location = /search {{
+    proxy_pass http://{host}:{port};
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $host;
+    proxy_set_header X-Govhost-Unit $govhost_unit;
+    proxy_connect_timeout 2s;
+    proxy_read_timeout 15s;
+}}
+"""
+
+
 def _zone(rate: int) -> str:
     return f"govhost_rl_{rate}"
 
@@ -157,8 +169,11 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     any_tls = bool(inv.served_with)
     files["vhosts/_default.conf"] = _conf_env.get_template("nginx/default.conf.j2").render(
         {**base, "probe_host": paths.PROBE_HOST, "tls": any_tls}).encode()
+    default_rate = inv.cluster.defaults.rate_limit
     files["vhosts/_portal.conf"] = _conf_env.get_template("nginx/portal.conf.j2").render(
-        {**base, "server_names": _portal_names(inv), "tls": _tls_ctx(inv, PORTAL)}).encode()
+        {**base, "server_names": _portal_names(inv), "tls": _tls_ctx(inv, PORTAL),
+         "rate_zone": _zone(default_rate.requests_per_second),
+         "burst": default_rate.burst}).encode()
     files.update(_tls_files(inv))
     if ("_portal", True) not in cache:
         cache[("_portal", True)] = {"pages/_portal/index.html": _portal_page(inv)}
@@ -168,6 +183,7 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     files["snippets/listen-tls.conf"] = "".join(
         f"listen {h}:443 ssl http2;\n" for h in [host, *extra]).encode()
     files["snippets/acme-challenge.conf"] = _ACME_CHALLENGE
+    files["snippets/search.conf"] = _SEARCH.format(host=host, port=paths.SEARCH_PORT).encode()
     files["snippets/hsts.conf"] = _hsts(inv.cluster.tls.hsts_max_age)
     files["snippets/ocsp.conf"] = _OCSP
     files["snippets/tls.conf"] = _conf_env.get_template("nginx/tls.conf.j2").render(

@@ -1,0 +1,159 @@
+"""The county search index: brought up to date from the live releases, sent to every node.
+
+The control machine keeps the master index (state directory, `search/index.db`). A sync reads
+each unit's live digest list from its first replica, reads only the pages whose digest the
+index does not hold (streamed, never stored), segments them and records the change; then every
+web node gets the changes of this sync in one stream. A node applies a change only on top of
+the release it was computed from, and answers with what it holds; a unit it holds at another
+release (it was down, or it is new) is sent whole. So a page rolled back or removed is gone
+from every node's results when the sync that follows the rollback or removal returns.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from controlplane.core import pagetext, paths, remote
+from controlplane.core.county import County
+from controlplane.core.errors import GovhostError
+from controlplane.core.manifest import Node
+from controlplane.search import dictionary, pages
+from controlplane.sites.content_sync import Link, SyncError
+from govhost_node import search as node_search
+
+Say = Callable[[str], None]
+
+
+class SearchError(GovhostError):
+    """The search index could not be brought up to date; results may be stale until the next
+    `govhost search sync`."""
+
+
+def master(county: County) -> node_search.Index:
+    return node_search.Index(str(county.state_dir / "search" / "index.db"))
+
+
+def _segmenter(words: list[str]) -> Callable[[str], str]:
+    import jieba
+    jieba.setLogLevel(60)
+    node_search.load_words(words)
+    return node_search.segment
+
+
+def _live(link: Link, node: str, tenant: str) -> tuple[str | None, dict[str, str]]:
+    text = link.run(node, "digests", tenant, "current")
+    if not text.strip():
+        return None, {}
+    first, *rest = text.splitlines()
+    return first, dict(reversed(line.split("  ", 1)) for line in rest)
+
+
+def sync(county: County, tenants: list[str] | None = None,
+         say: Say = lambda _: None) -> dict[str, Any]:
+    """Bring the master index and every web node's up to date with the live releases of
+    `tenants` (all when None; then units no longer in the inventory are dropped too)."""
+    inv = county.inv
+    with county.state() as st:
+        placed = st.placements()
+    nodes = {n.name: n for n in inv.hosts.nodes}
+    link = Link(inv.hosts, county.known_hosts, nodes)
+    words = dictionary.words(inv)
+    segment = _segmenter(words)
+    idx = master(county)
+    try:
+        held = idx.releases()
+        titles = dict(idx.db.execute("SELECT tenant, title FROM units"))
+        changes: list[dict[str, Any]] = [{"words": words}]
+        idx.apply(changes[0])
+        indexed = pages_read = 0
+        wanted = [t for t in inv.tenants if (tenants is None or t.name in tenants)
+                  and t.site.type != "proxy" and placed.get(t.name)
+                  and placed[t.name][0] in nodes]
+        for t in wanted:
+            node = placed[t.name][0]
+            try:
+                rid, files = _live(link, node, t.name)
+            except SyncError as exc:
+                raise SearchError(f"reading the live release of {t.name}: {exc}") from None
+            if t.name in held and rid == held[t.name] and titles.get(t.name) == t.title:
+                continue
+            known = idx.digests(t.name)
+            live = {p: d for p, d in files.items() if pagetext.kind_of(p) == "html"}
+            drop = sorted(p for p in known if live.get(p) != known[p])
+            fetch = sorted(p for p in live if known.get(p) != live[p])
+            put = []
+            host = inv.site_host(t)
+            for name, data in link.files(node, t.name, rid, fetch) if rid else ():
+                rec = pages.record(host, name, live[name], data, segment)
+                if rec is not None:
+                    put.append(rec)
+            pages_read += len(fetch)
+            change = {"tenant": t.name, "title": t.title, "release": rid,
+                      "base": held.get(t.name), "drop": drop, "put": put}
+            idx.apply(change)
+            changes.append(change)
+            indexed += len(put)
+            say(f"{t.name}: {rid or 'nothing published'} ({len(put)} pages indexed, "
+                f"{len(drop)} dropped)")
+        if tenants is None:
+            keep = {t.name for t in wanted}
+            for gone in sorted(set(held) - keep):
+                change = {"tenant": gone, "remove": True}
+                idx.apply(change)
+                changes.append(change)
+                say(f"{gone}: no longer published; removed from the index")
+        result = {"units": len(changes) - 1, "pages_read": pages_read, "indexed": indexed,
+                  "nodes": _ship(county, idx, changes, say)}
+        failed = {n: r["error"] for n, r in result["nodes"].items() if "error" in r}
+        if failed:
+            raise SearchError("the search index could not be sent to " + "; ".join(
+                f"{n}: {e}" for n, e in sorted(failed.items())) + " (the other nodes are up to "
+                "date; run `govhost search sync` when the node is back)")
+        return result
+    finally:
+        idx.close()
+
+
+def _send(county: County, node: Node, lines: list[str]) -> dict[str, Any]:
+    inv = county.inv
+    cmd = f"{paths.NODE_SEARCH_TOOL} apply"
+    r = subprocess.run(remote._ssh_cmd(inv.hosts, node, county.known_hosts, cmd),
+                       input="".join(lines).encode(), capture_output=True, timeout=600)
+    if r.returncode != 0:
+        raise SearchError(r.stderr.decode(errors="replace").strip()[-300:] or
+                          f"exit status {r.returncode}")
+    return json.loads(r.stdout)
+
+
+def _ship(county: County, idx: node_search.Index, changes: list[dict[str, Any]],
+          say: Say) -> dict[str, dict[str, Any]]:
+    want = idx.releases()
+    exports: dict[str, dict[str, Any] | None] = {}
+    lock = threading.Lock()     # one connection to the master index, shared by the threads
+
+    def one(node: Node) -> tuple[str, dict[str, Any]]:
+        try:
+            held = _send(county, node, [json.dumps(c, ensure_ascii=False) + "\n"
+                                        for c in changes])["held"]
+            behind = sorted(t for t in want if held.get(t, "-") != want[t])
+            stale = sorted(set(held) - set(want))
+            if behind or stale:
+                lines = [json.dumps({"tenant": t, "remove": True}) + "\n" for t in stale]
+                for t in behind:
+                    with lock:
+                        if t not in exports:
+                            exports[t] = idx.export(t)
+                    if exports[t] is not None:
+                        lines.append(json.dumps(exports[t], ensure_ascii=False) + "\n")
+                held = _send(county, node, lines)["held"]
+                say(f"{node.name}: {len(behind)} unit(s) sent whole, {len(stale)} removed")
+            return node.name, {"units": len(held), "sent_whole": behind, "removed": stale}
+        except (SearchError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
+            return node.name, {"error": str(exc)}
+
+    web = list(county.inv.hosts.web_nodes)
+    with ThreadPoolExecutor(max_workers=max(1, len(web))) as pool:
+        return dict(pool.map(one, web))

@@ -1,0 +1,338 @@
+"""govhost-search: the county's site search, answered by every node from its own index.
+
+The index is SQLite with FTS5 over text segmented into words (jieba, with the county's own
+place and institution names in its dictionary), so 青水县 and 茶河镇 are found as words and a
+two-character word is found as a word, not as any two characters. The control plane reads
+the published pages, segments them and sends each node the pages that changed; a node applies
+a change only on top of the release it was computed from, and says what it holds so the
+control plane can send a whole unit again when a node missed a change (it was down).
+
+    govhost-search apply          JSON lines on stdin (changes); prints what it holds
+    govhost-search state          prints what it holds: {unit: live release}
+    govhost-search serve --listen ADDR:PORT
+                                  answers /search?q=...&sort=date|relevance&page=N; nginx sets
+                                  X-Govhost-Unit on a unit's site so its search is its own
+
+The same `Index` class is the control plane's master copy (it is imported from there), so the
+two cannot differ in schema or in how a query is read. Only the standard library and jieba
+(Debian's python3-jieba), which only `serve` needs.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import re
+import sqlite3
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterable
+from urllib.parse import parse_qs, urlsplit
+
+DB = "/var/lib/govhost/search/index.db"
+PER_PAGE = 10
+MAX_QUERY = 100
+EXCERPT = 70
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS units (tenant TEXT PRIMARY KEY, release TEXT, title TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pages (
+    id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, path TEXT NOT NULL, digest TEXT NOT NULL,
+    url TEXT NOT NULL, title TEXT NOT NULL, date TEXT, body TEXT NOT NULL,
+    UNIQUE (tenant, path));
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(title, body, tokenize='unicode61');
+CREATE TABLE IF NOT EXISTS words (word TEXT PRIMARY KEY);
+"""
+_SPACE = re.compile(r"\s+")
+
+
+def segment(text: str) -> str:
+    """Words separated by spaces, as FTS5's unicode61 tokenizer then reads them."""
+    import jieba
+    return " ".join(w for w in jieba.cut_for_search(text) if w.strip())
+
+
+class Index:
+    def __init__(self, path: str):
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def releases(self) -> dict[str, str | None]:
+        return dict(self.db.execute("SELECT tenant, release FROM units"))
+
+    def digests(self, tenant: str) -> dict[str, str]:
+        return dict(self.db.execute("SELECT path, digest FROM pages WHERE tenant = ?",
+                                    (tenant,)))
+
+    def words(self) -> list[str]:
+        return [w for (w,) in self.db.execute("SELECT word FROM words ORDER BY word")]
+
+    def apply(self, change: dict[str, Any]) -> bool:
+        """One change in one transaction; False (nothing done) when it was computed from a
+        release this index does not hold (the sender then sends the whole unit)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if "words" in change:
+                db.execute("DELETE FROM words")
+                db.executemany("INSERT OR IGNORE INTO words VALUES (?)",
+                               [(w,) for w in change["words"]])
+                db.execute("COMMIT")
+                return True
+            t = change["tenant"]
+            held = db.execute("SELECT release FROM units WHERE tenant = ?", (t,)).fetchone()
+            if change.get("full") or change.get("remove"):
+                for (rid,) in db.execute("SELECT id FROM pages WHERE tenant = ?", (t,)).fetchall():
+                    db.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
+                db.execute("DELETE FROM pages WHERE tenant = ?", (t,))
+                db.execute("DELETE FROM units WHERE tenant = ?", (t,))
+                if change.get("remove"):
+                    db.execute("COMMIT")
+                    return True
+            elif (held[0] if held else None) != change.get("base"):
+                db.execute("ROLLBACK")
+                return False
+            for path in change.get("drop", []):
+                row = db.execute("SELECT id FROM pages WHERE tenant = ? AND path = ?",
+                                 (t, path)).fetchone()
+                if row:
+                    db.execute("DELETE FROM fts WHERE rowid = ?", row)
+                    db.execute("DELETE FROM pages WHERE id = ?", row)
+            for p in change.get("put", []):
+                row = db.execute("SELECT id FROM pages WHERE tenant = ? AND path = ?",
+                                 (t, p["path"])).fetchone()
+                if row:
+                    db.execute("DELETE FROM fts WHERE rowid = ?", row)
+                    db.execute("DELETE FROM pages WHERE id = ?", row)
+                cur = db.execute("INSERT INTO pages (tenant, path, digest, url, title, date, body)"
+                                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (t, p["path"], p["digest"], p["url"], p["title"], p.get("date"),
+                                  p["body"]))
+                db.execute("INSERT INTO fts (rowid, title, body) VALUES (?, ?, ?)",
+                           (cur.lastrowid, p["seg_title"], p["seg_body"]))
+            db.execute("INSERT OR REPLACE INTO units VALUES (?, ?, ?)",
+                       (t, change.get("release"), change.get("title", t)))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return True
+
+    def export(self, tenant: str) -> dict[str, Any] | None:
+        """The whole unit as one change (for a node that missed one)."""
+        unit = self.db.execute("SELECT release, title FROM units WHERE tenant = ?",
+                               (tenant,)).fetchone()
+        if unit is None:
+            return None
+        put = [{"path": path, "digest": d, "url": url, "title": title, "date": date,
+                "body": body, "seg_title": st, "seg_body": sb}
+               for path, d, url, title, date, body, st, sb in self.db.execute(
+                   "SELECT p.path, p.digest, p.url, p.title, p.date, p.body, f.title, f.body "
+                   "FROM pages p JOIN fts f ON f.rowid = p.id WHERE p.tenant = ?", (tenant,))]
+        return {"tenant": tenant, "release": unit[0], "title": unit[1], "full": True,
+                "put": put}
+
+    def search(self, query: str, unit: str | None = None, sort: str = "relevance",
+               page: int = 1) -> dict[str, Any]:
+        terms = query_terms(query)
+        if not terms:
+            return {"query": query, "terms": [], "total": 0, "results": []}
+        match = " AND ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        where = "fts MATCH ?" + (" AND p.tenant = ?" if unit else "")
+        args: list[Any] = [match, *([unit] if unit else [])]
+        order = ("p.date IS NULL, p.date DESC, bm25(fts)" if sort == "date"
+                 else "bm25(fts), p.date DESC")
+        total = self.db.execute(f"SELECT count(*) FROM fts JOIN pages p ON p.id = fts.rowid "
+                                f"WHERE {where}", args).fetchone()[0]
+        rows = self.db.execute(
+            f"SELECT p.tenant, u.title, p.url, p.title, p.date, p.body FROM fts "
+            f"JOIN pages p ON p.id = fts.rowid LEFT JOIN units u ON u.tenant = p.tenant "
+            f"WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            [*args, PER_PAGE, (page - 1) * PER_PAGE]).fetchall()
+        return {"query": query, "terms": terms, "total": total, "page": page,
+                "results": [{"unit": t, "unit_title": ut or t, "url": url, "title": title,
+                             "date": date, "title_html": mark(title or url, terms),
+                             "excerpt_html": excerpt(body, terms)}
+                            for t, ut, url, title, date, body in rows]}
+
+
+_LOADED: set[str] = set()
+_JIEBA_LOCK = threading.Lock()
+
+
+def load_words(words: Iterable[str]) -> None:
+    import jieba
+    with _JIEBA_LOCK:
+        for w in words:
+            if w not in _LOADED:
+                jieba.add_word(w, freq=100_000)
+                _LOADED.add(w)
+
+
+def query_terms(query: str) -> list[str]:
+    import jieba
+    q = _SPACE.sub(" ", query.strip())[:MAX_QUERY]
+    out: list[str] = []
+    for part in q.split(" "):
+        for w in jieba.cut(part):
+            w = w.strip().lower()
+            if w and re.search(r"\w", w) and w not in out:
+                out.append(w)
+    return out[:10]
+
+
+def mark(text: str, terms: list[str]) -> str:
+    """`text` escaped for HTML, with the query's words in <mark>."""
+    if not terms:
+        return html.escape(text)
+    pattern = re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)),
+                         re.IGNORECASE)
+    out, pos = [], 0
+    for m in pattern.finditer(text):
+        out.append(html.escape(text[pos:m.start()]))
+        out.append("<mark>" + html.escape(m.group()) + "</mark>")
+        pos = m.end()
+    out.append(html.escape(text[pos:]))
+    return "".join(out)
+
+
+def excerpt(body: str, terms: list[str]) -> str:
+    low = body.lower()
+    hits = [i for i in (low.find(t) for t in terms) if i >= 0]
+    start = max(0, min(hits) - EXCERPT // 3) if hits else 0
+    piece = _SPACE.sub(" ", body[start:start + EXCERPT * 2])
+    return ("…" if start else "") + mark(piece, terms) + ("…" if start + EXCERPT * 2 < len(body)
+                                                          else "")
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="zh-CN"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<meta name="robots" content="noindex"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:46em;margin:1em auto;padding:0 1em;line-height:1.6}}
+mark{{background:#ffe58f}} .r{{margin:1.2em 0}} .m{{color:#555;font-size:.9em}}</style></head>
+<body><h1>{heading}</h1>
+<form action="/search" method="get" role="search"><label for="q">搜索</label>
+<input id="q" name="q" value="{q}" maxlength="{maxq}"> <select name="sort" aria-label="排序">
+<option value="relevance"{rel}>按相关度</option><option value="date"{dat}>按日期</option></select>
+<button type="submit">搜索</button></form>
+<p>{summary}</p>{results}{more}</body></html>
+"""
+
+
+def render(res: dict[str, Any], scope: str, sort: str) -> str:
+    items = []
+    for r in res["results"]:
+        items.append(f'<div class="r"><a href="{html.escape(r["url"])}">{r["title_html"]}</a>'
+                     f'<div class="m">{html.escape(r["unit_title"])}'
+                     f'{" · " + html.escape(r["date"]) if r["date"] else ""}</div>'
+                     f'<div>{r["excerpt_html"]}</div></div>')
+    q = res["query"]
+    if not q:
+        summary = "请输入要搜索的词语。"
+    else:
+        summary = f"“{html.escape(q)}”共找到 {res['total']} 条结果。"
+    more = ""
+    page = res.get("page", 1)
+    if res["total"] > page * PER_PAGE:
+        more = (f'<p><a href="/search?q={html.escape(_quote(q))}&amp;sort={sort}&amp;page='
+                f'{page + 1}">下一页</a></p>')
+    return PAGE.format(title=html.escape(f"搜索 - {scope}"), heading=html.escape(scope) + " 站内搜索",
+                       q=html.escape(q), maxq=MAX_QUERY, rel="" if sort == "date" else " selected",
+                       dat=" selected" if sort == "date" else "", summary=summary,
+                       results="".join(items), more=more)
+
+
+def _quote(s: str) -> str:
+    from urllib.parse import quote
+    return quote(s, safe="")
+
+
+class Handler(BaseHTTPRequestHandler):
+    index: Index
+    server_version = "govhost-search"
+
+    def log_message(self, *args: Any) -> None:      # nginx keeps the access log
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        url = urlsplit(self.path)
+        if url.path != "/search":
+            self._send(404, "text/plain", b"not found\n")
+            return
+        args = parse_qs(url.query)
+        q = (args.get("q") or [""])[0][:MAX_QUERY]
+        sort = "date" if (args.get("sort") or [""])[0] == "date" else "relevance"
+        try:
+            page = max(1, min(100, int((args.get("page") or ["1"])[0])))
+        except ValueError:
+            page = 1
+        # On a unit's site nginx names the unit; the portal searches the whole county.
+        unit = self.headers.get("X-Govhost-Unit") or None
+        load_words(self.index.words())
+        res = self.index.search(q, unit, sort, page)
+        if (args.get("format") or [""])[0] == "json":
+            self._send(200, "application/json", json.dumps(res, ensure_ascii=False).encode())
+            return
+        scope = (self.index.db.execute("SELECT title FROM units WHERE tenant = ?",
+                                       (unit,)).fetchone() or [unit])[0] if unit else "全县"
+        self._send(200, "text/html; charset=utf-8", render(res, scope, sort).encode())
+
+    def _send(self, code: int, ctype: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Robots-Tag", "noindex")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def serve(listen: str, db: str) -> None:
+    host, _, port = listen.rpartition(":")
+    import jieba
+    jieba.setLogLevel(60)
+    jieba.initialize()
+    Handler.index = Index(db)
+    load_words(Handler.index.words())
+    server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="govhost-search")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("apply")
+    sub.add_parser("state")
+    s = sub.add_parser("serve")
+    s.add_argument("--listen", required=True)
+    for p in sub.choices.values():
+        p.add_argument("--db", default=DB)
+    a = ap.parse_args()
+    if a.cmd == "serve":
+        serve(a.listen, a.db)
+        return
+    index = Index(a.db)
+    if a.cmd == "apply":
+        refused = []
+        for line in sys.stdin:
+            if line.strip():
+                change = json.loads(line)
+                if not index.apply(change):
+                    refused.append(change["tenant"])
+        print(json.dumps({"held": index.releases(), "refused": refused, "at": time.time()}))
+    else:
+        print(json.dumps({"held": index.releases()}))
+
+
+if __name__ == "__main__":
+    main()
