@@ -171,6 +171,7 @@ _JIEBA_LOCK = threading.Lock()
 
 def load_words(words: Iterable[str]) -> None:
     import jieba
+    jieba.setLogLevel(60)
     with _JIEBA_LOCK:
         for w in words:
             if w not in _LOADED:
@@ -293,7 +294,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Robots-Tag", "noindex")
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_HEAD = do_GET  # noqa: N815 - the http.server API
 
 
 def serve(listen: str, db: str) -> None:
