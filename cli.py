@@ -21,6 +21,7 @@ from commands import (
     nodes,
     search,
     sites,
+    tamper,
     tls,
     wording,
 )
@@ -42,8 +43,8 @@ def _global(
 
 
 # The order of the groups is the order of `govhost --help`.
-for group in (sites, content, monitoring, nodes, lab, backup, compliance, wording, search, tls,
-              dns):
+for group in (sites, content, monitoring, nodes, lab, backup, compliance, wording, search,
+              tamper, tls, dns):
     app.add_typer(group.app)
 
 

@@ -257,6 +257,38 @@ def backup_metrics() -> list[str]:
     return out + failing
 
 
+TAMPER_STATE = "/var/lib/govhost/tamper/state.json"
+
+
+def tamper_metrics(now: float | None = None) -> list[str]:
+    """From the tamper watcher's state file: incidents per unit (`_config`: the node's config
+    release), files it could not put back, and whether it is alive (its heartbeat)."""
+    import json
+    try:
+        with open(TAMPER_STATE, encoding="utf-8") as f:
+            s = json.load(f)
+    except (OSError, ValueError):
+        s = {}
+    now = time.time() if now is None else now
+    up = 1 if s.get("heartbeat") and now - float(s["heartbeat"]) < 60 else 0
+    out = ["# HELP govhost_tamper_watcher_up 1 if the tamper watcher reported in the last "
+           "minute.", "# TYPE govhost_tamper_watcher_up gauge", f"govhost_tamper_watcher_up {up}",
+           "# HELP govhost_tamper_last_full_check_timestamp_seconds When the watcher last "
+           "checked every live file.", "# TYPE govhost_tamper_last_full_check_timestamp_seconds "
+           "gauge", f"govhost_tamper_last_full_check_timestamp_seconds "
+           f"{float(s.get('last_full_check') or 0):.3f}",
+           "# HELP govhost_tamper_incidents_total Live files found changed, added or removed "
+           "behind govhost's back.", "# TYPE govhost_tamper_incidents_total counter"]
+    for t, n in sorted(s.get("incidents", {}).items()):
+        out.append(f'govhost_tamper_incidents_total{{tenant="{_escape(t)}"}} {int(n)}')
+    out += ["# HELP govhost_tamper_unrepaired_files Live files changed that could not be put "
+            "back.", "# TYPE govhost_tamper_unrepaired_files gauge"]
+    for t in sorted(set(s.get("watching", {})) | set(s.get("unrepaired", {}))):
+        out.append(f'govhost_tamper_unrepaired_files{{tenant="{_escape(t)}"}} '
+                   f'{len(s.get("unrepaired", {}).get(t, {}))}')
+    return out
+
+
 class Agent:
     def __init__(self) -> None:
         self.logs = LogCounters()
@@ -284,6 +316,7 @@ class Agent:
             out.append(f'govhost_tenant_disk_bytes{{tenant="{tenant}"}} {n}')
         out += self.procs.lines()
         out += backup_metrics()
+        out += tamper_metrics()
         out += ["# HELP govhost_agent_scrape_seconds Time this scrape took on the node.",
                 "# TYPE govhost_agent_scrape_seconds gauge",
                 f"govhost_agent_scrape_seconds {time.monotonic() - t0:.6f}"]

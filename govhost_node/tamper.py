@@ -1,0 +1,466 @@
+"""govhost-tamper: live content and config stay exactly as published (网页防篡改).
+
+Every live release on this node (each unit's `current` content release and the node's
+`/etc/govhost/current` config release) has a digest list. The watcher holds every live file
+to it:
+  - the kernel tells it of every change under a live release (inotify, through watchdog); a
+    changed, added or removed file is checked within a fraction of a second and put back;
+  - a full check of every live file runs at start (changes made while the watcher was down)
+    and every few minutes (events lost under load, an inotify queue overflow);
+  - a release going live (publish, rollback, apply) is followed by re-reading the `current`
+    links each second; a file is only ever judged against the release live at that moment,
+    so a publish is never mistaken for tampering.
+Files are put back from a pristine copy kept per digest under /var/lib/govhost/pristine
+(root only), made when the watcher first sees a release live and verifies each file against
+its digest list. The changed bytes are kept as evidence; each incident is a JSON line in
+/var/lib/govhost/tamper/incidents.jsonl; counts for the agent's metrics are in state.json.
+A file that cannot be put back (no pristine copy, disk full) stays an open incident there, so
+an alert fires; it is never silent.
+
+    govhost-tamper watch [--full-every SECONDS]
+    govhost-tamper check          one full check now (prints what it put back)
+    govhost-tamper incidents [--since TS]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+from typing import Any
+
+SITES = "/srv/govhost/sites"
+CONFIG = "/etc/govhost/current"
+BASE = "/var/lib/govhost/tamper"
+PRISTINE = "/var/lib/govhost/pristine"
+INCIDENTS = f"{BASE}/incidents.jsonl"
+STATE = f"{BASE}/state.json"
+EVIDENCE = f"{BASE}/evidence"
+CONFIG_SCOPE = "_config"
+# Written by govhost around a release, not part of its digest list.
+OWN = {".digests", ".meta.json", ".complete", "release-id.conf"}
+EVIDENCE_MAX = 20 << 20
+HEARTBEAT = 10.0
+
+
+def sha256(path: str) -> str | None:
+    h = hashlib.sha256()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        import stat
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_digests(release: str) -> dict[str, str]:
+    out = {}
+    with open(os.path.join(release, ".digests"), encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "  " in line:
+                digest, path = line.split("  ", 1)
+                out[os.path.normpath(path)] = digest
+    return out
+
+
+class Live:
+    """A release that is live now: where it is and what every file must hold."""
+
+    def __init__(self, scope: str, link: str):
+        self.scope = scope
+        self.link = link
+        self.path = os.path.realpath(link)
+        self.release = os.path.basename(self.path)
+        self.digests = read_digests(self.path)
+        self.modes: dict[str, int] = {}     # as published (a TLS key stays 0600)
+        self.dirs = {os.path.dirname(p) for p in self.digests} | {""}
+        for p in list(self.dirs):
+            while p:
+                p = os.path.dirname(p)
+                self.dirs.add(p)
+
+    def still_live(self) -> bool:
+        return os.path.realpath(self.link) == self.path
+
+
+def _write_json(path: str, data: Any) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False)
+    os.replace(tmp, path)
+
+
+class Guard:
+    """Holds live files to their digest lists; shared by the event worker and full checks."""
+
+    def __init__(self, node: str = ""):
+        self.node = node or os.uname().nodename
+        self.lock = threading.RLock()
+        self.live: dict[str, Live] = {}
+        self.total: dict[str, int] = {}
+        self.open: dict[str, dict[str, str]] = {}     # scope -> {file: why not put back}
+        self.last_full = 0.0
+        for d in (BASE, EVIDENCE, PRISTINE):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        self._load_counts()
+
+    def _load_counts(self) -> None:
+        try:
+            with open(STATE, encoding="utf-8") as f:
+                s = json.load(f)
+            self.total = {k: int(v) for k, v in s.get("incidents", {}).items()}
+        except (OSError, ValueError):
+            self.total = {}
+
+    def save(self) -> None:
+        _write_json(STATE, {"heartbeat": time.time(), "last_full_check": self.last_full,
+                            "incidents": self.total, "unrepaired": self.open,
+                            "watching": {s: lv.release for s, lv in self.live.items()}})
+
+    # which releases are live
+    def links(self) -> dict[str, str]:
+        out = {}
+        try:
+            for t in sorted(os.listdir(SITES)):
+                link = os.path.join(SITES, t, "current")
+                if os.path.islink(link):
+                    out[t] = link
+        except OSError:
+            pass
+        if os.path.islink(CONFIG):
+            out[CONFIG_SCOPE] = CONFIG
+        return out
+
+    def refresh(self) -> list[Live]:
+        """Follow the `current` links; returns the releases that became live (to adopt)."""
+        new = []
+        with self.lock:
+            links = self.links()
+            for scope in list(self.live):
+                if scope not in links:
+                    del self.live[scope]
+            for scope, link in links.items():
+                lv = self.live.get(scope)
+                if lv is None or not lv.still_live():
+                    try:
+                        lv = Live(scope, link)
+                    except OSError:
+                        continue
+                    self.live[scope] = lv
+                    new.append(lv)
+        return new
+
+    # pristine copies
+    def _pristine(self, scope: str, digest: str) -> str:
+        return os.path.join(PRISTINE, scope, digest[:2], digest)
+
+    def adopt(self, lv: Live) -> None:
+        """Keep a pristine copy of every file of a release that verifies; a file that does
+        not is put back (from a copy kept for an earlier release, if there is one)."""
+        for rel, digest in lv.digests.items():
+            keep = self._pristine(lv.scope, digest)
+            src = os.path.join(lv.path, rel)
+            if os.path.exists(keep):
+                if rel not in lv.modes:
+                    try:
+                        lv.modes[rel] = os.lstat(src).st_mode & 0o777
+                    except OSError:
+                        pass
+                continue
+            if sha256(src) == digest:
+                lv.modes[rel] = os.lstat(src).st_mode & 0o777
+                os.makedirs(os.path.dirname(keep), mode=0o700, exist_ok=True)
+                tmp = keep + ".tmp"
+                shutil.copyfile(src, tmp)
+                os.chmod(tmp, 0o400)
+                os.replace(tmp, keep)
+        self.check_release(lv)
+
+    def prune(self) -> None:
+        """Drop pristine copies no live release needs (kept releases are verified again when
+        they go live; rollback targets on disk keep theirs until then)."""
+        with self.lock:
+            wanted = {(lv.scope, d) for lv in self.live.values() for d in lv.digests.values()}
+        for scope in os.listdir(PRISTINE):
+            for root, _, files in os.walk(os.path.join(PRISTINE, scope)):
+                for f in files:
+                    if (scope, f) not in wanted and not f.endswith(".tmp"):
+                        try:
+                            os.unlink(os.path.join(root, f))
+                        except OSError:
+                            pass
+
+    # checking and putting back
+    def scope_of(self, path: str) -> tuple[Live, str] | None:
+        with self.lock:
+            for lv in self.live.values():
+                if path == lv.path or path.startswith(lv.path + os.sep):
+                    return lv, os.path.relpath(path, lv.path)
+        return None
+
+    def check_path(self, path: str) -> dict[str, Any] | None:
+        found = self.scope_of(path)
+        if found is None:
+            return None
+        lv, rel = found
+        rel = os.path.normpath(rel)
+        if rel == "." or rel in OWN or rel.startswith(".govhost-tamper"):
+            return None
+        with self.lock:
+            if not lv.still_live():            # a release switch under way: not tampering
+                return None
+            return self._judge(lv, rel)
+
+    def _judge(self, lv: Live, rel: str) -> dict[str, Any] | None:
+        path = os.path.join(lv.path, rel)
+        expected = lv.digests.get(rel)
+        exists = os.path.lexists(path)
+        if expected is None:
+            if not exists or (rel in lv.dirs and os.path.isdir(path)
+                              and not os.path.islink(path)):
+                return None
+            return self._incident(lv, rel, "added", path)
+        if not exists:
+            return self._incident(lv, rel, "removed", path)
+        if sha256(path) == expected:
+            return None
+        return self._incident(lv, rel, "modified", path)
+
+    def _incident(self, lv: Live, rel: str, change: str, path: str) -> dict[str, Any]:
+        now = time.time()
+        try:
+            st = os.lstat(path)
+            changed_at = st.st_ctime
+        except OSError:
+            changed_at = None
+        evidence = None
+        if change != "removed":
+            evidence = self._keep_evidence(lv, rel, path, now)
+        repaired, why = self._put_back(lv, rel, path, change)
+        rec = {"at": now, "node": self.node, "tenant": lv.scope, "release": lv.release,
+               "file": rel, "change": change, "changed_at": changed_at,
+               "live_seconds": round(now - changed_at, 3) if changed_at else None,
+               "restored": repaired, "why": why, "evidence": evidence}
+        self.total[lv.scope] = self.total.get(lv.scope, 0) + 1
+        if repaired:
+            self.open.get(lv.scope, {}).pop(rel, None)
+            if lv.scope in self.open and not self.open[lv.scope]:
+                del self.open[lv.scope]
+        else:
+            self.open.setdefault(lv.scope, {})[rel] = why or "not put back"
+        with open(INCIDENTS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self.save()
+        return rec
+
+    def _keep_evidence(self, lv: Live, rel: str, path: str, now: float) -> str | None:
+        dest = os.path.join(EVIDENCE, time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+                            + f"-{lv.scope}-{int(now * 1000) % 1000:03d}", rel)
+        try:
+            os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+            if os.path.islink(path):
+                with open(dest + ".symlink", "w") as f:
+                    f.write(os.readlink(path))
+                return dest + ".symlink"
+            if os.path.isdir(path):
+                return None
+            with open(path, "rb") as src, open(dest, "wb") as dst:
+                dst.write(src.read(EVIDENCE_MAX))
+            os.chmod(dest, 0o400)
+            return dest
+        except OSError:
+            return None
+
+    def _put_back(self, lv: Live, rel: str, path: str, change: str) -> tuple[bool, str]:
+        try:
+            if change == "added":
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+                return True, ""
+            keep = self._pristine(lv.scope, lv.digests[rel])
+            if not os.path.exists(keep):
+                return False, "no pristine copy of this file on the node (publish again)"
+            parent = os.path.dirname(path)
+            if os.path.lexists(parent) and not os.path.isdir(parent):
+                os.unlink(parent)
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            tmp = os.path.join(parent, f".govhost-tamper-{os.getpid()}-{threading.get_ident()}")
+            shutil.copyfile(keep, tmp)
+            os.chmod(tmp, lv.modes.get(rel, 0o600 if lv.scope == CONFIG_SCOPE else 0o644))
+            os.replace(tmp, path)       # a new inode: older releases' hard links untouched
+            return (sha256(path) == lv.digests[rel],
+                    "" if sha256(path) == lv.digests[rel] else "put back but does not verify")
+        except OSError as exc:
+            return False, f"{exc.strerror or exc} ({exc.filename or path})"
+
+    def check_release(self, lv: Live) -> list[dict[str, Any]]:
+        found = []
+        with self.lock:
+            if not lv.still_live():
+                return found
+            seen = set()
+            for root, dirs, files in os.walk(lv.path):
+                for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+                    rel = os.path.relpath(os.path.join(root, name), lv.path)
+                    if rel in OWN or rel.startswith(".govhost-tamper"):
+                        continue
+                    seen.add(rel)
+                    r = self._judge(lv, rel)
+                    if r:
+                        found.append(r)
+                for d in dirs:
+                    rel = os.path.relpath(os.path.join(root, d), lv.path)
+                    if rel not in lv.dirs and not os.path.islink(os.path.join(root, d)):
+                        r = self._judge(lv, rel)
+                        if r:
+                            found.append(r)
+                dirs[:] = [d for d in dirs if os.path.isdir(os.path.join(root, d))
+                           and not os.path.islink(os.path.join(root, d))]
+            for rel in lv.digests:
+                if rel not in seen:
+                    r = self._judge(lv, rel)
+                    if r:
+                        found.append(r)
+        return found
+
+    def full_check(self) -> list[dict[str, Any]]:
+        for lv in self.refresh():
+            self.adopt(lv)
+        found = []
+        for lv in list(self.live.values()):
+            found.extend(self.check_release(lv))
+        self.last_full = time.time()
+        self.save()
+        return found
+
+
+def watch(full_every: float) -> None:
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    guard = Guard()
+    events: queue.Queue[str] = queue.Queue()
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event) -> None:
+            if event.event_type in ("opened", "closed", "closed_no_write"):
+                return
+            events.put(event.src_path)
+            dest = getattr(event, "dest_path", "")
+            if dest:
+                events.put(dest)
+
+    observer = Observer()
+    handler = Handler()
+    watches: dict[str, Any] = {}
+
+    def follow() -> None:
+        new = guard.refresh()
+        for scope in list(watches):
+            lv = guard.live.get(scope)
+            if lv is None or watches[scope][0] != lv.path:
+                observer.unschedule(watches.pop(scope)[1])
+        for scope, lv in guard.live.items():
+            if scope not in watches:
+                watches[scope] = (lv.path, observer.schedule(handler, lv.path, recursive=True))
+        for lv in new:
+            guard.adopt(lv)
+
+    def worker() -> None:
+        while True:
+            first = events.get()
+            batch = {first}
+            time.sleep(0.05)           # let an editor's write-then-rename settle
+            while True:
+                try:
+                    batch.add(events.get_nowait())
+                except queue.Empty:
+                    break
+            for path in sorted(batch):
+                try:
+                    rec = guard.check_path(path)
+                except Exception as exc:  # noqa: BLE001 - never let the watcher die on one file
+                    print(f"govhost-tamper: checking {path}: {exc}", file=sys.stderr)
+                    continue
+                if rec:
+                    print(json.dumps(rec, ensure_ascii=False), flush=True)
+
+    observer.start()
+    follow()
+    found = guard.full_check()          # what changed while the watcher was down
+    for rec in found:
+        print(json.dumps(rec, ensure_ascii=False), flush=True)
+    guard.prune()
+    threading.Thread(target=worker, daemon=True).start()
+    next_full = time.time() + full_every
+    next_beat = 0.0
+    while True:
+        time.sleep(1.0)
+        try:
+            follow()
+            if time.time() >= next_full:
+                guard.full_check()
+                guard.prune()
+                next_full = time.time() + full_every
+            if time.time() >= next_beat:
+                guard.save()
+                next_beat = time.time() + HEARTBEAT
+        except Exception as exc:  # noqa: BLE001 - keep watching; the heartbeat shows trouble
+            print(f"govhost-tamper: {exc}", file=sys.stderr, flush=True)
+
+
+def incidents(since: float) -> None:
+    out = []
+    try:
+        with open(INCIDENTS, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("at", 0) >= since:
+                    out.append(rec)
+    except OSError:
+        pass
+    try:
+        with open(STATE, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        state = {}
+    print(json.dumps({"incidents": out, "state": state}, ensure_ascii=False))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="govhost-tamper")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("watch")
+    w.add_argument("--full-every", type=float, default=300.0)
+    sub.add_parser("check")
+    i = sub.add_parser("incidents")
+    i.add_argument("--since", type=float, default=0.0)
+    a = ap.parse_args()
+    if a.cmd == "watch":
+        watch(a.full_every)
+    elif a.cmd == "check":
+        print(json.dumps(Guard().full_check(), ensure_ascii=False))
+    else:
+        incidents(a.since)
+
+
+if __name__ == "__main__":
+    main()
