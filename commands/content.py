@@ -108,7 +108,7 @@ def show_wording(found: list[dict]) -> None:
         out.print(f"  [{c}]{f['severity']:<6}[/] {escape(f['file'])} {f['where']} {f['line']}: "
                   f"…{escape(f['before'])}[{c} reverse]{escape(f['found'])}[/]"
                   f"{escape(f['after'])}… [{c}]{escape(f['word'])}{right}[/]{note}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
 @review_app.command("approve")

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import sys
 import threading
@@ -46,6 +47,10 @@ CONFIG_SCOPE = "_config"
 OWN = {".digests", ".meta.json", ".complete", "release-id.conf"}
 EVIDENCE_MAX = 20 << 20
 HEARTBEAT = 10.0
+# What a PHP site's own `files/` area (uploads through the site) must never hold: code. nginx
+# never runs it from there; its presence means a web shell was planted, so it is moved out.
+SCRIPT = re.compile(r"\.(php\d?|phtml|phar|pht|inc|cgi|pl|py|sh|jsp|aspx?)$|^\.htaccess$",
+                    re.IGNORECASE)
 
 
 def sha256(path: str) -> str | None:
@@ -158,6 +163,7 @@ class Guard:
                     except OSError:
                         continue
                     self.live[scope] = lv
+                    self.open.pop(scope, None)     # judged again against the new release
                     new.append(lv)
         return new
 
@@ -338,12 +344,56 @@ class Guard:
                         found.append(r)
         return found
 
+    def check_uploads(self) -> list[dict[str, Any]]:
+        """PHP sites' `files/` areas: changing is their purpose, so they are not held to a
+        digest list; scripts in them are moved out as evidence."""
+        found = []
+        try:
+            tenants = sorted(os.listdir(SITES))
+        except OSError:
+            return found
+        for t in tenants:
+            base = os.path.join(SITES, t, "files")
+            if not os.path.isdir(base) or os.path.islink(base):
+                continue
+            for root, dirs, files in os.walk(base):
+                dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+                for name in files:
+                    if SCRIPT.search(name):
+                        found.append(self._quarantine(t, base, os.path.join(root, name)))
+        return found
+
+    def _quarantine(self, tenant: str, base: str, path: str) -> dict[str, Any]:
+        now = time.time()
+        rel = os.path.relpath(path, base)
+        dest = os.path.join(EVIDENCE, time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+                            + f"-{tenant}-files", rel)
+        try:
+            changed_at = os.lstat(path).st_ctime
+            os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+            shutil.move(path, dest)
+            os.chmod(dest, 0o400)
+            moved, why = True, ""
+        except OSError as exc:
+            changed_at, moved, why = None, False, f"{exc.strerror or exc}"
+        rec = {"at": now, "node": self.node, "tenant": tenant, "release": "files",
+               "file": "files/" + rel, "change": "script", "changed_at": changed_at,
+               "live_seconds": round(now - changed_at, 3) if changed_at else None,
+               "restored": moved, "why": why, "evidence": dest if moved else None}
+        self.total[tenant] = self.total.get(tenant, 0) + 1
+        if not moved:
+            self.open.setdefault(tenant, {})["files/" + rel] = why
+        with open(INCIDENTS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        return rec
+
     def full_check(self) -> list[dict[str, Any]]:
         for lv in self.refresh():
             self.adopt(lv)
         found = []
         for lv in list(self.live.values()):
             found.extend(self.check_release(lv))
+        found.extend(self.check_uploads())
         self.last_full = time.time()
         self.save()
         return found

@@ -28,7 +28,10 @@ def incidents(county: County, hours: float = 24 * 7) -> dict[str, Any]:
             return node.name, {"error": "no answer in 60 s"}
         if r.returncode != 0:
             return node.name, {"error": r.stderr.strip()[-300:] or f"exit {r.returncode}"}
-        return node.name, json.loads(r.stdout)
+        got = json.loads(r.stdout)
+        for i in got["incidents"]:
+            i["node"] = node.name        # as hosts.yaml names it (a node's own hostname may differ)
+        return node.name, got
 
     with ThreadPoolExecutor(max_workers=max(1, len(inv.hosts.nodes))) as pool:
         return dict(pool.map(one, inv.hosts.nodes))
