@@ -1,6 +1,8 @@
 """`govhost` commands: The lab cluster and its county services."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from commands.output import call, county, emit, err, out, table
@@ -72,6 +74,17 @@ def lab_wipe(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     address. `govhost node replace NAME` then brings it back to what it ran."""
     from controlplane.lab import machines as lab
     _lab_print([call(lab.wipe, name, as_json=as_json)], as_json)
+
+
+@lab_app.command("upload")
+def lab_upload(unit: str, directory: Path,
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Replace UNIT's upload area with DIRECTORY's files, as the unit's SFTP upload would
+    (then `govhost publish UNIT`)."""
+    from controlplane.lab import seed
+    res = call(seed.upload, county(), unit, directory, as_json=as_json)
+    emit(res) if as_json else out.print(f"{unit}: {res['files']} files in the upload area on "
+                                        f"{res['node']}")
 
 
 @lab_app.command("image")

@@ -20,6 +20,7 @@ from controlplane.backup import run as backup
 from controlplane.content import releases as content
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
+from controlplane.search import index as search_index
 from controlplane.sites import apply as apply_mod
 from controlplane.sites.plan import compute_placement
 
@@ -86,9 +87,20 @@ def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, A
                                     "from": "backup", "error": str(exc)})
             continue
         out["restored"].append({"tenant": t.name, "from": "backup", **r})
+    out["search"] = _search(county, say)
     out["result"] = "replaced" if result.ok and not any("error" in r for r in out["restored"]) \
         else "partial"
     return out
+
+
+def _search(county: County, say: Say) -> dict[str, Any]:
+    """A new or replaced node answers the county search too: it is sent every unit whole."""
+    try:
+        res = search_index.sync(county, None, say=say)
+    except GovhostError as exc:
+        say(f"search index not sent: {exc}")
+        return {"error": str(exc)}
+    return {n: {"sent_whole": len(r.get("sent_whole", []))} for n, r in res["nodes"].items()}
 
 
 def _placements(county: County) -> dict[str, tuple[str, ...]]:
@@ -107,7 +119,7 @@ def add(county: County, name: str, say: Say = lambda _: None) -> dict[str, Any]:
     _node(inv, name)
     result = apply_mod.apply(county, progress=_progress(say), share_for_node=name)
     placement = _placements(county)
-    return {"node": name, "apply": result.to_json(),
+    return {"node": name, "apply": result.to_json(), "search": _search(county, say),
             "replicas": sorted(t for t, ns in placement.items() if name in ns),
             "result": "added" if result.ok else "partial"}
 
