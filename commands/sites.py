@@ -165,7 +165,7 @@ def status(
 
 
 def _print_nodes(nodes: list[dict]) -> None:
-    t = table("Nodes", "node", "address", "reachable", "booted", "nginx", "agent",
+    t = table("Nodes", "node", "address", "reachable", "booted", "nginx", "agent", "tamper",
               "live release", "desired", "replicas", "note")
     for n in nodes:
         booted = time.strftime("%m-%d %H:%M", time.localtime(n["boot_time"])) \
@@ -173,6 +173,9 @@ def _print_nodes(nodes: list[dict]) -> None:
         t.add_row(n["node"], n["address"], "[green]yes[/]" if n["reachable"] else "[red]no[/]",
                   booted, "running" if n["nginx_running"] else "[red]stopped[/]",
                   "running" if n["agent_running"] else "[yellow]down[/]",
+                  ("[red]down[/]" if not n.get("tamper_watcher") else
+                   f"[yellow]{n['config_tampered']} put back[/]" if n.get("config_tampered")
+                   else "watching") if n["reachable"] else "-",
                   n["release_live"] or "-", n["release_desired"], str(n["replicas"]),
                   ("drained " if n["drained"] else "") +
                   ("" if n["in_sync"] else "[yellow]drift: run apply[/]"))
@@ -187,7 +190,8 @@ def _code_cell(code: Any, probe: bool) -> str:
 
 
 def _print_tenants(rows: list[dict], node_names: list[str], probe: bool) -> None:
-    tt = table("Tenants", "tenant", "host", "replicas", *node_names, "requests", "5xx", "disk")
+    tt = table("Tenants", "tenant", "host", "replicas", *node_names, "requests", "5xx", "disk",
+               "tampered")
     for r in rows:
         cells = [_code_cell(r["answers"].get(n, "-"), probe) for n in node_names]
         tt.add_row(r["tenant"], r["host"], ",".join(r["replicas"]), *cells, str(r["requests"]),
@@ -202,7 +206,8 @@ def _print_tenant(r: dict, nodes: list[dict], probe: bool) -> None:
     out.print(f"  {r['host']}" + (f"  aliases: {', '.join(r['aliases'])}" if r["aliases"]
                                   else ""), highlight=False)
     out.print(f"  requests {r['requests']}, 5xx {r['errors_5xx']}, sent "
-              f"{human_size(r['bytes_sent'])}, disk {human_size(r['disk_bytes'])}", highlight=False)
+              f"{human_size(r['bytes_sent'])}, disk {human_size(r['disk_bytes'])}, tampered "
+              f"files put back {r['tamper_incidents']}", highlight=False)
     t = table("Through each node", "node", "role", "answer", "ms")
     for n in nodes:
         role = "replica" if n["node"] in r["replicas"] else "proxy"

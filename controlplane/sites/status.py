@@ -21,8 +21,9 @@ from controlplane.sites import probes, replicas
 
 
 def agent_metrics(address: str, timeout: float = 3.0) -> dict[str, dict[str, float]] | None:
-    """Per tenant from a node's agent: requests (all classes), 5xx, bytes, disk; None if the
-    agent does not answer."""
+    """Per tenant from a node's agent: requests (all classes), 5xx, bytes, disk, tamper
+    incidents and files not put back (`_config`: the node's config release); under `_node`,
+    whether the tamper watcher is alive. None if the agent does not answer."""
     host = f"[{address}]" if ":" in address else address
     try:
         with urllib.request.urlopen(f"http://{host}:{AGENT_PORT}/metrics",
@@ -35,9 +36,12 @@ def agent_metrics(address: str, timeout: float = 3.0) -> dict[str, dict[str, flo
         for s in fam.samples:
             t = s.labels.get("tenant")
             if t is None:
+                if s.name == "govhost_tamper_watcher_up":
+                    out["_node"] = {"tamper_watcher_up": s.value}
                 continue
             d = out.setdefault(t, {"requests": 0.0, "errors_5xx": 0.0, "bytes": 0.0,
-                                   "disk_bytes": 0.0})
+                                   "disk_bytes": 0.0, "tamper_incidents": 0.0,
+                                   "tamper_unrepaired": 0.0})
             if s.name == "govhost_tenant_requests_total":
                 d["requests"] += s.value
                 if s.labels.get("code") == "5xx":
@@ -46,6 +50,10 @@ def agent_metrics(address: str, timeout: float = 3.0) -> dict[str, dict[str, flo
                 d["bytes"] += s.value
             elif s.name == "govhost_tenant_disk_bytes":
                 d["disk_bytes"] = s.value
+            elif s.name == "govhost_tamper_incidents_total":
+                d["tamper_incidents"] = s.value
+            elif s.name == "govhost_tamper_unrepaired_files":
+                d["tamper_unrepaired"] = s.value
     return out
 
 
@@ -100,6 +108,15 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
         if not row["agent_running"]:
             problem("warning", n.name, "govhost-agent does not answer on port "
                     f"{AGENT_PORT}; `govhost apply` starts it")
+        a = agents.get(n.name) or {}
+        row["tamper_watcher"] = bool(a.get("_node", {}).get("tamper_watcher_up"))
+        row["config_tampered"] = int(a.get("_config", {}).get("tamper_incidents", 0))
+        if row["agent_running"] and not row["tamper_watcher"]:
+            problem("critical", n.name, "the tamper watcher is not running: live files are not "
+                    "protected; `govhost apply` starts it")
+        if a.get("_config", {}).get("tamper_unrepaired"):
+            problem("critical", n.name, "config files changed on the node could not be put "
+                    "back; `govhost tamper list` says why, `govhost apply` ships the release")
         if not s.intact:
             problem("warning", n.name, f"files of the live release {s.release} were changed on "
                     "the node; `govhost apply` ships it again")
@@ -145,13 +162,19 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
                "requests": int(sum(c["requests"] for c in counted)),
                "errors_5xx": int(sum(c["errors_5xx"] for c in counted)),
                "bytes_sent": int(sum(c["bytes"] for c in counted)),
-               "disk_bytes": int(max((c["disk_bytes"] for c in counted), default=0))}
+               "disk_bytes": int(max((c["disk_bytes"] for c in counted), default=0)),
+               "tamper_incidents": int(sum(c.get("tamper_incidents", 0) for c in counted))}
         up = [n for n, r in answers.items() if r.up]
         row["up_everywhere"] = probe and len(up) == len(inv.hosts.nodes)
         row["content_live"] = live_content.get(t.name)
         row["content_drift"] = [{"node": d.node, "have": d.have, "why": d.why}
                                 for d in drifted if d.tenant == t.name]
         rows.append(row)
+        unrepaired = [n for n, a in agents.items()
+                      if a and a.get(t.name, {}).get("tamper_unrepaired")]
+        if unrepaired:
+            problem("critical", t.name, f"live files changed on {', '.join(sorted(unrepaired))} "
+                    "could not be put back: `govhost tamper list` says why; publish again")
         if probe and answers and not up:
             problem("critical", t.name, f"{host} answers on no node")
         elif probe and answers and len(up) < len(answers):
