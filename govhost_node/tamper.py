@@ -404,6 +404,7 @@ def watch(full_every: float) -> None:
     from watchdog.observers import Observer
 
     guard = Guard()
+    guard.save()                        # alive from the first second, before the full check
     events: queue.Queue[str] = queue.Queue()
 
     class Handler(FileSystemEventHandler):

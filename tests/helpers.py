@@ -1,6 +1,7 @@
 """Builders shared by the tests: minimal manifests and generated counties."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -100,3 +101,17 @@ def upload(address: str, tenant: str, files: dict[str, bytes], replace: bool = F
     clear = f"find {up} -mindepth 1 -delete && " if replace else ""
     lab_ssh(address, f"{clear}tar -x -C {up} && chown -R gh-{tenant}:gh-{tenant} {up}",
             buf.getvalue())
+
+
+@contextlib.contextmanager
+def tamper_watcher_stopped(address: str):
+    """The node's tamper watcher stopped for the block (a change it missed, as when it is down),
+    so a test can plant a change that other mechanisms (status drift, apply, restore) must
+    catch; started again afterwards (it then checks every live file)."""
+    lab_ssh(address, "if [ -d /run/systemd/system ] && [ -f /etc/systemd/system/govhost-tamper"
+                     ".service ]; then systemctl stop govhost-tamper; else "
+                     "kill $(cat /run/govhost-tamper.pid) 2>/dev/null; sleep 0.3; fi; true")
+    try:
+        yield
+    finally:
+        lab_ssh(address, f"/usr/local/sbin/govhost-node agents {address}")

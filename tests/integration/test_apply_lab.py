@@ -9,6 +9,7 @@ from pathlib import Path
 from controlplane.core import inventory
 from controlplane.lab import machines as lab
 from controlplane.sites import probes
+from tests.helpers import tamper_watcher_stopped
 
 from .conftest import govhost
 
@@ -101,11 +102,14 @@ def test_modified_base_release_gets_the_whole_release(county):
     """Someone edited a file of the live release on n2: status reports it, the delta cannot
     be trusted there, so the node gets the whole release; the edit does not survive."""
     apply_json(county)
-    on_node("127.0.1.2", "echo '# edited by hand' >> /etc/govhost/current/vhosts/jiaoyu.conf")
-    st = json.loads(govhost(county, "status", "--no-probe", "--json", check=True).stdout)
-    assert [p["where"] for p in st["problems"] if "changed on the node" in p["what"]] == ["n2"]
-    _change_title(county, "shuili", "（新）")
-    result = apply_json(county)
+    with tamper_watcher_stopped("127.0.1.2"):    # (it would put the file back at once)
+        on_node("127.0.1.2",
+                "echo '# edited by hand' >> /etc/govhost/current/vhosts/jiaoyu.conf")
+        st = json.loads(govhost(county, "status", "--no-probe", "--json", check=True).stdout)
+        assert [p["where"] for p in st["problems"]
+                if "changed on the node" in p["what"]] == ["n2"]
+        _change_title(county, "shuili", "（新）")
+        result = apply_json(county)
     assert result["result"] == "changed", result
     assert all(n["result"] == "applied" for n in result["nodes"])
     assert "edited by hand" not in on_node("127.0.1.2",

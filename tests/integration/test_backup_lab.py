@@ -10,6 +10,7 @@ import pytest
 
 from controlplane.core.county import County
 from controlplane.lab import machines as lab
+from tests.helpers import tamper_watcher_stopped
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES, apply_json, on_node
@@ -95,14 +96,17 @@ def test_restore_after_loss_gives_back_identical_files_and_rows(county):
     assert run["failed"] == 0 and {(r["kind"], r["ok"]) for r in run["results"]} == \
         {("files", True), ("db", True)}
 
-    # The loss: files deleted from the upload area and from the live release, rows deleted,
-    # a table added.
-    on_node(home, f"rm -rf /srv/govhost/sites/{TENANT}/upload/docs "
-                  f"/srv/govhost/sites/{TENANT}/current/docs/report.pdf")
-    on_node(db, "mariadb gh_zhujian -e 'DELETE FROM t WHERE id > 1; CREATE TABLE junk (x INT)'")
-    assert _hashes(home, "current") != live and _rows(db) == ["1\ta"]
+    # The loss: files deleted from the upload area and from the live release (the tamper
+    # watcher, which would put the live file back at once, is down), rows deleted, a table
+    # added.
+    with tamper_watcher_stopped(home):
+        on_node(home, f"rm -rf /srv/govhost/sites/{TENANT}/upload/docs "
+                      f"/srv/govhost/sites/{TENANT}/current/docs/report.pdf")
+        on_node(db, "mariadb gh_zhujian -e 'DELETE FROM t WHERE id > 1; "
+                    "CREATE TABLE junk (x INT)'")
+        assert _hashes(home, "current") != live and _rows(db) == ["1\ta"]
 
-    res = _json(govhost(inv, "backup", "restore", TENANT, "--yes", "--json", timeout=900))
+        res = _json(govhost(inv, "backup", "restore", TENANT, "--yes", "--json", timeout=900))
     assert res["files_snapshot"].startswith(next(r["snapshot"] for r in run["results"]
                                                  if r["kind"] == "files"))
     assert _hashes(home, "current") == live            # byte-identical

@@ -21,6 +21,7 @@ import yaml
 
 from controlplane.core.county import County
 from controlplane.lab import machines as lab
+from tests.helpers import tamper_watcher_stopped
 
 from .conftest import REPO, govhost, lab_possible
 from .test_apply_lab import NODES, on_node
@@ -208,13 +209,15 @@ def test_raising_replicas_never_serves_a_placeholder(county):
 
 def test_drift_is_reported_and_healed(county):
     rid = holdings(NODES["n1"], "jiaoyu")["current"]
-    on_node(NODES["n3"], "f=/srv/govhost/sites/jiaoyu/current/about.html; "
-            "cp $f $f.x && echo defaced > $f.x && mv $f.x $f")
-    data = json.loads(govhost(county, "status", "--json", check=False).stdout)
-    drift = [p for p in data["problems"] if "jiaoyu" in p["where"] and "n3" in p["where"]]
-    assert drift and "changed" in drift[0]["what"], data["problems"]
-    with Continuity("jiaoyu.qingshui.gov.cn", {"about.html": "关于我们"}) as loop:
-        res = apply(county)
+    # A change the tamper watcher missed (it was down): status and apply are the second line.
+    with tamper_watcher_stopped(NODES["n3"]):
+        on_node(NODES["n3"], "f=/srv/govhost/sites/jiaoyu/current/about.html; "
+                "cp $f $f.x && echo defaced > $f.x && mv $f.x $f")
+        data = json.loads(govhost(county, "status", "--json", check=False).stdout)
+        drift = [p for p in data["problems"] if "jiaoyu" in p["where"] and "n3" in p["where"]]
+        assert drift and "changed" in drift[0]["what"], data["problems"]
+        with Continuity("jiaoyu.qingshui.gov.cn", {"about.html": "关于我们"}) as loop:
+            res = apply(county)
     assert [m for m in res["content"] if m["to"] == "n3" and m["ok"]]
     h = holdings(NODES["n3"], "jiaoyu")
     assert h["current"] == rid and h["intact"]

@@ -19,6 +19,7 @@ from controlplane.lab import services as lab_services
 from controlplane.monitoring.exporter import Prober
 from controlplane.sites import probes
 from controlplane.tls import certs as tls_certs
+from tests.helpers import tamper_watcher_stopped
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES as _NODES
@@ -177,7 +178,10 @@ def test_homepage_probes_go_over_https_and_see_a_node_that_only_redirects(http01
         want = "http" if tenant == "tongji" else "https"   # tongji waits for its import
         assert {(r.scheme, r.status) for r in per_node.values()} == {(want, 200)}, tenant
     assert rnd.failed["jiaoyu"] == []
-    # Take jiaoyu's HTTPS server away on n2 only (a new file: release files are hard links).
+    # Take jiaoyu's HTTPS server away on n2 only (a new file: release files are hard links),
+    # with n2's tamper watcher stopped (it would put the file back at once).
+    watcher = tamper_watcher_stopped("127.0.1.2")
+    watcher.__enter__()
     on_node("127.0.1.2", "cd /etc/govhost/current/vhosts && python3 -c \"import sys; "
             "a, b = open('jiaoyu.conf').read().split('include snippets/listen-tls.conf;'); "
             "open('.j', 'w').write(a + 'include snippets/listen-tls.conf;' + "
@@ -194,6 +198,7 @@ def test_homepage_probes_go_over_https_and_see_a_node_that_only_redirects(http01
         assert all(not f for t, f in rnd.failed.items() if t != "jiaoyu")
     finally:
         govhost(inv, "apply", "--yes", check=True)        # ships the changed release again
+        watcher.__exit__(None, None, None)
     rnd = prober.probe_once()
     assert rnd.failed["jiaoyu"] == [] and rnd.live_release == rnd.desired_release
 
