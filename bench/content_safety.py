@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Benchmark content safety, measured side by side in one run:
+
+  1. wording check of PAGES pages (default 60,000) against the example county's lists plus
+     5,000 more words: pages per second, next to `grep -F -f` (a multi-pattern fixed-string
+     search over the same files, which knows nothing of HTML, evasions or line numbers) as
+     the floor;
+  2. the county search index of the same pages: build time, size; query latency (median,
+     p99) in process, and through a lab node's nginx under wrk; next to `grep -rl WORD` over
+     the same pages as the floor;
+  3. tamper protection with UNITS units (default 300) live on one lab node: time from a file
+     changed to put back (median, p99), measured on the node.
+
+Parts 2 (wrk) and 3 need root and the lab (they bring up 3 overlay nodes and apply the
+example county); part 1 and the in-process numbers do not. Pages are synthetic Chinese
+government pages (titles, dates, ~600 characters of text from a fixed vocabulary).
+
+Usage: bench/content_safety.py [PAGES] [UNITS] [--no-lab]
+"""
+from __future__ import annotations
+
+import json
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from controlplane.core import inventory  # noqa: E402
+from controlplane.core.county import County  # noqa: E402
+from controlplane.core.wordlists import WordList  # noqa: E402
+from controlplane.search import dictionary, pages  # noqa: E402
+from controlplane.wording.match import Matcher, findings  # noqa: E402
+from govhost_node import search as node_search  # noqa: E402
+
+VOCAB = ("青水县 人民政府 教育局 茶河镇 龙潭镇 通知 公告 关于 开展 工作 会议 召开 全县 乡村振兴 "
+         "安全生产 检查 部署 落实 群众 服务 项目 建设 农业 农村 卫生健康 疫苗 接种 学校 招生 "
+         "报名 时间 地点 联系 电话 政策 解读 文件 规定 办法 实施 方案 年度 总结 计划 预算 决算 "
+         "公开 信息 政务 办事 指南 窗口 受理 审批 许可 社会保障 养老 医疗 就业 培训 补贴 发放 "
+         "防汛 抗旱 应急 管理 演练 交通 道路 维修 水利 工程 验收 环境 保护 治理 垃圾 分类 "
+         "文化 旅游 活动 比赛 运动会 开幕 闭幕 表彰 先进 个人 集体 民政 救助 低保 残疾人 "
+         "统计 调查 数据 发布 增长 下降 同比 环比 市场 监督 食品 药品 价格 投诉 举报").split()
+EXTRA_WORDS = 5000
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+
+
+def make_pages(root: Path, count: int, units: int) -> list[tuple[str, str, Path]]:
+    rnd = random.Random(7)
+    out = []
+    for i in range(count):
+        unit = f"u{i % units:03d}"
+        title = "关于" + "".join(rnd.choice(VOCAB) for _ in range(4)) + "的通知"
+        date = f"2026-{rnd.randint(1, 11):02d}-{rnd.randint(1, 28):02d}"
+        paras = ["".join(rnd.choice(VOCAB) for _ in range(40)) + "。" for _ in range(6)]
+        if i % 1000 == 0:
+            paras.append("原国家工商行政 管理总局的文件已废止")       # a finding per 1,000
+        body = "\n".join(f"<p>{p}</p>" for p in paras)
+        html = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title>"
+                f"<meta name=\"PubDate\" content=\"{date}\"></head>\n<body>\n<h1>{title}</h1>\n"
+                f"{body}\n</body></html>\n")
+        path = root / unit / "news" / f"p{i:06d}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(html, encoding="utf-8")
+        out.append((unit, f"news/p{i:06d}.html", path))
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def bench_wording(inv, files, root: Path) -> dict:
+    rnd = random.Random(11)
+    extra = sorted({"".join(rnd.choice(VOCAB) for _ in range(3)) + "错" for _ in range(EXTRA_WORDS)})
+    lists = dict(inv.wording)
+    lists["bench.yaml"] = WordList.model_validate(
+        {"severity": "note", "entries": [{"word": w} for w in extra]})
+    t0 = time.perf_counter()
+    matcher = Matcher(lists)
+    compile_s = time.perf_counter() - t0
+    from controlplane.core.pagetext import extract
+    c0, t0 = cpu(), time.perf_counter()
+    found = 0
+    for _, rel, path in files:
+        page = extract(rel, path.read_bytes())
+        found += len(findings(matcher, page))
+    secs, cpus = time.perf_counter() - t0, cpu() - c0
+    words_file = root / "words.txt"
+    words_file.write_text("\n".join(e.word for wl in lists.values() for e in wl.entries) + "\n")
+    t0 = time.perf_counter()
+    subprocess.run(["grep", "-rFc", "-f", str(words_file), str(root / "pages")],
+                   capture_output=True)
+    grep_s = time.perf_counter() - t0
+    return {"pages": len(files), "words": len(matcher.rules), "compile_seconds": round(compile_s, 3),
+            "seconds": round(secs, 2), "cpu_seconds": round(cpus, 2),
+            "pages_per_second": round(len(files) / secs), "findings": found,
+            "grep_F_seconds": round(grep_s, 2), "ratio_to_grep": round(secs / grep_s, 1)}
+
+
+def bench_index(inv, files, root: Path) -> tuple[dict, Path]:
+    words = dictionary.words(inv)
+    node_search.load_words(words)
+    db = root / "index.db"
+    idx = node_search.Index(str(db))
+    idx.apply({"words": words})
+    c0, t0 = cpu(), time.perf_counter()
+    by_unit: dict[str, list] = {}
+    for unit, rel, path in files:
+        rec = pages.record(f"{unit}.qingshui.gov.cn", rel, "0" * 64, path.read_bytes(),
+                           node_search.segment)
+        by_unit.setdefault(unit, []).append(rec)
+    seg_s = time.perf_counter() - t0
+    for unit, recs in by_unit.items():
+        idx.apply({"tenant": unit, "title": unit, "release": "r1", "base": None, "drop": [],
+                   "put": recs})
+    secs, cpus = time.perf_counter() - t0, cpu() - c0
+    idx.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    queries = ["茶河镇", "乡村振兴 通知", "疫苗接种", "运动会 开幕", "低保 救助", "防汛 演练",
+               "招生 报名", "预算 公开"]
+    lat = []
+    for i in range(400):
+        q = queries[i % len(queries)]
+        t = time.perf_counter()
+        idx.search(q, None if i % 2 else f"u{i % 300:03d}", "relevance" if i % 3 else "date")
+        lat.append((time.perf_counter() - t) * 1000)
+    grep = []
+    for q in ["茶河镇", "疫苗", "运动会", "低保", "防汛"]:
+        t = time.perf_counter()
+        subprocess.run(["grep", "-rl", q, str(root / "pages")], capture_output=True)
+        grep.append((time.perf_counter() - t) * 1000)
+    idx.close()
+    return ({"pages": len(files), "segment_seconds": round(seg_s, 1),
+             "build_seconds": round(secs, 1), "cpu_seconds": round(cpus, 1),
+             "size_mb": round(db.stat().st_size / 2**20, 1),
+             "pages_mb": round(sum(p.stat().st_size for _, _, p in files) / 2**20, 1),
+             "query_ms_median": round(statistics.median(lat), 2),
+             "query_ms_p99": round(pct(lat, 99), 2),
+             "grep_rl_ms_median": round(statistics.median(grep), 1),
+             "ratio_grep_to_query": round(statistics.median(grep) / statistics.median(lat))},
+            db)
+
+
+def ssh(address: str, cmd: str, data: bytes | None = None) -> str:
+    from controlplane.lab import machines as lab
+    return subprocess.run([*lab.ssh_argv(address), cmd], input=data, capture_output=True,
+                          check=True, timeout=1800).stdout.decode()
+
+
+def _wrk(url: str, host: str) -> dict:
+    out = subprocess.run(["wrk", "-t2", "-c8", "-d10s", "--latency", "-H", f"Host: {host}", url],
+                         capture_output=True, text=True, timeout=60).stdout
+    res: dict = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if parts[:1] == ["Requests/sec:"]:
+            res["requests_per_second"] = float(parts[1])
+        elif len(parts) == 2 and parts[0] in ("50%", "99%"):
+            v = parts[1]
+            ms = float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") \
+                else float(v[:-1]) * 1000
+            res["ms_" + parts[0].rstrip("%")] = ms
+    return res
+
+
+def bench_search_http(db: Path) -> dict:
+    """The big index on n1, queried through n1's nginx (portal and a unit's own search)."""
+    ssh("127.0.1.1", "kill $(cat /run/govhost-search.pid) 2>/dev/null; sleep 0.5; "
+                     "mkdir -p /var/lib/govhost/search; "
+                     "cat > /var/lib/govhost/search/bench.db", db.read_bytes())
+    ssh("127.0.1.1", "cd /var/lib/govhost/search && mv index.db index.db.keep 2>/dev/null; "
+                     "rm -f index.db-wal index.db-shm; mv bench.db index.db; "
+                     "/usr/local/sbin/govhost-node agents 127.0.1.1")
+    time.sleep(3)
+    q = "%E4%B9%A1%E6%9D%91%E6%8C%AF%E5%85%B4"      # 乡村振兴
+    try:
+        return {"portal": _wrk(f"http://127.0.1.1/search?q={q}", "www.qingshui.gov.cn"),
+                "unit": _wrk(f"http://127.0.1.1/search?q={q}", "jiaoyu.qingshui.gov.cn"),
+                "static_page": _wrk("http://127.0.1.1/", "www.qingshui.gov.cn")}
+    finally:
+        ssh("127.0.1.1", "kill $(cat /run/govhost-search.pid) 2>/dev/null; sleep 0.5; "
+                         "cd /var/lib/govhost/search && rm -f index.db index.db-wal index.db-shm;"
+                         " mv index.db.keep index.db 2>/dev/null; "
+                         "/usr/local/sbin/govhost-node agents 127.0.1.1")
+
+
+TAMPER_ON_NODE = r'''
+import hashlib, json, os, random, sys, time
+units, files, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+base = "/srv/govhost/sites"
+if sys.argv[4] == "make":
+    for u in range(units):
+        rel = os.path.join(base, f"zzbench{u:03d}", "releases", "r1")
+        os.makedirs(os.path.join(rel, "news"), exist_ok=True)
+        lines = []
+        for f in range(files):
+            data = (f"<p>unit {u} page {f}</p>" * 20).encode()
+            name = f"news/p{f:03d}.html"
+            with open(os.path.join(rel, name), "wb") as fh:
+                fh.write(data)
+            os.chmod(os.path.join(rel, name), 0o644)
+            lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+        open(os.path.join(rel, ".digests"), "w").writelines(lines)
+        link = os.path.join(base, f"zzbench{u:03d}", "current")
+        if not os.path.islink(link):
+            os.symlink("releases/r1", link)
+    sys.exit(0)
+if sys.argv[4] == "clean":
+    import shutil
+    for u in range(units):
+        shutil.rmtree(os.path.join(base, f"zzbench{u:03d}"), ignore_errors=True)
+    sys.exit(0)
+rnd = random.Random(5)
+lat = []
+for i in range(rounds):
+    u, f = rnd.randrange(units), rnd.randrange(files)
+    path = os.path.join(base, f"zzbench{u:03d}", "current", "news", f"p{f:03d}.html")
+    good = open(path, "rb").read()
+    t0 = time.perf_counter()
+    with open(path, "wb") as fh:
+        fh.write(b"<h1>defaced</h1>")
+    while True:
+        try:
+            if open(path, "rb").read() == good:
+                break
+        except OSError:
+            pass
+        if time.perf_counter() - t0 > 30:
+            break
+        time.sleep(0.001)
+    lat.append((time.perf_counter() - t0) * 1000)
+    time.sleep(0.05)
+print(json.dumps(lat))
+'''
+
+
+def bench_tamper(units: int, files: int = 20, rounds: int = 200) -> dict:
+    script = "/tmp/govhost-bench-tamper.py"
+    ssh("127.0.1.1", f"cat > {script}", TAMPER_ON_NODE.encode())
+    ssh("127.0.1.1", f"python3 {script} {units} {files} 0 make")
+    try:
+        t0 = time.perf_counter()
+        ssh("127.0.1.1", "kill $(cat /run/govhost-tamper.pid) 2>/dev/null; sleep 0.3; "
+                         "/usr/local/sbin/govhost-node agents 127.0.1.1")
+        while True:          # the watcher adopted every unit (its start-up full check)
+            st = json.loads(ssh("127.0.1.1", "cat /var/lib/govhost/tamper/state.json"))
+            if len([s for s in st.get("watching", {}) if s.startswith("zzbench")]) == units \
+                    and st.get("last_full_check", 0) > 0:
+                break
+            time.sleep(0.5)
+        start_s = time.perf_counter() - t0
+        lat = json.loads(ssh("127.0.1.1", f"python3 {script} {units} {files} {rounds} run"))
+    finally:
+        ssh("127.0.1.1", f"python3 {script} {units} {files} 0 clean; rm -f {script}")
+    return {"units": units, "files": units * files, "rounds": rounds,
+            "watcher_start_seconds": round(start_s, 1),
+            "put_back_ms_median": round(statistics.median(lat), 1),
+            "put_back_ms_p99": round(pct(lat, 99), 1), "put_back_ms_max": round(max(lat), 1)}
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    count = int(args[0]) if args else 60_000
+    units = int(args[1]) if len(args) > 1 else 300
+    use_lab = "--no-lab" not in sys.argv
+    inv = inventory.load(REPO / "inventory", Path(tempfile.mkdtemp(prefix="govhost-bench-st-")))
+    work = Path(tempfile.mkdtemp(prefix="govhost-bench-safety-"))
+    try:
+        t0 = time.perf_counter()
+        files = make_pages(work / "pages", count, units)
+        print(f"generated {count} pages for {units} units in {time.perf_counter() - t0:.1f} s",
+              flush=True)
+        w = bench_wording(inv, files, work)
+        print("wording:", json.dumps(w, ensure_ascii=False), flush=True)
+        s, db = bench_index(inv, files, work)
+        print("search index:", json.dumps(s, ensure_ascii=False), flush=True)
+        if use_lab:
+            from controlplane.lab import machines as lab
+            from controlplane.sites import apply as apply_mod
+            if not all(n.ssh_open for n in lab.up(3)[:3]):
+                sys.exit("lab nodes are not answering")
+            inv_dir = work / "inventory"
+            shutil.copytree(REPO / "inventory", inv_dir,
+                            ignore=shutil.ignore_patterns(".govhost"))
+            if not apply_mod.apply(County(inv_dir)).ok:
+                sys.exit("apply failed")
+            h = bench_search_http(db)
+            print("search through nginx (wrk -t2 -c8 -d10s):", json.dumps(h), flush=True)
+            t = bench_tamper(units)
+            print("tamper:", json.dumps(t), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
