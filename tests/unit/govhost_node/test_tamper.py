@@ -1,0 +1,137 @@
+"""The tamper guard on a real filesystem (a temporary tree laid out like a node): adoption,
+changed/added/removed files put back with evidence, a release switch not mistaken for
+tampering, a file without a pristine copy reported as not put back, scripts moved out of a PHP
+site's files/. The inotify watcher around it runs in the lab tests."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from govhost_node import tamper
+
+
+def _release(root, tenant: str, rid: str, files: dict[str, bytes]) -> str:
+    rel = root / "sites" / tenant / "releases" / rid
+    for name, data in files.items():
+        (rel / name).parent.mkdir(parents=True, exist_ok=True)
+        (rel / name).write_bytes(data)
+        os.chmod(rel / name, 0o644)
+    (rel / ".digests").write_text("".join(
+        f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in files.items()))
+    (rel / ".meta.json").write_text("{}")
+    return str(rel)
+
+
+def _switch(root, tenant: str, rid: str) -> None:
+    link = root / "sites" / tenant / "current"
+    tmp = root / "sites" / tenant / ".current.tmp"
+    os.symlink(f"releases/{rid}", tmp)
+    os.replace(tmp, link)
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    for name, sub in (("SITES", "sites"), ("BASE", "tamper"), ("PRISTINE", "pristine"),
+                      ("EVIDENCE", "tamper/evidence")):
+        monkeypatch.setattr(tamper, name, str(tmp_path / sub))
+    monkeypatch.setattr(tamper, "CONFIG", str(tmp_path / "etc-current"))
+    monkeypatch.setattr(tamper, "INCIDENTS", str(tmp_path / "tamper/incidents.jsonl"))
+    monkeypatch.setattr(tamper, "STATE", str(tmp_path / "tamper/state.json"))
+    _release(tmp_path, "jiaoyu", "r1", {"index.html": b"<h1>home</h1>",
+                                        "news/a.html": b"<p>a</p>"})
+    _switch(tmp_path, "jiaoyu", "r1")
+    return tmp_path
+
+
+def test_changed_added_and_removed_files_are_put_back(node):
+    g = tamper.Guard("n1")
+    assert g.full_check() == []
+    live = node / "sites/jiaoyu/current"
+    (live / "index.html").write_bytes(b"HACKED")
+    (live / "shell.php").write_bytes(b"<?php system($_GET[1]);")
+    (live / "news/a.html").unlink()
+    (live / "news/evil").mkdir()
+    found = g.full_check()
+    assert sorted((i["file"], i["change"], i["restored"]) for i in found) == [
+        ("index.html", "modified", True), ("news/a.html", "removed", True),
+        ("news/evil", "added", True), ("shell.php", "added", True)]
+    assert (live / "index.html").read_bytes() == b"<h1>home</h1>"
+    assert (live / "news/a.html").read_bytes() == b"<p>a</p>"
+    assert not (live / "shell.php").exists() and not (live / "news/evil").exists()
+    assert oct((live / "index.html").stat().st_mode & 0o777) == "0o644"
+    hacked = next(i for i in found if i["file"] == "index.html")
+    assert open(hacked["evidence"], "rb").read() == b"HACKED"
+    state = json.loads((node / "tamper/state.json").read_text())
+    assert state["incidents"] == {"jiaoyu": 4} and state["unrepaired"] == {}
+    assert len((node / "tamper/incidents.jsonl").read_text().splitlines()) == 4
+
+
+def test_one_event_is_judged_against_the_live_release(node):
+    g = tamper.Guard("n1")
+    g.full_check()
+    live = node / "sites/jiaoyu/current"
+    (live / "index.html").write_bytes(b"HACKED")
+    rec = g.check_path(str(os.path.realpath(live / "index.html")))
+    assert rec["change"] == "modified" and rec["restored"]
+    assert g.check_path(str(os.path.realpath(live / "index.html"))) is None   # good now
+
+
+def test_a_publish_is_not_tampering(node):
+    g = tamper.Guard("n1")
+    g.full_check()
+    old = os.path.realpath(node / "sites/jiaoyu/current")
+    _release(node, "jiaoyu", "r2", {"index.html": b"<h1>new</h1>"})
+    _switch(node, "jiaoyu", "r2")
+    # events from the old release (pruned after the switch) before the watcher follows
+    os.unlink(os.path.join(old, "news/a.html"))
+    assert g.check_path(os.path.join(old, "news/a.html")) is None
+    assert g.full_check() == []
+    assert g.live["jiaoyu"].release == "r2"
+
+
+def test_a_file_without_a_pristine_copy_is_reported_not_put_back(node):
+    live = node / "sites/jiaoyu/current"
+    (live / "index.html").write_bytes(b"HACKED before the watcher ever saw it")
+    g = tamper.Guard("n1")
+    [rec] = g.full_check()
+    assert rec["file"] == "index.html" and not rec["restored"]
+    assert "no pristine copy" in rec["why"]
+    state = json.loads((node / "tamper/state.json").read_text())
+    assert list(state["unrepaired"]["jiaoyu"]) == ["index.html"]
+
+
+def test_the_config_release_keeps_its_modes(node):
+    rel = node / "etc-releases" / "c1"
+    (rel / "tls").mkdir(parents=True)
+    (rel / "nginx.conf").write_bytes(b"events {}\n")
+    (rel / "tls/site.key").write_bytes(b"KEY")
+    os.chmod(rel / "tls/site.key", 0o600)
+    conf_digest = hashlib.sha256(b"events {}\n").hexdigest()
+    key_digest = hashlib.sha256(b"KEY").hexdigest()
+    (rel / ".digests").write_text(f"{conf_digest}  nginx.conf\n{key_digest}  tls/site.key\n")
+    (rel / ".complete").write_text("")
+    (rel / "release-id.conf").write_text("location = /release {}\n")
+    os.symlink(rel, node / "etc-current")
+    g = tamper.Guard("n1")
+    assert g.full_check() == []                     # govhost's own files are not tampering
+    (rel / "tls/site.key").write_bytes(b"STOLEN")
+    [rec] = g.full_check()
+    assert rec["tenant"] == "_config" and rec["restored"]
+    assert (rel / "tls/site.key").read_bytes() == b"KEY"
+    assert oct((rel / "tls/site.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_scripts_in_a_php_sites_files_area_are_moved_out(node):
+    files = node / "sites/jiaoyu/files/up"
+    files.mkdir(parents=True)
+    (files / "x.php5").write_bytes(b"<?php eval($_POST[1]);")
+    (files / "photo.jpg").write_bytes(b"JPEG")
+    g = tamper.Guard("n1")
+    found = g.full_check()
+    assert [(i["file"], i["change"], i["restored"]) for i in found] == [
+        ("files/up/x.php5", "script", True)]
+    assert sorted(os.listdir(files)) == ["photo.jpg"]
+    assert open(found[0]["evidence"], "rb").read() == b"<?php eval($_POST[1]);"

@@ -1,0 +1,107 @@
+"""The county search without a server: the county's words, page records, and the index the
+nodes answer from (the same class), with real jieba and SQLite FTS5."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controlplane.core import inventory
+from controlplane.search import dictionary, pages
+from govhost_node import search as node_search
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def inv(tmp_path_factory):
+    return inventory.load(REPO / "inventory", tmp_path_factory.mktemp("state"))
+
+
+@pytest.fixture(scope="module")
+def words(inv):
+    w = dictionary.words(inv)
+    node_search.load_words(w)
+    return w
+
+
+def page(title: str, body: str, date: str | None = None) -> bytes:
+    meta = f'<meta name="PubDate" content="{date}">' if date else ""
+    return (f"<html><head><title>{title}</title>{meta}</head><body><h1>{title}</h1>"
+            f"<p>{body}</p><script>var hidden = '不应被索引';</script></body></html>").encode()
+
+
+@pytest.fixture
+def index(tmp_path, words):
+    idx = node_search.Index(str(tmp_path / "index.db"))
+    idx.apply({"words": words})
+
+    def put(unit, path, data, release="r1", base=None):
+        rec = pages.record(f"{unit}.qingshui.gov.cn", path, f"d-{path}-{release}", data,
+                           node_search.segment)
+        return idx.apply({"tenant": unit, "title": unit, "release": release, "base": base,
+                          "drop": [], "put": [rec]})
+    idx.put = put
+    yield idx
+    idx.close()
+
+
+def test_the_countys_names_and_places_are_words(words):
+    assert {"青水县", "茶河镇", "青水县教育局", "茶河镇人民政府"} <= set(words)
+    assert "教育局" in words                          # the institution without the place
+
+
+def test_page_records_take_title_date_and_visible_text():
+    rec = pages.record("jiaoyu.qingshui.gov.cn", "news/index.html", "abc",
+                       page("通知", "2026年11月3日 全县会议", None), node_search.segment)
+    assert rec["url"] == "//jiaoyu.qingshui.gov.cn/news/"
+    assert rec["title"] == "通知" and rec["date"] == "2026-11-03"
+    assert "不应被索引" not in rec["body"]
+    assert pages.record("x", "a.pdf", "d", b"%PDF", node_search.segment) is None
+
+
+def test_words_not_characters(index):
+    index.put("jiaoyu", "a.html", page("经验交流", "茶河镇中心小学介绍经验"))
+    assert index.search("茶河镇")["total"] == 1
+    assert index.search("镇中")["total"] == 0           # characters across two words
+    assert index.search("中心小学")["total"] == 1
+
+
+def test_a_units_search_is_its_own_and_dates_sort(index):
+    index.put("jiaoyu", "a.html", page("教育通知", "茶河镇学校开学", "2026-09-01"))
+    index.put("chahe", "b.html", page("镇政府通知", "茶河镇秋收", "2026-11-01"))
+    assert {r["unit"] for r in index.search("茶河镇")["results"]} == {"jiaoyu", "chahe"}
+    assert [r["unit"] for r in index.search("茶河镇", "jiaoyu")["results"]] == ["jiaoyu"]
+    assert [r["date"] for r in index.search("茶河镇", sort="date")["results"]] == [
+        "2026-11-01", "2026-09-01"]
+
+
+def test_highlights_are_escaped(index):
+    index.put("jiaoyu", "x.html", page("通知", "关于 &lt;script&gt;alert(1)&lt;/script&gt; 茶河镇"))
+    [r] = index.search("茶河镇")["results"]
+    assert "<mark>茶河镇</mark>" in r["excerpt_html"]
+    assert "script>" not in r["excerpt_html"].replace("script&gt;", "")
+    assert "&lt;/script&gt;" in r["excerpt_html"]
+    html = node_search.render(index.search("<script>茶河镇"), "全县", "relevance")
+    assert "<script>茶河镇" not in html
+
+
+def test_changes_apply_only_on_their_base_and_a_unit_can_be_sent_whole(index, tmp_path):
+    assert index.put("jiaoyu", "a.html", page("通知", "第一版 茶河镇"), "r1", None)
+    assert not index.put("jiaoyu", "a.html", page("通知", "第三版"), "r3", "r2")   # missed r2
+    assert index.releases() == {"jiaoyu": "r1"}
+    whole = index.export("jiaoyu")
+    other = node_search.Index(str(tmp_path / "node.db"))
+    assert other.apply(whole) and other.releases() == {"jiaoyu": "r1"}
+    assert other.search("茶河镇")["total"] == 1
+    assert other.apply({"tenant": "jiaoyu", "remove": True})
+    assert other.search("茶河镇")["total"] == 0 and other.releases() == {}
+    other.close()
+
+
+def test_queries_cannot_inject_fts_syntax(index):
+    index.put("jiaoyu", "a.html", page("通知", "茶河镇"))
+    for q in ['"', 'NEAR(a b)', "茶河镇 OR *", "a:b", "'; DROP TABLE pages; --", "(((", ""]:
+        res = index.search(q)
+        assert res["total"] >= 0
+    assert index.search("茶河镇")["total"] == 1
