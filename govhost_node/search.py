@@ -37,13 +37,17 @@ PER_PAGE = 10
 MAX_QUERY = 100
 EXCERPT = 70
 
+# Bumped when the tables change: an index of another version is dropped and rebuilt (the node
+# then reports holding nothing, and the next sync sends every unit whole).
+VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (tenant TEXT PRIMARY KEY, release TEXT, title TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pages (
     id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, path TEXT NOT NULL, digest TEXT NOT NULL,
     url TEXT NOT NULL, title TEXT NOT NULL, date TEXT, body TEXT NOT NULL,
     UNIQUE (tenant, path));
-CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(title, body, tokenize='unicode61');
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(title, body, unit, date UNINDEXED,
+                                                  tokenize='unicode61');
 CREATE TABLE IF NOT EXISTS words (word TEXT PRIMARY KEY);
 """
 _SPACE = re.compile(r"\s+")
@@ -61,7 +65,11 @@ class Index:
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None,
                                   check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        if self.db.execute("PRAGMA user_version").fetchone()[0] != VERSION:
+            self.db.executescript("DROP TABLE IF EXISTS fts; DROP TABLE IF EXISTS pages; "
+                                  "DROP TABLE IF EXISTS units; DROP TABLE IF EXISTS words;")
+            self.db.executescript(SCHEMA)
+            self.db.execute(f"PRAGMA user_version = {VERSION}")
 
     def close(self) -> None:
         self.db.close()
@@ -117,8 +125,10 @@ class Index:
                                  " VALUES (?, ?, ?, ?, ?, ?, ?)",
                                  (t, p["path"], p["digest"], p["url"], p["title"], p.get("date"),
                                   p["body"]))
-                db.execute("INSERT INTO fts (rowid, title, body) VALUES (?, ?, ?)",
-                           (cur.lastrowid, p["seg_title"], p["seg_body"]))
+                db.execute("INSERT INTO fts (rowid, title, body, unit, date) "
+                           "VALUES (?, ?, ?, ?, ?)",
+                           (cur.lastrowid, p["seg_title"], p["seg_body"], unit_token(t),
+                            p.get("date")))
             db.execute("INSERT OR REPLACE INTO units VALUES (?, ?, ?)",
                        (t, change.get("release"), change.get("title", t)))
         except BaseException:
@@ -146,23 +156,32 @@ class Index:
         terms = query_terms(query)
         if not terms:
             return {"query": query, "terms": [], "total": 0, "results": []}
-        match = " AND ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        where = "fts MATCH ?" + (" AND p.tenant = ?" if unit else "")
-        args: list[Any] = [match, *([unit] if unit else [])]
-        order = ("p.date IS NULL, p.date DESC, bm25(fts)" if sort == "date"
-                 else "bm25(fts), p.date DESC")
-        total = self.db.execute(f"SELECT count(*) FROM fts JOIN pages p ON p.id = fts.rowid "
-                                f"WHERE {where}", args).fetchone()[0]
+        match = "{title body} : (" + " AND ".join('"' + t.replace('"', '""') + '"'
+                                                  for t in terms) + ")"
+        if unit:
+            # The unit is a word of its row: the filter is part of the full-text match, not a
+            # scan of every page that has the words.
+            match = f"({match}) AND unit:{unit_token(unit)}"
+        order = "date IS NULL, date DESC, rank" if sort == "date" else "rank"
+        total = self.db.execute("SELECT count(*) FROM fts WHERE fts MATCH ?",
+                                (match,)).fetchone()[0]
         rows = self.db.execute(
-            f"SELECT p.tenant, u.title, p.url, p.title, p.date, p.body FROM fts "
-            f"JOIN pages p ON p.id = fts.rowid LEFT JOIN units u ON u.tenant = p.tenant "
-            f"WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-            [*args, PER_PAGE, (page - 1) * PER_PAGE]).fetchall()
+            f"SELECT p.tenant, u.title, p.url, p.title, p.date, p.body FROM "
+            f"(SELECT rowid, rank, date FROM fts WHERE fts MATCH ? ORDER BY {order} "
+            f"LIMIT ? OFFSET ?) f JOIN pages p ON p.id = f.rowid "
+            f"LEFT JOIN units u ON u.tenant = p.tenant ORDER BY "
+            f"{order.replace('date', 'f.date').replace('rank', 'f.rank')}",
+            (match, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
         return {"query": query, "terms": terms, "total": total, "page": page,
                 "results": [{"unit": t, "unit_title": ut or t, "url": url, "title": title,
                              "date": date, "title_html": mark(title or url, terms),
                              "excerpt_html": excerpt(body, terms)}
                             for t, ut, url, title, date, body in rows]}
+
+
+def unit_token(unit: str) -> str:
+    """A unit's name as one token of the `unit` column (unicode61 would split on its hyphens)."""
+    return "u" + unit.encode().hex()
 
 
 _LOADED: set[str] = set()
@@ -257,8 +276,31 @@ def _quote(s: str) -> str:
     return quote(s, safe="")
 
 
+class Served:
+    """The index the server answers from, opened again when its file was replaced or removed
+    (a node whose index was lost answers from the new one, not from the deleted file)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.lock = threading.Lock()
+        self.index = Index(path)
+        self.inode = os.stat(path).st_ino
+
+    def get(self) -> Index:
+        with self.lock:
+            try:
+                inode = os.stat(self.path).st_ino
+            except OSError:
+                inode = None
+            if inode != self.inode:
+                old, self.index = self.index, Index(self.path)
+                self.inode = os.stat(self.path).st_ino
+                old.close()
+            return self.index
+
+
 class Handler(BaseHTTPRequestHandler):
-    index: Index
+    served: Served
     server_version = "govhost-search"
 
     def log_message(self, *args: Any) -> None:      # nginx keeps the access log
@@ -278,12 +320,13 @@ class Handler(BaseHTTPRequestHandler):
             page = 1
         # On a unit's site nginx names the unit; the portal searches the whole county.
         unit = self.headers.get("X-Govhost-Unit") or None
-        load_words(self.index.words())
-        res = self.index.search(q, unit, sort, page)
+        index = self.served.get()
+        load_words(index.words())
+        res = index.search(q, unit, sort, page)
         if (args.get("format") or [""])[0] == "json":
             self._send(200, "application/json", json.dumps(res, ensure_ascii=False).encode())
             return
-        scope = (self.index.db.execute("SELECT title FROM units WHERE tenant = ?",
+        scope = (index.db.execute("SELECT title FROM units WHERE tenant = ?",
                                        (unit,)).fetchone() or [unit])[0] if unit else "全县"
         self._send(200, "text/html; charset=utf-8", render(res, scope, sort).encode())
 
@@ -305,8 +348,8 @@ def serve(listen: str, db: str) -> None:
     import jieba
     jieba.setLogLevel(60)
     jieba.initialize()
-    Handler.index = Index(db)
-    load_words(Handler.index.words())
+    Handler.served = Served(db)
+    load_words(Handler.served.get().words())
     server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
     server.daemon_threads = True
     server.serve_forever()

@@ -171,6 +171,7 @@ def test_a_node_that_missed_a_change_is_sent_the_whole_unit(tenants):  # noqa: F
     tn = tenants
     # n2's index loses everything (a replaced disk): the next sync sends it every unit whole
     on_node(NODES["n2"], "rm -f /var/lib/govhost/search/index.db*")
+    assert _search(NODES["n2"], "www.qingshui.gov.cn", "茶河镇")["total"] == 0
     res = json.loads(govhost(tn["inv"], "search", "sync", "--json", check=True).stdout)
     assert "jiaoyu" in res["nodes"]["n2"]["sent_whole"]
     assert res["nodes"]["n1"]["sent_whole"] == []

@@ -105,3 +105,24 @@ def test_queries_cannot_inject_fts_syntax(index):
         res = index.search(q)
         assert res["total"] >= 0
     assert index.search("茶河镇")["total"] == 1
+
+
+def test_the_server_follows_a_replaced_index_file(index, tmp_path):
+    index.put("jiaoyu", "a.html", page("通知", "茶河镇"))
+    served = node_search.Served(str(tmp_path / "index.db"))
+    assert served.get().search("茶河镇")["total"] == 1
+    for f in tmp_path.glob("index.db*"):
+        f.unlink()                                  # the node's index is lost
+    assert served.get().search("茶河镇")["total"] == 0
+    assert served.get().releases() == {}
+
+
+def test_an_index_of_another_version_is_rebuilt_empty(tmp_path):
+    import sqlite3
+    db = sqlite3.connect(str(tmp_path / "old.db"))
+    db.executescript("CREATE TABLE units (tenant TEXT, release TEXT, title TEXT); "
+                     "INSERT INTO units VALUES ('jiaoyu', 'r1', 'x'); PRAGMA user_version = 1;")
+    db.close()
+    idx = node_search.Index(str(tmp_path / "old.db"))
+    assert idx.releases() == {}                     # so the next sync sends every unit whole
+    idx.close()
