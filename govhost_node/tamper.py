@@ -79,6 +79,28 @@ def read_digests(release: str) -> dict[str, str]:
     return out
 
 
+def keep_pristine(scope: str, release: str) -> int:
+    """Pristine copies of a release's files, made as it goes live (`govhost-tenants switch`),
+    so the watcher can put back a file changed even in its first second live. Only digests not
+    kept yet are read, each checked against the digest list first; returns how many were
+    copied. A file that does not verify is left to the watcher to report."""
+    copied = 0
+    for rel, digest in read_digests(release).items():
+        keep = os.path.join(PRISTINE, scope, digest[:2], digest)
+        if os.path.exists(keep):
+            continue
+        src = os.path.join(release, rel)
+        if sha256(src) != digest:
+            continue
+        os.makedirs(os.path.dirname(keep), mode=0o700, exist_ok=True)
+        tmp = f"{keep}.tmp.{os.getpid()}"
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o400)
+        os.replace(tmp, keep)
+        copied += 1
+    return copied
+
+
 class Live:
     """A release that is live now: where it is and what every file must hold."""
 
@@ -187,7 +209,7 @@ class Guard:
             if sha256(src) == digest:
                 lv.modes[rel] = os.lstat(src).st_mode & 0o777
                 os.makedirs(os.path.dirname(keep), mode=0o700, exist_ok=True)
-                tmp = keep + ".tmp"
+                tmp = f"{keep}.tmp.{os.getpid()}"
                 shutil.copyfile(src, tmp)
                 os.chmod(tmp, 0o400)
                 os.replace(tmp, keep)
@@ -201,7 +223,7 @@ class Guard:
         for scope in os.listdir(PRISTINE):
             for root, _, files in os.walk(os.path.join(PRISTINE, scope)):
                 for f in files:
-                    if (scope, f) not in wanted and not f.endswith(".tmp"):
+                    if (scope, f) not in wanted and ".tmp" not in f:
                         try:
                             os.unlink(os.path.join(root, f))
                         except OSError:

@@ -589,6 +589,11 @@ def switch(t: str, rid: str) -> None:
     home = tenant_dir(t)
     if not os.path.isfile(os.path.join(release_dir(t, rid), ".meta.json")):
         die(f"release {rid} of {t} is not on this node")
+    try:        # what the tamper watcher puts back from, from the first second live
+        from govhost_node.tamper import keep_pristine
+        keep_pristine(t, release_dir(t, rid))
+    except OSError as exc:
+        print(f"govhost-tenants: no pristine copies of {t}/{rid}: {exc}", file=sys.stderr)
     tmp = os.path.join(home, ".current.new")
     if os.path.lexists(tmp):
         os.unlink(tmp)

@@ -135,3 +135,13 @@ def test_scripts_in_a_php_sites_files_area_are_moved_out(node):
         ("files/up/x.php5", "script", True)]
     assert sorted(os.listdir(files)) == ["photo.jpg"]
     assert open(found[0]["evidence"], "rb").read() == b"<?php eval($_POST[1]);"
+
+
+def test_copies_made_as_a_release_goes_live_put_back_a_change_in_its_first_second(node):
+    live = node / "sites/jiaoyu/current"
+    assert tamper.keep_pristine("jiaoyu", os.path.realpath(live)) == 2   # what switch does
+    assert tamper.keep_pristine("jiaoyu", os.path.realpath(live)) == 0   # once per digest
+    (live / "index.html").write_bytes(b"HACKED before the watcher ever saw it")
+    [rec] = tamper.Guard("n1").full_check()
+    assert rec["file"] == "index.html" and rec["restored"]
+    assert (live / "index.html").read_bytes() == b"<h1>home</h1>"
