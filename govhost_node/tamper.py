@@ -193,7 +193,7 @@ class Guard:
     def _pristine(self, scope: str, digest: str) -> str:
         return os.path.join(PRISTINE, scope, digest[:2], digest)
 
-    def adopt(self, lv: Live) -> None:
+    def adopt(self, lv: Live) -> list[dict[str, Any]]:
         """Keep a pristine copy of every file of a release that verifies; a file that does
         not is put back (from a copy kept for an earlier release, if there is one)."""
         for rel, digest in lv.digests.items():
@@ -213,7 +213,7 @@ class Guard:
                 shutil.copyfile(src, tmp)
                 os.chmod(tmp, 0o400)
                 os.replace(tmp, keep)
-        self.check_release(lv)
+        return self.check_release(lv)
 
     def prune(self) -> None:
         """Drop pristine copies no live release needs (kept releases are verified again when
@@ -265,8 +265,14 @@ class Guard:
             return None
         return self._incident(lv, rel, "modified", path)
 
-    def _incident(self, lv: Live, rel: str, change: str, path: str) -> dict[str, Any]:
+    def _incident(self, lv: Live, rel: str, change: str, path: str) -> dict[str, Any] | None:
         now = time.time()
+        if rel in self.open.get(lv.scope, {}):
+            # Known and still open (reported once, alerting): try again, quietly.
+            repaired, why = self._put_back(lv, rel, path, change)
+            if not repaired:
+                self.open[lv.scope][rel] = why
+                return None
         try:
             st = os.lstat(path)
             changed_at = st.st_ctime
@@ -410,11 +416,14 @@ class Guard:
         return rec
 
     def full_check(self) -> list[dict[str, Any]]:
-        for lv in self.refresh():
-            self.adopt(lv)
         found = []
+        adopted = set()
+        for lv in self.refresh():
+            found.extend(self.adopt(lv))
+            adopted.add(lv.scope)
         for lv in list(self.live.values()):
-            found.extend(self.check_release(lv))
+            if lv.scope not in adopted:
+                found.extend(self.check_release(lv))
         found.extend(self.check_uploads())
         self.last_full = time.time()
         self.save()

@@ -145,3 +145,13 @@ def test_copies_made_as_a_release_goes_live_put_back_a_change_in_its_first_secon
     [rec] = tamper.Guard("n1").full_check()
     assert rec["file"] == "index.html" and rec["restored"]
     assert (live / "index.html").read_bytes() == b"<h1>home</h1>"
+
+
+def test_a_file_that_cannot_be_put_back_is_reported_once_and_stays_open(node):
+    live = node / "sites/jiaoyu/current"
+    (live / "index.html").write_bytes(b"HACKED before the watcher ever saw it")
+    g = tamper.Guard("n1")
+    assert len(g.full_check()) == 1
+    assert g.full_check() == [] and g.full_check() == []       # no new incident each round
+    assert list(g.open["jiaoyu"]) == ["index.html"]             # still alerting
+    assert len((node / "tamper/incidents.jsonl").read_text().splitlines()) == 1
