@@ -102,11 +102,11 @@ def _ok(tg: Target, node: Node, *args: str, data: bytes | None = None) -> str:
 
 
 def _digests(tg: Target, node: Node, rid: str = "current") -> tuple[str | None, dict[str, str]]:
-    text = _ok(tg, node, "digests", tg.tenant, rid)
-    if not text.strip():
-        return None, {}
-    first, *rest = text.splitlines()
-    return first, dict(reversed(line.split("  ", 1)) for line in rest)
+    link = content_sync.Link(tg.hosts, tg.known_hosts, {node.name: node})
+    try:
+        return link.digests(node.name, tg.tenant, rid)
+    except content_sync.SyncError as exc:
+        raise ContentError(str(exc)) from None
 
 
 def _copy(tg: Target, src: Node, dst: Node, rid: str, files: dict[str, str]) -> None:

@@ -43,14 +43,6 @@ def _segmenter(words: list[str]) -> Callable[[str], str]:
     return node_search.segment
 
 
-def _live(link: Link, node: str, tenant: str) -> tuple[str | None, dict[str, str]]:
-    text = link.run(node, "digests", tenant, "current")
-    if not text.strip():
-        return None, {}
-    first, *rest = text.splitlines()
-    return first, dict(reversed(line.split("  ", 1)) for line in rest)
-
-
 def sync(county: County, tenants: list[str] | None = None,
          say: Say = lambda _: None) -> dict[str, Any]:
     """Bring the master index and every web node's up to date with the live releases of
@@ -75,7 +67,7 @@ def sync(county: County, tenants: list[str] | None = None,
         for t in wanted:
             node = placed[t.name][0]
             try:
-                rid, files = _live(link, node, t.name)
+                rid, files = link.digests(node, t.name)
             except SyncError as exc:
                 raise SearchError(f"reading the live release of {t.name}: {exc}") from None
             if t.name in held and rid == held[t.name] and titles.get(t.name) == t.title:

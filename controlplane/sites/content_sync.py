@@ -51,6 +51,16 @@ class Link:
                             f"{r.stderr.decode(errors='replace').strip() or r.returncode}")
         return r.stdout.decode()
 
+    def digests(self, node: str, tenant: str,
+                rid: str = "current") -> tuple[str | None, dict[str, str]]:
+        """A release's id and digest list (path -> sha256) on `node`; `current`: the live one
+        (None and {} when nothing is live there)."""
+        text = self.run(node, "digests", tenant, rid)
+        if not text.strip():
+            return None, {}
+        first, *rest = text.splitlines()
+        return first, dict(reversed(line.split("  ", 1)) for line in rest)
+
     def files(self, node: str, tenant: str, rid: str,
               names: Sequence[str]) -> Iterator[tuple[str, bytes]]:
         """The named files of a release on `node`, streamed (read by the wording check and
@@ -90,9 +100,7 @@ def _feed(pipe, names: Sequence[str]) -> None:
 
 
 def _digests(link: Link, node: str, tenant: str, rid: str) -> dict[str, str]:
-    text = link.run(node, "digests", tenant, rid)
-    rest = text.splitlines()[1:]
-    return dict(reversed(line.split("  ", 1)) for line in rest)
+    return link.digests(node, tenant, rid)[1]
 
 
 def transfer(link: Link, tenant: str, src: str, dst: str, rid: str,

@@ -102,13 +102,11 @@ def check_live(county: County, say: Say = lambda _: None,
     def one(item: tuple[str, str]) -> tuple[str, dict[str, Any]]:
         tenant, node = item
         try:
-            text = link.run(node, "digests", tenant, "current")
+            first, files = link.digests(node, tenant)
         except SyncError as exc:
             return tenant, {"error": str(exc)}
-        if not text.strip():
+        if first is None:
             return tenant, {"release": None, "findings": []}
-        first, *rest = text.splitlines()
-        files = dict(reversed(line.split("  ", 1)) for line in rest)
         st = county.open_state()
         try:
             found, read = scan(link, node, tenant, first, files, ls, st)
