@@ -123,6 +123,26 @@ def apply(
             out.print("No changes.")
     if not result.ok:
         raise typer.Exit(1)
+    _after_apply(as_json)
+
+
+def _after_apply(as_json: bool) -> None:
+    """What an inventory change means beyond the nodes' config: units no longer served leave
+    the county search, and changed word lists are checked over the live county."""
+    from controlplane.search import index as search_index
+    from controlplane.wording import check as wording_check
+    c = county()
+    try:
+        search_index.drop_removed(c, say=note)
+        res = wording_check.recheck_if_changed(c)
+    except errors.GovhostError as exc:
+        err.print(f"[yellow]after apply[/]: {exc}", highlight=False)
+        return
+    if res is not None and not as_json:
+        serious = sum(1 for u in res["units"].values() for f in u.get("findings", [])
+                      if f["severity"] in ("block", "review"))
+        err.print(f"wording: the word lists changed; the live county was checked again: "
+                  f"{serious} finding(s) to correct (`govhost wording check`)", highlight=False)
 
 
 def _print_content_moves(result) -> None:

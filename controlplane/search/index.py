@@ -109,6 +109,30 @@ def sync(county: County, tenants: list[str] | None = None,
         idx.close()
 
 
+def drop_removed(county: County, say: Say = lambda _: None) -> list[str]:
+    """Units that are no longer served (gone from the inventory, or now a proxy site) leave
+    the county search at once, on every node; after an apply. Returns them."""
+    inv = county.inv
+    keep = {t.name for t in inv.tenants if t.site.type != "proxy"}
+    idx = master(county)
+    try:
+        gone = sorted(set(idx.releases()) - keep)
+        if not gone:
+            return []
+        changes = [{"tenant": t, "remove": True} for t in gone]
+        for c in changes:
+            idx.apply(c)
+        for t in gone:
+            say(f"{t}: no longer served; removed from the county search")
+        failed = {n: r["error"] for n, r in _ship(county, idx, changes, say).items()
+                  if "error" in r}
+        if failed:
+            raise SearchError("the search index could not be sent to " + ", ".join(sorted(failed)))
+        return gone
+    finally:
+        idx.close()
+
+
 def _send(county: County, node: Node, lines: list[str]) -> dict[str, Any]:
     inv = county.inv
     cmd = f"{paths.NODE_SEARCH_TOOL} apply"

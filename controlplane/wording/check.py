@@ -84,6 +84,21 @@ def refusal(tenant: str, block: list[dict[str, Any]]) -> str:
             f"unchanged):\n  {shown}{more}")
 
 
+def recheck_if_changed(county: County, say: Say = lambda _: None) -> dict[str, Any] | None:
+    """After an apply: when the lists changed since the live county was last checked against
+    them, check it now (None when there was nothing to do)."""
+    ls = lists(county.inv)
+    if ls is None:
+        return None
+    mark = county.state_dir / "wording-checked"
+    try:
+        if mark.read_text().strip() == ls.digest:
+            return None
+    except OSError:
+        pass
+    return check_live(county, say)
+
+
 def check_live(county: County, say: Say = lambda _: None,
                workers: int = 4) -> dict[str, Any]:
     """Every unit's live release checked against the current lists (only files not yet
@@ -119,4 +134,9 @@ def check_live(county: County, say: Say = lambda _: None,
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         units = dict(pool.map(one, work))
+    if not any(u.get("error") for u in units.values()):
+        mark = county.state_dir / "wording-checked"     # the lists the live county was read under
+        tmp = mark.with_suffix(".tmp")
+        tmp.write_text(ls.digest + "\n")
+        tmp.replace(mark)
     return {"lists": ls.digest, "words": ls.words, "units": units}
