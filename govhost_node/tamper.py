@@ -37,6 +37,7 @@ from typing import Any
 
 SITES = "/srv/govhost/sites"
 CONFIG = "/etc/govhost/current"
+CONFIG_RELEASES = "/etc/govhost/releases"
 BASE = "/var/lib/govhost/tamper"
 PRISTINE = "/var/lib/govhost/pristine"
 INCIDENTS = f"{BASE}/incidents.jsonl"
@@ -261,9 +262,12 @@ class Guard:
             return self._incident(lv, rel, "added", path)
         if not exists:
             return self._incident(lv, rel, "removed", path)
-        if sha256(path) == expected:
-            return None
-        return self._incident(lv, rel, "modified", path)
+        if sha256(path) != expected:
+            return self._incident(lv, rel, "modified", path)
+        mode = lv.modes.get(rel)
+        if mode is not None and os.lstat(path).st_mode & 0o777 != mode:
+            return self._incident(lv, rel, "mode", path)     # e.g. a TLS key made readable
+        return None
 
     def _incident(self, lv: Live, rel: str, change: str, path: str) -> dict[str, Any] | None:
         now = time.time()
@@ -279,7 +283,7 @@ class Guard:
         except OSError:
             changed_at = None
         evidence = None
-        if change != "removed":
+        if change not in ("removed", "mode"):
             evidence = self._keep_evidence(lv, rel, path, now)
         repaired, why = self._put_back(lv, rel, path, change)
         rec = {"at": now, "node": self.node, "tenant": lv.scope, "release": lv.release,
@@ -318,6 +322,9 @@ class Guard:
 
     def _put_back(self, lv: Live, rel: str, path: str, change: str) -> tuple[bool, str]:
         try:
+            if change == "mode":
+                os.chmod(path, lv.modes[rel])
+                return True, ""
             if change == "added":
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path)
@@ -452,15 +459,13 @@ def watch(full_every: float) -> None:
     watches: dict[str, Any] = {}
 
     def follow() -> None:
-        new = guard.refresh()
-        for scope in list(watches):
-            lv = guard.live.get(scope)
-            if lv is None or watches[scope][0] != lv.path:
-                observer.unschedule(watches.pop(scope)[1])
-        for scope, lv in guard.live.items():
-            if scope not in watches:
-                watches[scope] = (lv.path, observer.schedule(handler, lv.path, recursive=True))
-        for lv in new:
+        # Two watches, whatever the number of units: watchdog gives every watch its own
+        # inotify instance, and a user may hold only 128 (max_user_instances). Events outside
+        # a live release (upload areas, kept releases) are dropped by `check_path`.
+        for root in (SITES, CONFIG_RELEASES):
+            if root not in watches and os.path.isdir(root):
+                watches[root] = observer.schedule(handler, root, recursive=True)
+        for lv in guard.refresh():
             guard.adopt(lv)
 
     def worker() -> None:

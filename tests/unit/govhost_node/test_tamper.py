@@ -122,6 +122,10 @@ def test_the_config_release_keeps_its_modes(node):
     assert rec["tenant"] == "_config" and rec["restored"]
     assert (rel / "tls/site.key").read_bytes() == b"KEY"
     assert oct((rel / "tls/site.key").stat().st_mode & 0o777) == "0o600"
+    os.chmod(rel / "tls/site.key", 0o644)           # the key made readable to everyone
+    [rec] = g.full_check()
+    assert (rec["file"], rec["change"], rec["restored"]) == ("tls/site.key", "mode", True)
+    assert oct((rel / "tls/site.key").stat().st_mode & 0o777) == "0o600"
 
 
 def test_scripts_in_a_php_sites_files_area_are_moved_out(node):
