@@ -200,10 +200,10 @@ def wording(checked: Mapping[str, Any] | None, lists: bool) -> Verdict:
     live site is a serious wording error (严重表述错误) until it is corrected; notes are not."""
     if not lists:
         return Verdict("wording", True, "the county keeps no word lists (inventory/wording/)")
+    if checked is not None and checked.get("error"):
+        return Verdict("wording", False, f"could not check the live site: {checked['error']}")
     if checked is None or checked.get("release") is None:
         return Verdict("wording", True, "nothing published yet")
-    if checked.get("error"):
-        return Verdict("wording", False, f"could not check the live site: {checked['error']}")
     found = checked["findings"]
     serious = [f for f in found if f["severity"] in ("block", "review")]
     if serious:

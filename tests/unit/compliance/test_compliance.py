@@ -161,3 +161,22 @@ def test_the_crawl_pacer_spaces_requests_to_the_sites_rate_limit():
     # 20 slots handed out, 5 ms apart: the next free one is at least 100 ms after the start
     assert pacer.next >= t0 + 20 * pacer.interval
     assert pacer.interval == 1 / 200.0
+
+
+def _finding(severity: str, word: str = "茶河乡") -> dict:
+    return {"file": "index.html", "line": 3, "where": "line", "word": word, "found": word,
+            "right": "茶河镇", "severity": severity, "note": None, "list": "names.yaml",
+            "before": "", "after": ""}
+
+
+def test_wording_fails_on_block_or_review_words_on_the_live_site_not_on_notes():
+    assert rules.wording(None, lists=False).ok                       # no lists kept
+    assert rules.wording(None, lists=True).ok                        # nothing published
+    notes = rules.wording({"release": "r1", "findings": [_finding("note", "最佳")]}, True)
+    assert notes.ok and "1 notes" in notes.summary
+    for sev in ("review", "block"):
+        v = rules.wording({"release": "r1", "findings": [_finding(sev), _finding("note")]},
+                          True)
+        assert not v.ok and "茶河乡" in v.summary and [f["severity"] for f in v.evidence] == [sev]
+    err = rules.wording({"error": "ssh: no route"}, True)
+    assert not err.ok and "could not check" in err.summary
