@@ -223,6 +223,10 @@ def test_tampered_files_are_put_back_and_reported(tenants):  # noqa: F811
     metrics = on_node(address, f"curl -s http://{address}:9273/metrics")
     assert "govhost_tamper_watcher_up 1" in metrics
     assert 'govhost_tamper_unrepaired_files{tenant="jiaoyu"} 0' in metrics
+    st = json.loads(govhost(tn["inv"], "status", "--no-probe", "--json", check=True).stdout)
+    assert all(n["tamper_watcher"] for n in st["nodes"])
+    assert next(t for t in st["tenants"] if t["tenant"] == "jiaoyu")["tamper_incidents"] >= 3
+    assert not [p for p in st["problems"] if "tamper" in p["what"]]
 
 
 def test_changes_while_the_watcher_is_down_are_put_back_when_it_starts(tenants):  # noqa: F811
