@@ -20,6 +20,7 @@ Usage: bench/content_safety.py [PAGES] [UNITS] [--no-lab]
 from __future__ import annotations
 
 import json
+import os
 import random
 import resource
 import shutil
@@ -64,6 +65,7 @@ def make_pages(root: Path, count: int, units: int) -> list[tuple[str, str, Path]
         title = "关于" + "".join(rnd.choice(VOCAB) for _ in range(4)) + "的通知"
         date = f"2026-{rnd.randint(1, 11):02d}-{rnd.randint(1, 28):02d}"
         paras = ["".join(rnd.choice(VOCAB) for _ in range(40)) + "。" for _ in range(6)]
+        paras.append(f"文号：青政发〔2026〕{i:06d}号")     # one page per number: a rare word
         if i % 1000 == 0:
             paras.append("原国家工商行政 管理总局的文件已废止")       # a finding per 1,000
         body = "\n".join(f"<p>{p}</p>" for p in paras)
@@ -128,14 +130,20 @@ def bench_index(inv, files, root: Path) -> tuple[dict, Path]:
                    "put": recs})
     secs, cpus = time.perf_counter() - t0, cpu() - c0
     idx.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    # Common words: the synthetic pages draw on ~150 words, so each of these is on about half
+    # of all pages (a worst case). Rare: a document number that is on one page.
     queries = ["茶河镇", "乡村振兴 通知", "疫苗接种", "运动会 开幕", "低保 救助", "防汛 演练",
                "招生 报名", "预算 公开"]
-    lat = []
+    lat, rare = [], []
     for i in range(400):
         q = queries[i % len(queries)]
         t = time.perf_counter()
         idx.search(q, None if i % 2 else f"u{i % 300:03d}", "relevance" if i % 3 else "date")
         lat.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        res = idx.search(f"{(i * 149) % len(files):06d}")
+        rare.append((time.perf_counter() - t) * 1000)
+        assert res["total"] == 1, res
     grep = []
     for q in ["茶河镇", "疫苗", "运动会", "低保", "防汛"]:
         t = time.perf_counter()
@@ -146,10 +154,13 @@ def bench_index(inv, files, root: Path) -> tuple[dict, Path]:
              "build_seconds": round(secs, 1), "cpu_seconds": round(cpus, 1),
              "size_mb": round(db.stat().st_size / 2**20, 1),
              "pages_mb": round(sum(p.stat().st_size for _, _, p in files) / 2**20, 1),
-             "query_ms_median": round(statistics.median(lat), 2),
-             "query_ms_p99": round(pct(lat, 99), 2),
+             "common_query_ms_median": round(statistics.median(lat), 2),
+             "common_query_ms_p99": round(pct(lat, 99), 2),
+             "rare_query_ms_median": round(statistics.median(rare), 2),
+             "rare_query_ms_p99": round(pct(rare, 99), 2),
              "grep_rl_ms_median": round(statistics.median(grep), 1),
-             "ratio_grep_to_query": round(statistics.median(grep) / statistics.median(lat))},
+             "ratio_grep_to_common_query": round(statistics.median(grep) / statistics.median(lat)),
+             "ratio_grep_to_rare_query": round(statistics.median(grep) / statistics.median(rare))},
             db)
 
 
@@ -159,14 +170,39 @@ def ssh(address: str, cmd: str, data: bytes | None = None) -> str:
                           check=True, timeout=1800).stdout.decode()
 
 
-def _wrk(url: str, host: str) -> dict:
-    out = subprocess.run(["wrk", "-t2", "-c8", "-d10s", "--latency", "-H", f"Host: {host}", url],
-                         capture_output=True, text=True, timeout=60).stdout
+WRK_LUA = """
+local queries = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", "/search?format=json&q=" .. queries[(i %% #queries) + 1])
+end
+"""
+
+
+def _wrk(url: str, headers: dict[str, str], queries: list[str] | None = None) -> dict:
+    from urllib.parse import quote
+    cmd = ["wrk", "-t2", "-c8", "-d10s", "--latency"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    script = None
+    if queries:
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(WRK_LUA % ", ".join(f'"{quote(q)}"' for q in queries))
+        script.close()
+        cmd += ["-s", script.name]
+    try:
+        out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=60).stdout
+    finally:
+        if script:
+            os.unlink(script.name)
     res: dict = {}
     for line in out.splitlines():
         parts = line.split()
         if parts[:1] == ["Requests/sec:"]:
             res["requests_per_second"] = float(parts[1])
+        elif parts[:1] == ["Non-2xx"]:
+            res["non_2xx"] = int(parts[-1])
         elif len(parts) == 2 and parts[0] in ("50%", "99%"):
             v = parts[1]
             ms = float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") \
@@ -175,8 +211,9 @@ def _wrk(url: str, host: str) -> dict:
     return res
 
 
-def bench_search_http(db: Path) -> dict:
-    """The big index on n1, queried through n1's nginx (portal and a unit's own search)."""
+def bench_search_http(db: Path, pages_count: int) -> dict:
+    """The big index on n1, queried on its search server (nginx in front would answer most of
+    a wrk load with 429: the sites' rate limit), next to a static page through nginx."""
     ssh("127.0.1.1", "kill $(cat /run/govhost-search.pid) 2>/dev/null; sleep 0.5; "
                      "mkdir -p /var/lib/govhost/search; "
                      "cat > /var/lib/govhost/search/bench.db", db.read_bytes())
@@ -184,11 +221,16 @@ def bench_search_http(db: Path) -> dict:
                      "rm -f index.db-wal index.db-shm; mv bench.db index.db; "
                      "/usr/local/sbin/govhost-node agents 127.0.1.1")
     time.sleep(3)
-    q = "%E4%B9%A1%E6%9D%91%E6%8C%AF%E5%85%B4"      # 乡村振兴
+    rnd = random.Random(3)
+    common = ["乡村振兴", "疫苗 接种", "运动会 开幕", "低保 救助", "防汛 演练", "预算 公开"]
+    rare = [f"{rnd.randrange(pages_count):06d}" for _ in range(50)]
+    server = "http://127.0.1.1:9275/search"
     try:
-        return {"portal": _wrk(f"http://127.0.1.1/search?q={q}", "www.qingshui.gov.cn"),
-                "unit": _wrk(f"http://127.0.1.1/search?q={q}", "jiaoyu.qingshui.gov.cn"),
-                "static_page": _wrk("http://127.0.1.1/", "www.qingshui.gov.cn")}
+        return {"county_common_words": _wrk(server, {}, common),
+                "county_rare_word": _wrk(server, {}, rare),
+                "unit_common_words": _wrk(server, {"X-Govhost-Unit": "u007"}, common),
+                "static_page_through_nginx": _wrk("http://127.0.1.1/",
+                                                  {"Host": "www.qingshui.gov.cn"})}
     finally:
         ssh("127.0.1.1", "kill $(cat /run/govhost-search.pid) 2>/dev/null; sleep 0.5; "
                          "cd /var/lib/govhost/search && rm -f index.db index.db-wal index.db-shm;"
@@ -296,8 +338,8 @@ def main() -> None:
                             ignore=shutil.ignore_patterns(".govhost"))
             if not apply_mod.apply(County(inv_dir)).ok:
                 sys.exit("apply failed")
-            h = bench_search_http(db)
-            print("search through nginx (wrk -t2 -c8 -d10s):", json.dumps(h), flush=True)
+            h = bench_search_http(db, count)
+            print("search server on n1 (wrk -t2 -c8 -d10s):", json.dumps(h), flush=True)
             t = bench_tamper(units)
             print("tamper:", json.dumps(t), flush=True)
     finally:

@@ -20,6 +20,7 @@ two cannot differ in schema or in how a query is read. Only the standard library
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import os
@@ -29,7 +30,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 DB = "/var/lib/govhost/search/index.db"
@@ -39,17 +40,21 @@ EXCERPT = 70
 
 # Bumped when the tables change: an index of another version is dropped and rebuilt (the node
 # then reports holding nothing, and the next sync sends every unit whole).
-VERSION = 2
+VERSION = 4
+# The segmented text is kept once, in `pages` (the full-text index's external content).
+# (detail=column would make the index a third smaller but ranking 15 to 20 times slower.)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (tenant TEXT PRIMARY KEY, release TEXT, title TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pages (
     id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, path TEXT NOT NULL, digest TEXT NOT NULL,
     url TEXT NOT NULL, title TEXT NOT NULL, date TEXT, body TEXT NOT NULL,
+    seg_title TEXT NOT NULL, seg_body TEXT NOT NULL, unit_tok TEXT NOT NULL,
     UNIQUE (tenant, path));
-CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(title, body, unit, date UNINDEXED,
-                                                  tokenize='unicode61');
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(seg_title, seg_body, unit_tok, date UNINDEXED,
+    content='pages', content_rowid='id', tokenize='unicode61');
 CREATE TABLE IF NOT EXISTS words (word TEXT PRIMARY KEY);
 """
+_FTS_COLS = "seg_title, seg_body, unit_tok, date"
 _SPACE = re.compile(r"\s+")
 
 
@@ -100,7 +105,7 @@ class Index:
             held = db.execute("SELECT release FROM units WHERE tenant = ?", (t,)).fetchone()
             if change.get("full") or change.get("remove"):
                 for (rid,) in db.execute("SELECT id FROM pages WHERE tenant = ?", (t,)).fetchall():
-                    db.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
+                    self._unindex(rid)
                 db.execute("DELETE FROM pages WHERE tenant = ?", (t,))
                 db.execute("DELETE FROM units WHERE tenant = ?", (t,))
                 if change.get("remove"):
@@ -113,22 +118,21 @@ class Index:
                 row = db.execute("SELECT id FROM pages WHERE tenant = ? AND path = ?",
                                  (t, path)).fetchone()
                 if row:
-                    db.execute("DELETE FROM fts WHERE rowid = ?", row)
+                    self._unindex(row[0])
                     db.execute("DELETE FROM pages WHERE id = ?", row)
             for p in change.get("put", []):
                 row = db.execute("SELECT id FROM pages WHERE tenant = ? AND path = ?",
                                  (t, p["path"])).fetchone()
                 if row:
-                    db.execute("DELETE FROM fts WHERE rowid = ?", row)
+                    self._unindex(row[0])
                     db.execute("DELETE FROM pages WHERE id = ?", row)
-                cur = db.execute("INSERT INTO pages (tenant, path, digest, url, title, date, body)"
-                                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 (t, p["path"], p["digest"], p["url"], p["title"], p.get("date"),
-                                  p["body"]))
-                db.execute("INSERT INTO fts (rowid, title, body, unit, date) "
-                           "VALUES (?, ?, ?, ?, ?)",
-                           (cur.lastrowid, p["seg_title"], p["seg_body"], unit_token(t),
-                            p.get("date")))
+                cur = db.execute(
+                    "INSERT INTO pages (tenant, path, digest, url, title, date, body, seg_title,"
+                    " seg_body, unit_tok) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (t, p["path"], p["digest"], p["url"], p["title"], p.get("date"), p["body"],
+                     p["seg_title"], p["seg_body"], unit_token(t)))
+                db.execute(f"INSERT INTO fts (rowid, {_FTS_COLS}) SELECT id, {_FTS_COLS} "
+                           "FROM pages WHERE id = ?", (cur.lastrowid,))
             db.execute("INSERT OR REPLACE INTO units VALUES (?, ?, ?)",
                        (t, change.get("release"), change.get("title", t)))
         except BaseException:
@@ -136,6 +140,12 @@ class Index:
             raise
         db.execute("COMMIT")
         return True
+
+    def _unindex(self, rowid: int) -> None:
+        """Take a page out of the full-text index (external content: with the values it was
+        indexed with, before its row goes)."""
+        self.db.execute(f"INSERT INTO fts (fts, rowid, {_FTS_COLS}) SELECT 'delete', id, "
+                        f"{_FTS_COLS} FROM pages WHERE id = ?", (rowid,))
 
     def export(self, tenant: str) -> dict[str, Any] | None:
         """The whole unit as one change (for a node that missed one)."""
@@ -146,8 +156,8 @@ class Index:
         put = [{"path": path, "digest": d, "url": url, "title": title, "date": date,
                 "body": body, "seg_title": st, "seg_body": sb}
                for path, d, url, title, date, body, st, sb in self.db.execute(
-                   "SELECT p.path, p.digest, p.url, p.title, p.date, p.body, f.title, f.body "
-                   "FROM pages p JOIN fts f ON f.rowid = p.id WHERE p.tenant = ?", (tenant,))]
+                   "SELECT path, digest, url, title, date, body, seg_title, seg_body "
+                   "FROM pages WHERE tenant = ?", (tenant,))]
         return {"tenant": tenant, "release": unit[0], "title": unit[1], "full": True,
                 "put": put}
 
@@ -156,22 +166,34 @@ class Index:
         terms = query_terms(query)
         if not terms:
             return {"query": query, "terms": [], "total": 0, "results": []}
-        match = "{title body} : (" + " AND ".join('"' + t.replace('"', '""') + '"'
-                                                  for t in terms) + ")"
+        # Each term one word (as indexed), quoted: nothing a visitor types is FTS syntax.
+        words = [w for t in terms for w in re.split(r"[\W_]+", t) if w]
+        if not words:
+            return {"query": query, "terms": terms, "total": 0, "results": []}
+        match = "{seg_title seg_body} : (" + " AND ".join(f'"{w}"' for w in words) + ")"
         if unit:
             # The unit is a word of its row: the filter is part of the full-text match, not a
             # scan of every page that has the words.
-            match = f"({match}) AND unit:{unit_token(unit)}"
-        order = "date IS NULL, date DESC, rank" if sort == "date" else "rank"
+            match = f"({match}) AND unit_tok:{unit_token(unit)}"
         total = self.db.execute("SELECT count(*) FROM fts WHERE fts MATCH ?",
                                 (match,)).fetchone()[0]
-        rows = self.db.execute(
-            f"SELECT p.tenant, u.title, p.url, p.title, p.date, p.body FROM "
-            f"(SELECT rowid, rank, date FROM fts WHERE fts MATCH ? ORDER BY {order} "
-            f"LIMIT ? OFFSET ?) f JOIN pages p ON p.id = f.rowid "
-            f"LEFT JOIN units u ON u.tenant = p.tenant ORDER BY "
-            f"{order.replace('date', 'f.date').replace('rank', 'f.rank')}",
-            (match, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
+        # Only rowids and ranks come out of the full-text index (reading a column of it would
+        # read each match's whole row); the date is near the start of a page's row.
+        if sort == "date":
+            ids = self.db.execute(
+                "SELECT id FROM pages WHERE id IN (SELECT rowid FROM fts WHERE fts MATCH ?) "
+                "ORDER BY date IS NULL, date DESC, id DESC LIMIT ? OFFSET ?",
+                (match, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
+        else:
+            ids = self.db.execute("SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY rank "
+                                  "LIMIT ? OFFSET ?",
+                                  (match, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
+        order = [i for (i,) in ids]
+        got = {row[0]: row[1:] for row in self.db.execute(
+            "SELECT p.id, p.tenant, u.title, p.url, p.title, p.date, p.body FROM pages p "
+            f"LEFT JOIN units u ON u.tenant = p.tenant WHERE p.id IN ({','.join('?' * len(order))})",
+            order)} if order else {}
+        rows = [got[i] for i in order if i in got]
         return {"query": query, "terms": terms, "total": total, "page": page,
                 "results": [{"unit": t, "unit_title": ut or t, "url": url, "title": title,
                              "date": date, "title_html": mark(title or url, terms),
@@ -277,26 +299,40 @@ def _quote(s: str) -> str:
 
 
 class Served:
-    """The index the server answers from, opened again when its file was replaced or removed
+    """The connections the server answers from: a pool, so queries run side by side (each
+    request is a thread of its own), opened again when the index file was replaced or removed
     (a node whose index was lost answers from the new one, not from the deleted file)."""
 
     def __init__(self, path: str):
         self.path = path
         self.lock = threading.Lock()
-        self.index = Index(path)
-        self.inode = os.stat(path).st_ino
+        self.idle: list[tuple[Index, int]] = []      # (connection, inode of its file)
 
-    def get(self) -> Index:
+    @contextlib.contextmanager
+    def get(self) -> Iterator[Index]:
+        try:
+            now: int | None = os.stat(self.path).st_ino
+        except OSError:
+            now = None
+        found = None
         with self.lock:
-            try:
-                inode = os.stat(self.path).st_ino
-            except OSError:
-                inode = None
-            if inode != self.inode:
-                old, self.index = self.index, Index(self.path)
-                self.inode = os.stat(self.path).st_ino
-                old.close()
-            return self.index
+            while self.idle:
+                index, inode = self.idle.pop()
+                if inode == now:
+                    found = (index, inode)
+                    break
+                index.close()                      # its file was replaced or removed
+        if found is None:
+            index = Index(self.path)
+            found = (index, os.stat(self.path).st_ino)
+        try:
+            yield found[0]
+        finally:
+            with self.lock:
+                if len(self.idle) < 16:
+                    self.idle.append(found)
+                else:
+                    found[0].close()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -320,14 +356,14 @@ class Handler(BaseHTTPRequestHandler):
             page = 1
         # On a unit's site nginx names the unit; the portal searches the whole county.
         unit = self.headers.get("X-Govhost-Unit") or None
-        index = self.served.get()
-        load_words(index.words())
-        res = index.search(q, unit, sort, page)
+        with self.served.get() as index:
+            load_words(index.words())
+            res = index.search(q, unit, sort, page)
+            scope = (index.db.execute("SELECT title FROM units WHERE tenant = ?",
+                                      (unit,)).fetchone() or [unit])[0] if unit else "全县"
         if (args.get("format") or [""])[0] == "json":
             self._send(200, "application/json", json.dumps(res, ensure_ascii=False).encode())
             return
-        scope = (index.db.execute("SELECT title FROM units WHERE tenant = ?",
-                                       (unit,)).fetchone() or [unit])[0] if unit else "全县"
         self._send(200, "text/html; charset=utf-8", render(res, scope, sort).encode())
 
     def _send(self, code: int, ctype: str, body: bytes) -> None:
@@ -349,7 +385,8 @@ def serve(listen: str, db: str) -> None:
     jieba.setLogLevel(60)
     jieba.initialize()
     Handler.served = Served(db)
-    load_words(Handler.served.get().words())
+    with Handler.served.get() as index:
+        load_words(index.words())
     server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
     server.daemon_threads = True
     server.serve_forever()

@@ -110,11 +110,15 @@ def test_queries_cannot_inject_fts_syntax(index):
 def test_the_server_follows_a_replaced_index_file(index, tmp_path):
     index.put("jiaoyu", "a.html", page("通知", "茶河镇"))
     served = node_search.Served(str(tmp_path / "index.db"))
-    assert served.get().search("茶河镇")["total"] == 1
+    with served.get() as a, served.get() as b:      # two requests at once: two connections
+        assert a is not b and a.search("茶河镇")["total"] == 1 == b.search("茶河镇")["total"]
+    with served.get() as again:
+        assert again in (a, b)                      # reused, not opened per request
     for f in tmp_path.glob("index.db*"):
         f.unlink()                                  # the node's index is lost
-    assert served.get().search("茶河镇")["total"] == 0
-    assert served.get().releases() == {}
+    with served.get() as fresh:
+        assert fresh not in (a, b)
+        assert fresh.search("茶河镇")["total"] == 0 and fresh.releases() == {}
 
 
 def test_an_index_of_another_version_is_rebuilt_empty(tmp_path):
