@@ -20,6 +20,7 @@ two cannot differ in schema or in how a query is read. Only the standard library
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import html
 import json
@@ -303,10 +304,47 @@ class Served:
     request is a thread of its own), opened again when the index file was replaced or removed
     (a node whose index was lost answers from the new one, not from the deleted file)."""
 
+    CACHED = 1024
+
     def __init__(self, path: str):
         self.path = path
         self.lock = threading.Lock()
         self.idle: list[tuple[Index, int]] = []      # (connection, inode of its file)
+        # Answers by (index version, query): a county's searches repeat (the same notice
+        # looked for by many), and an answer stays right until the index changes.
+        self.cache: collections.OrderedDict[tuple, tuple[dict[str, Any], str]] = \
+            collections.OrderedDict()
+
+    def version(self) -> tuple:
+        """Changes whenever the index does: a commit writes the WAL (or the file itself, at
+        a checkpoint), and a replaced file has another inode."""
+        out: list[Any] = []
+        for suffix in ("", "-wal"):
+            try:
+                st = os.stat(self.path + suffix)
+                out += [st.st_ino, st.st_size, st.st_mtime_ns]
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def answer(self, q: str, unit: str | None, sort: str,
+               page: int) -> tuple[dict[str, Any], str]:
+        key = (self.version(), q, unit, sort, page)
+        with self.lock:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.cache.move_to_end(key)
+                return hit
+        with self.get() as index:
+            load_words(index.words())
+            res = index.search(q, unit, sort, page)
+            scope = (index.db.execute("SELECT title FROM units WHERE tenant = ?",
+                                      (unit,)).fetchone() or [unit])[0] if unit else "全县"
+        with self.lock:
+            self.cache[key] = (res, scope)
+            while len(self.cache) > self.CACHED:
+                self.cache.popitem(last=False)
+        return res, scope
 
     @contextlib.contextmanager
     def get(self) -> Iterator[Index]:
@@ -356,11 +394,7 @@ class Handler(BaseHTTPRequestHandler):
             page = 1
         # On a unit's site nginx names the unit; the portal searches the whole county.
         unit = self.headers.get("X-Govhost-Unit") or None
-        with self.served.get() as index:
-            load_words(index.words())
-            res = index.search(q, unit, sort, page)
-            scope = (index.db.execute("SELECT title FROM units WHERE tenant = ?",
-                                      (unit,)).fetchone() or [unit])[0] if unit else "全县"
+        res, scope = self.served.answer(q, unit, sort, page)
         if (args.get("format") or [""])[0] == "json":
             self._send(200, "application/json", json.dumps(res, ensure_ascii=False).encode())
             return

@@ -130,3 +130,14 @@ def test_an_index_of_another_version_is_rebuilt_empty(tmp_path):
     idx = node_search.Index(str(tmp_path / "old.db"))
     assert idx.releases() == {}                     # so the next sync sends every unit whole
     idx.close()
+
+
+def test_answers_are_cached_until_the_index_changes(index, tmp_path):
+    index.put("jiaoyu", "a.html", page("通知", "茶河镇"), "r1", None)
+    served = node_search.Served(str(tmp_path / "index.db"))
+    first, _ = served.answer("茶河镇", None, "relevance", 1)
+    again, _ = served.answer("茶河镇", None, "relevance", 1)
+    assert first is again and first["total"] == 1                  # from the cache
+    index.put("jiaoyu", "b.html", page("通知二", "茶河镇"), "r2", "r1")
+    changed, _ = served.answer("茶河镇", None, "relevance", 1)
+    assert changed["total"] == 2                                     # the index changed
