@@ -163,8 +163,8 @@ def _reindex(county: County, tenant: str, say: Say) -> None:
     try:
         res = search_index.sync(county, [tenant])
         say(f"search: {res['indexed']} page(s) indexed on {len(res['nodes'])} node(s)")
-    except (search_index.SearchError, content_sync.SyncError) as exc:
-        say(f"search index not updated: {exc}")
+    except Exception as exc:  # noqa: BLE001 - the release is live; never report it failed
+        say(f"search index not updated ({exc}); run `govhost search sync {tenant}`")
 
 
 def new_release_id() -> str:
@@ -350,9 +350,9 @@ def remove(county: County, tenant: str, say: Say = lambda _: None) -> dict[str, 
                     state.set_content_status(tenant, r["release_id"], "archived", "removed")
             state.audit("tenant.removed", tenant, {"nodes": done})
             try:            # its pages leave the county search with it
-                search_index.sync(county, None)
-            except (search_index.SearchError, content_sync.SyncError) as exc:
-                say(f"search index not updated: {exc}")
+                search_index.drop_removed(county, say)
+            except Exception as exc:  # noqa: BLE001 - the removal is done and audited
+                say(f"search index not updated ({exc}); run `govhost search sync`")
             return {"tenant": tenant, "nodes": done, "user": accounts.user_name(tenant)}
         finally:
             state.close()
