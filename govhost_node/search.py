@@ -116,17 +116,9 @@ class Index:
                 db.execute("ROLLBACK")
                 return False
             for path in change.get("drop", []):
-                row = db.execute("SELECT id FROM pages WHERE tenant = ? AND path = ?",
-                                 (t, path)).fetchone()
-                if row:
-                    self._unindex(row[0])
-                    db.execute("DELETE FROM pages WHERE id = ?", row)
+                self._drop_page(t, path)
             for p in change.get("put", []):
-                row = db.execute("SELECT id FROM pages WHERE tenant = ? AND path = ?",
-                                 (t, p["path"])).fetchone()
-                if row:
-                    self._unindex(row[0])
-                    db.execute("DELETE FROM pages WHERE id = ?", row)
+                self._drop_page(t, p["path"])
                 cur = db.execute(
                     "INSERT INTO pages (tenant, path, digest, url, title, date, body, seg_title,"
                     " seg_body, unit_tok) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -141,6 +133,13 @@ class Index:
             raise
         db.execute("COMMIT")
         return True
+
+    def _drop_page(self, tenant: str, path: str) -> None:
+        row = self.db.execute("SELECT id FROM pages WHERE tenant = ? AND path = ?",
+                              (tenant, path)).fetchone()
+        if row:
+            self._unindex(row[0])
+            self.db.execute("DELETE FROM pages WHERE id = ?", row)
 
     def _unindex(self, rowid: int) -> None:
         """Take a page out of the full-text index (external content: with the values it was
@@ -314,6 +313,7 @@ class Served:
         # looked for by many), and an answer stays right until the index changes.
         self.cache: collections.OrderedDict[tuple, tuple[dict[str, Any], str]] = \
             collections.OrderedDict()
+        self.words_read: tuple | None = None     # the index version whose words are loaded
 
     def version(self) -> tuple:
         """Changes whenever the index does: a commit writes the WAL (or the file itself, at
@@ -336,7 +336,9 @@ class Served:
                 self.cache.move_to_end(key)
                 return hit
         with self.get() as index:
-            load_words(index.words())
+            if self.words_read != key[0]:       # the words change only with the index
+                load_words(index.words())
+                self.words_read = key[0]
             res = index.search(q, unit, sort, page)
             scope = (index.db.execute("SELECT title FROM units WHERE tenant = ?",
                                       (unit,)).fetchone() or [unit])[0] if unit else "全县"

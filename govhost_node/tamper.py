@@ -87,19 +87,26 @@ def keep_pristine(scope: str, release: str) -> int:
     copied. A file that does not verify is left to the watcher to report."""
     copied = 0
     for rel, digest in read_digests(release).items():
-        keep = os.path.join(PRISTINE, scope, digest[:2], digest)
-        if os.path.exists(keep):
-            continue
-        src = os.path.join(release, rel)
-        if sha256(src) != digest:
-            continue
-        os.makedirs(os.path.dirname(keep), mode=0o700, exist_ok=True)
-        tmp = f"{keep}.tmp.{os.getpid()}"
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o400)
-        os.replace(tmp, keep)
-        copied += 1
+        keep = pristine_path(scope, digest)
+        if not os.path.exists(keep) and _copy_if_intact(os.path.join(release, rel), digest, keep):
+            copied += 1
     return copied
+
+
+def pristine_path(scope: str, digest: str) -> str:
+    return os.path.join(PRISTINE, scope, digest[:2], digest)
+
+
+def _copy_if_intact(src: str, digest: str, keep: str) -> bool:
+    """Copy `src` to the pristine store as `keep` if it still holds `digest`."""
+    if sha256(src) != digest:
+        return False
+    os.makedirs(os.path.dirname(keep), mode=0o700, exist_ok=True)
+    tmp = f"{keep}.tmp.{os.getpid()}"
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o400)
+    os.replace(tmp, keep)
+    return True
 
 
 class Live:
@@ -191,14 +198,11 @@ class Guard:
         return new
 
     # pristine copies
-    def _pristine(self, scope: str, digest: str) -> str:
-        return os.path.join(PRISTINE, scope, digest[:2], digest)
-
     def adopt(self, lv: Live) -> list[dict[str, Any]]:
         """Keep a pristine copy of every file of a release that verifies; a file that does
         not is put back (from a copy kept for an earlier release, if there is one)."""
         for rel, digest in lv.digests.items():
-            keep = self._pristine(lv.scope, digest)
+            keep = pristine_path(lv.scope, digest)
             src = os.path.join(lv.path, rel)
             if os.path.exists(keep):
                 if rel not in lv.modes:
@@ -206,14 +210,8 @@ class Guard:
                         lv.modes[rel] = os.lstat(src).st_mode & 0o777
                     except OSError:
                         pass
-                continue
-            if sha256(src) == digest:
+            elif _copy_if_intact(src, digest, keep):
                 lv.modes[rel] = os.lstat(src).st_mode & 0o777
-                os.makedirs(os.path.dirname(keep), mode=0o700, exist_ok=True)
-                tmp = f"{keep}.tmp.{os.getpid()}"
-                shutil.copyfile(src, tmp)
-                os.chmod(tmp, 0o400)
-                os.replace(tmp, keep)
         return self.check_release(lv)
 
     def prune(self) -> None:
@@ -331,7 +329,7 @@ class Guard:
                 else:
                     os.unlink(path)
                 return True, ""
-            keep = self._pristine(lv.scope, lv.digests[rel])
+            keep = pristine_path(lv.scope, lv.digests[rel])
             if not os.path.exists(keep):
                 return False, "no pristine copy of this file on the node (publish again)"
             parent = os.path.dirname(path)

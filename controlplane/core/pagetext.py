@@ -19,7 +19,6 @@ HTML = (".html", ".htm", ".shtml", ".xhtml")
 TEXT = (".txt",)
 PDF = (".pdf",)
 WORD = (".docx",)
-READABLE = HTML + TEXT + PDF + WORD
 # Beyond these a file is not read for text (a 200 MB scanned PDF is an image, not words).
 MAX_BYTES = {"html": 5 << 20, "text": 5 << 20, "pdf": 30 << 20, "word": 30 << 20}
 
@@ -77,7 +76,6 @@ class _Visible(HTMLParser):
         self.date: str | None = None
         self._skip = 0
         self._in_title = False
-        self._alive = True
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "title":
