@@ -8,27 +8,27 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from controlplane.core import paths, remote
+from controlplane.core import paths
 from controlplane.core.county import County
 from controlplane.core.manifest import Node
+from controlplane.sites.content_sync import Link, SyncError
 
 
 def incidents(county: County, hours: float = 24 * 7) -> dict[str, Any]:
     """Per node: its incidents of the last `hours`, its watcher's state, or why it could not
     be asked."""
     inv = county.inv
-    since = time.time() - hours * 3600
+    link = Link(inv.hosts, county.known_hosts, {n.name: n for n in inv.hosts.nodes})
+    since = f"{time.time() - hours * 3600:.0f}"
 
     def one(node: Node) -> tuple[str, dict[str, Any]]:
-        cmd = f"{paths.NODE_TAMPER_TOOL} incidents --since {since:.0f}"
         try:
-            r = subprocess.run(remote._ssh_cmd(inv.hosts, node, county.known_hosts, cmd),
-                               capture_output=True, text=True, timeout=60)
+            got = json.loads(link.run(node.name, "incidents", "--since", since, timeout=60,
+                                      tool=paths.NODE_TAMPER_TOOL))
         except subprocess.TimeoutExpired:
             return node.name, {"error": "no answer in 60 s"}
-        if r.returncode != 0:
-            return node.name, {"error": r.stderr.strip()[-300:] or f"exit {r.returncode}"}
-        got = json.loads(r.stdout)
+        except SyncError as exc:
+            return node.name, {"error": str(exc)[-300:]}
         for i in got["incidents"]:
             i["node"] = node.name        # as hosts.yaml names it (a node's own hostname may differ)
         return node.name, got

@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from controlplane.core import pagetext, paths, remote
+from controlplane.core import pagetext, paths
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Node
@@ -36,13 +36,6 @@ def master(county: County) -> node_search.Index:
     return node_search.Index(str(county.state_dir / "search" / "index.db"))
 
 
-def _segmenter(words: list[str]) -> Callable[[str], str]:
-    import jieba
-    jieba.setLogLevel(60)
-    node_search.load_words(words)
-    return node_search.segment
-
-
 def sync(county: County, tenants: list[str] | None = None,
          say: Say = lambda _: None) -> dict[str, Any]:
     """Bring the master index and every web node's up to date with the live releases of
@@ -53,7 +46,7 @@ def sync(county: County, tenants: list[str] | None = None,
     nodes = {n.name: n for n in inv.hosts.nodes}
     link = Link(inv.hosts, county.known_hosts, nodes)
     words = dictionary.words(inv)
-    segment = _segmenter(words)
+    node_search.load_words(words)
     idx = master(county)
     try:
         held = idx.releases()
@@ -79,7 +72,7 @@ def sync(county: County, tenants: list[str] | None = None,
             put = []
             host = inv.site_host(t)
             for name, data in link.files(node, t.name, rid, fetch) if rid else ():
-                rec = pages.record(host, name, live[name], data, segment)
+                rec = pages.record(host, name, live[name], data, node_search.segment)
                 if rec is not None:
                     put.append(rec)
             pages_read += len(fetch)
@@ -91,22 +84,24 @@ def sync(county: County, tenants: list[str] | None = None,
             say(f"{t.name}: {rid or 'nothing published'} ({len(put)} pages indexed, "
                 f"{len(drop)} dropped)")
         if tenants is None:
-            keep = {t.name for t in wanted}
-            for gone in sorted(set(held) - keep):
-                change = {"tenant": gone, "remove": True}
-                idx.apply(change)
-                changes.append(change)
-                say(f"{gone}: no longer published; removed from the index")
-        result = {"units": len(changes) - 1, "pages_read": pages_read, "indexed": indexed,
-                  "nodes": _ship(county, idx, changes, say)}
-        failed = {n: r["error"] for n, r in result["nodes"].items() if "error" in r}
-        if failed:
-            raise SearchError("the search index could not be sent to " + "; ".join(
-                f"{n}: {e}" for n, e in sorted(failed.items())) + " (the other nodes are up to "
-                "date; run `govhost search sync` when the node is back)")
-        return result
+            changes += _remove(idx, sorted(set(held) - {t.name for t in wanted}),
+                               "no longer published", say)
+        return {"units": len(changes) - 1, "pages_read": pages_read, "indexed": indexed,
+                "nodes": _ship(county, idx, changes, say)}
     finally:
         idx.close()
+
+
+def _remove(idx: node_search.Index, gone: list[str], why: str,
+            say: Say) -> list[dict[str, Any]]:
+    """Take units out of the master index; the changes that take them out of the nodes'."""
+    changes = []
+    for t in gone:
+        change = {"tenant": t, "remove": True}
+        idx.apply(change)
+        changes.append(change)
+        say(f"{t}: {why}; removed from the county search")
+    return changes
 
 
 def drop_removed(county: County, say: Say = lambda _: None) -> list[str]:
@@ -117,43 +112,31 @@ def drop_removed(county: County, say: Say = lambda _: None) -> list[str]:
     idx = master(county)
     try:
         gone = sorted(set(idx.releases()) - keep)
-        if not gone:
-            return []
-        changes = [{"tenant": t, "remove": True} for t in gone]
-        for c in changes:
-            idx.apply(c)
-        for t in gone:
-            say(f"{t}: no longer served; removed from the county search")
-        failed = {n: r["error"] for n, r in _ship(county, idx, changes, say).items()
-                  if "error" in r}
-        if failed:
-            raise SearchError("the search index could not be sent to " + ", ".join(sorted(failed)))
+        if gone:
+            _ship(county, idx, _remove(idx, gone, "no longer served", say), say)
         return gone
     finally:
         idx.close()
 
 
-def _send(county: County, node: Node, lines: list[str]) -> dict[str, Any]:
-    inv = county.inv
-    cmd = f"{paths.NODE_SEARCH_TOOL} apply"
-    r = subprocess.run(remote._ssh_cmd(inv.hosts, node, county.known_hosts, cmd),
-                       input="".join(lines).encode(), capture_output=True, timeout=600)
-    if r.returncode != 0:
-        raise SearchError(r.stderr.decode(errors="replace").strip()[-300:] or
-                          f"exit status {r.returncode}")
-    return json.loads(r.stdout)
-
-
 def _ship(county: County, idx: node_search.Index, changes: list[dict[str, Any]],
           say: Say) -> dict[str, dict[str, Any]]:
+    """Every web node sent `changes` (and whole units where it is behind), side by side;
+    per node what it holds. Raises SearchError naming the nodes it could not reach."""
+    web = list(county.inv.hosts.web_nodes)
+    link = Link(county.inv.hosts, county.known_hosts, {n.name: n for n in web})
+
+    def send(node: Node, lines: list[str]) -> dict[str, Any]:
+        return json.loads(link.run(node.name, "apply", data="".join(lines).encode(),
+                                   tool=paths.NODE_SEARCH_TOOL))["held"]
+
     want = idx.releases()
     exports: dict[str, dict[str, Any] | None] = {}
     lock = threading.Lock()     # one connection to the master index, shared by the threads
 
     def one(node: Node) -> tuple[str, dict[str, Any]]:
         try:
-            held = _send(county, node, [json.dumps(c, ensure_ascii=False) + "\n"
-                                        for c in changes])["held"]
+            held = send(node, [json.dumps(c, ensure_ascii=False) + "\n" for c in changes])
             behind = sorted(t for t in want if held.get(t, "-") != want[t])
             stale = sorted(set(held) - set(want))
             if behind or stale:
@@ -164,12 +147,17 @@ def _ship(county: County, idx: node_search.Index, changes: list[dict[str, Any]],
                             exports[t] = idx.export(t)
                     if exports[t] is not None:
                         lines.append(json.dumps(exports[t], ensure_ascii=False) + "\n")
-                held = _send(county, node, lines)["held"]
+                held = send(node, lines)
                 say(f"{node.name}: {len(behind)} unit(s) sent whole, {len(stale)} removed")
             return node.name, {"units": len(held), "sent_whole": behind, "removed": stale}
-        except (SearchError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        except (SyncError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
             return node.name, {"error": str(exc)}
 
-    web = list(county.inv.hosts.web_nodes)
     with ThreadPoolExecutor(max_workers=max(1, len(web))) as pool:
-        return dict(pool.map(one, web))
+        result = dict(pool.map(one, web))
+    failed = {n: r["error"] for n, r in result.items() if "error" in r}
+    if failed:
+        raise SearchError("the search index could not be sent to " + "; ".join(
+            f"{n}: {e}" for n, e in sorted(failed.items())) + " (the other nodes are up to "
+            "date; run `govhost search sync` when the node is back)")
+    return result

@@ -33,18 +33,18 @@ class SyncError(GovhostError):
 
 @dataclass(frozen=True)
 class Link:
-    """How to run the node tool on the nodes of one cluster."""
+    """How to run a node tool (default: govhost-tenants) on the nodes of one cluster."""
     hosts: Hosts
     known_hosts: Path
     nodes: Mapping[str, Node]
 
-    def argv(self, node: str, *args: str) -> list[str]:
-        cmd = " ".join([TOOL, *(shlex.quote(a) for a in args)])
+    def argv(self, node: str, *args: str, tool: str = TOOL) -> list[str]:
+        cmd = " ".join([tool, *(shlex.quote(a) for a in args)])
         return remote._ssh_cmd(self.hosts, self.nodes[node], self.known_hosts, cmd)
 
     def run(self, node: str, *args: str, data: bytes | None = None,
-            timeout: float = 600) -> str:
-        r = subprocess.run(self.argv(node, *args), input=data, capture_output=True,
+            timeout: float = 600, tool: str = TOOL) -> str:
+        r = subprocess.run(self.argv(node, *args, tool=tool), input=data, capture_output=True,
                            timeout=timeout)
         if r.returncode != 0:
             raise SyncError(f"{args[0]} on {node}: "
