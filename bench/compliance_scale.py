@@ -41,6 +41,7 @@ from controlplane.core.manifest import Node  # noqa: E402
 from controlplane.lab import machines as lab
 from controlplane.monitoring.exporter import Prober  # noqa: E402
 from controlplane.sites import status  # noqa: E402
+from controlplane.tls import metrics
 from tests.helpers import generated_county, upload  # noqa: E402
 from tests.helpers import lab_ssh as ssh
 
@@ -124,12 +125,14 @@ def nginx_cpu() -> dict[str, float]:
     return out
 
 
-def requests_served() -> dict[str, float]:
+def requests_served(inv: Path) -> dict[str, float]:
     """Requests that entered each node for tenants (the node agents' counters, which leave
     out requests forwarded by another node and govhost's own probes)."""
+    c = County(inv)
+    access = metrics.ensure(c.state_dir, c.inv.secret, c.inv.hosts, c.inv.cluster.name)
     out = {}
     for name, address in NODES.items():
-        per = status.agent_metrics(address) or {}
+        per = status.agent_metrics(address, access) or {}
         out[name] = sum(v["requests"] for v in per.values())
     return out
 
@@ -145,9 +148,9 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
 
 def check_county(inv: Path, n: int, at_once: int) -> None:
     time.sleep(3)
-    r0, c0, cpu0 = requests_served(), nginx_cpu(), self_cpu()
+    r0, c0, cpu0 = requests_served(inv), nginx_cpu(), self_cpu()
     took, out = govhost(inv, "compliance", "check", "--json", ok_codes=(0, 1))
-    r1, c1, cpu1 = requests_served(), nginx_cpu(), self_cpu()
+    r1, c1, cpu1 = requests_served(inv), nginx_cpu(), self_cpu()
     res = json.loads(out)
     exact = 0
     page_counts, link_counts = [], []

@@ -67,8 +67,11 @@ def monitoring_render(
     """Write prometheus.yml for this cluster (exporter, node agents, node_exporter), the alert
     rules it loads and the Grafana dashboards."""
     from controlplane.monitoring import prometheus as monitoring
-    inv = call(lambda: county().inv)
-    written = monitoring.write(out_dir, inv.hosts, exporter_address, scrape_interval)
+    from controlplane.tls import metrics
+    c = county()
+    inv = call(lambda: c.inv)
+    access = call(lambda: metrics.ensure(c.state_dir, inv.secret, inv.hosts, inv.cluster.name))
+    written = monitoring.write(out_dir, inv.hosts, exporter_address, scrape_interval, access)
     for path in written:
         out.print(f"wrote {path}", highlight=False)
 

@@ -18,9 +18,13 @@ log is read again from its start. Counters start at zero when the agent starts, 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
+import json
 import os
 import pwd
 import re
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -326,12 +330,23 @@ class Agent:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--listen", required=True, help="address:port, e.g. 127.0.1.1:9273")
+    ap.add_argument("--web-config", default="",
+                    help="JSON with cert_file, key_file and authorization_sha256: serve TLS "
+                         "and require basic auth (absent file: plain HTTP)")
     args = ap.parse_args()
     host, _, port = args.listen.rpartition(":")
     agent = Agent()
+    web = web_config(args.web_config)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
+            if web and not authorized(self.headers.get("Authorization", ""),
+                                      web["authorization_sha256"]):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="govhost-agent"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404)
                 return
@@ -345,7 +360,28 @@ def main() -> None:
         def log_message(self, *args) -> None:
             pass
 
-    ThreadingHTTPServer((host.strip("[]"), int(port)), Handler).serve_forever()
+    server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
+    if web:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(web["cert_file"], web["key_file"])
+        # the handshake happens in the connection's thread, not in the accept loop
+        server.socket = ctx.wrap_socket(server.socket, server_side=True,
+                                        do_handshake_on_connect=False)
+    server.serve_forever()
+
+
+def web_config(path: str) -> dict | None:
+    """The agent's TLS and basic-auth settings, if the node has been given them."""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def authorized(header: str, want_sha256: str) -> bool:
+    got = hashlib.sha256(header.encode("utf-8", "replace")).hexdigest()
+    return hmac.compare_digest(got, want_sha256)
 
 
 if __name__ == "__main__":

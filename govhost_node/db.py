@@ -143,9 +143,28 @@ def converge(spec_path: str) -> None:
     for user, host in dropped:
         host = str(ipaddress.ip_address(host))
         out.append(f"DROP USER IF EXISTS {_q(user)}@{_q(host)};")
+    out += _lockdown()
     sql("\n".join(out) + "\nFLUSH PRIVILEGES;\n")
     print(json.dumps({"databases": len({db for db, _ in wanted.values()}),
                       "users": len(wanted), "dropped": len(dropped)}))
+
+
+def _lockdown() -> list[str]:
+    """Accounts nobody should have: anonymous users, and root (or any account with global
+    privileges other than MariaDB's own local ones) reachable from anywhere but this machine.
+    Root stays on the local socket (unix_socket authentication), which govhost uses."""
+    local = ("localhost", "127.0.0.1", "::1")
+    rows = [tuple(line.split("\t")) for line in sql(
+        "SELECT User, Host FROM mysql.user WHERE User = '' OR User = 'root' OR "
+        "(Super_priv = 'Y' AND User NOT LIKE 'gh\\_%');").splitlines() if line]
+    out = []
+    for user, host in rows:
+        if (user == "root" or user in ("mariadb.sys", "mysql")) and host in local:
+            continue
+        if not re.fullmatch(r"[A-Za-z0-9_.%:-]{0,80}", user + host):
+            continue        # nothing govhost or Debian would have made; reported, not dropped
+        out.append(f"DROP USER IF EXISTS '{user}'@'{host}';")
+    return out
 
 
 def remove(tenant: str, db: str, archive_dir: str) -> None:

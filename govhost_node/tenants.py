@@ -254,6 +254,18 @@ Match Group {group}
 Match all
 """
 
+# With a port of their own for units (hosts.yaml ssh.sftp_port), the operators' port admits
+# no tenant account and the units' port admits nothing else; the firewall then opens the
+# operators' port only to the management addresses.
+PORTS = """# Written by govhost: operators' SSH on {ssh}, units' SFTP on {sftp}.
+Port {ssh}
+Port {sftp}
+Match LocalPort {sftp}
+    AllowGroups {group}
+Match LocalPort {ssh} Group {group}
+    DenyGroups {group}
+"""
+
 
 def _reload_sshd() -> None:
     if os.path.isdir("/run/systemd/system"):
@@ -266,8 +278,10 @@ def _reload_sshd() -> None:
         pass
 
 
-def _sshd_snippet(group: str) -> None:
+def _sshd_snippet(group: str, ssh_port: int | None = None, sftp_port: int | None = None) -> None:
     text = SNIPPET.format(group=group, keys=KEYS)
+    if ssh_port and sftp_port and ssh_port != sftp_port:
+        text = PORTS.format(ssh=int(ssh_port), sftp=int(sftp_port), group=group) + text
     old = None
     if os.path.exists(SSHD_SNIPPET):
         with open(SSHD_SNIPPET, encoding="utf-8") as f:
@@ -368,7 +382,7 @@ def converge(spec_path: str) -> None:
     for name in os.listdir(KEYS):
         if name not in wanted_users and not name.endswith(".tmp"):
             os.unlink(os.path.join(KEYS, name))
-    _sshd_snippet(group)
+    _sshd_snippet(group, spec.get("ssh_port"), spec.get("sftp_port"))
     print(json.dumps({"tenants": len(spec["tenants"]), "accounts": len(wanted_users),
                       "filesystem_quota": quota.state}))
 

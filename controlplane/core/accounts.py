@@ -74,8 +74,10 @@ def tenant_spec(inv: Inventory, t: Tenant) -> dict[str, Any]:
 def node_spec(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: str) -> bytes:
     """tenants.json: shipped with mode 0600 (it holds database passwords)."""
     tenants = [tenant_spec(inv, t) for t in inv.tenants if node in placement[t.name]]
+    ports = ({"ssh_port": inv.hosts.ssh.port, "sftp_port": inv.hosts.ssh.sftp_port}
+             if inv.hosts.ssh.sftp_port else {})
     return (json.dumps({"sftp_group": SFTP_GROUP, "web_user": paths.NGINX_USER,
-                        "tenants": tenants}, indent=1, ensure_ascii=False,
+                        "tenants": tenants, **ports}, indent=1, ensure_ascii=False,
                        sort_keys=True) + "\n").encode()
 
 

@@ -32,7 +32,7 @@ class Inventory:
     hosts: Hosts
     tenants: tuple[Tenant, ...]
     sources: dict[str, str]  # tenant name -> file it came from
-    # The cluster secret (see secrets.py); loaded only when a tenant needs derived credentials.
+    # The cluster secret (see secrets.py): derived credentials (databases, metrics).
     secret: bytes = field(default=b"", repr=False)
     # The nodes' SSH key to the backup repository; loaded only when a node has the backup role.
     backup_key: bytes = field(default=b"", repr=False)
@@ -43,6 +43,9 @@ class Inventory:
     served_with: Mapping[str, str] = field(default_factory=dict)
     # The county's word lists (inventory/wording/*.yaml), by the file they came from.
     wording: Mapping[str, WordList] = field(default_factory=dict)
+    # TLS and basic auth of the nodes' metrics (tls.metrics.MetricsAccess); filled by
+    # sites.apply.prepare from the state directory.
+    metrics: Any = field(default=None, repr=False)
 
     def replicas(self, tenant: Tenant) -> int:
         return _replicas(tenant, self.cluster)
@@ -200,10 +203,10 @@ def load(root: Path, state: Path | None = None) -> Inventory:
         raise ManifestError(problems)
     assert cluster is not None and hosts is not None
     state = state if state is not None else state_dir(root)
-    secret = backup_key = b""
+    backup_key = b""
     backup = any("backup" in n.roles for n in hosts.nodes)
-    if backup or any(t.site.type == "php" and t.site.database for t in tenants):
-        secret = secrets.ensure(state)
+    # Every county needs it: the metrics' password is derived from it.
+    secret = secrets.ensure(state)
     if backup:
         backup_key = secrets.backup_key(state)
     return Inventory(root, cluster, hosts, tuple(sorted(tenants, key=lambda t: t.name)), sources,

@@ -477,6 +477,38 @@ class SshSettings(_Model):
     user: UserName = "root"
     port: StrictInt = Field(default=22, ge=1, le=65535)
     key: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_./~-]{1,255}$")]
+    # Units' SFTP on a port of its own, open to everyone, so that the operators' port can be
+    # closed to all but the management addresses. None: units share the operators' port.
+    sftp_port: StrictInt | None = Field(default=None, ge=1, le=65535)
+
+    @property
+    def unit_port(self) -> int:
+        return self.sftp_port or self.port
+
+
+def _network(value: str) -> str:
+    try:
+        return ipaddress.ip_network(value, strict=True).compressed
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address or network (CIDR, e.g. 192.0.2.0/24, "
+                         "with no host bits set)") from None
+
+
+Network = Annotated[StrictStr, AfterValidator(_network)]
+
+
+class Firewall(_Model):
+    """Who may reach what on the nodes (nftables, rendered per node into the config release).
+    Everyone: 80, 443 and units' SFTP. `management`: operators' SSH and the metrics. The
+    cluster's own nodes: the database, the backup repository and the search server."""
+
+    management: list[Network] = Field(min_length=1, max_length=200)
+    # A change that leaves the control machine unable to open a new SSH connection to the
+    # node within this time is rolled back by the node itself.
+    confirm_seconds: StrictInt = Field(default=60, ge=5, le=900)
+    # New SSH/SFTP connections per source address and minute (and the burst allowed first).
+    ssh_new_per_minute: StrictInt = Field(default=20, ge=1, le=10_000)
+    ssh_burst: StrictInt = Field(default=10, ge=1, le=10_000)
 
 
 Role = Literal["web", "backup", "db", "monitoring"]
@@ -497,11 +529,27 @@ class Node(_Model):
     address6: Annotated[StrictStr, AfterValidator(_ipv6)] | None = None
     roles: list[Role] = Field(default_factory=lambda: ["web"], min_length=1)
     capacity: StrictInt = Field(default=2000, ge=1, le=100_000)
+    # Where this node's own connections to its peers come from, when that is not `address`
+    # (behind NAT; in the lab, where every node shares the host's loopback, 127.0.0.1).
+    source: IpAddress | None = None
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(a for a in (self.source or self.address, self.address6) if a)
 
 
 class Hosts(_Model):
     ssh: SshSettings
     nodes: list[Node] = Field(min_length=1, max_length=50)
+    firewall: Firewall | None = None
+
+    @model_validator(mode="after")
+    def _sftp_port(self) -> "Hosts":
+        if self.firewall is not None and self.ssh.unit_port == self.ssh.port:
+            raise ValueError("with a firewall, units' SFTP needs a port of its own "
+                             "(ssh.sftp_port, e.g. 2222): the operators' SSH port is open "
+                             "only to the management addresses")
+        return self
 
     @model_validator(mode="after")
     def _unique(self) -> "Hosts":

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,9 @@ class NodeStatus:
     php_running: bool | None = None   # None: the live release has no PHP sites
     boot_time: float | None = None    # when the node last booted (its PID 1 started)
     content: dict | None = None       # tenant -> its holdings on the node (when asked)
+    # govhost's firewall there: ok, pending (waiting for confirmation), reverted (the last
+    # change was not confirmed and was taken back), missing (rules lost), off (none)
+    firewall: str = "off"
 
 
 def _ssh_cmd(hosts: Hosts, node: Node, known_hosts: Path, command: str) -> list[str]:
@@ -98,12 +102,45 @@ def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,
                           bool(data.get("agent_running")), None if boot == "none" else boot,
                           php_running=None if php is None else bool(php),
                           boot_time=float(data["boot_time"]) if data.get("boot_time") else None,
-                          content=held)
+                          content=held, firewall=str(data.get("firewall", "off")))
 
     if not nodes:
         return {}
     with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
         return {s.node: s for s in pool.map(ask, nodes)}
+
+
+def confirm_firewall(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,
+                     seconds: float) -> dict[str, str]:
+    """Tell each node its new firewall still lets the control machine in: a new SSH
+    connection (never the shared ControlMaster one, which the firewall lets through as an
+    established connection) runs `govhost-node firewall confirm`. Tried until `seconds` have
+    passed; a node that cannot be reached puts its old rules back by itself. Returns the
+    node's answer, or why it could not be reached."""
+    key = os.path.expanduser(hosts.ssh.key)
+
+    def confirm(node: Node) -> tuple[str, str]:
+        deadline = time.monotonic() + seconds
+        err = ""
+        while time.monotonic() < deadline:
+            cmd = ["ssh", "-i", key, "-p", str(hosts.ssh.port),
+                   *ssh_options(hosts, known_hosts), "-o", "ControlMaster=no",
+                   "-o", "ControlPath=none", "-o", "ConnectTimeout=3",
+                   f"{hosts.ssh.user}@{node.address}", f"{paths.NODE_TOOL} firewall confirm"]
+            try:
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+                if out.returncode == 0:
+                    return node.name, out.stdout.strip() or "confirmed"
+                err = out.stderr.strip()[-200:] or f"ssh exit {out.returncode}"
+            except subprocess.TimeoutExpired:
+                err = "ssh timed out"
+            time.sleep(1)
+        return node.name, f"unreachable: {err}"
+
+    if not nodes:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+        return dict(pool.map(confirm, nodes))
 
 
 @dataclass

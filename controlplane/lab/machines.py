@@ -25,6 +25,7 @@ from pathlib import Path
 
 from controlplane.core.errors import LabError
 from controlplane.lab import image as lab_image
+from controlplane.sites import firewall
 
 LAB_ROOT = Path(os.environ.get("GOVHOST_LAB_ROOT", "/var/lib/govhost/lab"))
 KEY = LAB_ROOT / "id_ed25519"
@@ -55,7 +56,7 @@ mount -t overlay overlay -o "lowerdir=$IMAGE,upperdir=$D/upper,workdir=$D/work" 
 while :; do
     date +%s > "$D/boots/$(date +%s%N)"
     systemd-nspawn -D "$D/root" --boot --machine="$NODE" --hostname="$NODE" \
-        --register=no --keep-unit -q --console=passive \
+        --register=no --keep-unit -q --console=passive --capability=CAP_NET_ADMIN \
         --bind="$CACHE:/var/cache/apt/archives" </dev/null
     rc=$?
     echo "node $NODE: systemd-nspawn exited with status $rc at $(date -Is)"
@@ -351,8 +352,17 @@ def stop(name: str) -> bool:
         else:
             os.kill(n.pid, signal.SIGKILL)
             _wait_gone([n.pid], 2.5)
+        _drop_firewall(name)
         return True
     return False
+
+
+def _drop_firewall(name: str) -> None:
+    """The nodes share the host's network stack, so a node's nftables table outlives its
+    machine here; on a real server its rules go down with it. Take them away as well."""
+    if shutil.which("nft"):
+        subprocess.run(["nft", "delete", "table", "inet", firewall.table_name(name)],
+                       capture_output=True, check=False)
 
 
 def reboot(name: str, timeout: float = 120) -> LabNode:
@@ -397,6 +407,8 @@ def down() -> int:
     for n in nodes():
         if n.pid and stop(n.name):
             stopped += 1
+    for n in nodes():
+        _drop_firewall(n.name)
     base = LAB_ROOT / "nodes"
     if base.exists():
         time.sleep(0.2)

@@ -31,6 +31,7 @@ from controlplane.core.state import State
 from controlplane.sites import content_sync, replicas
 from controlplane.sites.plan import Plan, make_plan, share_for
 from controlplane.sites.render import Release, render_cluster
+from controlplane.tls import metrics as tls_metrics
 from controlplane.tls import store as tls_store
 
 Progress = Callable[[str, str, str], None]  # (node, step, outcome)
@@ -99,6 +100,7 @@ class ApplyResult:
     content: list[dict[str, Any]] = field(default_factory=list)   # releases moved to replicas
     kept_placement: list[str] = field(default_factory=list)  # units whose content couldn't move
     stranded: dict[str, str] = field(default_factory=dict)   # unit -> live release no node has
+    firewall: dict[str, str] = field(default_factory=dict)   # node -> its confirmation
 
     @property
     def result(self) -> str:
@@ -120,7 +122,7 @@ class ApplyResult:
             "nodes": [vars(n) for n in self.nodes], "refused_tenants": self.refused_tenants,
             "tenant_changes": len(self.plan.tenants),
             "content": self.content, "kept_placement": self.kept_placement,
-            "stranded": self.stranded,
+            "stranded": self.stranded, "firewall": self.firewall,
         }
 
 
@@ -132,7 +134,8 @@ def _tenants_in(message: str) -> list[str]:
 
 
 # Release files only root may read on the node: they hold database passwords.
-PRIVATE_FILES = frozenset({"tenants.json", "databases.json", "backup.json", "backup.key"})
+PRIVATE_FILES = frozenset({"tenants.json", "databases.json", "backup.json", "backup.key",
+                           "metrics/node.key", "metrics/agent.json", "metrics/web.yml"})
 
 
 def private(name: str) -> bool:
@@ -169,7 +172,8 @@ def prepare(county: County, state: State, share_for_node: str | None = None
     existing units' replicas (otherwise placement is sticky)."""
     inv = county.inv
     certs, served_with = tls_store.deployable(inv, county.certs, state)
-    inv = dataclasses.replace(inv, certificates=certs, served_with=served_with)
+    access = tls_metrics.ensure(county.state_dir, inv.secret, inv.hosts, inv.cluster.name)
+    inv = dataclasses.replace(inv, certificates=certs, served_with=served_with, metrics=access)
     previous = state.placements()
     if share_for_node:
         previous = share_for(inv, state.drained(), previous, share_for_node)
@@ -260,7 +264,7 @@ def _classify(plan: Plan, live, applied, state: State,
         if st.release == rel.id and not st.intact:
             to_stage.append(name)   # the live release was changed on the node: ship it whole
         elif st.release == rel.id and st.nginx_running and st.agent_running \
-                and st.php_running is not False:
+                and st.php_running is not False and _firewall_settled(st, rel):
             rec = applied.get(name)
             if rec is None or rec.release_id != rel.id:
                 state.record_applied(name, rel.id, rel.digests, 0)  # node already converged
@@ -272,6 +276,41 @@ def _classify(plan: Plan, live, applied, state: State,
     for name in to_stage + to_start:
         outcomes.pop(name, None)
     return to_stage, to_start
+
+
+def _firewall_settled(st: remote.NodeStatus, rel: Release) -> bool:
+    """The node runs its release's firewall, confirmed (a change that was taken back, rules
+    lost or one still waiting for confirmation mean activating again)."""
+    return st.firewall == ("ok" if "firewall.nft" in rel.files else "off")
+
+
+def _confirm_firewalls(inv, plan: Plan, live, before, outcomes: dict[str, NodeOutcome],
+                       nodes, known_hosts: Path, result: "ApplyResult", say: Progress) -> None:
+    """Nodes whose firewall this run changed must see the control machine come in again over
+    a new connection before their dead-man switch fires; one that does not keeps (gets back)
+    its previous rules, and the run says so."""
+    fw = inv.hosts.firewall
+    todo = [n for n, o in outcomes.items() if o.result == "applied"
+            and "firewall.nft" in plan.releases[n].files
+            and (live[n].firewall != "ok" or before.get(n) is None
+                 or before[n].digests.get("firewall.nft")
+                 != plan.releases[n].digests.get("firewall.nft"))]
+    if fw is None or not todo:
+        return
+    say("*", "firewall", f"confirming {len(todo)} node(s)")
+    answers = remote.confirm_firewall(inv.hosts, [nodes[n] for n in sorted(todo)],
+                                      known_hosts, max(3.0, fw.confirm_seconds / 2))
+    for name, answer in sorted(answers.items()):
+        result.firewall[name] = answer
+        if answer.startswith("unreachable"):
+            outcomes[name] = NodeOutcome(
+                name, "failed", None,
+                f"firewall: the control machine could not open a new SSH connection after "
+                f"the change ({answer}); the node puts its previous rules back within "
+                f"{fw.confirm_seconds} s. Check `firewall.management` in hosts.yaml")
+            say(name, "firewall", "not confirmed")
+        else:
+            say(name, "firewall", "confirmed")
 
 
 def _follow_content(inv, plan: Plan, state: State, nodes, known_hosts: Path,
@@ -396,6 +435,7 @@ def _apply_locked(county: County, state: State, say: Progress,
                                "govhost_keep_releases": inv.cluster.keep_releases,
                                "govhost_stage_script": str(payloads[name])}
                         for name in targets}
+            before = dict(applied)
             say("*", "stage", f"{len(targets)} node(s)")
             again = _release(inv, plan, state, nodes, targets, hostvars, runner_dir,
                              known_hosts, outcomes, result, say)
@@ -409,6 +449,7 @@ def _apply_locked(county: County, state: State, say: Progress,
                                   known_hosts, outcomes, result, say):
                     outcomes[n] = NodeOutcome(n, "failed", None, "stage: the whole release "
                                               "did not arrive intact; see the node's disk")
+            _confirm_firewalls(inv, plan, live, before, outcomes, nodes, known_hosts, result, say)
         if any(o.result in ("applied", "unchanged") for o in outcomes.values()):
             state.save_placements(plan.placement)
     finally:
@@ -496,8 +537,10 @@ def _release(inv, plan: Plan, state: State, nodes, targets: list[str], hostvars,
                 refused.update(bad)
                 files = ", ".join(inv.sources.get(t, t) for t in bad)
                 who = f" (tenant {', '.join(bad)}: {files})" if bad else ""
+                what = ("nft -c refused the firewall" if "nft -c refused" in r.message
+                        else "nginx -t refused the release")
                 outcomes[name] = NodeOutcome(name, "refused", None,
-                                             f"nginx -t refused the release{who}: {r.message}")
+                                             f"{what}{who}: {r.message}")
             else:
                 outcomes[name] = NodeOutcome(name, "failed", None, "stage: " + r.message)
         if any(o.result == "refused" for o in outcomes.values()):

@@ -9,6 +9,7 @@ still cannot inject configuration.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,6 +22,7 @@ from controlplane.core import accounts, paths
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Tenant
 from controlplane.core.units import PORTAL
+from controlplane.sites import firewall
 
 _NGINX_SAFE = re.compile(r"^[A-Za-z0-9._:\-\[\]/ ,=>]*$")
 
@@ -225,6 +227,12 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     if backup is not None:
         files["backup.json"] = backup
         files["backup.key"] = inv.backup_key
+    if inv.metrics is not None:
+        files.update(_metrics_files(inv.metrics, node))
+    php = [t.name for t in inv.tenants if t.site.type == "php"]
+    rules = firewall.render(inv.hosts, me, firewall.db_clients(inv.hosts, placement, php))
+    if rules is not None:
+        files["firewall.nft"] = rules
     return Release(node=node, files=files)
 
 
@@ -237,6 +245,24 @@ _ACME_CHALLENGE = (
 
 # Stapling only for certificates that name an OCSP responder; nginx fetches and caches it.
 _OCSP = b"ssl_stapling on;\nssl_stapling_verify on;\n"
+
+
+METRICS_DIR = "/etc/govhost/metrics"   # where the node keeps the live copy (not a release)
+
+
+def _metrics_files(access: Any, node: str) -> dict[str, bytes]:
+    """TLS and basic auth for the node exporter (exporter-toolkit's web config, with the
+    bcrypt hash it wants) and for govhost-agent (the SHA-256 of the expected header)."""
+    cert, key = access.node_certs[node]
+    web = {"tls_server_config": {"cert_file": f"{METRICS_DIR}/node.crt",
+                                 "key_file": f"{METRICS_DIR}/node.key",
+                                 "min_version": "TLS12"},
+           "basic_auth_users": {access.user: access.password_hash}}
+    agent = {"cert_file": f"{METRICS_DIR}/node.crt", "key_file": f"{METRICS_DIR}/node.key",
+             "authorization_sha256": access.agent_sha256}
+    return {"metrics/node.crt": cert, "metrics/node.key": key,
+            "metrics/web.yml": json.dumps(web, indent=1, sort_keys=True).encode() + b"\n",
+            "metrics/agent.json": json.dumps(agent, indent=1, sort_keys=True).encode() + b"\n"}
 
 
 def _hsts(max_age: int) -> bytes:

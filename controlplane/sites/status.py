@@ -6,7 +6,6 @@ table highlights.
 """
 from __future__ import annotations
 
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,17 +17,17 @@ from controlplane.core.errors import GovhostError
 from controlplane.core.paths import AGENT_PORT
 from controlplane.sites import apply as apply_mod
 from controlplane.sites import probes, replicas
+from controlplane.tls import metrics as tls_metrics
 
 
-def agent_metrics(address: str, timeout: float = 3.0) -> dict[str, dict[str, float]] | None:
+def agent_metrics(address: str, access: Any = None,
+                  timeout: float = 3.0) -> dict[str, dict[str, float]] | None:
     """Per tenant from a node's agent: requests (all classes), 5xx, bytes, disk, tamper
     incidents and files not put back (`_config`: the node's config release); under `_node`,
-    whether the tamper watcher is alive. None if the agent does not answer."""
-    host = f"[{address}]" if ":" in address else address
+    whether the tamper watcher is alive. None if the agent does not answer. `access`: the
+    county's metrics credentials (tls.metrics), as the agents require them."""
     try:
-        with urllib.request.urlopen(f"http://{host}:{AGENT_PORT}/metrics",
-                                    timeout=timeout) as r:
-            text = r.read().decode()
+        text = tls_metrics.read(access, address, AGENT_PORT, timeout)
     except OSError:
         return None
     out: dict[str, dict[str, float]] = {}
@@ -77,7 +76,7 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
     reachable = [n for n in inv.hosts.nodes if live[n.name].reachable]
     with ThreadPoolExecutor(max(1, len(reachable))) as pool:
         agents = dict(zip([n.name for n in reachable],
-                          pool.map(lambda n: agent_metrics(n.address), reachable)))
+                          pool.map(lambda n: agent_metrics(n.address, inv.metrics), reachable)))
     problems: list[dict[str, str]] = []
 
     def problem(severity: str, where: str, what: str) -> None:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from controlplane.core import accounts
 
@@ -57,9 +58,16 @@ def _primary(tn, tenant: str) -> str:
     return NODES[tn["placement"][tenant][0]]
 
 
+def sftp_port(inv: Path) -> int:
+    """Units' SFTP port of the county in `inv` (its own port when the county has one)."""
+    ssh = yaml.safe_load((inv / "hosts.yaml").read_text())["ssh"]
+    return int(ssh.get("sftp_port") or ssh.get("port", 22))
+
+
 def sftp(tn, tenant: str, key: str, commands: str, section: str | None = None):
     user = accounts.user_name(tenant, section)
-    return subprocess.run(["sftp", *SSH_OPTS, "-i", str(tn["keys"][key]), "-b", "-",
+    return subprocess.run(["sftp", *SSH_OPTS, "-P", str(sftp_port(tn["inv"])),
+                           "-i", str(tn["keys"][key]), "-b", "-",
                            f"{user}@{_primary(tn, tenant)}"], input=commands,
                           capture_output=True, text=True, timeout=60)
 

@@ -1,0 +1,116 @@
+"""A node's firewall (nftables), rendered into its config release.
+
+Every node address is public in production, so each node opens to everyone only what the
+public needs (80 and 443 on web nodes, units' SFTP) and everything else only to whom needs
+it: operators' SSH and the metrics to the management addresses, the database to the nodes
+that run PHP sites, the backup repository and the search server to the cluster's own nodes.
+The rest is dropped and counted.
+
+The rules match only this node's own address (`ip daddr != A accept` comes first): on a real
+server that is where the public arrives, and in the lab, where every node shares the host's
+network stack, one node's table leaves the others' addresses (and the host's loopback) alone.
+Each node's table has its own name for the same reason. The file replaces the table in one
+transaction (`table …; delete table …; table … {…}`), so there is never a moment without it.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from controlplane.core import paths
+from controlplane.core.manifest import Firewall, Hosts, Node
+
+HEADER = "# govhost firewall"
+MYSQL_PORT = 3306
+
+
+def table_name(node: str) -> str:
+    return "govhost_" + node.replace("-", "_")
+
+
+def _split(addresses: Iterable[str]) -> tuple[list[str], list[str]]:
+    """IPv4 and IPv6 networks, each collapsed (nftables refuses overlapping intervals)."""
+    v4: list = []
+    v6: list = []
+    for a in addresses:
+        net = ipaddress.ip_network(a, strict=False)
+        (v4 if net.version == 4 else v6).append(net)
+    return ([n.compressed for n in ipaddress.collapse_addresses(v4)],
+            [n.compressed for n in ipaddress.collapse_addresses(v6)])
+
+
+def _set(name: str, kind: str, elements: list[str]) -> str:
+    body = f"type {kind}; flags interval;"
+    if elements:
+        body += f" elements = {{ {', '.join(elements)} }}"
+    return f"    set {name} {{ {body} }}\n"
+
+
+def db_clients(hosts: Hosts, placement: Mapping[str, tuple[str, ...]],
+               php_units: Iterable[str]) -> list[str]:
+    """Where the db node's clients connect from: the nodes holding PHP sites' replicas."""
+    names = {n for u in php_units for n in placement.get(u, ())}
+    return sorted({a for n in hosts.nodes if n.name in names for a in n.sources})
+
+
+def render(hosts: Hosts, node: Node, db_sources: list[str]) -> bytes | None:
+    """The node's nftables file, or None when the county has no `firewall:` in hosts.yaml."""
+    fw = hosts.firewall
+    if fw is None:
+        return None
+    table = table_name(node.name)
+    cluster = [a for n in hosts.nodes for a in n.sources]
+    sets = {"management": _split(fw.management), "cluster": _split(cluster),
+            "db": _split(db_sources)}
+    out = [f"{HEADER} for {node.name} ({node.address}); written by govhost, do not edit\n",
+           f"# confirm_seconds={fw.confirm_seconds}\n",
+           f"table inet {table}\n", f"delete table inet {table}\n", f"table inet {table} {{\n"]
+    for name, (v4, v6) in sets.items():
+        out.append(_set(f"{name}4", "ipv4_addr", v4))
+        out.append(_set(f"{name}6", "ipv6_addr", v6))
+    for fam in ("4", "6"):
+        kind = "ipv4_addr" if fam == "4" else "ipv6_addr"
+        out.append(f"    set sftp_meter{fam} {{ type {kind}; size 65535; "
+                   "flags dynamic,timeout; timeout 1m; }\n")
+    out.append("    counter dropped { }\n")
+    out.append("    counter metered { }\n")
+    out.append("    chain input {\n"
+               "        type filter hook input priority filter; policy accept;\n")
+    out.extend(f"        {r}\n" for r in _rules(hosts, fw, node))
+    out.append("    }\n}\n")
+    return "".join(out).encode()
+
+
+def _rules(hosts: Hosts, fw: Firewall, node: Node) -> list[str]:
+    ssh, sftp = hosts.ssh.port, hosts.ssh.unit_port
+    rate = f"{fw.ssh_new_per_minute}/minute burst {fw.ssh_burst} packets"
+    families = (("4", "ip saddr"), ("6", "ip6 saddr"))
+    rules = [
+        f"ip daddr != {node.address} accept",
+        f"ip6 daddr != {node.address6} accept" if node.address6 else "meta nfproto ipv6 accept",
+        "ct state established,related accept",
+        "ct state invalid counter name dropped drop",
+        "# ICMP and ICMPv6, by number: a bare server has no /etc/protocols",
+        "meta l4proto { 1, 58 } accept",
+    ]
+    if "web" in node.roles:
+        rules.append("tcp dport { 80, 443 } accept")
+    # Units' SFTP is public. New connections from outside the cluster and the management
+    # addresses are metered per source address, so guessing keys costs an attacker time.
+    rules += [f"tcp dport {sftp} ct state new {sa} != @management{f} {sa} != @cluster{f} "
+              f"update @sftp_meter{f} {{ {sa} limit rate over {rate} }} "
+              "counter name metered drop" for f, sa in families]
+    rules.append(f"tcp dport {sftp} accept")
+    for f, sa in families:
+        rules.append(f"tcp dport {{ {ssh}, {paths.NODE_EXPORTER_PORT}, {paths.AGENT_PORT} }} "
+                     f"{sa} @management{f} accept")
+        rules.append(f"tcp dport {paths.SEARCH_PORT} {sa} @cluster{f} accept")
+        if "web" not in node.roles:   # the node's own probes; operators
+            rules.append(f"tcp dport {{ 80, 443 }} {sa} @cluster{f} accept")
+            rules.append(f"tcp dport {{ 80, 443 }} {sa} @management{f} accept")
+        if "backup" in node.roles:    # the nodes' restic reaches the repository over SFTP
+            rules.append(f"tcp dport {ssh} {sa} @cluster{f} accept")
+        if "db" in node.roles:
+            rules.append(f"tcp dport {MYSQL_PORT} {sa} @db{f} accept")
+    rules.append("counter name dropped drop")
+    return rules
