@@ -25,6 +25,7 @@ import os
 import pwd
 import re
 import ssl
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,6 +85,178 @@ class LogCounters:
             if m.group(2) != b"-":
                 self.bytes[tenant] += int(m.group(2))
         self.pos[tenant] = (st.st_ino, offset + end)
+
+
+WAF_AUDIT = "/var/log/govhost/waf-audit.log"
+WAF_HOSTS = "/etc/govhost/current/waf/hosts.json"
+
+
+class WafLog:
+    """The WAF's audit log (one per node, JSON lines): each entry counted for its unit
+    (blocked: refused with 403; detected: matched in detection-only mode) and copied to the
+    unit's own `waf-audit.log`, read incrementally."""
+
+    def __init__(self, audit: str = WAF_AUDIT, hosts: str = WAF_HOSTS, logs: str = "") -> None:
+        self.audit, self.hosts_file, self.logs = audit, hosts, logs or LOGS
+        self.lock = threading.Lock()
+        self.pos = (0, 0)
+        self.hosts: dict[str, str] = {}
+        self.hosts_mtime = 0.0
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def _load_hosts(self) -> None:
+        try:
+            mtime = os.stat(self.hosts_file).st_mtime
+            if mtime != self.hosts_mtime:
+                with open(self.hosts_file, encoding="utf-8") as f:
+                    self.hosts = json.load(f)
+                self.hosts_mtime = mtime
+        except (OSError, ValueError):
+            pass
+
+    def refresh(self) -> None:
+        with self.lock:
+            self._load_hosts()
+            try:
+                st = os.stat(self.audit)
+            except OSError:
+                return
+            inode, offset = self.pos
+            if inode != st.st_ino or st.st_size < offset:
+                offset = 0
+            if st.st_size == offset:
+                self.pos = (st.st_ino, offset)
+                return
+            with open(self.audit, "rb") as f:
+                f.seek(offset)
+                data = f.read(64 << 20)
+            end = data.rfind(b"\n") + 1
+            per_unit: dict[str, list[bytes]] = {}
+            for line in data[:end].splitlines():
+                tenant, action = self._entry(line)
+                if tenant is None:
+                    continue
+                self.counts[(tenant, action)] = self.counts.get((tenant, action), 0) + 1
+                per_unit.setdefault(tenant, []).append(line + b"\n")
+            for tenant, lines in per_unit.items():
+                d = os.path.join(self.logs, tenant)
+                if os.path.isdir(d):
+                    with open(os.path.join(d, "waf-audit.log"), "ab") as out:
+                        out.writelines(lines)
+            self.pos = (st.st_ino, offset + end)
+
+    def _entry(self, line: bytes) -> tuple[str | None, str]:
+        try:
+            tx = json.loads(line)["transaction"]
+            headers = {k.lower(): v for k, v in tx["request"].get("headers", {}).items()}
+            host = str(headers.get("host", "")).lower().rsplit(":", 1)[0] \
+                if not str(headers.get("host", "")).startswith("[") else ""
+            code = int(tx.get("response", {}).get("http_code", 0))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None, ""
+        tenant = self.hosts.get(host)
+        if tenant is None or not tx.get("messages"):
+            return None, ""
+        return tenant, "blocked" if code == 403 else "detected"
+
+    def lines(self) -> list[str]:
+        out = ["# HELP govhost_waf_requests_total Requests the WAF matched, by unit: blocked "
+               "(refused, 403) or detected (detection-only mode).",
+               "# TYPE govhost_waf_requests_total counter"]
+        with self.lock:
+            for (tenant, action), n in sorted(self.counts.items()):
+                out.append(f'govhost_waf_requests_total{{tenant="{_escape(tenant)}",'
+                           f'action="{action}"}} {n}')
+        return out
+
+
+FIREWALL_STATE = "/var/lib/govhost/firewall"
+REBOOT_REQUIRED = "/run/reboot-required"
+
+
+class Updates(threading.Thread):
+    """Packages apt would upgrade, and how many of them come from a security archive,
+    simulated every half hour in the background (apt reads its lists, it changes nothing)."""
+
+    def __init__(self, every: float = 1800) -> None:
+        super().__init__(daemon=True)
+        self.every = every
+        self.pending: int | None = None
+        self.security: int | None = None
+
+    def run(self) -> None:
+        while True:
+            self.pending, self.security = self.simulate()
+            time.sleep(self.every)
+
+    @staticmethod
+    def simulate() -> tuple[int | None, int | None]:
+        try:
+            out = subprocess.run(["apt-get", "-s", "-o", "Debug::NoLocking=1", "-q",
+                                  "dist-upgrade"], capture_output=True, text=True,
+                                 timeout=300).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return None, None
+        return count_upgrades(out)
+
+
+def count_upgrades(simulated: str) -> tuple[int, int]:
+    """(all, security) from `apt-get -s dist-upgrade`: lines `Inst pkg [old] (new ARCHIVE
+    [arch])`, the archive naming its suite (…-security for Debian's security archive)."""
+    inst = [line for line in simulated.splitlines() if line.startswith("Inst ")]
+    return len(inst), sum(1 for line in inst if "-security" in line.lower()
+                          or "security:" in line.lower())
+
+
+def security_metrics(updates: Updates) -> list[str]:
+    out = ["# HELP govhost_node_reboot_required 1 when an update asks for a reboot "
+           "(`govhost node reboot NAME`).", "# TYPE govhost_node_reboot_required gauge",
+           f"govhost_node_reboot_required {1 if os.path.exists(REBOOT_REQUIRED) else 0}"]
+    if updates.pending is not None:
+        out += ["# HELP govhost_node_updates_pending Packages apt would upgrade, by kind.",
+                "# TYPE govhost_node_updates_pending gauge",
+                f'govhost_node_updates_pending{{kind="all"}} {updates.pending}',
+                f'govhost_node_updates_pending{{kind="security"}} {updates.security}']
+    state = "off"
+    for name, value in (("reverted", "reverted"), ("pending.nft", "pending"),
+                        ("confirmed.nft", "ok")):
+        if os.path.exists(os.path.join(FIREWALL_STATE, name)):
+            state = value
+            break
+    out += ["# HELP govhost_firewall_state The node's firewall: 1 for its state (ok, pending "
+            "confirmation, reverted: the last change was taken back, off).",
+            "# TYPE govhost_firewall_state gauge"]
+    out += [f'govhost_firewall_state{{state="{s}"}} {1 if s == state else 0}'
+            for s in ("ok", "pending", "reverted", "off")]
+    dropped = firewall_dropped()
+    if dropped is not None:
+        out += ["# HELP govhost_firewall_dropped_packets_total Packets to this node's address "
+                "the firewall dropped (not meant to be reachable, or over the SFTP meter).",
+                "# TYPE govhost_firewall_dropped_packets_total counter"]
+        out += [f'govhost_firewall_dropped_packets_total{{reason="{r}"}} {n}'
+                for r, n in sorted(dropped.items())]
+    return out
+
+
+def firewall_dropped() -> dict[str, int] | None:
+    table = None
+    try:
+        with open(os.path.join(FIREWALL_STATE, "confirmed.nft"), encoding="utf-8") as f:
+            m = re.search(r"^table inet (govhost_[a-z0-9_]+) \{$", f.read(), re.M)
+            table = m.group(1) if m else None
+    except OSError:
+        return None
+    if table is None:
+        return None
+    try:
+        out = subprocess.run(["nft", "-j", "list", "counters", "table", "inet", table],
+                             capture_output=True, text=True, timeout=10).stdout
+        items = json.loads(out).get("nftables", [])
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+    names = {"dropped": "not_allowed", "metered": "sftp_meter"}
+    return {names[c["name"]]: int(c["packets"]) for c in
+            (i.get("counter") for i in items) if c and c.get("name") in names}
 
 
 class DiskUsage(threading.Thread):
@@ -299,10 +472,14 @@ class Agent:
         self.disk = DiskUsage()
         self.disk.start()
         self.procs = TenantProcesses()
+        self.waf = WafLog()
+        self.updates = Updates()
+        self.updates.start()
 
     def render(self) -> str:
         t0 = time.monotonic()
         self.logs.refresh()
+        self.waf.refresh()
         self.procs.refresh()
         out = node_metrics()
         with self.logs.lock:
@@ -319,6 +496,8 @@ class Agent:
         for tenant, n in sorted(self.disk.used.items()):
             out.append(f'govhost_tenant_disk_bytes{{tenant="{tenant}"}} {n}')
         out += self.procs.lines()
+        out += self.waf.lines()
+        out += security_metrics(self.updates)
         out += backup_metrics()
         out += tamper_metrics()
         out += ["# HELP govhost_agent_scrape_seconds Time this scrape took on the node.",

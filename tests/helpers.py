@@ -73,6 +73,11 @@ def nginx_test(release_files: dict[str, bytes], dest: Path) -> subprocess.Comple
         'location = /release {\n    return 200 "0000000000000000";\n}\n')
     for t in release_files["tenants.txt"].decode().split():
         os.makedirs(f"/var/log/govhost/tenants/{t}", exist_ok=True)
+    if "waf/main.conf" in release_files:
+        from controlplane.sites import waf
+        main = Path(waf.main_path(release_files["waf/main.conf"]))
+        main.parent.mkdir(parents=True, exist_ok=True)
+        main.write_bytes(release_files["waf/main.conf"])
     return subprocess.run(["nginx", "-t", "-c", str(dest / "nginx.conf")],
                           capture_output=True, text=True)
 

@@ -46,6 +46,9 @@ class Inventory:
     # TLS and basic auth of the nodes' metrics (tls.metrics.MetricsAccess); filled by
     # sites.apply.prepare from the state directory.
     metrics: Any = field(default=None, repr=False)
+    # Each unit's WAF mode in force for this run (sites.waf.modes over the state's record of
+    # when each unit went live behind it); filled by sites.apply.prepare.
+    waf_modes: Mapping[str, str] = field(default_factory=dict)
 
     def replicas(self, tenant: Tenant) -> int:
         return _replicas(tenant, self.cluster)

@@ -271,6 +271,29 @@ class TenantTls(_Model):
     issuer: IssuerName
 
 
+WafMode = Literal["auto", "off", "detect", "block"]
+
+
+class Waf(_Model):
+    """The web application firewall (ModSecurity with the OWASP Core Rule Set) in front of
+    the unit's site. `auto`: detection only for the county's first `waf.detect_days` days of
+    the unit, then blocking. `exclude_rules`: CRS rule ids the unit's site trips by design."""
+
+    mode: WafMode = "auto"
+    exclude_rules: list[Annotated[StrictInt, Field(ge=1, le=999_999)]] = Field(
+        default_factory=list, max_length=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        # `waf: off` (YAML reads a bare off as false) or `waf: block`
+        if value is False:
+            return {"mode": "off"}
+        if isinstance(value, str):
+            return {"mode": value}
+        return value
+
+
 class Tenant(_Model):
     """One unit (department or township) and its site."""
 
@@ -287,6 +310,7 @@ class Tenant(_Model):
     review: Literal["none", "required"] = "none"
     quota_mb: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
     backup: TenantBackup = TenantBackup()
+    waf: Waf = Field(default_factory=lambda: Waf())
     columns: list[Column] = Field(default_factory=list, max_length=100)
     identity: Identity | None = None
     tls: TenantTls | None = None
@@ -461,6 +485,11 @@ class TlsSettings(_Model):
         return self
 
 
+class WafSettings(_Model):
+    # Units on `waf: auto` run in detection only for this many days, then block.
+    detect_days: StrictInt = Field(default=7, ge=0, le=365)
+
+
 class Cluster(_Model):
     domain: Host
     name: Text
@@ -471,6 +500,7 @@ class Cluster(_Model):
     backup: BackupSettings = BackupSettings()
     compliance: Compliance = Compliance()
     tls: TlsSettings = TlsSettings()
+    waf: WafSettings = WafSettings()
 
 
 class SshSettings(_Model):

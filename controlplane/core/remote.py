@@ -123,9 +123,10 @@ def confirm_firewall(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,
         deadline = time.monotonic() + seconds
         err = ""
         while time.monotonic() < deadline:
-            cmd = ["ssh", "-i", key, "-p", str(hosts.ssh.port),
-                   *ssh_options(hosts, known_hosts), "-o", "ControlMaster=no",
+            # ssh takes the first value of an option: these go before the shared ones.
+            cmd = ["ssh", "-i", key, "-p", str(hosts.ssh.port), "-o", "ControlMaster=no",
                    "-o", "ControlPath=none", "-o", "ConnectTimeout=3",
+                   *ssh_options(hosts, known_hosts),
                    f"{hosts.ssh.user}@{node.address}", f"{paths.NODE_TOOL} firewall confirm"]
             try:
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)

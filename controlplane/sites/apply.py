@@ -28,7 +28,7 @@ from controlplane.core.county import County
 from controlplane.core.errors import ApplyError, LockError
 from controlplane.core.inventory import Inventory
 from controlplane.core.state import State
-from controlplane.sites import content_sync, replicas
+from controlplane.sites import content_sync, replicas, waf
 from controlplane.sites.plan import Plan, make_plan, share_for
 from controlplane.sites.render import Release, render_cluster
 from controlplane.tls import metrics as tls_metrics
@@ -173,7 +173,10 @@ def prepare(county: County, state: State, share_for_node: str | None = None
     inv = county.inv
     certs, served_with = tls_store.deployable(inv, county.certs, state)
     access = tls_metrics.ensure(county.state_dir, inv.secret, inv.hosts, inv.cluster.name)
-    inv = dataclasses.replace(inv, certificates=certs, served_with=served_with, metrics=access)
+    modes = waf.modes(inv.tenants, state.waf_since(), time.time(),
+                      inv.cluster.waf.detect_days)
+    inv = dataclasses.replace(inv, certificates=certs, served_with=served_with, metrics=access,
+                              waf_modes=modes)
     previous = state.placements()
     if share_for_node:
         previous = share_for(inv, state.drained(), previous, share_for_node)
@@ -284,17 +287,15 @@ def _firewall_settled(st: remote.NodeStatus, rel: Release) -> bool:
     return st.firewall == ("ok" if "firewall.nft" in rel.files else "off")
 
 
-def _confirm_firewalls(inv, plan: Plan, live, before, outcomes: dict[str, NodeOutcome],
-                       nodes, known_hosts: Path, result: "ApplyResult", say: Progress) -> None:
-    """Nodes whose firewall this run changed must see the control machine come in again over
-    a new connection before their dead-man switch fires; one that does not keeps (gets back)
+def _confirm_firewalls(inv, plan: Plan, outcomes: dict[str, NodeOutcome], nodes,
+                       known_hosts: Path, result: "ApplyResult", say: Progress) -> None:
+    """Every node activated in this run must see the control machine come in again over a
+    new connection before its dead-man switch fires (the node knows whether its rules
+    changed; a node with nothing pending just says so). One that does not keeps (gets back)
     its previous rules, and the run says so."""
     fw = inv.hosts.firewall
     todo = [n for n, o in outcomes.items() if o.result == "applied"
-            and "firewall.nft" in plan.releases[n].files
-            and (live[n].firewall != "ok" or before.get(n) is None
-                 or before[n].digests.get("firewall.nft")
-                 != plan.releases[n].digests.get("firewall.nft"))]
+            and "firewall.nft" in plan.releases[n].files]
     if fw is None or not todo:
         return
     say("*", "firewall", f"confirming {len(todo)} node(s)")
@@ -435,7 +436,6 @@ def _apply_locked(county: County, state: State, say: Progress,
                                "govhost_keep_releases": inv.cluster.keep_releases,
                                "govhost_stage_script": str(payloads[name])}
                         for name in targets}
-            before = dict(applied)
             say("*", "stage", f"{len(targets)} node(s)")
             again = _release(inv, plan, state, nodes, targets, hostvars, runner_dir,
                              known_hosts, outcomes, result, say)
@@ -449,9 +449,12 @@ def _apply_locked(county: County, state: State, say: Progress,
                                   known_hosts, outcomes, result, say):
                     outcomes[n] = NodeOutcome(n, "failed", None, "stage: the whole release "
                                               "did not arrive intact; see the node's disk")
-            _confirm_firewalls(inv, plan, live, before, outcomes, nodes, known_hosts, result, say)
+        _confirm_firewalls(inv, plan, outcomes, nodes, known_hosts, result, say)
         if any(o.result in ("applied", "unchanged") for o in outcomes.values()):
             state.save_placements(plan.placement)
+            # the units' sites are live behind the WAF from now (their `auto` week starts)
+            state.record_waf_since([t.name for t in inv.tenants if t.waf.mode != "off"],
+                                   time.time())
     finally:
         result.nodes = [outcomes.get(n) or NodeOutcome(n, "failed", None, "interrupted")
                         for n in sorted(nodes)]

@@ -22,7 +22,7 @@ from controlplane.core import accounts, paths
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Tenant
 from controlplane.core.units import PORTAL
-from controlplane.sites import firewall
+from controlplane.sites import firewall, waf
 
 _NGINX_SAFE = re.compile(r"^[A-Za-z0-9._:\-\[\]/ ,=>]*$")
 
@@ -200,6 +200,13 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         files["php-fpm.conf"] = _conf_env.get_template("php/php-fpm.conf.j2").render(
             {**base, "pid_file": paths.PHP_FPM_PID}).encode()
 
+    any_waf = any(name.startswith("waf/") for name in files)
+    if any_waf:
+        files["waf/main.conf"] = waf.main_conf()
+        # which unit a request in the node's WAF audit log was for (the agent counts them)
+        files["waf/hosts.json"] = (json.dumps(
+            {name: t.name for t in inv.tenants for name in _server_names(inv, t)},
+            indent=0, sort_keys=True) + "\n").encode()
     max_size, bucket = hash_sizes(all_names)
     rates.add(inv.cluster.defaults.rate_limit.requests_per_second)
     files["nginx.conf"] = _conf_env.get_template("nginx/nginx.conf.j2").render({
@@ -214,6 +221,8 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         "names_hash_bucket_size": bucket,
         "node_addresses": sorted(n.address for n in inv.hosts.nodes),
         "rate_zones": [{"name": _zone(r), "rate": r} for r in sorted(rates)],
+        "waf_module": waf.MODULE if any_waf else None,
+        "waf_rules": waf.main_path(files["waf/main.conf"]) if any_waf else None,
     }).encode()
     # The node creates each tenant's log and content directories before `nginx -t`.
     files["tenants.txt"] = "".join(f"{t.name}\n" for t in inv.tenants).encode()
@@ -294,7 +303,7 @@ def _logrotate(days: int) -> bytes:
     """Tenant logs kept `days` days (the network security law asks for six months),
     compressed; nginx reopens its logs after each rotation."""
     return (f"# Written by govhost: tenant logs rotated daily, compressed, kept {days} days.\n"
-            f"{paths.NODE_LOGS}/tenants/*/*.log {{\n"
+            f"{paths.NODE_LOGS}/tenants/*/*.log {paths.NODE_LOGS}/waf-audit.log {{\n"
             f"    daily\n    rotate {days}\n    maxage {days}\n    compress\n"
             "    delaycompress\n    dateext\n    missingok\n    notifempty\n"
             "    sharedscripts\n    postrotate\n"
@@ -322,6 +331,7 @@ def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
         "content_root": f"{paths.NODE_SITES}/{t.name}/current",
         "sections": [s.name for s in t.sections],
         "tls": _tls_ctx(inv, t.name),
+        "waf": None,
     }
     if t.site.type == "proxy":
         ctx["app_scheme"] = t.site.upstreams[0].split(":", 1)[0]
@@ -329,11 +339,19 @@ def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
         ctx["timeout_seconds"] = t.site.timeout_seconds
         ctx["max_body_mb"] = t.site.max_body_mb
     home = f"{paths.NODE_SITES}/{t.name}"
+    # The WAF checks a request where the unit is served (its replicas), once: a node that
+    # proxies to a replica passes the request on unchecked.
+    site_waf = waf.site_conf(waf.mode_of(t, inv.waf_modes), t.waf.exclude_rules) \
+        if replica else None
+    if site_waf is not None:
+        ctx["waf"] = f"waf/{t.name}.conf"
     if t.site.type == "php":
         ctx.update(upload_mb=t.site.php.upload_mb, php_timeout=t.site.php.timeout_seconds,
                    php_socket=f"{paths.PHP_SOCKETS}/{t.name}.sock", files_root=f"{home}/files")
     files = {f"vhosts/{t.name}.conf":
              _conf_env.get_template("nginx/vhost.conf.j2").render(ctx).encode()}
+    if site_waf is not None:
+        files[f"waf/{t.name}.conf"] = site_waf
     if replica and t.site.type in ("static", "php"):
         files.update(_tenant_pages(inv, t))
     if replica and t.site.type == "php":
