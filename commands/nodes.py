@@ -1,4 +1,4 @@
-"""`govhost` commands: Cluster nodes: drain, replace, add, remove."""
+"""`govhost` commands: Cluster nodes: drain, replace, add, remove, upgrade, reboot."""
 from __future__ import annotations
 
 import typer
@@ -99,3 +99,43 @@ def node_remove(name: str, as_json: bool = typer.Option(False, "--json")) -> Non
     """Drain NAME and move its replicas (content first); once it is deleted from hosts.yaml,
     run again to forget it."""
     _node_life("remove", name, as_json)
+
+
+@node_app.command("upgrade")
+def node_upgrade(names: list[str] = typer.Argument(None, help="Nodes (default: all, in "
+                                                   "hosts.yaml order)."),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Install pending security updates now, one node at a time: each only while every
+    other node answers, the next only once this one serves again."""
+    from controlplane.nodes import maintenance
+    say = (lambda msg: None) if as_json else (lambda msg: err.print(f"  {msg}", highlight=False))
+    res = call(maintenance.upgrade, county(), names or None, say, as_json=as_json)
+    if as_json:
+        emit(res)
+    else:
+        t = table(f"security updates: {res['result']}", "node", "ok", "upgraded",
+                  "reboot required", "seconds", "error")
+        for n in res["nodes"]:
+            t.add_row(n["node"], "yes" if n.get("ok") and n.get("serving") else "no",
+                      ", ".join(n.get("upgraded", [])) or "-",
+                      "yes" if n.get("reboot_required") else "no", str(n.get("seconds", "-")),
+                      n.get("error", "")[:200])
+        out.print(t)
+    if res["result"] != "upgraded":
+        raise typer.Exit(1)
+
+
+@node_app.command("reboot")
+def node_reboot(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Drain NAME (its replicas move, content first), reboot it, wait until it serves again
+    after a new boot, and undrain it."""
+    from controlplane.nodes import maintenance
+    say = (lambda msg: None) if as_json else (lambda msg: err.print(f"  {msg}", highlight=False))
+    res = call(maintenance.reboot, county(), name, say, as_json=as_json)
+    if as_json:
+        emit(res)
+    else:
+        out.print(f"{name}: {res['result']} (back after {res['seconds']} s; "
+                  f"{'undrained' if res['undrained'] else 'left drained, as it was'})")
+    if res["result"] != "rebooted":
+        raise typer.Exit(1)

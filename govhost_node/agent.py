@@ -101,16 +101,16 @@ class WafLog:
         self.lock = threading.Lock()
         self.pos = (0, 0)
         self.hosts: dict[str, str] = {}
-        self.hosts_mtime = 0.0
+        self.hosts_key: tuple[int, float] | None = None
         self.counts: dict[tuple[str, str], int] = {}
 
     def _load_hosts(self) -> None:
         try:
-            mtime = os.stat(self.hosts_file).st_mtime
-            if mtime != self.hosts_mtime:
+            st = os.stat(self.hosts_file)   # release files all have one mtime: the inode
+            if (st.st_ino, st.st_mtime) != self.hosts_key:
                 with open(self.hosts_file, encoding="utf-8") as f:
                     self.hosts = json.load(f)
-                self.hosts_mtime = mtime
+                self.hosts_key = (st.st_ino, st.st_mtime)
         except (OSError, ValueError):
             pass
 

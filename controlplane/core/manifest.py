@@ -485,6 +485,19 @@ class TlsSettings(_Model):
         return self
 
 
+class UpdatesSettings(_Model):
+    """Security updates on the nodes (unattended-upgrades), one node at a time: the first
+    node's slot is `window`, each next node's `spacing_minutes` later; a node skips its slot
+    while a peer is down."""
+
+    window: Annotated[StrictStr, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "03:00"
+    spacing_minutes: StrictInt = Field(default=60, ge=10, le=720)
+    # More unattended-upgrades Origins-Pattern entries (a county mirror of the security
+    # archive; in the lab, a local repository)
+    origins: list[Annotated[StrictStr, Field(pattern=r'^[A-Za-z0-9=,._:${} /-]{1,200}$')]] = \
+        Field(default_factory=list, max_length=20)
+
+
 class WafSettings(_Model):
     # Units on `waf: auto` run in detection only for this many days, then block.
     detect_days: StrictInt = Field(default=7, ge=0, le=365)
@@ -501,6 +514,7 @@ class Cluster(_Model):
     compliance: Compliance = Compliance()
     tls: TlsSettings = TlsSettings()
     waf: WafSettings = WafSettings()
+    updates: UpdatesSettings = UpdatesSettings()
 
 
 class SshSettings(_Model):

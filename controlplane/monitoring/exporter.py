@@ -12,7 +12,6 @@ govhost-agent on each node, scraped by Prometheus directly.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -27,10 +26,9 @@ from controlplane.compliance import run as compliance_run
 from controlplane.core import inventory as inventory_mod
 from controlplane.core import paths, remote
 from controlplane.core.county import County
-from controlplane.sites import probes, replicas
+from controlplane.sites import apply, probes, replicas, waf
 from controlplane.sites.apply import lock_holder
 from controlplane.sites.plan import make_plan
-from controlplane.tls import store as tls_store
 
 
 @dataclass
@@ -101,11 +99,11 @@ class Prober(threading.Thread):
                            for p in sorted(certs_dir.glob("*.pem"))) if certs_dir.is_dir() else ()
             key = (self._inv_key, tuple(sorted(placements.items())), tuple(sorted(drained)),
                    tuple(sorted((n, a.release_id) for n, a in applied.items())), stored,
-                   json.dumps(cert_records, sort_keys=True, default=str))
+                   json.dumps(cert_records, sort_keys=True, default=str),
+                   tuple(sorted(waf.modes(inv.tenants, st.waf_since(), time.time(),
+                                          inv.cluster.waf.detect_days).items())))
             if key != self._desired_key:
-                certs, served_with = tls_store.deployable(inv, self.county.certs, st)
-                with_certs = dataclasses.replace(inv, certificates=certs,
-                                                 served_with=served_with)
+                with_certs = apply.deployable(self.county, st)
                 plan = make_plan(with_certs, drained, placements, applied)
                 self._desired = ({n: r.id for n, r in plan.releases.items()},
                                  {t: len(v) for t, v in plan.placement.items()},

@@ -166,17 +166,24 @@ def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
     return buf.getvalue()
 
 
-def prepare(county: County, state: State, share_for_node: str | None = None
-            ) -> tuple[Inventory, Plan]:
-    """Load, check and plan. `share_for_node`: a node that just joined gets its share of the
-    existing units' replicas (otherwise placement is sticky)."""
+def deployable(county: County, state: State) -> Inventory:
+    """The county's inventory with what a release needs beyond the manifests: certificates,
+    metrics credentials and each unit's WAF mode today. Apply and the exporter's drift check
+    both render from this, so they never disagree about what a node should hold."""
     inv = county.inv
     certs, served_with = tls_store.deployable(inv, county.certs, state)
     access = tls_metrics.ensure(county.state_dir, inv.secret, inv.hosts, inv.cluster.name)
     modes = waf.modes(inv.tenants, state.waf_since(), time.time(),
                       inv.cluster.waf.detect_days)
-    inv = dataclasses.replace(inv, certificates=certs, served_with=served_with, metrics=access,
-                              waf_modes=modes)
+    return dataclasses.replace(inv, certificates=certs, served_with=served_with,
+                               metrics=access, waf_modes=modes)
+
+
+def prepare(county: County, state: State, share_for_node: str | None = None
+            ) -> tuple[Inventory, Plan]:
+    """Load, check and plan. `share_for_node`: a node that just joined gets its share of the
+    existing units' replicas (otherwise placement is sticky)."""
+    inv = deployable(county, state)
     previous = state.placements()
     if share_for_node:
         previous = share_for(inv, state.drained(), previous, share_for_node)

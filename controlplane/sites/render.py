@@ -238,6 +238,7 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         files["backup.key"] = inv.backup_key
     if inv.metrics is not None:
         files.update(_metrics_files(inv.metrics, node))
+    files["updates.json"] = _updates(inv, node)
     php = [t.name for t in inv.tenants if t.site.type == "php"]
     rules = firewall.render(inv.hosts, me, firewall.db_clients(inv.hosts, placement, php))
     if rules is not None:
@@ -272,6 +273,18 @@ def _metrics_files(access: Any, node: str) -> dict[str, bytes]:
     return {"metrics/node.crt": cert, "metrics/node.key": key,
             "metrics/web.yml": json.dumps(web, indent=1, sort_keys=True).encode() + b"\n",
             "metrics/agent.json": json.dumps(agent, indent=1, sort_keys=True).encode() + b"\n"}
+
+
+def _updates(inv: Inventory, node: str) -> bytes:
+    """This node's slot in the cluster's update window (nodes in hosts.yaml order, one
+    `spacing_minutes` apart) and the peers that must be up before it updates."""
+    u = inv.cluster.updates
+    names = [n.name for n in inv.hosts.nodes]
+    h, m = (int(x) for x in u.window.split(":"))
+    at = (h * 60 + m + names.index(node) * u.spacing_minutes) % (24 * 60)
+    return (json.dumps({"at": f"{at // 60:02d}:{at % 60:02d}", "origins": list(u.origins),
+                        "peers": [n.address for n in inv.hosts.nodes if n.name != node]},
+                       indent=1, sort_keys=True) + "\n").encode()
 
 
 def _hsts(max_age: int) -> bytes:

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 from controlplane.core import inventory
+from controlplane.core.county import County
 from controlplane.lab import machines as lab
 from controlplane.sites import probes
+from controlplane.tls import metrics as tls_metrics
 from tests.helpers import tamper_watcher_stopped
 
 from .conftest import govhost
@@ -52,6 +54,15 @@ def on_node(address: str, command: str) -> str:
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, (command, out.stderr)
     return out.stdout.strip()
+
+
+def node_metrics(inv_dir: Path, address: str, port: int = 9273) -> str:
+    """A node agent's (9273) or node_exporter's (9100) metrics as Prometheus reads them:
+    over TLS checked against the county's metrics CA, with the county's credentials."""
+    c = County(inv_dir)
+    inv = c.inv
+    access = tls_metrics.ensure(c.state_dir, inv.secret, inv.hosts, inv.cluster.name)
+    return tls_metrics.read(access, address, port, timeout=10)
 
 
 def worker_pids(address: str) -> str:

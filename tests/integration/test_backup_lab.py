@@ -13,7 +13,7 @@ from controlplane.lab import machines as lab
 from tests.helpers import tamper_watcher_stopped
 
 from .conftest import REPO, govhost
-from .test_apply_lab import NODES, apply_json, on_node
+from .test_apply_lab import NODES, apply_json, node_metrics, on_node
 from .test_tenants_lab import reset_content
 
 TENANT = "zhujian"          # PHP with a database: files on its replica, dump on the db node
@@ -163,7 +163,7 @@ def test_a_failing_dump_makes_no_snapshot_and_fails_loudly(county):
         assert len(_snaps(inv, "db")) == before
         status = json.loads(on_node(db, "/usr/local/sbin/govhost-backup status"))
         assert "mariadb-dump" in status[TENANT]["db"]["last_error"]
-        metrics = on_node(db, "curl -s http://127.0.1.2:9273/metrics")
+        metrics = node_metrics(inv, db)
         assert f'govhost_tenant_backup_failing{{tenant="{TENANT}",kind="db"}} 1' in metrics
         history = _json(govhost(inv, "backup", "history", TENANT, "--json", check=True))
         latest_db = next(b for b in history["backups"] if b["kind"] == "db")

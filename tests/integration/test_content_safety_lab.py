@@ -11,7 +11,7 @@ import urllib.parse
 import pytest
 
 from .conftest import govhost
-from .test_apply_lab import NODES, on_node
+from .test_apply_lab import NODES, node_metrics, on_node
 from .test_tenants_lab import (
     _primary,
     clean,
@@ -221,7 +221,7 @@ def test_tampered_files_are_put_back_and_reported(tenants):  # noqa: F811
         (node, "shell.php", "added", True)]
     hacked = next(i for i in mine if i["file"] == "index.html")
     assert on_node(address, f"cat {hacked['evidence']}") == "<h1>HACKED</h1>"
-    metrics = on_node(address, f"curl -s http://{address}:9273/metrics")
+    metrics = node_metrics(tn["inv"], address)
     assert "govhost_tamper_watcher_up 1" in metrics
     assert 'govhost_tamper_unrepaired_files{tenant="jiaoyu"} 0' in metrics
     st = json.loads(govhost(tn["inv"], "status", "--no-probe", "--json", check=True).stdout)

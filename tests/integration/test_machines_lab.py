@@ -24,7 +24,7 @@ from controlplane.lab import machines as lab
 from tests.helpers import tamper_watcher_stopped
 
 from .conftest import REPO, govhost, lab_possible
-from .test_apply_lab import NODES, on_node
+from .test_apply_lab import NODES, node_metrics, on_node
 
 pytestmark = pytest.mark.machines
 
@@ -307,7 +307,6 @@ def test_wiped_node_is_replaced_with_everything_it_held(county):
 def test_timers_run_and_their_failure_is_visible(county):
     """Every backup timer govhost installs is listed where it belongs; starting its service
     by hand makes a backup; a failing run shows in the journal and in the agent's metrics."""
-    import urllib.request
     found = {}
     for name, address in NODES.items():
         listed = on_node(address, "systemctl list-timers --all --no-legend --plain "
@@ -329,8 +328,7 @@ def test_timers_run_and_their_failure_is_visible(county):
         assert on_node(address, f"systemctl is-failed {run}.service || true") == "failed"
         journal = on_node(address, f"journalctl -u {run}.service -n 50 --no-pager")
         assert "govhost-backup" in journal and ("restic" in journal or "failed" in journal)
-        with urllib.request.urlopen(f"http://{address}:9273/metrics", timeout=5) as r:
-            metrics = r.read().decode()
+        metrics = node_metrics(county, address)
         failing = [line for line in metrics.splitlines()
                    if line.startswith("govhost_tenant_backup_failing{") and line.endswith(" 1")]
         assert failing, metrics[-2000:]

@@ -13,11 +13,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane.core import inventory, paths
+from controlplane.core.county import County
 from controlplane.monitoring import dashboards
 from controlplane.monitoring import prometheus as monitoring
+from controlplane.tls import metrics as tls_metrics
 
 from .conftest import govhost
-from .test_apply_lab import NODES, apply_json, on_node
+from .test_apply_lab import NODES, apply_json, node_metrics, on_node
 
 
 def _free_port() -> int:
@@ -74,21 +76,21 @@ def test_requests_show_up_in_the_tenants_counters(exporter):
     inv = inventory.load(county)
     placement = json.loads(govhost(county, "plan", "--json", check=True).stdout)["placement"]
     outside = next(n for n in NODES if n not in placement["jiaoyu"])
-    agent = f"http://{NODES[outside]}:9273/metrics"
     key = (("code", "2xx"), ("tenant", "jiaoyu"))
-    before = _samples(_get(agent), "govhost_tenant_requests_total").get(key, 0)
-    replica_before = {n: _samples(_get(f"http://{NODES[n]}:9273/metrics"),
+    before = _samples(node_metrics(county, NODES[outside]),
+                      "govhost_tenant_requests_total").get(key, 0)
+    replica_before = {n: _samples(node_metrics(county, NODES[n]),
                                   "govhost_tenant_requests_total").get(key, 0)
                       for n in placement["jiaoyu"]}
     for _ in range(7):  # through a node without a replica: it proxies to a replica
         subprocess.run(["curl", "-s", "-o", "/dev/null", "--resolve",
                         f"{inv.site_host(inv.tenant('jiaoyu'))}:80:{NODES[outside]}",
                         "http://jiaoyu.qingshui.gov.cn/"], check=True, timeout=10)
-    text = _get(agent)
+    text = node_metrics(county, NODES[outside])
     assert _samples(text, "govhost_tenant_requests_total")[key] == before + 7
     # counted once, where the request entered: the replicas that served it do not count it
     for n in placement["jiaoyu"]:
-        after = _samples(_get(f"http://{NODES[n]}:9273/metrics"),
+        after = _samples(node_metrics(county, NODES[n]),
                          "govhost_tenant_requests_total").get(key, 0)
         assert after == replica_before[n]
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
@@ -102,7 +104,9 @@ def test_prometheus_scrapes_the_lab_and_every_panel_has_data(exporter, tmp_path)
     county, port, url = exporter
     inv = inventory.load(county)
     mon = tmp_path / "mon"
-    monitoring.write(mon, inv.hosts, f"127.0.0.1:{port}", 1)
+    c = County(county)
+    access = tls_metrics.ensure(c.state_dir, inv.secret, inv.hosts, inv.cluster.name)
+    monitoring.write(mon, inv.hosts, f"127.0.0.1:{port}", 1, access)
     web = _free_port()
     prom = subprocess.Popen(["prometheus", f"--config.file={mon / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}",

@@ -129,7 +129,8 @@ def test_sftp_is_chrooted_keys_only_and_cannot_reach_other_tenants(tenants):
         assert res.returncode != 0 and not (tn["root"] / "stolen").exists()
     # no shell, no command, no port forwarding
     user = f"{accounts.user_name('jiaoyu')}@{_primary(tn, 'jiaoyu')}"
-    shell = subprocess.run(["ssh", *SSH_OPTS, "-i", str(tn["keys"]["jiaoyu"]), user, "id"],
+    port = str(sftp_port(tn["inv"]))
+    shell = subprocess.run(["ssh", *SSH_OPTS, "-p", port, "-i", str(tn["keys"]["jiaoyu"]), user, "id"],
                            capture_output=True, text=True, timeout=30)
     assert "uid=" not in shell.stdout
     assert _forwarded_banner(tn, user) == b""
@@ -137,7 +138,7 @@ def test_sftp_is_chrooted_keys_only_and_cannot_reach_other_tenants(tenants):
     res = sftp(tn, "weijian", "jiaoyu", "ls\n")
     assert res.returncode != 0
     # no password login is offered at all
-    pw = subprocess.run(["ssh", "-o", "StrictHostKeyChecking=no", "-o",
+    pw = subprocess.run(["ssh", "-p", port, "-o", "StrictHostKeyChecking=no", "-o",
                          "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o",
                          "PreferredAuthentications=password,keyboard-interactive",
                          user, "true"], capture_output=True, text=True, timeout=30)
@@ -152,7 +153,8 @@ def _forwarded_banner(tn, user: str) -> bytes:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    fwd = subprocess.Popen(["ssh", *SSH_OPTS, "-i", str(tn["keys"]["jiaoyu"]), "-N",
+    fwd = subprocess.Popen(["ssh", *SSH_OPTS, "-p", str(sftp_port(tn["inv"])),
+                            "-i", str(tn["keys"]["jiaoyu"]), "-N",
                             "-L", f"127.0.0.1:{port}:127.0.0.1:22", user],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
