@@ -20,6 +20,7 @@ from commands import (
     monitoring,
     nodes,
     search,
+    security,
     sites,
     tamper,
     tls,
@@ -44,7 +45,7 @@ def _global(
 
 # The order of the groups is the order of `govhost --help`.
 for group in (sites, content, monitoring, nodes, lab, backup, compliance, wording, search,
-              tamper, tls, dns):
+              tamper, tls, dns, security):
     app.add_typer(group.app)
 
 

@@ -278,10 +278,23 @@ def _reload_sshd() -> None:
         pass
 
 
+# Keys only, for everyone: a node's address is public. sshd takes the first value it reads
+# and Debian's sshd_config includes sshd_config.d/ first, so these win over its defaults
+# (X11Forwarding yes, passwords allowed). `govhost security check` holds nodes to them.
+HARDEN = """# Written by govhost: keys only on a server facing the internet.
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitEmptyPasswords no
+PermitRootLogin prohibit-password
+X11Forwarding no
+MaxAuthTries 6
+"""
+
+
 def _sshd_snippet(group: str, ssh_port: int | None = None, sftp_port: int | None = None) -> None:
-    text = SNIPPET.format(group=group, keys=KEYS)
-    if ssh_port and sftp_port and ssh_port != sftp_port:
-        text = PORTS.format(ssh=int(ssh_port), sftp=int(sftp_port), group=group) + text
+    ports = (PORTS.format(ssh=int(ssh_port), sftp=int(sftp_port), group=group)
+             if ssh_port and sftp_port and ssh_port != sftp_port else "")
+    text = HARDEN + ports + SNIPPET.format(group=group, keys=KEYS)
     old = None
     if os.path.exists(SSHD_SNIPPET):
         with open(SSHD_SNIPPET, encoding="utf-8") as f:

@@ -20,22 +20,25 @@ def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "never"
 
 
-def load(county: County, week: str | None) -> tuple[str, dict[str, dict[str, Any]]]:
+def load(county: County, week: str | None
+         ) -> tuple[str, dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """The week's verdicts per unit, and the last `govhost security check` (None if never)."""
     if week is not None:
         rules.week_bounds(week)                     # refuses a malformed week
     st = county.open_state()
     try:
         checked = st.compliance(week)
+        security = st.last_run("security")
     finally:
         st.close()
     if not checked:
         raise GovhostError(f"no compliance check recorded{' for ' + week if week else ''}; "
                            "run `govhost compliance check` first")
-    return next(iter(checked.values()))["week"], checked
+    return next(iter(checked.values()))["week"], checked, security
 
 
 def render(county: County, week: str | None, fmt: str) -> str:
-    week, checked = load(county, week)
+    week, checked, security = load(county, week)
     inv = county.inv
     titles = {t.name: t.title for t in inv.tenants}
     rows = []
@@ -46,8 +49,8 @@ def render(county: County, week: str | None, fmt: str) -> str:
         rows.append({"tenant": t, "title": titles.get(t, t), "cells": cells,
                      "passed": all(x["ok"] for x in v.values())})
     if fmt == "json":
-        return json.dumps({"week": week, "units": {t: rec for t, rec in sorted(checked.items())}},
-                          ensure_ascii=False, indent=2) + "\n"
+        return json.dumps({"week": week, "units": {t: rec for t, rec in sorted(checked.items())},
+                           "security": security}, ensure_ascii=False, indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -76,4 +79,6 @@ def render(county: County, week: str | None, fmt: str) -> str:
     return env.get_template("report/compliance.html.j2").render(
         county=inv.cluster.name, week=week, rows=rows, units=units, titles=rules.TITLES,
         indicators=rules.INDICATORS, total=len(rows), passed=passed, failed=len(rows) - passed,
-        checked_at=_when(max(rec["checked_at"] for rec in checked.values())))
+        checked_at=_when(max(rec["checked_at"] for rec in checked.values())),
+        security=security and {**security["summary"], "result": security["result"],
+                               "at_text": _when(security["finished_at"])})

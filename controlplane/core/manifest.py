@@ -541,6 +541,11 @@ def _network(value: str) -> str:
 Network = Annotated[StrictStr, AfterValidator(_network)]
 
 
+class CheckSources(_Model):
+    public: IpAddress | None = None
+    management: IpAddress | None = None
+
+
 class Firewall(_Model):
     """Who may reach what on the nodes (nftables, rendered per node into the config release).
     Everyone: 80, 443 and units' SFTP. `management`: operators' SSH and the metrics. The
@@ -553,6 +558,10 @@ class Firewall(_Model):
     # New SSH/SFTP connections per source address and minute (and the burst allowed first).
     ssh_new_per_minute: StrictInt = Field(default=20, ge=1, le=10_000)
     ssh_burst: StrictInt = Field(default=10, ge=1, le=10_000)
+    # Source addresses on the control machine that `govhost security check` knocks from, to
+    # see each node's doors as the public and as the management network see them.
+    check_from: CheckSources | None = None
+
 
 
 Role = Literal["web", "backup", "db", "monitoring"]

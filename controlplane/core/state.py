@@ -414,11 +414,14 @@ class State:
                 (kind, time.time(), "running", os.getpid(), actor()))
             return int(cur.lastrowid)
 
-    def finish_run(self, run_id: int, result: str, summary: Mapping[str, Any]) -> None:
+    def finish_run(self, run_id: int, result: str, summary: Mapping[str, Any],
+                   audit: Mapping[str, Any] | None = None) -> None:
+        """`audit`: what the audit log keeps of a long summary (the whole summary if None)."""
         with self.tx() as db:
             db.execute("UPDATE runs SET finished_at = ?, result = ?, summary = ? WHERE id = ?",
                        (time.time(), result, json.dumps(summary, sort_keys=True), run_id))
-            self._audit(db, f"run.{result}", f"run {run_id}", summary)
+            self._audit(db, f"run.{result}", f"run {run_id}",
+                        summary if audit is None else audit)
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         rows = self.db.execute(
@@ -431,6 +434,17 @@ class State:
             d["summary"] = json.loads(d["summary"]) if d["summary"] else None
             out.append(d)
         return out
+
+    def last_run(self, kind: str) -> dict[str, Any] | None:
+        """The newest finished run of a kind (a security check's report for the compliance
+        report), or None."""
+        row = self.db.execute(
+            "SELECT id, finished_at, result, summary FROM runs WHERE kind = ? AND finished_at "
+            "IS NOT NULL ORDER BY id DESC LIMIT 1", (kind,)).fetchone()
+        if row is None:
+            return None
+        return {"id": row[0], "finished_at": row[1], "result": row[2],
+                "summary": json.loads(row[3]) if row[3] else None}
 
     def audit(self, action: str, target: str, detail: Mapping[str, Any]) -> None:
         with self.tx() as db:

@@ -114,3 +114,39 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node) -> list[str]:
             rules.append(f"tcp dport {MYSQL_PORT} {sa} @db{f} accept")
     rules.append("counter name dropped drop")
     return rules
+
+
+def checked_ports(hosts: Hosts) -> tuple[int, ...]:
+    """The ports `govhost security check` knocks on at every node: everything a node listens
+    on for anyone (govhost's services, SSH, the database)."""
+    return tuple(sorted({hosts.ssh.port, hosts.ssh.unit_port, 80, 443,
+                         paths.NODE_EXPORTER_PORT, paths.AGENT_PORT, paths.SEARCH_PORT,
+                         MYSQL_PORT}))
+
+
+def _inside(source: str, networks: Iterable[str]) -> bool:
+    addr = ipaddress.ip_address(source)
+    return any(addr in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+def allowed(hosts: Hosts, node: Node, db_sources: list[str], source: str, port: int) -> bool:
+    """Whether the node's rules (as `_rules` writes them) let a new connection from `source`
+    to `port` through: the expectation `security check` holds each measured door to. Every
+    door is open without a firewall."""
+    fw = hosts.firewall
+    if fw is None:
+        return True
+    ssh, sftp = hosts.ssh.port, hosts.ssh.unit_port
+    management = _inside(source, fw.management)
+    cluster = _inside(source, [a for n in hosts.nodes for a in n.sources])
+    if port in (80, 443) and ("web" in node.roles or cluster or management):
+        return True
+    if port == sftp:
+        return True
+    if port in (ssh, paths.NODE_EXPORTER_PORT, paths.AGENT_PORT) and management:
+        return True
+    if port == paths.SEARCH_PORT and cluster:
+        return True
+    if port == ssh and "backup" in node.roles and cluster:
+        return True
+    return port == MYSQL_PORT and "db" in node.roles and _inside(source, db_sources)

@@ -1,0 +1,300 @@
+"""`govhost security check`: measure every door from outside and inside, ask each node for
+its sshd settings and secrets, shake hands with every site, read the nodes' update state,
+and judge it all (controlplane.security.findings).
+
+Doors are knocked on from source addresses on the control machine (hosts.yaml
+`firewall.check_from`): one outside the management networks (what the public sees) and one
+inside. A door is `open` (connected), `refused` (let through, nothing listens) or `dropped`
+(no answer: the firewall). Nothing here changes anything anywhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import socket
+import ssl
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
+
+from controlplane.core import accounts, paths, remote
+from controlplane.core import secrets as secrets_mod
+from controlplane.core.county import County
+from controlplane.core.inventory import Inventory
+from controlplane.core.manifest import Node
+from controlplane.security import findings as rules
+from controlplane.security.findings import Door, Finding, Served
+from controlplane.sites import apply, firewall
+from controlplane.tls import metrics as tls_metrics
+
+KNOCK_SECONDS = 1.5
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    doors: list[Door] = field(default_factory=list)
+    waf_modes: dict[str, str] = field(default_factory=dict)
+    checked: dict[str, list[str]] = field(default_factory=dict)   # area -> what was looked at
+
+    def to_dict(self) -> dict:
+        return {"summary": rules.summary(self.findings),
+                "findings": [f.to_dict() for f in self.findings],
+                "doors": [d.__dict__ for d in self.doors],
+                "waf": self.waf_modes, "checked": self.checked}
+
+
+def knock(source: str | None, address: str, port: int, timeout: float = KNOCK_SECONDS) -> str:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            if source:
+                s.bind((source, 0))
+            s.connect((address, port))
+            return "open"
+        except ConnectionRefusedError:
+            return "refused"
+        except (socket.timeout, TimeoutError):
+            return "dropped"
+        except OSError as exc:
+            return f"error: {exc.strerror or exc}"
+
+
+def _bindable(address: str) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address, 0))
+            return True
+        except OSError:
+            return False
+
+
+def measure_doors(inv: Inventory, placement: dict[str, tuple[str, ...]]
+                  ) -> tuple[list[Door], list[Finding]]:
+    fw = inv.hosts.firewall
+    sources = (fw.check_from if fw is not None and fw.check_from is not None else None)
+    notes: list[Finding] = []
+    knock_from = []
+    for seen_as in ("public", "management"):
+        addr = getattr(sources, seen_as) if sources is not None else None
+        if addr is None:
+            notes.append(Finding("info", "doors", seen_as, f"not measured as {seen_as}",
+                                 f"set hosts.yaml firewall.check_from.{seen_as} to an address "
+                                 "of this machine " + ("outside" if seen_as == "public"
+                                                       else "inside") + " the management "
+                                 "networks (or run the check from such a machine)"))
+        elif not _bindable(addr):
+            notes.append(Finding("warning", "doors", seen_as,
+                                 f"{addr} is not an address of this machine",
+                                 f"fix hosts.yaml firewall.check_from.{seen_as}"))
+        else:
+            knock_from.append((seen_as, addr))
+    php = [t.name for t in inv.tenants if t.site.type == "php"]
+    db_sources = firewall.db_clients(inv.hosts, placement, php)
+    jobs = [(node, port, seen_as, addr) for node in inv.hosts.nodes
+            for port in firewall.checked_ports(inv.hosts) for seen_as, addr in knock_from]
+    # Where this machine holds the nodes' own addresses too (the lab), the doors only the
+    # cluster may pass (the database, search, the backup repository) are knocked on from them.
+    for peer in inv.hosts.nodes:
+        if _bindable(peer.address):
+            jobs += [(node, port, f"node {peer.name}", peer.address) for node in inv.hosts.nodes
+                     if node.name != peer.name for port in firewall.checked_ports(inv.hosts)]
+
+    def one(job) -> Door:
+        node, port, seen_as, addr = job
+        return Door(node.name, port, addr, seen_as,
+                    firewall.allowed(inv.hosts, node, db_sources, addr, port),
+                    knock(addr, node.address, port))
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        measured = list(pool.map(one, jobs)) if jobs else []
+    return measured, notes
+
+
+def _node_facts(county: County, inv: Inventory, node: Node) -> dict:
+    cmd = remote._ssh_cmd(inv.hosts, node, county.known_hosts, paths.NODE_SECAUDIT_TOOL)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return {"error": "ssh timed out"}
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip() or f"exit {out.returncode}")[-300:]}
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"unexpected answer {out.stdout[-200:]!r}"}
+
+
+def _pending_security(access, node: Node) -> float | None:
+    try:
+        text = tls_metrics.read(access, node.address, paths.AGENT_PORT, timeout=5)
+    except OSError:
+        return None
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "govhost_node_updates_pending" and s.labels.get("kind") == "security":
+                return s.value
+    return None
+
+
+def serve_check(host: str, node: Node, now: float) -> Served:
+    """One handshake as a browser makes it (SNI, the node's address), and one each with
+    TLS 1.0 and 1.1 only, which the node must refuse."""
+    def handshake(ctx: ssl.SSLContext) -> bytes:
+        with socket.create_connection((node.address, 443), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                return tls.getpeercert(binary_form=True) or b""
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE        # trust is the probes' job; here: name, dates
+    try:
+        der = handshake(ctx)
+    except (OSError, ssl.SSLError) as exc:
+        return Served(host, node.name, error=str(exc)[:200])
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        names = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    covers = any(n == host or (n.startswith("*.") and host.split(".", 1)[-1] == n[2:])
+                 for n in names)
+    days = (cert.not_valid_after_utc.timestamp() - now) / 86400
+    old = []
+    for name, version in (("TLS 1.0", ssl.TLSVersion.TLSv1), ("TLS 1.1", ssl.TLSVersion.TLSv1_1)):
+        legacy = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        legacy.check_hostname = False
+        legacy.verify_mode = ssl.CERT_NONE
+        try:
+            legacy.set_ciphers("ALL:@SECLEVEL=0")
+            legacy.minimum_version = legacy.maximum_version = version
+            handshake(legacy)
+            old.append(name)
+        except (OSError, ssl.SSLError, ValueError):
+            pass
+    return Served(host, node.name, covers=covers, days_left=days, old_protocols=tuple(old))
+
+
+def _testssl(host: str, node: Node, work: Path) -> list[Finding]:
+    """testssl.sh's own verdicts (HIGH and CRITICAL) for one site through one node."""
+    out = work / f"testssl-{host}-{node.name}.json"
+    try:
+        subprocess.run(["testssl", "--quiet", "--color", "0", "--fast", "--ip", node.address,
+                        "--jsonfile", str(out), f"https://{host}"],
+                       capture_output=True, text=True, timeout=600)
+        items = json.loads(out.read_text())
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        return [Finding("warning", "tls", f"{host}@{node.name}", f"testssl did not run: {exc}",
+                        "install testssl.sh (scripts/setup.sh does)")]
+    return [Finding("critical" if i.get("severity") == "CRITICAL" else "warning", "tls",
+                    f"{host}@{node.name}", f"testssl {i.get('id')}: {i.get('finding')}",
+                    "see testssl's explanation of this id; nginx.conf sets the TLS settings")
+            for i in items if i.get("severity") in ("HIGH", "CRITICAL")]
+
+
+def control_secrets(county: County, inv: Inventory) -> list[dict]:
+    """The control machine's own secrets: the cluster secret, the backup key, the metrics
+    and TLS keys in the state directory, and the operators' SSH key."""
+    state = county.state_dir
+    found = [state / secrets_mod.SECRET_FILE, state / secrets_mod.BACKUP_KEY_FILE,
+             *sorted(state.rglob("*.key")), Path(os.path.expanduser(inv.hosts.ssh.key))]
+    out = []
+    for p in found:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = str(st.st_uid)
+        out.append({"path": str(p), "mode": f"{st.st_mode & 0o7777:04o}", "owner": owner,
+                    "want_owner": pwd.getpwuid(os.getuid()).pw_name})
+    return out
+
+
+def run(county: County, with_testssl: bool = False, work: Path | None = None) -> Report:
+    inv = county.inv
+    st = county.open_state()
+    try:
+        deployed = apply.deployable(county, st)
+        placement = st.placements()
+        since = st.waf_since()
+    finally:
+        st.close()
+    report = Report()
+    now = time.time()
+    # doors
+    measured, notes = measure_doors(deployed, placement)
+    report.doors = measured
+    report.findings += notes + rules.doors(measured, inv.hosts.firewall is not None)
+    report.checked["doors"] = sorted({f"{d.node}:{d.port}" for d in measured})
+    # nodes: sshd, secrets, updates
+    nodes = list(inv.hosts.nodes)
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(nodes)))) as pool:
+        facts = dict(zip([n.name for n in nodes],
+                         pool.map(lambda n: _node_facts(county, inv, n), nodes)))
+        pending = dict(zip([n.name for n in nodes],
+                           pool.map(lambda n: _pending_security(deployed.metrics, n), nodes)))
+    for node in nodes:
+        f = facts[node.name]
+        if "error" in f:
+            report.findings.append(Finding("critical", "ssh", node.name,
+                                           f"could not ask the node: {f['error']}",
+                                           "check the node with `govhost status`; a node "
+                                           "without govhost-secaudit needs `govhost apply`"))
+            continue
+        report.findings += rules.sshd(node.name, f.get("sshd", {}), inv.hosts.ssh.port,
+                                      inv.hosts.ssh.unit_port, accounts.SFTP_GROUP)
+        report.findings += rules.secrets(node.name, f.get("files", []))
+        report.findings += rules.updates(node.name, pending[node.name],
+                                         bool(f.get("reboot_required")))
+        report.checked.setdefault("secrets", []).extend(
+            f"{node.name}:{e['path']}" for e in f.get("files", []))
+    local = control_secrets(county, inv)
+    report.findings += rules.secrets("control", local)
+    report.checked.setdefault("secrets", []).extend(f"control:{e['path']}" for e in local)
+    # TLS of every site through every web node
+    web = [n for n in nodes if "web" in n.roles]
+    hosts = sorted(deployed.https_hosts())
+    jobs = [(h, n) for h in hosts for n in web]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        served = list(pool.map(lambda j: serve_check(j[0], j[1], now), jobs)) if jobs else []
+    report.findings += rules.tls(served)
+    if with_testssl and web:
+        work = work or county.state_dir / "security"
+        work.mkdir(parents=True, exist_ok=True)
+        for h in hosts:
+            report.findings += _testssl(h, web[0], work)
+    report.checked["tls"] = [f"{s.host}@{s.node}" for s in served]
+    # WAF per unit
+    report.waf_modes = dict(deployed.waf_modes or {})
+    configured = {t.name: t.waf.mode for t in inv.tenants}
+    report.findings += rules.waf(configured, report.waf_modes, since, now,
+                                 inv.cluster.waf.detect_days)
+    order = {s: i for i, s in enumerate(rules.SEVERITIES)}
+    report.findings.sort(key=lambda f: (order[f.severity], f.area, f.where))
+    _record(county, report)
+    return report
+
+
+def _record(county: County, report: Report) -> None:
+    """Kept as a run, so the compliance report shows the last check and the audit log has it."""
+    counts = rules.summary(report.findings)
+    st = county.open_state()
+    try:
+        run_id = st.start_run("security")
+        st.finish_run(run_id, "critical" if counts["critical"] else "ok", report.to_dict(),
+                      audit={"kind": "security", **counts})
+    finally:
+        st.close()
+
