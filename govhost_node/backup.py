@@ -45,6 +45,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from govhost_node.files import write_if_changed
+
 SPEC = "/etc/govhost/current/backup.json"
 KEY = "/etc/govhost/current/backup.key"
 STATE = "/var/lib/govhost/backup"
@@ -740,22 +742,6 @@ def _ensure_account(user: str, home: str) -> pwd.struct_passwd:
         return pwd.getpwnam(user)
 
 
-def _write(path: str, text: str, mode: int, owner: tuple[int, int] = (0, 0)) -> bool:
-    try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == text:
-                return False
-    except OSError:
-        pass
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chown(tmp, *owner)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return True
-
-
 def install(args: argparse.Namespace) -> None:
     spec = load_spec()
     os.makedirs(STATE, mode=0o700, exist_ok=True)
@@ -782,7 +768,7 @@ def install(args: argparse.Namespace) -> None:
         os.chmod(ssh_dir, 0o700)
         # Only SFTP, nothing else: no shell, no forwarding, no pty.
         line = f'restrict,command="/usr/lib/openssh/sftp-server" {a["public_key"]}\n'
-        _write(os.path.join(ssh_dir, "authorized_keys"), line, 0o600, (pw.pw_uid, pw.pw_gid))
+        write_if_changed(os.path.join(ssh_dir, "authorized_keys"), line, 0o600, (pw.pw_uid, pw.pw_gid))
     if spec["repository"].get("local"):
         # Made here, once, at activation: nodes that race to create it on their first run
         # would each write their own key and config.
@@ -807,11 +793,11 @@ def _timers(timers: list[dict]) -> None:
         changed = False
         for t in timers:
             cmd = " ".join([me, *map(shlex.quote, t["args"])])
-            changed |= _write(f"{unit_dir}/{t['name']}.service",
+            changed |= write_if_changed(f"{unit_dir}/{t['name']}.service",
                               f"[Unit]\nDescription=govhost backup: {' '.join(t['args'])}\n"
                               f"[Service]\nType=oneshot\nExecStart={cmd}\nNice=10\n"
                               "IOSchedulingClass=idle\n", 0o644)
-            changed |= _write(f"{unit_dir}/{t['name']}.timer",
+            changed |= write_if_changed(f"{unit_dir}/{t['name']}.timer",
                               f"[Unit]\nDescription=govhost backup: {' '.join(t['args'])}\n"
                               f"[Timer]\nOnCalendar={t['on_calendar']}\nPersistent=true\n"
                               f"RandomizedDelaySec={t['jitter_minutes']}m\n"
@@ -834,7 +820,7 @@ def _timers(timers: list[dict]) -> None:
             cmd = " ".join([me, *map(shlex.quote, t["args"])])
             lines.append(f"{t['cron']} root {cmd} >>/var/log/govhost/backup.log 2>&1")
         os.makedirs("/etc/cron.d", exist_ok=True)
-        _write("/etc/cron.d/govhost-backup", "\n".join(lines) + "\n", 0o644)
+        write_if_changed("/etc/cron.d/govhost-backup", "\n".join(lines) + "\n", 0o644)
 
 
 def main() -> None:

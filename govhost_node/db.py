@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from govhost_node.files import write_if_changed
+
 CNF = "/etc/mysql/mariadb.conf.d/90-govhost.cnf"
 RUN = "/run/mysqld"
 SOCKET = f"{RUN}/mysqld.sock"
@@ -56,17 +58,7 @@ def _config(bind: str) -> bool:
     text = ("# Written by govhost: listen on this node's address for the web nodes' PHP.\n"
             f"[mysqld]\nbind-address = {bind}\nskip-name-resolve\n"
             "character-set-server = utf8mb4\ncollation-server = utf8mb4_unicode_ci\n")
-    try:
-        with open(CNF, encoding="utf-8") as f:
-            if f.read() == text:
-                return False
-    except OSError:
-        pass
-    os.makedirs(os.path.dirname(CNF), exist_ok=True)
-    with open(CNF + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(CNF + ".tmp", CNF)
-    return True
+    return write_if_changed(CNF, text, 0o644)
 
 
 def _stop() -> None:

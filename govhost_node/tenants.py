@@ -53,6 +53,8 @@ import sys
 import tarfile
 import time
 
+from govhost_node.files import write_if_changed
+
 SITES = "/srv/govhost/sites"
 KEYS = "/etc/govhost/sftp-keys"
 SSHD_SNIPPET = "/etc/ssh/sshd_config.d/govhost-sftp.conf"
@@ -221,22 +223,6 @@ def _write_private(path: str, text: str, uid: int, gid: int) -> None:
     os.replace(tmp, path)
 
 
-def _write_if_changed(path: str, text: str, mode: int) -> bool:
-    try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == text:
-                os.chmod(path, mode)
-                return False
-    except OSError:
-        pass
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return True
-
-
 SNIPPET = """# Written by govhost: tenant SFTP accounts only (members of {group}).
 # Upload only: chrooted to the tenant's root-owned tree, no shell, no forwarding, keys only.
 Match Group {group}
@@ -302,13 +288,13 @@ def _sshd_snippet(group: str, ssh_port: int | None = None, sftp_port: int | None
     if old == text:
         return
     os.makedirs(os.path.dirname(SSHD_SNIPPET), exist_ok=True)
-    _write_if_changed(SSHD_SNIPPET, text, 0o644)
+    write_if_changed(SSHD_SNIPPET, text, 0o644)
     test = subprocess.run(["sshd", "-t"], capture_output=True, text=True)
     if test.returncode != 0:   # never leave sshd with a config it refuses: operators need it
         if old is None:
             os.unlink(SSHD_SNIPPET)
         else:
-            _write_if_changed(SSHD_SNIPPET, old, 0o644)
+            write_if_changed(SSHD_SNIPPET, old, 0o644)
         die(f"sshd -t refused the SFTP settings, kept the old ones: {test.stderr.strip()}")
     _reload_sshd()
 
@@ -389,7 +375,7 @@ def converge(spec_path: str) -> None:
         for user, keys in users:
             quota.cap(user, int(t.get("quota_bytes", 0)) or 1 << 40)
             wanted_users.add(user)
-            _write_if_changed(os.path.join(KEYS, user), "".join(k + "\n" for k in keys), 0o644)
+            write_if_changed(os.path.join(KEYS, user), "".join(k + "\n" for k in keys), 0o644)
     # Accounts of tenants this node no longer holds: no key, no login; data stays until
     # `govhost tenant remove`.
     for name in os.listdir(KEYS):

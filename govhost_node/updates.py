@@ -23,6 +23,8 @@ import sys
 import time
 import urllib.request
 
+from govhost_node.files import write_if_changed
+
 SPEC = "/etc/govhost/current/updates.json"
 APT_CONF = "/etc/apt/apt.conf.d/52govhost-unattended-upgrades"
 TIMER_DROPIN = "/etc/systemd/system/apt-daily-upgrade.timer.d/govhost.conf"
@@ -49,20 +51,6 @@ def _load(path: str) -> dict:
     return spec
 
 
-def _write(path: str, text: str) -> bool:
-    try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == text:
-                return False
-    except OSError:
-        pass
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-    return True
-
-
 def apt_conf(spec: dict) -> str:
     origins = ["origin=Debian,codename=${distro_codename}-security,label=Debian-Security",
                "origin=Debian,codename=${distro_codename},label=Debian-Security",
@@ -80,11 +68,11 @@ def apt_conf(spec: dict) -> str:
 
 def sync(path: str) -> None:
     spec = _load(path)
-    changed = _write(APT_CONF, apt_conf(spec))
-    units = _write(TIMER_DROPIN, "# Written by govhost: this node's slot in the cluster's "
+    changed = write_if_changed(APT_CONF, apt_conf(spec))
+    units = write_if_changed(TIMER_DROPIN, "# Written by govhost: this node's slot in the cluster's "
                    "update window.\n[Timer]\nOnCalendar=\n"
                    f"OnCalendar=*-*-* {spec['at']}:00\nRandomizedDelaySec=0\n")
-    units |= _write(SERVICE_DROPIN, "# Written by govhost: no update while a peer is down.\n"
+    units |= write_if_changed(SERVICE_DROPIN, "# Written by govhost: no update while a peer is down.\n"
                     "[Service]\nExecCondition=/usr/local/sbin/govhost-updates ok\n")
     if units and os.path.isdir("/run/systemd/system"):
         subprocess.run(["systemctl", "daemon-reload"], check=False)

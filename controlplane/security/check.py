@@ -101,12 +101,17 @@ def measure_doors(inv: Inventory, placement: dict[str, tuple[str, ...]]
     db_sources = firewall.db_clients(inv.hosts, placement, php)
     jobs = [(node, port, seen_as, addr) for node in inv.hosts.nodes
             for port in firewall.checked_ports(inv.hosts) for seen_as, addr in knock_from]
-    # Where this machine holds the nodes' own addresses too (the lab), the doors only the
-    # cluster may pass (the database, search, the backup repository) are knocked on from them.
+    # Where this machine also holds the address the nodes connect from (the lab), the doors
+    # only the cluster may pass (the database, search, the backup repository) are knocked on
+    # from there too, to every node but those connecting from it.
+    by_source: dict[str, list[str]] = {}
     for peer in inv.hosts.nodes:
-        if _bindable(peer.address):
-            jobs += [(node, port, f"node {peer.name}", peer.address) for node in inv.hosts.nodes
-                     if node.name != peer.name for port in firewall.checked_ports(inv.hosts)]
+        by_source.setdefault(peer.sources[0], []).append(peer.name)
+    for addr, names in by_source.items():
+        if _bindable(addr):
+            jobs += [(node, port, f"node {','.join(names)}", addr) for node in inv.hosts.nodes
+                     if node.name not in names or len(names) > 1
+                     for port in firewall.checked_ports(inv.hosts)]
 
     def one(job) -> Door:
         node, port, seen_as, addr = job
@@ -237,7 +242,7 @@ def run(county: County, with_testssl: bool = False, work: Path | None = None) ->
     measured, notes = measure_doors(deployed, placement)
     report.doors = measured
     report.findings += notes + rules.doors(measured, inv.hosts.firewall is not None)
-    report.checked["doors"] = sorted({f"{d.node}:{d.port}" for d in measured})
+    report.checked["doors"] = [f"{d.node}:{d.port} from {d.seen_as}" for d in measured]
     # nodes: sshd, secrets, updates
     nodes = list(inv.hosts.nodes)
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(nodes)))) as pool:

@@ -9,22 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.core import paths
-from controlplane.core.manifest import Hosts
 from controlplane.security import findings as rules
 from controlplane.security.findings import Door, Served
 from controlplane.sites import firewall
-
-
-def _hosts(**fw) -> Hosts:
-    return Hosts.model_validate({
-        "ssh": {"key": "/k", "sftp_port": 2222},
-        "firewall": {"management": ["192.0.2.10/32", "198.51.100.0/24"], **fw},
-        "nodes": [
-            {"name": "n1", "address": "203.0.113.1", "roles": ["web", "backup"]},
-            {"name": "n2", "address": "203.0.113.2", "roles": ["web", "db"]},
-            {"name": "n3", "address": "203.0.113.3", "roles": ["monitoring"]},
-        ]})
-
+from tests.unit.sites.test_firewall import _hosts  # the same three nodes and roles
 
 # -- doors -------------------------------------------------------------------------------
 

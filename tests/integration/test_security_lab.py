@@ -1,0 +1,414 @@
+"""Nodes that let no one in where they don't belong, on real systemd machines: every door
+knocked on from a public, a management and a cluster source address; scrapes without the
+county's credentials refused; the SFTP meter slowing a flood from one source while another
+logs in; the WAF refusing attacks on a PHP unit and letting its forms through; security
+updates one node at a time from a local package repository; `govhost security check`
+finding a planted world-readable key; and a firewall change that locks the control machine
+out taken back by the node itself.
+
+The lab nodes share the host's network stack, so every source address here is a loopback
+address bound by the client: 127.0.9.x are "the public" (outside hosts.yaml
+firewall.management), 127.0.8.x the management network, 127.0.1.N the nodes themselves.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controlplane.core import paths
+from tests.helpers import upload
+
+from .conftest import REPO, govhost
+from .test_apply_lab import NODES, node_metrics, on_node
+from .test_machines_lab import applied_placement, apply, machines  # noqa: F401 (fixture)
+from .test_tenants_lab import _key
+
+pytestmark = pytest.mark.machines
+
+PUBLIC, MANAGEMENT = "127.0.9.9", "127.0.8.8"         # as in the example hosts.yaml
+FLOOD, OTHER = "127.0.9.20", "127.0.9.21"             # two more public sources
+DOMAIN = "qingshui.gov.cn"
+SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ControlPath=none"]
+
+FORM_PHP = """<?php
+if ($_SERVER['REQUEST_METHOD'] === 'POST' && !empty($_FILES['photo'])) {
+    echo 'got ' . filesize($_FILES['photo']['tmp_name']);
+} elseif ($_SERVER['REQUEST_METHOD'] === 'POST') {
+    echo 'registered ' . htmlspecialchars($_POST['name'] ?? '');
+} else {
+    echo 'exam registration';
+}
+"""
+# A 1x1 PNG: what a unit's staff upload every day.
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000100e221bc330000"
+                    "000049454e44ae426082")
+
+
+@pytest.fixture(scope="module")
+def secured(machines, tmp_path_factory):  # noqa: F811
+    """The example county on fresh machines, with: renshe (PHP) blocking in its WAF, jiaoyu
+    with `waf: off` and an SFTP key, and the lab's package repository among the origins of
+    security updates; applied once, with the county's certificates from the lab's ACME CA."""
+    root = tmp_path_factory.mktemp("security")
+    inv = root / "inventory"
+    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    key, pub = _key(root, "jiaoyu")
+    with (inv / "tenants" / "jiaoyu.yaml").open("a") as f:
+        f.write(f"sftp: {{keys: ['{pub}']}}\nwaf: off\n")
+    with (inv / "tenants" / "renshe.yaml").open("a") as f:
+        f.write("waf: block\n")
+    with (inv / "cluster.yaml").open("a") as f:
+        f.write("updates:\n  window: '03:00'\n  spacing_minutes: 30\n"
+                "  origins: ['origin=govhost-lab']\n")
+    data = apply(inv)
+    assert set(data["firewall"].values()) == {"firewall: confirmed"}, data["firewall"]
+    # HTTPS as in the main job: the lab's ACME CA and DNS, the county's certificates.
+    govhost(inv, "lab", "services", "up", check=True, timeout=300)
+    govhost(inv, "cert", "renew", check=True, timeout=900)
+    renshe = NODES[applied_placement(inv, "renshe")[0]]
+    upload(renshe, "renshe", {"index.php": FORM_PHP.encode()}, replace=True)
+    govhost(inv, "publish", "renshe", "--json", check=True)
+    return {"inv": inv, "key": key, "root": root}
+
+
+def security_check(inv: Path) -> tuple[int, dict]:
+    proc = govhost(inv, "security", "check", "--json", timeout=300)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def curl(source: str, url: str, *args: str) -> tuple[int, str]:
+    """curl from a given source address: (exit code, what -w printed)."""
+    r = subprocess.run(["curl", "-sk", "--interface", source, "-m", "3", "-o", "/dev/null",
+                        "-w", "%{http_code}", *args, url],
+                       capture_output=True, text=True, timeout=20)
+    return r.returncode, r.stdout
+
+
+def counter(address: str, name: str) -> int:
+    node = next(n for n, a in NODES.items() if a == address)
+    out = on_node(address, f"nft -j list counter inet govhost_{node} {name}")
+    return next(o["counter"]["packets"] for o in json.loads(out)["nftables"] if "counter" in o)
+
+
+# -- doors -------------------------------------------------------------------------------
+
+def test_every_door_is_open_or_closed_for_the_right_sources(secured):
+    inv = secured["inv"]
+    dropped_before = counter("127.0.1.1", "dropped")
+    rc, report = security_check(inv)
+    doors = report["doors"]
+    # The lab's nodes all connect from 127.0.0.1 (hosts.yaml `source`): one cluster source.
+    assert {d["seen_as"] for d in doors} == {"public", "management", "node n1,n2,n3"}
+    wrong = [d for d in doors if (d["expected"] and d["result"] == "dropped")
+             or (not d["expected"] and d["result"] != "dropped")]
+    assert wrong == []
+    assert not [f for f in report["findings"] if f["area"] == "doors"]
+
+    def door(node: str, port: int, seen_as: str) -> str:
+        return next(d["result"] for d in doors
+                    if (d["node"], d["port"], d["seen_as"]) == (node, port, seen_as))
+
+    for node in NODES:
+        assert door(node, 443, "public") == "open" and door(node, 80, "public") == "open"
+        assert door(node, 2222, "public") == "open"                 # units' SFTP
+        for port in (22, paths.NODE_EXPORTER_PORT, paths.AGENT_PORT, 3306):
+            assert door(node, port, "public") == "dropped", (node, port)
+        for port in (22, paths.NODE_EXPORTER_PORT, paths.AGENT_PORT):
+            assert door(node, port, "management") == "open", (node, port)
+        assert door(node, 3306, "management") == "dropped"
+    # The database: only from where the nodes holding a PHP unit's replica connect from.
+    db = next(n["name"] for n in yaml.safe_load((inv / "hosts.yaml").read_text())["nodes"]
+              if "db" in n.get("roles", []))
+    assert door(db, 3306, "node n1,n2,n3") == "open"
+    # The drops are counted on the node.
+    assert counter("127.0.1.1", "dropped") > dropped_before
+    # And a plain client sees the same: public gets no answer, management gets TLS.
+    assert curl(PUBLIC, f"https://127.0.1.1:{paths.NODE_EXPORTER_PORT}/metrics")[0] == 28
+    assert curl(MANAGEMENT, f"https://127.0.1.1:{paths.NODE_EXPORTER_PORT}/metrics") == \
+        (0, "401")
+    # Other addresses of the host are none of the nodes' business.
+    assert curl(PUBLIC, "http://127.0.0.1:1/")[0] == 7                 # refused, not dropped
+
+
+def test_scrapes_without_credentials_are_refused(secured):
+    for address in NODES.values():
+        for port in (paths.NODE_EXPORTER_PORT, paths.AGENT_PORT):
+            assert curl(MANAGEMENT, f"https://{address}:{port}/metrics") == (0, "401")
+            assert curl(MANAGEMENT, f"https://{address}:{port}/metrics",
+                        "-u", "prometheus:wrong") == (0, "401")
+        assert "node_cpu_seconds_total" in node_metrics(secured["inv"], address,
+                                                        paths.NODE_EXPORTER_PORT)
+        assert "govhost_node_updates_pending" in node_metrics(secured["inv"], address)
+
+
+def test_security_check_finds_a_planted_world_readable_key(secured):
+    inv = secured["inv"]
+    rc, report = security_check(inv)
+    assert rc == 0, report["findings"]
+    assert report["summary"]["critical"] == 0
+    on_node("127.0.1.2", "chmod 644 /etc/govhost/metrics/node.key")
+    try:
+        rc, report = security_check(inv)
+    finally:
+        on_node("127.0.1.2", "chmod 600 /etc/govhost/metrics/node.key")
+    critical = [f for f in report["findings"] if f["severity"] == "critical"]
+    assert rc == 1
+    assert critical == [{
+        "severity": "critical", "area": "secrets",
+        "where": "n2:/etc/govhost/metrics/node.key",
+        "what": "mode 0644: readable by others than its owner",
+        "todo": "chmod 600 /etc/govhost/metrics/node.key (and find out who could read it)"}]
+    # Everything the issue lists was looked at.
+    checked = report["checked"]
+    assert any(p.endswith(":/srv/govhost/sites/renshe/var/db.json") for p in checked["secrets"])
+    assert any(p.startswith("control:") and p.endswith("secret") for p in checked["secrets"])
+    assert f"jiaoyu.{DOMAIN}@n1" in checked["tls"]
+    assert report["waf"]["jiaoyu"] == "off" and report["waf"]["renshe"] == "block"
+    assert {f["where"] for f in report["findings"] if f["area"] == "waf"
+            and f["severity"] == "warning"} == {"jiaoyu"}
+    # The compliance report carries the last check (the sites themselves fail most
+    # indicators here: nothing is published and no probe has run; that exits 1).
+    assert govhost(inv, "compliance", "check", timeout=900).returncode in (0, 1)
+    html = govhost(inv, "compliance", "report", check=True).stdout
+    assert "安全检查 Security check" in html and "n2:/etc/govhost/metrics/node.key" in html
+
+
+# -- the SFTP meter ----------------------------------------------------------------------
+
+def test_the_sftp_meter_slows_a_flood_from_one_source_while_another_logs_in(secured):
+    inv = secured["inv"]
+    node = NODES[applied_placement(inv, "jiaoyu")[0]]
+    metered_before = counter(node, "metered")
+
+    def connect(_: int) -> bool:
+        with socket.socket() as s:
+            s.bind((FLOOD, 0))
+            s.settimeout(2)
+            try:
+                s.connect((node, 2222))
+                return True
+            except OSError:
+                return False
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        answered = sum(pool.map(connect, range(40)))
+    # hosts.yaml: 20 new connections a minute after a burst of 10
+    assert 1 <= answered <= 13, answered
+    assert counter(node, "metered") >= 40 - answered + metered_before
+    # Meanwhile the unit's staff, from another address, log in and list their upload area.
+    r = subprocess.run(["sftp", *SSH_OPTS, "-o", f"BindAddress={OTHER}", "-P", "2222",
+                        "-i", str(secured["key"]), "-b", "-", f"gh-jiaoyu@{node}"],
+                       input="ls\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    # And the flooding address is still held back: it earns one new connection every 3 s
+    # (20 a minute), not another burst.
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        assert sum(pool.map(connect, range(10))) <= 3
+
+
+# -- the WAF -----------------------------------------------------------------------------
+
+def _site(tenant: str, path: str, *args: str, address: str = "127.0.1.1") -> tuple[int, str]:
+    host = f"{tenant}.{DOMAIN}"
+    r = subprocess.run(["curl", "-sk", "--interface", PUBLIC, "-m", "10", "--resolve",
+                        f"{host}:443:{address}", "-w", "\n%{http_code}", *args,
+                        f"https://{host}{path}"], capture_output=True, text=True, timeout=30)
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+def test_the_waf_refuses_attacks_on_a_php_unit_and_lets_its_forms_through(secured, tmp_path):
+    inv = secured["inv"]
+    renshe = NODES[applied_placement(inv, "renshe")[0]]
+    before = _waf_count(inv, renshe, "renshe", "blocked")
+    shell = tmp_path / "shell.php"
+    shell.write_text("<?php system($_GET['c']); ?>")
+    png = tmp_path / "photo.png"
+    png.write_bytes(PNG)
+    attacks = {
+        "sql injection": _site("renshe", "/?id=1%27%20OR%20%271%27%3D%271"),
+        "path traversal": _site("renshe", "/?file=../../../../etc/passwd"),
+        "web shell upload": _site("renshe", "/", "-F", f"photo=@{shell};filename=shell.php"),
+    }
+    assert {k: v[0] for k, v in attacks.items()} == dict.fromkeys(attacks, 403)
+    assert _site("renshe", "/") == (200, "exam registration")
+    assert _site("renshe", "/", "--data-urlencode", "name=张三", "--data-urlencode",
+                 "phone=13800000000") == (200, "registered 张三")
+    assert _site("renshe", "/", "-F", f"photo=@{png};type=image/png") == (200, f"got {len(PNG)}")
+    # jiaoyu has `waf: off`: the same request is just a request.
+    code, _ = _site("jiaoyu", "/?id=1%27%20OR%20%271%27%3D%271")
+    assert code == 200
+    # Counted per unit by the agent of the node that refused them.
+    deadline = time.time() + 60
+    while _waf_count(inv, renshe, "renshe", "blocked") < before + 3 and time.time() < deadline:
+        time.sleep(2)
+    assert _waf_count(inv, renshe, "renshe", "blocked") >= before + 3
+    assert _waf_count(inv, renshe, "jiaoyu", "blocked") == 0
+    # The unit's own audit log holds them.
+    log = on_node(renshe, "cat /var/log/govhost/tenants/renshe/waf-audit.log")
+    assert "etc/passwd" in log
+
+
+def _waf_count(inv: Path, address: str, tenant: str, action: str) -> float:
+    text = node_metrics(inv, address)
+    want = f'govhost_waf_requests_total{{tenant="{tenant}",action="{action}"}}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(want))
+
+
+# -- security updates --------------------------------------------------------------------
+
+def _deb(work: Path, version: str) -> Path:
+    pkg = work / f"govhost-dummy_{version}"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "usr/share/govhost-dummy").mkdir(parents=True)
+    (pkg / "usr/share/govhost-dummy/version").write_text(version + "\n")
+    (pkg / "DEBIAN/control").write_text(
+        f"Package: govhost-dummy\nVersion: {version}\nArchitecture: all\n"
+        "Maintainer: govhost lab <lab@qingshui.gov.cn>\nDescription: a dummy package for "
+        "the security-updates test\n")
+    out = work / f"govhost-dummy_{version}_all.deb"
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(pkg), str(out)],
+                   check=True, capture_output=True)
+    return out
+
+
+def _repo(work: Path, debs: list[Path]) -> bytes:
+    """A flat apt repository (Packages, Release with Origin govhost-lab) as a tar."""
+    repo = work / "repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    repo.mkdir()
+    stanzas = []
+    for deb in debs:
+        shutil.copy(deb, repo / deb.name)
+        control = subprocess.run(["dpkg-deb", "-f", str(deb)], capture_output=True, text=True,
+                                 check=True).stdout.strip()
+        data = deb.read_bytes()
+        stanzas.append(f"{control}\nFilename: ./{deb.name}\nSize: {len(data)}\n"
+                       f"SHA256: {hashlib.sha256(data).hexdigest()}\n")
+    packages = "\n".join(stanzas).encode()
+    (repo / "Packages").write_bytes(packages)
+    (repo / "Release").write_text(
+        "Origin: govhost-lab\nLabel: govhost-lab\nSuite: lab-security\nCodename: lab\n"
+        f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S UTC', time.gmtime())}\n"
+        f"SHA256:\n {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages\n")
+    tar = work / "repo.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(repo, arcname="lab-repo")
+    return tar.read_bytes()
+
+
+def _ship_repo(address: str, tar: bytes) -> None:
+    subprocess.run(["ssh", "-i", "/var/lib/govhost/lab/id_ed25519", *SSH_OPTS,
+                    f"root@{address}",
+                    "rm -rf /srv/lab-repo && tar -x -C /srv && "
+                    "echo 'deb [trusted=yes] file:/srv/lab-repo ./' "
+                    "> /etc/apt/sources.list.d/govhost-lab.list && "
+                    "apt-get update -o Dir::Etc::sourcelist=sources.list.d/govhost-lab.list "
+                    "-o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0 -qq"],
+                   input=tar, check=True, capture_output=True, timeout=120)
+
+
+def test_security_updates_go_one_node_at_a_time(secured, tmp_path):
+    inv = secured["inv"]
+    tar1 = _repo(tmp_path, [_deb(tmp_path, "1.0")])
+    for address in NODES.values():
+        _ship_repo(address, tar1)
+        on_node(address, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq govhost-dummy "
+                         ">/dev/null && cat /usr/share/govhost-dummy/version")
+    # Each node has its own slot in the window: never all at once.
+    slots = {n: on_node(a, "sed -n 's/^OnCalendar=\\(..*\\)$/\\1/p' "
+                           "/etc/systemd/system/apt-daily-upgrade.timer.d/govhost.conf")
+             for n, a in NODES.items()}
+    assert len(set(slots.values())) == 3, slots
+    # A security fix is published.
+    tar2 = _repo(tmp_path, [_deb(tmp_path, "1.0"), _deb(tmp_path, "2.0")])
+    for address in NODES.values():
+        _ship_repo(address, tar2)
+    # While a peer is down, a node's timer skips its slot and `node upgrade` refuses.
+    from controlplane.lab import machines as lab
+    lab.stop("n3")
+    try:
+        r = subprocess.run(["ssh", "-i", "/var/lib/govhost/lab/id_ed25519", *SSH_OPTS,
+                            "root@127.0.1.1", "/usr/local/sbin/govhost-updates ok"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        proc = govhost(inv, "node", "upgrade", "n1", "--json", timeout=600)
+        res = json.loads(proc.stdout)
+        assert proc.returncode == 1 and res["nodes"][0]["upgraded"] == []
+        assert "n3 not answering" in res["nodes"][0]["error"]
+        assert on_node("127.0.1.1", "cat /usr/share/govhost-dummy/version") == "1.0"
+    finally:
+        lab.start("n3")
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        st = json.loads(govhost(inv, "status", "--json").stdout or "{}")
+        if st and all(n.get("nginx_running") for n in st.get("nodes", [])):
+            break
+        time.sleep(3)
+    # Every node gets it, one after the other.
+    proc = govhost(inv, "node", "upgrade", "--json", timeout=1800)
+    res = json.loads(proc.stdout)
+    assert proc.returncode == 0, res
+    assert [n["node"] for n in res["nodes"]] == ["n1", "n2", "n3"]
+    assert all("govhost-dummy" in n["upgraded"] and n["serving"] for n in res["nodes"])
+    spans = []
+    for n, address in NODES.items():
+        assert on_node(address, "cat /usr/share/govhost-dummy/version") == "2.0"
+        when = on_node(address, "grep -h ' status installed govhost-dummy:all 2.0' "
+                                "/var/log/dpkg.log | tail -n 1 | cut -c1-19")
+        spans.append(when)
+    assert spans == sorted(spans), spans            # n1, then n2, then n3
+    for address in NODES.values():
+        on_node(address, "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq govhost-dummy "
+                         ">/dev/null; rm -rf /srv/lab-repo "
+                         "/etc/apt/sources.list.d/govhost-lab.list")
+
+
+# -- the dead-man switch (last: it changes the firewall) ----------------------------------
+
+def test_a_firewall_change_that_locks_the_control_machine_out_is_taken_back(secured):
+    inv = secured["inv"]
+    hosts = inv / "hosts.yaml"
+    kept = hosts.read_text()
+    doc = yaml.safe_load(kept)
+    doc["firewall"]["management"] = ["127.0.8.0/24"]      # the control machine left out
+    doc["firewall"]["confirm_seconds"] = 10
+    hosts.write_text(yaml.safe_dump(doc))
+    try:
+        data = apply(inv, expect_rc=None)
+        assert data["firewall"] and all(v.startswith("unreachable")
+                                        for v in data["firewall"].values()), data["firewall"]
+        failed = {r["node"]: r for r in data["nodes"]}
+        assert all(failed[n]["result"] == "failed" and "could not open a new SSH connection"
+                   in failed[n]["message"] for n in NODES), failed
+        # Within its deadline each node has put its previous rules back by itself.
+        deadline = time.time() + 60
+        back = set()
+        while time.time() < deadline and back != set(NODES):
+            for n, address in NODES.items():
+                r = subprocess.run(["ssh", "-i", "/var/lib/govhost/lab/id_ed25519", *SSH_OPTS,
+                                    "-o", "ConnectTimeout=2", f"root@{address}", "true"],
+                                   capture_output=True, timeout=15)
+                if r.returncode == 0:
+                    back.add(n)
+            time.sleep(1)
+        assert back == set(NODES)
+        for address in NODES.values():
+            assert on_node(address, "test -f /var/lib/govhost/firewall/reverted && echo yes") \
+                == "yes"
+    finally:
+        hosts.write_text(kept)
+    data = apply(inv)
+    assert set(data["firewall"].values()) == {"firewall: confirmed"}
