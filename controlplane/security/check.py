@@ -5,7 +5,8 @@ and judge it all (controlplane.security.findings).
 Doors are knocked on from source addresses on the control machine (hosts.yaml
 `firewall.check_from`): one outside the management networks (what the public sees) and one
 inside. A door is `open` (connected), `refused` (let through, nothing listens) or `dropped`
-(no answer: the firewall). Nothing here changes anything anywhere.
+(no answer: the firewall). Nothing on the nodes is changed; the report is kept as a run
+in the state store (the compliance report shows the last one).
 """
 from __future__ import annotations
 
