@@ -37,11 +37,9 @@ def security_check(as_json: bool = typer.Option(False, "--json"),
         if doors:
             t = table("Doors", "node", "port", "from", "should", "result")
             for d in report.doors:
-                ok = (d.result == "open") == d.expected or (
-                    not d.expected and d.result == "dropped")
                 t.add_row(d.node, str(d.port), f"{d.seen_as} {d.source}",
                           "open" if d.expected else "closed",
-                          d.result if ok else f"[bold red]{d.result}[/]")
+                          f"[bold red]{d.result}[/]" if d.wrong else d.result)
             out.print(t)
         t = table("Security findings", "severity", "area", "where", "what", "to do")
         for f in report.findings:

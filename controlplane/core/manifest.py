@@ -563,7 +563,6 @@ class Firewall(_Model):
     check_from: CheckSources | None = None
 
 
-
 Role = Literal["web", "backup", "db", "monitoring"]
 
 

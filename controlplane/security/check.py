@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane.core import accounts, paths, remote
 from controlplane.core import secrets as secrets_mod
@@ -31,8 +30,7 @@ from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Node
 from controlplane.security import findings as rules
 from controlplane.security.findings import Door, Finding, Served
-from controlplane.sites import apply, firewall
-from controlplane.tls import metrics as tls_metrics
+from controlplane.sites import apply, firewall, status
 
 KNOCK_SECONDS = 1.5
 
@@ -140,15 +138,21 @@ def _node_facts(county: County, inv: Inventory, node: Node) -> dict:
 
 
 def _pending_security(access, node: Node) -> float | None:
-    try:
-        text = tls_metrics.read(access, node.address, paths.AGENT_PORT, timeout=5)
-    except OSError:
-        return None
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == "govhost_node_updates_pending" and s.labels.get("kind") == "security":
-                return s.value
-    return None
+    """The node agent's count of pending security updates (None: not known)."""
+    metrics = status.agent_metrics(node.address, access, timeout=5)
+    return (metrics or {}).get("_node", {}).get("updates_pending_security")
+
+
+def _unverified(only: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """A client context that takes any certificate (trust is the probes' job; here: the
+    name and the dates), or that offers only the protocol version `only`."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if only is not None:
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+        ctx.minimum_version = ctx.maximum_version = only
+    return ctx
 
 
 def serve_check(host: str, node: Node, now: float) -> Served:
@@ -159,11 +163,8 @@ def serve_check(host: str, node: Node, now: float) -> Served:
             with ctx.wrap_socket(raw, server_hostname=host) as tls:
                 return tls.getpeercert(binary_form=True) or b""
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE        # trust is the probes' job; here: name, dates
     try:
-        der = handshake(ctx)
+        der = handshake(_unverified())
     except (OSError, ssl.SSLError) as exc:
         return Served(host, node.name, error=str(exc)[:200])
     cert = x509.load_der_x509_certificate(der)
@@ -177,13 +178,8 @@ def serve_check(host: str, node: Node, now: float) -> Served:
     days = (cert.not_valid_after_utc.timestamp() - now) / 86400
     old = []
     for name, version in (("TLS 1.0", ssl.TLSVersion.TLSv1), ("TLS 1.1", ssl.TLSVersion.TLSv1_1)):
-        legacy = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        legacy.check_hostname = False
-        legacy.verify_mode = ssl.CERT_NONE
         try:
-            legacy.set_ciphers("ALL:@SECLEVEL=0")
-            legacy.minimum_version = legacy.maximum_version = version
-            handshake(legacy)
+            handshake(_unverified(version))
             old.append(name)
         except (OSError, ssl.SSLError, ValueError):
             pass

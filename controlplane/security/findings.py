@@ -34,24 +34,33 @@ class Door:
     expected: bool       # the firewall should let it through
     result: str          # open, refused (let through, nothing listens), dropped, error
 
+    @property
+    def wrong(self) -> bool:
+        """Not what the firewall should do: dropped where it should let through, or let
+        through (answered or refused) where it should drop."""
+        return (self.result == "dropped") if self.expected else \
+            self.result in ("open", "refused")
+
 
 def doors(measured: Iterable[Door], firewall: bool) -> list[Finding]:
     out = []
     for d in measured:
         where = f"{d.node}:{d.port}"
-        if d.expected and d.result == "dropped":
+        if not d.wrong:
+            continue
+        if d.expected:
             out.append(Finding("warning", "doors", where,
                                f"dropped for {d.seen_as} source {d.source}, which should "
                                "reach it",
                                "check hosts.yaml firewall.management and the node's "
                                "firewall state (`govhost status`), then `govhost apply`"))
-        elif not d.expected and d.result == "open":
+        elif d.result == "open":
             todo = ("add `firewall:` to hosts.yaml and run `govhost apply`" if not firewall
                     else "the node's firewall is not in force: `govhost apply` (a reverted "
                     "change shows in `govhost status`)")
             out.append(Finding("critical", "doors", where,
                                f"open to {d.seen_as} source {d.source}; it must not be", todo))
-        elif not d.expected and d.result == "refused":
+        else:
             out.append(Finding("warning", "doors", where,
                                f"answered {d.seen_as} source {d.source} (connection refused) "
                                "instead of dropping it: no firewall rule covers it",

@@ -24,7 +24,7 @@ def agent_metrics(address: str, access: Any = None,
                   timeout: float = 3.0) -> dict[str, dict[str, float]] | None:
     """Per tenant from a node's agent: requests (all classes), 5xx, bytes, disk, tamper
     incidents and files not put back (`_config`: the node's config release); under `_node`,
-    whether the tamper watcher is alive. None if the agent does not answer. `access`: the
+    whether the tamper watcher is alive and the security updates pending. None if the agent does not answer. `access`: the
     county's metrics credentials (tls.metrics), as the agents require them."""
     try:
         text = tls_metrics.read(access, address, AGENT_PORT, timeout)
@@ -36,7 +36,10 @@ def agent_metrics(address: str, access: Any = None,
             t = s.labels.get("tenant")
             if t is None:
                 if s.name == "govhost_tamper_watcher_up":
-                    out["_node"] = {"tamper_watcher_up": s.value}
+                    out.setdefault("_node", {})["tamper_watcher_up"] = s.value
+                elif s.name == "govhost_node_updates_pending" and \
+                        s.labels.get("kind") == "security":
+                    out.setdefault("_node", {})["updates_pending_security"] = s.value
                 continue
             d = out.setdefault(t, {"requests": 0.0, "errors_5xx": 0.0, "bytes": 0.0,
                                    "disk_bytes": 0.0, "tamper_incidents": 0.0,
