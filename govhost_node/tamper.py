@@ -5,8 +5,11 @@ Every live release on this node (each unit's `current` content release and the n
 to it:
   - the kernel tells it of every change under a live release (inotify, through watchdog); a
     changed, added or removed file is checked within a fraction of a second and put back;
-  - a full check of every live file runs at start (changes made while the watcher was down)
-    and every few minutes (events lost under load, an inotify queue overflow);
+  - a sweep every few seconds walks the live trees and hashes only files whose lstat moved
+    since they last verified, so a change inotify did not report (an event lost under load,
+    a watch that missed a directory moved in) is still put back within seconds;
+  - a full check of every live file (every file hashed) runs at start (changes made while
+    the watcher was down) and every few minutes;
   - a release going live (publish, rollback, apply) is followed by re-reading the `current`
     links each second; a file is only ever judged against the release live at that moment,
     so a publish is never mistaken for tampering.
@@ -17,7 +20,7 @@ its digest list. The changed bytes are kept as evidence; each incident is a JSON
 A file that cannot be put back (no pristine copy, disk full) stays an open incident there, so
 an alert fires; it is never silent.
 
-    govhost-tamper watch [--full-every SECONDS]
+    govhost-tamper watch [--full-every SECONDS] [--sweep-every SECONDS]
     govhost-tamper check          one full check now (prints what it put back)
     govhost-tamper incidents [--since TS]
 """
@@ -48,6 +51,7 @@ CONFIG_SCOPE = "_config"
 OWN = {".digests", ".meta.json", ".complete", "release-id.conf"}
 EVIDENCE_MAX = 20 << 20
 HEARTBEAT = 10.0
+PRUNE_GRACE = 3600.0
 # What a PHP site's own `files/` area (uploads through the site) must never hold: code. nginx
 # never runs it from there; its presence means a web shell was planted, so it is moved out.
 SCRIPT = re.compile(r"\.(php\d?|phtml|phar|pht|inc|cgi|pl|py|sh|jsp|aspx?)$|^\.htaccess$",
@@ -145,6 +149,9 @@ class Guard:
         self.live: dict[str, Live] = {}
         self.total: dict[str, int] = {}
         self.open: dict[str, dict[str, str]] = {}     # scope -> {file: why not put back}
+        # (scope, release, file) -> its lstat when last verified: a sweep hashes only files
+        # whose inode, size, mtime or ctime moved since (ctime cannot be set back by a user)
+        self.verified: dict[tuple[str, str, str], tuple[int, ...]] = {}
         self.last_full = 0.0
         for d in (BASE, EVIDENCE, PRISTINE):
             os.makedirs(d, mode=0o700, exist_ok=True)
@@ -194,6 +201,8 @@ class Guard:
                         continue
                     self.live[scope] = lv
                     self.open.pop(scope, None)     # judged again against the new release
+                    self.verified = {k: v for k, v in self.verified.items()
+                                     if k[0] != scope or k[1] == lv.release}
                     new.append(lv)
         return new
 
@@ -214,19 +223,26 @@ class Guard:
                 lv.modes[rel] = os.lstat(src).st_mode & 0o777
         return self.check_release(lv)
 
-    def prune(self) -> None:
+    def prune(self, now: float | None = None) -> None:
         """Drop pristine copies no live release needs (kept releases are verified again when
-        they go live; rollback targets on disk keep theirs until then)."""
+        they go live; rollback targets on disk keep theirs until then). Copies younger than
+        PRUNE_GRACE stay: `govhost-tenants switch` makes them just before its release goes
+        live, which this watcher may not have seen yet; pruning them then would leave a
+        file changed in that release's first seconds with nothing to be put back from."""
+        now = time.time() if now is None else now
         with self.lock:
             wanted = {(lv.scope, d) for lv in self.live.values() for d in lv.digests.values()}
         for scope in os.listdir(PRISTINE):
             for root, _, files in os.walk(os.path.join(PRISTINE, scope)):
                 for f in files:
-                    if (scope, f) not in wanted and ".tmp" not in f:
-                        try:
-                            os.unlink(os.path.join(root, f))
-                        except OSError:
-                            pass
+                    if (scope, f) in wanted or ".tmp" in f:
+                        continue
+                    path = os.path.join(root, f)
+                    try:
+                        if now - os.lstat(path).st_mtime >= PRUNE_GRACE:
+                            os.unlink(path)
+                    except OSError:
+                        pass
 
     # checking and putting back
     def scope_of(self, path: str) -> tuple[Live, str] | None:
@@ -249,9 +265,18 @@ class Guard:
                 return None
             return self._judge(lv, rel)
 
+    @staticmethod
+    def _signature(path: str) -> tuple[int, ...] | None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
     def _judge(self, lv: Live, rel: str) -> dict[str, Any] | None:
         path = os.path.join(lv.path, rel)
         expected = lv.digests.get(rel)
+        key = (lv.scope, lv.release, rel)
         exists = os.path.lexists(path)
         if expected is None:
             if not exists or (rel in lv.dirs and os.path.isdir(path)
@@ -265,6 +290,9 @@ class Guard:
         mode = lv.modes.get(rel)
         if mode is not None and os.lstat(path).st_mode & 0o777 != mode:
             return self._incident(lv, rel, "mode", path)     # e.g. a TLS key made readable
+        sig = self._signature(path)
+        if sig is not None:
+            self.verified[key] = sig
         return None
 
     def _incident(self, lv: Live, rel: str, change: str, path: str) -> dict[str, Any] | None:
@@ -420,6 +448,58 @@ class Guard:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         return rec
 
+    def sweep(self) -> list[dict[str, Any]]:
+        """A quick check of every live release: what inotify did not report (an event lost,
+        a watch missed on a directory that moved in) is still found within a sweep."""
+        found = []
+        for lv in list(self.live.values()):
+            found.extend(self._sweep_release(lv))
+        return found
+
+    def _sweep_release(self, lv: Live) -> list[dict[str, Any]]:
+        """The tree walked (added and removed files are always found), but a file is hashed
+        only when its lstat moved since it last verified."""
+        found: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        with self.lock:
+            if not lv.still_live():
+                return found
+            stack = [("", lv.path)]
+            while stack:
+                prefix, directory = stack.pop()
+                try:
+                    entries = list(os.scandir(directory))
+                except OSError:
+                    continue
+                for e in entries:
+                    rel = prefix + e.name
+                    if rel in OWN or rel.startswith(".govhost-tamper"):
+                        continue
+                    if e.is_dir(follow_symlinks=False):
+                        if rel in lv.dirs:
+                            stack.append((rel + "/", e.path))
+                            continue
+                    else:
+                        seen.add(rel)
+                        sig = self.verified.get((lv.scope, lv.release, rel))
+                        if sig is not None:
+                            try:
+                                st = e.stat(follow_symlinks=False)
+                            except OSError:
+                                st = None
+                            if st is not None and sig == (st.st_ino, st.st_size, st.st_mtime_ns,
+                                                          st.st_ctime_ns, st.st_mode):
+                                continue
+                    r = self._judge(lv, rel)
+                    if r:
+                        found.append(r)
+            for rel in lv.digests:
+                if rel not in seen:
+                    r = self._judge(lv, rel)
+                    if r:
+                        found.append(r)
+        return found
+
     def full_check(self) -> list[dict[str, Any]]:
         found = []
         adopted = set()
@@ -435,7 +515,7 @@ class Guard:
         return found
 
 
-def watch(full_every: float) -> None:
+def watch(full_every: float, sweep_every: float = 5.0) -> None:
     from watchdog.events import FileSystemEventHandler
     from watchdog.observers import Observer
 
@@ -493,6 +573,7 @@ def watch(full_every: float) -> None:
     guard.prune()
     threading.Thread(target=worker, daemon=True).start()
     next_full = time.time() + full_every
+    next_sweep = time.time() + sweep_every
     next_beat = 0.0
     while True:
         time.sleep(1.0)
@@ -502,6 +583,11 @@ def watch(full_every: float) -> None:
                 guard.full_check()
                 guard.prune()
                 next_full = time.time() + full_every
+            elif sweep_every and time.time() >= next_sweep:
+                for rec in guard.sweep():
+                    print(json.dumps({**rec, "found_by": "sweep"}, ensure_ascii=False),
+                          flush=True)
+                next_sweep = time.time() + sweep_every
             if time.time() >= next_beat:
                 guard.save()
                 next_beat = time.time() + HEARTBEAT
@@ -535,12 +621,14 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("watch")
     w.add_argument("--full-every", type=float, default=300.0)
+    w.add_argument("--sweep-every", type=float, default=5.0,
+                   help="seconds between quick checks (lstat, hashing only what moved); 0: off")
     sub.add_parser("check")
     i = sub.add_parser("incidents")
     i.add_argument("--since", type=float, default=0.0)
     a = ap.parse_args()
     if a.cmd == "watch":
-        watch(a.full_every)
+        watch(a.full_every, a.sweep_every)
     elif a.cmd == "check":
         print(json.dumps(Guard().full_check(), ensure_ascii=False))
     else:

@@ -36,14 +36,19 @@ def _search(address: str, host: str, query: str) -> dict:
     return json.loads(out)
 
 
-def _wait(cond, seconds: float, what: str):
+def _wait(cond, seconds: float, what: str, node_address: str = ""):
+    """Wait for `cond`; on a timeout, the tamper watcher's log on `node_address` says why."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         got = cond()
         if got:
             return got
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    log = (on_node(node_address, "tail -n 30 /var/log/govhost/tamper.log; "
+                                 "cat /var/lib/govhost/tamper/state.json")
+           if node_address else "")
+    raise AssertionError(f"timed out waiting for {what}" + (f"; the watcher:\n{log}" if log
+                                                            else ""))
 
 
 def _incidents(tn) -> list[dict]:
@@ -207,14 +212,17 @@ def test_tampered_files_are_put_back_and_reported(tenants):  # noqa: F811
     address = NODES[node]
     live = "/srv/govhost/sites/jiaoyu/current"
     good = page("jiaoyu", address)
-    _wait(lambda: "jiaoyu" in json.loads(on_node(
-        address, "cat /var/lib/govhost/tamper/state.json"))["watching"], 10, "the watcher")
+    release = on_node(address, f"basename $(readlink -f {live})")
+    _wait(lambda: json.loads(on_node(address, "cat /var/lib/govhost/tamper/state.json"))[
+        "watching"].get("jiaoyu") == release, 10, "the watcher on the published release",
+        address)
     start = time.time()
     on_node(address, f"echo '<h1>HACKED</h1>' > {live}/index.html; "
                      f"echo '<?php system($_GET[1]);' > {live}/shell.php; rm {live}/news/a.html")
-    _wait(lambda: page("jiaoyu", address) == good, 10, "index.html put back")
+    _wait(lambda: page("jiaoyu", address) == good, 10, "index.html put back", address)
     _wait(lambda: on_node(address, f"test -f {live}/news/a.html && test ! -e {live}/shell.php "
-                                   "&& echo ok") == "ok", 10, "the other files put back")
+                                   "&& echo ok || true") == "ok", 10, "the other files put back",
+          address)
     mine = [i for i in _incidents(tn) if i["at"] >= start and i["tenant"] == "jiaoyu"]
     assert sorted((i["node"], i["file"], i["change"], i["restored"]) for i in mine) == [
         (node, "index.html", "modified", True), (node, "news/a.html", "removed", True),
@@ -243,7 +251,8 @@ def test_changes_while_the_watcher_is_down_are_put_back_when_it_starts(tenants):
     time.sleep(1.5)
     assert page("jiaoyu", address)[1].strip() == "defaced"        # nobody watching
     on_node(address, f"/usr/local/sbin/govhost-node agents {address}")
-    _wait(lambda: page("jiaoyu", address) == good, 20, "put back by the start-up check")
+    _wait(lambda: page("jiaoyu", address) == good, 20, "put back by the start-up check",
+          address)
     mine = [i for i in _incidents(tn) if i["at"] >= start and i["tenant"] == "jiaoyu"]
     assert [(i["file"], i["change"], i["restored"]) for i in mine] == [
         ("index.html", "modified", True)]

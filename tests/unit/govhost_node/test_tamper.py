@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 
 import pytest
 
@@ -159,3 +160,47 @@ def test_a_file_that_cannot_be_put_back_is_reported_once_and_stays_open(node):
     assert g.full_check() == [] and g.full_check() == []       # no new incident each round
     assert list(g.open["jiaoyu"]) == ["index.html"]             # still alerting
     assert len((node / "tamper/incidents.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_prune_before_the_watcher_follows_a_switch_keeps_the_new_copies(node):
+    g = tamper.Guard("n1")
+    assert g.full_check() == []                                   # watching r1
+    _release(node, "jiaoyu", "r2", {"index.html": b"<h1>new home</h1>",
+                                    "news/a.html": b"<p>a</p>"})
+    assert tamper.keep_pristine("jiaoyu", str(node / "sites/jiaoyu/releases/r2")) == 1
+    _switch(node, "jiaoyu", "r2")
+    g.prune()                                   # the watcher has not followed the switch yet
+    live = node / "sites/jiaoyu/current"
+    (live / "index.html").write_bytes(b"HACKED in r2's first second")
+    [rec] = g.full_check()
+    assert (rec["release"], rec["file"], rec["restored"]) == ("r2", "index.html", True)
+    assert (live / "index.html").read_bytes() == b"<h1>new home</h1>"
+    # An hour on, what no live release needs is dropped.
+    g.prune(now=os.path.getmtime(node / "sites/jiaoyu/current/index.html") + 7200)
+    kept = {f for _, _, fs in os.walk(node / "pristine") for f in fs}
+    assert kept == {hashlib.sha256(b"<h1>new home</h1>").hexdigest(),
+                    hashlib.sha256(b"<p>a</p>").hexdigest()}
+
+
+def test_a_sweep_finds_what_no_event_reported_and_hashes_only_what_moved(node, monkeypatch):
+    g = tamper.Guard("n1")
+    assert g.full_check() == []
+    hashed = []
+    real = tamper.sha256
+    monkeypatch.setattr(tamper, "sha256", lambda p: hashed.append(p) or real(p))
+    assert g.sweep() == [] and hashed == []            # nothing moved: nothing read
+    live = node / "sites/jiaoyu/current"
+    (live / "news/a.html").write_bytes(b"<p>defaced</p>")      # no event reaches the guard
+    (live / "extra.html").write_bytes(b"planted")
+    found = g.sweep()
+    assert sorted((i["file"], i["change"], i["restored"]) for i in found) == [
+        ("extra.html", "added", True), ("news/a.html", "modified", True)]
+    assert [os.path.basename(p) for p in hashed if p.endswith("index.html")] == []
+    assert (live / "news/a.html").read_bytes() == b"<p>a</p>"
+    # the same bytes written back by someone with the old mtime: ctime still moved, re-read
+    hashed.clear()
+    time.sleep(0.05)                            # past the filesystem's timestamp tick
+    st = os.stat(live / "index.html")
+    (live / "index.html").write_bytes(b"<h1>home</h1>")
+    os.utime(live / "index.html", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert g.sweep() == [] and any(p.endswith("index.html") for p in hashed)
