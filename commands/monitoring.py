@@ -32,8 +32,15 @@ def exporter(
     if not host or not port.isdigit():
         fail(errors.GovhostError(f"--listen {listen!r}: expected address:port"))
     try:
-        prober = Prober(county(), interval, workers)
-        prober.probe_once()  # the first scrape already has data
+        c = county()
+        per_day = c.inv.cluster.compliance.probes_per_day_min
+        if interval > 86400 / per_day:
+            raise errors.GovhostError(
+                f"--interval {interval:g}: the inspection probes each site at least {per_day} "
+                f"times a day (cluster.yaml compliance.probes_per_day_min), so probe at least "
+                f"every {86400 / per_day:g} s")
+        prober = Prober(c, interval, workers)
+        prober.probe_once(spread=False)  # the first scrape already has data
     except errors.GovhostError as exc:
         fail(exc)
         return

@@ -69,6 +69,9 @@ def render(county: County, week: str | None, fmt: str) -> str:
         for c in verdicts.get("columns_fresh", {}).get("evidence", []):
             if isinstance(c, dict):
                 c["last_update_text"] = _when(c.get("last_update"))
+        for h in verdicts.get("homepage_fresh", {}).get("evidence", []):
+            if isinstance(h, dict):
+                h["last_update_text"] = _when(h.get("last_update"))
         for f in verdicts.get("reachable", {}).get("evidence", []):
             f["at_text"] = _when(f.get("at"))
         units.append({"tenant": t, "title": titles.get(t, t), "verdicts": verdicts,

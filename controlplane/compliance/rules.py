@@ -70,17 +70,24 @@ def week_of(ts: float) -> str:
 # ------------------------------------------------------------------ indicators
 
 def reachability(probes: int, failures: int, failure_times: Sequence[Mapping[str, Any]],
-                 ratio: float) -> Verdict:
+                 ratio: float, per_day: Mapping[str, int] | None = None,
+                 min_per_day: int = 20, today: str = "") -> Verdict:
     """Fails the week when failed probes reach `ratio` of the week's probes. At risk when
-    the failures so far are at least half of that."""
+    the failures so far are at least half of that. The inspection probes at least
+    `min_per_day` times a day; a past day with fewer probes here (the exporter was down) is
+    named, as the week's share then says less than the inspector's."""
     if probes == 0:
         return Verdict("reachable", False, "no probes recorded this week: is `govhost "
                        "exporter` running?")
     share = failures / probes
     ok = share < ratio
+    thin = sorted(d for d, n in (per_day or {}).items() if d != today and n < min_per_day)
+    note = (f"; fewer than {min_per_day} probes on {', '.join(thin)} (is `govhost exporter` "
+            "running all day?)" if thin else "")
     return Verdict("reachable", ok,
-                   f"{failures} of {probes} probes failed ({share:.1%}; fails at {ratio:.0%})",
-                   [dict(f) for f in failure_times][:100], at_risk=ok and share >= ratio / 2)
+                   f"{failures} of {probes} probes failed ({share:.1%}; fails at {ratio:.0%})"
+                   + note, [dict(f) for f in failure_times][:100],
+                   at_risk=ok and (share >= ratio / 2 or bool(thin)))
 
 
 def _went_live(releases: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -94,56 +101,146 @@ def _touched(r: Mapping[str, Any]) -> list[str]:
             + list(ch.get("removed", [])))
 
 
+# Dates as a page shows them: 2026-11-20, 2026/11/20, 2026.11.20, 2026年11月20日 and, in
+# lists of news, [11-20] or (11-20) for a date of the current year.
+_FULL_DATE = re.compile(r"(?<!\d)(\d{4})\s*(?:[-/.]\s*(\d{1,2})\s*[-/.]\s*(\d{1,2})"
+                        r"|年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日)(?!\d)")
+_SHORT_DATE = re.compile(r"[\[［(（【]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?\s*[\]］)）】]")
+
+
+def shown_dates(html: str, today: date) -> list[date]:
+    """The publication dates a reader sees on a page (visible text only: not scripts, styles
+    or meta tags), newest first. A date after tomorrow is an event's, not a publication's,
+    and is left out; a month-day without a year is this year's, or last year's if that
+    would lie in the future."""
+    text = _visible_text(html, keep_space=True)
+    found: set[date] = set()
+    for m in _FULL_DATE.finditer(text):
+        y, mo, d = int(m.group(1)), int(m.group(2) or m.group(4)), int(m.group(3) or m.group(5))
+        try:
+            found.add(date(y, mo, d))
+        except ValueError:
+            continue
+    for m in _SHORT_DATE.finditer(text):
+        mo, d = int(m.group(1)), int(m.group(2))
+        for y in (today.year, today.year - 1):
+            try:
+                when = date(y, mo, d)
+            except ValueError:
+                break
+            if when <= today + timedelta(days=1):
+                found.add(when)
+                break
+    return sorted((d for d in found if 1990 <= d.year and d <= today + timedelta(days=1)),
+                  reverse=True)
+
+
 def homepage_freshness(releases: Sequence[Mapping[str, Any]], now: float,
-                       stale_days: float) -> Verdict:
-    """The homepage's last update is the last live release that changed its index file."""
+                       stale_days: float, homepage: str | None = None) -> Verdict:
+    """Inspectors read the dates the homepage shows: the newest one must be within the limit,
+    and a homepage that shows none is not updated. The publish record (the last live release
+    that changed the index file) is reported beside it; where the two disagree the shown date
+    wins. Without the page (the crawl could not load it) the record alone decides."""
     last = None
     for r in _went_live(releases):
         if any(p in HOMEPAGES for p in _touched(r)):
             last = r["published_at"]
-    if last is None:
-        return Verdict("homepage_fresh", False, "the homepage was never published")
-    age = (now - last) / DAY
-    ok = age <= stale_days
-    return Verdict("homepage_fresh", ok, f"last updated {_day(last)}, {age:.1f} days ago "
-                   f"(limit {stale_days:g})", [{"last_update": last}],
-                   at_risk=ok and age > stale_days * 10 / 14)
+    record = (f"published {_day(last)}, {(now - last) / DAY:.1f} days ago" if last
+              else "never published")
+    ev: dict[str, Any] = {"last_update": last, "shown_date": None, "shown_age_days": None,
+                          "dates_shown": 0, "limit_days": stale_days}
+    if homepage is None:
+        if last is None:
+            return Verdict("homepage_fresh", False, "the homepage was never published", [ev])
+        age = (now - last) / DAY
+        ok = age <= stale_days
+        return Verdict("homepage_fresh", ok, f"last updated {_day(last)}, {age:.1f} days ago "
+                       f"(limit {stale_days:g}; the page could not be read for its dates)", [ev],
+                       at_risk=ok and age > stale_days * 10 / 14)
+    today = datetime.fromtimestamp(now).date()
+    dates = shown_dates(homepage, today)
+    ev["dates_shown"] = len(dates)
+    if not dates:
+        return Verdict("homepage_fresh", False, "the homepage shows no publication dates; the "
+                       "inspection counts it as not updated: show each item's date (e.g. "
+                       f"2026-11-20 or 2026年11月20日) ({record})", [ev])
+    newest = dates[0]
+    age_days = max(0, (today - newest).days)
+    ev.update(shown_date=newest.isoformat(), shown_age_days=age_days)
+    ok = age_days <= stale_days
+    summary = (f"newest date shown {newest.isoformat()}, {age_days} days ago (limit "
+               f"{stale_days:g}); {record}")
+    if not ok and last is not None and (now - last) / DAY <= stale_days:
+        summary += (": the page was published again but shows only old items, and the "
+                    "inspection reads the dates on the page; publish new items")
+    return Verdict("homepage_fresh", ok, summary, [ev],
+                   at_risk=ok and age_days > stale_days * 10 / 14)
+
+
+# The veto's first count: first-level columns of these categories past their limits.
+_VETO_CATEGORIES = ("news", "updates", "notices", "policy")
 
 
 def column_freshness(columns: Sequence[Column], releases: Sequence[Mapping[str, Any]],
-                     live_files: Iterable[str], now: float,
-                     limits: Mapping[str, float]) -> Verdict:
-    """Each column's last update is the last live release that added, changed or removed a
-    file under its path; an empty column fails whatever its date."""
+                     live_files: Iterable[str], now: float, c: Compliance) -> Verdict:
+    """Columns as the inspection counts them. Each column's last update is the last live
+    release that added, changed or removed a file under its path. The veto falls on counts:
+    `stale_columns_veto` first-level news/updates/notices/policy columns past their limits,
+    `long_stale_columns_veto` columns of any level not updated for `long_stale_days`, or
+    `empty_columns_veto` empty columns. Below those each stale or empty column is a finding
+    with its deduction, not a veto."""
+    counts = {"stale_first_level": 0, "long_stale": 0, "empty": 0}
+    limits_of = {"stale_first_level": c.stale_columns_veto,
+                 "long_stale": c.long_stale_columns_veto, "empty": c.empty_columns_veto}
     if not columns:
-        return Verdict("columns_fresh", True, "no columns declared in the manifest")
+        return Verdict("columns_fresh", True, "no columns declared in the manifest",
+                       [{"counts": counts, "limits": limits_of, "deduction": 0}])
     live = list(live_files)
     went = _went_live(releases)
-    rows, stale = [], []
-    for c in columns:
-        prefix = c.path.lstrip("/")
+    limits = column_limits(c)
+    rows = []
+    for col in columns:
+        prefix = col.path.lstrip("/")
         last = None
         for r in went:
             if any(p.startswith(prefix) for p in _touched(r)):
                 last = r["published_at"]
         files = sum(1 for p in live if p.startswith(prefix))
-        limit = limits[c.category]
+        limit = limits[col.category]
         age = (now - last) / DAY if last else None
+        level = col.path.strip("/").count("/") + 1
         state = ("empty" if files == 0 else "never updated" if last is None
                  else "stale" if age > limit else "ok")
-        row = {"path": c.path, "title": c.title, "category": c.category, "files": files,
-               "last_update": last, "age_days": round(age, 1) if age is not None else None,
-               "limit_days": limit, "state": state}
-        rows.append(row)
-        if state != "ok":
-            stale.append(row)
-    if stale:
-        summary = "; ".join(
-            f"{r['title']} ({r['path']}) {r['state']}" +
-            (f", last update {_day(r['last_update'])}" if r["last_update"] else "")
-            for r in stale)
-        return Verdict("columns_fresh", False, summary, rows)
-    return Verdict("columns_fresh", True, f"{len(rows)} columns up to date", rows)
+        long_stale = files > 0 and (age is None or age > c.long_stale_days)
+        veto_kind = (state in ("stale", "never updated") and level == 1
+                     and col.category in _VETO_CATEGORIES)
+        counts["empty"] += state == "empty"
+        counts["long_stale"] += long_stale
+        counts["stale_first_level"] += veto_kind
+        rows.append({"path": col.path, "title": col.title, "category": col.category,
+                     "level": level, "files": files, "last_update": last,
+                     "age_days": round(age, 1) if age is not None else None,
+                     "limit_days": limit, "state": state, "long_stale": long_stale,
+                     "deduction": c.stale_column_deduction if state != "ok" else 0})
+    over = [k for k in counts if counts[k] >= limits_of[k]]
+    bad = [r for r in rows if r["state"] != "ok"]
+    deduction = sum(r["deduction"] for r in rows)
+    tally = {"counts": counts, "limits": limits_of, "deduction": deduction}
+    names = {"stale_first_level": "first-level news/notice columns past their limits",
+             "long_stale": f"columns not updated for {c.long_stale_days:g} days",
+             "empty": "empty columns"}
+    listing = "; ".join(
+        f"{r['title']} ({r['path']}) {r['state']}" +
+        (f", last update {_day(r['last_update'])}" if r["last_update"] else "") for r in bad)
+    if over:
+        return Verdict("columns_fresh", False, "veto: " + ", ".join(
+            f"{counts[k]} {names[k]} (the limit is {limits_of[k]})" for k in over)
+            + f": {listing}", [tally, *rows])
+    if bad:
+        return Verdict("columns_fresh", True, f"{len(bad)} column(s) not up to date, below the "
+                       f"veto's counts; deduction {deduction:g}: {listing}", [tally, *rows],
+                       at_risk=any(counts[k] >= limits_of[k] - 1 for k in counts))
+    return Verdict("columns_fresh", True, f"{len(rows)} columns up to date", [tally, *rows])
 
 
 def footer(html: str, tenant: Tenant) -> Verdict:
@@ -253,10 +350,11 @@ class _Page(HTMLParser):
             self.text.append(data)
 
 
-def _visible_text(html: str) -> str:
+def _visible_text(html: str, keep_space: bool = False) -> str:
+    """The text a reader sees; with `keep_space`, pieces stay apart (dates next to numbers)."""
     p = _Page()
     p.feed(html)
-    return _norm("".join(p.text))
+    return " ".join(p.text) if keep_space else _norm("".join(p.text))
 
 
 def page_links(html: str, base_url: str) -> list[str]:

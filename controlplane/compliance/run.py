@@ -265,20 +265,23 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
             say(f"{t.name}: checking")
             v: dict[str, Verdict] = {}
             probes_n, failures, times = st.probe_week(t.name, w0, min(w1, now + 1))
-            v["reachable"] = rules.reachability(probes_n, failures, times, c.unreachable_week_ratio)
+            v["reachable"] = rules.reachability(
+                probes_n, failures, times, c.unreachable_week_ratio,
+                st.probe_days(t.name, w0, min(w1, now + 1)), c.probes_per_day_min,
+                time.strftime("%Y-%m-%d", time.localtime(now)))
             releases = st.content_releases(t.name)
-            v["homepage_fresh"] = rules.homepage_freshness(releases, now, c.homepage_stale_days)
+            cr = crawls[t.name]
+            v["homepage_fresh"] = rules.homepage_freshness(
+                releases, now, c.homepage_stale_days, cr["homepage"] or None)
             first = (placement.get(t.name) or ("",))[0]
             live = facts.get(first, {}).get("files", {}).get(t.name, [])
-            v["columns_fresh"] = rules.column_freshness(t.columns, releases, live, now,
-                                                       rules.column_limits(c))
+            v["columns_fresh"] = rules.column_freshness(t.columns, releases, live, now, c)
             node_error = facts.get(first, {}).get("error")
             if node_error and t.columns:
                 v["columns_fresh"] = Verdict("columns_fresh", False, f"cannot read the live "
                                              f"files on {first}: {node_error}")
             cert = certs.get(served_with.get(t.name, ""))
             https = cert is not None
-            cr = crawls[t.name]
             v["links"] = rules.links(cr["broken"], cr["checked"], cr["pages"], cr["truncated"])
             v["footer"] = rules.footer(cr["homepage"], t)
             # Valid: served with a certificate for all its names that has not expired (the

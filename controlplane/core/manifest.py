@@ -398,7 +398,18 @@ class Compliance(_Model):
     probe_timeout_seconds: float = Field(default=15, gt=0, le=120)
     unreachable_week_ratio: float = Field(default=0.05, gt=0, lt=1)
     homepage_stale_days: Days = 14
+    # A probe round per exporter interval; the inspection probes at least this often a day.
+    probes_per_day_min: StrictInt = Field(default=20, ge=1, le=1440)
     column_limits_days: dict[ColumnCategory, Days] = Field(default_factory=_column_limits)
+    # The veto counts columns (检查指标, 栏目更新): this many first-level news/updates columns
+    # past 2 weeks or notices/policy columns past 6 months (their column_limits_days) ...
+    stale_columns_veto: StrictInt = Field(default=5, ge=1, le=1000)
+    # ... or this many columns of any level not updated for long_stale_days ...
+    long_stale_days: Days = 365
+    long_stale_columns_veto: StrictInt = Field(default=10, ge=1, le=1000)
+    # ... or this many empty columns. Below the limits each such column is a deduction.
+    empty_columns_veto: StrictInt = Field(default=5, ge=1, le=1000)
+    stale_column_deduction: float = Field(default=1, ge=0, le=100)
     crawl_max_pages: StrictInt = Field(default=200, ge=1, le=10_000)
     crawl_max_seconds: float = Field(default=60, gt=0, le=3600)
     # Each site is crawled at 80 % of its own rate limit, so the crawl's speed is set by how

@@ -330,6 +330,16 @@ class State:
             "ORDER BY at", (tenant, start, end))]
         return int(probes), int(failures), times
 
+    def probe_days(self, tenant: str, start: float, end: float) -> dict[str, int]:
+        """Local day (YYYY-MM-DD) -> probe rounds recorded for `tenant` that day."""
+        out: dict[str, int] = {}
+        for hour, n in self.db.execute(
+                "SELECT hour, probes FROM probe_hours WHERE tenant = ? AND hour >= ? "
+                "AND hour < ?", (tenant, start - start % 3600, end)):
+            day = time.strftime("%Y-%m-%d", time.localtime(hour))
+            out[day] = out.get(day, 0) + int(n)
+        return out
+
     def probe_week_counts(self, start: float, end: float) -> dict[str, tuple[int, int]]:
         """tenant -> (probes, failures) since `start`: one query for every tenant."""
         return {t: (int(p), int(f)) for t, p, f in self.db.execute(

@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -57,6 +58,9 @@ class Round:
 
 class Prober(threading.Thread):
     """Probes every tenant on every node once per interval (homepage through that node)."""
+
+    # A round's probes start spread over this share of the interval, not all at once.
+    SPREAD = 0.5
 
     def __init__(self, county: County, interval: float, workers: int = 32,
                  record: bool = True):
@@ -132,7 +136,7 @@ class Prober(threading.Thread):
             out[(d.tenant, d.node)] = d.why
         return out
 
-    def probe_once(self) -> Round:
+    def probe_once(self, spread: bool = True) -> Round:
         t0, c0 = time.monotonic(), time.process_time()
         rnd = Round()
         try:
@@ -149,7 +153,7 @@ class Prober(threading.Thread):
         by_host = {inv.site_host(t): t for t in inv.tenants}
         limit = inv.cluster.compliance.probe_timeout_seconds
         for r in probes.probe_many(targets, workers=self.workers, timeout=limit,
-                                   https=rnd.https):
+                                   https=rnd.https, spread_seconds=self.SPREAD * self.interval if spread else 0):
             rnd.tenants.setdefault(by_host[r.host].name, {})[r.node] = r
         for n in nodes:  # the node's own health, and the release id it serves
             rnd.nodes_up[n.name] = probes.probe(paths.PROBE_HOST, n.name, n.address,
@@ -169,7 +173,7 @@ class Prober(threading.Thread):
         # the limit; through any node, so a failure on one node counts.
         rnd.failed = {t: [{"node": n, "scheme": r.scheme, "status": r.status,
                            "seconds": round(r.seconds, 3), "error": r.error[:200]}
-                          for n, r in by_node.items() if not r.up or r.seconds > limit]
+                          for n, r in by_node.items() if not r.up or r.seconds >= limit]
                       for t, by_node in rnd.tenants.items()}
         if self.record:
             try:
@@ -260,6 +264,9 @@ class GovhostCollector(Collector):
         home = GaugeMetricFamily("govhost_compliance_homepage_update_timestamp_seconds",
                                  "When the homepage last changed (from the publish record).",
                                  labels=["tenant"])
+        shown = GaugeMetricFamily("govhost_compliance_homepage_shown_date_timestamp_seconds",
+                                  "The newest publication date the homepage shows (local "
+                                  "midnight), as the inspection reads it.", labels=["tenant"])
         for t, rec in sorted(checked.items()):
             v = rec["verdicts"]
             for name, verdict in sorted(v.items()):
@@ -268,11 +275,14 @@ class GovhostCollector(Collector):
                 broken.add_metric([t], len(v["links"]["evidence"]) if not v["links"]["ok"] else 0)
             if "columns_fresh" in v:
                 stale.add_metric([t], sum(1 for r in v["columns_fresh"]["evidence"]
-                                          if isinstance(r, dict) and r.get("state") != "ok"))
+                                          if isinstance(r, dict)
+                                          and r.get("state") not in (None, "ok")))
             ev = v.get("homepage_fresh", {}).get("evidence") or []
             if ev and ev[0].get("last_update"):
                 home.add_metric([t], ev[0]["last_update"])
-        yield from (ratio, probes_n, ok, broken, stale, home)
+            if ev and ev[0].get("shown_date"):
+                shown.add_metric([t], datetime.fromisoformat(ev[0]["shown_date"]).timestamp())
+        yield from (ratio, probes_n, ok, broken, stale, home, shown)
 
     @staticmethod
     def _content(rnd: Round, published: dict[str, float]) -> Iterator:

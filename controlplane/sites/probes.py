@@ -70,13 +70,23 @@ def probe(host: str, node: str, address: str, path: str = "/", timeout: float = 
 
 
 def probe_many(targets: Iterable[tuple[str, str, str]], workers: int = 32,
-               timeout: float = 5.0, https: Collection[str] = ()) -> list[ProbeResult]:
+               timeout: float = 5.0, https: Collection[str] = (),
+               spread_seconds: float = 0.0) -> list[ProbeResult]:
     """Probe (host, node, address) triples concurrently, hosts in `https` over HTTPS;
-    results in input order."""
+    results in input order. With `spread_seconds` the probes start evenly over that time
+    instead of all at once, as an inspection's probes come (and the nodes see no burst)."""
     items = list(targets)
     if not items:
         return []
+    start = time.monotonic()
+    step = spread_seconds / len(items)
+
+    def one(i_t: tuple[int, tuple[str, str, str]]) -> ProbeResult:
+        i, t = i_t
+        wait = start + i * step - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        return probe(*t, timeout=timeout, scheme="https" if t[0] in https else "http")
+
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
-        return list(pool.map(lambda t: probe(*t, timeout=timeout,
-                                             scheme="https" if t[0] in https else "http"),
-                             items))
+        return list(pool.map(one, enumerate(items)))

@@ -91,8 +91,25 @@ def county(lab_cluster, tmp_path_factory):
     apply_json(inv)
     placement = _json(govhost(inv, "plan", "--json", check=True))["placement"]
     first = {t: NODES[placement[t][0]] for t in ("jiaoyu", "wenlv")}
-    _publish(inv, "jiaoyu", first["jiaoyu"], {
-        "index.html": (f"<html><body><h1>青水县教育局</h1><a href='/xwdt/1.html'>新闻</a>"
+    _publish(inv, "jiaoyu", first["jiaoyu"], jiaoyu_files())
+    # wenlv shows everything but its site code
+    _publish(inv, "wenlv", first["wenlv"], {
+        "index.html": (f"<html><body><p>{time.strftime('%Y年%m月%d日')}</p>"
+                       "<footer>主办单位：青水县文化和旅游局 "
+                       "0571-6512-3309 浙ICP备12345678号-9 浙公网安备 33010602000009号</footer>"
+                       "</body></html>")})
+    yield {"inv": inv, "root": root, "first": first}
+    server.shutdown()
+    for t in ("jiaoyu", "wenlv"):
+        reset_content(t)
+
+
+def jiaoyu_files(shown: str = "", extra: dict[str, str] | None = None) -> dict[str, str]:
+    """jiaoyu's site; its homepage's news list shows the date `shown` (today by default)."""
+    shown = shown or time.strftime("%Y-%m-%d")
+    return {
+        "index.html": (f"<html><body><h1>青水县教育局</h1><a href='/xwdt/1.html'>新闻</a> "
+                       f"<span>{shown}</span>"
                        "<a href='/xwdt/missing.html'>旧新闻</a><img src='/img/none.png'>"
                        "<a href='http://chahe.qingshui.gov.cn/'>茶河镇</a>"
                        "<a href='http://example.com/'>外部</a>"
@@ -102,15 +119,8 @@ def county(lab_cluster, tmp_path_factory):
                         "<a href='/'>首页</a></body></html>"),
         "img/logo.png": "png",
         "zcwj/2026-1.pdf": "%PDF-1.4",
-    })
-    # wenlv shows everything but its site code
-    _publish(inv, "wenlv", first["wenlv"], {
-        "index.html": ("<html><body><footer>主办单位：青水县文化和旅游局 0571-6512-3309 "
-                       "浙ICP备12345678号-9 浙公网安备 33010602000009号</footer></body></html>")})
-    yield {"inv": inv, "root": root}
-    server.shutdown()
-    for t in ("jiaoyu", "wenlv"):
-        reset_content(t)
+        **(extra or {}),
+    }
 
 
 def test_probes_fail_the_week_only_past_five_percent(county):
@@ -165,11 +175,60 @@ def test_columns_older_than_their_limit_are_stale_with_their_last_update(county)
     assert abs(cols["/xwdt/"]["last_update"] - time.time()) < 600
     assert cols["/zcwj/"]["state"] == "ok"
     assert cols["/rsxx/"]["state"] == "empty" and cols["/rsxx/"]["files"] == 0
-    assert not res["columns_fresh"]["ok"] and "新闻动态 (/xwdt/) stale" in \
+    # one stale column and one empty: findings with their deduction, below the veto's counts
+    tally = res["columns_fresh"]["evidence"][0]
+    assert res["columns_fresh"]["ok"] and "新闻动态 (/xwdt/) stale" in \
         res["columns_fresh"]["summary"]
-    assert not res["homepage_fresh"]["ok"]
+    assert tally["counts"] == {"stale_first_level": 1, "long_stale": 0, "empty": 1}
+    assert tally["deduction"] == 2
+    home = res["homepage_fresh"]
+    assert not home["ok"] and home["evidence"][0]["shown_date"] == time.strftime("%Y-%m-%d")
     now = _json(govhost(county["inv"], "compliance", "check", "jiaoyu", "--json"))["jiaoyu"]
-    assert now["homepage_fresh"]["ok"]
+    assert now["homepage_fresh"]["ok"] and now["homepage_fresh"]["evidence"][0][
+        "shown_age_days"] == 0
+
+
+def _later(days: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() + days * 86400))
+
+
+def test_five_stale_first_level_news_columns_veto_four_do_not(county):
+    inv = county["inv"]
+    manifest = inv / "tenants" / "jiaoyu.yaml"
+    original = manifest.read_text()
+    news = {f"/n{i}/": f"新闻{i}" for i in range(1, 5)}       # with /xwdt/: five news columns
+    _publish(inv, "jiaoyu", county["first"]["jiaoyu"], jiaoyu_files(
+        extra={f"{p.strip('/')}/1.html": "<p>稿件</p>" for p in news}))
+    try:
+        manifest.write_text(original + "".join(
+            f"  - {{path: {p}, title: {t}, category: news}}\n" for p, t in news.items()))
+        five = _json(govhost(inv, "compliance", "check", "jiaoyu", "--at", _later(15),
+                             "--json"))["jiaoyu"]["columns_fresh"]
+        assert not five["ok"] and five["summary"].startswith(
+            "veto: 5 first-level news/notice columns past their limits (the limit is 5)")
+        manifest.write_text(original + "".join(
+            f"  - {{path: {p}, title: {t}, category: news}}\n" for p, t in
+            list(news.items())[:3]))
+        four = _json(govhost(inv, "compliance", "check", "jiaoyu", "--at", _later(15),
+                             "--json"))["jiaoyu"]["columns_fresh"]
+        assert four["ok"] and four["at_risk"]
+        assert four["evidence"][0]["counts"]["stale_first_level"] == 4
+    finally:
+        manifest.write_text(original)
+
+
+def test_a_homepage_republished_with_only_old_dates_is_not_fresh(county):
+    inv = county["inv"]
+    old = time.strftime("%Y年%m月%d日", time.localtime(time.time() - 30 * 86400))
+    _publish(inv, "jiaoyu", county["first"]["jiaoyu"], jiaoyu_files(shown=old))
+    try:
+        home = _json(govhost(inv, "compliance", "check", "jiaoyu", "--json"))["jiaoyu"][
+            "homepage_fresh"]
+        assert not home["ok"] and "published again but shows only old items" in home["summary"]
+        assert home["evidence"][0]["shown_age_days"] == 30
+        assert time.time() - home["evidence"][0]["last_update"] < 600    # the record is new
+    finally:
+        _publish(inv, "jiaoyu", county["first"]["jiaoyu"], jiaoyu_files())
 
 
 def test_report_in_three_formats_and_rendered_by_chromium(county):

@@ -44,10 +44,120 @@ def test_homepage_freshness_comes_from_releases_that_changed_the_index():
                 _release(NOW - 5 * DAY, changed=["a.html"]),              # not the homepage
                 _release(NOW - 1 * DAY, changed=["index.html"], status="pending")]
     v = rules.homepage_freshness(releases, NOW, 14)
-    assert not v.ok and "30.0 days ago" in v.summary
+    assert not v.ok and "30.0 days ago" in v.summary and "could not be read" in v.summary
     releases.append(_release(NOW - 3 * DAY, changed=["index.html"]))
     assert rules.homepage_freshness(releases, NOW, 14).ok
     assert not rules.homepage_freshness([], NOW, 14).ok
+
+
+def _day_before(days: int) -> str:
+    from datetime import datetime, timedelta
+    return (datetime.fromtimestamp(NOW).date() - timedelta(days=days)).isoformat()
+
+
+@pytest.mark.parametrize("age,ok", [(0, True), (13, True), (14, True), (15, False),
+                                    (40, False)])
+def test_the_newest_date_shown_on_the_homepage_decides_at_the_limit(age, ok):
+    fresh = [_release(NOW - DAY, changed=["index.html"])]
+    html = (f"<ul><li>旧闻 <span>{_day_before(200)}</span></li>"
+            f"<li>新闻 <span>{_day_before(age)}</span></li></ul>")
+    v = rules.homepage_freshness(fresh, NOW, 14, html)
+    assert v.ok is ok
+    assert v.evidence[0]["shown_date"] == _day_before(age)
+    assert v.evidence[0]["shown_age_days"] == age and v.evidence[0]["dates_shown"] == 2
+    assert v.evidence[0]["last_update"] == NOW - DAY
+
+
+def test_a_republished_homepage_showing_only_old_dates_is_not_updated():
+    v = rules.homepage_freshness([_release(NOW - DAY, changed=["index.html"])], NOW, 14,
+                                 f"<p>通知 {_day_before(30)}</p>")
+    assert not v.ok and "published again but shows only old items" in v.summary
+    v = rules.homepage_freshness([_release(NOW - DAY, changed=["index.html"])], NOW, 14,
+                                 "<h1>欢迎访问</h1><p>没有日期</p>")
+    assert not v.ok and "shows no publication dates" in v.summary
+    # the shown date wins the other way too: the record is old, the page shows a new item
+    v = rules.homepage_freshness([_release(NOW - 60 * DAY, added=["index.html"])], NOW, 14,
+                                 f"<p>{_day_before(2)}</p>")
+    assert v.ok
+
+
+def test_dates_in_the_forms_pages_use_and_not_in_scripts_or_the_future():
+    from datetime import date
+    today = date(2026, 11, 30)
+    html = ("<p>2026-11-20</p><p>2026/11/19</p><p>2026.11.18</p><p>2026年11月17日</p>"
+            "<p>2026 年 1 月 6 日</p><li>[11-16]</li><li>（11-15）</li><li>[12-25]</li>"
+            "<script>var d='2026-11-29'</script><p>2027-01-01 会议</p><p>2026-02-30</p>"
+            "<p>电话 0571-2026-1111</p><meta name='PubDate' content='2026-11-28'>")
+    assert rules.shown_dates(html, today) == [
+        date(2026, 11, d) for d in (20, 19, 18, 17, 16, 15)] + [date(2026, 1, 6),
+                                                                 date(2025, 12, 25)]
+
+
+def _cols(spec):
+    return [Column(path=p, title=f"栏目{i}", category=cat) for i, (p, cat) in enumerate(spec)]
+
+
+def _columns_verdict(spec, ages, empty=(), compliance=None):
+    """Columns `spec` [(path, category)], each last updated `ages[path]` days ago."""
+    releases = [_release(NOW - age * DAY, added=[p.lstrip("/") + "x.html"])
+                for p, age in ages.items()]
+    live = [p.lstrip("/") + "x.html" for p, _ in spec if p not in empty]
+    return rules.column_freshness(_cols(spec), releases, live, NOW,
+                                  compliance or inventory_compliance())
+
+
+@pytest.mark.parametrize("stale,ok", [(4, True), (5, False)])
+def test_five_stale_first_level_news_columns_veto_four_do_not(stale, ok):
+    spec = [(f"/n{i}/", "news") for i in range(6)]
+    ages = {p: (15 if i < stale else 13) for i, (p, _) in enumerate(spec)}
+    v = _columns_verdict(spec, ages)
+    tally = v.evidence[0]
+    assert v.ok is ok and tally["counts"]["stale_first_level"] == stale
+    assert tally["limits"] == {"stale_first_level": 5, "long_stale": 10, "empty": 5}
+    assert tally["deduction"] == stale
+    if ok:
+        assert v.at_risk and "below the veto's counts; deduction 4" in v.summary
+    else:
+        assert v.summary.startswith("veto: 5 first-level news/notice columns")
+
+
+def test_notices_count_after_six_months_and_second_level_columns_not_at_all():
+    spec = [("/tz/", "notices"), ("/zc/", "policy"), ("/xw/a/", "news"), ("/xw/b/", "news"),
+            ("/xw/c/", "news"), ("/xw/d/", "news"), ("/xw/e/", "news")]
+    ages = {"/tz/": 183, "/zc/": 181, **{p: 100 for p, _ in spec[2:]}}
+    v = _columns_verdict(spec, ages)
+    rows = {r["path"]: r for r in v.evidence[1:]}
+    assert rows["/tz/"]["state"] == "stale" and rows["/zc/"]["state"] == "ok"
+    assert rows["/xw/a/"]["level"] == 2 and rows["/xw/a/"]["state"] == "stale"
+    assert v.ok and v.evidence[0]["counts"]["stale_first_level"] == 1
+    assert v.evidence[0]["deduction"] == 6          # every stale column costs points
+
+
+@pytest.mark.parametrize("n,ok", [(9, True), (10, False)])
+def test_ten_columns_not_updated_for_a_year_veto(n, ok):
+    spec = [(f"/r{i}/a/", "personnel") for i in range(12)]
+    ages = {p: (366 if i < n else 364) for i, (p, _) in enumerate(spec)}
+    v = _columns_verdict(spec, ages)
+    assert v.ok is ok and v.evidence[0]["counts"]["long_stale"] == n
+
+
+@pytest.mark.parametrize("n,ok", [(4, True), (5, False)])
+def test_five_empty_columns_veto(n, ok):
+    spec = [(f"/e{i}/", "plans") for i in range(6)]
+    v = _columns_verdict(spec, {p: 1 for p, _ in spec}, empty={p for p, _ in spec[:n]})
+    assert v.ok is ok and v.evidence[0]["counts"]["empty"] == n
+
+
+def test_the_column_limits_come_from_cluster_yaml():
+    from controlplane.core.manifest import Compliance
+    c = Compliance(stale_columns_veto=2, long_stale_days=30, long_stale_columns_veto=3,
+                   empty_columns_veto=1, stale_column_deduction=0.5)
+    spec = [("/a/", "news"), ("/b/", "news"), ("/c/", "plans")]
+    v = _columns_verdict(spec, {"/a/": 31, "/b/": 15, "/c/": 31}, compliance=c)
+    assert not v.ok and v.evidence[0]["counts"] == {"stale_first_level": 2, "long_stale": 2,
+                                                    "empty": 0}
+    assert v.evidence[0]["deduction"] == 1.0
+    assert not _columns_verdict([("/a/", "news")], {}, empty={"/a/"}, compliance=c).ok
 
 
 def test_columns_stale_empty_and_fresh_with_their_last_update():
@@ -57,17 +167,26 @@ def test_columns_stale_empty_and_fresh_with_their_last_update():
     releases = [_release(NOW - 20 * DAY, added=["xwdt/1.html", "zcwj/a.pdf"]),
                 _release(NOW - 2 * DAY, changed=["index.html"])]
     live = ["index.html", "xwdt/1.html", "zcwj/a.pdf"]
-    v = rules.column_freshness(cols, releases, live, NOW, rules.column_limits(
-        inventory_compliance()))
-    states = {r["path"]: (r["state"], r["age_days"]) for r in v.evidence}
+    v = rules.column_freshness(cols, releases, live, NOW, inventory_compliance())
+    states = {r["path"]: (r["state"], r["age_days"]) for r in v.evidence[1:]}
     assert states == {"/xwdt/": ("stale", 20.0), "/zcwj/": ("ok", 20.0),
                       "/rsxx/": ("empty", None)}
-    assert not v.ok and "新闻动态 (/xwdt/) stale, last update" in v.summary
+    # one stale and one empty column: findings with their deduction, not a veto
+    assert v.ok and "新闻动态 (/xwdt/) stale, last update" in v.summary
+    assert v.evidence[0]["deduction"] == 2
     # a removal is an update of the column too
     releases.append(_release(NOW - DAY, removed=["xwdt/old.html"]))
-    v = rules.column_freshness(cols[:2], releases, live, NOW, rules.column_limits(
-        inventory_compliance()))
-    assert v.ok
+    v = rules.column_freshness(cols[:2], releases, live, NOW, inventory_compliance())
+    assert v.ok and v.summary == "2 columns up to date"
+
+
+@pytest.mark.parametrize("per_day,thin", [({"2026-11-23": 20, "2026-11-24": 20}, False),
+                                          ({"2026-11-23": 19, "2026-11-24": 20}, True),
+                                          ({"2026-11-23": 20, "2026-11-24": 3}, False)])
+def test_a_past_day_with_fewer_than_twenty_probes_is_named(per_day, thin):
+    v = rules.reachability(40, 0, [], 0.05, per_day, 20, today="2026-11-24")
+    assert v.ok and v.at_risk is thin and ("fewer than 20 probes on 2026-11-23" in v.summary) \
+        is thin
 
 
 def inventory_compliance():
