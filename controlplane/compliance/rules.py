@@ -36,6 +36,8 @@ class Verdict:
     summary: str
     evidence: list[Any] = field(default_factory=list)
     at_risk: bool = False
+    # Counts an indicator is judged on, next to their limits (columns_fresh: the veto's three)
+    tally: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,7 +196,7 @@ def column_freshness(columns: Sequence[Column], releases: Sequence[Mapping[str, 
                  "long_stale": c.long_stale_columns_veto, "empty": c.empty_columns_veto}
     if not columns:
         return Verdict("columns_fresh", True, "no columns declared in the manifest",
-                       [{"counts": counts, "limits": limits_of, "deduction": 0}])
+                       tally={"counts": counts, "limits": limits_of, "deduction": 0})
     live = list(live_files)
     went = _went_live(releases)
     limits = column_limits(c)
@@ -235,12 +237,12 @@ def column_freshness(columns: Sequence[Column], releases: Sequence[Mapping[str, 
     if over:
         return Verdict("columns_fresh", False, "veto: " + ", ".join(
             f"{counts[k]} {names[k]} (the limit is {limits_of[k]})" for k in over)
-            + f": {listing}", [tally, *rows])
+            + f": {listing}", rows, tally=tally)
     if bad:
         return Verdict("columns_fresh", True, f"{len(bad)} column(s) not up to date, below the "
-                       f"veto's counts; deduction {deduction:g}: {listing}", [tally, *rows],
-                       at_risk=any(counts[k] >= limits_of[k] - 1 for k in counts))
-    return Verdict("columns_fresh", True, f"{len(rows)} columns up to date", [tally, *rows])
+                       f"veto's counts; deduction {deduction:g}: {listing}", rows,
+                       at_risk=any(counts[k] >= limits_of[k] - 1 for k in counts), tally=tally)
+    return Verdict("columns_fresh", True, f"{len(rows)} columns up to date", rows, tally=tally)
 
 
 def footer(html: str, tenant: Tenant) -> Verdict:

@@ -12,6 +12,7 @@ import dataclasses
 import http.client
 import json
 import shlex
+import ssl
 import subprocess
 import threading
 import time
@@ -29,6 +30,7 @@ from controlplane.core.manifest import Node
 from controlplane.dns import plan as dns_plan
 from controlplane.sites import probes
 from controlplane.tls import store as tls_store
+from controlplane.tls import trust
 from controlplane.wording import check as wording_check
 
 Say = Callable[[str], None]
@@ -41,8 +43,10 @@ class ComplianceError(GovhostError):
 
 
 def fetch(url: str, entry: Node | None, platform_hosts: set[str], timeout: float,
-          external: bool, want_body: bool = False) -> tuple[int | None, str, str]:
-    """(status, content type, body) of one URL: platform sites through `entry`."""
+          external: bool, want_body: bool = False,
+          verify: Mapping[str, ssl.SSLContext] | None = None) -> tuple[int | None, str, str]:
+    """(status, content type, body) of one URL: platform sites through `entry`, their
+    certificates verified with `verify` (site host -> context, controlplane.tls.trust)."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -53,7 +57,8 @@ def fetch(url: str, entry: Node | None, platform_hosts: set[str], timeout: float
         if entry is None:
             return None, "", "no node answers"
         conn: http.client.HTTPConnection = (
-            probes.PlatformHttps(entry.address, host, timeout) if parts.scheme == "https"
+            probes.PlatformHttps(entry.address, host, timeout, (verify or {}).get(host))
+            if parts.scheme == "https"
             else http.client.HTTPConnection(entry.address, 80, timeout=timeout))
     elif parts.scheme == "https":
         conn = http.client.HTTPSConnection(host, parts.port or 443, timeout=timeout)
@@ -67,7 +72,7 @@ def fetch(url: str, entry: Node | None, platform_hosts: set[str], timeout: float
         body = resp.read(2 * 1024 * 1024) if want_body and "html" in ctype else b""
         return resp.status, ctype, body.decode(errors="replace")
     except (OSError, http.client.HTTPException) as exc:
-        return None, "", f"{type(exc).__name__}: {exc}"
+        return None, "", probes.failure(exc)
     finally:
         conn.close()
 
@@ -93,7 +98,8 @@ class Pacer:
 
 def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: int,
           max_seconds: float, external: bool, timeout: float = 15,
-          scheme: str = "http", rate: float | None = None) -> dict[str, Any]:
+          scheme: str = "http", rate: float | None = None,
+          verify: Mapping[str, ssl.SSLContext] | None = None) -> dict[str, Any]:
     """The homepage and, bounded, the site's pages: every link checked once, with the pages
     it is on. Only pages of this site are followed; a site on HTTPS is crawled over HTTPS
     (its port 80 only redirects). Requests to the site itself keep under `rate` a second."""
@@ -119,7 +125,8 @@ def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: in
             continue
         seen_pages.add(url)
         paced(url)
-        status, ctype, body = fetch(url, entry, platform_hosts, timeout, external, True)
+        status, ctype, body = fetch(url, entry, platform_hosts, timeout, external, True,
+                                    verify)
         fetched[url] = (status, body if status is None else "")
         if url == home:
             homepage = body
@@ -136,7 +143,7 @@ def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: in
 
     def check(link: str) -> tuple[str, int | None, str]:
         paced(link)
-        status, _, err = fetch(link, entry, platform_hosts, timeout, external)
+        status, _, err = fetch(link, entry, platform_hosts, timeout, external, verify=verify)
         return link, status, err
 
     targets = [link for link in on_pages if link != home and link not in fetched]
@@ -222,6 +229,7 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
         placement = st.placements()
         certs, served_with = tls_store.deployable(inv, county.certs, st)
         inv = dataclasses.replace(inv, certificates=certs, served_with=served_with)
+        verify = trust.for_inventory(county, inv, st.certificates())
         plan = make_plan(inv, st.drained(), placement, st.applied())
         kh = county.known_hosts
         facts: dict[str, dict] = {}
@@ -253,7 +261,8 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
                          c.crawl_max_seconds, c.check_external_links,
                          timeout=c.probe_timeout_seconds,
                          scheme="https" if cert is not None else "http",
-                         rate=CRAWL_RATE_SHARE * inv.rate_limit(t).requests_per_second)
+                         rate=CRAWL_RATE_SHARE * inv.rate_limit(t).requests_per_second,
+                         verify=verify)
 
         # The live county against the word lists (only files not yet read under them).
         worded = wording_check.check_live(county)["units"] if inv.wording else {}

@@ -13,6 +13,7 @@ govhost-agent on each node, scraped by Prometheus directly.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from controlplane.core.county import County
 from controlplane.sites import apply, probes, replicas, waf
 from controlplane.sites.apply import lock_holder
 from controlplane.sites.plan import make_plan
+from controlplane.tls import trust
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Prober(threading.Thread):
         self._desired_key: tuple | None = None
         self._desired: tuple[dict[str, str], dict[str, int], frozenset[str]] = (
             {}, {}, frozenset())
+        self.trust: dict[str, ssl.SSLContext] = {}     # site host -> what its cert verifies to
 
     def _inventory(self) -> inventory_mod.Inventory:
         """Reload the inventory only when one of its files changed."""
@@ -112,6 +115,7 @@ class Prober(threading.Thread):
                 self._desired = ({n: r.id for n, r in plan.releases.items()},
                                  {t: len(v) for t, v in plan.placement.items()},
                                  with_certs.https_hosts())
+                self.trust = trust.for_inventory(self.county, with_certs, cert_records)
                 self._desired_key = key
         finally:
             st.close()
@@ -153,7 +157,8 @@ class Prober(threading.Thread):
         by_host = {inv.site_host(t): t for t in inv.tenants}
         limit = inv.cluster.compliance.probe_timeout_seconds
         for r in probes.probe_many(targets, workers=self.workers, timeout=limit,
-                                   https=rnd.https, spread_seconds=self.SPREAD * self.interval if spread else 0):
+                                   https=rnd.https, verify=self.trust,
+                                   spread_seconds=self.SPREAD * self.interval if spread else 0):
             rnd.tenants.setdefault(by_host[r.host].name, {})[r.node] = r
         for n in nodes:  # the node's own health, and the release id it serves
             rnd.nodes_up[n.name] = probes.probe(paths.PROBE_HOST, n.name, n.address,

@@ -9,26 +9,34 @@ import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Collection, Iterable
+from typing import Collection, Iterable, Mapping
 
 
 class PlatformHttps(http.client.HTTPSConnection):
     """HTTPS to a node's address with the site's name as SNI (the name, not the address,
-    picks the certificate). Probes and the crawl ask whether pages answer; whether the
-    certificate is valid is the https_ipv6 indicator's question, judged from the
-    certificate store, so the chain is not verified here."""
+    picks the certificate). With `verify` (controlplane.tls.trust) the chain and the name
+    are checked as a visitor's browser checks them; without it only whether pages answer."""
 
-    _context = ssl.create_default_context()
-    _context.check_hostname = False
-    _context.verify_mode = ssl.CERT_NONE
+    _unverified = ssl.create_default_context()
+    _unverified.check_hostname = False
+    _unverified.verify_mode = ssl.CERT_NONE
 
-    def __init__(self, address: str, sni: str, timeout: float):
-        super().__init__(address, 443, timeout=timeout, context=self._context)
+    def __init__(self, address: str, sni: str, timeout: float,
+                 verify: ssl.SSLContext | None = None):
+        self._ctx = verify or self._unverified
+        super().__init__(address, 443, timeout=timeout, context=self._ctx)
         self._sni = sni
 
     def connect(self) -> None:
         http.client.HTTPConnection.connect(self)
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._sni)
+        self.sock = self._ctx.wrap_socket(self.sock, server_hostname=self._sni)
+
+
+def failure(exc: Exception) -> str:
+    """Why a request failed, for a person: a certificate's reason as OpenSSL gives it."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate: {exc.verify_message or exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -48,12 +56,14 @@ class ProbeResult:
 
 
 def probe(host: str, node: str, address: str, path: str = "/", timeout: float = 5.0,
-          keep_body: bool = False, scheme: str = "http") -> ProbeResult:
+          keep_body: bool = False, scheme: str = "http",
+          verify: ssl.SSLContext | None = None) -> ProbeResult:
     """One GET through one node; the whole body is read, so a page that stalls half-way
-    counts its full time."""
+    counts its full time. Over HTTPS with `verify`, a certificate that does not verify is
+    a failed probe with the reason."""
     start = time.monotonic()
     conn: http.client.HTTPConnection = (
-        PlatformHttps(address, host, timeout) if scheme == "https"
+        PlatformHttps(address, host, timeout, verify) if scheme == "https"
         else http.client.HTTPConnection(address, 80, timeout=timeout))
     try:
         conn.request("GET", path, headers={"Host": host, "User-Agent": "govhost-probe"})
@@ -64,14 +74,15 @@ def probe(host: str, node: str, address: str, path: str = "/", timeout: float = 
                            scheme=scheme)
     except (OSError, http.client.HTTPException) as exc:
         return ProbeResult(host, node, address, None, time.monotonic() - start,
-                           f"{type(exc).__name__}: {exc}", scheme=scheme)
+                           failure(exc), scheme=scheme)
     finally:
         conn.close()
 
 
 def probe_many(targets: Iterable[tuple[str, str, str]], workers: int = 32,
                timeout: float = 5.0, https: Collection[str] = (),
-               spread_seconds: float = 0.0) -> list[ProbeResult]:
+               spread_seconds: float = 0.0,
+               verify: Mapping[str, ssl.SSLContext] | None = None) -> list[ProbeResult]:
     """Probe (host, node, address) triples concurrently, hosts in `https` over HTTPS;
     results in input order. With `spread_seconds` the probes start evenly over that time
     instead of all at once, as an inspection's probes come (and the nodes see no burst)."""
@@ -86,7 +97,8 @@ def probe_many(targets: Iterable[tuple[str, str, str]], workers: int = 32,
         wait = start + i * step - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        return probe(*t, timeout=timeout, scheme="https" if t[0] in https else "http")
+        return probe(*t, timeout=timeout, scheme="https" if t[0] in https else "http",
+                     verify=(verify or {}).get(t[0]))
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
         return list(pool.map(one, enumerate(items)))

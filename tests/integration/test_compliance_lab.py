@@ -176,7 +176,7 @@ def test_columns_older_than_their_limit_are_stale_with_their_last_update(county)
     assert cols["/zcwj/"]["state"] == "ok"
     assert cols["/rsxx/"]["state"] == "empty" and cols["/rsxx/"]["files"] == 0
     # one stale column and one empty: findings with their deduction, below the veto's counts
-    tally = res["columns_fresh"]["evidence"][0]
+    tally = res["columns_fresh"]["tally"]
     assert res["columns_fresh"]["ok"] and "新闻动态 (/xwdt/) stale" in \
         res["columns_fresh"]["summary"]
     assert tally["counts"] == {"stale_first_level": 1, "long_stale": 0, "empty": 1}
@@ -212,7 +212,7 @@ def test_five_stale_first_level_news_columns_veto_four_do_not(county):
         four = _json(govhost(inv, "compliance", "check", "jiaoyu", "--at", _later(15),
                              "--json"))["jiaoyu"]["columns_fresh"]
         assert four["ok"] and four["at_risk"]
-        assert four["evidence"][0]["counts"]["stale_first_level"] == 4
+        assert four["tally"]["counts"]["stale_first_level"] == 4
     finally:
         manifest.write_text(original)
 

@@ -3,6 +3,7 @@ good nonces refused, validation delayed 0-15 s) with pebble-challtestsrv as its 
 HTTP-01, and a second Pebble resolving through a real BIND that govhost updates by RFC 2136
 for DNS-01. Every check of what is served is a real TLS handshake with a node's nginx."""
 import json
+import shlex
 import shutil
 import socket
 import ssl
@@ -112,7 +113,9 @@ def http01(services, tmp_path_factory):
         "acme": {"directory": f"https://{PEBBLE_A}:14100/dir",
                  "contact": "webmaster@qingshui.gov.cn",
                  "ca_bundle": str(services["dirs"][1] / "tls-ca.pem"),
-                 "challenge": "http-01", "names_per_certificate": 10}},
+                 "challenge": "http-01", "names_per_certificate": 10,
+                 # Pebble's root is nobody's public root: what its certificates verify to
+                 "issued_root": str(services["root_a"])}},
         {"caizheng": {"tls": {"issuer": "internal"}}, "tongji": {"tls": {"issuer": "manual"}}})
     # Names resolve to different nodes: any node must answer the CA's check.
     for i, host in enumerate(_hosts(inv)):
@@ -201,6 +204,39 @@ def test_homepage_probes_go_over_https_and_see_a_node_that_only_redirects(http01
         watcher.__exit__(None, None, None)
     rnd = prober.probe_once()
     assert rnd.failed["jiaoyu"] == [] and rnd.live_release == rnd.desired_release
+
+
+def test_a_node_serving_an_expired_certificate_fails_the_probe_through_it_alone(http01):
+    """Probes verify the chain and the name as a browser does: caizheng's certificate (from
+    the county CA) replaced on n2 by an expired one from the same CA fails n2's probe with
+    that reason; n1 and n3 still pass."""
+    inv = http01[0]
+    ca = County(inv).certs.ca_dir
+    key = tls_certs.new_key()
+    expired = tls_certs.sign_leaf((ca / "root.pem").read_bytes(), (ca / "root.key").read_bytes(),
+                                  key, ["caizheng.qingshui.gov.cn"], time.time() - 200 * 86400,
+                                  90)
+    prober = Prober(County(inv), 30, record=False)
+    assert prober.probe_once().failed["caizheng"] == []
+    with tamper_watcher_stopped("127.0.1.2"):
+        crt = on_node("127.0.1.2", "grep -o 'tls/[^ ;]*\\.crt' "
+                                   "/etc/govhost/current/vhosts/caizheng.conf | head -1")
+        on_node("127.0.1.2", "cd /etc/govhost/current && "
+                             f"printf '%s' {shlex.quote(expired.decode())} > .c && "
+                             f"printf '%s' {shlex.quote(key.decode())} > .k && chmod 600 .k && "
+                             f"mv .c {crt} && mv .k {crt[:-4]}.key && "
+                             "nginx -t -q -c /etc/govhost/current/nginx.conf && "
+                             "nginx -s reload -c /etc/govhost/current/nginx.conf")
+        try:
+            time.sleep(1)
+            rnd = prober.probe_once()
+            assert [(f["node"], f["scheme"], f["status"], f["error"])
+                    for f in rnd.failed["caizheng"]] == [
+                ("n2", "https", None, "certificate: certificate has expired")]
+            assert all(not f for t, f in rnd.failed.items() if t not in ("caizheng", "tongji"))
+        finally:
+            govhost(inv, "apply", "--yes", check=True)        # ships the release again
+    assert prober.probe_once().failed["caizheng"] == []
 
 
 def test_served_tls_offers_nothing_older_than_tls12(http01):

@@ -111,7 +111,7 @@ def test_five_stale_first_level_news_columns_veto_four_do_not(stale, ok):
     spec = [(f"/n{i}/", "news") for i in range(6)]
     ages = {p: (15 if i < stale else 13) for i, (p, _) in enumerate(spec)}
     v = _columns_verdict(spec, ages)
-    tally = v.evidence[0]
+    tally = v.tally
     assert v.ok is ok and tally["counts"]["stale_first_level"] == stale
     assert tally["limits"] == {"stale_first_level": 5, "long_stale": 10, "empty": 5}
     assert tally["deduction"] == stale
@@ -126,11 +126,11 @@ def test_notices_count_after_six_months_and_second_level_columns_not_at_all():
             ("/xw/c/", "news"), ("/xw/d/", "news"), ("/xw/e/", "news")]
     ages = {"/tz/": 183, "/zc/": 181, **{p: 100 for p, _ in spec[2:]}}
     v = _columns_verdict(spec, ages)
-    rows = {r["path"]: r for r in v.evidence[1:]}
+    rows = {r["path"]: r for r in v.evidence}
     assert rows["/tz/"]["state"] == "stale" and rows["/zc/"]["state"] == "ok"
     assert rows["/xw/a/"]["level"] == 2 and rows["/xw/a/"]["state"] == "stale"
-    assert v.ok and v.evidence[0]["counts"]["stale_first_level"] == 1
-    assert v.evidence[0]["deduction"] == 6          # every stale column costs points
+    assert v.ok and v.tally["counts"]["stale_first_level"] == 1
+    assert v.tally["deduction"] == 6          # every stale column costs points
 
 
 @pytest.mark.parametrize("n,ok", [(9, True), (10, False)])
@@ -138,14 +138,14 @@ def test_ten_columns_not_updated_for_a_year_veto(n, ok):
     spec = [(f"/r{i}/a/", "personnel") for i in range(12)]
     ages = {p: (366 if i < n else 364) for i, (p, _) in enumerate(spec)}
     v = _columns_verdict(spec, ages)
-    assert v.ok is ok and v.evidence[0]["counts"]["long_stale"] == n
+    assert v.ok is ok and v.tally["counts"]["long_stale"] == n
 
 
 @pytest.mark.parametrize("n,ok", [(4, True), (5, False)])
 def test_five_empty_columns_veto(n, ok):
     spec = [(f"/e{i}/", "plans") for i in range(6)]
     v = _columns_verdict(spec, {p: 1 for p, _ in spec}, empty={p for p, _ in spec[:n]})
-    assert v.ok is ok and v.evidence[0]["counts"]["empty"] == n
+    assert v.ok is ok and v.tally["counts"]["empty"] == n
 
 
 def test_the_column_limits_come_from_cluster_yaml():
@@ -154,9 +154,9 @@ def test_the_column_limits_come_from_cluster_yaml():
                    empty_columns_veto=1, stale_column_deduction=0.5)
     spec = [("/a/", "news"), ("/b/", "news"), ("/c/", "plans")]
     v = _columns_verdict(spec, {"/a/": 31, "/b/": 15, "/c/": 31}, compliance=c)
-    assert not v.ok and v.evidence[0]["counts"] == {"stale_first_level": 2, "long_stale": 2,
+    assert not v.ok and v.tally["counts"] == {"stale_first_level": 2, "long_stale": 2,
                                                     "empty": 0}
-    assert v.evidence[0]["deduction"] == 1.0
+    assert v.tally["deduction"] == 1.0
     assert not _columns_verdict([("/a/", "news")], {}, empty={"/a/"}, compliance=c).ok
 
 
@@ -168,12 +168,12 @@ def test_columns_stale_empty_and_fresh_with_their_last_update():
                 _release(NOW - 2 * DAY, changed=["index.html"])]
     live = ["index.html", "xwdt/1.html", "zcwj/a.pdf"]
     v = rules.column_freshness(cols, releases, live, NOW, inventory_compliance())
-    states = {r["path"]: (r["state"], r["age_days"]) for r in v.evidence[1:]}
+    states = {r["path"]: (r["state"], r["age_days"]) for r in v.evidence}
     assert states == {"/xwdt/": ("stale", 20.0), "/zcwj/": ("ok", 20.0),
                       "/rsxx/": ("empty", None)}
     # one stale and one empty column: findings with their deduction, not a veto
     assert v.ok and "新闻动态 (/xwdt/) stale, last update" in v.summary
-    assert v.evidence[0]["deduction"] == 2
+    assert v.tally["deduction"] == 2
     # a removal is an update of the column too
     releases.append(_release(NOW - DAY, removed=["xwdt/old.html"]))
     v = rules.column_freshness(cols[:2], releases, live, NOW, inventory_compliance())
