@@ -375,36 +375,6 @@ class Guard:
         except OSError as exc:
             return False, f"{exc.strerror or exc} ({exc.filename or path})"
 
-    def check_release(self, lv: Live) -> list[dict[str, Any]]:
-        found = []
-        with self.lock:
-            if not lv.still_live():
-                return found
-            seen = set()
-            for root, dirs, files in os.walk(lv.path):
-                for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-                    rel = os.path.relpath(os.path.join(root, name), lv.path)
-                    if rel in OWN or rel.startswith(".govhost-tamper"):
-                        continue
-                    seen.add(rel)
-                    r = self._judge(lv, rel)
-                    if r:
-                        found.append(r)
-                for d in dirs:
-                    rel = os.path.relpath(os.path.join(root, d), lv.path)
-                    if rel not in lv.dirs and not os.path.islink(os.path.join(root, d)):
-                        r = self._judge(lv, rel)
-                        if r:
-                            found.append(r)
-                dirs[:] = [d for d in dirs if os.path.isdir(os.path.join(root, d))
-                           and not os.path.islink(os.path.join(root, d))]
-            for rel in lv.digests:
-                if rel not in seen:
-                    r = self._judge(lv, rel)
-                    if r:
-                        found.append(r)
-        return found
-
     def check_uploads(self) -> list[dict[str, Any]]:
         """PHP sites' `files/` areas: changing is their purpose, so they are not held to a
         digest list; scripts in them are moved out as evidence."""
@@ -453,12 +423,13 @@ class Guard:
         a watch missed on a directory that moved in) is still found within a sweep."""
         found = []
         for lv in list(self.live.values()):
-            found.extend(self._sweep_release(lv))
+            found.extend(self.check_release(lv, quick=True))
         return found
 
-    def _sweep_release(self, lv: Live) -> list[dict[str, Any]]:
-        """The tree walked (added and removed files are always found), but a file is hashed
-        only when its lstat moved since it last verified."""
+    def check_release(self, lv: Live, quick: bool = False) -> list[dict[str, Any]]:
+        """Every file of a live release against its digest list; added and removed files
+        are always found (the tree is walked). With `quick` a file is hashed only when its
+        lstat moved since it last verified."""
         found: list[dict[str, Any]] = []
         seen: set[str] = set()
         with self.lock:
@@ -481,7 +452,7 @@ class Guard:
                             continue
                     else:
                         seen.add(rel)
-                        sig = self.verified.get((lv.scope, lv.release, rel))
+                        sig = self.verified.get((lv.scope, lv.release, rel)) if quick else None
                         if sig is not None:
                             try:
                                 st = e.stat(follow_symlinks=False)
