@@ -49,9 +49,9 @@ def assert_every_tenant_everywhere(inv_dir: Path) -> None:
     assert not failures, failures
 
 
-def on_node(address: str, command: str) -> str:
+def on_node(address: str, command: str, timeout: float = 30) -> str:
     out = subprocess.run([*lab.ssh_argv(address), command],
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, (command, out.stderr)
     return out.stdout.strip()
 
