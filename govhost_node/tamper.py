@@ -189,9 +189,9 @@ class Guard:
         new = []
         with self.lock:
             links = self.links()
-            for scope in list(self.live):
-                if scope not in links:
-                    del self.live[scope]
+            gone = [scope for scope in self.live if scope not in links]
+            for scope in gone:
+                del self.live[scope]
             for scope, link in links.items():
                 lv = self.live.get(scope)
                 if lv is None or not lv.still_live():
@@ -201,9 +201,10 @@ class Guard:
                         continue
                     self.live[scope] = lv
                     self.open.pop(scope, None)     # judged again against the new release
-                    self.verified = {k: v for k, v in self.verified.items()
-                                     if k[0] != scope or k[1] == lv.release}
                     new.append(lv)
+            if new or gone:       # what a sweep may skip: files of the releases live now
+                live = {(lv.scope, lv.release) for lv in self.live.values()}
+                self.verified = {k: v for k, v in self.verified.items() if k[:2] in live}
         return new
 
     # pristine copies
@@ -266,11 +267,7 @@ class Guard:
             return self._judge(lv, rel)
 
     @staticmethod
-    def _signature(path: str) -> tuple[int, ...] | None:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None
+    def _signature(st: os.stat_result) -> tuple[int, ...]:
         return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
 
     def _judge(self, lv: Live, rel: str) -> dict[str, Any] | None:
@@ -290,9 +287,10 @@ class Guard:
         mode = lv.modes.get(rel)
         if mode is not None and os.lstat(path).st_mode & 0o777 != mode:
             return self._incident(lv, rel, "mode", path)     # e.g. a TLS key made readable
-        sig = self._signature(path)
-        if sig is not None:
-            self.verified[key] = sig
+        try:
+            self.verified[key] = self._signature(os.lstat(path))
+        except OSError:
+            pass
         return None
 
     def _incident(self, lv: Live, rel: str, change: str, path: str) -> dict[str, Any] | None:
@@ -458,8 +456,7 @@ class Guard:
                                 st = e.stat(follow_symlinks=False)
                             except OSError:
                                 st = None
-                            if st is not None and sig == (st.st_ino, st.st_size, st.st_mtime_ns,
-                                                          st.st_ctime_ns, st.st_mode):
+                            if st is not None and sig == self._signature(st):
                                 continue
                     r = self._judge(lv, rel)
                     if r:
