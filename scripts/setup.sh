@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux prometheus prometheus-node-exporter php-fpm php-mysql mariadb-server mariadb-client restic logrotate chromium fonts-wqy-microhei pebble bind9 bind9-dnsutils testssl.sh mmdebstrap systemd-container rsync python3-jieba python3-watchdog nftables libnginx-mod-http-modsecurity modsecurity-crs apt-utils dpkg-dev)
+PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux prometheus prometheus-node-exporter php-fpm php-mysql mariadb-server mariadb-client restic logrotate chromium fonts-wqy-microhei pebble bind9 bind9-dnsutils testssl.sh mmdebstrap systemd-container rsync python3-jieba python3-watchdog nftables libnginx-mod-http-modsecurity modsecurity-crs apt-utils dpkg-dev chromium-driver prometheus-alertmanager)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -22,7 +22,7 @@ fi
 # one on its own address, port 9100), PHP-FPM (nodes run one pool per PHP tenant) and MariaDB
 # (the lab's db node runs its own on its own address).
 if [ -d /run/systemd/system ]; then
-    systemctl disable --now nginx prometheus prometheus-node-exporter mariadb named >/dev/null 2>&1 || true
+    systemctl disable --now nginx prometheus prometheus-node-exporter prometheus-alertmanager mariadb named >/dev/null 2>&1 || true
     for unit in $(systemctl list-unit-files 'php*-fpm.service' --no-legend | cut -d' ' -f1); do
         systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
@@ -34,13 +34,23 @@ fi
 # db node copies /var/lib/mysql from the host, which must not change under it. Stop it (and
 # the host's default PHP-FPM pool, which nothing uses).
 # The host's own BIND likewise (the lab runs its own on 127.0.0.1:1053).
-for pidfile in /run/mysqld/mysqld.pid /run/php/php*-fpm.pid /run/named/named.pid; do
+for pidfile in /run/mysqld/mysqld.pid /run/php/php*-fpm.pid /run/named/named.pid /run/prometheus/prometheus-alertmanager.pid; do
     if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
         pid=$(cat "$pidfile")
         kill "$pid" || true
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
 done
+
+# axe-core (the accessibility checker the compliance check runs in Chromium), from npm.
+AXE_DIR=/usr/local/share/govhost/axe
+AXE_VERSION=4.14.1
+if [ ! -s "$AXE_DIR/node_modules/axe-core/axe.min.js" ] || \
+   ! grep -q "\"version\": \"$AXE_VERSION\"" "$AXE_DIR/node_modules/axe-core/package.json"; then
+    command -v npm >/dev/null || { apt-get update -q; apt-get install -y -q npm; }
+    mkdir -p "$AXE_DIR"
+    npm install -q --prefix "$AXE_DIR" --no-audit --no-fund "axe-core@$AXE_VERSION" >/dev/null
+fi
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

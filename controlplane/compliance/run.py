@@ -174,6 +174,26 @@ def _entries(nodes: list[Node]) -> list[Node]:
             if probes.probe("govhost-probe", n.name, n.address, "/health", timeout=3).up]
 
 
+def ipv6_probes(hosts: list[str], web: list[Node], https: set[str], timeout: float,
+                verify: Mapping[str, ssl.SSLContext]) -> dict[str, list[dict[str, Any]]]:
+    """Per site, one homepage probe through each web node's IPv6 address (a node without
+    one is a failed row): ok when it loads within `timeout` with a verified certificate."""
+    with_v6 = [n for n in web if n.address6]
+    results = probes.probe_many([(h, n.name, n.address6) for h in hosts for n in with_v6],
+                                timeout=timeout, https=https, verify=verify)
+    out: dict[str, list[dict[str, Any]]] = {h: [] for h in hosts}
+    for r in results:
+        ok = r.up and r.seconds < timeout
+        out[r.host].append({"node": r.node, "address6": r.address, "ok": ok,
+                            "status": r.status, "seconds": round(r.seconds, 3),
+                            "error": r.error or ("" if ok else f"answered {r.status}")})
+    for h in hosts:
+        out[h].extend({"node": n.name, "address6": None, "ok": False, "status": None,
+                       "seconds": None, "error": "no IPv6 address"}
+                      for n in web if not n.address6)
+    return out
+
+
 def _node_facts(inv, node: Node, known_hosts: Path) -> dict[str, Any]:
     """Per tenant: oldest access/error log present (rotated ones too), and the live files of
     the tenants this node holds."""
@@ -243,10 +263,12 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
         platform = {inv.site_host(t) for t in inv.tenants} | {a for t in inv.tenants
                                                              for a in t.aliases}
         platform |= {f"{h}.{inv.cluster.domain}" for h in inv.cluster.portal.hostnames}
-        # From config (the lab cannot route IPv6): every web node has an IPv6 listener, and
-        # the DNS plan gives each of a unit's names an AAAA record.
-        web = inv.hosts.web_nodes
-        listens_v6 = bool(web) and all(n.address6 or ":" in n.address for n in web)
+        # IPv6 as a visitor has it: each unit's homepage through every web node's IPv6
+        # address, its certificate verified; and an AAAA record for each of its names.
+        https_hosts = {inv.site_host(t) for t in wanted
+                       if certs.get(served_with.get(t.name, "")) is not None}
+        v6 = ipv6_probes([inv.site_host(t) for t in wanted], list(inv.hosts.web_nodes),
+                         https_hosts, c.probe_timeout_seconds, verify)
         dns = dns_plan.records(inv)
         any_release = next(iter(plan.releases.values()))
         keep_days = rotation_days(any_release.files)
@@ -296,7 +318,7 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
             # Valid: served with a certificate for all its names that has not expired (the
             # chain was checked when it was issued or imported).
             v["https_ipv6"] = rules.https_ipv6(
-                https and cert.not_after > now, listens_v6,
+                https and cert.not_after > now, v6[inv.site_host(t)],
                 aaaa=dns_plan.has_aaaa(dns, [inv.site_host(t), *t.aliases]))
             oldest = [f["logs"].get(t.name) for f in facts.values() if f["logs"].get(t.name)]
             v["logs"] = rules.logs(min(oldest) if oldest else None, keep_days,

@@ -86,6 +86,22 @@ def node_address(i: int) -> str:
     return f"127.0.1.{i}"
 
 
+def node_address6(i: int) -> str:
+    """The node's IPv6 address, from fd00::/8 on the host's loopback (hosts.yaml `address6`)."""
+    return f"fd00::1:{i}"
+
+
+def ensure_address6(i: int) -> None:
+    """Loopback routes all of 127/8 but only ::1 of IPv6: each node's address is added to
+    `lo` (replace: safe to rerun), so its nginx can listen there and probes reach it."""
+    r = subprocess.run(["ip", "-6", "addr", "replace", f"{node_address6(i)}/128", "dev", "lo"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise LabError(f"cannot add {node_address6(i)} to lo for {node_name(i)}: "
+                       f"{r.stderr.strip()} (is IPv6 disabled? sysctl "
+                       "net.ipv6.conf.lo.disable_ipv6 must be 0)")
+
+
 def _index(name: str) -> int:
     if not (name.startswith("n") and name[1:].isdigit()):
         raise LabError(f"no lab node named {name!r}; lab nodes are n1, n2, …")
@@ -297,6 +313,7 @@ def up(count: int, kind: str | None = None, image: str | None = None) -> list[La
 
 
 def _launch(i: int, kind: str, image: str | None) -> subprocess.Popen:
+    ensure_address6(i)
     if kind == "overlay":
         return _start_overlay(i)
     d = _node_dir(i)

@@ -194,8 +194,7 @@ def test_https_config_keys_0600_redirect_hsts_and_reject_unknown_sni_pass_nginx_
 
 
 def test_ipv6_listeners_and_aaaa_records_from_hosts_address6(tmp_path):
-    """IPv6 is judged from config (the lab cannot route it): a node with `address6` listens
-    there on 80 and 443 (checked by the real `nginx -t`, which binds, so ::1 here), and the
+    """A node with `address6` listens there on 80 and 443 (checked by the real `nginx -t`, which binds, so ::1 here), and the
     DNS plan gives every name an AAAA record for it."""
     import dataclasses
 
@@ -223,8 +222,17 @@ def test_ipv6_listeners_and_aaaa_records_from_hosts_address6(tmp_path):
         {("A", "127.0.1.1"), ("A", "127.0.1.2"), ("A", "127.0.1.3"), ("AAAA", "::1")}
     assert dns_plan.has_aaaa(plan, ["jiaoyu.qingshui.gov.cn", "www.qingshui.gov.cn"])
     assert "jiaoyu                           300 IN AAAA ::1" in dns_plan.zone_lines(inv)
-    assert compliance.https_ipv6(True, True, True).ok
-    assert compliance.https_ipv6(True, False, True).evidence == ["an IPv6 listener on the nodes"]
+    through = [{"node": "n1", "address6": "::1", "ok": True, "error": ""}]
+    assert compliance.https_ipv6(True, through, True).ok
+    down = [*through, {"node": "n2", "address6": "fd00::1:2", "ok": False,
+                       "error": "ConnectionRefusedError: [Errno 111] Connection refused"}]
+    v = compliance.https_ipv6(True, down, True)
+    assert not v.ok and v.tally["missing"] == [
+        "IPv6 through n2 (fd00::1:2): ConnectionRefusedError: [Errno 111] Connection refused"]
+    assert compliance.https_ipv6(True, [], True).tally["missing"] == [
+        "an IPv6 address on the web nodes (hosts.yaml `address6`)"]
+    assert compliance.https_ipv6(False, through, False).tally["missing"] == [
+        "HTTPS with a valid certificate", "AAAA records in the county DNS plan"]
     with pytest.raises(ManifestError, match="is not an IPv6 address"):
         doc["nodes"][1]["address6"] = "127.0.0.2"
         inventory.load(write_inventory(tmp_path / "bad", [tenant("jiaoyu")], host_doc=doc))
