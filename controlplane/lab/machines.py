@@ -86,20 +86,26 @@ def node_address(i: int) -> str:
     return f"127.0.1.{i}"
 
 
+LAB_PREFIX6 = "fd00:1ab::/64"
+
+
 def node_address6(i: int) -> str:
     """The node's IPv6 address, from fd00::/8 on the host's loopback (hosts.yaml `address6`)."""
-    return f"fd00::1:{i}"
+    return f"fd00:1ab::{i}"
 
 
 def ensure_address6(i: int) -> None:
     """Loopback routes all of 127/8 but only ::1 of IPv6: each node's address is added to
-    `lo` (replace: safe to rerun), so its nginx can listen there and probes reach it."""
-    r = subprocess.run(["ip", "-6", "addr", "replace", f"{node_address6(i)}/128", "dev", "lo"],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise LabError(f"cannot add {node_address6(i)} to lo for {node_name(i)}: "
-                       f"{r.stderr.strip()} (is IPv6 disabled? sysctl "
-                       "net.ipv6.conf.lo.disable_ipv6 must be 0)")
+    `lo` (replace: safe to rerun), so its nginx can listen there and probes reach it. The
+    lab's prefix is routed nowhere else (unreachable): a node address missing from `lo`
+    fails at once and no packet for it leaves the machine by a default route."""
+    for cmd in (["ip", "-6", "route", "replace", "unreachable", LAB_PREFIX6],
+                ["ip", "-6", "addr", "replace", f"{node_address6(i)}/128", "dev", "lo"]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise LabError(f"cannot give {node_name(i)} its IPv6 address: `{' '.join(cmd)}`: "
+                           f"{r.stderr.strip()} (is IPv6 disabled? sysctl "
+                           "net.ipv6.conf.lo.disable_ipv6 must be 0)")
 
 
 def _index(name: str) -> int:
@@ -305,6 +311,7 @@ def up(count: int, kind: str | None = None, image: str | None = None) -> list[La
                        "run `govhost lab down` first")
     started = []
     for i in range(1, count + 1):
+        ensure_address6(i)
         if not _alive(_read_pid(_node_dir(i)), node_name(i)):
             started.append((i, _launch(i, kind, image)))
     for i, proc in started:

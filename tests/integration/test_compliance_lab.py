@@ -231,6 +231,31 @@ def test_a_homepage_republished_with_only_old_dates_is_not_fresh(county):
         _publish(inv, "jiaoyu", county["first"]["jiaoyu"], jiaoyu_files())
 
 
+def test_ipv6_probes_through_every_node_and_one_node_without_its_listener(county):
+    """https_ipv6 is measured: jiaoyu's homepage through each node's fd00:1ab::N. With n2's
+    address taken off lo (its IPv6 listener gone), n2 alone fails, with the reason."""
+    from controlplane.lab import machines
+
+    def v6() -> dict:
+        v = _json(govhost(county["inv"], "compliance", "check", "jiaoyu", "--json"))[
+            "jiaoyu"]["https_ipv6"]
+        return v, {e["node"]: e for e in v["evidence"]}
+
+    v, rows = v6()
+    assert set(rows) == {"n1", "n2", "n3"} and all(r["ok"] for r in rows.values()), rows
+    assert rows["n2"]["address6"] == "fd00:1ab::2" and rows["n2"]["status"] == 200
+    assert "IPv6 through" not in v["summary"]
+    subprocess.run(["ip", "-6", "addr", "del", "fd00:1ab::2/128", "dev", "lo"], check=True)
+    try:
+        v, rows = v6()
+        assert not v["ok"] and rows["n1"]["ok"] and rows["n3"]["ok"] and not rows["n2"]["ok"]
+        assert "IPv6 through n2 (fd00:1ab::2)" in v["summary"], v["summary"]
+        assert "No route to host" in rows["n2"]["error"], rows["n2"]
+    finally:
+        machines.ensure_address6(2)
+    assert all(r["ok"] for r in v6()[1].values())
+
+
 def test_report_in_three_formats_and_rendered_by_chromium(county):
     inv = county["inv"]
     govhost(inv, "compliance", "check", "--json")

@@ -99,8 +99,8 @@ def test_tenant_files_do_not_depend_on_the_node(inv_dir):
     assert both
     for t in both:
         assert a.files[f"vhosts/{t}.conf"] == b.files[f"vhosts/{t}.conf"]
-    assert a.files["snippets/listen.conf"] == b"listen 127.0.1.1:80;\nlisten [fd00::1:1]:80;\n"
-    assert b.files["snippets/listen.conf"] == b"listen 127.0.1.2:80;\nlisten [fd00::1:2]:80;\n"
+    assert a.files["snippets/listen.conf"] == b"listen 127.0.1.1:80;\nlisten [fd00:1ab::1]:80;\n"
+    assert b.files["snippets/listen.conf"] == b"listen 127.0.1.2:80;\nlisten [fd00:1ab::2]:80;\n"
 
 
 def test_drain_plan_moves_replicas(inv_dir):
