@@ -16,7 +16,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 from controlplane.core.manifest import Column, Compliance, Tenant
 
 INDICATORS = ("reachable", "homepage_fresh", "columns_fresh", "links", "footer", "https_ipv6",
-              "logs", "wording")
+              "logs", "wording", "load_time", "accessibility")
 TITLES = {"reachable": "站点可访问 Site reachable (veto)",
           "homepage_fresh": "首页更新 Homepage updated",
           "columns_fresh": "栏目更新 Columns updated",
@@ -24,7 +24,10 @@ TITLES = {"reachable": "站点可访问 Site reachable (veto)",
           "footer": "页脚标识 Footer marks",
           "https_ipv6": "HTTPS 与 IPv6",
           "logs": "日志留存 Logs kept",
-          "wording": "错敏词 Wording"}
+          "wording": "错敏词 Wording",
+          "load_time": "加载速度 Load time",
+          "accessibility": "无障碍 Accessibility (GB/T 37668)"}
+IMPACTS = ("minor", "moderate", "serious", "critical")
 HOMEPAGES = ("index.html", "index.htm", "index.php")
 DAY = 86400.0
 
@@ -329,6 +332,61 @@ def wording(checked: Mapping[str, Any] | None, lists: bool) -> Verdict:
     notes = len(found)
     return Verdict("wording", True, "no wording errors" + (f" ({notes} notes)" if notes else ""),
                    found[:50])
+
+
+def load_time(page: Mapping[str, Any] | None, limit: float, unavailable: str = "") -> Verdict:
+    """The homepage must load, with everything on it, within `limit` seconds (指引: 3 s) in
+    a browser under a visitor's connection. Over the limit the heaviest assets say why."""
+    if page is None:
+        return Verdict("load_time", False, f"not measured: {unavailable or 'no browser run'}")
+    if page.get("error"):
+        return Verdict("load_time", False, f"the homepage did not load in the browser: "
+                       f"{page['error']}", [dict(page)])
+    secs, size = page["load_seconds"], page["bytes"]
+    ev = {k: page.get(k) for k in ("url", "through", "load_seconds", "bytes", "requests",
+                                   "heaviest", "timed_out", "status")}
+    weight = f"{size / 1e6:.2f} MB in {page['requests']} requests"
+    if page.get("timed_out") or secs > limit:
+        heavy = ", ".join(f"{h['url'].rsplit('/', 1)[-1] or h['url']} "
+                          f"({h['bytes'] / 1e6:.2f} MB)" for h in page["heaviest"][:3]
+                          if h["bytes"])
+        waited = "did not finish loading within" if page.get("timed_out") else "loads in"
+        return Verdict("load_time", False, f"the homepage {waited} {secs:.1f} s (limit "
+                       f"{limit:g} s): {weight}; heaviest: {heavy or '-'}; make large images "
+                       "smaller or load them later", [ev])
+    return Verdict("load_time", True, f"loads in {secs:.2f} s (limit {limit:g} s), {weight}",
+                   [ev], at_risk=secs > limit * 0.8)
+
+
+def accessibility(page: Mapping[str, Any] | None, fail_impact: str, max_violations: int,
+                  unavailable: str = "") -> Verdict:
+    """axe-core's WCAG 2.0 A/AA rules on the loaded homepage, reported by rule with the
+    elements. Rules at `fail_impact` or worse count; more than `max_violations` elements
+    fail the indicator. Lesser ones are listed and do not fail it."""
+    if page is None or page.get("error"):
+        why = unavailable or (page or {}).get("error") or "no browser run"
+        return Verdict("accessibility", False, f"not checked: {why}")
+    axe = page.get("axe") or {}
+    if axe.get("error"):
+        return Verdict("accessibility", False, f"axe-core failed on the page: {axe['error']}")
+    floor = IMPACTS.index(fail_impact)
+    rows = sorted(axe.get("violations", []), key=lambda v: (
+        -IMPACTS.index(v.get("impact") or "minor"), v["id"]))
+    counted = [v for v in rows if IMPACTS.index(v.get("impact") or "minor") >= floor]
+    elements = sum(v["count"] for v in counted)
+    tally = {"elements": elements, "limit": max_violations, "rules": len(rows),
+             "fail_impact": fail_impact}
+    listing = "; ".join(f"{v['id']} ({v.get('impact')}, {v['count']}): {v['help']}"
+                        for v in rows[:5])
+    if elements > max_violations:
+        return Verdict("accessibility", False, f"{elements} element(s) break {len(counted)} "
+                       f"rule(s) at {fail_impact} or worse (allowed {max_violations}): "
+                       f"{listing}", rows, tally=tally)
+    if rows:
+        return Verdict("accessibility", True, f"{len(rows)} lesser rule(s) broken, below "
+                       f"{fail_impact}: {listing}", rows, tally=tally)
+    return Verdict("accessibility", True, "no WCAG 2.0 A/AA violations found by axe-core",
+                   tally=tally)
 
 
 def _day(ts: float | None) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from controlplane.compliance import rules
+from controlplane.compliance import browser, rules
 from controlplane.compliance.rules import Verdict
 from controlplane.core import remote
 from controlplane.core.county import County
@@ -174,6 +174,27 @@ def _entries(nodes: list[Node]) -> list[Node]:
             if probes.probe("govhost-probe", n.name, n.address, "/health", timeout=3).up]
 
 
+def browse(wanted, entries: list[Node], platform: set[str], inv, certs, served_with,
+           c, say: Say) -> tuple[dict[str, dict[str, Any]], str]:
+    """Each unit's homepage in headless Chromium through the healthy nodes: load time, page
+    weight and axe-core's findings per unit, or why the browser could not run."""
+    if not c.browser_checks:
+        return {}, ""
+    if not entries:
+        return {}, "no node answers"
+    sites = [(t.name, f"{'https' if certs.get(served_with.get(t.name, '')) else 'http'}://"
+                      f"{inv.site_host(t)}/") for t in wanted]
+    try:
+        return browser.check_homepages(
+            sites, [n.address for n in entries], sorted(platform),
+            browser.Connection(c.browser_download_mbps, c.browser_latency_ms),
+            c.browser_page_timeout_seconds, c.browser_workers, say), ""
+    except browser.BrowserUnavailable as exc:
+        return {}, str(exc)
+    except Exception as exc:     # the browser itself failed: said per unit, the rest stands
+        return {}, f"the browser failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+
 def ipv6_probes(hosts: list[str], web: list[Node], https: set[str], timeout: float,
                 verify: Mapping[str, ssl.SSLContext]) -> dict[str, list[dict[str, Any]]]:
     """Per site, one homepage probe through each web node's IPv6 address (a node without
@@ -292,6 +313,7 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
         with ThreadPoolExecutor(max_workers=max(1, min(c.crawl_sites_at_once,
                                                     len(wanted)))) as pool:
             crawls = dict(zip([t.name for t in wanted], pool.map(crawl_unit, enumerate(wanted))))
+        pages, unavailable = browse(wanted, entries, platform, inv, certs, served_with, c, say)
         for t in wanted:
             say(f"{t.name}: checking")
             v: dict[str, Verdict] = {}
@@ -324,6 +346,12 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
             v["logs"] = rules.logs(min(oldest) if oldest else None, keep_days,
                                    c.log_retention_days, now)
             v["wording"] = rules.wording(worded.get(t.name), bool(inv.wording))
+            if c.browser_checks:
+                page = pages.get(t.name)
+                v["load_time"] = rules.load_time(page, c.load_time_limit_seconds, unavailable)
+                v["accessibility"] = rules.accessibility(
+                    page, c.accessibility_fail_impact, c.accessibility_max_violations,
+                    unavailable)
             results[t.name] = v
         st.record_compliance(week, now, {t: {k: x.to_json() for k, x in v.items()}
                                          for t, v in results.items()})

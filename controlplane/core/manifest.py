@@ -417,6 +417,18 @@ class Compliance(_Model):
     crawl_sites_at_once: StrictInt = Field(default=8, ge=1, le=64)
     check_external_links: StrictBool = True
     log_retention_days: StrictInt = Field(default=180, ge=1, le=3650)
+    # Each homepage loaded in headless Chromium through a node (指引: within 3 s), under a
+    # visitor's connection (download Mbit/s, round trip ms; 0 Mbit/s: no throttling), then
+    # checked with axe-core for GB/T 37668 (WCAG 2.0 A/AA). Violations of rules at
+    # `accessibility_fail_impact` or worse fail the indicator past `accessibility_max_violations`.
+    browser_checks: StrictBool = True
+    load_time_limit_seconds: float = Field(default=3, gt=0, le=120)
+    browser_download_mbps: float = Field(default=10, ge=0, le=10_000)
+    browser_latency_ms: StrictInt = Field(default=40, ge=0, le=5000)
+    browser_page_timeout_seconds: StrictInt = Field(default=30, ge=1, le=300)
+    browser_workers: StrictInt = Field(default=2, ge=1, le=16)
+    accessibility_fail_impact: Literal["minor", "moderate", "serious", "critical"] = "serious"
+    accessibility_max_violations: StrictInt = Field(default=0, ge=0, le=10_000)
 
 
 _tsig_name = _matching(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",

@@ -256,6 +256,62 @@ def test_ipv6_probes_through_every_node_and_one_node_without_its_listener(county
     assert all(r["ok"] for r in v6()[1].values())
 
 
+def noise_png(width: int = 1200, height: int = 1150) -> bytes:
+    """A real PNG of random pixels, stored uncompressed (4 MB at the default size): a browser
+    must fetch and decode all of it."""
+    import os
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    raw = b"".join(b"\0" + os.urandom(width * 3) for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
+                                                                0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))
+
+
+def _browser_page(img: str, alt: str | None) -> bytes:
+    alt_attr = f" alt='{alt}'" if alt is not None else ""
+    return (f"<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
+            f"<title>青水县教育局</title></head><body><h1>青水县教育局</h1>"
+            f"<p>{time.strftime('%Y-%m-%d')} 通知</p><img src='/img/{img}'{alt_attr}>"
+            f"{FOOTER}</body></html>").encode()
+
+
+def test_a_heavy_homepage_is_slow_in_the_browser_and_an_image_without_alt_is_reported(county):
+    """Headless Chromium through a node, at the default visitor's connection (10 Mbit/s,
+    40 ms): a 4 MB image takes the homepage past 3 s, named as its heaviest asset; axe-core
+    names the image without alt text. With a small image that has alt text, both pass."""
+    from tests.helpers import upload
+    inv, node = county["inv"], county["first"]["jiaoyu"]
+    upload(node, "jiaoyu", {"index.html": _browser_page("big.png", None),
+                            "img/big.png": noise_png()}, replace=True)
+    assert govhost(inv, "publish", "jiaoyu").returncode == 0
+    try:
+        v = _json(govhost(inv, "compliance", "check", "jiaoyu", "--json"))["jiaoyu"]
+        load, a11y = v["load_time"], v["accessibility"]
+        assert not load["ok"], load
+        page = load["evidence"][0]
+        assert page["load_seconds"] > 3 and page["bytes"] > 4_000_000
+        assert page["heaviest"][0]["url"].endswith("/img/big.png")
+        assert "big.png" in load["summary"] and "limit 3 s" in load["summary"]
+        assert not a11y["ok"], a11y
+        alt = next(r for r in a11y["evidence"] if r["id"] == "image-alt")
+        assert alt["impact"] == "critical" and "big.png" in alt["nodes"][0]["html"]
+        upload(node, "jiaoyu", {"index.html": _browser_page("logo.png", "青水县教育局标志"),
+                                "img/logo.png": noise_png(40, 40)}, replace=True)
+        assert govhost(inv, "publish", "jiaoyu").returncode == 0
+        v = _json(govhost(inv, "compliance", "check", "jiaoyu", "--json"))["jiaoyu"]
+        assert v["load_time"]["ok"], v["load_time"]
+        assert v["load_time"]["evidence"][0]["load_seconds"] < 3
+        assert v["accessibility"]["ok"] and not v["accessibility"]["evidence"], \
+            v["accessibility"]
+    finally:
+        _publish(inv, "jiaoyu", node, jiaoyu_files())
+
+
 def test_report_in_three_formats_and_rendered_by_chromium(county):
     inv = county["inv"]
     govhost(inv, "compliance", "check", "--json")
