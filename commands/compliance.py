@@ -35,14 +35,53 @@ def compliance_check(tenants: list[str] = typer.Argument(None, help="Units (all 
         from controlplane.compliance import rules
         t = table("compliance", "unit", *rules.INDICATORS)
         for name, vs in sorted(res.items()):
-            t.add_row(name, *("[green]pass[/]" if vs[i].ok else "[red]FAIL[/]"
-                              for i in rules.INDICATORS))
+            t.add_row(name, *("-" if i not in vs else "[green]pass[/]" if vs[i].ok
+                              else "[red]FAIL[/]" for i in rules.INDICATORS))
         out.print(t)
         for name, vs in sorted(res.items()):
             for i in rules.INDICATORS:
-                if not vs[i].ok:
+                if i in vs and not vs[i].ok:
                     err.print(f"{name} {i}: {vs[i].summary}", highlight=False, markup=False)
     if not all(v.ok for vs in res.values() for v in vs.values()):
+        raise typer.Exit(1)
+
+
+@app.command("launch")
+def launch(unit: str = typer.Argument(..., help="The unit (its manifest says `launch: "
+                                      "pending`)."),
+           dry_run: bool = typer.Option(False, "--dry-run", help="Check only: record "
+                                        "nothing, open nothing."),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Put a pending unit online once its site passes the launch checks (HTTPS, security
+    headers, nothing exposed, footer marks, no placeholder, wording); audited either way."""
+    from controlplane.compliance import launch as launch_mod
+    from controlplane.sites import apply as apply_mod
+
+    def opened():
+        result = apply_mod.apply(county())
+        if not result.ok:
+            raise errors.GovhostError(f"the launch is recorded, but apply run {result.run_id} "
+                                      f"{result.result}: run `govhost apply` to open the site")
+        return result.to_json()
+
+    res = call(lambda: launch_mod.launch(county(), unit, dry_run, apply=opened),
+               as_json=as_json)
+    if as_json:
+        emit(res)
+    elif res["already"]:
+        out.print(f"{unit} is live (no launch gate in its manifest, or launched before)")
+    else:
+        t = table(f"launch {unit}: {'passed' if res['passed'] else 'refused'}",
+                  "check", "result", "detail", "what to do")
+        for c in res["checks"]:
+            t.add_row(c["check"], "[green]pass[/]" if c["ok"] else "[red]FAIL[/]",
+                      c["detail"], c["fix"])
+        out.print(t)
+        if res["launched"]:
+            out.print(f"{unit} is online: served to everyone from now on.")
+        elif res["passed"]:
+            out.print("dry run: nothing recorded.")
+    if not res["passed"]:
         raise typer.Exit(1)
 
 

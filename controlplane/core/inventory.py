@@ -49,6 +49,16 @@ class Inventory:
     # Each unit's WAF mode in force for this run (sites.waf.modes over the state's record of
     # when each unit went live behind it); filled by sites.apply.prepare.
     waf_modes: Mapping[str, str] = field(default_factory=dict)
+    # Units with `launch: pending` that have not passed `govhost launch`: served only to the
+    # county's addresses (launch_allowed); filled by sites.apply.prepare from the state.
+    gated: frozenset[str] = frozenset()
+
+    def launch_allowed(self) -> list[str]:
+        """Who sees a unit before its launch: the county's management networks, and the
+        nodes themselves (they pass requests to a unit's replicas and probe each other)."""
+        nets = [str(n) for n in (self.hosts.firewall.management if self.hosts.firewall else [])]
+        nodes = [a for n in self.hosts.nodes for a in (n.address, n.source, n.address6) if a]
+        return list(dict.fromkeys(nets + nodes))
 
     def replicas(self, tenant: Tenant) -> int:
         return _replicas(tenant, self.cluster)

@@ -314,6 +314,9 @@ class Tenant(_Model):
     columns: list[Column] = Field(default_factory=list, max_length=100)
     identity: Identity | None = None
     tls: TenantTls | None = None
+    # 47号: a site that has not passed a security check may not go online. `pending`: served
+    # only to the county's addresses until `govhost launch NAME` passes (docs/compliance.md).
+    launch: Literal["pending", "live"] = "live"
 
     @model_validator(mode="after")
     def _unique_sections(self) -> "Tenant":

@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS certificates (
 CREATE TABLE IF NOT EXISTS cert_orders (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, lineage TEXT NOT NULL,
     issuer TEXT NOT NULL, names INTEGER NOT NULL, ok INTEGER NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS launches (
+    tenant TEXT PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, checks TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
@@ -216,6 +218,21 @@ class State:
         with self.tx() as db:
             db.executemany("INSERT OR IGNORE INTO waf_since (tenant, since) VALUES (?, ?)",
                            [(t, at) for t in tenants])
+
+    def launched(self) -> dict[str, float]:
+        """Units that passed `govhost launch`, and when."""
+        return dict(self.db.execute("SELECT tenant, at FROM launches"))
+
+    def record_launch(self, tenant: str, passed: bool, checks: Sequence[Mapping[str, Any]]
+                      ) -> None:
+        """A launch attempt: audited either way; a passed one opens the site for good."""
+        with self.tx() as db:
+            if passed:
+                db.execute("INSERT OR REPLACE INTO launches (tenant, at, actor, checks) "
+                           "VALUES (?, ?, ?, ?)", (tenant, time.time(), actor(),
+                                                   json.dumps(list(checks))))
+            self._audit(db, "launch.passed" if passed else "launch.refused", tenant,
+                        {"failed": [c["check"] for c in checks if not c["ok"]]})
 
     def last_published(self) -> dict[str, float]:
         """Per tenant, when content that went live was last published (freshness)."""

@@ -175,8 +175,11 @@ def deployable(county: County, state: State) -> Inventory:
     access = tls_metrics.ensure(county.state_dir, inv.secret, inv.hosts, inv.cluster.name)
     modes = waf.modes(inv.tenants, state.waf_since(), time.time(),
                       inv.cluster.waf.detect_days)
+    launched = state.launched()
+    gated = frozenset(t.name for t in inv.tenants
+                      if t.launch == "pending" and t.name not in launched)
     return dataclasses.replace(inv, certificates=certs, served_with=served_with,
-                               metrics=access, waf_modes=modes)
+                               metrics=access, waf_modes=modes, gated=gated)
 
 
 def prepare(county: County, state: State, share_for_node: str | None = None

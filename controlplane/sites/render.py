@@ -250,6 +250,7 @@ _ACME_CHALLENGE = (
     "# ACME HTTP-01 answers, written by `govhost-node challenge` on every node (any node may\n"
     "# receive the CA's check). Plain files, never a tenant's.\n"
     "location ^~ /.well-known/acme-challenge/ {\n"
+    "    allow all;   # the CA checks a unit's name before its launch too\n"
     f"    root {paths.NODE_ACME};\n"
     "    default_type text/plain;\n    access_log off;\n    try_files $uri =404;\n}\n").encode()
 
@@ -345,6 +346,7 @@ def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
         "sections": [s.name for s in t.sections],
         "tls": _tls_ctx(inv, t.name),
         "waf": None,
+        "gate": inv.launch_allowed() if t.name in inv.gated else None,
     }
     if t.site.type == "proxy":
         ctx["app_scheme"] = t.site.upstreams[0].split(":", 1)[0]
@@ -398,6 +400,8 @@ def _portal_page(inv: Inventory) -> bytes:
     return _html_env.get_template("pages/portal.html.j2").render({
         **_page_ctx(inv),
         "portal_title": inv.cluster.portal.title,
-        "departments": [entry(t) for t in inv.tenants if t.kind == "department"],
-        "townships": [entry(t) for t in inv.tenants if t.kind == "township"],
+        "departments": [entry(t) for t in inv.tenants
+                        if t.kind == "department" and t.name not in inv.gated],
+        "townships": [entry(t) for t in inv.tenants
+                      if t.kind == "township" and t.name not in inv.gated],
     }).encode()

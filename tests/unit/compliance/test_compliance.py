@@ -299,3 +299,58 @@ def test_wording_fails_on_block_or_review_words_on_the_live_site_not_on_notes():
         assert not v.ok and "茶河乡" in v.summary and [f["severity"] for f in v.evidence] == [sev]
     err = rules.wording({"error": "ssh: no route"}, True)
     assert not err.ok and "could not check" in err.summary
+
+
+def _page(secs: float, timed_out: bool = False, violations=()) -> dict:
+    return {"url": "https://jiaoyu.qingshui.gov.cn/", "through": "127.0.1.1", "error": "",
+            "load_seconds": secs, "bytes": 4_200_000, "requests": 3, "timed_out": timed_out,
+            "status": 200, "heaviest": [
+                {"url": "https://jiaoyu.qingshui.gov.cn/img/big.png", "bytes": 4_100_000,
+                 "ms": 3300, "type": "img"},
+                {"url": "https://jiaoyu.qingshui.gov.cn/a.css", "bytes": 2_000, "ms": 50,
+                 "type": "link"}],
+            "axe": {"violations": list(violations)}}
+
+
+@pytest.mark.parametrize("secs,ok,risk", [(2.39, True, False), (2.41, True, True),
+                                          (3.0, True, True), (3.01, False, False)])
+def test_load_time_fails_past_the_limit_naming_the_heaviest_assets(secs, ok, risk):
+    v = rules.load_time(_page(secs), 3)
+    assert (v.ok, v.at_risk) == (ok, risk)
+    if not ok:
+        assert "big.png (4.10 MB)" in v.summary and "limit 3 s" in v.summary
+
+
+def test_load_time_without_a_browser_or_a_page_fails_with_the_reason():
+    assert "chromedriver" in rules.load_time(None, 3, "chromedriver is not installed").summary
+    timed = rules.load_time(_page(30, timed_out=True), 3)
+    assert not timed.ok and "did not finish loading within 30.0 s" in timed.summary
+    err = rules.load_time({**_page(1), "error": "net::ERR_NAME_NOT_RESOLVED"}, 3)
+    assert not err.ok and "ERR_NAME_NOT_RESOLVED" in err.summary
+
+
+def _violation(rule: str, impact: str, count: int) -> dict:
+    return {"id": rule, "impact": impact, "help": f"{rule} help", "count": count,
+            "nodes": [{"target": "img", "html": "<img src=x>"}] * min(count, 10)}
+
+
+@pytest.mark.parametrize("impact,count,limit,ok", [
+    ("critical", 1, 0, False), ("serious", 1, 0, False), ("moderate", 5, 0, True),
+    ("critical", 2, 2, True), ("critical", 3, 2, False)])
+def test_accessibility_counts_elements_at_the_fail_impact_or_worse(impact, count, limit, ok):
+    v = rules.accessibility(_page(1, violations=[_violation("image-alt", impact, count)]),
+                            "serious", limit)
+    assert v.ok is ok
+    assert v.evidence[0]["id"] == "image-alt"
+    assert v.tally["elements"] == (count if impact in ("serious", "critical") else 0)
+
+
+def test_accessibility_lists_worst_rules_first_and_needs_the_browser():
+    v = rules.accessibility(_page(1, violations=[_violation("list", "minor", 1),
+                                                 _violation("html-has-lang", "serious", 1)]),
+                            "minor", 0)
+    assert [r["id"] for r in v.evidence] == ["html-has-lang", "list"]
+    assert v.summary.index("html-has-lang") < v.summary.index("list (minor")
+    assert not rules.accessibility(None, "serious", 0, "no chromium").ok
+    assert not rules.accessibility({**_page(1), "axe": {"error": "boom"}}, "serious", 0).ok
+    assert rules.accessibility(_page(1), "serious", 0).summary.startswith("no WCAG")

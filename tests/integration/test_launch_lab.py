@@ -1,0 +1,113 @@
+"""The launch gate on the real lab: a new unit with `launch: pending` is served only to the
+county's addresses (127.0.0.1 and 127.0.8.0/24 here) while the public (127.0.9.9) gets 403;
+`govhost launch` refuses the placeholder, then a site with a database dump in it, then
+passes and opens the site to everyone. Every attempt is in the audit log."""
+import json
+import subprocess
+import time
+
+import pytest
+
+from controlplane.core.county import County
+from tests.helpers import upload
+
+from .conftest import govhost
+from .test_apply_lab import NODES, apply_json
+
+HOST = "xinjian.qingshui.gov.cn"
+FOOTER = ("<footer>主办单位：青水县新建局 联系电话：0571-6512-3388 网站标识码：3301000088 "
+          "浙ICP备12345678号-8 浙公网安备 33010602000088号</footer>")
+PUBLIC, COUNTY = "127.0.9.9", "127.0.0.1"
+
+
+def _status(source: str, address: str, host: str = HOST) -> int:
+    r = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time",
+                        "10", "--interface", source, "--resolve", f"{host}:443:{address}",
+                        f"https://{host}/"], capture_output=True, text=True)
+    return int(r.stdout or 0)
+
+
+def _launch(inv, *args):
+    proc = govhost(inv, "launch", "xinjian", "--json", *args, timeout=900)
+    try:
+        return proc.returncode, json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"not JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+
+@pytest.fixture
+def pending(county):
+    (county / "tenants" / "xinjian.yaml").write_text(
+        "name: xinjian\ntitle: 青水县新建局\nkind: department\n"
+        "contact: {name: 王芳, email: it@xinjian.qingshui.gov.cn, phone: '0571-6512-3388'}\n"
+        "identity: {site_code: '3301000088', icp: 浙ICP备12345678号-8, "
+        "psb: 浙公网安备 33010602000088号}\n"
+        "tls: {issuer: internal}\n"
+        "launch: pending\n")
+    apply_json(county)
+    govhost(county, "cert", "issue", "xinjian", check=True, timeout=900)
+    apply_json(county)
+    yield county
+    (county / "tenants" / "xinjian.yaml").unlink()
+    apply_json(county)
+
+
+def test_a_pending_unit_is_served_only_to_the_county_until_launch_passes(pending):
+    inv = pending
+    for _, address in NODES.items():
+        assert _status(PUBLIC, address) == 403
+        assert _status(COUNTY, address) == 200
+    portal = subprocess.run(["curl", "-s", "--resolve", f"www.qingshui.gov.cn:80:{NODES['n1']}",
+                             "http://www.qingshui.gov.cn/"], capture_output=True, text=True)
+    assert "青水县教育局" in portal.stdout and "青水县新建局" not in portal.stdout
+
+    # 1. The placeholder: refused, with what to do; nothing opened.
+    rc, res = _launch(inv)
+    checks = {c["check"]: c for c in res["checks"]}
+    assert rc == 1 and not res["passed"] and not res["launched"]
+    assert checks["https"]["ok"] and checks["headers"]["ok"], checks
+    assert not checks["content"]["ok"] and "publish" in checks["content"]["fix"]
+    assert not checks["footer"]["ok"] and "site code" in checks["footer"]["detail"]
+    assert _status(PUBLIC, NODES["n1"]) == 403
+
+    # 2. A real site with a database dump left in it: refused on that alone.
+    placement = json.loads(govhost(inv, "plan", "--json", check=True).stdout)["placement"]
+    first = NODES[placement["xinjian"][0]]
+    page = (f"<html lang='zh-CN'><head><title>青水县新建局</title></head><body>"
+            f"<h1>青水县新建局</h1><p>{time.strftime('%Y-%m-%d')} 新局成立</p>{FOOTER}"
+            "</body></html>").encode()
+    upload(first, "xinjian", {"index.html": page, "backup.sql": b"CREATE TABLE users (...);"},
+           replace=True)
+    assert govhost(inv, "publish", "xinjian").returncode == 0
+    rc, res = _launch(inv)
+    checks = {c["check"]: c for c in res["checks"]}
+    assert rc == 1 and [c for c, v in checks.items() if not v["ok"]] == ["exposed"], checks
+    assert "/backup.sql (answers 200" in checks["exposed"]["detail"]
+    assert _status(PUBLIC, NODES["n2"]) == 403
+
+    # 3. Without it: a dry run passes and opens nothing; the launch passes and opens it.
+    upload(first, "xinjian", {"index.html": page}, replace=True)
+    assert govhost(inv, "publish", "xinjian").returncode == 0
+    rc, res = _launch(inv, "--dry-run")
+    assert rc == 0 and res["passed"] and not res["launched"]
+    assert _status(PUBLIC, NODES["n3"]) == 403
+    rc, res = _launch(inv)
+    assert rc == 0 and res["passed"] and res["launched"], res
+    assert res["apply"]["result"] == "changed"
+    for _, address in NODES.items():
+        assert _status(PUBLIC, address) == 200
+    assert "青水县新建局" in subprocess.run(
+        ["curl", "-s", "--resolve", f"www.qingshui.gov.cn:80:{NODES['n2']}",
+         "http://www.qingshui.gov.cn/"], capture_output=True, text=True).stdout
+    rc, res = _launch(inv)
+    assert rc == 0 and res["already"]
+    assert apply_json(inv)["result"] == "unchanged"
+
+    st = County(inv).open_state()
+    try:
+        log = [(e["action"], e["detail"].get("failed")) for e in st.audit_log(200)
+               if e["target"] == "xinjian" and e["action"].startswith("launch.")]
+    finally:
+        st.close()
+    assert log == [("launch.passed", []), ("launch.refused", ["exposed"]),
+                   ("launch.refused", ["footer", "content"])]
