@@ -70,17 +70,25 @@ def monitoring_render(
     exporter_address: str = typer.Option("127.0.0.1:9270", "--exporter",
                                          help="Where Prometheus finds `govhost exporter`."),
     scrape_interval: int = typer.Option(15, help="Seconds between scrapes."),
+    alertmanager: str = typer.Option("127.0.0.1:9093", "--alertmanager",
+                                     help="Where Prometheus sends alerts (with `alerts:`)."),
 ) -> None:
     """Write prometheus.yml for this cluster (exporter, node agents, node_exporter), the alert
-    rules it loads and the Grafana dashboards."""
+    rules it loads and the Grafana dashboards; with cluster.yaml `alerts:`, alertmanager.yml
+    (each unit's alerts to its contact e-mail, the rest to the county team)."""
+    from controlplane.monitoring import alertmanager as am
     from controlplane.monitoring import prometheus as monitoring
     from controlplane.tls import metrics
     c = county()
     inv = call(lambda: c.inv)
     access = call(lambda: metrics.ensure(c.state_dir, inv.secret, inv.hosts, inv.cluster.name))
-    written = monitoring.write(out_dir, inv.hosts, exporter_address, scrape_interval, access)
+    written = monitoring.write(out_dir, inv.hosts, exporter_address, scrape_interval, access,
+                               alertmanager, am.render(inv))
     for path in written:
         out.print(f"wrote {path}", highlight=False)
+    if inv.cluster.alerts is None:
+        out.print("no alertmanager.yml: cluster.yaml has no `alerts:` (docs/monitoring.md)",
+                  highlight=False)
 
 
 @monitoring_app.command("install")

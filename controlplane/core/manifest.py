@@ -529,6 +529,60 @@ class WafSettings(_Model):
     detect_days: StrictInt = Field(default=7, ge=0, le=365)
 
 
+_WEEKDAYS = r"(monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+
+
+def _zone(value: str) -> str:
+    import zoneinfo
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not a time zone (e.g. Asia/Shanghai)") from None
+    return value
+
+
+class OfficeHours(_Model):
+    """When units are mailed: their staff read mail at work, and a mail at night is lost
+    under the morning's. Platform alerts go to the county team at any time."""
+
+    weekdays: list[Annotated[StrictStr, Field(pattern=rf"^{_WEEKDAYS}(:{_WEEKDAYS})?$")]] = \
+        Field(default_factory=lambda: ["monday:friday"], min_length=1, max_length=7)
+    times: list[Annotated[StrictStr, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-"
+                                                   r"(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")]] = \
+        Field(default_factory=lambda: ["08:30-12:00", "14:00-17:30"], min_length=1, max_length=8)
+    location: Annotated[StrictStr, AfterValidator(_zone)] = "Asia/Shanghai"
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "OfficeHours":
+        # Alertmanager's week starts on Sunday: "monday:sunday" is no range there.
+        days = ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"]
+        for r in self.weekdays:
+            a, _, b = r.partition(":")
+            if b and days.index(a) > days.index(b):
+                raise ValueError(f"weekdays {r!r}: a range runs forward from Sunday to "
+                                 f"Saturday; write it as two ranges, e.g. {a}:saturday and "
+                                 f"sunday:{b}")
+        for t in self.times:
+            a, b = t.split("-")
+            if a >= b:
+                raise ValueError(f"times {t!r}: the end must come after the start")
+        return self
+
+
+class AlertMail(_Model):
+    """Alert mail through Alertmanager (`govhost monitoring render` writes its config): each
+    unit's own alerts to its contact address, at office hours; the rest to the county."""
+
+    smarthost: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9.-]{1,253}:[0-9]{1,5}$")]
+    sender: Email
+    require_tls: StrictBool = True
+    county: list[Email] = Field(min_length=1, max_length=20)
+    office_hours: OfficeHours | None = Field(default_factory=lambda: OfficeHours())
+    group_wait_seconds: StrictInt = Field(default=60, ge=1, le=3600)
+    group_interval_minutes: StrictInt = Field(default=60, ge=1, le=1440)
+    repeat_hours: StrictInt = Field(default=24, ge=1, le=720)
+
+
 class Cluster(_Model):
     domain: Host
     name: Text
@@ -541,6 +595,7 @@ class Cluster(_Model):
     tls: TlsSettings = TlsSettings()
     waf: WafSettings = WafSettings()
     updates: UpdatesSettings = UpdatesSettings()
+    alerts: AlertMail | None = None
 
 
 class SshSettings(_Model):

@@ -266,6 +266,8 @@ class GovhostCollector(Collector):
                                    "the last crawl.", labels=["tenant"])
         stale = GaugeMetricFamily("govhost_compliance_stale_columns", "Columns stale, empty or "
                                   "never updated at the last check.", labels=["tenant"])
+        due = GaugeMetricFamily("govhost_compliance_columns_due", "Columns up to date at the "
+                                "last check but past 10/14 of their limit.", labels=["tenant"])
         home = GaugeMetricFamily("govhost_compliance_homepage_update_timestamp_seconds",
                                  "When the homepage last changed (from the publish record).",
                                  labels=["tenant"])
@@ -282,12 +284,15 @@ class GovhostCollector(Collector):
                 stale.add_metric([t], sum(1 for r in v["columns_fresh"]["evidence"]
                                           if isinstance(r, dict)
                                           and r.get("state") not in (None, "ok")))
+                due.add_metric([t], sum(1 for r in v["columns_fresh"]["evidence"]
+                                        if isinstance(r, dict) and r.get("state") == "ok"
+                                        and (r.get("age_days") or 0) > r["limit_days"] * 10 / 14))
             ev = v.get("homepage_fresh", {}).get("evidence") or []
             if ev and ev[0].get("last_update"):
                 home.add_metric([t], ev[0]["last_update"])
             if ev and ev[0].get("shown_date"):
                 shown.add_metric([t], datetime.fromisoformat(ev[0]["shown_date"]).timestamp())
-        yield from (ratio, probes_n, ok, broken, stale, home, shown)
+        yield from (ratio, probes_n, ok, broken, stale, due, home, shown)
 
     @staticmethod
     def _content(rnd: Round, published: dict[str, float]) -> Iterator:

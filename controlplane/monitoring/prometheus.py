@@ -25,7 +25,8 @@ PASSWORD_FILE = "metrics-password"      # relative file names against the config
 
 def prometheus_config(hosts: Hosts, exporter: str, interval_seconds: int = 15,
                       rule_files: tuple[str, ...] = ("rules/*.yml",),
-                      metrics_user: str | None = None) -> dict[str, Any]:
+                      metrics_user: str | None = None,
+                      alertmanager: str | None = None) -> dict[str, Any]:
     """Scrape the control-plane exporter, each node's govhost-agent and node_exporter.
 
     Every node target carries a `node` label with the name from hosts.yaml, so node series
@@ -40,7 +41,10 @@ def prometheus_config(hosts: Hosts, exporter: str, interval_seconds: int = 15,
         auth = {"scheme": "https", "tls_config": {"ca_file": CA_FILE},
                 "basic_auth": {"username": metrics_user, "password_file": PASSWORD_FILE}}
 
+    alerting = ({"alerting": {"alertmanagers": [{"static_configs": [
+        {"targets": [alertmanager]}]}]}} if alertmanager else {})
     return {
+        **alerting,
         "global": {"scrape_interval": f"{interval_seconds}s",
                    "evaluation_interval": f"{interval_seconds}s"},
         "rule_files": list(rule_files),
@@ -53,11 +57,12 @@ def prometheus_config(hosts: Hosts, exporter: str, interval_seconds: int = 15,
 
 
 def render(hosts: Hosts, exporter: str, interval_seconds: int = 15,
-           metrics_user: str | None = None) -> str:
+           metrics_user: str | None = None, alertmanager: str | None = None) -> str:
     head = ("# Rendered by `govhost monitoring render` from hosts.yaml; rerun it after adding\n"
             "# or removing a node instead of editing this file.\n")
     return head + yaml.safe_dump(prometheus_config(hosts, exporter, interval_seconds,
-                                                   metrics_user=metrics_user),
+                                                   metrics_user=metrics_user,
+                                                   alertmanager=alertmanager),
                                  sort_keys=False, allow_unicode=True)
 
 
@@ -73,7 +78,8 @@ def _write(path: Path, text: str, mode: int = 0o644) -> Path:
 
 
 def write(out_dir: Path, hosts: Hosts, exporter: str, interval_seconds: int = 15,
-          access: Any = None) -> list[Path]:
+          access: Any = None, alertmanager: str | None = None,
+          alertmanager_yml: str | None = None) -> list[Path]:
     """prometheus.yml, the rules it loads (copied unless out_dir is the repo's monitoring/)
     and the dashboards; with `access` (tls.metrics.MetricsAccess), the metrics CA and the
     password file (mode 0640: give the group Prometheus runs as) beside them. Each file is
@@ -81,7 +87,10 @@ def write(out_dir: Path, hosts: Hosts, exporter: str, interval_seconds: int = 15
     out_dir = Path(out_dir).resolve()
     user = access.user if access is not None else None
     written = [_write(out_dir / "prometheus.yml",
-                      render(hosts, exporter, interval_seconds, user))]
+                      render(hosts, exporter, interval_seconds, user,
+                             alertmanager if alertmanager_yml else None))]
+    if alertmanager_yml:
+        written.append(_write(out_dir / "alertmanager.yml", alertmanager_yml))
     if access is not None:
         written.append(_write(out_dir / CA_FILE, access.ca_pem.decode()))
         written.append(_write(out_dir / PASSWORD_FILE, access.password + "\n", 0o640))
