@@ -129,3 +129,52 @@ def compliance_report(week: Optional[str] = typer.Option(None, "--week", help="Y
         err.print(f"wrote {output}", highlight=False)
     else:
         sys.stdout.write(text)
+
+
+@compliance_app.command("yearly")
+def compliance_yearly(year: int = typer.Option(..., "--year", min=2000, max=2100),
+                      fmt: str = typer.Option("csv", "--format", help="csv, html or json."),
+                      output: Optional[Path] = typer.Option(None, "--output", "-o"),
+                      collect: bool = typer.Option(True, "--collect/--no-collect",
+                                                   help="Count the nodes' latest visits "
+                                                   "first.")) -> None:
+    """The yearly website report's figures per unit: page views and visitors, updates, pages
+    and attachments published per column, uptime, security incidents."""
+    import json as jsonlib
+
+    from controlplane.compliance import yearly
+    from controlplane.nodes import tamper
+    if fmt not in ("csv", "html", "json"):
+        fail(errors.GovhostError(f"unknown format {fmt!r}; use csv, html or json"))
+    c = county()
+    notes: list[str] = []
+    if collect:
+        call(lambda: yearly.collect(c))
+    start = time.mktime((year, 1, 1, 0, 0, 0, 0, 0, -1))
+    found = tamper.incidents(c, hours=max(0.0, time.time() - start) / 3600)
+    incidents: dict[str, int] = {}
+    for node, got in sorted(found.items()):
+        if "error" in got:
+            notes.append(f"security incidents without {node}: {got['error']}")
+            continue
+        for i in got.get("incidents", []):
+            if time.localtime(i["at"]).tm_year == year and i.get("tenant"):
+                incidents[i["tenant"]] = incidents.get(i["tenant"], 0) + 1
+    with c.state() as st:
+        rows = yearly.figures(c.inv, year, st.content_releases(), st.visit_year(year),
+                              st.probe_year(year), incidents)
+        collected = st.last_visit_day() or "never"
+    if fmt == "json":
+        text = jsonlib.dumps({"year": year, "units": rows, "visits_collected_to": collected,
+                              "notes": notes}, ensure_ascii=False, indent=2) + "\n"
+    elif fmt == "csv":
+        text = yearly.to_csv(rows)
+    else:
+        text = yearly.to_html(c.inv.cluster.name, year, rows, collected)
+    for n in notes:
+        err.print(f"[yellow]note[/]: {n}", highlight=False)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}", highlight=False)
+    else:
+        sys.stdout.write(text)

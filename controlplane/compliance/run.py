@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from controlplane.compliance import browser, rules
+from controlplane.compliance import browser, rules, yearly
 from controlplane.compliance.rules import Verdict
 from controlplane.core import remote
 from controlplane.core.county import County
@@ -313,6 +313,11 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
         with ThreadPoolExecutor(max_workers=max(1, min(c.crawl_sites_at_once,
                                                     len(wanted)))) as pool:
             crawls = dict(zip([t.name for t in wanted], pool.map(crawl_unit, enumerate(wanted))))
+        # The yearly report's visits, counted while the nodes still hold the logs.
+        try:
+            yearly.collect(county, say)
+        except yearly.YearlyError as exc:
+            say(f"visits not counted: {exc}")
         pages, unavailable = browse(wanted, entries, platform, inv, certs, served_with, c, say)
         for t in wanted:
             say(f"{t.name}: checking")

@@ -57,6 +57,12 @@ CREATE TABLE IF NOT EXISTS probe_hours (
 CREATE TABLE IF NOT EXISTS probe_failures (
     tenant TEXT NOT NULL, at REAL NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS probe_failures_tenant ON probe_failures (tenant, at);
+CREATE TABLE IF NOT EXISTS probe_days (
+    tenant TEXT NOT NULL, day TEXT NOT NULL, probes INTEGER NOT NULL, failures INTEGER NOT NULL,
+    PRIMARY KEY (tenant, day));
+CREATE TABLE IF NOT EXISTS visit_days (
+    tenant TEXT NOT NULL, day TEXT NOT NULL, page_views INTEGER NOT NULL,
+    visitors INTEGER NOT NULL, collected_at REAL NOT NULL, PRIMARY KEY (tenant, day));
 CREATE TABLE IF NOT EXISTS compliance (
     week TEXT NOT NULL, tenant TEXT NOT NULL, checked_at REAL NOT NULL, verdicts TEXT NOT NULL,
     PRIMARY KEY (week, tenant));
@@ -329,12 +335,47 @@ class State:
                 "ON CONFLICT (tenant, hour) DO UPDATE SET probes = probes + 1, "
                 "failures = failures + excluded.failures",
                 [(t, hour, 1 if failed else 0) for t, failed in rounds.items()])
+            # The yearly report's uptime: one row per unit and day, kept over a year.
+            day = time.strftime("%Y-%m-%d", time.localtime(at))
+            db.executemany(
+                "INSERT INTO probe_days (tenant, day, probes, failures) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT (tenant, day) DO UPDATE SET probes = probes + 1, "
+                "failures = failures + excluded.failures",
+                [(t, day, 1 if failed else 0) for t, failed in rounds.items()])
+            db.execute("DELETE FROM probe_days WHERE day < ?", (time.strftime(
+                "%Y-%m-%d", time.localtime(at - 800 * 86400)),))
             db.executemany("INSERT INTO probe_failures (tenant, at, detail) VALUES (?, ?, ?)",
                            [(t, at, json.dumps(f, sort_keys=True))
                             for t, f in rounds.items() if f])
             cutoff = at - 70 * 86400               # ten weeks are kept
             db.execute("DELETE FROM probe_hours WHERE hour < ?", (cutoff,))
             db.execute("DELETE FROM probe_failures WHERE at < ?", (cutoff,))
+
+    def probe_year(self, year: int) -> dict[str, tuple[int, int]]:
+        """Per tenant: (probes, failed probes) over the year's days."""
+        return {t: (p, f) for t, p, f in self.db.execute(
+            "SELECT tenant, SUM(probes), SUM(failures) FROM probe_days WHERE day LIKE ? "
+            "GROUP BY tenant", (f"{year}-%",))}
+
+    def record_visit_days(self, rows: Sequence[tuple[str, str, int, int]]) -> None:
+        """(tenant, day, page views, visitors) as counted from the nodes' logs; a day counted
+        again (it was still going on) replaces its earlier count."""
+        now = time.time()
+        with self.tx() as db:
+            db.executemany("INSERT OR REPLACE INTO visit_days (tenant, day, page_views, "
+                           "visitors, collected_at) VALUES (?, ?, ?, ?, ?)",
+                           [(*r, now) for r in rows])
+
+    def visit_year(self, year: int) -> dict[str, tuple[int, int, int]]:
+        """Per tenant: (page views, visitors summed over days, days counted)."""
+        return {t: (v, u, n) for t, v, u, n in self.db.execute(
+            "SELECT tenant, SUM(page_views), SUM(visitors), COUNT(*) FROM visit_days "
+            "WHERE day LIKE ? GROUP BY tenant", (f"{year}-%",))}
+
+    def last_visit_day(self) -> str | None:
+        """The last day counted completely (the day before the newest day counted)."""
+        row = self.db.execute("SELECT MAX(day) FROM visit_days").fetchone()
+        return row[0] if row else None
 
     def probe_week(self, tenant: str, start: float, end: float
                    ) -> tuple[int, int, list[dict[str, Any]]]:

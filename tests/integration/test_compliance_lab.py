@@ -312,6 +312,51 @@ def test_a_heavy_homepage_is_slow_in_the_browser_and_an_image_without_alt_is_rep
         _publish(inv, "jiaoyu", node, jiaoyu_files())
 
 
+def _visit(source: str, address: str, path: str, agent: str = "Mozilla/5.0") -> int:
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--interface",
+                        source, "-A", agent, "-H", "Host: jiaoyu.qingshui.gov.cn",
+                        f"http://{address}{path}"], capture_output=True, text=True, timeout=30)
+    return int(r.stdout or 0)
+
+
+def test_yearly_report_counts_visits_published_pages_and_uptime(county):
+    """Page views and visitors from the nodes' logs (our own probes, robots, assets and
+    errors left out; a visitor on two nodes is one), pages and attachments per column from
+    the publish record, uptime from the probes; as JSON, CSV and an HTML page."""
+    inv, year = county["inv"], time.localtime().tm_year
+
+    def jiaoyu() -> dict:
+        data = _json(govhost(inv, "compliance", "yearly", "--year", str(year), "--format",
+                             "json"))
+        return next(u for u in data["units"] if u["tenant"] == "jiaoyu")
+
+    before = jiaoyu()
+    n1, n2 = "127.0.1.1", "127.0.1.2"
+    visits = [("127.0.9.201", n1, "/"), ("127.0.9.201", n1, "/xwdt/1.html"),
+              ("127.0.9.202", n2, "/"), ("127.0.9.203", n2, "/xwdt/1.html"),
+              ("127.0.9.203", n1, "/")]
+    assert [_visit(*v) for v in visits] == [200] * 5
+    assert _visit("127.0.9.202", n1, "/img/logo.png") == 200            # an asset
+    assert _visit("127.0.9.202", n1, "/xwdt/missing.html") == 404       # an error
+    assert _visit("127.0.9.204", n1, "/", "Googlebot/2.1") == 200       # a robot
+    assert _visit("127.0.9.205", n2, "/", "govhost-probe") == 200       # our own probe
+    after = jiaoyu()
+    assert after["page_views"] - before["page_views"] == 5
+    assert after["visitors"] - before["visitors"] == 3
+    assert after["days_counted"] >= 1 and after["columns"] == 3
+    cols = {c["path"]: c for c in after["by_column"]}
+    assert cols["/xwdt/"]["pages"] >= 1 and cols["/zcwj/"]["attachments"] >= 1
+    assert after["updates"] >= 1 and after["pages_published"] >= 2
+    assert after["probes"] > 0 and 0 <= after["uptime_percent"] <= 100
+    rows = list(csv.DictReader(io.StringIO(govhost(
+        inv, "compliance", "yearly", "--year", str(year), "--no-collect", check=True).stdout)))
+    row = next(r for r in rows if r["tenant"] == "jiaoyu")
+    assert int(row["page_views"]) == after["page_views"] and "新闻动态 /xwdt/" in row["by_column"]
+    html = govhost(inv, "compliance", "yearly", "--year", str(year), "--no-collect",
+                   "--format", "html", check=True).stdout
+    assert "政府网站工作年度报表" in html and "青水县教育局" in html
+
+
 def test_report_in_three_formats_and_rendered_by_chromium(county):
     inv = county["inv"]
     govhost(inv, "compliance", "check", "--json")
