@@ -42,6 +42,9 @@ class Round:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     tenants: dict[str, dict[str, probes.ProbeResult]] = field(default_factory=dict)
+    # The same homepages through each node's IPv6 address (nodes with `address6`); kept
+    # apart: the week's reachability is the IPv4 probes', IPv6 is its own indicator.
+    ipv6: dict[str, dict[str, probes.ProbeResult]] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     site_types: dict[str, str] = field(default_factory=dict)
     nodes_up: dict[str, bool] = field(default_factory=dict)
@@ -154,12 +157,16 @@ class Prober(threading.Thread):
             inv = self._inv
         nodes = list(inv.hosts.nodes)
         targets = [(inv.site_host(t), n.name, n.address) for t in inv.tenants for n in nodes]
+        v6 = [(inv.site_host(t), n.name, n.address6) for t in inv.tenants for n in nodes
+              if n.address6]
         by_host = {inv.site_host(t): t for t in inv.tenants}
         limit = inv.cluster.compliance.probe_timeout_seconds
-        for r in probes.probe_many(targets, workers=self.workers, timeout=limit,
-                                   https=rnd.https, verify=self.trust,
-                                   spread_seconds=self.SPREAD * self.interval if spread else 0):
-            rnd.tenants.setdefault(by_host[r.host].name, {})[r.node] = r
+        done = probes.probe_many(targets + v6, workers=self.workers, timeout=limit,
+                                 https=rnd.https, verify=self.trust,
+                                 spread_seconds=self.SPREAD * self.interval if spread else 0)
+        for i, r in enumerate(done):
+            into = rnd.tenants if i < len(targets) else rnd.ipv6
+            into.setdefault(by_host[r.host].name, {})[r.node] = r
         for n in nodes:  # the node's own health, and the release id it serves
             rnd.nodes_up[n.name] = probes.probe(paths.PROBE_HOST, n.name, n.address,
                                                 "/health", timeout=2).up
@@ -324,6 +331,12 @@ class GovhostCollector(Collector):
                                  labels=["tenant", "kind", "site_type"])
         reps = GaugeMetricFamily("govhost_tenant_replicas",
                                  "Nodes that hold the tenant's content.", labels=["tenant"])
+        up6 = GaugeMetricFamily("govhost_tenant_ipv6_up", "1 if the tenant's homepage loaded "
+                                "through this node's IPv6 address in the last probe round.",
+                                labels=["tenant", "node"])
+        for tenant, per_node in sorted(rnd.ipv6.items()):
+            for node, r in sorted(per_node.items()):
+                up6.add_metric([tenant, node], 1 if r.up else 0)
         for tenant, per_node in sorted(rnd.tenants.items()):
             kind = rnd.kinds.get(tenant, "")
             info.add_metric([tenant, kind, rnd.site_types.get(tenant, "")], 1)
@@ -333,7 +346,7 @@ class GovhostCollector(Collector):
                 up.add_metric([tenant, node, kind], 1 if r.up else 0)
                 dur.add_metric([tenant, node], r.seconds)
                 code.add_metric([tenant, node], r.status or 0)
-        yield from (up, dur, code, info, reps)
+        yield from (up, dur, code, info, reps, up6)
 
     @staticmethod
     def _nodes(rnd: Round) -> Iterator:
