@@ -19,6 +19,7 @@ from commands import (
     lab,
     monitoring,
     nodes,
+    people,
     search,
     security,
     sites,
@@ -45,7 +46,7 @@ def _global(
 
 # The order of the groups is the order of `govhost --help`.
 for group in (sites, content, monitoring, nodes, lab, backup, compliance, wording, search,
-              tamper, tls, dns, security):
+              tamper, tls, dns, security, people):
     app.add_typer(group.app)
 
 

@@ -77,6 +77,16 @@ CREATE TABLE IF NOT EXISTS cert_orders (
     issuer TEXT NOT NULL, names INTEGER NOT NULL, ok INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS launches (
     tenant TEXT PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, checks TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS people (
+    name TEXT PRIMARY KEY, display TEXT NOT NULL, unit TEXT, roles TEXT NOT NULL,
+    email TEXT NOT NULL, password TEXT NOT NULL, totp TEXT, totp_step INTEGER NOT NULL DEFAULT 0,
+    disabled INTEGER NOT NULL DEFAULT 0, must_change INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL, password_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS logins (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, address TEXT NOT NULL,
+    at REAL NOT NULL, ok INTEGER NOT NULL, why TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS logins_name ON logins (name, at);
+CREATE INDEX IF NOT EXISTS logins_address ON logins (address, at);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
@@ -525,9 +535,15 @@ class State:
                 for ts, a, ac, t, d in rows]
 
     @staticmethod
-    def _audit(db: sqlite3.Connection, action: str, target: str, detail: Mapping[str, Any]) -> None:
+    def _audit(db: sqlite3.Connection, action: str, target: str, detail: Mapping[str, Any],
+               who: str | None = None) -> None:
         db.execute("INSERT INTO audit (ts, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-                   (time.time(), actor(), action, target, json.dumps(detail, sort_keys=True)))
+                   (time.time(), who or actor(), action, target,
+                    json.dumps(detail, sort_keys=True)))
+
+    # Other stores that keep their tables in this database write their audit entries in
+    # their own transactions (controlplane.people.store); `who`: a console user's name.
+    audit_in = _audit
 
 
 def state_dir(inventory: Path) -> Path:

@@ -1,0 +1,258 @@
+"""People as the control plane stores them, and logging in.
+
+Passwords are hashed with argon2id (argon2-cffi, its default parameters); a hash made with
+older parameters is replaced at the next login. Second factors are TOTP (RFC 6238, pyotp):
+the secret is kept encrypted (AES-GCM, a key derived from the cluster secret), so a copy of
+the state database alone gives no second factor; a code is taken once (the time step of the
+last code taken is kept, so a code seen over a shoulder cannot be replayed). Every change of
+a person and every lockout goes to the audit log; every attempt is kept in `logins`.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import argon2
+import pyotp
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from controlplane.core.state import State
+from controlplane.people import roles, throttle
+from controlplane.people.roles import PeopleError, Person
+
+# Easy to read aloud and type: no 0/O, 1/l/I.
+_ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+PASSWORD_LENGTH = 16
+MIN_PASSWORD = 12
+_hasher = argon2.PasswordHasher()
+
+
+def new_password() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(PASSWORD_LENGTH))
+
+
+def _key(cluster_secret: bytes) -> bytes:
+    if not cluster_secret:
+        raise PeopleError("no cluster secret loaded")
+    return hmac.new(cluster_secret, b"govhost people totp", hashlib.sha256).digest()
+
+
+def seal(cluster_secret: bytes, totp_secret: str, name: str) -> str:
+    nonce = os.urandom(12)
+    box = AESGCM(_key(cluster_secret)).encrypt(nonce, totp_secret.encode(), name.encode())
+    return base64.b64encode(nonce + box).decode()
+
+
+def unseal(cluster_secret: bytes, sealed: str, name: str) -> str:
+    raw = base64.b64decode(sealed)
+    return AESGCM(_key(cluster_secret)).decrypt(raw[:12], raw[12:], name.encode()).decode()
+
+
+@dataclass(frozen=True)
+class Issued:
+    """What a new or reset person is told once: the password and the second factor."""
+    person: Person
+    password: str
+    totp_secret: str | None
+    totp_uri: str | None
+
+
+@dataclass(frozen=True)
+class Login:
+    ok: bool
+    person: Person | None = None
+    why: str = ""                 # for the person: never which of name or password was wrong
+    wait: float = 0.0
+    must_change: bool = False
+
+
+_COLUMNS = "name, display, unit, roles, email, disabled"
+
+
+def _person(row: Iterable[Any]) -> Person:
+    name, display, unit, rls, email, disabled = row
+    return Person(name, display, unit, frozenset(json.loads(rls)), email, bool(disabled))
+
+
+class People:
+    """The people of one county, in its state store. `secret`: the cluster secret."""
+
+    def __init__(self, state: State, secret: bytes, issuer: str,
+                 policy: throttle.Policy = throttle.Policy()):
+        self.st, self.secret, self.issuer, self.policy = state, secret, issuer, policy
+
+    # ------------------------------------------------------------------ reading
+    def get(self, name: str) -> Person | None:
+        row = self.st.db.execute(f"SELECT {_COLUMNS} FROM people WHERE name = ?",
+                                 (name,)).fetchone()
+        return _person(row) if row else None
+
+    def all(self) -> list[Person]:
+        return [_person(r) for r in self.st.db.execute(
+            f"SELECT {_COLUMNS} FROM people ORDER BY unit IS NOT NULL, unit, name")]
+
+    def status(self, name: str, now: float | None = None) -> dict[str, Any]:
+        """Second factor set, last login, locked: what `user list` shows."""
+        now = now or time.time()
+        totp, must = self.st.db.execute("SELECT totp, must_change FROM people WHERE name = ?",
+                                        (name,)).fetchone()
+        last = self.st.db.execute("SELECT MAX(at) FROM logins WHERE name = ? AND ok = 1",
+                                  (name,)).fetchone()[0]
+        d = throttle.decide(self._failures("name", name, now), now, self.policy)
+        return {"second_factor": totp is not None, "last_login": last, "locked": d.locked,
+                "must_change_password": bool(must)}
+
+    # ------------------------------------------------------------------ changing
+    def add(self, name: str, display: str, unit: str | None, role_names: Iterable[str],
+            units: frozenset[str], email: str = "") -> Issued:
+        rls = frozenset(role_names)
+        roles.check(name, unit, rls, units)
+        if not display.strip():
+            raise PeopleError(f"{name}: give the person's name (--display)")
+        if self.get(name) is not None:
+            raise PeopleError(f"{name} exists already; `govhost user reset {name}` gives a "
+                              "new password")
+        person = Person(name, display.strip(), unit, rls, email)
+        password, totp = new_password(), pyotp.random_base32()
+        now = time.time()
+        with self.st.tx() as db:
+            db.execute("INSERT INTO people (name, display, unit, roles, email, password, totp, "
+                       "created_at, password_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (name, person.display, unit, json.dumps(sorted(rls)), email,
+                        _hasher.hash(password),
+                        seal(self.secret, totp, name) if person.needs_second_factor else None,
+                        now, now))
+            State.audit_in(db, "user.add", name, {"unit": unit, "roles": sorted(rls)})
+        return self._issued(person, password, totp)
+
+    def reset(self, name: str) -> Issued:
+        """A new password (to be changed at the next login) and a new second factor; the
+        lockout is lifted."""
+        person = self._existing(name)
+        password, totp = new_password(), pyotp.random_base32()
+        with self.st.tx() as db:
+            db.execute("UPDATE people SET password = ?, totp = ?, totp_step = 0, "
+                       "must_change = 1, password_at = ? WHERE name = ?",
+                       (_hasher.hash(password), seal(self.secret, totp, name)
+                        if person.needs_second_factor else None, time.time(), name))
+            db.execute("INSERT INTO logins (name, address, at, ok, why) VALUES "
+                       "(?, '-', ?, 1, 'reset')", (name, time.time()))
+            State.audit_in(db, "user.reset", name, {})
+        return self._issued(person, password, totp)
+
+    def set_disabled(self, name: str, disabled: bool) -> Person:
+        self._existing(name)
+        with self.st.tx() as db:
+            db.execute("UPDATE people SET disabled = ? WHERE name = ?", (int(disabled), name))
+            State.audit_in(db, "user.disable" if disabled else "user.enable", name, {})
+        return self._existing(name)
+
+    def change_password(self, name: str, old: str, new: str) -> None:
+        self._existing(name)
+        if len(new) < MIN_PASSWORD:
+            raise PeopleError(f"the new password needs at least {MIN_PASSWORD} characters")
+        stored = self.st.db.execute("SELECT password FROM people WHERE name = ?",
+                                    (name,)).fetchone()[0]
+        try:
+            _hasher.verify(stored, old)
+        except argon2.exceptions.VerificationError:
+            raise PeopleError("the current password is not right") from None
+        with self.st.tx() as db:
+            db.execute("UPDATE people SET password = ?, must_change = 0, password_at = ? "
+                       "WHERE name = ?", (_hasher.hash(new), time.time(), name))
+            State.audit_in(db, "user.password", name, {}, who=name)
+
+    # ------------------------------------------------------------------ logging in
+    def login(self, name: str, password: str, code: str, address: str,
+              now: float | None = None) -> Login:
+        """Check a login attempt, throttled per account and per source address; record it.
+        The answer never says whether the name exists."""
+        now = now or time.time()
+        for kind, key in (("name", name), ("address", address)):
+            d = throttle.decide(self._failures(kind, key, now), now, self.policy)
+            if not d.allowed:
+                self._attempt(name, address, now, False, "locked" if d.locked else "throttled",
+                              audit=d.locked and kind == "name")
+                return Login(False, why=("too many failed logins: locked, ask your unit's "
+                                         "admin or the county team" if d.locked else
+                                         f"too many failed logins: wait {d.wait:.0f} s"),
+                             wait=d.wait)
+        row = self.st.db.execute(
+            f"SELECT {_COLUMNS}, password, totp, totp_step, must_change FROM people "
+            "WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            _hasher.hash(password)           # the same time as a real check: no name oracle
+            return self._failed(name, address, now, "no such person")
+        person = _person(row[:6])
+        stored, sealed, last_step, must = row[6:]
+        try:
+            _hasher.verify(stored, password)
+        except argon2.exceptions.VerificationError:
+            return self._failed(name, address, now, "password")
+        if person.disabled:
+            return self._failed(name, address, now, "disabled")
+        step = 0
+        if sealed is not None:
+            totp = pyotp.TOTP(unseal(self.secret, sealed, name))
+            step = next((s for s in (int(now // 30) + d for d in (0, -1, 1))
+                         if hmac.compare_digest(totp.at(s * 30), code.strip())), 0)
+            if not step:
+                return self._failed(name, address, now, "second factor")
+            if step <= last_step:
+                return self._failed(name, address, now, "second factor used before")
+        with self.st.tx() as db:
+            if _hasher.check_needs_rehash(stored):
+                db.execute("UPDATE people SET password = ? WHERE name = ?",
+                           (_hasher.hash(password), name))
+            if step:
+                db.execute("UPDATE people SET totp_step = ? WHERE name = ?", (step, name))
+            db.execute("INSERT INTO logins (name, address, at, ok, why) VALUES "
+                       "(?, ?, ?, 1, '')", (name, address, now))
+            State.audit_in(db, "user.login", name, {"address": address}, who=name)
+        return Login(True, person, must_change=bool(must))
+
+    # ------------------------------------------------------------------ inside
+    def _failed(self, name: str, address: str, now: float, why: str) -> Login:
+        failures = self._failures("name", name, now) + [now]
+        locks = throttle.decide(failures, now, self.policy).locked
+        self._attempt(name, address, now, False, why, audit=locks)
+        return Login(False, why="wrong name, password or code")
+
+    def _attempt(self, name: str, address: str, now: float, ok: bool, why: str,
+                 audit: bool = False) -> None:
+        with self.st.tx() as db:
+            db.execute("INSERT INTO logins (name, address, at, ok, why) VALUES (?, ?, ?, ?, ?)",
+                       (name, address, now, int(ok), why))
+            if audit:
+                State.audit_in(db, "user.locked", name, {"address": address, "why": why},
+                               who="-")
+
+    def _failures(self, kind: str, key: str, now: float) -> list[float]:
+        """Failed attempts of an account since its last success (or reset); of an address
+        over the window, whatever succeeded from it (a person's own login must not clear
+        the way for guessing at others)."""
+        col = "name" if kind == "name" else "address"
+        last_ok = self.st.db.execute("SELECT MAX(at) FROM logins WHERE name = ? AND ok = 1",
+                                     (key,)).fetchone()[0] or 0 if kind == "name" else 0
+        return [t for (t,) in self.st.db.execute(
+            f"SELECT at FROM logins WHERE {col} = ? AND ok = 0 AND at > ? AND at > ?",
+            (key, last_ok, now - 2 * self.policy.window))]
+
+    def _existing(self, name: str) -> Person:
+        p = self.get(name)
+        if p is None:
+            raise PeopleError(f"no person named {name!r}; `govhost user list` shows them")
+        return p
+
+    def _issued(self, person: Person, password: str, totp: str) -> Issued:
+        if not person.needs_second_factor:
+            return Issued(person, password, None, None)
+        uri = pyotp.TOTP(totp).provisioning_uri(name=person.name, issuer_name=self.issuer)
+        return Issued(person, password, totp, uri)
