@@ -14,6 +14,7 @@ import typer
 from commands import (
     backup,
     compliance,
+    console,
     content,
     dns,
     lab,
@@ -46,7 +47,7 @@ def _global(
 
 # The order of the groups is the order of `govhost --help`.
 for group in (sites, content, monitoring, nodes, lab, backup, compliance, wording, search,
-              tamper, tls, dns, security, people):
+              tamper, tls, dns, security, people, console):
     app.add_typer(group.app)
 
 

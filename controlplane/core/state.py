@@ -81,7 +81,8 @@ CREATE TABLE IF NOT EXISTS people (
     name TEXT PRIMARY KEY, display TEXT NOT NULL, unit TEXT, roles TEXT NOT NULL,
     email TEXT NOT NULL, password TEXT NOT NULL, totp TEXT, totp_step INTEGER NOT NULL DEFAULT 0,
     disabled INTEGER NOT NULL DEFAULT 0, must_change INTEGER NOT NULL DEFAULT 1,
-    created_at REAL NOT NULL, password_at REAL NOT NULL);
+    created_at REAL NOT NULL, password_at REAL NOT NULL,
+    sessions_after REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS logins (
     id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, address TEXT NOT NULL,
     at REAL NOT NULL, ok INTEGER NOT NULL, why TEXT NOT NULL);

@@ -71,6 +71,7 @@ class Login:
     why: str = ""                 # for the person: never which of name or password was wrong
     wait: float = 0.0
     must_change: bool = False
+    code: str = ""                # "wrong", "throttled" or "locked", for a translated message
 
 
 _COLUMNS = "name, display, unit, roles, email, disabled"
@@ -97,6 +98,17 @@ class People:
     def all(self) -> list[Person]:
         return [_person(r) for r in self.st.db.execute(
             f"SELECT {_COLUMNS} FROM people ORDER BY unit IS NOT NULL, unit, name")]
+
+    def sessions_after(self, name: str) -> float:
+        """Sessions begun before this time are over (logout, reset, disable end them all)."""
+        row = self.st.db.execute("SELECT sessions_after FROM people WHERE name = ?",
+                                 (name,)).fetchone()
+        return row[0] if row else float("inf")
+
+    def end_sessions(self, name: str) -> None:
+        with self.st.tx() as db:
+            db.execute("UPDATE people SET sessions_after = ? WHERE name = ?",
+                       (time.time(), name))
 
     def status(self, name: str, now: float | None = None) -> dict[str, Any]:
         """Second factor set, last login, locked: what `user list` shows."""
@@ -139,9 +151,10 @@ class People:
         password, totp = new_password(), pyotp.random_base32()
         with self.st.tx() as db:
             db.execute("UPDATE people SET password = ?, totp = ?, totp_step = 0, "
-                       "must_change = 1, password_at = ? WHERE name = ?",
+                       "must_change = 1, password_at = ?, sessions_after = ? WHERE name = ?",
                        (_hasher.hash(password), seal(self.secret, totp, name)
-                        if person.needs_second_factor else None, time.time(), name))
+                        if person.needs_second_factor else None, time.time(), time.time(),
+                        name))
             db.execute("INSERT INTO logins (name, address, at, ok, why) VALUES "
                        "(?, '-', ?, 1, 'reset')", (name, time.time()))
             State.audit_in(db, "user.reset", name, {})
@@ -150,7 +163,8 @@ class People:
     def set_disabled(self, name: str, disabled: bool) -> Person:
         self._existing(name)
         with self.st.tx() as db:
-            db.execute("UPDATE people SET disabled = ? WHERE name = ?", (int(disabled), name))
+            db.execute("UPDATE people SET disabled = ?, sessions_after = ? WHERE name = ?",
+                       (int(disabled), time.time(), name))
             State.audit_in(db, "user.disable" if disabled else "user.enable", name, {})
         return self._existing(name)
 
@@ -183,7 +197,7 @@ class People:
                 return Login(False, why=("too many failed logins: locked, ask your unit's "
                                          "admin or the county team" if d.locked else
                                          f"too many failed logins: wait {d.wait:.0f} s"),
-                             wait=d.wait)
+                             wait=d.wait, code="locked" if d.locked else "throttled")
         row = self.st.db.execute(
             f"SELECT {_COLUMNS}, password, totp, totp_step, must_change FROM people "
             "WHERE name = ?", (name,)).fetchone()
@@ -223,7 +237,7 @@ class People:
         failures = self._failures("name", name, now) + [now]
         locks = throttle.decide(failures, now, self.policy).locked
         self._attempt(name, address, now, False, why, audit=locks)
-        return Login(False, why="wrong name, password or code")
+        return Login(False, why="wrong name, password or code", code="wrong")
 
     def _attempt(self, name: str, address: str, now: float, ok: bool, why: str,
                  audit: bool = False) -> None:

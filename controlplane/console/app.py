@@ -1,0 +1,206 @@
+"""The console as an ASGI application (Starlette): sessions, CSRF, login, and the pages.
+
+- Sessions are signed cookies (Starlette's SessionMiddleware, itsdangerous) that end after
+  `SESSION_HOURS` and after `IDLE_MINUTES` without a request. CSRF is asgi-csrf's signed
+  double-submit token, in a hidden field of every form (no JavaScript needed). Both cookies
+  are `__Host-` cookies when served over HTTPS: a unit's own site on a sibling name
+  (`jiaoyu.<county domain>`) can run PHP and set cookies for the county domain, and the
+  `__Host-` prefix is what keeps it from planting a session or a token here.
+- Every route checks `roles.may` for the unit it is on: a person of one unit gets 403 on
+  every page of another, whether that unit exists or not.
+- Pages call the same functions as the CLI (views.py); nothing here runs a second copy of
+  status, publish or review.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping
+from urllib.parse import quote
+
+import jinja2
+from asgi_csrf import asgi_csrf
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from controlplane.console import i18n, views
+from controlplane.core import paths, secrets
+from controlplane.core.county import County
+from controlplane.people import roles
+from controlplane.people.roles import PeopleError, Person
+from controlplane.people.store import People
+
+SESSION_HOURS = 8
+IDLE_MINUTES = 30
+HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; "
+                                      "form-action 'self'; base-uri 'none'",
+           "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+           "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
+_env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.TEMPLATES)),
+                          autoescape=True, undefined=jinja2.StrictUndefined)
+_env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) \
+    if ts else "-"
+
+
+def build(county: County, secure: bool = True,
+          unit_view: Callable[[County, str], Mapping[str, Any]] = views.unit) -> Starlette:
+    """The console of `county`. `secure`: served over HTTPS (the cookies say so);
+    `unit_view`: what a unit's page shows (views.unit: the live status through the nodes)."""
+    inv = county.inv
+    prefix = "__Host-" if secure else ""
+
+    def people() -> People:
+        return People(county.open_state(), inv.secret, inv.cluster.name)
+
+    def render(request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
+        lang = i18n.pick(request.query_params.get("lang"), request.cookies.get("lang"),
+                         request.headers.get("accept-language"))
+        html = _env.get_template(f"console/{template}").render(
+            _=i18n.gettext(lang), lang=lang, csrftoken=request.scope["csrftoken"](),
+            me=request.state.person if hasattr(request.state, "person") else None,
+            county=inv.cluster.name, path=request.url.path, **ctx)
+        resp = HTMLResponse(html, status_code=status, headers=HEADERS)
+        if request.query_params.get("lang") in i18n.LANGUAGES:
+            resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="strict",
+                            secure=secure, httponly=True)
+        return resp
+
+    def current(request: Request) -> Person | None:
+        """The logged-in person, or None (no session, expired, idle, disabled)."""
+        s = request.session
+        now = time.time()
+        name = s.get("user")
+        if not name or now - s.get("since", 0) > SESSION_HOURS * 3600 \
+                or now - s.get("seen", 0) > IDLE_MINUTES * 60:
+            s.clear()
+            return None
+        p = people()
+        try:
+            person = p.get(name)
+            ended = p.sessions_after(name) > s.get("since", 0)
+        finally:
+            p.st.close()
+        if person is None or person.disabled or ended:
+            s.clear()
+            return None
+        s["seen"] = now
+        request.state.person = person
+        return person
+
+    def login_first(request: Request) -> Response:
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+
+    def forbidden(request: Request) -> Response:
+        return render(request, "error.html.j2", 403, code=403,
+                      message="无权访问此页面。")
+
+    async def login_page(request: Request) -> Response:
+        return render(request, "login.html.j2", error="", wait=0, name="",
+                      next=_safe_next(request.query_params.get("next")))
+
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        name = str(form.get("name", "")).strip()
+        p = people()
+        try:
+            result = p.login(name, str(form.get("password", "")), str(form.get("code", "")),
+                             request.client.host if request.client else "-")
+        finally:
+            p.st.close()
+        if not result.ok:
+            return render(request, "login.html.j2", 401, error=result.code,
+                          wait=int(result.wait + 0.999), name=name,
+                          next=_safe_next(str(form.get("next", ""))))
+        request.session.clear()
+        now = time.time()
+        request.session.update({"user": name, "since": now, "seen": now,
+                                "must_change": result.must_change})
+        target = "/password" if result.must_change else _safe_next(str(form.get("next", "")))
+        return RedirectResponse(target, status_code=303)
+
+    async def logout(request: Request) -> Response:
+        """Ends every session of the person (a copied cookie included), not only this one."""
+        me = current(request)
+        if me is not None:
+            p = people()
+            try:
+                p.end_sessions(me.name)
+            finally:
+                p.st.close()
+        request.session.clear()
+        return RedirectResponse("/login", status_code=303)
+
+    async def password(request: Request) -> Response:
+        me = current(request)
+        if me is None:
+            return login_first(request)
+        if request.method == "GET":
+            return render(request, "password.html.j2", error="")
+        form = await request.form()
+        new = str(form.get("new", ""))
+        if new != str(form.get("again", "")):
+            return render(request, "password.html.j2", 400, error="两次输入的新密码不一致。")
+        p = people()
+        try:
+            p.change_password(me.name, str(form.get("old", "")), new)
+        except PeopleError as exc:
+            return render(request, "password.html.j2", 400, error=str(exc))
+        finally:
+            p.st.close()
+        request.session["must_change"] = False
+        return RedirectResponse("/", status_code=303)
+
+    def gate(request: Request) -> Person | Response:
+        me = current(request)
+        if me is None:
+            return login_first(request)
+        if request.session.get("must_change"):
+            return RedirectResponse("/password", status_code=303)
+        return me
+
+    async def home(request: Request) -> Response:
+        me = gate(request)
+        if not isinstance(me, Person):
+            return me
+        if not roles.may(me, "view_county"):
+            return RedirectResponse(f"/units/{me.unit}", status_code=303)
+        return render(request, "overview.html.j2", rows=views.overview(county))
+
+    async def unit_page(request: Request) -> Response:
+        me = gate(request)
+        if not isinstance(me, Person):
+            return me
+        name = request.path_params["unit"]
+        if not roles.may(me, "view_unit", name):
+            return forbidden(request)
+        if name not in {t.name for t in inv.tenants}:
+            return render(request, "error.html.j2", 404, code=404, message="没有这个单位。")
+        return render(request, "unit.html.j2", u=unit_view(county, name),
+                      can={a: roles.may(me, a, name) for a in roles.ACTIONS})
+
+    app = Starlette(routes=[
+        Route("/", home),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/password", password, methods=["GET", "POST"]),
+        Route("/units/{unit}", unit_page),
+    ], middleware=[Middleware(SessionMiddleware,
+                              secret_key=secrets.derive(inv.secret, "console-session", 64),
+                              session_cookie=f"{prefix}govhost-session",
+                              max_age=SESSION_HOURS * 3600, same_site="strict",
+                              https_only=secure)])
+    return asgi_csrf(app, signing_secret=secrets.derive(inv.secret, "console-csrf", 64),
+                     cookie_name=f"{prefix}csrftoken", cookie_secure=secure,
+                     cookie_samesite="Strict", always_protect={"/login", "/logout",
+                                                               "/password"})
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this console: never another site (an open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target

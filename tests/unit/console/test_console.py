@@ -1,0 +1,157 @@
+"""The console over real HTTP requests (Starlette's TestClient): logging in with a
+password and a real TOTP code, sessions, CSRF on every form, and the authorization matrix:
+every route for every role, checked one by one.
+
+The unit page's live status (probes and SSH through the nodes, `views.unit`) is replaced by
+a fixed record here: these tests are about who may see what; the lab test shows the page
+with the real status."""
+import re
+import shutil
+from pathlib import Path
+
+import pyotp
+import pytest
+from starlette.testclient import TestClient
+
+from controlplane.console import app as console_app
+from controlplane.console import i18n
+from controlplane.core.county import County
+from controlplane.people.store import People
+
+REPO = Path(__file__).resolve().parents[3]
+BASE = "https://console.qingshui.gov.cn"
+# Who, unit, roles
+PEOPLE = {"editor": ("jiaoyu", ["editor"]), "reviewer": ("jiaoyu", ["reviewer"]),
+          "admin": ("jiaoyu", ["admin"]), "other": ("chahe", ["editor"]),
+          "operator": (None, ["operator"]), "leaver": ("jiaoyu", ["editor"])}
+SESSIONS: dict = {}         # who -> cookies of their one login (a TOTP code is taken once)
+
+
+def fake_unit(county, name):
+    return {"unit": name, "title": f"<b>{name}</b>", "host": f"{name}.qingshui.gov.cn",
+            "kind": "department", "nodes": [{"node": "n1", "status": 200, "up": True,
+                                              "ms": 3.0}],
+            "live": "r1", "releases": [], "columns": [], "cert": None, "backups": {},
+            "disk_bytes": 0, "quota_bytes": 1 << 30, "quota_used": 0.0, "findings": [],
+            "checked_at": None, "requests": 0}
+
+
+@pytest.fixture(scope="module")
+def county(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("console") / "inventory"
+    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    c = County(dest)
+    people = People(c.open_state(), c.inv.secret, c.inv.cluster.name)
+    issued = {}
+    for name, (unit, roles) in PEOPLE.items():
+        issued[name] = people.add(name, name.title(), unit, roles,
+                                  frozenset(t.name for t in c.inv.tenants))
+        people.change_password(name, issued[name].password, f"{name}-password-12")
+    people.st.close()
+    return c, issued
+
+
+def _token(html: str) -> str:
+    return re.search(r'name="csrftoken" value="([^"]+)"', html).group(1)
+
+
+def login(c: County, issued, who: str) -> TestClient:
+    client = TestClient(console_app.build(c, unit_view=fake_unit), base_url=BASE)
+    if who in SESSIONS:
+        client.cookies.update(SESSIONS[who])
+        return client
+    page = client.get("/login")
+    code = pyotp.TOTP(issued[who].totp_secret).now() if issued[who].totp_secret else ""
+    r = client.post("/login", data={"csrftoken": _token(page.text), "name": who,
+                                    "password": f"{who}-password-12", "code": code,
+                                    "next": "/"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    SESSIONS[who] = dict(client.cookies)
+    return client
+
+
+MATRIX = {  # route -> expected status per role (303: redirected)
+    "/units/jiaoyu": {"editor": 200, "reviewer": 200, "admin": 200, "other": 403,
+                      "operator": 200, "anonymous": 303},
+    "/units/chahe": {"editor": 403, "reviewer": 403, "admin": 403, "other": 200,
+                     "operator": 200, "anonymous": 303},
+    "/units/nosuch": {"editor": 403, "reviewer": 403, "admin": 403, "other": 403,
+                      "operator": 404, "anonymous": 303},
+    "/": {"editor": 303, "reviewer": 303, "admin": 303, "other": 303, "operator": 200,
+          "anonymous": 303},
+    "/password": {"editor": 200, "reviewer": 200, "admin": 200, "other": 200, "operator": 200,
+                  "anonymous": 303},
+}
+
+
+@pytest.mark.parametrize("route", sorted(MATRIX))
+@pytest.mark.parametrize("who", sorted([*(set(PEOPLE) - {"leaver"}), "anonymous"]))
+def test_authorization_matrix(county, route, who):
+    c, issued = county
+    client = (TestClient(console_app.build(c, unit_view=fake_unit), base_url=BASE)
+              if who == "anonymous" else login(c, issued, who))
+    r = client.get(route, follow_redirects=False)
+    assert r.status_code == MATRIX[route][who], (who, route, r.status_code)
+    if r.status_code == 200:
+        assert r.headers["x-frame-options"] == "DENY" and "no-store" in r.headers[
+            "cache-control"]
+    if who != "anonymous" and route == "/" and who != "operator":
+        assert r.headers["location"] == f"/units/{PEOPLE[who][0]}"
+
+
+def test_forms_without_the_csrf_token_are_refused_and_logout_ends_every_session(county):
+    c, issued = county
+    client = login(c, issued, "leaver")
+    copy = login(c, issued, "leaver")           # the same session cookie, elsewhere
+    assert client.post("/logout", follow_redirects=False).status_code == 403
+    assert client.post("/password", data={"old": "x", "new": "y" * 12, "again": "y" * 12},
+                       follow_redirects=False).status_code == 403
+    fresh = TestClient(console_app.build(c, unit_view=fake_unit), base_url=BASE)
+    fresh.get("/login")
+    assert fresh.post("/login", data={"name": "leaver", "password": "leaver-password-12",
+                                      "csrftoken": "forged"}).status_code == 403
+    page = client.get("/password")
+    out = client.post("/logout", data={"csrftoken": _token(page.text)},
+                      follow_redirects=False)
+    assert out.status_code == 303 and client.get("/units/jiaoyu",
+                                                 follow_redirects=False).status_code == 303
+    assert copy.get("/units/jiaoyu", follow_redirects=False).status_code == 303
+
+
+def test_reviewers_need_their_code_and_cookies_are_host_only(county):
+    c, issued = county
+    client = TestClient(console_app.build(c, unit_view=fake_unit), base_url=BASE)
+    page = client.get("/login")
+    assert "__Host-csrftoken=" in page.headers["set-cookie"]
+    r = client.post("/login", data={"csrftoken": _token(page.text), "name": "reviewer",
+                                    "password": "reviewer-password-12", "code": "123456"})
+    assert r.status_code == 401 and "用户名、密码或验证码不正确" in r.text
+    ok = login(c, issued, "reviewer")
+    cookie = next(v for k, v in ok.cookies.items() if "session" in k)
+    assert cookie and any(k == "__Host-govhost-session" for k in ok.cookies.keys())
+
+
+def test_titles_are_escaped_and_next_never_leaves_the_console(county):
+    c, issued = county
+    client = login(c, issued, "editor")
+    page = client.get("/units/jiaoyu")
+    assert "&lt;b&gt;jiaoyu&lt;/b&gt;" in page.text and "<b>jiaoyu</b>" not in page.text
+    anon = TestClient(console_app.build(c, unit_view=fake_unit), base_url=BASE)
+    for evil in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+        assert console_app._safe_next(evil) == "/"
+    login_page = anon.get("/login?next=//evil.example/")
+    assert 'name="next" value="/"' in login_page.text
+
+
+def test_english_on_request_and_every_page_string_translated(county):
+    c, issued = county
+    client = login(c, issued, "operator")
+    assert "全县网站" in client.get("/").text
+    en = client.get("/?lang=en")
+    assert "All sites of the county" in en.text and "全县网站" not in en.text
+    assert "All sites of the county" in client.get("/").text        # kept in a cookie
+    used = set()
+    for f in (REPO / "templates" / "console").glob("*.j2"):
+        used |= set(re.findall(r'_\("([^"]+)"\)', f.read_text()))
+    missing = [s for s in sorted(used) if i18n.translations("en").gettext(s) == s]
+    assert missing == []
