@@ -73,7 +73,8 @@ def missing() -> str:
     return ""
 
 
-def _driver(address: str, hosts: Sequence[str], conn: Connection, page_timeout: int):
+def driver(address: str, hosts: Sequence[str], conn: Connection, page_timeout: int):
+    """Headless Chromium driven by Selenium, reaching only `address` for `hosts`."""
     # Selenium Manager (which would download drivers and send usage statistics) is never
     # asked: the driver's path is given, and it is told to stay offline.
     os.environ.setdefault("SE_OFFLINE", "true")
@@ -94,17 +95,17 @@ def _driver(address: str, hosts: Sequence[str], conn: Connection, page_timeout: 
                 f"--host-resolver-rules={', '.join(rules)}"):
         opts.add_argument(arg)
     opts.set_capability("acceptInsecureCerts", True)
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(page_timeout)
-    driver.set_script_timeout(120)
-    driver.execute_cdp_cmd("Network.enable", {})
-    driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
+    chrome = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    chrome.set_page_load_timeout(page_timeout)
+    chrome.set_script_timeout(120)
+    chrome.execute_cdp_cmd("Network.enable", {})
+    chrome.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
     if conn.download_mbps > 0:
         rate = conn.download_mbps * 1_000_000 / 8
-        driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        chrome.execute_cdp_cmd("Network.emulateNetworkConditions", {
             "offline": False, "latency": conn.latency_ms, "downloadThroughput": rate,
             "uploadThroughput": rate})
-    return driver
+    return chrome
 
 
 def check_page(driver, url: str, axe_js: str, page_timeout: int) -> dict[str, Any]:
@@ -159,14 +160,14 @@ def check_homepages(sites: Sequence[tuple[str, str]], entries: Sequence[str],
     def run(k: int) -> dict[str, dict[str, Any]]:
         address = entries[k % len(entries)]
         got: dict[str, dict[str, Any]] = {}
-        driver = _driver(address, hosts, conn, page_timeout)
+        chrome = driver(address, hosts, conn, page_timeout)
         try:
             for name, url in shares[k]:
                 say(f"{name}: loading in Chromium through {address}")
-                got[name] = {**check_page(driver, url, axe_js, page_timeout),
+                got[name] = {**check_page(chrome, url, axe_js, page_timeout),
                              "through": address}
         finally:
-            driver.quit()
+            chrome.quit()
         return got
 
     out: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,132 @@
+"""The console on the lab, in a real browser: `govhost console` serving the example county,
+people added with `govhost user add`, headless Chromium (Selenium, Debian's chromium-driver)
+logging in. An editor changes the first password and sees the unit's page with its live
+status through the three nodes; a reviewer logs in with a TOTP code; another unit's page
+is refused; the operator sees the county ranked by days since the last update. Screenshots
+of the pages are kept in test-artifacts/."""
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pyotp
+import pytest
+
+from controlplane.compliance import browser
+
+from .conftest import REPO, govhost
+from .test_apply_lab import apply_json
+
+HOST = "console.qingshui.gov.cn"
+SHOTS = REPO / "test-artifacts" / "console"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def console(lab_cluster, tmp_path_factory):
+    if browser.missing():
+        pytest.fail(browser.missing())
+    import shutil
+    inv = tmp_path_factory.mktemp("console") / "inventory"
+    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    apply_json(inv)
+    people = {}
+    for name, unit, role in (("wangfang", "jiaoyu", "editor"), ("lisi", "jiaoyu", "reviewer"),
+                             ("zhaoliu", None, "operator")):
+        args = ["user", "add", name, "--display", name, "--role", role, "--json"]
+        proc = govhost(inv, *args, *(["--unit", unit] if unit else []), check=True)
+        people[name] = json.loads(proc.stdout)
+    port = _port()
+    proc = subprocess.Popen(["govhost", "--inventory", str(inv), "console", "--http",
+                             "--listen", f"127.0.0.1:{port}"], stderr=subprocess.PIPE)
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise AssertionError(proc.stderr.read().decode()[-2000:])
+            time.sleep(0.3)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield {"inv": inv, "url": f"http://{HOST}:{port}", "people": people}
+    proc.terminate()
+    proc.wait(10)
+
+
+def _chrome():
+    return browser.driver("127.0.0.1", [HOST], browser.Connection(0, 0), 60)
+
+
+def _login(chrome, url, name, password, code=""):
+    from selenium.webdriver.common.by import By
+    chrome.get(f"{url}/login")
+    chrome.find_element(By.ID, "name").send_keys(name)
+    chrome.find_element(By.ID, "password").send_keys(password)
+    if code:
+        chrome.find_element(By.ID, "code").send_keys(code)
+    chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def test_an_editor_changes_the_first_password_and_sees_the_units_live_status(console):
+    from selenium.webdriver.common.by import By
+    url, first = console["url"], console["people"]["wangfang"]["password"]
+    chrome = _chrome()
+    try:
+        chrome.get(f"{url}/login")
+        chrome.save_screenshot(str(SHOTS / "login.png"))
+        _login(chrome, url, "wangfang", "wrong-password-1")
+        assert "用户名、密码或验证码不正确" in chrome.page_source
+        _login(chrome, url, "wangfang", first)
+        assert chrome.current_url.endswith("/password")
+        for field, value in (("old", first), ("new", "新的密码-abc-123"),
+                             ("again", "新的密码-abc-123")):
+            chrome.find_element(By.ID, field).send_keys(value)
+        chrome.find_element(By.CSS_SELECTOR, "main button[type=submit]").click()
+        assert chrome.current_url.endswith("/units/jiaoyu"), chrome.current_url
+        text = chrome.find_element(By.TAG_NAME, "main").text
+        assert "青水县教育局" in text
+        for node in ("n1", "n2", "n3"):
+            assert f"{node}\n正常" in text or f"{node} 正常" in text, text
+        chrome.save_screenshot(str(SHOTS / "unit.png"))
+        chrome.get(f"{url}/units/chahe")
+        assert "无权访问此页面" in chrome.page_source
+        chrome.get(f"{url}/units/jiaoyu?lang=en")
+        assert "The site on each server" in chrome.page_source
+    finally:
+        chrome.quit()
+
+
+def test_a_reviewer_needs_the_code_and_the_operator_sees_the_county(console):
+    from selenium.webdriver.common.by import By
+    url, people = console["url"], console["people"]
+    chrome = _chrome()
+    try:
+        _login(chrome, url, "lisi", people["lisi"]["password"], "000000")
+        assert "用户名、密码或验证码不正确" in chrome.page_source
+        _login(chrome, url, "lisi", people["lisi"]["password"],
+               pyotp.TOTP(people["lisi"]["totp_secret"]).now())
+        assert chrome.current_url.endswith("/password")
+        chrome.delete_all_cookies()
+        _login(chrome, url, "zhaoliu", people["zhaoliu"]["password"],
+               pyotp.TOTP(people["zhaoliu"]["totp_secret"]).now())
+        pw = people["zhaoliu"]["password"]
+        for field, value in (("old", pw), ("new", "operator-pass-12"),
+                             ("again", "operator-pass-12")):
+            chrome.find_element(By.ID, field).send_keys(value)
+        chrome.find_element(By.CSS_SELECTOR, "main button[type=submit]").click()
+        rows = chrome.find_elements(By.CSS_SELECTOR, "main table tr")
+        assert len(rows) == 1 + 19                     # every unit of the example county
+        assert "从未更新" in rows[1].text               # never updated ranks first
+        chrome.save_screenshot(str(SHOTS / "overview.png"))
+        chrome.get(f"{url}/units/chahe")
+        assert "茶河镇" in chrome.page_source
+    finally:
+        chrome.quit()
