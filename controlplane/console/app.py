@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
@@ -20,6 +21,8 @@ from urllib.parse import quote
 import jinja2
 from asgi_csrf import asgi_csrf
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -27,8 +30,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from controlplane.console import i18n, views
+from controlplane.content import releases, upload_area, uploads
 from controlplane.core import paths, secrets
 from controlplane.core.county import County
+from controlplane.core.errors import GovhostError
 from controlplane.people import roles
 from controlplane.people.roles import PeopleError, Person
 from controlplane.people.store import People
@@ -181,6 +186,70 @@ def build(county: County, secure: bool = True,
         return render(request, "unit.html.j2", u=unit_view(county, name),
                       can={a: roles.may(me, a, name) for a in roles.ACTIONS})
 
+    def unit_gate(request: Request, action: str) -> Person | Response:
+        me = gate(request)
+        if not isinstance(me, Person):
+            return me
+        name = request.path_params["unit"]
+        if not roles.may(me, action, name):
+            return forbidden(request)
+        if inv.tenant(name) is None:
+            return render(request, "error.html.j2", 404, code=404, message="没有这个单位。")
+        return me
+
+    async def upload_page(request: Request) -> Response:
+        me = unit_gate(request, "upload")
+        if not isinstance(me, Person):
+            return me
+        return render(request, "upload.html.j2", unit=request.path_params["unit"],
+                      done=None, error="")
+
+    async def upload(request: Request) -> Response:
+        """A zip of the site into the upload area (what SFTP writes), checked first."""
+        me = unit_gate(request, "upload")
+        if not isinstance(me, Person):
+            return me
+        name = request.path_params["unit"]
+        t = inv.tenant(name)
+        limits = uploads.Limits(max_bytes=inv.quota_bytes(t))
+        form = await request.form(max_files=1, max_fields=5)
+        if not _same_token(form.get("csrftoken"), request.scope["csrftoken"]()):
+            return Response("CSRF token is missing or wrong", status_code=403)
+        f = form.get("site")
+        error, done = "", None
+        if not isinstance(f, StarletteUpload) or not f.filename:
+            error = "请选择一个 zip 文件。"
+        else:
+            data = await f.read(limits.max_bytes + (1 << 20) + 1)
+            await f.close()
+            try:
+                if len(data) > limits.max_bytes + (1 << 20):
+                    raise uploads.UploadError("the zip is larger than the unit's quota")
+                tar, files, size = uploads.to_tar(data, limits)
+                await run_in_threadpool(upload_area.put, county, name, tar, True)
+            except GovhostError as exc:
+                error = str(exc)
+            else:
+                done = {"files": files, "bytes": size, "zip": f.filename}
+                with county.state() as st:
+                    st.audit("content.upload", name, {"files": files, "bytes": size},
+                             who=me.name)
+        return render(request, "upload.html.j2", 400 if error else 200, unit=name,
+                      done=done, error=error)
+
+    async def submit(request: Request) -> Response:
+        """Publish the upload area: live at once, or waiting for the unit's review."""
+        me = unit_gate(request, "submit")
+        if not isinstance(me, Person):
+            return me
+        name = request.path_params["unit"]
+        try:
+            res = await run_in_threadpool(releases.publish, county, name, by=me.name)
+        except GovhostError as exc:
+            return render(request, "upload.html.j2", 400, unit=name, done=None,
+                          error=str(exc))
+        return render(request, "submitted.html.j2", unit=name, res=res)
+
     app = Starlette(routes=[
         Route("/", home),
         Route("/login", login_page, methods=["GET"]),
@@ -188,6 +257,9 @@ def build(county: County, secure: bool = True,
         Route("/logout", logout, methods=["POST"]),
         Route("/password", password, methods=["GET", "POST"]),
         Route("/units/{unit}", unit_page),
+        Route("/units/{unit}/upload", upload_page, methods=["GET"]),
+        Route("/units/{unit}/upload", upload, methods=["POST"]),
+        Route("/units/{unit}/submit", submit, methods=["POST"]),
     ], middleware=[Middleware(SessionMiddleware,
                               secret_key=secrets.derive(inv.secret, "console-session", 64),
                               session_cookie=f"{prefix}govhost-session",
@@ -196,7 +268,19 @@ def build(county: County, secure: bool = True,
     return asgi_csrf(app, signing_secret=secrets.derive(inv.secret, "console-csrf", 64),
                      cookie_name=f"{prefix}csrftoken", cookie_secure=secure,
                      cookie_samesite="Strict", always_protect={"/login", "/logout",
-                                                               "/password"})
+                                                               "/password"},
+                     always_set_cookie=False, skip_if_scope=_checks_its_own_token)
+
+
+def _checks_its_own_token(scope: Mapping[str, Any]) -> bool:
+    """The upload form is multipart with a file: asgi-csrf's own multipart reader does not
+    work with today's python-multipart, so that route compares the form's token with
+    asgi-csrf's signed cookie token itself, after Starlette has read the form."""
+    return scope["method"] == "POST" and scope["path"].endswith("/upload")
+
+
+def _same_token(sent: Any, expected: str) -> bool:
+    return isinstance(sent, str) and bool(sent) and hmac.compare_digest(sent, expected)
 
 
 def _safe_next(target: str | None) -> str:

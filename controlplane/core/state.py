@@ -525,9 +525,10 @@ class State:
         return {"id": row[0], "finished_at": row[1], "result": row[2],
                 "summary": json.loads(row[3]) if row[3] else None}
 
-    def audit(self, action: str, target: str, detail: Mapping[str, Any]) -> None:
+    def audit(self, action: str, target: str, detail: Mapping[str, Any],
+              who: str | None = None) -> None:
         with self.tx() as db:
-            self._audit(db, action, target, detail)
+            self._audit(db, action, target, detail, who)
 
     def audit_log(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT ts, actor, action, target, detail FROM audit "

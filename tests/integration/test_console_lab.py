@@ -16,7 +16,8 @@ import pytest
 from controlplane.compliance import browser
 
 from .conftest import REPO, govhost
-from .test_apply_lab import apply_json
+from .test_apply_lab import NODES, apply_json
+from .test_tenants_lab import page, reset_content
 
 HOST = "console.qingshui.gov.cn"
 SHOTS = REPO / "test-artifacts" / "console"
@@ -56,9 +57,11 @@ def console(lab_cluster, tmp_path_factory):
                 raise AssertionError(proc.stderr.read().decode()[-2000:])
             time.sleep(0.3)
     SHOTS.mkdir(parents=True, exist_ok=True)
+    reset_content("jiaoyu")
     yield {"inv": inv, "url": f"http://{HOST}:{port}", "people": people}
     proc.terminate()
     proc.wait(10)
+    reset_content("jiaoyu")
 
 
 def _chrome():
@@ -98,6 +101,28 @@ def test_an_editor_changes_the_first_password_and_sees_the_units_live_status(con
         chrome.save_screenshot(str(SHOTS / "unit.png"))
         chrome.get(f"{url}/units/chahe")
         assert "无权访问此页面" in chrome.page_source
+
+        # The site as a zip, uploaded through the browser, submitted, live on every node.
+        import zipfile
+        site = console["inv"].parent / "site.zip"
+        with zipfile.ZipFile(site, "w") as zf:
+            zf.writestr("index.html", "<html><body><h1>青水县教育局 控制台上传</h1>"
+                                      "<p>2026-12-02 通知</p></body></html>")
+            zf.writestr("xwdt/1.html", "<p>新闻</p>")
+        chrome.get(f"{url}/units/jiaoyu")
+        chrome.find_element(By.ID, "upload-link").click()
+        chrome.find_element(By.ID, "site").send_keys(str(site))
+        chrome.find_element(By.ID, "upload").click()
+        assert "已上传" in chrome.page_source and "2 个文件" in chrome.page_source
+        chrome.save_screenshot(str(SHOTS / "upload.png"))
+        chrome.find_element(By.ID, "submit").click()
+        result = chrome.find_element(By.ID, "result").text
+        assert "新版本已在所有服务器上线" in result, result
+        for address in NODES.values():
+            status, body = page("jiaoyu", address)
+            assert status == 200 and "控制台上传" in body, (address, status)
+        chrome.get(f"{url}/units/jiaoyu")
+        assert "wangfang" in chrome.find_element(By.TAG_NAME, "main").text  # published by
         chrome.get(f"{url}/units/jiaoyu?lang=en")
         assert "The site on each server" in chrome.page_source
     finally:

@@ -81,6 +81,10 @@ MATRIX = {  # route -> expected status per role (303: redirected)
           "anonymous": 303},
     "/password": {"editor": 200, "reviewer": 200, "admin": 200, "other": 200, "operator": 200,
                   "anonymous": 303},
+    "/units/jiaoyu/upload": {"editor": 200, "reviewer": 403, "admin": 403, "other": 403,
+                             "operator": 403, "anonymous": 303},
+    "/units/chahe/upload": {"editor": 403, "reviewer": 403, "admin": 403, "other": 200,
+                            "operator": 403, "anonymous": 303},
 }
 
 
@@ -155,3 +159,50 @@ def test_english_on_request_and_every_page_string_translated(county):
         used |= set(re.findall(r'_\("([^"]+)"\)', f.read_text()))
     missing = [s for s in sorted(used) if i18n.translations("en").gettext(s) == s]
     assert missing == []
+
+
+def _zip(*members) -> bytes:
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("who,unit,status", [("editor", "chahe", 403),
+                                             ("reviewer", "jiaoyu", 403),
+                                             ("operator", "jiaoyu", 403)])
+def test_uploads_and_submits_for_a_unit_one_may_not_act_on_are_refused(county, who, unit,
+                                                                       status):
+    c, issued = county
+    client = login(c, issued, who)
+    token = _token(client.get("/password").text)
+    up = client.post(f"/units/{unit}/upload", data={"csrftoken": token},
+                     files={"site": ("site.zip", _zip(("index.html", "x")), "application/zip")})
+    assert up.status_code == status
+    sub = client.post(f"/units/{unit}/submit", data={"csrftoken": token})
+    assert sub.status_code == status
+
+
+@pytest.mark.parametrize("members,expect", [
+    ([("../../etc/cron.d/x", "x")], "would leave the upload area"),
+    ([("a.html", "x"), ("A.HTML", "y")], "the same file"),
+])
+def test_a_hostile_zip_is_refused_with_the_reason_before_any_node_is_asked(county, members,
+                                                                           expect):
+    c, issued = county
+    client = login(c, issued, "editor")
+    token = _token(client.get("/units/jiaoyu/upload").text)
+    r = client.post("/units/jiaoyu/upload", data={"csrftoken": token},
+                    files={"site": ("site.zip", _zip(*members), "application/zip")})
+    assert r.status_code == 400 and expect in r.text
+    missing = client.post("/units/jiaoyu/upload", data={"csrftoken": token})
+    assert missing.status_code == 400 and "请选择一个 zip 文件" in missing.text
+    forged = client.post("/units/jiaoyu/upload", data={"csrftoken": "forged"},
+                         files={"site": ("site.zip", _zip(("a.html", "x")), "application/zip")})
+    assert forged.status_code == 403
+    none = client.post("/units/jiaoyu/upload",
+                       files={"site": ("site.zip", _zip(("a.html", "x")), "application/zip")})
+    assert none.status_code == 403
