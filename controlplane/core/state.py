@@ -196,7 +196,7 @@ class State:
                         json.dumps(changes, ensure_ascii=False)))
             self._audit(db, f"content.{status}", f"{tenant}/{release_id}",
                         {"files": summary.get("files"), "bytes": summary.get("bytes"),
-                         "nodes": list(nodes)})
+                         "nodes": list(nodes)}, summary.get("published_by"))
 
     def set_content_status(self, tenant: str, release_id: str, status: str,
                            action: str | None = None) -> None:
