@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
@@ -44,6 +45,7 @@ HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none
                                       "form-action 'self'; base-uri 'none'",
            "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
            "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
+STYLESHEET = (Path(__file__).parent / "static" / "console.css").read_bytes()
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.TEMPLATES)),
                           autoescape=True, undefined=jinja2.StrictUndefined)
 _env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) \
@@ -250,8 +252,14 @@ def build(county: County, secure: bool = True,
                           error=str(exc))
         return render(request, "submitted.html.j2", unit=name, res=res)
 
+    async def stylesheet(request: Request) -> Response:
+        return Response(STYLESHEET, media_type="text/css",
+                        headers={"Cache-Control": "max-age=3600",
+                                 "X-Content-Type-Options": "nosniff"})
+
     app = Starlette(routes=[
         Route("/", home),
+        Route("/static/console.css", stylesheet),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

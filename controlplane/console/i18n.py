@@ -44,7 +44,7 @@ def pick(query: str | None, cookie: str | None, accept: str | None) -> str:
         except (UnknownLocaleError, ValueError):
             found = None
         if found:
-            return found.split("_")[0]
+            return found.language
     return DEFAULT
 
 

@@ -68,6 +68,19 @@ def _chrome():
     return browser.driver("127.0.0.1", [HOST], browser.Connection(0, 0), 60)
 
 
+def _click(chrome, by, selector):
+    """Click and wait for the next page: a click returns before the browser has left the
+    page it was on."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    old = chrome.find_element(By.TAG_NAME, "html")
+    chrome.find_element(by, selector).click()
+    WebDriverWait(chrome, 120).until(ec.staleness_of(old))
+    WebDriverWait(chrome, 120).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def _login(chrome, url, name, password, code=""):
     from selenium.webdriver.common.by import By
     chrome.get(f"{url}/login")
@@ -75,7 +88,7 @@ def _login(chrome, url, name, password, code=""):
     chrome.find_element(By.ID, "password").send_keys(password)
     if code:
         chrome.find_element(By.ID, "code").send_keys(code)
-    chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    _click(chrome, By.CSS_SELECTOR, "main button[type=submit]")
 
 
 def test_an_editor_changes_the_first_password_and_sees_the_units_live_status(console):
@@ -83,7 +96,7 @@ def test_an_editor_changes_the_first_password_and_sees_the_units_live_status(con
     url, first = console["url"], console["people"]["wangfang"]["password"]
     chrome = _chrome()
     try:
-        chrome.get(f"{url}/login")
+        chrome.get(f"{url}/login?lang=zh")         # Chinese, whatever the browser asks for
         chrome.save_screenshot(str(SHOTS / "login.png"))
         _login(chrome, url, "wangfang", "wrong-password-1")
         assert "用户名、密码或验证码不正确" in chrome.page_source
@@ -92,8 +105,8 @@ def test_an_editor_changes_the_first_password_and_sees_the_units_live_status(con
         for field, value in (("old", first), ("new", "新的密码-abc-123"),
                              ("again", "新的密码-abc-123")):
             chrome.find_element(By.ID, field).send_keys(value)
-        chrome.find_element(By.CSS_SELECTOR, "main button[type=submit]").click()
-        assert chrome.current_url.endswith("/units/jiaoyu"), chrome.current_url
+        _click(chrome, By.CSS_SELECTOR, "main button[type=submit]")
+        assert chrome.current_url.endswith("/units/jiaoyu"), chrome.page_source[-1500:]
         text = chrome.find_element(By.TAG_NAME, "main").text
         assert "青水县教育局" in text
         for node in ("n1", "n2", "n3"):
@@ -110,13 +123,15 @@ def test_an_editor_changes_the_first_password_and_sees_the_units_live_status(con
                                       "<p>2026-12-02 通知</p></body></html>")
             zf.writestr("xwdt/1.html", "<p>新闻</p>")
         chrome.get(f"{url}/units/jiaoyu")
-        chrome.find_element(By.ID, "upload-link").click()
+        _click(chrome, By.ID, "upload-link")
         chrome.find_element(By.ID, "site").send_keys(str(site))
-        chrome.find_element(By.ID, "upload").click()
+        _click(chrome, By.ID, "upload")
         assert "已上传" in chrome.page_source and "2 个文件" in chrome.page_source
         chrome.save_screenshot(str(SHOTS / "upload.png"))
-        chrome.find_element(By.ID, "submit").click()
-        result = chrome.find_element(By.ID, "result").text
+        _click(chrome, By.ID, "submit")
+        results = chrome.find_elements(By.ID, "result")
+        assert results, chrome.find_element(By.TAG_NAME, "main").text
+        result = results[0].text
         assert "新版本已在所有服务器上线" in result, result
         for address in NODES.values():
             status, body = page("jiaoyu", address)
@@ -134,19 +149,21 @@ def test_a_reviewer_needs_the_code_and_the_operator_sees_the_county(console):
     url, people = console["url"], console["people"]
     chrome = _chrome()
     try:
+        chrome.get(f"{url}/login?lang=zh")
         _login(chrome, url, "lisi", people["lisi"]["password"], "000000")
         assert "用户名、密码或验证码不正确" in chrome.page_source
         _login(chrome, url, "lisi", people["lisi"]["password"],
                pyotp.TOTP(people["lisi"]["totp_secret"]).now())
         assert chrome.current_url.endswith("/password")
         chrome.delete_all_cookies()
+        chrome.get(f"{url}/login?lang=zh")
         _login(chrome, url, "zhaoliu", people["zhaoliu"]["password"],
                pyotp.TOTP(people["zhaoliu"]["totp_secret"]).now())
         pw = people["zhaoliu"]["password"]
         for field, value in (("old", pw), ("new", "operator-pass-12"),
                              ("again", "operator-pass-12")):
             chrome.find_element(By.ID, field).send_keys(value)
-        chrome.find_element(By.CSS_SELECTOR, "main button[type=submit]").click()
+        _click(chrome, By.CSS_SELECTOR, "main button[type=submit]")
         rows = chrome.find_elements(By.CSS_SELECTOR, "main table tr")
         assert len(rows) == 1 + 19                     # every unit of the example county
         assert "从未更新" in rows[1].text               # never updated ranks first

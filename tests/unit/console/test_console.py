@@ -206,3 +206,11 @@ def test_a_hostile_zip_is_refused_with_the_reason_before_any_node_is_asked(count
     none = client.post("/units/jiaoyu/upload",
                        files={"site": ("site.zip", _zip(("a.html", "x")), "application/zip")})
     assert none.status_code == 403
+
+
+@pytest.mark.parametrize("query,cookie,accept,lang", [
+    (None, None, None, "zh"), (None, None, "en-US,en;q=0.9", "en"),
+    (None, None, "zh-CN,zh;q=0.9,en;q=0.8", "zh"), (None, None, "fr-FR,fr", "zh"),
+    (None, "en", "zh-CN", "en"), ("zh", "en", "en-US", "zh"), ("xx", None, "de;q=x", "zh")])
+def test_the_language_from_the_query_the_cookie_or_the_browser(query, cookie, accept, lang):
+    assert i18n.pick(query, cookie, accept) == lang
