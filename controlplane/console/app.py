@@ -214,6 +214,10 @@ def build(county: County, secure: bool = True,
         name = request.path_params["unit"]
         t = inv.tenant(name)
         limits = uploads.Limits(max_bytes=inv.quota_bytes(t))
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit() or int(declared) > limits.max_bytes + (2 << 20):
+            return render(request, "upload.html.j2", 413, unit=name, done=None,
+                          error="the zip is larger than the unit's quota")
         form = await request.form(max_files=1, max_fields=5)
         if not _same_token(form.get("csrftoken"), request.scope["csrftoken"]()):
             return Response("CSRF token is missing or wrong", status_code=403)

@@ -206,6 +206,10 @@ def test_a_hostile_zip_is_refused_with_the_reason_before_any_node_is_asked(count
     none = client.post("/units/jiaoyu/upload",
                        files={"site": ("site.zip", _zip(("a.html", "x")), "application/zip")})
     assert none.status_code == 403
+    huge = client.post("/units/jiaoyu/upload", content=b"x" * 10,
+                       headers={"content-type": "multipart/form-data; boundary=b",
+                                "content-length": str(5 << 30)})
+    assert huge.status_code == 413
 
 
 @pytest.mark.parametrize("query,cookie,accept,lang", [
