@@ -26,7 +26,8 @@ from controlplane.compliance.rules import Verdict
 from controlplane.core import remote
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
-from controlplane.core.manifest import Node
+from controlplane.core.inventory import Inventory
+from controlplane.core.manifest import Compliance, Node, Tenant
 from controlplane.dns import plan as dns_plan
 from controlplane.sites import probes
 from controlplane.tls import store as tls_store
@@ -174,8 +175,9 @@ def _entries(nodes: list[Node]) -> list[Node]:
             if probes.probe("govhost-probe", n.name, n.address, "/health", timeout=3).up]
 
 
-def browse(wanted, entries: list[Node], platform: set[str], inv, certs, served_with,
-           c, say: Say) -> tuple[dict[str, dict[str, Any]], str]:
+def browse(wanted: list[Tenant], entries: list[Node], platform: set[str], inv: Inventory,
+           certs: Mapping[str, Any], served_with: Mapping[str, str], c: Compliance,
+           say: Say) -> tuple[dict[str, dict[str, Any]], str]:
     """Each unit's homepage in headless Chromium through the healthy nodes: load time, page
     weight and axe-core's findings per unit, or why the browser could not run."""
     if not c.browser_checks:
