@@ -34,7 +34,7 @@ from controlplane.compliance import browser  # noqa: E402
 from controlplane.compliance import run as compliance_run  # noqa: E402
 from controlplane.core.manifest import Node  # noqa: E402
 from controlplane.lab import machines as lab  # noqa: E402
-from tests.helpers import generated_county, upload  # noqa: E402
+from tests.helpers import generated_county, noise_png, upload  # noqa: E402
 
 NODES = {"n1": "127.0.1.1", "n2": "127.0.1.2", "n3": "127.0.1.3"}
 DOMAIN = "qingshui.gov.cn"
@@ -70,20 +70,8 @@ def homepage(i: int) -> dict[str, bytes]:
     for k in range(20):
         files[f"xwdt/{k}.html"] = f"<html><body>新闻{k}</body></html>".encode()
     for k in range(4):
-        files[f"img/{k}.png"] = png(96, 96)
+        files[f"img/{k}.png"] = noise_png(96, 96)
     return files
-
-
-def png(w: int, h: int) -> bytes:
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    raw = b"".join(b"\0" + os.urandom(w * 3) for _ in range(h))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))
 
 
 def main() -> None:

@@ -5,8 +5,11 @@ import contextlib
 import io
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import tarfile
+import zlib
 from pathlib import Path
 
 import yaml
@@ -120,3 +123,22 @@ def tamper_watcher_stopped(address: str):
         yield
     finally:
         lab_ssh(address, f"/usr/local/sbin/govhost-node agents {address}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def noise_png(width: int = 1200, height: int = 1150) -> bytes:
+    """A real PNG of random pixels, stored uncompressed (4 MB at the default size): a browser
+    must fetch and decode all of it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    raw = b"".join(b"\0" + os.urandom(width * 3) for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))

@@ -108,23 +108,23 @@ def driver(address: str, hosts: Sequence[str], conn: Connection, page_timeout: i
     return chrome
 
 
-def check_page(driver, url: str, axe_js: str, page_timeout: int) -> dict[str, Any]:
+def check_page(chrome, url: str, axe_js: str, page_timeout: int) -> dict[str, Any]:
     """Load `url` in a fresh page (no cache) and measure it; then run axe-core on it."""
     from selenium.common.exceptions import TimeoutException, WebDriverException
 
     out: dict[str, Any] = {"url": url, "error": "", "timed_out": False}
-    driver.get("about:blank")
+    chrome.get("about:blank")
     start = time.monotonic()
     try:
-        driver.get(url)
+        chrome.get(url)
     except TimeoutException:
         out["timed_out"] = True
-        driver.execute_script("window.stop();")
+        chrome.execute_script("window.stop();")
     except WebDriverException as exc:
         out["error"] = exc.msg or str(exc).splitlines()[0]
         return out
     wall = time.monotonic() - start
-    page = driver.execute_script(_PAGE_JS)
+    page = chrome.execute_script(_PAGE_JS)
     resources = page.pop("resources")
     out.update(page)
     out["load_seconds"] = (round(page_timeout, 3) if out["timed_out"] or not page["load_ms"]
@@ -134,8 +134,8 @@ def check_page(driver, url: str, axe_js: str, page_timeout: int) -> dict[str, An
     out["bytes"] = page["html_bytes"] + sum(r["bytes"] for r in resources)
     out["heaviest"] = sorted(resources, key=lambda r: -r["bytes"])[:HEAVIEST]
     try:
-        driver.execute_script(axe_js)
-        out["axe"] = driver.execute_async_script(_AXE_RUN, list(AXE_TAGS))
+        chrome.execute_script(axe_js)
+        out["axe"] = chrome.execute_async_script(_AXE_RUN, list(AXE_TAGS))
     except WebDriverException as exc:
         out["axe"] = {"error": exc.msg or str(exc).splitlines()[0]}
     return out

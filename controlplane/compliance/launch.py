@@ -43,7 +43,7 @@ HEADERS = {"strict-transport-security": "HSTS (Strict-Transport-Security)",
            "x-content-type-options": "X-Content-Type-Options: nosniff",
            "x-frame-options": "X-Frame-Options", "referrer-policy": "Referrer-Policy"}
 LISTING_MARKS = ("<title>Index of /", "<h1>Index of /", "Directory listing for /")
-PHPINFO_MARKS = ("phpinfo()", "PHP Version", "PHP License")
+PHPINFO_MARK = "phpinfo()"       # in the <title> of every PHP information page
 DIRS_TRIED = 30
 
 
@@ -99,8 +99,9 @@ def judge(t: Tenant, seen: Seen) -> list[Check]:
     risky = sorted(p for p in seen.live_files if _RISKY_FILE.search(p))
     exposed = [f"{e['path']} ({e['why']})" for e in seen.exposed]
     listed = [f"{d} (directory listing)" for d in seen.listings]
+    probed = {e["path"] for e in seen.exposed}
     found = exposed + listed + [f"{p} (in the published files)" for p in risky
-                                if f"/{p}" not in {e["path"] for e in seen.exposed}]
+                                if f"/{p}" not in probed]
     out.append(Check("exposed", not found, "exposed: " + "; ".join(found[:20])
                      + (f" and {len(found) - 20} more" if len(found) > 20 else "")
                      if found else f"none of {len(EXPOSED_PATHS)} usual paths, no listing, "
@@ -124,9 +125,7 @@ def judge(t: Tenant, seen: Seen) -> list[Check]:
 
 def _get(address: str, host: str, path: str, timeout: float, https: bool,
          ) -> tuple[int | None, Mapping[str, str], str, str]:
-    conn: http.client.HTTPConnection = (probes.PlatformHttps(address, host, timeout) if https
-                                        else http.client.HTTPConnection(address, 80,
-                                                                        timeout=timeout))
+    conn = probes.connection(address, host, timeout, https)
     try:
         conn.request("GET", path, headers={"Host": host, "User-Agent": "govhost-launch"})
         r = conn.getresponse()
@@ -148,7 +147,7 @@ def _exposed(address: str, host: str, https: bool, timeout: float) -> list[dict[
         status, headers, body, _ = _get(address, host, path, timeout, https)
         if status != 200 or (baseline and body == baseline):
             continue
-        why = ("a PHP information page" if any(m in body for m in PHPINFO_MARKS[:1])
+        why = ("a PHP information page" if PHPINFO_MARK in body
                else f"answers 200, {headers.get('content-type', 'no type')}")
         out.append({"path": path, "status": status, "why": why})
     return out
@@ -172,7 +171,7 @@ def look(county: County, unit: str, say: Say = lambda _: None) -> tuple[Tenant, 
     from controlplane.wording import check as wording_check
 
     inv = county.inv
-    t = next((x for x in inv.tenants if x.name == unit), None)
+    t = inv.tenant(unit)
     if t is None:
         raise LaunchError(f"no unit named {unit!r} in {inv.root / 'tenants'}")
     with county.state() as st:
@@ -219,7 +218,7 @@ def launch(county: County, unit: str, dry_run: bool = False, say: Say = lambda _
     `apply` to open the site. A unit without `launch: pending`, or launched before, is
     already live."""
     inv = county.inv
-    t = next((x for x in inv.tenants if x.name == unit), None)
+    t = inv.tenant(unit)
     if t is None:
         raise LaunchError(f"no unit named {unit!r} in {inv.root / 'tenants'}")
     with county.state() as st:

@@ -57,10 +57,8 @@ def fetch(url: str, entry: Node | None, platform_hosts: set[str], timeout: float
     if on_platform:
         if entry is None:
             return None, "", "no node answers"
-        conn: http.client.HTTPConnection = (
-            probes.PlatformHttps(entry.address, host, timeout, (verify or {}).get(host))
-            if parts.scheme == "https"
-            else http.client.HTTPConnection(entry.address, 80, timeout=timeout))
+        conn: http.client.HTTPConnection = probes.connection(
+            entry.address, host, timeout, parts.scheme == "https", (verify or {}).get(host))
     elif parts.scheme == "https":
         conn = http.client.HTTPSConnection(host, parts.port or 443, timeout=timeout)
     else:
@@ -176,15 +174,15 @@ def _entries(nodes: list[Node]) -> list[Node]:
 
 
 def browse(wanted: list[Tenant], entries: list[Node], platform: set[str], inv: Inventory,
-           certs: Mapping[str, Any], served_with: Mapping[str, str], c: Compliance,
-           say: Say) -> tuple[dict[str, dict[str, Any]], str]:
+           c: Compliance, say: Say) -> tuple[dict[str, dict[str, Any]], str]:
     """Each unit's homepage in headless Chromium through the healthy nodes: load time, page
     weight and axe-core's findings per unit, or why the browser could not run."""
     if not c.browser_checks:
         return {}, ""
     if not entries:
         return {}, "no node answers"
-    sites = [(t.name, f"{'https' if certs.get(served_with.get(t.name, '')) else 'http'}://"
+    https = inv.https_hosts()
+    sites = [(t.name, f"{'https' if inv.site_host(t) in https else 'http'}://"
                       f"{inv.site_host(t)}/") for t in wanted]
     try:
         return browser.check_homepages(
@@ -288,10 +286,8 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
         platform |= {f"{h}.{inv.cluster.domain}" for h in inv.cluster.portal.hostnames}
         # IPv6 as a visitor has it: each unit's homepage through every web node's IPv6
         # address, its certificate verified; and an AAAA record for each of its names.
-        https_hosts = {inv.site_host(t) for t in wanted
-                       if certs.get(served_with.get(t.name, "")) is not None}
         v6 = ipv6_probes([inv.site_host(t) for t in wanted], list(inv.hosts.web_nodes),
-                         https_hosts, c.probe_timeout_seconds, verify)
+                         inv.https_hosts(), c.probe_timeout_seconds, verify)
         dns = dns_plan.records(inv)
         any_release = next(iter(plan.releases.values()))
         keep_days = rotation_days(any_release.files)
@@ -320,7 +316,7 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
             yearly.collect(county, say)
         except yearly.YearlyError as exc:
             say(f"visits not counted: {exc}")
-        pages, unavailable = browse(wanted, entries, platform, inv, certs, served_with, c, say)
+        pages, unavailable = browse(wanted, entries, platform, inv, c, say)
         for t in wanted:
             say(f"{t.name}: checking")
             v: dict[str, Verdict] = {}

@@ -177,14 +177,10 @@ def build(county: County, secure: bool = True,
         return render(request, "overview.html.j2", rows=views.overview(county))
 
     async def unit_page(request: Request) -> Response:
-        me = gate(request)
+        me = unit_gate(request, "view_unit")
         if not isinstance(me, Person):
             return me
         name = request.path_params["unit"]
-        if not roles.may(me, "view_unit", name):
-            return forbidden(request)
-        if name not in {t.name for t in inv.tenants}:
-            return render(request, "error.html.j2", 404, code=404, message="没有这个单位。")
         return render(request, "unit.html.j2", u=unit_view(county, name),
                       can={a: roles.may(me, a, name) for a in roles.ACTIONS})
 

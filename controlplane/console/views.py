@@ -42,7 +42,8 @@ def unit(county: County, name: str, now: float | None = None) -> dict[str, Any]:
     from controlplane.sites import status
     now = now or time.time()
     inv = county.inv
-    t = next(x for x in inv.tenants if x.name == name)
+    t = inv.tenant(name)
+    assert t is not None, name         # the console's routes check the unit first
     gathered = status.gather(county, only=name)
     row = gathered["tenants"][0]
     with county.state() as st:

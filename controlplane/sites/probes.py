@@ -32,6 +32,13 @@ class PlatformHttps(http.client.HTTPSConnection):
         self.sock = self._ctx.wrap_socket(self.sock, server_hostname=self._sni)
 
 
+def connection(address: str, host: str, timeout: float, https: bool,
+               verify: ssl.SSLContext | None = None) -> http.client.HTTPConnection:
+    """A connection to a node for `host`'s site: 443 with the name as SNI, or port 80."""
+    return (PlatformHttps(address, host, timeout, verify) if https
+            else http.client.HTTPConnection(address, 80, timeout=timeout))
+
+
 def failure(exc: Exception) -> str:
     """Why a request failed, for a person: a certificate's reason as OpenSSL gives it."""
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -62,9 +69,7 @@ def probe(host: str, node: str, address: str, path: str = "/", timeout: float = 
     counts its full time. Over HTTPS with `verify`, a certificate that does not verify is
     a failed probe with the reason."""
     start = time.monotonic()
-    conn: http.client.HTTPConnection = (
-        PlatformHttps(address, host, timeout, verify) if scheme == "https"
-        else http.client.HTTPConnection(address, 80, timeout=timeout))
+    conn = connection(address, host, timeout, scheme == "https", verify)
     try:
         conn.request("GET", path, headers={"Host": host, "User-Agent": "govhost-probe"})
         resp = conn.getresponse()

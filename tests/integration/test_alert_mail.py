@@ -7,7 +7,6 @@ import email
 import email.policy
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -16,17 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import free_port
+
 from .conftest import REPO, govhost
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 pytestmark = pytest.mark.skipif(ALERTMANAGER is None, reason="prometheus-alertmanager is not "
                                 "installed (scripts/setup.sh installs it)")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Sink:
@@ -43,7 +38,7 @@ class Sink:
                 sink.mails.append((list(envelope.rcpt_tos), msg))
                 return "250 OK"
 
-        self.port = _port()
+        self.port = free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
         self.controller.start()
 
@@ -71,7 +66,7 @@ def _alertmanager(inv: Path, root: Path):
     cfg = out / "alertmanager.yml"
     check = subprocess.run(["amtool", "check-config", str(cfg)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen([ALERTMANAGER, f"--config.file={cfg}",
                              f"--storage.path={root / 'am-data'}",
                              f"--web.listen-address=127.0.0.1:{port}",

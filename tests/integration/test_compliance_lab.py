@@ -256,22 +256,6 @@ def test_ipv6_probes_through_every_node_and_one_node_without_its_listener(county
     assert all(r["ok"] for r in v6()[1].values())
 
 
-def noise_png(width: int = 1200, height: int = 1150) -> bytes:
-    """A real PNG of random pixels, stored uncompressed (4 MB at the default size): a browser
-    must fetch and decode all of it."""
-    import os
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    raw = b"".join(b"\0" + os.urandom(width * 3) for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
-                                                                0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))
-
-
 def _browser_page(img: str, alt: str | None) -> bytes:
     alt_attr = f" alt='{alt}'" if alt is not None else ""
     return (f"<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
@@ -284,7 +268,7 @@ def test_a_heavy_homepage_is_slow_in_the_browser_and_an_image_without_alt_is_rep
     """Headless Chromium through a node, at the default visitor's connection (10 Mbit/s,
     40 ms): a 4 MB image takes the homepage past 3 s, named as its heaviest asset; axe-core
     names the image without alt text. With a small image that has alt text, both pass."""
-    from tests.helpers import upload
+    from tests.helpers import noise_png, upload
     inv, node = county["inv"], county["first"]["jiaoyu"]
     upload(node, "jiaoyu", {"index.html": _browser_page("big.png", None),
                             "img/big.png": noise_png()}, replace=True)

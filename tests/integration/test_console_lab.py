@@ -5,7 +5,6 @@ status through the three nodes; a reviewer logs in with a TOTP code; another uni
 is refused; the operator sees the county ranked by days since the last update. Screenshots
 of the pages are kept in test-artifacts/."""
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -14,6 +13,7 @@ import pyotp
 import pytest
 
 from controlplane.compliance import browser
+from tests.helpers import free_port
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES, apply_json
@@ -21,12 +21,6 @@ from .test_tenants_lab import page, reset_content
 
 HOST = "console.qingshui.gov.cn"
 SHOTS = REPO / "test-artifacts" / "console"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +37,7 @@ def console(lab_cluster, tmp_path_factory):
         args = ["user", "add", name, "--display", name, "--role", role, "--json"]
         proc = govhost(inv, *args, *(["--unit", unit] if unit else []), check=True)
         people[name] = json.loads(proc.stdout)
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen(["govhost", "--inventory", str(inv), "console", "--http",
                              "--listen", f"127.0.0.1:{port}"], stderr=subprocess.PIPE)
     deadline = time.time() + 30

@@ -3,7 +3,6 @@ a real Prometheus scrapes both and answers every dashboard query, and a stopped 
 into the alerts promtool evaluates on the series actually scraped."""
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -17,15 +16,10 @@ from controlplane.core.county import County
 from controlplane.monitoring import dashboards
 from controlplane.monitoring import prometheus as monitoring
 from controlplane.tls import metrics as tls_metrics
+from tests.helpers import free_port
 
 from .conftest import govhost
 from .test_apply_lab import NODES, apply_json, node_metrics, on_node
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 10) -> str:
@@ -58,7 +52,7 @@ def _samples(text: str, name: str) -> dict[tuple, float]:
 @pytest.fixture
 def exporter(county):
     apply_json(county)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(["govhost", "--inventory", str(county), "exporter", "--listen",
                              f"127.0.0.1:{port}", "--interval", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -107,7 +101,7 @@ def test_prometheus_scrapes_the_lab_and_every_panel_has_data(exporter, tmp_path)
     c = County(county)
     access = tls_metrics.ensure(c.state_dir, inv.secret, inv.hosts, inv.cluster.name)
     monitoring.write(mon, inv.hosts, f"127.0.0.1:{port}", 1, access)
-    web = _free_port()
+    web = free_port()
     prom = subprocess.Popen(["prometheus", f"--config.file={mon / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{web}"],
