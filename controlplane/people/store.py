@@ -253,8 +253,10 @@ class People:
         over the window, whatever succeeded from it (a person's own login must not clear
         the way for guessing at others)."""
         col = "name" if kind == "name" else "address"
-        last_ok = self.st.db.execute("SELECT MAX(at) FROM logins WHERE name = ? AND ok = 1",
-                                     (key,)).fetchone()[0] or 0 if kind == "name" else 0
+        last_ok = 0.0
+        if kind == "name":
+            last_ok = self.st.db.execute("SELECT MAX(at) FROM logins WHERE name = ? AND ok = 1",
+                                         (key,)).fetchone()[0] or 0.0
         return [t for (t,) in self.st.db.execute(
             f"SELECT at FROM logins WHERE {col} = ? AND ok = 0 AND at > ? AND at > ?",
             (key, last_ok, now - 2 * self.policy.window))]
