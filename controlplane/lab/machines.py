@@ -321,10 +321,30 @@ def up(count: int, kind: str | None = None, image: str | None = None) -> list[La
 
 def _launch(i: int, kind: str, image: str | None) -> subprocess.Popen:
     ensure_address6(i)
+    _forget_other_kind(_node_dir(i), kind)
     if kind == "overlay":
         return _start_overlay(i)
     d = _node_dir(i)
     return _start_machine(i, _read(d, "image") or image or DEFAULT_IMAGE)
+
+
+_DISK = ("upper", "work", "boots", "image", "pid")
+
+
+def _clear_disk(d: Path) -> None:
+    for sub in _DISK:
+        p = d / sub
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _forget_other_kind(d: Path, kind: str) -> None:
+    """A node left stopped as the other kind (a run cut off before `lab down`) must not lend
+    its disk: an overlay over a machine's upper layer sees the bare image's /etc/passwd (no
+    `mysql`, none of the host's users) over the host's root, and a machine over an overlay's
+    would boot the host's files. Its disk goes; it starts as a new node of this kind."""
+    was = _read(d, "kind")
+    if was and was != kind:
+        _clear_disk(d)
 
 
 def start(name: str) -> LabNode:
@@ -416,9 +436,7 @@ def wipe(name: str, image: str = "bare") -> LabNode:
     if (_read(d, "kind") or "machine") != "machine":
         raise LabError("only machine nodes can be wiped; `govhost lab up --kind machine`")
     stop(name)
-    for sub in ("upper", "work", "boots", "image", "pid"):
-        p = d / sub
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    _clear_disk(d)
     ensure_key()
     _wait_ssh(i, _start_machine(i, image), "machine", 120)
     return next(n for n in nodes() if n.name == name)

@@ -236,3 +236,22 @@ def test_two_applies_at_once_second_is_refused(county):
     assert "lock" in second.stderr
     first.communicate(timeout=300)
     assert first.returncode == 0
+
+
+def test_a_node_left_as_a_machine_comes_back_as_an_overlay_of_its_own(county):
+    """A run cut off before `lab down` leaves a machine node's disk behind; the overlay lab
+    started next must not see the bare image's files over the host's (the db node then had
+    no `mysql` user and every apply failed there)."""
+    d = Path(next(n.dir for n in lab.nodes() if n.name == "n2"))
+    lab.stop("n2")
+    passwd = [line for line in Path("/etc/passwd").read_text().splitlines()
+              if not line.startswith("mysql:")]
+    (d / "upper" / "etc").mkdir(parents=True, exist_ok=True)
+    (d / "upper" / "etc" / "passwd").write_text("\n".join(passwd) + "\n")
+    (d / "kind").write_text("machine\n")
+    (d / "image").write_text("bare\n")
+    nodes = {n.name: n for n in lab.up(3, "overlay")}
+    assert nodes["n2"].kind == "overlay" and nodes["n2"].image == ""
+    assert on_node(NODES["n2"], "id -un mysql") == "mysql"
+    assert apply_json(county)["result"] == "changed"
+    assert_every_tenant_everywhere(county)
