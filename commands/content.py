@@ -9,8 +9,8 @@ import typer
 from commands.output import call, county, emit, human_size, note, out, table
 
 app = typer.Typer()
-review_app = typer.Typer(help="Content releases waiting for review (tenants with "
-                         "`review: required`).", no_args_is_help=True)
+review_app = typer.Typer(help="Content releases waiting for review (tenants with `review:` "
+                         "levels in their manifest).", no_args_is_help=True)
 app.add_typer(review_app, name="review")
 
 
@@ -68,10 +68,14 @@ def review_list(as_json: bool = typer.Option(False, "--json")) -> None:
         emit(rows)
         return
     t = table("Waiting for review",
-              "tenant", "release", "files", "size", "published by", "added", "changed", "removed")
+              "tenant", "release", "waits for", "files", "size", "published by", "added",
+              "changed", "removed")
     for r in rows:
-        c = r["changes"]
-        t.add_row(r["tenant"], r["release_id"], str(r["files"]), human_size(r["bytes"]), r["actor"],
+        c, chain = r["changes"], r["review"]
+        level = chain["next_level"] or 0
+        t.add_row(r["tenant"], r["release_id"],
+                  f"{level + 1}/{len(chain['levels'])} {chain['levels'][level]}",
+                  str(r["files"]), human_size(r["bytes"]), r["actor"],
                   str(len(c["added"])), str(len(c["changed"])), str(len(c["removed"])))
     out.print(t)
 
@@ -85,6 +89,18 @@ def review_show(tenant: str, release: str, as_json: bool = typer.Option(False, "
         emit(r)
         return
     out.print(f"{tenant} {release} ({r['status']}), published by {r['actor']}", highlight=False)
+    chain = r.get("review")
+    if chain:
+        done = {s["level"]: s for s in chain["steps"]}
+        for i, kind in enumerate(chain["levels"]):
+            s = done.get(i)
+            if s is None:
+                mark = "waiting" if i == chain["next_level"] else "-"
+            else:
+                mark = f"{s['decision']} by {s['by']}"
+                if s["comment"]:
+                    mark += f": {s['comment']}"
+            out.print(f"  review level {i + 1} ({kind}): {mark}", highlight=False)
     for kind, colour in (("added", "green"), ("changed", "yellow")):
         for path, size in r["changes"][kind]:
             out.print(f"  [{colour}]{kind:<8}[/] {path} ({human_size(size)})", highlight=False)
@@ -112,18 +128,22 @@ def show_wording(found: list[dict]) -> None:
 
 
 @review_app.command("approve")
-def review_approve(tenant: str, release: str) -> None:
-    """Make a pending release live."""
-    _decide(tenant, release, True)
+def review_approve(tenant: str, release: str,
+                   comment: str = typer.Option("", "--comment", help="Kept with the decision "
+                                               "and shown to the unit.")) -> None:
+    """Approve the waiting level of a pending release; the last level makes it live."""
+    _decide(tenant, release, True, comment)
 
 
 @review_app.command("reject")
-def review_reject(tenant: str, release: str) -> None:
+def review_reject(tenant: str, release: str,
+                  comment: str = typer.Option("", "--comment", help="Why: kept with the "
+                                              "decision and shown to the unit.")) -> None:
     """Discard a pending release; the live site stays as it is."""
-    _decide(tenant, release, False)
+    _decide(tenant, release, False, comment)
 
 
-def _decide(tenant: str, release: str, approve: bool) -> None:
+def _decide(tenant: str, release: str, approve: bool, comment: str) -> None:
     from controlplane.content import releases as content
-    res = call(content.decide, county(), tenant, release, approve, note)
+    res = call(content.decide, county(), tenant, release, approve, note, comment=comment)
     out.print(f"{tenant} {release}: {res['status']}", highlight=False)

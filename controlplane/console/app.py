@@ -252,6 +252,109 @@ def build(county: County, secure: bool = True,
                           error=str(exc))
         return render(request, "submitted.html.j2", unit=name, res=res)
 
+    def review_kinds(me: Person, unit: str) -> frozenset[str]:
+        """The levels of a review chain `me` may decide on `unit`."""
+        return frozenset(k for k, action in (("unit", "review_unit"),
+                                             ("county", "review_county"))
+                         if roles.may(me, action, unit))
+
+    async def review_page(request: Request, error: str = "", done: Any = None,
+                          status: int = 200) -> Response:
+        """A pending (or decided) release: its chain, what it changes, its wording
+        findings, and the decision form for the person whose level is waiting."""
+        me = unit_gate(request, "view_unit")
+        if not isinstance(me, Person):
+            return me
+        name, rid = request.path_params["unit"], request.path_params["release"]
+        try:
+            r = releases.review_show(county, name, rid)
+        except GovhostError:
+            return render(request, "error.html.j2", 404, code=404, message="没有这个版本。")
+        chain = r["review"]
+        why_not = None
+        if chain is not None and r["status"] == "pending":
+            why_not = releases.chain_of(county, name, rid).refusal(
+                me.name, review_kinds(me, name))
+        return render(request, "review.html.j2", status, unit=name, r=r,
+                      title=inv.tenant(name).title, error=error, done=done,
+                      steps={s["level"]: s for s in (chain or {}).get("steps", [])},
+                      may_decide=r["status"] == "pending" and why_not is None,
+                      why_not=why_not)
+
+    async def review_decide(request: Request) -> Response:
+        me = unit_gate(request, "view_unit")
+        if not isinstance(me, Person):
+            return me
+        name, rid = request.path_params["unit"], request.path_params["release"]
+        kinds = review_kinds(me, name)
+        if not kinds:
+            return forbidden(request)
+        form = await request.form()
+        decision = str(form.get("decision", ""))
+        if decision not in ("approve", "reject"):
+            return await review_page(request, "请选择通过或退回。", status=400)
+        try:
+            done = await run_in_threadpool(
+                lambda: releases.decide(county, name, rid, decision == "approve", by=me.name,
+                                        kinds=kinds, comment=str(form.get("comment", "")),
+                                        four_eyes=True))
+        except GovhostError as exc:
+            return await review_page(request, str(exc), status=400)
+        return await review_page(request, done=done)
+
+    async def rollback_propose(request: Request) -> Response:
+        """An editor proposes an earlier release; it waits for the rollback's chain."""
+        me = unit_gate(request, "propose_rollback")
+        if not isinstance(me, Person):
+            return me
+        name = request.path_params["unit"]
+        form = await request.form()
+        try:
+            done = await run_in_threadpool(releases.propose_rollback, county, name,
+                                           str(form.get("release", "")), me.name)
+        except GovhostError as exc:
+            return render(request, "error.html.j2", 400, code=400, message=str(exc))
+        return RedirectResponse(f"/units/{name}/rollbacks/{done['proposal']}",
+                                status_code=303)
+
+    async def rollback_page(request: Request, error: str = "", done: Any = None,
+                            status: int = 200) -> Response:
+        me = unit_gate(request, "view_unit")
+        if not isinstance(me, Person):
+            return me
+        name, pid = request.path_params["unit"], request.path_params["proposal"]
+        found = next((p for p in releases.rollback_proposals(county, name)
+                      if p["id"] == pid), None)
+        if found is None:
+            return render(request, "error.html.j2", 404, code=404, message="没有这个回滚申请。")
+        why_not = None
+        if found["status"] == "pending":
+            why_not = releases.rollback_chain(county, name, pid).refusal(
+                me.name, review_kinds(me, name))
+        return render(request, "rollback.html.j2", status, unit=name, p=found,
+                      title=inv.tenant(name).title, error=error, done=done,
+                      steps={s["level"]: s for s in found["review"]["steps"]},
+                      may_decide=found["status"] == "pending" and why_not is None
+                      and roles.may(me, "confirm_rollback", name), why_not=why_not)
+
+    async def rollback_decide(request: Request) -> Response:
+        me = unit_gate(request, "confirm_rollback")
+        if not isinstance(me, Person):
+            return me
+        name, pid = request.path_params["unit"], request.path_params["proposal"]
+        form = await request.form()
+        decision = str(form.get("decision", ""))
+        if decision not in ("approve", "reject"):
+            return await rollback_page(request, "请选择通过或退回。", status=400)
+        try:
+            done = await run_in_threadpool(
+                lambda: releases.decide_rollback(county, name, pid, decision == "approve",
+                                                 me.name, review_kinds(me, name),
+                                                 str(form.get("comment", ""))))
+        except GovhostError as exc:
+            return await rollback_page(request, str(exc), status=400)
+        return await rollback_page(request, done=done)
+
     async def stylesheet(request: Request) -> Response:
         return Response(STYLESHEET, media_type="text/css",
                         headers={"Cache-Control": "max-age=3600",
@@ -268,6 +371,11 @@ def build(county: County, secure: bool = True,
         Route("/units/{unit}/upload", upload_page, methods=["GET"]),
         Route("/units/{unit}/upload", upload, methods=["POST"]),
         Route("/units/{unit}/submit", submit, methods=["POST"]),
+        Route("/units/{unit}/reviews/{release}", review_page, methods=["GET"]),
+        Route("/units/{unit}/reviews/{release}", review_decide, methods=["POST"]),
+        Route("/units/{unit}/rollbacks", rollback_propose, methods=["POST"]),
+        Route("/units/{unit}/rollbacks/{proposal:int}", rollback_page, methods=["GET"]),
+        Route("/units/{unit}/rollbacks/{proposal:int}", rollback_decide, methods=["POST"]),
     ], middleware=[Middleware(SessionMiddleware,
                               secret_key=secrets.derive(inv.secret, "console-session", 64),
                               session_cookie=f"{prefix}govhost-session",

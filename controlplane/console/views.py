@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from controlplane.content import releases as content_releases
 from controlplane.core.county import County
 
 DAY = 86400.0
@@ -51,6 +52,7 @@ def unit(county: County, name: str, now: float | None = None) -> dict[str, Any]:
         checked = st.compliance(None).get(name, {})
         certs = st.certificates()
         backups = {k: v for (u, k), v in st.last_backups().items() if u == name}
+    rollbacks = content_releases.rollback_proposals(county, name)
     cert = next((c for c in certs.values() if name in c["units"]), None)
     verdicts = checked.get("verdicts", {})
     columns = next((v["evidence"] for k, v in verdicts.items() if k == "columns_fresh"), [])
@@ -71,5 +73,7 @@ def unit(county: County, name: str, now: float | None = None) -> dict[str, Any]:
         "findings": [{"indicator": k, "summary": v["summary"], "at_risk": v.get("at_risk")}
                      for k, v in sorted(verdicts.items()) if not v["ok"] or v.get("at_risk")],
         "checked_at": checked.get("checked_at"),
+        "rollbacks": rollbacks[:10],
+        "rollback_open": any(p["status"] == "pending" for p in rollbacks),
         "requests": row["requests"],
     }

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from controlplane.content import review
 from controlplane.core import accounts, paths, remote
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
@@ -49,7 +50,7 @@ class Target:
     hosts: Any
     known_hosts: Path
     quota_bytes: int
-    review: bool
+    review: list[str]           # the levels a release must pass, in order
     keep: int
     state: State
 
@@ -80,7 +81,7 @@ def target(county: County, tenant: str) -> Iterator[Target]:
             by_name = {n.name: n for n in inv.hosts.nodes}
             yield Target(county, tenant, [by_name[n] for n in applied], inv.hosts,
                          county.known_hosts, inv.quota_bytes(t),
-                         t.review == "required", inv.cluster.defaults.keep_content_releases,
+                         t.review.levels, inv.cluster.defaults.keep_content_releases,
                          state)
         finally:
             state.close()
@@ -207,7 +208,10 @@ def publish(county: County, tenant: str, say: Say = lambda _: None,
         nodes = [n.name for n in tg.replicas]
         if tg.review and source is None:
             tg.state.add_content_release(tenant, rid, "pending", summary, nodes)
-            say(f"{rid} waits for review: `govhost review approve {tenant} {rid}`")
+            tg.state.add_review_chain(tenant, rid, tg.review, summary.get("published_by")
+                                      or by or actor())
+            say(f"{rid} waits for review ({len(tg.review)} level(s): "
+                f"{', '.join(tg.review)}): `govhost review approve {tenant} {rid}`")
             status = "pending"
         else:
             tg.state.add_content_release(tenant, rid, "live", summary, nodes)
@@ -232,7 +236,7 @@ def releases(county: County, tenant: str) -> list[dict[str, Any]]:
 
 
 def rollback(county: County, tenant: str, release: str | None = None,
-             say: Say = lambda _: None) -> dict[str, Any]:
+             say: Say = lambda _: None, by: str | None = None) -> dict[str, Any]:
     """Make an earlier release live again on every replica (default: the one before)."""
     with target(county, tenant) as tg:
         rows = json.loads(_ok(tg, tg.replicas[0], "releases", tenant))
@@ -254,8 +258,8 @@ def rollback(county: County, tenant: str, release: str | None = None,
             _ok(tg, node, "switch", tenant, release)
             say(f"{node.name}: {release} live")
         if live:
-            tg.state.set_content_status(tenant, live, "rolled-back", "rollback")
-        tg.state.set_content_status(tenant, release, "live", "rollback-target")
+            tg.state.set_content_status(tenant, live, "rolled-back", "rollback", by)
+        tg.state.set_content_status(tenant, release, "live", "rollback-target", by)
         _reindex(county, tenant, say)
         return {"tenant": tenant, "live": release, "was": live}
 
@@ -265,9 +269,15 @@ def _has(tg: Target, node: Node, rid: str) -> bool:
 
 
 def pending(county: County) -> list[dict[str, Any]]:
+    """Releases waiting for review, each with its chain (`review`: levels, steps, the level
+    waiting)."""
     st = county.open_state()
     try:
-        return st.content_releases(status="pending")
+        rows = st.content_releases(status="pending")
+        for r in rows:
+            chain = _chain(st, r)
+            r["review"] = chain and _chain_view(chain)
+        return rows
     finally:
         st.close()
 
@@ -277,32 +287,169 @@ def review_show(county: County, tenant: str, release: str) -> dict[str, Any]:
     try:
         rows = [r for r in st.content_releases(tenant) if r["release_id"] == release]
         checked = st.wording(tenant, release).get((tenant, release))
+        chain = _chain(st, rows[0]) if rows else None
     finally:
         st.close()
     if not rows:
         raise ContentError(f"no release {release} of {tenant} in review; `govhost review "
                            "list` shows the pending ones")
-    return {**rows[0], "wording": checked["findings"] if checked else []}
+    return {**rows[0], "wording": checked["findings"] if checked else [],
+            "review": chain and _chain_view(chain)}
+
+
+def chain_of(county: County, tenant: str, release: str) -> review.Chain | None:
+    """The review chain of one release (None: it went live without review)."""
+    st = county.open_state()
+    try:
+        rec = next((r for r in st.content_releases(tenant) if r["release_id"] == release),
+                   None)
+        return rec and _chain(st, rec)
+    finally:
+        st.close()
+
+
+def _chain(st: State, rec: dict[str, Any]) -> review.Chain | None:
+    """The release's review chain; a release left pending by a govhost from before review
+    chains had one level of the unit."""
+    row = st.review_chain(rec["tenant"], rec["release_id"])
+    if row is None:
+        return review.Chain(("unit",), rec["actor"]) if rec["status"] == "pending" else None
+    return review.Chain(tuple(row["levels"]), row["publisher"],
+                        tuple(review.Step(**s) for s in row["steps"]))
+
+
+def _chain_view(chain: review.Chain) -> dict[str, Any]:
+    return {"levels": list(chain.levels), "publisher": chain.publisher,
+            "next_level": chain.next_level,
+            "steps": [vars(s) for s in chain.steps]}
 
 
 def decide(county: County, tenant: str, release: str, approve: bool,
-           say: Say = lambda _: None) -> dict[str, Any]:
+           say: Say = lambda _: None, by: str | None = None,
+           kinds: frozenset[str] = frozenset(review.LEVEL_NAMES), comment: str = "",
+           four_eyes: bool = False) -> dict[str, Any]:
+    """Decide the waiting level of a pending release. The last approval makes it live on
+    every replica; a rejection at any level drops it. `by`/`kinds`: who decides and which
+    levels they may (the console passes the person and `four_eyes`; the CLI is the county's
+    operator at the control machine, for any level)."""
+    who = by or actor()
     with target(county, tenant) as tg:
         rec = next((r for r in tg.state.content_releases(tenant, "pending")
                     if r["release_id"] == release), None)
         if rec is None:
             raise ContentError(f"{tenant} has no release {release} waiting for review")
-        if approve:
-            tg.state.set_content_status(tenant, release, "live", "approved")
+        chain = _chain(tg.state, rec)
+        assert chain is not None
+        chain, step = _step(tg.state, tenant, release, chain, who, kinds, approve, comment,
+                            four_eyes)
+        if chain.approved:
+            tg.state.set_content_status(tenant, release, "live", "approved", who)
             _go_live(tg, release, say)
             _reindex(county, tenant, say)
-        else:
+            status = "live"
+        elif chain.rejected:
             for node in tg.replicas:
                 _ok(tg, node, "drop", tenant, release)
-            tg.state.set_content_status(tenant, release, "rejected", "rejected")
+            tg.state.set_content_status(tenant, release, "rejected", "rejected", who)
             say(f"{release} rejected; the live site is unchanged")
-        return {"tenant": tenant, "release": release,
-                "status": "live" if approve else "rejected"}
+            status = "rejected"
+        else:
+            status = "pending"
+            say(f"{release}: level {step.level + 1} of {len(chain.levels)} approved; waits "
+                f"for {chain.levels[chain.next_level or 0]}")
+        return {"tenant": tenant, "release": release, "status": status,
+                "review": _chain_view(chain)}
+
+
+def _step(st: State, tenant: str, key: str, chain: review.Chain, who: str,
+          kinds: frozenset[str], approve: bool, comment: str, four_eyes: bool
+          ) -> tuple[review.Chain, review.Step]:
+    """One decision on the waiting level of the chain kept under `key`, recorded."""
+    try:
+        chain, step = chain.decide(who, kinds, "approved" if approve else "rejected",
+                                   time.time(), comment, four_eyes)
+    except review.ReviewError as exc:
+        raise ContentError(f"{tenant} {key}: {exc}") from None
+    st.add_review_step(tenant, key, step.level, step.kind, step.decision, who, step.at,
+                       step.comment)
+    return chain, step
+
+
+def rollback_levels(county: County, tenant: str) -> tuple[str, ...]:
+    """Who confirms a unit's rollback: its review chain, or one of its reviewers where it
+    publishes without review (an editor proposes, somebody else confirms)."""
+    t = county.inv.tenant(tenant)
+    return tuple(t.review.levels) if t and t.review.levels else ("unit",)
+
+
+def propose_rollback(county: County, tenant: str, release: str, by: str
+                     ) -> dict[str, Any]:
+    """An editor asks for `release` to be live again; it waits for the rollback's review
+    chain. Refused for a release not kept on the unit's first replica, the live one, one
+    waiting for review, or while another proposal of the unit is open."""
+    kept = {r["id"]: r for r in releases(county, tenant)}
+    if release not in kept:
+        raise ContentError(f"{tenant} has no release {release} kept on its replicas "
+                           "(older ones are pruned); choose one of the release history")
+    if kept[release]["live"] or kept[release]["status"] == "pending":
+        raise ContentError(f"{release} is {kept[release]['status']}; roll back to an earlier "
+                           "release")
+    levels = rollback_levels(county, tenant)
+    with county.state() as st:
+        if st.rollbacks(tenant, "pending"):
+            raise ContentError(f"{tenant} has a rollback waiting already; decide it first")
+        pid = st.add_rollback(tenant, release, by, levels)
+    return {"tenant": tenant, "proposal": pid, "target": release, "levels": list(levels)}
+
+
+def rollback_proposals(county: County, tenant: str) -> list[dict[str, Any]]:
+    """A unit's rollback proposals, newest first, each with its chain."""
+    with county.state() as st:
+        rows = st.rollbacks(tenant)
+        for r in rows:
+            r["review"] = _chain_view(_rollback_chain(st, tenant, r["id"]))
+    return sorted(rows, key=lambda r: -r["id"])
+
+
+def _rollback_chain(st: State, tenant: str, pid: int) -> review.Chain:
+    row = st.review_chain(tenant, f"rollback:{pid}")
+    if row is None:
+        raise ContentError(f"{tenant} has no rollback proposal {pid}")
+    return review.Chain(tuple(row["levels"]), row["publisher"],
+                        tuple(review.Step(**s) for s in row["steps"]))
+
+
+def rollback_chain(county: County, tenant: str, pid: int) -> review.Chain:
+    with county.state() as st:
+        return _rollback_chain(st, tenant, pid)
+
+
+def decide_rollback(county: County, tenant: str, pid: int, approve: bool, by: str,
+                    kinds: frozenset[str], comment: str = "", four_eyes: bool = True,
+                    say: Say = lambda _: None) -> dict[str, Any]:
+    """Decide the waiting level of a rollback proposal; the last approval rolls back on
+    every replica (as `govhost rollback` does), a rejection closes it."""
+    with county.state() as st:
+        rec = next((r for r in st.rollbacks(tenant, "pending") if r["id"] == pid), None)
+        if rec is None:
+            raise ContentError(f"{tenant} has no rollback proposal {pid} waiting")
+        chain, _ = _step(st, tenant, f"rollback:{pid}", _rollback_chain(st, tenant, pid),
+                         by, kinds, approve, comment, four_eyes)
+        if chain.rejected:
+            st.set_rollback_status(pid, "rejected")
+    status = "rejected" if chain.rejected else "pending"
+    if chain.approved:
+        try:
+            rollback(county, tenant, rec["target"], say, by)
+        except GovhostError:
+            with county.state() as st:
+                st.set_rollback_status(pid, "failed")
+            raise
+        with county.state() as st:
+            st.set_rollback_status(pid, "done")
+        status = "done"
+    return {"tenant": tenant, "proposal": pid, "target": rec["target"], "status": status,
+            "review": _chain_view(chain)}
 
 
 def remove(county: County, tenant: str, say: Say = lambda _: None) -> dict[str, Any]:

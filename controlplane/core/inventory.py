@@ -240,6 +240,9 @@ def _cross_check(
         portal_names.add(cluster.domain)
     for host in portal_names:
         claimed[host] = (cluster_file, "portal")
+    if cluster.console is not None:
+        claimed[f"{cluster.console.hostname}.{cluster.domain}"] = (cluster_file,
+                                                                   "console.hostname")
     web = len(hosts.web_nodes)
     if web == 0:
         problems.append(Problem(hosts_file, "nodes", "no node has the 'web' role"))

@@ -294,6 +294,30 @@ class Waf(_Model):
         return value
 
 
+ReviewLevel = Literal["unit", "county"]
+
+
+class Review(_Model):
+    """Who must approve a release before it goes live, in order: `unit` (one of the unit's
+    reviewers) or `county` (a county operator); each level by a different person. `none`
+    is no level, `required` one level of the unit."""
+
+    levels: list[ReviewLevel] = Field(default_factory=list, max_length=3)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        if value == "none":
+            return {"levels": []}
+        if value == "required":
+            return {"levels": ["unit"]}
+        if isinstance(value, str):
+            raise ValueError(f"{value!r} is not a review setting; use none, required or "
+                             "{levels: [unit, county]} (one to three levels, each unit or "
+                             "county)")
+        return value
+
+
 class Tenant(_Model):
     """One unit (department or township) and its site."""
 
@@ -307,7 +331,7 @@ class Tenant(_Model):
     sections: list[Section] = Field(default_factory=list, max_length=200)
     rate_limit: RateLimit | None = None
     sftp: Sftp = Sftp()
-    review: Literal["none", "required"] = "none"
+    review: Review = Field(default_factory=lambda: Review())
     quota_mb: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
     backup: TenantBackup = TenantBackup()
     waf: Waf = Field(default_factory=lambda: Waf())
@@ -583,6 +607,22 @@ class AlertMail(_Model):
     repeat_hours: StrictInt = Field(default=24, ge=1, le=720)
 
 
+class ConsoleSettings(_Model):
+    """The unit web console: every node's nginx serves `<hostname>.<domain>` over HTTPS and
+    proxies it to `govhost console` on the control machine at `address:port` (an address
+    the nodes reach; keep the port closed to everyone else)."""
+
+    hostname: Label = "console"
+    address: IpAddress = "127.0.0.1"
+    port: StrictInt = Field(default=8090, ge=1, le=65535)
+    max_upload_mb: StrictInt = Field(default=1024, ge=1, le=100_000)
+
+    @property
+    def listen(self) -> str:
+        return f"[{self.address}]:{self.port}" if ":" in self.address \
+            else f"{self.address}:{self.port}"
+
+
 class Cluster(_Model):
     domain: Host
     name: Text
@@ -596,6 +636,7 @@ class Cluster(_Model):
     waf: WafSettings = WafSettings()
     updates: UpdatesSettings = UpdatesSettings()
     alerts: AlertMail | None = None
+    console: ConsoleSettings | None = None
 
 
 class SshSettings(_Model):

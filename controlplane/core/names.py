@@ -19,7 +19,7 @@ RESERVED_LABELS = frozenset(
         "www", "mail", "smtp", "imap", "pop", "pop3", "ftp", "sftp", "ns", "ns1", "ns2", "ns3",
         "ns4", "dns", "mx", "webmail", "admin", "root", "localhost", "autodiscover", "autoconfig",
         "vpn", "portal", "api", "govhost", "wpad", "isatap", "static", "cdn", "monitor",
-        "grafana", "prometheus", "backup", "acme", "_acme-challenge",
+        "grafana", "prometheus", "backup", "acme", "_acme-challenge", "console",
     }
 )
 

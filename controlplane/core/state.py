@@ -36,6 +36,16 @@ CREATE TABLE IF NOT EXISTS content_releases (
     published_at REAL NOT NULL, actor TEXT NOT NULL, files INTEGER NOT NULL,
     bytes INTEGER NOT NULL, nodes TEXT NOT NULL, changes TEXT NOT NULL, decided_by TEXT,
     decided_at REAL, PRIMARY KEY (tenant, release_id));
+CREATE TABLE IF NOT EXISTS review_chains (
+    tenant TEXT NOT NULL, release_id TEXT NOT NULL, levels TEXT NOT NULL,
+    publisher TEXT NOT NULL, PRIMARY KEY (tenant, release_id));
+CREATE TABLE IF NOT EXISTS review_steps (
+    tenant TEXT NOT NULL, release_id TEXT NOT NULL, level INTEGER NOT NULL, kind TEXT NOT NULL,
+    decision TEXT NOT NULL, by TEXT NOT NULL, at REAL NOT NULL, comment TEXT NOT NULL,
+    PRIMARY KEY (tenant, release_id, level));
+CREATE TABLE IF NOT EXISTS rollbacks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, target TEXT NOT NULL,
+    proposed_by TEXT NOT NULL, at REAL NOT NULL, status TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS wording_files (
     digest TEXT NOT NULL, lists TEXT NOT NULL, findings TEXT NOT NULL,
     PRIMARY KEY (digest, lists));
@@ -199,12 +209,71 @@ class State:
                          "nodes": list(nodes)}, summary.get("published_by"))
 
     def set_content_status(self, tenant: str, release_id: str, status: str,
-                           action: str | None = None) -> None:
+                           action: str | None = None, who: str | None = None) -> None:
         with self.tx() as db:
             db.execute("UPDATE content_releases SET status = ?, decided_by = ?, decided_at = ? "
                        "WHERE tenant = ? AND release_id = ?",
-                       (status, actor(), time.time(), tenant, release_id))
-            self._audit(db, f"content.{action or status}", f"{tenant}/{release_id}", {})
+                       (status, who or actor(), time.time(), tenant, release_id))
+            self._audit(db, f"content.{action or status}", f"{tenant}/{release_id}", {}, who)
+
+    def add_review_chain(self, tenant: str, release_id: str, levels: Sequence[str],
+                         publisher: str) -> None:
+        """The levels a pending release must pass, as the manifest said when it was
+        published (a later change of the manifest does not move a release under way)."""
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO review_chains (tenant, release_id, levels, "
+                       "publisher) VALUES (?, ?, ?, ?)",
+                       (tenant, release_id, json.dumps(list(levels)), publisher))
+
+    def review_chain(self, tenant: str, release_id: str) -> dict[str, Any] | None:
+        """{levels, publisher, steps} of a release that went through review, or None."""
+        row = self.db.execute("SELECT levels, publisher FROM review_chains WHERE tenant = ? "
+                              "AND release_id = ?", (tenant, release_id)).fetchone()
+        if row is None:
+            return None
+        keys = ("level", "kind", "decision", "by", "at", "comment")
+        steps = [dict(zip(keys, r)) for r in self.db.execute(
+            f"SELECT {', '.join(keys)} FROM review_steps WHERE tenant = ? AND release_id = ? "
+            "ORDER BY level", (tenant, release_id))]
+        return {"levels": json.loads(row[0]), "publisher": row[1], "steps": steps}
+
+    def add_rollback(self, tenant: str, target: str, by: str, levels: Sequence[str]) -> int:
+        """A proposed rollback, waiting for its review chain (kept under the key
+        `rollback:<id>` beside the releases' chains)."""
+        with self.tx() as db:
+            cur = db.execute("INSERT INTO rollbacks (tenant, target, proposed_by, at, status) "
+                             "VALUES (?, ?, ?, ?, 'pending')", (tenant, target, by, time.time()))
+            pid = int(cur.lastrowid or 0)
+            db.execute("INSERT INTO review_chains (tenant, release_id, levels, publisher) "
+                       "VALUES (?, ?, ?, ?)",
+                       (tenant, f"rollback:{pid}", json.dumps(list(levels)), by))
+            self._audit(db, "content.rollback.proposed", f"{tenant}/{target}",
+                        {"proposal": pid, "levels": list(levels)}, by)
+        return pid
+
+    def rollbacks(self, tenant: str, status: str | None = None) -> list[dict[str, Any]]:
+        keys = ("id", "tenant", "target", "proposed_by", "at", "status")
+        sql = f"SELECT {', '.join(keys)} FROM rollbacks WHERE tenant = ?"
+        args: list[Any] = [tenant]
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        return [dict(zip(keys, r)) for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def set_rollback_status(self, pid: int, status: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE rollbacks SET status = ? WHERE id = ?", (status, pid))
+
+    def add_review_step(self, tenant: str, release_id: str, level: int, kind: str,
+                        decision: str, by: str, at: float, comment: str) -> None:
+        """One level's decision, with its audit entry in the reviewer's name. A level is
+        decided once: a second decision of the same level (two reviewers at once) fails."""
+        with self.tx() as db:
+            db.execute("INSERT INTO review_steps (tenant, release_id, level, kind, decision, "
+                       "by, at, comment) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (tenant, release_id, level, kind, decision, by, at, comment))
+            self._audit(db, f"content.review.{decision}", f"{tenant}/{release_id}",
+                        {"level": level + 1, "kind": kind, "comment": comment}, by)
 
     def content_releases(self, tenant: str | None = None,
                          status: str | None = None) -> list[dict[str, Any]]:

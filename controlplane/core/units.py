@@ -1,4 +1,5 @@
-"""The sites the county serves and the names each answers to: every tenant, and the portal.
+"""The sites the county serves and the names each answers to: every tenant, the portal and
+the unit web console.
 
 Shared by what names those sites (certificates, DNS records, server blocks), so it lives in
 the core rather than in any one of them.
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from controlplane.core.inventory import Inventory
 
 PORTAL = "_portal"
+CONSOLE = "_console"
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,17 @@ def units(inv: Inventory) -> list[Unit]:
     if inv.cluster.portal.serve_apex:
         portal.append(inv.cluster.domain)
     out = [Unit(PORTAL, default, tuple(portal))]
+    if inv.cluster.console is not None:
+        out.append(Unit(CONSOLE, default, (console_host(inv),)))
     for t in inv.tenants:
         issuer = t.tls.issuer if t.tls is not None else default
         out.append(Unit(t.name, issuer, (inv.site_host(t), *t.aliases)))
     return out
+
+
+def console_host(inv: Inventory) -> str:
+    assert inv.cluster.console is not None
+    return f"{inv.cluster.console.hostname}.{inv.cluster.domain}"
 
 
 def in_zone(name: str, zone: str) -> bool:

@@ -21,7 +21,7 @@ from controlplane.backup import plan as backup_plan
 from controlplane.core import accounts, paths
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Tenant
-from controlplane.core.units import PORTAL
+from controlplane.core.units import CONSOLE, PORTAL, console_host
 from controlplane.sites import firewall, waf
 
 _NGINX_SAFE = re.compile(r"^[A-Za-z0-9._:\-\[\]/ ,=>]*$")
@@ -176,6 +176,12 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         {**base, "server_names": _portal_names(inv), "tls": _tls_ctx(inv, PORTAL),
          "rate_zone": _zone(default_rate.requests_per_second),
          "burst": default_rate.burst}).encode()
+    if inv.cluster.console is not None:
+        console = inv.cluster.console
+        all_names.append(console_host(inv))
+        files["vhosts/_console.conf"] = _conf_env.get_template("nginx/console.conf.j2").render(
+            {**base, "server_name": console_host(inv), "tls": _tls_ctx(inv, CONSOLE),
+             "upstream": console.listen, "max_upload_mb": console.max_upload_mb}).encode()
     files.update(_tls_files(inv))
     if ("_portal", True) not in cache:
         cache[("_portal", True)] = {"pages/_portal/index.html": _portal_page(inv)}

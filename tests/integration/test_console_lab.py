@@ -30,10 +30,13 @@ def console(lab_cluster, tmp_path_factory):
     import shutil
     inv = tmp_path_factory.mktemp("console") / "inventory"
     shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    with (inv / "tenants" / "caizheng.yaml").open("a") as f:
+        f.write("review: {levels: [unit, county]}\n")       # the county checks it too
     apply_json(inv)
     people = {}
     for name, unit, role in (("wangfang", "jiaoyu", "editor"), ("lisi", "jiaoyu", "reviewer"),
-                             ("zhaoliu", None, "operator")):
+                             ("zhaoliu", None, "operator"), ("qianli", "caizheng", "editor"),
+                             ("chenjing", "caizheng", "reviewer"), ("sunqi", None, "operator")):
         args = ["user", "add", name, "--display", name, "--role", role, "--json"]
         proc = govhost(inv, *args, *(["--unit", unit] if unit else []), check=True)
         people[name] = json.loads(proc.stdout)
@@ -52,10 +55,12 @@ def console(lab_cluster, tmp_path_factory):
             time.sleep(0.3)
     SHOTS.mkdir(parents=True, exist_ok=True)
     reset_content("jiaoyu")
+    reset_content("caizheng")
     yield {"inv": inv, "url": f"http://{HOST}:{port}", "people": people}
     proc.terminate()
     proc.wait(10)
     reset_content("jiaoyu")
+    reset_content("caizheng")
 
 
 def _chrome():
@@ -73,6 +78,20 @@ def _click(chrome, by, selector):
     WebDriverWait(chrome, 120).until(ec.staleness_of(old))
     WebDriverWait(chrome, 120).until(
         lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def _first_login(chrome, url, person: dict, new_password: str) -> None:
+    """Log in with the first password (and the code, for those with a second factor) and
+    change it, as the console asks at the first login."""
+    from selenium.webdriver.common.by import By
+    secret = person["totp_secret"]
+    _login(chrome, url, person["name"], person["password"],
+           pyotp.TOTP(secret).now() if secret else "")
+    assert chrome.current_url.endswith("/password"), chrome.page_source[-1500:]
+    for field, value in (("old", person["password"]), ("new", new_password),
+                         ("again", new_password)):
+        chrome.find_element(By.ID, field).send_keys(value)
+    _click(chrome, By.CSS_SELECTOR, "main button[type=submit]")
 
 
 def _login(chrome, url, name, password, code=""):
@@ -166,3 +185,100 @@ def test_a_reviewer_needs_the_code_and_the_operator_sees_the_county(console):
         assert "茶河镇" in chrome.page_source
     finally:
         chrome.quit()
+
+
+def test_a_release_goes_live_only_after_the_unit_and_the_county_approve_it(console):
+    """caizheng reviews at two levels (`review: {levels: [unit, county]}`): the editor's
+    submission waits; the unit's reviewer approves with a comment and it still waits; the
+    county operator approves and it is live on every node. Each decision is audited in the
+    person's name."""
+    import zipfile
+
+    from selenium.webdriver.common.by import By
+
+    from controlplane.core.county import County
+    url, people, inv = console["url"], console["people"], console["inv"]
+    first = inv.parent / "caizheng-v1"
+    first.mkdir()
+    (first / "index.html").write_text("<html><body><h1>青水县财政局 第一版</h1>"
+                                      "<p>2026-12-01 通知</p></body></html>")
+    govhost(inv, "lab", "upload", "caizheng", str(first), check=True)
+    v1 = json.loads(govhost(inv, "publish", "caizheng", "--json", check=True).stdout)
+    assert v1["status"] == "pending"
+    for _ in range(2):       # the county's operators at the control machine, both levels
+        govhost(inv, "review", "approve", "caizheng", v1["release"], check=True)
+    site = inv.parent / "caizheng.zip"
+    with zipfile.ZipFile(site, "w") as zf:
+        zf.writestr("index.html", "<html><body><h1>青水县财政局 两级审核</h1>"
+                                  "<p>2026-12-02 预算公开</p></body></html>")
+    chrome = _chrome()
+    try:
+        _first_login(chrome, url, people["qianli"], "财政-编辑-密码-1")
+        chrome.get(f"{url}/units/caizheng/upload")
+        chrome.find_element(By.ID, "site").send_keys(str(site))
+        _click(chrome, By.ID, "upload")
+        _click(chrome, By.ID, "submit")
+        assert "新版本正在等待审核" in chrome.find_element(By.ID, "result").text
+        rid = chrome.find_element(By.ID, "result").text.split("(")[-1].rstrip(")")
+        for address in NODES.values():
+            assert "两级审核" not in page("caizheng", address)[1]
+        chrome.get(f"{url}/units/caizheng/reviews/{rid}")
+        assert not chrome.find_elements(By.ID, "approve")      # an editor does not review
+
+        chrome.delete_all_cookies()
+        _first_login(chrome, url, people["chenjing"], "财政-审核-密码-1")
+        chrome.get(f"{url}/units/caizheng")
+        _click(chrome, By.CSS_SELECTOR, "a.release-pending")
+        assert "index.html" in chrome.find_element(By.ID, "changes").text
+        chrome.find_element(By.ID, "comment").send_keys("<b>第一级</b>：内容无误")
+        chrome.save_screenshot(str(SHOTS / "review.png"))
+        _click(chrome, By.ID, "approve")
+        assert "等待下一级审核" in chrome.find_element(By.ID, "result").text
+        chain = chrome.find_element(By.ID, "chain").text
+        assert "chenjing" in chain and "<b>第一级</b>：内容无误" in chain     # shown as text
+        for address in NODES.values():
+            assert "两级审核" not in page("caizheng", address)[1]
+
+        chrome.delete_all_cookies()
+        _first_login(chrome, url, people["sunqi"], "county-operator-pass-2")
+        chrome.get(f"{url}/units/caizheng/reviews/{rid}")
+        _click(chrome, By.ID, "approve")
+        assert "审核全部通过" in chrome.find_element(By.ID, "result").text
+        chrome.save_screenshot(str(SHOTS / "review-approved.png"))
+        for address in NODES.values():
+            status, body = page("caizheng", address)
+            assert status == 200 and "两级审核" in body, (address, status)
+
+        # A rollback goes through the same steps: the editor proposes the first release,
+        # the unit's reviewer and then the county approve, and it is live everywhere.
+        chrome.delete_all_cookies()
+        _login(chrome, url, "qianli", "财政-编辑-密码-1")
+        chrome.get(f"{url}/units/caizheng")
+        _click(chrome, By.CSS_SELECTOR, "button.propose-rollback")
+        assert chrome.find_element(By.ID, "target").text == v1["release"]
+        proposal = chrome.current_url
+        for who, password in (("chenjing", "财政-审核-密码-1"),
+                              ("sunqi", "county-operator-pass-2")):
+            assert "两级审核" in page("caizheng", NODES["n1"])[1]    # not rolled back yet
+            chrome.delete_all_cookies()
+            _login(chrome, url, who, password,
+                   pyotp.TOTP(people[who]["totp_secret"]).at(time.time() + 30))
+            chrome.get(proposal)
+            _click(chrome, By.ID, "approve")
+        assert "已回滚" in chrome.find_element(By.ID, "result").text
+        chrome.save_screenshot(str(SHOTS / "rollback.png"))
+    finally:
+        chrome.quit()
+    for address in NODES.values():
+        status, body = page("caizheng", address)
+        assert status == 200 and "第一版" in body, (address, status)
+    with County(inv).state() as st:
+        log = st.audit_log(200)
+    decided = [(e["actor"], e["detail"].get("level")) for e in log
+               if e["action"] == "content.review.approved" and rid in e["target"]]
+    assert sorted(decided) == [("chenjing", 1), ("sunqi", 2)]
+    rolled = [(e["actor"], e["detail"].get("level")) for e in log
+              if e["action"] == "content.review.approved" and "rollback:" in e["target"]]
+    assert sorted(rolled) == [("chenjing", 1), ("sunqi", 2)]
+    assert any(e["action"] == "content.rollback-target" and e["actor"] == "sunqi"
+               for e in log)

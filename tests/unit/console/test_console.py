@@ -24,6 +24,7 @@ BASE = "https://console.qingshui.gov.cn"
 PEOPLE = {"editor": ("jiaoyu", ["editor"]), "reviewer": ("jiaoyu", ["reviewer"]),
           "admin": ("jiaoyu", ["admin"]), "other": ("chahe", ["editor"]),
           "operator": (None, ["operator"]), "leaver": ("jiaoyu", ["editor"])}
+R_JY, R_CH = "20261201T000000-aaaaaa", "20261201T000000-bbbbbb"   # pending releases
 SESSIONS: dict = {}         # who -> cookies of their one login (a TOTP code is taken once)
 
 
@@ -33,7 +34,7 @@ def fake_unit(county, name):
                                               "ms": 3.0}],
             "live": "r1", "releases": [], "columns": [], "cert": None, "backups": {},
             "disk_bytes": 0, "quota_bytes": 1 << 30, "quota_used": 0.0, "findings": [],
-            "checked_at": None, "requests": 0}
+            "checked_at": None, "requests": 0, "rollbacks": [], "rollback_open": False}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,15 @@ def county(tmp_path_factory):
         issued[name] = people.add(name, name.title(), unit, roles,
                                   frozenset(t.name for t in c.inv.tenants))
         people.change_password(name, issued[name].password, f"{name}-password-12")
-    people.st.close()
+    st = people.st
+    for unit, rid in (("jiaoyu", R_JY), ("chahe", R_CH)):
+        st.add_content_release(unit, rid, "pending", {
+            "published_by": "editor", "files": 2, "bytes": 10,
+            "added": [["<img src=x onerror=alert(1)>.html", 5]], "changed": [],
+            "removed": []}, ["n1", "n2"])
+        st.add_review_chain(unit, rid, ["unit", "county"], "editor")
+    assert st.add_rollback("jiaoyu", "20261130T000000-cccccc", "editor", ["unit"]) == 1
+    st.close()
     return c, issued
 
 
@@ -85,6 +94,16 @@ MATRIX = {  # route -> expected status per role (303: redirected)
                              "operator": 403, "anonymous": 303},
     "/units/chahe/upload": {"editor": 403, "reviewer": 403, "admin": 403, "other": 200,
                             "operator": 403, "anonymous": 303},
+    f"/units/jiaoyu/reviews/{R_JY}": {"editor": 200, "reviewer": 200, "admin": 200,
+                                      "other": 403, "operator": 200, "anonymous": 303},
+    f"/units/chahe/reviews/{R_CH}": {"editor": 403, "reviewer": 403, "admin": 403,
+                                     "other": 200, "operator": 200, "anonymous": 303},
+    f"/units/jiaoyu/reviews/{R_CH}": {"editor": 404, "reviewer": 404, "admin": 404,
+                                      "other": 403, "operator": 404, "anonymous": 303},
+    "/units/jiaoyu/rollbacks/1": {"editor": 200, "reviewer": 200, "admin": 200, "other": 403,
+                                  "operator": 200, "anonymous": 303},
+    "/units/chahe/rollbacks/1": {"editor": 403, "reviewer": 403, "admin": 403, "other": 404,
+                                 "operator": 404, "anonymous": 303},
 }
 
 
@@ -218,3 +237,56 @@ def test_a_hostile_zip_is_refused_with_the_reason_before_any_node_is_asked(count
     (None, "en", "zh-CN", "en"), ("zh", "en", "en-US", "zh"), ("xx", None, "de;q=x", "zh")])
 def test_the_language_from_the_query_the_cookie_or_the_browser(query, cookie, accept, lang):
     assert i18n.pick(query, cookie, accept) == lang
+
+
+@pytest.mark.parametrize("who,unit,rid", [("editor", "jiaoyu", R_JY), ("admin", "jiaoyu", R_JY),
+                                          ("other", "jiaoyu", R_JY),
+                                          ("reviewer", "chahe", R_CH)])
+def test_a_decision_by_someone_who_may_not_review_that_unit_is_refused(county, who, unit, rid):
+    c, issued = county
+    client = login(c, issued, who)
+    token = _token(client.get("/password").text)
+    r = client.post(f"/units/{unit}/reviews/{rid}",
+                    data={"csrftoken": token, "decision": "approve"})
+    assert r.status_code == 403
+    assert client.post(f"/units/{unit}/reviews/{rid}",
+                       data={"decision": "approve"}).status_code == 403       # no token
+    with c.state() as st:
+        assert st.review_chain(unit, rid)["steps"] == []
+
+
+def test_the_review_page_shows_the_form_to_the_waiting_level_only_and_escapes(county):
+    c, issued = county
+    reviewer = login(c, issued, "reviewer").get(f"/units/jiaoyu/reviews/{R_JY}")
+    assert 'id="approve"' in reviewer.text and 'id="reject"' in reviewer.text
+    assert "&lt;img src=x onerror=alert(1)&gt;.html" in reviewer.text
+    assert "<img src=x" not in reviewer.text
+    operator = login(c, issued, "operator").get(f"/units/jiaoyu/reviews/{R_JY}")
+    assert 'id="approve"' not in operator.text
+    assert "level 1 of 2 is decided by" in operator.text
+    editor = login(c, issued, "editor").get(f"/units/jiaoyu/reviews/{R_JY}")
+    assert 'id="approve"' not in editor.text and 'id="why-not"' in editor.text
+
+
+@pytest.mark.parametrize("who,route", [
+    ("editor", "/units/jiaoyu/rollbacks/1"), ("admin", "/units/jiaoyu/rollbacks/1"),
+    ("other", "/units/jiaoyu/rollbacks/1"), ("reviewer", "/units/chahe/rollbacks/1"),
+    ("reviewer", "/units/jiaoyu/rollbacks"), ("operator", "/units/jiaoyu/rollbacks"),
+    ("other", "/units/jiaoyu/rollbacks")])
+def test_rollbacks_are_proposed_by_editors_and_confirmed_by_reviewers_only(county, who, route):
+    c, issued = county
+    client = login(c, issued, who)
+    token = _token(client.get("/password").text)
+    r = client.post(route, data={"csrftoken": token, "decision": "approve",
+                                 "release": "20261130T000000-cccccc"})
+    assert r.status_code == 403
+    with c.state() as st:
+        assert st.review_chain("jiaoyu", "rollback:1")["steps"] == []
+        assert len(st.rollbacks("jiaoyu")) == 1
+
+
+def test_the_rollback_page_offers_the_decision_to_a_reviewer_not_the_proposer(county):
+    c, issued = county
+    assert 'id="approve"' in login(c, issued, "reviewer").get("/units/jiaoyu/rollbacks/1").text
+    editor = login(c, issued, "editor").get("/units/jiaoyu/rollbacks/1").text
+    assert 'id="approve"' not in editor and "20261130T000000-cccccc" in editor

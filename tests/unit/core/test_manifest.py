@@ -77,10 +77,20 @@ def test_sftp_keys_review_and_quota_are_accepted(tmp_path):
     root = write_inventory(tmp_path / "inv", [doc])
     inv = inventory.load(root)
     t = inv.tenant("t1")
-    assert t.sftp.keys == [ED25519] and t.review == "required"
+    assert t.sftp.keys == [ED25519] and t.review.levels == ["unit"]
     assert inv.quota_bytes(t) == 200 * 2**20
     assert inv.quota_bytes(inventory.load(write_inventory(tmp_path / "i2", [tenant("t2")]))
                            .tenant("t2")) == 1024 * 2**20
+
+
+def test_review_chains_of_one_to_three_levels(tmp_path):
+    docs = [tenant("a", review="none"), tenant("b", review="required"),
+            tenant("c", review={"levels": ["unit", "county"]}),
+            tenant("d", review={"levels": ["unit", "unit", "county"]}), tenant("e")]
+    inv = inventory.load(write_inventory(tmp_path / "inv", docs))
+    assert {t.name: t.review.levels for t in inv.tenants} == {
+        "a": [], "b": ["unit"], "c": ["unit", "county"], "d": ["unit", "unit", "county"],
+        "e": []}
 
 
 def test_account_names_fit_linux_and_stay_unique():
@@ -121,7 +131,10 @@ def test_account_names_fit_linux_and_stay_unique():
     ("sftp", {"keys": ["ssh-rsa " + ED25519.split()[1]]}, "does not match its type"),
     ("sftp", {"keys": [" ".join(ED25519.split()[:2]) + " a;b"]}, "comment may only hold"),
     ("sftp", {"password": "x"}, "sftp.password: unknown field"),
-    ("review", "maybe", "'none' or 'required'"),
+    ("review", "maybe", "use none, required or {levels: [unit, county]}"),
+    ("review", {"levels": ["unit", "province"]}, "'unit' or 'county'"),
+    ("review", {"levels": ["unit", "unit", "county", "county"]}, "at most 3 items"),
+    ("review", {"levels": ["unit"], "by": "x"}, "review.by: unknown field"),
     ("quota_mb", 0, "greater than or equal to 1"),
     ("sections", [{"name": "a", "title": "x", "sftp": {"keys": ["from=x " + ED25519]}}],
      "key options are not allowed"),
