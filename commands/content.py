@@ -127,6 +127,19 @@ def show_wording(found: list[dict]) -> None:
                   highlight=False, soft_wrap=True)
 
 
+@review_app.command("preview")
+def review_preview(tenant: str, release: str,
+                   as_json: bool = typer.Option(False, "--json")) -> None:
+    """A signed link that shows a release through any node before it goes live (it ends
+    after cluster.yaml `console.preview_minutes`)."""
+    from controlplane.content import releases as content
+    link = call(content.preview_link, county(), tenant, release)
+    if as_json:
+        emit(link)
+        return
+    out.print(link["url"], highlight=False, soft_wrap=True)
+
+
 @review_app.command("approve")
 def review_approve(tenant: str, release: str,
                    comment: str = typer.Option("", "--comment", help="Kept with the decision "

@@ -35,6 +35,8 @@ from controlplane.content import releases, upload_area, uploads
 from controlplane.core import paths, secrets
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
+from controlplane.onboarding import form as request_form
+from controlplane.onboarding import queue as requests_queue
 from controlplane.people import roles
 from controlplane.people.roles import PeopleError, Person
 from controlplane.people.store import People
@@ -68,7 +70,8 @@ def build(county: County, secure: bool = True,
         html = _env.get_template(f"console/{template}").render(
             _=i18n.gettext(lang), lang=lang, csrftoken=request.scope["csrftoken"](),
             me=request.state.person if hasattr(request.state, "person") else None,
-            county=inv.cluster.name, path=request.url.path, **ctx)
+            county=inv.cluster.name, path=request.url.path,
+            preview=inv.cluster.console is not None, **ctx)
         resp = HTMLResponse(html, status_code=status, headers=HEADERS)
         if request.query_params.get("lang") in i18n.LANGUAGES:
             resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="strict",
@@ -191,7 +194,7 @@ def build(county: County, secure: bool = True,
         name = request.path_params["unit"]
         if not roles.may(me, action, name):
             return forbidden(request)
-        if inv.tenant(name) is None:
+        if county.inv.tenant(name) is None:
             return render(request, "error.html.j2", 404, code=404, message="没有这个单位。")
         return me
 
@@ -208,8 +211,8 @@ def build(county: County, secure: bool = True,
         if not isinstance(me, Person):
             return me
         name = request.path_params["unit"]
-        t = inv.tenant(name)
-        limits = uploads.Limits(max_bytes=inv.quota_bytes(t))
+        t = county.inv.tenant(name)
+        limits = uploads.Limits(max_bytes=county.inv.quota_bytes(t))
         declared = request.headers.get("content-length", "")
         if not declared.isdigit() or int(declared) > limits.max_bytes + (2 << 20):
             return render(request, "upload.html.j2", 413, unit=name, done=None,
@@ -276,7 +279,7 @@ def build(county: County, secure: bool = True,
             why_not = releases.chain_of(county, name, rid).refusal(
                 me.name, review_kinds(me, name))
         return render(request, "review.html.j2", status, unit=name, r=r,
-                      title=inv.tenant(name).title, error=error, done=done,
+                      title=county.inv.tenant(name).title, error=error, done=done,
                       steps={s["level"]: s for s in (chain or {}).get("steps", [])},
                       may_decide=r["status"] == "pending" and why_not is None,
                       why_not=why_not)
@@ -301,6 +304,19 @@ def build(county: County, secure: bool = True,
         except GovhostError as exc:
             return await review_page(request, str(exc), status=400)
         return await review_page(request, done=done)
+
+    async def preview_open(request: Request) -> Response:
+        """A signed link to the release on the preview host, issued to this person (audited):
+        the browser is sent there at once; the link ends after `console.preview_minutes`."""
+        me = unit_gate(request, "view_unit")
+        if not isinstance(me, Person):
+            return me
+        name, rid = request.path_params["unit"], request.path_params["release"]
+        try:
+            link = await run_in_threadpool(releases.preview_link, county, name, rid, me.name)
+        except GovhostError as exc:
+            return render(request, "error.html.j2", 404, code=404, message=str(exc))
+        return RedirectResponse(str(link["url"]), status_code=303)
 
     async def rollback_propose(request: Request) -> Response:
         """An editor proposes an earlier release; it waits for the rollback's chain."""
@@ -332,7 +348,7 @@ def build(county: County, secure: bool = True,
             why_not = releases.rollback_chain(county, name, pid).refusal(
                 me.name, review_kinds(me, name))
         return render(request, "rollback.html.j2", status, unit=name, p=found,
-                      title=inv.tenant(name).title, error=error, done=done,
+                      title=county.inv.tenant(name).title, error=error, done=done,
                       steps={s["level"]: s for s in found["review"]["steps"]},
                       may_decide=found["status"] == "pending" and why_not is None
                       and roles.may(me, "confirm_rollback", name), why_not=why_not)
@@ -355,6 +371,79 @@ def build(county: County, secure: bool = True,
             return await rollback_page(request, str(exc), status=400)
         return await rollback_page(request, done=done)
 
+    async def request_site(request: Request) -> Response:
+        """A unit without a site asks for one (no account needed: it has none yet). The form
+        is checked as `govhost validate` checks a manifest; a good one is queued for the
+        county and the unit gets a secret link to follow it."""
+        blank = dict.fromkeys(request_form.FIELDS, "")
+        hint = county.inv.cluster.domain
+        if request.method == "GET":
+            return render(request, "request.html.j2", v=blank, problems={}, done=None,
+                          domain_hint=hint)
+        form = await request.form(max_files=0, max_fields=len(request_form.FIELDS) + 2)
+        req = request_form.SiteRequest.from_form(form)
+        source = request.client.host if request.client else "-"
+        try:
+            res = await run_in_threadpool(requests_queue.submit, county, req, source)
+        except GovhostError as exc:
+            return render(request, "request.html.j2", 429, v=req.values,
+                          problems={"": [str(exc)]}, done=None, domain_hint=hint)
+        if not res["ok"]:
+            return render(request, "request.html.j2", 400, v=req.values,
+                          problems=res["problems"], done=None, domain_hint=hint)
+        return render(request, "request.html.j2", v=blank, problems={}, done=res,
+                      domain_hint=hint,
+                      follow=f"/requests/{res['id']}/status?k={res['secret']}")
+
+    async def request_status(request: Request) -> Response:
+        rec = requests_queue.for_requester(county, request.path_params["rid"],
+                                           request.query_params.get("k", ""))
+        if rec is None:
+            return render(request, "error.html.j2", 404, code=404, message="没有这个申请。")
+        return render(request, "request_status.html.j2", r=rec,
+                      host=f"{rec['name']}.{county.inv.cluster.domain}")
+
+    def county_gate(request: Request, action: str) -> Person | Response:
+        me = gate(request)
+        if isinstance(me, Person) and not roles.may(me, action):
+            return forbidden(request)
+        return me
+
+    async def request_queue(request: Request) -> Response:
+        me = county_gate(request, "decide_requests")
+        if not isinstance(me, Person):
+            return me
+        return render(request, "requests.html.j2",
+                      rows=requests_queue.listing(county, None))
+
+    async def request_decide(request: Request) -> Response:
+        """The operator's view of one request: the manifest, its plan, and the decision."""
+        me = county_gate(request, "decide_requests")
+        if not isinstance(me, Person):
+            return me
+        rid = request.path_params["rid"]
+        done, error, status = None, "", 200
+        if request.method == "POST":
+            form = await request.form()
+            decision = str(form.get("decision", ""))
+            try:
+                if decision == "approve":
+                    done = await run_in_threadpool(requests_queue.approve, county, rid,
+                                                   me.name)
+                elif decision == "return":
+                    done = requests_queue.send_back(county, rid, me.name,
+                                                    str(form.get("comment", "")))
+                else:
+                    error, status = "请选择批准或退回。", 400
+            except GovhostError as exc:
+                error, status = str(exc), 400
+        try:
+            r = await run_in_threadpool(requests_queue.show, county, rid)
+        except GovhostError:
+            return render(request, "error.html.j2", 404, code=404, message="没有这个申请。")
+        return render(request, "request_decide.html.j2", status, r=r, done=done, error=error,
+                      domain=county.inv.cluster.domain)
+
     async def stylesheet(request: Request) -> Response:
         return Response(STYLESHEET, media_type="text/css",
                         headers={"Cache-Control": "max-age=3600",
@@ -367,12 +456,17 @@ def build(county: County, secure: bool = True,
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/password", password, methods=["GET", "POST"]),
+        Route("/request", request_site, methods=["GET", "POST"]),
+        Route("/requests", request_queue, methods=["GET"]),
+        Route("/requests/{rid:int}", request_decide, methods=["GET", "POST"]),
+        Route("/requests/{rid:int}/status", request_status, methods=["GET"]),
         Route("/units/{unit}", unit_page),
         Route("/units/{unit}/upload", upload_page, methods=["GET"]),
         Route("/units/{unit}/upload", upload, methods=["POST"]),
         Route("/units/{unit}/submit", submit, methods=["POST"]),
         Route("/units/{unit}/reviews/{release}", review_page, methods=["GET"]),
         Route("/units/{unit}/reviews/{release}", review_decide, methods=["POST"]),
+        Route("/units/{unit}/preview/{release}", preview_open, methods=["GET"]),
         Route("/units/{unit}/rollbacks", rollback_propose, methods=["POST"]),
         Route("/units/{unit}/rollbacks/{proposal:int}", rollback_page, methods=["GET"]),
         Route("/units/{unit}/rollbacks/{proposal:int}", rollback_decide, methods=["POST"]),

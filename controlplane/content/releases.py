@@ -25,8 +25,9 @@ from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Node
 from controlplane.core.state import State, actor
+from controlplane.core.units import CONSOLE, preview_host
 from controlplane.search import index as search_index
-from controlplane.sites import content_sync
+from controlplane.sites import content_sync, preview
 from controlplane.sites.apply import prepare
 from controlplane.wording import check as wording_check
 
@@ -295,6 +296,37 @@ def review_show(county: County, tenant: str, release: str) -> dict[str, Any]:
                            "list` shows the pending ones")
     return {**rows[0], "wording": checked["findings"] if checked else [],
             "review": chain and _chain_view(chain)}
+
+
+def preview_link(county: County, tenant: str, release: str, by: str | None = None,
+                 now: float | None = None) -> dict[str, Any]:
+    """A signed link that shows `release` of `tenant` through any node until it expires,
+    as the public would see it once live; issued in `by`'s name (audited)."""
+    inv = county.inv
+    if inv.cluster.console is None:
+        raise ContentError("previews are served with the console: add `console:` to "
+                           "cluster.yaml and apply")
+    t = inv.tenant(tenant)
+    if t is None:
+        raise ContentError(f"no tenant named {tenant!r} in inventory/tenants/")
+    if t.site.type == "proxy":
+        raise ContentError(f"{tenant} proxies to an application: it has no releases to "
+                           "preview")
+    with county.state() as st:
+        rec = next((r for r in st.content_releases(tenant) if r["release_id"] == release),
+                   None)
+        if rec is None:
+            raise ContentError(f"no release {release} of {tenant}; `govhost review list` "
+                               "shows the pending ones")
+        if rec["status"] in ("rejected", "dropped"):
+            raise ContentError(f"{tenant} {release} was {rec['status']}: it is no longer "
+                               "kept on the nodes")
+        link = preview.link(preview_host(inv), CONSOLE in inv.served_with,
+                            preview.key(inv.secret), tenant, release,
+                            time.time() if now is None else now,
+                            inv.cluster.console.preview_minutes)
+        st.audit("content.preview", f"{tenant}/{release}", {"expires": link["expires"]}, by)
+    return link
 
 
 def chain_of(county: County, tenant: str, release: str) -> review.Chain | None:

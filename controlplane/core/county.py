@@ -39,6 +39,10 @@ class County:
         """The same county with its manifests read again (the exporter, after an edit)."""
         return County(self.root, self.state_dir)
 
+    def refresh(self) -> None:
+        """Read the manifests again on next use (the console, after a unit was added)."""
+        self.__dict__.pop("inv", None)
+
     @property
     def known_hosts(self) -> Path:
         """The nodes' SSH host keys, learnt on first contact."""

@@ -243,6 +243,8 @@ def _cross_check(
     if cluster.console is not None:
         claimed[f"{cluster.console.hostname}.{cluster.domain}"] = (cluster_file,
                                                                    "console.hostname")
+        claimed[f"{cluster.console.preview_hostname}.{cluster.domain}"] = (
+            cluster_file, "console.preview_hostname")
     web = len(hosts.web_nodes)
     if web == 0:
         problems.append(Problem(hosts_file, "nodes", "no node has the 'web' role"))

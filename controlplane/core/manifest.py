@@ -610,9 +610,13 @@ class AlertMail(_Model):
 class ConsoleSettings(_Model):
     """The unit web console: every node's nginx serves `<hostname>.<domain>` over HTTPS and
     proxies it to `govhost console` on the control machine at `address:port` (an address
-    the nodes reach; keep the port closed to everyone else)."""
+    the nodes reach; keep the port closed to everyone else). Every node also serves
+    `<preview_hostname>.<domain>`: releases before they go live, to holders of a signed
+    link from the console that ends after `preview_minutes`."""
 
     hostname: Label = "console"
+    preview_hostname: Label = "preview"
+    preview_minutes: StrictInt = Field(default=60, ge=5, le=7 * 24 * 60)
     address: IpAddress = "127.0.0.1"
     port: StrictInt = Field(default=8090, ge=1, le=65535)
     max_upload_mb: StrictInt = Field(default=1024, ge=1, le=100_000)

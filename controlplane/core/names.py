@@ -20,6 +20,7 @@ RESERVED_LABELS = frozenset(
         "ns4", "dns", "mx", "webmail", "admin", "root", "localhost", "autodiscover", "autoconfig",
         "vpn", "portal", "api", "govhost", "wpad", "isatap", "static", "cdn", "monitor",
         "grafana", "prometheus", "backup", "acme", "_acme-challenge", "console",
+        "preview",
     }
 )
 

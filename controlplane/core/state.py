@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS review_steps (
     tenant TEXT NOT NULL, release_id TEXT NOT NULL, level INTEGER NOT NULL, kind TEXT NOT NULL,
     decision TEXT NOT NULL, by TEXT NOT NULL, at REAL NOT NULL, comment TEXT NOT NULL,
     PRIMARY KEY (tenant, release_id, level));
+CREATE TABLE IF NOT EXISTS site_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, manifest TEXT NOT NULL,
+    form TEXT NOT NULL, contact TEXT NOT NULL, source TEXT NOT NULL, token TEXT NOT NULL, created REAL NOT NULL,
+    status TEXT NOT NULL, comment TEXT NOT NULL DEFAULT '', decided_by TEXT,
+    decided_at REAL);
 CREATE TABLE IF NOT EXISTS rollbacks (
     id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, target TEXT NOT NULL,
     proposed_by TEXT NOT NULL, at REAL NOT NULL, status TEXT NOT NULL);
@@ -263,6 +268,52 @@ class State:
     def set_rollback_status(self, pid: int, status: str) -> None:
         with self.tx() as db:
             db.execute("UPDATE rollbacks SET status = ? WHERE id = ?", (status, pid))
+
+    # site requests (controlplane/onboarding)
+    _REQUEST_KEYS = ("id", "name", "manifest", "form", "contact", "source", "token", "created",
+                     "status", "comment", "decided_by", "decided_at")
+
+    def add_site_request(self, name: str, manifest: str, form: Mapping[str, str],
+                         contact: str, source: str, token_hash: str) -> int:
+        """A unit's request for a site (its manifest, and the form it came from)."""
+        with self.tx() as db:
+            cur = db.execute("INSERT INTO site_requests (name, manifest, form, contact, source, "
+                             "token, created, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+                             (name, manifest, json.dumps(dict(form), ensure_ascii=False),
+                              contact, source, token_hash, time.time()))
+            rid = int(cur.lastrowid or 0)
+            self._audit(db, "site-request.submitted", name, {"request": rid,
+                                                             "source": source}, contact)
+        return rid
+
+    def site_requests(self, status: str | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {', '.join(self._REQUEST_KEYS)} FROM site_requests"
+        args: tuple[Any, ...] = ()
+        if status:
+            sql, args = sql + " WHERE status = ?", (status,)
+        return [dict(zip(self._REQUEST_KEYS, r))
+                for r in self.db.execute(sql + " ORDER BY id DESC", args)]
+
+    def site_request(self, rid: int) -> dict[str, Any] | None:
+        row = self.db.execute(f"SELECT {', '.join(self._REQUEST_KEYS)} FROM site_requests "
+                              "WHERE id = ?", (rid,)).fetchone()
+        return dict(zip(self._REQUEST_KEYS, row)) if row else None
+
+    def requests_from(self, source: str, since: float) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM site_requests WHERE source = ? AND "
+                                   "created > ?", (source, since)).fetchone()[0])
+
+    def decide_site_request(self, rid: int, status: str, by: str, comment: str) -> bool:
+        """Close a pending request (approved or returned); False if it was not pending (two
+        operators at once: the first decision stands)."""
+        with self.tx() as db:
+            cur = db.execute("UPDATE site_requests SET status = ?, comment = ?, decided_by = ?, "
+                             "decided_at = ? WHERE id = ? AND status = 'pending'",
+                             (status, comment, by, time.time(), rid))
+            if cur.rowcount != 1:
+                return False
+            self._audit(db, f"site-request.{status}", str(rid), {"comment": comment}, by)
+        return True
 
     def add_review_step(self, tenant: str, release_id: str, level: int, kind: str,
                         decision: str, by: str, at: float, comment: str) -> None:

@@ -30,7 +30,7 @@ def units(inv: Inventory) -> list[Unit]:
         portal.append(inv.cluster.domain)
     out = [Unit(PORTAL, default, tuple(portal))]
     if inv.cluster.console is not None:
-        out.append(Unit(CONSOLE, default, (console_host(inv),)))
+        out.append(Unit(CONSOLE, default, (console_host(inv), preview_host(inv))))
     for t in inv.tenants:
         issuer = t.tls.issuer if t.tls is not None else default
         out.append(Unit(t.name, issuer, (inv.site_host(t), *t.aliases)))
@@ -40,6 +40,11 @@ def units(inv: Inventory) -> list[Unit]:
 def console_host(inv: Inventory) -> str:
     assert inv.cluster.console is not None
     return f"{inv.cluster.console.hostname}.{inv.cluster.domain}"
+
+
+def preview_host(inv: Inventory) -> str:
+    assert inv.cluster.console is not None
+    return f"{inv.cluster.console.preview_hostname}.{inv.cluster.domain}"
 
 
 def in_zone(name: str, zone: str) -> bool:

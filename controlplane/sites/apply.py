@@ -135,7 +135,8 @@ def _tenants_in(message: str) -> list[str]:
 
 # Release files only root may read on the node: they hold database passwords.
 PRIVATE_FILES = frozenset({"tenants.json", "databases.json", "backup.json", "backup.key",
-                           "metrics/node.key", "metrics/agent.json", "metrics/web.yml"})
+                           "metrics/node.key", "metrics/agent.json", "metrics/web.yml",
+                           "snippets/preview-key.conf"})
 
 
 def private(name: str) -> bool:

@@ -21,8 +21,8 @@ from controlplane.backup import plan as backup_plan
 from controlplane.core import accounts, paths
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Tenant
-from controlplane.core.units import CONSOLE, PORTAL, console_host
-from controlplane.sites import firewall, waf
+from controlplane.core.units import CONSOLE, PORTAL, console_host, preview_host
+from controlplane.sites import firewall, preview, waf
 
 _NGINX_SAFE = re.compile(r"^[A-Za-z0-9._:\-\[\]/ ,=>]*$")
 
@@ -182,6 +182,8 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         files["vhosts/_console.conf"] = _conf_env.get_template("nginx/console.conf.j2").render(
             {**base, "server_name": console_host(inv), "tls": _tls_ctx(inv, CONSOLE),
              "upstream": console.listen, "max_upload_mb": console.max_upload_mb}).encode()
+        all_names.append(preview_host(inv))
+        files.update(_preview_files(inv, base, serving, placement, node))
     files.update(_tls_files(inv))
     if ("_portal", True) not in cache:
         cache[("_portal", True)] = {"pages/_portal/index.html": _portal_page(inv)}
@@ -250,6 +252,31 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     if rules is not None:
         files["firewall.nft"] = rules
     return Release(node=node, files=files)
+
+
+def _preview_files(inv: Inventory, base: Mapping[str, Any],
+                   serving: Mapping[str, tuple[str, ...]],
+                   placement: Mapping[str, tuple[str, ...]], node: str) -> dict[str, bytes]:
+    """The preview host: which units' releases this node holds (served from disk) and which
+    it forwards to their replicas (the upstream the unit's own vhost defines here)."""
+    assert inv.cluster.console is not None
+    units = []
+    for t in inv.tenants:
+        if t.site.type == "proxy":
+            continue             # a proxied application has no releases to preview
+        local = node in serving.get(t.name, placement[t.name])
+        units.append((t.name, "local" if local else f"govhost_t_{t.name.replace('-', '_')}"))
+    rate = inv.cluster.defaults.rate_limit
+    tls = _tls_ctx(inv, CONSOLE)
+    conf = _conf_env.get_template("nginx/preview.conf.j2").render({
+        **base, "server_name": preview_host(inv), "tls": tls, "secure": tls is not None,
+        "units": units, "cookie": preview.COOKIE, "entry": preview.ENTRY,
+        "max_age": inv.cluster.console.preview_minutes * 60,
+        "sites_root": paths.NODE_SITES, "rate_zone": _zone(rate.requests_per_second),
+        "burst": rate.burst or 20})
+    key = f'set $govhost_preview_key "{preview.key(inv.secret)}";\n'
+    return {"vhosts/_preview.conf": conf.encode(),
+            "snippets/preview-key.conf": key.encode()}
 
 
 _ACME_CHALLENGE = (

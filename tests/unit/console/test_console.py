@@ -56,6 +56,8 @@ def county(tmp_path_factory):
             "removed": []}, ["n1", "n2"])
         st.add_review_chain(unit, rid, ["unit", "county"], "editor")
     assert st.add_rollback("jiaoyu", "20261130T000000-cccccc", "editor", ["unit"]) == 1
+    assert st.add_site_request("tiyu", "name: tiyu\n", {"name": "tiyu"}, "赵敏", "127.0.9.1",
+                               "0" * 64) == 1
     st.close()
     return c, issued
 
@@ -100,6 +102,20 @@ MATRIX = {  # route -> expected status per role (303: redirected)
                                      "other": 200, "operator": 200, "anonymous": 303},
     f"/units/jiaoyu/reviews/{R_CH}": {"editor": 404, "reviewer": 404, "admin": 404,
                                       "other": 403, "operator": 404, "anonymous": 303},
+    f"/units/jiaoyu/preview/{R_JY}": {"editor": 303, "reviewer": 303, "admin": 303,
+                                      "other": 403, "operator": 303, "anonymous": 303},
+    f"/units/chahe/preview/{R_CH}": {"editor": 403, "reviewer": 403, "admin": 403,
+                                     "other": 303, "operator": 303, "anonymous": 303},
+    f"/units/jiaoyu/preview/{R_CH}": {"editor": 404, "reviewer": 404, "admin": 404,
+                                      "other": 403, "operator": 404, "anonymous": 303},
+    "/request": {"editor": 200, "reviewer": 200, "admin": 200, "other": 200,
+                 "operator": 200, "anonymous": 200},
+    "/requests": {"editor": 403, "reviewer": 403, "admin": 403, "other": 403,
+                  "operator": 200, "anonymous": 303},
+    "/requests/1": {"editor": 403, "reviewer": 403, "admin": 403, "other": 403,
+                    "operator": 200, "anonymous": 303},
+    "/requests/1/status?k=wrong": {"editor": 404, "reviewer": 404, "admin": 404,
+                                   "other": 404, "operator": 404, "anonymous": 404},
     "/units/jiaoyu/rollbacks/1": {"editor": 200, "reviewer": 200, "admin": 200, "other": 403,
                                   "operator": 200, "anonymous": 303},
     "/units/chahe/rollbacks/1": {"editor": 403, "reviewer": 403, "admin": 403, "other": 404,
@@ -120,6 +136,12 @@ def test_authorization_matrix(county, route, who):
             "cache-control"]
     if who != "anonymous" and route == "/" and who != "operator":
         assert r.headers["location"] == f"/units/{PEOPLE[who][0]}"
+    if who != "anonymous" and "/preview/" in route and r.status_code == 303:
+        # a signed link to the preview host, for exactly this unit and release
+        unit, release = route.split("/")[2], route.split("/")[4]
+        assert r.headers["location"].startswith(
+            "http://preview.qingshui.gov.cn/_govhost/preview?"), r.headers["location"]
+        assert f"u={unit}&r={release}&" in r.headers["location"]
 
 
 def test_forms_without_the_csrf_token_are_refused_and_logout_ends_every_session(county):
@@ -290,3 +312,38 @@ def test_the_rollback_page_offers_the_decision_to_a_reviewer_not_the_proposer(co
     assert 'id="approve"' in login(c, issued, "reviewer").get("/units/jiaoyu/rollbacks/1").text
     editor = login(c, issued, "editor").get("/units/jiaoyu/rollbacks/1").text
     assert 'id="approve"' not in editor and "20261130T000000-cccccc" in editor
+
+
+def test_a_unit_requests_a_site_without_an_account_and_follows_it(county):
+    """The form is refused field by field (escaped), a good one is queued with a secret
+    link; the operator returns it with a comment the requester then reads."""
+    c, issued = county
+    anon = TestClient(console_app.build(c, unit_view=fake_unit), base_url=BASE)
+    form = {"name": "tiyu2", "title": "<script>alert(1)</script>体育局", "kind": "department",
+            "contact_name": "赵敏", "contact_email": "bad", "contact_phone": "0571-6512-3399",
+            "columns": "/tzgg/ 通知公告 notices", "review": "unit"}
+    page = anon.get("/request")
+    assert anon.post("/request", data=form).status_code == 403          # no CSRF token
+    r = anon.post("/request", data={**form, "csrftoken": _token(page.text)})
+    assert r.status_code == 400 and "contact.email" in r.text
+    assert "<script>alert(1)" not in r.text and "&lt;script&gt;" in r.text
+    assert "title:" in r.text                    # a title with markup is refused by name
+    r = anon.post("/request", data={**form, "contact_email": "office@tiyu.qingshui.gov.cn",
+                                    "title": "青水县体育局", "csrftoken": _token(r.text)})
+    assert r.status_code == 200, r.text
+    follow = re.search(r'id="follow">([^<]+)<', r.text).group(1).replace("&amp;", "&")
+    assert "等待县数据中心审核" in anon.get(follow).text
+    rid = follow.split("/")[2]
+    op = login(c, issued, "operator")
+    queue_page = op.get("/requests").text
+    assert f'href="/requests/{rid}"' in queue_page
+    shown = op.get(f"/requests/{rid}")
+    assert "launch: pending" in shown.text and "tiyu2: add" in shown.text
+    r = op.post(f"/requests/{rid}", data={"decision": "return", "comment": "请补充栏目<b>",
+                                         "csrftoken": _token(shown.text)})
+    assert r.status_code == 200 and 'id="result"' in r.text
+    back = anon.get(follow).text
+    assert "已退回" in back and "请补充栏目&lt;b&gt;" in back
+    with c.state() as st:
+        actions = [(e["action"], e["actor"]) for e in st.audit_log(20)]
+    assert ("site-request.returned", "operator") in actions

@@ -1,0 +1,105 @@
+"""A unit's request for a site, from the console's form to a tenant manifest (pure).
+
+A unit without a site fills in a form in Chinese (title, kind, contact, names, columns,
+identity marks); this turns the form into the manifest an operator would have written by
+hand. Nothing the unit types reaches the YAML as YAML: the manifest is built as data and
+dumped by PyYAML's safe dumper, then validated exactly as `govhost validate` validates a
+file in inventory/tenants/ (the shell does that against the county's inventory). A new
+unit starts `launch: pending` (47号: no site goes online before its security check).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+from controlplane.core.errors import Problem
+
+FIELDS = ("name", "title", "kind", "contact_name", "contact_email", "contact_phone",
+          "aliases", "columns", "site_code", "icp", "psb", "review")
+REVIEW_CHOICES = {"unit": ["unit"], "unit_county": ["unit", "county"], "none": []}
+MAX_FIELD = 4000
+# A manifest field (as the loader names it) -> the form field that holds it.
+_FORM_FIELD = {"name": "name", "title": "title", "kind": "kind", "contact.name": "contact_name",
+               "contact.email": "contact_email", "contact.phone": "contact_phone",
+               "aliases": "aliases", "columns": "columns", "identity": "site_code",
+               "identity.site_code": "site_code", "identity.icp": "icp",
+               "identity.psb": "psb", "review": "review"}
+
+
+@dataclass(frozen=True)
+class SiteRequest:
+    """What the unit typed, field by field, as text."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any]) -> "SiteRequest":
+        return cls({k: str(form.get(k, ""))[:MAX_FIELD].replace("\r\n", "\n").strip()
+                    for k in FIELDS})
+
+    def get(self, key: str) -> str:
+        return self.values.get(key, "")
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def manifest(req: SiteRequest) -> tuple[dict[str, Any], list[Problem]]:
+    """The tenant manifest the request asks for, and what in the form cannot be read (each
+    problem names the form field). Field values are checked by the manifest's own rules
+    afterwards; here only the form's layout (one alias per line, columns as
+    `path title category`) is read."""
+    problems: list[Problem] = []
+    doc: dict[str, Any] = {
+        "name": req.get("name").lower(),
+        "title": req.get("title"),
+        "kind": req.get("kind"),
+        "contact": {"name": req.get("contact_name"), "email": req.get("contact_email"),
+                    "phone": req.get("contact_phone")},
+        "launch": "pending",
+    }
+    aliases = _lines(req.get("aliases"))
+    if aliases:
+        doc["aliases"] = aliases
+    columns = []
+    for n, line in enumerate(_lines(req.get("columns")), 1):
+        parts = line.split()
+        if len(parts) < 3:
+            problems.append(Problem("form", "columns", f"line {n}: {line!r}: write the path, "
+                                    "the title and the category, e.g. "
+                                    "`/xwdt/ 新闻动态 news`"))
+            continue
+        columns.append({"path": parts[0], "title": " ".join(parts[1:-1]),
+                        "category": parts[-1]})
+    if columns:
+        doc["columns"] = columns
+    identity = {k: req.get(k) for k in ("site_code", "icp", "psb")}
+    if any(identity.values()):
+        doc["identity"] = identity
+    review = req.get("review") or "unit"
+    if review not in REVIEW_CHOICES:
+        problems.append(Problem("form", "review", f"{review!r}: choose one of "
+                                f"{', '.join(REVIEW_CHOICES)}"))
+    elif REVIEW_CHOICES[review]:
+        doc["review"] = {"levels": REVIEW_CHOICES[review]}
+    return doc, problems
+
+
+def to_yaml(doc: Mapping[str, Any], requested_by: str) -> str:
+    """The manifest file as it lands in inventory/tenants/: safe-dumped, with a header line.
+    `requested_by` is the contact's name, already validated by the manifest's rules."""
+    head = f"# Requested through the console by {requested_by}; approved by an operator.\n"
+    return head + yaml.safe_dump(dict(doc), allow_unicode=True, sort_keys=False,
+                                 default_flow_style=False, width=100)
+
+
+def form_field(problem: Problem) -> str:
+    """The form field a loader problem is about ('' when it is about the whole request)."""
+    f = problem.field
+    for key in (f, f.split("[")[0], f.split(".")[0].split("[")[0]):
+        if key in _FORM_FIELD:
+            return _FORM_FIELD[key]
+    return ""
