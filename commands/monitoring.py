@@ -105,7 +105,8 @@ def monitoring_install(
     ok, error, changed = remote.run_local_playbook(
         "control.yml", county().state_dir / "runner-control",
         {"govhost_bin": str(exe), "govhost_inventory": str(inv), "govhost_listen": listen,
-         "govhost_interval": interval, "govhost_unit_dir": str(unit_dir.resolve())})
+         "govhost_interval": interval, "govhost_unit_dir": str(unit_dir.resolve())},
+        tags="exporter")
     if not ok:
         fail(errors.GovhostError(f"installing the exporter service failed: {error}"))
     has_systemd = (Path("/run/systemd/system").exists()

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -73,8 +73,10 @@ def missing() -> str:
     return ""
 
 
-def driver(address: str, hosts: Sequence[str], conn: Connection, page_timeout: int):
-    """Headless Chromium driven by Selenium, reaching only `address` for `hosts`."""
+def driver(address: str, hosts: Sequence[str], conn: Connection, page_timeout: int,
+           elsewhere: Mapping[str, str] | None = None):
+    """Headless Chromium driven by Selenium, reaching only `address` for `hosts` (and the
+    address `elsewhere` gives for each of its names)."""
     # Selenium Manager (which would download drivers and send usage statistics) is never
     # asked: the driver's path is given, and it is told to stay offline.
     os.environ.setdefault("SE_OFFLINE", "true")
@@ -85,7 +87,8 @@ def driver(address: str, hosts: Sequence[str], conn: Connection, page_timeout: i
 
     opts = Options()
     opts.binary_location = next(c for c in CHROMIUM if Path(c).exists())
-    rules = [f"MAP {h} {address}" for h in hosts] + ["MAP * ~NOTFOUND"]
+    rules = ([f"MAP {h} {address}" for h in hosts]
+             + [f"MAP {h} {a}" for h, a in (elsewhere or {}).items()] + ["MAP * ~NOTFOUND"])
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--no-first-run", "--disable-background-networking", "--disable-sync",
                 "--disable-component-update", "--disable-default-apps", "--disable-extensions",

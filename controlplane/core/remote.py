@@ -260,9 +260,10 @@ def run_playbook(
     return results
 
 
-def run_local_playbook(playbook: str, work_dir: Path, extravars: Mapping[str, Any]
-                       ) -> tuple[bool, str, bool]:
-    """Run a playbook on the control machine itself; returns (ok, error, changed)."""
+def run_local_playbook(playbook: str, work_dir: Path, extravars: Mapping[str, Any],
+                       tags: str | None = None) -> tuple[bool, str, bool]:
+    """Run a playbook (only the tasks with `tags`, if given) on the control machine itself;
+    returns (ok, error, changed)."""
     import ansible_runner
 
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -282,7 +283,7 @@ def run_local_playbook(playbook: str, work_dir: Path, extravars: Mapping[str, An
         private_data_dir=str(work_dir), playbook=str(paths.PLAYBOOKS / playbook),
         inventory={"all": {"hosts": {"localhost": {
             "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}},
-        extravars=dict(extravars), quiet=True, event_handler=handler,
+        extravars=dict(extravars), quiet=True, event_handler=handler, tags=tags,
         envvars={"ANSIBLE_NOCOLOR": "True", "ANSIBLE_LOCALHOST_WARNING": "False",
                  "ANSIBLE_RETRY_FILES_ENABLED": "False",
                  "PATH": bindir + os.pathsep + os.environ.get("PATH", "")},

@@ -2,8 +2,9 @@
 people added with `govhost user add`, headless Chromium (Selenium, Debian's chromium-driver)
 logging in. An editor changes the first password and sees the unit's page with its live
 status through the three nodes; a reviewer logs in with a TOTP code; another unit's page
-is refused; the operator sees the county ranked by days since the last update. Screenshots
-of the pages are kept in test-artifacts/."""
+is refused; the operator sees the county ranked by days since the last update. The
+browser reaches the console through a node's nginx (console.qingshui.gov.cn), as units'
+staff do. Screenshots of the pages are kept in test-artifacts/."""
 import json
 import subprocess
 import time
@@ -13,13 +14,14 @@ import pyotp
 import pytest
 
 from controlplane.compliance import browser
-from tests.helpers import free_port
+from tests.helpers import free_port, lab_ssh
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES, apply_json
 from .test_tenants_lab import page, reset_content
 
 HOST = "console.qingshui.gov.cn"
+PREVIEW = "preview.qingshui.gov.cn"
 SHOTS = REPO / "test-artifacts" / "console"
 
 
@@ -32,6 +34,13 @@ def console(lab_cluster, tmp_path_factory):
     shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
     with (inv / "tenants" / "caizheng.yaml").open("a") as f:
         f.write("review: {levels: [unit, county]}\n")       # the county checks it too
+    # Every node's nginx proxies console.qingshui.gov.cn to the console's address in
+    # cluster.yaml: a free port here, so that a console an operator left running on the
+    # default port does not answer instead.
+    port = free_port()
+    cluster = (inv / "cluster.yaml").read_text().replace("  port: 8090\n", f"  port: {port}\n")
+    assert f"port: {port}" in cluster
+    (inv / "cluster.yaml").write_text(cluster)
     apply_json(inv)
     people = {}
     for name, unit, role in (("wangfang", "jiaoyu", "editor"), ("lisi", "jiaoyu", "reviewer"),
@@ -40,9 +49,9 @@ def console(lab_cluster, tmp_path_factory):
         args = ["user", "add", name, "--display", name, "--role", role, "--json"]
         proc = govhost(inv, *args, *(["--unit", unit] if unit else []), check=True)
         people[name] = json.loads(proc.stdout)
-    port = free_port()
-    proc = subprocess.Popen(["govhost", "--inventory", str(inv), "console", "--http",
-                             "--listen", f"127.0.0.1:{port}"], stderr=subprocess.PIPE)
+    # No --listen: the console takes its address from cluster.yaml, as the service does.
+    proc = subprocess.Popen(["govhost", "--inventory", str(inv), "console", "--http"],
+                            stderr=subprocess.PIPE)
     deadline = time.time() + 30
     while True:
         try:
@@ -56,15 +65,17 @@ def console(lab_cluster, tmp_path_factory):
     SHOTS.mkdir(parents=True, exist_ok=True)
     reset_content("jiaoyu")
     reset_content("caizheng")
-    yield {"inv": inv, "url": f"http://{HOST}:{port}", "people": people}
+    # The browser reaches the console through n1's nginx, as units' staff do.
+    yield {"inv": inv, "url": f"http://{HOST}", "people": people}
     proc.terminate()
     proc.wait(10)
     reset_content("jiaoyu")
     reset_content("caizheng")
 
 
-def _chrome():
-    return browser.driver("127.0.0.1", [HOST], browser.Connection(0, 0), 60)
+def _chrome(preview_via: str = "127.0.1.1"):
+    return browser.driver("127.0.1.1", [HOST], browser.Connection(0, 0), 300,
+                          {PREVIEW: preview_via, "tiyu.qingshui.gov.cn": "127.0.1.1"})
 
 
 def _click(chrome, by, selector):
@@ -282,3 +293,157 @@ def test_a_release_goes_live_only_after_the_unit_and_the_county_approve_it(conso
     assert sorted(rolled) == [("chenjing", 1), ("sunqi", 2)]
     assert any(e["action"] == "content.rollback-target" and e["actor"] == "sunqi"
                for e in log)
+
+
+def _preview(address: str, path: str, cookie: str = "", query: str = ""):
+    """A request to the preview host through one node: (status, headers, body)."""
+    import http.client
+    conn = http.client.HTTPConnection(address, 80, timeout=10)
+    conn.request("GET", path + (f"?{query}" if query else ""),
+                 headers={"Host": PREVIEW, **({"Cookie": cookie} if cookie else {})})
+    r = conn.getresponse()
+    out = (r.status, {k.lower(): v for k, v in r.getheaders()},
+           r.read().decode(errors="replace"))
+    conn.close()
+    return out
+
+
+def test_a_pending_release_is_previewed_through_every_node_only_with_a_signed_link(console):
+    """The editor opens the pending release from the console: a signed link, a cookie, the
+    release as the public will see it, through the node that holds it and through the one
+    that forwards to it. The public site is unchanged; a tampered, expired or other unit's
+    link gets nothing; previews are never indexed nor in the unit's own log."""
+    from urllib.parse import parse_qs, urlencode, urlparse
+
+    from selenium.webdriver.common.by import By
+
+    from controlplane.core.county import County
+    from controlplane.sites import preview
+    url, inv = console["url"], console["inv"]
+    draft = inv.parent / "caizheng-draft"
+    draft.mkdir()
+    (draft / "index.html").write_text("<html><body><h1>财政局 预览稿</h1>"
+                                      "<a href='/yusuan/'>预算</a></body></html>")
+    (draft / "yusuan").mkdir()
+    (draft / "yusuan" / "index.html").write_text("<p>2026 年预算 预览稿</p>")
+    govhost(inv, "lab", "upload", "caizheng", str(draft), check=True)
+    rid = json.loads(govhost(inv, "publish", "caizheng", "--json", check=True).stdout)["release"]
+    c = County(inv)
+    with c.state() as st:
+        replicas = st.placements()["caizheng"]
+    outside = next(n for n in NODES if n not in replicas)
+    chrome = _chrome(preview_via=NODES[outside])     # a node that must forward the preview
+    try:
+        _login(chrome, url, "qianli", "财政-编辑-密码-1")
+        chrome.get(f"{url}/units/caizheng/reviews/{rid}")
+        link = chrome.find_element(By.ID, "preview").get_attribute("href")
+        chrome.get(link)
+        assert chrome.current_url == f"http://{PREVIEW}/", chrome.current_url
+        assert "预览稿" in chrome.find_element(By.TAG_NAME, "h1").text
+        _click(chrome, By.LINK_TEXT, "预算")              # the site's own links work
+        assert "2026 年预算 预览稿" in chrome.page_source
+        chrome.save_screenshot(str(SHOTS / "preview.png"))
+        cookie = next(k for k in chrome.get_cookies() if k["name"] == preview.COOKIE)
+        assert cookie["httpOnly"]
+    finally:
+        chrome.quit()
+    jar = f"{preview.COOKIE}={cookie['value']}"
+    for name, address in NODES.items():
+        status, headers, body = _preview(address, "/yusuan/", jar)
+        assert status == 200 and "预览稿" in body, (name, status)
+        assert "noindex" in headers["x-robots-tag"], headers
+        assert "预览稿" not in page("caizheng", address)[1]         # the public site
+    assert _preview(NODES["n1"], "/robots.txt", jar)[2].endswith("Disallow: /\n")
+
+    # The same link from the CLI (`govhost review preview`), then links nobody gave.
+    signed = json.loads(govhost(inv, "review", "preview", "caizheng", rid, "--json",
+                                check=True).stdout)
+    q = {k: v[0] for k, v in parse_qs(urlparse(signed["url"]).query).items()}
+    assert q["u"] == "caizheng" and q["r"] == rid
+    status, headers, _ = _preview(NODES["n2"], preview.ENTRY, query=urlencode(q))
+    assert status == 303 and preview.COOKIE in headers["set-cookie"]
+    key = preview.key(c.inv.secret)
+    past = preview.link(PREVIEW, False, key, "caizheng", rid, time.time() - 7200, 60)
+    forged = {**q, "r": rid[:-1] + ("0" if rid[-1] != "0" else "1")}
+    other_unit = {**q, "u": "jiaoyu"}
+    for bad, want in ((urlencode({**q, "s": q["s"][:-2] + "AA"}), 403),
+                      (urlparse(str(past["url"])).query, 410),
+                      (urlencode(forged), 403), (urlencode(other_unit), 403),
+                      (urlencode({**q, "u": "caizheng\r\nX: 1"}), 403)):
+        assert _preview(NODES["n1"], preview.ENTRY, query=bad)[0] == want, bad
+    for cookie_value, want in ((f"caizheng.{rid}.{q['e']}.{q['s'][:-2]}AA", 403),
+                               (f"jiaoyu.{rid}.{q['e']}.{q['s']}", 403),
+                               (f"caizheng.{past['release']}.{past['expires']}."
+                                f"{parse_qs(urlparse(str(past['url'])).query)['s'][0]}", 410),
+                               ("", 403)):
+        got = _preview(NODES["n3"], "/", f"{preview.COOKIE}={cookie_value}")[0]
+        assert got == want, (cookie_value, got)
+    for address in NODES.values():
+        log = lab_ssh(address, "cat /var/log/govhost/tenants/caizheng/access.log 2>/dev/null;"
+                               " true")
+        assert "yusuan" not in log and preview.ENTRY not in log
+    assert "yusuan" in lab_ssh(NODES[outside], "cat /var/log/govhost/preview-access.log")
+    with c.state() as st:
+        issued = [e for e in st.audit_log(100) if e["action"] == "content.preview"]
+    assert issued and issued[0]["actor"] == "qianli" and rid in issued[0]["target"]
+    govhost(inv, "review", "reject", "caizheng", rid, "--comment", "预览测试", check=True)
+
+
+def test_a_unit_requests_a_site_and_the_county_approves_it(console):
+    """A unit without a site fills in the form (a mistake is named by field), follows its
+    request with the link it was given; the operator sees the manifest and its plan and
+    approves; the manifest is in inventory/tenants/ and every node serves the new unit."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    url, inv, people = console["url"], console["inv"], console["people"]
+    chrome = _chrome()
+    try:
+        chrome.get(f"{url}/login")
+        _click(chrome, By.ID, "request-link")
+        for field, value in (("title", "青水县体育局"), ("name", "tiyu"),
+                             ("contact_name", "赵敏"), ("contact_email", "not-an-address"),
+                             ("contact_phone", "0571-6512-3399"),
+                             ("columns", "/tzgg/ 通知公告 notices\n/xwdt/ 体育新闻 news"),
+                             ("site_code", "3301270099")):
+            chrome.find_element(By.ID, field).send_keys(value)
+        Select(chrome.find_element(By.ID, "review")).select_by_value("unit_county")
+        _click(chrome, By.ID, "send")
+        errors = chrome.find_element(By.TAG_NAME, "main").text
+        assert "contact.email" in errors and "tiyu" in chrome.find_element(
+            By.ID, "name").get_attribute("value")               # what was typed is kept
+        chrome.save_screenshot(str(SHOTS / "request-refused.png"))
+        box = chrome.find_element(By.ID, "contact_email")
+        box.clear()
+        box.send_keys("office@tiyu.qingshui.gov.cn")
+        _click(chrome, By.ID, "send")
+        follow = chrome.find_element(By.ID, "follow").get_attribute("href")
+        chrome.save_screenshot(str(SHOTS / "request-sent.png"))
+        chrome.get(follow)
+        assert "等待县数据中心审核" in chrome.find_element(By.ID, "status").text
+
+        time.sleep(30.5 - time.time() % 30)     # a code of a window not used before
+        _login(chrome, url, "sunqi", "county-operator-pass-2",
+               pyotp.TOTP(people["sunqi"]["totp_secret"]).now())
+        _click(chrome, By.ID, "requests-link")
+        _click(chrome, By.CSS_SELECTOR, "a.request-pending")
+        assert "launch: pending" in chrome.find_element(By.ID, "manifest").text
+        assert "tiyu: add" in chrome.find_element(By.ID, "plan").text
+        chrome.save_screenshot(str(SHOTS / "request-decide.png"))
+        _click(chrome, By.ID, "approve")
+        assert "已批准并应用" in chrome.find_element(By.ID, "result").text, \
+            chrome.find_element(By.TAG_NAME, "main").text
+        chrome.get(follow)
+        assert "已批准" in chrome.find_element(By.ID, "status").text
+    finally:
+        chrome.quit()
+    landed = (inv / "tenants" / "tiyu.yaml").read_text()
+    assert "launch: pending" in landed and "unit\n  - county" in landed
+    plan = json.loads(govhost(inv, "plan", "--json", check=True).stdout)
+    assert not plan["changes"], plan                       # the approval applied it
+    for address in NODES.values():
+        assert "tiyu.qingshui.gov.cn" in lab_ssh(address, "cat /etc/govhost/current/vhosts/"
+                                                          "tiyu.conf")
+    from controlplane.core.county import County
+    with County(inv).state() as st:
+        log = [(e["action"], e["actor"]) for e in st.audit_log(50)]
+    assert ("site-request.approved", "sunqi") in log
