@@ -1,5 +1,6 @@
 """govhost-visits: page views and visitors per unit and day, from this node's access logs
-(the live one and the rotated ones, compressed or not), for the yearly report.
+(the live one and the rotated ones, compressed or not), for the yearly report, with the
+pages most read each day (for the unit's page in the console).
 
 Counted as the yearly government website report counts them: a page view is a GET of a
 page (not an image, a stylesheet or a script) answered 200 or 304, by a visitor: not one of
@@ -28,6 +29,8 @@ MONTHS = {m.encode(): i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 ROBOTS = re.compile(rb"govhost-|HeadlessChrome|bot\b|bot/|spider|crawl", re.IGNORECASE)
 PAGE_SUFFIXES = (b".html", b".htm", b".shtml", b".php")
+TOP_PAGES = 50          # pages kept per unit and day (the most read): bounded output
+PATH_MAX = 200
 
 
 def is_page(path: bytes) -> bool:
@@ -56,9 +59,22 @@ def count(lines: Iterator[bytes], since: str, days: dict[str, dict]) -> None:
             continue
         if day < since:
             continue
-        d = days.setdefault(day, {"views": 0, "ips": set()})
+        d = days.setdefault(day, {"views": 0, "ips": set(), "pages": {}})
         d["views"] += 1
         d["ips"].add(visitor_hash(ip))
+        page = page_path(path)
+        d["pages"][page] = d["pages"].get(page, 0) + 1
+
+
+def page_path(path: bytes) -> str:
+    """A page as the unit knows it: without its query, `/` for the homepage, at most
+    PATH_MAX characters (a visitor chooses what it asks for)."""
+    p = path.split(b"?", 1)[0][:PATH_MAX].decode("utf-8", errors="replace")
+    return p if p.startswith("/") else "/"
+
+
+def top(pages: dict[str, int], n: int = TOP_PAGES) -> dict[str, int]:
+    return dict(sorted(pages.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
 
 
 def _open(path: str) -> IO[bytes]:
@@ -97,8 +113,8 @@ def main() -> None:
     units = sorted(os.listdir(LOGS)) if os.path.isdir(LOGS) else []
     for unit in units:
         days = unit_days(os.path.join(LOGS, unit), args.since)
-        out[unit] = {d: {"views": v["views"], "ips": sorted(v["ips"])}
-                     for d, v in sorted(days.items())}
+        out[unit] = {d: {"views": v["views"], "ips": sorted(v["ips"]),
+                         "pages": top(v["pages"])} for d, v in sorted(days.items())}
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
 

@@ -105,6 +105,21 @@ def merge(per_node: Sequence[Mapping[str, Mapping[str, Mapping[str, Any]]]]
     return [(t, d, views[(t, d)], len(ips[(t, d)])) for t, d in sorted(views)]
 
 
+def merge_pages(per_node: Sequence[Mapping[str, Mapping[str, Mapping[str, Any]]]],
+                keep: int = 50) -> list[tuple[str, str, str, int]]:
+    """The pages most read as (tenant, day, path, views), added up over the nodes, the
+    `keep` most read per unit and day."""
+    pages: dict[tuple[str, str], dict[str, int]] = {}
+    for node in per_node:
+        for tenant, days in node.items():
+            for day, d in days.items():
+                got = pages.setdefault((tenant, day), {})
+                for path, n in d.get("pages", {}).items():
+                    got[str(path)] = got.get(str(path), 0) + int(n)
+    return [(t, d, path, n) for (t, d), got in sorted(pages.items())
+            for path, n in sorted(got.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]]
+
+
 def collect(county: County, say: Say = lambda _: None) -> dict[str, Any]:
     """Count the days not yet counted (and the last one again: it may have been going on)
     from every node's logs into the state store. Every node must answer: a day counted
@@ -133,7 +148,7 @@ def collect(county: County, say: Say = lambda _: None) -> dict[str, Any]:
             + " (nothing recorded; run `govhost apply` if the nodes lack govhost-visits)")
     rows = merge(list(got.values()))
     with county.state() as st:
-        st.record_visit_days(rows)
+        st.record_visit_days(rows, merge_pages(list(got.values())))
     say(f"counted {len(rows)} unit-days since {since} on {len(nodes)} node(s)")
     return {"since": since, "unit_days": len(rows), "nodes": len(nodes)}
 

@@ -9,6 +9,7 @@ from controlplane.content import releases as content_releases
 from controlplane.core.county import County
 
 DAY = 86400.0
+VISIT_DAYS = 30        # the unit page's visits and most-read pages look this far back
 
 
 def overview(county: County, now: float | None = None) -> list[dict[str, Any]]:
@@ -52,6 +53,9 @@ def unit(county: County, name: str, now: float | None = None) -> dict[str, Any]:
         checked = st.compliance(None).get(name, {})
         certs = st.certificates()
         backups = {k: v for (u, k), v in st.last_backups().items() if u == name}
+        since = time.strftime("%Y-%m-%d", time.localtime(now - VISIT_DAYS * DAY))
+        visits = st.visits(name, since)
+        top_pages = st.top_pages(name, since)
     rollbacks = content_releases.rollback_proposals(county, name)
     cert = next((c for c in certs.values() if name in c["units"]), None)
     verdicts = checked.get("verdicts", {})
@@ -76,4 +80,7 @@ def unit(county: County, name: str, now: float | None = None) -> dict[str, Any]:
         "rollbacks": rollbacks[:10],
         "rollback_open": any(p["status"] == "pending" for p in rollbacks),
         "requests": row["requests"],
+        # counted from the nodes' logs by `govhost compliance check` (govhost-visits)
+        "visits": [{"day": d, "views": v, "visitors": u} for d, v, u in visits],
+        "top_pages": [{"path": p, "views": v} for p, v in top_pages],
     }

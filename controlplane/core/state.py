@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS review_steps (
     tenant TEXT NOT NULL, release_id TEXT NOT NULL, level INTEGER NOT NULL, kind TEXT NOT NULL,
     decision TEXT NOT NULL, by TEXT NOT NULL, at REAL NOT NULL, comment TEXT NOT NULL,
     PRIMARY KEY (tenant, release_id, level));
+CREATE TABLE IF NOT EXISTS page_days (
+    tenant TEXT NOT NULL, day TEXT NOT NULL, path TEXT NOT NULL, views INTEGER NOT NULL,
+    PRIMARY KEY (tenant, day, path));
 CREATE TABLE IF NOT EXISTS site_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, manifest TEXT NOT NULL,
     form TEXT NOT NULL, contact TEXT NOT NULL, source TEXT NOT NULL, token TEXT NOT NULL, created REAL NOT NULL,
@@ -488,14 +491,33 @@ class State:
             "SELECT tenant, SUM(probes), SUM(failures) FROM probe_days WHERE day LIKE ? "
             "GROUP BY tenant", (f"{year}-%",))}
 
-    def record_visit_days(self, rows: Sequence[tuple[str, str, int, int]]) -> None:
-        """(tenant, day, page views, visitors) as counted from the nodes' logs; a day counted
-        again (it was still going on) replaces its earlier count."""
+    def record_visit_days(self, rows: Sequence[tuple[str, str, int, int]],
+                          pages: Sequence[tuple[str, str, str, int]] = ()) -> None:
+        """(tenant, day, page views, visitors) as counted from the nodes' logs, and the pages
+        most read (tenant, day, path, views); a day counted again (it was still going on)
+        replaces its earlier count."""
         now = time.time()
         with self.tx() as db:
             db.executemany("INSERT OR REPLACE INTO visit_days (tenant, day, page_views, "
                            "visitors, collected_at) VALUES (?, ?, ?, ?, ?)",
                            [(*r, now) for r in rows])
+            db.executemany("DELETE FROM page_days WHERE tenant = ? AND day = ?",
+                           sorted({(t, d) for t, d, _, _ in pages}))
+            db.executemany("INSERT INTO page_days (tenant, day, path, views) VALUES "
+                           "(?, ?, ?, ?)", pages)
+
+    def visits(self, tenant: str, since_day: str) -> list[tuple[str, int, int]]:
+        """(day, page views, visitors) of one unit from `since_day` on."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT day, page_views, visitors FROM visit_days WHERE tenant = ? AND day >= ? "
+            "ORDER BY day", (tenant, since_day))]
+
+    def top_pages(self, tenant: str, since_day: str, limit: int = 10
+                  ) -> list[tuple[str, int]]:
+        """The unit's most read pages from `since_day` on: (path, views)."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT path, SUM(views) AS v FROM page_days WHERE tenant = ? AND day >= ? "
+            "GROUP BY path ORDER BY v DESC, path LIMIT ?", (tenant, since_day, limit))]
 
     def visit_year(self, year: int) -> dict[str, tuple[int, int, int]]:
         """Per tenant: (page views, visitors summed over days, days counted)."""

@@ -90,3 +90,31 @@ def test_figures_per_unit_from_the_year_only(tmp_path):
     assert "新闻动态 /xwdt/: 2 pages, 0 attachments" in text
     html = yearly.to_html("青水县", 2026, list(rows.values()), "2026-12-02")
     assert "99.50 %" in html and "<script" not in html
+
+
+def test_pages_most_read_per_day_without_queries_bounded_and_added_up_over_nodes():
+    days: dict = {}
+    lines = [_line(path="/xwdt/1.html?x=1"), _line(path="/xwdt/1.html"), _line(),
+             _line(path="/" + "a" * 500), _line(path="/img/a.png")]
+    visits.count(iter(lines), "2026-12-01", days)
+    pages = days["2026-12-02"]["pages"]
+    assert pages["/xwdt/1.html"] == 2 and pages["/"] == 1 and "/img/a.png" not in pages
+    assert max(len(p) for p in pages) == visits.PATH_MAX
+    many = {f"/p{i}.html": i for i in range(200)}
+    assert list(visits.top(many, 3)) == ["/p199.html", "/p198.html", "/p197.html"]
+    a = {"jiaoyu": {"2026-12-02": {"views": 3, "ips": [], "pages": {"/": 2, "/a.html": 1}}}}
+    b = {"jiaoyu": {"2026-12-02": {"views": 2, "ips": [], "pages": {"/a.html": 2}}}}
+    assert yearly.merge_pages([a, b], keep=1) == [("jiaoyu", "2026-12-02", "/a.html", 3)]
+
+
+def test_the_state_keeps_the_pages_of_a_day_counted_again(tmp_path):
+    from controlplane.core.state import State
+    st = State(tmp_path / "state.db")
+    st.record_visit_days([("jiaoyu", "2026-12-02", 3, 2)],
+                         [("jiaoyu", "2026-12-02", "/", 2), ("jiaoyu", "2026-12-02", "/a", 1)])
+    st.record_visit_days([("jiaoyu", "2026-12-02", 5, 2)],
+                         [("jiaoyu", "2026-12-02", "/a", 4)])
+    st.record_visit_days([("jiaoyu", "2026-11-01", 1, 1)], [("jiaoyu", "2026-11-01", "/", 9)])
+    assert st.visits("jiaoyu", "2026-12-01") == [("2026-12-02", 5, 2)]
+    assert st.top_pages("jiaoyu", "2026-12-01") == [("/a", 4)]
+    st.close()

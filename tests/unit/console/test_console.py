@@ -34,7 +34,9 @@ def fake_unit(county, name):
                                               "ms": 3.0}],
             "live": "r1", "releases": [], "columns": [], "cert": None, "backups": {},
             "disk_bytes": 0, "quota_bytes": 1 << 30, "quota_used": 0.0, "findings": [],
-            "checked_at": None, "requests": 0, "rollbacks": [], "rollback_open": False}
+            "checked_at": None, "requests": 0, "rollbacks": [], "rollback_open": False,
+            "visits": [{"day": "2026-12-01", "views": 40, "visitors": 12}],
+            "top_pages": [{"path": '/"><script>alert(1)</script>', "views": 3}]}
 
 
 @pytest.fixture(scope="module")
@@ -347,3 +349,10 @@ def test_a_unit_requests_a_site_without_an_account_and_follows_it(county):
     with c.state() as st:
         actions = [(e["action"], e["actor"]) for e in st.audit_log(20)]
     assert ("site-request.returned", "operator") in actions
+
+
+def test_the_unit_page_shows_visits_and_pages_most_read_escaped(county):
+    c, issued = county
+    html = login(c, issued, "editor").get("/units/jiaoyu").text
+    assert "2026-12-01" in html and ">40<" in html
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
