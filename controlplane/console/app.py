@@ -36,6 +36,7 @@ from controlplane.core import paths, secrets
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.onboarding import form as request_form
+from controlplane.onboarding import keys as unit_keys
 from controlplane.onboarding import queue as requests_queue
 from controlplane.people import roles
 from controlplane.people.roles import PeopleError, Person
@@ -444,6 +445,70 @@ def build(county: County, secure: bool = True,
         return render(request, "request_decide.html.j2", status, r=r, done=done, error=error,
                       domain=county.inv.cluster.domain)
 
+    def people_page(request: Request, unit: str, status: int = 200, **ctx: Any) -> Response:
+        p = people()
+        try:
+            rows = [{"person": q, **p.status(q.name)} for q in p.all() if q.unit == unit]
+        finally:
+            p.st.close()
+        return render(request, "people.html.j2", status, unit=unit, rows=rows,
+                      title=county.inv.tenant(unit).title,
+                      keys=unit_keys.listing(county, unit),
+                      **{"issued": None, "error": "", "done": None, **ctx})
+
+    async def unit_people(request: Request) -> Response:
+        """The unit admin's page: the unit's people and roles, and its SFTP keys."""
+        me = unit_gate(request, "manage_people")
+        if not isinstance(me, Person):
+            return me
+        name = request.path_params["unit"]
+        if request.method == "GET":
+            return people_page(request, name)
+        form = await request.form()
+        action, who = str(form.get("action", "")), str(form.get("person", ""))
+        p = people()
+        try:
+            if action == "add":
+                role = str(form.get("role", ""))
+                if role not in roles.UNIT_ROLES:
+                    raise PeopleError(f"choose one of {', '.join(sorted(roles.UNIT_ROLES))}")
+                issued = p.add(str(form.get("name", "")).strip(),
+                               str(form.get("display", "")), name, [role],
+                               frozenset(t.name for t in county.inv.tenants),
+                               str(form.get("email", "")).strip(), by=me.name)
+                return people_page(request, name, issued=issued)
+            target = p.get(who)
+            if target is None or target.unit != name:
+                return forbidden(request)        # never a person of another unit
+            if action in ("disable", "enable"):
+                if target.name == me.name:
+                    raise PeopleError("you cannot disable yourself; ask another admin of "
+                                      "the unit or the county")
+                p.set_disabled(who, action == "disable", by=me.name)
+                return people_page(request, name, done=f"{who}: {action}d")
+            if action == "reset":
+                return people_page(request, name, issued=p.reset(who, by=me.name))
+            raise PeopleError("unknown action")
+        except PeopleError as exc:
+            return people_page(request, name, 400, error=str(exc))
+        finally:
+            p.st.close()
+
+    async def unit_sftp_keys(request: Request) -> Response:
+        me = unit_gate(request, "manage_people")
+        if not isinstance(me, Person):
+            return me
+        name = request.path_params["unit"]
+        form = await request.form()
+        lines = [k.strip() for k in str(form.get("keys", "")).splitlines() if k.strip()]
+        try:
+            done = await run_in_threadpool(unit_keys.replace, county, name, lines, me.name)
+        except GovhostError as exc:
+            return people_page(request, name, 400, error=str(exc))
+        return people_page(request, name, done=(
+            "SFTP keys changed and applied" if done["applied"] else
+            f"SFTP keys changed; apply did not complete: {done.get('error') or done['result']}"))
+
     async def stylesheet(request: Request) -> Response:
         return Response(STYLESHEET, media_type="text/css",
                         headers={"Cache-Control": "max-age=3600",
@@ -461,6 +526,8 @@ def build(county: County, secure: bool = True,
         Route("/requests/{rid:int}", request_decide, methods=["GET", "POST"]),
         Route("/requests/{rid:int}/status", request_status, methods=["GET"]),
         Route("/units/{unit}", unit_page),
+        Route("/units/{unit}/people", unit_people, methods=["GET", "POST"]),
+        Route("/units/{unit}/sftp-keys", unit_sftp_keys, methods=["POST"]),
         Route("/units/{unit}/upload", upload_page, methods=["GET"]),
         Route("/units/{unit}/upload", upload, methods=["POST"]),
         Route("/units/{unit}/submit", submit, methods=["POST"]),

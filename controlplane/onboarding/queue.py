@@ -13,19 +13,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from controlplane.core.county import County
-from controlplane.core.errors import GovhostError, ManifestError, Problem
-from controlplane.onboarding import form
+from controlplane.core.errors import GovhostError, Problem
+from controlplane.onboarding import form, trial
 from controlplane.sites import apply as apply_mod
 
 PER_SOURCE_PER_HOUR = 5
@@ -70,44 +66,9 @@ def check(county: County, req: form.SiteRequest) -> Checked:
         problems.append(Problem("form", "name", f"{name}.{county.inv.cluster.domain} is "
                                 "taken by a unit already"))
         return Checked(doc, text, problems)
-    with tempfile.TemporaryDirectory(prefix="govhost-request-") as tmp:
-        root = _inventory_with(county.root, Path(tmp), name, text)
-        trial = County(root, county.state_dir)
-        try:
-            inv = trial.inv
-        except ManifestError as exc:
-            mine = f"tenants/{name}.yaml"
-            problems.extend(p for p in exc.problems
-                            if p.file.endswith(mine) or name in p.message)
-            if not problems:         # the county's own files are wrong: not the unit's doing
-                problems.append(Problem("inventory", "", "the county's inventory does not "
-                                        "validate today; an operator must fix it first"))
-            return Checked(doc, text, problems)
-        if problems:
-            return Checked(doc, text, problems)
-        with county.state() as st:
-            _, p = apply_mod.prepare(trial, st)
-        plan = p.to_json()
-        mine_plan = next((t for t in plan["tenants"] if t["tenant"] == name), None)
-        summary = {"tenant": mine_plan, "nodes": [
-            {"node": n["node"], "added": n["added"], "changed": len(n["changed"]),
-             "removed": n["removed"]} for n in plan["nodes"] if n["needed"]],
-            "units_after": len(inv.tenants)}
-    return Checked(doc, text, problems, summary)
-
-
-def _inventory_with(src: Path, dest: Path, name: str, text: str) -> Path:
-    """A copy of the inventory's manifests (not its state) with the request's file added."""
-    root = dest / "inventory"
-    root.mkdir()
-    for f in ("cluster.yaml", "hosts.yaml"):
-        shutil.copy2(src / f, root / f)
-    for d in ("tenants", "wording"):
-        if (src / d).is_dir():
-            shutil.copytree(src / d, root / d)
-    (root / "tenants").mkdir(exist_ok=True)
-    (root / "tenants" / f"{name}.yaml").write_text(text, encoding="utf-8")
-    return root
+    tried = trial.run(county, name, text)
+    return Checked(doc, text, problems + tried.problems,
+                   None if problems or tried.problems else tried.plan)
 
 
 def submit(county: County, req: form.SiteRequest, source: str) -> dict[str, Any]:
@@ -185,14 +146,10 @@ def approve(county: County, rid: int, by: str,
                 f"{p.field}: {p.message}" for p in checked.problems))
         name = checked.doc["name"]
         target = county.root / "tenants" / f"{name}.yaml"
-        part = target.with_name(f".{name}.yaml.part")
-        part.write_text(rec["manifest"], encoding="utf-8")
         try:
-            os.link(part, target)             # never over a file that appeared meanwhile
+            trial.write(target, rec["manifest"], replace=False)
         except FileExistsError:
             raise RequestError(f"{target} exists already") from None
-        finally:
-            part.unlink()
         with county.state() as st:
             if not st.decide_site_request(rid, "approved", by, ""):
                 target.unlink()

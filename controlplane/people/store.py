@@ -123,7 +123,7 @@ class People:
 
     # ------------------------------------------------------------------ changing
     def add(self, name: str, display: str, unit: str | None, role_names: Iterable[str],
-            units: frozenset[str], email: str = "") -> Issued:
+            units: frozenset[str], email: str = "", by: str | None = None) -> Issued:
         rls = frozenset(role_names)
         roles.check(name, unit, rls, units)
         if not display.strip():
@@ -141,10 +141,10 @@ class People:
                         _hasher.hash(password),
                         seal(self.secret, totp, name) if person.needs_second_factor else None,
                         now, now))
-            State.audit_in(db, "user.add", name, {"unit": unit, "roles": sorted(rls)})
+            State.audit_in(db, "user.add", name, {"unit": unit, "roles": sorted(rls)}, who=by)
         return self._issued(person, password, totp)
 
-    def reset(self, name: str) -> Issued:
+    def reset(self, name: str, by: str | None = None) -> Issued:
         """A new password (to be changed at the next login) and a new second factor; the
         lockout is lifted."""
         person = self._existing(name)
@@ -157,15 +157,16 @@ class People:
                         name))
             db.execute("INSERT INTO logins (name, address, at, ok, why) VALUES "
                        "(?, '-', ?, 1, 'reset')", (name, time.time()))
-            State.audit_in(db, "user.reset", name, {})
+            State.audit_in(db, "user.reset", name, {}, who=by)
         return self._issued(person, password, totp)
 
-    def set_disabled(self, name: str, disabled: bool) -> Person:
+    def set_disabled(self, name: str, disabled: bool, by: str | None = None) -> Person:
         self._existing(name)
         with self.st.tx() as db:
             db.execute("UPDATE people SET disabled = ?, sessions_after = ? WHERE name = ?",
                        (int(disabled), time.time(), name))
-            State.audit_in(db, "user.disable" if disabled else "user.enable", name, {})
+            State.audit_in(db, "user.disable" if disabled else "user.enable", name, {},
+                           who=by)
         return self._existing(name)
 
     def change_password(self, name: str, old: str, new: str) -> None:

@@ -14,6 +14,7 @@ import pyotp
 import pytest
 
 from controlplane.compliance import browser
+from controlplane.core import accounts
 from tests.helpers import free_port, lab_ssh
 
 from .conftest import REPO, govhost
@@ -45,7 +46,8 @@ def console(lab_cluster, tmp_path_factory):
     people = {}
     for name, unit, role in (("wangfang", "jiaoyu", "editor"), ("lisi", "jiaoyu", "reviewer"),
                              ("zhaoliu", None, "operator"), ("qianli", "caizheng", "editor"),
-                             ("chenjing", "caizheng", "reviewer"), ("sunqi", None, "operator")):
+                             ("chenjing", "caizheng", "reviewer"), ("sunqi", None, "operator"),
+                             ("zhoujie", "jiaoyu", "admin")):
         args = ["user", "add", name, "--display", name, "--role", role, "--json"]
         proc = govhost(inv, *args, *(["--unit", unit] if unit else []), check=True)
         people[name] = json.loads(proc.stdout)
@@ -164,6 +166,14 @@ def test_an_editor_changes_the_first_password_and_sees_the_units_live_status(con
         assert "wangfang" in chrome.find_element(By.TAG_NAME, "main").text  # published by
         chrome.get(f"{url}/units/jiaoyu?lang=en")
         assert "The site on each server" in chrome.page_source
+        # The visits the pages above made (curl through every node), counted from the
+        # nodes' logs as the compliance check counts them, on the unit's page.
+        govhost(console["inv"], "compliance", "yearly", "--year", time.strftime("%Y"),
+                "--json", check=True)
+        chrome.get(f"{url}/units/jiaoyu?lang=zh")
+        visits = chrome.find_element(By.ID, "visits").text
+        assert time.strftime("%Y-%m-%d") in visits, visits
+        assert "/" in chrome.find_element(By.ID, "top-pages").text
     finally:
         chrome.quit()
 
@@ -447,3 +457,46 @@ def test_a_unit_requests_a_site_and_the_county_approves_it(console):
     with County(inv).state() as st:
         log = [(e["action"], e["actor"]) for e in st.audit_log(50)]
     assert ("site-request.approved", "sunqi") in log
+
+
+def test_a_unit_admin_adds_a_person_and_an_sftp_key_that_works_on_the_node(console, tmp_path):
+    """The unit's admin adds an editor (first password shown once) and the unit's SFTP key;
+    the key is in the manifest and the unit logs in over SFTP with it; a key with options is
+    refused by name and changes nothing."""
+    from selenium.webdriver.common.by import By
+
+    from .test_tenants_lab import SSH_OPTS, _key, sftp_port
+    url, inv, people = console["url"], console["inv"], console["people"]
+    path, pub = _key(tmp_path, "jiaoyu-console")
+    chrome = _chrome()
+    try:
+        _first_login(chrome, url, people["zhoujie"], "教育-管理员-密码-1")
+        chrome.get(f"{url}/units/jiaoyu")
+        _click(chrome, By.ID, "people-link")
+        chrome.find_element(By.ID, "new-name").send_keys("xiaowang")
+        chrome.find_element(By.ID, "new-display").send_keys("小王")
+        _click(chrome, By.ID, "add-person")
+        assert chrome.find_element(By.ID, "issued-password").text
+        assert "xiaowang" in chrome.find_element(By.ID, "people").text
+        box = chrome.find_element(By.ID, "sftp-keys")
+        box.clear()
+        box.send_keys("no-pty " + pub)
+        _click(chrome, By.ID, "save-keys")
+        assert "sftp.keys" in chrome.find_element(By.TAG_NAME, "main").text
+        box = chrome.find_element(By.ID, "sftp-keys")
+        box.clear()
+        box.send_keys(pub)
+        _click(chrome, By.ID, "save-keys")
+        assert "applied" in chrome.find_element(By.ID, "result").text, \
+            chrome.find_element(By.TAG_NAME, "main").text
+        assert "jiaoyu-console" in chrome.find_element(By.ID, "keys").text
+        chrome.save_screenshot(str(SHOTS / "people.png"))
+    finally:
+        chrome.quit()
+    assert pub in (inv / "tenants" / "jiaoyu.yaml").read_text()
+    placement = json.loads(govhost(inv, "plan", "--json", check=True).stdout)["placement"]
+    first = NODES[placement["jiaoyu"][0]]
+    res = subprocess.run(["sftp", *SSH_OPTS, "-P", str(sftp_port(inv)), "-i", str(path),
+                          "-b", "-", f"{accounts.user_name('jiaoyu', None)}@{first}"],
+                         input="ls\n", capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr

@@ -118,6 +118,10 @@ MATRIX = {  # route -> expected status per role (303: redirected)
                     "operator": 200, "anonymous": 303},
     "/requests/1/status?k=wrong": {"editor": 404, "reviewer": 404, "admin": 404,
                                    "other": 404, "operator": 404, "anonymous": 404},
+    "/units/jiaoyu/people": {"editor": 403, "reviewer": 403, "admin": 200, "other": 403,
+                             "operator": 403, "anonymous": 303},
+    "/units/chahe/people": {"editor": 403, "reviewer": 403, "admin": 403, "other": 403,
+                            "operator": 403, "anonymous": 303},
     "/units/jiaoyu/rollbacks/1": {"editor": 200, "reviewer": 200, "admin": 200, "other": 403,
                                   "operator": 200, "anonymous": 303},
     "/units/chahe/rollbacks/1": {"editor": 403, "reviewer": 403, "admin": 403, "other": 404,
@@ -356,3 +360,44 @@ def test_the_unit_page_shows_visits_and_pages_most_read_escaped(county):
     html = login(c, issued, "editor").get("/units/jiaoyu").text
     assert "2026-12-01" in html and ">40<" in html
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+
+
+def test_a_unit_admin_adds_resets_and_disables_only_the_units_people(county):
+    c, issued = county
+    admin = login(c, issued, "admin")
+    page = admin.get("/units/jiaoyu/people")
+    assert "editor" in page.text and "Other" not in page.text     # chahe's editor not shown
+    r = admin.post("/units/jiaoyu/people", data={
+        "action": "add", "name": "xiaozhang", "display": "<i>小张</i>", "role": "reviewer",
+        "csrftoken": _token(page.text)})
+    assert r.status_code == 200 and 'id="issued-totp"' in r.text and "&lt;i&gt;" in r.text
+    r = admin.post("/units/jiaoyu/people", data={
+        "action": "add", "name": "boss", "display": "x", "role": "operator",
+        "csrftoken": _token(r.text)})
+    assert r.status_code == 400                    # a unit admin cannot make an operator
+    for target, want in (("other", 403), ("operator", 403), ("admin", 400)):
+        r = admin.post("/units/jiaoyu/people", data={
+            "action": "disable", "person": target, "csrftoken": _token(r.text)})
+        assert r.status_code == want, (target, r.status_code)
+    r = admin.post("/units/jiaoyu/people", data={
+        "action": "disable", "person": "xiaozhang", "csrftoken": _token(r.text)})
+    assert r.status_code == 200
+    from controlplane.people.store import People
+    with c.state() as st:
+        p = People(st, c.inv.secret, c.inv.cluster.name)
+        assert p.get("xiaozhang").disabled and p.get("xiaozhang").unit == "jiaoyu"
+        log = [(e["action"], e["actor"], e["target"]) for e in st.audit_log(20)]
+    assert ("user.add", "admin", "xiaozhang") in log
+    assert ("user.disable", "admin", "xiaozhang") in log
+
+
+def test_a_bad_sftp_key_is_refused_and_the_manifest_stays(county):
+    c, issued = county
+    admin = login(c, issued, "admin")
+    before = (c.root / "tenants" / "jiaoyu.yaml").read_text()
+    page = admin.get("/units/jiaoyu/people")
+    r = admin.post("/units/jiaoyu/sftp-keys", data={
+        "keys": 'command="/bin/sh" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG8 x',
+        "csrftoken": _token(page.text)})
+    assert r.status_code == 400 and "sftp.keys" in r.text
+    assert (c.root / "tenants" / "jiaoyu.yaml").read_text() == before
