@@ -23,7 +23,8 @@ from controlplane.content import review
 from controlplane.core import accounts, paths, remote
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
-from controlplane.core.manifest import Node
+from controlplane.core.inventory import Inventory
+from controlplane.core.manifest import Node, Tenant
 from controlplane.core.state import State, actor
 from controlplane.core.units import CONSOLE, preview_host
 from controlplane.search import index as search_index
@@ -62,18 +63,24 @@ def _tenant_lock(county: County, tenant: str):
         "finished"))
 
 
+def _with_content(inv: Inventory, tenant: str) -> Tenant:
+    """The unit, if it is one whose content the platform holds (not a proxy site)."""
+    t = inv.tenant(tenant)
+    if t is None:
+        raise ContentError(f"no tenant named {tenant!r}; `govhost tenant list` shows them")
+    if t.site.type == "proxy":
+        raise ContentError(f"{tenant} is a proxy site: its content lives in its own "
+                           "application, not on the platform")
+    return t
+
+
 @contextmanager
 def target(county: County, tenant: str) -> Iterator[Target]:
     with _tenant_lock(county, tenant):
         state = county.open_state()
         try:
             inv, plan = prepare(county, state)
-            t = inv.tenant(tenant)
-            if t is None:
-                raise ContentError(f"no tenant named {tenant!r}; `govhost tenant list` shows them")
-            if t.site.type == "proxy":
-                raise ContentError(f"{tenant} is a proxy site: its content lives in its own "
-                                   "application, not on the platform")
+            t = _with_content(inv, tenant)
             applied = plan.placement[tenant]
             saved = state.placements().get(tenant)
             if not saved or tuple(saved) != tuple(applied):
@@ -306,12 +313,7 @@ def preview_link(county: County, tenant: str, release: str, by: str | None = Non
     if inv.cluster.console is None:
         raise ContentError("previews are served with the console: add `console:` to "
                            "cluster.yaml and apply")
-    t = inv.tenant(tenant)
-    if t is None:
-        raise ContentError(f"no tenant named {tenant!r} in inventory/tenants/")
-    if t.site.type == "proxy":
-        raise ContentError(f"{tenant} proxies to an application: it has no releases to "
-                           "preview")
+    _with_content(inv, tenant)
     with county.state() as st:
         rec = next((r for r in st.content_releases(tenant) if r["release_id"] == release),
                    None)

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Benchmark the unit web console on the lab, side by side with what it stands for.
+
+A generated county of N units (default 1,000) is applied to the 3 lab nodes with the console
+enabled; `govhost console` runs as the service would (its own process, uvicorn) and is
+reached through n1's nginx (console.<domain>), as units' staff reach it. Measured in one run:
+
+  overview   GET / as a county operator: every unit ranked by days since its last update
+             (median and p95 of R requests)
+  unit page  GET /units/<unit> as the unit's editor: its site probed through every node, its
+             releases, certificate, backups, quota, visits (median and p95)
+  upload     a site of M MB (default 100; incompressible files) as a zip through the browser's
+             path: upload (nginx -> console -> the first replica) and submit, until live on
+             every replica
+  CLI        the same files through the lab's SFTP-like upload (`govhost lab upload`) and
+             `govhost publish`, side by side, with the ratio
+
+Needs root and the lab (`govhost lab up --nodes 3`); traffic stays on loopback.
+Usage: bench/console.py [N] [R] [M]
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pyotp
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from controlplane.core.county import County  # noqa: E402
+from controlplane.lab import machines as lab  # noqa: E402
+from controlplane.sites import apply as apply_mod  # noqa: E402
+from tests.helpers import free_port, generated_county  # noqa: E402
+
+NODE = "127.0.1.1"
+
+
+def govhost(inv: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", "--inventory", str(inv), *args],
+                          cwd=REPO, capture_output=True, text=True, check=True, timeout=3600)
+
+
+def token(html: str) -> str:
+    m = re.search(r'name="csrftoken" value="([^"]+)"', html)
+    assert m, html[-500:]
+    return m.group(1)
+
+
+def login(inv: Path, name: str, role: str, unit: str | None) -> httpx.Client:
+    """A person added as `govhost user add` does, logged in through n1's nginx, with the
+    first password changed."""
+    args = ["user", "add", name, "--display", name, "--role", role, "--json"]
+    issued = json.loads(govhost(inv, *args, *(["--unit", unit] if unit else [])).stdout)
+    client = httpx.Client(base_url=f"http://{NODE}", headers={"Host": "console.qingshui.gov.cn"},
+                          timeout=3600)
+    page = client.get("/login")
+    code = pyotp.TOTP(issued["totp_secret"]).now() if issued["totp_secret"] else ""
+    r = client.post("/login", data={"csrftoken": token(page.text), "name": name,
+                                    "password": issued["password"], "code": code, "next": "/"})
+    new = f"{name}-bench-password-1"
+    r = client.post("/password", data={"csrftoken": token(r.text), "old": issued["password"],
+                                       "new": new, "again": new})
+    assert r.status_code in (200, 303), r.text[-500:]
+    return client
+
+
+def timed(client: httpx.Client, path: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = client.get(path)
+        out.append(time.perf_counter() - t0)
+        assert r.status_code == 200, (path, r.status_code)
+    return out
+
+
+def stats(xs: list[float]) -> str:
+    xs = sorted(xs)
+    p95 = xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+    return f"median {statistics.median(xs) * 1000:8.1f} ms   p95 {p95 * 1000:8.1f} ms"
+
+
+def site_files(mb: int) -> dict[str, bytes]:
+    """M one-megabyte files of random bytes (a zip cannot shrink them) and a homepage."""
+    files = {f"files/doc{i:03d}.bin": os.urandom(1 << 20) for i in range(mb)}
+    files["index.html"] = f"<html><body><h1>bench {time.time()}</h1></body></html>".encode()
+    return files
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    reps = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+    mb = int(sys.argv[3]) if len(sys.argv) > 3 else 100
+    if not all(node.ssh_open for node in lab.up(3)[:3]):
+        sys.exit("lab nodes are not answering")
+    work = Path(tempfile.mkdtemp(prefix="govhost-bench-console-"))
+    console = None
+    try:
+        inv = generated_county(work / "inventory", n)
+        port = free_port()
+        doc = yaml.safe_load((inv / "cluster.yaml").read_text())
+        doc["console"] = {"address": "127.0.0.1", "port": port}
+        (inv / "cluster.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
+        (inv / "hosts.yaml").write_text((REPO / "inventory" / "hosts.yaml").read_text())
+        for unit in ("unit0001", "unit0002"):
+            path = inv / "tenants" / f"{unit}.yaml"
+            path.write_text(path.read_text() + "quota_mb: 4096\n")
+        t0 = time.perf_counter()
+        if not apply_mod.apply(County(inv)).ok:
+            sys.exit("apply failed")
+        print(f"apply of {n} units with the console: {time.perf_counter() - t0:.1f} s")
+        console = subprocess.Popen([sys.executable, "-m", "cli", "--inventory", str(inv),
+                                    "console", "--http"], cwd=REPO,
+                                   stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/login", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        operator = login(inv, "benchop", "operator", None)
+        editor = login(inv, "benched", "editor", "unit0001")
+        timed(operator, "/", 2)                                  # warm up
+        overview = timed(operator, "/", reps)
+        unit_page = timed(editor, "/units/unit0001", reps)
+        print(f"\nconsole pages, {n} units, {reps} requests each, through n1's nginx:")
+        print(f"  overview (operator)      {stats(overview)}")
+        print(f"  unit page (editor)       {stats(unit_page)}")
+
+        files = site_files(mb)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, data in files.items():
+                zf.writestr(name, data)
+        blob = buf.getvalue()
+        page = editor.get("/units/unit0001/upload")
+        t0 = time.perf_counter()
+        r = editor.post("/units/unit0001/upload", data={"csrftoken": token(page.text)},
+                        files={"site": ("site.zip", blob, "application/zip")})
+        assert r.status_code == 200, r.text[-800:]
+        t_upload = time.perf_counter() - t0
+        r = editor.post("/units/unit0001/submit", data={"csrftoken": token(r.text)})
+        assert "新版本已在所有服务器上线" in r.text, r.text[-800:]
+        t_console = time.perf_counter() - t0
+
+        src = work / "cli-site"
+        for name, data in files.items():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_bytes(data)
+        t0 = time.perf_counter()
+        govhost(inv, "lab", "upload", "unit0002", str(src))
+        t_up_cli = time.perf_counter() - t0
+        out = json.loads(govhost(inv, "publish", "unit0002", "--json").stdout)
+        assert out["status"] == "live", out
+        t_cli = time.perf_counter() - t0
+        print(f"\n{mb} MB site ({len(files)} files, zip {len(blob) / 2**20:.0f} MB), "
+              "until live on both replicas:")
+        print(f"  console: upload {t_upload:6.1f} s + submit {t_console - t_upload:6.1f} s "
+              f"= {t_console:6.1f} s")
+        print(f"  CLI:     upload {t_up_cli:6.1f} s + publish {t_cli - t_up_cli:6.1f} s "
+              f"= {t_cli:6.1f} s")
+        print(f"  console / CLI: {t_console / t_cli:.2f}")
+    finally:
+        if console is not None:
+            console.terminate()
+            console.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
