@@ -158,5 +158,6 @@ def review_reject(tenant: str, release: str,
 
 def _decide(tenant: str, release: str, approve: bool, comment: str) -> None:
     from controlplane.content import releases as content
-    res = call(content.decide, county(), tenant, release, approve, note, comment=comment)
+    res = call(lambda: content.decide(county(), tenant, release, approve, note,
+                                      comment=comment))
     out.print(f"{tenant} {release}: {res['status']}", highlight=False)
