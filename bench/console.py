@@ -16,7 +16,7 @@ reached through n1's nginx (console.<domain>), as units' staff reach it. Measure
              `govhost publish`, side by side, with the ratio
 
 Needs root and the lab (`govhost lab up --nodes 3`); traffic stays on loopback.
-Usage: bench/console.py [N] [R] [M]
+Usage: [BENCH_DIR=DIR] bench/console.py [N] [R] [M]
 """
 from __future__ import annotations
 
@@ -63,9 +63,12 @@ def login(inv: Path, name: str, role: str, unit: str | None) -> httpx.Client:
     """A person added as `govhost user add` does, logged in through n1's nginx, with the
     first password changed."""
     args = ["user", "add", name, "--display", name, "--role", role, "--json"]
-    issued = json.loads(govhost(inv, *args, *(["--unit", unit] if unit else [])).stdout)
+    try:
+        issued = json.loads(govhost(inv, *args, *(["--unit", unit] if unit else [])).stdout)
+    except subprocess.CalledProcessError:           # kept from a run before (BENCH_DIR)
+        issued = json.loads(govhost(inv, "user", "reset", name, "--json").stdout)
     client = httpx.Client(base_url=f"http://{NODE}", headers={"Host": "console.qingshui.gov.cn"},
-                          timeout=3600)
+                          timeout=3600, follow_redirects=True)
     page = client.get("/login")
     code = pyotp.TOTP(issued["totp_secret"]).now() if issued["totp_secret"] else ""
     r = client.post("/login", data={"csrftoken": token(page.text), "name": name,
@@ -106,9 +109,14 @@ def main() -> None:
     mb = int(sys.argv[3]) if len(sys.argv) > 3 else 100
     if not all(node.ssh_open for node in lab.up(3)[:3]):
         sys.exit("lab nodes are not answering")
-    work = Path(tempfile.mkdtemp(prefix="govhost-bench-console-"))
+    # BENCH_DIR keeps the generated county (and its state) for the next run: applying 1,000
+    # new units to the lab the first time takes minutes.
+    keep = os.environ.get("BENCH_DIR")
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="govhost-bench-console-"))
+    work.mkdir(parents=True, exist_ok=True)
     console = None
     try:
+        shutil.rmtree(work / "inventory" / "tenants", ignore_errors=True)
         inv = generated_county(work / "inventory", n)
         port = free_port()
         doc = yaml.safe_load((inv / "cluster.yaml").read_text())
@@ -177,7 +185,8 @@ def main() -> None:
         if console is not None:
             console.terminate()
             console.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
