@@ -43,12 +43,14 @@ from controlplane.people.roles import PeopleError, Person
 from controlplane.people.store import People
 
 SESSION_HOURS = 8
+MAX_SINGLE_FILES = 200          # files chosen at once in the browser
 IDLE_MINUTES = 30
 HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; "
                                       "form-action 'self'; base-uri 'none'",
            "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
            "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 STYLESHEET = (Path(__file__).parent / "static" / "console.css").read_bytes()
+UPLOAD_JS = (Path(__file__).parent / "static" / "upload.js").read_bytes()
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.TEMPLATES)),
                           autoescape=True, undefined=jinja2.StrictUndefined)
 _env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) \
@@ -207,7 +209,8 @@ def build(county: County, secure: bool = True,
                       done=None, error="")
 
     async def upload(request: Request) -> Response:
-        """A zip of the site into the upload area (what SFTP writes), checked first."""
+        """A zip of the site into the upload area (what SFTP writes; it replaces what was
+        there), or single files into one of its folders; checked first."""
         me = unit_gate(request, "upload")
         if not isinstance(me, Person):
             return me
@@ -218,28 +221,40 @@ def build(county: County, secure: bool = True,
         if not declared.isdigit() or int(declared) > limits.max_bytes + (2 << 20):
             return render(request, "upload.html.j2", 413, unit=name, done=None,
                           error="the zip is larger than the unit's quota")
-        form = await request.form(max_files=1, max_fields=5)
+        form = await request.form(max_files=MAX_SINGLE_FILES, max_fields=6)
         if not _same_token(form.get("csrftoken"), request.scope["csrftoken"]()):
             return Response("CSRF token is missing or wrong", status_code=403)
+        singles = [f for f in form.getlist("files")
+                   if isinstance(f, StarletteUpload) and f.filename]
         f = form.get("site")
         error, done = "", None
-        if not isinstance(f, StarletteUpload) or not f.filename:
-            error = "请选择一个 zip 文件。"
-        else:
-            data = await f.read(limits.max_bytes + (1 << 20) + 1)
-            await f.close()
-            try:
+        try:
+            if singles:
+                # Single files go into a folder of the upload area, next to what is there.
+                got = [(str(x.filename), await x.read(limits.max_bytes + 1)) for x in singles]
+                tar, paths_, size = uploads.files_to_tar(got, str(form.get("folder", "")),
+                                                         limits)
+                await run_in_threadpool(upload_area.put, county, name, tar, False)
+                done = {"files": len(paths_), "bytes": size, "paths": paths_, "zip": ""}
+            elif not isinstance(f, StarletteUpload) or not f.filename:
+                error = "请选择一个 zip 文件。"
+            else:
+                data = await f.read(limits.max_bytes + (1 << 20) + 1)
                 if len(data) > limits.max_bytes + (1 << 20):
                     raise uploads.UploadError("the zip is larger than the unit's quota")
                 tar, files, size = uploads.to_tar(data, limits)
                 await run_in_threadpool(upload_area.put, county, name, tar, True)
-            except GovhostError as exc:
-                error = str(exc)
-            else:
-                done = {"files": files, "bytes": size, "zip": f.filename}
-                with county.state() as st:
-                    st.audit("content.upload", name, {"files": files, "bytes": size},
-                             who=me.name)
+                done = {"files": files, "bytes": size, "zip": f.filename, "paths": []}
+        except GovhostError as exc:
+            error, done = str(exc), None
+        finally:
+            for x in (*singles, *([f] if isinstance(f, StarletteUpload) else [])):
+                await x.close()
+        if done:
+            with county.state() as st:
+                st.audit("content.upload", name, {"files": done["files"],
+                                                  "bytes": done["bytes"],
+                                                  "paths": done["paths"][:50]}, who=me.name)
         return render(request, "upload.html.j2", 400 if error else 200, unit=name,
                       done=done, error=error)
 
@@ -509,6 +524,11 @@ def build(county: County, secure: bool = True,
             "SFTP keys changed and applied" if done["applied"] else
             f"SFTP keys changed; apply did not complete: {done.get('error') or done['result']}"))
 
+    async def upload_script(request: Request) -> Response:
+        return Response(UPLOAD_JS, media_type="text/javascript",
+                        headers={"Cache-Control": "max-age=3600",
+                                 "X-Content-Type-Options": "nosniff"})
+
     async def stylesheet(request: Request) -> Response:
         return Response(STYLESHEET, media_type="text/css",
                         headers={"Cache-Control": "max-age=3600",
@@ -517,6 +537,7 @@ def build(county: County, secure: bool = True,
     app = Starlette(routes=[
         Route("/", home),
         Route("/static/console.css", stylesheet),
+        Route("/static/upload.js", upload_script),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

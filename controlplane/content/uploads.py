@@ -145,5 +145,41 @@ def to_tar(source: BinaryIO | bytes, limits: Limits) -> tuple[bytes, int, int]:
     return buf.getvalue(), len(members), unpacked
 
 
+def files_to_tar(files: list[tuple[str, bytes]], folder: str, limits: Limits
+                 ) -> tuple[bytes, list[str], int]:
+    """Single files chosen in the browser, for `folder` of the upload area, as a tar:
+    (tar bytes, their paths, bytes). Only a file's own name counts (a browser sends no
+    directories); each path is held to the same rules as a zip member's."""
+    if not files:
+        raise UploadError("choose at least one file")
+    if len(files) > limits.max_files:
+        raise UploadError(f"{len(files)} files: at most {limits.max_files} per upload")
+    base = safe_path(folder.strip().strip("/"), limits.max_name) if folder.strip("/ ") else ""
+    buf = io.BytesIO()
+    paths: list[str] = []
+    seen: dict[str, str] = {}
+    total = 0
+    now = int(time.time())
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files:
+            leaf = name.replace("\\", "/").rsplit("/", 1)[-1]
+            if not leaf or leaf in (".", ".."):
+                raise UploadError(f"{name!r} is not a file name")
+            path = safe_path(posixpath.join(base, leaf) if base else leaf, limits.max_name)
+            if path.casefold() in seen:
+                raise UploadError(f"{name!r} and {seen[path.casefold()]!r} are the same file "
+                                  "once their case and form are set aside")
+            seen[path.casefold()] = name
+            total += len(data)
+            if total > limits.max_bytes:
+                raise UploadError(f"the files are more than the {_mb(limits.max_bytes)} left "
+                                  "of the unit's quota")
+            ti = tarfile.TarInfo(path)
+            ti.size, ti.mode, ti.mtime = len(data), 0o644, now
+            tar.addfile(ti, io.BytesIO(data))
+            paths.append(path)
+    return buf.getvalue(), paths, total
+
+
 def _mb(n: int) -> str:
     return f"{n / (1 << 20):.1f} MB"

@@ -162,6 +162,19 @@ def test_an_editor_changes_the_first_password_and_sees_the_units_live_status(con
         for address in NODES.values():
             status, body = page("jiaoyu", address)
             assert status == 200 and "控制台上传" in body, (address, status)
+        # One more file, chosen alone, into a folder next to what the zip brought.
+        single = console["inv"].parent / "tongzhi.html"
+        single.write_text("<p>单独上传的通知</p>")
+        chrome.get(f"{url}/units/jiaoyu/upload")
+        chrome.find_element(By.ID, "files").send_keys(str(single))
+        chrome.find_element(By.ID, "folder").send_keys("xwdt")
+        _click(chrome, By.ID, "upload-files")
+        assert "xwdt/tongzhi.html" in chrome.find_element(By.ID, "uploaded").text
+        _click(chrome, By.ID, "submit")
+        assert "新版本已在所有服务器上线" in chrome.find_element(By.ID, "result").text
+        for address in NODES.values():
+            assert "单独上传的通知" in page("jiaoyu", address, "/xwdt/tongzhi.html")[1]
+            assert page("jiaoyu", address, "/xwdt/1.html")[0] == 200
         chrome.get(f"{url}/units/jiaoyu")
         assert "wangfang" in chrome.find_element(By.TAG_NAME, "main").text  # published by
         chrome.get(f"{url}/units/jiaoyu?lang=en")

@@ -401,3 +401,20 @@ def test_a_bad_sftp_key_is_refused_and_the_manifest_stays(county):
         "csrftoken": _token(page.text)})
     assert r.status_code == 400 and "sftp.keys" in r.text
     assert (c.root / "tenants" / "jiaoyu.yaml").read_text() == before
+
+
+def test_single_files_are_checked_before_they_reach_a_node(county):
+    c, issued = county
+    editor = login(c, issued, "editor")
+    page = editor.get("/units/jiaoyu/upload")
+    assert 'src="/static/upload.js"' in page.text
+    js = editor.get("/static/upload.js")
+    assert js.status_code == 200 and "XMLHttpRequest" in js.text
+    r = editor.post("/units/jiaoyu/upload", data={"csrftoken": _token(page.text),
+                                                   "folder": "../../etc"},
+                    files=[("files", ("<b>x</b>.html", b"x", "text/html"))])
+    assert r.status_code == 400 and "&#39;..&#39; would leave the upload area" in r.text
+    assert "<b>x</b>" not in r.text
+    r = editor.post("/units/jiaoyu/upload", data={"folder": "x"},
+                    files=[("files", ("a.html", b"x", "text/html"))])
+    assert r.status_code == 403                               # no CSRF token

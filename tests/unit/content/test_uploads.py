@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controlplane.content import uploads
 from controlplane.content.uploads import Limits, UploadError, safe_path, to_tar
 
 LIMITS = Limits(max_bytes=50 << 20)
@@ -106,3 +107,27 @@ def test_a_safe_path_never_leaves_the_upload_area(name):
     except UploadError:
         return
     assert not path.startswith("/") and ".." not in path.split("/") and "\\" not in path
+
+
+def test_single_files_go_into_their_folder_by_their_own_name_only():
+    import io
+    import tarfile
+    limits = uploads.Limits(max_bytes=1000)
+    tar, paths, size = uploads.files_to_tar(
+        [("a.html", b"<p>a</p>"), ("C:\\Users\\clerk\\通知.pdf", b"%PDF"),
+         ("../../etc/passwd", b"x")], "xwdt/2026/", limits)
+    assert paths == ["xwdt/2026/a.html", "xwdt/2026/通知.pdf", "xwdt/2026/passwd"]
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        assert [(m.name, m.isfile(), m.mode) for m in t.getmembers()] == [
+            (p, True, 0o644) for p in paths]
+    assert size == 8 + 4 + 1
+    # a folder is always inside the upload area: a leading slash means its top
+    assert uploads.files_to_tar([("a", b"")], "/news/", limits)[1] == ["news/a"]
+    for folder, files, words in (("../up", [("a", b"")], "'..'"),
+                                 ("a\x00b", [("a", b"")], "control"),
+                                 ("", [("A.html", b""), ("a.html", b"")], "same file"),
+                                 ("", [("big", b"x" * 1001)], "quota"),
+                                 ("", [("..", b"")], "not a file name"),
+                                 ("", [], "at least one")):
+        with pytest.raises(uploads.UploadError, match=words):
+            uploads.files_to_tar(files, folder, limits)
