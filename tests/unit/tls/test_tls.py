@@ -193,6 +193,31 @@ def test_https_config_keys_0600_redirect_hsts_and_reject_unknown_sni_pass_nginx_
     assert res.returncode == 0, res.stderr
 
 
+def test_console_and_preview_over_https_pass_nginx_t_with_secure_cookies(tmp_path):
+    """The console's and the preview host's vhosts with the county's certificate: browsers
+    go to HTTPS, requests forwarded between nodes stay on port 80, the preview cookie is
+    Secure; real `nginx -t`."""
+    import dataclasses
+
+    from controlplane.tls.store import Deployed
+    root = write_inventory(tmp_path / "inv", [tenant("jiaoyu")],
+                           cluster={**CLUSTER, "tls": {"issuer": "internal"}, "console": {}})
+    inv = inventory.load(root)
+    names = ["console.qingshui.gov.cn", "preview.qingshui.gov.cn"]
+    r, k, leaf = _ca_and_leaf(names)
+    inv = dataclasses.replace(inv, certificates={
+        "internal-_console": Deployed(tuple(names), leaf + r, k, False, 0)},
+        served_with={"_console": "internal-_console"})
+    rel = make_plan(inv, frozenset(), {}, {}).releases["n1"]
+    preview = rel.files["vhosts/_preview.conf"].decode()
+    assert "ssl_certificate tls/internal-_console.crt;" in preview
+    assert "if ($govhost_to_https)" in preview and "SameSite=Lax; Secure" in preview
+    console = rel.files["vhosts/_console.conf"].decode()
+    assert "ssl_certificate tls/internal-_console.crt;" in console
+    res = nginx_test(rel.files, tmp_path / "rel")
+    assert res.returncode == 0 and "[warn]" not in res.stderr, res.stderr
+
+
 def test_ipv6_listeners_and_aaaa_records_from_hosts_address6(tmp_path):
     """A node with `address6` listens there on 80 and 443 (checked by the real `nginx -t`, which binds, so ::1 here), and the
     DNS plan gives every name an AAAA record for it."""
