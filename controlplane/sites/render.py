@@ -181,7 +181,8 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         all_names.append(console_host(inv))
         files["vhosts/_console.conf"] = _conf_env.get_template("nginx/console.conf.j2").render(
             {**base, "server_name": console_host(inv), "tls": _tls_ctx(inv, CONSOLE),
-             "upstream": console.listen, "max_upload_mb": console.max_upload_mb}).encode()
+             "upstream": console.listen, "max_upload_mb": console.max_upload_mb,
+             **_county_limit(inv)}).encode()
         all_names.append(preview_host(inv))
         files.update(_preview_files(inv, base, serving, placement, node))
     files.update(_tls_files(inv))
@@ -254,6 +255,13 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     return Release(node=node, files=files)
 
 
+def _county_limit(inv: Inventory) -> dict[str, Any]:
+    """The county's default rate per visitor for its own hosts (console, preview), with a
+    burst a page's stylesheet and script fit in even where the county set none."""
+    rate = inv.cluster.defaults.rate_limit
+    return {"rate_zone": _zone(rate.requests_per_second), "burst": rate.burst or 20}
+
+
 def _preview_files(inv: Inventory, base: Mapping[str, Any],
                    serving: Mapping[str, tuple[str, ...]],
                    placement: Mapping[str, tuple[str, ...]], node: str) -> dict[str, bytes]:
@@ -266,14 +274,12 @@ def _preview_files(inv: Inventory, base: Mapping[str, Any],
             continue             # a proxied application has no releases to preview
         local = node in serving.get(t.name, placement[t.name])
         units.append((t.name, "local" if local else f"govhost_t_{t.name.replace('-', '_')}"))
-    rate = inv.cluster.defaults.rate_limit
     tls = _tls_ctx(inv, CONSOLE)
     conf = _conf_env.get_template("nginx/preview.conf.j2").render({
         **base, "server_name": preview_host(inv), "tls": tls, "secure": tls is not None,
         "units": units, "cookie": preview.COOKIE, "entry": preview.ENTRY,
         "max_age": inv.cluster.console.preview_minutes * 60,
-        "sites_root": paths.NODE_SITES, "rate_zone": _zone(rate.requests_per_second),
-        "burst": rate.burst or 20})
+        "sites_root": paths.NODE_SITES, **_county_limit(inv)})
     key = f'set $govhost_preview_key "{preview.key(inv.secret)}";\n'
     return {"vhosts/_preview.conf": conf.encode(),
             "snippets/preview-key.conf": key.encode()}
