@@ -348,6 +348,11 @@ def _chain(st: State, rec: dict[str, Any]) -> review.Chain | None:
     row = st.review_chain(rec["tenant"], rec["release_id"])
     if row is None:
         return review.Chain(("unit",), rec["actor"]) if rec["status"] == "pending" else None
+    return _chain_from(row)
+
+
+def _chain_from(row: dict[str, Any]) -> review.Chain:
+    """A chain as the state store keeps it (State.review_chain)."""
     return review.Chain(tuple(row["levels"]), row["publisher"],
                         tuple(review.Step(**s) for s in row["steps"]))
 
@@ -449,8 +454,7 @@ def _rollback_chain(st: State, tenant: str, pid: int) -> review.Chain:
     row = st.review_chain(tenant, f"rollback:{pid}")
     if row is None:
         raise ContentError(f"{tenant} has no rollback proposal {pid}")
-    return review.Chain(tuple(row["levels"]), row["publisher"],
-                        tuple(review.Step(**s) for s in row["steps"]))
+    return _chain_from(row)
 
 
 def rollback_chain(county: County, tenant: str, pid: int) -> review.Chain:
