@@ -563,11 +563,13 @@ def build(county: County, secure: bool = True,
                               session_cookie=f"{prefix}govhost-session",
                               max_age=SESSION_HOURS * 3600, same_site="strict",
                               https_only=secure)])
-    return asgi_csrf(app, signing_secret=secrets.derive(inv.secret, "console-csrf", 64),
-                     cookie_name=f"{prefix}csrftoken", cookie_secure=secure,
-                     cookie_samesite="Strict", always_protect={"/login", "/logout",
-                                                               "/password"},
-                     always_set_cookie=False, skip_if_scope=_checks_its_own_token)
+    protected = asgi_csrf(app, signing_secret=secrets.derive(inv.secret, "console-csrf", 64),
+                          cookie_name=f"{prefix}csrftoken", cookie_secure=secure,
+                          cookie_samesite="Strict",
+                          always_protect={"/login", "/logout", "/password", "/request"},
+                          always_set_cookie=False, skip_if_scope=_checks_its_own_token)
+    protected.routes = app.routes          # type: ignore[attr-defined]  # for the tests
+    return protected
 
 
 def _checks_its_own_token(scope: Mapping[str, Any]) -> bool:

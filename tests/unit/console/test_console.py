@@ -418,3 +418,39 @@ def test_single_files_are_checked_before_they_reach_a_node(county):
     r = editor.post("/units/jiaoyu/upload", data={"folder": "x"},
                     files=[("files", ("a.html", b"x", "text/html"))])
     assert r.status_code == 403                               # no CSRF token
+
+
+POSTS = ["/login", "/logout", "/password", "/request", "/units/jiaoyu/upload",
+         "/units/jiaoyu/submit", f"/units/jiaoyu/reviews/{R_JY}", "/units/jiaoyu/rollbacks",
+         "/units/jiaoyu/rollbacks/1", "/units/jiaoyu/people", "/units/jiaoyu/sftp-keys",
+         "/requests/1"]
+
+
+def test_every_route_that_changes_something_is_a_post_the_app_lists_here():
+    """A new state-changing route must be added to POSTS (and so to the CSRF test)."""
+    app = console_app.build(County(REPO / "inventory"), unit_view=fake_unit)
+    found = set()
+    for route in app.routes:
+        if "POST" in (getattr(route, "methods", None) or ()):
+            found.add(route.path)
+    listed = {re.sub(r"/(\d+|20\d{6}T\d{6}-\w{6})(?=/|$)", "/{x}", p).replace(
+        "/jiaoyu", "/{unit}") for p in POSTS}
+    normal = {re.sub(r"\{(release|proposal:int|rid:int)\}", "{x}", p) for p in found}
+    assert normal == listed, (sorted(normal), sorted(listed))
+
+
+@pytest.mark.parametrize("path", POSTS)
+def test_every_form_without_its_csrf_token_is_refused(county, path):
+    """Forged from another site: no token (or a wrong one) gets 403 and changes nothing."""
+    c, issued = county
+    who = "operator" if path.startswith("/requests") else (
+        "admin" if path.endswith(("/people", "/sftp-keys")) else "editor")
+    client = login(c, issued, who)
+    with c.state() as st:
+        before = len(st.audit_log(500))
+    for data in ({"decision": "approve", "comment": "x", "release": "r", "name": "x"},
+                 {"decision": "approve", "csrftoken": "forged"}):
+        r = client.post(path, data=data, follow_redirects=False)
+        assert r.status_code == 403, (path, r.status_code)
+    with c.state() as st:
+        assert len(st.audit_log(500)) == before
