@@ -267,12 +267,14 @@ def footer(html: str, tenant: Tenant) -> Verdict:
 
 
 def links(broken: Sequence[Mapping[str, Any]], checked: int, pages: int,
-          truncated: bool) -> Verdict:
+          truncated: bool, through: str | None = None) -> Verdict:
+    """Broken links of the crawl; `through`: the node address the crawl went in by."""
     note = " (crawl stopped at its page or time limit)" if truncated else ""
+    via = f", crawled through {through}" if through else ""
     if broken:
         return Verdict("links", False, f"{len(broken)} broken of {checked} links on {pages} "
-                       f"pages{note}", list(broken))
-    return Verdict("links", True, f"{checked} links on {pages} pages all answer{note}")
+                       f"pages{note}{via}", list(broken))
+    return Verdict("links", True, f"{checked} links on {pages} pages all answer{note}{via}")
 
 
 def https_ipv6(serves_https: bool, ipv6_probes: Sequence[Mapping[str, Any]],

@@ -158,6 +158,7 @@ def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: in
                            "pages": sorted(set(on_pages[link]))[:10]})
     made = len(fetched) + sum(1 for link in targets if checked[link][1] != "skipped")
     return {"homepage": homepage, "broken": broken, "pages": len(seen_pages),
+            "through": entry.address if entry is not None else None,
             "checked": sum(1 for s, e in checked.values() if e != "skipped"), "requests": made,
             "truncated": truncated, "seconds": round(time.monotonic() - start, 3)}
 
@@ -168,9 +169,17 @@ def _is_page(url: str) -> bool:
 
 
 def _entries(nodes: list[Node]) -> list[Node]:
-    """The web nodes that answer their health check: the crawl's ways in."""
-    return [n for n in nodes
-            if probes.probe("govhost-probe", n.name, n.address, "/health", timeout=3).up]
+    """The web nodes' addresses that answer their health check, IPv4 and (where a node has
+    one) IPv6: the crawl's ways in. Sites take turns over them, as visitors come over
+    both; an IPv6 way in is the node with `address` set to its IPv6 address."""
+    out = []
+    for n in nodes:
+        if probes.probe("govhost-probe", n.name, n.address, "/health", timeout=3).up:
+            out.append(n)
+        if n.address6 and probes.probe("govhost-probe", n.name, n.address6, "/health",
+                                       timeout=3).up:
+            out.append(n.model_copy(update={"address": n.address6}))
+    return out
 
 
 def browse(wanted: list[Tenant], entries: list[Node], platform: set[str], inv: Inventory,
@@ -316,7 +325,9 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
             yearly.collect(county, say)
         except yearly.YearlyError as exc:
             say(f"visits not counted: {exc}")
-        pages, unavailable = browse(wanted, entries, platform, inv, c, say)
+        # Chromium's resolver rules take the nodes' IPv4 addresses.
+        pages, unavailable = browse(wanted, [e for e in entries if ":" not in e.address],
+                                    platform, inv, c, say)
         for t in wanted:
             say(f"{t.name}: checking")
             v: dict[str, Verdict] = {}
@@ -338,7 +349,8 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
                                              f"files on {first}: {node_error}")
             cert = certs.get(served_with.get(t.name, ""))
             https = cert is not None
-            v["links"] = rules.links(cr["broken"], cr["checked"], cr["pages"], cr["truncated"])
+            v["links"] = rules.links(cr["broken"], cr["checked"], cr["pages"], cr["truncated"],
+                                     cr.get("through"))
             v["footer"] = rules.footer(cr["homepage"], t)
             # Valid: served with a certificate for all its names that has not expired (the
             # chain was checked when it was issued or imported).

@@ -256,6 +256,17 @@ def test_ipv6_probes_through_every_node_and_one_node_without_its_listener(county
     assert all(r["ok"] for r in v6()[1].values())
 
 
+def test_the_crawl_goes_in_over_ipv4_and_ipv6(county):
+    """Sites take turns over every healthy node's two addresses: of two units checked, one
+    is crawled through a node's IPv4 address and the other through its IPv6 one, and both
+    find their pages."""
+    got = _json(govhost(county["inv"], "compliance", "check", "jiaoyu", "chahe", "--json"))
+    through = {u: got[u]["links"]["summary"].rsplit("crawled through ", 1)[-1]
+               for u in ("jiaoyu", "chahe")}
+    assert sorted(":" in a for a in through.values()) == [False, True], through
+    assert all(got[u]["links"]["ok"] for u in through), got
+
+
 def _browser_page(img: str, alt: str | None) -> bytes:
     alt_attr = f" alt='{alt}'" if alt is not None else ""
     return (f"<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
