@@ -329,7 +329,7 @@ def test_dns01_through_bind_gives_the_county_one_wildcard(services, tmp_path):
     assert res["orders_this_week"] == 1
     rows = _json(govhost(inv, "cert", "status", "--json"))
     assert rows[0]["names"] == ["qingshui.gov.cn", "*.qingshui.gov.cn"]
-    assert len(rows[0]["serving"]) == 20
+    assert len(rows[0]["serving"]) == 21        # 19 units, the portal, the console
     for host in _hosts(inv) + ["xn--zfvz1q.qingshui.gov.cn"]:
         assert fetch(host, "127.0.1.3", services["root_b"])[0] == 200, host
     txt = subprocess.run(["dig", "+short", "-p", str(BIND_PORT), "@127.0.0.1", "TXT",
