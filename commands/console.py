@@ -22,7 +22,10 @@ def console(ctx: typer.Context,
                                        "cluster.yaml console.address and port, which every "
                                        "node's nginx proxies console.<domain> to."),
             http: bool = typer.Option(False, "--http", help="Plain HTTP straight to browsers "
-                                      "(a lab on one machine): cookies without Secure.")
+                                      "(a lab on one machine): cookies without Secure."),
+            direct: bool = typer.Option(False, "--direct", help="Take requests that did not "
+                                        "come through the nodes' nginx (a console on a "
+                                        "laptop, nobody else on its address).")
             ) -> None:
     """Serve the unit web console (people: `govhost user add`)."""
     if ctx.invoked_subcommand is not None:
@@ -37,14 +40,14 @@ def console(ctx: typer.Context,
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         fail(errors.GovhostError(f"--listen {listen!r}: expected address:port"))
-    app_ = build(c, secure=not http)
-    # Only the nodes' nginx may say who the visitor is (X-Forwarded-For).
-    proxies = sorted({a for n in inv.hosts.nodes for a in (n.address, n.source, n.address6)
-                      if a})
-    err.print(f"govhost console on http://{listen}/ ({'HTTP' if http else 'behind HTTPS'})",
-              highlight=False)
-    uvicorn.run(app_, host=host.strip("[]"), port=int(port), proxy_headers=True,
-                forwarded_allow_ips=proxies, log_level="warning", server_header=False)
+    # Only the nodes' nginx, which holds the proxy secret, reaches the console and says who
+    # the visitor is (controlplane/console/guard.py); uvicorn's own X-Forwarded-For trust
+    # by address would believe units' PHP on the same nodes.
+    app_ = build(c, secure=not http, behind_nginx=not direct)
+    err.print(f"govhost console on http://{listen}/ ({'HTTP' if http else 'behind HTTPS'}"
+              f"{', direct' if direct else ', through the nodes only'})", highlight=False)
+    uvicorn.run(app_, host=host.strip("[]"), port=int(port), proxy_headers=False,
+                log_level="warning", server_header=False)
 
 
 @console_app.command("install")

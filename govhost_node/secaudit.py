@@ -6,6 +6,9 @@ line of JSON (run by govhost as root over SSH; changes nothing).
   files     every secret on the node with its mode and owner: TLS and metrics keys, the
             release's credentials, units' database credentials (db.json), the SSH host keys
   reboot    whether an installed update asks for a reboot
+  links     links found in units' upload areas (symbolic links, and files with a second
+            name): SFTP refuses to make them, so one found there was planted some other way
+            or before that rule, and root must never follow it
 
 Only the facts: the control plane judges them (controlplane.security.findings), so a node
 with an older govhost still answers and the rules live in one place.
@@ -17,6 +20,7 @@ import grp
 import json
 import os
 import pwd
+import stat
 import subprocess
 
 SSHD_KEYS = ("port", "passwordauthentication", "kbdinteractiveauthentication",
@@ -36,9 +40,13 @@ SECRETS = (("/etc/govhost/metrics/node.key", "root"),
            ("/etc/govhost/current/metrics/node.key", "root"),
            ("/etc/govhost/current/metrics/agent.json", "root"),
            ("/etc/govhost/current/tls/*.key", "root"),
+           ("/etc/govhost/current/snippets/console-proxy.conf", "root"),
+           ("/etc/govhost/current/snippets/preview-key.conf", "root"),
            ("/etc/ssh/ssh_host_*_key", "root"),
            ("/srv/govhost/sites/*/var/db.json", "dir"))
 REBOOT_REQUIRED = "/run/reboot-required"
+SITES = "/srv/govhost/sites"
+MAX_LINKS = 200          # per node: enough to act on, bounded for a hostile unit
 
 
 def _sshd_t(lport: int, user: str) -> dict[str, list[str]]:
@@ -100,8 +108,39 @@ def files() -> list[dict]:
     return out
 
 
+def upload_links() -> list[dict]:
+    """Every link in every unit's upload area, walked without following any."""
+    out: list[dict] = []
+    try:
+        units = sorted(os.listdir(SITES))
+    except OSError:
+        return out
+    for unit in units:
+        top = os.path.join(SITES, unit, "upload")
+        if os.path.islink(top) or not os.path.isdir(top):
+            continue
+        for root, dirs, names, _ in os.fwalk(top):       # never descends through a link
+            for n in dirs + names:
+                p = os.path.join(root, n)
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                if stat.S_ISLNK(st.st_mode):
+                    kind, target = "symlink", os.readlink(p)
+                elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    kind, target = "hardlink", ""
+                else:
+                    continue
+                out.append({"unit": unit, "path": os.path.relpath(p, top), "kind": kind,
+                            "target": target[:200]})
+                if len(out) >= MAX_LINKS:
+                    return out
+    return out
+
+
 def main() -> None:
-    print(json.dumps({"sshd": sshd(), "files": files(),
+    print(json.dumps({"sshd": sshd(), "files": files(), "links": upload_links(),
                       "reboot_required": os.path.exists(REBOOT_REQUIRED)}, sort_keys=True))
 
 

@@ -224,10 +224,11 @@ def _write_private(path: str, text: str, uid: int, gid: int) -> None:
 
 
 SNIPPET = """# Written by govhost: tenant SFTP accounts only (members of {group}).
-# Upload only: chrooted to the tenant's root-owned tree, no shell, no forwarding, keys only.
+# Upload only: chrooted to the tenant's root-owned tree, no shell, no forwarding, keys only,
+# and no links: a link in the upload area is a path someone else (root) might follow.
 Match Group {group}
     ChrootDirectory %h
-    ForceCommand internal-sftp -d /upload
+    ForceCommand internal-sftp -d /upload -P symlink,hardlink
     AuthorizedKeysFile {keys}/%u
     PasswordAuthentication no
     KbdInteractiveAuthentication no

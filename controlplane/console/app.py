@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
+import anyio
+import anyio.to_thread
 import jinja2
 from asgi_csrf import asgi_csrf
 from starlette.applications import Starlette
@@ -30,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from controlplane.console import i18n, views
+from controlplane.console import guard, i18n, views
 from controlplane.content import releases, upload_area, uploads
 from controlplane.core import paths, secrets
 from controlplane.core.county import County
@@ -45,6 +47,7 @@ from controlplane.people.store import People
 SESSION_HOURS = 8
 MAX_SINGLE_FILES = 200          # files chosen at once in the browser
 IDLE_MINUTES = 30
+HEAVY_AT_ONCE = 2               # password hashes and zip checks at once (2 cores)
 HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; "
                                       "form-action 'self'; base-uri 'none'",
            "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
@@ -58,14 +61,25 @@ _env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.localtime
 
 
 def build(county: County, secure: bool = True,
-          unit_view: Callable[[County, str], Mapping[str, Any]] = views.unit) -> Starlette:
+          unit_view: Callable[[County, str], Mapping[str, Any]] = views.unit,
+          behind_nginx: bool = False) -> guard.Guard:
     """The console of `county`. `secure`: served over HTTPS (the cookies say so);
-    `unit_view`: what a unit's page shows (views.unit: the live status through the nodes)."""
+    `unit_view`: what a unit's page shows (views.unit: the live status through the nodes);
+    `behind_nginx`: take only requests that carry the nodes' proxy secret (guard.py)."""
     inv = county.inv
     prefix = "__Host-" if secure else ""
 
     def people() -> People:
         return People(county.open_state(), inv.secret, inv.cluster.name)
+
+    limiter: list[anyio.CapacityLimiter] = []
+
+    async def heavy(work: Callable[[], Any]) -> Any:
+        """Password hashing and zip checks: in worker threads, at most HEAVY_AT_ONCE at a
+        time, so a flood of logins or uploads queues there while every page still answers."""
+        if not limiter:
+            limiter.append(anyio.CapacityLimiter(HEAVY_AT_ONCE))
+        return await anyio.to_thread.run_sync(work, limiter=limiter[0])
 
     def render(request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
         lang = i18n.pick(request.query_params.get("lang"), request.cookies.get("lang"),
@@ -117,12 +131,14 @@ def build(county: County, secure: bool = True,
     async def login(request: Request) -> Response:
         form = await request.form()
         name = str(form.get("name", "")).strip()
-        p = people()
-        try:
-            result = p.login(name, str(form.get("password", "")), str(form.get("code", "")),
-                             request.client.host if request.client else "-")
-        finally:
-            p.st.close()
+        def check() -> Any:
+            p = people()
+            try:
+                return p.login(name, str(form.get("password", "")), str(form.get("code", "")),
+                               request.client.host if request.client else "-")
+            finally:
+                p.st.close()
+        result = await heavy(check)        # argon2: never in the event loop
         if not result.ok:
             return render(request, "login.html.j2", 401, error=result.code,
                           wait=int(result.wait + 0.999), name=name,
@@ -156,13 +172,18 @@ def build(county: County, secure: bool = True,
         new = str(form.get("new", ""))
         if new != str(form.get("again", "")):
             return render(request, "password.html.j2", 400, error="两次输入的新密码不一致。")
-        p = people()
-        try:
-            p.change_password(me.name, str(form.get("old", "")), new)
-        except PeopleError as exc:
-            return render(request, "password.html.j2", 400, error=str(exc))
-        finally:
-            p.st.close()
+        def change() -> str:
+            p = people()
+            try:
+                p.change_password(me.name, str(form.get("old", "")), new)
+                return ""
+            except PeopleError as exc:
+                return str(exc)
+            finally:
+                p.st.close()
+        error = await heavy(change)          # argon2: never in the event loop
+        if error:
+            return render(request, "password.html.j2", 400, error=error)
         request.session["must_change"] = False
         return RedirectResponse("/", status_code=303)
 
@@ -232,8 +253,8 @@ def build(county: County, secure: bool = True,
             if singles:
                 # Single files go into a folder of the upload area, next to what is there.
                 got = [(str(x.filename), await x.read(limits.max_bytes + 1)) for x in singles]
-                tar, paths_, size = uploads.files_to_tar(got, str(form.get("folder", "")),
-                                                         limits)
+                tar, paths_, size = await heavy(lambda: uploads.files_to_tar(
+                    got, str(form.get("folder", "")), limits))
                 await run_in_threadpool(upload_area.put, county, name, tar, False)
                 done = {"files": len(paths_), "bytes": size, "paths": paths_, "zip": ""}
             elif not isinstance(f, StarletteUpload) or not f.filename:
@@ -242,9 +263,15 @@ def build(county: County, secure: bool = True,
                 data = await f.read(limits.max_bytes + (1 << 20) + 1)
                 if len(data) > limits.max_bytes + (1 << 20):
                     raise uploads.UploadError("the zip is larger than the unit's quota")
-                tar, files, size = uploads.to_tar(data, limits)
+                tar, files, size = await heavy(lambda: uploads.to_tar(data, limits))
                 await run_in_threadpool(upload_area.put, county, name, tar, True)
                 done = {"files": files, "bytes": size, "zip": f.filename, "paths": []}
+        except upload_area.LinkInTheWay as exc:
+            # A link the unit made in its upload area: refused, and kept for the county.
+            error, done = str(exc), None
+            with county.state() as st:
+                st.audit("content.upload.refused", name, {"reason": "link", "error": error},
+                         who=me.name)
         except GovhostError as exc:
             error, done = str(exc), None
         finally:
@@ -568,8 +595,12 @@ def build(county: County, secure: bool = True,
                           cookie_samesite="Strict",
                           always_protect={"/login", "/logout", "/password", "/request"},
                           always_set_cookie=False, skip_if_scope=_checks_its_own_token)
-    protected.routes = app.routes          # type: ignore[attr-defined]  # for the tests
-    return protected
+    console = inv.cluster.console
+    upload_limit = (console.max_upload_mb if console else 1024) << 20
+    outer = guard.Guard(protected, guard.proxy_secret(inv.secret) if behind_nginx else None,
+                        upload_limit + (2 << 20))
+    outer.routes = app.routes          # type: ignore[attr-defined]  # for the tests
+    return outer
 
 
 def _checks_its_own_token(scope: Mapping[str, Any]) -> bool:

@@ -30,6 +30,7 @@ NODE_BACKUP_TOOL = "/usr/local/sbin/govhost-backup"     # restic on the node
 NODE_SEARCH_TOOL = "/usr/local/sbin/govhost-search"     # the county search's index and server
 NODE_TAMPER_TOOL = "/usr/local/sbin/govhost-tamper"     # live files held to their digest lists
 NODE_SECAUDIT_TOOL = "/usr/local/sbin/govhost-secaudit" # secrets, sshd: facts for `security check`
+NODE_UNPACK_TOOL = "/usr/local/sbin/govhost-unpack"     # console uploads, as the unit, no links
 NODE_VISITS_TOOL = "/usr/local/sbin/govhost-visits"     # page views per unit and day (yearly)
 AGENT_PORT = 9273                          # govhost-agent: per-unit traffic and resources
 NODE_EXPORTER_PORT = 9100                  # prometheus-node-exporter, on the node's address

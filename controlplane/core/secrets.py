@@ -87,3 +87,10 @@ def derive(secret: bytes, purpose: str, length: int = 32) -> str:
         raise ValueError("no cluster secret loaded")
     raw = hmac.new(secret, purpose.encode(), hashlib.sha256).digest()
     return base64.b32encode(raw).decode().rstrip("=").lower()[:length]
+
+
+def console_proxy(cluster_secret: bytes) -> str:
+    """The header value every node's nginx sends with what it forwards to the console: only
+    requests carrying it are taken (controlplane/console/guard.py); it lives on the nodes in
+    a root-only file of the config release, out of reach of units' PHP."""
+    return derive(cluster_secret, "console-proxy", 32)

@@ -203,6 +203,31 @@ def _testssl(host: str, node: Node, work: Path) -> list[Finding]:
             for i in items if i.get("severity") in ("HIGH", "CRITICAL")]
 
 
+def console_processes(proc: Path = Path("/proc")) -> list[dict]:
+    """The `govhost console` processes on this (control) machine, with the account each runs
+    as: found by their command line, whoever started them (systemd, lab.sh, a shell)."""
+    out = []
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+            uid = next(int(line.split()[1]) for line in (d / "status").read_text().splitlines()
+                       if line.startswith("Uid:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            continue
+        words = [a.decode(errors="replace") for a in argv if a]
+        at = next((i for i, w in enumerate(words) if os.path.basename(w) == "govhost"), None)
+        if at is None or "console" not in words[at + 1:] or "install" in words[at + 1:]:
+            continue
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+        out.append({"pid": int(d.name), "uid": uid, "user": user})
+    return sorted(out, key=lambda p: p["pid"])
+
+
 def control_secrets(county: County, inv: Inventory) -> list[dict]:
     """The control machine's own secrets: the cluster secret, the backup key, the metrics
     and TLS keys in the state directory, and the operators' SSH key."""
@@ -258,10 +283,12 @@ def run(county: County, with_testssl: bool = False, work: Path | None = None) ->
         report.findings += rules.sshd(node.name, f.get("sshd", {}), inv.hosts.ssh.port,
                                       inv.hosts.ssh.unit_port, accounts.SFTP_GROUP)
         report.findings += rules.secrets(node.name, f.get("files", []))
+        report.findings += rules.upload_links(node.name, f.get("links", []))
         report.findings += rules.updates(node.name, pending[node.name],
                                          bool(f.get("reboot_required")))
         report.checked.setdefault("secrets", []).extend(
             f"{node.name}:{e['path']}" for e in f.get("files", []))
+    report.findings += rules.console(console_processes())
     local = control_secrets(county, inv)
     report.findings += rules.secrets("control", local)
     report.checked.setdefault("secrets", []).extend(f"control:{e['path']}" for e in local)

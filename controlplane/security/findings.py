@@ -16,7 +16,7 @@ SEVERITIES = ("critical", "warning", "info")
 @dataclass(frozen=True)
 class Finding:
     severity: str        # critical: a door open that must not be; warning: fix soon; info
-    area: str            # doors, ssh, secrets, tls, waf, updates
+    area: str            # doors, ssh, secrets, tls, waf, updates, uploads, console
     where: str           # node, node:port, unit, host name or file
     what: str
     todo: str
@@ -114,7 +114,12 @@ def sshd(node: str, contexts: Mapping[str, Mapping[str, list[str]]], ssh_port: i
             out.append(Finding("warning", "ssh", where, f"sshd maxauthtries is {tries}",
                                "set `MaxAuthTries 6` or fewer"))
         if who.startswith("unit@"):
-            if not one("forcecommand").startswith("internal-sftp") or \
+            force = one("forcecommand")
+            if force.startswith("internal-sftp") and not _refuses_links(force):
+                out.append(Finding("critical", "ssh", where,
+                                   "a unit's SFTP account may make links in its upload area",
+                                   "run `govhost apply` (`internal-sftp -P symlink,hardlink`)"))
+            if not force.startswith("internal-sftp") or \
                     one("chrootdirectory") in ("", "none"):
                 out.append(Finding("critical", "ssh", where,
                                    "a unit's account is not confined to chrooted SFTP",
@@ -144,6 +149,41 @@ def sshd(node: str, contexts: Mapping[str, Mapping[str, list[str]]], ssh_port: i
                            "run `govhost apply` (it writes the port settings for operators' "
                            "SSH and units' SFTP)"))
     return out
+
+
+def _refuses_links(force_command: str) -> bool:
+    """Whether `internal-sftp …` denies the symlink and hardlink requests (-P list)."""
+    words = force_command.split()
+    denied: set[str] = set()
+    for i, w in enumerate(words):
+        if w == "-p" and i + 1 < len(words):          # sshd -T prints the value lowercased
+            denied |= set(words[i + 1].split(","))
+        elif w.startswith("-p") and len(w) > 2:
+            denied |= set(w[2:].split(","))
+    return {"symlink", "hardlink"} <= denied
+
+
+def upload_links(node: str, links: Iterable[Mapping[str, str]]) -> list[Finding]:
+    """Links found in units' upload areas: a path a unit shaped, which root must not follow.
+    The console's upload refuses to go through them; an operator removes them."""
+    return [Finding("critical", "uploads", f"{node} {e['unit']}:{e['path']}",
+                    f"a {e['kind']} in {e['unit']}'s upload area"
+                    + (f" pointing to {e['target']}" if e.get("target") else ""),
+                    f"remove it (`rm /srv/govhost/sites/{e['unit']}/upload/{e['path']}` on "
+                    f"{node}) and ask the unit how it got there; its SFTP account cannot make "
+                    "links")
+            for e in links]
+
+
+def console(processes: Iterable[Mapping[str, object]]) -> list[Finding]:
+    """The console faces the internet with a login form: running as root, any bug in a web
+    handler is root on the control machine, with the cluster's keys."""
+    return [Finding("critical", "console", f"control pid {p['pid']}",
+                    "govhost console runs as root",
+                    "the console must run as its own account without the cluster's keys; "
+                    "until govhost splits it from the control plane (docs/console.md, threat "
+                    "model), keep its address reachable from the nodes' nginx only")
+            for p in processes if p.get("uid") == 0]
 
 
 def secrets(where: str, entries: Iterable[Mapping[str, str]]) -> list[Finding]:

@@ -18,12 +18,15 @@ from typing import Any, Mapping
 import jinja2
 
 from controlplane.backup import plan as backup_plan
-from controlplane.core import accounts, paths
+from controlplane.core import accounts, paths, secrets
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Tenant
 from controlplane.core.units import CONSOLE, PORTAL, console_host, preview_host
 from controlplane.sites import firewall, preview, waf
 
+# The console's forms (a login, a comment, a site request, SFTP keys): nginx refuses a larger
+# body before the console reads a byte of it; only the upload route takes max_upload_mb.
+FORM_KB = 64
 _NGINX_SAFE = re.compile(r"^[A-Za-z0-9._:\-\[\]/ ,=>]*$")
 
 
@@ -182,7 +185,10 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         files["vhosts/_console.conf"] = _conf_env.get_template("nginx/console.conf.j2").render(
             {**base, "server_name": console_host(inv), "tls": _tls_ctx(inv, CONSOLE),
              "upstream": console.listen, "max_upload_mb": console.max_upload_mb,
-             **_county_limit(inv)}).encode()
+             "form_kb": FORM_KB, **_county_limit(inv)}).encode()
+        files["snippets/console-proxy.conf"] = (
+            f'proxy_set_header X-Govhost-Proxy "{secrets.console_proxy(inv.secret)}";\n'
+        ).encode()
         all_names.append(preview_host(inv))
         files.update(_preview_files(inv, base, serving, placement, node))
     files.update(_tls_files(inv))

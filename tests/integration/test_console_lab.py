@@ -8,6 +8,7 @@ staff do. Screenshots of the pages are kept in test-artifacts/."""
 import json
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pyotp
@@ -58,6 +59,10 @@ def console(lab_cluster, tmp_path_factory):
     while True:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2)
+            raise AssertionError("the console answered a request that did not come "
+                                 "through a node's nginx")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 403       # up, and taking only the nodes' nginx
             break
         except OSError:
             if time.time() > deadline or proc.poll() is not None:
@@ -68,7 +73,7 @@ def console(lab_cluster, tmp_path_factory):
     reset_content("jiaoyu")
     reset_content("caizheng")
     # The browser reaches the console through n1's nginx, as units' staff do.
-    yield {"inv": inv, "url": f"http://{HOST}", "people": people}
+    yield {"inv": inv, "url": f"http://{HOST}", "people": people, "port": port}
     proc.terminate()
     proc.wait(10)
     reset_content("jiaoyu")

@@ -13,6 +13,8 @@ import yaml
 from controlplane.core import accounts
 
 from .conftest import REPO, govhost
+from tests.helpers import lab_ssh
+
 from .test_apply_lab import NODES, _body, apply_json, on_node
 
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -200,11 +202,18 @@ def test_publish_rollback_and_symlinks(tenants):
     assert first["status"] == "live" and first["files"] == 2
     for address in NODES.values():
         assert page("jiaoyu", address) == (200, "教育局 v1")
-    # a symlink to another tenant's file and to /etc/passwd is never served
+    # The unit's SFTP account cannot make links (internal-sftp -P symlink,hardlink) ...
     res = sftp(tn, "jiaoyu", "jiaoyu", "-rm pw.html\n-rm w.html\n"
-               "symlink /etc/passwd pw.html\n"
-               "symlink /srv/govhost/sites/weijian/upload/secret.html w.html\n")
-    assert res.returncode == 0, res.stderr
+               "symlink /etc/passwd pw.html\n")
+    assert res.returncode != 0 and "denied" in res.stderr.lower(), res.stderr
+    res = sftp(tn, "jiaoyu", "jiaoyu", "ln index.html hard.html\n")
+    assert res.returncode != 0, res.stderr
+    assert "hard.html" not in sftp(tn, "jiaoyu", "jiaoyu", "ls\n").stdout
+    # ... and a link made some other way (planted here as root) to another tenant's file or
+    # to /etc/passwd is never served
+    primary = _primary(tn, "jiaoyu")
+    lab_ssh(primary, "cd /srv/govhost/sites/jiaoyu/upload && ln -sfn /etc/passwd pw.html && "
+            "ln -sfn /srv/govhost/sites/weijian/upload/secret.html w.html")
     upload(tn, "jiaoyu", {"index.html": "教育局 v2"})
     second = publish(tn, "jiaoyu")
     assert sorted(second["skipped"]) == ["pw.html", "w.html"]

@@ -44,7 +44,7 @@ OPERATOR = {"port": ["22", "2222"], "passwordauthentication": ["no"],
             "permitrootlogin": ["without-password"], "x11forwarding": ["no"],
             "maxauthtries": ["6"], "allowtcpforwarding": ["yes"], "forcecommand": ["none"],
             "chrootdirectory": ["none"]}
-UNIT = {**OPERATOR, "forcecommand": ["internal-sftp -d /upload"],
+UNIT = {**OPERATOR, "forcecommand": ["internal-sftp -d /upload -P symlink,hardlink"],
         "chrootdirectory": ["%h"], "allowtcpforwarding": ["no"]}
 GOOD = {"operator@22": OPERATOR, "unit@22": {**UNIT, "denygroups": ["govhost-sftp"]},
         "operator@2222": {**OPERATOR, "allowgroups": ["govhost-sftp"]},
@@ -53,6 +53,32 @@ GOOD = {"operator@22": OPERATOR, "unit@22": {**UNIT, "denygroups": ["govhost-sft
 
 def test_a_node_with_keys_only_sshd_and_confined_units_gives_nothing():
     assert rules.sshd("n1", GOOD, 22, 2222) == []
+
+
+def test_a_unit_sftp_that_may_make_links_is_critical():
+    for force in ("internal-sftp -d /upload", "internal-sftp -d /upload -P symlink",
+                  "internal-sftp -P hardlink -d /upload"):
+        loose = {**GOOD, "unit@2222": {**UNIT, "forcecommand": [force],
+                                       "allowgroups": ["govhost-sftp"]}}
+        got = {(f.severity, f.where, f.what) for f in rules.sshd("n1", loose, 22, 2222)}
+        assert ("critical", "n1 unit@2222",
+                "a unit's SFTP account may make links in its upload area") in got, force
+    tight = {**GOOD, "unit@2222": {**UNIT, "forcecommand": ["internal-sftp -P symlink,rename"
+                                                            ",hardlink -d /upload"],
+                                   "allowgroups": ["govhost-sftp"]}}
+    assert rules.sshd("n1", tight, 22, 2222) == []
+
+
+def test_links_in_upload_areas_are_named_with_what_to_do():
+    got = rules.upload_links("n2", [{"unit": "jiaoyu", "path": "docs", "kind": "symlink",
+                                     "target": "/etc/cron.d"},
+                                    {"unit": "chahe", "path": "a.html", "kind": "hardlink",
+                                     "target": ""}])
+    assert [(f.severity, f.area, f.where) for f in got] == [
+        ("critical", "uploads", "n2 jiaoyu:docs"), ("critical", "uploads", "n2 chahe:a.html")]
+    assert "pointing to /etc/cron.d" in got[0].what
+    assert "rm /srv/govhost/sites/jiaoyu/upload/docs" in got[0].todo
+    assert rules.upload_links("n2", []) == []
 
 
 def test_password_logins_root_passwords_and_a_missing_port_are_each_named():
@@ -217,3 +243,21 @@ def test_the_matrix_by_name():
     assert firewall.checked_ports(hosts) == tuple(sorted(
         {22, 2222, 80, 443, paths.NODE_EXPORTER_PORT, paths.AGENT_PORT, paths.SEARCH_PORT,
          3306}))
+
+
+def test_a_console_running_as_root_is_critical_and_found_by_its_command_line(tmp_path):
+    from controlplane.security import check
+    for pid, uid, argv in ((101, 0, ["/srv/.venv/bin/python", "/srv/.venv/bin/govhost",
+                                     "--inventory", "inv", "console", "--http"]),
+                           (102, 0, ["/usr/bin/govhost", "console", "install"]),
+                           (103, 998, ["govhost", "console"]),
+                           (104, 0, ["nginx: master process"])):
+        d = tmp_path / str(pid)
+        d.mkdir()
+        (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+        (d / "status").write_text(f"Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+    found = check.console_processes(tmp_path)
+    assert [(p["pid"], p["uid"]) for p in found] == [(101, 0), (103, 998)]
+    got = rules.console(found)
+    assert [(f.severity, f.where, f.what) for f in got] == [
+        ("critical", "control pid 101", "govhost console runs as root")]
