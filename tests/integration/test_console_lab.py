@@ -529,3 +529,174 @@ def test_a_unit_admin_adds_a_person_and_an_sftp_key_that_works_on_the_node(conso
                           "-b", "-", f"{accounts.user_name('jiaoyu', None)}@{first}"],
                          input="ls\n", capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+# -- Attacks on the console's doors (issue 31: items 1, 4, 5) ----------------------------------
+
+def _http_session(url_host: str = "127.0.1.1"):
+    """An HTTP client that reaches the console through a node's nginx, as a browser does."""
+    import httpx
+    return httpx.Client(base_url=f"http://{url_host}", headers={"Host": HOST}, timeout=120,
+                        follow_redirects=False)
+
+
+def _token(html: str) -> str:
+    import re
+    found = re.search(r'name="csrftoken" value="([^"]+)"', html)
+    assert found, html[-1500:]
+    return found.group(1)
+
+
+def _editor_session(console, name: str):
+    """A fresh editor of jiaoyu, logged in over HTTP with the first password changed."""
+    inv = console["inv"]
+    person = json.loads(govhost(inv, "user", "add", name, "--display", name, "--unit",
+                                "jiaoyu", "--role", "editor", "--json", check=True).stdout)
+    s = _http_session()
+    page_ = s.get("/login")
+    r = s.post("/login", data={"name": name, "password": person["password"], "code": "",
+                               "next": "/", "csrftoken": _token(page_.text)})
+    assert r.status_code == 303 and r.headers["location"] == "/password", r.text[-800:]
+    form = s.get("/password")
+    new = f"{name}-新密码-2026-x"
+    r = s.post("/password", data={"old": person["password"], "new": new, "again": new,
+                                  "csrftoken": _token(form.text)})
+    assert r.status_code == 303, r.text[-800:]
+    return s
+
+
+def test_an_upload_through_a_link_planted_in_the_upload_area_lands_nowhere(console):
+    """Item 1: the unit's SFTP account cannot make links any more; a link made before that
+    rule (or some other way) in the upload area is not followed by an editor's upload, as a
+    single file into its folder or as a zip holding it: refused by name, audited, nothing
+    written through it, and `security check` names it."""
+    import io
+    import zipfile
+
+    from controlplane.core.county import County
+    inv = console["inv"]
+    placement = json.loads(govhost(inv, "plan", "--json", check=True).stdout)["placement"]
+    first = NODES[placement["jiaoyu"][0]]
+    up = "/srv/govhost/sites/jiaoyu/upload"
+    lab_ssh(first, f"mkdir -p /tmp/govhost-trap && cd {up} && ln -sfn /etc/cron.d docs && "
+            "ln -sfn ../../caizheng/upload other && ln -sfn /tmp/govhost-trap/owned index.html")
+    before_cron = lab_ssh(first, "ls -A /etc/cron.d")
+    before_other = lab_ssh(first, "ls -A /srv/govhost/sites/caizheng/upload")
+    s = _editor_session(console, "attacker1")
+    try:
+        form = s.get("/units/jiaoyu/upload")
+        r = s.post("/units/jiaoyu/upload", data={"csrftoken": _token(form.text),
+                                                 "folder": "docs"},
+                   files={"files": ("evil", b"* * * * * root touch /tmp/pwned\n",
+                                    "text/plain")})
+        assert r.status_code == 400 and "docs" in r.text and "link" in r.text, r.text[-1500:]
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("other/x.html", "not yours")
+        form = s.get("/units/jiaoyu/upload")
+        r = s.post("/units/jiaoyu/upload", data={"csrftoken": _token(form.text)},
+                   files={"site": ("site.zip", buf.getvalue(), "application/zip")})
+        # A whole zip replaces the area: the links go (not what they point at), then the zip
+        # is written into plain folders of the unit's own.
+        assert r.status_code == 200, r.text[-1500:]
+        assert lab_ssh(first, "ls -A /etc/cron.d") == before_cron
+        assert lab_ssh(first, "ls -A /srv/govhost/sites/caizheng/upload") == before_other
+        assert lab_ssh(first, "ls -A /tmp/govhost-trap") == ""
+        owners = lab_ssh(first, f"find {up} -mindepth 1 -printf '%u %y %P\\n'").split("\n")
+        assert sorted(o for o in owners if o) == [
+            f"{accounts.user_name('jiaoyu')} d other",
+            f"{accounts.user_name('jiaoyu')} f other/x.html"], owners
+        assert not lab_ssh(first, f"find {up} -type l")
+    finally:
+        s.close()
+        lab_ssh(first, f"rm -rf /tmp/govhost-trap; find {up} -mindepth 1 -delete")
+    with County(inv).state() as st:
+        refused = [e for e in st.audit_log(5000) if e["action"] == "content.upload.refused"]
+    assert refused and refused[0]["actor"] == "attacker1" and "docs" in \
+        refused[0]["detail"]["error"]
+    # security check names a planted link (and the console running as root).
+    lab_ssh(first, f"ln -sfn /etc/shadow {up}/leak.html")
+    try:
+        proc = govhost(inv, "security", "check", "--json")
+        found = json.loads(proc.stdout)["findings"]
+    finally:
+        lab_ssh(first, f"rm -f {up}/leak.html")
+    links = [f for f in found if f["area"] == "uploads"]
+    assert [f["where"].split(" ", 1)[1] for f in links] == ["jiaoyu:leak.html"], links
+    assert "/etc/shadow" in links[0]["what"]
+    assert any(f["area"] == "console" and f["what"] == "govhost console runs as root"
+               for f in found)
+
+
+def test_only_the_nodes_nginx_reaches_the_console_and_says_who_the_visitor_is(console):
+    """Item 4: units' PHP runs on the nodes, beside nginx. As the unit's own account on a
+    node, the console's address answers 403 with or without a forged X-Forwarded-For, and the
+    proxy secret nginx sends cannot be read; through nginx, a forged X-Forwarded-For is not
+    believed (the failed login is recorded from the real address)."""
+    from controlplane.core.county import County
+    port = console["port"]
+    node = NODES["n1"]
+    user = accounts.user_name("jiaoyu")
+    as_unit = f"runuser -u {user} -- "
+    out = lab_ssh(node, f"{as_unit} curl -s -o /dev/null -w '%{{http_code}}' "
+                  f"-H 'X-Forwarded-For: 198.51.100.7' -H 'X-Govhost-Proxy: guess' "
+                  f"http://127.0.0.1:{port}/login")
+    assert out == "403"
+    from controlplane.lab import machines as lab
+    res = subprocess.run([*lab.ssh_argv(node),
+                          f"{as_unit} cat /etc/govhost/current/snippets/console-proxy.conf"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "denied" in res.stderr.lower()
+    s = _http_session()
+    try:
+        page_ = s.get("/login")
+        r = s.post("/login", data={"name": "wangfang", "password": "wrong-password-xff",
+                                   "code": "", "next": "/", "csrftoken": _token(page_.text)},
+                   headers={"X-Forwarded-For": "198.51.100.7", "X-Real-IP": "198.51.100.7"})
+        assert r.status_code == 401
+    finally:
+        s.close()
+    with County(console["inv"]).state() as st:
+        seen = {a for (a,) in st.db.execute(
+            "SELECT address FROM logins WHERE name = 'wangfang'")}
+    assert "198.51.100.7" not in seen and seen, seen
+
+
+def test_a_huge_body_is_refused_at_once_declared_or_chunked(console):
+    """Item 5: a 300 MB body to /login (declared, or chunked without a length) is refused
+    with 413 before the console reads it; the sender is stopped within a few MB."""
+    import socket
+    for chunked in (False, True):
+        sock = socket.create_connection(("127.0.1.1", 80), timeout=30)
+        head = (f"POST /login HTTP/1.1\r\nHost: {HOST}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                + ("Transfer-Encoding: chunked\r\n" if chunked else
+                   f"Content-Length: {300 << 20}\r\n") + "\r\n")
+        sock.sendall(head.encode())
+        sent, answer = 0, b""
+        sock.settimeout(0.5)
+        piece = b"a" * (1 << 20)
+        while sent < (300 << 20):
+            try:
+                answer += sock.recv(4096)
+                if answer:
+                    break
+            except socket.timeout:
+                pass
+            try:
+                sock.sendall((b"100000\r\n" + piece + b"\r\n") if chunked else piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(piece)
+        sock.settimeout(10)
+        try:
+            while b"\r\n" not in answer:
+                more = sock.recv(4096)
+                if not more:
+                    break
+                answer += more
+        except (socket.timeout, ConnectionResetError):
+            pass
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 413"), (chunked, answer[:200])
+        assert sent <= (16 << 20), (chunked, sent)
