@@ -75,8 +75,11 @@ def user_list(as_json: bool = typer.Option(False, "--json")) -> None:
     t = table("console users", "name", "display", "unit", "roles", "2FA", "last login",
               "state")
     for r in rows:
-        state = ("disabled" if r["disabled"] else "locked" if r["locked"]
+        state = ("disabled" if r["disabled"]
+                 else f"waiting {r['wait']:.0f} s (failed logins)" if r["wait"]
                  else "must change password" if r["must_change_password"] else "active")
+        if r["under_attack"]:
+            state += ", under attack"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last_login"])) \
             if r["last_login"] else "never"
         t.add_row(r["name"], r["display"], r["unit"] or "(county)", ", ".join(r["roles"]),

@@ -48,10 +48,7 @@ SESSION_HOURS = 8
 MAX_SINGLE_FILES = 200          # files chosen at once in the browser
 IDLE_MINUTES = 30
 HEAVY_AT_ONCE = 2               # password hashes and zip checks at once (2 cores)
-HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; "
-                                      "form-action 'self'; base-uri 'none'",
-           "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-           "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
+HEADERS = guard.HEADERS
 STYLESHEET = (Path(__file__).parent / "static" / "console.css").read_bytes()
 UPLOAD_JS = (Path(__file__).parent / "static" / "upload.js").read_bytes()
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.TEMPLATES)),
@@ -175,7 +172,8 @@ def build(county: County, secure: bool = True,
         def change() -> str:
             p = people()
             try:
-                p.change_password(me.name, str(form.get("old", "")), new)
+                p.change_password(me.name, str(form.get("old", "")), new,
+                                  request.client.host if request.client else "-")
                 return ""
             except PeopleError as exc:
                 return str(exc)
@@ -184,6 +182,8 @@ def build(county: County, secure: bool = True,
         error = await heavy(change)          # argon2: never in the event loop
         if error:
             return render(request, "password.html.j2", 400, error=error)
+        # Every other session of the person ended with the change; this one goes on.
+        request.session["since"] = time.time()
         request.session["must_change"] = False
         return RedirectResponse("/", status_code=303)
 
@@ -605,9 +605,10 @@ def build(county: County, secure: bool = True,
 
 def _checks_its_own_token(scope: Mapping[str, Any]) -> bool:
     """The upload form is multipart with a file: asgi-csrf's own multipart reader does not
-    work with today's python-multipart, so that route compares the form's token with
-    asgi-csrf's signed cookie token itself, after Starlette has read the form."""
-    return scope["method"] == "POST" and scope["path"].endswith("/upload")
+    work with today's python-multipart, so that route (exactly that route, no other path
+    that happens to end the same way) compares the form's token with asgi-csrf's signed
+    cookie token itself, after Starlette has read the form."""
+    return scope["method"] == "POST" and bool(guard.UPLOAD_ROUTE.match(scope["path"]))
 
 
 def _same_token(sent: Any, expected: str) -> bool:

@@ -6,6 +6,7 @@
   (`snippets/console-proxy.conf`): a unit's PHP, running as the unit's account on the same
   node, cannot read it and so cannot talk to the console directly or say who the visitor is.
   The visitor's address is then nginx's `$remote_addr` (X-Forwarded-For, set, never appended).
+- **Every answer carries the security headers** (HEADERS), redirects and error pages too.
 - **Bodies are bounded per route**, before a byte reaches the app: the upload route takes up
   to the console's `max_upload_mb`, every other route a few KiB of form (a login, a comment,
   a site request). A declared length over the limit is refused at once; a body sent without
@@ -26,6 +27,19 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PROXY_HEADER = "x-govhost-proxy"
+# On every answer, whoever made it (a page, a redirect, Starlette's own 404 and 405, this
+# guard's refusals): an error page is a page an attacker can frame or sniff too.
+HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; "
+                                      "form-action 'self'; base-uri 'none'",
+           "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+           "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
+_RAW_HEADERS = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+
+
+def with_headers(headers: list) -> list:
+    """`headers` (an ASGI list) with every security header it lacks."""
+    have = {k.lower() for k, _ in headers}
+    return [*headers, *((k, v) for k, v in _RAW_HEADERS if k not in have)]
 FORM_LIMIT = 64 << 10           # a login, a comment, a site request, a unit's SFTP keys
 UPLOAD_ROUTE = re.compile(r"^/units/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?/upload$")
 
@@ -101,6 +115,8 @@ class Guard:
                 return
             if message["type"] == "http.response.start":
                 started = True
+                message = {**message,
+                           "headers": with_headers(list(message.get("headers") or []))}
             await send(message)
 
         try:
@@ -112,7 +128,7 @@ class Guard:
 async def _answer(send: Send, status: int, text: str) -> None:
     body = (text + "\n").encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                "headers": with_headers([(b"content-type", b"text/plain; charset=utf-8"),
+                                         (b"content-length", str(len(body)).encode()),
+                                         (b"connection", b"close")])})
     await send({"type": "http.response.body", "body": body})

@@ -28,6 +28,7 @@ from controlplane.compliance import run as compliance_run
 from controlplane.core import inventory as inventory_mod
 from controlplane.core import paths, remote
 from controlplane.core.county import County
+from controlplane.people import store as people_store
 from controlplane.sites import apply, probes, replicas, waf
 from controlplane.sites.apply import lock_holder
 from controlplane.sites.plan import make_plan
@@ -227,6 +228,8 @@ class GovhostCollector(Collector):
             counts = st.probe_week_counts(w0, time.time() + 1)
             probe_week = {t: counts.get(t, (0, 0)) for t in rnd.quotas}
             certs = st.certificates()
+            attacked = people_store.login_pressure(st)
+            failed = people_store.failed_logins(st)
         finally:
             st.close()
         yield from self._tenants(rnd)
@@ -235,6 +238,12 @@ class GovhostCollector(Collector):
         yield from self._content(rnd, published)
         yield from self._compliance(checked, probe_week)
         yield from self._certificates(certs)
+        yield GaugeMetricFamily("govhost_console_names_under_attack", "Console accounts with "
+                                "a burst of failed logins in the last 15 minutes (password "
+                                "guessing; they are slowed down, never locked out).",
+                                value=len(attacked))
+        yield GaugeMetricFamily("govhost_console_failed_logins", "Failed console logins "
+                                "checked in the last 15 minutes, all accounts.", value=failed)
 
     @staticmethod
     def _certificates(certs: dict) -> Iterator:

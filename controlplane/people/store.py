@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ _ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 PASSWORD_LENGTH = 16
 MIN_PASSWORD = 12
 _hasher = argon2.PasswordHasher()
+_CODE = re.compile(r"[0-9]{6}")          # ASCII digits only: str.isdigit takes any script
+# Attempts refused by the throttle were never checked: they are not failures, so hammering
+# a name while it waits does not make the wait longer.
+_UNCHECKED = "('throttled', 'locked')"
 
 
 def new_password() -> str:
@@ -118,7 +123,8 @@ class People:
         last = self.st.db.execute("SELECT MAX(at) FROM logins WHERE name = ? AND ok = 1",
                                   (name,)).fetchone()[0]
         d = throttle.decide(self._failures("name", name, now), now, self.policy)
-        return {"second_factor": totp is not None, "last_login": last, "locked": d.locked,
+        return {"second_factor": totp is not None, "last_login": last,
+                "wait": round(d.wait, 1), "under_attack": d.under_attack,
                 "must_change_password": bool(must)}
 
     # ------------------------------------------------------------------ changing
@@ -169,8 +175,17 @@ class People:
                            who=by)
         return self._existing(name)
 
-    def change_password(self, name: str, old: str, new: str) -> None:
+    def change_password(self, name: str, old: str, new: str, address: str = "-",
+                        now: float | None = None) -> None:
+        """A new password, given the current one: guessing the current one here is throttled
+        as a login is (a stolen session must not become a password oracle). Every other
+        session of the person ends; the caller starts the current one anew."""
+        now = now or time.time()
         self._existing(name)
+        d = throttle.decide(self._failures("name", name, now), now, self.policy)
+        if not d.allowed:
+            self._attempt(name, address, now, False, "throttled")
+            raise PeopleError(f"too many failed attempts: wait {d.wait:.0f} s")
         if len(new) < MIN_PASSWORD:
             raise PeopleError(f"the new password needs at least {MIN_PASSWORD} characters")
         stored = self.st.db.execute("SELECT password FROM people WHERE name = ?",
@@ -178,10 +193,14 @@ class People:
         try:
             _hasher.verify(stored, old)
         except argon2.exceptions.VerificationError:
+            self._failed(name, address, now, "password change")
             raise PeopleError("the current password is not right") from None
         with self.st.tx() as db:
-            db.execute("UPDATE people SET password = ?, must_change = 0, password_at = ? "
-                       "WHERE name = ?", (_hasher.hash(new), time.time(), name))
+            db.execute("UPDATE people SET password = ?, must_change = 0, password_at = ?, "
+                       "sessions_after = ? WHERE name = ?",
+                       (_hasher.hash(new), now, now, name))
+            db.execute("INSERT INTO logins (name, address, at, ok, why) VALUES "
+                       "(?, ?, ?, 1, 'password changed')", (name, address, now))
             State.audit_in(db, "user.password", name, {}, who=name)
 
     # ------------------------------------------------------------------ logging in
@@ -193,12 +212,9 @@ class People:
         for kind, key in (("name", name), ("address", address)):
             d = throttle.decide(self._failures(kind, key, now), now, self.policy)
             if not d.allowed:
-                self._attempt(name, address, now, False, "locked" if d.locked else "throttled",
-                              audit=d.locked and kind == "name")
-                return Login(False, why=("too many failed logins: locked, ask your unit's "
-                                         "admin or the county team" if d.locked else
-                                         f"too many failed logins: wait {d.wait:.0f} s"),
-                             wait=d.wait, code="locked" if d.locked else "throttled")
+                self._attempt(name, address, now, False, "throttled")
+                return Login(False, why=f"too many failed logins: wait {d.wait:.0f} s",
+                             wait=d.wait, code="throttled")
         row = self.st.db.execute(
             f"SELECT {_COLUMNS}, password, totp, totp_step, must_change FROM people "
             "WHERE name = ?", (name,)).fetchone()
@@ -215,9 +231,12 @@ class People:
             return self._failed(name, address, now, "disabled")
         step = 0
         if sealed is not None:
+            code = code.strip()
+            if not _CODE.fullmatch(code):        # Arabic-Indic or fullwidth digits, letters
+                return self._failed(name, address, now, "second factor malformed")
             totp = pyotp.TOTP(unseal(self.secret, sealed, name))
             step = next((s for s in (int(now // 30) + d for d in (0, -1, 1))
-                         if hmac.compare_digest(totp.at(s * 30), code.strip())), 0)
+                         if hmac.compare_digest(totp.at(s * 30).encode(), code.encode())), 0)
             if not step:
                 return self._failed(name, address, now, "second factor")
             if step <= last_step:
@@ -235,9 +254,12 @@ class People:
 
     # ------------------------------------------------------------------ inside
     def _failed(self, name: str, address: str, now: float, why: str) -> Login:
-        failures = self._failures("name", name, now) + [now]
-        locks = throttle.decide(failures, now, self.policy).locked
-        self._attempt(name, address, now, False, why, audit=locks)
+        """A checked attempt that failed. The failure that makes a burst against one name is
+        audited as `user.attacked` (the exporter and an alert tell the county)."""
+        before = len([t for t in self._failures("name", name, now)
+                      if now - t < self.policy.window])
+        self._attempt(name, address, now, False, why,
+                      audit=before + 1 == self.policy.alert_after)
         return Login(False, why="wrong name, password or code", code="wrong")
 
     def _attempt(self, name: str, address: str, now: float, ok: bool, why: str,
@@ -246,21 +268,31 @@ class People:
             db.execute("INSERT INTO logins (name, address, at, ok, why) VALUES (?, ?, ?, ?, ?)",
                        (name, address, now, int(ok), why))
             if audit:
-                State.audit_in(db, "user.locked", name, {"address": address, "why": why},
-                               who="-")
+                State.audit_in(db, "user.attacked", name,
+                               {"address": address, "why": why,
+                                "failures": self.policy.alert_after,
+                                "minutes": int(self.policy.window // 60)}, who="-")
 
     def _failures(self, kind: str, key: str, now: float) -> list[float]:
         """Failed attempts of an account since its last success (or reset); of an address
         over the window, whatever succeeded from it (a person's own login must not clear
         the way for guessing at others)."""
-        col = "name" if kind == "name" else "address"
-        last_ok = 0.0
+        since = now - 2 * self.policy.window
         if kind == "name":
             last_ok = self.st.db.execute("SELECT MAX(at) FROM logins WHERE name = ? AND ok = 1",
                                          (key,)).fetchone()[0] or 0.0
-        return [t for (t,) in self.st.db.execute(
-            f"SELECT at FROM logins WHERE {col} = ? AND ok = 0 AND at > ? AND at > ?",
-            (key, last_ok, now - 2 * self.policy.window))]
+            return [t for (t,) in self.st.db.execute(
+                f"SELECT at FROM logins WHERE name = ? AND ok = 0 AND at > ? AND at > ? "
+                f"AND why NOT IN {_UNCHECKED}", (key, last_ok, since))]
+        mine = throttle.source(key)
+        if "/" not in mine:           # an IPv4 address (or no address): the index finds it
+            return [t for (t,) in self.st.db.execute(
+                f"SELECT at FROM logins WHERE address = ? AND ok = 0 AND at > ? AND why NOT "
+                f"IN {_UNCHECKED}", (key, since))]
+        # An IPv6 /64: the window's IPv6 failures, compared by network.
+        return [t for (t, a) in self.st.db.execute(
+            f"SELECT at, address FROM logins WHERE ok = 0 AND at > ? AND address LIKE '%:%' "
+            f"AND why NOT IN {_UNCHECKED}", (since,)) if throttle.source(a) == mine]
 
     def _existing(self, name: str) -> Person:
         p = self.get(name)
@@ -273,3 +305,22 @@ class People:
             return Issued(person, password, None, None)
         uri = pyotp.TOTP(totp).provisioning_uri(name=person.name, issuer_name=self.issuer)
         return Issued(person, password, totp, uri)
+
+
+def login_pressure(st: State, now: float | None = None,
+                   policy: throttle.Policy = throttle.Policy()) -> dict[str, int]:
+    """Checked failed logins over the last window per name, for the names with at least
+    `alert_after` of them (the ones under attack); for the exporter's alert."""
+    now = now or time.time()
+    return {name: n for name, n in st.db.execute(
+        f"SELECT name, COUNT(*) FROM logins WHERE ok = 0 AND at > ? AND why NOT IN "
+        f"{_UNCHECKED} GROUP BY name HAVING COUNT(*) >= ?",
+        (now - policy.window, policy.alert_after))}
+
+
+def failed_logins(st: State, now: float | None = None,
+                  policy: throttle.Policy = throttle.Policy()) -> int:
+    """Checked failed logins over the last window, every name together."""
+    now = now or time.time()
+    return st.db.execute(f"SELECT COUNT(*) FROM logins WHERE ok = 0 AND at > ? AND why NOT "
+                         f"IN {_UNCHECKED}", (now - policy.window,)).fetchone()[0]

@@ -11,10 +11,9 @@ import pytest
 import yaml
 
 from controlplane.core import accounts
-
-from .conftest import REPO, govhost
 from tests.helpers import lab_ssh
 
+from .conftest import REPO, govhost
 from .test_apply_lab import NODES, _body, apply_json, on_node
 
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
