@@ -112,7 +112,7 @@ def user_enable(name: str, as_json: bool = typer.Option(False, "--json")) -> Non
 
 @user_app.command("reset")
 def user_reset(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
-    """A new password and second factor for a person who lost theirs; lifts a lockout."""
+    """A new password and second factor for a person who lost theirs."""
     _, _, people = _people()
     try:
         issued = call(lambda: people.reset(name), as_json=as_json)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import email
+import email.message
+import email.policy
 import io
 import os
 import shutil
@@ -142,3 +145,29 @@ def noise_png(width: int = 1200, height: int = 1150) -> bytes:
     return (b"\x89PNG\r\n\x1a\n"
             + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))
+
+
+class Sink:
+    """aiosmtpd on loopback keeping every message with its envelope recipients."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+        self.mails: list[tuple[list[str], email.message.EmailMessage]] = []
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802
+                msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                sink.mails.append((list(envelope.rcpt_tos), msg))
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def to(self, address: str) -> list[str]:
+        return [m.get_body(("plain",)).get_content() + m["Subject"]
+                for rcpt, m in self.mails if address in rcpt]
+
+    def stop(self) -> None:
+        self.controller.stop()

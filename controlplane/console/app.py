@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -34,15 +35,16 @@ from starlette.routing import Route
 
 from controlplane.console import guard, i18n, views
 from controlplane.content import releases, upload_area, uploads
-from controlplane.core import paths, secrets
+from controlplane.core import mail, paths, secrets
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
+from controlplane.core.units import console_host, preview_host
 from controlplane.onboarding import form as request_form
 from controlplane.onboarding import keys as unit_keys
 from controlplane.onboarding import queue as requests_queue
 from controlplane.people import roles
 from controlplane.people.roles import PeopleError, Person
-from controlplane.people.store import People
+from controlplane.people.store import ENROL_HOURS, People
 
 SESSION_HOURS = 8
 MAX_SINGLE_FILES = 200          # files chosen at once in the browser
@@ -79,6 +81,9 @@ def build(county: County, secure: bool = True,
         return await anyio.to_thread.run_sync(work, limiter=limiter[0])
 
     def render(request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
+        """A page with the security headers; a page whose form leads to the preview host (a
+        review's preview button: a POST answered with a redirect there) says so in its
+        Content-Security-Policy, which otherwise keeps forms on the console."""
         lang = i18n.pick(request.query_params.get("lang"), request.cookies.get("lang"),
                          request.headers.get("accept-language"))
         html = _env.get_template(f"console/{template}").render(
@@ -86,7 +91,13 @@ def build(county: County, secure: bool = True,
             me=request.state.person if hasattr(request.state, "person") else None,
             county=inv.cluster.name, path=request.url.path,
             preview=inv.cluster.console is not None, **ctx)
-        resp = HTMLResponse(html, status_code=status, headers=HEADERS)
+        headers = HEADERS
+        if template in ("review.html.j2",) and inv.cluster.console is not None:
+            host = preview_host(inv)
+            headers = {**HEADERS, "Content-Security-Policy": HEADERS[
+                "Content-Security-Policy"].replace(
+                    "form-action 'self'", f"form-action 'self' https://{host} http://{host}")}
+        resp = HTMLResponse(html, status_code=status, headers=headers)
         if request.query_params.get("lang") in i18n.LANGUAGES:
             resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="strict",
                             secure=secure, httponly=True)
@@ -319,8 +330,8 @@ def build(county: County, secure: bool = True,
         chain = r["review"]
         why_not = None
         if chain is not None and r["status"] == "pending":
-            why_not = releases.chain_of(county, name, rid).refusal(
-                me.name, review_kinds(me, name))
+            why_not = releases.refusal(county, releases.chain_of(county, name, rid),
+                                       me.name, review_kinds(me, name))
         return render(request, "review.html.j2", status, unit=name, r=r,
                       title=county.inv.tenant(name).title, error=error, done=done,
                       steps={s["level"]: s for s in (chain or {}).get("steps", [])},
@@ -350,11 +361,19 @@ def build(county: County, secure: bool = True,
 
     async def preview_open(request: Request) -> Response:
         """A signed link to the release on the preview host, issued to this person (audited):
-        the browser is sent there at once; the link ends after `console.preview_minutes`."""
+        the browser is sent there at once; the link ends after `console.preview_minutes`.
+        Issuing is a POST with the form's token (a GET, which any page can make a browser
+        send, changes nothing: it leads to the review page and its button)."""
         me = unit_gate(request, "view_unit")
         if not isinstance(me, Person):
             return me
         name, rid = request.path_params["unit"], request.path_params["release"]
+        if request.method == "GET":
+            try:
+                releases.review_show(county, name, rid)
+            except GovhostError:
+                return render(request, "error.html.j2", 404, code=404, message="没有这个版本。")
+            return RedirectResponse(f"/units/{name}/reviews/{rid}", status_code=303)
         try:
             link = await run_in_threadpool(releases.preview_link, county, name, rid, me.name)
         except GovhostError as exc:
@@ -388,8 +407,8 @@ def build(county: County, secure: bool = True,
             return render(request, "error.html.j2", 404, code=404, message="没有这个回滚申请。")
         why_not = None
         if found["status"] == "pending":
-            why_not = releases.rollback_chain(county, name, pid).refusal(
-                me.name, review_kinds(me, name))
+            why_not = releases.refusal(county, releases.rollback_chain(county, name, pid),
+                                       me.name, review_kinds(me, name))
         return render(request, "rollback.html.j2", status, unit=name, p=found,
                       title=county.inv.tenant(name).title, error=error, done=done,
                       steps={s["level"]: s for s in found["review"]["steps"]},
@@ -496,7 +515,78 @@ def build(county: County, secure: bool = True,
         return render(request, "people.html.j2", status, unit=unit, rows=rows,
                       title=county.inv.tenant(unit).title,
                       keys=unit_keys.listing(county, unit),
-                      **{"issued": None, "error": "", "done": None, **ctx})
+                      **{"error": "", "done": None, **ctx})
+
+    def mail_settings() -> Any:
+        if inv.cluster.alerts is None:
+            raise PeopleError("the county has no mail server (cluster.yaml `alerts:`), so the "
+                              "console cannot send the link to set a password; ask the county "
+                              "to do it with `govhost user add` or `govhost user reset`")
+        return inv.cluster.alerts
+
+    async def enrolment_mail(request: Request, p: People, person: Person, me: Person,
+                             what: str) -> str:
+        """A unit admin made or reset `person`: the one-time link to set the password (and
+        take the second factor) goes to the person's own address, never to the admin's
+        screen; the county is told. What the page says afterwards."""
+        settings = mail_settings()
+        token = p.enrolment_link(person.name, me.name)
+        base = f"{'https' if secure else 'http'}://{console_host(inv)}"
+        link = f"{base}/enrol/{token}"
+        verb = "添加" if what == "add" else "重置"
+        await anyio.to_thread.run_sync(lambda: mail.send(
+            settings, [person.email], f"{inv.cluster.name}网站管理：设置您的密码",
+            f"{person.display}：\n\n{me.display}（{me.name}）{verb}了您在{inv.cluster.name}"
+            f"网站管理平台的账号 {person.name}。\n请在 {ENROL_HOURS} 小时内打开下面的链接，"
+            f"设置您自己的密码{'和动态验证码' if person.needs_second_factor else ''}"
+            f"（链接只能使用一次）：\n\n{link}\n\n如果您不知道此事，请不要打开链接，"
+            "并告诉县里的运维人员。\n"))
+        await anyio.to_thread.run_sync(lambda: mail.send(
+            settings, list(settings.county), f"{inv.cluster.name}网站管理：{person.name} 的账号已{verb}",
+            f"{me.name}（{me.unit or '县'}）{verb}了账号 {person.name}（{person.display}，"
+            f"{person.unit}，{', '.join(sorted(person.roles))}）；设置密码的链接已发到 "
+            f"{person.email}。\n"))
+        with county.state() as st:
+            st.audit("user.enrolment_mailed", person.name, {"to": person.email, "why": what},
+                     who=me.name)
+        return f"{person.name}: a link to set the password was mailed to {person.email}"
+
+    async def enrol(request: Request) -> Response:
+        """The person's own link: set the password, take the second factor's key once."""
+        token = request.path_params["token"]
+
+        def look() -> Any:
+            p = people()
+            try:
+                if request.method == "POST":
+                    return p.enrol(token, new) if new == again else "mismatch"
+                return p.enrolment(token)
+            finally:
+                p.st.close()
+        new = again = ""
+        if request.method == "POST":
+            form = await request.form()
+            new, again = str(form.get("new", "")), str(form.get("again", ""))
+        error = ""
+        try:
+            got = await heavy(look)
+        except PeopleError as exc:
+            got, error = None, str(exc)
+        if got == "mismatch":
+            got, error = None, "两次输入的新密码不一致。"
+        if isinstance(got, str):
+            return RedirectResponse("/login", status_code=303)      # done: log in
+        if got is None and error:
+            p_ = people()
+            try:
+                got = p_.enrolment(token)           # the form again, with what was wrong
+            finally:
+                p_.st.close()
+        if got is None:
+            return render(request, "error.html.j2", 404, code=404,
+                          message="这个链接已经用过、已过期或不存在。请联系本单位管理员。")
+        return render(request, "enrol.html.j2", 400 if error else 200, issued=got,
+                      error=error, token=token)
 
     async def unit_people(request: Request) -> Response:
         """The unit admin's page: the unit's people and roles, and its SFTP keys."""
@@ -514,11 +604,17 @@ def build(county: County, secure: bool = True,
                 role = str(form.get("role", ""))
                 if role not in roles.UNIT_ROLES:
                     raise PeopleError(f"choose one of {', '.join(sorted(roles.UNIT_ROLES))}")
-                issued = p.add(str(form.get("name", "")).strip(),
-                               str(form.get("display", "")), name, [role],
-                               frozenset(t.name for t in county.inv.tenants),
-                               str(form.get("email", "")).strip(), by=me.name)
-                return people_page(request, name, issued=issued)
+                address = str(form.get("email", "")).strip()
+                if not _EMAIL.fullmatch(address):
+                    raise PeopleError("give the person's own e-mail address: the link to set "
+                                      "their password is mailed there, and only there")
+                mail_settings()
+                added = p.add(str(form.get("name", "")).strip(),
+                              str(form.get("display", "")), name, [role],
+                              frozenset(t.name for t in county.inv.tenants), address,
+                              by=me.name)
+                return people_page(request, name, done=await enrolment_mail(
+                    request, p, added.person, me, "add"))
             target = p.get(who)
             if target is None or target.unit != name:
                 return forbidden(request)        # never a person of another unit
@@ -529,9 +625,15 @@ def build(county: County, secure: bool = True,
                 p.set_disabled(who, action == "disable", by=me.name)
                 return people_page(request, name, done=f"{who}: {action}d")
             if action == "reset":
-                return people_page(request, name, issued=p.reset(who, by=me.name))
+                if not _EMAIL.fullmatch(target.email or ""):
+                    raise PeopleError(f"{who} has no e-mail address for the link; ask the "
+                                      f"county to reset the account (`govhost user reset`)")
+                mail_settings()
+                p.reset(who, by=me.name)          # the new credentials are never shown here
+                return people_page(request, name, done=await enrolment_mail(
+                    request, p, target, me, "reset"))
             raise PeopleError("unknown action")
-        except PeopleError as exc:
+        except (PeopleError, mail.MailError) as exc:
             return people_page(request, name, 400, error=str(exc))
         finally:
             p.st.close()
@@ -575,13 +677,14 @@ def build(county: County, secure: bool = True,
         Route("/requests/{rid:int}/status", request_status, methods=["GET"]),
         Route("/units/{unit}", unit_page),
         Route("/units/{unit}/people", unit_people, methods=["GET", "POST"]),
+        Route("/enrol/{token}", enrol, methods=["GET", "POST"]),
         Route("/units/{unit}/sftp-keys", unit_sftp_keys, methods=["POST"]),
         Route("/units/{unit}/upload", upload_page, methods=["GET"]),
         Route("/units/{unit}/upload", upload, methods=["POST"]),
         Route("/units/{unit}/submit", submit, methods=["POST"]),
         Route("/units/{unit}/reviews/{release}", review_page, methods=["GET"]),
         Route("/units/{unit}/reviews/{release}", review_decide, methods=["POST"]),
-        Route("/units/{unit}/preview/{release}", preview_open, methods=["GET"]),
+        Route("/units/{unit}/preview/{release}", preview_open, methods=["GET", "POST"]),
         Route("/units/{unit}/rollbacks", rollback_propose, methods=["POST"]),
         Route("/units/{unit}/rollbacks/{proposal:int}", rollback_page, methods=["GET"]),
         Route("/units/{unit}/rollbacks/{proposal:int}", rollback_decide, methods=["POST"]),
@@ -609,6 +712,9 @@ def _checks_its_own_token(scope: Mapping[str, Any]) -> bool:
     that happens to end the same way) compares the form's token with asgi-csrf's signed
     cookie token itself, after Starlette has read the form."""
     return scope["method"] == "POST" and bool(guard.UPLOAD_ROUTE.match(scope["path"]))
+
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}")
 
 
 def _same_token(sent: Any, expected: str) -> bool:

@@ -400,13 +400,28 @@ def decide(county: County, tenant: str, release: str, approve: bool,
                 "review": _chain_view(chain)}
 
 
+def ties(st: State, chain: review.Chain, who: str) -> frozenset[tuple[str, str]]:
+    """Accounts among `who` and the chain's parties that one made or reset for another
+    within review.TIES_DAYS (the audit log says who did)."""
+    parties = {who, chain.publisher, *(s.by for s in chain.steps)}
+    return st.account_ties(parties, time.time() - review.TIES_DAYS * 86400)
+
+
+def refusal(county: County, chain: review.Chain, who: str,
+            kinds: frozenset[str]) -> str | None:
+    """Why `who` may not decide `chain` now in the console (four eyes), or None."""
+    with county.state() as st:
+        return chain.refusal(who, kinds, True, ties(st, chain, who))
+
+
 def _step(st: State, tenant: str, key: str, chain: review.Chain, who: str,
           kinds: frozenset[str], approve: bool, comment: str, four_eyes: bool
           ) -> tuple[review.Chain, review.Step]:
     """One decision on the waiting level of the chain kept under `key`, recorded."""
     try:
         chain, step = chain.decide(who, kinds, "approved" if approve else "rejected",
-                                   time.time(), comment, four_eyes)
+                                   time.time(), comment, four_eyes,
+                                   ties(st, chain, who) if four_eyes else frozenset())
     except review.ReviewError as exc:
         raise ContentError(f"{tenant} {key}: {exc}") from None
     st.add_review_step(tenant, key, step.level, step.kind, step.decision, who, step.at,

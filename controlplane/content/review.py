@@ -19,6 +19,9 @@ Decision = Literal["approved", "rejected"]
 LEVEL_NAMES = {"unit": "本单位审核人 (the unit's reviewers)",
                "county": "县级管理员 (a county operator)"}
 COMMENT_MAX = 2000
+# An account created or reset by one of a release's parties this recently is not a second
+# person for it: a unit admin acting alone could otherwise make (or take over) a reviewer.
+TIES_DAYS = 30
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -58,8 +61,12 @@ class Chain:
         done = sum(1 for s in self.steps if s.decision == "approved")
         return done if done < len(self.levels) else None
 
-    def refusal(self, who: str, kinds: frozenset[str], four_eyes: bool = True) -> str | None:
-        """Why `who` (who may decide levels of `kinds`) may not decide now; None: they may."""
+    def refusal(self, who: str, kinds: frozenset[str], four_eyes: bool = True,
+                ties: frozenset[tuple[str, str]] = frozenset()) -> str | None:
+        """Why `who` (who may decide levels of `kinds`) may not decide now; None: they may.
+        `ties`: (maker, account) pairs, an account created or reset by a unit's person within
+        TIES_DAYS: with four eyes, `who` may not decide when tied to the publisher or to a
+        person who decided an earlier level: one made the other, or one person made both."""
         if self.rejected:
             return "this release was rejected; the live site is unchanged"
         level = self.next_level
@@ -76,12 +83,28 @@ class Chain:
             if earlier:
                 return (f"you decided level {earlier[0]} of this release; each level needs "
                         "a different person")
+            makers = {a: {m for m, t in ties if t == a} for a in
+                      (who, self.publisher, *(s.by for s in self.steps))}
+            for party in (self.publisher, *(s.by for s in self.steps)):
+                common = sorted(makers[who] & makers[party])
+                if common:
+                    return (f"{common[0]} created or reset both your account and that of "
+                            f"{party}, who took part in this release, within {TIES_DAYS} "
+                            "days; another person must review it")
+                if (party, who) in ties:
+                    return (f"{party}, who took part in this release, created or reset your "
+                            f"account within {TIES_DAYS} days; another person must review it")
+                if (who, party) in ties:
+                    return (f"you created or reset the account of {party}, who took part in "
+                            f"this release, within {TIES_DAYS} days; another person must "
+                            "review it")
         return None
 
     def decide(self, who: str, kinds: frozenset[str], decision: Decision, at: float,
-               comment: str = "", four_eyes: bool = True) -> tuple["Chain", Step]:
+               comment: str = "", four_eyes: bool = True,
+               ties: frozenset[tuple[str, str]] = frozenset()) -> tuple["Chain", Step]:
         """The chain after `who`'s decision on the waiting level (ReviewError if refused)."""
-        why = self.refusal(who, kinds, four_eyes)
+        why = self.refusal(who, kinds, four_eyes, ties)
         if why:
             raise ReviewError(why)
         level = self.next_level

@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS placements (
@@ -101,6 +101,9 @@ CREATE TABLE IF NOT EXISTS people (
     disabled INTEGER NOT NULL DEFAULT 0, must_change INTEGER NOT NULL DEFAULT 1,
     created_at REAL NOT NULL, password_at REAL NOT NULL,
     sessions_after REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS enrolments (
+    token TEXT PRIMARY KEY, name TEXT NOT NULL, made_by TEXT NOT NULL, made_at REAL NOT NULL,
+    expires REAL NOT NULL, used REAL);
 CREATE TABLE IF NOT EXISTS logins (
     id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, address TEXT NOT NULL,
     at REAL NOT NULL, ok INTEGER NOT NULL, why TEXT NOT NULL);
@@ -671,6 +674,20 @@ class State:
               who: str | None = None) -> None:
         with self.tx() as db:
             self._audit(db, action, target, detail, who)
+
+    def account_ties(self, names: Iterable[str], since: float) -> frozenset[tuple[str, str]]:
+        """(maker, account) for every account among `names` created or reset since `since`
+        by a person of a unit (the audit log's user.add and user.reset; the county's
+        operators, at the CLI or in the console, are not counted)."""
+        names = sorted(set(names))
+        if not names:
+            return frozenset()
+        marks = ",".join("?" * len(names))
+        rows = self.db.execute(
+            f"SELECT actor, target FROM audit WHERE action IN ('user.add', 'user.reset') "
+            f"AND ts >= ? AND target IN ({marks}) AND actor IN (SELECT name FROM people "
+            f"WHERE unit IS NOT NULL)", (since, *names)).fetchall()
+        return frozenset((a, t) for a, t in rows if a != t)
 
     def audit_log(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT ts, actor, action, target, detail FROM audit "

@@ -37,6 +37,11 @@ _CODE = re.compile(r"[0-9]{6}")          # ASCII digits only: str.isdigit takes 
 # Attempts refused by the throttle were never checked: they are not failures, so hammering
 # a name while it waits does not make the wait longer.
 _UNCHECKED = "('throttled', 'locked')"
+ENROL_HOURS = 72        # how long an enrolment link works
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_password() -> str:
@@ -124,7 +129,8 @@ class People:
                                   (name,)).fetchone()[0]
         d = throttle.decide(self._failures("name", name, now), now, self.policy)
         return {"second_factor": totp is not None, "last_login": last,
-                "wait": round(d.wait, 1), "under_attack": d.under_attack,
+                "wait": round(d.wait, 1),
+                "under_attack": self._attempts(name, now) >= self.policy.alert_after,
                 "must_change_password": bool(must)}
 
     # ------------------------------------------------------------------ changing
@@ -212,7 +218,7 @@ class People:
         for kind, key in (("name", name), ("address", address)):
             d = throttle.decide(self._failures(kind, key, now), now, self.policy)
             if not d.allowed:
-                self._attempt(name, address, now, False, "throttled")
+                self._failed(name, address, now, "throttled")
                 return Login(False, why=f"too many failed logins: wait {d.wait:.0f} s",
                              wait=d.wait, code="throttled")
         row = self.st.db.execute(
@@ -254,13 +260,17 @@ class People:
 
     # ------------------------------------------------------------------ inside
     def _failed(self, name: str, address: str, now: float, why: str) -> Login:
-        """A checked attempt that failed. The failure that makes a burst against one name is
-        audited as `user.attacked` (the exporter and an alert tell the county)."""
-        before = len([t for t in self._failures("name", name, now)
-                      if now - t < self.policy.window])
+        """A failed attempt (checked, or refused while the name waits). The one that makes
+        a burst against the name is audited as `user.attacked` (the exporter and an alert
+        tell the county)."""
         self._attempt(name, address, now, False, why,
-                      audit=before + 1 == self.policy.alert_after)
+                      audit=self._attempts(name, now) + 1 == self.policy.alert_after)
         return Login(False, why="wrong name, password or code", code="wrong")
+
+    def _attempts(self, name: str, now: float) -> int:
+        """Failed attempts at `name` over the window, refused ones included: the burst."""
+        return self.st.db.execute("SELECT COUNT(*) FROM logins WHERE name = ? AND ok = 0 AND "
+                                  "at > ?", (name, now - self.policy.window)).fetchone()[0]
 
     def _attempt(self, name: str, address: str, now: float, ok: bool, why: str,
                  audit: bool = False) -> None:
@@ -300,6 +310,56 @@ class People:
             raise PeopleError(f"no person named {name!r}; `govhost user list` shows them")
         return p
 
+    # ------------------------------------------------------------------ enrolment
+    def enrolment_link(self, name: str, by: str, now: float | None = None) -> str:
+        """A one-time secret for `name` to set their own password and take their second
+        factor (console adds and resets: the first credentials reach their owner only).
+        Earlier links of the person end; the store keeps only the secret's hash."""
+        now = now or time.time()
+        self._existing(name)
+        token = secrets.token_urlsafe(32)
+        with self.st.tx() as db:
+            db.execute("UPDATE enrolments SET used = ? WHERE name = ? AND used IS NULL",
+                       (now, name))
+            db.execute("INSERT INTO enrolments (token, name, made_by, made_at, expires) "
+                       "VALUES (?, ?, ?, ?, ?)", (_token_hash(token), name, by, now,
+                                                  now + ENROL_HOURS * 3600))
+        return token
+
+    def enrolment(self, token: str, now: float | None = None) -> Issued | None:
+        """Who the link is for and their second factor (key and otpauth address), while the
+        link is unused and unexpired; None otherwise (the same for every bad link)."""
+        now = now or time.time()
+        row = self.st.db.execute("SELECT name FROM enrolments WHERE token = ? AND used IS "
+                                 "NULL AND expires > ?", (_token_hash(token), now)).fetchone()
+        person = row and self.get(row[0])
+        if not person or person.disabled:
+            return None
+        sealed = self.st.db.execute("SELECT totp FROM people WHERE name = ?",
+                                    (person.name,)).fetchone()[0]
+        totp = unseal(self.secret, sealed, person.name) if sealed else ""
+        return self._issued(person, "", totp)
+
+    def enrol(self, token: str, new: str, now: float | None = None) -> str:
+        """The person behind the link sets their password; the link is spent, their other
+        sessions end. PeopleError for a bad link or a short password."""
+        now = now or time.time()
+        issued = self.enrolment(token, now)
+        if issued is None:
+            raise PeopleError("this link has been used, has expired or was never given; "
+                              "ask your unit's admin for a new one")
+        if len(new) < MIN_PASSWORD:
+            raise PeopleError(f"the new password needs at least {MIN_PASSWORD} characters")
+        name = issued.person.name
+        with self.st.tx() as db:
+            db.execute("UPDATE enrolments SET used = ? WHERE token = ?",
+                       (now, _token_hash(token)))
+            db.execute("UPDATE people SET password = ?, must_change = 0, password_at = ?, "
+                       "sessions_after = ? WHERE name = ?",
+                       (_hasher.hash(new), now, now, name))
+            State.audit_in(db, "user.enrolled", name, {}, who=name)
+        return name
+
     def _issued(self, person: Person, password: str, totp: str) -> Issued:
         if not person.needs_second_factor:
             return Issued(person, password, None, None)
@@ -309,12 +369,13 @@ class People:
 
 def login_pressure(st: State, now: float | None = None,
                    policy: throttle.Policy = throttle.Policy()) -> dict[str, int]:
-    """Checked failed logins over the last window per name, for the names with at least
-    `alert_after` of them (the ones under attack); for the exporter's alert."""
+    """Failed logins (checked or refused while waiting) over the last window per name, for
+    the names with at least `alert_after` of them (the ones under attack); for the
+    exporter's alert."""
     now = now or time.time()
     return {name: n for name, n in st.db.execute(
-        f"SELECT name, COUNT(*) FROM logins WHERE ok = 0 AND at > ? AND why NOT IN "
-        f"{_UNCHECKED} GROUP BY name HAVING COUNT(*) >= ?",
+        "SELECT name, COUNT(*) FROM logins WHERE ok = 0 AND at > ? "
+        "GROUP BY name HAVING COUNT(*) >= ?",
         (now - policy.window, policy.alert_after))}
 
 

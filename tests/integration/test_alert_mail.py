@@ -3,8 +3,6 @@ Alertmanager runs it on loopback, alerts shaped as monitoring/rules fires them a
 it, and a local SMTP sink (aiosmtpd) receives the mail. Each unit's alerts reach that unit's
 contact address and nobody else's; platform alerts reach the county team; outside office
 hours units are not mailed. (The rules' labels are checked by promtool in test_monitoring.)"""
-import email
-import email.policy
 import json
 import shutil
 import subprocess
@@ -15,39 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import free_port
+from tests.helpers import Sink, free_port
 
 from .conftest import REPO, govhost
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 pytestmark = pytest.mark.skipif(ALERTMANAGER is None, reason="prometheus-alertmanager is not "
                                 "installed (scripts/setup.sh installs it)")
-
-
-class Sink:
-    """aiosmtpd on loopback keeping every message with its envelope recipients."""
-
-    def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-        self.mails: list[tuple[list[str], email.message.EmailMessage]] = []
-        sink = self
-
-        class Handler:
-            async def handle_DATA(self, server, session, envelope):  # noqa: N802
-                msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-                sink.mails.append((list(envelope.rcpt_tos), msg))
-                return "250 OK"
-
-        self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def to(self, address: str) -> list[str]:
-        return [m.get_body(("plain",)).get_content() + m["Subject"]
-                for rcpt, m in self.mails if address in rcpt]
-
-    def stop(self) -> None:
-        self.controller.stop()
 
 
 def _county(root: Path, smtp_port: int, office_hours) -> Path:

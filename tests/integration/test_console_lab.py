@@ -16,7 +16,7 @@ import pytest
 
 from controlplane.compliance import browser
 from controlplane.core import accounts
-from tests.helpers import free_port, lab_ssh
+from tests.helpers import Sink, free_port, lab_ssh
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES, apply_json
@@ -40,8 +40,10 @@ def console(lab_cluster, tmp_path_factory):
     # cluster.yaml: a free port here, so that a console an operator left running on the
     # default port does not answer instead.
     port = free_port()
+    sink = Sink()            # the county's mail server: enrolment links and notices
     cluster = (inv / "cluster.yaml").read_text().replace("  port: 8090\n", f"  port: {port}\n")
-    assert f"port: {port}" in cluster
+    assert f"port: {port}" in cluster and "smarthost: 127.0.0.1:2525" in cluster
+    cluster = cluster.replace("smarthost: 127.0.0.1:2525", f"smarthost: 127.0.0.1:{sink.port}")
     (inv / "cluster.yaml").write_text(cluster)
     apply_json(inv)
     people = {}
@@ -73,7 +75,8 @@ def console(lab_cluster, tmp_path_factory):
     reset_content("jiaoyu")
     reset_content("caizheng")
     # The browser reaches the console through n1's nginx, as units' staff do.
-    yield {"inv": inv, "url": f"http://{HOST}", "people": people, "port": port}
+    yield {"inv": inv, "url": f"http://{HOST}", "people": people, "port": port, "mail": sink}
+    sink.stop()
     proc.terminate()
     proc.wait(10)
     reset_content("jiaoyu")
@@ -332,12 +335,14 @@ def test_a_release_goes_live_only_after_the_unit_and_the_county_approve_it(conso
                for e in log)
 
 
-def _preview(address: str, path: str, cookie: str = "", query: str = ""):
+def _preview(address: str, path: str, cookie: str = "", query: str = "",
+             extra: dict | None = None):
     """A request to the preview host through one node: (status, headers, body)."""
     import http.client
     conn = http.client.HTTPConnection(address, 80, timeout=10)
     conn.request("GET", path + (f"?{query}" if query else ""),
-                 headers={"Host": PREVIEW, **({"Cookie": cookie} if cookie else {})})
+                 headers={"Host": PREVIEW, **({"Cookie": cookie} if cookie else {}),
+                          **(extra or {})})
     r = conn.getresponse()
     out = (r.status, {k.lower(): v for k, v in r.getheaders()},
            r.read().decode(errors="replace"))
@@ -373,8 +378,10 @@ def test_a_pending_release_is_previewed_through_every_node_only_with_a_signed_li
     try:
         _login(chrome, url, "qianli", "财政-编辑-密码-2026-a")
         chrome.get(f"{url}/units/caizheng/reviews/{rid}")
-        link = chrome.find_element(By.ID, "preview").get_attribute("href")
-        chrome.get(link)
+        # The button opens a new tab; here it opens in this one.
+        chrome.execute_script("document.getElementById('preview-form').removeAttribute("
+                              "'target')")
+        _click(chrome, By.ID, "preview")
         assert chrome.current_url == f"http://{PREVIEW}/", chrome.current_url
         assert "预览稿" in chrome.find_element(By.TAG_NAME, "h1").text
         _click(chrome, By.LINK_TEXT, "预算")              # the site's own links work
@@ -391,6 +398,12 @@ def test_a_pending_release_is_previewed_through_every_node_only_with_a_signed_li
         assert "noindex" in headers["x-robots-tag"], headers
         assert "预览稿" not in page("caizheng", address)[1]         # the public site
     assert _preview(NODES["n1"], "/robots.txt", jar)[2].endswith("Disallow: /\n")
+    # Issue 31, item 6 (in part): the shared preview host hands out no service worker script
+    # and none of govhost's own files of the release.
+    for name, address in NODES.items():
+        assert _preview(address, "/sw.js", jar, extra={"Service-Worker": "script"})[0] == 403
+        assert _preview(address, "/.meta.json", jar)[0] == 404, name
+        assert _preview(address, "/.digests", jar)[0] == 404, name
 
     # The same link from the CLI (`govhost review preview`), then links nobody gave.
     signed = json.loads(govhost(inv, "review", "preview", "caizheng", rid, "--json",
@@ -504,9 +517,11 @@ def test_a_unit_admin_adds_a_person_and_an_sftp_key_that_works_on_the_node(conso
         _click(chrome, By.ID, "people-link")
         chrome.find_element(By.ID, "new-name").send_keys("xiaowang")
         chrome.find_element(By.ID, "new-display").send_keys("小王")
+        chrome.find_element(By.ID, "new-email").send_keys("xiaowang@jiaoyu.example")
         _click(chrome, By.ID, "add-person")
-        assert chrome.find_element(By.ID, "issued-password").text
+        assert "mailed to xiaowang@jiaoyu.example" in chrome.find_element(By.ID, "result").text
         assert "xiaowang" in chrome.find_element(By.ID, "people").text
+        assert console["mail"].to("xiaowang@jiaoyu.example")
         box = chrome.find_element(By.ID, "sftp-keys")
         box.clear()
         box.send_keys("no-pty " + pub)
@@ -533,11 +548,13 @@ def test_a_unit_admin_adds_a_person_and_an_sftp_key_that_works_on_the_node(conso
 
 # -- Attacks on the console's doors (issue 31: items 1, 4, 5) ----------------------------------
 
-def _http_session(url_host: str = "127.0.1.1"):
-    """An HTTP client that reaches the console through a node's nginx, as a browser does."""
+def _http_session(url_host: str = "127.0.1.1", source: str | None = None):
+    """An HTTP client that reaches the console through a node's nginx, as a browser does;
+    from its own loopback `source` address where a test's failures must not slow others."""
     import httpx
+    transport = httpx.HTTPTransport(local_address=source) if source else None
     return httpx.Client(base_url=f"http://{url_host}", headers={"Host": HOST}, timeout=120,
-                        follow_redirects=False)
+                        follow_redirects=False, transport=transport)
 
 
 def _token(html: str) -> str:
@@ -700,3 +717,169 @@ def test_a_huge_body_is_refused_at_once_declared_or_chunked(console):
         sock.close()
         assert answer.startswith(b"HTTP/1.1 413"), (chunked, answer[:200])
         assert sent <= (16 << 20), (chunked, sent)
+
+
+def _login_form(s, name: str, password: str, code: str = ""):
+    page_ = s.get("/login")
+    return s.post("/login", data={"name": name, "password": password, "code": code,
+                                  "next": "/", "csrftoken": _token(page_.text)})
+
+
+def test_guessing_never_locks_a_name_and_a_malformed_code_is_an_ordinary_refusal(console):
+    """Items 3 and 8, through a node's nginx: a dozen wrong passwords slow the name down
+    (never a lockout that needs an operator) and are audited as an attack; the right password
+    with a code in Arabic-Indic or fullwidth digits is refused like a wrong code (not a 500,
+    which would tell the attacker the password was right) and recorded."""
+    from controlplane.core.county import County
+    inv = console["inv"]
+    govhost(inv, "user", "add", "guessed", "--display", "g", "--unit", "jiaoyu", "--role",
+            "editor", "--json", check=True)
+    s = _http_session(source="127.0.4.1")
+    try:
+        answers = [_login_form(s, "guessed", f"wrong-{i}").status_code for i in range(12)]
+    finally:
+        s.close()
+    assert set(answers) == {401}, answers
+    row = next(r for r in json.loads(govhost(inv, "user", "list", "--json",
+                                             check=True).stdout) if r["name"] == "guessed")
+    assert "locked" not in row and 0 < row["wait"] <= 300, row
+    with County(inv).state() as st:
+        assert [e["target"] for e in st.audit_log(5000)
+                if e["action"] == "user.attacked"] == ["guessed"]
+
+    person = json.loads(govhost(inv, "user", "add", "coded", "--display", "c", "--unit",
+                                "jiaoyu", "--role", "reviewer", "--json", check=True).stdout)
+    code = pyotp.TOTP(person["totp_secret"]).now()
+    s = _http_session(source="127.0.4.2")
+    try:
+        for digits in ("٠١٢٣٤٥٦٧٨٩", "０１２３４５６７８９"):
+            odd = code.translate(str.maketrans("0123456789", digits))
+            r = _login_form(s, "coded", person["password"], odd)
+            assert r.status_code == 401 and "用户名、密码或验证码不正确" in r.text, r.status_code
+    finally:
+        s.close()
+    with County(inv).state() as st:
+        whys = [w for (w,) in st.db.execute("SELECT why FROM logins WHERE name = 'coded'")]
+    assert whys == ["second factor malformed"] * 2, whys
+
+
+def test_a_password_change_ends_the_other_sessions_and_every_answer_has_the_headers(console):
+    """Item 9: a session copied elsewhere (or left open on another computer) ends when the
+    password changes; redirects and error pages carry the security headers too."""
+    a = _editor_session(console, "twosessions")
+    b = _http_session()
+    try:
+        r = _login_form(b, "twosessions", "twosessions-新密码-2026-x")
+        assert r.status_code == 303
+        assert b.get("/units/jiaoyu").status_code == 200
+        form = a.get("/password")
+        new = "twosessions-另一个密码-2026"
+        r = a.post("/password", data={"old": "twosessions-新密码-2026-x", "new": new,
+                                      "again": new, "csrftoken": _token(form.text)})
+        assert r.status_code == 303
+        assert a.get("/units/jiaoyu").status_code == 200          # this one goes on
+        gone = b.get("/units/jiaoyu")
+        assert gone.status_code == 303 and gone.headers["location"].startswith("/login")
+        for r in (gone, b.get("/no/such/page"), b.post("/units/jiaoyu/nosuch")):
+            assert "frame-ancestors 'none'" in r.headers.get("content-security-policy", ""), \
+                (r.status_code, dict(r.headers))
+            assert r.headers.get("x-content-type-options") == "nosniff"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_unit_admin_alone_cannot_pass_a_release_through_two_person_review(console):
+    """Item 7, the attack as a unit admin acting alone would make it, through a node's nginx:
+    add an editor and a reviewer with mailboxes the admin holds, publish as the one and
+    approve as the other. The console never shows the first credentials (they are mailed to
+    the person's address as a one-time link; the county is told of every account made), and
+    the approval is refused: one person made both accounts. A reset of a person without an
+    address is refused (the county resets them)."""
+    import io
+    import re
+    import zipfile
+
+    from controlplane.core.county import County
+    inv, sink = console["inv"], console["mail"]
+    admin = json.loads(govhost(inv, "user", "add", "admin7", "--display", "管理员七", "--unit",
+                               "caizheng", "--role", "admin", "--json", check=True).stdout)
+    a = _http_session()
+    try:
+        r = _login_form(a, "admin7", admin["password"],
+                        pyotp.TOTP(admin["totp_secret"]).now())
+        assert r.headers["location"] == "/password", r.text[-500:]
+        form = a.get("/password")
+        a.post("/password", data={"old": admin["password"], "new": "admin7-新密码-2026-z",
+                                  "again": "admin7-新密码-2026-z",
+                                  "csrftoken": _token(form.text)})
+        links = {}
+        for name, role in (("pen", "editor"), ("sock", "reviewer")):
+            page_ = a.get("/units/caizheng/people")
+            r = a.post("/units/caizheng/people", data={
+                "action": "add", "name": name, "display": name, "role": role,
+                "email": f"{name}@attacker.example", "csrftoken": _token(page_.text)})
+            assert r.status_code == 200 and f"mailed to {name}@attacker.example" in r.text
+            assert "otpauth" not in r.text and "issued-password" not in r.text
+            (mail,) = sink.to(f"{name}@attacker.example")
+            links[name] = re.search(r"http://" + re.escape(HOST) + r"(/enrol/\S+)",
+                                    mail).group(1)
+            assert any(name in m for m in sink.to("ops@qingshui.gov.cn"))
+        page_ = a.get("/units/caizheng/people")
+        r = a.post("/units/caizheng/people", data={"action": "reset", "person": "chenjing",
+                                                  "csrftoken": _token(page_.text)})
+        assert r.status_code == 400 and "no e-mail address" in r.text
+    finally:
+        a.close()
+    # The admin holds both mailboxes: enrol both, publish as pen, approve as sock.
+    secrets_ = {}
+    for name, link in links.items():
+        s = _http_session()
+        try:
+            form = s.get(link)
+            assert form.status_code == 200
+            found = re.search(r'id="enrol-totp">([A-Z2-7]+)<', form.text)
+            secrets_[name] = found.group(1) if found else ""
+            r = s.post(link, data={"new": f"{name}-password-2026", "again":
+                                   f"{name}-password-2026", "csrftoken": _token(form.text)})
+            assert r.status_code == 303
+        finally:
+            s.close()
+    assert secrets_["sock"] and not secrets_["pen"]
+    pen = _http_session()
+    try:
+        assert _login_form(pen, "pen", "pen-password-2026").status_code == 303
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("index.html", "<h1>财政局 未经审核</h1>")
+        form = pen.get("/units/caizheng/upload")
+        r = pen.post("/units/caizheng/upload", data={"csrftoken": _token(form.text)},
+                     files={"site": ("site.zip", buf.getvalue(), "application/zip")})
+        assert r.status_code == 200, r.text[-800:]
+        r = pen.post("/units/caizheng/submit", data={"csrftoken": _token(r.text)})
+        assert r.status_code == 200, r.text[-800:]
+    finally:
+        pen.close()
+    with County(inv).state() as st:
+        rid = next(r["release_id"] for r in st.content_releases("caizheng", "pending")
+                   if r["actor"] == "pen")
+    sock = _http_session()
+    try:
+        r = _login_form(sock, "sock", "sock-password-2026",
+                        pyotp.TOTP(secrets_["sock"]).now())
+        assert r.status_code == 303, r.text[-500:]
+        page_ = sock.get(f"/units/caizheng/reviews/{rid}")
+        assert "admin7 created or reset both" in page_.text
+        r = sock.post(f"/units/caizheng/reviews/{rid}", data={
+            "decision": "approve", "comment": "", "csrftoken": _token(page_.text)})
+        assert r.status_code == 400 and "admin7 created or reset both" in r.text
+    finally:
+        sock.close()
+    with County(inv).state() as st:
+        assert [r["release_id"] for r in st.content_releases("caizheng", "pending")
+                if r["actor"] == "pen"] == [rid]
+        approved = [e for e in st.audit_log(5000) if e["action"] ==
+                    "content.review.approved" and rid in e["target"]]
+    assert approved == []
+    for address in NODES.values():
+        assert "未经审核" not in page("caizheng", address)[1]

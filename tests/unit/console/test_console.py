@@ -17,6 +17,7 @@ from controlplane.console import app as console_app
 from controlplane.console import i18n
 from controlplane.core.county import County
 from controlplane.people.store import People
+from tests.helpers import Sink
 
 REPO = Path(__file__).resolve().parents[3]
 BASE = "https://console.qingshui.gov.cn"
@@ -43,7 +44,13 @@ def fake_unit(county, name):
 def county(tmp_path_factory):
     dest = tmp_path_factory.mktemp("console") / "inventory"
     shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    sink = Sink()          # a real SMTP server on loopback: enrolment links are mailed
+    cluster = (dest / "cluster.yaml").read_text()
+    assert "smarthost: 127.0.0.1:2525" in cluster
+    (dest / "cluster.yaml").write_text(cluster.replace("smarthost: 127.0.0.1:2525",
+                                                       f"smarthost: 127.0.0.1:{sink.port}"))
     c = County(dest)
+    c.sink = sink
     people = People(c.open_state(), c.inv.secret, c.inv.cluster.name)
     issued = {}
     for name, (unit, roles) in PEOPLE.items():
@@ -143,11 +150,19 @@ def test_authorization_matrix(county, route, who):
     if who != "anonymous" and route == "/" and who != "operator":
         assert r.headers["location"] == f"/units/{PEOPLE[who][0]}"
     if who != "anonymous" and "/preview/" in route and r.status_code == 303:
-        # a signed link to the preview host, for exactly this unit and release
+        # A GET issues nothing: it leads to the review page, whose button POSTs for a
+        # signed link to the preview host, for exactly this unit and release.
         unit, release = route.split("/")[2], route.split("/")[4]
+        assert r.headers["location"] == f"/units/{unit}/reviews/{release}"
+        page = client.get(r.headers["location"])
+        assert f'action="{route}"' in page.text
+        r = client.post(route, data={"csrftoken": _token(page.text)}, follow_redirects=False)
+        assert r.status_code == 303
         assert r.headers["location"].startswith(
             "http://preview.qingshui.gov.cn/_govhost/preview?"), r.headers["location"]
         assert f"u={unit}&r={release}&" in r.headers["location"]
+        assert client.post(route, data={"csrftoken": "forged"},
+                           follow_redirects=False).status_code == 403
 
 
 def test_forms_without_the_csrf_token_are_refused_and_logout_ends_every_session(county):
@@ -369,8 +384,24 @@ def test_a_unit_admin_adds_resets_and_disables_only_the_units_people(county):
     assert "editor" in page.text and "Other" not in page.text     # chahe's editor not shown
     r = admin.post("/units/jiaoyu/people", data={
         "action": "add", "name": "xiaozhang", "display": "<i>小张</i>", "role": "reviewer",
-        "csrftoken": _token(page.text)})
-    assert r.status_code == 200 and 'id="issued-totp"' in r.text and "&lt;i&gt;" in r.text
+        "email": "", "csrftoken": _token(page.text)})
+    assert r.status_code == 400 and "e-mail" in r.text       # the link needs the address
+    r = admin.post("/units/jiaoyu/people", data={
+        "action": "add", "name": "xiaozhang", "display": "<i>小张</i>", "role": "reviewer",
+        "email": "xz@jiaoyu.example", "csrftoken": _token(r.text)})
+    assert r.status_code == 200 and "mailed to xz@jiaoyu.example" in r.text
+    assert "&lt;i&gt;" in r.text and "otpauth" not in r.text and "issued" not in r.text
+    (mail,) = c.sink.to("xz@jiaoyu.example")
+    link = re.search(r"https?://console\.qingshui\.gov\.cn(/enrol/\S+)", mail).group(1)
+    assert any("xiaozhang" in m for m in c.sink.to("ops@qingshui.gov.cn"))
+    anon = TestClient(console_app.build(c, unit_view=fake_unit), base_url=BASE)
+    form = anon.get(link)
+    assert form.status_code == 200 and "otpauth://totp/" in form.text
+    r = anon.post(link, data={"new": "xiaozhang-自己的密码", "again": "xiaozhang-自己的密码",
+                              "csrftoken": _token(form.text)}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert anon.get(link).status_code == 404                  # once only
+    r = admin.get("/units/jiaoyu/people")
     r = admin.post("/units/jiaoyu/people", data={
         "action": "add", "name": "boss", "display": "x", "role": "operator",
         "csrftoken": _token(r.text)})
@@ -420,10 +451,10 @@ def test_single_files_are_checked_before_they_reach_a_node(county):
     assert r.status_code == 403                               # no CSRF token
 
 
-POSTS = ["/login", "/logout", "/password", "/request", "/units/jiaoyu/upload",
+POSTS = ["/login", "/logout", "/password", "/request", "/units/jiaoyu/upload", "/enrol/{token}",
          "/units/jiaoyu/submit", f"/units/jiaoyu/reviews/{R_JY}", "/units/jiaoyu/rollbacks",
          "/units/jiaoyu/rollbacks/1", "/units/jiaoyu/people", "/units/jiaoyu/sftp-keys",
-         "/requests/1"]
+         "/requests/1", f"/units/jiaoyu/preview/{R_JY}"]
 
 
 def test_every_route_that_changes_something_is_a_post_the_app_lists_here():

@@ -68,3 +68,46 @@ def test_any_sequence_of_attempts_respects_the_chain(levels, tries):
         assert all(s.decision == "approved" and s.kind == levels[s.level] for s in c.steps)
         assert len({s.by for s in c.steps}) == len(levels) and "pub" not in {s.by for s in c.steps}
     assert sum(s.decision == "rejected" for s in c.steps) <= 1
+
+
+def test_an_account_the_publisher_made_or_reset_is_not_a_second_person():
+    """A unit admin acting alone: publish as the admin (or an editor), approve as a reviewer
+    the admin created or reset. With four eyes the tie is refused in either direction and
+    against every earlier decider; operators at the CLI (no four eyes) are not bound."""
+    chain = Chain(("unit", "county"), "zhoujie")
+    unit = frozenset({"unit"})
+    made = frozenset({("zhoujie", "newreviewer")})
+    why = chain.refusal("newreviewer", unit, True, made)
+    assert why and "zhoujie" in why and "created or reset your account" in why
+    with pytest.raises(ReviewError):
+        chain.decide("newreviewer", unit, "approved", 1.0, four_eyes=True, ties=made)
+    assert chain.refusal("newreviewer", unit, False, made) is None
+    assert chain.refusal("lisi", unit, True, made) is None
+    reverse = frozenset({("lisi", "zhoujie")})          # the reviewer made the publisher
+    assert "you created or reset" in chain.refusal("lisi", unit, True, reverse)
+    after, _ = chain.decide("lisi", unit, "approved", 1.0)
+    tied = frozenset({("lisi", "op2")})                   # level 1's decider made op2
+    assert "lisi" in after.refusal("op2", frozenset({"county"}), True, tied)
+    assert after.refusal("op1", frozenset({"county"}), True, tied) is None
+    both = frozenset({("admin7", "pen"), ("admin7", "sock")})   # one admin made both
+    chain = Chain(("unit",), "pen")
+    assert "admin7 created or reset both" in chain.refusal("sock", unit, True, both)
+
+
+def test_account_ties_come_from_the_audit_log_within_the_window(tmp_path):
+    from controlplane.core.state import State
+    st = State(tmp_path / "state.db")
+    with st.tx() as db:
+        for name, unit in (("zhoujie", "jiaoyu"), ("operator", None)):
+            db.execute("INSERT INTO people (name, display, unit, roles, email, password, "
+                       "created_at, password_at) VALUES (?, ?, ?, '[]', '', '', 0, 0)",
+                       (name, name, unit))
+    st.audit("user.add", "newreviewer", {}, who="zhoujie")
+    st.audit("user.reset", "lisi", {}, who="zhoujie")
+    st.audit("user.add", "zhoujie", {}, who="operator")
+    st.audit("content.publish", "lisi", {}, who="zhoujie")
+    assert st.account_ties({"zhoujie", "newreviewer", "lisi"}, 0) == {
+        ("zhoujie", "newreviewer"), ("zhoujie", "lisi")}      # an operator's add: no tie
+    assert st.account_ties({"newreviewer"}, 0) == {("zhoujie", "newreviewer")}
+    assert st.account_ties({"zhoujie", "newreviewer"}, 10**12) == frozenset()
+    assert st.account_ties(set(), 0) == frozenset()
