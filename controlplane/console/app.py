@@ -491,7 +491,8 @@ def build(county: County, secure: bool = True,
             try:
                 if decision == "approve":
                     done = await run_in_threadpool(requests_queue.approve, county, rid,
-                                                   me.name)
+                                                   me.name, str(form.get("manifest_sha256",
+                                                                         "")))
                 elif decision == "return":
                     done = requests_queue.send_back(county, rid, me.name,
                                                     str(form.get("comment", "")))

@@ -6,9 +6,11 @@ a refused inventory never reaches a node.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
@@ -277,9 +279,42 @@ def _cross_check(
         if web and replicas > web:
             problems.append(Problem(src, "replicas", f"{replicas} replicas but only {web} web "
                                     f"node(s) in hosts.yaml; allowed: 1-{web}"))
+        if t.site.type == "proxy":
+            problems += _upstream_problems(src, t.site.upstreams, cluster, hosts)
         if t.site.type == "php" and t.site.database and not any(
                 "db" in n.roles for n in hosts.nodes):
             problems.append(Problem(src, "site.database", "a database needs a node with the "
                                     "'db' role in hosts.yaml; add the role or set "
                                     "database: false"))
     return problems
+
+
+def _upstream_problems(src: str, upstreams: list[str], cluster: Cluster,
+                       hosts: Hosts) -> list[Problem]:
+    """A proxied unit's upstreams must be somewhere else than the cluster itself: not
+    loopback, link-local or unspecified, not a node, the control machine's console; unless
+    cluster.yaml `proxy.allow_upstreams` (the operator's hand, not the unit's) allows it."""
+    own = {ipaddress.ip_address(a) for n in hosts.nodes
+           for a in (n.address, n.address6, n.source) if a}
+    if cluster.console is not None:
+        own.add(ipaddress.ip_address(cluster.console.address))
+    allowed = [ipaddress.ip_network(a) for a in cluster.proxy.allow_upstreams]
+    out = []
+    for i, url in enumerate(upstreams):
+        host = (urlsplit(url).hostname or "").strip("[]")
+        if host == "localhost" or host.endswith(".localhost"):
+            ip = ipaddress.ip_address("127.0.0.1")
+        else:
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                continue                      # a name: resolved by nginx, not judged here
+        why = ("loopback" if ip.is_loopback else "link-local" if ip.is_link_local
+               else "unspecified" if ip.is_unspecified else "multicast" if ip.is_multicast
+               else "an address of this cluster" if ip in own else "")
+        if why and not any(ip in net for net in allowed):
+            out.append(Problem(src, f"site.upstreams[{i}]", f"{url!r} is {why}: a unit's "
+                               "proxy may not reach the cluster's own machines or services; "
+                               "use the application's own address, or have the county allow "
+                               "it in cluster.yaml `proxy: {allow_upstreams: [CIDR]}`"))
+    return out

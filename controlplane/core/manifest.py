@@ -627,6 +627,24 @@ class ConsoleSettings(_Model):
             else f"{self.address}:{self.port}"
 
 
+def _network(value: str) -> str:
+    try:
+        return ipaddress.ip_network(value, strict=False).compressed
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address or network (e.g. 10.0.5.7/32)") \
+            from None
+
+
+class ProxyPolicy(_Model):
+    """Where units' `site: {type: proxy}` may send requests. Loopback, link-local and the
+    cluster's own addresses are refused (a unit must not reach the nodes' own services
+    through nginx); the operator can allow a network here, in cluster.yaml, which units do
+    not write."""
+
+    allow_upstreams: list[Annotated[StrictStr, AfterValidator(_network)]] = Field(
+        default_factory=list, max_length=64)
+
+
 class Cluster(_Model):
     domain: Host
     name: Text
@@ -641,6 +659,7 @@ class Cluster(_Model):
     updates: UpdatesSettings = UpdatesSettings()
     alerts: AlertMail | None = None
     console: ConsoleSettings | None = None
+    proxy: ProxyPolicy = ProxyPolicy()
 
 
 class SshSettings(_Model):

@@ -9,6 +9,7 @@ unit starts `launch: pending` (47号: no site goes online before its security ch
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -20,6 +21,10 @@ FIELDS = ("name", "title", "kind", "contact_name", "contact_email", "contact_pho
           "aliases", "columns", "site_code", "icp", "psb", "review")
 REVIEW_CHOICES = {"unit": ["unit"], "unit_county": ["unit", "county"], "none": []}
 MAX_FIELD = 4000
+MULTILINE = frozenset({"aliases", "columns"})      # one item per line
+# Line and paragraph separators that YAML, JavaScript or a log reader may take as a new line:
+# typed into a one-line field, they are how a value grows keys of its own.
+_BREAKS = frozenset("\x85\u2028\u2029")
 # A manifest field (as the loader names it) -> the form field that holds it.
 _FORM_FIELD = {"name": "name", "title": "title", "kind": "kind", "contact.name": "contact_name",
                "contact.email": "contact_email", "contact.phone": "contact_phone",
@@ -43,6 +48,23 @@ class SiteRequest:
         return self.values.get(key, "")
 
 
+def check_text(name: str, value: str, multiline: bool = False) -> str | None:
+    """Why `value`, typed into form field `name`, is refused (None: it is not). One rule for
+    every field of every console form: no control or format characters (zero-width, bidi
+    overrides), no line or paragraph separators; a line break only where the field takes one
+    item per line."""
+    for ch in value:
+        if ch == "\n" and multiline:
+            continue
+        cat = unicodedata.category(ch)
+        if ch in _BREAKS or cat in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"):
+            what = "a line break" if ch in "\n\r" or ch in _BREAKS or cat in ("Zl", "Zp") \
+                else "an invisible or control character"
+            return (f"{name}: {what} (U+{ord(ch):04X}) is not allowed here; type the text "
+                    "again without it" + ("" if multiline else ", on one line"))
+    return None
+
+
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -53,6 +75,10 @@ def manifest(req: SiteRequest) -> tuple[dict[str, Any], list[Problem]]:
     afterwards; here only the form's layout (one alias per line, columns as
     `path title category`) is read."""
     problems: list[Problem] = []
+    for key in FIELDS:
+        why = check_text(key, req.get(key), key in MULTILINE)
+        if why:
+            problems.append(Problem("form", key, why))
     doc: dict[str, Any] = {
         "name": req.get("name").lower(),
         "title": req.get("title"),
@@ -88,10 +114,11 @@ def manifest(req: SiteRequest) -> tuple[dict[str, Any], list[Problem]]:
     return doc, problems
 
 
-def to_yaml(doc: Mapping[str, Any], requested_by: str) -> str:
-    """The manifest file as it lands in inventory/tenants/: safe-dumped, with a header line.
-    `requested_by` is the contact's name, already validated by the manifest's rules."""
-    head = f"# Requested through the console by {requested_by}; approved by an operator.\n"
+def to_yaml(doc: Mapping[str, Any]) -> str:
+    """The manifest file as it lands in inventory/tenants/: safe-dumped, with a fixed header
+    line. No form text goes into a comment (the request's record in the state store and the
+    audit log say who asked)."""
+    head = "# Requested through the console's site request form; approved by an operator.\n"
     return head + yaml.safe_dump(dict(doc), allow_unicode=True, sort_keys=False,
                                  default_flow_style=False, width=100)
 

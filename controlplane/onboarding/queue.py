@@ -56,7 +56,7 @@ class Checked:
 def check(county: County, req: form.SiteRequest) -> Checked:
     """The request's manifest validated with the county's inventory, and its plan."""
     doc, problems = form.manifest(req)
-    text = form.to_yaml(doc, doc["contact"]["name"] or "-")
+    text = form.to_yaml(doc)
     name = doc["name"]
     if not _FILE_NAME.fullmatch(name):
         problems.append(Problem("form", "name", f"{name!r} is not a second-level name: "
@@ -119,6 +119,7 @@ def show(county: County, rid: int) -> dict[str, Any]:
     if rec is None:
         raise RequestError(f"no site request {rid}; `govhost request list` shows them")
     out = _public(rec)
+    out["manifest_sha256"] = text_digest(rec["manifest"])
     if rec["status"] == "pending":
         checked = _recheck(county, rec)
         out.update(problems=checked.by_field(), plan=checked.plan)
@@ -129,11 +130,18 @@ def _recheck(county: County, rec: dict[str, Any]) -> Checked:
     return check(county, form.SiteRequest(json.loads(rec["form"])))
 
 
-def approve(county: County, rid: int, by: str,
+def text_digest(text: str) -> str:
+    """What the decision page sends back: the manifest text the operator was shown."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def approve(county: County, rid: int, by: str, shown: str,
             progress: Callable[[str, str, str], None] | None = None) -> dict[str, Any]:
-    """Land the request's manifest in inventory/tenants/ and apply. The manifest is checked
-    again first; an apply that fails leaves the manifest in place (the county's next apply
-    goes on from there) and says so."""
+    """Land the request's manifest in inventory/tenants/ and apply. The operator approves
+    the exact text shown (`shown`: its text_digest): the text that lands is that text, and
+    it must be what the form's values make today. The manifest is checked again first; an
+    apply that fails leaves the manifest in place (the county's next apply goes on from
+    there) and says so."""
     with county.exclusive("site-requests", lambda _: RequestError(
             "another operator is deciding a site request; try again in a moment")):
         with county.state() as st:
@@ -144,6 +152,10 @@ def approve(county: County, rid: int, by: str,
         if not checked.ok:
             raise RequestError("the request no longer checks out: " + "; ".join(
                 f"{p.field}: {p.message}" for p in checked.problems))
+        if not hmac.compare_digest(shown, text_digest(rec["manifest"])) or \
+                rec["manifest"] != checked.yaml:
+            raise RequestError("the manifest is not the text you were shown; open the "
+                               "request again and read it before approving")
         name = checked.doc["name"]
         target = county.root / "tenants" / f"{name}.yaml"
         try:

@@ -72,6 +72,9 @@ def county(lab_cluster, tmp_path_factory):
     shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
     with (inv / "cluster.yaml").open("a") as f:
         f.write("compliance:\n  probe_timeout_seconds: 1\n  check_external_links: false\n")
+        # The test's application listens on loopback: allowed for units' proxies by the
+        # county here (a unit's manifest cannot allow it).
+        f.write("proxy:\n  allow_upstreams: ['127.0.0.1/32']\n")
     for unit in MODE:
         (inv / "tenants" / f"{unit}.yaml").write_text(
             f"name: {unit}\ntitle: 测试单位{unit}\nkind: department\n"

@@ -883,3 +883,36 @@ def test_a_unit_admin_alone_cannot_pass_a_release_through_two_person_review(cons
     assert approved == []
     for address in NODES.values():
         assert "未经审核" not in page("caizheng", address)[1]
+
+
+def test_a_site_request_cannot_write_its_own_manifest_keys(console):
+    """Item 2, through a node's nginx as a stranger would: a contact name carrying a line or
+    paragraph separator and manifest keys after it (a proxy to the node's metrics, the WAF
+    off) is refused by field and nothing is queued; the manifest an operator is shown holds
+    no typed text in a comment, and approving needs that exact text."""
+    from controlplane.core.county import County
+    inv = console["inv"]
+    with County(inv).state() as st:
+        before = len(st.site_requests(None))
+    s = _http_session(source="127.0.4.3")
+    try:
+        for sep in ("\u2028", "\u2029", "\x85"):
+            page_ = s.get("/request")
+            r = s.post("/request", data={
+                "csrftoken": _token(page_.text), "title": "青水县审计局", "name": "shenji",
+                "kind": "department", "review": "unit",
+                "contact_name": f"钱明{sep}waf: off{sep}site: {{type: proxy, upstreams: "
+                                "['http://127.0.0.1:9100']}",
+                "contact_email": "office@shenji.qingshui.gov.cn",
+                "contact_phone": "0571-6512-3399"})
+            assert r.status_code == 400, r.status_code
+            assert f"U+{ord(sep):04X}" in r.text and "contact_name" in r.text
+    finally:
+        s.close()
+    with County(inv).state() as st:
+        after = st.site_requests(None)
+    assert len(after) == before
+    assert not (inv / "tenants" / "shenji.yaml").exists()
+    for rec in after:                     # what earlier requests put before an operator
+        assert rec["manifest"].split("\n", 1)[0] == (
+            "# Requested through the console's site request form; approved by an operator.")

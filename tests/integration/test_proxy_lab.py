@@ -55,6 +55,10 @@ def shenpi(lab_cluster, tmp_path_factory):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     inv = tmp_path_factory.mktemp("proxy") / "inventory"
     shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    # The test's application listens on this machine's loopback, which a unit may not proxy
+    # to unless the county allows it in cluster.yaml (as here, in the operator's hand).
+    with (inv / "cluster.yaml").open("a") as f:
+        f.write("proxy:\n  allow_upstreams: ['127.0.0.1/32']\n")
     (inv / "tenants" / "shenpi.yaml").write_text(
         "name: shenpi\ntitle: 青水县网上审批系统\nkind: department\n"
         "contact: {name: 李强, email: it@shenpi.qingshui.gov.cn, phone: '0571-6512-3399'}\n"

@@ -26,7 +26,7 @@ def _county(root, cluster_extra=None, **jiaoyu_extra):
         tenant("jiaoyu", **jiaoyu_extra),
         tenant("renshe", site={"type": "php", "database": True},
                backup={"schedule": "01:30", "keep_daily": 30}),
-        tenant("app", site={"type": "proxy", "upstreams": ["http://127.0.0.1:9000"]}),
+        tenant("app", site={"type": "proxy", "upstreams": ["http://10.20.0.5:9000"]}),
         tenant("quiet", backup={"enabled": False}),
     ], cluster=cluster, host_doc=doc)
 

@@ -54,11 +54,18 @@ def test_each_problem_names_the_form_field(inv_dir, change, field, words):
 @given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=80))
 def test_nothing_typed_is_read_as_yaml(text):
     """Any title round-trips as the same string, and no typed text adds a key."""
-    doc, _ = form.manifest(form.SiteRequest.from_form({**GOOD, "title": text,
-                                                       "contact_name": text}))
-    back = yaml.safe_load(form.to_yaml(doc, "x"))
-    assert back["title"] == text.replace("\r\n", "\n").strip()[:form.MAX_FIELD]
+    doc, problems = form.manifest(form.SiteRequest.from_form({**GOOD, "title": text,
+                                                              "contact_name": text}))
+    typed = text.replace("\r\n", "\n").strip()[:form.MAX_FIELD]
+    refused = {p.field for p in problems}
+    assert ("title" in refused) == (form.check_text("title", typed) is not None)
+    text_ = form.to_yaml(doc)
+    assert text_.split("\n", 1)[0] == ("# Requested through the console's site request "
+                                       "form; approved by an operator.")   # no typed text
+    back = yaml.safe_load(text_)
     assert set(back) == set(doc)
+    if "title" not in refused:
+        assert back["title"] == typed       # what is accepted round-trips exactly
 
 
 def test_requests_queue_with_a_secret_and_are_throttled_per_address(inv_dir):
@@ -79,7 +86,7 @@ def test_requests_queue_with_a_secret_and_are_throttled_per_address(inv_dir):
     back = queue.for_requester(c, done["id"], done["secret"])
     assert back["status"] == "returned" and back["comment"] == "请补充网站标识码"
     with pytest.raises(queue.RequestError, match="not waiting"):
-        queue.approve(c, done["id"], "zhaoliu")
+        queue.approve(c, done["id"], "zhaoliu", queue.show(c, done["id"])["manifest_sha256"])
     for i in range(4):          # five queued from one address in the hour
         queue.submit(c, form.SiteRequest.from_form({**GOOD, "name": f"tiyu{i}"}), "127.0.9.1")
     with pytest.raises(queue.RequestError, match="in an hour"):
@@ -88,3 +95,31 @@ def test_requests_queue_with_a_secret_and_are_throttled_per_address(inv_dir):
                         "127.0.9.2")["ok"]
     inventory.load(inv_dir)        # the county's own inventory is as it was
     assert not (inv_dir / "tenants" / "tiyu.yaml").exists()
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85", "\n", "\r", "\u200b", "\u202e",
+                                 "\x00"])
+def test_a_line_separator_in_a_one_line_field_is_refused_by_name(sep):
+    """The site-request attack: a contact name carrying its own manifest keys."""
+    name = f"王芳{sep}waf: off{sep}site: {{type: proxy, upstreams: ['http://127.0.0.1:9100']}}"
+    doc, problems = form.manifest(form.SiteRequest({**GOOD, "contact_name": name}))
+    found = {p.field: p.message for p in problems}
+    assert "contact_name" in found and f"U+{ord(sep):04X}" in found["contact_name"]
+    back = yaml.safe_load(form.to_yaml(doc))
+    assert "waf" not in back and "site" not in back
+
+
+def test_columns_and_aliases_take_one_item_per_line_and_nothing_else():
+    assert form.check_text("columns", "/xwdt/ 新闻动态 news\n/zcwj/ 政策 policy", True) is None
+    assert "U+2028" in form.check_text("columns", "/a/ b news\u2028/c/ d news", True)
+    assert "U+000A" in form.check_text("title", "a\nb")
+
+
+def test_the_operator_approves_the_exact_text_shown(inv_dir):
+    c = County(inv_dir)
+    done = queue.submit(c, form.SiteRequest.from_form({**GOOD, "name": "shown1"}), "127.0.9.5")
+    shown = queue.show(c, done["id"])
+    assert shown["manifest_sha256"] == queue.text_digest(shown["manifest"])
+    with pytest.raises(queue.RequestError, match="not the text you were shown"):
+        queue.approve(c, done["id"], "zhaoliu", queue.text_digest(shown["manifest"] + " "))
+    assert not (inv_dir / "tenants" / "shown1.yaml").exists()

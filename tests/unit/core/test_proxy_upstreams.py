@@ -1,0 +1,47 @@
+"""A unit's proxy may not reach the cluster's own machines: loopback, link-local,
+unspecified, a node's or the console's address are refused with the file, the field and what
+to do, unless cluster.yaml (the county's hand) allows the network."""
+from __future__ import annotations
+
+import pytest
+
+from controlplane.core import inventory
+from controlplane.core.errors import ManifestError
+from tests.helpers import CLUSTER, hosts, tenant, write_inventory
+
+
+def _load(tmp_path, upstream: str, allow: list[str] | None = None):
+    cluster = {**CLUSTER, **({"proxy": {"allow_upstreams": allow}} if allow else {})}
+    root = write_inventory(tmp_path / "inv", [
+        tenant("app", site={"type": "proxy", "upstreams": ["http://10.20.0.5:8080",
+                                                          upstream]})], cluster=cluster)
+    return inventory.load(root)
+
+
+NODE = hosts(3)["nodes"][1]["address"]
+
+
+@pytest.mark.parametrize("upstream,why", [
+    ("http://127.0.0.1:9100", "loopback"), ("http://127.8.9.10", "loopback"),
+    ("http://[::1]:8080", "loopback"),
+    ("http://169.254.169.254", "link-local"), ("http://[fe80::1]:80", "link-local"),
+    ("http://0.0.0.0:80", "unspecified"), (f"http://{NODE}:9273", "loopback|an address"),
+])
+def test_upstreams_on_the_cluster_itself_are_refused_by_field(tmp_path, upstream, why):
+    with pytest.raises(ManifestError) as exc:
+        _load(tmp_path, upstream)
+    (problem,) = [p for p in exc.value.problems if p.field.startswith("site.upstreams")]
+    assert problem.field == "site.upstreams[1]" and problem.file.endswith("app.yaml")
+    assert any(w in problem.message for w in why.split("|")), problem.message
+    assert "allow_upstreams" in problem.message
+
+
+def test_the_county_can_allow_a_network_in_cluster_yaml(tmp_path):
+    inv = _load(tmp_path, "http://127.0.0.1:9100", allow=["127.0.0.1/32"])
+    assert inv.tenant("app").site.upstreams[1] == "http://127.0.0.1:9100"
+
+
+def test_ordinary_addresses_and_names_pass(tmp_path):
+    assert _load(tmp_path, "http://app.example.cn:8443").tenant("app") is not None
+    with pytest.raises(ManifestError, match="fully qualified"):
+        _load(tmp_path, "http://localhost:9100")            # refused by the manifest itself
