@@ -350,6 +350,9 @@ def build(county: County, secure: bool = True,
         decision = str(form.get("decision", ""))
         if decision not in ("approve", "reject"):
             return await review_page(request, "请选择通过或退回。", status=400)
+        bad = request_form.check_text("comment", str(form.get("comment", "")), True)
+        if bad:
+            return await review_page(request, bad, status=400)
         try:
             done = await run_in_threadpool(
                 lambda: releases.decide(county, name, rid, decision == "approve", by=me.name,
@@ -424,6 +427,9 @@ def build(county: County, secure: bool = True,
         decision = str(form.get("decision", ""))
         if decision not in ("approve", "reject"):
             return await rollback_page(request, "请选择通过或退回。", status=400)
+        bad = request_form.check_text("comment", str(form.get("comment", "")), True)
+        if bad:
+            return await rollback_page(request, bad, status=400)
         try:
             done = await run_in_threadpool(
                 lambda: releases.decide_rollback(county, name, pid, decision == "approve",
@@ -494,6 +500,10 @@ def build(county: County, secure: bool = True,
                                                    me.name, str(form.get("manifest_sha256",
                                                                          "")))
                 elif decision == "return":
+                    bad = request_form.check_text("comment", str(form.get("comment", "")),
+                                                  True)
+                    if bad:
+                        raise GovhostError(bad)
                     done = requests_queue.send_back(county, rid, me.name,
                                                     str(form.get("comment", "")))
                 else:
@@ -605,6 +615,10 @@ def build(county: County, secure: bool = True,
                 role = str(form.get("role", ""))
                 if role not in roles.UNIT_ROLES:
                     raise PeopleError(f"choose one of {', '.join(sorted(roles.UNIT_ROLES))}")
+                for key in ("name", "display", "email"):
+                    bad = request_form.check_text(key, str(form.get(key, "")))
+                    if bad:
+                        raise PeopleError(bad)
                 address = str(form.get("email", "")).strip()
                 if not _EMAIL.fullmatch(address):
                     raise PeopleError("give the person's own e-mail address: the link to set "

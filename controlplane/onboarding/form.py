@@ -52,7 +52,9 @@ def check_text(name: str, value: str, multiline: bool = False) -> str | None:
     """Why `value`, typed into form field `name`, is refused (None: it is not). One rule for
     every field of every console form: no control or format characters (zero-width, bidi
     overrides), no line or paragraph separators; a line break only where the field takes one
-    item per line."""
+    item per line (a browser's CRLF counts as one)."""
+    if multiline:
+        value = value.replace("\r\n", "\n")
     for ch in value:
         if ch == "\n" and multiline:
             continue

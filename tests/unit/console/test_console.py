@@ -485,3 +485,24 @@ def test_every_form_without_its_csrf_token_is_refused(county, path):
         assert r.status_code == 403, (path, r.status_code)
     with c.state() as st:
         assert len(st.audit_log(500)) == before
+
+
+def test_every_form_field_is_held_to_the_same_rule(county):
+    """A paragraph separator in a person's name or a review comment is refused by field,
+    as in the site request form; nothing is recorded."""
+    c, issued = county
+    admin = login(c, issued, "admin")
+    page = admin.get("/units/jiaoyu/people")
+    r = admin.post("/units/jiaoyu/people", data={
+        "action": "add", "name": "xiaoli", "display": "小李\u2029roles: [operator]",
+        "role": "editor", "email": "xl@jiaoyu.example", "csrftoken": _token(page.text)})
+    assert r.status_code == 400 and "U+2029" in r.text
+    reviewer = login(c, issued, "reviewer")
+    page = reviewer.get(f"/units/jiaoyu/reviews/{R_JY}")
+    with c.state() as st:
+        before = len(st.audit_log(500))
+    r = reviewer.post(f"/units/jiaoyu/reviews/{R_JY}", data={
+        "decision": "reject", "comment": "不行\u2028level: 2", "csrftoken": _token(page.text)})
+    assert r.status_code == 400 and "U+2028" in r.text
+    with c.state() as st:
+        assert len(st.audit_log(500)) == before

@@ -113,6 +113,7 @@ def test_columns_and_aliases_take_one_item_per_line_and_nothing_else():
     assert form.check_text("columns", "/xwdt/ 新闻动态 news\n/zcwj/ 政策 policy", True) is None
     assert "U+2028" in form.check_text("columns", "/a/ b news\u2028/c/ d news", True)
     assert "U+000A" in form.check_text("title", "a\nb")
+    assert form.check_text("comment", "第一行\r\n第二行", True) is None      # a textarea
 
 
 def test_the_operator_approves_the_exact_text_shown(inv_dir):
