@@ -7,6 +7,7 @@ a refused inventory never reaches a node.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -289,6 +290,9 @@ def _cross_check(
     return problems
 
 
+_NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
+
+
 def _upstream_problems(src: str, upstreams: list[str], cluster: Cluster,
                        hosts: Hosts) -> list[Problem]:
     """A proxied unit's upstreams must be somewhere else than the cluster itself: not
@@ -308,7 +312,15 @@ def _upstream_problems(src: str, upstreams: list[str], cluster: Cluster,
             try:
                 ip = ipaddress.ip_address(host)
             except ValueError:
+                if _NUMERIC_LABEL.fullmatch(host.rsplit(".", 1)[-1]):
+                    # 127.1, 0x7f.1: no top-level domain is a number; the resolver reads
+                    # these as addresses (inet_aton), not as names.
+                    out.append(Problem(src, f"site.upstreams[{i}]", f"{url!r} is an "
+                                       "address written short or in hex; write it in full "
+                                       "(a.b.c.d)"))
                 continue                      # a name: resolved by nginx, not judged here
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped               # ::ffff:127.0.0.1 is 127.0.0.1
         why = ("loopback" if ip.is_loopback else "link-local" if ip.is_link_local
                else "unspecified" if ip.is_unspecified else "multicast" if ip.is_multicast
                else "an address of this cluster" if ip in own else "")
