@@ -81,9 +81,9 @@ def build(county: County, secure: bool = True,
         return await anyio.to_thread.run_sync(work, limiter=limiter[0])
 
     def render(request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
-        """A page with the security headers; a page whose form leads to the preview host (a
-        review's preview button: a POST answered with a redirect there) says so in its
-        Content-Security-Policy, which otherwise keeps forms on the console."""
+        """A page with the security headers; a page whose form leads to its unit's preview
+        host (a review's preview button: a POST answered with a redirect there) says so in
+        its Content-Security-Policy, which otherwise keeps forms on the console."""
         lang = i18n.pick(request.query_params.get("lang"), request.cookies.get("lang"),
                          request.headers.get("accept-language"))
         html = _env.get_template(f"console/{template}").render(
@@ -93,7 +93,7 @@ def build(county: County, secure: bool = True,
             preview=inv.cluster.console is not None, **ctx)
         headers = HEADERS
         if template in ("review.html.j2",) and inv.cluster.console is not None:
-            host = preview_host(inv)
+            host = preview_host(inv, ctx["unit"])
             headers = {**HEADERS, "Content-Security-Policy": HEADERS[
                 "Content-Security-Policy"].replace(
                     "form-action 'self'", f"form-action 'self' https://{host} http://{host}")}
@@ -541,22 +541,31 @@ def build(county: County, secure: bool = True,
         take the second factor) goes to the person's own address, never to the admin's
         screen; the county is told. What the page says afterwards."""
         settings = mail_settings()
-        token = p.enrolment_link(person.name, me.name)
-        base = f"{'https' if secure else 'http'}://{console_host(inv)}"
-        link = f"{base}/enrol/{token}"
         verb = "添加" if what == "add" else "重置"
-        await anyio.to_thread.run_sync(lambda: mail.send(
-            settings, [person.email], f"{inv.cluster.name}网站管理：设置您的密码",
-            f"{person.display}：\n\n{me.display}（{me.name}）{verb}了您在{inv.cluster.name}"
-            f"网站管理平台的账号 {person.name}。\n请在 {ENROL_HOURS} 小时内打开下面的链接，"
-            f"设置您自己的密码{'和动态验证码' if person.needs_second_factor else ''}"
-            f"（链接只能使用一次）：\n\n{link}\n\n如果您不知道此事，请不要打开链接，"
-            "并告诉县里的运维人员。\n"))
-        await anyio.to_thread.run_sync(lambda: mail.send(
-            settings, list(settings.county), f"{inv.cluster.name}网站管理：{person.name} 的账号已{verb}",
-            f"{me.name}（{me.unit or '县'}）{verb}了账号 {person.name}（{person.display}，"
-            f"{person.unit}，{', '.join(sorted(person.roles))}）；设置密码的链接已发到 "
-            f"{person.email}。\n"))
+        done = "made" if what == "add" else "reset"
+        # The county first: no link leaves unless the county has been told of the account.
+        try:
+            await anyio.to_thread.run_sync(lambda: mail.send(
+                settings, list(settings.county),
+                f"{inv.cluster.name}网站管理：{person.name} 的账号已{verb}",
+                f"{me.name}（{me.unit or '县'}）{verb}了账号 {person.name}（{person.display}，"
+                f"{person.unit}，{', '.join(sorted(person.roles))}）；设置密码的链接将发到 "
+                f"{person.email}。\n"))
+            token = p.enrolment_link(person.name, me.name)
+            link = f"{'https' if secure else 'http'}://{console_host(inv)}/enrol/{token}"
+            await anyio.to_thread.run_sync(lambda: mail.send(
+                settings, [person.email], f"{inv.cluster.name}网站管理：设置您的密码",
+                f"{person.display}：\n\n{me.display}（{me.name}）{verb}了您在"
+                f"{inv.cluster.name}网站管理平台的账号 {person.name}。\n请在 {ENROL_HOURS} "
+                f"小时内打开下面的链接，设置您自己的密码"
+                f"{'和动态验证码' if person.needs_second_factor else ''}"
+                f"（链接只能使用一次）：\n\n{link}\n\n如果您不知道此事，请不要打开链接，"
+                "并告诉县里的运维人员。\n"))
+        except mail.MailError as exc:
+            raise mail.MailError(
+                f"{person.name} was {done}, but no link reached {person.email}: {exc}. "
+                f"Reset {person.name} here once the county's mail server works, or ask the "
+                f"county to do it with `govhost user reset {person.name}`") from None
         with county.state() as st:
             st.audit("user.enrolment_mailed", person.name, {"to": person.email, "why": what},
                      who=me.name)

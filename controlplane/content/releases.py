@@ -26,7 +26,7 @@ from controlplane.core.errors import GovhostError
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Node, Tenant
 from controlplane.core.state import State, actor
-from controlplane.core.units import CONSOLE, preview_host
+from controlplane.core.units import PREVIEW, preview_host
 from controlplane.search import index as search_index
 from controlplane.sites import content_sync, preview
 from controlplane.sites.apply import prepare
@@ -323,7 +323,7 @@ def preview_link(county: County, tenant: str, release: str, by: str | None = Non
         if rec["status"] in ("rejected", "dropped"):
             raise ContentError(f"{tenant} {release} was {rec['status']}: it is no longer "
                                "kept on the nodes")
-        link = preview.link(preview_host(inv), CONSOLE in inv.served_with,
+        link = preview.link(preview_host(inv, tenant), PREVIEW + tenant in inv.served_with,
                             preview.key(inv.secret), tenant, release,
                             time.time() if now is None else now,
                             inv.cluster.console.preview_minutes)
@@ -347,14 +347,15 @@ def _chain(st: State, rec: dict[str, Any]) -> review.Chain | None:
     chains had one level of the unit."""
     row = st.review_chain(rec["tenant"], rec["release_id"])
     if row is None:
-        return review.Chain(("unit",), rec["actor"]) if rec["status"] == "pending" else None
-    return _chain_from(row)
+        return review.Chain(("unit",), rec["actor"], (), rec["published_at"]) \
+            if rec["status"] == "pending" else None
+    return _chain_from(row, rec["published_at"])
 
 
-def _chain_from(row: dict[str, Any]) -> review.Chain:
-    """A chain as the state store keeps it (State.review_chain)."""
+def _chain_from(row: dict[str, Any], submitted: float | None) -> review.Chain:
+    """A chain as the state store keeps it (State.review_chain), waiting since `submitted`."""
     return review.Chain(tuple(row["levels"]), row["publisher"],
-                        tuple(review.Step(**s) for s in row["steps"]))
+                        tuple(review.Step(**s) for s in row["steps"]), submitted)
 
 
 def _chain_view(chain: review.Chain) -> dict[str, Any]:
@@ -400,11 +401,21 @@ def decide(county: County, tenant: str, release: str, approve: bool,
                 "review": _chain_view(chain)}
 
 
-def ties(st: State, chain: review.Chain, who: str) -> frozenset[tuple[str, str]]:
-    """Accounts among `who` and the chain's parties that one made or reset for another
-    within review.TIES_DAYS (the audit log says who did)."""
-    parties = {who, chain.publisher, *(s.by for s in chain.steps)}
-    return st.account_ties(parties, time.time() - review.TIES_DAYS * 86400)
+def ties(st: State, chain: review.Chain, who: str,
+         now: float | None = None) -> frozenset[tuple[str, str]]:
+    """(maker, account) for the accounts of `who` and of the chain's parties, and of
+    whoever made or reset those, and so on, made or reset by a unit's person within the
+    chain's tie window (review.tie_window; the audit log says who did)."""
+    since = review.tie_window(chain.submitted, time.time() if now is None else now)
+    seen = {who, chain.publisher, *(s.by for s in chain.steps)}
+    found: set[tuple[str, str]] = set()
+    todo = set(seen)
+    while todo:                 # up the makers: an admin's admin holds the admin's accounts
+        new = st.account_ties(todo, since) - found
+        found |= new
+        todo = {maker for maker, _ in new} - seen
+        seen |= todo
+    return frozenset(found)
 
 
 def refusal(county: County, chain: review.Chain, who: str,
@@ -469,7 +480,8 @@ def _rollback_chain(st: State, tenant: str, pid: int) -> review.Chain:
     row = st.review_chain(tenant, f"rollback:{pid}")
     if row is None:
         raise ContentError(f"{tenant} has no rollback proposal {pid}")
-    return _chain_from(row)
+    proposed = next((r["at"] for r in st.rollbacks(tenant) if r["id"] == pid), None)
+    return _chain_from(row, proposed)
 
 
 def rollback_chain(county: County, tenant: str, pid: int) -> review.Chain:

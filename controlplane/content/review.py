@@ -10,8 +10,8 @@ hold the inventory and its review settings, decide through the CLI without that 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Literal
 
 from controlplane.core.errors import GovhostError
 
@@ -19,8 +19,9 @@ Decision = Literal["approved", "rejected"]
 LEVEL_NAMES = {"unit": "本单位审核人 (the unit's reviewers)",
                "county": "县级管理员 (a county operator)"}
 COMMENT_MAX = 2000
-# An account created or reset by one of a release's parties this recently is not a second
-# person for it: a unit admin acting alone could otherwise make (or take over) a reviewer.
+# An account created or reset by one of a release's parties this recently (or at any time
+# since the release was submitted) is not a second person for it: a unit admin acting alone
+# could otherwise make (or take over) a reviewer.
 TIES_DAYS = 30
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -39,11 +40,42 @@ class Step:
     comment: str = ""
 
 
+def tie_window(submitted: float | None, now: float) -> float:
+    """Since when an account made or reset by one person for another ties the two: the
+    last TIES_DAYS before the decision, and the whole time the release has waited (a review
+    left open for longer does not let an account made meanwhile become its second person)."""
+    recent = now - TIES_DAYS * 86400
+    return recent if submitted is None else min(submitted, recent)
+
+
+def makers(account: str, ties: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    """Everyone who holds `account` through `ties` ((maker, account) pairs): the account
+    itself, whoever made or reset it, whoever made or reset theirs, and so on; each with
+    the way down to `account` (maker first). An admin who makes a second admin who makes a
+    reviewer holds the reviewer as surely as one who made the reviewer directly."""
+    made_by: dict[str, set[str]] = {}
+    for maker, made in ties:
+        if maker != made:
+            made_by.setdefault(made, set()).add(maker)
+    found = {account: (account,)}
+    todo = [account]
+    while todo:                      # breadth first: the shortest way is kept
+        nxt = []
+        for a in todo:
+            for m in sorted(made_by.get(a, ())):
+                if m not in found:
+                    found[m] = (m, *found[a])
+                    nxt.append(m)
+        todo = nxt
+    return found
+
+
 @dataclass(frozen=True)
 class Chain:
     levels: tuple[str, ...]
     publisher: str
     steps: tuple[Step, ...] = field(default=())
+    submitted: float | None = None      # when the release (or rollback) began to wait
 
     @property
     def rejected(self) -> bool:
@@ -65,8 +97,10 @@ class Chain:
                 ties: frozenset[tuple[str, str]] = frozenset()) -> str | None:
         """Why `who` (who may decide levels of `kinds`) may not decide now; None: they may.
         `ties`: (maker, account) pairs, an account created or reset by a unit's person within
-        TIES_DAYS: with four eyes, `who` may not decide when tied to the publisher or to a
-        person who decided an earlier level: one made the other, or one person made both."""
+        the tie window (`tie_window`). With four eyes, `who` may not decide when tied to the
+        publisher or to a person who decided an earlier level: one holds the other's account
+        (made or reset it, directly or through accounts they made), or one person holds
+        both."""
         if self.rejected:
             return "this release was rejected; the live site is unchanged"
         level = self.next_level
@@ -83,21 +117,7 @@ class Chain:
             if earlier:
                 return (f"you decided level {earlier[0]} of this release; each level needs "
                         "a different person")
-            makers = {a: {m for m, t in ties if t == a} for a in
-                      (who, self.publisher, *(s.by for s in self.steps))}
-            for party in (self.publisher, *(s.by for s in self.steps)):
-                common = sorted(makers[who] & makers[party])
-                if common:
-                    return (f"{common[0]} created or reset both your account and that of "
-                            f"{party}, who took part in this release, within {TIES_DAYS} "
-                            "days; another person must review it")
-                if (party, who) in ties:
-                    return (f"{party}, who took part in this release, created or reset your "
-                            f"account within {TIES_DAYS} days; another person must review it")
-                if (who, party) in ties:
-                    return (f"you created or reset the account of {party}, who took part in "
-                            f"this release, within {TIES_DAYS} days; another person must "
-                            "review it")
+            return _tied(who, (self.publisher, *(s.by for s in self.steps)), ties)
         return None
 
     def decide(self, who: str, kinds: frozenset[str], decision: Decision, at: float,
@@ -110,7 +130,37 @@ class Chain:
         level = self.next_level
         assert level is not None
         step = Step(level, self.levels[level], decision, who, at, clean_comment(comment))
-        return Chain(self.levels, self.publisher, (*self.steps, step)), step
+        return replace(self, steps=(*self.steps, step)), step
+
+
+def _tied(who: str, parties: Iterable[str], ties: frozenset[tuple[str, str]]) -> str | None:
+    """Why `who` is no second person beside `parties` (see Chain.refusal), or None."""
+    window = (f"within {TIES_DAYS} days or since this release was submitted; another "
+              "person must review it")
+    mine = makers(who, ties)
+    for party in parties:
+        theirs = makers(party, ties)
+        if party in mine:
+            way = _way(mine[party])
+            return (f"{party}, who took part in this release, created or reset your "
+                    f"account{way} {window}")
+        if who in theirs:
+            way = _way(theirs[who])
+            return (f"you created or reset the account of {party}, who took part in this "
+                    f"release{way}, {window}")
+        common = sorted(set(mine) & set(theirs),
+                        key=lambda m: (len(mine[m]) + len(theirs[m]), m))
+        if common:
+            m = common[0]
+            ways = "".join(_way(w) for w in (mine[m], theirs[m]))
+            return (f"{m} created or reset both your account and that of {party}, who took "
+                    f"part in this release{ways}, {window}")
+    return None
+
+
+def _way(path: tuple[str, ...]) -> str:
+    """ " (through a → b → c)" for a tie over more than one account, "" for a direct one."""
+    return f" (through {' → '.join(path)})" if len(path) > 2 else ""
 
 
 def clean_comment(text: str) -> str:

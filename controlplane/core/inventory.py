@@ -271,7 +271,12 @@ def _cross_check(
             else:
                 claimed[host] = (src, where)
         for i, alias in enumerate(t.aliases):
-            if alias.endswith("." + cluster.domain):
+            if cluster.console is not None and alias.endswith(
+                    f".{cluster.console.preview_hostname}.{cluster.domain}"):
+                problems.append(Problem(src, f"aliases[{i}]", f"{alias!r} is under the "
+                                        "county's preview hosts (one per unit); choose "
+                                        "another name"))
+            elif alias.endswith("." + cluster.domain):
                 first = alias[: -len(cluster.domain) - 1]
                 if "." not in first and first in RESERVED_LABELS:
                     problems.append(Problem(src, f"aliases[{i}]",
@@ -290,6 +295,7 @@ def _cross_check(
     return problems
 
 
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
 
 
@@ -321,8 +327,11 @@ def _upstream_problems(src: str, upstreams: list[str], cluster: Cluster,
                 continue                      # a name: resolved by nginx, not judged here
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped               # ::ffff:127.0.0.1 is 127.0.0.1
+        # 0.0.0.0/8 is "this network": the kernel may take any of it as this host.
+        this_net = ip.version == 4 and ip in _THIS_NETWORK
         why = ("loopback" if ip.is_loopback else "link-local" if ip.is_link_local
-               else "unspecified" if ip.is_unspecified else "multicast" if ip.is_multicast
+               else "unspecified" if ip.is_unspecified or this_net
+               else "multicast" if ip.is_multicast
                else "an address of this cluster" if ip in own else "")
         if why and not any(ip in net for net in allowed):
             out.append(Problem(src, f"site.upstreams[{i}]", f"{url!r} is {why}: a unit's "

@@ -27,7 +27,9 @@ from pydantic import (
 
 from controlplane.core import names
 
-_FORBIDDEN_TEXT = re.compile(r"[\x00-\x1f\x7f{};$`\\<>\"]")
+# C0 and C1 controls and the Unicode line/paragraph separators: YAML, JavaScript and log
+# readers take U+0085, U+2028 and U+2029 as line breaks.
+_FORBIDDEN_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029{};$`\\<>\"]")
 
 
 def _safe_text(value: str) -> str:

@@ -25,6 +25,18 @@ MULTILINE = frozenset({"aliases", "columns"})      # one item per line
 # Line and paragraph separators that YAML, JavaScript or a log reader may take as a new line:
 # typed into a one-line field, they are how a value grows keys of its own.
 _BREAKS = frozenset("\x85\u2028\u2029")
+# Control, format (zero-width, bidi overrides), line and paragraph separators, and lone
+# surrogates (no UTF-8 for them). Unassigned code points (Cn) are not refused: a rare
+# character of a person's or a place's name (CJK Extension H/I, Unicode 15) is unassigned
+# to this Python's Unicode 14 tables; private-use ones (Co) are how older GB18030 systems
+# spell some rare characters. Neither is a line break to YAML, a browser or a log reader.
+_REFUSED = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def _noncharacter(ch: str) -> bool:
+    """U+FDD0..U+FDEF and the last two code points of every plane: never text."""
+    o = ord(ch)
+    return 0xFDD0 <= o <= 0xFDEF or (o & 0xFFFE) == 0xFFFE
 # A manifest field (as the loader names it) -> the form field that holds it.
 _FORM_FIELD = {"name": "name", "title": "title", "kind": "kind", "contact.name": "contact_name",
                "contact.email": "contact_email", "contact.phone": "contact_phone",
@@ -53,16 +65,22 @@ def check_text(name: str, value: str, multiline: bool = False) -> str | None:
     every field of every console form: no control or format characters (zero-width, bidi
     overrides), no line or paragraph separators; a line break only where the field takes one
     item per line (a browser's CRLF counts as one)."""
+    why = _refusal(value, multiline)
+    return f"{name}: {why}" if why else None
+
+
+def _refusal(value: str, multiline: bool) -> str | None:
+    """check_text's reason, without the field's name."""
     if multiline:
         value = value.replace("\r\n", "\n")
     for ch in value:
         if ch == "\n" and multiline:
             continue
         cat = unicodedata.category(ch)
-        if ch in _BREAKS or cat in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"):
+        if ch in _BREAKS or cat in _REFUSED or _noncharacter(ch):
             what = "a line break" if ch in "\n\r" or ch in _BREAKS or cat in ("Zl", "Zp") \
                 else "an invisible or control character"
-            return (f"{name}: {what} (U+{ord(ch):04X}) is not allowed here; type the text "
+            return (f"{what} (U+{ord(ch):04X}) is not allowed here; type the text "
                     "again without it" + ("" if multiline else ", on one line"))
     return None
 
@@ -78,7 +96,7 @@ def manifest(req: SiteRequest) -> tuple[dict[str, Any], list[Problem]]:
     `path title category`) is read."""
     problems: list[Problem] = []
     for key in FIELDS:
-        why = check_text(key, req.get(key), key in MULTILINE)
+        why = _refusal(req.get(key), key in MULTILINE)
         if why:
             problems.append(Problem("form", key, why))
     doc: dict[str, Any] = {
@@ -128,6 +146,8 @@ def to_yaml(doc: Mapping[str, Any]) -> str:
 def form_field(problem: Problem) -> str:
     """The form field a loader problem is about ('' when it is about the whole request)."""
     f = problem.field
+    if problem.file == "form" and f in FIELDS:        # the form's own check, by form field
+        return f
     for key in (f, f.split("[")[0], f.split(".")[0].split("[")[0]):
         if key in _FORM_FIELD:
             return _FORM_FIELD[key]

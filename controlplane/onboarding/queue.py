@@ -154,8 +154,8 @@ def approve(county: County, rid: int, by: str, shown: str,
                 f"{p.field}: {p.message}" for p in checked.problems))
         if not hmac.compare_digest(shown, text_digest(rec["manifest"])) or \
                 rec["manifest"] != checked.yaml:
-            raise RequestError("the manifest is not the text you were shown; open the "
-                               "request again and read it before approving")
+            raise RequestError("the request changed since you looked at it; look again: "
+                               "open the request, read the manifest shown, then approve")
         name = checked.doc["name"]
         target = county.root / "tenants" / f"{name}.yaml"
         try:

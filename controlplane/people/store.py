@@ -158,10 +158,13 @@ class People:
 
     def reset(self, name: str, by: str | None = None) -> Issued:
         """A new password (to be changed at the next login) and a new second factor; the
-        lockout is lifted."""
+        person's sessions and unused enrolment links end (a link mailed before the reset,
+        perhaps to an address someone else held, must not undo it)."""
         person = self._existing(name)
         password, totp = new_password(), pyotp.random_base32()
         with self.st.tx() as db:
+            db.execute("UPDATE enrolments SET used = ? WHERE name = ? AND used IS NULL",
+                       (time.time(), name))
             db.execute("UPDATE people SET password = ?, totp = ?, totp_step = 0, "
                        "must_change = 1, password_at = ?, sessions_after = ? WHERE name = ?",
                        (_hasher.hash(password), seal(self.secret, totp, name)
@@ -352,8 +355,13 @@ class People:
             raise PeopleError(f"the new password needs at least {MIN_PASSWORD} characters")
         name = issued.person.name
         with self.st.tx() as db:
-            db.execute("UPDATE enrolments SET used = ? WHERE token = ?",
-                       (now, _token_hash(token)))
+            # Spent in the same transaction that sets the password: of two answers racing
+            # on one link, one sets it.
+            spent = db.execute("UPDATE enrolments SET used = ? WHERE token = ? AND used IS "
+                               "NULL AND expires > ?", (now, _token_hash(token), now))
+            if spent.rowcount != 1:
+                raise PeopleError("this link has been used, has expired or was never given; "
+                                  "ask your unit's admin for a new one")
             db.execute("UPDATE people SET password = ?, must_change = 0, password_at = ?, "
                        "sessions_after = ? WHERE name = ?",
                        (_hasher.hash(new), now, now, name))

@@ -21,7 +21,14 @@ from controlplane.backup import plan as backup_plan
 from controlplane.core import accounts, paths, secrets
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Tenant
-from controlplane.core.units import CONSOLE, PORTAL, console_host, preview_host
+from controlplane.core.units import (
+    CONSOLE,
+    PORTAL,
+    PREVIEW,
+    console_host,
+    preview_host,
+    preview_zone,
+)
 from controlplane.sites import firewall, preview, waf
 
 # The console's forms (a login, a comment, a site request, SFTP keys): nginx refuses a larger
@@ -189,8 +196,9 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         files["snippets/console-proxy.conf"] = (
             f'proxy_set_header X-Govhost-Proxy "{secrets.console_proxy(inv.secret)}";\n'
         ).encode()
-        all_names.append(preview_host(inv))
-        files.update(_preview_files(inv, base, serving, placement, node))
+        previews, preview_names = _preview_files(inv, base, serving, placement, node)
+        all_names.extend(preview_names)
+        files.update(previews)
     files.update(_tls_files(inv))
     if ("_portal", True) not in cache:
         cache[("_portal", True)] = {"pages/_portal/index.html": _portal_page(inv)}
@@ -270,25 +278,34 @@ def _county_limit(inv: Inventory) -> dict[str, Any]:
 
 def _preview_files(inv: Inventory, base: Mapping[str, Any],
                    serving: Mapping[str, tuple[str, ...]],
-                   placement: Mapping[str, tuple[str, ...]], node: str) -> dict[str, bytes]:
-    """The preview host: which units' releases this node holds (served from disk) and which
-    it forwards to their replicas (the upstream the unit's own vhost defines here)."""
+                   placement: Mapping[str, tuple[str, ...]], node: str
+                   ) -> tuple[dict[str, bytes], list[str]]:
+    """The preview hosts, one per unit: which units' releases this node holds (served from
+    disk) and which it forwards to their replicas (the upstream the unit's own vhost defines
+    here); one HTTPS server block per certificate that covers some of them. Also every
+    preview host's name (for the server names' hash)."""
     assert inv.cluster.console is not None
-    units = []
+    units, plain, by_cert = [], [], {}
     for t in inv.tenants:
         if t.site.type == "proxy":
             continue             # a proxied application has no releases to preview
         local = node in serving.get(t.name, placement[t.name])
-        units.append((t.name, "local" if local else f"govhost_t_{t.name.replace('-', '_')}"))
-    tls = _tls_ctx(inv, CONSOLE)
+        host = preview_host(inv, t.name)
+        units.append((t.name, host, "local" if local else f"govhost_t_{t.name.replace('-', '_')}"))
+        tls = _tls_ctx(inv, PREVIEW + t.name)
+        if tls is None:
+            plain.append(host)
+        else:
+            by_cert.setdefault(tls["cert"], {"tls": tls, "names": []})["names"].append(host)
     conf = _conf_env.get_template("nginx/preview.conf.j2").render({
-        **base, "server_name": preview_host(inv), "tls": tls, "secure": tls is not None,
-        "units": units, "cookie": preview.COOKIE, "entry": preview.ENTRY,
+        **base, "zone": preview_zone(inv), "units": units,
+        "plain": [plain] if plain else [], "certs": [by_cert[c] for c in sorted(by_cert)],
+        "cookie": preview.COOKIE, "entry": preview.ENTRY,
         "max_age": inv.cluster.console.preview_minutes * 60,
         "sites_root": paths.NODE_SITES, **_county_limit(inv)})
     key = f'set $govhost_preview_key "{preview.key(inv.secret)}";\n'
-    return {"vhosts/_preview.conf": conf.encode(),
-            "snippets/preview-key.conf": key.encode()}
+    return ({"vhosts/_preview.conf": conf.encode(),
+             "snippets/preview-key.conf": key.encode()}, [u[1] for u in units])
 
 
 _ACME_CHALLENGE = (

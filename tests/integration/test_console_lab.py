@@ -23,7 +23,8 @@ from .test_apply_lab import NODES, apply_json
 from .test_tenants_lab import page, reset_content
 
 HOST = "console.qingshui.gov.cn"
-PREVIEW = "preview.qingshui.gov.cn"
+PREVIEW = "caizheng.preview.qingshui.gov.cn"       # one preview host per unit
+PREVIEW_JIAOYU = "jiaoyu.preview.qingshui.gov.cn"
 SHOTS = REPO / "test-artifacts" / "console"
 
 
@@ -85,7 +86,8 @@ def console(lab_cluster, tmp_path_factory):
 
 def _chrome(preview_via: str = "127.0.1.1"):
     return browser.driver("127.0.1.1", [HOST], browser.Connection(0, 0), 300,
-                          {PREVIEW: preview_via, "tiyu.qingshui.gov.cn": "127.0.1.1"})
+                          {PREVIEW: preview_via, PREVIEW_JIAOYU: preview_via,
+                           "tiyu.qingshui.gov.cn": "127.0.1.1"})
 
 
 def _click(chrome, by, selector):
@@ -336,14 +338,18 @@ def test_a_release_goes_live_only_after_the_unit_and_the_county_approve_it(conso
 
 
 def _preview(address: str, path: str, cookie: str = "", query: str = "",
-             extra: dict | None = None):
-    """A request to the preview host through one node: (status, headers, body)."""
+             extra: dict | None = None, host: str = PREVIEW):
+    """A request to a preview host (caizheng's unless `host`) through one node:
+    (status, headers, body); status 444 when nginx closed without an answer."""
     import http.client
     conn = http.client.HTTPConnection(address, 80, timeout=10)
     conn.request("GET", path + (f"?{query}" if query else ""),
-                 headers={"Host": PREVIEW, **({"Cookie": cookie} if cookie else {}),
+                 headers={"Host": host, **({"Cookie": cookie} if cookie else {}),
                           **(extra or {})})
-    r = conn.getresponse()
+    try:
+        r = conn.getresponse()
+    except http.client.RemoteDisconnected:
+        return 444, {}, ""
     out = (r.status, {k.lower(): v for k, v in r.getheaders()},
            r.read().decode(errors="replace"))
     conn.close()
@@ -354,7 +360,9 @@ def test_a_pending_release_is_previewed_through_every_node_only_with_a_signed_li
     """The editor opens the pending release from the console: a signed link, a cookie, the
     release as the public will see it, through the node that holds it and through the one
     that forwards to it. The public site is unchanged; a tampered, expired or other unit's
-    link gets nothing; previews are never indexed nor in the unit's own log."""
+    link gets nothing; previews are never indexed nor in the unit's own log. Each unit has
+    a preview host of its own: caizheng's link and cookie open nothing on jiaoyu's, and the
+    old host shared by every unit serves nothing."""
     from urllib.parse import parse_qs, urlencode, urlparse
 
     from selenium.webdriver.common.by import By
@@ -398,32 +406,41 @@ def test_a_pending_release_is_previewed_through_every_node_only_with_a_signed_li
         assert "noindex" in headers["x-robots-tag"], headers
         assert "预览稿" not in page("caizheng", address)[1]         # the public site
     assert _preview(NODES["n1"], "/robots.txt", jar)[2].endswith("Disallow: /\n")
-    # Issue 31, item 6 (in part): the shared preview host hands out no service worker script
-    # and none of govhost's own files of the release.
+    # Issue 31, item 6: a preview host hands out no service worker script and none of
+    # govhost's own files of the release; another unit's host (where a page of caizheng's
+    # could otherwise have planted a worker) takes neither caizheng's cookie nor its link,
+    # and the host every unit once shared serves no preview at all.
     for name, address in NODES.items():
         assert _preview(address, "/sw.js", jar, extra={"Service-Worker": "script"})[0] == 403
         assert _preview(address, "/.meta.json", jar)[0] == 404, name
         assert _preview(address, "/.digests", jar)[0] == 404, name
+        status, _, body = _preview(address, "/yusuan/", jar, host=PREVIEW_JIAOYU)
+        assert status == 403 and "预览稿" not in body, (name, status)
+        status, _, body = _preview(address, "/yusuan/", jar, host="preview.qingshui.gov.cn")
+        assert status == 444 and "预览稿" not in body, (name, status)
 
     # The same link from the CLI (`govhost review preview`), then links nobody gave.
     signed = json.loads(govhost(inv, "review", "preview", "caizheng", rid, "--json",
                                 check=True).stdout)
+    assert urlparse(signed["url"]).hostname == PREVIEW
     q = {k: v[0] for k, v in parse_qs(urlparse(signed["url"]).query).items()}
-    assert q["u"] == "caizheng" and q["r"] == rid
+    assert q["r"] == rid and "u" not in q         # the unit is the host's, never the link's
     status, headers, _ = _preview(NODES["n2"], preview.ENTRY, query=urlencode(q))
     assert status == 303 and preview.COOKIE in headers["set-cookie"]
     key = preview.key(c.inv.secret)
     past = preview.link(PREVIEW, False, key, "caizheng", rid, time.time() - 7200, 60)
     forged = {**q, "r": rid[:-1] + ("0" if rid[-1] != "0" else "1")}
-    other_unit = {**q, "u": "jiaoyu"}
     for bad, want in ((urlencode({**q, "s": q["s"][:-2] + "AA"}), 403),
                       (urlparse(str(past["url"])).query, 410),
-                      (urlencode(forged), 403), (urlencode(other_unit), 403),
-                      (urlencode({**q, "u": "caizheng\r\nX: 1"}), 403)):
+                      (urlencode(forged), 403),
+                      (urlencode({**q, "r": rid + "\r\nX: 1"}), 403)):
         assert _preview(NODES["n1"], preview.ENTRY, query=bad)[0] == want, bad
-    for cookie_value, want in ((f"caizheng.{rid}.{q['e']}.{q['s'][:-2]}AA", 403),
-                               (f"jiaoyu.{rid}.{q['e']}.{q['s']}", 403),
-                               (f"caizheng.{past['release']}.{past['expires']}."
+    # caizheng's own link, opened on jiaoyu's preview host
+    assert _preview(NODES["n1"], preview.ENTRY, query=urlencode(q),
+                    host=PREVIEW_JIAOYU)[0] == 403
+    for cookie_value, want in ((f"{rid}.{q['e']}.{q['s'][:-2]}AA", 403),
+                               (f"caizheng.{rid}.{q['e']}.{q['s']}", 403),
+                               (f"{past['release']}.{past['expires']}."
                                 f"{parse_qs(urlparse(str(past['url'])).query)['s'][0]}", 410),
                                ("", 403)):
         got = _preview(NODES["n3"], "/", f"{preview.COOKIE}={cookie_value}")[0]
@@ -890,6 +907,8 @@ def test_a_site_request_cannot_write_its_own_manifest_keys(console):
     paragraph separator and manifest keys after it (a proxy to the node's metrics, the WAF
     off) is refused by field and nothing is queued; the manifest an operator is shown holds
     no typed text in a comment, and approving needs that exact text."""
+    import re
+
     from controlplane.core.county import County
     inv = console["inv"]
     with County(inv).state() as st:
@@ -906,7 +925,10 @@ def test_a_site_request_cannot_write_its_own_manifest_keys(console):
                 "contact_email": "office@shenji.qingshui.gov.cn",
                 "contact_phone": "0571-6512-3399"})
             assert r.status_code == 400, r.status_code
-            assert f"U+{ord(sep):04X}" in r.text and "contact_name" in r.text
+            # refused next to the field it was typed into, naming the field and character
+            assert re.search(r'id="contact_name"[^>]*><p class="error" role="alert">'
+                             rf"contact_name: a line break \(U\+{ord(sep):04X}\)", r.text), \
+                r.text[-2500:]
     finally:
         s.close()
     with County(inv).state() as st:
@@ -916,3 +938,69 @@ def test_a_site_request_cannot_write_its_own_manifest_keys(console):
     for rec in after:                     # what earlier requests put before an operator
         assert rec["manifest"].split("\n", 1)[0] == (
             "# Requested through the console's site request form; approved by an operator.")
+
+
+def test_the_operator_approves_a_site_request_as_the_whole_text_shown_and_only_that(console):
+    """Item 2, the operator's side, through a node's nginx: a stranger's normal request is
+    queued; the decision page shows the manifest exactly as it would land in
+    inventory/tenants/ (the whole text, its only comment the fixed header, none of the typed
+    text in a comment) and carries its digest; an approval that names other text (a page
+    looked at before the request changed, or a forged form) is refused and writes nothing."""
+    import hashlib
+    import html
+    import re
+
+    from controlplane.core.county import County
+    inv = console["inv"]
+    s = _http_session(source="127.0.4.4")
+    try:
+        page_ = s.get("/request")
+        r = s.post("/request", data={
+            "csrftoken": _token(page_.text), "title": "青水县档案馆", "name": "dangan",
+            "kind": "department", "review": "unit", "contact_name": "孙# 丽: 'x'",
+            "contact_email": "office@dangan.qingshui.gov.cn",
+            "contact_phone": "0571-6512-3398", "columns": "/dagl/ 档案 管理 updates"})
+        assert r.status_code == 200, r.text[-1500:]
+        rid = int(re.search(r'/requests/(\d+)/status\?k=', r.text).group(1))
+    finally:
+        s.close()
+    with County(inv).state() as st:
+        stored = st.site_request(rid)["manifest"]
+    ops = json.loads(govhost(inv, "user", "add", "ops31", "--display", "值班员",
+                             "--role", "operator", "--json", check=True).stdout)
+    o = _http_session()
+    try:
+        r = _login_form(o, "ops31", ops["password"],
+                        pyotp.TOTP(ops["totp_secret"]).now() if ops["totp_secret"] else "")
+        assert r.status_code == 303 and r.headers["location"] == "/password", r.text[-800:]
+        form_ = o.get("/password")
+        r = o.post("/password", data={"old": ops["password"], "new": "ops31-新密码-2026-q",
+                                      "again": "ops31-新密码-2026-q",
+                                      "csrftoken": _token(form_.text)})
+        assert r.status_code == 303, r.text[-800:]
+        decide = o.get(f"/requests/{rid}")
+        assert decide.status_code == 200, decide.text[-800:]
+        shown = html.unescape(re.search(r'<pre id="manifest">(.*?)</pre>', decide.text,
+                                        re.S).group(1))
+        assert shown == stored                                    # the whole text, as is
+        comments = [x for x in shown.splitlines() if x.lstrip().startswith("#")]
+        assert comments == ["# Requested through the console's site request form; "
+                            "approved by an operator."], shown
+        assert "contact:\n  name: '孙# 丽: ''x'''" in shown       # typed text only as data
+        digest = re.search(r'name="manifest_sha256" value="([0-9a-f]{64})"',
+                           decide.text).group(1)
+        assert digest == hashlib.sha256(shown.encode()).hexdigest()
+        for other in (hashlib.sha256((shown + "waf: false\n").encode()).hexdigest(), ""):
+            r = o.post(f"/requests/{rid}", data={"decision": "approve",
+                                                 "manifest_sha256": other,
+                                                 "csrftoken": _token(decide.text)})
+            assert r.status_code == 400 and "changed since you looked at it" in r.text, \
+                r.text[-1500:]
+            assert not (inv / "tenants" / "dangan.yaml").exists()
+        r = o.post(f"/requests/{rid}", data={"decision": "return", "comment": "测试结束",
+                                             "csrftoken": _token(decide.text)})
+        assert r.status_code == 200 and 'id="result"' in r.text, r.text[-1500:]
+    finally:
+        o.close()
+    with County(inv).state() as st:
+        assert st.site_request(rid)["status"] == "returned"

@@ -158,9 +158,11 @@ def test_authorization_matrix(county, route, who):
         assert f'action="{route}"' in page.text
         r = client.post(route, data={"csrftoken": _token(page.text)}, follow_redirects=False)
         assert r.status_code == 303
-        assert r.headers["location"].startswith(
-            "http://preview.qingshui.gov.cn/_govhost/preview?"), r.headers["location"]
-        assert f"u={unit}&r={release}&" in r.headers["location"]
+        assert r.headers["location"].startswith(       # the unit's own preview host
+            f"http://{unit}.preview.qingshui.gov.cn/_govhost/preview?r={release}&"), \
+            r.headers["location"]
+        csp = page.headers["content-security-policy"]
+        assert f"form-action 'self' https://{unit}.preview.qingshui.gov.cn " in csp
         assert client.post(route, data={"csrftoken": "forged"},
                            follow_redirects=False).status_code == 403
 

@@ -3,7 +3,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlplane.content.review import COMMENT_MAX, Chain, ReviewError, clean_comment
+from controlplane.content.review import (
+    COMMENT_MAX,
+    TIES_DAYS,
+    Chain,
+    ReviewError,
+    clean_comment,
+    makers,
+    tie_window,
+)
 
 UNIT, COUNTY = frozenset({"unit"}), frozenset({"county"})
 
@@ -111,3 +119,102 @@ def test_account_ties_come_from_the_audit_log_within_the_window(tmp_path):
     assert st.account_ties({"newreviewer"}, 0) == {("zhoujie", "newreviewer")}
     assert st.account_ties({"zhoujie", "newreviewer"}, 10**12) == frozenset()
     assert st.account_ties(set(), 0) == frozenset()
+
+
+DAY = 86400.0
+NOW = 1_900_000_000.0
+
+
+def test_the_tie_window_covers_30_days_and_the_whole_wait():
+    """Ties count over the last 30 days before the decision, and over the whole time the
+    release has waited when that is longer."""
+    assert tie_window(None, NOW) == NOW - TIES_DAYS * DAY
+    assert tie_window(NOW - DAY, NOW) == NOW - TIES_DAYS * DAY
+    assert tie_window(NOW - 45 * DAY, NOW) == NOW - 45 * DAY
+
+
+def test_makers_follow_accounts_made_by_accounts():
+    ties = frozenset({("admin7", "admin8"), ("admin8", "sock"), ("op", "admin7"),
+                      ("sock", "sock")})
+    assert makers("sock", ties) == {"sock": ("sock",), "admin8": ("admin8", "sock"),
+                                    "admin7": ("admin7", "admin8", "sock"),
+                                    "op": ("op", "admin7", "admin8", "sock")}
+    assert makers("pen", ties) == {"pen": ("pen",)}
+    cycle = frozenset({("a", "b"), ("b", "a")})           # reset each other: still ends
+    assert makers("a", cycle) == {"a": ("a",), "b": ("b", "a")}
+
+
+def test_a_second_admin_in_between_does_not_make_a_second_person():
+    """The admin makes a second admin, who makes the reviewer; the admin's editor publishes
+    and the reviewer approves: refused, naming the way. The same in every direction."""
+    unit = frozenset({"unit"})
+    ties = frozenset({("admin7", "pen"), ("admin7", "admin8"), ("admin8", "sock")})
+    why = Chain(("unit",), "pen").refusal("sock", unit, True, ties)
+    assert why and "admin7 created or reset both" in why
+    assert "admin7 → admin8 → sock" in why
+    why = Chain(("unit",), "admin7x").refusal(
+        "sock", unit, True, ties | {("admin7", "admin7x")})
+    assert why and "admin7 → admin8 → sock" in why
+    # the publisher holds the approver's account through another account
+    why = Chain(("unit",), "admin7").refusal("sock", unit, True, ties)
+    assert why and "admin7, who took part in this release, created or reset your account" in why
+    # the approver holds the publisher's account through another account
+    why = Chain(("unit",), "sock").refusal("admin7", unit, True, ties)
+    assert why and "you created or reset the account of sock" in why
+    assert Chain(("unit",), "pen").refusal("lisi", unit, True, ties) is None
+
+
+people_ = st.sampled_from(["adm", "adm2", "pen", "rev", "lisi"])
+
+
+@given(ties=st.frozensets(st.tuples(people_, people_), max_size=8))
+def test_whoever_holds_the_publishers_account_never_holds_the_approvers(ties):
+    """Whatever accounts made which: an approval with four eyes goes through only when no
+    one (the two themselves included) holds, through any chain of accounts made or reset,
+    both the publisher's account and the approver's."""
+    chain = Chain(("unit",), "pen")
+
+    def holders(account):
+        found, todo = {account}, [account]
+        while todo:
+            a = todo.pop()
+            for m, t in ties:
+                if t == a and m not in found:
+                    found.add(m)
+                    todo.append(m)
+        return found
+    allowed = chain.refusal("rev", frozenset({"unit"}), True, ties) is None
+    assert allowed == (not holders("pen") & holders("rev"))
+    more = ties | {("adm", "rev"), ("adm", "pen")}
+    assert chain.refusal("rev", frozenset({"unit"}), True, more) is not None
+
+
+def test_ties_come_from_the_audit_log_up_the_makers_within_the_window(tmp_path):
+    """The shell's side: releases.ties reads the audit log up the makers (an admin's admin),
+    counting what was made in the last 30 days or since the release was submitted."""
+    from controlplane.content import releases
+    from controlplane.core.state import State
+    st = State(tmp_path / "state.db")
+    with st.tx() as db:
+        for name in ("admin7", "admin8", "pen", "sock"):
+            db.execute("INSERT INTO people (name, display, unit, roles, email, password, "
+                       "created_at, password_at) VALUES (?, ?, 'caizheng', '[]', '', '', 0, "
+                       "0)", (name, name))
+        for ts, actor, target in ((NOW - 40 * DAY, "admin7", "admin8"),
+                                  (NOW - 2 * DAY, "admin8", "sock"),
+                                  (NOW - 3 * DAY, "admin7", "pen")):
+            db.execute("INSERT INTO audit (ts, actor, action, target, detail) VALUES "
+                       "(?, ?, 'user.add', ?, '{}')", (ts, actor, target))
+    unit = frozenset({"unit"})
+    # Submitted 5 days ago: admin7 made admin8 40 days ago, before the window: no tie.
+    fresh = Chain(("unit",), "pen", (), NOW - 5 * DAY)
+    got = releases.ties(st, fresh, "sock", NOW)
+    assert got == {("admin8", "sock"), ("admin7", "pen")}
+    assert fresh.refusal("sock", unit, True, got) is None
+    # Submitted 50 days ago and still waiting: admin8 was made meanwhile, by admin7.
+    old = Chain(("unit",), "pen", (), NOW - 50 * DAY)
+    got = releases.ties(st, old, "sock", NOW)
+    assert got == {("admin8", "sock"), ("admin7", "pen"), ("admin7", "admin8")}
+    why = old.refusal("sock", unit, True, got)
+    assert why and "admin7 created or reset both" in why and "since this release was" in why
+    st.close()

@@ -6,7 +6,7 @@ import yaml
 
 from controlplane.core import inventory, names
 from controlplane.core.errors import ManifestError
-from tests.helpers import tenant, write_inventory
+from tests.helpers import CLUSTER, tenant, write_inventory
 
 # a real public key (its private half was thrown away)
 ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKGFpSySurMb9oTilH22GAEl5vvmZVRKQwoc+8UFba+7 "
@@ -197,3 +197,12 @@ def test_replicas_beyond_nodes_refused(tmp_path):
 def test_alias_of_portal_refused(tmp_path):
     root = write_inventory(tmp_path / "inv", [tenant("a", aliases=["www.qingshui.gov.cn"])])
     assert any("already claimed by" in p and "portal" in p for p in refuse(root))
+
+
+def test_alias_under_the_preview_hosts_refused(tmp_path):
+    """`<unit>.preview.<domain>` is another unit's preview origin: no unit may take a name
+    there, which would put its live pages in that origin."""
+    root = write_inventory(tmp_path / "inv", [
+        tenant("jiaoyu"), tenant("a", aliases=["jiaoyu.preview.qingshui.gov.cn"])],
+        cluster={**CLUSTER, "console": {}})
+    assert any("aliases[0]" in p and "preview hosts" in p for p in refuse(root))

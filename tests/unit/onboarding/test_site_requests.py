@@ -1,6 +1,8 @@
 """Site requests: the form becomes a manifest only through data (nothing typed is read as
 YAML), is checked exactly as `govhost validate` checks the inventory, names the form field of
 each problem, and queues with a secret only the requester holds."""
+import re
+
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -8,6 +10,7 @@ from hypothesis import strategies as st
 
 from controlplane.core import inventory
 from controlplane.core.county import County
+from controlplane.core.errors import ManifestError
 from controlplane.onboarding import form, queue
 
 GOOD = {"name": "tiyu", "title": "青水县体育局", "kind": "department",
@@ -121,6 +124,77 @@ def test_the_operator_approves_the_exact_text_shown(inv_dir):
     done = queue.submit(c, form.SiteRequest.from_form({**GOOD, "name": "shown1"}), "127.0.9.5")
     shown = queue.show(c, done["id"])
     assert shown["manifest_sha256"] == queue.text_digest(shown["manifest"])
-    with pytest.raises(queue.RequestError, match="not the text you were shown"):
+    with pytest.raises(queue.RequestError, match="changed since you looked at it"):
         queue.approve(c, done["id"], "zhaoliu", queue.text_digest(shown["manifest"] + " "))
     assert not (inv_dir / "tenants" / "shown1.yaml").exists()
+
+
+# What a hostile requester types: anything, with YAML's and Unicode's line breaks, YAML's
+# indicators and the invisible characters made likely.
+_HOSTILE = st.text(st.one_of(
+    st.characters(blacklist_categories=("Cs",)),
+    st.sampled_from(list("\n\r\t\x00\x85\u2028\u2029\u200b\u202e\ufeff\ufffe"
+                         ":#{}[]'\"-&*!|>%@`, ?"))), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(form.FIELDS), _HOSTILE, _HOSTILE)
+def test_any_text_the_form_accepts_lands_as_exactly_the_manifest_built(key, text, more):
+    """Item 2's property: whatever is typed into any field, if the field's check lets it
+    through, the manifest text written to inventory/tenants/ reads back (safe_load) as
+    exactly the manifest built from the form: no key more, no value other, and the only
+    comment is the fixed header."""
+    req = form.SiteRequest.from_form({**GOOD, key: text, "contact_name": f"王{more}芳"})
+    doc, problems = form.manifest(req)
+    refused = {p.field for p in problems}
+    if form.check_text(key, req.get(key), key in form.MULTILINE) is not None:
+        assert key in refused
+    if refused & {key, "contact_name"}:
+        return
+    written = form.to_yaml(doc)
+    assert yaml.safe_load(written) == doc
+    comments = [line for line in written.splitlines() if line.lstrip().startswith("#")]
+    assert comments == ["# Requested through the console's site request form; approved by "
+                        "an operator."]
+
+
+@pytest.mark.parametrize("ch", ["\x00", "\x1b", "\x7f", "\x85", "\x9b", "\r", "\u200b",
+                                "\u200e", "\u202e", "\u2066", "\ufeff", "\u2028", "\u2029",
+                                "\U000e0041", "\ufdd0", "\uffff"])
+def test_every_refused_character_is_named_with_the_field(ch):
+    why = form.check_text("title", f"青水{ch}县")
+    assert why and why.startswith("title: ") and f"U+{ord(ch):04X}" in why
+
+
+def test_rare_characters_of_names_are_not_refused():
+    """A clerk's name may hold a character newer than this Python's Unicode tables (CJK
+    Extension H, U+31350..) or one an older GB18030 system put in the private-use area."""
+    for name in ("王\U00031350", "李\ue81e明", "𠀀𪚥", "Zoë O'Neil-Müller"):
+        assert form.check_text("contact_name", name) is None, name
+
+
+def test_a_hand_written_manifest_title_refuses_yaml_line_breaks_too(inv_dir):
+    """The manifest's own text rule (not only the form's) refuses C1 controls and the line
+    and paragraph separators, for text that reaches a manifest another way (written as YAML
+    escapes, which keep them: a raw U+0085 inside quotes is folded to a space on reading)."""
+    path = inv_dir / "tenants" / "jiaoyu.yaml"
+    base = path.read_text()
+    assert "\ntitle: " in base
+    for escape in ("\\x85", "\\u2028", "\\u2029", "\\x9b"):
+        path.write_text(re.sub(r"(?m)^title: .*$", lambda _: f'title: "青水{escape}waf: off"',
+                               base))
+        with pytest.raises(ManifestError) as exc:
+            inventory.load(inv_dir)
+        assert [p.field for p in exc.value.problems] == ["title"], exc.value
+
+
+def test_a_refused_character_is_shown_next_to_its_own_field(inv_dir):
+    """The form shows each problem beside the field it is about: the field rule's refusals
+    are keyed by the form field (contact_name, icp, …), each said once."""
+    bad = {**GOOD, "contact_name": "赵\u2028waf: off", "icp": "浙ICP备\u200b1号",
+           "psb": "x\x85y"}
+    found = queue.check(County(inv_dir), form.SiteRequest.from_form(bad)).by_field()
+    for key, code in (("contact_name", "U+2028"), ("icp", "U+200B"), ("psb", "U+0085")):
+        (msg,) = [m for m in found[key] if code in m]
+        assert msg.startswith(f"{key}: ") and msg.count(key) == 1, msg
+    assert "" not in found, found

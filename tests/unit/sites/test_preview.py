@@ -31,9 +31,10 @@ def test_changing_any_part_breaks_the_signature(part):
 
 
 def test_a_link_ends_after_its_minutes_and_refuses_what_is_not_a_unit_or_release():
-    link = preview.link("preview.qingshui.gov.cn", True, "k", "jiaoyu", RID, 1000.4, 60)
+    link = preview.link("jiaoyu.preview.qingshui.gov.cn", True, "k", "jiaoyu", RID, 1000.4, 60)
     assert link["expires"] == 1000 + 3600
-    assert str(link["url"]).startswith("https://preview.qingshui.gov.cn/_govhost/preview?u=")
+    assert str(link["url"]).startswith(
+        f"https://jiaoyu.preview.qingshui.gov.cn/_govhost/preview?r={RID}&e=4600&s=")
     for unit, release in (("jiaoyu;", RID), ("jiaoyu", "../../etc"), ("Jiaoyu", RID),
                           ("jiaoyu", RID + "\r\nSet-Cookie: x=1")):
         with pytest.raises(ValueError):
@@ -50,8 +51,11 @@ def test_each_node_serves_the_units_it_holds_and_forwards_the_rest(inv_dir):
             where = ("local" if node in plan.placement[t.name]
                      else f"govhost_t_{t.name.replace('-', '_')}")
             assert f"    {t.name} {where};\n" in conf, (node, t.name)
+            # one host per unit, and the unit is the host's, never the request's
+            assert f"    {t.name}.preview.qingshui.gov.cn {t.name};\n" in conf, (node, t.name)
         assert key not in conf                      # only in the root-only snippet
         assert key in rel.files["snippets/preview-key.conf"].decode()
         assert apply.private("snippets/preview-key.conf")
-        assert "preview.qingshui.gov.cn" in conf and "X-Robots-Tag" in conf
+        assert "X-Robots-Tag" in conf and "$arg_u" not in conf
+        assert " preview.qingshui.gov.cn" not in conf     # no host shared by every unit
         assert "preview-access.log" in conf and "/tenants/" not in conf

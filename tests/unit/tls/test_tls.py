@@ -194,24 +194,36 @@ def test_https_config_keys_0600_redirect_hsts_and_reject_unknown_sni_pass_nginx_
 
 
 def test_console_and_preview_over_https_pass_nginx_t_with_secure_cookies(tmp_path):
-    """The console's and the preview host's vhosts with the county's certificate: browsers
+    """The console's and the units' preview hosts with the county's certificates: browsers
     go to HTTPS, requests forwarded between nodes stay on port 80, the preview cookie is
-    Secure; real `nginx -t`."""
+    Secure; a unit's preview host whose certificate is not there yet is served on port 80
+    only; real `nginx -t`."""
     import dataclasses
 
+    from controlplane.core.units import units
     from controlplane.tls.store import Deployed
-    root = write_inventory(tmp_path / "inv", [tenant("jiaoyu")],
+    root = write_inventory(tmp_path / "inv", [tenant("jiaoyu"), tenant("chahe")],
                            cluster={**CLUSTER, "tls": {"issuer": "internal"}, "console": {}})
     inv = inventory.load(root)
-    names = ["console.qingshui.gov.cn", "preview.qingshui.gov.cn"]
-    r, k, leaf = _ca_and_leaf(names)
-    inv = dataclasses.replace(inv, certificates={
-        "internal-_console": Deployed(tuple(names), leaf + r, k, False, 0)},
-        served_with={"_console": "internal-_console"})
+    keys = {u.key: u.names for u in units(inv)}
+    assert keys["_console"] == ("console.qingshui.gov.cn",)
+    assert keys["_preview-jiaoyu"] == ("jiaoyu.preview.qingshui.gov.cn",)
+    certs = {}
+    for key in ("_console", "_preview-jiaoyu"):
+        r, k, leaf = _ca_and_leaf(list(keys[key]))
+        certs[f"internal-{key}"] = Deployed(keys[key], leaf + r, k, False, 0)
+    inv = dataclasses.replace(inv, certificates=certs, served_with={
+        "_console": "internal-_console", "_preview-jiaoyu": "internal-_preview-jiaoyu"})
     rel = make_plan(inv, frozenset(), {}, {}).releases["n1"]
     preview = rel.files["vhosts/_preview.conf"].decode()
-    assert "ssl_certificate tls/internal-_console.crt;" in preview
-    assert "if ($govhost_to_https)" in preview and "SameSite=Lax; Secure" in preview
+    tls_block = preview[preview.index("listen-tls.conf"):]
+    assert "ssl_certificate tls/internal-_preview-jiaoyu.crt;" in tls_block
+    assert "server_name jiaoyu.preview.qingshui.gov.cn;" in tls_block
+    assert "chahe.preview" not in tls_block                   # no certificate for it yet
+    assert "if ($govhost_to_https)" in preview and "SameSite=Lax; Secure" in tls_block
+    plain = preview[:preview.index("server_name jiaoyu.preview")]
+    assert "server_name chahe.preview.qingshui.gov.cn;" in plain
+    assert "; Secure" not in plain
     console = rel.files["vhosts/_console.conf"].decode()
     assert "ssl_certificate tls/internal-_console.crt;" in console
     res = nginx_test(rel.files, tmp_path / "rel")
