@@ -56,18 +56,24 @@ def challenge_for(name: str, acme: AcmeSettings) -> str:
     return "http-01"
 
 
-def wildcard_names(domain: str, acme: AcmeSettings | None) -> tuple[str, ...] | None:
+def wildcard_names(domain: str, acme: AcmeSettings | None,
+                   below: Iterable[str] = ()) -> tuple[str, ...] | None:
+    """The county's wildcard certificate's names when DNS-01 is configured: the domain, one
+    label below it, and one label below each zone of `below` (the units' preview hosts,
+    `<unit>.preview.<domain>`, which `*.<domain>` does not cover)."""
     if acme is None or acme.challenge != "dns-01" or acme.dns is None \
             or not in_zone(domain, acme.dns.zone):
         return None
-    return (domain, f"*.{domain}")
+    return (domain, f"*.{domain}", *(f"*.{z}" for z in below if in_zone(z, acme.dns.zone)))
 
 
 def plan(all_units: Sequence[Unit], tls: TlsSettings, domain: str,
          previous: Mapping[str, str] | None = None,
-         isolate: Iterable[str] = ()) -> dict[str, Lineage]:
+         isolate: Iterable[str] = (), wildcard_below: Iterable[str] = ()
+         ) -> dict[str, Lineage]:
     """The lineages that cover every unit with an issuer. `previous` maps unit key -> the
-    lineage id it had; units in `isolate` (their names failed validation) get their own."""
+    lineage id it had; units in `isolate` (their names failed validation) get their own;
+    `wildcard_below`: zones the county's wildcard (with DNS-01) covers one label below too."""
     previous = previous or {}
     isolate = set(isolate)
     out: dict[str, list[Unit]] = {}
@@ -78,7 +84,7 @@ def plan(all_units: Sequence[Unit], tls: TlsSettings, domain: str,
         issuer_of[lineage] = issuer
 
     acme_units: list[Unit] = []
-    wild = wildcard_names(domain, tls.acme)
+    wild = wildcard_names(domain, tls.acme, wildcard_below)
     for u in sorted(all_units, key=lambda u: u.key):
         if u.issuer in ("internal", "manual"):
             put(f"{u.issuer}-{u.key}", u.issuer, u)

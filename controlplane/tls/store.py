@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from controlplane.core.certstore import CertStore
 from controlplane.core.inventory import Inventory
 from controlplane.core.state import State
+from controlplane.core.units import preview_zone
 from controlplane.core.units import units as site_units
 from controlplane.tls import certs as tls_certs
 from controlplane.tls import plan as tls_plan
@@ -47,7 +48,9 @@ def current_plan(inv: Inventory, state: State) -> dict[str, tls_plan.Lineage]:
     for lid in sorted(recs, key=lambda lid: lid.startswith("acme-u-")):
         for u in recs[lid]["units"]:
             previous[u] = lid
-    return tls_plan.plan(site_units(inv), inv.cluster.tls, inv.cluster.domain, previous)
+    below = (preview_zone(inv),) if inv.cluster.console is not None else ()
+    return tls_plan.plan(site_units(inv), inv.cluster.tls, inv.cluster.domain, previous,
+                         wildcard_below=below)
 
 
 def deployable(inv: Inventory, store: CertStore, state: State

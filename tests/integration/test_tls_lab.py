@@ -129,10 +129,14 @@ def test_every_unit_answers_https_on_every_node_with_a_chain_to_pebbles_root(htt
     inv, res, proc = http01
     acme = [r for r in res["results"] if r["issuer"] == "acme"]
     assert acme and all(r["ok"] for r in acme), proc.stdout + proc.stderr
-    # 21 ACME names (portal, 17 tenants, 2 aliases) in groups of at most 10: 3 orders
-    assert len(acme) == res["orders_this_week"] == 3
     assert res["apply"]["result"] == "changed"
     rows = {r["lineage"]: r for r in _json(govhost(inv, "cert", "status", "--json"))}
+    # The ACME names (portal, console, 17 tenants and their aliases, a preview host per
+    # unit) in groups of at most 10, each unit whole: one order per group, few groups.
+    names = [n for k, r in rows.items() if k.startswith("acme-") for n in r["names"]]
+    assert "jiaoyu.preview.qingshui.gov.cn" in names and "caizheng.preview.qingshui.gov.cn" in names
+    assert len(acme) == res["orders_this_week"] == len([k for k in rows if k.startswith("acme-")])
+    assert len(acme) <= -(-len(names) // 10) + 1
     assert rows["manual-tongji"]["state"] == "import needed"
     assert all(r["state"] == "ok" for k, r in rows.items() if k != "manual-tongji")
     assert all(len(r["names"]) <= 10 for r in rows.values())
@@ -147,6 +151,8 @@ def test_every_unit_answers_https_on_every_node_with_a_chain_to_pebbles_root(htt
             status, headers, _ = fetch(host, address, root)
             assert status == 200, (host, node)
             assert headers["strict-transport-security"] == "max-age=31536000"
+    for node, address in NODES:       # a preview host: its certificate, no page without a link
+        assert fetch("jiaoyu.preview.qingshui.gov.cn", address, services["root_a"])[0] == 403
     # HTTP goes to HTTPS, except ACME checks; a name without a certificate is refused.
     r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
                         "--resolve", "jiaoyu.qingshui.gov.cn:80:127.0.1.2",
@@ -328,10 +334,15 @@ def test_dns01_through_bind_gives_the_county_one_wildcard(services, tmp_path):
     assert [(r["lineage"], r["ok"]) for r in res["results"]] == [("acme-wildcard", True)]
     assert res["orders_this_week"] == 1
     rows = _json(govhost(inv, "cert", "status", "--json"))
-    assert rows[0]["names"] == ["qingshui.gov.cn", "*.qingshui.gov.cn"]
-    assert len(rows[0]["serving"]) == 21        # 19 units, the portal, the console
+    assert rows[0]["names"] == ["qingshui.gov.cn", "*.qingshui.gov.cn",
+                                "*.preview.qingshui.gov.cn"]
+    # 19 units, the portal, the console and a preview host per unit with releases
+    previews = [u for u in rows[0]["serving"] if u.startswith("_preview-")]
+    assert len(rows[0]["serving"]) == 21 + len(previews) and len(previews) >= 15
     for host in _hosts(inv) + ["xn--zfvz1q.qingshui.gov.cn"]:
         assert fetch(host, "127.0.1.3", services["root_b"])[0] == 200, host
+    # a unit's preview host, verified by the wildcard: no preview without a signed link
+    assert fetch("jiaoyu.preview.qingshui.gov.cn", "127.0.1.3", services["root_b"])[0] == 403
     txt = subprocess.run(["dig", "+short", "-p", str(BIND_PORT), "@127.0.0.1", "TXT",
                           "_acme-challenge.qingshui.gov.cn"], capture_output=True, text=True)
     assert txt.returncode == 0 and txt.stdout.strip() == ""      # answers withdrawn

@@ -50,6 +50,20 @@ def test_dns01_gives_one_wildcard_for_every_unit_under_the_county_domain():
     assert tls_plan.challenge_for("www.other.cn", acme) == "http-01"
 
 
+def test_dns01_wildcard_covers_every_units_preview_host_too():
+    """`*.qingshui.gov.cn` does not cover `jiaoyu.preview.qingshui.gov.cn`: the county's
+    wildcard takes `*.preview.qingshui.gov.cn` as well, so previews add no order."""
+    units = [*_units(3), *(tls_plan.Unit(f"_preview-u{i:03d}", "acme",
+                                         (f"u{i:03d}.preview.qingshui.gov.cn",))
+                           for i in range(3))]
+    plan = tls_plan.plan(units, _tls(challenge="dns-01", dns=DNS), "qingshui.gov.cn",
+                         wildcard_below=("preview.qingshui.gov.cn",))
+    assert list(plan) == ["acme-wildcard"]
+    assert plan["acme-wildcard"].names == ("qingshui.gov.cn", "*.qingshui.gov.cn",
+                                           "*.preview.qingshui.gov.cn")
+    assert len(plan["acme-wildcard"].units) == 6
+
+
 def test_http01_packs_300_units_into_few_san_certificates_within_the_name_limit():
     units = _units(300, aliases=1)          # 600 names
     plan = tls_plan.plan(units, _tls(), "qingshui.gov.cn")
