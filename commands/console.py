@@ -1,19 +1,23 @@
 """`govhost` commands: The unit web console."""
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
+import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import typer
 
 from commands.output import call, county, err, fail, out
-from controlplane.core import errors
+from controlplane.core import errors, paths
 
 app = typer.Typer()
 console_app = typer.Typer(help="The unit web console.", invoke_without_command=True)
 app.add_typer(console_app, name="console")
 
-DEFAULT_LISTEN = "127.0.0.1:8090"
 
 
 @console_app.callback()
@@ -25,29 +29,85 @@ def console(ctx: typer.Context,
                                       "(a lab on one machine): cookies without Secure."),
             direct: bool = typer.Option(False, "--direct", help="Take requests that did not "
                                         "come through the nodes' nginx (a console on a "
-                                        "laptop, nobody else on its address).")
+                                        "laptop, nobody else on its address)."),
+            account: str = typer.Option(paths.CONSOLE_ACCOUNT, "--account",
+                                        help="The account the web process runs as (it "
+                                        "holds no key and reads no state).")
             ) -> None:
-    """Serve the unit web console (people: `govhost user add`)."""
+    """Serve the unit web console (people: `govhost user add`): a web process as its own
+    account, and this process, which keeps the keys, answering its requests (docs/console.md,
+    "Two processes")."""
     if ctx.invoked_subcommand is not None:
         return
-    import uvicorn
+    from controlplane.console import broker as broker_mod
+    from controlplane.console import transport, web
+    if listen is not None:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit():
+            fail(errors.GovhostError(f"--listen {listen!r}: expected address:port"))
+    uid = gid = None
+    if os.geteuid() == 0:
+        try:
+            who = pwd.getpwnam(account)
+        except KeyError:
+            fail(errors.GovhostError(
+                f"no account {account!r} for the console's web process: `govhost console "
+                f"install` makes it, or `useradd --system --no-create-home --shell "
+                f"/usr/sbin/nologin {account}`"))
+        if who.pw_uid == 0:
+            fail(errors.GovhostError(f"--account {account}: the web process never runs as "
+                                     "root"))
+        uid, gid = who.pw_uid, who.pw_gid
+    run_dir = Path(tempfile.mkdtemp(prefix="govhost-console-",
+                                    dir="/run" if os.access("/run", os.W_OK) else None))
+    sock = run_dir / "broker.sock"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The web process is forked now, before the inventory, the secret or the state are read:
+    # nothing of them is in its memory (web.py).
+    parent = os.getpid()
+    child = os.fork()
+    if child == 0:
+        web.run(sock, uid, gid, parent, secure=not http, behind_nginx=not direct,
+                listen=listen)
+    try:
+        c = county()
+        inv = call(lambda: c.inv)
+        max_upload = (inv.cluster.console.max_upload_mb if inv.cluster.console else 1024) << 20
+        server = transport.serve(broker_mod.Broker(c, secure=not http), sock,
+                                 uid if uid is not None else os.geteuid(),
+                                 gid if gid is not None else os.getegid(),
+                                 max_upload + (4 << 20))
+    except BaseException:
+        os.kill(child, signal.SIGTERM)
+        os.waitpid(child, 0)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
-    from controlplane.console.app import build
-    c = county()
-    inv = call(lambda: c.inv)
-    if listen is None:
-        listen = inv.cluster.console.listen if inv.cluster.console else DEFAULT_LISTEN
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        fail(errors.GovhostError(f"--listen {listen!r}: expected address:port"))
-    # Only the nodes' nginx, which holds the proxy secret, reaches the console and says who
-    # the visitor is (controlplane/console/guard.py); uvicorn's own X-Forwarded-For trust
-    # by address would believe units' PHP on the same nodes.
-    app_ = build(c, secure=not http, behind_nginx=not direct)
-    err.print(f"govhost console on http://{listen}/ ({'HTTP' if http else 'behind HTTPS'}"
-              f"{', direct' if direct else ', through the nodes only'})", highlight=False)
-    uvicorn.run(app_, host=host.strip("[]"), port=int(port), proxy_headers=False,
-                log_level="warning", server_header=False)
+    def stop(signum: int, _frame: object) -> None:
+        try:
+            os.kill(child, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    err.print(f"govhost console on http://{listen or broker_mod.listen_of(inv)}/ "
+              f"({'HTTP' if http else 'behind HTTPS'}"
+              f"{', direct' if direct else ', through the nodes only'}; web process "
+              f"{child} as {account if uid is not None else 'this account'})",
+              highlight=False)
+    try:
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+    finally:
+        server.shutdown()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    code = os.waitstatus_to_exitcode(status)
+    raise typer.Exit(code if code > 0 else 0)
 
 
 @console_app.command("install")

@@ -52,6 +52,10 @@ if [ ! -s "$AXE_DIR/node_modules/axe-core/axe.min.js" ] || \
     npm install -q --prefix "$AXE_DIR" --no-audit --no-fund "axe-core@$AXE_VERSION" >/dev/null
 fi
 
+# The console's web process runs as its own account, without keys or state (docs/console.md).
+id -u govhost-console >/dev/null 2>&1 || \
+    useradd --system --no-create-home --shell /usr/sbin/nologin govhost-console
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv --system-site-packages .venv

@@ -35,3 +35,6 @@ NODE_VISITS_TOOL = "/usr/local/sbin/govhost-visits"     # page views per unit an
 AGENT_PORT = 9273                          # govhost-agent: per-unit traffic and resources
 NODE_EXPORTER_PORT = 9100                  # prometheus-node-exporter, on the node's address
 SEARCH_PORT = 9275                         # govhost-search, behind nginx's /search
+# The console's web process runs as this account (no keys, no state); its broker stays root.
+CONSOLE_ACCOUNT = "govhost-console"
+CONSOLE_WEB_NAME = "govhost-web"   # the web process's name to the kernel (/proc/PID/comm)

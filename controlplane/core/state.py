@@ -104,6 +104,10 @@ CREATE TABLE IF NOT EXISTS people (
 CREATE TABLE IF NOT EXISTS enrolments (
     token TEXT PRIMARY KEY, name TEXT NOT NULL, made_by TEXT NOT NULL, made_at REAL NOT NULL,
     expires REAL NOT NULL, used REAL);
+-- The console's sessions, kept by its broker (console/broker.py): the id's hash only.
+CREATE TABLE IF NOT EXISTS console_sessions (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, since REAL NOT NULL, seen REAL NOT NULL,
+    must_change INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS logins (
     id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, address TEXT NOT NULL,
     at REAL NOT NULL, ok INTEGER NOT NULL, why TEXT NOT NULL);
@@ -136,7 +140,11 @@ def actor() -> str:
 class State:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Password hashes, second-factor secrets and sessions: for root only (the console's
+        # web process runs as another account and must not read them).
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")

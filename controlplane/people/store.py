@@ -38,6 +38,8 @@ _CODE = re.compile(r"[0-9]{6}")          # ASCII digits only: str.isdigit takes 
 # a name while it waits does not make the wait longer.
 _UNCHECKED = "('throttled', 'locked')"
 ENROL_HOURS = 72        # how long an enrolment link works
+SESSION_HOURS = 8       # a console session ends this long after its login,
+IDLE_MINUTES = 30       # or this long after its last request
 
 
 def _token_hash(token: str) -> str:
@@ -119,6 +121,49 @@ class People:
         with self.st.tx() as db:
             db.execute("UPDATE people SET sessions_after = ? WHERE name = ?",
                        (time.time(), name))
+            db.execute("DELETE FROM console_sessions WHERE name = ?", (name,))
+
+    def open_session(self, name: str, must_change: bool, now: float | None = None) -> str:
+        """A console session for `name` (after a login): its id, for the cookie. Only the
+        id's hash is kept; sessions that ended by themselves are dropped here."""
+        now = time.time() if now is None else now
+        sid = secrets.token_urlsafe(32)
+        with self.st.tx() as db:
+            db.execute("DELETE FROM console_sessions WHERE since < ? OR seen < ?",
+                       (now - SESSION_HOURS * 3600, now - IDLE_MINUTES * 60))
+            db.execute("INSERT INTO console_sessions VALUES (?, ?, ?, ?, ?)",
+                       (_token_hash(sid), name, now, now, int(must_change)))
+        return sid
+
+    def session(self, sid: str, now: float | None = None) -> tuple[Person, bool] | None:
+        """The person of a live session and whether they must change their password first;
+        None when it ended: too old, idle too long, logged out, the password changed or reset
+        elsewhere, the person disabled or gone."""
+        now = time.time() if now is None else now
+        row = self.st.db.execute("SELECT name, since, seen, must_change FROM console_sessions "
+                                 "WHERE id = ?", (_token_hash(sid),)).fetchone()
+        if row is None:
+            return None
+        name, since, seen, must_change = row
+        person = self.get(name)
+        if person is None or person.disabled or now - since > SESSION_HOURS * 3600 \
+                or now - seen > IDLE_MINUTES * 60 or self.sessions_after(name) > since:
+            with self.st.tx() as db:
+                db.execute("DELETE FROM console_sessions WHERE id = ?", (_token_hash(sid),))
+            return None
+        if now - seen > 30:           # idle time to the half minute: no write per request
+            with self.st.tx() as db:
+                db.execute("UPDATE console_sessions SET seen = ? WHERE id = ?",
+                           (now, _token_hash(sid)))
+        return person, bool(must_change)
+
+    def session_renewed(self, sid: str, now: float | None = None) -> None:
+        """The session's person changed their password in it: it goes on, as a new one (the
+        change ended every session begun before)."""
+        now = time.time() if now is None else now
+        with self.st.tx() as db:
+            db.execute("UPDATE console_sessions SET since = ?, seen = ?, must_change = 0 "
+                       "WHERE id = ?", (now + 0.001, now, _token_hash(sid)))
 
     def status(self, name: str, now: float | None = None) -> dict[str, Any]:
         """Second factor set, last login, locked: what `user list` shows."""

@@ -205,15 +205,21 @@ def _testssl(host: str, node: Node, work: Path) -> list[Finding]:
 
 def console_processes(proc: Path = Path("/proc")) -> list[dict]:
     """The `govhost console` processes on this (control) machine, with the account each runs
-    as: found by their command line, whoever started them (systemd, lab.sh, a shell)."""
+    as and its part: the web process (named `govhost-web` by the kernel, console/web.py) or
+    the broker that keeps the keys; found by their command line, whoever started them
+    (systemd, lab.sh, a shell)."""
     out = []
     for d in proc.iterdir():
         if not d.name.isdigit():
             continue
         try:
             argv = (d / "cmdline").read_bytes().split(b"\0")
-            uid = next(int(line.split()[1]) for line in (d / "status").read_text().splitlines()
-                       if line.startswith("Uid:"))
+            status = (d / "status").read_text().splitlines()
+            uid = next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
+            ppid = next((int(line.split()[1]) for line in status
+                         if line.startswith("PPid:")), 0)
+            name = next((line.split(None, 1)[1] for line in status
+                         if line.startswith("Name:")), "")
         except (OSError, StopIteration, ValueError, IndexError):
             continue
         words = [a.decode(errors="replace") for a in argv if a]
@@ -224,7 +230,8 @@ def console_processes(proc: Path = Path("/proc")) -> list[dict]:
             user = pwd.getpwuid(uid).pw_name
         except KeyError:
             user = str(uid)
-        out.append({"pid": int(d.name), "uid": uid, "user": user})
+        out.append({"pid": int(d.name), "ppid": ppid, "uid": uid, "user": user,
+                    "part": "web" if name.strip() == paths.CONSOLE_WEB_NAME else "broker"})
     return sorted(out, key=lambda p: p["pid"])
 
 

@@ -176,14 +176,27 @@ def upload_links(node: str, links: Iterable[Mapping[str, str]]) -> list[Finding]
 
 
 def console(processes: Iterable[Mapping[str, object]]) -> list[Finding]:
-    """The console faces the internet with a login form: running as root, any bug in a web
-    handler is root on the control machine, with the cluster's keys."""
-    return [Finding("critical", "console", f"control pid {p['pid']}",
-                    "govhost console runs as root",
-                    "the console must run as its own account without the cluster's keys; "
-                    "until govhost splits it from the control plane (docs/console.md, threat "
-                    "model), keep its address reachable from the nodes' nginx only")
-            for p in processes if p.get("uid") == 0]
+    """The console faces the internet with a login form: its web process must run as its own
+    account without the cluster's keys (console/web.py), beside a broker that keeps them. A
+    web process as root, or a `govhost console` as root with no web process of its own (a
+    version before the split), means any bug in a web handler is root on the control
+    machine, with the cluster's keys."""
+    procs = list(processes)
+    out = []
+    for p in procs:
+        if p.get("part") == "web" and p.get("uid") == 0:
+            out.append(Finding("critical", "console", f"control pid {p['pid']}",
+                               "the console's web process runs as root",
+                               "start it with `govhost console` as root: it runs the web "
+                               "process as the govhost-console account"))
+        elif p.get("part", "broker") == "broker" and p.get("uid") == 0 and not any(
+                q.get("part") == "web" and q.get("ppid") == p["pid"] for q in procs):
+            out.append(Finding("critical", "console", f"control pid {p['pid']}",
+                               "govhost console runs as root",
+                               "a console that serves the web itself as root holds the "
+                               "cluster's keys in the process facing the internet: update "
+                               "govhost and restart the console (it splits in two)"))
+    return out
 
 
 def secrets(where: str, entries: Iterable[Mapping[str, str]]) -> list[Finding]:

@@ -246,18 +246,30 @@ def test_the_matrix_by_name():
 
 
 def test_a_console_running_as_root_is_critical_and_found_by_its_command_line(tmp_path):
+    """A console from before the split (one process, root) and a web process as root are
+    critical; a broker as root with its web process as govhost-console is what is meant."""
     from controlplane.security import check
-    for pid, uid, argv in ((101, 0, ["/srv/.venv/bin/python", "/srv/.venv/bin/govhost",
-                                     "--inventory", "inv", "console", "--http"]),
-                           (102, 0, ["/usr/bin/govhost", "console", "install"]),
-                           (103, 998, ["govhost", "console"]),
-                           (104, 0, ["nginx: master process"])):
+    web = paths.CONSOLE_WEB_NAME
+    for pid, ppid, uid, name, argv in (
+            (101, 1, 0, "govhost", ["/srv/.venv/bin/python", "/srv/.venv/bin/govhost",
+                                    "--inventory", "inv", "console", "--http"]),
+            (102, 1, 0, "govhost", ["/usr/bin/govhost", "console", "install"]),
+            (103, 1, 998, "govhost", ["govhost", "console"]),
+            (104, 1, 0, "nginx", ["nginx: master process"]),
+            (105, 1, 0, "govhost", ["govhost", "console"]),            # the broker, root
+            (106, 105, 999, web, ["govhost", "console"]),              # its web process
+            (107, 1, 0, "govhost", ["govhost", "console"]),
+            (108, 107, 0, web, ["govhost", "console"])):               # a web process as root
         d = tmp_path / str(pid)
         d.mkdir()
         (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
-        (d / "status").write_text(f"Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+        (d / "status").write_text(f"Name:\t{name}\nPPid:\t{ppid}\n"
+                                  f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
     found = check.console_processes(tmp_path)
-    assert [(p["pid"], p["uid"]) for p in found] == [(101, 0), (103, 998)]
+    assert [(p["pid"], p["uid"], p["part"]) for p in found] == [
+        (101, 0, "broker"), (103, 998, "broker"), (105, 0, "broker"), (106, 999, "web"),
+        (107, 0, "broker"), (108, 0, "web")]
     got = rules.console(found)
     assert [(f.severity, f.where, f.what) for f in got] == [
-        ("critical", "control pid 101", "govhost console runs as root")]
+        ("critical", "control pid 101", "govhost console runs as root"),
+        ("critical", "control pid 108", "the console's web process runs as root")]
