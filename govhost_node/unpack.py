@@ -81,7 +81,8 @@ def _write_file(parent: int, part: str, shown: str, src, mode: int) -> int:
             raise Refused(f"{shown}: a folder of that name is in the upload area")
     except FileNotFoundError:
         pass
-    tmp = f"{TMP_PREFIX}{os.getpid()}-{part}"[:255]
+    # Not the file's own name: a long CJK name is 3 bytes a character, past NAME_MAX.
+    tmp = f"{TMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode, dir_fd=parent)
     size = 0

@@ -296,6 +296,21 @@ def _cross_check(
 
 
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_BROADCAST = ipaddress.ip_address("255.255.255.255")
+# IPv6 forms that carry an IPv4 address in their last 32 bits and reach it: IPv4-mapped,
+# IPv4-compatible (deprecated, still routed by some stacks) and NAT64's well-known prefix.
+_CARRIERS = (ipaddress.ip_network("::ffff:0:0/96"), ipaddress.ip_network("::/96"),
+             ipaddress.ip_network("64:ff9b::/96"))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+                   ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address an IPv6 address stands for (::ffff:127.0.0.1, ::127.0.0.1 and
+    64:ff9b::127.0.0.1 are 127.0.0.1), judged as that; `ip` itself otherwise. :: and ::1
+    stay what they are (unspecified, loopback)."""
+    if ip.version == 6 and int(ip) > 1 and any(ip in net for net in _CARRIERS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
 _NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
 
 
@@ -325,13 +340,13 @@ def _upstream_problems(src: str, upstreams: list[str], cluster: Cluster,
                                        "address written short or in hex; write it in full "
                                        "(a.b.c.d)"))
                 continue                      # a name: resolved by nginx, not judged here
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped               # ::ffff:127.0.0.1 is 127.0.0.1
+        ip = _embedded_ipv4(ip)
         # 0.0.0.0/8 is "this network": the kernel may take any of it as this host.
         this_net = ip.version == 4 and ip in _THIS_NETWORK
         why = ("loopback" if ip.is_loopback else "link-local" if ip.is_link_local
                else "unspecified" if ip.is_unspecified or this_net
                else "multicast" if ip.is_multicast
+               else "broadcast" if ip == _BROADCAST
                else "an address of this cluster" if ip in own else "")
         if why and not any(ip in net for net in allowed):
             out.append(Problem(src, f"site.upstreams[{i}]", f"{url!r} is {why}: a unit's "

@@ -113,6 +113,8 @@ CREATE TABLE IF NOT EXISTS logins (
     at REAL NOT NULL, ok INTEGER NOT NULL, why TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS logins_name ON logins (name, at);
 CREATE INDEX IF NOT EXISTS logins_address ON logins (address, at);
+-- IPv6 sources are throttled by /64: the window's failures are found by time, not a scan.
+CREATE INDEX IF NOT EXISTS logins_at ON logins (at);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);

@@ -26,7 +26,13 @@ NODE = hosts(3)["nodes"][1]["address"]
     ("http://[::1]:8080", "loopback"),
     ("http://169.254.169.254", "link-local"), ("http://[fe80::1]:80", "link-local"),
     ("http://0.0.0.0:80", "unspecified"), ("http://[::ffff:127.0.0.1]:80", "loopback"),
-    ("http://127.1:80", "written short"), ("http://0x7f.1", "written short"), (f"http://{NODE}:9273", "loopback|an address"),
+    ("http://127.1:80", "written short"), ("http://0x7f.1", "written short"),
+    (f"http://{NODE}:9273", "loopback|an address"),
+    # IPv6 forms that carry an IPv4 address: compatible, NAT64's prefix, mapped
+    ("http://[::127.0.0.1]:80", "loopback"), ("http://[64:ff9b::7f00:1]:80", "loopback"),
+    ("http://[64:ff9b::169.254.169.254]", "link-local"),
+    (f"http://[::ffff:{NODE}]:9100", "loopback|an address"),
+    ("http://255.255.255.255", "broadcast"),
 ])
 def test_upstreams_on_the_cluster_itself_are_refused_by_field(tmp_path, upstream, why):
     with pytest.raises(ManifestError) as exc:

@@ -52,6 +52,16 @@ def test_files_and_folders_are_written(area):
     assert not [p for p in os.listdir(up) if p.startswith(unpack.TMP_PREFIX)]
 
 
+def test_a_name_of_up_to_255_bytes_is_written_whatever_its_characters(area):
+    """An 85-character Chinese name is 255 bytes: the file's temporary name must not grow
+    from it past the filesystem's limit."""
+    up, _, fd = area
+    name = "通" * 85
+    assert len(name.encode()) == 255
+    unpack.extract(fd, _tar({f"docs/{name}": b"x"}), False)
+    assert (up / "docs" / name).read_bytes() == b"x"
+
+
 def test_a_folder_link_is_refused_by_name_and_nothing_lands_outside(area):
     up, outside, fd = area
     os.symlink(outside, up / "docs")                  # docs -> /etc/cron.d, say
