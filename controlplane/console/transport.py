@@ -31,6 +31,9 @@ from controlplane.core.mail import MailError
 from controlplane.people.roles import PeopleError
 
 MAX_JSON = 4 << 20
+MAX_FILES = 256                 # the upload form takes 200 at once
+MAX_CONNECTIONS = 64            # at once; more are closed at once
+FILES_AT_ONCE = 2               # requests whose files are being read into memory
 _ERRORS: dict[str, type[GovhostError]] = {
     "PeopleError": PeopleError, "MailError": MailError, "LinkInTheWay": LinkInTheWay,
     "UploadError": UploadError, "GovhostError": GovhostError}
@@ -58,21 +61,35 @@ def send(sock: socket.socket, doc: Mapping[str, Any], files: list[bytes] = ()) -
         sock.sendall(f)
 
 
-def receive(sock: socket.socket, max_files_bytes: int) -> tuple[dict[str, Any], list[bytes]]:
+def receive(sock: socket.socket, max_files_bytes: int,
+            files_gate: threading.BoundedSemaphore | None = None
+            ) -> tuple[dict[str, Any], list[bytes]]:
+    """One message. Its files are read only while `files_gate` is held: a few uploads at a
+    time are in memory, however many connections send them."""
     (size,) = struct.unpack(">I", _read_exact(sock, 4))
     if size > MAX_JSON:
         raise ValueError("message too large")
     doc = json.loads(_read_exact(sock, size))
-    if not isinstance(doc, dict) or not isinstance(doc.get("files", 0), int):
+    count = doc.get("files", 0) if isinstance(doc, dict) else None
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_FILES:
         raise ValueError("not a message")
-    files, total = [], 0
-    for _ in range(doc.pop("files", 0)):
-        (n,) = struct.unpack(">Q", _read_exact(sock, 8))
-        total += n
-        if total > max_files_bytes:
-            raise ValueError("files too large")
-        files.append(_read_exact(sock, n))
-    return doc, files
+    doc.pop("files", None)
+    if count == 0:
+        return doc, []
+    if files_gate is not None:
+        files_gate.acquire()
+    try:
+        files, total = [], 0
+        for _ in range(count):
+            (n,) = struct.unpack(">Q", _read_exact(sock, 8))
+            total += n
+            if total > max_files_bytes:
+                raise ValueError("files too large")
+            files.append(_read_exact(sock, n))
+        return doc, files
+    finally:
+        if files_gate is not None:
+            files_gate.release()
 
 
 def answer(broker: Broker, doc: Mapping[str, Any], files: list[bytes],
@@ -155,23 +172,31 @@ def serve(broker: Broker, path: Path, web_uid: int, web_gid: int, max_files_byte
     os.chmod(path.parent, 0o750)
     path.unlink(missing_ok=True)
 
+    connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    files_gate = threading.BoundedSemaphore(FILES_AT_ONCE)
+
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             sock: socket.socket = self.request
-            sock.settimeout(600)
             uid = peer_uid(sock)
             if uid not in (web_uid, 0, os.geteuid()):
                 print(f"govhost console broker: refused a connection from uid {uid}",
                       file=sys.stderr)
                 return
+            if not connections.acquire(blocking=False):
+                return                     # a flood of connections: the first ones go on
             try:
-                doc, files = receive(sock, max_files_bytes)
-            except (OSError, ValueError, json.JSONDecodeError):
-                return
-            try:
-                send(sock, answer(broker, doc, files))
-            except OSError:
-                pass
+                sock.settimeout(60)        # between two reads of one request
+                try:
+                    doc, files = receive(sock, max_files_bytes, files_gate)
+                except (OSError, ValueError, json.JSONDecodeError):
+                    return
+                try:
+                    send(sock, answer(broker, doc, files))
+                except OSError:
+                    pass
+            finally:
+                connections.release()
 
     class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         daemon_threads = True

@@ -244,3 +244,32 @@ def test_another_account_cannot_even_reach_the_broker(split):
     assert got.get("error") == "BrokerDown" and "Permission denied" in got["message"], got
     parent = split["sock"].parent.stat()
     assert oct(parent.st_mode & 0o777) == "0o750" and parent.st_gid == ACCOUNT.pw_gid
+
+
+def test_malformed_or_oversized_frames_from_the_web_account_end_only_their_connection(split):
+    """A frame declaring 4 GiB of JSON, a thousand files, files past the upload limit, or
+    JSON that is not a request: each connection is closed, and the broker answers the next
+    request as before."""
+    import socket
+    import struct
+    sock = str(split["sock"])
+
+    def attempts():
+        out = []
+        for frame in (struct.pack(">I", 0xFFFFFFFF),
+                      struct.pack(">I", 2) + b"[]",
+                      (lambda b: struct.pack(">I", len(b)) + b)(
+                          json.dumps({"op": "facts", "args": {}, "files": 1000}).encode()),
+                      (lambda b: struct.pack(">I", len(b)) + b + struct.pack(">Q", 1 << 40))(
+                          json.dumps({"op": "facts", "args": {}, "files": 1}).encode())):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(10)
+                s.connect(sock)
+                s.sendall(frame)
+                out.append(s.recv(16).hex())     # "": closed without an answer
+        out.append(sorted(transport.Client(Path(sock), timeout=10).call("facts")))
+        return out
+
+    got = as_account(attempts)
+    assert "value" in got, got
+    assert got["value"][:4] == ["", "", "", ""] and "keys" in got["value"][4], got
