@@ -4,7 +4,9 @@
   1. wording check of PAGES pages (default 60,000) against the example county's lists plus
      5,000 more words: pages per second, next to `grep -F -f` (a multi-pattern fixed-string
      search over the same files, which knows nothing of HTML, evasions or line numbers) as
-     the floor;
+     the floor, and next to the page reader before issue 34 (body text only; read from Git
+     at READER_BEFORE) on the same pages: the cost of reading titles, meta tags, alt and
+     title attributes, inline scripts' strings, comments and CSS content;
   2. the county search index of the same pages: build time, size; query latency (median,
      p99) in process, and through a lab node's nginx under wrk; next to `grep -rl WORD` over
      the same pages as the floor;
@@ -69,8 +71,17 @@ def make_pages(root: Path, count: int, units: int) -> list[tuple[str, str, Path]
         if i % 1000 == 0:
             paras.append("原国家工商行政 管理总局的文件已废止")       # a finding per 1,000
         body = "\n".join(f"<p>{p}</p>" for p in paras)
+        # what a real county page carries besides its body: meta keywords and description,
+        # an image's alt, a link's title, a small inline script, a comment
+        keywords = ",".join(rnd.choice(VOCAB) for _ in range(5))
         html = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title>"
-                f"<meta name=\"PubDate\" content=\"{date}\"></head>\n<body>\n<h1>{title}</h1>\n"
+                f"<meta name=\"PubDate\" content=\"{date}\">"
+                f"<meta name=\"keywords\" content=\"{keywords}\">"
+                f"<meta name=\"description\" content=\"{title}\">"
+                f"<script>var site = '青水县人民政府'; var id = \"p{i:06d}\";</script>"
+                f"</head>\n<body>\n<!-- 正文开始 -->\n<h1>{title}</h1>\n"
+                f"<img src=\"/img/logo.png\" alt=\"{rnd.choice(VOCAB)}\">"
+                f"<a href=\"/\" title=\"返回首页\">首页</a>\n"
                 f"{body}\n</body></html>\n")
         path = root / unit / "news" / f"p{i:06d}.html"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,13 +104,20 @@ def bench_wording(inv, files, root: Path) -> dict:
     t0 = time.perf_counter()
     matcher = Matcher(lists)
     compile_s = time.perf_counter() - t0
-    from controlplane.core.pagetext import extract
+    from controlplane.core.pagetext import Page, extract
     c0, t0 = cpu(), time.perf_counter()
     found = 0
     for _, rel, path in files:
         page = extract(rel, path.read_bytes())
         found += len(findings(matcher, page))
     secs, cpus = time.perf_counter() - t0, cpu() - c0
+    before = _reader_before()
+    if before is not None:       # the same pages through the reader before issue 34
+        c0, t0 = cpu(), time.perf_counter()
+        for _, rel, path in files:
+            old = before(rel, path.read_bytes())
+            findings(matcher, Page(old.kind, old.title, old.chunks, old.date))
+        before_s = time.perf_counter() - t0
     words_file = root / "words.txt"
     words_file.write_text("\n".join(e.word for wl in lists.values() for e in wl.entries) + "\n")
     t0 = time.perf_counter()
@@ -109,7 +127,28 @@ def bench_wording(inv, files, root: Path) -> dict:
     return {"pages": len(files), "words": len(matcher.rules), "compile_seconds": round(compile_s, 3),
             "seconds": round(secs, 2), "cpu_seconds": round(cpus, 2),
             "pages_per_second": round(len(files) / secs), "findings": found,
-            "grep_F_seconds": round(grep_s, 2), "ratio_to_grep": round(secs / grep_s, 1)}
+            "grep_F_seconds": round(grep_s, 2), "ratio_to_grep": round(secs / grep_s, 1),
+            **({"body_only_reader": READER_BEFORE, "body_only_seconds": round(before_s, 2),
+                "body_only_pages_per_second": round(len(files) / before_s),
+                "ratio_to_body_only": round(secs / before_s, 2)} if before else {})}
+
+
+# The page reader before issue 34 (body text only; no title, meta, alt, script, comment or
+# CSS text), read from Git so that both are measured on the same pages in one run.
+READER_BEFORE = "e527630"
+
+
+def _reader_before():
+    src = subprocess.run(["git", "-C", str(REPO), "show",
+                          f"{READER_BEFORE}:controlplane/core/pagetext.py"],
+                         capture_output=True, text=True)
+    if src.returncode != 0:
+        return None
+    import types
+    mod = types.ModuleType("pagetext_before")
+    sys.modules[mod.__name__] = mod        # dataclasses look their module up
+    exec(compile(src.stdout, "pagetext_before.py", "exec"), mod.__dict__)
+    return mod.extract
 
 
 def bench_index(inv, files, root: Path) -> tuple[dict, Path]:

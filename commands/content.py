@@ -121,7 +121,9 @@ def show_wording(found: list[dict]) -> None:
         c = colour.get(f["severity"], "bold")
         right = f" → {escape(f['right'])}" if f.get("right") else ""
         note = f" ({escape(f['note'])})" if f.get("note") else ""
-        out.print(f"  [{c}]{f['severity']:<6}[/] {escape(f['file'])} {f['where']} {f['line']}: "
+        place = f" ({f['place']})" if f.get("place", "body") != "body" else ""
+        out.print(f"  [{c}]{f['severity']:<6}[/] {escape(f['file'])} {f['where']} {f['line']}"
+                  f"{place}: "
                   f"…{escape(f['before'])}[{c} reverse]{escape(f['found'])}[/]"
                   f"{escape(f['after'])}… [{c}]{escape(f['word'])}{right}[/]{note}",
                   highlight=False, soft_wrap=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import typer
+from rich.markup import escape
 
 from commands.output import call, county, emit, out, table, when
 
@@ -40,10 +41,18 @@ def tamper_list(hours: float = typer.Option(168, "--hours", help="How far back (
                   key=lambda i: i["at"])
     if rows:
         t = table("Incidents", "when", "node", "unit", "file", "change", "live for", "put back",
-                  "evidence")
+                  "words written", "evidence")
         for i in rows:
             t.add_row(when(i["at"]), i["node"], i["tenant"], i["file"], i["change"],
                       f"{i['live_seconds']:.1f} s" if i.get("live_seconds") is not None else "",
                       "yes" if i["restored"] else f"[red]no: {i['why']}[/]",
-                      i.get("evidence") or "")
+                      _words(i.get("words", [])), i.get("evidence") or "")
         out.print(t)
+
+
+def _words(found: list[dict]) -> str:
+    """A changed page's words on the county's lists: block ones in red, with place and line."""
+    return ", ".join(
+        f"{'[red]' if f['severity'] == 'block' else ''}{escape(f['found'])} "
+        f"({f['severity']}, {f['place']} {f['line']}){'[/]' if f['severity'] == 'block' else ''}"
+        for f in found[:5]) + (f" … {len(found) - 5} more" if len(found) > 5 else "")

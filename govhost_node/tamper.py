@@ -27,6 +27,7 @@ an alert fires; it is never silent.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -563,7 +564,11 @@ def watch(full_every: float, sweep_every: float = 5.0) -> None:
             print(f"govhost-tamper: {exc}", file=sys.stderr, flush=True)
 
 
-def incidents(since: float) -> None:
+def incidents(since: float, evidence_of: tuple[str, ...] = (),
+              evidence_max: int = 5 << 20) -> None:
+    """The incidents since `since`, and the watcher's state, as JSON. With `evidence_of`
+    (file name endings, e.g. .html), the kept bytes of such files go along (base64, up to
+    `evidence_max` each), so the control machine can say what words a defacer wrote."""
     out = []
     try:
         with open(INCIDENTS, encoding="utf-8") as f:
@@ -573,6 +578,10 @@ def incidents(since: float) -> None:
                 except ValueError:
                     continue
                 if rec.get("at", 0) >= since:
+                    if evidence_of and str(rec.get("file", "")).lower().endswith(evidence_of):
+                        data = _evidence(rec.get("evidence"), evidence_max)
+                        if data is not None:
+                            rec["evidence_b64"] = base64.b64encode(data).decode()
                     out.append(rec)
     except OSError:
         pass
@@ -582,6 +591,22 @@ def incidents(since: float) -> None:
     except (OSError, ValueError):
         state = {}
     print(json.dumps({"incidents": out, "state": state}, ensure_ascii=False))
+
+
+def _evidence(path: Any, limit: int) -> bytes | None:
+    """The evidence file's bytes (only a regular file kept under EVIDENCE, not a link)."""
+    if not isinstance(path, str) or path.endswith(".symlink"):
+        return None
+    real = os.path.realpath(path)
+    if not real.startswith(EVIDENCE + os.sep):
+        return None
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    return data if len(data) <= limit else None
 
 
 def main() -> None:
@@ -594,13 +619,17 @@ def main() -> None:
     sub.add_parser("check")
     i = sub.add_parser("incidents")
     i.add_argument("--since", type=float, default=0.0)
+    i.add_argument("--evidence-of", default="",
+                   help="comma-separated file endings whose kept bytes go along (base64)")
+    i.add_argument("--evidence-max", type=int, default=5 << 20)
     a = ap.parse_args()
     if a.cmd == "watch":
         watch(a.full_every, a.sweep_every)
     elif a.cmd == "check":
         print(json.dumps(Guard().full_check(), ensure_ascii=False))
     else:
-        incidents(a.since)
+        incidents(a.since, tuple(e for e in a.evidence_of.lower().split(",") if e),
+                  a.evidence_max)
 
 
 if __name__ == "__main__":

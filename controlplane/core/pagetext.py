@@ -1,8 +1,17 @@
 """The text a reader sees in a published file: HTML pages, plain text, PDF and Word files.
 
-The wording check and the county search read the same text, so both find the same words in
-the same places. Each piece of text keeps where it came from (line of the HTML source, page of
-a PDF, paragraph of a Word file) so a finding can say where to fix it.
+The wording check and the county search read the same body text, so both find the same words
+in the same places. Each piece of text keeps where it came from (line of the HTML source,
+page of a PDF, paragraph of a Word file) so a finding can say where to fix it.
+
+Beyond the body, an HTML page has text that a search engine or a visitor reads elsewhere, and
+where defacers and spammers put their words (search-engine poisoning): the `<title>`, meta
+keywords and description, Open Graph and Twitter card tags, `alt`, `title` and `aria-label`
+attributes, strings that inline scripts write into the page (JavaScript escapes such as
+`\u4ee3` decoded), comments and CSS `content`. These are `Page.elsewhere`, each with its
+place and line, read by the wording check (not by the search, whose results show the body).
+Not read: the pixels of images (no OCR here), scripts loaded from files, text a script builds
+from pieces at run time.
 
 Pure: bytes in, text out. Chinese sites are often in GB 18030 rather than UTF-8; both are read.
 """
@@ -22,7 +31,21 @@ WORD = (".docx",)
 # Beyond these a file is not read for text (a 200 MB scanned PDF is an image, not words).
 MAX_BYTES = {"html": 5 << 20, "text": 5 << 20, "pdf": 30 << 20, "word": 30 << 20}
 
-_SKIP = {"script", "style", "noscript", "template", "svg", "head"}
+_SKIP = {"script", "style", "template", "svg", "head"}
+# Bump when what is read changes: findings cached under an older reader are read again.
+READER = 2
+# Meta tags whose content search engines show or read (name= or property=).
+_META = re.compile(r"^(keywords|description|og:.+|twitter:.+|article:tag|subject|abstract)$")
+_TEXT_ATTRS = {"alt": "alt", "title": "attribute", "aria-label": "attribute",
+               "placeholder": "attribute"}
+# A JavaScript string literal ('…', "…" or `…` without ${}), and the escapes in it.
+_JS_STRING = re.compile(r"""(?s)'((?:[^'\\\n]|\\.)*)'|"((?:[^"\\\n]|\\.)*)"|`((?:[^`\\$]|\\.)*)`""")
+_JS_ESCAPE = re.compile(r"\\(u\{[0-9a-fA-F]{1,6}\}|u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|.)", re.S)
+_JS_SIMPLE = {"n": "\n", "t": "\t", "r": "", "b": "", "f": "", "v": "", "0": ""}
+# CSS `content: "…"` (in <style> and style=""), and CSS escapes (\4ee3 and an optional space).
+_CSS_CONTENT = re.compile(r"""content\s*:\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')""",
+                          re.I | re.S)
+_CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?|\\(.)", re.S)
 _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "title", "td",
           "section", "article", "header", "footer", "nav", "ul", "ol", "table", "dd", "dt"}
 _DATE = re.compile(r"(20\d\d|19\d\d)\s*(?:[-/.年])\s*(\d{1,2})\s*(?:[-/.月])\s*(\d{1,2})\s*日?")
@@ -34,6 +57,9 @@ class Page:
     title: str
     chunks: tuple[tuple[int, str], ...]     # (line, page or paragraph number, text)
     date: str | None = None                 # the page's own date (meta PubDate), if it says
+    # Text outside the body (HTML): (line, place, text); place is title, meta, alt,
+    # attribute, script, comment or css.
+    elsewhere: tuple[tuple[int, str, str], ...] = ()
 
     @property
     def where(self) -> str:
@@ -68,36 +94,119 @@ def decode(data: bytes) -> str:
         return data.decode("gb18030", errors="replace")
 
 
+def js_strings(code: str) -> list[tuple[int, str]]:
+    """The string literals of a script, escapes decoded: (line within `code`, text)."""
+    out = []
+    for m in _JS_STRING.finditer(code):
+        raw = next(g for g in m.groups() if g is not None)
+        if raw.strip():
+            out.append((code.count("\n", 0, m.start()), _JS_ESCAPE.sub(_js_escape, raw)))
+    return out
+
+
+def _js_escape(m: re.Match[str]) -> str:
+    e = m.group(1)
+    if e[0] == "u" and len(e) > 1:
+        try:
+            return chr(int(e[2:-1] if e[1] == "{" else e[1:], 16))
+        except ValueError:          # past U+10FFFF: not a character
+            return ""
+    if e[0] == "x" and len(e) == 3:
+        return chr(int(e[1:], 16))
+    return _JS_SIMPLE.get(e, e if e != "\n" else "")
+
+
+def css_contents(css: str) -> list[tuple[int, str]]:
+    """The `content:` strings of a stylesheet, escapes decoded: (line within `css`, text)."""
+    out = []
+    for m in _CSS_CONTENT.finditer(css):
+        raw = m.group(1) if m.group(1) is not None else m.group(2)
+        text = _CSS_ESCAPE.sub(_css_escape, raw)
+        if text.strip():
+            out.append((css.count("\n", 0, m.start()), text))
+    return out
+
+
+def _css_escape(m: re.Match[str]) -> str:
+    if m.group(1):
+        code = int(m.group(1), 16)
+        return chr(code) if 0 < code <= 0x10FFFF else ""
+    return "" if m.group(2) == "\n" else m.group(2)
+
+
 class _Visible(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.chunks: list[tuple[int, str]] = []
         self.title: list[str] = []
+        self.elsewhere: list[tuple[int, str, str]] = []
         self.date: str | None = None
         self._skip = 0
         self._in_title = False
+        self._title_line = 0
+        self._code: str | None = None        # "script" or "style" while inside one
+
+    def _else(self, line: int, place: str, text: str) -> None:
+        if text.strip():
+            self.elsewhere.append((line, place, text))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        line = self.getpos()[0]
+        a = {k.lower(): v or "" for k, v in attrs}
         if tag == "title":
             self._in_title = True
+            self._title_line = line
         elif tag == "meta":
-            a = {k.lower(): v or "" for k, v in attrs}
             if a.get("name", "").lower() in ("pubdate", "publishdate", "date", "firstpublishedtime"):
                 self.date = self.date or first_date(a.get("content", ""))
+            key = (a.get("name") or a.get("property") or a.get("itemprop") or "").lower()
+            if _META.match(key):
+                self._else(line, "meta", a.get("content", ""))
         elif tag in _SKIP:
             self._skip += 1
+        if tag == "script" and not a.get("src") and _is_javascript(a.get("type", "")):
+            self._code = "script"
+        elif tag == "style":
+            self._code = "style"
+        for attr, place in _TEXT_ATTRS.items():
+            if a.get(attr) and not (tag == "meta" or (attr == "title" and tag == "link")):
+                self._else(line, place, a[attr])
+        if a.get("style"):
+            for _, text in css_contents(a["style"]):
+                self._else(line, "css", text)
         if tag in _BLOCK and self.chunks and self.chunks[-1][1] != "":
-            self.chunks.append((self.getpos()[0], ""))
+            self.chunks.append((line, ""))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag in _SKIP and self._skip:
+            self._skip -= 1
+        self._code = None
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":
             self._in_title = False
         elif tag in _SKIP and self._skip:
             self._skip -= 1
+        if tag in ("script", "style"):
+            self._code = None
+
+    def handle_comment(self, data: str) -> None:
+        self._else(self.getpos()[0], "comment", data)
 
     def handle_data(self, data: str) -> None:
         if self._in_title:
             self.title.append(data)
+            return
+        if self._code == "script":
+            line = self.getpos()[0]
+            for at, text in js_strings(data):
+                self._else(line + at, "script", text)
+            return
+        if self._code == "style":
+            line = self.getpos()[0]
+            for at, text in css_contents(data):
+                self._else(line + at, "css", text)
             return
         if self._skip or not data.strip():
             return
@@ -108,6 +217,12 @@ class _Visible(HTMLParser):
                 self.chunks[-1] = (line, prev + data)   # 国家<b>工商</b>总局 reads as one word
                 return
         self.chunks.append((line, data))
+
+
+def _is_javascript(kind: str) -> bool:
+    """A script element the browser runs (no type, a JavaScript type, or a module)."""
+    kind = kind.strip().lower()
+    return kind in ("", "module") or "javascript" in kind or "ecmascript" in kind
 
 
 def first_date(text: str) -> str | None:
@@ -130,7 +245,8 @@ def _html(data: bytes) -> Page:
     chunks = tuple((line, t) for line, t in p.chunks if t.strip())
     title = " ".join("".join(p.title).split())
     date = p.date or first_date(" ".join(t for _, t in chunks[:200]))
-    return Page("html", title, chunks, date)
+    elsewhere = ((p._title_line, "title", title),) if title else ()
+    return Page("html", title, chunks, date, elsewhere + tuple(p.elsewhere))
 
 
 def _pdf(data: bytes) -> Page:

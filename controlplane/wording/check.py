@@ -7,6 +7,7 @@ only the files it changed, and the live county is read again only after the list
 """
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -33,7 +34,9 @@ def lists(inv: Inventory) -> Lists | None:
     """The county's lists compiled (once per content), or None when it keeps none."""
     if not inv.wording:
         return None
-    d = wordlists.digest(dict(inv.wording))
+    # The lists and how pages are read: a new reader reads every file again.
+    d = hashlib.sha256(f"{wordlists.digest(dict(inv.wording))}:{pagetext.READER}".encode()
+                       ).hexdigest()
     if d not in _MATCHERS:
         _MATCHERS.clear()
         _MATCHERS[d] = Matcher(inv.wording)
@@ -72,7 +75,8 @@ def describe(f: Mapping[str, Any]) -> str:
     """One finding as a person reads it: where, what, the right form, the context."""
     right = f"; write {f['right']}" if f.get("right") else ""
     note = f" ({f['note']})" if f.get("note") else ""
-    return (f"{f['file']}, {f['where']} {f['line']}: {f['found']!r} is {f['severity']}: "
+    place = f" ({f['place']})" if f.get("place", "body") != "body" else ""
+    return (f"{f['file']}, {f['where']} {f['line']}{place}: {f['found']!r} is {f['severity']}: "
             f"{f['word']}{right}{note} — …{f['before']}【{f['found']}】{f['after']}…")
 
 

@@ -217,7 +217,8 @@ def test_tampered_files_are_put_back_and_reported(tenants):  # noqa: F811
         "watching"].get("jiaoyu") == release, 10, "the watcher on the published release",
         address)
     start = time.time()
-    on_node(address, f"echo '<h1>HACKED</h1>' > {live}/index.html; "
+    # Issue 34: the defacer's words are in the title, where search engines read them.
+    on_node(address, f"echo '<title>网上博彩</title><h1>HACKED</h1>' > {live}/index.html; "
                      f"echo '<?php system($_GET[1]);' > {live}/shell.php; rm {live}/news/a.html")
     _wait(lambda: page("jiaoyu", address) == good, 10, "index.html put back", address)
     _wait(lambda: on_node(address, f"test -f {live}/news/a.html && test ! -e {live}/shell.php "
@@ -228,7 +229,11 @@ def test_tampered_files_are_put_back_and_reported(tenants):  # noqa: F811
         (node, "index.html", "modified", True), (node, "news/a.html", "removed", True),
         (node, "shell.php", "added", True)]
     hacked = next(i for i in mine if i["file"] == "index.html")
-    assert on_node(address, f"cat {hacked['evidence']}") == "<h1>HACKED</h1>"
+    assert on_node(address, f"cat {hacked['evidence']}") == "<title>网上博彩</title><h1>HACKED</h1>"
+    # ... put back, and reported with the word the county blocks, its place and line
+    assert {(w["found"], w["severity"], w["place"], w["line"]) for w in hacked["words"]} == {
+        ("网上博彩", "block", "title", 1)}, hacked["words"]
+    assert next(i for i in mine if i["file"] == "news/a.html")["words"] == []
     metrics = node_metrics(tn["inv"], address)
     assert "govhost_tamper_watcher_up 1" in metrics
     assert 'govhost_tamper_unrepaired_files{tenant="jiaoyu"} 0' in metrics

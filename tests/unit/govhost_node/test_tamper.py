@@ -204,3 +204,36 @@ def test_a_sweep_finds_what_no_event_reported_and_hashes_only_what_moved(node, m
     (live / "index.html").write_bytes(b"<h1>home</h1>")
     os.utime(live / "index.html", ns=(st.st_atime_ns, st.st_mtime_ns))
     assert g.sweep() == [] and any(p.endswith("index.html") for p in hashed)
+
+
+def test_a_defaced_pages_bytes_go_to_the_control_machine_whose_lists_name_the_words(
+        node, capsys):
+    """Issue 34: `incidents --evidence-of .html` sends the kept bytes of changed pages (and
+    nothing from outside the evidence folder); the control machine's wording check names
+    the block word a defacer put in the title."""
+    import base64
+
+    from controlplane.core import inventory
+    from controlplane.nodes import tamper as control_tamper
+    from controlplane.wording import check as wording
+    g = tamper.Guard("n1")
+    g.full_check()
+    live = node / "sites/jiaoyu/current"
+    (live / "index.html").write_bytes("<title>网上博彩</title><p>x</p>".encode())
+    (live / "news/a.html").write_bytes(b"<p>plain</p>")
+    g.full_check()
+    with open(tamper.INCIDENTS, "a") as f:        # a record pointing outside the evidence
+        f.write(json.dumps({"at": time.time(), "file": "x.html",
+                            "evidence": "/etc/shadow"}) + "\n")
+    tamper.incidents(0, (".html",))
+    got = json.loads(capsys.readouterr().out)["incidents"]
+    sent = {i["file"]: i.get("evidence_b64") for i in got}
+    assert base64.b64decode(sent["index.html"]).decode() == "<title>网上博彩</title><p>x</p>"
+    assert sent["x.html"] is None
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    inv = inventory.load(os.path.join(repo, "inventory"), node / "state")
+    ls = wording.lists(inv)
+    words = control_tamper.words_in(sent["index.html"], "index.html", ls)
+    assert [(w["found"], w["severity"], w["place"], w["line"]) for w in words] == [
+        ("网上博彩", "block", "title", 1)]
+    assert control_tamper.words_in(sent["news/a.html"], "news/a.html", ls) == []

@@ -85,15 +85,62 @@ def test_offsets_map_back_into_the_original_text(text):
         assert 0 <= h.start < h.end <= len(text)
 
 
-def test_html_findings_say_the_line_and_skip_scripts():
+def test_html_findings_say_the_line_and_the_place():
     html = ("<html><head><title>通知</title><script>var a='代开发票';</script></head>\n"
             "<body>\n<p>第一段</p>\n<p>原<b>国家工商</b>行政管理总局的通知</p>\n</body></html>")
     page = extract("news/a.html", html.encode())
     assert page is not None and page.title == "通知"
     found = findings(M, page)
-    assert [(f["word"], f["line"], f["where"]) for f in found] == [
-        ("国家工商行政管理总局", 4, "line")]
+    assert [(f["word"], f["line"], f["place"], f["severity"]) for f in found] == [
+        ("国家工商行政管理总局", 4, "body", "review"), ("代开发票", 1, "script", "block")]
     assert found[0]["right"] == "国家市场监督管理总局" and found[0]["before"].endswith("原")
+
+
+# Issue 34: where search-engine poisoning puts its words, one page of each.
+SPAM = """<html><head>
+<title>县政府 代开发票</title>
+<meta name="keywords" content="政务公开,代开发票">
+<meta name="Description" content="本站代开发票">
+<meta property="og:title" content="代开发票">
+<meta name="twitter:description" content="代开发票">
+<script>document.write("\\u4ee3\\u5f00\\u53d1\\u7968");</script>
+<script type="text/javascript">var s = '\\x41BC123';</script>
+<style>.ad::after { content: "\\4ee3\\5f00\\53d1\\7968"; }</style>
+</head><body>
+<p>正文</p>
+<!-- 代开发票 -->
+<img src="a.png" alt="代开发票">
+<a href="/" title="代开发票">首页</a>
+<button aria-label="代开发票">x</button>
+<script src="/ad.js">var ignored = "代开发票";</script>
+<script type="application/ld+json">{"x": "代开发票 in data, not run"}</script>
+</body></html>"""
+
+
+@pytest.mark.parametrize("place,line,severity", [
+    ("title", 2, "block"), ("meta", 3, "block"), ("meta", 4, "block"), ("meta", 5, "block"),
+    ("meta", 6, "block"), ("script", 7, "block"), ("script", 8, "block"),
+    ("css", 9, "review"), ("comment", 12, "review"), ("alt", 13, "block"),
+    ("attribute", 14, "block"), ("attribute", 15, "block")])
+def test_words_where_spammers_put_them_are_found_with_place_and_line(place, line, severity):
+    found = findings(M, extract("spam.html", SPAM.encode()))
+    assert not [f for f in found if f["place"] == "body"]
+    got = {(f["place"], f["line"], f["severity"]) for f in found}
+    assert (place, line, severity) in got, sorted(got)
+    # scripts from a file (src) and data blocks are not read as page text
+    assert not [f for f in found if f["line"] in (16, 17)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
+               min_size=1, max_size=12))
+def test_any_text_written_with_javascript_escapes_is_read_as_written(text):
+    """`document.write("\\uXXXX…")` of any text is read back as that text."""
+    escaped = "".join(f"\\u{{{ord(c):x}}}" if ord(c) > 0xFFFF else f"\\u{ord(c):04x}"
+                      for c in text)
+    page = extract("a.html", f'<script>document.write("{escaped}")</script>'.encode())
+    assert [t for _, place, t in page.elsewhere if place == "script"] == (
+        [text] if text.strip() else [])
 
 
 def test_gb18030_pages_are_read():
