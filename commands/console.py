@@ -46,7 +46,12 @@ def console(ctx: typer.Context,
         if not host or not port.isdigit():
             fail(errors.GovhostError(f"--listen {listen!r}: expected address:port"))
     uid = gid = None
-    if os.geteuid() == 0:
+    if os.geteuid() != 0:
+        fail(errors.GovhostError(
+            "run `govhost console` as root: it keeps the keys in one process and serves the "
+            f"web from another, as the {account} account; run as any other account both "
+            "would hold the same rights"))
+    else:
         try:
             who = pwd.getpwnam(account)
         except KeyError:

@@ -220,13 +220,18 @@ def facts(b: Broker) -> dict[str, Any]:
 # -- logging in and out ----------------------------------------------------------------------
 @op(None, heavy=True, name=str, password=str, code=str, source=str)
 def login(b: Broker, name: str, password: str, code: str, source: str) -> dict[str, Any]:
-    def check(p: People) -> dict[str, Any]:
-        result = p.login(name, password, code, source)
-        if not result.ok:
-            return {"ok": False, "code": result.code, "wait": result.wait}
-        return {"ok": True, "must_change": result.must_change,
-                "sid": p.open_session(name, result.must_change)}
-    return b._guarded(check)
+    if request_form.check_text("name", name) or not _source_ok(source):
+        raise Refused("bad", "login: a name on one line and the visitor's address")
+    result = b._guarded(lambda p: p.login(name, password, code, source, session=True))
+    if not result.ok:
+        return {"ok": False, "code": result.code, "wait": result.wait}
+    return {"ok": True, "must_change": result.must_change, "sid": result.session}
+
+
+def _source_ok(source: str) -> bool:
+    """The visitor's address as the web process saw it (an address, "-" for no client):
+    short and on one line, since it is kept in the login records."""
+    return 0 < len(source) <= 64 and request_form.check_text("source", source) is None
 
 
 @op("person")
@@ -250,9 +255,11 @@ def logout(b: Broker, me: Person, sid: str) -> None:
 @op("password", heavy=True, old=str, new=str, source=str)
 def password(b: Broker, me: Person, sid: str, old: str, new: str, source: str) -> None:
     """Every other session of the person ends with the change; this one goes on."""
+    if not _source_ok(source):
+        raise Refused("bad", "password: the visitor's address")
+
     def change(p: People) -> None:
-        p.change_password(me.name, old, new, source)
-        p.session_renewed(sid)
+        p.session_renewed(sid, me.name, p.change_password(me.name, old, new, source))
     b._guarded(change)
 
 
@@ -290,6 +297,8 @@ def upload_files(b: Broker, me: Person, sid: str, unit: str, folder: str, names:
     if len(names) != len(blobs) or not names or len(names) > MAX_SINGLE_FILES:
         raise Refused("bad", "one name for each file, at most "
                              f"{MAX_SINGLE_FILES} files")
+    for key, value in (("folder", folder), *(("file name", n) for n in names)):
+        _check(key, value)     # no bidi override or line separator in a name people read
     paths, size = _put(b, me, unit, lambda limits: uploads.files_to_tar(
         list(zip(names, blobs)), folder, limits), False)
     done = {"files": len(paths), "bytes": size, "paths": paths, "zip": ""}
@@ -305,6 +314,7 @@ def upload_zip(b: Broker, me: Person, sid: str, unit: str, filename: str,
     there), checked first."""
     if len(blobs) != 1:
         raise Refused("bad", "one zip file")
+    _check("file name", filename)
     t = b.county.inv.tenant(unit)
     if len(blobs[0]) > b.county.inv.quota_bytes(t) + (1 << 20):
         raise uploads.UploadError("the zip is larger than the unit's quota")

@@ -19,6 +19,7 @@ import socketserver
 import struct
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -33,7 +34,8 @@ from controlplane.people.roles import PeopleError
 MAX_JSON = 4 << 20
 MAX_FILES = 256                 # the upload form takes 200 at once
 MAX_CONNECTIONS = 64            # at once; more are closed at once
-FILES_AT_ONCE = 2               # requests whose files are being read into memory
+FILES_AT_ONCE = 2               # requests with files in memory, from reading to answering
+REQUEST_SECONDS = 600           # the most one request may take to arrive
 _ERRORS: dict[str, type[GovhostError]] = {
     "PeopleError": PeopleError, "MailError": MailError, "LinkInTheWay": LinkInTheWay,
     "UploadError": UploadError, "GovhostError": GovhostError}
@@ -43,9 +45,14 @@ class BrokerDown(GovhostError):
     pass
 
 
-def _read_exact(sock: socket.socket, n: int) -> bytes:
+def _read_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
     buf = bytearray()
     while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request took too long to arrive")
+            sock.settimeout(min(60.0, left))
         chunk = sock.recv(min(n - len(buf), 1 << 20))
         if not chunk:
             raise ConnectionError("the other side closed the connection")
@@ -61,35 +68,30 @@ def send(sock: socket.socket, doc: Mapping[str, Any], files: list[bytes] = ()) -
         sock.sendall(f)
 
 
-def receive(sock: socket.socket, max_files_bytes: int,
-            files_gate: threading.BoundedSemaphore | None = None
-            ) -> tuple[dict[str, Any], list[bytes]]:
-    """One message. Its files are read only while `files_gate` is held: a few uploads at a
-    time are in memory, however many connections send them."""
-    (size,) = struct.unpack(">I", _read_exact(sock, 4))
+def receive(sock: socket.socket, max_files_bytes: int, deadline: float | None = None
+            ) -> tuple[dict[str, Any], int]:
+    """One message's JSON and how many files follow it (read them with `receive_files`)."""
+    (size,) = struct.unpack(">I", _read_exact(sock, 4, deadline))
     if size > MAX_JSON:
         raise ValueError("message too large")
-    doc = json.loads(_read_exact(sock, size))
+    doc = json.loads(_read_exact(sock, size, deadline))
     count = doc.get("files", 0) if isinstance(doc, dict) else None
     if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_FILES:
         raise ValueError("not a message")
     doc.pop("files", None)
-    if count == 0:
-        return doc, []
-    if files_gate is not None:
-        files_gate.acquire()
-    try:
-        files, total = [], 0
-        for _ in range(count):
-            (n,) = struct.unpack(">Q", _read_exact(sock, 8))
-            total += n
-            if total > max_files_bytes:
-                raise ValueError("files too large")
-            files.append(_read_exact(sock, n))
-        return doc, files
-    finally:
-        if files_gate is not None:
-            files_gate.release()
+    return doc, count
+
+
+def receive_files(sock: socket.socket, count: int, max_files_bytes: int,
+                  deadline: float | None = None) -> list[bytes]:
+    files, total = [], 0
+    for _ in range(count):
+        (n,) = struct.unpack(">Q", _read_exact(sock, 8, deadline))
+        total += n
+        if total > max_files_bytes:
+            raise ValueError("files too large")
+        files.append(_read_exact(sock, n, deadline))
+    return files
 
 
 def answer(broker: Broker, doc: Mapping[str, Any], files: list[bytes],
@@ -186,17 +188,32 @@ def serve(broker: Broker, path: Path, web_uid: int, web_gid: int, max_files_byte
             if not connections.acquire(blocking=False):
                 return                     # a flood of connections: the first ones go on
             try:
-                sock.settimeout(60)        # between two reads of one request
+                deadline = time.monotonic() + REQUEST_SECONDS
                 try:
-                    doc, files = receive(sock, max_files_bytes, files_gate)
-                except (OSError, ValueError, json.JSONDecodeError):
+                    doc, count = receive(sock, max_files_bytes, deadline)
+                except (OSError, ValueError, RecursionError):
                     return
-                try:
-                    send(sock, answer(broker, doc, files))
-                except OSError:
-                    pass
+                if count == 0:
+                    self.reply(sock, doc, [])
+                    return
+                # A request with files holds its place from the first byte of its files to
+                # its answer: a few uploads at a time are in memory, however many are sent.
+                with files_gate:
+                    try:
+                        files = receive_files(sock, count, max_files_bytes, deadline)
+                    except (OSError, ValueError):
+                        return
+                    self.reply(sock, doc, files)
+                    del files
             finally:
                 connections.release()
+
+        @staticmethod
+        def reply(sock: socket.socket, doc: dict[str, Any], files: list[bytes]) -> None:
+            try:
+                send(sock, answer(broker, doc, files))
+            except OSError:
+                pass
 
     class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         daemon_threads = True

@@ -84,6 +84,7 @@ class Login:
     wait: float = 0.0
     must_change: bool = False
     code: str = ""                # "wrong", "throttled" or "locked", for a translated message
+    session: str | None = None    # a console session's id (login(..., session=True))
 
 
 _COLUMNS = "name, display, unit, roles, email, disabled"
@@ -124,15 +125,20 @@ class People:
             db.execute("DELETE FROM console_sessions WHERE name = ?", (name,))
 
     def open_session(self, name: str, must_change: bool, now: float | None = None) -> str:
-        """A console session for `name` (after a login): its id, for the cookie. Only the
-        id's hash is kept; sessions that ended by themselves are dropped here."""
-        now = time.time() if now is None else now
-        sid = secrets.token_urlsafe(32)
+        """A console session for `name` (login(..., session=True) opens one with the login):
+        its id, for the cookie."""
         with self.st.tx() as db:
-            db.execute("DELETE FROM console_sessions WHERE since < ? OR seen < ?",
-                       (now - SESSION_HOURS * 3600, now - IDLE_MINUTES * 60))
-            db.execute("INSERT INTO console_sessions VALUES (?, ?, ?, ?, ?)",
-                       (_token_hash(sid), name, now, now, int(must_change)))
+            return self._open_session(db, name, must_change,
+                                      time.time() if now is None else now)
+
+    @staticmethod
+    def _open_session(db: Any, name: str, must_change: bool, now: float) -> str:
+        """Only the id's hash is kept; sessions that ended by themselves are dropped here."""
+        sid = secrets.token_urlsafe(32)
+        db.execute("DELETE FROM console_sessions WHERE since < ? OR seen < ?",
+                   (now - SESSION_HOURS * 3600, now - IDLE_MINUTES * 60))
+        db.execute("INSERT INTO console_sessions VALUES (?, ?, ?, ?, ?)",
+                   (_token_hash(sid), name, now, now, int(must_change)))
         return sid
 
     def session(self, sid: str, now: float | None = None) -> tuple[Person, bool] | None:
@@ -157,13 +163,15 @@ class People:
                            (now, _token_hash(sid)))
         return person, bool(must_change)
 
-    def session_renewed(self, sid: str, now: float | None = None) -> None:
-        """The session's person changed their password in it: it goes on, as a new one (the
-        change ended every session begun before)."""
-        now = time.time() if now is None else now
+    def session_renewed(self, sid: str, name: str, changed_at: float) -> None:
+        """The session's person changed their password in it (at `changed_at`, which ended
+        every session begun before): it goes on, unless something ended the person's
+        sessions again since (a reset, a disable)."""
         with self.st.tx() as db:
             db.execute("UPDATE console_sessions SET since = ?, seen = ?, must_change = 0 "
-                       "WHERE id = ?", (now + 0.001, now, _token_hash(sid)))
+                       "WHERE id = ? AND name = ? AND (SELECT sessions_after FROM people "
+                       "WHERE name = ?) <= ?", (changed_at, time.time(), _token_hash(sid),
+                                                name, name, changed_at))
 
     def status(self, name: str, now: float | None = None) -> dict[str, Any]:
         """Second factor set, last login, locked: what `user list` shows."""
@@ -207,12 +215,13 @@ class People:
         perhaps to an address someone else held, must not undo it)."""
         person = self._existing(name)
         password, totp = new_password(), pyotp.random_base32()
+        hashed = _hasher.hash(password)
         with self.st.tx() as db:
             db.execute("UPDATE enrolments SET used = ? WHERE name = ? AND used IS NULL",
                        (time.time(), name))
             db.execute("UPDATE people SET password = ?, totp = ?, totp_step = 0, "
                        "must_change = 1, password_at = ?, sessions_after = ? WHERE name = ?",
-                       (_hasher.hash(password), seal(self.secret, totp, name)
+                       (hashed, seal(self.secret, totp, name)
                         if person.needs_second_factor else None, time.time(), time.time(),
                         name))
             db.execute("INSERT INTO logins (name, address, at, ok, why) VALUES "
@@ -230,10 +239,11 @@ class People:
         return self._existing(name)
 
     def change_password(self, name: str, old: str, new: str, address: str = "-",
-                        now: float | None = None) -> None:
+                        now: float | None = None) -> float:
         """A new password, given the current one: guessing the current one here is throttled
         as a login is (a stolen session must not become a password oracle). Every other
-        session of the person ends; the caller starts the current one anew."""
+        session of the person ends; the caller starts the current one anew. When they
+        ended (the change's commit)."""
         now = now or time.time()
         self._existing(name)
         d = throttle.decide(self._failures("name", name, now), now, self.policy)
@@ -249,19 +259,26 @@ class People:
         except argon2.exceptions.VerificationError:
             self._failed(name, address, now, "password change")
             raise PeopleError("the current password is not right") from None
+        hashed = _hasher.hash(new)
         with self.st.tx() as db:
+            # Sessions end as of this commit, not as of the request: a login that read the
+            # old password meanwhile must not outlive the change.
+            ended = max(now, time.time())
             db.execute("UPDATE people SET password = ?, must_change = 0, password_at = ?, "
-                       "sessions_after = ? WHERE name = ?",
-                       (_hasher.hash(new), now, now, name))
+                       "sessions_after = ? WHERE name = ?", (hashed, now, ended, name))
             db.execute("INSERT INTO logins (name, address, at, ok, why) VALUES "
                        "(?, ?, ?, 1, 'password changed')", (name, address, now))
             State.audit_in(db, "user.password", name, {}, who=name)
+        return ended
 
     # ------------------------------------------------------------------ logging in
     def login(self, name: str, password: str, code: str, address: str,
-              now: float | None = None) -> Login:
+              now: float | None = None, session: bool = False) -> Login:
         """Check a login attempt, throttled per account and per source address; record it.
-        The answer never says whether the name exists."""
+        The answer never says whether the name exists. `session`: open a console session in
+        the same transaction that records the login, and only if the password checked is
+        still the person's (a change or reset that committed meanwhile ends the attempt; one
+        that commits later ends the session)."""
         now = now or time.time()
         for kind, key in (("name", name), ("address", address)):
             d = throttle.decide(self._failures(kind, key, now), now, self.policy)
@@ -295,16 +312,28 @@ class People:
                 return self._failed(name, address, now, "second factor")
             if step <= last_step:
                 return self._failed(name, address, now, "second factor used before")
+        rehashed = _hasher.hash(password) if _hasher.check_needs_rehash(stored) else None
+        sid = None
         with self.st.tx() as db:
-            if _hasher.check_needs_rehash(stored):
-                db.execute("UPDATE people SET password = ? WHERE name = ?",
-                           (_hasher.hash(password), name))
-            if step:
-                db.execute("UPDATE people SET totp_step = ? WHERE name = ?", (step, name))
-            db.execute("INSERT INTO logins (name, address, at, ok, why) VALUES "
-                       "(?, ?, ?, 1, '')", (name, address, now))
-            State.audit_in(db, "user.login", name, {"address": address}, who=name)
-        return Login(True, person, must_change=bool(must))
+            current = db.execute("SELECT password, disabled FROM people WHERE name = ?",
+                                 (name,)).fetchone()
+            if current is None or current[0] != stored or current[1]:
+                changed = True
+            else:
+                changed = False
+                if rehashed:
+                    db.execute("UPDATE people SET password = ? WHERE name = ?",
+                               (rehashed, name))
+                if step:
+                    db.execute("UPDATE people SET totp_step = ? WHERE name = ?", (step, name))
+                db.execute("INSERT INTO logins (name, address, at, ok, why) VALUES "
+                           "(?, ?, ?, 1, '')", (name, address, now))
+                State.audit_in(db, "user.login", name, {"address": address}, who=name)
+                if session:
+                    sid = self._open_session(db, name, bool(must), time.time())
+        if changed:          # changed, reset or disabled while this attempt was checked
+            return self._failed(name, address, now, "password changed meanwhile")
+        return Login(True, person, must_change=bool(must), session=sid)
 
     # ------------------------------------------------------------------ inside
     def _failed(self, name: str, address: str, now: float, why: str) -> Login:
@@ -399,6 +428,7 @@ class People:
         if len(new) < MIN_PASSWORD:
             raise PeopleError(f"the new password needs at least {MIN_PASSWORD} characters")
         name = issued.person.name
+        hashed = _hasher.hash(new)
         with self.st.tx() as db:
             # Spent in the same transaction that sets the password: of two answers racing
             # on one link, one sets it.
@@ -409,7 +439,7 @@ class People:
                                   "ask your unit's admin for a new one")
             db.execute("UPDATE people SET password = ?, must_change = 0, password_at = ?, "
                        "sessions_after = ? WHERE name = ?",
-                       (_hasher.hash(new), now, now, name))
+                       (hashed, now, max(now, time.time()), name))
             State.audit_in(db, "user.enrolled", name, {}, who=name)
         return name
 

@@ -216,6 +216,8 @@ def console_processes(proc: Path = Path("/proc")) -> list[dict]:
             argv = (d / "cmdline").read_bytes().split(b"\0")
             status = (d / "status").read_text().splitlines()
             uid = next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
+            gid = next((int(line.split()[1]) for line in status
+                        if line.startswith("Gid:")), -1)
             ppid = next((int(line.split()[1]) for line in status
                          if line.startswith("PPid:")), 0)
             name = next((line.split(None, 1)[1] for line in status
@@ -223,14 +225,20 @@ def console_processes(proc: Path = Path("/proc")) -> list[dict]:
         except (OSError, StopIteration, ValueError, IndexError):
             continue
         words = [a.decode(errors="replace") for a in argv if a]
-        at = next((i for i, w in enumerate(words) if os.path.basename(w) == "govhost"), None)
-        if at is None or "console" not in words[at + 1:] or "install" in words[at + 1:]:
+        # `govhost …`, or the same program as `python -m cli …` (from a checkout)
+        at = next((i for i, w in enumerate(words) if os.path.basename(w) == "govhost"
+                   or (w == "cli" and i and words[i - 1] == "-m")), None)
+        rest = words[at + 1:] if at is not None else []
+        if "console" not in rest:
+            continue
+        after = rest[rest.index("console") + 1:]
+        if after[:1] == ["install"]:          # installing the service, not running it
             continue
         try:
             user = pwd.getpwuid(uid).pw_name
         except KeyError:
             user = str(uid)
-        out.append({"pid": int(d.name), "ppid": ppid, "uid": uid, "user": user,
+        out.append({"pid": int(d.name), "ppid": ppid, "uid": uid, "gid": gid, "user": user,
                     "part": "web" if name.strip() == paths.CONSOLE_WEB_NAME else "broker"})
     return sorted(out, key=lambda p: p["pid"])
 

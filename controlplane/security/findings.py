@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
+from controlplane.core.paths import CONSOLE_ACCOUNT
+
 SEVERITIES = ("critical", "warning", "info")
 
 
@@ -184,18 +186,27 @@ def console(processes: Iterable[Mapping[str, object]]) -> list[Finding]:
     procs = list(processes)
     out = []
     for p in procs:
-        if p.get("part") == "web" and p.get("uid") == 0:
+        if p.get("part") == "web":
+            broker = next((q for q in procs if q["pid"] == p.get("ppid")), None)
+            if p.get("uid") == 0 or p.get("gid") == 0 or (
+                    broker is not None and broker.get("uid") == p.get("uid")):
+                out.append(Finding("critical", "console", f"control pid {p['pid']}",
+                                   "the console's web process runs as root or as its broker",
+                                   "start it with `govhost console` as root: it runs the web "
+                                   "process as the govhost-console account"))
+            elif p.get("user") not in (None, CONSOLE_ACCOUNT):
+                out.append(Finding("warning", "console", f"control pid {p['pid']}",
+                                   f"the console's web process runs as {p.get('user')}, not "
+                                   f"{CONSOLE_ACCOUNT}",
+                                   "an account of its own, shared with no other service: "
+                                   "`govhost console --account` names it"))
+        elif not any(q.get("part") == "web" and q.get("ppid") == p["pid"] for q in procs):
             out.append(Finding("critical", "console", f"control pid {p['pid']}",
-                               "the console's web process runs as root",
-                               "start it with `govhost console` as root: it runs the web "
-                               "process as the govhost-console account"))
-        elif p.get("part", "broker") == "broker" and p.get("uid") == 0 and not any(
-                q.get("part") == "web" and q.get("ppid") == p["pid"] for q in procs):
-            out.append(Finding("critical", "console", f"control pid {p['pid']}",
-                               "govhost console runs as root",
-                               "a console that serves the web itself as root holds the "
-                               "cluster's keys in the process facing the internet: update "
-                               "govhost and restart the console (it splits in two)"))
+                               "govhost console runs as root" if p.get("uid") == 0 else
+                               "govhost console runs without a web process of its own",
+                               "a console that serves the web itself holds the cluster's keys "
+                               "(or the state) in the process facing the internet: update "
+                               "govhost and restart the console as root (it splits in two)"))
     return out
 
 

@@ -101,3 +101,41 @@ def test_every_request_declares_what_it_needs():
     # the enrolment link, and the facts the pages are drawn with.
     assert anyone == ["enrol", "enrolment", "facts", "login", "request_status",
                       "request_submit"]
+
+
+def test_a_login_that_checked_a_password_changed_meanwhile_opens_no_session(county,
+                                                                           monkeypatch):
+    """The race the review found: a login reads the old password, the owner changes it (or
+    the county resets it) before the login records itself; the login gets no session."""
+    from controlplane.people import store
+    p = People(county.open_state(), county.inv.secret, county.inv.cluster.name)
+    other = People(county.open_state(), county.inv.secret, county.inv.cluster.name)
+    real = store._hasher
+    fired = []
+
+    class Racing:
+        """The real hasher; its first check lets the owner's change commit meanwhile."""
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def verify(self, stored, password):
+            real.verify(stored, password)
+            if not fired:
+                fired.append("changing")
+                other.change_password("bianji", "bianji-password-12", "bianji-password-13")
+            return True
+    try:
+        monkeypatch.setattr(store, "_hasher", Racing())
+        got = p.login("bianji", "bianji-password-12", "", "10.9.9.9", session=True)
+        assert fired and not got.ok and got.session is None
+        monkeypatch.setattr(store, "_hasher", real)
+        # a session renewed after a password change does not outlive a later reset
+        sid = p.login("bianji", "bianji-password-13", "", "10.9.9.9", session=True).session
+        changed = p.change_password("bianji", "bianji-password-13", "bianji-password-14")
+        other.reset("bianji")
+        p.session_renewed(sid, "bianji", changed)
+        assert p.session(sid) is None
+    finally:
+        p.st.close()
+        other.st.close()

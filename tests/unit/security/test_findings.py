@@ -3,6 +3,7 @@ held against the firewall that is really rendered."""
 from __future__ import annotations
 
 import ipaddress
+import pwd
 import re
 
 from hypothesis import given, settings
@@ -246,30 +247,44 @@ def test_the_matrix_by_name():
 
 
 def test_a_console_running_as_root_is_critical_and_found_by_its_command_line(tmp_path):
-    """A console from before the split (one process, root) and a web process as root are
-    critical; a broker as root with its web process as govhost-console is what is meant."""
+    """A console from before the split (one process, any account), a web process as root
+    or as its broker's account are critical; a web process as an account other than
+    govhost-console is a warning; a broker as root with its web process as govhost-console
+    is what is meant. Found however it was started (govhost, python -m cli)."""
     from controlplane.security import check
     web = paths.CONSOLE_WEB_NAME
+    me = pwd.getpwnam(paths.CONSOLE_ACCOUNT).pw_uid
     for pid, ppid, uid, name, argv in (
             (101, 1, 0, "govhost", ["/srv/.venv/bin/python", "/srv/.venv/bin/govhost",
                                     "--inventory", "inv", "console", "--http"]),
             (102, 1, 0, "govhost", ["/usr/bin/govhost", "console", "install"]),
-            (103, 1, 998, "govhost", ["govhost", "console"]),
+            (103, 1, 998, "govhost", ["govhost", "console"]),          # unsplit, not root
             (104, 1, 0, "nginx", ["nginx: master process"]),
             (105, 1, 0, "govhost", ["govhost", "console"]),            # the broker, root
-            (106, 105, 999, web, ["govhost", "console"]),              # its web process
-            (107, 1, 0, "govhost", ["govhost", "console"]),
-            (108, 107, 0, web, ["govhost", "console"])):               # a web process as root
+            (106, 105, me, web, ["govhost", "console"]),               # its web process
+            (107, 1, 0, "python", ["python3", "-m", "cli", "--inventory", "install",
+                                   "console"]),
+            (108, 107, 0, web, ["python3", "-m", "cli", "console"]),   # a web process as root
+            (109, 1, 0, "govhost", ["govhost", "console"]),
+            (110, 109, 0 if me != 65534 else 1, web, ["govhost", "console"])):
         d = tmp_path / str(pid)
         d.mkdir()
         (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
         (d / "status").write_text(f"Name:\t{name}\nPPid:\t{ppid}\n"
-                                  f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+                                  f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n"
+                                  f"Gid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+    # 110 runs as nobody: another account than the console's own
+    (tmp_path / "110" / "status").write_text(
+        f"Name:\t{web}\nPPid:\t109\nUid:\t65534\t65534\t65534\t65534\n"
+        "Gid:\t65534\t65534\t65534\t65534\n")
     found = check.console_processes(tmp_path)
-    assert [(p["pid"], p["uid"], p["part"]) for p in found] == [
-        (101, 0, "broker"), (103, 998, "broker"), (105, 0, "broker"), (106, 999, "web"),
-        (107, 0, "broker"), (108, 0, "web")]
+    assert [(p["pid"], p["part"]) for p in found] == [
+        (101, "broker"), (103, "broker"), (105, "broker"), (106, "web"), (107, "broker"),
+        (108, "web"), (109, "broker"), (110, "web")]
     got = rules.console(found)
     assert [(f.severity, f.where, f.what) for f in got] == [
         ("critical", "control pid 101", "govhost console runs as root"),
-        ("critical", "control pid 108", "the console's web process runs as root")]
+        ("critical", "control pid 103", "govhost console runs without a web process of its own"),
+        ("critical", "control pid 108", "the console's web process runs as root or as its broker"),
+        ("warning", "control pid 110", "the console's web process runs as nobody, not "
+                                       f"{paths.CONSOLE_ACCOUNT}")]
