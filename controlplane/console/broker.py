@@ -234,11 +234,6 @@ def _source_ok(source: str) -> bool:
     return 0 < len(source) <= 64 and request_form.check_text("source", source) is None
 
 
-@op("person")
-def whoami(b: Broker, me: Person, sid: str) -> dict[str, Any]:
-    return person_dict(me)
-
-
 @op("password")
 def whoami_any(b: Broker, me: Person, sid: str) -> dict[str, Any]:
     """Who is logged in, also while they must still change their password."""
