@@ -58,8 +58,13 @@ def safe_path(name: str, limit: int = 255) -> str:
     """A relative path inside the upload area, or UploadError saying why not."""
     if "\\" in name:
         raise UploadError(f"{name!r}: backslashes are not allowed in names (a Windows path?)")
-    if any(unicodedata.category(c) == "Cc" for c in name):
-        raise UploadError(f"{name!r}: control characters in the name")
+    # Control and format characters (a right-to-left override turns `fdp.exe` into what a
+    # reviewer reads as `exe.pdf`), line and paragraph separators: never in a file's name.
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
+                or c == "\x85"), None)
+    if bad is not None:
+        raise UploadError(f"{name!r}: an invisible or control character (U+{ord(bad):04X}) "
+                          "in the name; rename the file")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         raise UploadError(f"{name!r}: an absolute path; paths must stay in the upload area")
     parts = [p for p in name.split("/") if p not in ("", ".")]

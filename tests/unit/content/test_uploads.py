@@ -52,7 +52,9 @@ def test_a_good_zip_becomes_a_tar_of_regular_files():
     ([("/etc/cron.d/x", "x")], "absolute path"),
     ([("C:/windows/x", "x")], "absolute path"),
     ([("a\\..\\b", "x")], "backslashes"),
-    ([("a\nb.html", "x")], "control characters"),
+    ([("a\nb.html", "x")], "control character"),
+    ([("report\u202efdp.exe", "x")], "U\\+202E"),        # reads as report-exe.pdf
+    ([("a\u2028b.html", "x")], "U\\+2028"), ([("zero\u200bwidth.html", "x")], "U\\+200B"),
     ([_special("link", stat.S_IFLNK | 0o777)], "symbolic link"),
     ([_special("dev", stat.S_IFCHR | 0o644)], "device file"),
     ([_special("fifo", stat.S_IFIFO | 0o644)], "device file"),
