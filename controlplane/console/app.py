@@ -49,7 +49,7 @@ from controlplane.core.errors import GovhostError
 from controlplane.onboarding import form as request_form
 from controlplane.people import roles
 from controlplane.people.roles import PeopleError, Person
-from controlplane.people.store import SESSION_HOURS
+from controlplane.people.store import DEVICE_DAYS, SESSION_HOURS
 
 HEADERS = guard.HEADERS
 STYLESHEET = (Path(__file__).parent / "static" / "console.css").read_bytes()
@@ -90,6 +90,7 @@ def build(backend: Any, secure: bool = True,
     facts = link.call("facts")
     units: dict[str, Any] = facts["units"]
     prefix = "__Host-" if secure else ""
+    device_cookie = f"{prefix}govhost-device"
     limiter: list[anyio.CapacityLimiter] = []
 
     async def ask(op: str, files: list[bytes] = (), heavy: bool = False, **args: Any) -> Any:
@@ -175,7 +176,8 @@ def build(backend: Any, secure: bool = True,
         name = str(form.get("name", "")).strip()
         result = await ask("login", heavy=True, name=name,
                            password=str(form.get("password", "")),
-                           code=str(form.get("code", "")), source=source(request))
+                           code=str(form.get("code", "")), source=source(request),
+                           device=request.cookies.get(device_cookie, "")[:100])
         if not result["ok"]:
             return render(request, "login.html.j2", 401, error=result["code"],
                           wait=int(result["wait"] + 0.999), name=name,
@@ -184,7 +186,11 @@ def build(backend: Any, secure: bool = True,
         request.session.update({"sid": result["sid"], "must_change": result["must_change"]})
         target = "/password" if result["must_change"] else \
             _safe_next(str(form.get("next", "")))
-        return RedirectResponse(target, status_code=303)
+        resp = RedirectResponse(target, status_code=303)
+        if result.get("device"):          # this browser, known from now on for this person
+            resp.set_cookie(device_cookie, result["device"], max_age=DEVICE_DAYS * 86400,
+                            path="/", secure=secure, httponly=True, samesite="strict")
+        return resp
 
     async def logout(request: Request) -> Response:
         """Ends every session of the person (a copied cookie included), not only this one."""

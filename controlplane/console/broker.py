@@ -218,14 +218,19 @@ def facts(b: Broker) -> dict[str, Any]:
 
 
 # -- logging in and out ----------------------------------------------------------------------
-@op(None, heavy=True, name=str, password=str, code=str, source=str)
-def login(b: Broker, name: str, password: str, code: str, source: str) -> dict[str, Any]:
-    if request_form.check_text("name", name) or not _source_ok(source):
+@op(None, heavy=True, name=str, password=str, code=str, source=str, device=str)
+def login(b: Broker, name: str, password: str, code: str, source: str,
+          device: str) -> dict[str, Any]:
+    """`device`: the browser's device cookie (People.login); a new one comes back for a
+    browser not yet known for this person."""
+    if request_form.check_text("name", name) or not _source_ok(source) or len(device) > 100:
         raise Refused("bad", "login: a name on one line and the visitor's address")
-    result = b._guarded(lambda p: p.login(name, password, code, source, session=True))
+    result = b._guarded(lambda p: p.login(name, password, code, source, session=True,
+                                          device=device))
     if not result.ok:
         return {"ok": False, "code": result.code, "wait": result.wait}
-    return {"ok": True, "must_change": result.must_change, "sid": result.session}
+    return {"ok": True, "must_change": result.must_change, "sid": result.session,
+            "device": result.device}
 
 
 def _source_ok(source: str) -> bool:

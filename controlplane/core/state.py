@@ -108,6 +108,10 @@ CREATE TABLE IF NOT EXISTS enrolments (
 CREATE TABLE IF NOT EXISTS console_sessions (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, since REAL NOT NULL, seen REAL NOT NULL,
     must_change INTEGER NOT NULL);
+-- Browsers a person logged in from (device cookies): they skip the wait a stranger's
+-- guessing puts on the person's name (never the wait of their own address). Hashes only.
+CREATE TABLE IF NOT EXISTS devices (
+    token TEXT PRIMARY KEY, name TEXT NOT NULL, made REAL NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS logins (
     id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, address TEXT NOT NULL,
     at REAL NOT NULL, ok INTEGER NOT NULL, why TEXT NOT NULL);

@@ -38,6 +38,7 @@ _CODE = re.compile(r"[0-9]{6}")          # ASCII digits only: str.isdigit takes 
 # a name while it waits does not make the wait longer.
 _UNCHECKED = "('throttled', 'locked')"
 ENROL_HOURS = 72        # how long an enrolment link works
+DEVICE_DAYS = 90        # a browser a person logged in from is known this long
 SESSION_HOURS = 8       # a console session ends this long after its login,
 IDLE_MINUTES = 30       # or this long after its last request
 
@@ -85,6 +86,7 @@ class Login:
     must_change: bool = False
     code: str = ""                # "wrong", "throttled" or "locked", for a translated message
     session: str | None = None    # a console session's id (login(..., session=True))
+    device: str | None = None     # a new device cookie for this browser (with session=True)
 
 
 _COLUMNS = "name, display, unit, roles, email, disabled"
@@ -219,6 +221,7 @@ class People:
         with self.st.tx() as db:
             db.execute("UPDATE enrolments SET used = ? WHERE name = ? AND used IS NULL",
                        (time.time(), name))
+            db.execute("DELETE FROM devices WHERE name = ?", (name,))
             db.execute("UPDATE people SET password = ?, totp = ?, totp_step = 0, "
                        "must_change = 1, password_at = ?, sessions_after = ? WHERE name = ?",
                        (hashed, seal(self.secret, totp, name)
@@ -273,14 +276,18 @@ class People:
 
     # ------------------------------------------------------------------ logging in
     def login(self, name: str, password: str, code: str, address: str,
-              now: float | None = None, session: bool = False) -> Login:
+              now: float | None = None, session: bool = False, device: str = "") -> Login:
         """Check a login attempt, throttled per account and per source address; record it.
         The answer never says whether the name exists. `session`: open a console session in
         the same transaction that records the login, and only if the password checked is
         still the person's (a change or reset that committed meanwhile ends the attempt; one
-        that commits later ends the session)."""
+        that commits later ends the session). `device`: the browser's device cookie; one
+        this person logged in from before skips the wait that guessing at the name from
+        elsewhere put on it (a stranger can slow a name down, not its owner)."""
         now = now or time.time()
-        for kind, key in (("name", name), ("address", address)):
+        known = bool(device) and self._known_device(name, device, now)
+        for kind, key in ((("address", address),) if known else
+                          (("name", name), ("address", address))):
             d = throttle.decide(self._failures(kind, key, now), now, self.policy)
             if not d.allowed:
                 self._failed(name, address, now, "throttled")
@@ -329,11 +336,23 @@ class People:
                 db.execute("INSERT INTO logins (name, address, at, ok, why) VALUES "
                            "(?, ?, ?, 1, '')", (name, address, now))
                 State.audit_in(db, "user.login", name, {"address": address}, who=name)
+                new_device = None
                 if session:
                     sid = self._open_session(db, name, bool(must), time.time())
+                    if not known:
+                        new_device = secrets.token_urlsafe(32)
+                        db.execute("DELETE FROM devices WHERE expires < ?", (now,))
+                        db.execute("INSERT INTO devices VALUES (?, ?, ?, ?)",
+                                   (_token_hash(new_device), name, now,
+                                    now + DEVICE_DAYS * 86400))
         if changed:          # changed, reset or disabled while this attempt was checked
             return self._failed(name, address, now, "password changed meanwhile")
-        return Login(True, person, must_change=bool(must), session=sid)
+        return Login(True, person, must_change=bool(must), session=sid, device=new_device)
+
+    def _known_device(self, name: str, device: str, now: float) -> bool:
+        return self.st.db.execute("SELECT 1 FROM devices WHERE token = ? AND name = ? AND "
+                                  "expires > ?", (_token_hash(device), name, now)
+                                  ).fetchone() is not None
 
     # ------------------------------------------------------------------ inside
     def _failed(self, name: str, address: str, now: float, why: str) -> Login:

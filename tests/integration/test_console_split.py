@@ -178,9 +178,9 @@ def test_the_broker_grants_the_web_account_only_what_its_logged_in_person_may(sp
         except Refused as exc:
             out["forged session"] = exc.kind
         out["wrong password"] = ask("login", name="bianji", password="nope" * 4, code="",
-                                    source="10.0.0.9")["ok"]
+                                    source="10.0.0.9", device="")["ok"]
         sid = ask("login", name="bianji", password=PASSWORD, code="",
-                  source="10.0.0.9")["sid"]
+                  source="10.0.0.9", device="")["sid"]
         out["own unit"] = ask("unit", sid=sid, unit="jiaoyu")["can"]["upload"]
         for name, op, args in (
                 ("another unit's page", "unit", {"unit": "chahe"}),

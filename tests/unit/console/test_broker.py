@@ -34,7 +34,8 @@ def county(tmp_path_factory):
 
 
 def _login(link: Local, name: str, password: str) -> dict:
-    return link.call("login", name=name, password=password, code="", source="10.1.2.3")
+    return link.call("login", name=name, password=password, code="", source="10.1.2.3",
+                     device="")
 
 
 def test_a_first_password_must_be_changed_before_anything_else(county):

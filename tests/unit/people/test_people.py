@@ -153,6 +153,34 @@ def test_guessing_is_slowed_never_locked_and_a_burst_is_audited(tmp_path):
     assert people.login("wangfang", ed.password, "", "127.0.9.99", t + wait + 0.1).ok
 
 
+def test_a_browser_its_owner_logged_in_from_is_not_slowed_by_strangers_guessing(tmp_path):
+    """Guessing at a name from many addresses slows the name down for strangers, but the
+    owner's own browser (its device cookie, from an earlier login) gets in at once; a cookie
+    of another person, a forged one or one from before a reset does not."""
+    people = _people(tmp_path)
+    ed = people.add("wangfang", "王芳", "jiaoyu", ["editor"], UNITS)
+    people.add("lisi", "李四", "jiaoyu", ["editor"], UNITS)
+    t = time.time() - 1000
+    first = people.login("wangfang", ed.password, "", "10.1.1.1", t, session=True)
+    assert first.ok and first.device
+    theirs = people.login("lisi", "x" * 12, "", "10.1.1.2", t)     # a failure, no cookie
+    assert not theirs.ok and theirs.device is None
+    for i in range(40):                       # strangers hammer the name
+        people.login("wangfang", f"guess{i}", "", f"127.0.9.{i + 1}", t + 1 + i * 0.5)
+    t = next(x for x in (t + 20.6 + k * 0.1 for k in range(100))
+             if people.status("wangfang", x)["wait"] > 1)       # while the name waits
+    assert not people.login("wangfang", ed.password, "", "10.1.1.1", t).ok   # no cookie
+    for device in ("forged-" + "x" * 30, people.login(
+            "lisi", "y" * 12, "", "10.1.1.2", t).device or "none"):
+        assert not people.login("wangfang", ed.password, "", "10.1.1.1", t,
+                                device=device).ok
+    again = people.login("wangfang", ed.password, "", "10.1.1.1", t, session=True,
+                         device=first.device)
+    assert again.ok and again.device is None               # known: no new cookie
+    people.reset("wangfang")                               # a reset forgets the browsers
+    assert not people._known_device("wangfang", first.device, t)
+
+
 def test_a_malformed_second_factor_is_an_ordinary_refusal_and_recorded(tmp_path):
     people = _people(tmp_path)
     rv = people.add("lisi", "李四", "jiaoyu", ["reviewer"], UNITS)
