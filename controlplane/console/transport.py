@@ -140,9 +140,10 @@ class Local:
 
 
 class Client:
-    """The web process's side of the socket: one connection per request."""
+    """The web process's side of the socket: one connection per request. `timeout`: the
+    longest wait for an answer (a publish of a large site reads and copies for minutes)."""
 
-    def __init__(self, path: Path, timeout: float = 600.0):
+    def __init__(self, path: Path, timeout: float = 3600.0):
         self.path = Path(path)
         self.timeout = timeout
 
