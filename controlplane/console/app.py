@@ -60,24 +60,6 @@ _env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.localtime
     if ts else "-"
 
 
-class _Obj(dict):
-    """A broker's answer (JSON) that templates read as attributes, as they read records."""
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-
-def _objects(value: Any) -> Any:
-    if isinstance(value, dict):
-        return _Obj({k: _objects(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return [_objects(v) for v in value]
-    return value
-
-
 def build(backend: Any, secure: bool = True,
           unit_view: Callable[[County, str], Mapping[str, Any]] = views.unit,
           behind_nginx: bool = False) -> guard.Guard:
@@ -99,10 +81,9 @@ def build(backend: Any, secure: bool = True,
         if heavy:
             if not limiter:
                 limiter.append(anyio.CapacityLimiter(HEAVY_AT_ONCE))
-            return _objects(await anyio.to_thread.run_sync(
-                lambda: link.call(op, list(files), **args), limiter=limiter[0]))
-        return _objects(await anyio.to_thread.run_sync(
-            lambda: link.call(op, list(files), **args)))
+            return await anyio.to_thread.run_sync(
+                lambda: link.call(op, list(files), **args), limiter=limiter[0])
+        return await anyio.to_thread.run_sync(lambda: link.call(op, list(files), **args))
 
     def sid(request: Request) -> str:
         return str(request.session.get("sid", ""))

@@ -136,9 +136,9 @@ class Broker:
                 raise Refused("bad", f"{name}: {key} must be a list of text")
         if blobs and not spec.blobs:
             raise Refused("bad", f"{name} takes no files")
-        me = None
+        me, must_change = None, False
         if spec.needs is not None:
-            me = self._person(str(sid), allow_must_change=spec.needs == "password")
+            me, must_change = self._person(str(sid), allow_must_change=spec.needs == "password")
             unit = args.get("unit") if spec.on_unit else None
             if spec.needs not in ("person", "password") and not roles.may(
                     me, spec.needs, unit):
@@ -146,6 +146,8 @@ class Broker:
             if spec.on_unit and self.county.inv.tenant(unit) is None:
                 raise Refused("missing", "no such unit")
         kwargs = {**args, **({"me": me, "sid": sid} if spec.needs is not None else {}),
+                  # what the session says besides the person, for the requests that take it
+                  **({"must_change": must_change} if spec.needs == "password" else {}),
                   **({"blobs": list(blobs)} if spec.blobs else {})}
         if spec.heavy:
             with self._heavy:
@@ -157,14 +159,15 @@ class Broker:
         inv = self.county.inv
         return People(self.county.open_state(), inv.secret, inv.cluster.name)
 
-    def _person(self, sid: str, allow_must_change: bool = False) -> Person:
+    def _person(self, sid: str, allow_must_change: bool = False) -> tuple[Person, bool]:
+        """The session's person, and whether they must change their password first."""
         found = self._guarded(lambda p: p.session(sid))
         if found is None:
             raise Refused("login", "log in first")
         person, must_change = found
         if must_change and not allow_must_change:
             raise Refused("password", "change your password first")
-        return person
+        return person, must_change
 
     def _guarded(self, fn: Callable[[People], Any]) -> Any:
         p = self._people()
@@ -240,20 +243,20 @@ def _source_ok(source: str) -> bool:
 
 
 @op("password")
-def whoami_any(b: Broker, me: Person, sid: str) -> dict[str, Any]:
+def whoami_any(b: Broker, me: Person, sid: str, must_change: bool) -> dict[str, Any]:
     """Who is logged in, also while they must still change their password."""
-    found = b._guarded(lambda p: p.session(sid))
-    return {**person_dict(me), "must_change": bool(found and found[1])}
+    return {**person_dict(me), "must_change": must_change}
 
 
 @op("password")
-def logout(b: Broker, me: Person, sid: str) -> None:
+def logout(b: Broker, me: Person, sid: str, must_change: bool) -> None:
     """Ends every session of the person (a copied cookie included), not only this one."""
     b._guarded(lambda p: p.end_sessions(me.name))
 
 
 @op("password", heavy=True, old=str, new=str, source=str)
-def password(b: Broker, me: Person, sid: str, old: str, new: str, source: str) -> None:
+def password(b: Broker, me: Person, sid: str, must_change: bool, old: str, new: str,
+             source: str) -> None:
     """Every other session of the person ends with the change; this one goes on."""
     if not _source_ok(source):
         raise Refused("bad", "password: the visitor's address")

@@ -100,14 +100,18 @@ class _NoCounty:
         self.controller.start()
 
 
+def _alerts(port: int) -> str:
+    """cluster.yaml's mail settings, to a server on `port` here, the county at ops@."""
+    return ("alerts:\n  smarthost: 127.0.0.1:%d\n  sender: govhost@qingshui.gov.cn\n"
+            "  require_tls: false\n  county: [ops@qingshui.gov.cn]\n" % port)
+
+
 def test_no_link_leaves_unless_the_county_was_told(tmp_path):
     """The county hears of every account made or reset in the console: when that mail
     fails, the person's link is not sent either, and the admin is told what to do."""
     server = _NoCounty()
     try:
-        c, issued = _county(tmp_path, "alerts:\n  smarthost: 127.0.0.1:%d\n"
-                            "  sender: govhost@qingshui.gov.cn\n  require_tls: false\n"
-                            "  county: [ops@qingshui.gov.cn]\n" % server.port)
+        c, issued = _county(tmp_path, _alerts(server.port))
         admin = _admin(c, issued)
         r = _post(admin, action="reset", person="rev")
         assert r.status_code == 400, r.text[-500:]
@@ -123,9 +127,7 @@ def test_no_link_leaves_unless_the_county_was_told(tmp_path):
 def test_every_add_and_reset_is_told_to_the_county_and_audited(tmp_path):
     sink = Sink()
     try:
-        c, issued = _county(tmp_path, "alerts:\n  smarthost: 127.0.0.1:%d\n"
-                            "  sender: govhost@qingshui.gov.cn\n  require_tls: false\n"
-                            "  county: [ops@qingshui.gov.cn]\n" % sink.port)
+        c, issued = _county(tmp_path, _alerts(sink.port))
         admin = _admin(c, issued)
         r = _post(admin, action="add", name="sock", display="Sock", role="reviewer",
                   email="sock@jiaoyu.example")
