@@ -168,7 +168,7 @@ def main() -> None:
                         ("apply with no change", noop_s),
                         ("floor: tar|ssh + nginx -t + reload", floor_s)]:
             print(f"{name:<34}{s:>9.2f}{s / floor_s:>9.2f}")
-        load = wrk_during_apply(inv_dir, "unit0001.qingshui.gov.cn", "127.0.1.1")
+        load = wrk_during_apply(inv_dir, "unit0001.qingshui.gov.cn", "10.77.0.11")
         print("reload under load (wrk -t2 -c32, 3 applies with reloads on every node):")
         for k, v in load.items():
             print(f"  {k:<30}{v}")

@@ -90,7 +90,7 @@ def timed(inv: Path, *args: str) -> tuple[float, dict]:
 
 
 def addr(n: str) -> str:
-    return f"127.0.1.{n[1:]}"
+    return f"10.77.0.1{n[1:]}"
 
 
 def use_own_repository(inv: Path, tag: str) -> None:
@@ -160,7 +160,7 @@ def county_run(label: str, inv: Path, files: int, size: int, publish: bool) -> d
     restore_live_s, live = timed(inv, "backup", "restore", one, "--yes", "--json",
                                  "--no-safety-backup")
     drill_s, drill = timed(inv, "backup", "drill", one, "--json")
-    repo_bytes = int(ssh("127.0.1.1", f"du -sb /srv/govhost/backup/bench{tag}/repo").split()[0])
+    repo_bytes = int(ssh("10.77.0.11", f"du -sb /srv/govhost/backup/bench{tag}/repo").split()[0])
     snaps = len(first["results"])
     res = {
         "label": label, "tenants": len(static), "files": total_files, "raw_bytes": raw,
@@ -173,7 +173,7 @@ def county_run(label: str, inv: Path, files: int, size: int, publish: bool) -> d
         "added_first": sum(r.get("bytes_added") or 0 for r in first["results"]),
         "added_incremental": sum(r.get("bytes_added") or 0 for r in incr["results"]),
     }
-    ssh("127.0.1.1", f"rm -rf /srv/govhost/backup/bench{tag}")
+    ssh("10.77.0.11", f"rm -rf /srv/govhost/backup/bench{tag}")
     return res
 
 

@@ -36,7 +36,7 @@ from controlplane.core.manifest import Node  # noqa: E402
 from controlplane.lab import machines as lab  # noqa: E402
 from tests.helpers import generated_county, noise_png, upload  # noqa: E402
 
-NODES = {"n1": "127.0.1.1", "n2": "127.0.1.2", "n3": "127.0.1.3"}
+NODES = {"n1": "10.77.0.11", "n2": "10.77.0.12", "n3": "10.77.0.13"}
 DOMAIN = "qingshui.gov.cn"
 
 

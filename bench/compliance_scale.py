@@ -45,7 +45,7 @@ from controlplane.tls import metrics
 from tests.helpers import generated_county, upload  # noqa: E402
 from tests.helpers import lab_ssh as ssh
 
-NODES = {"n1": "127.0.1.1", "n2": "127.0.1.2", "n3": "127.0.1.3"}
+NODES = {"n1": "10.77.0.11", "n2": "10.77.0.12", "n3": "10.77.0.13"}
 DOMAIN = "qingshui.gov.cn"
 COLUMNS = [("xwdt", "新闻动态", "news"), ("tzgg", "通知公告", "notices"),
            ("zcwj", "政策文件", "policy")]

@@ -45,7 +45,7 @@ from controlplane.lab import machines as lab  # noqa: E402
 from controlplane.sites import apply as apply_mod  # noqa: E402
 from tests.helpers import free_port, generated_county  # noqa: E402
 
-NODE = "127.0.1.1"
+NODE = "10.77.0.11"
 
 
 def govhost(inv: Path, *args: str) -> subprocess.CompletedProcess:

@@ -43,7 +43,7 @@ from controlplane.lab import machines as lab  # noqa: E402
 from controlplane.sites import apply as apply_mod  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 
-NODE = "127.0.1.1"
+NODE = "10.77.0.11"
 HOST = "console.qingshui.gov.cn"
 ATTEMPTS_EACH = 20
 FLOOD_SECONDS = 90

@@ -261,17 +261,17 @@ def _wrk(url: str, headers: dict[str, str], queries: list[str] | None = None) ->
 def bench_search_http(db: Path, pages_count: int) -> dict:
     """The big index on n1, queried on its search server (nginx in front would answer most of
     a wrk load with 429: the sites' rate limit), next to a static page through nginx."""
-    ssh("127.0.1.1", "kill $(cat /run/govhost-search.pid) 2>/dev/null; sleep 0.5; "
+    ssh("10.77.0.11", "kill $(cat /run/govhost-search.pid) 2>/dev/null; sleep 0.5; "
                      "mkdir -p /var/lib/govhost/search; "
                      "cat > /var/lib/govhost/search/bench.db", db.read_bytes())
-    ssh("127.0.1.1", "cd /var/lib/govhost/search && mv index.db index.db.keep 2>/dev/null; "
+    ssh("10.77.0.11", "cd /var/lib/govhost/search && mv index.db index.db.keep 2>/dev/null; "
                      "rm -f index.db-wal index.db-shm; mv bench.db index.db; "
-                     "/usr/local/sbin/govhost-node agents 127.0.1.1")
+                     "/usr/local/sbin/govhost-node agents 10.77.0.11")
     time.sleep(3)
     rnd = random.Random(3)
     common = ["乡村振兴", "疫苗 接种", "运动会 开幕", "低保 救助", "防汛 演练", "预算 公开"]
     rare = [f"{rnd.randrange(pages_count):06d}" for _ in range(50)]
-    server = "http://127.0.1.1:9275/search"
+    server = "http://10.77.0.11:9275/search"
     # 2,000 distinct pairs of common words, in a cycle longer than the server's answer cache
     # (1,024): every request is computed. The six popular queries are answered from it.
     pairs = [f"{a} {b}" for a in VOCAB[:50] for b in VOCAB[50:90]][:2000]
@@ -280,13 +280,13 @@ def bench_search_http(db: Path, pages_count: int) -> dict:
                 "county_common_words_popular": _wrk(server, {}, common),
                 "county_rare_word": _wrk(server, {}, rare),
                 "unit_common_words_uncached": _wrk(server, {"X-Govhost-Unit": "u007"}, pairs),
-                "nginx_health_page": _wrk("http://127.0.1.1/health",
+                "nginx_health_page": _wrk("http://10.77.0.11/health",
                                           {"Host": "govhost-probe"})}
     finally:
-        ssh("127.0.1.1", "kill $(cat /run/govhost-search.pid) 2>/dev/null; sleep 0.5; "
+        ssh("10.77.0.11", "kill $(cat /run/govhost-search.pid) 2>/dev/null; sleep 0.5; "
                          "cd /var/lib/govhost/search && rm -f index.db index.db-wal index.db-shm;"
                          " mv index.db.keep index.db 2>/dev/null; "
-                         "/usr/local/sbin/govhost-node agents 127.0.1.1")
+                         "/usr/local/sbin/govhost-node agents 10.77.0.11")
 
 
 TAMPER_ON_NODE = r'''
@@ -341,22 +341,22 @@ print(json.dumps(lat))
 
 def bench_tamper(units: int, files: int = 20, rounds: int = 200) -> dict:
     script = "/tmp/govhost-bench-tamper.py"
-    ssh("127.0.1.1", f"cat > {script}", TAMPER_ON_NODE.encode())
-    ssh("127.0.1.1", f"python3 {script} {units} {files} 0 make")
+    ssh("10.77.0.11", f"cat > {script}", TAMPER_ON_NODE.encode())
+    ssh("10.77.0.11", f"python3 {script} {units} {files} 0 make")
     try:
         t0 = time.perf_counter()
-        ssh("127.0.1.1", "kill $(cat /run/govhost-tamper.pid) 2>/dev/null; sleep 0.3; "
-                         "/usr/local/sbin/govhost-node agents 127.0.1.1")
+        ssh("10.77.0.11", "kill $(cat /run/govhost-tamper.pid) 2>/dev/null; sleep 0.3; "
+                         "/usr/local/sbin/govhost-node agents 10.77.0.11")
         while True:          # the watcher adopted every unit (its start-up full check)
-            st = json.loads(ssh("127.0.1.1", "cat /var/lib/govhost/tamper/state.json"))
+            st = json.loads(ssh("10.77.0.11", "cat /var/lib/govhost/tamper/state.json"))
             if len([s for s in st.get("watching", {}) if s.startswith("zzbench")]) == units \
                     and st.get("last_full_check", 0) > 0:
                 break
             time.sleep(0.5)
         start_s = time.perf_counter() - t0
-        lat = json.loads(ssh("127.0.1.1", f"python3 {script} {units} {files} {rounds} run"))
+        lat = json.loads(ssh("10.77.0.11", f"python3 {script} {units} {files} {rounds} run"))
     finally:
-        ssh("127.0.1.1", f"python3 {script} {units} {files} 0 clean; rm -f {script}")
+        ssh("10.77.0.11", f"python3 {script} {units} {files} 0 clean; rm -f {script}")
     return {"units": units, "files": units * files, "rounds": rounds,
             "watcher_start_seconds": round(start_s, 1),
             "put_back_ms_median": round(statistics.median(lat), 1),

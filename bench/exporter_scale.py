@@ -55,7 +55,7 @@ def main() -> None:
         agent_times, agent_text = [], ""
         for _ in range(5):
             t = time.perf_counter()
-            with urllib.request.urlopen("http://127.0.1.1:9273/metrics", timeout=30) as r:
+            with urllib.request.urlopen("http://10.77.0.11:9273/metrics", timeout=30) as r:
                 agent_text = r.read().decode()
             agent_times.append(time.perf_counter() - t)
         probes_per_round = count * 3

@@ -8,7 +8,7 @@
    disk is wiped and `govhost node replace n3` brings it back. Seconds and bytes moved, side
    by side with the floor: plain `rsync -a` over SSH of the same node's content tree, from
    a copy on the control machine, onto the wiped node.
-Takes over the lab (brings it down first). Network traffic stays on 127.0.1.N.
+Takes over the lab (brings it down first). Network traffic stays on 10.77.0.1N.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def replacement(units: int, files: int) -> dict:
     # the floor's source: n3's content tree as a peer would send it
     floor_src = tmp / "sites"
     floor_src.mkdir()
-    subprocess.run(f"{' '.join(lab.ssh_argv('127.0.1.3'))} 'tar -C /srv/govhost/sites -c .' "
+    subprocess.run(f"{' '.join(lab.ssh_argv('10.77.0.13'))} 'tar -C /srv/govhost/sites -c .' "
                    f"| tar -C {floor_src} -x", shell=True, check=True)
     tree_bytes = int(subprocess.run(["du", "-sb", str(floor_src)], capture_output=True,
                                     text=True).stdout.split()[0])
@@ -81,13 +81,13 @@ def replacement(units: int, files: int) -> dict:
     moved = sum(m["bytes"] for m in out["apply"]["content"] if m["ok"])
 
     lab.wipe("n3")
-    lab_ssh("127.0.1.3", "apt-get install -y -q rsync >/dev/null 2>&1 || "
+    lab_ssh("10.77.0.13", "apt-get install -y -q rsync >/dev/null 2>&1 || "
             "(apt-get update -q >/dev/null && apt-get install -y -q rsync >/dev/null)")
-    lab_ssh("127.0.1.3", "mkdir -p /srv/govhost/sites")
-    ssh = " ".join(lab.ssh_argv("127.0.1.3")[:-1])
+    lab_ssh("10.77.0.13", "mkdir -p /srv/govhost/sites")
+    ssh = " ".join(lab.ssh_argv("10.77.0.13")[:-1])
     t0 = time.monotonic()
     subprocess.run(["rsync", "-a", "-H", "-e", ssh, f"{floor_src}/",
-                    "root@127.0.1.3:/srv/govhost/sites/"], check=True)
+                    "root@10.77.0.13:/srv/govhost/sites/"], check=True)
     rsync_s = time.monotonic() - t0
     shutil.rmtree(tmp, ignore_errors=True)
     return {"units": units, "files": files, "held_by_n3": len(held), "publish_s": publish_s,

@@ -33,7 +33,7 @@ from controlplane.lab import machines as lab
 from controlplane.lab import services as lab_services  # noqa: E402
 from tests.helpers import generated_county  # noqa: E402
 
-NODES = ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
+NODES = ["10.77.0.11", "10.77.0.12", "10.77.0.13"]
 
 
 def govhost(inv: Path, *args: str) -> tuple[float, dict | None, str]:
@@ -95,7 +95,7 @@ def main() -> None:
     env = {"PEBBLE_AUTHZREUSE": "0"}
     rows = []
     try:
-        dns_a = lab_services.challtestsrv_up(dirs[0], default_ipv4="127.0.1.1")
+        dns_a = lab_services.challtestsrv_up(dirs[0], default_ipv4="10.77.0.11")
         root_a = lab_services.pebble_up(dirs[1], "127.0.2.21", 14300, dns_a, env=env)
         secret = lab_services.bind_up("qingshui.gov.cn", NODES, dirs[2], "127.0.0.1", 1253)
         root_b = lab_services.pebble_up(dirs[3], "127.0.2.22", 14400, "127.0.0.1:1253", env=env)

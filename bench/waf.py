@@ -7,7 +7,7 @@ Four units on the lab's machine nodes, identical content in pairs: `s-off`/`s-wa
 a 10 KB page) and `p-off`/`p-waf` (PHP, a page built by PHP), rate limits raised out of the
 way. wrk (2 threads, 16 connections) asks each unit's first replica for `/?page=2&q=通知`
 (a query string, so the CRS has arguments to inspect), the pairs taking turns each round.
-Takes over the lab (machine nodes; brought up if not running). Traffic stays on 127.0.1.N.
+Takes over the lab (machine nodes; brought up if not running). Traffic stays on 10.77.0.1N.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from controlplane.lab import machines as lab  # noqa: E402
 from controlplane.sites import apply as apply_mod  # noqa: E402
 from tests.helpers import CLUSTER, tenant, upload, write_inventory  # noqa: E402
 
-ADDRESSES = {"n1": "127.0.1.1", "n2": "127.0.1.2", "n3": "127.0.1.3"}
+ADDRESSES = {"n1": "10.77.0.11", "n2": "10.77.0.12", "n3": "10.77.0.13"}
 FAST = {"rate_limit": {"requests_per_second": 10000, "burst": 100000}}
 PAGE = ("<!doctype html><html><head><meta charset=utf-8><title>通知公告</title></head><body>"
         + "".join(f"<p>第{i}条 关于做好本县教育工作的通知，请各单位认真贯彻落实。</p>"

@@ -8,7 +8,7 @@ import typer
 from commands.output import call, county, emit, err, out, table
 
 app = typer.Typer()
-lab_app = typer.Typer(help="The lab cluster on this machine (systemd-nspawn machines on 127.0.1.N).",
+lab_app = typer.Typer(help="The lab cluster on this machine: nodes in their own network namespaces on a lab bridge (10.77.0.0/24), reached through the lab's router.",
                       no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
 services_app = typer.Typer(help="The lab's county services: Pebble (ACME CA) and BIND (DNS).",
@@ -76,6 +76,39 @@ def lab_wipe(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     _lab_print([call(lab.wipe, name, as_json=as_json)], as_json)
 
 
+@lab_app.command("outside", context_settings={"allow_extra_args": True,
+                                               "ignore_unknown_options": True})
+def lab_outside(ctx: typer.Context) -> None:
+    """Run a command from "the internet": an address that is none of the county's, in a
+    network namespace of its own, through the lab's router. `govhost lab outside -- curl
+    http://10.77.0.101/`: what a citizen or the inspector sees."""
+    from controlplane.lab import network
+    raise typer.Exit(call(network.outside, list(ctx.args)))
+
+
+@lab_app.command("freeze")
+def lab_freeze(name: str, thaw: bool = typer.Option(False, "--thaw", help="Continue it."),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """A hung machine: every process of the node stopped and its network silent (a frozen
+    kernel answers no ARP either). `--thaw` lets it run again, where it left off."""
+    from controlplane.lab import network
+    n = call(network.freeze, name, not thaw, as_json=as_json)
+    emit({"node": name, "frozen": not thaw, "processes": n}) if as_json else \
+        out.print(f"{name}: {'thawed' if thaw else 'frozen'} ({n} processes)")
+
+
+@lab_app.command("partition")
+def lab_partition(a: str, b: str, heal: bool = typer.Option(False, "--heal",
+                                                            help="Let VRRP through again."),
+                  as_json: bool = typer.Option(False, "--json")) -> None:
+    """Two nodes stop hearing each other's VRRP advertisements (a switch that drops them);
+    all their other traffic still passes. `--heal` ends every partition."""
+    from controlplane.lab import network
+    call(network.partition, a, b, not heal, as_json=as_json)
+    emit({"nodes": [a, b], "partitioned": not heal}) if as_json else \
+        out.print(f"{a} ↔ {b}: VRRP {'passes again' if heal else 'dropped'}")
+
+
 @lab_app.command("upload")
 def lab_upload(unit: str, directory: Path,
                as_json: bool = typer.Option(False, "--json")) -> None:
@@ -113,10 +146,12 @@ def _lab_print(ns, as_json: bool) -> None:
 @services_app.command("up")
 def services_up(as_json: bool = typer.Option(False, "--json")) -> None:
     """Start BIND (the county DNS, RFC 2136 updates) and Pebble (an ACME CA) for the lab."""
+    from controlplane.dns import plan as dns_plan
     from controlplane.lab import services as lab_services
     inv = call(lambda: county().inv, as_json=as_json)
-    rows = call(lab_services.up, inv.cluster.domain,
-                [n.address for n in inv.hosts.web_nodes], as_json=as_json)
+    # The county's names resolve as the DNS plan says: to the floating addresses, if any.
+    rows = call(lab_services.up, inv.cluster.domain, dns_plan.published(inv)[0],
+                as_json=as_json)
     _services_print(rows, as_json)
 
 

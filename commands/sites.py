@@ -176,6 +176,7 @@ def status(
         return
     if tenant is None:
         _print_nodes(data["nodes"])
+        _print_floating(data["floating"])
         _print_tenants(data["tenants"], [n["node"] for n in data["nodes"]], probe)
     else:
         _print_tenant(data["tenants"][0], data["nodes"], probe)
@@ -199,6 +200,18 @@ def _print_nodes(nodes: list[dict]) -> None:
                   n["release_live"] or "-", n["release_desired"], str(n["replicas"]),
                   ("drained " if n["drained"] else "") +
                   ("" if n["in_sync"] else "[yellow]drift: run apply[/]"))
+    out.print(t)
+
+
+def _print_floating(rows: list[dict]) -> None:
+    if not rows:
+        return
+    t = table("Floating addresses (DNS publishes these)", "address", "home", "held by")
+    for r in rows:
+        by = r["held_by"]
+        cell = ("[red]nobody[/]" if not by else f"[red]{' and '.join(by)}[/]" if len(by) > 1
+                else by[0] if by[0] == r["home"] else f"[yellow]{by[0]}[/]")
+        t.add_row(r["address"], r["home"], cell)
     out.print(t)
 
 

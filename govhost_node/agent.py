@@ -466,6 +466,45 @@ def tamper_metrics(now: float | None = None) -> list[str]:
     return out
 
 
+VRRP_RELEASED = "/var/lib/govhost/vrrp-released"
+
+
+def floating_metrics(spec_path: str = f"{CURRENT}/vrrp.json") -> list[str]:
+    """Which floating addresses this node holds now, read from the kernel (not from
+    keepalived's idea of its state): what the county's router sees. The alerts add the
+    nodes up: held by none, by two (split brain), away from home too long."""
+    try:
+        with open(spec_path) as f:
+            spec = json.load(f)
+    except (OSError, ValueError):
+        return []
+    try:
+        out = subprocess.run(["ip", "-j", "addr", "show", "dev", spec["interface"]],
+                             capture_output=True, text=True, timeout=5).stdout or "[]"
+        have = {a.get("local") for link in json.loads(out) for a in link.get("addr_info", [])}
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return []
+    lines = ["# HELP govhost_floating_held 1 when this node holds the floating address now.",
+             "# TYPE govhost_floating_held gauge"]
+    away = ["# HELP govhost_floating_away 1 when this node holds a floating address whose "
+            "home is another node.", "# TYPE govhost_floating_away gauge"]
+    for inst in spec.get("addresses", []):
+        for key in ("address", "address6"):
+            addr = inst.get(key)
+            if not addr:
+                continue
+            held = 1 if addr in have else 0
+            labels = f'address="{_escape(addr)}",home="{_escape(inst["home"])}"'
+            lines.append(f"govhost_floating_held{{{labels}}} {held}")
+            away.append(f"govhost_floating_away{{{labels}}} "
+                        f"{1 if held and inst['home'] != spec.get('node') else 0}")
+    released = 1 if os.path.exists(VRRP_RELEASED) or spec.get("released") else 0
+    return lines + away + [
+        "# HELP govhost_floating_released 1 while this node keeps out of VRRP (drained, "
+        "rebooting, being removed).", "# TYPE govhost_floating_released gauge",
+        f"govhost_floating_released {released}"]
+
+
 class Agent:
     def __init__(self) -> None:
         self.logs = LogCounters()
@@ -500,6 +539,7 @@ class Agent:
         out += security_metrics(self.updates)
         out += backup_metrics()
         out += tamper_metrics()
+        out += floating_metrics()
         out += ["# HELP govhost_agent_scrape_seconds Time this scrape took on the node.",
                 "# TYPE govhost_agent_scrape_seconds gauge",
                 f"govhost_agent_scrape_seconds {time.monotonic() - t0:.6f}"]
@@ -508,7 +548,7 @@ class Agent:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--listen", required=True, help="address:port, e.g. 127.0.1.1:9273")
+    ap.add_argument("--listen", required=True, help="address:port, e.g. 10.77.0.11:9273")
     ap.add_argument("--web-config", default="",
                     help="JSON with cert_file, key_file and authorization_sha256: serve TLS "
                          "and require basic auth (absent file: plain HTTP)")

@@ -48,8 +48,8 @@ The unit web console of the example county (青水县) is at https://console.qin
 through any node. Log in as the county operator 'guanli' with the password and the code of
 the second factor printed above (an authenticator app, or: python3 -c "import pyotp;
 print(pyotp.TOTP('KEY').now())"); the console asks for a new password at the first login.
-  check it:    curl --cacert $PEBBLE_ROOT --resolve console.qingshui.gov.cn:443:127.0.1.1 https://console.qingshui.gov.cn/login
-  a browser:   chromium --host-resolver-rules="MAP *.qingshui.gov.cn 127.0.1.1" https://console.qingshui.gov.cn/
+  check it:    curl --cacert $PEBBLE_ROOT --resolve console.qingshui.gov.cn:443:10.77.0.11 https://console.qingshui.gov.cn/login
+  a browser:   chromium --host-resolver-rules="MAP *.qingshui.gov.cn 10.77.0.11" https://console.qingshui.gov.cn/
                (the lab's certificates come from Pebble: trust $PEBBLE_ROOT or accept the warning)
   units' people: govhost user add NAME --unit jiaoyu --role editor|reviewer|admin
 EOT

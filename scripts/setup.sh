@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux prometheus prometheus-node-exporter php-fpm php-mysql mariadb-server mariadb-client restic logrotate chromium fonts-wqy-microhei pebble bind9 bind9-dnsutils testssl.sh mmdebstrap systemd-container rsync python3-jieba python3-watchdog nftables libnginx-mod-http-modsecurity modsecurity-crs apt-utils dpkg-dev chromium-driver prometheus-alertmanager)
+PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux prometheus prometheus-node-exporter php-fpm php-mysql mariadb-server mariadb-client restic logrotate chromium fonts-wqy-microhei pebble bind9 bind9-dnsutils testssl.sh mmdebstrap systemd-container rsync python3-jieba python3-watchdog nftables libnginx-mod-http-modsecurity modsecurity-crs apt-utils dpkg-dev chromium-driver prometheus-alertmanager keepalived apt-cacher-ng)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -13,16 +13,23 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     apt-get update -q
-    apt-get install -y -q "${missing[@]}"
+    # No package's service starts on this machine as it installs: the lab runs its own
+    # (apt-cacher-ng on the lab's address, keepalived inside each node), and the host's
+    # copies would hold ports the lab needs. policy-rc.d is Debian's switch for exactly that.
+    had_policy=false
+    [ -e /usr/sbin/policy-rc.d ] && had_policy=true
+    $had_policy || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; }
+    apt-get install -y -q "${missing[@]}" || { $had_policy || rm -f /usr/sbin/policy-rc.d; exit 1; }
+    $had_policy || rm -f /usr/sbin/policy-rc.d
 fi
 
-# The lab nodes run their own nginx and sshd on 127.0.1.N; the host's own copies from the
+# The lab nodes run their own nginx and sshd on their own network; the host's own copies from the
 # packages above must not hold ports 80 and 22 on every address.
 # Likewise Debian's prometheus (tests start their own) and node exporter (each lab node runs
 # one on its own address, port 9100), PHP-FPM (nodes run one pool per PHP tenant) and MariaDB
 # (the lab's db node runs its own on its own address).
 if [ -d /run/systemd/system ]; then
-    systemctl disable --now nginx prometheus prometheus-node-exporter prometheus-alertmanager mariadb named >/dev/null 2>&1 || true
+    systemctl disable --now nginx prometheus prometheus-node-exporter prometheus-alertmanager mariadb named keepalived apt-cacher-ng >/dev/null 2>&1 || true
     for unit in $(systemctl list-unit-files 'php*-fpm.service' --no-legend | cut -d' ' -f1); do
         systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
@@ -34,7 +41,7 @@ fi
 # db node copies /var/lib/mysql from the host, which must not change under it. Stop it (and
 # the host's default PHP-FPM pool, which nothing uses).
 # The host's own BIND likewise (the lab runs its own on 127.0.0.1:1053).
-for pidfile in /run/mysqld/mysqld.pid /run/php/php*-fpm.pid /run/named/named.pid /run/prometheus/prometheus-alertmanager.pid; do
+for pidfile in /run/mysqld/mysqld.pid /run/php/php*-fpm.pid /run/named/named.pid /run/prometheus/prometheus-alertmanager.pid /run/apt-cacher-ng/pid /run/keepalived.pid; do
     if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
         pid=$(cat "$pidfile")
         kill "$pid" || true

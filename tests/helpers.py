@@ -84,8 +84,13 @@ def nginx_test(release_files: dict[str, bytes], dest: Path) -> subprocess.Comple
         main = Path(waf.main_path(release_files["waf/main.conf"]))
         main.parent.mkdir(parents=True, exist_ok=True)
         main.write_bytes(release_files["waf/main.conf"])
-    return subprocess.run(["nginx", "-t", "-c", str(dest / "nginx.conf")],
-                          capture_output=True, text=True)
+    # In a network namespace of its own that may bind any address, as a lab node may
+    # (ip_nonlocal_bind): `nginx -t` binds every listener, and the nodes' addresses (own and
+    # floating) live on the lab's network, not on this machine.
+    return subprocess.run(["unshare", "--net", "sh", "-c",
+                           "ip link set lo up && sysctl -qw net.ipv4.ip_nonlocal_bind=1 "
+                           "net.ipv6.ip_nonlocal_bind=1 && exec nginx -t -c \"$1\"", "sh",
+                           str(dest / "nginx.conf")], capture_output=True, text=True)
 
 
 def can_run_nginx() -> bool:

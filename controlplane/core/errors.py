@@ -45,5 +45,9 @@ class LockError(GovhostError):
     """Another govhost run holds the exclusive lock."""
 
 
+class NodeError(GovhostError):
+    """A node could not be replaced, added, removed or handed over as asked."""
+
+
 class LabError(GovhostError):
     """The lab cluster could not be brought up or down."""

@@ -729,18 +729,40 @@ class Node(_Model):
     roles: list[Role] = Field(default_factory=lambda: ["web"], min_length=1)
     capacity: StrictInt = Field(default=2000, ge=1, le=100_000)
     # Where this node's own connections to its peers come from, when that is not `address`
-    # (behind NAT; in the lab, where every node shares the host's loopback, 127.0.0.1).
+    # (behind NAT).
     source: IpAddress | None = None
+    # The node's floating addresses (hosts.yaml `floating`, with `vrrp:`): DNS publishes
+    # these; keepalived keeps each on its home node while it serves, on a peer otherwise.
+    floating: IpAddress | None = None
+    floating6: Annotated[StrictStr, AfterValidator(_ipv6)] | None = None
 
     @property
     def sources(self) -> tuple[str, ...]:
         return tuple(a for a in (self.source or self.address, self.address6) if a)
 
 
+class Vrrp(_Model):
+    """Floating addresses (keepalived, VRRP version 3): one per web node, on the nodes' own
+    network. Every web node must have `floating` (and `floating6` where it has `address6`)."""
+    # The nodes' network: every node address and floating address must be inside it.
+    subnet: Network
+    subnet6: Network | None = None
+    # The interface on each node that carries the nodes' network.
+    interface: Label = "eth0"
+    # Virtual router IDs vrid_base .. vrid_base + web nodes - 1 (1..255, unique on the LAN).
+    vrid_base: StrictInt = Field(default=50, ge=1, le=255)
+    advert_seconds: StrictInt = Field(default=1, ge=1, le=10)
+    # A node that comes back waits this long before taking its address back (preempt).
+    preempt_delay_seconds: StrictInt = Field(default=30, ge=0, le=1000)
+    # Advertisements to each peer's address instead of multicast (networks that drop it).
+    unicast: StrictBool = False
+
+
 class Hosts(_Model):
     ssh: SshSettings
     nodes: list[Node] = Field(min_length=1, max_length=50)
     firewall: Firewall | None = None
+    vrrp: Vrrp | None = None
 
     @model_validator(mode="after")
     def _sftp_port(self) -> "Hosts":
@@ -757,6 +779,55 @@ class Hosts(_Model):
             dup = sorted({v for v in values if values.count(v) > 1})
             if dup:
                 raise ValueError(f"node {attr} listed twice: {', '.join(dup)}")
+        return self
+
+    @model_validator(mode="after")
+    def _floating(self) -> "Hosts":
+        """Floating addresses that cannot work are refused here, before anything is
+        touched: an address in two places, a VRID past 255, an address off the network."""
+        web = self.web_nodes
+        if self.vrrp is None:
+            stray = [n.name for n in self.nodes if n.floating or n.floating6]
+            if stray:
+                raise ValueError(f"nodes {', '.join(stray)} have floating addresses but "
+                                 "hosts.yaml has no `vrrp:` section (subnet, vrid_base)")
+            return self
+        v = self.vrrp
+        last = v.vrid_base + len(web) - 1
+        if last > 255:
+            raise ValueError(f"vrrp.vrid_base {v.vrid_base} with {len(web)} web nodes needs "
+                             f"virtual router IDs up to {last}; the highest is 255: lower "
+                             f"vrid_base to {256 - len(web)} or less")
+        net4 = ipaddress.ip_network(v.subnet)
+        net6 = ipaddress.ip_network(v.subnet6) if v.subnet6 else None
+        seen: dict[str, str] = {}
+        for n in self.nodes:
+            for what in ("address", "address6", "floating", "floating6"):
+                a = getattr(n, what)
+                if a is None:
+                    continue
+                ip = ipaddress.ip_address(a)
+                if ip.compressed in seen:
+                    raise ValueError(f"{ip.compressed} is both {seen[ip.compressed]} and "
+                                     f"node {n.name} {what}: every address in one place")
+                seen[ip.compressed] = f"node {n.name} {what}"
+                net = net4 if ip.version == 4 else net6
+                if n in web and net is not None and ip not in net:
+                    raise ValueError(f"node {n.name} {what} {a} is outside vrrp.subnet"
+                                     f"{'' if ip.version == 4 else '6'} {net}: floating "
+                                     "addresses move only between nodes on one network")
+                if net is None and what == "floating6":
+                    raise ValueError(f"node {n.name} has floating6 but vrrp has no subnet6")
+        for n in web:
+            if n.floating is None:
+                raise ValueError(f"web node {n.name} has no `floating` address; with `vrrp:` "
+                                 "every web node needs one (DNS publishes only these)")
+            if ipaddress.ip_address(n.floating).version != 4:
+                raise ValueError(f"node {n.name} floating {n.floating} must be IPv4 "
+                                 "(IPv6 goes in floating6)")
+            if n.address6 and not n.floating6:
+                raise ValueError(f"web node {n.name} has address6 but no floating6: its "
+                                 "AAAA record would have nothing to move")
         return self
 
     @property

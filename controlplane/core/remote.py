@@ -55,6 +55,11 @@ class NodeStatus:
     # govhost's firewall there: ok, pending (waiting for confirmation), reverted (the last
     # change was not confirmed and was taken back), missing (rules lost), off (none)
     firewall: str = "off"
+    # The floating addresses the node holds now (None: the node has none configured),
+    # whether its keepalived runs, and whether it keeps out of VRRP (drained, rebooting).
+    floating: tuple[str, ...] | None = None
+    vrrp_running: bool = False
+    vrrp_released: bool = False
 
 
 def _ssh_cmd(hosts: Hosts, node: Node, known_hosts: Path, command: str) -> list[str]:
@@ -102,7 +107,11 @@ def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,
                           bool(data.get("agent_running")), None if boot == "none" else boot,
                           php_running=None if php is None else bool(php),
                           boot_time=float(data["boot_time"]) if data.get("boot_time") else None,
-                          content=held, firewall=str(data.get("firewall", "off")))
+                          content=held, firewall=str(data.get("firewall", "off")),
+                          floating=None if data.get("floating") is None
+                          else tuple(str(a) for a in data["floating"]),
+                          vrrp_running=bool(data.get("vrrp_running")),
+                          vrrp_released=bool(data.get("vrrp_released")))
 
     if not nodes:
         return {}

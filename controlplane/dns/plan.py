@@ -1,7 +1,11 @@
 """The county DNS plan: which A and AAAA records every site name needs (pure).
 
 Every web node serves every name, so each name gets an A record per web node's IPv4 address
-and an AAAA record per web node's IPv6 address (hosts.yaml `address6`). The plan is what the
+and an AAAA record per web node's IPv6 address (hosts.yaml `address6`). With floating
+addresses (hosts.yaml `vrrp:`) the records are the floating addresses only: a node's own
+address dies with it, while its floating address moves to a peer in seconds, so no citizen's
+resolver ever hands out an address nobody answers on. Probes, SSH, content and the proxying
+between nodes keep using the nodes' own addresses. The plan is what the
 county's DNS must hold; `govhost dns plan` prints it as zone-file lines, and the compliance
 check reads it for the IPv6 indicator's AAAA half.
 """
@@ -22,16 +26,24 @@ class Record:
 
 
 def records(inv: Inventory) -> list[Record]:
-    web = inv.hosts.web_nodes
-    v4 = sorted({n.address for n in web if ipaddress.ip_address(n.address).version == 4})
-    v6 = sorted({n.address6 for n in web if n.address6}
-                | {n.address for n in web if ipaddress.ip_address(n.address).version == 6})
+    v4, v6 = published(inv)
     out = []
     for u in units(inv):
         for name in u.names:
             out.extend(Record(name, "A", a) for a in v4)
             out.extend(Record(name, "AAAA", a) for a in v6)
     return out
+
+
+def published(inv: Inventory) -> tuple[list[str], list[str]]:
+    """The addresses every name resolves to: IPv4 and IPv6."""
+    web = inv.hosts.web_nodes
+    if inv.hosts.vrrp is not None:
+        return (sorted({n.floating for n in web if n.floating}),
+                sorted({n.floating6 for n in web if n.floating6}))
+    return (sorted({n.address for n in web if ipaddress.ip_address(n.address).version == 4}),
+            sorted({n.address6 for n in web if n.address6}
+                   | {n.address for n in web if ipaddress.ip_address(n.address).version == 6}))
 
 
 def has_aaaa(plan: list[Record], names: tuple[str, ...] | list[str]) -> bool:

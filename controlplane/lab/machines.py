@@ -25,7 +25,7 @@ from pathlib import Path
 
 from controlplane.core.errors import LabError
 from controlplane.lab import image as lab_image
-from controlplane.sites import firewall
+from controlplane.lab import network
 
 LAB_ROOT = Path(os.environ.get("GOVHOST_LAB_ROOT", "/var/lib/govhost/lab"))
 KEY = LAB_ROOT / "id_ed25519"
@@ -41,7 +41,7 @@ hostname "$NODE"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$D/upper,workdir=$D/work" "$D/root"
 mount -t proc proc "$D/root/proc"
 mount --rbind /dev "$D/root/dev"
-mount --rbind /sys "$D/root/sys"
+mount -t sysfs sysfs "$D/root/sys"
 mount -t tmpfs tmpfs "$D/root/run"
 mount -t tmpfs tmpfs "$D/root/tmp"
 mkdir -p "$D/root/run/sshd"
@@ -57,7 +57,7 @@ while :; do
     date +%s > "$D/boots/$(date +%s%N)"
     systemd-nspawn -D "$D/root" --boot --machine="$NODE" --hostname="$NODE" \
         --register=no --keep-unit -q --console=passive --capability=CAP_NET_ADMIN \
-        --bind="$CACHE:/var/cache/apt/archives" </dev/null
+        --network-namespace-path="$NETNS" --bind="$CACHE:/var/cache/apt/archives" </dev/null
     rc=$?
     echo "node $NODE: systemd-nspawn exited with status $rc at $(date -Is)"
     [ "$rc" -eq 133 ] || exit "$rc"
@@ -82,30 +82,8 @@ def node_name(i: int) -> str:
     return f"n{i}"
 
 
-def node_address(i: int) -> str:
-    return f"127.0.1.{i}"
-
-
-LAB_PREFIX6 = "fd00:1ab::/64"
-
-
-def node_address6(i: int) -> str:
-    """The node's IPv6 address, from fd00::/8 on the host's loopback (hosts.yaml `address6`)."""
-    return f"fd00:1ab::{i}"
-
-
-def ensure_address6(i: int) -> None:
-    """Loopback routes all of 127/8 but only ::1 of IPv6: each node's address is added to
-    `lo` (replace: safe to rerun), so its nginx can listen there and probes reach it. The
-    lab's prefix is routed nowhere else (unreachable): a node address missing from `lo`
-    fails at once and no packet for it leaves the machine by a default route."""
-    for cmd in (["ip", "-6", "route", "replace", "unreachable", LAB_PREFIX6],
-                ["ip", "-6", "addr", "replace", f"{node_address6(i)}/128", "dev", "lo"]):
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise LabError(f"cannot give {node_name(i)} its IPv6 address: `{' '.join(cmd)}`: "
-                           f"{r.stderr.strip()} (is IPv6 disabled? sysctl "
-                           "net.ipv6.conf.lo.disable_ipv6 must be 0)")
+node_address = network.node_address
+node_address6 = network.node_address6
 
 
 def _index(name: str) -> int:
@@ -209,6 +187,20 @@ def _authorize(home: Path) -> None:
     os.chmod(ssh_dir / "authorized_keys", 0o600)
 
 
+def _lab_settings(upper: Path) -> None:
+    """What the lab's network asks of every node's disk: packages through the apt proxy on
+    the control machine (the only way out of the lab), and a resolver that answers at once
+    (nothing listens there: no name lookup waits out a timeout for a server it cannot reach)."""
+    apt = upper / "etc" / "apt" / "apt.conf.d"
+    apt.mkdir(parents=True, exist_ok=True)
+    (apt / "01govhost-lab-proxy").write_text(
+        f'Acquire::http::Proxy "http://{network.HOST4}:{network.APT_PROXY_PORT}";\n')
+    etc = upper / "etc"
+    if (etc / "resolv.conf").is_symlink():
+        (etc / "resolv.conf").unlink()
+    (etc / "resolv.conf").write_text(f"nameserver {network.HOST4}\noptions timeout:1 attempts:1\n")
+
+
 def _start_overlay(i: int) -> subprocess.Popen:
     d = _node_dir(i)
     for sub in ("upper", "work", "root"):
@@ -222,11 +214,13 @@ def _start_overlay(i: int) -> subprocess.Popen:
         stock = Path(f"/usr/share/base-files/dot.{dot}")
         if stock.exists():
             shutil.copyfile(stock, d / "upper" / "root" / f".{dot}")
+    _lab_settings(d / "upper")
     log = open(d / "node.log", "ab")
     env = {**os.environ, "NODE": node_name(i), "D": str(d), "IP": node_address(i)}
+    netns = network.plug(node_name(i), i)
     return subprocess.Popen(
-        ["unshare", "--mount", "--pid", "--uts", "--fork", "--propagation", "private",
-         "sh", "-c", _START],
+        ["nsenter", f"--net={netns}", "unshare", "--mount", "--pid", "--uts", "--fork",
+         "--propagation", "private", "sh", "-c", _START],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
 
 
@@ -248,10 +242,11 @@ def _start_machine(i: int, image: str) -> subprocess.Popen:
         _authorize(upper / "root")
         (d / "image").write_text(image + "\n")
     (d / "kind").write_text("machine\n")
+    _lab_settings(upper)
     (APT_CACHE / "partial").mkdir(parents=True, exist_ok=True)
     log = open(d / "node.log", "ab")
     env = {**os.environ, "NODE": name, "D": str(d), "IMAGE": str(rootfs),
-           "CACHE": str(APT_CACHE)}
+           "CACHE": str(APT_CACHE), "NETNS": network.plug(name, i)}
     return subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", _MACHINE,
          f"govhost-lab-{name}"],
@@ -309,9 +304,10 @@ def up(count: int, kind: str | None = None, image: str | None = None) -> list[La
     if other:
         raise LabError(f"lab nodes {', '.join(other)} run as another kind; "
                        "run `govhost lab down` first")
+    network.up()
+    network.apt_proxy_up(LAB_ROOT / "apt-proxy")
     started = []
     for i in range(1, count + 1):
-        ensure_address6(i)
         if not _alive(_read_pid(_node_dir(i)), node_name(i)):
             started.append((i, _launch(i, kind, image)))
     for i, proc in started:
@@ -320,7 +316,6 @@ def up(count: int, kind: str | None = None, image: str | None = None) -> list[La
 
 
 def _launch(i: int, kind: str, image: str | None) -> subprocess.Popen:
-    ensure_address6(i)
     _forget_other_kind(_node_dir(i), kind)
     if kind == "overlay":
         return _start_overlay(i)
@@ -396,17 +391,9 @@ def stop(name: str) -> bool:
         else:
             os.kill(n.pid, signal.SIGKILL)
             _wait_gone([n.pid], 2.5)
-        _drop_firewall(name)
+        network.unplug(name)
         return True
     return False
-
-
-def _drop_firewall(name: str) -> None:
-    """The nodes share the host's network stack, so a node's nftables table outlives its
-    machine here; on a real server its rules go down with it. Take them away as well."""
-    if shutil.which("nft"):
-        subprocess.run(["nft", "delete", "table", "inet", firewall.table_name(name)],
-                       capture_output=True, check=False)
 
 
 def reboot(name: str, timeout: float = 120) -> LabNode:
@@ -449,8 +436,8 @@ def down() -> int:
     for n in nodes():
         if n.pid and stop(n.name):
             stopped += 1
-    for n in nodes():
-        _drop_firewall(n.name)
+    network.down()
+    network.apt_proxy_down(LAB_ROOT / "apt-proxy")
     base = LAB_ROOT / "nodes"
     if base.exists():
         time.sleep(0.2)

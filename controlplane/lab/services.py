@@ -182,7 +182,7 @@ def pebble_up(d: Path = SERVICES / "pebble", address: str = PEBBLE_ADDRESS, port
 
 
 def challtestsrv_up(d: Path = SERVICES / "challtestsrv", address: str = CHALLTEST_ADDRESS,
-                    default_ipv4: str = "127.0.1.1") -> str:
+                    default_ipv4: str = "10.77.0.101") -> str:
     """pebble-challtestsrv as a DNS server answering every name with `default_ipv4` (names
     are pointed elsewhere through its management API). Returns DNS address:port."""
     d.mkdir(parents=True, exist_ok=True)

@@ -19,16 +19,13 @@ from typing import Any, Callable
 from controlplane.backup import run as backup
 from controlplane.content import releases as content
 from controlplane.core.county import County
-from controlplane.core.errors import GovhostError
+from controlplane.core.errors import GovhostError, NodeError
+from controlplane.nodes import handover
 from controlplane.search import index as search_index
 from controlplane.sites import apply as apply_mod
 from controlplane.sites.plan import compute_placement
 
 Say = Callable[[str], None]
-
-
-class NodeError(GovhostError):
-    """A node could not be replaced, added or removed as asked."""
 
 
 def _node(inv, name: str):
@@ -145,7 +142,8 @@ def remove(county: County, name: str, say: Say = lambda _: None) -> dict[str, An
     say(f"{name}: drained; moving its replicas")
     result = apply_mod.apply(county, progress=_progress(say))
     left = sorted(t for t, ns in _placements(county).items() if name in ns)
-    return {"node": name, "apply": result.to_json(), "replicas_left": left,
+    handed = handover.wait_handed_over(county, name, say) if result.ok else {}
+    return {"node": name, "apply": result.to_json(), "replicas_left": left, "floating": handed,
             "result": "drained" if result.ok and not left else "partial",
             "next": f"delete {name} from hosts.yaml, then `govhost node remove {name}` again "
                     "to forget it" if not left else "apply again once the other nodes are up"}

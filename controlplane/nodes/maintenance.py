@@ -16,7 +16,9 @@ from typing import Any, Callable
 
 from controlplane.core import paths, remote
 from controlplane.core.county import County
-from controlplane.nodes.lifecycle import NodeError, _node, _progress
+from controlplane.core.errors import NodeError
+from controlplane.nodes import handover
+from controlplane.nodes.lifecycle import _node, _progress
 from controlplane.sites import apply as apply_mod
 from controlplane.sites import probes
 
@@ -42,6 +44,9 @@ def upgrade(county: County, names: list[str] | None = None,
                                  "must not go down for updates"})
             say(f"{node.name}: skipped ({', '.join(down)} down)")
             break
+        # Packages restart nginx: its floating addresses go to its peers first.
+        handover.release(county, node.name)
+        handover.wait_handed_over(county, node.name, say)
         say(f"{node.name}: updating")
         cmd = remote._ssh_cmd(inv.hosts, node, county.known_hosts, f"{UPDATES_TOOL} run")
         try:
@@ -61,6 +66,8 @@ def upgrade(county: County, names: list[str] | None = None,
         while not _healthy(node.address) and time.monotonic() < deadline:
             time.sleep(1)
         res["serving"] = _healthy(node.address)
+        if res["serving"]:
+            handover.release(county, node.name, back=True)
         if res.get("ok"):
             res.pop("log", None)
         out.append(res)
@@ -90,6 +97,7 @@ def reboot(county: County, name: str, say: Say = lambda _: None,
     if not drained.ok:
         raise NodeError(f"{name}: the drain did not complete ({drained.result}); not "
                         "rebooting. `govhost status` shows why; the node stays drained")
+    handed = handover.wait_handed_over(county, name, say)
     say(f"{name}: rebooting")
     subprocess.run(remote._ssh_cmd(inv.hosts, node, county.known_hosts,
                                    "systemctl reboot || reboot"),
@@ -114,7 +122,7 @@ def reboot(county: County, name: str, say: Say = lambda _: None,
     after = apply_mod.apply(county, progress=_progress(say))
     with county.state() as st:
         st.audit("node.reboot", name, {"seconds": took, "result": after.result})
-    return {"node": name, "seconds": took, "drain": drained.to_json(),
+    return {"node": name, "seconds": took, "drain": drained.to_json(), "floating": handed,
             "apply": after.to_json(), "undrained": not was_drained,
             "result": "rebooted" if after.ok else "partial"}
 

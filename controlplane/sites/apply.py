@@ -219,7 +219,8 @@ def _transition(inv, plan: Plan, state: State, nodes, live, runner_dir: Path,
     say("*", "transition", f"{len(moved)} unit(s) change replicas: two interim releases")
     for step, upstream in (("old", {**plan.placement, **{t: tuple(previous[t]) for t in moved}}),
                            ("new", dict(plan.placement))):
-        interim = dataclasses.replace(plan, releases=render_cluster(inv, upstream, serving))
+        interim = dataclasses.replace(plan, releases=render_cluster(
+            inv, upstream, serving, drained=state.drained()))
         applied = state.applied()
         payloads = _payloads(interim, targets, [], live, applied, Path(runner_dir).parent
                              / "payloads")

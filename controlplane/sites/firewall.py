@@ -6,10 +6,9 @@ it: operators' SSH and the metrics to the management addresses, the database to 
 that run PHP sites, the backup repository and the search server to the cluster's own nodes.
 The rest is dropped and counted.
 
-The rules match only this node's own address (`ip daddr != A accept` comes first): on a real
-server that is where the public arrives, and in the lab, where every node shares the host's
-network stack, one node's table leaves the others' addresses (and the host's loopback) alone.
-Each node's table has its own name for the same reason. The file replaces the table in one
+The rules match only this node's own addresses (`ip daddr != A accept` comes first): its
+address and, on a web node, every floating address it may come to hold, so a floating address
+is no wider a door than the node's own. Each node's table has its own name. The file replaces the table in one
 transaction (`table …; delete table …; table … {…}`), so there is never a moment without it.
 """
 from __future__ import annotations
@@ -85,9 +84,10 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node) -> list[str]:
     ssh, sftp = hosts.ssh.port, hosts.ssh.unit_port
     rate = f"{fw.ssh_new_per_minute}/minute burst {fw.ssh_burst} packets"
     families = (("4", "ip saddr"), ("6", "ip6 saddr"))
+    own4, own6 = _own(hosts, node)
     rules = [
-        f"ip daddr != {node.address} accept",
-        f"ip6 daddr != {node.address6} accept" if node.address6 else "meta nfproto ipv6 accept",
+        f"ip daddr != {own4} accept",
+        f"ip6 daddr != {own6} accept" if own6 else "meta nfproto ipv6 accept",
         "ct state established,related accept",
         "ct state invalid counter name dropped drop",
         "# ICMP and ICMPv6, by number: a bare server has no /etc/protocols",
@@ -101,6 +101,10 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node) -> list[str]:
               f"update @sftp_meter{f} {{ {sa} limit rate over {rate} }} "
               "counter name metered drop" for f, sa in families]
     rules.append(f"tcp dport {sftp} accept")
+    if hosts.vrrp is not None and "web" in node.roles:
+        # VRRP (IP protocol 112) only from the other nodes: anyone else's advertisement
+        # could take a floating address away from the node that serves it.
+        rules.append("ip protocol 112 ip saddr @cluster4 accept")
     for f, sa in families:
         rules.append(f"tcp dport {{ {ssh}, {paths.NODE_EXPORTER_PORT}, {paths.AGENT_PORT} }} "
                      f"{sa} @management{f} accept")
@@ -114,6 +118,22 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node) -> list[str]:
             rules.append(f"tcp dport {MYSQL_PORT} {sa} @db{f} accept")
     rules.append("counter name dropped drop")
     return rules
+
+
+VRRP_GROUP4 = "224.0.0.18"
+
+
+def _own(hosts: Hosts, node: Node) -> tuple[str, str | None]:
+    """The destinations this node's rules judge: its own addresses and, on a web node with
+    floating addresses, every web node's (any of them may be held here) and VRRP's group."""
+    v4, v6 = [node.address], [node.address6] if node.address6 else []
+    if hosts.vrrp is not None and "web" in node.roles:
+        v4 += [n.floating for n in hosts.web_nodes if n.floating] + [VRRP_GROUP4]
+        v6 += [n.floating6 for n in hosts.web_nodes if n.floating6]
+
+    def one(xs: list[str]) -> str | None:
+        return None if not xs else xs[0] if len(xs) == 1 else "{ " + ", ".join(xs) + " }"
+    return one(v4) or node.address, one(v6)
 
 
 def checked_ports(hosts: Hosts) -> tuple[int, ...]:

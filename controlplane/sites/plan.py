@@ -92,7 +92,7 @@ def make_plan(
     for tenant, nodes in (pins or {}).items():
         if tenant in placement:
             placement[tenant] = tuple(nodes)
-    releases = render_cluster(inv, placement)
+    releases = render_cluster(inv, placement, drained=drained)
     node_changes = []
     touched: dict[str, set[str]] = {}
     for name in sorted(releases):

@@ -29,7 +29,7 @@ from controlplane.core.units import (
     preview_host,
     preview_zone,
 )
-from controlplane.sites import firewall, preview, waf
+from controlplane.sites import firewall, preview, vrrp, waf
 
 # The console's forms (a login, a comment, a site request, SFTP keys): nginx refuses a larger
 # body before the console reads a byte of it; only the upload route takes max_upload_mb.
@@ -121,15 +121,18 @@ def _zone(rate: int) -> str:
 
 
 def render_cluster(inv: Inventory, placement: Mapping[str, tuple[str, ...]],
-                   serving: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, Release]:
+                   serving: Mapping[str, tuple[str, ...]] | None = None,
+                   drained: frozenset[str] = frozenset()) -> dict[str, Release]:
     """Render the release of every node in hosts.yaml.
 
     A tenant's files depend only on whether a node holds one of its replicas (the node's
     own address is in snippets/listen.conf), so each tenant is rendered at most twice.
     `serving` (a placement change under way): the nodes that serve a tenant from their own
-    disk, when more than the replicas other nodes proxy to (see apply's transition)."""
+    disk, when more than the replicas other nodes proxy to (see apply's transition).
+    `drained` nodes keep out of VRRP: their floating addresses stay with their peers."""
     cache: dict[tuple[str, bool], dict[str, bytes]] = {}
-    return {n.name: render_node(inv, placement, n.name, cache, serving) for n in inv.hosts.nodes}
+    return {n.name: render_node(inv, placement, n.name, cache, serving, n.name in drained)
+            for n in inv.hosts.nodes}
 
 
 def _server_names(inv: Inventory, t: Tenant) -> list[str]:
@@ -145,14 +148,19 @@ def _portal_names(inv: Inventory) -> list[str]:
 
 def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: str,
                 cache: dict[tuple[str, bool], dict[str, bytes]] | None = None,
-                serving: Mapping[str, tuple[str, ...]] | None = None) -> Release:
+                serving: Mapping[str, tuple[str, ...]] | None = None,
+                drained: bool = False) -> Release:
     serving = serving or placement
     nodes = {n.name: n for n in inv.hosts.nodes}
     me = nodes[node]
     host = f"[{me.address}]" if ":" in me.address else me.address
     listen, listen_tls = f"{host}:80", f"{host}:443"
-    # A second listener on the node's IPv6 address, where it has one.
+    # A second listener on the node's IPv6 address, where it has one; on a web node with
+    # floating addresses, one on each of them (nginx binds before keepalived brings one
+    # here: the node allows non-local binds), so the node serves whichever it comes to hold.
     extra = [f"[{me.address6}]"] if me.address6 and me.address6 != me.address else []
+    if "web" in me.roles:
+        extra += [f"[{a}]" if ":" in a else a for a in vrrp.floating_of(inv.hosts)]
     base = {
         "node": node,
         "listen": listen,
@@ -266,6 +274,10 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     rules = firewall.render(inv.hosts, me, firewall.db_clients(inv.hosts, placement, php))
     if rules is not None:
         files["firewall.nft"] = rules
+    for name, data in (("keepalived.conf", vrrp.render(inv.hosts, me)),
+                       ("vrrp.json", vrrp.spec(inv.hosts, me, released=drained))):
+        if data is not None:
+            files[name] = data
     return Release(node=node, files=files)
 
 

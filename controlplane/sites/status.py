@@ -16,7 +16,7 @@ from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.paths import AGENT_PORT
 from controlplane.sites import apply as apply_mod
-from controlplane.sites import probes, replicas
+from controlplane.sites import probes, replicas, vrrp
 from controlplane.tls import metrics as tls_metrics
 
 
@@ -184,9 +184,15 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
                              for n in sorted(answers) if n not in up)
             problem("warning", t.name, f"{host} fails through {down}")
 
+    floating, issues = vrrp.holders(
+        inv.hosts, {n: s.floating for n, s in live.items() if s.reachable},
+        frozenset(n for n, s in live.items() if s.vrrp_released))
+    for severity, where, what in issues:
+        problem(severity, where, what)
+
     last = next((r for r in runs if r["kind"] == "apply" and r["finished_at"]), None)
     if last and last["result"] not in ("changed", "unchanged"):
         problem("warning", "apply", f"the last apply (run {last['id']}) ended {last['result']}")
     lock = apply_mod.lock_holder(county)
     return {"nodes": nodes, "tenants": rows, "problems": problems, "lock": lock,
-            "last_runs": runs[:3]}
+            "last_runs": runs[:3], "floating": floating}

@@ -15,7 +15,7 @@ from tests.helpers import tamper_watcher_stopped
 
 from .conftest import govhost
 
-NODES = {"n1": "127.0.1.1", "n2": "127.0.1.2", "n3": "127.0.1.3"}
+NODES = {"n1": "10.77.0.11", "n2": "10.77.0.12", "n3": "10.77.0.13"}
 
 
 def apply_json(inv: Path, expect_rc: int | None = 0) -> dict:
@@ -74,13 +74,13 @@ def test_apply_example_county_then_nothing_changes(county):
     assert first["result"] in ("changed", "unchanged")
     assert_every_tenant_everywhere(county)
     # sections, portal, unknown host, hidden files
-    assert "河西村" in _body("chahe.qingshui.gov.cn", "127.0.1.2", "/hexi/")
-    assert "青水县教育局" in _body("www.qingshui.gov.cn", "127.0.1.3")
+    assert "河西村" in _body("chahe.qingshui.gov.cn", "10.77.0.12", "/hexi/")
+    assert "青水县教育局" in _body("www.qingshui.gov.cn", "10.77.0.13")
     unknown = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
-                              "Host: nobody.example.org", "http://127.0.1.1/"],
+                              "Host: nobody.example.org", "http://10.77.0.11/"],
                              capture_output=True, text=True)
     assert unknown.stdout == "000"  # 444: connection closed without a response
-    assert probes.probe("jiaoyu.qingshui.gov.cn", "n1", "127.0.1.1", "/.env").status == 404
+    assert probes.probe("jiaoyu.qingshui.gov.cn", "n1", "10.77.0.11", "/.env").status == 404
 
     workers = {a: worker_pids(a) for a in NODES.values()}
     second = apply_json(county)
@@ -113,8 +113,8 @@ def test_modified_base_release_gets_the_whole_release(county):
     """Someone edited a file of the live release on n2: status reports it, the delta cannot
     be trusted there, so the node gets the whole release; the edit does not survive."""
     apply_json(county)
-    with tamper_watcher_stopped("127.0.1.2"):    # (it would put the file back at once)
-        on_node("127.0.1.2",
+    with tamper_watcher_stopped("10.77.0.12"):    # (it would put the file back at once)
+        on_node("10.77.0.12",
                 "echo '# edited by hand' >> /etc/govhost/current/vhosts/jiaoyu.conf")
         st = json.loads(govhost(county, "status", "--no-probe", "--json", check=True).stdout)
         assert [p["where"] for p in st["problems"]
@@ -123,9 +123,9 @@ def test_modified_base_release_gets_the_whole_release(county):
         result = apply_json(county)
     assert result["result"] == "changed", result
     assert all(n["result"] == "applied" for n in result["nodes"])
-    assert "edited by hand" not in on_node("127.0.1.2",
+    assert "edited by hand" not in on_node("10.77.0.12",
                                            "cat /etc/govhost/current/vhosts/jiaoyu.conf")
-    assert "（新）" in _body("shuili.qingshui.gov.cn", "127.0.1.2")
+    assert "（新）" in _body("shuili.qingshui.gov.cn", "10.77.0.12")
 
 
 def refused_apply(county: Path, name: str, manifest: str) -> subprocess.CompletedProcess:
@@ -193,7 +193,7 @@ def test_node_down_mid_run_is_partial_and_next_apply_heals(county):
     assert "n3" in out and ("unreachable" in out or "failed" in out)
     inv = inventory.load(county)
     host = inv.site_host(inv.tenant("caizheng"))
-    for address in ("127.0.1.1", "127.0.1.2"):
+    for address in ("10.77.0.11", "10.77.0.12"):
         assert "青水县财政局（新）" in _body(host, address)
     lab.up(3)
     healed = apply_json(county)

@@ -236,7 +236,7 @@ def test_a_homepage_republished_with_only_old_dates_is_not_fresh(county):
 
 
 def test_ipv6_probes_through_every_node_and_one_node_without_its_listener(county):
-    """https_ipv6 is measured: jiaoyu's homepage through each node's fd00:1ab::N. With n2's
+    """https_ipv6 is measured: jiaoyu's homepage through each node's fd00:77::1N. With n2's
     address taken off lo (its IPv6 listener gone), n2 alone fails, with the reason."""
     from controlplane.lab import machines
 
@@ -247,13 +247,13 @@ def test_ipv6_probes_through_every_node_and_one_node_without_its_listener(county
 
     v, rows = v6()
     assert set(rows) == {"n1", "n2", "n3"} and all(r["ok"] for r in rows.values()), rows
-    assert rows["n2"]["address6"] == "fd00:1ab::2" and rows["n2"]["status"] == 200
+    assert rows["n2"]["address6"] == "fd00:77::12" and rows["n2"]["status"] == 200
     assert "IPv6 through" not in v["summary"]
-    subprocess.run(["ip", "-6", "addr", "del", "fd00:1ab::2/128", "dev", "lo"], check=True)
+    subprocess.run(["ip", "-6", "addr", "del", "fd00:77::12/128", "dev", "lo"], check=True)
     try:
         v, rows = v6()
         assert not v["ok"] and rows["n1"]["ok"] and rows["n3"]["ok"] and not rows["n2"]["ok"]
-        assert "IPv6 through n2 (fd00:1ab::2)" in v["summary"], v["summary"]
+        assert "IPv6 through n2 (fd00:77::12)" in v["summary"], v["summary"]
         assert "No route to host" in rows["n2"]["error"], rows["n2"]
     finally:
         machines.ensure_address6(2)
@@ -332,7 +332,7 @@ def test_yearly_report_counts_visits_published_pages_and_uptime(county):
         return next(u for u in data["units"] if u["tenant"] == "jiaoyu")
 
     before = jiaoyu()
-    n1, n2 = "127.0.1.1", "127.0.1.2"
+    n1, n2 = "10.77.0.11", "10.77.0.12"
     visits = [("127.0.9.201", n1, "/"), ("127.0.9.201", n1, "/xwdt/1.html"),
               ("127.0.9.202", n2, "/"), ("127.0.9.203", n2, "/xwdt/1.html"),
               ("127.0.9.203", n1, "/")]

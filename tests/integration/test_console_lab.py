@@ -90,10 +90,10 @@ def console(lab_cluster, tmp_path_factory):
     reset_content("caizheng")
 
 
-def _chrome(preview_via: str = "127.0.1.1"):
-    return browser.driver("127.0.1.1", [HOST], browser.Connection(0, 0), 300,
+def _chrome(preview_via: str = "10.77.0.11"):
+    return browser.driver("10.77.0.11", [HOST], browser.Connection(0, 0), 300,
                           {PREVIEW: preview_via, PREVIEW_JIAOYU: preview_via,
-                           "tiyu.qingshui.gov.cn": "127.0.1.1"})
+                           "tiyu.qingshui.gov.cn": "10.77.0.11"})
 
 
 def _click(chrome, by, selector):
@@ -571,7 +571,7 @@ def test_a_unit_admin_adds_a_person_and_an_sftp_key_that_works_on_the_node(conso
 
 # -- Attacks on the console's doors (issue 31: items 1, 4, 5) ----------------------------------
 
-def _http_session(url_host: str = "127.0.1.1", source: str | None = None):
+def _http_session(url_host: str = "10.77.0.11", source: str | None = None):
     """An HTTP client that reaches the console through a node's nginx, as a browser does;
     from its own loopback `source` address where a test's failures must not slow others."""
     import httpx
@@ -708,7 +708,7 @@ def test_a_huge_body_is_refused_at_once_declared_or_chunked(console):
     with 413 before the console reads it; the sender is stopped within a few MB."""
     import socket
     for chunked in (False, True):
-        sock = socket.create_connection(("127.0.1.1", 80), timeout=30)
+        sock = socket.create_connection(("10.77.0.11", 80), timeout=30)
         head = (f"POST /login HTTP/1.1\r\nHost: {HOST}\r\n"
                 "Content-Type: application/x-www-form-urlencoded\r\n"
                 + ("Transfer-Encoding: chunked\r\n" if chunked else

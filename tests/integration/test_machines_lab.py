@@ -340,11 +340,11 @@ def test_timers_run_and_their_failure_is_visible(county):
 
 def test_a_fourth_node_joins_takes_its_share_and_leaves_again(county):
     hosts = yaml.safe_load((county / "hosts.yaml").read_text())
-    hosts["nodes"].append({"name": "n4", "address": "127.0.1.4", "roles": ["web"],
+    hosts["nodes"].append({"name": "n4", "address": "10.77.0.14", "roles": ["web"],
                            "capacity": 2000})
     (county / "hosts.yaml").write_text(yaml.safe_dump(hosts))
     lab.up(4)
-    four = {**NODES, "n4": "127.0.1.4"}
+    four = {**NODES, "n4": "10.77.0.14"}
     live = holdings(NODES[placement(county, "jiaoyu")[0]], "jiaoyu")["current"]
     pages = {**PAGES, "about.html": "关于我们 v2"}
     with Continuity("jiaoyu.qingshui.gov.cn", pages, nodes=four) as loop:
@@ -357,7 +357,7 @@ def test_a_fourth_node_joins_takes_its_share_and_leaves_again(county):
     st = json.loads(govhost(county, "status", "--json", check=True).stdout)
     assert not [p for p in st["problems"] if "drift" in p["what"]], st["problems"]
     if "jiaoyu" in out["replicas"]:
-        assert holdings("127.0.1.4", "jiaoyu")["current"] == live
+        assert holdings("10.77.0.14", "jiaoyu")["current"] == live
 
     with Continuity("jiaoyu.qingshui.gov.cn", pages, nodes=four) as loop:
         proc = govhost(county, "node", "remove", "n4", "--json", timeout=1800)

@@ -153,7 +153,7 @@ def test_stopped_nginx_turns_that_nodes_series_to_zero_and_alerts_fire(exporter,
         assert time.time() - stopped < 15
         up = _samples(text, "govhost_tenant_up")
         assert all(v == 1 for k, v in up.items() if ("node", "n3") not in k)
-        # The same homepages over each node's IPv6 address (fd00:1ab::N): n3's are down too.
+        # The same homepages over each node's IPv6 address (fd00:77::1N): n3's are down too.
         up6 = _samples(text, "govhost_tenant_ipv6_up")
         assert len(up6) == len(inv.tenants) * len(NODES)
         assert all((v == 0) == (("node", "n3") in k) for k, v in up6.items()), up6

@@ -8,7 +8,7 @@ out taken back by the node itself.
 
 The lab nodes share the host's network stack, so every source address here is a loopback
 address bound by the client: 127.0.9.x are "the public" (outside hosts.yaml
-firewall.management), 127.0.8.x the management network, 127.0.1.N the nodes themselves.
+firewall.management), 127.0.8.x the management network, 10.77.0.1N the nodes themselves.
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def counter(address: str, name: str) -> int:
 
 def test_every_door_is_open_or_closed_for_the_right_sources(secured):
     inv = secured["inv"]
-    dropped_before = counter("127.0.1.1", "dropped")
+    dropped_before = counter("10.77.0.11", "dropped")
     rc, report = security_check(inv)
     doors = report["doors"]
     # The lab's nodes all connect from 127.0.0.1 (hosts.yaml `source`): one cluster source.
@@ -133,10 +133,10 @@ def test_every_door_is_open_or_closed_for_the_right_sources(secured):
               if "db" in n.get("roles", []))
     assert door(db, 3306, "node n1,n2,n3") == "open"
     # The drops are counted on the node.
-    assert counter("127.0.1.1", "dropped") > dropped_before
+    assert counter("10.77.0.11", "dropped") > dropped_before
     # And a plain client sees the same: public gets no answer, management gets TLS.
-    assert curl(PUBLIC, f"https://127.0.1.1:{paths.NODE_EXPORTER_PORT}/metrics")[0] == 28
-    assert curl(MANAGEMENT, f"https://127.0.1.1:{paths.NODE_EXPORTER_PORT}/metrics") == \
+    assert curl(PUBLIC, f"https://10.77.0.11:{paths.NODE_EXPORTER_PORT}/metrics")[0] == 28
+    assert curl(MANAGEMENT, f"https://10.77.0.11:{paths.NODE_EXPORTER_PORT}/metrics") == \
         (0, "401")
     # Other addresses of the host are none of the nodes' business.
     assert curl(PUBLIC, "http://127.0.0.1:1/")[0] == 7                 # refused, not dropped
@@ -158,11 +158,11 @@ def test_security_check_finds_a_planted_world_readable_key(secured):
     rc, report = security_check(inv)
     assert rc == 0, report["findings"]
     assert report["summary"]["critical"] == 0
-    on_node("127.0.1.2", "chmod 644 /etc/govhost/metrics/node.key")
+    on_node("10.77.0.12", "chmod 644 /etc/govhost/metrics/node.key")
     try:
         rc, report = security_check(inv)
     finally:
-        on_node("127.0.1.2", "chmod 600 /etc/govhost/metrics/node.key")
+        on_node("10.77.0.12", "chmod 600 /etc/govhost/metrics/node.key")
     critical = [f for f in report["findings"] if f["severity"] == "critical"]
     assert rc == 1
     assert critical == [{
@@ -220,7 +220,7 @@ def test_the_sftp_meter_slows_a_flood_from_one_source_while_another_logs_in(secu
 
 # -- the WAF -----------------------------------------------------------------------------
 
-def _site(tenant: str, path: str, *args: str, address: str = "127.0.1.1") -> tuple[int, str]:
+def _site(tenant: str, path: str, *args: str, address: str = "10.77.0.11") -> tuple[int, str]:
     host = f"{tenant}.{DOMAIN}"
     r = subprocess.run(["curl", "-sk", "--interface", PUBLIC, "-m", "10", "--resolve",
                         f"{host}:443:{address}", "-w", "\n%{http_code}", *args,
@@ -343,14 +343,14 @@ def test_security_updates_go_one_node_at_a_time(secured, tmp_path):
     lab.stop("n3")
     try:
         r = subprocess.run(["ssh", "-i", "/var/lib/govhost/lab/id_ed25519", *SSH_OPTS,
-                            "root@127.0.1.1", "/usr/local/sbin/govhost-updates ok"],
+                            "root@10.77.0.11", "/usr/local/sbin/govhost-updates ok"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 1, (r.stdout, r.stderr)
         proc = govhost(inv, "node", "upgrade", "n1", "--json", timeout=600)
         res = json.loads(proc.stdout)
         assert proc.returncode == 1 and res["nodes"][0]["upgraded"] == []
         assert "n3 not answering" in res["nodes"][0]["error"]
-        assert on_node("127.0.1.1", "cat /usr/share/govhost-dummy/version") == "1.0"
+        assert on_node("10.77.0.11", "cat /usr/share/govhost-dummy/version") == "1.0"
     finally:
         lab.start("n3")
     deadline = time.time() + 180

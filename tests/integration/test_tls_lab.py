@@ -38,13 +38,13 @@ def services(lab_cluster, tmp_path_factory):
     base = tmp_path_factory.mktemp("tls-services")
     dirs = [base / "challtestsrv", base / "pebble-a", base / "bind", base / "pebble-b"]
     try:
-        dns_a = lab_services.challtestsrv_up(dirs[0], default_ipv4="127.0.1.1")
+        dns_a = lab_services.challtestsrv_up(dirs[0], default_ipv4="10.77.0.11")
         # Pebble reuses a valid authorization half of the time by default (as public CAs do
         # for 30 days); the failure test needs every order validated afresh. The rest of
         # its chaos stays on.
         root_a = lab_services.pebble_up(dirs[1], PEBBLE_A, 14100, dns_a,
                                         env={"PEBBLE_AUTHZREUSE": "0"})
-        secret = lab_services.bind_up("qingshui.gov.cn", ["127.0.1.1", "127.0.1.2"], dirs[2],
+        secret = lab_services.bind_up("qingshui.gov.cn", ["10.77.0.11", "10.77.0.12"], dirs[2],
                                       "127.0.0.1", BIND_PORT)
         root_b = lab_services.pebble_up(dirs[3], PEBBLE_B, 14200, f"127.0.0.1:{BIND_PORT}",
                                         env={"PEBBLE_AUTHZREUSE": "0"})
@@ -155,16 +155,16 @@ def test_every_unit_answers_https_on_every_node_with_a_chain_to_pebbles_root(htt
         assert fetch("jiaoyu.preview.qingshui.gov.cn", address, services["root_a"])[0] == 403
     # HTTP goes to HTTPS, except ACME checks; a name without a certificate is refused.
     r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
-                        "--resolve", "jiaoyu.qingshui.gov.cn:80:127.0.1.2",
+                        "--resolve", "jiaoyu.qingshui.gov.cn:80:10.77.0.12",
                         "http://jiaoyu.qingshui.gov.cn/a?b=1"], capture_output=True, text=True)
     assert r.stdout == "301 https://jiaoyu.qingshui.gov.cn/a?b=1"
     r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--resolve",
-                        "jiaoyu.qingshui.gov.cn:80:127.0.1.2",
+                        "jiaoyu.qingshui.gov.cn:80:10.77.0.12",
                         "http://jiaoyu.qingshui.gov.cn/.well-known/acme-challenge/none"],
                        capture_output=True, text=True)
     assert r.stdout == "404"
     with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME|unrecognized name"):
-        fetch("unknown.example.cn", "127.0.1.1", services["root_a"])
+        fetch("unknown.example.cn", "10.77.0.11", services["root_a"])
     # Keys: root-only 0600 in the release, outside every tenant's tree.
     for _, address in NODES:
         out = on_node(address, "stat -c '%a %U %n' /etc/govhost/current/tls/*.key")
@@ -189,9 +189,9 @@ def test_homepage_probes_go_over_https_and_see_a_node_that_only_redirects(http01
     assert rnd.failed["jiaoyu"] == []
     # Take jiaoyu's HTTPS server away on n2 only (a new file: release files are hard links),
     # with n2's tamper watcher stopped (it would put the file back at once).
-    watcher = tamper_watcher_stopped("127.0.1.2")
+    watcher = tamper_watcher_stopped("10.77.0.12")
     watcher.__enter__()
-    on_node("127.0.1.2", "cd /etc/govhost/current/vhosts && python3 -c \"import sys; "
+    on_node("10.77.0.12", "cd /etc/govhost/current/vhosts && python3 -c \"import sys; "
             "a, b = open('jiaoyu.conf').read().split('include snippets/listen-tls.conf;'); "
             "open('.j', 'w').write(a + 'include snippets/listen-tls.conf;' + "
             "b.replace('server_name jiaoyu', 'server_name gone-jiaoyu'))\" && "
@@ -202,7 +202,7 @@ def test_homepage_probes_go_over_https_and_see_a_node_that_only_redirects(http01
         rnd = prober.probe_once()
         failed = rnd.failed["jiaoyu"]
         assert [(f["node"], f["scheme"], f["status"]) for f in failed] == [("n2", "https", None)]
-        redirect = probes.probe("jiaoyu.qingshui.gov.cn", "n2", "127.0.1.2")
+        redirect = probes.probe("jiaoyu.qingshui.gov.cn", "n2", "10.77.0.12")
         assert redirect.status == 301 and redirect.up      # what a port-80 probe would see
         assert all(not f for t, f in rnd.failed.items() if t != "jiaoyu")
     finally:
@@ -224,10 +224,10 @@ def test_a_node_serving_an_expired_certificate_fails_the_probe_through_it_alone(
                                   90)
     prober = Prober(County(inv), 30, record=False)
     assert prober.probe_once().failed["caizheng"] == []
-    with tamper_watcher_stopped("127.0.1.2"):
-        crt = on_node("127.0.1.2", "grep -o 'tls/[^ ;]*\\.crt' "
+    with tamper_watcher_stopped("10.77.0.12"):
+        crt = on_node("10.77.0.12", "grep -o 'tls/[^ ;]*\\.crt' "
                                    "/etc/govhost/current/vhosts/caizheng.conf | head -1")
-        on_node("127.0.1.2", "cd /etc/govhost/current && "
+        on_node("10.77.0.12", "cd /etc/govhost/current && "
                              f"printf '%s' {shlex.quote(expired.decode())} > .c && "
                              f"printf '%s' {shlex.quote(key.decode())} > .k && chmod 600 .k && "
                              f"mv .c {crt} && mv .k {crt[:-4]}.key && "
@@ -247,7 +247,7 @@ def test_a_node_serving_an_expired_certificate_fails_the_probe_through_it_alone(
 
 def test_served_tls_offers_nothing_older_than_tls12(http01):
     out = Path(http01[0]).parent / "testssl.json"
-    r = subprocess.run(["testssl", "--protocols", "--quiet", "--color", "0", "--ip", "127.0.1.2",
+    r = subprocess.run(["testssl", "--protocols", "--quiet", "--color", "0", "--ip", "10.77.0.12",
                         "--jsonfile", str(out), "https://jiaoyu.qingshui.gov.cn"],
                        capture_output=True, text=True, timeout=300)
     found = {f["id"]: f["finding"] for f in json.loads(out.read_text())}
@@ -290,7 +290,7 @@ def test_import_refuses_wrong_key_and_missing_names_then_serves_a_good_one(http0
 def test_renewal_close_to_expiry_replaces_certificates_without_dropping_requests(http01, services):
     inv = http01[0]
     hosts = [h for h in _hosts(inv) if not h.startswith(("tongji.", "caizheng."))]
-    before = {h: fetch(h, "127.0.1.1", services["root_a"])[2] for h in hosts}
+    before = {h: fetch(h, "10.77.0.11", services["root_a"])[2] for h in hosts}
     stop, failures, served = threading.Event(), [], []
 
     def load() -> None:
@@ -317,7 +317,7 @@ def test_renewal_close_to_expiry_replaces_certificates_without_dropping_requests
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert {r["reason"] for r in res["results"]} == {"due"}
     assert failures == [] and len(served) > 100 and set(served) == {200}
-    after = {h: fetch(h, "127.0.1.1", services["root_a"])[2] for h in hosts}
+    after = {h: fetch(h, "10.77.0.11", services["root_a"])[2] for h in hosts}
     assert all(after[h] != before[h] for h in hosts)
 
 
@@ -340,16 +340,16 @@ def test_dns01_through_bind_gives_the_county_one_wildcard(services, tmp_path):
     previews = [u for u in rows[0]["serving"] if u.startswith("_preview-")]
     assert len(rows[0]["serving"]) == 21 + len(previews) and len(previews) >= 15
     for host in _hosts(inv) + ["xn--zfvz1q.qingshui.gov.cn"]:
-        assert fetch(host, "127.0.1.3", services["root_b"])[0] == 200, host
+        assert fetch(host, "10.77.0.13", services["root_b"])[0] == 200, host
     # a unit's preview host, verified by the wildcard: no preview without a signed link
-    assert fetch("jiaoyu.preview.qingshui.gov.cn", "127.0.1.3", services["root_b"])[0] == 403
+    assert fetch("jiaoyu.preview.qingshui.gov.cn", "10.77.0.13", services["root_b"])[0] == 403
     txt = subprocess.run(["dig", "+short", "-p", str(BIND_PORT), "@127.0.0.1", "TXT",
                           "_acme-challenge.qingshui.gov.cn"], capture_output=True, text=True)
     assert txt.returncode == 0 and txt.stdout.strip() == ""      # answers withdrawn
 
     # The challenge cannot be answered (the DNS server refuses govhost's updates): the old
     # certificate keeps serving, the failure is recorded with a backoff, no tight retry.
-    before = fetch("jiaoyu.qingshui.gov.cn", "127.0.1.1", services["root_b"])[2]
+    before = fetch("jiaoyu.qingshui.gov.cn", "10.77.0.11", services["root_b"])[2]
     good = services["secret"].read_text()
     services["secret"].write_text("c29tZSBvdGhlciBzZWNyZXQgb2YgMzIgYnl0ZXMhISE=\n")
     try:
@@ -368,7 +368,7 @@ def test_dns01_through_bind_gives_the_county_one_wildcard(services, tmp_path):
         services["secret"].write_text(good)
     healed = govhost(inv, "cert", "renew", "--force", "--json", timeout=900)
     assert healed.returncode == 0, healed.stdout + healed.stderr
-    assert fetch("jiaoyu.qingshui.gov.cn", "127.0.1.2", services["root_b"])[2] != before
+    assert fetch("jiaoyu.qingshui.gov.cn", "10.77.0.12", services["root_b"])[2] != before
     assert _json(govhost(inv, "cert", "status", "--json"))[0]["state"] == "ok"
 
 
@@ -384,12 +384,12 @@ def test_unreachable_http01_challenge_keeps_the_old_certificate_and_isolates_the
             "ca_bundle": str(services["dirs"][1] / "tls-ca.pem")}}})
     mgmt = f"{lab_services.CHALLTEST_ADDRESS}:8055"
     for host in ("aaa", "bbb", "www"):
-        lab_services.point(f"{host}.qingshui.gov.cn", ["127.0.1.2"], mgmt=mgmt)
+        lab_services.point(f"{host}.qingshui.gov.cn", ["10.77.0.12"], mgmt=mgmt)
     govhost(inv, "apply", "--yes", check=True)
     govhost(inv, "cert", "renew", check=True, timeout=900)
     root = services["root_a"]
-    before = {h: fetch(f"{h}.qingshui.gov.cn", "127.0.1.1", root)[2] for h in ("aaa", "bbb")}
-    lab_services.point("aaa.qingshui.gov.cn", ["127.0.1.99"], mgmt=mgmt)    # nobody there
+    before = {h: fetch(f"{h}.qingshui.gov.cn", "10.77.0.11", root)[2] for h in ("aaa", "bbb")}
+    lab_services.point("aaa.qingshui.gov.cn", ["10.77.0.99"], mgmt=mgmt)    # nobody there
     try:
         failed = govhost(inv, "cert", "issue", "aaa", "--json", timeout=900)
         assert failed.returncode == 1, failed.stdout
@@ -399,7 +399,7 @@ def test_unreachable_http01_challenge_keeps_the_old_certificate_and_isolates_the
         rows = {r["lineage"]: r for r in _json(govhost(inv, "cert", "status", "--json"))}
         mine = rows["acme-u-aaa"]
         assert mine["state"] == "failing" and mine["failures"] == 1
-        assert "127.0.1.99" in mine["last_error"] and mine["next_attempt"] > time.time()
+        assert "10.77.0.99" in mine["last_error"] and mine["next_attempt"] > time.time()
         for _, a in NODES:
             assert fetch("aaa.qingshui.gov.cn", a, root)[2] == before["aaa"]     # old one
             assert fetch("bbb.qingshui.gov.cn", a, root)[2] != before["bbb"]     # re-issued
@@ -408,7 +408,7 @@ def test_unreachable_http01_challenge_keeps_the_old_certificate_and_isolates_the
         assert any(s["lineage"] == "acme-u-aaa" and "retry after" in s["why"]
                    for s in again["skipped"])
     finally:
-        lab_services.point("aaa.qingshui.gov.cn", ["127.0.1.2"], mgmt=mgmt)
+        lab_services.point("aaa.qingshui.gov.cn", ["10.77.0.12"], mgmt=mgmt)
     healed = govhost(inv, "cert", "issue", "aaa", "--json", timeout=900)
     assert healed.returncode == 0, healed.stdout + healed.stderr
     for _, a in NODES:

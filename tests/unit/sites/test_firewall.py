@@ -119,11 +119,11 @@ def test_hosts_refuse_a_firewall_without_a_port_for_units_and_bad_networks(tmp_p
     with pytest.raises(ManifestError) as e:
         inventory_mod.load(inv, tmp_path / "state")
     assert "hosts.yaml" in str(e.value) and "sftp_port" in str(e.value)
-    (inv / "hosts.yaml").write_text(text.replace("127.0.8.0/24", "127.0.8.1/24"))
+    (inv / "hosts.yaml").write_text(text.replace("10.77.8.0/28", "10.77.8.1/28"))
     with pytest.raises(ManifestError) as e:
         inventory_mod.load(inv, tmp_path / "state")
-    assert "firewall.management[1]" in str(e.value) and "no host bits" in str(e.value)
-    (inv / "hosts.yaml").write_text(text.replace("127.0.8.0/24", "127.0.8.0/24; flush ruleset"))
+    assert "firewall.management[0]" in str(e.value) and "no host bits" in str(e.value)
+    (inv / "hosts.yaml").write_text(text.replace("10.77.8.0/28", "10.77.8.0/28; flush ruleset"))
     with pytest.raises(ManifestError):
         inventory_mod.load(inv, tmp_path / "state")
 

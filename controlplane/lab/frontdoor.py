@@ -1,0 +1,122 @@
+"""The citizens' view of the front door: clients that keep asking for a unit's page.
+
+Run from the lab's "outside" namespace (`govhost lab outside -- python -m
+controlplane.lab.frontdoor …`), it asks every address on the command line for the page every
+`--every` seconds, with two common clients side by side: curl and Python requests, each with
+a 15 s timeout (the inspection counts a page not loaded in 15 s as down). Each client keeps
+its own loop per address, so a request that hangs holds up only its own loop, as a browser
+stuck on a dead address would. At the end it prints one JSON object: per address and client,
+how many requests, how many failed or timed out, whether a wrong page was ever served, the
+slowest answer and the longest time the address was silent (no good answer).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+TIMEOUT = 15.0
+
+
+@dataclass
+class Loop:
+    address: str
+    client: str
+    samples: list[tuple[float, float, int, bool]] = field(default_factory=list)  # t, secs, code, right
+
+    def summary(self, started: float, ended: float) -> dict:
+        good = [t + s for t, s, code, right in self.samples if code == 200 and right]
+        # Silent: the longest stretch with no good answer, edges included.
+        marks = [started, *sorted(good), ended]
+        gaps = [b - a for a, b in zip(marks, marks[1:])]
+        return {"address": self.address, "client": self.client,
+                "requests": len(self.samples),
+                "failed": sum(1 for _, _, code, right in self.samples
+                              if code != 200 or not right),
+                "timeouts": sum(1 for _, s, code, _ in self.samples
+                                if code == 0 and s >= TIMEOUT - 0.5),
+                "wrong": sum(1 for _, _, code, right in self.samples if code == 200 and not right),
+                "slowest_s": round(max((s for _, s, _, _ in self.samples), default=0.0), 3),
+                "silent_s": round(max(gaps, default=0.0), 3)}
+
+
+def _url(address: str, path: str) -> str:
+    return f"http://[{address}]{path}" if ":" in address else f"http://{address}{path}"
+
+
+def _curl(url: str, host: str) -> tuple[int, bytes]:
+    r = subprocess.run(["curl", "-s", "-m", str(int(TIMEOUT)), "-H", f"Host: {host}",
+                        "-w", "\n%{http_code}", url], capture_output=True)
+    body, _, code = r.stdout.rpartition(b"\n")
+    return (int(code) if code.isdigit() else 0), body
+
+
+def _requests(url: str, host: str) -> tuple[int, bytes]:
+    import requests
+    try:
+        r = requests.get(url, headers={"Host": host}, timeout=TIMEOUT)
+        return r.status_code, r.content
+    except requests.RequestException:
+        return 0, b""
+
+
+def run(addresses: list[str], host: str, expect: str, seconds: float, every: float,
+        path: str = "/") -> dict:
+    """Keep asking until `seconds` have passed; returns the summary (see the module doc)."""
+    clients = {"curl": _curl, "requests": _requests}
+    loops = [Loop(a, c) for a in addresses for c in clients]
+    want = expect.encode()
+    started = time.monotonic()
+    stop_at = started + seconds
+
+    def one(loop: Loop) -> None:
+        fetch = clients[loop.client]
+        while time.monotonic() < stop_at:
+            t0 = time.monotonic()
+            code, body = fetch(_url(loop.address, path), host)
+            took = time.monotonic() - t0
+            loop.samples.append((t0, took, code, want in body))
+            time.sleep(max(0.0, every - took))
+
+    threads = [threading.Thread(target=one, args=(lp,), daemon=True) for lp in loops]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + TIMEOUT + 5)
+    ended = time.monotonic()
+    rows = [lp.summary(started, ended) for lp in loops]
+    return {"host": host, "seconds": round(ended - started, 1), "every": every,
+            "loops": rows,
+            "requests": sum(r["requests"] for r in rows),
+            "failed": sum(r["failed"] for r in rows),
+            "timeouts": sum(r["timeouts"] for r in rows),
+            "wrong": sum(r["wrong"] for r in rows),
+            "slowest_s": max((r["slowest_s"] for r in rows), default=0.0),
+            "silent_s": max((r["silent_s"] for r in rows), default=0.0)}
+
+
+def argv(addresses: list[str], host: str, expect: str, seconds: float,
+         every: float = 0.2) -> list[str]:
+    """The command line that runs this loop (for `ip netns exec … <argv>`)."""
+    return [sys.executable, "-m", "controlplane.lab.frontdoor", "--host", host,
+            "--expect", expect, "--seconds", str(seconds), "--every", str(every), *addresses]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", required=True)
+    ap.add_argument("--expect", required=True, help="text the right page contains")
+    ap.add_argument("--seconds", type=float, required=True)
+    ap.add_argument("--every", type=float, default=0.2)
+    ap.add_argument("--path", default="/")
+    ap.add_argument("addresses", nargs="+")
+    a = ap.parse_args()
+    print(json.dumps(run(a.addresses, a.host, a.expect, a.seconds, a.every, a.path)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Floating addresses: hosts.yaml validation, keepalived.conf per node, DNS and the firewall."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controlplane.core import inventory
+from controlplane.core.errors import ManifestError
+from controlplane.dns import plan as dns_plan
+from controlplane.sites import firewall, vrrp
+from controlplane.sites.render import render_node
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _county(tmp_path: Path, edit=None) -> Path:
+    inv = tmp_path / "inv"
+    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    if edit is not None:
+        hosts = yaml.safe_load((inv / "hosts.yaml").read_text())
+        edit(hosts)
+        (inv / "hosts.yaml").write_text(yaml.safe_dump(hosts, allow_unicode=True))
+    return inv
+
+
+def _refused(tmp_path: Path, edit) -> str:
+    with pytest.raises(ManifestError) as e:
+        inventory.load(_county(tmp_path, edit), tmp_path / "state")
+    assert "hosts.yaml" in str(e.value)
+    return str(e.value)
+
+
+def test_each_address_has_its_own_order_of_backups(tmp_path):
+    inv = inventory.load(_county(tmp_path), tmp_path / "state")
+    insts = vrrp.instances(inv.hosts)
+    assert [i["order"] for i in insts] == [["n1", "n2", "n3"], ["n2", "n3", "n1"],
+                                          ["n3", "n1", "n2"]]
+    assert [i["vrid"] for i in insts] == [50, 51, 52]
+    # Home first, then the order: n1's address goes to n2 when n1 dies, n2's to n3.
+    assert [vrrp.priority(insts[0], n) for n in ("n1", "n2", "n3")] == [200, 190, 180]
+    # Every priority below 255 (VRRP's address owner) and distinct within an instance.
+    for i in insts:
+        ps = [vrrp.priority(i, n) for n in i["order"]]
+        assert len(set(ps)) == len(ps) and max(ps) < 255
+
+
+def test_keepalived_conf_per_node(tmp_path):
+    inv = inventory.load(_county(tmp_path), tmp_path / "state")
+    n2 = next(n for n in inv.hosts.nodes if n.name == "n2")
+    conf = vrrp.render(inv.hosts, n2).decode()
+    assert "vrrp_version 3" in conf and "advert_int 1" in conf
+    assert "preempt_delay 30" in conf and "nopreempt" not in conf
+    assert "10.77.0.102/24 dev eth0" in conf and "fd00:77::102/64 dev eth0" in conf
+    assert "track_script" in conf and "vrrp_garp_master_refresh 10" in conf
+    assert "unicast_peer" not in conf
+
+
+def test_unicast_peers_name_every_other_web_node(tmp_path):
+    inv = inventory.load(_county(tmp_path, lambda h: h["vrrp"].update(unicast=True)),
+                         tmp_path / "state")
+    n1 = inv.hosts.nodes[0]
+    conf = vrrp.render(inv.hosts, n1).decode()
+    assert "unicast_src_ip 10.77.0.11" in conf
+    peers = conf.split("unicast_peer {", 1)[1].split("}", 1)[0].split()
+    assert peers == ["10.77.0.12", "10.77.0.13"]
+
+
+@pytest.mark.skipif(not shutil.which("keepalived"), reason="keepalived is not installed")
+def test_keepalived_accepts_every_rendered_conf(tmp_path):
+    inv = inventory.load(_county(tmp_path, lambda h: h["vrrp"].update(unicast=True)),
+                         tmp_path / "state")
+    for node in inv.hosts.web_nodes:
+        path = tmp_path / f"{node.name}.conf"
+        # keepalived -t also checks that the tracked script exists: on a node it does
+        # (govhost-node); here a stand-in that does.
+        path.write_bytes(vrrp.render(inv.hosts, node).replace(vrrp.CHECK.encode(), b"/bin/true"))
+        r = subprocess.run(["keepalived", "-t", "-f", str(path)], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+
+
+def test_dns_publishes_only_floating_addresses(tmp_path):
+    inv = inventory.load(_county(tmp_path), tmp_path / "state")
+    records = dns_plan.records(inv)
+    a = {r.value for r in records if r.type == "A"}
+    aaaa = {r.value for r in records if r.type == "AAAA"}
+    assert a == {"10.77.0.101", "10.77.0.102", "10.77.0.103"}
+    assert aaaa == {"fd00:77::101", "fd00:77::102", "fd00:77::103"}
+    # Without vrrp: the nodes' own addresses, as before.
+    plain = inventory.load(_county(tmp_path / "b", _no_vrrp), tmp_path / "state2")
+    assert {r.value for r in dns_plan.records(plain) if r.type == "A"} == {
+        "10.77.0.11", "10.77.0.12", "10.77.0.13"}
+
+
+def _no_vrrp(h):
+    h.pop("vrrp")
+    for n in h["nodes"]:
+        n.pop("floating", None)
+        n.pop("floating6", None)
+
+
+def test_nginx_listens_on_every_floating_address_and_the_firewall_guards_them(tmp_path):
+    inv = inventory.load(_county(tmp_path), tmp_path / "state")
+    rel = render_node(inv, {t.name: ("n1", "n2") for t in inv.tenants}, "n3")
+    listen = rel.files["snippets/listen.conf"].decode()
+    for a in ("10.77.0.13:80", "10.77.0.101:80", "[fd00:77::103]:80", "10.77.0.102:80"):
+        assert f"listen {a};" in listen
+    assert "keepalived.conf" in rel.files and "vrrp.json" in rel.files
+    fw = rel.files["firewall.nft"].decode()
+    # The floating addresses are judged like the node's own (no door wider than its own),
+    # and VRRP is let in from the cluster only.
+    assert "ip daddr != { 10.77.0.13, 10.77.0.101, 10.77.0.102, 10.77.0.103, 224.0.0.18 }" \
+        in fw
+    assert "ip protocol 112 ip saddr @cluster4 accept" in fw
+    assert fw.index("ip protocol 112") < fw.index("counter name dropped drop\n    }")
+
+
+def test_an_address_in_two_places_is_refused(tmp_path):
+    def dup(h):
+        h["nodes"][1]["floating"] = h["nodes"][0]["floating"]
+    msg = _refused(tmp_path, dup)
+    assert "10.77.0.101" in msg and "every address in one place" in msg
+
+    def owns(h):
+        h["nodes"][0]["floating"] = h["nodes"][1]["address"]
+    assert "10.77.0.12" in _refused(tmp_path / "b", owns)
+
+
+def test_a_vrid_past_255_is_refused(tmp_path):
+    msg = _refused(tmp_path, lambda h: h["vrrp"].update(vrid_base=254))
+    assert "vrid_base" in msg and "255" in msg and "253" in msg
+
+
+def test_an_address_outside_the_subnet_is_refused(tmp_path):
+    def away(h):
+        h["nodes"][2]["floating"] = "10.78.0.103"
+    msg = _refused(tmp_path, away)
+    assert "n3" in msg and "10.78.0.103" in msg and "10.77.0.0/24" in msg
+
+    def away6(h):
+        h["nodes"][0]["floating6"] = "fd00:99::1"
+    assert "subnet6" in _refused(tmp_path / "b", away6)
+
+
+def test_a_web_node_without_its_floating_address_is_refused(tmp_path):
+    def missing(h):
+        h["nodes"][1].pop("floating")
+    assert "n2" in _refused(tmp_path, missing)
+
+    def stray(h):
+        h.pop("vrrp")
+    assert "vrrp" in _refused(tmp_path / "b", stray)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=1, max_value=8))
+def test_every_node_is_some_address_s_next_backup_exactly_once(count):
+    """With N web nodes, the N addresses' first backups are N different nodes: the loss of
+    one node puts its address on one survivor, and the next loss lands on another."""
+    from controlplane.core.manifest import Hosts
+    hosts = Hosts.model_validate({
+        "ssh": {"user": "root", "key": "/k"},
+        "vrrp": {"subnet": "10.0.0.0/24"},
+        "nodes": [{"name": f"w{i}", "address": f"10.0.0.{i + 1}",
+                   "floating": f"10.0.0.{i + 101}"} for i in range(count)]})
+    insts = vrrp.instances(hosts)
+    assert sorted(i["home"] for i in insts) == sorted(n.name for n in hosts.nodes)
+    if count > 1:
+        firsts = [i["order"][1] for i in insts]
+        assert sorted(firsts) == sorted(n.name for n in hosts.nodes)
+        assert all(i["order"][1] != i["home"] for i in insts)
+
+
+def test_firewall_without_vrrp_is_as_before(tmp_path):
+    inv = inventory.load(_county(tmp_path, _no_vrrp), tmp_path / "state")
+    n1 = inv.hosts.nodes[0]
+    fw = firewall.render(inv.hosts, n1, []).decode()
+    assert "ip daddr != 10.77.0.11 accept" in fw and "112" not in fw
