@@ -18,13 +18,16 @@ server's do, instead of refusing connections at once as a stopped process on loo
 """
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import os
 import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from controlplane.core.errors import LabError
 
@@ -40,8 +43,12 @@ HOST4, HOST6 = "10.77.8.1", "fd00:78::1"                 # the control machine
 HOST_PEER4, HOST_PEER6 = "10.77.8.2", "fd00:78::2"       # the router's end of that link
 MANAGEMENT4 = "10.77.8.8"        # a second address of the host: an operator's desk
 PUBLIC_ON_HOST4 = "10.77.8.99"   # a third, outside the management networks (security check)
+# More addresses of the host, outside the management networks: separate clients for tests
+# whose per-address limits must not meet (a browser each).
+HOST_CLIENTS4 = tuple(f"10.77.8.{i}" for i in range(40, 60))
 OUTSIDE4, OUTSIDE6 = "10.77.9.2", "fd00:79::2"           # "the internet"
 OUTSIDE_GW4, OUTSIDE_GW6 = "10.77.9.1", "fd00:79::1"
+OUTSIDE_MORE4 = tuple(f"10.77.9.{i}" for i in range(20, 30))   # more strangers
 APT_PROXY_PORT = 3142
 
 
@@ -115,7 +122,8 @@ def up() -> None:
              "netns", ROUTER)
         _run("ip", "addr", "add", f"{HOST4}/24", "dev", HOST_LINK)
         _run("ip", "addr", "add", f"{MANAGEMENT4}/24", "dev", HOST_LINK)
-        _run("ip", "addr", "add", f"{PUBLIC_ON_HOST4}/24", "dev", HOST_LINK)
+        for extra in (PUBLIC_ON_HOST4, *HOST_CLIENTS4):
+            _run("ip", "addr", "add", f"{extra}/24", "dev", HOST_LINK)
         _run("ip", "addr", "add", f"{HOST6}/64", "dev", HOST_LINK, "nodad")
         _run("ip", "link", "set", HOST_LINK, "up")
         _run("ip", "-n", ROUTER, "addr", "add", f"{HOST_PEER4}/24", "dev", "uplink")
@@ -134,6 +142,8 @@ def up() -> None:
         _run("ip", "-n", ROUTER, "link", "set", "outside", "up")
         _run("ip", "-n", OUTSIDE, "addr", "add", f"{OUTSIDE4}/24", "dev", "eth0")
         _run("ip", "-n", OUTSIDE, "addr", "add", f"{OUTSIDE6}/64", "dev", "eth0", "nodad")
+        for extra in OUTSIDE_MORE4:
+            _run("ip", "-n", OUTSIDE, "addr", "add", f"{extra}/24", "dev", "eth0")
         _run("ip", "-n", OUTSIDE, "link", "set", "eth0", "up")
         _run("ip", "-n", OUTSIDE, "route", "add", "default", "via", OUTSIDE_GW4)
         _run("ip", "-n", OUTSIDE, "-6", "route", "add", "default", "via", OUTSIDE_GW6)
@@ -238,6 +248,29 @@ def outside(argv: list[str]) -> int:
 
 def outside_argv(argv: list[str]) -> list[str]:
     return ["ip", "netns", "exec", OUTSIDE, *argv]
+
+
+CLONE_NEWNET = 0x40000000
+
+
+@contextmanager
+def entered(ns: str = OUTSIDE) -> Iterator[None]:
+    """This thread (only) in namespace `ns` until the block ends: sockets it opens there
+    stay there. For tests and benches that speak from outside within one Python process."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    there = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if libc.setns(there, CLONE_NEWNET) != 0:
+            raise LabError(f"cannot enter network namespace {ns}: "
+                           f"{os.strerror(ctypes.get_errno())}")
+        try:
+            yield
+        finally:
+            libc.setns(here, CLONE_NEWNET)
+    finally:
+        os.close(here)
+        os.close(there)
 
 
 def down() -> None:

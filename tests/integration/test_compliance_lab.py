@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from controlplane.lab import network
+
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES, apply_json, on_node
 from .test_tenants_lab import reset_content
@@ -64,7 +66,7 @@ def _publish(inv, tenant, node, files: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def county(lab_cluster, tmp_path_factory):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), App)
+    server = ThreadingHTTPServer((network.HOST4, 0), App)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     root = tmp_path_factory.mktemp("compliance")
@@ -72,14 +74,14 @@ def county(lab_cluster, tmp_path_factory):
     shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
     with (inv / "cluster.yaml").open("a") as f:
         f.write("compliance:\n  probe_timeout_seconds: 1\n  check_external_links: false\n")
-        # The test's application listens on loopback: allowed for units' proxies by the
+        # The test's application listens on the control machine: allowed for units' proxies by the
         # county here (a unit's manifest cannot allow it).
-        f.write("proxy:\n  allow_upstreams: ['127.0.0.1/32']\n")
+        f.write("proxy:\n  allow_upstreams: ['10.77.8.1/32']\n")
     for unit in MODE:
         (inv / "tenants" / f"{unit}.yaml").write_text(
             f"name: {unit}\ntitle: 测试单位{unit}\nkind: department\n"
             f"contact: {{name: 李强, email: it@{unit}.qingshui.gov.cn, phone: '0571-6512-3399'}}\n"
-            f"site: {{type: proxy, upstreams: ['http://127.0.0.1:{port}']}}\n")
+            f"site: {{type: proxy, upstreams: ['http://10.77.8.1:{port}']}}\n")
     with (inv / "tenants" / "jiaoyu.yaml").open("a") as f:
         f.write("identity: {site_code: '3301000001', icp: 浙ICP备12345678号-1, "
                 "psb: 浙公网安备 33010602000001号}\n"
@@ -237,8 +239,10 @@ def test_a_homepage_republished_with_only_old_dates_is_not_fresh(county):
 
 def test_ipv6_probes_through_every_node_and_one_node_without_its_listener(county):
     """https_ipv6 is measured: jiaoyu's homepage through each node's fd00:77::1N. With n2's
-    address taken off lo (its IPv6 listener gone), n2 alone fails, with the reason."""
-    from controlplane.lab import machines
+    address taken off its network interface (nothing answers there), n2 alone fails, with
+    the reason."""
+    n2 = ["ip", "-n", network.node_ns("n2"), "addr"]
+    address = ["fd00:77::12/64", "dev", "eth0"]
 
     def v6() -> dict:
         v = _json(govhost(county["inv"], "compliance", "check", "jiaoyu", "--json"))[
@@ -249,14 +253,14 @@ def test_ipv6_probes_through_every_node_and_one_node_without_its_listener(county
     assert set(rows) == {"n1", "n2", "n3"} and all(r["ok"] for r in rows.values()), rows
     assert rows["n2"]["address6"] == "fd00:77::12" and rows["n2"]["status"] == 200
     assert "IPv6 through" not in v["summary"]
-    subprocess.run(["ip", "-6", "addr", "del", "fd00:77::12/128", "dev", "lo"], check=True)
+    subprocess.run([*n2, "del", *address], check=True)
     try:
         v, rows = v6()
         assert not v["ok"] and rows["n1"]["ok"] and rows["n3"]["ok"] and not rows["n2"]["ok"]
         assert "IPv6 through n2 (fd00:77::12)" in v["summary"], v["summary"]
-        assert "No route to host" in rows["n2"]["error"], rows["n2"]
+        assert rows["n2"]["error"], rows["n2"]     # no route to host, or no answer in time
     finally:
-        machines.ensure_address6(2)
+        subprocess.run([*n2, "add", *address, "nodad"], check=True)
     assert all(r["ok"] for r in v6()[1].values())
 
 
@@ -314,9 +318,10 @@ def test_a_heavy_homepage_is_slow_in_the_browser_and_an_image_without_alt_is_rep
 
 
 def _visit(source: str, address: str, path: str, agent: str = "Mozilla/5.0") -> int:
-    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--interface",
-                        source, "-A", agent, "-H", "Host: jiaoyu.qingshui.gov.cn",
-                        f"http://{address}{path}"], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(network.outside_argv(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--interface", source, "-A",
+         agent, "-H", "Host: jiaoyu.qingshui.gov.cn", f"http://{address}{path}"]),
+        capture_output=True, text=True, timeout=30)
     return int(r.stdout or 0)
 
 
@@ -333,14 +338,15 @@ def test_yearly_report_counts_visits_published_pages_and_uptime(county):
 
     before = jiaoyu()
     n1, n2 = "10.77.0.11", "10.77.0.12"
-    visits = [("127.0.9.201", n1, "/"), ("127.0.9.201", n1, "/xwdt/1.html"),
-              ("127.0.9.202", n2, "/"), ("127.0.9.203", n2, "/xwdt/1.html"),
-              ("127.0.9.203", n1, "/")]
+    V1, V2, V3, V4, V5 = network.OUTSIDE_MORE4[2:7]     # five strangers on the internet
+    visits = [(V1, n1, "/"), (V1, n1, "/xwdt/1.html"),
+              (V2, n2, "/"), (V3, n2, "/xwdt/1.html"),
+              (V3, n1, "/")]
     assert [_visit(*v) for v in visits] == [200] * 5
-    assert _visit("127.0.9.202", n1, "/img/logo.png") == 200            # an asset
-    assert _visit("127.0.9.202", n1, "/xwdt/missing.html") == 404       # an error
-    assert _visit("127.0.9.204", n1, "/", "Googlebot/2.1") == 200       # a robot
-    assert _visit("127.0.9.205", n2, "/", "govhost-probe") == 200       # our own probe
+    assert _visit(V2, n1, "/img/logo.png") == 200            # an asset
+    assert _visit(V2, n1, "/xwdt/missing.html") == 404       # an error
+    assert _visit(V4, n1, "/", "Googlebot/2.1") == 200       # a robot
+    assert _visit(V5, n2, "/", "govhost-probe") == 200       # our own probe
     after = jiaoyu()
     assert after["page_views"] - before["page_views"] == 5
     assert after["visitors"] - before["visitors"] == 3

@@ -61,7 +61,7 @@ def console(lab_cluster, tmp_path_factory):
     deadline = time.time() + 30
     while True:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2)
+            urllib.request.urlopen(f"http://10.77.8.1:{port}/login", timeout=2)
             raise AssertionError("the console answered a request that did not come "
                                  "through a node's nginx")
         except urllib.error.HTTPError as exc:
@@ -573,7 +573,7 @@ def test_a_unit_admin_adds_a_person_and_an_sftp_key_that_works_on_the_node(conso
 
 def _http_session(url_host: str = "10.77.0.11", source: str | None = None):
     """An HTTP client that reaches the console through a node's nginx, as a browser does;
-    from its own loopback `source` address where a test's failures must not slow others."""
+    from its own `source` address (one of the control machine's, network.HOST_CLIENTS4) where a test's failures must not slow others."""
     import httpx
     transport = httpx.HTTPTransport(local_address=source) if source else None
     return httpx.Client(base_url=f"http://{url_host}", headers={"Host": HOST}, timeout=120,
@@ -681,7 +681,7 @@ def test_only_the_nodes_nginx_reaches_the_console_and_says_who_the_visitor_is(co
     as_unit = f"runuser -u {user} -- "
     out = lab_ssh(node, f"{as_unit} curl -s -o /dev/null -w '%{{http_code}}' "
                   f"-H 'X-Forwarded-For: 198.51.100.7' -H 'X-Govhost-Proxy: guess' "
-                  f"http://127.0.0.1:{port}/login")
+                  f"http://10.77.8.1:{port}/login")
     assert out == "403"
     from controlplane.lab import machines as lab
     res = subprocess.run([*lab.ssh_argv(node),
@@ -758,7 +758,7 @@ def test_guessing_never_locks_a_name_and_a_malformed_code_is_an_ordinary_refusal
     inv = console["inv"]
     govhost(inv, "user", "add", "guessed", "--display", "g", "--unit", "jiaoyu", "--role",
             "editor", "--json", check=True)
-    s = _http_session(source="127.0.4.1")
+    s = _http_session(source="10.77.8.41")
     try:
         answers = [_login_form(s, "guessed", f"wrong-{i}").status_code for i in range(12)]
     finally:
@@ -774,7 +774,7 @@ def test_guessing_never_locks_a_name_and_a_malformed_code_is_an_ordinary_refusal
     person = json.loads(govhost(inv, "user", "add", "coded", "--display", "c", "--unit",
                                 "jiaoyu", "--role", "reviewer", "--json", check=True).stdout)
     code = pyotp.TOTP(person["totp_secret"]).now()
-    s = _http_session(source="127.0.4.2")
+    s = _http_session(source="10.77.8.42")
     try:
         for digits in ("٠١٢٣٤٥٦٧٨٩", "０１２３４５６７８９"):
             odd = code.translate(str.maketrans("0123456789", digits))
@@ -920,7 +920,7 @@ def test_a_site_request_cannot_write_its_own_manifest_keys(console):
     inv = console["inv"]
     with County(inv).state() as st:
         before = len(st.site_requests(None))
-    s = _http_session(source="127.0.4.3")
+    s = _http_session(source="10.77.8.43")
     try:
         for sep in ("\u2028", "\u2029", "\x85"):
             page_ = s.get("/request")
@@ -959,7 +959,7 @@ def test_the_operator_approves_a_site_request_as_the_whole_text_shown_and_only_t
 
     from controlplane.core.county import County
     inv = console["inv"]
-    s = _http_session(source="127.0.4.4")
+    s = _http_session(source="10.77.8.44")
     try:
         page_ = s.get("/request")
         r = s.post("/request", data={

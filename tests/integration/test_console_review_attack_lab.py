@@ -100,7 +100,7 @@ def test_a_unit_admin_alone_cannot_make_or_take_over_a_second_person(console):  
     # 1. The admin adds an editor, a reviewer and a second admin, each "for" a mailbox the
     #    admin holds, and resets the existing reviewer: nothing to read on the screen.
     admin = _logged_in("boss", boss["password"], pyotp.TOTP(boss["totp_secret"]).now(),
-                       "127.0.5.1")
+                       "10.77.8.51")
     shown_to_admin = []
     try:
         for name, role in (("pen", "editor"), ("sock", "reviewer"), ("boss2", "admin")):
@@ -118,7 +118,7 @@ def test_a_unit_admin_alone_cannot_make_or_take_over_a_second_person(console):  
     for html in shown_to_admin:
         assert not SECRETS.search(html), SECRETS.search(html)
     # The reset took: liwei's first credentials, given by the county, no longer work.
-    s = _http_session(source="127.0.5.2")
+    s = _http_session(source="10.77.8.52")
     try:
         r = _login_form(s, "liwei", liwei["password"], pyotp.TOTP(liwei["totp_secret"]).now())
         assert r.status_code == 401
@@ -141,7 +141,7 @@ def test_a_unit_admin_alone_cannot_make_or_take_over_a_second_person(console):  
     keys["liwei"] = _enrol(sink, "liwei@caizheng.example", "liwei-own-password-2026")
     assert keys["sock"] and keys["boss2"] and keys["liwei"] and not keys["pen"]
     second = _logged_in("boss2", "boss2-own-password-2026",
-                        pyotp.TOTP(keys["boss2"]).now(), "127.0.5.3")
+                        pyotp.TOTP(keys["boss2"]).now(), "10.77.8.53")
     try:
         r = _people_action(second, action="add", name="sock2", display="sock2",
                            role="reviewer", email="sock2@attacker.example")
@@ -151,7 +151,7 @@ def test_a_unit_admin_alone_cannot_make_or_take_over_a_second_person(console):  
     keys["sock2"] = _enrol(sink, "sock2@attacker.example", "sock2-own-password-2026")
 
     # 3. The admin's editor publishes.
-    pen = _logged_in("pen", "pen-own-password-2026", "", "127.0.5.4")
+    pen = _logged_in("pen", "pen-own-password-2026", "", "10.77.8.54")
     try:
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as z:
@@ -171,9 +171,9 @@ def test_a_unit_admin_alone_cannot_make_or_take_over_a_second_person(console):  
     # 4. Every account the admin holds is refused, on the page and at the decision; the
     #    reason names the admin, and the second admin in between.
     both = "boss created or reset both your account and that of pen"
-    for name, source, reason in (("sock", "127.0.5.5", both),
-                                 ("sock2", "127.0.5.6", "(through boss → boss2 → sock2)"),
-                                 ("liwei", "127.0.5.7", both)):
+    for name, source, reason in (("sock", "10.77.8.55", both),
+                                 ("sock2", "10.77.8.56", "(through boss → boss2 → sock2)"),
+                                 ("liwei", "10.77.8.57", both)):
         shown, r = _decide(name, f"{name}-own-password-2026", keys[name], rid, source)
         assert both in shown and reason in shown, (name, shown[-1500:])
         assert r.status_code == 400 and reason in r.text, (name, r.status_code)
@@ -188,7 +188,7 @@ def test_a_unit_admin_alone_cannot_make_or_take_over_a_second_person(console):  
 
     # 5. A reviewer the county made, whom the admin never touched, is a second person.
     chen = console["people"]["chenjing"]
-    _, r = _decide("chenjing", chen["password"], chen["totp_secret"], rid, "127.0.5.9")
+    _, r = _decide("chenjing", chen["password"], chen["totp_secret"], rid, "10.77.8.59")
     assert r.status_code == 200, r.text[-800:]
     with County(inv).state() as st:
         steps = st.review_chain(UNIT, rid)["steps"]

@@ -1,5 +1,6 @@
 """The launch gate on the real lab: a new unit with `launch: pending` is served only to the
-county's addresses (127.0.0.1 and 127.0.8.0/24 here) while the public (127.0.9.9) gets 403;
+county's addresses (the control machine 10.77.8.1 and 10.77.8.0/28 here) while the public
+(`govhost lab outside`, 10.77.9.2) gets 403;
 `govhost launch` refuses the placeholder, then a site with a database dump in it, then
 passes and opens the site to everyone. Every attempt is in the audit log."""
 import json
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from controlplane.core.county import County
+from controlplane.lab import network
 from tests.helpers import upload
 
 from .conftest import govhost
@@ -17,13 +19,14 @@ from .test_apply_lab import NODES, apply_json
 HOST = "xinjian.qingshui.gov.cn"
 FOOTER = ("<footer>主办单位：青水县新建局 联系电话：0571-6512-3388 网站标识码：3301000088 "
           "浙ICP备12345678号-8 浙公网安备 33010602000088号</footer>")
-PUBLIC, COUNTY = "127.0.9.9", "127.0.0.1"
+PUBLIC, COUNTY = "outside", network.HOST4
 
 
 def _status(source: str, address: str, host: str = HOST) -> int:
-    r = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time",
-                        "10", "--interface", source, "--resolve", f"{host}:443:{address}",
-                        f"https://{host}/"], capture_output=True, text=True)
+    argv = ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+            "--resolve", f"{host}:443:{address}", f"https://{host}/"]
+    argv = network.outside_argv(argv) if source == PUBLIC else argv + ["--interface", source]
+    r = subprocess.run(argv, capture_output=True, text=True)
     return int(r.stdout or 0)
 
 

@@ -12,6 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from controlplane.lab import network
+
 from .conftest import REPO
 from .test_apply_lab import NODES, apply_json
 
@@ -50,19 +52,19 @@ class App(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def shenpi(lab_cluster, tmp_path_factory):
     """The example county plus `shenpi`, the online approval system of the county, proxied."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), App)
+    server = ThreadingHTTPServer((network.HOST4, 0), App)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     inv = tmp_path_factory.mktemp("proxy") / "inventory"
     shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
-    # The test's application listens on this machine's loopback, which a unit may not proxy
+    # The test's application listens on the control machine's address, which a unit may not proxy
     # to unless the county allows it in cluster.yaml (as here, in the operator's hand).
     with (inv / "cluster.yaml").open("a") as f:
-        f.write("proxy:\n  allow_upstreams: ['127.0.0.1/32']\n")
+        f.write("proxy:\n  allow_upstreams: ['10.77.8.1/32']\n")
     (inv / "tenants" / "shenpi.yaml").write_text(
         "name: shenpi\ntitle: 青水县网上审批系统\nkind: department\n"
         "contact: {name: 李强, email: it@shenpi.qingshui.gov.cn, phone: '0571-6512-3399'}\n"
-        f"site: {{type: proxy, upstreams: ['http://127.0.0.1:{port}'], timeout_seconds: 2, "
+        f"site: {{type: proxy, upstreams: ['http://10.77.8.1:{port}'], timeout_seconds: 2, "
         "max_body_mb: 1}\n")
     apply_json(inv)
     yield inv
@@ -104,12 +106,12 @@ def test_proxy_timeout_and_body_limit_are_the_tenants(shenpi):
 def test_proxy_app_down_gives_502_not_a_hang(shenpi):
     # a port nothing listens on: what the platform answers when the unit's app is down
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((network.HOST4, 0))
         dead = s.getsockname()[1]
     inv = shenpi
     manifest = inv / "tenants" / "shenpi.yaml"
     kept = manifest.read_text()
-    manifest.write_text(re.sub(r"http://127\.0\.0\.1:\d+", f"http://127.0.0.1:{dead}", kept))
+    manifest.write_text(re.sub(r"http://10\.77\.8\.1:\d+", f"http://10.77.8.1:{dead}", kept))
     try:
         apply_json(inv)
         code, _ = _curl(NODES["n2"], "/")

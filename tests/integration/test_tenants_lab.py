@@ -156,7 +156,7 @@ def _forwarded_banner(tn, user: str) -> bytes:
         port = s.getsockname()[1]
     fwd = subprocess.Popen(["ssh", *SSH_OPTS, "-p", str(sftp_port(tn["inv"])),
                             "-i", str(tn["keys"]["jiaoyu"]), "-N",
-                            "-L", f"127.0.0.1:{port}:127.0.0.1:22", user],
+                            "-L", f"127.0.0.1:{port}:{user.split('@', 1)[1]}:22", user],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 15
