@@ -23,17 +23,21 @@ govhost search sync
 govhost search query 茶河镇
 govhost tamper list
 govhost status
+# What a citizen sees: a unit's page through a floating address, from outside the county.
+govhost lab outside -- curl -s -o /dev/null --cacert /var/lib/govhost/lab/services/pebble/root.pem \
+    --resolve jiaoyu.qingshui.gov.cn:443:10.77.0.102 -w "from the internet: %{http_code} in %{time_total} s\n" \
+    https://jiaoyu.qingshui.gov.cn/
 
 # The unit web console: a systemd service where the machine runs systemd, otherwise started
 # here in the background; every node's nginx serves console.qingshui.gov.cn and proxies to it.
 govhost console install
 STATE="${GOVHOST_STATE_DIR:-inventory/.govhost}"
-if [ ! -d /run/systemd/system ] && ! curl -s -o /dev/null --max-time 2 http://127.0.0.1:8090/login; then
+if [ ! -d /run/systemd/system ] && ! curl -s -o /dev/null --max-time 2 http://10.77.8.1:8090/login; then
     setsid nohup govhost console > "$STATE/console.log" 2>&1 < /dev/null &
     echo $! > "$STATE/console.pid"
 fi
 for _ in $(seq 1 50); do
-    curl -s -o /dev/null --max-time 2 http://127.0.0.1:8090/login && break
+    curl -s -o /dev/null --max-time 2 http://10.77.8.1:8090/login && break
     sleep 0.2
 done
 if govhost user list --json | grep -q '"name": "guanli"'; then
@@ -48,8 +52,8 @@ The unit web console of the example county (青水县) is at https://console.qin
 through any node. Log in as the county operator 'guanli' with the password and the code of
 the second factor printed above (an authenticator app, or: python3 -c "import pyotp;
 print(pyotp.TOTP('KEY').now())"); the console asks for a new password at the first login.
-  check it:    curl --cacert $PEBBLE_ROOT --resolve console.qingshui.gov.cn:443:10.77.0.11 https://console.qingshui.gov.cn/login
-  a browser:   chromium --host-resolver-rules="MAP *.qingshui.gov.cn 10.77.0.11" https://console.qingshui.gov.cn/
+  check it:    curl --cacert $PEBBLE_ROOT --resolve console.qingshui.gov.cn:443:10.77.0.101 https://console.qingshui.gov.cn/login
+  a browser:   chromium --host-resolver-rules="MAP *.qingshui.gov.cn 10.77.0.101" https://console.qingshui.gov.cn/
                (the lab's certificates come from Pebble: trust $PEBBLE_ROOT or accept the warning)
   units' people: govhost user add NAME --unit jiaoyu --role editor|reviewer|admin
 EOT

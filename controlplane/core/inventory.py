@@ -320,7 +320,7 @@ def _upstream_problems(src: str, upstreams: list[str], cluster: Cluster,
     loopback, link-local or unspecified, not a node, the control machine's console; unless
     cluster.yaml `proxy.allow_upstreams` (the operator's hand, not the unit's) allows it."""
     own = {ipaddress.ip_address(a) for n in hosts.nodes
-           for a in (n.address, n.address6, n.source) if a}
+           for a in (n.address, n.address6, n.source, n.floating, n.floating6) if a}
     if cluster.console is not None:
         own.add(ipaddress.ip_address(cluster.console.address))
     allowed = [ipaddress.ip_network(a) for a in cluster.proxy.allow_upstreams]

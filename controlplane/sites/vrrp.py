@@ -74,6 +74,10 @@ def render(hosts: Hosts, node: Node) -> bytes | None:
              "    vrrp_garp_master_repeat 3",
              "    vrrp_garp_master_refresh 10",
              "    vrrp_garp_master_refresh_repeat 1",
+             # A node that wakes from a hang still thinks it is master: when it hears the
+             # lower-priority node that stood in, it announces itself again at once, so the
+             # router stops sending to the stand-in, which has just let the address go.
+             "    vrrp_garp_lower_prio_repeat 2",
              "    vrrp_higher_prio_send_advert true",
              "}",
              "vrrp_script govhost_nginx {",

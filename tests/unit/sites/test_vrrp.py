@@ -180,3 +180,14 @@ def test_firewall_without_vrrp_is_as_before(tmp_path):
     n1 = inv.hosts.nodes[0]
     fw = firewall.render(inv.hosts, n1, []).decode()
     assert "ip daddr != 10.77.0.11 accept" in fw and "112" not in fw
+
+
+def test_a_unit_may_not_proxy_to_a_floating_address(tmp_path):
+    inv = _county(tmp_path)
+    (inv / "tenants" / "app.yaml").write_text(
+        "name: app\ntitle: 应用\nkind: department\n"
+        "contact: {name: 李强, email: it@app.qingshui.gov.cn, phone: '0571-6512-3399'}\n"
+        "site: {type: proxy, upstreams: ['http://10.77.0.102:8080']}\n")
+    with pytest.raises(ManifestError) as e:
+        inventory.load(inv, tmp_path / "state")
+    assert "app.yaml" in str(e.value) and "10.77.0.102" in str(e.value)

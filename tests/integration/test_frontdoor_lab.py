@@ -1,0 +1,210 @@
+"""The front door, tried from the internet: a node lost costs citizens nothing.
+
+From the lab's outside namespace (`govhost lab outside`, an address none of the county's),
+curl and Python requests (15 s timeout, the inspection's limit) ask every floating address
+for a unit's page every 200 ms while one node loses power, has its nginx killed, hangs, or
+stops hearing a peer's VRRP, and while it comes back. Each passes when no request reached
+the timeout, no address was silent for 5 s, no wrong page was served and nothing failed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from controlplane.lab import frontdoor, network
+from controlplane.lab import machines as lab
+
+from .conftest import REPO, govhost
+from .test_apply_lab import NODES, apply_json, node_metrics, on_node
+
+HOST, EXPECT = "jiaoyu.qingshui.gov.cn", "教育"
+FLOATING = {"n1": ("10.77.0.101", "fd00:77::101"), "n2": ("10.77.0.102", "fd00:77::102"),
+            "n3": ("10.77.0.103", "fd00:77::103")}
+ADDRESSES = [a for pair in FLOATING.values() for a in pair]
+SILENT_AT_MOST = 5.0
+
+
+def held_by() -> dict[str, list[str]]:
+    """Floating address -> the nodes holding it now, read from each node's interface."""
+    out: dict[str, list[str]] = {a: [] for a in ADDRESSES}
+    for name in NODES:
+        r = subprocess.run(["ip", "-n", network.node_ns(name), "-j", "addr", "show", "dev",
+                            "eth0"], capture_output=True, text=True)
+        for link in json.loads(r.stdout or "[]"):
+            for a in link.get("addr_info", []):
+                if a.get("local") in out:
+                    out[a["local"]].append(name)
+    return out
+
+
+def wait_home(seconds: float = 60) -> None:
+    """Until every floating address is on its home node alone."""
+    want = {a: [home] for home, pair in FLOATING.items() for a in pair}
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if held_by() == want:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"floating addresses not home after {seconds:.0f} s: {held_by()}")
+
+
+@pytest.fixture(scope="module")
+def county(lab_cluster, tmp_path_factory):
+    """The example county with a short preempt delay (5 s), so a node that is back takes its
+    address back within the test; every address at home before each test."""
+    inv = tmp_path_factory.mktemp("frontdoor") / "inventory"
+    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    hosts = (inv / "hosts.yaml").read_text()
+    (inv / "hosts.yaml").write_text(hosts.replace("  vrid_base: 50\n",
+                                                  "  vrid_base: 50\n  preempt_delay_seconds: 5\n"))
+    apply_json(inv)
+    wait_home()
+    return inv
+
+
+class Citizens:
+    """The outside's clients, asking for `seconds` in the background."""
+
+    def __init__(self, seconds: float, addresses: list[str] = ADDRESSES) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen(
+            network.outside_argv(frontdoor.argv(addresses, HOST, EXPECT, seconds)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        time.sleep(1)                 # a second of the normal state first
+
+    def result(self) -> dict:
+        out, err = self.proc.communicate(timeout=120)
+        assert self.proc.returncode == 0, err[-2000:]
+        return json.loads(out)
+
+
+def assert_unharmed(result: dict) -> None:
+    bad = [r for r in result["loops"] if r["timeouts"] or r["failed"] or r["wrong"]
+           or r["silent_s"] >= SILENT_AT_MOST]
+    assert not bad, json.dumps(bad, indent=1)
+    assert result["requests"] > len(ADDRESSES) * 2 * 20
+
+
+def test_lab_outside_is_none_of_the_county_s_addresses(county):
+    """The outside reaches the floating addresses through the router, from its own address;
+    the operators' SSH on a node is dropped for it, as for any stranger."""
+    r = subprocess.run(network.outside_argv(["ip", "-j", "addr", "show", "dev", "eth0"]),
+                       capture_output=True, text=True, check=True)
+    mine = {a["local"] for link in json.loads(r.stdout) for a in link["addr_info"]}
+    assert network.OUTSIDE4 in mine and not mine & set(NODES.values())
+    r = subprocess.run(["govhost", "lab", "outside", "--", "curl", "-s", "-o", "/dev/null",
+                        "-w", "%{http_code}", "-H", f"Host: {HOST}", "http://10.77.0.101/"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "200"
+    r = subprocess.run(network.outside_argv(["curl", "-s", "-m", "3", f"http://{NODES['n1']}:22/"]),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 28          # dropped, not refused
+
+
+def test_a_node_loses_power_and_comes_back(county):
+    citizens = Citizens(40)
+    lab.stop("n2")
+    try:
+        time.sleep(8)
+        # n2's address went to the next in its order, n3; nobody else moved.
+        assert held_by()["10.77.0.102"] == ["n3"] and held_by()["fd00:77::102"] == ["n3"]
+        st = json.loads(govhost(county, "status", "--json", "--no-probe").stdout)
+        rows = {r["address"]: r for r in st["floating"]}
+        assert rows["10.77.0.102"]["held_by"] == ["n3"]
+        assert any("n2" in p["where"] and "unreachable" in p["what"] for p in st["problems"])
+    finally:
+        lab.start("n2")
+    apply_json(county)              # its services come back (an overlay node has no init)
+    result = citizens.result()
+    wait_home(30)                   # preempt: back home after its delay
+    assert_unharmed(result)
+
+
+def test_a_node_s_nginx_dies(county):
+    citizens = Citizens(25)
+    on_node(NODES["n2"], "kill -TERM $(cat /run/govhost-nginx.pid)")
+    time.sleep(6)
+    # keepalived's probe failed twice: n2 gave its addresses away, though the machine is up.
+    assert held_by()["10.77.0.102"] == ["n3"]
+    apply_json(county)              # nginx is started again
+    result = citizens.result()
+    wait_home(30)
+    assert_unharmed(result)
+
+
+def test_a_node_hangs_and_wakes_up(county):
+    citizens = Citizens(30)
+    network.freeze("n2", True)
+    try:
+        time.sleep(8)
+        assert "n3" in held_by()["10.77.0.102"]
+    finally:
+        network.freeze("n2", False)
+    result = citizens.result()
+    wait_home(30)
+    assert_unharmed(result)
+
+
+def test_two_nodes_that_cannot_hear_each_other_are_reported_and_still_serve(county, tmp_path):
+    citizens = Citizens(25)
+    network.partition("n1", "n2")
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline and len(held_by()["10.77.0.101"]) < 2:
+            time.sleep(0.5)
+        # Each thinks the other is gone: both hold the other's address (split brain).
+        assert sorted(held_by()["10.77.0.101"]) == ["n1", "n2"]
+        st = json.loads(govhost(county, "status", "--json", "--no-probe").stdout)
+        assert any(p["where"] == "10.77.0.101" and "split brain" in p["what"]
+                   for p in st["problems"]), st["problems"]
+        metrics = node_metrics(county, NODES["n2"])
+        assert 'govhost_floating_held{address="10.77.0.101",home="n1"} 1' in metrics
+        assert 'govhost_floating_away{address="10.77.0.101",home="n1"} 1' in metrics
+    finally:
+        network.partition("n1", "n2", apart=False)
+    result = citizens.result()
+    wait_home(30)
+    # Both served the right pages meanwhile: every node serves every unit.
+    assert_unharmed(result)
+
+
+def test_a_drained_node_hands_its_addresses_over_and_takes_them_back(county):
+    citizens = Citizens(30)
+    assert govhost(county, "node", "drain", "n3").returncode == 0
+    try:
+        apply_json(county)
+        holders = held_by()
+        assert "n3" not in holders["10.77.0.103"] and holders["10.77.0.103"] == ["n1"]
+        st = json.loads(govhost(county, "status", "--json", "--no-probe").stdout)
+        # Away from home on purpose: no warning for it.
+        assert not [p for p in st["problems"] if p["where"] == "10.77.0.103"], st["problems"]
+        n3 = next(n for n in st["nodes"] if n["node"] == "n3")
+        assert n3["drained"]
+    finally:
+        govhost(county, "node", "undrain", "n3")
+    apply_json(county)
+    result = citizens.result()
+    wait_home(30)
+    assert_unharmed(result)
+
+
+def test_dns_names_only_floating_addresses(county):
+    plan = json.loads(govhost(county, "dns", "plan", "--json").stdout)
+    values = {r["value"] for r in plan if r["name"] == HOST}
+    assert values == set(ADDRESSES)
+
+
+def test_keepalived_runs_on_every_web_node_from_the_release(county):
+    for name, address in NODES.items():
+        conf = on_node(address, "cat /etc/keepalived/keepalived.conf")
+        assert f"router_id {name}" in conf and "vrrp_version 3" in conf
+        status = json.loads(on_node(address, "/usr/local/sbin/govhost-node status"))
+        assert status["vrrp_running"] is True and status["vrrp_released"] is False
+        assert set(status["floating"]) == set(FLOATING[name])
+    assert Path("/run/netns/" + network.OUTSIDE).exists()
