@@ -35,6 +35,7 @@ from controlplane.core.county import County  # noqa: E402
 from controlplane.lab import frontdoor, network  # noqa: E402
 from controlplane.lab import machines as lab  # noqa: E402
 from controlplane.sites import apply as apply_mod  # noqa: E402
+from tests.helpers import floating_county, wait_floating_home  # noqa: E402
 
 HOST, EXPECT = "jiaoyu.qingshui.gov.cn", "教育"
 
@@ -57,20 +58,6 @@ def _addresses(inv: Path) -> list[str]:
     from controlplane.dns import plan as dns_plan
     v4, v6 = dns_plan.published(County(inv).inv)
     return v4 + v6
-
-
-def _wait_home(seconds: float = 60) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        held = {}
-        for name in ("n1", "n2", "n3"):
-            r = subprocess.run(["ip", "-n", network.node_ns(name), "-o", "-4", "addr", "show",
-                                "dev", "eth0"], capture_output=True, text=True)
-            held[name] = [w.split("/")[0] for w in r.stdout.split() if w.startswith("10.77.0.10")]
-        if all(held[f"n{i}"] == [f"10.77.0.10{i}"] for i in (1, 2, 3)):
-            return
-        time.sleep(0.5)
-    raise SystemExit(f"floating addresses not home after {seconds:.0f} s")
 
 
 def one(inv: Path, seconds: float) -> dict:
@@ -100,15 +87,11 @@ def main() -> None:
     if not [n for n in lab.nodes() if n.running]:
         lab.up(3, "overlay")
     tmp = Path(tempfile.mkdtemp())
-    inv = tmp / "inventory"
-    shutil.copytree(ROOT / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
-    hosts = (inv / "hosts.yaml").read_text()
-    (inv / "hosts.yaml").write_text(hosts.replace("  vrid_base: 50\n",
-                                                  "  vrid_base: 50\n  preempt_delay_seconds: 5\n"))
+    inv = floating_county(tmp / "inventory")
     _apply(inv)
-    _wait_home()
+    wait_floating_home()
     results = {"floating": one(inv, a.seconds)}
-    _wait_home()
+    wait_floating_home()
     _without_vrrp(inv)
     _apply(inv)
     results["round-robin"] = one(inv, a.seconds)

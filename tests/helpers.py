@@ -6,18 +6,22 @@ import email
 import email.message
 import email.policy
 import io
+import json
 import os
 import shutil
 import socket
 import struct
 import subprocess
 import tarfile
+import time
 import zlib
 from pathlib import Path
 
 import yaml
 
 from controlplane.lab import machines as lab
+
+REPO = Path(__file__).resolve().parents[1]
 
 CLUSTER = {
     "domain": "qingshui.gov.cn",
@@ -176,3 +180,45 @@ class Sink:
 
     def stop(self) -> None:
         self.controller.stop()
+
+
+# -- floating addresses on the lab (the front-door test and bench/frontdoor.py) -----------
+
+FLOATING_HOME = {"n1": ("10.77.0.101", "fd00:77::101"), "n2": ("10.77.0.102", "fd00:77::102"),
+                 "n3": ("10.77.0.103", "fd00:77::103")}
+
+
+def floating_county(dest: Path, preempt_seconds: int = 5) -> Path:
+    """The example inventory at `dest` with a short preempt delay, so that a node that is
+    back takes its address back within a test."""
+    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    hosts = (dest / "hosts.yaml").read_text()
+    (dest / "hosts.yaml").write_text(hosts.replace(
+        "  vrid_base: 50\n", f"  vrid_base: 50\n  preempt_delay_seconds: {preempt_seconds}\n"))
+    return dest
+
+
+def floating_held() -> dict[str, list[str]]:
+    """Floating address -> the lab nodes holding it now, read from each node's interface."""
+    from controlplane.lab import network
+    out: dict[str, list[str]] = {a: [] for pair in FLOATING_HOME.values() for a in pair}
+    for name in FLOATING_HOME:
+        r = subprocess.run(["ip", "-n", network.node_ns(name), "-j", "addr", "show", "dev",
+                            "eth0"], capture_output=True, text=True)
+        for link in json.loads(r.stdout or "[]"):
+            for a in link.get("addr_info", []):
+                if a.get("local") in out:
+                    out[a["local"]].append(name)
+    return out
+
+
+def wait_floating_home(seconds: float = 60) -> None:
+    """Until every floating address is on its home node alone."""
+    want = {a: [home] for home, pair in FLOATING_HOME.items() for a in pair}
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if floating_held() == want:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"floating addresses not home after {seconds:.0f} s: "
+                         f"{floating_held()}")

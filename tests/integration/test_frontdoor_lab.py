@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,52 +18,24 @@ import pytest
 
 from controlplane.lab import frontdoor, network
 from controlplane.lab import machines as lab
+from tests.helpers import FLOATING_HOME, floating_county, floating_held, wait_floating_home
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES, apply_json, node_metrics, on_node
 
 HOST, EXPECT = "jiaoyu.qingshui.gov.cn", "教育"
-FLOATING = {"n1": ("10.77.0.101", "fd00:77::101"), "n2": ("10.77.0.102", "fd00:77::102"),
-            "n3": ("10.77.0.103", "fd00:77::103")}
+FLOATING = FLOATING_HOME
 ADDRESSES = [a for pair in FLOATING.values() for a in pair]
 SILENT_AT_MOST = 5.0
-
-
-def held_by() -> dict[str, list[str]]:
-    """Floating address -> the nodes holding it now, read from each node's interface."""
-    out: dict[str, list[str]] = {a: [] for a in ADDRESSES}
-    for name in NODES:
-        r = subprocess.run(["ip", "-n", network.node_ns(name), "-j", "addr", "show", "dev",
-                            "eth0"], capture_output=True, text=True)
-        for link in json.loads(r.stdout or "[]"):
-            for a in link.get("addr_info", []):
-                if a.get("local") in out:
-                    out[a["local"]].append(name)
-    return out
-
-
-def wait_home(seconds: float = 60) -> None:
-    """Until every floating address is on its home node alone."""
-    want = {a: [home] for home, pair in FLOATING.items() for a in pair}
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if held_by() == want:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"floating addresses not home after {seconds:.0f} s: {held_by()}")
 
 
 @pytest.fixture(scope="module")
 def county(lab_cluster, tmp_path_factory):
     """The example county with a short preempt delay (5 s), so a node that is back takes its
     address back within the test; every address at home before each test."""
-    inv = tmp_path_factory.mktemp("frontdoor") / "inventory"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
-    hosts = (inv / "hosts.yaml").read_text()
-    (inv / "hosts.yaml").write_text(hosts.replace("  vrid_base: 50\n",
-                                                  "  vrid_base: 50\n  preempt_delay_seconds: 5\n"))
+    inv = floating_county(tmp_path_factory.mktemp("frontdoor") / "inventory")
     apply_json(inv)
-    wait_home()
+    wait_floating_home()
     return inv
 
 
@@ -113,7 +84,7 @@ def test_a_node_loses_power_and_comes_back(county):
     try:
         time.sleep(8)
         # n2's address went to the next in its order, n3; nobody else moved.
-        assert held_by()["10.77.0.102"] == ["n3"] and held_by()["fd00:77::102"] == ["n3"]
+        assert floating_held()["10.77.0.102"] == ["n3"] and floating_held()["fd00:77::102"] == ["n3"]
         st = json.loads(govhost(county, "status", "--json", "--no-probe").stdout)
         rows = {r["address"]: r for r in st["floating"]}
         assert rows["10.77.0.102"]["held_by"] == ["n3"]
@@ -122,7 +93,7 @@ def test_a_node_loses_power_and_comes_back(county):
         lab.start("n2")
     apply_json(county)              # its services come back (an overlay node has no init)
     result = citizens.result()
-    wait_home(30)                   # preempt: back home after its delay
+    wait_floating_home(30)                   # preempt: back home after its delay
     assert_unharmed(result)
 
 
@@ -131,10 +102,10 @@ def test_a_node_s_nginx_dies(county):
     on_node(NODES["n2"], "kill -TERM $(cat /run/govhost-nginx.pid)")
     time.sleep(6)
     # keepalived's probe failed twice: n2 gave its addresses away, though the machine is up.
-    assert held_by()["10.77.0.102"] == ["n3"]
+    assert floating_held()["10.77.0.102"] == ["n3"]
     apply_json(county)              # nginx is started again
     result = citizens.result()
-    wait_home(30)
+    wait_floating_home(30)
     assert_unharmed(result)
 
 
@@ -143,11 +114,11 @@ def test_a_node_hangs_and_wakes_up(county):
     network.freeze("n2", True)
     try:
         time.sleep(8)
-        assert "n3" in held_by()["10.77.0.102"]
+        assert "n3" in floating_held()["10.77.0.102"]
     finally:
         network.freeze("n2", False)
     result = citizens.result()
-    wait_home(30)
+    wait_floating_home(30)
     assert_unharmed(result)
 
 
@@ -156,10 +127,10 @@ def test_two_nodes_that_cannot_hear_each_other_are_reported_and_still_serve(coun
     network.partition("n1", "n2")
     try:
         deadline = time.time() + 15
-        while time.time() < deadline and len(held_by()["10.77.0.101"]) < 2:
+        while time.time() < deadline and len(floating_held()["10.77.0.101"]) < 2:
             time.sleep(0.5)
         # Each thinks the other is gone: both hold the other's address (split brain).
-        assert sorted(held_by()["10.77.0.101"]) == ["n1", "n2"]
+        assert sorted(floating_held()["10.77.0.101"]) == ["n1", "n2"]
         st = json.loads(govhost(county, "status", "--json", "--no-probe").stdout)
         assert any(p["where"] == "10.77.0.101" and "split brain" in p["what"]
                    for p in st["problems"]), st["problems"]
@@ -169,7 +140,7 @@ def test_two_nodes_that_cannot_hear_each_other_are_reported_and_still_serve(coun
     finally:
         network.partition("n1", "n2", apart=False)
     result = citizens.result()
-    wait_home(30)
+    wait_floating_home(30)
     # Both served the right pages meanwhile: every node serves every unit.
     assert_unharmed(result)
 
@@ -179,7 +150,7 @@ def test_a_drained_node_hands_its_addresses_over_and_takes_them_back(county):
     assert govhost(county, "node", "drain", "n3").returncode == 0
     try:
         apply_json(county)
-        holders = held_by()
+        holders = floating_held()
         assert "n3" not in holders["10.77.0.103"] and holders["10.77.0.103"] == ["n1"]
         st = json.loads(govhost(county, "status", "--json", "--no-probe").stdout)
         # Away from home on purpose: no warning for it.
@@ -190,7 +161,7 @@ def test_a_drained_node_hands_its_addresses_over_and_takes_them_back(county):
         govhost(county, "node", "undrain", "n3")
     apply_json(county)
     result = citizens.result()
-    wait_home(30)
+    wait_floating_home(30)
     assert_unharmed(result)
 
 
