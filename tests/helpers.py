@@ -33,7 +33,7 @@ CLUSTER = {
 def hosts(n: int = 3, capacity: int = 5000) -> dict:
     return {
         "ssh": {"user": "root", "key": "/var/lib/govhost/lab/id_ed25519"},
-        "nodes": [{"name": f"n{i}", "address": f"127.0.1.{i}", "capacity": capacity}
+        "nodes": [{"name": f"n{i}", "address": f"10.77.0.{10 + i}", "capacity": capacity}
                   for i in range(1, n + 1)],
     }
 

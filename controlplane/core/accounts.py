@@ -7,7 +7,6 @@ release is activated. A node holds accounts only for the tenants it has a replic
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 from typing import Any, Iterable, Mapping
 
@@ -82,13 +81,8 @@ def node_spec(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: st
 
 
 def _client_hosts(addresses: Iterable[str]) -> list[str]:
-    """The addresses a tenant's database user may connect from. Nodes on loopback (the lab)
-    share one network stack and connect from 127.0.0.1 whatever address they listen on, so
-    that address is allowed too; the user and its password stay per tenant."""
-    hosts = set(addresses)
-    if any(ipaddress.ip_address(a).is_loopback for a in hosts):
-        hosts.add("127.0.0.1")
-    return sorted(hosts)
+    """The addresses a tenant's database user may connect from: its replicas' own."""
+    return sorted(set(addresses))
 
 
 def databases_spec(inv: Inventory, placement: Mapping[str, tuple[str, ...]],

@@ -265,8 +265,20 @@ def _wait_ssh(i: int, proc: subprocess.Popen, kind: str, timeout: float) -> None
             (d / "pid").write_text(f"{pid}\n")
             return
         time.sleep(0.1)
+    # Not left running half-started: the next start would find its ports taken.
+    _kill_launched(proc)
     raise LabError(f"lab node {node_name(i)}: sshd did not listen on {node_address(i)}:22 "
                    f"in {timeout:.0f} s; see {d / 'node.log'}")
+
+
+def _kill_launched(proc: subprocess.Popen) -> None:
+    """A launch that failed: its process tree goes (the namespace's init takes the rest)."""
+    for pid in [*_children(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    proc.wait(timeout=10)
 
 
 def nodes() -> list[LabNode]:
@@ -372,10 +384,14 @@ def _exists(pid: int) -> bool:
 
 
 def stop(name: str) -> bool:
-    """Stop one node as if its machine lost power; its disk is kept."""
+    """Stop one node as if its machine lost power; its disk is kept. Returns whether it was
+    running. Whatever still lives on the node's network goes too (a start that failed half
+    way), so the next start finds its addresses free."""
+    was = False
     for n in nodes():
         if n.name != name or not n.pid:
             continue
+        was = True
         if n.kind == "machine":
             # supervisor (sh) -> systemd-nspawn -> the machine's PID 1. Killing PID 1 ends
             # every process of the machine; the supervisor goes first so it does not boot again.
@@ -391,9 +407,15 @@ def stop(name: str) -> bool:
         else:
             os.kill(n.pid, signal.SIGKILL)
             _wait_gone([n.pid], 2.5)
-        network.unplug(name)
-        return True
-    return False
+    left = network.processes(name)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    _wait_gone(left, 2.5)
+    network.unplug(name)
+    return was
 
 
 def reboot(name: str, timeout: float = 120) -> LabNode:
@@ -434,7 +456,7 @@ def down() -> int:
     The images and the apt cache stay, so the next `lab up` is quick."""
     stopped = 0
     for n in nodes():
-        if n.pid and stop(n.name):
+        if stop(n.name):
             stopped += 1
     network.down()
     network.apt_proxy_down(LAB_ROOT / "apt-proxy")

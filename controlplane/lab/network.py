@@ -93,8 +93,13 @@ def _in(ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def _sysctls(ns: str, forwarding: bool) -> None:
+    # arp_notify / ndisc_notify: an interface that comes up announces its addresses, as a
+    # server that boots does on most networks; without it the router would keep sending to
+    # the MAC address of the machine's previous life until its neighbour entry aged out.
     values = {"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.default.disable_ipv6": "0",
-              "net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"}
+              "net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0",
+              "net.ipv4.conf.all.arp_notify": "1", "net.ipv4.conf.default.arp_notify": "1",
+              "net.ipv6.conf.all.ndisc_notify": "1", "net.ipv6.conf.default.ndisc_notify": "1"}
     if forwarding:
         values |= {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
     for key, value in values.items():
@@ -168,6 +173,10 @@ def plug(name: str, i: int) -> str:
         _run("ip", "-n", ns, "link", "set", "eth0", "up")
         _run("ip", "-n", ns, "route", "replace", "default", "via", GATEWAY4)
         _run("ip", "-n", ns, "-6", "route", "replace", "default", "via", GATEWAY6)
+        # And the router forgets the old cable's MAC address at once (the announcement
+        # above may race the bridge port's own start).
+        for address in (node_address(i), node_address6(i)):
+            _run("ip", "-n", ROUTER, "neigh", "flush", "to", address, check=False)
     return f"/run/netns/{ns}"
 
 

@@ -112,10 +112,13 @@ def measure_doors(inv: Inventory, placement: dict[str, tuple[str, ...]]
                      if node.name not in names or len(names) > 1
                      for port in firewall.checked_ports(inv.hosts)]
 
+    offsite = inv.cluster.backup.offsite
+    repos = firewall.repository_nodes(inv.hosts, offsite.address if offsite else None)
+
     def one(job) -> Door:
         node, port, seen_as, addr = job
         return Door(node.name, port, addr, seen_as,
-                    firewall.allowed(inv.hosts, node, db_sources, addr, port),
+                    firewall.allowed(inv.hosts, node, db_sources, addr, port, repos),
                     knock(addr, node.address, port))
 
     with ThreadPoolExecutor(max_workers=32) as pool:

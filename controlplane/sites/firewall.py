@@ -52,8 +52,18 @@ def db_clients(hosts: Hosts, placement: Mapping[str, tuple[str, ...]],
     return sorted({a for n in hosts.nodes if n.name in names for a in n.sources})
 
 
-def render(hosts: Hosts, node: Node, db_sources: list[str]) -> bytes | None:
-    """The node's nftables file, or None when the county has no `firewall:` in hosts.yaml."""
+def repository_nodes(hosts: Hosts, offsite_address: str | None = None) -> frozenset[str]:
+    """The nodes whose SSH the cluster's restic reaches (SFTP): the backup node, and a node
+    that also stands in for the off-site copy (cluster.yaml backup.offsite.address)."""
+    return frozenset(n.name for n in hosts.nodes if "backup" in n.roles
+                     or (offsite_address is not None
+                         and offsite_address in (n.address, n.address6)))
+
+
+def render(hosts: Hosts, node: Node, db_sources: list[str],
+           repositories: frozenset[str] | None = None) -> bytes | None:
+    """The node's nftables file, or None when the county has no `firewall:` in hosts.yaml.
+    `repositories`: see repository_nodes (the backup node alone when not given)."""
     fw = hosts.firewall
     if fw is None:
         return None
@@ -75,12 +85,13 @@ def render(hosts: Hosts, node: Node, db_sources: list[str]) -> bytes | None:
     out.append("    counter metered { }\n")
     out.append("    chain input {\n"
                "        type filter hook input priority filter; policy accept;\n")
-    out.extend(f"        {r}\n" for r in _rules(hosts, fw, node))
+    repos = repository_nodes(hosts) if repositories is None else repositories
+    out.extend(f"        {r}\n" for r in _rules(hosts, fw, node, node.name in repos))
     out.append("    }\n}\n")
     return "".join(out).encode()
 
 
-def _rules(hosts: Hosts, fw: Firewall, node: Node) -> list[str]:
+def _rules(hosts: Hosts, fw: Firewall, node: Node, repository: bool) -> list[str]:
     ssh, sftp = hosts.ssh.port, hosts.ssh.unit_port
     rate = f"{fw.ssh_new_per_minute}/minute burst {fw.ssh_burst} packets"
     families = (("4", "ip saddr"), ("6", "ip6 saddr"))
@@ -112,7 +123,7 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node) -> list[str]:
         if "web" not in node.roles:   # the node's own probes; operators
             rules.append(f"tcp dport {{ 80, 443 }} {sa} @cluster{f} accept")
             rules.append(f"tcp dport {{ 80, 443 }} {sa} @management{f} accept")
-        if "backup" in node.roles:    # the nodes' restic reaches the repository over SFTP
+        if repository:                # the nodes' restic reaches the repository over SFTP
             rules.append(f"tcp dport {ssh} {sa} @cluster{f} accept")
         if "db" in node.roles:
             rules.append(f"tcp dport {MYSQL_PORT} {sa} @db{f} accept")
@@ -149,7 +160,8 @@ def _inside(source: str, networks: Iterable[str]) -> bool:
     return any(addr in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
-def allowed(hosts: Hosts, node: Node, db_sources: list[str], source: str, port: int) -> bool:
+def allowed(hosts: Hosts, node: Node, db_sources: list[str], source: str, port: int,
+            repositories: frozenset[str] | None = None) -> bool:
     """Whether the node's rules (as `_rules` writes them) let a new connection from `source`
     to `port` through: the expectation `security check` holds each measured door to. Every
     door is open without a firewall."""
@@ -167,6 +179,7 @@ def allowed(hosts: Hosts, node: Node, db_sources: list[str], source: str, port: 
         return True
     if port == paths.SEARCH_PORT and cluster:
         return True
-    if port == ssh and "backup" in node.roles and cluster:
+    repos = repository_nodes(hosts) if repositories is None else repositories
+    if port == ssh and node.name in repos and cluster:
         return True
     return port == MYSQL_PORT and "db" in node.roles and _inside(source, db_sources)

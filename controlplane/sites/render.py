@@ -271,7 +271,8 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         files.update(_metrics_files(inv.metrics, node))
     files["updates.json"] = _updates(inv, node)
     php = [t.name for t in inv.tenants if t.site.type == "php"]
-    rules = firewall.render(inv.hosts, me, firewall.db_clients(inv.hosts, placement, php))
+    rules = firewall.render(inv.hosts, me, firewall.db_clients(inv.hosts, placement, php),
+                            _repositories(inv))
     if rules is not None:
         files["firewall.nft"] = rules
     for name, data in (("keepalived.conf", vrrp.render(inv.hosts, me)),
@@ -279,6 +280,11 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         if data is not None:
             files[name] = data
     return Release(node=node, files=files)
+
+
+def _repositories(inv: Inventory) -> frozenset[str]:
+    offsite = inv.cluster.backup.offsite
+    return firewall.repository_nodes(inv.hosts, offsite.address if offsite else None)
 
 
 def _county_limit(inv: Inventory) -> dict[str, Any]:

@@ -55,9 +55,12 @@ class Citizens:
         return json.loads(out)
 
 
-def assert_unharmed(result: dict) -> None:
-    bad = [r for r in result["loops"] if r["timeouts"] or r["failed"] or r["wrong"]
-           or r["silent_s"] >= SILENT_AT_MOST]
+def assert_unharmed(result: dict, refused_at_first: bool = False) -> None:
+    """No request timed out, no wrong page, no address silent for 5 s; and no request failed
+    at all, unless `refused_at_first`: a node whose nginx died but whose machine is up
+    refuses connections at once until keepalived's probe has failed twice (about 2 s)."""
+    bad = [r for r in result["loops"] if r["timeouts"] or r["wrong"]
+           or (r["failed"] and not refused_at_first) or r["silent_s"] >= SILENT_AT_MOST]
     assert not bad, json.dumps(bad, indent=1)
     assert result["requests"] > len(ADDRESSES) * 2 * 20
 
@@ -106,7 +109,7 @@ def test_a_node_s_nginx_dies(county):
     apply_json(county)              # nginx is started again
     result = citizens.result()
     wait_floating_home(30)
-    assert_unharmed(result)
+    assert_unharmed(result, refused_at_first=True)
 
 
 def test_a_node_hangs_and_wakes_up(county):

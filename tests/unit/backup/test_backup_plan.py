@@ -46,7 +46,7 @@ def test_each_tenant_is_backed_up_once_by_its_first_replica_and_its_db_by_the_db
     # Only the backup node holds the repository; everyone reaches it over SFTP.
     assert [n for n, s in specs.items() if s["repository"]["local"]] == ["n1"]
     assert {s["repository"]["url"] for s in specs.values()} == {
-        "sftp:govhost-backup@127.0.1.1:/srv/govhost/backup/repo"}
+        "sftp:govhost-backup@10.77.0.11:/srv/govhost/backup/repo"}
     assert specs["n1"]["authorize"][0]["user"] == "govhost-backup"
     assert all(not s["authorize"] for n, s in specs.items() if n != "n1")
 
@@ -66,7 +66,7 @@ def test_policy_comes_from_the_manifest_over_the_cluster_defaults(tmp_path):
 
 def test_timers_per_schedule_and_upkeep_on_the_backup_node(tmp_path):
     inv = inventory.load(_county(tmp_path / "inv", cluster_extra={"backup": {
-        "offsite": {"address": "127.0.1.3", "schedule": "hourly"}}}))
+        "offsite": {"address": "10.77.0.13", "schedule": "hourly"}}}))
     plan, specs = _specs(inv)
     n1 = {t["name"]: t for t in specs["n1"]["timers"]}
     assert n1["govhost-backup-forget"]["args"] == ["forget", "--prune"]

@@ -302,7 +302,7 @@ def test_wording_fails_on_block_or_review_words_on_the_live_site_not_on_notes():
 
 
 def _page(secs: float, timed_out: bool = False, violations=()) -> dict:
-    return {"url": "https://jiaoyu.qingshui.gov.cn/", "through": "127.0.1.1", "error": "",
+    return {"url": "https://jiaoyu.qingshui.gov.cn/", "through": "10.77.0.11", "error": "",
             "load_seconds": secs, "bytes": 4_200_000, "requests": 3, "timed_out": timed_out,
             "status": 200, "heaviest": [
                 {"url": "https://jiaoyu.qingshui.gov.cn/img/big.png", "bytes": 4_100_000,

@@ -86,7 +86,7 @@ def test_a_pending_unit_is_served_only_to_the_county_and_left_off_the_portal(tmp
     gated = dataclasses.replace(inv, gated=frozenset({"xinjian"}))
     rel = make_plan(gated, frozenset(), {}, {}).releases["n1"]
     vhost = rel.files["vhosts/xinjian.conf"].decode()
-    assert "deny all;" in vhost and "allow 127.0.1.1;" in vhost
+    assert "deny all;" in vhost and "allow 10.77.0.11;" in vhost
     assert "deny all;" not in rel.files["vhosts/jiaoyu.conf"].decode()
     assert "allow all;" in rel.files["snippets/acme-challenge.conf"].decode()
     portal = rel.files["pages/_portal/index.html"].decode()

@@ -103,7 +103,7 @@ def test_sftp_is_metered_per_source_outside_the_cluster_and_management():
 def test_db_clients_are_the_php_replicas_sources():
     hosts = Hosts.model_validate({
         "ssh": {"key": "/k"},
-        "nodes": [{"name": "n1", "address": "127.0.1.1", "source": "127.0.0.1"},
+        "nodes": [{"name": "n1", "address": "10.77.0.11", "source": "127.0.0.1"},
                   {"name": "n2", "address": "203.0.113.2"},
                   {"name": "n3", "address": "203.0.113.3", "address6": "2001:db8::3"}]})
     placement = {"php1": ("n1",), "php2": ("n3",), "static": ("n2",)}

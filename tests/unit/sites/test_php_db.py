@@ -63,11 +63,11 @@ def test_databases_only_on_the_db_node_with_replica_hosts_and_derived_passwords(
     assert [n for n, r in plan.releases.items() if "databases.json" in r.files] == ["n2"]
     import json
     spec = json.loads(plan.releases["n2"].files["databases.json"])
-    assert spec["bind"] == "127.0.1.2"
+    assert spec["bind"] == "10.77.0.12"
     (entry,) = spec["databases"]                     # wiki has no database
-    addresses = {f"127.0.1.{n[1:]}" for n in plan.placement["renshe"]}
+    addresses = {f"10.77.0.1{n[1:]}" for n in plan.placement["renshe"]}
     assert entry["database"] == entry["user"] == "gh_renshe"
-    assert set(entry["hosts"]) == addresses | {"127.0.0.1"}      # loopback lab: see accounts
+    assert set(entry["hosts"]) == addresses
     assert re.fullmatch(r"[a-z2-7]{32}", entry["password"])
     # the replica's tenants.json hands the same credentials to the tenant
     home = plan.placement["renshe"][0]
@@ -83,7 +83,8 @@ def test_databases_only_on_the_db_node_with_replica_hosts_and_derived_passwords(
 
 def test_client_hosts_on_real_addresses_are_exactly_the_replicas():
     assert accounts._client_hosts(["10.20.0.11", "10.20.0.12"]) == ["10.20.0.11", "10.20.0.12"]
-    assert accounts._client_hosts(["127.0.1.3"]) == ["127.0.0.1", "127.0.1.3"]
+    # no loopback added for anyone: the lab's nodes have their own addresses too
+    assert accounts._client_hosts(["10.77.0.13", "10.77.0.13"]) == ["10.77.0.13"]
 
 
 def test_release_archive_keeps_secrets_root_only(tmp_path):

@@ -191,3 +191,19 @@ def test_a_unit_may_not_proxy_to_a_floating_address(tmp_path):
     with pytest.raises(ManifestError) as e:
         inventory.load(inv, tmp_path / "state")
     assert "app.yaml" in str(e.value) and "10.77.0.102" in str(e.value)
+
+
+def test_a_node_standing_in_for_the_offsite_copy_lets_the_cluster_s_restic_in(tmp_path):
+    """The example county's off-site copy lives on n3: the backup node n1 must reach its
+    SSH, as it reaches n1's; a node that holds no repository keeps SSH for operators only."""
+    inv = inventory.load(_county(tmp_path), tmp_path / "state")
+    placement = {t.name: ("n1", "n2") for t in inv.tenants}
+    n2 = render_node(inv, placement, "n2").files["firewall.nft"].decode()
+    n3 = render_node(inv, placement, "n3").files["firewall.nft"].decode()
+    assert "tcp dport 22 ip saddr @cluster4 accept" in n3
+    assert "tcp dport 22 ip saddr @cluster4 accept" not in n2
+    repos = firewall.repository_nodes(inv.hosts, inv.cluster.backup.offsite.address)
+    assert repos == {"n1", "n3"}
+    n3_node = inv.hosts.nodes[2]
+    assert firewall.allowed(inv.hosts, n3_node, [], "10.77.0.11", 22, repos)
+    assert not firewall.allowed(inv.hosts, inv.hosts.nodes[1], [], "10.77.0.11", 22, repos)

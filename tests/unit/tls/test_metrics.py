@@ -20,10 +20,10 @@ from govhost_node.agent import authorized
 SECRET = b"0123456789abcdef0123456789abcdef"
 
 
-def _hosts(address3: str = "127.0.1.3") -> Hosts:
+def _hosts(address3: str = "10.77.0.13") -> Hosts:
     return Hosts.model_validate({"ssh": {"key": "/k"}, "nodes": [
-        {"name": "n1", "address": "127.0.1.1"},
-        {"name": "n2", "address": "127.0.1.2", "address6": "fd00::2"},
+        {"name": "n1", "address": "10.77.0.11"},
+        {"name": "n2", "address": "10.77.0.12", "address6": "fd00::2"},
         {"name": "n3", "address": address3}]})
 
 
@@ -37,7 +37,7 @@ def test_ca_and_node_certificates_are_made_once_and_cover_the_addresses(tmp_path
     a = metrics.ensure(tmp_path, SECRET, _hosts(), "青水县")
     b = metrics.ensure(tmp_path, SECRET, _hosts(), "青水县")
     assert a.node_certs == b.node_certs and a.ca_pem == b.ca_pem   # stable: same release
-    assert _ips(a.node_certs["n2"][0]) == {"127.0.1.2", "fd00::2"}
+    assert _ips(a.node_certs["n2"][0]) == {"10.77.0.12", "fd00::2"}
     ca = x509.load_pem_x509_certificate(a.ca_pem)
     for cert_pem, _ in a.node_certs.values():
         cert = x509.load_pem_x509_certificate(cert_pem)

@@ -263,14 +263,14 @@ def test_ipv6_listeners_and_aaaa_records_from_hosts_address6(tmp_path):
         ("jiaoyu.qingshui.gov.cn",), leaf + r, k, False, 0)},
         served_with={"jiaoyu": "internal-jiaoyu"})
     rel = make_plan(inv, frozenset(), {}, {}).releases["n1"]
-    assert rel.files["snippets/listen.conf"] == b"listen 127.0.1.1:80;\nlisten [::1]:80;\n"
+    assert rel.files["snippets/listen.conf"] == b"listen 10.77.0.11:80;\nlisten [::1]:80;\n"
     assert b"listen [::1]:443 ssl http2;" in rel.files["snippets/listen-tls.conf"]
     assert "listen [::1]:443 ssl default_server;" in rel.files["vhosts/_default.conf"].decode()
     res = nginx_test(rel.files, tmp_path / "rel")
     assert res.returncode == 0, res.stderr
     plan = dns_plan.records(inv)
     assert {(r.type, r.value) for r in plan if r.name == "jiaoyu.qingshui.gov.cn"} == \
-        {("A", "127.0.1.1"), ("A", "127.0.1.2"), ("A", "127.0.1.3"), ("AAAA", "::1")}
+        {("A", "10.77.0.11"), ("A", "10.77.0.12"), ("A", "10.77.0.13"), ("AAAA", "::1")}
     assert dns_plan.has_aaaa(plan, ["jiaoyu.qingshui.gov.cn", "www.qingshui.gov.cn"])
     assert "jiaoyu                           300 IN AAAA ::1" in dns_plan.zone_lines(inv)
     through = [{"node": "n1", "address6": "::1", "ok": True, "error": ""}]
