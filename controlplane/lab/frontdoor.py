@@ -41,7 +41,10 @@ class Loop:
                                 if code == 0 and s >= TIMEOUT - 0.5),
                 "wrong": sum(1 for _, _, code, right in self.samples if code == 200 and not right),
                 "slowest_s": round(max((s for _, s, _, _ in self.samples), default=0.0), 3),
-                "silent_s": round(max(gaps, default=0.0), 3)}
+                "silent_s": round(max(gaps, default=0.0), 3),
+                # when (seconds from the start) the failed requests were sent, and what came
+                "failed_at": [[round(t - started, 2), code] for t, _, code, right
+                              in self.samples if code != 200 or not right][:10]}
 
 
 def _url(address: str, path: str) -> str:
@@ -90,6 +93,7 @@ def run(addresses: list[str], host: str, expect: str, seconds: float, every: flo
     ended = time.monotonic()
     rows = [lp.summary(started, ended) for lp in loops]
     return {"host": host, "seconds": round(ended - started, 1), "every": every,
+            "started_at": time.time() - (ended - started),
             "loops": rows,
             "requests": sum(r["requests"] for r in rows),
             "failed": sum(r["failed"] for r in rows),
