@@ -392,6 +392,9 @@ def stop(name: str) -> bool:
         if n.name != name or not n.pid:
             continue
         was = True
+        # The cable first: a machine that loses power sends nothing more, not even the
+        # resets its kernel would send for connections whose processes are being killed.
+        network.cable(name, False)
         if n.kind == "machine":
             # supervisor (sh) -> systemd-nspawn -> the machine's PID 1. Killing PID 1 ends
             # every process of the machine; the supervisor goes first so it does not boot again.

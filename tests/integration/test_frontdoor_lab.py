@@ -158,9 +158,11 @@ def test_two_nodes_that_cannot_hear_each_other_are_reported_and_still_serve(coun
 
 def test_a_drained_node_hands_its_addresses_over_and_takes_them_back(county):
     citizens = Citizens(30)
+    events = {"drain": time.time()}
     assert govhost(county, "node", "drain", "n3").returncode == 0
     try:
         apply_json(county)
+        events["applied"] = time.time()
         holders = floating_held()
         assert "n3" not in holders["10.77.0.103"] and holders["10.77.0.103"] == ["n1"]
         st = json.loads(govhost(county, "status", "--json", "--no-probe").stdout)
@@ -170,9 +172,13 @@ def test_a_drained_node_hands_its_addresses_over_and_takes_them_back(county):
         assert n3["drained"]
     finally:
         govhost(county, "node", "undrain", "n3")
+    events["undrain"] = time.time()
     apply_json(county)
+    events["applied again"] = time.time()
     result = citizens.result()
     wait_floating_home(30)
+    events["home"] = time.time()
+    print({k: round(v - result["started_at"], 2) for k, v in events.items()})
     assert_unharmed(result)
 
 
