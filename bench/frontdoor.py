@@ -76,6 +76,10 @@ def one(inv: Path, seconds: float) -> dict:
     res = json.loads(out)
     res["addresses"] = addresses
     res["lost_share"] = round(res["failed"] / max(1, res["requests"]), 4)
+    # A citizen's resolver picks one address: the share of addresses that left whoever got
+    # them without a page for 15 s or more (the inspection's "down").
+    dead = {r["address"] for r in res["loops"] if r["silent_s"] >= frontdoor.TIMEOUT}
+    res["addresses_down_15s"] = f"{len(dead)}/{len(addresses)}"
     return res
 
 
@@ -99,14 +103,16 @@ def main() -> None:
     f, r = results["floating"], results["round-robin"]
     summary = {"seconds": a.seconds, "every": 0.2, "timeout": frontdoor.TIMEOUT,
                "setups": {k: {key: v[key] for key in ("requests", "failed", "timeouts",
-                                                      "slowest_s", "silent_s", "lost_share")}
+                                                      "slowest_s", "silent_s", "lost_share",
+                                                      "addresses_down_15s")}
                           for k, v in results.items()},
                "silent_ratio_rr_over_floating": round(r["silent_s"] / max(0.001, f["silent_s"]),
                                                       1)}
     for name, v in results.items():
         print(f"{name:>12}: {v['requests']} requests to {len(v['addresses'])} addresses, "
               f"{v['failed']} lost ({v['lost_share']:.1%}), {v['timeouts']} timed out at 15 s, "
-              f"slowest {v['slowest_s']:.2f} s, longest silence {v['silent_s']:.2f} s")
+              f"slowest {v['slowest_s']:.2f} s, longest silence {v['silent_s']:.2f} s, "
+              f"addresses down for 15 s or more: {v['addresses_down_15s']}")
         worst = max(v["loops"], key=lambda x: x["silent_s"])
         print(f"{'':>12}  worst: {worst['address']} via {worst['client']}: "
               f"{worst['failed']} lost, silent {worst['silent_s']:.2f} s")
