@@ -28,6 +28,7 @@ from controlplane.compliance import run as compliance_run
 from controlplane.core import inventory as inventory_mod
 from controlplane.core import paths, remote
 from controlplane.core.county import County
+from controlplane.dns import plan as dns_plan
 from controlplane.people import store as people_store
 from controlplane.sites import apply, probes, replicas, waf
 from controlplane.sites.apply import lock_holder
@@ -46,6 +47,9 @@ class Round:
     # The same homepages through each node's IPv6 address (nodes with `address6`); kept
     # apart: the week's reachability is the IPv4 probes', IPv6 is its own indicator.
     ipv6: dict[str, dict[str, probes.ProbeResult]] = field(default_factory=dict)
+    # With floating addresses: the homepages through each address DNS names (the citizens'
+    # and the inspector's view); the week's reachability counts these, not the nodes'.
+    public: dict[str, dict[str, probes.ProbeResult]] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     site_types: dict[str, str] = field(default_factory=dict)
     nodes_up: dict[str, bool] = field(default_factory=dict)
@@ -160,13 +164,16 @@ class Prober(threading.Thread):
         targets = [(inv.site_host(t), n.name, n.address) for t in inv.tenants for n in nodes]
         v6 = [(inv.site_host(t), n.name, n.address6) for t in inv.tenants for n in nodes
               if n.address6]
+        public = ([(inv.site_host(t), a, a) for t in inv.tenants
+                   for a in dns_plan.published(inv)[0]] if inv.hosts.vrrp is not None else [])
         by_host = {inv.site_host(t): t for t in inv.tenants}
         limit = inv.cluster.compliance.probe_timeout_seconds
-        done = probes.probe_many(targets + v6, workers=self.workers, timeout=limit,
+        done = probes.probe_many(targets + v6 + public, workers=self.workers, timeout=limit,
                                  https=rnd.https, verify=self.trust,
                                  spread_seconds=self.SPREAD * self.interval if spread else 0)
         for i, r in enumerate(done):
-            into = rnd.tenants if i < len(targets) else rnd.ipv6
+            into = (rnd.tenants if i < len(targets) else
+                    rnd.ipv6 if i < len(targets) + len(v6) else rnd.public)
             into.setdefault(by_host[r.host].name, {})[r.node] = r
         for n in nodes:  # the node's own health, and the release id it serves
             rnd.nodes_up[n.name] = probes.probe(paths.PROBE_HOST, n.name, n.address,
@@ -183,11 +190,13 @@ class Prober(threading.Thread):
         rnd.quotas = {t.name: inv.quota_bytes(t) for t in inv.tenants}
         rnd.finished = time.time()
         # The inspections' rule: a probe fails unless the homepage loaded completely within
-        # the limit; through any node, so a failure on one node counts.
+        # the limit; through any address a citizen may be given, so one failing counts: each
+        # floating address where the county has them (a dead node's address moves and
+        # keeps serving), each node's own otherwise.
         rnd.failed = {t: [{"node": n, "scheme": r.scheme, "status": r.status,
                            "seconds": round(r.seconds, 3), "error": r.error[:200]}
                           for n, r in by_node.items() if not r.up or r.seconds >= limit]
-                      for t, by_node in rnd.tenants.items()}
+                      for t, by_node in (rnd.public or rnd.tenants).items()}
         if self.record:
             try:
                 compliance_run.record_round(self.county, rnd.finished, rnd.failed)
