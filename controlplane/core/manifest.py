@@ -793,6 +793,14 @@ class Hosts(_Model):
                                  "hosts.yaml has no `vrrp:` section (subnet, vrid_base)")
             return self
         v = self.vrrp
+        for n in self.nodes:
+            if n.source is not None:
+                raise ValueError(f"node {n.name} has `source` and hosts.yaml has `vrrp:`: "
+                                 "floating addresses need every node to speak from its own "
+                                 "address on the nodes' network (VRRP is let in from those)")
+            if "web" not in n.roles and (n.floating or n.floating6):
+                raise ValueError(f"node {n.name} has a floating address but no web role: "
+                                 "only web nodes hold floating addresses")
         last = v.vrid_base + len(web) - 1
         if last > 255:
             raise ValueError(f"vrrp.vrid_base {v.vrid_base} with {len(web)} web nodes needs "

@@ -210,3 +210,13 @@ def test_a_node_standing_in_for_the_offsite_copy_lets_the_cluster_s_restic_in(tm
     n3_node = inv.hosts.nodes[2]
     assert firewall.allowed(inv.hosts, n3_node, [], "10.77.0.11", 22, repos)
     assert not firewall.allowed(inv.hosts, inv.hosts.nodes[1], [], "10.77.0.11", 22, repos)
+
+
+def test_source_and_floating_on_a_non_web_node_are_refused(tmp_path):
+    def source(h):
+        h["nodes"][0]["source"] = "10.77.0.50"
+    assert "source" in _refused(tmp_path, source)
+
+    def not_web(h):
+        h["nodes"][2]["roles"] = ["monitoring"]
+    assert "no web role" in _refused(tmp_path / "b", not_web)
