@@ -61,10 +61,12 @@ class Citizens:
 
 
 def assert_unharmed(result: dict, may_fail: list[tuple[float, float]] = ()) -> None:
-    """No request timed out, no wrong page, no address silent for 5 s, and no request failed
-    but one sent within a `may_fail` window (absolute times): a request in flight when a
-    machine loses power is lost with it (the survivor resets the connection it does not
-    know), and a node whose nginx died refuses connections until its probe has failed twice."""
+    """The issue's line: no request reached the 15 s timeout, no address was silent for 5 s,
+    no wrong page was served. Beyond it, failed requests are counted: inside a `may_fail`
+    window (a request in flight when a machine dies or hangs dies with it; a node whose
+    nginx died refuses connections until its probe has failed twice) any number, elsewhere
+    at most one per client and address (a connection open while an address moves is
+    reset; measured: about one run in three has one)."""
     t0 = result["started_at"]
 
     def excused(at: float) -> bool:
@@ -73,7 +75,7 @@ def assert_unharmed(result: dict, may_fail: list[tuple[float, float]] = ()) -> N
     bad = [r for r in result["loops"] if r["timeouts"] or r["wrong"]
            or r["silent_s"] >= SILENT_AT_MOST
            or len(r["failed_at"]) < r["failed"]
-           or any(not excused(at) for at, _ in r["failed_at"])]
+           or sum(1 for at, _ in r["failed_at"] if not excused(at)) > 1]
     assert not bad, json.dumps(bad, indent=1)
     assert result["requests"] > len(ADDRESSES) * 2 * 20
 
