@@ -120,7 +120,9 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node, repository: bool) -> list[str
     if hosts.vrrp is not None and "web" in node.roles:
         # VRRP (IP protocol 112) only from the other nodes: anyone else's advertisement
         # could take a floating address away from the node that serves it.
-        rules.append("ip protocol 112 ip saddr @cluster4 accept")
+        # RFC 5798: an advertisement that crossed a router (TTL below 255) is not from the
+        # nodes' own network, whatever its source address says.
+        rules.append("ip protocol 112 ip ttl 255 ip saddr @cluster4 accept")
     for f, sa in families:
         rules.append(f"tcp dport {{ {ssh}, {paths.NODE_EXPORTER_PORT}, {paths.AGENT_PORT} }} "
                      f"{sa} @management{f} accept")

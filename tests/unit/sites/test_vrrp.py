@@ -115,7 +115,7 @@ def test_nginx_listens_on_every_floating_address_and_the_firewall_guards_them(tm
     # and VRRP is let in from the cluster only.
     assert "ip daddr != { 10.77.0.13, 10.77.0.101, 10.77.0.102, 10.77.0.103, 224.0.0.18 }" \
         in fw
-    assert "ip protocol 112 ip saddr @cluster4 accept" in fw
+    assert "ip protocol 112 ip ttl 255 ip saddr @cluster4 accept" in fw
     # a connection a moved address sent here is reset, not left to hang
     assert fw.index("ct state invalid tcp dport { 80, 443 } counter name dropped reject with "
                     "tcp reset") < fw.index("ct state invalid counter name dropped drop")
