@@ -64,14 +64,6 @@ def node_address6(i: int) -> str:
     return f"fd00:77::{10 + i}"
 
 
-def floating_address(i: int) -> str:
-    return str(LAN4.network_address + 100 + i)
-
-
-def floating_address6(i: int) -> str:
-    return f"fd00:77::{100 + i}"
-
-
 def _port(name: str) -> str:
     """The router's end of a node's cable (an interface name fits in 15 bytes)."""
     return f"gl-{name}"

@@ -149,9 +149,9 @@ def _own(hosts: Hosts, node: Node) -> tuple[str, str | None]:
         v4 += [n.floating for n in hosts.web_nodes if n.floating] + [VRRP_GROUP4]
         v6 += [n.floating6 for n in hosts.web_nodes if n.floating6]
 
-    def one(xs: list[str]) -> str | None:
-        return None if not xs else xs[0] if len(xs) == 1 else "{ " + ", ".join(xs) + " }"
-    return one(v4) or node.address, one(v6)
+    def one(xs: list[str]) -> str:
+        return xs[0] if len(xs) == 1 else "{ " + ", ".join(xs) + " }"
+    return one(v4), one(v6) if v6 else None
 
 
 def checked_ports(hosts: Hosts) -> tuple[int, ...]:
