@@ -49,8 +49,8 @@ def _without_vrrp(inv: Path) -> None:
     hosts = yaml.safe_load((inv / "hosts.yaml").read_text())
     hosts.pop("vrrp", None)
     for n in hosts["nodes"]:
-        n.pop("floating", None)
-        n.pop("floating6", None)
+        for key in ("floating", "floating6", "vrid"):
+            n.pop(key, None)
     (inv / "hosts.yaml").write_text(yaml.safe_dump(hosts, allow_unicode=True))
 
 

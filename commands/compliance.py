@@ -93,6 +93,7 @@ def compliance_probe(rounds: int = typer.Option(1, "--rounds", min=1, max=10_000
     from controlplane.monitoring.exporter import Prober
     prober = Prober(county(), interval)
     failed: dict[str, int] = {}
+    failures: list[dict] = []      # what failed, for the operator (the first 200)
     for i in range(rounds):
         rnd = prober.probe_once()
         if rnd.error and not rnd.tenants:
@@ -102,9 +103,11 @@ def compliance_probe(rounds: int = typer.Option(1, "--rounds", min=1, max=10_000
         for t, nodes in rnd.failed.items():
             if nodes:
                 failed[t] = failed.get(t, 0) + 1
+                failures.extend({"round": i + 1, "unit": t, **f} for f in nodes)
         if i + 1 < rounds and interval:
             time.sleep(interval)
-    res = {"rounds": rounds, "failed_rounds": dict(sorted(failed.items()))}
+    res = {"rounds": rounds, "failed_rounds": dict(sorted(failed.items())),
+           "failures": failures[:200]}
     if as_json:
         emit(res)
     else:

@@ -199,6 +199,8 @@ def _print_nodes(nodes: list[dict]) -> None:
                    else "watching") if n["reachable"] else "-",
                   n["release_live"] or "-", n["release_desired"], str(n["replicas"]),
                   ("drained " if n["drained"] else "") +
+                  ("" if n.get("vrrp") in (None, "running", "released") else
+                   f"[yellow]VRRP {n['vrrp']}[/] ") +
                   ("" if n["in_sync"] else "[yellow]drift: run apply[/]"))
     out.print(t)
 

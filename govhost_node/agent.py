@@ -467,9 +467,26 @@ def tamper_metrics(now: float | None = None) -> list[str]:
 
 
 VRRP_RELEASED = "/var/lib/govhost/vrrp-released"
+# keepalived's pid file: govhost-node's own start (no systemd), or the systemd unit's.
+KEEPALIVED_PIDFILES = ("/run/govhost-keepalived.pid", "/run/keepalived.pid")
 
 
-def floating_metrics(spec_path: str = f"{CURRENT}/vrrp.json") -> list[str]:
+def keepalived_running(pidfiles: tuple[str, ...] = KEEPALIVED_PIDFILES) -> bool:
+    for path in pidfiles:
+        try:
+            with open(path) as f:
+                pid = int(f.read().split()[0])
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "keepalived":
+                    return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
+def floating_metrics(spec_path: str = f"{CURRENT}/vrrp.json",
+                     released_marker: str = VRRP_RELEASED,
+                     pidfiles: tuple[str, ...] = KEEPALIVED_PIDFILES) -> list[str]:
     """Which floating addresses this node holds now, read from the kernel (not from
     keepalived's idea of its state): what the county's router sees. The alerts add the
     nodes up: held by none, by two (split brain), away from home too long."""
@@ -498,11 +515,19 @@ def floating_metrics(spec_path: str = f"{CURRENT}/vrrp.json") -> list[str]:
             lines.append(f"govhost_floating_held{{{labels}}} {held}")
             away.append(f"govhost_floating_away{{{labels}}} "
                         f"{1 if held and inst['home'] != spec.get('node') else 0}")
-    released = 1 if os.path.exists(VRRP_RELEASED) or spec.get("released") else 0
+    by_hand = os.path.exists(released_marker)
+    released = 1 if by_hand or spec.get("released") else 0
     return lines + away + [
         "# HELP govhost_floating_released 1 while this node keeps out of VRRP (drained, "
         "rebooting, being removed).", "# TYPE govhost_floating_released gauge",
-        f"govhost_floating_released {released}"]
+        f"govhost_floating_released {released}",
+        "# HELP govhost_floating_released_by_hand 1 while this node keeps out of VRRP by "
+        "hand (`govhost-node vrrp release`: an upgrade, or one cut short).",
+        "# TYPE govhost_floating_released_by_hand gauge",
+        f"govhost_floating_released_by_hand {int(by_hand)}",
+        "# HELP govhost_vrrp_running 1 when keepalived runs on this node.",
+        "# TYPE govhost_vrrp_running gauge",
+        f"govhost_vrrp_running {int(keepalived_running(pidfiles))}"]
 
 
 class Agent:

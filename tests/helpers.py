@@ -194,7 +194,7 @@ def floating_county(dest: Path, preempt_seconds: int = 5) -> Path:
     shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
     hosts = (dest / "hosts.yaml").read_text()
     (dest / "hosts.yaml").write_text(hosts.replace(
-        "  vrid_base: 50\n", f"  vrid_base: 50\n  preempt_delay_seconds: {preempt_seconds}\n"))
+        "  interface: eth0\n", f"  interface: eth0\n  preempt_delay_seconds: {preempt_seconds}\n"))
     return dest
 
 

@@ -735,10 +735,17 @@ class Node(_Model):
     # these; keepalived keeps each on its home node while it serves, on a peer otherwise.
     floating: IpAddress | None = None
     floating6: Annotated[StrictStr, AfterValidator(_ipv6)] | None = None
+    # The VRRP virtual router ID of this node's floating address (1-255, unique on the nodes'
+    # network). Named per node, not counted from the list, so adding or reordering nodes
+    # never renumbers an address while the nodes disagree about it mid-apply.
+    vrid: StrictInt | None = Field(default=None, ge=1, le=255)
 
     @property
     def sources(self) -> tuple[str, ...]:
         return tuple(a for a in (self.source or self.address, self.address6) if a)
+
+
+MAX_VRRP_NODES = 14     # priorities 200 - 10 * place stay above 200 - 150 (a failing home)
 
 
 class Vrrp(_Model):
@@ -748,9 +755,7 @@ class Vrrp(_Model):
     subnet: Network
     subnet6: Network | None = None
     # The interface on each node that carries the nodes' network.
-    interface: Label = "eth0"
-    # Virtual router IDs vrid_base .. vrid_base + web nodes - 1 (1..255, unique on the LAN).
-    vrid_base: StrictInt = Field(default=50, ge=1, le=255)
+    interface: Label = Field(default="eth0", max_length=15)   # Linux: IFNAMSIZ - 1
     advert_seconds: StrictInt = Field(default=1, ge=1, le=10)
     # A node that comes back waits this long before taking its address back (preempt).
     preempt_delay_seconds: StrictInt = Field(default=30, ge=0, le=1000)
@@ -784,13 +789,14 @@ class Hosts(_Model):
     @model_validator(mode="after")
     def _floating(self) -> "Hosts":
         """Floating addresses that cannot work are refused here, before anything is
-        touched: an address in two places, a VRID past 255, an address off the network."""
+        touched: an address in two places, a VRID clash, an address off the network or that
+        is the network's own (its network or broadcast address)."""
         web = self.web_nodes
         if self.vrrp is None:
-            stray = [n.name for n in self.nodes if n.floating or n.floating6]
+            stray = [n.name for n in self.nodes if n.floating or n.floating6 or n.vrid]
             if stray:
-                raise ValueError(f"nodes {', '.join(stray)} have floating addresses but "
-                                 "hosts.yaml has no `vrrp:` section (subnet, vrid_base)")
+                raise ValueError(f"nodes {', '.join(stray)} have floating addresses or a "
+                                 "vrid but hosts.yaml has no `vrrp:` section (subnet)")
             return self
         v = self.vrrp
         for n in self.nodes:
@@ -798,14 +804,26 @@ class Hosts(_Model):
                 raise ValueError(f"node {n.name} has `source` and hosts.yaml has `vrrp:`: "
                                  "floating addresses need every node to speak from its own "
                                  "address on the nodes' network (VRRP is let in from those)")
-            if "web" not in n.roles and (n.floating or n.floating6):
-                raise ValueError(f"node {n.name} has a floating address but no web role: "
-                                 "only web nodes hold floating addresses")
-        last = v.vrid_base + len(web) - 1
-        if last > 255:
-            raise ValueError(f"vrrp.vrid_base {v.vrid_base} with {len(web)} web nodes needs "
-                             f"virtual router IDs up to {last}; the highest is 255: lower "
-                             f"vrid_base to {256 - len(web)} or less")
+            if "web" not in n.roles and (n.floating or n.floating6 or n.vrid):
+                raise ValueError(f"node {n.name} has a floating address or vrid but no web "
+                                 "role: only web nodes hold floating addresses")
+        if len(web) > MAX_VRRP_NODES:
+            raise ValueError(f"{len(web)} web nodes with `vrrp:`; at most {MAX_VRRP_NODES} "
+                             "(each node's priority for every address must stay above a "
+                             "failing node's)")
+        vrids: dict[int, str] = {}
+        for n in web:
+            if n.vrid is None:
+                free = next(i for i in range(50, 256) if i not in
+                            {m.vrid for m in web})
+                raise ValueError(f"web node {n.name} has no `vrid`: with `vrrp:` every web "
+                                 "node names the virtual router ID of its floating address "
+                                 f"(1-255, unique on the nodes' network), e.g. vrid: {free}")
+            if n.vrid in vrids:
+                raise ValueError(f"nodes {vrids[n.vrid]} and {n.name} both have vrid "
+                                 f"{n.vrid}: each floating address needs its own virtual "
+                                 "router ID")
+            vrids[n.vrid] = n.name
         net4 = ipaddress.ip_network(v.subnet)
         net6 = ipaddress.ip_network(v.subnet6) if v.subnet6 else None
         seen: dict[str, str] = {}
@@ -824,9 +842,21 @@ class Hosts(_Model):
                     raise ValueError(f"node {n.name} {what} {a} is outside vrrp.subnet"
                                      f"{'' if ip.version == 4 else '6'} {net}: floating "
                                      "addresses move only between nodes on one network")
+                if n in web and net is not None and net.num_addresses > 2 and ip in (
+                        net.network_address, net.broadcast_address) and ip.version == 4:
+                    raise ValueError(f"node {n.name} {what} {a} is the "
+                                     f"{'network' if ip == net.network_address else 'broadcast'}"
+                                     f" address of vrrp.subnet {net}: no host can hold it")
+                if n in web and net is not None and ip.version == 6 and \
+                        ip == net.network_address and net.num_addresses > 1:
+                    raise ValueError(f"node {n.name} {what} {a} is the subnet-router "
+                                     f"anycast address of vrrp.subnet6 {net}: pick another")
                 if net is None and what == "floating6":
                     raise ValueError(f"node {n.name} has floating6 but vrrp has no subnet6")
         for n in web:
+            if ipaddress.ip_address(n.address).version != 4:
+                raise ValueError(f"web node {n.name} address {n.address} must be IPv4 with "
+                                 "`vrrp:` (VRRP speaks from it; its IPv6 goes in address6)")
             if n.floating is None:
                 raise ValueError(f"web node {n.name} has no `floating` address; with `vrrp:` "
                                  "every web node needs one (DNS publishes only these)")

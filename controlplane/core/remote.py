@@ -56,10 +56,12 @@ class NodeStatus:
     # change was not confirmed and was taken back), missing (rules lost), off (none)
     firewall: str = "off"
     # The floating addresses the node holds now (None: the node has none configured),
-    # whether its keepalived runs, and whether it keeps out of VRRP (drained, rebooting).
+    # whether its keepalived runs, whether it keeps out of VRRP (drained, rebooting), and
+    # whether that is by hand (`govhost-node vrrp release`: an upgrade, or one cut short).
     floating: tuple[str, ...] | None = None
     vrrp_running: bool = False
     vrrp_released: bool = False
+    vrrp_by_hand: bool = False
 
 
 def _ssh_cmd(hosts: Hosts, node: Node, known_hosts: Path, command: str) -> list[str]:
@@ -111,7 +113,8 @@ def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,
                           floating=None if data.get("floating") is None
                           else tuple(str(a) for a in data["floating"]),
                           vrrp_running=bool(data.get("vrrp_running")),
-                          vrrp_released=bool(data.get("vrrp_released")))
+                          vrrp_released=bool(data.get("vrrp_released")),
+                          vrrp_by_hand=bool(data.get("vrrp_by_hand")))
 
     if not nodes:
         return {}

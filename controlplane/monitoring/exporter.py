@@ -193,9 +193,13 @@ class Prober(threading.Thread):
         # the limit; through any address a citizen may be given, so one failing counts: each
         # floating address where the county has them (a dead node's address moves and
         # keeps serving), each node's own otherwise.
-        rnd.failed = {t: [{"node": n, "scheme": r.scheme, "status": r.status,
+        # A failure names the node (for a floating address, the address's home node: where it
+        # is served unless that node is away) and the address the probe went to.
+        home = {n.floating: n.name for n in nodes if n.floating}
+        rnd.failed = {t: [{"node": home.get(r.address, r.node), "address": r.address,
+                           "scheme": r.scheme, "status": r.status,
                            "seconds": round(r.seconds, 3), "error": r.error[:200]}
-                          for n, r in by_node.items() if not r.up or r.seconds >= limit]
+                          for r in by_node.values() if not r.up or r.seconds >= limit]
                       for t, by_node in (rnd.public or rnd.tenants).items()}
         if self.record:
             try:

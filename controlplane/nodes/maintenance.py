@@ -17,6 +17,7 @@ from typing import Any, Callable
 from controlplane.core import paths, remote
 from controlplane.core.county import County
 from controlplane.core.errors import NodeError
+from controlplane.core.manifest import Node
 from controlplane.nodes import handover
 from controlplane.nodes.lifecycle import _node, _progress
 from controlplane.sites import apply as apply_mod
@@ -44,9 +45,33 @@ def upgrade(county: County, names: list[str] | None = None,
                                  "must not go down for updates"})
             say(f"{node.name}: skipped ({', '.join(down)} down)")
             break
-        # Packages restart nginx: its floating addresses go to its peers first.
+        res = _upgrade_one(county, node, say)
+        if res.get("ok"):
+            res.pop("log", None)
+        out.append(res)
+        say(f"{node.name}: {len(res.get('upgraded', []))} package(s) upgraded"
+            + ("; reboot required" if res.get("reboot_required") else ""))
+        if not (res.get("ok") and res["serving"]):
+            break
+    with county.state() as st:
+        st.audit("node.upgrade", ",".join(n["node"] for n in out),
+                 {"nodes": [{k: v for k, v in n.items() if k != "log"} for n in out]})
+    ok = len(out) == len(nodes) and all(n.get("ok") and n.get("serving") for n in out)
+    return {"nodes": out, "result": "upgraded" if ok else "partial"}
+
+
+def _upgrade_one(county: County, node: Node, say: Say) -> dict[str, Any]:
+    """Packages restart nginx: the node's floating addresses go to its peers first, and it
+    resumes VRRP afterwards whatever happened (keepalived's own probes keep a node that does
+    not serve from taking anything back), so no failure leaves it out by hand."""
+    inv = county.inv
+    hand = inv.hosts.vrrp is not None and "web" in node.roles and any(
+        n.name != node.name for n in inv.hosts.web_nodes)
+    if hand:
         handover.release(county, node.name)
-        handover.wait_handed_over(county, node.name, say)
+    try:
+        if hand:
+            handover.wait_handed_over(county, node.name, say)
         say(f"{node.name}: updating")
         cmd = remote._ssh_cmd(inv.hosts, node, county.known_hosts, f"{UPDATES_TOOL} run")
         try:
@@ -66,20 +91,10 @@ def upgrade(county: County, names: list[str] | None = None,
         while not _healthy(node.address) and time.monotonic() < deadline:
             time.sleep(1)
         res["serving"] = _healthy(node.address)
-        if res["serving"]:
+    finally:
+        if hand:
             handover.release(county, node.name, back=True)
-        if res.get("ok"):
-            res.pop("log", None)
-        out.append(res)
-        say(f"{node.name}: {len(res.get('upgraded', []))} package(s) upgraded"
-            + ("; reboot required" if res.get("reboot_required") else ""))
-        if not (res.get("ok") and res["serving"]):
-            break
-    with county.state() as st:
-        st.audit("node.upgrade", ",".join(n["node"] for n in out),
-                 {"nodes": [{k: v for k, v in n.items() if k != "log"} for n in out]})
-    ok = len(out) == len(nodes) and all(n.get("ok") and n.get("serving") for n in out)
-    return {"nodes": out, "result": "upgraded" if ok else "partial"}
+    return res
 
 
 def reboot(county: County, name: str, say: Say = lambda _: None,

@@ -98,8 +98,14 @@ def measure_doors(inv: Inventory, placement: dict[str, tuple[str, ...]]
             knock_from.append((seen_as, addr))
     php = [t.name for t in inv.tenants if t.site.type == "php"]
     db_sources = firewall.db_clients(inv.hosts, placement, php)
-    jobs = [(node, port, seen_as, addr) for node in inv.hosts.nodes
-            for port in firewall.checked_ports(inv.hosts) for seen_as, addr in knock_from]
+    ports = firewall.checked_ports(inv.hosts)
+    jobs = [(node, node.address, node.name, port, seen_as, addr) for node in inv.hosts.nodes
+            for port in ports for seen_as, addr in knock_from]
+    # Each floating address too, held by whichever node: the same doors as a web node's own
+    # (judged as its home node's; public and management see every web node alike).
+    jobs += [(node, node.floating, node.floating, port, seen_as, addr)
+             for node in inv.hosts.web_nodes if inv.hosts.vrrp is not None and node.floating
+             for port in ports for seen_as, addr in knock_from]
     # Where this machine also holds the address the nodes connect from (the lab), the doors
     # only the cluster may pass (the database, search, the backup repository) are knocked on
     # from there too, to every node but those connecting from it.
@@ -108,18 +114,18 @@ def measure_doors(inv: Inventory, placement: dict[str, tuple[str, ...]]
         by_source.setdefault(peer.sources[0], []).append(peer.name)
     for addr, names in by_source.items():
         if _bindable(addr):
-            jobs += [(node, port, f"node {','.join(names)}", addr) for node in inv.hosts.nodes
-                     if node.name not in names or len(names) > 1
-                     for port in firewall.checked_ports(inv.hosts)]
+            jobs += [(node, node.address, node.name, port, f"node {','.join(names)}", addr)
+                     for node in inv.hosts.nodes
+                     if node.name not in names or len(names) > 1 for port in ports]
 
     offsite = inv.cluster.backup.offsite
     repos = firewall.repository_nodes(inv.hosts, offsite.address if offsite else None)
 
     def one(job) -> Door:
-        node, port, seen_as, addr = job
-        return Door(node.name, port, addr, seen_as,
+        node, dest, label, port, seen_as, addr = job
+        return Door(label, port, addr, seen_as,
                     firewall.allowed(inv.hosts, node, db_sources, addr, port, repos),
-                    knock(addr, node.address, port))
+                    knock(addr, dest, port))
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         measured = list(pool.map(one, jobs)) if jobs else []

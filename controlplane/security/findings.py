@@ -29,7 +29,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class Door:
-    node: str
+    node: str            # the node, or the floating address knocked on
     port: int
     source: str          # the address knocked from
     seen_as: str         # public, management or `node NAME` (a cluster address)
@@ -229,7 +229,7 @@ def secrets(where: str, entries: Iterable[Mapping[str, str]]) -> list[Finding]:
 @dataclass(frozen=True)
 class Served:
     host: str
-    node: str
+    node: str            # the node, or the floating address knocked on
     error: str = ""              # the handshake failed
     covers: bool = True          # the certificate names the host
     days_left: float | None = None

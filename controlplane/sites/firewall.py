@@ -6,9 +6,10 @@ it: operators' SSH and the metrics to the management addresses, the database to 
 that run PHP sites, the backup repository and the search server to the cluster's own nodes.
 The rest is dropped and counted.
 
-The rules match only this node's own addresses (`ip daddr != A accept` comes first): its
-address and, on a web node, every floating address it may come to hold, so a floating address
-is no wider a door than the node's own. Each node's table has its own name. The file replaces the table in one
+Every packet that reaches the node is judged, whatever address it was sent to (its own, a
+floating address it holds, one the operating system gave itself such as a SLAAC address):
+only what comes in on loopback is the node talking to itself. Each node's table has its own
+name. The file replaces the table in one
 transaction (`table …; delete table …; table … {…}`), so there is never a moment without it.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from controlplane.core.manifest import Firewall, Hosts, Node
 
 HEADER = "# govhost firewall"
 MYSQL_PORT = 3306
+VRRP_GROUP4 = "224.0.0.18"
 
 
 def table_name(node: str) -> str:
@@ -71,6 +73,8 @@ def render(hosts: Hosts, node: Node, db_sources: list[str],
     cluster = [a for n in hosts.nodes for a in n.sources]
     sets = {"management": _split(fw.management), "cluster": _split(cluster),
             "db": _split(db_sources)}
+    if hosts.vrrp is not None and "web" in node.roles:   # who may speak VRRP to this node
+        sets["vrrp"] = _split([n.address for n in hosts.web_nodes if n.name != node.name])
     out = [f"{HEADER} for {node.name} ({node.address}); written by govhost, do not edit\n",
            f"# confirm_seconds={fw.confirm_seconds}\n",
            f"table inet {table}\n", f"delete table inet {table}\n", f"table inet {table} {{\n"]
@@ -95,10 +99,8 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node, repository: bool) -> list[str
     ssh, sftp = hosts.ssh.port, hosts.ssh.unit_port
     rate = f"{fw.ssh_new_per_minute}/minute burst {fw.ssh_burst} packets"
     families = (("4", "ip saddr"), ("6", "ip6 saddr"))
-    own4, own6 = _own(hosts, node)
     rules = [
-        f"ip daddr != {own4} accept",
-        f"ip6 daddr != {own6} accept" if own6 else "meta nfproto ipv6 accept",
+        "iif lo accept",
         "ct state established,related accept",
         # A citizen's connection that a floating address's move has sent to a node that
         # never saw it start: reset it, so the client retries at once; dropped, it hung
@@ -108,6 +110,9 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node, repository: bool) -> list[str
         "ct state invalid counter name dropped drop",
         "# ICMP and ICMPv6, by number: a bare server has no /etc/protocols",
         "meta l4proto { 1, 58 } accept",
+        # Answers to the node's own DHCP client (a broadcast conntrack cannot match).
+        "udp sport 67 udp dport 68 accept",
+        "udp sport 547 udp dport 546 accept",
     ]
     if "web" in node.roles:
         rules.append("tcp dport { 80, 443 } accept")
@@ -118,11 +123,13 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node, repository: bool) -> list[str
               "counter name metered drop" for f, sa in families]
     rules.append(f"tcp dport {sftp} accept")
     if hosts.vrrp is not None and "web" in node.roles:
-        # VRRP (IP protocol 112) only from the other nodes: anyone else's advertisement
+        # VRRP (IP protocol 112) only from the other web nodes, on the nodes' network, to
+        # VRRP's group or (unicast peers) this node's address: anyone else's advertisement
         # could take a floating address away from the node that serves it.
         # RFC 5798: an advertisement that crossed a router (TTL below 255) is not from the
         # nodes' own network, whatever its source address says.
-        rules.append("ip protocol 112 ip ttl 255 ip saddr @cluster4 accept")
+        rules.append(f'iifname "{hosts.vrrp.interface}" ip protocol 112 ip ttl 255 '
+                     f"ip daddr {{ {VRRP_GROUP4}, {node.address} }} ip saddr @vrrp4 accept")
     for f, sa in families:
         rules.append(f"tcp dport {{ {ssh}, {paths.NODE_EXPORTER_PORT}, {paths.AGENT_PORT} }} "
                      f"{sa} @management{f} accept")
@@ -136,22 +143,6 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node, repository: bool) -> list[str
             rules.append(f"tcp dport {MYSQL_PORT} {sa} @db{f} accept")
     rules.append("counter name dropped drop")
     return rules
-
-
-VRRP_GROUP4 = "224.0.0.18"
-
-
-def _own(hosts: Hosts, node: Node) -> tuple[str, str | None]:
-    """The destinations this node's rules judge: its own addresses and, on a web node with
-    floating addresses, every web node's (any of them may be held here) and VRRP's group."""
-    v4, v6 = [node.address], [node.address6] if node.address6 else []
-    if hosts.vrrp is not None and "web" in node.roles:
-        v4 += [n.floating for n in hosts.web_nodes if n.floating] + [VRRP_GROUP4]
-        v6 += [n.floating6 for n in hosts.web_nodes if n.floating6]
-
-    def one(xs: list[str]) -> str:
-        return xs[0] if len(xs) == 1 else "{ " + ", ".join(xs) + " }"
-    return one(v4), one(v6) if v6 else None
 
 
 def checked_ports(hosts: Hosts) -> tuple[int, ...]:

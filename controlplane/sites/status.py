@@ -119,6 +119,17 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
         if a.get("_config", {}).get("tamper_unrepaired"):
             problem("critical", n.name, "config files changed on the node could not be put "
                     "back; `govhost tamper list` says why, `govhost apply` ships the release")
+        if s.floating is not None:    # a web node of a county with floating addresses
+            row["vrrp"] = ("released by hand" if s.vrrp_by_hand else "released"
+                           if s.vrrp_released else "running" if s.vrrp_running else "stopped")
+            if row["vrrp"] == "stopped":
+                problem("warning", n.name, "keepalived is not running: the node's floating "
+                        "address stays with its peers; `govhost apply` starts it")
+            elif s.vrrp_by_hand and n.name not in drained:
+                problem("warning", n.name, "keeps out of VRRP by hand (`govhost-node vrrp "
+                        "release`, an upgrade cut short?): its floating address stays with "
+                        f"its peers; `govhost node upgrade {n.name}` again, or on the node "
+                        "`govhost-node vrrp resume`")
         if not s.intact:
             problem("warning", n.name, f"files of the live release {s.release} were changed on "
                     "the node; `govhost apply` ships it again")

@@ -7,9 +7,14 @@ for n2's: n3, …, n1), so a dead node's address goes to one survivor and the ne
 lands on another. Every node runs the same instances with its own priorities, so the file
 differs per node only in those numbers and the unicast source.
 
-A node gives its addresses away when its nginx stops answering its own health probe (the
-tracked script fails twice, the instances go to FAULT and advertise priority 0), and takes
-its own address back `preempt_delay_seconds` after it serves again.
+A node whose nginx is dead (its own health probe refused or answered wrongly, twice in a row)
+goes to FAULT: it advertises priority 0 and a peer takes its addresses within a fraction of a
+second. A node whose nginx only stalls (no answer within 2 s, three times in a row) loses 150
+of its priority instead, so a healthy peer takes its address after VRRP's master-down wait;
+when every node stalls at once (a county-wide overload), all drop together and no address
+moves, where moving them would help nobody and lose connections. A node that comes back takes
+its own address only after its probes pass for `preempt_delay_seconds` (the scripts' `rise`,
+starting failed), so a node that flaps does not drag its address to and fro.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from controlplane.core.manifest import Hosts, Node
 
 HOME_PRIORITY = 200
 STEP = 10
+STALL_WEIGHT = -150      # HOME_PRIORITY + STALL_WEIGHT stays below every healthy node's
 CHECK = f"{paths.NODE_TOOL} vrrp check"
 
 
@@ -33,7 +39,7 @@ def instances(hosts: Hosts) -> list[dict]:
     for k, home in enumerate(web):
         order = [web[(k + d) % len(web)].name for d in range(len(web))]
         out.append({"name": f"govhost_{home.name.replace('-', '_')}", "home": home.name,
-                    "vrid": hosts.vrrp.vrid_base + k, "address": home.floating,
+                    "vrid": home.vrid, "address": home.floating,
                     "address6": home.floating6, "order": order})
     return out
 
@@ -44,12 +50,12 @@ def priority(inst: dict, node: str) -> int:
 
 def spec(hosts: Hosts, node: Node, released: bool = False) -> bytes | None:
     """vrrp.json: what the node's agent reports on (which floating addresses it holds) and
-    what `govhost-node vrrp` needs (the interface, its own probe address, and whether the
+    what `govhost-node vrrp` needs (the interface, and whether the
     node keeps out of VRRP: a drained node hands its addresses to its peers)."""
     if hosts.vrrp is None or "web" not in node.roles:
         return None
     return (json.dumps({"interface": hosts.vrrp.interface, "node": node.name,
-                        "probe": node.address, "released": released,
+                        "released": released,
                         "addresses": [{k: i[k] for k in ("home", "vrid", "address", "address6")}
                                       for i in instances(hosts)]},
                        indent=1, sort_keys=True) + "\n").encode()
@@ -61,6 +67,7 @@ def render(hosts: Hosts, node: Node) -> bytes | None:
     if v is None or "web" not in node.roles:
         return None
     peers = [n.address for n in hosts.web_nodes if n.name != node.name]
+    rise = max(2, v.preempt_delay_seconds)     # the scripts run every second
     lines = [f"# govhost floating addresses for {node.name}; written by govhost, do not edit",
              "global_defs {",
              f"    router_id {node.name}",
@@ -80,32 +87,38 @@ def render(hosts: Hosts, node: Node) -> bytes | None:
              "    vrrp_garp_lower_prio_repeat 2",
              "    vrrp_higher_prio_send_advert true",
              "}",
-             "vrrp_script govhost_nginx {",
-             f'    script "{CHECK}"',
-             "    interval 1",
-             "    timeout 2",
-             "    fall 2",
-             "    rise 2",
-             "}"]
+             *_script("govhost_alive", f"{CHECK} alive {node.address}", timeout=4, fall=2,
+                      rise=rise),
+             *_script("govhost_prompt", f"{CHECK} prompt {node.address}", timeout=3, fall=3,
+                      rise=rise, weight=STALL_WEIGHT)]
     for inst in instances(hosts):
         lines += [f"vrrp_instance {inst['name']} {{",
                   "    state BACKUP",
                   f"    interface {v.interface}",
                   f"    virtual_router_id {inst['vrid']}",
                   f"    priority {priority(inst, node.name)}",
-                  f"    advert_int {v.advert_seconds}",
-                  f"    preempt_delay {v.preempt_delay_seconds}"]
-        if v.unicast:
-            lines += [f"    unicast_src_ip {node.address}", "    unicast_peer {",
-                      *(f"        {p}" for p in peers), "    }"]
+                  f"    advert_int {v.advert_seconds}"]
+        if v.unicast:   # and only from the peers' own addresses
+            lines += [f"    unicast_src_ip {node.address}", "    check_unicast_src",
+                      "    unicast_peer {", *(f"        {p}" for p in peers), "    }"]
         lines += ["    virtual_ipaddress {",
                   f"        {inst['address']}/{_prefix(v.subnet)} dev {v.interface}", "    }"]
         if inst["address6"]:
             lines += ["    virtual_ipaddress_excluded {",
                       f"        {inst['address6']}/{_prefix(v.subnet6)} dev {v.interface}",
                       "    }"]
-        lines += ["    track_script {", "        govhost_nginx", "    }", "}"]
+        lines += ["    track_script {", "        govhost_alive", "        govhost_prompt",
+                  "    }", "}"]
     return ("\n".join(lines) + "\n").encode()
+
+
+def _script(name: str, command: str, timeout: int, fall: int, rise: int,
+            weight: int = 0) -> list[str]:
+    """A tracked check that starts failed (`init_fail`): a node that has just started
+    keepalived holds nothing until its nginx has served for `rise` seconds."""
+    return [f"vrrp_script {name} {{", f'    script "{command}"', "    interval 1",
+            f"    timeout {timeout}", f"    fall {fall}", f"    rise {rise}",
+            *([f"    weight {weight}"] if weight else []), "    init_fail", "}"]
 
 
 def _prefix(net: str | None) -> str:

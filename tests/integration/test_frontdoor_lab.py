@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,72 @@ def test_a_node_s_nginx_dies(county):
     result = citizens.result()
     wait_floating_home(30)
     assert_unharmed(result, [(killed - IN_FLIGHT, killed + 4)])
+
+
+def _nginx_signal(name: str, sig: str) -> None:
+    """Stop or continue one node's nginx, master and workers (its own pid file: never a
+    search by name, which on an overlay node would find every node's nginx)."""
+    on_node(NODES[name], f"m=$(cat /run/govhost-nginx.pid) && kill -{sig} $m $(pgrep -P $m)")
+
+
+def _wait_held(address: str, want: list[str], seconds: float) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and floating_held()[address] != want:
+        time.sleep(0.5)
+    assert floating_held()[address] == want, floating_held()
+
+
+def test_a_stalled_nginx_loses_its_address_but_a_county_stalled_everywhere_keeps_them(county):
+    """A node whose nginx stops answering (accepts, never replies: what an overload looks
+    like from its own probe) drops below its peers and its address moves; when every node
+    stalls at once, all drop together and every address stays where it is, where moving
+    them would help nobody."""
+    _nginx_signal("n2", "STOP")
+    try:
+        # three slow probes (2 s each), then VRRP's master-down wait on the peer
+        _wait_held("10.77.0.102", ["n3"], 40)
+    finally:
+        _nginx_signal("n2", "CONT")
+    wait_floating_home(40)
+    home = {a: [n] for n, pair in FLOATING.items() for a in pair}
+    with ThreadPoolExecutor(3) as pool:          # all at once, as an overload comes
+        list(pool.map(lambda n: _nginx_signal(n, "STOP"), NODES))
+    try:
+        seen = []
+        deadline = time.time() + 20              # long past the stall's take-over above
+        while time.time() < deadline:
+            seen.append(floating_held())
+            time.sleep(0.5)
+        assert [h for h in seen if h != home] == []
+    finally:
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda n: _nginx_signal(n, "CONT"), NODES))
+    wait_floating_home(40)
+
+
+def test_an_upgrade_that_cannot_hand_over_leaves_no_node_out_by_hand(county):
+    """Nobody can take n1's addresses (n2 and n3 keep out of VRRP by hand): the upgrade
+    stops before touching a package, and n1 takes part in VRRP again all the same."""
+    for name in ("n2", "n3"):
+        on_node(NODES[name], "/usr/local/sbin/govhost-node vrrp release")
+    try:
+        st = json.loads(govhost(county, "status", "--json", "--no-probe").stdout)
+        by_hand = {p["where"] for p in st["problems"] if "by hand" in p["what"]}
+        assert by_hand == {"n2", "n3"}, st["problems"]
+        assert {n["node"]: n.get("vrrp") for n in st["nodes"]} == {
+            "n1": "running", "n2": "released by hand", "n3": "released by hand"}
+        r = govhost(county, "node", "upgrade", "n1")
+        assert r.returncode != 0 and "no peer" in r.stdout + r.stderr, r.stdout + r.stderr
+        status = json.loads(on_node(NODES["n1"], "/usr/local/sbin/govhost-node status"))
+        assert status["vrrp_by_hand"] is False and status["vrrp_running"] is True
+        metrics = node_metrics(county, NODES["n2"])
+        assert "govhost_floating_released_by_hand 1" in metrics
+        assert "govhost_vrrp_running 0" in metrics
+    finally:
+        for name in ("n2", "n3"):
+            on_node(NODES[name], "/usr/local/sbin/govhost-node vrrp resume")
+    wait_floating_home(60)
+    assert "govhost_vrrp_running 1" in node_metrics(county, NODES["n2"])
 
 
 def test_a_node_hangs_and_wakes_up(county):

@@ -94,7 +94,7 @@ def curl(source: str, url: str, *args: str) -> tuple[int, str]:
     what -w printed)."""
     argv = ["curl", "-sk", "--interface", source, "-m", "3", "-o", "/dev/null",
             "-w", "%{http_code}", *args, url]
-    if source in (network.OUTSIDE4, *network.OUTSIDE_MORE4):
+    if source in (network.OUTSIDE4, network.OUTSIDE6, *network.OUTSIDE_MORE4):
         argv = network.outside_argv(argv)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
     return r.returncode, r.stdout
@@ -146,6 +146,29 @@ def test_every_door_is_open_or_closed_for_the_right_sources(secured):
         (0, "401")
     # The public's view from the outside too: the node's SSH is dropped, not refused.
     assert curl(PUBLIC, f"http://{NODES['n1']}:22/")[0] == 28
+    # Each floating address is knocked on as well, wherever it is held: no wider a door.
+    for floating in ("10.77.0.101", "10.77.0.102", "10.77.0.103"):
+        assert door(floating, 443, "public") == "open"
+        for port in (22, paths.AGENT_PORT, 3306):
+            assert door(floating, port, "public") == "dropped", (floating, port)
+        assert door(floating, 22, "management") == "open"
+
+
+def test_an_address_the_node_gave_itself_is_no_back_door(secured):
+    """An address hosts.yaml does not name (SLAAC, one added by hand or left over): what
+    comes to it is judged like anything else, from outside, over IPv4 and IPv6."""
+    extra4, extra6 = "10.77.0.211", "fd00:77::211"
+    on_node("10.77.0.11", f"ip addr add {extra4}/24 dev eth0 && "
+                          f"ip addr add {extra6}/64 dev eth0 nodad")
+    try:
+        for port in (22, paths.AGENT_PORT, paths.SEARCH_PORT):
+            assert curl(PUBLIC, f"http://{extra4}:{port}/")[0] == 28, port
+            assert curl(network.OUTSIDE6, f"http://[{extra6}]:{port}/")[0] == 28, port
+        # the public's doors stay open there, as on any address of a web node
+        assert curl(PUBLIC, f"http://{extra4}/", "-H", "Host: jiaoyu.qingshui.gov.cn")[0] == 0
+    finally:
+        on_node("10.77.0.11", f"ip addr del {extra4}/24 dev eth0; "
+                              f"ip addr del {extra6}/64 dev eth0; true")
 
 
 def test_scrapes_without_credentials_are_refused(secured):

@@ -39,7 +39,7 @@ def test_each_address_has_its_own_order_of_backups(tmp_path):
     insts = vrrp.instances(inv.hosts)
     assert [i["order"] for i in insts] == [["n1", "n2", "n3"], ["n2", "n3", "n1"],
                                           ["n3", "n1", "n2"]]
-    assert [i["vrid"] for i in insts] == [50, 51, 52]
+    assert [i["vrid"] for i in insts] == [51, 52, 53]      # each node's own, named
     # Home first, then the order: n1's address goes to n2 when n1 dies, n2's to n3.
     assert [vrrp.priority(insts[0], n) for n in ("n1", "n2", "n3")] == [200, 190, 180]
     # Every priority below 255 (VRRP's address owner) and distinct within an instance.
@@ -53,10 +53,24 @@ def test_keepalived_conf_per_node(tmp_path):
     n2 = next(n for n in inv.hosts.nodes if n.name == "n2")
     conf = vrrp.render(inv.hosts, n2).decode()
     assert "vrrp_version 3" in conf and "advert_int 1" in conf
-    assert "preempt_delay 30" in conf and "nopreempt" not in conf
+    assert "nopreempt" not in conf
     assert "10.77.0.102/24 dev eth0" in conf and "fd00:77::102/64 dev eth0" in conf
-    assert "track_script" in conf and "vrrp_garp_master_refresh 10" in conf
+    assert "vrrp_garp_master_refresh 10" in conf
     assert "unicast_peer" not in conf
+    # nginx dead: FAULT (weight 0); nginx stalled: 150 off the priority, so that a county
+    # where every node stalls at once keeps every address where it is. Both start failed
+    # and need the preempt delay's worth of passes (rise 30): the preempt delay itself.
+    alive = conf.split("vrrp_script govhost_alive {", 1)[1].split("}", 1)[0]
+    prompt = conf.split("vrrp_script govhost_prompt {", 1)[1].split("}", 1)[0]
+    assert "vrrp check alive 10.77.0.12" in alive and "weight" not in alive
+    assert "vrrp check prompt 10.77.0.12" in prompt and "weight -150" in prompt
+    assert all("rise 30" in x and "init_fail" in x for x in (alive, prompt))
+    assert conf.count("govhost_alive\n") == 3 and conf.count("govhost_prompt\n") == 3
+    assert "preempt_delay" not in conf   # it would also delay the take-over from a stall
+    # a stalled home (200 - 150) ranks below every healthy node of any instance
+    insts = vrrp.instances(inv.hosts)
+    lowest = min(vrrp.priority(i, n) for i in insts for n in i["order"])
+    assert vrrp.HOME_PRIORITY + vrrp.STALL_WEIGHT < lowest
 
 
 def test_unicast_peers_name_every_other_web_node(tmp_path):
@@ -65,6 +79,7 @@ def test_unicast_peers_name_every_other_web_node(tmp_path):
     n1 = inv.hosts.nodes[0]
     conf = vrrp.render(inv.hosts, n1).decode()
     assert "unicast_src_ip 10.77.0.11" in conf
+    assert conf.count("check_unicast_src") == 3    # adverts only from the peers' addresses
     peers = conf.split("unicast_peer {", 1)[1].split("}", 1)[0].split()
     assert peers == ["10.77.0.12", "10.77.0.13"]
 
@@ -99,8 +114,8 @@ def test_dns_publishes_only_floating_addresses(tmp_path):
 def _no_vrrp(h):
     h.pop("vrrp")
     for n in h["nodes"]:
-        n.pop("floating", None)
-        n.pop("floating6", None)
+        for key in ("floating", "floating6", "vrid"):
+            n.pop(key, None)
 
 
 def test_nginx_listens_on_every_floating_address_and_the_firewall_guards_them(tmp_path):
@@ -111,11 +126,13 @@ def test_nginx_listens_on_every_floating_address_and_the_firewall_guards_them(tm
         assert f"listen {a};" in listen
     assert "keepalived.conf" in rel.files and "vrrp.json" in rel.files
     fw = rel.files["firewall.nft"].decode()
-    # The floating addresses are judged like the node's own (no door wider than its own),
-    # and VRRP is let in from the cluster only.
-    assert "ip daddr != { 10.77.0.13, 10.77.0.101, 10.77.0.102, 10.77.0.103, 224.0.0.18 }" \
-        in fw
-    assert "ip protocol 112 ip ttl 255 ip saddr @cluster4 accept" in fw
+    # Every packet is judged, whatever address it came to (floating or not); VRRP only
+    # from the other web nodes, on the nodes' network, to the group or this node.
+    assert "daddr !=" not in fw and "iif lo accept" in fw
+    assert ('iifname "eth0" ip protocol 112 ip ttl 255 ip daddr { 224.0.0.18, 10.77.0.13 } '
+            "ip saddr @vrrp4 accept") in fw
+    assert "set vrrp4 { type ipv4_addr; flags interval; elements = { 10.77.0.11/32, " \
+        "10.77.0.12/32 } }" in fw
     # a connection a moved address sent here is reset, not left to hang
     assert fw.index("ct state invalid tcp dport { 80, 443 } counter name dropped reject with "
                     "tcp reset") < fw.index("ct state invalid counter name dropped drop")
@@ -133,9 +150,38 @@ def test_an_address_in_two_places_is_refused(tmp_path):
     assert "10.77.0.12" in _refused(tmp_path / "b", owns)
 
 
-def test_a_vrid_past_255_is_refused(tmp_path):
-    msg = _refused(tmp_path, lambda h: h["vrrp"].update(vrid_base=254))
-    assert "vrid_base" in msg and "255" in msg and "253" in msg
+def test_vrids_are_named_per_node_checked_and_never_counted_from_the_list(tmp_path):
+    def clash(h):
+        h["nodes"][2]["vrid"] = 51
+    msg = _refused(tmp_path, clash)
+    assert "n1 and n3" in msg and "vrid 51" in msg
+
+    def missing(h):
+        h["nodes"][1].pop("vrid")
+    msg = _refused(tmp_path / "b", missing)
+    assert "n2" in msg and "vrid" in msg and "e.g. vrid: 50" in msg
+    assert "255" in _refused(tmp_path / "c", lambda h: h["nodes"][0].update(vrid=256))
+
+    def reorder(h):
+        h["nodes"].reverse()
+    inv = inventory.load(_county(tmp_path / "d", reorder), tmp_path / "state")
+    assert {i["home"]: i["vrid"] for i in vrrp.instances(inv.hosts)} == {
+        "n1": 51, "n2": 52, "n3": 53}
+
+
+def test_the_subnet_s_own_addresses_and_long_interface_names_are_refused(tmp_path):
+    for k, (what, addr) in enumerate((("network", "10.77.0.0"),
+                                      ("broadcast", "10.77.0.255"))):
+        msg = _refused(tmp_path / str(k), lambda h: h["nodes"][0].update(floating=addr))
+        assert f"{what} address" in msg and "10.77.0.0/24" in msg
+    msg = _refused(tmp_path / "v6", lambda h: h["nodes"][1].update(floating6="fd00:77::"))
+    assert "anycast" in msg
+    msg = _refused(tmp_path / "if", lambda h: h["vrrp"].update(interface="e" * 16))
+    assert "interface" in msg and "15" in msg
+
+    def v6_address(h):
+        h["nodes"][0]["address"] = "fd00:77::1:11"
+    assert "must be IPv4" in _refused(tmp_path / "a6", v6_address)
 
 
 def test_an_address_outside_the_subnet_is_refused(tmp_path):
@@ -169,7 +215,7 @@ def test_every_node_is_some_address_s_next_backup_exactly_once(count):
         "ssh": {"user": "root", "key": "/k"},
         "vrrp": {"subnet": "10.0.0.0/24"},
         "nodes": [{"name": f"w{i}", "address": f"10.0.0.{i + 1}",
-                   "floating": f"10.0.0.{i + 101}"} for i in range(count)]})
+                   "floating": f"10.0.0.{i + 101}", "vrid": 60 + i} for i in range(count)]})
     insts = vrrp.instances(hosts)
     assert sorted(i["home"] for i in insts) == sorted(n.name for n in hosts.nodes)
     if count > 1:
@@ -182,7 +228,7 @@ def test_firewall_without_vrrp_is_as_before(tmp_path):
     inv = inventory.load(_county(tmp_path, _no_vrrp), tmp_path / "state")
     n1 = inv.hosts.nodes[0]
     fw = firewall.render(inv.hosts, n1, []).decode()
-    assert "ip daddr != 10.77.0.11 accept" in fw and "112" not in fw
+    assert "iif lo accept" in fw and "112" not in fw and "vrrp4" not in fw
 
 
 def test_a_unit_may_not_proxy_to_a_floating_address(tmp_path):
