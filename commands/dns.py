@@ -1,11 +1,13 @@
-"""`govhost` commands: The county DNS plan."""
+"""`govhost` commands: the county DNS plan, and pushing it to the county's DNS server."""
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 
 import typer
 
-from commands.output import call, county, emit
+from commands.output import call, county, emit, fail, out, table
+from controlplane.core import errors
 
 app = typer.Typer()
 dns_app = typer.Typer(help="The county DNS plan (A and AAAA records of every site name).",
@@ -17,11 +19,51 @@ app.add_typer(dns_app, name="dns")
 def dns_plan_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     """The records the county's DNS must hold: every name on every web node (A, and AAAA
     where nodes have `address6`), as zone-file lines."""
-    from dataclasses import asdict
-
     from controlplane.dns import plan as dns_plan
     inv = call(lambda: county().inv, as_json=as_json)
     if as_json:
         emit([asdict(r) for r in dns_plan.records(inv)])
     else:
         sys.stdout.write(dns_plan.zone_lines(inv))
+
+
+@dns_app.command("push")
+def dns_push_cmd(dry_run: bool = typer.Option(False, "--dry-run",
+                                              help="Show what would change; send nothing."),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Bring the county's DNS server (cluster.yaml `dns:`) to the plan: every name whose A or
+    AAAA records differ is replaced in TSIG-signed RFC 2136 updates. A second run changes
+    nothing."""
+    from controlplane.dns import plan as dns_plan
+    from controlplane.dns import publish
+    from controlplane.dns.update import DnsUpdateError
+
+    inv = call(lambda: county().inv, as_json=as_json)
+    cfg = inv.cluster.dns
+    if cfg is None:
+        fail(errors.GovhostError("cluster.yaml has no `dns:` section (server, zone, "
+                                 "tsig_key_name, tsig_secret_file): govhost has no DNS server "
+                                 "to update; `govhost dns plan` prints the records to enter "
+                                 "by hand"), as_json)
+    want, outside = publish.wanted(dns_plan.records(inv), cfg.zone)
+    try:
+        todo = publish.changes(want, publish.current(cfg, want))
+        sent = 0 if dry_run or not todo else publish.push(cfg, todo, inv.cluster.dns_ttl)
+    except DnsUpdateError as exc:
+        fail(errors.GovhostError(str(exc)), as_json)
+    res = {"zone": cfg.zone, "server": f"{cfg.server}:{cfg.port}", "dry_run": dry_run,
+           "changes": [asdict(c) for c in todo], "unchanged": len(want) - len(todo),
+           "updates_sent": sent, "outside_zone": outside}
+    if as_json:
+        emit(res)
+        return
+    t = table(f"DNS {cfg.zone} at {cfg.server}:{cfg.port}"
+              + (" (dry run: nothing sent)" if dry_run else ""), "name", "type", "now", "after")
+    for c in todo:
+        t.add_row(c.name, c.type, " ".join(c.now) or "-", " ".join(c.after))
+    if todo:
+        out.print(t)
+    out.print(f"{len(todo)} record set(s) {'to change' if dry_run else 'changed'}, "
+              f"{res['unchanged']} already right"
+              + (f"; outside {cfg.zone}, left to their own zone: {', '.join(outside)}"
+                 if outside else ""), highlight=False)

@@ -472,8 +472,10 @@ def _https_url(value: str) -> str:
 
 
 class Rfc2136(_Model):
-    """The county's DNS server, updated by RFC 2136 (TSIG-signed) for DNS-01 challenges.
-    The TSIG secret stays in a file on the control machine, never in the inventory."""
+    """The county's DNS server, updated by RFC 2136 (TSIG-signed): for DNS-01 challenges
+    (tls.acme.dns) and for the sites' A and AAAA records (cluster.yaml `dns:`, `govhost dns
+    push`), each with a key of its own. The TSIG secret stays in a file on the control
+    machine, never in the inventory."""
 
     server: IpAddress
     port: StrictInt = Field(default=53, ge=1, le=65535)
@@ -662,6 +664,9 @@ class Cluster(_Model):
     alerts: AlertMail | None = None
     console: ConsoleSettings | None = None
     proxy: ProxyPolicy = ProxyPolicy()
+    # The county's DNS server that takes the sites' A and AAAA records (`govhost dns push`).
+    dns: Rfc2136 | None = None
+    dns_ttl: StrictInt = Field(default=300, ge=30, le=86400)
 
 
 class SshSettings(_Model):

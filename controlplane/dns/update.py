@@ -1,7 +1,8 @@
-"""DNS-01 answers through RFC 2136 dynamic updates, signed with TSIG (dnspython).
+"""RFC 2136 dynamic updates, signed with TSIG (dnspython).
 
-The county's own DNS server (BIND) holds the zone; govhost adds the `_acme-challenge` TXT
-records for an order and deletes them after, in one signed update each way.
+The county's own DNS server (BIND) holds the zone. For DNS-01 answers govhost adds the
+`_acme-challenge` TXT records for an order and deletes them after, in one signed update each
+way; `govhost dns push` replaces the sites' A and AAAA record sets (controlplane.dns.publish).
 """
 from __future__ import annotations
 
@@ -47,10 +48,13 @@ class Updater:
         self.keyring = dns.tsigkeyring.from_text({cfg.tsig_key_name: _secret(cfg.tsig_secret_file)})
         self.zone = dns.name.from_text(cfg.zone)
 
+    def _message(self) -> dns.update.UpdateMessage:
+        return dns.update.UpdateMessage(self.zone, keyring=self.keyring,
+                                        keyname=self.cfg.tsig_key_name,
+                                        keyalgorithm=_ALGORITHMS[self.cfg.tsig_algorithm])
+
     def _send(self, records: Mapping[str, list[str]], add: bool) -> None:
-        upd = dns.update.UpdateMessage(self.zone, keyring=self.keyring,
-                                       keyname=self.cfg.tsig_key_name,
-                                       keyalgorithm=_ALGORITHMS[self.cfg.tsig_algorithm])
+        upd = self._message()
         for name, values in records.items():
             rname = dns.name.from_text(name)
             for v in values:
@@ -58,6 +62,20 @@ class Updater:
                     upd.add(rname, 60, "TXT", f'"{v}"')
                 else:
                     upd.delete(rname, "TXT", f'"{v}"')
+        self._transmit(upd)
+
+    def replace(self, rrsets: Mapping[tuple[str, str], list[str]], ttl: int) -> None:
+        """Each (name, type)'s record set becomes exactly `values`, all in one message (the
+        server applies it whole or not at all)."""
+        upd = self._message()
+        for (name, typ), values in rrsets.items():
+            rname = dns.name.from_text(name)
+            upd.delete(rname, typ)
+            for v in values:
+                upd.add(rname, ttl, typ, v)
+        self._transmit(upd)
+
+    def _transmit(self, upd: dns.update.UpdateMessage) -> None:
         try:
             resp = dns.query.tcp(upd, self.cfg.server, port=self.cfg.port, timeout=10)
         except Exception as exc:

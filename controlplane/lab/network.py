@@ -153,9 +153,13 @@ def plug(name: str, i: int) -> str:
     ns = node_ns(name)
     if not _ns_exists(ns):
         _new_ns(ns)
-        # Floating addresses: nginx listens on every node's before it holds it.
-        for key in ("net.ipv4.ip_nonlocal_bind", "net.ipv6.ip_nonlocal_bind"):
-            _in(ns, "sysctl", "-q", "-w", f"{key}=1")
+        # Floating addresses: nginx listens on every node's before it holds it; ARP is
+        # answered only for addresses on the asking interface (govhost-node keeps every
+        # floating address on lo too). A machine node cannot set these itself.
+        for key, value in (("net.ipv4.ip_nonlocal_bind", "1"), ("net.ipv6.ip_nonlocal_bind", "1"),
+                           ("net.ipv4.conf.all.arp_ignore", "1"),
+                           ("net.ipv4.conf.all.arp_announce", "2")):
+            _in(ns, "sysctl", "-q", "-w", f"{key}={value}")
     if _run("ip", "-n", ROUTER, "link", "show", _port(name), check=False).returncode != 0:
         _run("ip", "-n", ROUTER, "link", "add", _port(name), "type", "veth", "peer", "name",
              "eth0", "netns", ns)

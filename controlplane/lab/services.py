@@ -32,6 +32,7 @@ BIND_ADDRESS = "127.0.0.1"
 BIND_PORT = 1053
 CHALLTEST_ADDRESS = "127.0.2.2"
 TSIG_KEY = "govhost-acme"
+DNS_KEY = "govhost-dns"
 
 
 @dataclass(frozen=True)
@@ -96,17 +97,23 @@ def _stop(d: Path) -> bool:
 
 def bind_up(zone: str, web: list[str], d: Path = SERVICES / "bind",
             address: str = BIND_ADDRESS, port: int = BIND_PORT) -> Path:
-    """An authoritative BIND for `zone` (every name -> the web nodes) that accepts RFC 2136
-    updates of `_acme-challenge` TXT records signed with the govhost-acme TSIG key. Returns
-    the secret file."""
+    """An authoritative BIND for `zone` (every name -> `web`) that accepts RFC 2136 updates
+    signed with two keys, each allowed only its own: govhost-acme the `_acme-challenge` TXT
+    records, govhost-dns the sites' A and AAAA records (`govhost dns push`). Returns the
+    govhost-acme secret file; govhost-dns's lies beside it."""
     d.mkdir(parents=True, exist_ok=True)
+    for key in (TSIG_KEY, DNS_KEY):
+        f = d / f"{key}.secret"
+        if not f.exists():
+            f.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        f.chmod(0o600)
     secret_file = d / f"{TSIG_KEY}.secret"
-    if not secret_file.exists():
-        secret_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-    secret_file.chmod(0o600)
-    if _pid(d):
+    conf = d / "named.conf"
+    if _pid(d) and conf.exists() and DNS_KEY in conf.read_text():
         return secret_file
+    _stop(d)                     # one started by an older govhost, without govhost-dns
     secret = secret_file.read_text().strip()
+    dns_secret = (d / f"{DNS_KEY}.secret").read_text().strip()
     a = "".join(f"@ A {ip}\n* A {ip}\n" for ip in web)
     (d / "zone").write_text(
         f"$TTL 60\n@ SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 86400 60\n"
@@ -126,10 +133,14 @@ options {{
 }};
 controls {{ }};
 key "{TSIG_KEY}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+key "{DNS_KEY}" {{ algorithm hmac-sha256; secret "{dns_secret}"; }};
 zone "{zone}" {{
     type primary;
     file "{d}/zone";
-    update-policy {{ grant {TSIG_KEY} subdomain {zone}. TXT; }};
+    update-policy {{
+        grant {TSIG_KEY} subdomain {zone}. TXT;
+        grant {DNS_KEY} subdomain {zone}. A AAAA;
+    }};
 }};
 """)
     _spawn(d, ["/usr/sbin/named", "-g", "-c", str(d / "named.conf")], {}, address, port,

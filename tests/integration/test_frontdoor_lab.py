@@ -77,8 +77,21 @@ def assert_unharmed(result: dict, may_fail: list[tuple[float, float]] = ()) -> N
            or r["silent_s"] >= SILENT_AT_MOST
            or len(r["failed_at"]) < r["failed"]
            or sum(1 for at, _ in r["failed_at"] if not excused(at)) > 1]
-    assert not bad, json.dumps(bad, indent=1)
+    assert not bad, json.dumps(bad, indent=1) + vrrp_logs(t0)
     assert result["requests"] > len(ADDRESSES) * 2 * 20
+
+
+def vrrp_logs(t0: float) -> str:
+    """What keepalived said on every node (for a failure's message), with the run's start."""
+    out = [f"\nrun started at {time.strftime('%H:%M:%S', time.localtime(t0))}"
+           f"{t0 % 1:.2f}".replace("0.", ".")]
+    for name, address in NODES.items():
+        try:
+            out.append(f"--- {name}\n" + on_node(address, "tail -n 40 "
+                                                 "/var/log/govhost/keepalived.log"))
+        except Exception as exc:        # a node that is down says so
+            out.append(f"--- {name}: {exc}")
+    return "\n".join(out)
 
 
 IN_FLIGHT = 0.5      # seconds before a power cut in which a request may still be on its way
