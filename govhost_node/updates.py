@@ -10,6 +10,10 @@
                    restarted), so that the cluster never loses two nodes to updates
   run              unattended-upgrade now (what the timer does), then one line of JSON:
                    packages upgraded, whether a reboot is required
+  hand-over        before the timer's upgrade (packages restart nginx): this node's
+                   floating addresses go to its peers, unless it keeps out of VRRP already
+  take-back        after it: VRRP resumes, if hand-over released it (keepalived takes the
+                   node's address back once its nginx has served for the preempt delay)
 
 Files written only when their content changes; systemd reloaded only then.
 """
@@ -31,6 +35,10 @@ TIMER_DROPIN = "/etc/systemd/system/apt-daily-upgrade.timer.d/govhost.conf"
 SERVICE_DROPIN = "/etc/systemd/system/apt-daily-upgrade.service.d/govhost.conf"
 DPKG_LOG = "/var/log/dpkg.log"
 REBOOT_REQUIRED = "/run/reboot-required"
+NODE_TOOL = "/usr/local/sbin/govhost-node"
+VRRP_SPEC = "/etc/govhost/current/vrrp.json"
+VRRP_RELEASED = "/var/lib/govhost/vrrp-released"     # by hand (govhost-node vrrp release)
+RELEASED_HERE = "/run/govhost-updates-released"      # by hand-over, for take-back
 ORIGIN = re.compile(r'^[A-Za-z0-9=,._:${} /-]{1,200}$')
 AT = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
@@ -72,13 +80,51 @@ def sync(path: str) -> None:
     units = write_if_changed(TIMER_DROPIN, "# Written by govhost: this node's slot in the cluster's "
                    "update window.\n[Timer]\nOnCalendar=\n"
                    f"OnCalendar=*-*-* {spec['at']}:00\nRandomizedDelaySec=0\n")
-    units |= write_if_changed(SERVICE_DROPIN, "# Written by govhost: no update while a peer is down.\n"
-                    "[Service]\nExecCondition=/usr/local/sbin/govhost-updates ok\n")
+    units |= write_if_changed(SERVICE_DROPIN, SERVICE_TEXT)
     if units and os.path.isdir("/run/systemd/system"):
         subprocess.run(["systemctl", "daemon-reload"], check=False)
         subprocess.run(["systemctl", "enable", "--now", "apt-daily-upgrade.timer"],
                        check=False, capture_output=True)
     print(json.dumps({"changed": changed or units, "at": spec["at"]}))
+
+
+SERVICE_TEXT = ("# Written by govhost: no update while a peer is down; the node's floating\n"
+                "# addresses with its peers while packages restart nginx (a failed hand-over\n"
+                "# does not hold back security updates).\n"
+                "[Service]\nExecCondition=/usr/local/sbin/govhost-updates ok\n"
+                "ExecStartPre=-/usr/local/sbin/govhost-updates hand-over\n"
+                "ExecStopPost=/usr/local/sbin/govhost-updates take-back\n")
+
+
+def _spec_released(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return bool(json.load(f).get("released"))
+    except (OSError, ValueError):
+        return False
+
+
+def hand_over(spec: str = VRRP_SPEC, by_hand: str = VRRP_RELEASED,
+              mine: str = RELEASED_HERE, tool: str = NODE_TOOL) -> str:
+    """Release this node's floating addresses for the update; left alone when the node has
+    none, or keeps out of VRRP already (drained, or by an operator's hand: take-back must
+    not end what it did not start)."""
+    if not os.path.exists(spec):
+        return "no floating addresses"
+    if os.path.exists(by_hand) or _spec_released(spec):
+        return "already out of VRRP"
+    subprocess.run([tool, "vrrp", "release"], check=True, capture_output=True, timeout=60)
+    write_if_changed(mine, "released by govhost-updates hand-over\n")
+    time.sleep(2)     # keepalived left with a priority-0 advert: a peer has taken over
+    return "released"
+
+
+def take_back(mine: str = RELEASED_HERE, tool: str = NODE_TOOL) -> str:
+    if not os.path.exists(mine):
+        return "nothing to take back"
+    subprocess.run([tool, "vrrp", "resume"], check=True, capture_output=True, timeout=60)
+    os.unlink(mine)
+    return "resumed"
 
 
 def peers_healthy(spec: dict, timeout: float = 5.0) -> list[str]:
@@ -138,8 +184,13 @@ def main() -> None:
         ok(args[1] if len(args) == 2 else SPEC)
     elif args == ["run"]:
         run()
+    elif args == ["hand-over"]:
+        print(f"govhost-updates: {hand_over()}")
+    elif args == ["take-back"]:
+        print(f"govhost-updates: {take_back()}")
     else:
-        die("usage: govhost-updates sync SPEC.json | ok [SPEC.json] | run", 2)
+        die("usage: govhost-updates sync SPEC.json | ok [SPEC.json] | run | hand-over | "
+            "take-back", 2)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ class Loop:
                 "silent_s": round(max(gaps, default=0.0), 3),
                 # when (seconds from the start) the failed requests were sent, and what came
                 "failed_at": [[round(t - started, 2), code] for t, _, code, right
-                              in self.samples if code != 200 or not right][:10]}
+                              in self.samples if code != 200 or not right][:200]}
 
 
 def _url(address: str, path: str) -> str:

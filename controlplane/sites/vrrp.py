@@ -89,7 +89,7 @@ def render(hosts: Hosts, node: Node) -> bytes | None:
              "}",
              *_script("govhost_alive", f"{CHECK} alive {node.address}", timeout=4, fall=2,
                       rise=rise),
-             *_script("govhost_prompt", f"{CHECK} prompt {node.address}", timeout=3, fall=3,
+             *_script("govhost_prompt", f"{CHECK} prompt {node.address}", timeout=4, fall=3,
                       rise=rise, weight=STALL_WEIGHT)]
     for inst in instances(hosts):
         lines += [f"vrrp_instance {inst['name']} {{",

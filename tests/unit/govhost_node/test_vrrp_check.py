@@ -1,0 +1,73 @@
+"""keepalived's two probes of a node's own nginx (`govhost-node vrrp check alive|prompt`),
+run for real against listeners on loopback: one that answers, one that answers 500, one
+that accepts and never answers (a stall), and none at all (a dead nginx)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[3] / "govhost_node" / "govhost-node"
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("curl"),
+                                reason="port 80 needs root; the probes need curl")
+
+
+def check(kind: str, address: str) -> int:
+    return subprocess.run(["bash", str(TOOL), "vrrp", "check", kind, address],
+                          capture_output=True, timeout=30).returncode
+
+
+def _serve(address: str, code: int) -> HTTPServer:
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            ok = self.headers.get("Host") == "govhost-probe" and self.path == "/health"
+            self.send_response(code if ok else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+    server = HTTPServer((address, 80), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_serving_nginx_passes_both():
+    server = _serve("127.0.77.1", 200)
+    try:
+        assert check("alive", "127.0.77.1") == 0 and check("prompt", "127.0.77.1") == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_wrong_answer_and_a_dead_nginx_fail_both():
+    server = _serve("127.0.77.2", 500)
+    try:
+        assert check("alive", "127.0.77.2") != 0 and check("prompt", "127.0.77.2") != 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    # nothing listens: refused at once
+    assert check("alive", "127.0.77.3") != 0 and check("prompt", "127.0.77.3") != 0
+
+
+def test_a_stall_is_not_death_but_is_not_prompt():
+    """Accepted by the kernel, never answered: the node keeps its place in VRRP (`alive`
+    passes), and drops below its peers (`prompt` fails)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.77.4", 80))
+        s.listen(16)
+        assert check("alive", "127.0.77.4") == 0
+        assert check("prompt", "127.0.77.4") != 0
+
+
+def test_a_check_without_its_address_is_refused():
+    assert check("alive", "") != 0 and check("sideways", "127.0.77.1") != 0
