@@ -10,7 +10,8 @@ from commands.output import call, county, emit, fail, out, table
 from controlplane.core import errors
 
 app = typer.Typer()
-dns_app = typer.Typer(help="The county DNS plan (A and AAAA records of every site name).",
+dns_app = typer.Typer(help="The county DNS plan (A and AAAA records of every site name), and "
+                      "pushing it to the county's DNS server.",
                       no_args_is_help=True)
 app.add_typer(dns_app, name="dns")
 
