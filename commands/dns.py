@@ -48,13 +48,15 @@ def dns_push_cmd(dry_run: bool = typer.Option(False, "--dry-run",
                                  "by hand"), as_json)
     want, outside = publish.wanted(dns_plan.records(inv), cfg.zone)
     try:
-        todo = publish.changes(want, publish.current(cfg, want))
+        have = publish.current(cfg, want)
+        todo = publish.changes(want, have, inv.cluster.dns_ttl)
         sent = 0 if dry_run or not todo else publish.push(cfg, todo, inv.cluster.dns_ttl)
     except DnsUpdateError as exc:
         fail(errors.GovhostError(str(exc)), as_json)
     res = {"zone": cfg.zone, "server": f"{cfg.server}:{cfg.port}", "dry_run": dry_run,
            "changes": [asdict(c) for c in todo], "unchanged": len(want) - len(todo),
-           "updates_sent": sent, "outside_zone": outside}
+           "updates_sent": sent, "outside_zone": outside,
+           "aliases_on_server": sorted({n for (n, _), a in have.items() if a.cname})}
     if as_json:
         emit(res)
         return
@@ -64,6 +66,9 @@ def dns_push_cmd(dry_run: bool = typer.Option(False, "--dry-run",
         t.add_row(c.name, c.type, " ".join(c.now) or "-", " ".join(c.after))
     if todo:
         out.print(t)
+    if res["aliases_on_server"]:
+        out.print("CNAMEs on the server, left alone: " + ", ".join(res["aliases_on_server"]),
+                  highlight=False)
     out.print(f"{len(todo)} record set(s) {'to change' if dry_run else 'changed'}, "
               f"{res['unchanged']} already right"
               + (f"; outside {cfg.zone}, left to their own zone: {', '.join(outside)}"

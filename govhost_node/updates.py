@@ -38,7 +38,9 @@ REBOOT_REQUIRED = "/run/reboot-required"
 NODE_TOOL = "/usr/local/sbin/govhost-node"
 VRRP_SPEC = "/etc/govhost/current/vrrp.json"
 VRRP_RELEASED = "/var/lib/govhost/vrrp-released"     # by hand (govhost-node vrrp release)
-RELEASED_HERE = "/run/govhost-updates-released"      # by hand-over, for take-back
+# Written before the release (and kept over a reboot): take-back resumes what hand-over
+# released even when the release call failed half-way or the power went in between.
+RELEASED_HERE = "/var/lib/govhost/vrrp-released-by-updates"
 ORIGIN = re.compile(r'^[A-Za-z0-9=,._:${} /-]{1,200}$')
 AT = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
@@ -113,8 +115,16 @@ def hand_over(spec: str = VRRP_SPEC, by_hand: str = VRRP_RELEASED,
         return "no floating addresses"
     if os.path.exists(by_hand) or _spec_released(spec):
         return "already out of VRRP"
-    subprocess.run([tool, "vrrp", "release"], check=True, capture_output=True, timeout=60)
+    try:
+        with open(spec, encoding="utf-8") as f:
+            doc = json.load(f)
+        peers = {a["home"] for a in doc.get("addresses", [])} - {doc.get("node")}
+    except (OSError, ValueError, KeyError, TypeError):
+        peers = set()
+    if not peers:       # nobody would take the addresses: keep them through the update
+        return "no peer to take the addresses"
     write_if_changed(mine, "released by govhost-updates hand-over\n")
+    subprocess.run([tool, "vrrp", "release"], check=True, capture_output=True, timeout=60)
     time.sleep(2)     # keepalived left with a priority-0 advert: a peer has taken over
     return "released"
 

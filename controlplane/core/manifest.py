@@ -868,6 +868,9 @@ class Hosts(_Model):
             if ipaddress.ip_address(n.floating).version != 4:
                 raise ValueError(f"node {n.name} floating {n.floating} must be IPv4 "
                                  "(IPv6 goes in floating6)")
+            if n.floating6 and not n.address6:
+                raise ValueError(f"web node {n.name} has floating6 but no address6: VRRP and "
+                                 "the probes need the node's own IPv6 address on the network")
             if n.address6 and not n.floating6:
                 raise ValueError(f"web node {n.name} has address6 but no floating6: its "
                                  "AAAA record would have nothing to move")

@@ -42,30 +42,46 @@ class Change:
 
 
 def wanted(plan: Iterable[Record], zone: str) -> tuple[dict[Key, frozenset[str]], list[str]]:
-    """The plan's record sets inside `zone`, and the names outside it (sorted)."""
+    """The plan's record sets inside `zone` (A and AAAA of every name the plan has: an
+    empty set where the plan has none, so a family the county dropped is taken away), and
+    the names outside it (sorted)."""
     sets: dict[Key, set[str]] = {}
     outside: set[str] = set()
     for r in plan:
         if in_zone(r.name, zone):
-            sets.setdefault((r.name, r.type), set()).add(r.value)
+            for typ in ("A", "AAAA"):
+                sets.setdefault((r.name, typ), set())
+            sets[(r.name, r.type)].add(r.value)
         else:
             outside.add(r.name)
     return {k: frozenset(v) for k, v in sets.items()}, sorted(outside)
 
 
-def changes(want: Mapping[Key, frozenset[str]],
-            have: Mapping[Key, frozenset[str]]) -> list[Change]:
-    """Every record set whose server answer differs from the plan, in name order."""
-    return [Change(name, typ, tuple(sorted(have.get((name, typ), frozenset()))),
-                   tuple(sorted(values)))
-            for (name, typ), values in sorted(want.items())
-            if have.get((name, typ), frozenset()) != values]
+@dataclass(frozen=True)
+class Answer:
+    values: frozenset[str]
+    ttl: int | None = None       # None: no records
+    cname: bool = False          # the name is an alias on the server: left alone
 
 
-def current(cfg: Rfc2136, keys: Iterable[Key], workers: int = 16) -> dict[Key, frozenset[str]]:
+def changes(want: Mapping[Key, frozenset[str]], have: Mapping[Key, Answer],
+            ttl: int) -> list[Change]:
+    """Every record set whose server answer differs from the plan (values, or the TTL of
+    records that stay), in name order; names that are CNAMEs on the server are skipped."""
+    out = []
+    for (name, typ), values in sorted(want.items()):
+        got = have.get((name, typ), Answer(frozenset()))
+        if got.cname:
+            continue
+        if got.values != values or (values and got.ttl != ttl):
+            out.append(Change(name, typ, tuple(sorted(got.values)), tuple(sorted(values))))
+    return out
+
+
+def current(cfg: Rfc2136, keys: Iterable[Key], workers: int = 16) -> dict[Key, Answer]:
     """What the server answers now for each (name, type), asked of it directly (not through
     a resolver's cache)."""
-    def ask(key: Key) -> tuple[Key, frozenset[str]]:
+    def ask(key: Key) -> tuple[Key, Answer]:
         name, typ = key
         q = dns.message.make_query(dns.name.from_text(name), typ)
         try:
@@ -78,9 +94,12 @@ def current(cfg: Rfc2136, keys: Iterable[Key], workers: int = 16) -> dict[Key, f
                                  f"{dns.rcode.to_text(resp.rcode())}: is it the primary "
                                  f"server of zone {cfg.zone}?")
         rtype = dns.rdatatype.from_text(typ)
-        values = {rd.to_text() for rrset in resp.answer if rrset.rdtype == rtype
-                  and rrset.name == q.question[0].name for rd in rrset}
-        return key, frozenset(values)
+        mine = [rrset for rrset in resp.answer if rrset.name == q.question[0].name]
+        if any(rrset.rdtype == dns.rdatatype.CNAME for rrset in mine):
+            return key, Answer(frozenset(), cname=True)
+        sets = [rrset for rrset in mine if rrset.rdtype == rtype]
+        return key, Answer(frozenset(rd.to_text() for rrset in sets for rd in rrset),
+                           sets[0].ttl if sets else None)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return dict(pool.map(ask, list(keys)))

@@ -279,7 +279,8 @@ def _classify(plan: Plan, live, applied, state: State,
         if st.release == rel.id and not st.intact:
             to_stage.append(name)   # the live release was changed on the node: ship it whole
         elif st.release == rel.id and st.nginx_running and st.agent_running \
-                and st.php_running is not False and _firewall_settled(st, rel):
+                and st.php_running is not False and _firewall_settled(st, rel) \
+                and _vrrp_settled(st, rel):
             rec = applied.get(name)
             if rec is None or rec.release_id != rel.id:
                 state.record_applied(name, rel.id, rel.digests, 0)  # node already converged
@@ -291,6 +292,12 @@ def _classify(plan: Plan, live, applied, state: State,
     for name in to_stage + to_start:
         outcomes.pop(name, None)
     return to_stage, to_start
+
+
+def _vrrp_settled(st: remote.NodeStatus, rel: Release) -> bool:
+    """keepalived runs where the release has floating addresses, unless the node keeps out
+    of VRRP on purpose (drained, or released by hand)."""
+    return "keepalived.conf" not in rel.files or st.vrrp_running or st.vrrp_released
 
 
 def _firewall_settled(st: remote.NodeStatus, rel: Release) -> bool:

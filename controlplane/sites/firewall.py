@@ -100,7 +100,10 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node, repository: bool) -> list[str
     rate = f"{fw.ssh_new_per_minute}/minute burst {fw.ssh_burst} packets"
     families = (("4", "ip saddr"), ("6", "ip6 saddr"))
     rules = [
-        "iif lo accept",
+        # The node talking to itself on loopback addresses; to its own or floating addresses
+        # it is judged as from the cluster (a unit's PHP reaches no more than before).
+        "iif lo ip daddr 127.0.0.0/8 accept",
+        "iif lo ip6 daddr ::1 accept",
         "ct state established,related accept",
         # A citizen's connection that a floating address's move has sent to a node that
         # never saw it start: reset it, so the client retries at once; dropped, it hung
@@ -110,9 +113,9 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node, repository: bool) -> list[str
         "ct state invalid counter name dropped drop",
         "# ICMP and ICMPv6, by number: a bare server has no /etc/protocols",
         "meta l4proto { 1, 58 } accept",
-        # Answers to the node's own DHCP client (a broadcast conntrack cannot match).
-        "udp sport 67 udp dport 68 accept",
-        "udp sport 547 udp dport 546 accept",
+        # Answers to the node's own DHCPv6 client, from a server on the link (DHCPv4 clients
+        # read with packet sockets, before nftables).
+        "ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept",
     ]
     if "web" in node.roles:
         rules.append("tcp dport { 80, 443 } accept")

@@ -13,8 +13,9 @@ second. A node whose nginx only stalls (no answer within 2 s, three times in a r
 of its priority instead, so a healthy peer takes its address after VRRP's master-down wait;
 when every node stalls at once (a county-wide overload), all drop together and no address
 moves, where moving them would help nobody and lose connections. A node that comes back takes
-its own address only after its probes pass for `preempt_delay_seconds` (the scripts' `rise`,
-starting failed), so a node that flaps does not drag its address to and fro.
+its own address only after its probes have passed for `preempt_delay_seconds` in a row (the
+check keeps the streak in /run, so it starts again at boot and after any failure, but not at
+a keepalived reload), so a node that flaps does not drag its address to and fro.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def spec(hosts: Hosts, node: Node, released: bool = False) -> bytes | None:
     if hosts.vrrp is None or "web" not in node.roles:
         return None
     return (json.dumps({"interface": hosts.vrrp.interface, "node": node.name,
-                        "released": released,
+                        "probe": node.address, "released": released,   # probe: older checks
                         "addresses": [{k: i[k] for k in ("home", "vrid", "address", "address6")}
                                       for i in instances(hosts)]},
                        indent=1, sort_keys=True) + "\n").encode()
@@ -67,7 +68,7 @@ def render(hosts: Hosts, node: Node) -> bytes | None:
     if v is None or "web" not in node.roles:
         return None
     peers = [n.address for n in hosts.web_nodes if n.name != node.name]
-    rise = max(2, v.preempt_delay_seconds)     # the scripts run every second
+    delay = v.preempt_delay_seconds
     lines = [f"# govhost floating addresses for {node.name}; written by govhost, do not edit",
              "global_defs {",
              f"    router_id {node.name}",
@@ -87,10 +88,10 @@ def render(hosts: Hosts, node: Node) -> bytes | None:
              "    vrrp_garp_lower_prio_repeat 2",
              "    vrrp_higher_prio_send_advert true",
              "}",
-             *_script("govhost_alive", f"{CHECK} alive {node.address}", timeout=4, fall=2,
-                      rise=rise),
-             *_script("govhost_prompt", f"{CHECK} prompt {node.address}", timeout=4, fall=3,
-                      rise=rise, weight=STALL_WEIGHT)]
+             *_script("govhost_alive", f"{CHECK} alive {node.address} {delay}", timeout=4,
+                      fall=2),
+             *_script("govhost_prompt", f"{CHECK} prompt {node.address} {delay}", timeout=4,
+                      fall=3, weight=STALL_WEIGHT)]
     for inst in instances(hosts):
         lines += [f"vrrp_instance {inst['name']} {{",
                   "    state BACKUP",
@@ -101,6 +102,8 @@ def render(hosts: Hosts, node: Node) -> bytes | None:
         if v.unicast:   # and only from the peers' own addresses
             lines += [f"    unicast_src_ip {node.address}", "    check_unicast_src",
                       "    unicast_peer {", *(f"        {p}" for p in peers), "    }"]
+        else:           # from the node's own address, which the peers' firewalls let in
+            lines.append(f"    mcast_src_ip {node.address}")
         lines += ["    virtual_ipaddress {",
                   f"        {inst['address']}/{_prefix(v.subnet)} dev {v.interface}", "    }"]
         if inst["address6"]:
@@ -112,13 +115,13 @@ def render(hosts: Hosts, node: Node) -> bytes | None:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _script(name: str, command: str, timeout: int, fall: int, rise: int,
-            weight: int = 0) -> list[str]:
-    """A tracked check that starts failed (`init_fail`): a node that has just started
-    keepalived holds nothing until its nginx has served for `rise` seconds."""
+def _script(name: str, command: str, timeout: int, fall: int, weight: int = 0) -> list[str]:
+    """A tracked check, every second. No `init_fail`: a keepalived reload whose script line
+    changed would start it failed and put every node in FAULT at once; the preempt delay
+    lives in the check's own streak instead."""
     return [f"vrrp_script {name} {{", f'    script "{command}"', "    interval 1",
-            f"    timeout {timeout}", f"    fall {fall}", f"    rise {rise}",
-            *([f"    weight {weight}"] if weight else []), "    init_fail", "}"]
+            f"    timeout {timeout}", f"    fall {fall}", "    rise 2",
+            *([f"    weight {weight}"] if weight else []), "}"]
 
 
 def _prefix(net: str | None) -> str:

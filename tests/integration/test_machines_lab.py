@@ -342,7 +342,7 @@ def test_a_fourth_node_joins_takes_its_share_and_leaves_again(county):
     hosts = yaml.safe_load((county / "hosts.yaml").read_text())
     hosts["nodes"].append({"name": "n4", "address": "10.77.0.14", "roles": ["web"],
                            "capacity": 2000, "address6": "fd00:77::14",
-                           "floating": "10.77.0.104", "floating6": "fd00:77::104", "vrid": 54})
+                           "floating": "10.77.0.104", "floating6": "fd00:77::104", "vrid": 53})
     (county / "hosts.yaml").write_text(yaml.safe_dump(hosts))
     lab.up(4)
     four = {**NODES, "n4": "10.77.0.14"}

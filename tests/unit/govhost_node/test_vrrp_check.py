@@ -18,9 +18,15 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("curl"),
                                 reason="port 80 needs root; the probes need curl")
 
 
-def check(kind: str, address: str) -> int:
-    return subprocess.run(["bash", str(TOOL), "vrrp", "check", kind, address],
-                          capture_output=True, timeout=30).returncode
+def check(kind: str, address: str, delay: int | None = None,
+          streaks: Path | None = None) -> int:
+    argv = ["bash", str(TOOL), "vrrp", "check", kind, address]
+    env = dict(os.environ)
+    if delay is not None:
+        argv.append(str(delay))
+    if streaks is not None:
+        env["GOVHOST_VRRP_STREAKS"] = str(streaks)
+    return subprocess.run(argv, capture_output=True, timeout=30, env=env).returncode
 
 
 def _serve(address: str, code: int) -> HTTPServer:
@@ -71,3 +77,20 @@ def test_a_stall_is_not_death_but_is_not_prompt():
 
 def test_a_check_without_its_address_is_refused():
     assert check("alive", "") != 0 and check("sideways", "127.0.77.1") != 0
+
+
+def test_a_node_passes_only_after_serving_for_the_preempt_delay(tmp_path):
+    """The preempt delay lives in the check: a pass counts once the probe has passed for
+    DELAY seconds in a row, and a failure starts the wait again."""
+    streaks = tmp_path / "streaks"
+    server = _serve("127.0.77.5", 200)
+    try:
+        assert check("alive", "127.0.77.5", 3600, streaks) != 0       # the streak starts
+        assert (streaks / "alive-since").exists()
+        (streaks / "alive-since").write_text("0\n")                   # served for long
+        assert check("alive", "127.0.77.5", 3600, streaks) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert check("alive", "127.0.77.5", 3600, streaks) != 0           # dead: streak gone
+    assert not (streaks / "alive-since").exists()

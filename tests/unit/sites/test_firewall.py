@@ -62,8 +62,9 @@ def test_each_node_judges_every_packet_in_a_table_of_its_own():
         assert rules[2:5] == [f"table inet {table}", f"delete table inet {table}",
                               f"table inet {table} {{"]
         chain = rules[rules.index("type filter hook input priority filter; policy accept;") + 1:]
-        assert chain[:2] == ["iif lo accept", "ct state established,related accept"]
-        assert not any("daddr" in r or "nfproto" in r for r in chain)
+        assert chain[:3] == ["iif lo ip daddr 127.0.0.0/8 accept", "iif lo ip6 daddr ::1 accept",
+                             "ct state established,related accept"]
+        assert not any(("daddr" in r and "iif lo" not in r) or "nfproto" in r for r in chain)
         assert rules[-3] == "counter name dropped drop"      # everything else: counted, dropped
     assert firewall.table_name("node-3") == "govhost_node_3"
 

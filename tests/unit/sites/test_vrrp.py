@@ -39,7 +39,7 @@ def test_each_address_has_its_own_order_of_backups(tmp_path):
     insts = vrrp.instances(inv.hosts)
     assert [i["order"] for i in insts] == [["n1", "n2", "n3"], ["n2", "n3", "n1"],
                                           ["n3", "n1", "n2"]]
-    assert [i["vrid"] for i in insts] == [51, 52, 53]      # each node's own, named
+    assert [i["vrid"] for i in insts] == [50, 51, 52]      # each node's own, named
     # Home first, then the order: n1's address goes to n2 when n1 dies, n2's to n3.
     assert [vrrp.priority(insts[0], n) for n in ("n1", "n2", "n3")] == [200, 190, 180]
     # Every priority below 255 (VRRP's address owner) and distinct within an instance.
@@ -58,13 +58,15 @@ def test_keepalived_conf_per_node(tmp_path):
     assert "vrrp_garp_master_refresh 10" in conf
     assert "unicast_peer" not in conf
     # nginx dead: FAULT (weight 0); nginx stalled: 150 off the priority, so that a county
-    # where every node stalls at once keeps every address where it is. Both start failed
-    # and need the preempt delay's worth of passes (rise 30): the preempt delay itself.
+    # where every node stalls at once keeps every address where it is. The preempt delay
+    # (30 s) is the checks' own streak; no init_fail, which a reload would apply to every
+    # node at once.
     alive = conf.split("vrrp_script govhost_alive {", 1)[1].split("}", 1)[0]
     prompt = conf.split("vrrp_script govhost_prompt {", 1)[1].split("}", 1)[0]
-    assert "vrrp check alive 10.77.0.12" in alive and "weight" not in alive
-    assert "vrrp check prompt 10.77.0.12" in prompt and "weight -150" in prompt
-    assert all("rise 30" in x and "init_fail" in x for x in (alive, prompt))
+    assert "vrrp check alive 10.77.0.12 30" in alive and "weight" not in alive
+    assert "vrrp check prompt 10.77.0.12 30" in prompt and "weight -150" in prompt
+    assert not any("init_fail" in x for x in (alive, prompt))
+    assert "mcast_src_ip 10.77.0.12" in conf
     assert conf.count("govhost_alive\n") == 3 and conf.count("govhost_prompt\n") == 3
     assert "preempt_delay" not in conf   # it would also delay the take-over from a stall
     # a stalled home (200 - 150) ranks below every healthy node of any instance
@@ -128,7 +130,7 @@ def test_nginx_listens_on_every_floating_address_and_the_firewall_guards_them(tm
     fw = rel.files["firewall.nft"].decode()
     # Every packet is judged, whatever address it came to (floating or not); VRRP only
     # from the other web nodes, on the nodes' network, to the group or this node.
-    assert "daddr !=" not in fw and "iif lo accept" in fw
+    assert "daddr !=" not in fw and "iif lo ip daddr 127.0.0.0/8 accept" in fw
     assert ('iifname "eth0" ip protocol 112 ip ttl 255 ip daddr { 224.0.0.18, 10.77.0.13 } '
             "ip saddr @vrrp4 accept") in fw
     assert "set vrrp4 { type ipv4_addr; flags interval; elements = { 10.77.0.11/32, " \
@@ -152,21 +154,21 @@ def test_an_address_in_two_places_is_refused(tmp_path):
 
 def test_vrids_are_named_per_node_checked_and_never_counted_from_the_list(tmp_path):
     def clash(h):
-        h["nodes"][2]["vrid"] = 51
+        h["nodes"][2]["vrid"] = 50
     msg = _refused(tmp_path, clash)
-    assert "n1 and n3" in msg and "vrid 51" in msg
+    assert "n1 and n3" in msg and "vrid 50" in msg
 
     def missing(h):
         h["nodes"][1].pop("vrid")
     msg = _refused(tmp_path / "b", missing)
-    assert "n2" in msg and "vrid" in msg and "e.g. vrid: 50" in msg
+    assert "n2" in msg and "vrid" in msg and "e.g. vrid: 51" in msg
     assert "255" in _refused(tmp_path / "c", lambda h: h["nodes"][0].update(vrid=256))
 
     def reorder(h):
         h["nodes"].reverse()
     inv = inventory.load(_county(tmp_path / "d", reorder), tmp_path / "state")
     assert {i["home"]: i["vrid"] for i in vrrp.instances(inv.hosts)} == {
-        "n1": 51, "n2": 52, "n3": 53}
+        "n1": 50, "n2": 51, "n3": 52}
 
 
 def test_the_subnet_s_own_addresses_and_long_interface_names_are_refused(tmp_path):
@@ -228,7 +230,7 @@ def test_firewall_without_vrrp_is_as_before(tmp_path):
     inv = inventory.load(_county(tmp_path, _no_vrrp), tmp_path / "state")
     n1 = inv.hosts.nodes[0]
     fw = firewall.render(inv.hosts, n1, []).decode()
-    assert "iif lo accept" in fw and "112" not in fw and "vrrp4" not in fw
+    assert "iif lo ip daddr 127.0.0.0/8 accept" in fw and "112" not in fw and "vrrp4" not in fw
 
 
 def test_a_unit_may_not_proxy_to_a_floating_address(tmp_path):
