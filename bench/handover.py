@@ -40,9 +40,13 @@ ADDRESS = "10.77.0.102"          # n2's
 NODE_TOOL = "/usr/local/sbin/govhost-node"
 
 
+ADDRESSES = {"n1": "10.77.0.11", "n2": "10.77.0.12", "n3": "10.77.0.13"}
+
+
 def _on(name: str, command: str) -> None:
-    subprocess.run(["ip", "netns", "exec", network.node_ns(name), "bash", "-c", command],
-                   check=True, capture_output=True, timeout=60)
+    """A command on the node, over its SSH (an overlay node's files are its own)."""
+    subprocess.run([*lab.ssh_argv(ADDRESSES[name]), command], check=True,
+                   capture_output=True, timeout=60)
 
 
 def _wait(want: list[str], seconds: float = 30) -> None:
