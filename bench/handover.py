@@ -33,7 +33,7 @@ from controlplane.core.county import County  # noqa: E402
 from controlplane.lab import frontdoor, network  # noqa: E402
 from controlplane.lab import machines as lab  # noqa: E402
 from controlplane.sites import apply as apply_mod  # noqa: E402
-from tests.helpers import floating_county, floating_held, wait_floating_home  # noqa: E402
+from tests.helpers import floating_county, wait_floating_home, wait_held  # noqa: E402
 
 HOST, EXPECT = "jiaoyu.qingshui.gov.cn", "教育"
 ADDRESS = "10.77.0.102"          # n2's
@@ -49,15 +49,6 @@ def _on(name: str, command: str) -> None:
                    capture_output=True, timeout=60)
 
 
-def _wait(want: list[str], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while floating_held()[ADDRESS] != want:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{ADDRESS} not held by {want} after {seconds:.0f} s: "
-                             f"{floating_held()[ADDRESS]}")
-        time.sleep(0.1)
-
-
 def one(cycles: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     seconds = cycles * 9 + 2
@@ -67,10 +58,10 @@ def one(cycles: int) -> dict:
     time.sleep(1)
     for _ in range(cycles):
         _on("n2", f"{NODE_TOOL} vrrp release")
-        _wait(["n3"])
+        wait_held(ADDRESS, ["n3"], poll=0.1)
         time.sleep(2)
         _on("n2", f"{NODE_TOOL} vrrp resume")
-        _wait(["n2"])
+        wait_held(ADDRESS, ["n2"], poll=0.1)
         time.sleep(2)
     out, err = proc.communicate(timeout=seconds + 60)
     if proc.returncode != 0:
@@ -82,12 +73,11 @@ def one(cycles: int) -> dict:
 
 
 def _lo(present: bool) -> None:
-    """Put every floating address on (or take it off) every node's lo, as vrrp_local does."""
+    """Put every floating address on (govhost-node's own `vrrp local`) or take it off every
+    node's lo."""
     for name in ("n1", "n2", "n3"):
         if present:
-            _on(name, "while read -r a; do case $a in *:*) ip -6 addr replace $a/128 dev lo "
-                      "nodad;; ?*) ip addr replace $a/32 dev lo;; esac; done "
-                      "< /var/lib/govhost/vrrp-local")
+            _on(name, f"{NODE_TOOL} vrrp local")
         else:
             _on(name, "while read -r a; do case $a in *:*) ip -6 addr del $a/128 dev lo;; "
                       "?*) ip addr del $a/32 dev lo;; esac; done < /var/lib/govhost/vrrp-local "

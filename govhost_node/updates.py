@@ -98,14 +98,6 @@ SERVICE_TEXT = ("# Written by govhost: no update while a peer is down; the node'
                 "ExecStopPost=/usr/local/sbin/govhost-updates take-back\n")
 
 
-def _spec_released(path: str) -> bool:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return bool(json.load(f).get("released"))
-    except (OSError, ValueError):
-        return False
-
-
 def hand_over(spec: str = VRRP_SPEC, by_hand: str = VRRP_RELEASED,
               mine: str = RELEASED_HERE, tool: str = NODE_TOOL) -> str:
     """Release this node's floating addresses for the update; left alone when the node has
@@ -113,14 +105,15 @@ def hand_over(spec: str = VRRP_SPEC, by_hand: str = VRRP_RELEASED,
     not end what it did not start)."""
     if not os.path.exists(spec):
         return "no floating addresses"
-    if os.path.exists(by_hand) or _spec_released(spec):
-        return "already out of VRRP"
     try:
         with open(spec, encoding="utf-8") as f:
             doc = json.load(f)
+        released = bool(doc.get("released"))
         peers = {a["home"] for a in doc.get("addresses", [])} - {doc.get("node")}
-    except (OSError, ValueError, KeyError, TypeError):
-        peers = set()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        released, peers = False, set()
+    if os.path.exists(by_hand) or released:
+        return "already out of VRRP"
     if not peers:       # nobody would take the addresses: keep them through the update
         return "no peer to take the addresses"
     write_if_changed(mine, "released by govhost-updates hand-over\n")

@@ -212,6 +212,16 @@ def floating_held() -> dict[str, list[str]]:
     return out
 
 
+def wait_held(address: str, want: list[str], seconds: float = 30, poll: float = 0.5) -> None:
+    """Until `address` is held by exactly the nodes `want`."""
+    deadline = time.time() + seconds
+    while floating_held()[address] != want:
+        if time.time() > deadline:
+            raise AssertionError(f"{address} not held by {want} after {seconds:.0f} s: "
+                                 f"{floating_held()}")
+        time.sleep(poll)
+
+
 def wait_floating_home(seconds: float = 60) -> None:
     """Until every floating address is on its home node alone."""
     want = {a: [home] for home, pair in FLOATING_HOME.items() for a in pair}

@@ -21,7 +21,13 @@ from controlplane.core.county import County
 from controlplane.lab import frontdoor, network
 from controlplane.lab import machines as lab
 from controlplane.monitoring.exporter import Prober
-from tests.helpers import FLOATING_HOME, floating_county, floating_held, wait_floating_home
+from tests.helpers import (
+    FLOATING_HOME,
+    floating_county,
+    floating_held,
+    wait_floating_home,
+    wait_held,
+)
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES, apply_json, node_metrics, on_node
@@ -166,13 +172,6 @@ def _nginx_signal(name: str, sig: str) -> None:
     on_node(NODES[name], f"m=$(cat /run/govhost-nginx.pid) && kill -{sig} $m $(pgrep -P $m)")
 
 
-def _wait_held(address: str, want: list[str], seconds: float) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline and floating_held()[address] != want:
-        time.sleep(0.5)
-    assert floating_held()[address] == want, floating_held()
-
-
 def test_a_stalled_nginx_loses_its_address_but_a_county_stalled_everywhere_keeps_them(county):
     """A node whose nginx stops answering (accepts, never replies: what an overload looks
     like from its own probe) drops below its peers and its address moves; when every node
@@ -181,7 +180,7 @@ def test_a_stalled_nginx_loses_its_address_but_a_county_stalled_everywhere_keeps
     _nginx_signal("n2", "STOP")
     try:
         # three slow probes (2 s each), then VRRP's master-down wait on the peer
-        _wait_held("10.77.0.102", ["n3"], 40)
+        wait_held("10.77.0.102", ["n3"], 40)
     finally:
         _nginx_signal("n2", "CONT")
     wait_floating_home(40)
