@@ -16,6 +16,7 @@ from commands import (
     compliance,
     console,
     content,
+    control,
     dns,
     lab,
     monitoring,
@@ -46,7 +47,7 @@ def _global(
 
 
 # The order of the groups is the order of `govhost --help`.
-for group in (sites, content, monitoring, nodes, lab, backup, compliance, wording, search,
+for group in (sites, content, monitoring, nodes, lab, backup, control, compliance, wording, search,
               tamper, tls, dns, security, people, console):
     app.add_typer(group.app)
 

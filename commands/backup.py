@@ -257,3 +257,23 @@ def backup_key(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     for k, v in res.items():
         out.print(f"{k}: {v}", highlight=False, markup=False)
+
+
+@backup_app.command("locks")
+def backup_locks(clear: bool = typer.Option(False, "--clear", help="Remove the stale ones."),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """The repository's locks on the backup node. A lock is stale when its process on that
+    node is gone or nobody refreshed it for 30 minutes (a killed run); --clear removes only
+    those. `backup run`, forget, verify and copy clear them by themselves."""
+    from controlplane.backup import run as backup
+    res = call(backup.locks, county(), clear, as_json=as_json)
+    if as_json:
+        emit(res)
+        return
+    t = table(f"repository locks ({res['cleared']} stale cleared)" if clear else
+              "repository locks", "id", "kind", "host", "pid", "age", "stale")
+    for lk in res["locks"]:
+        t.add_row(lk["id"], "exclusive" if lk["exclusive"] else "shared", str(lk["host"]),
+                  str(lk["pid"]), f"{lk['age_seconds']} s",
+                  "[red]stale[/]" if lk["stale"] else "held")
+    out.print(t)

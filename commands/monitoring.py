@@ -98,13 +98,14 @@ def monitoring_install(
     unit_dir: Path = typer.Option(Path("/etc/systemd/system"), help="Where to write the unit."),
 ) -> None:
     """Install `govhost exporter` as a systemd service on this (control) machine, and the
-    daily timer that backs up the control plane's state."""
+    nightly timer that backs up the control machine itself (`govhost control backup`)."""
     from controlplane.core import remote
     exe = Path(sys.argv[0]).resolve()
     inv = county().root.resolve()
     ok, error, changed = remote.run_local_playbook(
         "control.yml", county().state_dir / "runner-control",
         {"govhost_bin": str(exe), "govhost_inventory": str(inv), "govhost_listen": listen,
+         "govhost_control_schedule": _control_schedule(),
          "govhost_interval": interval, "govhost_unit_dir": str(unit_dir.resolve())},
         tags="exporter")
     if not ok:
@@ -116,3 +117,9 @@ def monitoring_install(
               ("; enabled and started" if has_systemd else
                "; this machine does not run systemd: start `govhost exporter` under its "
                "supervisor instead"), highlight=False)
+
+
+def _control_schedule() -> str:
+    """The control machine's nightly snapshot goes with the node backups' schedule."""
+    from controlplane.backup.plan import on_calendar
+    return on_calendar(call(lambda: county().inv).cluster.backup.schedule)

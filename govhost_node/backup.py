@@ -22,6 +22,10 @@ release); prints one JSON object per line.
   forget [--prune]         apply the retention groups of backup.json (backup node)
   verify [--subset P]      restic check --read-data-subset=P% (backup node)
   copy                     copy new snapshots to the off-site repository (backup node)
+  locks [--clear]          the repository's locks, stale or not; --clear removes the stale
+                           ones (backup node). forget, verify, copy and run clear them first
+  rebuild                  after the backup node's disk was replaced: every snapshot back
+                           from the off-site repository (backup node)
   status                   the last backup of each tenant on this node (status.json)
 
 Failures are never success: restic exit code 3 (some files unreadable) and any code but 0
@@ -38,6 +42,7 @@ import pwd
 import re
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -332,6 +337,7 @@ def run(args: argparse.Namespace) -> None:
         return
     try:
         restic.ensure_init()
+        _clear_stale(spec)
     except (BackupError, OSError) as exc:   # OSError: restic missing or not executable
         for kind, e, _ in jobs:
             res = {"event": "result", "tenant": e["tenant"], "kind": kind, "ok": False,
@@ -660,9 +666,109 @@ def _backup_node(spec: dict) -> None:
         die(f"{spec['node']} does not hold the repository; run this on the backup node")
 
 
+def _clear_stale(spec: dict) -> None:
+    """Remove stale locks before work that would trip on them: a killed `check` or `prune`
+    leaves an exclusive lock that refuses every backup after it. restic's own judgement,
+    run as root so that it can see every process of this node: a lock is stale when its
+    process (on this node) is gone, or when nobody has refreshed it for 30 minutes. A run in
+    progress keeps its lock."""
+    if spec["repository"].get("local"):
+        subprocess.run(["restic", "--no-cache", "-r", spec["repository"]["path"], "unlock"],
+                       env=dict(os.environ, RESTIC_PASSWORD=spec["password"]),
+                       capture_output=True, timeout=600)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _locks(spec: dict) -> list[dict]:
+    env = dict(os.environ, RESTIC_PASSWORD=spec["password"])
+    base = ["restic", "--no-cache", "-r", spec["repository"]["path"]]
+    r = subprocess.run([*base, "list", "locks", "--no-lock"], env=env, capture_output=True,
+                       timeout=600)
+    if r.returncode != 0:
+        die(f"listing locks failed: {_restic_error(r)}", 2)
+    me, now, out = socket.gethostname(), time.time(), []
+    for lid in r.stdout.decode().split():
+        c = subprocess.run([*base, "cat", "lock", lid, "--no-lock"], env=env,
+                           capture_output=True, timeout=120)
+        if c.returncode != 0:        # removed meanwhile
+            continue
+        lock = json.loads(c.stdout)
+        age = now - _snap_time(lock["time"])
+        here = lock.get("hostname") == me
+        alive = _pid_alive(int(lock.get("pid", 0))) if here else None
+        out.append({"id": lid[:8], "exclusive": bool(lock.get("exclusive")),
+                    "host": lock.get("hostname"), "pid": lock.get("pid"),
+                    "age_seconds": round(age), "process_alive": alive,
+                    "stale": age > 1800 or (here and not alive)})
+    return out
+
+
+def locks(args: argparse.Namespace) -> None:
+    spec = load_spec()
+    _backup_node(spec)
+    found = _locks(spec)
+    out = {"locks": found, "cleared": 0}
+    if args.clear and any(lk["stale"] for lk in found):
+        _clear_stale(spec)
+        after = _locks(spec)
+        out.update(locks=after, cleared=len(found) - len(after))
+    print(json.dumps(out))
+
+
+def rebuild(args: argparse.Namespace) -> None:
+    """A new disk on the backup node: bring every snapshot back from the off-site copy. An
+    empty repository (made by `install`) is made again with the off-site one's chunking, so
+    the two keep deduplicating alike; snapshots already here are kept and not copied twice."""
+    spec = load_spec()
+    _backup_node(spec)
+    if not spec.get("offsite"):
+        die("no off-site repository in cluster.yaml (backup.offsite): nothing to rebuild from")
+    repo = spec["repository"]["path"]
+    src = Restic(spec, offsite=True, local=False)
+    env = dict(os.environ, RESTIC_PASSWORD=spec["password"],
+               RESTIC_FROM_PASSWORD=src.env["RESTIC_PASSWORD"])
+    base = ["restic", "--no-cache", "-r", repo]
+    t0 = time.time()
+    have = subprocess.run([*base, "snapshots", "--json", "--no-lock"], env=env,
+                          capture_output=True, timeout=600)
+    here = len(json.loads(have.stdout or b"[]") or []) if have.returncode == 0 else 0
+    remade = False
+    if here == 0:
+        if os.path.isdir(repo):
+            aside = f"{repo}.empty-{time.strftime('%Y%m%dT%H%M%S')}"
+            os.rename(repo, aside)
+            shutil.rmtree(aside)
+        r = subprocess.run([*base, "init", "--copy-chunker-params", "--from-repo", src.args[1],
+                            "-o", src.args[3]], env=env, capture_output=True, timeout=600)
+        if r.returncode != 0:
+            die(f"making the repository again failed: {_restic_error(r)}", 2)
+        remade = True
+    r = subprocess.run([*base, "copy", "--from-repo", src.args[1], "-o", src.args[3]],
+                       env=env, capture_output=True, timeout=24 * 3600)
+    user = spec["repository"]["user"]
+    subprocess.run(["chown", "-R", f"{user}:{user}", repo], check=True)
+    if r.returncode != 0:
+        die(f"copy from off-site failed: {_restic_error(r)}", 2)
+    after = subprocess.run([*base, "snapshots", "--json", "--no-lock"], env=env,
+                           capture_output=True, timeout=600)
+    total = len(json.loads(after.stdout or b"[]") or [])
+    print(json.dumps({"ok": True, "remade": remade, "had": here, "snapshots": total,
+                      "copied": total - here, "seconds": round(time.time() - t0, 3)}))
+
+
 def forget(args: argparse.Namespace) -> None:
     spec = load_spec()
     _backup_node(spec)
+    _clear_stale(spec)
     restic = Restic(spec)
     removed = kept = 0
     for group in spec["retention"]:
@@ -688,6 +794,7 @@ def verify(args: argparse.Namespace) -> None:
     spec = load_spec()
     _backup_node(spec)
     subset = args.subset or spec.get("verify_subset_percent", 5)
+    _clear_stale(spec)
     t0 = time.time()
     r = Restic(spec).run("check", f"--read-data-subset={subset}%")
     text = (r.stdout + r.stderr).decode(errors="replace")
@@ -707,6 +814,8 @@ def copy(args: argparse.Namespace) -> None:
     # Root reads the local repository (read only, plus a lock) and writes off-site over SFTP.
     src = Restic(spec, local=True)
     dst = Restic(spec, offsite=True, local=False)
+    _clear_stale(spec)
+    subprocess.run(dst.cmd("unlock"), env=dst.env, capture_output=True, timeout=600)
     t0 = time.time()
     try:
         dst.ensure_init(chunker_from=src)
@@ -748,8 +857,13 @@ def install(args: argparse.Namespace) -> None:
     for a in spec["authorize"]:
         if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", a["user"]) or not a["dir"].startswith("/"):
             die(f"bad repository account {a['user']!r} {a['dir']!r}")
-        if not re.fullmatch(r"ssh-ed25519 [A-Za-z0-9+/=]+ [a-z-]+", a["public_key"]):
+        keys = [a["public_key"]] + ([a["recovery_key"]] if a.get("recovery_key") else [])
+        if not all(re.fullmatch(r"ssh-ed25519 [A-Za-z0-9+/=]+ [a-z-]+", k) for k in keys):
             die("bad backup public key")
+        control = a.get("control_dir")
+        if control and (not control.startswith("/") or ".." in control.split("/")
+                        or os.path.dirname(control) != os.path.dirname(a["dir"])):
+            die(f"bad control repository directory {control!r}")
         pw = _ensure_account(a["user"], os.path.dirname(a["dir"]))
         path = "/"
         for part in a["dir"].strip("/").split("/")[:-1]:     # parents: root's, traversable
@@ -757,9 +871,9 @@ def install(args: argparse.Namespace) -> None:
             if not os.path.isdir(path):
                 os.mkdir(path)
                 os.chmod(path, 0o755)
-        for d in (pw.pw_dir, a["dir"]):
+        for d in (pw.pw_dir, a["dir"], *([control] if control else [])):
             os.makedirs(d, exist_ok=True)
-            if d == a["dir"] or os.stat(d).st_uid != 0:
+            if d in (a["dir"], control) or os.stat(d).st_uid != 0:
                 os.chown(d, pw.pw_uid, pw.pw_gid)
                 os.chmod(d, 0o700)
         ssh_dir = os.path.join(pw.pw_dir, ".ssh")
@@ -767,8 +881,11 @@ def install(args: argparse.Namespace) -> None:
         os.chown(ssh_dir, pw.pw_uid, pw.pw_gid)
         os.chmod(ssh_dir, 0o700)
         # Only SFTP, nothing else: no shell, no forwarding, no pty.
-        line = f'restrict,command="/usr/lib/openssh/sftp-server" {a["public_key"]}\n'
-        write_if_changed(os.path.join(ssh_dir, "authorized_keys"), line, 0o600, (pw.pw_uid, pw.pw_gid))
+        # The recovery key's line lets the control machine (or a bare one being restored)
+        # reach its own snapshots beside the repository.
+        lines = "".join(f'restrict,command="/usr/lib/openssh/sftp-server" {k}\n' for k in keys)
+        write_if_changed(os.path.join(ssh_dir, "authorized_keys"), lines, 0o600,
+                         (pw.pw_uid, pw.pw_gid))
     if spec["repository"].get("local"):
         # Made here, once, at activation: nodes that race to create it on their first run
         # would each write their own key and config.
@@ -860,6 +977,10 @@ def main() -> None:
     v.add_argument("--subset", type=int)
     v.set_defaults(fn=verify)
     sub.add_parser("copy").set_defaults(fn=copy)
+    lk = sub.add_parser("locks")
+    lk.add_argument("--clear", action="store_true")
+    lk.set_defaults(fn=locks)
+    sub.add_parser("rebuild").set_defaults(fn=rebuild)
     sub.add_parser("status").set_defaults(fn=status)
     args = p.parse_args()
     os.umask(0o077)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
+from controlplane.backup import recovery
 from controlplane.core import accounts, paths, secrets
 from controlplane.core.inventory import BackupPolicy, Inventory
 
@@ -127,10 +128,15 @@ def node_spec(inv: Inventory, placement: Mapping[str, Sequence[str]], node: str)
         "timers": timers,
     }
     public = secrets.public_key(inv.backup_key)
+    # The control machine's snapshots sit beside each repository, reached with the recovery
+    # key's own SSH key (backup/recovery.py): the nodes' key is not given them.
+    rescue = (recovery.ssh_public_key(recovery.parse_key(inv.recovery_key.decode()))
+              if inv.recovery_key else None)
     off = settings.offsite
     if local:
         spec["authorize"].append({"user": BACKUP_USER, "dir": settings.path,
-                                  "public_key": public})
+                                  "public_key": public, "recovery_key": rescue,
+                                  "control_dir": recovery.control_path(settings.path)})
         spec["retention"] = retention_groups(inv)
         spec["verify_subset_percent"] = settings.verify_subset_percent
         spec["timers"] += [timer("forget", "daily", ["forget", "--prune"]),
@@ -142,7 +148,9 @@ def node_spec(inv: Inventory, placement: Mapping[str, Sequence[str]], node: str)
             spec["timers"].append(timer("offsite", off.schedule, ["copy"]))
     if off and off.address == me.address:
         # The off-site repository on a cluster node (a lab stand-in for the DR center).
-        spec["authorize"].append({"user": off.user, "dir": off.path, "public_key": public})
+        spec["authorize"].append({"user": off.user, "dir": off.path, "public_key": public,
+                                  "recovery_key": rescue,
+                                  "control_dir": recovery.control_path(off.path)})
     return (json.dumps(spec, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 

@@ -14,7 +14,6 @@ import os
 import queue
 import shlex
 import shutil
-import sqlite3
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from controlplane.backup import control
 from controlplane.backup import plan as backup_plan
 from controlplane.core import inventory as inventory_mod
 from controlplane.core import paths, remote, secrets
@@ -30,7 +30,6 @@ from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Node
 from controlplane.core.state import State
-from govhost_node.backup import restic_summary
 
 TOOL = paths.NODE_BACKUP_TOOL
 Say = Callable[[str], None]
@@ -140,7 +139,8 @@ def run(county: County, tenants: Sequence[str] = (), *, tags: Sequence[str] = ()
                     expected += 1
         with_control = control_only or (include_control if include_control is not None
                                         else not wanted)
-        on_start(expected + with_control)
+        control_repos = control.repositories(c.inv) if with_control else []
+        on_start(expected + len(control_repos))
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid() % 10000:04d}"
         results: list[dict] = []
         arrived: queue.Queue = queue.Queue()
@@ -161,6 +161,8 @@ def run(county: County, tenants: Sequence[str] = (), *, tags: Sequence[str] = ()
             finally:
                 arrived.put(None)
 
+        if per_node:     # a killed check or prune's lock would refuse every snapshot
+            _node(c, c.backup_node, "locks", "--clear", check=False, timeout=600)
         threads = [threading.Thread(target=one_node, args=(n, ts), daemon=True)
                    for n, ts in per_node.items()]
         for th in threads:
@@ -173,7 +175,9 @@ def run(county: County, tenants: Sequence[str] = (), *, tags: Sequence[str] = ()
             else:
                 record(msg)
         if with_control:
-            record(control_backup(c, run_id, list(tags)))
+            for res in _control(county, run_id, control_repos):
+                results.append(res)             # recorded by control.backup itself
+                on_result(res)
         ok = sum(r["ok"] for r in results)
         summary = {"run": run_id, "ok": ok, "failed": len(results) - ok,
                    "results": sorted(results, key=lambda r: (r["tenant"], r["kind"]))}
@@ -239,46 +243,20 @@ def _control_restic(c: Cluster, *args: str, timeout: float = 3600,
         raise BackupError(f"restic {args[0]} timed out") from None
 
 
-def control_backup(c: Cluster, run_id: str, tags: list[str]) -> dict[str, Any]:
-    """The state store (SQLite online backup: consistent while applies run) and the
-    inventory, as one snapshot of kind `control`. The cluster secret and the backup key are
-    not in it: a repository must never hold its own key."""
-    work = c.county.state_dir / "backup-work"
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "inventory").mkdir(parents=True, mode=0o700)
+def _control(county: County, run_id: str,
+             repos: Sequence[control.Repository]) -> list[dict[str, Any]]:
+    """The control machine's own snapshot (control.py), as results of this run."""
     t0 = time.time()
-    res: dict[str, Any] = {"event": "result", "tenant": "_control", "kind": "control",
-                           "node": "control", "run": run_id, "started_at": t0}
     try:
-        src = sqlite3.connect(c.state.path)
-        dst = sqlite3.connect(work / "state.db")
-        with dst:
-            src.backup(dst)
-        src.close()
-        dst.close()
-        for name in ("cluster.yaml", "hosts.yaml"):
-            shutil.copy2(c.county.root / name, work / "inventory" / name)
-        if (c.county.root / "tenants").is_dir():
-            shutil.copytree(c.county.root / "tenants", work / "inventory" / "tenants")
-        args = ["backup", "--json", "--host", "govhost", "--tag", "govhost", "--tag",
-                "kind=control", "--tag", f"run={run_id}"]
-        for t in tags:
-            args += ["--tag", t]
-        r = _control_restic(c, *args, str(work))
-        summary = restic_summary(r.stdout)
-        if r.returncode != 0 or not summary.get("snapshot_id"):
-            raise BackupError(f"restic exit {r.returncode}: {_tail(r.stderr.decode(errors='replace'))}")
-        res.update(ok=True, snapshot=summary["snapshot_id"], error="",
-                   files=summary.get("total_files_processed", 0),
-                   bytes=summary.get("total_bytes_processed", 0),
-                   bytes_added=summary.get("data_added", 0))
-    except (BackupError, OSError, sqlite3.Error) as exc:
-        res.update(ok=False, snapshot=None, error=str(exc))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    res["finished_at"] = time.time()
-    res["seconds"] = round(res["finished_at"] - t0, 3)
-    return res
+        done = control.backup(county, run_id=run_id + "-control")
+        rows = done["repositories"]
+    except GovhostError as exc:
+        rows = [{"repository": r.label, "ok": False, "snapshot": None, "error": str(exc),
+                 "started_at": t0, "finished_at": time.time(), "seconds": 0.0} for r in repos]
+    return [{"event": "result", "tenant": "_control", "kind": repo.kind, "node": r["repository"],
+             "run": run_id, **{k: r.get(k) for k in ("ok", "snapshot", "error", "started_at",
+                                                       "finished_at", "seconds")}}
+            for repo, r in zip(repos, rows)]
 
 
 # ------------------------------------------------------------------ listing
@@ -373,19 +351,28 @@ def restore(county: County, tenant: str, *, snapshot: str | None = None,
 
 
 def restore_replica(county: County, tenant: str, node: str, *, database: bool,
-                    php_files: bool, say: Say = lambda _: None) -> dict[str, Any]:
+                    php_files: bool, upload: bool = False,
+                    say: Say = lambda _: None) -> dict[str, Any]:
     """After a node was replaced: what only the backup still has of `tenant` on `node` —
-    its PHP `files/` (when no other replica has them) and its database (the db node) — from
-    the newest snapshots. Content releases come from peers, not from here."""
+    its upload area (unpublished work; the node is the unit's first replica), its PHP
+    `files/` (when no other replica has them) and its database (the db node) — from the
+    newest snapshots. Content releases come from peers, not from here."""
     with _lock(county, f"restore-{tenant}"), cluster(county) as c:
         files, db = _choose(c, tenant, None, None)
         out: dict[str, Any] = {"tenant": tenant, "node": node}
-        if php_files:
-            r = _json(_node(c, c.nodes[node], "restore-files", tenant, files["id"],
-                            "--php-files"))
-            out["php_files"] = {"snapshot": files["short_id"], "time": files["time"],
-                                "restored": r.get("php_files") == "restored"}
-            say(f"{node}: {tenant} PHP files/ from snapshot {files['short_id']} of {files['time']}")
+        if php_files or upload:
+            flags = (["--php-files"] if php_files else []) + (["--upload"] if upload else [])
+            r = _json(_node(c, c.nodes[node], "restore-files", tenant, files["id"], *flags))
+            if php_files:
+                out["php_files"] = {"snapshot": files["short_id"], "time": files["time"],
+                                    "restored": r.get("php_files") == "restored"}
+                say(f"{node}: {tenant} PHP files/ from snapshot {files['short_id']} of "
+                    f"{files['time']}")
+            if upload:
+                out["upload"] = {"snapshot": files["short_id"], "time": files["time"],
+                                 "restored": r.get("upload") == "restored"}
+                say(f"{node}: {tenant} upload area from snapshot {files['short_id']} of "
+                    f"{files['time']}")
         if database and db is not None:
             d = _json(_node(c, c.nodes[node], "restore-db", tenant, db["id"]))
             out["database"] = {"snapshot": db["short_id"], "time": db["time"],
@@ -534,6 +521,24 @@ def copy_offsite(county: County) -> dict[str, Any]:
         c.state.record_check("offsite", None, ok, round(time.time() - t0, 3), result)
         if not ok:
             raise BackupError(f"off-site copy: {result['error']}")
+        return result
+
+
+def locks(county: County, clear: bool = False) -> dict[str, Any]:
+    """The node repository's locks as the backup node judges them; `clear`: remove the stale
+    ones (a killed run's), never one a running process holds."""
+    with cluster(county) as c:
+        result = _json(_node(c, c.backup_node, "locks", *(["--clear"] if clear else [])))
+        if result.get("cleared"):
+            c.state.audit("backup.unlock", "repository", result)
+        return result
+
+
+def rebuild(county: County) -> dict[str, Any]:
+    """The backup node's repository back from the off-site copy (after its disk was lost)."""
+    with cluster(county) as c:
+        result = _json(_node(c, c.backup_node, "rebuild"))
+        c.state.audit("backup.rebuild", "repository", result)
         return result
 
 

@@ -39,6 +39,9 @@ class Inventory:
     secret: bytes = field(default=b"", repr=False)
     # The nodes' SSH key to the backup repository; loaded only when a node has the backup role.
     backup_key: bytes = field(default=b"", repr=False)
+    # The county recovery key as written by `govhost control init` (backup/recovery.py reads
+    # it); empty before that. Its public SSH half lets the control machine reach its backups.
+    recovery_key: bytes = field(default=b"", repr=False)
     # Certificates to ship (lineage -> tls.store.Deployed) and the one each unit is served
     # with (tenant name or `_portal` -> lineage); filled from the certificate store by
     # sites.apply.prepare.
@@ -223,10 +226,13 @@ def load(root: Path, state: Path | None = None) -> Inventory:
     backup = any("backup" in n.roles for n in hosts.nodes)
     # Every county needs it: the metrics' password is derived from it.
     secret = secrets.ensure(state)
+    recovery_key = b""
     if backup:
         backup_key = secrets.backup_key(state)
+        if (state / secrets.RECOVERY_KEY_FILE).exists():
+            recovery_key = secrets.read_private(state / secrets.RECOVERY_KEY_FILE)
     return Inventory(root, cluster, hosts, tuple(sorted(tenants, key=lambda t: t.name)), sources,
-                     secret, backup_key, wording=wording)
+                     secret, backup_key, recovery_key, wording=wording)
 
 
 def _cross_check(

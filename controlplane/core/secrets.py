@@ -15,14 +15,15 @@ from pathlib import Path
 
 SECRET_FILE = "secret"
 BACKUP_KEY_FILE = "backup_ed25519"
+RECOVERY_KEY_FILE = "recovery-key"    # backup/control.py: kept out of every snapshot
 
 
 def ensure(state: Path) -> bytes:
     """The cluster secret in the state directory `state`, created on first use. Two first
     uses at once agree on one file."""
     path = state / SECRET_FILE
-    _create_once(path, lambda: _random.token_hex(32) + "\n")
-    value = _read(path)
+    create_once(path, lambda: _random.token_hex(32) + "\n")
+    value = read_private(path)
     if len(value) < 32:
         raise ValueError(f"{path} does not hold a secret; delete it to make a new one "
                          "(this changes every derived database password)")
@@ -43,8 +44,8 @@ def backup_key(state: Path) -> bytes:
             serialization.NoEncryption()).decode()
 
     path = state / BACKUP_KEY_FILE
-    _create_once(path, make)
-    return _read(path) + b"\n"
+    create_once(path, make)
+    return read_private(path) + b"\n"
 
 
 def public_key(private_pem: bytes, comment: str = "govhost-backup") -> str:
@@ -56,7 +57,7 @@ def public_key(private_pem: bytes, comment: str = "govhost-backup") -> str:
     return f"{pub} {comment}"
 
 
-def _create_once(path: Path, make) -> None:
+def create_once(path: Path, make) -> None:
     """Write `make()` to `path` (mode 0600) unless it exists; concurrent first uses agree."""
     if path.exists():
         return
@@ -73,7 +74,7 @@ def _create_once(path: Path, make) -> None:
         tmp.unlink()
 
 
-def _read(path: Path) -> bytes:
+def read_private(path: Path) -> bytes:
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise PermissionError(f"{path} is readable by others (mode {mode:o}); "

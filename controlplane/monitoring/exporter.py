@@ -28,6 +28,7 @@ from controlplane.compliance import run as compliance_run
 from controlplane.core import inventory as inventory_mod
 from controlplane.core import paths, remote
 from controlplane.core.county import County
+from controlplane.core.errors import GovhostError
 from controlplane.dns import plan as dns_plan
 from controlplane.people import store as people_store
 from controlplane.sites import apply, probes, replicas, waf
@@ -243,6 +244,7 @@ class GovhostCollector(Collector):
             certs = st.certificates()
             attacked = people_store.login_pressure(st)
             failed = people_store.failed_logins(st)
+            control_last = {k: at for (t, k), at in st.last_backups().items() if t == "_control"}
         finally:
             st.close()
         yield from self._tenants(rnd)
@@ -251,12 +253,31 @@ class GovhostCollector(Collector):
         yield from self._content(rnd, published)
         yield from self._compliance(checked, probe_week)
         yield from self._certificates(certs)
+        yield self._control_backups(control_last)
         yield GaugeMetricFamily("govhost_console_names_under_attack", "Console accounts with "
                                 "a burst of failed logins in the last 15 minutes (password "
                                 "guessing; they are slowed down, never locked out).",
                                 value=len(attacked))
         yield GaugeMetricFamily("govhost_console_failed_logins", "Failed console logins "
                                 "checked in the last 15 minutes, all accounts.", value=failed)
+
+    def _control_backups(self, last: dict[str, float]) -> GaugeMetricFamily:
+        """The control machine's own snapshots (backup/control.py), per repository; 0 for one
+        that should have them and never did, so the age alert fires for it too."""
+        g = GaugeMetricFamily("govhost_control_backup_last_success_timestamp_seconds",
+                              "When a control snapshot (state, secrets, CA, inventory) last "
+                              "reached this repository (Unix time; 0: never).",
+                              labels=["repository"])
+        try:
+            inv = self.county.inv
+            wanted = {"control"} if inv.backup_node else set()
+            if inv.backup_node and inv.cluster.backup.offsite:
+                wanted.add("control-offsite")
+        except GovhostError:
+            wanted = set()
+        for kind in sorted(wanted | set(last)):
+            g.add_metric([kind], last.get(kind, 0.0))
+        return g
 
     @staticmethod
     def _certificates(certs: dict) -> Iterator:

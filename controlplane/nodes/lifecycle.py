@@ -4,9 +4,10 @@ Each is an apply with a little before and after, so the same guarantees hold: co
 reaches a new replica before any node sends it traffic, config releases go canary first.
 - replace: the machine at the node's address is new (its SSH host key too). Forget the old
   key, then apply: bootstrap from bare, every content release the node held copied from a
-  peer, its config release, its accounts. What no peer has — PHP `files/` of a unit with no
-  other replica, the databases of the db node, content with no intact copy left — comes
-  from the newest backup.
+  peer, its config release, its accounts. What no peer has — the upload areas of the units
+  whose first replica it is, PHP `files/` of a unit with no other replica, the databases of
+  the db node, content with no intact copy left — comes from the newest backup. When the
+  node held the backup repository, that comes back from the off-site copy first.
 - add: a node listed in hosts.yaml joins: bootstrapped, then given its share of replicas.
 - remove: drained (its replicas moved with their content), then forgotten once it is gone
   from hosts.yaml.
@@ -16,6 +17,8 @@ from __future__ import annotations
 import subprocess
 from typing import Any, Callable
 
+from controlplane.backup import control
+from controlplane.backup import plan as backup_plan
 from controlplane.backup import run as backup
 from controlplane.content import releases as content
 from controlplane.core.county import County
@@ -63,6 +66,10 @@ def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, A
             "applied", "unchanged"):
         out["result"] = "failed"
         return out
+    if "backup" in node.roles:
+        # Its disk held the county's repository: every snapshot back from off-site first
+        # (the restores below read it), then a control snapshot beside it again.
+        out["repository"] = _rebuild_repository(county, inv, say)
     # What peers could not give: from the newest backup.
     for tenant in sorted(result.stranded):
         say(f"{tenant}: no intact copy on any node; restoring its content from the backup")
@@ -71,14 +78,17 @@ def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, A
         out["restored"].append({"tenant": tenant, "what": "content", "from": "backup",
                                 "snapshot": r["files_snapshot"], "release": r.get("release")})
     placement = _placements(county)        # what the apply just put in force
+    backed_up = backup_plan.sources(inv, placement).files
     for t in inv.tenants:
         php_here = t.site.type == "php" and placement.get(t.name) == (name,)
         db_here = bool(getattr(t.site, "database", False)) and "db" in node.roles
-        if not (php_here or db_here):
+        # The unit's upload area (work not yet published) lives on its first replica only.
+        upload_here = backed_up.get(t.name) == name and t.name not in result.stranded
+        if not (php_here or db_here or upload_here):
             continue
         try:
             r = backup.restore_replica(county, t.name, name, database=db_here,
-                                       php_files=php_here, say=say)
+                                       php_files=php_here, upload=upload_here, say=say)
         except GovhostError as exc:
             out["restored"].append({"tenant": t.name, "what": "php files/database",
                                     "from": "backup", "error": str(exc)})
@@ -87,6 +97,25 @@ def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, A
     out["search"] = _search(county, say)
     out["result"] = "replaced" if result.ok and not any("error" in r for r in out["restored"]) \
         else "partial"
+    return out
+
+
+def _rebuild_repository(county: County, inv, say: Say) -> dict[str, Any]:
+    if inv.cluster.backup.offsite is None:
+        say("no off-site repository: the backup history on the lost disk is gone; the next "
+            "nightly run starts a new one")
+        return {"rebuilt": False, "why": "no off-site repository (backup.offsite)"}
+    try:
+        r = backup.rebuild(county)
+        say(f"backup repository: {r['copied']} snapshot(s) back from off-site in "
+            f"{r['seconds']:.0f} s")
+    except GovhostError as exc:
+        say(f"backup repository NOT rebuilt: {exc}")
+        return {"rebuilt": False, "error": str(exc)}
+    out: dict[str, Any] = {"rebuilt": True, **r}
+    if control.load_key(county.state_dir) is not None:
+        c = control.backup(county, say=say)
+        out["control_backup"] = c["ok"]
     return out
 
 

@@ -200,7 +200,8 @@ def test_exporter_service_unit_is_written_by_the_playbook(inv_dir, tmp_path):
         in unit
     assert "Restart=always" in unit
     backup = (units / "govhost-backup-control.service").read_text()
-    assert f"--inventory {inv_dir.resolve()} backup run --control-only" in backup
-    assert "OnCalendar=daily" in (units / "govhost-backup-control.timer").read_text()
+    assert f"--inventory {inv_dir.resolve()} control backup" in backup
+    # with the node backups: the example's cluster.yaml says 02:30
+    assert "OnCalendar=*-*-* 02:30:00" in (units / "govhost-backup-control.timer").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "unchanged" in again.stdout
