@@ -129,7 +129,7 @@ def control_restore(
     lost = res["not_recoverable"]
     out.print(f"not recoverable, from {when(lost['since'])} on: {lost['what']}",
               highlight=False)
-    out.print("next: `govhost apply --dry-run` (expect no change), `govhost status`",
+    out.print("next: `govhost plan` (expect no change), `govhost apply`, `govhost status`",
               highlight=False)
 
 

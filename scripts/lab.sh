@@ -1,7 +1,8 @@
 #!/bin/bash
 # The main job: set up, bring up a 3-node lab cluster and the county's services (BIND, Pebble),
 # apply the example county, bring every site to HTTPS (one wildcard certificate by DNS-01)
-# and take its first backup (restic, repository on n1); publish the example pages of two units
+# and take its first backup (restic, repository on n1, with the control machine's own
+# snapshot under the county recovery key); publish the example pages of two units
 # (checked against the county's word lists), search them on the nodes, and show the tamper
 # watchers; start the unit web console (console.qingshui.gov.cn through every node) and print
 # how to log in to it.
@@ -11,6 +12,9 @@ bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 govhost lab up --nodes 3
 govhost lab services up
+# The county recovery key (printed once: the sheet for the safe), before the first apply so
+# that the backup accounts accept it; `backup run` then also takes the control snapshot.
+govhost control init
 govhost apply --yes
 govhost cert renew
 govhost backup run

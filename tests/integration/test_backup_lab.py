@@ -5,6 +5,7 @@ import json
 import secrets
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -50,7 +51,8 @@ def county(lab_cluster, tmp_path_factory):
                          "DROP VIEW IF EXISTS broken'")
     reset_content(TENANT)
     for address in NODES.values():
-        on_node(address, f"rm -rf /srv/govhost/backup/t{tag} /srv/govhost/offsite/t{tag}")
+        on_node(address, f"rm -rf /srv/govhost/backup/t{tag} /srv/govhost/offsite/t{tag} "
+                         f"/srv/govhost/offsite/t{tag}-control")
 
 
 def _upload(node: str, files: dict[str, str]) -> None:
@@ -242,7 +244,8 @@ def test_backup_node_down_fails_every_backup_and_records_no_success(county):
         assert proc.returncode == 1
         assert res["ok"] == 0 and res["failed"] == len(res["results"]) > 10
         kinds = {r["kind"] for r in res["results"]}
-        assert kinds == {"files", "db", "control"}
+        # the control machine's snapshot too (no recovery key yet here: failed, and said)
+        assert kinds == {"files", "db", "control", "control-offsite"}
         assert all(r["snapshot"] is None for r in res["results"])
         after = {(r["tenant"], r["kind"]): r["finished_at"] for r in _json(govhost(
             inv, "backup", "history", "--json", "--limit", "1000", check=True))["backups"]
@@ -253,3 +256,135 @@ def test_backup_node_down_fails_every_backup_and_records_no_success(county):
     finally:
         lab.up(3)
         apply_json(inv)
+
+
+# ------------------------------------------------------------------ the control machine
+
+def test_control_machine_lost_and_restored_from_the_recovery_key_alone(county, tmp_path):
+    """The control machine's disk is lost (its inventory, state and the SSH key to the nodes
+    gone); on the same machine, bare, `control restore` with the recovery key from the
+    sheet and the backup node's address brings the county back: apply changes nothing,
+    people log in with the same password and second factor, the audit log is whole, the
+    backup repository opens, and a publish made after the snapshot is found on the nodes."""
+    import pyotp
+
+    from controlplane.people.store import People
+    inv, tag = county["inv"], county["tag"]
+    made = _json(govhost(inv, "control", "init", "--json", check=True))
+    assert made["made"] and len(made["recovery_key"]) == 69
+    again = _json(govhost(inv, "control", "init", "--json", check=True))
+    assert not again["made"] and "recovery_key" not in again          # shown once only
+    apply_json(inv)                 # the backup accounts accept the recovery key's SSH key
+    issued = _json(govhost(inv, "user", "add", "wangli", "--display", "王丽", "--unit",
+                           TENANT, "--role", "admin", "--json", check=True))
+    snap = _json(govhost(inv, "control", "backup", "--json", check=True, timeout=600))
+    assert snap["ok"] and [r["repository"] for r in snap["repositories"]] == [
+        "backup node n1", "off-site"]
+    assert snap["tables"]["people"] >= 1
+    audit_at_snapshot = _audit(inv)
+    # After the snapshot: a publish (its release then lives on the nodes only).
+    _upload(county["home"], {"index.php": "<?php echo 'after the snapshot';"})
+    after = _json(govhost(inv, "publish", TENANT, "--json", check=True))["release"]
+    state = inv / ".govhost"
+    kept = {p.relative_to(state): p.read_bytes() for p in state.rglob("*") if p.is_file()
+            and ("tls" in p.parts or p.name in ("secret", "backup_ed25519", "known_hosts"))}
+    sheet = _write(tmp_path / "sheet.txt", made["recovery_key"])
+    typo = _write(tmp_path / "typo.txt", made["recovery_key"][:-1]
+                  + ("A" if made["recovery_key"][-1] != "A" else "B"))
+    restore = ["control", "restore", "--from", NODES["n1"], "--path",
+               f"/srv/govhost/backup/t{tag}/repo-control", "--json", "--key-file"]
+
+    lost = inv.with_name("inventory.lost")
+    inv.rename(lost)                                   # the disk is gone ...
+    ssh_key = Path("/var/lib/govhost/lab/id_ed25519")  # ... with the key to the nodes
+    ssh_bytes = ssh_key.read_bytes()
+    ssh_key.rename(ssh_key.with_name("id_ed25519.lost"))
+    try:
+        wrong = govhost(tmp_path, *restore, str(typo))
+        assert wrong.returncode == 1 and "check does not match" in wrong.stdout
+        assert not inv.exists()                        # a refused key touches nothing
+        res = _json(govhost(tmp_path, *restore, str(sheet), check=True, timeout=900))
+    finally:
+        if ssh_key.exists():
+            ssh_key.with_name("id_ed25519.lost").unlink(missing_ok=True)
+        else:
+            ssh_key.with_name("id_ed25519.lost").rename(ssh_key)
+    assert ssh_key.read_bytes() == ssh_bytes
+    assert res["inventory"] == str(inv.resolve()) and res["data_at_risk_seconds"] > 0
+    home = next(n for n, a in NODES.items() if a == county["home"])
+    assert res["published_after"][TENANT]["release"] == after
+    assert home in res["published_after"][TENANT]["nodes"]
+    for rel, data in kept.items():                     # secret, keys, CA, certificates
+        assert (state / rel).read_bytes() == data, rel
+    assert (state / "recovery-key").stat().st_mode & 0o777 == 0o600
+
+    # The county works as before.
+    assert apply_json(inv)["result"] == "unchanged"
+    c = County(inv)
+    people = People(c.open_state(), c.inv.secret, c.inv.cluster.name)
+    try:
+        login = people.login("wangli", issued["password"],
+                             pyotp.TOTP(issued["totp_secret"]).now(), "10.77.8.5")
+        assert login.ok, login.why
+    finally:
+        people.st.close()
+    audit = _audit(inv)
+    assert audit[:len(audit_at_snapshot)] == audit_at_snapshot       # whole, in order
+    assert any(a[3] == "control.restore" for a in audit)
+    releases = _json(govhost(inv, "releases", TENANT, "--json", check=True))
+    assert next(r for r in releases if r["id"] == after)["status"] == "live"
+    run = _json(govhost(inv, "backup", "run", TENANT, "--json", timeout=900))
+    assert run["failed"] == 0, run                     # the node repository opens
+    assert _snaps(inv, "files")
+    drill = _json(govhost(inv, "control", "drill", "--json", check=True, timeout=600))
+    assert drill["ok"] and drill["files"] == snap["files"]
+    shutil.rmtree(lost, ignore_errors=True)
+
+
+def _write(path, text):
+    path.write_text(text + "\n")
+    return path
+
+
+def _audit(inv) -> list[list]:
+    st = County(inv).open_state()
+    try:
+        return [list(r) for r in st.db.execute(
+            "SELECT id, ts, actor, action, target, detail FROM audit ORDER BY id")]
+    finally:
+        st.close()
+
+
+def _locked(county, name: str) -> str:
+    """A restic holding an exclusive lock on the repository and waiting (a `key passwd`
+    reading its new password from a pipe nobody writes): its PID on n1."""
+    repo = f"/srv/govhost/backup/t{county['tag']}/repo"
+    password = _json(govhost(county["inv"], "backup", "key", "--json", check=True))["password"]
+    return on_node(NODES["n1"], f"rm -f /root/{name}; mkfifo /root/{name}; "
+                   f"RESTIC_PASSWORD={password} setsid sh -c 'exec restic --no-cache -r {repo} "
+                   f"key passwd --new-password-file /root/{name}' > /dev/null 2>&1 "
+                   "< /dev/null & pid=$!; sleep 2; echo $pid")
+
+
+def test_a_killed_runs_stale_lock_is_found_and_cleared_and_blocks_nothing(county):
+    """A restic killed while it held the repository's exclusive lock (a prune, a check) left
+    a lock that refuses every snapshot after it. `backup locks` shows it stale (its process
+    is gone); `backup run` clears it by itself; a lock a live process holds is kept."""
+    inv = county["inv"]
+    pid = _locked(county, "stale.fifo")
+    on_node(NODES["n1"], f"kill -9 {pid}; rm -f /root/stale.fifo")
+    locks = _json(govhost(inv, "backup", "locks", "--json", check=True))["locks"]
+    assert [(lk["exclusive"], lk["stale"], lk["process_alive"]) for lk in locks] == [
+        (True, True, False)], locks
+    run = _json(govhost(inv, "backup", "run", TENANT, "--json", timeout=900))
+    assert run["failed"] == 0, run
+    assert _json(govhost(inv, "backup", "locks", "--json", check=True))["locks"] == []
+    pid = _locked(county, "live.fifo")
+    try:
+        res = _json(govhost(inv, "backup", "locks", "--clear", "--json", check=True))
+        assert res["cleared"] == 0
+        assert [(lk["exclusive"], lk["stale"]) for lk in res["locks"]] == [(True, False)]
+    finally:
+        on_node(NODES["n1"], f"kill -9 {pid}; rm -f /root/live.fifo")
+    assert _json(govhost(inv, "backup", "locks", "--clear", "--json", check=True))[
+        "cleared"] == 1

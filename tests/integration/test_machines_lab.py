@@ -154,6 +154,7 @@ def set_replicas(inv: Path, tenant: str, n: int) -> None:
 def test_bare_nodes_are_bootstrapped_and_serve_the_county(county):
     for address in NODES.values():   # really bare: no nginx, no govhost
         assert on_node(address, "command -v nginx || echo none") == "none"
+    govhost(county, "control", "init", check=True)   # as scripts/lab.sh: the recovery key
     first = apply(county)
     assert {n["result"] for n in first["nodes"]} == {"applied"}
     for name, address in NODES.items():
@@ -273,7 +274,11 @@ def test_reboot_brings_every_service_back_without_apply(county):
 
 
 def test_wiped_node_is_replaced_with_everything_it_held(county):
-    victim = "n3"
+    """n1 holds content, units' upload areas and the county's backup repository. Its disk
+    dies; `node replace` brings back its content from peers, the upload areas (work not yet
+    published) from the backup, and the repository itself from the off-site copy on n3 with
+    every unit's history, so that the next backup run works."""
+    victim = "n1"
     before = {t: holdings(NODES[victim], t) for t in ("jiaoyu",)
               if victim in placement(county, "jiaoyu")}
     if not before:
@@ -284,7 +289,16 @@ def test_wiped_node_is_replaced_with_everything_it_held(county):
     pages = {**PAGES, "about.html": "关于我们 v2"}
     held = holdings(NODES[victim], "jiaoyu")
     assert len(held["releases"]) >= 2
+    # Unpublished work in the upload area of a unit whose first replica is the victim.
+    placed = json.loads(govhost(county, "plan", "--json", check=True).stdout)["placement"]
+    drafter = next(t for t, ns in sorted(placed.items()) if ns[0] == victim and not (
+        county / "tenants" / f"{t}.yaml").read_text().count("type: proxy"))
+    draft = f"/srv/govhost/sites/{drafter}/upload/draft-通知.html"
+    on_node(NODES[victim], f"printf '未发布的草稿' > '{draft}' && chown gh-{drafter}: '{draft}'")
     govhost(county, "backup", "run", check=True, timeout=1200)   # what a county has nightly
+    govhost(county, "backup", "copy", check=True, timeout=1200)  # and off-site
+    history = Counter(s["tenant"] for s in json.loads(govhost(
+        county, "backup", "list", "--json", check=True).stdout))
     php_only_here = [t for t in ("renshe", "zhujian") if placement(county, t) == [victim]]
     with Continuity("jiaoyu.qingshui.gov.cn", pages) as loop:
         lab.wipe(victim)
@@ -293,15 +307,26 @@ def test_wiped_node_is_replaced_with_everything_it_held(county):
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     out = json.loads(proc.stdout)
     assert out["result"] == "replaced", out
+    assert out["repository"]["rebuilt"] and out["repository"]["copied"] >= sum(
+        history.values()), out["repository"]
+    assert out["repository"]["control_backup"]       # a control snapshot beside it again
     restored = {r["tenant"]: r for r in out["restored"]}
     for t in php_only_here:      # PHP files/ of a unit with no other replica: from the backup
         assert restored[t]["php_files"]["restored"], restored
+    assert restored[drafter]["upload"]["restored"], restored
+    assert on_node(NODES[victim], f"cat '{draft}'") == "未发布的草稿"
     assert loop.wrong == [], loop.wrong[:5]
     after = holdings(NODES[victim], "jiaoyu")
     assert after["current"] == held["current"] and after["intact"]
     assert set(held["releases"]) <= set(after["releases"])
     assert on_node(NODES[victim], "systemctl is-active govhost-nginx govhost-agent").split() \
         == ["active", "active"]
+    # No unit lost its history, and the next run adds to it.
+    now = Counter(s["tenant"] for s in json.loads(govhost(
+        county, "backup", "list", "--json", check=True).stdout))
+    assert all(now[t] >= n for t, n in history.items()), (history, now)
+    run = json.loads(govhost(county, "backup", "run", "jiaoyu", "--json", timeout=900).stdout)
+    assert run["failed"] == 0, run
 
 
 def test_timers_run_and_their_failure_is_visible(county):
