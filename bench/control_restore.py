@@ -107,7 +107,7 @@ def main() -> None:
         "bare_to_working_s": round(total, 1), "target_s": TARGET_S,
         "within_target": total <= TARGET_S,
         "data_at_risk_s": interval_seconds(schedule), "schedule": schedule,
-        "published_after_found": len(res["published_after"]),
+        "live_after_found": len(res["live_after"]),
     }
     print(f"control snapshot: {snap['files']} files, {backup_s:.1f} s to both repositories")
     print(f"bare machine → working county: setup {setup_s:.1f} s + restore {restore_s:.1f} s "

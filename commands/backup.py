@@ -262,9 +262,9 @@ def backup_key(as_json: bool = typer.Option(False, "--json")) -> None:
 @backup_app.command("locks")
 def backup_locks(clear: bool = typer.Option(False, "--clear", help="Remove the stale ones."),
                  as_json: bool = typer.Option(False, "--json")) -> None:
-    """The repository's locks on the backup node. A lock is stale when its process on that
-    node is gone or nobody refreshed it for 30 minutes (a killed run); --clear removes only
-    those. `backup run`, forget, verify and copy clear them by themselves."""
+    """The repository's locks on the backup node. Stale: its process on the backup node is
+    gone, or (another node's) nobody refreshed it for 30 minutes; --clear removes those.
+    `backup run`, forget, verify and copy remove only the backup node's own dead ones."""
     from controlplane.backup import run as backup
     res = call(backup.locks, county(), clear, as_json=as_json)
     if as_json:

@@ -22,12 +22,11 @@ app.add_typer(control_app, name="control")
 def control_init(as_json: bool = typer.Option(False, "--json")) -> None:
     """Make the county recovery key and print the recovery sheet, once. Print it, keep it in
     the safe, and run `govhost apply` so the backup accounts accept the key."""
-    from controlplane.backup import control
+    from controlplane.backup import control, recovery
     c = county()
     inv = call(lambda: c.inv, as_json=as_json)
-    key, made = call(control.init, c.state_dir, as_json=as_json)
-    from controlplane.backup import recovery
-    if not made:
+    key, sheet = call(control.init, inv, c.state_dir, as_json=as_json)
+    if sheet is None:
         msg = (f"the recovery key exists already (fingerprint {recovery.fingerprint(key)}); "
                "it is shown only when made. Lost the sheet? See docs/operations.md, "
                "'The recovery key'")
@@ -36,7 +35,6 @@ def control_init(as_json: bool = typer.Option(False, "--json")) -> None:
         else:
             out.print(msg, highlight=False)
         return
-    sheet = call(control.paper, inv, key, as_json=as_json)
     if as_json:
         emit({"made": True, "fingerprint": recovery.fingerprint(key),
               "recovery_key": recovery.format_key(key), "sheet": sheet})
@@ -83,7 +81,7 @@ def control_restore(
     path: Optional[str] = typer.Option(None, "--path", help="The control repository's path "
                                        "there (on the recovery sheet)."),
     port: int = typer.Option(22, "--port"),
-    user: str = typer.Option("govhost-backup", "--user"),
+    user: str = typer.Option("govhost-control", "--user"),
     to: Optional[Path] = typer.Option(None, "--to", help="Put the inventory here instead of "
                                       "where it was."),
     snapshot: Optional[str] = typer.Option(None, "--snapshot", help="A snapshot id (prefix); "
@@ -96,7 +94,7 @@ def control_restore(
     """Bring this (bare) machine back as the county's control machine from a control
     snapshot; then ask the nodes what changed after it and record the publishes found."""
     from controlplane.backup import control, recovery
-    text = os.environ.get("GOVHOST_RECOVERY_KEY", "")
+    text = os.environ.pop("GOVHOST_RECOVERY_KEY", "")     # not passed on to restic or ssh
     if key_file is not None:
         try:
             text = key_file.read_text()
@@ -119,18 +117,42 @@ def control_restore(
               f"({res['files']} files) in {res['seconds']:.1f} s", highlight=False)
     out.print(f"  inventory  {res['inventory']}\n  state      {res['state_dir']}"
               + (f"\n  SSH key    {res['ssh_key']}" if res["ssh_key"] else ""), highlight=False)
-    for unit, e in sorted(res["published_after"].items()):
-        out.print(f"  published after the snapshot, recorded: {unit} {e['release']}",
-                  highlight=False)
-    for node, rid in sorted(res["applied_after"].items()):
-        out.print(f"  applied after the snapshot: {node} runs {rid}", highlight=False)
-    if res["unreachable"]:
-        out.print(f"  not reachable now: {', '.join(res['unreachable'])}", highlight=False)
+    _show_reconciled(res)
+    if res["state_dir_env"]:
+        out.print(f"  the state directory is outside the inventory: set GOVHOST_STATE_DIR="
+                  f"{res['state_dir_env']} for every govhost command", highlight=False)
     lost = res["not_recoverable"]
     out.print(f"not recoverable, from {when(lost['since'])} on: {lost['what']}",
               highlight=False)
     out.print("next: `govhost plan` (expect no change), `govhost apply`, `govhost status`",
               highlight=False)
+
+
+def _show_reconciled(res: dict) -> None:
+    for unit, e in sorted(res["live_after"].items()):
+        out.print(f"  live since the snapshot, recorded: {unit} {e['release']} "
+                  f"(was {e['was'] or 'none'})", highlight=False)
+    for unit, seen in sorted(res["disagree"].items()):
+        out.print(f"  [yellow]replicas disagree, not recorded[/]: {unit} {seen}",
+                  highlight=False)
+    for node, rid in sorted(res["applied_after"].items()):
+        out.print(f"  applied after the snapshot: {node} runs {rid}", highlight=False)
+    if res["unreachable"]:
+        out.print(f"  not reachable now: {', '.join(res['unreachable'])}", highlight=False)
+
+
+@control_app.command("reconcile")
+def control_reconcile(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Finish a restore that was cut short: ask the nodes what changed after the snapshot and
+    record it; `apply` refuses until this has run."""
+    from controlplane.backup import control
+    res = call(control.reconcile, county(), lambda m: None if as_json else note(m),
+               as_json=as_json)
+    if as_json:
+        emit(res)
+        return
+    _show_reconciled(res)
+    out.print("done: `govhost plan`, then `govhost apply`", highlight=False)
 
 
 @control_app.command("drill")

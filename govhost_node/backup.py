@@ -22,8 +22,9 @@ release); prints one JSON object per line.
   forget [--prune]         apply the retention groups of backup.json (backup node)
   verify [--subset P]      restic check --read-data-subset=P% (backup node)
   copy                     copy new snapshots to the off-site repository (backup node)
-  locks [--clear]          the repository's locks, stale or not; --clear removes the stale
-                           ones (backup node). forget, verify, copy and run clear them first
+  locks [--clear|--clear-dead]  the repository's locks, stale or not; --clear removes the stale
+                           ones (backup node). forget, verify, copy and run first remove the
+                           locks of this node's own restic processes that are gone
   rebuild                  after the backup node's disk was replaced: every snapshot back
                            from the off-site repository (backup node)
   status                   the last backup of each tenant on this node (status.json)
@@ -666,16 +667,22 @@ def _backup_node(spec: dict) -> None:
         die(f"{spec['node']} does not hold the repository; run this on the backup node")
 
 
-def _clear_stale(spec: dict) -> None:
-    """Remove stale locks before work that would trip on them: a killed `check` or `prune`
-    leaves an exclusive lock that refuses every backup after it. restic's own judgement,
-    run as root so that it can see every process of this node: a lock is stale when its
-    process (on this node) is gone, or when nobody has refreshed it for 30 minutes. A run in
-    progress keeps its lock."""
-    if spec["repository"].get("local"):
-        subprocess.run(["restic", "--no-cache", "-r", spec["repository"]["path"], "unlock"],
-                       env=dict(os.environ, RESTIC_PASSWORD=spec["password"]),
-                       capture_output=True, timeout=600)
+def _clear_stale(spec: dict) -> int:
+    """Before work that would trip on them, remove the locks of this node's own restic
+    processes that are gone (a `check` or `prune` killed by a power cut leaves an exclusive
+    lock that refuses every snapshot after it). Only those: whether a process on another
+    node is alive cannot be seen from here, and restic's 30-minute rule trusts the other
+    node's clock, so older foreign locks are left to `locks --clear` by an operator."""
+    if not spec["repository"].get("local"):
+        return 0
+    found = _read_locks(spec)
+    gone = [lk for lk in found or () if lk["here"] and lk["process_alive"] is False]
+    for lk in gone:
+        try:
+            os.unlink(os.path.join(spec["repository"]["path"], "locks", lk["full_id"]))
+        except FileNotFoundError:
+            pass
+    return len(gone)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -688,51 +695,73 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _locks(spec: dict) -> list[dict]:
+def _read_locks(spec: dict) -> list[dict] | None:
+    """The local repository's locks, judged from here (root sees every process of this
+    node); None when they cannot be listed."""
     env = dict(os.environ, RESTIC_PASSWORD=spec["password"])
     base = ["restic", "--no-cache", "-r", spec["repository"]["path"]]
     r = subprocess.run([*base, "list", "locks", "--no-lock"], env=env, capture_output=True,
                        timeout=600)
     if r.returncode != 0:
-        die(f"listing locks failed: {_restic_error(r)}", 2)
+        return None
     me, now, out = socket.gethostname(), time.time(), []
     for lid in r.stdout.decode().split():
+        if not SNAP.match(lid):
+            continue
         c = subprocess.run([*base, "cat", "lock", lid, "--no-lock"], env=env,
                            capture_output=True, timeout=120)
         if c.returncode != 0:        # removed meanwhile
             continue
-        lock = json.loads(c.stdout)
-        age = now - _snap_time(lock["time"])
+        try:
+            lock = json.loads(c.stdout)
+            age = now - _snap_time(lock["time"])
+            pid = int(lock.get("pid", 0))
+        except (ValueError, KeyError, TypeError):
+            continue
         here = lock.get("hostname") == me
-        alive = _pid_alive(int(lock.get("pid", 0))) if here else None
-        out.append({"id": lid[:8], "exclusive": bool(lock.get("exclusive")),
-                    "host": lock.get("hostname"), "pid": lock.get("pid"),
-                    "age_seconds": round(age), "process_alive": alive,
-                    "stale": age > 1800 or (here and not alive)})
+        alive = _pid_alive(pid) if here and pid > 0 else None
+        out.append({"id": lid[:8], "full_id": lid, "exclusive": bool(lock.get("exclusive")),
+                    "host": lock.get("hostname"), "pid": pid, "age_seconds": round(age),
+                    "here": here, "process_alive": alive,
+                    "stale": (here and alive is False) or (not here and age > 1800)})
     return out
 
 
 def locks(args: argparse.Namespace) -> None:
+    """List the locks; --clear: this node's dead processes' locks, and locks of other nodes
+    nobody refreshed for 30 minutes (restic unlock: an operator's decision, see above)."""
     spec = load_spec()
     _backup_node(spec)
-    found = _locks(spec)
+    found = _read_locks(spec)
+    if found is None:
+        die("listing the repository's locks failed", 2)
     out = {"locks": found, "cleared": 0}
-    if args.clear and any(lk["stale"] for lk in found):
+    if args.clear_dead:
+        cleared = _clear_stale(spec)
+        out.update(locks=_read_locks(spec) or [], cleared=cleared)
+    elif args.clear and any(lk["stale"] for lk in found):
         _clear_stale(spec)
-        after = _locks(spec)
+        subprocess.run(["restic", "--no-cache", "-r", spec["repository"]["path"], "unlock"],
+                       env=dict(os.environ, RESTIC_PASSWORD=spec["password"]),
+                       capture_output=True, timeout=600)
+        after = _read_locks(spec) or []
         out.update(locks=after, cleared=len(found) - len(after))
+    for lk in out["locks"]:
+        lk.pop("full_id", None)
     print(json.dumps(out))
 
 
 def rebuild(args: argparse.Namespace) -> None:
     """A new disk on the backup node: bring every snapshot back from the off-site copy. An
     empty repository (made by `install`) is made again with the off-site one's chunking, so
-    the two keep deduplicating alike; snapshots already here are kept and not copied twice."""
+    the two keep deduplicating alike; snapshots already here are kept and not copied twice.
+    A repository here that cannot be read, or holds data without snapshots, is left alone."""
     spec = load_spec()
     _backup_node(spec)
     if not spec.get("offsite"):
         die("no off-site repository in cluster.yaml (backup.offsite): nothing to rebuild from")
     repo = spec["repository"]["path"]
+    user = spec["repository"]["user"]
     src = Restic(spec, offsite=True, local=False)
     env = dict(os.environ, RESTIC_PASSWORD=spec["password"],
                RESTIC_FROM_PASSWORD=src.env["RESTIC_PASSWORD"])
@@ -740,22 +769,34 @@ def rebuild(args: argparse.Namespace) -> None:
     t0 = time.time()
     have = subprocess.run([*base, "snapshots", "--json", "--no-lock"], env=env,
                           capture_output=True, timeout=600)
-    here = len(json.loads(have.stdout or b"[]") or []) if have.returncode == 0 else 0
+    if have.returncode == 0:
+        here = len(json.loads(have.stdout or b"[]") or [])
+    else:
+        err = have.stderr.decode(errors="replace")
+        if not any(m in err for m in ("does not exist", "no such file", "Is there a repository")):
+            die(f"the repository here cannot be read ({_restic_error(have)}); nothing changed", 2)
+        here = 0
+    packs = any(files for _, _, files in os.walk(os.path.join(repo, "data")))
     remade = False
-    if here == 0:
+    try:
+        if here == 0:
+            if packs:
+                die(f"{repo} holds data but no snapshots; look at it (restic check) before "
+                    "rebuilding; nothing changed", 2)
+            if os.path.isdir(repo):
+                os.rename(repo, f"{repo}.empty-{time.strftime('%Y%m%dT%H%M%S')}")
+            r = subprocess.run([*base, "init", "--copy-chunker-params", "--from-repo",
+                                src.args[1], "-o", src.args[3]], env=env, capture_output=True,
+                               timeout=600)
+            if r.returncode != 0:
+                die(f"making the repository again failed: {_restic_error(r)}", 2)
+            remade = True
+        r = subprocess.run([*base, "copy", "--from-repo", src.args[1], "-o", src.args[3]],
+                           env=env, capture_output=True, timeout=24 * 3600)
+    finally:
+        # root made and filled it: the repository's account must own every file of it again
         if os.path.isdir(repo):
-            aside = f"{repo}.empty-{time.strftime('%Y%m%dT%H%M%S')}"
-            os.rename(repo, aside)
-            shutil.rmtree(aside)
-        r = subprocess.run([*base, "init", "--copy-chunker-params", "--from-repo", src.args[1],
-                            "-o", src.args[3]], env=env, capture_output=True, timeout=600)
-        if r.returncode != 0:
-            die(f"making the repository again failed: {_restic_error(r)}", 2)
-        remade = True
-    r = subprocess.run([*base, "copy", "--from-repo", src.args[1], "-o", src.args[3]],
-                       env=env, capture_output=True, timeout=24 * 3600)
-    user = spec["repository"]["user"]
-    subprocess.run(["chown", "-R", f"{user}:{user}", repo], check=True)
+            subprocess.run(["chown", "-R", f"{user}:{user}", repo], check=False)
     if r.returncode != 0:
         die(f"copy from off-site failed: {_restic_error(r)}", 2)
     after = subprocess.run([*base, "snapshots", "--json", "--no-lock"], env=env,
@@ -815,7 +856,6 @@ def copy(args: argparse.Namespace) -> None:
     src = Restic(spec, local=True)
     dst = Restic(spec, offsite=True, local=False)
     _clear_stale(spec)
-    subprocess.run(dst.cmd("unlock"), env=dst.env, capture_output=True, timeout=600)
     t0 = time.time()
     try:
         dst.ensure_init(chunker_from=src)
@@ -851,19 +891,20 @@ def _ensure_account(user: str, home: str) -> pwd.struct_passwd:
         return pwd.getpwnam(user)
 
 
+def _root_owned(path: str, mode: int) -> None:
+    os.lchown(path, 0, 0)
+    os.chmod(path, mode)
+
+
 def install(args: argparse.Namespace) -> None:
     spec = load_spec()
     os.makedirs(STATE, mode=0o700, exist_ok=True)
     for a in spec["authorize"]:
-        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", a["user"]) or not a["dir"].startswith("/"):
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", a["user"]) or not a["dir"].startswith("/") \
+                or ".." in a["dir"].split("/"):
             die(f"bad repository account {a['user']!r} {a['dir']!r}")
-        keys = [a["public_key"]] + ([a["recovery_key"]] if a.get("recovery_key") else [])
-        if not all(re.fullmatch(r"ssh-ed25519 [A-Za-z0-9+/=]+ [a-z-]+", k) for k in keys):
+        if not re.fullmatch(r"ssh-ed25519 [A-Za-z0-9+/=]+ [a-z-]+", a["public_key"]):
             die("bad backup public key")
-        control = a.get("control_dir")
-        if control and (not control.startswith("/") or ".." in control.split("/")
-                        or os.path.dirname(control) != os.path.dirname(a["dir"])):
-            die(f"bad control repository directory {control!r}")
         pw = _ensure_account(a["user"], os.path.dirname(a["dir"]))
         path = "/"
         for part in a["dir"].strip("/").split("/")[:-1]:     # parents: root's, traversable
@@ -871,21 +912,28 @@ def install(args: argparse.Namespace) -> None:
             if not os.path.isdir(path):
                 os.mkdir(path)
                 os.chmod(path, 0o755)
-        for d in (pw.pw_dir, a["dir"], *([control] if control else [])):
-            os.makedirs(d, exist_ok=True)
-            if d in (a["dir"], control) or os.stat(d).st_uid != 0:
-                os.chown(d, pw.pw_uid, pw.pw_gid)
-                os.chmod(d, 0o700)
+        # The account may write its repository and nothing else: its home, ~/.ssh and the
+        # keys file are root's (sshd accepts that), so whoever holds its key over SFTP (every
+        # node has the backup key) cannot add a key of its own, or plant a link for root to
+        # write through. Root's first, then the leftovers an older install let it make.
+        os.makedirs(pw.pw_dir, exist_ok=True)
+        _root_owned(pw.pw_dir, 0o755)
         ssh_dir = os.path.join(pw.pw_dir, ".ssh")
+        if os.path.islink(ssh_dir):
+            os.unlink(ssh_dir)
         os.makedirs(ssh_dir, exist_ok=True)
-        os.chown(ssh_dir, pw.pw_uid, pw.pw_gid)
-        os.chmod(ssh_dir, 0o700)
+        _root_owned(ssh_dir, 0o755)
+        keys_file = os.path.join(ssh_dir, "authorized_keys")
+        for leftover in (keys_file, f"{keys_file}.tmp"):
+            if os.path.islink(leftover):
+                os.unlink(leftover)
+        os.makedirs(a["dir"], exist_ok=True)
+        os.chown(a["dir"], pw.pw_uid, pw.pw_gid)
+        os.chmod(a["dir"], 0o700)
         # Only SFTP, nothing else: no shell, no forwarding, no pty.
-        # The recovery key's line lets the control machine (or a bare one being restored)
-        # reach its own snapshots beside the repository.
-        lines = "".join(f'restrict,command="/usr/lib/openssh/sftp-server" {k}\n' for k in keys)
-        write_if_changed(os.path.join(ssh_dir, "authorized_keys"), lines, 0o600,
-                         (pw.pw_uid, pw.pw_gid))
+        write_if_changed(keys_file, f'restrict,command="/usr/lib/openssh/sftp-server" '
+                                    f'{a["public_key"]}\n', 0o644, (0, 0))
+        _root_owned(keys_file, 0o644)
     if spec["repository"].get("local"):
         # Made here, once, at activation: nodes that race to create it on their first run
         # would each write their own key and config.
@@ -979,6 +1027,7 @@ def main() -> None:
     sub.add_parser("copy").set_defaults(fn=copy)
     lk = sub.add_parser("locks")
     lk.add_argument("--clear", action="store_true")
+    lk.add_argument("--clear-dead", action="store_true")
     lk.set_defaults(fn=locks)
     sub.add_parser("rebuild").set_defaults(fn=rebuild)
     sub.add_parser("status").set_defaults(fn=status)

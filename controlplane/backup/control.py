@@ -35,6 +35,7 @@ from controlplane.core.certstore import write_private
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.inventory import Inventory
+from controlplane.core.state import RESTORE_PENDING
 from govhost_node.backup import restic_summary
 
 Say = Callable[[str], None]
@@ -70,11 +71,11 @@ def repositories(inv: Inventory) -> list[Repository]:
                                  "backup is stored beside the node repository there")
     settings = inv.cluster.backup
     out = [Repository(f"backup node {node.name}", "control", node.address, inv.hosts.ssh.port,
-                      backup_plan.BACKUP_USER, recovery.control_path(settings.path))]
+                      recovery.CONTROL_USER, recovery.control_path(settings.path))]
     if settings.offsite:
         off = settings.offsite
-        out.append(Repository("off-site", "control-offsite", off.address, off.port, off.user,
-                              recovery.control_path(off.path)))
+        out.append(Repository("off-site", "control-offsite", off.address, off.port,
+                              recovery.CONTROL_USER, recovery.control_path(off.path)))
     return out
 
 
@@ -88,31 +89,40 @@ def load_key(state_dir: Path) -> bytes | None:
     return recovery.parse_key(secrets.read_private(path).decode())
 
 
-def init(state_dir: Path) -> tuple[bytes, bool]:
-    """The recovery key, made on first use: (key, made now). Only a key made now is shown."""
+def init(inv: Inventory, state_dir: Path) -> tuple[bytes, str | None]:
+    """The recovery key, made on first use: (key, the sheet to print). The sheet is made
+    before the key is saved, and only for a key made now: a key nobody saw never guards a
+    county. Refused without a backup node (nowhere to keep the snapshots)."""
     path = state_dir / KEY_FILE
-    made = not path.exists()
-    secrets.create_once(path, lambda: recovery.format_key(os.urandom(recovery.KEY_BYTES)) + "\n")
+    if path.exists():
+        key = load_key(state_dir)
+        assert key is not None
+        return key, None
+    raw = os.urandom(recovery.KEY_BYTES)
+    sheet = paper(inv, raw)                 # raises without a backup node
+    secrets.create_once(path, lambda: recovery.format_key(raw) + "\n")
     key = load_key(state_dir)
     assert key is not None
-    return key, made
+    return key, sheet if key == raw else None     # a concurrent init's key stands
 
 
 def paper(inv: Inventory, key: bytes) -> str:
     """The sheet a county keeps in its safe: the key, where the copies are, what to type."""
+    repos = repositories(inv)
     lines = ["govhost — county recovery sheet", "",
              f"county domain:      {inv.cluster.domain}",
              f"recovery key:       {recovery.format_key(key)}",
              f"key fingerprint:    {recovery.fingerprint(key)}", "",
-             "control backups (SFTP, restic, encrypted with the recovery key):"]
-    for r in repositories(inv):
-        lines.append(f"  {r.label:<18}{r.user}@{r.address}:{r.port} {r.path}")
-    first = repositories(inv)[0]
-    lines += ["", "On a bare Debian machine, after the README's install:",
-              f"  govhost control restore --from {first.address} --path {first.path}",
-              "  (type the recovery key when asked; see docs/operations.md, 'The control "
+             "control backups (restic over SFTP, encrypted with the recovery key); on a bare",
+             "Debian machine, after the README's install, one of:"]
+    for r in repos:
+        lines.append(f"  {r.label}:")
+        lines.append(f"    govhost control restore --from {r.address} --port {r.port} "
+                     f"--user {r.user} --path {r.path}")
+    lines += ["  (type the recovery key when asked; see docs/operations.md, 'The control "
               "machine is lost')", "",
-              "An off-site account outside the cluster must also accept this key (SFTP only):",
+              f"An off-site machine outside the cluster needs an account {recovery.CONTROL_USER}",
+              "with a root-owned ~/.ssh/authorized_keys holding only this line (SFTP only):",
               f"  restrict,command=\"/usr/lib/openssh/sftp-server\" {recovery.ssh_public_key(key)}"]
     return "\n".join(lines) + "\n"
 
@@ -120,10 +130,11 @@ def paper(inv: Inventory, key: bytes) -> str:
 # ------------------------------------------------------------------ restic over SFTP
 
 @contextmanager
-def _access(key: bytes, known_hosts: Path | None) -> Iterator[tuple[Path, Path]]:
+def _access(key: bytes, known_hosts: Path | None,
+            where: Path | None = None) -> Iterator[tuple[Path, Path]]:
     """The recovery SSH key in a private file for the run (and a known_hosts of its own on a
-    bare machine, filled on first contact)."""
-    tmp = Path(tempfile.mkdtemp(prefix="govhost-control-"))
+    bare machine, filled on first contact), in `where` (a 0700 directory) or /tmp."""
+    tmp = Path(tempfile.mkdtemp(prefix="govhost-control-", dir=where))
     try:
         keyfile = tmp / "id_ed25519"
         write_private(keyfile, recovery.ssh_private_key(key))
@@ -177,6 +188,10 @@ def _ensure_repository(repo: Repository, key: bytes, keyfile: Path, known: Path,
                                  "run `govhost apply` so the backup account accepts it (an "
                                  "off-site account outside the cluster: add the line "
                                  "`govhost control public-key` prints)")
+    if not any(m in err for m in ("does not exist", "no such file", "No such file",
+                                  "Is there a repository")):
+        raise ControlBackupError(f"the {repo.label}'s control repository {repo.url} cannot be "
+                                 f"read: {_err(probe)}")
     init = _restic(repo, key, keyfile, known, "init", timeout=300, cache=cache)
     if init.returncode != 0 and _restic(repo, key, keyfile, known, "cat", "config",
                                         timeout=120, cache=cache).returncode != 0:
@@ -275,14 +290,17 @@ def backup(county: County, say: Say = lambda _: None, run_id: str | None = None
         inv = county.inv
         repos = repositories(inv)
         run_id = run_id or time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-control"
-        work = county.state_dir / "control-work" / recovery.SNAPSHOT_DIR
+        work = county.state_dir / "control-work" / f"backup-{os.getpid()}" / recovery.SNAPSHOT_DIR
         cache = county.state_dir / "restic-cache"
         t0 = time.time()
         results: list[dict[str, Any]] = []
         try:
-            manifest = build(county, work)
+            try:
+                manifest = build(county, work)
+            except (OSError, sqlite3.Error) as exc:
+                raise ControlBackupError(f"making the control snapshot failed: {exc}") from None
             say(f"snapshot of {len(manifest.files)} files made in {time.time() - t0:.1f} s")
-            with _access(key, county.known_hosts) as (keyfile, known):
+            with _access(key, county.known_hosts, work.parent) as (keyfile, known):
                 for repo in repos:
                     results.append(_backup_to(repo, key, keyfile, known, cache, work, run_id))
                     r = results[-1]
@@ -341,14 +359,15 @@ def _snapshots(repo: Repository, key: bytes, keyfile: Path, known: Path) -> list
         raise ControlBackupError(f"cannot list the control snapshots on the {repo.label} "
                                  f"({repo.url}): {err}")
     snaps = json.loads(r.stdout or b"[]") or []
-    return sorted(snaps, key=lambda s: s["time"])
+    return sorted(snaps, key=lambda s: backup_plan.parse_time(s["time"]))
 
 
 def fetch(repo: Repository, key: bytes, dest: Path, snapshot: str | None = None,
           known_hosts: Path | None = None) -> tuple[dict, Path, recovery.Manifest]:
-    """Restore a control snapshot (the newest, or `snapshot`) into `dest` and check every
-    file against its manifest: (snapshot, its tree, manifest). Raises on any mismatch."""
-    with _access(key, known_hosts) as (keyfile, known):
+    """Restore a control snapshot (the newest, or `snapshot`) into `dest` (a private
+    directory) and check every file against its manifest: (snapshot, its tree, manifest).
+    Raises on any mismatch."""
+    with _access(key, known_hosts, dest) as (keyfile, known):
         snaps = _snapshots(repo, key, keyfile, known)
         if snapshot:
             snaps = [s for s in snaps if s["id"].startswith(snapshot)]
@@ -356,15 +375,18 @@ def fetch(repo: Repository, key: bytes, dest: Path, snapshot: str | None = None,
             raise ControlBackupError(f"no control snapshot{' ' + snapshot if snapshot else ''} "
                                      f"in the {repo.label}'s repository {repo.url}")
         snap = snaps[-1]
-        r = _restic(repo, key, keyfile, known, "restore", snap["id"], "--target", str(dest),
-                    timeout=3600)
+        r = _restic(repo, key, keyfile, known, "restore", snap["id"], "--target",
+                    str(dest / "tree"), timeout=3600)
         if r.returncode != 0:
             raise ControlBackupError(f"restic restore from the {repo.label} failed: {_err(r)}")
-    found = list(dest.rglob(f"{recovery.SNAPSHOT_DIR}/{recovery.MANIFEST}"))
+    found = list((dest / "tree").rglob(f"{recovery.SNAPSHOT_DIR}/{recovery.MANIFEST}"))
     if len(found) != 1:
         raise ControlBackupError(f"snapshot {snap['short_id']} holds no control manifest")
     tree = found[0].parent
-    manifest = recovery.Manifest.from_json(found[0].read_text(encoding="utf-8"))
+    try:
+        manifest = recovery.Manifest.from_json(found[0].read_text(encoding="utf-8"))
+    except (ValueError, TypeError) as exc:
+        raise ControlBackupError(f"snapshot {snap['short_id']}: {exc}") from None
     digests = {str(p.relative_to(tree)): _sha256(p) for p in tree.rglob("*")
                if p.is_file() and p != found[0]}
     diff = recovery.compare_files(manifest.files, digests)
@@ -382,93 +404,133 @@ def fetch(repo: Repository, key: bytes, dest: Path, snapshot: str | None = None,
     return snap, tree, manifest
 
 
-def _places(manifest: recovery.Manifest, inventory: Path | None) -> dict[str, Path]:
-    """Where each part goes on this machine: the inventory where it was (or `inventory`), the
-    state directory inside it if it was inside it, the SSH key where hosts.yaml names it."""
-    inv = (inventory or Path(manifest.inventory)).resolve()
-    old_inv, old_state = Path(manifest.inventory), Path(manifest.state_dir)
+def _absolute(value: str, what: str) -> Path:
+    p = Path(value)
+    if not p.is_absolute() or ".." in p.parts:
+        raise ControlBackupError(f"the snapshot names {what} {value!r}: not a plain absolute path")
+    return p
+
+
+def _places(manifest: recovery.Manifest, tree: Path, inventory: Path | None) -> dict[str, Path]:
+    """Where each part goes on this machine. The inventory where it was, or `inventory`; the
+    state directory inside it if it was inside it, or with `inventory` always inside it (else
+    where it was, or GOVHOST_STATE_DIR); the SSH key where the restored hosts.yaml names it."""
+    old_inv = _absolute(manifest.inventory, "the inventory")
+    old_state = _absolute(manifest.state_dir, "the state directory")
+    inv = (inventory or old_inv).resolve()
     env = os.environ.get("GOVHOST_STATE_DIR")
     if env:
         state = Path(env).resolve()
     elif old_state.is_relative_to(old_inv):
         state = inv / old_state.relative_to(old_inv)
+    elif inventory is not None:
+        state = inv / ".govhost"
     else:
         state = old_state
     out = {"inventory": inv, "state": state}
-    if manifest.ssh_key:
-        out["ssh_key"] = Path(manifest.ssh_key)
+    if (tree / "ssh" / "key").is_file():
+        import yaml
+        hosts = yaml.safe_load((tree / "inventory" / "hosts.yaml").read_text(encoding="utf-8"))
+        named = str(((hosts or {}).get("ssh") or {}).get("key") or manifest.ssh_key or "")
+        if named:
+            out["ssh_key"] = _absolute(os.path.expanduser(named), "the SSH key")
     return out
 
 
-def _occupied(places: dict[str, Path]) -> list[str]:
-    taken = []
-    if (places["inventory"] / "cluster.yaml").exists():
-        taken.append(str(places["inventory"] / "cluster.yaml"))
-    if (places["state"] / "state.db").exists():
-        taken.append(str(places["state"] / "state.db"))
+def _occupied(places: dict[str, Path], tree: Path) -> list[str]:
+    """What a restore would displace: a non-empty inventory or state directory, or another
+    SSH key where the county's key goes."""
+    taken = [str(places[k]) for k in ("inventory", "state")
+             if places[k].is_dir() and any(places[k].iterdir())]
+    key = places.get("ssh_key")
+    if key is not None and key.exists() and key.read_bytes() != (tree / "ssh" / "key").read_bytes():
+        taken.append(f"{key} (another key)")
     return taken
 
 
 def restore(key_text: str, repo: Repository, *, inventory: Path | None = None,
             snapshot: str | None = None, force: bool = False,
             say: Say = lambda _: None) -> dict[str, Any]:
-    """Bring a control machine back from a control snapshot, then reconcile with the nodes."""
+    """Bring a control machine back from a control snapshot, then reconcile with the nodes.
+
+    The snapshot is read and checked in a private directory beside the target, put together
+    there, and only then renamed into place: a failure before that leaves this machine as it
+    was. Until the nodes have been asked, a marker makes `apply` refuse (`control
+    reconcile` finishes a restore that was cut short)."""
     key = recovery.parse_key(key_text)
     t0 = time.time()
-    scratch = Path(tempfile.mkdtemp(prefix="govhost-restore-"))
+    # Decrypted, the county is secrets: a private directory on disk (not a tmpfs that other
+    # tools clean), removed at the end whatever happens.
+    scratch = Path(tempfile.mkdtemp(prefix="govhost-restore-", dir="/var/tmp"))
     try:
         say(f"reading the control snapshots on the {repo.label} ({repo.url})")
         snap, tree, manifest = fetch(repo, key, scratch, snapshot)
         say(f"snapshot {snap['short_id']} of {snap['time'][:19]}: {len(manifest.files)} files, "
             "all matching their digests")
-        places = _places(manifest, inventory)
-        taken = _occupied(places)
+        places = _places(manifest, tree, inventory)
+        taken = _occupied(places, tree)
         if taken and not force:
-            raise ControlBackupError("this machine already has a county here ("
+            raise ControlBackupError("this machine already has something where the county goes ("
                                      + ", ".join(taken) + "); restore elsewhere with --to DIR, "
                                      "or pass --force to move it aside first")
-        moved = _install(tree, places, key)
+        moved = _install(tree, places, key, manifest, snap)
         fetched_at = time.time()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     say(f"installed: inventory {places['inventory']}, state {places['state']}")
     county = County(places["inventory"], places["state"])
-    report = reconcile(county, manifest, say)
-    with county.state() as st:
-        st.audit("control.restore", snap["short_id"],
-                 {"snapshot_time": snap["time"], "from": repo.url,
-                  "published_after": sorted(report["published_after"]),
-                  "applied_after": report["applied_after"]})
+    report = reconcile(county, say)
+    needs_env = (places["state"] != places["inventory"] / ".govhost"
+                 and not os.environ.get("GOVHOST_STATE_DIR"))
     return {"ok": True, "snapshot": snap["short_id"], "snapshot_time": snap["time"],
             "made_at": manifest.made_at, "from": repo.url,
             "inventory": str(places["inventory"]), "state_dir": str(places["state"]),
+            "state_dir_env": str(places["state"]) if needs_env else "",
             "ssh_key": str(places.get("ssh_key") or ""), "moved_aside": moved,
             "files": len(manifest.files), "restore_seconds": round(fetched_at - t0, 3),
             "seconds": round(time.time() - t0, 3),
             "data_at_risk_seconds": round(t0 - manifest.made_at, 1), **report}
 
 
-def _install(tree: Path, places: dict[str, Path], key: bytes) -> list[str]:
-    """Move what is there aside (only with --force, checked before), then put every part in."""
+def _install(tree: Path, places: dict[str, Path], key: bytes,
+             manifest: recovery.Manifest, snap: dict) -> list[str]:
+    """Put the county together beside where it goes, move what is there aside (--force,
+    checked before), then rename each part into place."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    moved = []
     inv_dir, state = places["inventory"], places["state"]
-    for dest in (inv_dir, state):
-        if dest == state and state.is_relative_to(inv_dir):
-            continue                       # goes aside with the inventory
-        if dest.exists() and any(dest.iterdir()):
+    inside = state.is_relative_to(inv_dir)
+    # Staged beside each target, so that putting it in place is a rename on one filesystem.
+    inv_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{inv_dir.name}.restoring-", dir=inv_dir.parent))
+    staged_inv = stage / "inventory"
+    shutil.copytree(tree / "inventory", staged_inv)
+    if inside:
+        staged_state = staged_inv / state.relative_to(inv_dir)
+    else:
+        state.parent.mkdir(parents=True, exist_ok=True)
+        staged_state = Path(tempfile.mkdtemp(prefix=f".{state.name}.restoring-",
+                                             dir=state.parent)) / "state"
+    shutil.copytree(tree / "state", staged_state, dirs_exist_ok=True)
+    os.chmod(staged_state, 0o700)
+    write_private(staged_state / KEY_FILE, (recovery.format_key(key) + "\n").encode())
+    write_private(staged_state / RESTORE_PENDING, json.dumps(
+        {"snapshot": snap["short_id"], "snapshot_time": snap["time"],
+         "manifest": json.loads(manifest.to_json())}).encode())
+    moved = []
+    for dest in (inv_dir,) + (() if inside else (state,)):
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             aside = dest.with_name(f"{dest.name}.before-restore-{stamp}")
             dest.rename(aside)
             moved.append(str(aside))
-    inv_dir.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(tree / "inventory", inv_dir, dirs_exist_ok=True)
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(state, 0o700)
-    shutil.copytree(tree / "state", state, dirs_exist_ok=True)
-    write_private(state / KEY_FILE, (recovery.format_key(key) + "\n").encode())
-    if "ssh_key" in places and (tree / "ssh" / "key").is_file():
-        dest = places["ssh_key"]
-        new = (tree / "ssh" / "key").read_bytes()
+        elif dest.is_dir():
+            dest.rmdir()
+    staged_inv.rename(inv_dir)
+    stage.rmdir()
+    if not inside:
+        staged_state.rename(state)
+        staged_state.parent.rmdir()
+    if "ssh_key" in places:
+        dest, new = places["ssh_key"], (tree / "ssh" / "key").read_bytes()
         if dest.exists() and dest.read_bytes() != new:
             aside = dest.with_name(f"{dest.name}.before-restore-{stamp}")
             dest.rename(aside)
@@ -477,8 +539,16 @@ def _install(tree: Path, places: dict[str, Path], key: bytes) -> list[str]:
     return moved
 
 
-def reconcile(county: County, manifest: recovery.Manifest, say: Say) -> dict[str, Any]:
-    """Ask every node what it runs; record publishes made after the snapshot; list the rest."""
+def reconcile(county: County, say: Say = lambda _: None) -> dict[str, Any]:
+    """Ask every node what it runs; make the state's live releases what the units' replicas
+    all serve (publishes, approvals, rollbacks after the snapshot); list the rest. Ends the
+    restore: `apply` runs again afterwards. Safe to run again."""
+    marker = county.state_dir / RESTORE_PENDING
+    try:
+        pending = json.loads(marker.read_text(encoding="utf-8"))
+        manifest = recovery.Manifest.from_json(json.dumps(pending["manifest"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ControlBackupError(f"no control restore to finish here ({marker}: {exc})") from None
     inv = county.inv
     status = remote.node_status(inv.hosts, inv.hosts.nodes, county.known_hosts, content=True)
     unreachable = sorted(n for n, s in status.items() if not s.reachable)
@@ -486,21 +556,40 @@ def reconcile(county: County, manifest: recovery.Manifest, say: Say) -> dict[str
     node_live = {n: {t: (h or {}).get("current") for t, h in (s.content or {}).items()}
                  for n, s in status.items() if s.reachable}
     with county.state() as st:
-        known: dict[str, set[str]] = {}
-        for r in st.content_releases():
-            known.setdefault(r["tenant"], set()).add(r["release_id"])
-        found = recovery.after_snapshot(manifest, node_releases, node_live, known)
-        for unit, entry in sorted(found["published_after"].items()):
-            st.add_content_release(unit, entry["release"], "live", {
-                "published_by": "control-restore (found on the nodes)"}, entry["nodes"])
+        placement = st.placements()
+        known = {t: placement.get(t.name, ()) for t in inv.tenants}
+        state_live = {r["tenant"]: r["release_id"] for r in st.content_releases(status="live")}
+        found = recovery.after_snapshot(manifest, node_releases, node_live,
+                                        {t.name: ns for t, ns in known.items()}, state_live)
+        recorded = {r["tenant"]: {r["release_id"]} for r in st.content_releases()}
+        for unit, entry in sorted(found["live_after"].items()):
+            rid = entry["release"]
+            if rid in recorded.get(unit, set()):
+                st.set_content_status(unit, rid, "live", "live-after-restore",
+                                      "control-restore")
+            else:
+                st.add_content_release(unit, rid, "live", {
+                    "published_by": "control-restore (found on every replica)"},
+                    entry["nodes"])
             for r in st.content_releases(unit, "live"):
-                if r["release_id"] != entry["release"]:
+                if r["release_id"] != rid:
                     st.set_content_status(unit, r["release_id"], "superseded", "superseded")
-            say(f"{unit}: release {entry['release']} was published after the snapshot; "
-                f"recorded (live on {', '.join(entry['nodes'])})")
+            say(f"{unit}: release {rid} is live on {', '.join(entry['nodes'])} since the "
+                "snapshot; recorded")
+        st.audit("control.restore", pending.get("snapshot", "?"),
+                 {"snapshot_time": pending.get("snapshot_time"),
+                  "live_after": sorted(found["live_after"]), "disagree": found["disagree"],
+                  "applied_after": found["applied_after"], "unreachable": unreachable})
+    for unit, seen in found["disagree"].items():
+        say(f"{unit}: its replicas serve different releases ({seen}); not recorded — check "
+            "with `govhost releases {unit}` and publish or roll back")
     for node, rid in found["applied_after"].items():
         say(f"{node}: runs config release {rid}, applied after the snapshot; the next "
             "`govhost apply` brings it back to the restored inventory")
+    if unreachable:
+        say(f"not reachable now: {', '.join(unreachable)}; their units were judged by the "
+            "replicas that answered")
+    marker.unlink()
     lost_after = manifest.audit_last or manifest.made_at
     return {**found, "unreachable": unreachable,
             "not_recoverable": {
@@ -520,7 +609,7 @@ def drill(county: County, say: Say = lambda _: None) -> dict[str, Any]:
     if key is None:
         raise ControlBackupError("no recovery key on this machine; run `govhost control init`")
     repo = repositories(county.inv)[0]
-    scratch = county.state_dir / "control-work" / f"drill-{os.getpid()}"
+    scratch = county.state_dir / "control-work" / f"drill-{os.getpid()}"   # backups: backup-PID
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True, mode=0o700)
     t0 = time.time()
@@ -531,10 +620,10 @@ def drill(county: County, say: Say = lambda _: None) -> dict[str, Any]:
         live_state = sqlite3.connect(county.state_dir / "state.db")
         try:
             now = {t: live_state.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]
-                   for t in manifest.tables}
+                   for t in manifest.tables if recovery.TABLE.match(t)}
         finally:
             live_state.close()
-        grew = {t: now[t] - n for t, n in manifest.tables.items() if now[t] != n}
+        grew = {t: now.get(t, 0) - n for t, n in manifest.tables.items() if now.get(t) != n}
         changed = [rel for rel, digest in manifest.files.items()
                    if rel.startswith("inventory/") and _live_digest(county, rel[10:]) != digest]
         ok = True
@@ -544,7 +633,7 @@ def drill(county: County, say: Say = lambda _: None) -> dict[str, Any]:
                   "rows_since": grew, "inventory_changed_since": changed}
         say(f"snapshot {snap['short_id']}: {len(manifest.files)} files intact, state store "
             f"passes integrity_check; restored in {seconds:.1f} s")
-    except (ControlBackupError, sqlite3.Error, OSError) as exc:
+    except (ControlBackupError, sqlite3.Error, OSError, ValueError, KeyError) as exc:
         detail = {"error": str(exc)}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -130,13 +130,16 @@ def node_spec(inv: Inventory, placement: Mapping[str, Sequence[str]], node: str)
     public = secrets.public_key(inv.backup_key)
     # The control machine's snapshots sit beside each repository, reached with the recovery
     # key's own SSH key (backup/recovery.py): the nodes' key is not given them.
+    # An account of its own (CONTROL_USER), so that the nodes' key cannot reach them.
     rescue = (recovery.ssh_public_key(recovery.parse_key(inv.recovery_key.decode()))
               if inv.recovery_key else None)
     off = settings.offsite
     if local:
         spec["authorize"].append({"user": BACKUP_USER, "dir": settings.path,
-                                  "public_key": public, "recovery_key": rescue,
-                                  "control_dir": recovery.control_path(settings.path)})
+                                  "public_key": public})
+        if rescue:
+            spec["authorize"].append({"user": recovery.CONTROL_USER, "public_key": rescue,
+                                      "dir": recovery.control_path(settings.path)})
         spec["retention"] = retention_groups(inv)
         spec["verify_subset_percent"] = settings.verify_subset_percent
         spec["timers"] += [timer("forget", "daily", ["forget", "--prune"]),
@@ -148,9 +151,10 @@ def node_spec(inv: Inventory, placement: Mapping[str, Sequence[str]], node: str)
             spec["timers"].append(timer("offsite", off.schedule, ["copy"]))
     if off and off.address == me.address:
         # The off-site repository on a cluster node (a lab stand-in for the DR center).
-        spec["authorize"].append({"user": off.user, "dir": off.path, "public_key": public,
-                                  "recovery_key": rescue,
-                                  "control_dir": recovery.control_path(off.path)})
+        spec["authorize"].append({"user": off.user, "dir": off.path, "public_key": public})
+        if rescue:
+            spec["authorize"].append({"user": recovery.CONTROL_USER, "public_key": rescue,
+                                      "dir": recovery.control_path(off.path)})
     return (json.dumps(spec, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 

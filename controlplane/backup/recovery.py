@@ -28,15 +28,21 @@ FORMAT = 1                    # of MANIFEST.json; a restore refuses a format it 
 MANIFEST = "MANIFEST.json"
 SNAPSHOT_DIR = "govhost-control"   # the directory a control snapshot is made of
 RECOVERY_COMMENT = "govhost-recovery"
+# The account that holds the control repositories, on the backup node and off-site. Not the
+# nodes' `govhost-backup`: every node has that account's key, and must not reach these.
+CONTROL_USER = "govhost-control"
 
 # Never in a control snapshot. Locks and work areas are of one moment; caches and Ansible's
 # artefacts are rebuilt; the recovery key must not sit inside the repositories it opens.
 STATE_EXCLUDED = frozenset({
     "recovery-key", "state.db", "state.db-wal", "state.db-shm", "state.db-journal",
-    "restic-cache", "backup-work", "control-work", "security", "search",
+    "restic-cache", "backup-work", "control-work", "security", "search", "payloads",
+    "restore-pending.json",
 })
 STATE_EXCLUDED_SUFFIXES = (".lock", ".tmp", ".pid", ".log")
-STATE_EXCLUDED_PREFIXES = ("runner-", ".")
+STATE_EXCLUDED_PREFIXES = ("runner", ".")
+RELEASE = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{6}$")   # a content release's id
+TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 class RecoveryKeyError(GovhostError):
@@ -110,9 +116,10 @@ def ssh_public_key(raw: bytes) -> str:
 
 
 def control_path(repository_path: str) -> str:
-    """Where the control repository sits: beside the node repository it belongs with,
-    under the same account (`/srv/govhost/backup/repo` → `/srv/govhost/backup/repo-control`)."""
-    return str(PurePosixPath(repository_path)) + "-control"
+    """Where the control repository sits: beside the node repository it belongs with, in a
+    home of its own for its own account (`/srv/govhost/backup/repo` →
+    `/srv/govhost/backup/repo-control/repo`, account home `…/repo-control`)."""
+    return str(PurePosixPath(repository_path)) + "-control/repo"
 
 
 def state_file_kept(rel: str) -> bool:
@@ -169,24 +176,30 @@ def compare_files(manifest: Mapping[str, str], found: Mapping[str, str]) -> dict
 
 def after_snapshot(manifest: Manifest, node_releases: Mapping[str, str | None],
                    node_live: Mapping[str, Mapping[str, str | None]],
-                   known_releases: Mapping[str, Iterable[str]]) -> dict[str, Any]:
+                   placement: Mapping[str, Iterable[str]],
+                   state_live: Mapping[str, str]) -> dict[str, Any]:
     """What the nodes show happened after the snapshot was taken.
 
-    `node_releases`: node -> config release it runs; `node_live`: node -> unit -> its current
-    content release there; `known_releases`: unit -> the release ids the restored state has.
-    Publishes the state does not know are listed per unit with the nodes serving them (they can
-    be recorded back); a config release that is not the one the state recorded means an apply
-    ran after the snapshot."""
+    `node_releases`: reachable node -> config release it runs; `node_live`: reachable node ->
+    unit -> its current content release there; `placement`: unit -> its replicas (the units of
+    the restored inventory, nothing else); `state_live`: unit -> the live release the restored
+    state records. A unit whose reachable replicas all serve one release other than the
+    state's (a publish, an approval, a rollback after the snapshot) is in `live_after`; one
+    whose replicas disagree is in `disagree`, for the operator: a single node's word never
+    makes a release live. A config release other than the one the state recorded means an
+    apply ran after the snapshot."""
     applied_after = {n: r for n, r in sorted(node_releases.items())
                      if r and manifest.applied.get(n) and r != manifest.applied[n]}
-    published: dict[str, dict[str, Any]] = {}
-    for node, units in sorted(node_live.items()):
-        for unit, rid in sorted(units.items()):
-            if not rid or rid in set(known_releases.get(unit, ())):
-                continue
-            entry = published.setdefault(unit, {"release": rid, "nodes": []})
-            if rid > entry["release"]:          # release ids sort by time
-                entry.update(release=rid, nodes=[])
-            if rid == entry["release"]:
-                entry["nodes"].append(node)
-    return {"applied_after": applied_after, "published_after": published}
+    live_after: dict[str, dict[str, Any]] = {}
+    disagree: dict[str, dict[str, str | None]] = {}
+    for unit, replicas in sorted(placement.items()):
+        seen = {n: node_live[n].get(unit) for n in replicas if n in node_live}
+        ids = set(seen.values())
+        if not seen or ids == {state_live.get(unit)}:
+            continue
+        if len(ids) == 1 and all(r is not None and RELEASE.match(r) for r in ids):
+            live_after[unit] = {"release": ids.pop(), "nodes": sorted(seen),
+                                "was": state_live.get(unit)}
+        else:
+            disagree[unit] = dict(sorted(seen.items()))
+    return {"applied_after": applied_after, "live_after": live_after, "disagree": disagree}

@@ -162,7 +162,7 @@ def run(county: County, tenants: Sequence[str] = (), *, tags: Sequence[str] = ()
                 arrived.put(None)
 
         if per_node:     # a killed check or prune's lock would refuse every snapshot
-            _node(c, c.backup_node, "locks", "--clear", check=False, timeout=600)
+            _node(c, c.backup_node, "locks", "--clear-dead", check=False, timeout=600)
         threads = [threading.Thread(target=one_node, args=(n, ts), daemon=True)
                    for n, ts in per_node.items()]
         for th in threads:

@@ -721,6 +721,11 @@ class State:
     audit_in = _audit
 
 
+# Written by `govhost control restore` until it has asked the nodes what changed after the
+# snapshot; apply refuses to run meanwhile (it would undo publishes it does not know yet).
+RESTORE_PENDING = "restore-pending.json"
+
+
 def state_dir(inventory: Path) -> Path:
     """Where state lives: GOVHOST_STATE_DIR, else <inventory>/.govhost (kept out of Git)."""
     env = os.environ.get("GOVHOST_STATE_DIR")

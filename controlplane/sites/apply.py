@@ -27,7 +27,7 @@ from controlplane.core import paths, remote
 from controlplane.core.county import County
 from controlplane.core.errors import ApplyError, LockError
 from controlplane.core.inventory import Inventory
-from controlplane.core.state import State
+from controlplane.core.state import RESTORE_PENDING, State
 from controlplane.sites import content_sync, replicas, waf
 from controlplane.sites.plan import Plan, make_plan, share_for
 from controlplane.sites.render import Release, render_cluster
@@ -58,6 +58,10 @@ def apply_lock(county: County) -> Iterator[None]:
         return LockError(f"another govhost apply holds the lock ({holder}); "
                          "wait for it to finish, then run apply again")
 
+    if (county.state_dir / RESTORE_PENDING).exists():
+        raise LockError("this control machine was restored from a control snapshot and has "
+                        "not yet asked the nodes what changed after it; run `govhost control "
+                        "reconcile` first (an apply now could undo later publishes)")
     with county.exclusive("apply", busy) as fd:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.backup import control, recovery
-from controlplane.backup import plan as backup_plan
 from controlplane.core import inventory
 from controlplane.core.county import County
 from controlplane.sites.plan import make_plan
@@ -102,18 +101,36 @@ def test_a_manifest_of_an_unknown_format_is_refused():
         recovery.Manifest.from_json(json.dumps(doc))
 
 
-def test_the_nodes_tell_what_was_published_and_applied_after_the_snapshot():
+def test_the_nodes_tell_what_went_live_and_what_was_applied_after_the_snapshot():
     m = recovery.Manifest(1.0, "h", "/i", "/i/.govhost", None, {}, {}, None,
                           {"n1": "c1", "n2": "c1", "n3": "c1"}, {})
+    new, old, older = "20261203T100000-bbbbbb", "20261201T000000-000000", "20261101T000000-cccccc"
     found = recovery.after_snapshot(
         m, {"n1": "c2", "n2": "c1", "n3": None},
-        {"n1": {"jiaoyu": "20261203T100000-bbbbbb", "renshe": "20261101T000000-cccccc"},
-         "n2": {"jiaoyu": "20261203T100000-bbbbbb"},
-         "n3": {"jiaoyu": "20261202T100000-aaaaaa"}},       # a replica not yet switched
-        {"jiaoyu": {"20261201T000000-000000"}, "renshe": {"20261101T000000-cccccc"}})
+        {"n1": {"jiaoyu": new, "renshe": older, "zz": new, "caizheng": old},
+         "n2": {"jiaoyu": new, "caizheng": new},
+         "n3": {"renshe": old, "gongan": "../../etc"}},
+        {"jiaoyu": ["n1", "n2"], "renshe": ["n1", "n3"], "caizheng": ["n1", "n2"],
+         "gongan": ["n3"]},
+        {"jiaoyu": old, "renshe": old, "caizheng": old, "gongan": old})
     assert found["applied_after"] == {"n1": "c2"}
-    assert found["published_after"] == {
-        "jiaoyu": {"release": "20261203T100000-bbbbbb", "nodes": ["n1", "n2"]}}
+    assert found["live_after"] == {
+        # every replica serves it: a publish after the snapshot
+        "jiaoyu": {"release": new, "nodes": ["n1", "n2"], "was": old}}
+    # One replica's word is not enough; a unit the inventory does not have (zz) is not asked
+    # about; an id that is not a release id is never recorded.
+    assert found["disagree"] == {"renshe": {"n1": older, "n3": old},
+                                 "caizheng": {"n1": old, "n2": new},
+                                 "gongan": {"n3": "../../etc"}}
+
+
+def test_a_rollback_after_the_snapshot_is_found_too():
+    m = recovery.Manifest(1.0, "h", "/i", "/i/.govhost", None, {}, {}, None, {}, {})
+    back = "20261101T000000-cccccc"
+    found = recovery.after_snapshot(m, {}, {"n1": {"jiaoyu": back}, "n2": {"jiaoyu": back}},
+                                    {"jiaoyu": ["n1", "n2", "n3"]},     # n3 unreachable
+                                    {"jiaoyu": "20261201T000000-000000"})
+    assert found["live_after"]["jiaoyu"]["release"] == back
 
 
 def test_compare_files_names_every_difference():
@@ -134,17 +151,22 @@ def test_the_recovery_key_reaches_backup_json_only_as_its_public_half(tmp_path):
     root = _county(tmp_path / "inv")
     before = make_plan(inventory.load(root), frozenset(), {}, {})
     spec = json.loads(before.releases["n1"].files["backup.json"])
-    assert spec["authorize"][0]["recovery_key"] is None      # no key yet: nothing authorised
-    key, made = control.init(root / ".govhost")
-    assert made and control.init(root / ".govhost") == (key, False)
+    assert [a["user"] for a in spec["authorize"]] == ["govhost-backup"]   # no key yet
+    inv = inventory.load(root)
+    key, sheet = control.init(inv, root / ".govhost")
+    assert sheet and recovery.format_key(key) in sheet
+    assert control.init(inv, root / ".govhost") == (key, None)       # shown once
     assert (root / ".govhost" / "recovery-key").stat().st_mode & 0o777 == 0o600
     after = make_plan(inventory.load(root), frozenset(), {}, {})
     for node, dir_ in (("n1", "/srv/govhost/backup/repo"), ("n3", "/srv/govhost/offsite/repo")):
         text = after.releases[node].files["backup.json"].decode()
-        spec = json.loads(text)
-        entry = spec["authorize"][0]
-        assert entry["recovery_key"] == recovery.ssh_public_key(key)
-        assert entry["control_dir"] == dir_ + "-control"
+        accounts = {a["user"]: a for a in json.loads(text)["authorize"]}
+        # The control repositories have an account of their own, which only the recovery
+        # key opens: the nodes' backup key (on every node) does not reach them.
+        assert accounts["govhost-control"] == {
+            "user": "govhost-control", "dir": dir_ + "-control/repo",
+            "public_key": recovery.ssh_public_key(key)}
+        assert accounts["govhost-backup"]["public_key"] != recovery.ssh_public_key(key)
         assert recovery.format_key(key) not in text and recovery.restic_password(key) not in text
     again = make_plan(inventory.load(root), frozenset(), {}, {})
     assert again.releases["n1"].files == after.releases["n1"].files     # stable across applies
@@ -153,8 +175,7 @@ def test_the_recovery_key_reaches_backup_json_only_as_its_public_half(tmp_path):
 def test_a_snapshot_tree_holds_state_secrets_and_inventory_but_not_the_recovery_key(tmp_path):
     root = _county(tmp_path / "inv")
     county = County(root)
-    county.inv                                   # makes the secret and the backup key
-    control.init(county.state_dir)
+    control.init(county.inv, county.state_dir)
     with county.state() as st:
         st.audit("test.entry", "x", {"n": 1})
         st.record_applied("n1", "rel-1", {}, 1)
@@ -187,6 +208,14 @@ def test_repositories_sit_beside_the_node_repositories(tmp_path):
     inv = inventory.load(_county(tmp_path / "inv"))
     repos = control.repositories(inv)
     assert [(r.kind, r.address, r.user, r.path) for r in repos] == [
-        ("control", inv.backup_node.address, backup_plan.BACKUP_USER,
-         "/srv/govhost/backup/repo-control"),
-        ("control-offsite", "10.77.0.13", "govhost-backup", "/srv/govhost/offsite/repo-control")]
+        ("control", inv.backup_node.address, "govhost-control",
+         "/srv/govhost/backup/repo-control/repo"),
+        ("control-offsite", "10.77.0.13", "govhost-control",
+         "/srv/govhost/offsite/repo-control/repo")]
+
+
+def test_init_refuses_a_county_without_a_backup_node_and_saves_no_key(tmp_path):
+    root = write_inventory(tmp_path / "inv", [tenant("jiaoyu")])
+    with pytest.raises(control.ControlBackupError, match="backup"):
+        control.init(inventory.load(root), root / ".govhost")
+    assert not (root / ".govhost" / "recovery-key").exists()
