@@ -552,6 +552,11 @@ def reconcile(county: County, say: Say = lambda _: None) -> dict[str, Any]:
     inv = county.inv
     status = remote.node_status(inv.hosts, inv.hosts.nodes, county.known_hosts, content=True)
     unreachable = sorted(n for n, s in status.items() if not s.reachable)
+    if status and len(unreachable) == len(status):
+        raise ControlBackupError("no node answers (" + "; ".join(
+            f"{n}: {s.error}" for n, s in sorted(status.items())) + "); nothing was learned "
+            "about what changed after the snapshot. When they answer, run `govhost control "
+            "reconcile` (apply waits for it)")
     node_releases = {n: s.release for n, s in status.items() if s.reachable}
     node_live = {n: {t: (h or {}).get("current") for t, h in (s.content or {}).items()}
                  for n, s in status.items() if s.reachable}

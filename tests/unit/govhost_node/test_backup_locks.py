@@ -1,0 +1,89 @@
+"""Stale restic locks on the backup node, with the real restic on a local repository: a
+restic killed while it held the exclusive lock leaves a lock that refuses every backup; the
+node removes it by itself because its process is gone, and keeps the lock of one that runs."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from govhost_node import backup
+
+pytestmark = pytest.mark.skipif(shutil.which("restic") is None, reason="restic not installed")
+PASSWORD = "pw-for-locks"
+
+
+def _env():
+    return {**os.environ, "RESTIC_PASSWORD": PASSWORD}
+
+
+def _holder(repo, fifo) -> subprocess.Popen:
+    """restic holding the exclusive lock while it waits for a new password from a pipe."""
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(["restic", "--no-cache", "-r", str(repo), "key", "passwd",
+                             "--new-password-file", str(fifo)], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):                      # until its lock is there (bounded: 10 s)
+        if os.listdir(repo / "locks"):
+            return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("restic took no lock")
+
+
+def _backup(repo, src) -> subprocess.CompletedProcess:
+    return subprocess.run(["restic", "--no-cache", "-r", str(repo), "backup", str(src)],
+                          env=_env(), capture_output=True, timeout=120)
+
+
+def test_a_killed_holders_lock_is_removed_and_a_live_ones_is_kept(tmp_path):
+    repo, src = tmp_path / "repo", tmp_path / "site"
+    src.mkdir()
+    (src / "index.html").write_text("<p>首页</p>")
+    subprocess.run(["restic", "-r", str(repo), "init"], env=_env(), check=True,
+                   capture_output=True)
+    spec = {"repository": {"local": True, "path": str(repo)}, "password": PASSWORD}
+
+    dead = _holder(repo, tmp_path / "dead.fifo")
+    dead.send_signal(signal.SIGKILL)
+    dead.wait()
+    assert b"already locked" in _backup(repo, src).stderr      # the harm it does
+    locks = backup._read_locks(spec)
+    assert [(lk["exclusive"], lk["here"], lk["process_alive"], lk["stale"]) for lk in locks] \
+        == [(True, True, False, True)]
+    assert backup._clear_stale(spec) == 1
+    assert backup._read_locks(spec) == []
+    assert _backup(repo, src).returncode == 0
+
+    live = _holder(repo, tmp_path / "live.fifo")
+    try:
+        locks = backup._read_locks(spec)
+        assert [(lk["process_alive"], lk["stale"]) for lk in locks] == [(True, False)]
+        assert backup._clear_stale(spec) == 0                  # a running process keeps it
+        assert len(backup._read_locks(spec)) == 1
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_lock_from_another_host_is_never_removed_by_itself(tmp_path, monkeypatch):
+    """Whether a process on another node still runs cannot be seen from here: the same dead
+    lock, read on a node with another name, is left alone."""
+    repo = tmp_path / "repo"
+    subprocess.run(["restic", "-r", str(repo), "init"], env=_env(), check=True,
+                   capture_output=True)
+    spec = {"repository": {"local": True, "path": str(repo)}, "password": PASSWORD}
+    holder = _holder(repo, tmp_path / "other.fifo")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    lock = next((repo / "locks").iterdir())
+    monkeypatch.setattr(backup.socket, "gethostname", lambda: "some-other-node")
+    found = backup._read_locks(spec)
+    assert [(lk["here"], lk["process_alive"], lk["stale"]) for lk in found] == [
+        (False, None, False)]                 # and young: not stale by restic's 30 minutes
+    assert backup._clear_stale(spec) == 0
+    assert lock.exists()
