@@ -169,8 +169,10 @@ def _restic(repo: Repository, key: bytes, keyfile: Path, known_hosts: Path, *arg
 
 
 def _err(r: subprocess.CompletedProcess) -> str:
-    lines = [x for x in r.stderr.decode(errors="replace").splitlines() if x.strip()]
-    return lines[-1] if lines else f"exit {r.returncode}"
+    """restic's reason: its `Fatal:` line (the lines after it repeat the repository's URL)."""
+    lines = [x.strip() for x in r.stderr.decode(errors="replace").splitlines() if x.strip()]
+    fatal = [x for x in lines if x.startswith("Fatal:")]
+    return (fatal[0] if fatal else lines[-1]) if lines else f"exit {r.returncode}"
 
 
 def _ensure_repository(repo: Repository, key: bytes, keyfile: Path, known: Path,
@@ -562,11 +564,12 @@ def reconcile(county: County, say: Say = lambda _: None) -> dict[str, Any]:
                  for n, s in status.items() if s.reachable}
     with county.state() as st:
         placement = st.placements()
-        known = {t: placement.get(t.name, ()) for t in inv.tenants}
+        units = {t.name: placement.get(t.name, ()) for t in inv.tenants}
         state_live = {r["tenant"]: r["release_id"] for r in st.content_releases(status="live")}
-        found = recovery.after_snapshot(manifest, node_releases, node_live,
-                                        {t.name: ns for t, ns in known.items()}, state_live)
-        recorded = {r["tenant"]: {r["release_id"]} for r in st.content_releases()}
+        found = recovery.after_snapshot(manifest, node_releases, node_live, units, state_live)
+        recorded: dict[str, set[str]] = {}
+        for r in st.content_releases():
+            recorded.setdefault(r["tenant"], set()).add(r["release_id"])
         for unit, entry in sorted(found["live_after"].items()):
             rid = entry["release"]
             if rid in recorded.get(unit, set()):

@@ -294,7 +294,7 @@ def test_control_machine_lost_and_restored_from_the_recovery_key_alone(county, t
     sheet = _write(tmp_path / "sheet.txt", key)
     typo = _write(tmp_path / "typo.txt", key[:-1] + ("A" if key[-1] != "A" else "B"))
     restore = ["control", "restore", "--from", NODES["n1"], "--path",
-               f"/srv/govhost/backup/t{tag}/repo-control", "--json", "--key-file"]
+               f"/srv/govhost/backup/t{tag}/repo-control/repo", "--json", "--key-file"]
 
     lost = inv.with_name("inventory.lost")
     inv.rename(lost)                                   # the disk is gone ...
