@@ -33,11 +33,11 @@ app.add_typer(backup_app, name="backup")
 def backup_run(tenants: list[str] = typer.Argument(None, help="Tenants (all when none)."),
                jobs: int = typer.Option(2, "--jobs", help="Snapshots made at once per node."),
                control_only: bool = typer.Option(False, "--control-only",
-                                                 help="Only the control plane's state store "
-                                                 "and inventory (its daily timer)."),
+                                                 help="Only the control machine's own "
+                                                 "snapshot (as `govhost control backup`)."),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Back up now: files from each tenant's first replica, databases from the db node, and
-    (for a full run) the control plane's own state. Exit 1 if anything failed."""
+    (for a full run) the control machine's own snapshot. Exit 1 if anything failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from controlplane.backup import run as backup

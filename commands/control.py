@@ -71,6 +71,8 @@ def control_backup(as_json: bool = typer.Option(False, "--json")) -> None:
             t.add_row(r["repository"], "[green]ok[/]" if r["ok"] else f"[red]{r['error']}[/]",
                       (r["snapshot"] or "-")[:8], f"{r['seconds']:.1f}")
         out.print(t)
+        if res["skipped"]:
+            note("not in the snapshot (links and other non-files): " + ", ".join(res["skipped"]))
     if not res["ok"]:
         raise typer.Exit(1)
 

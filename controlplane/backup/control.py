@@ -217,19 +217,29 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _copy_tree(src: Path, dest: Path, kept: Callable[[str], bool]) -> None:
+def _copy_tree(src: Path, dest: Path, kept: Callable[[str], bool]) -> list[str]:
+    """Regular files only; the links (and other non-files) met are returned, to be named in
+    the manifest rather than silently left out."""
+    skipped = []
     for dirpath, dirs, files in os.walk(src):
         rel_dir = os.path.relpath(dirpath, src)
+        for d in dirs:
+            if os.path.islink(os.path.join(dirpath, d)):
+                skipped.append(os.path.normpath(os.path.join(rel_dir, d)))
         dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(dirpath, d))
                          and kept(os.path.normpath(os.path.join(rel_dir, d))))
         for name in sorted(files):
             rel = os.path.normpath(os.path.join(rel_dir, name))
             p = Path(dirpath) / name
-            if p.is_symlink() or not p.is_file() or not kept(rel):
+            if not kept(rel):
+                continue
+            if p.is_symlink() or not p.is_file():
+                skipped.append(rel)
                 continue
             out = dest / rel
             out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             shutil.copy2(p, out)
+    return skipped
 
 
 def _ssh_key_path(inv: Inventory) -> Path | None:
@@ -262,9 +272,10 @@ def build(county: County, work: Path) -> recovery.Manifest:
     finally:
         src.close()
         dst.close()
-    _copy_tree(state_dir, work / "state", recovery.state_file_kept)
-    _copy_tree(root, work / "inventory",
-               lambda rel: recovery.inventory_file_kept(rel, state_rel))
+    skipped = ["state/" + r for r in _copy_tree(state_dir, work / "state",
+                                                recovery.state_file_kept)]
+    skipped += ["inventory/" + r for r in _copy_tree(
+        root, work / "inventory", lambda rel: recovery.inventory_file_kept(rel, state_rel))]
     key = _ssh_key_path(inv)
     if key is not None:
         (work / "ssh").mkdir(mode=0o700)
@@ -273,7 +284,8 @@ def build(county: County, work: Path) -> recovery.Manifest:
     manifest = recovery.Manifest(
         made_at=time.time(), host=socket.gethostname(), inventory=str(root),
         state_dir=str(state_dir), ssh_key=str(key) if key else None, files=files,
-        tables=tables, audit_last=audit_last, applied=applied, live=live)
+        tables=tables, audit_last=audit_last, applied=applied, live=live,
+        skipped=tuple(skipped))
     (work / recovery.MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     return manifest
 
@@ -320,6 +332,7 @@ def backup(county: County, say: Say = lambda _: None, run_id: str | None = None
                                   "bytes_added": r.get("bytes_added", 0), "error": r["error"]})
         ok = bool(results) and all(r["ok"] for r in results)
         return {"ok": ok, "run": run_id, "files": len(manifest.files),
+                "skipped": list(manifest.skipped),
                 "tables": manifest.tables, "seconds": round(time.time() - t0, 3),
                 "repositories": results}
 

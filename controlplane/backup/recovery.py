@@ -152,6 +152,7 @@ class Manifest:
     audit_last: float | None  # the newest audit entry's time
     applied: Mapping[str, str]  # node -> config release id, as the state knew it
     live: Mapping[str, str]   # unit -> live content release id, as the state knew it
+    skipped: tuple[str, ...] = ()  # links and other non-files met, not in the snapshot
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **self.__dict__}, ensure_ascii=False,
@@ -164,6 +165,7 @@ class Manifest:
             raise ValueError(f"snapshot format {data.get('format')!r}; this govhost reads "
                              f"format {FORMAT} (restore with the govhost release that made it)")
         data.pop("format")
+        data["skipped"] = tuple(data.get("skipped") or ())
         return cls(**data)
 
 

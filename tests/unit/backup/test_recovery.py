@@ -184,8 +184,10 @@ def test_a_snapshot_tree_holds_state_secrets_and_inventory_but_not_the_recovery_
     (county.state_dir / "apply.lock").write_text("")
     (county.state_dir / "runner-control").mkdir()
     (county.state_dir / "runner-control" / "x").write_text("x")
+    (root / "tenants" / "link.yaml").symlink_to(root / "tenants" / "jiaoyu.yaml")
     work = tmp_path / "work" / recovery.SNAPSHOT_DIR
     m = control.build(county, work)
+    assert m.skipped == ("inventory/tenants/link.yaml",)      # named, not silently left out
     files = set(m.files)
     assert {"inventory/cluster.yaml", "inventory/hosts.yaml", "inventory/tenants/jiaoyu.yaml",
             "state/state.db", "state/secret", "state/backup_ed25519",
