@@ -40,17 +40,27 @@ def _backup(repo, src) -> subprocess.CompletedProcess:
                           env=_env(), capture_output=True, timeout=120)
 
 
-def test_a_killed_holders_lock_is_removed_and_a_live_ones_is_kept(tmp_path):
-    repo, src = tmp_path / "repo", tmp_path / "site"
+@pytest.fixture
+def repo(tmp_path):
+    """A new local repository, as the backup node has it, and its backup.json part."""
+    path = tmp_path / "repo"
+    subprocess.run(["restic", "-r", str(path), "init"], env=_env(), check=True,
+                   capture_output=True)
+    return path, {"repository": {"local": True, "path": str(path)}, "password": PASSWORD}
+
+
+def _killed_holder(repo, fifo) -> None:
+    holder = _holder(repo, fifo)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+
+
+def test_a_killed_holders_lock_is_removed_and_a_live_ones_is_kept(tmp_path, repo):
+    repo, spec = repo
+    src = tmp_path / "site"
     src.mkdir()
     (src / "index.html").write_text("<p>首页</p>")
-    subprocess.run(["restic", "-r", str(repo), "init"], env=_env(), check=True,
-                   capture_output=True)
-    spec = {"repository": {"local": True, "path": str(repo)}, "password": PASSWORD}
-
-    dead = _holder(repo, tmp_path / "dead.fifo")
-    dead.send_signal(signal.SIGKILL)
-    dead.wait()
+    _killed_holder(repo, tmp_path / "dead.fifo")
     assert b"already locked" in _backup(repo, src).stderr      # the harm it does
     locks = backup._read_locks(spec)
     assert [(lk["exclusive"], lk["here"], lk["process_alive"], lk["stale"]) for lk in locks] \
@@ -70,16 +80,11 @@ def test_a_killed_holders_lock_is_removed_and_a_live_ones_is_kept(tmp_path):
         live.wait()
 
 
-def test_a_lock_from_another_host_is_never_removed_by_itself(tmp_path, monkeypatch):
+def test_a_lock_from_another_host_is_never_removed_by_itself(tmp_path, repo, monkeypatch):
     """Whether a process on another node still runs cannot be seen from here: the same dead
     lock, read on a node with another name, is left alone."""
-    repo = tmp_path / "repo"
-    subprocess.run(["restic", "-r", str(repo), "init"], env=_env(), check=True,
-                   capture_output=True)
-    spec = {"repository": {"local": True, "path": str(repo)}, "password": PASSWORD}
-    holder = _holder(repo, tmp_path / "other.fifo")
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
+    repo, spec = repo
+    _killed_holder(repo, tmp_path / "other.fifo")
     lock = next((repo / "locks").iterdir())
     monkeypatch.setattr(backup.socket, "gethostname", lambda: "some-other-node")
     found = backup._read_locks(spec)
