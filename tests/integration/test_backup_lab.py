@@ -337,7 +337,9 @@ def test_control_machine_lost_and_restored_from_the_recovery_key_alone(county, t
     assert next(r for r in releases if r["id"] == after)["status"] == "live"
     run = _json(govhost(inv, "backup", "run", TENANT, "--json", timeout=900))
     assert run["failed"] == 0, run                     # the node repository opens
-    assert _snaps(inv, "files")
+    drilled = _json(govhost(inv, "backup", "drill", TENANT, "--json", check=True,
+                            timeout=900))
+    assert drilled["ok"], drilled                      # and restores from it work
     drill = _json(govhost(inv, "control", "drill", "--json", check=True, timeout=600))
     assert drill["ok"] and drill["files"] == snap["files"]
     shutil.rmtree(lost, ignore_errors=True)
