@@ -468,9 +468,8 @@ def restore(key_text: str, repo: Repository, *, inventory: Path | None = None,
             say: Say = lambda _: None) -> dict[str, Any]:
     """Bring a control machine back from a control snapshot, then reconcile with the nodes.
 
-    The snapshot is read and checked in a private directory beside the target, put together
-    there, and only then renamed into place: a failure before that leaves this machine as it
-    was. Until the nodes have been asked, a marker makes `apply` refuse (`control
+    The snapshot is read and checked in a private directory, put together beside its target
+    and only then renamed into place: a failure before that leaves this machine as it was. Until the nodes have been asked, a marker makes `apply` refuse (`control
     reconcile` finishes a restore that was cut short)."""
     key = recovery.parse_key(key_text)
     t0 = time.time()
@@ -525,12 +524,18 @@ def _install(tree: Path, places: dict[str, Path], key: bytes,
         state.parent.mkdir(parents=True, exist_ok=True)
         staged_state = Path(tempfile.mkdtemp(prefix=f".{state.name}.restoring-",
                                              dir=state.parent)) / "state"
-    shutil.copytree(tree / "state", staged_state, dirs_exist_ok=True)
-    os.chmod(staged_state, 0o700)
-    write_private(staged_state / KEY_FILE, (recovery.format_key(key) + "\n").encode())
-    write_private(staged_state / RESTORE_PENDING, json.dumps(
-        {"snapshot": snap["short_id"], "snapshot_time": snap["time"],
-         "manifest": json.loads(manifest.to_json())}).encode())
+    try:
+        shutil.copytree(tree / "state", staged_state, dirs_exist_ok=True)
+        os.chmod(staged_state, 0o700)
+        write_private(staged_state / KEY_FILE, (recovery.format_key(key) + "\n").encode())
+        write_private(staged_state / RESTORE_PENDING, json.dumps(
+            {"snapshot": snap["short_id"], "snapshot_time": snap["time"],
+             "manifest": json.loads(manifest.to_json())}).encode())
+    except OSError:
+        shutil.rmtree(stage, ignore_errors=True)         # secrets: never left half-staged
+        if not inside:
+            shutil.rmtree(staged_state.parent, ignore_errors=True)
+        raise
     moved = []
     for dest in (inv_dir,) + (() if inside else (state,)):
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
@@ -557,7 +562,7 @@ def _install(tree: Path, places: dict[str, Path], key: bytes,
 def reconcile(county: County, say: Say = lambda _: None) -> dict[str, Any]:
     """Ask every node what it runs; make the state's live releases what the units' replicas
     all serve (publishes, approvals, rollbacks after the snapshot); list the rest. Ends the
-    restore: `apply` runs again afterwards. Safe to run again."""
+    restore (`apply` runs again afterwards); until then it can be run again."""
     marker = county.state_dir / RESTORE_PENDING
     try:
         pending = json.loads(marker.read_text(encoding="utf-8"))
