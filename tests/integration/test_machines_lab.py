@@ -34,11 +34,8 @@ PAGES = {"index.html": "<html><body>教育局 首页 v1</body></html>",
          "about.html": "关于我们"}          # 21 files, as in the issue
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def machines():
-    """Three machine nodes from the bare image, for the whole session: this module starts
-    on them bare; test_security_lab (after it) applies its own county on the same machines
-    instead of bootstrapping three more (two and a half minutes)."""
     why = lab_possible() or next((f"{t} is not installed (run scripts/setup.sh)" for t in
                                   ("systemd-nspawn", "mmdebstrap") if not shutil.which(t)), None)
     if why:
