@@ -11,6 +11,7 @@ placeholder, and the county's word lists. When every check passes, the launch is
 """
 from __future__ import annotations
 
+import datetime
 import http.client
 import re
 import secrets
@@ -21,7 +22,7 @@ from controlplane.compliance import rules
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Tenant
-from controlplane.sites import probes
+from controlplane.sites import probes, waf
 from controlplane.sites.content_sync import Link, SyncError
 
 Say = Callable[[str], None]
@@ -72,6 +73,23 @@ class Seen:
     wording: Mapping[str, Any] | None
     wording_lists: bool
     hsts_wanted: bool = True
+    waf_after: str = "block"                    # the unit's WAF mode once launched
+
+
+def _waf_check(t: Tenant, after: str) -> Check:
+    """A site blocks attacks from its first public day; detecting only is an exception
+    the manifest states with a reason and an end date, and `off` does not launch."""
+    excluded = len(t.waf.exclude_rules)
+    if after == "block":
+        return Check("waf", True, "the WAF blocks from the launch on"
+                     + (f" ({excluded} rule(s) excluded)" if excluded else ""))
+    if after == "detect":
+        return Check("waf", True, f"the WAF detects only until {t.waf.until}: {t.waf.reason} "
+                     "(a warning in status, security check and the compliance report)")
+    return Check("waf", False, "the WAF is off (`waf: off`): the public would reach the site "
+                 "unprotected", "remove `waf: off`; exclude the rules its forms trip instead "
+                 "(`govhost waf replay` lists them), or, with a reason and an end date, "
+                 "`waf: {mode: detect, reason: ..., until: YYYY-MM-DD}`")
 
 
 def judge(t: Tenant, seen: Seen) -> list[Check]:
@@ -120,6 +138,7 @@ def judge(t: Tenant, seen: Seen) -> list[Check]:
     w = rules.wording(seen.wording, seen.wording_lists)
     out.append(Check("wording", w.ok, w.summary, "" if w.ok else
                      "correct the words shown by `govhost wording check`, publish again"))
+    out.append(_waf_check(t, seen.waf_after))
     return out
 
 
@@ -208,7 +227,8 @@ def look(county: County, unit: str, say: Say = lambda _: None) -> tuple[Tenant, 
     listings = _listings(entry, host, has_cert, timeout, files)
     worded = (wording_check.check_live(county)["units"].get(unit) if inv.wording else None)
     seen = Seen(has_cert, https, headers, homepage, exposed, files, listings, worded,
-                bool(inv.wording), inv.cluster.tls.hsts_max_age > 0)
+                bool(inv.wording), inv.cluster.tls.hsts_max_age > 0,
+                waf.after_launch(t, datetime.date.today()))
     return t, judge(t, seen)
 
 

@@ -3,6 +3,7 @@ summary on top, a section per unit with the evidence), or JSON and CSV for scrip
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import time
@@ -14,6 +15,8 @@ from controlplane.compliance import rules
 from controlplane.core import paths
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
+from controlplane.sites import waf
+from controlplane.sites.apply import gated_units
 
 
 def _when(ts: float | None) -> str:
@@ -21,24 +24,29 @@ def _when(ts: float | None) -> str:
 
 
 def load(county: County, week: str | None
-         ) -> tuple[str, dict[str, dict[str, Any]], dict[str, Any] | None]:
-    """The week's verdicts per unit, and the last `govhost security check` (None if never)."""
+         ) -> tuple[str, dict[str, dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]]]:
+    """The week's verdicts per unit, the last `govhost security check` (None if never) and
+    the units whose WAF does not block today."""
     if week is not None:
         rules.week_bounds(week)                     # refuses a malformed week
     st = county.open_state()
     try:
         checked = st.compliance(week)
         security = st.last_run("security")
+        launched = st.launched()
     finally:
         st.close()
     if not checked:
         raise GovhostError(f"no compliance check recorded{' for ' + week if week else ''}; "
                            "run `govhost compliance check` first")
-    return next(iter(checked.values()))["week"], checked, security
+    inv, today = county.inv, datetime.date.today()
+    modes = waf.modes(inv.tenants, gated_units(inv, launched), today)
+    exceptions = [n.to_json(today) for n in waf.not_blocking(inv.tenants, modes)]
+    return next(iter(checked.values()))["week"], checked, security, exceptions
 
 
 def render(county: County, week: str | None, fmt: str) -> str:
-    week, checked, security = load(county, week)
+    week, checked, security, exceptions = load(county, week)
     inv = county.inv
     titles = {t.name: t.title for t in inv.tenants}
     rows = []
@@ -50,7 +58,8 @@ def render(county: County, week: str | None, fmt: str) -> str:
                      "passed": all(x["ok"] for x in v.values())})
     if fmt == "json":
         return json.dumps({"week": week, "units": {t: rec for t, rec in sorted(checked.items())},
-                           "security": security}, ensure_ascii=False, indent=2) + "\n"
+                           "security": security, "waf_exceptions": exceptions},
+                          ensure_ascii=False, indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -83,5 +92,6 @@ def render(county: County, week: str | None, fmt: str) -> str:
         county=inv.cluster.name, week=week, rows=rows, units=units, titles=rules.TITLES,
         indicators=rules.INDICATORS, total=len(rows), passed=passed, failed=len(rows) - passed,
         checked_at=_when(max(rec["checked_at"] for rec in checked.values())),
+        waf_exceptions=exceptions,
         security=security and {**security["summary"], "result": security["result"],
                                "at_text": _when(security["finished_at"])})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import ipaddress
 import re
 from typing import Annotated, Literal, Union
@@ -278,12 +279,16 @@ WafMode = Literal["auto", "off", "detect", "block"]
 
 class Waf(_Model):
     """The web application firewall (ModSecurity with the OWASP Core Rule Set) in front of
-    the unit's site. `auto`: detection only for the county's first `waf.detect_days` days of
-    the unit, then blocking. `exclude_rules`: CRS rule ids the unit's site trips by design."""
+    the unit's site. `auto`: a static site blocks; a site that takes input (PHP, proxy)
+    detects only while it waits for `govhost launch` and blocks from the launch on.
+    `detect` is an exception the county must see: it needs a `reason` and an `until` date
+    (blocking starts that day). `exclude_rules`: CRS rule ids the site trips by design."""
 
     mode: WafMode = "auto"
     exclude_rules: list[Annotated[StrictInt, Field(ge=1, le=999_999)]] = Field(
         default_factory=list, max_length=100)
+    reason: Text | None = None
+    until: datetime.date | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -291,9 +296,22 @@ class Waf(_Model):
         # `waf: off` (YAML reads a bare off as false) or `waf: block`
         if value is False:
             return {"mode": "off"}
+        if value == "detect":
+            raise ValueError("`waf: detect` needs a reason and an end date: "
+                             "`waf: {mode: detect, reason: \"why the site cannot block yet\", "
+                             "until: YYYY-MM-DD}` (it blocks from that day)")
         if isinstance(value, str):
             return {"mode": value}
         return value
+
+    @model_validator(mode="after")
+    def _detect_is_stated(self) -> "Waf":
+        if self.mode == "detect" and (self.reason is None or self.until is None):
+            raise ValueError("`mode: detect` needs `reason` (why the site cannot block yet) "
+                             "and `until` (YYYY-MM-DD, the day blocking starts)")
+        if self.mode != "detect" and (self.reason is not None or self.until is not None):
+            raise ValueError("`reason` and `until` belong to `mode: detect` only")
+        return self
 
 
 ReviewLevel = Literal["unit", "county"]
@@ -553,8 +571,17 @@ class UpdatesSettings(_Model):
 
 
 class WafSettings(_Model):
-    # Units on `waf: auto` run in detection only for this many days, then block.
-    detect_days: StrictInt = Field(default=7, ge=0, le=365)
+    """Nothing to set today; kept so an old `waf: {detect_days: N}` gets a clear answer."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_detect_days(cls, value: object) -> object:
+        if isinstance(value, dict) and "detect_days" in value:
+            raise ValueError("`detect_days` is gone: sites now block from their launch (they "
+                             "detect only while `launch: pending`); remove the line, and give "
+                             "a unit that must not block yet `waf: {mode: detect, reason, "
+                             "until}` in its manifest")
+        return value
 
 
 _WEEKDAYS = r"(monday|tuesday|wednesday|thursday|friday|saturday|sunday)"

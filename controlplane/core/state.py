@@ -23,8 +23,6 @@ CREATE TABLE IF NOT EXISTS placements (
     PRIMARY KEY (tenant, position));
 CREATE TABLE IF NOT EXISTS drained (
     node TEXT PRIMARY KEY, since REAL NOT NULL, actor TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS waf_since (
-    tenant TEXT PRIMARY KEY, since REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS node_state (
     node TEXT PRIMARY KEY, release_id TEXT NOT NULL, digests TEXT NOT NULL,
     applied_at REAL NOT NULL, run_id INTEGER);
@@ -365,16 +363,6 @@ class State:
         for r in rows:
             r["nodes"], r["changes"] = json.loads(r["nodes"]), json.loads(r["changes"])
         return rows
-
-    # When a unit's site first went live behind the WAF (its `auto` mode blocks a set number
-    # of days after that).
-    def waf_since(self) -> dict[str, float]:
-        return dict(self.db.execute("SELECT tenant, since FROM waf_since"))
-
-    def record_waf_since(self, tenants: Sequence[str], at: float) -> None:
-        with self.tx() as db:
-            db.executemany("INSERT OR IGNORE INTO waf_since (tenant, since) VALUES (?, ?)",
-                           [(t, at) for t in tenants])
 
     def launched(self) -> dict[str, float]:
         """Units that passed `govhost launch`, and when."""

@@ -116,8 +116,8 @@ class Prober(threading.Thread):
             key = (self._inv_key, tuple(sorted(placements.items())), tuple(sorted(drained)),
                    tuple(sorted((n, a.release_id) for n, a in applied.items())), stored,
                    json.dumps(cert_records, sort_keys=True, default=str),
-                   tuple(sorted(waf.modes(inv.tenants, st.waf_since(), time.time(),
-                                          inv.cluster.waf.detect_days).items())))
+                   tuple(sorted(waf.modes(inv.tenants, apply.gated_units(inv, st.launched()),
+                                          datetime.now().date()).items())))
             if key != self._desired_key:
                 with_certs = apply.deployable(self.county, st)
                 plan = make_plan(with_certs, drained, placements, applied)

@@ -10,6 +10,7 @@ in the state store (the compliance report shows the last one).
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pwd
@@ -30,7 +31,7 @@ from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Node
 from controlplane.security import findings as rules
 from controlplane.security.findings import Door, Finding, Served
-from controlplane.sites import apply, firewall, status
+from controlplane.sites import apply, firewall, status, waf
 
 KNOCK_SECONDS = 1.5
 
@@ -279,7 +280,6 @@ def run(county: County, with_testssl: bool = False, work: Path | None = None) ->
     try:
         deployed = apply.deployable(county, st)
         placement = st.placements()
-        since = st.waf_since()
     finally:
         st.close()
     report = Report()
@@ -331,9 +331,8 @@ def run(county: County, with_testssl: bool = False, work: Path | None = None) ->
     report.checked["tls"] = [f"{s.host}@{s.node}" for s in served]
     # WAF per unit
     report.waf_modes = dict(deployed.waf_modes or {})
-    configured = {t.name: t.waf.mode for t in inv.tenants}
-    report.findings += rules.waf(configured, report.waf_modes, since, now,
-                                 inv.cluster.waf.detect_days)
+    today = datetime.date.fromtimestamp(now)
+    report.findings += rules.waf(waf.not_blocking(inv.tenants, report.waf_modes), today)
     order = {s: i for i, s in enumerate(rules.SEVERITIES)}
     report.findings.sort(key=lambda f: (order[f.severity], f.area, f.where))
     _record(county, report)

@@ -7,10 +7,12 @@ the facts is controlplane.security.check.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import datetime
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from controlplane.core.paths import CONSOLE_ACCOUNT
+from controlplane.sites.waf import NotBlocking
 
 SEVERITIES = ("critical", "warning", "info")
 
@@ -263,30 +265,27 @@ def tls(served: Iterable[Served], warn_days: int = 14) -> list[Finding]:
     return out
 
 
-def waf(configured: Mapping[str, str], in_force: Mapping[str, str],
-        since: Mapping[str, float], now: float, detect_days: int) -> list[Finding]:
-    """A unit without the WAF, or still only watching, is told so; blocking is fine. Units
-    in their first week (`auto`) are one note per day blocking starts, not one per unit."""
+def waf(not_blocking: Sequence[NotBlocking], today: datetime.date) -> list[Finding]:
+    """A unit whose WAF does not block is told so: off or a stated exception is a warning
+    (until its end date); units waiting for launch are one note, not one per unit."""
     out = []
-    watching: dict[int, list[str]] = {}
-    for unit, mode in sorted(in_force.items()):
-        if mode == "off":
-            out.append(Finding("warning", "waf", unit, "WAF off",
-                               "set `waf: detect` (or remove `waf: off`) in the unit's "
-                               "manifest unless a rule breaks the site; exclude that rule "
-                               "instead (`waf: {mode: block, exclude_rules: [ID]}`)"))
-        elif mode == "detect" and configured.get(unit) == "auto":
-            left = max(detect_days - (now - since.get(unit, now)) / 86400, 0)
-            watching.setdefault(round(left), []).append(unit)
-        elif mode == "detect":
-            out.append(Finding("warning", "waf", unit, "WAF set to detect only",
-                               "set `waf: block` once its log shows no false alarms"))
-    for left, units in sorted(watching.items()):
-        out.append(Finding("info", "waf", ", ".join(units),
-                           f"WAF detecting only, blocking in {left} days "
-                           f"({len(units)} unit{'s' if len(units) > 1 else ''})",
-                           "read the units' WAF logs for false alarms and exclude their "
-                           "rules before blocking starts"))
+    waiting = [n.unit for n in not_blocking if n.why == "before-launch"]
+    for n in not_blocking:
+        if n.why == "off":
+            out.append(Finding("warning", "waf", n.unit, n.text(today),
+                               "remove `waf: off` from the unit's manifest; exclude the rule "
+                               "that breaks the site instead (`govhost waf replay` finds it; "
+                               "`waf: {mode: block, exclude_rules: [ID]}`)"))
+        elif n.why == "stated":
+            out.append(Finding("warning", "waf", n.unit, n.text(today),
+                               "exclude the rules its forms trip (`govhost waf replay`) and "
+                               "set `waf: block` before the end date"))
+    if waiting:
+        out.append(Finding("info", "waf", ", ".join(waiting),
+                           f"WAF detecting only until launch ({len(waiting)} unit"
+                           f"{'s' if len(waiting) > 1 else ''})",
+                           "read the units' WAF logs (preview and test traffic) for false "
+                           "alarms and exclude their rules before `govhost launch`"))
     return out
 
 

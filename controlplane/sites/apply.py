@@ -10,6 +10,7 @@ on failure; record what each node runs.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import fcntl
 import hashlib
 import io
@@ -171,6 +172,12 @@ def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
     return buf.getvalue()
 
 
+def gated_units(inv: Inventory, launched: Mapping[str, float]) -> frozenset[str]:
+    """Units with `launch: pending` that have not passed `govhost launch`."""
+    return frozenset(t.name for t in inv.tenants
+                     if t.launch == "pending" and t.name not in launched)
+
+
 def deployable(county: County, state: State) -> Inventory:
     """The county's inventory with what a release needs beyond the manifests: certificates,
     metrics credentials and each unit's WAF mode today. Apply and the exporter's drift check
@@ -178,11 +185,8 @@ def deployable(county: County, state: State) -> Inventory:
     inv = county.inv
     certs, served_with = tls_store.deployable(inv, county.certs, state)
     access = tls_metrics.ensure(county.state_dir, inv.secret, inv.hosts, inv.cluster.name)
-    modes = waf.modes(inv.tenants, state.waf_since(), time.time(),
-                      inv.cluster.waf.detect_days)
-    launched = state.launched()
-    gated = frozenset(t.name for t in inv.tenants
-                      if t.launch == "pending" and t.name not in launched)
+    gated = gated_units(inv, state.launched())
+    modes = waf.modes(inv.tenants, gated, datetime.date.today())
     return dataclasses.replace(inv, certificates=certs, served_with=served_with,
                                metrics=access, waf_modes=modes, gated=gated)
 
@@ -475,9 +479,6 @@ def _apply_locked(county: County, state: State, say: Progress,
         _confirm_firewalls(inv, plan, outcomes, nodes, known_hosts, result, say)
         if any(o.result in ("applied", "unchanged") for o in outcomes.values()):
             state.save_placements(plan.placement)
-            # the units' sites are live behind the WAF from now (their `auto` week starts)
-            state.record_waf_since([t.name for t in inv.tenants if t.waf.mode != "off"],
-                                   time.time())
     finally:
         result.nodes = [outcomes.get(n) or NodeOutcome(n, "failed", None, "interrupted")
                         for n in sorted(nodes)]

@@ -6,6 +6,7 @@ table highlights.
 """
 from __future__ import annotations
 
+import datetime
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,7 +17,7 @@ from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.paths import AGENT_PORT
 from controlplane.sites import apply as apply_mod
-from controlplane.sites import probes, replicas, vrrp
+from controlplane.sites import probes, replicas, vrrp, waf
 from controlplane.tls import metrics as tls_metrics
 
 
@@ -169,6 +170,7 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
         counted = [a[t.name] for a in agents.values() if a and t.name in a]
         row = {"tenant": t.name, "host": host, "kind": t.kind, "title": t.title,
                "site": t.site.type, "aliases": list(t.aliases),
+               "waf": inv.waf_modes.get(t.name),
                "replicas": list(plan.placement[t.name]),
                "answers": {n: r.status for n, r in answers.items()},
                "latency_ms": {n: round(r.seconds * 1000, 1) for n, r in answers.items()},
@@ -194,6 +196,11 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
             down = ", ".join(f"{n} ({answers[n].status or answers[n].error or 'no answer'})"
                              for n in sorted(answers) if n not in up)
             problem("warning", t.name, f"{host} fails through {down}")
+
+    today = datetime.date.today()
+    for nb in waf.not_blocking(tenants, inv.waf_modes):
+        if nb.why != "before-launch":      # waiting for launch is the normal first step
+            problem("warning", nb.unit, nb.text(today))
 
     floating, issues = vrrp.holders(
         inv.hosts, {n: s.floating for n, s in live.items() if s.reachable},

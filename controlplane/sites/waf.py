@@ -2,20 +2,25 @@
 Debian's OWASP Core Rule Set, loaded once per nginx (not once per site) and switched per
 unit: off, detection only (matches logged, nothing refused) or blocking (403).
 
-A unit on `auto` starts in detection only, so that a site's own forms and uploads show up in
-the audit log before anything is refused; after the county's `waf.detect_days` (7) it
-blocks. Every match goes to one audit log per node (JSON lines, with the Host), which the
-node's agent splits into each unit's own `waf-audit.log` and counts as metrics.
+A site blocks from its first public day. A unit on `auto` (the default) that takes input
+(PHP, proxy) only detects while it waits for `govhost launch`: its staff's preview and test
+traffic shows in its audit log what its own forms trip, before the public arrives. From the
+launch on it blocks; a static unit blocks from the start. Anything else is an exception the
+manifest states: `waf: {mode: detect, reason, until}` (blocking again from `until`) or
+`waf: off`, and both are shown as warnings wherever the county looks (status, security
+check, compliance report). Every match goes to one audit log per node (JSON lines, with the
+Host), which the node's agent splits into each unit's own `waf-audit.log` and counts.
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 
 from controlplane.core import paths
 from controlplane.core.manifest import Tenant
 
-DAY = 86400
 MODULE = "/usr/share/nginx/modules/ngx_http_modsecurity_module.so"
 AUDIT_LOG = f"{paths.NODE_LOGS}/waf-audit.log"
 CRS_SETUP = "/etc/modsecurity/crs/crs-setup.conf"
@@ -24,24 +29,75 @@ ENGINE = {"detect": "DetectionOnly", "block": "On"}
 NODE_WAF_DIR = f"{paths.NODE_CONF_ROOT}/waf"
 
 
-def modes(tenants: Iterable[Tenant], since: Mapping[str, float], now: float,
-          detect_days: int) -> dict[str, str]:
-    """Each unit's WAF mode in force now: `auto` is `detect` for `detect_days` after the unit
-    first went live behind the WAF (`since`; a unit not live yet starts now), then `block`."""
-    out = {}
-    for t in tenants:
-        mode = t.waf.mode
-        if mode == "auto":
-            started = since.get(t.name, now)
-            mode = "block" if now - started >= detect_days * DAY else "detect"
-        out[t.name] = mode
-    return out
+def mode_now(t: Tenant, launched: bool, today: datetime.date) -> str:
+    """The mode in force for a unit: `auto` detects only before the launch of a site that
+    takes input; an explicit `detect` ends (blocks) on its `until` date."""
+    w = t.waf
+    if w.mode == "auto":
+        return "detect" if t.site.type != "static" and not launched else "block"
+    if w.mode == "detect" and w.until is not None and today >= w.until:
+        return "block"
+    return w.mode
+
+
+def modes(tenants: Iterable[Tenant], gated: Collection[str],
+          today: datetime.date) -> dict[str, str]:
+    """Each unit's WAF mode in force today; `gated`: the units still waiting for launch."""
+    return {t.name: mode_now(t, t.name not in gated, today) for t in tenants}
 
 
 def mode_of(t: Tenant, in_force: Mapping[str, str]) -> str:
     """The mode a render uses: the one worked out for this run, or (a render without the
-    state, e.g. `govhost plan` in a test) the first week's."""
-    return in_force.get(t.name) or ("detect" if t.waf.mode == "auto" else t.waf.mode)
+    state, e.g. `govhost plan` in a test) the one the manifest alone gives."""
+    if t.name in in_force:
+        return in_force[t.name]
+    if t.waf.mode == "auto":
+        return "detect" if t.site.type != "static" and t.launch == "pending" else "block"
+    return t.waf.mode
+
+
+@dataclass(frozen=True)
+class NotBlocking:
+    """A unit whose WAF does not block today, and why: shown until it ends."""
+    unit: str
+    mode: str                        # off | detect
+    why: str                         # off | stated | before-launch
+    reason: str = ""
+    until: datetime.date | None = None
+
+    def text(self, today: datetime.date) -> str:
+        if self.why == "off":
+            return "WAF off (`waf: off`): attacks reach the site unrefused"
+        if self.why == "before-launch":
+            return "WAF detecting only until `govhost launch` (blocks from the launch on)"
+        assert self.until is not None
+        left = (self.until - today).days
+        return (f"WAF detecting only until {self.until.isoformat()} ({left} day"
+                f"{'' if left == 1 else 's'} left): {self.reason}")
+
+    def to_json(self, today: datetime.date) -> dict:
+        return {"unit": self.unit, "mode": self.mode, "why": self.why, "reason": self.reason,
+                "until": self.until.isoformat() if self.until else None,
+                "text": self.text(today)}
+
+
+def not_blocking(tenants: Iterable[Tenant], in_force: Mapping[str, str]
+               ) -> list[NotBlocking]:
+    """The units whose WAF does not block today (in the order given)."""
+    out = []
+    for t in tenants:
+        mode = in_force.get(t.name, "block")
+        if mode == "block":
+            continue
+        why = ("off" if mode == "off" else "stated" if t.waf.mode == "detect"
+               else "before-launch")
+        out.append(NotBlocking(t.name, mode, why, t.waf.reason or "", t.waf.until))
+    return out
+
+
+def after_launch(t: Tenant, today: datetime.date) -> str:
+    """The mode a unit would have once launched: what `govhost launch` judges."""
+    return mode_now(t, True, today)
 
 
 def main_conf() -> bytes:

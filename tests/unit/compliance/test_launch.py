@@ -39,7 +39,7 @@ def _failed(seen: launch.Seen) -> dict[str, launch.Check]:
 def test_a_clean_site_passes_every_check():
     checks = launch.judge(_tenant(), _seen())
     assert [c.check for c in checks] == ["https", "headers", "exposed", "footer", "content",
-                                         "wording"]
+                                         "wording", "waf"]
     assert all(c.ok for c in checks), checks
 
 
@@ -55,6 +55,7 @@ def test_a_clean_site_passes_every_check():
     ({"homepage": "<p>no marks</p>"}, "footer"),
     ({"wording": {"release": "r1", "findings": [
         {"severity": "block", "word": "坏词", "file": "index.html"}]}}, "wording"),
+    ({"waf_after": "off"}, "waf"),
 ])
 def test_each_failure_is_named_with_what_to_do(kw, failed):
     bad = _failed(_seen(**kw))

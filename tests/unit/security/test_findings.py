@@ -2,6 +2,7 @@
 held against the firewall that is really rendered."""
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import pwd
 import re
@@ -13,6 +14,7 @@ from controlplane.core import paths
 from controlplane.security import findings as rules
 from controlplane.security.findings import Door, Served
 from controlplane.sites import firewall
+from controlplane.sites.waf import NotBlocking
 from tests.unit.sites.test_firewall import _hosts  # the same three nodes and roles
 
 # -- doors -------------------------------------------------------------------------------
@@ -153,17 +155,21 @@ def test_tls_findings_per_fault():
 
 # -- waf and updates ---------------------------------------------------------------------
 
-def test_waf_off_warns_detecting_under_auto_counts_down_and_block_is_fine():
-    now = 1_000_000.0
-    got = rules.waf({"a": "off", "b": "auto", "c": "detect", "d": "block", "e": "auto"},
-                    {"a": "off", "b": "detect", "c": "detect", "d": "block", "e": "detect"},
-                    {"b": now - 2 * 86400, "e": now - 2.2 * 86400}, now, detect_days=7)
+def test_waf_off_and_stated_detect_warn_units_waiting_for_launch_are_one_note():
+    today = datetime.date(2026, 12, 4)
+    got = rules.waf([NotBlocking("a", "off", "off"),
+                     NotBlocking("b", "detect", "before-launch"),
+                     NotBlocking("c", "detect", "stated", "the exam form's rich text",
+                                 datetime.date(2026, 12, 18)),
+                     NotBlocking("e", "detect", "before-launch")], today)
     by_unit = {f.where: f for f in got}
     assert set(by_unit) == {"a", "b, e", "c"}
-    assert by_unit["a"].severity == "warning"
+    assert by_unit["a"].severity == "warning" and "waf replay" in by_unit["a"].todo
     assert by_unit["b, e"].severity == "info"
-    assert by_unit["b, e"].what == "WAF detecting only, blocking in 5 days (2 units)"
+    assert by_unit["b, e"].what == "WAF detecting only until launch (2 units)"
     assert by_unit["c"].severity == "warning"
+    assert by_unit["c"].what == ("WAF detecting only until 2026-12-18 (14 days left): "
+                                 "the exam form's rich text")
 
 
 def test_updates_pending_and_reboot_say_which_command_to_run():
