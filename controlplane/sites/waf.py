@@ -100,7 +100,7 @@ def after_launch(t: Tenant, today: datetime.date) -> str:
     return mode_now(t, True, today)
 
 
-def main_conf() -> bytes:
+def main_conf(audit_log: str = AUDIT_LOG) -> bytes:
     """The rules nginx loads once: ModSecurity's settings and the CRS from Debian."""
     return (
         "# Written by govhost: ModSecurity and the OWASP CRS for every site of this node.\n"
@@ -121,7 +121,7 @@ def main_conf() -> bytes:
         "SecAuditLogParts ABHZ\n"
         "SecAuditLogType Serial\n"
         "SecAuditLogFormat JSON\n"
-        f"SecAuditLog {AUDIT_LOG}\n"
+        f"SecAuditLog {audit_log}\n"
         f"Include {CRS_SETUP}\n"
         f"Include {CRS_RULES}\n").encode()
 
