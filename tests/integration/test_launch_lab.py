@@ -1,8 +1,8 @@
 """The launch gate on the real lab: a new unit with `launch: pending` is served only to the
 county's addresses (the control machine 10.77.8.1 and 10.77.8.0/28 here) while the public
 (`govhost lab outside`, 10.77.9.2) gets 403;
-`govhost launch` refuses the placeholder, then a site with a database dump in it, then
-passes and opens the site to everyone. Every attempt is in the audit log."""
+`govhost launch` refuses the placeholder with its WAF off, then a site with a database dump
+in it, then passes and opens the site to everyone, behind a WAF that blocks. Every attempt is in the audit log."""
 import json
 import subprocess
 import time
@@ -22,9 +22,9 @@ FOOTER = ("<footer>主办单位：青水县新建局 联系电话：0571-6512-33
 PUBLIC, COUNTY = "outside", network.HOST4
 
 
-def _status(source: str, address: str, host: str = HOST) -> int:
+def _status(source: str, address: str, host: str = HOST, path: str = "/") -> int:
     argv = ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
-            "--resolve", f"{host}:443:{address}", f"https://{host}/"]
+            "--resolve", f"{host}:443:{address}", f"https://{host}{path}"]
     argv = network.outside_argv(argv) if source == PUBLIC else argv + ["--interface", source]
     r = subprocess.run(argv, capture_output=True, text=True)
     return int(r.stdout or 0)
@@ -46,7 +46,7 @@ def pending(county):
         "identity: {site_code: '3301000088', icp: 浙ICP备12345678号-8, "
         "psb: 浙公网安备 33010602000088号}\n"
         "tls: {issuer: internal}\n"
-        "launch: pending\n")
+        "launch: pending\nwaf: off\n")
     apply_json(county)
     govhost(county, "cert", "issue", "xinjian", check=True, timeout=900)
     apply_json(county)
@@ -64,14 +64,19 @@ def test_a_pending_unit_is_served_only_to_the_county_until_launch_passes(pending
                              "http://www.qingshui.gov.cn/"], capture_output=True, text=True)
     assert "青水县教育局" in portal.stdout and "青水县新建局" not in portal.stdout
 
-    # 1. The placeholder: refused, with what to do; nothing opened.
+    # 1. The placeholder, with `waf: off`: refused, with what to do; nothing opened.
     rc, res = _launch(inv)
     checks = {c["check"]: c for c in res["checks"]}
     assert rc == 1 and not res["passed"] and not res["launched"]
     assert checks["https"]["ok"] and checks["headers"]["ok"], checks
     assert not checks["content"]["ok"] and "publish" in checks["content"]["fix"]
     assert not checks["footer"]["ok"] and "site code" in checks["footer"]["detail"]
+    assert not checks["waf"]["ok"] and "waf replay" in checks["waf"]["fix"]
     assert _status(PUBLIC, NODES["n1"]) == 403
+    # The WAF back to the default (a static site blocks from the start).
+    manifest = inv / "tenants" / "xinjian.yaml"
+    manifest.write_text(manifest.read_text().replace("waf: off\n", ""))
+    apply_json(inv)
 
     # 2. A real site with a database dump left in it: refused on that alone.
     placement = json.loads(govhost(inv, "plan", "--json", check=True).stdout)["placement"]
@@ -99,6 +104,8 @@ def test_a_pending_unit_is_served_only_to_the_county_until_launch_passes(pending
     assert res["apply"]["result"] == "changed"
     for _, address in NODES.items():
         assert _status(PUBLIC, address) == 200
+    # Protected from its first public day.
+    assert _status(PUBLIC, NODES["n1"], path="/?id=1%27%20OR%20%271%27%3D%271") == 403
     assert "青水县新建局" in subprocess.run(
         ["curl", "-s", "--resolve", f"www.qingshui.gov.cn:80:{NODES['n2']}",
          "http://www.qingshui.gov.cn/"], capture_output=True, text=True).stdout
@@ -113,4 +120,4 @@ def test_a_pending_unit_is_served_only_to_the_county_until_launch_passes(pending
     finally:
         st.close()
     assert log == [("launch.passed", []), ("launch.refused", ["exposed"]),
-                   ("launch.refused", ["footer", "content"])]
+                   ("launch.refused", ["footer", "content", "waf"])]

@@ -17,6 +17,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,18 @@ if ($_SERVER['REQUEST_METHOD'] === 'POST' && !empty($_FILES['photo'])) {
     echo 'exam registration';
 }
 """
+# What a careless unit writes: a query built from `?id=` on its own MariaDB database.
+INJECTABLE_PHP = r"""<?php
+mysqli_report(MYSQLI_REPORT_OFF);
+$me = json_decode(file_get_contents("/srv/govhost/sites/UNIT/var/db.json"), true);
+$db = new mysqli($me["host"], $me["user"], $me["password"], $me["database"], $me["port"]);
+$db->query("CREATE TABLE IF NOT EXISTS notices (id INT PRIMARY KEY, title VARCHAR(100))");
+$db->query("INSERT IGNORE INTO notices VALUES (1, 'recruitment'), (2, 'exam')");
+$r = $db->query("SELECT title FROM notices WHERE id = " . ($_GET["id"] ?? "1"));
+echo "<html><body>";
+if ($r) { while ($row = $r->fetch_row()) { echo "<p>" . htmlspecialchars($row[0]) . "</p>"; } }
+echo "</body></html>";
+"""
 # A 1x1 PNG: what a unit's staff upload every day.
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                     "1f15c4890000000d49444154789c6360000002000100e221bc330000"
@@ -59,17 +72,18 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
 
 @pytest.fixture(scope="module")
 def secured(machines, tmp_path_factory):  # noqa: F811
-    """The example county on fresh machines, with: renshe (PHP) blocking in its WAF, jiaoyu
-    with `waf: off` and an SFTP key, and the lab's package repository among the origins of
-    security updates; applied once, with the county's certificates from the lab's ACME CA."""
+    """The example county on fresh machines, with: renshe (PHP, the default WAF) and
+    zhujian (PHP, `waf: off`) each with a deliberately injectable page, jiaoyu with `waf: off`
+    and an SFTP key, and the lab's package repository among the origins of security
+    updates; applied once, with the county's certificates from the lab's ACME CA."""
     root = tmp_path_factory.mktemp("security")
     inv = root / "inventory"
     shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
     key, pub = _key(root, "jiaoyu")
     with (inv / "tenants" / "jiaoyu.yaml").open("a") as f:
         f.write(f"sftp: {{keys: ['{pub}']}}\nwaf: off\n")
-    with (inv / "tenants" / "renshe.yaml").open("a") as f:
-        f.write("waf: block\n")
+    with (inv / "tenants" / "zhujian.yaml").open("a") as f:
+        f.write("waf: off\n")
     with (inv / "cluster.yaml").open("a") as f:
         f.write("updates:\n  window: '03:00'\n  spacing_minutes: 30\n"
                 "  origins: ['origin=govhost-lab']\n")
@@ -78,9 +92,11 @@ def secured(machines, tmp_path_factory):  # noqa: F811
     # HTTPS as in the main job: the lab's ACME CA and DNS, the county's certificates.
     govhost(inv, "lab", "services", "up", check=True, timeout=300)
     govhost(inv, "cert", "renew", check=True, timeout=900)
-    renshe = NODES[applied_placement(inv, "renshe")[0]]
-    upload(renshe, "renshe", {"index.php": FORM_PHP.encode()}, replace=True)
-    govhost(inv, "publish", "renshe", "--json", check=True)
+    for unit, files in (("renshe", {"index.php": FORM_PHP, "notice.php": INJECTABLE_PHP}),
+                        ("zhujian", {"notice.php": INJECTABLE_PHP})):
+        upload(NODES[applied_placement(inv, unit)[0]], unit,
+               {k: v.replace("UNIT", unit).encode() for k, v in files.items()}, replace=True)
+        govhost(inv, "publish", unit, "--json", check=True)
     return {"inv": inv, "key": key, "root": root}
 
 
@@ -205,14 +221,16 @@ def test_security_check_finds_a_planted_world_readable_key(secured):
     assert any(p.endswith(":/srv/govhost/sites/renshe/var/db.json") for p in checked["secrets"])
     assert any(p.startswith("control:") and p.endswith("secret") for p in checked["secrets"])
     assert f"jiaoyu.{DOMAIN}@n1" in checked["tls"]
+    # renshe has no `waf:` line: a live PHP unit blocks by default.
     assert report["waf"]["jiaoyu"] == "off" and report["waf"]["renshe"] == "block"
     assert {f["where"] for f in report["findings"] if f["area"] == "waf"
-            and f["severity"] == "warning"} == {"jiaoyu"}
+            and f["severity"] == "warning"} == {"jiaoyu", "zhujian"}
     # The compliance report carries the last check (the sites themselves fail most
     # indicators here: nothing is published and no probe has run; that exits 1).
     assert govhost(inv, "compliance", "check", timeout=900).returncode in (0, 1)
     html = govhost(inv, "compliance", "report", check=True).stdout
     assert "安全检查 Security check" in html and "n2:/etc/govhost/metrics/node.key" in html
+    assert "WAF off (`waf: off`)" in html.split('id="waf"')[1].split("</table>")[0]
 
 
 # -- the SFTP meter ----------------------------------------------------------------------
@@ -464,3 +482,53 @@ def test_a_firewall_change_that_locks_the_control_machine_out_is_taken_back(secu
     # They reload the rules they went back to.
     data = apply(inv)
     assert set(data["firewall"].values()) <= {"firewall: confirmed", "firewall: nothing pending"}
+
+
+# -- sqlmap, a tool nobody here wrote ----------------------------------------------------
+
+# sqlmap as released (PyPI), run from the internet's side; only the site's name is pinned to
+# the node's address, as curl's --resolve does (the lab has no public DNS).
+SQLMAP = """
+import socket, sys
+real = socket.getaddrinfo
+def pinned(host, *a, **k):
+    return real(sys.argv[1] if host == sys.argv[2] else host, *a, **k)
+socket.getaddrinfo = pinned
+sys.argv = ["sqlmap", *sys.argv[3:]]
+from sqlmap.sqlmap import main
+main()
+"""
+# What sqlmap says when it found a way in, and the ways the issue names.
+FOUND = "sqlmap identified the following injection point(s)"
+TECHNIQUES = ("boolean-based blind", "time-based blind", "UNION query")
+
+
+def _sqlmap(unit: str, work: Path, *extra: str) -> str:
+    address = NODES[next(n for n in NODES)]
+    out = work / f"{unit}-{len(extra)}"
+    argv = [sys.executable, "-c", SQLMAP, address, f"{unit}.{DOMAIN}",
+            "-u", f"https://{unit}.{DOMAIN}/notice.php?id=1", "-p", "id", "--batch",
+            "--dbms=MySQL", "--technique=BUT", "--time-sec=2", "--flush-session",
+            # a browser's name: the WAF must refuse the attack, not sqlmap's User-Agent
+            "--random-agent", "--disable-coloring", f"--output-dir={out}", *extra]
+    r = subprocess.run(network.outside_argv(argv), capture_output=True, text=True,
+                       timeout=900)
+    return r.stdout + r.stderr
+
+
+def test_sqlmap_finds_the_injection_without_the_waf_and_nothing_through_the_default(
+        secured, tmp_path):
+    # Without the WAF (zhujian, `waf: off`), sqlmap gets in: the test can fail.
+    open_ = _sqlmap("zhujian", tmp_path)
+    assert FOUND in open_, open_[-3000:]
+    assert [t for t in TECHNIQUES if f"Type: {t}" in open_] == list(TECHNIQUES), open_[-3000:]
+    # The same page behind renshe's default WAF: nothing, plain or with evasion tampers.
+    for extra in ((), ("--tamper=between,randomcase,space2comment,charencode",),
+                  ("--tamper=modsecurityzeroversioned,space2mysqldash,equaltolike",)):
+        shut = _sqlmap("renshe", tmp_path, *extra)
+        assert FOUND not in shut, shut[-3000:]
+        assert "do not appear to be injectable" in shut or "not injectable" in shut, \
+            shut[-3000:]
+    # And a plain UNION answers 403, as a person would try it.
+    assert _site("renshe", "/notice.php?id=1%20UNION%20SELECT%20user()")[0] == 403
+    assert _site("zhujian", "/notice.php?id=1%20UNION%20SELECT%20user()")[0] == 200
