@@ -297,6 +297,10 @@ def test_the_waf_refuses_attacks_on_a_php_unit_and_lets_its_forms_through(secure
     assert _site("renshe", "/", "--data-urlencode", "name=张三", "--data-urlencode",
                  "phone=13800000000") == (200, "registered 张三")
     assert _site("renshe", "/", "-F", f"photo=@{png};type=image/png") == (200, f"got {len(PNG)}")
+    # Images, styles and scripts are files nginx sends as they are: the WAF skips them
+    # (a missing one is a 404, not a 403), while a page with the same query is refused.
+    assert _site("renshe", "/logo.png?id=1%27%20OR%20%271%27%3D%271")[0] == 404
+    assert _site("renshe", "/index.php?id=1%27%20OR%20%271%27%3D%271")[0] == 403
     # jiaoyu has `waf: off`: the same request is just a request.
     code, _ = _site("jiaoyu", "/?id=1%27%20OR%20%271%27%3D%271")
     assert code == 200
@@ -490,9 +494,9 @@ def test_a_firewall_change_that_locks_the_control_machine_out_is_taken_back(secu
 # the node's address, as curl's --resolve does (the lab has no public DNS).
 SQLMAP = """
 import socket, sys
-real = socket.getaddrinfo
+real, address, name = socket.getaddrinfo, sys.argv[1], sys.argv[2]
 def pinned(host, *a, **k):
-    return real(sys.argv[1] if host == sys.argv[2] else host, *a, **k)
+    return real(address if host == name else host, *a, **k)
 socket.getaddrinfo = pinned
 sys.argv = ["sqlmap", *sys.argv[3:]]
 from sqlmap.sqlmap import main

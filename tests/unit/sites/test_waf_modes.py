@@ -107,3 +107,31 @@ def test_launch_refuses_a_site_whose_waf_would_not_block():
     ok = launch._waf_check(stated, waf.after_launch(stated, TODAY))
     assert ok.ok and "until 2027-01-01: 旧系统迁移" in ok.detail
     assert launch._waf_check(_t(site=PHP), waf.after_launch(_t(site=PHP), TODAY)).ok
+
+
+# -- the render --------------------------------------------------------------------------
+
+def test_assets_skip_the_waf_where_nginx_only_sends_files_and_nothing_else_does(tmp_path):
+    from controlplane.core import inventory
+    from controlplane.sites.plan import make_plan
+    from tests.helpers import write_inventory
+    docs = [tenant("jingtai"), tenant("renshe", site=PHP), tenant("app", site=PROXY),
+            tenant("guan", site=PHP, waf=False)]
+    inv = inventory.load(write_inventory(tmp_path / "inv", docs))
+    releases = make_plan(inv, frozenset(), {}, {}).releases.values()
+    # each unit's vhost where it is served (a replica), not where it is only passed on
+    vhost = {name: next(r.files[f"vhosts/{name}.conf"].decode() for r in releases
+                        if "Tenant " + name + ": replica" in
+                        r.files[f"vhosts/{name}.conf"].decode())
+             for name in ("jingtai", "renshe", "app", "guan")}
+    asset = "location ~* \\.(?:css|js|png"
+    for name in ("jingtai", "renshe"):
+        v = vhost[name]
+        assert f"include waf/{name}.conf;" in v
+        block = v[v.index(asset):]
+        assert block[:block.index("}")].count("modsecurity off;") == 1
+        # PHP (path info too) is matched before the assets, and /files/ never reaches them
+        if name == "renshe":
+            assert v.index("\\.php(/|$)") < v.index(asset) and "location ^~ /files/" in v
+    assert asset not in vhost["app"]          # a unit's own application reads every request
+    assert asset not in vhost["guan"] and "modsecurity" not in vhost["guan"]
