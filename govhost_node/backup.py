@@ -891,49 +891,168 @@ def _ensure_account(user: str, home: str) -> pwd.struct_passwd:
         return pwd.getpwnam(user)
 
 
-def _root_owned(path: str, mode: int) -> None:
-    os.lchown(path, 0, 0)
-    os.chmod(path, mode)
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Planted(Exception):
+    """A link where a directory of the backup layout belongs: somebody put it there."""
+
+
+def _root_dirs(path: str) -> int:
+    """An fd of `path`, every component of it a real directory owned by root: made (0755)
+    where missing, taken back (0755) from whoever owned it (an older install let the account
+    own its home). Walked by file descriptors, never by name twice, so nothing the account does
+    meanwhile makes root follow a link. Raises Planted at a link or a non-directory."""
+    fd = os.open("/", _DIR)
+    try:
+        for part in path.strip("/").split("/"):
+            made = False
+            try:
+                nxt = os.open(part, _DIR, dir_fd=fd)
+            except FileNotFoundError:
+                os.mkdir(part, 0o755, dir_fd=fd)
+                nxt = os.open(part, _DIR, dir_fd=fd)
+                made = True
+            except OSError as exc:      # ELOOP (a link) or ENOTDIR
+                raise Planted(f"{path}: {part!r} is not a directory ({exc.strerror})") from None
+            os.close(fd)
+            fd = nxt
+            st = os.fstat(fd)
+            if made or st.st_uid != 0:  # root's own directories (/srv, ...) stay as they are
+                os.fchown(fd, 0, 0)
+                os.fchmod(fd, 0o755)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _fresh_ssh_dir(home_fd: int, user: str) -> int:
+    """An fd of the home's `.ssh`: root's, holding nothing but what install writes. One an
+    older install left to the account (with whatever it put there: authorized_keys2, a
+    keys file held open for writing, a FIFO, a hard link) is moved aside and deleted."""
+    try:
+        st = os.stat(".ssh", dir_fd=home_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        clean = False
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == 0:
+            fd = os.open(".ssh", _DIR, dir_fd=home_fd)
+            names = os.listdir(fd)
+            keys = None
+            if names == ["authorized_keys"]:
+                keys = os.stat("authorized_keys", dir_fd=fd, follow_symlinks=False)
+            clean = names == [] or (keys is not None and stat.S_ISREG(keys.st_mode)
+                                    and keys.st_uid == 0 and keys.st_nlink == 1)
+            if clean:
+                return fd
+            os.close(fd)
+        aside = f".ssh.quarantine-{int(time.time())}-{os.getpid()}"
+        os.rename(".ssh", aside, src_dir_fd=home_fd, dst_dir_fd=home_fd)
+        print(f"govhost-backup: {user}: ~/.ssh was not root's alone; moved aside and removed",
+              file=sys.stderr)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(aside, dir_fd=home_fd, ignore_errors=True)   # never follows links
+        else:
+            os.unlink(aside, dir_fd=home_fd)
+        # what a shell the old keys file allowed may have left behind
+        subprocess.run(["crontab", "-r", "-u", user], capture_output=True)
+    os.mkdir(".ssh", 0o755, dir_fd=home_fd)
+    fd = os.open(".ssh", _DIR, dir_fd=home_fd)
+    os.fchown(fd, 0, 0)
+    os.fchmod(fd, 0o755)
+    return fd
+
+
+def _write_keys(ssh_fd: int, text: str) -> None:
+    """authorized_keys in a root-only directory: a new file (O_EXCL, never an inode somebody
+    else holds open), renamed over the old one unless that holds the text already."""
+    try:
+        fd = os.open("authorized_keys", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
+                     dir_fd=ssh_fd)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISREG(st.st_mode) and st.st_uid == 0 and st.st_nlink == 1 \
+                    and stat.S_IMODE(st.st_mode) == 0o644 and f.read() == text.encode():
+                return
+    except OSError:
+        pass
+    tmp = f".authorized_keys.{os.getpid()}.{time.monotonic_ns()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
+                 dir_fd=ssh_fd)
+    try:
+        os.write(fd, text.encode())
+        os.fchown(fd, 0, 0)
+        os.fchmod(fd, 0o644)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, "authorized_keys", src_dir_fd=ssh_fd, dst_dir_fd=ssh_fd)
+
+
+def _repository_dir(parent_fd: int, name: str, pw: pwd.struct_passwd) -> None:
+    """The account's repository: the one directory it owns (0700). A link there is removed
+    (its parent is root's by now, so nobody swaps it back meanwhile)."""
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            os.unlink(name, dir_fd=parent_fd)
+        elif not stat.S_ISDIR(st.st_mode):
+            raise Planted(f"{name!r} is not a directory")
+    except FileNotFoundError:
+        pass
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+    except FileExistsError:
+        pass
+    fd = os.open(name, _DIR, dir_fd=parent_fd)
+    try:
+        os.fchown(fd, pw.pw_uid, pw.pw_gid)
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def _authorize(a: dict) -> None:
+    """One repository account: home, ~/.ssh and the keys file root's, the repository its."""
+    pw = _ensure_account(a["user"], os.path.dirname(a["dir"]))
+    parent = os.path.dirname(a["dir"])
+    # The account may write its repository and nothing else: its home, ~/.ssh and the keys
+    # file are root's (sshd accepts that), so whoever holds its key over SFTP (every node
+    # has the backup key) cannot add a key of its own, or plant a link for root to follow.
+    home_fd = _root_dirs(pw.pw_dir)
+    try:
+        ssh_fd = _fresh_ssh_dir(home_fd, a["user"])
+        try:
+            # Only SFTP, nothing else: no shell, no forwarding, no pty.
+            _write_keys(ssh_fd, f'restrict,command="/usr/lib/openssh/sftp-server" '
+                                f'{a["public_key"]}\n')
+        finally:
+            os.close(ssh_fd)
+    finally:
+        os.close(home_fd)
+    parent_fd = _root_dirs(parent)
+    try:
+        _repository_dir(parent_fd, os.path.basename(a["dir"]), pw)
+    finally:
+        os.close(parent_fd)
 
 
 def install(args: argparse.Namespace) -> None:
     spec = load_spec()
     os.makedirs(STATE, mode=0o700, exist_ok=True)
+    failed = []
     for a in spec["authorize"]:
         if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", a["user"]) or not a["dir"].startswith("/") \
-                or ".." in a["dir"].split("/"):
+                or ".." in a["dir"].split("/") or a["dir"].rstrip("/") == "":
             die(f"bad repository account {a['user']!r} {a['dir']!r}")
         if not re.fullmatch(r"ssh-ed25519 [A-Za-z0-9+/=]+ [a-z-]+", a["public_key"]):
             die("bad backup public key")
-        pw = _ensure_account(a["user"], os.path.dirname(a["dir"]))
-        path = "/"
-        for part in a["dir"].strip("/").split("/")[:-1]:     # parents: root's, traversable
-            path = os.path.join(path, part)
-            if not os.path.isdir(path):
-                os.mkdir(path)
-                os.chmod(path, 0o755)
-        # The account may write its repository and nothing else: its home, ~/.ssh and the
-        # keys file are root's (sshd accepts that), so whoever holds its key over SFTP (every
-        # node has the backup key) cannot add a key of its own, or plant a link for root to
-        # write through. Root's first, then the leftovers an older install let it make.
-        os.makedirs(pw.pw_dir, exist_ok=True)
-        _root_owned(pw.pw_dir, 0o755)
-        ssh_dir = os.path.join(pw.pw_dir, ".ssh")
-        if os.path.islink(ssh_dir):
-            os.unlink(ssh_dir)
-        os.makedirs(ssh_dir, exist_ok=True)
-        _root_owned(ssh_dir, 0o755)
-        keys_file = os.path.join(ssh_dir, "authorized_keys")
-        for leftover in (keys_file, f"{keys_file}.tmp"):
-            if os.path.islink(leftover):
-                os.unlink(leftover)
-        os.makedirs(a["dir"], exist_ok=True)
-        os.chown(a["dir"], pw.pw_uid, pw.pw_gid)
-        os.chmod(a["dir"], 0o700)
-        # Only SFTP, nothing else: no shell, no forwarding, no pty.
-        write_if_changed(keys_file, f'restrict,command="/usr/lib/openssh/sftp-server" '
-                                    f'{a["public_key"]}\n', 0o644, (0, 0))
-        _root_owned(keys_file, 0o644)
+        try:
+            _authorize(a)
+        except (Planted, OSError) as exc:     # the other accounts and the timers still go on
+            failed.append(f"{a['user']}: {exc}")
     if spec["repository"].get("local"):
         # Made here, once, at activation: nodes that race to create it on their first run
         # would each write their own key and config.
@@ -943,7 +1062,9 @@ def install(args: argparse.Namespace) -> None:
             die(str(exc))
     _timers(spec["timers"])
     print(json.dumps({"authorized": [a["user"] for a in spec["authorize"]],
-                      "timers": [t["name"] for t in spec["timers"]]}))
+                      "timers": [t["name"] for t in spec["timers"]], "failed": failed}))
+    if failed:
+        die("not every repository account was set up: " + "; ".join(failed))
 
 
 def _timers(timers: list[dict]) -> None:
