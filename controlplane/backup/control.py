@@ -256,6 +256,8 @@ def build(county: County, work: Path) -> recovery.Manifest:
     state_rel = (str(state_dir.relative_to(root)) if state_dir.is_relative_to(root) else None)
     # The state store first: everything else is a file that changes only with a command.
     (work / "state").mkdir(mode=0o700)
+    # 0600 before SQLite writes a byte: restic keeps the mode, and a restore puts it back
+    (work / "state" / "state.db").touch(mode=0o600)
     src = sqlite3.connect(county.state_dir / "state.db")
     dst = sqlite3.connect(work / "state" / "state.db")
     try:
@@ -517,38 +519,31 @@ def _install(tree: Path, places: dict[str, Path], key: bytes,
     inv_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{inv_dir.name}.restoring-", dir=inv_dir.parent))
     staged_inv = stage / "inventory"
-    shutil.copytree(tree / "inventory", staged_inv)
-    if inside:
-        staged_state = staged_inv / state.relative_to(inv_dir)
-    else:
-        state.parent.mkdir(parents=True, exist_ok=True)
-        staged_state = Path(tempfile.mkdtemp(prefix=f".{state.name}.restoring-",
-                                             dir=state.parent)) / "state"
+    staged_state = None
     try:
+        shutil.copytree(tree / "inventory", staged_inv)
+        if inside:
+            staged_state = staged_inv / state.relative_to(inv_dir)
+        else:
+            state.parent.mkdir(parents=True, exist_ok=True)
+            staged_state = Path(tempfile.mkdtemp(prefix=f".{state.name}.restoring-",
+                                                 dir=state.parent)) / "state"
         shutil.copytree(tree / "state", staged_state, dirs_exist_ok=True)
         os.chmod(staged_state, 0o700)
+        for db in staged_state.glob("state.db*"):
+            os.chmod(db, 0o600)
         write_private(staged_state / KEY_FILE, (recovery.format_key(key) + "\n").encode())
         write_private(staged_state / RESTORE_PENDING, json.dumps(
             {"snapshot": snap["short_id"], "snapshot_time": snap["time"],
              "manifest": json.loads(manifest.to_json())}).encode())
     except OSError:
         shutil.rmtree(stage, ignore_errors=True)         # secrets: never left half-staged
-        if not inside:
+        if not inside and staged_state is not None:
             shutil.rmtree(staged_state.parent, ignore_errors=True)
         raise
     moved = []
-    for dest in (inv_dir,) + (() if inside else (state,)):
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            aside = dest.with_name(f"{dest.name}.before-restore-{stamp}")
-            dest.rename(aside)
-            moved.append(str(aside))
-        elif dest.is_dir():
-            dest.rmdir()
-    staged_inv.rename(inv_dir)
-    stage.rmdir()
-    if not inside:
-        staged_state.rename(state)
-        staged_state.parent.rmdir()
+    # The SSH key first: a restore cut short after the state arrived must leave a machine
+    # that reaches its nodes, or `control reconcile` cannot finish it.
     if "ssh_key" in places:
         dest, new = places["ssh_key"], (tree / "ssh" / "key").read_bytes()
         if dest.exists() and dest.read_bytes() != new:
@@ -556,6 +551,21 @@ def _install(tree: Path, places: dict[str, Path], key: bytes,
             dest.rename(aside)
             moved.append(str(aside))
         write_private(dest, new)
+    # The state (with its restore-pending mark) before the inventory: an inventory never
+    # stands without its state, which would make new secrets and push a new identity.
+    for dest in (() if inside else (state,)) + (inv_dir,):
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            aside = dest.with_name(f"{dest.name}.before-restore-{stamp}")
+            dest.rename(aside)
+            moved.append(str(aside))
+        elif dest.is_dir():
+            dest.rmdir()
+        if dest == state:
+            staged_state.rename(state)
+            staged_state.parent.rmdir()
+        else:
+            staged_inv.rename(inv_dir)
+            stage.rmdir()
     return moved
 
 
