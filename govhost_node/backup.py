@@ -68,6 +68,10 @@ RESTIC_MEANING = {1: "fatal error (nothing saved)", 3: "some source files could 
                   11: "the repository is locked", 130: "interrupted"}
 
 
+# A directory opened by root where an account could have put a link instead.
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def die(msg: str, code: int = 1) -> None:
     print(f"govhost-backup: {msg}", file=sys.stderr)
     sys.exit(code)
@@ -677,11 +681,25 @@ def _clear_stale(spec: dict) -> int:
         return 0
     found = _read_locks(spec)
     gone = [lk for lk in found or () if lk["here"] and lk["process_alive"] is False]
-    for lk in gone:
-        try:
-            os.unlink(os.path.join(spec["repository"]["path"], "locks", lk["full_id"]))
-        except FileNotFoundError:
-            pass
+    if not gone:
+        return 0
+    # The repository belongs to the account: `locks` is opened without following a link,
+    # and each lock removed relative to that, so a swapped `locks` sends no unlink elsewhere.
+    repo = os.open(spec["repository"]["path"], _DIR)
+    try:
+        locks = os.open("locks", _DIR, dir_fd=repo)
+    except OSError:
+        os.close(repo)
+        return 0
+    try:
+        for lk in gone:
+            try:
+                os.unlink(lk["full_id"], dir_fd=locks)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(locks)
+        os.close(repo)
     return len(gone)
 
 
@@ -889,9 +907,6 @@ def _ensure_account(user: str, home: str) -> pwd.struct_passwd:
         subprocess.run(["useradd", "--system", "--home-dir", home, "--no-create-home",
                         "--shell", "/bin/sh", user], check=True, capture_output=True)
         return pwd.getpwnam(user)
-
-
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Planted(Exception):
