@@ -134,6 +134,9 @@ def _show_reconciled(res: dict) -> None:
     for unit, e in sorted(res["live_after"].items()):
         out.print(f"  live since the snapshot, recorded: {unit} {e['release']} "
                   f"(was {e['was'] or 'none'})", highlight=False)
+    for unit, seen in sorted(res.get("unjudged", {}).items()):
+        out.print(f"  [yellow]one replica answered, not recorded[/]: {unit} {seen}",
+                  highlight=False)
     for unit, seen in sorted(res["disagree"].items()):
         out.print(f"  [yellow]replicas disagree, not recorded[/]: {unit} {seen}",
                   highlight=False)

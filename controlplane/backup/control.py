@@ -615,10 +615,14 @@ def reconcile(county: County, say: Say = lambda _: None) -> dict[str, Any]:
         st.audit("control.restore", pending.get("snapshot", "?"),
                  {"snapshot_time": pending.get("snapshot_time"),
                   "live_after": sorted(found["live_after"]), "disagree": found["disagree"],
+                  "unjudged": found["unjudged"],
                   "applied_after": found["applied_after"], "unreachable": unreachable})
     for unit, seen in found["disagree"].items():
         say(f"{unit}: its replicas serve different releases ({seen}); not recorded — check "
             "with `govhost releases {unit}` and publish or roll back")
+    for unit, seen in found["unjudged"].items():
+        say(f"{unit}: only {', '.join(seen)} of its replicas answered ({seen}); not recorded — "
+            "run `govhost control reconcile` again when its other replicas are back")
     for node, rid in found["applied_after"].items():
         say(f"{node}: runs config release {rid}, applied after the snapshot; the next "
             "`govhost apply` brings it back to the restored inventory")

@@ -187,21 +187,27 @@ def after_snapshot(manifest: Manifest, node_releases: Mapping[str, str | None],
     the restored inventory, nothing else); `state_live`: unit -> the live release the restored
     state records. A unit whose reachable replicas all serve one release other than the
     state's (a publish, an approval, a rollback after the snapshot) is in `live_after`; one
-    whose replicas disagree is in `disagree`, for the operator: a single node's word never
-    makes a release live. A config release other than the one the state recorded means an
+    whose replicas disagree is in `disagree`, and one of whose two or more replicas only one
+    answered in `unjudged`, both for the operator: a single node's word never makes a release
+    live (a unit with one replica has only that word). A config release other than the one the state recorded means an
     apply ran after the snapshot."""
     applied_after = {n: r for n, r in sorted(node_releases.items())
                      if r and manifest.applied.get(n) and r != manifest.applied[n]}
     live_after: dict[str, dict[str, Any]] = {}
     disagree: dict[str, dict[str, str | None]] = {}
+    unjudged: dict[str, dict[str, str | None]] = {}
     for unit, replicas in sorted(placement.items()):
+        replicas = list(replicas)
         seen = {n: node_live[n].get(unit) for n in replicas if n in node_live}
         ids = set(seen.values())
         if not seen or ids == {state_live.get(unit)}:
             continue
-        if len(ids) == 1 and all(r is not None and RELEASE.match(r) for r in ids):
+        if len(seen) < min(2, len(replicas)):      # one answer of two or more replicas
+            unjudged[unit] = dict(sorted(seen.items()))
+        elif len(ids) == 1 and all(r is not None and RELEASE.match(r) for r in ids):
             live_after[unit] = {"release": ids.pop(), "nodes": sorted(seen),
                                 "was": state_live.get(unit)}
         else:
             disagree[unit] = dict(sorted(seen.items()))
-    return {"applied_after": applied_after, "live_after": live_after, "disagree": disagree}
+    return {"applied_after": applied_after, "live_after": live_after, "disagree": disagree,
+            "unjudged": unjudged}

@@ -122,6 +122,18 @@ def test_the_nodes_tell_what_went_live_and_what_was_applied_after_the_snapshot()
     assert found["disagree"] == {"renshe": {"n1": older, "n3": old},
                                  "caizheng": {"n1": old, "n2": new},
                                  "gongan": {"n3": "../../etc"}}
+    assert found["unjudged"] == {}
+
+
+def test_one_answer_of_two_replicas_is_not_enough():
+    m = recovery.Manifest(1.0, "h", "/i", "/i/.govhost", None, {}, {}, None, {}, {})
+    new, old = "20261203T100000-bbbbbb", "20261201T000000-000000"
+    found = recovery.after_snapshot(m, {}, {"n1": {"jiaoyu": new, "renshe": new}},
+                                    {"jiaoyu": ["n1", "n2"],      # n2 unreachable
+                                     "renshe": ["n1"]},           # its only replica
+                                    {"jiaoyu": old, "renshe": old})
+    assert found["unjudged"] == {"jiaoyu": {"n1": new}}
+    assert list(found["live_after"]) == ["renshe"]
 
 
 def test_a_rollback_after_the_snapshot_is_found_too():
