@@ -1,6 +1,7 @@
 """PHP tenants on the real lab: php-fpm pools running as the tenant, MariaDB per tenant on the
 db node, and isolation between tenants that share a node. Real php-fpm, real MariaDB, real
 nginx, real SFTP."""
+import base64
 import json
 import shutil
 from urllib.parse import quote
@@ -26,7 +27,7 @@ $out = ["user" => posix_getpwuid(posix_geteuid())["name"],
         "upload_max_filesize" => ini_get("upload_max_filesize"),
         "open_basedir" => ini_get("open_basedir"),
         "read" => [], "exec" => function_exists("shell_exec") && is_callable("shell_exec")];
-foreach (json_decode($_GET["paths"] ?? "[]", true) as $p) {
+foreach (json_decode(base64_decode($_GET["paths"] ?? ""), true) ?? [] as $p) {
     $out["read"][$p] = @file_get_contents($p) !== false || @scandir($p) !== false;
 }
 // Another tenant's database, with renshe's own credentials.
@@ -74,7 +75,10 @@ def php(lab_cluster, tmp_path_factory):
 
 
 def _run(tn, paths: list[str], node: str = "n1") -> dict:
-    code, body = page("renshe", NODES[node], "/index.php?paths=" + quote(json.dumps(paths)))
+    # The hostile unit's own code reads the paths: encoded, as such code would take them,
+    # since the WAF in front (blocking by default) is not the door this module tries.
+    arg = base64.b64encode(json.dumps(paths).encode()).decode()
+    code, body = page("renshe", NODES[node], "/index.php?paths=" + quote(arg))
     assert code == 200, body
     return json.loads(body)
 
