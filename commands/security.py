@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from commands.output import call, county, emit, err, note, out, table
 
@@ -45,8 +46,8 @@ def security_check(as_json: bool = typer.Option(False, "--json"),
             out.print(t)
         t = table("Security findings", "severity", "area", "where", "what", "to do")
         for f in report.findings:
-            t.add_row(f"[{COLOUR[f.severity]}]{f.severity}[/]", f.area, f.where, f.what,
-                      f.todo)
+            t.add_row(f"[{COLOUR[f.severity]}]{f.severity}[/]", f.area, escape(f.where),
+                      escape(f.what), escape(f.todo))
         if report.findings:
             out.print(t)
         s = data["summary"]
@@ -90,9 +91,11 @@ def waf_replay(unit: str = typer.Argument(..., help="The unit whose WAF rules ju
     t = table(f"{unit}: {res['refused']} of {res['replayed']} request(s) would be refused",
               "rule", "what", "refused", "pass if excluded", "for example")
     for r in res["rules"]:
-        t.add_row(str(r["rule"]), r["message"], str(r["refused"]), str(r["pass_if_excluded"]),
-                  "\n".join(f"{e['line']}: {e['request'][:100]}"
-                            for e in r["examples"][:examples]))
+        # the requests are the old server's visitors' words: printed, never read as markup
+        t.add_row(str(r["rule"]), escape(r["message"]), str(r["refused"]),
+                  str(r["pass_if_excluded"]),
+                  escape("\n".join(f"{e['line']}: {e['request'][:100]}"
+                                    for e in r["examples"][:examples])))
     if res["rules"]:
         out.print(t)
     else:

@@ -6,6 +6,7 @@ import time
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 
 from commands.output import call, county, emit, err, fail, human_size, note, out, table
 from controlplane.core import errors
@@ -259,7 +260,8 @@ def _print_problems(problems: list[dict]) -> None:
     out.print(f"[bold]{len(problems)} problem(s):[/]")
     for p in problems:
         c = colour.get(p["severity"], "white")
-        out.print(f"  [{c}]{p['severity']}[/] {p['where']}: {p['what']}", highlight=False)
+        out.print(f"  [{c}]{p['severity']}[/] {escape(p['where'])}: {escape(p['what'])}",
+                  highlight=False)
 
 
 @tenant_app.command("remove")

@@ -275,6 +275,11 @@ class TenantTls(_Model):
 
 
 WafMode = Literal["auto", "off", "detect", "block"]
+# CRS rules that are the machinery, not a judgement of the request: setup (900-901), the
+# anomaly score that refuses (949) or scores the response (959), the correlation (980).
+# Excluding one would switch blocking off while every view still said "block".
+WAF_MACHINERY = ((900000, 901999), (949000, 949999), (959000, 959999), (980000, 980999))
+WAF_DETECT_MAX_DAYS = 90
 
 
 class Waf(_Model):
@@ -305,12 +310,29 @@ class Waf(_Model):
         return value
 
     @model_validator(mode="after")
+    def _exclusions_judge_only(self) -> "Waf":
+        machinery = [i for i in self.exclude_rules
+                     if any(lo <= i <= hi for lo, hi in WAF_MACHINERY)]
+        if machinery:
+            raise ValueError(f"exclude_rules {machinery}: these CRS rules are how it refuses "
+                             "(setup 900000-901999, anomaly scores 949xxx/959xxx, correlation "
+                             "980xxx), not a check a site trips; exclude the rule that matched "
+                             "instead (`govhost waf replay` names it)")
+        return self
+
+    @model_validator(mode="after")
     def _detect_is_stated(self) -> "Waf":
         if self.mode == "detect" and (self.reason is None or self.until is None):
             raise ValueError("`mode: detect` needs `reason` (why the site cannot block yet) "
                              "and `until` (YYYY-MM-DD, the day blocking starts)")
         if self.mode != "detect" and (self.reason is not None or self.until is not None):
             raise ValueError("`reason` and `until` belong to `mode: detect` only")
+        if self.until is not None and \
+                self.until > datetime.date.today() + datetime.timedelta(WAF_DETECT_MAX_DAYS):
+            raise ValueError(f"`until` {self.until} is more than {WAF_DETECT_MAX_DAYS} days "
+                             "away: an exception is for the time the site's rules take to "
+                             "settle; give a nearer date and extend it with a new one if "
+                             "needed")
         return self
 
 

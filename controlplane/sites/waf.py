@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,21 @@ CRS_SETUP = "/etc/modsecurity/crs/crs-setup.conf"
 CRS_RULES = "/usr/share/modsecurity-crs/rules/*.conf"
 ENGINE = {"detect": "DetectionOnly", "block": "On"}
 NODE_WAF_DIR = f"{paths.NODE_CONF_ROOT}/waf"
+# Files nginx sends as they are (vhost_site.conf.j2 writes this location; a unit test holds
+# the two together): static and PHP sites serve them without the WAF.
+ASSET_LOCATION = r"\.(?:css|js|png|jpe?g|gif|webp|ico|svg|woff2?|ttf)$"
+_ASSET = re.compile(ASSET_LOCATION, re.IGNORECASE)
+_PHP = re.compile(r"[^/]\.php(/|$)")          # the PHP location's, matched before the assets
+
+
+def skips_waf(site_type: str, path: str) -> bool:
+    """Whether a node serves `path` (no query) of a unit's site without the WAF, as
+    vhost_site.conf.j2 orders its locations: PHP (path info too) and /files/ stay behind."""
+    if site_type not in ("static", "php"):
+        return False
+    if site_type == "php" and (_PHP.search(path) or path.startswith("/files/")):
+        return False
+    return bool(_ASSET.search(path))
 
 
 def mode_now(t: Tenant, launched: bool, today: datetime.date) -> str:

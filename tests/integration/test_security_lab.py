@@ -301,6 +301,9 @@ def test_the_waf_refuses_attacks_on_a_php_unit_and_lets_its_forms_through(secure
     # (a missing one is a 404, not a 403), while a page with the same query is refused.
     assert _site("renshe", "/logo.png?id=1%27%20OR%20%271%27%3D%271")[0] == 404
     assert _site("renshe", "/index.php?id=1%27%20OR%20%271%27%3D%271")[0] == 403
+    # A '#' in the request would hide the query from the WAF while PHP reads REQUEST_URI.
+    assert _site("renshe", "/", "--request-target",
+                 "/index.php#?id=1%27%20union%20select%20user()--")[0] == 400
     # jiaoyu has `waf: off`: the same request is just a request.
     code, _ = _site("jiaoyu", "/?id=1%27%20OR%20%271%27%3D%271")
     assert code == 200

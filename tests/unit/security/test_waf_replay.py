@@ -130,3 +130,60 @@ def test_the_command_prints_json_and_refuses_a_missing_file_clearly(tmp_path):
     missing = subprocess.run([*cmd, str(tmp_path / "nope.log")], capture_output=True,
                              text=True, timeout=120)
     assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+@needs_nginx
+def test_a_line_separator_in_a_logged_header_loses_no_entry(tmp_path):
+    attack = "GET /exam.php?id=1%27%20OR%20%271%27%3D%271 HTTP/1.1"
+    rows = [(attack, "-", "Mozilla/5.0"), (attack, "-", "Mozilla\\xE2\\x80\\xA8x"),
+            (attack, "-", "x\\xE2\\x80\\xA81\\xE2\\x80\\xA8y"),
+            (attack.replace("exam", "ex\\xC2\\x85am"), "-", "Mozilla/5.0")]
+    log = tmp_path / "access.log"
+    log.write_text(_log(rows))
+    got = waf_replay.replay(_county(tmp_path), "renshe", log)
+    assert got["refused"] == 4, got
+
+
+@needs_nginx
+def test_assets_are_left_out_as_the_nodes_serve_them_without_the_waf(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text(_log([("GET /style.CSS?id=1%27%20union%20select%201-- HTTP/1.1", "-", "M"),
+                         ("GET /x.php/y.png?id=1%27%20union%20select%201-- HTTP/1.1", "-", "M")]))
+    got = waf_replay.replay(_county(tmp_path), "renshe", log)
+    assert got["assets_not_judged"] == 1 and got["replayed"] == 1 and got["refused"] == 1
+
+
+@needs_nginx
+def test_nothing_the_worker_can_write_is_read_by_root(tmp_path, monkeypatch):
+    seen = {}
+    real = waf_replay._send
+
+    def look(sock, host, r):
+        if r.line == 0:
+            work = sock.parent
+            for p in [work, *work.iterdir()]:
+                st = p.lstat()
+                seen[p.name] = (st.st_uid, oct(st.st_mode & 0o777))
+        return real(sock, host, r)
+
+    monkeypatch.setattr(waf_replay, "_send", look)
+    log = tmp_path / "access.log"
+    log.write_text(_log(LOG[:1]))
+    waf_replay.replay(_county(tmp_path), "renshe", log)
+    assert all(uid == 0 for uid, _ in seen.values()), seen
+    work = next(k for k in seen if k.startswith("govhost-waf-replay-"))
+    assert seen[work][1] == "0o711" and seen["nginx.conf"][1] == "0o600"
+    assert seen["unit.conf"][1] == "0o600" and seen["main.conf"][1] == "0o600"
+
+
+@needs_nginx
+def test_markup_in_a_logged_request_is_printed_not_interpreted(tmp_path):
+    county = _county(tmp_path)
+    log = tmp_path / "access.log"
+    log.write_text(_log([("GET /a?id=1%27%20union%20select%201--&x=[/b][red] HTTP/1.1", "-",
+                          "M")]))
+    cmd = [str(Path(sys.executable).parent / "govhost"), "--inventory", str(county.root),
+           "waf", "replay", "renshe", str(log)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr            # before: rich's MarkupError on [/b]
+    assert "1 of 1 request(s) would be refused" in r.stdout

@@ -124,7 +124,7 @@ def test_assets_skip_the_waf_where_nginx_only_sends_files_and_nothing_else_does(
                         if "Tenant " + name + ": replica" in
                         r.files[f"vhosts/{name}.conf"].decode())
              for name in ("jingtai", "renshe", "app", "guan")}
-    asset = "location ~* \\.(?:css|js|png"
+    asset = f"location ~* {waf.ASSET_LOCATION} {{"       # the template and skips_waf agree
     for name in ("jingtai", "renshe"):
         v = vhost[name]
         assert f"include waf/{name}.conf;" in v
@@ -135,3 +135,23 @@ def test_assets_skip_the_waf_where_nginx_only_sends_files_and_nothing_else_does(
             assert v.index("\\.php(/|$)") < v.index(asset) and "location ^~ /files/" in v
     assert asset not in vhost["app"]          # a unit's own application reads every request
     assert asset not in vhost["guan"] and "modsecurity" not in vhost["guan"]
+
+
+def test_the_machinery_of_the_crs_cannot_be_excluded_and_exceptions_are_short():
+    for rule in (949110, 901001, 959100, 980130):
+        with pytest.raises(ValidationError, match="how it refuses"):
+            _t(waf={"mode": "block", "exclude_rules": [942100, rule]})
+    assert _t(waf={"mode": "block", "exclude_rules": [942100, 920350]})
+    far = datetime.date.today() + datetime.timedelta(days=91)
+    with pytest.raises(ValidationError, match="more than 90 days"):
+        _t(waf={"mode": "detect", "reason": "旧系统迁移", "until": far})
+
+
+@pytest.mark.parametrize("site,path,skips", [
+    ("static", "/img/logo.PNG", True), ("static", "/index.html", False),
+    ("php", "/style.css", True), ("php", "/x.php/y.png", False),
+    ("php", "/files/a.png", False), ("php", "/a.php", False),
+    ("proxy", "/app.js", False),
+])
+def test_which_requests_a_node_serves_without_the_waf(site, path, skips):
+    assert waf.skips_waf(site, path) is skips
