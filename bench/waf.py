@@ -49,7 +49,7 @@ PHP = ("<?php $q = htmlspecialchars($_GET['q'] ?? ''); echo '<!doctype html><htm
        "for ($i = 0; $i < 120; $i++) { echo \"<p>第{$i}条 {$q} 关于做好本县教育工作的通知"
        "。</p>\"; } echo '</body></html>';")
 DB_PHP = r"""<?php
-$me = json_decode(file_get_contents(__DIR__ . "/../var/db.json"), true);
+$me = json_decode(file_get_contents("/srv/govhost/sites/UNIT/var/db.json"), true);
 $db = new mysqli($me["host"], $me["user"], $me["password"], $me["database"], $me["port"]);
 $q = $db->real_escape_string($_GET["q"] ?? "");
 $r = $db->query("SELECT id, title FROM notices WHERE title LIKE '%$q%' ORDER BY id DESC LIMIT 20");
@@ -58,7 +58,7 @@ while ($row = $r->fetch_row()) { echo "<li>" . htmlspecialchars($row[1]) . "</li
 echo "</ul></body></html>";
 """
 SEED_PHP = r"""<?php
-$me = json_decode(file_get_contents(__DIR__ . "/../var/db.json"), true);
+$me = json_decode(file_get_contents("/srv/govhost/sites/UNIT/var/db.json"), true);
 $db = new mysqli($me["host"], $me["user"], $me["password"], $me["database"], $me["port"]);
 $db->query("CREATE TABLE IF NOT EXISTS notices (id INT PRIMARY KEY, title VARCHAR(200))");
 for ($i = 1; $i <= 2000; $i++) {
@@ -170,7 +170,8 @@ def main() -> None:
         for name, (kind, _) in UNITS.items():
             node = ADDRESSES[placement[name][0]]
             files = {"index.php": PHP.encode()} if kind == "php" else \
-                {"index.php": DB_PHP.encode(), "seed.php": SEED_PHP.encode()} if kind == "db" \
+                {"index.php": DB_PHP.replace("UNIT", name).encode(),
+                 "seed.php": SEED_PHP.replace("UNIT", name).encode()} if kind == "db" \
                 else {"index.html": PAGE.encode()}
             upload(node, name, files, replace=True)
             content.publish(County(c.root), name)
