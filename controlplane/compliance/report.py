@@ -16,7 +16,7 @@ from controlplane.core import paths
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.sites import waf
-from controlplane.sites.apply import gated_units
+from controlplane.sites.apply import waf_modes
 
 
 def _when(ts: float | None) -> str:
@@ -40,8 +40,8 @@ def load(county: County, week: str | None
         raise GovhostError(f"no compliance check recorded{' for ' + week if week else ''}; "
                            "run `govhost compliance check` first")
     inv, today = county.inv, datetime.date.today()
-    modes = waf.modes(inv.tenants, gated_units(inv, launched), today)
-    exceptions = [n.to_json(today) for n in waf.not_blocking(inv.tenants, modes)]
+    exceptions = [n.to_json(today)
+                  for n in waf.not_blocking(inv.tenants, waf_modes(inv, launched))]
     return next(iter(checked.values()))["week"], checked, security, exceptions
 
 

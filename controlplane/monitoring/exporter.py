@@ -31,7 +31,7 @@ from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.dns import plan as dns_plan
 from controlplane.people import store as people_store
-from controlplane.sites import apply, probes, replicas, waf
+from controlplane.sites import apply, probes, replicas
 from controlplane.sites.apply import lock_holder
 from controlplane.sites.plan import make_plan
 from controlplane.tls import trust
@@ -116,8 +116,7 @@ class Prober(threading.Thread):
             key = (self._inv_key, tuple(sorted(placements.items())), tuple(sorted(drained)),
                    tuple(sorted((n, a.release_id) for n, a in applied.items())), stored,
                    json.dumps(cert_records, sort_keys=True, default=str),
-                   tuple(sorted(waf.modes(inv.tenants, apply.gated_units(inv, st.launched()),
-                                          datetime.now().date()).items())))
+                   tuple(sorted(apply.waf_modes(inv, st.launched()).items())))
             if key != self._desired_key:
                 with_certs = apply.deployable(self.county, st)
                 plan = make_plan(with_certs, drained, placements, applied)

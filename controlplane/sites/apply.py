@@ -178,6 +178,12 @@ def gated_units(inv: Inventory, launched: Mapping[str, float]) -> frozenset[str]
                      if t.launch == "pending" and t.name not in launched)
 
 
+def waf_modes(inv: Inventory, launched: Mapping[str, float]) -> dict[str, str]:
+    """Each unit's WAF mode today, given who has passed `govhost launch`: what apply renders,
+    the exporter's drift check keys on and the compliance report lists."""
+    return waf.modes(inv.tenants, gated_units(inv, launched), datetime.date.today())
+
+
 def deployable(county: County, state: State) -> Inventory:
     """The county's inventory with what a release needs beyond the manifests: certificates,
     metrics credentials and each unit's WAF mode today. Apply and the exporter's drift check
@@ -185,8 +191,8 @@ def deployable(county: County, state: State) -> Inventory:
     inv = county.inv
     certs, served_with = tls_store.deployable(inv, county.certs, state)
     access = tls_metrics.ensure(county.state_dir, inv.secret, inv.hosts, inv.cluster.name)
-    gated = gated_units(inv, state.launched())
-    modes = waf.modes(inv.tenants, gated, datetime.date.today())
+    launched = state.launched()
+    gated, modes = gated_units(inv, launched), waf_modes(inv, launched)
     return dataclasses.replace(inv, certificates=certs, served_with=served_with,
                                metrics=access, waf_modes=modes, gated=gated)
 

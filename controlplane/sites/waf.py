@@ -64,12 +64,11 @@ def modes(tenants: Iterable[Tenant], gated: Collection[str],
 
 def mode_of(t: Tenant, in_force: Mapping[str, str]) -> str:
     """The mode a render uses: the one worked out for this run, or (a render without the
-    state, e.g. `govhost plan` in a test) the one the manifest alone gives."""
+    state, e.g. `govhost plan` in a test) the one the manifest alone gives: a pending unit
+    not launched, a stated exception not yet ended."""
     if t.name in in_force:
         return in_force[t.name]
-    if t.waf.mode == "auto":
-        return "detect" if t.site.type != "static" and t.launch == "pending" else "block"
-    return t.waf.mode
+    return mode_now(t, t.launch != "pending", datetime.date.min)
 
 
 @dataclass(frozen=True)
