@@ -134,8 +134,11 @@ class Restic:
                     "--", *base]
         return base
 
-    def run(self, *args: str, stdin=None, stdout=subprocess.PIPE,
+    def run(self, *args: str, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             timeout: float = 6 * 3600) -> subprocess.CompletedProcess:
+        """restic never reads the terminal it was started from: the node program runs under
+        the control machine's SSH session, whose stdin stays open, and a prompt there would
+        wait for ever."""
         env = self.env
         if self.local and os.geteuid() == 0:
             os.makedirs(env["RESTIC_CACHE_DIR"], exist_ok=True)
@@ -143,9 +146,22 @@ class Restic:
         return subprocess.run(self.cmd(*args), env=env, stdin=stdin, stdout=stdout,
                               stderr=subprocess.PIPE, timeout=timeout)
 
+    def _probe(self) -> subprocess.CompletedProcess:
+        """`restic cat config`, tried twice: a repository that does not answer in 60 s is
+        asked once more on a new connection before the whole run is given up, and what
+        restic and ssh said meanwhile is kept for the error."""
+        said = b""
+        for _ in range(2):
+            try:
+                return self.run("cat", "config", timeout=60)
+            except subprocess.TimeoutExpired as exc:
+                said = exc.stderr or said
+        raise BackupError("the repository did not answer in 60 s, twice (is the backup "
+                          f"node up, and its sshd?): {_last_line(said.decode(errors='replace'))}")
+
     def ensure_init(self, chunker_from: "Restic | None" = None) -> None:
         """Create the repository on first use (two nodes racing agree on one)."""
-        probe = self.run("cat", "config", timeout=120)
+        probe = self._probe()
         if probe.returncode == 0:
             return
         err = probe.stderr.decode(errors="replace")
@@ -163,7 +179,7 @@ class Restic:
         init = subprocess.run(self.cmd("init", *extra), env=dict(
             self.env, RESTIC_FROM_PASSWORD=chunker_from.env["RESTIC_PASSWORD"])
             if chunker_from else self.env, capture_output=True, timeout=300)
-        if init.returncode != 0 and self.run("cat", "config", timeout=120).returncode != 0:
+        if init.returncode != 0 and self._probe().returncode != 0:
             raise BackupError("cannot create the repository: "
                               f"{_last_line(init.stderr.decode(errors='replace'))}")
 

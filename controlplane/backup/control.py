@@ -163,7 +163,8 @@ def _restic(repo: Repository, key: bytes, keyfile: Path, known_hosts: Path, *arg
         args = ("--no-cache", *args)
     try:
         return subprocess.run(["restic", "-r", repo.url, "-o", f"sftp.command={ssh}", *args],
-                              env=env, capture_output=True, timeout=timeout)
+                              env=env, capture_output=True, stdin=subprocess.DEVNULL,
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
         raise ControlBackupError(f"restic {args[0]} on the {repo.label} timed out") from None
 
