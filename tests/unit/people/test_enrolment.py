@@ -96,11 +96,12 @@ def test_wrong_or_short_answers_leave_the_link_as_it_was(people):
 
 
 def test_an_existing_database_gets_the_enrolments_table(tmp_path):
-    """The state has no migrations: a database from before enrolment links opens and works."""
+    """A database from before enrolment links (and before schema versions) opens and works."""
     path = tmp_path / "state.db"
     State(path).close()
     db = sqlite3.connect(path)
     db.execute("DROP TABLE enrolments")
+    db.execute("PRAGMA user_version = 0")
     db.commit()
     db.close()
     p = People(State(path), SECRET, "青水县")
