@@ -55,10 +55,10 @@ def launch(unit: str = typer.Argument(..., help="The unit (its manifest says `la
     """Put a pending unit online once its site passes the launch checks (HTTPS, security
     headers, nothing exposed, footer marks, no placeholder, wording); audited either way."""
     from controlplane.compliance import launch as launch_mod
-    from controlplane.sites import apply as apply_mod
+    from controlplane.converge import service
 
     def opened():
-        result = apply_mod.apply(county())
+        result = service.apply(county())
         if not result.ok:
             raise errors.GovhostError(f"the launch is recorded, but apply run {result.run_id} "
                                       f"{result.result}: run `govhost apply` to open the site")

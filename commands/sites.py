@@ -79,7 +79,7 @@ def apply(
     """Converge every node to the inventory: canary first, probed, rolled back on failure."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from controlplane.sites import apply as apply_mod
+    from controlplane.converge import service
 
     def confirm(p) -> bool:
         if yes or as_json:
@@ -101,7 +101,7 @@ def apply(
 
     try:
         with progress:
-            result = apply_mod.apply(county(), progress=say, confirm=confirm)
+            result = service.apply(county(), progress=say, confirm=confirm, say=note)
     except errors.GovhostError as exc:
         fail(exc, as_json)
         return
@@ -122,28 +122,20 @@ def apply(
                       "every node keeps serving its previous release")
         if result.result == "unchanged":
             out.print("No changes.")
+        _print_after(result.after)
     if not result.ok:
         raise typer.Exit(1)
-    _after_apply(as_json)
 
 
-def _after_apply(as_json: bool) -> None:
-    """What an inventory change means beyond the nodes' config: units no longer served leave
-    the county search, and changed word lists are checked over the live county."""
-    from controlplane.search import index as search_index
-    from controlplane.wording import check as wording_check
-    c = county()
-    try:
-        search_index.drop_removed(c, say=note)
-        res = wording_check.recheck_if_changed(c)
-    except errors.GovhostError as exc:
-        err.print(f"[yellow]after apply[/]: {exc}", highlight=False)
-        return
-    if res is not None and not as_json:
-        serious = sum(1 for u in res["units"].values() for f in u.get("findings", [])
-                      if f["severity"] in ("block", "review"))
+def _print_after(after: dict) -> None:
+    """What followed the apply (converge.service.follow_up): its problems, and a new check
+    of the live county when the word lists changed."""
+    for problem in after.get("problems", []):
+        err.print(f"[yellow]after apply[/]: {escape(problem)}", highlight=False)
+    if after.get("wording"):
         err.print(f"wording: the word lists changed; the live county was checked again: "
-                  f"{serious} finding(s) to correct (`govhost wording check`)", highlight=False)
+                  f"{after['wording']['serious']} finding(s) to correct (`govhost wording "
+                  "check`)", highlight=False)
 
 
 def _print_content_moves(result) -> None:

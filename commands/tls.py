@@ -80,10 +80,10 @@ def cert_renew(force: bool = typer.Option(False, "--force", help="Renew every ce
                                              "but do not ship them yet."),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Issue what is missing, renew what is due, then apply. Run by a timer."""
-    from controlplane.sites import apply as apply_mod
+    from controlplane.converge import service
     from controlplane.tls import certificates as tls
     res = call(lambda: tls.renew(county(), force=force, now=at_option(at, as_json),
-                                 deploy=None if no_apply else apply_mod.apply,
+                                 deploy=None if no_apply else service.apply,
                                  say=lambda m: None if as_json else
                                  err.print(f"[dim]{m}[/]")), as_json=as_json)
     _cert_result(res, as_json)
@@ -93,9 +93,9 @@ def cert_renew(force: bool = typer.Option(False, "--force", help="Renew every ce
 def cert_issue(unit: str = typer.Argument(..., help="Tenant name, or _portal."),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Issue a unit's certificate now (its whole lineage), then apply."""
-    from controlplane.sites import apply as apply_mod
+    from controlplane.converge import service
     from controlplane.tls import certificates as tls
-    res = call(lambda: tls.renew(county(), units=[unit], force=True, deploy=apply_mod.apply,
+    res = call(lambda: tls.renew(county(), units=[unit], force=True, deploy=service.apply,
                                  say=lambda m: None if as_json else err.print(f"[dim]{m}[/]")),
                as_json=as_json)
     _cert_result(res, as_json)
@@ -111,10 +111,10 @@ def cert_import(unit: str = typer.Argument(..., help="Tenant name (issuer manual
                 no_apply: bool = typer.Option(False, "--no-apply"),
                 as_json: bool = typer.Option(False, "--json")) -> None:
     """Import a bought certificate after checking key, chain and names; then apply."""
-    from controlplane.sites import apply as apply_mod
+    from controlplane.converge import service
     from controlplane.tls import certificates as tls
     res = call(lambda: tls.import_cert(county(), unit, cert, key, root,
-                                       deploy=None if no_apply else apply_mod.apply),
+                                       deploy=None if no_apply else service.apply),
                as_json=as_json)
     if as_json:
         emit(res)

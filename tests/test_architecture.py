@@ -89,3 +89,38 @@ def test_ruff_finds_no_unused_import_or_unsorted_imports():
     r = subprocess.run([exe, "check", "--no-cache", "."], cwd=REPO, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def _applies_outside_the_service(path: Path) -> list[str]:
+    """Where a module reaches `sites.apply.apply` itself (a call, or handing it in)."""
+    import ast
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    aliases, found = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "controlplane.sites.apply":
+            found += [f"{path}:{node.lineno} imports apply" for a in node.names
+                      if a.name == "apply"]
+        if isinstance(node, ast.ImportFrom) and node.module == "controlplane.sites":
+            aliases |= {a.asname or a.name for a in node.names if a.name == "apply"}
+        if isinstance(node, ast.Import):
+            aliases |= {a.asname for a in node.names
+                        if a.name == "controlplane.sites.apply" and a.asname}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "apply" and \
+                isinstance(node.value, ast.Name) and node.value.id in aliases:
+            found.append(f"{path}:{node.lineno} uses {node.value.id}.apply")
+    return found
+
+
+def test_every_apply_goes_through_the_apply_service():
+    """What follows an apply (the county search, the word lists) is in converge.service; an
+    apply started anywhere else (console, node lifecycle, certificates, launch) must not skip
+    it by calling sites.apply.apply itself."""
+    allowed = {REPO / "controlplane" / "converge" / "service.py",
+               REPO / "controlplane" / "sites" / "apply.py"}
+    found = [f for d in ("controlplane", "commands") for p in sorted((REPO / d).rglob("*.py"))
+             if p not in allowed for f in _applies_outside_the_service(p)]
+    found += _applies_outside_the_service(REPO / "cli.py")
+    assert found == []
+    # and the check sees what it is looking for
+    assert _applies_outside_the_service(REPO / "controlplane" / "converge" / "service.py")

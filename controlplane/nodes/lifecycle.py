@@ -21,6 +21,7 @@ from controlplane.backup import control
 from controlplane.backup import plan as backup_plan
 from controlplane.backup import run as backup
 from controlplane.content import releases as content
+from controlplane.converge import service
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError, NodeError
 from controlplane.nodes import handover
@@ -60,7 +61,7 @@ def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, A
     held_before = sorted(t for t, ns in _placements(county).items() if name in ns)
     say(f"{name}: was a replica of {len(held_before)} unit(s); bootstrapping it and "
         "copying their content from peers")
-    result = apply_mod.apply(county, progress=_progress(say))
+    result = service.apply(county, progress=_progress(say))
     out: dict[str, Any] = {"node": name, "apply": result.to_json(), "restored": []}
     if result.nodes and next(n for n in result.nodes if n.node == name).result not in (
             "applied", "unchanged"):
@@ -143,7 +144,7 @@ def add(county: County, name: str, say: Say = lambda _: None) -> dict[str, Any]:
     (content first), the rest stay where they are."""
     inv = county.inv
     _node(inv, name)
-    result = apply_mod.apply(county, progress=_progress(say), share_for_node=name)
+    result = service.apply(county, progress=_progress(say), share_for_node=name)
     placement = _placements(county)
     return {"node": name, "apply": result.to_json(), "search": _search(county, say),
             "replicas": sorted(t for t, ns in placement.items() if name in ns),
@@ -169,7 +170,7 @@ def remove(county: County, name: str, say: Say = lambda _: None) -> dict[str, An
     finally:
         st.close()
     say(f"{name}: drained; moving its replicas")
-    result = apply_mod.apply(county, progress=_progress(say))
+    result = service.apply(county, progress=_progress(say))
     left = sorted(t for t, ns in _placements(county).items() if name in ns)
     handed = handover.wait_handed_over(county, name, say) if result.ok else {}
     return {"node": name, "apply": result.to_json(), "replicas_left": left, "floating": handed,

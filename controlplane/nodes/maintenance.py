@@ -14,13 +14,13 @@ import subprocess
 import time
 from typing import Any, Callable
 
+from controlplane.converge import service
 from controlplane.core import paths, remote
 from controlplane.core.county import County
 from controlplane.core.errors import NodeError
 from controlplane.core.manifest import Node
 from controlplane.nodes import handover
 from controlplane.nodes.lifecycle import _node, _progress
-from controlplane.sites import apply as apply_mod
 from controlplane.sites import probes
 
 Say = Callable[[str], None]
@@ -108,7 +108,7 @@ def reboot(county: County, name: str, say: Say = lambda _: None,
         was_drained = name in st.drained()
         st.set_drained(name, True)
     say(f"{name}: drained; moving its replicas")
-    drained = apply_mod.apply(county, progress=_progress(say))
+    drained = service.apply(county, progress=_progress(say))
     if not drained.ok:
         raise NodeError(f"{name}: the drain did not complete ({drained.result}); not "
                         "rebooting. `govhost status` shows why; the node stays drained")
@@ -134,7 +134,7 @@ def reboot(county: County, name: str, say: Say = lambda _: None,
     if not was_drained:
         with county.state() as st:
             st.set_drained(name, False)
-    after = apply_mod.apply(county, progress=_progress(say))
+    after = service.apply(county, progress=_progress(say))
     with county.state() as st:
         st.audit("node.reboot", name, {"seconds": took, "result": after.result})
     return {"node": name, "seconds": took, "drain": drained.to_json(), "floating": handed,

@@ -16,11 +16,11 @@ from typing import Any, Callable
 
 import yaml
 
+from controlplane.converge import service
 from controlplane.core import yamlsafe
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.onboarding import trial
-from controlplane.sites import apply as apply_mod
 
 
 class KeysError(GovhostError):
@@ -73,7 +73,7 @@ def replace(county: County, unit: str, keys: list[str], by: str,
             st.audit("unit.sftp-keys", unit, {"before": before, "after": after}, by)
     county.refresh()
     try:
-        result = apply_mod.apply(County(county.root, county.state_dir), progress=progress)
+        result = service.apply(County(county.root, county.state_dir), progress=progress)
     except GovhostError as exc:
         return {"unit": unit, "keys": after, "applied": False, "error": str(exc)}
     return {"unit": unit, "keys": after, "applied": result.ok, "result": result.result}

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from controlplane.converge import service
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError, Problem
 from controlplane.onboarding import form, trial
-from controlplane.sites import apply as apply_mod
 
 PER_SOURCE_PER_HOUR = 5
 _FILE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -168,7 +168,7 @@ def approve(county: County, rid: int, by: str, shown: str,
                 raise RequestError(f"site request {rid} was decided by someone else")
     county.refresh()
     try:
-        result = apply_mod.apply(County(county.root, county.state_dir), progress=progress)
+        result = service.apply(County(county.root, county.state_dir), progress=progress)
     except GovhostError as exc:
         return {"id": rid, "status": "approved", "name": name, "file": str(target),
                 "applied": False, "error": str(exc)}

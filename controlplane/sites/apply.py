@@ -106,6 +106,7 @@ class ApplyResult:
     kept_placement: list[str] = field(default_factory=list)  # units whose content couldn't move
     stranded: dict[str, str] = field(default_factory=dict)   # unit -> live release no node has
     firewall: dict[str, str] = field(default_factory=dict)   # node -> its confirmation
+    after: dict[str, Any] = field(default_factory=dict)      # converge.service.follow_up
 
     @property
     def result(self) -> str:
@@ -127,7 +128,7 @@ class ApplyResult:
             "nodes": [vars(n) for n in self.nodes], "refused_tenants": self.refused_tenants,
             "tenant_changes": len(self.plan.tenants),
             "content": self.content, "kept_placement": self.kept_placement,
-            "stranded": self.stranded, "firewall": self.firewall,
+            "stranded": self.stranded, "firewall": self.firewall, "after": self.after,
         }
 
 
