@@ -92,7 +92,7 @@ def _node(c: Cluster, node: Node, *args: str, timeout: float = 6 * 3600,
           check: bool = True) -> subprocess.CompletedProcess:
     cmd = " ".join([TOOL, *(shlex.quote(a) for a in args)])
     try:
-        r = subprocess.run(remote._ssh_cmd(c.inv.hosts, node, c.known_hosts, cmd),
+        r = subprocess.run(remote.ssh_argv(c.inv.hosts, node, c.known_hosts, cmd),
                            capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BackupError(f"{args[0]} on {node.name} timed out") from None
@@ -194,7 +194,7 @@ def _stream(c: Cluster, node: Node, args: list[str], record: OnResult, tenants: 
     seen: set[tuple[str, str]] = set()
     err = ""
     try:
-        proc = subprocess.Popen(remote._ssh_cmd(c.inv.hosts, node, c.known_hosts, cmd),
+        proc = subprocess.Popen(remote.ssh_argv(c.inv.hosts, node, c.known_hosts, cmd),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stderr is not None
         for line in proc.stdout:

@@ -244,7 +244,7 @@ def _node_facts(inv, node: Node, known_hosts: Path) -> dict[str, Any]:
         "        pass\n"
         "print(json.dumps(out))\n")
     cmd = f"python3 -c {shlex.quote(script)}"
-    r = subprocess.run(remote._ssh_cmd(inv.hosts, node, known_hosts, cmd), capture_output=True,
+    r = subprocess.run(remote.ssh_argv(inv.hosts, node, known_hosts, cmd), capture_output=True,
                        text=True, timeout=120)
     if r.returncode != 0:
         return {"logs": {}, "files": {}, "error": r.stderr.strip()[-200:]}

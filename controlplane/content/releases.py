@@ -98,7 +98,7 @@ def target(county: County, tenant: str) -> Iterator[Target]:
 def _ssh(tg: Target, node: Node, *args: str, data: bytes | None = None,
          timeout: float = 600) -> subprocess.CompletedProcess:
     cmd = " ".join([TOOL, *(shlex.quote(a) for a in args)])
-    return subprocess.run(remote._ssh_cmd(tg.hosts, node, tg.known_hosts, cmd), input=data,
+    return subprocess.run(remote.ssh_argv(tg.hosts, node, tg.known_hosts, cmd), input=data,
                           capture_output=True, timeout=timeout)
 
 
@@ -535,7 +535,7 @@ def remove(county: County, tenant: str, say: Say = lambda _: None) -> dict[str, 
             for node in inv.hosts.nodes:
                 cmd = (f"if [ -d /srv/govhost/sites/{shlex.quote(tenant)} ]; then {TOOL} remove "
                        f"{shlex.quote(tenant)} {ARCHIVE_DIR}; fi")
-                r = subprocess.run(remote._ssh_cmd(inv.hosts, node, kh, cmd),
+                r = subprocess.run(remote.ssh_argv(inv.hosts, node, kh, cmd),
                                    capture_output=True, text=True, timeout=600)
                 if r.returncode != 0:
                     raise ContentError(f"removing {tenant} on {node.name}: {r.stderr.strip()}")
@@ -546,7 +546,7 @@ def remove(county: County, tenant: str, say: Say = lambda _: None) -> dict[str, 
             if db is not None:              # its database, if it had one: dumped, then dropped
                 cmd = (f"if [ -x {DB_TOOL} ]; then {DB_TOOL} remove {shlex.quote(tenant)} "
                        f"{shlex.quote(accounts.db_name(tenant))} {ARCHIVE_DIR}; fi")
-                r = subprocess.run(remote._ssh_cmd(inv.hosts, db, kh, cmd),
+                r = subprocess.run(remote.ssh_argv(inv.hosts, db, kh, cmd),
                                    capture_output=True, text=True, timeout=600)
                 if r.returncode != 0:
                     raise ContentError(f"removing the database of {tenant} on {db.name}: "

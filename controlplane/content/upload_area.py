@@ -33,7 +33,7 @@ def put(county: County, unit: str, tar: bytes, replace: bool = True) -> dict[str
         raise GovhostError(f"{unit} is not applied yet; run `govhost apply` first")
     node = next(n for n in inv.hosts.nodes if n.name == placed[0])
     cmd = shlex.join([UNPACK_TOOL, "unpack", unit, *(["replace"] if replace else [])])
-    r = subprocess.run(remote._ssh_cmd(inv.hosts, node, county.known_hosts, cmd),
+    r = subprocess.run(remote.ssh_argv(inv.hosts, node, county.known_hosts, cmd),
                        input=tar, capture_output=True, timeout=600)
     err = r.stderr.decode(errors="replace").strip().removeprefix("govhost-unpack: ")
     if r.returncode == EXIT_LINK:

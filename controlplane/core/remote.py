@@ -64,7 +64,11 @@ class NodeStatus:
     vrrp_by_hand: bool = False
 
 
-def _ssh_cmd(hosts: Hosts, node: Node, known_hosts: Path, command: str) -> list[str]:
+def ssh_argv(hosts: Hosts, node: Node, known_hosts: Path, command: str) -> list[str]:
+    """The argv that runs `command` on `node` as hosts.yaml's operator account, with the
+    county's pinned host keys and a shared connection per node (ssh_options). Every room that
+    talks to a node builds its command with this, so a change of how govhost reaches nodes
+    (port, key, multiplexing) is made here once."""
     key = os.path.expanduser(hosts.ssh.key)
     return ["ssh", "-i", key, "-p", str(hosts.ssh.port), *ssh_options(hosts, known_hosts),
             f"{hosts.ssh.user}@{node.address}", command]
@@ -80,7 +84,7 @@ def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,
              f"|| echo null; else echo '{{}}'; fi" if content else "")
 
     def ask(node: Node) -> NodeStatus:
-        cmd = _ssh_cmd(hosts, node, known_hosts,
+        cmd = ssh_argv(hosts, node, known_hosts,
                        "if [ -x /usr/local/sbin/govhost-node ]; then /usr/local/sbin/govhost-node"
                        " status; else echo '{\"release\": \"none\", \"nginx_running\": false,"
                        " \"bootstrap\": \"none\"}'; fi" + extra)

@@ -57,7 +57,7 @@ def release(county: County, name: str, back: bool = False) -> None:
     node = next(n for n in inv.hosts.nodes if n.name == name)
     if "web" not in node.roles:
         return
-    r = subprocess.run(remote._ssh_cmd(inv.hosts, node, county.known_hosts,
+    r = subprocess.run(remote.ssh_argv(inv.hosts, node, county.known_hosts,
                                        f"{paths.NODE_TOOL} vrrp {'resume' if back else 'release'}"),
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:

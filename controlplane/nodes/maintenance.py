@@ -73,7 +73,7 @@ def _upgrade_one(county: County, node: Node, say: Say) -> dict[str, Any]:
         if hand:
             handover.wait_handed_over(county, node.name, say)
         say(f"{node.name}: updating")
-        cmd = remote._ssh_cmd(inv.hosts, node, county.known_hosts, f"{UPDATES_TOOL} run")
+        cmd = remote.ssh_argv(inv.hosts, node, county.known_hosts, f"{UPDATES_TOOL} run")
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
         except subprocess.TimeoutExpired:
@@ -114,7 +114,7 @@ def reboot(county: County, name: str, say: Say = lambda _: None,
                         "rebooting. `govhost status` shows why; the node stays drained")
     handed = handover.wait_handed_over(county, name, say)
     say(f"{name}: rebooting")
-    subprocess.run(remote._ssh_cmd(inv.hosts, node, county.known_hosts,
+    subprocess.run(remote.ssh_argv(inv.hosts, node, county.known_hosts,
                                    "systemctl reboot || reboot"),
                    capture_output=True, timeout=30)
     deadline = time.monotonic() + timeout

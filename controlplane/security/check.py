@@ -134,7 +134,7 @@ def measure_doors(inv: Inventory, placement: dict[str, tuple[str, ...]]
 
 
 def _node_facts(county: County, inv: Inventory, node: Node) -> dict:
-    cmd = remote._ssh_cmd(inv.hosts, node, county.known_hosts, paths.NODE_SECAUDIT_TOOL)
+    cmd = remote.ssh_argv(inv.hosts, node, county.known_hosts, paths.NODE_SECAUDIT_TOOL)
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:

@@ -40,7 +40,7 @@ class Link:
 
     def argv(self, node: str, *args: str, tool: str = TOOL) -> list[str]:
         cmd = " ".join([tool, *(shlex.quote(a) for a in args)])
-        return remote._ssh_cmd(self.hosts, self.nodes[node], self.known_hosts, cmd)
+        return remote.ssh_argv(self.hosts, self.nodes[node], self.known_hosts, cmd)
 
     def run(self, node: str, *args: str, data: bytes | None = None,
             timeout: float = 600, tool: str = TOOL) -> str:

@@ -169,7 +169,7 @@ class _Nodes:
         nodes = self.inv.hosts.web_nodes
 
         def one(node) -> str:
-            cmd = remote._ssh_cmd(self.inv.hosts, node, self.known_hosts,
+            cmd = remote.ssh_argv(self.inv.hosts, node, self.known_hosts,
                                   f"{paths.NODE_TOOL} challenge {action}")
             try:
                 r = subprocess.run(cmd, input=lines, capture_output=True, text=True, timeout=60)
