@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from controlplane.console import app as console_app
 from controlplane.console import i18n
+from controlplane.console.routes.auth import safe_next
 from controlplane.core.county import County
 from controlplane.people.store import People
 from tests.helpers import Sink
@@ -206,7 +207,7 @@ def test_titles_are_escaped_and_next_never_leaves_the_console(county):
     assert "&lt;b&gt;jiaoyu&lt;/b&gt;" in page.text and "<b>jiaoyu</b>" not in page.text
     anon = TestClient(console_app.build(c, unit_view=fake_unit), base_url=BASE)
     for evil in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
-        assert console_app._safe_next(evil) == "/"
+        assert safe_next(evil) == "/"
     login_page = anon.get("/login?next=//evil.example/")
     assert 'name="next" value="/"' in login_page.text
 
@@ -470,6 +471,32 @@ def test_every_route_that_changes_something_is_a_post_the_app_lists_here():
         "/jiaoyu", "/{unit}") for p in POSTS}
     normal = {re.sub(r"\{(release|proposal:int|rid:int)\}", "{x}", p) for p in found}
     assert normal == listed, (sorted(normal), sorted(listed))
+
+
+# Routes open to anyone, each for its reason; every other route declares its gate.
+OPEN = {"/login": "logging in", "/logout": "ends a session if there is one",
+        "/password": "the one page a person who owes a password change may see (it asks "
+                     "for the login itself)",
+        "/enrol/{token}": "the secret link is the credential",
+        "/request": "a unit without a site has no account yet",
+        "/requests/{rid:int}/status": "the secret in the link is the credential",
+        "/static/console.css": "an asset", "/static/upload.js": "an asset"}
+
+
+def test_every_route_declares_its_gate_or_is_open_for_a_stated_reason():
+    app = console_app.build(County(REPO / "inventory"), unit_view=fake_unit)
+    gates = {}
+    for route in app.routes:
+        needs = getattr(route.endpoint, "needs", None)
+        if needs is None:
+            assert route.path in OPEN, f"{route.path} has no gate (Pages.needs) and no reason"
+        else:
+            assert route.path not in OPEN, route.path
+            gates[(route.path, tuple(sorted(route.methods or ())))] = needs
+    # a unit's pages are gated on the unit of their path
+    assert all(unit for (path, _), (_, unit) in gates.items() if "{unit}" in path), gates
+    assert gates[("/requests", ("GET", "HEAD"))] == ("decide_requests", False)
+    assert gates[("/units/{unit}/upload", ("POST",))] == ("upload", True)
 
 
 @pytest.mark.parametrize("path", POSTS)
