@@ -51,6 +51,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from govhost_node import digests as digest_list
 from govhost_node.files import write_if_changed
 
 SPEC = "/etc/govhost/current/backup.json"
@@ -603,11 +604,11 @@ def drill_files(args: argparse.Namespace) -> None:
         if os.path.isdir(releases):
             for rid in os.listdir(releases):
                 try:
-                    with open(os.path.join(releases, rid, ".digests"), encoding="utf-8") as f:
-                        digest_lists[rid] = dict(reversed(line.rstrip("\n").split("  ", 1))
-                                                 for line in f if line.strip())
+                    digest_lists[rid] = digest_list.read(os.path.join(releases, rid))
                 except OSError:
-                    bad.append(f"releases/{rid}/.digests missing")
+                    bad.append(f"releases/{rid}/{digest_list.NAME} missing")
+                except ValueError as exc:
+                    bad.append(f"releases/{rid}/{digest_list.NAME} damaged: {exc}")
         for dirpath, _, files in os.walk(root):
             for name in files:
                 p = os.path.join(dirpath, name)

@@ -39,6 +39,8 @@ import threading
 import time
 from typing import Any
 
+from govhost_node import digests as digest_list
+
 SITES = "/srv/govhost/sites"
 CONFIG = "/etc/govhost/current"
 CONFIG_RELEASES = "/etc/govhost/releases"
@@ -75,14 +77,7 @@ def sha256(path: str) -> str | None:
 
 
 def read_digests(release: str) -> dict[str, str]:
-    out = {}
-    with open(os.path.join(release, ".digests"), encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if "  " in line:
-                digest, path = line.split("  ", 1)
-                out[os.path.normpath(path)] = digest
-    return out
+    return {os.path.normpath(p): d for p, d in digest_list.read(release).items()}
 
 
 def keep_pristine(scope: str, release: str) -> int:

@@ -53,6 +53,7 @@ import sys
 import tarfile
 import time
 
+from govhost_node import digests as digest_list
 from govhost_node.files import write_if_changed
 
 SITES = "/srv/govhost/sites"
@@ -390,15 +391,12 @@ def converge(spec_path: str) -> None:
 # ---------------------------------------------------------------- content releases
 
 def _digests_of(path: str) -> dict[str, str]:
-    out: dict[str, str] = {}
+    """The release's list, or nothing (none there, or damaged: its files are then sent or
+    hashed again rather than trusted)."""
     try:
-        with open(os.path.join(path, ".digests"), encoding="utf-8") as f:
-            for line in f:
-                digest, rel = line.rstrip("\n").split("  ", 1)
-                out[rel] = digest
-    except OSError:
-        pass
-    return out
+        return digest_list.read(path)
+    except (OSError, ValueError):
+        return {}
 
 
 def _sha256_of(f) -> tuple[str, int]:
@@ -417,9 +415,7 @@ def _sha256(path: str) -> str:
 def _write_meta(path: str, meta: dict) -> None:
     with open(os.path.join(path, ".meta.json"), "w", encoding="utf-8") as f:
         json.dump(meta, f, ensure_ascii=False, sort_keys=True)
-    with open(os.path.join(path, ".digests"), "w", encoding="utf-8") as f:
-        for rel in sorted(meta["digests"]):
-            f.write(f"{meta['digests'][rel]}  {rel}\n")
+    digest_list.write(path, meta["digests"])
 
 
 def _link(src: str, dest: str) -> bool:
@@ -527,7 +523,7 @@ def digests(t: str, rid: str = "current") -> None:
     rid = current(t) if rid == "current" else rid
     if not rid:
         return
-    with open(os.path.join(release_dir(t, rid), ".digests"), encoding="utf-8") as f:
+    with open(os.path.join(release_dir(t, rid), digest_list.NAME), encoding="utf-8") as f:
         sys.stdout.write(rid + "\n" + f.read())
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from controlplane.compliance import browser, rules, yearly
 from controlplane.compliance.rules import Verdict
-from controlplane.core import remote
+from controlplane.core import paths, remote
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.inventory import Inventory
@@ -229,6 +229,8 @@ def _node_facts(inv, node: Node, known_hosts: Path) -> dict[str, Any]:
     the tenants this node holds."""
     script = (
         "import json, os, sys\n"
+        f"sys.path.insert(0, {str(paths.NODE_LIB)!r})\n"
+        "from govhost_node import digests\n"
         "out = {'logs': {}, 'files': {}}\n"
         "base = '/var/log/govhost/tenants'\n"
         "for t in (os.listdir(base) if os.path.isdir(base) else []):\n"
@@ -237,10 +239,9 @@ def _node_facts(inv, node: Node, known_hosts: Path) -> dict[str, Any]:
         "    out['logs'][t] = ts[0] if ts else None\n"
         "sites = '/srv/govhost/sites'\n"
         "for t in (os.listdir(sites) if os.path.isdir(sites) else []):\n"
-        "    d = os.path.join(sites, t, 'current', '.digests')\n"
         "    try:\n"
-        "        out['files'][t] = [l.rstrip('\\n').split('  ', 1)[1] for l in open(d) if '  ' in l]\n"
-        "    except OSError:\n"
+        "        out['files'][t] = sorted(digests.read(os.path.join(sites, t, 'current')))\n"
+        "    except (OSError, ValueError):\n"
         "        pass\n"
         "print(json.dumps(out))\n")
     cmd = f"python3 -c {shlex.quote(script)}"

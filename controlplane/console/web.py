@@ -56,10 +56,10 @@ def _preload() -> None:
             importlib.import_module(name)
         except ImportError:
             pass                               # optional (uvloop, httptools, websockets)
-    from controlplane.console import app, i18n
-    for template in app._env.list_templates(filter_func=lambda n: n.startswith("console/")):
-        app._env.get_template(template)
-    app._env.auto_reload = False               # never look at the files again
+    from controlplane.console import i18n, pages
+    for template in pages._env.list_templates(filter_func=lambda n: n.startswith("console/")):
+        pages._env.get_template(template)
+    pages._env.auto_reload = False             # never look at the files again
     for lang in i18n.LANGUAGES:
         i18n.translations(lang)
     for accept in ("zh-CN,zh;q=0.9", "en-US,en;q=0.9", "fr", "x"):

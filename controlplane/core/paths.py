@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parent.parent.parent
 TEMPLATES = REPO / "templates"
 PLAYBOOKS = REPO / "playbooks"
 NODE_PACKAGE = REPO / "govhost_node"       # the node programs, copied to every node
+NODE_LIB = "/usr/local/lib/govhost"        # where bootstrap puts govhost_node/ on a node
 
 # On every node.
 NODE_CONF_ROOT = "/etc/govhost"            # releases/<id>/ and the `current` symlink

@@ -34,6 +34,8 @@ from controlplane.sites.plan import Plan, make_plan, share_for
 from controlplane.sites.render import Release, render_cluster
 from controlplane.tls import metrics as tls_metrics
 from controlplane.tls import store as tls_store
+from govhost_node import digests as digest_list
+from govhost_node import exits
 
 Progress = Callable[[str, str, str], None]  # (node, step, outcome)
 
@@ -159,8 +161,8 @@ def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
     """
     buf = io.BytesIO()
     digests = release.digests
-    listing = "".join(f"{digests[p]}  {p}\n" for p in sorted(digests)).encode()
-    members = [(".digests", listing)] + [
+    listing = digest_list.format_list(digests).encode()
+    members = [(digest_list.NAME, listing)] + [
         (name, release.files[name]) for name in sorted(release.files)
         if base is None or base.get(name) != digests[name]]
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
@@ -532,8 +534,6 @@ def _payloads(plan: Plan, to_stage: list[str], to_start: list[str], live, applie
 
 
 _NODE_CMD = paths.NODE_TOOL
-_BASE_MISSING = 4       # govhost-node receive: the delta's base is gone or was modified
-_NGINX_REFUSED = 3      # govhost-node stage: nginx -t refused the release
 _STAGE_TASK = "Stage the release"
 _ACTIVATE_TASK = "Activate the release, reload nginx and probe it"
 
@@ -555,18 +555,19 @@ def _release(inv, plan: Plan, state: State, nodes, targets: list[str], hostvars,
     while pending:
         res = remote.run_playbook(
             playbook, inv.hosts, [nodes[n] for n in pending], hostvars, runner_dir,
-            known_hosts, on_task=lambda h, t, o: say(h, _step(t), o))
+            known_hosts, on_task=lambda h, t, o: say(h, _step(t), o),
+            extravars={"govhost_exit_nginx_refused": exits.NGINX_REFUSED})
         staged: list[str] = []
         refused: set[str] = set()
         for name in pending:
             r = res[name]
             if playbook == "activate.yml" or _STAGE_TASK in r.done:
                 staged.append(name)
-            elif r.failed_rc == _BASE_MISSING:
+            elif r.failed_rc == exits.BASE_MISSING:
                 resend.append(name)
             elif r.unreachable:
                 outcomes[name] = NodeOutcome(name, "unreachable", None, r.message)
-            elif r.failed_rc == _NGINX_REFUSED or "nginx -t refused" in r.message:
+            elif r.failed_rc == exits.NGINX_REFUSED or "nginx -t refused" in r.message:
                 bad = _tenants_in(r.message)
                 refused.update(bad)
                 files = ", ".join(inv.sources.get(t, t) for t in bad)

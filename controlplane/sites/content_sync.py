@@ -22,6 +22,7 @@ from controlplane.core import paths, remote
 from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Hosts, Node
 from controlplane.sites.replicas import Holding, Move
+from govhost_node import digests as digest_list
 
 TOOL = paths.NODE_TENANTS_TOOL
 BASE_GONE = 4
@@ -58,8 +59,8 @@ class Link:
         text = self.run(node, "digests", tenant, rid)
         if not text.strip():
             return None, {}
-        first, *rest = text.splitlines()
-        return first, dict(reversed(line.split("  ", 1)) for line in rest)
+        first, _, rest = text.partition("\n")
+        return first, digest_list.parse(rest)
 
     def files(self, node: str, tenant: str, rid: str,
               names: Sequence[str]) -> Iterator[tuple[str, bytes]]:

@@ -70,3 +70,15 @@ def test_the_upload_route_alone_takes_a_large_body():
                          ("POST", "/units/../upload"), ("POST", "/x/units/jiaoyu/upload"),
                          ("GET", "/units/jiaoyu/upload"), ("POST", "/request")):
         assert guard.body_limit(method, path, 5 << 30) == guard.FORM_LIMIT, path
+
+
+def test_the_web_process_reads_every_template_before_it_drops_to_its_account():
+    """The web process runs as an account that may not read the repository's files later:
+    `_preload` reads every console template (and the lazily imported modules) up front."""
+    from controlplane.console import pages, web
+    pages._env.cache.clear()
+    web._preload()
+    names = pages._env.list_templates(filter_func=lambda n: n.startswith("console/"))
+    assert names and pages._env.auto_reload is False
+    loaded = {key[1] for key in pages._env.cache.keys()}
+    assert set(names) <= loaded, sorted(set(names) - loaded)

@@ -1,0 +1,48 @@
+"""The digest list of a release (`.digests`): every file's sha256, one line each, in
+sha256sum's own format (`<64 hex>  <path>`), so that `sha256sum -c` on a node checks a
+release without govhost, and a copied release carries its own proof.
+
+Config releases (made on the control machine, sites/apply.py) and content releases (made on
+the node, tenants.py) are written here; the tamper watcher, backups' verify and the control
+machine read them through here. Paths are relative, normalized and hold no line break or
+backslash (uploads and the renderer refuse such names), so no line needs sha256sum's
+escaping.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Mapping
+
+NAME = ".digests"
+_LINE = re.compile(r"([0-9a-f]{64})  (.+)")
+
+
+def format_list(digests: Mapping[str, str]) -> str:
+    """The list's text, sorted by path (the same release gives the same bytes)."""
+    return "".join(f"{digests[p]}  {p}\n" for p in sorted(digests))
+
+
+def parse(text: str) -> dict[str, str]:
+    """path -> sha256 hex. A line that is not `<64 hex>  <path>` raises ValueError naming
+    it: a damaged list must not read as a shorter one."""
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _LINE.fullmatch(line)
+        if m is None:
+            raise ValueError(f"{NAME} line {n} is not '<sha256>  <path>': {line[:80]!r}")
+        out[m.group(2)] = m.group(1)
+    return out
+
+
+def read(release: str) -> dict[str, str]:
+    """The list of the release directory `release` (OSError if it has none)."""
+    with open(os.path.join(release, NAME), encoding="utf-8") as f:
+        return parse(f.read())
+
+
+def write(release: str, digests: Mapping[str, str]) -> None:
+    with open(os.path.join(release, NAME), "w", encoding="utf-8") as f:
+        f.write(format_list(digests))

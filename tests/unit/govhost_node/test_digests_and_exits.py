@@ -1,0 +1,76 @@
+"""One owner each: the digest list format (govhost_node/digests.py) and the exit codes the
+control machine acts on (govhost_node/exits.py, read by Python and by govhost-node's bash)."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from govhost_node import digests, exits
+
+REPO = Path(__file__).resolve().parents[3]
+
+segment = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"),
+                                blacklist_characters="/\\"), min_size=1, max_size=12
+                  ).filter(lambda s: s not in (".", "..") and s.strip() == s)
+paths = st.lists(segment, min_size=1, max_size=4).map("/".join)
+hexes = st.text("0123456789abcdef", min_size=64, max_size=64)
+
+
+@given(st.dictionaries(paths, hexes, max_size=30))
+def test_a_list_reads_back_as_it_was_written(mapping):
+    text = digests.format_list(mapping)
+    assert digests.parse(text) == mapping
+    assert text == digests.format_list(dict(reversed(list(mapping.items()))))  # sorted
+
+
+def test_sha256sum_checks_what_govhost_writes(tmp_path):
+    """The node checks a release with `sha256sum -c`: the format must be sha256sum's."""
+    import hashlib
+    files = {"index.html": "首页".encode(), "news/2026/通知 一.html": b"x" * 5000}
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    digests.write(str(tmp_path), {n: hashlib.sha256(d).hexdigest() for n, d in files.items()})
+    check = ["sha256sum", "--quiet", "--strict", "-c", digests.NAME]
+    assert subprocess.run(check, cwd=tmp_path, capture_output=True).returncode == 0
+    (tmp_path / "index.html").write_bytes("改过".encode())
+    assert subprocess.run(check, cwd=tmp_path, capture_output=True).returncode != 0
+    assert digests.read(str(tmp_path)).keys() == files.keys()
+
+
+@pytest.mark.parametrize("line", ["abc  index.html", "0" * 64 + " index.html",
+                                  "0" * 64 + "  ", "G" * 64 + "  a"])
+def test_a_damaged_line_is_refused_by_number_not_dropped(line):
+    with pytest.raises(ValueError, match="line 2"):
+        digests.parse("0" * 64 + "  ok.html\n" + line + "\n")
+
+
+def _shell_value(name: str) -> int:
+    out = subprocess.run(["bash", "-c", f'set -eu; . "$1"; echo "${name}"', "-",
+                          str(REPO / "govhost_node" / "exits.py")],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out)
+
+
+def test_the_exit_codes_are_one_definition_for_python_and_bash():
+    assert (exits.NGINX_REFUSED, exits.BASE_MISSING) == (3, 4)
+    assert _shell_value("NGINX_REFUSED") == exits.NGINX_REFUSED
+    assert _shell_value("BASE_MISSING") == exits.BASE_MISSING
+    node = (REPO / "govhost_node" / "govhost-node").read_text()
+    assert not re.search(r"\bexit [34]\b", node), "govhost-node: use the names in exits.py"
+    assert 'exit "$NGINX_REFUSED"' in node and 'exit "$BASE_MISSING"' in node
+    activate = (REPO / "playbooks" / "activate.yml").read_text()
+    assert "equalto', 3" not in activate and "govhost_exit_nginx_refused" in activate
+
+
+def test_govhost_node_finds_its_exit_codes_from_the_source_tree():
+    """Run as it is in the tests (beside exits.py); on a node it reads the installed copy."""
+    r = subprocess.run(["bash", str(REPO / "govhost_node" / "govhost-node"), "no-such-step"],
+                       capture_output=True, text=True)
+    assert "exits.py" not in r.stderr and "No such file" not in r.stderr, r.stderr
+    assert "usage: govhost-node" in r.stderr       # it reached its own dispatcher
