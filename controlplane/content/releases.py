@@ -29,7 +29,7 @@ from controlplane.core.state import State, actor
 from controlplane.core.units import PREVIEW, preview_host
 from controlplane.search import index as search_index
 from controlplane.sites import content_sync, preview
-from controlplane.sites.apply import prepare
+from controlplane.sites.apply import placement
 from controlplane.wording import check as wording_check
 
 TOOL = paths.NODE_TENANTS_TOOL
@@ -79,9 +79,9 @@ def target(county: County, tenant: str) -> Iterator[Target]:
     with _tenant_lock(county, tenant):
         state = county.open_state()
         try:
-            inv, plan = prepare(county, state)
+            inv, placed = placement(county, state)
             t = _with_content(inv, tenant)
-            applied = plan.placement[tenant]
+            applied = placed[tenant]
             saved = state.placements().get(tenant)
             if not saved or tuple(saved) != tuple(applied):
                 raise ContentError(f"{tenant}'s replicas are not applied yet; run `govhost "
@@ -522,7 +522,7 @@ def remove(county: County, tenant: str, say: Say = lambda _: None) -> dict[str, 
     with _tenant_lock(county, tenant):
         state = county.open_state()
         try:
-            inv, plan = prepare(county, state)
+            inv, _ = placement(county, state)
             if inv.tenant(tenant) is not None:
                 raise ContentError(
                     f"{tenant} is still in the inventory ({inv.sources[tenant]}): remove that "

@@ -30,7 +30,7 @@ from controlplane.core.errors import ApplyError, LockError
 from controlplane.core.inventory import Inventory
 from controlplane.core.state import RESTORE_PENDING, State
 from controlplane.sites import content_sync, replicas, waf
-from controlplane.sites.plan import Plan, make_plan, share_for
+from controlplane.sites.plan import Plan, compute_placement, make_plan, share_for
 from controlplane.sites.render import Release, render_cluster
 from controlplane.tls import metrics as tls_metrics
 from controlplane.tls import store as tls_store
@@ -210,6 +210,14 @@ def prepare(county: County, state: State, share_for_node: str | None = None
         previous = share_for(inv, state.drained(), previous, share_for_node)
     plan = make_plan(inv, state.drained(), previous, state.applied())
     return inv, plan
+
+
+def placement(county: County, state: State) -> tuple[Inventory, dict[str, tuple[str, ...]]]:
+    """What `prepare` would place, without rendering any node's configuration: for those
+    that only read where units are (a publish, a tenant's removal), whose cost must not grow
+    with the county's whole configuration."""
+    inv = deployable(county, state)
+    return inv, compute_placement(inv, state.drained(), state.placements())
 
 
 def _transition(inv, plan: Plan, state: State, nodes, live, runner_dir: Path,

@@ -94,3 +94,21 @@ def test_cert_store_keeps_key_and_chain_private_and_whole(tmp_path):
     store.bundle_path("broken").write_bytes(b"no certificate here")
     assert store.read("broken") is None
     assert not list(store.certs_dir.glob(".*.tmp"))          # no temporary file left behind
+
+
+def test_where_units_are_is_worked_out_without_rendering_the_county(tmp_path, monkeypatch):
+    """A publish asks only where its unit's replicas are: the same answer as a whole plan,
+    with no node's configuration rendered (that cost grows with the whole county)."""
+    root = _php_county_with_backups(tmp_path / "inv")
+    county = County(root)
+    with county.state() as st:
+        st.set_drained("n2", True)
+        _, plan = apply_mod.prepare(county, st)
+        st.save_placements(plan.placement)
+        calls: Counter = Counter()
+        _counting(monkeypatch, apply_mod, "render_cluster", calls)
+        from controlplane.sites import plan as plan_mod
+        _counting(monkeypatch, plan_mod, "render_cluster", calls)
+        inv, placed = apply_mod.placement(county, st)
+    assert placed == plan.placement and "n2" not in {n for ns in placed.values() for n in ns}
+    assert inv.tenant("renshe") is not None and calls == Counter()
