@@ -212,6 +212,20 @@ def prepare(county: County, state: State, share_for_node: str | None = None
     return inv, plan
 
 
+@dataclass
+class _Run:
+    """What every step of one apply shares: the county's inventory and state, its nodes by
+    name, how to reach them, and what each step found (per node, and for the whole run)."""
+    inv: Inventory
+    state: State
+    nodes: dict[str, Any]
+    known_hosts: Path
+    runner_dir: Path
+    outcomes: dict[str, NodeOutcome]
+    result: "ApplyResult"
+    say: Progress
+
+
 def placement(county: County, state: State) -> tuple[Inventory, dict[str, tuple[str, ...]]]:
     """What `prepare` would place, without rendering any node's configuration: for those
     that only read where units are (a publish, a tenant's removal), whose cost must not grow
@@ -220,9 +234,7 @@ def placement(county: County, state: State) -> tuple[Inventory, dict[str, tuple[
     return inv, compute_placement(inv, state.drained(), state.placements())
 
 
-def _transition(inv, plan: Plan, state: State, nodes, live, runner_dir: Path,
-                known_hosts: Path, outcomes: dict[str, NodeOutcome], result: "ApplyResult",
-                say: Progress):
+def _transition(run: _Run, plan: Plan, live):
     """A unit whose replicas change is never proxied to a node that does not serve it: while
     some nodes run the old config and some the new, a request could otherwise bounce between
     two nodes that each think the other holds the site (508). Two interim releases, each
@@ -230,6 +242,7 @@ def _transition(inv, plan: Plan, state: State, nodes, live, runner_dir: Path,
     both serve it, the others proxy to the old ones; (2) the same, proxying to the new ones;
     then the final release. New replicas already hold the content (content follows first).
     Returns the node statuses as they are after the interim releases."""
+    inv, state, nodes, outcomes, say = run.inv, run.state, run.nodes, run.outcomes, run.say
     previous = state.placements()
     moved = {t: tuple(ns) for t, ns in plan.placement.items()
              if previous.get(t) and set(previous[t]) != set(ns)}
@@ -247,20 +260,18 @@ def _transition(inv, plan: Plan, state: State, nodes, live, runner_dir: Path,
         interim = dataclasses.replace(plan, releases=render_cluster(
             inv, upstream, serving, drained=state.drained()))
         applied = state.applied()
-        payloads = _payloads(interim, targets, [], live, applied, Path(runner_dir).parent
+        payloads = _payloads(interim, targets, [], live, applied, Path(run.runner_dir).parent
                              / "payloads")
         hostvars = {n: {"govhost_release_id": interim.releases[n].id,
                         "govhost_keep_releases": inv.cluster.keep_releases,
                         "govhost_stage_script": str(payloads[n])} for n in targets}
         got: dict[str, NodeOutcome] = {}
-        again = _release(inv, interim, state, nodes, targets, hostvars, runner_dir, known_hosts,
-                         got, result, say)
+        again = _release(run, interim, targets, hostvars, got)
         for n in again:         # no usable delta base: the whole interim release
-            full = _payloads(interim, [n], [], live, {}, Path(runner_dir).parent / "payloads")
+            full = _payloads(interim, [n], [], live, {}, Path(run.runner_dir).parent / "payloads")
             hostvars[n]["govhost_stage_script"] = str(full[n])
         if again:
-            _release(inv, interim, state, nodes, again, hostvars, runner_dir, known_hosts, got,
-                     result, say)
+            _release(run, interim, again, hostvars, got)
         bad = {n: o for n, o in got.items() if o.result != "applied"}
         if bad:
             # Every node is on a working config (interim or old); stop the change here.
@@ -358,14 +369,13 @@ def _confirm_firewalls(inv, plan: Plan, outcomes: dict[str, NodeOutcome], nodes,
             say(name, "firewall", "confirmed")
 
 
-def _follow_content(inv, plan: Plan, state: State, nodes, known_hosts: Path,
-                    moves: replicas.ContentPlan, held, outcomes: dict[str, NodeOutcome],
-                    result: "ApplyResult", say: Progress) -> Plan:
+def _follow_content(run: _Run, plan: Plan, moves: replicas.ContentPlan, held) -> Plan:
     """Carry out the content moves; re-plan with the old placement of every unit whose
     content could not reach a new replica. Returns the plan to ship."""
+    inv, state, outcomes, result, say = run.inv, run.state, run.outcomes, run.result, run.say
     down = {n for n, o in outcomes.items() if o.result in ("unreachable", "failed")}
     todo = [m for m in moves.moves if m.target not in down and m.source not in down]
-    link = content_sync.Link(inv.hosts, known_hosts, nodes)
+    link = content_sync.Link(inv.hosts, run.known_hosts, run.nodes)
     done = content_sync.carry_out(link, todo, held, say) if todo else []
     previous = state.placements()
     keep_old: dict[str, tuple[str, ...]] = {}
@@ -442,6 +452,7 @@ def _apply_locked(county: County, state: State, say: Progress,
     run_id = state.start_run("apply")
     result = ApplyResult(run_id, plan)
     runner_dir = sdir / "runner"
+    run = _Run(inv, state, nodes, known_hosts, runner_dir, outcomes, result, say)
     try:
         if to_boot:
             boot = remote.run_playbook(
@@ -464,12 +475,10 @@ def _apply_locked(county: County, state: State, say: Progress,
         # Content follows its replicas: every new (or emptied) replica gets the unit's
         # releases before any config release makes it serve the unit. A unit whose content
         # cannot get there keeps its old placement.
-        plan = _follow_content(inv, plan, state, nodes, known_hosts, moves, held, outcomes,
-                               result, say)
+        plan = _follow_content(run, plan, moves, held)
         to_stage, to_start = _classify(plan, live, applied, state, outcomes)
         if to_stage or to_start:
-            live = _transition(inv, plan, state, nodes, live, runner_dir, known_hosts, outcomes,
-                               result, say)
+            live = _transition(run, plan, live)
             applied = state.applied()
             to_stage, to_start = _classify(plan, live, applied, state, outcomes)
 
@@ -481,16 +490,14 @@ def _apply_locked(county: County, state: State, say: Progress,
                                "govhost_stage_script": str(payloads[name])}
                         for name in targets}
             say("*", "stage", f"{len(targets)} node(s)")
-            again = _release(inv, plan, state, nodes, targets, hostvars, runner_dir,
-                             known_hosts, outcomes, result, say)
+            again = _release(run, plan, targets, hostvars)
             if again:
                 # These nodes lost (or changed) the base of their delta: send the whole release.
                 say("*", "stage", f"{len(again)} node(s), whole release")
                 full = _payloads(plan, again, [], live, {}, sdir / "payloads")
                 for n in again:
                     hostvars[n]["govhost_stage_script"] = str(full[n])
-                for n in _release(inv, plan, state, nodes, again, hostvars, runner_dir,
-                                  known_hosts, outcomes, result, say):
+                for n in _release(run, plan, again, hostvars):
                     outcomes[n] = NodeOutcome(n, "failed", None, "stage: the whole release "
                                               "did not arrive intact; see the node's disk")
         _confirm_firewalls(inv, plan, outcomes, nodes, known_hosts, result, say)
@@ -550,20 +557,22 @@ def _step(task: str) -> str:
     return "stage" if task.startswith("Stage") else "activate"
 
 
-def _release(inv, plan: Plan, state: State, nodes, targets: list[str], hostvars, runner_dir,
-             known_hosts, outcomes: dict[str, NodeOutcome], result: ApplyResult,
-             say: Progress) -> list[str]:
+def _release(run: _Run, plan: Plan, targets: list[str], hostvars,
+             outcomes: dict[str, NodeOutcome] | None = None) -> list[str]:
     """One playbook run: `nginx -t` on every node; only if no node refused the release,
     activate on a canary node and then on the rest, each probed and rolled back on failure.
     A canary that is merely unreachable does not stop the rollout (the next node becomes the
     canary, in a run of the activation alone); a canary whose activation fails does.
-    Returns the nodes that need their whole release: they had no usable base for the delta."""
+    Returns the nodes that need their whole release: they had no usable base for the delta.
+    `outcomes`: where each node's outcome goes (the run's own unless given)."""
+    inv, state, nodes, result, say = run.inv, run.state, run.nodes, run.result, run.say
+    outcomes = run.outcomes if outcomes is None else outcomes
     pending, playbook = list(targets), "release.yml"
     resend: list[str] = []
     while pending:
         res = remote.run_playbook(
-            playbook, inv.hosts, [nodes[n] for n in pending], hostvars, runner_dir,
-            known_hosts, on_task=lambda h, t, o: say(h, _step(t), o),
+            playbook, inv.hosts, [nodes[n] for n in pending], hostvars, run.runner_dir,
+            run.known_hosts, on_task=lambda h, t, o: say(h, _step(t), o),
             extravars={"govhost_exit_nginx_refused": exits.NGINX_REFUSED})
         staged: list[str] = []
         refused: set[str] = set()
