@@ -27,7 +27,9 @@ def parse(text: str) -> dict[str, str]:
     """path -> sha256 hex. A line that is not `<64 hex>  <path>` raises ValueError naming
     it: a damaged list must not read as a shorter one."""
     out: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), 1):
+    # "\n" only: str.splitlines() would also break at U+2028, \x85 or \x0c, which a file
+    # name put there over SFTP may hold, and the list the node wrote would not read back.
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         m = _LINE.fullmatch(line)

@@ -193,8 +193,9 @@ class Guard:
                 if lv is None or not lv.still_live():
                     try:
                         lv = Live(scope, link)
-                    except OSError:
-                        continue
+                    except (OSError, ValueError) as exc:   # no list, or a damaged one:
+                        print(f"govhost-tamper: {scope}: {exc}", file=sys.stderr)
+                        continue                           # the other scopes go on
                     self.live[scope] = lv
                     self.open.pop(scope, None)     # judged again against the new release
                     new.append(lv)

@@ -391,11 +391,11 @@ def converge(spec_path: str) -> None:
 # ---------------------------------------------------------------- content releases
 
 def _digests_of(path: str) -> dict[str, str]:
-    """The release's list, or nothing (none there, or damaged: its files are then sent or
-    hashed again rather than trusted)."""
+    """The release's list, or nothing when it has none. A damaged list raises ValueError
+    (receive must refuse it, not take an empty release)."""
     try:
         return digest_list.read(path)
-    except (OSError, ValueError):
+    except OSError:
         return {}
 
 
@@ -602,7 +602,7 @@ def switch(t: str, rid: str) -> None:
     try:        # what the tamper watcher puts back from, from the first second live
         from govhost_node.tamper import keep_pristine
         keep_pristine(t, release_dir(t, rid))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"govhost-tenants: no pristine copies of {t}/{rid}: {exc}", file=sys.stderr)
     tmp = os.path.join(home, ".current.new")
     if os.path.lexists(tmp):

@@ -35,7 +35,7 @@ from controlplane.core.certstore import write_private
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.inventory import Inventory
-from controlplane.core.state import RESTORE_PENDING
+from controlplane.core.state import RESTORE_PENDING, SCHEMA_VERSION
 from govhost_node.backup import restic_summary
 
 Say = Callable[[str], None]
@@ -414,11 +414,17 @@ def fetch(repo: Repository, key: bytes, dest: Path, snapshot: str | None = None,
     db = sqlite3.connect(tree / "state" / "state.db")
     try:
         check = db.execute("PRAGMA integrity_check").fetchone()[0]
+        schema = db.execute("PRAGMA user_version").fetchone()[0]
     finally:
         db.close()
     if check != "ok":
         raise ControlBackupError(f"the state store in snapshot {snap['short_id']} is damaged: "
                                  f"{check}")
+    if schema > SCHEMA_VERSION:     # refused before anything here is moved aside
+        raise ControlBackupError(
+            f"snapshot {snap['short_id']} holds a state of schema version {schema}, made by a "
+            f"newer govhost; this one knows versions up to {SCHEMA_VERSION}. Restore it with "
+            "the govhost release that made it")
     return snap, tree, manifest
 
 

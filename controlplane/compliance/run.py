@@ -230,7 +230,12 @@ def _node_facts(inv, node: Node, known_hosts: Path) -> dict[str, Any]:
     script = (
         "import json, os, sys\n"
         f"sys.path.insert(0, {str(paths.NODE_LIB)!r})\n"
-        "from govhost_node import digests\n"
+        "try:\n"
+        "    from govhost_node import digests\n"
+        "    names = lambda d: sorted(digests.read(d))\n"
+        "except ImportError:  # a node not yet given this release's package (next apply)\n"
+        "    names = lambda d: [l.rstrip('\\n').split('  ', 1)[1]\n"
+        "                       for l in open(os.path.join(d, '.digests')) if '  ' in l]\n"
         "out = {'logs': {}, 'files': {}}\n"
         "base = '/var/log/govhost/tenants'\n"
         "for t in (os.listdir(base) if os.path.isdir(base) else []):\n"
@@ -240,7 +245,7 @@ def _node_facts(inv, node: Node, known_hosts: Path) -> dict[str, Any]:
         "sites = '/srv/govhost/sites'\n"
         "for t in (os.listdir(sites) if os.path.isdir(sites) else []):\n"
         "    try:\n"
-        "        out['files'][t] = sorted(digests.read(os.path.join(sites, t, 'current')))\n"
+        "        out['files'][t] = names(os.path.join(sites, t, 'current'))\n"
         "    except (OSError, ValueError):\n"
         "        pass\n"
         "print(json.dumps(out))\n")
