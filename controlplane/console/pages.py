@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from controlplane.console import guard, i18n
 from controlplane.console.broker import HEAVY_AT_ONCE, Refused, person_from
 from controlplane.core import paths
+from controlplane.core.errors import GovhostError
 from controlplane.people import roles
 from controlplane.people.roles import Person
 
@@ -126,6 +127,25 @@ class Pages:
         if exc.kind == "missing":
             return self.missing(request, message)
         return self.forbidden(request)
+
+    async def decide(self, request: Request, op: str, show: Callable[..., Awaitable[Response]],
+                     missing: str, **ids: Any) -> Response:
+        """An approve-or-reject form along a review chain (a release's, a rollback's): sent
+        to the broker as `op` with `ids`; the page is shown again by `show` with the outcome,
+        or with what was wrong (400)."""
+        form = await request.form()
+        decision = str(form.get("decision", ""))
+        if decision not in ("approve", "reject"):
+            return await show(request, "请选择通过或退回。", status=400)
+        try:
+            done = await self.ask(op, sid=self.sid(request), unit=request.path_params["unit"],
+                                  approve=decision == "approve",
+                                  comment=str(form.get("comment", "")), **ids)
+        except Refused as exc:
+            return self.refused(request, exc, missing)
+        except GovhostError as exc:
+            return await show(request, str(exc), status=400)
+        return await show(request, done=done)
 
     # -- who asks
     async def current(self, request: Request) -> Person | None:

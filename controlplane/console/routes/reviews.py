@@ -41,19 +41,7 @@ def routes(p: Pages) -> list[Route]:
         name, rid = request.path_params["unit"], request.path_params["release"]
         if not (roles.may(me, "review_unit", name) or roles.may(me, "review_county", name)):
             return p.forbidden(request)
-        form = await request.form()
-        decision = str(form.get("decision", ""))
-        if decision not in ("approve", "reject"):
-            return await show(request, "请选择通过或退回。", status=400)
-        try:
-            done = await p.ask("review_decide", sid=p.sid(request), unit=name, release=rid,
-                               approve=decision == "approve",
-                               comment=str(form.get("comment", "")))
-        except Refused as exc:
-            return p.refused(request, exc, NO_RELEASE)
-        except GovhostError as exc:
-            return await show(request, str(exc), status=400)
-        return await show(request, done=done)
+        return await p.decide(request, "review_decide", show, NO_RELEASE, release=rid)
 
     @p.needs("view_unit", unit=True)
     async def preview_open(request: Request, me: Person) -> Response:

@@ -49,20 +49,8 @@ def routes(p: Pages) -> list[Route]:
 
     @p.needs("confirm_rollback", unit=True)
     async def rollback_decide(request: Request, me: Person) -> Response:
-        name, pid = request.path_params["unit"], request.path_params["proposal"]
-        form = await request.form()
-        decision = str(form.get("decision", ""))
-        if decision not in ("approve", "reject"):
-            return await show(request, "请选择通过或退回。", status=400)
-        try:
-            done = await p.ask("rollback_decide", sid=p.sid(request), unit=name, proposal=pid,
-                               approve=decision == "approve",
-                               comment=str(form.get("comment", "")))
-        except Refused as exc:
-            return p.refused(request, exc, NO_PROPOSAL)
-        except GovhostError as exc:
-            return await show(request, str(exc), status=400)
-        return await show(request, done=done)
+        return await p.decide(request, "rollback_decide", show, NO_PROPOSAL,
+                              proposal=request.path_params["proposal"])
 
     return [
         Route("/units/{unit}/rollbacks", rollback_propose, methods=["POST"]),
