@@ -30,6 +30,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from govhost_node import vrrp
+from govhost_node.layout import NODE
+
 LOGS = "/var/log/govhost/tenants"
 SITES = "/srv/govhost/sites"
 CURRENT = "/etc/govhost/current"
@@ -466,12 +469,8 @@ def tamper_metrics(now: float | None = None) -> list[str]:
     return out
 
 
-VRRP_RELEASED = "/var/lib/govhost/vrrp-released"
-# keepalived's pid file: govhost-node's own start (no systemd), or the systemd unit's.
-KEEPALIVED_PIDFILES = ("/run/govhost-keepalived.pid", "/run/keepalived.pid")
-
-
-def keepalived_running(pidfiles: tuple[str, ...] = KEEPALIVED_PIDFILES) -> bool:
+def keepalived_running(pidfiles: tuple[str, ...] = vrrp.PIDFILES) -> bool:
+    """Read from the pid files and /proc (the agent runs without systemd's help too)."""
     for path in pidfiles:
         try:
             with open(path) as f:
@@ -485,8 +484,8 @@ def keepalived_running(pidfiles: tuple[str, ...] = KEEPALIVED_PIDFILES) -> bool:
 
 
 def floating_metrics(spec_path: str = f"{CURRENT}/vrrp.json",
-                     released_marker: str = VRRP_RELEASED,
-                     pidfiles: tuple[str, ...] = KEEPALIVED_PIDFILES) -> list[str]:
+                     released_marker: str = vrrp.released_marker(NODE),
+                     pidfiles: tuple[str, ...] = vrrp.PIDFILES) -> list[str]:
     """Which floating addresses this node holds now, read from the kernel (not from
     keepalived's idea of its state): what the county's router sees. The alerts add the
     nodes up: held by none, by two (split brain), away from home too long."""
@@ -496,10 +495,8 @@ def floating_metrics(spec_path: str = f"{CURRENT}/vrrp.json",
     except (OSError, ValueError):
         return []
     try:
-        out = subprocess.run(["ip", "-j", "addr", "show", "dev", spec["interface"]],
-                             capture_output=True, text=True, timeout=5).stdout or "[]"
-        have = {a.get("local") for link in json.loads(out) for a in link.get("addr_info", [])}
-    except (OSError, ValueError, subprocess.TimeoutExpired):
+        have = vrrp.kernel_addresses(spec["interface"])
+    except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
         return []
     lines = ["# HELP govhost_floating_held 1 when this node holds the floating address now.",
              "# TYPE govhost_floating_held gauge"]

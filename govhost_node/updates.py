@@ -27,7 +27,9 @@ import sys
 import time
 import urllib.request
 
+from govhost_node import vrrp
 from govhost_node.files import write_if_changed
+from govhost_node.layout import NODE
 
 SPEC = "/etc/govhost/current/updates.json"
 APT_CONF = "/etc/apt/apt.conf.d/52govhost-unattended-upgrades"
@@ -35,9 +37,9 @@ TIMER_DROPIN = "/etc/systemd/system/apt-daily-upgrade.timer.d/govhost.conf"
 SERVICE_DROPIN = "/etc/systemd/system/apt-daily-upgrade.service.d/govhost.conf"
 DPKG_LOG = "/var/log/dpkg.log"
 REBOOT_REQUIRED = "/run/reboot-required"
-NODE_TOOL = "/usr/local/sbin/govhost-node"
-VRRP_SPEC = "/etc/govhost/current/vrrp.json"
-VRRP_RELEASED = "/var/lib/govhost/vrrp-released"     # by hand (govhost-node vrrp release)
+NODE_TOOL = NODE.tool
+VRRP_SPEC = f"{NODE.current}/vrrp.json"
+VRRP_RELEASED = vrrp.released_marker(NODE)           # by hand (govhost-node vrrp release)
 # Written before the release (and kept over a reboot): take-back resumes what hand-over
 # released even when the release call failed half-way or the power went in between.
 RELEASED_HERE = "/var/lib/govhost/vrrp-released-by-updates"

@@ -48,7 +48,7 @@ def bootstrap_version() -> str:
     for p in sorted(role.rglob("*")):
         if p.is_file():
             h.update(p.relative_to(role).as_posix().encode() + b"\0" + p.read_bytes())
-    for p in sorted(paths.NODE_PACKAGE.glob("*.py")) + [paths.NODE_PACKAGE / "govhost-node"]:
+    for p in sorted(paths.NODE_PACKAGE.glob("*.py")):
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:12]
 

@@ -1,9 +1,10 @@
 """One owner each: the digest list format (govhost_node/digests.py) and the exit codes the
-control machine acts on (govhost_node/exits.py, read by Python and by govhost-node's bash)."""
+control machine acts on (govhost_node/exits.py, raised by govhost-node and read by apply)."""
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,27 +59,18 @@ def test_a_damaged_line_is_refused_by_number_not_dropped(line):
         digests.parse("0" * 64 + "  ok.html\n" + line + "\n")
 
 
-def _shell_value(name: str) -> int:
-    out = subprocess.run(["bash", "-c", f'set -eu; . "$1"; echo "${name}"', "-",
-                          str(REPO / "govhost_node" / "exits.py")],
-                         capture_output=True, text=True, check=True).stdout
-    return int(out)
-
-
-def test_the_exit_codes_are_one_definition_for_python_and_bash():
+def test_the_exit_codes_are_one_definition_for_both_sides():
     assert (exits.NGINX_REFUSED, exits.BASE_MISSING) == (3, 4)
-    assert _shell_value("NGINX_REFUSED") == exits.NGINX_REFUSED
-    assert _shell_value("BASE_MISSING") == exits.BASE_MISSING
-    node = (REPO / "govhost_node" / "govhost-node").read_text()
-    assert not re.search(r"\bexit [34]\b", node), "govhost-node: use the names in exits.py"
-    assert 'exit "$NGINX_REFUSED"' in node and 'exit "$BASE_MISSING"' in node
+    node_side = "".join((REPO / "govhost_node" / name).read_text()
+                        for name in ("node.py", "releases.py"))
+    assert not re.search(r"NodeExit\([^)]*, [34]\)", node_side), "use the names in exits.py"
+    assert "exits.NGINX_REFUSED" in node_side and "exits.BASE_MISSING" in node_side
     activate = (REPO / "playbooks" / "activate.yml").read_text()
     assert "equalto', 3" not in activate and "govhost_exit_nginx_refused" in activate
 
 
-def test_govhost_node_finds_its_exit_codes_from_the_source_tree():
-    """Run as it is in the tests (beside exits.py); on a node it reads the installed copy."""
-    r = subprocess.run(["bash", str(REPO / "govhost_node" / "govhost-node"), "no-such-step"],
+def test_govhost_node_runs_from_the_source_tree():
+    """As the tests run it (`python -m govhost_node.node`); on a node, the installed command."""
+    r = subprocess.run([sys.executable, "-m", "govhost_node.node", "no-such-step"], cwd=REPO,
                        capture_output=True, text=True)
-    assert "exits.py" not in r.stderr and "No such file" not in r.stderr, r.stderr
-    assert "usage: govhost-node" in r.stderr       # it reached its own dispatcher
+    assert r.returncode == 1 and "usage: govhost-node" in r.stderr, r.stderr

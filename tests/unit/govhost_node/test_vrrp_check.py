@@ -4,29 +4,28 @@ that accepts and never answers (a stall), and none at all (a dead nginx)."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[3] / "govhost_node" / "govhost-node"
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("curl"),
-                                reason="port 80 needs root; the probes need curl")
+REPO = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="port 80 needs root")
 
 
 def check(kind: str, address: str, delay: int | None = None,
           streaks: Path | None = None) -> int:
-    argv = ["bash", str(TOOL), "vrrp", "check", kind, address]
+    argv = [sys.executable, "-m", "govhost_node.node", "vrrp", "check", kind, address]
     env = dict(os.environ)
     if delay is not None:
         argv.append(str(delay))
     if streaks is not None:
         env["GOVHOST_VRRP_STREAKS"] = str(streaks)
-    return subprocess.run(argv, capture_output=True, timeout=30, env=env).returncode
+    return subprocess.run(argv, capture_output=True, timeout=30, env=env, cwd=REPO).returncode
 
 
 def _serve(address: str, code: int) -> HTTPServer:
@@ -73,6 +72,38 @@ def test_a_stall_is_not_death_but_is_not_prompt():
         s.listen(16)
         assert check("alive", "127.0.77.4") == 0
         assert check("prompt", "127.0.77.4") != 0
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["empty reply", "reset"])
+def test_an_overloaded_nginx_is_not_death_but_is_not_prompt(reset):
+    """Out of worker connections, nginx accepts and closes (an empty reply) or resets:
+    alive, not prompt."""
+    import struct
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.77.6", 80))
+        s.listen(16)
+        stop = threading.Event()
+
+        def close_each():
+            s.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = s.accept()
+                except OSError:
+                    continue
+                conn.recv(1024)
+                if reset:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+        t = threading.Thread(target=close_each, daemon=True)
+        t.start()
+        try:
+            assert check("alive", "127.0.77.6") == 0
+            assert check("prompt", "127.0.77.6") != 0
+        finally:
+            stop.set()
+            t.join()
 
 
 def test_a_check_without_its_address_is_refused():
