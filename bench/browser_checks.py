@@ -90,7 +90,7 @@ def main() -> None:
     govhost(inv, "apply", "--yes", "--json")
     import json
     replicas = {t["name"]: t["replicas"][0]
-                for t in json.loads(govhost(inv, "tenant", "list", "--json"))}
+                for t in json.loads(govhost(inv, "unit", "list", "--json"))}
     units = sorted(replicas)
 
     def publish(i_u: tuple[int, str]) -> None:

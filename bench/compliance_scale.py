@@ -203,7 +203,7 @@ def main() -> None:
     print(f"apply over HTTP: {took:.1f} s", flush=True)
     took, _ = govhost(inv, "cert", "renew", "--json")
     print(f"county CA certificates and apply over HTTPS: {took:.1f} s", flush=True)
-    _, out = govhost(inv, "tenant", "list", "--json")
+    _, out = govhost(inv, "unit", "list", "--json")
     replicas = {t["name"]: t["replicas"][0] for t in json.loads(out)}
 
     def publish(i: int) -> int:

@@ -30,13 +30,13 @@ app.add_typer(backup_app, name="backup")
 
 
 @backup_app.command("run")
-def backup_run(tenants: list[str] = typer.Argument(None, help="Tenants (all when none)."),
+def backup_run(units: list[str] = typer.Argument(None, help="Units (all when none)."),
                jobs: int = typer.Option(2, "--jobs", help="Snapshots made at once per node."),
                control_only: bool = typer.Option(False, "--control-only",
                                                  help="Only the control machine's own "
                                                  "snapshot (as `govhost control backup`)."),
                as_json: bool = typer.Option(False, "--json")) -> None:
-    """Back up now: files from each tenant's first replica, databases from the db node, and
+    """Back up now: files from each unit's first replica, databases from the db node, and
     (for a full run) the control machine's own snapshot. Exit 1 if anything failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -54,14 +54,14 @@ def backup_run(tenants: list[str] = typer.Argument(None, help="Tenants (all when
 
     with progress:
         res = call(lambda: backup.run(
-            county(), tenants or (), on_result=on_result, jobs=jobs,
+            county(), units or (), on_result=on_result, jobs=jobs,
             control_only=control_only, on_start=lambda n: progress.update(task, total=n)),
             as_json=as_json)
     if as_json:
         emit(res)
     else:
         t = table(f"backup run {res['run']}: {res['ok']} ok, {res['failed']} failed",
-                  "tenant", "kind", "node", "result", "snapshot", "files", "added", "seconds")
+                  "unit", "kind", "node", "result", "snapshot", "files", "added", "seconds")
         for r in res["results"]:
             t.add_row(r["tenant"], r["kind"], r["node"],
                       "[green]ok[/]" if r["ok"] else "[red]failed[/]",
@@ -77,16 +77,16 @@ def backup_run(tenants: list[str] = typer.Argument(None, help="Tenants (all when
 
 
 @backup_app.command("list")
-def backup_list(tenant: Optional[str] = typer.Argument(None),
+def backup_list(unit: Optional[str] = typer.Argument(None),
                 as_json: bool = typer.Option(False, "--json")) -> None:
-    """The snapshots in the repository (of TENANT), oldest first."""
+    """The snapshots in the repository (of UNIT), oldest first."""
     from controlplane.backup import run as backup
-    snaps = [backup.describe(s) for s in call(backup.snapshots, county(), tenant,
+    snaps = [backup.describe(s) for s in call(backup.snapshots, county(), unit,
                                               as_json=as_json)]
     if as_json:
         emit(snaps)
         return
-    t = table(f"{len(snaps)} snapshot(s)", "id", "time", "tenant", "kind", "node", "run", "reason")
+    t = table(f"{len(snaps)} snapshot(s)", "id", "time", "unit", "kind", "node", "run", "reason")
     for s in snaps:
         t.add_row(s["id"], s["time"][:19].replace("T", " ") + " UTC", s["tenant"], s["kind"],
                   s["node"], s["run"], s["reason"])
@@ -95,14 +95,14 @@ def backup_list(tenant: Optional[str] = typer.Argument(None),
 
 @backup_app.command("status")
 def backup_status(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Per tenant: last successful backup and last error, as recorded on the nodes (timer
+    """Per unit: last successful backup and last error, as recorded on the nodes (timer
     runs included)."""
     from controlplane.backup import run as backup
     rows = call(backup.status, county(), as_json=as_json)
     if as_json:
         emit(rows)
         return
-    t = table("backups", "tenant", "kind", "node", "last success", "age", "error")
+    t = table("backups", "unit", "kind", "node", "last success", "age", "error")
     now = time.time()
     for r in rows:
         age = (f"{(now - r['last_success']) / 3600:.1f} h" if r["last_success"] else
@@ -114,7 +114,7 @@ def backup_status(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @backup_app.command("restore")
 def backup_restore(
-    tenant: str,
+    unit: str,
     snapshot: Optional[str] = typer.Option(None, "--snapshot", help="Snapshot id (or prefix)."),
     at: Optional[str] = typer.Option(None, "--at", help="The last snapshot at or before this "
                                      "time, e.g. 2026-11-20T18:00 (local time unless a zone "
@@ -127,7 +127,7 @@ def backup_restore(
     yes: bool = typer.Option(False, "--yes", "-y"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Restore TENANT: to the live site as a new content release (undo with `govhost
+    """Restore UNIT: to the live site as a new content release (undo with `govhost
     rollback`), with its upload area and database, or --to a directory."""
     from controlplane.backup import run as backup
     if snapshot and at:
@@ -137,37 +137,37 @@ def backup_restore(
         if not sys.stdin.isatty():
             fail(errors.GovhostError("a live restore replaces the site, its upload area and "
                                      "its database: pass --yes"), as_json)
-        if not typer.confirm(f"Replace {tenant}'s live site, upload area and database?"):
+        if not typer.confirm(f"Replace {unit}'s live site, upload area and database?"):
             raise typer.Exit(1)
     from controlplane.content import releases as content
-    res = call(lambda: backup.restore(county(), tenant, snapshot=snapshot, at=at_time, to=to,
+    res = call(lambda: backup.restore(county(), unit, snapshot=snapshot, at=at_time, to=to,
                                       with_db=not no_db, safety_backup=not no_safety_backup,
                                       say=note, publish=content.publish), as_json=as_json)
     if as_json:
         emit(res)
     elif to is not None:
-        out.print(f"{tenant}: snapshot {res['files_snapshot'][:8]} restored to {res['to']}"
+        out.print(f"{unit}: snapshot {res['files_snapshot'][:8]} restored to {res['to']}"
                   + (f"; database dump {res['database_dump']}" if res.get("database_dump") else "")
                   + f" in {res['seconds']:.1f} s", highlight=False)
     else:
-        out.print(f"{tenant}: snapshot {res['files_snapshot'][:8]} ({res['files_time'][:19]}) "
+        out.print(f"{unit}: snapshot {res['files_snapshot'][:8]} ({res['files_time'][:19]}) "
                   f"is live as release {res.get('release', '-')}"
                   + (f"; database {res['database']} restored" if res.get("database") else "")
-                  + f" in {res['seconds']:.1f} s. Undo: `govhost rollback {tenant}`",
+                  + f" in {res['seconds']:.1f} s. Undo: `govhost rollback {unit}`",
                   highlight=False)
 
 
 @backup_app.command("drill")
-def backup_drill(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Restore TENANT's latest snapshot into scratch space, compare file hashes and database
+def backup_drill(unit: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Restore UNIT's latest snapshot into scratch space, compare file hashes and database
     row counts, and record the result and the time it took (the RTO)."""
     from controlplane.backup import run as backup
-    res = call(backup.drill, county(), tenant, note, as_json=as_json)
+    res = call(backup.drill, county(), unit, note, as_json=as_json)
     if as_json:
         emit(res)
     else:
         verdict = "[green]passed[/]" if res["ok"] else "[red]FAILED[/]"
-        out.print(f"{tenant}: drill {verdict} on snapshot {res['snapshot'][:8]}; restore took "
+        out.print(f"{unit}: drill {verdict} on snapshot {res['snapshot'][:8]}; restore took "
                   f"{res['rto_seconds']:.1f} s")
     if not res["ok"]:
         raise typer.Exit(1)
@@ -208,7 +208,7 @@ def backup_copy(as_json: bool = typer.Option(False, "--json")) -> None:
 @backup_app.command("forget")
 def backup_forget(no_prune: bool = typer.Option(False, "--no-prune"),
                   as_json: bool = typer.Option(False, "--json")) -> None:
-    """Apply every tenant's retention policy (and prune what nothing uses any more)."""
+    """Apply every unit's retention policy (and prune what nothing uses any more)."""
     from controlplane.backup import run as backup
     res = call(backup.forget, county(), not no_prune, as_json=as_json)
     if as_json:
@@ -219,26 +219,26 @@ def backup_forget(no_prune: bool = typer.Option(False, "--no-prune"),
 
 
 @backup_app.command("history")
-def backup_history(tenant: Optional[str] = typer.Argument(None),
+def backup_history(unit: Optional[str] = typer.Argument(None),
                    limit: int = typer.Option(50, "--limit"),
                    as_json: bool = typer.Option(False, "--json")) -> None:
     """The catalogue in the state store: backups made through govhost, drills and verifies."""
     with county().state() as st:
-        rows, checks = st.backups(tenant, limit), st.checks(limit=limit)
-    if tenant:
-        checks = [c for c in checks if c["tenant"] in (tenant, None)]
+        rows, checks = st.backups(unit, limit), st.checks(limit=limit)
+    if unit:
+        checks = [c for c in checks if c["tenant"] in (unit, None)]
     if as_json:
         emit({"backups": rows, "checks": checks})
         return
     t = table("backups",
-              "finished", "tenant", "kind", "node", "result", "snapshot", "seconds", "added")
+              "finished", "unit", "kind", "node", "result", "snapshot", "seconds", "added")
     for r in rows:
         t.add_row(when(r["finished_at"]), r["tenant"], r["kind"], r["node"],
                   "[green]ok[/]" if r["ok"] else f"[red]{r['error'][:60]}[/]",
                   (r["snapshot"] or "-")[:8], f"{r['seconds'] or 0:.1f}",
                   human_size(r["bytes_added"] or 0))
     out.print(t)
-    t = table("verifies, drills and off-site copies", "at", "kind", "tenant", "result", "seconds")
+    t = table("verifies, drills and off-site copies", "at", "kind", "unit", "result", "seconds")
     for c in checks:
         t.add_row(when(c["at"]), c["kind"], c["tenant"] or "-",
                   "[green]ok[/]" if c["ok"] else "[red]failed[/]", f"{c['seconds'] or 0:.1f}")

@@ -18,7 +18,7 @@ app.add_typer(compliance_app, name="compliance")
 
 
 @compliance_app.command("check")
-def compliance_check(tenants: list[str] = typer.Argument(None, help="Units (all when none)."),
+def compliance_check(units: list[str] = typer.Argument(None, help="Units (all when none)."),
                      at: Optional[str] = typer.Option(None, "--at", help="Judge as of this "
                                                       "time (e.g. a week's end)."),
                      as_json: bool = typer.Option(False, "--json")) -> None:
@@ -26,7 +26,7 @@ def compliance_check(tenants: list[str] = typer.Argument(None, help="Units (all 
     the results go to the state store for the report and the exporter."""
     from controlplane.compliance import run as compliance_run
     at_time = at_option(at, as_json)
-    res = call(lambda: compliance_run.check(county(), tenants or None, at_time,
+    res = call(lambda: compliance_run.check(county(), units or None, at_time,
                                             say=lambda m: None), as_json=as_json)
     data = {t: {k: v.to_json() for k, v in vs.items()} for t, vs in res.items()}
     if as_json:

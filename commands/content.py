@@ -9,20 +9,20 @@ import typer
 from commands.output import call, county, emit, human_size, note, out, table
 
 app = typer.Typer()
-review_app = typer.Typer(help="Content releases waiting for review (tenants with `review:` "
+review_app = typer.Typer(help="Content releases waiting for review (units with `review:` "
                          "levels in their manifest).", no_args_is_help=True)
 app.add_typer(review_app, name="review")
 
 
 @app.command()
-def publish(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Publish TENANT's upload area as a new content release on all its replicas."""
+def publish(unit: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Publish UNIT's upload area as a new content release on all its replicas."""
     from controlplane.content import releases as content
-    res = call(content.publish, county(), tenant, note, as_json=as_json)
+    res = call(content.publish, county(), unit, note, as_json=as_json)
     if as_json:
         emit(res)
         return
-    out.print(f"{tenant}: release {res['release']} {res['status']} on {', '.join(res['nodes'])}"
+    out.print(f"{unit}: release {res['release']} {res['status']} on {', '.join(res['nodes'])}"
               f" — {res['files']} files, {human_size(res['bytes'])}; added {len(res['added'])}, "
               f"changed {len(res['changed'])}, removed {len(res['removed'])}", highlight=False)
     if res["skipped"]:
@@ -31,26 +31,26 @@ def publish(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command()
-def rollback(tenant: str, release: Optional[str] = typer.Argument(None),
+def rollback(unit: str, release: Optional[str] = typer.Argument(None),
              as_json: bool = typer.Option(False, "--json")) -> None:
     """Make an earlier content release live again (default: the one before the live one)."""
     from controlplane.content import releases as content
-    res = call(content.rollback, county(), tenant, release, note, as_json=as_json)
+    res = call(content.rollback, county(), unit, release, note, as_json=as_json)
     if as_json:
         emit(res)
     else:
-        out.print(f"{tenant}: {res['live']} live again (was {res['was']})", highlight=False)
+        out.print(f"{unit}: {res['live']} live again (was {res['was']})", highlight=False)
 
 
 @app.command()
-def releases(tenant: str, as_json: bool = typer.Option(False, "--json")) -> None:
-    """TENANT's content releases: size, files, who published, which is live."""
+def releases(unit: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """UNIT's content releases: size, files, who published, which is live."""
     from controlplane.content import releases as content
-    rows = call(content.releases, county(), tenant, as_json=as_json)
+    rows = call(content.releases, county(), unit, as_json=as_json)
     if as_json:
         emit(rows)
         return
-    t = table(f"{tenant}: content releases",
+    t = table(f"{unit}: content releases",
               "release", "status", "files", "size", "published by", "at")
     for r in rows:
         t.add_row(r["id"], f"[green]{r['status']}[/]" if r["live"] else r["status"],
@@ -68,7 +68,7 @@ def review_list(as_json: bool = typer.Option(False, "--json")) -> None:
         emit(rows)
         return
     t = table("Waiting for review",
-              "tenant", "release", "waits for", "files", "size", "published by", "added",
+              "unit", "release", "waits for", "files", "size", "published by", "added",
               "changed", "removed")
     for r in rows:
         c, chain = r["changes"], r["review"]
@@ -81,14 +81,14 @@ def review_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @review_app.command("show")
-def review_show(tenant: str, release: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def review_show(unit: str, release: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """What a pending release changes: files added, changed, removed, with sizes."""
     from controlplane.content import releases as content
-    r = call(content.review_show, county(), tenant, release, as_json=as_json)
+    r = call(content.review_show, county(), unit, release, as_json=as_json)
     if as_json:
         emit(r)
         return
-    out.print(f"{tenant} {release} ({r['status']}), published by {r['actor']}", highlight=False)
+    out.print(f"{unit} {release} ({r['status']}), published by {r['actor']}", highlight=False)
     chain = r.get("review")
     if chain:
         done = {s["level"]: s for s in chain["steps"]}
@@ -130,12 +130,12 @@ def show_wording(found: list[dict]) -> None:
 
 
 @review_app.command("preview")
-def review_preview(tenant: str, release: str,
+def review_preview(unit: str, release: str,
                    as_json: bool = typer.Option(False, "--json")) -> None:
     """A signed link that shows a release through any node before it goes live (it ends
     after cluster.yaml `console.preview_minutes`)."""
     from controlplane.content import releases as content
-    link = call(content.preview_link, county(), tenant, release)
+    link = call(content.preview_link, county(), unit, release)
     if as_json:
         emit(link)
         return
@@ -143,23 +143,23 @@ def review_preview(tenant: str, release: str,
 
 
 @review_app.command("approve")
-def review_approve(tenant: str, release: str,
+def review_approve(unit: str, release: str,
                    comment: str = typer.Option("", "--comment", help="Kept with the decision "
                                                "and shown to the unit.")) -> None:
     """Approve the waiting level of a pending release; the last level makes it live."""
-    _decide(tenant, release, True, comment)
+    _decide(unit, release, True, comment)
 
 
 @review_app.command("reject")
-def review_reject(tenant: str, release: str,
+def review_reject(unit: str, release: str,
                   comment: str = typer.Option("", "--comment", help="Why: kept with the "
                                               "decision and shown to the unit.")) -> None:
     """Discard a pending release; the live site stays as it is."""
-    _decide(tenant, release, False, comment)
+    _decide(unit, release, False, comment)
 
 
-def _decide(tenant: str, release: str, approve: bool, comment: str) -> None:
+def _decide(unit: str, release: str, approve: bool, comment: str) -> None:
     from controlplane.content import releases as content
-    res = call(lambda: content.decide(county(), tenant, release, approve, note,
+    res = call(lambda: content.decide(county(), unit, release, approve, note,
                                       comment=comment))
-    out.print(f"{tenant} {release}: {res['status']}", highlight=False)
+    out.print(f"{unit} {release}: {res['status']}", highlight=False)

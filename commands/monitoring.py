@@ -22,7 +22,7 @@ def exporter(
     interval: float = typer.Option(30.0, help="Seconds between probe rounds."),
     workers: int = typer.Option(32, help="Concurrent probes."),
 ) -> None:
-    """Serve Prometheus metrics: probes of every tenant on every node, apply state, lock."""
+    """Serve Prometheus metrics: probes of every unit on every node, apply state, lock."""
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     from prometheus_client import CollectorRegistry, make_wsgi_app

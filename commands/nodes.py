@@ -41,7 +41,7 @@ def node_drain(name: str, as_json: bool = typer.Option(False, "--json")) -> None
 
 @node_app.command("undrain")
 def node_undrain(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Let NAME hold replicas again (new tenants; existing placements stay put)."""
+    """Let NAME hold replicas again (new units; existing placements stay put)."""
     _drain(name, False, as_json)
 
 

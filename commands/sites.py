@@ -1,4 +1,4 @@
-"""`govhost` commands: Sites: validate, plan, apply, status; the tenants."""
+"""`govhost` commands: Sites: validate, plan, apply, status; the units."""
 from __future__ import annotations
 
 import sys
@@ -12,8 +12,10 @@ from commands.output import call, county, emit, err, fail, human_size, note, out
 from controlplane.core import errors
 
 app = typer.Typer()
-tenant_app = typer.Typer(help="Tenants (units) and their sites.", no_args_is_help=True)
-app.add_typer(tenant_app, name="tenant")
+unit_app = typer.Typer(help="Units (departments, townships) and their sites.", no_args_is_help=True)
+app.add_typer(unit_app, name="unit")
+# The old name, for scripts written before `unit`: the same commands, not in --help.
+app.add_typer(unit_app, name="tenant", hidden=True)
 
 
 @app.command()
@@ -32,7 +34,7 @@ def validate(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         emit(summary)
     else:
-        out.print(f"[green]ok[/]: {summary['tenants']} tenants, {summary['nodes']} nodes, "
+        out.print(f"[green]ok[/]: {summary['tenants']} units, {summary['nodes']} nodes, "
                   f"domain {summary['domain']}")
 
 
@@ -44,23 +46,23 @@ def _print_plan(plan) -> None:
                   ("drained; " if n.drained else "") + ("" if n.needed else "no change"))
     out.print(t)
     if plan.tenants:
-        tt = table("Tenants",
-                   "tenant", "action", "replicas before", "replicas after", "nodes touched")
+        tt = table("Units",
+                   "unit", "action", "replicas before", "replicas after", "nodes touched")
         shown = plan.tenants[:200]
         for c in shown:
             tt.add_row(c.tenant, c.action, ",".join(c.replicas_before) or "-",
                        ",".join(c.replicas_after) or "-", ",".join(c.nodes) or "-")
         out.print(tt)
         if len(plan.tenants) > len(shown):
-            out.print(f"… and {len(plan.tenants) - len(shown)} more tenant changes (--json)")
+            out.print(f"… and {len(plan.tenants) - len(shown)} more unit changes (--json)")
     out.print("[green]No changes.[/]" if plan.empty else
               f"Plan: {sum(n.needed for n in plan.nodes)} node(s) get a new release, "
-              f"{len(plan.tenants)} tenant change(s).")
+              f"{len(plan.tenants)} unit change(s).")
 
 
 @app.command()
 def plan(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Show, per node and per tenant, what apply would add, change and remove."""
+    """Show, per node and per unit, what apply would add, change and remove."""
     from controlplane.sites.apply import prepare
     try:
         st = county().open_state()
@@ -118,7 +120,7 @@ def apply(
         out.print(t)
         _print_content_moves(result)
         if result.refused_tenants:
-            err.print(f"[red]refused tenant(s)[/]: {', '.join(result.refused_tenants)}; "
+            err.print(f"[red]refused unit(s)[/]: {', '.join(result.refused_tenants)}; "
                       "every node keeps serving its previous release")
         if result.result == "unchanged":
             out.print("No changes.")
@@ -150,29 +152,29 @@ def _print_content_moves(result) -> None:
     if result.kept_placement:
         err.print(f"[yellow]kept the old replicas of[/] {', '.join(result.kept_placement)}: "
                   "their content could not reach the new ones (see above); apply again later")
-    for tenant, rid in sorted(result.stranded.items()):
-        err.print(f"[red]{tenant}[/]: no node holds its live release {rid} intact; restore it "
-                  f"with `govhost backup restore {tenant}` (or `govhost node replace`)")
+    for unit, rid in sorted(result.stranded.items()):
+        err.print(f"[red]{unit}[/]: no node holds its live release {rid} intact; restore it "
+                  f"with `govhost backup restore {unit}` (or `govhost node replace`)")
 
 
 @app.command()
 def status(
-    tenant: Optional[str] = typer.Argument(None, help="Show one unit in detail."),
+    unit: Optional[str] = typer.Argument(None, help="Show one unit in detail."),
     as_json: bool = typer.Option(False, "--json"),
-    probe: bool = typer.Option(True, "--probe/--no-probe", help="HTTP-probe every tenant on every node."),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="HTTP-probe every unit on every node."),
 ) -> None:
-    """Nodes and tenants: placement, releases, reachability, traffic, and what is wrong."""
+    """Nodes and units: placement, releases, reachability, traffic, and what is wrong."""
     from controlplane.sites import status as status_mod
-    data = call(status_mod.gather, county(), probe, tenant, as_json=as_json)
+    data = call(status_mod.gather, county(), probe, unit, as_json=as_json)
     if as_json:
         emit(data)
         return
-    if tenant is None:
+    if unit is None:
         _print_nodes(data["nodes"])
         _print_floating(data["floating"])
-        _print_tenants(data["tenants"], [n["node"] for n in data["nodes"]], probe)
+        _print_units(data["tenants"], [n["node"] for n in data["nodes"]], probe)
     else:
-        _print_tenant(data["tenants"][0], data["nodes"], probe)
+        _print_unit(data["tenants"][0], data["nodes"], probe)
     _print_problems(data["problems"])
     if data["lock"]:
         out.print(f"apply lock held: {data['lock']}", highlight=False)
@@ -217,8 +219,8 @@ def _code_cell(code: Any, probe: bool) -> str:
     return f"[green]{code}[/]" if ok else f"[red]{code if code is not None else 'none'}[/]"
 
 
-def _print_tenants(rows: list[dict], node_names: list[str], probe: bool) -> None:
-    tt = table("Tenants", "tenant", "host", "replicas", *node_names, "requests", "5xx", "disk",
+def _print_units(rows: list[dict], node_names: list[str], probe: bool) -> None:
+    tt = table("Units", "unit", "host", "replicas", *node_names, "requests", "5xx", "disk",
                "tampered")
     for r in rows:
         cells = [_code_cell(r["answers"].get(n, "-"), probe) for n in node_names]
@@ -228,7 +230,7 @@ def _print_tenants(rows: list[dict], node_names: list[str], probe: bool) -> None
     out.print(tt)
 
 
-def _print_tenant(r: dict, nodes: list[dict], probe: bool) -> None:
+def _print_unit(r: dict, nodes: list[dict], probe: bool) -> None:
     out.print(f"[bold]{r['title']}[/] ({r['tenant']}, {r['kind']}, {r['site']} site)",
               highlight=False)
     out.print(f"  {r['host']}" + (f"  aliases: {', '.join(r['aliases'])}" if r["aliases"]
@@ -256,10 +258,10 @@ def _print_problems(problems: list[dict]) -> None:
                   highlight=False)
 
 
-@tenant_app.command("remove")
-def tenant_remove(name: str, yes: bool = typer.Option(False, "--yes"),
+@unit_app.command("remove")
+def unit_remove(name: str, yes: bool = typer.Option(False, "--yes"),
                   as_json: bool = typer.Option(False, "--json")) -> None:
-    """Archive and delete a removed tenant's data and accounts on every node (after its
+    """Archive and delete a removed unit's data and accounts on every node (after its
     manifest was deleted and applied)."""
     from controlplane.content import releases as content
     if not yes and not typer.confirm(f"archive and delete {name}'s files and accounts?"):
@@ -279,9 +281,9 @@ def tenant_remove(name: str, yes: bool = typer.Option(False, "--yes"),
             out.print(f"nothing of {name} was left on any node", highlight=False)
 
 
-@tenant_app.command("list")
-def tenant_list(as_json: bool = typer.Option(False, "--json")) -> None:
-    """List every tenant with its kind, host name and replicas."""
+@unit_app.command("list")
+def unit_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List every unit with its kind, host name and replicas."""
     from controlplane.sites import apply as apply_mod
     try:
         inv, p = apply_mod.prepare(county(), county().open_state())
@@ -295,7 +297,7 @@ def tenant_list(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         emit(rows)
         return
-    t = table(f"{len(rows)} tenants",
+    t = table(f"{len(rows)} units",
               "name", "title", "kind", "host", "site", "replicas", "sections")
     for r in rows:
         t.add_row(r["name"], r["title"], r["kind"], r["host"], r["site"],
@@ -303,9 +305,9 @@ def tenant_list(as_json: bool = typer.Option(False, "--json")) -> None:
     out.print(t)
 
 
-@tenant_app.command("show")
-def tenant_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Show one tenant's manifest, host names and placement."""
+@unit_app.command("show")
+def unit_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show one unit's manifest, host names and placement."""
     from controlplane.sites import apply as apply_mod
     try:
         inv, p = apply_mod.prepare(county(), county().open_state())
@@ -314,7 +316,7 @@ def tenant_show(name: str, as_json: bool = typer.Option(False, "--json")) -> Non
         return
     t = inv.tenant(name)
     if t is None:
-        fail(errors.GovhostError(f"no tenant named {name!r} in {county().root}/tenants"), as_json)
+        fail(errors.GovhostError(f"no unit named {name!r} in {county().root}/tenants"), as_json)
         return
     data = {"manifest": t.model_dump(mode="json"), "file": inv.sources[t.name],
             "hosts": [inv.site_host(t), *t.aliases], "replicas": list(p.placement[t.name]),

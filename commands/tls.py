@@ -90,7 +90,7 @@ def cert_renew(force: bool = typer.Option(False, "--force", help="Renew every ce
 
 
 @cert_app.command("issue")
-def cert_issue(unit: str = typer.Argument(..., help="Tenant name, or _portal."),
+def cert_issue(unit: str = typer.Argument(..., help="Unit name, or _portal."),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Issue a unit's certificate now (its whole lineage), then apply."""
     from controlplane.converge import service
@@ -102,7 +102,7 @@ def cert_issue(unit: str = typer.Argument(..., help="Tenant name, or _portal."),
 
 
 @cert_app.command("import")
-def cert_import(unit: str = typer.Argument(..., help="Tenant name (issuer manual)."),
+def cert_import(unit: str = typer.Argument(..., help="Unit name (issuer manual)."),
                 cert: Path = typer.Option(..., "--cert", help="PEM: the certificate, then its "
                                           "intermediates."),
                 key: Path = typer.Option(..., "--key", help="PEM: its private key."),

@@ -379,7 +379,7 @@ def converge(spec_path: str) -> None:
             wanted_users.add(user)
             write_if_changed(os.path.join(KEYS, user), "".join(k + "\n" for k in keys), 0o644)
     # Accounts of tenants this node no longer holds: no key, no login; data stays until
-    # `govhost tenant remove`.
+    # `govhost unit remove`.
     for name in os.listdir(KEYS):
         if name not in wanted_users and not name.endswith(".tmp"):
             os.unlink(os.path.join(KEYS, name))

@@ -124,7 +124,7 @@ def run(county: County, tenants: Sequence[str] = (), *, tags: Sequence[str] = ()
         src = c.sources
         unknown = [t for t in tenants if t not in c.placement or c.inv.tenant(t) is None]
         if unknown:
-            raise BackupError(f"no applied tenant named {', '.join(unknown)}")
+            raise BackupError(f"no applied unit named {', '.join(unknown)}")
         wanted = set(tenants)
         off = [t for t in tenants if t not in src.files]
         if off:
@@ -324,7 +324,7 @@ def restore(county: County, tenant: str, *, snapshot: str | None = None,
     with _lock(county, f"restore-{tenant}"), cluster(county) as c:
         t = c.inv.tenant(tenant)
         if t is None or tenant not in c.placement:
-            raise BackupError(f"no applied tenant named {tenant!r}")
+            raise BackupError(f"no applied unit named {tenant!r}")
         chosen, db = _choose(c, tenant, snapshot, at)
         d = describe(chosen)
         say(f"files snapshot {d['id']} of {d['time']}" +

@@ -280,7 +280,7 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
         wanted = [t for t in inv.tenants if not tenants or t.name in tenants]
         unknown = set(tenants or []) - {t.name for t in wanted}
         if unknown:
-            raise ComplianceError(f"no tenant named {', '.join(sorted(unknown))}")
+            raise ComplianceError(f"no unit named {', '.join(sorted(unknown))}")
         c = inv.cluster.compliance
         placement = st.placements()
         certs, served_with = tls_store.deployable(inv, county.certs, st)

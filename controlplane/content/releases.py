@@ -67,7 +67,7 @@ def _with_content(inv: Inventory, tenant: str) -> Tenant:
     """The unit, if it is one whose content the platform holds (not a proxy site)."""
     t = inv.tenant(tenant)
     if t is None:
-        raise ContentError(f"no tenant named {tenant!r}; `govhost tenant list` shows them")
+        raise ContentError(f"no unit named {tenant!r}; `govhost unit list` shows them")
     if t.site.type == "proxy":
         raise ContentError(f"{tenant} is a proxy site: its content lives in its own "
                            "application, not on the platform")
@@ -527,7 +527,7 @@ def remove(county: County, tenant: str, say: Say = lambda _: None) -> dict[str, 
                 raise ContentError(
                     f"{tenant} is still in the inventory ({inv.sources[tenant]}): remove that "
                     "file and run `govhost apply` (the site stops being served), then run "
-                    "`govhost tenant remove` to archive and delete its data")
+                    "`govhost unit remove` to archive and delete its data")
             if state.placements().get(tenant):
                 raise ContentError(f"{tenant} is still placed: run `govhost apply` first")
             kh = county.known_hosts

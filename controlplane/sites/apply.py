@@ -588,7 +588,7 @@ def _release(run: _Run, plan: Plan, targets: list[str], hostvars,
                 bad = _tenants_in(r.message)
                 refused.update(bad)
                 files = ", ".join(inv.sources.get(t, t) for t in bad)
-                who = f" (tenant {', '.join(bad)}: {files})" if bad else ""
+                who = f" (unit {', '.join(bad)}: {files})" if bad else ""
                 what = ("nft -c refused the firewall" if "nft -c refused" in r.message
                         else "nginx -t refused the release")
                 outcomes[name] = NodeOutcome(name, "refused", None,

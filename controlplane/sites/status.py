@@ -74,7 +74,7 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
     if only is not None:
         tenants = [t for t in inv.tenants if t.name == only]
         if not tenants:
-            raise GovhostError(f"no tenant named {only!r}; `govhost tenant list` shows them")
+            raise GovhostError(f"no unit named {only!r}; `govhost unit list` shows them")
     live = remote.node_status(inv.hosts, list(inv.hosts.nodes),
                               county.known_hosts, content=True)
     reachable = [n for n in inv.hosts.nodes if live[n.name].reachable]

@@ -223,7 +223,7 @@ def renew(county: County, *, units: Iterable[str] = (), force: bool = False,
     known = {u.key for u in site_units(inv)}
     unknown = wanted_units - known
     if unknown:
-        raise CertError(f"no such unit: {', '.join(sorted(unknown))} (tenants are named by "
+        raise CertError(f"no such unit: {', '.join(sorted(unknown))} (units are named by "
                         "their manifest's `name`; the portal is `_portal`)")
     tls = inv.cluster.tls
     with _lock(county):

@@ -69,7 +69,7 @@ def apply(inv: Path, expect_rc: int | None = 0) -> dict:
 
 
 def placement(inv: Path, tenant: str) -> list[str]:
-    data = json.loads(govhost(inv, "tenant", "show", tenant, "--json", check=True).stdout)
+    data = json.loads(govhost(inv, "unit", "show", tenant, "--json", check=True).stdout)
     return list(data.get("replicas") or data.get("placement") or [])
 
 

@@ -199,7 +199,7 @@ def test_removed_php_tenant_keeps_its_database_in_the_archive(php):
         users = on_node(NODES["n2"], "mariadb -N -e \"SELECT COUNT(*) FROM mysql.user "
                                      "WHERE User='gh_renshe'\"")
         assert users == "0"
-        res = json.loads(govhost(inv, "tenant", "remove", "renshe", "--yes", "--json",
+        res = json.loads(govhost(inv, "unit", "remove", "renshe", "--yes", "--json",
                                  check=True).stdout)
         db = res["nodes"]["n2"]["database"]
         assert db["removed"] == "gh_renshe"

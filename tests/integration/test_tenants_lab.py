@@ -280,14 +280,14 @@ def test_removed_tenant_is_archived_and_nothing_else_is_touched(tenants):
     publish(tn, "jiaoyu")
     manifest = inv / "tenants" / "tongji.yaml"
     kept = manifest.read_text()
-    refused = govhost(inv, "tenant", "remove", "tongji", "--yes")
+    refused = govhost(inv, "unit", "remove", "tongji", "--yes")
     assert refused.returncode == 1 and "still in the inventory" in refused.stderr
     manifest.unlink()
     try:
         apply_json(inv)
         for address in NODES.values():
             assert "tongji" not in _body("tongji.qingshui.gov.cn", address)
-        res = json.loads(govhost(inv, "tenant", "remove", "tongji", "--yes", "--json",
+        res = json.loads(govhost(inv, "unit", "remove", "tongji", "--yes", "--json",
                                  check=True).stdout)
         assert set(tn["placement"]["tongji"]) <= set(res["nodes"])   # (and any leftovers)
         for node, r in res["nodes"].items():

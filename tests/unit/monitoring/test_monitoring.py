@@ -187,7 +187,7 @@ def test_status_of_an_unknown_tenant_is_refused_clearly(inv_dir):
     proc = subprocess.run(["govhost", "--inventory", str(inv_dir), "status", "nosuch"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert "no tenant named 'nosuch'" in proc.stderr
+    assert "no unit named 'nosuch'" in proc.stderr
 
 
 def test_exporter_service_unit_is_written_by_the_playbook(inv_dir, tmp_path):
