@@ -42,8 +42,7 @@ def wording_check(as_json: bool = typer.Option(False, "--json")) -> None:
     from commands.content import show_wording
     from controlplane.wording import check
     res = call(lambda: check.check_live(county(), say=note), as_json=as_json)
-    serious = sum(1 for u in res["units"].values() for f in u.get("findings", [])
-                  if f["severity"] in ("block", "review"))
+    serious = check.serious(res)
     errors = {t: u["error"] for t, u in res["units"].items() if u.get("error")}
     if as_json:
         emit(res)

@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urldefrag, urljoin, urlsplit
 
+from controlplane.core import wordlists
 from controlplane.core.manifest import Column, Compliance, Tenant
 
 INDICATORS = ("reachable", "homepage_fresh", "columns_fresh", "links", "footer", "https_ipv6",
@@ -325,7 +326,7 @@ def wording(checked: Mapping[str, Any] | None, lists: bool) -> Verdict:
     if checked is None or checked.get("release") is None:
         return Verdict("wording", True, "nothing published yet")
     found = checked["findings"]
-    serious = [f for f in found if f["severity"] in ("block", "review")]
+    serious = [f for f in found if f["severity"] in wordlists.SERIOUS]
     if serious:
         words = sorted({f["word"] for f in serious})
         return Verdict("wording", False, f"{len(serious)} wording error(s) on the live site "

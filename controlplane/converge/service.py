@@ -53,6 +53,5 @@ def follow_up(county: County, say: Say = lambda _: None) -> dict[str, Any]:
         if res is not None:
             out["wording"] = {
                 "units": len(res["units"]),
-                "serious": sum(1 for u in res["units"].values() for f in u.get("findings", [])
-                               if f["severity"] in ("block", "review"))}
+                "serious": wording_check.serious(res)}
     return out

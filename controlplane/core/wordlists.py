@@ -27,6 +27,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 
 Severity = Literal["block", "review", "note"]
 SEVERITIES: tuple[str, ...] = ("block", "review", "note")
+# What a person must act on: a serious wording error (严重表述错误) while on a live site.
+SERIOUS: tuple[str, ...] = ("block", "review")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

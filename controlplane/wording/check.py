@@ -71,6 +71,13 @@ def counts(found: list[dict[str, Any]]) -> dict[str, int]:
     return {s: sum(1 for f in found if f["severity"] == s) for s in wordlists.SEVERITIES}
 
 
+def serious(result: Mapping[str, Any]) -> int:
+    """Findings a person must act on (`block` and `review`, not `note`) over the live sites of
+    a `check_live` result: what `wording check` exits 1 for and apply reports."""
+    return sum(1 for u in result["units"].values() for f in u.get("findings", [])
+               if f["severity"] in wordlists.SERIOUS)
+
+
 def describe(f: Mapping[str, Any]) -> str:
     """One finding as a person reads it: where, what, the right form, the context."""
     right = f"; write {f['right']}" if f.get("right") else ""
