@@ -61,9 +61,18 @@ def agent_metrics(address: str, access: Any = None,
 
 
 def gather(county: County, probe: bool = True, only: str | None = None) -> dict[str, Any]:
+    """The whole county, or (`only`) one unit: the console's unit page and `status UNIT`.
+    One unit's view does not render the county's configuration (at 5,000 units that is
+    seconds per page view): its nodes are judged against what the last apply put on them,
+    not against what the inventory would render now (`govhost status` and `plan` do that)."""
     st = county.open_state()
     try:
-        inv, plan = apply_mod.prepare(county, st)
+        if only is None:
+            inv, plan = apply_mod.prepare(county, st)
+            placement, desired = plan.placement, {n: r.id for n, r in plan.releases.items()}
+        else:
+            inv, placement = apply_mod.placement(county, st)
+            desired = None
         applied, drained, runs = st.applied(), st.drained(), st.runs(5)
         live_content = {r["tenant"]: r["release_id"]
                         for r in st.content_releases(status="live")}
@@ -89,7 +98,8 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
     nodes = []
     for n in inv.hosts.nodes:
         s = live[n.name]
-        want = plan.releases[n.name].id
+        want = desired[n.name] if desired is not None else \
+            (applied[n.name].release_id if n.name in applied else None)
         row = {"node": n.name, "address": n.address, "roles": list(n.roles),
                "reachable": s.reachable, "nginx_running": s.nginx_running,
                "agent_running": s.agent_running and agents.get(n.name) is not None,
@@ -97,7 +107,7 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
                "release_applied": applied[n.name].release_id if n.name in applied else None,
                "release_desired": want, "in_sync": s.release == want,
                "drained": n.name in drained, "error": s.error, "boot_time": s.boot_time,
-               "replicas": sum(n.name in v for v in plan.placement.values())}
+               "replicas": sum(n.name in v for v in placement.values())}
         nodes.append(row)
         if not s.reachable:
             problem("critical", n.name, f"unreachable over SSH: {s.error}")
@@ -135,8 +145,9 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
             problem("warning", n.name, f"files of the live release {s.release} were changed on "
                     "the node; `govhost apply` ships it again")
         if not row["in_sync"]:
-            problem("warning", n.name, f"serves release {s.release or 'none'}, the inventory "
-                    f"renders {want}: run `govhost apply`")
+            source = "the inventory renders" if desired is not None else "the last apply put"
+            problem("warning", n.name, f"serves release {s.release or 'none'}, {source} "
+                    f"{want or 'none'}: run `govhost apply`")
 
     # Replicas whose live content is not the unit's live release (missing, older, changed).
     held = replicas.holdings_of(live)
@@ -171,7 +182,7 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
         row = {"tenant": t.name, "host": host, "kind": t.kind, "title": t.title,
                "site": t.site.type, "aliases": list(t.aliases),
                "waf": inv.waf_modes.get(t.name),
-               "replicas": list(plan.placement[t.name]),
+               "replicas": list(placement[t.name]),
                "answers": {n: r.status for n, r in answers.items()},
                "latency_ms": {n: round(r.seconds * 1000, 1) for n, r in answers.items()},
                "requests": int(sum(c["requests"] for c in counted)),

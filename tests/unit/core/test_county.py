@@ -112,3 +112,37 @@ def test_where_units_are_is_worked_out_without_rendering_the_county(tmp_path, mo
         inv, placed = apply_mod.placement(county, st)
     assert placed == plan.placement and "n2" not in {n for ns in placed.values() for n in ns}
     assert inv.tenant("renshe") is not None and calls == Counter()
+
+
+def test_one_units_status_is_gathered_without_rendering_the_county(tmp_path, monkeypatch):
+    """The console's unit page and `govhost status UNIT` judge the nodes against what the last
+    apply put there; only the county's whole status renders (and says so in its problem).
+    The nodes are stood in for (no lab here): every one answers with the release applied."""
+    from controlplane.core import remote
+    from controlplane.sites import plan as plan_mod
+    from controlplane.sites import status as status_mod
+    root = _php_county_with_backups(tmp_path / "inv")
+    county = County(root)
+    with county.state() as st:
+        _, plan = apply_mod.prepare(county, st)
+        st.save_placements(plan.placement)
+        for name, rel in plan.releases.items():
+            st.record_applied(name, rel.id, rel.digests, 0)
+    serving = {n: "0123456789abcdef" if n == "n2" else r.id for n, r in plan.releases.items()}
+    monkeypatch.setattr(status_mod.remote, "node_status", lambda hosts, nodes, *a, **k: {
+        n.name: remote.NodeStatus(n.name, True, release=serving[n.name], nginx_running=True,
+                                  intact=True, agent_running=True) for n in nodes})
+    monkeypatch.setattr(status_mod, "agent_metrics", lambda *a, **k: None)
+    calls: Counter = Counter()
+    _counting(monkeypatch, apply_mod, "render_cluster", calls)
+    _counting(monkeypatch, plan_mod, "render_cluster", calls)
+    one = status_mod.gather(county, probe=False, only="renshe")
+    assert calls == Counter()
+    assert one["tenants"][0]["replicas"] == list(plan.placement["renshe"])
+    drift = [p["what"] for p in one["problems"] if "serves release" in p["what"]]
+    assert drift == ["serves release 0123456789abcdef, the last apply put "
+                     f"{plan.releases['n2'].id}: run `govhost apply`"]
+    whole = status_mod.gather(county, probe=False)
+    assert calls["render_cluster"] >= 1
+    assert any("the inventory renders" in p["what"] for p in whole["problems"]
+               if p["where"] == "n2")
