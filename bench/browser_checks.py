@@ -108,7 +108,8 @@ def main() -> None:
     b0, t0 = busy_seconds(), time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         crawls = list(pool.map(lambda i_h: compliance_run.crawl(
-            i_h[1], entries[i_h[0] % 3], platform, 1, 60, False, rate=16),
+            i_h[1], compliance_run.Route(entries[i_h[0] % 3], frozenset(platform)), 1, 60,
+            rate=16),
             enumerate(hosts)))
     took, cpu = time.monotonic() - t0, busy_seconds() - b0
     links = sum(c["checked"] for c in crawls)

@@ -227,8 +227,9 @@ def main() -> None:
         host = f"unit{i * (n // SAMPLE):04d}.{DOMAIN}"
         for mode, rate in (("paced", compliance_run.CRAWL_RATE_SHARE * 20), ("unpaced", None)):
             time.sleep(3)          # the site's limiter bucket refills (burst 40 at 20 r/s)
-            side[mode].append(compliance_run.crawl(host, entry, platform, 200, 600, False,
-                                                   scheme="https", rate=rate))
+            route = compliance_run.Route(entry, frozenset(platform))
+            side[mode].append(compliance_run.crawl(host, route, 200, 600, scheme="https",
+                                                   rate=rate))
     for mode, rs in side.items():
         secs = sum(r["seconds"] for r in rs)
         reqs = sum(r["requests"] for r in rs)

@@ -43,11 +43,22 @@ class ComplianceError(GovhostError):
     pass
 
 
-def fetch(url: str, entry: Node | None, platform_hosts: set[str], timeout: float,
-          external: bool, want_body: bool = False,
-          verify: Mapping[str, ssl.SSLContext] | None = None) -> tuple[int | None, str, str]:
-    """(status, content type, body) of one URL: platform sites through `entry`, their
-    certificates verified with `verify` (site host -> context, controlplane.tls.trust)."""
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """How the crawl reaches a URL: the platform's sites (`platform_hosts`) through `entry`, a
+    node, their certificates verified with `verify` (site host -> context,
+    controlplane.tls.trust); other sites directly, and only with `external`."""
+    entry: Node | None
+    platform_hosts: frozenset[str]
+    timeout: float = 15
+    external: bool = False
+    verify: Mapping[str, ssl.SSLContext] | None = None
+
+
+def fetch(url: str, route: Route, want_body: bool = False) -> tuple[int | None, str, str]:
+    """(status, content type, body) of one URL, reached as `route` says."""
+    entry, platform_hosts, timeout = route.entry, route.platform_hosts, route.timeout
+    external, verify = route.external, route.verify
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -95,10 +106,8 @@ class Pacer:
             time.sleep(at - now)
 
 
-def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: int,
-          max_seconds: float, external: bool, timeout: float = 15,
-          scheme: str = "http", rate: float | None = None,
-          verify: Mapping[str, ssl.SSLContext] | None = None) -> dict[str, Any]:
+def crawl(site: str, route: Route, max_pages: int, max_seconds: float, scheme: str = "http",
+          rate: float | None = None) -> dict[str, Any]:
     """The homepage and, bounded, the site's pages: every link checked once, with the pages
     it is on. Only pages of this site are followed; a site on HTTPS is crawled over HTTPS
     (its port 80 only redirects). Requests to the site itself keep under `rate` a second."""
@@ -124,8 +133,7 @@ def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: in
             continue
         seen_pages.add(url)
         paced(url)
-        status, ctype, body = fetch(url, entry, platform_hosts, timeout, external, True,
-                                    verify)
+        status, ctype, body = fetch(url, route, want_body=True)
         fetched[url] = (status, body if status is None else "")
         if url == home:
             homepage = body
@@ -142,7 +150,7 @@ def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: in
 
     def check(link: str) -> tuple[str, int | None, str]:
         paced(link)
-        status, _, err = fetch(link, entry, platform_hosts, timeout, external, verify=verify)
+        status, _, err = fetch(link, route)
         return link, status, err
 
     targets = [link for link in on_pages if link != home and link not in fetched]
@@ -158,7 +166,7 @@ def crawl(site: str, entry: Node | None, platform_hosts: set[str], max_pages: in
                            "pages": sorted(set(on_pages[link]))[:10]})
     made = len(fetched) + sum(1 for link in targets if checked[link][1] != "skipped")
     return {"homepage": homepage, "broken": broken, "pages": len(seen_pages),
-            "through": entry.address if entry is not None else None,
+            "through": route.entry.address if route.entry is not None else None,
             "checked": sum(1 for s, e in checked.values() if e != "skipped"), "requests": made,
             "truncated": truncated, "seconds": round(time.monotonic() - start, 3)}
 
@@ -313,12 +321,11 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
             say(f"{t.name}: crawling")
             cert = certs.get(served_with.get(t.name, ""))
             entry = entries[i % len(entries)] if entries else None
-            return crawl(inv.site_host(t), entry, platform, c.crawl_max_pages,
-                         c.crawl_max_seconds, c.check_external_links,
-                         timeout=c.probe_timeout_seconds,
+            route = Route(entry, frozenset(platform), c.probe_timeout_seconds,
+                          c.check_external_links, verify)
+            return crawl(inv.site_host(t), route, c.crawl_max_pages, c.crawl_max_seconds,
                          scheme="https" if cert is not None else "http",
-                         rate=CRAWL_RATE_SHARE * inv.rate_limit(t).requests_per_second,
-                         verify=verify)
+                         rate=CRAWL_RATE_SHARE * inv.rate_limit(t).requests_per_second)
 
         # The live county against the word lists (only files not yet read under them).
         worded = wording_check.check_live(county)["units"] if inv.wording else {}
