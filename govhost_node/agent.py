@@ -33,9 +33,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from govhost_node import vrrp
 from govhost_node.layout import NODE
 
-LOGS = "/var/log/govhost/tenants"
-SITES = "/srv/govhost/sites"
-CURRENT = "/etc/govhost/current"
+LOGS = f"{NODE.logs}/tenants"
+SITES = NODE.sites
+CURRENT = NODE.current
 # "$request" $status $body_bytes_sent ... $host $http_x_govhost_hop (the log format govhost renders)
 LINE = re.compile(rb'" (\d)\d\d (\d+|-) .* (\S+)$')
 DU_EVERY = 60.0
@@ -90,8 +90,8 @@ class LogCounters:
         self.pos[tenant] = (st.st_ino, offset + end)
 
 
-WAF_AUDIT = "/var/log/govhost/waf-audit.log"
-WAF_HOSTS = "/etc/govhost/current/waf/hosts.json"
+WAF_AUDIT = f"{NODE.logs}/waf-audit.log"
+WAF_HOSTS = f"{NODE.current}/waf/hosts.json"
 
 
 class WafLog:
@@ -173,7 +173,7 @@ class WafLog:
         return out
 
 
-FIREWALL_STATE = "/var/lib/govhost/firewall"
+FIREWALL_STATE = f"{NODE.state}/firewall"
 REBOOT_REQUIRED = "/run/reboot-required"
 
 
@@ -391,7 +391,7 @@ def node_metrics() -> list[str]:
               f"govhost_node_memory_used_ratio {used:.6f}"]
     lines += ["# HELP govhost_node_filesystem_used_ratio Space used on a filesystem govhost "
               "writes to.", "# TYPE govhost_node_filesystem_used_ratio gauge"]
-    for mount in ("/", "/srv/govhost", "/var/log/govhost"):
+    for mount in ("/", NODE.srv, NODE.logs):
         try:
             st = os.statvfs(mount)
         except OSError:
@@ -403,7 +403,7 @@ def node_metrics() -> list[str]:
     return lines
 
 
-BACKUP_STATUS = "/var/lib/govhost/backup/status.json"
+BACKUP_STATUS = f"{NODE.state}/backup/status.json"
 
 
 def backup_metrics() -> list[str]:
@@ -437,7 +437,7 @@ def backup_metrics() -> list[str]:
     return out + failing
 
 
-TAMPER_STATE = "/var/lib/govhost/tamper/state.json"
+TAMPER_STATE = f"{NODE.state}/tamper/state.json"
 
 
 def tamper_metrics(now: float | None = None) -> list[str]:

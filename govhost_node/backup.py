@@ -53,13 +53,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from govhost_node import digests as digest_list
 from govhost_node.files import write_if_changed
+from govhost_node.layout import NODE
 
-SPEC = "/etc/govhost/current/backup.json"
-KEY = "/etc/govhost/current/backup.key"
-STATE = "/var/lib/govhost/backup"
+SPEC = f"{NODE.current}/backup.json"
+KEY = f"{NODE.current}/backup.key"
+STATE = f"{NODE.state}/backup"
 STATUS = f"{STATE}/status.json"
-RESTORE = "/srv/govhost/restore"
-SITES = "/srv/govhost/sites"
+RESTORE = f"{NODE.srv}/restore"
+SITES = NODE.sites
 DB_SOCKET = "/run/mysqld/mysqld.sock"
 TENANT = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DBNAME = re.compile(r"^gh_[a-z0-9_]{1,61}$")
@@ -1100,7 +1101,7 @@ def install(args: argparse.Namespace) -> None:
 
 
 def _timers(timers: list[dict]) -> None:
-    me = "/usr/local/sbin/govhost-backup"
+    me = f"{NODE.sbin}/govhost-backup"
     names = {t["name"] for t in timers}
     for t in timers:
         if not re.fullmatch(r"govhost-backup-[a-z0-9-]+", t["name"]) or \

@@ -24,12 +24,13 @@ import sys
 import time
 
 from govhost_node.files import write_if_changed
+from govhost_node.layout import NODE
 
 CNF = "/etc/mysql/mariadb.conf.d/90-govhost.cnf"
 RUN = "/run/mysqld"
 SOCKET = f"{RUN}/mysqld.sock"
 PIDFILE = f"{RUN}/mysqld.pid"
-LOG = "/var/log/govhost/mariadb.log"
+LOG = f"{NODE.logs}/mariadb.log"
 NAME = re.compile(r"^gh_[a-z0-9_]{1,61}$")
 PASSWORD = re.compile(r"^[a-z2-7]{16,64}$")
 TENANT = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")

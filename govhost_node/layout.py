@@ -13,7 +13,8 @@ from dataclasses import dataclass
 class Layout:
     root: str = "/etc/govhost"                       # releases/, current, previous, waf/
     logs: str = "/var/log/govhost"
-    state: str = "/var/lib/govhost"                  # firewall/, vrrp-*, acme/
+    state: str = "/var/lib/govhost"                  # firewall/, vrrp-*, acme/, tamper/, …
+    srv: str = "/srv/govhost"                        # sites/ (units' trees), restore/
     run: str = "/run"                                # pid files
     sbin: str = "/usr/local/sbin"                    # the node commands
     systemd_units: str = "/etc/systemd/system"
@@ -41,6 +42,10 @@ class Layout:
     @property
     def previous(self) -> str:
         return f"{self.root}/previous"
+
+    @property
+    def sites(self) -> str:
+        return f"{self.srv}/sites"
 
     @property
     def bootstrap_version(self) -> str:

@@ -34,7 +34,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
-DB = "/var/lib/govhost/search/index.db"
+from govhost_node.layout import NODE
+
+DB = f"{NODE.state}/search/index.db"
 PER_PAGE = 10
 MAX_QUERY = 100
 EXCERPT = 70

@@ -23,6 +23,8 @@ import pwd
 import stat
 import subprocess
 
+from govhost_node.layout import NODE
+
 SSHD_KEYS = ("port", "passwordauthentication", "kbdinteractiveauthentication",
              "permitrootlogin", "permitemptypasswords", "pubkeyauthentication",
              "x11forwarding", "maxauthtries", "allowtcpforwarding", "forcecommand",
@@ -30,22 +32,22 @@ SSHD_KEYS = ("port", "passwordauthentication", "kbdinteractiveauthentication",
 SFTP_GROUP = "govhost-sftp"
 # Secrets and who should own them ("root", or "dir": the owner of the directory they sit in,
 # the unit's own account for a unit's db.json).
-SECRETS = (("/etc/govhost/metrics/node.key", "root"),
-           ("/etc/govhost/metrics/agent.json", "root"),
-           ("/etc/govhost/metrics/web.yml", "root"),
-           ("/etc/govhost/current/tenants.json", "root"),
-           ("/etc/govhost/current/databases.json", "root"),
-           ("/etc/govhost/current/backup.json", "root"),
-           ("/etc/govhost/current/backup.key", "root"),
-           ("/etc/govhost/current/metrics/node.key", "root"),
-           ("/etc/govhost/current/metrics/agent.json", "root"),
-           ("/etc/govhost/current/tls/*.key", "root"),
-           ("/etc/govhost/current/snippets/console-proxy.conf", "root"),
-           ("/etc/govhost/current/snippets/preview-key.conf", "root"),
+SECRETS = ((f"{NODE.metrics}/node.key", "root"),
+           (f"{NODE.metrics}/agent.json", "root"),
+           (f"{NODE.metrics}/web.yml", "root"),
+           (f"{NODE.current}/tenants.json", "root"),
+           (f"{NODE.current}/databases.json", "root"),
+           (f"{NODE.current}/backup.json", "root"),
+           (f"{NODE.current}/backup.key", "root"),
+           (f"{NODE.current}/metrics/node.key", "root"),
+           (f"{NODE.current}/metrics/agent.json", "root"),
+           (f"{NODE.current}/tls/*.key", "root"),
+           (f"{NODE.current}/snippets/console-proxy.conf", "root"),
+           (f"{NODE.current}/snippets/preview-key.conf", "root"),
            ("/etc/ssh/ssh_host_*_key", "root"),
-           ("/srv/govhost/sites/*/var/db.json", "dir"))
+           (f"{NODE.sites}/*/var/db.json", "dir"))
 REBOOT_REQUIRED = "/run/reboot-required"
-SITES = "/srv/govhost/sites"
+SITES = NODE.sites
 MAX_LINKS = 200          # per node: enough to act on, bounded for a hostile unit
 
 

@@ -40,12 +40,13 @@ import time
 from typing import Any
 
 from govhost_node import digests as digest_list
+from govhost_node.layout import NODE
 
-SITES = "/srv/govhost/sites"
-CONFIG = "/etc/govhost/current"
-CONFIG_RELEASES = "/etc/govhost/releases"
-BASE = "/var/lib/govhost/tamper"
-PRISTINE = "/var/lib/govhost/pristine"
+SITES = NODE.sites
+CONFIG = NODE.current
+CONFIG_RELEASES = NODE.releases
+BASE = f"{NODE.state}/tamper"
+PRISTINE = f"{NODE.state}/pristine"
 INCIDENTS = f"{BASE}/incidents.jsonl"
 STATE = f"{BASE}/state.json"
 EVIDENCE = f"{BASE}/evidence"

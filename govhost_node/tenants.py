@@ -55,11 +55,12 @@ import time
 
 from govhost_node import digests as digest_list
 from govhost_node.files import write_if_changed
+from govhost_node.layout import NODE
 
-SITES = "/srv/govhost/sites"
-KEYS = "/etc/govhost/sftp-keys"
+SITES = NODE.sites
+KEYS = f"{NODE.root}/sftp-keys"
 SSHD_SNIPPET = "/etc/ssh/sshd_config.d/govhost-sftp.conf"
-RESTORE = "/srv/govhost/restore"          # where govhost-backup restores snapshots (root only)
+RESTORE = f"{NODE.srv}/restore"          # where govhost-backup restores snapshots (root only)
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 RELEASE = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{6}$")
 EXIT_QUOTA = 5
@@ -649,7 +650,7 @@ def prune(t: str, keep: str, *protected: str) -> None:
             shutil.rmtree(os.path.join(rdir, name), ignore_errors=True)
 
 
-VERIFIED = "/var/lib/govhost/verified.json"
+VERIFIED = f"{NODE.state}/verified.json"
 
 
 def _verify(rel_dir: str, cache: dict) -> dict:

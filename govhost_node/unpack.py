@@ -25,7 +25,9 @@ import stat
 import sys
 import tarfile
 
-SITES = "/srv/govhost/sites"
+from govhost_node.layout import NODE
+
+SITES = NODE.sites
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 EXIT_LINK = 6           # a link in the way: the control plane names it to the editor
 EXIT_REFUSED = 7        # anything else wrong with the upload (a bad member, a full disk)

@@ -31,7 +31,7 @@ from govhost_node import vrrp
 from govhost_node.files import write_if_changed
 from govhost_node.layout import NODE
 
-SPEC = "/etc/govhost/current/updates.json"
+SPEC = f"{NODE.current}/updates.json"
 APT_CONF = "/etc/apt/apt.conf.d/52govhost-unattended-upgrades"
 TIMER_DROPIN = "/etc/systemd/system/apt-daily-upgrade.timer.d/govhost.conf"
 SERVICE_DROPIN = "/etc/systemd/system/apt-daily-upgrade.service.d/govhost.conf"
@@ -42,7 +42,7 @@ VRRP_SPEC = f"{NODE.current}/vrrp.json"
 VRRP_RELEASED = vrrp.released_marker(NODE)           # by hand (govhost-node vrrp release)
 # Written before the release (and kept over a reboot): take-back resumes what hand-over
 # released even when the release call failed half-way or the power went in between.
-RELEASED_HERE = "/var/lib/govhost/vrrp-released-by-updates"
+RELEASED_HERE = f"{NODE.state}/vrrp-released-by-updates"
 ORIGIN = re.compile(r'^[A-Za-z0-9=,._:${} /-]{1,200}$')
 AT = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 

@@ -22,7 +22,9 @@ import sys
 from datetime import date, datetime
 from typing import IO, Iterator
 
-LOGS = "/var/log/govhost/tenants"
+from govhost_node.layout import NODE
+
+LOGS = f"{NODE.logs}/tenants"
 LINE = re.compile(rb'^(\S+) \S+ \S+ \[(\d{2})/(\w{3})/(\d{4}):[^\]]*\] "(\S+) (\S+)[^"]*" '
                   rb'(\d{3}) \S+ "[^"]*" "([^"]*)" \S+ \S+ (\S+)$')
 MONTHS = {m.encode(): i for i, m in enumerate(

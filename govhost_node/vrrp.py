@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 
-from govhost_node.layout import Layout
+from govhost_node.layout import NODE, Layout
 from govhost_node.system import (
     active,
     alive,
@@ -32,7 +32,7 @@ from govhost_node.system import (
 
 PIDFILE = "govhost-keepalived"
 # keepalived's pid file: govhost-node's own start (no systemd), or the systemd unit's.
-PIDFILES = ("/run/govhost-keepalived.pid", "/run/keepalived.pid")
+PIDFILES = (NODE.pidfile(PIDFILE), NODE.pidfile("keepalived"))
 HEADER = "# govhost floating"
 
 
