@@ -19,13 +19,10 @@ code of the command that failed.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from govhost_node import challenges, firewall, releases, services, vrrp
 from govhost_node.layout import NODE, Layout
-from govhost_node.system import NodeExit, die
 
 USAGE = ("usage: govhost-node receive|stage|activate|probe|agents|rollback|status|prune|"
          "challenge|firewall|vrrp")
@@ -35,15 +32,30 @@ def _arg(args: list[str], i: int) -> str | None:
     return args[i] if len(args) > i and args[i] != "" else None
 
 
-def _need(args: list[str], i: int, usage: str) -> str:
-    value = _arg(args, i)
-    if value is None:
-        raise die(usage)
-    return value
+def _vrrp_check(lay: Layout, args: list[str]) -> int:
+    """keepalived's probe, every second on every node: only what it needs is imported."""
+    from govhost_node import vrrp_check
+    try:
+        return 0 if vrrp_check.check(lay, _arg(args, 0), _arg(args, 1), _arg(args, 2)) else 1
+    except vrrp_check.Usage as e:
+        print(f"govhost-node: {e}", file=sys.stderr, flush=True)
+        return 1
 
 
 def dispatch(lay: Layout, argv: list[str]) -> int:
+    # The steps' modules are imported by the command that needs them (see _vrrp_check).
+    from govhost_node import challenges, releases, services
+    from govhost_node.system import die
     cmd, args = (argv[0] if argv else ""), argv[1:]
+
+    def need(i: int, usage: str) -> str:
+        value = _arg(args, i)
+        if value is None:
+            raise die(usage)
+        return value
+
+    if cmd in ("receive", "stage", "activate", "rollback"):
+        services.raise_open_files()      # nginx -t and nginx open two logs per unit
     if cmd == "receive":
         releases.receive(lay, _arg(args, 0) or "", _arg(args, 1))
     elif cmd == "stage":
@@ -51,7 +63,7 @@ def dispatch(lay: Layout, argv: list[str]) -> int:
     elif cmd == "activate":
         releases.activate(lay, _arg(args, 0) or "", _arg(args, 1), _arg(args, 2))
     elif cmd == "probe":
-        releases.probe(_arg(args, 0) or "", _need(args, 1, "usage: govhost-node probe ID ADDR"))
+        releases.probe(_arg(args, 0) or "", need(1, "usage: govhost-node probe ID ADDR"))
     elif cmd == "agents":
         services.agents(lay, _arg(args, 0) or "")
     elif cmd == "rollback":
@@ -63,17 +75,19 @@ def dispatch(lay: Layout, argv: list[str]) -> int:
     elif cmd == "challenge":
         challenges.apply(lay, _arg(args, 0) or "", sys.stdin)
     elif cmd == "firewall":
-        return _firewall(lay, args)
+        _firewall(lay, args)
     elif cmd == "exporter":
-        services.exporter(lay, _need(args, 0, "usage: govhost-node exporter ADDR"))
+        services.exporter(lay, need(0, "usage: govhost-node exporter ADDR"))
     elif cmd == "vrrp":
-        return _vrrp(lay, args)
+        _vrrp(lay, args)
     else:
         raise die(USAGE)
     return 0
 
 
-def _firewall(lay: Layout, args: list[str]) -> int:
+def _firewall(lay: Layout, args: list[str]) -> None:
+    from govhost_node import firewall, releases
+    from govhost_node.system import die
     action = _arg(args, 0)
     if action == "confirm":
         firewall.confirm(lay)
@@ -83,13 +97,14 @@ def _firewall(lay: Layout, args: list[str]) -> int:
         firewall.boot(lay, releases.current_id(lay))
     else:
         raise die("usage: govhost-node firewall confirm|revert DIGEST|boot")
-    return 0
 
 
-def _vrrp(lay: Layout, args: list[str]) -> int:
+def _vrrp(lay: Layout, args: list[str]) -> None:
+    import json
+
+    from govhost_node import vrrp
+    from govhost_node.system import die
     action = _arg(args, 0)
-    if action == "check":
-        return 0 if vrrp.check(lay, _arg(args, 1), _arg(args, 2), _arg(args, 3)) else 1
     if action == "release":
         vrrp.release(lay)
     elif action == "resume":
@@ -100,19 +115,23 @@ def _vrrp(lay: Layout, args: list[str]) -> int:
         vrrp.local(lay)
     else:
         raise die("usage: govhost-node vrrp check|release|resume|held|local")
-    return 0
 
 
 def main(argv: list[str] | None = None, lay: Layout = NODE) -> None:
     os.umask(0o022)
-    services.raise_open_files()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["vrrp", "check"]:
+        sys.exit(_vrrp_check(lay, argv[2:]))
+    import subprocess
+
+    from govhost_node.system import NodeExit
     try:
-        code = dispatch(lay, sys.argv[1:] if argv is None else argv)
+        code = dispatch(lay, argv)
     except NodeExit as e:
         if e.message:
             print(f"govhost-node: {e.message}", file=sys.stderr, flush=True)
         code = e.code
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
         print(f"govhost-node: {e}", file=sys.stderr, flush=True)
         code = 1
     sys.stdout.flush()

@@ -5,15 +5,14 @@ addresses the node holds is read from the kernel (what the county's router sees)
 `status` and for the agent's metrics alike."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
+from govhost_node import vrrp_check
 from govhost_node.layout import NODE, Layout
 from govhost_node.system import (
     active,
@@ -103,37 +102,14 @@ def is_released(lay: Layout) -> bool:
     return bool(spec and spec.get("released") is True)
 
 
-def _streak_file(lay: Layout, kind: str) -> str:
-    return f"{lay.streaks}/{kind}-since"
-
-
-def streak(lay: Layout, kind: str, passed: bool, delay: int) -> bool:
-    """True once `kind` has passed for `delay` seconds in a row."""
-    path = _streak_file(lay, kind)
-    if not passed:
-        remove(path)
-        return False
-    now = int(time.time())
-    if not os.path.isfile(path):
-        os.makedirs(lay.streaks, exist_ok=True)
-        write_atomic(path, f"{now}\n")
-    try:
-        with open(path) as f:
-            text = f.read().strip()
-    except OSError:
-        text = ""
-    since = int(text) if text.isdigit() else now
-    return now - since >= delay
-
-
 def seed_streaks(lay: Layout) -> None:
     """keepalived started by govhost (an apply, a resume), not by a boot: nginx has just been
     probed, so the preempt delay's streak counts as served; after a boot (systemd starts
     keepalived by itself) or a failed probe it is waited out."""
     os.makedirs(lay.streaks, exist_ok=True)
     for kind in ("alive", "prompt"):
-        if not os.path.isfile(_streak_file(lay, kind)):
-            write_atomic(_streak_file(lay, kind), "0\n")
+        if not os.path.isfile(vrrp_check.streak_file(lay, kind)):
+            write_atomic(vrrp_check.streak_file(lay, kind), "0\n")
 
 
 def start_or_reload(lay: Layout, changed: bool) -> None:
@@ -254,52 +230,3 @@ def resume(lay: Layout) -> None:
     if os.path.isfile(lay.keepalived_conf):
         start_or_reload(lay, False)
     say("vrrp: resumed")
-
-
-def answer(address: str, timeout: float = 2.0) -> tuple[int | None, bool]:
-    """GET /health of nginx on `address` as keepalived's probe does: (status, stalled).
-    `stalled` when the connection was made but the answer did not come whole (a timeout, an
-    empty reply, a reset: an overloaded or stuck nginx, not a dead one)."""
-    deadline = time.monotonic() + timeout
-    conn = http.client.HTTPConnection(address.strip("[]"), 80, timeout=timeout)
-    try:
-        try:
-            conn.connect()
-        except socket.timeout:
-            return None, True
-        except OSError:
-            return None, False                 # refused, unreachable: nothing listens
-        conn.sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            conn.request("GET", "/health", headers={"Host": "govhost-probe"})
-            r = conn.getresponse()
-            r.read()
-            return r.status, False
-        except (OSError, http.client.HTTPException):
-            return None, True
-    finally:
-        conn.close()
-
-
-USAGE_CHECK = "usage: govhost-node vrrp check alive|prompt ADDRESS [DELAY]"
-
-
-def check(lay: Layout, kind: str | None, address: str | None, delay: str | None) -> bool:
-    """keepalived's probes of nginx on this node's own address (keepalived.conf names it,
-    and the preempt delay). `alive`: nginx is there and answers rightly; a stall or an
-    overload (a timeout, an empty reply, a reset: out of worker connections) passes here and
-    is `prompt`'s business: a 200 within 2 s. Each passes only once it has passed for DELAY
-    seconds in a row (the streak is kept in /run: it starts again at boot and after any
-    failure, not at a reload). Without arguments: the check of releases before these two,
-    kept so that an upgrade does not fault every node while the new release is on its way."""
-    if not kind:
-        spec = read_spec(_spec_path(lay))
-        if spec is None or "probe" not in spec:
-            return False
-        kind, address, delay = "alive", str(spec["probe"]), "0"
-    delay = delay or "0"
-    if not address or not delay.isdigit() or kind not in ("alive", "prompt"):
-        raise die(USAGE_CHECK)
-    code, stalled = answer(address)
-    passed = code == 200 or (kind == "alive" and code is None and stalled)
-    return streak(lay, kind, passed, int(delay))
