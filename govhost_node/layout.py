@@ -109,4 +109,4 @@ class Layout:
         return f"{self.run}/{name}.pid"
 
 
-NODE = Layout(streaks=os.environ.get("GOVHOST_VRRP_STREAKS", PLACES["streaks"]))
+NODE = Layout(streaks=os.environ.get("GOVHOST_VRRP_STREAKS") or PLACES["streaks"])

@@ -79,7 +79,10 @@ def answer(address: str, timeout: float = TIMEOUT) -> tuple[int | None, bool]:
             s.settimeout(max(0.05, deadline - time.monotonic()))
             s.sendall(b"GET /health HTTP/1.0\r\nHost: govhost-probe\r\nConnection: close\r\n\r\n")
             while b"\r\n" not in got and len(got) < 4096:
-                s.settimeout(max(0.05, deadline - time.monotonic()))
+                left = deadline - time.monotonic()
+                if left <= 0:                 # bytes trickling in: held to the deadline
+                    return None, True
+                s.settimeout(left)
                 chunk = s.recv(4096)
                 if not chunk:
                     break
@@ -89,7 +92,9 @@ def answer(address: str, timeout: float = TIMEOUT) -> tuple[int | None, bool]:
         line = got.split(b"\r\n", 1)[0].split()
         if len(line) >= 2 and line[0].startswith(b"HTTP/") and line[1].isdigit():
             return int(line[1]), False
-        return None, True          # an empty or broken reply
+        if not got:
+            return None, True      # an empty reply (curl's 52): overloaded, not dead
+        return None, False         # something that is not HTTP answers: not nginx
     finally:
         s.close()
 
