@@ -54,6 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from govhost_node import digests as digest_list
 from govhost_node.files import write_if_changed
 from govhost_node.layout import NODE
+from govhost_node.system import pid_alive
 
 SPEC = f"{NODE.current}/backup.json"
 KEY = f"{NODE.current}/backup.key"
@@ -721,16 +722,6 @@ def _clear_stale(spec: dict) -> int:
     return len(gone)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _read_locks(spec: dict) -> list[dict] | None:
     """The local repository's locks, judged from here (root sees every process of this
     node); None when they cannot be listed."""
@@ -755,7 +746,7 @@ def _read_locks(spec: dict) -> list[dict] | None:
         except (ValueError, KeyError, TypeError):
             continue
         here = lock.get("hostname") == me
-        alive = _pid_alive(pid) if here and pid > 0 else None
+        alive = pid_alive(pid) if here and pid > 0 else None
         out.append({"id": lid[:8], "full_id": lid, "exclusive": bool(lock.get("exclusive")),
                     "host": lock.get("hostname"), "pid": pid, "age_seconds": round(age),
                     "here": here, "process_alive": alive,

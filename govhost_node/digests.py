@@ -10,6 +10,7 @@ escaping.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import Mapping
@@ -37,6 +38,15 @@ def parse(text: str) -> dict[str, str]:
             raise ValueError(f"{NAME} line {n} is not '<sha256>  <path>': {line[:80]!r}")
         out[m.group(2)] = m.group(1)
     return out
+
+
+def file_sha256(path: str) -> str:
+    """One file's digest as the list holds it (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read(release: str) -> dict[str, str]:

@@ -6,11 +6,11 @@ confirmation came."""
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import re
 import shutil
 
+from govhost_node import digests
 from govhost_node.layout import Layout
 from govhost_node.system import (
     alive,
@@ -44,8 +44,7 @@ def table_of(path: str) -> str | None:
 
 
 def digest_of(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    return digests.file_sha256(path)
 
 
 def loaded(path: str) -> bool:

@@ -15,7 +15,6 @@ A release refused by a check never becomes complete, so no node activates it
 (exits.BASE_MISSING)."""
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -27,7 +26,17 @@ import time
 
 from govhost_node import digests, exits, firewall, services, vrrp
 from govhost_node.layout import Layout
-from govhost_node.system import NodeExit, active, alive, die, has, output, say, under_systemd
+from govhost_node.system import (
+    NodeExit,
+    active,
+    alive,
+    die,
+    has,
+    output,
+    same_file,
+    say,
+    under_systemd,
+)
 
 RELEASE_ID = re.compile(r"[0-9a-f]{16}")
 _TENANT = re.compile(r"[a-z0-9-]*")
@@ -56,14 +65,6 @@ def previous_id(lay: Layout) -> str:
         return "none"
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def intact(release: str) -> bool:
     """Is a staged release still exactly what was shipped? (Files are shared between releases
     by hard links, so a file edited by hand on the node damages every release that has
@@ -75,7 +76,7 @@ def intact(release: str) -> bool:
     if not listed:
         return False
     try:
-        return all(_sha256(os.path.join(release, p)) == d for p, d in listed.items())
+        return all(digests.file_sha256(os.path.join(release, p)) == d for p, d in listed.items())
     except OSError:
         return False
 
@@ -233,8 +234,8 @@ def stage(lay: Layout, release: str) -> None:
     waf = f"{recv}/waf/main.conf"
     if os.path.isfile(waf):
         # ModSecurity reads its rules by an absolute path (see sites/waf.py: main_path)
-        live = f"{lay.root}/waf/main-{_sha256(waf)[:16]}.conf"
-        if not _same(waf, live):
+        live = f"{lay.root}/waf/main-{digests.file_sha256(waf)[:16]}.conf"
+        if not same_file(waf, live):
             os.makedirs(os.path.dirname(live), exist_ok=True)
             shutil.copyfile(waf, f"{live}.new")
             os.chmod(f"{live}.new", 0o644)
@@ -253,14 +254,6 @@ def stage(lay: Layout, release: str) -> None:
     os.rename(recv, dest)
     shutil.rmtree(old, ignore_errors=True)
     say(f"staged release {release}")
-
-
-def _same(a: str, b: str) -> bool:
-    try:
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            return fa.read() == fb.read()
-    except OSError:
-        return False
 
 
 def switch_to(lay: Layout, release: str) -> None:

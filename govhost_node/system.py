@@ -83,8 +83,10 @@ def read_pid(pidfile: str) -> int | None:
 
 def alive(pidfile: str) -> bool:
     pid = read_pid(pidfile)
-    if pid is None:
-        return False
+    return pid is not None and pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

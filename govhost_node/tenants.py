@@ -409,8 +409,7 @@ def _sha256_of(f) -> tuple[str, int]:
 
 
 def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return _sha256_of(f)[0]
+    return digest_list.file_sha256(path)
 
 
 def _write_meta(path: str, meta: dict) -> None:
