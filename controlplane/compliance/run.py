@@ -237,7 +237,7 @@ def _node_facts(inv, node: Node, known_hosts: Path) -> dict[str, Any]:
     the tenants this node holds."""
     script = (
         "import json, os, sys\n"
-        f"sys.path.insert(0, {str(paths.NODE_LIB)!r})\n"
+        f"sys.path.insert(0, {paths.NODE_LIB_CURRENT!r})\n"
         "try:\n"
         "    from govhost_node import digests\n"
         "    names = lambda d: sorted(digests.read(d))\n"

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parent.parent.parent
 TEMPLATES = REPO / "templates"
 PLAYBOOKS = REPO / "playbooks"
 NODE_PACKAGE = REPO / "govhost_node"       # the node programs, copied to every node
-NODE_LIB = "/usr/local/lib/govhost"        # where bootstrap puts govhost_node/ on a node
+NODE_LIB = "/usr/local/lib/govhost"        # versions/<hash>/govhost_node/ on a node
+NODE_LIB_CURRENT = f"{NODE_LIB}/current"   # -> the version the node commands run
 
 # On every node.
 NODE_CONF_ROOT = NODE.root                # releases/<id>/ and the `current` symlink

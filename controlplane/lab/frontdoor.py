@@ -32,7 +32,8 @@ class Loop:
         good = [t + s for t, s, code, right in self.samples if code == 200 and right]
         # Silent: the longest stretch with no good answer, edges included.
         marks = [started, *sorted(good), ended]
-        gaps = [b - a for a, b in zip(marks, marks[1:])]
+        gaps = [(b - a, b) for a, b in zip(marks, marks[1:])]
+        silent, until = max(gaps, default=(0.0, started))
         return {"address": self.address, "client": self.client,
                 "requests": len(self.samples),
                 "failed": sum(1 for _, _, code, right in self.samples
@@ -41,7 +42,11 @@ class Loop:
                                 if code == 0 and s >= TIMEOUT - 0.5),
                 "wrong": sum(1 for _, _, code, right in self.samples if code == 200 and not right),
                 "slowest_s": round(max((s for _, s, _, _ in self.samples), default=0.0), 3),
-                "silent_s": round(max(gaps, default=0.0), 3),
+                "silent_s": round(silent, 3),
+                "silent_until": round(until - started, 2),   # seconds from the start
+                # requests that took a second or more: when they were sent, and how long
+                "slow": [[round(t - started, 2), round(s, 3)] for t, s, _, _
+                         in self.samples if s >= 1.0][:50],
                 # when (seconds from the start) the failed requests were sent, and what came
                 "failed_at": [[round(t - started, 2), code] for t, _, code, right
                               in self.samples if code != 200 or not right][:200]}
