@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import fcntl
+import gzip
 import hashlib
 import io
 import os
@@ -165,7 +166,9 @@ def pack(release: Release, base: Mapping[str, str] | None = None) -> bytes:
     members = [(digest_list.NAME, listing)] + [
         (name, release.files[name]) for name in sorted(release.files)
         if base is None or base.get(name) != digests[name]]
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+    # gzip's header holds a time: 0, so that the same release packs to the same bytes
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=1, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
