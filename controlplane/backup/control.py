@@ -14,7 +14,6 @@ publishes it finds, so the state agrees with what citizens see.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +36,7 @@ from controlplane.core.errors import GovhostError
 from controlplane.core.inventory import Inventory
 from controlplane.core.state import RESTORE_PENDING, SCHEMA_VERSION
 from govhost_node.backup import restic_summary
+from govhost_node.digests import file_sha256
 
 Say = Callable[[str], None]
 KEY_FILE = secrets.RECOVERY_KEY_FILE
@@ -210,14 +210,6 @@ def _unlock(repo: Repository, key: bytes, keyfile: Path, known: Path, cache: Pat
 
 # ------------------------------------------------------------------ making a snapshot
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _copy_tree(src: Path, dest: Path, kept: Callable[[str], bool]) -> list[str]:
     """Regular files only; the links (and other non-files) met are returned, to be named in
     the manifest rather than silently left out."""
@@ -283,7 +275,7 @@ def build(county: County, work: Path) -> recovery.Manifest:
     if key is not None:
         (work / "ssh").mkdir(mode=0o700)
         shutil.copy2(key, work / "ssh" / "key")
-    files = {str(p.relative_to(work)): _sha256(p) for p in sorted(work.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(work)): file_sha256(str(p)) for p in sorted(work.rglob("*")) if p.is_file()}
     manifest = recovery.Manifest(
         made_at=time.time(), host=socket.gethostname(), inventory=str(root),
         state_dir=str(state_dir), ssh_key=str(key) if key else None, files=files,
@@ -405,7 +397,7 @@ def fetch(repo: Repository, key: bytes, dest: Path, snapshot: str | None = None,
         manifest = recovery.Manifest.from_json(found[0].read_text(encoding="utf-8"))
     except (ValueError, TypeError) as exc:
         raise ControlBackupError(f"snapshot {snap['short_id']}: {exc}") from None
-    digests = {str(p.relative_to(tree)): _sha256(p) for p in tree.rglob("*")
+    digests = {str(p.relative_to(tree)): file_sha256(str(p)) for p in tree.rglob("*")
                if p.is_file() and p != found[0]}
     diff = recovery.compare_files(manifest.files, digests)
     if any(diff.values()):
@@ -692,7 +684,7 @@ def drill(county: County, say: Say = lambda _: None) -> dict[str, Any]:
 
 def _live_digest(county: County, rel: str) -> str | None:
     p = county.root / rel
-    return _sha256(p) if p.is_file() else None
+    return file_sha256(str(p)) if p.is_file() else None
 
 
 def last_success(county: County) -> dict[str, float]:

@@ -14,6 +14,7 @@ from controlplane.backup import control, recovery
 from controlplane.core import inventory
 from controlplane.core.county import County
 from controlplane.sites.plan import make_plan
+from govhost_node.digests import file_sha256
 from tests.helpers import CLUSTER, hosts, tenant, write_inventory
 
 KEYS = st.binary(min_size=32, max_size=32)
@@ -209,7 +210,7 @@ def test_a_snapshot_tree_holds_state_secrets_and_inventory_but_not_the_recovery_
     assert m.inventory == str(root.resolve()) and m.state_dir == str(county.state_dir)
     assert m.tables["audit"] >= 1 and m.audit_last is not None
     assert m.applied == {"n1": "rel-1"}
-    found = {str(p.relative_to(work)): control._sha256(p) for p in work.rglob("*")
+    found = {str(p.relative_to(work)): file_sha256(str(p)) for p in work.rglob("*")
              if p.is_file() and p.name != recovery.MANIFEST}
     assert recovery.compare_files(m.files, found) == {"missing": [], "changed": [],
                                                       "unlisted": []}
