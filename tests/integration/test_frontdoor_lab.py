@@ -74,13 +74,21 @@ def assert_unharmed(result: dict, may_fail: list[tuple[float, float]] = ()) -> N
     nginx died refuses connections until its probe has failed twice) any number, elsewhere
     at most one per client and address (a connection open while an address moves is
     reset; measured: about one run in three has one). A request sent inside a `may_fail`
-    window may also hang until its machine is back (short of the timeout): its loop waits on
-    it, as a citizen's browser would, so that wait is not the address's silence; the
-    silence around it still counts."""
+    window may also hang until its machine is back, or until the timeout when the machine
+    stays away longer (a request the node took just before its power was cut gets no answer
+    and no reset: nothing on the way knows that connection is gone; seen once in CI). Its
+    loop waits on it, as a citizen's browser would, so that wait is not the address's
+    silence; the silence around it still counts, and every other request must not time out."""
     t0 = result["started_at"]
 
     def excused(at: float) -> bool:
         return any(a <= t0 + at <= b for a, b in may_fail)
+
+    def timeouts(r: dict) -> int:
+        """Timeouts of requests sent outside every `may_fail` window (one not listed
+        counts as outside)."""
+        listed = r["timed_out_at"]
+        return r["timeouts"] - len(listed) + sum(1 for at in listed if not excused(at))
 
     def silent(r: dict) -> float:
         since = r["silent_until"] - r["silent_s"]
@@ -88,7 +96,7 @@ def assert_unharmed(result: dict, may_fail: list[tuple[float, float]] = ()) -> N
                 if excused(at) and since <= at and at + secs <= r["silent_until"] + 0.05]
         return r["silent_s"] - max(held, default=0.0)
 
-    bad = [r for r in result["loops"] if r["timeouts"] or r["wrong"]
+    bad = [r for r in result["loops"] if timeouts(r) or r["wrong"]
            or silent(r) >= SILENT_AT_MOST
            or len(r["failed_at"]) < r["failed"]
            or sum(1 for at, _ in r["failed_at"] if not excused(at)) > 1]

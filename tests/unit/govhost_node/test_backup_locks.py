@@ -21,18 +21,24 @@ def _env():
     return {**os.environ, "RESTIC_PASSWORD": PASSWORD}
 
 
-def _holder(repo, fifo) -> subprocess.Popen:
-    """restic holding the exclusive lock while it waits for a new password from a pipe."""
+def _holder(repo, fifo) -> tuple[subprocess.Popen, int]:
+    """restic holding the exclusive lock while it waits for a new password from a pipe.
+
+    It opens the pipe only after its lock is written whole (restic creates the lock file
+    before it writes it, and skips a lock it cannot read: a holder killed in between leaves
+    an empty file that locks nothing). The pipe's write end, returned, stays open and empty,
+    so that restic waits on its read until it is killed."""
     os.mkfifo(fifo)
     proc = subprocess.Popen(["restic", "--no-cache", "-r", str(repo), "key", "passwd",
                              "--new-password-file", str(fifo)], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):                      # until its lock is there (bounded: 10 s)
-        if os.listdir(repo / "locks"):
-            return proc
-        time.sleep(0.1)
+    for _ in range(200):                      # until it reads the pipe (bounded: 20 s)
+        try:
+            return proc, os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:                       # ENXIO: nobody reads it yet
+            time.sleep(0.1)
     proc.kill()
-    raise AssertionError("restic took no lock")
+    raise AssertionError("restic never came to read its new password")
 
 
 def _backup(repo, src) -> subprocess.CompletedProcess:
@@ -50,9 +56,10 @@ def repo(tmp_path):
 
 
 def _killed_holder(repo, fifo) -> None:
-    holder = _holder(repo, fifo)
+    holder, pipe = _holder(repo, fifo)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
+    os.close(pipe)
 
 
 def test_a_killed_holders_lock_is_removed_and_a_live_ones_is_kept(tmp_path, repo):
@@ -69,7 +76,7 @@ def test_a_killed_holders_lock_is_removed_and_a_live_ones_is_kept(tmp_path, repo
     assert backup._read_locks(spec) == []
     assert _backup(repo, src).returncode == 0
 
-    live = _holder(repo, tmp_path / "live.fifo")
+    live, pipe = _holder(repo, tmp_path / "live.fifo")
     try:
         locks = backup._read_locks(spec)
         assert [(lk["process_alive"], lk["stale"]) for lk in locks] == [(True, False)]
@@ -78,6 +85,7 @@ def test_a_killed_holders_lock_is_removed_and_a_live_ones_is_kept(tmp_path, repo
     finally:
         live.kill()
         live.wait()
+        os.close(pipe)
 
 
 def test_a_lock_from_another_host_is_never_removed_by_itself(tmp_path, repo, monkeypatch):

@@ -12,6 +12,7 @@ def test_the_longest_silence_ends_with_the_answer_that_broke_it_and_slow_request
     assert r["silent_s"] == 9.19 and r["silent_until"] == 9.2
     assert r["slow"] == [[0.2, 9.0]]
     assert r["failed"] == 1 and r["failed_at"] == [[9.4, 0]] and r["timeouts"] == 0
+    assert r["timed_out_at"] == []
 
 
 def test_a_loop_with_no_answer_is_silent_from_start_to_end():
@@ -19,4 +20,4 @@ def test_a_loop_with_no_answer_is_silent_from_start_to_end():
     loop.samples = [(100.0, 15.0, 0, False)]
     r = loop.summary(100.0, 116.0)
     assert r["silent_s"] == 16.0 and r["silent_until"] == 16.0
-    assert r["timeouts"] == 1 and r["slow"] == [[0.0, 15.0]]
+    assert r["timeouts"] == 1 and r["slow"] == [[0.0, 15.0]] and r["timed_out_at"] == [0.0]
