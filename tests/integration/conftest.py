@@ -60,3 +60,33 @@ def govhost(inventory: Path, *args: str, check: bool = False, timeout: int = 600
         raise AssertionError(f"govhost {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def machines():
+    """Three freshly installed servers: every node starts from the bare image on an empty
+    disk. Brought up once: the machine module bootstraps and tries them, the security
+    module then tightens the same county on them (a second set of bare servers would
+    cost another bootstrap, about five minutes)."""
+    why = lab_possible() or next((f"{t} is not installed (run scripts/setup.sh)" for t in
+                                  ("systemd-nspawn", "mmdebstrap") if not shutil.which(t)), None)
+    if why:
+        pytest.skip(why)
+    if any(n.running and n.kind != "machine" for n in lab.nodes()):
+        lab.down()          # the overlay lab of the other modules shares the addresses
+    for n in lab.nodes():
+        if n.kind == "machine":
+            lab.wipe(n.name)
+    nodes = lab.up(3, "machine", "bare")
+    assert all(n.ssh_open and n.kind == "machine" for n in nodes[:3])
+    yield nodes
+    lab.down()
+
+
+@pytest.fixture(scope="session")
+def machine_county(machines, tmp_path_factory):
+    """The example county for the machines: a private copy of the inventory, not yet
+    applied (the first test that needs it applied does so)."""
+    dest = tmp_path_factory.mktemp("machines") / "inventory"
+    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    return dest

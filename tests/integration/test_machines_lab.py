@@ -23,7 +23,7 @@ from controlplane.core.county import County
 from controlplane.lab import machines as lab
 from tests.helpers import tamper_watcher_stopped
 
-from .conftest import REPO, govhost, lab_possible
+from .conftest import REPO, govhost
 from .test_apply_lab import NODES, node_metrics, on_node
 
 pytestmark = pytest.mark.machines
@@ -34,29 +34,10 @@ PAGES = {"index.html": "<html><body>教育局 首页 v1</body></html>",
          "about.html": "关于我们"}          # 21 files, as in the issue
 
 
-@pytest.fixture(scope="module")
-def machines():
-    why = lab_possible() or next((f"{t} is not installed (run scripts/setup.sh)" for t in
-                                  ("systemd-nspawn", "mmdebstrap") if not shutil.which(t)), None)
-    if why:
-        pytest.skip(why)
-    if any(n.running and n.kind != "machine" for n in lab.nodes()):
-        lab.down()          # the overlay lab of the other modules shares the addresses
-    # Freshly installed servers: every node starts from the bare image on an empty disk.
-    for n in lab.nodes():
-        if n.kind == "machine":
-            lab.wipe(n.name)
-    nodes = lab.up(3, "machine", "bare")
-    assert all(n.ssh_open and n.kind == "machine" for n in nodes[:3])
-    yield nodes
-    lab.down()
-
-
-@pytest.fixture(scope="module")
-def county(machines, tmp_path_factory):
-    dest = tmp_path_factory.mktemp("machines") / "inventory"
-    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
-    return dest
+@pytest.fixture
+def county(machine_county):
+    """The one county of the machines (conftest), kept from test to test."""
+    return machine_county
 
 
 def apply(inv: Path, expect_rc: int | None = 0) -> dict:
@@ -157,6 +138,8 @@ def test_bare_nodes_are_bootstrapped_and_serve_the_county(county):
     govhost(county, "control", "init", check=True)   # as scripts/lab.sh: the recovery key
     first = apply(county)
     assert {n["result"] for n in first["nodes"]} == {"applied"}
+    # the first firewall of each node, confirmed by the control machine reaching it after
+    assert set(first["firewall"].values()) == {"firewall: confirmed"}, first["firewall"]
     for name, address in NODES.items():
         units = on_node(address, "systemctl is-enabled govhost-nginx govhost-agent "
                         "govhost-node-exporter logrotate.timer").split()

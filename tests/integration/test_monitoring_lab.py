@@ -18,7 +18,7 @@ from controlplane.monitoring import prometheus as monitoring
 from controlplane.tls import metrics as tls_metrics
 from tests.helpers import free_port
 
-from .conftest import govhost
+from .conftest import REPO, govhost
 from .test_apply_lab import NODES, apply_json, node_metrics, on_node
 
 
@@ -49,9 +49,19 @@ def _samples(text: str, name: str) -> dict[tuple, float]:
     return {}
 
 
+@pytest.fixture(scope="module")
+def applied(lab_cluster, tmp_path_factory):
+    """One applied copy of the example county for the module: its tests only read, and the
+    one that stops n3's nginx runs last (the next apply starts it again)."""
+    dest = tmp_path_factory.mktemp("monitoring") / "inventory"
+    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    return dest
+
+
 @pytest.fixture
-def exporter(county):
-    apply_json(county)
+def exporter(applied):
+    county = applied
+    apply_json(county)          # after the first test: nothing to change, or n3's nginx back
     port = free_port()
     proc = subprocess.Popen(["govhost", "--inventory", str(county), "exporter", "--listen",
                              f"127.0.0.1:{port}", "--interval", "2"],
