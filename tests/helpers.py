@@ -188,10 +188,16 @@ FLOATING_HOME = {"n1": ("10.77.0.101", "fd00:77::101"), "n2": ("10.77.0.102", "f
                  "n3": ("10.77.0.103", "fd00:77::103")}
 
 
+def example_inventory(dest: Path) -> Path:
+    """A private copy of the example inventory at `dest`, without its state store."""
+    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    return dest
+
+
 def floating_county(dest: Path, preempt_seconds: int = 5) -> Path:
     """The example inventory at `dest` with a short preempt delay, so that a node that is
     back takes its address back within a test."""
-    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(dest)
     hosts = (dest / "hosts.yaml").read_text()
     (dest / "hosts.yaml").write_text(hosts.replace(
         "  interface: eth0\n", f"  interface: eth0\n  preempt_delay_seconds: {preempt_seconds}\n"))

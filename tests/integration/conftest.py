@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.lab import machines as lab
+from tests.helpers import example_inventory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def lab_cluster():
 def county(lab_cluster, tmp_path):
     """A private copy of the example inventory with its own state store."""
     dest = tmp_path / "inventory"
-    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(dest)
     return dest
 
 
@@ -88,5 +89,5 @@ def machine_county(machines, tmp_path_factory):
     """The example county for the machines: a private copy of the inventory, not yet
     applied (the first test that needs it applied does so)."""
     dest = tmp_path_factory.mktemp("machines") / "inventory"
-    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(dest)
     return dest

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import Sink, free_port
+from tests.helpers import Sink, example_inventory, free_port
 
-from .conftest import REPO, govhost
+from .conftest import govhost
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 pytestmark = pytest.mark.skipif(ALERTMANAGER is None, reason="prometheus-alertmanager is not "
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(ALERTMANAGER is None, reason="prometheus-alertma
 
 def _county(root: Path, smtp_port: int, office_hours) -> Path:
     inv = root / "inventory"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
     cluster = yaml.safe_load((inv / "cluster.yaml").read_text())
     cluster["alerts"].update(smarthost=f"127.0.0.1:{smtp_port}", group_wait_seconds=1,
                              office_hours=office_hours)

@@ -11,9 +11,9 @@ import pytest
 
 from controlplane.core.county import County
 from controlplane.lab import machines as lab
-from tests.helpers import tamper_watcher_stopped
+from tests.helpers import example_inventory, tamper_watcher_stopped
 
-from .conftest import REPO, govhost
+from .conftest import govhost
 from .test_apply_lab import NODES, apply_json, node_metrics, on_node
 from .test_tenants_lab import reset_content
 
@@ -32,7 +32,7 @@ def _json(proc):
 def county(lab_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("backup")
     inv = root / "inventory"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
     tag = secrets.token_hex(4)
     text = (inv / "cluster.yaml").read_text()
     text = text.replace("offsite:\n", f"path: /srv/govhost/backup/t{tag}/repo\n  offsite:\n")

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from controlplane.lab import network
+from tests.helpers import example_inventory
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES, apply_json, on_node
@@ -71,7 +72,7 @@ def county(lab_cluster, tmp_path_factory):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     root = tmp_path_factory.mktemp("compliance")
     inv = root / "inventory"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
     with (inv / "cluster.yaml").open("a") as f:
         f.write("compliance:\n  probe_timeout_seconds: 1\n  check_external_links: false\n")
         # The test's application listens on the control machine: allowed for units' proxies by the

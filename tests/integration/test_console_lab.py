@@ -16,7 +16,7 @@ import pytest
 
 from controlplane.compliance import browser
 from controlplane.core import accounts
-from tests.helpers import Sink, free_port, lab_ssh
+from tests.helpers import Sink, example_inventory, free_port, lab_ssh
 
 from .conftest import REPO, govhost
 from .test_apply_lab import NODES, apply_json
@@ -32,9 +32,8 @@ SHOTS = REPO / "test-artifacts" / "console"
 def console(lab_cluster, tmp_path_factory):
     if browser.missing():
         pytest.fail(browser.missing())
-    import shutil
     inv = tmp_path_factory.mktemp("console") / "inventory"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
     with (inv / "tenants" / "caizheng.yaml").open("a") as f:
         f.write("review: {levels: [unit, county]}\n")       # the county checks it too
     # Every node's nginx proxies console.qingshui.gov.cn to the console's address in

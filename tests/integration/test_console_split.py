@@ -29,7 +29,7 @@ from controlplane.core.county import County
 from controlplane.people.store import People
 from controlplane.security import check
 from controlplane.security import findings as rules
-from tests.helpers import free_port
+from tests.helpers import example_inventory, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = pwd.getpwnam(paths.CONSOLE_ACCOUNT)
@@ -76,7 +76,7 @@ def split():
     top = Path(tempfile.mkdtemp(prefix="govhost-split-"))
     top.chmod(0o755)
     inv = top / "inventory"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
     c = County(inv)
     p = People(c.open_state(), c.inv.secret, c.inv.cluster.name)
     units = frozenset(t.name for t in c.inv.tenants)

@@ -4,7 +4,6 @@ addresses, idempotent, and refused for a key the server allows only TXT."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import dns.message
@@ -14,8 +13,9 @@ import pytest
 import yaml
 
 from controlplane.lab import services as lab_services
+from tests.helpers import example_inventory
 
-from .conftest import REPO, govhost
+from .conftest import govhost
 
 PORT = 1253
 ZONE = "qingshui.gov.cn"
@@ -39,7 +39,7 @@ def bind(tmp_path):
 
 def _county(tmp_path: Path, key: str, bind_dir: Path) -> Path:
     inv = tmp_path / "inventory"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
     cluster = yaml.safe_load((inv / "cluster.yaml").read_text())
     cluster["dns"] = {"server": "127.0.0.1", "port": PORT, "zone": ZONE, "tsig_key_name": key,
                       "tsig_secret_file": str(bind_dir / f"{key}.secret")}

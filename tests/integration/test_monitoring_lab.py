@@ -16,9 +16,9 @@ from controlplane.core.county import County
 from controlplane.monitoring import dashboards
 from controlplane.monitoring import prometheus as monitoring
 from controlplane.tls import metrics as tls_metrics
-from tests.helpers import free_port
+from tests.helpers import example_inventory, free_port
 
-from .conftest import REPO, govhost
+from .conftest import govhost
 from .test_apply_lab import NODES, apply_json, node_metrics, on_node
 
 
@@ -54,7 +54,7 @@ def applied(lab_cluster, tmp_path_factory):
     """One applied copy of the example county for the module: its tests only read, and the
     one that stops n3's nginx runs last (the next apply starts it again)."""
     dest = tmp_path_factory.mktemp("monitoring") / "inventory"
-    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(dest)
     return dest
 
 

@@ -9,8 +9,9 @@ from urllib.parse import quote
 import pytest
 
 from controlplane.core import accounts
+from tests.helpers import example_inventory
 
-from .conftest import REPO, govhost
+from .conftest import govhost
 from .test_apply_lab import NODES, apply_json, on_node
 from .test_tenants_lab import _key, page, reset_content, sftp, upload
 
@@ -50,7 +51,7 @@ def php(lab_cluster, tmp_path_factory):
     shares a node with renshe whatever the placement."""
     root = tmp_path_factory.mktemp("php")
     inv = root / "inventory"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
     keys = {n: _key(root, n) for n in ("renshe", "zhujian")}
     for name in keys:
         with (inv / "tenants" / f"{name}.yaml").open("a") as f:

@@ -3,7 +3,6 @@ loopback, which every lab node can reach) published under its name through every
 its timeout and body size limits."""
 import json
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -13,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from controlplane.lab import network
+from tests.helpers import example_inventory
 
-from .conftest import REPO
 from .test_apply_lab import NODES, apply_json
 
 
@@ -56,7 +55,7 @@ def shenpi(lab_cluster, tmp_path_factory):
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     inv = tmp_path_factory.mktemp("proxy") / "inventory"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
     # The test's application listens on the control machine's address, which a unit may not proxy
     # to unless the county allows it in cluster.yaml (as here, in the operator's hand).
     with (inv / "cluster.yaml").open("a") as f:

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from controlplane.core import accounts
-from tests.helpers import lab_ssh
+from tests.helpers import example_inventory, lab_ssh
 
-from .conftest import REPO, govhost
+from .conftest import govhost
 from .test_apply_lab import NODES, _body, apply_json, on_node
 
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -33,7 +33,7 @@ def tenants(lab_cluster, tmp_path_factory):
     and the village 河西村 of chahe; applied once for the module."""
     root = tmp_path_factory.mktemp("tenants")
     inv = root / "inventory"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
     keys = {n: _key(root, n) for n in ("jiaoyu", "weijian", "chahe", "hexi")}
     with (inv / "tenants" / "jiaoyu.yaml").open("a") as f:
         f.write(f"sftp: {{keys: ['{keys['jiaoyu'][1]}']}}\n")

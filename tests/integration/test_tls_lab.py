@@ -4,7 +4,6 @@ HTTP-01, and a second Pebble resolving through a real BIND that govhost updates 
 for DNS-01. Every check of what is served is a real TLS handshake with a node's nginx."""
 import json
 import shlex
-import shutil
 import socket
 import ssl
 import subprocess
@@ -20,9 +19,9 @@ from controlplane.lab import services as lab_services
 from controlplane.monitoring.exporter import Prober
 from controlplane.sites import probes
 from controlplane.tls import certs as tls_certs
-from tests.helpers import tamper_watcher_stopped
+from tests.helpers import example_inventory, tamper_watcher_stopped
 
-from .conftest import REPO, govhost
+from .conftest import govhost
 from .test_apply_lab import NODES as _NODES
 from .test_apply_lab import on_node
 
@@ -56,7 +55,7 @@ def services(lab_cluster, tmp_path_factory):
 
 def _county(tmp: Path, tls: dict, tenants: dict[str, dict] | None = None) -> Path:
     dest = tmp / "inventory"
-    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(dest)
     cluster = yaml.safe_load((dest / "cluster.yaml").read_text())
     cluster["tls"] = tls
     cluster.pop("backup", None)

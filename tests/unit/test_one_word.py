@@ -8,7 +8,6 @@ import contextlib
 import io
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import typer
 
 from cli import app
+from tests.helpers import example_inventory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,7 @@ def test_no_help_text_says_tenant():
 
 def test_the_old_command_name_still_works_for_scripts(tmp_path):
     inv = tmp_path / "inventory"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
 
     def listed(group: str) -> list:
         r = subprocess.run([sys.executable, "-c", "from cli import main; main()",

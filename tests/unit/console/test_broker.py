@@ -2,7 +2,6 @@
 The real socket and the web process as its own account: tests/integration/test_console_split.py."""
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from controlplane.console.broker import OPS, Broker, Refused
 from controlplane.console.transport import Local, answer
 from controlplane.core.county import County
 from controlplane.people.store import IDLE_MINUTES, SESSION_HOURS, People
+from tests.helpers import example_inventory
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture(scope="module")
 def county(tmp_path_factory):
     dest = tmp_path_factory.mktemp("broker") / "inventory"
-    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(dest)
     c = County(dest)
     p = People(c.open_state(), c.inv.secret, c.inv.cluster.name)
     units = frozenset(t.name for t in c.inv.tenants)

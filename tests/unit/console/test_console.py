@@ -6,7 +6,6 @@ The unit page's live status (probes and SSH through the nodes, `views.unit`) is 
 a fixed record here: these tests are about who may see what; the lab test shows the page
 with the real status."""
 import re
-import shutil
 from pathlib import Path
 
 import pyotp
@@ -18,7 +17,7 @@ from controlplane.console import i18n
 from controlplane.console.routes.auth import safe_next
 from controlplane.core.county import County
 from controlplane.people.store import People
-from tests.helpers import Sink
+from tests.helpers import Sink, example_inventory
 
 REPO = Path(__file__).resolve().parents[3]
 BASE = "https://console.qingshui.gov.cn"
@@ -44,7 +43,7 @@ def fake_unit(county, name):
 @pytest.fixture(scope="module")
 def county(tmp_path_factory):
     dest = tmp_path_factory.mktemp("console") / "inventory"
-    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(dest)
     sink = Sink()          # a real SMTP server on loopback: enrolment links are mailed
     cluster = (dest / "cluster.yaml").read_text()
     assert "smarthost: 127.0.0.1:2525" in cluster

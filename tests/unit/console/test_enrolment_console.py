@@ -4,7 +4,6 @@ loopback: without a mail server in cluster.yaml the console refuses and sends th
 the county's `govhost user add|reset`; a link leaves only after the county has been told.
 """
 import re
-import shutil
 from pathlib import Path
 
 import pyotp
@@ -14,7 +13,7 @@ from starlette.testclient import TestClient
 from controlplane.console import app as console_app
 from controlplane.core.county import County
 from controlplane.people.store import People
-from tests.helpers import Sink, free_port
+from tests.helpers import Sink, example_inventory, free_port
 
 REPO = Path(__file__).resolve().parents[3]
 BASE = "https://console.qingshui.gov.cn"
@@ -25,7 +24,7 @@ def _county(tmp_path: Path, alerts: str | None) -> tuple[County, dict]:
     """The example county with `alerts:` replaced (None: taken out), an admin of jiaoyu who
     has logged in once, and a reviewer with an address."""
     dest = tmp_path / "inventory"
-    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(dest)
     cluster = (dest / "cluster.yaml").read_text()
     assert ALERTS.search(cluster)
     (dest / "cluster.yaml").write_text(ALERTS.sub(alerts or "", cluster))

@@ -11,15 +11,15 @@ from starlette.testclient import TestClient
 from controlplane.console import app as console_app
 from controlplane.console import guard
 from controlplane.core.county import County
+from tests.helpers import example_inventory
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
 def county(tmp_path_factory):
-    import shutil
     inv = tmp_path_factory.mktemp("guard") / "inventory"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
     return County(inv)
 
 

@@ -1,7 +1,6 @@
 """`govhost user add|list|disable|enable|reset` on a copy of the example county (no nodes
 needed): what is printed once, what the list shows, refusals naming what to do."""
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from controlplane.core.county import County
 from controlplane.people.store import People
+from tests.helpers import example_inventory
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -24,7 +24,7 @@ def _govhost(inv: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def inv(tmp_path):
     dest = tmp_path / "inventory"
-    shutil.copytree(REPO / "inventory", dest, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(dest)
     return dest
 
 

@@ -19,6 +19,7 @@ from controlplane.core.manifest import Hosts
 from controlplane.core.paths import REPO
 from controlplane.sites import firewall
 from controlplane.sites.render import render_cluster
+from tests.helpers import example_inventory
 
 NFT = shutil.which("nft") if os.geteuid() == 0 else None
 
@@ -112,7 +113,7 @@ def test_db_clients_are_the_php_replicas_sources():
 
 def test_hosts_refuse_a_firewall_without_a_port_for_units_and_bad_networks(tmp_path):
     inv = tmp_path / "inv"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
     text = (inv / "hosts.yaml").read_text()
     (inv / "hosts.yaml").write_text(text.replace("  sftp_port: 2222\n", ""))
     with pytest.raises(ManifestError) as e:

@@ -13,13 +13,14 @@ from controlplane.core.errors import ManifestError
 from controlplane.dns import plan as dns_plan
 from controlplane.sites import firewall, vrrp
 from controlplane.sites.render import render_node
+from tests.helpers import example_inventory
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def _county(tmp_path: Path, edit=None) -> Path:
     inv = tmp_path / "inv"
-    shutil.copytree(REPO / "inventory", inv, ignore=shutil.ignore_patterns(".govhost"))
+    example_inventory(inv)
     if edit is not None:
         hosts = yaml.safe_load((inv / "hosts.yaml").read_text())
         edit(hosts)
