@@ -1,9 +1,10 @@
 """The programs govhost runs on every node, as one versioned package.
 
-Bootstrap copies this package to /usr/local/lib/govhost/versions/<hash of its files>/ on each
-node and installs thin commands in /usr/local/sbin, one per module with a `main` (govhost-node
-runs node.py, the release steps; govhost-tenants runs tenants.py; the list is
-govhost_node_commands in playbooks/roles/node/defaults/main.yml). Each command names its
+Bootstrap sends this package to each node as one file, and it installs itself there
+(install.py): into /usr/local/lib/govhost/versions/<hash of its files>/, with thin commands in
+/usr/local/sbin, one per module with a `main` (govhost-node runs node.py, the release steps;
+govhost-tenants runs tenants.py; the list is install.COMMANDS), and govhost's systemd units
+(units/). Each command names its
 version, and is replaced by one rename: a command started during an upgrade runs the old
 version or the new one whole, never a mix of files (keepalived runs its probe every second). The package's content is part of the bootstrap
 version, so a node runs the package of the govhost that last applied it: upgrading govhost upgrades the

@@ -17,6 +17,8 @@ PLACES = {
     "srv": "/srv/govhost",                       # sites/ (units' trees), restore/
     "run": "/run",                               # pid files
     "sbin": "/usr/local/sbin",                   # the node commands
+    "lib": "/usr/local/lib/govhost",             # the node package, one directory per version
+    "etc_default": "/etc/default",               # the agent's listen address
     "systemd_units": "/etc/systemd/system",
     "keepalived_conf": "/etc/keepalived/keepalived.conf",
     "sysctl_dir": "/etc/sysctl.d",
@@ -35,6 +37,8 @@ class Layout:
     srv: str
     run: str
     sbin: str
+    lib: str
+    etc_default: str
     systemd_units: str
     keepalived_conf: str
     sysctl_dir: str

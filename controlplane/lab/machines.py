@@ -224,6 +224,25 @@ def _start_overlay(i: int) -> subprocess.Popen:
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
 
 
+def _apt_cache(name: str) -> Path:
+    """The node's own apt archive directory, with hard links to every package the lab's
+    other nodes (or an older shared cache) downloaded. Shared by all nodes, one apt held
+    its lock for a whole install and three bootstraps ran one after the other (168 s for
+    three bare nodes, against about 75 s side by side on two cores); the apt proxy still
+    fetches each file from the mirror once."""
+    own = APT_CACHE / name
+    (own / "partial").mkdir(parents=True, exist_ok=True)
+    have = {p.name for p in own.glob("*.deb")}
+    for deb in sorted(APT_CACHE.glob("*.deb")) + sorted(APT_CACHE.glob("*/*.deb")):
+        if deb.name not in have and deb.parent != own:
+            try:
+                os.link(deb, own / deb.name)
+                have.add(deb.name)
+            except OSError:
+                pass
+    return own
+
+
 def _start_machine(i: int, image: str) -> subprocess.Popen:
     d, name = _node_dir(i), node_name(i)
     rootfs = lab_image.ensure(LAB_ROOT, image)
@@ -243,10 +262,10 @@ def _start_machine(i: int, image: str) -> subprocess.Popen:
         (d / "image").write_text(image + "\n")
     (d / "kind").write_text("machine\n")
     _lab_settings(upper)
-    (APT_CACHE / "partial").mkdir(parents=True, exist_ok=True)
+    cache = _apt_cache(name)
     log = open(d / "node.log", "ab")
     env = {**os.environ, "NODE": name, "D": str(d), "IMAGE": str(rootfs),
-           "CACHE": str(APT_CACHE), "NETNS": network.plug(name, i)}
+           "CACHE": str(cache), "NETNS": network.plug(name, i)}
     return subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", _MACHINE,
          f"govhost-lab-{name}"],

@@ -13,7 +13,6 @@ import dataclasses
 import datetime
 import fcntl
 import gzip
-import hashlib
 import io
 import os
 import re
@@ -30,7 +29,7 @@ from controlplane.core.county import County
 from controlplane.core.errors import ApplyError, LockError
 from controlplane.core.inventory import Inventory
 from controlplane.core.state import RESTORE_PENDING, State
-from controlplane.sites import content_sync, replicas, waf
+from controlplane.sites import bootstrap, content_sync, replicas, waf
 from controlplane.sites.plan import Plan, compute_placement, make_plan, share_for
 from controlplane.sites.render import Release, render_cluster
 from controlplane.tls import metrics as tls_metrics
@@ -39,19 +38,6 @@ from govhost_node import digests as digest_list
 from govhost_node import exits
 
 Progress = Callable[[str, str, str], None]  # (node, step, outcome)
-
-
-def bootstrap_version() -> str:
-    """A hash of the node role and the node package: nodes bootstrapped by an older govhost
-    get bootstrapped again."""
-    h = hashlib.sha256()
-    role = paths.PLAYBOOKS / "roles" / "node"
-    for p in sorted(role.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(role).as_posix().encode() + b"\0" + p.read_bytes())
-    for p in sorted(paths.NODE_PACKAGE.glob("*.py")):
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()[:12]
 
 
 @contextmanager
@@ -437,7 +423,7 @@ def _apply_locked(county: County, state: State, say: Progress,
     # What does each node really run? Drift (or a rebuilt node) means it must be shipped again.
     live = remote.node_status(inv.hosts, list(nodes.values()), known_hosts, content=True)
     applied = state.applied()
-    boot_version = bootstrap_version()
+    boot_version = bootstrap.version()
     outcomes: dict[str, NodeOutcome] = {}
     for name in sorted(nodes):
         if not live[name].reachable:
@@ -458,10 +444,8 @@ def _apply_locked(county: County, state: State, say: Progress,
     run = _Run(inv, state, nodes, known_hosts, runner_dir, outcomes, result, say)
     try:
         if to_boot:
-            boot = remote.run_playbook(
-                "bootstrap.yml", inv.hosts, [nodes[n] for n in to_boot], {}, runner_dir,
-                known_hosts, {"govhost_bootstrap_version": boot_version},
-                on_task=lambda h, t, o: say(h, "bootstrap", o))
+            boot = bootstrap.run(inv.hosts, [nodes[n] for n in to_boot], runner_dir,
+                                 known_hosts, on_task=lambda h, t, o: say(h, "bootstrap", o))
             for name, r in boot.items():
                 if not r.ok:
                     outcomes[name] = NodeOutcome(name, "unreachable" if r.unreachable else

@@ -161,8 +161,8 @@ def test_bare_nodes_are_bootstrapped_and_serve_the_county(county):
     # An upgrade of the node package and back on n1, while keepalived's probe and a release
     # step run there in a loop: each run sees one whole version, never a mix of files. (One
     # node: the other two run the same tasks, and their loops only slowed the upgrade down.)
-    from controlplane.core import inventory, remote
-    from controlplane.sites.apply import bootstrap_version
+    from controlplane.core import inventory
+    from controlplane.sites import bootstrap
     inv = inventory.load(county)
     changed = county.parent / "govhost_node"
     shutil.copytree(REPO / "govhost_node", changed, ignore=shutil.ignore_patterns("__pycache__"))
@@ -172,14 +172,11 @@ def test_bare_nodes_are_bootstrapped_and_serve_the_county(county):
     n1 = NODES["n1"]
     before = on_node(n1, "readlink /usr/local/lib/govhost/current")
     versions = {}
-    for run, extra in (("up", {"govhost_node_package_dir": str(changed)}), ("back", {})):
+    for run, package in (("up", changed), ("back", REPO / "govhost_node")):
         with ProbeLoops(n1) as loops:
-            res = remote.run_playbook("bootstrap.yml", inv.hosts,
-                                      [n for n in inv.hosts.nodes if n.name == "n1"], {},
-                                      county / ".govhost" / f"runner-{run}",
-                                      county / ".govhost" / "known_hosts",
-                                      {"govhost_bootstrap_version": bootstrap_version(),
-                                       **extra})
+            res = bootstrap.run(inv.hosts, [n for n in inv.hosts.nodes if n.name == "n1"],
+                                county / ".govhost" / f"runner-{run}",
+                                county / ".govhost" / "known_hosts", package=package)
         assert all(r.ok for r in res.values()), {n: r.errors for n, r in res.items()}
         assert [n for n, r in res.items() if r.changed] == ["n1"]
         assert loops.failures == [] and loops.runs > 10, (loops.failures, loops.runs)
@@ -193,10 +190,8 @@ def test_bare_nodes_are_bootstrapped_and_serve_the_county(county):
     assert {on_node(a, "readlink /usr/local/lib/govhost/current")
             for a in NODES.values()} == {before}
     # A second bootstrap changes nothing (Ansible's changed count is 0).
-    res = remote.run_playbook("bootstrap.yml", inv.hosts, list(inv.hosts.nodes), {},
-                              county / ".govhost" / "runner2",
-                              county / ".govhost" / "known_hosts",
-                              {"govhost_bootstrap_version": bootstrap_version()})
+    res = bootstrap.run(inv.hosts, list(inv.hosts.nodes), county / ".govhost" / "runner2",
+                        county / ".govhost" / "known_hosts")
     assert all(r.ok for r in res.values()), {n: r.errors for n, r in res.items()}
     assert [n for n, r in res.items() if r.changed] == []
     second = apply(county)
@@ -226,9 +221,11 @@ class ProbeLoops:
         self.proc = subprocess.Popen([*lab.ssh_argv(self.address),
                                       self.SCRIPT.format(a=self.address)],
                                      stdout=subprocess.PIPE, text=True)
+        time.sleep(2)       # runs before the switch, and (below) after it
         return self
 
     def __exit__(self, *exc: object) -> None:
+        time.sleep(2)
         on_node(self.address, "touch /run/govhost-test-stop")
         out, _ = self.proc.communicate(timeout=120)
         self.failures = [line for line in out.splitlines() if not line.startswith("RUNS ")]
