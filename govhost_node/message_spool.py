@@ -1,0 +1,141 @@
+"""Where a node keeps citizens' messages until the control machine has them, and the copies
+it keeps of its peers' messages (issue 38, first part).
+
+A message is accepted only once it is on two machines: the node that took it writes it to
+`own/` and a peer writes it to `copies/` before the citizen sees its number. Each write is
+a whole file made by one rename, with the file and its directory flushed to disk first, so a
+power cut leaves a message either whole or absent, never half. Files are root's, 0600, in
+directories 0700: a unit's SFTP account and PHP code on the same node cannot read them.
+
+    <state>/messages/own/<unit>/<number>.json      taken here
+    <state>/messages/copies/<unit>/<number>.json   a peer's, kept as its second copy
+    <state>/messages/spent/<hash>                  challenges answered (a challenge is used
+                                                   once), removed when they expire
+    <state>/messages/sequence                      this node's last message sequence
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import time
+from typing import Any, Iterator
+
+from govhost_node import messages as rules
+from govhost_node.layout import Layout
+
+KINDS = ("own", "copies")
+_NUMBER = re.compile(r"[A-Z0-9]{1,8}-\d{8}-\d{1,2}-\d{6,9}")
+_UNIT = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]")
+# The fields a stored message has; anything else in a record is refused.
+FIELDS = frozenset({"number", "unit", "received", "node", "subject", "text", "name", "contact",
+                    "token_hash", "source"})
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_record(record: Any) -> dict[str, str]:
+    """A stored (or replicated) message, checked as strictly as the form it came from: a
+    peer's copy is not trusted more than a citizen."""
+    if not isinstance(record, dict) or set(record) != FIELDS:
+        raise ValueError("a message record must have exactly the message fields")
+    if not all(isinstance(v, str) for v in record.values()):
+        raise ValueError("every field of a message record is text")
+    if not _NUMBER.fullmatch(record["number"]) or not _UNIT.fullmatch(record["unit"]):
+        raise ValueError("bad number or unit in a message record")
+    if not re.fullmatch(r"[0-9a-f]{64}", record["token_hash"]) or \
+            not re.fullmatch(r"[0-9a-f]{0,64}", record["source"]):
+        raise ValueError("bad token hash or source in a message record")
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record["received"]) or \
+            not re.fullmatch(r"n\d{1,2}", record["node"]):
+        raise ValueError("bad time or node in a message record")
+    rules.check(record)   # subject, text, name, contact: the citizen's own rules
+    return record
+
+
+class Spool:
+    def __init__(self, lay: Layout) -> None:
+        self.root = f"{lay.state}/messages"
+
+    def _dir(self, *parts: str) -> str:
+        path = os.path.join(self.root, *parts)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
+
+    def next_sequence(self) -> int:
+        """This node's next message sequence, counted on disk (a restart continues it)."""
+        path = os.path.join(self._dir(), "sequence")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            text = os.read(fd, 32).decode().strip()
+            n = int(text) + 1 if text.isdigit() else 1
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{n}\n".encode())
+            os.fsync(fd)
+            return n
+        finally:
+            os.close(fd)
+
+    def write(self, kind: str, record: dict[str, str]) -> str:
+        """Store a checked record whole (rename after flush); returns its path. Writing the
+        same message again is harmless; a different one under a taken number is refused."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown spool {kind!r}")
+        check_record(record)
+        d = self._dir(kind, record["unit"])
+        path = os.path.join(d, record["number"] + ".json")
+        data = json.dumps(record, ensure_ascii=False, sort_keys=True).encode()
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                if f.read() == data:
+                    return path
+            raise FileExistsError(f"message {record['number']} is already stored, different")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(d)
+        return path
+
+    def records(self, kind: str) -> Iterator[dict[str, str]]:
+        """Every stored message of one spool, in number order."""
+        base = os.path.join(self.root, kind)
+        if not os.path.isdir(base):
+            return
+        for unit in sorted(os.listdir(base)):
+            for name in sorted(os.listdir(os.path.join(base, unit))):
+                if name.endswith(".json"):
+                    with open(os.path.join(base, unit, name), encoding="utf-8") as f:
+                        yield json.load(f)
+
+    def spend(self, challenge: str, now: float | None = None) -> bool:
+        """Mark a challenge answered; False if it already was (a replayed answer). Spent
+        marks older than a challenge's life are removed on the way."""
+        d = self._dir("spent")
+        now = time.time() if now is None else now
+        name = hashlib.sha256(challenge.encode()).hexdigest()
+        try:
+            os.close(os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        for old in os.scandir(d):
+            try:
+                if now - old.stat().st_mtime > rules.CHALLENGE_SECONDS + 120:
+                    os.unlink(old.path)
+            except FileNotFoundError:
+                pass
+        return True

@@ -1,0 +1,222 @@
+"""Citizens' messages (留言): the pure rules a node applies to a message before it accepts
+it, and the values it hands back. Issue 38; this module is its first part, the rules alone
+(docs/messages.md says what is built and what is not).
+
+Why on the node and in the standard library: a message is taken by the node that serves the
+unit's site, also while the control machine is down, and the node runs no PyPI package. The
+control machine imports the same rules (as it does the digest list's format) so that both
+sides agree on what a message is.
+
+What a stranger controls here is every byte of the form and the challenge answer; nothing of
+it may reach a header, a log line, a file name or a page as anything but text. So: fields are
+checked for length and for characters (no control characters, no Unicode line or paragraph
+separators and no bidi overrides in one-line fields; in the text, line breaks of every kind
+become "\\n"), a message's id and number are made here, never taken from the form, and its
+contact is kept apart from what may ever be published.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+# Sizes a citizen's message may have (characters, after normalization).
+SUBJECT_MAX = 80
+TEXT_MIN, TEXT_MAX = 10, 5000
+NAME_MAX = 40
+CONTACT_MAX = 80
+# The proof of work: leading zero bits of sha256(challenge ":" nonce). 18 bits take a
+# phone's browser about a second and cost a flood of a thousand messages a thousand seconds
+# of CPU; the challenge is good for 30 minutes (a citizen writes slowly).
+WORK_BITS = 18
+CHALLENGE_SECONDS = 30 * 60
+
+# Line breaks of every kind, as str.splitlines() knows them.
+_BREAKS = re.compile("\r\n|[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+# Bidi controls: they make a page show text in another order than it is stored.
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_PHONE = re.compile(r"\+?[0-9][0-9 \-]{5,18}[0-9]")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(\.[A-Za-z0-9\-]{1,63})+")
+_UNIT = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]")
+_TOKEN = re.compile(r"[A-Za-z0-9_\-]{32}")
+
+
+class Refused(ValueError):
+    """What was wrong, per field, in words for the citizen."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))
+        self.problems = problems
+
+
+def _bad_char(ch: str, multiline: bool) -> bool:
+    if ch == "\n":
+        return not multiline
+    if ch in _BIDI:
+        return True
+    cat = unicodedata.category(ch)
+    # Cc: controls; Cs: lone surrogates; Co/Cn: private use and unassigned; Zl/Zp: U+2028/9
+    return cat in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def clean(value: object, multiline: bool = False) -> str:
+    """A field as text: NFC, outer spaces stripped; in a multiline field every kind of line
+    break becomes "\\n". Raises ValueError for what must not be in it."""
+    if not isinstance(value, str):
+        raise ValueError("must be text")
+    text = unicodedata.normalize("NFC", value)
+    if multiline:
+        text = _BREAKS.sub("\n", text)
+    text = text.strip()
+    bad = next((ch for ch in text if _bad_char(ch, multiline)), None)
+    if bad is not None:
+        raise ValueError(f"holds a character that is not allowed (U+{ord(bad):04X})")
+    return text
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A message as the citizen wrote it, checked. `contact` is never published."""
+    subject: str
+    text: str
+    contact: str
+    name: str = ""
+
+
+def check(form: dict[str, object]) -> Draft:
+    """The form's fields (subject, text, contact, name) as a Draft, or Refused naming each
+    field that is wrong. Other fields are ignored, never stored."""
+    problems: dict[str, str] = {}
+    values: dict[str, str] = {}
+    rules = (("subject", False, 1, SUBJECT_MAX), ("text", True, TEXT_MIN, TEXT_MAX),
+             ("contact", False, 1, CONTACT_MAX), ("name", False, 0, NAME_MAX))
+    for key, multiline, least, most in rules:
+        raw = form.get(key, "")
+        try:
+            value = clean(raw if raw is not None else "", multiline)
+        except ValueError as e:
+            problems[key] = str(e)
+            continue
+        if len(value) < least:
+            problems[key] = "is required" if least == 1 else f"needs at least {least} characters"
+        elif len(value) > most:
+            problems[key] = f"is longer than {most} characters"
+        values[key] = value
+    contact = values.get("contact", "")
+    if "contact" not in problems and not (_PHONE.fullmatch(contact) or
+                                          _EMAIL.fullmatch(contact)):
+        problems["contact"] = "must be a phone number or a mail address"
+    if problems:
+        raise Refused(problems)
+    return Draft(values["subject"], values["text"], values["contact"], values.get("name", ""))
+
+
+# ------------------------------------------------------------------ proof of work
+
+def _mac(secret: bytes, body: str) -> str:
+    return hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def challenge(secret: bytes, unit: str, now: float | None = None,
+              bits: int = WORK_BITS) -> str:
+    """A challenge for a message to `unit`, signed with the county's message secret (any
+    node checks it; none has to remember it): "unit.time.random.bits.mac"."""
+    if not _UNIT.fullmatch(unit):
+        raise ValueError(f"bad unit name {unit!r}")
+    body = f"{unit}.{int(time.time() if now is None else now)}.{secrets.token_hex(8)}.{bits}"
+    return f"{body}.{_mac(secret, body)}"
+
+
+def leading_zero_bits(digest: bytes) -> int:
+    n = 0
+    for byte in digest:
+        if byte == 0:
+            n += 8
+            continue
+        return n + 8 - byte.bit_length()
+    return n
+
+
+def work(challenge_text: str, nonce: str) -> int:
+    return leading_zero_bits(hashlib.sha256(f"{challenge_text}:{nonce}".encode()).digest())
+
+
+def solve(challenge_text: str, limit: int = 1 << 26) -> str:
+    """What the page's script does in the citizen's browser (tests and benches use it)."""
+    bits = int(challenge_text.split(".")[3])
+    for i in range(limit):
+        if work(challenge_text, str(i)) >= bits:
+            return str(i)
+    raise RuntimeError("no answer within the limit")
+
+
+def verify(secret: bytes, unit: str, challenge_text: str, nonce: str,
+           now: float | None = None, max_age: int = CHALLENGE_SECONDS) -> None:
+    """Raise Refused unless `nonce` answers a challenge this county issued for `unit`, not
+    older than `max_age`. (That a challenge is used once is the spool's job: it keeps the
+    answered ones until they expire.)"""
+    parts = challenge_text.split(".") if isinstance(challenge_text, str) else []
+    if len(parts) != 5 or not isinstance(nonce, str) or not 0 < len(nonce) <= 32:
+        raise Refused({"challenge": "missing or malformed; reload the page"})
+    who, issued, _, bits, mac = parts
+    if not hmac.compare_digest(_mac(secret, ".".join(parts[:4])), mac):
+        raise Refused({"challenge": "not issued here; reload the page"})
+    now = time.time() if now is None else now
+    if who != unit:
+        raise Refused({"challenge": "issued for another unit's page; reload the page"})
+    if not (issued.isdigit() and bits.isdigit()) or now - int(issued) > max_age \
+            or int(issued) > now + 60:
+        raise Refused({"challenge": "expired; reload the page"})
+    if work(challenge_text, nonce) < int(bits):
+        raise Refused({"challenge": "the answer is wrong; reload the page"})
+
+
+# ------------------------------------------------------------------ identity and deadlines
+
+@dataclass(frozen=True)
+class Accepted:
+    """What the node hands back: the message's number (public) and its reading token (the
+    secret link's key; only its hash is stored)."""
+    number: str
+    token: str = field(repr=False)      # never in a log line or a traceback
+    token_hash: str = field(repr=False)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def accept(unit_code: str, node_index: int, sequence: int, day: date) -> Accepted:
+    """A new message's number: the unit's code, the day, the node and its own sequence
+    ("JY-20261205-1-000042"). Each node numbers on its own, so a number is unique without
+    the control machine or the other nodes."""
+    if not re.fullmatch(r"[A-Z0-9]{1,8}", unit_code):
+        raise ValueError(f"bad unit code {unit_code!r}")
+    if not (0 < node_index < 100 and 0 < sequence < 10**9):
+        raise ValueError("node index or sequence out of range")
+    token = secrets.token_urlsafe(24)
+    return Accepted(f"{unit_code}-{day:%Y%m%d}-{node_index}-{sequence:06d}", token,
+                    token_hash(token))
+
+
+def valid_token(token: object) -> bool:
+    return isinstance(token, str) and _TOKEN.fullmatch(token) is not None
+
+
+def due(received: date, working_days: int, holidays: frozenset[date] = frozenset(),
+        workdays: frozenset[date] = frozenset()) -> date:
+    """The answer's due date: `working_days` working days after the day it came. Weekends
+    and the county's `holidays` do not count; `workdays` are weekend days that do (China
+    moves working days around its holidays)."""
+    day, left = received, working_days
+    while left > 0:
+        day += timedelta(days=1)
+        weekend = day.weekday() >= 5
+        if (not weekend and day not in holidays) or day in workdays:
+            left -= 1
+    return day
