@@ -123,8 +123,9 @@ class Spool:
                         yield json.load(f)
 
     def spend(self, challenge: str, now: float | None = None) -> bool:
-        """Mark a challenge answered; False if it already was (a replayed answer). Spent
-        marks older than a challenge's life are removed on the way."""
+        """Mark a challenge answered; False if it already was (a replayed answer). Marks
+        older than a challenge's life are swept at most once a minute (a sweep reads the
+        whole directory; a busy node must not do it per message)."""
         d = self._dir("spent")
         now = time.time() if now is None else now
         name = hashlib.sha256(challenge.encode()).hexdigest()
@@ -132,10 +133,19 @@ class Spool:
             os.close(os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:
             return False
-        for old in os.scandir(d):
-            try:
-                if now - old.stat().st_mtime > rules.CHALLENGE_SECONDS + 120:
-                    os.unlink(old.path)
-            except FileNotFoundError:
+        swept = os.path.join(self.root, "spent-swept")
+        try:
+            due = now - os.stat(swept).st_mtime > 60
+        except FileNotFoundError:
+            due = True
+        if due:
+            with open(swept, "w"):
                 pass
+            os.utime(swept, (now, now))
+            for old in os.scandir(d):
+                try:
+                    if now - old.stat().st_mtime > rules.CHALLENGE_SECONDS + 120:
+                        os.unlink(old.path)
+                except FileNotFoundError:
+                    pass
         return True

@@ -201,3 +201,14 @@ def test_concurrent_messages_get_distinct_numbers_and_all_are_kept(nodes):
     assert {r["number"] for r in n2.spool.records("copies")} == set(numbers)
     assert not [p for p in os.listdir(Path(n1.spool.root) / "own" / "jiaoyu")
                 if p.endswith(".tmp")]
+
+
+def test_spent_challenges_are_swept_once_they_could_no_longer_be_answered(tmp_path):
+    spool = Spool(Layout.under(str(tmp_path)))
+    assert spool.spend("c1", now=1000) and not spool.spend("c1", now=1001)
+    spent = Path(spool.root) / "spent"
+    for p in spent.iterdir():
+        os.utime(p, (1000, 1000))
+    later = 1000 + rules.CHALLENGE_SECONDS + 500
+    assert spool.spend("c2", now=later)
+    assert len(list(spent.iterdir())) == 1       # c1's mark is gone, c2's stays
