@@ -106,8 +106,9 @@ def install_version(source: str, lay: Layout) -> tuple[str, bool]:
         os.chmod(top, 0o755)
         for n in names:
             os.chmod(os.path.join(top, n), 0o644)
-    # compiled before any command names it: the first runs do not each compile it
-    if not compileall.compile_dir(tmp, quiet=1):
+    # compiled before any command names it: the first runs do not each compile it (named
+    # by the directory they will be in, so that a traceback names the real file)
+    if not compileall.compile_dir(tmp, quiet=1, ddir=dest):
         shutil.rmtree(tmp, ignore_errors=True)
         raise SystemExit(f"the node package {version} does not compile on this node")
     if os.path.lexists(dest):
@@ -117,7 +118,9 @@ def install_version(source: str, lay: Layout) -> tuple[str, bool]:
 
 
 def command_text(lay: Layout, name: str, module: str, version: str) -> bytes:
-    return (f"#!/usr/bin/python3\n"
+    # -I: neither the environment (PYTHONPATH, PYTHONSTARTUP, …) nor the current or the
+    # script's directory can put a module of someone else's in front of the package's own
+    return (f"#!/usr/bin/python3 -I\n"
             f"# {name}: govhost's node package, installed by bootstrap (do not edit here).\n"
             f"import sys\n"
             f'sys.path.insert(0, "{lay.lib}/versions/{version}")\n'

@@ -3,6 +3,7 @@ sh under a test directory standing for the node's / (no systemd there; the lab's
 tests run it on real systemd nodes)."""
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,7 @@ def test_a_version_left_half_made_is_made_again(tmp_path, package):
 
 def test_the_same_files_make_the_same_file_and_versions_follow_the_package(tmp_path, package):
     a = bootstrap.installer(tmp_path / "a.sh", package).read_bytes()
+    time.sleep(1.1)         # gzip would put the time in its header
     (package / "__pycache__").mkdir(exist_ok=True)
     (package / "__pycache__" / "node.cpython-311.pyc").write_bytes(b"compiled")
     b = bootstrap.installer(tmp_path / "b.sh", package).read_bytes()
@@ -112,3 +114,22 @@ def test_the_same_files_make_the_same_file_and_versions_follow_the_package(tmp_p
 def test_the_agent_listens_on_the_node_address_only():
     assert install.listen_line("10.77.0.11") == b"GOVHOST_LISTEN=10.77.0.11\n"
     assert install.listen_line("fd00:77::11") == b"GOVHOST_LISTEN=[fd00:77::11]\n"
+
+
+def test_a_command_runs_isolated_and_a_traceback_names_the_installed_file(tmp_path, package):
+    root = tmp_path / "root"
+    run_installer(bootstrap.installer(tmp_path / "node-package.sh", package), root)
+    lay = Layout.under(str(root))
+    version = install.version_of(str(package))
+    # a module planted where the command starts, or on PYTHONPATH, is not imported
+    plant = tmp_path / "plant"
+    (plant / "govhost_node").mkdir(parents=True)
+    (plant / "govhost_node" / "__init__.py").write_text("raise SystemExit('planted')\n")
+    proc = subprocess.run([f"{lay.sbin}/govhost-unpack"], cwd=plant, capture_output=True,
+                          text=True, env={"PYTHONPATH": str(plant), "PATH": "/usr/bin:/bin"})
+    assert "planted" not in proc.stderr and "usage: govhost-unpack" in proc.stderr
+    import marshal
+    pyc = next(Path(f"{lay.lib}/versions/{version}/govhost_node/__pycache__").glob(
+        "unpack.*.pyc"))
+    code = marshal.loads(pyc.read_bytes()[16:])
+    assert code.co_filename == f"{lay.lib}/versions/{version}/govhost_node/unpack.py"
