@@ -116,6 +116,10 @@ def county_run(label: str, inv: Path, files: int, size: int, publish: bool) -> d
     if p.returncode != 0:
         raise SystemExit(f"apply failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
     apply_s = time.perf_counter() - t0
+    # The control machine's own snapshot needs its recovery key (scripts/lab.sh makes one).
+    p = govhost(inv, "control", "init")
+    if p.returncode != 0:
+        raise SystemExit(f"control init failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
     placement = json.loads(govhost(inv, "plan", "--json").stdout)["placement"]
     static = [t for t in placement if "type: proxy" not in
               (inv / "tenants" / f"{t}.yaml").read_text()]
