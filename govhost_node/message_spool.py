@@ -21,14 +21,15 @@ import json
 import os
 import re
 import time
+from datetime import datetime
 from typing import Any, Iterator
 
 from govhost_node import messages as rules
 from govhost_node.layout import Layout
 
 KINDS = ("own", "copies")
-_NUMBER = re.compile(r"[A-Z0-9]{1,8}-\d{8}-\d{1,2}-\d{6,9}")
-_UNIT = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]")
+_NUMBER = re.compile(r"[A-Z0-9]{1,8}-[0-9]{8}-[0-9]{1,2}-[0-9]{6,9}", re.ASCII)
+_UNIT = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]", re.ASCII)
 # The fields a stored message has; anything else in a record is refused.
 FIELDS = frozenset({"number", "unit", "received", "node", "subject", "text", "name", "contact",
                     "token_hash", "source"})
@@ -54,10 +55,20 @@ def check_record(record: Any) -> dict[str, str]:
     if not re.fullmatch(r"[0-9a-f]{64}", record["token_hash"]) or \
             not re.fullmatch(r"[0-9a-f]{0,64}", record["source"]):
         raise ValueError("bad token hash or source in a message record")
-    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record["received"]) or \
-            not re.fullmatch(r"n\d{1,2}", record["node"]):
-        raise ValueError("bad time or node in a message record")
-    rules.check(record)   # subject, text, name, contact: the citizen's own rules
+    if not re.fullmatch(r"n[0-9]{1,2}", record["node"]):
+        raise ValueError("bad node in a message record")
+    try:
+        datetime.strptime(record["received"], "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        raise ValueError("bad time in a message record") from None
+    if not record["received"].endswith("Z"):
+        raise ValueError("bad time in a message record")
+    # subject, text, name, contact: the citizen's own rules, and stored as those rules leave
+    # them (a record holding what a form could never give is refused, not cleaned)
+    draft = rules.check(record)
+    if (draft.subject, draft.text, draft.name, draft.contact) != (
+            record["subject"], record["text"], record["name"], record["contact"]):
+        raise ValueError("a message record's fields are not in their checked form")
     return record
 
 

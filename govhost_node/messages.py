@@ -38,11 +38,15 @@ CHALLENGE_SECONDS = 30 * 60
 
 # Line breaks of every kind, as str.splitlines() knows them.
 _BREAKS = re.compile("\r\n|[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
-# Bidi controls: they make a page show text in another order than it is stored.
-_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_PHONE = re.compile(r"\+?[0-9][0-9 \-]{5,18}[0-9]")
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(\.[A-Za-z0-9\-]{1,63})+")
-_UNIT = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]")
+# Format characters (Cf: bidi marks and overrides, zero-width and tag characters, …) can make
+# a page show text in another order than it is stored, or hide text; only the joiners that
+# some scripts need may stand inside a text.
+_JOINERS = frozenset("\u200c\u200d")
+_PHONE = re.compile(r"\+?[0-9][0-9 \-]{5,18}[0-9]", re.ASCII)
+_EMAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9][A-Za-z0-9\-]{0,62}"
+                    r"(\.[A-Za-z0-9][A-Za-z0-9\-]{0,62})*\.[A-Za-z]{2,63}", re.ASCII)
+_UNIT = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]", re.ASCII)
+_NODE = re.compile(r"n[0-9]{1,2}", re.ASCII)
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]{32}")
 
 
@@ -57,11 +61,11 @@ class Refused(ValueError):
 def _bad_char(ch: str, multiline: bool) -> bool:
     if ch == "\n":
         return not multiline
-    if ch in _BIDI:
-        return True
     cat = unicodedata.category(ch)
+    if cat == "Cf":
+        return not (multiline and ch in _JOINERS)
     # Cc: controls; Cs: lone surrogates; Co/Cn: private use and unassigned; Zl/Zp: U+2028/9
-    return cat in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp")
+    return cat in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp") or ch == "\u3164"   # Hangul filler
 
 
 def clean(value: object, multiline: bool = False) -> str:
@@ -69,7 +73,7 @@ def clean(value: object, multiline: bool = False) -> str:
     break becomes "\\n". Raises ValueError for what must not be in it."""
     if not isinstance(value, str):
         raise ValueError("must be text")
-    text = unicodedata.normalize("NFC", value)
+    text = unicodedata.normalize("NFC", value).replace("\t", " ")   # pasted from Word
     if multiline:
         text = _BREAKS.sub("\n", text)
     text = text.strip()
@@ -104,6 +108,9 @@ def check(form: dict[str, object]) -> Draft:
             continue
         if len(value) < least:
             problems[key] = "is required" if least == 1 else f"needs at least {least} characters"
+        elif key in ("subject", "text") and not any(
+                unicodedata.category(ch)[0] in "LN" for ch in value):
+            problems[key] = "has no letter or digit"
         elif len(value) > most:
             problems[key] = f"is longer than {most} characters"
         values[key] = value
@@ -122,13 +129,16 @@ def _mac(secret: bytes, body: str) -> str:
     return hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def challenge(secret: bytes, unit: str, now: float | None = None,
+def challenge(secret: bytes, unit: str, node: str, now: float | None = None,
               bits: int = WORK_BITS) -> str:
-    """A challenge for a message to `unit`, signed with the county's message secret (any
-    node checks it; none has to remember it): "unit.time.random.bits.mac"."""
-    if not _UNIT.fullmatch(unit):
-        raise ValueError(f"bad unit name {unit!r}")
-    body = f"{unit}.{int(time.time() if now is None else now)}.{secrets.token_hex(8)}.{bits}"
+    """A challenge for a message to `unit`, answered on `node`, signed with the county's
+    message secret (nothing to remember): "unit.node.time.random.bits.mac". Bound to the
+    node that issued it, because each node keeps its own list of answered challenges: one
+    proof of work is one message, not one per node."""
+    if not _UNIT.fullmatch(unit) or not _NODE.fullmatch(node):
+        raise ValueError(f"bad unit or node name {unit!r} {node!r}")
+    when = int(time.time() if now is None else now)
+    body = f"{unit}.{node}.{when}.{secrets.token_hex(8)}.{bits}"
     return f"{body}.{_mac(secret, body)}"
 
 
@@ -148,29 +158,35 @@ def work(challenge_text: str, nonce: str) -> int:
 
 def solve(challenge_text: str, limit: int = 1 << 26) -> str:
     """What the page's script does in the citizen's browser (tests and benches use it)."""
-    bits = int(challenge_text.split(".")[3])
+    bits = int(challenge_text.split(".")[4])
     for i in range(limit):
         if work(challenge_text, str(i)) >= bits:
             return str(i)
     raise RuntimeError("no answer within the limit")
 
 
-def verify(secret: bytes, unit: str, challenge_text: str, nonce: str,
+_CHALLENGE = re.compile(r"[a-z0-9-]{1,32}\.n[0-9]{1,2}\.[0-9]{1,12}\.[0-9a-f]{16}\.[0-9]{1,2}"
+                        r"\.[0-9a-f]{32}", re.ASCII)
+
+
+def verify(secret: bytes, unit: str, node: str, challenge_text: str, nonce: str,
            now: float | None = None, max_age: int = CHALLENGE_SECONDS) -> None:
-    """Raise Refused unless `nonce` answers a challenge this county issued for `unit`, not
-    older than `max_age`. (That a challenge is used once is the spool's job: it keeps the
-    answered ones until they expire.)"""
-    parts = challenge_text.split(".") if isinstance(challenge_text, str) else []
-    if len(parts) != 5 or not isinstance(nonce, str) or not 0 < len(nonce) <= 32:
+    """Raise Refused unless `nonce` answers a challenge this county issued for `unit` on
+    `node`, not older than `max_age`. (That a challenge is used once is the spool's job: it
+    keeps the answered ones until they expire.)"""
+    if not isinstance(challenge_text, str) or not _CHALLENGE.fullmatch(challenge_text) or \
+            not isinstance(nonce, str) or not re.fullmatch(r"[0-9a-zA-Z]{1,32}", nonce):
         raise Refused({"challenge": "missing or malformed; reload the page"})
-    who, issued, _, bits, mac = parts
-    if not hmac.compare_digest(_mac(secret, ".".join(parts[:4])), mac):
+    parts = challenge_text.split(".")
+    who, where, issued, _, bits, mac = parts
+    if not hmac.compare_digest(_mac(secret, ".".join(parts[:5])), mac):
         raise Refused({"challenge": "not issued here; reload the page"})
     now = time.time() if now is None else now
     if who != unit:
         raise Refused({"challenge": "issued for another unit's page; reload the page"})
-    if not (issued.isdigit() and bits.isdigit()) or now - int(issued) > max_age \
-            or int(issued) > now + 60:
+    if where != node:
+        raise Refused({"challenge": "issued by another server of the county; reload the page"})
+    if now - int(issued) > max_age or int(issued) > now + 60:
         raise Refused({"challenge": "expired; reload the page"})
     if work(challenge_text, nonce) < int(bits):
         raise Refused({"challenge": "the answer is wrong; reload the page"})

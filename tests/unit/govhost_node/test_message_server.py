@@ -1,11 +1,13 @@
-"""govhost-messages on loopback: two real servers stand for two nodes, each with its own
-spool in a directory of the test's own (issue 38, first part). A message is answered with a
-number only once the peer holds it; the doors a stranger or a hostile unit would try are
-tried."""
+"""govhost-messages on loopback: real servers stand for two nodes (the citizens' side on a
+Unix socket, the nodes' side on 127.0.0.1), each with its own spool in a directory of the
+test's own (issue 38, first part). A message is answered with a number only once the peer
+holds it; the doors a stranger or a hostile unit would try are tried."""
 import http.client
 import json
 import os
+import socket
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -21,25 +23,46 @@ GOOD = {"subject": "路灯不亮", "text": "青水路与南街路口的路灯已
         "contact": "13800138000", "name": "张先生"}
 
 
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 10) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
 class Node:
-    def __init__(self, tmp: Path, name: str, index: int) -> None:
+    def __init__(self, tmp: Path, name: str, index: int, read_seconds: float = 10) -> None:
         self.lay = Layout.under(str(tmp / name))
         self.spool = Spool(self.lay)
         self.settings = ms.Settings(node=name, index=index, units={"jiaoyu": "JY"}, peers=[],
-                                    secret=SECRET, work_bits=8, peer_timeout=2)
-        self.srv = ms.server(("127.0.0.1", 0), self.settings, self.spool)
-        self.address = f"127.0.0.1:{self.srv.server_address[1]}"
-        self.thread = threading.Thread(target=self.srv.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+                                    secret=SECRET, work_bits=8, peer_timeout=2,
+                                    read_seconds=read_seconds)
+        self.socket = str(tmp / f"{name}.sock")
+        self.public = ms.server(self.socket, self.settings, self.spool)
+        self.nodes = ms.server(("127.0.0.1", 0), self.settings, self.spool, public=False)
+        self.address = f"127.0.0.1:{self.nodes.server_address[1]}"
+        for srv in (self.public, self.nodes):
+            threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+        self.stopped = False
 
     def stop(self) -> None:
-        self.srv.shutdown()
-        self.srv.server_close()
+        if not self.stopped:
+            for srv in (self.public, self.nodes):
+                srv.shutdown()
+                srv.server_close()
+            self.stopped = True
 
     def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict | None = None) -> tuple[int, dict]:
-        host, port = self.address.split(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+                headers: dict | None = None, side: str = "public") -> tuple[int, dict]:
+        if side == "public":
+            conn: http.client.HTTPConnection = UnixConnection(self.socket)
+        else:
+            host, port = self.address.split(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             r = conn.getresponse()
@@ -133,8 +156,7 @@ def test_forged_headers_and_unicode_line_breaks_are_refused_by_field(nodes, fiel
 
 def test_a_huge_body_is_refused_before_it_is_read(nodes):
     n1, _ = nodes
-    host, port = n1.address.split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn = UnixConnection(n1.socket)
     conn.putrequest("POST", "/message")
     conn.putheader("X-Govhost-Unit", "jiaoyu")
     conn.putheader("Content-Length", str(50 * 1024 * 1024))
@@ -163,20 +185,24 @@ def test_a_replica_must_be_signed_and_is_checked_like_a_citizens_message(nodes):
     record, = list(n1.spool.records("own"))
     forged = {**record, "number": "JY-20261205-1-000099"}
     body = json.dumps(forged).encode()
-    assert n2.request("POST", "/replica", body, {"X-Govhost-Mac": "0" * 64})[0] == 403
+    assert n2.request("POST", "/replica", body, {"X-Govhost-Mac": "0" * 64},
+                      side="nodes")[0] == 403
     for bad in ({**forged, "subject": "a\nb"}, {**forged, "extra": "x"},
-                {**forged, "unit": "../../etc"}):
+                {**forged, "unit": "../../etc"}, {**forged, "subject": "路灯" + " " * 50},
+                {**forged, "text": forged["text"] + "\u2028"},
+                {**forged, "number": "JY-20261205-1-00009\U0001d7ce"},
+                {**forged, "node": "n\u0663"}, {**forged, "received": "2026-99-99T99:99:99Z"}):
         body = json.dumps(bad).encode()
         status, _ = n2.request("POST", "/replica", body,
-                               {"X-Govhost-Mac": ms.sign(SECRET, body)})
+                               {"X-Govhost-Mac": ms.sign(SECRET, body)}, side="nodes")
         assert status == 400
     # the same copy twice is harmless; a different one under a taken number is refused
     body = json.dumps(record).encode()
-    assert n2.request("POST", "/replica", body, {"X-Govhost-Mac": ms.sign(SECRET, body)}
-                      )[0] == 201
+    assert n2.request("POST", "/replica", body, {"X-Govhost-Mac": ms.sign(SECRET, body)},
+                      side="nodes")[0] == 201
     other = json.dumps({**record, "text": record["text"] + "（改）"}).encode()
-    assert n2.request("POST", "/replica", other, {"X-Govhost-Mac": ms.sign(SECRET, other)}
-                      )[0] == 400
+    assert n2.request("POST", "/replica", other, {"X-Govhost-Mac": ms.sign(SECRET, other)},
+                      side="nodes")[0] == 400
 
 
 def test_concurrent_messages_get_distinct_numbers_and_all_are_kept(nodes):
@@ -212,3 +238,110 @@ def test_spent_challenges_are_swept_once_they_could_no_longer_be_answered(tmp_pa
     later = 1000 + rules.CHALLENGE_SECONDS + 500
     assert spool.spend("c2", now=later)
     assert len(list(spent.iterdir())) == 1       # c1's mark is gone, c2's stays
+
+
+def test_each_door_serves_only_its_side(nodes):
+    n1, _ = nodes
+    assert n1.request("GET", "/challenge", headers={"X-Govhost-Unit": "jiaoyu"},
+                      side="nodes")[0] == 404
+    assert n1.request("POST", "/message", b"subject=a", {"X-Govhost-Unit": "jiaoyu"},
+                      side="nodes")[0] == 404
+    assert n1.request("POST", "/replica", b"{}", {"X-Govhost-Mac": "0" * 64})[0] == 404
+
+
+def test_a_challenge_is_answered_only_on_the_node_that_gave_it(nodes):
+    n1, n2 = nodes
+    _, c = n1.request("GET", "/challenge", headers={"X-Govhost-Unit": "jiaoyu"})
+    form = urlencode({**GOOD, "challenge": c["challenge"],
+                      "nonce": rules.solve(c["challenge"])}).encode()
+    status, res = n2.request("POST", "/message", form, {"X-Govhost-Unit": "jiaoyu"})
+    assert status == 400 and "another server" in res["problems"]["challenge"]
+    assert n1.request("POST", "/message", form, {"X-Govhost-Unit": "jiaoyu"})[0] == 200
+
+
+def test_a_long_chinese_text_fits(nodes):
+    n1, _ = nodes
+    assert n1.post({**GOOD, "text": "请尽快修复路灯" * 714})[0] == 200      # 4,998 characters
+
+
+def test_odd_lengths_and_macs_get_an_answer_not_a_dropped_connection(nodes):
+    n1, _ = nodes
+    status, _ = n1.request("POST", "/message", b"subject=a",
+                           {"X-Govhost-Unit": "jiaoyu", "Content-Length": "\u00b2".encode(
+                               "utf-8").decode("latin-1")})
+    assert status == 411
+    body = b"{}"
+    status, _ = n1.request("POST", "/replica", body,
+                           {"X-Govhost-Mac": "\u00e9".encode().decode("latin-1") * 32},
+                           side="nodes")
+    assert status == 403
+
+
+def test_a_client_that_stops_sending_is_let_go_and_a_header_flood_is_cut(tmp_path):
+    n = Node(tmp_path, "n1", 1, read_seconds=0.5)
+    try:
+        idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        idle.connect(n.socket)
+        idle.sendall(b"POST /message HTTP/1.1\r\nX-Govhost-Unit: jiaoyu\r\n")
+        idle.settimeout(20)                     # far past the server's 0.5 s
+        assert idle.recv(100) == b""            # closed by the server, not by us
+        flood = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        flood.connect(n.socket)
+        flood.settimeout(5)
+        try:
+            flood.sendall(b"GET /challenge HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 60000 + b"\r\n")
+            flood.sendall(b"X-More: b\r\n" * 2000)
+        except OSError:
+            pass                                # cut while still sending
+        try:
+            data = flood.recv(200)
+        except ConnectionResetError:
+            data = b""
+        assert b"200" not in data
+        # and the next citizen is answered
+        assert n.request("GET", "/challenge", headers={"X-Govhost-Unit": "jiaoyu"})[0] == 200
+    finally:
+        n.stop()
+
+
+def test_past_the_connection_cap_a_connection_is_closed_not_queued_for_ever(tmp_path):
+    n = Node(tmp_path, "n1", 1, read_seconds=30)
+    held = []
+    try:
+        for _ in range(ms.MAX_CONNECTIONS):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(n.socket)
+            s.sendall(b"GET /chal")
+            held.append(s)
+        time.sleep(0.3)
+        extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        extra.connect(n.socket)
+        extra.settimeout(5)
+        assert extra.recv(10) == b""            # refused at once, no thread of its own
+        assert threading.active_count() < ms.MAX_CONNECTIONS + 20
+    finally:
+        for s in held:
+            s.close()
+        n.stop()
+
+
+def test_peers_are_reached_directly_whatever_proxy_the_environment_names(nodes, monkeypatch):
+    n1, n2 = nodes
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert n1.post(GOOD)[0] == 200
+    assert len(list(n2.spool.records("copies"))) == 1
+
+
+def test_a_source_is_kept_per_day_and_an_ipv6_source_by_its_network():
+    a = ms.source_key(SECRET, "2001:db8:1:2::5", "2026-12-05")
+    assert a == ms.source_key(SECRET, "2001:db8:1:2:ffff::9", "2026-12-05")
+    assert a != ms.source_key(SECRET, "2001:db8:1:3::5", "2026-12-05")
+    assert a != ms.source_key(SECRET, "2001:db8:1:2::5", "2026-12-06")
+    assert ms.source_key(SECRET, "203.0.113.5", "2026-12-05") != ms.source_key(
+        SECRET, "203.0.113.6", "2026-12-05")

@@ -36,7 +36,8 @@ def test_every_line_break_in_the_text_becomes_a_newline(brk):
     assert d.text == "第一行的内容很长\n第二行的内容也长"
 
 
-@pytest.mark.parametrize("ch", ["\u202e", "\u2066", "\x00", "\x1b", "\ud800", "\ue000"])
+@pytest.mark.parametrize("ch", ["\u202e", "\u2066", "\x00", "\x1b", "\ud800", "\ue000", "\u061c",
+                                "\u200b", "\ufeff", "\U000e0069", "\u3164"])
 def test_bidi_overrides_controls_and_private_characters_are_refused(ch):
     for key in ("subject", "text"):
         with pytest.raises(m.Refused) as e:
@@ -56,11 +57,23 @@ def test_sizes_and_missing_fields_are_named():
 
 
 @pytest.mark.parametrize("contact", ["12345", "call me", "a@b", "1" * 30, "<a@b.cn>",
-                                     "x@y.cn\nBcc: z@w.cn"])
+                                     "x@y.cn\nBcc: z@w.cn", "-@-.-", "１３８００１３８０００"])
 def test_a_contact_must_be_a_phone_number_or_a_mail_address(contact):
     with pytest.raises(m.Refused) as e:
         m.check({**GOOD, "contact": contact})
     assert "contact" in e.value.problems
+
+
+def test_invisible_text_is_refused_and_a_tab_is_a_space():
+    with pytest.raises(m.Refused) as e:
+        m.check({**GOOD, "subject": "   ——   ", "text": "。。。。。。。。。。。"})
+    assert e.value.problems == {"subject": "has no letter or digit",
+                                "text": "has no letter or digit"}
+    assert m.check({**GOOD, "text": "第一栏\t第二栏\t第三栏的内容"}).text == "第一栏 第二栏 第三栏的内容"
+    # the joiners some scripts need may stand inside a text, not in a one-line field
+    assert "\u200d" in m.check({**GOOD, "text": GOOD["text"] + "\u200d字"}).text
+    with pytest.raises(m.Refused):
+        m.check({**GOOD, "name": "张\u200d三"})
 
 
 def test_fields_the_form_does_not_have_are_not_kept():
@@ -91,23 +104,26 @@ def test_whatever_the_text_holds_its_only_line_break_is_a_newline(s):
 
 def test_a_solved_challenge_passes_and_anything_else_is_refused():
     now = 1_800_000_000
-    c = m.challenge(SECRET, "jiaoyu", now=now, bits=10)
+    c = m.challenge(SECRET, "jiaoyu", "n1", now=now, bits=10)
     nonce = m.solve(c)
-    m.verify(SECRET, "jiaoyu", c, nonce, now=now + 5)
+    m.verify(SECRET, "jiaoyu", "n1", c, nonce, now=now + 5)
     wrong = next(str(i) for i in range(10_000) if m.work(c, str(i)) < 10)
     cases = {
-        "another secret": (b"other", "jiaoyu", c, nonce, now),
-        "another unit": (SECRET, "renshe", c, nonce, now),
-        "expired": (SECRET, "jiaoyu", c, nonce, now + m.CHALLENGE_SECONDS + 1),
-        "from the future": (SECRET, "jiaoyu", c, nonce, now - 3600),
-        "wrong answer": (SECRET, "jiaoyu", c, wrong, now),
-        "fewer bits asked": (SECRET, "jiaoyu", c.replace(".10.", ".1."), nonce, now),
-        "malformed": (SECRET, "jiaoyu", "abc", nonce, now),
-        "long nonce": (SECRET, "jiaoyu", c, "1" * 33, now),
+        "another secret": (b"other", "jiaoyu", "n1", c, nonce, now),
+        "another unit": (SECRET, "renshe", "n1", c, nonce, now),
+        "another node": (SECRET, "jiaoyu", "n2", c, nonce, now),
+        "expired": (SECRET, "jiaoyu", "n1", c, nonce, now + m.CHALLENGE_SECONDS + 1),
+        "from the future": (SECRET, "jiaoyu", "n1", c, nonce, now - 3600),
+        "wrong answer": (SECRET, "jiaoyu", "n1", c, wrong, now),
+        "fewer bits asked": (SECRET, "jiaoyu", "n1", c.replace(".10.", ".1."), nonce, now),
+        "malformed": (SECRET, "jiaoyu", "n1", "abc", nonce, now),
+        "long nonce": (SECRET, "jiaoyu", "n1", c, "1" * 33, now),
+        "non-ASCII mac": (SECRET, "jiaoyu", "n1", c[:-1] + "é", nonce, now),
+        "not a number": (SECRET, "jiaoyu", "n1", c, "１２", now),
     }
-    for why, (secret, unit, chal, n, at) in cases.items():
+    for why, (secret, unit, node, chal, n, at) in cases.items():
         with pytest.raises(m.Refused):
-            m.verify(secret, unit, chal, n, now=at)
+            m.verify(secret, unit, node, chal, n, now=at)
             pytest.fail(why)
 
 
@@ -119,7 +135,7 @@ def test_the_default_work_is_what_the_docs_say():
 
 def test_a_unit_name_that_is_not_one_cannot_make_a_challenge():
     with pytest.raises(ValueError):
-        m.challenge(SECRET, "jiao.yu")
+        m.challenge(SECRET, "jiao.yu", "n1")
 
 
 # ------------------------------------------------------------------ numbers and deadlines
