@@ -111,15 +111,16 @@ def use_own_repository(inv: Path, tag: str) -> None:
 def county_run(label: str, inv: Path, files: int, size: int, publish: bool) -> dict:
     tag = secrets.token_hex(3)
     use_own_repository(inv, tag)
+    # The control machine's own snapshot needs its recovery key, made before the apply that
+    # lets the backup account accept it (as scripts/lab.sh and the machine tests do).
+    p = govhost(inv, "control", "init")
+    if p.returncode != 0:
+        raise SystemExit(f"control init failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
     t0 = time.perf_counter()
     p = govhost(inv, "apply", "--yes", "--json")
     if p.returncode != 0:
         raise SystemExit(f"apply failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
     apply_s = time.perf_counter() - t0
-    # The control machine's own snapshot needs its recovery key (scripts/lab.sh makes one).
-    p = govhost(inv, "control", "init")
-    if p.returncode != 0:
-        raise SystemExit(f"control init failed: {p.stdout[-2000:]} {p.stderr[-2000:]}")
     placement = json.loads(govhost(inv, "plan", "--json").stdout)["placement"]
     static = [t for t in placement if "type: proxy" not in
               (inv / "tenants" / f"{t}.yaml").read_text()]
