@@ -23,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from govhost_node.files import write_if_changed
 from govhost_node.layout import NODE, Layout
 
 # The node commands and the module each one runs (its `main`).
@@ -73,22 +74,6 @@ def version_of(package: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _write(path: str, data: bytes, mode: int) -> bool:
-    """Write `path` by one rename if its content or mode differs; True if it did."""
-    try:
-        with open(path, "rb") as f:
-            if f.read() == data and (os.stat(path).st_mode & 0o7777) == mode:
-                return False
-    except OSError:
-        pass
-    tmp = f"{path}.govhost-new"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    return True
-
-
 def install_version(source: str, lay: Layout) -> tuple[str, bool]:
     """The package in `source` as versions/<version>/govhost_node, compiled; a directory left
     half made by an interrupted run is made again. Returns (version, whether it changed)."""
@@ -117,7 +102,7 @@ def install_version(source: str, lay: Layout) -> tuple[str, bool]:
     return version, True
 
 
-def command_text(lay: Layout, name: str, module: str, version: str) -> bytes:
+def command_text(lay: Layout, name: str, module: str, version: str) -> str:
     # -I: neither the environment (PYTHONPATH, PYTHONSTARTUP, …) nor the current or the
     # script's directory can put a module of someone else's in front of the package's own
     return (f"#!/usr/bin/python3 -I\n"
@@ -125,14 +110,15 @@ def command_text(lay: Layout, name: str, module: str, version: str) -> bytes:
             f"import sys\n"
             f'sys.path.insert(0, "{lay.lib}/versions/{version}")\n'
             f"from govhost_node.{module} import main\n"
-            f"main()\n").encode()
+            f"main()\n")
 
 
 def install_commands(lay: Layout, version: str) -> list[str]:
     """Each command names this version; returns the commands replaced."""
     os.makedirs(lay.sbin, mode=0o755, exist_ok=True)
     return [name for name, module in COMMANDS.items()
-            if _write(f"{lay.sbin}/{name}", command_text(lay, name, module, version), 0o755)]
+            if write_if_changed(f"{lay.sbin}/{name}", command_text(lay, name, module, version),
+                                0o755)]
 
 
 def point_current(lay: Layout, version: str) -> str:
@@ -179,8 +165,8 @@ def directories(lay: Layout) -> list[str]:
     return made
 
 
-def listen_line(address: str) -> bytes:
-    return f"GOVHOST_LISTEN={'[' + address + ']' if ':' in address else address}\n".encode()
+def listen_line(address: str) -> str:
+    return f"GOVHOST_LISTEN={'[' + address + ']' if ':' in address else address}\n"
 
 
 class Systemd:
@@ -240,13 +226,13 @@ def services(lay: Layout, address: str, db: bool, sd: Systemd, commands_changed:
     """Units, the agent's listen address, enabled and started services, restarts of what
     changed. Returns what it changed."""
     changed = []
-    settings = _write(f"{lay.etc_default}/govhost-agent", listen_line(address), 0o644)
+    settings = write_if_changed(f"{lay.etc_default}/govhost-agent", listen_line(address))
     if settings:
         changed.append("the agent's listen address")
     units_dir = os.path.join(HERE, "units")
     new_units = [u for u in sorted(os.listdir(units_dir))
-                 if _write(f"{lay.systemd_units}/{u}",
-                           open(os.path.join(units_dir, u), "rb").read(), 0o644)]
+                 if write_if_changed(f"{lay.systemd_units}/{u}",
+                                     open(os.path.join(units_dir, u), encoding="utf-8").read())]
     if new_units:
         changed.append("units " + " ".join(new_units))
         sd.do("daemon-reload")
@@ -303,7 +289,7 @@ def install(source: str, lay: Layout, address: str, roles: list[str], boot_versi
         changed += services(lay, address, "db" in roles, sd, bool(commands))
     if commands and converge_tenants(lay):
         changed.append("tenant accounts converged")
-    if _write(lay.bootstrap_version, f"{boot_version}\n".encode(), 0o644):
+    if write_if_changed(lay.bootstrap_version, f"{boot_version}\n"):
         changed.append(f"bootstrap version {boot_version}")
     return changed
 

@@ -112,8 +112,8 @@ def test_the_same_files_make_the_same_file_and_versions_follow_the_package(tmp_p
 
 
 def test_the_agent_listens_on_the_node_address_only():
-    assert install.listen_line("10.77.0.11") == b"GOVHOST_LISTEN=10.77.0.11\n"
-    assert install.listen_line("fd00:77::11") == b"GOVHOST_LISTEN=[fd00:77::11]\n"
+    assert install.listen_line("10.77.0.11") == "GOVHOST_LISTEN=10.77.0.11\n"
+    assert install.listen_line("fd00:77::11") == "GOVHOST_LISTEN=[fd00:77::11]\n"
 
 
 def test_a_command_runs_isolated_and_a_traceback_names_the_installed_file(tmp_path, package):
