@@ -10,6 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+# Each `govhost` the tests run imports the control plane afresh; without its compiled files
+# that import compiles every module again: `unit show` took 2.3 s, against 1.3 s with them.
+# The environment of some machines turns the cache off (PYTHONDONTWRITEBYTECODE=1).
+unset PYTHONDONTWRITEBYTECODE
 mkdir -p test-artifacts
 for arg in "$@"; do
     if [[ "$arg" != -* ]]; then
