@@ -19,6 +19,7 @@ from commands import (
     control,
     dns,
     lab,
+    messages,
     monitoring,
     nodes,
     people,
@@ -47,8 +48,8 @@ def _global(
 
 
 # The order of the groups is the order of `govhost --help`.
-for group in (sites, content, monitoring, nodes, lab, backup, control, compliance, wording, search,
-              tamper, tls, dns, security, people, console):
+for group in (sites, content, monitoring, nodes, lab, backup, control, compliance, messages,
+              wording, search, tamper, tls, dns, security, people, console):
     app.add_typer(group.app)
 
 

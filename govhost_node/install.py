@@ -39,14 +39,16 @@ COMMANDS = {
     "govhost-secaudit": "secaudit",
     "govhost-visits": "visits",
     "govhost-unpack": "unpack",
+    "govhost-messages": "message_server",
 }
 # Enabled, not started: nginx and PHP-FPM start when a release is live, the firewall at boot.
 ENABLED = ("govhost-nginx", "govhost-php-fpm", "govhost-firewall", "logrotate.timer")
 # Enabled and running from the first bootstrap on.
-STARTED = ("govhost-agent", "govhost-node-exporter", "govhost-search", "govhost-tamper")
+STARTED = ("govhost-agent", "govhost-node-exporter", "govhost-search", "govhost-tamper",
+           "govhost-messages")
 # What a change of the commands, the units or the listen address restarts (the commands are
 # long-running programs of the package; the node exporter is Debian's, it only listens).
-RESTART_ON_COMMANDS = ("govhost-agent", "govhost-search", "govhost-tamper")
+RESTART_ON_COMMANDS = ("govhost-agent", "govhost-search", "govhost-tamper", "govhost-messages")
 RESTART_ON_SETTINGS = STARTED
 DIRECTORIES = ("releases", "tenant_logs", "sites")
 HERE = os.path.dirname(os.path.abspath(__file__))

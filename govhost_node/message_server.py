@@ -18,18 +18,21 @@ and the day (it links a source's messages within a day, not across days).
 Every connection has a time limit per read and the listeners a cap on connections: a client
 that sends slowly, or holds connections open, costs a bounded number of threads and bytes.
 
-Not yet built (docs/messages.md): the nginx location, the systemd unit and firewall door, the
-control machine's collection, answers, the console and the page. This module is tested on
-loopback with two servers standing for two nodes.
+On a node it runs as govhost-messages.service (`govhost-messages serve`), with its settings
+from the live config release; `govhost-messages dump` prints what the node holds, for the
+control machine. Not yet built (docs/messages.md): answers, the console and deadlines.
 """
 from __future__ import annotations
 
+import argparse
+import grp
 import hashlib
 import hmac
 import ipaddress
 import json
 import os
 import re
+import socket
 import socketserver
 import sys
 import threading
@@ -40,8 +43,10 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
+from govhost_node import message_page
 from govhost_node import messages as rules
-from govhost_node.message_spool import Spool, check_record
+from govhost_node.layout import NODE, Layout
+from govhost_node.message_spool import MAX_ANSWERS_BYTES, Spool, check_record
 
 # 5,000 Chinese characters are 45,000 bytes form-encoded, with the other fields under 64 KiB
 MAX_BODY = 64 * 1024
@@ -49,6 +54,7 @@ MAX_HEADERS = 16 * 1024          # request line and headers together
 MAX_CONNECTIONS = 64             # per listener; more wait in the kernel's backlog or are refused
 READ_SECONDS = 10                # per read of a request
 FORM_FIELDS = ("subject", "text", "contact", "name", "challenge", "nonce")
+SOCKET = "/run/govhost-messages/citizens.sock"   # controlplane.core.paths.MESSAGES_SOCKET
 
 
 @dataclass
@@ -58,6 +64,7 @@ class Settings:
     units: dict[str, str]            # unit -> its code in message numbers ("jiaoyu": "JY")
     peers: list[str]                 # "address:port" of the other nodes, in the order tried
     secret: bytes                    # the county's message secret (challenges, peers, sources)
+    titles: dict[str, str] = field(default_factory=dict)    # unit -> its name, for the page
     per_source: tuple[int, float] = (5, 60.0)     # messages per source per window (seconds)
     work_bits: int = rules.WORK_BITS
     peer_timeout: float = 5.0
@@ -77,6 +84,44 @@ class Settings:
                 return False
             self._seen[source] = times + [now]
             return True
+
+
+class Live:
+    """The settings of the node's live config release (`messages.json`, written by apply),
+    read again when that file changes: an apply that gives a unit its message box needs no
+    restart. Counts per source carry over. Without the file (no release yet) no unit takes
+    messages."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._key: tuple[int, int, int] | None = None
+        self._settings = Settings(node="none", index=1, units={}, peers=[], secret=b"")
+        self._lock = threading.Lock()
+
+    def current(self) -> Settings:
+        try:
+            st = os.stat(self.path)
+            key: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            key = None
+        with self._lock:
+            if key != self._key:
+                self._settings = self._load(key)
+                self._key = key
+            return self._settings
+
+    def _load(self, key: tuple[int, int, int] | None) -> Settings:
+        old = self._settings
+        if key is None:
+            new = Settings(node="none", index=1, units={}, peers=[], secret=b"")
+        else:
+            with open(self.path, encoding="utf-8") as f:
+                doc = json.load(f)
+            new = Settings(node=doc["node"], index=int(doc["index"]), units=dict(doc["units"]),
+                           peers=list(doc["peers"]), secret=doc["secret"].encode(),
+                           titles=dict(doc.get("titles") or {}))
+        new._seen = old._seen
+        return new
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -143,6 +188,10 @@ class _Capped:
         self.raw.close()
 
 
+_ANSWERS: dict[str, tuple[tuple[int, int, int], list[dict]]] = {}
+_ANSWERS_LOCK = threading.Lock()
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "govhost-messages"
     sys_version = ""
@@ -187,8 +236,74 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return body
 
+    def _send_page(self, content_type: str, data: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _answers(self, unit: str) -> list[dict]:
+        """The unit's answered messages, newest answer first (parsed once per change)."""
+        path = self.spool.answers_path(unit)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return []
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with _ANSWERS_LOCK:
+            cached = _ANSWERS.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        with open(path, encoding="utf-8") as f:
+            answers = sorted(json.load(f), key=lambda a: (a["answered_at"], a["number"]),
+                             reverse=True)
+        with _ANSWERS_LOCK:
+            _ANSWERS[path] = (key, answers)
+        return answers
+
+    def _waiting(self, unit: str, token_hash: str) -> bool:
+        """Whether this node holds a message of `unit` with that reading token's hash."""
+        for kind in ("own", "copies"):
+            for record in self.spool.records(kind, unit):
+                if hmac.compare_digest(record["token_hash"], token_hash):
+                    return True
+        return False
+
     def do_GET(self) -> None:  # noqa: N802
         unit = self._unit()
+        path, _, query = self.path.partition("?")
+        if self.public and unit is not None and path == "/list":
+            args = parse_qs(query, max_num_fields=4)
+            try:
+                q = rules.clean((args.get("q") or [""])[0])[:50]
+            except ValueError:              # a search for what no message can hold
+                q = ""
+            page_no = (args.get("page") or ["1"])[0]
+            page_no = int(page_no) if page_no.isdigit() and len(page_no) < 6 else 1
+            self._send_page("text/html; charset=utf-8", message_page.listing(
+                self.settings.titles.get(unit, unit),
+                [a for a in self._answers(unit) if a["publish"]], q, page_no))
+            return
+        if self.public and unit is not None and path == "/reply":
+            token = (parse_qs(query, max_num_fields=2).get("t") or [""])[0]
+            found, waiting = None, False
+            if rules.valid_token(token):
+                h = rules.token_hash(token)
+                found = next((a for a in self._answers(unit)
+                              if hmac.compare_digest(a["token_hash"], h)), None)
+                waiting = found is None and self._waiting(unit, h)
+            self._send_page("text/html; charset=utf-8", message_page.reply(
+                self.settings.titles.get(unit, unit), found, waiting))
+            return
+        if self.public and unit is not None and self.path == "/page":
+            self._send_page("text/html; charset=utf-8", message_page.page(
+                self.settings.titles.get(unit, unit)))
+            return
+        if self.public and unit is not None and self.path == "/form.js":
+            self._send_page("text/javascript; charset=utf-8", message_page.SCRIPT)
+            return
         if not self.public or self.path != "/challenge" or unit is None:
             self._send(404, {"error": "not found"})
             return
@@ -309,19 +424,100 @@ class _TCPServer(_Bounded, ThreadingHTTPServer):
     pass
 
 
+class _TCPServer6(_TCPServer):
+    address_family = socket.AF_INET6
+
+
 class _UnixServer(_Bounded, socketserver.ThreadingUnixStreamServer):
     pass
 
 
-def server(listen: tuple[str, int] | str, settings: Settings, spool: Spool,
-           public: bool = True) -> socketserver.BaseServer:
+def server(listen: tuple[str, int] | str, settings: Settings | Live, spool: Spool,
+           public: bool = True, socket_group: str | None = None) -> socketserver.BaseServer:
     """The citizens' listener (`public`; a Unix socket path, or an address for tests) or the
-    nodes' (an address and port)."""
-    handler = type("BoundHandler", (Handler,), {"settings": settings, "spool": spool,
-                                                "public": public,
-                                                "timeout": settings.read_seconds})
+    nodes' (an address and port). `socket_group`: the group that may open the socket (nginx's
+    workers'); nobody else can."""
+    attrs: dict[str, object] = {"spool": spool, "public": public}
+    if isinstance(settings, Live):
+        attrs.update(settings=property(lambda self: settings.current()), timeout=READ_SECONDS)
+    else:
+        attrs.update(settings=settings, timeout=settings.read_seconds)
+    handler = type("BoundHandler", (Handler,), attrs)
     if isinstance(listen, str):
         if os.path.exists(listen):
             os.unlink(listen)
-        return _UnixServer(listen, handler)
-    return _TCPServer(listen, handler)
+        old = os.umask(0o177)            # the socket is made 0600, then given to the group
+        try:
+            srv = _UnixServer(listen, handler)
+        finally:
+            os.umask(old)
+        if socket_group is not None:
+            os.chown(listen, 0, grp.getgrnam(socket_group).gr_gid)
+            os.chmod(listen, 0o660)
+        return srv
+    return (_TCPServer6 if ":" in listen[0] else _TCPServer)(listen, handler)
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def serve(socket_path: str, listen: str, config: str, lay: Layout,
+          socket_group: str) -> None:
+    """The node's service: citizens on the socket, peers on the node's address."""
+    live = Live(config)
+    spool = Spool(lay)
+    os.makedirs(os.path.dirname(socket_path), mode=0o755, exist_ok=True)
+    citizens = server(socket_path, live, spool, public=True, socket_group=socket_group)
+    peers = server(_address(listen), live, spool, public=False)
+    threading.Thread(target=peers.serve_forever, daemon=True).start()
+    print(f"govhost-messages: citizens on {socket_path}, peers on {listen}", flush=True)
+    citizens.serve_forever()
+
+
+def dump(lay: Layout) -> None:
+    """Every message this node holds, its own and its peers' copies, one JSON object a line
+    (what the control machine collects; the contact is in it: root only)."""
+    spool = Spool(lay)
+    for kind in ("own", "copies"):
+        for record in spool.records(kind):
+            print(json.dumps({**record, "held_as": kind}, ensure_ascii=False, sort_keys=True))
+
+
+def take_answers(lay: Layout, unit: str, data: bytes) -> int:
+    """The unit's answered messages from the control machine (on stdin), stored whole."""
+    if len(data) > MAX_ANSWERS_BYTES:
+        raise ValueError("answers larger than the node takes")
+    answers = json.loads(data.decode("utf-8"))
+    Spool(lay).write_answers(unit, answers)
+    return len(answers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="govhost-messages")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--listen", required=True, help="the node's address:port for its peers")
+    s.add_argument("--socket", default=SOCKET)
+    s.add_argument("--group", default="www-data", help="nginx's group: may open the socket")
+    s.add_argument("--config", default=f"{NODE.current}/messages.json")
+    sub.add_parser("dump")
+    s = sub.add_parser("answers", help="store a unit's answered messages (JSON on stdin)")
+    s.add_argument("unit")
+    a = ap.parse_args(argv)
+    if a.cmd == "serve":
+        serve(a.socket, a.listen, a.config, NODE, a.group)
+    elif a.cmd == "answers":
+        try:
+            n = take_answers(NODE, a.unit, sys.stdin.buffer.read(MAX_ANSWERS_BYTES + 1))
+        except (ValueError, UnicodeDecodeError) as exc:
+            print(f"govhost-messages: answers for {a.unit} refused: {exc}", file=sys.stderr)
+            sys.exit(2)
+        print(json.dumps({"unit": a.unit, "answers": n}))
+    else:
+        dump(NODE)
+
+
+if __name__ == "__main__":
+    main()

@@ -35,6 +35,45 @@ FIELDS = frozenset({"number", "unit", "received", "node", "subject", "text", "na
                     "token_hash", "source"})
 
 
+# An answer as the control machine sends it (`govhost-messages answers UNIT`).
+ANSWER_FIELDS = frozenset({"number", "received", "subject", "text", "answer", "answered_at",
+                           "publish", "token_hash"})
+MAX_ANSWERS_BYTES = 64 * 1024 * 1024     # 10,000 answered messages are about 20 MB
+
+
+def check_answers(unit: str, doc: Any) -> list[dict[str, Any]]:
+    """A unit's answered messages, checked: the same rules as a citizen's fields (an answer
+    is shown on the unit's site), numbers of this unit's kind, no other fields."""
+    if not _UNIT.fullmatch(unit):
+        raise ValueError(f"bad unit {unit!r}")
+    if not isinstance(doc, list):
+        raise ValueError("answers must be a list")
+    out = []
+    for a in doc:
+        if not isinstance(a, dict) or set(a) != ANSWER_FIELDS:
+            raise ValueError("an answer must have exactly the answer fields")
+        if not isinstance(a["number"], str) or not _NUMBER.fullmatch(a["number"]):
+            raise ValueError("bad number in an answer")
+        if not isinstance(a["token_hash"], str) or \
+                not re.fullmatch(r"[0-9a-f]{64}", a["token_hash"]):
+            raise ValueError("bad token hash in an answer")
+        if not isinstance(a["publish"], bool):
+            raise ValueError("publish must be true or false")
+        for key in ("received", "answered_at"):
+            if not isinstance(a[key], str) or not re.fullmatch(
+                    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", a[key]):
+                raise ValueError(f"bad {key} in an answer")
+        for key, multiline in (("subject", False), ("text", True), ("answer", True)):
+            try:
+                ok = bool(a[key]) and rules.clean(a[key], multiline) == a[key]
+            except ValueError as exc:
+                raise ValueError(f"{key} of {a['number']}: {exc}") from None
+            if not ok:
+                raise ValueError(f"{key} of {a['number']} is not in its checked form")
+        out.append(a)
+    return out
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -55,7 +94,7 @@ def check_record(record: Any) -> dict[str, str]:
     if not re.fullmatch(r"[0-9a-f]{64}", record["token_hash"]) or \
             not re.fullmatch(r"[0-9a-f]{0,64}", record["source"]):
         raise ValueError("bad token hash or source in a message record")
-    if not re.fullmatch(r"n[0-9]{1,2}", record["node"]):
+    if not _UNIT.fullmatch(record["node"]):          # node names are labels, as units'
         raise ValueError("bad node in a message record")
     try:
         datetime.strptime(record["received"], "%Y-%m-%dT%H:%M:%S%z")
@@ -122,15 +161,35 @@ class Spool:
         _fsync_dir(d)
         return path
 
-    def records(self, kind: str) -> Iterator[dict[str, str]]:
-        """Every stored message of one spool, in number order."""
+    def write_answers(self, unit: str, answers: list[dict[str, Any]]) -> str:
+        """Replace the unit's answered messages whole (rename after flush)."""
+        check_answers(unit, answers)
+        d = self._dir("answers")
+        path = os.path.join(d, f"{unit}.json")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps(answers, ensure_ascii=False, sort_keys=True).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(d)
+        return path
+
+    def answers_path(self, unit: str) -> str:
+        return os.path.join(self.root, "answers", f"{unit}.json")
+
+    def records(self, kind: str, unit: str | None = None) -> Iterator[dict[str, str]]:
+        """Every stored message of one spool (of one unit), in number order."""
         base = os.path.join(self.root, kind)
         if not os.path.isdir(base):
             return
-        for unit in sorted(os.listdir(base)):
-            for name in sorted(os.listdir(os.path.join(base, unit))):
+        units = sorted(os.listdir(base)) if unit is None else \
+            [unit] if os.path.isdir(os.path.join(base, unit)) else []
+        for u in units:
+            for name in sorted(os.listdir(os.path.join(base, u))):
                 if name.endswith(".json"):
-                    with open(os.path.join(base, unit, name), encoding="utf-8") as f:
+                    with open(os.path.join(base, u, name), encoding="utf-8") as f:
                         yield json.load(f)
 
     def spend(self, challenge: str, now: float | None = None) -> bool:

@@ -46,7 +46,7 @@ _PHONE = re.compile(r"\+?[0-9][0-9 \-]{5,18}[0-9]", re.ASCII)
 _EMAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9][A-Za-z0-9\-]{0,62}"
                     r"(\.[A-Za-z0-9][A-Za-z0-9\-]{0,62})*\.[A-Za-z]{2,63}", re.ASCII)
 _UNIT = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]", re.ASCII)
-_NODE = re.compile(r"n[0-9]{1,2}", re.ASCII)
+_NODE = _UNIT                     # node names are labels too (hosts.yaml)
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]{32}")
 
 
@@ -165,7 +165,7 @@ def solve(challenge_text: str, limit: int = 1 << 26) -> str:
     raise RuntimeError("no answer within the limit")
 
 
-_CHALLENGE = re.compile(r"[a-z0-9-]{1,32}\.n[0-9]{1,2}\.[0-9]{1,12}\.[0-9a-f]{16}\.[0-9]{1,2}"
+_CHALLENGE = re.compile(r"[a-z0-9-]{1,32}\.[a-z0-9-]{1,32}\.[0-9]{1,12}\.[0-9a-f]{16}\.[0-9]{1,2}"
                         r"\.[0-9a-f]{32}", re.ASCII)
 
 

@@ -43,6 +43,7 @@ SECRETS = ((f"{NODE.metrics}/node.key", "root"),
            (f"{NODE.current}/metrics/agent.json", "root"),
            (f"{NODE.current}/tls/*.key", "root"),
            (f"{NODE.current}/snippets/console-proxy.conf", "root"),
+           (f"{NODE.current}/messages.json", "root"),
            (f"{NODE.current}/snippets/preview-key.conf", "root"),
            ("/etc/ssh/ssh_host_*_key", "root"),
            (f"{NODE.sites}/*/var/db.json", "dir"))

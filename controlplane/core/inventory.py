@@ -262,6 +262,7 @@ def _cross_check(
         problems.append(Problem(hosts_file, "nodes", "the 'backup' role is on "
                                 f"{', '.join(backup_nodes)}; one node holds the repository"))
 
+    codes: dict[str, str] = {}     # message code -> the file that took it
     for t in tenants:
         src = sources[t.name]
         if t.name in RESERVED_LABELS:
@@ -287,6 +288,16 @@ def _cross_check(
                 if "." not in first and first in RESERVED_LABELS:
                     problems.append(Problem(src, f"aliases[{i}]",
                                             f"{alias!r} uses a reserved county name"))
+        if t.messages is not None:
+            if t.messages.code in codes:
+                problems.append(Problem(src, "messages.code", f"{t.messages.code!r} is "
+                                        f"already the message code of {codes[t.messages.code]};"
+                                        " each unit's numbers need their own code"))
+            codes.setdefault(t.messages.code, src)
+            if t.site.type == "proxy":
+                problems.append(Problem(src, "messages", "a proxy site's paths all belong to "
+                                        "its application; the message box needs a static or "
+                                        "PHP site"))
         replicas = _replicas(t, cluster)
         if web and replicas > web:
             problems.append(Problem(src, "replicas", f"{replicas} replicas but only {web} web "

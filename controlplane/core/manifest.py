@@ -60,11 +60,12 @@ def _host(value: str) -> str:
 
 
 def _matching(pattern: str, what: str):
-    """A validator: the whole value matches `pattern`, else "'<value>' <what>"."""
+    """A validator: the whole value matches `pattern`, else "'<value>' <what>". The whole
+    value: `re.match` with `$` also took a value with a line break at its end."""
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
-        if not compiled.match(value):
+        if not compiled.fullmatch(value):
             raise ValueError(f"{value!r} {what}")
         return value
     return check
@@ -360,6 +361,22 @@ class Review(_Model):
         return value
 
 
+_messages_code = _matching(r"^[A-Z]{2,6}$",
+                           "is not a message code: 2 to 6 capital letters (JY for 教育局), "
+                           "the start of every message number of the unit")
+_messages_path = _matching(r"^/[a-z0-9][a-z0-9-]{0,31}/$",
+                           "is not a page path: one level such as /hudong/ (lower-case "
+                           "letters, digits and -, with a slash at each end)")
+
+
+class Messages(_Model):
+    """The unit's message box (留言, 互动交流; docs/messages.md): citizens write on `path` of
+    the unit's site, each message is numbered `CODE-YYYYMMDD-node-sequence`."""
+
+    code: Annotated[StrictStr, AfterValidator(_messages_code)]
+    path: Annotated[StrictStr, AfterValidator(_messages_path)] = "/hudong/"
+
+
 class Tenant(_Model):
     """One unit (department or township) and its site."""
 
@@ -383,6 +400,7 @@ class Tenant(_Model):
     # 47号: a site that has not passed a security check may not go online. `pending`: served
     # only to the county's addresses until `govhost launch NAME` passes (docs/compliance.md).
     launch: Literal["pending", "live"] = "live"
+    messages: Messages | None = None
 
     @model_validator(mode="after")
     def _unique_sections(self) -> "Tenant":

@@ -37,9 +37,12 @@ NODE_TAMPER_TOOL = f"{NODE.sbin}/govhost-tamper"     # live files held to their 
 NODE_SECAUDIT_TOOL = f"{NODE.sbin}/govhost-secaudit" # secrets, sshd: facts for `security check`
 NODE_UNPACK_TOOL = f"{NODE.sbin}/govhost-unpack"     # console uploads, as the unit, no links
 NODE_VISITS_TOOL = f"{NODE.sbin}/govhost-visits"     # page views per unit and day (yearly)
+NODE_MESSAGES_TOOL = f"{NODE.sbin}/govhost-messages" # citizens' messages the node keeps
 AGENT_PORT = 9273                          # govhost-agent: per-unit traffic and resources
 NODE_EXPORTER_PORT = 9100                  # prometheus-node-exporter, on the node's address
 SEARCH_PORT = 9275                         # govhost-search, behind nginx's /search
+MESSAGES_PORT = 9276                       # govhost-messages: the copies nodes keep of each other's
+MESSAGES_SOCKET = "/run/govhost-messages/citizens.sock"   # citizens, through nginx only
 # The console's web process runs as this account (no keys, no state); its broker stays root.
 CONSOLE_ACCOUNT = "govhost-console"
 CONSOLE_WEB_NAME = "govhost-web"   # the web process's name to the kernel (/proc/PID/comm)

@@ -95,3 +95,9 @@ def console_proxy(cluster_secret: bytes) -> str:
     requests carrying it are taken (controlplane/console/guard.py); it lives on the nodes in
     a root-only file of the config release, out of reach of units' PHP."""
     return derive(cluster_secret, "console-proxy", 32)
+
+
+def messages(cluster_secret: bytes) -> str:
+    """The county's message secret: signs citizens' challenges and the copies nodes keep of
+    each other's messages (govhost_node/message_server.py). Root-only on the nodes."""
+    return derive(cluster_secret, "messages", 52)

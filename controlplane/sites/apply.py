@@ -131,7 +131,8 @@ def _tenants_in(message: str) -> list[str]:
 # Release files only root may read on the node: they hold database passwords.
 PRIVATE_FILES = frozenset({"tenants.json", "databases.json", "backup.json", "backup.key",
                            "metrics/node.key", "metrics/agent.json", "metrics/web.yml",
-                           "snippets/preview-key.conf", "snippets/console-proxy.conf"})
+                           "snippets/preview-key.conf", "snippets/console-proxy.conf",
+                           "messages.json"})
 
 
 def private(name: str) -> bool:

@@ -136,7 +136,9 @@ def _rules(hosts: Hosts, fw: Firewall, node: Node, repository: bool) -> list[str
     for f, sa in families:
         rules.append(f"tcp dport {{ {ssh}, {paths.NODE_EXPORTER_PORT}, {paths.AGENT_PORT} }} "
                      f"{sa} @management{f} accept")
-        rules.append(f"tcp dport {paths.SEARCH_PORT} {sa} @cluster{f} accept")
+        # the county search, and the copies nodes keep of each other's messages (signed)
+        rules.append(f"tcp dport {{ {paths.SEARCH_PORT}, {paths.MESSAGES_PORT} }} "
+                     f"{sa} @cluster{f} accept")
         if "web" not in node.roles:   # the node's own probes; operators
             rules.append(f"tcp dport {{ 80, 443 }} {sa} @cluster{f} accept")
             rules.append(f"tcp dport {{ 80, 443 }} {sa} @management{f} accept")
@@ -153,7 +155,7 @@ def checked_ports(hosts: Hosts) -> tuple[int, ...]:
     on for anyone (govhost's services, SSH, the database)."""
     return tuple(sorted({hosts.ssh.port, hosts.ssh.unit_port, 80, 443,
                          paths.NODE_EXPORTER_PORT, paths.AGENT_PORT, paths.SEARCH_PORT,
-                         MYSQL_PORT}))
+                         paths.MESSAGES_PORT, MYSQL_PORT}))
 
 
 def _inside(source: str, networks: Iterable[str]) -> bool:
@@ -178,7 +180,7 @@ def allowed(hosts: Hosts, node: Node, db_sources: list[str], source: str, port: 
         return True
     if port in (ssh, paths.NODE_EXPORTER_PORT, paths.AGENT_PORT) and management:
         return True
-    if port == paths.SEARCH_PORT and cluster:
+    if port in (paths.SEARCH_PORT, paths.MESSAGES_PORT) and cluster:
         return True
     repos = repository_nodes(hosts) if repositories is None else repositories
     if port == ssh and node.name in repos and cluster:

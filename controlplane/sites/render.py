@@ -115,6 +115,20 @@ _SEARCH = """location = /search {{
 }}
 """
 
+# What every message box location sends on to the node's govhost-messages (one hop, on the
+# node): the unit and the source as nginx knows them, the body only once it is whole.
+_MESSAGES_PROXY = b"""proxy_http_version 1.1;
+proxy_set_header Connection "";
+proxy_set_header Host $host;
+proxy_set_header X-Govhost-Unit $govhost_unit;
+proxy_set_header X-Real-IP $remote_addr;
+proxy_set_header X-Forwarded-For "";
+proxy_request_buffering on;
+proxy_connect_timeout 2s;
+proxy_read_timeout 20s;
+proxy_send_timeout 10s;
+"""
+
 
 def _zone(rate: int) -> str:
     return f"govhost_rl_{rate}"
@@ -217,6 +231,7 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         f"listen {h}:443 ssl http2;\n" for h in [host, *extra]).encode()
     files["snippets/acme-challenge.conf"] = _ACME_CHALLENGE
     files["snippets/search.conf"] = _SEARCH.format(host=host, port=paths.SEARCH_PORT).encode()
+    files["snippets/messages-proxy.conf"] = _MESSAGES_PROXY
     files["snippets/hsts.conf"] = _hsts(inv.cluster.tls.hsts_max_age)
     files["snippets/ocsp.conf"] = _OCSP
     files["snippets/tls.conf"] = _conf_env.get_template("nginx/tls.conf.j2").render(
@@ -263,6 +278,7 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     if databases is not None:
         files["databases.json"] = databases
     files["logrotate.conf"] = _logrotate(inv.cluster.compliance.log_retention_days)
+    files["messages.json"] = _messages(inv, node)
     backup = backup_plan.node_spec(inv, placement, node)
     if backup is not None:
         files["backup.json"] = backup
@@ -405,6 +421,25 @@ def _logrotate(days: int) -> bytes:
             "    endscript\n}\n").encode()
 
 
+def _messages(inv: Inventory, node: str) -> bytes:
+    """The node's message service settings (govhost_node/message_server.py): the units that
+    take messages and their codes, this node's number, and the peers that keep the second
+    copy, tried in turn from the next node on, so that the nodes share the copies. Every
+    node gets it (an empty `units` answers every site with 404)."""
+    nodes = list(inv.hosts.nodes)
+    i = next(k for k, n in enumerate(nodes) if n.name == node)
+    peers = nodes[i + 1:] + nodes[:i]
+    return (json.dumps({
+        "node": node,
+        "index": i + 1,
+        "units": {t.name: t.messages.code for t in inv.tenants if t.messages is not None},
+        "titles": {t.name: t.title for t in inv.tenants if t.messages is not None},
+        "peers": [f"[{n.address}]:{paths.MESSAGES_PORT}" if ":" in n.address
+                  else f"{n.address}:{paths.MESSAGES_PORT}" for n in peers],
+        "secret": secrets.messages(inv.secret),
+    }, indent=1, sort_keys=True) + "\n").encode()
+
+
 def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
                   nodes: Mapping[str, Any], replica: bool) -> dict[str, bytes]:
     """A tenant's vhost, and its pages where this node serves its content."""
@@ -427,6 +462,8 @@ def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
         "tls": _tls_ctx(inv, t.name),
         "waf": None,
         "gate": inv.launch_allowed() if t.name in inv.gated else None,
+        "messages": t.messages.path if t.messages is not None else None,
+        "messages_socket": paths.MESSAGES_SOCKET,
     }
     if t.site.type == "proxy":
         ctx["app_scheme"] = t.site.upstreams[0].split(":", 1)[0]

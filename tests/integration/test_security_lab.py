@@ -180,7 +180,7 @@ def test_an_address_the_node_gave_itself_is_no_back_door(secured):
     on_node("10.77.0.11", f"ip addr add {extra4}/24 dev eth0 && "
                           f"ip addr add {extra6}/64 dev eth0 nodad")
     try:
-        for port in (22, paths.AGENT_PORT, paths.SEARCH_PORT):
+        for port in (22, paths.AGENT_PORT, paths.SEARCH_PORT, paths.MESSAGES_PORT):
             assert curl(PUBLIC, f"http://{extra4}:{port}/")[0] == 28, port
             assert curl(network.OUTSIDE6, f"http://[{extra6}]:{port}/")[0] == 28, port
         # the public's web ports are let through there, as to any address of a web node

@@ -9,6 +9,7 @@ from __future__ import annotations
 from controlplane.core.state.backups import BackupRecords
 from controlplane.core.state.certs import CertificateRecords
 from controlplane.core.state.content import ContentRecords
+from controlplane.core.state.messages import MessageRecords
 from controlplane.core.state.nodes import AppliedNode, NodeRecords
 from controlplane.core.state.observations import ObservationRecords
 from controlplane.core.state.onboarding import OnboardingRecords
@@ -20,5 +21,5 @@ __all__ = ["AppliedNode", "RESTORE_PENDING", "SCHEMA_VERSION", "State", "StateSc
 
 
 class State(NodeRecords, ContentRecords, OnboardingRecords, BackupRecords, ObservationRecords,
-            CertificateRecords):
+            CertificateRecords, MessageRecords):
     """Every capability's records over one connection to `<state>/state.db`."""

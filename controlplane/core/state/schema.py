@@ -202,8 +202,20 @@ def _baseline(db: sqlite3.Connection) -> None:
         db.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
+def _message_answers(db: sqlite3.Connection) -> None:
+    """Citizens' messages answered by their units (controlplane/messages): what the unit's
+    page shows, kept here as the record; the messages themselves stay on the nodes."""
+    db.execute("""CREATE TABLE IF NOT EXISTS message_answers (
+        number TEXT PRIMARY KEY, unit TEXT NOT NULL, received TEXT NOT NULL,
+        subject TEXT NOT NULL, text TEXT NOT NULL, token_hash TEXT NOT NULL,
+        answer TEXT NOT NULL, publish INTEGER NOT NULL, answered_by TEXT NOT NULL,
+        answered_at REAL NOT NULL)""")
+    db.execute("CREATE INDEX IF NOT EXISTS message_answers_unit ON message_answers (unit)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the baseline: every table of the releases before schema versions", _baseline),
+    Migration(2, "citizens' messages: the units' answers", _message_answers),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

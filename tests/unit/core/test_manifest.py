@@ -138,6 +138,18 @@ def test_account_names_fit_linux_and_stay_unique():
     ("quota_mb", 0, "greater than or equal to 1"),
     ("sections", [{"name": "a", "title": "x", "sftp": {"keys": ["from=x " + ED25519]}}],
      "key options are not allowed"),
+    ("messages", {"code": "jy"}, "2 to 6 capital letters"),
+    ("messages", {"code": "JY\n"}, "2 to 6 capital letters"),
+    ("messages", {"code": "JY", "path": "/hudong"}, "a slash at each end"),
+    ("messages", {"code": "JY", "path": "/a/b/"}, "one level"),
+    ("messages", {"code": "JY", "path": "/hudong/\n"}, "one level"),
+    ("messages", {"code": "JY", "path": "/hu dong/;"}, "one level"),
+    ("messages", {"code": "JY", "due": 5}, "messages.due: unknown field"),
+    ("messages", {"path": "/hudong/"}, "messages.code: required field is missing"),
+    ("contact", {"name": "王芳", "email": "web@t1.qingshui.gov.cn\n", "phone": "0571-1234"},
+     "is not an e-mail address"),
+    ("contact", {"name": "王芳", "email": "web@t1.qingshui.gov.cn", "phone": "0571-1234\n"},
+     "contact.phone"),
 ])
 def test_bad_values_are_refused(tmp_path, field, value, expect):
     doc = tenant("t1")
@@ -206,3 +218,21 @@ def test_alias_under_the_preview_hosts_refused(tmp_path):
         tenant("jiaoyu"), tenant("a", aliases=["jiaoyu.preview.qingshui.gov.cn"])],
         cluster={**CLUSTER, "console": {}})
     assert any("aliases[0]" in p and "preview hosts" in p for p in refuse(root))
+
+
+def test_a_message_code_is_one_units_and_a_proxy_site_has_no_box(tmp_path):
+    root = write_inventory(tmp_path / "inv", [
+        tenant("a", messages={"code": "JY"}), tenant("b", messages={"code": "JY"}),
+        tenant("c", messages={"code": "CX"}, site={"type": "proxy",
+                                                   "upstreams": ["http://10.0.0.5:8080"]})])
+    problems = refuse(root)
+    assert any(p.startswith("inv/tenants/b.yaml: messages.code") and "already the message "
+               "code of inv/tenants/a.yaml" in p for p in problems), problems
+    assert any(p.startswith("inv/tenants/c.yaml: messages") and "static or PHP" in p
+               for p in problems), problems
+    ok = write_inventory(tmp_path / "ok", [tenant("a", messages={"code": "JY"}),
+                                           tenant("b", messages={"code": "JYZ",
+                                                                 "path": "/liuyan/"})])
+    inv = inventory.load(ok)
+    assert [(t.messages.code, t.messages.path) for t in inv.tenants] == [
+        ("JY", "/hudong/"), ("JYZ", "/liuyan/")]

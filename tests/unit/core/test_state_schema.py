@@ -63,8 +63,9 @@ def test_a_database_of_an_older_release_is_upgraded_and_keeps_every_record(sql, 
     before = counts(path)
     st = State(path)
     try:
-        assert st.upgraded == [SCHEMA_VERSION]
+        assert st.upgraded == list(range(1, SCHEMA_VERSION + 1))   # every migration, in order
         assert state_schema.version(st.db) == SCHEMA_VERSION
+        assert st.message_answers() == []          # version 2's table, there and empty
         assert st.placements() == {"jiaoyu": ("n1", "n2"), "renshe": ("n2", "n3")}
         assert st.drained() == frozenset({"n3"})
         assert st.applied()["n1"].release_id == "20261201T000000-abcdef"
@@ -192,7 +193,7 @@ def test_processes_opening_an_old_database_at_once_upgrade_it_once(tmp_path):
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(results) == [[], [], [], [SCHEMA_VERSION]]
+    assert sorted(results) == [[], [], [], list(range(1, SCHEMA_VERSION + 1))]
 
 
 def test_a_missing_column_without_a_default_is_refused_by_name(tmp_path):
@@ -221,3 +222,26 @@ def test_statements_are_split_where_sqlite_would_end_them():
                                                "CREATE TABLE b (y);"]
     with pytest.raises(ValueError, match="unfinished"):
         state_schema.statements("CREATE TABLE c (z")
+
+
+def test_a_database_of_version_1_gets_the_message_answers_and_keeps_its_records(tmp_path):
+    """The previous release's schema (version 1, no message answers) upgraded to 2."""
+    path = load(OLD[0], tmp_path / "state.db")
+    db = sqlite3.connect(path)
+    with db:
+        state_schema.MIGRATIONS[0].step(db)
+        db.execute("PRAGMA user_version = 1")
+    db.close()
+    before = counts(path)
+    st = State(path)
+    try:
+        assert st.upgraded == [2]
+        st.record_answer({"number": "JY-20261205-1-000001", "unit": "jiaoyu",
+                          "received": "2026-12-05T02:00:00Z", "subject": "路灯",
+                          "text": "坏了", "token_hash": "0" * 64}, "已修复", True, "wang")
+        assert [a["answer"] for a in st.message_answers("jiaoyu")] == ["已修复"]
+        assert st.audit_log(1)[0]["action"] == "messages.answer"
+    finally:
+        st.close()
+    after = counts(path)
+    assert all(after[t] >= n for t, n in before.items())

@@ -220,7 +220,7 @@ SOURCES = ["192.0.2.10", "192.0.2.11", "198.51.100.7", "203.0.113.1", "203.0.113
 @settings(max_examples=200, deadline=None)
 @given(node=st.integers(0, 2), source=st.sampled_from(SOURCES),
        port=st.sampled_from([22, 2222, 80, 443, paths.NODE_EXPORTER_PORT, paths.AGENT_PORT,
-                             paths.SEARCH_PORT, 3306, 5432]),
+                             paths.SEARCH_PORT, paths.MESSAGES_PORT, 3306, 5432]),
        db=st.lists(st.sampled_from(["203.0.113.1/32", "203.0.113.2/32"]), unique=True))
 def test_the_expectation_is_what_the_rendered_rules_do(node, source, port, db):
     hosts = _hosts()
@@ -249,7 +249,10 @@ def test_the_matrix_by_name():
     assert a(n1, "203.0.113.3", 22) and not a(n2, "203.0.113.3", 22)
     assert firewall.checked_ports(hosts) == tuple(sorted(
         {22, 2222, 80, 443, paths.NODE_EXPORTER_PORT, paths.AGENT_PORT, paths.SEARCH_PORT,
-         3306}))
+         paths.MESSAGES_PORT, 3306}))
+    # the peers' door of the message service: the cluster's nodes only
+    assert a(n1, "203.0.113.2", paths.MESSAGES_PORT)
+    assert not a(n1, public, paths.MESSAGES_PORT) and not a(n1, mgmt, paths.MESSAGES_PORT)
 
 
 def test_a_console_running_as_root_is_critical_and_found_by_its_command_line(tmp_path):

@@ -1,0 +1,123 @@
+"""`govhost` commands: citizens' messages to their units (docs/messages.md)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from commands.output import call, county, emit, err, fail, out, table
+from controlplane.core import errors
+
+app = typer.Typer()
+messages_app = typer.Typer(help="Citizens' messages to the units (留言): read them from the "
+                           "nodes that keep them.", no_args_is_help=True)
+app.add_typer(messages_app, name="messages")
+
+
+def _warn_unread(failed: dict[str, str]) -> None:
+    for node, why in sorted(failed.items()):
+        err.print(f"[yellow]note[/]: {node} could not be read ({why}); every message is kept "
+                  "on two nodes, so the list is whole unless another node is down too",
+                  highlight=False)
+
+
+@messages_app.command("list")
+def messages_list(unit: Optional[str] = typer.Option(None, "--unit", help="Only this unit's."),
+                  as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every message the nodes hold, oldest first: number, unit, time, subject and the nodes
+    that keep it. No contact details (`show` gives them, and the audit log records it)."""
+    from controlplane.messages import collect
+    found, failed = call(lambda: collect.collect(county()), as_json=as_json)
+    found = [m for m in found if unit is None or m.unit == unit]
+    if as_json:
+        emit({"messages": [m.public() for m in found], "unreadable_nodes": failed})
+        return
+    t = table(f"messages ({len(found)})", "number", "unit", "received (UTC+8)", "subject",
+              "kept on")
+    for m in found:
+        t.add_row(m.number, m.unit, m.received_local(), m.subject,
+                  ",".join(m.stored_on) + (" [red]copies differ[/]" if m.differs else ""))
+    out.print(t)
+    _warn_unread(failed)
+
+
+@messages_app.command("show")
+def messages_show(number: str = typer.Argument(..., help="The message's number, "
+                                               "e.g. JY-20261205-1-000042."),
+                  as_json: bool = typer.Option(False, "--json")) -> None:
+    """One message whole, with the citizen's contact details; the audit log records who
+    read them."""
+    from controlplane.messages import collect
+    c = county()
+    found, failed = call(lambda: collect.collect(c), as_json=as_json)
+    m = call(lambda: collect.find(found, number), as_json=as_json)
+    with c.state() as st:
+        st.audit("messages.read", m.number, {"unit": m.unit, "contact": "shown"})
+    if as_json:
+        emit({**m.public(), "contact": m.contact})
+        return
+    out.print(f"[bold]{m.number}[/]  {m.unit}  {m.received_local()} (UTC+8)  "
+              f"kept on {', '.join(m.stored_on)}", highlight=False)
+    out.print(f"subject: {m.subject}", markup=False, highlight=False)
+    out.print(f"name:    {m.name or '-'}", markup=False, highlight=False)
+    out.print(f"contact: {m.contact}", markup=False, highlight=False)
+    out.print("", m.text, sep="\n", markup=False, highlight=False)
+    _warn_unread(failed)
+
+
+@messages_app.command("answer")
+def messages_answer(number: str = typer.Argument(..., help="The message's number."),
+                    text: Optional[str] = typer.Option(None, "--text", help="The answer."),
+                    from_file: Optional[Path] = typer.Option(None, "--file",
+                                                             help="The answer, from a file."),
+                    private: bool = typer.Option(False, "--not-public", help="Shown to the "
+                                                 "citizen by their link only, not on the "
+                                                 "unit's page (不予公开)."),
+                    as_json: bool = typer.Option(False, "--json")) -> None:
+    """Answer a message: recorded (and audited), shown on the unit's page unless
+    --not-public, and to the citizen by their reading link, on every node."""
+    from controlplane.core.state import actor
+    from controlplane.messages import answers
+    if (text is None) == (from_file is None):
+        fail(errors.GovhostError("give the answer with --text or --file (one of them)"),
+             as_json)
+    body = text if text is not None else call(lambda: _read(from_file), as_json=as_json)
+    res = call(lambda: answers.answer(county(), number, body, not private, actor()),
+               as_json=as_json)
+    failed = {n: why for n, why in res["nodes"].items() if why != "ok"}
+    if as_json:
+        emit(res)
+    else:
+        out.print(f"answered {res['number']} ({res['unit']}, "
+                  f"{'public' if res['publish'] else 'not public'}); on "
+                  f"{len(res['nodes']) - len(failed)} of {len(res['nodes'])} nodes",
+                  highlight=False)
+        for node, why in sorted(failed.items()):
+            err.print(f"[yellow]note[/]: {node} did not take it ({why}); "
+                      "`govhost messages sync` sends it again", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@messages_app.command("sync")
+def messages_sync(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Send every unit's answers to every node again (after a node was down or replaced)."""
+    from controlplane.messages import answers
+    res = call(lambda: answers.sync(county()), as_json=as_json)
+    failed = sorted({n for nodes in res.values() for n, why in nodes.items() if why != "ok"})
+    if as_json:
+        emit({"units": res, "failed_nodes": failed})
+    else:
+        out.print(f"answers of {len(res)} unit(s) sent; "
+                  + (f"failed on {', '.join(failed)}" if failed else "every node took them"),
+                  highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.GovhostError(f"cannot read the answer from {path}: {exc}") from None

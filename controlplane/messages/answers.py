@@ -1,0 +1,79 @@
+"""A unit's answers: recorded in the state store, then sent whole to every node, which shows
+the published ones on the unit's page (`list`) and each to its citizen by the reading link
+(`reply`). A node that was down gets them at the next answer or `govhost messages sync`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from controlplane.core import paths
+from controlplane.core.county import County
+from controlplane.messages.collect import Message, MessagesError, collect, find
+from controlplane.sites.content_sync import Link, SyncError
+from govhost_node import messages as rules
+
+MAX_ANSWER = 10_000          # characters
+
+
+def checked(text: str) -> str:
+    """An answer as it will be shown: the citizens' own rules for a message's text."""
+    try:
+        clean = rules.clean(text, multiline=True)
+    except ValueError as exc:
+        raise MessagesError(f"the answer {exc}; write it as plain text") from None
+    if not clean or len(clean) > MAX_ANSWER:
+        raise MessagesError(f"an answer has 1 to {MAX_ANSWER} characters, not {len(clean)}")
+    return clean
+
+
+def _node_doc(rows: list[dict[str, Any]]) -> bytes:
+    return json.dumps([{
+        "number": r["number"], "received": r["received"], "subject": r["subject"],
+        "text": r["text"], "answer": r["answer"], "publish": r["publish"],
+        "token_hash": r["token_hash"],
+        "answered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["answered_at"]))}
+        for r in rows], ensure_ascii=False).encode()
+
+
+def push(county: County, unit: str) -> dict[str, str]:
+    """Send the unit's answers to every node: node -> "ok" or why it failed."""
+    inv = county.inv
+    with county.state() as st:
+        data = _node_doc(st.message_answers(unit))
+    link = Link(inv.hosts, county.known_hosts, {n.name: n for n in inv.hosts.nodes})
+
+    def one(node: str) -> tuple[str, str]:
+        try:
+            link.run(node, "answers", unit, data=data, timeout=120,
+                     tool=paths.NODE_MESSAGES_TOOL)
+            return node, "ok"
+        except (SyncError, subprocess.TimeoutExpired, OSError) as exc:
+            return node, str(exc)[-300:]
+
+    names = [n.name for n in inv.hosts.nodes]
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        return dict(pool.map(one, names))
+
+
+def answer(county: County, number: str, text: str, publish: bool, by: str
+           ) -> dict[str, Any]:
+    """Record the unit's answer to message `number` and show it on every node."""
+    body = checked(text)
+    found, _ = collect(county)
+    m: Message = find(found, number)
+    with county.state() as st:
+        st.record_answer({"number": m.number, "unit": m.unit, "received": m.received,
+                          "subject": m.subject, "text": m.text, "token_hash": m.token_hash},
+                         body, publish, by)
+    nodes = push(county, m.unit)
+    return {"number": m.number, "unit": m.unit, "publish": publish, "nodes": nodes}
+
+
+def sync(county: County) -> dict[str, dict[str, str]]:
+    """Every unit's answers to every node again (after a node was down or replaced)."""
+    with county.state() as st:
+        units = sorted({r["unit"] for r in st.message_answers()})
+    return {u: push(county, u) for u in units}

@@ -1,0 +1,109 @@
+"""The county's messages, as the nodes hold them.
+
+Each message lives on at least two nodes (the one that took it and a peer) before the citizen
+has its number; the control machine keeps no copy of its own yet, so what it shows is read
+from the nodes each time. One node down loses nothing from this view: every message has
+another copy. A message whose copies differ is shown with `differs` (a node's disk, or a bug;
+never silently one of them).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+from controlplane.core import paths
+from controlplane.core.county import County
+from controlplane.core.errors import GovhostError
+from controlplane.sites.content_sync import Link, SyncError
+
+# What a message is, without where it is kept and how (those differ between copies).
+CONTENT = ("number", "unit", "node", "received", "subject", "text", "name", "contact")
+COUNTY_TIME = timezone(timedelta(hours=8))
+
+
+class MessagesError(GovhostError):
+    pass
+
+
+@dataclass(frozen=True)
+class Message:
+    number: str
+    unit: str
+    received: str            # UTC, as the node wrote it
+    subject: str
+    text: str
+    name: str
+    contact: str             # never on a page; `show` audits who read it
+    token_hash: str          # the reading link's key, hashed (the answer is shown by it)
+    taken_by: str            # the node the citizen wrote through
+    stored_on: tuple[str, ...]
+    differs: bool
+
+    def received_local(self) -> str:
+        """The county's time of day (UTC+8), as citizens and units read it."""
+        t = datetime.strptime(self.received, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        return t.astimezone(COUNTY_TIME).strftime("%Y-%m-%d %H:%M")
+
+    def public(self) -> dict[str, Any]:
+        """Everything but the contact (lists, scripts that need no personal data)."""
+        return {"number": self.number, "unit": self.unit, "received": self.received,
+                "subject": self.subject, "text": self.text, "name": self.name,
+                "taken_by": self.taken_by, "stored_on": list(self.stored_on),
+                "copies": len(self.stored_on), "differs": self.differs}
+
+
+def merge(dumps: Mapping[str, str]) -> list[Message]:
+    """Every message in the nodes' `govhost-messages dump` output (node -> its lines), once,
+    in number order, with the nodes that hold it."""
+    seen: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for node, text in sorted(dumps.items()):
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            seen.setdefault(str(record["number"]), []).append((node, record))
+    found = []
+    for number, copies in sorted(seen.items()):
+        first = copies[0][1]
+        contents = {tuple(str(r.get(k, "")) for k in CONTENT) for _, r in copies}
+        found.append(Message(
+            number=number, unit=str(first["unit"]), received=str(first["received"]),
+            subject=str(first["subject"]), text=str(first["text"]), name=str(first["name"]),
+            contact=str(first["contact"]), token_hash=str(first["token_hash"]),
+            taken_by=str(first["node"]),
+            stored_on=tuple(sorted({n for n, _ in copies})), differs=len(contents) > 1))
+    return found
+
+
+def collect(county: County) -> tuple[list[Message], dict[str, str]]:
+    """The messages every reachable node holds, and the nodes that could not be read (with
+    why). Raises only when no node answers."""
+    inv = county.inv
+    link = Link(inv.hosts, county.known_hosts, {n.name: n for n in inv.hosts.nodes})
+
+    def one(node: str) -> tuple[str, str | Exception]:
+        try:
+            return node, link.run(node, "dump", timeout=120, tool=paths.NODE_MESSAGES_TOOL)
+        except (SyncError, subprocess.TimeoutExpired, OSError) as exc:
+            return node, exc
+
+    names = [n.name for n in inv.hosts.nodes]
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        got = dict(pool.map(one, names))
+    failed = {n: str(e)[-300:] for n, e in got.items() if isinstance(e, Exception)}
+    if len(failed) == len(names):
+        raise MessagesError("no node could be read: " + "; ".join(
+            f"{n}: {e}" for n, e in sorted(failed.items())))
+    return merge({n: t for n, t in got.items() if isinstance(t, str)}), failed
+
+
+def find(messages: list[Message], number: str) -> Message:
+    for m in messages:
+        if m.number == number:
+            return m
+    raise MessagesError(f"no message {number!r} on the nodes that answered; "
+                        "`govhost messages list` shows the numbers")

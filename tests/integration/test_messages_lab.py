@@ -1,0 +1,197 @@
+"""Citizens write to their units through the lab's real nginx and the nodes' real
+govhost-messages (issue 38): from "the internet" (the lab's outside network), through any
+node, kept on two nodes before the citizen has a number; read back by `govhost messages`.
+The doors a stranger or a hostile unit would try are tried: forged unit and source headers,
+another unit's site, a body far over the limit, the wrong method, the socket from a unit's
+own account, and a node whose peers are all down."""
+from __future__ import annotations
+
+import http.client
+import json
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from controlplane.core import accounts
+from controlplane.core.county import County
+from controlplane.lab import network
+from govhost_node import messages as rules
+from tests.helpers import example_inventory
+
+from .conftest import govhost
+from .test_apply_lab import NODES, apply_json, on_node
+
+HOST = "jiaoyu.qingshui.gov.cn"
+GOOD = {"subject": "路灯不亮", "text": "青水路与南街路口的路灯坏了一周。\r\n请尽快修复。",
+        "contact": "13800138000", "name": "张先生"}
+# Strangers on the internet, one per message: the per-source limits stay out of the way.
+SOURCES = list(network.OUTSIDE_MORE4)
+
+
+@pytest.fixture(scope="module")
+def county(lab_cluster, tmp_path_factory):
+    """The example county (jiaoyu has `messages: {code: JY}`), applied once."""
+    inv = tmp_path_factory.mktemp("messages") / "inventory"
+    example_inventory(inv)
+    apply_json(inv)
+    return inv
+
+
+def request(address: str, method: str, path: str, body: bytes | None = None,
+            headers: dict | None = None, host: str = HOST,
+            source: str | None = None) -> tuple[int, bytes]:
+    """One request from the outside network (from `source`, one of its addresses)."""
+    with network.entered():
+        conn = http.client.HTTPConnection(address, 80, timeout=30,
+                                          source_address=(source, 0) if source else None)
+        try:
+            conn.request(method, path, body=body, headers={"Host": host, **(headers or {})})
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+
+def write(address: str, source: str, fields: dict = GOOD, headers: dict | None = None,
+          host: str = HOST) -> tuple[int, dict]:
+    """What the page's script does: a challenge, its proof of work, the form."""
+    status, body = request(address, "GET", "/hudong/challenge", host=host, source=source,
+                           headers=headers)
+    assert status == 200, (status, body[:300])
+    challenge = json.loads(body)["challenge"]
+    form = urlencode({**fields, "challenge": challenge, "nonce": rules.solve(challenge)})
+    status, body = request(address, "POST", "/hudong/message", form.encode(),
+                           {"Content-Type": "application/x-www-form-urlencoded",
+                            **(headers or {})}, host=host, source=source)
+    return status, json.loads(body or b"{}")
+
+
+def listed(inv: Path) -> dict[str, dict]:
+    out = json.loads(govhost(inv, "messages", "list", "--json", check=True).stdout)
+    return {m["number"]: m for m in out["messages"]}
+
+
+def test_a_citizen_writes_through_every_node_and_each_message_is_kept_on_two(county):
+    status, page = request(NODES["n1"], "GET", "/hudong/", source=SOURCES[0])
+    assert status == 200 and "青水县教育局" in page.decode() and b'name="contact"' in page
+    assert request(NODES["n2"], "GET", "/hudong/form.js", source=SOURCES[0])[0] == 200
+    numbers = {}
+    for i, (node, address) in enumerate(sorted(NODES.items())):
+        status, answer = write(address, SOURCES[i])
+        assert status == 200, answer
+        assert answer["number"].startswith("JY-") and len(answer["token"]) >= 32
+        numbers[answer["number"]] = node
+    held = listed(county)
+    for number, node in numbers.items():
+        m = held[number]
+        assert m["taken_by"] == node and m["copies"] == 2 and node in m["stored_on"], m
+        assert not m["differs"] and m["subject"] == GOOD["subject"]
+        assert m["text"] == GOOD["text"].replace("\r\n", "\n")
+        assert "contact" not in m
+    # the copies are spread: not every message's second copy on the same node
+    assert len({tuple(held[n]["stored_on"]) for n in numbers}) > 1
+    one = next(iter(numbers))
+    shown = json.loads(govhost(county, "messages", "show", one, "--json", check=True).stdout)
+    assert shown["contact"] == GOOD["contact"]
+    with County(county).state() as st:          # who read a citizen's contact details
+        assert any(e["action"] == "messages.read" and e["target"] == one
+                   for e in st.audit_log(20))
+    # nothing the citizen sent is in any node's logs
+    for address in NODES.values():
+        found = on_node(address, "grep -rl -e 13800138000 -e '路灯不亮' /var/log 2>/dev/null; "
+                                 "journalctl --no-pager -o cat | grep -c -e 13800138000 "
+                                 "-e '路灯不亮' || true")
+        assert found == "0", found
+
+
+def test_forged_headers_another_site_huge_bodies_and_the_wrong_method_get_nothing(county):
+    before = set(listed(county))
+    # a citizen naming another unit and another source: nginx sets both itself
+    status, answer = write(NODES["n1"], SOURCES[3], headers={
+        "X-Govhost-Unit": "wenlv", "X-Real-IP": "192.0.2.1", "X-Forwarded-For": "192.0.2.1"})
+    assert status == 200, answer
+    first = answer["number"]
+    assert first.startswith("JY-")
+    # another unit's site has no box; a unit's name in a header does not give it one
+    status, _ = request(NODES["n1"], "GET", "/hudong/challenge", host="wenlv.qingshui.gov.cn",
+                        headers={"X-Govhost-Unit": "jiaoyu"}, source=SOURCES[4])
+    assert status == 404
+    # 1 MiB: refused by nginx before govhost-messages reads a byte
+    status, _ = request(NODES["n2"], "POST", "/hudong/message", b"subject=" + b"x" * (1 << 20),
+                        {"Content-Type": "application/x-www-form-urlencoded"},
+                        source=SOURCES[5])
+    assert status == 413
+    assert request(NODES["n2"], "GET", "/hudong/message", source=SOURCES[5])[0] == 403
+    # a form that fails the rules: refused by field, nothing kept
+    status, answer = write(NODES["n3"], SOURCES[6], fields={**GOOD, "subject": "路灯\u2028坏了",
+                                                           "contact": "not a phone"})
+    assert status == 400 and set(answer["problems"]) == {"subject", "contact"}, answer
+    assert set(listed(county)) - before == {first}      # only the one with forged headers
+
+
+def test_a_units_own_account_cannot_open_the_citizens_socket(county):
+    """A unit's PHP and SFTP run as its account: were it able to open the socket, it could
+    name any unit and any source."""
+    user = accounts.user_name("jiaoyu")
+    for address in NODES.values():
+        out = on_node(address, f"runuser -u {user} -- python3 -c \"import socket; "
+                               "s = socket.socket(socket.AF_UNIX); "
+                               "s.connect('/run/govhost-messages/citizens.sock')\" "
+                               "2>&1 || true")
+        assert "PermissionError" in out, out
+
+
+def test_with_every_peer_down_nothing_is_kept_and_the_citizen_is_told(county):
+    before = set(listed(county))
+    on_node(NODES["n2"], "systemctl stop govhost-messages")
+    try:
+        # n1 tries n2, then n3: one peer down costs nothing
+        status, answer = write(NODES["n1"], SOURCES[7])
+        assert status == 200, answer
+        kept = answer["number"]
+        on_node(NODES["n3"], "systemctl stop govhost-messages")
+        status, answer = write(NODES["n1"], SOURCES[8])
+        assert status == 503 and "nothing was kept" in answer["error"], answer
+    finally:
+        on_node(NODES["n2"], "systemctl start govhost-messages")
+        on_node(NODES["n3"], "systemctl start govhost-messages")
+    now = listed(county)
+    assert set(now) - before == {kept}
+    assert now[kept]["stored_on"] == ["n1", "n3"]
+
+
+def test_answers_show_on_the_units_page_on_every_node_and_by_the_citizens_link(county):
+    status, public = write(NODES["n2"], SOURCES[9], fields={**GOOD, "subject": "公交站牌"})
+    assert status == 200, public
+    status, private = write(NODES["n3"], SOURCES[9], fields={**GOOD, "subject": "家中私事"})
+    assert status == 200, private
+    # before an answer: the citizen's link says it is being handled (on a node that holds it)
+    holder = listed(county)[private["number"]]["stored_on"][0]
+    page = request(NODES[holder], "GET", f"/hudong/reply?t={private['token']}",
+                   source=SOURCES[9])[1].decode()
+    assert "正在办理" in page
+    ok = govhost(county, "messages", "answer", public["number"], "--text",
+                 "站牌已于本周更换。\n谢谢您的监督。", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert set(json.loads(ok.stdout)["nodes"].values()) == {"ok"}
+    govhost(county, "messages", "answer", private["number"], "--text", "已电话联系您。",
+            "--not-public", check=True)
+    bad = govhost(county, "messages", "answer", public["number"], "--text", "好\u202e的")
+    assert bad.returncode == 1 and "not allowed" in bad.stdout + bad.stderr
+    for address in NODES.values():
+        status, page = request(address, "GET", "/hudong/list?q=%E7%AB%99%E7%89%8C",
+                               source=SOURCES[9])                       # q=站牌
+        text = page.decode()
+        assert status == 200 and public["number"] in text and "站牌已于本周更换" in text
+        assert "家中私事" not in text and GOOD["contact"] not in text and "张先生" not in text
+        status, page = request(address, "GET", f"/hudong/reply?t={private['token']}",
+                               source=SOURCES[9])
+        assert "已电话联系您" in page.decode()
+    # a node that missed them gets them again
+    on_node(NODES["n1"], "rm -f /var/lib/govhost/messages/answers/jiaoyu.json")
+    assert "站牌已于本周更换" not in request(NODES["n1"], "GET", "/hudong/list",
+                                            source=SOURCES[9])[1].decode()
+    govhost(county, "messages", "sync", check=True)
+    assert "站牌已于本周更换" in request(NODES["n1"], "GET", "/hudong/list",
+                                        source=SOURCES[9])[1].decode()

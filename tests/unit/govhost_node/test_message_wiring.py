@@ -1,0 +1,205 @@
+"""The message box wired to a node (issue 38): the service reads its settings from the live
+config release and follows it without a restart, nginx's socket is its group's only, the page
+and its script are served, `dump` gives the control machine what the node holds, and the
+page's own SHA-256 (run by Node.js, the engine of the browsers' kind) agrees with Python's."""
+import grp
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import threading
+from datetime import date
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from govhost_node import message_page
+from govhost_node import message_server as ms
+from govhost_node import messages as rules
+from govhost_node.layout import Layout
+from govhost_node.message_spool import Spool
+from tests.unit.govhost_node.test_message_server import GOOD, UnixConnection
+
+SECRET = "county message secret"
+
+
+def _config(path: Path, units: dict, peers: list, node: str = "n1", index: int = 1) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"node": node, "index": index, "units": units, "peers": peers,
+                               "secret": SECRET, "titles": {u: f"<b>{u}</b> 局"
+                                                            for u in units}}))
+    os.replace(tmp, path)              # as a release's switch: a new file, not an edit
+
+
+def _get(sock: str, path: str, unit: str) -> tuple[int, bytes, str]:
+    conn = UnixConnection(sock)
+    try:
+        conn.request("GET", path, headers={"X-Govhost-Unit": unit})
+        r = conn.getresponse()
+        return r.status, r.read(), r.getheader("Content-Type", "")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def node(tmp_path):
+    """One node's service as `serve` builds it: Live settings from a config file."""
+    config = tmp_path / "messages.json"
+    live = ms.Live(str(config))
+    lay = Layout.under(str(tmp_path / "n1"))
+    spool = Spool(lay)
+    sock = str(tmp_path / "citizens.sock")
+    servers = [ms.server(sock, live, spool, socket_group=grp.getgrgid(os.getgid()).gr_name),
+               ms.server(("127.0.0.1", 0), live, spool, public=False)]
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+    yield {"config": config, "sock": sock, "lay": lay, "live": live, "spool": spool}
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_without_a_release_no_site_takes_messages_and_a_new_release_is_followed(node):
+    assert _get(node["sock"], "/challenge", "jiaoyu")[0] == 404
+    _config(node["config"], {"jiaoyu": "JY"}, [])
+    status, body, _ = _get(node["sock"], "/challenge", "jiaoyu")
+    assert status == 200 and json.loads(body)["challenge"].startswith("jiaoyu.n1.")
+    assert _get(node["sock"], "/challenge", "wenlv")[0] == 404
+    _config(node["config"], {"wenlv": "WL"}, [])        # jiaoyu's box switched off
+    assert _get(node["sock"], "/challenge", "jiaoyu")[0] == 404
+    assert _get(node["sock"], "/challenge", "wenlv")[0] == 200
+
+
+def test_the_socket_is_for_its_group_only(node):
+    mode = os.stat(node["sock"]).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
+
+
+def test_the_page_and_script_are_served_and_the_title_is_escaped(node):
+    _config(node["config"], {"jiaoyu": "JY"}, [])
+    status, body, ctype = _get(node["sock"], "/page", "jiaoyu")
+    assert status == 200 and ctype.startswith("text/html")
+    page = body.decode()
+    assert "&lt;b&gt;jiaoyu&lt;/b&gt; 局" in page and "<b>jiaoyu</b>" not in page
+    for name in ("subject", "text", "name", "contact"):
+        assert f'name="{name}"' in page
+    assert '<script src="form.js">' in page and "http" not in page.split("<body>")[1]
+    status, script, ctype = _get(node["sock"], "/form.js", "jiaoyu")
+    assert status == 200 and ctype.startswith("text/javascript") and script == \
+        message_page.SCRIPT
+    assert _get(node["sock"], "/page", "wenlv")[0] == 404      # no box, no page
+
+
+def test_dump_gives_every_message_the_node_holds(node, tmp_path, capsys):
+    peer_lay = Layout.under(str(tmp_path / "n2"))
+    peer = ms.server(("127.0.0.1", 0), ms.Settings(node="n2", index=2, units={"jiaoyu": "JY"},
+                                                   peers=[], secret=SECRET.encode()),
+                     Spool(peer_lay), public=False)
+    threading.Thread(target=peer.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        _config(node["config"], {"jiaoyu": "JY"}, [f"127.0.0.1:{peer.server_address[1]}"])
+        node["live"].current().work_bits = 8
+        _, body, _ = _get(node["sock"], "/challenge", "jiaoyu")
+        challenge = json.loads(body)["challenge"]
+        form = urlencode({**GOOD, "challenge": challenge,
+                          "nonce": rules.solve(challenge)}).encode()
+        conn = UnixConnection(node["sock"])
+        conn.request("POST", "/message", body=form, headers={
+            "X-Govhost-Unit": "jiaoyu", "X-Real-IP": "203.0.113.9",
+            "Content-Type": "application/x-www-form-urlencoded"})
+        r = conn.getresponse()
+        answer = json.loads(r.read())
+        conn.close()
+        assert r.status == 200, answer
+        ms.dump(node["lay"])
+        ms.dump(peer_lay)
+    finally:
+        peer.shutdown()
+        peer.server_close()
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(x["number"], x["held_as"], x["node"]) for x in lines] == [
+        (answer["number"], "own", "n1"), (answer["number"], "copies", "n1")]
+    assert all(x["contact"] == GOOD["contact"] and "token" not in x for x in lines)
+
+
+needs_node = pytest.mark.skipif(shutil.which("node") is None,
+                                reason="Node.js is not installed (it runs the page's script)")
+
+
+@needs_node
+def test_the_pages_sha256_is_sha256_and_its_answer_is_accepted(tmp_path):
+    script = tmp_path / "form.js"
+    script.write_bytes(message_page.SCRIPT)
+    texts = ["", "abc", "a" * 55, "a" * 56, "a" * 64, "jiaoyu.n1.1764900000.0123456789abcdef."
+             "18.0123456789abcdef0123456789abcdef:123456", "x" * 300]
+    challenge = rules.challenge(SECRET.encode(), "jiaoyu", "n1", bits=12)
+    program = (f"const f = require({json.dumps(str(script))});\n"
+               "const hex = H => H.map(w => (w >>> 0).toString(16).padStart(8, '0')).join('');\n"
+               f"const texts = {json.dumps(texts)};\n"
+               "console.log(JSON.stringify(texts.map(t => hex(f.sha256(t)))));\n"
+               f"f.solve({json.dumps(challenge)}).then(n => console.log(n));\n")
+    out = subprocess.run(["node", "-e", program], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    digests, nonce = out.stdout.splitlines()
+    assert json.loads(digests) == [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    assert rules.work(challenge, nonce) >= 12
+    rules.verify(SECRET.encode(), "jiaoyu", "n1", challenge, nonce)     # raises if not
+
+
+def _answer(number: str, token: str, publish: bool = True, **change) -> dict:
+    return {"number": number, "received": "2026-12-05T02:00:00Z", "subject": "路灯不亮",
+            "text": "路口的路灯坏了。", "answer": "已于12月6日修复。\n谢谢。",
+            "answered_at": "2026-12-06T03:00:00Z", "publish": publish,
+            "token_hash": rules.token_hash(token), **change}
+
+
+def test_answers_are_listed_searched_and_read_by_their_link_only(node):
+    _config(node["config"], {"jiaoyu": "JY"}, [])
+    public, private = rules.accept("JY", 1, 1, date(2026, 12, 5)), \
+        rules.accept("JY", 1, 2, date(2026, 12, 5))
+    many = [_answer(f"JY-20261205-2-{i:06d}", rules.accept("JY", 2, i, date(2026, 12, 5)).token, subject=f"第{i}号 <script>", answered_at=
+        f"2026-12-06T03:{i // 60:02d}:{i % 60:02d}Z") for i in range(1, 46)]
+    ms.take_answers(node["lay"], "jiaoyu", json.dumps(
+        [_answer(public.number, public.token),
+         _answer(private.number, private.token, publish=False, subject="不公开的事")] + many,
+        ensure_ascii=False).encode())
+    status, body, _ = _get(node["sock"], "/list", "jiaoyu")
+    page = body.decode()
+    assert status == 200 and "共 46 条，第 1/3 页" in page and "不公开的事" not in page
+    assert "第45号 &lt;script&gt;" in page and "<script>" not in page   # newest first, escaped
+    assert "13800138000" not in page
+    status, body, _ = _get(node["sock"], "/list?q=%E4%B8%8D%E4%BA%AE&page=1", "jiaoyu")
+    assert "共 1 条" in body.decode() and public.number in body.decode()     # q=不亮
+    assert "第 3/3 页" in _get(node["sock"], "/list?page=99", "jiaoyu")[1].decode()
+    # the private answer: only by its link
+    status, body, _ = _get(node["sock"], f"/reply?t={private.token}", "jiaoyu")
+    assert status == 200 and "已于12月6日修复" in body.decode() and "不公开" in body.decode()
+    wrong = _get(node["sock"], f"/reply?t={public.token[:-2]}xx", "jiaoyu")[1].decode()
+    assert "没有找到已答复的留言" in wrong and "已于" not in wrong
+    assert "没有找到" in _get(node["sock"], "/reply?t=../../etc", "jiaoyu")[1].decode()
+    # another unit's page knows nothing of jiaoyu's answers
+    _config(node["config"], {"jiaoyu": "JY", "wenlv": "WL"}, [])
+    assert "共 0 条" in _get(node["sock"], "/list", "wenlv")[1].decode()
+    assert "没有找到" in _get(node["sock"], f"/reply?t={private.token}", "wenlv")[1].decode()
+
+
+@pytest.mark.parametrize("change,why", [
+    ({"answer": "好\u202e的"}, "answer"),
+    ({"subject": "a\nb"}, "subject"),
+    ({"number": "JY-1; rm -rf /"}, "number"),
+    ({"publish": "yes"}, "publish"),
+    ({"contact": "13800138000"}, "exactly the answer fields"),
+    ({"answered_at": "tomorrow"}, "answered_at"),
+])
+def test_answers_a_node_would_show_wrongly_are_refused_whole(node, change, why):
+    good = _answer("JY-20261205-1-000001", rules.accept("JY", 1, 1, date(2026, 12, 5)).token)
+    ms.take_answers(node["lay"], "jiaoyu", json.dumps([good]).encode())
+    with pytest.raises(ValueError, match=why):
+        ms.take_answers(node["lay"], "jiaoyu", json.dumps([good, {**good, **change}]).encode())
+    with open(node["spool"].answers_path("jiaoyu"), encoding="utf-8") as f:
+        assert json.load(f) == [good]                     # the last good list stays
+    with pytest.raises(ValueError, match="bad unit"):
+        ms.take_answers(node["lay"], "../etc", b"[]")
