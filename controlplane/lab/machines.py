@@ -195,6 +195,11 @@ def _lab_settings(upper: Path) -> None:
     apt.mkdir(parents=True, exist_ok=True)
     (apt / "01govhost-lab-proxy").write_text(
         f'Acquire::http::Proxy "http://{network.HOST4}:{network.APT_PROXY_PORT}";\n')
+    # A lab machine's disk is thrown away: dpkg need not flush every file it unpacks (a
+    # county's servers keep dpkg's default; bootstrap does not set this).
+    dpkg = upper / "etc" / "dpkg" / "dpkg.cfg.d"
+    dpkg.mkdir(parents=True, exist_ok=True)
+    (dpkg / "01govhost-lab-unsafe-io").write_text("force-unsafe-io\n")
     etc = upper / "etc"
     if (etc / "resolv.conf").is_symlink():
         (etc / "resolv.conf").unlink()
