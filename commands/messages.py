@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.text import Text
 
 from commands.output import call, county, emit, err, fail, out, table
 from controlplane.core import errors
@@ -36,7 +37,9 @@ def messages_list(unit: Optional[str] = typer.Option(None, "--unit", help="Only 
     t = table(f"messages ({len(found)})", "number", "unit", "received (UTC+8)", "subject",
               "kept on")
     for m in found:
-        t.add_row(m.number, m.unit, m.received_local(), m.subject,
+        # the subject is the citizen's: text, never Rich markup ("[link=…]", "[/]" that
+        # would stop the list for every unit) nor an :emoji: code
+        t.add_row(m.number, m.unit, m.received_local(), Text(m.subject),
                   ",".join(m.stored_on) + (" [red]copies differ[/]" if m.differs else ""))
     out.print(t)
     _warn_unread(failed)
@@ -59,10 +62,10 @@ def messages_show(number: str = typer.Argument(..., help="The message's number, 
         return
     out.print(f"[bold]{m.number}[/]  {m.unit}  {m.received_local()} (UTC+8)  "
               f"kept on {', '.join(m.stored_on)}", highlight=False)
-    out.print(f"subject: {m.subject}", markup=False, highlight=False)
-    out.print(f"name:    {m.name or '-'}", markup=False, highlight=False)
-    out.print(f"contact: {m.contact}", markup=False, highlight=False)
-    out.print("", m.text, sep="\n", markup=False, highlight=False)
+    out.print(f"subject: {m.subject}", markup=False, highlight=False, emoji=False)
+    out.print(f"name:    {m.name or '-'}", markup=False, highlight=False, emoji=False)
+    out.print(f"contact: {m.contact}", markup=False, highlight=False, emoji=False)
+    out.print("", m.text, sep="\n", markup=False, highlight=False, emoji=False)
     _warn_unread(failed)
 
 

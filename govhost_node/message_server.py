@@ -53,6 +53,7 @@ MAX_BODY = 64 * 1024
 MAX_HEADERS = 16 * 1024          # request line and headers together
 MAX_CONNECTIONS = 64             # per listener; more wait in the kernel's backlog or are refused
 READ_SECONDS = 10                # per read of a request
+REQUEST_SECONDS = 20             # to send the whole request (headers and body), however slowly
 FORM_FIELDS = ("subject", "text", "contact", "name", "challenge", "nonce")
 SOCKET = "/run/govhost-messages/citizens.sock"   # controlplane.core.paths.MESSAGES_SOCKET
 
@@ -188,8 +189,64 @@ class _Capped:
         self.raw.close()
 
 
+class _Reaper:
+    """Cuts connections whose request was not whole by its deadline."""
+
+    def __init__(self) -> None:
+        self._due: dict[object, float] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, handler: "Handler", deadline: float) -> None:
+        with self._lock:
+            self._due[handler] = deadline
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread.start()
+
+    def forget(self, handler: "Handler") -> None:
+        with self._lock:
+            self._due.pop(handler, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(1)
+            now = time.monotonic()
+            with self._lock:
+                late = [h for h, t in self._due.items() if t < now]
+                for h in late:
+                    del self._due[h]
+            for h in late:
+                try:
+                    h.connection.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+                except OSError:
+                    pass
+
+
+_REAPER = _Reaper()
 _ANSWERS: dict[str, tuple[tuple[int, int, int], list[dict]]] = {}
 _ANSWERS_LOCK = threading.Lock()
+_TOKENS: dict[tuple[str, str], tuple[tuple, frozenset[str]]] = {}
+_TOKENS_LOCK = threading.Lock()
+
+
+def _tokens(spool: Spool, unit: str) -> frozenset[str]:
+    """The reading tokens' hashes of the unit's messages held here (own and copies)."""
+    key = []
+    for kind in ("own", "copies"):
+        try:
+            st = os.stat(os.path.join(spool.root, kind, unit))
+            key.append((st.st_ino, st.st_mtime_ns))
+        except FileNotFoundError:
+            key.append(None)
+    with _TOKENS_LOCK:
+        cached = _TOKENS.get((spool.root, unit))
+        if cached is not None and cached[0] == tuple(key):
+            return cached[1]
+        found = frozenset(r["token_hash"] for kind in ("own", "copies")
+                          for r in spool.records(kind, unit))
+        _TOKENS[(spool.root, unit)] = (tuple(key), found)
+        return found
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -203,6 +260,17 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.rfile = _Capped(self.rfile, MAX_HEADERS)  # type: ignore[assignment]
+        # A per-read limit alone lets a client that sends a byte every few seconds hold a
+        # slot for hours (16 KiB of headers): the whole request has a deadline too, kept by
+        # one reaper thread for all connections (not a timer thread each).
+        _REAPER.watch(self, time.monotonic() + REQUEST_SECONDS)
+
+    def _read_done(self) -> None:
+        _REAPER.forget(self)
+
+    def finish(self) -> None:
+        _REAPER.forget(self)
+        super().finish()
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         """Nothing a citizen sent (or their address) goes to a log."""
@@ -234,13 +302,21 @@ class Handler(BaseHTTPRequestHandler):
         if len(body) != int(length):
             self.close_connection = True
             return None
+        self._read_done()
         return body
 
-    def _send_page(self, content_type: str, data: bytes) -> None:
+    def _send_page(self, content_type: str, data: bytes, private: bool = False) -> None:
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-cache")
+        # a reading link's page may hold an answer that is not public: no cache keeps it
+        self.send_header("Cache-Control", "no-store, private" if private else "no-cache")
+        if private:
+            self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Content-Security-Policy",
+                         "default-src 'none'; script-src 'self'; connect-src 'self'; "
+                         "style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
+                         "frame-ancestors 'self'")
         self.end_headers()
         self.wfile.write(data)
 
@@ -264,30 +340,38 @@ class Handler(BaseHTTPRequestHandler):
         return answers
 
     def _waiting(self, unit: str, token_hash: str) -> bool:
-        """Whether this node holds a message of `unit` with that reading token's hash."""
-        for kind in ("own", "copies"):
-            for record in self.spool.records(kind, unit):
-                if hmac.compare_digest(record["token_hash"], token_hash):
-                    return True
-        return False
+        """Whether this node holds a message of `unit` with that reading token's hash: a
+        set lookup, the set read again only when a spool directory changed (a stranger's
+        made-up token must not cost a read of the whole spool)."""
+        return token_hash in _tokens(self.spool, unit)
+
+    def _query(self, query: str) -> dict[str, list[str]]:
+        """A query string's fields; anything odd (too many fields: a messenger app adds its
+        own, such as WeChat's from=&isappinstalled=) is read as no fields, never an error."""
+        try:
+            return parse_qs(query[:4096], max_num_fields=32)
+        except ValueError:
+            return {}
 
     def do_GET(self) -> None:  # noqa: N802
+        self._read_done()
         unit = self._unit()
         path, _, query = self.path.partition("?")
         if self.public and unit is not None and path == "/list":
-            args = parse_qs(query, max_num_fields=4)
+            args = self._query(query)
             try:
                 q = rules.clean((args.get("q") or [""])[0])[:50]
             except ValueError:              # a search for what no message can hold
                 q = ""
             page_no = (args.get("page") or ["1"])[0]
-            page_no = int(page_no) if page_no.isdigit() and len(page_no) < 6 else 1
+            # ASCII digits only: str.isdigit() is true of "²", which int() refuses
+            page_no = int(page_no) if re.fullmatch(r"[0-9]{1,5}", page_no, re.ASCII) else 1
             self._send_page("text/html; charset=utf-8", message_page.listing(
                 self.settings.titles.get(unit, unit),
                 [a for a in self._answers(unit) if a["publish"]], q, page_no))
             return
         if self.public and unit is not None and path == "/reply":
-            token = (parse_qs(query, max_num_fields=2).get("t") or [""])[0]
+            token = (self._query(query).get("t") or [""])[0]
             found, waiting = None, False
             if rules.valid_token(token):
                 h = rules.token_hash(token)
@@ -295,16 +379,16 @@ class Handler(BaseHTTPRequestHandler):
                               if hmac.compare_digest(a["token_hash"], h)), None)
                 waiting = found is None and self._waiting(unit, h)
             self._send_page("text/html; charset=utf-8", message_page.reply(
-                self.settings.titles.get(unit, unit), found, waiting))
+                self.settings.titles.get(unit, unit), found, waiting), private=True)
             return
-        if self.public and unit is not None and self.path == "/page":
+        if self.public and unit is not None and path == "/page":
             self._send_page("text/html; charset=utf-8", message_page.page(
                 self.settings.titles.get(unit, unit)))
             return
-        if self.public and unit is not None and self.path == "/form.js":
+        if self.public and unit is not None and path == "/form.js":
             self._send_page("text/javascript; charset=utf-8", message_page.SCRIPT)
             return
-        if not self.public or self.path != "/challenge" or unit is None:
+        if not self.public or path != "/challenge" or unit is None:
             self._send(404, {"error": "not found"})
             return
         self._send(200, {"challenge": rules.challenge(self.settings.secret, unit,

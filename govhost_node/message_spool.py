@@ -43,7 +43,9 @@ MAX_ANSWERS_BYTES = 64 * 1024 * 1024     # 10,000 answered messages are about 20
 
 def check_answers(unit: str, doc: Any) -> list[dict[str, Any]]:
     """A unit's answered messages, checked: the same rules as a citizen's fields (an answer
-    is shown on the unit's site), numbers of this unit's kind, no other fields."""
+    is shown on the unit's site), well-formed numbers, no other fields. (Whether a number's
+    code is the unit's is the control machine's to know: it answers from the nodes' own
+    records.)"""
     if not _UNIT.fullmatch(unit):
         raise ValueError(f"bad unit {unit!r}")
     if not isinstance(doc, list):

@@ -91,7 +91,15 @@ def render(hosts: Hosts, node: Node, db_sources: list[str],
                "        type filter hook input priority filter; policy accept;\n")
     repos = repository_nodes(hosts) if repositories is None else repositories
     out.extend(f"        {r}\n" for r in _rules(hosts, fw, node, node.name in repos))
-    out.append("    }\n}\n")
+    out.append("    }\n")
+    # The peers' door of the message service is for the nodes' own govhost-messages (root):
+    # a unit's PHP shares the node's address, so the other nodes' input rules cannot tell it
+    # apart; here, where the connection starts, its user can be told.
+    out.append("    chain output {\n"
+               "        type filter hook output priority filter; policy accept;\n"
+               f"        tcp dport {paths.MESSAGES_PORT} meta skuid != 0 "
+               "counter name dropped reject with tcp reset\n"
+               "    }\n}\n")
     return "".join(out).encode()
 
 

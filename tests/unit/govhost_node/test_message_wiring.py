@@ -56,7 +56,8 @@ def node(tmp_path):
                ms.server(("127.0.0.1", 0), live, spool, public=False)]
     for srv in servers:
         threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
-    yield {"config": config, "sock": sock, "lay": lay, "live": live, "spool": spool}
+    yield {"config": config, "sock": sock, "lay": lay, "live": live, "spool": spool,
+           "peers_port": servers[1].server_address[1]}
     for srv in servers:
         srv.shutdown()
         srv.server_close()
@@ -203,3 +204,66 @@ def test_answers_a_node_would_show_wrongly_are_refused_whole(node, change, why):
         assert json.load(f) == [good]                     # the last good list stays
     with pytest.raises(ValueError, match="bad unit"):
         ms.take_answers(node["lay"], "../etc", b"[]")
+
+
+@pytest.mark.parametrize("path", [
+    "/reply?t=abc&from=singlemessage&isappinstalled=0",      # what WeChat adds to a link
+    "/list?a=1&b=2&c=3&d=4&e=5&f=6", "/list?page=%C2%B2", "/list?page=%E2%91%A0",
+    "/page?from=timeline", "/form.js?v=1", "/list?q=%ff%fe&page=-1", "/reply?t=" + "x" * 9000,
+])
+def test_ordinary_and_odd_query_strings_get_the_page(node, path):
+    _config(node["config"], {"jiaoyu": "JY"}, [])
+    status, body, _ = _get(node["sock"], path, "jiaoyu")
+    assert status == 200, (path, body[:200])
+
+
+def test_pages_carry_a_strict_policy_and_the_reading_page_is_never_cached(node):
+    _config(node["config"], {"jiaoyu": "JY"}, [])
+    for path in ("/page", "/list", "/reply?t=x"):
+        conn = UnixConnection(node["sock"])
+        conn.request("GET", path, headers={"X-Govhost-Unit": "jiaoyu"})
+        r = conn.getresponse()
+        r.read()
+        conn.close()
+        assert "script-src 'self'" in r.getheader("Content-Security-Policy", "")
+        if path.startswith("/reply"):
+            assert r.getheader("Cache-Control") == "no-store, private"
+            assert r.getheader("Referrer-Policy") == "no-referrer"
+
+
+def test_a_request_sent_a_byte_at_a_time_is_cut_at_its_deadline(node, monkeypatch):
+    """The per-read limit alone let a client holding a slot send one byte every few seconds
+    for hours (found by the attack review: 64 of them stopped every box's copies)."""
+    import socket as socketlib
+    import time
+    monkeypatch.setattr(ms, "REQUEST_SECONDS", 2)
+    _config(node["config"], {"jiaoyu": "JY"}, [])
+    s = socketlib.create_connection(("127.0.0.1", node["peers_port"]), timeout=10)
+    started = time.monotonic()
+    closed_after = None
+    try:
+        for ch in b"POST /replica HTTP/1.1\r\nX-Slow: " + b"a" * 100:
+            s.sendall(bytes([ch]))
+            time.sleep(0.5)
+            if time.monotonic() - started > 8:
+                break
+    except OSError:
+        closed_after = time.monotonic() - started
+    s.close()
+    assert closed_after is not None and closed_after < 6, closed_after
+
+
+def test_a_made_up_token_does_not_read_the_spool_again(node, monkeypatch):
+    _config(node["config"], {"jiaoyu": "JY"}, [])
+    rec = {"number": "JY-20261205-1-000001", "unit": "jiaoyu", "node": "n1",
+           "received": "2026-12-05T02:00:00Z", "subject": "路灯", "text": "路口的路灯坏了一周了。", "name": "",
+           "contact": "13800138000", "token_hash": rules.token_hash("t" * 32), "source": ""}
+    node["spool"].write("own", rec)
+    assert "正在办理" in _get(node["sock"], "/reply?t=" + "t" * 32, "jiaoyu")[1].decode()
+    reads = []
+    real = Spool.records
+    monkeypatch.setattr(Spool, "records", lambda self, *a: reads.append(a) or real(self, *a))
+    for i in range(5):
+        page = _get(node["sock"], "/reply?t=" + f"{i}" * 32, "jiaoyu")[1].decode()
+        assert "没有找到" in page
+    assert reads == []                       # the spool did not change: no read

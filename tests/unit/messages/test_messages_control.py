@@ -89,3 +89,23 @@ def test_merge_lists_each_message_once_with_where_it_is_kept():
         ("JY-20261205-2-000001", ("n1", "n2"), "n2", False)]
     assert "contact" not in got[0].public() and got[0].public()["copies"] == 2
     assert got[0].received_local() == "2026-12-05 10:00"
+
+
+def test_a_citizens_subject_is_text_in_the_operators_terminal(monkeypatch):
+    """Found by the attack review: "[/] 路灯" stopped `messages list` for every unit (Rich
+    markup), "[link=…]" hid a hyperlink behind Chinese text."""
+    from typer.testing import CliRunner
+
+    import commands.messages as cm
+    subjects = ["[/] 路灯", "[link=https://evil.example/login]请点此核实您的账号[/link]",
+                ":warning: 紧急"]
+    dumps = "\n".join(_line(f"JY-20261205-1-00000{i}", "n1", "own", subject=s)
+                      for i, s in enumerate(subjects))
+    found = collect.merge({"n1": dumps})
+    monkeypatch.setattr(collect, "collect", lambda county: (found, {}))
+    monkeypatch.setattr(cm, "county", lambda: None)
+    r = CliRunner().invoke(cm.app, ["messages", "list"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    for s in subjects:
+        assert s in r.output, r.output
+    assert "evil.example" in r.output and "\x1b]8;" not in r.output

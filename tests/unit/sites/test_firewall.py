@@ -66,7 +66,13 @@ def test_each_node_judges_every_packet_in_a_table_of_its_own():
         assert chain[:3] == ["iif lo ip daddr 127.0.0.0/8 accept", "iif lo ip6 daddr ::1 accept",
                              "ct state established,related accept"]
         assert not any(("daddr" in r and "iif lo" not in r) or "nfproto" in r for r in chain)
-        assert rules[-3] == "counter name dropped drop"      # everything else: counted, dropped
+        end = rules.index("chain output {")
+        assert rules[end - 2] == "counter name dropped drop"  # everything else: counted, dropped
+        # the peers' door of the message service: only root (the service) may knock on it,
+        # not a unit's PHP sharing the node's address (found by the attack review)
+        assert rules[end + 1:end + 3] == [
+            "type filter hook output priority filter; policy accept;",
+            "tcp dport 9276 meta skuid != 0 counter name dropped reject with tcp reset"]
     assert firewall.table_name("node-3") == "govhost_node_3"
 
 
