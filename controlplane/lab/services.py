@@ -53,11 +53,17 @@ def _port_open(address: str, port: int) -> bool:
 
 
 def _pid(d: Path) -> int | None:
-    """The service's pid if it runs (a zombie does not: nothing may reap it here)."""
+    """The service's pid if it runs (a zombie does not: nothing may reap it here). The pid
+    must still be the service's: each runs in its own directory, and a pid file left from a
+    day ago can name another process now (Pebble was then taken as running, and `_stop`
+    would have signalled a stranger)."""
     try:
         pid = int((d / "pid").read_text())
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cwd = os.readlink(f"/proc/{pid}/cwd")
     except (OSError, ValueError, IndexError):
+        return None
+    if cwd != str(d.resolve()):
         return None
     return None if state in ("Z", "X") else pid
 

@@ -266,10 +266,17 @@ def test_a_long_chinese_text_fits(nodes):
 
 def test_odd_lengths_and_macs_get_an_answer_not_a_dropped_connection(nodes):
     n1, _ = nodes
-    status, _ = n1.request("POST", "/message", b"subject=a",
-                           {"X-Govhost-Unit": "jiaoyu", "Content-Length": "\u00b2".encode(
-                               "utf-8").decode("latin-1")})
-    assert status == 411
+    # One write, as a client sends a small request (http.client writes the body apart, and
+    # the server's early 411 could close the socket between the two: a broken pipe there
+    # says nothing about the server).
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.settimeout(10)
+    raw.connect(n1.socket)
+    raw.sendall(b"POST /message HTTP/1.1\r\nHost: x\r\nX-Govhost-Unit: jiaoyu\r\n"
+                b"Content-Length: \xc2\xb2\r\n\r\nsubject=a")
+    answer = raw.recv(200)
+    raw.close()
+    assert answer.startswith(b"HTTP/1.0 411") or answer.startswith(b"HTTP/1.1 411"), answer
     body = b"{}"
     status, _ = n1.request("POST", "/replica", body,
                            {"X-Govhost-Mac": "\u00e9".encode().decode("latin-1") * 32},
