@@ -203,7 +203,8 @@ _ADDRESS = re.compile(r"[0-9a-fA-F.:]+")
 
 
 def agents(lay: Layout, address: str) -> None:
-    """The node's agent, search server, tamper watcher and node exporter, unless they run."""
+    """The node's agent, search server, message service, tamper watcher and node exporter,
+    unless they run."""
     if not _ADDRESS.fullmatch(address):
         raise die(f"bad address '{address}'")
     host = f"[{address}]" if ":" in address else address
@@ -211,7 +212,7 @@ def agents(lay: Layout, address: str) -> None:
     units = lay.systemd_units
     if under_systemd(lay) and os.path.isfile(f"{units}/govhost-agent.service"):
         run(["systemctl", "start", "govhost-agent", "govhost-node-exporter"])
-        for unit in ("govhost-search", "govhost-tamper"):
+        for unit in ("govhost-search", "govhost-tamper", "govhost-messages"):
             if os.path.isfile(f"{units}/{unit}.service"):
                 run(["systemctl", "start", unit])
         return
@@ -219,6 +220,7 @@ def agents(lay: Layout, address: str) -> None:
     daemon(lay, "govhost-agent", "--listen", f"{host}:9273", "--web-config",
            f"{metrics}/agent.json")
     daemon(lay, "govhost-search", "serve", "--listen", f"{host}:9275")
+    daemon(lay, "govhost-messages", "serve", "--listen", f"{host}:9276")
     daemon(lay, "govhost-tamper", "watch")
     exporter_pid = lay.pidfile("govhost-node-exporter")
     if has("prometheus-node-exporter") and not alive(exporter_pid):

@@ -124,17 +124,26 @@ def upload(address: str, tenant: str, files: dict[str, bytes], replace: bool = F
 
 
 @contextlib.contextmanager
-def tamper_watcher_stopped(address: str):
-    """The node's tamper watcher stopped for the block (a change it missed, as when it is down),
-    so a test can plant a change that other mechanisms (status drift, apply, restore) must
-    catch; started again afterwards (it then checks every live file)."""
-    lab_ssh(address, "if [ -d /run/systemd/system ] && [ -f /etc/systemd/system/govhost-tamper"
-                     ".service ]; then systemctl stop govhost-tamper; else "
-                     "kill $(cat /run/govhost-tamper.pid) 2>/dev/null; sleep 0.3; fi; true")
+def node_program_stopped(address: str, name: str):
+    """One of the node's long-running programs (govhost-tamper, govhost-messages, …) stopped
+    for the block, by systemd on a machine node or by its pid on an overlay node; started
+    again afterwards as the node starts it (`govhost-node agents`)."""
+    lab_ssh(address, f"if [ -d /run/systemd/system ] && [ -f /etc/systemd/system/{name}"
+                     f".service ]; then systemctl stop {name}; else "
+                     f"kill $(cat /run/{name}.pid) 2>/dev/null; sleep 0.3; fi; true")
     try:
         yield
     finally:
         lab_ssh(address, f"/usr/local/sbin/govhost-node agents {address}")
+
+
+@contextlib.contextmanager
+def tamper_watcher_stopped(address: str):
+    """The node's tamper watcher stopped for the block (a change it missed, as when it is down),
+    so a test can plant a change that other mechanisms (status drift, apply, restore) must
+    catch; started again afterwards (it then checks every live file)."""
+    with node_program_stopped(address, "govhost-tamper"):
+        yield
 
 
 def free_port() -> int:
