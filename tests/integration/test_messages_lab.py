@@ -130,9 +130,10 @@ def test_forged_headers_another_site_huge_bodies_and_the_wrong_method_get_nothin
     assert set(listed(county)) - before == {first}      # only the one with forged headers
 
 
-def test_a_units_own_account_cannot_open_the_citizens_socket(county):
+def test_a_units_own_account_cannot_open_the_citizens_socket_nor_the_peers_door(county):
     """A unit's PHP and SFTP run as its account: were it able to open the socket, it could
-    name any unit and any source."""
+    name any unit and any source; were it able to reach another node's peers' door, it could
+    hold its connections (found by the attack review)."""
     tried = 0
     for address in NODES.values():
         # the units' accounts this node holds (a unit's account is on its replicas only)
@@ -145,6 +146,14 @@ def test_a_units_own_account_cannot_open_the_citizens_socket(county):
                                    "2>&1 || true")
             assert "PermissionError" in out, (address, user, out)
             tried += 1
+        # nor the other nodes' peers' door: a unit shares its node's address, so only the
+        # node's own firewall can tell it from the service (root), where it connects from
+        other = next(a for a in NODES.values() if a != address)
+        knock = ("python3 -c \"import socket; socket.create_connection(('{}', 9276), "
+                 "timeout=3); print('connected')\" 2>&1 | tail -1").format(other)
+        assert "ConnectionRefusedError" in on_node(address, f"runuser -u {users[0]} -- "
+                                                            f"{knock} || true")
+        assert on_node(address, knock) == "connected"            # root: the service itself
     assert accounts.user_name("jiaoyu").startswith("gh-") and tried >= 3
 
 
