@@ -569,6 +569,18 @@ def dump(lay: Layout) -> None:
             print(json.dumps({**record, "held_as": kind}, ensure_ascii=False, sort_keys=True))
 
 
+def keep_copies(lay: Layout, lines: bytes) -> int:
+    """Messages from the control machine (one record a line) kept as copies: a replaced
+    node takes back a second copy of every message left with one. Each is checked as a
+    peer's copy is; one already held is kept as it is."""
+    spool, n = Spool(lay), 0
+    for line in lines.decode("utf-8").splitlines():
+        if line.strip():
+            spool.write("copies", check_record(json.loads(line)))
+            n += 1
+    return n
+
+
 def take_answers(lay: Layout, unit: str, data: bytes) -> int:
     """The unit's answered messages from the control machine (on stdin), stored whole."""
     if len(data) > MAX_ANSWERS_BYTES:
@@ -587,11 +599,19 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--group", default="www-data", help="nginx's group: may open the socket")
     s.add_argument("--config", default=f"{NODE.current}/messages.json")
     sub.add_parser("dump")
+    sub.add_parser("keep", help="keep messages (one JSON record a line on stdin) as copies")
     s = sub.add_parser("answers", help="store a unit's answered messages (JSON on stdin)")
     s.add_argument("unit")
     a = ap.parse_args(argv)
     if a.cmd == "serve":
         serve(a.socket, a.listen, a.config, NODE, a.group)
+    elif a.cmd == "keep":
+        try:
+            n = keep_copies(NODE, sys.stdin.buffer.read(MAX_ANSWERS_BYTES + 1))
+        except (ValueError, UnicodeDecodeError, FileExistsError) as exc:
+            print(f"govhost-messages: copies refused: {exc}", file=sys.stderr)
+            sys.exit(2)
+        print(json.dumps({"kept": n}))
     elif a.cmd == "answers":
         try:
             n = take_answers(NODE, a.unit, sys.stdin.buffer.read(MAX_ANSWERS_BYTES + 1))

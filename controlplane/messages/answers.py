@@ -38,8 +38,9 @@ def _node_doc(rows: list[dict[str, Any]]) -> bytes:
         for r in rows], ensure_ascii=False).encode()
 
 
-def push(county: County, unit: str) -> dict[str, str]:
-    """Send the unit's answers to every node: node -> "ok" or why it failed."""
+def push(county: County, unit: str, only: str | None = None) -> dict[str, str]:
+    """Send the unit's answers to every node (or `only` that one): node -> "ok" or why it
+    failed."""
     inv = county.inv
     with county.state() as st:
         data = _node_doc(st.message_answers(unit))
@@ -53,7 +54,7 @@ def push(county: County, unit: str) -> dict[str, str]:
         except (SyncError, subprocess.TimeoutExpired, OSError) as exc:
             return node, str(exc)[-300:]
 
-    names = [n.name for n in inv.hosts.nodes]
+    names = [n.name for n in inv.hosts.nodes if only is None or n.name == only]
     with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
         return dict(pool.map(one, names))
 
@@ -72,8 +73,9 @@ def answer(county: County, number: str, text: str, publish: bool, by: str
     return {"number": m.number, "unit": m.unit, "publish": publish, "nodes": nodes}
 
 
-def sync(county: County) -> dict[str, dict[str, str]]:
-    """Every unit's answers to every node again (after a node was down or replaced)."""
+def sync(county: County, only: str | None = None) -> dict[str, dict[str, str]]:
+    """Every unit's answers to every node (or `only` that one) again (after a node was down
+    or replaced)."""
     with county.state() as st:
         units = sorted({r["unit"] for r in st.message_answers()})
-    return {u: push(county, u) for u in units}
+    return {u: push(county, u, only) for u in units}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
@@ -42,6 +42,8 @@ class Message:
     taken_by: str            # the node the citizen wrote through
     stored_on: tuple[str, ...]
     differs: bool
+    # the record as the first node holds it (what a node is given back to keep a copy)
+    record: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def received_local(self) -> str:
         """The county's time of day (UTC+8), as citizens and units read it."""
@@ -75,7 +77,8 @@ def merge(dumps: Mapping[str, str]) -> list[Message]:
             subject=str(first["subject"]), text=str(first["text"]), name=str(first["name"]),
             contact=str(first["contact"]), token_hash=str(first["token_hash"]),
             taken_by=str(first["node"]),
-            stored_on=tuple(sorted({n for n, _ in copies})), differs=len(contents) > 1))
+            stored_on=tuple(sorted({n for n, _ in copies})), differs=len(contents) > 1,
+            record={k: v for k, v in first.items() if k != "held_as"}))
     return found
 
 
@@ -107,3 +110,22 @@ def find(messages: list[Message], number: str) -> Message:
             return m
     raise MessagesError(f"no message {number!r} on the nodes that answered; "
                         "`govhost messages list` shows the numbers")
+
+
+def restore_copies(county: County, node: str) -> dict[str, Any]:
+    """Give `node` (a replaced or new node) a copy of every message the others hold only
+    once, so each is on two machines again. Messages whose copies differ are left for a
+    person to look at."""
+    found, failed = collect(county)
+    single = [m for m in found if len(m.stored_on) == 1 and node not in m.stored_on
+              and not m.differs]
+    if not single:
+        return {"copied": 0, "unreadable_nodes": failed}
+    inv = county.inv
+    link = Link(inv.hosts, county.known_hosts, {n.name: n for n in inv.hosts.nodes})
+    data = "".join(json.dumps(dict(m.record), ensure_ascii=False) + "\n" for m in single)
+    try:
+        link.run(node, "keep", data=data.encode(), timeout=300, tool=paths.NODE_MESSAGES_TOOL)
+    except (SyncError, subprocess.TimeoutExpired, OSError) as exc:
+        raise MessagesError(f"{node} did not keep the copies: {exc}") from None
+    return {"copied": len(single), "unreadable_nodes": failed}

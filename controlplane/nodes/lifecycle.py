@@ -24,6 +24,8 @@ from controlplane.content import releases as content
 from controlplane.converge import service
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError, NodeError
+from controlplane.messages import answers as message_answers
+from controlplane.messages import collect as message_collect
 from controlplane.nodes import handover
 from controlplane.search import index as search_index
 from controlplane.sites import apply as apply_mod
@@ -96,8 +98,28 @@ def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, A
             continue
         out["restored"].append({"tenant": t.name, "from": "backup", **r})
     out["search"] = _search(county, say)
+    out["messages"] = _messages(county, name, say, copies=True)
     out["result"] = "replaced" if result.ok and not any("error" in r for r in out["restored"]) \
-        else "partial"
+        and "error" not in out["messages"] else "partial"
+    return out
+
+
+def _messages(county: County, name: str, say: Say, copies: bool) -> dict[str, Any]:
+    """Citizens' messages on a new or replaced node: the units' answers (its pages show
+    them), and for a replaced node a copy of every message the others now hold only once
+    (its disk held the second copy of some)."""
+    try:
+        sent = message_answers.sync(county, only=name)
+        out: dict[str, Any] = {"answers_of": len(sent)}
+        failed = sorted(u for u, nodes in sent.items() if nodes.get(name) != "ok")
+        if failed:
+            out["error"] = f"answers of {', '.join(failed)} not taken"
+        if copies:
+            out["copies"] = message_collect.restore_copies(county, name)["copied"]
+            say(f"messages: {out['copies']} copy(ies) kept on {name} again")
+    except GovhostError as exc:
+        say(f"messages: not restored on {name}: {exc}")
+        return {"error": str(exc)}
     return out
 
 
@@ -147,6 +169,7 @@ def add(county: County, name: str, say: Say = lambda _: None) -> dict[str, Any]:
     result = service.apply(county, progress=_progress(say), share_for_node=name)
     placement = _placements(county)
     return {"node": name, "apply": result.to_json(), "search": _search(county, say),
+            "messages": _messages(county, name, say, copies=False),
             "replicas": sorted(t for t, ns in placement.items() if name in ns),
             "result": "added" if result.ok else "partial"}
 

@@ -346,6 +346,14 @@ def test_wiped_node_is_replaced_with_everything_it_held(county):
     history = Counter(s["tenant"] for s in json.loads(govhost(
         county, "backup", "list", "--json", check=True).stdout))
     php_only_here = [t for t in ("renshe", "zhujian") if placement(county, t) == [victim]]
+    # A citizen's message taken by the victim (its second copy on a peer), and one answered.
+    from tests.integration.test_messages_lab import SOURCES
+    from tests.integration.test_messages_lab import request as request_page
+    from tests.integration.test_messages_lab import write as write_message
+    status, taken = write_message(NODES[victim], SOURCES[0])
+    assert status == 200, taken
+    govhost(county, "messages", "answer", taken["number"], "--text", "已收到，正在办理。",
+            check=True)
     with Continuity("jiaoyu.qingshui.gov.cn", pages) as loop:
         lab.wipe(victim)
         assert on_node(NODES[victim], "command -v nginx || echo none") == "none"
@@ -373,6 +381,14 @@ def test_wiped_node_is_replaced_with_everything_it_held(county):
     assert all(now[t] >= n for t, n in history.items()), (history, now)
     run = json.loads(govhost(county, "backup", "run", "jiaoyu", "--json", timeout=900).stdout)
     assert run["failed"] == 0, run
+    # The message is on two machines again, the victim one of them; its answer is shown there.
+    assert out["messages"]["copies"] >= 1 and out["messages"]["answers_of"] >= 1, out
+    held = {m["number"]: m for m in json.loads(govhost(
+        county, "messages", "list", "--json", check=True).stdout)["messages"]}
+    assert victim in held[taken["number"]]["stored_on"] and held[taken["number"]]["copies"] == 2
+    status, body = request_page(NODES[victim], "GET", f"/hudong/reply?t={taken['token']}",
+                                source=SOURCES[0])
+    assert status == 200 and "已收到，正在办理" in body.decode()
 
 
 def test_timers_run_and_their_failure_is_visible(county):

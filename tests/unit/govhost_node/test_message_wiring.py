@@ -267,3 +267,20 @@ def test_a_made_up_token_does_not_read_the_spool_again(node, monkeypatch):
         page = _get(node["sock"], "/reply?t=" + f"{i}" * 32, "jiaoyu")[1].decode()
         assert "没有找到" in page
     assert reads == []                       # the spool did not change: no read
+
+
+def test_a_replaced_node_keeps_the_copies_it_is_given_and_refuses_a_forged_one(node):
+    rec = {"number": "JY-20261205-2-000007", "unit": "jiaoyu", "node": "n2",
+           "received": "2026-12-05T02:00:00Z", "subject": "路灯", "text": "路口的路灯坏了一周了。",
+           "name": "", "contact": "13800138000", "token_hash": rules.token_hash("k" * 32),
+           "source": ""}
+    line = (json.dumps(rec, ensure_ascii=False) + "\n").encode()
+    assert ms.keep_copies(node["lay"], line + line) == 2          # given twice: kept once
+    assert [r["number"] for r in node["spool"].records("copies")] == [rec["number"]]
+    with pytest.raises(ValueError):
+        ms.keep_copies(node["lay"], (json.dumps({**rec, "number": "JY-20261205-2-000008",
+                                                 "subject": "a\u2028b"}) + "\n").encode())
+    with pytest.raises(FileExistsError):                          # another text, same number
+        ms.keep_copies(node["lay"], (json.dumps({**rec, "text": "改过的路灯留言内容。"})
+                                     + "\n").encode())
+    assert len(list(node["spool"].records("copies"))) == 1
