@@ -68,20 +68,18 @@ def county(lab_cluster, tmp_path, county_keys):
     state = dest / ".govhost"
     if (county_keys / "secret").exists():
         state.mkdir(mode=0o700)
-        for name in COUNTY_KEYS:
-            src = county_keys / name
-            if src.is_dir():
-                shutil.copytree(src, state / name)
-            elif src.exists():
-                shutil.copy2(src, state / name)
+        _copy_keys(county_keys, state)
     yield dest
     if not (county_keys / "secret").exists() and (state / "secret").exists():
-        for name in COUNTY_KEYS:
-            src = state / name
-            if src.is_dir():
-                shutil.copytree(src, county_keys / name)
-            elif src.exists():
-                shutil.copy2(src, county_keys / name)
+        _copy_keys(state, county_keys)
+
+
+def _copy_keys(src: Path, dest: Path) -> None:
+    for name in COUNTY_KEYS:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dest / name)
+        elif (src / name).exists():
+            shutil.copy2(src / name, dest / name)
 
 
 def govhost(inventory: Path, *args: str, check: bool = False, timeout: int = 600):
