@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.text import Text
 
 from commands.output import call, county, emit, err, fail, out, table
@@ -18,7 +19,7 @@ app.add_typer(messages_app, name="messages")
 
 def _warn_unread(failed: dict[str, str]) -> None:
     for node, why in sorted(failed.items()):
-        err.print(f"[yellow]note[/]: {node} could not be read ({why}); every message is kept "
+        err.print(f"[yellow]note[/]: {node} could not be read ({escape(why)}); every message is kept "
                   "on two nodes, so the list is whole unless another node is down too",
                   highlight=False)
 
@@ -97,7 +98,7 @@ def messages_answer(number: str = typer.Argument(..., help="The message's number
                   f"{len(res['nodes']) - len(failed)} of {len(res['nodes'])} nodes",
                   highlight=False)
         for node, why in sorted(failed.items()):
-            err.print(f"[yellow]note[/]: {node} did not take it ({why}); "
+            err.print(f"[yellow]note[/]: {node} did not take it ({escape(why)}); "
                       "`govhost messages sync` sends it again", highlight=False)
     if failed:
         raise typer.Exit(1)

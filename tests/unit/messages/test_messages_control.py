@@ -102,10 +102,12 @@ def test_a_citizens_subject_is_text_in_the_operators_terminal(monkeypatch):
     dumps = "\n".join(_line(f"JY-20261205-1-00000{i}", "n1", "own", subject=s)
                       for i, s in enumerate(subjects))
     found = collect.merge({"n1": dumps})
-    monkeypatch.setattr(collect, "collect", lambda county: (found, {}))
+    # a node's error text (ssh's, Python's "[Errno 111]") is printed as text too
+    monkeypatch.setattr(collect, "collect", lambda county: (found, {"n2": "[/] [Errno 111]"}))
     monkeypatch.setattr(cm, "county", lambda: None)
     r = CliRunner().invoke(cm.app, ["messages", "list"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     for s in subjects:
         assert s in r.output, r.output
     assert "evil.example" in r.output and "\x1b]8;" not in r.output
+    assert "[/] [Errno 111]" in r.output
