@@ -4,15 +4,12 @@ the published ones on the unit's page (`list`) and each to its citizen by the re
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from controlplane.core import paths
 from controlplane.core.county import County
-from controlplane.messages.collect import Message, MessagesError, collect, find
-from controlplane.sites.content_sync import Link, SyncError
+from controlplane.messages.collect import Message, MessagesError, collect, find, link
 from govhost_node import messages as rules
 
 MAX_ANSWER = 10_000          # characters
@@ -41,22 +38,12 @@ def _node_doc(rows: list[dict[str, Any]]) -> bytes:
 def push(county: County, unit: str, only: str | None = None) -> dict[str, str]:
     """Send the unit's answers to every node (or `only` that one): node -> "ok" or why it
     failed."""
-    inv = county.inv
     with county.state() as st:
         data = _node_doc(st.message_answers(unit))
-    link = Link(inv.hosts, county.known_hosts, {n.name: n for n in inv.hosts.nodes})
-
-    def one(node: str) -> tuple[str, str]:
-        try:
-            link.run(node, "answers", unit, data=data, timeout=120,
-                     tool=paths.NODE_MESSAGES_TOOL)
-            return node, "ok"
-        except (SyncError, subprocess.TimeoutExpired, OSError) as exc:
-            return node, str(exc)[-300:]
-
-    names = [n.name for n in inv.hosts.nodes if only is None or n.name == only]
-    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-        return dict(pool.map(one, names))
+    names = [n.name for n in county.inv.hosts.nodes if only is None or n.name == only]
+    got = link(county).run_each(names, "answers", unit, data=data, timeout=120,
+                                tool=paths.NODE_MESSAGES_TOOL)
+    return {n: str(r)[-300:] if isinstance(r, Exception) else "ok" for n, r in got.items()}
 
 
 def answer(county: County, number: str, text: str, publish: bool, by: str

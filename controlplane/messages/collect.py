@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
@@ -82,21 +81,17 @@ def merge(dumps: Mapping[str, str]) -> list[Message]:
     return found
 
 
+def link(county: County) -> Link:
+    """How the control machine runs govhost-messages on the county's nodes."""
+    inv = county.inv
+    return Link(inv.hosts, county.known_hosts, {n.name: n for n in inv.hosts.nodes})
+
+
 def collect(county: County) -> tuple[list[Message], dict[str, str]]:
     """The messages every reachable node holds, and the nodes that could not be read (with
     why). Raises only when no node answers."""
-    inv = county.inv
-    link = Link(inv.hosts, county.known_hosts, {n.name: n for n in inv.hosts.nodes})
-
-    def one(node: str) -> tuple[str, str | Exception]:
-        try:
-            return node, link.run(node, "dump", timeout=120, tool=paths.NODE_MESSAGES_TOOL)
-        except (SyncError, subprocess.TimeoutExpired, OSError) as exc:
-            return node, exc
-
-    names = [n.name for n in inv.hosts.nodes]
-    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-        got = dict(pool.map(one, names))
+    names = [n.name for n in county.inv.hosts.nodes]
+    got = link(county).run_each(names, "dump", timeout=120, tool=paths.NODE_MESSAGES_TOOL)
     failed = {n: str(e)[-300:] for n, e in got.items() if isinstance(e, Exception)}
     if len(failed) == len(names):
         raise MessagesError("no node could be read: " + "; ".join(
@@ -114,18 +109,15 @@ def find(messages: list[Message], number: str) -> Message:
 
 def restore_copies(county: County, node: str) -> dict[str, Any]:
     """Give `node` (a replaced or new node) a copy of every message the others hold only
-    once, so each is on two machines again. Messages whose copies differ are left for a
-    person to look at."""
+    once, so each is on two machines again."""
     found, failed = collect(county)
-    single = [m for m in found if len(m.stored_on) == 1 and node not in m.stored_on
-              and not m.differs]
+    single = [m for m in found if len(m.stored_on) == 1 and node not in m.stored_on]
     if not single:
         return {"copied": 0, "unreadable_nodes": failed}
-    inv = county.inv
-    link = Link(inv.hosts, county.known_hosts, {n.name: n for n in inv.hosts.nodes})
     data = "".join(json.dumps(dict(m.record), ensure_ascii=False) + "\n" for m in single)
     try:
-        link.run(node, "keep", data=data.encode(), timeout=300, tool=paths.NODE_MESSAGES_TOOL)
+        link(county).run(node, "keep", data=data.encode(), timeout=300,
+                         tool=paths.NODE_MESSAGES_TOOL)
     except (SyncError, subprocess.TimeoutExpired, OSError) as exc:
         raise MessagesError(f"{node} did not keep the copies: {exc}") from None
     return {"copied": len(single), "unreadable_nodes": failed}

@@ -52,6 +52,19 @@ class Link:
                             f"{r.stderr.decode(errors='replace').strip() or r.returncode}")
         return r.stdout.decode()
 
+    def run_each(self, nodes: Sequence[str], *args: str, data: bytes | None = None,
+                 timeout: float = 600, tool: str = TOOL) -> dict[str, str | Exception]:
+        """`run` on every node of `nodes` at once: node -> its output, or the exception that
+        says why it could not be run there (a node down is an answer, not an abort)."""
+        def one(node: str) -> tuple[str, str | Exception]:
+            try:
+                return node, self.run(node, *args, data=data, timeout=timeout, tool=tool)
+            except (SyncError, subprocess.TimeoutExpired, OSError) as exc:
+                return node, exc
+
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            return dict(pool.map(one, nodes))
+
     def digests(self, node: str, tenant: str,
                 rid: str = "current") -> tuple[str | None, dict[str, str]]:
         """A release's id and digest list (path -> sha256) on `node`; `current`: the live one
