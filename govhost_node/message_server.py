@@ -284,9 +284,9 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _unit(self) -> str | None:
+    def _unit(self, s: Settings) -> str | None:
         unit = self.headers.get("X-Govhost-Unit", "")
-        return unit if unit in self.settings.units else None
+        return unit if unit in s.units else None
 
     def _body(self) -> bytes | None:
         length = self.headers.get("Content-Length", "")
@@ -355,7 +355,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self._read_done()
-        unit = self._unit()
+        s = self.settings        # once: on a node each read looks at the live release's file
+        unit = self._unit(s)
         path, _, query = self.path.partition("?")
         if self.public and unit is not None and path == "/list":
             args = self._query(query)
@@ -367,7 +368,7 @@ class Handler(BaseHTTPRequestHandler):
             # ASCII digits only: str.isdigit() is true of "²", which int() refuses
             page_no = int(page_no) if re.fullmatch(r"[0-9]{1,5}", page_no, re.ASCII) else 1
             self._send_page("text/html; charset=utf-8", message_page.listing(
-                self.settings.titles.get(unit, unit),
+                s.titles.get(unit, unit),
                 [a for a in self._answers(unit) if a["publish"]], q, page_no))
             return
         if self.public and unit is not None and path == "/reply":
@@ -379,11 +380,11 @@ class Handler(BaseHTTPRequestHandler):
                               if hmac.compare_digest(a["token_hash"], h)), None)
                 waiting = found is None and self._waiting(unit, h)
             self._send_page("text/html; charset=utf-8", message_page.reply(
-                self.settings.titles.get(unit, unit), found, waiting), private=True)
+                s.titles.get(unit, unit), found, waiting), private=True)
             return
         if self.public and unit is not None and path == "/page":
             self._send_page("text/html; charset=utf-8", message_page.page(
-                self.settings.titles.get(unit, unit)))
+                s.titles.get(unit, unit)))
             return
         if self.public and unit is not None and path == "/form.js":
             self._send_page("text/javascript; charset=utf-8", message_page.SCRIPT)
@@ -391,9 +392,8 @@ class Handler(BaseHTTPRequestHandler):
         if not self.public or path != "/challenge" or unit is None:
             self._send(404, {"error": "not found"})
             return
-        self._send(200, {"challenge": rules.challenge(self.settings.secret, unit,
-                                                      self.settings.node,
-                                                      bits=self.settings.work_bits)})
+        self._send(200, {"challenge": rules.challenge(s.secret, unit, s.node,
+                                                      bits=s.work_bits)})
 
     def do_POST(self) -> None:  # noqa: N802
         if self.path == "/replica" and not self.public:
@@ -422,7 +422,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _message(self) -> None:
         s = self.settings
-        unit = self._unit()
+        unit = self._unit(s)
         if unit is None:
             self._send(404, {"error": "this site takes no messages"})
             return
