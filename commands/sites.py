@@ -286,12 +286,12 @@ def unit_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """List every unit with its kind, host name and replicas."""
     from controlplane.sites import apply as apply_mod
     try:
-        inv, p = apply_mod.prepare(county(), county().open_state())
+        inv, placement = apply_mod.placement(county(), county().open_state())
     except errors.GovhostError as exc:
         fail(exc, as_json)
         return
     rows = [{"name": t.name, "title": t.title, "kind": t.kind, "host": inv.site_host(t),
-             "site": t.site.type, "replicas": list(p.placement[t.name]),
+             "site": t.site.type, "replicas": list(placement[t.name]),
              "aliases": list(t.aliases), "sections": [s.name for s in t.sections]}
             for t in inv.tenants]
     if as_json:
@@ -310,7 +310,7 @@ def unit_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Show one unit's manifest, host names and placement."""
     from controlplane.sites import apply as apply_mod
     try:
-        inv, p = apply_mod.prepare(county(), county().open_state())
+        inv, placement = apply_mod.placement(county(), county().open_state())
     except errors.GovhostError as exc:
         fail(exc, as_json)
         return
@@ -319,7 +319,7 @@ def unit_show(name: str, as_json: bool = typer.Option(False, "--json")) -> None:
         fail(errors.GovhostError(f"no unit named {name!r} in {county().root}/tenants"), as_json)
         return
     data = {"manifest": t.model_dump(mode="json"), "file": inv.sources[t.name],
-            "hosts": [inv.site_host(t), *t.aliases], "replicas": list(p.placement[t.name]),
+            "hosts": [inv.site_host(t), *t.aliases], "replicas": list(placement[t.name]),
             "rate_limit": inv.rate_limit(t).model_dump()}
     if as_json:
         emit(data)

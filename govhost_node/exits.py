@@ -1,7 +1,6 @@
 # Exit codes of the node programs that the control machine acts on, defined once for both
-# sides: govhost-node (node.py) exits with them, controlplane/sites/apply.py and
-# playbooks/activate.yml (through apply) act on them. Kept to NAME=NUMBER lines, so that a
-# shell script may source it too.
+# sides: govhost-node (node.py) exits with them, controlplane/sites/apply.py acts on them.
+# Kept to NAME=NUMBER lines, so that a shell script may source it too.
 
 # govhost-node stage: nginx -t (or nft -c) refused the release; no node activates it.
 NGINX_REFUSED=3

@@ -12,7 +12,7 @@ from typing import Any
 import jinja2
 
 from controlplane.compliance import rules
-from controlplane.core import paths
+from controlplane.core import templates
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.sites import waf
@@ -85,8 +85,7 @@ def render(county: County, week: str | None, fmt: str) -> str:
             f["at_text"] = _when(f.get("at"))
         units.append({"tenant": t, "title": titles.get(t, t), "verdicts": verdicts,
                       "host": f"{t}.{inv.cluster.domain}"})
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.TEMPLATES)),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
+    env = templates.environment("report", autoescape=True, undefined=jinja2.StrictUndefined)
     passed = sum(r["passed"] for r in rows)
     return env.get_template("report/compliance.html.j2").render(
         county=inv.cluster.name, week=week, rows=rows, units=units, titles=rules.TITLES,

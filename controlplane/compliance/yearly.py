@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from typing import Any, Callable, Mapping, Sequence
 
-from controlplane.core import paths
+from controlplane.core import paths, templates
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.inventory import Inventory
@@ -167,8 +167,7 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 def to_html(county_name: str, year: int, rows: Sequence[Mapping[str, Any]],
             collected: str) -> str:
     import jinja2
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.TEMPLATES)),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
+    env = templates.environment("report", autoescape=True, undefined=jinja2.StrictUndefined)
     return env.get_template("report/yearly.html.j2").render(
         county=county_name, year=year, rows=rows, collected=collected,
         totals={k: sum(r[k] for r in rows) for k in (

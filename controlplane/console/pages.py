@@ -22,14 +22,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from controlplane.console import guard, i18n
 from controlplane.console.broker import HEAVY_AT_ONCE, Refused, person_from
-from controlplane.core import paths
+from controlplane.core import templates
 from controlplane.core.errors import GovhostError
 from controlplane.people import roles
 from controlplane.people.roles import Person
 
 HEADERS = guard.HEADERS
-_env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.TEMPLATES)),
-                          autoescape=True, undefined=jinja2.StrictUndefined)
+_env = templates.environment("report", autoescape=True, undefined=jinja2.StrictUndefined)
 _env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) \
     if ts else "-"
 

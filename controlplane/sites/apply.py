@@ -2,10 +2,10 @@
 
 Steps: take the exclusive lock; load and check the inventory (refused input touches nothing);
 place, render and plan; ask each node what it runs (drift and fresh nodes show up here);
-bootstrap nodes that need it; ship each node what changed in its release (one SSH stream);
-in one playbook run `nginx -t` it on every node and, only if every node accepted it,
+bootstrap nodes that need it; ship each node what changed in its release (one SSH stream
+that also runs `nginx -t` there, on every node at once) and, only if every node accepted it,
 activate on a canary node and then on the rest, each probed and rolled back automatically
-on failure; record what each node runs.
+on failure (rollout.py); record what each node runs.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from controlplane.core.county import County
 from controlplane.core.errors import ApplyError, LockError
 from controlplane.core.inventory import Inventory
 from controlplane.core.state import RESTORE_PENDING, State
-from controlplane.sites import bootstrap, content_sync, replicas, waf
+from controlplane.sites import bootstrap, content_sync, replicas, rollout, waf
 from controlplane.sites.plan import Plan, compute_placement, make_plan, share_for
 from controlplane.sites.render import Release, render_cluster
 from controlplane.tls import metrics as tls_metrics
@@ -252,16 +252,12 @@ def _transition(run: _Run, plan: Plan, live):
         applied = state.applied()
         payloads = _payloads(interim, targets, [], live, applied, Path(run.runner_dir).parent
                              / "payloads")
-        hostvars = {n: {"govhost_release_id": interim.releases[n].id,
-                        "govhost_keep_releases": inv.cluster.keep_releases,
-                        "govhost_stage_script": str(payloads[n])} for n in targets}
         got: dict[str, NodeOutcome] = {}
-        again = _release(run, interim, targets, hostvars, got)
-        for n in again:         # no usable delta base: the whole interim release
-            full = _payloads(interim, [n], [], live, {}, Path(run.runner_dir).parent / "payloads")
-            hostvars[n]["govhost_stage_script"] = str(full[n])
-        if again:
-            _release(run, interim, again, hostvars, got)
+        again = _release(run, interim, targets, payloads, got)
+        if again:               # no usable delta base: the whole interim release
+            full = _payloads(interim, again, [], live, {}, Path(run.runner_dir).parent
+                             / "payloads")
+            _release(run, interim, again, full, got)
         bad = {n: o for n, o in got.items() if o.result != "applied"}
         if bad:
             # Every node is on a working config (interim or old); stop the change here.
@@ -473,19 +469,13 @@ def _apply_locked(county: County, state: State, say: Progress,
         targets = to_stage + to_start
         if targets:
             payloads = _payloads(plan, to_stage, to_start, live, applied, sdir / "payloads")
-            hostvars = {name: {"govhost_release_id": plan.releases[name].id,
-                               "govhost_keep_releases": inv.cluster.keep_releases,
-                               "govhost_stage_script": str(payloads[name])}
-                        for name in targets}
             say("*", "stage", f"{len(targets)} node(s)")
-            again = _release(run, plan, targets, hostvars)
+            again = _release(run, plan, targets, payloads)
             if again:
                 # These nodes lost (or changed) the base of their delta: send the whole release.
                 say("*", "stage", f"{len(again)} node(s), whole release")
                 full = _payloads(plan, again, [], live, {}, sdir / "payloads")
-                for n in again:
-                    hostvars[n]["govhost_stage_script"] = str(full[n])
-                for n in _release(run, plan, again, hostvars):
+                for n in _release(run, plan, again, full):
                     outcomes[n] = NodeOutcome(n, "failed", None, "stage: the whole release "
                                               "did not arrive intact; see the node's disk")
         _confirm_firewalls(inv, plan, outcomes, nodes, known_hosts, result, say)
@@ -500,36 +490,28 @@ def _apply_locked(county: County, state: State, say: Progress,
 
 
 def _payloads(plan: Plan, to_stage: list[str], to_start: list[str], live, applied,
-              dest: Path) -> dict[str, Path]:
-    """Write, per node, the script the stage task runs there: the release archive appended to
-    a few lines of shell that feed it to `govhost-node receive` and then stage it. Only what
-    changed since the release the node runs travels, when the state store knows that
-    release's files; the whole release otherwise. Ansible's `script` sends it in one transfer
-    and needs no Python on the node."""
+              dest: Path) -> dict[str, rollout.Payload]:
+    """Write, per node, the release archive its stage reads: only what changed since the
+    release the node runs, when the state store knows that release's files; the whole release
+    otherwise. A node that holds its release already (to be started again) gets none."""
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def write(name: str) -> tuple[str, Path]:
+    def write(name: str) -> tuple[str, rollout.Payload]:
         rel = plan.releases[name]
+        if name not in to_stage:
+            return name, rollout.Payload(f"exec {_NODE_CMD} stage {rel.id}", None)
         rec, base = applied.get(name), live[name].release
-        head = f"#!/bin/sh\n# govhost release {rel.id} for node {name}\nset -e\n"
-        data = b""
-        if name in to_stage:
-            if base and base != rel.id and live[name].intact and rec is not None \
-                    and rec.release_id == base:
-                data, receive = pack(rel, rec.digests), f"receive {rel.id} {base}"
-            else:
-                data, receive = pack(rel), f"receive {rel.id}"
-            # the archive starts right after the shell lines; 10 digits keep their length fixed
-            lines = f'tail -c +%010d "$0" | {_NODE_CMD} {receive}\nexec {_NODE_CMD} stage {rel.id}\n'
-            offset = len((head + lines % 0).encode()) + 1
-            head += lines % offset
+        if base and base != rel.id and live[name].intact and rec is not None \
+                and rec.release_id == base:
+            data, receive = pack(rel, rec.digests), f"receive {rel.id} {base}"
         else:
-            head += f"exec {_NODE_CMD} stage {rel.id}\n"
-        path = dest / f"{name}.sh"
+            data, receive = pack(rel), f"receive {rel.id}"
+        path = dest / f"{name}.tar.gz"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(head.encode() + data)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
-        return name, path
+        return name, rollout.Payload(f"{_NODE_CMD} {receive} && exec {_NODE_CMD} stage {rel.id}",
+                                     path)
 
     names = to_stage + to_start
     with ThreadPoolExecutor(max_workers=min(4, len(names))) as pool:
@@ -537,77 +519,62 @@ def _payloads(plan: Plan, to_stage: list[str], to_start: list[str], live, applie
 
 
 _NODE_CMD = paths.NODE_TOOL
-_STAGE_TASK = "Stage the release"
-_ACTIVATE_TASK = "Activate the release, reload nginx and probe it"
-
-
-def _step(task: str) -> str:
-    return "stage" if task.startswith("Stage") else "activate"
-
-
-def _release(run: _Run, plan: Plan, targets: list[str], hostvars,
+def _release(run: _Run, plan: Plan, targets: list[str],
+             payloads: Mapping[str, rollout.Payload],
              outcomes: dict[str, NodeOutcome] | None = None) -> list[str]:
-    """One playbook run: `nginx -t` on every node; only if no node refused the release,
-    activate on a canary node and then on the rest, each probed and rolled back on failure.
-    A canary that is merely unreachable does not stop the rollout (the next node becomes the
-    canary, in a run of the activation alone); a canary whose activation fails does.
-    Returns the nodes that need their whole release: they had no usable base for the delta.
-    `outcomes`: where each node's outcome goes (the run's own unless given)."""
+    """`nginx -t` on every node; only if no node refused the release, activate on a canary
+    node and then on the rest, each probed and rolled back on failure (rollout.py). A canary
+    that is merely unreachable does not stop the rollout (the next node becomes the canary);
+    a canary whose activation fails does. Returns the nodes that need their whole release:
+    they had no usable base for the delta. `outcomes`: where each node's outcome goes (the
+    run's own unless given)."""
     inv, state, nodes, result, say = run.inv, run.state, run.nodes, run.result, run.say
     outcomes = run.outcomes if outcomes is None else outcomes
-    pending, playbook = list(targets), "release.yml"
+    hosts, known = inv.hosts, run.known_hosts
+    res = rollout.stage(hosts, [nodes[n] for n in targets], known, payloads, say)
+    staged: list[str] = []
+    refused: set[str] = set()
     resend: list[str] = []
-    while pending:
-        res = remote.run_playbook(
-            playbook, inv.hosts, [nodes[n] for n in pending], hostvars, run.runner_dir,
-            run.known_hosts, on_task=lambda h, t, o: say(h, _step(t), o),
-            extravars={"govhost_exit_nginx_refused": exits.NGINX_REFUSED})
-        staged: list[str] = []
-        refused: set[str] = set()
-        for name in pending:
-            r = res[name]
-            if playbook == "activate.yml" or _STAGE_TASK in r.done:
-                staged.append(name)
-            elif r.failed_rc == exits.BASE_MISSING:
-                resend.append(name)
-            elif r.unreachable:
-                outcomes[name] = NodeOutcome(name, "unreachable", None, r.message)
-            elif r.failed_rc == exits.NGINX_REFUSED or "nginx -t refused" in r.message:
-                bad = _tenants_in(r.message)
-                refused.update(bad)
-                files = ", ".join(inv.sources.get(t, t) for t in bad)
-                who = f" (unit {', '.join(bad)}: {files})" if bad else ""
-                what = ("nft -c refused the firewall" if "nft -c refused" in r.message
-                        else "nginx -t refused the release")
-                outcomes[name] = NodeOutcome(name, "refused", None,
-                                             f"{what}{who}: {r.message}")
-            else:
-                outcomes[name] = NodeOutcome(name, "failed", None, "stage: " + r.message)
-        if any(o.result == "refused" for o in outcomes.values()):
-            # A release nginx refuses on any node is a bad release: it activated nowhere.
-            result.refused_tenants = sorted(refused)
-            for name in staged + resend:
-                outcomes[name] = NodeOutcome(name, "skipped", None, "not activated: the "
-                                             "release was refused on another node")
-            return []
-        canary = staged[0] if staged else None
-        for name in staged:
-            r, rel = res[name], plan.releases[name]
-            if _ACTIVATE_TASK in r.done and r.ok:
-                state.record_applied(name, rel.id, rel.digests, result.run_id)
-                outcomes[name] = NodeOutcome(name, "applied", rel.id)
-                say(name, "done", "applied")
-            elif r.unreachable:
-                outcomes[name] = NodeOutcome(name, "unreachable", None, r.message)
-            elif name == canary or r.errors:
-                outcomes[name] = NodeOutcome(name, "failed", None,
-                                             f"{r.message} (rolled back to the previous release)")
-            else:
-                outcomes[name] = NodeOutcome(name, "skipped", None,
-                                             f"not activated: canary {canary} failed")
-        if canary is not None and res[canary].unreachable:
-            pending = [n for n in staged[1:] if outcomes[n].result == "skipped"]
-            playbook = "activate.yml"
+    for name in targets:
+        r = res[name]
+        message = f"Stage the release: {r.output}"
+        if r.ok:
+            staged.append(name)
+        elif r.rc == exits.BASE_MISSING:
+            resend.append(name)
+        elif r.unreachable:
+            outcomes[name] = NodeOutcome(name, "unreachable", None, f"unreachable: {r.output}")
+        elif r.rc == exits.NGINX_REFUSED or "nginx -t refused" in r.output:
+            bad = _tenants_in(r.output)
+            refused.update(bad)
+            files = ", ".join(inv.sources.get(t, t) for t in bad)
+            who = f" (unit {', '.join(bad)}: {files})" if bad else ""
+            what = ("nft -c refused the firewall" if "nft -c refused" in r.output
+                    else "nginx -t refused the release")
+            outcomes[name] = NodeOutcome(name, "refused", None, f"{what}{who}: {message}")
         else:
-            pending = []
+            outcomes[name] = NodeOutcome(name, "failed", None, "stage: " + message)
+    if any(o.result == "refused" for o in outcomes.values()):
+        # A release nginx refuses on any node is a bad release: it activated nowhere.
+        result.refused_tenants = sorted(refused)
+        for name in staged + resend:
+            outcomes[name] = NodeOutcome(name, "skipped", None, "not activated: the "
+                                         "release was refused on another node")
+        return []
+    canary, steps = rollout.activate(hosts, [nodes[n] for n in staged], known,
+                                     {n: plan.releases[n].id for n in staged},
+                                     inv.cluster.keep_releases, say)
+    for name in staged:
+        a, rel = steps[name], plan.releases[name]
+        if a is None:
+            outcomes[name] = NodeOutcome(name, "skipped", None,
+                                         f"not activated: canary {canary} failed")
+        elif a.ok:
+            state.record_applied(name, rel.id, rel.digests, result.run_id)
+            outcomes[name] = NodeOutcome(name, "applied", rel.id)
+            say(name, "done", "applied")
+        elif a.unreachable:
+            outcomes[name] = NodeOutcome(name, "unreachable", None, f"unreachable: {a.output}")
+        else:
+            outcomes[name] = NodeOutcome(name, "failed", None, a.output)
     return resend

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import jinja2
 
 from controlplane.backup import plan as backup_plan
-from controlplane.core import accounts, paths, secrets
+from controlplane.core import accounts, paths, secrets, templates
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Tenant
 from controlplane.core.units import (
@@ -44,16 +44,13 @@ def _nginx_finalize(value: Any) -> Any:
     return text
 
 
-_loader = jinja2.FileSystemLoader(str(paths.TEMPLATES))
-_conf_env = jinja2.Environment(
-    loader=_loader, autoescape=False, finalize=_nginx_finalize, trim_blocks=True,
-    lstrip_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-    auto_reload=False,  # templates do not change while govhost runs; skip a stat per render
-)
-_html_env = jinja2.Environment(
-    loader=_loader, autoescape=True, undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True, auto_reload=False,
-)
+# auto_reload off: templates do not change while govhost runs; skip a stat per render
+_conf_env = templates.environment(
+    "conf", autoescape=False, finalize=_nginx_finalize, trim_blocks=True, lstrip_blocks=True,
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, auto_reload=False)
+_html_env = templates.environment(
+    "page", autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+    auto_reload=False)
 
 
 @dataclass(frozen=True)

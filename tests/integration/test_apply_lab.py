@@ -201,6 +201,41 @@ def test_node_down_mid_run_is_partial_and_next_apply_heals(county):
     assert_every_tenant_everywhere(county)
 
 
+_TOOL = "/usr/local/sbin/govhost-node"
+# The canary's activation switches and reloads, then fails as a failed probe would.
+_FAILING_ACTIVATION = f"""#!/bin/sh
+if [ "$1" = activate ]; then {_TOOL}.real "$@"; echo "planted: the probe failed" >&2; exit 1; fi
+exec {_TOOL}.real "$@"
+"""
+
+
+def test_a_canary_whose_activation_fails_is_rolled_back_and_stops_the_rest(county):
+    apply_json(county)
+    before = {n: live_release(a) for n, a in NODES.items()}
+    _change_title(county, "nongye", "（金丝雀）")
+    n1 = NODES["n1"]
+    on_node(n1, f"mv {_TOOL} {_TOOL}.real && cat > {_TOOL} <<'EOF'\n{_FAILING_ACTIVATION}EOF\n"
+                f"chmod 755 {_TOOL}")
+    try:
+        failed = apply_json(county, expect_rc=1)
+    finally:
+        on_node(n1, f"mv {_TOOL}.real {_TOOL}")
+    by_node = {n["node"]: n for n in failed["nodes"]}
+    assert by_node["n1"]["result"] == "failed", by_node
+    assert "rolled back" in by_node["n1"]["message"], by_node
+    assert "planted: the probe failed" in by_node["n1"]["message"], by_node
+    for n in ("n2", "n3"):
+        assert by_node[n]["result"] == "skipped", by_node
+        assert "canary n1 failed" in by_node[n]["message"], by_node
+    # every node still serves the release it had, the canary by its rollback
+    assert {n: live_release(a) for n, a in NODES.items()} == before
+    host = inventory.load(county).site_host(inventory.load(county).tenant("nongye"))
+    assert all("金丝雀" not in _body(host, a) for a in NODES.values())
+    # with the node healthy again, the next apply takes the change everywhere
+    assert apply_json(county)["result"] == "changed"
+    assert all("金丝雀" in _body(host, a) for a in NODES.values())
+
+
 def test_control_plane_killed_mid_apply_then_next_apply_converges(county):
     apply_json(county)
     _change_title(county, "nongye", "（更新）")

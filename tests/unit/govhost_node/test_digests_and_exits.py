@@ -65,8 +65,9 @@ def test_the_exit_codes_are_one_definition_for_both_sides():
                         for name in ("node.py", "releases.py"))
     assert not re.search(r"NodeExit\([^)]*, [34]\)", node_side), "use the names in exits.py"
     assert "exits.NGINX_REFUSED" in node_side and "exits.BASE_MISSING" in node_side
-    activate = (REPO / "playbooks" / "activate.yml").read_text()
-    assert "equalto', 3" not in activate and "govhost_exit_nginx_refused" in activate
+    control_side = (REPO / "controlplane" / "sites" / "apply.py").read_text()
+    assert "exits.NGINX_REFUSED" in control_side and "exits.BASE_MISSING" in control_side
+    assert not re.search(r"rc == [34]\b", control_side)
 
 
 def test_govhost_node_runs_from_the_source_tree():
