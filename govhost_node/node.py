@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None, lay: Layout = NODE) -> None:
         print(f"govhost-node: {e}", file=sys.stderr, flush=True)
         code = 1
     sys.stdout.flush()
-    sys.exit(code)
+    # 255 is ssh's own "could not run it": the control machine must never take a step that
+    # ran (and a child killed by a signal, -N) for a node it did not reach.
+    sys.exit(code if 0 <= code < 255 else 1)
 
 
 if __name__ == "__main__":

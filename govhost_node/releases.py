@@ -307,11 +307,16 @@ def _get(address: str, path: str, timeout: float) -> tuple[int | None, str]:
         conn.close()
 
 
-def probe(release: str, address: str, tries: int = 500) -> None:
-    """Wait until nginx on `address` serves `release`, and its portal answers."""
+def probe(release: str, address: str, tries: int = 500, seconds: float = 60) -> None:
+    """Wait until nginx on `address` serves `release`, and its portal answers: at most
+    `seconds` in all (a node that accepts and never answers fails here, within the control
+    machine's patience, and is rolled back)."""
     check_id(release)
     got = ""
+    deadline = time.monotonic() + seconds
     for _ in range(tries):
+        if time.monotonic() > deadline:
+            break
         status, body = _get(address, "/release", 2)
         got = body.strip() if status == 200 else ""
         if got == release:

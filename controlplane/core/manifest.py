@@ -437,10 +437,13 @@ class NginxSettings(_Model):
 
 
 def _ip(value: str) -> str:
+    # A scope (fe80::1%eth0) may hold any text: it would reach ssh and shell commands.
     try:
-        return ipaddress.ip_address(value).compressed
+        if "%" not in value:
+            return ipaddress.ip_address(value).compressed
     except ValueError:
-        raise ValueError(f"{value!r} is not an IP address") from None
+        pass
+    raise ValueError(f"{value!r} is not an IP address (no %scope)")
 
 
 IpAddress = Annotated[StrictStr, AfterValidator(_ip)]
@@ -787,9 +790,11 @@ Role = Literal["web", "backup", "db", "monitoring"]
 
 def _ipv6(value: str) -> str:
     try:
-        return ipaddress.IPv6Address(value).compressed
+        if "%" not in value:
+            return ipaddress.IPv6Address(value).compressed
     except ValueError:
-        raise ValueError(f"{value!r} is not an IPv6 address") from None
+        pass
+    raise ValueError(f"{value!r} is not an IPv6 address (no %scope)")
 
 
 class Node(_Model):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -18,13 +19,28 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from controlplane.core import paths
+from controlplane.core.errors import GovhostError
 from controlplane.core.manifest import Hosts, Node
 
 CONTROL_DIR = Path(os.environ.get("GOVHOST_SSH_CONTROL_DIR", "/tmp/govhost-ssh"))
 
 
-def ssh_options(hosts: Hosts, known_hosts: Path) -> list[str]:
+def _control_dir() -> Path:
+    """The directory of the shared connections' sockets, this account's alone: whoever could
+    put a socket there would receive every command and release archive (database passwords,
+    TLS keys) sent to the nodes."""
     CONTROL_DIR.mkdir(mode=0o700, exist_ok=True)
+    st = CONTROL_DIR.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise GovhostError(f"{CONTROL_DIR} (the SSH connection sockets) is not a directory "
+                           f"of this account's alone (owner uid {st.st_uid}, mode "
+                           f"{stat.S_IMODE(st.st_mode):o}); remove it, or set "
+                           "GOVHOST_SSH_CONTROL_DIR to a directory of mode 0700")
+    return CONTROL_DIR
+
+
+def ssh_options(hosts: Hosts, known_hosts: Path) -> list[str]:
+    control = _control_dir()
     return [
         "-o", "BatchMode=yes",
         "-o", "ConnectTimeout=5",
@@ -32,7 +48,7 @@ def ssh_options(hosts: Hosts, known_hosts: Path) -> list[str]:
         "-o", "ServerAliveCountMax=2",
         "-o", "ControlMaster=auto",
         "-o", "ControlPersist=120s",
-        "-o", f"ControlPath={CONTROL_DIR}/%C",
+        "-o", f"ControlPath={control}/%C",
         "-o", "StrictHostKeyChecking=accept-new",
         "-o", f"UserKnownHostsFile={known_hosts}",
         "-o", "LogLevel=ERROR",

@@ -9,6 +9,7 @@ steps themselves are one `govhost-node` command each, with nothing for Ansible t
 """
 from __future__ import annotations
 
+import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,12 +19,15 @@ from typing import Callable, Mapping, Sequence
 from controlplane.core import paths, remote
 from controlplane.core.manifest import Hosts, Node
 
-# ssh's own exit status when it could not run the command (no node program exits with it)
+# ssh's own exit status when it could not run the command or lost the connection
+# (govhost-node never exits with it: node.py)
 SSH_FAILED = 255
+# Printed first by every step: a step that printed it ran on the node, whatever ssh says next.
+STARTED = "govhost-step-started"
 # A stage receives and checks a whole release (nginx -t of every unit): minutes at the
-# largest sizes; an activation reloads nginx and probes it.
+# largest sizes; an activation reloads nginx and probes it (at most 60 s of probing).
 STAGE_SECONDS = 900
-ACTIVATE_SECONDS = 300
+ACTIVATE_SECONDS = 600
 
 Progress = Callable[[str, str, str], None]   # (node, step, ok | failed | unreachable)
 
@@ -43,6 +47,8 @@ class Step:
     node: str
     rc: int | None
     output: str
+    # the step began on the node but its end is unknown (timed out, or the connection broke)
+    cut_short: bool = False
 
     @property
     def ok(self) -> bool:
@@ -50,23 +56,27 @@ class Step:
 
     @property
     def unreachable(self) -> bool:
-        return self.rc is None
+        """ssh never ran the step: the node is as it was."""
+        return self.rc is None and not self.cut_short
 
 
 def _run(hosts: Hosts, node: Node, known_hosts: Path, command: str, archive: Path | None,
          timeout: float) -> Step:
-    argv = remote.ssh_argv(hosts, node, known_hosts, command)
     try:
+        argv = remote.ssh_argv(hosts, node, known_hosts, f"echo {STARTED}; {command}")
         with (open(archive, "rb") if archive else open("/dev/null", "rb")) as stdin:
             r = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return Step(node.name, None, f"no answer within {timeout:.0f} s")
+    except subprocess.TimeoutExpired as exc:
+        began = STARTED.encode() in (exc.stdout or b"")
+        return Step(node.name, None, f"no answer within {timeout:.0f} s", cut_short=began)
     except OSError as exc:
         return Step(node.name, None, str(exc))
-    out = "\n".join(t for t in (r.stderr.decode(errors="replace").strip(),
-                                r.stdout.decode(errors="replace").strip()) if t)
+    stdout = r.stdout.decode(errors="replace")
+    began = stdout.startswith(STARTED)
+    stdout = stdout.removeprefix(STARTED).strip()
+    out = "\n".join(t for t in (r.stderr.decode(errors="replace").strip(), stdout) if t)
     if r.returncode == SSH_FAILED:
-        return Step(node.name, None, out or "ssh failed")
+        return Step(node.name, None, out or "ssh failed", cut_short=began)
     return Step(node.name, r.returncode, out)
 
 
@@ -95,14 +105,19 @@ def stage(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,
 
 
 def _activate(hosts: Hosts, node: Node, known_hosts: Path, release: str, keep: int) -> Step:
+    """Activate, and roll back an activation that failed or whose end is unknown (it timed
+    out, or the connection broke after it began: the node may have switched and not been
+    probed). Such a step is a failure, never "unreachable": the rollout stops there."""
     tool = paths.NODE_TOOL
-    s = _run(hosts, node, known_hosts, f"{tool} activate {release} {node.address} {keep}",
-             None, ACTIVATE_SECONDS)
+    args = " ".join(shlex.quote(str(a)) for a in (release, node.address, keep))
+    s = _run(hosts, node, known_hosts, f"{tool} activate {args}", None, ACTIVATE_SECONDS)
     if s.ok or s.unreachable:
         return s
     back = _run(hosts, node, known_hosts, f"{tool} rollback", None, ACTIVATE_SECONDS)
     how = "rolled back" if back.ok else f"rollback failed too: {back.output}"
-    return Step(s.node, s.rc, f"activation of release {release} failed ({how}): {s.output}")
+    what = "did not finish" if s.cut_short else "failed"
+    return Step(s.node, s.rc if s.rc is not None else -1,
+                f"activation of release {release} {what} ({how}): {s.output}")
 
 
 def activate(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,

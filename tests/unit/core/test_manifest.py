@@ -236,3 +236,15 @@ def test_a_message_code_is_one_units_and_a_proxy_site_has_no_box(tmp_path):
     inv = inventory.load(ok)
     assert [(t.messages.code, t.messages.path) for t in inv.tenants] == [
         ("JY", "/hudong/"), ("JYZ", "/liuyan/")]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("address", "fe80::1%$(touch /tmp/x)"), ("address", "fe80::1%eth0"),
+    ("address6", "fe80::1%`id`"), ("address", "10.0.0.1 ; id")])
+def test_a_node_address_with_a_scope_or_shell_text_is_refused(tmp_path, field, value):
+    """An IPv6 scope may hold any text; node addresses reach ssh and the nodes' commands."""
+    from tests.helpers import hosts
+    doc = hosts(3)
+    doc["nodes"][0][field] = value
+    problems = refuse(write_inventory(tmp_path / "inv", [tenant("jiaoyu")], host_doc=doc))
+    assert any("hosts.yaml" in p and field in p and "not an IP" in p for p in problems), problems
