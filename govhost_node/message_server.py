@@ -422,12 +422,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def _message(self) -> None:
         s = self.settings
+        # The body is read before any answer: a peer (nginx) still sending it when the answer
+        # came and the connection closed would see a broken pipe, not the answer.
+        body = self._body()
+        if body is None:
+            return
         unit = self._unit(s)
         if unit is None:
             self._send(404, {"error": "this site takes no messages"})
-            return
-        body = self._body()
-        if body is None:
             return
         try:
             raw = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,

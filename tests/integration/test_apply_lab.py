@@ -227,8 +227,13 @@ def test_a_canary_whose_activation_fails_is_rolled_back_and_stops_the_rest(count
     for n in ("n2", "n3"):
         assert by_node[n]["result"] == "skipped", by_node
         assert "canary n1 failed" in by_node[n]["message"], by_node
-    # every node still serves the release it had, the canary by its rollback
-    assert {n: live_release(a) for n, a in NODES.items()} == before
+    # every node still serves the release it had, the canary by its rollback (once the
+    # workers of the failed release, which a graceful reload lets finish, are gone)
+    deadline = time.monotonic() + 15
+    while (now := {n: live_release(a) for n, a in NODES.items()}) != before \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert now == before
     host = inventory.load(county).site_host(inventory.load(county).tenant("nongye"))
     assert all("金丝雀" not in _body(host, a) for a in NODES.values())
     # with the node healthy again, the next apply takes the change everywhere
