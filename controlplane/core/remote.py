@@ -183,9 +183,6 @@ class HostResult:
     unreachable: bool = False
     changed: bool = False
     errors: list[str] = field(default_factory=list)
-    # names of the tasks that completed on this host, and the failed task's return code
-    done: list[str] = field(default_factory=list)
-    failed_rc: int | None = None
 
     @property
     def message(self) -> str:
@@ -244,10 +241,7 @@ def run_playbook(
                     r.errors.append(_event_error(res))
                 elif kind == "runner_on_failed" and not data.get("ignore_errors"):
                     r.errors.append(f"{data.get('task', '')}: {_event_error(res)}")
-                    if r.failed_rc is None and isinstance(res.get("rc"), int):
-                        r.failed_rc = res["rc"]
                 elif kind == "runner_on_ok":
-                    r.done.append(data.get("task", ""))
                     r.changed = r.changed or bool(res.get("changed"))
             if on_task and kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
                 on_task(host, data.get("task", ""), kind[len("runner_on_"):])

@@ -519,6 +519,8 @@ def _payloads(plan: Plan, to_stage: list[str], to_start: list[str], live, applie
 
 
 _NODE_CMD = paths.NODE_TOOL
+
+
 def _release(run: _Run, plan: Plan, targets: list[str],
              payloads: Mapping[str, rollout.Payload],
              outcomes: dict[str, NodeOutcome] | None = None) -> list[str]:
