@@ -24,26 +24,108 @@ def _warn_unread(failed: dict[str, str]) -> None:
                   highlight=False)
 
 
+STANDING = {"answered": "[green]answered[/]", "open": "open", "due_soon": "[yellow]due soon[/]",
+            "overdue": "[red]overdue[/]", "alert": "[red bold]alert[/]",
+            "veto": "[red bold]over 3 months[/]"}
+
+
 @messages_app.command("list")
-def messages_list(unit: Optional[str] = typer.Option(None, "--unit", help="Only this unit's."),
+def messages_list(unit: Optional[str] = typer.Option(None, "--unit", help="Only the messages "
+                                                     "this unit must answer or forwarded."),
                   as_json: bool = typer.Option(False, "--json")) -> None:
-    """Every message the nodes hold, oldest first: number, unit, time, subject and the nodes
-    that keep it. No contact details (`show` gives them, and the audit log records it)."""
-    from controlplane.messages import collect
-    found, failed = call(lambda: collect.collect(county()), as_json=as_json)
-    found = [m for m in found if unit is None or m.unit == unit]
+    """Every message the nodes hold, oldest first: number, the unit that must answer it,
+    time, subject, due date, standing and the nodes that keep it. No contact details
+    (`show` gives them, and the audit log records it)."""
+    import time
+
+    from controlplane.messages import inbox
+    from controlplane.messages.deadlines import today_in_county
+    c = county()
+    found, failed = call(lambda: inbox.refresh(c), as_json=as_json)
+    entries = {e.number: e for e in inbox.known(c, today_in_county(time.time()))}
+    found = [m for m in found if unit is None or unit in (m.unit, entries[m.number].owner)]
     if as_json:
-        emit({"messages": [m.public() for m in found], "unreadable_nodes": failed})
+        emit({"messages": [{**m.public(), **entries[m.number].view()} for m in found],
+              "unreadable_nodes": failed})
         return
     t = table(f"messages ({len(found)})", "number", "unit", "received (UTC+8)", "subject",
-              "kept on")
+              "due", "standing", "kept on")
     for m in found:
+        e = entries[m.number]
         # the subject is the citizen's: text, never Rich markup ("[link=…]", "[/]" that
         # would stop the list for every unit) nor an :emoji: code
-        t.add_row(m.number, m.unit, m.received_local(), Text(m.subject),
+        t.add_row(m.number, m.unit if e.owner == m.unit else f"{m.unit} → {e.owner}",
+                  m.received_local(), Text(m.subject), e.deadline.due.isoformat(),
+                  STANDING[e.standing],
                   ",".join(m.stored_on) + (" [red]copies differ[/]" if m.differs else ""))
     out.print(t)
     _warn_unread(failed)
+
+
+@messages_app.command("overdue")
+def messages_overdue(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The county's overdue list: every unit's messages past their due date, oldest first
+    (from the control machine's index, as the last read of the nodes left it)."""
+    import time
+
+    from controlplane.messages import inbox
+    from controlplane.messages.deadlines import today_in_county
+    rows = call(lambda: inbox.overdue(county(), today_in_county(time.time())),
+                as_json=as_json)
+    if as_json:
+        emit({"overdue": [e.view() for e in rows]})
+        return
+    t = table(f"overdue messages ({len(rows)})", "number", "unit to answer", "received",
+              "due", "standing", "subject")
+    for e in rows:
+        t.add_row(e.number, e.owner, e.deadline.received.isoformat(),
+                  e.deadline.due.isoformat(), STANDING[e.standing], Text(e.subject))
+    out.print(t)
+
+
+@messages_app.command("forward")
+def messages_forward(number: str = typer.Argument(..., help="The message's number."),
+                     to: str = typer.Option(..., "--to", help="The unit that must answer it."),
+                     reason: str = typer.Option(..., "--reason", help="Why (the unit reads "
+                                                "it), one line."),
+                     as_json: bool = typer.Option(False, "--json")) -> None:
+    """Forward a misdirected message to the unit that must answer it (转办; audited). Its
+    answer is still shown where the citizen wrote."""
+    import time
+
+    from controlplane.core.state import actor
+    from controlplane.messages import inbox
+    from controlplane.messages.deadlines import today_in_county
+    done = call(lambda: inbox.forward(county(), number, to, reason, actor(), None,
+                                      today_in_county(time.time())), as_json=as_json)
+    if as_json:
+        emit(done)
+    else:
+        out.print(f"{done['number']}: forwarded from {done['from']} to {done['to']}",
+                  highlight=False)
+
+
+@messages_app.command("remind")
+def messages_remind(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Read the nodes and mail the notices now owed, each once: the unit before a
+    message's due date, the county and the unit at the alert day and past three months.
+    The control machine's timer runs it hourly (`govhost monitoring install`)."""
+    import time
+
+    from controlplane.messages import inbox
+    from controlplane.messages.deadlines import today_in_county
+    res = call(lambda: inbox.remind(county(), today_in_county(time.time())), as_json=as_json)
+    if as_json:
+        emit(res)
+    else:
+        out.print(f"notices owed {res['owed']}, sent now {res['sent']}"
+                  + (f"; {res['note']}" if res.get("note") else ""), highlight=False)
+        for f in res["failed"]:
+            err.print(f"[yellow]note[/]: {f['number']} {f['kind']}: {escape(f['error'])}; "
+                      "tried again next time", highlight=False)
+        _warn_unread(res["unreadable_nodes"])
+    if res["failed"]:
+        raise typer.Exit(1)
 
 
 @messages_app.command("show")

@@ -36,13 +36,15 @@ __all__ = ["HEADERS", "build"]
 
 def build(backend: Any, secure: bool = True,
           unit_view: Callable[[County, str], Mapping[str, Any]] = views.unit,
-          behind_nginx: bool = False) -> guard.Guard:
+          behind_nginx: bool = False, read_messages: Any = None) -> guard.Guard:
     """The console's web process. `backend`: its broker, over the socket
     (transport.Client) or in this process (a County: transport.Local around a Broker, with
     `unit_view`, what a unit's page shows); `secure`: served over HTTPS (the cookies say
-    so); `behind_nginx`: take only requests that carry the nodes' proxy secret (guard.py)."""
-    link = Local(Broker(backend, secure, unit_view)) if isinstance(backend, County) \
-        else backend
+    so); `behind_nginx`: take only requests that carry the nodes' proxy secret (guard.py);
+    `read_messages`: how the in-process broker reads the nodes' messages (tests)."""
+    link = Local(Broker(backend, secure, unit_view, **(
+        {"read_messages": read_messages} if read_messages else {}))) \
+        if isinstance(backend, County) else backend
     facts = link.call("facts")
     pages = Pages(link, facts, secure)
     prefix = pages.prefix

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -31,6 +32,8 @@ from controlplane.core import mail, secrets
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.core.units import console_host, preview_zone
+from controlplane.messages import collect, inbox
+from controlplane.messages.deadlines import today_in_county
 from controlplane.onboarding import form as request_form
 from controlplane.onboarding import keys as unit_keys
 from controlplane.onboarding import queue as requests_queue
@@ -109,10 +112,14 @@ class Broker:
     """The privileged side of one county's console (see the module's docstring)."""
 
     def __init__(self, county: County, secure: bool = True,
-                 unit_view: Callable[[County, str], Mapping[str, Any]] = views.unit):
+                 unit_view: Callable[[County, str], Mapping[str, Any]] = views.unit,
+                 read_messages: inbox.Reader | None = None,
+                 clock: Callable[[], float] = time.time):
         self.county = county
         self.secure = secure
         self.unit_view = unit_view
+        self.read_messages = read_messages      # the nodes' messages (tests: a stand-in)
+        self.clock = clock
         self._heavy = threading.BoundedSemaphore(HEAVY_AT_ONCE)
 
     # -- the one entry point ---------------------------------------------------------------
@@ -397,6 +404,83 @@ def rollback_decide(b: Broker, me: Person, sid: str, unit: str, proposal: int, a
     _check("comment", comment, True)
     return releases.decide_rollback(b.county, unit, proposal, approve, me.name,
                                     _kinds(me, unit), comment)
+
+
+# -- citizens' messages (docs/messages.md) ---------------------------------------------------
+def _today(b: Broker) -> Any:
+    return today_in_county(b.clock())
+
+
+@op("read_messages", on_unit=True)
+def messages_list(b: Broker, me: Person, sid: str, unit: str) -> dict[str, Any]:
+    """The unit's messages, read from the nodes now: what it must answer and what it
+    forwarded, each with its due date and standing. No text, name or contact."""
+    _, failed = inbox.refresh(b.county, b.read_messages)
+    rows = inbox.of_unit(inbox.known(b.county, _today(b)), unit)
+    return {"rows": [e.view() for e in sorted(rows, key=lambda e: e.number, reverse=True)],
+            "unreadable": sorted(failed), "title": b._unit_title(unit),
+            "units": {t.name: t.title for t in b.county.inv.tenants},
+            "can": {a: roles.may(me, a, unit) for a in
+                    ("answer_messages", "forward_messages")}}
+
+
+@op("read_messages", on_unit=True, number=str)
+def message_show(b: Broker, me: Person, sid: str, unit: str, number: str) -> dict[str, Any]:
+    """One message whole, with the citizen's contact (audited in `me`'s name), its answer or
+    the answer waiting for review, and what `me` may do with it."""
+    try:
+        got = inbox.one(b.county, unit, number, me.name, _today(b), b.read_messages)
+    except collect.MessagesError:
+        raise Refused("missing", "no such message") from None
+    why_not = None
+    if got["draft"] is not None:
+        why_not = inbox.refusal(b.county, unit, number, me.name, _kinds(me, unit))
+    owner = got["entry"]["owner"] == unit
+    return {**got, "title": b._unit_title(unit),
+            "units": {t.name: t.title for t in b.county.inv.tenants if t.name != unit},
+            "may_answer": owner and roles.may(me, "answer_messages", unit)
+            and got["answer"] is None and got["draft"] is None,
+            "may_forward": owner and roles.may(me, "forward_messages", unit)
+            and got["answer"] is None and got["draft"] is None,
+            "may_decide": got["draft"] is not None and why_not is None, "why_not": why_not}
+
+
+@op("answer_messages", on_unit=True, number=str, text=str, publish=bool)
+def message_answer(b: Broker, me: Person, sid: str, unit: str, number: str, text: str,
+                   publish: bool) -> dict[str, Any]:
+    """The unit's answer: given on every node, or kept for the unit's review chain."""
+    return inbox.propose(b.county, unit, number, text, publish, me.name, _today(b),
+                         b.read_messages)
+
+
+@op("read_messages", on_unit=True, number=str, approve=bool, comment=str)
+def message_decide(b: Broker, me: Person, sid: str, unit: str, number: str, approve: bool,
+                   comment: str) -> dict[str, Any]:
+    """One level of the review chain of an answer (four eyes: never its writer)."""
+    kinds = _kinds(me, unit)
+    if not kinds:
+        raise Refused("forbidden", "you may not review this unit")
+    _check("comment", comment, True)
+    return inbox.decide(b.county, unit, number, approve, me.name, kinds, comment,
+                        b.read_messages)
+
+
+@op("forward_messages", on_unit=True, number=str, to=str, reason=str)
+def message_forward(b: Broker, me: Person, sid: str, unit: str, number: str, to: str,
+                    reason: str) -> dict[str, Any]:
+    """Forward a message the unit must answer to the unit that should (转办): its editors
+    from the unit's page, an operator from any unit's page (routing a misdirected one)."""
+    return inbox.forward(b.county, number, to, reason, me.name, unit, _today(b),
+                         b.read_messages)
+
+
+@op("route_messages")
+def messages_overdue(b: Broker, me: Person, sid: str) -> dict[str, Any]:
+    """The county's overdue list, from the state store alone (no SSH): every unit's
+    messages past their due date, oldest first."""
+    rows = inbox.overdue(b.county, _today(b))
+    return {"rows": [e.view() for e in rows],
+            "units": {t.name: t.title for t in b.county.inv.tenants}}
 
 
 # -- site requests ---------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from controlplane.content import review
 from controlplane.core import accounts, paths, remote
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
@@ -27,6 +26,7 @@ from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Node, Tenant
 from controlplane.core.state import State, actor
 from controlplane.core.units import PREVIEW, preview_host
+from controlplane.people import chains, review
 from controlplane.search import index as search_index
 from controlplane.sites import content_sync, preview
 from controlplane.sites.apply import placement
@@ -284,7 +284,7 @@ def pending(county: County) -> list[dict[str, Any]]:
         rows = st.content_releases(status="pending")
         for r in rows:
             chain = _chain(st, r)
-            r["review"] = chain and _chain_view(chain)
+            r["review"] = chain and chains.chain_view(chain)
         return rows
     finally:
         st.close()
@@ -302,7 +302,7 @@ def review_show(county: County, tenant: str, release: str) -> dict[str, Any]:
         raise ContentError(f"no release {release} of {tenant} in review; `govhost review "
                            "list` shows the pending ones")
     return {**rows[0], "wording": checked["findings"] if checked else [],
-            "review": chain and _chain_view(chain)}
+            "review": chain and chains.chain_view(chain)}
 
 
 def preview_link(county: County, tenant: str, release: str, by: str | None = None,
@@ -349,19 +349,7 @@ def _chain(st: State, rec: dict[str, Any]) -> review.Chain | None:
     if row is None:
         return review.Chain(("unit",), rec["actor"], (), rec["published_at"]) \
             if rec["status"] == "pending" else None
-    return _chain_from(row, rec["published_at"])
-
-
-def _chain_from(row: dict[str, Any], submitted: float | None) -> review.Chain:
-    """A chain as the state store keeps it (State.review_chain), waiting since `submitted`."""
-    return review.Chain(tuple(row["levels"]), row["publisher"],
-                        tuple(review.Step(**s) for s in row["steps"]), submitted)
-
-
-def _chain_view(chain: review.Chain) -> dict[str, Any]:
-    return {"levels": list(chain.levels), "publisher": chain.publisher,
-            "next_level": chain.next_level,
-            "steps": [vars(s) for s in chain.steps]}
+    return chains.chain_from(row, rec["published_at"])
 
 
 def decide(county: County, tenant: str, release: str, approve: bool,
@@ -380,7 +368,7 @@ def decide(county: County, tenant: str, release: str, approve: bool,
             raise ContentError(f"{tenant} has no release {release} waiting for review")
         chain = _chain(tg.state, rec)
         assert chain is not None
-        chain, step = _step(tg.state, tenant, release, chain, who, kinds, approve, comment,
+        chain, step = record_step(tg.state, tenant, release, chain, who, kinds, approve, comment,
                             four_eyes)
         if chain.approved:
             tg.state.set_content_status(tenant, release, "live", "approved", who)
@@ -398,46 +386,25 @@ def decide(county: County, tenant: str, release: str, approve: bool,
             say(f"{release}: level {step.level + 1} of {len(chain.levels)} approved; waits "
                 f"for {chain.levels[chain.next_level or 0]}")
         return {"tenant": tenant, "release": release, "status": status,
-                "review": _chain_view(chain)}
-
-
-def ties(st: State, chain: review.Chain, who: str,
-         now: float | None = None) -> frozenset[tuple[str, str]]:
-    """(maker, account) for the accounts of `who` and of the chain's parties, and of
-    whoever made or reset those, and so on, made or reset by a unit's person within the
-    chain's tie window (review.tie_window; the audit log says who did)."""
-    since = review.tie_window(chain.submitted, time.time() if now is None else now)
-    seen = {who, chain.publisher, *(s.by for s in chain.steps)}
-    found: set[tuple[str, str]] = set()
-    todo = set(seen)
-    while todo:                 # up the makers: an admin's admin holds the admin's accounts
-        new = st.account_ties(todo, since) - found
-        found |= new
-        todo = {maker for maker, _ in new} - seen
-        seen |= todo
-    return frozenset(found)
+                "review": chains.chain_view(chain)}
 
 
 def refusal(county: County, chain: review.Chain, who: str,
             kinds: frozenset[str]) -> str | None:
     """Why `who` may not decide `chain` now in the console (four eyes), or None."""
     with county.state() as st:
-        return chain.refusal(who, kinds, True, ties(st, chain, who))
+        return chain.refusal(who, kinds, True, chains.ties(st, chain, who))
 
 
-def _step(st: State, tenant: str, key: str, chain: review.Chain, who: str,
-          kinds: frozenset[str], approve: bool, comment: str, four_eyes: bool
-          ) -> tuple[review.Chain, review.Step]:
+def record_step(st: State, tenant: str, key: str, chain: review.Chain, who: str,
+                kinds: frozenset[str], approve: bool, comment: str, four_eyes: bool
+                ) -> tuple[review.Chain, review.Step]:
     """One decision on the waiting level of the chain kept under `key`, recorded."""
     try:
-        chain, step = chain.decide(who, kinds, "approved" if approve else "rejected",
-                                   time.time(), comment, four_eyes,
-                                   ties(st, chain, who) if four_eyes else frozenset())
+        return chains.record_step(st, tenant, key, chain, who, kinds, approve, comment,
+                                  four_eyes)
     except review.ReviewError as exc:
         raise ContentError(f"{tenant} {key}: {exc}") from None
-    st.add_review_step(tenant, key, step.level, step.kind, step.decision, who, step.at,
-                       step.comment)
-    return chain, step
 
 
 def rollback_levels(county: County, tenant: str) -> tuple[str, ...]:
@@ -472,7 +439,7 @@ def rollback_proposals(county: County, tenant: str) -> list[dict[str, Any]]:
     with county.state() as st:
         rows = st.rollbacks(tenant)
         for r in rows:
-            r["review"] = _chain_view(_rollback_chain(st, tenant, r["id"]))
+            r["review"] = chains.chain_view(_rollback_chain(st, tenant, r["id"]))
     return sorted(rows, key=lambda r: -r["id"])
 
 
@@ -481,7 +448,7 @@ def _rollback_chain(st: State, tenant: str, pid: int) -> review.Chain:
     if row is None:
         raise ContentError(f"{tenant} has no rollback proposal {pid}")
     proposed = next((r["at"] for r in st.rollbacks(tenant) if r["id"] == pid), None)
-    return _chain_from(row, proposed)
+    return chains.chain_from(row, proposed)
 
 
 def rollback_chain(county: County, tenant: str, pid: int) -> review.Chain:
@@ -498,7 +465,7 @@ def decide_rollback(county: County, tenant: str, pid: int, approve: bool, by: st
         rec = next((r for r in st.rollbacks(tenant, "pending") if r["id"] == pid), None)
         if rec is None:
             raise ContentError(f"{tenant} has no rollback proposal {pid} waiting")
-        chain, _ = _step(st, tenant, f"rollback:{pid}", _rollback_chain(st, tenant, pid),
+        chain, _ = record_step(st, tenant, f"rollback:{pid}", _rollback_chain(st, tenant, pid),
                          by, kinds, approve, comment, four_eyes)
         if chain.rejected:
             st.set_rollback_status(pid, "rejected")
@@ -514,7 +481,7 @@ def decide_rollback(county: County, tenant: str, pid: int, approve: bool, by: st
             st.set_rollback_status(pid, "done")
         status = "done"
     return {"tenant": tenant, "proposal": pid, "target": rec["target"], "status": status,
-            "review": _chain_view(chain)}
+            "review": chains.chain_view(chain)}
 
 
 def remove(county: County, tenant: str, say: Say = lambda _: None) -> dict[str, Any]:

@@ -681,6 +681,32 @@ class AlertMail(_Model):
     repeat_hours: StrictInt = Field(default=24, ge=1, le=720)
 
 
+class MessagesSettings(_Model):
+    """Deadlines of the citizens' messages (docs/messages.md): a message is due
+    `due_workdays` working days after the county day it came in; the unit is mailed
+    `remind_workdays` working days before that; the county is alerted of a message still
+    unanswered `alert_days` after it came in, well before the inspections' veto (more than
+    three months). Working days are Monday to Friday, except the county's `holidays`, plus
+    its `extra_workdays` (weekend days worked in exchange, 调休)."""
+
+    due_workdays: StrictInt = Field(default=5, ge=1, le=60)
+    remind_workdays: StrictInt = Field(default=1, ge=0, le=20)
+    alert_days: StrictInt = Field(default=60, ge=7, le=85)
+    holidays: list[datetime.date] = Field(default_factory=list, max_length=400)
+    extra_workdays: list[datetime.date] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _days_apart(self) -> "MessagesSettings":
+        both = sorted(set(self.holidays) & set(self.extra_workdays))
+        if both:
+            raise ValueError(f"{both[0].isoformat()} is both a holiday and an extra "
+                             "working day; keep it in one list")
+        if self.remind_workdays >= self.due_workdays:
+            raise ValueError(f"remind_workdays ({self.remind_workdays}) must be fewer than "
+                             f"due_workdays ({self.due_workdays})")
+        return self
+
+
 class ConsoleSettings(_Model):
     """The unit web console: every node's nginx serves `<hostname>.<domain>` over HTTPS and
     proxies it to `govhost console` on the control machine at `address:port` (an address
@@ -733,6 +759,7 @@ class Cluster(_Model):
     updates: UpdatesSettings = UpdatesSettings()
     alerts: AlertMail | None = None
     console: ConsoleSettings | None = None
+    messages: MessagesSettings = MessagesSettings()
     proxy: ProxyPolicy = ProxyPolicy()
     # The county's DNS server that takes the sites' A and AAAA records (`govhost dns push`).
     dns: Rfc2136 | None = None

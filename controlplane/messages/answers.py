@@ -51,11 +51,16 @@ def answer(county: County, number: str, text: str, publish: bool, by: str
     """Record the unit's answer to message `number` and show it on every node."""
     body = checked(text)
     found, _ = collect(county)
-    m: Message = find(found, number)
+    return record(county, find(found, number), body, publish, by)
+
+
+def record(county: County, m: Message, text: str, publish: bool, by: str) -> dict[str, Any]:
+    """Record an answer (checked already) to `m` and send the unit's answers to every node.
+    The answer is shown where the citizen wrote (`m.unit`), whichever unit gave it."""
     with county.state() as st:
         st.record_answer({"number": m.number, "unit": m.unit, "received": m.received,
                           "subject": m.subject, "text": m.text, "token_hash": m.token_hash},
-                         body, publish, by)
+                         text, publish, by)
     nodes = push(county, m.unit)
     return {"number": m.number, "unit": m.unit, "publish": publish, "nodes": nodes}
 

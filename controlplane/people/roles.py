@@ -25,18 +25,27 @@ NAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
 
 Action = Literal["view_unit", "upload", "submit", "review_unit", "review_county",
                  "propose_rollback", "confirm_rollback", "manage_people", "view_county",
-                 "decide_requests"]
+                 "decide_requests", "read_messages", "answer_messages", "forward_messages",
+                 "route_messages"]
 ACTIONS: tuple[Action, ...] = ("view_unit", "upload", "submit", "review_unit",
                                "review_county", "propose_rollback", "confirm_rollback",
-                               "manage_people", "view_county", "decide_requests")
+                               "manage_people", "view_county", "decide_requests",
+                               "read_messages", "answer_messages", "forward_messages",
+                               "route_messages")
 # What each role may do on its own unit (operators: on any unit, and county-wide).
 _UNIT_GRANTS: dict[str, frozenset[str]] = {
-    "editor": frozenset({"view_unit", "upload", "submit", "propose_rollback"}),
-    "reviewer": frozenset({"view_unit", "review_unit", "confirm_rollback"}),
+    "editor": frozenset({"view_unit", "upload", "submit", "propose_rollback",
+                         "read_messages", "answer_messages", "forward_messages"}),
+    "reviewer": frozenset({"view_unit", "review_unit", "confirm_rollback", "read_messages"}),
     "admin": frozenset({"view_unit", "manage_people"}),
-    "operator": frozenset({"view_unit", "review_county", "confirm_rollback"}),
+    "operator": frozenset({"view_unit", "review_county", "confirm_rollback", "read_messages",
+                           "forward_messages"}),
 }
-_COUNTY_GRANTS = frozenset({"view_county", "decide_requests"})
+# Citizens' messages: a unit's editors read, answer and forward them, its reviewers read
+# them to decide answers under review; a unit admin manages people and reads none (the
+# citizens' contacts are for those who answer). Operators read any unit's and route them
+# (forward a misdirected one), and see the county's overdue list (route_messages).
+_COUNTY_GRANTS = frozenset({"view_county", "decide_requests", "route_messages"})
 
 
 class PeopleError(GovhostError):

@@ -206,3 +206,53 @@ def test_answers_show_on_the_units_page_on_every_node_and_by_the_citizens_link(c
     govhost(county, "messages", "sync", check=True)
     assert "站牌已于本周更换" in request(NODES["n1"], "GET", "/hudong/list",
                                         source=SOURCES[9])[1].decode()
+
+
+def test_a_message_forwarded_to_another_unit_is_answered_in_its_console(county):
+    """The county forwards a misdirected message (CLI); the other unit's editor reads it in
+    the console, the nodes read over SSH as the console does, and answers it there; the
+    answer is on the page where the citizen wrote, on every node, and by their link."""
+    import re
+
+    from starlette.testclient import TestClient
+
+    from controlplane.console import app as console_app
+    from controlplane.people.store import People
+    status, sent = write(NODES["n1"], SOURCES[2], fields={**GOOD, "subject": "景区厕所"})
+    assert status == 200, sent
+    number = sent["number"]
+    m = listed(county)[number]
+    assert (m["owner"], m["standing"]) == ("jiaoyu", "open") and m["due"] > m["day"]
+    fwd = govhost(county, "messages", "forward", number, "--to", "wenlv", "--reason",
+                  "景区由文旅局管理", "--json", check=True)
+    assert json.loads(fwd.stdout)["to"] == "wenlv"
+    c = County(county)
+    people = People(c.open_state(), c.inv.secret, c.inv.cluster.name)
+    made = people.add("wlbj", "文旅编辑", "wenlv", ["editor"],
+                      frozenset(t.name for t in c.inv.tenants))
+    people.change_password("wlbj", made.password, "wlbj-password-12")
+    people.st.close()
+    client = TestClient(console_app.build(c, unit_view=lambda county, name: {}),
+                        base_url="https://console.qingshui.gov.cn")
+    page = client.get("/login").text
+    token = re.search(r'name="csrftoken" value="([^"]+)"', page).group(1)
+    r = client.post("/login", data={"csrftoken": token, "name": "wlbj",
+                                    "password": "wlbj-password-12", "code": "", "next": "/"},
+                    follow_redirects=False)
+    assert r.status_code == 303
+    assert number in client.get("/units/wenlv/messages").text
+    page = client.get(f"/units/wenlv/messages/{number}").text
+    assert GOOD["contact"] in page and "景区由文旅局管理" in page
+    r = client.post(f"/units/wenlv/messages/{number}/answer",
+                    data={"csrftoken": token, "answer": "已安排保洁。"})
+    assert r.status_code == 200 and 'id="answer"' in r.text, r.text[-800:]
+    for address in NODES.values():
+        text = request(address, "GET", "/hudong/list", source=SOURCES[2])[1].decode()
+        assert number in text and "已安排保洁" in text
+    holder = listed(county)[number]["stored_on"][0]
+    reply = request(NODES[holder], "GET", f"/hudong/reply?t={sent['token']}",
+                    source=SOURCES[2])[1].decode()
+    assert "已安排保洁" in reply
+    assert listed(county)[number]["standing"] == "answered"
+    overdue = json.loads(govhost(county, "messages", "overdue", "--json", check=True).stdout)
+    assert number not in {e["number"] for e in overdue["overdue"]}

@@ -1,9 +1,11 @@
 """Citizens' messages: the answers units gave (the messages themselves live on the nodes)."""
 from __future__ import annotations
 
+import json
 import time
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
+from controlplane.core.errors import GovhostError
 from controlplane.core.state.store import Store
 
 _KEYS = ("number", "unit", "received", "subject", "text", "token_hash", "answer", "publish",
@@ -29,3 +31,91 @@ class MessageRecords(Store):
         rows = self.db.execute(sql + " WHERE unit = ? ORDER BY number", (unit,)) if unit \
             else self.db.execute(sql + " ORDER BY number")
         return [{**dict(zip(_KEYS, r)), "publish": bool(r[7])} for r in rows]
+
+    # -- how the units handle them (controlplane/messages/inbox.py) ------------------------
+    def index_messages(self, rows: Iterable[Mapping[str, str]]) -> None:
+        """The messages the nodes hold, as the control machine last read them: number, unit,
+        day, subject (never the text, name or contact, which stay on the nodes)."""
+        now = time.time()
+        with self.tx() as db:
+            db.executemany("INSERT INTO message_index (number, unit, received, subject, "
+                           "seen_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (number) DO UPDATE "
+                           "SET seen_at = excluded.seen_at",
+                           [(r["number"], r["unit"], r["received"], r["subject"], now)
+                            for r in rows])
+
+    def message_index(self) -> list[dict[str, Any]]:
+        keys = ("number", "unit", "received", "subject", "seen_at")
+        return [dict(zip(keys, r)) for r in self.db.execute(
+            f"SELECT {', '.join(keys)} FROM message_index ORDER BY number")]
+
+    def add_route(self, number: str, from_unit: str, to_unit: str, reason: str, by: str
+                  ) -> None:
+        """A message forwarded to the unit that must answer it (转办), audited."""
+        with self.tx() as db:
+            db.execute("INSERT INTO message_routes (number, from_unit, to_unit, reason, by, "
+                       "at) VALUES (?, ?, ?, ?, ?, ?)",
+                       (number, from_unit, to_unit, reason, by, time.time()))
+            self._audit(db, "messages.forward", number,
+                        {"from": from_unit, "to": to_unit, "reason": reason}, by)
+
+    def routes(self) -> dict[str, list[dict[str, Any]]]:
+        """Every forwarded message's forwards, oldest first."""
+        keys = ("number", "from_unit", "to_unit", "reason", "by", "at")
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in self.db.execute(f"SELECT {', '.join(keys)} FROM message_routes ORDER BY id"):
+            out.setdefault(r[0], []).append(dict(zip(keys, r)))
+        return out
+
+    def add_draft(self, number: str, unit: str, answer: str, publish: bool, by: str,
+                  levels: Sequence[str]) -> int:
+        """An answer waiting for the unit's review chain (kept under `answer:<id>`)."""
+        with self.tx() as db:
+            if db.execute("SELECT 1 FROM message_drafts WHERE number = ? AND status = "
+                          "'pending'", (number,)).fetchone():
+                raise MessagesStateError(f"{number} has an answer waiting for review already;"
+                                         " decide it first")
+            cur = db.execute("INSERT INTO message_drafts (number, unit, answer, publish, by, "
+                             "at, status) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                             (number, unit, answer, int(publish), by, time.time()))
+            did = int(cur.lastrowid or 0)
+            db.execute("INSERT INTO review_chains (tenant, release_id, levels, publisher) "
+                       "VALUES (?, ?, ?, ?)", (unit, f"answer:{did}", json.dumps(list(levels)),
+                                               by))
+            self._audit(db, "messages.answer.proposed", number,
+                        {"unit": unit, "draft": did, "publish": publish,
+                         "levels": list(levels)}, by)
+        return did
+
+    def drafts(self, number: str | None = None, status: str | None = None
+               ) -> list[dict[str, Any]]:
+        keys = ("id", "number", "unit", "answer", "publish", "by", "at", "status")
+        sql, args = f"SELECT {', '.join(keys)} FROM message_drafts WHERE 1 = 1", []
+        for col, value in (("number", number), ("status", status)):
+            if value is not None:
+                sql += f" AND {col} = ?"
+                args.append(value)
+        return [{**dict(zip(keys, r)), "publish": bool(r[4])}
+                for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def set_draft_status(self, did: int, status: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE message_drafts SET status = ? WHERE id = ?", (status, did))
+
+    def notice_once(self, number: str, kind: str) -> bool:
+        """Record that the `kind` notice (remind, alert, veto) of a message went out; False
+        when it had gone out already (each is sent once)."""
+        with self.tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO message_notices (number, kind, at) "
+                             "VALUES (?, ?, ?)", (number, kind, time.time()))
+            return cur.rowcount == 1
+
+    def forget_notice(self, number: str, kind: str) -> None:
+        """A notice whose mail did not go out: it is tried again next time."""
+        with self.tx() as db:
+            db.execute("DELETE FROM message_notices WHERE number = ? AND kind = ?",
+                       (number, kind))
+
+
+class MessagesStateError(GovhostError):
+    pass

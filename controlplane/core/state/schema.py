@@ -213,9 +213,35 @@ def _message_answers(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS message_answers_unit ON message_answers (unit)")
 
 
+def _message_handling(db: sqlite3.Connection) -> None:
+    """How the units handle their citizens' messages (controlplane/messages/inbox.py): the
+    control machine's index of the messages the nodes hold (number, unit, day, subject: no
+    text, name or contact, which stay on the nodes), forwards to another unit, answers
+    waiting for the unit's review chain (kept under `answer:<id>` beside the releases'
+    chains), and the reminders and alerts already sent (each once)."""
+    db.execute("""CREATE TABLE IF NOT EXISTS message_index (
+        number TEXT PRIMARY KEY, unit TEXT NOT NULL, received TEXT NOT NULL,
+        subject TEXT NOT NULL, seen_at REAL NOT NULL)""")
+    db.execute("CREATE INDEX IF NOT EXISTS message_index_unit ON message_index (unit)")
+    db.execute("""CREATE TABLE IF NOT EXISTS message_routes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, number TEXT NOT NULL, from_unit TEXT NOT NULL,
+        to_unit TEXT NOT NULL, reason TEXT NOT NULL, by TEXT NOT NULL, at REAL NOT NULL)""")
+    db.execute("CREATE INDEX IF NOT EXISTS message_routes_number ON message_routes (number)")
+    db.execute("""CREATE TABLE IF NOT EXISTS message_drafts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, number TEXT NOT NULL, unit TEXT NOT NULL,
+        answer TEXT NOT NULL, publish INTEGER NOT NULL, by TEXT NOT NULL, at REAL NOT NULL,
+        status TEXT NOT NULL)""")
+    db.execute("CREATE INDEX IF NOT EXISTS message_drafts_number ON message_drafts (number)")
+    db.execute("""CREATE TABLE IF NOT EXISTS message_notices (
+        number TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
+        PRIMARY KEY (number, kind))""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the baseline: every table of the releases before schema versions", _baseline),
     Migration(2, "citizens' messages: the units' answers", _message_answers),
+    Migration(3, "citizens' messages: index, forwards, answers under review, reminders",
+              _message_handling),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

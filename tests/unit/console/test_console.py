@@ -456,7 +456,10 @@ def test_single_files_are_checked_before_they_reach_a_node(county):
 POSTS = ["/login", "/logout", "/password", "/request", "/units/jiaoyu/upload", "/enrol/{token}",
          "/units/jiaoyu/submit", f"/units/jiaoyu/reviews/{R_JY}", "/units/jiaoyu/rollbacks",
          "/units/jiaoyu/rollbacks/1", "/units/jiaoyu/people", "/units/jiaoyu/sftp-keys",
-         "/requests/1", f"/units/jiaoyu/preview/{R_JY}"]
+         "/requests/1", f"/units/jiaoyu/preview/{R_JY}",
+         "/units/jiaoyu/messages/JY-20261201-1-000001/answer",
+         "/units/jiaoyu/messages/JY-20261201-1-000001/review",
+         "/units/jiaoyu/messages/JY-20261201-1-000001/forward"]
 
 
 def test_every_route_that_changes_something_is_a_post_the_app_lists_here():
@@ -466,9 +469,10 @@ def test_every_route_that_changes_something_is_a_post_the_app_lists_here():
     for route in app.routes:
         if "POST" in (getattr(route, "methods", None) or ()):
             found.add(route.path)
-    listed = {re.sub(r"/(\d+|20\d{6}T\d{6}-\w{6})(?=/|$)", "/{x}", p).replace(
-        "/jiaoyu", "/{unit}") for p in POSTS}
-    normal = {re.sub(r"\{(release|proposal:int|rid:int)\}", "{x}", p) for p in found}
+    listed = {re.sub(r"/(\d+|20\d{6}T\d{6}-\w{6}|[A-Z]{2,6}-\d{8}-\d+-\d{6})(?=/|$)",
+                     "/{x}", p).replace("/jiaoyu", "/{unit}") for p in POSTS}
+    normal = {re.sub(r"\{(release|proposal:int|rid:int|number:str)\}", "{x}", p)
+              for p in found}
     assert normal == listed, (sorted(normal), sorted(listed))
 
 

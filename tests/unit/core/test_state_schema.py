@@ -225,7 +225,7 @@ def test_statements_are_split_where_sqlite_would_end_them():
 
 
 def test_a_database_of_version_1_gets_the_message_answers_and_keeps_its_records(tmp_path):
-    """The previous release's schema (version 1, no message answers) upgraded to 2."""
+    """Version 1's schema (no message answers) upgraded to 2, then on."""
     path = load(OLD[0], tmp_path / "state.db")
     db = sqlite3.connect(path)
     with db:
@@ -235,7 +235,7 @@ def test_a_database_of_version_1_gets_the_message_answers_and_keeps_its_records(
     before = counts(path)
     st = State(path)
     try:
-        assert st.upgraded == [2]
+        assert st.upgraded == [2, 3]
         st.record_answer({"number": "JY-20261205-1-000001", "unit": "jiaoyu",
                           "received": "2026-12-05T02:00:00Z", "subject": "路灯",
                           "text": "坏了", "token_hash": "0" * 64}, "已修复", True, "wang")
@@ -245,3 +245,31 @@ def test_a_database_of_version_1_gets_the_message_answers_and_keeps_its_records(
         st.close()
     after = counts(path)
     assert all(after[t] >= n for t, n in before.items())
+
+
+def test_a_database_of_the_previous_release_gains_the_message_tables_and_keeps_its_answers(
+        tmp_path):
+    """Written by the release before this one (schema version 2, see the fixture's first
+    line): only migration 3 runs; the answer it held is still there, and the new tables
+    (index, forwards, answers under review, reminders) take records."""
+    path = load(DATA / "version2-42b997a.sql", tmp_path / "state.db")
+    st = State(path)
+    try:
+        assert st.upgraded == [3]
+        [a] = st.message_answers("jiaoyu")
+        assert (a["number"], a["answer"], a["publish"]) == ("JY-20261205-1-000001", "已修复。",
+                                                             True)
+        st.index_messages([{"number": "JY-20261206-1-000002", "unit": "jiaoyu",
+                            "received": "2026-12-06T01:00:00Z", "subject": "路灯"}])
+        st.add_route("JY-20261206-1-000002", "jiaoyu", "wenlv", "旅游景区的事", "li")
+        assert st.routes()["JY-20261206-1-000002"][-1]["to_unit"] == "wenlv"
+        assert st.notice_once("JY-20261206-1-000002", "remind")
+        assert not st.notice_once("JY-20261206-1-000002", "remind")
+    finally:
+        st.close()
+    assert layout(path) == layout(load_new(tmp_path / "new.db"))
+
+
+def load_new(path: Path) -> Path:
+    State(path).close()
+    return path

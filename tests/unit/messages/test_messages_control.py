@@ -91,7 +91,7 @@ def test_merge_lists_each_message_once_with_where_it_is_kept():
     assert got[0].received_local() == "2026-12-05 10:00"
 
 
-def test_a_citizens_subject_is_text_in_the_operators_terminal(monkeypatch):
+def test_a_citizens_subject_is_text_in_the_operators_terminal(monkeypatch, tmp_path):
     """Found by the attack review: "[/] 路灯" stopped `messages list` for every unit (Rich
     markup), "[link=…]" hid a hyperlink behind Chinese text."""
     from typer.testing import CliRunner
@@ -104,7 +104,10 @@ def test_a_citizens_subject_is_text_in_the_operators_terminal(monkeypatch):
     found = collect.merge({"n1": dumps})
     # a node's error text (ssh's, Python's "[Errno 111]") is printed as text too
     monkeypatch.setattr(collect, "collect", lambda county: (found, {"n2": "[/] [Errno 111]"}))
-    monkeypatch.setattr(cm, "county", lambda: None)
+    from controlplane.core.county import County
+    from tests.helpers import example_inventory
+    c = County(example_inventory(tmp_path / "inventory"))
+    monkeypatch.setattr(cm, "county", lambda: c)
     r = CliRunner().invoke(cm.app, ["messages", "list"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     for s in subjects:

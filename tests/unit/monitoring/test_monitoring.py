@@ -205,5 +205,8 @@ def test_exporter_service_unit_is_written_by_the_playbook(inv_dir, tmp_path):
     assert f"--inventory {inv_dir.resolve()} control backup" in backup
     # with the node backups: the example's cluster.yaml says 02:30
     assert "OnCalendar=*-*-* 02:30:00" in (units / "govhost-backup-control.timer").read_text()
+    remind = (units / "govhost-messages-remind.service").read_text()
+    assert f"--inventory {inv_dir.resolve()} messages remind" in remind
+    assert "OnCalendar=hourly" in (units / "govhost-messages-remind.timer").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "unchanged" in again.stdout

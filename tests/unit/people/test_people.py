@@ -21,9 +21,10 @@ def _p(unit, *rls, disabled=False):
 
 
 EXPECTED = {   # role -> actions on its own unit
-    "editor": {"view_unit", "upload", "submit", "propose_rollback"},
-    "reviewer": {"view_unit", "review_unit", "confirm_rollback"},
-    "admin": {"view_unit", "manage_people"},
+    "editor": {"view_unit", "upload", "submit", "propose_rollback", "read_messages",
+               "answer_messages", "forward_messages"},
+    "reviewer": {"view_unit", "review_unit", "confirm_rollback", "read_messages"},
+    "admin": {"view_unit", "manage_people"},        # no citizen's contact for an admin
 }
 
 
@@ -40,9 +41,11 @@ def test_unit_roles_act_on_their_own_unit_only(role, action):
 @pytest.mark.parametrize("action", roles.ACTIONS)
 def test_operators_see_every_unit_and_decide_the_countys_level(action):
     op = _p(None, "operator")
-    unit_ok = {"view_unit", "review_county", "confirm_rollback"}
+    unit_ok = {"view_unit", "review_county", "confirm_rollback", "read_messages",
+               "forward_messages"}                  # they route messages, never answer
     assert all(roles.may(op, action, u) is (action in unit_ok) for u in UNITS)
-    assert roles.may(op, action, None) is (action in {"view_county", "decide_requests"})
+    assert roles.may(op, action, None) is (action in {"view_county", "decide_requests",
+                                                      "route_messages"})
 
 
 @given(st.sampled_from(sorted(UNITS)), st.sets(st.sampled_from(sorted(roles.UNIT_ROLES)),

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlplane.content.review import (
+from controlplane.people.review import (
     COMMENT_MAX,
     TIES_DAYS,
     Chain,
@@ -190,10 +190,10 @@ def test_whoever_holds_the_publishers_account_never_holds_the_approvers(ties):
 
 
 def test_ties_come_from_the_audit_log_up_the_makers_within_the_window(tmp_path):
-    """The shell's side: releases.ties reads the audit log up the makers (an admin's admin),
+    """The shell's side: chains.ties reads the audit log up the makers (an admin's admin),
     counting what was made in the last 30 days or since the release was submitted."""
-    from controlplane.content import releases
     from controlplane.core.state import State
+    from controlplane.people import chains
     st = State(tmp_path / "state.db")
     with st.tx() as db:
         for name in ("admin7", "admin8", "pen", "sock"):
@@ -208,12 +208,12 @@ def test_ties_come_from_the_audit_log_up_the_makers_within_the_window(tmp_path):
     unit = frozenset({"unit"})
     # Submitted 5 days ago: admin7 made admin8 40 days ago, before the window: no tie.
     fresh = Chain(("unit",), "pen", (), NOW - 5 * DAY)
-    got = releases.ties(st, fresh, "sock", NOW)
+    got = chains.ties(st, fresh, "sock", NOW)
     assert got == {("admin8", "sock"), ("admin7", "pen")}
     assert fresh.refusal("sock", unit, True, got) is None
     # Submitted 50 days ago and still waiting: admin8 was made meanwhile, by admin7.
     old = Chain(("unit",), "pen", (), NOW - 50 * DAY)
-    got = releases.ties(st, old, "sock", NOW)
+    got = chains.ties(st, old, "sock", NOW)
     assert got == {("admin8", "sock"), ("admin7", "pen"), ("admin7", "admin8")}
     why = old.refusal("sock", unit, True, got)
     assert why and "admin7 created or reset both" in why and "since this release was" in why

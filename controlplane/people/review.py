@@ -1,4 +1,5 @@
-"""A release's review chain (pure): who decides next, and who may not.
+"""A review chain (pure): who decides next, and who may not. A release's, a rollback's
+and a citizen's answer's (controlplane/messages/inbox.py) go through the same rules.
 
 A unit's manifest sets one to three levels (`review: {levels: [unit, county]}`); a release
 published under it waits until every level has approved, in order, and is dropped at the
@@ -76,6 +77,7 @@ class Chain:
     publisher: str
     steps: tuple[Step, ...] = field(default=())
     submitted: float | None = None      # when the release (or rollback) began to wait
+    what: str = "release"               # what waits, as refusals name it ("answer")
 
     @property
     def rejected(self) -> bool:
@@ -102,21 +104,23 @@ class Chain:
         (made or reset it, directly or through accounts they made), or one person holds
         both."""
         if self.rejected:
-            return "this release was rejected; the live site is unchanged"
+            return f"this {self.what} was rejected" + (
+                "; the live site is unchanged" if self.what == "release" else "")
         level = self.next_level
         if level is None:
-            return "this release is approved at every level already"
+            return f"this {self.what} is approved at every level already"
         kind = self.levels[level]
         if kind not in kinds:
             return (f"level {level + 1} of {len(self.levels)} is decided by "
                     f"{LEVEL_NAMES.get(kind, kind)}")
         if four_eyes:
             if who == self.publisher:
-                return "you published this release; another person must review it"
+                return (f"you {'published' if self.what == 'release' else 'wrote'} this "
+                        f"{self.what}; another person must review it")
             earlier = [s.level + 1 for s in self.steps if s.by == who]
             if earlier:
-                return (f"you decided level {earlier[0]} of this release; each level needs "
-                        "a different person")
+                return (f"you decided level {earlier[0]} of this {self.what}; each level "
+                        "needs a different person")
             return _tied(who, (self.publisher, *(s.by for s in self.steps)), ties)
         return None
 

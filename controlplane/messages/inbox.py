@@ -1,0 +1,305 @@
+"""How the units handle their citizens' messages: who must answer each (the unit written
+to, or the one it was forwarded to), by when, answers through the unit's review chain, the
+county's overdue list, and the reminder and alert mails.
+
+The messages themselves live on the nodes (collect.py). The control machine keeps an
+index of them in the state store (number, unit, day, subject; never the text, name or
+contact), refreshed each time the nodes are read (a unit's console list, `govhost messages
+list`, the hourly `govhost messages remind`), so the county's overdue list is read from the
+state alone, without SSH.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Callable, Iterable, Mapping
+
+from controlplane.core import mail
+from controlplane.core.county import County
+from controlplane.core.manifest import MessagesSettings
+from controlplane.core.state.messages import MessagesStateError
+from controlplane.messages import answers, collect
+from controlplane.messages.collect import Message, MessagesError
+from controlplane.messages.deadlines import LATE, Deadline, Standing, deadline
+from controlplane.people import chains, review
+from govhost_node import messages as rules
+
+Reader = Callable[[County], tuple[list[Message], dict[str, str]]]
+REASON_MAX = 200
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One message as the units handle it (no text, name or contact)."""
+    number: str
+    unit: str                   # where the citizen wrote: its page shows the answer
+    owner: str                  # the unit that must answer it now
+    received: str               # UTC, as the node wrote it
+    subject: str
+    deadline: Deadline
+    standing: Standing
+    answered_at: float | None
+    draft: int | None           # an answer waiting for the owner's review chain
+    forwards: tuple[Mapping[str, Any], ...]
+
+    def view(self) -> dict[str, Any]:
+        d = self.deadline
+        return {"number": self.number, "unit": self.unit, "owner": self.owner,
+                "received": self.received, "day": d.received.isoformat(),
+                "subject": self.subject, "due": d.due.isoformat(),
+                "veto": d.veto.isoformat(), "standing": self.standing,
+                "answered_at": self.answered_at, "draft": self.draft,
+                "forwards": [dict(f) for f in self.forwards]}
+
+
+def entries(index: Iterable[Mapping[str, Any]], answered: Mapping[str, float],
+            routes: Mapping[str, list[Mapping[str, Any]]], drafts: Mapping[str, int],
+            settings: MessagesSettings, today: date) -> list[Entry]:
+    """Every indexed message with its owner, deadline and standing (pure)."""
+    out = []
+    for row in index:
+        number = row["number"]
+        fwd = tuple(routes.get(number, ()))
+        d = deadline(row["received"], settings)
+        out.append(Entry(number=number, unit=row["unit"],
+                         owner=fwd[-1]["to_unit"] if fwd else row["unit"],
+                         received=row["received"], subject=row["subject"], deadline=d,
+                         standing=d.standing(number in answered, today),
+                         answered_at=answered.get(number), draft=drafts.get(number),
+                         forwards=fwd))
+    return out
+
+
+def refresh(county: County, read: Reader | None = None
+            ) -> tuple[list[Message], dict[str, str]]:
+    """Read the messages from the nodes (`read`: collect.collect unless a test stands in for
+    them) and bring the control machine's index up to date."""
+    found, failed = (read or collect.collect)(county)
+    with county.state() as st:
+        st.index_messages({"number": m.number, "unit": m.unit, "received": m.received,
+                           "subject": m.subject} for m in found)
+    return found, failed
+
+
+def known(county: County, today: date) -> list[Entry]:
+    """Every message the index holds, from the state store alone."""
+    with county.state() as st:
+        index = st.message_index()
+        answered = {a["number"]: a["answered_at"] for a in st.message_answers()}
+        routes = st.routes()
+        drafts = {d["number"]: d["id"] for d in st.drafts(status="pending")}
+    return entries(index, answered, routes, drafts, county.inv.cluster.messages, today)
+
+
+def of_unit(entries_: Iterable[Entry], unit: str) -> list[Entry]:
+    """What a unit's staff see: what it must answer, and what was written to it and
+    forwarded on (shown as such)."""
+    return [e for e in entries_ if unit in (e.owner, e.unit)]
+
+
+def overdue(county: County, today: date) -> list[Entry]:
+    """The county's overdue list (past the due date, alerted, or vetoed), oldest first,
+    from the state store alone."""
+    return sorted((e for e in known(county, today) if e.standing in LATE),
+                  key=lambda e: (e.received, e.number))
+
+
+def _find(county: County, number: str, read: Reader | None) -> Message:
+    found, _ = refresh(county, read)
+    return collect.find(found, number)
+
+
+def _entry(county: County, number: str, today: date) -> Entry:
+    found = next((e for e in known(county, today) if e.number == number), None)
+    if found is None:
+        raise MessagesError(f"no message {number!r}")
+    return found
+
+
+def one(county: County, unit: str | None, number: str, by: str, today: date,
+        read: Reader | None = None) -> dict[str, Any]:
+    """One message whole, with the citizen's contact, for `unit`'s staff (None: the
+    county), audited (messages.read); its answer and any answer waiting for review."""
+    m = _find(county, number, read)
+    e = _entry(county, number, today)
+    if unit is not None and unit not in (e.owner, e.unit):
+        raise MessagesError(f"no message {number!r}")
+    with county.state() as st:
+        st.audit("messages.read", m.number, {"unit": m.unit, "contact": "shown",
+                                             "as": unit or "county"}, who=by)
+        given = next((a for a in st.message_answers(m.unit) if a["number"] == number), None)
+        pending = [d for d in st.drafts(number) if d["status"] == "pending"]
+        chain = None
+        if pending:
+            chain = _chain(st, pending[0])
+    return {"message": {**m.public(), "contact": m.contact}, "entry": e.view(),
+            "answer": given, "draft": pending[0] if pending else None,
+            "review": chains.chain_view(chain) if chain else None}
+
+
+def _chain(st: Any, draft: Mapping[str, Any]) -> review.Chain:
+    row = st.review_chain(draft["unit"], f"answer:{draft['id']}")
+    return chains.chain_from(row, draft["at"], "answer")
+
+
+def _reason(text: str) -> str:
+    try:
+        clean = rules.clean(text, multiline=False)
+    except ValueError as exc:
+        raise MessagesError(f"the reason {exc}") from None
+    if not clean or len(clean) > REASON_MAX:
+        raise MessagesError(f"give a reason of 1 to {REASON_MAX} characters: the unit it "
+                            "goes to reads it")
+    return clean
+
+
+def forward(county: County, number: str, to_unit: str, reason: str, by: str,
+            unit: str | None, today: date, read: Reader | None = None
+            ) -> dict[str, Any]:
+    """Forward an unanswered message to the unit that must answer it (转办). `unit`: the
+    unit whose staff forward it (they must be its owner); None: the county routes it."""
+    why = _reason(reason)
+    refresh(county, read)
+    e = _entry(county, number, today)
+    if unit is not None and e.owner != unit:
+        raise MessagesError(f"no message {number!r}")
+    if county.inv.tenant(to_unit) is None:
+        raise MessagesError(f"no unit named {to_unit!r}; `govhost unit list` shows them")
+    if to_unit == e.owner:
+        raise MessagesError(f"{number} is {to_unit}'s to answer already")
+    if e.standing == "answered" or e.draft is not None:
+        raise MessagesError(f"{number} is answered or has an answer waiting for review; "
+                            "it cannot be forwarded now")
+    with county.state() as st:
+        st.add_route(number, e.owner, to_unit, why, by)
+    return {"number": number, "from": e.owner, "to": to_unit, "reason": why}
+
+
+def propose(county: County, unit: str, number: str, text: str, publish: bool, by: str,
+            today: date, read: Reader | None = None) -> dict[str, Any]:
+    """A unit's answer: given at once where the unit's manifest has no review chain, else
+    kept until every level of the chain approves it (`decide`)."""
+    body = answers.checked(text)
+    m = _find(county, number, read)
+    e = _entry(county, number, today)
+    if e.owner != unit:
+        raise MessagesError(f"no message {number!r}")
+    if e.standing == "answered":
+        raise MessagesError(f"{number} is answered already; ask the county to change an "
+                            "answer (`govhost messages answer`)")
+    t = county.inv.tenant(unit)
+    levels = tuple(t.review.levels) if t is not None else ()
+    if not levels:
+        done = answers.record(county, m, body, publish, by)
+        return {**done, "status": "answered"}
+    try:
+        with county.state() as st:
+            did = st.add_draft(number, unit, body, publish, by, levels)
+    except MessagesStateError as exc:
+        raise MessagesError(str(exc)) from None
+    return {"number": number, "unit": m.unit, "publish": publish, "status": "pending",
+            "draft": did, "levels": list(levels)}
+
+
+def refusal(county: County, unit: str, number: str, who: str,
+            kinds: frozenset[str]) -> str | None:
+    """Why `who` may not decide the answer waiting on `number` now (four eyes), or None."""
+    with county.state() as st:
+        pending = [d for d in st.drafts(number, "pending") if d["unit"] == unit]
+        if not pending:
+            return "no answer is waiting for review"
+        chain = _chain(st, pending[0])
+        return chain.refusal(who, kinds, True, chains.ties(st, chain, who))
+
+
+def decide(county: County, unit: str, number: str, approve: bool, by: str,
+           kinds: frozenset[str], comment: str, read: Reader | None = None
+           ) -> dict[str, Any]:
+    """Decide the waiting level of the answer waiting on `number`; the last approval gives
+    the answer (on every node), a rejection sends it back to be written again."""
+    with county.state() as st:
+        pending = [d for d in st.drafts(number, "pending") if d["unit"] == unit]
+        if not pending:
+            raise MessagesError(f"{number} has no answer waiting for review")
+        draft = pending[0]
+        key = f"answer:{draft['id']}"
+        try:
+            chain, _ = chains.record_step(st, unit, key, _chain(st, draft), by, kinds,
+                                          approve, review.clean_comment(comment), True)
+        except review.ReviewError as exc:
+            raise MessagesError(f"{number}: {exc}") from None
+        if chain.rejected:
+            st.set_draft_status(draft["id"], "rejected")
+    status = "rejected" if chain.rejected else "pending"
+    result: dict[str, Any] = {"number": number, "draft": draft["id"]}
+    if chain.approved:
+        m = _find(county, number, read)
+        result.update(answers.record(county, m, draft["answer"], draft["publish"],
+                                     draft["by"]))
+        with county.state() as st:
+            st.set_draft_status(draft["id"], "done")
+        status = "answered"
+    return {**result, "status": status, "review": chains.chain_view(chain)}
+
+
+Send = Callable[[Any, list[str], str, str], None]
+
+
+def notices(entries_: Iterable[Entry]) -> list[tuple[Entry, str]]:
+    """(message, kind) for every notice an unanswered message is owed now (pure): `remind`
+    from its reminder day, `alert` from its alert day, `veto` past three months."""
+    owed = []
+    for e in entries_:
+        if e.standing in ("due_soon", "overdue"):
+            owed.append((e, "remind"))
+        elif e.standing == "alert":
+            owed += [(e, "remind"), (e, "alert")]
+        elif e.standing == "veto":
+            owed += [(e, "remind"), (e, "alert"), (e, "veto")]
+    return owed
+
+
+def remind(county: County, today: date, send: Send = mail.send,
+           read: Reader | None = None) -> dict[str, Any]:
+    """Read the nodes, then mail each notice owed once: the owner unit's contact before
+    the due date; the county and the unit at the alert day and past three months. A notice
+    whose mail fails is tried again next time."""
+    _, failed = refresh(county, read)
+    settings = county.inv.cluster.alerts
+    owed = notices(known(county, today))
+    if settings is None:
+        return {"sent": 0, "owed": len(owed), "failed": [], "unreadable_nodes": failed,
+                "note": "the county has no mail server (cluster.yaml `alerts:`): no notice "
+                        "was sent"}
+    sent, failed_mail = 0, []
+    name = county.inv.cluster.name
+    for e, kind in owed:
+        with county.state() as st:
+            if not st.notice_once(e.number, kind):
+                continue
+        t = county.inv.tenant(e.owner)
+        unit_to = [t.contact.email] if t is not None else []
+        to = unit_to if kind == "remind" else [*settings.county, *unit_to]
+        subject, body = _notice_text(name, e, kind)
+        try:
+            send(settings, to, subject, body)
+            sent += 1
+        except mail.MailError as exc:
+            failed_mail.append({"number": e.number, "kind": kind, "error": str(exc)})
+            with county.state() as st:
+                st.forget_notice(e.number, kind)
+    return {"sent": sent, "owed": len(owed), "failed": failed_mail,
+            "unreadable_nodes": failed}
+
+
+def _notice_text(county_name: str, e: Entry, kind: str) -> tuple[str, str]:
+    """The mail of one notice: the number, subject and dates, never the text or contact."""
+    d = e.deadline
+    what = {"remind": f"群众留言 {e.number} 请于 {d.due.isoformat()} 前答复",
+            "alert": f"群众留言 {e.number} 已超过 {(d.alert - d.received).days} 天未答复",
+            "veto": f"群众留言 {e.number} 已超过三个月未答复（单项否决）"}[kind]
+    body = (f"{county_name}网站管理平台\n\n{what}。\n\n"
+            f"编号：{e.number}\n单位：{e.owner}\n收到：{d.received.isoformat()}\n"
+            f"答复期限：{d.due.isoformat()}\n超过三个月：{d.veto.isoformat()} 起\n"
+            f"主题：{e.subject}\n\n请登录网站管理平台查看并答复。\n")
+    return f"{county_name}网站管理：{what}", body
