@@ -165,7 +165,8 @@ def compliance_yearly(year: int = typer.Option(..., "--year", min=2000, max=2100
                 incidents[i["tenant"]] = incidents.get(i["tenant"], 0) + 1
     with c.state() as st:
         rows = yearly.figures(c.inv, year, st.content_releases(), st.visit_year(year),
-                              st.probe_year(year), incidents)
+                              st.probe_year(year), incidents, yearly.message_figures(
+                                  st.message_index(), st.message_answers(), year))
         collected = st.last_visit_day() or "never"
     if fmt == "json":
         text = jsonlib.dumps({"year": year, "units": rows, "visits_collected_to": collected,

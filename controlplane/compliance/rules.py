@@ -17,7 +17,7 @@ from controlplane.core import wordlists
 from controlplane.core.manifest import Column, Compliance, Tenant
 
 INDICATORS = ("reachable", "homepage_fresh", "columns_fresh", "links", "footer", "https_ipv6",
-              "logs", "wording", "load_time", "accessibility")
+              "logs", "wording", "load_time", "accessibility", "messages")
 TITLES = {"reachable": "站点可访问 Site reachable (veto)",
           "homepage_fresh": "首页更新 Homepage updated",
           "columns_fresh": "栏目更新 Columns updated",
@@ -27,7 +27,8 @@ TITLES = {"reachable": "站点可访问 Site reachable (veto)",
           "logs": "日志留存 Logs kept",
           "wording": "错敏词 Wording",
           "load_time": "加载速度 Load time",
-          "accessibility": "无障碍 Accessibility (GB/T 37668)"}
+          "accessibility": "无障碍 Accessibility (GB/T 37668)",
+          "messages": "互动回应 Messages answered (veto past 3 months)"}
 IMPACTS = ("minor", "moderate", "serious", "critical")
 HOMEPAGES = ("index.html", "index.htm", "index.php")
 DAY = 86400.0
@@ -335,6 +336,30 @@ def wording(checked: Mapping[str, Any] | None, lists: bool) -> Verdict:
     notes = len(found)
     return Verdict("wording", True, "no wording errors" + (f" ({notes} notes)" if notes else ""),
                    found[:50])
+
+
+def messages(standings: Sequence[tuple[str, str]]) -> Verdict:
+    """互动回应: the inspections (国办秘函〔2019〕19号) veto a site with a citizen's message
+    left unanswered for more than three months; a message past the county's own due date is
+    a risk. `standings`: (number, standing) of each message written on the unit's site
+    (messages/deadlines.py)."""
+    count = {k: sum(1 for _, s in standings if s == k)
+             for k in ("answered", "open", "due_soon", "overdue", "alert", "veto")}
+    tally = {"received": len(standings), **count}
+    vetoed = sorted(n for n, s in standings if s == "veto")
+    late = sorted(n for n, s in standings if s in ("overdue", "alert"))
+    if vetoed:
+        return Verdict("messages", False, f"veto: {len(vetoed)} message(s) unanswered for more "
+                       f"than three months ({', '.join(vetoed[:5])}"
+                       f"{'…' if len(vetoed) > 5 else ''}): answer them in the console",
+                       vetoed[:50], tally=tally)
+    summary = f"{count['answered']} of {len(standings)} answered"
+    if late:
+        return Verdict("messages", True, f"{summary}; {len(late)} past the due date "
+                       f"({', '.join(late[:5])}{'…' if len(late) > 5 else ''})", late[:50],
+                       at_risk=True, tally=tally)
+    return Verdict("messages", True, summary + ("; none past the due date" if standings
+                                                else ""), tally=tally)
 
 
 def load_time(page: Mapping[str, Any] | None, limit: float, unavailable: str = "") -> Verdict:

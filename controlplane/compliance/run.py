@@ -29,6 +29,8 @@ from controlplane.core.errors import GovhostError
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Compliance, Node, Tenant
 from controlplane.dns import plan as dns_plan
+from controlplane.messages import inbox
+from controlplane.messages.deadlines import today_in_county
 from controlplane.sites import probes
 from controlplane.tls import store as tls_store
 from controlplane.tls import trust
@@ -338,6 +340,14 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
             yearly.collect(county, say)
         except yearly.YearlyError as exc:
             say(f"visits not counted: {exc}")
+        # Citizens' messages as the nodes hold them now (the index is kept if none answers).
+        try:
+            inbox.refresh(county)
+        except GovhostError as exc:
+            say(f"messages not read from the nodes: {exc}")
+        boxes: dict[str, list[tuple[str, str]]] = {}
+        for e in inbox.known(county, today_in_county(now)):
+            boxes.setdefault(e.unit, []).append((e.number, e.standing))
         # Chromium's resolver rules take the nodes' IPv4 addresses.
         pages, unavailable = browse(wanted, [e for e in entries if ":" not in e.address],
                                     platform, inv, c, say)
@@ -380,6 +390,8 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
                 v["accessibility"] = rules.accessibility(
                     page, c.accessibility_fail_impact, c.accessibility_max_violations,
                     unavailable)
+            if t.messages is not None or t.name in boxes:
+                v["messages"] = rules.messages(boxes.get(t.name, []))
             results[t.name] = v
         st.record_compliance(week, now, {t: {k: x.to_json() for k, x in v.items()}
                                          for t, v in results.items()})

@@ -9,6 +9,9 @@ knows, per unit.
 - Uptime: the share of the exporter's homepage probes that loaded, from its daily counts.
 - Security incidents: the tamper watchers' incidents of the year (given by the caller, which
   asks the nodes).
+- Citizens' messages (留言办理): received on the unit's site in the year, answered, and the
+  median days to an answer, from the control machine's index and the answers
+  (`message_figures`).
 
 `figures` is pure; `collect` asks the nodes.
 """
@@ -36,7 +39,8 @@ PAGES = (".html", ".htm", ".shtml", ".php")
 LOG_DAYS = 180
 CSV_COLUMNS = ("tenant", "title", "page_views", "visitors", "days_counted", "uptime_percent",
                "probes", "updates", "pages_published", "attachments_published", "columns",
-               "security_incidents", "by_column")
+               "security_incidents", "messages_received", "messages_answered",
+               "median_days_to_answer", "by_column")
 
 
 class YearlyError(GovhostError):
@@ -59,8 +63,9 @@ def _in_year(ts: float, year: int) -> bool:
 def figures(inv: Inventory, year: int, releases: Sequence[Mapping[str, Any]],
             visits: Mapping[str, tuple[int, int, int]],
             probes: Mapping[str, tuple[int, int]],
-            incidents: Mapping[str, int]) -> list[dict[str, Any]]:
-    """One row per unit of the inventory."""
+            incidents: Mapping[str, int],
+            messages: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per unit of the inventory (`messages`: message_figures)."""
     rows = []
     by_unit: dict[str, list[Mapping[str, Any]]] = {}
     for r in releases:
@@ -86,8 +91,41 @@ def figures(inv: Inventory, year: int, releases: Sequence[Mapping[str, Any]],
             "pages_published": sum(kind(p) == "page" for p in added),
             "attachments_published": sum(kind(p) == "attachment" for p in added),
             "columns": len(t.columns), "security_incidents": incidents.get(t.name, 0),
-            "by_column": columns})
+            **_message_row((messages or {}).get(t.name)), "by_column": columns})
     return rows
+
+
+def _message_row(m: Mapping[str, Any] | None) -> dict[str, Any]:
+    m = m or {}
+    return {"messages_received": m.get("received", 0),
+            "messages_answered": m.get("answered", 0),
+            "median_days_to_answer": m.get("median_days")}
+
+
+def message_figures(index: Sequence[Mapping[str, Any]], answers: Sequence[Mapping[str, Any]],
+                    year: int) -> dict[str, dict[str, Any]]:
+    """Per unit whose site took them: the citizens' messages of the county's `year`, those
+    of them answered, and the median of the calendar days from the county day each came in
+    to its answer (pure). A message forwarded to another unit counts where it was written,
+    as the inspections count a site's box."""
+    from statistics import median
+
+    from controlplane.messages.deadlines import county_day, days_to_answer
+    answered = {a["number"]: a["answered_at"] for a in answers}
+    out: dict[str, dict[str, Any]] = {}
+    days: dict[str, list[int]] = {}
+    for row in index:
+        if county_day(row["received"]).year != year:
+            continue
+        unit = out.setdefault(row["unit"], {"received": 0, "answered": 0, "median_days": None})
+        unit["received"] += 1
+        if row["number"] in answered:
+            unit["answered"] += 1
+            days.setdefault(row["unit"], []).append(
+                days_to_answer(row["received"], answered[row["number"]]))
+    for name, got in days.items():
+        out[name]["median_days"] = median(got)
+    return out
 
 
 def merge(per_node: Sequence[Mapping[str, Mapping[str, Mapping[str, Any]]]]
@@ -172,4 +210,4 @@ def to_html(county_name: str, year: int, rows: Sequence[Mapping[str, Any]],
         county=county_name, year=year, rows=rows, collected=collected,
         totals={k: sum(r[k] for r in rows) for k in (
             "page_views", "visitors", "updates", "pages_published", "attachments_published",
-            "security_incidents")})
+            "security_incidents", "messages_received", "messages_answered")})

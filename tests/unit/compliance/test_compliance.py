@@ -354,3 +354,19 @@ def test_accessibility_lists_worst_rules_first_and_needs_the_browser():
     assert not rules.accessibility(None, "serious", 0, "no chromium").ok
     assert not rules.accessibility({**_page(1), "axe": {"error": "boom"}}, "serious", 0).ok
     assert rules.accessibility(_page(1), "serious", 0).summary.startswith("no WCAG")
+
+
+def test_messages_veto_past_three_months_and_risk_past_the_due_date():
+    """As the inspections count a site's box: one message unanswered for more than three
+    months fails the site; past the county's due date is a risk, not yet a failure."""
+    none = rules.messages([])
+    assert none.ok and not none.at_risk and none.tally["received"] == 0
+    fine = rules.messages([("JY-1", "answered"), ("JY-2", "open"), ("JY-3", "due_soon")])
+    assert fine.ok and not fine.at_risk and "1 of 3 answered" in fine.summary
+    late = rules.messages([("JY-1", "answered"), ("JY-2", "overdue"), ("JY-3", "alert")])
+    assert late.ok and late.at_risk and late.evidence == ["JY-2", "JY-3"]
+    veto = rules.messages([("JY-1", "veto"), ("JY-2", "overdue")])
+    assert not veto.ok and "veto" in veto.summary and veto.evidence == ["JY-1"]
+    assert veto.tally == {"received": 2, "answered": 0, "open": 0, "due_soon": 0,
+                          "overdue": 1, "alert": 0, "veto": 1}
+    assert "messages" in rules.INDICATORS and "messages" in rules.TITLES

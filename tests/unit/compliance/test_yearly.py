@@ -118,3 +118,34 @@ def test_the_state_keeps_the_pages_of_a_day_counted_again(tmp_path):
     assert st.visits("jiaoyu", "2026-12-01") == [("2026-12-02", 5, 2)]
     assert st.top_pages("jiaoyu", "2026-12-01") == [("/a", 4)]
     st.close()
+
+
+def test_messages_per_site_received_answered_and_median_days(tmp_path):
+    """Counted where the citizen wrote (a forward does not move it), in the county's year."""
+    from datetime import datetime, timedelta, timezone
+    cn = timezone(timedelta(hours=8))
+
+    def at(y, m, d):
+        return datetime(y, m, d, 10, tzinfo=cn).timestamp()
+    index = [{"number": "JY-1", "unit": "jiaoyu", "received": "2026-03-01T02:00:00Z"},
+             {"number": "JY-2", "unit": "jiaoyu", "received": "2026-03-02T02:00:00Z"},
+             {"number": "JY-3", "unit": "jiaoyu", "received": "2026-03-03T02:00:00Z"},
+             {"number": "JY-4", "unit": "jiaoyu", "received": "2026-03-04T02:00:00Z"},
+             # 31 December 2025, 17:00 UTC: already 1 January 2026 in the county
+             {"number": "JY-5", "unit": "jiaoyu", "received": "2025-12-31T17:00:00Z"},
+             {"number": "JY-6", "unit": "jiaoyu", "received": "2025-12-30T02:00:00Z"}]
+    answers = [{"number": "JY-1", "answered_at": at(2026, 3, 2)},      # 1 day
+               {"number": "JY-2", "answered_at": at(2026, 3, 12)},     # 10 days
+               {"number": "JY-5", "answered_at": at(2026, 1, 3)},      # 2 days
+               {"number": "JY-6", "answered_at": at(2026, 1, 3)}]      # the year before
+    got = yearly.message_figures(index, answers, 2026)
+    assert got == {"jiaoyu": {"received": 5, "answered": 3, "median_days": 2}}
+    inv = inventory.load(write_inventory(tmp_path / "inv", [tenant("jiaoyu"), tenant("chahe")]))
+    rows = {r["tenant"]: r for r in yearly.figures(inv, 2026, [], {}, {}, {}, got)}
+    j = rows["jiaoyu"]
+    assert (j["messages_received"], j["messages_answered"], j["median_days_to_answer"]) == (
+        5, 3, 2)
+    assert rows["chahe"]["median_days_to_answer"] is None
+    assert "messages_received" in yearly.to_csv(list(rows.values())).splitlines()[0]
+    html = yearly.to_html("青水县", 2026, list(rows.values()), "2026-12-02")
+    assert "收到留言" in html
