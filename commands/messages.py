@@ -108,13 +108,17 @@ def messages_forward(number: str = typer.Argument(..., help="The message's numbe
 @messages_app.command("remind")
 def messages_remind(as_json: bool = typer.Option(False, "--json")) -> None:
     """Read the nodes and mail the notices now owed, each once: the unit before a
-    message's due date, the county and the unit at the alert day and past three months.
+    message's due date, the county and the unit at the alert day and past three months;
+    then empty, on every node, the names and contacts older than the county's retention.
     The control machine's timer runs it hourly (`govhost monitoring install`)."""
     import time
 
     from controlplane.messages import inbox
     from controlplane.messages.deadlines import today_in_county
-    res = call(lambda: inbox.remind(county(), today_in_county(time.time())), as_json=as_json)
+    c = county()
+    today = today_in_county(time.time())
+    res = call(lambda: inbox.remind(c, today), as_json=as_json)
+    res["contacts"] = call(lambda: inbox.forget_contacts(c, today), as_json=as_json)
     if as_json:
         emit(res)
     else:
@@ -123,8 +127,17 @@ def messages_remind(as_json: bool = typer.Option(False, "--json")) -> None:
         for f in res["failed"]:
             err.print(f"[yellow]note[/]: {f['number']} {f['kind']}: {escape(f['error'])}; "
                       "tried again next time", highlight=False)
+        for node, got in sorted(res["contacts"]["nodes"].items()):
+            if isinstance(got, int):
+                if got:
+                    out.print(f"{node}: {got} contact(s) older than "
+                              f"{res['contacts']['before']} emptied", highlight=False)
+            else:
+                err.print(f"[yellow]note[/]: {node}: contacts not emptied ({escape(got)}); "
+                          "tried again next time", highlight=False)
         _warn_unread(res["unreadable_nodes"])
-    if res["failed"]:
+    if res["failed"] or any(not isinstance(v, int)
+                            for v in res["contacts"]["nodes"].values()):
         raise typer.Exit(1)
 
 

@@ -604,6 +604,9 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("keep", help="keep messages (one JSON record a line on stdin) as copies")
     s = sub.add_parser("answers", help="store a unit's answered messages (JSON on stdin)")
     s.add_argument("unit")
+    s = sub.add_parser("forget", help="empty the name and contact of the messages received "
+                                      "before a time (the county's retention)")
+    s.add_argument("--before", required=True, help="UTC, e.g. 2026-01-01T00:00:00Z")
     a = ap.parse_args(argv)
     if a.cmd == "serve":
         serve(a.socket, a.listen, a.config, NODE, a.group)
@@ -621,6 +624,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"govhost-messages: answers for {a.unit} refused: {exc}", file=sys.stderr)
             sys.exit(2)
         print(json.dumps({"unit": a.unit, "answers": n}))
+    elif a.cmd == "forget":
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", a.before):
+            print("govhost-messages: --before is a UTC time, e.g. 2026-01-01T00:00:00Z",
+                  file=sys.stderr)
+            sys.exit(2)
+        print(json.dumps({"forgotten": Spool(NODE).forget_contacts(a.before)}))
     else:
         dump(NODE)
 

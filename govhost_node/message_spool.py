@@ -12,6 +12,11 @@ directories 0700: a unit's SFTP account and PHP code on the same node cannot rea
     <state>/messages/spent/<hash>                  challenges answered (a challenge is used
                                                    once), removed when they expire
     <state>/messages/sequence                      this node's last message sequence
+
+Contact details are kept only as long as the county says (cluster.yaml
+`messages.contact_retention_days`): `forget_contacts` rewrites an older message with its name
+and contact empty (a record a citizen's form could never give, so it cannot be mistaken
+for one), by the same one-rename write.
 """
 from __future__ import annotations
 
@@ -105,12 +110,19 @@ def check_record(record: Any) -> dict[str, str]:
     if not record["received"].endswith("Z"):
         raise ValueError("bad time in a message record")
     # subject, text, name, contact: the citizen's own rules, and stored as those rules leave
-    # them (a record holding what a form could never give is refused, not cleaned)
-    draft = rules.check(record)
+    # them (a record holding what a form could never give is refused, not cleaned) -- or,
+    # past the county's retention, with neither name nor contact (forget_contacts)
+    forgotten = record["contact"] == "" and record["name"] == ""
+    draft = rules.check({**record, "contact": FORGOTTEN} if forgotten else record)
     if (draft.subject, draft.text, draft.name, draft.contact) != (
-            record["subject"], record["text"], record["name"], record["contact"]):
+            record["subject"], record["text"], record["name"],
+            FORGOTTEN if forgotten else record["contact"]):
         raise ValueError("a message record's fields are not in their checked form")
     return record
+
+
+# What a forgotten contact is checked as: a form's contact would be refused without one.
+FORGOTTEN = "forgotten@contact.invalid"
 
 
 class Spool:
@@ -162,6 +174,43 @@ class Spool:
         os.replace(tmp, path)
         _fsync_dir(d)
         return path
+
+    def forget_contacts(self, before: str) -> int:
+        """Empty the name and contact of every message received before `before` (a UTC
+        time stamp, `2026-01-01T00:00:00Z`), each by one rename; how many were emptied."""
+        n = 0
+        for kind in KINDS:
+            base = os.path.join(self.root, kind)
+            if not os.path.isdir(base):
+                continue
+            for unit in sorted(os.listdir(base)):
+                d = os.path.join(base, unit)
+                for name in sorted(os.listdir(d)):
+                    if not name.endswith(".json"):
+                        continue
+                    path = os.path.join(d, name)
+                    with open(path, encoding="utf-8") as f:
+                        record = json.load(f)
+                    if record["received"] >= before or (record["contact"] == "" and
+                                                        record["name"] == ""):
+                        continue
+                    forgotten = check_record({**record, "name": "", "contact": ""})
+                    self._replace(d, path, json.dumps(forgotten, ensure_ascii=False,
+                                                      sort_keys=True).encode())
+                    n += 1
+        return n
+
+    @staticmethod
+    def _replace(d: str, path: str, data: bytes) -> None:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(d)
 
     def write_answers(self, unit: str, answers: list[dict[str, Any]]) -> str:
         """Replace the unit's answered messages whole (rename after flush)."""

@@ -687,9 +687,12 @@ class MessagesSettings(_Model):
     `remind_workdays` working days before that; the county is alerted of a message still
     unanswered `alert_days` after it came in, well before the inspections' veto (more than
     three months). Working days are Monday to Friday, except the county's `holidays`, plus
-    its `extra_workdays` (weekend days worked in exchange, 调休)."""
+    its `extra_workdays` (weekend days worked in exchange, 调休). A citizen's name and
+    contact are emptied on every node `contact_retention_days` after the message came in
+    (at least past the three months of the inspections' veto)."""
 
     due_workdays: StrictInt = Field(default=5, ge=1, le=60)
+    contact_retention_days: StrictInt = Field(default=365, ge=100, le=3650)
     remind_workdays: StrictInt = Field(default=1, ge=0, le=20)
     alert_days: StrictInt = Field(default=60, ge=7, le=85)
     holidays: list[datetime.date] = Field(default_factory=list, max_length=400)

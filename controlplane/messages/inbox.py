@@ -10,17 +10,18 @@ state alone, without SSH.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-from controlplane.core import mail
+from controlplane.core import mail, paths
 from controlplane.core.county import County
 from controlplane.core.manifest import MessagesSettings
 from controlplane.core.state.messages import MessagesStateError
 from controlplane.messages import answers, collect
 from controlplane.messages.collect import Message, MessagesError
-from controlplane.messages.deadlines import LATE, Deadline, Standing, deadline
+from controlplane.messages.deadlines import COUNTY_TIME, LATE, Deadline, Standing, deadline
 from controlplane.people import chains, review
 from govhost_node import messages as rules
 
@@ -257,6 +258,31 @@ def notices(entries_: Iterable[Entry]) -> list[tuple[Entry, str]]:
         elif e.standing == "veto":
             owed += [(e, "remind"), (e, "alert"), (e, "veto")]
     return owed
+
+
+def forget_contacts(county: County, today: date) -> dict[str, Any]:
+    """Empty the name and contact of every message older than the county's retention on
+    every node (`govhost-messages forget`); node -> how many it emptied, or why it could
+    not. A node that was down does it at the next run."""
+    days = county.inv.cluster.messages.contact_retention_days
+    cutoff = datetime.combine(today - timedelta(days=days), time(0), COUNTY_TIME)
+    before = cutoff.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    names = [n.name for n in county.inv.hosts.nodes]
+    got = collect.link(county).run_each(names, "forget", "--before", before, timeout=300,
+                                        tool=paths.NODE_MESSAGES_TOOL)
+    out: dict[str, Any] = {}
+    for node, r in got.items():
+        try:
+            out[node] = int(json.loads(str(r))["forgotten"]) if isinstance(r, str) else \
+                str(r)[-300:]
+        except (ValueError, KeyError, TypeError):
+            out[node] = f"unexpected answer: {str(r)[-200:]}"
+    emptied = sum(v for v in out.values() if isinstance(v, int))
+    if emptied:
+        with county.state() as st:
+            st.audit("messages.contacts_forgotten", "messages",
+                     {"before": before, "nodes": out}, who="govhost")
+    return {"before": before, "nodes": out}
 
 
 def remind(county: County, today: date, send: Send = mail.send,

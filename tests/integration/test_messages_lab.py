@@ -17,7 +17,7 @@ from controlplane.core import accounts
 from controlplane.core.county import County
 from controlplane.lab import network
 from govhost_node import messages as rules
-from tests.helpers import example_inventory, node_program_stopped
+from tests.helpers import Sink, example_inventory, node_program_stopped
 
 from .conftest import govhost
 from .test_apply_lab import NODES, apply_json, on_node
@@ -256,3 +256,52 @@ def test_a_message_forwarded_to_another_unit_is_answered_in_its_console(county):
     assert listed(county)[number]["standing"] == "answered"
     overdue = json.loads(govhost(county, "messages", "overdue", "--json", check=True).stdout)
     assert number not in {e["number"] for e in overdue["overdue"]}
+
+
+def test_contacts_older_than_the_retention_are_forgotten_on_every_node(county):
+    """`govhost messages remind` (the hourly timer) empties, on every node that holds it,
+    the name and contact of a message older than cluster.yaml's contact_retention_days
+    (365 here); newer ones keep theirs. The old message is put on two nodes the way a
+    replaced node is given copies (`govhost-messages keep`, checked as a peer's copy)."""
+    from controlplane.core import paths
+    from controlplane.messages import collect as message_collect
+    old = {"number": "JY-20250105-1-000001", "unit": "jiaoyu", "node": "n1",
+           "received": "2025-01-05T02:00:00Z", "subject": "去年的留言",
+           "text": "这是一年多以前的留言内容。", "name": "赵先生", "contact": "13700137000",
+           "token_hash": "1" * 64, "source": "b" * 64}
+    link = message_collect.link(County(county))
+    for node in ("n2", "n3"):
+        link.run(node, "keep", data=(json.dumps(old, ensure_ascii=False) + "\n").encode(),
+                 tool=paths.NODE_MESSAGES_TOOL)
+    before = listed(county)
+    assert before[old["number"]]["copies"] == 2
+    assert before[old["number"]]["standing"] == "veto"
+    sink = Sink()             # the county's mail server: the notices the old one is owed
+    cluster = county / "cluster.yaml"
+    cluster.write_text(cluster.read_text().replace("smarthost: 127.0.0.1:2525",
+                                                   f"smarthost: 127.0.0.1:{sink.port}"))
+    try:
+        res = govhost(county, "messages", "remind", "--json")
+        again = json.loads(govhost(county, "messages", "remind", "--json").stdout)
+    finally:
+        sink.stop()
+    got = json.loads(res.stdout)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert got["sent"] == 3 and again["sent"] == 0          # remind, alert, veto: once each
+    county_mail = sink.to("ops@qingshui.gov.cn")
+    assert len(county_mail) == 2 and all(old["number"] in m for m in county_mail)
+    assert any("三个月" in m for m in county_mail)
+    unit_mail = sink.to("webmaster@jiaoyu.qingshui.gov.cn")
+    assert len(unit_mail) == 3
+    assert not any("13700137000" in m or old["text"] in m for m in county_mail + unit_mail)
+    assert got["contacts"]["nodes"]["n2"] == 1 and got["contacts"]["nodes"]["n3"] == 1
+    assert got["contacts"]["nodes"]["n1"] == 0
+    shown = json.loads(govhost(county, "messages", "show", old["number"], "--json",
+                               check=True).stdout)
+    assert (shown["contact"], shown["name"]) == ("", "")
+    assert shown["text"] == old["text"] and not shown["differs"]
+    recent = next(n for n, m in listed(county).items() if n != old["number"])
+    assert json.loads(govhost(county, "messages", "show", recent, "--json",
+                              check=True).stdout)["contact"] == GOOD["contact"]
+    for address in NODES.values():
+        assert on_node(address, "grep -rl 13700137000 /var/lib/govhost/messages | wc -l") == "0"

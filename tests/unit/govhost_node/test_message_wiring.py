@@ -284,3 +284,34 @@ def test_a_replaced_node_keeps_the_copies_it_is_given_and_refuses_a_forged_one(n
         ms.keep_copies(node["lay"], (json.dumps({**rec, "text": "改过的路灯留言内容。"})
                                      + "\n").encode())
     assert len(list(node["spool"].records("copies"))) == 1
+
+
+def test_contacts_past_the_retention_are_forgotten_on_disk_and_nothing_else(tmp_path):
+    """`govhost-messages forget --before T`: names and contacts of older messages emptied
+    by one rename each; newer ones, texts and numbers untouched; a forgotten record is
+    still a valid copy (a replaced node takes it back), a half-forgotten one is not."""
+    from govhost_node.message_spool import check_record
+    spool = Spool(Layout.under(str(tmp_path / "n1")))
+
+    def record(number, received):
+        return {"number": number, "unit": "jiaoyu", "node": "n1", "received": received,
+                "subject": "路灯", "text": "青水路的路灯坏了一周。", "name": "张先生",
+                "contact": "13800138000", "token_hash": "0" * 64, "source": "a" * 64}
+    old = record("JY-20250105-1-000001", "2025-01-05T02:00:00Z")
+    new = record("JY-20261205-1-000002", "2026-12-05T02:00:00Z")
+    spool.write("own", old)
+    spool.write("copies", new)
+    assert spool.forget_contacts("2026-01-01T00:00:00Z") == 1
+    assert spool.forget_contacts("2026-01-01T00:00:00Z") == 0           # once
+    held = {r["number"]: r for kind in ("own", "copies") for r in spool.records(kind)}
+    assert held[old["number"]] == {**old, "name": "", "contact": ""}
+    assert held[new["number"]] == new
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "n1").rglob("*.json"))
+    assert "13800138000".encode() in raw and raw.count("13800138000".encode()) == 1
+    check_record(held[old["number"]])
+    for half in ({**old, "contact": ""}, {**old, "name": "", "contact": " "}):
+        with pytest.raises(ValueError):
+            check_record(half)
+    # the command as the control machine runs it
+    with pytest.raises(SystemExit):
+        ms.main(["forget", "--before", "2026-01-01; rm -rf /"])

@@ -114,3 +114,15 @@ def test_a_citizens_subject_is_text_in_the_operators_terminal(monkeypatch, tmp_p
         assert s in r.output, r.output
     assert "evil.example" in r.output and "\x1b]8;" not in r.output
     assert "[/] [Errno 111]" in r.output
+
+
+def test_a_copy_whose_contact_is_forgotten_first_does_not_differ():
+    """One node forgot the contact (the county's retention), the other was down and will at
+    the next run: the same message, not a conflict. Any other difference still is."""
+    n = "JY-20250105-1-000001"
+    same = collect.merge({"n1": _line(n, "n1", "own", name="", contact=""),
+                          "n2": _line(n, "n1", "copies")})
+    assert not same[0].differs and same[0].stored_on == ("n1", "n2")
+    other = collect.merge({"n1": _line(n, "n1", "own", name="", contact=""),
+                           "n2": _line(n, "n1", "copies", text="路灯坏了两周")})
+    assert other[0].differs
