@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 from datetime import datetime
 from typing import Any, Iterator
@@ -164,15 +165,7 @@ class Spool:
                 if f.read() == data:
                     return path
             raise FileExistsError(f"message {record['number']} is already stored, different")
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(d)
+        self._replace(d, path, data)
         return path
 
     def forget_contacts(self, before: str) -> int:
@@ -202,7 +195,8 @@ class Spool:
 
     @staticmethod
     def _replace(d: str, path: str, data: bytes) -> None:
-        tmp = f"{path}.{os.getpid()}.tmp"
+        """`path` holds `data` whole or not at all (flushed, renamed, directory flushed)."""
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, data)
