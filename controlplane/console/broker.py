@@ -411,7 +411,7 @@ def _today(b: Broker) -> Any:
     return today_in_county(b.clock())
 
 
-@op("read_messages", on_unit=True)
+@op("read_messages", on_unit=True, heavy=True)     # SSH to every node: bounded like hashes
 def messages_list(b: Broker, me: Person, sid: str, unit: str) -> dict[str, Any]:
     """The unit's messages, read from the nodes now: what it must answer and what it
     forwarded, each with its due date and standing. No text, name or contact."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from controlplane.core import paths
 from controlplane.core.county import County
+from controlplane.core.state.messages import MessagesStateError
 from controlplane.messages.collect import Message, MessagesError, collect, find, link
 from govhost_node import messages as rules
 
@@ -54,13 +55,19 @@ def answer(county: County, number: str, text: str, publish: bool, by: str
     return record(county, find(found, number), body, publish, by)
 
 
-def record(county: County, m: Message, text: str, publish: bool, by: str) -> dict[str, Any]:
+def record(county: County, m: Message, text: str, publish: bool, by: str,
+           owner: str | None = None, draft: int | None = None) -> dict[str, Any]:
     """Record an answer (checked already) to `m` and send the unit's answers to every node.
-    The answer is shown where the citizen wrote (`m.unit`), whichever unit gave it."""
-    with county.state() as st:
-        st.record_answer({"number": m.number, "unit": m.unit, "received": m.received,
-                          "subject": m.subject, "text": m.text, "token_hash": m.token_hash},
-                         text, publish, by)
+    The answer is shown where the citizen wrote (`m.unit`), whichever unit gave it.
+    `owner`/`draft`: given by that unit in the console (State.record_answer checks it is
+    still theirs and unanswered in the same transaction)."""
+    try:
+        with county.state() as st:
+            st.record_answer({"number": m.number, "unit": m.unit, "received": m.received,
+                              "subject": m.subject, "text": m.text,
+                              "token_hash": m.token_hash}, text, publish, by, owner, draft)
+    except MessagesStateError as exc:
+        raise MessagesError(str(exc)) from None
     nodes = push(county, m.unit)
     return {"number": m.number, "unit": m.unit, "publish": publish, "nodes": nodes}
 

@@ -119,22 +119,29 @@ def _entry(county: County, number: str, today: date) -> Entry:
 
 def one(county: County, unit: str | None, number: str, by: str, today: date,
         read: Reader | None = None) -> dict[str, Any]:
-    """One message whole, with the citizen's contact, for `unit`'s staff (None: the
-    county), audited (messages.read); its answer and any answer waiting for review."""
+    """One message whole, with the citizen's contact, for the staff of `unit` when it must
+    answer it (None: the county), audited (messages.read); its answer and any answer
+    waiting for review. The unit written to, once it forwarded the message on, sees it
+    without the name and contact, and not the other unit's answer under review."""
     m = _find(county, number, read)
     e = _entry(county, number, today)
     if unit is not None and unit not in (e.owner, e.unit):
         raise MessagesError(f"no message {number!r}")
+    handles = unit is None or unit == e.owner
     with county.state() as st:
-        st.audit("messages.read", m.number, {"unit": m.unit, "contact": "shown",
-                                             "as": unit or "county"}, who=by)
+        if handles:
+            st.audit("messages.read", m.number, {"unit": m.unit, "contact": "shown",
+                                                 "as": unit or "county"}, who=by)
         given = next((a for a in st.message_answers(m.unit) if a["number"] == number), None)
-        pending = [d for d in st.drafts(number) if d["status"] == "pending"]
-        chain = None
-        if pending:
-            chain = _chain(st, pending[0])
-    return {"message": {**m.public(), "contact": m.contact}, "entry": e.view(),
-            "answer": given, "draft": pending[0] if pending else None,
+        pending = [d for d in st.drafts(number) if d["status"] == "pending"] if handles \
+            else []
+        chain = _chain(st, pending[0]) if pending else None
+    shown = {**m.public(), "contact": m.contact} if handles else \
+        {**m.public(), "name": "", "contact": ""}
+    return {"message": shown, "entry": e.view(),
+            "answer": {k: given[k] for k in ("answer", "answered_by", "answered_at",
+                                             "publish")} if given else None,
+            "draft": pending[0] if pending else None,
             "review": chains.chain_view(chain) if chain else None}
 
 
@@ -171,27 +178,45 @@ def forward(county: County, number: str, to_unit: str, reason: str, by: str,
     if e.standing == "answered" or e.draft is not None:
         raise MessagesError(f"{number} is answered or has an answer waiting for review; "
                             "it cannot be forwarded now")
-    with county.state() as st:
-        st.add_route(number, e.owner, to_unit, why, by)
+    try:
+        with county.state() as st:
+            st.add_route(number, e.owner, to_unit, why, by)
+    except MessagesStateError as exc:
+        raise MessagesError(str(exc)) from None
     return {"number": number, "from": e.owner, "to": to_unit, "reason": why}
+
+
+def _trusted(m: Message, e: Entry) -> None:
+    """The nodes' copy must be the message the index knows: its unit, and one content."""
+    if m.unit != e.unit or m.differs:
+        raise MessagesError(f"{m.number}: the nodes' copies differ or name another unit than "
+                            "before; ask the county to look (`govhost messages show`)")
+
+
+def levels_for(county: County, e: Entry) -> tuple[str, ...]:
+    """The review chain of an answer: the answering unit's, and the county's level too
+    where the unit written to has one (its site shows the answer)."""
+    owner = county.inv.tenant(e.owner)
+    levels = list(owner.review.levels) if owner is not None else []
+    written = county.inv.tenant(e.unit)
+    if written is not None and "county" in written.review.levels and "county" not in levels:
+        levels.append("county")
+    return tuple(levels)
 
 
 def propose(county: County, unit: str, number: str, text: str, publish: bool, by: str,
             today: date, read: Reader | None = None) -> dict[str, Any]:
-    """A unit's answer: given at once where the unit's manifest has no review chain, else
-    kept until every level of the chain approves it (`decide`)."""
+    """A unit's answer: given at once where the answer needs no review (`levels_for`),
+    else kept until every level of the chain approves it (`decide`)."""
     body = answers.checked(text)
     m = _find(county, number, read)
     e = _entry(county, number, today)
     if e.owner != unit:
         raise MessagesError(f"no message {number!r}")
-    if e.standing == "answered":
-        raise MessagesError(f"{number} is answered already; ask the county to change an "
-                            "answer (`govhost messages answer`)")
-    t = county.inv.tenant(unit)
-    levels = tuple(t.review.levels) if t is not None else ()
+    _trusted(m, e)
+    levels = levels_for(county, e)
     if not levels:
-        done = answers.record(county, m, body, publish, by)
+        done = answers.record(county, m, body, publish, by, owner=unit)
         return {**done, "status": "answered"}
     try:
         with county.state() as st:
@@ -217,26 +242,35 @@ def decide(county: County, unit: str, number: str, approve: bool, by: str,
            kinds: frozenset[str], comment: str, read: Reader | None = None
            ) -> dict[str, Any]:
     """Decide the waiting level of the answer waiting on `number`; the last approval gives
-    the answer (on every node), a rejection sends it back to be written again."""
+    the answer (on every node), a rejection sends it back to be written again. The nodes
+    are read before the last approval is written, so an approval never leaves an answer
+    that cannot be given; an answer approved at every level whose giving failed (the state
+    or the nodes, later) is given by the next decision on it."""
     with county.state() as st:
         pending = [d for d in st.drafts(number, "pending") if d["unit"] == unit]
         if not pending:
             raise MessagesError(f"{number} has no answer waiting for review")
         draft = pending[0]
-        key = f"answer:{draft['id']}"
+        chain = _chain(st, draft)
+    m = None
+    if approve or chain.approved:
+        m = _find(county, number, read)
+    if not chain.approved:
         try:
-            chain, _ = chains.record_step(st, unit, key, _chain(st, draft), by, kinds,
-                                          approve, review.clean_comment(comment), True)
+            with county.state() as st:
+                chain, _ = chains.record_step(st, unit, f"answer:{draft['id']}", chain, by,
+                                              kinds, approve, review.clean_comment(comment),
+                                              True)
+                if chain.rejected:
+                    st.set_draft_status(draft["id"], "rejected")
         except review.ReviewError as exc:
             raise MessagesError(f"{number}: {exc}") from None
-        if chain.rejected:
-            st.set_draft_status(draft["id"], "rejected")
     status = "rejected" if chain.rejected else "pending"
     result: dict[str, Any] = {"number": number, "draft": draft["id"]}
     if chain.approved:
-        m = _find(county, number, read)
+        assert m is not None
         result.update(answers.record(county, m, draft["answer"], draft["publish"],
-                                     draft["by"]))
+                                     draft["by"], owner=unit, draft=draft["id"]))
         with county.state() as st:
             st.set_draft_status(draft["id"], "done")
         status = "answered"
@@ -300,8 +334,9 @@ def remind(county: County, today: date, send: Send = mail.send,
     sent, failed_mail = 0, []
     name = county.inv.cluster.name
     for e, kind in owed:
+        key = f"{kind}:{e.owner}"          # a message forwarded on is owed its own notices
         with county.state() as st:
-            if not st.notice_once(e.number, kind):
+            if not st.notice_once(e.number, key):
                 continue
         t = county.inv.tenant(e.owner)
         unit_to = [t.contact.email] if t is not None else []
@@ -313,7 +348,7 @@ def remind(county: County, today: date, send: Send = mail.send,
         except mail.MailError as exc:
             failed_mail.append({"number": e.number, "kind": kind, "error": str(exc)})
             with county.state() as st:
-                st.forget_notice(e.number, kind)
+                st.forget_notice(e.number, key)
     return {"sent": sent, "owed": len(owed), "failed": failed_mail,
             "unreadable_nodes": failed}
 
@@ -321,11 +356,15 @@ def remind(county: County, today: date, send: Send = mail.send,
 def _notice_text(county_name: str, e: Entry, kind: str) -> tuple[str, str]:
     """The mail of one notice: the number, subject and dates, never the text or contact."""
     d = e.deadline
+    try:                # as the nodes took it; cleaned again in case a node's copy is not
+        subject = rules.clean(e.subject, multiline=False)
+    except ValueError:
+        subject = "（主题含不可显示的字符）"
     what = {"remind": f"群众留言 {e.number} 请于 {d.due.isoformat()} 前答复",
             "alert": f"群众留言 {e.number} 已超过 {(d.alert - d.received).days} 天未答复",
             "veto": f"群众留言 {e.number} 已超过三个月未答复（单项否决）"}[kind]
     body = (f"{county_name}网站管理平台\n\n{what}。\n\n"
             f"编号：{e.number}\n单位：{e.owner}\n收到：{d.received.isoformat()}\n"
             f"答复期限：{d.due.isoformat()}\n超过三个月：{d.veto.isoformat()} 起\n"
-            f"主题：{e.subject}\n\n请登录网站管理平台查看并答复。\n")
+            f"主题：{subject}\n\n请登录网站管理平台查看并答复。\n")
     return f"{county_name}网站管理：{what}", body

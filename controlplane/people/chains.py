@@ -3,6 +3,7 @@ decision recorded. Used by releases and rollbacks (content/releases.py) and by a
 citizens' messages (messages/inbox.py); the rules themselves are review.py's (pure)."""
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from controlplane.core.state import State
@@ -34,8 +35,13 @@ def record_step(st: State, unit: str, key: str, chain: review.Chain, who: str,
     chain, step = chain.decide(who, kinds, "approved" if approve else "rejected",
                                time.time(), comment, four_eyes,
                                ties(st, chain, who) if four_eyes else frozenset())
-    st.add_review_step(unit, key, step.level, step.kind, step.decision, who, step.at,
-                       step.comment)
+    try:
+        st.add_review_step(unit, key, step.level, step.kind, step.decision, who, step.at,
+                           step.comment)
+    except sqlite3.IntegrityError:
+        # two people deciding the same level at once: the first one's decision stands
+        raise review.ReviewError(f"level {step.level + 1} was decided by someone else just "
+                                 "now; open the page again") from None
     return chain, step
 
 

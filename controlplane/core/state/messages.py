@@ -14,9 +14,15 @@ _KEYS = ("number", "unit", "received", "subject", "text", "token_hash", "answer"
 
 class MessageRecords(Store):
     def record_answer(self, message: Mapping[str, str], answer: str, publish: bool,
-                      by: str) -> None:
-        """A unit's answer (a later answer to the same message replaces it), audited."""
+                      by: str, owner: str | None = None, draft: int | None = None) -> None:
+        """A unit's answer, audited. `owner`: given in the console by that unit's staff,
+        so checked in the same transaction as it is written: the message is still the
+        unit's to answer, not answered yet, and no other answer waits for review (`draft`:
+        the one being given now). Without `owner` (the county at the control machine) a
+        later answer replaces an earlier one."""
         with self.tx() as db:
+            if owner is not None:
+                _still_open(db, message["number"], owner, draft)
             db.execute("INSERT OR REPLACE INTO message_answers (number, unit, received, "
                        "subject, text, token_hash, answer, publish, answered_by, answered_at) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -51,8 +57,10 @@ class MessageRecords(Store):
 
     def add_route(self, number: str, from_unit: str, to_unit: str, reason: str, by: str
                   ) -> None:
-        """A message forwarded to the unit that must answer it (转办), audited."""
+        """A message forwarded to the unit that must answer it (转办), audited; checked in
+        the same transaction: still `from_unit`'s, unanswered, no answer under review."""
         with self.tx() as db:
+            _still_open(db, number, from_unit, None)
             db.execute("INSERT INTO message_routes (number, from_unit, to_unit, reason, by, "
                        "at) VALUES (?, ?, ?, ?, ?, ?)",
                        (number, from_unit, to_unit, reason, by, time.time()))
@@ -71,10 +79,7 @@ class MessageRecords(Store):
                   levels: Sequence[str]) -> int:
         """An answer waiting for the unit's review chain (kept under `answer:<id>`)."""
         with self.tx() as db:
-            if db.execute("SELECT 1 FROM message_drafts WHERE number = ? AND status = "
-                          "'pending'", (number,)).fetchone():
-                raise MessagesStateError(f"{number} has an answer waiting for review already;"
-                                         " decide it first")
+            _still_open(db, number, unit, None)
             cur = db.execute("INSERT INTO message_drafts (number, unit, answer, publish, by, "
                              "at, status) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
                              (number, unit, answer, int(publish), by, time.time()))
@@ -119,3 +124,22 @@ class MessageRecords(Store):
 
 class MessagesStateError(GovhostError):
     pass
+
+
+def _still_open(db: Any, number: str, owner: str, draft: int | None) -> None:
+    """Refuse, inside the caller's transaction, a change to a message that is no longer
+    `owner`'s to answer (forwarded meanwhile), is answered, or has an answer under review
+    other than `draft` (two editors at once, a forward racing an answer)."""
+    last = db.execute("SELECT to_unit FROM message_routes WHERE number = ? ORDER BY id DESC "
+                      "LIMIT 1", (number,)).fetchone()
+    first = db.execute("SELECT unit FROM message_index WHERE number = ?", (number,)).fetchone()
+    now = last[0] if last else (first[0] if first else None)
+    if now != owner:
+        raise MessagesStateError(f"{number} is not {owner}'s to answer (now: {now or 'unknown'})")
+    if db.execute("SELECT 1 FROM message_answers WHERE number = ?", (number,)).fetchone():
+        raise MessagesStateError(f"{number} is answered already")
+    waiting = [r[0] for r in db.execute("SELECT id FROM message_drafts WHERE number = ? AND "
+                                        "status = 'pending'", (number,))]
+    if [w for w in waiting if w != draft]:
+        raise MessagesStateError(f"{number} has an answer waiting for review already; decide "
+                                 "it first")
