@@ -474,13 +474,29 @@ def message_forward(b: Broker, me: Person, sid: str, unit: str, number: str, to:
                          b.read_messages)
 
 
-@op("route_messages")
-def messages_overdue(b: Broker, me: Person, sid: str) -> dict[str, Any]:
-    """The county's overdue list, from the state store alone (no SSH): every unit's
-    messages past their due date, oldest first."""
+@op("route_messages", page=int)
+def messages_overdue(b: Broker, me: Person, sid: str, page: int) -> dict[str, Any]:
+    """The county's overdue list, from the state store alone (no SSH): per unit, how many
+    are overdue, alerted and past three months, and the oldest; then every such message,
+    oldest first, OVERDUE_PAGE a page."""
     rows = inbox.overdue(b.county, _today(b))
-    return {"rows": [e.view() for e in rows],
+    per_unit: dict[str, dict[str, Any]] = {}
+    for e in rows:
+        u = per_unit.setdefault(e.owner, {"unit": e.owner, "overdue": 0, "alert": 0,
+                                          "veto": 0, "oldest": e.deadline.received})
+        u[e.standing] += 1
+    pages = max(1, -(-len(rows) // OVERDUE_PAGE))
+    page = min(max(page, 1), pages)
+    shown = rows[(page - 1) * OVERDUE_PAGE:page * OVERDUE_PAGE]
+    return {"rows": [e.view() for e in shown], "total": len(rows), "page": page,
+            "pages": pages,
+            "per_unit": sorted(({**u, "oldest": u["oldest"].isoformat()}
+                                for u in per_unit.values()),
+                               key=lambda u: (-u["veto"], -u["alert"], u["oldest"])),
             "units": {t.name: t.title for t in b.county.inv.tenants}}
+
+
+OVERDUE_PAGE = 100
 
 
 # -- site requests ---------------------------------------------------------------------------

@@ -56,7 +56,9 @@ class Calendar:
 
 def county_day(received_utc: str) -> date:
     """The county's day of a node's UTC time stamp (`2026-12-05T16:30:00Z` is 6 December)."""
-    t = datetime.strptime(received_utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    if len(received_utc) != 20 or not received_utc.endswith("Z"):
+        raise ValueError(f"not a UTC time stamp: {received_utc!r}")
+    t = datetime.fromisoformat(received_utc[:-1]).replace(tzinfo=timezone.utc)
     return t.astimezone(COUNTY_TIME).date()
 
 

@@ -55,13 +55,22 @@ class Entry:
 
 def entries(index: Iterable[Mapping[str, Any]], answered: Mapping[str, float],
             routes: Mapping[str, list[Mapping[str, Any]]], drafts: Mapping[str, int],
-            settings: MessagesSettings, today: date) -> list[Entry]:
-    """Every indexed message with its owner, deadline and standing (pure)."""
+            settings: MessagesSettings, today: date, open_only: bool = False) -> list[Entry]:
+    """Every indexed message (`open_only`: every unanswered one) with its owner, deadline
+    and standing (pure)."""
     out = []
+    # the county's day, so the deadline, is the same for every message of one UTC hour
+    # (UTC+8 has whole hours): a county's thousands of messages need a few hundred
+    by_hour: dict[str, Deadline] = {}
     for row in index:
         number = row["number"]
+        if open_only and number in answered:
+            continue
         fwd = tuple(routes.get(number, ()))
-        d = deadline(row["received"], settings)
+        hour = row["received"][:13]
+        d = by_hour.get(hour)
+        if d is None:
+            d = by_hour[hour] = deadline(row["received"], settings)
         out.append(Entry(number=number, unit=row["unit"],
                          owner=fwd[-1]["to_unit"] if fwd else row["unit"],
                          received=row["received"], subject=row["subject"], deadline=d,
@@ -82,14 +91,16 @@ def refresh(county: County, read: Reader | None = None
     return found, failed
 
 
-def known(county: County, today: date) -> list[Entry]:
-    """Every message the index holds, from the state store alone."""
+def known(county: County, today: date, open_only: bool = False) -> list[Entry]:
+    """Every message the index holds (`open_only`: unanswered), from the state store
+    alone."""
     with county.state() as st:
         index = st.message_index()
-        answered = {a["number"]: a["answered_at"] for a in st.message_answers()}
+        answered = st.answered_at()
         routes = st.routes()
         drafts = {d["number"]: d["id"] for d in st.drafts(status="pending")}
-    return entries(index, answered, routes, drafts, county.inv.cluster.messages, today)
+    return entries(index, answered, routes, drafts, county.inv.cluster.messages, today,
+                   open_only)
 
 
 def of_unit(entries_: Iterable[Entry], unit: str) -> list[Entry]:
@@ -101,7 +112,7 @@ def of_unit(entries_: Iterable[Entry], unit: str) -> list[Entry]:
 def overdue(county: County, today: date) -> list[Entry]:
     """The county's overdue list (past the due date, alerted, or vetoed), oldest first,
     from the state store alone."""
-    return sorted((e for e in known(county, today) if e.standing in LATE),
+    return sorted((e for e in known(county, today, open_only=True) if e.standing in LATE),
                   key=lambda e: (e.received, e.number))
 
 
@@ -326,7 +337,7 @@ def remind(county: County, today: date, send: Send = mail.send,
     whose mail fails is tried again next time."""
     _, failed = refresh(county, read)
     settings = county.inv.cluster.alerts
-    owed = notices(known(county, today))
+    owed = notices(known(county, today, open_only=True))
     if settings is None:
         return {"sent": 0, "owed": len(owed), "failed": [], "unreadable_nodes": failed,
                 "note": "the county has no mail server (cluster.yaml `alerts:`): no notice "

@@ -88,8 +88,11 @@ def routes(p: Pages) -> list[Route]:
 
     @p.needs("route_messages")
     async def overdue_page(request: Request, me: Person) -> Response:
+        number = request.query_params.get("page", "1")
         try:
-            got = await p.ask("messages_overdue", sid=p.sid(request))
+            got = await p.ask("messages_overdue", sid=p.sid(request),
+                              page=int(number) if number.isascii() and number.isdigit()
+                              and len(number) < 6 else 1)
         except Refused as exc:
             return p.refused(request, exc)
         return p.render(request, "overdue.html.j2", **got)

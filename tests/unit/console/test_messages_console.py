@@ -229,7 +229,7 @@ def test_the_countys_overdue_list_comes_from_the_state_alone(county):
     rows = inbox.overdue(c, datetime.fromtimestamp(NOW, timezone(timedelta(hours=8))).date()
                          + timedelta(days=10))
     assert [e.number for e in rows] == [THIRD]
-    assert "没有超期的留言" in login(c, issued, "operator").get("/messages/overdue").text
+    assert "没有超期的留言" in login(c, issued, "operator").get("/messages/overdue?page=x").text
     later = login(c, issued, "operator", NOW + 10 * 86400).get("/messages/overdue").text
     assert re.search(rf'href="/units/jiaoyu/messages/{THIRD}">{THIRD}</a></td><td>'
                      r'[^<]+</td><td>2026-12-04</td><td>2026-12-11</td>', later)
