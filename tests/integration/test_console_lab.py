@@ -1056,7 +1056,7 @@ def test_a_citizen_writes_in_the_browser_and_an_editor_answers_in_the_console(co
         citizen.quit()
     chrome = _chrome()
     try:
-        _first_login(chrome, url, made, "留言编辑-密码-123")
+        _first_login(chrome, url, made, "留言编辑-密码-2026-d")
         chrome.get(f"{url}/units/jiaoyu/messages")
         row = chrome.find_element(By.CSS_SELECTOR, "#messages tr.message-open").text
         assert number in row and "校车站点" in row and "13900139000" not in row, row
