@@ -147,8 +147,8 @@ def one(county: County, unit: str | None, number: str, by: str, today: date,
         pending = [d for d in st.drafts(number) if d["status"] == "pending"] if handles \
             else []
         chain = _chain(st, pending[0]) if pending else None
-    shown = {**m.public(), "contact": m.contact} if handles else \
-        {**m.public(), "name": "", "contact": ""}
+    shown = {**m.public(), "received_local": m.received_local(),
+             **({"contact": m.contact} if handles else {"name": "", "contact": ""})}
     return {"message": shown, "entry": e.view(),
             "answer": {k: given[k] for k in ("answer", "answered_by", "answered_at",
                                              "publish")} if given else None,
