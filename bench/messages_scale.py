@@ -201,6 +201,7 @@ def overdue(top: Path, messages: int) -> dict:
                                     "code": pyotp.TOTP(secret).now(), "next": "/"},
                     follow_redirects=False)
     assert r.status_code == 303, r.text[-500:]
+    client.get("/messages/overdue")          # the page's template compiled once, not timed
     pages = []
     for _ in range(20):
         t = time.perf_counter()

@@ -111,9 +111,18 @@ def of_unit(entries_: Iterable[Entry], unit: str) -> list[Entry]:
 
 def overdue(county: County, today: date) -> list[Entry]:
     """The county's overdue list (past the due date, alerted, or vetoed), oldest first,
-    from the state store alone."""
-    return sorted((e for e in known(county, today, open_only=True) if e.standing in LATE),
-                  key=lambda e: (e.received, e.number))
+    from the state store alone. Only messages received at least `due_workdays` days ago
+    can be overdue (a working day is a day at least): the rest are not read."""
+    settings = county.inv.cluster.messages
+    first_open = datetime.combine(today - timedelta(days=settings.due_workdays), time(0),
+                                  COUNTY_TIME)
+    before = first_open.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with county.state() as st:
+        index = st.unanswered_before(before)
+        routes = st.routes()
+        drafts = {d["number"]: d["id"] for d in st.drafts(status="pending")}
+    return [e for e in entries(index, {}, routes, drafts, settings, today)
+            if e.standing in LATE]
 
 
 def _find(county: County, number: str, read: Reader | None) -> Message:

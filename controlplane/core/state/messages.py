@@ -59,6 +59,15 @@ class MessageRecords(Store):
         return [dict(zip(keys, r)) for r in self.db.execute(
             f"SELECT {', '.join(keys)} FROM message_index ORDER BY number")]
 
+    def unanswered_before(self, before: str) -> list[dict[str, Any]]:
+        """The indexed messages received before `before` (UTC, as the nodes write it) and
+        not answered: all the overdue list must look at."""
+        keys = ("number", "unit", "received", "subject", "seen_at")
+        return [dict(zip(keys, r)) for r in self.db.execute(
+            "SELECT i.number, i.unit, i.received, i.subject, i.seen_at FROM message_index i "
+            "LEFT JOIN message_answers a ON a.number = i.number WHERE a.number IS NULL AND "
+            "i.received < ? ORDER BY i.received, i.number", (before,))]
+
     def add_route(self, number: str, from_unit: str, to_unit: str, reason: str, by: str
                   ) -> None:
         """A message forwarded to the unit that must answer it (转办), audited; checked in
