@@ -625,11 +625,12 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         print(json.dumps({"unit": a.unit, "answers": n}))
     elif a.cmd == "forget":
-        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", a.before):
-            print("govhost-messages: --before is a UTC time, e.g. 2026-01-01T00:00:00Z",
-                  file=sys.stderr)
+        try:
+            n = Spool(NODE).forget_contacts(a.before)
+        except ValueError as exc:
+            print(f"govhost-messages: {exc}", file=sys.stderr)
             sys.exit(2)
-        print(json.dumps({"forgotten": Spool(NODE).forget_contacts(a.before)}))
+        print(json.dumps({"forgotten": n}))
     else:
         dump(NODE)
 

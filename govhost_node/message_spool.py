@@ -114,6 +114,9 @@ def check_record(record: Any) -> dict[str, str]:
     # them (a record holding what a form could never give is refused, not cleaned) -- or,
     # past the county's retention, with neither name nor contact (forget_contacts)
     forgotten = record["contact"] == "" and record["name"] == ""
+    if forgotten and not _forgettable(record["received"]):
+        raise ValueError("a message record without name and contact must be older than "
+                         f"{FORGET_AFTER_DAYS} days")
     draft = rules.check({**record, "contact": FORGOTTEN} if forgotten else record)
     if (draft.subject, draft.text, draft.name, draft.contact) != (
             record["subject"], record["text"], record["name"],
@@ -124,6 +127,19 @@ def check_record(record: Any) -> dict[str, str]:
 
 # What a forgotten contact is checked as: a form's contact would be refused without one.
 FORGOTTEN = "forgotten@contact.invalid"
+# No contact is forgotten sooner (cluster.yaml's contact_retention_days is at least this):
+# a record without one that is younger is refused, and so is an earlier `forget`.
+FORGET_AFTER_DAYS = 100
+
+
+def forget_limit(now: float | None = None) -> str:
+    """The latest `before` a `forget` may name: FORGET_AFTER_DAYS before now (UTC)."""
+    t = (time.time() if now is None else now) - FORGET_AFTER_DAYS * 86400
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _forgettable(received: str) -> bool:
+    return received <= forget_limit()
 
 
 class Spool:
@@ -165,12 +181,29 @@ class Spool:
                 if f.read() == data:
                     return path
             raise FileExistsError(f"message {record['number']} is already stored, different")
+        for other in KINDS:             # held here under the other kind: the same, or refused
+            there = os.path.join(self.root, other, record["unit"], record["number"] + ".json")
+            if other != kind and os.path.exists(there):
+                with open(there, "rb") as f:
+                    if f.read() != data:
+                        raise FileExistsError(f"message {record['number']} is already "
+                                              "stored, different")
         self._replace(d, path, data)
         return path
 
     def forget_contacts(self, before: str) -> int:
         """Empty the name and contact of every message received before `before` (a UTC
-        time stamp, `2026-01-01T00:00:00Z`), each by one rename; how many were emptied."""
+        time stamp, `2026-01-01T00:00:00Z`, at least FORGET_AFTER_DAYS ago by this node's
+        clock: a control machine whose clock ran ahead cannot erase recent contacts), each
+        by one rename; how many were emptied."""
+        try:
+            datetime.strptime(before, "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            raise ValueError(f"--before is a UTC time, e.g. 2026-01-01T00:00:00Z, not "
+                             f"{before!r}") from None
+        if before > forget_limit():
+            raise ValueError(f"contacts are kept at least {FORGET_AFTER_DAYS} days: --before "
+                             f"must be {forget_limit()} or earlier, not {before}")
         n = 0
         for kind in KINDS:
             base = os.path.join(self.root, kind)

@@ -20,7 +20,11 @@ from controlplane.core.errors import GovhostError
 from controlplane.sites.content_sync import Link, SyncError
 
 # What a message is, without where it is kept and how (those differ between copies).
-CONTENT = ("number", "unit", "node", "received", "subject", "text", "name", "contact")
+CONTENT = ("number", "unit", "node", "received", "subject", "text", "name", "contact",
+           "token_hash")
+PERSONAL = ("name", "contact")
+# No node forgets a contact sooner (cluster.yaml's contact_retention_days is at least this).
+FORGET_AFTER_DAYS = 100
 COUNTY_TIME = timezone(timedelta(hours=8))
 
 
@@ -69,20 +73,36 @@ def merge(dumps: Mapping[str, str]) -> list[Message]:
             seen.setdefault(str(record["number"]), []).append((node, record))
     found = []
     for number, copies in sorted(seen.items()):
-        first = copies[0][1]
-        # a copy whose name and contact are forgotten already (the county's retention; a
-        # node that was down forgets at the next run) differs only in those
-        forgot = any(r.get("contact") == "" for _, r in copies)
-        keys = [k for k in CONTENT if not (forgot and k in ("name", "contact"))]
-        contents = {tuple(str(r.get(k, "")) for k in keys) for _, r in copies}
+        # A copy whose name and contact are both forgotten (the county's retention; a node
+        # that was down forgets at its next run) differs from a whole one only in those,
+        # and only once the message is old enough to have been forgotten anywhere. Whole
+        # copies are compared with each other in full, and one of them is shown.
+        whole = [(n, r) for n, r in copies if not forgotten(r)]
+        first = (whole or copies)[0][1]
+        others = {tuple(str(r.get(k, "")) for k in CONTENT if k not in PERSONAL)
+                  for _, r in copies}
+        personal = {tuple(str(r.get(k, "")) for k in PERSONAL) for _, r in whole}
+        early = len(whole) < len(copies) and not old_enough(str(first["received"]))
         found.append(Message(
             number=number, unit=str(first["unit"]), received=str(first["received"]),
             subject=str(first["subject"]), text=str(first["text"]), name=str(first["name"]),
             contact=str(first["contact"]), token_hash=str(first["token_hash"]),
             taken_by=str(first["node"]),
-            stored_on=tuple(sorted({n for n, _ in copies})), differs=len(contents) > 1,
+            stored_on=tuple(sorted({n for n, _ in copies})),
+            differs=len(others) > 1 or len(personal) > 1 or early,
             record={k: v for k, v in first.items() if k != "held_as"}))
     return found
+
+
+def forgotten(record: Mapping[str, Any]) -> bool:
+    return record.get("name") == "" and record.get("contact") == ""
+
+
+def old_enough(received_utc: str, now: float | None = None) -> bool:
+    """Received at least FORGET_AFTER_DAYS ago: its contact may have been forgotten."""
+    t = datetime.strptime(received_utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) if now is None else
+            datetime.fromtimestamp(now, timezone.utc)) - t >= timedelta(FORGET_AFTER_DAYS)
 
 
 def link(county: County) -> Link:

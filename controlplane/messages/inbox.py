@@ -272,9 +272,13 @@ def decide(county: County, unit: str, number: str, approve: bool, by: str,
             raise MessagesError(f"{number} has no answer waiting for review")
         draft = pending[0]
         chain = _chain(st, draft)
+    if chain.approved and not approve:
+        raise MessagesError(f"{number}: this answer is approved at every level and waits to "
+                            "be given; approve to give it")
     m = None
-    if approve or chain.approved:
+    if approve:
         m = _find(county, number, read)
+        _trusted(m, _entry(county, number, date.today()))   # (the day: unused here)
     if not chain.approved:
         try:
             with county.state() as st:

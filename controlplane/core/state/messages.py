@@ -23,6 +23,9 @@ class MessageRecords(Store):
         with self.tx() as db:
             if owner is not None:
                 _still_open(db, message["number"], owner, draft)
+            else:       # the county's answer stands; one still under review never will
+                db.execute("UPDATE message_drafts SET status = 'superseded' WHERE number = ? "
+                           "AND status = 'pending'", (message["number"],))
             db.execute("INSERT OR REPLACE INTO message_answers (number, unit, received, "
                        "subject, text, token_hash, answer, publish, answered_by, answered_at) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

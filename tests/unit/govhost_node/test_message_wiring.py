@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import threading
+import time
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlencode
@@ -315,3 +316,28 @@ def test_contacts_past_the_retention_are_forgotten_on_disk_and_nothing_else(tmp_
     # the command as the control machine runs it
     with pytest.raises(SystemExit):
         ms.main(["forget", "--before", "2026-01-01; rm -rf /"])
+
+
+def test_a_recent_message_cannot_be_forgotten_nor_replaced_by_a_forgotten_copy(tmp_path):
+    """Found by the second review: a signed peer (or a control machine whose clock ran
+    ahead) could blank a recent contact. Now a record without name and contact must be at
+    least 100 days old, `forget` refuses a later time, and a copy of a number the node
+    holds as its own must be the same."""
+    from govhost_node.message_spool import check_record, forget_limit
+    spool = Spool(Layout.under(str(tmp_path / "n1")))
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    mine = {"number": "JY-20261205-1-000009", "unit": "jiaoyu", "node": "n1",
+            "received": now, "subject": "路灯", "text": "青水路的路灯坏了一周。",
+            "name": "张先生", "contact": "13800138000", "token_hash": "0" * 64,
+            "source": "a" * 64}
+    spool.write("own", mine)
+    with pytest.raises(ValueError, match="older than 100 days"):
+        check_record({**mine, "name": "", "contact": ""})
+    with pytest.raises(FileExistsError):
+        spool.write("copies", {**mine, "contact": "13900000000"})
+    spool.write("copies", mine)                 # the same record as a copy: harmless
+    for before in ("9999-12-31T23:59:59Z", now, "2026-99-99T99:99:99Z"):
+        with pytest.raises(ValueError):
+            spool.forget_contacts(before)
+    assert spool.forget_contacts(forget_limit()) == 0
+    assert next(spool.records("own"))["contact"] == "13800138000"

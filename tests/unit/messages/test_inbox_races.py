@@ -223,3 +223,39 @@ def test_a_node_copy_naming_another_unit_is_not_answered(county, monkeypatch):
     with pytest.raises(MessagesError, match="another unit"):
         inbox.propose(county, "jiaoyu", num, "答复", True, "editor", TODAY,
                       lambda c: (forged, {}))
+
+
+def test_a_copy_changed_on_the_nodes_before_the_last_approval_is_not_given(county, pushed):
+    num = n(16)
+    inbox.propose(county, "jiaoyu", num, "答复十六", True, "editor", TODAY, read)
+    inbox.decide(county, "jiaoyu", num, True, "reviewer", frozenset({"unit"}), "", read)
+    forged = [m if m.number != num else message(num, "chahe") for m in NODES]
+    with pytest.raises(MessagesError, match="another unit"):
+        inbox.decide(county, "jiaoyu", num, True, "operator", frozenset({"county"}), "",
+                     lambda c: (forged, {}))
+    assert given(county, num) == [] and pushed == []
+
+
+def test_a_rejection_never_gives_an_approved_answer(county, monkeypatch, pushed):
+    num = n(17)
+    inbox.propose(county, "jiaoyu", num, "答复十七", True, "editor", TODAY, read)
+    inbox.decide(county, "jiaoyu", num, True, "reviewer", frozenset({"unit"}), "", read)
+    real = answers.record
+    monkeypatch.setattr(answers, "record",
+                        lambda *a, **k: (_ for _ in ()).throw(MessagesError("locked")))
+    with pytest.raises(MessagesError):
+        inbox.decide(county, "jiaoyu", num, True, "operator", frozenset({"county"}), "", read)
+    monkeypatch.setattr(answers, "record", real)
+    with pytest.raises(MessagesError, match="approve to give it"):
+        inbox.decide(county, "jiaoyu", num, False, "reviewer2", frozenset({"unit"}), "", read)
+    assert given(county, num) == [] and pushed == []
+
+
+def test_the_countys_answer_supersedes_one_under_review(county, pushed):
+    num = n(18)
+    inbox.propose(county, "jiaoyu", num, "单位草稿", True, "editor", TODAY, read)
+    answers.record(county, message(num), "县里的答复", True, "ops")       # the CLI's path
+    with county.state() as st:
+        assert [d["status"] for d in st.drafts(num)] == ["superseded"]
+    entry = next(x for x in inbox.known(county, TODAY) if x.number == num)
+    assert entry.draft is None and entry.standing == "answered"

@@ -120,9 +120,31 @@ def test_a_copy_whose_contact_is_forgotten_first_does_not_differ():
     """One node forgot the contact (the county's retention), the other was down and will at
     the next run: the same message, not a conflict. Any other difference still is."""
     n = "JY-20250105-1-000001"
-    same = collect.merge({"n1": _line(n, "n1", "own", name="", contact=""),
-                          "n2": _line(n, "n1", "copies")})
+    old = {"received": "2025-01-05T02:00:00Z"}
+    same = collect.merge({"n1": _line(n, "n1", "own", name="", contact="", **old),
+                          "n2": _line(n, "n1", "copies", **old)})
     assert not same[0].differs and same[0].stored_on == ("n1", "n2")
-    other = collect.merge({"n1": _line(n, "n1", "own", name="", contact=""),
-                           "n2": _line(n, "n1", "copies", text="路灯坏了两周")})
+    other = collect.merge({"n1": _line(n, "n1", "own", name="", contact="", **old),
+                           "n2": _line(n, "n1", "copies", text="路灯坏了两周", **old)})
     assert other[0].differs
+
+
+def test_a_forgotten_copy_hides_no_other_difference():
+    """Found by the second review: with one copy forgotten, two whole copies that differ in
+    the contact (or a copy with only the contact emptied) still count as differing, and a
+    whole copy is the one shown; a recent message cannot have been forgotten yet."""
+    n = "JY-20250105-1-000001"
+    forgot = _line(n, "n1", "copies", name="", contact="", received="2025-01-05T02:00:00Z")
+    real = _line(n, "n1", "own", received="2025-01-05T02:00:00Z")
+    swapped = _line(n, "n1", "copies", contact="13900000000", received="2025-01-05T02:00:00Z")
+    [m] = collect.merge({"n0": forgot, "n1": real, "n2": swapped})
+    assert m.differs
+    [m] = collect.merge({"n0": forgot, "n1": real})
+    assert not m.differs and m.contact == "13800138000"
+    half = _line(n, "n1", "copies", contact="", name="李四", received="2025-01-05T02:00:00Z")
+    assert collect.merge({"n0": half, "n1": real})[0].differs
+    token = _line(n, "n1", "copies", token_hash="f" * 64, received="2025-01-05T02:00:00Z")
+    assert collect.merge({"n0": token, "n1": real})[0].differs
+    recent = "JY-20261205-1-000001"
+    assert collect.merge({"n0": _line(recent, "n1", "copies", name="", contact=""),
+                          "n1": _line(recent, "n1", "own")})[0].differs
