@@ -149,18 +149,36 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
+# A peer that did not answer is tried last for a while: with a node powered off, every
+# citizen would otherwise wait out its connection timeout before the next peer is tried.
+PEER_DOWN_SECONDS = 30.0
+_down: dict[str, float] = {}
+_down_lock = threading.Lock()
+
+
+def _in_order(peers: list[str], now: float) -> list[str]:
+    """The configured order, with peers that failed in the last PEER_DOWN_SECONDS last."""
+    with _down_lock:
+        late = {p for p, t in _down.items() if now - t < PEER_DOWN_SECONDS}
+    return [p for p in peers if p not in late] + [p for p in peers if p in late]
+
+
 def replicate(settings: Settings, record: dict[str, str]) -> str | None:
     """Give a peer its copy; the peer that holds it, or None if none could."""
     body = json.dumps(record, ensure_ascii=False, sort_keys=True).encode()
-    for peer in settings.peers:
+    for peer in _in_order(settings.peers, time.monotonic()):
         req = urllib.request.Request(f"http://{peer}/replica", data=body, method="POST",
                                      headers={"Content-Type": "application/json",
                                               "X-Govhost-Mac": sign(settings.secret, body)})
         try:
             with _OPENER.open(req, timeout=settings.peer_timeout) as r:
                 if r.status == 201:
+                    with _down_lock:
+                        _down.pop(peer, None)
                     return peer
         except OSError:
+            with _down_lock:
+                _down[peer] = time.monotonic()
             continue
     return None
 

@@ -128,6 +128,43 @@ def test_a_second_peer_is_tried_when_the_first_is_down(nodes, tmp_path):
         n3.stop()
 
 
+def test_a_peer_that_did_not_answer_is_tried_last_for_a_while(nodes, monkeypatch):
+    """A node powered off answers nothing: each citizen would wait out the connection
+    timeout before the next peer. After one such wait the silent peer is tried last (for
+    PEER_DOWN_SECONDS), and first again once that has passed."""
+    n1, n2 = nodes
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)                       # takes connections, never answers
+    accepted: list = []
+
+    def take() -> None:
+        while True:
+            try:
+                conn, _ = silent.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+    threading.Thread(target=take, daemon=True).start()
+    dead = f"127.0.0.1:{silent.getsockname()[1]}"
+    monkeypatch.setattr(ms, "_down", {})
+    try:
+        n1.settings.peers = [dead, n2.address]
+        n1.settings.peer_timeout = 1
+        assert n1.post(GOOD, source="203.0.113.21")[0] == 200      # waited for `dead` once
+        assert n1.post(GOOD, source="203.0.113.22")[0] == 200
+        assert n1.post(GOOD, source="203.0.113.23")[0] == 200
+        assert len(accepted) == 1
+        assert len(list(n2.spool.records("copies"))) == 3
+        monkeypatch.setattr(ms, "PEER_DOWN_SECONDS", 0.0)
+        assert n1.post(GOOD, source="203.0.113.24")[0] == 200
+        assert len(accepted) == 2                                  # tried first again
+    finally:
+        silent.close()
+        for conn in accepted:
+            conn.close()
+
+
 def test_a_challenge_answers_once_and_only_for_its_unit(nodes):
     n1, _ = nodes
     _, c = n1.request("GET", "/challenge", headers={"X-Govhost-Unit": "jiaoyu"})
