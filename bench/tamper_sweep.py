@@ -4,11 +4,15 @@ temporary directory): seconds and CPU of one sweep (lstat only, nothing moved) a
 check (every file hashed), and their ratio. The sweep runs every 5 s, the full check every
 5 minutes.
 
-    python bench/tamper_sweep.py [UNITS] [FILES]
+    python bench/tamper_sweep.py [UNITS] [FILES] [--json]
+
+The figures, with the full check as the sweep's floor-like reference, are one JSON object
+on the last line.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -41,8 +45,10 @@ def timed(fn) -> tuple[float, float]:
 
 
 def main() -> None:
-    units = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-    files = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+    as_json = "--json" in sys.argv
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    units = int(args[0]) if args else 300
+    files = int(args[1]) if len(args) > 1 else 100
     with tempfile.TemporaryDirectory() as root:
         tamper.SITES = os.path.join(root, "sites")
         tamper.CONFIG = os.path.join(root, "etc-current")
@@ -57,12 +63,18 @@ def main() -> None:
         full = min(timed(g.full_check) for _ in range(3))
         sweep = min(timed(g.sweep) for _ in range(3))
         n = units * files
-        print(f"{n} live files ({units} units x {files})")
-        print(f"full check: {full[0]:.3f} s wall, {full[1]:.3f} s CPU")
-        print(f"sweep:      {sweep[0]:.3f} s wall, {sweep[1]:.3f} s CPU "
-              f"({sweep[1] / n * 1e6:.1f} µs CPU a file)")
-        print(f"sweep / full check: {sweep[1] / full[1]:.2f} of the CPU; every 5 s that is "
-              f"{sweep[1] / 5 * 100:.1f} % of a core")
+        if not as_json:
+            print(f"{n} live files ({units} units x {files})")
+            print(f"full check: {full[0]:.3f} s wall, {full[1]:.3f} s CPU")
+            print(f"sweep:      {sweep[0]:.3f} s wall, {sweep[1]:.3f} s CPU "
+                  f"({sweep[1] / n * 1e6:.1f} µs CPU a file)")
+            print(f"sweep / full check: {sweep[1] / full[1]:.2f} of the CPU; every 5 s that "
+                  f"is {sweep[1] / 5 * 100:.1f} % of a core")
+        print(json.dumps({"bench": "tamper_sweep", "files": n, "units": units,
+                          "full_wall_s": round(full[0], 4), "full_cpu_s": round(full[1], 4),
+                          "sweep_wall_s": round(sweep[0], 4), "sweep_cpu_s": round(sweep[1], 4),
+                          "sweep_to_full_cpu": round(sweep[1] / full[1], 4) if full[1] else None,
+                          "core_share_every_5s": round(sweep[1] / 5, 4)}))
 
 
 if __name__ == "__main__":
