@@ -42,6 +42,7 @@ from controlplane.people.roles import PeopleError, Person
 from controlplane.people.store import ENROL_HOURS, People
 
 HEAVY_AT_ONCE = 2               # password hashes and zip checks at once (2 cores)
+NODE_READS = 2                  # reads of every node's messages at once (SSH)
 MAX_SINGLE_FILES = 200
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}")
 
@@ -118,8 +119,16 @@ class Broker:
         self.county = county
         self.secure = secure
         self.unit_view = unit_view
-        self.read_messages = read_messages      # the nodes' messages (tests: a stand-in)
         self.clock = clock
+        # Reading the nodes' messages is SSH to every node: at most NODE_READS at once, on a
+        # bound of its own (a hung node must not hold up logins behind the password hashes).
+        reads = threading.BoundedSemaphore(NODE_READS)
+        source = read_messages or collect.collect    # the nodes' messages (tests: a stand-in)
+
+        def read(county: County) -> Any:
+            with reads:
+                return source(county)
+        self.read_messages = read
         self._heavy = threading.BoundedSemaphore(HEAVY_AT_ONCE)
 
     # -- the one entry point ---------------------------------------------------------------
@@ -411,7 +420,7 @@ def _today(b: Broker) -> Any:
     return today_in_county(b.clock())
 
 
-@op("read_messages", on_unit=True, heavy=True)     # SSH to every node: bounded like hashes
+@op("read_messages", on_unit=True)
 def messages_list(b: Broker, me: Person, sid: str, unit: str) -> dict[str, Any]:
     """The unit's messages, read from the nodes now: what it must answer and what it
     forwarded, each with its due date and standing. No text, name or contact."""
