@@ -67,12 +67,27 @@ class Settings:
     secret: bytes                    # the county's message secret (challenges, peers, sources)
     titles: dict[str, str] = field(default_factory=dict)    # unit -> its name, for the page
     per_source: tuple[int, float] = (5, 60.0)     # messages per source per window (seconds)
+    # messages per unit per window on this node: a flood from many sources at one unit
+    # (thousands of addresses, each within its own limit) fills its box only so far
+    per_unit: tuple[int, float] = (1000, 3600.0)
     work_bits: int = rules.WORK_BITS
     peer_timeout: float = 5.0
     utc_offset_hours: int = 8        # the county's day (China has no daylight saving time)
     read_seconds: float = READ_SECONDS
     _seen: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    _unit_seen: dict[str, list[float]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def allow_unit(self, unit: str, now: float) -> bool:
+        """Whether `unit` may take one more message on this node now (counted if so)."""
+        count, window = self.per_unit
+        with self._lock:
+            times = [t for t in self._unit_seen.get(unit, []) if now - t < window]
+            if len(times) >= count:
+                self._unit_seen[unit] = times
+                return False
+            self._unit_seen[unit] = times + [now]
+            return True
 
     def allow(self, source: str, now: float) -> bool:
         count, window = self.per_source
@@ -121,7 +136,7 @@ class Live:
             new = Settings(node=doc["node"], index=int(doc["index"]), units=dict(doc["units"]),
                            peers=list(doc["peers"]), secret=doc["secret"].encode(),
                            titles=dict(doc.get("titles") or {}))
-        new._seen = old._seen
+        new._seen, new._unit_seen = old._seen, old._unit_seen
         return new
 
 
@@ -475,6 +490,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if not s.allow(source, now):
             self._send(429, {"error": "too many messages from here; try again later"})
+            return
+        if not s.allow_unit(unit, now):
+            self._send(429, {"error": "this unit takes no more messages just now; try again "
+                                      "in an hour"})
             return
         acc = rules.accept(s.units[unit], s.index, self.spool.next_sequence(), day)
         record = {"number": acc.number, "unit": unit, "node": s.node,

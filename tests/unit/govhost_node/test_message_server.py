@@ -216,6 +216,21 @@ def test_one_source_is_slowed_and_another_is_not(nodes):
     assert n1.post(GOOD, source="198.51.100.8")[0] == 200
 
 
+def test_a_flood_from_many_sources_at_one_unit_stops_at_its_limit(nodes):
+    """Each source within its own limit, many sources at one unit: past the unit's limit
+    on this node (per window) a message is refused with 429 and nothing is kept; another
+    unit's box still takes messages."""
+    n1, _ = nodes
+    n1.settings.units["wenlv"] = "WL"
+    n1.settings.per_unit = (3, 3600.0)
+    for i in range(3):
+        assert n1.post(GOOD, source=f"198.51.100.{20 + i}")[0] == 200
+    status, res = n1.post(GOOD, source="198.51.100.30")
+    assert status == 429 and "this unit" in res["error"]
+    assert len(list(n1.spool.records("own"))) == 3
+    assert n1.post(GOOD, unit="wenlv", source="198.51.100.31")[0] == 200
+
+
 def test_a_replica_must_be_signed_and_is_checked_like_a_citizens_message(nodes):
     n1, n2 = nodes
     assert n1.post(GOOD)[0] == 200
