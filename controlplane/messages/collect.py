@@ -11,21 +11,20 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from controlplane.core import paths
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
+from controlplane.messages.deadlines import COUNTY_TIME
 from controlplane.sites.content_sync import Link, SyncError
+from govhost_node.message_spool import forget_limit
 
 # What a message is, without where it is kept and how (those differ between copies).
 CONTENT = ("number", "unit", "node", "received", "subject", "text", "name", "contact",
            "token_hash")
 PERSONAL = ("name", "contact")
-# No node forgets a contact sooner (cluster.yaml's contact_retention_days is at least this).
-FORGET_AFTER_DAYS = 100
-COUNTY_TIME = timezone(timedelta(hours=8))
 
 
 class MessagesError(GovhostError):
@@ -82,7 +81,7 @@ def merge(dumps: Mapping[str, str]) -> list[Message]:
         others = {tuple(str(r.get(k, "")) for k in CONTENT if k not in PERSONAL)
                   for _, r in copies}
         personal = {tuple(str(r.get(k, "")) for k in PERSONAL) for _, r in whole}
-        early = len(whole) < len(copies) and not old_enough(str(first["received"]))
+        early = len(whole) < len(copies) and str(first["received"]) > forget_limit()
         found.append(Message(
             number=number, unit=str(first["unit"]), received=str(first["received"]),
             subject=str(first["subject"]), text=str(first["text"]), name=str(first["name"]),
@@ -96,13 +95,6 @@ def merge(dumps: Mapping[str, str]) -> list[Message]:
 
 def forgotten(record: Mapping[str, Any]) -> bool:
     return record.get("name") == "" and record.get("contact") == ""
-
-
-def old_enough(received_utc: str, now: float | None = None) -> bool:
-    """Received at least FORGET_AFTER_DAYS ago: its contact may have been forgotten."""
-    t = datetime.strptime(received_utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) if now is None else
-            datetime.fromtimestamp(now, timezone.utc)) - t >= timedelta(FORGET_AFTER_DAYS)
 
 
 def link(county: County) -> Link:

@@ -62,6 +62,13 @@ def county_day(received_utc: str) -> date:
     return t.astimezone(COUNTY_TIME).date()
 
 
+def county_midnight_utc(day: date) -> str:
+    """The start of the county's `day` as the nodes write times (UTC), for comparing with
+    a message's `received`."""
+    start = datetime.combine(day, datetime.min.time(), COUNTY_TIME)
+    return start.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def today_in_county(now: float) -> date:
     return datetime.fromtimestamp(now, COUNTY_TIME).date()
 

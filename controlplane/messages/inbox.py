@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, timedelta
 from typing import Any, Callable, Iterable, Mapping
 
 from controlplane.core import mail, paths
@@ -21,7 +21,7 @@ from controlplane.core.manifest import MessagesSettings
 from controlplane.core.state.messages import MessagesStateError
 from controlplane.messages import answers, collect
 from controlplane.messages.collect import Message, MessagesError
-from controlplane.messages.deadlines import COUNTY_TIME, LATE, Deadline, Standing, deadline
+from controlplane.messages.deadlines import LATE, Deadline, Standing, county_midnight_utc, deadline
 from controlplane.people import chains, review
 from govhost_node import messages as rules
 
@@ -114,9 +114,7 @@ def overdue(county: County, today: date) -> list[Entry]:
     from the state store alone. Only messages received at least `due_workdays` days ago
     can be overdue (a working day is a day at least): the rest are not read."""
     settings = county.inv.cluster.messages
-    first_open = datetime.combine(today - timedelta(days=settings.due_workdays), time(0),
-                                  COUNTY_TIME)
-    before = first_open.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    before = county_midnight_utc(today - timedelta(days=settings.due_workdays))
     with county.state() as st:
         index = st.unanswered_before(before)
         routes = st.routes()
@@ -323,8 +321,7 @@ def forget_contacts(county: County, today: date) -> dict[str, Any]:
     every node (`govhost-messages forget`); node -> how many it emptied, or why it could
     not. A node that was down does it at the next run."""
     days = county.inv.cluster.messages.contact_retention_days
-    cutoff = datetime.combine(today - timedelta(days=days), time(0), COUNTY_TIME)
-    before = cutoff.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    before = county_midnight_utc(today - timedelta(days=days))
     names = [n.name for n in county.inv.hosts.nodes]
     got = collect.link(county).run_each(names, "forget", "--before", before, timeout=300,
                                         tool=paths.NODE_MESSAGES_TOOL)
