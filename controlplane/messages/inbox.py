@@ -91,14 +91,17 @@ def refresh(county: County, read: Reader | None = None
     return found, failed
 
 
-def known(county: County, today: date, open_only: bool = False) -> list[Entry]:
-    """Every message the index holds (`open_only`: unanswered), from the state store
-    alone."""
+def known(county: County, today: date, open_only: bool = False,
+          number: str | None = None) -> list[Entry]:
+    """Every message the index holds (`open_only`: unanswered; `number`: that one only),
+    from the state store alone."""
     with county.state() as st:
-        index = st.message_index()
-        answered = st.answered_at()
-        routes = st.routes()
-        drafts = {d["number"]: d["id"] for d in st.drafts(status="pending")}
+        index = st.message_index(number)
+        answered = {a["number"]: a["answered_at"]
+                    for a in st.message_answers(number=number)} if number else \
+            st.answered_at()
+        routes = st.routes(number)
+        drafts = {d["number"]: d["id"] for d in st.drafts(number, status="pending")}
     return entries(index, answered, routes, drafts, county.inv.cluster.messages, today,
                    open_only)
 
@@ -129,7 +132,7 @@ def _find(county: County, number: str, read: Reader | None) -> Message:
 
 
 def _entry(county: County, number: str, today: date) -> Entry:
-    found = next((e for e in known(county, today) if e.number == number), None)
+    found = next(iter(known(county, today, number=number)), None)
     if found is None:
         raise MessagesError(f"no message {number!r}")
     return found
@@ -150,7 +153,7 @@ def one(county: County, unit: str | None, number: str, by: str, today: date,
         if handles:
             st.audit("messages.read", m.number, {"unit": m.unit, "contact": "shown",
                                                  "as": unit or "county"}, who=by)
-        given = next((a for a in st.message_answers(m.unit) if a["number"] == number), None)
+        given = next(iter(st.message_answers(number=number)), None)
         pending = [d for d in st.drafts(number) if d["status"] == "pending"] if handles \
             else []
         chain = _chain(st, pending[0]) if pending else None

@@ -10,6 +10,7 @@ from controlplane.core.state.store import Store
 
 _KEYS = ("number", "unit", "received", "subject", "text", "token_hash", "answer", "publish",
          "answered_by", "answered_at")
+_INDEX = ("number", "unit", "received", "subject", "seen_at")
 
 
 class MessageRecords(Store):
@@ -35,10 +36,16 @@ class MessageRecords(Store):
             self._audit(db, "messages.answer", message["number"],
                         {"unit": message["unit"], "publish": publish}, by)
 
-    def message_answers(self, unit: str | None = None) -> list[dict[str, Any]]:
-        sql = f"SELECT {', '.join(_KEYS)} FROM message_answers"
-        rows = self.db.execute(sql + " WHERE unit = ? ORDER BY number", (unit,)) if unit \
-            else self.db.execute(sql + " ORDER BY number")
+    def message_answers(self, unit: str | None = None, number: str | None = None
+                        ) -> list[dict[str, Any]]:
+        """The answers, of one unit's messages or of one message (a page shows one; the
+        unit's list is what its nodes are sent)."""
+        sql, args = f"SELECT {', '.join(_KEYS)} FROM message_answers WHERE 1 = 1", []
+        for col, value in (("unit", unit), ("number", number)):
+            if value is not None:
+                sql += f" AND {col} = ?"
+                args.append(value)
+        rows = self.db.execute(sql + " ORDER BY number", args)
         return [{**dict(zip(_KEYS, r)), "publish": bool(r[7])} for r in rows]
 
     def answered_at(self) -> dict[str, float]:
@@ -57,16 +64,17 @@ class MessageRecords(Store):
                            [(r["number"], r["unit"], r["received"], r["subject"], now)
                             for r in rows])
 
-    def message_index(self) -> list[dict[str, Any]]:
-        keys = ("number", "unit", "received", "subject", "seen_at")
-        return [dict(zip(keys, r)) for r in self.db.execute(
-            f"SELECT {', '.join(keys)} FROM message_index ORDER BY number")]
+    def message_index(self, number: str | None = None) -> list[dict[str, Any]]:
+        """The index (of one message's number: a page or an answer needs only its own)."""
+        sql = f"SELECT {', '.join(_INDEX)} FROM message_index"
+        rows = self.db.execute(sql + " ORDER BY number") if number is None else \
+            self.db.execute(sql + " WHERE number = ?", (number,))
+        return [dict(zip(_INDEX, r)) for r in rows]
 
     def unanswered_before(self, before: str) -> list[dict[str, Any]]:
         """The indexed messages received before `before` (UTC, as the nodes write it) and
         not answered: all the overdue list must look at."""
-        keys = ("number", "unit", "received", "subject", "seen_at")
-        return [dict(zip(keys, r)) for r in self.db.execute(
+        return [dict(zip(_INDEX, r)) for r in self.db.execute(
             "SELECT i.number, i.unit, i.received, i.subject, i.seen_at FROM message_index i "
             "LEFT JOIN message_answers a ON a.number = i.number WHERE a.number IS NULL AND "
             "i.received < ? ORDER BY i.received, i.number", (before,))]
@@ -83,11 +91,14 @@ class MessageRecords(Store):
             self._audit(db, "messages.forward", number,
                         {"from": from_unit, "to": to_unit, "reason": reason}, by)
 
-    def routes(self) -> dict[str, list[dict[str, Any]]]:
-        """Every forwarded message's forwards, oldest first."""
+    def routes(self, number: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Every forwarded message's forwards (or one message's), oldest first."""
         keys = ("number", "from_unit", "to_unit", "reason", "by", "at")
         out: dict[str, list[dict[str, Any]]] = {}
-        for r in self.db.execute(f"SELECT {', '.join(keys)} FROM message_routes ORDER BY id"):
+        sql = f"SELECT {', '.join(keys)} FROM message_routes"
+        rows = self.db.execute(sql + " ORDER BY id") if number is None else \
+            self.db.execute(sql + " WHERE number = ? ORDER BY id", (number,))
+        for r in rows:
             out.setdefault(r[0], []).append(dict(zip(keys, r)))
         return out
 
