@@ -196,10 +196,7 @@ def forward(county: County, number: str, to_unit: str, reason: str, by: str,
         raise MessagesError(f"no unit named {to_unit!r}; `govhost unit list` shows them")
     if to_unit == e.owner:
         raise MessagesError(f"{number} is {to_unit}'s to answer already")
-    if e.standing == "answered" or e.draft is not None:
-        raise MessagesError(f"{number} is answered or has an answer waiting for review; "
-                            "it cannot be forwarded now")
-    try:
+    try:        # answered, or an answer waiting for review: refused in the same transaction
         with county.state() as st:
             st.add_route(number, e.owner, to_unit, why, by)
     except MessagesStateError as exc:
