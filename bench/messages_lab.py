@@ -31,15 +31,12 @@ from urllib.parse import urlencode
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from messages_scale import pct  # noqa: E402  (bench/, this script's own directory)
+
 from controlplane.lab import network  # noqa: E402
 from govhost_node import messages as rules  # noqa: E402
 from tests.integration.test_apply_lab import NODES  # noqa: E402
 from tests.integration.test_messages_lab import GOOD, request  # noqa: E402
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 def govhost(inv: Path, *args: str) -> subprocess.CompletedProcess:
