@@ -1,4 +1,5 @@
 """The lab cluster, brought up once per session: real sshd, nginx and Ansible."""
+import fcntl
 import os
 import shutil
 import subprocess
@@ -27,16 +28,37 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("machines") is not None)
 
 
+# One test run on the lab at a time. CI may start on the machine a developer's session is
+# still using (it did: CI's run shared the lab nodes a developer had left up).
+LAB_TURN = Path("/run/lock/govhost-lab-tests.lock")
+
+
 @pytest.fixture(scope="session")
-def lab_cluster():
+def lab_turn():
+    """Wait for the lab: held for the whole session by the first fixture that brings nodes
+    up, so a second run (another developer's, or CI's) waits instead of sharing them."""
+    LAB_TURN.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(LAB_TURN, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture(scope="session")
+def lab_cluster(lab_turn):
     why = lab_possible()
     if why:
         if os.environ.get("CI"):
             pytest.fail(f"lab tests cannot run in CI: {why}")
         pytest.skip(why)
     was_running = {n.name for n in lab.nodes() if n.running}
-    if any(n.running and n.kind != "overlay" for n in lab.nodes()):
-        lab.down()        # machine nodes left by a run of the machine tests
+    # CI starts from fresh nodes: nodes left up by someone else hold their day's visitors,
+    # their messages (an hour's per-unit limit) and whatever else their tests did. A
+    # developer's rerun keeps the running nodes: it saves their start.
+    if os.environ.get("CI") or any(n.running and n.kind != "overlay" for n in lab.nodes()):
+        lab.down()        # (or machine nodes left by a run of the machine tests)
         was_running = set()
     # The fast mode: the host's root under an overlay. The machine tests use real machines.
     nodes = lab.up(3, "overlay")
@@ -92,7 +114,7 @@ def govhost(inventory: Path, *args: str, check: bool = False, timeout: int = 600
 
 
 @pytest.fixture(scope="session")
-def machines():
+def machines(lab_turn):
     """Three freshly installed servers: every node starts from the bare image on an empty
     disk. Brought up once: the machine module bootstraps and tries them, the security
     module then tightens the same county on them (a second set of bare servers would
