@@ -56,7 +56,7 @@ def messages_list(unit: Optional[str] = typer.Option(None, "--unit", help="Only 
         # would stop the list for every unit) nor an :emoji: code
         t.add_row(m.number, m.unit if e.owner == m.unit else f"{m.unit} → {e.owner}",
                   m.received_local(), Text(m.subject), e.deadline.due.isoformat(),
-                  STANDING[e.standing],
+                  STANDING[e.standing] + (" · held" if m.review_words else ""),
                   ",".join(m.stored_on) + (" [red]copies differ[/]" if m.differs else ""))
     out.print(t)
     _warn_unread(failed)
@@ -161,6 +161,9 @@ def messages_show(number: str = typer.Argument(..., help="The message's number, 
     out.print(f"subject: {m.subject}", markup=False, highlight=False, emoji=False)
     out.print(f"name:    {m.name or '-'}", markup=False, highlight=False, emoji=False)
     out.print(f"contact: {m.contact}", markup=False, highlight=False, emoji=False)
+    if m.review_words:
+        out.print(f"held:    {'、'.join(m.review_words)} (the county's review lists)",
+                  markup=False, highlight=False, emoji=False)
     out.print("", m.text, sep="\n", markup=False, highlight=False, emoji=False)
     _warn_unread(failed)
 
@@ -173,17 +176,21 @@ def messages_answer(number: str = typer.Argument(..., help="The message's number
                     private: bool = typer.Option(False, "--not-public", help="Shown to the "
                                                  "citizen by their link only, not on the "
                                                  "unit's page (不予公开)."),
+                    publish_held: bool = typer.Option(False, "--publish-held", help="Publish "
+                                                      "a message held for its review words "
+                                                      "(read it first)."),
                     as_json: bool = typer.Option(False, "--json")) -> None:
     """Answer a message: recorded (and audited), shown on the unit's page unless
-    --not-public, and to the citizen by their reading link, on every node."""
+    --not-public, and to the citizen by their reading link, on every node. A message held
+    for words of the county's review lists needs --not-public or --publish-held."""
     from controlplane.core.state import actor
     from controlplane.messages import answers
     if (text is None) == (from_file is None):
         fail(errors.GovhostError("give the answer with --text or --file (one of them)"),
              as_json)
     body = text if text is not None else call(lambda: _read(from_file), as_json=as_json)
-    res = call(lambda: answers.answer(county(), number, body, not private, actor()),
-               as_json=as_json)
+    res = call(lambda: answers.answer(county(), number, body, not private, actor(),
+                                      publish_held), as_json=as_json)
     failed = {n: why for n, why in res["nodes"].items() if why != "ok"}
     if as_json:
         emit(res)

@@ -228,7 +228,8 @@ form.addEventListener("submit", function (ev) {
     if (res.ok) {
       form.reset();
       show("留言已收到，编号 " + res.doc.number + "。请保存此链接，凭它查看答复：" +
-           location.href.split("?")[0].replace(/[^/]*$/, "") + "reply?t=" + res.doc.token);
+           location.href.split("?")[0].replace(/[^/]*$/, "") + "reply?t=" + res.doc.token +
+           (res.doc.held ? "。留言中有需要单位审核的词语，答复是否公开由单位审核后决定。" : ""));
       return;
     }
     var problems = res.doc.problems || {};

@@ -46,7 +46,8 @@ from urllib.parse import parse_qs
 from govhost_node import message_page
 from govhost_node import messages as rules
 from govhost_node.layout import NODE, Layout
-from govhost_node.message_spool import MAX_ANSWERS_BYTES, Spool, check_record
+from govhost_node.message_spool import HELD, HELD_MAX, MAX_ANSWERS_BYTES, Spool, check_record
+from govhost_node.words import Screen
 
 # 5,000 Chinese characters are 45,000 bytes form-encoded, with the other fields under 64 KiB
 MAX_BODY = 64 * 1024
@@ -70,6 +71,7 @@ class Settings:
     # messages per unit per window on this node: a flood from many sources at one unit
     # (thousands of addresses, each within its own limit) fills its box only so far
     per_unit: tuple[int, float] = (1000, 3600.0)
+    words: Screen = field(default_factory=lambda: Screen(None))   # the county's word lists
     work_bits: int = rules.WORK_BITS
     peer_timeout: float = 5.0
     utc_offset_hours: int = 8        # the county's day (China has no daylight saving time)
@@ -133,11 +135,37 @@ class Live:
         else:
             with open(self.path, encoding="utf-8") as f:
                 doc = json.load(f)
+            count, window = doc.get("per_unit") or Settings.per_unit
             new = Settings(node=doc["node"], index=int(doc["index"]), units=dict(doc["units"]),
                            peers=list(doc["peers"]), secret=doc["secret"].encode(),
-                           titles=dict(doc.get("titles") or {}))
+                           titles=dict(doc.get("titles") or {}),
+                           per_unit=(int(count), float(window)),
+                           words=Screen(doc.get("words")))
         new._seen, new._unit_seen = old._seen, old._unit_seen
         return new
+
+
+def screen(words: Screen, draft: rules.Draft) -> list[str]:
+    """The county's words in what a citizen wrote (subject, text, name; the contact is never
+    shown): Refused naming each field that holds a `block` word and the word, so the citizen
+    can rewrite it; else the `review` words that hold the message for the unit."""
+    problems: dict[str, str] = {}
+    held: list[str] = []
+    for key in ("subject", "text", "name"):
+        for f in words.find(getattr(draft, key)):
+            if f.severity == "block" and key not in problems:
+                problems[key] = (f"含有本县网站不予接受的词语“{f.word}”" +
+                                 (f"（{f.note}）" if f.note else "") + "，请删去后再提交")
+            elif f.severity == "review":
+                try:            # kept as a record's field is checked (the lists refuse
+                    word = rules.clean(f.word)[:60] or "?"      # what would fail it)
+                except ValueError:
+                    word = "?"
+                if word not in held:
+                    held.append(word)
+    if problems:
+        raise rules.Refused(problems)
+    return held[:HELD_MAX]
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -481,6 +509,7 @@ class Handler(BaseHTTPRequestHandler):
             rules.verify(s.secret, unit, s.node, form.get("challenge", ""),
                          form.get("nonce", ""), now)
             draft = rules.check(form)
+            held = screen(s.words, draft)
         except rules.Refused as e:
             self._send(400, {"problems": e.problems})
             return
@@ -501,12 +530,14 @@ class Handler(BaseHTTPRequestHandler):
                       "%Y-%m-%dT%H:%M:%SZ"),
                   "subject": draft.subject, "text": draft.text, "name": draft.name,
                   "contact": draft.contact, "token_hash": acc.token_hash, "source": source}
+        if held:
+            record[HELD] = "\n".join(held)
         if replicate(s, record) is None:
             self._send(503, {"error": "the message could not be kept safely just now; "
                                       "nothing was kept; please send it again in a minute"})
             return
         self.spool.write("own", record)
-        self._send(200, {"number": acc.number, "token": acc.token})
+        self._send(200, {"number": acc.number, "token": acc.token, "held": bool(held)})
 
 
 class _Bounded:

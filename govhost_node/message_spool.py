@@ -39,6 +39,10 @@ _UNIT = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]", re.ASCII)
 # The fields a stored message has; anything else in a record is refused.
 FIELDS = frozenset({"number", "unit", "received", "node", "subject", "text", "name", "contact",
                     "token_hash", "source"})
+# ... and one more, only on a message held for the unit (a `review` word of the county's
+# lists): those words, one per line.
+HELD = "review_words"
+HELD_MAX = 20
 
 
 # An answer as the control machine sends it (`govhost-messages answers UNIT`).
@@ -93,10 +97,15 @@ def _fsync_dir(path: str) -> None:
 def check_record(record: Any) -> dict[str, str]:
     """A stored (or replicated) message, checked as strictly as the form it came from: a
     peer's copy is not trusted more than a citizen."""
-    if not isinstance(record, dict) or set(record) != FIELDS:
+    if not isinstance(record, dict) or set(record) - {HELD} != FIELDS:
         raise ValueError("a message record must have exactly the message fields")
     if not all(isinstance(v, str) for v in record.values()):
         raise ValueError("every field of a message record is text")
+    if HELD in record:
+        held = record[HELD].split("\n")
+        if not 0 < len(held) <= HELD_MAX or any(
+                not 0 < len(w) <= 60 or w != rules.clean(w) for w in held):
+            raise ValueError("bad review words in a message record")
     if not _NUMBER.fullmatch(record["number"]) or not _UNIT.fullmatch(record["unit"]):
         raise ValueError("bad number or unit in a message record")
     if not re.fullmatch(r"[0-9a-f]{64}", record["token_hash"]) or \

@@ -423,10 +423,13 @@ def _today(b: Broker) -> Any:
 @op("read_messages", on_unit=True)
 def messages_list(b: Broker, me: Person, sid: str, unit: str) -> dict[str, Any]:
     """The unit's messages, read from the nodes now: what it must answer and what it
-    forwarded, each with its due date and standing. No text, name or contact."""
-    _, failed = inbox.refresh(b.county, b.read_messages)
+    forwarded, each with its due date, standing and the review words that hold it. No
+    text, name or contact."""
+    found, failed = inbox.refresh(b.county, b.read_messages)
+    held = {m.number: list(m.review_words) for m in found if m.review_words}
     rows = inbox.of_unit(inbox.known(b.county, _today(b)), unit)
-    return {"rows": [e.view() for e in sorted(rows, key=lambda e: e.number, reverse=True)],
+    return {"rows": [{**e.view(), "held": held.get(e.number, [])}
+                     for e in sorted(rows, key=lambda e: e.number, reverse=True)],
             "unreadable": sorted(failed), "title": b._unit_title(unit),
             "units": {t.name: t.title for t in b.county.inv.tenants},
             "can": {a: roles.may(me, a, unit) for a in

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from controlplane.core import names
+from govhost_node.message_spool import FORGET_AFTER_DAYS
 
 # C0 and C1 controls and the Unicode line/paragraph separators: YAML, JavaScript and log
 # readers take U+0085, U+2028 and U+2029 as line breaks.
@@ -689,10 +690,14 @@ class MessagesSettings(_Model):
     three months). Working days are Monday to Friday, except the county's `holidays`, plus
     its `extra_workdays` (weekend days worked in exchange, 调休). A citizen's name and
     contact are emptied on every node `contact_retention_days` after the message came in
-    (at least past the three months of the inspections' veto)."""
+    (at least past the three months of the inspections' veto). A node takes at most
+    `per_unit_hour` messages an hour for one unit: a flood from thousands of addresses,
+    each within its own limit, fills one unit's box only so far, and the other units still
+    take messages."""
 
     due_workdays: StrictInt = Field(default=5, ge=1, le=60)
-    contact_retention_days: StrictInt = Field(default=365, ge=100, le=3650)
+    contact_retention_days: StrictInt = Field(default=365, ge=FORGET_AFTER_DAYS, le=3650)
+    per_unit_hour: StrictInt = Field(default=1000, ge=10, le=100_000)
     remind_workdays: StrictInt = Field(default=1, ge=0, le=20)
     alert_days: StrictInt = Field(default=60, ge=7, le=85)
     holidays: list[datetime.date] = Field(default_factory=list, max_length=400)

@@ -21,9 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Annotated, Literal
+import unicodedata
+from functools import lru_cache
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from govhost_node import words
 
 Severity = Literal["block", "review", "note"]
 SEVERITIES: tuple[str, ...] = ("block", "review", "note")
@@ -38,6 +42,12 @@ def _word(value: str) -> str:
         raise ValueError(f"{value!r} contains a control character or a line break")
     if not value.strip():
         raise ValueError("must not be empty")
+    if value != value.strip():
+        raise ValueError(f"{value!r} starts or ends with a space")
+    if any(unicodedata.category(ch) in ("Cf", "Zl", "Zp") for ch in value):
+        raise ValueError(f"{value!r} holds an invisible format character")
+    if not unicodedata.is_normalized("NFC", value):
+        raise ValueError(f"{value!r} is not in Unicode's composed form (NFC)")
     if len(re.sub(r"[\W_]", "", value)) == 0:
         raise ValueError(f"{value!r} has no letters or digits: it would match everywhere")
     return value
@@ -72,3 +82,79 @@ def digest(lists: dict[str, WordList]) -> str:
     body = json.dumps({k: v.model_dump() for k, v in sorted(lists.items())},
                       ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def _t2s():  # type: ignore[no-untyped-def]
+    import opencc
+    return opencc.OpenCC("t2s")
+
+
+def simplified(text: str) -> str:
+    """`text` in simplified characters (OpenCC t2s), the same length (a phrase that would
+    change length is converted character by character), so offsets still match."""
+    conv = _t2s().convert(text)
+    if len(conv) == len(text):
+        return conv
+    return "".join(c if len(c := _t2s().convert(ch)) == 1 else ch for ch in text)
+
+
+def key(word: str, traditional: bool) -> str:
+    """A listed word as it is matched: folded, separators dropped, simplified if its list
+    also catches traditional forms."""
+    folded = words.fold(word)
+    return words.runs(simplified(folded) if traditional else folded)[0]
+
+
+# The CJK characters OpenCC turns into one other character (the unified block and
+# extension A): the node maps a message's traditional characters with this table.
+_CJK = (range(0x3400, 0x4DC0), range(0x4E00, 0xA000))
+
+
+@lru_cache(maxsize=1)
+def _t2s_chars() -> dict[str, str]:
+    out = {}
+    for block in _CJK:
+        for cp in block:
+            ch = chr(cp)
+            s = _t2s().convert(ch)
+            if s != ch and len(s) == 1:
+                out[ch] = s
+    return out
+
+
+_FOR_MESSAGES: dict[str, dict[str, Any]] = {}
+
+
+def for_messages(lists: Mapping[str, WordList]) -> dict[str, Any]:
+    """What a node needs to screen citizens' messages (govhost_node/words.py): the `block`
+    and `review` words (a `note` neither refuses nor holds a message) and their `except_in`
+    forms as keys already normalised, and the traditional characters that map to a
+    character of a traditional list's word. Empty when no list has such a word."""
+    d = digest(dict(lists))
+    if d in _FOR_MESSAGES:
+        return _FOR_MESSAGES[d]
+    rules: list[list[str]] = []
+    keys: dict[bool, dict[str, list[list[int]]]] = {False: {}, True: {}}
+    wanted: set[str] = set()
+    for _, wl in sorted(lists.items()):
+        for e in wl.entries:
+            severity = e.severity or wl.severity
+            if severity not in SERIOUS:
+                continue
+            idx = len(rules)
+            rules.append([e.word, severity, e.note or ""])
+            for kind, form in ((words.WORD, e.word),
+                               *((words.EXCEPT, ok) for ok in e.except_in)):
+                k = key(form, wl.traditional)
+                if k:
+                    keys[wl.traditional].setdefault(k, []).append([kind, idx])
+                    if wl.traditional:
+                        wanted.update(k)
+    out: dict[str, Any] = {}
+    if rules:
+        out = {"rules": rules, "plain": keys[False], "traditional": keys[True],
+               "t2s": {t: s for t, s in sorted(_t2s_chars().items()) if s in wanted}}
+    _FOR_MESSAGES.clear()
+    _FOR_MESSAGES[d] = out
+    return out

@@ -47,12 +47,21 @@ def push(county: County, unit: str, only: str | None = None) -> dict[str, str]:
     return {n: str(r)[-300:] if isinstance(r, Exception) else "ok" for n, r in got.items()}
 
 
-def answer(county: County, number: str, text: str, publish: bool, by: str
-           ) -> dict[str, Any]:
-    """Record the unit's answer to message `number` and show it on every node."""
+def answer(county: County, number: str, text: str, publish: bool, by: str,
+           publish_held: bool = False) -> dict[str, Any]:
+    """Record the unit's answer to message `number` and show it on every node. A message
+    held for the unit (words of the county's `review` lists) is published only when the
+    person answering says so (`publish_held`): from the command line they may not have
+    read it (the console shows the words beside the answer)."""
     body = checked(text)
     found, _ = collect(county)
-    return record(county, find(found, number), body, publish, by)
+    m = find(found, number)
+    if publish and m.review_words and not publish_held:
+        raise MessagesError(
+            f"{number} holds words of the county's review lists ({'、'.join(m.review_words)})"
+            f": read it (`govhost messages show {number}`), then answer with --not-public, "
+            "or with --publish-held to publish it with its answer")
+    return record(county, m, body, publish, by)
 
 
 def record(county: County, m: Message, text: str, publish: bool, by: str,

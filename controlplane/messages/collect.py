@@ -19,11 +19,11 @@ from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.messages.deadlines import COUNTY_TIME
 from controlplane.sites.content_sync import Link, SyncError
-from govhost_node.message_spool import forget_limit
+from govhost_node.message_spool import HELD, forget_limit
 
 # What a message is, without where it is kept and how (those differ between copies).
 CONTENT = ("number", "unit", "node", "received", "subject", "text", "name", "contact",
-           "token_hash")
+           "token_hash", HELD)
 PERSONAL = ("name", "contact")
 
 
@@ -44,6 +44,8 @@ class Message:
     taken_by: str            # the node the citizen wrote through
     stored_on: tuple[str, ...]
     differs: bool
+    # words of the county's `review` lists the node found in it: held for the unit
+    review_words: tuple[str, ...] = ()
     # the record as the first node holds it (what a node is given back to keep a copy)
     record: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -57,7 +59,8 @@ class Message:
         return {"number": self.number, "unit": self.unit, "received": self.received,
                 "subject": self.subject, "text": self.text, "name": self.name,
                 "taken_by": self.taken_by, "stored_on": list(self.stored_on),
-                "copies": len(self.stored_on), "differs": self.differs}
+                "copies": len(self.stored_on), "differs": self.differs,
+                "review_words": list(self.review_words)}
 
 
 def merge(dumps: Mapping[str, str]) -> list[Message]:
@@ -89,6 +92,7 @@ def merge(dumps: Mapping[str, str]) -> list[Message]:
             taken_by=str(first["node"]),
             stored_on=tuple(sorted({n for n, _ in copies})),
             differs=len(others) > 1 or len(personal) > 1 or early,
+            review_words=tuple(str(first[HELD]).split("\n")) if first.get(HELD) else (),
             record={k: v for k, v in first.items() if k != "held_as"}))
     return found
 

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import jinja2
 
 from controlplane.backup import plan as backup_plan
-from controlplane.core import accounts, paths, secrets, templates
+from controlplane.core import accounts, paths, secrets, templates, wordlists
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Tenant
 from controlplane.core.units import (
@@ -420,16 +420,22 @@ def _logrotate(days: int) -> bytes:
 
 def _messages(inv: Inventory, node: str) -> bytes:
     """The node's message service settings (govhost_node/message_server.py): the units that
-    take messages and their codes, this node's number, and the peers that keep the second
+    take messages and their codes, the county's word lists and limit per unit, this node's
+    number, and the peers that keep the second
     copy, tried in turn from the next node on, so that the nodes share the copies. Every
     node gets it (an empty `units` answers every site with 404)."""
     nodes = list(inv.hosts.nodes)
     i = next(k for k, n in enumerate(nodes) if n.name == node)
     peers = nodes[i + 1:] + nodes[:i]
+    units = {t.name: t.messages.code for t in inv.tenants if t.messages is not None}
     return (json.dumps({
         "node": node,
         "index": i + 1,
-        "units": {t.name: t.messages.code for t in inv.tenants if t.messages is not None},
+        "units": units,
+        # the county's block and review words (none where no unit takes messages: a list's
+        # change then ships no new release)
+        "words": wordlists.for_messages(inv.wording) if units else {},
+        "per_unit": [inv.cluster.messages.per_unit_hour, 3600],
         "titles": {t.name: t.title for t in inv.tenants if t.messages is not None},
         "peers": [f"[{n.address}]:{paths.MESSAGES_PORT}" if ":" in n.address
                   else f"{n.address}:{paths.MESSAGES_PORT}" for n in peers],

@@ -14,21 +14,15 @@ for the short words where that matters, an entry's `except_in` lists the forms t
 from __future__ import annotations
 
 import bisect
-import re
-import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Mapping
 
 import ahocorasick
 
 from controlplane.core.pagetext import Page
-from controlplane.core.wordlists import WordList
+from controlplane.core.wordlists import WordList, key, simplified
+from govhost_node import words
 
-_RUN = re.compile(r"[^\W_]+")
-# Full-width ASCII (！ to ～) to ASCII, and the ideographic space to a space: the evasions
-# people type; everything else NFKC would fold is handled per character below.
-_WIDE = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 CONTEXT = 20
 
 
@@ -49,57 +43,17 @@ class Hit:
     rule: Rule
 
 
-@lru_cache(maxsize=1)
-def _t2s():
-    import opencc
-    return opencc.OpenCC("t2s")
-
-
-def _fold(text: str) -> str:
-    """Width and case folded, the same length as `text` (so offsets still match)."""
-    t = text.translate(_WIDE)
-    if unicodedata.is_normalized("NFKC", t):
-        low = t.lower()
-        if len(low) == len(t):
-            return low
-    out = []
-    for ch in t:
-        n = ch if ch.isascii() else unicodedata.normalize("NFKC", ch)
-        n = n.lower()
-        out.append(n if len(n) == 1 else ch)
-    return "".join(out)
-
-
-def _simplified(text: str) -> str:
-    conv = _t2s().convert(text)
-    if len(conv) == len(text):
-        return conv
-    return "".join(c if len(c := _t2s().convert(ch)) == 1 else ch for ch in text)
-
-
 def normalise(text: str, traditional: bool = False) -> tuple[str, list[int], list[int]]:
     """The text with separators removed, and where each of its runs of letters starts in the
-    normalised text and in the original (to map a match back)."""
-    folded = _fold(text)
-    if traditional:
-        folded = _simplified(folded)
-    parts, norm_at, orig_at = [], [], []
-    n = 0
-    for m in _RUN.finditer(folded):
-        parts.append(m.group())
-        norm_at.append(n)
-        orig_at.append(m.start())
-        n += m.end() - m.start()
-    return "".join(parts), norm_at, orig_at
+    normalised text and in the original (to map a match back). The node's message check
+    normalises the same way (govhost_node/words.py)."""
+    folded = words.fold(text)
+    return words.runs(simplified(folded) if traditional else folded)
 
 
 def _orig(pos: int, norm_at: list[int], orig_at: list[int]) -> int:
     i = bisect.bisect_right(norm_at, pos) - 1
     return orig_at[i] + (pos - norm_at[i])
-
-
-def _key(word: str, traditional: bool) -> str:
-    return normalise(word, traditional)[0]
 
 
 class Matcher:
@@ -115,18 +69,18 @@ class Matcher:
                             wl.traditional)
                 idx = len(self.rules)
                 self.rules.append(rule)
-                key = _key(e.word, wl.traditional)
-                staged[wl.traditional].setdefault(key, []).append(("word", idx))
+                staged[wl.traditional].setdefault(key(e.word, wl.traditional), []).append(
+                    ("word", idx))
                 for ok in e.except_in:
-                    staged[wl.traditional].setdefault(_key(ok, wl.traditional), []).append(
+                    staged[wl.traditional].setdefault(key(ok, wl.traditional), []).append(
                         ("except", idx))
-        for trad, words in staged.items():
-            if not words:
+        for trad, keys in staged.items():
+            if not keys:
                 continue
             a = ahocorasick.Automaton()
-            for key, values in words.items():
-                if key:
-                    a.add_word(key, (len(key), tuple(values)))
+            for k, values in keys.items():
+                if k:
+                    a.add_word(k, (len(k), tuple(values)))
             a.make_automaton()
             self._auto[trad] = a
 
@@ -136,18 +90,16 @@ class Matcher:
             norm, norm_at, orig_at = normalise(text, trad)
             if not norm:
                 continue
-            words: list[tuple[int, int, int]] = []
+            found: list[tuple[int, int, int]] = []
             excepts: dict[int, list[tuple[int, int]]] = {}
             for end, (length, values) in auto.iter(norm):
                 start = end - length + 1
                 for what, idx in values:
                     if what == "word":
-                        words.append((start, end + 1, idx))
+                        found.append((start, end + 1, idx))
                     else:
                         excepts.setdefault(idx, []).append((start, end + 1))
-            for start, end, idx in words:
-                if any(s <= start and end <= e for s, e in excepts.get(idx, ())):
-                    continue
+            for start, end, idx in words.excused(found, excepts):
                 o_start = _orig(start, norm_at, orig_at)
                 o_end = _orig(end - 1, norm_at, orig_at) + 1
                 hits.append(Hit(o_start, o_end, self.rules[idx]))

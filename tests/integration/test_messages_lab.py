@@ -131,6 +131,31 @@ def test_forged_headers_another_site_huge_bodies_and_the_wrong_method_get_nothin
     assert set(listed(county)) - before == {first}      # only the one with forged headers
 
 
+def test_the_countys_words_refuse_a_message_or_hold_it_for_the_unit(county):
+    """The example county's lists (inventory/wording) reach every node with the release: a
+    `block` word, spaced out, is refused with the word and nothing kept; a `review` word in
+    traditional characters holds the message, on both copies, and `messages answer` will
+    not publish it unless told to."""
+    before = set(listed(county))
+    status, answer = write(NODES["n2"], SOURCES[1], fields={
+        **GOOD, "text": "本店可以代 开，发 票，价格从优，联系我。"})
+    assert status == 400 and "代开发票" in answer["problems"]["text"], answer
+    status, answer = write(NODES["n3"], SOURCES[1], fields={
+        **GOOD, "subject": "网站打不开", "text": "國家工商行政管理總局的链接在贵局网站上打不开。"})
+    assert status == 200 and answer["held"] is True, answer
+    now = listed(county)
+    assert set(now) - before == {answer["number"]}
+    held = now[answer["number"]]
+    assert held["review_words"] == ["国家工商行政管理总局"] and held["copies"] == 2, held
+    assert not held["differs"]
+    shown = govhost(county, "messages", "show", answer["number"], check=True).stdout
+    assert "held:    国家工商行政管理总局" in shown
+    refused = govhost(county, "messages", "answer", answer["number"], "--text", "已修复链接。")
+    assert refused.returncode == 1 and "--publish-held" in refused.stdout + refused.stderr
+    govhost(county, "messages", "answer", answer["number"], "--text", "已修复链接。",
+            "--not-public", check=True)
+
+
 def test_a_units_own_account_cannot_open_the_citizens_socket_nor_the_peers_door(county):
     """A unit's PHP and SFTP run as its account: were it able to open the socket, it could
     name any unit and any source; were it able to reach another node's peers' door, it could

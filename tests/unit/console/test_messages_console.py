@@ -138,6 +138,26 @@ def test_the_list_has_due_dates_and_standing_and_the_contact_read_is_audited(cou
     assert ("editor", OLD) in read_by
 
 
+def test_a_message_held_for_review_words_is_marked_and_its_answer_is_private_by_default(
+        county, monkeypatch):
+    """A node found words of the county's `review` lists in NEW (govhost_node/words.py):
+    the list marks it, its page names the words, and the answer form starts as 不予公开."""
+    import dataclasses
+    held = dataclasses.replace(NODES[1], review_words=("茶河乡", "国家工商行政管理总局"))
+    monkeypatch.setitem(globals(), "NODES", [NODES[0], held, NODES[2]])
+    c, issued = county
+    editor = login(c, issued, "editor")
+    page = editor.get("/units/jiaoyu/messages").text
+
+    def row(number):
+        return re.search(rf'<tr [^>]+><td><a [^>]+>{number}</a>.*?</tr>', page, re.S).group(0)
+    assert "含待审核词语" in row(NEW) and "含待审核词语" not in row(OLD)
+    one = editor.get(f"/units/jiaoyu/messages/{NEW}").text
+    assert re.search(r'id="held">[^<]*茶河乡、国家工商行政管理总局', one)
+    assert 'id="private" checked' in one
+    assert 'id="private">' in editor.get(f"/units/jiaoyu/messages/{OLD}").text
+
+
 def test_an_answer_waits_for_the_units_reviewer_and_then_reaches_the_nodes(county, pushed):
     c, issued = county
     editor = login(c, issued, "editor")
