@@ -11,10 +11,14 @@ and prints each in seconds and as a ratio to the floor. Then it reloads nginx un
 wrk load (loopback only) and reports 5xx responses, refused connections and keep-alive
 connections closed by the reload.
 
-Needs root and the lab: `govhost lab up --nodes 3` first. Usage: bench/apply_scale.py [N]
+Needs root and the lab: `govhost lab up --nodes 3` first.
+Usage: bench/apply_scale.py [N] [--json] (--json: the figures, each with the floor and its
+ratio, as one JSON object on the last line).
 """
 from __future__ import annotations
 
+import argparse
+import json
 import re
 import shutil
 import statistics
@@ -125,7 +129,11 @@ def wrk_during_apply(inv_dir: Path, host: str, address: str, seconds: int = 12) 
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("count", nargs="?", type=int, default=1000, help="generated units")
+    ap.add_argument("--json", action="store_true", help="the figures as JSON, last line")
+    args = ap.parse_args()
+    count = args.count
     if not all(n.ssh_open for n in lab.up(3)[:3]):
         sys.exit("lab nodes are not answering")
     work = Path(tempfile.mkdtemp(prefix="govhost-bench-"))
@@ -172,6 +180,20 @@ def main() -> None:
         print("reload under load (wrk -t2 -c32, 3 applies with reloads on every node):")
         for k, v in load.items():
             print(f"  {k:<30}{v}")
+        if args.json:
+            print(json.dumps({
+                "bench": "apply_scale", "units": count, "nodes": 3,
+                "floor_seconds": round(floor_s, 3),
+                "plan_seconds": round(plan_s, 3),
+                "full_apply": {"seconds": round(full_s, 3), "x_floor": round(full_s / floor_s, 2),
+                               "target_x_floor": 2.0, "result": full.result},
+                "incremental_apply": {"seconds": round(incr_s, 3),
+                                      "x_floor": round(incr_s / floor_s, 2),
+                                      "target_x_floor": 1.5, "result": incr.result},
+                "no_change_apply": {"seconds": round(noop_s, 3),
+                                    "x_floor": round(noop_s / floor_s, 2),
+                                    "result": noop.result},
+                "reload_under_load": load}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

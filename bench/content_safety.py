@@ -11,13 +11,16 @@
      p99) in process, and through a lab node's nginx under wrk; next to `grep -rl WORD` over
      the same pages as the floor;
   3. tamper protection with UNITS units (default 300) live on one lab node: time from a file
-     changed to put back (median, p99), measured on the node.
+     changed to put back (median, p99), measured on the node;
+  4. a citizen's message of 5,000 characters screened against the same lists the way a node
+     does (govhost_node/words.py), next to the control machine's automaton on the same text.
 
 Parts 2 (wrk) and 3 need root and the lab (they bring up 3 overlay nodes and apply the
 example county); part 1 and the in-process numbers do not. Pages are synthetic Chinese
 government pages (titles, dates, ~600 characters of text from a fixed vocabulary).
 
-Usage: bench/content_safety.py [PAGES] [UNITS] [--no-lab]
+Usage: bench/content_safety.py [PAGES] [UNITS] [--no-lab] [--json]
+(--json: every part's figures as one JSON object on the last line.)
 """
 from __future__ import annotations
 
@@ -363,6 +366,31 @@ def bench_tamper(units: int, files: int = 20, rounds: int = 200) -> dict:
             "put_back_ms_p99": round(pct(lat, 99), 1), "put_back_ms_max": round(max(lat), 1)}
 
 
+def bench_message_screen(inv, rounds: int = 200) -> dict:
+    """A 5,000-character message (the longest a citizen may send) with one listed word at
+    its end, screened as a node screens it and as the control machine's matcher reads it."""
+    from controlplane.core import wordlists
+    from controlplane.wording.match import Matcher
+    from govhost_node.words import Screen
+    lists = dict(inv.wording)
+    screen, matcher = Screen(wordlists.for_messages(lists)), Matcher(lists)
+    rnd = random.Random(7)
+    text = "".join(rnd.choice(VOCAB) for _ in range(2500))[:4990] + "代开发票"
+    assert [f.word for f in screen.find(text)] == ["代开发票"]
+
+    def per_call(fn) -> float:
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            fn(text)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1000
+    node_ms, control_ms = per_call(screen.find), per_call(matcher.find)
+    return {"message_chars": len(text), "node_screen_ms": round(node_ms, 3),
+            "control_matcher_ms": round(control_ms, 3),
+            "node_x_control": round(node_ms / control_ms, 2)}
+
+
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     count = int(args[0]) if args else 60_000
@@ -375,9 +403,13 @@ def main() -> None:
         files = make_pages(work / "pages", count, units)
         print(f"generated {count} pages for {units} units in {time.perf_counter() - t0:.1f} s",
               flush=True)
-        w = bench_wording(inv, files, work)
+        figures: dict = {"bench": "content_safety", "pages": count, "units": units}
+        w = figures["wording"] = bench_wording(inv, files, work)
         print("wording:", json.dumps(w, ensure_ascii=False), flush=True)
+        m = figures["message_screen"] = bench_message_screen(inv)
+        print("message screen:", json.dumps(m), flush=True)
         s, db = bench_index(inv, files, work)
+        figures["search_index"] = s
         print("search index:", json.dumps(s, ensure_ascii=False), flush=True)
         if use_lab:
             from controlplane.lab import machines as lab
@@ -389,10 +421,12 @@ def main() -> None:
                             ignore=shutil.ignore_patterns(".govhost"))
             if not apply_mod.apply(County(inv_dir)).ok:
                 sys.exit("apply failed")
-            h = bench_search_http(db, count)
+            h = figures["search_http"] = bench_search_http(db, count)
             print("search server on n1 (wrk -t2 -c8 -d10s):", json.dumps(h), flush=True)
-            t = bench_tamper(units)
+            t = figures["tamper"] = bench_tamper(units)
             print("tamper:", json.dumps(t), flush=True)
+        if "--json" in sys.argv:
+            print(json.dumps(figures, ensure_ascii=False))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

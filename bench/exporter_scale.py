@@ -4,10 +4,14 @@ the 3 lab nodes. Prints, measured in one run: the wall time and CPU time of one 
 (every tenant's homepage through every node), the scrape time of the exporter and of one
 node agent, and the number of series each returns.
 
-Needs root and the lab: `govhost lab up --nodes 3` first. Usage: bench/exporter_scale.py [N]
+Needs root and the lab: `govhost lab up --nodes 3` first.
+Usage: bench/exporter_scale.py [N] [--json] (--json: the figures as one JSON object on the
+last line).
 """
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -33,7 +37,11 @@ def series(text: str) -> int:
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("count", nargs="?", type=int, default=1000, help="generated units")
+    ap.add_argument("--json", action="store_true", help="the figures as JSON, last line")
+    args = ap.parse_args()
+    count = args.count
     if not all(n.ssh_open for n in lab.up(3)[:3]):
         sys.exit("lab nodes are not answering")
     work = Path(tempfile.mkdtemp(prefix="govhost-bench-exporter-"))
@@ -76,6 +84,17 @@ def main() -> None:
             ("agent series on n1", str(series(agent_text))),
         ]:
             print(f"{name:<44}{value:>12}")
+        if args.json:
+            print(json.dumps({
+                "bench": "exporter_scale", "units": count, "nodes": 3,
+                "probes_per_round": probes_per_round, "up_in_last_round": up,
+                "probe_round_seconds": round(wall, 3), "probe_round_cpu_seconds": round(cpu, 3),
+                "cpu_share_at_30s": round(cpu / 30, 4),
+                "exporter_scrape_seconds": round(statistics.median(scrapes), 4),
+                "exporter_scrape_target_seconds": 0.5,
+                "exporter_series": series(text),
+                "agent_scrape_seconds": round(statistics.median(agent_times), 4),
+                "agent_series": series(agent_text)}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,6 +1,6 @@
 """Real servers, measured: bare machines to a serving county, and a node replacement.
 
-    python bench/node_lifecycle.py [UNITS] [FILES]      (default 300 units x 200 files)
+    python bench/node_lifecycle.py [UNITS] [FILES] [--json]   (default 300 units x 200 files)
 
 1. Bare to serving: three freshly installed machines (bare image, empty disks, the lab's
    shared apt cache as it is), then `govhost apply` of the example county; seconds.
@@ -9,9 +9,13 @@
    by side with the floor: plain `rsync -a` over SSH of the same node's content tree, from
    a copy on the control machine, onto the wiped node.
 Takes over the lab (brings it down first). Network traffic stays on 10.77.0.1N.
+--json: the figures, the replacement with its floor and ratio, as one JSON object on the
+last line.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -96,8 +100,12 @@ def replacement(units: int, files: int) -> dict:
 
 
 def main() -> None:
-    units = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-    files = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("units", nargs="?", type=int, default=300)
+    ap.add_argument("files", nargs="?", type=int, default=200)
+    ap.add_argument("--json", action="store_true", help="the figures as JSON, last line")
+    args = ap.parse_args()
+    units, files = args.units, args.files
     if not shutil.which("rsync"):
         sys.exit("rsync is not installed on this machine (apt-get install rsync)")
     b = bare_to_serving()
@@ -112,6 +120,16 @@ def main() -> None:
     print(f"ratio replace/rsync: {r['replace_s'] / r['rsync_s']:.1f}x "
           "(replace also bootstraps the bare machine and applies its config)")
     lab.down()
+    if args.json:
+        print(json.dumps({
+            "bench": "node_lifecycle", "bare_to_serving_seconds": round(b, 1),
+            **{k: r[k] for k in ("units", "files", "held_by_n3", "moved_bytes", "tree_bytes")},
+            "publish_seconds": round(r["publish_s"], 1),
+            "replace": {"seconds": round(r["replace_s"], 1),
+                        "floor": "rsync -a of n3's content tree",
+                        "floor_seconds": round(r["rsync_s"], 1),
+                        "x_floor": round(r["replace_s"] / r["rsync_s"], 2),
+                        "target_x_floor": 2.0}}))
 
 
 if __name__ == "__main__":
