@@ -35,9 +35,12 @@ def backup_run(units: list[str] = typer.Argument(None, help="Units (all when non
                control_only: bool = typer.Option(False, "--control-only",
                                                  help="Only the control machine's own "
                                                  "snapshot (as `govhost control backup`)."),
+               always: bool = typer.Option(False, "--always", help="A new snapshot of every "
+                                           "unit's files, changed or not."),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Back up now: files from each unit's first replica, databases from the db node, and
-    (for a full run) the control machine's own snapshot. Exit 1 if anything failed."""
+    (for a full run) the control machine's own snapshot. Files unchanged since their last
+    snapshot make no new one (`unchanged`). Exit 1 if anything failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from controlplane.backup import run as backup
@@ -55,7 +58,8 @@ def backup_run(units: list[str] = typer.Argument(None, help="Units (all when non
     with progress:
         res = call(lambda: backup.run(
             county(), units or (), on_result=on_result, jobs=jobs,
-            control_only=control_only, on_start=lambda n: progress.update(task, total=n)),
+            control_only=control_only, on_start=lambda n: progress.update(task, total=n),
+            always=always),
             as_json=as_json)
     if as_json:
         emit(res)
@@ -64,7 +68,8 @@ def backup_run(units: list[str] = typer.Argument(None, help="Units (all when non
                   "unit", "kind", "node", "result", "snapshot", "files", "added", "seconds")
         for r in res["results"]:
             t.add_row(r["tenant"], r["kind"], r["node"],
-                      "[green]ok[/]" if r["ok"] else "[red]failed[/]",
+                      ("[green]unchanged[/]" if r.get("unchanged") else "[green]ok[/]")
+                      if r["ok"] else "[red]failed[/]",
                       (r.get("snapshot") or "-")[:8], str(r.get("files", "-")),
                       human_size(r.get("bytes_added") or 0), f"{r['seconds']:.1f}")
         out.print(t)

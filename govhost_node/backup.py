@@ -5,10 +5,13 @@ release); prints one JSON object per line.
   install                  the repository account on the backup node (and the off-site one
                            where this node stands in for it), the repository itself (backup
                            node), and the timers (systemd, else cron) of backup.json
-  run [--schedule S] [--tenant T]... [--tag K=V]... [--run ID] [--jobs N]
+  run [--schedule S] [--tenant T]... [--tag K=V]... [--run ID] [--jobs N] [--always]
                            back up this node's tenants (files: upload area, live release,
                            PHP files/; databases on the db node: mariadb-dump to a file first,
-                           so a failed dump makes no snapshot), one snapshot each
+                           so a failed dump makes no snapshot), one snapshot each; a files
+                           tree that has not changed since its last snapshot in this
+                           repository makes none (its result says `unchanged`), unless
+                           --always or --tag asks for one
   snapshots [--tenant T]   the repository's snapshots (restic's JSON)
   restore-files T SNAP [--upload] [--php-files]  restore a files snapshot under RESTORE; with
                            --php-files PHP files/ too; with --upload the
@@ -162,11 +165,11 @@ class Restic:
         raise BackupError("the repository did not answer in 60 s, twice (is the backup "
                           f"node up, and its sshd?): {_last_line(said.decode(errors='replace'))}")
 
-    def ensure_init(self, chunker_from: "Restic | None" = None) -> None:
-        """Create the repository on first use (two nodes racing agree on one)."""
+    def ensure_init(self, chunker_from: "Restic | None" = None) -> str:
+        """Create the repository on first use (two nodes racing agree on one); its id."""
         probe = self._probe()
         if probe.returncode == 0:
-            return
+            return _repository_id(probe.stdout)
         err = probe.stderr.decode(errors="replace")
         if "does not exist" not in err and "no such file" not in err.lower() \
                 and "Is there a repository" not in err:
@@ -182,9 +185,11 @@ class Restic:
         init = subprocess.run(self.cmd("init", *extra), env=dict(
             self.env, RESTIC_FROM_PASSWORD=chunker_from.env["RESTIC_PASSWORD"])
             if chunker_from else self.env, capture_output=True, timeout=300)
-        if init.returncode != 0 and self._probe().returncode != 0:
+        again = self._probe()
+        if again.returncode != 0:
             raise BackupError("cannot create the repository: "
                               f"{_last_line(init.stderr.decode(errors='replace'))}")
+        return _repository_id(again.stdout)
 
     def snapshots(self, *filters: str) -> list[dict]:
         r = self.run("snapshots", "--json", "--no-lock", *filters, timeout=600)
@@ -195,6 +200,15 @@ class Restic:
 
 class BackupError(Exception):
     pass
+
+
+def _repository_id(config: bytes) -> str:
+    """The id in `restic cat config`: a repository made again (rebuilt, or a new path) has
+    another, and holds none of the snapshots the status file names."""
+    try:
+        return str(json.loads(config)["id"])
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def _last_line(text: str) -> str:
@@ -260,29 +274,68 @@ def _update_status(tenant: str, kind: str, result: dict) -> None:
         if result["ok"]:
             entry.update(last_success=result["finished_at"], snapshot=result["snapshot"],
                          last_error="", seconds=result["seconds"])
+            # what the snapshot holds, as metadata, and where: the next run makes none
+            # while both are the same (`unchanged`)
+            entry.update(fingerprint=result.get("fingerprint", ""),
+                         repository=result.get("repository", ""))
         else:
-            entry["last_error"] = result["error"]
+            entry.update(last_error=result["error"], fingerprint="")
         tmp = f"{STATUS}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(status, f, sort_keys=True)
         os.replace(tmp, STATUS)
 
 
+def _last(tenant: str, kind: str) -> dict:
+    try:
+        with open(STATUS, encoding="utf-8") as f:
+            return dict(json.load(f).get(tenant, {}).get(kind, {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 # ---------------------------------------------------------------- backing up
 
-def _files_job(spec: dict, restic: Restic, entry: dict, tags: list[str]) -> dict:
-    home = entry["home"]
+def _files_excludes(spec: dict, home: str) -> list[str]:
+    """What a unit's files snapshot leaves out: its var/ and every release but the live one
+    (older ones are hard links to the same files, or out of date)."""
     if not os.path.isdir(os.path.join(home, "releases")):
         raise BackupError(f"{home} holds no content tree on {spec['node']}")
     try:
         live = os.path.basename(os.readlink(os.path.join(home, "current")))
     except OSError:
         live = None
-    # The live release only: older ones are hard links to the same files or out of date.
-    excludes = [os.path.join(home, "var")]
-    excludes += [os.path.join(home, "releases", r) for r in os.listdir(os.path.join(home, "releases"))
-                 if r != live]
-    return _backup(restic, [home], tags, excludes)
+    return [os.path.join(home, "var")] + [
+        os.path.join(home, "releases", r) for r in os.listdir(os.path.join(home, "releases"))
+        if r != live]
+
+
+def files_fingerprint(home: str, excludes: list[str]) -> str:
+    """Everything restic would read of a unit's tree, as metadata: each entry's path, type,
+    mode, owner, size, inode, modification and change times, and a link's target. The
+    change time is set by the kernel at every write, rename, chmod and chown, and no account
+    can set it back (`touch -d` moves only the modification time), so a tree whose
+    fingerprint is the same holds what its last snapshot holds. Costs a stat per entry,
+    which restic's own scan pays as well."""
+    skip = set(excludes)
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(home):
+        dirs[:] = sorted(d for d in dirs if os.path.join(root, d) not in skip)
+        for name in sorted(dirs + files):
+            path = os.path.join(root, name)
+            if path in skip:
+                continue
+            st = os.lstat(path)
+            link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
+            h.update(f"{os.path.relpath(path, home)}\0{st.st_mode}\0{st.st_uid}\0"
+                     f"{st.st_gid}\0{st.st_size}\0{st.st_ino}\0{st.st_mtime_ns}\0"
+                     f"{st.st_ctime_ns}\0{link}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _files_job(spec: dict, restic: Restic, entry: dict, tags: list[str]) -> dict:
+    home = entry["home"]
+    return _backup(restic, [home], tags, _files_excludes(spec, home))
 
 
 def _mariadb(*args: str, sql: str | None = None) -> subprocess.CompletedProcess:
@@ -356,11 +409,13 @@ def run(args: argparse.Namespace) -> None:
     extra = [t for t in (args.tag or []) if TAG.match(t)]
     if len(extra) != len(args.tag or []):
         die("bad --tag: use key=value with letters, digits and _.:-")
+    # A snapshot asked for with a tag (a safety snapshot before a restore) is always made.
+    may_skip = not (args.always or extra)
     emit({"event": "start", "node": spec["node"], "jobs": len(jobs), "run": run_id})
     if not jobs:
         return
     try:
-        restic.ensure_init()
+        repository = restic.ensure_init()
         _clear_stale(spec)
     except (BackupError, OSError) as exc:   # OSError: restic missing or not executable
         for kind, e, _ in jobs:
@@ -379,6 +434,22 @@ def run(args: argparse.Namespace) -> None:
         res = {"event": "result", "tenant": e["tenant"], "kind": kind, "node": spec["node"],
                "run": run_id, "started_at": t0}
         try:
+            if kind == "files":
+                # taken before the snapshot: a change made while restic reads is seen
+                # as a change by the next run, never lost
+                res["fingerprint"] = files_fingerprint(e["home"],
+                                                       _files_excludes(spec, e["home"]))
+                res["repository"] = repository
+                last = _last(e["tenant"], kind)
+                if may_skip and repository and last.get("snapshot") and \
+                        last.get("fingerprint") == res["fingerprint"] and \
+                        last.get("repository") == repository:
+                    res.update(ok=True, unchanged=True, snapshot=last["snapshot"], files_new=0,
+                               files_changed=0, files=0, bytes=0, bytes_added=0, error="")
+                    res["finished_at"] = time.time()
+                    res["seconds"] = round(res["finished_at"] - t0, 3)
+                    _update_status(e["tenant"], kind, res)
+                    return res
             s = fn(spec, restic, e, tags)
             res.update(ok=True, snapshot=s["snapshot_id"], files_new=s.get("files_new", 0),
                        files_changed=s.get("files_changed", 0),
@@ -1143,6 +1214,8 @@ def main() -> None:
     r.add_argument("--tag", action="append")
     r.add_argument("--run")
     r.add_argument("--jobs", type=int, default=2)
+    r.add_argument("--always", action="store_true",
+                   help="a snapshot of every files tree, changed or not")
     r.set_defaults(fn=run)
     s = sub.add_parser("snapshots")
     s.add_argument("--tenant")

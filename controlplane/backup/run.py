@@ -116,10 +116,12 @@ def _json(r: subprocess.CompletedProcess) -> Any:
 def run(county: County, tenants: Sequence[str] = (), *, tags: Sequence[str] = (),
         include_control: bool | None = None, on_result: OnResult = lambda _: None,
         on_start: Callable[[int], None] = lambda _: None, jobs: int = 2,
-        control_only: bool = False) -> dict[str, Any]:
+        control_only: bool = False, always: bool = False) -> dict[str, Any]:
     """Back up `tenants` (all when empty) from the nodes that hold them, in parallel per node;
     then, for a full run, the control plane's own state. Every result is recorded;
-    `on_start` first learns how many results there will be."""
+    `on_start` first learns how many results there will be. A unit's files unchanged since
+    their last snapshot make no new one (the result says `unchanged` and names that
+    snapshot) unless `always` or `tags`: a night's run costs what changed."""
     with _lock(county, "run"), cluster(county) as c:
         src = c.sources
         unknown = [t for t in tenants if t not in c.placement or c.inv.tenant(t) is None]
@@ -156,6 +158,8 @@ def run(county: County, tenants: Sequence[str] = (), *, tags: Sequence[str] = ()
                 args += ["--tenant", t]
             for tag in tags:
                 args += ["--tag", tag]
+            if always:
+                args.append("--always")
             try:
                 _stream(c, c.nodes[name], args, arrived.put, ts, src, run_id)
             finally:

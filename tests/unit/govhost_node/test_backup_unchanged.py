@@ -1,0 +1,147 @@
+"""A night's backup in proportion to change (issue 37), with the real restic on a local
+repository: a unit's files tree unchanged since its last snapshot makes no new snapshot (the
+result says `unchanged` and names the one that holds it, and the status is fresh); any write,
+chmod, rename, a modification time set back, a new live release, a repository made again,
+a tag or --always make one."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from govhost_node import backup
+
+pytestmark = pytest.mark.skipif(shutil.which("restic") is None, reason="restic not installed")
+PASSWORD = "pw-for-unchanged"
+
+
+def _tree(home) -> None:
+    (home / "releases" / "r1").mkdir(parents=True)
+    (home / "releases" / "r2").mkdir()
+    (home / "releases" / "r1" / "index.html").write_text("<h1>一</h1>")
+    (home / "releases" / "r2" / "index.html").write_text("<h1>二</h1>")
+    (home / "current").symlink_to("releases/r1")
+    (home / "upload").mkdir()
+    (home / "upload" / "a.txt").write_text("甲")
+    (home / "var").mkdir()
+    (home / "var" / "cache").write_text("not backed up")
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    subprocess.run(["restic", "-r", str(repo), "init"], check=True, capture_output=True,
+                   env={**os.environ, "RESTIC_PASSWORD": PASSWORD})
+    homes = {}
+    for t in ("jiaoyu", "wenlv"):
+        homes[t] = tmp_path / "sites" / t
+        _tree(homes[t])
+    spec = {"node": "n1", "password": PASSWORD,
+            "repository": {"url": str(repo), "path": str(repo), "user": "govhost-backup",
+                           "address": "127.0.0.1", "port": 22, "local": False},
+            "files": [{"tenant": t, "home": str(h), "schedule": "02:30"}
+                      for t, h in homes.items()],
+            "databases": []}
+    (tmp_path / "backup.json").write_text(json.dumps(spec))
+    state = tmp_path / "state"
+    monkeypatch.setattr(backup, "SPEC", str(tmp_path / "backup.json"))
+    monkeypatch.setattr(backup, "STATE", str(state))
+    monkeypatch.setattr(backup, "STATUS", str(state / "status.json"))
+    return {"repo": repo, "homes": homes, "tmp": tmp_path}
+
+
+def _run(capsys, *tags: str, always: bool = False) -> dict[str, dict]:
+    backup.run(argparse.Namespace(schedule=None, tenant=None, tag=list(tags) or None,
+                                  run=None, jobs=2, always=always))
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    return {r["tenant"]: r for r in lines if r.get("event") == "result"}
+
+
+def _snapshots(repo) -> int:
+    out = subprocess.run(["restic", "-r", str(repo), "snapshots", "--json", "--no-lock"],
+                         capture_output=True, check=True,
+                         env={**os.environ, "RESTIC_PASSWORD": PASSWORD}).stdout
+    return len(json.loads(out))
+
+
+def test_an_unchanged_tree_makes_no_snapshot_and_its_status_stays_fresh(node, capsys):
+    first = _run(capsys)
+    assert all(r["ok"] and not r.get("unchanged") for r in first.values())
+    assert _snapshots(node["repo"]) == 2
+    second = _run(capsys)
+    assert all(r["ok"] and r["unchanged"] for r in second.values()), second
+    assert {t: r["snapshot"] for t, r in second.items()} == \
+        {t: r["snapshot"] for t, r in first.items()}
+    assert _snapshots(node["repo"]) == 2
+    status = json.loads(open(backup.STATUS).read())
+    assert status["jiaoyu"]["files"]["last_success"] == second["jiaoyu"]["finished_at"]
+
+
+@pytest.mark.parametrize("change", ["write", "chmod", "mtime_set_back", "rename", "release"])
+def test_every_kind_of_change_makes_a_snapshot_of_that_unit_only(node, capsys, change):
+    _run(capsys)
+    home = node["homes"]["jiaoyu"]
+    f = home / "upload" / "a.txt"
+    before = os.stat(f)
+    if change == "write":
+        f.write_text("乙")                       # same size
+    elif change == "chmod":
+        f.chmod(0o600)
+    elif change == "mtime_set_back":             # what `touch -d` over SFTP can do
+        f.write_text("丙")
+        os.utime(f, ns=(before.st_atime_ns, before.st_mtime_ns))
+    elif change == "rename":
+        f.rename(home / "upload" / "b.txt")
+    elif change == "release":
+        (home / "current").unlink()
+        (home / "current").symlink_to("releases/r2")
+    again = _run(capsys)
+    assert not again["jiaoyu"].get("unchanged") and again["jiaoyu"]["ok"], again["jiaoyu"]
+    assert again["wenlv"]["unchanged"]
+    assert _snapshots(node["repo"]) == 3
+
+
+def test_what_restic_leaves_out_changes_nothing(node, capsys):
+    """var/ and the releases that are not live are not in the snapshot."""
+    _run(capsys)
+    home = node["homes"]["jiaoyu"]
+    (home / "var" / "cache").write_text("changed")
+    (home / "releases" / "r2" / "index.html").write_text("<h1>改</h1>")
+    assert _run(capsys)["jiaoyu"]["unchanged"]
+
+
+def test_a_tag_always_or_a_new_repository_makes_a_snapshot(node, capsys):
+    _run(capsys)
+    assert not any(r.get("unchanged") for r in _run(capsys, "reason=pre-restore").values())
+    assert not any(r.get("unchanged") for r in _run(capsys, always=True).values())
+    assert _snapshots(node["repo"]) == 6
+    shutil.rmtree(node["repo"])                  # the backup node's disk replaced, say
+    subprocess.run(["restic", "-r", str(node["repo"]), "init"], check=True,
+                   capture_output=True, env={**os.environ, "RESTIC_PASSWORD": PASSWORD})
+    fresh = _run(capsys)
+    assert not any(r.get("unchanged") for r in fresh.values()) and \
+        all(r["ok"] for r in fresh.values())
+    assert _snapshots(node["repo"]) == 2
+
+
+def test_a_failed_snapshot_is_not_taken_for_one_that_holds_the_tree(node, capsys,
+                                                                    monkeypatch):
+    _run(capsys)
+    (node["homes"]["jiaoyu"] / "upload" / "a.txt").write_text("丁")
+
+    def broken(*a, **k):
+        raise backup.BackupError("restic exit 1 (fatal error (nothing saved)): test")
+    monkeypatch.setattr(backup, "_backup", broken)
+    with pytest.raises(SystemExit):
+        _run(capsys)
+    capsys.readouterr()
+    monkeypatch.undo()
+    monkeypatch.setattr(backup, "SPEC", str(node["tmp"] / "backup.json"))
+    monkeypatch.setattr(backup, "STATE", str(node["tmp"] / "state"))
+    monkeypatch.setattr(backup, "STATUS", str(node["tmp"] / "state" / "status.json"))
+    again = _run(capsys)
+    assert not again["jiaoyu"].get("unchanged") and again["jiaoyu"]["ok"]
