@@ -14,6 +14,7 @@ from typing import Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from controlplane.core import errors
@@ -57,7 +58,8 @@ def fail(exc: Exception, as_json: bool = False) -> None:
         for p in exc.problems:
             err.print(f"  {p}", highlight=False, markup=False)
     else:
-        err.print(f"[bold red]error[/]: {exc}", highlight=False)
+        # an error's text may hold what a citizen, a unit or a node wrote: text, never markup
+        err.print(f"[bold red]error[/]: {escape(str(exc))}", highlight=False, emoji=False)
     raise typer.Exit(1)
 
 

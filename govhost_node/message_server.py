@@ -509,7 +509,6 @@ class Handler(BaseHTTPRequestHandler):
             rules.verify(s.secret, unit, s.node, form.get("challenge", ""),
                          form.get("nonce", ""), now)
             draft = rules.check(form)
-            held = screen(s.words, draft)
         except rules.Refused as e:
             self._send(400, {"problems": e.problems})
             return
@@ -519,6 +518,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         if not s.allow(source, now):
             self._send(429, {"error": "too many messages from here; try again later"})
+            return
+        # The county's words: after the proof of work is spent and the source counted, so
+        # that one proof of work buys one check (the page asks a new challenge per send)
+        try:
+            held = screen(s.words, draft)
+        except rules.Refused as e:
+            self._send(400, {"problems": e.problems})
             return
         if not s.allow_unit(unit, now):
             self._send(429, {"error": "this unit takes no more messages just now; try again "

@@ -42,6 +42,9 @@ _BREAKS = re.compile("\r\n|[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 # a page show text in another order than it is stored, or hide text; only the joiners that
 # some scripts need may stand inside a text.
 _JOINERS = frozenset("\u200c\u200d")
+# Hangul fillers: letters by their category that show as nothing (an invisible subject, or
+# a listed word split without a visible mark)
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
 _PHONE = re.compile(r"\+?[0-9][0-9 \-]{5,18}[0-9]", re.ASCII)
 _EMAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9][A-Za-z0-9\-]{0,62}"
                     r"(\.[A-Za-z0-9][A-Za-z0-9\-]{0,62})*\.[A-Za-z]{2,63}", re.ASCII)
@@ -65,7 +68,7 @@ def _bad_char(ch: str, multiline: bool) -> bool:
     if cat == "Cf":
         return not (multiline and ch in _JOINERS)
     # Cc: controls; Cs: lone surrogates; Co/Cn: private use and unassigned; Zl/Zp: U+2028/9
-    return cat in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp") or ch == "\u3164"   # Hangul filler
+    return cat in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp") or ch in _FILLERS
 
 
 def clean(value: object, multiline: bool = False) -> str:

@@ -3,8 +3,9 @@ word refuses the message with the reason, a `review` word holds it for the unit.
 
 Why on the node and in the standard library: a node takes messages while the control machine
 is down, and runs no PyPI package. The control machine compiles the lists into the node's
-`messages.json` (`controlplane.core.wordlists.for_messages`: every word normalised here, the
-traditional characters the lists must also catch mapped to simplified ones). The
+`messages.json` (`controlplane.core.wordlists.for_messages`: every word normalised here, and
+OpenCC's tables for the lists that also catch traditional forms, which this module applies
+as OpenCC does). The
 normalisation is this module's, and the control machine's wording check uses it too: a word
 is found in a message exactly as it would be found on a page (`国 家，工商` and `ＡＢＣ` are
 still found; docs/content-safety.md).
@@ -22,10 +23,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 _RUN = re.compile(r"[^\W_]+")
+# Letters that show nothing (Hangul fillers): read as the separators they look like, so
+# that `代\u115f开发票` is `代开发票` (U+3164 and these are refused in a message's fields too).
+_BLANK = {0x115F: 0x20, 0x1160: 0x20, 0x3164: 0x20, 0xFFA0: 0x20}
 # Full-width ASCII (！ to ～) to ASCII, and the ideographic space to a space: the evasions
 # people type; everything else NFKC would fold is handled per character below.
-_WIDE = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+_WIDE = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20} | _BLANK
 WORD, EXCEPT = 0, 1                 # what a key is: a listed word, or a form that excuses it
+WORD_MAX = 60                       # characters of a listed word or form (core/wordlists.py)
 
 
 def fold(text: str) -> str:
@@ -59,9 +64,44 @@ def runs(folded: str) -> tuple[str, list[int], list[int]]:
 def excused(words: list[tuple[int, int, int]], excepts: Mapping[int, list[tuple[int, int]]]
             ) -> list[tuple[int, int, int]]:
     """The (start, end, rule) matches of listed words that no `except_in` form of the same
-    rule covers (`茶河乡` inside `茶河乡村振兴` is right)."""
-    return [(s, e, i) for s, e, i in words
-            if not any(xs <= s and e <= xe for xs, xe in excepts.get(i, ()))]
+    rule covers (`茶河乡` inside `茶河乡村振兴` is right). Linear in the matches: a form that
+    covers a word starts at most WORD_MAX places before the word's end, so only those
+    starts are looked at (a text of a thousand `茶河乡村` is a thousand looks of 60 each, not
+    a thousand times a thousand)."""
+    reach: dict[int, dict[int, int]] = {}        # rule -> start -> the furthest end there
+    for i, spans in excepts.items():
+        ends = reach[i] = {}
+        for xs, xe in spans:
+            if xe > ends.get(xs, -1):
+                ends[xs] = xe
+    out = []
+    for s, e, i in words:
+        ends = reach.get(i)
+        if ends and any(ends.get(xs, -1) >= e for xs in range(max(0, e - WORD_MAX), s + 1)):
+            continue
+        out.append((s, e, i))
+    return out
+
+
+def simplified(text: str, chars: Mapping[str, str], phrases: Mapping[str, str]) -> str:
+    """`text` in simplified characters as OpenCC's t2s converts it (the control machine's
+    `wordlists.simplified`), from its tables: at each place the longest listed phrase, else
+    the character's own conversion; the same length as `text` (a conversion that changes
+    the length is done again character by character, as there)."""
+    longest = max(map(len, phrases), default=0)
+    out, i, n = [], 0, len(text)
+    while i < n:
+        for size in range(min(longest, n - i), 1, -1):
+            got = phrases.get(text[i:i + size])
+            if got is not None:
+                out.append(got)
+                i += size
+                break
+        else:
+            out.append(chars.get(text[i], text[i]))
+            i += 1
+    conv = "".join(out)
+    return conv if len(conv) == n else "".join(chars.get(c, c) for c in text)
 
 
 @dataclass(frozen=True)
@@ -80,6 +120,7 @@ class Screen:
         self.rules = [Found(str(w), str(sev), str(note))
                       for w, sev, note in spec.get("rules", [])]
         self.t2s: dict[str, str] = dict(spec.get("t2s", {}))
+        self.phrases: dict[str, str] = dict(spec.get("t2s_phrases", {}))
         # per variant (plain, traditional): key -> [(kind, rule)], and first char -> lengths
         self._keys: dict[bool, dict[str, list[tuple[int, int]]]] = {}
         self._starts: dict[bool, dict[str, tuple[int, ...]]] = {}
@@ -102,7 +143,7 @@ class Screen:
         hits: list[tuple[int, int, int]] = []
         folded = fold(text)
         for trad, keys in self._keys.items():
-            t = "".join(self.t2s.get(c, c) for c in folded) if trad else folded
+            t = simplified(folded, self.t2s, self.phrases) if trad else folded
             norm = runs(t)[0]
             starts = self._starts[trad]
             words: list[tuple[int, int, int]] = []

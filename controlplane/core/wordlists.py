@@ -20,12 +20,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import tempfile
 import unicodedata
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    field_validator,
+)
 
 from govhost_node import words
 
@@ -34,7 +46,7 @@ SEVERITIES: tuple[str, ...] = ("block", "review", "note")
 # What a person must act on: a serious wording error (严重表述错误) while on a live site.
 SERIOUS: tuple[str, ...] = ("block", "review")
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _word(value: str) -> str:
@@ -66,7 +78,17 @@ class WordEntry(_Model):
     right: Word | None = None          # the right form, shown with every finding
     severity: Severity | None = None   # default: the list's severity
     note: Note | None = None
-    except_in: tuple[Word, ...] = ()   # longer forms that contain the word and are right
+    # longer forms that contain the word and are right
+    except_in: tuple[Word, ...] = Field(default=(), max_length=20)
+
+    @field_validator("word")
+    @classmethod
+    def _found_as_itself(cls, value: str) -> str:
+        k = words.runs(words.fold(value))[0]
+        if k.isascii() and len(k) <= 2:
+            raise ValueError(f"{value!r} is matched as {k!r} (case, spaces and punctuation "
+                             "are ignored): too short, it would be found inside other words")
+        return value
 
 
 class WordList(_Model):
@@ -106,9 +128,9 @@ def key(word: str, traditional: bool) -> str:
     return words.runs(simplified(folded) if traditional else folded)[0]
 
 
-# The CJK characters OpenCC turns into one other character (the unified block and
-# extension A): the node maps a message's traditional characters with this table.
-_CJK = (range(0x3400, 0x4DC0), range(0x4E00, 0xA000))
+# The CJK characters OpenCC turns into one other character (the unified block, extension A
+# and the planes above): the node maps a message's traditional characters with this table.
+_CJK = (range(0x3400, 0x4DC0), range(0x4E00, 0xA000), range(0x20000, 0x2FA20))
 
 
 @lru_cache(maxsize=1)
@@ -123,20 +145,43 @@ def _t2s_chars() -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _t2s_phrases() -> dict[str, str]:
+    """OpenCC's traditional phrases whose conversion is not their characters' (計畫 is 计划,
+    not 计画), as OpenCC converts each: read from its own dictionary (TSPhrases, a few
+    hundred entries) with the `opencc_dict` tool its package carries."""
+    import opencc
+    clib = Path(opencc.__file__).parent / "clib"
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([str(clib / "bin" / "opencc_dict"), "-i",
+                        str(clib / "share" / "opencc" / "TSPhrases.ocd2"), "-o",
+                        f"{tmp}/phrases.txt", "-f", "ocd2", "-t", "text"], check=True,
+                       capture_output=True, timeout=60,
+                       env={**os.environ, "LD_LIBRARY_PATH": str(clib / "lib64")})
+        lines = Path(f"{tmp}/phrases.txt").read_text(encoding="utf-8").splitlines()
+    chars = _t2s_chars()
+    out = {}
+    for line in lines:
+        phrase = line.split("\t", 1)[0]
+        conv = _t2s().convert(phrase)
+        if len(phrase) > 1 and conv != "".join(chars.get(c, c) for c in phrase):
+            out[phrase] = conv
+    return out
+
+
 _FOR_MESSAGES: dict[str, dict[str, Any]] = {}
 
 
 def for_messages(lists: Mapping[str, WordList]) -> dict[str, Any]:
     """What a node needs to screen citizens' messages (govhost_node/words.py): the `block`
     and `review` words (a `note` neither refuses nor holds a message) and their `except_in`
-    forms as keys already normalised, and the traditional characters that map to a
-    character of a traditional list's word. Empty when no list has such a word."""
+    forms as keys already normalised, and (where a list also catches traditional forms)
+    OpenCC's conversion tables. Empty when no list has such a word."""
     d = digest(dict(lists))
     if d in _FOR_MESSAGES:
         return _FOR_MESSAGES[d]
     rules: list[list[str]] = []
     keys: dict[bool, dict[str, list[list[int]]]] = {False: {}, True: {}}
-    wanted: set[str] = set()
     for _, wl in sorted(lists.items()):
         for e in wl.entries:
             severity = e.severity or wl.severity
@@ -149,12 +194,14 @@ def for_messages(lists: Mapping[str, WordList]) -> dict[str, Any]:
                 k = key(form, wl.traditional)
                 if k:
                     keys[wl.traditional].setdefault(k, []).append([kind, idx])
-                    if wl.traditional:
-                        wanted.update(k)
     out: dict[str, Any] = {}
     if rules:
-        out = {"rules": rules, "plain": keys[False], "traditional": keys[True],
-               "t2s": {t: s for t, s in sorted(_t2s_chars().items()) if s in wanted}}
+        out = {"rules": rules, "plain": keys[False], "traditional": keys[True]}
+        if keys[True]:
+            # the whole of OpenCC's tables (about 4,700 characters and 300 phrases): the
+            # node converts a text as `simplified` does, so both find the same words
+            out["t2s"] = dict(sorted(_t2s_chars().items()))
+            out["t2s_phrases"] = dict(sorted(_t2s_phrases().items()))
     _FOR_MESSAGES.clear()
     _FOR_MESSAGES[d] = out
     return out

@@ -5,6 +5,7 @@ test holds the two matchers to the same answers, evasions included (separators, 
 letters, traditional characters, upper case)."""
 import json
 from dataclasses import replace
+from urllib.parse import urlencode
 
 import opencc
 import pytest
@@ -17,8 +18,9 @@ from controlplane.core.wordlists import WordList
 from controlplane.sites import render
 from controlplane.wording.match import Matcher
 from govhost_node import message_server as ms
+from govhost_node import messages as rules
 from govhost_node.message_spool import HELD, check_record
-from govhost_node.words import Screen
+from govhost_node.words import Screen, simplified
 from tests.helpers import REPO, example_inventory
 from tests.unit.govhost_node.test_message_server import GOOD, Node
 
@@ -30,6 +32,7 @@ LISTS = {
     "names.yaml": WordList.model_validate({
         "severity": "review", "traditional": True,
         "entries": [{"word": "国家工商行政管理总局", "right": "国家市场监督管理总局"},
+                    {"word": "国家卫生和计划生育委员会"}, {"word": "干部于是"},
                     {"word": "茶河乡", "right": "茶河镇", "except_in": ["茶河乡村振兴"]}]}),
     "plain.yaml": WordList.model_validate({
         "severity": "review",
@@ -50,6 +53,8 @@ def test_the_node_finds_what_the_control_machine_finds_through_the_evasions():
             ("代\n开\u3000发\u2028票", {"代开发票"}),
             ("ａｂｃ发票，abc发票", {"ABC发票"}),
             ("國家工商行政管理總局的网站", {"国家工商行政管理总局"}),
+            ("國家衛生和計畫生育委員會", {"国家卫生和计划生育委员会"}),   # 計畫: a phrase
+            ("代\u115f开发票，代\uffa0开发票", {"代开发票"}),          # invisible fillers
             ("茶河乡村振兴很好", set()),                       # the list's except_in
             ("茶河乡的路，茶河乡村振兴", {"茶河乡"}),
             ("開發區管委會", set()),                          # not a traditional list
@@ -59,7 +64,9 @@ def test_the_node_finds_what_the_control_machine_finds_through_the_evasions():
 
 
 _PIECES = ["代开发票", "网上博彩", "abc发票", "ＡＢＣ发票", "国家工商行政管理总局", "茶河乡",
-           "茶河乡村振兴", "开发区管委会", "样板", "路灯", "青水", "，", " ", "\n", "。", "X"]
+           "茶河乡村振兴", "开发区管委会", "样板", "路灯", "青水", "，", " ", "\n", "。", "X",
+           # traditional phrases OpenCC converts as a whole (計畫 is 计划, 乾隆 keeps 乾)
+           "國家衛生和計畫生育委員會", "計畫", "乾部於是", "乾隆", "於", "\u1160"]
 
 
 @settings(max_examples=300)
@@ -77,13 +84,28 @@ def test_both_sides_agree_on_any_text_made_of_words_noise_and_traditional_forms(
 def test_the_spec_holds_only_what_a_message_needs_and_an_empty_list_finds_nothing():
     rules = {w for w, _, _ in SPEC["rules"]}
     assert "样板" not in rules and "代开发票" in rules            # notes are left out
-    assert set(SPEC["t2s"].values()) <= set("".join(SPEC["traditional"]))
-    assert "發" in SPEC["t2s"] and len(json.dumps(SPEC, ensure_ascii=False)) < 2000
+    assert SPEC["t2s"]["發"] == "发" and SPEC["t2s_phrases"]["計畫"] == "计划"
+    assert SPEC["t2s"]["\U0002005e"] == "\U0002003e"            # beyond the BMP: 𠁞 is 𠀾
     assert wordlists.for_messages({}) == {} and not Screen({}) and Screen(None).find("代开发票") == []
+    plain = {"p.yaml": WordList.model_validate({"entries": [{"word": "代开发票"}]})}
+    assert "t2s" not in wordlists.for_messages(plain)          # no traditional list, no tables
+
+
+def test_the_node_converts_traditional_text_as_opencc_does():
+    """The node has OpenCC's tables, not OpenCC: its conversion is held to OpenCC's over
+    texts made of every phrase OpenCC converts as a whole and many single characters."""
+    import random
+    chars, phrases = SPEC["t2s"], SPEC["t2s_phrases"]
+    pool = list(phrases) + list(chars)[::7]
+    rnd = random.Random(38)
+    for _ in range(2000):
+        text = "".join(rnd.choice(pool) for _ in range(rnd.randint(1, 9)))
+        assert simplified(text, chars, phrases) == wordlists.simplified(text), text
 
 
 def test_a_list_word_a_record_could_not_carry_is_refused_with_its_file():
-    for bad, why in (("代开 ", "space"), ("代\u200b开", "format"), ("e\u0301", "NFC")):
+    for bad, why in (("代开 ", "space"), ("代\u200b开", "format"), ("e\u0301", "NFC"),
+                     ("代\x85开", "control"), ("C++", "too short"), ("U.S.", "too short")):
         with pytest.raises(ValueError, match=why):
             WordList.model_validate({"entries": [{"word": bad}]})
 
@@ -106,6 +128,29 @@ def test_a_block_word_refuses_the_message_with_the_word_and_keeps_nothing(screen
     assert "代开发票" in res["problems"]["text"]
     assert "网上博彩" in res["problems"]["subject"] and "赌博广告" in res["problems"]["subject"]
     assert list(n1.spool.records("own")) == [] and list(n2.spool.records("copies")) == []
+
+
+def test_a_refused_message_spends_its_proof_of_work(screened):
+    """One proof of work buys one check of the words (found by the attack review: the
+    check ran before the challenge was spent, so one challenge bought any number)."""
+    n1, _ = screened
+    _, c = n1.request("GET", "/challenge", headers={"X-Govhost-Unit": "jiaoyu"})
+    form = urlencode({**GOOD, "text": "代开发票，联系我。" * 3, "challenge": c["challenge"],
+                      "nonce": rules.solve(c["challenge"])}).encode()
+    headers = {"X-Govhost-Unit": "jiaoyu", "X-Real-IP": "203.0.113.9",
+               "Content-Type": "application/x-www-form-urlencoded"}
+    status, res = n1.request("POST", "/message", form, headers)
+    assert status == 400 and "代开发票" in res["problems"]["text"]
+    status, res = n1.request("POST", "/message", form, headers)
+    assert status == 400 and "already used" in res["problems"]["challenge"]
+
+
+def test_a_long_text_of_excused_forms_is_read_once_through():
+    """`茶河乡村振兴` excuses `茶河乡` (its except_in) a thousand times over; the listed word
+    at the end is still found, and the one inside each excused form is not."""
+    text = "茶河乡村振兴" * 830 + "茶河乡"
+    assert [f.word for f in Screen(SPEC).find(text)] == ["茶河乡"] == sorted(_serious(text))
+    assert Screen(SPEC).find("茶河乡村振兴" * 830) == []
 
 
 def test_a_review_word_holds_the_message_on_both_copies(screened):
@@ -159,3 +204,22 @@ def test_the_limit_per_unit_is_the_countys_setting(tmp_path):
         f.write("\nmessages:\n  per_unit_hour: 50\n")
     loaded = load(inv, state=tmp_path / "state")
     assert json.loads(render._messages(loaded, "n1"))["per_unit"] == [50, 3600]
+
+
+def test_invisible_fillers_are_refused_in_a_field():
+    for filler in ("\u115f", "\u1160", "\u3164", "\uffa0"):
+        with pytest.raises(ValueError, match="not allowed"):
+            rules.clean(f"代{filler}开发票")
+
+
+def test_an_errors_text_is_printed_as_text_never_as_markup(capsys):
+    """Review words reach `messages answer`'s refusal; a word such as `[link=…]…[/link]`
+    became a live link in the operator's terminal, and `[/x]` crashed the command."""
+    import typer
+
+    from commands import output
+    from controlplane.core.errors import GovhostError
+    with pytest.raises(typer.Exit):
+        output.fail(GovhostError("held for ([link=https://evil.example]茶河乡[/link]、[/x])"))
+    said = capsys.readouterr().err
+    assert "[link=https://evil.example]茶河乡[/link]、[/x]" in said and "\x1b]8;" not in said
