@@ -44,15 +44,15 @@ def _safe(path: Path, uid: int) -> bool:
     return True
 
 
-def cache_dir() -> Path | None:
-    """This account's own directory for compiled templates, made on first use; None where
-    no such directory can be had safely."""
+def cache_dir(kind: str = "templates") -> Path | None:
+    """This account's own directory for what govhost keeps between runs (compiled templates,
+    OpenCC's tables), made on first use; None where no such directory can be had safely."""
     uid = os.geteuid()
     try:
         home = Path(pwd.getpwuid(uid).pw_dir)
     except KeyError:
         return None
-    d = home / ".cache" / "govhost" / "templates"
+    d = home / ".cache" / "govhost" / kind
     try:
         for part in (home / ".cache", home / ".cache" / "govhost", d):
             part.mkdir(mode=0o700, exist_ok=True)

@@ -134,6 +134,32 @@ _CJK = (range(0x3400, 0x4DC0), range(0x4E00, 0xA000), range(0x20000, 0x2FA20))
 
 
 @lru_cache(maxsize=1)
+def _tables() -> tuple[dict[str, str], dict[str, str]]:
+    """OpenCC's characters and phrases, kept between runs per OpenCC version: reading them
+    costs about 0.4 s, paid otherwise by every `govhost` that renders the county."""
+    import opencc
+
+    from controlplane.core.templates import cache_dir
+    d = cache_dir("opencc")
+    path = d / f"t2s-{getattr(opencc, '__version__', 'unknown')}.json" if d else None
+    if path is not None:
+        try:
+            chars, phrases = json.loads(path.read_text(encoding="utf-8"))
+            return dict(chars), dict(phrases)
+        except (OSError, ValueError):
+            pass
+    chars = _t2s_chars()
+    tables = (chars, _t2s_phrases(chars))
+    if path is not None:
+        try:
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(tables, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return tables
+
+
 def _t2s_chars() -> dict[str, str]:
     out = {}
     for block in _CJK:
@@ -145,8 +171,7 @@ def _t2s_chars() -> dict[str, str]:
     return out
 
 
-@lru_cache(maxsize=1)
-def _t2s_phrases() -> dict[str, str]:
+def _t2s_phrases(chars: Mapping[str, str]) -> dict[str, str]:
     """OpenCC's traditional phrases whose conversion is not their characters' (計畫 is 计划,
     not 计画), as OpenCC converts each: read from its own dictionary (TSPhrases, a few
     hundred entries) with the `opencc_dict` tool its package carries."""
@@ -159,7 +184,6 @@ def _t2s_phrases() -> dict[str, str]:
                        capture_output=True, timeout=60,
                        env={**os.environ, "LD_LIBRARY_PATH": str(clib / "lib64")})
         lines = Path(f"{tmp}/phrases.txt").read_text(encoding="utf-8").splitlines()
-    chars = _t2s_chars()
     out = {}
     for line in lines:
         phrase = line.split("\t", 1)[0]
@@ -200,8 +224,9 @@ def for_messages(lists: Mapping[str, WordList]) -> dict[str, Any]:
         if keys[True]:
             # the whole of OpenCC's tables (about 4,700 characters and 300 phrases): the
             # node converts a text as `simplified` does, so both find the same words
-            out["t2s"] = dict(sorted(_t2s_chars().items()))
-            out["t2s_phrases"] = dict(sorted(_t2s_phrases().items()))
+            chars, phrases = _tables()
+            out["t2s"] = dict(sorted(chars.items()))
+            out["t2s_phrases"] = dict(sorted(phrases.items()))
     _FOR_MESSAGES.clear()
     _FOR_MESSAGES[d] = out
     return out
