@@ -83,16 +83,25 @@ def excused(words: list[tuple[int, int, int]], excepts: Mapping[int, list[tuple[
     return out
 
 
-def simplified(text: str, chars: Mapping[str, str], phrases: Mapping[str, str]) -> str:
+def phrase_starts(phrases: Mapping[str, str]) -> dict[str, tuple[int, ...]]:
+    """First character -> the lengths of the phrases it starts, longest first."""
+    out: dict[str, set[int]] = {}
+    for p in phrases:
+        out.setdefault(p[0], set()).add(len(p))
+    return {c: tuple(sorted(ls, reverse=True)) for c, ls in out.items()}
+
+
+def simplified(text: str, chars: Mapping[str, str], phrases: Mapping[str, str],
+               starts: Mapping[str, tuple[int, ...]] | None = None) -> str:
     """`text` in simplified characters as OpenCC's t2s converts it (the control machine's
     `wordlists.simplified`), from its tables: at each place the longest listed phrase, else
     the character's own conversion; the same length as `text` (a conversion that changes
     the length is done again character by character, as there)."""
-    longest = max(map(len, phrases), default=0)
+    starts = phrase_starts(phrases) if starts is None else starts
     out, i, n = [], 0, len(text)
     while i < n:
-        for size in range(min(longest, n - i), 1, -1):
-            got = phrases.get(text[i:i + size])
+        for size in starts.get(text[i], ()):
+            got = phrases.get(text[i:i + size]) if i + size <= n else None
             if got is not None:
                 out.append(got)
                 i += size
@@ -121,6 +130,7 @@ class Screen:
                       for w, sev, note in spec.get("rules", [])]
         self.t2s: dict[str, str] = dict(spec.get("t2s", {}))
         self.phrases: dict[str, str] = dict(spec.get("t2s_phrases", {}))
+        self._phrase_starts = phrase_starts(self.phrases)
         # per variant (plain, traditional): key -> [(kind, rule)], and first char -> lengths
         self._keys: dict[bool, dict[str, list[tuple[int, int]]]] = {}
         self._starts: dict[bool, dict[str, tuple[int, ...]]] = {}
@@ -143,7 +153,8 @@ class Screen:
         hits: list[tuple[int, int, int]] = []
         folded = fold(text)
         for trad, keys in self._keys.items():
-            t = simplified(folded, self.t2s, self.phrases) if trad else folded
+            t = simplified(folded, self.t2s, self.phrases, self._phrase_starts) \
+                if trad else folded
             norm = runs(t)[0]
             starts = self._starts[trad]
             words: list[tuple[int, int, int]] = []
