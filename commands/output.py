@@ -7,6 +7,7 @@ exit codes.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from rich.table import Table
 from controlplane.core import errors
 from controlplane.core.county import County
 
+# Control characters but line breaks and tabs: an error may quote what a node or a unit sent.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for logs and grep
 
@@ -59,7 +62,8 @@ def fail(exc: Exception, as_json: bool = False) -> None:
             err.print(f"  {p}", highlight=False, markup=False)
     else:
         # an error's text may hold what a citizen, a unit or a node wrote: text, never markup
-        err.print(f"[bold red]error[/]: {escape(str(exc))}", highlight=False, emoji=False)
+        text = _CONTROLS.sub("?", str(exc))          # no terminal escape either
+        err.print(f"[bold red]error[/]: {escape(text)}", highlight=False, emoji=False)
     raise typer.Exit(1)
 
 

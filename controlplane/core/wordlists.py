@@ -122,15 +122,19 @@ def simplified(text: str) -> str:
 
 
 def key(word: str, traditional: bool) -> str:
-    """A listed word as it is matched: folded, separators dropped, simplified if its list
-    also catches traditional forms."""
-    folded = words.fold(word)
-    return words.runs(simplified(folded) if traditional else folded)[0]
+    """A listed word as it is matched: folded, separators dropped, then simplified if its
+    list also catches traditional forms (after the separators: `計 畫` is the phrase 計畫)."""
+    norm = words.runs(words.fold(word))[0]
+    return simplified(norm) if traditional else norm
 
 
 # The CJK characters OpenCC turns into one other character (the unified block, extension A
 # and the planes above): the node maps a message's traditional characters with this table.
-_CJK = (range(0x3400, 0x4DC0), range(0x4E00, 0xA000), range(0x20000, 0x2FA20))
+_CJK = (range(0x3400, 0x4DC0), range(0x4E00, 0xA000), range(0x20000, 0x323B0))
+
+
+# What the cached tables are made of: a change in how they are built is a new file.
+TABLES_FORMAT = 2
 
 
 @lru_cache(maxsize=1)
@@ -141,15 +145,18 @@ def _tables() -> tuple[dict[str, str], dict[str, str]]:
 
     from controlplane.core.templates import cache_dir
     d = cache_dir("opencc")
-    path = d / f"t2s-{getattr(opencc, '__version__', 'unknown')}.json" if d else None
+    path = d / f"t2s-{TABLES_FORMAT}-{getattr(opencc, '__version__', 'unknown')}.json" \
+        if d else None
     if path is not None:
         try:
             chars, phrases = json.loads(path.read_text(encoding="utf-8"))
-            return dict(chars), dict(phrases)
-        except (OSError, ValueError):
+            if len(chars) > 1000 and len(phrases) > 100 and all(
+                    len(k) == len(v) for table in (chars, phrases) for k, v in table.items()):
+                return dict(chars), dict(phrases)
+        except (OSError, ValueError, TypeError):
             pass
     chars = _t2s_chars()
-    tables = (chars, _t2s_phrases(chars))
+    tables = (chars, _t2s_phrases())
     if path is not None:
         try:
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -171,10 +178,10 @@ def _t2s_chars() -> dict[str, str]:
     return out
 
 
-def _t2s_phrases(chars: Mapping[str, str]) -> dict[str, str]:
-    """OpenCC's traditional phrases whose conversion is not their characters' (計畫 is 计划,
-    not 计画), as OpenCC converts each: read from its own dictionary (TSPhrases, a few
-    hundred entries) with the `opencc_dict` tool its package carries."""
+def _t2s_phrases() -> dict[str, str]:
+    """OpenCC's traditional phrases (計畫 is 计划, not 计画), as OpenCC converts each: read
+    from its own dictionary (TSPhrases, about 480 entries) with the `opencc_dict` tool its
+    package carries."""
     import opencc
     clib = Path(opencc.__file__).parent / "clib"
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +195,11 @@ def _t2s_phrases(chars: Mapping[str, str]) -> dict[str, str]:
     for line in lines:
         phrase = line.split("\t", 1)[0]
         conv = _t2s().convert(phrase)
-        if len(phrase) > 1 and conv != "".join(chars.get(c, c) for c in phrase):
+        # every phrase, those converted as their characters too: OpenCC cuts a text into
+        # its longest phrases first (慰藉 stays 慰藉 in 慰藉着, where 藉着 would become 借着).
+        # One whose conversion changes the length is left out (none does today): the
+        # conversion must keep offsets.
+        if len(phrase) > 1 and len(conv) == len(phrase):
             out[phrase] = conv
     return out
 

@@ -47,8 +47,9 @@ def normalise(text: str, traditional: bool = False) -> tuple[str, list[int], lis
     """The text with separators removed, and where each of its runs of letters starts in the
     normalised text and in the original (to map a match back). The node's message check
     normalises the same way (govhost_node/words.py)."""
-    folded = words.fold(text)
-    return words.runs(simplified(folded) if traditional else folded)
+    norm, norm_at, orig_at = words.runs(words.fold(text))
+    # separators first: `計 畫` is the phrase 計畫 (计划), as a reader takes it
+    return (simplified(norm) if traditional else norm), norm_at, orig_at
 
 
 def _orig(pos: int, norm_at: list[int], orig_at: list[int]) -> int:

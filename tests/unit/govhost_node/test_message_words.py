@@ -54,6 +54,7 @@ def test_the_node_finds_what_the_control_machine_finds_through_the_evasions():
             ("ａｂｃ发票，abc发票", {"ABC发票"}),
             ("國家工商行政管理總局的网站", {"国家工商行政管理总局"}),
             ("國家衛生和計畫生育委員會", {"国家卫生和计划生育委员会"}),   # 計畫: a phrase
+            ("國家衛生和計 畫生育委員會，計\n畫", {"国家卫生和计划生育委员会"}),  # split by a space
             ("代\u115f开发票，代\uffa0开发票", {"代开发票"}),          # invisible fillers
             ("茶河乡村振兴很好", set()),                       # the list's except_in
             ("茶河乡的路，茶河乡村振兴", {"茶河乡"}),
@@ -86,6 +87,8 @@ def test_the_spec_holds_only_what_a_message_needs_and_an_empty_list_finds_nothin
     assert "样板" not in rules and "代开发票" in rules            # notes are left out
     assert SPEC["t2s"]["發"] == "发" and SPEC["t2s_phrases"]["計畫"] == "计划"
     assert SPEC["t2s"]["\U0002005e"] == "\U0002003e"            # beyond the BMP: 𠁞 is 𠀾
+    assert SPEC["t2s"]["\U00030ede"] == "\U00030edd"            # and beyond plane 2: 𰻞
+    assert SPEC["t2s_phrases"]["慰藉"] == "慰藉"     # a phrase kept as it is still cuts the text
     assert wordlists.for_messages({}) == {} and not Screen({}) and Screen(None).find("代开发票") == []
     plain = {"p.yaml": WordList.model_validate({"entries": [{"word": "代开发票"}]})}
     assert "t2s" not in wordlists.for_messages(plain)          # no traditional list, no tables
@@ -101,6 +104,8 @@ def test_the_node_converts_traditional_text_as_opencc_does():
     for _ in range(2000):
         text = "".join(rnd.choice(pool) for _ in range(rnd.randint(1, 9)))
         assert simplified(text, chars, phrases) == wordlists.simplified(text), text
+    for text, want in (("慰藉着", "慰藉着"), ("乾斷食", "干断食"), ("計畫", "计划")):
+        assert simplified(text, chars, phrases) == wordlists.simplified(text) == want
 
 
 def test_a_list_word_a_record_could_not_carry_is_refused_with_its_file():
@@ -220,6 +225,7 @@ def test_an_errors_text_is_printed_as_text_never_as_markup(capsys):
     from commands import output
     from controlplane.core.errors import GovhostError
     with pytest.raises(typer.Exit):
-        output.fail(GovhostError("held for ([link=https://evil.example]茶河乡[/link]、[/x])"))
+        output.fail(GovhostError("held for ([link=https://evil.example]茶河乡[/link]、[/x])"
+                                 "\x1b]8;;https://evil.example\x1b\\\x1b[2J"))
     said = capsys.readouterr().err
-    assert "[link=https://evil.example]茶河乡[/link]、[/x]" in said and "\x1b]8;" not in said
+    assert "[link=https://evil.example]茶河乡[/link]、[/x]" in said and "\x1b" not in said
