@@ -13,10 +13,11 @@ each with wall seconds, seconds per homepage and the machine's CPU seconds (all 
 Chromium, nginx, the check), and whether axe-core found exactly the planted images.
 
 Every request goes to the lab nodes on loopback. Needs root and the lab (`govhost lab up`).
-Usage: bench/browser_checks.py [N]
+Usage: bench/browser_checks.py [N] [--json]
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -75,7 +76,9 @@ def homepage(i: int) -> dict[str, bytes]:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    as_json = "--json" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    n = int(args[0]) if args else 300
     why = browser.missing()
     if why:
         sys.exit(why)
@@ -88,7 +91,6 @@ def main() -> None:
     (inv / "cluster.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
     print(f"{n} homepages on 3 lab nodes (HTTP); work dir {work}", flush=True)
     govhost(inv, "apply", "--yes", "--json")
-    import json
     replicas = {t["name"]: t["replicas"][0]
                 for t in json.loads(govhost(inv, "unit", "list", "--json"))}
     units = sorted(replicas)
@@ -117,6 +119,9 @@ def main() -> None:
           f"{took:.1f} s, {took / n * 1000:.0f} ms per homepage, machine CPU {cpu:.1f} s",
           flush=True)
     base = took
+    figures: dict = {"bench": "browser_checks", "homepages": n,
+                     "crawl": {"seconds": round(took, 2), "links": links, "cpu_seconds":
+                               round(cpu, 2)}, "browser": []}
 
     runs = [("1 worker, 10 Mbit/s 40 ms", 1, browser.Connection(10, 40)),
             ("2 workers, 10 Mbit/s 40 ms", 2, browser.Connection(10, 40)),
@@ -136,6 +141,13 @@ def main() -> None:
               f"{loads[len(loads) // 2]:.2f} s, max {loads[-1]:.2f} s; errors {errors}; "
               f"image-alt found exactly on the {len(planted)} planted: {alt == planted}",
               flush=True)
+        figures["browser"].append({
+            "run": label, "seconds": round(took, 2), "x_crawl": round(took / base, 2),
+            "cpu_seconds": round(cpu, 2), "errors": errors,
+            "load_seconds_median": loads[len(loads) // 2] if loads else None,
+            "planted_found_exactly": alt == planted})
+    if as_json:
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

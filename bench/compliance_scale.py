@@ -16,7 +16,7 @@ Prints, measured in one run:
 
 Every request goes to the lab nodes on loopback (external links are not fetched).
 Needs root and the lab: `govhost lab up --nodes 3` first.
-Usage: bench/compliance_scale.py [N] [PAGES]
+Usage: bench/compliance_scale.py [N] [PAGES] [--json]
 """
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
-def check_county(inv: Path, n: int, at_once: int) -> None:
+def check_county(inv: Path, n: int, at_once: int) -> dict:
     time.sleep(3)
     r0, c0, cpu0 = requests_served(inv), nginx_cpu(), self_cpu()
     took, out = govhost(inv, "compliance", "check", "--json", ok_codes=(0, 1))
@@ -175,11 +175,17 @@ def check_county(inv: Path, n: int, at_once: int) -> None:
     print(f"  control machine CPU (govhost process): {cpu:.0f} s ({cpu / took:.0%} of a core)")
     print(f"  units with exactly the planted faults found, footer and columns passing: "
           f"{exact}/{n}", flush=True)
+    return {"sites_at_once": at_once, "seconds": round(took, 1), "requests": round(total),
+            "pages": sum(page_counts), "links": sum(link_counts),
+            "control_cpu_seconds": round(cpu, 1), "units_exact": exact}
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-    pages = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    as_json = "--json" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    n = int(args[0]) if args else 300
+    pages = int(args[1]) if len(args) > 1 else 200
+    figures: dict = {"bench": "compliance_scale", "units": n, "pages": pages}
     if not all(x.ssh_open for x in lab.up(3)[:3]):
         sys.exit("lab nodes are not answering")
     work = Path(tempfile.mkdtemp(prefix="govhost-bench-compliance-"))
@@ -234,6 +240,8 @@ def main() -> None:
         secs = sum(r["seconds"] for r in rs)
         reqs = sum(r["requests"] for r in rs)
         false = sum(1 for r in rs for b in r["broken"] if b["status"] == 429)
+        figures[f"one_site_{mode}_seconds"] = round(secs / len(rs), 2)
+        figures[f"one_site_{mode}_429s"] = false
         print(f"one site at a time, {mode:8s}: {secs / len(rs):5.1f} s per site, "
               f"{reqs / len(rs):.0f} requests per site, {reqs / secs:5.1f} requests/s, "
               f"broken links reported per site {sum(len(r['broken']) for r in rs) / len(rs):.1f}"
@@ -244,7 +252,7 @@ def main() -> None:
         doc = yaml.safe_load((inv / "cluster.yaml").read_text())
         doc["compliance"]["crawl_sites_at_once"] = at_once
         (inv / "cluster.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
-        check_county(inv, n, at_once)
+        figures.setdefault("county_checks", []).append(check_county(inv, n, at_once))
 
     # Probe load: the exporter's round, every homepage through every node.
     prober = Prober(County(inv), 30, record=False)
@@ -272,6 +280,10 @@ def main() -> None:
         print(f"  {node}: {per_round:.0f} requests per round = {per_round / 30:.1f}/s at the "
               f"30 s interval; nginx CPU {cpu[node] / rounds:.2f} s per round "
               f"({cpu[node] / rounds / 30:.1%} of a core)")
+    figures["probe_round_seconds"] = round(sum(secs) / rounds, 2)
+    figures["probe_failed"] = failed
+    if as_json:
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ reached through n1's nginx (console.<domain>), as units' staff reach it. Measure
              `govhost publish`, side by side, with the ratio
 
 Needs root and the lab (`govhost lab up --nodes 3`); traffic stays on loopback.
-Usage: [BENCH_DIR=DIR] bench/console.py [N] [R] [M]
+Usage: [BENCH_DIR=DIR] bench/console.py [N] [R] [M] [--json]
 """
 from __future__ import annotations
 
@@ -103,10 +103,18 @@ def site_files(mb: int) -> dict[str, bytes]:
     return files
 
 
+def _ms(xs: list[float]) -> dict:
+    xs = sorted(xs)
+    return {"median_ms": round(statistics.median(xs) * 1000, 1),
+            "p95_ms": round(xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))] * 1000, 1)}
+
+
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    reps = int(sys.argv[2]) if len(sys.argv) > 2 else 30
-    mb = int(sys.argv[3]) if len(sys.argv) > 3 else 100
+    as_json = "--json" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    n = int(args[0]) if args else 1000
+    reps = int(args[1]) if len(args) > 1 else 30
+    mb = int(args[2]) if len(args) > 2 else 100
     if not all(node.ssh_open for node in lab.up(3)[:3]):
         sys.exit("lab nodes are not answering")
     # BENCH_DIR keeps the generated county (and its state) for the next run: applying 1,000
@@ -181,6 +189,12 @@ def main() -> None:
         print(f"  CLI:     upload {t_up_cli:6.1f} s + publish {t_cli - t_up_cli:6.1f} s "
               f"= {t_cli:6.1f} s")
         print(f"  console / CLI: {t_console / t_cli:.2f}")
+        if as_json:
+            print(json.dumps({
+                "bench": "console", "units": n, "requests": reps,
+                "overview": {**_ms(overview), "target_ms": 100}, "unit_page": _ms(unit_page),
+                "site_mb": mb, "console_seconds": round(t_console, 2),
+                "cli_seconds": round(t_cli, 2), "console_x_cli": round(t_console / t_cli, 2)}))
     finally:
         if console is not None:
             console.terminate()

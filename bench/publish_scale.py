@@ -5,7 +5,7 @@ changed, and the disk used by K releases (default 10) of a site that changes 1 %
 per release, next to what K full copies would take.
 
 Needs root and the lab: `govhost lab up --nodes 3` first.
-Usage: bench/publish_scale.py [FILES] [K]
+Usage: bench/publish_scale.py [FILES] [K] [--json]
 """
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ TENANT = "jiaoyu"
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    k = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+    as_json = "--json" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    count = int(args[0]) if args else 1000
+    k = int(args[1]) if len(args) > 1 else 10
     if not all(n.ssh_open for n in lab.up(3)[:3]):
         sys.exit("lab nodes are not answering")
     work = Path(tempfile.mkdtemp(prefix="govhost-bench-publish-"))
@@ -91,6 +93,15 @@ def main() -> None:
             (f"disk {kept} full copies would take (MiB)", f"{kept * one_release / 2**20:.1f}"),
         ]:
             print(f"{name:<52}{value:>12}")
+        if as_json:
+            print(json.dumps({
+                "bench": "publish_scale", "files": count, "file_bytes": size,
+                "replicas": list(placement), "publish_all_new_seconds": round(full_s, 3),
+                "publish_one_changed_seconds": round(incr_s, 3),
+                "all_new_x_one_changed": round(full_s / incr_s, 2), "linked": incr["linked"],
+                "releases_kept": kept, "releases_bytes": used,
+                "full_copies_bytes": kept * one_release,
+                "x_full_copies": round(used / max(1, kept * one_release), 3)}))
     finally:
         # leave the lab's copy of the example tenant as it was: no content, empty upload area
         for n in lab.nodes():

@@ -9,7 +9,7 @@ real Pebble with its default chaos (5 % of good nonces refused, each validation 
 - what one certificate per unit would cost in orders against a 50-per-week limit.
 Every unit is then fetched over HTTPS on every node with the chain verified against Pebble's
 root. Needs root and the lab: `govhost lab up --nodes 3` first.
-Usage: bench/tls_scale.py [N]
+Usage: bench/tls_scale.py [N] [--json]
 """
 from __future__ import annotations
 
@@ -87,7 +87,9 @@ def run(label: str, inv: Path, root: Path, n: int) -> dict:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    as_json = "--json" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    n = int(args[0]) if args else 300
     if not all(node.ssh_open for node in lab.nodes()[:3]):
         raise SystemExit("the lab is not up: run `govhost lab up --nodes 3` first")
     base = Path(tempfile.mkdtemp(prefix="govhost-bench-tls-"))
@@ -126,6 +128,10 @@ def main() -> None:
           f"({(n + 1) / max(1, rows[0]['orders']):.0f}x fewer), the wildcard {rows[1]['orders']}")
     print(f"time to HTTPS (apply over HTTP excluded): HTTP-01 {rows[0]['cert_renew_s']:.1f} s, "
           f"DNS-01 {rows[1]['cert_renew_s']:.1f} s")
+    if as_json:
+        print(json.dumps({"bench": "tls_scale", "units": n, "runs": rows,
+                          "orders_one_per_unit": n + 1,
+                          "san_orders_x_fewer": round((n + 1) / max(1, rows[0]["orders"]), 1)}))
 
 
 if __name__ == "__main__":
