@@ -198,7 +198,10 @@ def test_a_huge_body_is_refused_before_it_is_read(nodes):
     conn.putheader("X-Govhost-Unit", "jiaoyu")
     conn.putheader("Content-Length", str(50 * 1024 * 1024))
     conn.endheaders()
-    conn.send(b"subject=" + b"a" * 1024)
+    try:
+        conn.send(b"subject=" + b"a" * 1024)
+    except BrokenPipeError:
+        pass            # it answered and closed before these bytes came: what is asked
     r = conn.getresponse()
     assert r.status == 413
     conn.close()
