@@ -47,14 +47,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="govhost-bench-exporter-"))
     try:
         inv_dir = generated_county(work / "inventory", count)
-        res = apply_mod.apply(County(inv_dir))
+        county = County(inv_dir)
+        t0 = time.perf_counter()
+        res = apply_mod.apply(county)
+        apply_s = time.perf_counter() - t0
         if not res.ok:
             sys.exit(f"apply failed: {res.to_json()}")
-        prober = Prober(inv_dir, 30, workers=32)
+        prober = Prober(county, 30, workers=32)
         prober.probe_once()                      # warm: inventory loaded, desired rendered
         rounds = [prober.probe_once() for _ in range(3)]
         registry = CollectorRegistry()
-        registry.register(GovhostCollector(inv_dir, prober))
+        registry.register(GovhostCollector(county, prober))
         scrapes, text = [], ""
         for _ in range(5):
             t = time.perf_counter()
@@ -71,7 +74,7 @@ def main() -> None:
         cpu = statistics.median(r.cpu_seconds for r in rounds)
         up = sum(1 for per in rounds[-1].tenants.values() for r in per.values() if r.up)
         print(f"tenants: {count}, nodes: 3, probes per round: {probes_per_round}, "
-              f"up in last round: {up}")
+              f"up in last round: {up}; apply {apply_s:.0f} s")
         print(f"{'measure':<44}{'value':>12}")
         for name, value in [
             ("probe round wall time (s, median of 3)", f"{wall:.2f}"),
@@ -87,6 +90,7 @@ def main() -> None:
         if args.json:
             print(json.dumps({
                 "bench": "exporter_scale", "units": count, "nodes": 3,
+                "apply_seconds": round(apply_s, 1),
                 "probes_per_round": probes_per_round, "up_in_last_round": up,
                 "probe_round_seconds": round(wall, 3), "probe_round_cpu_seconds": round(cpu, 3),
                 "cpu_share_at_30s": round(cpu / 30, 4),
