@@ -22,6 +22,7 @@ import pytest
 
 from govhost_node import challenges, digests, exits, releases
 from govhost_node.layout import Layout
+from govhost_node.system import NodeExit
 
 REPO = Path(__file__).resolve().parents[3]
 NGINX = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
@@ -281,3 +282,27 @@ print(json.dumps(seen))
                     "again": ["ok", ["1111"]], "second": ["pending", ["2222"]],
                     "other digest": ["pending", ["2222"]], "reverted": ["reverted", ["1111"]],
                     "none": ["off", []]}
+
+
+def test_the_probe_waits_for_the_reload_by_time_not_by_a_count_of_tries(monkeypatch):
+    """nginx with 5,000 sites took longer to reload than 500 quick tries (about 10 s): the
+    lab's 5,000-unit apply was rolled back by its canary while the reload went on. The
+    nodes' HTTP stands in here: a clock that moves 0.02 s a try, the old release for the
+    first 1,000 tries (20 s), then the new one."""
+    clock = {"t": 0.0, "asked": 0}
+
+    def get(address, path, timeout):
+        if path == "/health":
+            return 200, "ok"
+        clock["asked"] += 1
+        clock["t"] += 0.02
+        return 200, ("b" * 16 if clock["asked"] > 1000 else "a" * 16)
+    monkeypatch.setattr(releases, "_get", get)
+    monkeypatch.setattr(releases.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(releases.time, "sleep", lambda s: None)
+    releases.probe("b" * 16, "127.0.0.1")
+    assert clock["asked"] == 1001
+    clock.update(t=0.0, asked=-10**9)                   # never the new one: 60 s, then no
+    with pytest.raises(NodeExit, match="serves release 'aaaaaaaaaaaaaaaa'"):
+        releases.probe("b" * 16, "127.0.0.1")
+    assert 59 <= clock["t"] <= 61
