@@ -310,8 +310,8 @@ def _get(address: str, path: str, timeout: float) -> tuple[int | None, str]:
 def probe(release: str, address: str, seconds: float = 60) -> None:
     """Wait until nginx on `address` serves `release`, and its portal answers: at most
     `seconds` in all (a node that accepts and never answers fails here, within the control
-    machine's patience, and is rolled back). Bounded by time alone: a count of tries ran out
-    after about 10 s of quick refusals, before nginx with 5,000 sites had reloaded."""
+    machine's patience, and is rolled back). Bounded by time alone: a count of 500 tries ran
+    out after about 10 s of quick answers, not the 60 s promised here."""
     check_id(release)
     got = ""
     deadline = time.monotonic() + seconds
