@@ -286,6 +286,17 @@ def _update_status(tenant: str, kind: str, result: dict) -> None:
         os.replace(tmp, STATUS)
 
 
+def _held_here(restic: Restic, spec: dict) -> set[str]:
+    """The ids of the snapshots this node made that the repository still holds (one listing
+    a run): a snapshot the status file names but retention or an operator removed is not
+    taken to hold a tree."""
+    try:
+        return {str(x.get(k)) for x in restic.snapshots("--tag", f"node={spec['node']}")
+                for k in ("id", "short_id")}
+    except (BackupError, ValueError, subprocess.TimeoutExpired):
+        return set()
+
+
 def _last(tenant: str, kind: str) -> dict:
     try:
         with open(STATUS, encoding="utf-8") as f:
@@ -410,13 +421,14 @@ def run(args: argparse.Namespace) -> None:
     if len(extra) != len(args.tag or []):
         die("bad --tag: use key=value with letters, digits and _.:-")
     # A snapshot asked for with a tag (a safety snapshot before a restore) is always made.
-    may_skip = not (args.always or extra)
+    may_skip = not (args.always or extra) and any(k == "files" for k, _, _ in jobs)
     emit({"event": "start", "node": spec["node"], "jobs": len(jobs), "run": run_id})
     if not jobs:
         return
     try:
         repository = restic.ensure_init()
         _clear_stale(spec)
+        held = _held_here(restic, spec) if may_skip else set()
     except (BackupError, OSError) as exc:   # OSError: restic missing or not executable
         for kind, e, _ in jobs:
             res = {"event": "result", "tenant": e["tenant"], "kind": kind, "ok": False,
@@ -441,7 +453,7 @@ def run(args: argparse.Namespace) -> None:
                                                        _files_excludes(spec, e["home"]))
                 res["repository"] = repository
                 last = _last(e["tenant"], kind)
-                if may_skip and repository and last.get("snapshot") and \
+                if may_skip and repository and last.get("snapshot") in held and \
                         last.get("fingerprint") == res["fingerprint"] and \
                         last.get("repository") == repository:
                     res.update(ok=True, unchanged=True, snapshot=last["snapshot"], files_new=0,

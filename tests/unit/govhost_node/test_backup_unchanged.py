@@ -145,3 +145,15 @@ def test_a_failed_snapshot_is_not_taken_for_one_that_holds_the_tree(node, capsys
     monkeypatch.setattr(backup, "STATUS", str(node["tmp"] / "state" / "status.json"))
     again = _run(capsys)
     assert not again["jiaoyu"].get("unchanged") and again["jiaoyu"]["ok"]
+
+
+def test_a_snapshot_removed_from_the_repository_is_not_taken_to_hold_the_tree(node, capsys):
+    """Retention or an operator removed the snapshot the status names: the next run makes
+    one again instead of naming a snapshot that is gone."""
+    first = _run(capsys)
+    gone = first["jiaoyu"]["snapshot"]
+    subprocess.run(["restic", "-r", str(node["repo"]), "forget", gone], check=True,
+                   capture_output=True, env={**os.environ, "RESTIC_PASSWORD": PASSWORD})
+    again = _run(capsys)
+    assert not again["jiaoyu"].get("unchanged") and again["jiaoyu"]["snapshot"] != gone
+    assert again["wenlv"]["unchanged"]
