@@ -55,6 +55,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from govhost_node import digests as digest_list
+from govhost_node import restic_key
 from govhost_node.files import write_if_changed
 from govhost_node.layout import NODE
 from govhost_node.system import pid_alive
@@ -191,6 +192,66 @@ class Restic:
                               f"{_last_line(init.stderr.decode(errors='replace'))}")
         return _repository_id(again.stdout)
 
+    def lighten_key(self) -> str | None:
+        """On the repository's own node, replace the keys this repository's password opens
+        with one whose stretching costs milliseconds (govhost_node/restic_key.py says why:
+        that second was paid by every snapshot). The new key is written beside the old, opened
+        by restic itself, and only then are the old ones removed. Its id, or None when there
+        was nothing to do. Every file is reached through the keys directory's descriptor with
+        links refused: the directory belongs to the repository's account, which every node's
+        backup key reaches over SFTP."""
+        if not self.local:
+            return None
+        password = self.env["RESTIC_PASSWORD"]
+        pw = pwd.getpwnam(self.user)
+        dfd = os.open(os.path.join(self.args[1], "keys"), os.O_RDONLY | os.O_DIRECTORY
+                      | os.O_NOFOLLOW)
+        try:
+            keys = {n: k for n, k in ((n, _read_key(dfd, n)) for n in os.listdir(dfd))
+                    if k is not None}
+            ours = [n for n, k in keys.items() if restic_key.opens(password, k)]
+            light = [n for n in ours if restic_key.is_light(keys[n])]
+            heavy = [n for n in ours if n not in light]
+            if not ours:
+                raise BackupError("no key of the repository opens with its password")
+            if not heavy:
+                return None
+            new = None
+            if light:
+                key = light[0]
+            else:
+                master = self.run("cat", "masterkey", timeout=300)
+                if master.returncode != 0:
+                    raise BackupError(f"reading the master key failed: {_restic_error(master)}")
+                key, raw = restic_key.seal(password, json.loads(master.stdout))
+                new = key
+                tmp = f".{key}.tmp-{os.getpid()}"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400,
+                             dir_fd=dfd)
+                try:
+                    os.write(fd, raw)
+                    os.fchown(fd, pw.pw_uid, pw.pw_gid)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, key, src_dir_fd=dfd, dst_dir_fd=dfd)
+            # restic itself must open the repository with it before an old key goes
+            check = self.run("--key-hint", key, "key", "list", "--json", "--no-lock",
+                             timeout=300)
+            current = [k["id"] for k in json.loads(check.stdout or b"[]")
+                       if k.get("current")] if check.returncode == 0 else []
+            if not current or not key.startswith(current[0]):
+                if new:
+                    os.unlink(new, dir_fd=dfd)
+                raise BackupError("restic did not open the repository with the light key; "
+                                  f"the old one is kept: {_restic_error(check)}")
+            for name in heavy:
+                os.unlink(name, dir_fd=dfd)
+            os.fsync(dfd)
+            return key
+        finally:
+            os.close(dfd)
+
     def snapshots(self, *filters: str) -> list[dict]:
         r = self.run("snapshots", "--json", "--no-lock", *filters, timeout=600)
         if r.returncode != 0:
@@ -200,6 +261,25 @@ class Restic:
 
 class BackupError(Exception):
     pass
+
+
+def _read_key(dfd: int, name: str) -> dict | None:
+    """One key file of the repository, or None for anything else found there."""
+    if not re.fullmatch(r"[0-9a-f]{64}", name):
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        key = json.loads(os.read(fd, 65536))
+        return key if isinstance(key, dict) else None
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def _repository_id(config: bytes) -> str:
@@ -909,6 +989,11 @@ def rebuild(args: argparse.Namespace) -> None:
             subprocess.run(["chown", "-R", f"{user}:{user}", repo], check=False)
     if r.returncode != 0:
         die(f"copy from off-site failed: {_restic_error(r)}", 2)
+    if remade:
+        try:
+            Restic(spec).lighten_key()
+        except (BackupError, OSError) as exc:     # the repository works; only slower to open
+            print(f"the rebuilt repository keeps its slow key: {exc}", file=sys.stderr)
     after = subprocess.run([*base, "snapshots", "--json", "--no-lock"], env=env,
                            capture_output=True, timeout=600)
     total = len(json.loads(after.stdout or b"[]") or [])
@@ -1164,8 +1249,10 @@ def install(args: argparse.Namespace) -> None:
         # Made here, once, at activation: nodes that race to create it on their first run
         # would each write their own key and config.
         try:
-            Restic(spec).ensure_init()
-        except BackupError as exc:
+            restic = Restic(spec)
+            restic.ensure_init()
+            restic.lighten_key()
+        except (BackupError, OSError) as exc:
             die(str(exc))
     _timers(spec["timers"])
     print(json.dumps({"authorized": [a["user"] for a in spec["authorize"]],

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux prometheus prometheus-node-exporter php-fpm php-mysql mariadb-server mariadb-client restic logrotate chromium fonts-wqy-microhei pebble bind9 bind9-dnsutils testssl.sh mmdebstrap systemd-container rsync python3-jieba python3-watchdog nftables libnginx-mod-http-modsecurity modsecurity-crs apt-utils dpkg-dev chromium-driver prometheus-alertmanager keepalived apt-cacher-ng)
+PACKAGES=(nginx openssh-server openssh-client curl wrk ca-certificates tar gzip python3 python3-venv python3-apt sqlite3 iproute2 procps util-linux prometheus prometheus-node-exporter php-fpm php-mysql mariadb-server mariadb-client restic logrotate chromium fonts-wqy-microhei pebble bind9 bind9-dnsutils testssl.sh mmdebstrap systemd-container rsync python3-jieba python3-watchdog python3-cryptography nftables libnginx-mod-http-modsecurity modsecurity-crs apt-utils dpkg-dev chromium-driver prometheus-alertmanager keepalived apt-cacher-ng)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
