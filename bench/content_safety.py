@@ -19,7 +19,8 @@ Parts 2 (wrk) and 3 need root and the lab (they bring up 3 overlay nodes and app
 example county); part 1 and the in-process numbers do not. Pages are synthetic Chinese
 government pages (titles, dates, ~600 characters of text from a fixed vocabulary).
 
-Usage: bench/content_safety.py [PAGES] [UNITS] [--no-lab] [--json]
+Usage: bench/content_safety.py [PAGES] [UNITS] [--no-lab] [--search] [--json]
+(--search: parts 2 only, the index and its queries.)
 (--json: every part's figures as one JSON object on the last line.)
 """
 from __future__ import annotations
@@ -186,6 +187,19 @@ def bench_index(inv, files, root: Path) -> tuple[dict, Path]:
         res = idx.search(f"{(i * 149) % len(files):06d}")
         rare.append((time.perf_counter() - t) * 1000)
         assert res["total"] == 1, res
+    # The same common queries with every match counted and ranked (the search before issue
+    # 37 bounded them), side by side.
+    bounds = node_search.WINDOW, node_search.COUNTED
+    node_search.WINDOW = node_search.COUNTED = 10**9
+    unbounded = []
+    try:
+        for i in range(40):
+            q = queries[i % len(queries)]
+            t = time.perf_counter()
+            idx.search(q, None if i % 2 else f"u{i % 300:03d}", "relevance" if i % 3 else "date")
+            unbounded.append((time.perf_counter() - t) * 1000)
+    finally:
+        node_search.WINDOW, node_search.COUNTED = bounds
     grep = []
     for q in ["茶河镇", "疫苗", "运动会", "低保", "防汛"]:
         t = time.perf_counter()
@@ -198,6 +212,9 @@ def bench_index(inv, files, root: Path) -> tuple[dict, Path]:
              "pages_mb": round(sum(p.stat().st_size for _, _, p in files) / 2**20, 1),
              "common_query_ms_median": round(statistics.median(lat), 2),
              "common_query_ms_p99": round(pct(lat, 99), 2),
+             "common_query_unbounded_ms_median": round(statistics.median(unbounded), 2),
+             "ratio_unbounded_to_bounded": round(statistics.median(unbounded)
+                                                 / statistics.median(lat), 1),
              "rare_query_ms_median": round(statistics.median(rare), 2),
              "rare_query_ms_p99": round(pct(rare, 99), 2),
              "grep_rl_ms_median": round(statistics.median(grep), 1),
@@ -225,20 +242,24 @@ function init(args)
 end
 request = function()
   i = i + 1
-  return wrk.format("GET", "/search?format=json&q=" .. queries[(i %% #queries) + 1])
+  return wrk.format("GET", "/search?format=json&" .. queries[(i %% #queries) + 1])
 end
 """
 
 
-def _wrk(url: str, headers: dict[str, str], queries: list[str] | None = None) -> dict:
+def _wrk(url: str, headers: dict[str, str], queries: list[str] | None = None,
+         connections: int = 8) -> dict:
+    """`queries`: each a query string's words, or (words, page)."""
     from urllib.parse import quote
-    cmd = ["wrk", "-t2", "-c8", "-d10s", "--latency"]
+    cmd = ["wrk", "-t2", f"-c{connections}", "-d10s", "--latency"]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
     script = None
     if queries:
         script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-        script.write(WRK_LUA % ", ".join(f'"{quote(q)}"' for q in queries))
+        script.write(WRK_LUA % ", ".join(
+            f'"q={quote(q)}"' if isinstance(q, str) else f'"q={quote(q[0])}&page={q[1]}"'
+            for q in queries))
         script.close()
         cmd += ["-s", script.name]
     try:
@@ -278,8 +299,12 @@ def bench_search_http(db: Path, pages_count: int) -> dict:
     # 2,000 distinct pairs of common words, in a cycle longer than the server's answer cache
     # (1,024): every request is computed. The six popular queries are answered from it.
     pairs = [f"{a} {b}" for a in VOCAB[:50] for b in VOCAB[50:90]][:2000]
+    # One common word each (通知, 公开 ...), on any of its 100 result pages: 2,000 distinct
+    # queries, every one computed, asked by 50 clients at once (issue 37's target).
+    singles = [(w, p) for p in range(1, 101) for w in VOCAB[:20]]
     try:
-        return {"county_common_words_uncached": _wrk(server, {}, pairs),
+        return {"county_common_word_uncached_50_clients": _wrk(server, {}, singles, 50),
+                "county_common_words_uncached": _wrk(server, {}, pairs),
                 "county_common_words_popular": _wrk(server, {}, common),
                 "county_rare_word": _wrk(server, {}, rare),
                 "unit_common_words_uncached": _wrk(server, {"X-Govhost-Unit": "u007"}, pairs),
@@ -404,10 +429,12 @@ def main() -> None:
         print(f"generated {count} pages for {units} units in {time.perf_counter() - t0:.1f} s",
               flush=True)
         figures: dict = {"bench": "content_safety", "pages": count, "units": units}
-        w = figures["wording"] = bench_wording(inv, files, work)
-        print("wording:", json.dumps(w, ensure_ascii=False), flush=True)
-        m = figures["message_screen"] = bench_message_screen(inv)
-        print("message screen:", json.dumps(m), flush=True)
+        if "--search" not in sys.argv:
+            w = figures["wording"] = bench_wording(inv, files, work)
+            print("wording:", json.dumps(w, ensure_ascii=False), flush=True)
+        if "--search" not in sys.argv:
+            m = figures["message_screen"] = bench_message_screen(inv)
+            print("message screen:", json.dumps(m), flush=True)
         s, db = bench_index(inv, files, work)
         figures["search_index"] = s
         print("search index:", json.dumps(s, ensure_ascii=False), flush=True)
@@ -423,8 +450,9 @@ def main() -> None:
                 sys.exit("apply failed")
             h = figures["search_http"] = bench_search_http(db, count)
             print("search server on n1 (wrk -t2 -c8 -d10s):", json.dumps(h), flush=True)
-            t = figures["tamper"] = bench_tamper(units)
-            print("tamper:", json.dumps(t), flush=True)
+            if "--search" not in sys.argv:
+                t = figures["tamper"] = bench_tamper(units)
+                print("tamper:", json.dumps(t), flush=True)
         if "--json" in sys.argv:
             print(json.dumps(figures, ensure_ascii=False))
     finally:

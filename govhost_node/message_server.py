@@ -82,26 +82,28 @@ class Settings:
 
     def allow_unit(self, unit: str, now: float) -> bool:
         """Whether `unit` may take one more message on this node now (counted if so)."""
-        count, window = self.per_unit
         with self._lock:
-            times = [t for t in self._unit_seen.get(unit, []) if now - t < window]
-            if len(times) >= count:
-                self._unit_seen[unit] = times
-                return False
-            self._unit_seen[unit] = times + [now]
-            return True
+            return _take(self._unit_seen, unit, self.per_unit, now)
 
     def allow(self, source: str, now: float) -> bool:
-        count, window = self.per_source
         with self._lock:
             if len(self._seen) > 10_000:        # forget the sources that are quiet again
-                self._seen = {k: v for k, v in self._seen.items() if now - v[-1] < window}
-            times = [t for t in self._seen.get(source, []) if now - t < window]
-            if len(times) >= count:
-                self._seen[source] = times
-                return False
-            self._seen[source] = times + [now]
-            return True
+                window = self.per_source[1]
+                self._seen = {k: v for k, v in self._seen.items() if v and now - v[-1] < window}
+            return _take(self._seen, source, self.per_source, now)
+
+
+def _take(seen: dict[str, list[float]], who: str, limit: tuple[int, float], now: float) -> bool:
+    """A sliding window: at most `count` in the last `window` seconds, counted if taken. The
+    caller holds the lock."""
+    count, window = limit
+    times = seen.setdefault(who, [])
+    while times and now - times[0] >= window:      # kept in order: oldest first
+        times.pop(0)
+    if len(times) >= count:
+        return False
+    times.append(now)
+    return True
 
 
 class Live:

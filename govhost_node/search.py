@@ -38,6 +38,15 @@ from govhost_node.layout import NODE
 
 DB = f"{NODE.state}/search/index.db"
 PER_PAGE = 10
+MAX_PAGE = 100
+# What one query may cost, whatever it asks: its matches are counted up to COUNTED, and
+# ranked (or sorted by date) among the WINDOW most recently indexed pages that match, which
+# is every result a visitor can page to. A rare word's matches are all inside both, so its
+# answer is exact; a word on half the county's pages cost ranking every one of them (about
+# 2 µs a page: a second of CPU per query on a county of 60,000 pages under load) and now costs
+# ranking a thousand.
+COUNTED = 10_000
+WINDOW = PER_PAGE * MAX_PAGE
 MAX_QUERY = 100
 EXCERPT = 70
 
@@ -177,26 +186,33 @@ class Index:
             # The unit is a word of its row: the filter is part of the full-text match, not a
             # scan of every page that has the words.
             match = f"({match}) AND unit_tok:{unit_token(unit)}"
-        total = self.db.execute("SELECT count(*) FROM fts WHERE fts MATCH ?",
-                                (match,)).fetchone()[0]
+        total = self.db.execute("SELECT count(*) FROM (SELECT rowid FROM fts WHERE fts MATCH ? "
+                                "LIMIT ?)", (match, COUNTED + 1)).fetchone()[0]
+        floor = 0
+        if total > WINDOW:       # a page indexed later has a higher rowid (changed = new row)
+            floor = self.db.execute(
+                "SELECT min(rowid) FROM (SELECT rowid FROM fts WHERE fts MATCH ? "
+                "ORDER BY rowid DESC LIMIT ?)", (match, WINDOW)).fetchone()[0]
+        page = max(1, min(MAX_PAGE, page))
         # Only rowids and ranks come out of the full-text index (reading a column of it would
         # read each match's whole row); the date is near the start of a page's row.
         if sort == "date":
             ids = self.db.execute(
-                "SELECT id FROM pages WHERE id IN (SELECT rowid FROM fts WHERE fts MATCH ?) "
-                "ORDER BY date IS NULL, date DESC, id DESC LIMIT ? OFFSET ?",
-                (match, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
+                "SELECT id FROM pages WHERE id IN (SELECT rowid FROM fts WHERE fts MATCH ? "
+                "AND rowid >= ?) ORDER BY date IS NULL, date DESC, id DESC LIMIT ? OFFSET ?",
+                (match, floor, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
         else:
-            ids = self.db.execute("SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY rank "
-                                  "LIMIT ? OFFSET ?",
-                                  (match, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
+            ids = self.db.execute("SELECT rowid FROM fts WHERE fts MATCH ? AND rowid >= ? "
+                                  "ORDER BY rank LIMIT ? OFFSET ?",
+                                  (match, floor, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
         order = [i for (i,) in ids]
         got = {row[0]: row[1:] for row in self.db.execute(
             "SELECT p.id, p.tenant, u.title, p.url, p.title, p.date, p.body FROM pages p "
             f"LEFT JOIN units u ON u.tenant = p.tenant WHERE p.id IN ({','.join('?' * len(order))})",
             order)} if order else {}
         rows = [got[i] for i in order if i in got]
-        return {"query": query, "terms": terms, "total": total, "page": page,
+        return {"query": query, "terms": terms, "total": min(total, COUNTED),
+                "more": total > COUNTED, "ranked": min(total, WINDOW), "page": page,
                 "results": [{"unit": t, "unit_title": ut or t, "url": url, "title": title,
                              "date": date, "title_html": mark(title or url, terms),
                              "excerpt_html": excerpt(body, terms)}
@@ -283,10 +299,13 @@ def render(res: dict[str, Any], scope: str, sort: str) -> str:
     if not q:
         summary = "请输入要搜索的词语。"
     else:
-        summary = f"“{html.escape(q)}”共找到 {res['total']} 条结果。"
+        found = f"超过 {res['total']:,}" if res.get("more") else f"{res['total']:,}"
+        summary = f"“{html.escape(q)}”共找到 {found} 条结果。"
+        if res["total"] > WINDOW:
+            summary += f"排序范围为最近收录的 {WINDOW:,} 条。"
     more = ""
     page = res.get("page", 1)
-    if res["total"] > page * PER_PAGE:
+    if res.get("ranked", res["total"]) > page * PER_PAGE:
         more = (f'<p><a href="/search?q={html.escape(_quote(q))}&amp;sort={sort}&amp;page='
                 f'{page + 1}">下一页</a></p>')
     return PAGE.format(title=html.escape(f"搜索 - {scope}"), heading=html.escape(scope) + " 站内搜索",
@@ -316,6 +335,9 @@ class Served:
         self.cache: collections.OrderedDict[tuple, tuple[dict[str, Any], str]] = \
             collections.OrderedDict()
         self.words_read: tuple | None = None     # the index version whose words are loaded
+        # Queries being answered now: the same query asked again meanwhile (a notice fifty
+        # people look for at once) waits for that answer instead of computing it again.
+        self.running: dict[tuple, threading.Event] = {}
 
     def version(self) -> tuple:
         """Changes whenever the index does: a commit writes the WAL (or the file itself, at
@@ -332,11 +354,31 @@ class Served:
     def answer(self, q: str, unit: str | None, sort: str,
                page: int) -> tuple[dict[str, Any], str]:
         key = (self.version(), q, unit, sort, page)
-        with self.lock:
-            hit = self.cache.get(key)
-            if hit is not None:
-                self.cache.move_to_end(key)
-                return hit
+        while True:
+            with self.lock:
+                hit = self.cache.get(key)
+                if hit is not None:
+                    self.cache.move_to_end(key)
+                    return hit
+                running = self.running.get(key)
+                if running is None:
+                    done = self.running[key] = threading.Event()
+                    break
+            running.wait(30)       # then ask the cache again; compute it if that one failed
+        try:
+            res, scope = self._compute(key, q, unit, sort, page)
+            with self.lock:
+                self.cache[key] = (res, scope)
+                while len(self.cache) > self.CACHED:
+                    self.cache.popitem(last=False)
+        finally:
+            with self.lock:
+                del self.running[key]
+            done.set()
+        return res, scope
+
+    def _compute(self, key: tuple, q: str, unit: str | None, sort: str,
+                 page: int) -> tuple[dict[str, Any], str]:
         with self.get() as index:
             if self.words_read != key[0]:       # the words change only with the index
                 load_words(index.words())
@@ -344,10 +386,6 @@ class Served:
             res = index.search(q, unit, sort, page)
             scope = (index.db.execute("SELECT title FROM units WHERE tenant = ?",
                                       (unit,)).fetchone() or [unit])[0] if unit else "全县"
-        with self.lock:
-            self.cache[key] = (res, scope)
-            while len(self.cache) > self.CACHED:
-                self.cache.popitem(last=False)
         return res, scope
 
     @contextlib.contextmanager
@@ -393,7 +431,7 @@ class Handler(BaseHTTPRequestHandler):
         q = (args.get("q") or [""])[0][:MAX_QUERY]
         sort = "date" if (args.get("sort") or [""])[0] == "date" else "relevance"
         try:
-            page = max(1, min(100, int((args.get("page") or ["1"])[0])))
+            page = max(1, min(MAX_PAGE, int((args.get("page") or ["1"])[0])))
         except ValueError:
             page = 1
         # On a unit's site nginx names the unit; the portal searches the whole county.

@@ -141,3 +141,70 @@ def test_answers_are_cached_until_the_index_changes(index, tmp_path):
     index.put("jiaoyu", "b.html", page("通知二", "茶河镇"), "r2", "r1")
     changed, _ = served.answer("茶河镇", None, "relevance", 1)
     assert changed["total"] == 2                                     # the index changed
+
+
+def test_a_word_on_many_pages_is_counted_and_ranked_within_bounds(index, monkeypatch):
+    """What one query costs is bounded (issue 37): matches are counted up to COUNTED and
+    ordered among the WINDOW most recently indexed matching pages, every result a visitor can
+    page to; a word on fewer pages than that is answered exactly, as before."""
+    monkeypatch.setattr(node_search, "PER_PAGE", 2)
+    monkeypatch.setattr(node_search, "MAX_PAGE", 3)
+    monkeypatch.setattr(node_search, "WINDOW", 6)
+    monkeypatch.setattr(node_search, "COUNTED", 12)
+    release = None
+    for i in range(15):              # indexed one after another: page 14 is the newest
+        words = "通知 " * (15 - i)   # the oldest pages have the word most often
+        rec_release = f"r{i}"
+        index.put("jiaoyu", f"p{i}.html", page(f"第{i}号", words + ("茶河镇" if i < 3 else "")),
+                  rec_release, release)
+        release = rec_release
+    res = index.search("通知")
+    assert res["total"] == 12 and res["more"] and res["ranked"] == 6
+    seen = [r["url"] for p in (1, 2, 3) for r in index.search("通知", page=p)["results"]]
+    newest = {f"//jiaoyu.qingshui.gov.cn/p{i}.html" for i in range(9, 15)}
+    assert set(seen) == newest and len(seen) == 6
+    assert index.search("通知", page=4)["results"] == index.search("通知", page=3)["results"]
+    # ranked among those six: the one with the word most often first
+    assert seen[0] == "//jiaoyu.qingshui.gov.cn/p9.html"
+    by_date = [r["url"] for r in index.search("通知", sort="date")["results"]]
+    assert set(by_date) <= newest
+    html_page = node_search.render(res, "全县", "relevance")
+    assert "超过 12" in html_page and "最近收录的 6 条" in html_page
+    rare = index.search("茶河镇")                         # on 3 old pages only: exact
+    assert rare["total"] == 3 and not rare["more"] and rare["ranked"] == 3
+    assert {r["url"] for p in (1, 2) for r in index.search("茶河镇", page=p)["results"]} == \
+        {f"//jiaoyu.qingshui.gov.cn/p{i}.html" for i in range(3)}
+    last = node_search.render(index.search("通知", page=3), "全县", "relevance")
+    assert "下一页" not in last                            # no page past the window
+
+
+def test_the_same_query_asked_at_once_is_computed_once(index, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    index.put("jiaoyu", "a.html", page("通知", "茶河镇"), "r1", None)
+    served = node_search.Served(str(tmp_path / "index.db"))
+    calls = []
+    real = node_search.Index.search
+
+    def slow(self, *args, **kw):
+        calls.append(args)
+        time.sleep(0.3)              # a common word's ranking, long enough for all to ask
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(node_search.Index, "search", slow)
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        served.answer("茶河镇", None, "relevance", 1)[0])) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(answers) == 8
+    assert all(a is answers[0] and a["total"] == 1 for a in answers)
+    assert served.running == {}
+    # a query whose computation failed leaves nothing waiting, and is computed again
+    monkeypatch.setattr(node_search.Index, "search", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        served.answer("别的", None, "relevance", 1)
+    assert served.running == {}
