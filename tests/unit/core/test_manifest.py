@@ -172,6 +172,8 @@ def test_bad_values_are_refused(tmp_path, field, value, expect):
     ("!!python/object/apply:os.system ['id']\n", "not valid YAML"),
     ("a: 1\n---\nb: 2\n", "exactly one YAML document"),
     ("x: " + "[" * 50 + "]" * 50 + "\n", "nesting"),
+    ("".join(" " * i + f"k{i}:\n" for i in range(40)) + " " * 40 + "v: 1\n", "nesting"),
+    ("x: " + "[" * 50 + "'*'" + "]" * 50 + "\n", "nesting"),
 ])
 def test_malicious_or_broken_yaml(tmp_path, text, expect):
     root = write_inventory(tmp_path / "inv", [tenant("ok")])
