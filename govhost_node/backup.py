@@ -63,10 +63,6 @@ from govhost_node.system import pid_alive
 SPEC = f"{NODE.current}/backup.json"
 KEY = f"{NODE.current}/backup.key"
 STATE = f"{NODE.state}/backup"
-# The shared SSH connections to the repository: restic starts one ssh per process, and a
-# night's run is hundreds of processes; over one connection each costs half as much (0.26
-# against 0.5 s a process, measured on the lab). Short and fixed: a socket's path has a limit.
-MUX_DIR = "/run/govhost-backup-ssh"
 STATUS = f"{STATE}/status.json"
 RESTORE = f"{NODE.srv}/restore"
 SITES = NODE.sites
@@ -132,7 +128,6 @@ class Restic:
             self.env["RESTIC_CACHE_DIR"] = f"{STATE}/cache-{self.user}"
         else:
             ssh = " ".join(["ssh", "-i", KEY, "-p", str(repo["port"]), "-o", "BatchMode=yes",
-                            *_mux_options(),
                             "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=10",
                             "-o", "ServerAliveCountMax=3", "-o", "StrictHostKeyChecking=accept-new",
                             "-o", f"UserKnownHostsFile={STATE}/known_hosts", "-o", "LogLevel=ERROR",
@@ -266,23 +261,6 @@ class Restic:
 
 class BackupError(Exception):
     pass
-
-
-def _mux_options() -> list[str]:
-    """ssh's options to share one connection, when the sockets' directory is root's alone
-    (whoever could place a socket there would be handed the repository's SFTP sessions);
-    none otherwise, and each restic then makes its own connection, as before."""
-    try:
-        os.mkdir(MUX_DIR, 0o700)
-    except FileExistsError:
-        pass
-    except OSError:
-        return []
-    st = os.lstat(MUX_DIR)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        return []
-    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={MUX_DIR}/%C",
-            "-o", "ControlPersist=60"]
 
 
 def _read_key(dfd: int, name: str) -> dict | None:

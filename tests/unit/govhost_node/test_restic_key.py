@@ -137,19 +137,3 @@ def test_seal_and_opens_agree_and_a_changed_byte_is_refused():
     with pytest.raises(ValueError, match="encryption key"):
         restic_key.seal(PASSWORD, {**master, "encrypt": base64.b64encode(b"short").decode()})
 
-
-def test_the_shared_ssh_connection_is_used_only_from_roots_own_directory(tmp_path, monkeypatch):
-    """One SSH connection serves a night's restic processes (issue 37); its sockets' directory
-    must be this account's alone, mode 0700, or each restic connects on its own as before."""
-    mux = tmp_path / "mux"
-    monkeypatch.setattr(backup, "MUX_DIR", str(mux))
-    spec = {"password": PASSWORD, "repository": {
-        "url": "sftp:govhost-backup@10.77.0.11:/srv/repo", "path": "/srv/repo",
-        "user": "govhost-backup", "address": "10.77.0.11", "port": 22, "local": False}}
-    assert f"ControlPath={mux}/%C" in backup.Restic(spec).args[-1]
-    assert (mux.stat().st_mode & 0o777) == 0o700
-    mux.chmod(0o755)                       # loosened by someone: not trusted
-    assert "ControlPath" not in backup.Restic(spec).args[-1]
-    mux.rmdir()
-    mux.symlink_to(tmp_path)               # a link in its place: not followed
-    assert "ControlPath" not in backup.Restic(spec).args[-1]
