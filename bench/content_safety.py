@@ -285,6 +285,12 @@ def _wrk(url: str, headers: dict[str, str], queries: list[str] | None = None,
 def bench_search_http(db: Path, pages_count: int) -> dict:
     """The big index on n1, queried on its search server (nginx in front would answer most of
     a wrk load with 429: the sites' rate limit), next to a static page through nginx."""
+    from controlplane.lab import network
+    # The search server takes connections from the cluster only (nftables); wrk runs on the
+    # control machine, let in for the bench and out again after it.
+    opening = f"nft add element inet govhost_n1 cluster4 {{ {network.HOST4} }}"
+    closing = f"nft delete element inet govhost_n1 cluster4 {{ {network.HOST4} }}"
+    ssh("10.77.0.11", opening + " 2>/dev/null || true")
     ssh("10.77.0.11", "kill $(cat /run/govhost-search.pid) 2>/dev/null; sleep 0.5; "
                      "mkdir -p /var/lib/govhost/search; "
                      "cat > /var/lib/govhost/search/bench.db", db.read_bytes())
@@ -314,7 +320,7 @@ def bench_search_http(db: Path, pages_count: int) -> dict:
         ssh("10.77.0.11", "kill $(cat /run/govhost-search.pid) 2>/dev/null; sleep 0.5; "
                          "cd /var/lib/govhost/search && rm -f index.db index.db-wal index.db-shm;"
                          " mv index.db.keep index.db 2>/dev/null; "
-                         "/usr/local/sbin/govhost-node agents 10.77.0.11")
+                         "/usr/local/sbin/govhost-node agents 10.77.0.11; " + closing)
 
 
 TAMPER_ON_NODE = r'''

@@ -463,9 +463,15 @@ def serve(listen: str, db: str) -> None:
     Handler.served = Served(db)
     with Handler.served.get() as index:
         load_words(index.words())
-    server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
-    server.daemon_threads = True
+    server = _Server((host.strip("[]"), int(port)), Handler)
     server.serve_forever()
+
+
+class _Server(ThreadingHTTPServer):
+    # nginx opens a connection per search it passes on; the library's backlog of 5 dropped
+    # the rest of a burst (a notice fifty people look for at once), each retried a second on.
+    request_queue_size = 128
+    daemon_threads = True
 
 
 def main() -> None:
