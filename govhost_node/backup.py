@@ -195,62 +195,97 @@ class Restic:
     def lighten_key(self) -> str | None:
         """On the repository's own node, replace the keys this repository's password opens
         with one whose stretching costs milliseconds (govhost_node/restic_key.py says why:
-        that second was paid by every snapshot). The new key is written beside the old, opened
-        by restic itself, and only then are the old ones removed. Its id, or None when there
-        was nothing to do. Every file is reached through the keys directory's descriptor with
-        links refused: the directory belongs to the repository's account, which every node's
-        backup key reaches over SFTP."""
+        that second was paid by every snapshot). Its id, or None when there was nothing to do.
+
+        The old keys go only once restic has opened the repository with the light key alone
+        (a copy of the repository's config beside that one key, in root's own directory): a
+        hint would not prove it, as restic falls back to the other keys when the hinted one
+        fails. One run at a time (a lock of root's), so a run never removes what another is
+        proving. Every file is reached through the keys directory's descriptor with links
+        refused, at most 20 files are tried (restic itself gives up after 20): the directory
+        belongs to the repository's account, which every node's backup key reaches."""
         if not self.local:
             return None
+        try:
+            return self._lighten_key()
+        except (ValueError, KeyError, subprocess.SubprocessError) as exc:
+            raise BackupError(f"making the light key failed: {exc}") from None
+
+    def _lighten_key(self) -> str | None:
         password = self.env["RESTIC_PASSWORD"]
         pw = pwd.getpwnam(self.user)
-        dfd = os.open(os.path.join(self.args[1], "keys"), os.O_RDONLY | os.O_DIRECTORY
-                      | os.O_NOFOLLOW)
-        try:
-            keys = {n: k for n, k in ((n, _read_key(dfd, n)) for n in os.listdir(dfd))
-                    if k is not None}
-            ours = [n for n, k in keys.items() if restic_key.opens(password, k)]
-            light = [n for n in ours if restic_key.is_light(keys[n])]
-            heavy = [n for n in ours if n not in light]
-            if not ours:
-                raise BackupError("no key of the repository opens with its password")
-            if not heavy:
-                return None
-            new = None
-            if light:
-                key = light[0]
-            else:
-                master = self.run("cat", "masterkey", timeout=300)
-                if master.returncode != 0:
-                    raise BackupError(f"reading the master key failed: {_restic_error(master)}")
-                key, raw = restic_key.seal(password, json.loads(master.stdout))
-                new = key
-                tmp = f".{key}.tmp-{os.getpid()}"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400,
-                             dir_fd=dfd)
-                try:
-                    os.write(fd, raw)
-                    os.fchown(fd, pw.pw_uid, pw.pw_gid)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.rename(tmp, key, src_dir_fd=dfd, dst_dir_fd=dfd)
-            # restic itself must open the repository with it before an old key goes
-            check = self.run("--key-hint", key, "key", "list", "--json", "--no-lock",
-                             timeout=300)
-            current = [k["id"] for k in json.loads(check.stdout or b"[]")
-                       if k.get("current")] if check.returncode == 0 else []
-            if not current or not key.startswith(current[0]):
-                if new:
-                    os.unlink(new, dir_fd=dfd)
-                raise BackupError("restic did not open the repository with the light key; "
-                                  f"the old one is kept: {_restic_error(check)}")
-            for name in heavy:
-                os.unlink(name, dir_fd=dfd)
-            os.fsync(dfd)
-            return key
-        finally:
-            os.close(dfd)
+        os.makedirs(STATE, mode=0o700, exist_ok=True)
+        with open(f"{STATE}/light-key.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            repo_fd = os.open(self.args[1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            dfd = os.open("keys", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=repo_fd)
+            try:
+                names = sorted(n for n in os.listdir(dfd) if restic_key.NAME.fullmatch(n))
+                if len(names) > restic_key.MAX_KEYS:
+                    raise BackupError(f"the repository has {len(names)} key files; restic "
+                                      f"tries {restic_key.MAX_KEYS} at most: look at its "
+                                      "keys directory")
+                keys = {n: k for n, k in ((n, _read_key(dfd, n)) for n in names) if k}
+                light = [n for n, k in keys.items()
+                         if restic_key.is_light(k) and restic_key.opens(password, k)]
+                heavy = [n for n, k in keys.items()
+                         if not restic_key.is_light(k) and restic_key.opens(password, k)]
+                if not heavy:
+                    if not light:
+                        raise BackupError("no key of the repository opens with its password")
+                    return None
+                config = _read_small(repo_fd, "config")
+                key = None
+                for n in light:
+                    if self._opens_alone(config, n, _read_small(dfd, n)):
+                        key = n
+                        break
+                    # this password opens it, restic cannot use it: restic could pick it
+                    # before a good one and fail
+                    heavy.append(n)
+                if key is None:
+                    master = self.run("cat", "masterkey", timeout=300)
+                    if master.returncode != 0:
+                        raise BackupError("reading the master key failed: "
+                                          f"{_restic_error(master)}")
+                    key, raw = restic_key.seal(password, json.loads(master.stdout))
+                    if not self._opens_alone(config, key, raw):
+                        raise BackupError("restic did not open the repository with the light "
+                                          "key alone; the old keys are kept")
+                    tmp = f".{key}.tmp-{os.getpid()}"
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                 0o400, dir_fd=dfd)
+                    try:
+                        os.write(fd, raw)
+                        os.fchown(fd, pw.pw_uid, pw.pw_gid)
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    os.rename(tmp, key, src_dir_fd=dfd, dst_dir_fd=dfd)
+                    os.fsync(dfd)              # the new key is on disk before an old one goes
+                for name in heavy:
+                    os.unlink(name, dir_fd=dfd)
+                os.fsync(dfd)
+                return key
+            finally:
+                os.close(dfd)
+                os.close(repo_fd)
+
+    def _opens_alone(self, config: bytes, name: str, raw: bytes) -> bool:
+        """Whether restic opens a repository of this config with this one key: in a scratch
+        directory of root's, with nothing else to fall back on."""
+        with tempfile.TemporaryDirectory(dir=STATE, prefix="light-key-") as scratch:
+            for d in ("keys", "data", "index", "snapshots", "locks"):
+                os.mkdir(os.path.join(scratch, d))
+            with open(os.path.join(scratch, "config"), "wb") as f:
+                f.write(config)
+            with open(os.path.join(scratch, "keys", name), "wb") as f:
+                f.write(raw)
+            r = subprocess.run(["restic", "--no-cache", "-r", scratch, "cat", "config"],
+                               env=self.env, stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=300)
+            return r.returncode == 0 and _repository_id(r.stdout) == \
+                _repository_id(self.run("cat", "config", timeout=300).stdout)
 
     def snapshots(self, *filters: str) -> list[dict]:
         r = self.run("snapshots", "--json", "--no-lock", *filters, timeout=600)
@@ -263,23 +298,26 @@ class BackupError(Exception):
     pass
 
 
-def _read_key(dfd: int, name: str) -> dict | None:
-    """One key file of the repository, or None for anything else found there."""
-    if not re.fullmatch(r"[0-9a-f]{64}", name):
-        return None
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
-    except OSError:
-        return None
+def _read_small(dfd: int, name: str, limit: int = 65536) -> bytes:
+    """A regular file of the repository, read through its directory's descriptor, links and
+    anything but a plain file refused, at most `limit` bytes."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        key = json.loads(os.read(fd, 65536))
-        return key if isinstance(key, dict) else None
-    except (OSError, ValueError):
-        return None
+            raise BackupError(f"{name} in the repository is not a plain file")
+        return os.read(fd, limit)
     finally:
         os.close(fd)
+
+
+def _read_key(dfd: int, name: str) -> dict | None:
+    """One key file of the repository, or None for anything else found there (a planted
+    file of any shape is passed over, never a reason to stop)."""
+    try:
+        key = json.loads(_read_small(dfd, name))
+        return key if isinstance(key, dict) else None
+    except Exception:  # noqa: BLE001 - whatever a planted file holds
+        return None
 
 
 def _repository_id(config: bytes) -> str:
@@ -1251,9 +1289,12 @@ def install(args: argparse.Namespace) -> None:
         try:
             restic = Restic(spec)
             restic.ensure_init()
-            restic.lighten_key()
         except (BackupError, OSError) as exc:
             die(str(exc))
+        try:
+            restic.lighten_key()
+        except (BackupError, OSError) as exc:   # the repository works; only slower to open
+            print(f"the repository keeps its slow key: {exc}", file=sys.stderr)
     _timers(spec["timers"])
     print(json.dumps({"authorized": [a["user"] for a in spec["authorize"]],
                       "timers": [t["name"] for t in spec["timers"]], "failed": failed}))

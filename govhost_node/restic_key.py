@@ -23,17 +23,27 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import socket
 import time
 
 # 2^12 × 8 × 128 bytes = 4 MiB of memory; about 10 ms of one core here.
 LIGHT = {"N": 1 << 12, "r": 8, "p": 1}
 SALT_BYTES = 64
+NAME = re.compile(r"[0-9a-f]{64}")
+MAX_KEYS = 20              # restic tries this many key files before it gives up
 
 
 def cost(params: dict) -> int:
-    """scrypt's work, in units of one N=1 block: what opening with this key costs."""
-    return int(params.get("N", 0)) * int(params.get("r", 0)) * int(params.get("p", 0))
+    """scrypt's work, in units of one N=1 block: what opening with this key costs (0 for
+    parameters that are not three positive integers)."""
+    try:
+        n, r, p = (params.get(k) for k in ("N", "r", "p"))
+        if not all(type(v) is int and v > 0 for v in (n, r, p)):
+            return 0
+        return n * r * p
+    except Exception:  # noqa: BLE001 - whatever a planted key file holds
+        return 0
 
 
 def is_light(key_file: dict) -> bool:
@@ -55,7 +65,7 @@ def _user_key(password: str, params: dict, salt: bytes) -> tuple[bytes, bytes, b
     """The encryption key, MAC k and MAC r that scrypt derives from the password."""
     n, r, p = int(params["N"]), int(params["r"]), int(params["p"])
     derived = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p,
-                             maxmem=256 * r * n + (1 << 20), dklen=64)
+                             maxmem=128 * r * (n + p + 2) + (1 << 20), dklen=64)
     return derived[:32], derived[32:48], derived[48:64]
 
 
@@ -69,25 +79,27 @@ def _mac_tag(mac_k: bytes, mac_r: bytes, iv: bytes, ciphertext: bytes) -> bytes:
     return Poly1305.generate_tag(mac_r + s, ciphertext)
 
 
-# A key restic calibrated here is N=2^15, r=8, p=6 (32 MiB, 1.5 M blocks). One that would
-# take more than 256 MiB or 32 times that work is not tried: it is not one restic made here.
-MAX_MEMORY_TRIED = 256 << 20
-MAX_COST_TRIED = 32 * (1 << 15) * 8 * 6
+# A key restic calibrated here is N=2^15, r=8, p=6 (32 MiB, 1.5 M blocks, half a second).
+# One that would take more than 128 MiB or twice that work is not tried: restic did not
+# make it here, and a planted one must not cost root more than a second or so.
+MAX_MEMORY_TRIED = 128 << 20
+MAX_COST_TRIED = 2 * (1 << 15) * 8 * 6
 
 
 def opens(password: str, key_file: dict) -> bool:
     """Whether `password` opens this key file: its MAC checks. Only such keys are replaced;
     a key an operator added with a password of their own is left as it is."""
     try:
+        n, r, p = int(key_file["N"]), int(key_file["r"]), int(key_file["p"])
         if key_file.get("kdf") != "scrypt" or not 0 < cost(key_file) <= MAX_COST_TRIED \
-                or 128 * int(key_file["r"]) * int(key_file["N"]) > MAX_MEMORY_TRIED:
+                or min(n, r, p) < 1 or 128 * r * (n + p) > MAX_MEMORY_TRIED:
             return False
         salt = base64.b64decode(key_file["salt"], validate=True)
         data = base64.b64decode(key_file["data"], validate=True)
         if len(data) < 33 or len(salt) < 8:
             return False
         _, mac_k, mac_r = _user_key(password, key_file, salt)
-    except (KeyError, TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - a planted file of any shape is simply not ours
         return False
     return hmac.compare_digest(_mac_tag(mac_k, mac_r, data[:16], data[16:-16]), data[-16:])
 

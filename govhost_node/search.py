@@ -186,33 +186,44 @@ class Index:
             # The unit is a word of its row: the filter is part of the full-text match, not a
             # scan of every page that has the words.
             match = f"({match}) AND unit_tok:{unit_token(unit)}"
-        total = self.db.execute("SELECT count(*) FROM (SELECT rowid FROM fts WHERE fts MATCH ? "
-                                "LIMIT ?)", (match, COUNTED + 1)).fetchone()[0]
-        floor = 0
-        if total > WINDOW:       # a page indexed later has a higher rowid (changed = new row)
-            floor = self.db.execute(
-                "SELECT min(rowid) FROM (SELECT rowid FROM fts WHERE fts MATCH ? "
-                "ORDER BY rowid DESC LIMIT ?)", (match, WINDOW)).fetchone()[0]
         page = max(1, min(MAX_PAGE, page))
-        # Only rowids and ranks come out of the full-text index (reading a column of it would
-        # read each match's whole row); the date is near the start of a page's row.
-        if sort == "date":
-            ids = self.db.execute(
-                "SELECT id FROM pages WHERE id IN (SELECT rowid FROM fts WHERE fts MATCH ? "
-                "AND rowid >= ?) ORDER BY date IS NULL, date DESC, id DESC LIMIT ? OFFSET ?",
-                (match, floor, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
-        else:
-            ids = self.db.execute("SELECT rowid FROM fts WHERE fts MATCH ? AND rowid >= ? "
-                                  "ORDER BY rank LIMIT ? OFFSET ?",
-                                  (match, floor, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
-        order = [i for (i,) in ids]
-        got = {row[0]: row[1:] for row in self.db.execute(
-            "SELECT p.id, p.tenant, u.title, p.url, p.title, p.date, p.body FROM pages p "
-            f"LEFT JOIN units u ON u.tenant = p.tenant WHERE p.id IN ({','.join('?' * len(order))})",
-            order)} if order else {}
-        rows = [got[i] for i in order if i in got]
+        # One read transaction: the count, the window and the order see the same index, even
+        # while an apply commits beside them.
+        self.db.execute("BEGIN")
+        try:
+            total = self.db.execute("SELECT count(*) FROM (SELECT rowid FROM fts WHERE fts "
+                                    "MATCH ? LIMIT ?)", (match, COUNTED + 1)).fetchone()[0]
+            # A page indexed later has a higher rowid (a changed page is a new row). By
+            # relevance, the window is the WINDOW most recently indexed matches; by date, the
+            # COUNTED most recently indexed, so that a unit sent whole again (its old pages
+            # indexed anew) does not push a newer page out of the dates a visitor pages to.
+            window = COUNTED if sort == "date" else WINDOW
+            floor = 0
+            if total > window:
+                floor = self.db.execute(
+                    "SELECT min(rowid) FROM (SELECT rowid FROM fts WHERE fts MATCH ? "
+                    "ORDER BY rowid DESC LIMIT ?)", (match, window)).fetchone()[0]
+            # Only rowids and ranks come out of the full-text index (reading a column of it
+            # would read each match's whole row); the date is near the start of a page's row.
+            if sort == "date":
+                ids = self.db.execute(
+                    "SELECT id FROM pages WHERE id IN (SELECT rowid FROM fts WHERE fts MATCH ? "
+                    "AND rowid >= ?) ORDER BY date IS NULL, date DESC, id DESC LIMIT ? OFFSET ?",
+                    (match, floor, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
+            else:
+                ids = self.db.execute("SELECT rowid FROM fts WHERE fts MATCH ? AND rowid >= ? "
+                                      "ORDER BY rank LIMIT ? OFFSET ?",
+                                      (match, floor, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
+            order = [i for (i,) in ids]
+            got = {row[0]: row[1:] for row in self.db.execute(
+                "SELECT p.id, p.tenant, u.title, p.url, p.title, p.date, p.body FROM pages p "
+                "LEFT JOIN units u ON u.tenant = p.tenant "
+                f"WHERE p.id IN ({','.join('?' * len(order))})", order)} if order else {}
+            rows = [got[i] for i in order if i in got]
+        finally:
+            self.db.execute("COMMIT")
         return {"query": query, "terms": terms, "total": min(total, COUNTED),
-                "more": total > COUNTED, "ranked": min(total, WINDOW), "page": page,
+                "more": total > COUNTED, "ranked": min(total, window), "page": page,
                 "results": [{"unit": t, "unit_title": ut or t, "url": url, "title": title,
                              "date": date, "title_html": mark(title or url, terms),
                              "excerpt_html": excerpt(body, terms)}
@@ -301,8 +312,8 @@ def render(res: dict[str, Any], scope: str, sort: str) -> str:
     else:
         found = f"超过 {res['total']:,}" if res.get("more") else f"{res['total']:,}"
         summary = f"“{html.escape(q)}”共找到 {found} 条结果。"
-        if res["total"] > WINDOW:
-            summary += f"排序范围为最近收录的 {WINDOW:,} 条。"
+        if res.get("more") or res["total"] > res.get("ranked", res["total"]):
+            summary += f"排序范围为最近收录的 {res['ranked']:,} 条。"
     more = ""
     page = res.get("page", 1)
     if res.get("ranked", res["total"]) > page * PER_PAGE:
@@ -353,7 +364,19 @@ class Served:
 
     def answer(self, q: str, unit: str | None, sort: str,
                page: int) -> tuple[dict[str, Any], str]:
-        key = (self.version(), q, unit, sort, page)
+        """Answers are kept by the words a query is read as (so 通知, 通知! and ' 通知 ' are
+        one answer, computed once) and the page's own text keeps what this visitor typed."""
+        version = self.version()
+        if self.words_read != version:           # the words change only with the index
+            with self.get() as index:
+                load_words(index.words())
+            self.words_read = version
+        key = (version, tuple(query_terms(q)), unit, sort, max(1, min(MAX_PAGE, page)))
+        res, scope = self._answer(key, q, unit, sort, page)
+        return (res if res.get("query") == q else {**res, "query": q}), scope
+
+    def _answer(self, key: tuple, q: str, unit: str | None, sort: str,
+                page: int) -> tuple[dict[str, Any], str]:
         while True:
             with self.lock:
                 hit = self.cache.get(key)
@@ -380,9 +403,6 @@ class Served:
     def _compute(self, key: tuple, q: str, unit: str | None, sort: str,
                  page: int) -> tuple[dict[str, Any], str]:
         with self.get() as index:
-            if self.words_read != key[0]:       # the words change only with the index
-                load_words(index.words())
-                self.words_read = key[0]
             res = index.search(q, unit, sort, page)
             scope = (index.db.execute("SELECT title FROM units WHERE tenant = ?",
                                       (unit,)).fetchone() or [unit])[0] if unit else "全县"

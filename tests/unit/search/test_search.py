@@ -166,8 +166,11 @@ def test_a_word_on_many_pages_is_counted_and_ranked_within_bounds(index, monkeyp
     assert index.search("通知", page=4)["results"] == index.search("通知", page=3)["results"]
     # ranked among those six: the one with the word most often first
     assert seen[0] == "//jiaoyu.qingshui.gov.cn/p9.html"
-    by_date = [r["url"] for r in index.search("通知", sort="date")["results"]]
-    assert set(by_date) <= newest
+    # by date, among the COUNTED most recently indexed: a unit sent whole again (its old pages
+    # indexed anew) does not push a newer page out of reach
+    by_date = index.search("通知", sort="date")
+    assert by_date["ranked"] == 12 and [r["url"] for r in by_date["results"]] == \
+        ["//jiaoyu.qingshui.gov.cn/p14.html", "//jiaoyu.qingshui.gov.cn/p13.html"]
     html_page = node_search.render(res, "全县", "relevance")
     assert "超过 12" in html_page and "最近收录的 6 条" in html_page
     rare = index.search("茶河镇")                         # on 3 old pages only: exact
@@ -208,3 +211,34 @@ def test_the_same_query_asked_at_once_is_computed_once(index, tmp_path, monkeypa
     with pytest.raises(ZeroDivisionError):
         served.answer("别的", None, "relevance", 1)
     assert served.running == {}
+
+
+def test_by_date_a_newer_page_is_not_pushed_out_by_old_pages_indexed_after_it(index,
+                                                                               monkeypatch):
+    """The review's case: a unit sent whole again puts its old pages on top of the index; by
+    date, the newest page must still come first."""
+    monkeypatch.setattr(node_search, "PER_PAGE", 2)
+    monkeypatch.setattr(node_search, "WINDOW", 3)
+    monkeypatch.setattr(node_search, "COUNTED", 10)
+    index.put("jiaoyu", "new.html", page("新通知", "通知", "2026-12-05"), "r0", None)
+    base = "r0"
+    for i in range(6):
+        index.put("jiaoyu", f"old{i}.html", page(f"旧{i}", "通知", f"2020-01-0{i + 1}"),
+                  f"r{i + 1}", base)
+        base = f"r{i + 1}"
+    first = index.search("通知", sort="date")["results"][0]
+    assert first["url"] == "//jiaoyu.qingshui.gov.cn/new.html" and first["date"] == "2026-12-05"
+
+
+def test_one_answer_serves_every_spelling_of_a_query(index, tmp_path, monkeypatch):
+    index.put("jiaoyu", "a.html", page("通知", "茶河镇"), "r1", None)
+    served = node_search.Served(str(tmp_path / "index.db"))
+    calls = []
+    real = node_search.Index.search
+    monkeypatch.setattr(node_search.Index, "search",
+                        lambda self, *a, **k: calls.append(a) or real(self, *a, **k))
+    one, _ = served.answer("茶河镇", None, "relevance", 1)
+    other, _ = served.answer("  茶河镇! ", None, "relevance", 1)
+    assert len(calls) == 1 and other["total"] == one["total"] == 1
+    assert one["query"] == "茶河镇" and other["query"] == "  茶河镇! "
+    assert "  茶河镇! " in node_search.render(other, "全县", "relevance").replace("&#x27;", "'")
