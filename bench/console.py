@@ -16,7 +16,9 @@ reached through n1's nginx (console.<domain>), as units' staff reach it. Measure
              `govhost publish`, side by side, with the ratio
 
 Needs root and the lab (`govhost lab up --nodes 3`); traffic stays on loopback.
-Usage: [BENCH_DIR=DIR] bench/console.py [N] [R] [M] [--json]
+Usage: [BENCH_DIR=DIR] bench/console.py [N] [R] [M] [--no-lab] [--json]
+(--no-lab: only the overview of N generated units, gathered and laid out in process, one page
+against one table of every unit; no lab needed.)
 """
 from __future__ import annotations
 
@@ -109,12 +111,46 @@ def _ms(xs: list[float]) -> dict:
             "p95_ms": round(xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))] * 1000, 1)}
 
 
+def overview_in_process(n: int, reps: int) -> dict:
+    """The county's overview for N units, gathered and laid out in this process (no lab):
+    one page of OVERVIEW_ROWS next to one table of every unit, side by side."""
+    from controlplane.console import i18n, views
+    from controlplane.console.pages import _env
+    work = Path(tempfile.mkdtemp(prefix="govhost-bench-overview-"))
+    try:
+        county = County(generated_county(work, n, 5))
+        county.inv
+        tpl = _env.get_template("console/overview.html.j2")
+        out = {}
+        for label, per_page in (("one_page", views.OVERVIEW_ROWS), ("every_unit", n)):
+            took, size = [], 0
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                rows = views.overview(county)
+                page = views.overview_page(rows, 1) if per_page < n else {
+                    "rows": rows, "total": n, "page": 1, "pages": 1, "first": 1}
+                html = tpl.render(_=i18n.gettext("zh"), lang="zh", csrftoken="x", me=None,
+                                  county="bench", path="/", preview=False, **page)
+                took.append(time.perf_counter() - t0)
+                size = len(html.encode())
+            out[label] = {**_ms(took), "html_kb": size // 1024}
+        out["every_unit_x_one_page"] = round(out["every_unit"]["median_ms"]
+                                             / out["one_page"]["median_ms"], 1)
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     as_json = "--json" in sys.argv
-    args = [a for a in sys.argv[1:] if a != "--json"]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
     n = int(args[0]) if args else 1000
     reps = int(args[1]) if len(args) > 1 else 30
     mb = int(args[2]) if len(args) > 2 else 100
+    if "--no-lab" in sys.argv:
+        res = {"bench": "console", "units": n, "overview_in_process": overview_in_process(n, reps)}
+        print(json.dumps(res) if as_json else res)
+        return
     if not all(node.ssh_open for node in lab.up(3)[:3]):
         sys.exit("lab nodes are not answering")
     # BENCH_DIR keeps the generated county (and its state) for the next run: applying 1,000

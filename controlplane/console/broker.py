@@ -283,9 +283,9 @@ def password(b: Broker, me: Person, sid: str, must_change: bool, old: str, new: 
 
 
 # -- units: pages, uploads, publishing, review -----------------------------------------------
-@op("view_county")
-def overview(b: Broker, me: Person, sid: str) -> list[dict[str, Any]]:
-    return views.overview(b.county)
+@op("view_county", page=int)
+def overview(b: Broker, me: Person, sid: str, page: int) -> dict[str, Any]:
+    return views.overview_page(views.overview(b.county), page)
 
 
 @op("view_unit", on_unit=True)

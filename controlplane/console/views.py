@@ -10,6 +10,9 @@ from controlplane.core.county import County
 
 DAY = 86400.0
 VISIT_DAYS = 30        # the unit page's visits and most-read pages look this far back
+# Rows on one page of the county's overview: at 5,000 units one table of every unit took
+# 66 ms to lay out and 0.7 MB to send, each time an operator looked.
+OVERVIEW_ROWS = 500
 
 
 def overview(county: County, now: float | None = None) -> list[dict[str, Any]]:
@@ -36,6 +39,15 @@ def overview(county: County, now: float | None = None) -> list[dict[str, Any]]:
                      "checked": bool(verdicts)})
     return sorted(rows, key=lambda r: (-(r["days"] if r["days"] is not None else 10**6),
                                        r["unit"]))
+
+
+def overview_page(rows: list[dict[str, Any]], page: int) -> dict[str, Any]:
+    """One page of the overview (most neglected first), and how many there are."""
+    pages = max(1, -(-len(rows) // OVERVIEW_ROWS))
+    page = max(1, min(pages, page))
+    start = (page - 1) * OVERVIEW_ROWS
+    return {"rows": rows[start:start + OVERVIEW_ROWS], "total": len(rows), "page": page,
+            "pages": pages, "first": start + 1}
 
 
 def unit(county: County, name: str, now: float | None = None) -> dict[str, Any]:

@@ -189,7 +189,7 @@ def test_the_broker_grants_the_web_account_only_what_its_logged_in_person_may(sp
                 ("add a person", "person_add", {"unit": "jiaoyu", "name": "mole",
                                                 "display": "x", "email": "m@example.cn",
                                                 "role": "reviewer"}),
-                ("the county's overview", "overview", {}),
+                ("the county's overview", "overview", {"page": 1}),
                 ("the site requests", "request_list", {}),
                 ("approve a request", "request_approve", {"rid": 1, "shown": "0" * 64}),
                 ("decide a review", "review_decide", {"unit": "jiaoyu",

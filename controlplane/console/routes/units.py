@@ -18,11 +18,13 @@ def routes(p: Pages) -> list[Route]:
     async def home(request: Request, me: Person) -> Response:
         if not roles.may(me, "view_county"):
             return p.go(f"/units/{me.unit}")
+        asked = request.query_params.get("page", "1")
+        page = int(asked) if asked.isdecimal() and len(asked) < 7 else 1
         try:
-            rows = await p.ask("overview", sid=p.sid(request))
+            got = await p.ask("overview", sid=p.sid(request), page=page)
         except Refused as exc:
             return p.refused(request, exc)
-        return p.render(request, "overview.html.j2", rows=rows)
+        return p.render(request, "overview.html.j2", **got)
 
     @p.needs("view_unit", unit=True)
     async def unit_page(request: Request, me: Person) -> Response:

@@ -538,3 +538,25 @@ def test_every_form_field_is_held_to_the_same_rule(county):
     assert r.status_code == 400 and "U+2028" in r.text
     with c.state() as st:
         assert len(st.audit_log(500)) == before
+
+
+def test_the_overview_comes_a_page_at_a_time(county, monkeypatch):
+    """At 5,000 units one table of every unit cost 66 ms to lay out and 0.7 MB to send: the
+    overview shows OVERVIEW_ROWS at a time, most neglected first, and says how many."""
+    from controlplane.console import views
+    c, issued = county
+    client = login(c, issued, "operator")
+    every = re.findall(r'<a href="/units/([^"]+)">', client.get("/").text)
+    monkeypatch.setattr(views, "OVERVIEW_ROWS", 2)
+    pages = -(-len(every) // 2)
+    seen = []
+    for n in range(1, pages + 1):
+        html = client.get(f"/?page={n}").text
+        seen += re.findall(r'<a href="/units/([^"]+)">', html)
+        assert f"第 {n} / {pages} 页，共 {len(every)} 个单位" in html
+        assert ('rel="next"' in html) == (n < pages) and ('rel="prev"' in html) == (n > 1)
+    assert seen == every                      # the same order, every unit once
+    for odd, shown in (("0", 1), ("-1", 1), ("abc", 1), ("99999999999", 1),
+                       (str(pages + 5), pages)):
+        html = client.get(f"/?page={odd}").text
+        assert f"第 {shown} / {pages} 页" in html
