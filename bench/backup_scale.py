@@ -11,7 +11,9 @@ measured in one run, for the example county and for N generated tenants (default
 Every tenant's content is written straight into its upload area on its first replica (what
 its SFTP upload would leave); the example county's is also published, so its live release is
 in the snapshot too. Needs root and the lab: `govhost lab up --nodes 3` first.
-Usage: bench/backup_scale.py [N] [FILES_PER_TENANT] [--json]
+Usage: bench/backup_scale.py [N] [FILES_PER_TENANT] [--jobs-also=J] [--json]
+(--jobs-also=J: after the nightly run, another 1 % changed and a run with J snapshots at
+once per node instead of 2, side by side.)
 A snapshot that fails makes the bench fail (exit 1, naming it): a figure over failed jobs
 measures less work than it says. With --json the last line is one JSON object.
 """
@@ -58,6 +60,7 @@ for t in spec["tenants"]:
 print(raw)
 '''
 
+JOBS_ALSO = 0           # --jobs-also=N: a second night with N snapshots at once per node
 CHANGE = r'''
 import os, sys, json
 spec = json.loads(sys.argv[1])
@@ -138,21 +141,18 @@ def county_run(label: str, inv: Path, files: int, size: int, publish: bool) -> d
             if govhost(inv, "publish", t).returncode != 0:
                 raise SystemExit(f"publish {t} failed")
     first_s, first = timed(inv, "backup", "run", "--json")
-    # 1 % of the files change (appended to): every hundredth file of the county.
     total_files = len(static) * files
-    changed = 0
-    k = 0
-    for n, ts in by_node.items():
-        paths = []
-        for t in ts:
-            for j in range(files):
-                if k % 100 == 0:
-                    name = f"f{j}.html" if j % 5 != 4 else f"a{j}.pdf"
-                    paths.append(f"/srv/govhost/sites/{t}/upload/col{j % 4}/{name}")
-                k += 1
-        spec = json.dumps({"paths": paths})
-        changed += int(ssh(addr(n), f"python3 -c {shlex_quote(CHANGE)} {shlex_quote(spec)}"))
+    changed = change_one_percent(by_node, files, 0)
     incr_s, incr = timed(inv, "backup", "run", "--json")
+    more = {}
+    if JOBS_ALSO:
+        # the same night again, another 1 % changed, with more snapshots at once per node
+        change_one_percent(by_node, files, 50)
+        more_s, again = timed(inv, "backup", "run", "--json", "--jobs", str(JOBS_ALSO))
+        more = {"jobs_also": JOBS_ALSO, "incremental_jobs_also_s": more_s,
+                "incremental_jobs_also_made": sum(1 for r in again["results"]
+                                                  if r["ok"] and not r.get("unchanged")),
+                "incremental_jobs_also_failed": again["failed"]}
     # restic's floor: opening the repository once per snapshot.
     with backup.cluster(County(inv)) as c:
         t1 = time.perf_counter()
@@ -184,10 +184,28 @@ def county_run(label: str, inv: Path, files: int, size: int, publish: bool) -> d
         "repo_bytes": repo_bytes, "restored_tenant": one,
         "added_first": sum(r.get("bytes_added") or 0 for r in first["results"]),
         "added_incremental": sum(r.get("bytes_added") or 0 for r in incr["results"]),
-        "failures": failures,
+        "failures": failures, **more,
     }
     ssh("10.77.0.11", f"rm -rf /srv/govhost/backup/bench{tag}")
     return res
+
+
+def change_one_percent(by_node: dict[str, list[str]], files: int, offset: int) -> int:
+    """1 % of the files change (appended to): every hundredth file of the county, starting
+    at `offset`. How many changed."""
+    changed = 0
+    k = 0
+    for n, ts in by_node.items():
+        paths = []
+        for t in ts:
+            for j in range(files):
+                if k % 100 == offset:
+                    name = f"f{j}.html" if j % 5 != 4 else f"a{j}.pdf"
+                    paths.append(f"/srv/govhost/sites/{t}/upload/col{j % 4}/{name}")
+                k += 1
+        spec = json.dumps({"paths": paths})
+        changed += int(ssh(addr(n), f"python3 -c {shlex_quote(CHANGE)} {shlex_quote(spec)}"))
+    return changed
 
 
 def shlex_quote(s: str) -> str:
@@ -206,6 +224,11 @@ def report(r: dict) -> None:
           f"failed {r['incremental_failed']}, {r['added_incremental'] / mib:.2f} MiB added; "
           f"x first: {r['incremental_s'] / r['first_s']:.2f}")
     floor = r["open_repo_s"] * r["snapshots_per_run"]
+    if r.get("jobs_also"):
+        print(f"the same, {r['jobs_also']} at once per node   {r['incremental_jobs_also_s']:8.1f} s"
+              f"   failed {r['incremental_jobs_also_failed']}, "
+              f"{r['incremental_jobs_also_made']} snapshots made (2 at once: "
+              f"{r['incremental_s']:.1f} s)")
     print(f"restic repository opens alone     {floor:8.1f} s   ({r['open_repo_s']:.2f} s each,"
           f" serial, one per unit; incremental / floor {r['incremental_s'] / floor:.2f})")
     print(f"incremental snapshots made        {r['incremental_made']:8d}     of "
@@ -226,6 +249,7 @@ def figures(r: dict) -> dict:
     once per snapshot, serially (what one process per snapshot cannot go below)."""
     floor = r["open_repo_s"] * r["snapshots_per_run"]
     return {"first_s": r["first_s"], "incremental_s": r["incremental_s"],
+            **{k: r[k] for k in ("jobs_also", "incremental_jobs_also_s") if k in r},
             "incremental_target_s": 60 if r["snapshots_per_run"] >= 1000 else None,
             "incremental_snapshots_made": r["incremental_made"],
             "incremental_floor_s": floor, "incremental_ratio": r["incremental_s"] / floor,
@@ -234,8 +258,11 @@ def figures(r: dict) -> dict:
 
 
 def main() -> None:
+    global JOBS_ALSO
     as_json = "--json" in sys.argv
-    args = [a for a in sys.argv[1:] if a != "--json"]
+    also = [a for a in sys.argv[1:] if a.startswith("--jobs-also=")]
+    JOBS_ALSO = int(also[0].split("=", 1)[1]) if also else 0
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
     n = int(args[0]) if args else 1000
     files = int(args[1]) if len(args) > 1 else 20
     if os.geteuid() != 0:
