@@ -235,21 +235,26 @@ class Restic:
                         raise BackupError("no key of the repository opens with its password")
                     return None
                 config = _read_small(repo_fd, "config")
+                # restic is pointed at a key that works before it would meet a bad light one
+                hint = ("--key-hint", heavy[0])
+                repo_id = _repository_id(self.run(*hint, "cat", "config", timeout=300).stdout)
+                if not repo_id:
+                    raise BackupError("restic did not open the repository with its own key")
                 key = None
                 for n in light:
-                    if self._opens_alone(config, n, _read_small(dfd, n)):
+                    if self._opens_alone(config, n, _read_small(dfd, n), repo_id):
                         key = n
                         break
                     # this password opens it, restic cannot use it: restic could pick it
                     # before a good one and fail
                     heavy.append(n)
                 if key is None:
-                    master = self.run("cat", "masterkey", timeout=300)
+                    master = self.run(*hint, "cat", "masterkey", timeout=300)
                     if master.returncode != 0:
                         raise BackupError("reading the master key failed: "
                                           f"{_restic_error(master)}")
                     key, raw = restic_key.seal(password, json.loads(master.stdout))
-                    if not self._opens_alone(config, key, raw):
+                    if not self._opens_alone(config, key, raw, repo_id):
                         raise BackupError("restic did not open the repository with the light "
                                           "key alone; the old keys are kept")
                     tmp = f".{key}.tmp-{os.getpid()}"
@@ -271,7 +276,7 @@ class Restic:
                 os.close(dfd)
                 os.close(repo_fd)
 
-    def _opens_alone(self, config: bytes, name: str, raw: bytes) -> bool:
+    def _opens_alone(self, config: bytes, name: str, raw: bytes, repo_id: str) -> bool:
         """Whether restic opens a repository of this config with this one key: in a scratch
         directory of root's, with nothing else to fall back on."""
         with tempfile.TemporaryDirectory(dir=STATE, prefix="light-key-") as scratch:
@@ -284,8 +289,7 @@ class Restic:
             r = subprocess.run(["restic", "--no-cache", "-r", scratch, "cat", "config"],
                                env=self.env, stdin=subprocess.DEVNULL, capture_output=True,
                                timeout=300)
-            return r.returncode == 0 and _repository_id(r.stdout) == \
-                _repository_id(self.run("cat", "config", timeout=300).stdout)
+            return r.returncode == 0 and _repository_id(r.stdout) == repo_id
 
     def snapshots(self, *filters: str) -> list[dict]:
         r = self.run("snapshots", "--json", "--no-lock", *filters, timeout=600)
