@@ -20,7 +20,9 @@ example county); part 1 and the in-process numbers do not. Pages are synthetic C
 government pages (titles, dates, ~600 characters of text from a fixed vocabulary).
 
 Usage: bench/content_safety.py [PAGES] [UNITS] [--no-lab] [--search] [--json]
-(--search: parts 2 only, the index and its queries.)
+(--search: part 2 only, the index and its queries, and the node's search server on this
+machine's loopback next to the one before issue 37, read from Git: no lab needed with
+--no-lab.)
 (--json: every part's figures as one JSON object on the last line.)
 """
 from __future__ import annotations
@@ -282,6 +284,64 @@ def _wrk(url: str, headers: dict[str, str], queries: list[str] | None = None,
     return res
 
 
+SEARCH_BEFORE = "352e680"     # the search server before issue 37 bounded a query's cost
+
+
+def _queries(pages_count: int) -> dict[str, list]:
+    rnd = random.Random(3)
+    return {
+        # One common word each (通知, 公开 ...), on any of its 100 result pages: 2,000 distinct
+        # queries, every one computed, asked by 50 clients at once (issue 37's target).
+        "common_word_uncached": [(w, p) for p in range(1, 101) for w in VOCAB[:20]],
+        # 2,000 distinct pairs of common words, in a cycle longer than the server's answer
+        # cache: every request is computed.
+        "common_words_uncached": [f"{a} {b}" for a in VOCAB[:50] for b in VOCAB[50:90]][:2000],
+        "common_words_popular": ["乡村振兴", "疫苗 接种", "运动会 开幕", "低保 救助", "防汛 演练",
+                                 "预算 公开"],
+        "rare_word": [f"{rnd.randrange(pages_count):06d}" for _ in range(50)],
+    }
+
+
+def bench_search_loopback(db: Path, pages_count: int) -> dict:
+    """The node's search server on this machine's loopback, today's next to the one before
+    issue 37 (SEARCH_BEFORE, read from Git), on the same index, taking turns: what bounding a
+    query's cost gained, and whether a rare word lost anything. No nginx, no lab."""
+    before = Path(tempfile.mkdtemp(prefix="govhost-bench-search-")) / "search_before.py"
+    before.write_bytes(subprocess.run(["git", "-C", str(REPO), "show",
+                                       f"{SEARCH_BEFORE}:govhost_node/search.py"],
+                                      capture_output=True, check=True).stdout)
+    from tests.helpers import free_port
+    servers = {}
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    try:
+        for label, script in (("today", REPO / "govhost_node" / "search.py"),
+                              ("before", before)):
+            port = free_port()
+            servers[label] = (port, subprocess.Popen(
+                [sys.executable, str(script), "serve", "--listen", f"127.0.0.1:{port}",
+                 "--db", str(db)], env=env, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL))
+        time.sleep(4)                                   # jieba's dictionary
+        out: dict = {"before": SEARCH_BEFORE}
+        queries = _queries(pages_count)
+        for name, clients in (("common_word_uncached", 50), ("common_words_uncached", 8),
+                              ("common_words_popular", 8), ("rare_word", 8)):
+            for label in ("today", "before"):
+                port, proc = servers[label]
+                if proc.poll() is not None:
+                    raise SystemExit(f"the {label} search server stopped")
+                out.setdefault(name, {})[label] = _wrk(f"http://127.0.0.1:{port}/search", {},
+                                                       queries[name], clients)
+            t, b = (out[name][k].get("requests_per_second") or 0 for k in ("today", "before"))
+            out[name]["today_x_before"] = round(t / b, 2) if b else None
+        return out
+    finally:
+        for _, proc in servers.values():
+            proc.terminate()
+            proc.wait(10)
+        shutil.rmtree(before.parent, ignore_errors=True)
+
+
 def bench_search_http(db: Path, pages_count: int) -> dict:
     """The big index on n1, queried on its search server (nginx in front would answer most of
     a wrk load with 429: the sites' rate limit), next to a static page through nginx."""
@@ -298,16 +358,10 @@ def bench_search_http(db: Path, pages_count: int) -> dict:
                      "rm -f index.db-wal index.db-shm; mv bench.db index.db; "
                      "/usr/local/sbin/govhost-node agents 10.77.0.11")
     time.sleep(3)
-    rnd = random.Random(3)
-    common = ["乡村振兴", "疫苗 接种", "运动会 开幕", "低保 救助", "防汛 演练", "预算 公开"]
-    rare = [f"{rnd.randrange(pages_count):06d}" for _ in range(50)]
+    queries = _queries(pages_count)
+    common, rare = queries["common_words_popular"], queries["rare_word"]
+    pairs, singles = queries["common_words_uncached"], queries["common_word_uncached"]
     server = "http://10.77.0.11:9275/search"
-    # 2,000 distinct pairs of common words, in a cycle longer than the server's answer cache
-    # (1,024): every request is computed. The six popular queries are answered from it.
-    pairs = [f"{a} {b}" for a in VOCAB[:50] for b in VOCAB[50:90]][:2000]
-    # One common word each (通知, 公开 ...), on any of its 100 result pages: 2,000 distinct
-    # queries, every one computed, asked by 50 clients at once (issue 37's target).
-    singles = [(w, p) for p in range(1, 101) for w in VOCAB[:20]]
     try:
         return {"county_common_word_uncached_50_clients": _wrk(server, {}, singles, 50),
                 "county_common_words_uncached": _wrk(server, {}, pairs),
@@ -444,6 +498,9 @@ def main() -> None:
         s, db = bench_index(inv, files, work)
         figures["search_index"] = s
         print("search index:", json.dumps(s, ensure_ascii=False), flush=True)
+        if "--search" in sys.argv and shutil.which("wrk"):
+            lb = figures["search_loopback"] = bench_search_loopback(db, count)
+            print("search server on loopback, today and before:", json.dumps(lb), flush=True)
         if use_lab:
             from controlplane.lab import machines as lab
             from controlplane.sites import apply as apply_mod

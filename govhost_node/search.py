@@ -335,7 +335,7 @@ class Served:
     request is a thread of its own), opened again when the index file was replaced or removed
     (a node whose index was lost answers from the new one, not from the deleted file)."""
 
-    CACHED = 1024
+    CACHED = 2048            # answers, each kept as typed and as read (two entries)
 
     def __init__(self, path: str):
         self.path = path
@@ -367,13 +367,28 @@ class Served:
         """Answers are kept by the words a query is read as (so 通知, 通知! and ' 通知 ' are
         one answer, computed once) and the page's own text keeps what this visitor typed."""
         version = self.version()
+        page = max(1, min(MAX_PAGE, page))
+        asked = (version, "as typed", q, unit, sort, page)
+        with self.lock:                          # this very text asked before: no reading
+            hit = self.cache.get(asked)
+            if hit is not None:
+                self.cache.move_to_end(asked)
+                return hit
         if self.words_read != version:           # the words change only with the index
             with self.get() as index:
                 load_words(index.words())
             self.words_read = version
-        key = (version, tuple(query_terms(q)), unit, sort, max(1, min(MAX_PAGE, page)))
+        key = (version, tuple(query_terms(q)), unit, sort, page)
         res, scope = self._answer(key, q, unit, sort, page)
-        return (res if res.get("query") == q else {**res, "query": q}), scope
+        answer = (res if res.get("query") == q else {**res, "query": q}), scope
+        self._keep(asked, answer)
+        return answer
+
+    def _keep(self, key: tuple, answer: tuple[dict[str, Any], str]) -> None:
+        with self.lock:
+            self.cache[key] = answer
+            while len(self.cache) > self.CACHED:
+                self.cache.popitem(last=False)
 
     def _answer(self, key: tuple, q: str, unit: str | None, sort: str,
                 page: int) -> tuple[dict[str, Any], str]:
@@ -390,10 +405,7 @@ class Served:
             running.wait(30)       # then ask the cache again; compute it if that one failed
         try:
             res, scope = self._compute(key, q, unit, sort, page)
-            with self.lock:
-                self.cache[key] = (res, scope)
-                while len(self.cache) > self.CACHED:
-                    self.cache.popitem(last=False)
+            self._keep(key, (res, scope))
         finally:
             with self.lock:
                 del self.running[key]
