@@ -302,6 +302,15 @@ class BackupError(Exception):
     pass
 
 
+def _lighten(restic: Restic) -> None:
+    """The light key, where it can be made; where not, the repository still works, only slower
+    to open, so what follows (the timers, the rebuild's count) goes on."""
+    try:
+        restic.lighten_key()
+    except (BackupError, OSError) as exc:
+        print(f"the repository keeps its slow key: {exc}", file=sys.stderr)
+
+
 def _read_small(dfd: int, name: str, limit: int = 65536) -> bytes:
     """A regular file of the repository, read through its directory's descriptor, links and
     anything but a plain file refused, at most `limit` bytes."""
@@ -1032,10 +1041,7 @@ def rebuild(args: argparse.Namespace) -> None:
     if r.returncode != 0:
         die(f"copy from off-site failed: {_restic_error(r)}", 2)
     if remade:
-        try:
-            Restic(spec).lighten_key()
-        except (BackupError, OSError) as exc:     # the repository works; only slower to open
-            print(f"the rebuilt repository keeps its slow key: {exc}", file=sys.stderr)
+        _lighten(Restic(spec))
     after = subprocess.run([*base, "snapshots", "--json", "--no-lock"], env=env,
                            capture_output=True, timeout=600)
     total = len(json.loads(after.stdout or b"[]") or [])
@@ -1295,10 +1301,7 @@ def install(args: argparse.Namespace) -> None:
             restic.ensure_init()
         except (BackupError, OSError) as exc:
             die(str(exc))
-        try:
-            restic.lighten_key()
-        except (BackupError, OSError) as exc:   # the repository works; only slower to open
-            print(f"the repository keeps its slow key: {exc}", file=sys.stderr)
+        _lighten(restic)
     _timers(spec["timers"])
     print(json.dumps({"authorized": [a["user"] for a in spec["authorize"]],
                       "timers": [t["name"] for t in spec["timers"]], "failed": failed}))

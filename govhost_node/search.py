@@ -370,9 +370,8 @@ class Served:
         page = max(1, min(MAX_PAGE, page))
         asked = (version, "as typed", q, unit, sort, page)
         with self.lock:                          # this very text asked before: no reading
-            hit = self.cache.get(asked)
+            hit = self._cached(asked)
             if hit is not None:
-                self.cache.move_to_end(asked)
                 return hit
         if self.words_read != version:           # the words change only with the index
             with self.get() as index:
@@ -384,6 +383,13 @@ class Served:
         self._keep(asked, answer)
         return answer
 
+    def _cached(self, key: tuple) -> tuple[dict[str, Any], str] | None:
+        """The kept answer, marked as just used; the caller holds the lock."""
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.cache.move_to_end(key)
+        return hit
+
     def _keep(self, key: tuple, answer: tuple[dict[str, Any], str]) -> None:
         with self.lock:
             self.cache[key] = answer
@@ -394,9 +400,8 @@ class Served:
                 page: int) -> tuple[dict[str, Any], str]:
         while True:
             with self.lock:
-                hit = self.cache.get(key)
+                hit = self._cached(key)
                 if hit is not None:
-                    self.cache.move_to_end(key)
                     return hit
                 running = self.running.get(key)
                 if running is None:
