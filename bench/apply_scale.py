@@ -159,7 +159,7 @@ def main() -> None:
             s, full = timed(lambda: apply_mod.apply(County(inv_dir)))
             fulls.append(s)
         for i in range(3):
-            retitle(inv_dir, "unit0007", f"（改{i}）")
+            retitle(inv_dir, f"unit{min(7, count - 1):04d}", f"（改{i}）")
             s, incr = timed(lambda: apply_mod.apply(County(inv_dir)))
             incrs.append(s)
         full_s, incr_s = statistics.median(fulls), statistics.median(incrs)
@@ -176,6 +176,11 @@ def main() -> None:
                         ("apply with no change", noop_s),
                         ("floor: tar|ssh + nginx -t + reload", floor_s)]:
             print(f"{name:<34}{s:>9.2f}{s / floor_s:>9.2f}")
+        # Where each kind of apply spends its time (the last run of each, ApplyResult.phases)
+        print(f"{'part (s)':<18}{'full':>9}{'incr':>9}{'no change':>11}")
+        for part in dict.fromkeys([*full.phases, *incr.phases, *noop.phases]):
+            print(f"{part:<18}{full.phases.get(part, 0):>9.2f}{incr.phases.get(part, 0):>9.2f}"
+                  f"{noop.phases.get(part, 0):>11.2f}")
         load = wrk_during_apply(inv_dir, "unit0001.qingshui.gov.cn", "10.77.0.11")
         print("reload under load (wrk -t2 -c32, 3 applies with reloads on every node):")
         for k, v in load.items():
@@ -186,13 +191,15 @@ def main() -> None:
                 "floor_seconds": round(floor_s, 3),
                 "plan_seconds": round(plan_s, 3),
                 "full_apply": {"seconds": round(full_s, 3), "x_floor": round(full_s / floor_s, 2),
-                               "target_x_floor": 2.0, "result": full.result},
+                               "target_x_floor": 2.0, "result": full.result,
+                               "phases": full.phases},
                 "incremental_apply": {"seconds": round(incr_s, 3),
                                       "x_floor": round(incr_s / floor_s, 2),
-                                      "target_x_floor": 1.5, "result": incr.result},
+                                      "target_x_floor": 1.5, "result": incr.result,
+                                      "phases": incr.phases},
                 "no_change_apply": {"seconds": round(noop_s, 3),
                                     "x_floor": round(noop_s / floor_s, 2),
-                                    "result": noop.result},
+                                    "result": noop.result, "phases": noop.phases},
                 "reload_under_load": load}))
     finally:
         shutil.rmtree(work, ignore_errors=True)

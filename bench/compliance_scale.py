@@ -133,7 +133,8 @@ def requests_served(inv: Path) -> dict[str, float]:
     out = {}
     for name, address in NODES.items():
         per = status.agent_metrics(address, access) or {}
-        out[name] = sum(v["requests"] for v in per.values())
+        out[name] = sum(v["requests"] for t, v in per.items()
+                        if not t.startswith("_"))      # "_node": the node's own, no requests
     return out
 
 

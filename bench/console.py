@@ -42,9 +42,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _common import applied, console_address, console_started  # noqa: E402
+
 from controlplane.core.county import County  # noqa: E402
 from controlplane.lab import machines as lab  # noqa: E402
-from controlplane.sites import apply as apply_mod  # noqa: E402
 from tests.helpers import free_port, generated_county  # noqa: E402
 
 NODE = "10.77.0.11"
@@ -164,25 +165,16 @@ def main() -> None:
         inv = generated_county(work / "inventory", n)
         port = free_port()
         doc = yaml.safe_load((inv / "cluster.yaml").read_text())
-        doc["console"] = {"address": "127.0.0.1", "port": port}
+        doc["console"] = {"address": console_address(), "port": port}
         (inv / "cluster.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
         (inv / "hosts.yaml").write_text((REPO / "inventory" / "hosts.yaml").read_text())
         for unit in ("unit0001", "unit0002"):
             path = inv / "tenants" / f"{unit}.yaml"
             path.write_text(path.read_text() + "quota_mb: 4096\n")
         t0 = time.perf_counter()
-        if not apply_mod.apply(County(inv)).ok:
-            sys.exit("apply failed")
+        applied(inv)
         print(f"apply of {n} units with the console: {time.perf_counter() - t0:.1f} s")
-        console = subprocess.Popen([sys.executable, "-m", "cli", "--inventory", str(inv),
-                                    "console", "--http"], cwd=REPO,
-                                   stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/login", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        console = console_started(inv, port, work / "console.log")
         operator = login(inv, "benchop", "operator", None)
         editor = login(inv, "benched", "editor", "unit0001")
         timed(operator, "/", 2)                                  # warm up

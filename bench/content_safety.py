@@ -42,8 +42,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _common import applied  # noqa: E402
+
 from controlplane.core import inventory  # noqa: E402
-from controlplane.core.county import County  # noqa: E402
 from controlplane.core.wordlists import WordList  # noqa: E402
 from controlplane.search import dictionary, pages  # noqa: E402
 from controlplane.wording.match import Matcher, findings  # noqa: E402
@@ -503,14 +504,12 @@ def main() -> None:
             print("search server on loopback, today and before:", json.dumps(lb), flush=True)
         if use_lab:
             from controlplane.lab import machines as lab
-            from controlplane.sites import apply as apply_mod
             if not all(n.ssh_open for n in lab.up(3)[:3]):
                 sys.exit("lab nodes are not answering")
             inv_dir = work / "inventory"
             shutil.copytree(REPO / "inventory", inv_dir,
                             ignore=shutil.ignore_patterns(".govhost"))
-            if not apply_mod.apply(County(inv_dir)).ok:
-                sys.exit("apply failed")
+            applied(inv_dir)
             h = figures["search_http"] = bench_search_http(db, count)
             print("search server on n1 (wrk -t2 -c8 -d10s):", json.dumps(h), flush=True)
             if "--search" not in sys.argv:

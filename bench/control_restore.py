@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import GOVHOST  # noqa: E402
+
 from controlplane.backup import control, recovery  # noqa: E402
 from controlplane.core.county import County  # noqa: E402
 from controlplane.lab import machines as lab  # noqa: E402
@@ -40,7 +42,7 @@ TARGET_S = 15 * 60
 
 
 def govhost(inv: Path, *args: str) -> dict:
-    r = subprocess.run([shutil.which("govhost") or "govhost", "--inventory", str(inv), *args,
+    r = subprocess.run([GOVHOST, "--inventory", str(inv), *args,
                         "--json"], capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
         raise SystemExit(f"govhost {' '.join(args)} failed: {r.stdout[-2000:]}{r.stderr[-2000:]}")
@@ -123,7 +125,7 @@ def main() -> None:
                        capture_output=True, timeout=60)
     shutil.rmtree(work, ignore_errors=True)
     if a.json:
-        print(json.dumps(summary))
+        print(json.dumps({"bench": "control_restore", **summary}))
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def main() -> None:
     print(f"longest silence, round-robin / floating: "
           f"{summary['silent_ratio_rr_over_floating']}x")
     if a.json:
-        print(json.dumps(summary))
+        print(json.dumps({"bench": "frontdoor", **summary}))
 
 
 if __name__ == "__main__":

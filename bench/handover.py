@@ -112,7 +112,7 @@ def main() -> None:
                                                  1)}
     print(f"longest silence, off-lo / on-lo: {summary['silent_ratio_off_over_on']}x")
     if a.json:
-        print(json.dumps(summary))
+        print(json.dumps({"bench": "handover", **summary}))
 
 
 if __name__ == "__main__":

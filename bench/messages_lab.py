@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _common import GOVHOST  # noqa: E402
 from messages_scale import pct  # noqa: E402  (bench/, this script's own directory)
 
 from controlplane.lab import network  # noqa: E402
@@ -40,7 +41,7 @@ from tests.integration.test_messages_lab import GOOD, request  # noqa: E402
 
 
 def govhost(inv: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["govhost", "--inventory", str(inv), *args], capture_output=True,
+    return subprocess.run([GOVHOST, "--inventory", str(inv), *args], capture_output=True,
                           text=True, timeout=900)
 
 

@@ -23,11 +23,12 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _common import applied  # noqa: E402
+
 from controlplane.content import releases as content
 from controlplane.core import inventory  # noqa: E402
 from controlplane.core.county import County  # noqa: E402
 from controlplane.lab import machines as lab  # noqa: E402
-from controlplane.sites import apply as apply_mod  # noqa: E402
 from tests.helpers import lab_ssh as ssh  # noqa: E402
 from tests.helpers import upload
 
@@ -51,8 +52,7 @@ def main() -> None:
         cl.write_text(yaml.safe_dump(doc, allow_unicode=True))
         with (inv_dir / "tenants" / f"{TENANT}.yaml").open("a") as f:
             f.write("quota_mb: 10000\n")
-        if not apply_mod.apply(County(inv_dir)).ok:
-            sys.exit("apply failed")
+        applied(inv_dir)
         inv = inventory.load(inv_dir)
         placement = json.loads(subprocess.run(
             [sys.executable, "-m", "cli", "--inventory", str(inv_dir), "plan", "--json"],

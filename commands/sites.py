@@ -117,6 +117,9 @@ def apply(
         for n in result.nodes:
             t.add_row(n.node, f"[{style.get(n.result, '')}]{n.result}[/]", n.release or "-",
                       n.message[:300])
+        if result.phases:           # where the time went, for a run that felt slow
+            t.caption = "time: " + " · ".join(f"{part} {s:.1f} s" for part, s
+                                               in result.phases.items())
         out.print(t)
         _print_content_moves(result)
         if result.refused_tenants:

@@ -96,6 +96,10 @@ class ApplyResult:
     stranded: dict[str, str] = field(default_factory=dict)   # unit -> live release no node has
     firewall: dict[str, str] = field(default_factory=dict)   # node -> its confirmation
     after: dict[str, Any] = field(default_factory=dict)      # converge.service.follow_up
+    # Where the run's time went, part by part (seconds; _Clock), and how long the canary's
+    # activation took: what an operator (and bench/apply_scale.py) reads to see why a run
+    # was slow.
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def result(self) -> str:
@@ -118,7 +122,23 @@ class ApplyResult:
             "tenant_changes": len(self.plan.tenants),
             "content": self.content, "kept_placement": self.kept_placement,
             "stranded": self.stranded, "firewall": self.firewall, "after": self.after,
+            "phases": self.phases,
         }
+
+
+class _Clock:
+    """Splits one apply's wall time into its parts: each `mark` closes the part that ran
+    since the one before (a part met twice, as the stage of a whole release after a delta,
+    adds up)."""
+
+    def __init__(self, start: float):
+        self.last = start
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, part: str) -> None:
+        now = time.monotonic()
+        self.seconds[part] = round(self.seconds.get(part, 0.0) + now - self.last, 3)
+        self.last = now
 
 
 _VHOST_IN_ERROR = re.compile(r"/vhosts/([a-z0-9-]+)\.conf")
@@ -214,6 +234,7 @@ class _Run:
     outcomes: dict[str, NodeOutcome]
     result: "ApplyResult"
     say: Progress
+    clock: _Clock
 
 
 def placement(county: County, state: State) -> tuple[Inventory, dict[str, tuple[str, ...]]]:
@@ -412,22 +433,24 @@ def apply(
 def _apply_locked(county: County, state: State, say: Progress,
                   confirm: Callable[[Plan], bool] | None, started: float,
                   share_for_node: str | None = None) -> ApplyResult:
+    clock = _Clock(started)
     inv, plan = prepare(county, state, share_for_node)
+    clock.mark("plan")
     sdir = county.state_dir
     known_hosts = county.known_hosts
     nodes = {n.name: n for n in inv.hosts.nodes}
 
     # What does each node really run? Drift (or a rebuilt node) means it must be shipped again.
     live = remote.node_status(inv.hosts, list(nodes.values()), known_hosts, content=True)
+    clock.mark("status")
     applied = state.applied()
-    boot_version = bootstrap.version()
     outcomes: dict[str, NodeOutcome] = {}
     for name in sorted(nodes):
         if not live[name].reachable:
             outcomes[name] = NodeOutcome(name, "unreachable", None, live[name].error)
             say(name, "connect", "unreachable")
     to_boot = [n for n in sorted(nodes) if n not in outcomes
-               and live[n].bootstrap != boot_version]
+               and live[n].bootstrap != bootstrap.version(roles=nodes[n].roles)]
     held = replicas.holdings_of(live)
     moves = _content_moves(inv, plan, state, held)
     to_stage, to_start = _classify(plan, live, applied, state, outcomes)
@@ -438,7 +461,7 @@ def _apply_locked(county: County, state: State, say: Progress,
     run_id = state.start_run("apply")
     result = ApplyResult(run_id, plan)
     runner_dir = sdir / "runner"
-    run = _Run(inv, state, nodes, known_hosts, runner_dir, outcomes, result, say)
+    run = _Run(inv, state, nodes, known_hosts, runner_dir, outcomes, result, say, clock)
     try:
         if to_boot:
             boot = bootstrap.run(inv.hosts, [nodes[n] for n in to_boot], runner_dir,
@@ -456,15 +479,18 @@ def _apply_locked(county: County, state: State, say: Progress,
                 held.update(replicas.holdings_of(remote.node_status(
                     inv.hosts, [nodes[n] for n in unknown], known_hosts, content=True)))
                 moves = _content_moves(inv, plan, state, held)
+            clock.mark("bootstrap")
         # Content follows its replicas: every new (or emptied) replica gets the unit's
         # releases before any config release makes it serve the unit. A unit whose content
         # cannot get there keeps its old placement.
         plan = _follow_content(run, plan, moves, held)
+        clock.mark("content")
         to_stage, to_start = _classify(plan, live, applied, state, outcomes)
         if to_stage or to_start:
             live = _transition(run, plan, live)
             applied = state.applied()
             to_stage, to_start = _classify(plan, live, applied, state, outcomes)
+            clock.mark("transition")
 
         targets = to_stage + to_start
         if targets:
@@ -479,9 +505,12 @@ def _apply_locked(county: County, state: State, say: Progress,
                     outcomes[n] = NodeOutcome(n, "failed", None, "stage: the whole release "
                                               "did not arrive intact; see the node's disk")
         _confirm_firewalls(inv, plan, outcomes, nodes, known_hosts, result, say)
+        clock.mark("firewall")
         if any(o.result in ("applied", "unchanged") for o in outcomes.values()):
             state.save_placements(plan.placement)
+        clock.mark("record")
     finally:
+        result.phases = {k: v for k, v in clock.seconds.items() if v >= 0.001}
         result.nodes = [outcomes.get(n) or NodeOutcome(n, "failed", None, "interrupted")
                         for n in sorted(nodes)]
         result.seconds = time.monotonic() - started
@@ -533,7 +562,9 @@ def _release(run: _Run, plan: Plan, targets: list[str],
     inv, state, nodes, result, say = run.inv, run.state, run.nodes, run.result, run.say
     outcomes = run.outcomes if outcomes is None else outcomes
     hosts, known = inv.hosts, run.known_hosts
+    run.clock.mark("pack")
     res = rollout.stage(hosts, [nodes[n] for n in targets], known, payloads, say)
+    run.clock.mark("stage")
     staged: list[str] = []
     refused: set[str] = set()
     resend: list[str] = []
@@ -566,6 +597,11 @@ def _release(run: _Run, plan: Plan, targets: list[str],
     canary, steps = rollout.activate(hosts, [nodes[n] for n in staged], known,
                                      {n: plan.releases[n].id for n in staged},
                                      inv.cluster.keep_releases, say)
+    first = steps.get(canary) if canary else None
+    if first is not None and len(staged) > 1:       # the canary's turn, then the others'
+        run.clock.seconds["activate_canary"] = round(
+            run.clock.seconds.get("activate_canary", 0.0) + first.seconds, 3)
+    run.clock.mark("activate")
     for name in staged:
         a, rel = steps[name], plan.releases[name]
         if a is None:

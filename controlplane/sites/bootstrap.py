@@ -22,14 +22,21 @@ from govhost_node import install as node_install
 ROLE = paths.PLAYBOOKS / "roles" / "node"
 
 
-def version(package: Path = paths.NODE_PACKAGE) -> str:
-    """A hash of the node role and the node package: a node bootstrapped by another govhost
-    (or with another package) is bootstrapped again at the next apply."""
+def version(package: Path = paths.NODE_PACKAGE, roles: Sequence[str] = ()) -> str:
+    """A hash of the node role, the node package and what of the node's own roles changes
+    what bootstrap puts on it: a node bootstrapped by another govhost (or with another
+    package), or one that became a database node (`db` in hosts.yaml: MariaDB's server and
+    its service), is bootstrapped again at the next apply. Without the role in it, a node
+    bootstrapped as a web node never got MariaDB when hosts.yaml later gave it `db`, and
+    every activation there failed (found by a bench applying another county to the same
+    machines)."""
     h = hashlib.sha256()
     for p in sorted(ROLE.rglob("*")):
         if p.is_file():
             h.update(p.relative_to(ROLE).as_posix().encode() + b"\0" + p.read_bytes())
     h.update(node_install.version_of(str(package)).encode())
+    if "db" in roles:
+        h.update(b"\0role db")
     return h.hexdigest()[:12]
 
 
@@ -74,7 +81,6 @@ def run(hosts: Hosts, nodes: Sequence[Node], work_dir: Path, known_hosts: Path,
     install (a test hands in a changed copy to try an upgrade)."""
     script = installer(work_dir / "node-package.sh", package)
     return remote.run_playbook(
-        "bootstrap.yml", hosts, nodes, {}, work_dir, known_hosts,
-        {"govhost_bootstrap_version": version(package),
-         "govhost_node_installer": str(script)},
-        on_task=on_task)
+        "bootstrap.yml", hosts, nodes,
+        {n.name: {"govhost_bootstrap_version": version(package, n.roles)} for n in nodes},
+        work_dir, known_hosts, {"govhost_node_installer": str(script)}, on_task=on_task)

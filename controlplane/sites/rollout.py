@@ -9,8 +9,10 @@ steps themselves are one `govhost-node` command each, with nothing for Ansible t
 """
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,7 @@ class Step:
     output: str
     # the step began on the node but its end is unknown (timed out, or the connection broke)
     cut_short: bool = False
+    seconds: float = 0.0          # wall time of the step, as the control machine saw it
 
     @property
     def ok(self) -> bool:
@@ -62,6 +65,13 @@ class Step:
 
 def _run(hosts: Hosts, node: Node, known_hosts: Path, command: str, archive: Path | None,
          timeout: float) -> Step:
+    started = time.monotonic()
+    step = _ssh_step(hosts, node, known_hosts, command, archive, timeout)
+    return dataclasses.replace(step, seconds=round(time.monotonic() - started, 3))
+
+
+def _ssh_step(hosts: Hosts, node: Node, known_hosts: Path, command: str,
+               archive: Path | None, timeout: float) -> Step:
     try:
         argv = remote.ssh_argv(hosts, node, known_hosts, f"echo {STARTED}; {command}")
         with (open(archive, "rb") if archive else open("/dev/null", "rb")) as stdin:
@@ -117,7 +127,8 @@ def _activate(hosts: Hosts, node: Node, known_hosts: Path, release: str, keep: i
     how = "rolled back" if back.ok else f"rollback failed too: {back.output}"
     what = "did not finish" if s.cut_short else "failed"
     return Step(s.node, s.rc if s.rc is not None else -1,
-                f"activation of release {release} {what} ({how}): {s.output}")
+                f"activation of release {release} {what} ({how}): {s.output}",
+                seconds=round(s.seconds + back.seconds, 3))
 
 
 def activate(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,

@@ -24,8 +24,10 @@ def lab_possible() -> str | None:
 
 def pytest_collection_modifyitems(items):
     """Machine-node tests run last: they take the lab's addresses over from the overlay
-    nodes the other modules share."""
-    items.sort(key=lambda item: item.get_closest_marker("machines") is not None)
+    nodes the other modules share. The benches just before them: each applies a county of
+    its own, after which the example county is a new release on every node again."""
+    items.sort(key=lambda item: (item.get_closest_marker("machines") is not None,
+                                 item.get_closest_marker("benches") is not None))
 
 
 # One test run on the lab at a time. CI may start on the machine a developer's session is

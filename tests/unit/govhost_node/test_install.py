@@ -107,6 +107,11 @@ def test_the_same_files_make_the_same_file_and_versions_follow_the_package(tmp_p
     b = bootstrap.installer(tmp_path / "b.sh", package).read_bytes()
     assert a == b
     assert bootstrap.version(package) != bootstrap.version(changed_copy(package, "other"))
+    # A node given `db` in hosts.yaml is bootstrapped again (MariaDB's server); a role that
+    # installs nothing of its own does not cost a bootstrap.
+    web = bootstrap.version(package, ["web"])
+    assert bootstrap.version(package, ["web", "db"]) != web
+    assert bootstrap.version(package, ["web", "backup"]) == web == bootstrap.version(package)
     # the units are part of the package (and of its version)
     assert "units/govhost-nginx.service" in install.files_of(str(package))
 
