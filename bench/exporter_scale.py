@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import sys
@@ -30,7 +31,39 @@ from controlplane.lab import machines as lab  # noqa: E402
 from controlplane.monitoring.exporter import GovhostCollector, Prober  # noqa: E402
 from controlplane.sites import apply as apply_mod  # noqa: E402
 from controlplane.tls import metrics  # noqa: E402
-from tests.helpers import generated_county  # noqa: E402
+from tests.helpers import generated_county, lab_ssh  # noqa: E402
+
+
+def node_resources(address: str) -> dict:
+    """What the units cost a node at rest: memory of nginx (master and workers), of
+    govhost's own programs (each process's proportional share, so that the pages the
+    workers share with their master count once) and of the whole node, open descriptors of nginx's master, and
+    the CPU seconds nginx and the agent have used so far."""
+    script = (
+        "tick=$(getconf CLK_TCK); "
+        "for name in nginx govhost; do "
+        "  if [ $name = nginx ]; then ps=$(pgrep -x nginx); "
+        "  else ps=$(pgrep -f '^/usr/bin/python3 -I /usr/local/sbin/govhost-'); fi; "
+        "  rss=0; cpu=0; for p in $ps; do "
+        "    r=$(awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup 2>/dev/null); "
+        "    rss=$((rss + ${r:-0})); "
+        "    c=$(cut -d' ' -f14,15 /proc/$p/stat 2>/dev/null | tr ' ' +); cpu=$((cpu + ${c:-0}));"
+        "  done; echo $name $rss $cpu $tick; done; "
+        "m=$(cat /run/govhost/govhost-nginx.pid 2>/dev/null || pgrep -o -x nginx); "
+        "echo fds $(ls /proc/$m/fd | wc -l); "
+        "awk '/MemTotal/ {t=$2} /MemAvailable/ {a=$2} END {print \"used\", t - a}' /proc/meminfo")
+    out = {}
+    for line in lab_ssh(address, script).splitlines():
+        parts = line.split()
+        if parts[0] in ("nginx", "govhost"):
+            who = "govhost_programs" if parts[0] == "govhost" else "nginx"
+            out[f"{who}_pss_mib"] = round(int(parts[1]) / 1024)
+            out[f"{who}_cpu_seconds"] = round(int(parts[2]) / int(parts[3]), 1)
+        elif parts[0] == "fds":
+            out["nginx_master_open_files"] = int(parts[1])
+        elif parts[0] == "used":
+            out["node_memory_used_mib"] = round(int(parts[1]) / 1024)
+    return out
 
 
 def series(text: str) -> int:
@@ -74,6 +107,8 @@ def main() -> None:
             t = time.perf_counter()
             agent_text = metrics.read(access, "10.77.0.11", AGENT_PORT, timeout=30)
             agent_times.append(time.perf_counter() - t)
+        node = node_resources("10.77.0.11")
+        control_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         probes_per_round = count * 3
         wall = statistics.median(r.seconds for r in rounds)
         cpu = statistics.median(r.cpu_seconds for r in rounds)
@@ -90,6 +125,8 @@ def main() -> None:
             ("exporter series", str(series(text))),
             ("agent scrape on n1 (s, median of 5)", f"{statistics.median(agent_times):.3f}"),
             ("agent series on n1", str(series(agent_text))),
+            ("control process, peak memory (MiB)", f"{control_mib:.0f}"),
+            *((f"n1 {k.replace('_', ' ')}", str(v)) for k, v in node.items()),
         ]:
             print(f"{name:<44}{value:>12}")
         if args.json:
@@ -103,7 +140,8 @@ def main() -> None:
                 "exporter_scrape_target_seconds": 0.5,
                 "exporter_series": series(text),
                 "agent_scrape_seconds": round(statistics.median(agent_times), 4),
-                "agent_series": series(agent_text)}))
+                "agent_series": series(agent_text),
+                "control_peak_mib": round(control_mib), "node_n1": node}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

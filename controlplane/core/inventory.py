@@ -188,7 +188,10 @@ def load(root: Path, state: Path | None = None) -> Inventory:
     hosts = _parse(root / "hosts.yaml", rel(root / "hosts.yaml"), Hosts, problems)
 
     tenant_dir = root / "tenants"
-    files = sorted(tenant_dir.glob("*.y*ml")) if tenant_dir.is_dir() else []
+    # by name (one directory: the same order as by path, without pathlib's comparisons, a
+    # tenth of a second at 5,000 units)
+    files = (sorted(tenant_dir.glob("*.y*ml"), key=lambda p: p.name)
+             if tenant_dir.is_dir() else [])
     if len(files) > MAX_TENANT_FILES:
         problems.append(Problem(rel(tenant_dir), "", f"more than {MAX_TENANT_FILES} tenant files"))
         files = []

@@ -97,6 +97,10 @@ def test_one_changed_tenant_ships_only_its_files(county):
     _change_title(county, "weijian", "（改）")
     result = apply_json(county)
     assert result["result"] == "changed"
+    # where the run's time went: each part that ran, the canary's turn among them
+    assert {"plan", "status", "stage", "activate_canary",
+            "activate_others"} <= set(result["phases"])
+    assert sum(result["phases"].values()) <= result["seconds"] + 0.01, result["phases"]
     stat = ("cd /etc/govhost && p=$(cat previous) && c=$(basename $(readlink current)) && "
             "stat -c %i releases/$p/{f} releases/$c/{f}")
     for address in NODES.values():
