@@ -25,9 +25,9 @@ def exporter(
     """Serve Prometheus metrics: probes of every unit on every node, apply state, lock."""
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-    from prometheus_client import CollectorRegistry, make_wsgi_app
+    from prometheus_client import CollectorRegistry
 
-    from controlplane.monitoring.exporter import GovhostCollector, Prober
+    from controlplane.monitoring.exporter import GovhostCollector, Prober, wsgi_app
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         fail(errors.GovhostError(f"--listen {listen!r}: expected address:port"))
@@ -52,7 +52,7 @@ def exporter(
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = make_server(host.strip("[]"), int(port), make_wsgi_app(registry),
+    server = make_server(host.strip("[]"), int(port), wsgi_app(registry, prober),
                          handler_class=Quiet)
     err.print(f"govhost exporter on http://{listen}/metrics, probing every {interval:g} s",
               highlight=False)

@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane.core import inventory, paths
 from controlplane.core.county import County
 from controlplane.monitoring import dashboards
 from controlplane.monitoring import prometheus as monitoring
-from controlplane.monitoring.exporter import GovhostCollector, Prober, Round
+from controlplane.monitoring.exporter import GovhostCollector, Prober, Round, scrape
 from controlplane.sites import probes
 
 MON = paths.REPO / "monitoring"
@@ -98,7 +98,7 @@ def test_exporter_output_parses_and_passes_promtool(inv_dir):
     prober.latest = _round(inv)
     registry = CollectorRegistry()
     registry.register(GovhostCollector(County(inv_dir), prober))
-    text = generate_latest(registry).decode()
+    text = scrape(registry, prober).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     up = {(s.labels["tenant"], s.labels["node"]): s.value
           for s in families["govhost_tenant_up"].samples}
