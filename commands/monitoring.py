@@ -25,8 +25,6 @@ def exporter(
     """Serve Prometheus metrics: probes of every unit on every node, apply state, lock."""
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-    from prometheus_client import CollectorRegistry
-
     from controlplane.monitoring.exporter import GovhostCollector, Prober, wsgi_app
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
@@ -44,15 +42,14 @@ def exporter(
     except errors.GovhostError as exc:
         fail(exc)
         return
-    registry = CollectorRegistry()
-    registry.register(GovhostCollector(county(), prober))
+    collector = GovhostCollector(county(), prober)
     prober.start()
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = make_server(host.strip("[]"), int(port), wsgi_app(registry, prober),
+    server = make_server(host.strip("[]"), int(port), wsgi_app(collector),
                          handler_class=Quiet)
     err.print(f"govhost exporter on http://{listen}/metrics, probing every {interval:g} s",
               highlight=False)

@@ -250,27 +250,35 @@ def round_exposition(rnd: Round) -> bytes:
     return generate_latest(registry)
 
 
-def scrape(registry: CollectorRegistry, prober: Prober) -> bytes:
-    """What a scrape answers: the series read fresh (`registry`, holding the
-    GovhostCollector) and the latest round's, formatted when the round ended."""
-    rnd = prober.latest
+def scrape(collector: GovhostCollector) -> bytes:
+    """What a scrape answers: the series read fresh and the latest round's, formatted when
+    the round ended; both from the same round (one read of `prober.latest`: a round that
+    ends during the scrape shows in the next one)."""
+    rnd = collector.prober.latest
     if rnd.exposition is None:          # a round made elsewhere (a test sets one)
         rnd.exposition = round_exposition(rnd)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(collector.families(rnd))))
     return generate_latest(registry) + rnd.exposition
 
 
-def wsgi_app(registry: CollectorRegistry, prober: Prober):
+def wsgi_app(collector: GovhostCollector):
     """/metrics as `scrape` makes it, in the text format every Prometheus reads; not
     compressed (Prometheus scrapes the control machine over a local network, and gzip's
-    default level cost more than the formatting saved)."""
+    default level cost more than the formatting saved). GET and HEAD only."""
     def app(environ, start_response):
+        method = environ.get("REQUEST_METHOD", "GET")
         if environ.get("PATH_INFO", "/") not in ("/", "/metrics"):
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found: /metrics\n"]
-        body = scrape(registry, prober)
+        if method not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Content-Type", "text/plain"),
+                                                      ("Allow", "GET, HEAD")])
+            return [b"GET /metrics\n"]
+        body = scrape(collector)
         start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
                                   ("Content-Length", str(len(body)))])
-        return [body]
+        return [] if method == "HEAD" else [body]
     return app
 
 
@@ -280,7 +288,10 @@ class GovhostCollector(Collector):
         self.prober = prober
 
     def collect(self) -> Iterator:
-        rnd = self.prober.latest
+        return self.families(self.prober.latest)
+
+    def families(self, rnd: Round) -> Iterator:
+        """The series read fresh at a scrape, beside round `rnd`'s (round_exposition)."""
         st = self.county.open_state()      # one read of the state store per scrape
         try:
             runs = [r for r in st.runs(20) if r["kind"] == "apply" and r["finished_at"]]

@@ -17,6 +17,7 @@ import io
 import os
 import re
 import tarfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -134,9 +135,13 @@ class _Clock:
     def __init__(self, start: float):
         self.last = start
         self.seconds: dict[str, float] = {}
+        # set while a placement change's interim releases roll out: their pack, stage and
+        # activations count apart from the final release's ("transition stage", …)
+        self.prefix = ""
 
     def mark(self, part: str) -> None:
         now = time.monotonic()
+        part = self.prefix + part
         self.seconds[part] = round(self.seconds.get(part, 0.0) + now - self.last, 3)
         self.last = now
 
@@ -146,7 +151,7 @@ class _Clock:
         now = time.monotonic()
         whole = now - self.last
         head = whole if first_seconds is None else min(first_seconds, whole)
-        for part, took in ((first, head), (rest, whole - head)):
+        for part, took in ((self.prefix + first, head), (self.prefix + rest, whole - head)):
             if took > 0:
                 self.seconds[part] = round(self.seconds.get(part, 0.0) + took, 3)
         self.last = now
@@ -277,31 +282,37 @@ def _transition(run: _Run, plan: Plan, live):
     serving = {**plan.placement,
                **{t: tuple(dict.fromkeys((*previous[t], *ns))) for t, ns in moved.items()}}
     say("*", "transition", f"{len(moved)} unit(s) change replicas: two interim releases")
-    for step, upstream in (("old", {**plan.placement, **{t: tuple(previous[t]) for t in moved}}),
-                           ("new", dict(plan.placement))):
-        interim = dataclasses.replace(plan, releases=render_cluster(
-            inv, upstream, serving, drained=state.drained()))
-        applied = state.applied()
-        payloads = _payloads(interim, targets, [], live, applied, Path(run.runner_dir).parent
-                             / "payloads")
-        got: dict[str, NodeOutcome] = {}
-        again = _release(run, interim, targets, payloads, got)
-        if again:               # no usable delta base: the whole interim release
-            full = _payloads(interim, again, [], live, {}, Path(run.runner_dir).parent
-                             / "payloads")
-            _release(run, interim, again, full, got)
-        bad = {n: o for n, o in got.items() if o.result != "applied"}
-        if bad:
-            # Every node is on a working config (interim or old); stop the change here.
-            for n, o in bad.items():
-                outcomes[n] = NodeOutcome(n, o.result, None, f"interim release ({step} "
-                                          f"upstreams): {o.message}")
-            raise ApplyError("a placement change stopped half-way: " + "; ".join(
-                f"{n}: {o.message}" for n, o in bad.items()) + ". Every node serves every "
-                "unit; run apply again once the node is healthy")
-        live = {n: dataclasses.replace(live[n], release=interim.releases[n].id, intact=True,
-                                       nginx_running=True)
-                if n in targets else live[n] for n in live}
+    run.clock.mark("transition")
+    run.clock.prefix = "transition "
+    steps = (("old", {**plan.placement, **{t: tuple(previous[t]) for t in moved}}),
+             ("new", dict(plan.placement)))
+    try:
+        for step, upstream in steps:
+            interim = dataclasses.replace(plan, releases=render_cluster(
+                inv, upstream, serving, drained=state.drained()))
+            applied = state.applied()
+            payloads = _payloads(interim, targets, [], live, applied,
+                                 Path(run.runner_dir).parent / "payloads")
+            got: dict[str, NodeOutcome] = {}
+            again = _release(run, interim, targets, payloads, got)
+            if again:               # no usable delta base: the whole interim release
+                full = _payloads(interim, again, [], live, {}, Path(run.runner_dir).parent
+                                 / "payloads")
+                _release(run, interim, again, full, got)
+            bad = {n: o for n, o in got.items() if o.result != "applied"}
+            if bad:
+                # Every node is on a working config (interim or old); stop the change here.
+                for n, o in bad.items():
+                    outcomes[n] = NodeOutcome(n, o.result, None, f"interim release ({step} "
+                                              f"upstreams): {o.message}")
+                raise ApplyError("a placement change stopped half-way: " + "; ".join(
+                    f"{n}: {o.message}" for n, o in bad.items()) + ". Every node serves every "
+                    "unit; run apply again once the node is healthy")
+            live = {n: dataclasses.replace(live[n], release=interim.releases[n].id,
+                                           intact=True, nginx_running=True)
+                    if n in targets else live[n] for n in live}
+    finally:
+        run.clock.prefix = ""
     return live
 
 
@@ -452,17 +463,12 @@ def _apply_locked(county: County, state: State, say: Progress,
     # machine's CPU (about 0.3 s each at 1,000 units; bench/apply_scale.py's phases). The
     # manifests are read first, so a bad one is refused before any node is asked anything.
     hosts = county.inv.hosts
-    pool = ThreadPoolExecutor(max_workers=1)
-    asking = pool.submit(remote.node_status, hosts, list(hosts.nodes), known_hosts, content=True)
-    try:
-        inv, plan = prepare(county, state, share_for_node)
-        clock.mark("plan")
-        live = asking.result()
-    finally:
-        pool.shutdown(wait=False)      # a refused plan does not wait for the nodes' answers
+    asking = _Asking(lambda: remote.node_status(hosts, list(hosts.nodes), known_hosts,
+                                                content=True))
+    inv, plan = prepare(county, state, share_for_node)
+    clock.mark("plan")
+    live = asking.answer()
     nodes = {n.name: n for n in inv.hosts.nodes}
-    if set(live) != set(nodes):        # (the same nodes: hosts.yaml is read once)
-        live = remote.node_status(inv.hosts, list(nodes.values()), known_hosts, content=True)
     clock.mark("status")
     applied = state.applied()
     outcomes: dict[str, NodeOutcome] = {}
@@ -471,7 +477,7 @@ def _apply_locked(county: County, state: State, say: Progress,
             outcomes[name] = NodeOutcome(name, "unreachable", None, live[name].error)
             say(name, "connect", "unreachable")
     to_boot = [n for n in sorted(nodes) if n not in outcomes
-               and live[n].bootstrap != bootstrap.version(roles=nodes[n].roles)]
+               and not bootstrap.current(live[n].bootstrap, nodes[n].roles)]
     held = replicas.holdings_of(live)
     moves = _content_moves(inv, plan, state, held)
     to_stage, to_start = _classify(plan, live, applied, state, outcomes)
@@ -537,6 +543,32 @@ def _apply_locked(county: County, state: State, say: Progress,
         result.seconds = time.monotonic() - started
         state.finish_run(run_id, result.result, result.to_json())
     return result
+
+
+class _Asking:
+    """A read-only question to the nodes, asked in a thread of its own while this one works.
+    The thread is a daemon: when the work fails (a plan refused after the manifests were
+    read: too little capacity, a certificate problem), the error is reported at once and the
+    command exits without waiting for nodes that are slow to answer (up to minutes)."""
+
+    def __init__(self, ask: Callable[[], Any]):
+        self._answer: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(ask,), daemon=True,
+                                        name="govhost-node-status")
+        self._thread.start()
+
+    def _run(self, ask: Callable[[], Any]) -> None:
+        try:
+            self._answer = ask()
+        except BaseException as exc:        # handed to whoever waits for the answer
+            self._error = exc
+
+    def answer(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._answer
 
 
 def _payloads(plan: Plan, to_stage: list[str], to_start: list[str], live, applied,

@@ -40,6 +40,19 @@ def version(package: Path = paths.NODE_PACKAGE, roles: Sequence[str] = ()) -> st
     return h.hexdigest()[:12]
 
 
+def current(bootstrapped: str | None, roles: Sequence[str],
+            package: Path = paths.NODE_PACKAGE) -> bool:
+    """Whether a node bootstrapped at version `bootstrapped` needs no bootstrap for `roles`.
+    A node that left `db` in hosts.yaml keeps its database node's version: bootstrap would
+    stop its MariaDB at once, before the new release (and the databases' new home) has been
+    proven, and a rollback would then point PHP at a stopped database. Moving the databases
+    is not done by apply; MariaDB stays there until an operator stops it."""
+    wanted = {version(package, roles)}
+    if "db" not in roles:
+        wanted.add(version(package, [*roles, "db"]))
+    return bootstrapped in wanted
+
+
 def _archive(package: Path) -> bytes:
     """The package's files as a gzipped tar under govhost_node/, the same bytes for the same
     files (no times, owners or order of the disk in it)."""

@@ -112,6 +112,12 @@ def test_the_same_files_make_the_same_file_and_versions_follow_the_package(tmp_p
     web = bootstrap.version(package, ["web"])
     assert bootstrap.version(package, ["web", "db"]) != web
     assert bootstrap.version(package, ["web", "backup"]) == web == bootstrap.version(package)
+    # ... and one that leaves `db` is not: bootstrap would stop its MariaDB before the new
+    # release is proven
+    db = bootstrap.version(package, ["web", "db"])
+    assert bootstrap.current(db, ["web", "db"], package) and bootstrap.current(db, ["web"], package)
+    assert not bootstrap.current(web, ["web", "db"], package)
+    assert not bootstrap.current(None, ["web"], package)
     # the units are part of the package (and of its version)
     assert "units/govhost-nginx.service" in install.files_of(str(package))
 

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane.core import inventory, paths
@@ -96,9 +95,8 @@ def test_exporter_output_parses_and_passes_promtool(inv_dir):
     st.close()
     prober = Prober(County(inv_dir), 30)
     prober.latest = _round(inv)
-    registry = CollectorRegistry()
-    registry.register(GovhostCollector(County(inv_dir), prober))
-    text = scrape(registry, prober).decode()
+    collector = GovhostCollector(County(inv_dir), prober)
+    text = scrape(collector).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     up = {(s.labels["tenant"], s.labels["node"]): s.value
           for s in families["govhost_tenant_up"].samples}
@@ -210,3 +208,32 @@ def test_exporter_service_unit_is_written_by_the_playbook(inv_dir, tmp_path):
     assert "OnCalendar=hourly" in (units / "govhost-messages-remind.timer").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "unchanged" in again.stdout
+
+
+def test_the_exporter_answers_get_and_head_on_metrics_only(inv_dir):
+    """The exporter's own WSGI app: GET /metrics is the scrape, HEAD its headers alone, any
+    other method 405 and any other path 404 (nothing but /metrics is served)."""
+    from wsgiref.util import setup_testing_defaults
+
+    from controlplane.monitoring.exporter import wsgi_app
+    inv = inventory.load(inv_dir)
+    prober = Prober(County(inv_dir), 30)
+    prober.latest = _round(inv)
+    app = wsgi_app(GovhostCollector(County(inv_dir), prober))
+
+    def ask(method: str, path: str) -> tuple[str, dict, bytes]:
+        env: dict = {"REQUEST_METHOD": method, "PATH_INFO": path}
+        setup_testing_defaults(env)
+        got: dict = {}
+        body = b"".join(app(env, lambda status, headers: got.update(
+            status=status, headers=dict(headers))))
+        return got["status"], got["headers"], body
+
+    status, headers, body = ask("GET", "/metrics")
+    assert status == "200 OK" and b"govhost_tenant_up{" in body
+    assert int(headers["Content-Length"]) == len(body)
+    assert "version=" in headers["Content-Type"]
+    status, headers, body = ask("HEAD", "/metrics")
+    assert status == "200 OK" and body == b"" and int(headers["Content-Length"]) > 0
+    assert ask("POST", "/metrics")[0].startswith("405")
+    assert ask("GET", "/favicon.ico")[0].startswith("404")
