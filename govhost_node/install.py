@@ -194,14 +194,30 @@ class Systemd:
         return [line.split()[0] for line in proc.stdout.splitlines() if line.split()]
 
 
+MARIADB_DATA = "/var/lib/mysql"
+
+
+def holds_databases(data: str = MARIADB_DATA) -> bool:
+    """Whether this node's MariaDB holds a unit's database (govhost names them `gh_*`)."""
+    try:
+        return any(e.name.startswith("gh_") and e.is_dir(follow_symlinks=False)
+                   for e in os.scandir(data))
+    except OSError:
+        return False
+
+
 def disable_defaults(sd: Systemd, lay: Layout, db: bool) -> list[str]:
     """The services Debian starts with its packages that would hold wildcard ports (the lab's
     nodes share one network stack; a real server would expose them) or compete with
     govhost's own: nginx's default server, the default PHP-FPM pool, Debian's node exporter
-    on *:9100 and, unless this is the db node, MariaDB."""
+    on *:9100 and, unless this is the db node, MariaDB. Not a MariaDB that holds govhost's
+    databases (`gh_*` in its data directory): a node that left `db` in hosts.yaml still
+    serves them, as apply does not move databases; stopping it at a later bootstrap (a new
+    node package) would take every PHP site's data offline. The operator stops it once the
+    databases live elsewhere."""
     units = ["nginx.service", "prometheus-node-exporter.service",
              *sd.unit_files("php*-fpm.service")]
-    if not db:
+    if not db and not holds_databases():
         units.append("mariadb.service")
     changed = []
     for unit in units:

@@ -226,15 +226,21 @@ def deployable(county: County, state: State) -> Inventory:
                                metrics=access, waf_modes=modes, gated=gated)
 
 
-def prepare(county: County, state: State, share_for_node: str | None = None
-            ) -> tuple[Inventory, Plan]:
+def prepare(county: County, state: State, share_for_node: str | None = None,
+            checked: Callable[[], None] | None = None) -> tuple[Inventory, Plan]:
     """Load, check and plan. `share_for_node`: a node that just joined gets its share of the
-    existing units' replicas (otherwise placement is sticky)."""
+    existing units' replicas (otherwise placement is sticky). `checked`: called once every
+    check that can refuse the plan has passed (manifests, certificates, placement), before
+    the release is rendered: apply asks the nodes' status then, while this renders."""
     inv = deployable(county, state)
+    drained = state.drained()
     previous = state.placements()
     if share_for_node:
-        previous = share_for(inv, state.drained(), previous, share_for_node)
-    plan = make_plan(inv, state.drained(), previous, state.applied())
+        previous = share_for(inv, drained, previous, share_for_node)
+    placed = compute_placement(inv, drained, previous)
+    if checked is not None:
+        checked()
+    plan = make_plan(inv, drained, previous, state.applied(), placed=placed)
     return inv, plan
 
 
@@ -460,14 +466,15 @@ def _apply_locked(county: County, state: State, say: Progress,
     known_hosts = county.known_hosts
     # What does each node really run? Drift (or a rebuilt node) means it must be shipped
     # again. Asked while the release is rendered: one waits on the nodes, the other is this
-    # machine's CPU (about 0.3 s each at 1,000 units; bench/apply_scale.py's phases). The
-    # manifests are read first, so a bad one is refused before any node is asked anything.
+    # machine's CPU (about 0.3 s each at 1,000 units; bench/apply_scale.py's phases). Only
+    # once the plan can no longer be refused (manifests, certificates, placement): a refused
+    # plan asks no node anything, and does not wait for one that is slow to answer.
     hosts = county.inv.hosts
-    asking = _Asking(lambda: remote.node_status(hosts, list(hosts.nodes), known_hosts,
-                                                content=True))
-    inv, plan = prepare(county, state, share_for_node)
+    asking: list[_Asking] = []
+    inv, plan = prepare(county, state, share_for_node, checked=lambda: asking.append(_Asking(
+        lambda: remote.node_status(hosts, list(hosts.nodes), known_hosts, content=True))))
     clock.mark("plan")
-    live = asking.answer()
+    live = asking[0].answer()
     nodes = {n.name: n for n in inv.hosts.nodes}
     clock.mark("status")
     applied = state.applied()
@@ -546,10 +553,9 @@ def _apply_locked(county: County, state: State, say: Progress,
 
 
 class _Asking:
-    """A read-only question to the nodes, asked in a thread of its own while this one works.
-    The thread is a daemon: when the work fails (a plan refused after the manifests were
-    read: too little capacity, a certificate problem), the error is reported at once and the
-    command exits without waiting for nodes that are slow to answer (up to minutes)."""
+    """A read-only question to the nodes, asked in a thread of its own while this one works
+    (it is started only once the work can no longer be refused: the question's own SSH
+    threads would keep a failing command alive until every node answered)."""
 
     def __init__(self, ask: Callable[[], Any]):
         self._answer: Any = None

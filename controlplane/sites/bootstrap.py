@@ -46,7 +46,9 @@ def current(bootstrapped: str | None, roles: Sequence[str],
     A node that left `db` in hosts.yaml keeps its database node's version: bootstrap would
     stop its MariaDB at once, before the new release (and the databases' new home) has been
     proven, and a rollback would then point PHP at a stopped database. Moving the databases
-    is not done by apply; MariaDB stays there until an operator stops it."""
+    is not done by apply; MariaDB stays there until an operator stops it (and a bootstrap
+    that comes later, for a new node package, leaves a MariaDB holding govhost's databases
+    running: govhost_node/install.py)."""
     wanted = {version(package, roles)}
     if "db" not in roles:
         wanted.add(version(package, [*roles, "db"]))

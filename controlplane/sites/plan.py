@@ -85,10 +85,12 @@ def make_plan(
     previous: Mapping[str, tuple[str, ...]],
     applied: Mapping[str, AppliedNode],
     pins: Mapping[str, tuple[str, ...]] | None = None,
+    placed: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Plan:
     """`pins`: units that keep the given replicas whatever placement would say now (their
-    content could not reach the new ones)."""
-    placement = compute_placement(inv, drained, previous)
+    content could not reach the new ones). `placed`: compute_placement's answer for these
+    inputs, when the caller already has it."""
+    placement = dict(placed) if placed is not None else compute_placement(inv, drained, previous)
     for tenant, nodes in (pins or {}).items():
         if tenant in placement:
             placement[tenant] = tuple(nodes)

@@ -144,3 +144,18 @@ def test_a_command_runs_isolated_and_a_traceback_names_the_installed_file(tmp_pa
         "unpack.*.pyc"))
     code = marshal.loads(pyc.read_bytes()[16:])
     assert code.co_filename == f"{lay.lib}/versions/{version}/govhost_node/unpack.py"
+
+
+def test_a_mariadb_holding_unit_databases_is_never_taken_for_a_distro_default(tmp_path):
+    """A node that left `db` keeps serving its units' databases until the operator moves
+    them: bootstrap disables MariaDB only where it holds none (`gh_*` in its data directory,
+    a real directory, not a link someone planted)."""
+    data = tmp_path / "mysql"
+    assert not install.holds_databases(str(data))            # no MariaDB data at all
+    (data / "mysql").mkdir(parents=True)
+    (data / "performance_schema").mkdir()
+    assert not install.holds_databases(str(data))            # MariaDB's own only
+    (data / "gh_elsewhere").symlink_to(tmp_path)
+    assert not install.holds_databases(str(data))
+    (data / "gh_jiaoyu").mkdir()
+    assert install.holds_databases(str(data))
