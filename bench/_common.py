@@ -50,17 +50,18 @@ def console_started(inventory: Path, port: int, log: Path, seconds: float = 30
     console printed if it does not."""
     import httpx  # the console benches' client, not every bench's
 
-    out = open(log, "wb")
-    console = subprocess.Popen([sys.executable, "-m", "cli", "--inventory", str(inventory),
-                                "console", "--http"], cwd=REPO, stdout=out, stderr=out)
+    address = console_address()
+    with open(log, "wb") as out:           # the console writes to its own copy
+        console = subprocess.Popen([sys.executable, "-m", "cli", "--inventory", str(inventory),
+                                    "console", "--http"], cwd=REPO, stdout=out, stderr=out)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and console.poll() is None:
         try:
-            httpx.get(f"http://{console_address()}:{port}/login", timeout=1)
+            httpx.get(f"http://{address}:{port}/login", timeout=1)
             return console
         except httpx.HTTPError:
             time.sleep(0.2)
     console.terminate()
     console.wait(10)
-    sys.exit(f"the console did not answer on {console_address()}:{port} within {seconds:.0f} s "
+    sys.exit(f"the console did not answer on {address}:{port} within {seconds:.0f} s "
              f"(exit {console.returncode}):\n{log.read_text(errors='replace')[-3000:]}")

@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _common import applied  # noqa: E402
 
 from controlplane.core.county import County  # noqa: E402
 from controlplane.core.paths import AGENT_PORT  # noqa: E402
@@ -33,7 +34,6 @@ from controlplane.monitoring.exporter import (  # noqa: E402
     round_exposition,
     scrape,
 )
-from controlplane.sites import apply as apply_mod  # noqa: E402
 from controlplane.tls import metrics  # noqa: E402
 from tests.helpers import generated_county, lab_ssh  # noqa: E402
 
@@ -41,8 +41,8 @@ from tests.helpers import generated_county, lab_ssh  # noqa: E402
 def node_resources(address: str) -> dict:
     """What the units cost a node at rest: memory of nginx (master and workers), of
     govhost's own programs (each process's proportional share, so that the pages the
-    workers share with their master count once) and of the whole node, open descriptors of nginx's master, and
-    the CPU seconds nginx and the agent have used so far."""
+    workers share with their master count once) and of the whole node, the open files of
+    nginx's master, and the CPU seconds nginx and govhost's programs have used so far."""
     script = (
         "tick=$(getconf CLK_TCK); "
         "for name in nginx govhost; do "
@@ -85,12 +85,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="govhost-bench-exporter-"))
     try:
         inv_dir = generated_county(work / "inventory", count)
-        county = County(inv_dir)
         t0 = time.perf_counter()
-        res = apply_mod.apply(county)
+        applied(inv_dir)
         apply_s = time.perf_counter() - t0
-        if not res.ok:
-            sys.exit(f"apply failed: {res.to_json()}")
+        county = County(inv_dir)
         prober = Prober(county, 30, workers=32)
         # Rounds not spread over the interval (as the running exporter spreads them): the
         # wall time is then what a round costs, not half the interval.

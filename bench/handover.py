@@ -29,10 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from controlplane.core.county import County  # noqa: E402
+from _common import applied  # noqa: E402
+
 from controlplane.lab import frontdoor, network  # noqa: E402
 from controlplane.lab import machines as lab  # noqa: E402
-from controlplane.sites import apply as apply_mod  # noqa: E402
 from tests.helpers import floating_county, wait_floating_home, wait_held  # noqa: E402
 
 HOST, EXPECT = "jiaoyu.qingshui.gov.cn", "教育"
@@ -92,9 +92,7 @@ def main() -> None:
     if not [n for n in lab.nodes() if n.running]:
         lab.up(3, "overlay")
     inv = floating_county(Path(tempfile.mkdtemp()) / "inventory")
-    res = apply_mod.apply(County(inv))
-    if not res.ok:
-        raise SystemExit(f"apply failed: {res.to_json()}")
+    applied(inv)
     wait_floating_home()
     results = {"on-lo": one(a.cycles)}
     _lo(False)

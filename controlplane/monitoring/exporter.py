@@ -282,13 +282,13 @@ def wsgi_app(collector: GovhostCollector):
     return app
 
 
-class GovhostCollector(Collector):
+class GovhostCollector:
+    """The series a scrape reads fresh (`scrape` adds the round's own). Not a registry
+    collector: registered alone it would leave out every unit's probe series."""
+
     def __init__(self, county: County, prober: Prober):
         self.county = county
         self.prober = prober
-
-    def collect(self) -> Iterator:
-        return self.families(self.prober.latest)
 
     def families(self, rnd: Round) -> Iterator:
         """The series read fresh at a scrape, beside round `rnd`'s (round_exposition)."""

@@ -17,9 +17,8 @@ import io
 import os
 import re
 import tarfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -470,11 +469,16 @@ def _apply_locked(county: County, state: State, say: Progress,
     # once the plan can no longer be refused (manifests, certificates, placement): a refused
     # plan asks no node anything, and does not wait for one that is slow to answer.
     hosts = county.inv.hosts
-    asking: list[_Asking] = []
-    inv, plan = prepare(county, state, share_for_node, checked=lambda: asking.append(_Asking(
-        lambda: remote.node_status(hosts, list(hosts.nodes), known_hosts, content=True))))
-    clock.mark("plan")
-    live = asking[0].answer()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="govhost-node-status")
+    asking: list[Future] = []
+    try:
+        inv, plan = prepare(county, state, share_for_node, checked=lambda: asking.append(
+            pool.submit(remote.node_status, hosts, list(hosts.nodes), known_hosts,
+                        content=True)))
+        clock.mark("plan")
+        live = asking[0].result()
+    finally:
+        pool.shutdown(wait=False)
     nodes = {n.name: n for n in inv.hosts.nodes}
     clock.mark("status")
     applied = state.applied()
@@ -550,31 +554,6 @@ def _apply_locked(county: County, state: State, say: Progress,
         result.seconds = time.monotonic() - started
         state.finish_run(run_id, result.result, result.to_json())
     return result
-
-
-class _Asking:
-    """A read-only question to the nodes, asked in a thread of its own while this one works
-    (it is started only once the work can no longer be refused: the question's own SSH
-    threads would keep a failing command alive until every node answered)."""
-
-    def __init__(self, ask: Callable[[], Any]):
-        self._answer: Any = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(ask,), daemon=True,
-                                        name="govhost-node-status")
-        self._thread.start()
-
-    def _run(self, ask: Callable[[], Any]) -> None:
-        try:
-            self._answer = ask()
-        except BaseException as exc:        # handed to whoever waits for the answer
-            self._error = exc
-
-    def answer(self) -> Any:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._answer
 
 
 def _payloads(plan: Plan, to_stage: list[str], to_start: list[str], live, applied,
