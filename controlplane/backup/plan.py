@@ -15,7 +15,6 @@ lines where a node has no systemd), rendered here so that the node only writes t
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from controlplane.backup import recovery
 from controlplane.core import accounts, paths, secrets
 from controlplane.core.inventory import BackupPolicy, Inventory
+from controlplane.core.specfile import spec_bytes
 
 BACKUP_USER = "govhost-backup"
 SNAPSHOT_KINDS = ("files", "db", "control")
@@ -155,7 +155,7 @@ def node_spec(inv: Inventory, placement: Mapping[str, Sequence[str]], node: str)
         if rescue:
             spec["authorize"].append({"user": recovery.CONTROL_USER, "public_key": rescue,
                                       "dir": recovery.control_path(off.path)})
-    return (json.dumps(spec, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return spec_bytes(spec)
 
 
 def retention_groups(inv: Inventory) -> list[dict[str, Any]]:

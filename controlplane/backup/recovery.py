@@ -37,7 +37,7 @@ CONTROL_USER = "govhost-control"
 STATE_EXCLUDED = frozenset({
     "recovery-key", "state.db", "state.db-wal", "state.db-shm", "state.db-journal",
     "restic-cache", "backup-work", "control-work", "security", "search", "payloads",
-    "restore-pending.json", "schema-copies",
+    "restore-pending.json", "schema-copies", "memo",
 })
 STATE_EXCLUDED_SUFFIXES = (".lock", ".tmp", ".pid", ".log")
 STATE_EXCLUDED_PREFIXES = ("runner", ".")

@@ -7,12 +7,12 @@ release is activated. A node holds accounts only for the tenants it has a replic
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any, Iterable, Mapping
 
 from controlplane.core import paths, secrets
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Node, Tenant
+from controlplane.core.specfile import spec_bytes
 
 SFTP_GROUP = "govhost-sftp"
 _MAX_USER = 32
@@ -70,14 +70,22 @@ def tenant_spec(inv: Inventory, t: Tenant) -> dict[str, Any]:
     return spec
 
 
-def node_spec(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: str) -> bytes:
-    """tenants.json: shipped with mode 0600 (it holds database passwords)."""
-    tenants = [tenant_spec(inv, t) for t in inv.tenants if node in placement[t.name]]
+def node_spec(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: str,
+              specs: dict[str, dict[str, Any]] | None = None) -> bytes:
+    """tenants.json: shipped with mode 0600 (it holds database passwords). `specs`: the
+    units' specs worked out for another node of the same render, taken and added to."""
+    specs = {} if specs is None else specs
+    tenants = []
+    for t in inv.tenants:
+        if node in placement[t.name]:
+            spec = specs.get(t.name)
+            if spec is None:
+                spec = specs[t.name] = tenant_spec(inv, t)
+            tenants.append(spec)
     ports = ({"ssh_port": inv.hosts.ssh.port, "sftp_port": inv.hosts.ssh.sftp_port}
              if inv.hosts.ssh.sftp_port else {})
-    return (json.dumps({"sftp_group": SFTP_GROUP, "web_user": paths.NGINX_USER,
-                        "tenants": tenants, **ports}, indent=1, ensure_ascii=False,
-                       sort_keys=True) + "\n").encode()
+    return spec_bytes({"sftp_group": SFTP_GROUP, "web_user": paths.NGINX_USER,
+                       "tenants": tenants, **ports})
 
 
 def _client_hosts(addresses: Iterable[str]) -> list[str]:
@@ -100,5 +108,4 @@ def databases_spec(inv: Inventory, placement: Mapping[str, tuple[str, ...]],
             out.append({"tenant": t.name, "database": creds["database"], "user": creds["user"],
                         "password": creds["password"],
                         "hosts": _client_hosts(addresses[r] for r in placement[t.name])})
-    return (json.dumps({"bind": db.address, "databases": out}, indent=1,
-                       sort_keys=True) + "\n").encode()
+    return spec_bytes({"bind": db.address, "databases": out})

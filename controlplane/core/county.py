@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 from controlplane.core import inventory as inventory_mod
 from controlplane.core.certstore import CertStore
+from controlplane.core.memo import Memo
 from controlplane.core.state import State, exclusive, state_dir
 
 
@@ -32,8 +33,9 @@ class County:
 
     @cached_property
     def inv(self) -> inventory_mod.Inventory:
-        """The validated manifests, with the secrets they need; raises ManifestError."""
-        return inventory_mod.load(self.root, self.state_dir)
+        """The validated manifests, with the secrets they need; raises ManifestError. With
+        the memo of the runs before (core/memo.py): what they parsed and rendered."""
+        return inventory_mod.load(self.root, self.state_dir, memo=Memo.of_state(self.state_dir))
 
     def reloaded(self) -> "County":
         """The same county with its manifests read again (the exporter, after an edit)."""

@@ -7,6 +7,7 @@ a refused inventory never reaches a node.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from pydantic import BaseModel, ValidationError
 from controlplane.core import secrets, yamlsafe
 from controlplane.core.errors import ManifestError, Problem
 from controlplane.core.manifest import Cluster, Hosts, Node, RateLimit, Tenant
+from controlplane.core.memo import Memo
+from controlplane.core.memo import key as memo_key
 from controlplane.core.state import state_dir
 from controlplane.core.wordlists import WordList
 
@@ -58,6 +61,9 @@ class Inventory:
     # Units with `launch: pending` that have not passed `govhost launch`: served only to the
     # county's addresses (launch_allowed); filled by sites.apply.prepare from the state.
     gated: frozenset[str] = frozenset()
+    # What the runs before kept of their work (core/memo.py): each unit's rendered files.
+    # Only a shortcut: a run without one renders the same bytes.
+    memo: Memo | None = field(default=None, compare=False, repr=False)
 
     def launch_allowed(self) -> list[str]:
         """Who sees a unit before its launch: the county's management networks, and the
@@ -149,9 +155,31 @@ def _describe(err: dict[str, Any]) -> str:
     return msg
 
 
-def _parse(path: Path, rel: str, model: type[M], problems: list[Problem]) -> M | None:
+def _document(path: Path, memo: Memo | None) -> Any:
+    """A manifest's YAML as data. The same bytes read by the same code before are taken
+    from the memo (kept as JSON, and only where JSON gives back exactly what YAML read: a
+    date, for one, is parsed each time)."""
+    if memo is None:
+        return yamlsafe.load_file(path)
+    raw = yamlsafe.read_file(path)
+    k = memo_key("manifest", raw)
+    kept = memo.get(k)
+    if kept is not None:
+        return json.loads(kept)
+    data = yamlsafe.loads(yamlsafe.decode(raw))
     try:
-        data = yamlsafe.load_file(path)
+        text = json.dumps(data, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return data
+    if json.loads(text) == data:
+        memo.put(k, text.encode())
+    return data
+
+
+def _parse(path: Path, rel: str, model: type[M], problems: list[Problem],
+           memo: Memo | None = None) -> M | None:
+    try:
+        data = _document(path, memo)
     except yamlsafe.YamlRefused as exc:
         problems.append(Problem(rel, "", str(exc)))
         return None
@@ -170,9 +198,11 @@ def _parse(path: Path, rel: str, model: type[M], problems: list[Problem]) -> M |
         return None
 
 
-def load(root: Path, state: Path | None = None) -> Inventory:
+def load(root: Path, state: Path | None = None, memo: Memo | None = None) -> Inventory:
     """Load the inventory at ``root`` or raise ManifestError listing every problem. The
-    secrets it needs come from the state directory `state` (default: the inventory's)."""
+    secrets it needs come from the state directory `state` (default: the inventory's).
+    `memo`: the units' manifests parsed by runs before (core/memo.py), kept with the
+    inventory for its rendering."""
     root = Path(root)
     problems: list[Problem] = []
     if not root.is_dir():
@@ -197,9 +227,10 @@ def load(root: Path, state: Path | None = None) -> Inventory:
         files = []
     tenants: list[Tenant] = []
     sources: dict[str, str] = {}
+    tenants_rel = rel(tenant_dir)
     for path in files:
-        r = rel(path)
-        t = _parse(path, r, Tenant, problems)
+        r = f"{tenants_rel}/{path.name}"
+        t = _parse(path, r, Tenant, problems, memo)
         if t is None:
             continue
         if path.stem != t.name:
@@ -234,8 +265,10 @@ def load(root: Path, state: Path | None = None) -> Inventory:
         backup_key = secrets.backup_key(state)
         if (state / secrets.RECOVERY_KEY_FILE).exists():
             recovery_key = secrets.read_private(state / secrets.RECOVERY_KEY_FILE)
+    if memo is not None:
+        memo.flush()
     return Inventory(root, cluster, hosts, tuple(sorted(tenants, key=lambda t: t.name)), sources,
-                     secret, backup_key, recovery_key, wording=wording)
+                     secret, backup_key, recovery_key, wording=wording, memo=memo)
 
 
 def _cross_check(

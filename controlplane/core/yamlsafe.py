@@ -106,13 +106,23 @@ def loads(text: str) -> Any:
     return docs[0]
 
 
-def load_file(path: Path) -> Any:
-    """Read and parse a file, refusing oversized files before reading them whole."""
+def read_file(path: Path) -> bytes:
+    """A manifest's bytes, refusing an oversized file before reading it whole."""
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise YamlRefused(f"file is {size} bytes, larger than {MAX_BYTES // 1024} KiB")
+    return path.read_bytes()
+
+
+def decode(raw: bytes) -> str:
+    """The text of a file's bytes, line ends read as text files are (\\r\\n and \\r as \\n)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise YamlRefused(f"file is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    return loads(text)
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+def load_file(path: Path) -> Any:
+    """Read and parse a file, refusing oversized files before reading them whole."""
+    return loads(decode(read_file(path)))

@@ -8,6 +8,7 @@ still cannot inject configuration.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -21,6 +22,7 @@ from controlplane.backup import plan as backup_plan
 from controlplane.core import accounts, paths, secrets, templates, wordlists
 from controlplane.core.inventory import Inventory
 from controlplane.core.manifest import Tenant
+from controlplane.core.memo import key as memo_key
 from controlplane.core.units import (
     CONSOLE,
     PORTAL,
@@ -59,10 +61,18 @@ class Release:
 
     node: str
     files: Mapping[str, bytes] = field(hash=False)
+    # Digests already known (kept by the memo with the files they are of): used for a file
+    # only when it is that very bytes object.
+    known: Mapping[str, tuple[bytes, str]] = field(default_factory=dict, hash=False,
+                                                   compare=False, repr=False)
 
     @cached_property
     def digests(self) -> dict[str, str]:
-        return {p: hashlib.sha256(b).hexdigest() for p, b in self.files.items()}
+        out = {}
+        for p, b in self.files.items():
+            k = self.known.get(p)
+            out[p] = k[1] if k is not None and k[0] is b else hashlib.sha256(b).hexdigest()
+        return out
 
     @cached_property
     def id(self) -> str:
@@ -141,9 +151,12 @@ def render_cluster(inv: Inventory, placement: Mapping[str, tuple[str, ...]],
     `serving` (a placement change under way): the nodes that serve a tenant from their own
     disk, when more than the replicas other nodes proxy to (see apply's transition).
     `drained` nodes keep out of VRRP: their floating addresses stay with their peers."""
-    cache: dict[tuple[str, bool], dict[str, bytes]] = {}
-    return {n.name: render_node(inv, placement, n.name, cache, serving, n.name in drained)
-            for n in inv.hosts.nodes}
+    shared = _Shared(inv)
+    releases = {n.name: render_node(inv, placement, n.name, shared, serving, n.name in drained)
+                for n in inv.hosts.nodes}
+    if inv.memo is not None:
+        inv.memo.flush()
+    return releases
 
 
 def _server_names(inv: Inventory, t: Tenant) -> list[str]:
@@ -157,8 +170,24 @@ def _portal_names(inv: Inventory) -> list[str]:
     return names
 
 
+class _Shared:
+    """What every node's release is made of alike, worked out once for the cluster: each
+    unit's names and rate, and its files in the two forms a node can need (replica or
+    proxy), rendered on first need."""
+
+    def __init__(self, inv: Inventory):
+        self.names = {t.name: _server_names(inv, t) for t in inv.tenants}
+        self.rates = {inv.rate_limit(t).requests_per_second for t in inv.tenants}
+        self.unit_files: dict[tuple[str, bool], dict[str, bytes]] = {}
+        # the digests the memo kept with the units' files, by path (with the bytes they are of)
+        self.digests: dict[str, tuple[bytes, str]] = {}
+        self.accounts: dict[str, dict[str, Any]] = {}  # a unit's account spec (tenants.json)
+        self.portal: bytes | None = None
+        self.waf_hosts: bytes | None = None
+
+
 def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: str,
-                cache: dict[tuple[str, bool], dict[str, bytes]] | None = None,
+                shared: _Shared | None = None,
                 serving: Mapping[str, tuple[str, ...]] | None = None,
                 drained: bool = False) -> Release:
     serving = serving or placement
@@ -183,19 +212,19 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     }
     files: dict[str, bytes] = {}
     all_names: list[str] = _portal_names(inv) + [paths.PROBE_HOST]
-    rates: set[int] = set()
-    if cache is None:
-        cache = {}
+    if shared is None:
+        shared = _Shared(inv)
+    rates = set(shared.rates)
+    unit_files = shared.unit_files
 
     for t in inv.tenants:
         replicas = placement[t.name]
-        rates.add(inv.rate_limit(t).requests_per_second)
-        all_names.extend(_server_names(inv, t))
+        all_names.extend(shared.names[t.name])
         replica = node in serving.get(t.name, replicas)
         key = (t.name, replica)
-        if key not in cache:
-            cache[key] = _tenant_files(inv, t, replicas, nodes, replica)
-        files.update(cache[key])
+        if key not in unit_files:
+            _tenant_files(inv, t, replicas, nodes, shared)
+        files.update(unit_files[key])
 
     any_tls = bool(inv.served_with)
     files["vhosts/_default.conf"] = _conf_env.get_template("nginx/default.conf.j2").render(
@@ -219,9 +248,9 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         all_names.extend(preview_names)
         files.update(previews)
     files.update(_tls_files(inv))
-    if ("_portal", True) not in cache:
-        cache[("_portal", True)] = {"pages/_portal/index.html": _portal_page(inv)}
-    files.update(cache[("_portal", True)])
+    if shared.portal is None:
+        shared.portal = _portal_page(inv)
+    files["pages/_portal/index.html"] = shared.portal
     files["snippets/listen.conf"] = "".join(
         f"listen {h}:80;\n" for h in [host, *extra]).encode()
     files["snippets/listen-tls.conf"] = "".join(
@@ -247,9 +276,11 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     if any_waf:
         files["waf/main.conf"] = waf.main_conf()
         # which unit a request in the node's WAF audit log was for (the agent counts them)
-        files["waf/hosts.json"] = (json.dumps(
-            {name: t.name for t in inv.tenants for name in _server_names(inv, t)},
-            indent=0, sort_keys=True) + "\n").encode()
+        if shared.waf_hosts is None:
+            shared.waf_hosts = (json.dumps(
+                {name: t for t, names in shared.names.items() for name in names},
+                indent=0, sort_keys=True) + "\n").encode()
+        files["waf/hosts.json"] = shared.waf_hosts
     max_size, bucket = hash_sizes(all_names)
     rates.add(inv.cluster.defaults.rate_limit.requests_per_second)
     files["nginx.conf"] = _conf_env.get_template("nginx/nginx.conf.j2").render({
@@ -270,7 +301,7 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     # The node creates each tenant's log and content directories before `nginx -t`.
     files["tenants.txt"] = "".join(f"{t.name}\n" for t in inv.tenants).encode()
     # The tenant accounts this node holds (its replicas), applied at activation.
-    files["tenants.json"] = accounts.node_spec(inv, serving, node)
+    files["tenants.json"] = accounts.node_spec(inv, serving, node, shared.accounts)
     databases = accounts.databases_spec(inv, placement, node)
     if databases is not None:
         files["databases.json"] = databases
@@ -292,7 +323,7 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
                        ("vrrp.json", vrrp.spec(inv.hosts, me, released=drained))):
         if data is not None:
             files[name] = data
-    return Release(node=node, files=files)
+    return Release(node=node, files=files, known=shared.digests)
 
 
 def _repositories(inv: Inventory) -> frozenset[str]:
@@ -443,41 +474,115 @@ def _messages(inv: Inventory, node: str) -> bytes:
     }, indent=1, sort_keys=True) + "\n").encode()
 
 
-def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
-                  nodes: Mapping[str, Any], replica: bool) -> dict[str, bytes]:
-    """A tenant's vhost, and its pages where this node serves its content."""
+@dataclass(frozen=True)
+class _UnitInputs:
+    """Everything a unit's files are rendered from besides its manifest. `_unit_files` reads
+    nothing else, so the two together are the memo's key for them (core/memo.py)."""
+
+    server_names: tuple[str, ...]
+    rate_zone: str
+    burst: int
+    tls: dict[str, Any] | None
+    waf_mode: str
+    gate: tuple[str, ...] | None
+    county: str
+    domain: str
+    replicas: tuple[str, ...]
+    replica_addresses: tuple[str, ...]
+
+
+_UNIT_FIELDS = tuple(f.name for f in dataclasses.fields(_UnitInputs))
+
+
+def _unit_inputs(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
+                 nodes: Mapping[str, Any], names: list[str]) -> _UnitInputs:
     rl = inv.rate_limit(t)
+    return _UnitInputs(
+        server_names=tuple(names), rate_zone=_zone(rl.requests_per_second),
+        burst=rl.burst, tls=_tls_ctx(inv, t.name), waf_mode=waf.mode_of(t, inv.waf_modes),
+        gate=tuple(inv.launch_allowed()) if t.name in inv.gated else None,
+        county=inv.cluster.name, domain=inv.cluster.domain, replicas=tuple(replicas),
+        replica_addresses=tuple(nodes[r].address if ":" not in nodes[r].address
+                                else f"[{nodes[r].address}]" for r in replicas))
+
+
+def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
+                  nodes: Mapping[str, Any], shared: _Shared) -> None:
+    """A unit's files in both forms a node can need (`shared.unit_files`, by replica or
+    not): its vhost, and where the node serves its content, its pages. From the memo when a
+    run before rendered the same manifest with the same inputs by the same code, with the
+    files' digests."""
+    u = _unit_inputs(inv, t, replicas, nodes, shared.names[t.name])
+    if inv.memo is None:
+        for replica in (True, False):
+            shared.unit_files[(t.name, replica)] = _unit_files(t, u, replica)
+        return
+    k = memo_key("unit-files", t.model_dump_json(),
+                 json.dumps([getattr(u, f) for f in _UNIT_FIELDS], sort_keys=True))
+    kept = inv.memo.get(k)
+    if kept is None:
+        forms = [_unit_files(t, u, replica) for replica in (True, False)]
+        digests = [{p: hashlib.sha256(b).hexdigest() for p, b in f.items()} for f in forms]
+        inv.memo.put(k, _pack(forms, digests))
+    else:
+        forms, digests = _unpack(kept)
+    for replica, files, known in zip((True, False), forms, digests):
+        shared.unit_files[(t.name, replica)] = files
+        shared.digests.update({p: (files[p], d) for p, d in known.items()})
+
+
+def _pack(forms: list[dict[str, bytes]], digests: list[dict[str, str]]) -> bytes:
+    """Both forms as one value: a JSON line of their files' names, sizes and digests, then
+    the files' bytes."""
+    head = json.dumps([[[p, len(b), d[p]] for p, b in f.items()] for f, d in zip(forms, digests)],
+                      ensure_ascii=False).encode()
+    return b"".join([head, b"\n", *(b for f in forms for b in f.values())])
+
+
+def _unpack(blob: bytes) -> tuple[list[dict[str, bytes]], list[dict[str, str]]]:
+    nl = blob.index(b"\n")
+    forms, digests, pos = [], [], nl + 1
+    for entries in json.loads(blob[:nl]):
+        files, known = {}, {}
+        for path, size, digest in entries:
+            files[path] = blob[pos:pos + size]
+            known[path] = digest
+            pos += size
+        forms.append(files)
+        digests.append(known)
+    return forms, digests
+
+
+def _unit_files(t: Tenant, u: _UnitInputs, replica: bool) -> dict[str, bytes]:
     ctx: dict[str, Any] = {
         "name": t.name,
         "upstream_id": t.name.replace("-", "_"),
-        "server_names": _server_names(inv, t),
+        "server_names": list(u.server_names),
         "replica": replica,
-        "replica_nodes": list(replicas),
-        "replica_addresses": [nodes[r].address if ":" not in nodes[r].address
-                              else f"[{nodes[r].address}]" for r in replicas],
+        "replica_nodes": list(u.replicas),
+        "replica_addresses": list(u.replica_addresses),
         "log_dir": f"{paths.NODE_LOGS}/tenants/{t.name}",
         "pages_root": f"{paths.NODE_CURRENT}/pages",
-        "rate_zone": _zone(rl.requests_per_second),
-        "burst": rl.burst,
+        "rate_zone": u.rate_zone,
+        "burst": u.burst,
         "site_type": t.site.type,
         "content_root": f"{paths.NODE_SITES}/{t.name}/current",
         "sections": [s.name for s in t.sections],
-        "tls": _tls_ctx(inv, t.name),
+        "tls": u.tls,
         "waf": None,
-        "gate": inv.launch_allowed() if t.name in inv.gated else None,
+        "gate": list(u.gate) if u.gate is not None else None,
         "messages": t.messages.path if t.messages is not None else None,
         "messages_socket": paths.MESSAGES_SOCKET,
     }
     if t.site.type == "proxy":
         ctx["app_scheme"] = t.site.upstreams[0].split(":", 1)[0]
-        ctx["app_servers"] = [u.split("://", 1)[1] for u in t.site.upstreams]
+        ctx["app_servers"] = [up.split("://", 1)[1] for up in t.site.upstreams]
         ctx["timeout_seconds"] = t.site.timeout_seconds
         ctx["max_body_mb"] = t.site.max_body_mb
     home = f"{paths.NODE_SITES}/{t.name}"
     # The WAF checks a request where the unit is served (its replicas), once: a node that
     # proxies to a replica passes the request on unchecked.
-    site_waf = waf.site_conf(waf.mode_of(t, inv.waf_modes), t.waf.exclude_rules) \
-        if replica else None
+    site_waf = waf.site_conf(u.waf_mode, t.waf.exclude_rules) if replica else None
     if site_waf is not None:
         ctx["waf"] = f"waf/{t.name}.conf"
     if t.site.type == "php":
@@ -488,7 +593,7 @@ def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
     if site_waf is not None:
         files[f"waf/{t.name}.conf"] = site_waf
     if replica and t.site.type in ("static", "php"):
-        files.update(_tenant_pages(inv, t))
+        files.update(_tenant_pages({"county": u.county, "domain": u.domain}, t))
     if replica and t.site.type == "php":
         files[f"php-fpm/{t.name}.conf"] = _conf_env.get_template("php/pool.conf.j2").render({
             "name": t.name, "user": accounts.user_name(t.name), "home": home,
@@ -503,8 +608,8 @@ def _page_ctx(inv: Inventory) -> dict[str, Any]:
     return {"county": inv.cluster.name, "domain": inv.cluster.domain}
 
 
-def _tenant_pages(inv: Inventory, t: Tenant) -> dict[str, bytes]:
-    ctx = {**_page_ctx(inv), "title": t.title, "contact": t.contact, "sections": t.sections}
+def _tenant_pages(page_ctx: Mapping[str, Any], t: Tenant) -> dict[str, bytes]:
+    ctx = {**page_ctx, "title": t.title, "contact": t.contact, "sections": t.sections}
     out = {f"pages/{t.name}/index.html":
            _html_env.get_template("pages/placeholder.html.j2").render(ctx).encode()}
     section = _html_env.get_template("pages/section.html.j2")
