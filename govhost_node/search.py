@@ -30,8 +30,10 @@ import sqlite3
 import sys
 import threading
 import time
+from array import array
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from govhost_node.layout import NODE
@@ -174,19 +176,23 @@ class Index:
 
     def search(self, query: str, unit: str | None = None, sort: str = "relevance",
                page: int = 1) -> dict[str, Any]:
+        return self.page_of(self.rank(query, unit, sort), page)
+
+    def rank(self, query: str, unit: str | None = None,
+             sort: str = "relevance") -> "Ranking":
+        """Every result a visitor can page to, in order (at most MAX_PAGE pages): the costly
+        part of a query (its matches counted, then ranked or sorted by date), done once for
+        all of its pages."""
         terms = query_terms(query)
-        if not terms:
-            return {"query": query, "terms": [], "total": 0, "results": []}
         # Each term one word (as indexed), quoted: nothing a visitor types is FTS syntax.
         words = [w for t in terms for w in re.split(r"[\W_]+", t) if w]
         if not words:
-            return {"query": query, "terms": terms, "total": 0, "results": []}
+            return Ranking(query, terms, 0, 0, array("q"))
         match = "{seg_title seg_body} : (" + " AND ".join(f'"{w}"' for w in words) + ")"
         if unit:
             # The unit is a word of its row: the filter is part of the full-text match, not a
             # scan of every page that has the words.
             match = f"({match}) AND unit_tok:{unit_token(unit)}"
-        page = max(1, min(MAX_PAGE, page))
         # One read transaction: the count, the window and the order see the same index, even
         # while an apply commits beside them.
         self.db.execute("BEGIN")
@@ -208,26 +214,50 @@ class Index:
             if sort == "date":
                 ids = self.db.execute(
                     "SELECT id FROM pages WHERE id IN (SELECT rowid FROM fts WHERE fts MATCH ? "
-                    "AND rowid >= ?) ORDER BY date IS NULL, date DESC, id DESC LIMIT ? OFFSET ?",
-                    (match, floor, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
+                    "AND rowid >= ?) ORDER BY date IS NULL, date DESC, id DESC LIMIT ?",
+                    (match, floor, PER_PAGE * MAX_PAGE)).fetchall()
             else:
                 ids = self.db.execute("SELECT rowid FROM fts WHERE fts MATCH ? AND rowid >= ? "
-                                      "ORDER BY rank LIMIT ? OFFSET ?",
-                                      (match, floor, PER_PAGE, (page - 1) * PER_PAGE)).fetchall()
-            order = [i for (i,) in ids]
-            got = {row[0]: row[1:] for row in self.db.execute(
-                "SELECT p.id, p.tenant, u.title, p.url, p.title, p.date, p.body FROM pages p "
-                "LEFT JOIN units u ON u.tenant = p.tenant "
-                f"WHERE p.id IN ({','.join('?' * len(order))})", order)} if order else {}
-            rows = [got[i] for i in order if i in got]
+                                      "ORDER BY rank LIMIT ?",
+                                      (match, floor, PER_PAGE * MAX_PAGE)).fetchall()
         finally:
             self.db.execute("COMMIT")
-        return {"query": query, "terms": terms, "total": min(total, COUNTED),
-                "more": total > COUNTED, "ranked": min(total, window), "page": page,
+        return Ranking(query, terms, total, min(total, window), array("q", (i for (i,) in ids)))
+
+    def page_of(self, ranking: "Ranking", page: int = 1) -> dict[str, Any]:
+        """One page of a ranking: its ten pages' rows, with their excerpts."""
+        r = ranking
+        if not r.terms:
+            return {"query": r.query, "terms": [], "total": 0, "results": []}
+        if not r.total and not r.ids:
+            return {"query": r.query, "terms": r.terms, "total": 0, "results": []}
+        page = max(1, min(MAX_PAGE, page))
+        order = list(r.ids[(page - 1) * PER_PAGE:page * PER_PAGE])
+        got = {row[0]: row[1:] for row in self.db.execute(
+            "SELECT p.id, p.tenant, u.title, p.url, p.title, p.date, p.body FROM pages p "
+            "LEFT JOIN units u ON u.tenant = p.tenant "
+            f"WHERE p.id IN ({','.join('?' * len(order))})", order)} if order else {}
+        # a page gone since the ranking (an apply between the two) is left out
+        rows = [got[i] for i in order if i in got]
+        terms = r.terms
+        return {"query": r.query, "terms": terms, "total": min(r.total, COUNTED),
+                "more": r.total > COUNTED, "ranked": r.ranked, "page": page,
                 "results": [{"unit": t, "unit_title": ut or t, "url": url, "title": title,
                              "date": date, "title_html": mark(title or url, terms),
                              "excerpt_html": excerpt(body, terms)}
                             for t, ut, url, title, date, body in rows]}
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A query's results in order, as ids of `pages`: `total` matches counted (up to
+    COUNTED + 1), `ranked` of them ordered, `ids` the ones a visitor can page to."""
+
+    query: str
+    terms: list[str]
+    total: int
+    ranked: int
+    ids: Sequence[int]
 
 
 def unit_token(unit: str) -> str:
@@ -336,6 +366,7 @@ class Served:
     (a node whose index was lost answers from the new one, not from the deleted file)."""
 
     CACHED = 2048            # answers, each kept as typed and as read (two entries)
+    RANKINGS = 512           # rankings (each up to 1,000 ids: 8 KB)
 
     def __init__(self, path: str):
         self.path = path
@@ -345,9 +376,11 @@ class Served:
         # looked for by many), and an answer stays right until the index changes.
         self.cache: collections.OrderedDict[tuple, tuple[dict[str, Any], str]] = \
             collections.OrderedDict()
+        # Rankings by (index version, words, unit, order): a query's ordered results, of
+        # which each page is a slice (each up to MAX_PAGE * PER_PAGE ids).
+        self.rankings: collections.OrderedDict[tuple, Ranking] = collections.OrderedDict()
         self.words_read: tuple | None = None     # the index version whose words are loaded
-        # Queries being answered now: the same query asked again meanwhile (a notice fifty
-        # people look for at once) waits for that answer instead of computing it again.
+        # Answers and rankings being computed now, by their key (see _once).
         self.running: dict[tuple, threading.Event] = {}
 
     def version(self) -> tuple:
@@ -398,32 +431,48 @@ class Served:
 
     def _answer(self, key: tuple, q: str, unit: str | None, sort: str,
                 page: int) -> tuple[dict[str, Any], str]:
+        def compute() -> tuple[dict[str, Any], str]:
+            # the ranking without the page: every page of a query is one ranking, computed
+            # once (a visitor paging on, or fifty looking at once, cost one ranking)
+            ranking = self._once(self.rankings, key[:-1], lambda: self._rank(q, unit, sort),
+                                 self.RANKINGS)
+            with self.get() as index:
+                res = index.page_of(ranking, page)
+                scope = (index.db.execute("SELECT title FROM units WHERE tenant = ?",
+                                          (unit,)).fetchone() or [unit])[0] if unit else "全县"
+            return res, scope
+        return self._once(self.cache, key, compute, self.CACHED)
+
+    def _rank(self, q: str, unit: str | None, sort: str) -> Ranking:
+        with self.get() as index:
+            return index.rank(q, unit, sort)
+
+    def _once(self, kept: collections.OrderedDict, key: tuple, compute: Callable[[], Any],
+              bound: int) -> Any:
+        """`kept[key]`, computed by one thread only: the same key asked meanwhile (a notice
+        fifty people look for at once) waits for that answer instead of computing it again."""
         while True:
             with self.lock:
-                hit = self._cached(key)
+                hit = kept.get(key)
                 if hit is not None:
+                    kept.move_to_end(key)
                     return hit
                 running = self.running.get(key)
                 if running is None:
                     done = self.running[key] = threading.Event()
                     break
-            running.wait(30)       # then ask the cache again; compute it if that one failed
+            running.wait(30)       # then look again; compute it if that one failed
         try:
-            res, scope = self._compute(key, q, unit, sort, page)
-            self._keep(key, (res, scope))
+            value = compute()
+            with self.lock:
+                kept[key] = value
+                while len(kept) > bound:
+                    kept.popitem(last=False)
         finally:
             with self.lock:
                 del self.running[key]
             done.set()
-        return res, scope
-
-    def _compute(self, key: tuple, q: str, unit: str | None, sort: str,
-                 page: int) -> tuple[dict[str, Any], str]:
-        with self.get() as index:
-            res = index.search(q, unit, sort, page)
-            scope = (index.db.execute("SELECT title FROM units WHERE tenant = ?",
-                                      (unit,)).fetchone() or [unit])[0] if unit else "全县"
-        return res, scope
+        return value
 
     @contextlib.contextmanager
     def get(self) -> Iterator[Index]:

@@ -188,14 +188,14 @@ def test_the_same_query_asked_at_once_is_computed_once(index, tmp_path, monkeypa
     index.put("jiaoyu", "a.html", page("通知", "茶河镇"), "r1", None)
     served = node_search.Served(str(tmp_path / "index.db"))
     calls = []
-    real = node_search.Index.search
+    real = node_search.Index.rank
 
     def slow(self, *args, **kw):
         calls.append(args)
         time.sleep(0.3)              # a common word's ranking, long enough for all to ask
         return real(self, *args, **kw)
 
-    monkeypatch.setattr(node_search.Index, "search", slow)
+    monkeypatch.setattr(node_search.Index, "rank", slow)
     answers = []
     threads = [threading.Thread(target=lambda: answers.append(
         served.answer("茶河镇", None, "relevance", 1)[0])) for _ in range(8)]
@@ -207,7 +207,7 @@ def test_the_same_query_asked_at_once_is_computed_once(index, tmp_path, monkeypa
     assert all(a is answers[0] and a["total"] == 1 for a in answers)
     assert served.running == {}
     # a query whose computation failed leaves nothing waiting, and is computed again
-    monkeypatch.setattr(node_search.Index, "search", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(node_search.Index, "rank", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         served.answer("别的", None, "relevance", 1)
     assert served.running == {}
@@ -234,11 +234,41 @@ def test_one_answer_serves_every_spelling_of_a_query(index, tmp_path, monkeypatc
     index.put("jiaoyu", "a.html", page("通知", "茶河镇"), "r1", None)
     served = node_search.Served(str(tmp_path / "index.db"))
     calls = []
-    real = node_search.Index.search
-    monkeypatch.setattr(node_search.Index, "search",
+    real = node_search.Index.rank
+    monkeypatch.setattr(node_search.Index, "rank",
                         lambda self, *a, **k: calls.append(a) or real(self, *a, **k))
     one, _ = served.answer("茶河镇", None, "relevance", 1)
     other, _ = served.answer("  茶河镇! ", None, "relevance", 1)
     assert len(calls) == 1 and other["total"] == one["total"] == 1
     assert one["query"] == "茶河镇" and other["query"] == "  茶河镇! "
     assert "  茶河镇! " in node_search.render(other, "全县", "relevance").replace("&#x27;", "'")
+
+
+def test_every_page_of_a_query_is_a_slice_of_one_ranking(index, tmp_path, monkeypatch):
+    """Paging on costs no second ranking: the server ranks a query once and answers each of
+    its pages from that order, the same pages in the same order as ranking each page on its
+    own, none twice and none left out, by relevance and by date."""
+    monkeypatch.setattr(node_search, "PER_PAGE", 3)
+    for i in range(11):
+        index.put(f"u{i}", "a.html", page(f"通知 {i}", "通知 " * (i + 1), f"2026-01-{i + 10}"),
+                  "r1", None)
+    served = node_search.Served(str(tmp_path / "index.db"))
+    calls = []
+    real = node_search.Index.rank
+    monkeypatch.setattr(node_search.Index, "rank",
+                        lambda self, *a, **k: calls.append(a) or real(self, *a, **k))
+    for sort in ("relevance", "date"):
+        pages = [served.answer("通知", None, sort, n)[0] for n in range(1, 6)]
+        urls = [r["url"] for p in pages for r in p["results"]]
+        assert len(urls) == len(set(urls)) == 11
+        order = ("ORDER BY f.rank" if sort == "relevance"
+                 else "ORDER BY p.date IS NULL, p.date DESC, p.id DESC")
+        every = [u for (u,) in index.db.execute(
+            "SELECT p.url FROM fts f JOIN pages p ON p.id = f.rowid WHERE fts MATCH "
+            f"'{{seg_title seg_body}} : (\"通知\")' {order}")]
+        assert urls == every
+        assert all(p["total"] == 11 for p in pages)
+    assert len(calls) == 2               # one ranking for each order, five pages each
+    dates = [r["date"] for n in range(1, 5)
+             for r in served.answer("通知", None, "date", n)[0]["results"]]
+    assert dates == sorted(dates, reverse=True)
