@@ -9,7 +9,7 @@ control plane can send a whole unit again when a node missed a change (it was do
 
     govhost-search apply          JSON lines on stdin (changes); prints what it holds
     govhost-search state          prints what it holds: {unit: live release}
-    govhost-search serve --listen ADDR:PORT
+    govhost-search serve --listen ADDR:PORT [--workers N]
                                   answers /search?q=...&sort=date|relevance&page=N; nginx sets
                                   X-Govhost-Unit on a unit's site so its search is its own
 
@@ -504,6 +504,13 @@ class Served:
 class Handler(BaseHTTPRequestHandler):
     served: Served
     server_version = "govhost-search"
+    # Keep-alive: a connection answers one search after another (every answer has its
+    # length) instead of a new connection and thread for each; one left idle is closed.
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+    # the headers and the body are two writes: without this, the second waits for the
+    # client's delayed acknowledgement of the first (40 ms) on a connection kept open
+    disable_nagle_algorithm = True
 
     def log_message(self, *args: Any) -> None:      # nginx keeps the access log
         pass
@@ -541,16 +548,48 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET  # noqa: N815 - the http.server API
 
 
-def serve(listen: str, db: str) -> None:
+def serve(listen: str, db: str, workers: int | None = None) -> None:
+    """Answer searches on `listen` in `workers` processes (default: one a core, at most 4)
+    sharing one listening socket: a Python process answers on one core at a time, and a
+    common word asked by fifty people at once queued behind that core. The dictionary is
+    loaded before the processes part (they share its memory); each opens its own index
+    connections and keeps its own answers. A worker whose parent is gone ends with it."""
     host, _, port = listen.rpartition(":")
     import jieba
     jieba.setLogLevel(60)
     jieba.initialize()
-    Handler.served = Served(db)
-    with Handler.served.get() as index:
-        load_words(index.words())
+    first = Index(db)                   # no SQLite connection may cross a fork
+    try:
+        load_words(first.words())
+    finally:
+        first.close()
     server = _Server((host.strip("[]"), int(port)), Handler)
+    # every process waits on the socket; the one that is not first to a connection goes
+    # back to waiting instead of blocking in accept()
+    server.socket.setblocking(False)
+    count = workers if workers is not None else min(4, os.cpu_count() or 1)
+    parent = os.getpid()
+    for _ in range(max(1, count) - 1):
+        if os.fork() == 0:
+            _end_with(parent)
+            try:
+                Handler.served = Served(db)
+                server.serve_forever()
+            finally:
+                os._exit(0)
+    Handler.served = Served(db)
     server.serve_forever()
+
+
+def _end_with(parent: int) -> None:
+    """This process gets SIGTERM when the one that forked it ends (Linux's parent-death
+    signal), so stopping the service's main process stops every worker."""
+    import ctypes
+    import signal
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)        # PR_SET_PDEATHSIG
+    if os.getppid() != parent:                         # it ended before the line above
+        os._exit(0)
 
 
 class _Server(ThreadingHTTPServer):
@@ -567,11 +606,13 @@ def main() -> None:
     sub.add_parser("state")
     s = sub.add_parser("serve")
     s.add_argument("--listen", required=True)
+    s.add_argument("--workers", type=int, default=None,
+                   help="processes answering (default: one a core, at most 4)")
     for p in sub.choices.values():
         p.add_argument("--db", default=DB)
     a = ap.parse_args()
     if a.cmd == "serve":
-        serve(a.listen, a.db)
+        serve(a.listen, a.db, a.workers)
         return
     index = Index(a.db)
     if a.cmd == "apply":

@@ -111,15 +111,15 @@ def hash_sizes(names: list[str]) -> tuple[int, int]:
     return max_size, bucket
 
 
-_SEARCH = """location = /search {{
-    proxy_pass http://{host}:{port};
+_SEARCH = b"""location = /search {
+    proxy_pass http://govhost_search;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_set_header Host $host;
     proxy_set_header X-Govhost-Unit $govhost_unit;
     proxy_connect_timeout 2s;
     proxy_read_timeout 15s;
-}}
+}
 """
 
 # What every message box location sends on to the node's govhost-messages (one hop, on the
@@ -256,7 +256,7 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
     files["snippets/listen-tls.conf"] = "".join(
         f"listen {h}:443 ssl http2;\n" for h in [host, *extra]).encode()
     files["snippets/acme-challenge.conf"] = _ACME_CHALLENGE
-    files["snippets/search.conf"] = _SEARCH.format(host=host, port=paths.SEARCH_PORT).encode()
+    files["snippets/search.conf"] = _SEARCH
     files["snippets/messages-proxy.conf"] = _MESSAGES_PROXY
     files["snippets/hsts.conf"] = _hsts(inv.cluster.tls.hsts_max_age)
     files["snippets/ocsp.conf"] = _OCSP
@@ -288,6 +288,7 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         # two log files per tenant, two descriptors per proxied connection, some slack
         "rlimit_nofile": 2 * len(inv.tenants) + 2 * inv.cluster.nginx.worker_connections + 1024,
         "pid_file": paths.NODE_PID,
+        "search_upstream": f"{host}:{paths.SEARCH_PORT}",
         "worker_connections": inv.cluster.nginx.worker_connections,
         "keepalive_timeout": inv.cluster.nginx.keepalive_timeout,
         "client_max_body_size_mb": inv.cluster.nginx.client_max_body_size_mb,

@@ -2,6 +2,7 @@
 nodes answer from (the same class), with real jieba and SQLite FTS5."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,82 @@ def test_every_page_of_a_query_is_a_slice_of_one_ranking(index, tmp_path, monkey
     dates = [r["date"] for n in range(1, 5)
              for r in served.answer("通知", None, "date", n)[0]["results"]]
     assert dates == sorted(dates, reverse=True)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_server_answers_in_workers_over_kept_connections_and_ends_with_its_parent(
+        index, tmp_path):
+    """The real server, two worker processes on one socket: searches on one connection kept
+    open, each answered (with its length, so the next can follow), from either worker; and
+    stopping the service's main process stops the other worker with it (no orphan left
+    answering from an old index)."""
+    import http.client
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from urllib.parse import quote
+
+    from tests.helpers import free_port
+
+    index.put("jiaoyu", "a.html", page("茶河镇通知", "茶河镇"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "govhost_node" / "search.py"), "serve", "--listen",
+         f"127.0.0.1:{port}", "--db", str(tmp_path / "index.db"), "--workers", "2"],
+        env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    try:
+        conn = None
+        for _ in range(300):                 # jieba's dictionary first: up to 30 s
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/search?format=json&q=" + quote("茶河镇"))
+                break
+            except OSError:
+                conn = None
+                time.sleep(0.1)
+        assert conn is not None, proc.stderr.read() if proc.poll() is not None else "no answer"
+        first = conn.getresponse()
+        assert first.status == 200 and first.getheader("Content-Length")
+        assert json.loads(first.read())["total"] == 1
+        sock = conn.sock
+        for q in ("通知", "茶河镇", "没有的词"):           # the same connection, kept open
+            conn.request("GET", "/search?format=json&q=" + quote(q))
+            r = conn.getresponse()
+            assert r.status == 200 and "total" in json.loads(r.read())
+        assert conn.sock is sock
+        conn.close()
+        workers = _children(proc.pid)
+        assert len(workers) == 1
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        for _ in range(100):
+            if not any(_running(w) for w in workers):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"worker {workers} outlived its parent")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
