@@ -38,6 +38,7 @@ are failures, recorded as such in status.json, which govhost-agent exports.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -53,6 +54,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 from govhost_node import digests as digest_list
 from govhost_node import restic_key
@@ -119,6 +121,7 @@ class Restic:
     def __init__(self, spec: dict, offsite: bool = False, local: bool | None = None) -> None:
         repo = spec["offsite"] if offsite else spec["repository"]
         self.local = bool(repo.get("local")) if local is None else local
+        self.url = repo.get("url", "")
         self.env = dict(os.environ, RESTIC_PASSWORD=repo["password"] if offsite
                         else spec["password"], RESTIC_CACHE_DIR=f"{STATE}/cache")
         self.env.pop("RESTIC_REPOSITORY", None)
@@ -127,12 +130,55 @@ class Restic:
             self.args = ["-r", repo["path"]]
             self.env["RESTIC_CACHE_DIR"] = f"{STATE}/cache-{self.user}"
         else:
-            ssh = " ".join(["ssh", "-i", KEY, "-p", str(repo["port"]), "-o", "BatchMode=yes",
-                            "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=10",
-                            "-o", "ServerAliveCountMax=3", "-o", "StrictHostKeyChecking=accept-new",
-                            "-o", f"UserKnownHostsFile={STATE}/known_hosts", "-o", "LogLevel=ERROR",
-                            f"{repo['user']}@{repo['address']}", "-s", "sftp"])
-            self.args = ["-r", repo["url"], "-o", f"sftp.command={ssh}"]
+            self.ssh = ["ssh", "-i", KEY, "-p", str(repo["port"]), "-o", "BatchMode=yes",
+                        "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=10",
+                        "-o", "ServerAliveCountMax=3", "-o", "StrictHostKeyChecking=accept-new",
+                        "-o", f"UserKnownHostsFile={STATE}/known_hosts", "-o", "LogLevel=ERROR",
+                        f"{repo['user']}@{repo['address']}"]
+            self._point_at(None)
+
+    def _point_at(self, sock_path: str | None) -> None:
+        """restic's SFTP command: its own SSH connection, or a session on the shared one at
+        `sock_path` (a connection that has gone makes ssh connect on its own again)."""
+        shared = ["-o", f"ControlPath={sock_path}", "-o", "ControlMaster=no"] if sock_path else []
+        ssh = " ".join([*self.ssh[:-1], *shared, self.ssh[-1], "-s", "sftp"])
+        self.args = ["-r", self.url, "-o", f"sftp.command={ssh}"]
+
+    @contextlib.contextmanager
+    def one_connection(self) -> Iterator[None]:
+        """Every restic of a run over one SSH connection to the repository: a night with
+        two hundred changed units started two hundred restic processes, each paying for an
+        SSH connection of its own (a key exchange and a login: about a quarter of each
+        snapshot's time on the lab). The connection is this process's child, ended with
+        the run; where it cannot be made, each restic connects on its own as before."""
+        if self.local:
+            yield
+            return
+        sock_path = f"{STATE}/ssh-{os.getpid()}.sock"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock_path)
+        master = subprocess.Popen([*self.ssh[:-1], "-o", f"ControlPath={sock_path}", "-M", "-N",
+                                   self.ssh[-1]], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.exists(sock_path) and master.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if os.path.exists(sock_path):
+                self._point_at(sock_path)
+            yield
+        finally:
+            self._point_at(None)
+            master.terminate()
+            try:
+                master.wait(10)
+            except subprocess.TimeoutExpired:
+                master.kill()
+                master.wait()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sock_path)
 
     def cmd(self, *args: str) -> list[str]:
         base = ["restic", *self.args, *args]
@@ -607,7 +653,7 @@ def run(args: argparse.Namespace) -> None:
         return res
 
     failed = 0
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    with restic.one_connection(), ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for res in pool.map(one, jobs):
             failed += not res["ok"]
             emit(res)

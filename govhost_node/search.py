@@ -187,7 +187,7 @@ class Index:
         # Each term one word (as indexed), quoted: nothing a visitor types is FTS syntax.
         words = [w for t in terms for w in re.split(r"[\W_]+", t) if w]
         if not words:
-            return Ranking(query, terms, 0, 0, array("q"))
+            return Ranking(query, terms, unit, 0, 0, array("q"))
         match = "{seg_title seg_body} : (" + " AND ".join(f'"{w}"' for w in words) + ")"
         if unit:
             # The unit is a word of its row: the filter is part of the full-text match, not a
@@ -222,22 +222,24 @@ class Index:
                                       (match, floor, PER_PAGE * MAX_PAGE)).fetchall()
         finally:
             self.db.execute("COMMIT")
-        return Ranking(query, terms, total, min(total, window), array("q", (i for (i,) in ids)))
+        return Ranking(query, terms, unit, total, min(total, window),
+                       array("q", (i for (i,) in ids)))
 
     def page_of(self, ranking: "Ranking", page: int = 1) -> dict[str, Any]:
         """One page of a ranking: its ten pages' rows, with their excerpts."""
         r = ranking
         if not r.terms:
             return {"query": r.query, "terms": [], "total": 0, "results": []}
-        if not r.total and not r.ids:
-            return {"query": r.query, "terms": r.terms, "total": 0, "results": []}
         page = max(1, min(MAX_PAGE, page))
         order = list(r.ids[(page - 1) * PER_PAGE:page * PER_PAGE])
+        # A page gone since the ranking (an apply between the two) is left out; its id may
+        # have gone to another unit's new page since, which a unit's search never shows.
+        scoped = " AND p.tenant = ?" if r.unit else ""
         got = {row[0]: row[1:] for row in self.db.execute(
             "SELECT p.id, p.tenant, u.title, p.url, p.title, p.date, p.body FROM pages p "
             "LEFT JOIN units u ON u.tenant = p.tenant "
-            f"WHERE p.id IN ({','.join('?' * len(order))})", order)} if order else {}
-        # a page gone since the ranking (an apply between the two) is left out
+            f"WHERE p.id IN ({','.join('?' * len(order))}){scoped}",
+            order + ([r.unit] if r.unit else []))} if order else {}
         rows = [got[i] for i in order if i in got]
         terms = r.terms
         return {"query": r.query, "terms": terms, "total": min(r.total, COUNTED),
@@ -251,10 +253,12 @@ class Index:
 @dataclass(frozen=True)
 class Ranking:
     """A query's results in order, as ids of `pages`: `total` matches counted (up to
-    COUNTED + 1), `ranked` of them ordered, `ids` the ones a visitor can page to."""
+    COUNTED + 1), `ranked` of them ordered, `ids` the ones a visitor can page to; `unit`:
+    the unit whose site was searched (None: the county)."""
 
     query: str
     terms: list[str]
+    unit: str | None
     total: int
     ranked: int
     ids: Sequence[int]
@@ -516,6 +520,14 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or \
+                "Transfer-Encoding" in self.headers or "Expect" in self.headers:
+            # A search has no body. On a connection kept open, a body left unread would be
+            # read as the next request (with a unit header of the sender's choosing) and its
+            # answer given to whoever asks next: refused, and the connection closed unread.
+            self.close_connection = True
+            self._send(400, "text/plain", b"a search has no body\n")
+            return
         url = urlsplit(self.path)
         if url.path != "/search":
             self._send(404, "text/plain", b"not found\n")
@@ -537,6 +549,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, ctype: str, body: bytes) -> None:
         self.send_response(code)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Robots-Tag", "noindex")
@@ -567,18 +581,33 @@ def serve(listen: str, db: str, workers: int | None = None) -> None:
     # every process waits on the socket; the one that is not first to a connection goes
     # back to waiting instead of blocking in accept()
     server.socket.setblocking(False)
-    count = workers if workers is not None else min(4, os.cpu_count() or 1)
+    usable = len(os.sched_getaffinity(0))
+    count = max(1, min(MAX_WORKERS, workers if workers is not None else min(4, usable)))
     parent = os.getpid()
-    for _ in range(max(1, count) - 1):
-        if os.fork() == 0:
-            _end_with(parent)
+    import gc
+    gc.freeze()                 # what is loaded stays shared: no collection writes to it
+    children = []
+    for _ in range(count - 1):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
             try:
+                _end_with(parent)
                 Handler.served = Served(db)
                 server.serve_forever()
+            except BaseException:
+                import traceback
+                traceback.print_exc()
             finally:
-                os._exit(0)
+                os._exit(code)
+        children.append(pid)
+    if children:
+        threading.Thread(target=_watch, args=(children,), daemon=True).start()
     Handler.served = Served(db)
     server.serve_forever()
+
+
+MAX_WORKERS = 16
 
 
 def _end_with(parent: int) -> None:
@@ -587,9 +616,23 @@ def _end_with(parent: int) -> None:
     import ctypes
     import signal
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)        # PR_SET_PDEATHSIG
-    if os.getppid() != parent:                         # it ended before the line above
+    if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:        # PR_SET_PDEATHSIG
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:                                  # it ended before the line above
         os._exit(0)
+
+
+def _watch(children: list[int]) -> None:
+    """A worker that ends ends the service: the main process exits, the other workers
+    with it, and the service manager starts it again whole (rather than answering on with
+    fewer workers and nothing saying so)."""
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid in children:
+            break
+    print(f"govhost-search: worker {pid} ended ({status}); the server stops to be started again",
+          file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 class _Server(ThreadingHTTPServer):

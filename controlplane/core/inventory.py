@@ -168,11 +168,11 @@ def _document(path: Path, memo: Memo | None) -> Any:
         return json.loads(kept)
     data = yamlsafe.loads(yamlsafe.decode(raw))
     try:
-        text = json.dumps(data, ensure_ascii=False)
-    except (TypeError, ValueError):
+        text = json.dumps(data, ensure_ascii=False).encode()
+    except (TypeError, ValueError):          # a date; a lone surrogate
         return data
     if json.loads(text) == data:
-        memo.put(k, text.encode())
+        memo.put(k, text)
     return data
 
 

@@ -18,11 +18,12 @@ a run did not use is dropped when it is most of the file.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.metadata
 import os
 import sqlite3
+import stat
+import sys
 import threading
 from pathlib import Path
 from typing import Iterable
@@ -34,23 +35,35 @@ VERSION = b"1"
 _LIBRARIES = ("PyYAML", "Jinja2", "MarkupSafe", "pydantic", "pydantic-core")
 
 
-@functools.lru_cache(maxsize=1)
-def code_digest() -> bytes:
-    """Govhost's own code as the memo sees it: every source file of the control plane and
-    every template, and the libraries' versions. Read once a process (a few ms)."""
+def _code_digest() -> bytes:
+    """Govhost's own code as the memo sees it: every source file of the control plane, of
+    the node programs (whose layout the rendered files name) and every template; Python's
+    version, whether PyYAML parses with libyaml, and the libraries' versions. Read once, as
+    this module is imported (a few ms): a process keeps the code it started with, so it
+    must not file results under the code an upgrade put beside it later."""
     h = hashlib.blake2b(VERSION, digest_size=16)
-    package = Path(__file__).resolve().parent.parent
-    for root in (package, Path(paths.TEMPLATES)):
+    repo = Path(__file__).resolve().parent.parent.parent
+    for root in (repo / "controlplane", repo / "govhost_node", Path(paths.TEMPLATES)):
         for p in sorted(root.rglob("*")):
             if p.is_file() and p.suffix in (".py", ".j2", ".conf", ".html", ".txt", ".json"):
                 h.update(str(p.relative_to(root)).encode() + b"\0")
                 h.update(p.read_bytes() + b"\0")
+    import yaml
+    h.update(f"python={sys.version}\0libyaml={getattr(yaml, '__with_libyaml__', False)}\0"
+             .encode())
     for lib in _LIBRARIES:
         try:
             h.update(f"{lib}={importlib.metadata.version(lib)}\0".encode())
         except importlib.metadata.PackageNotFoundError:
             h.update(f"{lib}=?\0".encode())
     return h.digest()
+
+
+_CODE = _code_digest()
+
+
+def code_digest() -> bytes:
+    return _CODE
 
 
 def key(kind: str, *parts: bytes | str) -> tuple[str, bytes]:
@@ -111,8 +124,14 @@ class Memo:
     def _open(path: Path) -> sqlite3.Connection | None:
         try:
             path.parent.mkdir(mode=0o700, exist_ok=True)
+            if not stat.S_ISDIR(path.parent.lstat().st_mode):      # a link put there
+                return None
+            os.chmod(path.parent, 0o700)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
             db = sqlite3.connect(path, timeout=5, isolation_level=None,
                                  check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -160,6 +179,8 @@ class Memo:
         (only a run that computed something can have made results nobody uses)."""
         with self.lock:
             new, self.new = self.new, {}
+            for (kind, k), v in new.items():      # this process reads them again from here
+                self._kept(kind)[k] = v
             db = self.db if new else None
             if db is not None:
                 self._write(db, new)

@@ -99,6 +99,8 @@ def loads(text: str) -> Any:
         raise YamlRefused(f"{where}not valid YAML ({problem})") from None
     except RecursionError:
         raise YamlRefused("nesting too deep") from None
+    except ValueError:                       # an integer of thousands of digits
+        raise YamlRefused("a number is too long (more than 4,300 digits)") from None
     if not docs:
         return None
     if len(docs) != 1:

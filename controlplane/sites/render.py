@@ -111,8 +111,16 @@ def hash_sizes(names: list[str]) -> tuple[int, int]:
     return max_size, bucket
 
 
+# A search is a GET without a body: nothing else reaches the node's search server, whose
+# connections nginx keeps open (a body passed on would be read there as the next request).
 _SEARCH = b"""location = /search {
+    limit_except GET {
+        deny all;
+    }
     proxy_pass http://govhost_search;
+    proxy_pass_request_body off;
+    proxy_set_header Content-Length "";
+    proxy_set_header Transfer-Encoding "";
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_set_header Host $host;

@@ -224,3 +224,51 @@ def test_a_node_spec_file_is_the_json_value_it_was_made_from(spec):
     text = spec_bytes(spec)
     assert json.loads(text) == spec
     assert text.endswith(b"\n")
+
+
+def test_the_memo_knows_the_node_programs_layout_it_renders(monkeypatch):
+    """The reviewer's case: a release that moves the nodes' log directory changes no file
+    of controlplane/ or templates/, only govhost_node/layout.py; the memo's code digest
+    covers it, so no vhost from before the move is taken."""
+    from controlplane.core import memo as memo_mod
+    layout = memo_mod.Path(memo_mod.__file__).resolve().parents[2] / "govhost_node" / "layout.py"
+    real = memo_mod.Path.read_bytes
+
+    def moved(self):
+        data = real(self)
+        return data + b"\n# moved\n" if self == layout else data
+
+    before = memo_mod._code_digest()
+    monkeypatch.setattr(memo_mod.Path, "read_bytes", moved)
+    assert memo_mod._code_digest() != before
+
+
+def test_a_manifest_a_tenant_makes_unreadable_is_refused_not_a_crash(tmp_path):
+    """A number of thousands of digits stopped every load with a bare ValueError (before
+    the memo too); it is a manifest problem naming the file."""
+    inv_dir, state = _county(tmp_path / "inventory", UNITS), tmp_path / "state"
+    (inv_dir / "tenants" / "jiaoyu.yaml").write_text(
+        "name: jiaoyu\nquota_mb: " + "9" * 5000 + "\n", encoding="utf-8")
+    for memo in (None, Memo.of_state(state)):
+        with pytest.raises(inventory.ManifestError, match="jiaoyu.yaml.*too long"):
+            inventory.load(inv_dir, state, memo=memo)
+
+
+def test_a_long_running_process_reads_its_own_results_again(tmp_path):
+    inv_dir, state = _county(tmp_path / "inventory", UNITS), tmp_path / "state"
+    inventory.load(inv_dir, state)
+    memo = Memo.of_state(state)
+    inv = inventory.load(inv_dir, state, memo=memo)
+    for _ in range(3):
+        render_cluster(inv, compute_placement(inv, frozenset(), {}))
+    assert memo.misses == 2 * len(UNITS) and memo.hits == 2 * len(UNITS)
+
+
+def test_a_memo_directory_left_open_to_others_is_closed_again(tmp_path):
+    inv_dir, state = _county(tmp_path / "inventory", UNITS), tmp_path / "state"
+    _releases(inv_dir, state, Memo.of_state(state))
+    (state / "memo").chmod(0o777)
+    (state / "memo" / "memo.db").chmod(0o666)
+    _releases(inv_dir, state, Memo.of_state(state))
+    assert (state / "memo").stat().st_mode & 0o777 == 0o700
+    assert (state / "memo" / "memo.db").stat().st_mode & 0o777 == 0o600

@@ -352,3 +352,67 @@ def test_the_server_answers_in_workers_over_kept_connections_and_ends_with_its_p
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_a_body_sent_with_a_search_is_never_read_as_the_next_request(index, tmp_path):
+    """The reviewer's attack: a GET whose body is the start of a second request (another
+    unit, another query). On a connection kept open it would be answered as a request of
+    its own, and its answer given to the next visitor whose search nginx sends on that
+    connection. The server refuses a search with a body and closes the connection."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from urllib.parse import quote
+
+    from tests.helpers import free_port
+
+    index.put("jiaoyu", "a.html", page("茶河镇通知", "茶河镇"))
+    index.put("secret", "b.html", page("内部通知", "内部"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "govhost_node" / "search.py"), "serve", "--listen",
+         f"127.0.0.1:{port}", "--db", str(tmp_path / "index.db"), "--workers", "1"],
+        env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        smuggled = (f"GET /search?format=json&q={quote('内部')} HTTP/1.1\r\nHost: x\r\n"
+                    "X-Govhost-Unit: secret\r\nX-Pad: ").encode()
+        first = (f"GET /search?format=json&q={quote('茶河镇')} HTTP/1.1\r\nHost: x\r\n"
+                 f"X-Govhost-Unit: jiaoyu\r\nContent-Length: {len(smuggled)}\r\n\r\n").encode()
+        for _ in range(300):
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except OSError:
+                time.sleep(0.1)
+        s.sendall(first + smuggled)
+        # the next visitor's search, on the same connection
+        s.sendall(f"GET /search?format=json&q={quote('茶河镇')} HTTP/1.1\r\nHost: x\r\n"
+                  "X-Govhost-Unit: jiaoyu\r\n\r\n".encode())
+        got = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+        assert got.startswith(b"HTTP/1.1 400") and got.count(b"HTTP/1.1 ") == 1
+        assert "内部".encode() not in got and b"secret" not in got
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_units_search_never_shows_a_page_its_ranking_did_not_hold(index):
+    """Between a ranking and a page of it an apply may remove a unit's page and give its id
+    to another unit's new page: the unit's search leaves it out."""
+    index.put("old-unit", "a.html", page("通知 一", "通知"))
+    ranking = index.rank("通知", "old-unit")
+    assert len(ranking.ids) == 1
+    index.apply({"tenant": "old-unit", "remove": True})
+    index.put("other", "z.html", page("通知 三", "other unit"))
+    assert index.db.execute("SELECT tenant FROM pages WHERE id = ?",
+                            (ranking.ids[0],)).fetchone() == ("other",)   # the id reused
+    assert index.page_of(ranking, 1)["results"] == []
