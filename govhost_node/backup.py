@@ -982,6 +982,9 @@ def _clear_stale(spec: dict) -> int:
     return len(gone)
 
 
+LOCK_READ_SECONDS = 10
+
+
 def _read_locks(spec: dict) -> list[dict] | None:
     """The local repository's locks, judged from here (root sees every process of this
     node); None when they cannot be listed."""
@@ -995,8 +998,16 @@ def _read_locks(spec: dict) -> list[dict] | None:
     for lid in r.stdout.decode().split():
         if not SNAP.match(lid):
             continue
-        c = subprocess.run([*base, "cat", "lock", lid, "--no-lock"], env=env,
-                           capture_output=True, timeout=120)
+        # A snapshot of another node ends meanwhile and takes its lock away: restic 0.14
+        # then retries loading it for about 44 s (restic#1523), and this node's run waited
+        # so. Gone from the directory: skipped; still there, it reads in under a second.
+        if not os.path.exists(os.path.join(spec["repository"]["path"], "locks", lid)):
+            continue
+        try:
+            c = subprocess.run([*base, "cat", "lock", lid, "--no-lock"], env=env,
+                               capture_output=True, timeout=LOCK_READ_SECONDS)
+        except subprocess.TimeoutExpired:
+            continue                 # removed while restic read it: restic is retrying
         if c.returncode != 0:        # removed meanwhile
             continue
         try:
