@@ -275,6 +275,35 @@ def test_every_page_of_a_query_is_a_slice_of_one_ranking(index, tmp_path, monkey
     assert dates == sorted(dates, reverse=True)
 
 
+def _server(db: Path, workers: int):
+    """The real `govhost-search serve` on a free loopback port, with `workers` processes:
+    (process, port). The caller ends it."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import free_port
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "govhost_node" / "search.py"), "serve", "--listen",
+         f"127.0.0.1:{port}", "--db", str(db), "--workers", str(workers)],
+        env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    return proc, port
+
+
+def _connected(port: int):
+    """A socket to the server once it answers (jieba's dictionary first: up to 30 s)."""
+    import socket
+    import time
+    for _ in range(300):
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=10)
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the search server never answered")
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -301,33 +330,16 @@ def test_the_server_answers_in_workers_over_kept_connections_and_ends_with_its_p
     stopping the service's main process stops the other worker with it (no orphan left
     answering from an old index)."""
     import http.client
-    import os
     import signal
-    import subprocess
-    import sys
     import time
     from urllib.parse import quote
 
-    from tests.helpers import free_port
-
     index.put("jiaoyu", "a.html", page("茶河镇通知", "茶河镇"))
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "govhost_node" / "search.py"), "serve", "--listen",
-         f"127.0.0.1:{port}", "--db", str(tmp_path / "index.db"), "--workers", "2"],
-        env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE)
+    proc, port = _server(tmp_path / "index.db", 2)
     try:
-        conn = None
-        for _ in range(300):                 # jieba's dictionary first: up to 30 s
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                conn.request("GET", "/search?format=json&q=" + quote("茶河镇"))
-                break
-            except OSError:
-                conn = None
-                time.sleep(0.1)
-        assert conn is not None, proc.stderr.read() if proc.poll() is not None else "no answer"
+        _connected(port).close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/search?format=json&q=" + quote("茶河镇"))
         first = conn.getresponse()
         assert first.status == 200 and first.getheader("Content-Length")
         assert json.loads(first.read())["total"] == 1
@@ -359,34 +371,17 @@ def test_a_body_sent_with_a_search_is_never_read_as_the_next_request(index, tmp_
     unit, another query). On a connection kept open it would be answered as a request of
     its own, and its answer given to the next visitor whose search nginx sends on that
     connection. The server refuses a search with a body and closes the connection."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
     from urllib.parse import quote
-
-    from tests.helpers import free_port
 
     index.put("jiaoyu", "a.html", page("茶河镇通知", "茶河镇"))
     index.put("secret", "b.html", page("内部通知", "内部"))
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "govhost_node" / "search.py"), "serve", "--listen",
-         f"127.0.0.1:{port}", "--db", str(tmp_path / "index.db"), "--workers", "1"],
-        env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+    proc, port = _server(tmp_path / "index.db", 1)
     try:
         smuggled = (f"GET /search?format=json&q={quote('内部')} HTTP/1.1\r\nHost: x\r\n"
                     "X-Govhost-Unit: secret\r\nX-Pad: ").encode()
         first = (f"GET /search?format=json&q={quote('茶河镇')} HTTP/1.1\r\nHost: x\r\n"
                  f"X-Govhost-Unit: jiaoyu\r\nContent-Length: {len(smuggled)}\r\n\r\n").encode()
-        for _ in range(300):
-            try:
-                s = socket.create_connection(("127.0.0.1", port), timeout=10)
-                break
-            except OSError:
-                time.sleep(0.1)
+        s = _connected(port)
         s.sendall(first + smuggled)
         # the next visitor's search, on the same connection
         s.sendall(f"GET /search?format=json&q={quote('茶河镇')} HTTP/1.1\r\nHost: x\r\n"
