@@ -77,6 +77,14 @@ RESTIC_MEANING = {1: "fatal error (nothing saved)", 3: "some source files could 
                   11: "the repository is locked", 130: "interrupted"}
 
 
+def _end_with_parent() -> None:
+    """In a child between fork and exec: SIGTERM when the node program ends, however it
+    ends (Linux's parent-death signal), so no SSH connection outlives the run."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+
+
 # A directory opened by root where an account could have put a link instead.
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -150,7 +158,11 @@ class Restic:
         two hundred changed units started two hundred restic processes, each paying for an
         SSH connection of its own (a key exchange and a login: about a quarter of each
         snapshot's time on the lab). The connection is this process's child, ended with
-        the run; where it cannot be made, each restic connects on its own as before."""
+        the run, and by the kernel when this process ends any other way (killed, a timer's
+        stop); where it cannot be made, each restic connects on its own as before. A
+        restic whose session is on it fails with it (its snapshot is reported failed); sshd
+        takes 10 sessions on one connection (MaxSessions), and an eleventh restic at once
+        connects on its own."""
         if self.local:
             yield
             return
@@ -160,7 +172,7 @@ class Restic:
         master = subprocess.Popen([*self.ssh[:-1], "-o", f"ControlPath={sock_path}", "-M", "-N",
                                    self.ssh[-1]], stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=_end_with_parent)
         try:
             deadline = time.monotonic() + 10
             while not os.path.exists(sock_path) and master.poll() is None \
@@ -1001,13 +1013,19 @@ def _read_locks(spec: dict) -> list[dict] | None:
         # A snapshot of another node ends meanwhile and takes its lock away: restic 0.14
         # then retries loading it for about 44 s (restic#1523), and this node's run waited
         # so. Gone from the directory: skipped; still there, it reads in under a second.
-        if not os.path.exists(os.path.join(spec["repository"]["path"], "locks", lid)):
+        if not os.path.lexists(os.path.join(spec["repository"]["path"], "locks", lid)):
             continue
+        path = os.path.join(spec["repository"]["path"], "locks", lid)
         try:
             c = subprocess.run([*base, "cat", "lock", lid, "--no-lock"], env=env,
                                capture_output=True, timeout=LOCK_READ_SECONDS)
         except subprocess.TimeoutExpired:
-            continue                 # removed while restic read it: restic is retrying
+            if not os.path.lexists(path):
+                continue             # removed while restic read it: restic was retrying
+            # still there, only slow to read (a loaded node, a slow key): read it whole, a
+            # stale lock must not be missed
+            c = subprocess.run([*base, "cat", "lock", lid, "--no-lock"], env=env,
+                               capture_output=True, timeout=120)
         if c.returncode != 0:        # removed meanwhile
             continue
         try:

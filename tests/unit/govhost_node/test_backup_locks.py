@@ -100,3 +100,36 @@ def test_a_lock_from_another_host_is_never_removed_by_itself(tmp_path, repo, mon
         (False, None, False)]                 # and young: not stale by restic's 30 minutes
     assert backup._clear_stale(spec) == 0
     assert lock.exists()
+
+
+def test_a_lock_slow_to_read_is_read_whole_not_taken_for_gone(repo, tmp_path, monkeypatch):
+    """A lock that restic does not read within LOCK_READ_SECONDS is skipped only when it is
+    gone from the directory (restic 0.14 retries a vanished lock for 44 s); one that is
+    still there is read again without the short limit, so a stale lock is never missed."""
+    path, spec = repo
+    holder, pipe = _holder(path, tmp_path / "fifo")
+    try:
+        monkeypatch.setattr(backup, "LOCK_READ_SECONDS", 0.001)
+        found = backup._read_locks(spec)
+        assert found is not None and [lk["pid"] for lk in found] == [holder.pid]
+        assert found[0]["exclusive"] and found[0]["process_alive"] is True
+    finally:
+        holder.kill()
+        holder.wait()
+        os.close(pipe)
+
+
+def test_a_run_without_a_reachable_repository_connects_each_restic_on_its_own():
+    """The shared SSH connection of a run is a shortcut: where it cannot be made (here no
+    sshd answers on the port), restic's SFTP command stays the one of its own connection,
+    and nothing is left behind."""
+    spec = {"password": "x", "repository": {"url": "sftp:govhost-backup@127.0.0.1:/repo",
+                                            "user": "govhost-backup", "address": "127.0.0.1",
+                                            "port": 9, "path": "/repo"}}
+    restic = backup.Restic(spec, local=False)
+    alone = list(restic.args)
+    with restic.one_connection():
+        assert restic.args == alone
+        assert "ControlPath" not in " ".join(restic.args)
+    assert restic.args == alone
+    assert not os.path.exists(f"{backup.STATE}/ssh-{os.getpid()}.sock")
