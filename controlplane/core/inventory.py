@@ -165,7 +165,10 @@ def _document(path: Path, memo: Memo | None) -> Any:
     k = memo_key("manifest", raw)
     kept = memo.get(k)
     if kept is not None:
-        return json.loads(kept)
+        try:
+            return json.loads(kept)
+        except ValueError:                   # a damaged value: read the file instead
+            pass
     data = yamlsafe.loads(yamlsafe.decode(raw))
     try:
         text = json.dumps(data, ensure_ascii=False).encode()

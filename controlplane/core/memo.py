@@ -12,7 +12,7 @@ The memo lives in the county's state directory (`memo/memo.db`, SQLite, mode 060
 is in it is trusted as much as the county secret beside it, and it is never code (JSON and
 bytes, not pickles). It is only ever a shortcut: a memo that cannot be opened, read or
 written (another account, a full disk, a damaged file) is a memo that remembers nothing,
-and the run computes as before. Writes are buffered and go in at `flush`, in one
+a value that does not read back whole is computed again, and the run computes as before. Writes are buffered and go in at `flush`, in one
 transaction, so two runs at once each see either all or none of the other's results; what
 a run did not use is dropped when it is most of the file.
 """

@@ -529,12 +529,18 @@ def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
     k = memo_key("unit-files", t.model_dump_json(),
                  json.dumps([getattr(u, f) for f in _UNIT_FIELDS], sort_keys=True))
     kept = inv.memo.get(k)
-    if kept is None:
+    unpacked = None
+    if kept is not None:
+        try:
+            unpacked = _unpack(kept)
+        except (ValueError, TypeError, KeyError, IndexError):   # a damaged value
+            unpacked = None
+    if unpacked is None:
         forms = [_unit_files(t, u, replica) for replica in (True, False)]
         digests = [{p: hashlib.sha256(b).hexdigest() for p, b in f.items()} for f in forms]
         inv.memo.put(k, _pack(forms, digests))
     else:
-        forms, digests = _unpack(kept)
+        forms, digests = unpacked
     for replica, files, known in zip((True, False), forms, digests):
         shared.unit_files[(t.name, replica)] = files
         shared.digests.update({p: (files[p], d) for p, d in known.items()})
@@ -559,6 +565,8 @@ def _unpack(blob: bytes) -> tuple[list[dict[str, bytes]], list[dict[str, str]]]:
             pos += size
         forms.append(files)
         digests.append(known)
+    if pos != len(blob) or len(forms) != 2:
+        raise ValueError("a kept value whose sizes do not add up")
     return forms, digests
 
 

@@ -160,18 +160,21 @@ def test_a_damaged_memo_remembers_nothing_and_the_plan_is_the_same(tmp_path):
     assert broken.hits == 0
 
 
-def test_a_memo_with_wrong_values_is_not_read_as_code(tmp_path):
-    """What is in the memo is data: a value that is not what it should be fails the run with
-    an error (the memo is as trusted as the county secret beside it), it runs nothing."""
+def test_a_memo_with_damaged_values_is_data_never_code_and_is_read_past(tmp_path):
+    """What is in the memo is data: a value that is not what it should be (here code, and
+    cut short) runs nothing; the manifest is read from its file and the unit rendered
+    again, and the plan is the plan without the memo."""
     inv_dir, state = _county(tmp_path / "inventory", UNITS), tmp_path / "state"
+    expected = _releases(inv_dir, state, None)
     _releases(inv_dir, state, Memo.of_state(state))
     db = sqlite3.connect(state / "memo" / "memo.db")
     db.execute("UPDATE memo SET value = ? WHERE kind = 'manifest'",
                (b'__import__("os").system("touch /tmp/x")',))
+    db.execute("UPDATE memo SET value = substr(value, 1, length(value) - 7) "
+               "WHERE kind = 'unit-files'")
     db.commit()
     db.close()
-    with pytest.raises(json.JSONDecodeError):
-        inventory.load(inv_dir, state, memo=Memo.of_state(state))
+    assert _releases(inv_dir, state, Memo.of_state(state)) == expected
 
 
 def test_the_memo_is_used_only_in_a_state_directory_of_this_account(tmp_path):
