@@ -60,7 +60,7 @@ from govhost_node import digests as digest_list
 from govhost_node import restic_key
 from govhost_node.files import write_if_changed
 from govhost_node.layout import NODE
-from govhost_node.system import pid_alive
+from govhost_node.system import end_with_parent, pid_alive
 
 SPEC = f"{NODE.current}/backup.json"
 KEY = f"{NODE.current}/backup.key"
@@ -75,14 +75,6 @@ SNAP = re.compile(r"^[0-9a-f]{8,64}$")
 TAG = re.compile(r"^[a-z]{1,20}=[A-Za-z0-9_.:-]{1,80}$")
 RESTIC_MEANING = {1: "fatal error (nothing saved)", 3: "some source files could not be read",
                   11: "the repository is locked", 130: "interrupted"}
-
-
-def _end_with_parent() -> None:
-    """In a child between fork and exec: SIGTERM when the node program ends, however it
-    ends (Linux's parent-death signal), so no SSH connection outlives the run."""
-    import ctypes
-    import signal
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
 
 
 # A directory opened by root where an account could have put a link instead.
@@ -172,7 +164,7 @@ class Restic:
         master = subprocess.Popen([*self.ssh[:-1], "-o", f"ControlPath={sock_path}", "-M", "-N",
                                    self.ssh[-1]], stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True, preexec_fn=_end_with_parent)
+                                  start_new_session=True, preexec_fn=end_with_parent)
         try:
             deadline = time.monotonic() + 10
             while not os.path.exists(sock_path) and master.poll() is None \
@@ -1013,9 +1005,9 @@ def _read_locks(spec: dict) -> list[dict] | None:
         # A snapshot of another node ends meanwhile and takes its lock away: restic 0.14
         # then retries loading it for about 44 s (restic#1523), and this node's run waited
         # so. Gone from the directory: skipped; still there, it reads in under a second.
-        if not os.path.lexists(os.path.join(spec["repository"]["path"], "locks", lid)):
-            continue
         path = os.path.join(spec["repository"]["path"], "locks", lid)
+        if not os.path.lexists(path):
+            continue
         try:
             c = subprocess.run([*base, "cat", "lock", lid, "--no-lock"], env=env,
                                capture_output=True, timeout=LOCK_READ_SECONDS)

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from govhost_node.layout import NODE
+from govhost_node.system import end_with_parent
 
 DB = f"{NODE.state}/search/index.db"
 PER_PAGE = 10
@@ -412,7 +413,7 @@ class Served:
         page = max(1, min(MAX_PAGE, page))
         asked = (version, "as typed", q, unit, sort, page)
         with self.lock:                          # this very text asked before: no reading
-            hit = self._cached(asked)
+            hit = self._cached(self.cache, asked)
             if hit is not None:
                 return hit
         if self.words_read != version:           # the words change only with the index
@@ -422,21 +423,23 @@ class Served:
         key = (version, tuple(query_terms(q)), unit, sort, page)
         res, scope = self._answer(key, q, unit, sort, page)
         answer = (res if res.get("query") == q else {**res, "query": q}), scope
-        self._keep(asked, answer)
+        self._keep(self.cache, asked, answer, self.CACHED)
         return answer
 
-    def _cached(self, key: tuple) -> tuple[dict[str, Any], str] | None:
-        """The kept answer, marked as just used; the caller holds the lock."""
-        hit = self.cache.get(key)
+    @staticmethod
+    def _cached(kept: collections.OrderedDict, key: tuple) -> Any:
+        """What `kept` holds for `key`, marked as just used; the caller holds the lock."""
+        hit = kept.get(key)
         if hit is not None:
-            self.cache.move_to_end(key)
+            kept.move_to_end(key)
         return hit
 
-    def _keep(self, key: tuple, answer: tuple[dict[str, Any], str]) -> None:
+    def _keep(self, kept: collections.OrderedDict, key: tuple, value: Any, bound: int) -> None:
+        """`value` kept under `key`, the least recently used dropped beyond `bound`."""
         with self.lock:
-            self.cache[key] = answer
-            while len(self.cache) > self.CACHED:
-                self.cache.popitem(last=False)
+            kept[key] = value
+            while len(kept) > bound:
+                kept.popitem(last=False)
 
     def _answer(self, key: tuple, q: str, unit: str | None, sort: str,
                 page: int) -> tuple[dict[str, Any], str]:
@@ -462,9 +465,8 @@ class Served:
         fifty people look for at once) waits for that answer instead of computing it again."""
         while True:
             with self.lock:
-                hit = kept.get(key)
+                hit = self._cached(kept, key)
                 if hit is not None:
-                    kept.move_to_end(key)
                     return hit
                 running = self.running.get(key)
                 if running is None:
@@ -473,10 +475,7 @@ class Served:
             running.wait(30)       # then look again; compute it if that one failed
         try:
             value = compute()
-            with self.lock:
-                kept[key] = value
-                while len(kept) > bound:
-                    kept.popitem(last=False)
+            self._keep(kept, key, value, bound)
         finally:
             with self.lock:
                 del self.running[key]
@@ -616,13 +615,10 @@ MAX_WORKERS = 16
 
 
 def _end_with(parent: int) -> None:
-    """This process gets SIGTERM when the one that forked it ends (Linux's parent-death
-    signal), so stopping the service's main process stops every worker."""
-    import ctypes
-    import signal
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:        # PR_SET_PDEATHSIG
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    """This worker ends when the process that forked it does, so stopping the service's
+    main process stops every worker."""
+    if not end_with_parent():
+        raise OSError("prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:                                  # it ended before the line above
         os._exit(0)
 

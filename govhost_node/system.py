@@ -151,3 +151,12 @@ def remove(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def end_with_parent() -> bool:
+    """Have the kernel send this process SIGTERM when its parent ends, however it ends
+    (Linux's parent-death signal): a worker or a connection started for a program's run
+    does not outlive it. False when the kernel refused."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0        # PR_SET_PDEATHSIG

@@ -231,7 +231,7 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         replica = node in serving.get(t.name, replicas)
         key = (t.name, replica)
         if key not in unit_files:
-            _tenant_files(inv, t, replicas, nodes, shared)
+            _tenant_files(inv, t, replicas, nodes, shared, replica)
         files.update(unit_files[key])
 
     any_tls = bool(inv.served_with)
@@ -516,15 +516,14 @@ def _unit_inputs(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
 
 
 def _tenant_files(inv: Inventory, t: Tenant, replicas: tuple[str, ...],
-                  nodes: Mapping[str, Any], shared: _Shared) -> None:
-    """A unit's files in both forms a node can need (`shared.unit_files`, by replica or
-    not): its vhost, and where the node serves its content, its pages. From the memo when a
-    run before rendered the same manifest with the same inputs by the same code, with the
-    files' digests."""
+                  nodes: Mapping[str, Any], shared: _Shared, replica: bool) -> None:
+    """A unit's files as a node needs them (`shared.unit_files`, by replica or not): its
+    vhost, and where the node serves its content, its pages. With a memo, both forms at
+    once, kept together with their digests and taken from it when a run before rendered
+    the same manifest with the same inputs by the same code; without one, the form asked."""
     u = _unit_inputs(inv, t, replicas, nodes, shared.names[t.name])
     if inv.memo is None:
-        for replica in (True, False):
-            shared.unit_files[(t.name, replica)] = _unit_files(t, u, replica)
+        shared.unit_files[(t.name, replica)] = _unit_files(t, u, replica)
         return
     k = memo_key("unit-files", t.model_dump_json(),
                  json.dumps([getattr(u, f) for f in _UNIT_FIELDS], sort_keys=True))
