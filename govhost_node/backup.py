@@ -45,8 +45,10 @@ import json
 import os
 import pwd
 import re
+import selectors
 import shlex
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -54,7 +56,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from typing import Callable, Iterator
 
 from govhost_node import digests as digest_list
 from govhost_node import restic_key
@@ -195,13 +197,55 @@ class Restic:
             timeout: float = 6 * 3600) -> subprocess.CompletedProcess:
         """restic never reads the terminal it was started from: the node program runs under
         the control machine's SSH session, whose stdin stays open, and a prompt there would
-        wait for ever."""
+        wait for ever. A restic caught in 0.14's lock race (see `_watched`) is interrupted
+        and started again, up to LOCK_RACE_RESTARTS times; the last try is left to restic's
+        own retries. The result's `lock_races` counts the restarts."""
         env = self.env
         if self.local and os.geteuid() == 0:
             os.makedirs(env["RESTIC_CACHE_DIR"], exist_ok=True)
             shutil.chown(env["RESTIC_CACHE_DIR"], self.user, self.user)
-        return subprocess.run(self.cmd(*args), env=env, stdin=stdin, stdout=stdout,
-                              stderr=subprocess.PIPE, timeout=timeout)
+        cmd = self.cmd(*args)
+        if stdin is not subprocess.DEVNULL or stdout is not subprocess.PIPE:
+            return subprocess.run(cmd, env=env, stdin=stdin, stdout=stdout,
+                                  stderr=subprocess.PIPE, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        interrupted: list[int] = []
+        while True:
+            r, pid = _watched(cmd, env, deadline, timeout,
+                              watch=len(interrupted) < LOCK_RACE_RESTARTS)
+            if pid is None:
+                break
+            interrupted.append(pid)
+        if interrupted:
+            self.clear_own_locks(interrupted)
+        r.lock_races = len(interrupted)       # type: ignore[attr-defined]
+        return r
+
+    def clear_own_locks(self, pids: list[int]) -> int:
+        """Remove the locks that restic processes of this node, interrupted by `run` and
+        now gone, left behind: one interrupted after it wrote its lock (restic checks the
+        others' locks again after writing its own) never removes it, and an exclusive
+        `prune` or `check` would refuse to start while it is there. Only locks naming this
+        host and one of `pids`, whose process is gone, are removed; the backup node's own
+        processes' locks are its run's `_clear_stale` work."""
+        if self.local:
+            return 0
+        base = ["restic", "--no-cache", *self.args]
+        ours = [lk["full_id"] for lk in _lock_records(base, self.env, self._listed_again) or ()
+                if lk["here"] and lk["pid"] in pids and lk["process_alive"] is False]
+        if not ours:
+            return 0
+        path = self.url.split(":", 2)[2]          # sftp:user@host:/path
+        batch = "".join(f'-rm "{path}/locks/{lid}"\n' for lid in ours)
+        sftp = ["sftp", "-b", "-", *("-P" if a == "-p" else a for a in self.ssh[1:])]
+        r = subprocess.run(sftp, input=batch.encode(), capture_output=True, timeout=120)
+        return len(ours) if r.returncode == 0 else 0
+
+    def _listed_again(self, lid: str) -> bool:
+        r = subprocess.run(["restic", "--no-cache", *self.args, "list", "locks", "--no-lock"],
+                           env=self.env, stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=120)
+        return r.returncode != 0 or lid in r.stdout.decode().split()
 
     def _probe(self) -> subprocess.CompletedProcess:
         """`restic cat config`, tried twice: a repository that does not answer in 60 s is
@@ -352,6 +396,60 @@ class BackupError(Exception):
     pass
 
 
+# restic 0.14 lists the repository's locks, then loads each; a lock removed in between (another
+# node's snapshot ended) is retried for about 44 s before restic goes on (restic#1523), and it
+# says so on stderr at the first retry. A restic that says it is interrupted at once and
+# started again: with one snapshot in a hundred meeting the race on a three-node night, each
+# met a 44 s wait on its node's lane.
+LOCK_RACE = re.compile(rb"Load\(<lock/[0-9a-f]+>, \d+, \d+\) returned error, retrying after")
+LOCK_RACE_RESTARTS = 2
+
+
+def _watched(cmd: list[str], env: dict, deadline: float, timeout: float,
+             watch: bool) -> tuple[subprocess.CompletedProcess, int | None]:
+    """Run restic as subprocess.run would (TimeoutExpired at `deadline`), reading its stderr
+    as it comes; with `watch`, a restic that reports the lock race gets SIGINT (restic then
+    removes the locks it registered and exits 130). The pid is returned when it was
+    interrupted so, else None."""
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    out: list[bytes] = []
+    err = bytearray()
+    raced = False
+    with proc, selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                proc.kill()
+                proc.wait()
+                if raced:
+                    break
+                raise subprocess.TimeoutExpired(cmd, timeout, b"".join(out), bytes(err))
+            for key, _ in sel.select(left):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                elif key.fileobj is proc.stdout:
+                    out.append(chunk)
+                else:
+                    err += chunk
+                    since = max(0, len(err) - len(chunk) - 200)
+                    if watch and not raced and LOCK_RACE.search(err, since):
+                        raced = True
+                        proc.send_signal(signal.SIGINT)
+                        # restic's ssh child may keep the pipes open a moment longer
+                        deadline = min(deadline, time.monotonic() + 30)
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    r = subprocess.CompletedProcess(cmd, proc.returncode, b"".join(out), bytes(err))
+    return r, (proc.pid if raced else None)
+
+
 def _lighten(restic: Restic) -> None:
     """The light key, where it can be made; where not, the repository still works, only slower
     to open, so what follows (the timers, the rebuild's count) goes on."""
@@ -426,6 +524,7 @@ def _backup(restic: Restic, paths: list[str], tags: list[str], excludes: list[st
         args += ["--exclude", e]
     r = restic.run(*args, *paths)
     summary = restic_summary(r.stdout)
+    summary["lock_races"] = getattr(r, "lock_races", 0)
     if r.returncode != 0:
         err = _restic_error(r)
         if summary.get("snapshot_id"):
@@ -648,7 +747,8 @@ def run(args: argparse.Namespace) -> None:
                        files_changed=s.get("files_changed", 0),
                        files=s.get("total_files_processed", 0),
                        bytes=s.get("total_bytes_processed", 0),
-                       bytes_added=s.get("data_added", 0), error="")
+                       bytes_added=s.get("data_added", 0), lock_races=s["lock_races"],
+                       error="")
         except (BackupError, OSError, subprocess.TimeoutExpired) as exc:
             res.update(ok=False, error=str(exc), snapshot=None)
         res["finished_at"] = time.time()
@@ -992,10 +1092,19 @@ LOCK_READ_SECONDS = 10
 def _read_locks(spec: dict) -> list[dict] | None:
     """The local repository's locks, judged from here (root sees every process of this
     node); None when they cannot be listed."""
-    env = dict(os.environ, RESTIC_PASSWORD=spec["password"])
-    base = ["restic", "--no-cache", "-r", spec["repository"]["path"]]
+    locks_dir = os.path.join(spec["repository"]["path"], "locks")
+    return _lock_records(["restic", "--no-cache", "-r", spec["repository"]["path"]],
+                         dict(os.environ, RESTIC_PASSWORD=spec["password"]),
+                         lambda lid: os.path.lexists(os.path.join(locks_dir, lid)))
+
+
+def _lock_records(base: list[str], env: dict, still_there: Callable[[str], bool]
+                  ) -> list[dict] | None:
+    """A repository's locks as `base` (restic and its repository arguments) reads them,
+    judged from this node; None when they cannot be listed. `still_there(id)` says whether a
+    lock is still in the repository."""
     r = subprocess.run([*base, "list", "locks", "--no-lock"], env=env, capture_output=True,
-                       timeout=600)
+                       stdin=subprocess.DEVNULL, timeout=600)
     if r.returncode != 0:
         return None
     me, now, out = socket.gethostname(), time.time(), []
@@ -1004,20 +1113,20 @@ def _read_locks(spec: dict) -> list[dict] | None:
             continue
         # A snapshot of another node ends meanwhile and takes its lock away: restic 0.14
         # then retries loading it for about 44 s (restic#1523), and this node's run waited
-        # so. Gone from the directory: skipped; still there, it reads in under a second.
-        path = os.path.join(spec["repository"]["path"], "locks", lid)
-        if not os.path.lexists(path):
+        # so. Gone from the repository: skipped; still there, it reads in under a second.
+        if not still_there(lid):
             continue
+        cat = [*base, "cat", "lock", lid, "--no-lock"]
         try:
-            c = subprocess.run([*base, "cat", "lock", lid, "--no-lock"], env=env,
-                               capture_output=True, timeout=LOCK_READ_SECONDS)
+            c = subprocess.run(cat, env=env, capture_output=True, stdin=subprocess.DEVNULL,
+                               timeout=LOCK_READ_SECONDS)
         except subprocess.TimeoutExpired:
-            if not os.path.lexists(path):
+            if not still_there(lid):
                 continue             # removed while restic read it: restic was retrying
             # still there, only slow to read (a loaded node, a slow key): read it whole, a
             # stale lock must not be missed
-            c = subprocess.run([*base, "cat", "lock", lid, "--no-lock"], env=env,
-                               capture_output=True, timeout=120)
+            c = subprocess.run(cat, env=env, capture_output=True, stdin=subprocess.DEVNULL,
+                               timeout=120)
         if c.returncode != 0:        # removed meanwhile
             continue
         try:

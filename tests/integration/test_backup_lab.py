@@ -392,3 +392,48 @@ def test_a_killed_runs_stale_lock_is_found_and_cleared_and_blocks_nothing(county
         on_node(NODES["n1"], f"kill -9 {pid}; rm -f /root/live.fifo")
     assert _json(govhost(inv, "backup", "locks", "--clear", "--json", check=True))[
         "cleared"] == 1
+
+
+# Two restics on n2 holding the repository's lock over SFTP (each backing up a stdin that
+# never ends); the first is killed, as `run` kills one caught in restic 0.14's lock race after
+# it wrote its lock. clear_own_locks is given both pids: it removes only the dead one's lock,
+# over SFTP, and the live one's stays.
+_LITTER = """
+import json, subprocess, sys, time
+sys.path.insert(0, "/usr/local/lib/govhost/current")
+from govhost_node import backup
+r = backup.Restic(backup.load_spec(), local=False)
+base = ["restic", "--no-cache", *r.args]
+def hold():
+    return subprocess.Popen(r.cmd("backup", "--stdin", "--stdin-filename", "held", "--host",
+                                  "govhost", "--tag", "govhost-test"), env=r.env,
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+def held(pids):
+    return sorted(lk["pid"] for lk in backup._lock_records(base, r.env, lambda i: True)
+                  if lk["pid"] in pids)
+dead, live = hold(), hold()
+for _ in range(150):
+    if held([dead.pid, live.pid]) == sorted([dead.pid, live.pid]):
+        break
+    time.sleep(0.2)
+before = held([dead.pid, live.pid])
+dead.kill(); dead.wait()
+cleared = r.clear_own_locks([dead.pid, live.pid])
+after = held([dead.pid, live.pid])
+live.kill(); live.wait()
+print(json.dumps({"dead": dead.pid, "live": live.pid, "before": before, "cleared": cleared,
+                  "after": after, "end": r.clear_own_locks([live.pid])}))
+"""
+
+
+def test_a_lock_left_by_an_interrupted_restic_is_removed_over_sftp_and_no_other(county):
+    """A restic `run` interrupts for restic 0.14's lock race (unit tests:
+    tests/unit/govhost_node/test_backup_lock_race.py) may already have written its lock,
+    which it then never removes, and which would refuse the nightly `forget --prune`. The
+    node removes it over SFTP; a live restic's lock is kept."""
+    out = json.loads(on_node(NODES["n2"], f"python3 -I -c '{_LITTER}'", timeout=120))
+    assert out["before"] == sorted([out["dead"], out["live"]]), out
+    assert out["cleared"] == 1 and out["after"] == [out["live"]], out
+    assert out["end"] == 1, out
+    assert _json(govhost(county["inv"], "backup", "locks", "--json", check=True))["locks"] == []
