@@ -209,30 +209,36 @@ class Restic:
             return subprocess.run(cmd, env=env, stdin=stdin, stdout=stdout,
                                   stderr=subprocess.PIPE, timeout=timeout)
         deadline = time.monotonic() + timeout
-        interrupted: list[int] = []
+        interrupted: list[tuple[int, float, float]] = []     # pid, its start and end
         while True:
+            started = time.time()
             r, pid = _watched(cmd, env, deadline, timeout,
                               watch=len(interrupted) < LOCK_RACE_RESTARTS)
             if pid is None:
                 break
-            interrupted.append(pid)
+            interrupted.append((pid, started, time.time()))
         if interrupted:
             self.clear_own_locks(interrupted)
         r.lock_races = len(interrupted)       # type: ignore[attr-defined]
         return r
 
-    def clear_own_locks(self, pids: list[int]) -> int:
+    def clear_own_locks(self, restics: list[tuple[int, float, float]]) -> int:
         """Remove the locks that restic processes of this node, interrupted by `run` and
         now gone, left behind: one interrupted after it wrote its lock (restic checks the
         others' locks again after writing its own) never removes it, and an exclusive
-        `prune` or `check` would refuse to start while it is there. Only locks naming this
-        host and one of `pids`, whose process is gone, are removed; the backup node's own
-        processes' locks are its run's `_clear_stale` work."""
+        `prune` or `check` would refuse to start while it is there. `restics` are their
+        pids with the times they started and ended; only a lock naming this host and one of
+        those pids, written while that process lived, whose process is gone, is removed
+        (another node with the same host name would also need a restic with the same pid
+        that locked in the same second). The backup node's own processes' locks are its
+        run's `_clear_stale` work."""
         if self.local:
             return 0
         base = ["restic", "--no-cache", *self.args]
         ours = [lk["full_id"] for lk in _lock_records(base, self.env, self._listed_again) or ()
-                if lk["here"] and lk["pid"] in pids and lk["process_alive"] is False]
+                if lk["here"] and lk["process_alive"] is False
+                and any(lk["pid"] == pid and start - 2 <= lk["time"] <= end + 2
+                        for pid, start, end in restics)]
         if not ours:
             return 0
         path = self.url.split(":", 2)[2]          # sftp:user@host:/path
@@ -1137,7 +1143,8 @@ def _lock_records(base: list[str], env: dict, still_there: Callable[[str], bool]
             continue
         here = lock.get("hostname") == me
         alive = pid_alive(pid) if here and pid > 0 else None
-        out.append({"id": lid[:8], "full_id": lid, "exclusive": bool(lock.get("exclusive")),
+        out.append({"id": lid[:8], "full_id": lid, "time": now - age,
+                    "exclusive": bool(lock.get("exclusive")),
                     "host": lock.get("hostname"), "pid": pid, "age_seconds": round(age),
                     "here": here, "process_alive": alive,
                     "stale": (here and alive is False) or (not here and age > 1800)})
@@ -1165,6 +1172,7 @@ def locks(args: argparse.Namespace) -> None:
         out.update(locks=after, cleared=len(found) - len(after))
     for lk in out["locks"]:
         lk.pop("full_id", None)
+        lk.pop("time", None)
     print(json.dumps(out))
 
 

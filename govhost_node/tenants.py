@@ -39,7 +39,6 @@ PHP tenants also get (their pool runs as T's user):
 """
 from __future__ import annotations
 
-import grp
 import hashlib
 import io
 import json
@@ -54,6 +53,7 @@ import tarfile
 import time
 
 from govhost_node import digests as digest_list
+from govhost_node.accounts import AccountError, Accounts, converge_accounts
 from govhost_node.files import write_if_changed
 from govhost_node.layout import NODE
 
@@ -92,85 +92,10 @@ def current(t: str) -> str | None:
 
 # ---------------------------------------------------------------- accounts
 
-# Tenant accounts get ids from a range of their own: the system range (100-999) runs out
-# below a thousand tenants, and the regular range belongs to people.
-ID_RANGE = ["-K", "UID_MIN=200000", "-K", "UID_MAX=999999",
-            "-K", "GID_MIN=200000", "-K", "GID_MAX=999999",
-            "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]   # no subordinate ids
-
-
 def _run(*cmd: str) -> None:
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         die(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
-
-
-class Accounts:
-    """The node's users and groups, read once and kept in step with what govhost changes:
-    asking NSS per tenant is quadratic (measured: 1.5 s of a 2.1 s converge at 900 accounts)."""
-
-    def __init__(self) -> None:
-        self.users = {p.pw_name: p for p in pwd.getpwall()}
-        all_groups = grp.getgrall()
-        self.groups = {g.gr_name: g.gr_gid for g in all_groups}
-        self.group_members = {g.gr_name: set(g.gr_mem) for g in all_groups}
-        self.members: dict[str, set[str]] = {}            # user -> supplementary groups
-        for name, mem in self.group_members.items():
-            for user in mem:
-                self.members.setdefault(user, set()).add(name)
-        self.locked = self._locked()
-
-    @staticmethod
-    def _locked() -> set[str]:
-        """Accounts whose password is locked (or unset), from /etc/shadow."""
-        out = set()
-        with open("/etc/shadow", encoding="utf-8") as f:
-            for line in f:
-                name, _, rest = line.partition(":")
-                if rest.startswith(("!", "*")):
-                    out.add(name)
-        return out
-
-    def group(self, name: str) -> int:
-        if name not in self.groups:
-            _run("groupadd", *ID_RANGE[4:8], name)
-            self.groups[name] = grp.getgrnam(name).gr_gid
-            self.group_members[name] = set()
-        return self.groups[name]
-
-    def _set_groups(self, user: str, groups: list[str]) -> None:
-        for name in self.members.get(user, set()):
-            self.group_members.get(name, set()).discard(user)
-        self.members[user] = set(groups)
-        for name in groups:
-            self.group_members.setdefault(name, set()).add(user)
-
-    def user(self, user: str, home: str, primary: str, groups: list[str]) -> pwd.struct_passwd:
-        """Create or correct the account; commands run only for what differs."""
-        gid = self.group(primary)
-        pw = self.users.get(user)
-        args = ["--home-dir" if pw is None else "--home", home, "--shell", "/usr/sbin/nologin",
-                "--gid", primary, "--groups", ",".join(groups), user]
-        if pw is None:
-            _run("useradd", *ID_RANGE, "--no-create-home", *args)
-        elif (pw.pw_dir, pw.pw_shell, pw.pw_gid) != (home, "/usr/sbin/nologin", gid) \
-                or self.members.get(user, set()) != set(groups):
-            _run("usermod", *args)
-        else:
-            args = []                          # nothing to change
-        if args:
-            self.users[user] = pwd.getpwnam(user)
-            self._set_groups(user, groups)
-        if user not in self.locked:
-            _run("passwd", "--lock", user)     # no password login, ever
-            self.locked.add(user)
-        return self.users[user]
-
-    def add_member(self, group: str, user: str) -> None:
-        if user not in self.group_members.get(group, set()):
-            _run("gpasswd", "--add", user, group)
-            self.group_members.setdefault(group, set()).add(user)
-            self.members.setdefault(user, set()).add(group)
 
 
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
@@ -348,34 +273,38 @@ def converge(spec_path: str) -> None:
         spec = json.load(f)
     group = spec["sftp_group"]
     web_user = spec.get("web_user", "www-data")
-    acc = Accounts()
-    acc.group(group)
+    try:
+        acc = Accounts()
+        _converge(spec, acc, group, web_user)
+    except AccountError as exc:
+        die(str(exc))
+
+
+def _converge(spec: dict, acc: Accounts, group: str, web_user: str) -> None:
     os.makedirs(KEYS, exist_ok=True)
     os.chmod(KEYS, 0o755)
     quota = FsQuota()
     wanted_users: set[str] = set()
+    # every account first (the commands batched), then each unit's directories; a bad
+    # name stops the converge before any account is made
+    for t in spec["tenants"]:
+        tenant_dir(t["name"])
+    users = converge_accounts(acc, spec["tenants"], group, web_user)
     for t in spec["tenants"]:
         home = tenant_dir(t["name"])
         _dir(SITES, 0, 0, 0o755)
         _dir(home, 0, 0, 0o755)
-        # The tenant's user is in every section's group (it may write everywhere); a
-        # section's user is in the tenant's group only to traverse upload/ (r-x).
-        for sec in t["sections"]:
-            acc.group(sec["user"])
-        pw = acc.user(t["user"], home, t["user"], [group, *(sec["user"] for sec in t["sections"])])
-        tgid = acc.group(t["user"])
-        acc.add_member(t["user"], web_user)          # nginx reads releases/ and files/
+        pw, tgid = users[t["user"]], acc.groups[t["user"]]
         _dir(os.path.join(home, "releases"), 0, tgid, 0o750)
-        _dir(os.path.join(home, "upload"), pw.pw_uid, tgid, 0o2750)
+        _dir(os.path.join(home, "upload"), pw.uid, tgid, 0o2750)
         if t.get("php"):
-            _php_dirs(home, pw.pw_uid, tgid, t.get("db"))
-        users = [(t["user"], t["keys"])]
+            _php_dirs(home, pw.uid, tgid, t.get("db"))
+        keyed = [(t["user"], t["keys"])]
         for sec in t["sections"]:
-            spw = acc.user(sec["user"], home, sec["user"], [group, t["user"]])
-            _dir(os.path.join(home, "upload", sec["name"]), spw.pw_uid, acc.group(sec["user"]),
-                 0o2770)
-            users.append((sec["user"], sec["keys"]))
-        for user, keys in users:
+            _dir(os.path.join(home, "upload", sec["name"]), users[sec["user"]].uid,
+                 acc.groups[sec["user"]], 0o2770)
+            keyed.append((sec["user"], sec["keys"]))
+        for user, keys in keyed:
             quota.cap(user, int(t.get("quota_bytes", 0)) or 1 << 40)
             wanted_users.add(user)
             write_if_changed(os.path.join(KEYS, user), "".join(k + "\n" for k in keys), 0o644)
@@ -386,7 +315,7 @@ def converge(spec_path: str) -> None:
             os.unlink(os.path.join(KEYS, name))
     _sshd_snippet(group, spec.get("ssh_port"), spec.get("sftp_port"))
     print(json.dumps({"tenants": len(spec["tenants"]), "accounts": len(wanted_users),
-                      "filesystem_quota": quota.state}))
+                      "filesystem_quota": quota.state, **acc.done}))
 
 
 # ---------------------------------------------------------------- content releases

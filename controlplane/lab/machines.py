@@ -264,6 +264,12 @@ def _start_machine(i: int, image: str) -> subprocess.Popen:
         (conf / "lab.conf").write_text(f"ListenAddress {node_address(i)}\n"
                                        "PasswordAuthentication no\nUseDNS no\n")
         _authorize(upper / "root")
+        # its own host name, as an installer gives each server: the image's is "localhost"
+        # for every node, and restic's locks (the repository's, shared by the nodes) name
+        # their process by host and pid, which the nodes' lock clean-ups rely on
+        (upper / "etc" / "hostname").write_text(f"{name}\n")
+        (upper / "etc" / "hosts").write_text(
+            f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
         (d / "image").write_text(image + "\n")
     (d / "kind").write_text("machine\n")
     _lab_settings(upper)

@@ -397,7 +397,8 @@ def test_a_killed_runs_stale_lock_is_found_and_cleared_and_blocks_nothing(county
 # Two restics on n2 holding the repository's lock over SFTP (each backing up a stdin that
 # never ends); the first is killed, as `run` kills one caught in restic 0.14's lock race after
 # it wrote its lock. clear_own_locks is given both pids: it removes only the dead one's lock,
-# over SFTP, and the live one's stays.
+# over SFTP, and the live one's stays; once that one is killed too, its lock is removed only
+# when the time given is its process's life.
 _LITTER = """
 import json, subprocess, sys, time
 sys.path.insert(0, "/usr/local/lib/govhost/current")
@@ -412,6 +413,7 @@ def hold():
 def held(pids):
     return sorted(lk["pid"] for lk in backup._lock_records(base, r.env, lambda i: True)
                   if lk["pid"] in pids)
+t0 = time.time()
 dead, live = hold(), hold()
 for _ in range(150):
     if held([dead.pid, live.pid]) == sorted([dead.pid, live.pid]):
@@ -419,11 +421,13 @@ for _ in range(150):
     time.sleep(0.2)
 before = held([dead.pid, live.pid])
 dead.kill(); dead.wait()
-cleared = r.clear_own_locks([dead.pid, live.pid])
+cleared = r.clear_own_locks([(dead.pid, t0, time.time()), (live.pid, t0, time.time())])
 after = held([dead.pid, live.pid])
 live.kill(); live.wait()
+other_time = r.clear_own_locks([(live.pid, t0 - 600, t0 - 300)])
 print(json.dumps({"dead": dead.pid, "live": live.pid, "before": before, "cleared": cleared,
-                  "after": after, "end": r.clear_own_locks([live.pid])}))
+                  "after": after, "other_time": other_time,
+                  "end": r.clear_own_locks([(live.pid, t0, time.time())])}))
 """
 
 
@@ -435,5 +439,6 @@ def test_a_lock_left_by_an_interrupted_restic_is_removed_over_sftp_and_no_other(
     out = json.loads(on_node(NODES["n2"], f"python3 -I -c '{_LITTER}'", timeout=120))
     assert out["before"] == sorted([out["dead"], out["live"]]), out
     assert out["cleared"] == 1 and out["after"] == [out["live"]], out
-    assert out["end"] == 1, out
+    # a lock of that pid written outside the interrupted restic's life is not its own
+    assert out["other_time"] == 0 and out["end"] == 1, out
     assert _json(govhost(county["inv"], "backup", "locks", "--json", check=True))["locks"] == []
