@@ -167,7 +167,10 @@ def main() -> None:
         doc = yaml.safe_load((inv / "cluster.yaml").read_text())
         doc["console"] = {"address": console_address(), "port": port}
         (inv / "cluster.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
-        (inv / "hosts.yaml").write_text((REPO / "inventory" / "hosts.yaml").read_text())
+        hosts = yaml.safe_load((REPO / "inventory" / "hosts.yaml").read_text())
+        for node in hosts["nodes"]:     # the example's 2,000 a node holds no 5,000-unit county
+            node["capacity"] = max(int(node.get("capacity", 0)), n)
+        (inv / "hosts.yaml").write_text(yaml.safe_dump(hosts, allow_unicode=True))
         for unit in ("unit0001", "unit0002"):
             path = inv / "tenants" / f"{unit}.yaml"
             path.write_text(path.read_text() + "quota_mb: 4096\n")

@@ -29,7 +29,9 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
@@ -64,12 +66,20 @@ class User:
     shell: str
 
 
+def _split(text: str) -> list[str]:
+    """An account file's lines: split at "\n" only. str.splitlines also splits at U+2028,
+    U+0085, "\r" and more, which a full name set with usermod -c may hold: the write would
+    have cut that account's line in two."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def _fields(path: str, count: int) -> list[list[str]]:
     """The colon-separated entries of an account file (comments, NIS lines and short lines
     skipped)."""
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
+            lines = _split(f.read())
     except FileNotFoundError:
         return []
     return [p for p in (line.split(":") for line in lines
@@ -93,6 +103,8 @@ class Accounts:
         self._fixes: dict[str, list[str]] = {}           # user -> usermod arguments
         self._to_lock: set[str] = set()
         self._primary: dict[str, str] = {}               # new user -> its primary group
+        self._unshadowed: set[str] = set()               # existing users without shadow
+        self._managed_groups: set[str] = set()
         self.done = {"users_made": 0, "groups_made": 0, "memberships_added": 0,
                      "users_corrected": 0}
 
@@ -110,8 +122,9 @@ class Accounts:
         for name, mem in self.group_members.items():
             for user in mem:
                 self.members.setdefault(user, set()).add(name)
-        self.locked = {s[0] for s in _fields(self._path("shadow"), 2)
-                       if s[1].startswith(("!", "*"))}
+        shadow = _fields(self._path("shadow"), 2)
+        self.shadowed = {s[0] for s in shadow}
+        self.locked = {s[0] for s in shadow if s[1].startswith(("!", "*"))}
         self._uids = {u.uid for u in self.users.values()}
         self._gids = set(self.groups.values())
 
@@ -137,6 +150,7 @@ class Accounts:
         return name
 
     def group(self, name: str) -> int:
+        self._managed_groups.add(name)
         if name not in self.groups:
             self._name(name)
             gid = self._free_id()
@@ -178,7 +192,9 @@ class Accounts:
                                  "--groups", ",".join(groups), user]
             pw.home, pw.shell, pw.gid = home, SHELL, gid
             self._set_groups(user, groups)
-        if user not in self.locked:
+        if user not in self.shadowed:             # a crash before its shadow entry was written
+            self._unshadowed.add(user)
+        elif user not in self.locked:
             self._to_lock.add(user)
         return pw
 
@@ -196,7 +212,8 @@ class Accounts:
     def finish(self) -> dict[str, int]:
         """Write what is new in one locked pass, then correct and lock existing accounts
         with the tools. What was done (added up over the calls)."""
-        if self._new_groups or self._new_users or self._joins:
+        if self._new_groups or self._new_users or self._joins or self._unshadowed \
+                or self._gshadow_missing():
             with self._files_locked():
                 self._write_new()
         for user, args in sorted(self._fixes.items()):
@@ -209,6 +226,14 @@ class Accounts:
         self._to_lock.clear()
         return self.done
 
+    def _gshadow_missing(self) -> bool:
+        """A group of the units' that gshadow (where there is one) lacks."""
+        path = self._path("gshadow")
+        if not os.path.exists(path):
+            return False
+        have = {g[0] for g in _fields(path, 1)}
+        return any(g not in have for g in self._managed_groups)
+
     def _must(self, *cmd: str) -> None:
         r = subprocess.run([cmd[0], *self._tool_root, *cmd[1:]], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
@@ -220,7 +245,10 @@ class Accounts:
 
     def _write_new(self) -> None:
         """Under the lock: the files as they are now, the new accounts added, each file
-        replaced whole."""
+        replaced whole, in the order group, gshadow, shadow, passwd: a crash between two
+        leaves a group without its user or a shadow entry without its account, never an
+        account without its group or its locked password, and the next converge completes
+        it (a unit's shadow and gshadow entries are written by name, not appended twice)."""
         now = {name: self._lines(name) for name in FILES}
         users_now = {p[0]: p for p in (line.split(":") for line in now["passwd"]) if len(p) >= 7}
         groups_now = {g[0]: g for g in (line.split(":") for line in now["group"]) if len(g) >= 4}
@@ -233,40 +261,49 @@ class Accounts:
                        {int(g[2]) for g in groups_now.values() if g[2].isdigit()})
         days = int(time.time() // 86400)
         ageing = _ageing(self._path("login.defs"))
-        now["passwd"] += [f"{u.name}:x:{u.uid}:{u.gid}::{u.home}:{u.shell}"
-                          for u in self._new_users.values()]
-        now["shadow"] += [f"{u.name}:!:{days}:{ageing}:::" for u in self._new_users.values()]
+        shadow = {u.name: f"{u.name}:!:{days}:{ageing}:::" for u in self._new_users.values()}
+        shadow |= {u: f"{u}:!:{days}:{ageing}:::" for u in self._unshadowed}
+        out = {"passwd": _insert(now["passwd"], [
+            f"{u.name}:x:{u.uid}:{u.gid}::{u.home}:{u.shell}" for u in self._new_users.values()]),
+            "shadow": _upsert(now["shadow"], shadow)}
         joined = 0
-        for name, field, password in (("group", 3, "x"), ("gshadow", 3, "!")):
-            seen = set()
-            out = []
+        for name in ("group", "gshadow"):
+            if now[name] is None:                 # no gshadow on this system: none written
+                continue
+            lines, seen = [], set()
             for line in now[name]:
                 parts = line.split(":")
                 if len(parts) >= 4 and parts[0] in self._joins:
-                    have = [m for m in parts[field].split(",") if m]
+                    have = [m for m in parts[3].split(",") if m]
                     add = sorted(self._joins[parts[0]] - set(have))
-                    parts[field] = ",".join(have + add)
-                    seen.add(parts[0])
+                    parts[3] = ",".join(have + add)
                     joined += len(add) if name == "group" else 0
                     line = ":".join(parts)
-                out.append(line)
-            for g, gid in self._new_groups.items():
-                members = ",".join(sorted(self._joins.get(g, ())))
-                joined += len(self._joins.get(g, ())) if name == "group" else 0
-                out.append(f"{g}:x:{gid}:{members}" if name == "group" else f"{g}:!::{members}")
-                seen.add(g)
+                if len(parts) >= 4:
+                    seen.add(parts[0])
+                lines.append(line)
             missing = set(self._joins) - seen - set(self._new_groups)
             if missing and name == "group":
                 raise AccountError(f"groups to join that are not in {self._path('group')}: "
                                    f"{', '.join(sorted(missing))}")
-            now[name] = out
-        for name in FILES:
-            _replace(self._path(name), now[name])
+            made = {g: ",".join(sorted(self._joins.get(g, ()))) for g in self._new_groups}
+            if name == "group":
+                joined += sum(len(self._joins.get(g, ())) for g in self._new_groups)
+                out[name] = _insert(lines, [f"{g}:x:{self._new_groups[g]}:{m}"
+                                            for g, m in made.items()])
+            else:
+                # a group gshadow lacks (a crash before it was written, or older files)
+                made |= {g: ",".join(sorted(self.group_members.get(g, ())))
+                         for g in self._managed_groups if g not in seen and g not in made}
+                out[name] = _upsert(lines, {g: f"{g}:!::{m}" for g, m in made.items()})
+        for name in ("group", "gshadow", "shadow", "passwd"):
+            if name in out:
+                _replace(self._path(name), out[name])
         if not self._tool_root and shutil.which("nscd"):     # as the tools do
             for db in ("passwd", "group"):
                 subprocess.run(["nscd", "-i", db], capture_output=True, check=False)
-        for u in self._new_users.values():
-            self.locked.add(u.name)
+        self.locked |= set(shadow)
+        self.shadowed |= set(shadow)
         self.done["users_made"] += len(self._new_users)
         self.done["groups_made"] += len(self._new_groups)
         self.done["memberships_added"] += joined
@@ -274,14 +311,15 @@ class Accounts:
         self._new_groups.clear()
         self._primary.clear()
         self._joins.clear()
+        self._unshadowed.clear()
 
-    def _lines(self, name: str) -> list[str]:
+    def _lines(self, name: str) -> list[str] | None:
         try:
             with open(self._path(name), encoding="utf-8", errors="surrogateescape") as f:
-                return f.read().splitlines()
+                return _split(f.read())
         except FileNotFoundError:
             if name == "gshadow":
-                return []
+                return None
             raise AccountError(f"{self._path(name)} is missing") from None
 
     def _renumber(self, uids_now: set[int], gids_now: set[int]) -> None:
@@ -298,6 +336,28 @@ class Accounts:
             if pw.uid in uids_now:
                 pw.uid = self._free_id()
                 self._uids.add(pw.uid)
+
+
+def _insert(lines: list[str], new: list[str]) -> list[str]:
+    """`new` entries before the first NIS line ("+…", "-…", which must stay last for the
+    compat lookup), else at the end, as useradd places them."""
+    at = next((i for i, line in enumerate(lines) if line.startswith(("+", "-"))), len(lines))
+    return [*lines[:at], *new, *lines[at:]]
+
+
+def _upsert(lines: list[str], entries: dict[str, str]) -> list[str]:
+    """Each entry in place of the line of the same name, or added (see _insert)."""
+    out, done = [], set()
+    for line in lines:
+        name = line.split(":", 1)[0]
+        if name in entries and ":" in line and name not in done:
+            out.append(entries[name])
+            done.add(name)
+        elif name in entries and ":" in line:
+            continue                                   # a second line of that name
+        else:
+            out.append(line)
+    return _insert(out, [v for k, v in entries.items() if k not in done])
 
 
 def _ageing(login_defs: str) -> str:
@@ -362,16 +422,45 @@ class _PasswdLock:
     def __enter__(self) -> "_PasswdLock":
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
                           0o600)
+        try:
+            if threading.current_thread() is threading.main_thread():
+                self._wait_blocking()
+            else:
+                self._wait_polling()
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self
+
+    def _gave_up(self) -> AccountError:
+        return AccountError(f"the account files are locked ({self.path}) by another program "
+                            f"for over {LOCK_SECONDS} s")
+
+    def _wait_blocking(self) -> None:
+        """Queued behind the tools' own blocking waits (F_SETLKW), as lckpwdf waits: a
+        lock tried every 50 ms lost to a busy useradd loop (a reviewer's test), a queued
+        one does not. A timer interrupts the wait."""
+        def expired(signum: int, frame: object) -> None:
+            raise TimeoutError
+        before = signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, LOCK_SECONDS)
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        except TimeoutError:
+            raise self._gave_up() from None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, before)
+
+    def _wait_polling(self) -> None:
         deadline = time.monotonic() + LOCK_SECONDS
         while True:
             try:
                 fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
+                return
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EAGAIN) or time.monotonic() > deadline:
-                    os.close(self.fd)
-                    raise AccountError(f"the account files are locked ({self.path}) by another "
-                                       f"program for over {LOCK_SECONDS} s") from exc
+                    raise self._gave_up() from exc
                 time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:

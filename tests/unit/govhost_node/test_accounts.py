@@ -58,8 +58,8 @@ def files(root: Path) -> dict:
     """What the account files say: users, groups with members (group and gshadow), and the
     locked passwords."""
     def rows(name):
-        return [line.split(":") for line in (root / "etc" / name).read_text().splitlines()
-                if line and not line.startswith("#")]
+        return [line.split(":") for line in (root / "etc" / name).read_text().split("\n")
+                if line and not line.startswith(("#", "+", "-"))]
     return {"users": {p[0]: (int(p[2]), int(p[3]), p[5], p[6]) for p in rows("passwd")},
             "groups": {g[0]: (int(g[2]), set(filter(None, g[3].split(",")))) for g in rows("group")},
             "gshadow": {g[0]: set(filter(None, g[3].split(","))) for g in rows("gshadow")},
@@ -224,3 +224,55 @@ def test_a_name_that_could_break_a_line_or_a_field_is_refused_before_any_write(r
     with pytest.raises(accounts.AccountError, match="bad account name"):
         converge_accounts(Accounts(str(root)), [unit("x")], SFTP, bad or "-")
     assert {n: (root / "etc" / n).read_bytes() for n in accounts.FILES} == before
+
+
+@pytest.mark.parametrize("written", [1, 2, 3])
+def test_a_crash_between_the_files_is_completed_by_the_next_converge(root, monkeypatch, written):
+    """The files are replaced one after another (group, gshadow, shadow, passwd); a crash
+    after any of them leaves them out of step, and the next converge completes them: every
+    account with its group, its locked password and its gshadow entry, the tools' checkers
+    content, and a converge after that changes nothing."""
+    units = [unit("jiaoyu", "news"), unit("weijian")]
+    real, done = accounts._replace, []
+
+    def crashing(path, lines):
+        if len(done) == written:
+            raise KeyboardInterrupt("power cut")
+        done.append(path)
+        real(path, lines)
+
+    monkeypatch.setattr(accounts, "_replace", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        converge_accounts(Accounts(str(root)), units, SFTP, WEB)
+    monkeypatch.setattr(accounts, "_replace", real)
+    acc = Counting(root)
+    converge_accounts(acc, units, SFTP, WEB)
+    assert acc.commands == []                         # no passwd --lock writing "!x" in passwd
+    check(root, units)
+    tools_agree(root)
+    assert "!x" not in (root / "etc" / "passwd").read_text()
+    again = Counting(root)
+    converge_accounts(again, units, SFTP, WEB)
+    assert again.commands == [] and again.done["users_made"] == 0
+    assert files(root)["users"]["gh-weijian"][0] == files(root)["groups"]["gh-weijian"][0]
+
+
+def test_other_accounts_lines_are_kept_byte_for_byte(root):
+    """A full name with a Unicode line break (usermod -c takes U+2028 and U+0085), a line
+    without a final newline, comments and NIS lines: all kept as they were, and the new
+    entries go before the NIS lines (compat lookups read nothing after "+")."""
+    r = subprocess.run(["useradd", "--root", str(root), "--no-create-home", "-c",
+                        "Bob\u2028Jones\u0085x", "bob"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for name, nis in (("passwd", "+::::::"), ("group", "+:::")):
+        path = root / "etc" / name
+        path.write_text(path.read_text() + "# a comment\n" + nis)      # no final newline
+    before = {n: (root / "etc" / n).read_bytes() for n in ("passwd", "group")}
+    converge_accounts(Accounts(str(root)), [unit("jiaoyu")], SFTP, WEB)
+    passwd = (root / "etc" / "passwd").read_bytes()
+    assert "bob:x:".encode() in passwd and "Bob\u2028Jones\u0085x".encode() in passwd
+    kept = [line for line in before["passwd"].split(b"\n") if line]
+    assert [line for line in passwd.split(b"\n") if line and not line.startswith(b"gh-")] == kept
+    assert passwd.rstrip(b"\n").split(b"\n")[-1] == b"+::::::"
+    assert (root / "etc" / "group").read_bytes().rstrip(b"\n").split(b"\n")[-1] == b"+:::"
+    assert "gh-jiaoyu" in files(root)["users"]

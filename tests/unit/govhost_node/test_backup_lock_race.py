@@ -81,3 +81,20 @@ def test_a_restic_without_the_race_runs_once(county_repo):
     r = restic.run("backup", "--json", "--host", "govhost", str(site))
     assert r.returncode == 0 and r.lock_races == 0
     assert backup.restic_summary(r.stdout)["files_new"] == 1
+
+
+def test_an_exclusive_command_is_not_interrupted(county_repo):
+    """Only `backup` is watched: a `forget` (exclusive) interrupted after writing its lock
+    would be refused by that very lock when started again. Here it waits out restic's own
+    retries (cut short by the timeout), untouched."""
+    restic, _repo, _site, _ = county_repo
+    with pytest.raises(subprocess.TimeoutExpired) as exc:
+        restic.run("forget", "--keep-last", "1", timeout=3)
+    assert exc.value.stderr.count(b"returned error, retrying after") >= 2
+
+
+def test_the_race_is_restics_own_line_not_text_inside_a_line():
+    assert backup.LOCK_RACE.search(
+        b"scan\nLoad(<lock/ababababab>, 0, 0) returned error, retrying after 552ms: open x\n")
+    assert not backup.LOCK_RACE.search(
+        b"error: open /srv/x/Load(<lock/ababababab>, 0, 0) returned error, retrying after \n")
