@@ -98,15 +98,25 @@ def _pow2(n: int) -> int:
     return p
 
 
+# Above this many names a bucket holds several: with one name a bucket, nginx must find a
+# size where no two of thousands of names share a bucket, and at 5,000 units on 3 nodes
+# (16,000 server names, 5,000 preview hosts in a map) it found none, warned, and the node
+# refused the release (stop 58, bench/console.py 5000).
+MANY_NAMES, NAMES_A_BUCKET = 1024, 6
+
+
 def hash_sizes(names: list[str]) -> tuple[int, int]:
-    """server_names_hash max_size and bucket_size for these names.
+    """server_names_hash (and map_hash) max_size and bucket_size for these names.
 
     nginx stores each name in a bucket slot of pointer size + the name aligned to 8 bytes,
-    plus a terminating pointer; the bucket must hold the longest name, and a max_size well
-    above the number of names lets nginx find a size without warning.
+    plus a terminating pointer; the bucket must hold the longest name (NAMES_A_BUCKET of
+    them when there are many), and a max_size well above the number of names lets nginx
+    find a size without warning.
     """
     longest = max((len(n) for n in names), default=16)
-    bucket = max(64, _pow2(8 + ((longest + 2 + 7) // 8) * 8 + 8))
+    slot = 8 + ((longest + 2 + 7) // 8) * 8
+    per_bucket = NAMES_A_BUCKET if len(names) > MANY_NAMES else 1
+    bucket = max(64, _pow2(per_bucket * slot + 8))
     max_size = max(1024, _pow2(len(names) * 4))
     return max_size, bucket
 
@@ -302,6 +312,8 @@ def render_node(inv: Inventory, placement: Mapping[str, tuple[str, ...]], node: 
         "client_max_body_size_mb": inv.cluster.nginx.client_max_body_size_mb,
         "names_hash_max_size": max_size,
         "names_hash_bucket_size": bucket,
+        # the preview maps hold every unit's preview host (sized as the names that hold them)
+        "map_hash_max_size": max_size, "map_hash_bucket_size": bucket,
         "node_addresses": sorted(n.address for n in inv.hosts.nodes),
         "rate_zones": [{"name": _zone(r), "rate": r} for r in sorted(rates)],
         "waf_module": waf.MODULE if any_waf else None,
