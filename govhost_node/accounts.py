@@ -45,6 +45,7 @@ ID_RANGE = ["-K", f"UID_MIN={FIRST_ID}", "-K", f"UID_MAX={LAST_ID}",
             "-K", f"GID_MIN={FIRST_ID}", "-K", f"GID_MAX={LAST_ID}",
             "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]   # no subordinate ids
 SHELL = "/usr/sbin/nologin"
+UNIT_PREFIX = "gh-"                     # controlplane.core.accounts.user_name
 LOCK_SECONDS = 15                       # as long as lckpwdf waits
 # What a name written into the files may be (the control plane's gh-<unit>[.<section>],
 # at most 32 characters; useradd's own rule, with Debian's dot): nothing that could end a
@@ -104,7 +105,7 @@ class Accounts:
         self._to_lock: set[str] = set()
         self._primary: dict[str, str] = {}               # new user -> its primary group
         self._unshadowed: set[str] = set()               # existing users without shadow
-        self._managed_groups: set[str] = set()
+        self._dangling: set[str] = set()
         self.done = {"users_made": 0, "groups_made": 0, "memberships_added": 0,
                      "users_corrected": 0}
 
@@ -150,7 +151,6 @@ class Accounts:
         return name
 
     def group(self, name: str) -> int:
-        self._managed_groups.add(name)
         if name not in self.groups:
             self._name(name)
             gid = self._free_id()
@@ -212,8 +212,9 @@ class Accounts:
     def finish(self) -> dict[str, int]:
         """Write what is new in one locked pass, then correct and lock existing accounts
         with the tools. What was done (added up over the calls)."""
+        self._dangling = self._dangling_members()
         if self._new_groups or self._new_users or self._joins or self._unshadowed \
-                or self._gshadow_missing():
+                or self._dangling or self._gshadow_missing():
             with self._files_locked():
                 self._write_new()
         for user, args in sorted(self._fixes.items()):
@@ -226,13 +227,25 @@ class Accounts:
         self._to_lock.clear()
         return self.done
 
+    def _dangling_members(self) -> set[str]:
+        """Unit accounts (`gh-…`) named as a group's member that do not exist: a crash after
+        the group file was written and before passwd was, then a converge without that unit.
+        A member that is no account does nothing, but shadow's checkers call the files
+        unsound, and they are taken out."""
+        return {m for members in self.group_members.values() for m in members
+                if m.startswith(UNIT_PREFIX) and m not in self.users}
+
+    def _range_groups(self) -> list[str]:
+        """The groups with ids in govhost's range: the units' and their sections'."""
+        return [g for g, gid in self.groups.items() if FIRST_ID <= gid <= LAST_ID]
+
     def _gshadow_missing(self) -> bool:
-        """A group of the units' that gshadow (where there is one) lacks."""
+        """A group of govhost's range that gshadow (where there is one) lacks."""
         path = self._path("gshadow")
         if not os.path.exists(path):
             return False
         have = {g[0] for g in _fields(path, 1)}
-        return any(g not in have for g in self._managed_groups)
+        return any(g not in have for g in self._range_groups())
 
     def _must(self, *cmd: str) -> None:
         r = subprocess.run([cmd[0], *self._tool_root, *cmd[1:]], stdout=subprocess.DEVNULL,
@@ -273,9 +286,9 @@ class Accounts:
             lines, seen = [], set()
             for line in now[name]:
                 parts = line.split(":")
-                if len(parts) >= 4 and parts[0] in self._joins:
-                    have = [m for m in parts[3].split(",") if m]
-                    add = sorted(self._joins[parts[0]] - set(have))
+                if len(parts) >= 4 and (parts[0] in self._joins or self._dangling):
+                    have = [m for m in parts[3].split(",") if m and m not in self._dangling]
+                    add = sorted(self._joins.get(parts[0], set()) - set(have))
                     parts[3] = ",".join(have + add)
                     joined += len(add) if name == "group" else 0
                     line = ":".join(parts)
@@ -292,9 +305,10 @@ class Accounts:
                 out[name] = _insert(lines, [f"{g}:x:{self._new_groups[g]}:{m}"
                                             for g, m in made.items()])
             else:
-                # a group gshadow lacks (a crash before it was written, or older files)
-                made |= {g: ",".join(sorted(self.group_members.get(g, ())))
-                         for g in self._managed_groups if g not in seen and g not in made}
+                # a group of govhost's range that gshadow lacks (a crash before it was
+                # written, then a converge with other units; or older files)
+                made |= {g: ",".join(sorted(self.group_members.get(g, set()) - self._dangling))
+                         for g in self._range_groups() if g not in seen and g not in made}
                 out[name] = _upsert(lines, {g: f"{g}:!::{m}" for g, m in made.items()})
         for name in ("group", "gshadow", "shadow", "passwd"):
             if name in out:
@@ -312,6 +326,9 @@ class Accounts:
         self._primary.clear()
         self._joins.clear()
         self._unshadowed.clear()
+        for members in self.group_members.values():
+            members -= self._dangling
+        self._dangling = set()
 
     def _lines(self, name: str) -> list[str] | None:
         try:
@@ -324,9 +341,17 @@ class Accounts:
 
     def _renumber(self, uids_now: set[int], gids_now: set[int]) -> None:
         """Ids another program took since the files were read are not given again: those
-        new accounts get ids free now."""
+        new accounts get ids free now, a unit's user and its new group one id together."""
         self._uids |= uids_now
         self._gids |= gids_now
+        for name, pw in sorted(self._new_users.items()):
+            g = self._primary[name]
+            if g in self._new_groups and (self._new_groups[g] in gids_now
+                                          or pw.uid in uids_now):
+                i = self._free_id()
+                self._uids.add(i)
+                self._gids.add(i)
+                self._new_groups[g] = self.groups[g] = pw.uid = i
         for g, gid in sorted(self._new_groups.items()):
             if gid in gids_now:
                 self._new_groups[g] = self.groups[g] = self._free_id()
@@ -439,11 +464,15 @@ class _PasswdLock:
     def _wait_blocking(self) -> None:
         """Queued behind the tools' own blocking waits (F_SETLKW), as lckpwdf waits: a
         lock tried every 50 ms lost to a busy useradd loop (a reviewer's test), a queued
-        one does not. A timer interrupts the wait."""
+        one does not. A timer interrupts the wait; the caller's own timer, and a blocked
+        SIGALRM, are as they were afterwards (the time the caller's timer spent here is
+        taken off it; one due meanwhile fires at once)."""
         def expired(signum: int, frame: object) -> None:
             raise TimeoutError
+        started = time.monotonic()
         before = signal.signal(signal.SIGALRM, expired)
-        signal.setitimer(signal.ITIMER_REAL, LOCK_SECONDS)
+        mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+        callers = signal.setitimer(signal.ITIMER_REAL, LOCK_SECONDS)
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX)
         except TimeoutError:
@@ -451,6 +480,10 @@ class _PasswdLock:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, before)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            if callers[0] > 0:
+                left = callers[0] - (time.monotonic() - started)
+                signal.setitimer(signal.ITIMER_REAL, max(left, 0.001), callers[1])
 
     def _wait_polling(self) -> None:
         deadline = time.monotonic() + LOCK_SECONDS

@@ -537,6 +537,30 @@ def restic_summary(stdout: bytes) -> dict:
     return summary
 
 
+PARTIAL_TAG_TRIES, PARTIAL_TAG_WAIT = 4, 15
+
+
+def _tag_partial(restic: Restic, snapshot: str) -> str:
+    """Tag an incomplete snapshot `partial=yes`; what came of it, for the error. `restic
+    tag` takes the repository's exclusive lock, which other nodes' snapshots refuse while
+    they run (a reviewer's test: refused, and the error said "tagged" all the same): it is
+    tried again a few times, and a snapshot still untagged is said to be so."""
+    said = ""
+    for attempt in range(PARTIAL_TAG_TRIES):
+        if attempt:
+            time.sleep(PARTIAL_TAG_WAIT)
+        try:
+            r = restic.run("tag", "--add", "partial=yes", snapshot, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            said = str(exc)
+            continue
+        if r.returncode == 0:
+            return "tagged partial"
+        said = _restic_error(r)
+    return (f"NOT tagged partial after {PARTIAL_TAG_TRIES} tries ({said}): a restore could "
+            f"take it for the latest; tag it with restic tag --add partial=yes {snapshot}")
+
+
 def _backup(restic: Restic, paths: list[str], tags: list[str], excludes: list[str] = ()) -> dict:
     """restic backup with JSON progress; the summary, or BackupError for any exit but 0."""
     args = ["backup", "--json", "--host", "govhost", "--one-file-system"]
@@ -552,8 +576,8 @@ def _backup(restic: Restic, paths: list[str], tags: list[str], excludes: list[st
         if summary.get("snapshot_id"):
             # Exit 3 leaves a snapshot without the files restic could not read: mark it, so
             # that a restore never takes it for "the latest" without being asked to.
-            restic.run("tag", "--add", "partial=yes", summary["snapshot_id"], timeout=600)
-            err += f" (snapshot {summary['snapshot_id'][:8]} is incomplete, tagged partial)"
+            err += f" (snapshot {summary['snapshot_id'][:8]} is incomplete, " + \
+                _tag_partial(restic, summary["snapshot_id"]) + ")"
         raise BackupError(err)
     if not summary.get("snapshot_id"):
         raise BackupError("restic reported success without a snapshot")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import operator
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping
@@ -98,24 +100,44 @@ def _pow2(n: int) -> int:
     return p
 
 
-# Above this many names a bucket holds several: with one name a bucket, nginx must find a
-# size where no two of thousands of names share a bucket, and at 5,000 units on 3 nodes
-# (16,000 server names, 5,000 preview hosts in a map) it found none, warned, and the node
-# refused the release (stop 58, bench/console.py 5000).
-MANY_NAMES, NAMES_A_BUCKET = 1024, 6
+# A bucket holds several names: with one name a bucket nginx must find a size where no two
+# names share a bucket, which it did not for 150 units of ordinary names (a reviewer's test)
+# nor for 16,000 names a node at 5,000 units, warned, and the node refused the release
+# (stop 58). Names with the same nginx hash share a bucket at every size (a unit may choose
+# aliases that do: "an" and "c0" hash alike), so the bucket also holds the largest such group.
+NAMES_A_BUCKET = 6
+
+
+_MASK = (1 << 64) - 1
+_POWERS = [pow(31, k, 1 << 64) for k in range(512)]       # 31^k, k from the name's end
+_KEYS: dict[str, int] = {}
+
+
+def nginx_hash_key(name: str) -> int:
+    """ngx_hash_key of a lower-cased name: key * 31 + byte in a 64-bit ngx_uint_t, that is
+    the sum of byte * 31^(bytes after it), kept per name (every node's plan asks the same
+    names: all units' preview hosts, each unit's names on its replicas)."""
+    key = _KEYS.get(name)
+    if key is None:
+        data = name.lower().encode()
+        powers = _POWERS[len(data) - 1::-1] if len(data) <= len(_POWERS) else \
+            [pow(31, k, 1 << 64) for k in range(len(data) - 1, -1, -1)]
+        key = _KEYS[name] = sum(map(operator.mul, data, powers)) & _MASK
+    return key
 
 
 def hash_sizes(names: list[str]) -> tuple[int, int]:
     """server_names_hash (and map_hash) max_size and bucket_size for these names.
 
     nginx stores each name in a bucket slot of pointer size + the name aligned to 8 bytes,
-    plus a terminating pointer; the bucket must hold the longest name (NAMES_A_BUCKET of
-    them when there are many), and a max_size well above the number of names lets nginx
-    find a size without warning.
+    plus a terminating pointer; the bucket holds NAMES_A_BUCKET of the longest name, more
+    when more names share one hash, and a max_size well above the number of names lets
+    nginx find a size without warning.
     """
     longest = max((len(n) for n in names), default=16)
     slot = 8 + ((longest + 2 + 7) // 8) * 8
-    per_bucket = NAMES_A_BUCKET if len(names) > MANY_NAMES else 1
+    same = Counter(nginx_hash_key(n) for n in set(names))
+    per_bucket = NAMES_A_BUCKET + max(same.values(), default=1) - 1
     bucket = max(64, _pow2(per_bucket * slot + 8))
     max_size = max(1024, _pow2(len(names) * 4))
     return max_size, bucket

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,63 @@ def test_other_accounts_lines_are_kept_byte_for_byte(root):
     assert passwd.rstrip(b"\n").split(b"\n")[-1] == b"+::::::"
     assert (root / "etc" / "group").read_bytes().rstrip(b"\n").split(b"\n")[-1] == b"+:::"
     assert "gh-jiaoyu" in files(root)["users"]
+
+
+def test_a_crash_then_a_converge_with_other_units_still_completes_gshadow(root, monkeypatch):
+    """Killed right after group was replaced, then run with only some of the units: the
+    groups of the others are in group but not in gshadow; they get their gshadow entries
+    all the same (every group of govhost's id range)."""
+    units = [unit(f"u{i}") for i in range(4)]
+    real = accounts._replace
+
+    def crashing(path, lines):
+        real(path, lines)
+        raise KeyboardInterrupt("power cut after group")
+
+    monkeypatch.setattr(accounts, "_replace", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        converge_accounts(Accounts(str(root)), units, SFTP, WEB)
+    monkeypatch.setattr(accounts, "_replace", real)
+    converge_accounts(Accounts(str(root)), units[:2], SFTP, WEB)
+    check(root, units[:2])
+    tools_agree(root)
+    assert {"gh-u2", "gh-u3"} <= set(files(root)["gshadow"])
+
+
+def test_a_unit_and_its_group_keep_one_id_when_ids_were_taken_meanwhile(root):
+    acc = Accounts(str(root))
+    converge_first = [unit(f"u{i}") for i in range(3)]
+    acc.group(SFTP)
+    for t in converge_first:
+        acc.user(t["user"], f"{accounts.SITES}/{t['name']}", t["user"], [SFTP])
+        acc.add_member(t["user"], WEB)
+    taken_g, taken_u = acc.groups["gh-u0"], acc.users["gh-u1"].uid
+    r1 = subprocess.run(["groupadd", "--root", str(root), "-g", str(taken_g), "other"],
+                        capture_output=True, text=True)
+    r2 = subprocess.run(["useradd", "--root", str(root), "-u", str(taken_u), "-N",
+                         "--no-create-home", "someone"], capture_output=True, text=True)
+    assert r1.returncode == 0 and r2.returncode == 0, (r1.stderr, r2.stderr)
+    acc.finish()
+    check(root, converge_first)
+    tools_agree(root)
+    f = files(root)
+    for t in converge_first:
+        assert f["users"][t["user"]][0] == f["users"][t["user"]][1] == f["groups"][t["user"]][0]
+
+
+def test_the_lock_wait_leaves_the_callers_timer_running(root):
+    import signal
+    fired = []
+    before = signal.signal(signal.SIGALRM, lambda *a: fired.append(1))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with accounts._PasswdLock(str(root / "etc" / ".pwd.lock")):
+            pass
+        assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 0.5
+        deadline = time.monotonic() + 5
+        while not fired and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fired
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)

@@ -98,3 +98,36 @@ def test_the_race_is_restics_own_line_not_text_inside_a_line():
         b"scan\nLoad(<lock/ababababab>, 0, 0) returned error, retrying after 552ms: open x\n")
     assert not backup.LOCK_RACE.search(
         b"error: open /srv/x/Load(<lock/ababababab>, 0, 0) returned error, retrying after \n")
+
+
+def test_an_incomplete_snapshot_is_tagged_partial_or_said_not_to_be(county_repo, monkeypatch,
+                                                                     tmp_path):
+    """`restic tag` needs the exclusive lock: while another restic holds a lock it is
+    refused, and the error says the snapshot is NOT tagged (it said "tagged" before); once
+    the lock is gone the tag is made."""
+    restic, repo, site, vanished = county_repo
+    vanished.unlink()
+    r = restic.run("backup", "--json", "--host", "govhost", str(site))
+    snap = backup.restic_summary(r.stdout)["snapshot_id"]
+    monkeypatch.setattr(backup, "PARTIAL_TAG_WAIT", 0.1)
+    monkeypatch.setattr(backup, "PARTIAL_TAG_TRIES", 2)
+    # another node's snapshot under way: a restic holding its lock, reading a stdin that
+    # never ends
+    holder = subprocess.Popen(restic.cmd("backup", "--stdin", "--stdin-filename", "held"),
+                              env=restic.env, stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):                      # until its lock is there (bounded: 20 s)
+            if os.listdir(repo / "locks"):
+                break
+            time.sleep(0.1)
+        said = backup._tag_partial(restic, snap)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert said.startswith("NOT tagged partial after 2 tries") and "unlock" in said, said
+    for lock in os.listdir(repo / "locks"):                 # the killed holder's
+        os.unlink(repo / "locks" / lock)
+    assert backup._tag_partial(restic, snap) == "tagged partial"
+    snaps = json.loads(restic.run("snapshots", "--json", "--no-lock").stdout)
+    assert snaps[0]["tags"] == ["partial=yes"]
