@@ -221,7 +221,7 @@ class Restic:
         if interrupted:
             try:
                 self.clear_own_locks(interrupted)
-            except (OSError, subprocess.SubprocessError) as exc:
+            except Exception as exc:              # noqa: BLE001 - a clean-up never fails it
                 # the snapshot stands; a lock left is a dead process's, which `backup
                 # locks` shows and its next run's clean-up removes
                 print(f"govhost-backup: the locks of interrupted restics were not cleared: "
@@ -249,6 +249,9 @@ class Restic:
                         for pid, start, end in restics)]
         if not ours:
             return 0
+        if not self.url.startswith("sftp:"):      # a repository on this machine's disk
+            _unlink_locks(self.url, ours)
+            return sum(not self._listed_again(lid) for lid in ours)
         path = self.url.split(":", 2)[2]          # sftp:user@host:/path
         if any(c in path for c in '"\\\n\r'):
             return 0                              # not quotable in sftp's batch: left
@@ -1112,24 +1115,30 @@ def _clear_stale(spec: dict) -> int:
     gone = [lk for lk in found or () if lk["here"] and lk["process_alive"] is False]
     if not gone:
         return 0
-    # The repository belongs to the account: `locks` is opened without following a link,
-    # and each lock removed relative to that, so a swapped `locks` sends no unlink elsewhere.
-    repo = os.open(spec["repository"]["path"], _DIR)
+    _unlink_locks(spec["repository"]["path"], [lk["full_id"] for lk in gone])
+    return len(gone)
+
+
+def _unlink_locks(repository: str, ids: list[str]) -> None:
+    """Remove these locks of a repository on this machine's disk. The repository belongs to
+    its account: `locks` is opened without following a link, and each lock removed relative
+    to that, so a swapped `locks` sends no unlink elsewhere."""
+    repo = os.open(repository, _DIR)
     try:
         locks = os.open("locks", _DIR, dir_fd=repo)
     except OSError:
         os.close(repo)
-        return 0
+        return
     try:
-        for lk in gone:
-            try:
-                os.unlink(lk["full_id"], dir_fd=locks)
-            except FileNotFoundError:
-                pass
+        for lid in ids:
+            if SNAP.match(lid):
+                try:
+                    os.unlink(lid, dir_fd=locks)
+                except FileNotFoundError:
+                    pass
     finally:
         os.close(locks)
         os.close(repo)
-    return len(gone)
 
 
 LOCK_READ_SECONDS = 10
