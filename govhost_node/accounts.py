@@ -128,6 +128,9 @@ class Accounts:
         self.locked = {s[0] for s in shadow if s[1].startswith(("!", "*"))}
         self._uids = {u.uid for u in self.users.values()}
         self._gids = set(self.groups.values())
+        # gshadow's groups (None: the system has no gshadow, and none is written)
+        self.gshadowed = {g[0] for g in _fields(self._path("gshadow"), 1)} \
+            if os.path.exists(self._path("gshadow")) else None
 
     def _free_id(self) -> int:
         """The lowest id of the range free as a user id and as a group id, so that a
@@ -241,11 +244,8 @@ class Accounts:
 
     def _gshadow_missing(self) -> bool:
         """A group of govhost's range that gshadow (where there is one) lacks."""
-        path = self._path("gshadow")
-        if not os.path.exists(path):
-            return False
-        have = {g[0] for g in _fields(path, 1)}
-        return any(g not in have for g in self._range_groups())
+        return self.gshadowed is not None and \
+            any(g not in self.gshadowed for g in self._range_groups())
 
     def _must(self, *cmd: str) -> None:
         r = subprocess.run([cmd[0], *self._tool_root, *cmd[1:]], stdout=subprocess.DEVNULL,
@@ -310,6 +310,7 @@ class Accounts:
                 made |= {g: ",".join(sorted(self.group_members.get(g, set()) - self._dangling))
                          for g in self._range_groups() if g not in seen and g not in made}
                 out[name] = _upsert(lines, {g: f"{g}:!::{m}" for g, m in made.items()})
+                self.gshadowed = seen | set(made)
         for name in ("group", "gshadow", "shadow", "passwd"):
             if name in out:
                 _replace(self._path(name), out[name])

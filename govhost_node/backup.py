@@ -243,7 +243,7 @@ class Restic:
             return 0
         base = ["restic", "--no-cache", *self.args]
         ours = [lk["full_id"] for lk in _lock_records(base, self.env, self._listed_again,
-                                                      list_timeout=60) or ()
+                                                      list_timeout=60, look_first=False) or ()
                 if lk["here"] and lk["process_alive"] is False
                 and any(lk["pid"] == pid and start - 2 <= lk["time"] <= end + 2
                         for pid, start, end in restics)]
@@ -251,20 +251,26 @@ class Restic:
             return 0
         if not self.url.startswith("sftp:"):      # a repository on this machine's disk
             _unlink_locks(self.url, ours)
-            return sum(not self._listed_again(lid) for lid in ours)
-        path = self.url.split(":", 2)[2]          # sftp:user@host:/path
-        if any(c in path for c in '"\\\n\r'):
-            return 0                              # not quotable in sftp's batch: left
-        batch = "".join(f'-rm "{path}/locks/{lid}"\n' for lid in ours)
-        sftp = ["sftp", "-b", "-", *("-P" if a == "-p" else a for a in self.ssh[1:])]
-        subprocess.run(sftp, input=batch.encode(), capture_output=True, timeout=60)
-        return sum(not self._listed_again(lid) for lid in ours)
+        else:
+            path = self.url.split(":", 2)[2]      # sftp:user@host:/path
+            if any(c in path for c in '"\\\n\r'):
+                return 0                          # not quotable in sftp's batch: left
+            batch = "".join(f'-rm "{path}/locks/{lid}"\n' for lid in ours)
+            sftp = ["sftp", "-b", "-", *("-P" if a == "-p" else a for a in self.ssh[1:])]
+            subprocess.run(sftp, input=batch.encode(), capture_output=True, timeout=60)
+        listed = self._listed()
+        return 0 if listed is None else len(set(ours) - listed)
 
-    def _listed_again(self, lid: str) -> bool:
+    def _listed(self) -> set[str] | None:
+        """The repository's lock ids now (None when they cannot be listed)."""
         r = subprocess.run(["restic", "--no-cache", *self.args, "list", "locks", "--no-lock"],
                            env=self.env, stdin=subprocess.DEVNULL, capture_output=True,
                            timeout=60)
-        return r.returncode != 0 or lid in r.stdout.decode().split()
+        return set(r.stdout.decode().split()) if r.returncode == 0 else None
+
+    def _listed_again(self, lid: str) -> bool:
+        listed = self._listed()
+        return listed is None or lid in listed
 
     def _probe(self) -> subprocess.CompletedProcess:
         """`restic cat config`, tried twice: a repository that does not answer in 60 s is
@@ -1154,10 +1160,12 @@ def _read_locks(spec: dict) -> list[dict] | None:
 
 
 def _lock_records(base: list[str], env: dict, still_there: Callable[[str], bool],
-                  list_timeout: float = 600) -> list[dict] | None:
+                  list_timeout: float = 600, look_first: bool = True) -> list[dict] | None:
     """A repository's locks as `base` (restic and its repository arguments) reads them,
     judged from this node; None when they cannot be listed. `still_there(id)` says whether a
-    lock is still in the repository."""
+    lock is still in the repository: asked before each lock is read when that is cheap
+    (`look_first`: a look on this disk), else only when a read timed out (over SFTP it is
+    one more restic, as dear as the read)."""
     r = subprocess.run([*base, "list", "locks", "--no-lock"], env=env, capture_output=True,
                        stdin=subprocess.DEVNULL, timeout=list_timeout)
     if r.returncode != 0:
@@ -1169,7 +1177,7 @@ def _lock_records(base: list[str], env: dict, still_there: Callable[[str], bool]
         # A snapshot of another node ends meanwhile and takes its lock away: restic 0.14
         # then retries loading it for about 44 s (restic#1523), and this node's run waited
         # so. Gone from the repository: skipped; still there, it reads in under a second.
-        if not still_there(lid):
+        if look_first and not still_there(lid):
             continue
         cat = [*base, "cat", "lock", lid, "--no-lock"]
         try:
@@ -1186,13 +1194,14 @@ def _lock_records(base: list[str], env: dict, still_there: Callable[[str], bool]
             continue
         try:
             lock = json.loads(c.stdout)
-            age = now - _snap_time(lock["time"])
+            made = _snap_time(lock["time"])
             pid = int(lock.get("pid", 0))
         except (ValueError, KeyError, TypeError):
             continue
         here = lock.get("hostname") == me
         alive = pid_alive(pid) if here and pid > 0 else None
-        out.append({"id": lid[:8], "full_id": lid, "time": now - age,
+        age = now - made
+        out.append({"id": lid[:8], "full_id": lid, "time": made,
                     "exclusive": bool(lock.get("exclusive")),
                     "host": lock.get("hostname"), "pid": pid, "age_seconds": round(age),
                     "here": here, "process_alive": alive,
