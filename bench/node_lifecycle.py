@@ -4,10 +4,13 @@
 
 1. Bare to serving: three freshly installed machines (bare image, empty disks, the lab's
    shared apt cache as it is), then `govhost apply` of the example county; seconds.
-2. Replacement: a generated county of UNITS units, each published with FILES files; n3's
-   disk is wiped and `govhost node replace n3` brings it back. Seconds and bytes moved, side
-   by side with the floor: plain `rsync -a` over SSH of the same node's content tree, from
-   a copy on the control machine, onto the wiped node.
+2. Replacement: a generated county of UNITS units, each published with FILES files, n1
+   the backup node, and a backup run (what a county has every night); n3's disk is wiped
+   and `govhost node replace n3` brings it back: bootstrap, content from peers, the upload
+   areas of the units whose first replica n3 was (unpublished work: only the backup has
+   it), search. Seconds (and each step's, `phases`) and bytes moved, side by side with the
+   floor: plain `rsync -a` over SSH of the same node's content tree (releases and upload
+   areas), from a copy on the control machine, onto the wiped node.
 Takes over the lab (brings it down first). Network traffic stays on 10.77.0.1N.
 --json: the figures, the replacement with its floor and ratio, as one JSON object on the
 last line.
@@ -26,6 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import yaml
+
+from controlplane.backup import control
+from controlplane.backup import run as backup
 from controlplane.content import releases as content
 from controlplane.core.county import County
 from controlplane.lab import machines as lab
@@ -55,6 +62,12 @@ def replacement(units: int, files: int) -> dict:
     fresh_lab()
     tmp = Path(tempfile.mkdtemp())
     inv = generated_county(tmp / "inventory", units)
+    hosts = yaml.safe_load((inv / "hosts.yaml").read_text())
+    hosts["nodes"][0]["roles"] = ["web", "backup"]
+    (inv / "hosts.yaml").write_text(yaml.safe_dump(hosts))
+    # the control machine's recovery key before the apply, as scripts/lab.sh makes it
+    county = County(inv)
+    control.init(county.inv, county.state_dir)
     res = apply_mod.apply(County(inv))
     assert res.ok, res.to_json()
     st = County(inv).open_state()
@@ -68,6 +81,10 @@ def replacement(units: int, files: int) -> dict:
                              .encode() for j in range(files)}, replace=True)
         content.publish(County(inv), name)
     publish_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    night = backup.run(County(inv))
+    backup_s = time.monotonic() - t0
+    assert not night["failed"], night
     held = [t for t, ns in placement.items() if "n3" in ns]
     # the floor's source: n3's content tree as a peer would send it
     floor_src = tmp / "sites"
@@ -81,8 +98,9 @@ def replacement(units: int, files: int) -> dict:
     t0 = time.monotonic()
     out = nodes.replace(County(inv), "n3")
     replace_s = time.monotonic() - t0
-    assert out["result"] == "replaced", out
+    assert out["result"] == "replaced", {k: out[k] for k in ("restored", "result", "phases")}
     moved = sum(m["bytes"] for m in out["apply"]["content"] if m["ok"])
+    uploads = sum(1 for r in out["restored"] if r.get("upload", {}).get("restored"))
 
     lab.wipe("n3")
     lab_ssh("10.77.0.13", "apt-get install -y -q rsync >/dev/null 2>&1 || "
@@ -95,8 +113,10 @@ def replacement(units: int, files: int) -> dict:
     rsync_s = time.monotonic() - t0
     shutil.rmtree(tmp, ignore_errors=True)
     return {"units": units, "files": files, "held_by_n3": len(held), "publish_s": publish_s,
-            "replace_s": replace_s, "moved_bytes": moved, "tree_bytes": tree_bytes,
-            "rsync_s": rsync_s}
+            "backup_s": backup_s, "replace_s": replace_s, "moved_bytes": moved,
+            "tree_bytes": tree_bytes, "rsync_s": rsync_s, "uploads_restored": uploads,
+            "phases": out["phases"] | {f"apply_{k}": v for k, v in
+                                       out["apply"].get("phases", {}).items()}}
 
 
 def main() -> None:
@@ -113,8 +133,12 @@ def main() -> None:
     r = replacement(units, files)
     print(f"county: {r['units']} units x {r['files']} files, published in "
           f"{r['publish_s']:.1f} s; n3 holds {r['held_by_n3']} units")
-    print(f"node replace n3 (bootstrap, content from peers, config): {r['replace_s']:.1f} s, "
+    print(f"backup run (the night before the disk died): {r['backup_s']:.1f} s")
+    print(f"node replace n3 (bootstrap, content from peers, config, {r['uploads_restored']} "
+          f"upload areas from the backup): {r['replace_s']:.1f} s, "
           f"{r['moved_bytes'] / 2**20:.1f} MiB streamed")
+    print("  where the time went: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["phases"].items()
+                                                if v >= 0.05))
     print(f"floor: rsync -a of n3's content tree ({r['tree_bytes'] / 2**20:.1f} MiB): "
           f"{r['rsync_s']:.1f} s")
     print(f"ratio replace/rsync: {r['replace_s'] / r['rsync_s']:.1f}x "
@@ -123,8 +147,10 @@ def main() -> None:
     if args.json:
         print(json.dumps({
             "bench": "node_lifecycle", "bare_to_serving_seconds": round(b, 1),
-            **{k: r[k] for k in ("units", "files", "held_by_n3", "moved_bytes", "tree_bytes")},
+            **{k: r[k] for k in ("units", "files", "held_by_n3", "moved_bytes", "tree_bytes",
+                                 "uploads_restored", "phases")},
             "publish_seconds": round(r["publish_s"], 1),
+            "backup_seconds": round(r["backup_s"], 1),
             "replace": {"seconds": round(r["replace_s"], 1),
                         "floor": "rsync -a of n3's content tree",
                         "floor_seconds": round(r["rsync_s"], 1),

@@ -68,7 +68,8 @@ def _node_life(fn, name: str, as_json: bool) -> None:
                 if not m["ok"]:
                     err.print(f"[red]{m['tenant']}[/]: content to {m['to']} failed: {m['error']}")
         for r in res.get("restored", []):
-            what = ", ".join(k for k in ("php_files", "database", "release") if r.get(k))
+            what = ", ".join(k for k in ("upload", "php_files", "database", "release")
+                             if r.get(k))
             out.print(f"restored {r['tenant']} ({what or r.get('what')}) from the backup"
                       + (f": [red]{r['error']}[/]" if r.get("error") else ""))
         if res.get("replicas") is not None:

@@ -17,6 +17,8 @@ release); prints one JSON object per line.
                            --php-files PHP files/ too; with --upload the
                            tenant's upload area becomes the snapshot's (the old one is kept
                            beside the restore)
+  restore-many [--jobs N]  restore-files --upload/--php-files for many units, JSON lines on
+                           stdin, one result line each (a replaced node)
   restore-db T SNAP [--into DB]  load a database snapshot into T's database (or DB)
   drill-files T SNAP       restore into scratch, check every file (release files against
                            their digest list, the rest against the source), time it
@@ -871,15 +873,30 @@ def _owner_like(path: str, ref_root: str, rel: str) -> tuple[int, int]:
 
 
 def restore_files(args: argparse.Namespace) -> None:
-    spec = load_spec()
     t, snap = tenant_arg(args.tenant), snap_arg(args.snapshot)
+    try:
+        out = _restore_files(Restic(load_spec(), local=False), t, snap, upload=args.upload,
+                             php_files=args.php_files, whole=True)
+    except BackupError as exc:
+        die(str(exc), 2)
+    print(json.dumps(out))
+
+
+def _restore_files(restic: Restic, t: str, snap: str, *, upload: bool, php_files: bool,
+                   whole: bool) -> dict:
+    """Restore `t`'s files snapshot into scratch and swap in its upload area and/or PHP
+    files/. `whole` restores the snapshot entire (the live release too, for a restore
+    that publishes it); otherwise only the trees swapped in: a replaced node has its
+    releases from peers already, and restoring them again would double the work."""
     home = os.path.join(SITES, t)
     target = _scratch(f"{t}-{snap[:8]}-")
+    includes = () if whole else tuple(
+        os.path.join(home, d) for d, want in (("upload", upload), ("files", php_files)) if want)
     try:
-        seconds = _restore(Restic(spec, local=False), snap, target)
-    except BackupError as exc:
+        seconds = _restore(restic, snap, target, *includes)
+    except BackupError:
         shutil.rmtree(target, ignore_errors=True)
-        die(str(exc), 2)
+        raise
     root = target + home
     try:
         live = os.path.basename(os.readlink(os.path.join(root, "current")))
@@ -887,18 +904,51 @@ def restore_files(args: argparse.Namespace) -> None:
         live = None
     out = {"dir": target, "release": live, "seconds": round(seconds, 3),
            "release_dir": os.path.join(root, "releases", live) if live else None}
-    if args.upload:
+    if upload:
         if not _swap_in(os.path.join(root, "upload"), os.path.join(home, "upload"),
                         os.path.join(target, "upload-before-restore")):
-            die(f"no upload area in snapshot {snap[:8]} or on this node")
+            raise BackupError(f"no upload area in snapshot {snap[:8]} or on this node")
         out["upload"] = "restored"
         out["upload_before"] = os.path.join(target, "upload-before-restore")
-    if args.php_files:
+    if php_files:
         # What a PHP site wrote itself: only in the backup when no other replica has it.
         if _swap_in(os.path.join(root, "files"), os.path.join(home, "files"),
                     os.path.join(target, "files-before-restore")):
             out["php_files"] = "restored"
-    print(json.dumps(out))
+    return out
+
+
+def restore_many(args: argparse.Namespace) -> None:
+    """A replaced node's upload areas and PHP files/ from the backup, many units in one
+    call: JSON lines on stdin ({"tenant", "snapshot", "upload", "php_files"}), one result
+    line each on stdout. Before, govhost listed the repository and ran one `restore-files`
+    over SSH per unit (two restic key derivations and an SSH login each, serially: about
+    three seconds a unit). Here `--jobs` restics at a time share one SSH connection to the
+    repository; one unit's failure is its own result line, not the others'."""
+    wants = []
+    for n, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            w = json.loads(line)
+            wants.append((tenant_arg(str(w["tenant"])), snap_arg(str(w["snapshot"])),
+                          bool(w.get("upload")), bool(w.get("php_files"))))
+        except (ValueError, KeyError, TypeError):
+            die(f"line {n} of the restore list is not a restore: {line[:200]!r}")
+    restic = Restic(load_spec(), local=False)
+
+    def one(w: tuple[str, str, bool, bool]) -> dict:
+        t, snap, upload, php_files = w
+        res = {"tenant": t, "snapshot": snap}
+        try:
+            return res | {"ok": True, **_restore_files(restic, t, snap, upload=upload,
+                                                       php_files=php_files, whole=False)}
+        except (BackupError, OSError) as exc:
+            return res | {"ok": False, "error": str(exc)}
+
+    with restic.one_connection(), ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for res in pool.map(one, wants):
+            emit(res)
 
 
 def _swap_in(new: str, cur: str, before: str) -> bool:
@@ -1615,6 +1665,9 @@ def main() -> None:
     rf.add_argument("--upload", action="store_true")
     rf.add_argument("--php-files", action="store_true")
     rf.set_defaults(fn=restore_files)
+    rm = sub.add_parser("restore-many")
+    rm.add_argument("--jobs", type=int, default=2)
+    rm.set_defaults(fn=restore_many)
     rd = sub.add_parser("restore-db")
     rd.add_argument("tenant")
     rd.add_argument("snapshot")

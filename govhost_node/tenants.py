@@ -8,7 +8,12 @@
                              regular files only, unchanged files hard-linked from the live
                              release; prints what changed (JSON). Refuses over QUOTA bytes.
   digests T [ID|current]     the digest list of a release ("" if none)
+  live [T...]                the live release of each unit (all here when none named), JSON
   pack T ID                  tar of the files named on stdin from release ID (to stdout)
+  pack-many                  releases of many units ("T ID" lines on stdin) in one tar
+  receive-many               what pack-many sent (after a line of JSON naming the units, their
+                             releases and live one), each release verified, each unit switched
+                             to its live one; a result line (JSON) per unit
   receive T ID [BASE]        build release ID from a tar on stdin plus release BASE, verified
                              against the release's digest list
   switch T ID                make ID the live release (atomic symlink swap)
@@ -39,6 +44,8 @@ PHP tenants also get (their pool runs as T's user):
 """
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -456,6 +463,15 @@ def digests(t: str, rid: str = "current") -> None:
         sys.stdout.write(rid + "\n" + f.read())
 
 
+def live(*names: str) -> None:
+    """The live release of each named unit (of every unit here when none is named), one
+    JSON object: what the search sync asks a node once, where it asked for each unit's
+    digest list (an SSH session and this program started per unit: 30 s for 300 units
+    with nothing to do)."""
+    names = names or tuple(sorted(os.listdir(SITES)) if os.path.isdir(SITES) else ())
+    print(json.dumps({t: current(t) for t in names if NAME.match(t)}, sort_keys=True))
+
+
 def pack(t: str, rid: str) -> None:
     src = release_dir(t, rid)
     wanted = [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -471,33 +487,182 @@ def pack(t: str, rid: str) -> None:
                 tar.addfile(info, f)
 
 
+def pack_many() -> None:
+    """Releases of many units in one gzip tar (to stdout), for a node that holds none of
+    them (a replaced or added node): stdin names them, a line "T ID" each, a unit's oldest
+    first. Members are "T/ID/path", each release's `.meta.json` and `.digests` first; of a
+    unit's next release only the files that differ from the one before travel (the
+    receiver links the rest). A release not here is left out (the receiver reports it)."""
+    asked = []
+    for line in sys.stdin:
+        t, _, rid = line.strip().partition(" ")
+        if t or rid:
+            release_dir(t, rid)                       # refuses a bad name or id
+            asked.append((t, rid))
+    before: dict[str, dict[str, str]] = {}
+    # gzip's fastest level: on text, 1.18x the bytes of level 9 for a fifth of the CPU
+    with gzip.GzipFile(fileobj=sys.stdout.buffer, mode="wb", compresslevel=1) as gz, \
+            tarfile.open(fileobj=gz, mode="w|") as tar:
+        for t, rid in asked:
+            src = release_dir(t, rid)
+            try:
+                listed = digest_list.read(src)
+            except (OSError, ValueError):
+                continue
+            prev = before.get(t, {})
+            for name in [".meta.json", ".digests",
+                         *sorted(p for p, d in listed.items() if prev.get(p) != d)]:
+                path = os.path.realpath(os.path.join(src, name))
+                if not path.startswith(src + os.sep):
+                    die(f"{name!r} is outside release {rid}")
+                info = tar.gettarinfo(path, arcname=f"{t}/{rid}/{name}")
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+            before[t] = listed
+
+
+def receive_many() -> None:
+    """What `pack-many` sent, for units this node holds nothing of yet: stdin is one line
+    of JSON ({"units": {T: {"releases": [ID, ...], "live": ID}}}), then the gzip tar. Each
+    release is checked against its digest list and put in place as `receive` does; a unit
+    whose releases all arrived whole is switched to its live one. One result line (JSON) a
+    unit: a unit that failed is its own line, the others go on. One program and two SSH
+    sessions for a whole node's content, where `receive` took four sessions and programs
+    a release (two thirds of a node replacement's minute copying content, at 200 units)."""
+    head = json.loads(sys.stdin.buffer.readline() or b"{}")
+    units: dict[str, dict] = {}
+    for t, u in (head.get("units") or {}).items():
+        rids = [str(r) for r in u.get("releases") or ()]
+        live = str(u.get("live"))
+        for rid in rids:
+            release_dir(t, rid)                       # refuses a bad name or id
+        if live not in rids:
+            die(f"{t}: live release {live!r} is not among those sent")
+        units[t] = {"releases": rids, "live": live}
+    done: dict[str, list[str]] = {t: [] for t in units}
+    failed: dict[str, str] = {}
+    raw: dict[str, int] = dict.fromkeys(units, 0)
+    at: tuple[str, str] | None = None                 # the release being received
+    tmp = ""
+
+    def settle() -> None:
+        if at is None:
+            return
+        t, rid = at
+        if t in failed:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        try:
+            _settle(t, rid, tmp)
+            done[t].append(rid)
+        except (OSError, ValueError) as exc:
+            failed.setdefault(t, str(exc))
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    try:
+        with tarfile.open(fileobj=sys.stdin.buffer, mode="r|gz") as tar:
+            for m in tar:
+                t, _, rest = m.name.partition("/")
+                rid, _, rel = rest.partition("/")
+                if t not in units or rid not in units[t]["releases"] or not rel:
+                    die(f"refusing archive member {m.name!r}: not a release that was asked")
+                if (t, rid) != at:
+                    settle()
+                    at = None
+                    if t in failed:                   # its other releases are passed over
+                        continue
+                    prev = done[t][-1] if done[t] else None
+                    at = (t, rid)
+                    tmp = _receiving(t, rid, release_dir(t, prev) if prev else None)
+                elif t in failed:
+                    continue
+                if not _put_member(tar, m, rel, tmp):
+                    failed[t] = f"refusing archive member {m.name!r}"
+                raw[t] += m.size
+            settle()
+            at = None
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        # what arrived whole stands; the release cut short is removed
+        if at is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            failed.setdefault(at[0], f"the stream ended early: {exc}")
+    for t, u in sorted(units.items()):
+        missing = [r for r in u["releases"] if r not in done[t]]
+        if t not in failed and missing:
+            failed[t] = f"release(s) {', '.join(missing)} not sent"
+        if t not in failed:
+            try:
+                _switch(t, u["live"])
+            except OSError as exc:
+                failed[t] = f"switching to {u['live']}: {exc}"
+        print(json.dumps({"tenant": t, "ok": t not in failed, "received": done[t],
+                          "raw_bytes": raw[t], **({"error": failed[t]} if t in failed else {})},
+                         ensure_ascii=False), flush=True)
+
+
 def receive(t: str, rid: str, base: str | None = None) -> None:
-    home = tenant_dir(t)
-    dest = release_dir(t, rid)
-    tmp = os.path.join(home, "releases", f".{rid}.recv")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if base:
-        base_dir = release_dir(t, base)
-        if not os.path.isdir(base_dir):
-            die(f"base release {base} is not here", 4)
-        subprocess.run(["cp", "-al", base_dir, tmp], check=True)
-        for extra in (".meta.json", ".digests"):
-            os.unlink(os.path.join(tmp, extra))
-    else:
-        os.makedirs(tmp)
+    base_dir = release_dir(t, base) if base else None
+    if base_dir and not os.path.isdir(base_dir):
+        die(f"base release {base} is not here", 4)
+    tmp = _receiving(t, rid, base_dir)
     data = io.BytesIO(sys.stdin.buffer.read())
     with tarfile.open(fileobj=data, mode="r:gz") as tar:
         for m in tar.getmembers():
-            target = os.path.realpath(os.path.join(tmp, m.name))
-            if not m.isreg() or not target.startswith(os.path.realpath(tmp) + os.sep):
+            if not _put_member(tar, m, m.name, tmp):
                 die(f"refusing archive member {m.name!r}")
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if os.path.lexists(target):
-                os.unlink(target)              # never write through a hard link
-            with tar.extractfile(m) as src, open(target, "xb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.chmod(target, 0o644)
-    want = _digests_of(tmp)
+    try:
+        files = _settle(t, rid, tmp)
+    except ValueError as exc:
+        die(str(exc), 4 if base else 1)
+    print(json.dumps({"received": rid, "files": files}))
+
+
+def _receiving(t: str, rid: str, base_dir: str | None) -> str:
+    """The directory release `rid` of `t` is received into: empty, or the files of the
+    release at `base_dir` hard-linked (the files that did not change do not travel)."""
+    tmp = os.path.join(tenant_dir(t), "releases", f".{rid}.recv")
+    release_dir(t, rid)                               # a bad id is refused here
+    shutil.rmtree(tmp, ignore_errors=True)
+    if base_dir:
+        subprocess.run(["cp", "-al", base_dir, tmp], check=True)
+        for extra in (".meta.json", ".digests"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(tmp, extra))
+    else:
+        os.makedirs(tmp)
+    return tmp
+
+
+def _put_member(tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str, tmp: str) -> bool:
+    """Write archive member `m` as `rel` under `tmp`; False (nothing written) for anything
+    but a regular file inside `tmp`."""
+    target = os.path.realpath(os.path.join(tmp, rel))
+    if not m.isreg() or not target.startswith(os.path.realpath(tmp) + os.sep):
+        return False
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.lexists(target):
+        os.unlink(target)              # never write through a hard link
+    src = tar.extractfile(m)
+    assert src is not None
+    with src, open(target, "xb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.chmod(target, 0o644)
+    return True
+
+
+def _settle(t: str, rid: str, tmp: str) -> int:
+    """Release `rid` of `t` received into `tmp`: every file checked against its digest list
+    (files it does not list removed), then put in place. Raises ValueError (and removes
+    `tmp`) when they differ; returns the files."""
+    home = tenant_dir(t)
+    dest = release_dir(t, rid)
+    try:
+        want = _digests_of(tmp)
+    except ValueError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     have = {}
     for root, dirs, names in os.walk(tmp):
         for d in dirs:
@@ -512,7 +677,7 @@ def receive(t: str, rid: str, base: str | None = None) -> None:
             have[rel] = _sha256(os.path.join(root, name))
     if have != want:
         shutil.rmtree(tmp, ignore_errors=True)
-        die(f"release {rid} does not match its digest list", 4 if base else 1)
+        raise ValueError(f"release {rid} does not match its digest list")
     os.chmod(tmp, 0o755)
     # Replacing a damaged copy that may be live: two renames, never a moment without it.
     old = os.path.join(home, "releases", f".{rid}.old")
@@ -521,13 +686,18 @@ def receive(t: str, rid: str, base: str | None = None) -> None:
         os.rename(dest, old)
     os.rename(tmp, dest)
     shutil.rmtree(old, ignore_errors=True)
-    print(json.dumps({"received": rid, "files": len(want)}))
+    return len(want)
 
 
 def switch(t: str, rid: str) -> None:
-    home = tenant_dir(t)
     if not os.path.isfile(os.path.join(release_dir(t, rid), ".meta.json")):
         die(f"release {rid} of {t} is not on this node")
+    _switch(t, rid)
+    print(json.dumps({"live": rid}))
+
+
+def _switch(t: str, rid: str) -> None:
+    home = tenant_dir(t)
     try:        # what the tamper watcher puts back from, from the first second live
         from govhost_node.tamper import keep_pristine
         keep_pristine(t, release_dir(t, rid))
@@ -538,7 +708,6 @@ def switch(t: str, rid: str) -> None:
         os.unlink(tmp)
     os.symlink(f"releases/{rid}", tmp)
     os.rename(tmp, os.path.join(home, "current"))
-    print(json.dumps({"live": rid}))
 
 
 def releases(t: str) -> None:
@@ -679,7 +848,8 @@ def remove(t: str, archive_dir: str) -> None:
                       "accounts": users}))
 
 
-COMMANDS = {"converge": converge, "publish": publish, "digests": digests, "pack": pack,
+COMMANDS = {"converge": converge, "publish": publish, "digests": digests, "live": live,
+            "pack": pack, "pack-many": pack_many, "receive-many": receive_many,
             "receive": receive, "switch": switch, "releases": releases, "drop": drop,
             "prune": prune, "holdings": holdings, "remove": remove}
 

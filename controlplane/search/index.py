@@ -57,14 +57,16 @@ def sync(county: County, tenants: list[str] | None = None,
         wanted = [t for t in inv.tenants if (tenants is None or t.name in tenants)
                   and t.site.type != "proxy" and placed.get(t.name)
                   and placed[t.name][0] in nodes]
+        live = _live_releases(link, {placed[t.name][0] for t in wanted})
         for t in wanted:
             node = placed[t.name][0]
+            if t.name in held and live[node].get(t.name) == held[t.name] \
+                    and titles.get(t.name) == t.title:
+                continue
             try:
                 rid, files = link.digests(node, t.name)
             except SyncError as exc:
                 raise SearchError(f"reading the live release of {t.name}: {exc}") from None
-            if t.name in held and rid == held[t.name] and titles.get(t.name) == t.title:
-                continue
             known = idx.digests(t.name)
             live = {p: d for p, d in files.items() if pagetext.kind_of(p) == "html"}
             drop = sorted(p for p in known if live.get(p) != known[p])
@@ -90,6 +92,19 @@ def sync(county: County, tenants: list[str] | None = None,
                 "nodes": _ship(county, idx, changes, say)}
     finally:
         idx.close()
+
+
+def _live_releases(link: Link, nodes: set[str]) -> dict[str, dict[str, str | None]]:
+    """Each node's live release of every unit it holds, one call a node: a unit whose live
+    release is the one indexed costs nothing more (it cost an SSH session and its digest
+    list each: 30 s for 300 units with nothing to do, on every replaced or added node)."""
+    out = {}
+    for node in sorted(nodes):
+        try:
+            out[node] = json.loads(link.run(node, "live"))
+        except (SyncError, ValueError) as exc:
+            raise SearchError(f"reading the live releases on {node}: {exc}") from None
+    return out
 
 
 def _remove(idx: node_search.Index, gone: list[str], why: str,

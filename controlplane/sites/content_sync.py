@@ -9,6 +9,8 @@ replica) goes out only after every move of the run succeeded.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import shlex
 import subprocess
 import tarfile
@@ -26,6 +28,9 @@ from govhost_node import digests as digest_list
 
 TOOL = paths.NODE_TENANTS_TOOL
 BASE_GONE = 4
+# Units a batch carries at most: a failure costs at most this many units a second try,
+# and a node's batches of more units go side by side.
+BATCH = 100
 
 
 class SyncError(GovhostError):
@@ -189,5 +194,78 @@ def carry_out(link: Link, moves: Sequence[Move], holdings_now: Mapping[str, Mapp
 
     if not moves:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(moves)))) as pool:
-        return list(pool.map(one, moves))
+    # Units the target holds nothing of (a replaced or added node, a new replica) travel
+    # together, a batch per source and target; the rest a unit at a time, each release
+    # the delta of the one before. A unit its batch could not bring is tried alone.
+    batches: dict[tuple[str, str], list[Move]] = {}
+    single: list[Move] = []
+    for m in moves:
+        if holdings_now.get(m.target, {}).get(m.tenant, Holding()).releases:
+            single.append(m)
+        else:
+            batches.setdefault((m.source, m.target), []).append(m)
+    chunks = [ms[i:i + BATCH] for ms in batches.values() for i in range(0, len(ms), BATCH)]
+
+    def batch(ms: list[Move]) -> list[MoveResult]:
+        out = transfer_many(link, ms)
+        for r in out:
+            if r.ok:
+                say(r.move.target, "content", f"{r.move.tenant} {r.move.live} from "
+                    f"{r.move.source}")
+        return [r if r.ok else one(r.move) for r in out]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(chunks) + len(single)))) \
+            as pool:
+        done = [f.result() for f in [pool.submit(batch, c) for c in chunks]] \
+            + [[f.result()] for f in [pool.submit(one, m) for m in single]]
+    by_move = {r.move: r for rs in done for r in rs}
+    return [by_move[m] for m in moves]
+
+
+def transfer_many(link: Link, moves: Sequence[Move]) -> list[MoveResult]:
+    """Every release of `moves` (one source, one target that holds none of these units)
+    in one stream: `pack-many` on the source, `receive-many` on the target, which checks
+    each release and switches each unit to its live one. Each unit's result; the batch's
+    bytes are shared by what each unit's files weigh."""
+    src, dst = moves[0].source, moves[0].target
+    by_tenant = {m.tenant: m for m in moves}
+    head = {"units": {m.tenant: {"releases": list(m.releases), "live": m.live} for m in moves}}
+    try:
+        pack = subprocess.Popen(link.argv(src, "pack-many"), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        recv = subprocess.Popen(link.argv(dst, "receive-many"), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        return [MoveResult(m, False, 0, str(exc)) for m in moves]
+    assert pack.stdin and pack.stdout and pack.stderr and recv.stdin
+    feeder = threading.Thread(target=_feed, args=(pack.stdin, [
+        f"{m.tenant} {rid}" for m in moves for rid in m.releases]), daemon=True)
+    feeder.start()
+    moved = 0
+    try:
+        recv.stdin.write((json.dumps(head) + "\n").encode())
+        while chunk := pack.stdout.read(1 << 16):
+            moved += len(chunk)
+            recv.stdin.write(chunk)
+    except BrokenPipeError:
+        pass                                  # the receiver ended: its lines say why
+    out, rerr = recv.communicate(timeout=3600)
+    pack.stdout.close()
+    feeder.join(timeout=60)
+    perr = pack.stderr.read().decode(errors="replace").strip()
+    pack.stderr.close()
+    if pack.wait(timeout=60) != 0:
+        perr = perr or f"exit {pack.returncode}"
+    results: dict[str, dict] = {}
+    for line in out.decode(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            r = json.loads(line)
+            if isinstance(r, dict) and r.get("tenant") in by_tenant:
+                results[r["tenant"]] = r
+    raw = sum(int(r.get("raw_bytes") or 0) for r in results.values()) or 1
+    why = perr and f"reading on {src}: {perr}" or \
+        f"receiving on {dst}: {rerr.decode(errors='replace').strip() or 'no result'}"
+    return [MoveResult(m, True, moved * int(results[m.tenant].get("raw_bytes") or 0) // raw)
+            if results.get(m.tenant, {}).get("ok") else
+            MoveResult(m, False, 0, results.get(m.tenant, {}).get("error") or why)
+            for m in moves]

@@ -1,0 +1,128 @@
+"""A replaced node's upload areas and PHP files/ from the backup, many units in one call
+(`govhost-backup restore-many`), with the real restic on a local repository (the node reaches
+the repository over SFTP; the lab's machine test of `node replace` goes that way): each unit
+gets its own snapshot's trees and nothing else, what was there is kept beside the restore,
+and one unit that cannot be restored is its own failed line while the others go on."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from govhost_node import backup
+
+pytestmark = pytest.mark.skipif(shutil.which("restic") is None, reason="restic not installed")
+PASSWORD = "pw-for-restore-many"
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    subprocess.run(["restic", "-r", str(repo), "init"], check=True, capture_output=True,
+                   env={**os.environ, "RESTIC_PASSWORD": PASSWORD})
+    sites = tmp_path / "sites"
+    homes = {}
+    for t in ("jiaoyu", "wenlv", "renshe"):
+        home = homes[t] = sites / t
+        (home / "releases" / "r1").mkdir(parents=True)
+        (home / "releases" / "r1" / "index.html").write_text(f"<h1>{t}</h1>")
+        (home / "current").symlink_to("releases/r1")
+        (home / "upload" / "草稿").mkdir(parents=True)
+        (home / "upload" / "草稿" / "通知.html").write_text(f"{t} 未发布")
+        (home / "files").mkdir()
+        (home / "files" / "up.txt").write_text(f"{t} 网站自己写的")
+    spec = {"node": "n3", "password": PASSWORD,
+            "repository": {"url": str(repo), "path": str(repo), "user": "govhost-backup",
+                           "address": "127.0.0.1", "port": 22, "local": False},
+            "files": [{"tenant": t, "home": str(h), "schedule": "02:30"}
+                      for t, h in homes.items()],
+            "databases": []}
+    (tmp_path / "backup.json").write_text(json.dumps(spec))
+    state = tmp_path / "state"
+    for name, value in (("SPEC", tmp_path / "backup.json"), ("STATE", state),
+                        ("STATUS", state / "status.json"), ("SITES", sites),
+                        ("RESTORE", tmp_path / "restore")):
+        monkeypatch.setattr(backup, name, str(value))
+    return {"homes": homes, "tmp": tmp_path}
+
+
+def _snapshot_ids(capsys) -> dict[str, str]:
+    backup.run(argparse.Namespace(schedule=None, tenant=None, tag=None, run=None, jobs=2,
+                                  always=False))
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    return {r["tenant"]: r["snapshot"] for r in lines if r.get("event") == "result"}
+
+
+def _restore_many(monkeypatch, capsys, wants: list) -> dict[str, dict]:
+    text = "".join((w if isinstance(w, str) else json.dumps(w)) + "\n" for w in wants)
+    monkeypatch.setattr(backup.sys, "stdin", io.StringIO(text))
+    backup.restore_many(argparse.Namespace(jobs=2))
+    return {r["tenant"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+
+
+def _wipe(home) -> None:
+    """The replaced node: releases back from peers, empty upload area and files/."""
+    for d in ("upload", "files"):
+        shutil.rmtree(home / d)
+        (home / d).mkdir()
+
+
+def test_each_unit_gets_its_own_trees_and_nothing_more(node, monkeypatch, capsys):
+    snaps = _snapshot_ids(capsys)
+    homes = node["homes"]
+    for home in homes.values():
+        _wipe(home)
+    (homes["jiaoyu"] / "upload" / "新的.html").write_text("replace 之后才写的")
+    out = _restore_many(monkeypatch, capsys, [
+        {"tenant": "jiaoyu", "snapshot": snaps["jiaoyu"], "upload": True},
+        {"tenant": "wenlv", "snapshot": snaps["wenlv"], "upload": True, "php_files": True}])
+    assert set(out) == {"jiaoyu", "wenlv"} and all(r["ok"] for r in out.values()), out
+    for t in ("jiaoyu", "wenlv"):
+        assert (homes[t] / "upload" / "草稿" / "通知.html").read_text() == f"{t} 未发布"
+        # only the trees swapped in were restored (and moved in): no release, no `current`
+        assert os.listdir(out[t]["dir"] + str(homes[t])) == [], t
+        assert out[t]["release"] is None
+    assert (homes["wenlv"] / "files" / "up.txt").read_text() == "wenlv 网站自己写的"
+    assert out["wenlv"]["php_files"] == "restored" and "php_files" not in out["jiaoyu"]
+    assert not (homes["jiaoyu"] / "files" / "up.txt").exists()       # not asked for
+    assert os.listdir(homes["renshe"] / "upload") == []                # not asked for
+    # what was there is kept beside the restore, not lost
+    kept = os.path.join(out["jiaoyu"]["upload_before"], "新的.html")
+    assert open(kept, encoding="utf-8").read() == "replace 之后才写的"
+
+
+def test_one_unit_that_cannot_be_restored_fails_alone(node, monkeypatch, capsys):
+    snaps = _snapshot_ids(capsys)
+    homes = node["homes"]
+    for home in homes.values():
+        _wipe(home)
+    out = _restore_many(monkeypatch, capsys, [
+        {"tenant": "jiaoyu", "snapshot": "0123456789abcdef", "upload": True},   # no such
+        {"tenant": "wenlv", "snapshot": snaps["wenlv"], "upload": True}])
+    assert not out["jiaoyu"]["ok"] and "0123456" in out["jiaoyu"]["error"], out["jiaoyu"]
+    assert out["wenlv"]["ok"]
+    assert os.listdir(homes["jiaoyu"] / "upload") == []
+    assert (homes["wenlv"] / "upload" / "草稿" / "通知.html").exists()
+
+
+@pytest.mark.parametrize("line", [
+    '{"tenant": "../etc", "snapshot": "0123456789abcdef", "upload": true}',
+    '{"tenant": "jiaoyu", "snapshot": "$(reboot)", "upload": true}',
+    '{"tenant": "jiaoyu"}',
+    "not json",
+])
+def test_a_bad_line_refuses_the_whole_list_before_anything_is_touched(node, monkeypatch,
+                                                                     capsys, line):
+    snaps = _snapshot_ids(capsys)
+    homes = node["homes"]
+    _wipe(homes["wenlv"])
+    with pytest.raises(SystemExit):
+        _restore_many(monkeypatch, capsys, [
+            {"tenant": "wenlv", "snapshot": snaps["wenlv"], "upload": True}, line])
+    assert os.listdir(homes["wenlv"] / "upload") == []
+    assert not os.path.exists(backup.RESTORE) or os.listdir(backup.RESTORE) == []
