@@ -501,8 +501,9 @@ def pack_many() -> None:
             asked.append((t, rid))
     before: dict[str, dict[str, str]] = {}
     # gzip's fastest level: on text, 1.18x the bytes of level 9 for a fifth of the CPU
+    # (GNU headers: the default PAX ones cost a quarter of packing, for nothing here)
     with gzip.GzipFile(fileobj=sys.stdout.buffer, mode="wb", compresslevel=1) as gz, \
-            tarfile.open(fileobj=gz, mode="w|") as tar:
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.GNU_FORMAT) as tar:
         for t, rid in asked:
             src = release_dir(t, rid)
             try:
@@ -512,13 +513,14 @@ def pack_many() -> None:
             prev = before.get(t, {})
             for name in [".meta.json", ".digests",
                          *sorted(p for p, d in listed.items() if prev.get(p) != d)]:
-                path = os.path.realpath(os.path.join(src, name))
-                if not path.startswith(src + os.sep):
+                if not _plain(name):
                     die(f"{name!r} is outside release {rid}")
-                info = tar.gettarinfo(path, arcname=f"{t}/{rid}/{name}")
-                info.uid = info.gid = 0
-                info.uname = info.gname = "root"
-                with open(path, "rb") as f:
+                with open(os.path.join(src, name), "rb") as f:
+                    info = tarfile.TarInfo(f"{t}/{rid}/{name}")
+                    st = os.fstat(f.fileno())
+                    if not stat.S_ISREG(st.st_mode):
+                        die(f"{name!r} in release {rid} is not a file")
+                    info.size, info.mtime, info.mode = st.st_size, int(st.st_mtime), 0o644
                     tar.addfile(info, f)
             before[t] = listed
 
@@ -576,9 +578,10 @@ def receive_many() -> None:
                     prev = done[t][-1] if done[t] else None
                     at = (t, rid)
                     tmp = _receiving(t, rid, release_dir(t, prev) if prev else None)
+                    made: set[str] = set()
                 elif t in failed:
                     continue
-                if not _put_member(tar, m, rel, tmp):
+                if not _put_member(tar, m, rel, tmp, made):
                     failed[t] = f"refusing archive member {m.name!r}"
                 raw[t] += m.size
             settle()
@@ -635,13 +638,26 @@ def _receiving(t: str, rid: str, base_dir: str | None) -> str:
     return tmp
 
 
-def _put_member(tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str, tmp: str) -> bool:
+def _plain(rel: str) -> bool:
+    """`rel` names a path inside the directory it is joined to: no component empty, `.` or
+    `..`, not absolute. (A release directory holds only directories and regular files,
+    which govhost made, so no link inside can lead out either; comparing real paths cost
+    a third of receiving a node's content.)"""
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def _put_member(tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str, tmp: str,
+                made: set[str] | None = None) -> bool:
     """Write archive member `m` as `rel` under `tmp`; False (nothing written) for anything
-    but a regular file inside `tmp`."""
-    target = os.path.realpath(os.path.join(tmp, rel))
-    if not m.isreg() or not target.startswith(os.path.realpath(tmp) + os.sep):
+    but a regular file inside `tmp`. `made`: directories known to exist already."""
+    if not m.isreg() or not _plain(rel):
         return False
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    target = os.path.join(tmp, rel)
+    parent = os.path.dirname(target)
+    if made is None or parent not in made:
+        os.makedirs(parent, exist_ok=True)
+        if made is not None:
+            made.add(parent)
     if os.path.lexists(target):
         os.unlink(target)              # never write through a hard link
     src = tar.extractfile(m)
