@@ -72,6 +72,9 @@ def _node_life(fn, name: str, as_json: bool) -> None:
                              if r.get(k))
             out.print(f"restored {r['tenant']} ({what or r.get('what')}) from the backup"
                       + (f": [red]{r['error']}[/]" if r.get("error") else ""))
+        if res.get("phases"):
+            out.print("time taken: " + ", ".join(f"{k} {v:.1f} s" for k, v in
+                                                 res["phases"].items() if v >= 0.05))
         if res.get("replicas") is not None:
             out.print(f"{name} holds {len(res['replicas'])} replica(s)")
         if res.get("next"):

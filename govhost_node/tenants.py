@@ -466,8 +466,9 @@ def digests(t: str, rid: str = "current") -> None:
 def live(*names: str) -> None:
     """The live release of each named unit (of every unit here when none is named), one
     JSON object: what the search sync asks a node once, where it asked for each unit's
-    digest list (an SSH session and this program started per unit: 30 s for 300 units
-    with nothing to do)."""
+    digest list (an SSH session and this program started per unit: a replaced node's
+    search step took 32.5 s for 300 units, 10 s since, most of it sending the node its
+    index)."""
     names = names or tuple(sorted(os.listdir(SITES)) if os.path.isdir(SITES) else ())
     print(json.dumps({t: current(t) for t in names if NAME.match(t)}, sort_keys=True))
 
@@ -531,8 +532,8 @@ def receive_many() -> None:
     release is checked against its digest list and put in place as `receive` does; a unit
     whose releases all arrived whole is switched to its live one. One result line (JSON) a
     unit: a unit that failed is its own line, the others go on. One program and two SSH
-    sessions for a whole node's content, where `receive` took four sessions and programs
-    a release (two thirds of a node replacement's minute copying content, at 200 units)."""
+    sessions for a hundred units' content, where `receive` took four sessions and programs
+    a release: a replaced node's 207 units of 200 files took 55.5 s, 21.9 s this way."""
     head = json.loads(sys.stdin.buffer.readline() or b"{}")
     units: dict[str, dict] = {}
     for t, u in (head.get("units") or {}).items():

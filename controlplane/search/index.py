@@ -97,7 +97,7 @@ def sync(county: County, tenants: list[str] | None = None,
 def _live_releases(link: Link, nodes: set[str]) -> dict[str, dict[str, str | None]]:
     """Each node's live release of every unit it holds, one call a node: a unit whose live
     release is the one indexed costs nothing more (it cost an SSH session and its digest
-    list each: 30 s for 300 units with nothing to do, on every replaced or added node)."""
+    list each: a replaced node's search step took 32.5 s for 300 units, 10 s since)."""
     out = {}
     for node in sorted(nodes):
         try:
