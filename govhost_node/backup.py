@@ -922,8 +922,8 @@ def restore_many(args: argparse.Namespace) -> None:
     """A replaced node's upload areas and PHP files/ from the backup, many units in one
     call: JSON lines on stdin ({"tenant", "snapshot", "upload", "php_files"}), one result
     line each on stdout. Before, govhost listed the repository and ran one `restore-files`
-    over SSH per unit, one after another (each a listing and a restore: two restics that
-    derive the repository key, about 0.5 s each, and two SSH logins). Here `--jobs` restics at a time share one SSH connection to the
+    over SSH per unit, one after another (a listing and a restore: two restics and two SSH
+    logins per unit). Here `--jobs` restics at a time share one SSH connection to the
     repository; one unit's failure is its own result line, not the others'."""
     wants = []
     for n, line in enumerate(sys.stdin, 1):

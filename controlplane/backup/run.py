@@ -377,7 +377,7 @@ def restore_replicas(county: County, node: str, wants: Mapping[str, ReplicaWant]
     One listing of the repository and one call to the node for every unit's files (the
     node restores `jobs` at a time over one SSH connection, only the trees it swaps in):
     before, each unit was a listing of the repository and a restore, one after the other,
-    each a restic deriving the key (about 0.5 s) over an SSH login of its own. A unit that cannot be restored is
+    each a restic over an SSH login of its own. A unit that cannot be restored is
     its own result with an `error`; the others go on."""
     out: list[dict[str, Any]] = []
     with contextlib.ExitStack() as held:
