@@ -851,8 +851,9 @@ def _scratch(prefix: str) -> str:
     # Restores older than a week (kept for what they replaced) are removed.
     for name in os.listdir(RESTORE):
         path = os.path.join(RESTORE, name)
-        if time.time() - os.lstat(path).st_mtime > 7 * 86400:
-            shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):      # another restore's sweep took it
+            if time.time() - os.lstat(path).st_mtime > 7 * 86400:
+                shutil.rmtree(path, ignore_errors=True)
     return tempfile.mkdtemp(prefix=prefix, dir=RESTORE)
 
 

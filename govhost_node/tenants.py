@@ -516,9 +516,10 @@ def pack_many() -> None:
                          *sorted(p for p, d in listed.items() if prev.get(p) != d)]:
                 if not _plain(name):
                     die(f"{name!r} is outside release {rid}")
-                with open(os.path.join(src, name), "rb") as f:
+                fd = os.open(os.path.join(src, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                with os.fdopen(fd, "rb") as f:
                     info = tarfile.TarInfo(f"{t}/{rid}/{name}")
-                    st = os.fstat(f.fileno())
+                    st = os.fstat(fd)
                     if not stat.S_ISREG(st.st_mode):
                         die(f"{name!r} in release {rid} is not a file")
                     info.size, info.mtime, info.mode = st.st_size, int(st.st_mtime), 0o644
@@ -577,18 +578,26 @@ def receive_many() -> None:
                     if t in failed:                   # its other releases are passed over
                         continue
                     prev = done[t][-1] if done[t] else None
+                    try:
+                        tmp = _receiving(t, rid, release_dir(t, prev) if prev else None)
+                    except (OSError, subprocess.CalledProcessError) as exc:
+                        failed[t] = f"release {rid}: {exc}"
+                        continue
                     at = (t, rid)
-                    tmp = _receiving(t, rid, release_dir(t, prev) if prev else None)
                     made: set[str] = set()
                 elif t in failed:
                     continue
-                if not _put_member(tar, m, rel, tmp, made):
-                    failed[t] = f"refusing archive member {m.name!r}"
+                try:
+                    if not _put_member(tar, m, rel, tmp, made):
+                        failed[t] = f"refusing archive member {m.name!r}"
+                except OSError as exc:                # this unit's, not the stream's
+                    failed[t] = f"writing {m.name!r}: {exc}"
                 raw[t] += m.size
             settle()
             at = None
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        # what arrived whole stands; the release cut short is removed
+    except Exception as exc:                          # noqa: BLE001 - the stream's end
+        # A damaged or cut stream (tarfile and gzip raise several kinds): what arrived
+        # whole and verified stands; the release cut short is removed.
         if at is not None:
             shutil.rmtree(tmp, ignore_errors=True)
             failed.setdefault(at[0], f"the stream ended early: {exc}")
@@ -656,10 +665,22 @@ def _put_member(tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str, tmp: str,
     target = os.path.join(tmp, rel)
     parent = os.path.dirname(target)
     if made is None or parent not in made:
-        os.makedirs(parent, exist_ok=True)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            # a file of the base release where this release has a directory: it goes (the
+            # digest list decides what the release holds)
+            at = tmp
+            for part in os.path.relpath(parent, tmp).split(os.sep):
+                at = os.path.join(at, part)
+                if os.path.lexists(at) and not os.path.isdir(at):
+                    os.unlink(at)
+            os.makedirs(parent, exist_ok=True)
         if made is not None:
             made.add(parent)
-    if os.path.lexists(target):
+    if os.path.isdir(target) and not os.path.islink(target):
+        shutil.rmtree(target)          # a directory of the base where this has a file
+    elif os.path.lexists(target):
         os.unlink(target)              # never write through a hard link
     src = tar.extractfile(m)
     assert src is not None
@@ -675,6 +696,12 @@ def _settle(t: str, rid: str, tmp: str) -> int:
     `tmp`) when they differ; returns the files."""
     home = tenant_dir(t)
     dest = release_dir(t, rid)
+    # A release is its digest list and its metadata too: without them (a stream cut short
+    # before they came) nothing would be checked, and every file linked in would go.
+    missing = [n for n in (".digests", ".meta.json") if not os.path.isfile(os.path.join(tmp, n))]
+    if missing:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"release {rid} came without its {' and '.join(missing)}")
     try:
         want = _digests_of(tmp)
     except ValueError:

@@ -374,20 +374,35 @@ def restore_replicas(county: County, node: str, wants: Mapping[str, ReplicaWant]
     """After a node was replaced: what only the backup still has of each unit in `wants`
     on `node`, from the newest snapshots. Content releases come from peers, not from here.
 
-    One listing of the repository and one call to the node for every unit's files (the
-    node restores `jobs` at a time over one SSH connection, only the trees it swaps in):
-    before, each unit was a listing of the repository and a restore, one after the other,
-    each a restic over an SSH login of its own. A unit that cannot be restored is
-    its own result with an `error`; the others go on."""
+    One listing of the repository, then one call to the node for the files of every
+    REPLICA_BATCH units (the node restores `jobs` at a time over one SSH connection, only
+    the trees it swaps in): before, each unit was a listing of the repository and a
+    restore, one after the other, each a restic over an SSH login of its own. A unit that
+    cannot be restored (its lock held by another restore, no snapshot, its restore failed,
+    a call to the node that broke) is its own result with an `error`; the others go on."""
     out: list[dict[str, Any]] = []
+    with cluster(county) as c:
+        snaps = _snapshots(c, None)
+        names = sorted(wants)
+        for at in range(0, len(names), REPLICA_BATCH):
+            out += _restore_replicas(county, c, node, snaps,
+                                     {t: wants[t] for t in names[at:at + REPLICA_BATCH]},
+                                     jobs, say)
+    return sorted(out, key=lambda o: o["tenant"])
+
+
+REPLICA_BATCH = 200         # units a call to the node restores (and locks held at once)
+
+
+def _restore_replicas(county: County, c: Cluster, node: str, snaps: list[dict[str, Any]],
+                      wants: Mapping[str, ReplicaWant], jobs: int,
+                      say: Say) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    chosen: dict[str, tuple[Mapping[str, Any], Mapping[str, Any] | None]] = {}
     with contextlib.ExitStack() as held:
         for t in sorted(wants):
-            held.enter_context(_lock(county, f"restore-{t}"))
-        c = held.enter_context(cluster(county))
-        snaps = _snapshots(c, None)
-        chosen: dict[str, tuple[Mapping[str, Any], Mapping[str, Any] | None]] = {}
-        for t in sorted(wants):
             try:
+                held.enter_context(_lock(county, f"restore-{t}"))
                 chosen[t] = _choose_from(snaps, t, None, None)
             except BackupError as exc:
                 out.append({"tenant": t, "node": node, "error": str(exc)})
@@ -395,10 +410,17 @@ def restore_replicas(county: County, node: str, wants: Mapping[str, ReplicaWant]
                   "php_files": wants[t].php_files}
                  for t, (f, _) in chosen.items() if wants[t].upload or wants[t].php_files]
         files_done: dict[str, dict[str, Any]] = {}
+        why = "the node gave no result"
         if batch:
-            r = _node(c, c.nodes[node], "restore-many", "--jobs", str(jobs),
-                      stdin="".join(json.dumps(b) + "\n" for b in batch))
-            for line in r.stdout.splitlines():
+            try:
+                r = _node(c, c.nodes[node], "restore-many", "--jobs", str(jobs), check=False,
+                          stdin="".join(json.dumps(b) + "\n" for b in batch))
+                if r.returncode != 0:
+                    why = f"restore-many on {node}: {_tail(r.stderr) or f'exit {r.returncode}'}"
+                lines = r.stdout.splitlines()
+            except BackupError as exc:        # the call itself: timed out
+                why, lines = str(exc), []
+            for line in lines:                # what the node did before any break stands
                 with contextlib.suppress(ValueError):
                     res = json.loads(line)
                     if isinstance(res, dict) and res.get("tenant") in chosen:
@@ -406,32 +428,29 @@ def restore_replicas(county: County, node: str, wants: Mapping[str, ReplicaWant]
         for t, (files, db) in chosen.items():
             w, one = wants[t], {"tenant": t, "node": node}
             if w.upload or w.php_files:
-                r = files_done.get(t, {"ok": False, "error": "the node gave no result"})
+                r = files_done.get(t, {"ok": False, "error": why})
                 if not r.get("ok"):
                     one["error"] = f"{node}: {t}: {r.get('error')}"
-                    out.append(one)
-                    continue
                 made = {"snapshot": files["short_id"], "time": files["time"]}
-                for key, flag, what in (("php_files", "php_files", "PHP files/"),
-                                        ("upload", "upload", "upload area")):
-                    if getattr(w, flag):
+                for key, what in (("php_files", "PHP files/"), ("upload", "upload area")):
+                    if getattr(w, key) and r.get("ok"):
                         one[key] = made | {"restored": r.get(key) == "restored"}
                         say(f"{node}: {t} {what} from snapshot {files['short_id']} of "
                             f"{files['time']}")
             if w.database and db is not None:
+                # a database comes back even when its unit's files did not
                 try:
                     d = _json(_node(c, c.nodes[node], "restore-db", t, db["id"]))
-                except BackupError as exc:
-                    one["error"] = str(exc)
-                    out.append(one)
-                    continue
-                one["database"] = {"snapshot": db["short_id"], "time": db["time"],
-                                   "rows": sum(d["rows"].values())}
-                say(f"{node}: {t} database from snapshot {db['short_id']} of {db['time']} "
-                    f"({one['database']['rows']} rows)")
+                    one["database"] = {"snapshot": db["short_id"], "time": db["time"],
+                                       "rows": sum(d["rows"].values())}
+                    say(f"{node}: {t} database from snapshot {db['short_id']} of "
+                        f"{db['time']} ({one['database']['rows']} rows)")
+                except (BackupError, ValueError, KeyError, IndexError) as exc:
+                    one["error"] = "; ".join(filter(None, [one.get("error"),
+                                                           f"database: {exc}"]))
             c.state.audit("node.restore", t, one)
             out.append(one)
-    return sorted(out, key=lambda o: o["tenant"])
+    return out
 
 
 def _run_nested(c: Cluster, tenant: str) -> list[str]:

@@ -57,10 +57,11 @@ def sync(county: County, tenants: list[str] | None = None,
         wanted = [t for t in inv.tenants if (tenants is None or t.name in tenants)
                   and t.site.type != "proxy" and placed.get(t.name)
                   and placed[t.name][0] in nodes]
-        live = _live_releases(link, {placed[t.name][0] for t in wanted})
+        live_now = _live_releases(link, {placed[t.name][0] for t in wanted})
         for t in wanted:
             node = placed[t.name][0]
-            if t.name in held and live[node].get(t.name) == held[t.name] \
+            if t.name in held and live_now[node] is not None \
+                    and live_now[node].get(t.name) == held[t.name] \
                     and titles.get(t.name) == t.title:
                 continue
             try:
@@ -94,16 +95,19 @@ def sync(county: County, tenants: list[str] | None = None,
         idx.close()
 
 
-def _live_releases(link: Link, nodes: set[str]) -> dict[str, dict[str, str | None]]:
+def _live_releases(link: Link, nodes: set[str]) -> dict[str, dict[str, str | None] | None]:
     """Each node's live release of every unit it holds, one call a node: a unit whose live
     release is the one indexed costs nothing more (it cost an SSH session and its digest
-    list each: a replaced node's search step took 32.5 s for 300 units, 10 s since)."""
-    out = {}
+    list each: a replaced node's search step took 32.5 s for 300 units, 10 s since). None
+    for a node that cannot say (a govhost before `live`, until its next apply): its units
+    are asked one by one, as before."""
+    out: dict[str, dict[str, str | None] | None] = {}
     for node in sorted(nodes):
         try:
-            out[node] = json.loads(link.run(node, "live"))
-        except (SyncError, ValueError) as exc:
-            raise SearchError(f"reading the live releases on {node}: {exc}") from None
+            got = json.loads(link.run(node, "live"))
+            out[node] = got if isinstance(got, dict) else None
+        except (SyncError, ValueError):
+            out[node] = None
     return out
 
 

@@ -212,13 +212,15 @@ def carry_out(link: Link, moves: Sequence[Move], holdings_now: Mapping[str, Mapp
             if r.ok:
                 say(r.move.target, "content", f"{r.move.tenant} {r.move.live} from "
                     f"{r.move.source}")
-        return [r if r.ok else one(r.move) for r in out]
+        return out
 
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(chunks) + len(single)))) \
-            as pool:
-        done = [f.result() for f in [pool.submit(batch, c) for c in chunks]] \
-            + [[f.result()] for f in [pool.submit(one, m) for m in single]]
-    by_move = {r.move: r for rs in done for r in rs}
+    n = max(1, min(workers, len(chunks) + len(single)))
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        done = [r for rs in pool.map(batch, chunks) for r in rs]
+        # what a batch could not bring is tried alone, with the units that always go so
+        again = [r.move for r in done if not r.ok]
+        done = [r for r in done if r.ok] + list(pool.map(one, single + again))
+    by_move = {r.move: r for r in done}
     return [by_move[m] for m in moves]
 
 
@@ -230,32 +232,41 @@ def transfer_many(link: Link, moves: Sequence[Move]) -> list[MoveResult]:
     src, dst = moves[0].source, moves[0].target
     by_tenant = {m.tenant: m for m in moves}
     head = {"units": {m.tenant: {"releases": list(m.releases), "live": m.live} for m in moves}}
+    procs: list[subprocess.Popen] = []
     try:
         pack = subprocess.Popen(link.argv(src, "pack-many"), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs.append(pack)
         recv = subprocess.Popen(link.argv(dst, "receive-many"), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except OSError as exc:
-        return [MoveResult(m, False, 0, str(exc)) for m in moves]
-    assert pack.stdin and pack.stdout and pack.stderr and recv.stdin
-    feeder = threading.Thread(target=_feed, args=(pack.stdin, [
-        f"{m.tenant} {rid}" for m in moves for rid in m.releases]), daemon=True)
-    feeder.start()
-    moved = 0
-    try:
-        recv.stdin.write((json.dumps(head) + "\n").encode())
-        while chunk := pack.stdout.read(1 << 16):
-            moved += len(chunk)
-            recv.stdin.write(chunk)
-    except BrokenPipeError:
-        pass                                  # the receiver ended: its lines say why
-    out, rerr = recv.communicate(timeout=3600)
-    pack.stdout.close()
-    feeder.join(timeout=60)
-    perr = pack.stderr.read().decode(errors="replace").strip()
-    pack.stderr.close()
-    if pack.wait(timeout=60) != 0:
-        perr = perr or f"exit {pack.returncode}"
+        procs.append(recv)
+        assert pack.stdin and pack.stdout and pack.stderr and recv.stdin
+        feeder = threading.Thread(target=_feed, args=(pack.stdin, [
+            f"{m.tenant} {rid}" for m in moves for rid in m.releases]), daemon=True)
+        feeder.start()
+        moved = 0
+        try:
+            recv.stdin.write((json.dumps(head) + "\n").encode())
+            while chunk := pack.stdout.read(1 << 16):
+                moved += len(chunk)
+                recv.stdin.write(chunk)
+        except BrokenPipeError:
+            pass                                  # the receiver ended: its lines say why
+        out, rerr = recv.communicate(timeout=3600)
+        pack.stdout.close()
+        feeder.join(timeout=60)
+        perr = pack.stderr.read().decode(errors="replace").strip()
+        pack.stderr.close()
+        if pack.wait(timeout=60) != 0:
+            # What the source sent may be cut anywhere: nothing of this batch is trusted
+            # (each unit is tried alone next, the way that checks its reader's exit).
+            why = f"reading on {src}: {perr or f'exit {pack.returncode}'}"
+            return [MoveResult(m, False, 0, why) for m in moves]
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        for p in procs:
+            with contextlib.suppress(OSError):
+                p.kill()
+        return [MoveResult(m, False, 0, f"copying to {dst}: {exc}") for m in moves]
     results: dict[str, dict] = {}
     for line in out.decode(errors="replace").splitlines():
         with contextlib.suppress(ValueError):
@@ -263,8 +274,7 @@ def transfer_many(link: Link, moves: Sequence[Move]) -> list[MoveResult]:
             if isinstance(r, dict) and r.get("tenant") in by_tenant:
                 results[r["tenant"]] = r
     raw = sum(int(r.get("raw_bytes") or 0) for r in results.values()) or 1
-    why = perr and f"reading on {src}: {perr}" or \
-        f"receiving on {dst}: {rerr.decode(errors='replace').strip() or 'no result'}"
+    why = f"receiving on {dst}: {rerr.decode(errors='replace').strip() or 'no result'}"
     return [MoveResult(m, True, moved * int(results[m.tenant].get("raw_bytes") or 0) // raw)
             if results.get(m.tenant, {}).get("ok") else
             MoveResult(m, False, 0, results.get(m.tenant, {}).get("error") or why)

@@ -130,6 +130,59 @@ def test_a_stream_cut_short_keeps_what_arrived_whole(source):
     assert not (source / "dst" / "sites" / "wenlv" / "current").exists()
 
 
+def test_a_stream_cut_anywhere_never_puts_a_wrong_release_live(source):
+    """Cut at every 23rd byte: each unit is live on exactly its release, or not live and
+    its failure said (a cut that left a release without its digest list once made an empty
+    release live, its files linked in from the one before removed as unlisted)."""
+    units = {"jiaoyu": ([R1, R2], R2), "wenlv": ([R1], R1)}
+    whole = tenants(source, "src", "pack-many", stdin=ask(units)).stdout
+    for cut in range(0, len(whole), 23):
+        node = f"dst{cut}"
+        got = tenants(source, node, "receive-many", stdin=head(units) + whole[:cut])
+        res = results(got.stdout) if got.returncode == 0 else {}
+        sites = source / node / "sites"
+        for t, (_, live) in units.items():
+            current = sites / t / "current"
+            if res.get(t, {}).get("ok"):
+                assert os.readlink(current) == f"releases/{live}"
+                for name, data in PAGES[t][live].items():
+                    assert (current / name).read_bytes() == data, (cut, t, name)
+            else:
+                assert not current.exists(), (cut, t, res)
+
+
+def test_a_release_without_its_digest_list_is_refused(source):
+    units = {"jiaoyu": ([R1, R2], R2)}
+    packed = tenants(source, "src", "pack-many", stdin=ask(units)).stdout
+    with tarfile.open(fileobj=io.BytesIO(packed), mode="r:gz") as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar
+                   if m.name != f"jiaoyu/{R2}/.digests"]
+    res = results(tenants(source, "dst", "receive-many", stdin=head(units) + _tar(members))
+                  .stdout)
+    assert not res["jiaoyu"]["ok"] and "digests" in res["jiaoyu"]["error"], res
+    assert not (source / "dst" / "sites" / "jiaoyu" / "current").exists()
+
+
+def test_a_file_that_becomes_a_directory_and_back_fails_nobody(tmp_path):
+    """A unit's `docs` a file in one release and a directory in the next (and `a/b` the
+    other way): the next release is built from the one before, and the way is cleared; the
+    unit after it in the stream is not cut off."""
+    release(tmp_path, "src", "aaa", R1, {"docs": b"file", "a/b/c.html": b"deep"})
+    release(tmp_path, "src", "aaa", R2, {"docs/index.html": b"dir", "a/b": b"now a file"},
+            live=True)
+    release(tmp_path, "src", "zzz", R1, {"index.html": b"z"}, live=True)
+    units = {"aaa": ([R1, R2], R2), "zzz": ([R1], R1)}
+    packed = tenants(tmp_path, "src", "pack-many", stdin=ask(units)).stdout
+    res = results(tenants(tmp_path, "dst", "receive-many", stdin=head(units) + packed).stdout)
+    assert res["aaa"]["ok"] and res["zzz"]["ok"], res
+    sites = tmp_path / "dst" / "sites"
+    assert (sites / "aaa" / "releases" / R1 / "docs").read_bytes() == b"file"
+    assert (sites / "aaa" / "releases" / R1 / "a" / "b" / "c.html").read_bytes() == b"deep"
+    assert (sites / "aaa" / "current" / "docs" / "index.html").read_bytes() == b"dir"
+    assert (sites / "aaa" / "current" / "a" / "b").read_bytes() == b"now a file"
+    assert (sites / "zzz" / "current" / "index.html").read_bytes() == b"z"
+
+
 @pytest.mark.parametrize("name", [
     f"wenlv/{R1}/../../jiaoyu/releases/{R1}/index.html",     # out of its release
     f"renshe/{R1}/index.html",                                 # a unit not asked for

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from controlplane.sites import content_sync
 from controlplane.sites.replicas import Holding, Move
 from tests.unit.govhost_node.test_content_batch import PAGES, R1, R2, release
@@ -76,3 +78,33 @@ def test_a_target_that_holds_some_of_a_unit_gets_the_delta_alone(tmp_path):
     assert "pack-many" not in [c[1] for c in link.calls]
     assert (tmp_path / "n3" / "sites" / "jiaoyu" / "current" / "index.html").read_bytes() \
         == "教育 二".encode()
+
+
+class CutSource(LocalLink):
+    """A source whose pack-many stream breaks after `cut` bytes (its SSH dropped)."""
+
+    def __init__(self, base: Path, cut: int) -> None:
+        super().__init__(base)
+        object.__setattr__(self, "cut", cut)
+
+    def argv(self, node: str, *args: str, tool: str = content_sync.TOOL) -> list[str]:
+        cmd = super().argv(node, *args, tool=tool)
+        if args[0] != "pack-many":
+            return cmd
+        return ["bash", "-c", f'"$@" | head -c {self.cut}; exit 255', "_", *cmd]
+
+
+@pytest.mark.parametrize("cut", [0, 200, 400, 700])
+def test_a_batch_whose_source_broke_off_is_not_trusted(tmp_path, cut):
+    """What arrived of a stream that broke off may be cut anywhere: every unit of the batch
+    is tried again alone (the old way checks its reader's exit), and ends right."""
+    _source(tmp_path)
+    link = CutSource(tmp_path, cut)
+    moves = [Move("jiaoyu", "n1", "n3", R2, (R1, R2)), Move("wenlv", "n1", "n3", R1, (R1,))]
+    done = content_sync.carry_out(link, moves, {})
+    assert all(r.ok for r in done), done
+    assert [c[1] for c in link.calls].count("receive") == 3          # every release again
+    sites = tmp_path / "n3" / "sites"
+    assert (sites / "jiaoyu" / "current" / "index.html").read_bytes() == "教育 二".encode()
+    assert (sites / "jiaoyu" / "current" / "news" / "a.html").read_bytes() == b"a"
+    assert (sites / "wenlv" / "current" / "index.html").read_bytes() == "文旅".encode()
