@@ -214,8 +214,7 @@ def carry_out(link: Link, moves: Sequence[Move], holdings_now: Mapping[str, Mapp
                     f"{r.move.source}")
         return out
 
-    n = max(1, min(workers, len(chunks) + len(single)))
-    with ThreadPoolExecutor(max_workers=n) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         done = [r for rs in pool.map(batch, chunks) for r in rs]
         # what a batch could not bring is tried alone, with the units that always go so
         again = [r.move for r in done if not r.ok]
