@@ -57,19 +57,6 @@ def _progress(say: Say) -> apply_mod.Progress:
     return lambda node, step, outcome: say(f"{node} {step}: {outcome}")
 
 
-class _Clock:
-    """Seconds of each step of a replacement, for `--json` and the bench: where the time
-    goes is what an operator waiting on a node asks."""
-
-    def __init__(self, into: dict[str, float]) -> None:
-        self.into, self.last = into, time.monotonic()
-
-    def __call__(self, step: str) -> None:
-        now = time.monotonic()
-        self.into[step] = round(now - self.last, 3)
-        self.last = now
-
-
 def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, Any]:
     inv = county.inv
     node = _node(inv, name)
@@ -77,12 +64,12 @@ def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, A
     held_before = sorted(t for t, ns in _placements(county).items() if name in ns)
     say(f"{name}: was a replica of {len(held_before)} unit(s); bootstrapping it and "
         "copying their content from peers")
-    phases: dict[str, float] = {}
-    clock = _Clock(phases)
+    # where the time goes is what an operator waiting on a node asks (`--json`, the bench)
+    clock = apply_mod.PhaseClock(time.monotonic())
     result = service.apply(county, progress=_progress(say))
-    clock("apply")
+    clock.mark("apply")
     out: dict[str, Any] = {"node": name, "apply": result.to_json(), "restored": [],
-                           "phases": phases}
+                           "phases": clock.seconds}
     if result.nodes and next(n for n in result.nodes if n.node == name).result not in (
             "applied", "unchanged"):
         out["result"] = "failed"
@@ -91,7 +78,7 @@ def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, A
         # Its disk held the county's repository: every snapshot back from off-site first
         # (the restores below read it), then a control snapshot beside it again.
         out["repository"] = _rebuild_repository(county, inv, say)
-        clock("repository")
+        clock.mark("repository")
     # What peers could not give: from the newest backup.
     for tenant in sorted(result.stranded):
         say(f"{tenant}: no intact copy on any node; restoring its content from the backup")
@@ -99,7 +86,7 @@ def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, A
                            publish=content.publish)
         out["restored"].append({"tenant": tenant, "what": "content", "from": "backup",
                                 "snapshot": r["files_snapshot"], "release": r.get("release")})
-    clock("stranded")
+    clock.mark("stranded")
     placement = _placements(county)        # what the apply just put in force
     backed_up = backup_plan.sources(inv, placement).files
     wants: dict[str, backup.ReplicaWant] = {}
@@ -120,11 +107,11 @@ def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, A
         except GovhostError as exc:
             out["restored"] += [{"tenant": t, "what": "php files/database/upload area",
                                  "from": "backup", "error": str(exc)} for t in sorted(wants)]
-    clock("restore")
+    clock.mark("restore")
     out["search"] = _search(county, say)
-    clock("search")
+    clock.mark("search")
     out["messages"] = _messages(county, name, say, copies=True)
-    clock("messages")
+    clock.mark("messages")
     out["result"] = "replaced" if result.ok and not any("error" in r for r in out["restored"]) \
         and "error" not in out["messages"] else "partial"
     return out

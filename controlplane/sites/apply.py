@@ -96,7 +96,7 @@ class ApplyResult:
     stranded: dict[str, str] = field(default_factory=dict)   # unit -> live release no node has
     firewall: dict[str, str] = field(default_factory=dict)   # node -> its confirmation
     after: dict[str, Any] = field(default_factory=dict)      # converge.service.follow_up
-    # Where the run's time went, part by part (seconds; _Clock), and how long the canary's
+    # Where the run's time went, part by part (seconds; PhaseClock), and how long the canary's
     # activation took: what an operator (and bench/apply_scale.py) reads to see why a run
     # was slow.
     phases: dict[str, float] = field(default_factory=dict)
@@ -126,9 +126,9 @@ class ApplyResult:
         }
 
 
-class _Clock:
-    """Splits one apply's wall time into its parts: each `mark` closes the part that ran
-    since the one before (a part met twice, as the stage of a whole release after a delta,
+class PhaseClock:
+    """Splits one run's wall time into its parts (an apply's, a node replacement's): each
+    `mark` closes the part that ran since the one before (a part met twice, as the stage of a whole release after a delta,
     adds up)."""
 
     def __init__(self, start: float):
@@ -255,7 +255,7 @@ class _Run:
     outcomes: dict[str, NodeOutcome]
     result: "ApplyResult"
     say: Progress
-    clock: _Clock
+    clock: PhaseClock
 
 
 def placement(county: County, state: State) -> tuple[Inventory, dict[str, tuple[str, ...]]]:
@@ -460,7 +460,7 @@ def apply(
 def _apply_locked(county: County, state: State, say: Progress,
                   confirm: Callable[[Plan], bool] | None, started: float,
                   share_for_node: str | None = None) -> ApplyResult:
-    clock = _Clock(started)
+    clock = PhaseClock(started)
     sdir = county.state_dir
     known_hosts = county.known_hosts
     # What does each node really run? Drift (or a rebuilt node) means it must be shipped

@@ -172,6 +172,9 @@ def carry_out(link: Link, moves: Sequence[Move], holdings_now: Mapping[str, Mapp
     """Do the moves (a few at a time; each unit's releases in order, each the delta base of
     the next), then switch the target to the live release."""
 
+    def arrived(m: Move) -> None:
+        say(m.target, "content", f"{m.tenant} {m.live} from {m.source}")
+
     def one(m: Move) -> MoveResult:
         held = holdings_now.get(m.target, {}).get(m.tenant, Holding())
         base = max((r for r in held.releases if r <= m.releases[0]), default=None) \
@@ -189,7 +192,7 @@ def carry_out(link: Link, moves: Sequence[Move], holdings_now: Mapping[str, Mapp
         except (SyncError, subprocess.TimeoutExpired, OSError) as exc:
             say(m.target, "content", f"{m.tenant} failed")
             return MoveResult(m, False, total, str(exc))
-        say(m.target, "content", f"{m.tenant} {m.live} from {m.source}")
+        arrived(m)
         return MoveResult(m, True, total)
 
     if not moves:
@@ -210,8 +213,7 @@ def carry_out(link: Link, moves: Sequence[Move], holdings_now: Mapping[str, Mapp
         out = transfer_many(link, ms)
         for r in out:
             if r.ok:
-                say(r.move.target, "content", f"{r.move.tenant} {r.move.live} from "
-                    f"{r.move.source}")
+                arrived(r.move)
         return out
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -10,11 +10,11 @@ import io
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 
 from govhost_node import backup
+from tests.unit.govhost_node.restic_node import night, point_at_repository
 
 pytestmark = pytest.mark.skipif(shutil.which("restic") is None, reason="restic not installed")
 PASSWORD = "pw-for-restore-many"
@@ -22,9 +22,6 @@ PASSWORD = "pw-for-restore-many"
 
 @pytest.fixture
 def node(tmp_path, monkeypatch):
-    repo = tmp_path / "repo"
-    subprocess.run(["restic", "-r", str(repo), "init"], check=True, capture_output=True,
-                   env={**os.environ, "RESTIC_PASSWORD": PASSWORD})
     sites = tmp_path / "sites"
     homes = {}
     for t in ("jiaoyu", "wenlv", "renshe"):
@@ -36,26 +33,14 @@ def node(tmp_path, monkeypatch):
         (home / "upload" / "草稿" / "通知.html").write_text(f"{t} 未发布")
         (home / "files").mkdir()
         (home / "files" / "up.txt").write_text(f"{t} 网站自己写的")
-    spec = {"node": "n3", "password": PASSWORD,
-            "repository": {"url": str(repo), "path": str(repo), "user": "govhost-backup",
-                           "address": "127.0.0.1", "port": 22, "local": False},
-            "files": [{"tenant": t, "home": str(h), "schedule": "02:30"}
-                      for t, h in homes.items()],
-            "databases": []}
-    (tmp_path / "backup.json").write_text(json.dumps(spec))
-    state = tmp_path / "state"
-    for name, value in (("SPEC", tmp_path / "backup.json"), ("STATE", state),
-                        ("STATUS", state / "status.json"), ("SITES", sites),
-                        ("RESTORE", tmp_path / "restore")):
-        monkeypatch.setattr(backup, name, str(value))
+    point_at_repository(tmp_path, monkeypatch, homes, PASSWORD, node="n3")
+    monkeypatch.setattr(backup, "SITES", str(sites))
+    monkeypatch.setattr(backup, "RESTORE", str(tmp_path / "restore"))
     return {"homes": homes, "tmp": tmp_path}
 
 
 def _snapshot_ids(capsys) -> dict[str, str]:
-    backup.run(argparse.Namespace(schedule=None, tenant=None, tag=None, run=None, jobs=2,
-                                  always=False))
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    return {r["tenant"]: r["snapshot"] for r in lines if r.get("event") == "result"}
+    return {t: r["snapshot"] for t, r in night(capsys).items()}
 
 
 def _restore_many(monkeypatch, capsys, wants: list) -> dict[str, dict]:

@@ -5,7 +5,6 @@ chmod, rename, a modification time set back, a new live release, a repository ma
 a tag or --always make one."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ import subprocess
 import pytest
 
 from govhost_node import backup
+from tests.unit.govhost_node.restic_node import night, point_at_repository
 
 pytestmark = pytest.mark.skipif(shutil.which("restic") is None, reason="restic not installed")
 PASSWORD = "pw-for-unchanged"
@@ -33,32 +33,12 @@ def _tree(home) -> None:
 
 @pytest.fixture
 def node(tmp_path, monkeypatch):
-    repo = tmp_path / "repo"
-    subprocess.run(["restic", "-r", str(repo), "init"], check=True, capture_output=True,
-                   env={**os.environ, "RESTIC_PASSWORD": PASSWORD})
     homes = {}
     for t in ("jiaoyu", "wenlv"):
         homes[t] = tmp_path / "sites" / t
         _tree(homes[t])
-    spec = {"node": "n1", "password": PASSWORD,
-            "repository": {"url": str(repo), "path": str(repo), "user": "govhost-backup",
-                           "address": "127.0.0.1", "port": 22, "local": False},
-            "files": [{"tenant": t, "home": str(h), "schedule": "02:30"}
-                      for t, h in homes.items()],
-            "databases": []}
-    (tmp_path / "backup.json").write_text(json.dumps(spec))
-    state = tmp_path / "state"
-    monkeypatch.setattr(backup, "SPEC", str(tmp_path / "backup.json"))
-    monkeypatch.setattr(backup, "STATE", str(state))
-    monkeypatch.setattr(backup, "STATUS", str(state / "status.json"))
+    repo = point_at_repository(tmp_path, monkeypatch, homes, PASSWORD)
     return {"repo": repo, "homes": homes, "tmp": tmp_path}
-
-
-def _run(capsys, *tags: str, always: bool = False) -> dict[str, dict]:
-    backup.run(argparse.Namespace(schedule=None, tenant=None, tag=list(tags) or None,
-                                  run=None, jobs=2, always=always))
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    return {r["tenant"]: r for r in lines if r.get("event") == "result"}
 
 
 def _snapshots(repo) -> int:
@@ -69,10 +49,10 @@ def _snapshots(repo) -> int:
 
 
 def test_an_unchanged_tree_makes_no_snapshot_and_its_status_stays_fresh(node, capsys):
-    first = _run(capsys)
+    first = night(capsys)
     assert all(r["ok"] and not r.get("unchanged") for r in first.values())
     assert _snapshots(node["repo"]) == 2
-    second = _run(capsys)
+    second = night(capsys)
     assert all(r["ok"] and r["unchanged"] for r in second.values()), second
     assert {t: r["snapshot"] for t, r in second.items()} == \
         {t: r["snapshot"] for t, r in first.items()}
@@ -83,7 +63,7 @@ def test_an_unchanged_tree_makes_no_snapshot_and_its_status_stays_fresh(node, ca
 
 @pytest.mark.parametrize("change", ["write", "chmod", "mtime_set_back", "rename", "release"])
 def test_every_kind_of_change_makes_a_snapshot_of_that_unit_only(node, capsys, change):
-    _run(capsys)
+    night(capsys)
     home = node["homes"]["jiaoyu"]
     f = home / "upload" / "a.txt"
     before = os.stat(f)
@@ -99,7 +79,7 @@ def test_every_kind_of_change_makes_a_snapshot_of_that_unit_only(node, capsys, c
     elif change == "release":
         (home / "current").unlink()
         (home / "current").symlink_to("releases/r2")
-    again = _run(capsys)
+    again = night(capsys)
     assert not again["jiaoyu"].get("unchanged") and again["jiaoyu"]["ok"], again["jiaoyu"]
     assert again["wenlv"]["unchanged"]
     assert _snapshots(node["repo"]) == 3
@@ -107,22 +87,22 @@ def test_every_kind_of_change_makes_a_snapshot_of_that_unit_only(node, capsys, c
 
 def test_what_restic_leaves_out_changes_nothing(node, capsys):
     """var/ and the releases that are not live are not in the snapshot."""
-    _run(capsys)
+    night(capsys)
     home = node["homes"]["jiaoyu"]
     (home / "var" / "cache").write_text("changed")
     (home / "releases" / "r2" / "index.html").write_text("<h1>改</h1>")
-    assert _run(capsys)["jiaoyu"]["unchanged"]
+    assert night(capsys)["jiaoyu"]["unchanged"]
 
 
 def test_a_tag_always_or_a_new_repository_makes_a_snapshot(node, capsys):
-    _run(capsys)
-    assert not any(r.get("unchanged") for r in _run(capsys, "reason=pre-restore").values())
-    assert not any(r.get("unchanged") for r in _run(capsys, always=True).values())
+    night(capsys)
+    assert not any(r.get("unchanged") for r in night(capsys, "reason=pre-restore").values())
+    assert not any(r.get("unchanged") for r in night(capsys, always=True).values())
     assert _snapshots(node["repo"]) == 6
     shutil.rmtree(node["repo"])                  # the backup node's disk replaced, say
     subprocess.run(["restic", "-r", str(node["repo"]), "init"], check=True,
                    capture_output=True, env={**os.environ, "RESTIC_PASSWORD": PASSWORD})
-    fresh = _run(capsys)
+    fresh = night(capsys)
     assert not any(r.get("unchanged") for r in fresh.values()) and \
         all(r["ok"] for r in fresh.values())
     assert _snapshots(node["repo"]) == 2
@@ -130,30 +110,30 @@ def test_a_tag_always_or_a_new_repository_makes_a_snapshot(node, capsys):
 
 def test_a_failed_snapshot_is_not_taken_for_one_that_holds_the_tree(node, capsys,
                                                                     monkeypatch):
-    _run(capsys)
+    night(capsys)
     (node["homes"]["jiaoyu"] / "upload" / "a.txt").write_text("丁")
 
     def broken(*a, **k):
         raise backup.BackupError("restic exit 1 (fatal error (nothing saved)): test")
     monkeypatch.setattr(backup, "_backup", broken)
     with pytest.raises(SystemExit):
-        _run(capsys)
+        night(capsys)
     capsys.readouterr()
     monkeypatch.undo()
     monkeypatch.setattr(backup, "SPEC", str(node["tmp"] / "backup.json"))
     monkeypatch.setattr(backup, "STATE", str(node["tmp"] / "state"))
     monkeypatch.setattr(backup, "STATUS", str(node["tmp"] / "state" / "status.json"))
-    again = _run(capsys)
+    again = night(capsys)
     assert not again["jiaoyu"].get("unchanged") and again["jiaoyu"]["ok"]
 
 
 def test_a_snapshot_removed_from_the_repository_is_not_taken_to_hold_the_tree(node, capsys):
     """Retention or an operator removed the snapshot the status names: the next run makes
     one again instead of naming a snapshot that is gone."""
-    first = _run(capsys)
+    first = night(capsys)
     gone = first["jiaoyu"]["snapshot"]
     subprocess.run(["restic", "-r", str(node["repo"]), "forget", gone], check=True,
                    capture_output=True, env={**os.environ, "RESTIC_PASSWORD": PASSWORD})
-    again = _run(capsys)
+    again = night(capsys)
     assert not again["jiaoyu"].get("unchanged") and again["jiaoyu"]["snapshot"] != gone
     assert again["wenlv"]["unchanged"]

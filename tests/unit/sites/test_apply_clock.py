@@ -9,7 +9,7 @@ from controlplane.sites import apply
 def test_every_second_lands_in_one_part_and_a_part_met_twice_adds_up(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(apply.time, "monotonic", lambda: now[0])
-    clock = apply._Clock(100.0)
+    clock = apply.PhaseClock(100.0)
     for part, took in (("plan", 0.5), ("status", 0.25), ("stage", 2.0), ("stage", 1.0)):
         now[0] += took
         clock.mark(part)
