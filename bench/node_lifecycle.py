@@ -116,7 +116,8 @@ def replacement(units: int, files: int) -> dict:
             "backup_s": backup_s, "replace_s": replace_s, "moved_bytes": moved,
             "tree_bytes": tree_bytes, "rsync_s": rsync_s, "uploads_restored": uploads,
             "phases": out["phases"] | {f"apply_{k}": v for k, v in
-                                       out["apply"].get("phases", {}).items()}}
+                                       out["apply"].get("phases", {}).items()},
+            "side_by_side": out.get("side_by_side", {})}
 
 
 def main() -> None:
@@ -139,6 +140,8 @@ def main() -> None:
           f"{r['moved_bytes'] / 2**20:.1f} MiB streamed")
     print("  where the time went: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["phases"].items()
                                                 if v >= 0.05))
+    print("  of which side by side: " + ", ".join(f"{k} {v:.1f} s"
+                                                  for k, v in r["side_by_side"].items()))
     print(f"floor: rsync -a of n3's content tree ({r['tree_bytes'] / 2**20:.1f} MiB): "
           f"{r['rsync_s']:.1f} s")
     print(f"ratio replace/rsync: {r['replace_s'] / r['rsync_s']:.1f}x "
@@ -148,7 +151,7 @@ def main() -> None:
         print(json.dumps({
             "bench": "node_lifecycle", "bare_to_serving_seconds": round(b, 1),
             **{k: r[k] for k in ("units", "files", "held_by_n3", "moved_bytes", "tree_bytes",
-                                 "uploads_restored", "phases")},
+                                 "uploads_restored", "phases", "side_by_side")},
             "publish_seconds": round(r["publish_s"], 1),
             "backup_seconds": round(r["backup_s"], 1),
             "replace": {"seconds": round(r["replace_s"], 1),

@@ -75,6 +75,9 @@ def _node_life(fn, name: str, as_json: bool) -> None:
         if res.get("phases"):
             out.print("time taken: " + ", ".join(f"{k} {v:.1f} s" for k, v in
                                                  res["phases"].items() if v >= 0.05))
+        if res.get("side_by_side"):
+            out.print("  of which side by side: " + ", ".join(
+                f"{k} {v:.1f} s" for k, v in res["side_by_side"].items()))
         if res.get("replicas") is not None:
             out.print(f"{name} holds {len(res['replicas'])} replica(s)")
         if res.get("next"):

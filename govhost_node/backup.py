@@ -835,11 +835,25 @@ def snapshots(args: argparse.Namespace) -> None:
 
 
 def _restore(restic: Restic, snap: str, target: str, *includes: str) -> float:
+    """Restore `snap` into the empty directory `target`: first without restic's repository
+    lock, then, if that failed, with it. Taking and dropping the lock is most of a small
+    restore's time: over SFTP on the lab 0.28 s a restore against 0.06 s without (a replaced
+    node restores a hundred upload areas). Reading without the lock is safe because nothing
+    in a repository changes under a name: restic names each snapshot, index and pack file by
+    the SHA-256 of its contents and encrypts it with authentication, so a read finds the
+    very bytes it looks for or nothing. What a prune running meanwhile can do is remove a
+    pack or index the restore still reads; that try then fails, and the second, under the
+    lock, reads what the prune left (or is refused, as every restore was before, while the
+    prune's exclusive lock is held)."""
     t0 = time.time()
     args = ["restore", snap, "--target", target]
     for inc in includes:
         args += ["--include", inc]
-    r = restic.run(*args)
+    r = restic.run(*args, "--no-lock")
+    if r.returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)        # what the first try wrote
+        os.mkdir(target, 0o700)
+        r = restic.run(*args)
     if r.returncode != 0:
         raise BackupError(f"restore of {snap[:8]} failed: {_restic_error(r)}")
     return time.time() - t0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from controlplane.backup import control
@@ -98,23 +99,41 @@ def replace(county: County, name: str, say: Say = lambda _: None) -> dict[str, A
             upload=backed_up.get(t.name) == name and t.name not in result.stranded)
         if want.php_files or want.database or want.upload:
             wants[t.name] = want
-    if wants:
-        say(f"{name}: {len(wants)} unit(s) have work only the backup holds (upload areas, "
-            "PHP files/, databases); restoring it")
-        try:
-            out["restored"] += [{"from": "backup", **r}
-                                for r in backup.restore_replicas(county, name, wants, say=say)]
-        except GovhostError as exc:
-            out["restored"] += [{"tenant": t, "what": "php files/database/upload area",
-                                 "from": "backup", "error": str(exc)} for t in sorted(wants)]
-    clock.mark("restore")
-    out["search"] = _search(county, say)
-    clock.mark("search")
-    out["messages"] = _messages(county, name, say, copies=True)
-    clock.mark("messages")
+    # Three independent pieces of work, side by side: the backup node's repository feeds
+    # the restores, the control machine's master index the search, and the other nodes the
+    # messages; one after another they were about half of a replacement (stop 59: 28, 13
+    # and 1 s of 102).
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        timed = {"restore": pool.submit(_timed, _restore_replicas, county, name, wants, say),
+                 "search": pool.submit(_timed, _search, county, say),
+                 "messages": pool.submit(_timed, _messages, county, name, say, True)}
+        done = {k: f.result() for k, f in timed.items()}
+    clock.mark("restore, search and messages")
+    out["restored"] += done["restore"][0]
+    out["search"], out["messages"] = done["search"][0], done["messages"][0]
+    out["side_by_side"] = {k: round(v[1], 3) for k, v in done.items()}
     out["result"] = "replaced" if result.ok and not any("error" in r for r in out["restored"]) \
         and "error" not in out["messages"] else "partial"
     return out
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    t0 = time.monotonic()
+    return fn(*args), time.monotonic() - t0
+
+
+def _restore_replicas(county: County, name: str, wants: dict[str, backup.ReplicaWant],
+                      say: Say) -> list[dict[str, Any]]:
+    if not wants:
+        return []
+    say(f"{name}: {len(wants)} unit(s) have work only the backup holds (upload areas, "
+        "PHP files/, databases); restoring it")
+    try:
+        return [{"from": "backup", **r}
+                for r in backup.restore_replicas(county, name, wants, say=say)]
+    except GovhostError as exc:
+        return [{"tenant": t, "what": "php files/database/upload area", "from": "backup",
+                 "error": str(exc)} for t in sorted(wants)]
 
 
 def _messages(county: County, name: str, say: Say, copies: bool) -> dict[str, Any]:

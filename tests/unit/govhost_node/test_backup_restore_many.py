@@ -111,3 +111,79 @@ def test_a_bad_line_refuses_the_whole_list_before_anything_is_touched(node, monk
             {"tenant": "wenlv", "snapshot": snaps["wenlv"], "upload": True}, line])
     assert os.listdir(homes["wenlv"] / "upload") == []
     assert not os.path.exists(backup.RESTORE) or os.listdir(backup.RESTORE) == []
+
+
+@pytest.fixture
+def watched_restic(tmp_path, monkeypatch):
+    """The real restic behind a wrapper first on PATH that writes each call's arguments to a
+    log, and that makes a lock-free restore fail, after it wrote part of its files, while
+    the file `fail-unlocked` exists. That failure stands in for a `prune` removing a pack
+    the restore still reads: a race this test cannot time with the real prune."""
+    real = shutil.which("restic")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log, marker = tmp_path / "restic-calls", tmp_path / "fail-unlocked"
+    wrapper = bin_dir / "restic"
+    wrapper.write_text(
+        "#!/bin/bash\n"
+        f'echo "$*" >> {log}\n'
+        'if [[ " $* " == *" restore "* && " $* " == *" --no-lock "* ]] '
+        f"&& [ -e {marker} ]; then\n"
+        f'  {real} "$@" >/dev/null 2>&1\n'
+        '  echo "Fatal: There were 1 errors" >&2; exit 1\n'
+        "fi\n"
+        f'exec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return {"log": log, "marker": marker}
+
+
+def _restores(log) -> list[str]:
+    return [line for line in log.read_text().splitlines() if line.split()[:1] != ["snapshots"]
+            and " restore " in f" {line} "]
+
+
+def test_restores_read_without_the_repository_lock(node, watched_restic, monkeypatch, capsys):
+    """Taking and dropping restic's lock was most of a small restore's time (0.28 s of it
+    over SFTP on the lab, 0.06 s without): each restore reads without it first."""
+    snaps = _snapshot_ids(capsys)
+    homes = node["homes"]
+    for home in homes.values():
+        _wipe(home)
+    watched_restic["log"].write_text("")
+    out = _restore_many(monkeypatch, capsys, [
+        {"tenant": t, "snapshot": snaps[t], "upload": True} for t in ("jiaoyu", "wenlv")])
+    assert all(r["ok"] for r in out.values()), out
+    calls = _restores(watched_restic["log"])
+    assert len(calls) == 2 and all("--no-lock" in c.split() for c in calls), calls
+    for t in ("jiaoyu", "wenlv"):
+        assert (homes[t] / "upload" / "草稿" / "通知.html").read_text() == f"{t} 未发布"
+
+
+def test_a_lock_free_restore_that_fails_is_tried_again_under_the_lock(node, watched_restic,
+                                                                     monkeypatch, capsys):
+    snaps = _snapshot_ids(capsys)
+    homes = node["homes"]
+    _wipe(homes["jiaoyu"])
+    watched_restic["log"].write_text("")
+    watched_restic["marker"].touch()
+    out = _restore_many(monkeypatch, capsys, [
+        {"tenant": "jiaoyu", "snapshot": snaps["jiaoyu"], "upload": True}])
+    assert out["jiaoyu"]["ok"], out
+    calls = [c.split() for c in _restores(watched_restic["log"])]
+    assert [("--no-lock" in c) for c in calls] == [True, False], calls
+    assert (homes["jiaoyu"] / "upload" / "草稿" / "通知.html").read_text() == "jiaoyu 未发布"
+    # the second try restored into an emptied directory: only what the snapshot holds
+    assert sorted(os.listdir(homes["jiaoyu"] / "upload")) == ["草稿"]
+
+
+def test_a_restore_that_fails_under_the_lock_too_is_reported(node, watched_restic, monkeypatch,
+                                                              capsys):
+    _snapshot_ids(capsys)
+    _wipe(node["homes"]["jiaoyu"])
+    watched_restic["log"].write_text("")
+    out = _restore_many(monkeypatch, capsys, [
+        {"tenant": "jiaoyu", "snapshot": "0123456789abcdef", "upload": True}])
+    assert not out["jiaoyu"]["ok"] and "0123456" in out["jiaoyu"]["error"], out
+    calls = [c.split() for c in _restores(watched_restic["log"])]
+    assert [("--no-lock" in c) for c in calls] == [True, False], calls
