@@ -8,6 +8,8 @@ a change only on top of the release it was computed from, and says what it holds
 control plane can send a whole unit again when a node missed a change (it was down).
 
     govhost-search apply          JSON lines on stdin (changes); prints what it holds
+    govhost-search load           the master index whole, gzip on stdin (a node that lacks
+                                  most units: a new or replaced one); prints what it holds
     govhost-search state          prints what it holds: {unit: live release}
     govhost-search serve --listen ADDR:PORT [--workers N]
                                   answers /search?q=...&sort=date|relevance&page=N; nginx sets
@@ -22,18 +24,22 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import gzip
 import html
 import json
 import os
 import re
+import shutil
 import sqlite3
 import sys
+import tempfile
 import threading
 import time
+import zlib
 from array import array
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from govhost_node.layout import NODE
@@ -643,10 +649,44 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
+def load(db: str, stream: BinaryIO) -> Index:
+    """Make this node's index the control machine's master copy, sent whole (gzip). A node
+    that lacks most units (new, replaced, or its index dropped for a new VERSION) was sent
+    each unit as a change, and indexing 300 units' pages anew on a replaced lab node took
+    10-13 s; copying the finished index takes a few. The copy is checked before anything
+    changes (its version, SQLite's quick_check) and goes in through SQLite's backup in one
+    transaction: the search server's readers see the old index or the new, never half."""
+    folder = os.path.dirname(db)
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out, gzip.GzipFile(fileobj=stream, mode="rb") as gz:
+            shutil.copyfileobj(gz, out, 1 << 20)
+        src = sqlite3.connect(f"file:{tmp}?mode=ro", uri=True)
+        try:
+            version = src.execute("PRAGMA user_version").fetchone()[0]
+            if version != VERSION:
+                raise ValueError(f"the index sent is of version {version}, this node's "
+                                 f"govhost reads {VERSION}: apply first")
+            check = src.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise ValueError(f"the index sent is damaged: {check}")
+            index = Index(db)
+            src.backup(index.db)
+        finally:
+            src.close()
+    finally:
+        for path in (tmp, f"{tmp}-wal", f"{tmp}-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    return index
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="govhost-search")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("apply")
+    sub.add_parser("load")
     sub.add_parser("state")
     s = sub.add_parser("serve")
     s.add_argument("--listen", required=True)
@@ -657,6 +697,13 @@ def main() -> None:
     a = ap.parse_args()
     if a.cmd == "serve":
         serve(a.listen, a.db, a.workers)
+        return
+    if a.cmd == "load":
+        try:
+            index = load(a.db, sys.stdin.buffer)
+        except (ValueError, OSError, EOFError, zlib.error, sqlite3.DatabaseError) as exc:
+            sys.exit(f"govhost-search load: nothing changed: {exc}")
+        print(json.dumps({"held": index.releases(), "refused": [], "at": time.time()}))
         return
     index = Index(a.db)
     if a.cmd == "apply":

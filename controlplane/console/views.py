@@ -62,7 +62,7 @@ def unit(county: County, name: str, now: float | None = None) -> dict[str, Any]:
     row = gathered["tenants"][0]
     with county.state() as st:
         releases = st.content_releases(name)
-        checked = st.compliance(None).get(name, {})
+        checked = st.compliance(None, tenant=name).get(name, {})
         certs = st.certificates()
         backups = {k: v for (u, k), v in st.last_backups().items() if u == name}
         since = time.strftime("%Y-%m-%d", time.localtime(now - VISIT_DAYS * DAY))

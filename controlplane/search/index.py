@@ -10,10 +10,16 @@ from every node's results when the sync that follows the rollback or removal ret
 """
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import shutil
+import sqlite3
 import subprocess
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 from controlplane.core import pagetext, paths
@@ -123,6 +129,26 @@ def _remove(idx: node_search.Index, gone: list[str], why: str,
     return changes
 
 
+def _copy(idx: node_search.Index, folder: Path) -> Path:
+    """A consistent gzip copy of the master index beside it: SQLite's backup, then gzip at
+    level 1 (on text, a fifth of level 9's CPU for 1.18 times the bytes)."""
+    fd, raw = tempfile.mkstemp(prefix=".whole-", suffix=".db", dir=folder)
+    os.close(fd)
+    try:
+        dst = sqlite3.connect(raw)
+        try:
+            idx.db.backup(dst)
+            dst.execute("PRAGMA journal_mode=DELETE")     # one file, no -wal beside it
+        finally:
+            dst.close()
+        packed = Path(raw + ".gz")
+        with open(raw, "rb") as src, gzip.open(packed, "wb", compresslevel=1) as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        return packed
+    finally:
+        os.unlink(raw)
+
+
 def drop_removed(county: County, say: Say = lambda _: None) -> list[str]:
     """Units that are no longer served (gone from the inventory, or now a proxy site) leave
     the county search at once, on every node; after an apply. Returns them."""
@@ -152,12 +178,28 @@ def _ship(county: County, idx: node_search.Index, changes: list[dict[str, Any]],
     want = idx.releases()
     exports: dict[str, dict[str, Any] | None] = {}
     lock = threading.Lock()     # one connection to the master index, shared by the threads
+    whole: list[Path] = []      # the master copied once, for every node that gets it whole
 
     def one(node: Node) -> tuple[str, dict[str, Any]]:
         try:
             held = send(node, [json.dumps(c, ensure_ascii=False) + "\n" for c in changes])
             behind = sorted(t for t in want if held.get(t, "-") != want[t])
             stale = sorted(set(held) - set(want))
+            if len(behind) * 2 > len(want):
+                # most units missing (a new or replaced node): the master's file itself
+                with lock:
+                    if not whole:
+                        whole.append(_copy(idx, county.state_dir / "search"))
+                try:
+                    with whole[0].open("rb") as f:
+                        held = json.loads(link.run(node.name, "load", data=f, timeout=1800,
+                                                   tool=paths.NODE_SEARCH_TOOL))["held"]
+                except SyncError as exc:     # a node whose govhost predates `load`
+                    say(f"{node.name}: the whole index not taken ({exc}); unit by unit")
+                else:
+                    say(f"{node.name}: the whole index sent ({len(behind)} unit(s) behind)")
+                    return node.name, {"units": len(held), "sent_whole": behind,
+                                       "removed": stale, "index_file": True}
             if behind or stale:
                 lines = [json.dumps({"tenant": t, "remove": True}) + "\n" for t in stale]
                 for t in behind:
@@ -169,11 +211,16 @@ def _ship(county: County, idx: node_search.Index, changes: list[dict[str, Any]],
                 held = send(node, lines)
                 say(f"{node.name}: {len(behind)} unit(s) sent whole, {len(stale)} removed")
             return node.name, {"units": len(held), "sent_whole": behind, "removed": stale}
-        except (SyncError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        except (SyncError, OSError, subprocess.TimeoutExpired, ValueError,
+                sqlite3.Error) as exc:
             return node.name, {"error": str(exc)}
 
-    with ThreadPoolExecutor(max_workers=max(1, len(web))) as pool:
-        result = dict(pool.map(one, web))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(web))) as pool:
+            result = dict(pool.map(one, web))
+    finally:
+        for f in whole:
+            f.unlink(missing_ok=True)
     failed = {n: r["error"] for n, r in result.items() if "error" in r}
     if failed:
         raise SearchError("the search index could not be sent to " + "; ".join(

@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import BinaryIO, Callable, Iterator, Mapping, Sequence
 
 from controlplane.core import paths, remote
 from controlplane.core.errors import GovhostError
@@ -48,10 +48,12 @@ class Link:
         cmd = " ".join([tool, *(shlex.quote(a) for a in args)])
         return remote.ssh_argv(self.hosts, self.nodes[node], self.known_hosts, cmd)
 
-    def run(self, node: str, *args: str, data: bytes | None = None,
+    def run(self, node: str, *args: str, data: bytes | BinaryIO | None = None,
             timeout: float = 600, tool: str = TOOL) -> str:
-        r = subprocess.run(self.argv(node, *args, tool=tool), input=data, capture_output=True,
-                           timeout=timeout)
+        """`data`: the tool's stdin, bytes or an open file (streamed, not read into memory)."""
+        feed = {"input": data} if data is None or isinstance(data, bytes) else {"stdin": data}
+        r = subprocess.run(self.argv(node, *args, tool=tool), capture_output=True,
+                           timeout=timeout, **feed)
         if r.returncode != 0:
             raise SyncError(f"{args[0]} on {node}: "
                             f"{r.stderr.decode(errors='replace').strip() or r.returncode}")

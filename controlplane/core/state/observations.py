@@ -115,8 +115,10 @@ class ObservationRecords(Store):
                            [(week, t, at, json.dumps(v, ensure_ascii=False, sort_keys=True))
                             for t, v in verdicts.items()])
 
-    def compliance(self, week: str | None = None) -> dict[str, dict[str, Any]]:
-        """tenant -> {checked_at, verdicts} of `week` (the latest week checked if None)."""
+    def compliance(self, week: str | None = None,
+                   tenant: str | None = None) -> dict[str, dict[str, Any]]:
+        """tenant -> {checked_at, verdicts} of `week` (the latest week checked if None); of
+        `tenant` alone if given (one unit's page need not decode 5,000 units' verdicts)."""
         if week is None:
             row = self.db.execute("SELECT week FROM compliance WHERE checked_at <= ? "
                                   "ORDER BY checked_at DESC LIMIT 1",
@@ -124,7 +126,8 @@ class ObservationRecords(Store):
             if row is None:
                 return {}
             week = row[0]
+        one = "" if tenant is None else " AND tenant = ?"
         return {t: {"week": week, "checked_at": at, "verdicts": json.loads(v)}
                 for t, at, v in self.db.execute(
-                    "SELECT tenant, checked_at, verdicts FROM compliance WHERE week = ?",
-                    (week,))}
+                    "SELECT tenant, checked_at, verdicts FROM compliance WHERE week = ?" + one,
+                    (week,) if tenant is None else (week, tenant))}

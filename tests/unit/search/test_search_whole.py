@@ -1,0 +1,145 @@
+"""A node that lacks most units (new, replaced, its index dropped for a new version) gets the
+master index whole (`govhost-search load`), the others only the changes; with the real
+`govhost-search` of each "node" run here (over SSH on the lab), real SQLite and jieba. A
+copy that is damaged, cut short or of another version changes nothing on the node."""
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from controlplane.core import paths
+from controlplane.search import index, pages
+from controlplane.sites import content_sync
+from govhost_node import search as node_search
+
+REPO = Path(__file__).resolve().parents[3]
+UNITS = [f"unit{i:02d}" for i in range(6)]
+
+
+class SearchLink(content_sync.Link):
+    """Each node's `govhost-search` on an index under the test's directory, without SSH."""
+
+    def __init__(self, base: Path) -> None:
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "calls", [])
+
+    def argv(self, node: str, *args: str, tool: str = content_sync.TOOL) -> list[str]:
+        assert tool == paths.NODE_SEARCH_TOOL
+        self.calls.append((node, args[0]))
+        driver = ("import sys; from govhost_node import search; "
+                  "sys.argv = ['govhost-search', sys.argv[1], '--db', sys.argv[2]]; "
+                  "search.main()")
+        return [sys.executable, "-c", driver, args[0], str(self.base / node / "index.db")]
+
+
+def _change(unit: str, release: str, base: str | None, n: int = 3) -> dict:
+    put = [pages.record(f"{unit}.qingshui.gov.cn", f"p{j}.html", f"{unit}-{release}-{j}",
+                        f"<title>{unit} 通知 {j}</title><p>{unit} 政务公开 {release}</p>"
+                        .encode(), node_search.segment) for j in range(n)]
+    return {"tenant": unit, "title": unit, "release": release, "base": base, "drop": [],
+            "put": put}
+
+
+def _node(base: Path, node: str, changes: list[dict]) -> None:
+    idx = node_search.Index(str(base / node / "index.db"))
+    try:
+        for c in changes:
+            idx.apply(c)
+    finally:
+        idx.close()
+
+
+def _held(base: Path, node: str) -> dict:
+    idx = node_search.Index(str(base / node / "index.db"))
+    try:
+        return {"units": idx.releases(), "hits": idx.search("政务公开")["total"]}
+    finally:
+        idx.close()
+
+
+@pytest.fixture
+def county(tmp_path, monkeypatch):
+    link = SearchLink(tmp_path)
+    monkeypatch.setattr(index, "Link", lambda *a: link)
+    web = [types.SimpleNamespace(name=n) for n in ("n1", "n2")]
+    (tmp_path / "state" / "search").mkdir(parents=True)
+    return types.SimpleNamespace(
+        inv=types.SimpleNamespace(hosts=types.SimpleNamespace(web_nodes=web)),
+        known_hosts=tmp_path / "known_hosts", state_dir=tmp_path / "state", link=link,
+        base=tmp_path)
+
+
+def test_a_node_lacking_most_units_gets_the_master_whole(county):
+    words = {"words": ["政务公开"]}
+    master = index.master(county)
+    try:
+        for c in [words, *(_change(u, "r1", None) for u in UNITS)]:
+            master.apply(c)
+        # n1 holds every unit at r1; n2 is new but for one stale unit the county no longer has
+        _node(county.base, "n1", [words, *(_change(u, "r1", None) for u in UNITS)])
+        _node(county.base, "n2", [_change("gone", "r9", None)])
+        # this sync: unit00 published again
+        change = _change("unit00", "r2", "r1", n=4)
+        master.apply(change)
+        out = index._ship(county, master, [words, change], lambda _: None)
+    finally:
+        master.close()
+    assert out["n2"].get("index_file") and out["n2"]["sent_whole"] == UNITS
+    assert out["n2"]["removed"] == ["gone"]
+    assert not out["n1"].get("index_file") and out["n1"]["sent_whole"] == []
+    for node in ("n1", "n2"):
+        held = _held(county.base, node)
+        assert held["units"] == {"unit00": "r2", **{u: "r1" for u in UNITS[1:]}}, node
+        assert held["hits"] == 4 + 3 * 5, node
+    assert [c for c in county.link.calls if c[0] == "n2"] == [("n2", "apply"), ("n2", "load")]
+    # the copy made for it is gone
+    assert [p.name for p in (county.state_dir / "search").iterdir()] == ["index.db"]
+
+
+def _load(base: Path, node: str, data: bytes) -> subprocess.CompletedProcess:
+    return subprocess.run(SearchLink(base).argv(node, "load", tool=paths.NODE_SEARCH_TOOL),
+                          input=data, capture_output=True, cwd=REPO)
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage", "not sqlite", "version"])
+def test_a_bad_copy_changes_nothing_on_the_node(tmp_path, damage):
+    _node(tmp_path, "m", [_change(u, "r1", None) for u in UNITS])
+    _node(tmp_path, "n2", [_change("unit00", "r7", None)])
+    before = _held(tmp_path, "n2")
+    src = node_search.Index(str(tmp_path / "m" / "index.db"))
+    try:
+        if damage == "version":
+            src.db.execute("PRAGMA user_version = 99")
+        packed = index._copy(src, tmp_path)
+    finally:
+        src.close()
+    data = packed.read_bytes()
+    data = {"cut": data[: len(data) // 2], "garbage": b"\x1f\x8b" + b"x" * 5000,
+            "not sqlite": gzip.compress(b"SQLite format 2\0" + b"y" * 8192),
+            "version": data}[damage]
+    r = _load(tmp_path, "n2", data)
+    assert r.returncode != 0 and b"nothing changed" in r.stderr, r
+    assert _held(tmp_path, "n2") == before
+    assert [p.name for p in (tmp_path / "n2").iterdir() if p.name.startswith(".incoming")] == []
+
+
+def test_a_good_copy_is_taken_whole(tmp_path):
+    _node(tmp_path, "m", [_change(u, "r1", None) for u in UNITS])
+    _node(tmp_path, "n2", [_change("unit00", "r7", None), _change("gone", "r1", None)])
+    src = node_search.Index(str(tmp_path / "m" / "index.db"))
+    try:
+        packed = index._copy(src, tmp_path)
+    finally:
+        src.close()
+    r = _load(tmp_path, "n2", packed.read_bytes())
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["held"] == {u: "r1" for u in UNITS}
+    assert _held(tmp_path, "n2") == {"units": {u: "r1" for u in UNITS}, "hits": 18}
+    assert sorted(p.name for p in (tmp_path / "n2").iterdir()) == ["index.db"] + \
+        [f"index.db-{x}" for x in ("shm", "wal") if (tmp_path / "n2" / f"index.db-{x}").exists()]
