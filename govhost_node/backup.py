@@ -834,6 +834,13 @@ def snapshots(args: argparse.Namespace) -> None:
         die(str(exc), 2)
 
 
+# How long a restore waits for an exclusive lock (a `prune`, a `check`) to go: restic 0.14
+# has no --retry-lock and refuses at once.
+RESTORE_LOCK_WAIT = 1800
+RESTORE_LOCK_PAUSE = 5.0        # the first pause between tries; doubled up to a minute
+NO_SUCH_SNAPSHOT = (b"no matching ID found", b"invalid id")
+
+
 def _restore(restic: Restic, snap: str, target: str, *includes: str) -> float:
     """Restore `snap` into the empty directory `target`: first without restic's repository
     lock, then, if that failed, with it. Taking and dropping the lock is most of a small
@@ -841,22 +848,38 @@ def _restore(restic: Restic, snap: str, target: str, *includes: str) -> float:
     node restores a hundred upload areas). Reading without the lock is safe because nothing
     in a repository changes under a name: restic names each snapshot, index and pack file by
     the SHA-256 of its contents and encrypts it with authentication, so a read finds the
-    very bytes it looks for or nothing. What a prune running meanwhile can do is remove a
-    pack or index the restore still reads; that try then fails, and the second, under the
-    lock, reads what the prune left (or is refused, as every restore was before, while the
-    prune's exclusive lock is held)."""
+    very bytes it looks for or nothing, and restic 0.14 ends a restore that could not read
+    something with an error (exit 1). A prune is no longer kept from starting while restores
+    run, as their locks did: one that removes a pack a restore still reads fails that try
+    (after restic's own retries of the missing file, about a minute), and the second try,
+    under the lock, waits for the prune's exclusive lock to go (up to RESTORE_LOCK_WAIT)
+    and reads what it left."""
     t0 = time.time()
     args = ["restore", snap, "--target", target]
     for inc in includes:
         args += ["--include", inc]
     r = restic.run(*args, "--no-lock")
-    if r.returncode != 0:
-        shutil.rmtree(target, ignore_errors=True)        # what the first try wrote
-        os.mkdir(target, 0o700)
-        r = restic.run(*args)
+    if r.returncode != 0 and not any(m in r.stderr for m in NO_SUCH_SNAPSHOT):
+        deadline, pause = time.monotonic() + RESTORE_LOCK_WAIT, RESTORE_LOCK_PAUSE
+        while True:
+            _empty(target)                      # what the try before wrote
+            r = restic.run(*args)
+            if r.returncode == 0 or b"already locked" not in r.stderr \
+                    or time.monotonic() + pause > deadline:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 60.0)
     if r.returncode != 0:
         raise BackupError(f"restore of {snap[:8]} failed: {_restic_error(r)}")
     return time.time() - t0
+
+
+def _empty(target: str) -> None:
+    try:
+        shutil.rmtree(target)
+        os.mkdir(target, 0o700)
+    except OSError as exc:
+        raise BackupError(f"could not empty {target} for another try: {exc}") from None
 
 
 def _scratch(prefix: str) -> str:

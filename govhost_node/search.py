@@ -658,6 +658,11 @@ def load(db: str, stream: BinaryIO) -> Index:
     transaction: the search server's readers see the old index or the new, never half."""
     folder = os.path.dirname(db)
     os.makedirs(folder, mode=0o755, exist_ok=True)
+    for name in os.listdir(folder):      # a load killed (a reboot, the OOM killer) left it
+        path = os.path.join(folder, name)
+        with contextlib.suppress(FileNotFoundError):
+            if name.startswith(".incoming-") and time.time() - os.lstat(path).st_mtime > 3600:
+                os.unlink(path)
     fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as out, gzip.GzipFile(fileobj=stream, mode="rb") as gz:
@@ -675,6 +680,12 @@ def load(db: str, stream: BinaryIO) -> Index:
             src.backup(index.db)
         finally:
             src.close()
+        # The copy went in through the write-ahead log, as big as the index: folded into
+        # the index and emptied, once no search is reading (queries take milliseconds).
+        for _ in range(50):
+            if index.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                break
+            time.sleep(0.1)
     finally:
         for path in (tmp, f"{tmp}-wal", f"{tmp}-shm"):
             with contextlib.suppress(FileNotFoundError):

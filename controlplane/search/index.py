@@ -10,6 +10,8 @@ from every node's results when the sync that follows the rollback or removal ret
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import json
 import os
@@ -20,7 +22,7 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from controlplane.core import pagetext, paths
 from controlplane.core.county import County
@@ -129,11 +131,29 @@ def _remove(idx: node_search.Index, gone: list[str], why: str,
     return changes
 
 
+@contextlib.contextmanager
+def _one_ship_at_a_time(county: County) -> Iterator[None]:
+    """Syncs from this control machine ship one after another (a publish's waits for a node
+    replacement's): a node sent the master whole must not have a change another sync sent
+    it meanwhile undone by a copy made before that change. Each node's call is bounded by
+    its timeout, so the wait is too; the kernel drops the lock of a process that dies."""
+    folder = county.state_dir / "search"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "ship.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _copy(idx: node_search.Index, folder: Path) -> Path:
     """A consistent gzip copy of the master index beside it: SQLite's backup, then gzip at
-    level 1 (on text, a fifth of level 9's CPU for 1.18 times the bytes)."""
+    level 1 (on text, a fifth of level 9's CPU for 1.18 times the bytes). Nothing is left
+    behind when it fails (a full disk)."""
     fd, raw = tempfile.mkstemp(prefix=".whole-", suffix=".db", dir=folder)
     os.close(fd)
+    packed = Path(raw + ".gz")
     try:
         dst = sqlite3.connect(raw)
         try:
@@ -141,12 +161,16 @@ def _copy(idx: node_search.Index, folder: Path) -> Path:
             dst.execute("PRAGMA journal_mode=DELETE")     # one file, no -wal beside it
         finally:
             dst.close()
-        packed = Path(raw + ".gz")
         with open(raw, "rb") as src, gzip.open(packed, "wb", compresslevel=1) as out:
             shutil.copyfileobj(src, out, 1 << 20)
         return packed
+    except BaseException:
+        packed.unlink(missing_ok=True)
+        raise
     finally:
-        os.unlink(raw)
+        for path in (raw, f"{raw}-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def drop_removed(county: County, say: Say = lambda _: None) -> list[str]:
@@ -178,7 +202,7 @@ def _ship(county: County, idx: node_search.Index, changes: list[dict[str, Any]],
     want = idx.releases()
     exports: dict[str, dict[str, Any] | None] = {}
     lock = threading.Lock()     # one connection to the master index, shared by the threads
-    whole: list[Path] = []      # the master copied once, for every node that gets it whole
+    whole: list[Path | None] = []    # the master copied once (None: it could not be)
 
     def one(node: Node) -> tuple[str, dict[str, Any]]:
         try:
@@ -189,17 +213,23 @@ def _ship(county: County, idx: node_search.Index, changes: list[dict[str, Any]],
                 # most units missing (a new or replaced node): the master's file itself
                 with lock:
                     if not whole:
-                        whole.append(_copy(idx, county.state_dir / "search"))
+                        try:
+                            whole.append(_copy(idx, county.state_dir / "search"))
+                        except (OSError, sqlite3.Error) as exc:      # a full disk here
+                            whole.append(None)
+                            say(f"the whole index could not be copied ({exc}); unit by unit")
                 try:
-                    with whole[0].open("rb") as f:
-                        held = json.loads(link.run(node.name, "load", data=f, timeout=1800,
-                                                   tool=paths.NODE_SEARCH_TOOL))["held"]
-                except SyncError as exc:     # a node whose govhost predates `load`
+                    if whole[0] is not None:
+                        with whole[0].open("rb") as f:
+                            held = json.loads(link.run(
+                                node.name, "load", data=f, timeout=1800,
+                                tool=paths.NODE_SEARCH_TOOL))["held"]
+                        say(f"{node.name}: the whole index sent ({len(behind)} unit(s) "
+                            "behind)")
+                        return node.name, {"units": len(held), "sent_whole": behind,
+                                           "removed": stale, "index_file": True}
+                except SyncError as exc:     # a node whose govhost predates `load`, its disk
                     say(f"{node.name}: the whole index not taken ({exc}); unit by unit")
-                else:
-                    say(f"{node.name}: the whole index sent ({len(behind)} unit(s) behind)")
-                    return node.name, {"units": len(held), "sent_whole": behind,
-                                       "removed": stale, "index_file": True}
             if behind or stale:
                 lines = [json.dumps({"tenant": t, "remove": True}) + "\n" for t in stale]
                 for t in behind:
@@ -216,11 +246,13 @@ def _ship(county: County, idx: node_search.Index, changes: list[dict[str, Any]],
             return node.name, {"error": str(exc)}
 
     try:
-        with ThreadPoolExecutor(max_workers=max(1, len(web))) as pool:
+        with _one_ship_at_a_time(county), ThreadPoolExecutor(max_workers=max(1, len(web))) \
+                as pool:
             result = dict(pool.map(one, web))
     finally:
         for f in whole:
-            f.unlink(missing_ok=True)
+            if f is not None:
+                f.unlink(missing_ok=True)
     failed = {n: r["error"] for n, r in result.items() if "error" in r}
     if failed:
         raise SearchError("the search index could not be sent to " + "; ".join(

@@ -123,6 +123,7 @@ def watched_restic(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log, marker = tmp_path / "restic-calls", tmp_path / "fail-unlocked"
+    locked = tmp_path / "locked-tries"
     wrapper = bin_dir / "restic"
     wrapper.write_text(
         "#!/bin/bash\n"
@@ -132,10 +133,17 @@ def watched_restic(tmp_path, monkeypatch):
         f'  {real} "$@" >/dev/null 2>&1\n'
         '  echo "Fatal: There were 1 errors" >&2; exit 1\n'
         "fi\n"
+        'if [[ " $* " == *" restore "* && " $* " != *" --no-lock "* ]] '
+        f"&& [ -s {locked} ] && [ $(cat {locked}) -gt 0 ]; then\n"
+        f"  echo $(( $(cat {locked}) - 1 )) > {locked}\n"
+        '  echo "Fatal: unable to create lock in backend: repository is already locked '
+        'exclusively by PID 4242 on backup by root (UID 0, GID 0)" >&2; exit 1\n'
+        "fi\n"
         f'exec {real} "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    return {"log": log, "marker": marker}
+    monkeypatch.setattr(backup, "RESTORE_LOCK_PAUSE", 0.01)
+    return {"log": log, "marker": marker, "locked": locked}
 
 
 def _restores(log) -> list[str]:
@@ -177,8 +185,39 @@ def test_a_lock_free_restore_that_fails_is_tried_again_under_the_lock(node, watc
     assert sorted(os.listdir(homes["jiaoyu"] / "upload")) == ["草稿"]
 
 
-def test_a_restore_that_fails_under_the_lock_too_is_reported(node, watched_restic, monkeypatch,
-                                                              capsys):
+def test_the_try_under_the_lock_waits_for_an_exclusive_lock_to_go(node, watched_restic,
+                                                                  monkeypatch, capsys):
+    """A prune holds the repository exclusively: the second try waits (restic 0.14 refuses
+    at once) and restores when the lock is gone."""
+    snaps = _snapshot_ids(capsys)
+    homes = node["homes"]
+    _wipe(homes["jiaoyu"])
+    watched_restic["log"].write_text("")
+    watched_restic["marker"].touch()
+    watched_restic["locked"].write_text("3")
+    out = _restore_many(monkeypatch, capsys, [
+        {"tenant": "jiaoyu", "snapshot": snaps["jiaoyu"], "upload": True}])
+    assert out["jiaoyu"]["ok"], out
+    calls = [c.split() for c in _restores(watched_restic["log"])]
+    assert [("--no-lock" in c) for c in calls] == [True, False, False, False, False], calls
+    assert (homes["jiaoyu"] / "upload" / "草稿" / "通知.html").read_text() == "jiaoyu 未发布"
+
+
+def test_a_lock_that_stays_is_waited_for_a_bounded_time(node, watched_restic, monkeypatch,
+                                                         capsys):
+    snaps = _snapshot_ids(capsys)
+    _wipe(node["homes"]["jiaoyu"])
+    watched_restic["marker"].touch()
+    watched_restic["locked"].write_text("1000")
+    monkeypatch.setattr(backup, "RESTORE_LOCK_WAIT", 0.2)
+    out = _restore_many(monkeypatch, capsys, [
+        {"tenant": "jiaoyu", "snapshot": snaps["jiaoyu"], "upload": True}])
+    assert not out["jiaoyu"]["ok"] and "already locked" in out["jiaoyu"]["error"], out
+    assert os.listdir(node["homes"]["jiaoyu"] / "upload") == []
+
+
+def test_a_snapshot_that_does_not_exist_is_not_tried_again(node, watched_restic, monkeypatch,
+                                                            capsys):
     _snapshot_ids(capsys)
     _wipe(node["homes"]["jiaoyu"])
     watched_restic["log"].write_text("")
@@ -186,4 +225,4 @@ def test_a_restore_that_fails_under_the_lock_too_is_reported(node, watched_resti
         {"tenant": "jiaoyu", "snapshot": "0123456789abcdef", "upload": True}])
     assert not out["jiaoyu"]["ok"] and "0123456" in out["jiaoyu"]["error"], out
     calls = [c.split() for c in _restores(watched_restic["log"])]
-    assert [("--no-lock" in c) for c in calls] == [True, False], calls
+    assert [("--no-lock" in c) for c in calls] == [True], calls

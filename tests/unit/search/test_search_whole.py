@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -99,7 +101,8 @@ def test_a_node_lacking_most_units_gets_the_master_whole(county):
         assert held["hits"] == 4 + 3 * 5, node
     assert [c for c in county.link.calls if c[0] == "n2"] == [("n2", "apply"), ("n2", "load")]
     # the copy made for it is gone
-    assert [p.name for p in (county.state_dir / "search").iterdir()] == ["index.db"]
+    assert sorted(p.name for p in (county.state_dir / "search").iterdir()
+                  if not p.name.startswith("index.db-")) == ["index.db", "ship.lock"]
 
 
 def _load(base: Path, node: str, data: bytes) -> subprocess.CompletedProcess:
@@ -132,6 +135,9 @@ def test_a_bad_copy_changes_nothing_on_the_node(tmp_path, damage):
 def test_a_good_copy_is_taken_whole(tmp_path):
     _node(tmp_path, "m", [_change(u, "r1", None) for u in UNITS])
     _node(tmp_path, "n2", [_change("unit00", "r7", None), _change("gone", "r1", None)])
+    left = tmp_path / "n2" / ".incoming-left-by-a-reboot"     # a load killed long ago
+    left.write_bytes(b"x" * 100)
+    os.utime(left, (time.time() - 7200, time.time() - 7200))
     src = node_search.Index(str(tmp_path / "m" / "index.db"))
     try:
         packed = index._copy(src, tmp_path)
@@ -143,3 +149,47 @@ def test_a_good_copy_is_taken_whole(tmp_path):
     assert _held(tmp_path, "n2") == {"units": {u: "r1" for u in UNITS}, "hits": 18}
     assert sorted(p.name for p in (tmp_path / "n2").iterdir()) == ["index.db"] + \
         [f"index.db-{x}" for x in ("shm", "wal") if (tmp_path / "n2" / f"index.db-{x}").exists()]
+    # the copy went in through the write-ahead log, which is emptied again
+    wal = tmp_path / "n2" / "index.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_a_copy_that_cannot_be_made_here_sends_unit_by_unit(county, monkeypatch):
+    def full_disk(*a):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(index, "_copy", full_disk)
+    master = index.master(county)
+    try:
+        for c in [{"words": ["政务公开"]}, *(_change(u, "r1", None) for u in UNITS)]:
+            master.apply(c)
+        said: list[str] = []
+        out = index._ship(county, master, [{"words": ["政务公开"]}], said.append)
+    finally:
+        master.close()
+    for node in ("n1", "n2"):
+        assert not out[node].get("index_file") and out[node]["sent_whole"] == UNITS, out
+        assert _held(county.base, node)["units"] == {u: "r1" for u in UNITS}
+    assert sum("could not be copied" in s for s in said) == 1, said
+
+
+def test_syncs_ship_one_after_another(county):
+    """Another sync (another process) is shipping: this one waits for it before it sends a
+    node anything, so a whole copy made before that sync's change cannot undo it."""
+    import fcntl
+    import threading
+    master = index.master(county)
+    try:
+        master.apply(_change("unit00", "r1", None))
+        lock = os.open(county.state_dir / "search" / "ship.lock", os.O_RDWR | os.O_CREAT)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done: list[dict] = []
+        t = threading.Thread(target=lambda: done.append(
+            index._ship(county, master, [], lambda _: None)))
+        t.start()
+        t.join(1.0)
+        assert county.link.calls == [] and not done      # waiting, nothing sent
+        os.close(lock)                                    # the other sync ends
+        t.join(60)
+        assert done and all(not r.get("error") for r in done[0].values()), done
+    finally:
+        master.close()
