@@ -216,6 +216,44 @@ def test_a_link_planted_in_the_stream_is_refused(source):
     assert not (source / "dst" / "sites" / "wenlv" / "releases" / R1).exists()
 
 
+@pytest.mark.parametrize("damage", ["planted link", "outside", "gone", "a directory"])
+def test_a_release_that_cannot_be_sent_fails_its_unit_alone(tmp_path, damage):
+    """On the source, a hostile unit's release (its files are the unit's to shape over SFTP
+    until published; a node's disk can lose files): one listed file is a link to a secret,
+    a path outside the release, gone, or a directory. pack-many leaves that unit out from
+    there and goes on; the units after it arrive; nothing of the secret travels."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"root:$6$hash")
+    release(tmp_path, "src", "aaa", R1, {"index.html": b"a1", "x.html": b"x"})
+    release(tmp_path, "src", "aaa", R2, {"index.html": b"a2", "x.html": b"x"}, live=True)
+    release(tmp_path, "src", "zzz", R1, {"index.html": b"z"}, live=True)
+    bad = tmp_path / "src" / "sites" / "aaa" / "releases" / R1
+    if damage == "planted link":
+        (bad / "x.html").unlink()
+        (bad / "x.html").symlink_to(secret)
+    elif damage == "outside":
+        (bad / ".digests").write_text((bad / ".digests").read_text() +
+                                      f"{'0' * 64}  ../../zzz/releases/{R1}/index.html\n")
+    elif damage == "gone":
+        (bad / "x.html").unlink()
+    else:
+        (bad / "x.html").unlink()
+        (bad / "x.html").mkdir()
+    units = {"aaa": ([R1, R2], R2), "zzz": ([R1], R1)}
+    packed = tenants(tmp_path, "src", "pack-many", stdin=ask(units))
+    assert packed.returncode == 0 and b"aaa" in packed.stderr, packed.stderr
+    with tarfile.open(fileobj=io.BytesIO(packed.stdout), mode="r:gz") as tar:
+        sent = {m.name: tar.extractfile(m).read() for m in tar}
+    assert b"root:" not in b"".join(sent.values())
+    assert not any(n.startswith(f"aaa/{R2}/") for n in sent), sorted(sent)
+    res = results(tenants(tmp_path, "dst", "receive-many",
+                          stdin=head(units) + packed.stdout).stdout)
+    assert not res["aaa"]["ok"] and res["zzz"]["ok"], res
+    sites = tmp_path / "dst" / "sites"
+    assert not (sites / "aaa" / "current").exists()
+    assert (sites / "zzz" / "current" / "index.html").read_bytes() == b"z"
+
+
 @pytest.mark.parametrize("line", ["../etc 20261201T100000-aaaaaa", "wenlv ../../x",
                                   "wenlv $(reboot)"])
 def test_a_bad_name_asked_of_pack_many_is_refused(source, line):
