@@ -8,7 +8,9 @@ reached through n1's nginx (console.<domain>), as units' staff reach it. Measure
   overview   GET / as a county operator: every unit ranked by days since its last update
              (median and p95 of R requests)
   unit page  GET /units/<unit> as the unit's editor: its site probed through every node, its
-             releases, certificate, backups, quota, visits (median and p95)
+             releases, certificate, backups, quota, visits (median and p95); and, in
+             process, what the page asks the nodes (the unit's holdings and agent figures)
+             side by side with asking for every unit's, as the page did before stop 60
   upload     a site of M MB (default 100; incompressible files) as a zip through the browser's
              path: upload (nginx -> console -> the first replica) and submit, until live on
              every replica
@@ -44,8 +46,10 @@ sys.path.insert(0, str(REPO))
 
 from _common import applied, console_address, console_started  # noqa: E402
 
+from controlplane.core import remote  # noqa: E402
 from controlplane.core.county import County  # noqa: E402
 from controlplane.lab import machines as lab  # noqa: E402
+from controlplane.sites import status  # noqa: E402
 from tests.helpers import free_port, generated_county  # noqa: E402
 
 NODE = "10.77.0.11"
@@ -142,6 +146,30 @@ def overview_in_process(n: int, reps: int) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def node_questions(inv: Path, unit: str, reps: int) -> dict:
+    """What a unit's page asks the nodes, one unit's (since stop 60) against every unit's
+    (before: each node's holdings of all its units, every line of its agent parsed), the
+    two taken turn about; milliseconds, median."""
+    county = County(inv)
+    nodes = list(county.inv.hosts.nodes)
+
+    def ask(one: bool) -> float:
+        t0 = time.perf_counter()
+        remote.node_status(county.inv.hosts, nodes, county.known_hosts, content=True,
+                           only=(unit,) if one else ())
+        for node in nodes:
+            status.agent_metrics(node.address, county.inv.metrics, only=unit if one else None)
+        return (time.perf_counter() - t0) * 1000
+
+    got: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(reps):
+        for one in (True, False):
+            got[one].append(ask(one))
+    one_ms, every_ms = statistics.median(got[True]), statistics.median(got[False])
+    return {"one_unit_ms": round(one_ms, 1), "every_unit_ms": round(every_ms, 1),
+            "x": round(every_ms / one_ms, 2)}
+
+
 def main() -> None:
     as_json = "--json" in sys.argv
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
@@ -186,6 +214,10 @@ def main() -> None:
         print(f"\nconsole pages, {n} units, {reps} requests each, through n1's nginx:")
         print(f"  overview (operator)      {stats(overview)}")
         print(f"  unit page (editor)       {stats(unit_page)}")
+        asked = node_questions(inv, "unit0001", max(3, reps // 3))
+        print(f"  what the unit page asks the nodes, in process: {asked['one_unit_ms']:.0f} ms; "
+              f"asking for every unit's, as before: {asked['every_unit_ms']:.0f} ms "
+              f"({asked['x']:.1f}x)")
 
         files = site_files(mb)
         buf = io.BytesIO()
@@ -224,6 +256,7 @@ def main() -> None:
             print(json.dumps({
                 "bench": "console", "units": n, "requests": reps,
                 "overview": {**_ms(overview), "target_ms": 100}, "unit_page": _ms(unit_page),
+                "unit_page_node_questions": asked,
                 "site_mb": mb, "console_seconds": round(t_console, 2),
                 "cli_seconds": round(t_cli, 2), "console_x_cli": round(t_console / t_cli, 2)}))
     finally:

@@ -70,6 +70,7 @@ def _publish_scale(r: dict[str, Any]) -> None:
 
 def _console(r: dict[str, Any]) -> None:
     assert r["units"] == 4 and r["overview"]["median_ms"] > 0, r
+    assert r["unit_page_node_questions"]["one_unit_ms"] > 0, r
 
 
 def _content_safety(r: dict[str, Any]) -> None:
