@@ -65,20 +65,49 @@ def previous_id(lay: Layout) -> str:
         return "none"
 
 
-def intact(release: str) -> bool:
+def intact(release: str, cache: str | None = None) -> bool:
     """Is a staged release still exactly what was shipped? (Files are shared between releases
     by hard links, so a file edited by hand on the node damages every release that has
-    it.)"""
+    it.) `cache`: a file of each file's inode, size, mtime and ctime when it last hashed
+    right; a file whose stat is the same is not read again. `status` checks the live
+    release on every ask (a unit's console page, `govhost status`, each apply), and hashing
+    the 12,700 files of a 5,000-unit county's release took 0.43 s of each (profiled on a lab
+    node, stop 60). The ctime is in the key because nothing sets it back: a file written and
+    its mtime put back still counts as changed."""
     try:
         listed = digests.read(release)
     except (OSError, ValueError):
         return False
     if not listed:
         return False
+    known: dict[str, list] = {}
+    if cache is not None:
+        try:
+            with open(cache, encoding="utf-8") as f:
+                loaded = json.load(f)
+            known = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            known = {}
+    fresh: dict[str, list] = {}
     try:
-        return all(digests.file_sha256(os.path.join(release, p)) == d for p, d in listed.items())
+        for rel, digest in listed.items():
+            path = os.path.join(release, rel)
+            st = os.lstat(path)
+            key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest]
+            if known.get(path) != key and digests.file_sha256(path) != digest:
+                return False
+            fresh[path] = key
     except OSError:
         return False
+    if cache is not None and fresh != known:
+        tmp = f"{cache}.{os.getpid()}.tmp"      # two asks at once: the last one's stands
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(fresh, f)
+            os.replace(tmp, cache)
+        except OSError:
+            pass                                # only a shortcut: the next ask hashes again
+    return True
 
 
 def _drain_stdin() -> None:
@@ -395,7 +424,8 @@ def status(lay: Layout) -> dict:
         except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
             floating = []
         vrrp_on = vrrp.running(lay)
-    return {"release": cur, "intact": cur != "none" and intact(f"{lay.releases}/{cur}"),
+    return {"release": cur, "intact": cur != "none" and intact(
+                f"{lay.releases}/{cur}", cache=f"{lay.state}/config-verified.json"),
             "nginx_running": services.nginx_running(lay), "agent_running": agent,
             "php_running": php, "bootstrap": version, "boot_time": boot_time(),
             "firewall": firewall.status(lay), "floating": floating,
