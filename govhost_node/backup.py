@@ -56,6 +56,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
@@ -838,7 +839,17 @@ def snapshots(args: argparse.Namespace) -> None:
 # has no --retry-lock and refuses at once.
 RESTORE_LOCK_WAIT = 1800
 RESTORE_LOCK_PAUSE = 5.0        # the first pause between tries; doubled up to a minute
-NO_SUCH_SNAPSHOT = (b"no matching ID found", b"invalid id")
+NO_SUCH_SNAPSHOT = b"no matching ID found"
+# One wait for the whole process (a restore-many's units share it): each unit waiting its own
+# 30 minutes behind a lock that stays would add up to hours, past the control machine's
+# patience.
+_lock_wait: dict[str, float] = {}
+_lock_wait_guard = threading.Lock()
+
+
+def _lock_deadline() -> float:
+    with _lock_wait_guard:
+        return _lock_wait.setdefault("until", time.monotonic() + RESTORE_LOCK_WAIT)
 
 
 def _restore(restic: Restic, snap: str, target: str, *includes: str) -> float:
@@ -852,25 +863,28 @@ def _restore(restic: Restic, snap: str, target: str, *includes: str) -> float:
     something with an error (exit 1). A prune is no longer kept from starting while restores
     run, as their locks did: one that removes a pack a restore still reads fails that try
     (after restic's own retries of the missing file, about a minute), and the second try,
-    under the lock, waits for the prune's exclusive lock to go (up to RESTORE_LOCK_WAIT)
-    and reads what it left."""
+    under the lock, waits for the prune's exclusive lock to go (up to RESTORE_LOCK_WAIT,
+    one wait for every restore of the process) and reads what it left."""
     t0 = time.time()
     args = ["restore", snap, "--target", target]
     for inc in includes:
         args += ["--include", inc]
-    r = restic.run(*args, "--no-lock")
-    if r.returncode != 0 and not any(m in r.stderr for m in NO_SUCH_SNAPSHOT):
-        deadline, pause = time.monotonic() + RESTORE_LOCK_WAIT, RESTORE_LOCK_PAUSE
+    r = first = restic.run(*args, "--no-lock")
+    if r.returncode != 0 and NO_SUCH_SNAPSHOT not in r.stderr:
+        pause = RESTORE_LOCK_PAUSE
         while True:
             _empty(target)                      # what the try before wrote
             r = restic.run(*args)
             if r.returncode == 0 or b"already locked" not in r.stderr \
-                    or time.monotonic() + pause > deadline:
+                    or time.monotonic() + pause > _lock_deadline():
                 break
             time.sleep(pause)
             pause = min(pause * 2, 60.0)
     if r.returncode != 0:
-        raise BackupError(f"restore of {snap[:8]} failed: {_restic_error(r)}")
+        why = _restic_error(r)
+        if r is not first:                      # the first try's reason may be the real one
+            why = f"{_restic_error(first)}; under the lock: {why}"
+        raise BackupError(f"restore of {snap[:8]} failed: {why}")
     return time.time() - t0
 
 

@@ -15,11 +15,13 @@ A release refused by a check never becomes complete, so no node activates it
 (exits.BASE_MISSING)."""
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -89,14 +91,21 @@ def intact(release: str, cache: str | None = None) -> bool:
         except (OSError, ValueError):
             known = {}
     fresh: dict[str, list] = {}
+    # A file changed twice within one tick of the clock keeps its ctime; one hashed that
+    # recently is checked again next time (git's "racily clean").
+    settled = _now_ns() - 2_000_000_000
     try:
         for rel, digest in listed.items():
             path = os.path.join(release, rel)
-            st = os.lstat(path)
-            key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest]
-            if known.get(path) != key and digests.file_sha256(path) != digest:
+            if cache is None:
+                if digests.file_sha256(path) != digest:
+                    return False
+                continue
+            key = _checked(path, digest, known.get(path))
+            if key is None:
                 return False
-            fresh[path] = key
+            if key[3] < settled:
+                fresh[path] = key
     except OSError:
         return False
     if cache is not None and fresh != known:
@@ -108,6 +117,31 @@ def intact(release: str, cache: str | None = None) -> bool:
         except OSError:
             pass                                # only a shortcut: the next ask hashes again
     return True
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _checked(path: str, digest: str, known: list | None) -> list | None:
+    """`path`'s stat key if it holds `digest` (read only when `known`, its key when it last
+    hashed right, differs), else None. The file is opened once, without following a link,
+    and its key taken from what was opened: a link put in a file's place, or a file
+    changed between a stat and the read, cannot be taken for the file that was hashed."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest]
+        if known == key:
+            return key
+        h = hashlib.sha256()
+        for block in iter(lambda: os.read(fd, 1 << 20), b""):
+            h.update(block)
+        return key if h.hexdigest() == digest else None
+    finally:
+        os.close(fd)
 
 
 def _drain_stdin() -> None:

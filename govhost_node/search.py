@@ -647,6 +647,24 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
+def _empty_wal(index: Index) -> None:
+    """The copy went in through the write-ahead log, which grew as big as the index (and
+    stays that big after a copy that failed, a full disk): folded into the index and
+    emptied once no search is reading. Queries take milliseconds; each try waits 0.1 s at
+    most, not the connection's 30, and after 5 s the log is left for SQLite to reuse."""
+    index.db.execute("PRAGMA busy_timeout = 100")
+    try:
+        for _ in range(50):
+            try:
+                if index.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                    return
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.1)
+    finally:
+        index.db.execute("PRAGMA busy_timeout = 30000")
+
+
 def load(db: str, stream: BinaryIO) -> Index:
     """Make this node's index the control machine's master copy, sent whole (the SQLite
     file on stdin). A node that lacks most units (new, replaced, or its index dropped for a
@@ -676,15 +694,12 @@ def load(db: str, stream: BinaryIO) -> Index:
             if check != "ok":
                 raise ValueError(f"the index sent is damaged: {check}")
             index = Index(db)
-            src.backup(index.db)
+            try:
+                src.backup(index.db)
+            finally:
+                _empty_wal(index)
         finally:
             src.close()
-        # The copy went in through the write-ahead log, as big as the index: folded into
-        # the index and emptied, once no search is reading (queries take milliseconds).
-        for _ in range(50):
-            if index.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
-                break
-            time.sleep(0.1)
     finally:
         for path in (tmp, f"{tmp}-wal", f"{tmp}-shm"):
             with contextlib.suppress(FileNotFoundError):

@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,6 +32,9 @@ from controlplane.sites.content_sync import Link, SyncError
 from govhost_node import search as node_search
 
 Say = Callable[[str], None]
+
+
+SHIP_WAIT = 120      # seconds a sync waits for another one's shipping
 
 
 class SearchError(GovhostError):
@@ -133,13 +137,30 @@ def _remove(idx: node_search.Index, gone: list[str], why: str,
 def _one_ship_at_a_time(county: County) -> Iterator[None]:
     """Syncs from this control machine ship one after another (a publish's waits for a node
     replacement's): a node sent the master whole must not have a change another sync sent
-    it meanwhile undone by a copy made before that change. Each node's call is bounded by
-    its timeout, so the wait is too; the kernel drops the lock of a process that dies."""
+    it meanwhile undone by a copy made before that change. A sync waits SHIP_WAIT seconds
+    at most (a publish is not held up for a replacement's whole search step) and then says
+    to sync later; the kernel drops the lock of a process that dies."""
     folder = county.state_dir / "search"
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / "ship.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + SHIP_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SearchError(
+                        f"another search sync has been sending to the nodes for over "
+                        f"{SHIP_WAIT} s (a node replaced or added?); the master index has "
+                        "this change: run `govhost search sync` when it is done") from None
+                time.sleep(0.2)
+        # a copy left by a sync that was killed while it shipped
+        for old in folder.glob(".whole-*"):
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - old.stat().st_mtime > 3600:
+                    old.unlink()
         yield
     finally:
         os.close(fd)

@@ -143,6 +143,7 @@ def watched_restic(tmp_path, monkeypatch):
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setattr(backup, "RESTORE_LOCK_PAUSE", 0.01)
+    monkeypatch.setattr(backup, "_lock_wait", {})         # a new process's wait
     return {"log": log, "marker": marker, "locked": locked}
 
 
@@ -213,16 +214,31 @@ def test_a_lock_that_stays_is_waited_for_a_bounded_time(node, watched_restic, mo
     out = _restore_many(monkeypatch, capsys, [
         {"tenant": "jiaoyu", "snapshot": snaps["jiaoyu"], "upload": True}])
     assert not out["jiaoyu"]["ok"] and "already locked" in out["jiaoyu"]["error"], out
+    # the first try's reason is kept beside the lock's
+    assert "There were 1 errors" in out["jiaoyu"]["error"], out
     assert os.listdir(node["homes"]["jiaoyu"] / "upload") == []
 
 
-def test_a_snapshot_that_does_not_exist_is_not_tried_again(node, watched_restic, monkeypatch,
-                                                            capsys):
-    _snapshot_ids(capsys)
-    _wipe(node["homes"]["jiaoyu"])
+def test_units_waiting_for_a_lock_share_one_wait(node, watched_restic, monkeypatch, capsys):
+    """Units behind a lock that stays, one after another: together they wait one
+    RESTORE_LOCK_WAIT, not one each (at 200 units a call, each its own 30 minutes would be
+    days). The first tries twice (0.2 s apart, the wait 0.3 s); the second starts after the
+    wait is over and tries once, where a wait of its own would give it two tries too."""
+    snaps = _snapshot_ids(capsys)
+    for home in node["homes"].values():
+        _wipe(home)
+    watched_restic["marker"].touch()
+    watched_restic["locked"].write_text("1000")
+    monkeypatch.setattr(backup, "RESTORE_LOCK_WAIT", 0.3)
+    monkeypatch.setattr(backup, "RESTORE_LOCK_PAUSE", 0.2)
     watched_restic["log"].write_text("")
-    out = _restore_many(monkeypatch, capsys, [
-        {"tenant": "jiaoyu", "snapshot": "0123456789abcdef", "upload": True}])
-    assert not out["jiaoyu"]["ok"] and "0123456" in out["jiaoyu"]["error"], out
-    calls = [c.split() for c in _restores(watched_restic["log"])]
-    assert [("--no-lock" in c) for c in calls] == [True], calls
+    first, second = "jiaoyu", "wenlv"
+    text = "".join(json.dumps({"tenant": t, "snapshot": snaps[t], "upload": True}) + "\n"
+                   for t in (first, second))
+    monkeypatch.setattr(backup.sys, "stdin", io.StringIO(text))
+    backup.restore_many(argparse.Namespace(jobs=1))
+    out = {r["tenant"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert not out[first]["ok"] and not out[second]["ok"], out
+    locked = [c for c in _restores(watched_restic["log"]) if "--no-lock" not in c.split()]
+    tries = {t: sum(snaps[t] in c for c in locked) for t in (first, second)}
+    assert tries == {first: 2, second: 1}, tries

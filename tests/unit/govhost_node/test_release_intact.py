@@ -30,14 +30,23 @@ def release(tmp_path):
 
 @pytest.fixture
 def hashed(monkeypatch):
-    """The files read to be hashed, in order."""
+    """The files read to be hashed, in order; and the clock 10 s on, so that the files the
+    test just wrote count as settled (one changed within 2 s of a check is read again)."""
     seen: list[str] = []
-    real = digests.file_sha256
+    real_checked, real_sha = releases._checked, digests.file_sha256
 
-    def counting(path: str) -> str:
+    def checked(path, digest, known):
+        key = real_checked(path, digest, known)
+        if key is None or key != known:
+            seen.append(os.path.basename(path))
+        return key
+
+    def sha(path):
         seen.append(os.path.basename(path))
-        return real(path)
-    monkeypatch.setattr(digests, "file_sha256", counting)
+        return real_sha(path)
+    monkeypatch.setattr(releases, "_checked", checked)
+    monkeypatch.setattr(digests, "file_sha256", sha)
+    monkeypatch.setattr(releases, "_now_ns", lambda: time.time_ns() + 10_000_000_000)
     return seen
 
 
@@ -62,6 +71,28 @@ def test_a_file_changed_with_its_mtime_put_back_is_found(release, tmp_path, hash
     hashed.clear()
     assert not releases.intact(str(release), cache)
     assert hashed == ["jiaoyu.conf"]
+
+
+def test_a_file_checked_within_two_seconds_of_a_change_is_read_again(release, tmp_path,
+                                                                      hashed, monkeypatch):
+    """Two writes within one tick of the clock leave the ctime as it was after the first:
+    a file that changed that recently is not taken on trust next time."""
+    monkeypatch.setattr(releases, "_now_ns", time.time_ns)            # the real clock
+    cache = str(tmp_path / "config-verified.json")
+    assert releases.intact(str(release), cache) and len(hashed) == 3
+    hashed.clear()
+    assert releases.intact(str(release), cache) and len(hashed) == 3
+
+
+def test_a_link_in_a_files_place_is_not_intact(release, tmp_path):
+    """Even to a file of the same bytes: the release is not what was shipped, and the link's
+    target could change behind a cached stat."""
+    cache = str(tmp_path / "config-verified.json")
+    twin = tmp_path / "twin.conf"
+    twin.write_bytes(FILES["nginx.conf"])
+    (release / "nginx.conf").unlink()
+    (release / "nginx.conf").symlink_to(twin)
+    assert not releases.intact(str(release), cache)
 
 
 @pytest.mark.parametrize("damage", ["gone", "replaced alike", "cache damaged"])

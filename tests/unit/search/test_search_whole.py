@@ -191,3 +191,29 @@ def test_syncs_ship_one_after_another(county):
         assert done and all(not r.get("error") for r in done[0].values()), done
     finally:
         master.close()
+
+
+def test_a_sync_waits_for_another_a_bounded_time(county, monkeypatch):
+    """A publish is not held up for a replacement's whole search step: after SHIP_WAIT it
+    says to sync later (the master index has its change), and nothing is sent."""
+    import fcntl
+    monkeypatch.setattr(index, "SHIP_WAIT", 0.3)
+    folder = county.state_dir / "search"
+    left = folder / ".whole-left-by-a-killed-sync.db"      # swept by the next ship
+    left.write_bytes(b"x")
+    os.utime(left, (time.time() - 7200, time.time() - 7200))
+    master = index.master(county)
+    try:
+        master.apply(_change("unit00", "r1", None))
+        lock = os.open(folder / "ship.lock", os.O_RDWR | os.O_CREAT)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with pytest.raises(index.SearchError, match="govhost search sync"):
+                index._ship(county, master, [], lambda _: None)
+        finally:
+            os.close(lock)
+        assert county.link.calls == [] and left.exists()
+        index._ship(county, master, [], lambda _: None)
+        assert not left.exists()
+    finally:
+        master.close()
