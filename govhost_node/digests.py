@@ -42,10 +42,18 @@ def parse(text: str) -> dict[str, str]:
 
 def file_sha256(path: str) -> str:
     """One file's digest as the list holds it (read in 1 MiB blocks)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return fd_sha256(fd)
+    finally:
+        os.close(fd)
+
+
+def fd_sha256(fd: int) -> str:
+    """The digest of what an open file holds from where it stands (1 MiB blocks)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for block in iter(lambda: os.read(fd, 1 << 20), b""):
+        h.update(block)
     return h.hexdigest()
 
 

@@ -15,7 +15,6 @@ A release refused by a check never becomes complete, so no node activates it
 (exits.BASE_MISSING)."""
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -136,10 +135,7 @@ def _checked(path: str, digest: str, known: list | None) -> list | None:
         key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest]
         if known == key:
             return key
-        h = hashlib.sha256()
-        for block in iter(lambda: os.read(fd, 1 << 20), b""):
-            h.update(block)
-        return key if h.hexdigest() == digest else None
+        return key if digests.fd_sha256(fd) == digest else None
     finally:
         os.close(fd)
 
