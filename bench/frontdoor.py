@@ -66,6 +66,7 @@ def one(inv: Path, seconds: float) -> dict:
     proc = subprocess.Popen(
         network.outside_argv(frontdoor.argv(addresses, HOST, EXPECT, seconds)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    frontdoor.wait_ready(proc)
     time.sleep(3)
     lab.stop("n2")
     out, err = proc.communicate(timeout=seconds + 60)

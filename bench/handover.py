@@ -55,6 +55,7 @@ def one(cycles: int) -> dict:
     proc = subprocess.Popen(
         network.outside_argv(frontdoor.argv([ADDRESS], HOST, EXPECT, seconds)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    frontdoor.wait_ready(proc)
     time.sleep(1)
     for _ in range(cycles):
         _on("n2", f"{NODE_TOOL} vrrp release")

@@ -12,14 +12,17 @@ slowest answer and the longest time the address was silent (no good answer).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 TIMEOUT = 15.0
+READY = "every loop has had its first answer"   # the line on stderr that says so
 
 
 @dataclass
@@ -57,7 +60,12 @@ class Loop:
 
 
 def _url(address: str, path: str) -> str:
-    return f"http://[{address}]{path}" if ":" in address else f"http://{address}{path}"
+    """An IPv6 address goes in brackets; anything else (an IPv4 address, `host:port`) as is."""
+    try:
+        v6 = ipaddress.ip_address(address).version == 6
+    except ValueError:
+        v6 = False
+    return f"http://[{address}]{path}" if v6 else f"http://{address}{path}"
 
 
 def _curl(url: str, host: str) -> tuple[int, bytes]:
@@ -77,21 +85,34 @@ def _requests(url: str, host: str) -> tuple[int, bytes]:
 
 
 def run(addresses: list[str], host: str, expect: str, seconds: float, every: float,
-        path: str = "/") -> dict:
-    """Keep asking until `seconds` have passed; returns the summary (see the module doc)."""
+        path: str = "/", on_ready: Callable[[], None] = lambda: None) -> dict:
+    """Keep asking until `seconds` have passed; returns the summary (see the module doc).
+    `on_ready` is called once every loop has had its first answer, so that a caller who
+    breaks something "after a second of the normal state" counts from requests really made,
+    not from a process still starting (CI once cut a node's power 0.7 s after a request's
+    clock started while that thread was still importing requests)."""
+    import requests  # noqa: F401  (loaded before the clock starts: its import is not a request)
     clients = {"curl": _curl, "requests": _requests}
     loops = [Loop(a, c) for a in addresses for c in clients]
     want = expect.encode()
+    answered = threading.Barrier(len(loops), action=on_ready)
     started = time.monotonic()
     stop_at = started + seconds
 
     def one(loop: Loop) -> None:
         fetch = clients[loop.client]
+        first = True
         while time.monotonic() < stop_at:
             t0 = time.monotonic()
             code, body = fetch(_url(loop.address, path), host)
             took = time.monotonic() - t0
             loop.samples.append((t0, took, code, want in body))
+            if first:
+                first = False
+                try:
+                    answered.wait(TIMEOUT + 5)
+                except threading.BrokenBarrierError:
+                    pass
             time.sleep(max(0.0, every - took))
 
     threads = [threading.Thread(target=one, args=(lp,), daemon=True) for lp in loops]
@@ -112,6 +133,18 @@ def run(addresses: list[str], host: str, expect: str, seconds: float, every: flo
             "silent_s": max((r["silent_s"] for r in rows), default=0.0)}
 
 
+def wait_ready(proc: subprocess.Popen) -> None:
+    """Block until the loop started by `argv` says every loop has had its first answer (its
+    stderr is a text pipe); a loop that ended first is an error with what it printed."""
+    said = []
+    for line in proc.stderr:
+        if line.strip() == READY:
+            return
+        said.append(line)
+    raise RuntimeError("the citizens' loop ended before its first answers: "
+                       + "".join(said)[-2000:])
+
+
 def argv(addresses: list[str], host: str, expect: str, seconds: float,
          every: float = 0.2) -> list[str]:
     """The command line that runs this loop (for `ip netns exec … <argv>`)."""
@@ -128,7 +161,11 @@ def main() -> None:
     ap.add_argument("--path", default="/")
     ap.add_argument("addresses", nargs="+")
     a = ap.parse_args()
-    print(json.dumps(run(a.addresses, a.host, a.expect, a.seconds, a.every, a.path)))
+
+    def ready() -> None:
+        print(READY, file=sys.stderr, flush=True)
+
+    print(json.dumps(run(a.addresses, a.host, a.expect, a.seconds, a.every, a.path, ready)))
 
 
 if __name__ == "__main__":

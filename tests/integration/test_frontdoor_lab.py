@@ -59,6 +59,7 @@ class Citizens:
         self.proc = subprocess.Popen(
             network.outside_argv(frontdoor.argv(addresses, HOST, EXPECT, seconds)),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        frontdoor.wait_ready(self.proc)
         time.sleep(1)                 # a second of the normal state first
 
     def result(self) -> dict:

@@ -1,6 +1,20 @@
 """The citizens' loop summary (controlplane/lab/frontdoor.py): the front-door lab tests judge
 silences and slow requests from it, so its arithmetic is checked here on made-up samples."""
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from controlplane.lab import frontdoor
 from controlplane.lab.frontdoor import Loop
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_the_longest_silence_ends_with_the_answer_that_broke_it_and_slow_requests_are_listed():
@@ -21,3 +35,55 @@ def test_a_loop_with_no_answer_is_silent_from_start_to_end():
     r = loop.summary(100.0, 116.0)
     assert r["silent_s"] == 16.0 and r["silent_until"] == 16.0
     assert r["timeouts"] == 1 and r["slow"] == [[0.0, 15.0]] and r["timed_out_at"] == [0.0]
+
+
+@pytest.fixture
+def page():
+    """A real HTTP server on loopback serving the right page, slowly for its first answers."""
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            time.sleep(0.3)
+            body = "教育".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_ready_comes_once_every_loop_has_had_an_answer(page):
+    """Callers break things "a second after the normal state began": that second must count
+    from answers really had, so ready comes after each loop's first sample, once."""
+    seen = []
+
+    def ready():
+        seen.append(time.monotonic())
+
+    res = frontdoor.run([page], "x", "教育", 1.5, 0.2, on_ready=ready)
+    assert len(seen) == 1
+    assert [r["requests"] for r in res["loops"]] and all(r["requests"] >= 2 for r in res["loops"])
+    assert res["failed"] == 0
+
+
+def test_wait_ready_reads_the_line_the_loop_prints(page):
+    proc = subprocess.Popen(frontdoor.argv([page], "x", "教育", 1.0),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    frontdoor.wait_ready(proc)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and json.loads(out)["failed"] == 0
+
+
+def test_wait_ready_names_a_loop_that_ended_before_it():
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stderr.write('no such host\\n')"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with pytest.raises(RuntimeError, match="no such host"):
+        frontdoor.wait_ready(proc)
+    proc.wait()
