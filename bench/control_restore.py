@@ -74,7 +74,7 @@ def main() -> None:
     text = text.replace("offsite:\n", f"path: /srv/govhost/backup/b{tag}/repo\n  offsite:\n")
     text = text.replace("path: /srv/govhost/offsite/repo", f"path: /srv/govhost/offsite/b{tag}")
     (inv / "cluster.yaml").write_text(text)
-    govhost(inv, "apply", "--yes")
+    # the recovery key first, so that one apply lets the backup account take its snapshots
     key = govhost(inv, "control", "init")["recovery_key"]
     govhost(inv, "apply", "--yes")
     snap, backup_s = timed(lambda: govhost(inv, "control", "backup"))

@@ -141,7 +141,7 @@ TINY: list[tuple[str, list[str], Callable[[dict[str, Any]], None]]] = [
     ("tls_scale", ["4"], _tls_scale),
     ("browser_checks", ["2"], _browser_checks),
     ("apply_scale", ["4"], _apply_scale),
-    ("control_restore", [], _control_restore),
+    ("control_restore", ["--no-setup"], _control_restore),   # the suite ran setup.sh already
     ("backup_scale", ["0", "2"], _backup_scale),
     ("search_whole", ["3", "5", "1"], _search_whole),
     ("handover", ["--cycles", "1"], _handover),

@@ -3,7 +3,7 @@ may put in the form, the proof of work, numbers and deadlines."""
 from datetime import date, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from govhost_node import messages as m
@@ -166,3 +166,14 @@ def test_a_due_date_is_the_nth_working_day_after(received, n):
     d = m.due(received, n)
     days = [received + timedelta(days=i) for i in range(1, (d - received).days + 1)]
     assert sum(x.weekday() < 5 for x in days) == n and d.weekday() < 5
+
+
+@given(st.integers(min_value=0, max_value=12), st.binary(min_size=1, max_size=8))
+@settings(max_examples=60, deadline=None)
+def test_solve_gives_the_smallest_nonce_that_does_the_work(bits, seed):
+    """`solve` compares bytes of a copied hash; it must answer what `work`, the server's own
+    check, calls the first good nonce."""
+    c = m.challenge(seed * 4, "jiaoyu", "n1", bits=bits)
+    nonce = m.solve(c)
+    assert m.work(c, nonce) >= bits
+    assert all(m.work(c, str(i)) < bits for i in range(int(nonce)))
