@@ -7,6 +7,7 @@ exit codes.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -44,7 +45,19 @@ def county() -> County:
 
 
 def emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+    """One JSON document on stdout, whole. A pipe left non-blocking by a process that shares
+    it (ssh sets O_NONBLOCK on the descriptors it is given, and one killed on a timeout never
+    puts them back) makes Python drop what the reader has not yet taken, silently and with
+    exit 0: CI read `messages list --json` cut in the middle of a character after a node's
+    power cut. So stdout is made blocking first."""
+    text = json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
+    try:
+        sys.stdout.flush()
+        os.set_blocking(sys.stdout.fileno(), True)
+    except (AttributeError, OSError, ValueError):   # not a file (a test's capture)
+        pass
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def fail(exc: Exception, as_json: bool = False) -> None:
