@@ -2,8 +2,9 @@
 node's govhost-messages at the unit's path (/hudong/ by default; nginx passes /page and
 /form.js on).
 
-The script asks for a challenge, finds the proof of work (18 zero bits of
-sha256(challenge ":" nonce), the same rule as `messages.work`) and posts the form. It carries
+The script asks for a challenge, finds the proof of work (as many zero bits of
+sha256(challenge ":" nonce) as the challenge names: the county's `work_bits`, 18 by default;
+the same rule as `messages.work`) and posts the form. It carries
 its own SHA-256: browsers give `crypto.subtle` only to pages served over HTTPS, and a county
 site may still be on plain HTTP; a synchronous loop is also about ten times faster than
 awaiting the browser's digest per nonce. Nothing is loaded from anywhere else.

@@ -142,6 +142,7 @@ class Live:
                            peers=list(doc["peers"]), secret=doc["secret"].encode(),
                            titles=dict(doc.get("titles") or {}),
                            per_unit=(int(count), float(window)),
+                           work_bits=int(doc.get("work_bits") or rules.WORK_BITS),
                            words=Screen(doc.get("words")))
         new._seen, new._unit_seen = old._seen, old._unit_seen
         return new

@@ -695,11 +695,14 @@ class MessagesSettings(_Model):
     (at least past the three months of the inspections' veto). A node takes at most
     `per_unit_hour` messages an hour for one unit: a flood from thousands of addresses,
     each within its own limit, fills one unit's box only so far, and the other units still
-    take messages."""
+    take messages. Each message costs its sender a proof of work of `work_bits` leading zero
+    bits (18: about a second in a phone's browser; each bit more doubles it): raised, a
+    flood costs more; lowered, old phones wait less."""
 
     due_workdays: StrictInt = Field(default=5, ge=1, le=60)
     contact_retention_days: StrictInt = Field(default=365, ge=FORGET_AFTER_DAYS, le=3650)
     per_unit_hour: StrictInt = Field(default=1000, ge=10, le=100_000)
+    work_bits: StrictInt = Field(default=18, ge=12, le=24)
     remind_workdays: StrictInt = Field(default=1, ge=0, le=20)
     alert_days: StrictInt = Field(default=60, ge=7, le=85)
     holidays: list[datetime.date] = Field(default_factory=list, max_length=400)

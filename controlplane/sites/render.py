@@ -510,6 +510,7 @@ def _messages(inv: Inventory, node: str) -> bytes:
         # change then ships no new release)
         "words": wordlists.for_messages(inv.wording) if units else {},
         "per_unit": [inv.cluster.messages.per_unit_hour, 3600],
+        "work_bits": inv.cluster.messages.work_bits,
         "titles": {t.name: t.title for t in inv.tenants if t.messages is not None},
         "peers": [f"[{n.address}]:{paths.MESSAGES_PORT}" if ":" in n.address
                   else f"{n.address}:{paths.MESSAGES_PORT}" for n in peers],

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.core import wordlists
+from controlplane.core.errors import ManifestError
 from controlplane.core.inventory import load
 from controlplane.core.wordlists import WordList
 from controlplane.sites import render
@@ -209,6 +210,43 @@ def test_the_limit_per_unit_is_the_countys_setting(tmp_path):
         f.write("\nmessages:\n  per_unit_hour: 50\n")
     loaded = load(inv, state=tmp_path / "state")
     assert json.loads(render._messages(loaded, "n1"))["per_unit"] == [50, 3600]
+
+
+def test_the_proof_of_work_is_the_countys_setting_and_its_challenges_ask_that_much(tmp_path):
+    """A node's challenges carry the county's `work_bits` (default the rules' 18); the bits
+    are under the challenge's MAC, so a sender cannot ask for less."""
+    from controlplane.core import manifest
+    assert manifest.MessagesSettings().work_bits == rules.WORK_BITS == 18
+    inv = example_inventory(tmp_path / "inventory")
+    with open(inv / "cluster.yaml", "a") as f:
+        f.write("\nmessages:\n  work_bits: 13\n")
+    doc = json.loads(render._messages(load(inv, state=tmp_path / "state"), "n1"))
+    assert doc["work_bits"] == 13
+    config = tmp_path / "messages.json"
+    config.write_text(json.dumps(doc))
+    live = ms.Live(str(config)).current()
+    assert live.work_bits == 13
+    secret = live.secret
+    text = rules.challenge(secret, "jiaoyu", "n1", bits=live.work_bits)
+    assert text.split(".")[4] == "13"
+    rules.verify(secret, "jiaoyu", "n1", text, rules.solve(text))
+    lowered = text.split(".")
+    lowered[4] = "1"
+    with pytest.raises(rules.Refused):
+        rules.verify(secret, "jiaoyu", "n1", ".".join(lowered), "0")
+    # an older node file without the key asks the rules' default
+    del doc["work_bits"]
+    config.write_text(json.dumps(doc))
+    assert ms.Live(str(config)).current().work_bits == 18
+
+
+def test_work_bits_outside_12_to_24_is_refused_naming_the_field(tmp_path):
+    inv = example_inventory(tmp_path / "inventory")
+    with open(inv / "cluster.yaml", "a") as f:
+        f.write("\nmessages:\n  work_bits: 8\n")
+    with pytest.raises(ManifestError) as e:
+        load(inv, state=tmp_path / "state")
+    assert "work_bits" in str(e.value) and "cluster.yaml" in str(e.value)
 
 
 def test_invisible_fillers_are_refused_in_a_field():
