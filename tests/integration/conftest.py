@@ -77,8 +77,25 @@ COUNTY_KEYS = ("secret", "metrics", "backup_ed25519", "backup_ed25519.pub")
 
 @pytest.fixture(scope="session")
 def county_keys(tmp_path_factory) -> Path:
-    """One set of county keys for the session's fresh counties (filled by the first)."""
-    return tmp_path_factory.mktemp("county-keys")
+    """One set of county keys for the session's fresh counties, made at the start by a plan
+    of a scratch copy of the example (a plan makes them on first use, as an apply does)."""
+    keys = tmp_path_factory.mktemp("county-keys")
+    scratch = example_inventory(tmp_path_factory.mktemp("keys-maker") / "inventory")
+    govhost(scratch, "plan", "--json", check=True)
+    _copy_keys(scratch / ".govhost", keys)
+    assert (keys / "secret").exists(), "a plan made no county secret"
+    return keys
+
+
+def with_county_keys(dest: Path, county_keys: Path) -> Path:
+    """The session's county keys in the county at `dest` (before its first command): a
+    module's county then renders, for what it shares with the example, the files the nodes
+    already hold, and its first apply changes only what the module changed (a county with a
+    secret of its own changes every file: its first apply took 20-30 s in each module)."""
+    state = dest / ".govhost"
+    state.mkdir(mode=0o700, exist_ok=True)
+    _copy_keys(county_keys, state)
+    return dest
 
 
 @pytest.fixture
@@ -87,15 +104,7 @@ def county(lab_cluster, tmp_path, county_keys):
     keys as the other tests' copies: an unchanged county then renders the release the nodes
     already hold, and a test's first apply is a check, not a new release on every node
     (about 20 s each). The state store itself is new: nothing else is carried over."""
-    dest = tmp_path / "inventory"
-    example_inventory(dest)
-    state = dest / ".govhost"
-    if (county_keys / "secret").exists():
-        state.mkdir(mode=0o700)
-        _copy_keys(county_keys, state)
-    yield dest
-    if not (county_keys / "secret").exists() and (state / "secret").exists():
-        _copy_keys(state, county_keys)
+    return with_county_keys(example_inventory(tmp_path / "inventory"), county_keys)
 
 
 def _copy_keys(src: Path, dest: Path) -> None:

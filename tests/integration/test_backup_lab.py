@@ -13,7 +13,7 @@ from controlplane.core.county import County
 from controlplane.lab import machines as lab
 from tests.helpers import example_inventory, tamper_watcher_stopped
 
-from .conftest import govhost
+from .conftest import govhost, with_county_keys
 from .test_apply_lab import NODES, apply_json, node_metrics, on_node
 from .test_tenants_lab import reset_content
 
@@ -29,10 +29,10 @@ def _json(proc):
 
 
 @pytest.fixture(scope="module")
-def county(lab_cluster, tmp_path_factory):
+def county(lab_cluster, tmp_path_factory, county_keys):
     root = tmp_path_factory.mktemp("backup")
     inv = root / "inventory"
-    example_inventory(inv)
+    with_county_keys(example_inventory(inv), county_keys)
     tag = secrets.token_hex(4)
     text = (inv / "cluster.yaml").read_text()
     text = text.replace("offsite:\n", f"path: /srv/govhost/backup/t{tag}/repo\n  offsite:\n")

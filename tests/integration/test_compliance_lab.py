@@ -16,7 +16,7 @@ import pytest
 from controlplane.lab import network
 from tests.helpers import example_inventory
 
-from .conftest import REPO, govhost
+from .conftest import REPO, govhost, with_county_keys
 from .test_apply_lab import NODES, apply_json, on_node
 from .test_tenants_lab import reset_content
 
@@ -66,13 +66,13 @@ def _publish(inv, tenant, node, files: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def county(lab_cluster, tmp_path_factory):
+def county(lab_cluster, tmp_path_factory, county_keys):
     server = ThreadingHTTPServer((network.HOST4, 0), App)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     root = tmp_path_factory.mktemp("compliance")
     inv = root / "inventory"
-    example_inventory(inv)
+    with_county_keys(example_inventory(inv), county_keys)
     with (inv / "cluster.yaml").open("a") as f:
         f.write("compliance:\n  probe_timeout_seconds: 1\n  check_external_links: false\n")
         # The test's application listens on the control machine: allowed for units' proxies by the

@@ -18,7 +18,7 @@ from controlplane.compliance import browser
 from controlplane.core import accounts
 from tests.helpers import Sink, example_inventory, free_port, lab_ssh
 
-from .conftest import REPO, govhost
+from .conftest import REPO, govhost, with_county_keys
 from .test_apply_lab import NODES, apply_json
 from .test_tenants_lab import page, reset_content
 
@@ -29,11 +29,11 @@ SHOTS = REPO / "test-artifacts" / "console"
 
 
 @pytest.fixture(scope="module")
-def console(lab_cluster, tmp_path_factory):
+def console(lab_cluster, tmp_path_factory, county_keys):
     if browser.missing():
         pytest.fail(browser.missing())
     inv = tmp_path_factory.mktemp("console") / "inventory"
-    example_inventory(inv)
+    with_county_keys(example_inventory(inv), county_keys)
     with (inv / "tenants" / "caizheng.yaml").open("a") as f:
         f.write("review: {levels: [unit, county]}\n")       # the county checks it too
     # Every node's nginx proxies console.qingshui.gov.cn to the console's address in

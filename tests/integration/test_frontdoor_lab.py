@@ -29,7 +29,7 @@ from tests.helpers import (
     wait_held,
 )
 
-from .conftest import REPO, govhost
+from .conftest import REPO, govhost, with_county_keys
 from .test_apply_lab import NODES, apply_json, node_metrics, on_node
 
 HOST, EXPECT = "jiaoyu.qingshui.gov.cn", "教育"
@@ -39,10 +39,11 @@ SILENT_AT_MOST = 5.0
 
 
 @pytest.fixture(scope="module")
-def county(lab_cluster, tmp_path_factory):
+def county(lab_cluster, tmp_path_factory, county_keys):
     """The example county with a short preempt delay (5 s), so a node that is back takes its
     address back within the test; every address at home before each test."""
-    inv = floating_county(tmp_path_factory.mktemp("frontdoor") / "inventory")
+    inv = with_county_keys(floating_county(tmp_path_factory.mktemp("frontdoor") / "inventory"),
+                           county_keys)
     # Two replicas at most, so that any one node can be drained.
     gongan = inv / "tenants" / "gongan.yaml"
     gongan.write_text(gongan.read_text().replace("replicas: 3", "replicas: 2"))

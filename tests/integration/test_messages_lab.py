@@ -21,7 +21,7 @@ from controlplane.lab import network
 from govhost_node import messages as rules
 from tests.helpers import Sink, example_inventory, node_program_stopped
 
-from .conftest import govhost
+from .conftest import govhost, with_county_keys
 from .test_apply_lab import NODES, apply_json, on_node
 
 HOST = "jiaoyu.qingshui.gov.cn"
@@ -32,10 +32,10 @@ SOURCES = list(network.OUTSIDE_MORE4)
 
 
 @pytest.fixture(scope="module")
-def county(lab_cluster, tmp_path_factory):
+def county(lab_cluster, tmp_path_factory, county_keys):
     """The example county (jiaoyu has `messages: {code: JY}`), applied once."""
     inv = tmp_path_factory.mktemp("messages") / "inventory"
-    example_inventory(inv)
+    with_county_keys(example_inventory(inv), county_keys)
     apply_json(inv)
     return inv
 

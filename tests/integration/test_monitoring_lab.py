@@ -18,7 +18,7 @@ from controlplane.monitoring import prometheus as monitoring
 from controlplane.tls import metrics as tls_metrics
 from tests.helpers import example_inventory, free_port
 
-from .conftest import govhost
+from .conftest import govhost, with_county_keys
 from .test_apply_lab import NODES, apply_json, node_metrics, on_node
 
 
@@ -50,12 +50,11 @@ def _samples(text: str, name: str) -> dict[tuple, float]:
 
 
 @pytest.fixture(scope="module")
-def applied(lab_cluster, tmp_path_factory):
+def applied(lab_cluster, tmp_path_factory, county_keys):
     """One applied copy of the example county for the module: its tests only read, and the
     one that stops n3's nginx runs last (the next apply starts it again)."""
     dest = tmp_path_factory.mktemp("monitoring") / "inventory"
-    example_inventory(dest)
-    return dest
+    return with_county_keys(example_inventory(dest), county_keys)
 
 
 @pytest.fixture

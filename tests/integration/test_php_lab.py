@@ -11,7 +11,7 @@ import pytest
 from controlplane.core import accounts
 from tests.helpers import example_inventory
 
-from .conftest import govhost
+from .conftest import govhost, with_county_keys
 from .test_apply_lab import NODES, apply_json, on_node
 from .test_tenants_lab import _key, page, reset_content, sftp, upload
 
@@ -46,12 +46,12 @@ echo json_encode($out);
 
 
 @pytest.fixture(scope="module")
-def php(lab_cluster, tmp_path_factory):
+def php(lab_cluster, tmp_path_factory, county_keys):
     """The example county with SFTP keys for the two PHP tenants; zhujian on every node, so it
     shares a node with renshe whatever the placement."""
     root = tmp_path_factory.mktemp("php")
     inv = root / "inventory"
-    example_inventory(inv)
+    with_county_keys(example_inventory(inv), county_keys)
     keys = {n: _key(root, n) for n in ("renshe", "zhujian")}
     for name in keys:
         with (inv / "tenants" / f"{name}.yaml").open("a") as f:

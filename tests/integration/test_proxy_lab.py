@@ -14,6 +14,7 @@ import pytest
 from controlplane.lab import network
 from tests.helpers import example_inventory
 
+from .conftest import with_county_keys
 from .test_apply_lab import NODES, apply_json
 
 
@@ -49,13 +50,13 @@ class App(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def shenpi(lab_cluster, tmp_path_factory):
+def shenpi(lab_cluster, tmp_path_factory, county_keys):
     """The example county plus `shenpi`, the online approval system of the county, proxied."""
     server = ThreadingHTTPServer((network.HOST4, 0), App)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     inv = tmp_path_factory.mktemp("proxy") / "inventory"
-    example_inventory(inv)
+    with_county_keys(example_inventory(inv), county_keys)
     # The test's application listens on the control machine's address, which a unit may not proxy
     # to unless the county allows it in cluster.yaml (as here, in the operator's hand).
     with (inv / "cluster.yaml").open("a") as f:

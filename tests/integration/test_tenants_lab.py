@@ -13,7 +13,7 @@ import yaml
 from controlplane.core import accounts
 from tests.helpers import example_inventory, lab_ssh
 
-from .conftest import govhost
+from .conftest import govhost, with_county_keys
 from .test_apply_lab import NODES, _body, apply_json, on_node
 
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -28,12 +28,12 @@ def _key(dir: Path, name: str) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="module")
-def tenants(lab_cluster, tmp_path_factory):
+def tenants(lab_cluster, tmp_path_factory, county_keys):
     """The example county with SFTP keys for jiaoyu, weijian (review required, small quota)
     and the village 河西村 of chahe; applied once for the module."""
     root = tmp_path_factory.mktemp("tenants")
     inv = root / "inventory"
-    example_inventory(inv)
+    with_county_keys(example_inventory(inv), county_keys)
     keys = {n: _key(root, n) for n in ("jiaoyu", "weijian", "chahe", "hexi")}
     with (inv / "tenants" / "jiaoyu.yaml").open("a") as f:
         f.write(f"sftp: {{keys: ['{keys['jiaoyu'][1]}']}}\n")

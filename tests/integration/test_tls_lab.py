@@ -21,7 +21,7 @@ from controlplane.sites import probes
 from controlplane.tls import certs as tls_certs
 from tests.helpers import example_inventory, tamper_watcher_stopped
 
-from .conftest import govhost
+from .conftest import govhost, with_county_keys
 from .test_apply_lab import NODES as _NODES
 from .test_apply_lab import on_node
 
@@ -53,9 +53,9 @@ def services(lab_cluster, tmp_path_factory):
             lab_services.stop_dir(d)
 
 
-def _county(tmp: Path, tls: dict, tenants: dict[str, dict] | None = None) -> Path:
+def _county(tmp: Path, keys: Path, tls: dict, tenants: dict[str, dict] | None = None) -> Path:
     dest = tmp / "inventory"
-    example_inventory(dest)
+    with_county_keys(example_inventory(dest), keys)
     cluster = yaml.safe_load((dest / "cluster.yaml").read_text())
     cluster["tls"] = tls
     cluster.pop("backup", None)
@@ -104,10 +104,10 @@ def fetch(host: str, address: str, root: Path, path: str = "/") -> tuple[int, di
 
 
 @pytest.fixture(scope="module")
-def http01(services, tmp_path_factory):
+def http01(services, tmp_path_factory, county_keys):
     """The example county with HTTP-01 SAN certificates of at most 10 names, one unit on the
     county CA and one with a bought (imported) certificate."""
-    inv = _county(tmp_path_factory.mktemp("http01"), {
+    inv = _county(tmp_path_factory.mktemp("http01"), county_keys, {
         "issuer": "acme",
         "acme": {"directory": f"https://{PEBBLE_A}:14100/dir",
                  "contact": "webmaster@qingshui.gov.cn",
@@ -321,8 +321,8 @@ def test_renewal_close_to_expiry_replaces_certificates_without_dropping_requests
     assert all(after[h] != before[h] for h in hosts)
 
 
-def test_dns01_through_bind_gives_the_county_one_wildcard(services, tmp_path):
-    inv = _county(tmp_path, {
+def test_dns01_through_bind_gives_the_county_one_wildcard(services, tmp_path, county_keys):
+    inv = _county(tmp_path, county_keys, {
         "issuer": "acme",
         "acme": {"directory": f"https://{PEBBLE_B}:14200/dir",
                  "contact": "webmaster@qingshui.gov.cn",
