@@ -2,6 +2,8 @@
 whether to reload something), and atomically (a reader never sees half a file)."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 
 
@@ -25,3 +27,20 @@ def write_if_changed(path: str, text: str, mode: int = 0o644,
     os.chmod(tmp, mode)
     os.replace(tmp, path)
     return True
+
+
+def write_json_shared(path: str, doc: object) -> None:
+    """Write `doc` as JSON to `path` atomically, where two processes may write it at once
+    (the status caches: apply and the exporter ask together): each writes its own temporary
+    file, named by its pid, so neither renames the other's half-written one; the last rename
+    stands."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

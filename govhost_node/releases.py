@@ -26,6 +26,7 @@ import sys
 import time
 
 from govhost_node import digests, exits, firewall, services, vrrp
+from govhost_node.files import write_json_shared
 from govhost_node.layout import Layout
 from govhost_node.system import (
     NodeExit,
@@ -108,11 +109,8 @@ def intact(release: str, cache: str | None = None) -> bool:
     except OSError:
         return False
     if cache is not None and fresh != known:
-        tmp = f"{cache}.{os.getpid()}.tmp"      # two asks at once: the last one's stands
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(fresh, f)
-            os.replace(tmp, cache)
+            write_json_shared(cache, fresh)     # two asks at once: the last one's stands
         except OSError:
             pass                                # only a shortcut: the next ask hashes again
     return True

@@ -61,7 +61,7 @@ import time
 
 from govhost_node import digests as digest_list
 from govhost_node.accounts import AccountError, Accounts, converge_accounts
-from govhost_node.files import write_if_changed
+from govhost_node.files import write_if_changed, write_json_shared
 from govhost_node.layout import NODE
 
 SITES = NODE.sites
@@ -883,11 +883,7 @@ def holdings(*only: str) -> None:
         cache = fresh
     else:
         cache.update(fresh)
-    os.makedirs(os.path.dirname(VERIFIED), exist_ok=True)
-    tmp = f"{VERIFIED}.{os.getpid()}.tmp"     # apply and the exporter may ask at once
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(cache, f)
-    os.replace(tmp, VERIFIED)
+    write_json_shared(VERIFIED, cache)        # apply and the exporter may ask at once
     print(json.dumps(out, sort_keys=True))
 
 

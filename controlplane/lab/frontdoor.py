@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
+import select
 import subprocess
 import sys
 import threading
@@ -86,40 +88,48 @@ def _requests(url: str, host: str) -> tuple[int, bytes]:
 
 def run(addresses: list[str], host: str, expect: str, seconds: float, every: float,
         path: str = "/", on_ready: Callable[[], None] = lambda: None) -> dict:
-    """Keep asking until `seconds` have passed; returns the summary (see the module doc).
-    `on_ready` is called once every loop has had its first answer, so that a caller who
-    breaks something "after a second of the normal state" counts from requests really made,
-    not from a process still starting (CI once cut a node's power 0.7 s after a request's
-    clock started while that thread was still importing requests)."""
+    """Keep asking for `seconds` from the moment every loop has had its first answer (any
+    answer: a refused connection is one); returns the summary (see the module doc).
+    `on_ready` is called at that moment, so that a caller who breaks something "after a
+    second of the normal state" counts from requests really made, not from a process still
+    starting (CI once cut a node's power 0.7 s after a request's clock started while that
+    thread was still importing requests). No loop waits for the others; a loop whose first
+    request hangs holds the moment back, at most the timeout and 5 s, and the run is never
+    shorter than `seconds` after the caller was told."""
     import requests  # noqa: F401  (loaded before the clock starts: its import is not a request)
     clients = {"curl": _curl, "requests": _requests}
     loops = [Loop(a, c) for a in addresses for c in clients]
     want = expect.encode()
-    answered = threading.Barrier(len(loops), action=on_ready)
     started = time.monotonic()
-    stop_at = started + seconds
+    lock = threading.Lock()
+    waiting = [len(loops)]
+    ends = [started + TIMEOUT + 5 + seconds]    # until every loop has answered once
+
+    def first_answer() -> None:
+        with lock:
+            waiting[0] -= 1
+            if waiting[0] == 0:
+                ends[0] = time.monotonic() + seconds
+                on_ready()
 
     def one(loop: Loop) -> None:
         fetch = clients[loop.client]
         first = True
-        while time.monotonic() < stop_at:
+        while time.monotonic() < ends[0]:
             t0 = time.monotonic()
             code, body = fetch(_url(loop.address, path), host)
             took = time.monotonic() - t0
             loop.samples.append((t0, took, code, want in body))
             if first:
                 first = False
-                try:
-                    answered.wait(TIMEOUT + 5)
-                except threading.BrokenBarrierError:
-                    pass
+                first_answer()
             time.sleep(max(0.0, every - took))
 
     threads = [threading.Thread(target=one, args=(lp,), daemon=True) for lp in loops]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(seconds + TIMEOUT + 5)
+        t.join(max(0.0, ends[0] - time.monotonic()) + TIMEOUT + 5)
     ended = time.monotonic()
     rows = [lp.summary(started, ended) for lp in loops]
     return {"host": host, "seconds": round(ended - started, 1), "every": every,
@@ -133,16 +143,25 @@ def run(addresses: list[str], host: str, expect: str, seconds: float, every: flo
             "silent_s": max((r["silent_s"] for r in rows), default=0.0)}
 
 
-def wait_ready(proc: subprocess.Popen) -> None:
-    """Block until the loop started by `argv` says every loop has had its first answer (its
-    stderr is a text pipe); a loop that ended first is an error with what it printed."""
-    said = []
-    for line in proc.stderr:
-        if line.strip() == READY:
-            return
-        said.append(line)
-    raise RuntimeError("the citizens' loop ended before its first answers: "
-                       + "".join(said)[-2000:])
+def wait_ready(proc: subprocess.Popen, timeout: float = TIMEOUT + 30) -> None:
+    """Block until the loop started by `argv` says every loop has had its first answer. Reads
+    its stderr's descriptor itself (no read-ahead that `communicate` would then miss). A loop
+    that ends first, or says nothing for `timeout` seconds, is killed and is an error with
+    what it printed."""
+    fd = proc.stderr.fileno()
+    said = b""
+    deadline = time.monotonic() + timeout
+    while READY.encode() + b"\n" not in said:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(0.0, left))
+        chunk = os.read(fd, 65536) if ready else b""
+        if not chunk:
+            proc.kill()
+            proc.wait()
+            why = "ended" if ready else f"said nothing for {timeout:.0f} s"
+            raise RuntimeError(f"the citizens' loop {why} before its first answers: "
+                               + said.decode(errors="replace")[-2000:])
+        said += chunk
 
 
 def argv(addresses: list[str], host: str, expect: str, seconds: float,

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[3]
 
 WRITER = r'''
@@ -43,6 +45,8 @@ def test_plain_write_to_a_non_blocking_pipe_loses_data_silently():
     """The fault itself, so that the next test shows its cure and not a lucky run."""
     rc, out = _slowly("plain")
     whole = len(json.dumps(DOC, ensure_ascii=False, indent=2).encode()) + 1
+    if len(out) == whole:
+        pytest.skip("this Python kept a non-blocking write whole: the fault is not shown")
     assert rc == 0 and len(out) < whole
 
 

@@ -37,9 +37,12 @@ def test_a_loop_with_no_answer_is_silent_from_start_to_end():
     assert r["timeouts"] == 1 and r["slow"] == [[0.0, 15.0]] and r["timed_out_at"] == [0.0]
 
 
+SERVED = []          # one entry per answer the page has finished sending
+
+
 @pytest.fixture
 def page():
-    """A real HTTP server on loopback serving the right page, slowly for its first answers."""
+    """A real HTTP server on loopback serving the right page, each answer taking 0.3 s."""
     class Slow(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's name)
             time.sleep(0.3)
@@ -48,28 +51,36 @@ def page():
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+            self.wfile.flush()
+            SERVED.append(time.monotonic())
 
         def log_message(self, *args):
             pass
 
+    SERVED.clear()
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"127.0.0.1:{srv.server_address[1]}"
     srv.shutdown()
 
 
-def test_ready_comes_once_every_loop_has_had_an_answer(page):
+def test_ready_comes_once_after_every_loop_has_had_an_answer_and_the_run_counts_from_it(page):
     """Callers break things "a second after the normal state began": that second must count
-    from answers really had, so ready comes after each loop's first sample, once."""
+    from answers really had (both loops, curl and requests, answered before ready) and the
+    run must still last its seconds after ready."""
     seen = []
 
     def ready():
-        seen.append(time.monotonic())
+        seen.append((time.monotonic(), len(SERVED)))
 
-    res = frontdoor.run([page], "x", "教育", 1.5, 0.2, on_ready=ready)
+    t0 = time.monotonic()
+    res = frontdoor.run([page], "x", "教育", 1.0, 0.2, on_ready=ready)
+    ended = time.monotonic()
     assert len(seen) == 1
-    assert [r["requests"] for r in res["loops"]] and all(r["requests"] >= 2 for r in res["loops"])
-    assert res["failed"] == 0
+    at, answered = seen[0]
+    assert answered >= 2 and at > t0
+    assert ended - at >= 1.0
+    assert all(r["requests"] >= 2 for r in res["loops"]) and res["failed"] == 0
 
 
 def test_wait_ready_reads_the_line_the_loop_prints(page):
@@ -84,6 +95,13 @@ def test_wait_ready_reads_the_line_the_loop_prints(page):
 def test_wait_ready_names_a_loop_that_ended_before_it():
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stderr.write('no such host\\n')"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with pytest.raises(RuntimeError, match="no such host"):
+    with pytest.raises(RuntimeError, match="ended before .*no such host"):
         frontdoor.wait_ready(proc)
-    proc.wait()
+
+
+def test_wait_ready_gives_up_on_a_loop_that_says_nothing_and_stops_it():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with pytest.raises(RuntimeError, match="said nothing for 1 s"):
+        frontdoor.wait_ready(proc, timeout=1.0)
+    assert proc.returncode is not None
