@@ -63,7 +63,7 @@ from typing import Callable, Iterator
 
 from govhost_node import digests as digest_list
 from govhost_node import restic_key
-from govhost_node.files import write_if_changed
+from govhost_node.files import sweep, write_if_changed
 from govhost_node.layout import NODE
 from govhost_node.system import end_with_parent, pid_alive
 
@@ -899,12 +899,7 @@ def _empty(target: str) -> None:
 def _scratch(prefix: str) -> str:
     os.makedirs(RESTORE, mode=0o700, exist_ok=True)
     os.chmod(RESTORE, 0o700)
-    # Restores older than a week (kept for what they replaced) are removed.
-    for name in os.listdir(RESTORE):
-        path = os.path.join(RESTORE, name)
-        with contextlib.suppress(FileNotFoundError):      # another restore's sweep took it
-            if time.time() - os.lstat(path).st_mtime > 7 * 86400:
-                shutil.rmtree(path, ignore_errors=True)
+    sweep(RESTORE, 7 * 86400)   # restores older than a week (kept for what they replaced)
     return tempfile.mkdtemp(prefix=prefix, dir=RESTORE)
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import stat
+import time
 
 
 def write_if_changed(path: str, text: str, mode: int = 0o644,
@@ -44,3 +47,26 @@ def write_json_shared(path: str, doc: object) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def sweep(folder: str | os.PathLike, older_than: float, prefix: str = "") -> list[str]:
+    """Remove what a killed process left in `folder`: each entry whose name starts with
+    `prefix` and that was last changed more than `older_than` seconds ago (a file, a link or
+    a whole directory; a link is removed, never followed). Another process's sweep may take
+    an entry first. Returns the names removed."""
+    removed = []
+    now = time.time()
+    for name in os.listdir(folder):
+        if not name.startswith(prefix):
+            continue
+        path = os.path.join(folder, name)
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(path)
+            if now - st.st_mtime <= older_than:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+            removed.append(name)
+    return removed

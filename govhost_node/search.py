@@ -40,6 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
+from govhost_node.files import sweep
 from govhost_node.layout import NODE
 from govhost_node.system import end_with_parent
 
@@ -675,11 +676,7 @@ def load(db: str, stream: BinaryIO) -> Index:
     the new, never half."""
     folder = os.path.dirname(db)
     os.makedirs(folder, mode=0o755, exist_ok=True)
-    for name in os.listdir(folder):      # a load killed (a reboot, the OOM killer) left it
-        path = os.path.join(folder, name)
-        with contextlib.suppress(FileNotFoundError):
-            if name.startswith(".incoming-") and time.time() - os.lstat(path).st_mtime > 3600:
-                os.unlink(path)
+    sweep(folder, 3600, ".incoming-")    # a load killed (a reboot, the OOM killer) left it
     fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as out:

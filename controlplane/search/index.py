@@ -30,6 +30,7 @@ from controlplane.core.manifest import Node
 from controlplane.search import dictionary, pages
 from controlplane.sites.content_sync import Link, SyncError
 from govhost_node import search as node_search
+from govhost_node.files import sweep
 
 Say = Callable[[str], None]
 
@@ -157,10 +158,7 @@ def _one_ship_at_a_time(county: County) -> Iterator[None]:
                         "this change: run `govhost search sync` when it is done") from None
                 time.sleep(0.2)
         # a copy left by a sync that was killed while it shipped
-        for old in folder.glob(".whole-*"):
-            with contextlib.suppress(FileNotFoundError):
-                if time.time() - old.stat().st_mtime > 3600:
-                    old.unlink()
+        sweep(folder, 3600, ".whole-")
         yield
     finally:
         os.close(fd)
