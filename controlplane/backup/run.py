@@ -94,7 +94,8 @@ def _node(c: Cluster, node: Node, *args: str, timeout: float = 6 * 3600,
     cmd = " ".join([TOOL, *(shlex.quote(a) for a in args)])
     try:
         r = subprocess.run(remote.ssh_argv(c.inv.hosts, node, c.known_hosts, cmd),
-                           capture_output=True, text=True, timeout=timeout, input=stdin)
+                           capture_output=True, text=True, timeout=timeout,
+                           **remote.feed(stdin))
     except subprocess.TimeoutExpired:
         raise BackupError(f"{args[0]} on {node.name} timed out") from None
     if check and r.returncode != 0:
@@ -200,7 +201,8 @@ def _stream(c: Cluster, node: Node, args: list[str], record: OnResult, tenants: 
     err = ""
     try:
         proc = subprocess.Popen(remote.ssh_argv(c.inv.hosts, node, c.known_hosts, cmd),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stderr is not None
         for line in proc.stdout:
             try:

@@ -261,7 +261,7 @@ def _node_facts(inv, node: Node, known_hosts: Path) -> dict[str, Any]:
         "print(json.dumps(out))\n")
     cmd = f"python3 -c {shlex.quote(script)}"
     r = subprocess.run(remote.ssh_argv(inv.hosts, node, known_hosts, cmd), capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=120, stdin=subprocess.DEVNULL)
     if r.returncode != 0:
         return {"logs": {}, "files": {}, "error": r.stderr.strip()[-200:]}
     return json.loads(r.stdout)

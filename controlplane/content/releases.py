@@ -98,8 +98,8 @@ def target(county: County, tenant: str) -> Iterator[Target]:
 def _ssh(tg: Target, node: Node, *args: str, data: bytes | None = None,
          timeout: float = 600) -> subprocess.CompletedProcess:
     cmd = " ".join([TOOL, *(shlex.quote(a) for a in args)])
-    return subprocess.run(remote.ssh_argv(tg.hosts, node, tg.known_hosts, cmd), input=data,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(remote.ssh_argv(tg.hosts, node, tg.known_hosts, cmd),
+                          capture_output=True, timeout=timeout, **remote.feed(data))
 
 
 def _ok(tg: Target, node: Node, *args: str, data: bytes | None = None) -> str:
@@ -503,7 +503,8 @@ def remove(county: County, tenant: str, say: Say = lambda _: None) -> dict[str, 
                 cmd = (f"if [ -d /srv/govhost/sites/{shlex.quote(tenant)} ]; then {TOOL} remove "
                        f"{shlex.quote(tenant)} {ARCHIVE_DIR}; fi")
                 r = subprocess.run(remote.ssh_argv(inv.hosts, node, kh, cmd),
-                                   capture_output=True, text=True, timeout=600)
+                                   capture_output=True, text=True, timeout=600,
+                                   stdin=subprocess.DEVNULL)
                 if r.returncode != 0:
                     raise ContentError(f"removing {tenant} on {node.name}: {r.stderr.strip()}")
                 if r.stdout.strip():
@@ -514,7 +515,8 @@ def remove(county: County, tenant: str, say: Say = lambda _: None) -> dict[str, 
                 cmd = (f"if [ -x {DB_TOOL} ]; then {DB_TOOL} remove {shlex.quote(tenant)} "
                        f"{shlex.quote(accounts.db_name(tenant))} {ARCHIVE_DIR}; fi")
                 r = subprocess.run(remote.ssh_argv(inv.hosts, db, kh, cmd),
-                                   capture_output=True, text=True, timeout=600)
+                                   capture_output=True, text=True, timeout=600,
+                                   stdin=subprocess.DEVNULL)
                 if r.returncode != 0:
                     raise ContentError(f"removing the database of {tenant} on {db.name}: "
                                        f"{r.stderr.strip()}")

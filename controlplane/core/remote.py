@@ -81,6 +81,14 @@ class NodeStatus:
     vrrp_by_hand: bool = False
 
 
+def feed(data: bytes | str | None) -> dict:
+    """subprocess.run's stdin for an ssh command: `data`, or /dev/null when there is none.
+    ssh given our own stdin would read the operator's typing and set that descriptor
+    non-blocking, which a process sharing it then meets (Python drops what a non-blocking
+    pipe refuses)."""
+    return {"stdin": subprocess.DEVNULL} if data is None else {"input": data}
+
+
 def ssh_argv(hosts: Hosts, node: Node, known_hosts: Path, command: str) -> list[str]:
     """The argv that runs `command` on `node` as hosts.yaml's operator account, with the
     county's pinned host keys and a shared connection per node (ssh_options). Every room that
@@ -111,7 +119,7 @@ def node_status(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,
         try:
             # Hashing content that changed since the last check may take a while.
             out = subprocess.run(cmd, capture_output=True, text=True,
-                                 timeout=300 if content else 20)
+                                 timeout=300 if content else 20, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             return NodeStatus(node.name, False, error="ssh timed out")
         if out.returncode != 0:
@@ -165,7 +173,8 @@ def confirm_firewall(hosts: Hosts, nodes: Sequence[Node], known_hosts: Path,
                    *ssh_options(hosts, known_hosts),
                    f"{hosts.ssh.user}@{node.address}", f"{paths.NODE_TOOL} firewall confirm"]
             try:
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=10,
+                                     stdin=subprocess.DEVNULL)
                 if out.returncode == 0:
                     return node.name, out.stdout.strip() or "confirmed"
                 err = out.stderr.strip()[-200:] or f"ssh exit {out.returncode}"

@@ -59,7 +59,7 @@ def release(county: County, name: str, back: bool = False) -> None:
         return
     r = subprocess.run(remote.ssh_argv(inv.hosts, node, county.known_hosts,
                                        f"{paths.NODE_TOOL} vrrp {'resume' if back else 'release'}"),
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     if r.returncode != 0:
         raise NodeError(f"{name}: could not {'resume' if back else 'release'} its floating "
                         f"addresses: {(r.stderr.strip() or r.stdout.strip())[-300:]}")

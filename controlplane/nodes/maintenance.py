@@ -75,7 +75,8 @@ def _upgrade_one(county: County, node: Node, say: Say) -> dict[str, Any]:
         say(f"{node.name}: updating")
         cmd = remote.ssh_argv(inv.hosts, node, county.known_hosts, f"{UPDATES_TOOL} run")
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
+                               stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             res = {"ok": False, "upgraded": [], "error": "no answer within an hour"}
         else:
@@ -116,7 +117,7 @@ def reboot(county: County, name: str, say: Say = lambda _: None,
     say(f"{name}: rebooting")
     subprocess.run(remote.ssh_argv(inv.hosts, node, county.known_hosts,
                                    "systemctl reboot || reboot"),
-                   capture_output=True, timeout=30)
+                   capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     back = None
     while time.monotonic() < deadline:

@@ -51,10 +51,8 @@ class Link:
     def run(self, node: str, *args: str, data: bytes | BinaryIO | None = None,
             timeout: float = 600, tool: str = TOOL) -> str:
         """`data`: the tool's stdin, bytes or an open file (streamed, not read into memory)."""
-        # no data: ssh reads nothing of ours (it would take the operator's stdin and set it
-        # non-blocking)
-        feed = {"stdin": subprocess.DEVNULL} if data is None else \
-            {"input": data} if isinstance(data, bytes) else {"stdin": data}
+        feed = remote.feed(data) if data is None or isinstance(data, bytes) else \
+            {"stdin": data}
         r = subprocess.run(self.argv(node, *args, tool=tool), capture_output=True,
                            timeout=timeout, **feed)
         if r.returncode != 0:

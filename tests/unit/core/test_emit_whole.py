@@ -55,3 +55,19 @@ def test_emit_writes_the_whole_document_through_a_non_blocking_pipe():
     assert rc == 0
     doc = json.loads(out.decode())
     assert len(doc["messages"]) == 3000 and doc["messages"][-1]["subject"] == "停电测试 2999"
+
+
+def test_an_ssh_command_without_data_reads_dev_null_not_ours():
+    """`remote.feed`: what every ssh the control plane runs gets as stdin. A child given our
+    stdin would read it; run here with a pipe as our stdin, `cat` (standing in for ssh) sees
+    nothing of what is in it."""
+    from controlplane.core import remote
+    parent = subprocess.run(
+        [sys.executable, "-c", "import subprocess, sys; sys.path.insert(0, sys.argv[1]);"
+         "from controlplane.core import remote;"
+         "r = subprocess.run(['cat'], capture_output=True, **remote.feed(None));"
+         "print(len(r.stdout))", str(REPO)],
+        input=b"the operator's typing\n", capture_output=True)
+    assert parent.returncode == 0, parent.stderr
+    assert parent.stdout.strip() == b"0"
+    assert remote.feed(b"x") == {"input": b"x"}
