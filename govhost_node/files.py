@@ -60,13 +60,17 @@ def sweep(folder: str | os.PathLike, older_than: float, prefix: str = "") -> lis
         if not name.startswith(prefix):
             continue
         path = os.path.join(folder, name)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             st = os.lstat(path)
-            if now - st.st_mtime <= older_than:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
+        except FileNotFoundError:           # another process's sweep took it
+            continue
+        if now - st.st_mtime <= older_than:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):  # only tidying: never a reason to fail
                 os.unlink(path)
+        if not os.path.lexists(path):
             removed.append(name)
     return removed

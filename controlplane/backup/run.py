@@ -245,7 +245,8 @@ def _control_restic(c: Cluster, *args: str, timeout: float = 3600,
         raise BackupError("restic is not installed on this machine (apt-get install restic)")
     try:
         return subprocess.run(["restic", "-r", url, "-o", f"sftp.command={ssh}", *args],
-                              env=env, stdout=stdout, stderr=subprocess.PIPE, timeout=timeout)
+                              env=env, stdin=subprocess.DEVNULL, stdout=stdout,
+                              stderr=subprocess.PIPE, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BackupError(f"restic {args[0]} timed out") from None
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 TIMEOUT = 15.0
 READY = "every loop has had its first answer"   # the line on stderr that says so
+GIVE_UP = 60.0      # seconds a run waits for its loops' first answers at most
 
 
 @dataclass
@@ -93,9 +94,11 @@ def run(addresses: list[str], host: str, expect: str, seconds: float, every: flo
     `on_ready` is called at that moment, so that a caller who breaks something "after a
     second of the normal state" counts from requests really made, not from a process still
     starting (CI once cut a node's power 0.7 s after a request's clock started while that
-    thread was still importing requests). No loop waits for the others; a loop whose first
-    request hangs holds the moment back, at most the timeout and 5 s, and the run is never
-    shorter than `seconds` after the caller was told."""
+    thread was still importing requests). No loop waits for the others. A loop whose first
+    request hangs holds that moment back (the others keep asking meanwhile); one that never
+    answers ends the run after GIVE_UP seconds and `seconds` more, and `on_ready` is never
+    called. A loop that dies before its first answer (its traceback on stderr) holds nothing
+    back."""
     import requests  # noqa: F401  (loaded before the clock starts: its import is not a request)
     clients = {"curl": _curl, "requests": _requests}
     loops = [Loop(a, c) for a in addresses for c in clients]
@@ -103,7 +106,8 @@ def run(addresses: list[str], host: str, expect: str, seconds: float, every: flo
     started = time.monotonic()
     lock = threading.Lock()
     waiting = [len(loops)]
-    ends = [started + TIMEOUT + 5 + seconds]    # until every loop has answered once
+    ends: list[float | None] = [None]           # set when every loop has answered once
+    give_up = started + GIVE_UP + seconds
 
     def first_answer() -> None:
         with lock:
@@ -112,24 +116,33 @@ def run(addresses: list[str], host: str, expect: str, seconds: float, every: flo
                 ends[0] = time.monotonic() + seconds
                 on_ready()
 
+    def going() -> bool:
+        end = ends[0]
+        return time.monotonic() < (give_up if end is None else end)
+
     def one(loop: Loop) -> None:
         fetch = clients[loop.client]
         first = True
-        while time.monotonic() < ends[0]:
-            t0 = time.monotonic()
-            code, body = fetch(_url(loop.address, path), host)
-            took = time.monotonic() - t0
-            loop.samples.append((t0, took, code, want in body))
+        try:
+            while going():
+                t0 = time.monotonic()
+                code, body = fetch(_url(loop.address, path), host)
+                took = time.monotonic() - t0
+                loop.samples.append((t0, took, code, want in body))
+                if first:
+                    first = False
+                    first_answer()
+                time.sleep(max(0.0, every - took))
+        finally:
             if first:
-                first = False
                 first_answer()
-            time.sleep(max(0.0, every - took))
 
     threads = [threading.Thread(target=one, args=(lp,), daemon=True) for lp in loops]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(max(0.0, ends[0] - time.monotonic()) + TIMEOUT + 5)
+        end = ends[0]
+        t.join(max(0.0, (give_up if end is None else end) - time.monotonic()) + TIMEOUT + 5)
     ended = time.monotonic()
     rows = [lp.summary(started, ended) for lp in loops]
     return {"host": host, "seconds": round(ended - started, 1), "every": every,
@@ -143,23 +156,24 @@ def run(addresses: list[str], host: str, expect: str, seconds: float, every: flo
             "silent_s": max((r["silent_s"] for r in rows), default=0.0)}
 
 
-def wait_ready(proc: subprocess.Popen, timeout: float = TIMEOUT + 30) -> None:
+def wait_ready(proc: subprocess.Popen, timeout: float = GIVE_UP + 30) -> None:
     """Block until the loop started by `argv` says every loop has had its first answer. Reads
-    its stderr's descriptor itself (no read-ahead that `communicate` would then miss). A loop
-    that ends first, or says nothing for `timeout` seconds, is killed and is an error with
-    what it printed."""
+    its stderr's descriptor a byte at a time (the lines are few), so that nothing after the
+    READY line is taken from `communicate`. A loop that ends first, or has not said so
+    within `timeout` seconds, is killed and is an error with what it printed."""
     fd = proc.stderr.fileno()
     said = b""
     deadline = time.monotonic() + timeout
-    while READY.encode() + b"\n" not in said:
+    while not said.endswith(b"\n" + READY.encode() + b"\n") and \
+            said != READY.encode() + b"\n":
         left = deadline - time.monotonic()
-        ready, _, _ = select.select([fd], [], [], max(0.0, left))
-        chunk = os.read(fd, 65536) if ready else b""
+        ready = select.select([fd], [], [], left)[0] if left > 0 else []
+        chunk = os.read(fd, 1) if ready else b""
         if not chunk:
             proc.kill()
             proc.wait()
-            why = "ended" if ready else f"said nothing for {timeout:.0f} s"
-            raise RuntimeError(f"the citizens' loop {why} before its first answers: "
+            why = "ended" if ready else f"was not ready within {timeout:.0f} s"
+            raise RuntimeError(f"the citizens' loop {why}: "
                                + said.decode(errors="replace")[-2000:])
         said += chunk
 

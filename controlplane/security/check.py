@@ -136,7 +136,8 @@ def measure_doors(inv: Inventory, placement: dict[str, tuple[str, ...]]
 def _node_facts(county: County, inv: Inventory, node: Node) -> dict:
     cmd = remote.ssh_argv(inv.hosts, node, county.known_hosts, paths.NODE_SECAUDIT_TOOL)
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return {"error": "ssh timed out"}
     if out.returncode != 0:

@@ -357,9 +357,6 @@ def test_messages_posted_through_a_nodes_power_cut_are_all_kept(county):
     count = POWER_CUT_MESSAGES
     strangers = [f"10.77.9.{i}" for i in range(30, 30 + -(-count // 5))]
     assert len(strangers) <= 200
-    for a in strangers:
-        subprocess.run(["ip", "-n", network.OUTSIDE, "addr", "add", f"{a}/24", "dev", "eth0"],
-                       check=True, capture_output=True)
     plan = [(NODES["n1"] if i % 2 == 0 else NODES["n2"], strangers[i // 5])
             for i in range(count)]
     cut, abandon, back = threading.Event(), threading.Event(), False
@@ -372,10 +369,13 @@ def test_messages_posted_through_a_nodes_power_cut_are_all_kept(county):
     cluster = county / "cluster.yaml"
     as_it_was = cluster.read_text()
     assert "work_bits" not in as_it_was
-    cluster.write_text(as_it_was + "\nmessages:\n  work_bits: 12\n"
-                       if "\nmessages:" not in as_it_was else
-                       as_it_was.replace("\nmessages:\n", "\nmessages:\n  work_bits: 12\n", 1))
     try:
+        for a in strangers:     # (replace: an address left by a run that was killed is kept)
+            subprocess.run(["ip", "-n", network.OUTSIDE, "addr", "replace", f"{a}/24", "dev",
+                            "eth0"], check=True, capture_output=True)
+        cluster.write_text(as_it_was + "\nmessages:\n  work_bits: 12\n"
+                           if "\nmessages:" not in as_it_was else
+                           as_it_was.replace("\nmessages:\n", "\nmessages:\n  work_bits: 12\n", 1))
         apply_json(county)
         def challenge(i: int) -> str:
             address, source = plan[i]
@@ -424,12 +424,12 @@ def test_messages_posted_through_a_nodes_power_cut_are_all_kept(county):
         assert numbers <= set(held), sorted(numbers - set(held))[:5]
         took["listed"] = time.monotonic()
     finally:
-        abandon.set()
-        cut.set()
-        cluster.write_text(as_it_was)   # first: whatever fails below, 18 bits come back
-        if cutter is not None:
-            cutter.join()
         try:
+            abandon.set()
+            cut.set()
+            cluster.write_text(as_it_was)   # first: whatever fails below, 18 bits come back
+            if cutter is not None:
+                cutter.join(300)
             lab.start("n3")
             apply_json(county)          # its services come back (an overlay node has no init)
             took["applied"] = time.monotonic()

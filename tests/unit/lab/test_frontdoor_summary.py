@@ -95,13 +95,13 @@ def test_wait_ready_reads_the_line_the_loop_prints(page):
 def test_wait_ready_names_a_loop_that_ended_before_it():
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stderr.write('no such host\\n')"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with pytest.raises(RuntimeError, match="ended before .*no such host"):
+    with pytest.raises(RuntimeError, match="ended: no such host"):
         frontdoor.wait_ready(proc)
 
 
 def test_wait_ready_gives_up_on_a_loop_that_says_nothing_and_stops_it():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with pytest.raises(RuntimeError, match="said nothing for 1 s"):
+    with pytest.raises(RuntimeError, match="was not ready within 1 s"):
         frontdoor.wait_ready(proc, timeout=1.0)
     assert proc.returncode is not None
