@@ -149,8 +149,13 @@ def test_an_interrupted_restics_lock_on_a_repository_on_this_disk_is_removed(tmp
     holder = subprocess.Popen(restic.cmd("backup", "--stdin", "--stdin-filename", "held"),
                               env=restic.env, stdin=subprocess.PIPE,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):                          # until its lock is there (bounded: 20 s)
-        if os.listdir(repo / "locks"):
+    # Until its lock is there and can be read (bounded: 20 s). Waiting only for the file
+    # once failed in a loaded suite: the clean-up then found no lock of that process to
+    # remove, as when the lock is not yet whole when the holder is killed.
+    for _ in range(200):
+        locks = os.listdir(repo / "locks")
+        if locks and subprocess.run([*restic.cmd("cat", "lock", locks[0]), "--no-lock"],
+                                    env=restic.env, capture_output=True).returncode == 0:
             break
         time.sleep(0.1)
     holder.kill()
