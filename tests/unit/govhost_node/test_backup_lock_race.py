@@ -149,9 +149,9 @@ def test_an_interrupted_restics_lock_on_a_repository_on_this_disk_is_removed(tmp
     holder = subprocess.Popen(restic.cmd("backup", "--stdin", "--stdin-filename", "held"),
                               env=restic.env, stdin=subprocess.PIPE,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # Until its lock is there and can be read (bounded: 20 s). Waiting only for the file
-    # once failed in a loaded suite: the clean-up then found no lock of that process to
-    # remove, as when the lock is not yet whole when the holder is killed.
+    # Until its lock is there and can be read (bounded: 20 s). In one loaded suite run the
+    # clean-up below removed nothing; the cause was not found (restic writes a local file
+    # whole), so the assertion now prints what the clean-up read.
     for _ in range(200):
         locks = os.listdir(repo / "locks")
         if locks and subprocess.run([*restic.cmd("cat", "lock", locks[0]), "--no-lock"],
@@ -162,5 +162,7 @@ def test_an_interrupted_restics_lock_on_a_repository_on_this_disk_is_removed(tmp
     holder.wait()
     assert len(os.listdir(repo / "locks")) == 1
     assert restic.clear_own_locks([(holder.pid, t0 - 600, t0 - 300)]) == 0   # not its time
-    assert restic.clear_own_locks([(holder.pid, t0, time.time())]) == 1
+    removed = restic.clear_own_locks([(holder.pid, t0, time.time())])
+    assert removed == 1, (holder.pid, t0, backup._lock_records(
+        ["restic", "--no-cache", *restic.args], restic.env, lambda _: True, look_first=False))
     assert os.listdir(repo / "locks") == []
