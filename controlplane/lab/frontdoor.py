@@ -162,10 +162,10 @@ def wait_ready(proc: subprocess.Popen, timeout: float = GIVE_UP + 30) -> None:
     READY line is taken from `communicate`. A loop that ends first, or has not said so
     within `timeout` seconds, is killed and is an error with what it printed."""
     fd = proc.stderr.fileno()
+    line = b"\n" + READY.encode() + b"\n"
     said = b""
     deadline = time.monotonic() + timeout
-    while not said.endswith(b"\n" + READY.encode() + b"\n") and \
-            said != READY.encode() + b"\n":
+    while not (b"\n" + said).endswith(line):       # READY as a whole line, first or later
         left = deadline - time.monotonic()
         ready = select.select([fd], [], [], left)[0] if left > 0 else []
         chunk = os.read(fd, 1) if ready else b""
