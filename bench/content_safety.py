@@ -21,8 +21,8 @@ government pages (titles, dates, ~600 characters of text from a fixed vocabulary
 
 Usage: bench/content_safety.py [PAGES] [UNITS] [--no-lab] [--search] [--json]
 (--search: part 2 only, the index and its queries, and the node's search server on this
-machine's loopback next to the one before issue 37 and the one before stop 57's rankings,
-read from Git: no lab needed with --no-lab.)
+machine's loopback next to the one before issue 37, the one before stop 57's rankings and
+the one before stop 62's answers in turn, read from Git: no lab needed with --no-lab.)
 (--json: every part's figures as one JSON object on the last line.)
 """
 from __future__ import annotations
@@ -288,6 +288,8 @@ def _wrk(url: str, headers: dict[str, str], queries: list[str] | None = None,
 SEARCH_BEFORE = "352e680"     # the search server before issue 37 bounded a query's cost
 # ... and before its pages came from one ranking of their query (stop 57)
 SEARCH_PAGED = "be28525"
+# ... and before its answers were made in turn (stop 62)
+SEARCH_UNTURNED = "20827eb"
 
 
 def _queries(pages_count: int) -> dict[str, list]:
@@ -314,7 +316,8 @@ def bench_search_loopback(db: Path, pages_count: int) -> dict:
     gained, and whether a rare word lost anything. No nginx, no lab."""
     tmp = Path(tempfile.mkdtemp(prefix="govhost-bench-search-"))
     scripts = {"today": REPO / "govhost_node" / "search.py"}
-    for label, rev in (("paged", SEARCH_PAGED), ("before", SEARCH_BEFORE)):
+    for label, rev in (("unturned", SEARCH_UNTURNED), ("paged", SEARCH_PAGED),
+                       ("before", SEARCH_BEFORE)):
         scripts[label] = tmp / f"search_{label}.py"
         scripts[label].write_bytes(subprocess.run(
             ["git", "-C", str(REPO), "show", f"{rev}:govhost_node/search.py"],
@@ -330,10 +333,15 @@ def bench_search_loopback(db: Path, pages_count: int) -> dict:
                  "--db", str(db)], env=env, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL))
         time.sleep(4)                                   # jieba's dictionary
-        out: dict = {"before": SEARCH_BEFORE, "paged": SEARCH_PAGED}
+        out: dict = {"before": SEARCH_BEFORE, "paged": SEARCH_PAGED,
+                     "unturned": SEARCH_UNTURNED}
         queries = _queries(pages_count)
         for name, query_set, clients in (
                 ("common_word_uncached", "common_word_uncached", 50),
+                # the same again on the same servers: their 20 rankings kept and their pages
+                # read once, as on a node that has answered for a while (the run above is
+                # a server's first ten seconds)
+                ("common_word_uncached_warm", "common_word_uncached", 50),
                 ("common_words_uncached", "common_words_uncached", 8),
                 ("common_words_uncached_50_clients", "common_words_uncached", 50),
                 ("common_words_popular", "common_words_popular", 8),
@@ -348,6 +356,11 @@ def bench_search_loopback(db: Path, pages_count: int) -> dict:
                        for k in ("today", "paged", "before"))
             out[name]["today_x_before"] = round(t / b, 2) if b else None
             out[name]["today_x_paged"] = round(t / g, 2) if g else None
+            # what answering in turn changed: the tail, at the same throughput
+            u = out[name]["unturned"]
+            if u.get("ms_99") and out[name]["today"].get("ms_99"):
+                out[name]["p99_unturned_over_today"] = round(
+                    u["ms_99"] / out[name]["today"]["ms_99"], 2)
         return out
     finally:
         for _, proc in servers.values():
@@ -378,6 +391,8 @@ def bench_search_http(db: Path, pages_count: int) -> dict:
     server = "http://10.77.0.11:9275/search"
     try:
         return {"county_common_word_uncached_50_clients": _wrk(server, {}, singles, 50),
+                # again, the server warm (its rankings kept, its pages read once)
+                "county_common_word_uncached_50_clients_warm": _wrk(server, {}, singles, 50),
                 "county_common_words_uncached": _wrk(server, {}, pairs),
                 "county_common_words_popular": _wrk(server, {}, common),
                 "county_rare_word": _wrk(server, {}, rare),

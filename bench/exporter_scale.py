@@ -4,6 +4,12 @@ the 3 lab nodes. Prints, measured in one run: the wall time and CPU time of one 
 (every tenant's homepage through every node), the scrape time of the exporter and of one
 node agent, and the number of series each returns.
 
+And a node's CPU, from its whole control group (every process, short-lived ones too): at
+rest for IDLE seconds (the node's own services, nothing asked of it), over the probe
+rounds and over the agent scrapes, and from those a day of it at the exporter's 30 s and
+Prometheus's 15 s intervals (what the county's own monitoring costs a node; the citizens'
+traffic is measured by the other benches).
+
 Needs root and the lab: `govhost lab up --nodes 3` first.
 Usage: bench/exporter_scale.py [N] [--json] (--json: the figures as one JSON object on the
 last line).
@@ -70,6 +76,18 @@ def node_resources(address: str) -> dict:
     return out
 
 
+def node_cpu(address: str) -> float:
+    """CPU seconds the node's whole control group has used since it started: systemd's
+    root of the node (its cgroup namespace) counts every process, the ones that ended too."""
+    text = lab_ssh(address, "cat /sys/fs/cgroup/cpu.stat")
+    usec = next(int(line.split()[1]) for line in text.splitlines()
+                if line.startswith("usage_usec "))
+    return usec / 1e6
+
+
+DAY = 86400
+
+
 def series(text: str) -> int:
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
@@ -78,6 +96,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("count", nargs="?", type=int, default=1000, help="generated units")
     ap.add_argument("--json", action="store_true", help="the figures as JSON, last line")
+    ap.add_argument("--idle", type=int, default=30, help="seconds of a node at rest, measured")
     args = ap.parse_args()
     count = args.count
     if not all(n.ssh_open for n in lab.up(3)[:3]):
@@ -93,7 +112,17 @@ def main() -> None:
         # Rounds not spread over the interval (as the running exporter spreads them): the
         # wall time is then what a round costs, not half the interval.
         prober.probe_once(spread=False)          # warm: inventory loaded, desired rendered
+        time.sleep(5)                            # what the warm round started, done
+        cpu0, t0 = node_cpu("10.77.0.11"), time.perf_counter()
+        time.sleep(args.idle)
+        cpu1, t1 = node_cpu("10.77.0.11"), time.perf_counter()
         rounds = [prober.probe_once(spread=False) for _ in range(3)]
+        cpu2 = node_cpu("10.77.0.11")
+        # n1's part of a round (the probes sent through it, and those another node passed
+        # to it as a unit's replica), less what it would have spent at rest meanwhile
+        idle_share = (cpu1 - cpu0) / (t1 - t0)
+        rounds_wall = sum(r.seconds for r in rounds)
+        node_round_cpu = max(0.0, (cpu2 - cpu1) - idle_share * rounds_wall) / len(rounds)
         collector = GovhostCollector(county, prober)
         scrapes, text = [], ""
         for _ in range(5):
@@ -111,10 +140,21 @@ def main() -> None:
         access = metrics.ensure(county.state_dir, county.inv.secret, county.inv.hosts,
                                 county.inv.cluster.name)
         agent_times, agent_text = [], ""
+        cpu3 = node_cpu("10.77.0.11")
         for _ in range(5):
             t = time.perf_counter()
             agent_text = metrics.read(access, "10.77.0.11", AGENT_PORT, timeout=30)
             agent_times.append(time.perf_counter() - t)
+        node_scrape_cpu = max(0.0, (node_cpu("10.77.0.11") - cpu3)
+                              - idle_share * sum(agent_times)) / len(agent_times)
+        # a day: at rest, a probe round every 30 s (the exporter's interval) and an agent
+        # scrape every 15 s (Prometheus's)
+        day = {"idle_cpu_share": round(idle_share, 4),
+               "probe_round_cpu_seconds": round(node_round_cpu, 3),
+               "agent_scrape_cpu_seconds": round(node_scrape_cpu, 3),
+               "day_cpu_seconds": round(idle_share * DAY + node_round_cpu * DAY / 30
+                                        + node_scrape_cpu * DAY / 15)}
+        day["day_cpu_share"] = round(day["day_cpu_seconds"] / DAY, 4)
         node = node_resources("10.77.0.11")
         control_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         probes_per_round = count * 3
@@ -136,6 +176,11 @@ def main() -> None:
             ("agent series on n1", str(series(agent_text))),
             ("control process, peak memory (MiB)", f"{control_mib:.0f}"),
             *((f"n1 {k.replace('_', ' ')}", str(v)) for k, v in node.items()),
+            ("n1 CPU at rest (share of a core)", f"{day['idle_cpu_share']:.1%}"),
+            ("n1 CPU of a probe round (s)", f"{day['probe_round_cpu_seconds']:.2f}"),
+            ("n1 CPU of an agent scrape (s)", f"{day['agent_scrape_cpu_seconds']:.3f}"),
+            ("n1 CPU a day, rest and monitoring (s)", str(day["day_cpu_seconds"])),
+            ("  as a share of one core", f"{day['day_cpu_share']:.1%}"),
         ]:
             print(f"{name:<44}{value:>12}")
         if args.json:
@@ -153,7 +198,8 @@ def main() -> None:
                 "exporter_series": series(text),
                 "agent_scrape_seconds": round(statistics.median(agent_times), 4),
                 "agent_series": series(agent_text),
-                "control_peak_mib": round(control_mib), "node_n1": node}))
+                "control_peak_mib": round(control_mib), "node_n1": node,
+                "node_n1_cpu": day}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

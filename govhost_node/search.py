@@ -375,6 +375,56 @@ def _quote(s: str) -> str:
     return quote(s, safe="")
 
 
+class Turn:
+    """One thread at a time, in the order they asked: first come, first answered.
+
+    Each connection nginx keeps open is a thread, 25 or so a worker under load, and an
+    answer is Python work under one interpreter lock, which goes to whichever waiting
+    thread the system wakes, not to the one that has waited longest: a search could lose
+    that draw many times over. A waiting thread sleeps on its own event and is not in the
+    draw at all. What may take long (ranking a query, waiting for another thread's ranking)
+    is done `aside`, out of the line, so that one costly query does not hold up the cheap
+    answers queued behind it; the thread then takes its place at the end of the line."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: collections.deque[threading.Event] = collections.deque()
+        self._held = False
+        self._owner: int | None = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if not self._held:
+                self._held = True
+                self._owner = threading.get_ident()
+                return
+            mine = threading.Event()
+            self._waiting.append(mine)
+        mine.wait()                 # handed the turn by the thread before (still held)
+        self._owner = threading.get_ident()
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._owner = None
+            if self._waiting:
+                self._waiting.popleft().set()
+            else:
+                self._held = False
+
+    @contextlib.contextmanager
+    def aside(self) -> Iterator[None]:
+        """Out of the line for a while, if this thread is in it (a thread that never took
+        its turn, as a caller outside the server, just goes on)."""
+        if self._owner != threading.get_ident():
+            yield
+            return
+        self.__exit__()
+        try:
+            yield
+        finally:
+            self.__enter__()
+
+
 class Served:
     """The connections the server answers from: a pool, so queries run side by side (each
     request is a thread of its own), opened again when the index file was replaced or removed
@@ -397,6 +447,8 @@ class Served:
         self.words_read: tuple | None = None     # the index version whose words are loaded
         # Answers and rankings being computed now, by their key (see _once).
         self.running: dict[tuple, threading.Event] = {}
+        # the server's threads compute answers in turn (see Turn)
+        self.turn = Turn()
 
     def version(self) -> tuple:
         """Changes whenever the index does: a commit writes the WAL (or the file itself, at
@@ -422,7 +474,7 @@ class Served:
             if hit is not None:
                 return hit
         if self.words_read != version:           # the words change only with the index
-            with self.get() as index:
+            with self.turn.aside(), self.get() as index:
                 load_words(index.words())
             self.words_read = version
         key = (version, tuple(query_terms(q)), unit, sort, page)
@@ -461,7 +513,7 @@ class Served:
         return self._once(self.cache, key, compute, self.CACHED)
 
     def _rank(self, q: str, unit: str | None, sort: str) -> Ranking:
-        with self.get() as index:
+        with self.turn.aside(), self.get() as index:
             return index.rank(q, unit, sort)
 
     def _once(self, kept: collections.OrderedDict, key: tuple, compute: Callable[[], Any],
@@ -477,7 +529,8 @@ class Served:
                 if running is None:
                     done = self.running[key] = threading.Event()
                     break
-            running.wait(30)       # then look again; compute it if that one failed
+            with self.turn.aside():   # the one computing it may need the line to finish
+                running.wait(30)       # then look again; compute it if that one failed
         try:
             value = compute()
             self._keep(kept, key, value, bound)
@@ -550,11 +603,16 @@ class Handler(BaseHTTPRequestHandler):
             page = 1
         # On a unit's site nginx names the unit; the portal searches the whole county.
         unit = self.headers.get("X-Govhost-Unit") or None
-        res, scope = self.served.answer(q, unit, sort, page)
-        if (args.get("format") or [""])[0] == "json":
-            self._send(200, "application/json", json.dumps(res, ensure_ascii=False).encode())
-            return
-        self._send(200, "text/html; charset=utf-8", render(res, scope, sort).encode())
+        # Answers are made one at a time in the order asked. Reading the request and
+        # sending the answer are not in the line: a connection that sends or reads slowly
+        # (a unit's PHP can reach this port) holds up nobody but itself.
+        with self.served.turn:
+            res, scope = self.served.answer(q, unit, sort, page)
+            if (args.get("format") or [""])[0] == "json":
+                ctype, body = "application/json", json.dumps(res, ensure_ascii=False).encode()
+            else:
+                ctype, body = "text/html; charset=utf-8", render(res, scope, sort).encode()
+        self._send(200, ctype, body)
 
     def _send(self, code: int, ctype: str, body: bytes) -> None:
         self.send_response(code)

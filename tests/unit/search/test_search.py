@@ -411,3 +411,80 @@ def test_a_units_search_never_shows_a_page_its_ranking_did_not_hold(index):
     assert index.db.execute("SELECT tenant FROM pages WHERE id = ?",
                             (ranking.ids[0],)).fetchone() == ("other",)   # the id reused
     assert index.page_of(ranking, 1)["results"] == []
+
+
+def test_answers_are_taken_in_turn_in_the_order_asked():
+    """The server's threads take their turn first come, first answered (the interpreter's
+    own lock goes to whichever thread is woken: a search could lose that draw many times
+    over). Ten threads queued one after another behind a held turn enter in that order; a
+    failure inside the turn passes it on."""
+    import threading
+    import time
+
+    turn = node_search.Turn()
+    entered: list[int] = []
+
+    def ask(i: int) -> None:
+        with turn:
+            entered.append(i)
+            if i == 3:
+                raise RuntimeError("an answer that failed")
+
+    def run(i: int) -> None:
+        try:
+            ask(i)
+        except RuntimeError:
+            pass
+
+    threads = []
+    with turn:
+        for i in range(10):
+            t = threading.Thread(target=run, args=(i,))
+            t.start()
+            threads.append(t)
+            deadline = time.monotonic() + 10
+            while len(turn._waiting) < i + 1:          # this one waits before the next asks
+                assert time.monotonic() < deadline, f"thread {i} never queued"
+                time.sleep(0.001)
+        assert entered == []                           # nobody enters while it is held
+    for t in threads:
+        t.join(10)
+    assert entered == list(range(10))
+    with turn:                                         # free again after the last
+        pass
+    assert turn._held is False and not turn._waiting
+
+
+def test_a_costly_ranking_steps_out_of_the_line_and_back_in_at_its_end():
+    """A thread ranking a query goes `aside`: the thread queued behind it answers meanwhile,
+    and the ranking thread takes the turn again after it. A caller that never took the
+    turn (the tests, the console) goes aside without touching it."""
+    import threading
+
+    turn = node_search.Turn()
+    order: list[str] = []
+    ranking_started, cheap_done = threading.Event(), threading.Event()
+
+    def costly() -> None:
+        with turn:
+            order.append("costly asks")
+            with turn.aside():
+                ranking_started.set()
+                assert cheap_done.wait(10), "the cheap answer waited for the ranking"
+                order.append("costly ranked")
+            order.append("costly answers")
+
+    def cheap() -> None:
+        assert ranking_started.wait(10)
+        with turn:
+            order.append("cheap answers")
+        cheap_done.set()
+
+    threads = [threading.Thread(target=costly), threading.Thread(target=cheap)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert order == ["costly asks", "cheap answers", "costly ranked", "costly answers"]
+    with turn.aside():                     # not in the line: nothing to step out of
+        assert turn._held is False
