@@ -11,7 +11,7 @@ Prometheus's 15 s intervals (what the county's own monitoring costs a node; the 
 traffic is measured by the other benches).
 
 Needs root and the lab: `govhost lab up --nodes 3` first.
-Usage: bench/exporter_scale.py [N] [--json] (--json: the figures as one JSON object on the
+Usage: bench/exporter_scale.py [N] [--idle S] [--json] (--json: the figures as one JSON object on the
 last line).
 """
 from __future__ import annotations
@@ -112,7 +112,7 @@ def main() -> None:
         # Rounds not spread over the interval (as the running exporter spreads them): the
         # wall time is then what a round costs, not half the interval.
         prober.probe_once(spread=False)          # warm: inventory loaded, desired rendered
-        time.sleep(5)                            # what the warm round started, done
+        time.sleep(min(5, args.idle))           # what the warm round started, done
         cpu0, t0 = node_cpu("10.77.0.11"), time.perf_counter()
         time.sleep(args.idle)
         cpu1, t1 = node_cpu("10.77.0.11"), time.perf_counter()

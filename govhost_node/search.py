@@ -58,6 +58,12 @@ WINDOW = PER_PAGE * MAX_PAGE
 MAX_QUERY = 100
 MMAP_BYTES = 1 << 30
 EXCERPT = 70
+# What an answer reads of a page: its title up to TITLE_READ characters, and its text up to
+# BODY_READ for the excerpt (a word further in shows the page's beginning). A unit may publish
+# pages of megabytes (a 5 MiB title, a body of one line); read whole, ten of them made one
+# answer of 95 MiB and a second of work in the worker's line (a reviewer, stop 62).
+TITLE_READ = 200
+BODY_READ = 20_000
 
 # Bumped when the tables change: an index of another version is dropped and rebuilt (the node
 # then reports holding nothing, and the next sync sends every unit whole).
@@ -247,7 +253,8 @@ class Index:
         # have gone to another unit's new page since, which a unit's search never shows.
         scoped = " AND p.tenant = ?" if r.unit else ""
         got = {row[0]: row[1:] for row in self.db.execute(
-            "SELECT p.id, p.tenant, u.title, p.url, p.title, p.date, p.body FROM pages p "
+            f"SELECT p.id, p.tenant, u.title, p.url, substr(p.title, 1, {TITLE_READ}), "
+            f"p.date, substr(p.body, 1, {BODY_READ}) FROM pages p "
             "LEFT JOIN units u ON u.tenant = p.tenant "
             f"WHERE p.id IN ({','.join('?' * len(order))}){scoped}",
             order + ([r.unit] if r.unit else []))} if order else {}

@@ -44,6 +44,9 @@ def _apply_scale(r: dict[str, Any]) -> None:
 def _exporter_scale(r: dict[str, Any]) -> None:
     assert r["up_in_last_round"] == r["probes_per_round"] == 3 * r["units"]
     assert r["agent_series"] > 0 and r["exporter_series"] > 0
+    # the node's CPU was read from its own control group (a machine at rest uses some)
+    cpu = r["node_n1_cpu"]
+    assert cpu["idle_cpu_share"] > 0 and cpu["day_cpu_seconds"] > 0, cpu
 
 
 def _compliance_scale(r: dict[str, Any]) -> None:
@@ -132,7 +135,7 @@ def _node_lifecycle(r: dict[str, Any]) -> None:
 # `node_lifecycle` last, as they take the lab over to machine nodes of their own (the
 # machine tests come next).
 TINY: list[tuple[str, list[str], Callable[[dict[str, Any]], None]]] = [
-    ("exporter_scale", ["4"], _exporter_scale),
+    ("exporter_scale", ["4", "--idle", "2"], _exporter_scale),
     ("console_split", ["20"], _console_split),
     ("console", ["4", "2", "2"], _console),
     ("console_flood", ["2", "2"], _console_flood),

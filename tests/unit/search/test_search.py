@@ -439,7 +439,7 @@ def test_answers_are_taken_in_turn_in_the_order_asked():
     threads = []
     with turn:
         for i in range(10):
-            t = threading.Thread(target=run, args=(i,))
+            t = threading.Thread(target=run, args=(i,), daemon=True)
             t.start()
             threads.append(t)
             deadline = time.monotonic() + 10
@@ -457,34 +457,116 @@ def test_answers_are_taken_in_turn_in_the_order_asked():
 
 def test_a_costly_ranking_steps_out_of_the_line_and_back_in_at_its_end():
     """A thread ranking a query goes `aside`: the thread queued behind it answers meanwhile,
-    and the ranking thread takes the turn again after it. A caller that never took the
-    turn (the tests, the console) goes aside without touching it."""
+    and the ranking thread comes back at the end of the line, behind whoever queued while it
+    was away and ahead of whoever came after it. A caller that never took the turn (the
+    tests, the console) goes aside without touching it."""
     import threading
+    import time
 
     turn = node_search.Turn()
     order: list[str] = []
-    ranking_started, cheap_done = threading.Event(), threading.Event()
+    away, c_holds, d_go = threading.Event(), threading.Event(), threading.Event()
+
+    def wait_queued(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(turn._waiting) < n:
+            assert time.monotonic() < deadline, f"never {n} queued"
+            time.sleep(0.001)
 
     def costly() -> None:
         with turn:
             order.append("costly asks")
             with turn.aside():
-                ranking_started.set()
-                assert cheap_done.wait(10), "the cheap answer waited for the ranking"
+                away.set()
+                assert c_holds.wait(10)
                 order.append("costly ranked")
             order.append("costly answers")
 
-    def cheap() -> None:
-        assert ranking_started.wait(10)
-        with turn:
-            order.append("cheap answers")
-        cheap_done.set()
+    def c() -> None:
+        assert away.wait(10)
+        with turn:                           # took the line while the ranking was away
+            order.append("c answers")
+            c_holds.set()
+            wait_queued(1)                   # the ranking is back, behind c
+            d_go.set()
+            wait_queued(2)                   # d behind the ranking
 
-    threads = [threading.Thread(target=costly), threading.Thread(target=cheap)]
+    def d() -> None:
+        assert d_go.wait(10)
+        with turn:
+            order.append("d answers")
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (costly, c, d)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(10)
-    assert order == ["costly asks", "cheap answers", "costly ranked", "costly answers"]
+    assert order == ["costly asks", "c answers", "costly ranked", "costly answers",
+                     "d answers"]
     with turn.aside():                     # not in the line: nothing to step out of
         assert turn._held is False
+
+
+def test_the_servers_threads_in_turn_wait_for_a_ranking_out_of_the_line(index, tmp_path,
+                                                                          monkeypatch):
+    """As the server runs it: every thread answers inside the turn. Four ask the same
+    uncached word whose ranking is slow (one ranks, three wait for it) and one asks a cached
+    word meanwhile. The cached answer is not held up by the ranking, and nobody waits the 30
+    seconds a thread waiting in the line for a ranking that needs the line would cost."""
+    import threading
+    import time
+
+    index.put("jiaoyu", "a.html", page("通知", "茶河镇 龙潭镇"), "r1", None)
+    served = node_search.Served(str(tmp_path / "index.db"))
+    served.answer("龙潭镇", None, "relevance", 1)                   # cached
+    real = node_search.Index.rank
+    ranking = threading.Event()
+
+    def slow(self, *args, **kw):
+        ranking.set()
+        time.sleep(1.0)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(node_search.Index, "rank", slow)
+    done: dict[str, float] = {}
+    t0 = time.monotonic()
+
+    def ask(name: str, q: str) -> None:
+        with served.turn:
+            served.answer(q, None, "relevance", 1)
+        done[name] = time.monotonic() - t0
+
+    slow_ones = [threading.Thread(target=ask, args=(f"slow{i}", "茶河镇"), daemon=True)
+                 for i in range(4)]
+    for t in slow_ones:
+        t.start()
+    assert ranking.wait(10)
+    cheap = threading.Thread(target=ask, args=("cheap", "龙潭镇"), daemon=True)
+    cheap.start()
+    for t in [*slow_ones, cheap]:
+        t.join(15)
+    assert len(done) == 5, done
+    assert done["cheap"] < min(done[f"slow{i}"] for i in range(4)), done
+    assert max(done.values()) < 10, done                # not a 30 s stall
+
+
+def test_an_answer_reads_a_bounded_part_of_pages_of_megabytes(index, tmp_path):
+    """A unit may publish pages of megabytes (a title of 0.6 MB, a body of 3 MB): an answer
+    reads TITLE_READ characters of the title and BODY_READ of the text, so ten such pages
+    make a small answer, and a word near the top still gets its excerpt."""
+    import json
+
+    recs = [pages.record("jiaoyu.qingshui.gov.cn", f"big{i}.html", f"d{i}",
+                         page("茶河镇" + "标" * 200_000, "茶河镇 开头 " + "字" * 1_000_000),
+                         # jieba would take a minute over 40 MB: the index needs the words
+                         lambda text: "茶河镇 开头") for i in range(10)]
+    assert index.apply({"tenant": "jiaoyu", "title": "jiaoyu", "release": "r1", "base": None,
+                        "drop": [], "put": recs})
+    served = node_search.Served(str(tmp_path / "index.db"))
+    with served.turn:
+        res, _ = served.answer("茶河镇", None, "relevance", 1)
+    assert len(res["results"]) == 10
+    for r in res["results"]:
+        assert len(r["title"]) == node_search.TITLE_READ
+        assert "<mark>茶河镇</mark>" in r["title_html"] and "<mark>茶河镇</mark>" in r["excerpt_html"]
+    assert len(json.dumps(res, ensure_ascii=False)) < 50_000
