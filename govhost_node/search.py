@@ -58,12 +58,13 @@ WINDOW = PER_PAGE * MAX_PAGE
 MAX_QUERY = 100
 MMAP_BYTES = 1 << 30
 EXCERPT = 70
-# What an answer reads of a page: its title up to TITLE_READ characters, and its text up to
-# BODY_READ for the excerpt (a word further in shows the page's beginning). A unit may publish
-# pages of megabytes (a 5 MiB title, a body of one line); read whole, ten of them made one
-# answer of 95 MiB and a second of work in the worker's line (a reviewer, stop 62).
+# What an answer reads of a page: its title up to TITLE_READ characters, and BODY_READ
+# characters of its text from just before the first of the query's words (SQLite finds it),
+# for the excerpt. A unit may publish pages of megabytes (a 5 MiB title, a body of one
+# line); read whole, ten of them made one answer of 95 MiB and a second of work in the
+# worker's line (a reviewer, stop 62).
 TITLE_READ = 200
-BODY_READ = 20_000
+BODY_READ = 1_000
 
 # Bumped when the tables change: an index of another version is dropped and rebuilt (the node
 # then reports holding nothing, and the next sync sends every unit whole).
@@ -252,20 +253,31 @@ class Index:
         # A page gone since the ranking (an apply between the two) is left out; its id may
         # have gone to another unit's new page since, which a unit's search never shows.
         scoped = " AND p.tenant = ?" if r.unit else ""
-        got = {row[0]: row[1:] for row in self.db.execute(
-            f"SELECT p.id, p.tenant, u.title, p.url, substr(p.title, 1, {TITLE_READ}), "
-            f"p.date, substr(p.body, 1, {BODY_READ}) FROM pages p "
-            "LEFT JOIN units u ON u.tenant = p.tenant "
-            f"WHERE p.id IN ({','.join('?' * len(order))}){scoped}",
-            order + ([r.unit] if r.unit else []))} if order else {}
-        rows = [got[i] for i in order if i in got]
         terms = r.terms
+        # where the text's excerpt begins: a little before the first of the words (as
+        # `excerpt` looks for them, in lower case), or at the start where none is found
+        never = 1 << 62
+        found = ", ".join([f"coalesce(nullif(instr(lower(p.body), ?), 0), {never})"]
+                          * max(2, len(terms)))
+        got = {row[0]: row[1:] for row in self.db.execute(
+            f"SELECT id, tenant, unit_title, url, title, date, start, "
+            f"substr(body, start, {BODY_READ}) FROM ("
+            f"SELECT *, CASE WHEN first >= {never} THEN 1 ELSE max(1, first - {EXCERPT}) END "
+            "AS start FROM ("
+            "SELECT p.id AS id, p.tenant AS tenant, u.title AS unit_title, p.url AS url, "
+            f"substr(p.title, 1, {TITLE_READ}) AS title, p.date AS date, p.body AS body, "
+            f"min({found}) AS first FROM pages p LEFT JOIN units u ON u.tenant = p.tenant "
+            f"WHERE p.id IN ({','.join('?' * len(order))}){scoped}))",
+            (terms * 2)[:max(2, len(terms))] + order + ([r.unit] if r.unit else []))} \
+            if order else {}
+        rows = [got[i] for i in order if i in got]
         return {"query": r.query, "terms": terms, "total": min(r.total, COUNTED),
                 "more": r.total > COUNTED, "ranked": r.ranked, "page": page,
                 "results": [{"unit": t, "unit_title": ut or t, "url": url, "title": title,
                              "date": date, "title_html": mark(title or url, terms),
-                             "excerpt_html": excerpt(body, terms)}
-                            for t, ut, url, title, date, body in rows]}
+                             "excerpt_html": excerpt(body, terms, start > 1,
+                                                     len(body) == BODY_READ)}
+                            for t, ut, url, title, date, start, body in rows]}
 
 
 @dataclass(frozen=True)
@@ -328,13 +340,16 @@ def mark(text: str, terms: list[str]) -> str:
     return "".join(out)
 
 
-def excerpt(body: str, terms: list[str]) -> str:
+def excerpt(body: str, terms: list[str], cut_before: bool = False,
+            cut_after: bool = False) -> str:
+    """About 140 characters of `body` from a little before the first of `terms`; `body` may
+    be a piece of the page's text, cut before or after it (an ellipsis says so)."""
     low = body.lower()
     hits = [i for i in (low.find(t) for t in terms) if i >= 0]
     start = max(0, min(hits) - EXCERPT // 3) if hits else 0
     piece = _SPACE.sub(" ", body[start:start + EXCERPT * 2])
-    return ("…" if start else "") + mark(piece, terms) + ("…" if start + EXCERPT * 2 < len(body)
-                                                          else "")
+    return ("…" if start or cut_before else "") + mark(piece, terms) + \
+        ("…" if start + EXCERPT * 2 < len(body) or cut_after else "")
 
 
 PAGE = """<!DOCTYPE html>

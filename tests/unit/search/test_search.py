@@ -570,3 +570,27 @@ def test_an_answer_reads_a_bounded_part_of_pages_of_megabytes(index, tmp_path):
         assert len(r["title"]) == node_search.TITLE_READ
         assert "<mark>茶河镇</mark>" in r["title_html"] and "<mark>茶河镇</mark>" in r["excerpt_html"]
     assert len(json.dumps(res, ensure_ascii=False)) < 50_000
+
+
+def test_a_word_far_into_a_long_page_still_gets_its_excerpt(index, tmp_path):
+    """The excerpt is read from just before the first of the query's words, wherever it is
+    (a reviewer: cut at the page's start, a word at character 25,000 showed no excerpt),
+    with an ellipsis on each side the page goes on; found in any letter case."""
+    long_page = "字" * 25_000 + " 茶河镇 召开会议 " + "文" * 5_000
+    end_page = "字" * 25_000 + " 茶河镇 结束"
+    latin = "字" * 3_000 + " The GDP report "
+    recs = [pages.record("jiaoyu.qingshui.gov.cn", path, path, page("标题", text),
+                         lambda text: "茶河镇 gdp")
+            for path, text in (("long.html", long_page), ("end.html", end_page),
+                               ("latin.html", latin))]
+    assert index.apply({"tenant": "jiaoyu", "title": "jiaoyu", "release": "r1", "base": None,
+                        "drop": [], "put": recs})
+    served = node_search.Served(str(tmp_path / "index.db"))
+    res, _ = served.answer("茶河镇", None, "relevance", 1)
+    by = {r["url"].rsplit("/", 1)[-1]: r["excerpt_html"] for r in res["results"]}
+    assert "<mark>茶河镇</mark>" in by["long.html"] and "召开会议" in by["long.html"]
+    assert by["long.html"].startswith("…") and by["long.html"].endswith("…")
+    assert "<mark>茶河镇</mark> 结束" in by["end.html"] and not by["end.html"].endswith("…")
+    res, _ = served.answer("gdp", None, "relevance", 1)
+    by = {r["url"].rsplit("/", 1)[-1]: r["excerpt_html"] for r in res["results"]}
+    assert "<mark>GDP</mark> report" in by["latin.html"] and by["latin.html"].startswith("…")
