@@ -546,9 +546,10 @@ def main() -> None:
     count = int(args[0]) if args else 60_000
     units = int(args[1]) if len(args) > 1 else 300
     use_lab = "--no-lab" not in sys.argv
-    inv = inventory.load(REPO / "inventory", Path(tempfile.mkdtemp(prefix="govhost-bench-st-")))
     work = Path(tempfile.mkdtemp(prefix="govhost-bench-safety-"))
     try:
+        # the inventory's state (its secret) in the scratch directory, removed with it
+        inv = inventory.load(REPO / "inventory", work / "state")
         t0 = time.perf_counter()
         files = make_pages(work / "pages", count, units)
         print(f"generated {count} pages for {units} units in {time.perf_counter() - t0:.1f} s",
