@@ -369,7 +369,7 @@ def bench_search_loopback(db: Path, pages_count: int) -> dict:
         queries = _queries(pages_count)
         for name, query_set, clients in (
                 ("common_word_uncached", "common_word_uncached", 50),
-                # the same again on the same servers: their 20 rankings kept and their pages
+                # the same again on the same servers: their 40 rankings kept and their pages
                 # read once, as on a node that has answered for a while (the run above is
                 # a server's first ten seconds)
                 ("common_word_uncached_warm", "common_word_uncached", 50),

@@ -11,6 +11,9 @@ back to back, where a round takes longer here) and Prometheus's 15 s intervals, 
 probe rounds every 300 s (what the county's own monitoring costs a node; the citizens'
 traffic is measured by the other benches).
 
+The node's CPU is the node's own on machine nodes (`--kind machine`, a PID namespace of
+their own); overlay nodes share this machine's processes, and there it is the machine's.
+
 Needs root and the lab: `govhost lab up --nodes 3` first.
 Usage: bench/exporter_scale.py [N] [--idle S] [--json] (--json: the figures as one JSON object on the
 last line).
@@ -134,8 +137,9 @@ def main() -> None:
         # n1's part of a round (the probes sent through it, and those another node passed
         # to it as a unit's replica), less what it would have spent at rest meanwhile
         idle_share = (cpu1 - cpu0) / (t1 - t0)
-        rounds_wall = sum(r.seconds for r in rounds)
-        node_round_cpu = max(0.0, (cpu2 - cpu1) - idle_share * rounds_wall) / len(rounds)
+        wall = statistics.median(r.seconds for r in rounds)
+        node_round_cpu = max(0.0, (cpu2 - cpu1) - idle_share * sum(r.seconds for r in rounds)) \
+            / len(rounds)
         collector = GovhostCollector(county, prober)
         scrapes, text = [], ""
         for _ in range(5):
@@ -164,7 +168,7 @@ def main() -> None:
         # round every 30 s (the exporter's), or back to back where a round takes longer
         # than that here; and with the 300 s interval a county this size should use
         def day_at(interval: float) -> int:
-            rounds_a_day = DAY / max(interval, statistics.median(r.seconds for r in rounds))
+            rounds_a_day = DAY / max(interval, wall)
             return round(idle_share * DAY + node_round_cpu * rounds_a_day
                          + node_scrape_cpu * DAY / 15)
         day = {"idle_cpu_share": round(idle_share, 4),
@@ -176,7 +180,6 @@ def main() -> None:
         node = node_resources("10.77.0.11")
         control_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         probes_per_round = count * 3
-        wall = statistics.median(r.seconds for r in rounds)
         cpu = statistics.median(r.cpu_seconds for r in rounds)
         up = sum(1 for per in rounds[-1].tenants.values() for r in per.values() if r.up)
         print(f"tenants: {count}, nodes: 3, probes per round: {probes_per_round}, "

@@ -257,8 +257,9 @@ class Index:
         # where the text's excerpt begins: a little before the first of the words (as
         # `excerpt` looks for them, in lower case), or at the start where none is found
         never = 1 << 62
+        looked_for = (terms * 2)[:max(2, len(terms))]    # two at least: min(x) aggregates
         found = ", ".join([f"coalesce(nullif(instr(lower(p.body), ?), 0), {never})"]
-                          * max(2, len(terms)))
+                          * len(looked_for))
         got = {row[0]: row[1:] for row in self.db.execute(
             f"SELECT id, tenant, unit_title, url, title, date, start, "
             f"substr(body, start, {BODY_READ}) FROM ("
@@ -268,7 +269,7 @@ class Index:
             f"substr(p.title, 1, {TITLE_READ}) AS title, p.date AS date, p.body AS body, "
             f"min({found}) AS first FROM pages p LEFT JOIN units u ON u.tenant = p.tenant "
             f"WHERE p.id IN ({','.join('?' * len(order))}){scoped}))",
-            (terms * 2)[:max(2, len(terms))] + order + ([r.unit] if r.unit else []))} \
+            looked_for + order + ([r.unit] if r.unit else []))} \
             if order else {}
         rows = [got[i] for i in order if i in got]
         return {"query": r.query, "terms": terms, "total": min(r.total, COUNTED),
