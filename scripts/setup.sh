@@ -63,9 +63,17 @@ fi
 id -u govhost-console >/dev/null 2>&1 || \
     useradd --system --no-create-home --shell /usr/sbin/nologin govhost-console
 
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
+# Debian's own Python (installed above), not whichever `python3` comes first on PATH: Debian
+# builds its interpreter into the executable, optimised; a Python built from source as a
+# shared libpython (pyenv's default) ran every govhost command's imports 1.2x and the unit
+# tests 1.2-1.3x slower here, side by side (bench/python_build.py). PYTHON=... picks another;
+# a .venv made by a different Python than the one asked for is made again.
+PY=$(command -v "${PYTHON:-/usr/bin/python3}") || {
+    echo "setup: no Python at ${PYTHON:-/usr/bin/python3} (PYTHON=... names the one to use)" >&2; exit 1; }
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.govhost-python 2>/dev/null)" != "$PY" ]; then
+    rm -rf .venv
     "$PY" -m venv --system-site-packages .venv
+    echo "$PY" > .venv/.govhost-python
 fi
 .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING\|^DEPRECATION' || true
 .venv/bin/python -c 'import ansible_runner, jinja2, typer, pydantic, hypothesis, acme, dns' >/dev/null

@@ -189,6 +189,8 @@ def publish(county: County, tenant: str, say: Say = lambda _: None,
     the restore itself can be rolled back like any publish."""
     with target(county, tenant) as tg:
         first, others = tg.replicas[0], tg.replicas[1:]
+        if not tg.review or source is not None:
+            search_index.prepare()          # it goes live: the search follows
         rid = new_release_id()
         r = _ssh(tg, first, "publish", tenant, rid, by or actor(), str(tg.quota_bytes),
                  *([source] if source else []))
@@ -247,6 +249,7 @@ def rollback(county: County, tenant: str, release: str | None = None,
              say: Say = lambda _: None, by: str | None = None) -> dict[str, Any]:
     """Make an earlier release live again on every replica (default: the one before)."""
     with target(county, tenant) as tg:
+        search_index.prepare()
         rows = json.loads(_ok(tg, tg.replicas[0], "releases", tenant))
         live = next((r["id"] for r in rows if r["live"]), None)
         pending = {r["release_id"] for r in tg.state.content_releases(tenant, "pending")}
@@ -371,6 +374,7 @@ def decide(county: County, tenant: str, release: str, approve: bool,
         chain, step = record_step(tg.state, tenant, release, chain, who, kinds, approve, comment,
                             four_eyes)
         if chain.approved:
+            search_index.prepare()
             tg.state.set_content_status(tenant, release, "live", "approved", who)
             _go_live(tg, release, say)
             _reindex(county, tenant, say)

@@ -59,3 +59,26 @@ def test_only_units_whose_live_release_changed_are_read_again(tmp_path, monkeypa
         assert idx.search("龙潭镇")["total"] == 1 and idx.search("茶河镇")["total"] == 2
     finally:
         idx.close()
+
+
+def test_a_segmenter_loaded_in_the_background_cuts_with_the_county_s_words():
+    """A publish starts loading jieba's dictionary beside its nodes' work (`index.prepare`);
+    the sync that follows may add the county's words and cut while the load still runs. In a
+    fresh process (jieba not yet loaded), the cut must wait for the whole dictionary and keep
+    a county word whole, as a sync without the early load does."""
+    import subprocess
+    import sys
+
+    script = (
+        "from controlplane.search import index\n"
+        "from govhost_node import search\n"
+        "import jieba, threading\n"
+        "index.prepare()\n"
+        "loading = [t for t in threading.enumerate() if t.name == 'govhost-segmenter']\n"
+        "search.load_words(['茶河镇便民服务中心'])\n"
+        "print(bool(loading), jieba.dt.initialized)\n"
+        "print(search.segment('茶河镇便民服务中心发布通知'))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[3]).stdout.splitlines()
+    assert out[0] == "True True"
+    assert "茶河镇便民服务中心" in out[1].split() and "通知" in out[1].split(), out
