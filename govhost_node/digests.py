@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
+import time
 from typing import Mapping
 
 NAME = ".digests"
@@ -55,6 +57,36 @@ def fd_sha256(fd: int) -> str:
     for block in iter(lambda: os.read(fd, 1 << 20), b""):
         h.update(block)
     return h.hexdigest()
+
+
+# A file hashed within this long of its last change is hashed again at the next check: it may
+# change again within one tick of the clock and keep its ctime (git's "racily clean").
+SETTLE_NS = 2_000_000_000
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def checked(path: str, digest: str, known: list | None) -> list | None:
+    """`path`'s stat key (inode, size, mtime, ctime, digest) if it holds `digest`, read only
+    when `known`, its key when it last hashed right, differs; else None. The ctime is in the
+    key because nothing sets it back: a file written and its mtime put back still counts as
+    changed. The file is opened once, without following a link, and its key taken from what
+    was opened: a link put in a file's place, or a file changed between a stat and the read,
+    cannot be taken for the file that was hashed. OSError where it cannot be opened
+    (FileNotFoundError: it is gone; ELOOP: a link is in its place)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest]
+        if known == key:
+            return key
+        return key if fd_sha256(fd) == digest else None
+    finally:
+        os.close(fd)
 
 
 def read(release: str) -> dict[str, str]:

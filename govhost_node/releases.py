@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 import time
@@ -70,12 +69,11 @@ def previous_id(lay: Layout) -> str:
 def intact(release: str, cache: str | None = None) -> bool:
     """Is a staged release still exactly what was shipped? (Files are shared between releases
     by hard links, so a file edited by hand on the node damages every release that has
-    it.) `cache`: a file of each file's inode, size, mtime and ctime when it last hashed
-    right; a file whose stat is the same is not read again. `status` checks the live
+    it.) `cache`: a file of each file's stat key when it last hashed right
+    (digests.checked); a file whose key is the same is not read again. `status` checks the live
     release on every ask (a unit's console page, `govhost status`, each apply), and hashing
     the 12,700 files of a 5,000-unit county's release took 0.43 s of each (profiled on a lab
-    node, stop 60). The ctime is in the key because nothing sets it back: a file written and
-    its mtime put back still counts as changed."""
+    node, stop 60)."""
     try:
         listed = digests.read(release)
     except (OSError, ValueError):
@@ -91,9 +89,7 @@ def intact(release: str, cache: str | None = None) -> bool:
         except (OSError, ValueError):
             known = {}
     fresh: dict[str, list] = {}
-    # A file changed twice within one tick of the clock keeps its ctime; one hashed that
-    # recently is checked again next time (git's "racily clean").
-    settled = _now_ns() - 2_000_000_000
+    settled = digests.now_ns() - digests.SETTLE_NS
     try:
         for rel, digest in listed.items():
             path = os.path.join(release, rel)
@@ -101,7 +97,7 @@ def intact(release: str, cache: str | None = None) -> bool:
                 if digests.file_sha256(path) != digest:
                     return False
                 continue
-            key = _checked(path, digest, known.get(path))
+            key = digests.checked(path, digest, known.get(path))
             if key is None:
                 return False
             if key[3] < settled:
@@ -114,28 +110,6 @@ def intact(release: str, cache: str | None = None) -> bool:
         except OSError:
             pass                                # only a shortcut: the next ask hashes again
     return True
-
-
-def _now_ns() -> int:
-    return time.time_ns()
-
-
-def _checked(path: str, digest: str, known: list | None) -> list | None:
-    """`path`'s stat key if it holds `digest` (read only when `known`, its key when it last
-    hashed right, differs), else None. The file is opened once, without following a link,
-    and its key taken from what was opened: a link put in a file's place, or a file
-    changed between a stat and the read, cannot be taken for the file that was hashed."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest]
-        if known == key:
-            return key
-        return key if digests.fd_sha256(fd) == digest else None
-    finally:
-        os.close(fd)
 
 
 def _drain_stdin() -> None:

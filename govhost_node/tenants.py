@@ -820,31 +820,32 @@ VERIFIED = f"{NODE.state}/verified.json"
 
 
 def _verify(rel_dir: str, cache: dict) -> dict:
-    """Compare a release's files with its digest list. `cache` maps a path to the
-    (inode, size, mtime_ns, digest) it had when last hashed; only files whose stat differs
-    are hashed again, so checking a whole node every minute costs stats, not reads."""
+    """Compare a release's files with its digest list. `cache` maps a path to its stat key
+    when it last hashed right (digests.checked: inode, size, mtime, ctime); only files whose
+    key differs are hashed again, so checking a whole node every minute costs stats, not
+    reads. A file that does not match is never kept there (it is hashed at every check until
+    it matches again), nor one changed within two seconds of the check (one tick of the clock
+    could hide a second change). The same test as the config release's (`releases.intact`)."""
     want = _digests_of(rel_dir)
-    missing, changed, seen = [], [], set()
+    missing, changed = [], []
+    settled = digest_list.now_ns() - digest_list.SETTLE_NS
     for rel, digest in want.items():
         path = os.path.join(rel_dir, rel)
         try:
-            st = os.lstat(path)
-        except OSError:
+            key = digest_list.checked(path, digest, cache.get(path))
+        except (FileNotFoundError, NotADirectoryError):
             missing.append(rel)
+            cache.pop(path, None)
             continue
-        if not stat.S_ISREG(st.st_mode):
+        except OSError:                 # a link in the file's place (ELOOP), unreadable
+            key = None
+        if key is None:
             changed.append(rel)
-            continue
-        key = [st.st_ino, st.st_size, st.st_mtime_ns]
-        hit = cache.get(path)
-        if hit and hit[:3] == key:
-            got = hit[3]
+            cache.pop(path, None)
+        elif key[3] < settled:
+            cache[path] = key
         else:
-            got = _sha256(path)
-            cache[path] = key + [got]
-        seen.add(path)
-        if got != digest:
-            changed.append(rel)
+            cache.pop(path, None)
     added = []
     for root, _dirs, names in os.walk(rel_dir):
         for name in names:

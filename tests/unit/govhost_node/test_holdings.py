@@ -1,11 +1,16 @@
-"""govhost_node.tenants holdings: what a node reports of each unit's content, on a real tree."""
+"""govhost_node.tenants holdings: what a node reports of each unit's content, on a real tree.
+Whether a unit's live release is intact decides what a node replacement copies and what
+`status` calls drift: a file is trusted without being read only while its inode, size,
+mtime and ctime are those it had when it last hashed right (the config release's test,
+digests.checked)."""
 import hashlib
 import json
 import os
+import time
 
 import pytest
 
-from govhost_node import tenants
+from govhost_node import digests, tenants
 
 RID = "20261130T120000-aaaaaa"
 
@@ -49,16 +54,63 @@ def test_changed_missing_and_added_files_are_named(sites, capsys):
         (["index.html"], ["news/a.html"], ["shell.php"], False)
 
 
-def test_unchanged_files_are_not_read_again(sites, capsys, monkeypatch):
+@pytest.fixture
+def reads(monkeypatch):
+    """The files hashed, in order; and the clock 10 s on, so that the files the test just
+    wrote count as settled (one changed within 2 s of a check is read again)."""
+    seen: list[str] = []
+    real = digests.fd_sha256
+
+    def sha(fd):
+        seen.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        return real(fd)
+    monkeypatch.setattr(digests, "fd_sha256", sha)
+    monkeypatch.setattr(digests, "now_ns", lambda: time.time_ns() + 10_000_000_000)
+    return seen
+
+
+def test_unchanged_files_are_not_read_again(sites, capsys, reads):
     report(capsys)
-    reads = []
-    real = tenants._sha256
-    monkeypatch.setattr(tenants, "_sha256", lambda p: reads.append(p) or real(p))
+    assert sorted(reads) == ["a.html", "index.html"]
+    reads.clear()
     assert report(capsys)["jiaoyu"]["intact"]
     assert reads == []
     os.utime(sites / "index.html", ns=(1, 1))      # a touched file is hashed again
     assert report(capsys)["jiaoyu"]["intact"]
-    assert [os.path.basename(p) for p in reads] == ["index.html"]
+    assert reads == ["index.html"]
+
+
+def test_a_file_changed_with_its_mtime_put_back_is_found(sites, capsys, reads):
+    """Same size, same inode, the mtime set back to what it was: only the ctime moved. The
+    cache kept inode, size and mtime alone before stop 63, and took such a file on trust."""
+    report(capsys)
+    page = sites / "index.html"
+    before = os.stat(page)
+    time.sleep(0.01)
+    page.write_bytes(b"HOME")                           # the same size
+    os.utime(page, ns=(before.st_atime_ns, before.st_mtime_ns))
+    reads.clear()
+    out = report(capsys, "jiaoyu")["jiaoyu"]
+    assert (out["changed"], out["intact"], reads) == (["index.html"], False, ["index.html"])
+    # it stays found (a file that does not match is never kept as checked)
+    assert report(capsys, "jiaoyu")["jiaoyu"]["changed"] == ["index.html"]
+
+
+def test_a_file_checked_within_two_seconds_of_a_change_is_read_again(sites, capsys, reads,
+                                                                      monkeypatch):
+    monkeypatch.setattr(digests, "now_ns", time.time_ns)             # the real clock
+    report(capsys)
+    reads.clear()
+    assert report(capsys)["jiaoyu"]["intact"] and sorted(reads) == ["a.html", "index.html"]
+
+
+def test_a_link_in_a_files_place_is_changed_even_to_the_same_bytes(sites, capsys, tmp_path):
+    twin = tmp_path / "twin.html"
+    twin.write_bytes(b"home")
+    (sites / "index.html").unlink()
+    (sites / "index.html").symlink_to(twin)
+    out = report(capsys, "jiaoyu")["jiaoyu"]
+    assert (out["changed"], out["missing"], out["intact"]) == (["index.html"], [], False)
 
 
 def test_bad_names_are_not_listed(sites, capsys):

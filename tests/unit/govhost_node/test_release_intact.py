@@ -33,7 +33,7 @@ def hashed(monkeypatch):
     """The files read to be hashed, in order; and the clock 10 s on, so that the files the
     test just wrote count as settled (one changed within 2 s of a check is read again)."""
     seen: list[str] = []
-    real_checked, real_sha = releases._checked, digests.file_sha256
+    real_checked, real_sha = digests.checked, digests.file_sha256
 
     def checked(path, digest, known):
         key = real_checked(path, digest, known)
@@ -44,9 +44,9 @@ def hashed(monkeypatch):
     def sha(path):
         seen.append(os.path.basename(path))
         return real_sha(path)
-    monkeypatch.setattr(releases, "_checked", checked)
+    monkeypatch.setattr(digests, "checked", checked)
     monkeypatch.setattr(digests, "file_sha256", sha)
-    monkeypatch.setattr(releases, "_now_ns", lambda: time.time_ns() + 10_000_000_000)
+    monkeypatch.setattr(digests, "now_ns", lambda: time.time_ns() + 10_000_000_000)
     return seen
 
 
@@ -77,7 +77,7 @@ def test_a_file_checked_within_two_seconds_of_a_change_is_read_again(release, tm
                                                                       hashed, monkeypatch):
     """Two writes within one tick of the clock leave the ctime as it was after the first:
     a file that changed that recently is not taken on trust next time."""
-    monkeypatch.setattr(releases, "_now_ns", time.time_ns)            # the real clock
+    monkeypatch.setattr(digests, "now_ns", time.time_ns)             # the real clock
     cache = str(tmp_path / "config-verified.json")
     assert releases.intact(str(release), cache) and len(hashed) == 3
     hashed.clear()
