@@ -4,14 +4,20 @@ replicas. Prints, measured in one run: publish time with every file new, with on
 changed, and the disk used by K releases (default 10) of a site that changes 1 % of its files
 per release, next to what K full copies would take.
 
+Then the `govhost publish` command whole, one page changed each time, `--commands N` times
+each way (default 3), alternating: as shipped, and with the search segmenter's early load
+switched off in that process (`index.prepare`, which loads jieba's dictionary beside the
+nodes' work instead of after it; each command is a new process, so each pays the load).
+
 Needs root and the lab: `govhost lab up --nodes 3` first.
-Usage: bench/publish_scale.py [FILES] [K] [--json]
+Usage: bench/publish_scale.py [FILES] [K] [--commands N] [--json]
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,10 +40,42 @@ from tests.helpers import upload
 
 TENANT = "jiaoyu"
 
+# `govhost ARGS` in this Python, as shipped or with the segmenter's early load switched off
+COMMAND = ("import sys; sys.argv = ['govhost'] + sys.argv[1:]\n{patch}"
+           "import cli; cli.main()")
+LATE = ("from controlplane.search import index\n"
+        "index.prepare = lambda: None\n")
+
+
+def _commands(inv_dir: Path, address: str, rounds: int) -> dict:
+    """Median seconds of the publish command with the segmenter loaded early and late."""
+    times: dict[str, list[float]] = {"early": [], "late": []}
+    for i in range(rounds):
+        for how in ("early", "late"):
+            upload(address, TENANT, {"index.html": f"<html><title>教育局 {i} {how}</title>"
+                                     f"<p>通知 公开 第{i}号</p></html>".encode()})
+            code = COMMAND.format(patch=LATE if how == "late" else "")
+            t = time.perf_counter()
+            r = subprocess.run([sys.executable, "-c", code, "--inventory", str(inv_dir),
+                                "publish", TENANT, "--json"], cwd=REPO, capture_output=True,
+                               text=True)
+            times[how].append(time.perf_counter() - t)
+            if r.returncode != 0 or "page(s) indexed" not in r.stderr:
+                sys.exit(f"publish ({how}) failed or did not index:\n{r.stderr[-2000:]}")
+    early, late = (statistics.median(times[h]) for h in ("early", "late"))
+    return {"rounds": rounds, "segmenter_early_seconds": round(early, 3),
+            "segmenter_late_seconds": round(late, 3), "late_x_early": round(late / early, 2)}
+
 
 def main() -> None:
     as_json = "--json" in sys.argv
-    args = [a for a in sys.argv[1:] if a != "--json"]
+    argv = sys.argv[1:]
+    rounds = 3
+    if "--commands" in argv:
+        i = argv.index("--commands")
+        rounds = int(argv[i + 1])
+        del argv[i:i + 2]
+    args = [a for a in argv if a != "--json"]
     count = int(args[0]) if args else 1000
     k = int(args[1]) if len(args) > 1 else 10
     if not all(n.ssh_open for n in lab.up(3)[:3]):
@@ -80,6 +118,7 @@ def main() -> None:
             content.publish(County(inv_dir), TENANT)
         kept = int(ssh(address, f"ls {rdir} | wc -l"))
         used = int(ssh(address, f"du -sb {rdir} | cut -f1"))
+        commands = _commands(inv_dir, address, rounds) if rounds else {}
         print(f"site: {count} files of {size} B, 2 replicas ({', '.join(placement)})")
         print(f"{'measure':<52}{'value':>12}")
         for name, value in [
@@ -91,7 +130,13 @@ def main() -> None:
             ("disk used by those releases (MiB)", f"{used / 2**20:.1f}"),
             ("disk one full copy would take (MiB)", f"{one_release / 2**20:.1f}"),
             (f"disk {kept} full copies would take (MiB)", f"{kept * one_release / 2**20:.1f}"),
-        ]:
+        ] + ([
+            ("publish command, segmenter loaded early (s)",
+             f"{commands['segmenter_early_seconds']:.2f}"),
+            ("publish command, segmenter loaded after (s)",
+             f"{commands['segmenter_late_seconds']:.2f}"),
+            ("ratio after / early", f"{commands['late_x_early']:.2f}x"),
+        ] if commands else []):
             print(f"{name:<52}{value:>12}")
         if as_json:
             print(json.dumps({
@@ -101,7 +146,8 @@ def main() -> None:
                 "all_new_x_one_changed": round(full_s / incr_s, 2), "linked": incr["linked"],
                 "releases_kept": kept, "releases_bytes": used,
                 "full_copies_bytes": kept * one_release,
-                "x_full_copies": round(used / max(1, kept * one_release), 3)}))
+                "x_full_copies": round(used / max(1, kept * one_release), 3),
+                "publish_command": commands}))
     finally:
         # leave the lab's copy of the example tenant as it was: no content, empty upload area
         for n in lab.nodes():
