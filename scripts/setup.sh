@@ -63,17 +63,24 @@ fi
 id -u govhost-console >/dev/null 2>&1 || \
     useradd --system --no-create-home --shell /usr/sbin/nologin govhost-console
 
-# Debian's own Python (installed above), not whichever `python3` comes first on PATH: Debian
-# builds its interpreter into the executable, optimised; a Python built from source as a
-# shared libpython (pyenv's default) ran every govhost command's imports 1.2x and the unit
-# tests 1.2-1.3x slower here, side by side (bench/python_build.py). PYTHON=... picks another;
-# a .venv made by a different Python than the one asked for is made again.
-PY=$(command -v "${PYTHON:-/usr/bin/python3}") || {
-    echo "setup: no Python at ${PYTHON:-/usr/bin/python3} (PYTHON=... names the one to use)" >&2; exit 1; }
-if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.govhost-python 2>/dev/null)" != "$PY" ]; then
+# The .venv is made from Debian's own Python (installed above), not from whichever `python3`
+# comes first on PATH: beside pyenv's default build (no --enable-optimizations or --with-lto,
+# a shared libpython), Debian's imported the control plane 1.2x faster and ran the unit tests
+# 1.2-1.3x faster here, side by side on the same libraries (bench/python_build.py).
+# GOVHOST_PYTHON=... picks another. A .venv whose interpreter is not that one (both resolved
+# to the real executable, so a venv's own python names the Python it was made from) is made
+# again, and setup says so.
+base='import os, sys; print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))'
+want=$("${GOVHOST_PYTHON:-/usr/bin/python3}" -c "$base" 2>/dev/null) || {
+    echo "setup: cannot run ${GOVHOST_PYTHON:-/usr/bin/python3} (GOVHOST_PYTHON=... names the" \
+         "Python to make .venv with)" >&2
+    exit 1
+}
+have=$(.venv/bin/python -c "$base" 2>/dev/null || true)
+if [ "$have" != "$want" ]; then
+    [ -z "$have" ] || echo "setup: .venv runs $have; making it again with $want"
     rm -rf .venv
-    "$PY" -m venv --system-site-packages .venv
-    echo "$PY" > .venv/.govhost-python
+    "$want" -m venv --system-site-packages .venv
 fi
 .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING\|^DEPRECATION' || true
 .venv/bin/python -c 'import ansible_runner, jinja2, typer, pydantic, hypothesis, acme, dns' >/dev/null

@@ -249,7 +249,6 @@ def rollback(county: County, tenant: str, release: str | None = None,
              say: Say = lambda _: None, by: str | None = None) -> dict[str, Any]:
     """Make an earlier release live again on every replica (default: the one before)."""
     with target(county, tenant) as tg:
-        search_index.prepare()
         rows = json.loads(_ok(tg, tg.replicas[0], "releases", tenant))
         live = next((r["id"] for r in rows if r["live"]), None)
         pending = {r["release_id"] for r in tg.state.content_releases(tenant, "pending")}
@@ -262,6 +261,7 @@ def rollback(county: County, tenant: str, release: str | None = None,
         if release not in {r["id"] for r in rows}:
             raise ContentError(f"{tenant} has no release {release}; `govhost releases "
                                f"{tenant}` lists them")
+        search_index.prepare()      # the checks passed: it goes live, the search follows
         for node in tg.replicas:
             if not _has(tg, node, release):
                 raise ContentError(f"release {release} is not on {node.name}; nothing changed")

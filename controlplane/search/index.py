@@ -47,9 +47,12 @@ def prepare() -> None:
     """Start loading the segmenter's dictionary in a thread of its own, for a command that
     syncs the search after work that waits on its nodes (a publish, a rollback, an approval):
     the load (1-1.5 s of CPU) then overlaps the nodes' work instead of following it, which
-    every publish paid in full. A sync that starts before the load ends waits for it."""
-    threading.Thread(target=node_search.initialize, name="govhost-segmenter",
-                     daemon=True).start()
+    every publish paid in full. A sync that starts before the load ends waits for it. A
+    load that fails says nothing here: the sync meets the same failure and reports it."""
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            node_search.initialize()
+    threading.Thread(target=load, name="govhost-segmenter", daemon=True).start()
 
 
 def master(county: County) -> node_search.Index:

@@ -64,8 +64,10 @@ def test_only_units_whose_live_release_changed_are_read_again(tmp_path, monkeypa
 def test_a_segmenter_loaded_in_the_background_cuts_with_the_county_s_words():
     """A publish starts loading jieba's dictionary beside its nodes' work (`index.prepare`);
     the sync that follows may add the county's words and cut while the load still runs. In a
-    fresh process (jieba not yet loaded), the cut must wait for the whole dictionary and keep
-    a county word whole, as a sync without the early load does."""
+    fresh process (jieba not yet loaded), a word added then must not be lost when the load
+    puts the whole dictionary in place, and the cut must wait for it: a county word stays
+    whole, as in a sync without the early load. (A safety test of the overlap, not of its
+    speed: bench/publish_scale.py measures that.)"""
     import subprocess
     import sys
 
