@@ -64,9 +64,9 @@ id -u govhost-console >/dev/null 2>&1 || \
     useradd --system --no-create-home --shell /usr/sbin/nologin govhost-console
 
 # The .venv is made from Debian's own Python (installed above), not from whichever `python3`
-# comes first on PATH: beside pyenv's default build (no --enable-optimizations or --with-lto,
-# a shared libpython), Debian's imported the control plane 1.2x faster and ran the unit tests
-# 1.2-1.3x faster here, side by side on the same libraries (bench/python_build.py).
+# comes first on PATH: pyenv's default build (no --enable-optimizations or --with-lto, a
+# shared libpython) imported the control plane 1.3x slower and ran the core unit tests 1.17x
+# slower than Debian's here, side by side on the same libraries (bench/python_build.py).
 # GOVHOST_PYTHON=... picks another. A .venv whose interpreter is not that one (both resolved
 # to the real executable, so a venv's own python names the Python it was made from) is made
 # again, and setup says so.
