@@ -68,25 +68,32 @@ def now_ns() -> int:
     return time.time_ns()
 
 
-def checked(path: str, digest: str, known: list | None) -> list | None:
-    """`path`'s stat key (inode, size, mtime, ctime, digest) if it holds `digest`, read only
-    when `known`, its key when it last hashed right, differs; else None. The ctime is in the
-    key because nothing sets it back: a file written and its mtime put back still counts as
-    changed. The file is opened once, without following a link, and its key taken from what
-    was opened: a link put in a file's place, or a file changed between a stat and the read,
-    cannot be taken for the file that was hashed. OSError where it cannot be opened
-    (FileNotFoundError: it is gone; ELOOP: a link is in its place)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+def hashed(path: str, known: list | None) -> list | None:
+    """`path`'s key: its inode, size, mtime, ctime and the digest of what it holds, read only
+    when `known` (its key at the last check) has another stat; None when it is not a regular
+    file. The ctime is in the key because nothing sets it back: a file written and its mtime
+    put back still counts as changed. The file is opened once, without following a link or
+    taking a terminal, and its key taken from what was opened: a link put in a file's place,
+    or a file changed between a stat and the read, cannot be taken for the file that was
+    hashed. OSError where it cannot be opened (FileNotFoundError: it is gone; ELOOP: a link
+    is in its place)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
-        key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest]
-        if known == key:
-            return key
-        return key if fd_sha256(fd) == digest else None
+        key = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        if isinstance(known, list) and len(known) == 5 and known[:4] == key:
+            return known
+        return key + [fd_sha256(fd)]
     finally:
         os.close(fd)
+
+
+def settled(key: list, now: int) -> bool:
+    """Whether a key may be kept for the next check: its file last changed long enough ago
+    that a second change within one tick of the clock would have moved its ctime."""
+    return key[3] < now - SETTLE_NS
 
 
 def read(release: str) -> dict[str, str]:

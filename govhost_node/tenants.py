@@ -22,8 +22,8 @@
   prune T KEEP [PROTECTED..] keep the KEEP newest releases, the live one and PROTECTED ones
   holdings [T...]            per tenant on this node: the live release, whether its files are
                              exactly its digest list (missing, changed and added files), and
-                             the releases kept (JSON). Files whose inode, size and mtime are
-                             as at their last check are not hashed again.
+                             the releases kept (JSON). Files whose inode, size, mtime and
+                             ctime are as at their last check are not hashed again.
   remove T ARCHIVE_DIR       archive the tenant's tree to ARCHIVE_DIR, then remove its
                              accounts and files
 
@@ -820,34 +820,46 @@ VERIFIED = f"{NODE.state}/verified.json"
 
 
 def _verify(rel_dir: str, cache: dict) -> dict:
-    """Compare a release's files with its digest list. `cache` maps a path to its stat key
-    when it last hashed right (digests.checked: inode, size, mtime, ctime); only files whose
-    key differs are hashed again, so checking a whole node every minute costs stats, not
-    reads. A file that does not match is never kept there (it is hashed at every check until
-    it matches again), nor one changed within two seconds of the check (one tick of the clock
-    could hide a second change). The same test as the config release's (`releases.intact`)."""
-    want = _digests_of(rel_dir)
+    """Compare a release's files with its digest list. `cache` maps a path to its key at the
+    last check (digests.hashed: inode, size, mtime, ctime and the digest it held); only files
+    whose stat differs are hashed again, so checking a whole node every minute costs stats,
+    not reads, a file that stays changed included. A key taken within two seconds of the
+    file's last change is not kept (one tick of the clock could hide a second change). The
+    same test as the config release's (`releases.intact`). A directory of the release
+    replaced by a link is changed, whatever it leads to; a damaged digest list makes the
+    release not intact, and the unit is reported like any other."""
+    try:
+        want = _digests_of(rel_dir)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return {"files": 0, "missing": [], "changed": [], "added": [], "intact": False,
+                "error": f"{digest_list.NAME}: {exc}"[:200]}
     missing, changed = [], []
-    settled = digest_list.now_ns() - digest_list.SETTLE_NS
+    now = digest_list.now_ns()
     for rel, digest in want.items():
         path = os.path.join(rel_dir, rel)
         try:
-            key = digest_list.checked(path, digest, cache.get(path))
+            key = digest_list.hashed(path, cache.get(path))
         except (FileNotFoundError, NotADirectoryError):
             missing.append(rel)
             cache.pop(path, None)
             continue
         except OSError:                 # a link in the file's place (ELOOP), unreadable
             key = None
-        if key is None:
+        if key is None:                 # not a regular file
             changed.append(rel)
             cache.pop(path, None)
-        elif key[3] < settled:
+            continue
+        if key[4] != digest:
+            changed.append(rel)
+        if digest_list.settled(key, now):
             cache[path] = key
         else:
             cache.pop(path, None)
     added = []
-    for root, _dirs, names in os.walk(rel_dir):
+    for root, dirs, names in os.walk(rel_dir):
+        for name in dirs:
+            if os.path.islink(os.path.join(root, name)):
+                changed.append(os.path.relpath(os.path.join(root, name), rel_dir))
         for name in names:
             rel = os.path.relpath(os.path.join(root, name), rel_dir)
             if rel not in want and rel not in (".meta.json", ".digests"):

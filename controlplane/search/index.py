@@ -46,9 +46,11 @@ class SearchError(GovhostError):
 def prepare() -> None:
     """Start loading the segmenter's dictionary in a thread of its own, for a command that
     syncs the search after work that waits on its nodes (a publish, a rollback, an approval):
-    the load (1-1.5 s of CPU) then overlaps the nodes' work instead of following it, which
-    every publish paid in full. A sync that starts before the load ends waits for it. A
-    load that fails says nothing here: the sync meets the same failure and reports it."""
+    the load (1-1.5 s of CPU) may then overlap the wait instead of following it. What it
+    saves depends on the CPU the nodes' work leaves free (on the lab, where the nodes share
+    the control machine's two cores: from nothing to 0.7 s a publish, bench/publish_scale.py).
+    A sync that starts before the load ends waits for it. A load that fails says nothing
+    here: the sync meets the same failure and reports it."""
     def load() -> None:
         with contextlib.suppress(Exception):
             node_search.initialize()

@@ -2,7 +2,7 @@
 Whether a unit's live release is intact decides what a node replacement copies and what
 `status` calls drift: a file is trusted without being read only while its inode, size,
 mtime and ctime are those it had when it last hashed right (the config release's test,
-digests.checked)."""
+digests.hashed)."""
 import hashlib
 import json
 import os
@@ -92,8 +92,9 @@ def test_a_file_changed_with_its_mtime_put_back_is_found(sites, capsys, reads):
     reads.clear()
     out = report(capsys, "jiaoyu")["jiaoyu"]
     assert (out["changed"], out["intact"], reads) == (["index.html"], False, ["index.html"])
-    # it stays found (a file that does not match is never kept as checked)
-    assert report(capsys, "jiaoyu")["jiaoyu"]["changed"] == ["index.html"]
+    # it stays found, and is not read again while it stays as it is
+    reads.clear()
+    assert report(capsys, "jiaoyu")["jiaoyu"]["changed"] == ["index.html"] and reads == []
 
 
 def test_a_file_checked_within_two_seconds_of_a_change_is_read_again(sites, capsys, reads,
@@ -115,3 +116,23 @@ def test_a_link_in_a_files_place_is_changed_even_to_the_same_bytes(sites, capsys
 
 def test_bad_names_are_not_listed(sites, capsys):
     assert report(capsys, "../etc", "jiaoyu").keys() == {"jiaoyu"}
+
+
+def test_a_directory_replaced_by_a_link_is_changed_even_to_the_same_files(sites, capsys,
+                                                                        tmp_path):
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    (twin / "a.html").write_bytes(b"a")
+    for f in (sites / "news").iterdir():
+        f.unlink()
+    (sites / "news").rmdir()
+    (sites / "news").symlink_to(twin)
+    out = report(capsys, "jiaoyu")["jiaoyu"]
+    assert (out["changed"], out["intact"]) == (["news"], False)
+
+
+def test_a_damaged_digest_list_is_one_unit_not_intact_not_a_failed_report(sites, capsys):
+    (sites / ".digests").write_bytes(b"not a digest line\n\xff\xfe")
+    out = report(capsys)
+    assert out["jiaoyu"]["intact"] is False and ".digests" in out["jiaoyu"]["error"]
+    assert out["empty"] == {"current": None, "releases": []}

@@ -33,10 +33,10 @@ def hashed(monkeypatch):
     """The files read to be hashed, in order; and the clock 10 s on, so that the files the
     test just wrote count as settled (one changed within 2 s of a check is read again)."""
     seen: list[str] = []
-    real_checked, real_sha = digests.checked, digests.file_sha256
+    real_hashed, real_sha = digests.hashed, digests.file_sha256
 
-    def checked(path, digest, known):
-        key = real_checked(path, digest, known)
+    def hashed(path, known):
+        key = real_hashed(path, known)
         if key is None or key != known:
             seen.append(os.path.basename(path))
         return key
@@ -44,7 +44,7 @@ def hashed(monkeypatch):
     def sha(path):
         seen.append(os.path.basename(path))
         return real_sha(path)
-    monkeypatch.setattr(digests, "checked", checked)
+    monkeypatch.setattr(digests, "hashed", hashed)
     monkeypatch.setattr(digests, "file_sha256", sha)
     monkeypatch.setattr(digests, "now_ns", lambda: time.time_ns() + 10_000_000_000)
     return seen
