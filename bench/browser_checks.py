@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,12 +85,22 @@ def main() -> None:
         sys.exit(why)
     if not all(x.ssh_open for x in lab.up(3)[:3]):
         sys.exit("lab nodes are not answering")
+    # the county's inventory and state (its keys) in a scratch directory, removed at the end
+    # (every run left one in /tmp before stop 63)
     work = Path(tempfile.mkdtemp(prefix="govhost-bench-browser-"))
+    try:
+        _run(work, n, as_json)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(work: Path, n: int, as_json: bool) -> None:
     inv = generated_county(work / "inventory", n)
     doc = yaml.safe_load((inv / "cluster.yaml").read_text())
     doc["compliance"] = {"check_external_links": False}
     (inv / "cluster.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
-    print(f"{n} homepages on 3 lab nodes (HTTP); work dir {work}", flush=True)
+    print(f"{n} homepages on 3 lab nodes (HTTP); scratch dir {work} (removed at the end)",
+          flush=True)
     govhost(inv, "apply", "--yes", "--json")
     replicas = {t["name"]: t["replicas"][0]
                 for t in json.loads(govhost(inv, "unit", "list", "--json"))}
