@@ -189,7 +189,9 @@ def publish(county: County, tenant: str, say: Say = lambda _: None,
     the restore itself can be rolled back like any publish."""
     with target(county, tenant) as tg:
         first, others = tg.replicas[0], tg.replicas[1:]
-        if not tg.review or source is not None:
+        # a restore goes live without review: it is content that was live before
+        waits_review = bool(tg.review) and source is None
+        if not waits_review:
             search_index.prepare()          # it goes live: the search follows
         rid = new_release_id()
         r = _ssh(tg, first, "publish", tenant, rid, by or actor(), str(tg.quota_bytes),
@@ -216,7 +218,7 @@ def publish(county: County, tenant: str, say: Say = lambda _: None,
                 _ssh(tg, node, "drop", tenant, rid)
             raise
         nodes = [n.name for n in tg.replicas]
-        if tg.review and source is None:
+        if waits_review:
             tg.state.add_content_release(tenant, rid, "pending", summary, nodes)
             tg.state.add_review_chain(tenant, rid, tg.review, summary.get("published_by")
                                       or by or actor())
