@@ -103,7 +103,7 @@ def can_run_nginx() -> bool:
 
 def lab_ssh(address: str, command: str, data: bytes | None = None) -> str:
     """Run `command` as root on a lab node; its output (raises if it fails)."""
-    out = subprocess.run([*lab.ssh_argv(address), command], input=data, capture_output=True,
+    out = subprocess.run([*lab.ssh_argv(address, shared=True), command], input=data, capture_output=True,
                          check=True, timeout=600)
     return out.stdout.decode()
 

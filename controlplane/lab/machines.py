@@ -162,11 +162,17 @@ def _check_host(kind: str) -> None:
             raise LabError(f"{tool} is not installed on this host; run scripts/setup.sh first")
 
 
-def ssh_argv(address: str, *options: str) -> list[str]:
+def ssh_argv(address: str, *options: str, shared: bool = False) -> list[str]:
     """`ssh` as root to a lab node with the lab key, up to the remote command. Nodes get new
-    host keys every time they are made, so they are not remembered."""
+    host keys every time they are made, so they are not remembered. With `shared`, over the
+    lab's one connection to that address (network.shared_ssh_dir): for the tests' quick
+    commands; stop, freeze and reboot close it. A bench that measures a connection, or a
+    test that tries whether one can be made, leaves it off."""
+    share = ["-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
+             "-o", f"ControlPath={network.shared_ssh_dir()}/%h",
+             "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"] if shared else []
     return ["ssh", "-i", str(KEY), "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", *options,
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", *share, *options,
             f"root@{address}"]
 
 
@@ -459,6 +465,7 @@ def reboot(name: str, timeout: float = 120) -> LabNode:
     boots = node.boots
     subprocess.run(ssh_argv(node.address, "-o", "ConnectTimeout=5") + ["systemctl reboot"],
                    capture_output=True, timeout=30)
+    network.close_shared_ssh(name)
     deadline = time.time() + timeout
     while time.time() < deadline:
         now = next(n for n in nodes() if n.name == name)

@@ -9,6 +9,7 @@ from pathlib import Path
 from controlplane.core import inventory
 from controlplane.core.county import County
 from controlplane.lab import machines as lab
+from controlplane.lab import network
 from controlplane.sites import probes
 from controlplane.tls import metrics as tls_metrics
 from tests.helpers import tamper_watcher_stopped
@@ -50,7 +51,7 @@ def assert_every_tenant_everywhere(inv_dir: Path) -> None:
 
 
 def on_node(address: str, command: str, timeout: float = 30) -> str:
-    out = subprocess.run([*lab.ssh_argv(address), command],
+    out = subprocess.run([*lab.ssh_argv(address, shared=True), command],
                          capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, (command, out.stderr)
     return out.stdout.strip()
@@ -189,9 +190,15 @@ def _change_title(inv: Path, name: str, suffix: str) -> None:
 def test_node_down_mid_run_is_partial_and_next_apply_heals(county):
     apply_json(county)
     _change_title(county, "caizheng", "（新）")
+    # The tests' shared connection to n3 (on_node) must end with n3's power: a dead node
+    # sends no reset, and the next command would wait on the old connection.
+    first = on_node(NODES["n3"], "cat /proc/sys/kernel/random/boot_id")
+    shared = network.SHARED_SSH / NODES["n3"]
+    assert shared.is_socket()
     proc = _start_apply(county)
     _wait_for(proc, "stage")
     lab.stop("n3")
+    assert not shared.exists()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1
     assert "n3" in out and ("unreachable" in out or "failed" in out)
@@ -200,6 +207,9 @@ def test_node_down_mid_run_is_partial_and_next_apply_heals(county):
     for address in ("10.77.0.11", "10.77.0.12"):
         assert "青水县财政局（新）" in _body(host, address)
     lab.up(3)
+    if next(n for n in lab.nodes() if n.name == "n3").kind == "machine":
+        # A new connection to the node as it booted again, not the dead one's.
+        assert on_node(NODES["n3"], "cat /proc/sys/kernel/random/boot_id") != first
     healed = apply_json(county)
     assert healed["result"] == "changed"
     assert_every_tenant_everywhere(county)

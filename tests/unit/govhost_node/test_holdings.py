@@ -80,6 +80,25 @@ def test_unchanged_files_are_not_read_again(sites, capsys, reads):
     assert reads == ["index.html"]
 
 
+def test_an_unchanged_file_is_not_even_opened(sites, capsys, reads, monkeypatch):
+    """The steady state costs one lstat a file: the open and fstat doubled a check of a node
+    (the reviewer's loaded host: 10 against 17-24 µs a file)."""
+    report(capsys)
+    opened: list[str] = []
+    real = os.open
+
+    def spy(path, *a, **k):
+        opened.append(os.path.basename(path))
+        return real(path, *a, **k)
+    monkeypatch.setattr(os, "open", spy)
+    assert report(capsys)["jiaoyu"]["intact"]
+    assert "index.html" not in opened and "a.html" not in opened
+    page = sites / "index.html"
+    page.write_bytes(b"HOME")
+    out = report(capsys, "jiaoyu")["jiaoyu"]
+    assert out["changed"] == ["index.html"] and "index.html" in opened
+
+
 def test_a_file_changed_with_its_mtime_put_back_is_found(sites, capsys, reads):
     """Same size, same inode, the mtime set back to what it was: only the ctime moved. The
     cache kept inode, size and mtime alone before stop 63, and took such a file on trust."""
