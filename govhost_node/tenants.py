@@ -869,13 +869,31 @@ def _verify(rel_dir: str, cache: dict) -> dict:
             "intact": bool(want) and not (missing or changed or added)}
 
 
+def _by_release(cache: dict) -> dict[str, dict]:
+    """The cache's keys by the release directory their file is in (SITES/t/releases/rid),
+    in one pass: looking up each unit's files among all of the node's made a check of the
+    whole node grow with the square of its units (3,333 units of 10 files: 184 s)."""
+    base = SITES.rstrip("/") + "/"
+    groups: dict[str, dict] = {}
+    for path, key in cache.items():
+        if isinstance(path, str) and path.startswith(base):
+            parts = path[len(base):].split("/", 3)
+            if len(parts) == 4:
+                groups.setdefault(base + "/".join(parts[:3]), {})[path] = key
+    return groups
+
+
 def holdings(*only: str) -> None:
     try:
         with open(VERIFIED, encoding="utf-8") as f:
             cache = json.load(f)
     except (OSError, ValueError):
         cache = {}
+    if not isinstance(cache, dict):
+        cache = {}
+    by_release = _by_release(cache)
     fresh: dict = {}
+    changed = False
     out = {}
     names = only or (sorted(os.listdir(SITES)) if os.path.isdir(SITES) else [])
     for t in names:
@@ -888,15 +906,24 @@ def holdings(*only: str) -> None:
         cur = current(t)
         entry = {"current": cur, "releases": kept}
         if cur:
-            sub = {k: v for k, v in cache.items() if k.startswith(release_dir(t, cur) + "/")}
+            sub = by_release.pop(release_dir(t, cur), {})
+            was = dict(sub)
             entry.update(_verify(release_dir(t, cur), sub))
+            if sub != was:
+                changed = True
+                for path in was:
+                    cache.pop(path, None)
             fresh.update(sub)
         out[t] = entry
-    if not only:    # a full pass: forget files that are gone
+    if not only:    # a full pass: forget the files of releases no longer live, or gone
+        changed = changed or len(fresh) != len(cache)
         cache = fresh
     else:
         cache.update(fresh)
-    write_json_shared(VERIFIED, cache)        # apply and the exporter may ask at once
+    # Written only when a key changed: a check of a node where nothing changed (most of
+    # them) reads the file and writes nothing (7 MB at 3,333 units of 10 files).
+    if changed:
+        write_json_shared(VERIFIED, cache)    # apply and the exporter may ask at once
     print(json.dumps(out, sort_keys=True))
 
 

@@ -155,3 +155,53 @@ def test_a_damaged_digest_list_is_one_unit_not_intact_not_a_failed_report(sites,
     out = report(capsys)
     assert out["jiaoyu"]["intact"] is False and ".digests" in out["jiaoyu"]["error"]
     assert out["empty"] == {"current": None, "releases": []}
+
+
+def _second_unit(sites, name: str = "wenhua") -> str:
+    """Another unit with a live release of one file; returns its release directory."""
+    rel = sites.parents[2] / name / "releases" / RID
+    rel.mkdir(parents=True)
+    (rel / "index.html").write_bytes(b"wenhua")
+    (rel / ".digests").write_text(f"{hashlib.sha256(b'wenhua').hexdigest()}  index.html\n")
+    os.symlink(f"releases/{RID}", sites.parents[2] / name / "current")
+    return str(rel)
+
+
+def _cache() -> dict:
+    with open(tenants.VERIFIED, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_each_units_keys_are_kept_apart_and_a_full_pass_forgets_what_is_not_live(
+        sites, capsys, reads):
+    """The cache's keys are found by their release (one pass over the cache; before stop 64
+    each unit's were looked up among all of the node's, 184 s at 3,333 units of 10 files):
+    a one-unit check keeps every other unit's keys, a full pass drops those of a release
+    no longer live."""
+    other = _second_unit(sites)
+    report(capsys)
+    assert {os.path.dirname(p) for p in _cache()} == {str(sites), str(sites / "news"), other}
+    reads.clear()
+    (sites / "index.html").write_bytes(b"HOME")
+    out = report(capsys, "jiaoyu")["jiaoyu"]
+    assert out["changed"] == ["index.html"] and reads == ["index.html"]
+    assert f"{other}/index.html" in _cache()           # the other unit's key stays
+    reads.clear()
+    assert report(capsys)["wenhua"]["intact"] and reads == []
+    os.unlink(sites.parents[2] / "wenhua" / "current")     # wenhua's release is not live
+    report(capsys)
+    assert not any(p.startswith(other) for p in _cache())
+    assert f"{sites}/index.html" in _cache()
+
+
+def test_a_check_where_nothing_changed_writes_nothing(sites, capsys, reads):
+    _second_unit(sites)
+    report(capsys)
+    before = os.stat(tenants.VERIFIED)
+    for only in ((), ("jiaoyu",), ("wenhua", "jiaoyu")):
+        report(capsys, *only)
+        now = os.stat(tenants.VERIFIED)
+        assert (now.st_ino, now.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), only
+    (sites / "news" / "a.html").unlink()
+    report(capsys, "jiaoyu")
+    assert f"{sites}/news/a.html" not in _cache()
