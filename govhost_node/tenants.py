@@ -895,7 +895,8 @@ def holdings(*only: str) -> None:
     fresh: dict = {}
     changed = False
     out = {}
-    names = only or (sorted(os.listdir(SITES)) if os.path.isdir(SITES) else [])
+    names = list(dict.fromkeys(only)) or (sorted(os.listdir(SITES)) if os.path.isdir(SITES)
+                                          else [])
     for t in names:
         if not NAME.match(t) or not os.path.isdir(os.path.join(SITES, t)):
             continue

@@ -167,12 +167,15 @@ def ssh_argv(address: str, *options: str, shared: bool = False) -> list[str]:
     host keys every time they are made, so they are not remembered. With `shared`, over the
     lab's one connection to that address (network.shared_ssh_dir): for the tests' quick
     commands; stop, freeze and reboot close it. A bench that measures a connection, or a
-    test that tries whether one can be made, leaves it off."""
+    test that tries whether one can be made (sshd still lets the operator in after a
+    change, a firewall keeps someone out), leaves it off: sshd keeps the connections it
+    had when its configuration changes. The caller's options come first (ssh takes the
+    first value of each), so `-o ControlPath=none` still means none."""
     share = ["-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
              "-o", f"ControlPath={network.shared_ssh_dir()}/%h",
              "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"] if shared else []
     return ["ssh", "-i", str(KEY), "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", *share, *options,
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", *options, *share,
             f"root@{address}"]
 
 

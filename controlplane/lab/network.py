@@ -217,11 +217,19 @@ def close_shared_ssh(name: str) -> None:
         sock = SHARED_SSH / address
         if not sock.exists():
             continue
-        # Asks the master over its socket; it answers at once whatever its connection's state.
-        subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "-o",
-                        "LogLevel=QUIET", address], stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=10, check=False)
-        sock.unlink(missing_ok=True)
+        # Asks the master over its socket. Where no master answers there (it is exiting
+        # already), ssh would go on to connect to the address itself: no configuration file,
+        # and a proxy that fails at once, so that it fails here instead.
+        try:
+            subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}",
+                            "-o", "ProxyCommand=/bin/false", "-o", "BatchMode=yes",
+                            "-o", "LogLevel=QUIET", "-O", "exit", address],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
+                           check=False)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            sock.unlink(missing_ok=True)
 
 
 def processes(name: str) -> list[int]:

@@ -194,11 +194,14 @@ def test_node_down_mid_run_is_partial_and_next_apply_heals(county):
     # sends no reset, and the next command would wait on the old connection.
     first = on_node(NODES["n3"], "cat /proc/sys/kernel/random/boot_id")
     shared = network.SHARED_SSH / NODES["n3"]
-    assert shared.is_socket()
+    check = subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={shared}", "-O",
+                            "check", NODES["n3"]], capture_output=True, text=True, timeout=10)
+    master = int(check.stderr.split("pid=")[1].split(")")[0])
     proc = _start_apply(county)
     _wait_for(proc, "stage")
     lab.stop("n3")
-    assert not shared.exists()
+    # the master itself ended (not only its socket gone), at once
+    assert not Path(f"/proc/{master}").exists() and not shared.exists()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1
     assert "n3" in out and ("unreachable" in out or "failed" in out)

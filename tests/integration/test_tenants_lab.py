@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from controlplane.core import accounts
+from controlplane.lab import machines as lab
 from tests.helpers import example_inventory, lab_ssh
 
 from .conftest import govhost, with_county_keys
@@ -144,8 +145,11 @@ def test_sftp_is_chrooted_keys_only_and_cannot_reach_other_tenants(tenants):
                          "PreferredAuthentications=password,keyboard-interactive",
                          user, "true"], capture_output=True, text=True, timeout=30)
     assert pw.returncode != 0 and "Permission denied" in pw.stderr
-    # the operators' own SSH still works after the sshd change
-    assert on_node(_primary(tn, "jiaoyu"), "echo ok") == "ok"
+    # the operators' own SSH still works after the sshd change: a new connection (the
+    # tests' shared one was opened before the change, and sshd keeps those)
+    fresh = subprocess.run([*lab.ssh_argv(_primary(tn, "jiaoyu")), "echo ok"],
+                           capture_output=True, text=True, timeout=30)
+    assert (fresh.returncode, fresh.stdout.strip()) == (0, "ok"), fresh.stderr
 
 
 def _forwarded_banner(tn, user: str) -> bytes:

@@ -205,3 +205,26 @@ def test_a_check_where_nothing_changed_writes_nothing(sites, capsys, reads):
     (sites / "news" / "a.html").unlink()
     report(capsys, "jiaoyu")
     assert f"{sites}/news/a.html" not in _cache()
+
+
+def test_a_whole_node_walks_the_cache_once_not_once_a_unit(sites, capsys, reads, monkeypatch):
+    """Before stop 64 each unit's keys were picked out of all of the node's: the cache was
+    walked once a unit (184 s at 3,333 units of 10 files). Counted, not timed."""
+    for name in ("wenhua", "caizheng", "renshe", "zhujian"):
+        _second_unit(sites, name)
+    report(capsys)
+    walks = []
+
+    class Counted(dict):
+        def items(self):
+            walks.append("items")
+            return super().items()
+
+        def __iter__(self):
+            walks.append("iter")
+            return super().__iter__()
+    real = json.load
+    monkeypatch.setattr(tenants.json, "load", lambda f: Counted(real(f)))
+    out = report(capsys)
+    assert all(out[t]["intact"] for t in ("jiaoyu", "wenhua", "caizheng", "renshe", "zhujian"))
+    assert len(walks) <= 2, walks
