@@ -598,30 +598,76 @@ def _backup(restic: Restic, paths: list[str], tags: list[str], excludes: list[st
 
 # ---------------------------------------------------------------- status file
 
-def _update_status(tenant: str, kind: str, result: dict) -> None:
+def _merge_status(results: dict[tuple[str, str], dict]) -> None:
+    """Merge results ((tenant, kind) -> result) into status.json under its lock: another run
+    at once (one unit's, asked by hand) merges its own between ours."""
     os.makedirs(STATE, mode=0o700, exist_ok=True)
     with open(f"{STATE}/status.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            with open(STATUS, encoding="utf-8") as f:
-                status = json.load(f)
-        except (OSError, ValueError):
-            status = {}
-        entry = status.setdefault(tenant, {}).setdefault(kind, {})
-        entry["last_attempt"] = result["finished_at"]
-        if result["ok"]:
-            entry.update(last_success=result["finished_at"], snapshot=result["snapshot"],
-                         last_error="", seconds=result["seconds"])
-            # what the snapshot holds, as metadata, and where: the next run makes none
-            # while both are the same (`unchanged`)
-            entry.update(fingerprint=result.get("fingerprint", ""),
-                         repository=result.get("repository", ""))
-        else:
-            entry.update(last_error=result["error"], fingerprint="")
+        status = _read_status()
+        for (tenant, kind), result in results.items():
+            entry = status.setdefault(tenant, {}).setdefault(kind, {})
+            entry["last_attempt"] = result["finished_at"]
+            if result["ok"]:
+                entry.update(last_success=result["finished_at"], snapshot=result["snapshot"],
+                             last_error="", seconds=result["seconds"])
+                # what the snapshot holds, as metadata, and where: the next run makes none
+                # while both are the same (`unchanged`)
+                entry.update(fingerprint=result.get("fingerprint", ""),
+                             repository=result.get("repository", ""))
+            else:
+                entry.update(last_error=result["error"], fingerprint="")
         tmp = f"{STATUS}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(status, f, sort_keys=True)
+            f.write(json.dumps(status, sort_keys=True))
         os.replace(tmp, STATUS)
+
+
+def _read_status() -> dict:
+    try:
+        with open(STATUS, encoding="utf-8") as f:
+            status = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+class _StatusFile:
+    """status.json as one run sees it: read once, and the run's results merged into it at
+    most every FLUSH_SECONDS and at the run's end. Before stop 64 every job read the whole
+    file to find its last result, then read and wrote it whole again to record the new
+    one: at 3,333 jobs a night that was about 26 µs an entry a job, 290 s. A run killed
+    between two writes loses only the results since the last one; the next run then makes
+    those snapshots again (nothing says they are unchanged)."""
+
+    FLUSH_SECONDS = 2.0
+
+    def __init__(self) -> None:
+        self.known = _read_status()
+        self.pending: dict[tuple[str, str], dict] = {}
+        self.lock = threading.Lock()
+        self.written = time.monotonic()
+
+    def last(self, tenant: str, kind: str) -> dict:
+        entry = self.known.get(tenant, {})
+        entry = entry.get(kind, {}) if isinstance(entry, dict) else {}
+        return dict(entry) if isinstance(entry, dict) else {}
+
+    def record(self, tenant: str, kind: str, result: dict) -> None:
+        with self.lock:
+            self.pending[(tenant, kind)] = result
+            if time.monotonic() - self.written >= self.FLUSH_SECONDS:
+                self._write()
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.pending:
+                self._write()
+
+    def _write(self) -> None:
+        pending, self.pending = self.pending, {}
+        _merge_status(pending)
+        self.written = time.monotonic()
 
 
 def _held_here(restic: Restic, spec: dict) -> set[str]:
@@ -633,14 +679,6 @@ def _held_here(restic: Restic, spec: dict) -> set[str]:
                 for k in ("id", "short_id")}
     except (BackupError, ValueError, subprocess.TimeoutExpired):
         return set()
-
-
-def _last(tenant: str, kind: str) -> dict:
-    try:
-        with open(STATUS, encoding="utf-8") as f:
-            return dict(json.load(f).get(tenant, {}).get(kind, {}))
-    except (OSError, ValueError, AttributeError):
-        return {}
 
 
 # ---------------------------------------------------------------- backing up
@@ -763,6 +801,7 @@ def run(args: argparse.Namespace) -> None:
     emit({"event": "start", "node": spec["node"], "jobs": len(jobs), "run": run_id})
     if not jobs:
         return
+    status = _StatusFile()
     try:
         repository = restic.ensure_init()
         _clear_stale(spec)
@@ -772,8 +811,9 @@ def run(args: argparse.Namespace) -> None:
             res = {"event": "result", "tenant": e["tenant"], "kind": kind, "ok": False,
                    "snapshot": None, "error": str(exc), "finished_at": time.time(), "seconds": 0.0,
                    "node": spec["node"], "run": run_id}
-            _update_status(e["tenant"], kind, res)
+            status.record(e["tenant"], kind, res)
             emit(res)
+        status.flush()
         sys.exit(2)
 
     def one(job) -> dict:
@@ -790,7 +830,7 @@ def run(args: argparse.Namespace) -> None:
                 res["fingerprint"] = files_fingerprint(e["home"],
                                                        _files_excludes(spec, e["home"]))
                 res["repository"] = repository
-                last = _last(e["tenant"], kind)
+                last = status.last(e["tenant"], kind)
                 if may_skip and repository and last.get("snapshot") in held and \
                         last.get("fingerprint") == res["fingerprint"] and \
                         last.get("repository") == repository:
@@ -798,7 +838,7 @@ def run(args: argparse.Namespace) -> None:
                                files_changed=0, files=0, bytes=0, bytes_added=0, error="")
                     res["finished_at"] = time.time()
                     res["seconds"] = round(res["finished_at"] - t0, 3)
-                    _update_status(e["tenant"], kind, res)
+                    status.record(e["tenant"], kind, res)
                     return res
             s = fn(spec, restic, e, tags)
             res.update(ok=True, snapshot=s["snapshot_id"], files_new=s.get("files_new", 0),
@@ -811,14 +851,17 @@ def run(args: argparse.Namespace) -> None:
             res.update(ok=False, error=str(exc), snapshot=None)
         res["finished_at"] = time.time()
         res["seconds"] = round(res["finished_at"] - t0, 3)
-        _update_status(e["tenant"], kind, res)
+        status.record(e["tenant"], kind, res)
         return res
 
     failed = 0
-    with restic.one_connection(), ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for res in pool.map(one, jobs):
-            failed += not res["ok"]
-            emit(res)
+    try:
+        with restic.one_connection(), ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for res in pool.map(one, jobs):
+                failed += not res["ok"]
+                emit(res)
+    finally:
+        status.flush()
     if failed:
         sys.exit(2)
 

@@ -420,7 +420,8 @@ def _follow_content(run: _Run, plan: Plan, moves: replicas.ContentPlan, held) ->
         if not r.ok:
             keep_old[r.move.tenant] = _without(plan.placement[r.move.tenant], r.move.target,
                                                previous.get(r.move.tenant, ()))
-    skipped = [m for m in moves.moves if m not in todo]
+    carried = set(todo)           # a set: a replaced node's thousands of moves
+    skipped = [m for m in moves.moves if m not in carried]
     for m in skipped:
         keep_old[m.tenant] = _without(plan.placement[m.tenant], m.target,
                                       previous.get(m.tenant, ()))

@@ -169,6 +169,9 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
     shown = {t.name for t in tenants}
     drifted = [d for d in replicas.drift(in_force, live_content, held)
                if d.tenant in shown]
+    drift_of: dict[str, list] = {}      # by unit, once: a node lost is thousands of them
+    for d in drifted:
+        drift_of.setdefault(d.tenant, []).append(d)
     for d in drifted:
         h = held[d.node].get(d.tenant, replicas.Holding())
         detail = {"missing": f"holds no content (the unit's live release is {d.want})",
@@ -209,7 +212,7 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
         row["up_everywhere"] = probe and len(up) == len(inv.hosts.nodes)
         row["content_live"] = live_content.get(t.name)
         row["content_drift"] = [{"node": d.node, "have": d.have, "why": d.why}
-                                for d in drifted if d.tenant == t.name]
+                                for d in drift_of.get(t.name, ())]
         rows.append(row)
         unrepaired = [n for n, a in agents.items()
                       if a and a.get(t.name, {}).get("tamper_unrepaired")]
