@@ -144,6 +144,10 @@ class Guard:
         self.node = node or os.uname().nodename
         self.lock = threading.RLock()
         self.live: dict[str, Live] = {}
+        # the live releases by their directory, for scope_of: an event's scope is found by its
+        # path's parents (a few lookups), not by trying every live release (3,334 of them a
+        # node at 5,000 units: 0.35 ms an event, some 17 s of CPU for one config release staged)
+        self.by_path: dict[str, Live] = {}
         self.total: dict[str, int] = {}
         self.open: dict[str, dict[str, str]] = {}     # scope -> {file: why not put back}
         # (scope, release, file) -> its lstat when last verified: a sweep hashes only files
@@ -200,6 +204,8 @@ class Guard:
                     self.live[scope] = lv
                     self.open.pop(scope, None)     # judged again against the new release
                     new.append(lv)
+            if new or gone:
+                self.by_path = {lv.path: lv for lv in self.live.values()}
             if new or gone:       # what a sweep may skip: files of the releases live now
                 live = {(lv.scope, lv.release) for lv in self.live.values()}
                 self.verified = {k: v for k, v in self.verified.items() if k[:2] in live}
@@ -246,10 +252,15 @@ class Guard:
     # checking and putting back
     def scope_of(self, path: str) -> tuple[Live, str] | None:
         with self.lock:
-            for lv in self.live.values():
-                if path == lv.path or path.startswith(lv.path + os.sep):
+            at = path
+            while True:
+                lv = self.by_path.get(at)
+                if lv is not None:
                     return lv, os.path.relpath(path, lv.path)
-        return None
+                parent = os.path.dirname(at)
+                if parent == at:
+                    return None
+                at = parent
 
     def check_path(self, path: str) -> dict[str, Any] | None:
         found = self.scope_of(path)

@@ -237,3 +237,40 @@ def test_a_defaced_pages_bytes_go_to_the_control_machine_whose_lists_name_the_wo
     assert [(w["found"], w["severity"], w["place"], w["line"]) for w in words] == [
         ("网上博彩", "block", "title", 1)]
     assert control_tamper.words_in(sent["news/a.html"], "news/a.html", ls) == []
+
+
+def test_an_events_scope_is_found_by_its_path_not_by_trying_every_live_release(node,
+                                                                              monkeypatch):
+    """Before stop 64 each event tried every live release in turn (3,334 a node at 5,000
+    units, 0.35 ms an event). Counted, not timed: no walk of the live releases; a path in
+    no live release (staging, an upload area) has none; a release switched is followed."""
+    for t in ("wenhua", "caizheng", "renshe"):
+        _release(node, t, "r1", {"index.html": t.encode()})
+        _switch(node, t, "r1")
+    g = tamper.Guard("n1")
+    g.full_check()
+    walked = []
+
+    class Counted(dict):
+        def values(self):
+            walked.append(1)
+            return super().values()
+
+        def __iter__(self):
+            walked.append(1)
+            return super().__iter__()
+    g.live = Counted(g.live)
+    live = os.path.realpath(node / "sites/renshe/current")
+    lv, rel = g.scope_of(os.path.join(live, "index.html"))
+    assert (lv.scope, rel) == ("renshe", "index.html")
+    assert g.scope_of(live)[1] == "."
+    assert g.scope_of(str(node / "sites/renshe/releases/.r2.recv/index.html")) is None
+    assert g.scope_of(str(node / "sites/renshe/upload/a.html")) is None
+    assert g.scope_of(live + "x/index.html") is None        # a sibling whose name begins alike
+    assert walked == []
+    _release(node, "renshe", "r2", {"index.html": b"v2"})
+    _switch(node, "renshe", "r2")
+    g.refresh()
+    lv, rel = g.scope_of(str(node / "sites/renshe/releases/r2/index.html"))
+    assert (lv.release, rel) == ("r2", "index.html")
+    assert g.scope_of(os.path.join(live, "index.html")) is None     # r1 is no longer live
