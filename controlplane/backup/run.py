@@ -402,11 +402,16 @@ def _restore_replicas(county: County, c: Cluster, node: str, snaps: list[dict[st
                       say: Say) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     chosen: dict[str, tuple[Mapping[str, Any], Mapping[str, Any] | None]] = {}
+    # Each unit's snapshots, in one pass over the county's: choosing among all of them for
+    # every unit was 0.44 s a unit at 60,000 snapshots (5,000 units, a dozen kept each).
+    by_tenant: dict[str | None, list[dict[str, Any]]] = {}
+    for s in snaps:
+        by_tenant.setdefault(backup_plan.tags(s).get("tenant"), []).append(s)
     with contextlib.ExitStack() as held:
         for t in sorted(wants):
             try:
                 held.enter_context(_lock(county, f"restore-{t}"))
-                chosen[t] = _choose_from(snaps, t, None, None)
+                chosen[t] = _choose_from(by_tenant.get(t, []), t, None, None)
             except BackupError as exc:
                 out.append({"tenant": t, "node": node, "error": str(exc)})
         batch = [{"tenant": t, "snapshot": f["id"], "upload": wants[t].upload,
