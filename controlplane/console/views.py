@@ -64,7 +64,7 @@ def unit(county: County, name: str, now: float | None = None) -> dict[str, Any]:
         releases = st.content_releases(name)
         checked = st.compliance(None, tenant=name).get(name, {})
         certs = st.certificates()
-        backups = {k: v for (u, k), v in st.last_backups().items() if u == name}
+        backups = {k: v for (_, k), v in st.last_backups(name).items()}
         since = time.strftime("%Y-%m-%d", time.localtime(now - VISIT_DAYS * DAY))
         visits = st.visits(name, since)
         top_pages = st.top_pages(name, since)

@@ -304,7 +304,7 @@ class GovhostCollector:
             certs = st.certificates()
             attacked = people_store.login_pressure(st)
             failed = people_store.failed_logins(st)
-            control_last = {k: at for (t, k), at in st.last_backups().items() if t == "_control"}
+            control_last = {k: at for (_, k), at in st.last_backups("_control").items()}
         finally:
             st.close()
         yield from self._control_plane(rnd, runs, drained)

@@ -73,6 +73,7 @@ def test_a_database_of_an_older_release_is_upgraded_and_keeps_every_record(sql, 
         assert (rel["release_id"], rel["actor"], rel["files"]) == (
             "20261201T010203-0a1b2c", "zhang", 3)
         assert st.last_backups() == {("jiaoyu", "files"): 1764550100.0}
+        assert st.last_backups("jiaoyu") == st.last_backups() and st.last_backups("x") == {}
         assert [e["detail"] for e in st.audit_log() if e["action"] == "test.fixture"]
         # the column the older release lacked is there, with its default, and works
         assert st.db.execute("SELECT sessions_after FROM people WHERE name = 'li'"
