@@ -51,9 +51,9 @@ def measure(jobs: int) -> dict:
         t = time.perf_counter()         # one of the timer's merges: a result into the file
         backup._merge_status({("unit0000", "files"): _result(0)})
         merge = time.perf_counter() - t
-    return {"jobs": jobs, "seconds": round(run, 4), "floor_s": round(floor, 4),
+    return {"jobs": jobs, "seconds": round(run, 6), "floor_s": round(floor, 6),
             "x_floor": round(run / floor, 2) if floor else None, "status_bytes": size,
-            "ms_per_job": round(run / jobs * 1000, 5), "merge_s": round(merge, 4),
+            "ms_per_job": round(run / jobs * 1000, 6), "merge_s": round(merge, 6),
             # the most the timer's merges cost a minute of night while results keep coming
             "merges_per_minute_s": round(merge * 60 / backup._StatusFile.FLUSH_SECONDS, 3)}
 

@@ -75,9 +75,9 @@ def measure(sites: str, units: int) -> dict:
     full = best(quiet)
     one = best(lambda: quiet(f"unit{units // 2:04d}"), 5)
     low = best(lambda: floor(sites))
-    return {"units": units, "full_s": round(full, 4), "one_unit_s": round(one, 4),
-            "floor_s": round(low, 4), "x_floor": round(full / low, 2) if low else None,
-            "full_ms_per_unit": round(full / units * 1000, 4)}
+    return {"units": units, "full_s": round(full, 6), "one_unit_s": round(one, 6),
+            "floor_s": round(low, 6), "x_floor": round(full / low, 2) if low else None,
+            "full_ms_per_unit": round(full / units * 1000, 6)}
 
 
 def main() -> None:
