@@ -12,6 +12,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import tarfile
 import time
 import zlib
@@ -95,6 +96,14 @@ def nginx_test(release_files: dict[str, bytes], dest: Path) -> subprocess.Comple
                            "ip link set lo up && sysctl -qw net.ipv4.ip_nonlocal_bind=1 "
                            "net.ipv6.ip_nonlocal_bind=1 && exec nginx -t -c \"$1\"", "sh",
                            str(dest / "nginx.conf")], capture_output=True, text=True)
+
+
+def bench_json(name: str, *args: str, timeout: float = 300) -> dict:
+    """Run bench/`name`.py with `args` and `--json` in this Python; its figures (the JSON
+    object on its last line)."""
+    out = subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), *args, "--json"],
+                         capture_output=True, text=True, timeout=timeout, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def can_run_nginx() -> bool:
