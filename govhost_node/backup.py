@@ -608,7 +608,12 @@ def _merge_status(results: dict[tuple[str, str], dict]) -> None:
         for (tenant, kind), result in results.items():
             entry = status.setdefault(tenant, {}).setdefault(kind, {})
             if entry.get("last_attempt", 0) > result["finished_at"]:
-                continue            # another run at once recorded a later one: it stands
+                # Another run at once recorded a later attempt: it stands. A success of ours
+                # it has not seen is still the latest success (its age is what alerts read).
+                if result["ok"] and result["finished_at"] > entry.get("last_success", 0):
+                    entry.update(last_success=result["finished_at"],
+                                 snapshot=result["snapshot"], seconds=result["seconds"])
+                continue
             entry["last_attempt"] = result["finished_at"]
             if result["ok"]:
                 entry.update(last_success=result["finished_at"], snapshot=result["snapshot"],
@@ -668,12 +673,14 @@ class _StatusFile:
         while not self._stop.wait(self.FLUSH_SECONDS):
             try:
                 self._write()
-            except OSError as exc:          # kept for the next try (a full disk)
+            except Exception as exc:        # kept for the next try (a full disk)
                 print(f"govhost-backup: status.json not written yet: {exc}", file=sys.stderr)
 
     def flush(self) -> None:
-        """The last merge (raises OSError where it cannot be written)."""
+        """The last merge (raises OSError where it cannot be written), after the timer's own
+        merge under way, if any, has ended: the process must not exit in the middle of it."""
         self._stop.set()
+        self._timer.join()
         self._write()
 
     def _write(self) -> None:

@@ -385,7 +385,7 @@ def restore_replicas(county: County, node: str, wants: Mapping[str, ReplicaWant]
     a call to the node that broke) is its own result with an `error`; the others go on."""
     out: list[dict[str, Any]] = []
     with cluster(county) as c:
-        snaps = _snapshots(c, None)
+        snaps = _by_tenant(_snapshots(c, None))
         names = sorted(wants)
         for at in range(0, len(names), REPLICA_BATCH):
             out += _restore_replicas(county, c, node, snaps,
@@ -397,21 +397,27 @@ def restore_replicas(county: County, node: str, wants: Mapping[str, ReplicaWant]
 REPLICA_BATCH = 200         # units a call to the node restores (and locks held at once)
 
 
-def _restore_replicas(county: County, c: Cluster, node: str, snaps: list[dict[str, Any]],
+def _by_tenant(snaps: list[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
+    """Each unit's snapshots (in the list's order), in one pass over the county's: choosing
+    among all of them for every unit was 0.44 s a unit at 60,000 snapshots (5,000 units, a
+    dozen kept each)."""
+    out: dict[str | None, list[dict[str, Any]]] = {}
+    for s in snaps:
+        out.setdefault(backup_plan.tags(s).get("tenant"), []).append(s)
+    return out
+
+
+def _restore_replicas(county: County, c: Cluster, node: str,
+                      snaps: Mapping[str | None, list[dict[str, Any]]],
                       wants: Mapping[str, ReplicaWant], jobs: int,
                       say: Say) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     chosen: dict[str, tuple[Mapping[str, Any], Mapping[str, Any] | None]] = {}
-    # Each unit's snapshots, in one pass over the county's: choosing among all of them for
-    # every unit was 0.44 s a unit at 60,000 snapshots (5,000 units, a dozen kept each).
-    by_tenant: dict[str | None, list[dict[str, Any]]] = {}
-    for s in snaps:
-        by_tenant.setdefault(backup_plan.tags(s).get("tenant"), []).append(s)
     with contextlib.ExitStack() as held:
         for t in sorted(wants):
             try:
                 held.enter_context(_lock(county, f"restore-{t}"))
-                chosen[t] = _choose_from(by_tenant.get(t, []), t, None, None)
+                chosen[t] = _choose_from(snaps.get(t, []), t, None, None)
             except BackupError as exc:
                 out.append({"tenant": t, "node": node, "error": str(exc)})
         batch = [{"tenant": t, "snapshot": f["id"], "upload": wants[t].upload,

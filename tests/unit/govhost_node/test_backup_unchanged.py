@@ -193,3 +193,39 @@ def test_results_are_merged_while_the_night_runs_and_a_later_one_stands(tmp_path
         status.flush()
     entry = json.loads((tmp_path / "status.json").read_text())["jiaoyu"]["files"]
     assert (entry["last_attempt"], entry["last_error"], entry["snapshot"]) == (200.0, "", "s2")
+    # a success of ours older than another run's failure is still the latest success
+    backup._merge_status({("wenlv", "files"): {"finished_at": 300.0, "ok": False,
+                                               "error": "by hand: boom", "seconds": 1.0}})
+    backup._merge_status({("wenlv", "files"): {"finished_at": 250.0, "ok": True,
+                                               "snapshot": "s9", "seconds": 1.0}})
+    entry = json.loads((tmp_path / "status.json").read_text())["wenlv"]["files"]
+    assert (entry["last_attempt"], entry["last_error"], entry["last_success"],
+            entry["snapshot"]) == (300.0, "by hand: boom", 250.0, "s9")
+
+
+def test_the_last_merge_waits_for_the_timers_merge_under_way(tmp_path, monkeypatch):
+    """flush() must not return while the timer is in the middle of merging what it took:
+    the process would exit and those results never reach the file."""
+    import threading
+    monkeypatch.setattr(backup, "STATE", str(tmp_path))
+    monkeypatch.setattr(backup, "STATUS", str(tmp_path / "status.json"))
+    monkeypatch.setattr(backup._StatusFile, "FLUSH_SECONDS", 0.01)
+    merging, release = threading.Event(), threading.Event()
+    real = backup._merge_status
+
+    def slow(results):
+        merging.set()
+        release.wait(5)
+        real(results)
+    monkeypatch.setattr(backup, "_merge_status", slow)
+    status = backup._StatusFile()
+    status.record("jiaoyu", "files", {"finished_at": 1.0, "ok": False, "error": "x",
+                                      "seconds": 0.0})
+    assert merging.wait(5)                     # the timer took it and is merging
+    done = threading.Event()
+    threading.Thread(target=lambda: (status.flush(), done.set()), daemon=True).start()
+    assert not done.wait(0.3)                   # flush waits for it
+    release.set()
+    assert done.wait(5)
+    assert json.loads((tmp_path / "status.json").read_text())["jiaoyu"]["files"][
+        "last_error"] == "x"
