@@ -407,19 +407,8 @@ def start(name: str) -> LabNode:
 
 def _wait_gone(pids: list[int], seconds: float = 10) -> None:
     deadline = time.time() + seconds
-    while time.time() < deadline and any(_exists(p) for p in pids):
+    while time.time() < deadline and any(network.pid_running(p) for p in pids):
         time.sleep(0.05)
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:   # a zombie has stopped too
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def stop(name: str) -> bool:

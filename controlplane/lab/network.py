@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -195,6 +196,19 @@ def cable(name: str, connected: bool) -> None:
     _run("ip", "-n", ROUTER, "link", "set", _port(name), "up" if connected else "down")
 
 
+def pid_running(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie has ended: its parent has only not yet
+    collected it)."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def shared_ssh_dir() -> Path:
     """Where the lab's shared connections to its nodes keep their sockets (root's alone):
     one OpenSSH ControlMaster per node address, opened by the first `ssh_argv(...,
@@ -217,16 +231,26 @@ def close_shared_ssh(name: str) -> None:
         sock = SHARED_SSH / address
         if not sock.exists():
             continue
-        # Asks the master over its socket. Where no master answers there (it is exiting
-        # already), ssh would go on to connect to the address itself: no configuration file,
-        # and a proxy that fails at once, so that it fails here instead.
+        # Asks the master over its socket which process it is, then to exit, and waits for
+        # it to end (it exits after it answers). Where no master answers there (it is
+        # exiting already), ssh would go on to connect to the address itself: no
+        # configuration file, and a proxy that fails at once, so that it fails here instead.
+        ask = ["ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}", "-o",
+               "ProxyCommand=/bin/false", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
         try:
-            subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}",
-                            "-o", "ProxyCommand=/bin/false", "-o", "BatchMode=yes",
-                            "-o", "LogLevel=QUIET", "-O", "exit", address],
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
-                           check=False)
-        except subprocess.TimeoutExpired:
+            said = subprocess.run([*ask, "-O", "check", address], stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=10, check=False)
+            m = re.search(r"\(pid=(\d+)\)", said.stderr)
+            subprocess.run([*ask, "-O", "exit", address], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=10, check=False)
+            if m:
+                master = int(m.group(1))
+                deadline = time.monotonic() + 3
+                while pid_running(master) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if pid_running(master):
+                    os.kill(master, signal.SIGKILL)      # one of this lab's own ssh
+        except (subprocess.TimeoutExpired, OSError):
             pass
         finally:
             sock.unlink(missing_ok=True)
