@@ -204,9 +204,8 @@ class Guard:
                     self.live[scope] = lv
                     self.open.pop(scope, None)     # judged again against the new release
                     new.append(lv)
-            if new or gone:
+            if new or gone:       # scope_of's map, and what a sweep may skip (files of the releases live now)
                 self.by_path = {lv.path: lv for lv in self.live.values()}
-            if new or gone:       # what a sweep may skip: files of the releases live now
                 live = {(lv.scope, lv.release) for lv in self.live.values()}
                 self.verified = {k: v for k, v in self.verified.items() if k[:2] in live}
         return new
