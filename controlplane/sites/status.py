@@ -172,7 +172,6 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
     drift_of: dict[str, list] = {}      # by unit, once: a node lost is thousands of them
     for d in drifted:
         drift_of.setdefault(d.tenant, []).append(d)
-    for d in drifted:
         h = held[d.node].get(d.tenant, replicas.Holding())
         detail = {"missing": f"holds no content (the unit's live release is {d.want})",
                   "older": f"serves older release {d.have}, the live one is {d.want}",
