@@ -21,7 +21,7 @@ def overview(county: County, now: float | None = None) -> list[dict[str, Any]]:
     now = now or time.time()
     inv = county.inv
     with county.state() as st:
-        published = st.last_published()
+        published = st.last_published(t.name for t in inv.tenants)
         pending = st.content_releases(status="pending")
         checked = st.compliance(None)
     waiting: dict[str, int] = {}

@@ -295,11 +295,11 @@ class GovhostCollector:
         st = self.county.open_state()      # one read of the state store per scrape
         try:
             runs = [r for r in st.runs(20) if r["kind"] == "apply" and r["finished_at"]]
-            drained, published = st.drained(), st.last_published()
+            drained, published = st.drained(), st.last_published(rnd.quotas)
             checked = st.compliance()
             week = compliance.week_of(time.time())
             w0, _ = compliance.week_bounds(week)
-            counts = st.probe_week_counts(w0, time.time() + 1)
+            counts = st.probe_week_counts(rnd.quotas, w0, time.time() + 1)
             probe_week = {t: counts.get(t, (0, 0)) for t in rnd.quotas}
             certs = st.certificates()
             attacked = people_store.login_pressure(st)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from controlplane.core.state.store import Store, actor
 
@@ -86,11 +86,16 @@ class ContentRecords(Store):
             r["nodes"], r["changes"] = json.loads(r["nodes"]), json.loads(r["changes"])
         return rows
 
-    def last_published(self) -> dict[str, float]:
-        """Per tenant, when content that went live was last published (freshness)."""
-        return dict(self.db.execute(
-            "SELECT tenant, MAX(published_at) FROM content_releases "
-            "WHERE status NOT IN ('pending', 'rejected') GROUP BY tenant"))
+    def last_published(self, tenants: Iterable[str]) -> dict[str, float]:
+        """Of `tenants`, when content that went live was last published (freshness), for
+        those that ever published. At every scrape and overview: each unit's newest release
+        is found through its index (every unit's releases, one a unit a day or so kept for
+        ever, took 0.24 s to read at 5,000 units after a year)."""
+        return {t: at for t, at in self.db.execute(
+            "SELECT j.value, (SELECT c.published_at FROM content_releases AS c "
+            "WHERE c.tenant = j.value AND c.status NOT IN ('pending', 'rejected') "
+            "ORDER BY c.published_at DESC LIMIT 1) FROM json_each(?) AS j",
+            (json.dumps(list(tenants)),)) if at is not None}
 
     def add_rollback(self, tenant: str, target: str, by: str, levels: Sequence[str]) -> int:
         """A proposed rollback, waiting for its review chain (kept under the key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from controlplane.core.state.store import Store
 
@@ -101,11 +101,18 @@ class ObservationRecords(Store):
             out[day] = out.get(day, 0) + int(n)
         return out
 
-    def probe_week_counts(self, start: float, end: float) -> dict[str, tuple[int, int]]:
-        """tenant -> (probes, failures) since `start`: one query for every tenant."""
+    def probe_week_counts(self, tenants: Iterable[str], start: float, end: float
+                          ) -> dict[str, tuple[int, int]]:
+        """tenant -> (probes, failures) over the local days from `start`'s to the one before
+        `end` (a week's bounds are local midnights), of `tenants` that were probed. At every
+        scrape: each unit's few days are found through its own rows (the whole county's ten
+        weeks of probe hours took 0.7 s to read at 5,000 units)."""
+        first = time.strftime("%Y-%m-%d", time.localtime(start))
+        last = time.strftime("%Y-%m-%d", time.localtime(end - 1))
         return {t: (int(p), int(f)) for t, p, f in self.db.execute(
-            "SELECT tenant, SUM(probes), SUM(failures) FROM probe_hours WHERE hour >= ? "
-            "AND hour < ? GROUP BY tenant", (start - start % 3600, end))}
+            "SELECT j.value, SUM(p.probes), SUM(p.failures) FROM json_each(?) AS j "
+            "CROSS JOIN probe_days AS p ON p.tenant = j.value AND p.day >= ? AND p.day <= ? "
+            "GROUP BY j.value", (json.dumps(list(tenants)), first, last))}
 
     def record_compliance(self, week: str, at: float,
                           verdicts: Mapping[str, Mapping[str, Any]]) -> None:

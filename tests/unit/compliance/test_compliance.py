@@ -257,7 +257,9 @@ def test_probe_rounds_are_counted_per_week_in_the_state_store(tmp_path):
     for i in range(20):
         st.record_probe_round(start + i * 30, {"jiaoyu": fail if i < 2 else [], "chahe": []})
     st.record_probe_round(end + 10, {"jiaoyu": fail})              # next week
-    assert st.probe_week_counts(start, end) == {"jiaoyu": (20, 2), "chahe": (20, 0)}
+    assert st.probe_week_counts(["jiaoyu", "chahe", "never"], start, end) == {
+        "jiaoyu": (20, 2), "chahe": (20, 0)}
+    assert st.probe_week_counts(["chahe"], start, end) == {"chahe": (20, 0)}
     probes, failures, times = st.probe_week("jiaoyu", start, end)
     assert (probes, failures) == (20, 2) and [t["at"] for t in times] == [start, start + 30]
     assert times[0]["nodes"] == fail
