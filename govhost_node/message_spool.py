@@ -248,8 +248,11 @@ class Spool:
         os.replace(tmp, path)
         _fsync_dir(d)
 
-    def write_answers(self, unit: str, answers: list[dict[str, Any]]) -> str:
-        """Replace the unit's answered messages whole (rename after flush)."""
+    def write_answers(self, unit: str, answers: list[dict[str, Any]],
+                      sync_dir: bool = True) -> str:
+        """Replace the unit's answered messages whole (rename after flush). `sync_dir`
+        False: the caller flushes the directory once after many units
+        (`sync_answers_dir`)."""
         check_answers(unit, answers)
         d = self._dir("answers")
         path = os.path.join(d, f"{unit}.json")
@@ -260,8 +263,12 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(d)
+        if sync_dir:
+            _fsync_dir(d)
         return path
+
+    def sync_answers_dir(self) -> None:
+        _fsync_dir(self._dir("answers"))
 
     def answers_path(self, unit: str) -> str:
         return os.path.join(self.root, "answers", f"{unit}.json")

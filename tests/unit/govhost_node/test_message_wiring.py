@@ -4,6 +4,7 @@ and its script are served, `dump` gives the control machine what the node holds,
 page's own SHA-256 (run by Node.js, the engine of the browsers' kind) agrees with Python's."""
 import grp
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -207,6 +208,50 @@ def test_answers_a_node_would_show_wrongly_are_refused_whole(node, change, why):
         assert json.load(f) == [good]                     # the last good list stays
     with pytest.raises(ValueError, match="bad unit"):
         ms.take_answers(node["lay"], "../etc", b"[]")
+
+
+def _lines(*docs: object) -> io.BytesIO:
+    return io.BytesIO(b"".join(json.dumps(d, ensure_ascii=False).encode() + b"\n"
+                               for d in docs))
+
+
+def test_many_units_answers_in_one_stream_each_stored_or_refused_alone(node):
+    """What a joining or replaced node takes (`answers-many`): a unit refused keeps its last
+    good list and does not stop the units after it; a link, a line break in a subject or a
+    unit name that climbs out are refused as `answers` refuses them."""
+    one = _answer("JY-20261205-1-000001", rules.accept("JY", 1, 1, date(2026, 12, 5)).token)
+    two = _answer("WL-20261205-1-000001", rules.accept("WL", 1, 1, date(2026, 12, 5)).token)
+    ms.take_answers(node["lay"], "wenlv", json.dumps([two]).encode())
+    got = ms.take_many_answers(node["lay"], _lines(
+        {"unit": "jiaoyu", "answers": [one]},
+        {"unit": "../etc", "answers": []},
+        {"unit": "wenlv", "answers": [two, {**two, "subject": "a\u2028b"}]},
+        {"unit": "chahe", "answers": "all of them"},
+        {"unit": "minzheng", "answers": []}))
+    assert got["answers"] == {"jiaoyu": 1, "minzheng": 0}
+    assert set(got["refused"]) == {"../etc", "wenlv", "chahe"}
+    assert "bad unit" in got["refused"]["../etc"] and "list" in got["refused"]["chahe"]
+    for unit, want in (("jiaoyu", [one]), ("wenlv", [two]), ("minzheng", [])):
+        with open(node["spool"].answers_path(unit), encoding="utf-8") as f:
+            assert json.load(f) == want, unit
+    assert not os.path.exists(node["spool"].answers_path("chahe"))
+    assert not os.path.exists(os.path.normpath(node["spool"].answers_path("../etc")))
+
+
+@pytest.mark.parametrize("stream,why", [
+    (b'{"unit": "jiaoyu", "answers": []}', "cut short"),                 # no line end
+    (b'["jiaoyu", []]\n', "not"),
+    (b'{"unit": "jiaoyu", "answers": [], "run": "sh"}\n', "not"),
+    (b'{"unit": 7, "answers": []}\n', "not"),
+    (b'{"unit": "jiaoyu", "answers": []}\n{"unit": "jiaoyu", "answers": []}\n', "twice"),
+    (b'{"unit": "jiaoyu", "answers": [}\n', "Expecting"),
+    (b'{"unit": "jiaoyu", "answers": ["' + b"x" * 400 + b'"]}\n', "larger"),
+])
+def test_a_stream_that_is_not_what_the_control_machine_sends_stops(node, monkeypatch, stream,
+                                                                    why):
+    monkeypatch.setattr(ms, "MAX_ANSWERS_BYTES", 200)
+    with pytest.raises(ValueError, match=why):
+        ms.take_many_answers(node["lay"], io.BytesIO(stream))
 
 
 @pytest.mark.parametrize("path", [
