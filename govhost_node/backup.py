@@ -1327,6 +1327,46 @@ def _read_locks(spec: dict) -> list[dict] | None:
                          lambda lid: os.path.lexists(os.path.join(locks_dir, lid)))
 
 
+LOCK_LOOK_SECONDS = 0.05
+
+
+def _cat_lock(cat: list[str], env: dict, lid: str, still_there: Callable[[str], bool],
+              look_first: bool) -> subprocess.CompletedProcess | None:
+    """One lock as restic reads it; None when it was removed while restic read it (restic
+    then retries for about 44 s, restic#1523). Where a look is cheap (`look_first`: this
+    disk) the lock is looked for every LOCK_LOOK_SECONDS while restic reads: a repository
+    node's run met another node's snapshot ending at every third or fourth run, and waited
+    LOCK_READ_SECONDS each time (the lab's `backup run` of one unit: 2 s, or 12). Else
+    restic has LOCK_READ_SECONDS before one look. A lock still there is read to the end
+    (a loaded node, a slow key): a stale lock must not be missed."""
+    if not look_first:
+        try:
+            return subprocess.run(cat, env=env, capture_output=True,
+                                  stdin=subprocess.DEVNULL, timeout=LOCK_READ_SECONDS)
+        except subprocess.TimeoutExpired:
+            if not still_there(lid):
+                return None
+            return subprocess.run(cat, env=env, capture_output=True,
+                                  stdin=subprocess.DEVNULL, timeout=120)
+    p = subprocess.Popen(cat, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    deadline = time.monotonic() + LOCK_READ_SECONDS + 120
+    try:
+        while True:
+            try:
+                out, err = p.communicate(timeout=LOCK_LOOK_SECONDS)
+                return subprocess.CompletedProcess(cat, p.returncode, out, err)
+            except subprocess.TimeoutExpired:
+                if not still_there(lid):
+                    return None
+                if time.monotonic() > deadline:
+                    raise
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
 def _lock_records(base: list[str], env: dict, still_there: Callable[[str], bool],
                   list_timeout: float = 600, look_first: bool = True) -> list[dict] | None:
     """A repository's locks as `base` (restic and its repository arguments) reads them,
@@ -1347,18 +1387,9 @@ def _lock_records(base: list[str], env: dict, still_there: Callable[[str], bool]
         # so. Gone from the repository: skipped; still there, it reads in under a second.
         if look_first and not still_there(lid):
             continue
-        cat = [*base, "cat", "lock", lid, "--no-lock"]
-        try:
-            c = subprocess.run(cat, env=env, capture_output=True, stdin=subprocess.DEVNULL,
-                               timeout=LOCK_READ_SECONDS)
-        except subprocess.TimeoutExpired:
-            if not still_there(lid):
-                continue             # removed while restic read it: restic was retrying
-            # still there, only slow to read (a loaded node, a slow key): read it whole, a
-            # stale lock must not be missed
-            c = subprocess.run(cat, env=env, capture_output=True, stdin=subprocess.DEVNULL,
-                               timeout=120)
-        if c.returncode != 0:        # removed meanwhile
+        c = _cat_lock([*base, "cat", "lock", lid, "--no-lock"], env, lid, still_there,
+                      look_first)
+        if c is None or c.returncode != 0:        # removed meanwhile
             continue
         try:
             lock = json.loads(c.stdout)
