@@ -2,6 +2,7 @@
 the dashboards in the repo, the exporter's output format, and the agent's log counting."""
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import time
@@ -145,6 +146,31 @@ def test_agent_counts_entry_requests_and_survives_rotation(tmp_path):
     log.write_text(_line(200, 1))
     c.refresh()
     assert c.requests[("jiaoyu", "2xx")] == 3 and c.bytes["jiaoyu"] == 116
+
+
+def test_agent_reads_the_accounts_once_until_the_account_file_changes(tmp_path, monkeypatch):
+    """The owners of the node's processes: one read of every account, not one getpwuid a
+    uid at every scrape; read again when an apply changed the accounts."""
+    agent = _agent()
+    agent.SITES = str(tmp_path)
+    passwd = tmp_path / "passwd"
+    passwd.write_text("one\n")
+    accounts = [pwd.struct_passwd(("gh-jiaoyu", "x", os.getuid(), 0, "", "/", "/bin/false")),
+                pwd.struct_passwd(("gh-chahe.php", "x", 64124, 0, "", "/", "/bin/false")),
+                pwd.struct_passwd(("gh-dup", "x", os.getuid(), 0, "", "/", "/bin/false"))]
+    reads = []
+    monkeypatch.setattr(agent.pwd, "getpwall", lambda: reads.append(1) or list(accounts))
+    monkeypatch.setattr(agent.pwd, "getpwuid", lambda uid: pytest.fail("one uid at a time"))
+    procs = agent.TenantProcesses()
+    monkeypatch.setattr(procs, "PASSWD", str(passwd))
+    for _ in range(3):
+        procs.refresh()
+    assert len(reads) == 1 and procs.procs.get("jiaoyu", 0) >= 1     # this test's process
+    assert procs.tenant_of(64124) == "chahe" and procs.tenant_of(1) is None
+    passwd.write_text("one\ntwo\n")                   # an apply added an account
+    procs.refresh()
+    procs.refresh()
+    assert len(reads) == 2
 
 
 def test_agent_counts_cpu_and_memory_of_a_tenants_processes_past_their_end(tmp_path):
