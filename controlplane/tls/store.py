@@ -68,11 +68,11 @@ def deployable(inv: Inventory, store: CertStore, state: State
                                        info.not_after)
     planned_for = {u: lid for lid, lin in plan.items() for u in lin.units}
     chosen: dict[str, str] = {}
+    names = {k: v.names for k, v in stored.items()}
     for u in site_units(inv):
         if u.issuer == "none":
             continue
-        cid = tls_plan.certificate_for(u.names, {k: v.names for k, v in stored.items()},
-                                       planned_for.get(u.key))
+        cid = tls_plan.certificate_for(u.names, names, planned_for.get(u.key))
         if cid is not None:
             chosen[u.key] = cid
     used = set(chosen.values())

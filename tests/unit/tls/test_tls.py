@@ -114,6 +114,24 @@ def test_issuers_per_unit_and_the_certificate_that_serves_a_unit():
     assert tls_plan.certificate_for(["a.b.qingshui.gov.cn"], certs) is None
 
 
+NAMES = ("a.qingshui.gov.cn", "b.qingshui.gov.cn", "*.qingshui.gov.cn", "a.b.qingshui.gov.cn")
+
+
+@settings(max_examples=200, deadline=None)
+@given(unit=st.lists(st.sampled_from(NAMES[:2] + NAMES[3:]), min_size=1, max_size=3),
+       certs=st.dictionaries(st.sampled_from("pqrstuvw"),
+                             st.lists(st.sampled_from(NAMES), min_size=1, max_size=3)),
+       preferred=st.sampled_from("pqrstuvwz") | st.none())
+def test_the_certificate_for_a_unit_is_its_planned_one_else_the_first_that_covers(
+        unit, certs, preferred):
+    """The definition as it stood (the planned id first, then every id in order), against
+    the planned one looked at alone first and the rest sorted only when it does not do."""
+    order = ([preferred] if preferred in certs else []) + sorted(c for c in certs
+                                                                  if c != preferred)
+    want = next((c for c in order if all(tls_plan.covers(certs[c], n) for n in unit)), None)
+    assert tls_plan.certificate_for(unit, certs, preferred) == want
+
+
 def test_renewal_at_two_thirds_with_per_certificate_jitter_and_backoff():
     day = 86400.0
     facts = tls_plan.CertFacts(("a.qingshui.gov.cn",), 0.0, 90 * day)
