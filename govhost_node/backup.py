@@ -1360,7 +1360,7 @@ def _cat_lock(cat: list[str], env: dict, lid: str, still_there: Callable[[str], 
                 if not still_there(lid):
                     return None
                 if time.monotonic() > deadline:
-                    raise
+                    raise subprocess.TimeoutExpired(cat, LOCK_READ_SECONDS + 120) from None
     finally:
         if p.poll() is None:
             p.kill()

@@ -65,8 +65,11 @@ def week_bounds(week: str) -> tuple[float, float]:
         monday = date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
     except ValueError:
         raise ValueError(f"{week!r} is not a week of that year") from None
-    start = datetime(monday.year, monday.month, monday.day).astimezone()
-    return start.timestamp(), (start + timedelta(days=7)).timestamp()
+    # Both ends are local midnights: seven days added to an aware time would end a week
+    # in which the clocks change an hour off its Monday.
+    nxt = monday + timedelta(days=7)
+    return (datetime(monday.year, monday.month, monday.day).astimezone().timestamp(),
+            datetime(nxt.year, nxt.month, nxt.day).astimezone().timestamp())
 
 
 def week_of(ts: float) -> str:

@@ -112,7 +112,7 @@ class ObservationRecords(Store):
         return {t: (int(p), int(f)) for t, p, f in self.db.execute(
             "SELECT j.value, SUM(p.probes), SUM(p.failures) FROM json_each(?) AS j "
             "CROSS JOIN probe_days AS p ON p.tenant = j.value AND p.day >= ? AND p.day <= ? "
-            "GROUP BY j.value", (json.dumps(list(tenants)), first, last))}
+            "GROUP BY j.value", (json.dumps(list(dict.fromkeys(tenants))), first, last))}
 
     def record_compliance(self, week: str, at: float,
                           verdicts: Mapping[str, Mapping[str, Any]]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from datetime import date
 
 import pytest
@@ -43,7 +44,7 @@ def county(tmp_path):
 def nodes(tmp_path, monkeypatch):
     """Each node's spool; `commands` counts what was run where; `down` names nodes that
     cannot be reached."""
-    state = {"spools": {}, "commands": [], "down": set()}
+    state = {"spools": {}, "commands": [], "down": set(), "root": tmp_path}
 
     def run_each(self, names, *args, data=None, timeout=600, tool=""):
         out = {}
@@ -93,3 +94,70 @@ def test_a_node_down_or_refusing_a_unit_is_named_for_each_unit(county, nodes, mo
     assert {u: got[u]["n1"] for u in UNITS} == {"jiaoyu": "ok", "chahe": "ok",
                                                "wenlv": "answers must be a list"}
     assert all("No route to host" in got[u]["n2"] for u in UNITS)
+
+
+@pytest.mark.parametrize("reply", [
+    '{"answers": "xjiaoyuchahewenlv", "refused": {}}',       # a string: no substring passes
+    '{"answers": {"jiaoyu": 30}, "refused": []}',
+    '{"answers": ["jiaoyu", "chahe", "wenlv"], "refused": {}}',
+    '{"answers": {"jiaoyu": 1, "chahe": 30, "wenlv": 30}, "refused": {}}',   # one short
+    "Traceback (most recent call last):", "", "null",
+])
+def test_a_reply_not_of_the_nodes_shape_makes_no_unit_ok(county, monkeypatch, reply):
+    monkeypatch.setattr(Link, "run_each", lambda self, names, *a, **k: {n: reply
+                                                                        for n in names})
+    got = answers.sync(county, only="n1")
+    ok = {u for u, r in got.items() if r["n1"] == "ok"}
+    assert ok <= ({"chahe", "wenlv"} if reply.startswith('{"answers": {"jiaoyu": 1')
+                  else set()), (reply, got)
+    assert set(got) == set(UNITS)
+
+
+def test_a_node_failing_half_way_names_every_unit_of_its_batch(county, nodes, monkeypatch):
+    """The stream stops at a line the node will not take (exit 2): the units stored before
+    it are on the node, and still none is reported "ok" (the control machine cannot tell
+    which were)."""
+    real_line = answers._line
+    monkeypatch.setattr(answers, "_line", lambda unit, rows: b"{not json}\n"
+                        if unit == "jiaoyu" else real_line(unit, rows))
+
+    def run_each(self, names, *args, data=None, timeout=600, tool=""):
+        out = {}
+        for name in names:
+            try:
+                ms.take_many_answers(Layout.under(str(nodes["root"] / name)), io.BytesIO(data))
+                out[name] = "{}"
+            except ValueError as exc:
+                out[name] = SyncError(f"answers-many on {name}: answers refused: {exc}")
+        return out
+    monkeypatch.setattr(Link, "run_each", run_each)
+    got = answers.sync(county, only="n2")
+    assert all("answers refused" in got[u]["n2"] for u in UNITS), got
+    spool = Spool(Layout.under(str(nodes["root"] / "n2")))
+    assert os.path.exists(spool.answers_path("chahe"))             # before the bad line
+    assert not os.path.exists(spool.answers_path("wenlv"))         # after it
+
+
+def test_an_answer_given_during_a_sync_is_not_overwritten_by_an_older_list(county, nodes,
+                                                                          monkeypatch):
+    """Each batch's answers are read as it is sent: one given while an earlier batch was
+    on its way goes out in the later batch, not the list read when the sync began."""
+    monkeypatch.setattr(answers, "BATCH_BYTES", 1)               # a unit a command
+    real = Link.run_each
+    given = []
+
+    def answering_meanwhile(self, names, *args, data=None, **kw):
+        if not given:            # the first batch (chahe) is on its way: wenlv answers
+            m = rules.accept("WL", 1, 99, date(2026, 12, 6))
+            with county.state() as st:
+                st.record_answer({"number": m.number, "unit": "wenlv",
+                                  "received": "2026-12-06T02:00:00Z", "subject": "新的",
+                                  "text": "新的留言", "token_hash": rules.token_hash(m.token)},
+                                 "刚刚答复", True, "ops")
+            given.append(m.number)
+        return real(self, names, *args, data=data, **kw)
+    monkeypatch.setattr(Link, "run_each", answering_meanwhile)
+    got = answers.sync(county, only="n3")
+    assert got["wenlv"] == {"n3": "ok"}
+    with open(nodes["spools"]["n3"].answers_path("wenlv"), encoding="utf-8") as f:
+        assert given[0] in {a["number"] for a in json.load(f)}
