@@ -313,7 +313,7 @@ def check(county: County, tenants: list[str] | None = None, at: float | None = N
         # address, its certificate verified; and an AAAA record for each of its names.
         v6 = ipv6_probes([inv.site_host(t) for t in wanted], list(inv.hosts.web_nodes),
                          inv.https_hosts(), c.probe_timeout_seconds, verify)
-        dns = dns_plan.records(inv)
+        dns = dns_plan.aaaa_names(dns_plan.records(inv))    # once, not once a unit
         any_release = next(iter(plan.releases.values()))
         keep_days = rotation_days(any_release.files)
         results: dict[str, dict[str, Verdict]] = {}

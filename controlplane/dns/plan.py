@@ -46,8 +46,15 @@ def published(inv: Inventory) -> tuple[list[str], list[str]]:
                    | {n.address for n in web if ipaddress.ip_address(n.address).version == 6}))
 
 
-def has_aaaa(plan: list[Record], names: tuple[str, ...] | list[str]) -> bool:
-    with_aaaa = {r.name for r in plan if r.type == "AAAA"}
+def aaaa_names(plan: list[Record]) -> frozenset[str]:
+    """The names the plan gives an IPv6 address: made once for a county's compliance check,
+    not once a unit (1.2 s at 4,000 units)."""
+    return frozenset(r.name for r in plan if r.type == "AAAA")
+
+
+def has_aaaa(plan: list[Record] | frozenset[str], names: tuple[str, ...] | list[str]) -> bool:
+    """Whether every name of `names` has an AAAA record in `plan` (or in `aaaa_names`)."""
+    with_aaaa = plan if isinstance(plan, frozenset) else aaaa_names(plan)
     return bool(names) and all(n in with_aaaa for n in names)
 
 

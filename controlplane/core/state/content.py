@@ -140,7 +140,10 @@ class ContentRecords(Store):
             db.executemany("INSERT OR REPLACE INTO wording_files VALUES (?, ?, ?)",
                            [(d, lists, json.dumps(f, ensure_ascii=False))
                             for d, f in found.items()])
-            db.execute("DELETE FROM wording_files WHERE lists != ?", (lists,))
+            # two ranges of the lists index (`!=` reads every row): none once the lists
+            # have not changed, the old lists' rows once after they did
+            db.execute("DELETE FROM wording_files WHERE lists < ? OR lists > ?",
+                       (lists, lists))
 
     def record_wording(self, tenant: str, release_id: str, lists: str, files: int,
                        findings: Sequence[Mapping[str, Any]]) -> None:

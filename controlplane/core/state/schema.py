@@ -244,7 +244,10 @@ def _history_indexes(db: sqlite3.Connection) -> None:
     rows, and the scrape took 1.2 s, a round's record 0.8 s and the overview 0.5 s
     (bench/state_history.py). The clean-ups find the rows past keeping by time; the last
     live release of a unit and its pending ones are looked up by unit and time and by
-    status; the latest compliance week by when it was checked."""
+    status; the latest compliance week by when it was checked; the wording cache's rows of
+    other word lists by their lists (each unit's check dropped them with a scan of every
+    file read); the audit log's account changes by action and time (a review page's
+    conflict check read the whole log)."""
     for stmt in (
             "CREATE INDEX IF NOT EXISTS probe_hours_hour ON probe_hours (hour)",
             "CREATE INDEX IF NOT EXISTS probe_days_day ON probe_days (day)",
@@ -252,7 +255,9 @@ def _history_indexes(db: sqlite3.Connection) -> None:
             "CREATE INDEX IF NOT EXISTS content_releases_published "
             "ON content_releases (tenant, published_at, status)",
             "CREATE INDEX IF NOT EXISTS content_releases_status ON content_releases (status)",
-            "CREATE INDEX IF NOT EXISTS compliance_checked ON compliance (checked_at)"):
+            "CREATE INDEX IF NOT EXISTS compliance_checked ON compliance (checked_at)",
+            "CREATE INDEX IF NOT EXISTS wording_files_lists ON wording_files (lists)",
+            "CREATE INDEX IF NOT EXISTS audit_action ON audit (action, ts)"):
         db.execute(stmt)
 
 

@@ -77,6 +77,11 @@ def history(st: State, units: int, days: int, now: float) -> None:
         db.executemany("INSERT INTO compliance VALUES (?, ?, ?, '{}')",
                        [(f"w{d:04d}", n, now - d * DAY) for n in names
                         for d in range(1, days + 1, 7)])
+        db.executemany("INSERT INTO wording_files VALUES (?, 'L1', '[]')",
+                       [(f"{n}-{d}",) for n in names for d in range(1, days + 1)])
+        db.executemany("INSERT INTO audit (ts, actor, action, target, detail) VALUES "
+                       "(?, 'li', 'content.publish', ?, '{}')",
+                       [(now - d * DAY, n) for n in names for d in range(1, days + 1)])
 
 
 def everyday_steps(tmp_path: Path, days: int) -> dict[str, int]:
@@ -92,6 +97,8 @@ def everyday_steps(tmp_path: Path, days: int) -> dict[str, int]:
             "last published": steps(st.db, lambda: st.last_published(names)),
             "pending": steps(st.db, lambda: st.content_releases(status="pending")),
             "latest compliance": steps(st.db, st.compliance),
+            "wording cache": steps(st.db, lambda: st.wording_cache("L1", {"new": []})),
+            "account ties": steps(st.db, lambda: st.account_ties(names[:3], now - 30 * DAY)),
         }
     finally:
         st.close()
@@ -99,7 +106,8 @@ def everyday_steps(tmp_path: Path, days: int) -> dict[str, int]:
 
 def test_the_everyday_reads_and_writes_do_not_grow_with_the_history(tmp_path, utc):
     """Two months of history against two days, 40 units: before the indexes each of these
-    read every row (probe hours and days, releases, compliance weeks), 20-60x the steps."""
+    read every row (probe hours and days, releases, compliance weeks, the wording cache,
+    the audit log), 20-60x the steps."""
     short, long = everyday_steps(tmp_path, 2), everyday_steps(tmp_path, 60)
     for what, n in long.items():
         assert n <= 2 * short[what] + 5, (what, short[what], n)
