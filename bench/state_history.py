@@ -36,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from holdings_scale import best  # noqa: E402  (bench/, this script's own directory)
+
 from controlplane.console import views  # noqa: E402
 from controlplane.core.county import County  # noqa: E402
 from controlplane.core.state import State  # noqa: E402
@@ -88,15 +90,6 @@ def fill(st: State, units: int, days: int, now: float) -> None:
                    (today, DAY))
 
 
-def best(fn, rounds: int = 5) -> float:
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def measure(county: County, units: int, now: float) -> dict:
     names = [f"unit{i:04d}" for i in range(units)]
     collector = GovhostCollector(county, Prober(county, interval=30))
@@ -115,9 +108,9 @@ def measure(county: County, units: int, now: float) -> dict:
                 st.content_releases(n)
 
         sample = len(names[:: max(1, units // 200)])
-        return {"scrape_s": best(lambda: list(collector.families(rnd))),
-                "round_s": best(one_round),
-                "overview_s": best(lambda: views.overview(county, now)),
+        return {"scrape_s": best(lambda: list(collector.families(rnd)), 5),
+                "round_s": best(one_round, 5),
+                "overview_s": best(lambda: views.overview(county, now), 5),
                 "compliance_unit_s": best(compliance_reads, 3) / sample,
                 "state_mb": round(county.state_dir.joinpath("state.db").stat().st_size / 1e6,
                                   1)}
