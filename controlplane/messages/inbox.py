@@ -354,21 +354,26 @@ def remind(county: County, today: date, send: Send = mail.send,
                         "was sent"}
     sent, failed_mail = 0, []
     name = county.inv.cluster.name
-    for e, kind in owed:
-        key = f"{kind}:{e.owner}"          # a message forwarded on is owed its own notices
-        with county.state() as st:
-            if not st.notice_once(e.number, key):
+    units = {t.name: t for t in county.inv.tenants}
+    # One connection; the notices that went out before are skipped by one read of them
+    # (a connection and a transaction a notice still owed, every hour, took 4.9 s at 8,000
+    # unanswered messages). Each new one is still claimed on its own before it is mailed:
+    # two reminders at once send it once.
+    with county.state() as st:
+        done = st.notices_sent()
+        for e, kind in owed:
+            key = f"{kind}:{e.owner}"      # a message forwarded on is owed its own notices
+            if (e.number, key) in done or not st.notice_once(e.number, key):
                 continue
-        t = county.inv.tenant(e.owner)
-        unit_to = [t.contact.email] if t is not None else []
-        to = unit_to if kind == "remind" else [*settings.county, *unit_to]
-        subject, body = _notice_text(name, e, kind)
-        try:
-            send(settings, to, subject, body)
-            sent += 1
-        except mail.MailError as exc:
-            failed_mail.append({"number": e.number, "kind": kind, "error": str(exc)})
-            with county.state() as st:
+            t = units.get(e.owner)
+            unit_to = [t.contact.email] if t is not None else []
+            to = unit_to if kind == "remind" else [*settings.county, *unit_to]
+            subject, body = _notice_text(name, e, kind)
+            try:
+                send(settings, to, subject, body)
+                sent += 1
+            except mail.MailError as exc:
+                failed_mail.append({"number": e.number, "kind": kind, "error": str(exc)})
                 st.forget_notice(e.number, key)
     return {"sent": sent, "owed": len(owed), "failed": failed_mail,
             "unreadable_nodes": failed}

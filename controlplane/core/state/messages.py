@@ -142,6 +142,12 @@ class MessageRecords(Store):
                              "VALUES (?, ?, ?)", (number, kind, time.time()))
             return cur.rowcount == 1
 
+    def notices_sent(self) -> frozenset[tuple[str, str]]:
+        """(number, kind) of every notice that went out: the hourly reminder skips them
+        without a transaction each."""
+        return frozenset((n, k) for n, k in self.db.execute(
+            "SELECT number, kind FROM message_notices"))
+
     def forget_notice(self, number: str, kind: str) -> None:
         """A notice whose mail did not go out: it is tried again next time."""
         with self.tx() as db:

@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from controlplane.console import app as console_app
 from controlplane.core.county import County
+from controlplane.core.state import State
 from controlplane.messages import answers, inbox
 from controlplane.messages.collect import Message
 from controlplane.people.store import People
@@ -259,9 +260,14 @@ def test_reminders_and_alerts_are_mailed_once_each(county):
     c, _ = county
     today = datetime.fromtimestamp(NOW, timezone(timedelta(hours=8))).date()
     first = inbox.remind(c, today + timedelta(days=70), read=read)
-    again = inbox.remind(c, today + timedelta(days=70), read=read)
+    claims = []
+    real = State.notice_once
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(State, "notice_once", lambda self, *a: claims.append(a) or real(self, *a))
+        again = inbox.remind(c, today + timedelta(days=70), read=read)
     assert first["failed"] == [] and first["sent"] == 2      # THIRD: remind, alert
-    assert again["sent"] == 0
+    assert again["sent"] == 0 and again["owed"] == 2
+    assert claims == []            # the notices sent are skipped by one read, not claimed
     mails = c.sink.to("ops@qingshui.gov.cn")
     assert len(mails) == 1 and THIRD in mails[0] and "13800138000" not in mails[0]
     assert len(c.sink.to("webmaster@jiaoyu.qingshui.gov.cn")) == 2
