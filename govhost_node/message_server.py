@@ -673,9 +673,9 @@ def take_answers(lay: Layout, unit: str, data: bytes) -> int:
 def take_many_answers(lay: Layout, stream: BinaryIO) -> dict[str, Any]:
     """Many units' answered messages in one command: a node that joins or was replaced
     takes every unit's (one SSH session a unit: 129 s at 1,000 units, some 11 minutes at
-    5,000). One
-    JSON line a unit, {"unit": ..., "answers": [...]}, each checked and stored whole as
-    `answers` stores one unit's; a unit refused does not keep the others from being stored.
+    5,000). One JSON line a unit, {"unit": ..., "answers": [...]}, each checked and stored
+    whole as `answers` stores one unit's; a unit refused does not keep the others from
+    being stored.
     A line too long or cut short, or not such an object, stops the stream (ValueError):
     what follows it cannot be trusted to be what the control machine sent."""
     spool = Spool(lay)

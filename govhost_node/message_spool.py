@@ -236,17 +236,18 @@ class Spool:
         return n
 
     @staticmethod
-    def _replace(d: str, path: str, data: bytes) -> None:
-        """`path` holds `data` whole or not at all (flushed, renamed, directory flushed)."""
+    def _replace(d: str, path: str, data: bytes, sync_dir: bool = True) -> None:
+        """`path` holds `data` whole or not at all (flushed, renamed, directory flushed;
+        `sync_dir` False: the caller flushes the directory once after many files)."""
         tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "wb") as f:          # a buffered write: all of it, however large
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(d)
+        if sync_dir:
+            _fsync_dir(d)
 
     def write_answers(self, unit: str, answers: list[dict[str, Any]],
                       sync_dir: bool = True) -> str:
@@ -256,15 +257,8 @@ class Spool:
         check_answers(unit, answers)
         d = self._dir("answers")
         path = os.path.join(d, f"{unit}.json")
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(answers, ensure_ascii=False, sort_keys=True).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        if sync_dir:
-            _fsync_dir(d)
+        self._replace(d, path, json.dumps(answers, ensure_ascii=False,
+                                          sort_keys=True).encode(), sync_dir)
         return path
 
     def sync_answers_dir(self) -> None:
