@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterator
+from typing import Any
 
 from controlplane.core import paths
 from controlplane.core.county import County
@@ -100,22 +100,6 @@ def _by_unit(county: County) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _batches(by_unit: dict[str, list[dict[str, Any]]]) -> Iterator[list[str]]:
-    """The units, in batches whose lines come to about BATCH_BYTES (a unit's own line may
-    be larger: the node says if it is too large)."""
-    units: list[str] = []
-    size = 0
-    for unit, rows in sorted(by_unit.items()):
-        n = len(_line(unit, rows))
-        if units and size + n > BATCH_BYTES:
-            yield units
-            units, size = [], 0
-        units.append(unit)
-        size += n
-    if units:
-        yield units
-
-
 def _said(node: str, reply: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     """What `answers-many` on `node` took and refused; a reply not of its shape takes
     nothing (a unit is "ok" only when the node named it with its count)."""
@@ -136,14 +120,27 @@ def sync(county: County, only: str | None = None) -> dict[str, dict[str, str]]:
     are read just before it is sent: an answer given meanwhile is not overwritten on the
     node by a list read before it, beyond the time of one command."""
     names = [n.name for n in county.inv.hosts.nodes if only is None or n.name == only]
-    first = _by_unit(county)
-    out: dict[str, dict[str, str]] = {u: {} for u in sorted(first)}
+    todo = sorted(_by_unit(county))
+    out: dict[str, dict[str, str]] = {u: {} for u in todo}
     ln = link(county)
-    for units in _batches(first):
+    i = 0
+    while i < len(todo):
+        # A batch: units in order while their lines come to BATCH_BYTES (a unit's own line
+        # may be larger: the node says if it is too large), read as it is made.
         now = _by_unit(county)
+        units: list[str] = []
+        lines: list[bytes] = []
+        size = 0
+        while i < len(todo):
+            line = _line(todo[i], now.get(todo[i], []))
+            if units and size + len(line) > BATCH_BYTES:
+                break
+            units.append(todo[i])
+            lines.append(line)
+            size += len(line)
+            i += 1
         sent = {u: len(now.get(u, [])) for u in units}
-        data = b"".join(_line(u, now.get(u, [])) for u in units)
-        got = ln.run_each(names, "answers-many", data=data, timeout=600,
+        got = ln.run_each(names, "answers-many", data=b"".join(lines), timeout=600,
                           tool=paths.NODE_MESSAGES_TOOL)
         for node, r in got.items():
             if isinstance(r, Exception):
