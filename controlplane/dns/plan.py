@@ -52,9 +52,8 @@ def aaaa_names(plan: list[Record]) -> frozenset[str]:
     return frozenset(r.name for r in plan if r.type == "AAAA")
 
 
-def has_aaaa(plan: list[Record] | frozenset[str], names: tuple[str, ...] | list[str]) -> bool:
-    """Whether every name of `names` has an AAAA record in `plan` (or in `aaaa_names`)."""
-    with_aaaa = plan if isinstance(plan, frozenset) else aaaa_names(plan)
+def has_aaaa(with_aaaa: frozenset[str], names: tuple[str, ...] | list[str]) -> bool:
+    """Whether every name of `names` is among a plan's `aaaa_names`."""
     return bool(names) and all(n in with_aaaa for n in names)
 
 
