@@ -149,7 +149,7 @@ def messages_show(number: str = typer.Argument(..., help="The message's number, 
     read them."""
     from controlplane.messages import collect
     c = county()
-    found, failed = call(lambda: collect.collect(c), as_json=as_json)
+    found, failed = call(lambda: collect.collect(c, number), as_json=as_json)
     m = call(lambda: collect.find(found, number), as_json=as_json)
     with c.state() as st:
         st.audit("messages.read", m.number, {"unit": m.unit, "contact": "shown"})

@@ -41,7 +41,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterable
 from urllib.parse import parse_qs
 
 from govhost_node import message_page
@@ -640,12 +640,18 @@ def serve(socket_path: str, listen: str, config: str, lay: Layout,
     citizens.serve_forever()
 
 
-def dump(lay: Layout) -> None:
-    """Every message this node holds, its own and its peers' copies, one JSON object a line
-    (what the control machine collects; the contact is in it: root only)."""
+def dump(lay: Layout, number: str | None = None) -> None:
+    """Every message this node holds (`number`: that one only), its own and its peers'
+    copies, one JSON object a line (what the control machine collects; the contact is in
+    it: root only)."""
     spool = Spool(lay)
     for kind in ("own", "copies"):
-        for record in spool.records(kind):
+        if number is None:
+            records: Iterable[dict[str, str]] = spool.records(kind)
+        else:
+            one = spool.record_of(kind, number)
+            records = [one] if one is not None else []
+        for record in records:
             print(json.dumps({**record, "held_as": kind}, ensure_ascii=False, sort_keys=True))
 
 
@@ -716,7 +722,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--socket", default=SOCKET)
     s.add_argument("--group", default="www-data", help="nginx's group: may open the socket")
     s.add_argument("--config", default=f"{NODE.current}/messages.json")
-    sub.add_parser("dump")
+    s = sub.add_parser("dump")
+    s.add_argument("--number", help="that message only (a page or an answer needs only it)")
     sub.add_parser("keep", help="keep messages (one JSON record a line on stdin) as copies")
     s = sub.add_parser("answers", help="store a unit's answered messages (JSON on stdin)")
     s.add_argument("unit")
@@ -756,7 +763,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         print(json.dumps({"forgotten": n}))
     else:
-        dump(NODE)
+        try:
+            dump(NODE, a.number)
+        except ValueError as exc:
+            print(f"govhost-messages: {exc}", file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from govhost_node import messages as rules
 from govhost_node.layout import Layout
 
 KINDS = ("own", "copies")
-_NUMBER = re.compile(r"[A-Z0-9]{1,8}-[0-9]{8}-[0-9]{1,2}-[0-9]{6,9}", re.ASCII)
+NUMBER = re.compile(r"[A-Z0-9]{1,8}-[0-9]{8}-[0-9]{1,2}-[0-9]{6,9}", re.ASCII)
 _UNIT = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]", re.ASCII)
 # The fields a stored message has; anything else in a record is refused.
 FIELDS = frozenset({"number", "unit", "received", "node", "subject", "text", "name", "contact",
@@ -64,7 +64,7 @@ def check_answers(unit: str, doc: Any) -> list[dict[str, Any]]:
     for a in doc:
         if not isinstance(a, dict) or set(a) != ANSWER_FIELDS:
             raise ValueError("an answer must have exactly the answer fields")
-        if not isinstance(a["number"], str) or not _NUMBER.fullmatch(a["number"]):
+        if not isinstance(a["number"], str) or not NUMBER.fullmatch(a["number"]):
             raise ValueError("bad number in an answer")
         if not isinstance(a["token_hash"], str) or \
                 not re.fullmatch(r"[0-9a-f]{64}", a["token_hash"]):
@@ -106,7 +106,7 @@ def check_record(record: Any) -> dict[str, str]:
         if not 0 < len(held) <= HELD_MAX or any(
                 not 0 < len(w) <= 60 or w != rules.clean(w) for w in held):
             raise ValueError("bad review words in a message record")
-    if not _NUMBER.fullmatch(record["number"]) or not _UNIT.fullmatch(record["unit"]):
+    if not NUMBER.fullmatch(record["number"]) or not _UNIT.fullmatch(record["unit"]):
         raise ValueError("bad number or unit in a message record")
     if not re.fullmatch(r"[0-9a-f]{64}", record["token_hash"]) or \
             not re.fullmatch(r"[0-9a-f]{0,64}", record["source"]):
@@ -279,6 +279,26 @@ class Spool:
                 if name.endswith(".json"):
                     with open(os.path.join(base, u, name), encoding="utf-8") as f:
                         yield json.load(f)
+
+    def record_of(self, kind: str, number: str) -> dict[str, str] | None:
+        """One stored message of one spool by its number, whichever unit it was written to
+        (a stat a unit: a message's page or answer needs only its own, not every message the
+        node holds read and sent)."""
+        if not NUMBER.fullmatch(number):
+            raise ValueError(f"{number!r} is not a message number")
+        base = os.path.join(self.root, kind)
+        try:
+            units = os.listdir(base)
+        except FileNotFoundError:
+            return None
+        name = number + ".json"
+        for u in units:
+            try:
+                with open(os.path.join(base, u, name), encoding="utf-8") as f:
+                    return json.load(f)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return None
 
     def spend(self, challenge: str, now: float | None = None) -> bool:
         """Mark a challenge answered; False if it already was (a replayed answer). Marks

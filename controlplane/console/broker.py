@@ -125,9 +125,9 @@ class Broker:
         reads = threading.BoundedSemaphore(NODE_READS)
         source = read_messages or collect.collect    # the nodes' messages (tests: a stand-in)
 
-        def read(county: County) -> Any:
+        def read(county: County, number: str | None = None) -> Any:
             with reads:
-                return source(county)
+                return source(county, number=number)
         self.read_messages = read
         self._heavy = threading.BoundedSemaphore(HEAVY_AT_ONCE)
 

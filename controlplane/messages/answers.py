@@ -54,7 +54,7 @@ def answer(county: County, number: str, text: str, publish: bool, by: str,
     person answering says so (`publish_held`): from the command line they may not have
     read it (the console shows the words beside the answer)."""
     body = checked(text)
-    found, _ = collect(county)
+    found, _ = collect(county, number)
     m = find(found, number)
     if publish and m.review_words and not publish_held:
         raise MessagesError(

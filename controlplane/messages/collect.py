@@ -19,7 +19,7 @@ from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.messages.deadlines import COUNTY_TIME
 from controlplane.sites.content_sync import Link, SyncError
-from govhost_node.message_spool import HELD, forget_limit
+from govhost_node.message_spool import HELD, NUMBER, forget_limit
 
 # What a message is, without where it is kept and how (those differ between copies).
 CONTENT = ("number", "unit", "node", "received", "subject", "text", "name", "contact",
@@ -107,11 +107,19 @@ def link(county: County) -> Link:
     return Link(inv.hosts, county.known_hosts, {n.name: n for n in inv.hosts.nodes})
 
 
-def collect(county: County) -> tuple[list[Message], dict[str, str]]:
-    """The messages every reachable node holds, and the nodes that could not be read (with
-    why). Raises only when no node answers."""
+def collect(county: County, number: str | None = None
+            ) -> tuple[list[Message], dict[str, str]]:
+    """The messages every reachable node holds (`number`: that one only, a few stats a
+    node instead of every message sent and merged), and the nodes that could not be read
+    (with why). Raises only when no node answers."""
     names = [n.name for n in county.inv.hosts.nodes]
-    got = link(county).run_each(names, "dump", timeout=120, tool=paths.NODE_MESSAGES_TOOL)
+    args = ["dump"]
+    if number is not None:
+        if not NUMBER.fullmatch(number):
+            raise MessagesError(f"no message {number!r}: a number is like "
+                                "JY-20261205-1-000042 (`govhost messages list` shows them)")
+        args += ["--number", number]
+    got = link(county).run_each(names, *args, timeout=120, tool=paths.NODE_MESSAGES_TOOL)
     failed = {n: str(e)[-300:] for n, e in got.items() if isinstance(e, Exception)}
     if len(failed) == len(names):
         raise MessagesError("no node could be read: " + "; ".join(

@@ -42,8 +42,9 @@ NODES = [message(OLD, "2026-12-01T02:00:00Z", "路灯不亮"),
          message(THIRD, "2026-12-04T02:00:00Z", "景区门票")]
 
 
-def read(county):
-    return list(NODES), {}
+def read(county, number=None):
+    """What collect.collect gives (`number`: the nodes' `dump --number`, that one only)."""
+    return [m for m in NODES if number in (None, m.number)], {}
 
 
 @pytest.fixture(scope="module")

@@ -388,3 +388,51 @@ def test_a_recent_message_cannot_be_forgotten_nor_replaced_by_a_forgotten_copy(t
             spool.forget_contacts(before)
     assert spool.forget_contacts(forget_limit()) == 0
     assert next(spool.records("own"))["contact"] == "13800138000"
+
+
+def test_dump_of_one_number_reads_that_message_only(tmp_path, capsys, monkeypatch):
+    """Before stop 66 every page, answer and forward of one message dumped every message
+    each node holds (1.8 s a node at 40,000). `dump --number` reads the one message's own
+    copy and peer's copy, found by a stat in each unit's folder; a number that could name
+    a path is refused before anything is read."""
+    from types import SimpleNamespace
+
+    from controlplane.messages import collect
+    from govhost_node import message_spool
+    monkeypatch.setattr(ms, "NODE", Layout.under(str(tmp_path / "n1")))
+    spool = Spool(ms.NODE)
+    for i in range(1, 31):
+        unit = ("jiaoyu", "wenlv", "caizheng")[i % 3]
+        spool.write("own" if i % 2 else "copies", {
+            "number": f"JY-20261205-1-{i:06d}", "unit": unit, "node": "n1",
+            "received": "2026-12-05T02:00:00Z", "subject": f"路灯 {i}", "text": "青水路的路灯坏了一周。",
+            "name": "张先生", "contact": "13800138000", "token_hash": "0" * 64,
+            "source": "a" * 64})
+    wanted = "JY-20261205-1-000007"
+    with open(os.path.join(spool.root, "own", "wenlv", wanted + ".json"), "rb") as f:
+        record = json.load(f)
+    spool.write("copies", record)              # held as both, as a node may
+    loads = []
+    real = message_spool.json.load
+    monkeypatch.setattr(message_spool.json, "load", lambda f: loads.append(f.name) or real(f))
+    capsys.readouterr()
+    ms.main(["dump", "--number", wanted])
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(x["number"], x["unit"], x["held_as"]) for x in lines] == [
+        (wanted, "wenlv", "own"), (wanted, "wenlv", "copies")]
+    assert len(loads) == 2
+    ms.main(["dump", "--number", "JY-20261205-1-000099"])
+    assert capsys.readouterr().out == ""
+    ms.main(["dump"])
+    assert len(capsys.readouterr().out.splitlines()) == 31
+    for hostile in ("../own/wenlv/" + wanted, wanted + "/../../x", wanted + "\u2028",
+                    "*", "JY-20261205-1-00000?"):
+        loads.clear()
+        with pytest.raises(SystemExit) as exc:
+            ms.main(["dump", "--number", hostile])
+        assert exc.value.code == 2 and loads == []
+        assert capsys.readouterr().out == ""
+        # the control machine refuses it before it opens a connection to a node
+        county = SimpleNamespace(inv=SimpleNamespace(hosts=SimpleNamespace(nodes=[])))
+        with pytest.raises(collect.MessagesError, match="no message"):
+            collect.collect(county, hostile)

@@ -35,10 +35,11 @@ NODES = [message(n(i)) for i in range(1, 20)] + [message(n(i, "chahe"), "chahe")
 BROKEN = {"on": False}
 
 
-def read(county):
+def read(county, number=None):
+    """What collect.collect gives (`number`: the nodes' `dump --number`, that one only)."""
     if BROKEN["on"]:
         raise MessagesError("no node could be read: n1: timeout")
-    return list(NODES), {}
+    return [m for m in NODES if number in (None, m.number)], {}
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +223,7 @@ def test_a_node_copy_naming_another_unit_is_not_answered(county, monkeypatch):
     forged = [m if m.number != num else message(num, "chahe") for m in NODES]
     with pytest.raises(MessagesError, match="another unit"):
         inbox.propose(county, "jiaoyu", num, "答复", True, "editor", TODAY,
-                      lambda c: (forged, {}))
+                      lambda c, number=None: (forged, {}))
 
 
 def test_a_copy_changed_on_the_nodes_before_the_last_approval_is_not_given(county, pushed):
@@ -232,7 +233,7 @@ def test_a_copy_changed_on_the_nodes_before_the_last_approval_is_not_given(count
     forged = [m if m.number != num else message(num, "chahe") for m in NODES]
     with pytest.raises(MessagesError, match="another unit"):
         inbox.decide(county, "jiaoyu", num, True, "operator", frozenset({"county"}), "",
-                     lambda c: (forged, {}))
+                     lambda c, number=None: (forged, {}))
     assert given(county, num) == [] and pushed == []
 
 
@@ -259,3 +260,24 @@ def test_the_countys_answer_supersedes_one_under_review(county, pushed):
         assert [d["status"] for d in st.drafts(num)] == ["superseded"]
     entry = next(x for x in inbox.known(county, TODAY) if x.number == num)
     assert entry.draft is None and entry.standing == "answered"
+
+
+def test_one_message_is_read_from_the_nodes_alone_and_indexed(county):
+    """A page, a forward, an answer and a review of one message ask the nodes for that
+    message only (`dump --number`), never every message of the county (stop 66); a message
+    the index did not know yet is indexed by the reading."""
+    asked = []
+
+    def counted(c, number=None):
+        asked.append(number)
+        return read(c, number)
+    num, late = n(19), n(20)
+    NODES.append(message(late))
+    try:
+        inbox.one(county, "jiaoyu", late, "editor", TODAY, counted)
+        assert [e.number for e in inbox.known(county, TODAY, number=late)] == [late]
+        inbox.forward(county, num, "chahe", "属于城管", "editor", "jiaoyu", TODAY, counted)
+        inbox.propose(county, "chahe", num, "已修好", True, "other", TODAY, counted)
+    finally:
+        NODES.remove(message(late))
+    assert asked == [late, num, num]
