@@ -676,6 +676,19 @@ def take_answers(lay: Layout, unit: str, data: bytes) -> int:
     return len(answers)
 
 
+def add_one_answer(lay: Layout, unit: str, data: bytes) -> dict[str, Any]:
+    """One answer from the control machine ({"answer": {...}, "count": N} on stdin): added
+    to the unit's list if the list then holds N, as the control machine's does."""
+    if len(data) > MAX_ANSWERS_BYTES:
+        raise ValueError("an answer larger than the node takes")
+    doc = json.loads(data.decode("utf-8"))
+    if not isinstance(doc, dict) or set(doc) != {"answer", "count"}:
+        raise ValueError('not {"answer": {...}, "count": N}')
+    n = Spool(lay).add_answer(unit, doc["answer"], doc["count"])
+    return {"unit": unit, "answers": n} if n == doc["count"] else \
+        {"unit": unit, "stale": True, "would_hold": n}
+
+
 def take_many_answers(lay: Layout, stream: BinaryIO) -> dict[str, Any]:
     """Many units' answered messages in one command: a node that joins or was replaced
     takes every unit's (one SSH session a unit: 129 s at 1,000 units, some 11 minutes at
@@ -727,6 +740,9 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("keep", help="keep messages (one JSON record a line on stdin) as copies")
     s = sub.add_parser("answers", help="store a unit's answered messages (JSON on stdin)")
     s.add_argument("unit")
+    s = sub.add_parser("answers-add", help='add one answer to a unit\'s ({"answer": {...}, '
+                                           '"count": N} on stdin: N, what the list then holds)')
+    s.add_argument("unit")
     sub.add_parser("answers-many", help="store many units' answered messages (one JSON line "
                                         'a unit on stdin: {"unit": ..., "answers": [...]})')
     s = sub.add_parser("forget", help="empty the name and contact of the messages received "
@@ -749,6 +765,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"govhost-messages: answers for {a.unit} refused: {exc}", file=sys.stderr)
             sys.exit(2)
         print(json.dumps({"unit": a.unit, "answers": n}))
+    elif a.cmd == "answers-add":
+        try:
+            print(json.dumps(add_one_answer(NODE, a.unit, sys.stdin.buffer.read(
+                MAX_ANSWERS_BYTES + 1))))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            print(f"govhost-messages: the answer for {a.unit} was refused: {exc}",
+                  file=sys.stderr)
+            sys.exit(2)
     elif a.cmd == "answers-many":
         try:
             print(json.dumps(take_many_answers(NODE, sys.stdin.buffer)))

@@ -20,6 +20,7 @@ for one), by the same one-rename write.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -257,9 +258,52 @@ class Spool:
         check_answers(unit, answers)
         d = self._dir("answers")
         path = os.path.join(d, f"{unit}.json")
-        self._replace(d, path, json.dumps(answers, ensure_ascii=False,
-                                          sort_keys=True).encode(), sync_dir)
+        with self._answers_lock(d):
+            self._replace(d, path, json.dumps(answers, ensure_ascii=False,
+                                              sort_keys=True).encode(), sync_dir)
         return path
+
+    def add_answer(self, unit: str, answer: Any, count: Any) -> int:
+        """One answer into the unit's answered messages (in place of an earlier answer to
+        the same number): only it is checked and sent, not the unit's whole list (0.35 s
+        to check at 4,000 answers, on every node, for each answer). Stored only when the
+        list then holds `count` answers, as the control machine's does; else nothing is
+        written and the count this node would have is returned, so the control machine
+        sends the whole list (a node that missed an answer while it was down)."""
+        check_answers(unit, [answer])
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError("count must be a whole number of answers, 1 or more")
+        d = self._dir("answers")
+        path = os.path.join(d, f"{unit}.json")
+        with self._answers_lock(d):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    held = json.load(f)
+            except FileNotFoundError:
+                held = []
+            except ValueError:       # damaged: only the whole list mends it
+                return -1
+            if not isinstance(held, list):
+                return -1
+            merged = [a for a in held if not isinstance(a, dict)
+                      or a.get("number") != answer["number"]] + [answer]
+            if len(merged) != count:
+                return len(merged)
+            self._replace(d, path, json.dumps(merged, ensure_ascii=False,
+                                              sort_keys=True).encode())
+        return count
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _answers_lock(d: str) -> Iterator[None]:
+        """One writer of the answers at a time: an answer added between another's read and
+        write would be lost."""
+        fd = os.open(os.path.join(d, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def sync_answers_dir(self) -> None:
         _fsync_dir(self._dir("answers"))

@@ -27,13 +27,15 @@ def checked(text: str) -> str:
     return clean
 
 
+def _node_answer(r: dict[str, Any]) -> dict[str, Any]:
+    return {"number": r["number"], "received": r["received"], "subject": r["subject"],
+            "text": r["text"], "answer": r["answer"], "publish": r["publish"],
+            "token_hash": r["token_hash"],
+            "answered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["answered_at"]))}
+
+
 def _node_doc(rows: list[dict[str, Any]]) -> bytes:
-    return json.dumps([{
-        "number": r["number"], "received": r["received"], "subject": r["subject"],
-        "text": r["text"], "answer": r["answer"], "publish": r["publish"],
-        "token_hash": r["token_hash"],
-        "answered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["answered_at"]))}
-        for r in rows], ensure_ascii=False).encode()
+    return json.dumps([_node_answer(r) for r in rows], ensure_ascii=False).encode()
 
 
 def push(county: County, unit: str, only: str | None = None) -> dict[str, str]:
@@ -45,6 +47,41 @@ def push(county: County, unit: str, only: str | None = None) -> dict[str, str]:
     got = link(county).run_each(names, "answers", unit, data=data, timeout=120,
                                 tool=paths.NODE_MESSAGES_TOOL)
     return {n: str(r)[-300:] if isinstance(r, Exception) else "ok" for n, r in got.items()}
+
+
+def add(county: County, unit: str, number: str) -> dict[str, str]:
+    """Send one answer (of message `number`) to every node: node -> "ok" or why it failed.
+    A node adds it to what it holds only when it then holds as many as the state store;
+    one that does not (it missed an answer while down) is sent the unit's whole list.
+    Before stop 66 every answer sent the whole list, which each node checked whole: 0.22 s
+    at 1,000 earlier answers, 0.88 s at 4,000."""
+    with county.state() as st:
+        row = st.message_answers(number=number)
+        count = st.answer_count(unit)
+    if not row or row[0]["unit"] != unit:
+        return push(county, unit)
+    data = json.dumps({"answer": _node_answer(row[0]), "count": count},
+                      ensure_ascii=False).encode()
+    names = [n.name for n in county.inv.hosts.nodes]
+    got = link(county).run_each(names, "answers-add", unit, data=data, timeout=120,
+                                tool=paths.NODE_MESSAGES_TOOL)
+    out: dict[str, str] = {}
+    for node, r in got.items():
+        if isinstance(r, Exception):
+            out[node] = str(r)[-300:]
+            continue
+        try:
+            said = json.loads(r)
+        except ValueError:
+            said = None
+        if isinstance(said, dict) and said.get("unit") == unit and \
+                said.get("answers") == count and said.get("stale") is None:
+            out[node] = "ok"
+        elif isinstance(said, dict) and said.get("stale") is True:
+            out.update(push(county, unit, only=node))
+        else:
+            out[node] = f"answers-add on {node} said {r[-200:]!r}"
+    return out
 
 
 def answer(county: County, number: str, text: str, publish: bool, by: str,
@@ -77,7 +114,7 @@ def record(county: County, m: Message, text: str, publish: bool, by: str,
                               "token_hash": m.token_hash}, text, publish, by, owner, draft)
     except MessagesStateError as exc:
         raise MessagesError(str(exc)) from None
-    nodes = push(county, m.unit)
+    nodes = add(county, m.unit, m.number)
     return {"number": m.number, "unit": m.unit, "publish": publish, "nodes": nodes}
 
 

@@ -4,7 +4,7 @@ unit's messages, and the county's overdue list.
 
 Two things stand in for the nodes, and only they: the messages the nodes hold (read over
 SSH, `collect.collect`) come from a fixed list, and sending a unit's answers to the nodes
-(`answers.push`, SSH) is recorded instead. tests/integration/test_messages_lab.py answers
+(`answers.add`, SSH) is recorded instead. tests/integration/test_messages_lab.py answers
 through the console on the lab's real nodes."""
 import re
 from datetime import datetime, timedelta, timezone
@@ -76,11 +76,11 @@ def pushed(monkeypatch):
     """What would go to the nodes: (unit, its answered list)."""
     sent = []
 
-    def push(county, unit, only=None):
+    def add(county, unit, number):
         with county.state() as st:
             sent.append((unit, st.message_answers(unit)))
         return {"n1": "ok", "n2": "ok", "n3": "ok"}
-    monkeypatch.setattr(answers, "push", push)
+    monkeypatch.setattr(answers, "add", add)
     return sent
 
 

@@ -66,8 +66,8 @@ def county(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def pushed(monkeypatch):
     sent = []
-    monkeypatch.setattr(answers, "push",
-                        lambda county, unit, only=None: sent.append(unit) or {"n1": "ok"})
+    monkeypatch.setattr(answers, "add",
+                        lambda county, unit, number: sent.append(unit) or {"n1": "ok"})
     BROKEN["on"] = False
     return sent
 
