@@ -282,18 +282,41 @@ class DiskUsage(threading.Thread):
         except OSError:
             return out
         for t in tenants:
-            total, seen = 0, set()
-            for root, dirs, files in os.walk(os.path.join(SITES, t)):
-                for name in files:
+            out[t] = DiskUsage._tree(os.path.join(SITES, t))
+        return out
+
+    @staticmethod
+    def _tree(top: str) -> int:
+        """Bytes of the files under `top`, each inode once (hard-linked releases share most
+        of theirs). The directory listing gives each entry's inode and kind, so only a file
+        not seen yet is stat'ed: a unit's kept releases cost a listing, not a stat a file
+        (0.93 s of CPU a minute at 300 units of 200 files in 5 releases before)."""
+        total, seen = 0, set()
+        stack = [top]
+        while stack:
+            try:
+                it = os.scandir(stack.pop())
+            except OSError:
+                continue
+            with it:
+                for e in it:
                     try:
-                        st = os.lstat(os.path.join(root, name))
+                        is_dir = e.is_dir()
+                    except OSError:             # a link nothing can follow: counted, as os.walk
+                        is_dir = False
+                    try:
+                        if is_dir:              # a link to a directory: neither walked nor counted
+                            if not e.is_symlink():
+                                stack.append(e.path)
+                            continue
+                        ino = e.inode()
+                        if ino in seen:
+                            continue
+                        seen.add(ino)
+                        total += e.stat(follow_symlinks=False).st_blocks * 512
                     except OSError:
                         continue
-                    if st.st_ino not in seen:        # hard-linked releases count once
-                        seen.add(st.st_ino)
-                        total += st.st_blocks * 512
-            out[t] = total
-        return out
+        return total
 
 
 class TenantProcesses:

@@ -649,8 +649,7 @@ def dump(lay: Layout, number: str | None = None) -> None:
         if number is None:
             records: Iterable[dict[str, str]] = spool.records(kind)
         else:
-            one = spool.record_of(kind, number)
-            records = [one] if one is not None else []
+            records = spool.records_of(kind, number)
         for record in records:
             print(json.dumps({**record, "held_as": kind}, ensure_ascii=False, sort_keys=True))
 
@@ -677,16 +676,15 @@ def take_answers(lay: Layout, unit: str, data: bytes) -> int:
 
 
 def add_one_answer(lay: Layout, unit: str, data: bytes) -> dict[str, Any]:
-    """One answer from the control machine ({"answer": {...}, "count": N} on stdin): added
-    to the unit's list if the list then holds N, as the control machine's does."""
+    """One answer from the control machine ({"answer": {...}, "digest": ...} on stdin):
+    added to the unit's list if the list then is the control machine's (its digest)."""
     if len(data) > MAX_ANSWERS_BYTES:
         raise ValueError("an answer larger than the node takes")
     doc = json.loads(data.decode("utf-8"))
-    if not isinstance(doc, dict) or set(doc) != {"answer", "count"}:
-        raise ValueError('not {"answer": {...}, "count": N}')
-    n = Spool(lay).add_answer(unit, doc["answer"], doc["count"])
-    return {"unit": unit, "answers": n} if n == doc["count"] else \
-        {"unit": unit, "stale": True, "would_hold": n}
+    if not isinstance(doc, dict) or set(doc) != {"answer", "digest"}:
+        raise ValueError('not {"answer": {...}, "digest": ...}')
+    n = Spool(lay).add_answer(unit, doc["answer"], doc["digest"])
+    return {"unit": unit, "answers": n} if n >= 0 else {"unit": unit, "stale": True}
 
 
 def take_many_answers(lay: Layout, stream: BinaryIO) -> dict[str, Any]:
@@ -741,7 +739,7 @@ def main(argv: list[str] | None = None) -> None:
     s = sub.add_parser("answers", help="store a unit's answered messages (JSON on stdin)")
     s.add_argument("unit")
     s = sub.add_parser("answers-add", help='add one answer to a unit\'s ({"answer": {...}, '
-                                           '"count": N} on stdin: N, what the list then holds)')
+                                           '"digest": SHA-256 of what the list then holds})')
     s.add_argument("unit")
     sub.add_parser("answers-many", help="store many units' answered messages (one JSON line "
                                         'a unit on stdin: {"unit": ..., "answers": [...]})')
@@ -769,7 +767,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             print(json.dumps(add_one_answer(NODE, a.unit, sys.stdin.buffer.read(
                 MAX_ANSWERS_BYTES + 1))))
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError, OSError) as exc:
             print(f"govhost-messages: the answer for {a.unit} was refused: {exc}",
                   file=sys.stderr)
             sys.exit(2)

@@ -87,6 +87,17 @@ def check_answers(unit: str, doc: Any) -> list[dict[str, Any]]:
     return out
 
 
+def canonical_answers(answers: list[dict[str, Any]]) -> bytes:
+    """A unit's answered messages as the node stores them and as both sides digest them
+    (`answers-add` compares the digests): in number order, keys sorted."""
+    return json.dumps(sorted(answers, key=lambda a: a["number"]), ensure_ascii=False,
+                      sort_keys=True).encode()
+
+
+def answers_digest(answers: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(canonical_answers(answers)).hexdigest()
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -263,16 +274,17 @@ class Spool:
                                               sort_keys=True).encode(), sync_dir)
         return path
 
-    def add_answer(self, unit: str, answer: Any, count: Any) -> int:
+    def add_answer(self, unit: str, answer: Any, digest: Any) -> int:
         """One answer into the unit's answered messages (in place of an earlier answer to
         the same number): only it is checked and sent, not the unit's whole list (0.35 s
         to check at 4,000 answers, on every node, for each answer). Stored only when the
-        list then holds `count` answers, as the control machine's does; else nothing is
-        written and the count this node would have is returned, so the control machine
-        sends the whole list (a node that missed an answer while it was down)."""
+        list then is the control machine's list to the byte (`digest`, answers_digest of
+        it); else nothing is written and -1 is returned, so the control machine sends the
+        whole list: a node that missed an answer, or a changed answer, while it was down.
+        Returns how many answers the unit has here."""
         check_answers(unit, [answer])
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise ValueError("count must be a whole number of answers, 1 or more")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError("digest must be the SHA-256 of the unit's answers, in hex")
         d = self._dir("answers")
         path = os.path.join(d, f"{unit}.json")
         with self._answers_lock(d):
@@ -281,17 +293,19 @@ class Spool:
                     held = json.load(f)
             except FileNotFoundError:
                 held = []
-            except ValueError:       # damaged: only the whole list mends it
+            except (ValueError, RecursionError):      # damaged: only the whole list mends it
                 return -1
-            if not isinstance(held, list):
+            if not isinstance(held, list) or not all(isinstance(a, dict) for a in held):
                 return -1
-            merged = [a for a in held if not isinstance(a, dict)
-                      or a.get("number") != answer["number"]] + [answer]
-            if len(merged) != count:
-                return len(merged)
-            self._replace(d, path, json.dumps(merged, ensure_ascii=False,
-                                              sort_keys=True).encode())
-        return count
+            merged = [a for a in held if a.get("number") != answer["number"]] + [answer]
+            try:
+                data = canonical_answers(merged)
+            except (KeyError, TypeError):
+                return -1
+            if hashlib.sha256(data).hexdigest() != digest:
+                return -1
+            self._replace(d, path, data)
+        return len(merged)
 
     @staticmethod
     @contextlib.contextmanager
@@ -324,25 +338,27 @@ class Spool:
                     with open(os.path.join(base, u, name), encoding="utf-8") as f:
                         yield json.load(f)
 
-    def record_of(self, kind: str, number: str) -> dict[str, str] | None:
-        """One stored message of one spool by its number, whichever unit it was written to
-        (a stat a unit: a message's page or answer needs only its own, not every message the
-        node holds read and sent)."""
+    def records_of(self, kind: str, number: str) -> list[dict[str, str]]:
+        """One message of one spool by its number, in every unit folder that holds it (one,
+        unless a copy was forged or misfiled: shown to the control machine as differing, as
+        a whole dump shows it). A stat a unit: a message's page or answer needs only its
+        own, not every message the node holds read and sent."""
         if not NUMBER.fullmatch(number):
             raise ValueError(f"{number!r} is not a message number")
         base = os.path.join(self.root, kind)
         try:
-            units = os.listdir(base)
+            units = sorted(os.listdir(base))
         except FileNotFoundError:
-            return None
+            return []
         name = number + ".json"
+        found = []
         for u in units:
             try:
                 with open(os.path.join(base, u, name), encoding="utf-8") as f:
-                    return json.load(f)
+                    found.append(json.load(f))
             except (FileNotFoundError, NotADirectoryError):
                 continue
-        return None
+        return found
 
     def spend(self, challenge: str, now: float | None = None) -> bool:
         """Mark a challenge answered; False if it already was (a replayed answer). Marks

@@ -460,12 +460,13 @@ class Guard:
                "file": "files/" + rel, "change": "script", "changed_at": changed_at,
                "live_seconds": round(now - changed_at, 3) if changed_at else None,
                "restored": moved, "why": why, "evidence": dest if moved else None}
-        self.total[tenant] = self.total.get(tenant, 0) + 1
-        if not moved:
-            self.open.setdefault(tenant, {})["files/" + rel] = why
-        with open(INCIDENTS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        self._changed()
+        with self.lock:             # the event worker writes the same counts
+            self.total[tenant] = self.total.get(tenant, 0) + 1
+            if not moved:
+                self.open.setdefault(tenant, {})["files/" + rel] = why
+            with open(INCIDENTS, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            self._changed()
         return rec
 
     def sweep(self) -> list[dict[str, Any]]:
@@ -585,7 +586,10 @@ def watch(full_every: float, sweep_every: float = 5.0) -> None:
                     continue
                 if rec:
                     print(json.dumps(rec, ensure_ascii=False), flush=True)
-            guard.flush()              # the batch's incidents in state.json, once
+            try:
+                guard.flush()          # the batch's incidents in state.json, once
+            except Exception as exc:  # noqa: BLE001 - a full disk must not end the worker
+                print(f"govhost-tamper: writing its state: {exc}", file=sys.stderr)
 
     observer.start()
     follow()

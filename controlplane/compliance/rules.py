@@ -206,15 +206,15 @@ def column_freshness(columns: Sequence[Column], releases: Sequence[Mapping[str, 
         return Verdict("columns_fresh", True, "no columns declared in the manifest",
                        tally={"counts": counts, "limits": limits_of, "deduction": 0})
     live = list(live_files)
-    went = _went_live(releases)
+    # newest first, each release's paths listed once: a column's last update is the first
+    # release that touched it (every column walked every release, 5 ms a unit at 180)
+    newest = [(r["published_at"], _touched(r)) for r in reversed(_went_live(releases))]
     limits = column_limits(c)
     rows = []
     for col in columns:
         prefix = col.path.lstrip("/")
-        last = None
-        for r in went:
-            if any(p.startswith(prefix) for p in _touched(r)):
-                last = r["published_at"]
+        last = next((at for at, paths in newest
+                     if any(p.startswith(prefix) for p in paths)), None)
         files = sum(1 for p in live if p.startswith(prefix))
         limit = limits[col.category]
         age = (now - last) / DAY if last else None

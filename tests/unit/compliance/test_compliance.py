@@ -372,3 +372,41 @@ def test_messages_veto_past_three_months_and_risk_past_the_due_date():
     assert veto.tally == {"received": 2, "answered": 0, "open": 0, "due_soon": 0,
                           "overdue": 1, "alert": 0, "veto": 1}
     assert "messages" in rules.INDICATORS and "messages" in rules.TITLES
+
+
+def _old_last_update(prefix, releases):
+    """A column's last update as it was defined before stop 66: every live release walked,
+    the last one in publish order that touched the column."""
+    last = None
+    for r in rules._went_live(releases):
+        if any(p.startswith(prefix) for p in rules._touched(r)):
+            last = r["published_at"]
+    return last
+
+
+def test_a_columns_last_update_is_the_newest_release_that_touched_it():
+    """Stop 66 walks the releases newest first and stops at the first that touched the
+    column (each column walked all of them: 5 ms a unit at 180 releases); a property test
+    against the definition as it stood, with ties in publish time, pending and rejected
+    releases, removals and columns that share a beginning."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    dirs = ["a/", "a/b/", "ab/", "c/"]
+    paths = st.sampled_from([d + f for d in dirs for f in ("x.html", "y.html")])
+    release = st.fixed_dictionaries({
+        "status": st.sampled_from(["live", "superseded", "pending", "rejected"]),
+        "published_at": st.integers(0, 5).map(lambda d: NOW - d * DAY),
+        "changes": st.fixed_dictionaries({
+            "added": st.lists(st.tuples(paths, st.just("0" * 64)), max_size=3),
+            "changed": st.lists(st.tuples(paths, st.just("0" * 64)), max_size=2),
+            "removed": st.lists(paths, max_size=2)})})
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(release, max_size=12))
+    def check(releases):
+        spec = [("/" + d, "news") for d in dirs] + [("/z/", "policy")]
+        v = rules.column_freshness(_cols(spec), releases, [], NOW, inventory_compliance())
+        got = {row["path"]: row["last_update"] for row in v.evidence}
+        assert got == {p: _old_last_update(p.lstrip("/"), releases) for p, _ in spec}
+    check()

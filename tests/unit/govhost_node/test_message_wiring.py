@@ -412,6 +412,8 @@ def test_dump_of_one_number_reads_that_message_only(tmp_path, capsys, monkeypatc
     with open(os.path.join(spool.root, "own", "wenlv", wanted + ".json"), "rb") as f:
         record = json.load(f)
     spool.write("copies", record)              # held as both, as a node may
+    forged = {**record, "unit": "caizheng", "subject": "伪造"}   # a copy misfiled or forged
+    spool.write("copies", forged)
     loads = []
     real = message_spool.json.load
     monkeypatch.setattr(message_spool.json, "load", lambda f: loads.append(f.name) or real(f))
@@ -419,12 +421,14 @@ def test_dump_of_one_number_reads_that_message_only(tmp_path, capsys, monkeypatc
     ms.main(["dump", "--number", wanted])
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [(x["number"], x["unit"], x["held_as"]) for x in lines] == [
-        (wanted, "wenlv", "own"), (wanted, "wenlv", "copies")]
-    assert len(loads) == 2
+        (wanted, "wenlv", "own"), (wanted, "caizheng", "copies"), (wanted, "wenlv", "copies")]
+    assert len(loads) == 3
+    merged = collect.merge({"n1": "\n".join(json.dumps(x) for x in lines)})
+    assert [(m.number, m.differs) for m in merged] == [(wanted, True)]    # shown, flagged
     ms.main(["dump", "--number", "JY-20261205-1-000099"])
     assert capsys.readouterr().out == ""
     ms.main(["dump"])
-    assert len(capsys.readouterr().out.splitlines()) == 31
+    assert len(capsys.readouterr().out.splitlines()) == 32
     for hostile in ("../own/wenlv/" + wanted, wanted + "/../../x", wanted + "\u2028",
                     "*", "JY-20261205-1-00000?"):
         loads.clear()

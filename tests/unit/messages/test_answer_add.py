@@ -21,7 +21,7 @@ from controlplane.sites.content_sync import Link, SyncError
 from govhost_node import message_server as ms
 from govhost_node import messages as rules
 from govhost_node.layout import Layout
-from govhost_node.message_spool import Spool
+from govhost_node.message_spool import Spool, answers_digest
 from tests.helpers import example_inventory
 
 
@@ -112,8 +112,9 @@ def test_a_bad_answer_is_refused_and_the_list_is_kept(county, nodes, tmp_path, c
     lay = Layout.under(str(tmp_path / "n1"))
     good = answers._node_answer(_row(county, message(1).number))
     with pytest.raises(ValueError):
-        ms.add_one_answer(lay, "jiaoyu", json.dumps({"answer": {**good, **change},
-                                                     "count": 1}).encode())
+        ms.add_one_answer(lay, "jiaoyu", json.dumps({
+            "answer": {**good, **change}, "digest": answers_digest([{**good, **change}])
+        }).encode())
     assert nodes["held"]("n1") == before
 
 
@@ -123,20 +124,22 @@ def _row(county: County, number: str) -> dict:
 
 
 @pytest.mark.parametrize("doc", [
-    {"count": 1}, [1, 2], "x", {"answer": {}, "count": 1, "more": 1},
-    "COUNT_TRUE", "COUNT_ZERO", "COUNT_TEXT"])
+    {"digest": "0" * 64}, [1, 2], "x", {"answer": {}, "digest": "0" * 64, "more": 1},
+    "DIGEST_TRUE", "DIGEST_SHORT", "DIGEST_PATH", "COUNT"])
 def test_a_bad_stream_is_refused(county, nodes, tmp_path, doc):
     answers.record(county, message(1), "已修复", True, "ops")
     good = answers._node_answer(_row(county, message(1).number))
-    doc = {"COUNT_TRUE": {"answer": good, "count": True},
-           "COUNT_ZERO": {"answer": good, "count": 0},
-           "COUNT_TEXT": {"answer": good, "count": "1"}}.get(doc, doc) \
+    doc = {"DIGEST_TRUE": {"answer": good, "digest": True},
+           "DIGEST_SHORT": {"answer": good, "digest": "ab"},
+           "DIGEST_PATH": {"answer": good, "digest": "../" + "0" * 61},
+           "COUNT": {"answer": good, "count": 1}}.get(doc, doc) \
         if isinstance(doc, str) else doc
     lay = Layout.under(str(tmp_path / "n1"))
     with pytest.raises(ValueError):
         ms.add_one_answer(lay, "jiaoyu", json.dumps(doc).encode())
     with pytest.raises(ValueError):
-        ms.add_one_answer(lay, "../jiaoyu", json.dumps({"answer": good, "count": 1}).encode())
+        ms.add_one_answer(lay, "../jiaoyu", json.dumps(
+            {"answer": good, "digest": answers_digest([good])}).encode())
     assert nodes["held"]("n1") == [good]
 
 
@@ -165,20 +168,89 @@ def test_two_answers_at_once_on_a_node_are_both_kept(county, nodes, tmp_path):
     fd = os.open(os.path.join(spool.root, "answers", ".lock"), os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)                     # another writer, mid-write
     done = []
-    t = threading.Thread(target=lambda: done.append(spool.add_answer("jiaoyu", third, 4)))
+    fourth = answers._node_answer({**_row(county, message(1).number),
+                                   "number": message(4).number})
+    want = answers_digest(nodes["held"]("n1") + [third, fourth])
+    t = threading.Thread(target=lambda: done.append(spool.add_answer("jiaoyu", third, want)))
     t.start()
     t.join(0.3)
     assert t.is_alive() and done == []                # it waits: nothing read yet
     with open(spool.answers_path("jiaoyu"), encoding="utf-8") as f:
         held = json.load(f)
     spool._replace(os.path.dirname(spool.answers_path("jiaoyu")),
-                   spool.answers_path("jiaoyu"),
-                   json.dumps(held + [answers._node_answer(
-                       {**_row(county, message(1).number),
-                        "number": message(4).number})]).encode())
+                   spool.answers_path("jiaoyu"), json.dumps(held + [fourth]).encode())
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
     t.join(10)
     assert done == [4]              # it read the list after the other's answer was in it
     assert sorted(a["number"] for a in nodes["held"]("n1")) == sorted(
         message(i).number for i in (1, 2, 3, 4))
+
+
+def test_a_changed_answer_a_node_missed_is_mended_by_the_next_answer(county, nodes):
+    """Found by the review: with a count alone, a node down while an answer was changed
+    (made private) kept the old one public, and took the next answer as if its list were
+    right. The digest finds it, and the node is sent the whole list."""
+    for i in (1, 2, 3):
+        answers.record(county, message(i), f"答复{i}", True, "ops")
+    nodes["down"].add("n3")
+    answers.record(county, message(2), "改过的答复", False, "ops")     # made private
+    nodes["down"].clear()
+    nodes["commands"].clear()
+    got = answers.record(county, message(4), "答复4", True, "ops")
+    assert got["nodes"] == {"n1": "ok", "n2": "ok", "n3": "ok"}
+    assert ("n3", ("answers", "jiaoyu")) in [(n, a) for n, a, _ in nodes["commands"]]
+    for n in ("n1", "n2", "n3"):
+        assert key(nodes["held"](n)) == key(expected(county))
+    assert [(a["answer"], a["publish"]) for a in nodes["held"]("n3")
+            if a["number"] == message(2).number] == [("改过的答复", False)]
+
+
+def test_a_node_without_answers_add_is_sent_the_whole_list(county, nodes, monkeypatch):
+    """A node not applied since the upgrade refuses the command (argparse's words): it
+    gets the whole list as before, and the answer reaches it."""
+    real = Link.run_each
+
+    def old_node(self, names, *args, **kw):
+        got = real(self, [n for n in names if not (n == "n2" and args[0] == "answers-add")],
+                   *args, **kw)
+        if "n2" in names and args[0] == "answers-add":
+            got["n2"] = SyncError("answers-add on n2: usage: govhost-messages [-h] ... "
+                                  "argument cmd: invalid choice: 'answers-add' (choose from "
+                                  "'serve', 'dump', 'keep', 'answers', 'answers-many')")
+        return got
+    monkeypatch.setattr(Link, "run_each", old_node)
+    got = answers.record(county, message(1), "答复", True, "ops")
+    assert got["nodes"] == {"n1": "ok", "n2": "ok", "n3": "ok"}
+    assert key(nodes["held"]("n2")) == key(expected(county))
+
+
+def test_an_answer_read_later_never_reaches_a_node_before_one_read_earlier(county, nodes,
+                                                                         monkeypatch):
+    """Two changes of one answer at once (two reviewers, or a console answer during a
+    `sync`): the second waits for the first's sending to end (`_sending`), so the node is
+    never left with the older text."""
+    answers.record(county, message(1), "第一版", True, "ops")
+    real = Link.run_each
+    arrived, reached = [], threading.Event()
+    second: list = []
+
+    def slow(self, names, *args, data=None, **kw):
+        arrived.append(json.loads(data)["answer"]["answer"] if args[0] == "answers-add"
+                       else args[0])
+        if len(arrived) == 1:        # the first send is on its way: a second answer now
+            t = threading.Thread(target=lambda: second.append(answers.record(
+                county, message(1), "第二版", True, "ops")))
+            t.start()
+            second.append(t)
+            reached.wait(0.5)
+        else:
+            reached.set()
+        return real(self, names, *args, data=data, **kw)
+    monkeypatch.setattr(Link, "run_each", slow)
+    answers.record(county, message(1), "第一版（改）", True, "ops")
+    assert not reached.is_set()          # the second did not send while the first was
+    second[0].join(10)
+    assert arrived == ["第一版（改）", "第二版"]
+    for n in ("n1", "n2", "n3"):
+        assert [a["answer"] for a in nodes["held"](n)] == ["第二版"]
