@@ -17,6 +17,8 @@ Pure: bytes in, text out. Chinese sites are often in GB 18030 rather than UTF-8;
 """
 from __future__ import annotations
 
+import bisect
+import functools
 import io
 import re
 import zipfile
@@ -69,14 +71,29 @@ class Page:
         return "\n".join(t for _, t in self.chunks)
 
     def line_of(self, offset: int) -> int:
-        """The line (page, paragraph) of a character offset into `text()`."""
-        pos = 0
-        for line, t in self.chunks:
-            end = pos + len(t)
-            if offset <= end:
-                return line + t.count("\n", 0, max(0, offset - pos))
-            pos = end + 1
-        return self.chunks[-1][0] if self.chunks else 1
+        """The line (page, paragraph) of a character offset into `text()`: its chunk's
+        line, and the newlines in the chunk before it (found by bisection: a page of 20,000
+        findings walked every chunk from the first for each, 8.9 s)."""
+        if not self.chunks:
+            return 1
+        starts, newlines = self._offsets
+        i = bisect.bisect_right(starts, offset) - 1
+        if i < 0:
+            return self.chunks[0][0]
+        line, t = self.chunks[i]
+        if offset > starts[i] + len(t):
+            return self.chunks[-1][0]
+        return line + bisect.bisect_left(newlines, offset) - \
+            bisect.bisect_left(newlines, starts[i])
+
+    @functools.cached_property
+    def _offsets(self) -> tuple[list[int], list[int]]:
+        """Where each chunk begins in `text()`, and where its newlines are."""
+        starts, pos = [], 0
+        for _, t in self.chunks:
+            starts.append(pos)
+            pos += len(t) + 1
+        return starts, newline_offsets(self.text())
 
 
 def kind_of(name: str) -> str | None:
@@ -94,13 +111,23 @@ def decode(data: bytes) -> str:
         return data.decode("gb18030", errors="replace")
 
 
+def newline_offsets(text: str) -> list[int]:
+    """Where `text`'s newlines are: the line of offset k is bisect_left(them, k) (counting
+    from the start for each of many offsets grows with the square of the text)."""
+    return [m.start() for m in re.finditer("\n", text)]
+
+
 def js_strings(code: str) -> list[tuple[int, str]]:
-    """The string literals of a script, escapes decoded: (line within `code`, text)."""
-    out = []
+    """The string literals of a script, escapes decoded: (line within `code`, text). The
+    newlines are counted on from the literal before (from the script's start for each,
+    a script of 20,000 literals took 11 s)."""
+    out, line, at = [], 0, 0
     for m in _JS_STRING.finditer(code):
         raw = next(g for g in m.groups() if g is not None)
+        line += code.count("\n", at, m.start())
+        at = m.start()
         if raw.strip():
-            out.append((code.count("\n", 0, m.start()), _JS_ESCAPE.sub(_js_escape, raw)))
+            out.append((line, _JS_ESCAPE.sub(_js_escape, raw)))
     return out
 
 
@@ -118,12 +145,14 @@ def _js_escape(m: re.Match[str]) -> str:
 
 def css_contents(css: str) -> list[tuple[int, str]]:
     """The `content:` strings of a stylesheet, escapes decoded: (line within `css`, text)."""
-    out = []
+    out, line, at = [], 0, 0
     for m in _CSS_CONTENT.finditer(css):
         raw = m.group(1) if m.group(1) is not None else m.group(2)
         text = _CSS_ESCAPE.sub(_css_escape, raw)
+        line += css.count("\n", at, m.start())
+        at = m.start()
         if text.strip():
-            out.append((css.count("\n", 0, m.start()), text))
+            out.append((line, text))
     return out
 
 

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import ahocorasick
 
-from controlplane.core.pagetext import Page
+from controlplane.core.pagetext import Page, newline_offsets
 from controlplane.core.wordlists import WordList, key, simplified
 from govhost_node import words
 
@@ -121,9 +121,11 @@ def findings(matcher: Matcher, page: Page) -> list[dict]:
     out = [_finding(h, text, page.line_of(h.start), page.where, "body")
            for h in matcher.find(text)]
     for line, place, piece in page.elsewhere:
-        for h in matcher.find(piece):
-            out.append(_finding(h, piece, line + piece.count("\n", 0, h.start), "line",
-                                place))
+        hits = matcher.find(piece)
+        newlines = newline_offsets(piece) if hits else []
+        for h in hits:
+            out.append(_finding(h, piece, line + bisect.bisect_left(newlines, h.start),
+                                "line", place))
     return out
 
 
