@@ -592,7 +592,7 @@ def reconcile(county: County, say: Say = lambda _: None) -> dict[str, Any]:
     with county.state() as st:
         placement = st.placements()
         units = {t.name: placement.get(t.name, ()) for t in inv.tenants}
-        state_live = {r["tenant"]: r["release_id"] for r in st.content_releases(status="live")}
+        state_live = st.live_releases()
         found = recovery.after_snapshot(manifest, node_releases, node_live, units, state_live)
         recorded: dict[str, set[str]] = {}
         for r in st.content_releases():

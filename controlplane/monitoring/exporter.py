@@ -143,8 +143,7 @@ class Prober(threading.Thread):
         st = self.county.open_state()
         try:
             placements = st.placements()
-            live_content = {r["tenant"]: r["release_id"]
-                            for r in st.content_releases(status="live")}
+            live_content = st.live_releases()
         finally:
             st.close()
         statuses = remote.node_status(inv.hosts, list(inv.hosts.nodes),

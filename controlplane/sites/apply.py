@@ -332,7 +332,7 @@ def _without(placed: tuple[str, ...], target: str, previous: tuple[str, ...]
 
 
 def _content_moves(inv, plan: Plan, state: State, held) -> replicas.ContentPlan:
-    live_content = {r["tenant"]: r["release_id"] for r in state.content_releases(status="live")}
+    live_content = state.live_releases()
     return replicas.plan_moves(plan.placement, state.placements(), live_content, held,
                                inv.cluster.defaults.keep_content_releases)
 

@@ -89,8 +89,7 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
             inv, placement = apply_mod.placement(county, st)
             desired = None
         applied, drained, runs = st.applied(), st.drained(), st.runs(5)
-        live_content = {r["tenant"]: r["release_id"]
-                        for r in st.content_releases(status="live")}
+        live_content = st.live_releases(only)
         in_force = st.placements()       # drift is judged where replicas are, not will be
     finally:
         st.close()

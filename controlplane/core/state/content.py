@@ -86,6 +86,20 @@ class ContentRecords(Store):
             r["nodes"], r["changes"] = json.loads(r["nodes"]), json.loads(r["changes"])
         return rows
 
+    def live_releases(self, tenant: str | None = None) -> dict[str, str]:
+        """Each unit's live release id (of `tenant` only): what the drift checks and a
+        unit's page compare the nodes with. Only the ids are read: the rows' file lists,
+        decoded for every live release to build this map, cost 1.8 s at 5,000 units of 200
+        files (each unit page and probe round)."""
+        if tenant is None:
+            rows = self.db.execute("SELECT tenant, release_id FROM content_releases "
+                                   "WHERE status = 'live' ORDER BY release_id")
+        else:       # through the unit's own index entries (+: not the index of all statuses)
+            rows = self.db.execute("SELECT tenant, release_id FROM content_releases "
+                                   "WHERE tenant = ? AND +status = 'live' ORDER BY release_id",
+                                   (tenant,))
+        return dict(rows)
+
     def last_published(self, tenants: Iterable[str]) -> dict[str, float]:
         """Of `tenants`, when content that went live was last published (freshness), for
         those that ever published. At every scrape and overview: each unit's newest release
