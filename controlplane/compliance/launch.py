@@ -225,7 +225,8 @@ def look(county: County, unit: str, say: Say = lambda _: None) -> tuple[Tenant, 
     say(f"{unit}: looking for exposed files")
     exposed = _exposed(entry, host, has_cert, timeout)
     listings = _listings(entry, host, has_cert, timeout, files)
-    worded = (wording_check.check_live(county)["units"].get(unit) if inv.wording else None)
+    worded = (wording_check.check_live(county, only=unit)["units"].get(unit)
+              if inv.wording else None)
     seen = Seen(has_cert, https, headers, homepage, exposed, files, listings, worded,
                 bool(inv.wording), inv.cluster.tls.hsts_max_age > 0,
                 waf.after_launch(t, datetime.date.today()))
