@@ -41,7 +41,7 @@ def messages_list(unit: Optional[str] = typer.Option(None, "--unit", help="Only 
     from controlplane.messages import inbox
     from controlplane.messages.deadlines import today_in_county
     c = county()
-    found, failed = call(lambda: inbox.refresh(c), as_json=as_json)
+    found, failed = call(lambda: inbox.refresh(c, unit=unit), as_json=as_json)
     entries = {e.number: e for e in inbox.known(c, today_in_county(time.time()))}
     found = [m for m in found if unit is None or unit in (m.unit, entries[m.number].owner)]
     if as_json:

@@ -47,7 +47,7 @@ from urllib.parse import parse_qs
 from govhost_node import message_page
 from govhost_node import messages as rules
 from govhost_node.layout import NODE, Layout
-from govhost_node.message_spool import HELD, HELD_MAX, MAX_ANSWERS_BYTES, Spool, check_record
+from govhost_node.message_spool import HELD, HELD_MAX, MAX_ANSWERS_BYTES, UNIT, Spool, check_record
 from govhost_node.words import Screen
 
 # 5,000 Chinese characters are 45,000 bytes form-encoded, with the other fields under 64 KiB
@@ -640,16 +640,27 @@ def serve(socket_path: str, listen: str, config: str, lay: Layout,
     citizens.serve_forever()
 
 
-def dump(lay: Layout, number: str | None = None) -> None:
-    """Every message this node holds (`number`: that one only), its own and its peers'
-    copies, one JSON object a line (what the control machine collects; the contact is in
-    it: root only)."""
+def dump(lay: Layout, numbers: Iterable[str] = (), units: Iterable[str] = ()) -> None:
+    """Every message this node holds, its own and its peers' copies, one JSON object a line
+    (what the control machine collects; the contact is in it: root only). With `numbers`
+    or `units`: those messages and those units' folders only (a message's page, a unit's
+    list: not every message of the county read and sent)."""
+    numbers, units = list(dict.fromkeys(numbers)), list(dict.fromkeys(units))
+    for u in units:
+        if not UNIT.fullmatch(u):
+            raise ValueError(f"{u!r} is not a unit name")
     spool = Spool(lay)
     for kind in ("own", "copies"):
-        if number is None:
+        if not numbers and not units:
             records: Iterable[dict[str, str]] = spool.records(kind)
         else:
-            records = spool.records_of(kind, number)
+            seen: set[tuple[str, str]] = set()
+            records = []
+            for r in [r for u in units for r in spool.records(kind, u)] + \
+                    [r for n in numbers for r in spool.records_of(kind, n)]:
+                if (r["unit"], r["number"]) not in seen:
+                    seen.add((r["unit"], r["number"]))
+                    records.append(r)
         for record in records:
             print(json.dumps({**record, "held_as": kind}, ensure_ascii=False, sort_keys=True))
 
@@ -734,7 +745,10 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--group", default="www-data", help="nginx's group: may open the socket")
     s.add_argument("--config", default=f"{NODE.current}/messages.json")
     s = sub.add_parser("dump")
-    s.add_argument("--number", help="that message only (a page or an answer needs only it)")
+    s.add_argument("--number", action="append", default=[],
+                   help="that message only (a page or an answer needs only it); repeatable")
+    s.add_argument("--unit", action="append", default=[],
+                   help="the messages written to that unit only (its list); repeatable")
     sub.add_parser("keep", help="keep messages (one JSON record a line on stdin) as copies")
     s = sub.add_parser("answers", help="store a unit's answered messages (JSON on stdin)")
     s.add_argument("unit")
@@ -786,7 +800,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"forgotten": n}))
     else:
         try:
-            dump(NODE, a.number)
+            dump(NODE, a.number, a.unit)
         except ValueError as exc:
             print(f"govhost-messages: {exc}", file=sys.stderr)
             sys.exit(2)

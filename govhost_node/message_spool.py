@@ -36,7 +36,7 @@ from govhost_node.layout import Layout
 
 KINDS = ("own", "copies")
 NUMBER = re.compile(r"[A-Z0-9]{1,8}-[0-9]{8}-[0-9]{1,2}-[0-9]{6,9}", re.ASCII)
-_UNIT = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]", re.ASCII)
+UNIT = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]|[a-z]", re.ASCII)
 # The fields a stored message has; anything else in a record is refused.
 FIELDS = frozenset({"number", "unit", "received", "node", "subject", "text", "name", "contact",
                     "token_hash", "source"})
@@ -57,7 +57,7 @@ def check_answers(unit: str, doc: Any) -> list[dict[str, Any]]:
     is shown on the unit's site), well-formed numbers, no other fields. (Whether a number's
     code is the unit's is the control machine's to know: it answers from the nodes' own
     records.)"""
-    if not _UNIT.fullmatch(unit):
+    if not UNIT.fullmatch(unit):
         raise ValueError(f"bad unit {unit!r}")
     if not isinstance(doc, list):
         raise ValueError("answers must be a list")
@@ -118,12 +118,12 @@ def check_record(record: Any) -> dict[str, str]:
         if not 0 < len(held) <= HELD_MAX or any(
                 not 0 < len(w) <= 60 or w != rules.clean(w) for w in held):
             raise ValueError("bad review words in a message record")
-    if not NUMBER.fullmatch(record["number"]) or not _UNIT.fullmatch(record["unit"]):
+    if not NUMBER.fullmatch(record["number"]) or not UNIT.fullmatch(record["unit"]):
         raise ValueError("bad number or unit in a message record")
     if not re.fullmatch(r"[0-9a-f]{64}", record["token_hash"]) or \
             not re.fullmatch(r"[0-9a-f]{0,64}", record["source"]):
         raise ValueError("bad token hash or source in a message record")
-    if not _UNIT.fullmatch(record["node"]):          # node names are labels, as units'
+    if not UNIT.fullmatch(record["node"]):          # node names are labels, as units'
         raise ValueError("bad node in a message record")
     try:
         datetime.strptime(record["received"], "%Y-%m-%dT%H:%M:%S%z")

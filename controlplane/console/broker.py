@@ -125,9 +125,9 @@ class Broker:
         reads = threading.BoundedSemaphore(NODE_READS)
         source = read_messages or collect.collect    # the nodes' messages (tests: a stand-in)
 
-        def read(county: County, number: str | None = None) -> Any:
+        def read(county: County, **which: Any) -> Any:
             with reads:
-                return source(county, number=number)
+                return source(county, **which)
         self.read_messages = read
         self._heavy = threading.BoundedSemaphore(HEAVY_AT_ONCE)
 
@@ -425,7 +425,7 @@ def messages_list(b: Broker, me: Person, sid: str, unit: str) -> dict[str, Any]:
     """The unit's messages, read from the nodes now: what it must answer and what it
     forwarded, each with its due date, standing and the review words that hold it. No
     text, name or contact."""
-    found, failed = inbox.refresh(b.county, b.read_messages)
+    found, failed = inbox.refresh(b.county, b.read_messages, unit=unit)
     held = {m.number: list(m.review_words) for m in found if m.review_words}
     rows = inbox.of_unit(inbox.known(b.county, _today(b)), unit)
     return {"rows": [{**e.view(), "held": held.get(e.number, [])}

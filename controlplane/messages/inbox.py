@@ -25,7 +25,8 @@ from controlplane.messages.deadlines import LATE, Deadline, Standing, county_mid
 from controlplane.people import chains, review
 from govhost_node import messages as rules
 
-# collect.collect, or a test's stand-in: (county, number=None) -> (messages, unreadable nodes)
+# collect.collect, or a test's stand-in: (county, number=None, unit=None, numbers=()) ->
+# (messages, unreadable nodes)
 Reader = Callable[..., tuple[list[Message], dict[str, str]]]
 REASON_MAX = 200
 
@@ -81,11 +82,18 @@ def entries(index: Iterable[Mapping[str, Any]], answered: Mapping[str, float],
     return out
 
 
-def refresh(county: County, read: Reader | None = None, number: str | None = None
-            ) -> tuple[list[Message], dict[str, str]]:
-    """Read the messages from the nodes (`number`: that one only; `read`: collect.collect
-    unless a test stands in for them) and bring the control machine's index up to date."""
-    found, failed = (read or collect.collect)(county, number=number)
+def refresh(county: County, read: Reader | None = None, number: str | None = None,
+            unit: str | None = None) -> tuple[list[Message], dict[str, str]]:
+    """Read the messages from the nodes (`number`: that one only; `unit`: those its staff
+    see, written to it or forwarded to it; `read`: collect.collect unless a test stands in
+    for them) and bring the control machine's index up to date."""
+    if unit is None:
+        found, failed = (read or collect.collect)(county, number=number)
+    else:
+        with county.state() as st:
+            routes = st.routes()
+        to_it = sorted(n for n, fwd in routes.items() if fwd[-1]["to_unit"] == unit)
+        found, failed = (read or collect.collect)(county, unit=unit, numbers=to_it)
     with county.state() as st:
         st.index_messages({"number": m.number, "unit": m.unit, "received": m.received,
                            "subject": m.subject} for m in found)

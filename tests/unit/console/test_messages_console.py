@@ -42,9 +42,16 @@ NODES = [message(OLD, "2026-12-01T02:00:00Z", "路灯不亮"),
          message(THIRD, "2026-12-04T02:00:00Z", "景区门票")]
 
 
-def read(county, number=None):
-    """What collect.collect gives (`number`: the nodes' `dump --number`, that one only)."""
-    return [m for m in NODES if number in (None, m.number)], {}
+def read(county, number=None, unit=None, numbers=()):
+    """What collect.collect gives (`number`: the nodes' `dump --number`, that one only;
+    `unit`, `numbers`: `dump --unit --number`, what was written to the unit and those)."""
+    return [m for m in NODES if wanted(m, number, unit, numbers)], {}
+
+
+def wanted(m, number, unit, numbers) -> bool:
+    if number is not None:
+        return m.number == number
+    return unit is None or m.unit == unit or m.number in numbers
 
 
 @pytest.fixture(scope="module")

@@ -429,6 +429,19 @@ def test_dump_of_one_number_reads_that_message_only(tmp_path, capsys, monkeypatc
     assert capsys.readouterr().out == ""
     ms.main(["dump"])
     assert len(capsys.readouterr().out.splitlines()) == 32
+    # a unit's list: its own folder in both spools, and a number forwarded to it
+    loads.clear()
+    ms.main(["dump", "--unit", "jiaoyu", "--number", wanted, "--number", wanted])
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    mine = sorted(f"JY-20261205-1-{i:06d}" for i in range(3, 31, 3))
+    assert sorted(x["number"] for x in lines if x["unit"] == "jiaoyu") == mine
+    assert sorted((x["unit"], x["held_as"]) for x in lines if x["number"] == wanted) == [
+        ("caizheng", "copies"), ("wenlv", "copies"), ("wenlv", "own")]
+    assert len(loads) == len(lines) == len(mine) + 3          # nothing else read
+    for hostile_unit in ("../own", "jiaoyu/..", "JIAOYU", "jiaoyu\u2028"):
+        with pytest.raises(SystemExit) as exc:
+            ms.main(["dump", "--unit", hostile_unit])
+        assert exc.value.code == 2 and capsys.readouterr().out == ""
     for hostile in ("../own/wenlv/" + wanted, wanted + "/../../x", wanted + "\u2028",
                     "*", "JY-20261205-1-00000?"):
         loads.clear()

@@ -35,11 +35,18 @@ NODES = [message(n(i)) for i in range(1, 20)] + [message(n(i, "chahe"), "chahe")
 BROKEN = {"on": False}
 
 
-def read(county, number=None):
-    """What collect.collect gives (`number`: the nodes' `dump --number`, that one only)."""
+def read(county, number=None, unit=None, numbers=()):
+    """What collect.collect gives (`number`: the nodes' `dump --number`, that one only;
+    `unit`, `numbers`: `dump --unit --number`, what was written to the unit and those)."""
     if BROKEN["on"]:
         raise MessagesError("no node could be read: n1: timeout")
-    return [m for m in NODES if number in (None, m.number)], {}
+    return [m for m in NODES if wanted(m, number, unit, numbers)], {}
+
+
+def wanted(m, number, unit, numbers) -> bool:
+    if number is not None:
+        return m.number == number
+    return unit is None or m.unit == unit or m.number in numbers
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +230,7 @@ def test_a_node_copy_naming_another_unit_is_not_answered(county, monkeypatch):
     forged = [m if m.number != num else message(num, "chahe") for m in NODES]
     with pytest.raises(MessagesError, match="another unit"):
         inbox.propose(county, "jiaoyu", num, "答复", True, "editor", TODAY,
-                      lambda c, number=None: (forged, {}))
+                      lambda c, **which: (forged, {}))
 
 
 def test_a_copy_changed_on_the_nodes_before_the_last_approval_is_not_given(county, pushed):
@@ -233,7 +240,7 @@ def test_a_copy_changed_on_the_nodes_before_the_last_approval_is_not_given(count
     forged = [m if m.number != num else message(num, "chahe") for m in NODES]
     with pytest.raises(MessagesError, match="another unit"):
         inbox.decide(county, "jiaoyu", num, True, "operator", frozenset({"county"}), "",
-                     lambda c, number=None: (forged, {}))
+                     lambda c, **which: (forged, {}))
     assert given(county, num) == [] and pushed == []
 
 
@@ -281,3 +288,32 @@ def test_one_message_is_read_from_the_nodes_alone_and_indexed(county):
     finally:
         NODES.remove(message(late))
     assert asked == [late, num, num]
+
+
+def test_a_units_list_reads_its_own_messages_and_those_forwarded_to_it(county):
+    """A unit's list asks the nodes for its own folder and the messages forwarded to it
+    (`dump --unit --number`), not every message of the county (stop 66: 1.0 s and 23 MB a
+    node at 40,000 messages, 2.6 s on the control machine, for each list shown)."""
+    asked = []
+
+    def counted(c, **which):
+        asked.append(which)
+        return read(c, **which)
+    num = n(22)
+    NODES.append(message(num))
+    try:
+        inbox.forward(county, num, "chahe", "属于茶河镇", "editor", "jiaoyu", TODAY, read)
+        found, _ = inbox.refresh(county, counted, unit="chahe")
+        forwarded = sorted(k for k, fwd in _routes(county).items()
+                           if fwd[-1]["to_unit"] == "chahe")
+        want = {m.number for m in NODES if m.unit == "chahe" or m.number in forwarded}
+    finally:
+        NODES.remove(message(num))
+    assert asked == [{"unit": "chahe", "numbers": forwarded}] and num in forwarded
+    assert {m.number for m in found} == want and num in want
+    assert {m.unit for m in found} == {"chahe", "jiaoyu"}
+
+
+def _routes(county):
+    with county.state() as st:
+        return st.routes()

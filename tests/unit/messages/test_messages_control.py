@@ -103,7 +103,7 @@ def test_a_citizens_subject_is_text_in_the_operators_terminal(monkeypatch, tmp_p
                       for i, s in enumerate(subjects))
     found = collect.merge({"n1": dumps})
     # a node's error text (ssh's, Python's "[Errno 111]") is printed as text too
-    monkeypatch.setattr(collect, "collect", lambda county, number=None: (found, {"n2": "[/] [Errno 111]"}))
+    monkeypatch.setattr(collect, "collect", lambda county, **which: (found, {"n2": "[/] [Errno 111]"}))
     from controlplane.core.county import County
     from tests.helpers import example_inventory
     c = County(example_inventory(tmp_path / "inventory"))
