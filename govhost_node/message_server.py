@@ -640,29 +640,39 @@ def serve(socket_path: str, listen: str, config: str, lay: Layout,
     citizens.serve_forever()
 
 
-def dump(lay: Layout, numbers: Iterable[str] = (), units: Iterable[str] = ()) -> None:
+def dump(lay: Layout, numbers: Iterable[str] = (), units: Iterable[str] = (),
+         placed: Iterable[tuple[str, str]] = ()) -> None:
     """Every message this node holds, its own and its peers' copies, one JSON object a line
-    (what the control machine collects; the contact is in it: root only). With `numbers`
-    or `units`: those messages and those units' folders only (a message's page, a unit's
-    list: not every message of the county read and sent)."""
+    (what the control machine collects; the contact is in it: root only). Or only: the
+    messages `numbers` (in whichever unit's folder, each copy: a page or an answer), the
+    messages in `units`' folders, and the messages `placed` ((unit, number): each in the
+    folder of the unit it was written to; a unit's list, with those forwarded to it)."""
     numbers, units = list(dict.fromkeys(numbers)), list(dict.fromkeys(units))
     for u in units:
         if not UNIT.fullmatch(u):
             raise ValueError(f"{u!r} is not a unit name")
     spool = Spool(lay)
     for kind in ("own", "copies"):
-        if not numbers and not units:
+        if not numbers and not units and not placed:
             records: Iterable[dict[str, str]] = spool.records(kind)
         else:
-            seen: set[tuple[str, str]] = set()
-            records = []
-            for r in [r for u in units for r in spool.records(kind, u)] + \
-                    [r for n in numbers for r in spool.records_of(kind, n)]:
-                if (r["unit"], r["number"]) not in seen:
-                    seen.add((r["unit"], r["number"]))
-                    records.append(r)
+            records = [r for u in units for r in spool.records(kind, u)]
+            records += [r for n in numbers for r in spool.records_of(kind, n)]
+            records += [r for u, n in dict.fromkeys(placed) if u not in units
+                        for r in spool.record_in(kind, u, n)]
         for record in records:
             print(json.dumps({**record, "held_as": kind}, ensure_ascii=False, sort_keys=True))
+
+
+def placed_lines(data: bytes) -> list[tuple[str, str]]:
+    """`dump --placed`'s stdin: one "UNIT NUMBER" a line (any number of them: a unit's list
+    can name thousands, past what one command line holds)."""
+    out = []
+    for line in data.decode("utf-8").splitlines():
+        if line.strip():
+            unit, _, number = line.strip().partition(" ")
+            out.append((unit, number))
+    return out
 
 
 def keep_copies(lay: Layout, lines: bytes) -> int:
@@ -749,6 +759,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="that message only (a page or an answer needs only it); repeatable")
     s.add_argument("--unit", action="append", default=[],
                    help="the messages written to that unit only (its list); repeatable")
+    s.add_argument("--placed", action="store_true",
+                   help='and the messages named on stdin, one "UNIT NUMBER" a line')
     sub.add_parser("keep", help="keep messages (one JSON record a line on stdin) as copies")
     s = sub.add_parser("answers", help="store a unit's answered messages (JSON on stdin)")
     s.add_argument("unit")
@@ -800,8 +812,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"forgotten": n}))
     else:
         try:
-            dump(NODE, a.number, a.unit)
-        except ValueError as exc:
+            dump(NODE, a.number, a.unit, placed_lines(
+                sys.stdin.buffer.read(MAX_ANSWERS_BYTES + 1)) if a.placed else ())
+        except (ValueError, UnicodeDecodeError) as exc:
             print(f"govhost-messages: {exc}", file=sys.stderr)
             sys.exit(2)
 

@@ -350,15 +350,19 @@ class Spool:
             units = sorted(os.listdir(base))
         except FileNotFoundError:
             return []
-        name = number + ".json"
-        found = []
-        for u in units:
-            try:
-                with open(os.path.join(base, u, name), encoding="utf-8") as f:
-                    found.append(json.load(f))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-        return found
+        return [r for u in units for r in self.record_in(kind, u, number)]
+
+    def record_in(self, kind: str, unit: str, number: str) -> list[dict[str, str]]:
+        """The message `number` in `unit`'s folder of one spool, if it is there (a message
+        forwarded to another unit: the control machine knows where it was written)."""
+        if not NUMBER.fullmatch(number) or not UNIT.fullmatch(unit):
+            raise ValueError(f"{unit!r} {number!r} is not a unit and a message number")
+        try:
+            with open(os.path.join(self.root, kind, unit, number + ".json"),
+                      encoding="utf-8") as f:
+                return [json.load(f)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
     def spend(self, challenge: str, now: float | None = None) -> bool:
         """Mark a challenge answered; False if it already was (a replayed answer). Marks

@@ -12,14 +12,14 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from controlplane.core import paths
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.messages.deadlines import COUNTY_TIME
 from controlplane.sites.content_sync import Link, SyncError
-from govhost_node.message_spool import HELD, NUMBER, forget_limit
+from govhost_node.message_spool import HELD, NUMBER, UNIT, forget_limit
 
 # What a message is, without where it is kept and how (those differ between copies).
 CONTENT = ("number", "unit", "node", "received", "subject", "text", "name", "contact",
@@ -107,19 +107,31 @@ def link(county: County) -> Link:
     return Link(inv.hosts, county.known_hosts, {n.name: n for n in inv.hosts.nodes})
 
 
-def collect(county: County, number: str | None = None
-            ) -> tuple[list[Message], dict[str, str]]:
-    """The messages every reachable node holds (`number`: that one only, a few stats a
-    node instead of every message sent and merged), and the nodes that could not be read
-    (with why). Raises only when no node answers."""
-    names = [n.name for n in county.inv.hosts.nodes]
-    args = ["dump"]
+def collect(county: County, number: str | None = None, unit: str | None = None,
+            placed: Iterable[tuple[str, str]] = ()) -> tuple[list[Message], dict[str, str]]:
+    """The messages every reachable node holds, and the nodes that could not be read (with
+    why). Raises only when no node answers. Or only: `number` (that message, every copy);
+    `unit` (the messages written to it) and `placed` ((unit, number): those messages, in
+    the folder of the unit each was written to). A few files a node instead of every
+    message of the county read, sent and merged (1.1 s and 23 MB a node at 40,000
+    messages, and 2.5 s to merge three nodes')."""
+    args, data = ["dump"], None
     if number is not None:
         if not NUMBER.fullmatch(number):
             raise MessagesError(f"no message {number!r}: a number is like "
                                 "JY-20261205-1-000042 (`govhost messages list` shows them)")
         args += ["--number", number]
-    got = link(county).run_each(names, *args, timeout=120, tool=paths.NODE_MESSAGES_TOOL)
+    if unit is not None and UNIT.fullmatch(unit):   # a name a node refuses has no folder
+        args += ["--unit", unit]
+    pairs = [(u, n) for u, n in placed if UNIT.fullmatch(u) and NUMBER.fullmatch(n)]
+    if pairs:
+        args.append("--placed")
+        data = "".join(f"{u} {n}\n" for u, n in pairs).encode()
+    if len(args) == 1 and (number is not None or unit is not None):
+        return [], {}                  # nothing a node could hold
+    names = [n.name for n in county.inv.hosts.nodes]
+    got = link(county).run_each(names, *args, data=data, timeout=120,
+                                tool=paths.NODE_MESSAGES_TOOL)
     failed = {n: str(e)[-300:] for n, e in got.items() if isinstance(e, Exception)}
     if len(failed) == len(names):
         raise MessagesError("no node could be read: " + "; ".join(

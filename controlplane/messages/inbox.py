@@ -25,7 +25,7 @@ from controlplane.messages.deadlines import LATE, Deadline, Standing, county_mid
 from controlplane.people import chains, review
 from govhost_node import messages as rules
 
-# collect.collect, or a test's stand-in: (county, number=None, unit=None, numbers=()) ->
+# collect.collect, or a test's stand-in: (county, number=None, unit=None, placed=()) ->
 # (messages, unreadable nodes)
 Reader = Callable[..., tuple[list[Message], dict[str, str]]]
 REASON_MAX = 200
@@ -91,9 +91,8 @@ def refresh(county: County, read: Reader | None = None, number: str | None = Non
         found, failed = (read or collect.collect)(county, number=number)
     else:
         with county.state() as st:
-            routes = st.routes()
-        to_it = sorted(n for n, fwd in routes.items() if fwd[-1]["to_unit"] == unit)
-        found, failed = (read or collect.collect)(county, unit=unit, numbers=to_it)
+            placed = st.forwarded_to(unit)
+        found, failed = (read or collect.collect)(county, unit=unit, placed=placed)
     with county.state() as st:
         st.index_messages({"number": m.number, "unit": m.unit, "received": m.received,
                            "subject": m.subject} for m in found)

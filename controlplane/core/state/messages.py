@@ -107,6 +107,14 @@ class MessageRecords(Store):
             out.setdefault(r[0], []).append(dict(zip(keys, r)))
         return out
 
+    def forwarded_to(self, unit: str) -> list[tuple[str, str]]:
+        """The messages whose last forward is to `unit` (its to answer now), each with the
+        unit it was written to (where the nodes keep it): (unit written to, number)."""
+        return [(u, n) for u, n in self.db.execute(
+            "SELECT i.unit, r.number FROM message_routes r JOIN message_index i ON "
+            "i.number = r.number WHERE r.to_unit = ? AND r.id = (SELECT MAX(id) FROM "
+            "message_routes WHERE number = r.number) ORDER BY r.number", (unit,))]
+
     def add_draft(self, number: str, unit: str, answer: str, publish: bool, by: str,
                   levels: Sequence[str]) -> int:
         """An answer waiting for the unit's review chain (kept under `answer:<id>`)."""

@@ -42,16 +42,16 @@ NODES = [message(OLD, "2026-12-01T02:00:00Z", "路灯不亮"),
          message(THIRD, "2026-12-04T02:00:00Z", "景区门票")]
 
 
-def read(county, number=None, unit=None, numbers=()):
+def read(county, number=None, unit=None, placed=()):
     """What collect.collect gives (`number`: the nodes' `dump --number`, that one only;
-    `unit`, `numbers`: `dump --unit --number`, what was written to the unit and those)."""
-    return [m for m in NODES if wanted(m, number, unit, numbers)], {}
+    `unit`, `placed`: `dump --unit --placed`, what was written to the unit and those)."""
+    return [m for m in NODES if wanted(m, number, unit, placed)], {}
 
 
-def wanted(m, number, unit, numbers) -> bool:
+def wanted(m, number, unit, placed) -> bool:
     if number is not None:
         return m.number == number
-    return unit is None or m.unit == unit or m.number in numbers
+    return unit is None or m.unit == unit or (m.unit, m.number) in placed
 
 
 @pytest.fixture(scope="module")

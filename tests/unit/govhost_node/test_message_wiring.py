@@ -453,3 +453,64 @@ def test_dump_of_one_number_reads_that_message_only(tmp_path, capsys, monkeypatc
         county = SimpleNamespace(inv=SimpleNamespace(hosts=SimpleNamespace(nodes=[])))
         with pytest.raises(collect.MessagesError, match="no message"):
             collect.collect(county, hostile)
+
+
+def test_a_units_list_and_a_page_are_read_through_the_nodes_real_command(tmp_path, monkeypatch,
+                                                                         capsys):
+    """The control machine's collect() builds the command and its stdin; each node's is
+    govhost-messages itself on a spool of its own (SSH stands in). A unit's list: its folder
+    and the messages forwarded to it, named on stdin (thousands fit, past a command line's
+    limit); a page: every copy of the number, a forged one in another folder shown as
+    differing; a unit name no node could have a folder for asks nothing."""
+    import io
+    import sys
+
+    from controlplane.core.county import County
+    from controlplane.messages import collect
+    from controlplane.sites.content_sync import Link
+    from tests.helpers import example_inventory
+    county = County(example_inventory(tmp_path / "inventory"))
+    lays = {n.name: Layout.under(str(tmp_path / n.name)) for n in county.inv.hosts.nodes}
+    runs = []
+
+    def run_each(self, names, *args, data=None, timeout=600, tool=""):
+        out = {}
+        for name in names:
+            runs.append((name, args, len(data or b"")))
+            monkeypatch.setattr(ms, "NODE", lays[name])
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data or b"")))
+            capsys.readouterr()
+            ms.main(list(args))
+            out[name] = capsys.readouterr().out
+        return out
+    monkeypatch.setattr(Link, "run_each", run_each)
+    spool = Spool(lays["n1"])
+
+    def put(i, unit, kind="own", **change):
+        record = {"number": f"JY-20261205-1-{i:06d}", "unit": unit, "node": "n1",
+                  "received": "2026-12-05T02:00:00Z", "subject": f"路灯 {i}",
+                  "text": "青水路的路灯坏了一周。", "name": "张先生", "contact": "13800138000",
+                  "token_hash": "0" * 64, "source": "a" * 64, **change}
+        spool.write(kind, record)
+        return record["number"]
+    mine = [put(i, "jiaoyu") for i in range(1, 6)]
+    theirs = [put(i, "wenlv") for i in range(6, 12)]
+    forwarded = theirs[:2]
+    found, failed = collect.collect(county, unit="jiaoyu",
+                                    placed=[("wenlv", n) for n in forwarded])
+    assert failed == {} and sorted(m.number for m in found) == sorted(mine + forwarded)
+    many = [("wenlv", f"JY-20261205-1-{i:06d}") for i in range(100, 6100)]
+    found, _ = collect.collect(county, unit="chahe", placed=many + [("wenlv", theirs[3])])
+    assert [m.number for m in found] == [theirs[3]]
+    assert max(len(" ".join(args)) for _, args, _ in runs) < 200 and runs[-1][2] > 100_000
+    # a forged copy of a jiaoyu message filed under caizheng, naming jiaoyu: shown, differing
+    with open(os.path.join(spool.root, "own", "jiaoyu", mine[0] + ".json"), "rb") as f:
+        record = json.load(f)
+    d = os.path.join(spool.root, "copies", "caizheng")
+    os.makedirs(d, mode=0o700)
+    with open(os.path.join(d, mine[0] + ".json"), "w") as f:
+        json.dump({**record, "subject": "伪造的主题"}, f, ensure_ascii=False)
+    found, _ = collect.collect(county, number=mine[0])
+    assert [(m.number, m.differs) for m in found] == [(mine[0], True)]
+    runs.clear()
+    assert collect.collect(county, unit="1zhong") == ([], {}) and runs == []

@@ -35,18 +35,18 @@ NODES = [message(n(i)) for i in range(1, 20)] + [message(n(i, "chahe"), "chahe")
 BROKEN = {"on": False}
 
 
-def read(county, number=None, unit=None, numbers=()):
+def read(county, number=None, unit=None, placed=()):
     """What collect.collect gives (`number`: the nodes' `dump --number`, that one only;
-    `unit`, `numbers`: `dump --unit --number`, what was written to the unit and those)."""
+    `unit`, `placed`: `dump --unit --placed`, what was written to the unit and those)."""
     if BROKEN["on"]:
         raise MessagesError("no node could be read: n1: timeout")
-    return [m for m in NODES if wanted(m, number, unit, numbers)], {}
+    return [m for m in NODES if wanted(m, number, unit, placed)], {}
 
 
-def wanted(m, number, unit, numbers) -> bool:
+def wanted(m, number, unit, placed) -> bool:
     if number is not None:
         return m.number == number
-    return unit is None or m.unit == unit or m.number in numbers
+    return unit is None or m.unit == unit or (m.unit, m.number) in placed
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +309,8 @@ def test_a_units_list_reads_its_own_messages_and_those_forwarded_to_it(county):
         want = {m.number for m in NODES if m.unit == "chahe" or m.number in forwarded}
     finally:
         NODES.remove(message(num))
-    assert asked == [{"unit": "chahe", "numbers": forwarded}] and num in forwarded
+    assert asked == [{"unit": "chahe", "placed": [("jiaoyu", n) for n in forwarded]}]
+    assert num in forwarded
     assert {m.number for m in found} == want and num in want
     assert {m.unit for m in found} == {"chahe", "jiaoyu"}
 
