@@ -234,22 +234,24 @@ def test_an_answer_read_later_never_reaches_a_node_before_one_read_earlier(count
     real = Link.run_each
     arrived, reached = [], threading.Event()
     second: list = []
+    during: list = []
 
     def slow(self, names, *args, data=None, **kw):
         arrived.append(json.loads(data)["answer"]["answer"] if args[0] == "answers-add"
                        else args[0])
         if len(arrived) == 1:        # the first send is on its way: a second answer now
-            t = threading.Thread(target=lambda: second.append(answers.record(
-                county, message(1), "第二版", True, "ops")))
+            t = threading.Thread(target=lambda: answers.record(
+                county, message(1), "第二版", True, "ops"))
             t.start()
             second.append(t)
             reached.wait(0.5)
+            during.append(reached.is_set())    # as the first send goes out
         else:
             reached.set()
         return real(self, names, *args, data=data, **kw)
     monkeypatch.setattr(Link, "run_each", slow)
     answers.record(county, message(1), "第一版（改）", True, "ops")
-    assert not reached.is_set()          # the second did not send while the first was
+    assert during == [False]             # the second did not send while the first was
     second[0].join(10)
     assert arrived == ["第一版（改）", "第二版"]
     for n in ("n1", "n2", "n3"):
