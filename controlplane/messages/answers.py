@@ -88,7 +88,7 @@ def add(county: County, unit: str, number: str) -> dict[str, str]:
             rows = st.message_answers(unit)
         mine = [r for r in rows if r["number"] == number]
         if not mine:
-            return push(county, unit)
+            return _push_read(county, unit, None)    # the lock is held here
         doc = [_node_answer(r) for r in rows]
         data = json.dumps({"answer": _node_answer(mine[0]), "digest": answers_digest(doc)},
                           ensure_ascii=False).encode()

@@ -256,3 +256,19 @@ def test_an_answer_read_later_never_reaches_a_node_before_one_read_earlier(count
     assert arrived == ["第一版（改）", "第二版"]
     for n in ("n1", "n2", "n3"):
         assert [a["answer"] for a in nodes["held"](n)] == ["第二版"]
+
+
+def test_an_answer_the_state_does_not_hold_sends_the_whole_list_without_waiting_on_itself(
+        county, nodes):
+    """Found in the last read: `add` for a number the unit has no answer to (the state
+    changed under it) sent the whole list through `push`, which takes the sending lock
+    `add` already held: the request would have waited for ever."""
+    answers.record(county, message(1), "答复", True, "ops")
+    got = []
+    t = threading.Thread(target=lambda: got.append(answers.add(county, "jiaoyu",
+                                                               message(9).number)),
+                         daemon=True)            # a regression must not hold the run's end
+    t.start()
+    t.join(20)
+    assert not t.is_alive() and got == [{"n1": "ok", "n2": "ok", "n3": "ok"}]
+    assert key(nodes["held"]("n2")) == key(expected(county))
