@@ -48,11 +48,6 @@ class MessageRecords(Store):
         rows = self.db.execute(sql + " ORDER BY number", args)
         return [{**dict(zip(_KEYS, r)), "publish": bool(r[7])} for r in rows]
 
-    def answer_count(self, unit: str) -> int:
-        """How many answered messages `unit` has (what each node's list must hold)."""
-        return self.db.execute("SELECT COUNT(*) FROM message_answers WHERE unit = ?",
-                               (unit,)).fetchone()[0]
-
     def answered_at(self) -> dict[str, float]:
         """number -> when it was answered (the overdue list needs only that, for thousands)."""
         return dict(self.db.execute("SELECT number, answered_at FROM message_answers"))
