@@ -641,12 +641,16 @@ def serve(socket_path: str, listen: str, config: str, lay: Layout,
 
 
 def dump(lay: Layout, numbers: Iterable[str] = (), units: Iterable[str] = (),
-         placed: Iterable[tuple[str, str]] = ()) -> None:
+         placed: Iterable[tuple[str, str]] = (), since: str = "") -> None:
     """Every message this node holds, its own and its peers' copies, one JSON object a line
     (what the control machine collects; the contact is in it: root only). Or only: the
     messages `numbers` (in whichever unit's folder, each copy: a page or an answer), the
     messages in `units`' folders, and the messages `placed` ((unit, number): each in the
-    folder of the unit it was written to; a unit's list, with those forwarded to it)."""
+    folder of the unit it was written to; a unit's list, with those forwarded to it).
+    `since` (YYYYMMDD): of the whole dump, only the messages of that day or later by their
+    numbers (the hourly reminder's read: what came in since its last whole read)."""
+    if since and not re.fullmatch(r"[0-9]{8}", since, re.ASCII):
+        raise ValueError(f"--since is a day, e.g. 20261205, not {since!r}")
     numbers, units = list(dict.fromkeys(numbers)), list(dict.fromkeys(units))
     for u in units:
         if not UNIT.fullmatch(u):
@@ -654,7 +658,7 @@ def dump(lay: Layout, numbers: Iterable[str] = (), units: Iterable[str] = (),
     spool = Spool(lay)
     for kind in ("own", "copies"):
         if not numbers and not units and not placed:
-            records: Iterable[dict[str, str]] = spool.records(kind)
+            records: Iterable[dict[str, str]] = spool.records(kind, since=since)
         else:
             records = [r for u in units for r in spool.records(kind, u)]
             records += [r for n in numbers for r in spool.records_of(kind, n)]
@@ -761,6 +765,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="the messages written to that unit only (its list); repeatable")
     s.add_argument("--placed", action="store_true",
                    help='and the messages named on stdin, one "UNIT NUMBER" a line')
+    s.add_argument("--since", default="",
+                   help="every message of that day (YYYYMMDD, the day in its number) or "
+                        "later; with no other option")
     sub.add_parser("keep", help="keep messages (one JSON record a line on stdin) as copies")
     s = sub.add_parser("answers", help="store a unit's answered messages (JSON on stdin)")
     s.add_argument("unit")
@@ -813,7 +820,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         try:
             dump(NODE, a.number, a.unit, placed_lines(
-                sys.stdin.buffer.read(MAX_ANSWERS_BYTES + 1)) if a.placed else ())
+                sys.stdin.buffer.read(MAX_ANSWERS_BYTES + 1)) if a.placed else (), a.since)
         except (ValueError, UnicodeDecodeError) as exc:
             print(f"govhost-messages: {exc}", file=sys.stderr)
             sys.exit(2)

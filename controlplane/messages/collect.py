@@ -9,17 +9,18 @@ never silently one of them).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from controlplane.core import paths
 from controlplane.core.county import County
 from controlplane.core.errors import GovhostError
 from controlplane.messages.deadlines import COUNTY_TIME
 from controlplane.sites.content_sync import Link, SyncError
-from govhost_node.message_spool import HELD, NUMBER, UNIT, forget_limit
+from govhost_node.message_spool import HELD, NUMBER, UNIT, forget_limit, forgotten, number_day
 
 # What a message is, without where it is kept and how (those differ between copies).
 CONTENT = ("number", "unit", "node", "received", "subject", "text", "name", "contact",
@@ -97,10 +98,6 @@ def merge(dumps: Mapping[str, str]) -> list[Message]:
     return found
 
 
-def forgotten(record: Mapping[str, Any]) -> bool:
-    return record.get("name") == "" and record.get("contact") == ""
-
-
 def link(county: County) -> Link:
     """How the control machine runs govhost-messages on the county's nodes."""
     inv = county.inv
@@ -108,14 +105,21 @@ def link(county: County) -> Link:
 
 
 def collect(county: County, number: str | None = None, unit: str | None = None,
-            placed: Iterable[tuple[str, str]] = ()) -> tuple[list[Message], dict[str, str]]:
+            placed: Iterable[tuple[str, str]] = (), since: str | None = None
+            ) -> tuple[list[Message], dict[str, str]]:
     """The messages every reachable node holds, and the nodes that could not be read (with
     why). Raises only when no node answers. Or only: `number` (that message, every copy);
     `unit` (the messages written to it) and `placed` ((unit, number): those messages, in
-    the folder of the unit each was written to). A few files a node instead of every
-    message of the county read, sent and merged (1.1 s and 23 MB a node at 40,000
-    messages, and 2.5 s to merge three nodes')."""
+    the folder of the unit each was written to); or `since` (YYYYMMDD: the messages of that
+    day or later, by their numbers). A few files a node instead of every message of the
+    county read, sent and merged (1.1 s and 23 MB a node at 40,000 messages, and 2.5 s to
+    merge three nodes'). A node on an older govhost, which knows none of these, is read
+    whole and narrowed here."""
     args, data = ["dump"], None
+    if since is not None:
+        if not re.fullmatch(r"[0-9]{8}", since, re.ASCII) or number or unit or placed:
+            raise ValueError(f"since is a day (YYYYMMDD) alone, not {since!r}")
+        args += ["--since", since]
     if number is not None:
         if not NUMBER.fullmatch(number):
             raise MessagesError(f"no message {number!r}: a number is like "
@@ -132,11 +136,36 @@ def collect(county: County, number: str | None = None, unit: str | None = None,
     names = [n.name for n in county.inv.hosts.nodes]
     got = link(county).run_each(names, *args, data=data, timeout=120,
                                 tool=paths.NODE_MESSAGES_TOOL)
+    older = [n for n, e in got.items() if isinstance(e, Exception) and OLDER in str(e)]
+    if older and len(args) > 1:
+        wanted = _wanted(number, unit, pairs, since)
+        for n, t in link(county).run_each(older, "dump", timeout=120,
+                                          tool=paths.NODE_MESSAGES_TOOL).items():
+            got[n] = t if isinstance(t, Exception) else "".join(
+                line + "\n" for line in t.splitlines() if line.strip() and
+                wanted(json.loads(line)))
     failed = {n: str(e)[-300:] for n, e in got.items() if isinstance(e, Exception)}
     if len(failed) == len(names):
         raise MessagesError("no node could be read: " + "; ".join(
             f"{n}: {e}" for n, e in sorted(failed.items())))
     return merge({n: t for n, t in got.items() if isinstance(t, str)}), failed
+
+
+# How a node on an older govhost refuses an option of `dump` it does not know (argparse).
+OLDER = "unrecognized arguments"
+
+
+def _wanted(number: str | None, unit: str | None, pairs: list[tuple[str, str]],
+            since: str | None) -> Callable[[Mapping[str, Any]], bool]:
+    """The records a narrowed `dump` gives, as a test on one record of a whole dump."""
+    placed = set(pairs)
+
+    def wanted(r: Mapping[str, Any]) -> bool:
+        n, u = str(r.get("number", "")), str(r.get("unit", ""))
+        if since is not None:
+            return number_day(n) >= since
+        return n == number or u == unit or (u, n) in placed
+    return wanted
 
 
 def find(messages: list[Message], number: str) -> Message:

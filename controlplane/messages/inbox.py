@@ -83,11 +83,15 @@ def entries(index: Iterable[Mapping[str, Any]], answered: Mapping[str, float],
 
 
 def refresh(county: County, read: Reader | None = None, number: str | None = None,
-            unit: str | None = None) -> tuple[list[Message], dict[str, str]]:
+            unit: str | None = None, since: str | None = None
+            ) -> tuple[list[Message], dict[str, str]]:
     """Read the messages from the nodes (`number`: that one only; `unit`: those its staff
-    see, written to it or forwarded to it; `read`: collect.collect unless a test stands in
-    for them) and bring the control machine's index up to date."""
-    if unit is None:
+    see, written to it or forwarded to it; `since`: those of that day (YYYYMMDD) or later;
+    `read`: collect.collect unless a test stands in for them) and bring the control
+    machine's index up to date."""
+    if since is not None:
+        found, failed = (read or collect.collect)(county, since=since)
+    elif unit is None:
         found, failed = (read or collect.collect)(county, number=number)
     else:
         with county.state() as st:
@@ -350,12 +354,37 @@ def forget_contacts(county: County, today: date) -> dict[str, Any]:
     return {"before": before, "nodes": out}
 
 
+# The hourly read asks for the messages numbered from this many days before today: a
+# number carries the county's day by its node's clock, and the control machine's may differ.
+READ_SLACK_DAYS = 3
+
+
+def refresh_for_reminders(county: County, today: date, read: Reader | None = None
+                          ) -> dict[str, str]:
+    """The hourly reminder's read of the nodes: every message at the first run of the
+    county's day (and again each hour until every node has answered one), then only those
+    numbered from a few days before today. Every message was read every hour before: 0.9 s
+    of each node, 19 MB sent and 2.5 s to merge at 40,000 messages, and the spools grow for
+    ever. The nodes that could not be read, with why."""
+    day = today.strftime("%Y%m%d")
+    with county.state() as st:
+        whole = st.messages_read_whole()
+    if whole is not None and whole >= day:
+        since = (today - timedelta(days=READ_SLACK_DAYS)).strftime("%Y%m%d")
+        return refresh(county, read, since=since)[1]
+    _, failed = refresh(county, read)
+    if not failed:
+        with county.state() as st:
+            st.mark_messages_read_whole(day)
+    return failed
+
+
 def remind(county: County, today: date, send: Send = mail.send,
            read: Reader | None = None) -> dict[str, Any]:
     """Read the nodes, then mail each notice owed once: the owner unit's contact before
     the due date; the county and the unit at the alert day and past three months. A notice
     whose mail fails is tried again next time."""
-    _, failed = refresh(county, read)
+    failed = refresh_for_reminders(county, today, read)
     settings = county.inv.cluster.alerts
     owed = notices(known(county, today, open_only=True))
     if settings is None:

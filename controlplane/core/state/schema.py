@@ -261,6 +261,14 @@ def _history_indexes(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+def _message_reads(db: sqlite3.Connection) -> None:
+    """The day of the control machine's last whole read of every node's messages: the
+    hourly reminder then asks the nodes only for the days since (it read every message
+    every hour: 0.9 s of each node and 19 MB sent at 40,000 messages, growing for ever)."""
+    db.execute("""CREATE TABLE IF NOT EXISTS message_reads (
+        kind TEXT PRIMARY KEY, day TEXT NOT NULL, at REAL NOT NULL)""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the baseline: every table of the releases before schema versions", _baseline),
     Migration(2, "citizens' messages: the units' answers", _message_answers),
@@ -268,6 +276,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _message_handling),
     Migration(4, "the history's indexes: this week's and the newest rows without a scan",
               _history_indexes),
+    Migration(5, "citizens' messages: the day of the last whole read of the nodes",
+              _message_reads),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

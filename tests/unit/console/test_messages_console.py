@@ -19,6 +19,7 @@ from controlplane.core.state import State
 from controlplane.messages import answers, inbox
 from controlplane.messages.collect import Message
 from controlplane.people.store import People
+from govhost_node.message_spool import number_day
 from tests.helpers import Sink, example_inventory
 
 BASE = "https://console.qingshui.gov.cn"
@@ -42,10 +43,16 @@ NODES = [message(OLD, "2026-12-01T02:00:00Z", "路灯不亮"),
          message(THIRD, "2026-12-04T02:00:00Z", "景区门票")]
 
 
-def read(county, number=None, unit=None, placed=()):
+def read(county, number=None, unit=None, placed=(), since=None):
     """What collect.collect gives (`number`: the nodes' `dump --number`, that one only;
-    `unit`, `placed`: `dump --unit --placed`, what was written to the unit and those)."""
-    return [m for m in NODES if wanted(m, number, unit, placed)], {}
+    `unit`, `placed`: `dump --unit --placed`, what was written to the unit and those;
+    `since`: `dump --since`, those numbered that day or later). Each read is recorded."""
+    READS.append({"number": number, "unit": unit, "since": since})
+    return [m for m in NODES if wanted(m, number, unit, placed)
+            and (since is None or number_day(m.number) >= since)], {}
+
+
+READS: list[dict] = []
 
 
 def wanted(m, number, unit, placed) -> bool:
@@ -267,6 +274,7 @@ def test_the_countys_overdue_list_comes_from_the_state_alone(county):
 def test_reminders_and_alerts_are_mailed_once_each(county):
     c, _ = county
     today = datetime.fromtimestamp(NOW, timezone(timedelta(hours=8))).date()
+    READS.clear()
     first = inbox.remind(c, today + timedelta(days=70), read=read)
     claims = []
     real = State.notice_once
@@ -276,6 +284,9 @@ def test_reminders_and_alerts_are_mailed_once_each(county):
     assert first["failed"] == [] and first["sent"] == 2      # THIRD: remind, alert
     assert again["sent"] == 0 and again["owed"] == 2
     assert claims == []            # the notices sent are skipped by one read, not claimed
+    # the day's first reminder reads every message; the next, those of the last few days
+    # only (by the day in their numbers: none of these three)
+    assert [r["since"] for r in READS] == [None, "20270215"]
     mails = c.sink.to("ops@qingshui.gov.cn")
     assert len(mails) == 1 and THIRD in mails[0] and "13800138000" not in mails[0]
     assert len(c.sink.to("webmaster@jiaoyu.qingshui.gov.cn")) == 2
