@@ -651,6 +651,8 @@ def dump(lay: Layout, numbers: Iterable[str] = (), units: Iterable[str] = (),
     numbers (the hourly reminder's read: what came in since its last whole read)."""
     if since and not re.fullmatch(r"[0-9]{8}", since, re.ASCII):
         raise ValueError(f"--since is a day, e.g. 20261205, not {since!r}")
+    if since and (numbers or units or placed):
+        raise ValueError("--since goes alone: not with --number, --unit or --placed")
     numbers, units = list(dict.fromkeys(numbers)), list(dict.fromkeys(units))
     for u in units:
         if not UNIT.fullmatch(u):

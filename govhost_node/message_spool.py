@@ -134,6 +134,12 @@ def check_record(record: Any) -> dict[str, str]:
         raise ValueError("bad time in a message record") from None
     if not record["received"].endswith("Z"):
         raise ValueError("bad time in a message record")
+    # The number's day is the county's day of `received` by the same clock (a day or none
+    # from the UTC day): the hourly reads and `forget` find a message by it, unopened.
+    day = datetime.strptime(record["received"][:10], "%Y-%m-%d")
+    if number_day(record["number"]) not in {(day + timedelta(days=d)).strftime("%Y%m%d")
+                                            for d in (-1, 0, 1)}:
+        raise ValueError("a message record's number is not of the day it was received")
     # subject, text, name, contact: the citizen's own rules, and stored as those rules leave
     # them (a record holding what a form could never give is refused, not cleaned) -- or,
     # past the county's retention, with neither name nor contact (forget_contacts)
@@ -217,10 +223,26 @@ class Spool:
 
     def write(self, kind: str, record: dict[str, str]) -> str:
         """Store a checked record whole (rename after flush); returns its path. Writing the
-        same message again is harmless; a different one under a taken number is refused."""
+        same message again is harmless; a different one under a taken number is refused.
+
+        A record with its contact that a `forget` may already have passed (old enough to be
+        forgotten, or older than the mark: a copy kept from a peer that had not forgotten
+        it yet) takes the mark away first, and is written under the forget lock: a run
+        that listed the folders before it cannot leave its mark after it, and a crash
+        between the two leaves no mark rather than a contact kept for good."""
         if kind not in KINDS:
             raise ValueError(f"unknown spool {kind!r}")
         check_record(record)
+        if not forgotten(record) and (_forgettable(record["received"]) or
+                                      record["received"] < self._forgotten_mark()):
+            with self._forget_lock():
+                mark = self._forgotten_mark(strict=False)
+                if mark and record["received"] < mark:
+                    os.unlink(os.path.join(self.root, FORGOTTEN_MARK))
+                return self._write(kind, record)
+        return self._write(kind, record)
+
+    def _write(self, kind: str, record: dict[str, str]) -> str:
         d = self._dir(kind, record["unit"])
         path = os.path.join(d, record["number"] + ".json")
         data = json.dumps(record, ensure_ascii=False, sort_keys=True).encode()
@@ -237,31 +259,26 @@ class Spool:
                         raise FileExistsError(f"message {record['number']} is already "
                                               "stored, different")
         self._replace(d, path, data)
-        if not forgotten(record) and _forgettable(record["received"]):
-            self._unmark_forgotten(record["received"])
         return path
 
-    def _forgotten_mark(self) -> str:
+    def _forgotten_mark(self, strict: bool = True) -> str:
+        """The `before` of the last whole `forget`; "" when there is none or it is damaged
+        (every message is read, as before a mark). `strict`: also "" for a mark later than
+        any `forget` may name by this clock (planted, or set while the clock ran ahead: it
+        would stop every later run); the writer's test takes it as it is, to remove it."""
         try:
             with open(os.path.join(self.root, FORGOTTEN_MARK), encoding="ascii") as f:
-                mark = f.read().strip()
-        except (FileNotFoundError, UnicodeDecodeError):
+                mark = f.read(64).strip()
+        except (OSError, UnicodeDecodeError):
+            return ""
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", mark,
+                            re.ASCII):
             return ""
         try:
             datetime.strptime(mark, "%Y-%m-%dT%H:%M:%SZ")
         except ValueError:
-            return ""                   # damaged: every message is read, as before a mark
-        return mark
-
-    def _unmark_forgotten(self, received: str) -> None:
-        """A message old enough to be forgotten, with its contact, was written (a copy kept
-        from a peer that had not forgotten it yet): the next `forget` reads every message
-        again. Under the forget lock, so a run that listed the folders before this write
-        cannot leave its mark after it."""
-        with self._forget_lock():
-            mark = self._forgotten_mark()
-            if mark and received < mark:
-                os.unlink(os.path.join(self.root, FORGOTTEN_MARK))
+            return ""
+        return "" if strict and mark > forget_limit() else mark
 
     @contextlib.contextmanager
     def _forget_lock(self) -> Iterator[None]:

@@ -115,7 +115,7 @@ def collect(county: County, number: str | None = None, unit: str | None = None,
     county read, sent and merged (1.1 s and 23 MB a node at 40,000 messages, and 2.5 s to
     merge three nodes'). A node on an older govhost, which knows none of these, is read
     whole and narrowed here."""
-    args, data = ["dump"], None
+    args, data, placed = ["dump"], None, list(placed)
     if since is not None:
         if not re.fullmatch(r"[0-9]{8}", since, re.ASCII) or number or unit or placed:
             raise ValueError(f"since is a day (YYYYMMDD) alone, not {since!r}")
@@ -156,11 +156,13 @@ OLDER = "unrecognized arguments"
 
 
 def _wanted(number: str | None, unit: str | None, pairs: list[tuple[str, str]],
-            since: str | None) -> Callable[[Mapping[str, Any]], bool]:
+            since: str | None) -> Callable[[Any], bool]:
     """The records a narrowed `dump` gives, as a test on one record of a whole dump."""
     placed = set(pairs)
 
-    def wanted(r: Mapping[str, Any]) -> bool:
+    def wanted(r: Any) -> bool:
+        if not isinstance(r, dict):
+            return False
         n, u = str(r.get("number", "")), str(r.get("unit", ""))
         if since is not None:
             return number_day(n) >= since

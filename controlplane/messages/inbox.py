@@ -369,7 +369,8 @@ def refresh_for_reminders(county: County, today: date, read: Reader | None = Non
     day = today.strftime("%Y%m%d")
     with county.state() as st:
         whole = st.messages_read_whole()
-    if whole is not None and whole >= day:
+    if whole == day:            # not `>=`: a day marked while the clock ran ahead must not
+        #                         hold off the whole reads once it is put right
         since = (today - timedelta(days=READ_SLACK_DAYS)).strftime("%Y%m%d")
         return refresh(county, read, since=since)[1]
     _, failed = refresh(county, read)

@@ -65,18 +65,18 @@ class MessageRecords(Store):
                             for r in rows])
 
     def messages_read_whole(self) -> str | None:
-        """The UTC day (YYYYMMDD) on which every node's messages were last read whole, every
-        node answering; None before the first such read."""
+        """The county's day (YYYYMMDD) on which every node's messages were last read whole,
+        every node answering; None before the first such read."""
         row = self.db.execute("SELECT day FROM message_reads WHERE kind = 'whole'").fetchone()
         return None if row is None else str(row[0])
 
     def mark_messages_read_whole(self, day: str) -> None:
-        """Every node's messages of `day` and before are in the index (a later day only
-        moves it on: a read that started earlier and ended later must not move it back)."""
+        """Every message the nodes held when a whole read on the county's `day` began is in
+        the index (those that came later are the hourly reads'). Set as it is, even to an
+        earlier day: a day set while the clock ran ahead is put right by the next read."""
         with self.tx() as db:
-            db.execute("INSERT INTO message_reads (kind, day, at) VALUES ('whole', ?, ?) "
-                       "ON CONFLICT (kind) DO UPDATE SET day = excluded.day, at = excluded.at "
-                       "WHERE excluded.day > message_reads.day", (day, time.time()))
+            db.execute("INSERT OR REPLACE INTO message_reads (kind, day, at) "
+                       "VALUES ('whole', ?, ?)", (day, time.time()))
 
     def message_index(self, number: str | None = None) -> list[dict[str, Any]]:
         """The index (of one message's number: a page or an answer needs only its own)."""

@@ -373,8 +373,8 @@ def test_a_recent_message_cannot_be_forgotten_nor_replaced_by_a_forgotten_copy(t
     from govhost_node.message_spool import check_record, forget_limit
     spool = Spool(Layout.under(str(tmp_path / "n1")))
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    mine = {"number": "JY-20261205-1-000009", "unit": "jiaoyu", "node": "n1",
-            "received": now, "subject": "路灯", "text": "青水路的路灯坏了一周。",
+    mine = {"number": f"JY-{now[:10].replace('-', '')}-1-000009", "unit": "jiaoyu",
+            "node": "n1", "received": now, "subject": "路灯", "text": "青水路的路灯坏了一周。",
             "name": "张先生", "contact": "13800138000", "token_hash": "0" * 64,
             "source": "a" * 64}
     spool.write("own", mine)
@@ -602,6 +602,7 @@ def test_an_old_copy_written_during_a_forget_is_not_hidden_by_its_mark(tmp_path,
     spool.write("own", _message(1, "jiaoyu", (today - timedelta(days=300)).isoformat()))
     cutoff = (datetime.now(timezone.utc) - timedelta(days=200)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert spool.forget_contacts(cutoff) == 1                     # the mark is set
+    later = (datetime.now(timezone.utc) - timedelta(days=150)).strftime("%Y-%m-%dT%H:%M:%SZ")
     late = _message(2, "wenlv", (today - timedelta(days=250)).isoformat())
     writer = threading.Thread(target=spool.write, args=("copies", late), daemon=True)
     real = Spool._forget_between
@@ -614,12 +615,62 @@ def test_an_old_copy_written_during_a_forget_is_not_hidden_by_its_mark(tmp_path,
         blocked.append(writer.is_alive())   # waiting for this run's lock
         return n
     monkeypatch.setattr(Spool, "_forget_between", between)
-    assert spool.forget_contacts(cutoff) == 0
+    assert spool.forget_contacts(later) == 0          # the run moves its mark on, to `later`
     monkeypatch.undo()
     writer.join(30)
     assert blocked == [True] and not writer.is_alive()
-    assert spool.forget_contacts(cutoff) == 1                     # the copy, forgotten
+    assert spool.forget_contacts(later) == 1                      # the copy, forgotten
     assert all(not r["contact"] for r in spool.records("copies"))
+
+
+def test_a_mark_planted_ahead_or_a_copy_kept_again_after_a_crash_stops_nothing(tmp_path,
+                                                                             monkeypatch):
+    """Found by review: a well-formed mark later than any `forget` may name (planted, or set
+    while the clock ran ahead) emptied every later run's window for good; and a crash
+    between a kept copy's write and the mark's removal left the copy's contact for good, a
+    retried `keep` (the same bytes) changing nothing. Now such a mark counts as none, and
+    the mark goes before the copy is written, also when the same copy is there already."""
+    from datetime import datetime, timedelta, timezone
+    spool = Spool(Layout.under(str(tmp_path / "n1")))
+    today = datetime.now(timezone.utc).date()
+    old = _message(1, "jiaoyu", (today - timedelta(days=300)).isoformat())
+    spool.write("own", old)
+    cutoff = (datetime.now(timezone.utc) - timedelta(days=200)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    mark = os.path.join(spool.root, "forgotten-before")
+    with open(mark, "w") as f:
+        f.write("2099-01-01T00:00:00Z")
+    assert spool.forget_contacts(cutoff) == 1
+    assert open(mark).read() == cutoff
+    # the crash: the copy on disk with its contact, the mark still there
+    late = _message(2, "wenlv", (today - timedelta(days=250)).isoformat())
+    real = Spool._forgotten_mark
+    monkeypatch.setattr(Spool, "_forgotten_mark", lambda self, strict=True: "")
+    spool.write("copies", late)                    # written as if no mark had to go
+    monkeypatch.setattr(Spool, "_forgotten_mark", real)
+    assert os.path.exists(mark)
+    spool.write("copies", late)                    # `keep` tried again: the same bytes
+    assert not os.path.exists(mark)
+    assert spool.forget_contacts(cutoff) == 1
+
+
+def test_a_message_taken_late_in_the_utc_day_is_forgotten_by_its_county_day(tmp_path):
+    """A message's number carries the county's day (UTC+8): taken at 19:00 UTC it is the
+    next day's. A `forget` whose `before` is 20:00 UTC that day must still open it (the
+    window reaches past `before`'s day), and a record whose number's day is not that of
+    its time is refused (the window finds messages by it)."""
+    from datetime import datetime, timedelta, timezone
+
+    from govhost_node.message_spool import check_record
+    spool = Spool(Layout.under(str(tmp_path / "n1")))
+    day = datetime.now(timezone.utc).date() - timedelta(days=300)
+    taken = _message(1, "jiaoyu", day.isoformat())
+    taken = {**taken, "received": f"{day.isoformat()}T19:00:00Z",
+             "number": f"JY-{(day + timedelta(days=1)):%Y%m%d}-1-000001"}
+    spool.write("own", taken)
+    assert spool.forget_contacts(f"{day.isoformat()}T20:00:00Z") == 1
+    for wrong in (day + timedelta(days=2), day - timedelta(days=2), day.replace(year=2020)):
+        with pytest.raises(ValueError, match="not of the day"):
+            check_record({**taken, "number": f"JY-{wrong:%Y%m%d}-1-000001"})
 
 
 def test_the_reminders_read_and_an_older_node_through_the_real_command(real_nodes):
@@ -645,6 +696,8 @@ def test_the_reminders_read_and_an_older_node_through_the_real_command(real_node
     assert [m.number for m in collect.collect(county, number=number)[0]] == [number]
     assert sorted(m.number for m in collect.collect(county, unit="wenlv")[0]) == \
         sorted([number, wanted[1]])
+    assert [m.number for m in collect.collect(county, unit="chahe", placed=[
+        ("jiaoyu", wanted[0]), ("wenlv", wanted[0])])[0]] == [wanted[0]]
     for bad in ("2026120", "20261202; x"):
         with pytest.raises(ValueError):
             collect.collect(county, since=bad)

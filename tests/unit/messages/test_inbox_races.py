@@ -318,3 +318,28 @@ def test_a_units_list_reads_its_own_messages_and_those_forwarded_to_it(county):
 def _routes(county):
     with county.state() as st:
         return st.routes()
+
+
+def test_the_days_whole_read_is_marked_only_when_every_node_answered(county):
+    """The hourly reminder reads every message at the day's first run, then only recent
+    days. Found by review: nothing tested that a whole read with a node down is not kept
+    as the day's (it is tried again the next hour), nor that a day set while the clock ran
+    ahead gives way to the right one."""
+    asked = []
+
+    def reader(failed):
+        def read_(county, number=None, unit=None, placed=(), since=None):
+            asked.append(since)
+            return [m for m in NODES if wanted(m, number, unit, placed)], failed
+        return read_
+    with county.state() as st:
+        st.mark_messages_read_whole("20991231")            # set while the clock ran ahead
+    down = reader({"n2": "ssh timed out"})
+    inbox.refresh_for_reminders(county, TODAY, down)
+    inbox.refresh_for_reminders(county, TODAY, down)
+    assert asked == [None, None]                  # whole each time: n2 was not read
+    inbox.refresh_for_reminders(county, TODAY, reader({}))
+    inbox.refresh_for_reminders(county, TODAY, reader({}))
+    assert asked == [None, None, None, "20261207"]
+    with county.state() as st:
+        assert st.messages_read_whole() == "20261210"
