@@ -48,8 +48,16 @@ class CertStore:
 
     def lineages(self) -> list[str]:
         """Every lineage with a bundle in the store, sorted."""
-        d = self.certs_dir
-        return [p.stem for p in sorted(d.glob("*.pem"))] if d.is_dir() else []
+        return [_stem(name) for name in self._bundle_names()]
+
+    def _bundle_names(self) -> list[str]:
+        """The bundles' file names, sorted (one directory read: at 5,000 lineages a glob of
+        Path objects was a tenth of the time every one-unit action spent on the store)."""
+        try:
+            with os.scandir(self.certs_dir) as it:
+                return sorted(e.name for e in it if e.name.endswith(".pem"))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
     def write(self, lineage: str, key: bytes, chain: bytes) -> None:
         write_private(self.bundle_path(lineage), key.strip() + b"\n" + chain.strip() + b"\n")
@@ -60,7 +68,33 @@ class CertStore:
             data = self.bundle_path(lineage).read_bytes()
         except FileNotFoundError:
             return None
-        at = data.find(_CERT_MARKER)
-        if at < 0:
-            return None
-        return data[:at], data[at:]
+        return _split(data)
+
+    def read_all(self) -> dict[str, tuple[bytes, bytes]]:
+        """(key, chain) of every lineage with a usable bundle, in lineage order: what
+        `read` gives for each of `lineages()`, in one pass over the directory."""
+        d = str(self.certs_dir)
+        out: dict[str, tuple[bytes, bytes]] = {}
+        for name in self._bundle_names():
+            try:
+                with open(os.path.join(d, name), "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:           # removed since the directory was read
+                continue
+            pair = _split(data)
+            if pair is not None:
+                out[_stem(name)] = pair
+        return out
+
+
+def _stem(name: str) -> str:
+    """`Path(name).stem` of a name ending in `.pem`, without making a Path."""
+    return name[:-4] or name
+
+
+def _split(data: bytes) -> tuple[bytes, bytes] | None:
+    """A bundle's (key, chain): the chain starts at its first certificate."""
+    at = data.find(_CERT_MARKER)
+    if at < 0:
+        return None
+    return data[:at], data[at:]
