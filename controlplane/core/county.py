@@ -27,6 +27,7 @@ class County:
     def __init__(self, root: Path | str, state: Path | None = None):
         self.root = Path(root)
         self.state_dir = state if state is not None else state_dir(self.root)
+        self._stamp: tuple | None = None         # the manifests on disk as `inv` read them
 
     def __repr__(self) -> str:
         return f"County({str(self.root)!r}, state in {str(self.state_dir)!r})"
@@ -35,7 +36,26 @@ class County:
     def inv(self) -> inventory_mod.Inventory:
         """The validated manifests, with the secrets they need; raises ManifestError. With
         the memo of the runs before (core/memo.py): what they parsed and rendered."""
-        return inventory_mod.load(self.root, self.state_dir, memo=Memo.of_state(self.state_dir))
+        # before reading: a file changed while it is read shows as changed to inv_now
+        stamp = inventory_mod.stamp(self.root)
+        inv = inventory_mod.load(self.root, self.state_dir, memo=Memo.of_state(self.state_dir))
+        self._stamp = stamp
+        return inv
+
+    def inv_now(self) -> inventory_mod.Inventory:
+        """`inv` as the files are now: loaded again first when one of the manifests changed
+        on disk since (a process that keeps its county, the console, judging a unit's
+        change against the county as it is). A look at each file's metadata, no reading."""
+        if "inv" in self.__dict__ and inventory_mod.stamp(self.root) != self._stamp:
+            self.refresh()
+        return self.inv
+
+    def trying(self, inv: inventory_mod.Inventory) -> "County":
+        """This county (its state, certificates and secrets) with `inv` in place of its
+        manifests: what a unit's trial plans, nothing of it written."""
+        c = County(self.root, self.state_dir)
+        c.__dict__["inv"] = inv
+        return c
 
     def reloaded(self) -> "County":
         """The same county with its manifests read again (the exporter, after an edit)."""

@@ -6,8 +6,10 @@ a refused inventory never reaches a node.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,13 +157,12 @@ def _describe(err: dict[str, Any]) -> str:
     return msg
 
 
-def _document(path: Path, memo: Memo | None) -> Any:
+def _document(raw: bytes, memo: Memo | None) -> Any:
     """A manifest's YAML as data. The same bytes read by the same code before are taken
     from the memo (kept as JSON, and only where JSON gives back exactly what YAML read: a
     date, for one, is parsed each time)."""
     if memo is None:
-        return yamlsafe.load_file(path)
-    raw = yamlsafe.read_file(path)
+        return yamlsafe.loads(yamlsafe.decode(raw))
     k = memo_key("manifest", raw)
     kept = memo.get(k)
     if kept is not None:
@@ -182,12 +183,23 @@ def _document(path: Path, memo: Memo | None) -> Any:
 def _parse(path: Path, rel: str, model: type[M], problems: list[Problem],
            memo: Memo | None = None) -> M | None:
     try:
-        data = _document(path, memo)
+        raw = yamlsafe.read_file(path)
     except yamlsafe.YamlRefused as exc:
         problems.append(Problem(rel, "", str(exc)))
         return None
     except OSError as exc:
         problems.append(Problem(rel, "", f"cannot read file ({exc.strerror})"))
+        return None
+    return _parse_bytes(raw, rel, model, problems, memo)
+
+
+def _parse_bytes(raw: bytes, rel: str, model: type[M], problems: list[Problem],
+                 memo: Memo | None = None) -> M | None:
+    """`_parse` of a file's bytes, already read (and not larger than a manifest may be)."""
+    try:
+        data = _document(raw, memo)
+    except yamlsafe.YamlRefused as exc:
+        problems.append(Problem(rel, "", str(exc)))
         return None
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
@@ -201,21 +213,51 @@ def _parse(path: Path, rel: str, model: type[M], problems: list[Problem],
         return None
 
 
-def load(root: Path, state: Path | None = None, memo: Memo | None = None) -> Inventory:
+def _rel(root: Path, p: Path) -> str:
+    """How problems name a file of the inventory at `root`: from the inventory's folder."""
+    try:
+        return str(p.relative_to(root.parent))
+    except ValueError:
+        return str(p)
+
+
+def _tenant(file_name: str, rel: str, raw: bytes, problems: list[Problem],
+            memo: Memo | None = None) -> Tenant | None:
+    """The unit declared by tenants/`file_name` (its bytes `raw`), or None with its
+    problems: a file declares the unit it is named for."""
+    t = _parse_bytes(raw, rel, Tenant, problems, memo)
+    if t is not None and Path(file_name).stem != t.name:
+        problems.append(Problem(rel, "name", f"{t.name!r} does not match the file name; "
+                                f"save this manifest as tenants/{t.name}.yaml"))
+        return None
+    return t
+
+
+def _given(raw: bytes, rel: str, problems: list[Problem]) -> bytes | None:
+    """Bytes given for a file (not read from disk), refused as `read_file` refuses the file."""
+    try:
+        yamlsafe.check_size(len(raw))
+    except yamlsafe.YamlRefused as exc:
+        problems.append(Problem(rel, "", str(exc)))
+        return None
+    return raw
+
+
+def load(root: Path, state: Path | None = None, memo: Memo | None = None,
+         overlay: Mapping[str, bytes] | None = None) -> Inventory:
     """Load the inventory at ``root`` or raise ManifestError listing every problem. The
     secrets it needs come from the state directory `state` (default: the inventory's).
     `memo`: the units' manifests parsed by runs before (core/memo.py), kept with the
-    inventory for its rendering."""
+    inventory for its rendering. `overlay`: files of tenants/ (file name -> bytes) read as
+    given, in place of the file of that name or beside the others (a unit's trial)."""
     root = Path(root)
+    overlay = overlay or {}
     problems: list[Problem] = []
     if not root.is_dir():
         raise ManifestError([Problem(str(root), "", "inventory directory does not exist")])
 
     def rel(p: Path) -> str:
-        try:
-            return str(p.relative_to(root.parent))
-        except ValueError:
-            return str(p)
+        return _rel(root, p)
 
     cluster = _parse(root / "cluster.yaml", rel(root / "cluster.yaml"), Cluster, problems)
     hosts = _parse(root / "hosts.yaml", rel(root / "hosts.yaml"), Hosts, problems)
@@ -223,27 +265,31 @@ def load(root: Path, state: Path | None = None, memo: Memo | None = None) -> Inv
     tenant_dir = root / "tenants"
     # by name (one directory: the same order as by path, without pathlib's comparisons, a
     # tenth of a second at 5,000 units)
-    files = (sorted(tenant_dir.glob("*.y*ml"), key=lambda p: p.name)
-             if tenant_dir.is_dir() else [])
-    if len(files) > MAX_TENANT_FILES:
+    on_disk = {p.name for p in tenant_dir.glob("*.y*ml")} if tenant_dir.is_dir() else set()
+    names = sorted(on_disk | set(overlay))
+    if len(names) > MAX_TENANT_FILES:
         problems.append(Problem(rel(tenant_dir), "", f"more than {MAX_TENANT_FILES} tenant files"))
-        files = []
+        names = []
     tenants: list[Tenant] = []
     sources: dict[str, str] = {}
     tenants_rel = rel(tenant_dir)
-    for path in files:
-        r = f"{tenants_rel}/{path.name}"
-        t = _parse(path, r, Tenant, problems, memo)
-        if t is None:
-            continue
-        if path.stem != t.name:
-            problems.append(
-                Problem(r, "name", f"{t.name!r} does not match the file name; "
-                        f"save this manifest as tenants/{t.name}.yaml")
-            )
-            continue
-        tenants.append(t)
-        sources[t.name] = r
+    for name in names:
+        r = f"{tenants_rel}/{name}"
+        if name in overlay:
+            raw = _given(overlay[name], r, problems)
+        else:
+            try:
+                raw = yamlsafe.read_file(tenant_dir / name)
+            except yamlsafe.YamlRefused as exc:
+                problems.append(Problem(r, "", str(exc)))
+                continue
+            except OSError as exc:
+                problems.append(Problem(r, "", f"cannot read file ({exc.strerror})"))
+                continue
+        t = None if raw is None else _tenant(name, r, raw, problems, memo)
+        if t is not None:
+            tenants.append(t)
+            sources[t.name] = r
 
     wording: dict[str, WordList] = {}
     word_dir = root / "wording"
@@ -272,6 +318,71 @@ def load(root: Path, state: Path | None = None, memo: Memo | None = None) -> Inv
         memo.flush()
     return Inventory(root, cluster, hosts, tuple(sorted(tenants, key=lambda t: t.name)), sources,
                      secret, backup_key, recovery_key, wording=wording, memo=memo)
+
+
+
+def with_tenant(inv: Inventory, file_name: str, raw: bytes) -> Inventory:
+    """What `load(inv.root, overlay={file_name: raw})` gives when `inv` is what `load` gave
+    for the files on disk, from the one file's bytes and the units already loaded: the same
+    inventory or the same ManifestError, without reading the other units' files again.
+
+    A county that loaded has one unit for each file of tenants/ (a file that declared none
+    was a problem), so the units are the files: the one given is parsed and checked as load
+    checks a file, and the checks across files run over all of them in load's order."""
+    root = inv.root
+    tenants_rel = _rel(root, root / "tenants")
+    by_file: dict[str, Tenant | None] = {
+        inv.sources[t.name].rsplit("/", 1)[-1]: t for t in inv.tenants}
+    problems: list[Problem] = []
+    names = sorted(set(by_file) | {file_name})
+    if len(names) > MAX_TENANT_FILES:
+        problems.append(Problem(tenants_rel, "", f"more than {MAX_TENANT_FILES} tenant files"))
+        names = []
+    elif names:
+        mine = f"{tenants_rel}/{file_name}"
+        given = _given(raw, mine, problems)
+        by_file[file_name] = None if given is None else _tenant(file_name, mine, given, problems)
+    tenants: list[Tenant] = []
+    sources: dict[str, str] = {}
+    for name in names:
+        t = by_file[name]
+        if t is not None:
+            tenants.append(t)
+            sources[t.name] = f"{tenants_rel}/{name}"
+    problems.extend(_cross_check(inv.cluster, inv.hosts, tenants, sources,
+                                 _rel(root, root / "cluster.yaml"),
+                                 _rel(root, root / "hosts.yaml")))
+    if problems:
+        raise ManifestError(problems)
+    return dataclasses.replace(inv, tenants=tuple(sorted(tenants, key=lambda t: t.name)),
+                               sources=sources)
+
+
+def stamp(root: Path) -> tuple[tuple[str, int, int, int, int], ...]:
+    """What the manifests at `root` are on disk, without reading them: each file's name,
+    inode, size, modification and change time (cluster.yaml, hosts.yaml, everything in
+    tenants/ and wording/). Taken before a load, an unchanged stamp later says the files loaded are the
+    files there now."""
+    out = []
+    for f in ("cluster.yaml", "hosts.yaml"):
+        try:
+            st = os.stat(root / f)
+        except OSError:
+            continue
+        out.append((f, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    for d in ("tenants", "wording"):
+        try:
+            with os.scandir(root / d) as it:
+                for e in it:
+                    try:
+                        st = e.stat()
+                    except OSError:
+                        continue
+                    out.append((f"{d}/{e.name}", st.st_ino, st.st_size, st.st_mtime_ns,
+                                st.st_ctime_ns))
+        except OSError:
+            continue
+    return tuple(sorted(out))
 
 
 def _cross_check(

@@ -108,11 +108,15 @@ def loads(text: str) -> Any:
     return docs[0]
 
 
-def read_file(path: Path) -> bytes:
-    """A manifest's bytes, refusing an oversized file before reading it whole."""
-    size = path.stat().st_size
+def check_size(size: int) -> None:
+    """Refuse a file of `size` bytes if it is larger than a manifest may be."""
     if size > MAX_BYTES:
         raise YamlRefused(f"file is {size} bytes, larger than {MAX_BYTES // 1024} KiB")
+
+
+def read_file(path: Path) -> bytes:
+    """A manifest's bytes, refusing an oversized file before reading it whole."""
+    check_size(path.stat().st_size)
     return path.read_bytes()
 
 

@@ -1,18 +1,24 @@
-"""A unit's manifest tried against the county before it is written: the manifests copied
-beside it and loaded by the same loader as `govhost validate`, then planned as `govhost plan`
+"""A unit's manifest tried against the county before it is written: checked as the loader
+behind `govhost validate` checks it with every other manifest, then planned as `govhost plan`
 plans. Site requests and the changes a unit's admin makes in the console both go through it,
-so a file in inventory/tenants/ is only ever written once the whole inventory validates."""
+so a file in inventory/tenants/ is only ever written once the whole inventory validates.
+
+The county's manifests are not read again for each trial: the county's loaded inventory
+(read again only when a file changed on disk) takes the unit's file in place, and only that
+file is parsed; the checks across units run over all of them (inventory.with_tenant). A
+county that does not load as it is, is loaded whole with the unit's file given in place
+(the unit's file may be the one at fault), without copying it anywhere."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controlplane.core import inventory
 from controlplane.core.county import County
 from controlplane.core.errors import ManifestError, Problem
+from controlplane.core.memo import Memo
 from controlplane.sites import apply as apply_mod
 
 
@@ -26,23 +32,20 @@ class Trial:
 
 
 def run(county: County, name: str, text: str) -> Trial:
-    """Load the county with `text` as tenants/<name>.yaml (new or replacing the unit's file)
-    and plan it. Only problems of that file are the unit's; a county whose own manifests do
-    not validate refuses every trial."""
-    with tempfile.TemporaryDirectory(prefix="govhost-trial-") as tmp:
-        root = _copy_with(county.root, Path(tmp), name, text)
-        trial = County(root, county.state_dir)
-        try:
-            inv = trial.inv
-        except ManifestError as exc:
-            mine = f"tenants/{name}.yaml"
-            problems = [p for p in exc.problems if p.file.endswith(mine) or name in p.message]
-            if not problems:
-                problems = [Problem("inventory", "", "the county's inventory does not validate "
-                                    "today; an operator must fix it first")]
-            return Trial(problems)
-        with county.state() as st:
-            _, p = apply_mod.prepare(trial, st)
+    """Check the county with `text` as tenants/<name>.yaml (new or replacing the unit's
+    file) and plan it. Only problems of that file are the unit's; a county whose own
+    manifests do not validate refuses every trial."""
+    try:
+        inv = with_manifest(county, name, text)
+    except ManifestError as exc:
+        mine = f"tenants/{name}.yaml"
+        problems = [p for p in exc.problems if p.file.endswith(mine) or name in p.message]
+        if not problems:
+            problems = [Problem("inventory", "", "the county's inventory does not validate "
+                                "today; an operator must fix it first")]
+        return Trial(problems)
+    with county.state() as st:
+        _, p = apply_mod.prepare(county.trying(inv), st)
     plan = p.to_json()
     mine_plan = next((t for t in plan["tenants"] if t["tenant"] == name), None)
     return Trial([], {"tenant": mine_plan, "units_after": len(inv.tenants), "nodes": [
@@ -51,18 +54,16 @@ def run(county: County, name: str, text: str) -> Trial:
         len(inv.tenants))
 
 
-def _copy_with(src: Path, dest: Path, name: str, text: str) -> Path:
-    """A copy of the inventory's manifests (not its state) with the unit's file in place."""
-    root = dest / "inventory"
-    root.mkdir()
-    for f in ("cluster.yaml", "hosts.yaml"):
-        shutil.copy2(src / f, root / f)
-    for d in ("tenants", "wording"):
-        if (src / d).is_dir():
-            shutil.copytree(src / d, root / d)
-    (root / "tenants").mkdir(exist_ok=True)
-    (root / "tenants" / f"{name}.yaml").write_text(text, encoding="utf-8")
-    return root
+def with_manifest(county: County, name: str, text: str) -> inventory.Inventory:
+    """The county's inventory as `inventory.load` would give it with `text` as
+    tenants/<name>.yaml, or the ManifestError it would raise."""
+    file_name, raw = f"{name}.yaml", text.encode("utf-8")
+    try:
+        base = county.inv_now()
+    except ManifestError:
+        return inventory.load(county.root, county.state_dir,
+                              memo=Memo.of_state(county.state_dir), overlay={file_name: raw})
+    return inventory.with_tenant(base, file_name, raw)
 
 
 def write(target: Path, text: str, replace: bool) -> None:

@@ -41,7 +41,7 @@ def test_state_dir_secret_and_manifests_are_read_once_through_plan(tmp_path, mon
     calls: Counter = Counter()
     _counting(monkeypatch, county_mod, "state_dir", calls)
     _counting(monkeypatch, inventory_mod, "state_dir", calls)
-    _counting(monkeypatch, inventory_mod, "_parse", calls)
+    _counting(monkeypatch, inventory_mod, "_parse_bytes", calls)
     _counting(monkeypatch, secrets, "ensure", calls)
     _counting(monkeypatch, secrets, "backup_key", calls)
 
@@ -53,7 +53,7 @@ def test_state_dir_secret_and_manifests_are_read_once_through_plan(tmp_path, mon
     assert county.known_hosts.parent == county.state_dir == (root / ".govhost").resolve()
     assert inv.secret and inv.backup_key and inv2.secret == inv.secret
     # cluster.yaml, hosts.yaml and the two tenants: each parsed once
-    assert calls == {"state_dir": 1, "_parse": 4, "ensure": 1, "backup_key": 1}
+    assert calls == {"state_dir": 1, "_parse_bytes": 4, "ensure": 1, "backup_key": 1}
 
 
 def test_a_bad_manifest_is_refused_on_first_use_and_not_cached(tmp_path):
