@@ -1,7 +1,7 @@
 """The queue of site requests: checked as `govhost validate` checks, decided by an operator.
 
-A request is checked against the county as it is now: its manifest is written beside a copy
-of the inventory and the whole is loaded by the same loader (so a name another unit holds, a
+A request is checked against the county as it is now: its manifest is checked with the
+county's manifests as the loader checks them (trial.py; so a name another unit holds, a
 reserved name or a bad e-mail are refused with the field), and the plan it would cause is
 computed as `govhost plan` does. An operator's approval checks it again (the county may have
 changed since), writes the manifest into inventory/tenants/ (atomically, never over an
