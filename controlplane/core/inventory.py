@@ -320,7 +320,6 @@ def load(root: Path, state: Path | None = None, memo: Memo | None = None,
                      secret, backup_key, recovery_key, wording=wording, memo=memo)
 
 
-
 def with_tenant(inv: Inventory, file_name: str, raw: bytes) -> Inventory:
     """What `load(inv.root, overlay={file_name: raw})` gives when `inv` is what `load` gave
     for the files on disk, from the one file's bytes and the units already loaded: the same

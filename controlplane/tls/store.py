@@ -121,6 +121,8 @@ def _known(chain: bytes, memo: Memo | None) -> tuple[bytes, tls_certs.CertInfo |
     if memo is not None and kept != packed:
         memo.put(k, packed)
     return digest, info
+
+
 def _pack(info: tls_certs.CertInfo | None) -> bytes:
     if info is None:
         return _NONE
