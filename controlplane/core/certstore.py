@@ -59,6 +59,20 @@ class CertStore:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
+    def stamp(self) -> tuple[tuple[str, int, int, int, int], ...]:
+        """What the bundles are on disk, without reading them: each one's name, inode, size,
+        modification and change time (one stat a bundle). A bundle written again (a new
+        inode, by `write_private`'s rename) or touched in place (a new ctime) changes it."""
+        out = []
+        d = str(self.certs_dir)
+        for name in self._bundle_names():
+            try:
+                st = os.lstat(f"{d}/{name}")
+            except FileNotFoundError:
+                continue
+            out.append((name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        return tuple(out)
+
     def write(self, lineage: str, key: bytes, chain: bytes) -> None:
         write_private(self.bundle_path(lineage), key.strip() + b"\n" + chain.strip() + b"\n")
 

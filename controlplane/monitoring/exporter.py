@@ -100,10 +100,9 @@ class Prober(threading.Thread):
         self.trust: dict[str, ssl.SSLContext] = {}     # site host -> what its cert verifies to
 
     def _inventory(self) -> inventory_mod.Inventory:
-        """Reload the inventory only when one of its files changed."""
-        root = self.county.root
-        files = sorted(root.glob("*.yaml")) + sorted((root / "tenants").glob("*.yaml"))
-        key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        """Reload the inventory only when one of its files changed (every file the loader
+        reads: a unit's `.yml` and the wording lists went unseen before stop 67)."""
+        key = inventory_mod.stamp(self.county.root)
         if key != self._inv_key or self._inv is None:
             self.county = self.county.reloaded()
             self._inv = self.county.inv
@@ -118,9 +117,7 @@ class Prober(threading.Thread):
         try:
             placements, drained, applied = st.placements(), st.drained(), st.applied()
             cert_records = st.certificates()
-            certs_dir = self.county.certs.certs_dir
-            stored = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
-                           for p in sorted(certs_dir.glob("*.pem"))) if certs_dir.is_dir() else ()
+            stored = self.county.certs.stamp()
             key = (self._inv_key, tuple(sorted(placements.items())), tuple(sorted(drained)),
                    tuple(sorted((n, a.release_id) for n, a in applied.items())), stored,
                    json.dumps(cert_records, sort_keys=True, default=str),

@@ -306,3 +306,34 @@ def test_the_exporter_answers_get_and_head_on_metrics_only(inv_dir):
     assert status == "200 OK" and body == b"" and int(headers["Content-Length"]) > 0
     assert ask("POST", "/metrics")[0].startswith("405")
     assert ask("GET", "/favicon.ico")[0].startswith("404")
+
+
+def test_the_exporter_sees_every_manifest_and_bundle_change(inv_dir):
+    """Found in stop 67: the exporter reloaded the inventory on a change of the top files
+    and tenants/*.yaml only (a unit's `.yml` or an edited wording list went unseen until
+    another file changed), and took a certificate bundle for unchanged by its size and
+    mtime (a renewal of the same size with its mtime put back went unseen). Both now
+    stamp every file the loader reads, with inode and ctime."""
+    from controlplane.core.certstore import write_private
+    county = County(inv_dir)
+    prober = Prober(county, 30)
+    loads = []
+    real = County.reloaded
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(County, "reloaded", lambda self: loads.append(1) or real(self))
+        prober._inventory()
+        prober._inventory()
+        assert len(loads) == 1
+        words = inv_dir / "wording" / "names.yaml"
+        before = words.stat()
+        words.write_bytes(words.read_bytes() + b"\n")
+        os.utime(words, ns=(before.st_atime_ns, before.st_mtime_ns))
+        prober._inventory()
+        assert len(loads) == 2
+    certs = county.certs
+    write_private(certs.bundle_path("jiaoyu"), b"KEY\n-----BEGIN CERTIFICATE-----\nA\n")
+    first = certs.stamp()
+    st = certs.bundle_path("jiaoyu").stat()
+    write_private(certs.bundle_path("jiaoyu"), b"KEY\n-----BEGIN CERTIFICATE-----\nB\n")
+    os.utime(certs.bundle_path("jiaoyu"), ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert [n for n, *_ in first] == ["jiaoyu.pem"] and certs.stamp() != first
