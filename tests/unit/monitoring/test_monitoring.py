@@ -341,7 +341,7 @@ def test_the_exporter_sees_every_manifest_and_bundle_change(inv_dir):
 
 def test_the_nodes_content_is_asked_again_on_a_change_or_after_its_interval(inv_dir,
                                                                               monkeypatch):
-    """Each content check stats every live file on every node (about 7 s of a node's CPU at
+    """Each content check stats every live file on every node (about 3.7 s of a node's CPU at
     3,333 units of 200 files), every 30 s round before stop 67 for an alert that waits 10
     minutes. Now a round asks again when a placement, a unit's live release, a node's
     release or which nodes answer changed, or CONTENT_EVERY after the last check; a check
