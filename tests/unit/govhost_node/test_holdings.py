@@ -271,3 +271,56 @@ def test_keys_of_an_older_govhost_damaged_or_half_written_are_not_trusted(sites,
         os.utime(path, (time.time() - age, time.time() - age))
     report(capsys)
     assert not os.path.exists(stale) and os.path.exists(fresh)
+
+
+@pytest.mark.parametrize("swap", ["link", "folder"])
+def test_a_folder_swapped_while_the_check_walks_is_changed_not_walked(sites, capsys, tmp_path,
+                                                                      monkeypatch, swap):
+    """Found by review: the walk decided to enter a folder when its parent was listed and
+    entered it later, following a link put there meanwhile (as root: another unit's files,
+    or /). Each folder is now opened without following a link and must be the folder that
+    was listed: swapped for a link, or for another folder, it is changed and not entered."""
+    (sites / "zz").mkdir()
+    (sites / "zz" / "b.html").write_bytes(b"b")
+    with open(sites / ".digests", "a") as f:
+        f.write(f"{hashlib.sha256(b'b').hexdigest()}  zz/b.html\n")
+    elsewhere = tmp_path / "other-unit"
+    (elsewhere / "deeper").mkdir(parents=True)
+    (elsewhere / "wp-config.php").write_bytes(b"secret")
+    real = os.open
+    done = []
+
+    def opening(path, flags, *a, **k):
+        if isinstance(path, str) and path.endswith(("/news", "/zz")) and not done:
+            # the walk enters one of the two folders; the other is swapped meanwhile
+            other = "zz" if path.endswith("/news") else "news"
+            done.append(other)
+            os.rename(sites / other, tmp_path / "moved")
+            if swap == "link":
+                os.symlink(elsewhere, sites / other)
+            else:
+                shutil.copytree(tmp_path / "moved", sites / other)
+                (sites / other / "planted.php").write_bytes(b"<?php")
+        return real(path, flags, *a, **k)
+    monkeypatch.setattr(os, "open", opening)
+    out = report(capsys, "jiaoyu")["jiaoyu"]
+    assert done and done[0] in out["changed"] and not out["intact"]
+    assert not any("wp-config" in a or "planted" in a for a in out["added"])
+
+
+def test_a_folder_past_the_path_limit_is_changed_not_skipped(sites, capsys):
+    """Found by review: a file planted under folders nested past the system's path limit
+    (made with relative opens) could not be listed by path, and the walk skipped it: the
+    release was reported intact. Such a folder is now changed."""
+    fd = os.open(sites, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(25):
+            os.mkdir("d" * 200, dir_fd=fd)
+            nxt = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        os.close(os.open("shell.php", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    out = report(capsys, "jiaoyu")["jiaoyu"]
+    assert not out["intact"] and out["changed"] and out["changed"][0].startswith("d" * 200)
