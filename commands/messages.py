@@ -42,7 +42,7 @@ def messages_list(unit: Optional[str] = typer.Option(None, "--unit", help="Only 
     from controlplane.messages.deadlines import today_in_county
     c = county()
     found, failed = call(lambda: inbox.refresh(c, unit=unit), as_json=as_json)
-    entries = {e.number: e for e in inbox.known(c, today_in_county(time.time()))}
+    entries = {e.number: e for e in inbox.known(c, today_in_county(time.time()), unit=unit)}
     found = [m for m in found if unit is None or unit in (m.unit, entries[m.number].owner)]
     if as_json:
         emit({"messages": [{**m.public(), **entries[m.number].view()} for m in found],

@@ -427,7 +427,7 @@ def messages_list(b: Broker, me: Person, sid: str, unit: str) -> dict[str, Any]:
     text, name or contact."""
     found, failed = inbox.refresh(b.county, b.read_messages, unit=unit)
     held = {m.number: list(m.review_words) for m in found if m.review_words}
-    rows = inbox.of_unit(inbox.known(b.county, _today(b)), unit)
+    rows = inbox.of_unit(inbox.known(b.county, _today(b), unit=unit), unit)
     return {"rows": [{**e.view(), "held": held.get(e.number, [])}
                      for e in sorted(rows, key=lambda e: e.number, reverse=True)],
             "unreadable": sorted(failed), "title": b._unit_title(unit),

@@ -104,16 +104,24 @@ def refresh(county: County, read: Reader | None = None, number: str | None = Non
 
 
 def known(county: County, today: date, open_only: bool = False,
-          number: str | None = None) -> list[Entry]:
-    """Every message the index holds (`open_only`: unanswered; `number`: that one only),
+          number: str | None = None, unit: str | None = None) -> list[Entry]:
+    """Every message the index holds (`open_only`: unanswered; `number`: that one only;
+    `unit`: those written or ever forwarded to it, a superset of what `of_unit` keeps),
     from the state store alone."""
     with county.state() as st:
-        index = st.message_index(number)
-        answered = {a["number"]: a["answered_at"]
-                    for a in st.message_answers(number=number)} if number else \
-            st.answered_at()
-        routes = st.routes(number)
-        drafts = {d["number"]: d["id"] for d in st.drafts(number, status="pending")}
+        if unit is not None:
+            index, answered, routes, drafts = st.unit_messages(unit)
+        else:
+            if number is not None:
+                index = st.message_index(number)
+                answered = {a["number"]: a["answered_at"]
+                            for a in st.message_answers(number=number)}
+            elif open_only:         # the answered are left out by the query, not read
+                index, answered = st.unanswered(), {}
+            else:
+                index, answered = st.message_index(), st.answered_at()
+            routes = st.routes(number)
+            drafts = {d["number"]: d["id"] for d in st.drafts(number, status="pending")}
     return entries(index, answered, routes, drafts, county.inv.cluster.messages, today,
                    open_only)
 
