@@ -63,13 +63,12 @@ def unit(county: County, name: str, now: float | None = None) -> dict[str, Any]:
     with county.state() as st:
         releases = st.content_releases(name)
         checked = st.compliance(None, tenant=name).get(name, {})
-        certs = st.certificates()
+        cert = st.certificate_of_unit(name)
         backups = {k: v for (_, k), v in st.last_backups(name).items()}
         since = time.strftime("%Y-%m-%d", time.localtime(now - VISIT_DAYS * DAY))
         visits = st.visits(name, since)
         top_pages = st.top_pages(name, since)
     rollbacks = content_releases.rollback_proposals(county, name)
-    cert = next((c for c in certs.values() if name in c["units"]), None)
     verdicts = checked.get("verdicts", {})
     columns = next((v["evidence"] for k, v in verdicts.items() if k == "columns_fresh"), [])
     quota = inv.quota_bytes(t)

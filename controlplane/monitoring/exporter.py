@@ -17,7 +17,6 @@ govhost-agent on each node, scraped by Prometheus directly.
 """
 from __future__ import annotations
 
-import json
 import ssl
 import threading
 import time
@@ -117,16 +116,15 @@ class Prober(threading.Thread):
         are served over HTTPS (rendered again only when an input changed)."""
         st = self.county.open_state()
         try:
-            placements, drained, applied = st.placements(), st.drained(), st.applied()
-            cert_records = st.certificates()
+            placements, drained, applied = st.placements(), st.drained(), st.applied_ids()
             stored = self.county.certs.stamp()
             key = (self._inv_key, tuple(sorted(placements.items())), tuple(sorted(drained)),
-                   tuple(sorted((n, a.release_id) for n, a in applied.items())), stored,
-                   json.dumps(cert_records, sort_keys=True, default=str),
+                   tuple(sorted(applied.items())), stored, st.certificates_stamp(),
                    tuple(sorted(apply.waf_modes(inv, st.launched()).items())))
             if key != self._desired_key:
+                cert_records = st.certificates()
                 with_certs = apply.deployable(self.county, st)
-                plan = make_plan(with_certs, drained, placements, applied)
+                plan = make_plan(with_certs, drained, placements, st.applied())
                 self._desired = ({n: r.id for n, r in plan.releases.items()},
                                  {t: len(v) for t, v in plan.placement.items()},
                                  with_certs.https_hosts())

@@ -88,7 +88,7 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
         else:
             inv, placement = apply_mod.placement(county, st)
             desired = None
-        applied, drained, runs = st.applied(), st.drained(), st.runs(5)
+        applied, drained, runs = st.applied_ids(), st.drained(), st.runs(5)
         live_content = st.live_releases(only)
         in_force = st.placements()       # drift is judged where replicas are, not will be
     finally:
@@ -113,12 +113,12 @@ def gather(county: County, probe: bool = True, only: str | None = None) -> dict[
     for n in inv.hosts.nodes:
         s = live[n.name]
         want = desired[n.name] if desired is not None else \
-            (applied[n.name].release_id if n.name in applied else None)
+            applied.get(n.name)
         row = {"node": n.name, "address": n.address, "roles": list(n.roles),
                "reachable": s.reachable, "nginx_running": s.nginx_running,
                "agent_running": s.agent_running and agents.get(n.name) is not None,
                "release_live": s.release, "release_intact": s.intact,
-               "release_applied": applied[n.name].release_id if n.name in applied else None,
+               "release_applied": applied.get(n.name),
                "release_desired": want, "in_sync": s.release == want,
                "drained": n.name in drained, "error": s.error, "boot_time": s.boot_time,
                "replicas": sum(n.name in v for v in placement.values())}

@@ -15,13 +15,30 @@ class CertificateRecords(Store):
 
     def certificates(self) -> dict[str, dict[str, Any]]:
         rows = self.db.execute(f"SELECT {', '.join(self._CERT_COLUMNS)} FROM certificates")
-        out = {}
-        for row in rows:
-            rec = dict(zip(self._CERT_COLUMNS, row))
-            for k in ("names", "units", "failed_names", "attempt_names"):
-                rec[k] = json.loads(rec[k])
-            out[rec["lineage"]] = rec
-        return out
+        return {rec["lineage"]: rec for rec in map(self._cert_record, rows)}
+
+    def certificates_stamp(self) -> tuple:
+        """The lineages' records as stored, undecoded: what tells a reader that keeps what
+        it built from them that they changed (the exporter, every round: decoding and
+        encoding them again was 55 ms at 5,000 lineages)."""
+        return tuple(self.db.execute(
+            f"SELECT {', '.join(self._CERT_COLUMNS)} FROM certificates ORDER BY lineage"))
+
+    def _cert_record(self, row: Any) -> dict[str, Any]:
+        rec = dict(zip(self._CERT_COLUMNS, row))
+        for k in ("names", "units", "failed_names", "attempt_names"):
+            rec[k] = json.loads(rec[k])
+        return rec
+
+    def certificate_of_unit(self, unit: str) -> dict[str, Any] | None:
+        """The first lineage (in the table's order, as `certificates()` lists them) whose
+        units include `unit`: what a unit's page shows. Only the rows naming it are decoded
+        (every lineage was, 36 ms a page at 5,000)."""
+        rows = self.db.execute(
+            f"SELECT {', '.join(self._CERT_COLUMNS)} FROM certificates WHERE instr(units, ?)",
+            (json.dumps(unit),))
+        return next((rec for rec in map(self._cert_record, rows) if unit in rec["units"]),
+                    None)
 
     def save_certificate(self, lineage: str, **fields: Any) -> None:
         """Create or update a lineage's record with `fields` (lists stored as JSON)."""

@@ -52,6 +52,11 @@ class NodeRecords(Store):
         return {node: AppliedNode(rid, json.loads(dig), at) for node, rid, dig, at in
                 self.db.execute("SELECT node, release_id, digests, applied_at FROM node_state")}
 
+    def applied_ids(self) -> dict[str, str]:
+        """node -> the release the last apply put there, without its digest list (25 ms a
+        read at 5,000 units on 5 nodes, for a unit's page, status and each probe round)."""
+        return dict(self.db.execute("SELECT node, release_id FROM node_state"))
+
     def record_applied(self, node: str, release_id: str, digests: Mapping[str, str],
                        run_id: int) -> None:
         with self.tx() as db:
