@@ -551,8 +551,7 @@ def request_return(b: Broker, me: Person, sid: str, rid: int, comment: str) -> d
 # -- a unit's people and SFTP keys -----------------------------------------------------------
 @op("manage_people", on_unit=True)
 def people_list(b: Broker, me: Person, sid: str, unit: str) -> dict[str, Any]:
-    rows = b._guarded(lambda p: [{"person": q, **p.status(q.name)} for q in p.all()
-                                 if q.unit == unit])
+    rows = b._guarded(lambda p: [{"person": q, **p.status(q.name)} for q in p.of_unit(unit)])
     return {"rows": rows, "keys": unit_keys.listing(b.county, unit),
             "title": b._unit_title(unit)}
 

@@ -114,6 +114,12 @@ class People:
         return [_person(r) for r in self.st.db.execute(
             f"SELECT {_COLUMNS} FROM people ORDER BY unit IS NOT NULL, unit, name")]
 
+    def of_unit(self, unit: str) -> list[Person]:
+        """A unit's people, as `all()` lists them (a unit's page built every person of the
+        county: 48 ms at 15,000)."""
+        return [_person(r) for r in self.st.db.execute(
+            f"SELECT {_COLUMNS} FROM people WHERE unit = ? ORDER BY name", (unit,))]
+
     def sessions_after(self, name: str) -> float:
         """Sessions begun before this time are over (logout, reset, disable end them all)."""
         row = self.st.db.execute("SELECT sessions_after FROM people WHERE name = ?",

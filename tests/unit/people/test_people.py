@@ -235,3 +235,16 @@ def test_disabled_people_cannot_log_in_and_passwords_change(tmp_path):
     assert done.ok and not done.must_change
     with pytest.raises(PeopleError, match="exists already"):
         people.add("wangfang", "王芳", "jiaoyu", ["editor"], UNITS)
+
+
+def test_a_units_people_are_those_all_lists_for_it(tmp_path):
+    """A unit's people page reads the unit's people only (it built every person of the
+    county: 48 ms at 15,000, the hunt of stop 67); the same people, in the same order."""
+    people = _people(tmp_path)
+    units = sorted(UNITS)
+    for i in range(30):
+        people.add(f"p{(i * 7) % 30:02d}", "某人", units[i % len(units)], ["editor"], UNITS)
+    people.add("ops", "运维", None, ["operator"], UNITS)
+    for unit in [*units, "nobody"]:
+        assert people.of_unit(unit) == [q for q in people.all() if q.unit == unit], unit
+    assert people.of_unit(units[0])
