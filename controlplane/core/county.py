@@ -12,6 +12,8 @@ command is taken before its inventory is read, as an operator would expect.
 """
 from __future__ import annotations
 
+import threading
+import time
 from contextlib import AbstractContextManager, contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -27,7 +29,9 @@ class County:
     def __init__(self, root: Path | str, state: Path | None = None):
         self.root = Path(root)
         self.state_dir = state if state is not None else state_dir(self.root)
-        self._stamp: tuple | None = None         # the manifests on disk as `inv` read them
+        # the trials' own inventory, with the stamp of the files it was read from
+        self._trial: tuple[tuple, inventory_mod.Inventory] | None = None
+        self._trial_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"County({str(self.root)!r}, state in {str(self.state_dir)!r})"
@@ -36,19 +40,28 @@ class County:
     def inv(self) -> inventory_mod.Inventory:
         """The validated manifests, with the secrets they need; raises ManifestError. With
         the memo of the runs before (core/memo.py): what they parsed and rendered."""
-        # before reading: a file changed while it is read shows as changed to inv_now
-        stamp = inventory_mod.stamp(self.root)
-        inv = inventory_mod.load(self.root, self.state_dir, memo=Memo.of_state(self.state_dir))
-        self._stamp = stamp
-        return inv
+        return inventory_mod.load(self.root, self.state_dir, memo=Memo.of_state(self.state_dir))
 
     def inv_now(self) -> inventory_mod.Inventory:
-        """`inv` as the files are now: loaded again first when one of the manifests changed
-        on disk since (a process that keeps its county, the console, judging a unit's
-        change against the county as it is). A look at each file's metadata, no reading."""
-        if "inv" in self.__dict__ and inventory_mod.stamp(self.root) != self._stamp:
-            self.refresh()
-        return self.inv
+        """The manifests as they are on disk now, for a unit's trial (a process that keeps
+        its county, the console, judging a unit's change against the county as it is):
+        kept apart from `inv`, with a stamp of the files taken before they were read, and
+        read again when the stamp differs (a look at each file's metadata, no reading). A
+        load that fails raises and keeps nothing: `inv`, which every other page uses, is
+        never touched (a stranger's request while an operator's edit is half saved cannot
+        take the console down). One load at a time; a stamp of files changed within a
+        second of it is not trusted for the next trial."""
+        with self._trial_lock:
+            taken = inventory_mod.stamp(self.root)
+            if self._trial is not None and self._trial[0] == taken:
+                return self._trial[1]
+            at = time.time_ns()
+            self._trial = None
+            inv = inventory_mod.load(self.root, self.state_dir,
+                                     memo=Memo.of_state(self.state_dir))
+            if inventory_mod.settled(taken, at):
+                self._trial = (taken, inv)
+            return inv
 
     def trying(self, inv: inventory_mod.Inventory) -> "County":
         """This county (its state, certificates and secrets) with `inv` in place of its

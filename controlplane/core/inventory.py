@@ -360,28 +360,42 @@ def with_tenant(inv: Inventory, file_name: str, raw: bytes) -> Inventory:
 def stamp(root: Path) -> tuple[tuple[str, int, int, int, int], ...]:
     """What the manifests at `root` are on disk, without reading them: each file's name,
     inode, size, modification and change time (cluster.yaml, hosts.yaml, everything in
-    tenants/ and wording/). Taken before a load, an unchanged stamp later says the files loaded are the
-    files there now."""
+    tenants/ and wording/, and those two folders themselves: an entry added or removed
+    changes them). An entry that cannot be followed (a dangling link) is stamped as a link,
+    one that cannot be looked at at all by its name alone: never left out, since a load
+    refuses it. Taken before a load, an unchanged stamp later says the files loaded are the
+    files there now (`settled` says whether it can be trusted so soon)."""
     out = []
-    for f in ("cluster.yaml", "hosts.yaml"):
+
+    def add(name: str, path: Path | str) -> None:
         try:
-            st = os.stat(root / f)
+            st = os.stat(path)
         except OSError:
-            continue
-        out.append((f, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            try:
+                st = os.lstat(path)
+            except OSError:
+                out.append((name, 0, 0, 0, 0))
+                return
+        out.append((name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    for f in ("cluster.yaml", "hosts.yaml", "tenants", "wording"):
+        add(f, root / f)
     for d in ("tenants", "wording"):
         try:
-            with os.scandir(root / d) as it:
-                for e in it:
-                    try:
-                        st = e.stat()
-                    except OSError:
-                        continue
-                    out.append((f"{d}/{e.name}", st.st_ino, st.st_size, st.st_mtime_ns,
-                                st.st_ctime_ns))
+            names = os.listdir(root / d)
         except OSError:
             continue
+        for name in names:
+            add(f"{d}/{name}", root / d / name)
     return tuple(sorted(out))
+
+
+def settled(taken: tuple[tuple[str, int, int, int, int], ...], at_ns: int,
+            margin_ns: int = 1_000_000_000) -> bool:
+    """Whether a stamp taken at `at_ns` (time.time_ns) can vouch for the files later: not
+    when one of them changed within `margin_ns` of it, where a second write in the same
+    tick of a coarse clock would leave its times as they were (git's "racily clean")."""
+    return all(ctime < at_ns - margin_ns and mtime < at_ns - margin_ns
+               for _, _, _, mtime, ctime in taken)
 
 
 def _cross_check(

@@ -17,6 +17,7 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from controlplane.core import county as county_mod
 from controlplane.core import inventory, yamlsafe
 from controlplane.core.county import County
 from controlplane.core.errors import ManifestError, Problem
@@ -246,6 +247,12 @@ def test_a_trial_reads_no_other_manifest_once_the_county_is_loaded(tmp_path, mon
     root = write_inventory(tmp_path / "inventory", units, host_doc=doc)
     county = County(root, tmp_path / "state")
     assert len(county.inv.tenants) == 40
+    # the files were written just now: a stamp is trusted once they are a second old
+    real_ns = county_mod.time.time_ns
+    monkeypatch.setattr(county_mod.time, "time_ns", lambda: real_ns() + 2_000_000_000)
+    with _Opens(root) as opens:             # the trials' own inventory, read once
+        trial.run(county, "tiyu", yaml.safe_dump(tenant("tiyu")))
+    assert sum(n for p, n in opens.opened.items() if p.startswith("tenants/")) == 40
     parsed: Counter[str] = Counter()
     real_loads = yamlsafe.loads
 
@@ -287,3 +294,55 @@ def test_with_tenant_is_load_with_the_file_in_place(tmp_path):
         assert fast.tenants == whole.tenants and fast.sources == whole.sources
         assert list(fast.sources) == list(whole.sources)
     assert base.tenant("tiyu") is None                 # the county's own is untouched
+
+
+def _counted_county(tmp_path, monkeypatch, shift_s: float = 2.0):
+    units = [tenant(f"unit{i:02d}") for i in range(6)]
+    root = write_inventory(tmp_path / "inventory", units, host_doc=hosts(3))
+    county = County(root, tmp_path / "state")
+    real_ns = county_mod.time.time_ns
+    monkeypatch.setattr(county_mod.time, "time_ns",
+                        lambda: real_ns() + int(shift_s * 1_000_000_000))
+    return county, root
+
+
+def test_a_trial_on_a_broken_county_leaves_the_consoles_inventory_as_it_was(tmp_path,
+                                                                            monkeypatch):
+    """Found by review: a trial (a stranger's site request, even one refused) read the
+    county again into the console's own inventory, and a file broken on disk at that moment
+    (an operator's edit half saved) made every page and login fail until it was mended.
+    The trials keep an inventory of their own; a load that fails keeps nothing."""
+    county, root = _counted_county(tmp_path, monkeypatch)
+    before = county.inv
+    (root / "tenants" / "unit03.yaml").write_text("name: unit03\n  bad: [\n")
+    got = trial.run(county, "tiyu", yaml.safe_dump(tenant("tiyu")))
+    assert [p.file for p in got.problems] == ["inventory"]        # does not validate today
+    assert county.inv is before and len(county.inv.tenants) == 6
+
+
+def test_a_dangling_link_planted_in_tenants_is_seen_by_the_trial(tmp_path, monkeypatch):
+    """Found by review: the stamp left out an entry it could not follow, so a dangling link
+    added to tenants/ (which a load refuses) left the trials' inventory trusted and a
+    request was accepted into a county that no longer loads."""
+    county, root = _counted_county(tmp_path, monkeypatch)
+    assert not trial.run(county, "tiyu", yaml.safe_dump(tenant("tiyu"))).problems
+    (root / "tenants" / "zz.yaml").symlink_to(root / "missing.yaml")
+    got = trial.run(county, "tiyu", yaml.safe_dump(tenant("tiyu")))
+    assert [p.file for p in got.problems] == ["inventory"]
+
+
+def test_a_stamp_of_files_changed_within_a_second_is_not_trusted(tmp_path, monkeypatch):
+    """A second same-size write within one tick of a coarse clock leaves a file's times as
+    they were: a stamp taken less than a second after a change does not vouch for the
+    files, and the next trial reads them again (then keeps them once they are older)."""
+    county, root = _counted_county(tmp_path, monkeypatch, shift_s=0)
+    for expect in (6, 6):
+        with _Opens(root) as opens:
+            trial.run(county, "tiyu", yaml.safe_dump(tenant("tiyu")))
+        assert sum(n for p, n in opens.opened.items() if p.startswith("tenants/")) == expect
+    real_ns = county_mod.time.time_ns
+    monkeypatch.setattr(county_mod.time, "time_ns", lambda: real_ns() + 2_000_000_000)
+    for expect in (6, 0):
+        with _Opens(root) as opens:
+            trial.run(county, "tiyu", yaml.safe_dump(tenant("tiyu")))
+        assert sum(n for p, n in opens.opened.items() if p.startswith("tenants/")) == expect
