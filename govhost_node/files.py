@@ -3,11 +3,25 @@ whether to reload something), and atomically (a reader never sees half a file)."
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import stat
 import time
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def held_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (made, 0600, if missing) until the block
+    ends: one writer at a time, across processes, for what reads and then writes."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def write_if_changed(path: str, text: str, mode: int = 0o644,

@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterator
 
 from govhost_node import messages as rules
+from govhost_node.files import held_lock
 from govhost_node.layout import Layout
 
 KINDS = ("own", "copies")
@@ -136,8 +137,7 @@ def check_record(record: Any) -> dict[str, str]:
         raise ValueError("bad time in a message record")
     # The number's day is the county's day of `received` by the same clock (a day or none
     # from the UTC day): the hourly reads and `forget` find a message by it, unopened.
-    day = datetime.strptime(record["received"][:10], "%Y-%m-%d")
-    if number_day(record["number"]) not in {(day + timedelta(days=d)).strftime("%Y%m%d")
+    if number_day(record["number"]) not in {_day_of(record["received"], timedelta(days=d))
                                             for d in (-1, 0, 1)}:
         raise ValueError("a message record's number is not of the day it was received")
     # subject, text, name, contact: the citizen's own rules, and stored as those rules leave
@@ -280,14 +280,8 @@ class Spool:
             return ""
         return "" if strict and mark > forget_limit() else mark
 
-    @contextlib.contextmanager
-    def _forget_lock(self) -> Iterator[None]:
-        fd = os.open(os.path.join(self._dir(), "forget.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _forget_lock(self) -> contextlib.AbstractContextManager[None]:
+        return held_lock(os.path.join(self._dir(), "forget.lock"))
 
     def forget_contacts(self, before: str) -> int:
         """Empty the name and contact of every message received before `before` (a UTC
@@ -399,16 +393,10 @@ class Spool:
         return len(merged)
 
     @staticmethod
-    @contextlib.contextmanager
-    def _answers_lock(d: str) -> Iterator[None]:
+    def _answers_lock(d: str) -> contextlib.AbstractContextManager[None]:
         """One writer of the answers at a time: an answer added between another's read and
         write would be lost."""
-        fd = os.open(os.path.join(d, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return held_lock(os.path.join(d, ".lock"))
 
     def sync_answers_dir(self) -> None:
         _fsync_dir(self._dir("answers"))

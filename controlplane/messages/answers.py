@@ -5,9 +5,7 @@ link (`reply`). A node that was down gets them at the next answer or `govhost me
 sync`."""
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -18,6 +16,7 @@ from controlplane.core.state.messages import MessagesStateError
 from controlplane.messages.collect import Message, MessagesError, collect, find, link
 from controlplane.sites.content_sync import Link
 from govhost_node import messages as rules
+from govhost_node.files import held_lock
 from govhost_node.message_spool import answers_digest
 
 MAX_ANSWER = 10_000          # characters
@@ -68,12 +67,8 @@ def _sending(county: County) -> Iterator[None]:
     to the nodes' replies: a list or answer read earlier can then never reach a node after
     one read later (a console answer and a `sync` batch, or two answers, at once)."""
     county.state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(county.state_dir / "answers-send.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with held_lock(county.state_dir / "answers-send.lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 def add(county: County, unit: str, number: str) -> dict[str, str]:
