@@ -11,6 +11,15 @@ from controlplane.core.state.store import Store
 _KEYS = ("number", "unit", "received", "subject", "text", "token_hash", "answer", "publish",
          "answered_by", "answered_at")
 _INDEX = ("number", "unit", "received", "subject", "seen_at")
+_ROUTE = ("number", "from_unit", "to_unit", "reason", "by", "at")
+
+
+def _by_number(rows: Iterable[Sequence[Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Forwards (rows of _ROUTE, in order) grouped by their message's number."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r[0], []).append(dict(zip(_ROUTE, r)))
+    return out
 
 
 class MessageRecords(Store):
@@ -100,11 +109,9 @@ class MessageRecords(Store):
         answered = dict(self.db.execute(
             f"SELECT number, answered_at FROM message_answers WHERE number IN ({mine})",
             (unit, unit)))
-        keys = ("number", "from_unit", "to_unit", "reason", "by", "at")
-        routes: dict[str, list[dict[str, Any]]] = {}
-        for r in self.db.execute(f"SELECT {', '.join(keys)} FROM message_routes WHERE number "
-                                 f"IN ({mine}) ORDER BY id", (unit, unit)):
-            routes.setdefault(r[0], []).append(dict(zip(keys, r)))
+        routes = _by_number(self.db.execute(
+            f"SELECT {', '.join(_ROUTE)} FROM message_routes WHERE number IN ({mine}) "
+            "ORDER BY id", (unit, unit)))
         drafts = {n: i for i, n in self.db.execute(
             f"SELECT id, number FROM message_drafts WHERE status = 'pending' AND number IN "
             f"({mine}) ORDER BY id", (unit, unit))}
@@ -140,14 +147,9 @@ class MessageRecords(Store):
 
     def routes(self, number: str | None = None) -> dict[str, list[dict[str, Any]]]:
         """Every forwarded message's forwards (or one message's), oldest first."""
-        keys = ("number", "from_unit", "to_unit", "reason", "by", "at")
-        out: dict[str, list[dict[str, Any]]] = {}
-        sql = f"SELECT {', '.join(keys)} FROM message_routes"
-        rows = self.db.execute(sql + " ORDER BY id") if number is None else \
-            self.db.execute(sql + " WHERE number = ? ORDER BY id", (number,))
-        for r in rows:
-            out.setdefault(r[0], []).append(dict(zip(keys, r)))
-        return out
+        sql = f"SELECT {', '.join(_ROUTE)} FROM message_routes"
+        return _by_number(self.db.execute(sql + " ORDER BY id") if number is None else
+                          self.db.execute(sql + " WHERE number = ? ORDER BY id", (number,)))
 
     def forwarded_to(self, unit: str) -> list[tuple[str, str]]:
         """The messages whose last forward is to `unit` (its to answer now), each with the
