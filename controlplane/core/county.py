@@ -17,7 +17,7 @@ import time
 from contextlib import AbstractContextManager, contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from controlplane.core import inventory as inventory_mod
 from controlplane.core.certstore import CertStore
@@ -40,7 +40,13 @@ class County:
     def inv(self) -> inventory_mod.Inventory:
         """The validated manifests, with the secrets they need; raises ManifestError. With
         the memo of the runs before (core/memo.py): what they parsed and rendered."""
-        return inventory_mod.load(self.root, self.state_dir, memo=Memo.of_state(self.state_dir))
+        return self.load()
+
+    def load(self, overlay: Mapping[str, bytes] | None = None) -> inventory_mod.Inventory:
+        """The manifests read now (`overlay`: files of tenants/ given in place of, or beside,
+        those on disk), with the memo; raises ManifestError. Nothing is kept."""
+        return inventory_mod.load(self.root, self.state_dir, memo=Memo.of_state(self.state_dir),
+                                  overlay=overlay)
 
     def inv_now(self) -> inventory_mod.Inventory:
         """The manifests as they are on disk now, for a unit's trial (a process that keeps
@@ -57,8 +63,7 @@ class County:
                 return self._trial[1]
             at = time.time_ns()
             self._trial = None
-            inv = inventory_mod.load(self.root, self.state_dir,
-                                     memo=Memo.of_state(self.state_dir))
+            inv = self.load()
             if inventory_mod.settled(taken, at):
                 self._trial = (taken, inv)
             return inv

@@ -3,9 +3,9 @@ behind `govhost validate` checks it with every other manifest, then planned as `
 plans. Site requests and the changes a unit's admin makes in the console both go through it,
 so a file in inventory/tenants/ is only ever written once the whole inventory validates.
 
-The county's manifests are not read again for each trial: the county's loaded inventory
-(read again only when a file changed on disk) takes the unit's file in place, and only that
-file is parsed; the checks across units run over all of them (inventory.with_tenant). A
+The county's manifests are not read again for each trial: the trials' own loaded
+inventory (`County.inv_now`: read again only when a file changed on disk) takes the unit's
+file in place, and only that file is parsed; the checks across units run over all of them (inventory.with_tenant). A
 county that does not load as it is, is loaded whole with the unit's file given in place
 (the unit's file may be the one at fault), without copying it anywhere."""
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 from controlplane.core import inventory
 from controlplane.core.county import County
 from controlplane.core.errors import ManifestError, Problem
-from controlplane.core.memo import Memo
 from controlplane.sites import apply as apply_mod
 
 
@@ -61,8 +60,7 @@ def with_manifest(county: County, name: str, text: str) -> inventory.Inventory:
     try:
         base = county.inv_now()
     except ManifestError:
-        return inventory.load(county.root, county.state_dir,
-                              memo=Memo.of_state(county.state_dir), overlay={file_name: raw})
+        return county.load(overlay={file_name: raw})
     return inventory.with_tenant(base, file_name, raw)
 
 
