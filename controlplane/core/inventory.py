@@ -182,15 +182,19 @@ def _document(raw: bytes, memo: Memo | None) -> Any:
 
 def _parse(path: Path, rel: str, model: type[M], problems: list[Problem],
            memo: Memo | None = None) -> M | None:
+    raw = _read(path, rel, problems)
+    return None if raw is None else _parse_bytes(raw, rel, model, problems, memo)
+
+
+def _read(path: Path, rel: str, problems: list[Problem]) -> bytes | None:
+    """A manifest's bytes, or None with the problem (too large, unreadable)."""
     try:
-        raw = yamlsafe.read_file(path)
+        return yamlsafe.read_file(path)
     except yamlsafe.YamlRefused as exc:
         problems.append(Problem(rel, "", str(exc)))
-        return None
     except OSError as exc:
         problems.append(Problem(rel, "", f"cannot read file ({exc.strerror})"))
-        return None
-    return _parse_bytes(raw, rel, model, problems, memo)
+    return None
 
 
 def _parse_bytes(raw: bytes, rel: str, model: type[M], problems: list[Problem],
@@ -275,17 +279,8 @@ def load(root: Path, state: Path | None = None, memo: Memo | None = None,
     tenants_rel = rel(tenant_dir)
     for name in names:
         r = f"{tenants_rel}/{name}"
-        if name in overlay:
-            raw = _given(overlay[name], r, problems)
-        else:
-            try:
-                raw = yamlsafe.read_file(tenant_dir / name)
-            except yamlsafe.YamlRefused as exc:
-                problems.append(Problem(r, "", str(exc)))
-                continue
-            except OSError as exc:
-                problems.append(Problem(r, "", f"cannot read file ({exc.strerror})"))
-                continue
+        raw = _given(overlay[name], r, problems) if name in overlay else \
+            _read(tenant_dir / name, r, problems)
         t = None if raw is None else _tenant(name, r, raw, problems, memo)
         if t is not None:
             tenants.append(t)
